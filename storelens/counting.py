@@ -1,0 +1,219 @@
+"""Line crossing, occupancy and windowed counts: pure logic, returns events.
+
+Convention: for a line A->B in image coordinates (x right, y down), a track
+whose anchor (bottom-centre of its box) crosses the segment from the
+left-hand side of A->B to its right-hand side counts as ``in``; the other way
+is ``out``. For A=(0,300), B=(640,300), moving down the image is ``in``.
+
+Rules (each is a case in ``tests/test_counting.py``):
+
+* **Segment intersection, not a band.** A crossing needs the anchor's path
+  between successive positions to intersect the segment A-B, so a fast track
+  that skips past a thin line between frames still counts, and a track that
+  walks around the end of the segment does not.
+* **Hysteresis.** The anchor must also reach ``hysteresis_px`` beyond the line
+  on the new side. People standing on the line (jittering boxes) and U-turns
+  that touch the line and go back never count.
+* **One committed side per track and line.** Counts happen only on a change
+  of committed side, so a track that crosses and comes back counts ``in``
+  then ``out`` (net zero), never ``in`` twice.
+* **Lost and re-acquired tracks.** A track that disappears keeps its state for
+  ``reacquire_window_ms``: if it returns under the same id the gap is treated
+  as one step; if a *new* id starts within ``reacquire_radius_px`` of where it
+  vanished, the new id inherits the state, so an id switch at the door
+  neither double-counts nor loses the crossing.
+
+Example:
+    >>> from storelens.config import LineConfig, CountingConfig
+    >>> lc = LineCounter("cam", [LineConfig(id="door", a=(0, 300), b=(640, 300))], CountingConfig())
+    >>> lc.update(seq=0, ts_ms=0, track_ids=[7], anchors=[(320, 250)])
+    []
+    >>> [e.direction for e in lc.update(seq=1, ts_ms=40, track_ids=[7], anchors=[(320, 350)])]
+    ['in']
+    >>> lc.counts()["door"]
+    {'in': 1, 'out': 0}
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Iterable, Literal, Sequence
+
+import numpy as np
+
+from storelens import messages as m
+from storelens.config import CountingConfig, LineConfig
+from storelens.geometry import segments_intersect, signed_distance
+
+Dir = Literal["in", "out"]
+
+
+@dataclass(frozen=True)
+class CrossingEvent:
+    event_id: str
+    camera_id: str
+    line_id: str
+    track_id: int
+    direction: Dir
+    ts_ms: int
+    seq: int
+
+    def to_proto(self) -> m.LineCrossing:
+        return m.LineCrossing(
+            event_id=self.event_id,
+            camera_id=self.camera_id,
+            line_id=self.line_id,
+            track_id=self.track_id,
+            direction=m.DIRECTION_IN if self.direction == "in" else m.DIRECTION_OUT,
+            ts_ms=self.ts_ms,
+            seq=self.seq,
+        )
+
+    @classmethod
+    def from_proto(cls, msg: m.LineCrossing) -> "CrossingEvent":
+        return cls(msg.event_id, msg.camera_id, msg.line_id, msg.track_id,
+                   "in" if msg.direction == m.DIRECTION_IN else "out", msg.ts_ms, msg.seq)
+
+
+def crossing_event_id(camera_id: str, line_id: str, track_id: int, seq: int) -> str:
+    """Deterministic id: the same crossing recomputed after a redelivery has the same id."""
+    return f"{camera_id}:{line_id}:{track_id}:{seq}"
+
+
+@dataclass
+class _LineState:
+    side: int = 0  # committed side: +1 right (in side), -1 left, 0 not yet known
+    through_segment: bool = False  # path went through A-B since leaving the committed side
+
+
+@dataclass
+class _TrackState:
+    anchor: tuple[float, float]
+    ts_ms: int
+    lines: dict[str, _LineState] = field(default_factory=dict)
+    seen_now: bool = True
+
+
+class LineCounter:
+    """Counts crossings of one camera's lines from per-frame track anchors."""
+
+    def __init__(self, camera_id: str, lines: Sequence[LineConfig], counting: CountingConfig) -> None:
+        self.camera_id = camera_id
+        self.lines = list(lines)
+        self.cfg = counting
+        self._tracks: dict[int, _TrackState] = {}
+        self._lost: dict[int, _TrackState] = {}
+        self._counts = {ln.id: {"in": 0, "out": 0} for ln in self.lines}
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Per line ``{"in": N, "out": N}`` since construction."""
+        return {k: dict(v) for k, v in self._counts.items()}
+
+    def update(
+        self,
+        seq: int,
+        ts_ms: int,
+        track_ids: Iterable[int],
+        anchors: np.ndarray | Sequence[tuple[float, float]],
+    ) -> list[CrossingEvent]:
+        """Feed one frame's tracks (ids and anchor points); return the crossings it completes."""
+        ids = [int(t) for t in track_ids]
+        pts = np.asarray(anchors, dtype=np.float64).reshape(-1, 2)
+        if len(ids) != len(pts):
+            raise ValueError(f"{len(ids)} track ids but {len(pts)} anchors")
+        self._expire(ts_ms)
+        for st in self._tracks.values():
+            st.seen_now = False
+        events: list[CrossingEvent] = []
+        for tid, (x, y) in zip(ids, pts):
+            p1 = (float(x), float(y))
+            st = self._tracks.get(tid) or self._lost.pop(tid, None) or self._reacquire(p1, ts_ms)
+            if st is None:
+                st = _TrackState(anchor=p1, ts_ms=ts_ms)
+                p0 = None
+            else:
+                p0 = st.anchor
+            for line in self.lines:
+                ev = self._step(line, st.lines.setdefault(line.id, _LineState()), p0, p1, tid, ts_ms, seq)
+                if ev is not None:
+                    events.append(ev)
+            st.anchor, st.ts_ms, st.seen_now = p1, ts_ms, True
+            self._tracks[tid] = st
+        for tid in [t for t, s in self._tracks.items() if not s.seen_now]:
+            self._lost[tid] = self._tracks.pop(tid)
+        return events
+
+    def _step(self, line: LineConfig, ls: _LineState, p0, p1, tid: int, ts_ms: int, seq: int) -> CrossingEvent | None:
+        d = signed_distance(p1, line.a, line.b)
+        h = self.cfg.hysteresis_px
+        s1 = 1 if d >= max(h, 1e-9) else (-1 if d <= -max(h, 1e-9) else 0)
+        if p0 is not None and segments_intersect(p0, p1, line.a, line.b):
+            ls.through_segment = True
+        if ls.side == 0:
+            if s1 != 0:
+                ls.side, ls.through_segment = s1, False
+            return None
+        if s1 == ls.side:
+            ls.through_segment = False  # back where it was: jitter or U-turn
+            return None
+        if s1 == 0:
+            return None  # inside the hysteresis band: wait
+        crossed = ls.through_segment
+        ls.side, ls.through_segment = s1, False
+        if not crossed:
+            return None  # changed side around the end of the segment
+        direction: Dir = "in" if s1 > 0 else "out"
+        self._counts[line.id][direction] += 1
+        return CrossingEvent(crossing_event_id(self.camera_id, line.id, tid, seq),
+                             self.camera_id, line.id, tid, direction, ts_ms, seq)
+
+    def _reacquire(self, p: tuple[float, float], ts_ms: int) -> _TrackState | None:
+        best, best_d = None, math.inf
+        for tid, st in self._lost.items():
+            dist = math.hypot(st.anchor[0] - p[0], st.anchor[1] - p[1])
+            if dist <= self.cfg.reacquire_radius_px and dist < best_d:
+                best, best_d = tid, dist
+        return self._lost.pop(best) if best is not None else None
+
+    def _expire(self, ts_ms: int) -> None:
+        horizon = ts_ms - self.cfg.reacquire_window_ms
+        for tid in [t for t, s in self._lost.items() if s.ts_ms < horizon]:
+            del self._lost[tid]
+
+
+class Occupancy:
+    """ins minus outs over a camera's lines, never below zero.
+
+    Example:
+        >>> o = Occupancy()
+        >>> o.apply("out"); o.apply("in"); o.apply("in"); o.value
+        2
+    """
+
+    def __init__(self) -> None:
+        self.value = 0
+        self.total_in = 0
+        self.total_out = 0
+
+    def apply(self, direction: Dir) -> int:
+        if direction == "in":
+            self.total_in += 1
+            self.value += 1
+        else:
+            self.total_out += 1
+            self.value = max(0, self.value - 1)
+        return self.value
+
+
+def window_start_ms(ts_ms: int, window_s: int) -> int:
+    """Start of the tumbling window of ``window_s`` seconds that holds ``ts_ms``."""
+    w = window_s * 1000
+    return (ts_ms // w) * w
+
+
+def occupancy_from_events(directions_in_time_order: Iterable[Dir]) -> int:
+    """Replay directions through :class:`Occupancy` (used by storage and tests)."""
+    occ = Occupancy()
+    for d in directions_in_time_order:
+        occ.apply(d)
+    return occ.value

@@ -1,0 +1,21 @@
+"""Errors StoreLens raises for bad input: each carries one readable message."""
+
+
+class StoreLensError(Exception):
+    """Base class: the CLI prints ``str(err)`` and exits non-zero, no traceback."""
+
+
+class ConfigError(StoreLensError):
+    """The site configuration (or a CLI argument standing for it) is invalid."""
+
+
+class SourceError(StoreLensError):
+    """A video source cannot be opened or decoded."""
+
+
+class ModelError(StoreLensError):
+    """A model's weights cannot be found or loaded."""
+
+
+class DecodeError(StoreLensError):
+    """A message on the bus cannot be decoded; it goes to the dead-letter topic."""

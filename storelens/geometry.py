@@ -1,0 +1,73 @@
+"""Plane geometry in image coordinates (x right, y down), vectorised where it matters.
+
+Example:
+    >>> side_of_line((320, 310), (0, 300), (640, 300))   # below A->B: right-hand side
+    1
+    >>> segments_intersect((10, 290), (10, 320), (0, 300), (640, 300))
+    True
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+Point = tuple[float, float]
+
+
+def cross(a: Point, b: Point, p: Point) -> float:
+    """z of (B - A) x (P - A); positive when P is right of A->B on screen (y down)."""
+    return (b[0] - a[0]) * (p[1] - a[1]) - (b[1] - a[1]) * (p[0] - a[0])
+
+
+def side_of_line(p: Point, a: Point, b: Point) -> int:
+    """+1 right-hand side of A->B (the ``in`` side), -1 left-hand side, 0 on the line."""
+    c = cross(a, b, p)
+    return (c > 0) - (c < 0)
+
+
+def signed_distance(p: Point, a: Point, b: Point) -> float:
+    """Distance of P from the infinite line AB in pixels, positive on the right-hand side."""
+    return cross(a, b, p) / math.hypot(b[0] - a[0], b[1] - a[1])
+
+
+def segments_intersect(p0: Point, p1: Point, a: Point, b: Point) -> bool:
+    """Whether segment P0-P1 touches segment A-B (endpoints included)."""
+    d1, d2 = cross(a, b, p0), cross(a, b, p1)
+    d3, d4 = cross(p0, p1, a), cross(p0, p1, b)
+    if ((d1 > 0 and d2 < 0) or (d1 < 0 and d2 > 0)) and ((d3 > 0 and d4 < 0) or (d3 < 0 and d4 > 0)):
+        return True
+
+    def on_seg(p: Point, q: Point, r: Point) -> bool:
+        return min(p[0], q[0]) <= r[0] <= max(p[0], q[0]) and min(p[1], q[1]) <= r[1] <= max(p[1], q[1])
+
+    return (
+        (d1 == 0 and on_seg(a, b, p0))
+        or (d2 == 0 and on_seg(a, b, p1))
+        or (d3 == 0 and on_seg(p0, p1, a))
+        or (d4 == 0 and on_seg(p0, p1, b))
+    )
+
+
+def projection_t(p: Point, a: Point, b: Point) -> float:
+    """Position of P's projection along A->B: 0 at A, 1 at B."""
+    dx, dy = b[0] - a[0], b[1] - a[1]
+    return ((p[0] - a[0]) * dx + (p[1] - a[1]) * dy) / (dx * dx + dy * dy)
+
+
+def anchors_bottom_center(bbox_xyxy: np.ndarray) -> np.ndarray:
+    """(N, 4) boxes -> (N, 2) bottom-centre points, the usual floor-contact anchor."""
+    b = np.asarray(bbox_xyxy, dtype=np.float64).reshape(-1, 4)
+    return np.stack([(b[:, 0] + b[:, 2]) / 2.0, b[:, 3]], axis=1)
+
+
+def points_in_polygon(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
+    """(N, 2) points, (M, 2) polygon -> (N,) bool, even-odd rule."""
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    poly = np.asarray(polygon, dtype=np.float64).reshape(-1, 2)
+    x, y = pts[:, 0:1], pts[:, 1:2]
+    x1, y1 = poly[:, 0], poly[:, 1]
+    x2, y2 = np.roll(x1, -1), np.roll(y1, -1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        crosses = ((y1 > y) != (y2 > y)) & (x < (x2 - x1) * (y - y1) / (y2 - y1) + x1)
+    return (crosses.sum(axis=1) % 2) == 1
