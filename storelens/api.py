@@ -1,0 +1,380 @@
+"""HTTP API: counts, occupancy, tracks and crossings read from :class:`~storelens.storage.Storage`.
+
+Build the app with :func:`create_app` (importing this module does no work)
+and serve it with any ASGI server. Interactive docs are at ``/docs``, the
+schema at ``/openapi.json``, Prometheus metrics at ``/metrics``. Times are
+milliseconds since the Unix epoch; ranges are half-open ``[start_ms, end_ms)``.
+
+Example:
+    >>> from fastapi.testclient import TestClient
+    >>> from storelens.config import parse_config
+    >>> from storelens.storage import SqliteStorage
+    >>> cfg = parse_config({"store": {"id": "s1"}, "cameras": [{"id": "cam-1", "source": "/tmp/x.mp4"}]})
+    >>> client = TestClient(create_app(cfg, SqliteStorage(":memory:")))
+    >>> client.get("/v1/occupancy/cam-1").json()["occupancy"]
+    0
+"""
+from __future__ import annotations
+
+import time
+from typing import Annotated, Literal
+
+from fastapi import FastAPI, HTTPException, Path, Query, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+import storelens
+from storelens.config import CameraConfig, SiteConfig
+from storelens.storage import Storage
+
+#: Largest timestamp accepted in a query (keeps every value a valid SQL/JSON integer).
+MAX_TS_MS = 2**53 - 1
+#: Largest bucket width: 31 days.
+MAX_BUCKET_S = 86_400 * 31
+#: Most buckets a single ``/v1/counts`` range may span.
+MAX_BUCKETS = 100_000
+#: Cap of ``limit_points`` (tracks) and ``limit`` (crossings).
+MAX_POINTS = 100_000
+DAY_MS = 86_400_000
+
+
+# -- response models ---------------------------------------------------------
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class Status(_Out):
+    status: str = Field(examples=["ok"])
+
+
+class ErrorOut(_Out):
+    detail: str = Field(examples=["unknown camera 'cam-9'"])
+
+
+class LineOut(_Out):
+    id: str
+    a: tuple[float, float] = Field(description="Start point [x, y] in source pixels.")
+    b: tuple[float, float] = Field(description="End point [x, y]; crossing from its left to its right is 'in'.")
+
+
+class ZoneOut(_Out):
+    id: str
+
+
+class CameraOut(_Out):
+    id: str
+    lines: list[LineOut]
+    zones: list[ZoneOut]
+
+
+class CamerasOut(_Out):
+    store_id: str
+    cameras: list[CameraOut]
+
+
+class InOut(_Out):
+    model_config = ConfigDict(frozen=True, validate_by_name=True, validate_by_alias=True)
+
+    count_in: int = Field(alias="in", ge=0)
+    count_out: int = Field(alias="out", ge=0)
+
+
+class BucketOut(_Out):
+    model_config = ConfigDict(frozen=True, validate_by_name=True, validate_by_alias=True)
+
+    line_id: str
+    start_ms: int = Field(description="Aligned bucket start (inclusive).")
+    end_ms: int = Field(description="Aligned bucket end (exclusive).")
+    count_in: int = Field(alias="in", ge=0)
+    count_out: int = Field(alias="out", ge=0)
+
+
+class CountsOut(_Out):
+    camera_id: str
+    start_ms: int
+    end_ms: int
+    bucket_s: int
+    buckets: list[BucketOut] = Field(description="Non-empty buckets ordered by (start_ms, line_id).")
+    totals: dict[str, InOut] = Field(description="Per line over [start_ms, end_ms); every configured line.")
+
+
+class CameraOccupancyOut(_Out):
+    camera_id: str
+    occupancy: int = Field(description="Ins minus outs, never below zero.")
+    total_in: int
+    total_out: int
+    ts_ms: int = Field(description="Time of the latest update; 0 if there is none yet.")
+
+
+class OccupancyOut(_Out):
+    store_id: str
+    occupancy: int = Field(description="Sum over the store's cameras.")
+    cameras: list[CameraOccupancyOut]
+
+
+class TrackPointOut(_Out):
+    ts_ms: int
+    seq: int
+    bbox_xyxy: tuple[float, float, float, float] = Field(description="[x1, y1, x2, y2] in source pixels.")
+    confidence: float
+
+
+class TrackOut(_Out):
+    track_id: int
+    points: list[TrackPointOut]
+
+
+class TracksOut(_Out):
+    camera_id: str
+    tracks: list[TrackOut]
+
+
+class CrossingOut(_Out):
+    event_id: str
+    line_id: str
+    track_id: int
+    direction: Literal["in", "out"]
+    ts_ms: int
+    seq: int
+
+
+# -- metrics -------------------------------------------------------------------
+
+
+class _Metrics:
+    """Per-app registry, so several apps can live in one process (tests)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "storelens_http_requests", "HTTP requests by route template and status.",
+            ["method", "route", "status"], registry=self.registry,
+        )
+        self.latency = Histogram(
+            "storelens_http_request_duration_seconds", "HTTP request latency by route template.",
+            ["method", "route"], registry=self.registry,
+        )
+
+
+class _MetricsMiddleware:
+    """Counts every HTTP request under its route template (``/v1/occupancy/{camera_id}``)."""
+
+    def __init__(self, app: ASGIApp, metrics: _Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        t0 = time.perf_counter()
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            # Unmatched paths share one label value: raw paths would explode the series count.
+            template = getattr(route, "path", None) or "<unmatched>"
+            method = scope.get("method", "")
+            self.metrics.requests.labels(method, template, str(status)).inc()
+            self.metrics.latency.labels(method, template).observe(time.perf_counter() - t0)
+
+
+# -- app -------------------------------------------------------------------------
+
+_NOT_FOUND = {404: {"model": ErrorOut, "description": "Unknown camera or line."}}
+
+CameraId = Annotated[str, Path(description="Camera id from the site configuration.", max_length=200)]
+StartMs = Annotated[int, Query(ge=0, le=MAX_TS_MS, description="Range start (inclusive), ms since epoch.")]
+EndMs = Annotated[
+    int | None, Query(ge=1, le=MAX_TS_MS, description="Range end (exclusive), ms since epoch; default now + 1 day.")
+]
+
+
+def _resolve_range(start_ms: int, end_ms: int | None) -> tuple[int, int]:
+    end = end_ms if end_ms is not None else min(int(time.time() * 1000) + DAY_MS, MAX_TS_MS)
+    if end <= start_ms:
+        raise HTTPException(422, f"end_ms ({end}) must be greater than start_ms ({start_ms})")
+    return start_ms, end
+
+
+def _n_buckets(start_ms: int, end_ms: int, bucket_s: int) -> int:
+    """Aligned buckets that ``[start_ms, end_ms)`` touches."""
+    w = bucket_s * 1000
+    return (end_ms - 1) // w - start_ms // w + 1
+
+
+def create_app(config: SiteConfig, storage: Storage) -> FastAPI:
+    """The StoreLens API over ``storage`` for the cameras of ``config``.
+
+    Example:
+        >>> from storelens.config import parse_config
+        >>> from storelens.storage import SqliteStorage
+        >>> cfg = parse_config({"store": {"id": "s1"}, "cameras": [{"id": "cam-1", "source": "/tmp/x.mp4"}]})
+        >>> app = create_app(cfg, SqliteStorage(":memory:"))
+        >>> app.title
+        'StoreLens API'
+    """
+    app = FastAPI(
+        title="StoreLens API",
+        version=storelens.__version__,
+        description="People counts, live occupancy, tracks and line crossings of a store's cameras. "
+        "Times are milliseconds since the Unix epoch; ranges are half-open [start_ms, end_ms).",
+    )
+    metrics = _Metrics()
+    app.add_middleware(_MetricsMiddleware, metrics=metrics)
+    app.state.storage = storage
+    app.state.config = config
+    cameras = {c.id: c for c in config.cameras}
+
+    def camera(camera_id: str) -> CameraConfig:
+        cam = cameras.get(camera_id)
+        if cam is None:
+            raise HTTPException(404, f"unknown camera {camera_id!r}")
+        return cam
+
+    def occupancy_of(camera_id: str) -> CameraOccupancyOut:
+        st = storage.occupancy(camera_id)
+        if st is None:
+            return CameraOccupancyOut(camera_id=camera_id, occupancy=0, total_in=0, total_out=0, ts_ms=0)
+        return CameraOccupancyOut(camera_id=camera_id, occupancy=st.occupancy, total_in=st.total_in,
+                                  total_out=st.total_out, ts_ms=st.ts_ms)
+
+    @app.get("/healthz", response_model=Status, tags=["ops"], summary="Liveness")
+    def healthz() -> Status:
+        return Status(status="ok")
+
+    @app.get(
+        "/readyz", response_model=Status, tags=["ops"], summary="Readiness (storage answers)",
+        responses={503: {"model": Status, "description": "Storage does not answer."}},
+    )
+    def readyz() -> Response:
+        try:
+            ok = storage.ping()
+        except Exception:  # a broken backend means "not ready", never a 500
+            ok = False
+        if ok:
+            return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "unavailable"}, status_code=503)
+
+    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics",
+             response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+    def metrics_endpoint() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/cameras", response_model=CamerasOut, tags=["config"], summary="Cameras, lines and zones")
+    def list_cameras() -> CamerasOut:
+        return CamerasOut(
+            store_id=config.store.id,
+            cameras=[
+                CameraOut(
+                    id=c.id,
+                    lines=[LineOut(id=ln.id, a=ln.a, b=ln.b) for ln in c.lines],
+                    zones=[ZoneOut(id=z.id) for z in c.zones],
+                )
+                for c in config.cameras
+            ],
+        )
+
+    @app.get("/v1/counts", response_model=CountsOut, responses=_NOT_FOUND, tags=["counts"],
+             summary="Line crossings per time bucket")
+    def counts(
+        camera_id: Annotated[str, Query(max_length=200)],
+        start_ms: StartMs = 0,
+        end_ms: EndMs = None,
+        bucket_s: Annotated[int, Query(ge=1, le=MAX_BUCKET_S, description="Bucket width in seconds; "
+                                       "buckets are aligned to multiples of it since the epoch.")] = 60,
+        line_id: Annotated[str | None, Query(max_length=200, description="Only this line.")] = None,
+    ) -> CountsOut:
+        cam = camera(camera_id)
+        line_ids = [ln.id for ln in cam.lines]
+        if line_id is not None and line_id not in line_ids:
+            raise HTTPException(404, f"unknown line {line_id!r} of camera {camera_id!r}")
+        start, end = _resolve_range(start_ms, end_ms)
+        n = _n_buckets(start, end, bucket_s)
+        if n > MAX_BUCKETS:
+            # Any bucket_s >= this keeps n <= MAX_BUCKETS (alignment adds at most one bucket).
+            min_bucket_s = -(-(end - start) // ((MAX_BUCKETS - 1) * 1000))
+            hint = f" or use bucket_s >= {min_bucket_s}" if min_bucket_s <= MAX_BUCKET_S else ""
+            raise HTTPException(
+                422,
+                f"range [{start}, {end}) at bucket_s={bucket_s} spans {n} buckets, "
+                f"more than the limit of {MAX_BUCKETS}; narrow the range{hint}",
+            )
+        buckets = storage.counts(camera_id, start, end, bucket_s, line_id=line_id)
+        stored = storage.line_totals(camera_id, start, end)
+        wanted = [line_id] if line_id is not None else sorted({*line_ids, *stored})
+        zero = {"in": 0, "out": 0}
+        return CountsOut(
+            camera_id=camera_id, start_ms=start, end_ms=end, bucket_s=bucket_s,
+            buckets=[
+                BucketOut(line_id=b.line_id, start_ms=b.start_ms, end_ms=b.end_ms,
+                          count_in=b.count_in, count_out=b.count_out)
+                for b in buckets
+            ],
+            totals={ln: InOut.model_validate(stored.get(ln, zero)) for ln in wanted},
+        )
+
+    @app.get("/v1/occupancy", response_model=OccupancyOut, tags=["occupancy"], summary="Live occupancy of the store")
+    def store_occupancy() -> OccupancyOut:
+        per_camera = [occupancy_of(c.id) for c in config.cameras]
+        return OccupancyOut(store_id=config.store.id, occupancy=sum(c.occupancy for c in per_camera),
+                            cameras=per_camera)
+
+    @app.get("/v1/occupancy/{camera_id}", response_model=CameraOccupancyOut, responses=_NOT_FOUND,
+             tags=["occupancy"], summary="Live occupancy of one camera")
+    def camera_occupancy(camera_id: CameraId) -> CameraOccupancyOut:
+        return occupancy_of(camera(camera_id).id)
+
+    @app.get("/v1/cameras/{camera_id}/tracks", response_model=TracksOut, responses=_NOT_FOUND,
+             tags=["tracks"], summary="Track paths of one camera")
+    def tracks(
+        camera_id: CameraId,
+        start_ms: StartMs = 0,
+        end_ms: EndMs = None,
+        limit_points: Annotated[int, Query(ge=1, le=MAX_POINTS,
+                                           description="Most points returned (the earliest ones).")] = 10_000,
+    ) -> TracksOut:
+        camera(camera_id)
+        start, end = _resolve_range(start_ms, end_ms)
+        paths = storage.tracks(camera_id, start, end, limit_points=limit_points)
+        return TracksOut(
+            camera_id=camera_id,
+            tracks=[
+                TrackOut(track_id=p.track_id, points=[
+                    TrackPointOut(ts_ms=pt.ts_ms, seq=pt.seq, bbox_xyxy=pt.bbox_xyxy, confidence=pt.confidence)
+                    for pt in p.points
+                ])
+                for p in paths
+            ],
+        )
+
+    @app.get("/v1/cameras/{camera_id}/crossings", response_model=list[CrossingOut], responses=_NOT_FOUND,
+             tags=["counts"], summary="Line crossings of one camera, in time order")
+    def crossings(
+        camera_id: CameraId,
+        start_ms: StartMs = 0,
+        end_ms: EndMs = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_POINTS, description="Most events returned (the earliest).")]
+        = 10_000,
+    ) -> list[CrossingOut]:
+        camera(camera_id)
+        start, end = _resolve_range(start_ms, end_ms)
+        return [
+            CrossingOut(event_id=e.event_id, line_id=e.line_id, track_id=e.track_id, direction=e.direction,
+                        ts_ms=e.ts_ms, seq=e.seq)
+            for e in storage.crossings(camera_id, start, end, limit=limit)
+        ]
+
+    return app

@@ -1,0 +1,118 @@
+"""Pipeline stages as message-in / messages-out processors.
+
+The same stage objects run in the embedded pipeline (in-process bus) and in
+the services (Kafka): a stage takes a decoded protobuf message and returns
+the messages to publish. Malformed input raises :class:`DecodeError` (or
+:class:`UnknownCamera`), which the runner turns into a dead letter.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from storelens import messages as m
+from storelens.config import SiteConfig
+from storelens.counting import CrossingEvent, LineCounter, Occupancy, window_start_ms
+from storelens.detection import Detector
+from storelens.errors import DecodeError
+from storelens.geometry import anchors_bottom_center
+from storelens.ingest import decode_jpeg
+from storelens.tracking import Tracker
+
+log = logging.getLogger(__name__)
+
+
+class UnknownCamera(DecodeError):
+    """A message names a camera that the site configuration does not have."""
+
+
+def dead_letter(source_topic: str, key: bytes, payload: bytes, reason: str, service: str) -> m.DeadLetter:
+    return m.DeadLetter(source_topic=source_topic, key=key, payload=payload, reason=reason,
+                        service=service, ts_ms=int(time.time() * 1000))
+
+
+class DetectTrackStage:
+    """Frame -> TrackedFrame (boxes in source pixel coordinates), one tracker per camera."""
+
+    def __init__(self, config: SiteConfig, detector: Detector, tracker_factory: Callable[[], Tracker]) -> None:
+        self.cameras = {c.id for c in config.cameras}
+        self.detector = detector
+        self._tracker_factory = tracker_factory
+        self._trackers: dict[str, Tracker] = {}
+
+    def tracker(self, camera_id: str) -> Tracker:
+        if camera_id not in self._trackers:
+            self._trackers[camera_id] = self._tracker_factory()
+        return self._trackers[camera_id]
+
+    def process(self, frame: m.Frame) -> m.TrackedFrame:
+        if frame.camera_id not in self.cameras:
+            raise UnknownCamera(f"unknown camera {frame.camera_id!r}")
+        out = m.TrackedFrame(camera_id=frame.camera_id, seq=frame.seq, ts_ms=frame.ts_ms,
+                             source_frame=frame.source_frame, end_of_stream=frame.end_of_stream,
+                             width=frame.source_width or frame.width, height=frame.source_height or frame.height)
+        if frame.end_of_stream:
+            return out
+        image = decode_jpeg(frame)
+        dets = self.detector.detect(image)
+        tracks = self.tracker(frame.camera_id).update(image, dets)
+        sx = out.width / image.shape[1]
+        sy = out.height / image.shape[0]
+        boxes = tracks.bbox_xyxy * np.array([sx, sy, sx, sy], np.float32)
+        for tid, (x1, y1, x2, y2), conf, cls in zip(tracks.track_id, boxes, tracks.confidence, tracks.class_id):
+            out.tracks.add(track_id=int(tid), bbox_xyxy=m.BoxXYXY(x1=x1, y1=y1, x2=x2, y2=y2),
+                           confidence=float(conf), class_id=int(cls))
+        return out
+
+
+@dataclass
+class AnalyticsOutput:
+    crossings: list[CrossingEvent] = field(default_factory=list)
+    occupancy: m.OccupancyUpdate | None = None
+    windows: list[m.CountWindow] = field(default_factory=list)
+
+
+class AnalyticsStage:
+    """TrackedFrame -> crossings, occupancy and per-window counts, per camera."""
+
+    def __init__(self, config: SiteConfig) -> None:
+        self.config = config
+        self.counters = {c.id: LineCounter(c.id, c.lines, config.counting) for c in config.cameras}
+        self.occupancy = {c.id: Occupancy() for c in config.cameras}
+        self._windows: dict[tuple[str, str, int], list[int]] = {}
+
+    def process(self, tf: m.TrackedFrame) -> AnalyticsOutput:
+        counter = self.counters.get(tf.camera_id)
+        if counter is None:
+            raise UnknownCamera(f"unknown camera {tf.camera_id!r}")
+        out = AnalyticsOutput()
+        if tf.end_of_stream:
+            return out
+        ids = [t.track_id for t in tf.tracks]
+        boxes = np.array([[t.bbox_xyxy.x1, t.bbox_xyxy.y1, t.bbox_xyxy.x2, t.bbox_xyxy.y2] for t in tf.tracks],
+                         np.float64).reshape(-1, 4)
+        out.crossings = counter.update(tf.seq, tf.ts_ms, ids, anchors_bottom_center(boxes))
+        if out.crossings:
+            occ = self.occupancy[tf.camera_id]
+            win_s = self.config.counting.window_s
+            touched = set()
+            for ev in out.crossings:
+                occ.apply(ev.direction)
+                start = window_start_ms(ev.ts_ms, win_s)
+                counts = self._windows.setdefault((ev.camera_id, ev.line_id, start), [0, 0])
+                counts[0 if ev.direction == "in" else 1] += 1
+                touched.add((ev.camera_id, ev.line_id, start))
+            out.occupancy = m.OccupancyUpdate(camera_id=tf.camera_id, ts_ms=tf.ts_ms, occupancy=occ.value,
+                                              total_in=occ.total_in, total_out=occ.total_out)
+            for cam, line, start in sorted(touched):
+                cin, cout = self._windows[(cam, line, start)]
+                out.windows.append(m.CountWindow(camera_id=cam, line_id=line, window_start_ms=start,
+                                                 window_end_ms=start + win_s * 1000, count_in=cin, count_out=cout))
+        return out
+
+    def line_counts(self, camera_id: str) -> dict[str, dict[str, int]]:
+        return self.counters[camera_id].counts()

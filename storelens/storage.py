@@ -1,0 +1,416 @@
+"""Persistence of tracks, crossings, occupancy and count windows.
+
+:class:`Storage` is the interface the pipeline writes to and the API reads
+from; :class:`SqliteStorage` implements it with the standard library's
+``sqlite3`` (a PostgreSQL backend can implement the same protocol later).
+Every write is idempotent, so a message delivered twice never counts twice:
+
+* track points are keyed by ``(camera_id, seq, track_id)``,
+* crossings by their deterministic ``event_id``,
+* occupancy by ``camera_id`` (the latest state by ``ts_ms`` wins),
+* count windows by ``(camera_id, line_id, window_start_ms)``.
+
+Time ranges are half-open, ``[start_ms, end_ms)``, in milliseconds since the
+Unix epoch.
+
+Example:
+    >>> from storelens.counting import CrossingEvent
+    >>> store = SqliteStorage(":memory:")
+    >>> ev = CrossingEvent("cam-1:door:7:12", "cam-1", "door", 7, "in", 61_000, 12)
+    >>> store.write_crossings([ev]), store.write_crossings([ev])
+    (1, 0)
+    >>> store.counts("cam-1", start_ms=0, end_ms=120_000, bucket_s=60)
+    [CountBucket(line_id='door', start_ms=60000, end_ms=120000, count_in=1, count_out=0)]
+    >>> store.line_totals("cam-1")
+    {'door': {'in': 1, 'out': 0}}
+    >>> store.close()
+"""
+from __future__ import annotations
+
+import contextlib
+import pathlib
+import sqlite3
+import threading
+from dataclasses import dataclass
+from typing import Iterator, NamedTuple, Protocol, Sequence, runtime_checkable
+
+from storelens import messages as m
+from storelens.config import StorageConfig
+from storelens.counting import CrossingEvent
+from storelens.errors import ConfigError, StoreLensError
+
+
+class StorageError(StoreLensError):
+    """The database cannot be used (e.g. it was written by a newer StoreLens)."""
+
+
+@dataclass(frozen=True)
+class CountBucket:
+    """Crossings of one line in one aligned time bucket ``[start_ms, end_ms)``."""
+
+    line_id: str
+    start_ms: int
+    end_ms: int
+    count_in: int
+    count_out: int
+
+
+class TrackPoint(NamedTuple):
+    """One observation of a track: the box (source pixels) at frame ``seq``."""
+
+    ts_ms: int
+    seq: int
+    bbox_xyxy: tuple[float, float, float, float]
+    confidence: float
+
+
+@dataclass(frozen=True)
+class TrackPath:
+    """The points of one track in time order."""
+
+    track_id: int
+    points: list[TrackPoint]
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """What the pipeline writes and the API reads; every write is idempotent."""
+
+    def write_tracked_frame(self, tf: m.TrackedFrame) -> None: ...
+
+    def write_crossings(self, events: Sequence[CrossingEvent]) -> int: ...
+
+    def write_occupancy(self, update: m.OccupancyUpdate) -> None: ...
+
+    def write_count_window(self, w: m.CountWindow) -> None: ...
+
+    def counts(
+        self, camera_id: str, start_ms: int, end_ms: int, bucket_s: int, line_id: str | None = None
+    ) -> list[CountBucket]: ...
+
+    def line_totals(
+        self, camera_id: str, start_ms: int | None = None, end_ms: int | None = None
+    ) -> dict[str, dict[str, int]]: ...
+
+    def occupancy(self, camera_id: str) -> m.OccupancyUpdate | None: ...
+
+    def tracks(self, camera_id: str, start_ms: int, end_ms: int, limit_points: int = 100_000) -> list[TrackPath]: ...
+
+    def crossings(self, camera_id: str, start_ms: int, end_ms: int, limit: int = 100_000) -> list[CrossingEvent]: ...
+
+    def ping(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+#: Schema migrations: migration ``i`` (0-based) brings the schema to version ``i + 1``.
+#: Only ever append; never edit a migration that has shipped.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE track_points (
+            camera_id  TEXT    NOT NULL,
+            seq        INTEGER NOT NULL,
+            track_id   INTEGER NOT NULL,
+            ts_ms      INTEGER NOT NULL,
+            x1 REAL NOT NULL, y1 REAL NOT NULL, x2 REAL NOT NULL, y2 REAL NOT NULL,
+            confidence REAL    NOT NULL,
+            PRIMARY KEY (camera_id, seq, track_id)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX track_points_by_time ON track_points (camera_id, ts_ms)",
+        """CREATE TABLE crossings (
+            event_id  TEXT    PRIMARY KEY,
+            camera_id TEXT    NOT NULL,
+            line_id   TEXT    NOT NULL,
+            track_id  INTEGER NOT NULL,
+            direction TEXT    NOT NULL CHECK (direction IN ('in', 'out')),
+            ts_ms     INTEGER NOT NULL,
+            seq       INTEGER NOT NULL
+        )""",
+        "CREATE INDEX crossings_by_time ON crossings (camera_id, ts_ms)",
+        """CREATE TABLE occupancy (
+            camera_id TEXT    PRIMARY KEY,
+            ts_ms     INTEGER NOT NULL,
+            occupancy INTEGER NOT NULL,
+            total_in  INTEGER NOT NULL,
+            total_out INTEGER NOT NULL
+        )""",
+        """CREATE TABLE count_windows (
+            camera_id       TEXT    NOT NULL,
+            line_id         TEXT    NOT NULL,
+            window_start_ms INTEGER NOT NULL,
+            window_end_ms   INTEGER NOT NULL,
+            count_in        INTEGER NOT NULL,
+            count_out       INTEGER NOT NULL,
+            PRIMARY KEY (camera_id, line_id, window_start_ms)
+        ) WITHOUT ROWID""",
+    ),
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class SqliteStorage:
+    """:class:`Storage` in one SQLite file (WAL mode), safe to share between threads.
+
+    The schema is created or upgraded when the file is opened. ``":memory:"``
+    gives a private in-memory database (handy in tests).
+
+    Example:
+        >>> from storelens import messages as m
+        >>> with SqliteStorage(":memory:") as store:
+        ...     tf = m.TrackedFrame(camera_id="cam-1", seq=3, ts_ms=120, tracks=[
+        ...         m.Track(track_id=7, bbox_xyxy=m.BoxXYXY(x1=10, y1=20, x2=50, y2=120), confidence=0.5)])
+        ...     store.write_tracked_frame(tf)
+        ...     store.write_tracked_frame(tf)  # redelivery: no duplicate point
+        ...     [(p.track_id, len(p.points)) for p in store.tracks("cam-1", 0, 1000)]
+        [(7, 1)]
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        if path != ":memory:" and not path.startswith("file:"):
+            pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        # isolation_level=None: no implicit transactions; each write opens its own.
+        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10.0)
+        try:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._migrate()
+        except BaseException:
+            self._conn.close()
+            raise
+        self._closed = False
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def __enter__(self) -> "SqliteStorage":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection; further calls fail (and :meth:`ping` returns ``False``)."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._conn.close()
+
+    def ping(self) -> bool:
+        """``True`` if the database answers a trivial query (readiness probe)."""
+        try:
+            with self._lock:
+                return self._conn.execute("SELECT 1").fetchone() == (1,)
+        except sqlite3.Error:
+            return False
+
+    def schema_version(self) -> int:
+        """Version of the schema in the open file (equals :data:`SCHEMA_VERSION`)."""
+        with self._lock:
+            return self._version()
+
+    def _version(self) -> int:
+        row = self._conn.execute("SELECT version FROM schema_version").fetchone()
+        return int(row[0]) if row else 0
+
+    def _migrate(self) -> None:
+        with self._lock, self._tx():
+            self._conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            current = self._version()
+            if current > SCHEMA_VERSION:
+                raise StorageError(
+                    f"database {self.path} has schema version {current}, newer than this "
+                    f"StoreLens supports ({SCHEMA_VERSION}); upgrade StoreLens"
+                )
+            for statements in MIGRATIONS[current:]:
+                for sql in statements:
+                    self._conn.execute(sql)
+            if current == 0:
+                self._conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+            elif current < SCHEMA_VERSION:
+                self._conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (caller holds the lock); rolled back on error."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    # -- writes ------------------------------------------------------------
+
+    def write_tracked_frame(self, tf: m.TrackedFrame) -> None:
+        """Store every track of ``tf`` as one point; a redelivered frame replaces its points."""
+        rows = [
+            (tf.camera_id, tf.seq, t.track_id, tf.ts_ms,
+             t.bbox_xyxy.x1, t.bbox_xyxy.y1, t.bbox_xyxy.x2, t.bbox_xyxy.y2, t.confidence)
+            for t in tf.tracks
+        ]
+        if not rows:
+            return
+        with self._lock, self._tx() as c:
+            c.executemany(
+                """INSERT INTO track_points (camera_id, seq, track_id, ts_ms, x1, y1, x2, y2, confidence)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (camera_id, seq, track_id) DO UPDATE SET
+                     ts_ms = excluded.ts_ms, x1 = excluded.x1, y1 = excluded.y1,
+                     x2 = excluded.x2, y2 = excluded.y2, confidence = excluded.confidence""",
+                rows,
+            )
+
+    def write_crossings(self, events: Sequence[CrossingEvent]) -> int:
+        """Insert crossings not seen before (by ``event_id``); return how many were new."""
+        if not events:
+            return 0
+        rows = [(e.event_id, e.camera_id, e.line_id, e.track_id, e.direction, e.ts_ms, e.seq) for e in events]
+        with self._lock, self._tx() as c:
+            before = c.total_changes
+            c.executemany(
+                """INSERT INTO crossings (event_id, camera_id, line_id, track_id, direction, ts_ms, seq)
+                   VALUES (?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (event_id) DO NOTHING""",
+                rows,
+            )
+            return c.total_changes - before
+
+    def write_occupancy(self, update: m.OccupancyUpdate) -> None:
+        """Keep the latest occupancy of ``update.camera_id``; an older update (by ``ts_ms``) is ignored."""
+        with self._lock, self._tx() as c:
+            c.execute(
+                """INSERT INTO occupancy (camera_id, ts_ms, occupancy, total_in, total_out)
+                   VALUES (?, ?, ?, ?, ?)
+                   ON CONFLICT (camera_id) DO UPDATE SET
+                     ts_ms = excluded.ts_ms, occupancy = excluded.occupancy,
+                     total_in = excluded.total_in, total_out = excluded.total_out
+                   WHERE excluded.ts_ms >= occupancy.ts_ms""",
+                (update.camera_id, update.ts_ms, update.occupancy, update.total_in, update.total_out),
+            )
+
+    def write_count_window(self, w: m.CountWindow) -> None:
+        """Insert or replace the window ``(camera_id, line_id, window_start_ms)``."""
+        with self._lock, self._tx() as c:
+            c.execute(
+                """INSERT INTO count_windows
+                     (camera_id, line_id, window_start_ms, window_end_ms, count_in, count_out)
+                   VALUES (?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (camera_id, line_id, window_start_ms) DO UPDATE SET
+                     window_end_ms = excluded.window_end_ms,
+                     count_in = excluded.count_in, count_out = excluded.count_out""",
+                (w.camera_id, w.line_id, w.window_start_ms, w.window_end_ms, w.count_in, w.count_out),
+            )
+
+    # -- reads -------------------------------------------------------------
+
+    def counts(
+        self, camera_id: str, start_ms: int, end_ms: int, bucket_s: int, line_id: str | None = None
+    ) -> list[CountBucket]:
+        """Crossings in ``[start_ms, end_ms)`` per line and bucket of ``bucket_s`` seconds.
+
+        Buckets are aligned to multiples of ``bucket_s * 1000`` ms since the
+        epoch and report their full aligned bounds (only crossings inside the
+        query range are counted). Only non-empty buckets are returned, ordered
+        by ``(start_ms, line_id)``.
+        """
+        if bucket_s < 1:
+            raise ValueError(f"bucket_s must be >= 1, got {bucket_s}")
+        w = bucket_s * 1000
+        sql = """SELECT line_id, ts_ms - ((ts_ms % :w) + :w) % :w AS bucket,
+                        SUM(direction = 'in'), SUM(direction = 'out')
+                 FROM crossings
+                 WHERE camera_id = :camera AND ts_ms >= :start AND ts_ms < :end"""
+        params: dict[str, object] = {"w": w, "camera": camera_id, "start": start_ms, "end": end_ms}
+        if line_id is not None:
+            sql += " AND line_id = :line"
+            params["line"] = line_id
+        sql += " GROUP BY line_id, bucket ORDER BY bucket, line_id"
+        with self._lock:
+            rows = self._conn.execute(sql, params).fetchall()
+        return [CountBucket(line, b, b + w, int(n_in), int(n_out)) for line, b, n_in, n_out in rows]
+
+    def line_totals(
+        self, camera_id: str, start_ms: int | None = None, end_ms: int | None = None
+    ) -> dict[str, dict[str, int]]:
+        """``{line_id: {"in": n, "out": n}}`` over ``[start_ms, end_ms)`` (unbounded where ``None``).
+
+        Only lines with at least one crossing appear.
+        """
+        sql = """SELECT line_id, SUM(direction = 'in'), SUM(direction = 'out')
+                 FROM crossings WHERE camera_id = ?"""
+        params: list[object] = [camera_id]
+        if start_ms is not None:
+            sql += " AND ts_ms >= ?"
+            params.append(start_ms)
+        if end_ms is not None:
+            sql += " AND ts_ms < ?"
+            params.append(end_ms)
+        sql += " GROUP BY line_id ORDER BY line_id"
+        with self._lock:
+            rows = self._conn.execute(sql, params).fetchall()
+        return {line: {"in": int(n_in), "out": int(n_out)} for line, n_in, n_out in rows}
+
+    def occupancy(self, camera_id: str) -> m.OccupancyUpdate | None:
+        """The latest occupancy written for ``camera_id``, or ``None`` if there is none."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT ts_ms, occupancy, total_in, total_out FROM occupancy WHERE camera_id = ?",
+                (camera_id,),
+            ).fetchone()
+        if row is None:
+            return None
+        ts_ms, occ, total_in, total_out = row
+        return m.OccupancyUpdate(camera_id=camera_id, ts_ms=ts_ms, occupancy=occ, total_in=total_in,
+                                 total_out=total_out)
+
+    def tracks(self, camera_id: str, start_ms: int, end_ms: int, limit_points: int = 100_000) -> list[TrackPath]:
+        """Track points in ``[start_ms, end_ms)`` grouped by track (ordered by track id, then time).
+
+        At most ``limit_points`` points are returned: the earliest ones in time.
+        """
+        if limit_points < 0:
+            raise ValueError(f"limit_points must be >= 0, got {limit_points}")
+        with self._lock:
+            rows = self._conn.execute(
+                """SELECT track_id, ts_ms, seq, x1, y1, x2, y2, confidence FROM (
+                       SELECT * FROM track_points
+                       WHERE camera_id = ? AND ts_ms >= ? AND ts_ms < ?
+                       ORDER BY ts_ms, seq, track_id LIMIT ?)
+                   ORDER BY track_id, ts_ms, seq""",
+                (camera_id, start_ms, end_ms, limit_points),
+            ).fetchall()
+        paths: list[TrackPath] = []
+        for track_id, ts_ms, seq, x1, y1, x2, y2, conf in rows:
+            if not paths or paths[-1].track_id != track_id:
+                paths.append(TrackPath(track_id, []))
+            paths[-1].points.append(TrackPoint(ts_ms, seq, (x1, y1, x2, y2), conf))
+        return paths
+
+    def crossings(self, camera_id: str, start_ms: int, end_ms: int, limit: int = 100_000) -> list[CrossingEvent]:
+        """Crossings in ``[start_ms, end_ms)`` in time order (at most ``limit``, the earliest)."""
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        with self._lock:
+            rows = self._conn.execute(
+                """SELECT event_id, camera_id, line_id, track_id, direction, ts_ms, seq FROM crossings
+                   WHERE camera_id = ? AND ts_ms >= ? AND ts_ms < ?
+                   ORDER BY ts_ms, seq, line_id, track_id LIMIT ?""",
+                (camera_id, start_ms, end_ms, limit),
+            ).fetchall()
+        return [CrossingEvent(*row) for row in rows]
+
+
+def open_storage(cfg: StorageConfig) -> Storage:
+    """Open the backend named by ``cfg`` (only ``"sqlite"`` so far).
+
+    Example:
+        >>> store = open_storage(StorageConfig(backend="sqlite", path=":memory:"))
+        >>> store.ping()
+        True
+    """
+    if cfg.backend == "sqlite":
+        return SqliteStorage(cfg.path)
+    raise ConfigError(f"unknown storage backend {cfg.backend!r}")  # pragma: no cover (config forbids it)

