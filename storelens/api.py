@@ -197,8 +197,12 @@ _NOT_FOUND = {404: {"model": ErrorOut, "description": "Unknown camera or line."}
 
 CameraId = Annotated[str, Path(description="Camera id from the site configuration.", max_length=200)]
 StartMs = Annotated[int, Query(ge=0, le=MAX_TS_MS, description="Range start (inclusive), ms since epoch.")]
+OptStartMs = Annotated[
+    int | None,
+    Query(ge=0, le=MAX_TS_MS, description="Range start (inclusive), ms since epoch; default the first crossing."),
+]
 EndMs = Annotated[
-    int | None, Query(ge=1, le=MAX_TS_MS, description="Range end (exclusive), ms since epoch; default now + 1 day.")
+    int | None, Query(ge=1, le=MAX_TS_MS, description="Range end (exclusive), ms since epoch; default just after the last crossing (counts) or now + 1 day.")
 ]
 
 
@@ -291,7 +295,7 @@ def create_app(config: SiteConfig, storage: Storage) -> FastAPI:
              summary="Line crossings per time bucket")
     def counts(
         camera_id: Annotated[str, Query(max_length=200)],
-        start_ms: StartMs = 0,
+        start_ms: OptStartMs = None,
         end_ms: EndMs = None,
         bucket_s: Annotated[int, Query(ge=1, le=MAX_BUCKET_S, description="Bucket width in seconds; "
                                        "buckets are aligned to multiples of it since the epoch.")] = 60,
@@ -301,6 +305,11 @@ def create_app(config: SiteConfig, storage: Storage) -> FastAPI:
         line_ids = [ln.id for ln in cam.lines]
         if line_id is not None and line_id not in line_ids:
             raise HTTPException(404, f"unknown line {line_id!r} of camera {camera_id!r}")
+        span = storage.crossing_span(camera_id)
+        if start_ms is None:  # default: from the camera's first crossing (or now when there is none)
+            start_ms = span[0] if span else min(int(time.time() * 1000), MAX_TS_MS - 1)
+        if end_ms is None and span is not None:
+            end_ms = max(span[1] + 1, start_ms + 1)
         start, end = _resolve_range(start_ms, end_ms)
         n = _n_buckets(start, end, bucket_s)
         if n > MAX_BUCKETS:

@@ -91,7 +91,6 @@ class _TrackState:
     anchor: tuple[float, float]
     ts_ms: int
     lines: dict[str, _LineState] = field(default_factory=dict)
-    seen_now: bool = True
 
 
 class LineCounter:
@@ -121,15 +120,23 @@ class LineCounter:
         pts = np.asarray(anchors, dtype=np.float64).reshape(-1, 2)
         if len(ids) != len(pts):
             raise ValueError(f"{len(ids)} track ids but {len(pts)} anchors")
+        points = [(float(x), float(y)) for x, y in pts]
+        # Tracks missing from this frame are lost *before* this frame's new ids are
+        # matched, so an id switch between two consecutive frames is re-acquired.
+        present = set(ids)
+        for tid in [t for t in self._tracks if t not in present]:
+            self._lost[tid] = self._tracks.pop(tid)
         self._expire(ts_ms)
-        for st in self._tracks.values():
-            st.seen_now = False
+        states: dict[int, _TrackState | None] = {}
+        for tid in ids:
+            if tid not in states:
+                states[tid] = self._tracks.get(tid) or self._lost.pop(tid, None)
+        states.update(self._reacquire([(tid, p) for tid, p in zip(ids, points) if states[tid] is None]))
         events: list[CrossingEvent] = []
-        for tid, (x, y) in zip(ids, pts):
-            p1 = (float(x), float(y))
-            st = self._tracks.get(tid) or self._lost.pop(tid, None) or self._reacquire(p1, ts_ms)
+        for tid, p1 in zip(ids, points):
+            st = states[tid]
             if st is None:
-                st = _TrackState(anchor=p1, ts_ms=ts_ms)
+                st = states[tid] = _TrackState(anchor=p1, ts_ms=ts_ms)
                 p0 = None
             else:
                 p0 = st.anchor
@@ -137,10 +144,8 @@ class LineCounter:
                 ev = self._step(line, st.lines.setdefault(line.id, _LineState()), p0, p1, tid, ts_ms, seq)
                 if ev is not None:
                     events.append(ev)
-            st.anchor, st.ts_ms, st.seen_now = p1, ts_ms, True
+            st.anchor, st.ts_ms = p1, ts_ms
             self._tracks[tid] = st
-        for tid in [t for t, s in self._tracks.items() if not s.seen_now]:
-            self._lost[tid] = self._tracks.pop(tid)
         return events
 
     def _step(self, line: LineConfig, ls: _LineState, p0, p1, tid: int, ts_ms: int, seq: int) -> CrossingEvent | None:
@@ -167,13 +172,20 @@ class LineCounter:
         return CrossingEvent(crossing_event_id(self.camera_id, line.id, tid, seq),
                              self.camera_id, line.id, tid, direction, ts_ms, seq)
 
-    def _reacquire(self, p: tuple[float, float], ts_ms: int) -> _TrackState | None:
-        best, best_d = None, math.inf
-        for tid, st in self._lost.items():
-            dist = math.hypot(st.anchor[0] - p[0], st.anchor[1] - p[1])
-            if dist <= self.cfg.reacquire_radius_px and dist < best_d:
-                best, best_d = tid, dist
-        return self._lost.pop(best) if best is not None else None
+    def _reacquire(self, new: list[tuple[int, tuple[float, float]]]) -> dict[int, _TrackState]:
+        """Hand lost tracks' states to new ids: closest pairs first, each state to one id at most."""
+        pairs = []
+        for i, (tid, p) in enumerate(new):
+            for lost_tid, st in self._lost.items():
+                dist = math.hypot(st.anchor[0] - p[0], st.anchor[1] - p[1])
+                if dist <= self.cfg.reacquire_radius_px:
+                    pairs.append((dist, i, lost_tid))
+        taken: dict[int, _TrackState] = {}
+        for _, i, lost_tid in sorted(pairs):
+            tid = new[i][0]
+            if tid not in taken and lost_tid in self._lost:
+                taken[tid] = self._lost.pop(lost_tid)
+        return taken
 
     def _expire(self, ts_ms: int) -> None:
         horizon = ts_ms - self.cfg.reacquire_window_ms
@@ -186,8 +198,10 @@ class Occupancy:
 
     Example:
         >>> o = Occupancy()
-        >>> o.apply("out"); o.apply("in"); o.apply("in"); o.value
-        2
+        >>> [o.apply(d) for d in ("out", "in", "in")]
+        [0, 1, 2]
+        >>> o.value, o.total_in, o.total_out
+        (2, 2, 1)
     """
 
     def __init__(self) -> None:

@@ -14,8 +14,10 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 import re
 from dataclasses import dataclass
 from typing import Protocol
@@ -80,15 +82,18 @@ class UltralyticsDetector:
         weights = resolve_weights(cfg.weights)
         if cfg.threads:
             os.environ.setdefault("OMP_NUM_THREADS", str(cfg.threads))
-        try:
-            from ultralytics import YOLO
+        # Ultralytics prints progress to stdout; keep stdout for our own output (e.g. --json).
+        with contextlib.redirect_stdout(sys.stderr):
+            try:
+                from ultralytics import YOLO
 
-            self.model = YOLO(weights, task="detect")
-        except Exception as exc:  # ultralytics raises many types for bad weights
-            raise ModelError(f"cannot load detector weights {weights}: {exc}") from exc
-        self.cfg = cfg
-        # Warm up: the first call compiles/allocates and would distort timings.
-        self.detect(np.zeros((cfg.imgsz, cfg.imgsz, 3), np.uint8))
+                logging.getLogger("ultralytics").setLevel(logging.WARNING)
+                self.model = YOLO(weights, task="detect")
+            except Exception as exc:  # ultralytics raises many types for bad weights
+                raise ModelError(f"cannot load detector weights {weights}: {exc}") from exc
+            self.cfg = cfg
+            # Warm up: the first call compiles/allocates and would distort timings.
+            self.detect(np.zeros((cfg.imgsz, cfg.imgsz, 3), np.uint8))
 
     def detect(self, image_bgr: np.ndarray) -> Detections:
         res = self.model.predict(

