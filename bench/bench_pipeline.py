@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import itertools
 import os
 import pathlib
 import platform
@@ -43,6 +42,7 @@ from typing import Callable, Iterator
 # during a benchmark; a missing package makes its row "n/a" with the reason instead.
 os.environ.setdefault("YOLO_AUTOINSTALL", "False")
 os.environ.setdefault("YOLO_VERBOSE", "False")
+OMP_AT_START = os.environ.get("OMP_NUM_THREADS")
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -50,6 +50,10 @@ if str(REPO) not in sys.path:
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
+# Import Ultralytics before torch, as the pipeline does (it builds the detector first): when
+# OMP_NUM_THREADS is unset, Ultralytics sets it to 1, which fixes torch's thread count for
+# every row, whatever --only selects.
+import ultralytics  # noqa: E402,F401
 
 from storelens.config import CameraConfig, SiteConfig, load_config  # noqa: E402
 from storelens.ingest import FrameSampler, camera_frames, decode_jpeg, open_capture, read_file_frames, resize_to_width  # noqa: E402
@@ -115,6 +119,7 @@ class Row:
     key: str
     what: str
     fps: float | None = None
+    frames: int = 0
     note: str = ""
 
 
@@ -269,20 +274,6 @@ class Bench:
         return path
 
 
-def measure(name: str, fn: Callable[..., Run], repeat: int) -> tuple[float, str]:
-    """Warm up once (untimed), then the median fps over ``repeat`` timed runs."""
-    log(f"[{name}] warm-up")
-    fn(timed=False)
-    runs = []
-    for i in range(repeat):
-        r = fn(timed=True)
-        runs.append(r)
-        log(f"[{name}] run {i + 1}/{repeat}: {r.frames} frames in {r.elapsed_s:.2f} s = {r.fps:.2f} fps, "
-            f"{r.boxes / max(1, r.frames):.1f} boxes/frame")
-    fps = statistics.median(r.fps for r in runs)
-    return fps, f"{runs[0].frames} frames"
-
-
 # -- report ----------------------------------------------------------------------
 
 
@@ -320,7 +311,9 @@ def machine_info() -> list[str]:
     except Exception:
         mem = "RAM ?"
     return [
-        f"- CPU: {cpu_model()}, {os.cpu_count()} logical cores ({usable} usable), {mem}; torch threads: {torch_threads}",
+        f"- CPU: {cpu_model()}, {os.cpu_count()} logical cores ({usable} usable), {mem}",
+        f"- OMP_NUM_THREADS: {OMP_AT_START or 'unset'} at start, {os.environ.get('OMP_NUM_THREADS', 'unset')} after "
+        f"importing ultralytics; torch intra-op threads: {torch_threads}",
         f"- Python {platform.python_version()}, {platform.system()} {platform.release()}",
         "- torch " + version("torch") + ", ultralytics " + version("ultralytics") + ", openvino " + version("openvino")
         + ", opencv " + cv2.__version__ + ", deep-sort-realtime " + version("deep-sort-realtime")
@@ -330,7 +323,10 @@ def machine_info() -> list[str]:
 
 def short_reason(exc: BaseException) -> str:
     msg = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {msg[:200]}"
+    hint = ""
+    if isinstance(exc, ModuleNotFoundError) and exc.name == "lap":
+        hint = " (Ultralytics' trackers need it: pip install 'lap>=0.5.12'; YOLO_AUTOINSTALL=False keeps the bench from installing it)"
+    return f"{type(exc).__name__}: {msg[:200]}{hint}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -361,15 +357,26 @@ def main(argv: list[str] | None = None) -> int:
     cam = bench.cam
     emb = config.tracker.embedder
     rows: list[Row] = []
+    runners: dict[str, Callable[..., Run]] = {}
+    runs: dict[str, list[Run]] = {}
 
-    def row(key: str, what: str, fn: Callable[[], Callable[..., Run]]) -> None:
+    def fail(r: Row, exc: BaseException) -> None:  # a row that cannot run is reported, not fatal
+        log(f"[{r.key}] failed:\n{traceback.format_exc()}")
+        r.note = "n/a: " + short_reason(exc)
+        runners.pop(r.key, None)
+
+    def row(key: str, what: str, prepare: Callable[[], Callable[..., Run]]) -> None:
+        """Load the row's models and warm it up (untimed)."""
         r = Row(key, what)
-        try:
-            r.fps, r.note = measure(key, fn(), args.repeat)
-        except Exception as exc:  # a row that cannot run is reported, not fatal
-            log(f"[{key}] failed:\n{traceback.format_exc()}")
-            r.note = "n/a: " + short_reason(exc)
         rows.append(r)
+        try:
+            log(f"[{key}] load + warm-up")
+            fn = prepare()
+            fn(timed=False)
+            runners[key] = fn
+            runs[key] = []
+        except Exception as exc:
+            fail(r, exc)
 
     try:
         if "a" in only:
@@ -378,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
             row("b0", "JPEG decode + detect (no tracker)", lambda: bench.run_jpeg_detect)
             row("b1", f"DetectTrackStage, deep-sort + {emb} (JPEG decode + detect + embed + track)",
                 lambda: lambda timed=True: bench.run_stage(emb, timed))
-            row("b2", "DetectTrackStage, deep-sort + mobilenet-torch (224x224)",
+            row("b2", "DetectTrackStage, deep-sort + mobilenet-torch (224x224 crops)",
                 lambda: lambda timed=True: bench.run_stage("mobilenet-torch", timed))
         if "c" in only:
             row("c", "EmbeddedPipeline.run() (ingest + JPEG + protobuf bus + detect-track + analytics + SQLite)",
@@ -390,13 +397,32 @@ def main(argv: list[str] | None = None) -> int:
                 lambda: bench.ultralytics_tracker("bytetrack.yaml"))
             row("d3", "Ultralytics YOLO.track, BoT-SORT + ReID (with_reid: True, model: auto)",
                 lambda: bench.ultralytics_tracker(bench.reid_tracker_yaml()))
+        # Timed rounds, round-robin over the rows, so a burst of background load
+        # does not land on a single row; each row reports its median.
+        for i in range(args.repeat):
+            for r in rows:
+                if r.key not in runners:
+                    continue
+                try:
+                    run = runners[r.key](timed=True)
+                except Exception as exc:
+                    fail(r, exc)
+                    continue
+                runs[r.key].append(run)
+                log(f"[{r.key}] run {i + 1}/{args.repeat}: {run.frames} frames in {run.elapsed_s:.2f} s = "
+                    f"{run.fps:.2f} fps, {run.boxes / max(1, run.frames):.1f} boxes/frame")
+        for r in rows:
+            if r.key in runners and runs[r.key]:
+                r.fps = statistics.median(x.fps for x in runs[r.key])
+                r.frames = runs[r.key][0].frames
     finally:
         bench.close()
 
     base = next((r.fps for r in rows if r.key == "a" and r.fps), None)
     script = os.path.relpath(os.path.abspath(sys.argv[0])) if sys.argv and sys.argv[0] else "bench/bench_pipeline.py"
     command = "python " + shlex.join([script, *sys.argv[1:]])
-    frame_notes = sorted({r.note for r in rows if r.fps})
+    counts = sorted({r.frames for r in rows if r.fps})
+    main_count = next((r.frames for r in rows if r.fps and r.key != "c"), counts[0] if counts else 0)
     w = cam.resize_width or "source"
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
@@ -404,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Command: `{command}`",
         "",
         f"Video: `{pathlib.Path(cam.source).name}` sampled at {cam.target_fps or 'source'} fps, resized to width {w}; "
-        f"{', '.join(frame_notes) or 'no frames'} per run; median of {args.repeat} run(s) after {args.warmup} warm-up frames.",
+        f"{main_count or 'no'} frames per run; median of {args.repeat} run(s) after {args.warmup} warm-up frames.",
         f"Detector: `{pathlib.Path(config.detector.weights).name}`, imgsz {config.detector.imgsz}, "
         f"conf {config.detector.confidence}, iou {config.detector.iou}, classes {config.detector.classes}, "
         f"device {config.detector.device}.",
@@ -423,6 +449,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             reason = (r.note or "n/a").replace("|", "/")
             out.append(f"| {r.key}: {r.what} | n/a | n/a | {reason} |")
+    for r in rows:
+        if r.key == "c" and r.fps and r.frames != main_count:
+            out.append(f"\nRow c processed {r.frames} frames: after `--frames` is reached the pipeline is "
+                       "stopped and drains the frames already in its queues (all counted and timed).")
     out += ["", f"Peak RSS of the benchmark process (all models above loaded): {peak_mib:.0f} MiB"]
     print("\n".join(out), flush=True)
     return 0

@@ -171,13 +171,14 @@ class SiteConfig(_Strict):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
 
-    @model_validator(mode="after")
-    def _unique_cameras(self) -> "SiteConfig":
-        ids = [c.id for c in self.cameras]
+    @field_validator("cameras")
+    @classmethod
+    def _unique_cameras(cls, cameras: list[CameraConfig]) -> list[CameraConfig]:
+        ids = [c.id for c in cameras]
         dup = sorted({i for i in ids if ids.count(i) > 1})
         if dup:
             raise ValueError(f"duplicate camera id(s) {dup}")
-        return self
+        return cameras
 
     def camera(self, camera_id: str) -> CameraConfig:
         for cam in self.cameras:
@@ -206,13 +207,16 @@ def expand_env(value: str) -> str:
     return _ENV.sub(sub, value)
 
 
-def _expand(obj: object) -> object:
+def _expand(obj: object, origin: str, loc: str = "") -> object:
     if isinstance(obj, str):
-        return expand_env(obj)
+        try:
+            return expand_env(obj)
+        except ConfigError as exc:
+            raise ConfigError(f"config error in {origin}:\n  {loc or '(top level)'}: {exc}") from None
     if isinstance(obj, list):
-        return [_expand(v) for v in obj]
+        return [_expand(v, origin, f"{loc}.{i}" if loc else str(i)) for i, v in enumerate(obj)]
     if isinstance(obj, dict):
-        return {k: _expand(v) for k, v in obj.items()}
+        return {k: _expand(v, origin, f"{loc}.{k}" if loc else str(k)) for k, v in obj.items()}
     return obj
 
 
@@ -246,7 +250,7 @@ def parse_config(raw: object, origin: str = "<config>", base: pathlib.Path | Non
     """Validate an already-parsed YAML/JSON document into a :class:`SiteConfig`."""
     if not isinstance(raw, dict):
         raise ConfigError(f"config error in {origin}: expected a mapping at the top level")
-    raw = _expand(raw)
+    raw = _expand(raw, origin)
     assert isinstance(raw, dict)
     _resolve_paths(raw, base or pathlib.Path.cwd())
     try:

@@ -143,8 +143,6 @@ def test_duplicate_camera_ids(tmp_path):
     assert str(p) in str(exc.value)
 
 
-@pytest.mark.xfail(strict=True, reason="SiteConfig._unique_cameras is a model validator, so pydantic reports "
-                                        "the location as '(top level)' rather than 'cameras'")
 def test_duplicate_camera_ids_names_cameras_field(tmp_path):
     p = write(tmp_path, mutated(lambda d: d["cameras"][1].update(id="cam-1")))
     with pytest.raises(ConfigError) as exc:
@@ -229,8 +227,6 @@ def test_unknown_env_var_is_an_error(tmp_path, monkeypatch):
     assert "${NOPE}" in str(exc.value)
 
 
-@pytest.mark.xfail(strict=True, reason="expand_env raises before validation, so the message names neither the "
-                                        "file nor the field (cameras.0.source) that used ${NOPE}")
 def test_unknown_env_var_error_names_file_and_field(tmp_path, monkeypatch):
     monkeypatch.delenv("NOPE", raising=False)
     p = write(tmp_path, mutated(lambda d: _cam0(d).update(source="${NOPE}/video.mp4")))
