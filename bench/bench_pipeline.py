@@ -134,6 +134,7 @@ class Bench:
         self._frames: list | None = None
         self._tmp = tempfile.TemporaryDirectory(prefix="storelens-bench-")
         self._runs = 0
+        self.row_notes: dict[str, str] = {}
 
     # lazily built, shared models (loading is never timed)
     @property
@@ -261,7 +262,36 @@ class Bench:
                 n += 1
             return Run(n, time.perf_counter() - t0, boxes)
 
+        run.model = model  # type: ignore[attr-defined]
         return run
+
+    def ultralytics_reid_tracker(self):
+        """BoT-SORT with ``with_reid: True, model: auto``; records which ReID features it really used."""
+        run = self.ultralytics_tracker(self.reid_tracker_yaml())
+        weights = pathlib.Path(self.config.detector.weights).name
+
+        def wrapped(timed: bool = True) -> Run:
+            try:
+                out = run(timed)
+            except ModuleNotFoundError:
+                raise
+            except Exception as exc:
+                if weights.endswith(".pt"):
+                    raise
+                # Ultralytics reuses the detector's feature maps only for PyTorch YOLO models; for
+                # exported weights it loads a separate classifier (yolo26n-cls.pt) as the ReID model.
+                raise RuntimeError(f"{weights} is not a .pt model, so `model: auto` loads yolo26n-cls.pt "
+                                   f"as ReID model instead, which failed: {short_reason(exc)}") from exc
+            trackers = getattr(run.model.predictor, "trackers", None) or [None]
+            encoder = getattr(trackers[0], "encoder", None)
+            if hasattr(encoder, "model"):  # an ultralytics ReID object: a separate model, not the detector's features
+                name = pathlib.Path(str(getattr(encoder.model, "ckpt_path", None) or "a separate model")).name
+                self.row_notes["d3"] = f"ReID features from {name}, not from the detector"
+            elif encoder is not None:
+                self.row_notes["d3"] = "ReID features from the detector's own feature maps"
+            return out
+
+        return wrapped
 
     def reid_tracker_yaml(self) -> str:
         from ultralytics.utils import YAML
@@ -322,11 +352,14 @@ def machine_info() -> list[str]:
 
 
 def short_reason(exc: BaseException) -> str:
-    msg = " ".join(str(exc).split())
+    msg = " ".join(str(exc).replace("\u274c", "").split())
     hint = ""
     if isinstance(exc, ModuleNotFoundError) and exc.name == "lap":
         hint = " (Ultralytics' trackers need it: pip install 'lap>=0.5.12'; YOLO_AUTOINSTALL=False keeps the bench from installing it)"
-    return f"{type(exc).__name__}: {msg[:200]}{hint}"
+    msg = msg if len(msg) <= 400 else msg[:400] + "..."
+    if type(exc) is RuntimeError and exc.__cause__ is not None:  # our own explanation, already names the cause
+        return msg
+    return f"{type(exc).__name__}: {msg}{hint}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -396,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
             row("d2", "Ultralytics YOLO.track, ByteTrack (bytetrack.yaml)",
                 lambda: bench.ultralytics_tracker("bytetrack.yaml"))
             row("d3", "Ultralytics YOLO.track, BoT-SORT + ReID (with_reid: True, model: auto)",
-                lambda: bench.ultralytics_tracker(bench.reid_tracker_yaml()))
+                bench.ultralytics_reid_tracker)
         # Timed rounds, round-robin over the rows, so a burst of background load
         # does not land on a single row; each row reports its median.
         for i in range(args.repeat):
@@ -445,7 +478,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         if r.fps:
             rel = f"{r.fps / base:.2f}x" if base else "-"
-            out.append(f"| {r.key}: {r.what} | {r.fps:.2f} | {1000.0 / r.fps:.1f} | {rel} |")
+            what = r.what + (f" [{bench.row_notes[r.key]}]" if r.key in bench.row_notes else "")
+            out.append(f"| {r.key}: {what} | {r.fps:.2f} | {1000.0 / r.fps:.1f} | {rel} |")
         else:
             reason = (r.note or "n/a").replace("|", "/")
             out.append(f"| {r.key}: {r.what} | n/a | n/a | {reason} |")

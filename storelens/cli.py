@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import pathlib
+import re
 import sys
 from typing import Sequence
 
@@ -23,6 +24,8 @@ def parse_line(text: str, index: int) -> dict:
     spec = text
     if "=" in text:
         line_id, spec = text.split("=", 1)
+        if not re.fullmatch(r"[A-Za-z0-9._-]+", line_id):
+            raise ConfigError(f"bad --line {text!r}: the id {line_id!r} may only use letters, digits, '.', '_' and '-'")
     parts = spec.split(",")
     try:
         x1, y1, x2, y2 = (float(p) for p in parts)
@@ -44,7 +47,9 @@ def _base_config(path: str | None) -> dict:
     try:
         raw = yaml.safe_load(p.read_text())
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config error in {p}: not valid YAML: {exc}") from None
+        from storelens.config import yaml_error
+
+        raise yaml_error(p, exc) from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config error in {p}: expected a mapping at the top level")
     return raw
@@ -233,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # FFmpeg/OpenCV would print their own noise (e.g. "moov atom not found") before our one-line error.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
     args = build_parser().parse_args(argv)
     from storelens.logs import setup_logging
 

@@ -212,7 +212,7 @@ def _expand(obj: object, origin: str, loc: str = "") -> object:
         try:
             return expand_env(obj)
         except ConfigError as exc:
-            raise ConfigError(f"config error in {origin}:\n  {loc or '(top level)'}: {exc}") from None
+            raise ConfigError(f"config error in {origin}: {loc or '(top level)'}: {exc}") from None
     if isinstance(obj, list):
         return [_expand(v, origin, f"{loc}.{i}" if loc else str(i)) for i, v in enumerate(obj)]
     if isinstance(obj, dict):
@@ -238,12 +238,20 @@ def _resolve_paths(raw: dict, base: pathlib.Path) -> dict:
 
 
 def format_validation_error(err: ValidationError, origin: str) -> str:
-    lines = []
+    """One line: ``config error in FILE: loc: msg; loc: msg``."""
+    parts = []
     for e in err.errors():
         loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
-        msg = e["msg"].removeprefix("Value error, ")
-        lines.append(f"  {loc}: {msg}")
-    return f"config error in {origin}:\n" + "\n".join(lines)
+        parts.append(f"{loc}: {e['msg'].removeprefix('Value error, ')}")
+    return f"config error in {origin}: " + "; ".join(parts)
+
+
+def yaml_error(path: object, exc: Exception) -> ConfigError:
+    """A one-line error for invalid YAML, with the line and column where it is."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return ConfigError(f"config error in {path}: not valid YAML{where}: {problem}")
 
 
 def parse_config(raw: object, origin: str = "<config>", base: pathlib.Path | None = None) -> SiteConfig:
@@ -267,5 +275,5 @@ def load_config(path: str | os.PathLike[str]) -> SiteConfig:
     try:
         raw = yaml.safe_load(p.read_text())
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config error in {p}: not valid YAML: {exc}") from None
+        raise yaml_error(p, exc) from None
     return parse_config(raw, origin=str(p), base=p.parent.resolve())

@@ -22,11 +22,11 @@ every row has conf 1.
 Example:
     >>> from storelens.paths import asset
     >>> gt = asset("mot", "TUD-Campus", "gt", "gt.txt")
-    >>> scores = evaluate_mot(gt, "campus_tracks.txt")                   # doctest: +SKIP
+    >>> scores = evaluate_mot(gt, "campus_tracks.txt")   # from `storelens track`  # doctest: +SKIP
     >>> print(scores)                                                     # doctest: +SKIP
-    MOTA 0.712  IDF1 0.684  MOTP(IoU) 0.772  ...
-    >>> gt_line_counts(gt, [LineConfig(id="mid", a=(320, 0), b=(320, 480))])  # doctest: +SKIP
-    {'mid': {'in': 3, 'out': 1}}
+    MOTA 0.518  IDF1 0.492  MOTP(IoU) 0.746  IDsw 6  precision 0.773  recall 0.758  ...
+    >>> gt_line_counts(gt, [LineConfig(id="x300", a=(300, 480), b=(300, 0))])  # walking right is "in"
+    {'x300': {'in': 4, 'out': 1}}
 
 From a shell::
 

@@ -37,17 +37,10 @@ def _free_port() -> int:
 
 
 def _gt_counts() -> dict[str, dict[str, int]]:
-    from storelens.counting import LineCounter
+    from storelens.mot import gt_line_counts
 
-    rows: dict[int, list[tuple[int, float, float]]] = {}
-    for line in GT.read_text().splitlines():
-        f, tid, left, top, w, h, conf = (float(v) for v in line.split(",")[:7])
-        if conf != 0:
-            rows.setdefault(int(f), []).append((int(tid), left + w / 2, top + h))
-    lc = LineCounter("gt", [LineConfig(id=k, a=tuple(a), b=tuple(b)) for k, (a, b) in LINES.items()], CountingConfig())
-    for i, frame in enumerate(sorted(rows)):
-        lc.update(i, START_TS_MS + (frame - 1) * 40, [r[0] for r in rows[frame]], [(r[1], r[2]) for r in rows[frame]])
-    return lc.counts()
+    return gt_line_counts(GT, [LineConfig(id=k, a=tuple(a), b=tuple(b)) for k, (a, b) in LINES.items()],
+                          CountingConfig())
 
 
 @pytest.fixture(scope="module")
