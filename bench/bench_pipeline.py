@@ -42,6 +42,7 @@ from typing import Callable, Iterator
 # during a benchmark; a missing package makes its row "n/a" with the reason instead.
 os.environ.setdefault("YOLO_AUTOINSTALL", "False")
 os.environ.setdefault("YOLO_VERBOSE", "False")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as the storelens CLI does (see storelens/cli.py)
 OMP_AT_START = os.environ.get("OMP_NUM_THREADS")
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

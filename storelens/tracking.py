@@ -166,6 +166,24 @@ def _nn_cosine_distance_unit(samples: list[np.ndarray], features: np.ndarray) ->
     return 1.0 - (gallery @ np.asarray(features, dtype=np.float32).T).max(axis=0)
 
 
+def _xyah_to_xyxy(xyah: np.ndarray) -> np.ndarray:
+    x, y, a, h = xyah
+    w = a * h
+    return np.array([x - w / 2, y - h / 2, x + w / 2, y + h / 2], np.float32)
+
+
+def iou_matrix(a_xyxy: np.ndarray, b_xyxy: np.ndarray) -> np.ndarray:
+    """(N, 4) x (M, 4) boxes -> (N, M) intersection over union."""
+    a = np.asarray(a_xyxy, np.float32).reshape(-1, 4)[:, None, :]
+    b = np.asarray(b_xyxy, np.float32).reshape(-1, 4)[None, :, :]
+    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    inter = iw * ih
+    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
+    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    return inter / np.maximum(area_a + area_b - inter, 1e-9)
+
+
 def l2_normalize(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
@@ -190,18 +208,57 @@ class DeepSortTracker:
         )
         from deep_sort_realtime.deep_sort import nn_matching
 
+        self._stale: dict[str, int] = {}  # frames since a track's feature was last embedded
+        self.embedded = 0  # detections embedded / reusing their track's feature (for benchmarks)
+        self.reused = 0
         metric = self._ds.tracker.metric
         if metric._metric is nn_matching._nn_cosine_distance:  # same distance on unit vectors, less work
             metric._metric = _nn_cosine_distance_unit
 
+    def _reusable_features(self, boxes: np.ndarray) -> list[np.ndarray | None]:
+        """For each detection, a track feature it may reuse instead of being embedded, or ``None``."""
+        reuse: list[np.ndarray | None] = [None] * len(boxes)
+        if self.cfg.appearance_refresh_frames == 0 or len(boxes) == 0:
+            return reuse
+        kf = self._ds.tracker.kf
+        cands = [t for t in self._ds.tracker.tracks
+                 if t.is_confirmed() and t.time_since_update == 0 and t.features
+                 and self._stale.get(t.track_id, 0) < self.cfg.appearance_refresh_frames]
+        if not cands:
+            return reuse
+        # every live track's predicted box: a detection must overlap exactly one of them
+        live = [t for t in self._ds.tracker.tracks if not t.is_deleted()]
+        pred = np.array([_xyah_to_xyxy((kf._motion_mat @ t.mean)[:4]) for t in live], np.float32)
+        iou = iou_matrix(boxes, pred)
+        touching = iou > 0.1
+        col = {id(t): j for j, t in enumerate(live)}
+        for t in cands:
+            j = col[id(t)]
+            dets = np.flatnonzero(touching[:, j])
+            if len(dets) == 1 and iou[dets[0], j] >= self.cfg.appearance_skip_iou and touching[dets[0]].sum() == 1:
+                reuse[dets[0]] = t.features[-1]
+        return reuse
+
     def update(self, image_bgr: np.ndarray, detections: Detections) -> Tracks:
         boxes = detections.bbox_xyxy
-        embeds = l2_normalize(self.embedder.embed(image_bgr, boxes)) if len(boxes) else np.zeros((0, 1), np.float32)
+        reuse = self._reusable_features(boxes)
+        todo = [i for i, f in enumerate(reuse) if f is None]
+        fresh = l2_normalize(self.embedder.embed(image_bgr, boxes[todo])) if todo else None
+        embeds: list[np.ndarray] = list(reuse)  # type: ignore[arg-type]
+        for k, i in enumerate(todo):
+            embeds[i] = fresh[k]
+        self.embedded += len(todo)
+        self.reused += len(boxes) - len(todo)
         raw = [
             ([float(x1), float(y1), float(x2 - x1), float(y2 - y1)], float(c), int(k))
             for (x1, y1, x2, y2), c, k in zip(boxes, detections.confidence, detections.class_id)
         ]
-        tracks = self._ds.update_tracks(raw, embeds=list(embeds))
+        tracks = self._ds.update_tracks(raw, embeds=embeds, others=[f is None for f in reuse])
+        stale = {}
+        for t in tracks:
+            if t.time_since_update == 0:
+                stale[t.track_id] = 0 if t.get_det_supplementary() else self._stale.get(t.track_id, 0) + 1
+        self._stale = stale
         ids, out_boxes, confs, classes = [], [], [], []
         for t in tracks:
             if not t.is_confirmed() or t.time_since_update > 0:
