@@ -108,6 +108,10 @@ class AnalyticsStage:
                 touched.add((ev.camera_id, ev.line_id, start))
             out.occupancy = m.OccupancyUpdate(camera_id=tf.camera_id, ts_ms=tf.ts_ms, occupancy=occ.value,
                                               total_in=occ.total_in, total_out=occ.total_out)
+            # keep open windows only: the current one and the one before (late events)
+            oldest = window_start_ms(tf.ts_ms, win_s) - win_s * 1000
+            for key in [k for k in self._windows if k[0] == tf.camera_id and k[2] < oldest and k not in touched]:
+                del self._windows[key]
             for cam, line, start in sorted(touched):
                 cin, cout = self._windows[(cam, line, start)]
                 out.windows.append(m.CountWindow(camera_id=cam, line_id=line, window_start_ms=start,
