@@ -57,7 +57,9 @@ import numpy as np  # noqa: E402
 import ultralytics  # noqa: E402,F401
 
 from storelens.config import CameraConfig, SiteConfig, load_config  # noqa: E402
-from storelens.ingest import FrameSampler, camera_frames, decode_jpeg, open_capture, read_file_frames, resize_to_width  # noqa: E402
+from storelens.ingest import (  # noqa: E402
+    FrameSampler, camera_frames, decode_jpeg, read_file_frames, resize_to_width, source_fps,
+)
 
 GROUPS = ("a", "b", "c", "d")
 
@@ -69,24 +71,13 @@ def log(msg: str) -> None:
 # -- frames ----------------------------------------------------------------------
 
 
-def source_fps(source: str) -> float:
-    cap = open_capture(source)
-    try:
-        fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
-    finally:
-        cap.release()
-    return fps if 0 < fps < 1000 else 25.0
-
-
 def sampled_images(cam: CameraConfig, limit: int | None) -> Iterator[np.ndarray]:
     """Decoded BGR frames with the camera's sampling and resizing (what ingest does, minus JPEG)."""
     sampler = FrameSampler(source_fps(cam.source), cam.target_fps)
     n = 0
-    for raw in read_file_frames(cam.source, cam.start_ts_ms):
+    for raw in read_file_frames(cam.source, cam.start_ts_ms, keep=sampler.keep):
         if limit is not None and n >= limit:
             break
-        if not sampler.keep(raw.index):
-            continue
         yield resize_to_width(raw.image_bgr, cam.resize_width)
         n += 1
 

@@ -85,20 +85,17 @@ def _stderr_console():
 def _run(config, storage=None, on_tracked=None, show_progress: bool = True):
     import time
 
-    from storelens.ingest import frame_count, is_live
+    from storelens.ingest import FrameSampler, source_fps, frame_count, is_live
     from storelens.pipeline import EmbeddedPipeline
 
-    total = 0
+    total: int | None = 0
     for cam in config.cameras:
         n = None if is_live(cam.source) else frame_count(cam.source)
         if n is None:
             total = None
             break
-        if cam.target_fps:
-            from storelens.ingest import _source_fps
-
-            n = int(n * min(1.0, cam.target_fps / _source_fps(cam.source))) + 1
-        total += n
+        sampler = FrameSampler(source_fps(cam.source), cam.target_fps)
+        total += sum(1 for i in range(n) if sampler.keep(i))
     pipe = EmbeddedPipeline(config, storage=storage, on_tracked=on_tracked)
     if not show_progress:
         return pipe.run()

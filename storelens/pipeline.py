@@ -23,7 +23,7 @@ from storelens import messages as m
 from storelens import topics
 from storelens.bus import InProcessBus
 from storelens.config import SiteConfig
-from storelens.errors import DecodeError, SourceError, StoreLensError
+from storelens.errors import DecodeError, StoreLensError
 from storelens.ingest import camera_frames, is_live, open_capture
 from storelens.stages import AnalyticsStage, DetectTrackStage, dead_letter
 

@@ -105,3 +105,13 @@ def test_live_source_reconnects_with_backoff(tmp_path):
     t.join(timeout=60)
     assert not t.is_alive()
     assert got == list(range(len(got))) and len(got) == 71 * 2 + 5  # indices keep increasing across reconnects
+
+
+def test_live_sampling_follows_timestamps():
+    from storelens.ingest import RawFrame, _time_sampled
+
+    img = np.zeros((2, 2, 3), np.uint8)
+    stamps = [0, 30, 70, 100, 140, 210, 240, 600, 610]  # irregular arrival, then a stall
+    kept = [r.ts_ms for r in _time_sampled((RawFrame(i, t, img) for i, t in enumerate(stamps)), target_fps=10)]
+    assert kept == [0, 100, 210, 600]
+    assert len(list(_time_sampled((RawFrame(i, t, img) for i, t in enumerate(stamps)), None))) == len(stamps)
