@@ -85,16 +85,23 @@ class InProcessBus:
         self._subs: dict[str, list[_Queue]] = collections.defaultdict(list)
         self._offsets: dict[str, int] = collections.defaultdict(int)
         self._lock = threading.Lock()
+        self._topic_locks: dict[str, threading.Lock] = collections.defaultdict(threading.Lock)
         self._maxsize = maxsize
 
     def publish(self, topic: str, key: bytes, value: bytes) -> None:
+        # One lock per topic, held while enqueuing, so every subscriber sees a
+        # topic's messages in offset order even with concurrent publishers. A
+        # full queue blocks only that topic's publishers (back-pressure).
         with self._lock:
-            offset = self._offsets[topic]
-            self._offsets[topic] = offset + 1
-            queues = list(self._subs[topic])
-        msg = BusMessage(topic, key, value, offset)
-        for q in queues:
-            q.put(msg)
+            topic_lock = self._topic_locks[topic]
+        with topic_lock:
+            with self._lock:
+                offset = self._offsets[topic]
+                self._offsets[topic] = offset + 1
+                queues = list(self._subs[topic])
+            msg = BusMessage(topic, key, value, offset)
+            for q in queues:
+                q.put(msg)
 
     def subscribe(self, topic: str) -> _Queue:
         q = _Queue(self._maxsize)

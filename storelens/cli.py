@@ -174,6 +174,8 @@ def cmd_demo(args) -> int:
         updates["api"] = config.api.model_copy(update={k: v for k, v in (("port", args.port), ("host", args.host)) if v is not None})
     if updates:
         config = config.model_copy(update=updates)
+    if not args.no_serve:
+        _check_port_free(config.api.host, config.api.port)  # fail before minutes of processing, not after
     storage = open_storage(config.storage)
     result = _run(config, storage=storage, show_progress=True)
     _print_summary(config, result)
@@ -189,6 +191,16 @@ def cmd_demo(args) -> int:
           f"http://{host}:{port}/v1/counts?camera_id={config.cameras[0].id}); Ctrl-C to stop", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")
     return 0
+
+
+def _check_port_free(host: str, port: int) -> None:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(f"cannot serve the API on {host}:{port}: {exc.strerror}; pass --port") from None
 
 
 def _print_summary(config, result) -> None:

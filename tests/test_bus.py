@@ -224,3 +224,37 @@ def test_decode_empty_bytes_is_default_message():
 )
 def test_direction_name(direction, name):
     assert m.direction_name(direction) == name
+
+
+def test_concurrent_publishers_keep_offset_order():
+    """Every subscriber sees a topic's messages in offset order, whatever thread published them."""
+    import threading
+
+    from storelens.bus import InProcessBus
+
+    bus = InProcessBus(maxsize=4)
+    subs = [bus.subscribe("t"), bus.subscribe("t")]
+    n_threads, per_thread = 4, 200
+
+    def produce(k: int) -> None:
+        for i in range(per_thread):
+            bus.publish("t", str(k).encode(), str(i).encode())
+
+    threads = [threading.Thread(target=produce, args=(k,)) for k in range(n_threads)]
+    seen: list[list] = [[], []]
+
+    def consume(j: int) -> None:
+        while len(seen[j]) < n_threads * per_thread:
+            msg = subs[j].poll(timeout_s=5)
+            assert msg is not None
+            seen[j].append(msg)
+
+    consumers = [threading.Thread(target=consume, args=(j,)) for j in range(2)]
+    for t in consumers + threads:
+        t.start()
+    for t in consumers + threads:
+        t.join(timeout=30)
+    for j in range(2):
+        assert [m.offset for m in seen[j]] == list(range(n_threads * per_thread))
+        for k in range(n_threads):  # per key, publish order is kept
+            assert [int(m.value) for m in seen[j] if m.key == str(k).encode()] == list(range(per_thread))

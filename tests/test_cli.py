@@ -258,3 +258,16 @@ def test_count_json_frames_equal_the_video_frame_count(count_json_run):
     cap.release()
     assert decoded == VIDEO_FRAMES
     assert json.loads(res.stdout)["frames"] == VIDEO_FRAMES
+
+
+def test_demo_fails_fast_when_the_api_port_is_taken():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        res = subprocess.run([sys.executable, "-m", "storelens.cli", "demo", "--port", str(port)],
+                             capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip() == f"error: cannot serve the API on 127.0.0.1:{port}: Address already in use; pass --port"
