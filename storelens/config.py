@@ -160,8 +160,41 @@ class CountingConfig(_Strict):
 
 
 class StorageConfig(_Strict):
-    backend: Literal["sqlite"] = "sqlite"
+    """History: SQLite (embedded mode) or PostgreSQL (distributed mode)."""
+
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+    #: SQLite file (backend ``sqlite``).
     path: str = "storelens.db"
+    #: libpq connection string (backend ``postgres``), e.g.
+    #: ``postgresql://storelens:${PGPASSWORD}@postgres:5432/storelens``.
+    dsn: str | None = None
+
+    @model_validator(mode="after")
+    def _dsn_for_postgres(self) -> "StorageConfig":
+        if self.backend == "postgres" and not self.dsn:
+            raise ValueError("storage.dsn is required when storage.backend is 'postgres'")
+        return self
+
+
+class KafkaConfig(_Strict):
+    """The broker of the distributed mode (topics: ``storelens.topics``)."""
+
+    bootstrap_servers: Annotated[str, Field(min_length=1)] = "127.0.0.1:19092"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    #: Prefix of consumer group ids; each service appends its name.
+    group_prefix: str = "storelens"
+    #: Partitions and replication of topics created by ``storelens topics`` / the services.
+    partitions: Annotated[int, Field(ge=1)] = 6
+    replication_factor: Annotated[int, Field(ge=1)] = 1
+
+
+class LiveConfig(_Strict):
+    """Live state (occupancy, last seen per camera) in Redis, distributed mode."""
+
+    redis_url: str | None = None
 
 
 class ApiConfig(_Strict):
@@ -177,6 +210,8 @@ class SiteConfig(_Strict):
     counting: CountingConfig = Field(default_factory=CountingConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig)
+    live: LiveConfig = Field(default_factory=LiveConfig)
 
     @field_validator("cameras")
     @classmethod
