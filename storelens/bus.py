@@ -26,6 +26,7 @@ class BusMessage:
     key: bytes
     value: bytes
     offset: int
+    partition: int = 0
 
 
 class Subscription(Protocol):

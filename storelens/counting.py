@@ -108,6 +108,38 @@ class LineCounter:
         """Per line ``{"in": N, "out": N}`` since construction."""
         return {k: dict(v) for k, v in self._counts.items()}
 
+    def state(self) -> dict:
+        """JSON-serialisable state; :meth:`load_state` of it continues exactly where this stands.
+
+        Example:
+            >>> from storelens.config import LineConfig, CountingConfig
+            >>> lines, cfg = [LineConfig(id="door", a=(0, 300), b=(640, 300))], CountingConfig()
+            >>> a = LineCounter("cam", lines, cfg); _ = a.update(0, 0, [7], [(320, 250)])
+            >>> b = LineCounter("cam", lines, cfg); b.load_state(a.state())
+            >>> [e.direction for e in b.update(1, 40, [7], [(320, 350)])]
+            ['in']
+        """
+        def track(st: _TrackState) -> list:
+            return [st.anchor[0], st.anchor[1], st.ts_ms,
+                    {k: [ls.side, ls.through_segment] for k, ls in st.lines.items()}]
+
+        return {
+            "tracks": {str(t): track(st) for t, st in self._tracks.items()},
+            "lost": {str(t): track(st) for t, st in self._lost.items()},
+            "counts": self.counts(),
+        }
+
+    def load_state(self, state: dict) -> None:
+        def track(v: list) -> _TrackState:
+            return _TrackState((float(v[0]), float(v[1])), int(v[2]),
+                               {k: _LineState(int(s), bool(f)) for k, (s, f) in v[3].items()})
+
+        self._tracks = {int(t): track(v) for t, v in state.get("tracks", {}).items()}
+        self._lost = {int(t): track(v) for t, v in state.get("lost", {}).items()}
+        for line_id, c in state.get("counts", {}).items():
+            if line_id in self._counts:  # lines removed from the config are dropped
+                self._counts[line_id] = {"in": int(c["in"]), "out": int(c["out"])}
+
     def update(
         self,
         seq: int,

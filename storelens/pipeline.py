@@ -112,7 +112,8 @@ class EmbeddedPipeline:
             except BaseException as exc:  # a model failure stops the run with its message
                 self._fail(exc)
                 break
-            self.bus.publish(topics.TRACKS, msg.key, m.encode(tf))
+            if tf is not None:
+                self.bus.publish(topics.TRACKS, msg.key, m.encode(tf))
             if frame.end_of_stream:
                 ended += 1
         self.bus.publish(topics.TRACKS, b"", _STOP)

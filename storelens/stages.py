@@ -43,15 +43,35 @@ class DetectTrackStage:
         self.detector = detector
         self._tracker_factory = tracker_factory
         self._trackers: dict[str, Tracker] = {}
+        #: Last processed seq per camera: redelivered or replayed frames are skipped.
+        self.last_seq: dict[str, int] = {}
+
+    def camera_snapshot(self, camera_id: str) -> bytes:
+        """Tracker state + last seq of one camera (see :meth:`DeepSortTracker.snapshot`)."""
+        import pickle
+
+        return pickle.dumps({"last_seq": self.last_seq.get(camera_id, -1),
+                             "tracker": self.tracker(camera_id).snapshot()})
+
+    def restore_camera(self, camera_id: str, data: bytes) -> None:
+        import pickle
+
+        state = pickle.loads(data)  # noqa: S301 (our own state topic)
+        self.last_seq[camera_id] = int(state["last_seq"])
+        self.tracker(camera_id).restore(state["tracker"])
 
     def tracker(self, camera_id: str) -> Tracker:
         if camera_id not in self._trackers:
             self._trackers[camera_id] = self._tracker_factory()
         return self._trackers[camera_id]
 
-    def process(self, frame: m.Frame) -> m.TrackedFrame:
+    def process(self, frame: m.Frame) -> m.TrackedFrame | None:
+        """Track one frame; ``None`` for a frame already processed (redelivery)."""
         if frame.camera_id not in self.cameras:
             raise UnknownCamera(f"unknown camera {frame.camera_id!r}")
+        if not frame.end_of_stream:
+            if frame.seq <= self.last_seq.get(frame.camera_id, -1):
+                return None
         out = m.TrackedFrame(camera_id=frame.camera_id, seq=frame.seq, ts_ms=frame.ts_ms,
                              source_frame=frame.source_frame, end_of_stream=frame.end_of_stream,
                              width=frame.source_width or frame.width, height=frame.source_height or frame.height)
@@ -60,6 +80,7 @@ class DetectTrackStage:
         image = decode_jpeg(frame)
         dets = self.detector.detect(image)
         tracks = self.tracker(frame.camera_id).update(image, dets)
+        self.last_seq[frame.camera_id] = frame.seq
         sx = out.width / image.shape[1]
         sy = out.height / image.shape[0]
         boxes = tracks.bbox_xyxy * np.array([sx, sy, sx, sy], np.float32)
@@ -74,6 +95,7 @@ class AnalyticsOutput:
     crossings: list[CrossingEvent] = field(default_factory=list)
     occupancy: m.OccupancyUpdate | None = None
     windows: list[m.CountWindow] = field(default_factory=list)
+    duplicate: bool = False
 
 
 class AnalyticsStage:
@@ -84,6 +106,35 @@ class AnalyticsStage:
         self.counters = {c.id: LineCounter(c.id, c.lines, config.counting) for c in config.cameras}
         self.occupancy = {c.id: Occupancy() for c in config.cameras}
         self._windows: dict[tuple[str, str, int], list[int]] = {}
+        #: Last processed seq per camera: redelivered or replayed frames are skipped.
+        self.last_seq: dict[str, int] = {}
+        self.ended: set[str] = set()
+
+    def camera_state(self, camera_id: str) -> dict:
+        """JSON-serialisable state of one camera (for changelog-backed tables)."""
+        occ = self.occupancy[camera_id]
+        return {
+            "last_seq": self.last_seq.get(camera_id, -1),
+            "ended": camera_id in self.ended,
+            "counter": self.counters[camera_id].state(),
+            "occupancy": [occ.value, occ.total_in, occ.total_out],
+            "windows": [[line, start, c[0], c[1]] for (cam, line, start), c in self._windows.items()
+                        if cam == camera_id],
+        }
+
+    def load_camera_state(self, camera_id: str, state: dict) -> None:
+        if camera_id not in self.counters:
+            raise UnknownCamera(f"unknown camera {camera_id!r}")
+        self.last_seq[camera_id] = int(state.get("last_seq", -1))
+        if state.get("ended"):
+            self.ended.add(camera_id)
+        self.counters[camera_id].load_state(state.get("counter", {}))
+        occ = self.occupancy[camera_id]
+        occ.value, occ.total_in, occ.total_out = (int(v) for v in state.get("occupancy", [0, 0, 0]))
+        for key in [k for k in self._windows if k[0] == camera_id]:
+            del self._windows[key]
+        for line, start, cin, cout in state.get("windows", []):
+            self._windows[(camera_id, line, int(start))] = [int(cin), int(cout)]
 
     def process(self, tf: m.TrackedFrame) -> AnalyticsOutput:
         counter = self.counters.get(tf.camera_id)
@@ -91,7 +142,12 @@ class AnalyticsStage:
             raise UnknownCamera(f"unknown camera {tf.camera_id!r}")
         out = AnalyticsOutput()
         if tf.end_of_stream:
+            self.ended.add(tf.camera_id)
             return out
+        if tf.seq <= self.last_seq.get(tf.camera_id, -1):
+            out.duplicate = True  # redelivery: already counted
+            return out
+        self.last_seq[tf.camera_id] = tf.seq
         ids = [t.track_id for t in tf.tracks]
         boxes = np.array([[t.bbox_xyxy.x1, t.bbox_xyxy.y1, t.bbox_xyxy.x2, t.bbox_xyxy.y2] for t in tf.tracks],
                          np.float64).reshape(-1, 4)

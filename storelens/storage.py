@@ -2,7 +2,7 @@
 
 :class:`Storage` is the interface the pipeline writes to and the API reads
 from; :class:`SqliteStorage` implements it with the standard library's
-``sqlite3`` (a PostgreSQL backend can implement the same protocol later).
+``sqlite3``; :class:`storelens.storage_pg.PostgresStorage` implements it on PostgreSQL.
 Every write is idempotent, so a message delivered twice never counts twice:
 
 * track points are keyed by ``(camera_id, seq, track_id)``,
@@ -414,7 +414,8 @@ class SqliteStorage:
 
 
 def open_storage(cfg: StorageConfig) -> Storage:
-    """Open the backend named by ``cfg`` (only ``"sqlite"`` so far).
+    """Open the backend named by ``cfg``: :class:`SqliteStorage` for ``"sqlite"``,
+    :class:`~storelens.storage_pg.PostgresStorage` on ``cfg.dsn`` for ``"postgres"``.
 
     Example:
         >>> store = open_storage(StorageConfig(backend="sqlite", path=":memory:"))
@@ -423,4 +424,10 @@ def open_storage(cfg: StorageConfig) -> Storage:
     """
     if cfg.backend == "sqlite":
         return SqliteStorage(cfg.path)
+    if cfg.backend == "postgres":
+        if not cfg.dsn:  # pragma: no cover (config requires it)
+            raise ConfigError("storage.dsn is required when storage.backend is 'postgres'")
+        from storelens.storage_pg import PostgresStorage  # lazy: psycopg only where it is used
+
+        return PostgresStorage(cfg.dsn)
     raise ConfigError(f"unknown storage backend {cfg.backend!r}")  # pragma: no cover (config forbids it)

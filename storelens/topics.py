@@ -14,6 +14,8 @@ CROSSINGS = "crossings"
 OCCUPANCY = "occupancy"
 COUNTS = "counts"
 DEAD_LETTER = "dead-letter"
+#: Private, compacted: detect-track's tracker snapshots (one per frames partition).
+DETECT_TRACK_STATE = "detect-track-state"
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,9 @@ class TopicSpec:
     retention_ms: int
     retention_bytes: int = -1  # per partition; -1 unbounded
     max_message_bytes: int = 1_048_588
+    compacted: bool = False
+    #: ``partitions`` is fixed; otherwise the deployment's ``kafka.partitions`` is used.
+    partitions_fixed: bool = False
 
 
 _HOUR = 3_600_000
@@ -34,7 +39,10 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(CROSSINGS, "storelens.v1.LineCrossing", 6, 7 * 24 * _HOUR),
     TopicSpec(OCCUPANCY, "storelens.v1.OccupancyUpdate", 6, 7 * 24 * _HOUR),
     TopicSpec(COUNTS, "storelens.v1.CountWindow", 6, 7 * 24 * _HOUR),
-    TopicSpec(DEAD_LETTER, "storelens.v1.DeadLetter", 1, 14 * 24 * _HOUR, max_message_bytes=8 * 1024**2),
+    TopicSpec(DEAD_LETTER, "storelens.v1.DeadLetter", 1, 14 * 24 * _HOUR, max_message_bytes=8 * 1024**2,
+              partitions_fixed=True),
+    TopicSpec(DETECT_TRACK_STATE, "storelens.v1.StageSnapshot", 1, -1, max_message_bytes=64 * 1024**2,
+              compacted=True, partitions_fixed=True),
 )
 
 

@@ -60,6 +60,12 @@ class Embedder(Protocol):
 class Tracker(Protocol):
     def update(self, image_bgr: np.ndarray, detections: Detections) -> Tracks: ...
 
+    def snapshot(self) -> bytes:
+        """Whole state, for exact recovery; :meth:`restore` continues identically."""
+        ...
+
+    def restore(self, data: bytes) -> None: ...
+
 
 def _mobilenet_weights(path: str | None) -> str:
     if path:
@@ -214,6 +220,23 @@ class DeepSortTracker:
         metric = self._ds.tracker.metric
         if metric._metric is nn_matching._nn_cosine_distance:  # same distance on unit vectors, less work
             metric._metric = _nn_cosine_distance_unit
+
+    SNAPSHOT_FORMAT = "pickle:deep-sort-realtime-1.3.2"
+
+    def snapshot(self) -> bytes:
+        """The tracker's whole state (Kalman filters, galleries, id counter) as bytes.
+
+        Private to detect-track (its compacted state topic), never a wire
+        message between services; :meth:`restore` of it continues identically.
+        """
+        import pickle
+
+        return pickle.dumps((self._ds, self._stale), protocol=pickle.HIGHEST_PROTOCOL)
+
+    def restore(self, data: bytes) -> None:
+        import pickle
+
+        self._ds, self._stale = pickle.loads(data)  # noqa: S301 (our own snapshot topic)
 
     def _reusable_features(self, boxes: np.ndarray) -> list[np.ndarray | None]:
         """For each detection, a track feature it may reuse instead of being embedded, or ``None``."""

@@ -71,3 +71,18 @@ def test_lazy_appearance_embeds_only_what_is_ambiguous(embedder, refresh, max_em
         assert tracker.reused > 0 and sum(emb.calls) >= 2 * 20
     else:
         assert tracker.reused == 0 and sum(emb.calls) == 4 * 20
+
+
+def test_snapshot_restore_continues_identically(embedder):
+    """A tracker restored from a snapshot (as after a crash) produces exactly the same tracks."""
+    cfg = TrackerConfig(n_init=2)
+    a = DeepSortTracker(cfg, embedder=embedder)
+    for t in range(8):
+        a.update(*_scene(t))
+    snap = a.snapshot()
+    b = DeepSortTracker(cfg, embedder=embedder)
+    b.restore(snap)
+    for t in range(8, 20):
+        ta, tb = a.update(*_scene(t)), b.update(*_scene(t))
+        assert ta.track_id.tolist() == tb.track_id.tolist() and len(ta) == 4
+        assert np.array_equal(ta.bbox_xyxy, tb.bbox_xyxy)

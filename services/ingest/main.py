@@ -1,13 +1,30 @@
-"""ingest service entry point.
+"""ingest service: cameras -> `frames` topic. Settings -> dependencies -> run loop.
 
-The stage logic lives in the storelens library and runs today inside the
-embedded pipeline (`storelens demo`). This standalone process needs the
-Kafka bus of the distributed deployment, which is not built yet; it says so
-and exits instead of pretending to run.
+Env: STORELENS_CONFIG (site YAML), STORELENS_HTTP_PORT (health/metrics, default 9100).
 """
+from __future__ import annotations
+
+import os
 import sys
 
+
+def main() -> int:
+    from storelens.config import load_config
+    from storelens.errors import StoreLensError
+    from storelens.logs import setup_logging
+    from storelens.service import ServiceRuntime
+    from storelens.workers import run_ingest
+
+    setup_logging(os.environ.get("STORELENS_LOG_LEVEL", "INFO"))
+    try:
+        config = load_config(os.environ.get("STORELENS_CONFIG", "/etc/storelens/site.yaml"))
+        rt = ServiceRuntime("ingest")
+        rt.start()
+        return run_ingest(config, rt)
+    except StoreLensError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    print("error: the standalone ingest service needs the Kafka bus (distributed deployment, not built yet); "
-          "use 'storelens demo' for the embedded mode", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(main())

@@ -163,3 +163,28 @@ class DeadLetter(_message.Message):
     service: str
     ts_ms: int
     def __init__(self, source_topic: _Optional[str] = ..., key: _Optional[bytes] = ..., payload: _Optional[bytes] = ..., reason: _Optional[str] = ..., service: _Optional[str] = ..., ts_ms: _Optional[int] = ...) -> None: ...
+
+class StageSnapshot(_message.Message):
+    __slots__ = ("stage", "input_topic", "input_partition", "next_offset", "camera_state", "state_format", "ts_ms")
+    class CameraStateEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: bytes
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOPIC_FIELD_NUMBER: _ClassVar[int]
+    INPUT_PARTITION_FIELD_NUMBER: _ClassVar[int]
+    NEXT_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    CAMERA_STATE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    TS_MS_FIELD_NUMBER: _ClassVar[int]
+    stage: str
+    input_topic: str
+    input_partition: int
+    next_offset: int
+    camera_state: _containers.ScalarMap[str, bytes]
+    state_format: str
+    ts_ms: int
+    def __init__(self, stage: _Optional[str] = ..., input_topic: _Optional[str] = ..., input_partition: _Optional[int] = ..., next_offset: _Optional[int] = ..., camera_state: _Optional[_Mapping[str, bytes]] = ..., state_format: _Optional[str] = ..., ts_ms: _Optional[int] = ...) -> None: ...

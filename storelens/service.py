@@ -1,0 +1,123 @@
+"""What every StoreLens service process shares: settings, health, metrics, shutdown.
+
+* ``/healthz``: the process is alive and its loop is turning (heartbeat
+  younger than ``stall_s``).
+* ``/readyz``: every readiness check passes (broker connected, model
+  loaded, state recovered, ...); each check is a named callable.
+* ``/metrics``: Prometheus text format, from the service's own registry.
+* SIGTERM/SIGINT set :attr:`ServiceRuntime.stopping`; the run loop then
+  flushes its producer and commits its consumer before exiting.
+
+Example:
+    >>> rt = ServiceRuntime("ingest", port=0)          # doctest: +SKIP
+    >>> rt.add_check("broker", lambda: consumer.connected)  # doctest: +SKIP
+    >>> rt.start()                                      # doctest: +SKIP
+    >>> while not rt.stopping.is_set(): rt.beat(); ...  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+log = logging.getLogger(__name__)
+
+
+class ServiceMetrics:
+    """The counters every service exports (label ``service`` is fixed per process)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.messages_in = Counter("storelens_messages_in_total", "Messages consumed", ["topic"], registry=registry)
+        self.messages_out = Counter("storelens_messages_out_total", "Messages produced", ["topic"], registry=registry)
+        self.errors = Counter("storelens_errors_total", "Processing errors", ["reason"], registry=registry)
+        self.dead_letters = Counter("storelens_dead_letters_total", "Messages sent to the dead-letter topic",
+                                    ["topic"], registry=registry)
+        self.duplicates = Counter("storelens_duplicates_total", "Redelivered messages skipped", ["topic"],
+                                  registry=registry)
+        self.lag = Gauge("storelens_consumer_lag", "Messages behind the high watermark", ["topic", "partition"],
+                         registry=registry)
+        self.seconds = Histogram("storelens_processing_seconds", "Time to process one message", ["topic"],
+                                 registry=registry, buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+
+
+class ServiceRuntime:
+    def __init__(self, name: str, port: int | None = None, host: str | None = None, stall_s: float = 120.0) -> None:
+        self.name = name
+        self.port = int(os.environ.get("STORELENS_HTTP_PORT", 9100) if port is None else port)
+        self.host = host or os.environ.get("STORELENS_HTTP_HOST", "0.0.0.0")
+        self.registry = CollectorRegistry()
+        self.metrics = ServiceMetrics(self.registry)
+        self.stopping = threading.Event()
+        self._checks: dict[str, Callable[[], bool]] = {}
+        self._beat = time.monotonic()
+        self.stall_s = stall_s
+        self._server: ThreadingHTTPServer | None = None
+
+    def add_check(self, name: str, check: Callable[[], bool]) -> None:
+        self._checks[name] = check
+
+    def beat(self) -> None:
+        self._beat = time.monotonic()
+
+    def health(self) -> tuple[bool, dict]:
+        age = time.monotonic() - self._beat
+        return age < self.stall_s, {"status": "ok" if age < self.stall_s else "stalled", "heartbeat_age_s": round(age, 1)}
+
+    def readiness(self) -> tuple[bool, dict]:
+        results = {}
+        for name, check in self._checks.items():
+            try:
+                results[name] = bool(check())
+            except Exception as exc:  # a failing check means not ready, never a crash
+                results[name] = False
+                log.debug("readiness check failed", extra={"check": name, "error": str(exc)})
+        ok = all(results.values()) and not self.stopping.is_set()
+        return ok, {"status": "ready" if ok else "not ready", "checks": results}
+
+    def start(self) -> None:
+        """Serve /healthz, /readyz, /metrics in a thread and install signal handlers."""
+        rt = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    body, ctype, code = generate_latest(rt.registry), CONTENT_TYPE_LATEST, 200
+                elif path in ("/healthz", "/readyz"):
+                    ok, doc = rt.health() if path == "/healthz" else rt.readiness()
+                    body, ctype, code = json.dumps({"service": rt.name, **doc}).encode(), "application/json", 200 if ok else 503
+                else:
+                    body, ctype, code = b'{"detail": "not found"}', "application/json", 404
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:  # quiet: probes hit this every few seconds
+                return
+
+        self._server = ThreadingHTTPServer((self.host, self.port), Handler)
+        self.port = self._server.server_address[1]
+        threading.Thread(target=self._server.serve_forever, name="http", daemon=True).start()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        log.info("service started", extra={"service": self.name, "http_port": self.port})
+
+    def _on_signal(self, signum, _frame) -> None:
+        log.info("stopping", extra={"service": self.name, "signal": signal.Signals(signum).name})
+        self.stopping.set()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
