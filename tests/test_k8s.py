@@ -1,0 +1,626 @@
+"""k8s/: every overlay (and the base) renders with the real kustomize, every document
+validates against the Kubernetes schemas (offline, strict: unknown fields fail), every
+Deployment keeps the hardening rules, and the site.yaml in the ConfigMap is a valid
+``storelens.config`` file once expanded with the env each Deployment defines.
+
+kustomize comes from ``scripts/kustomize.sh``, which builds it from the Go module proxy
+into ``.tools/bin`` the first time (under a minute with a warm Go cache).
+"""
+from __future__ import annotations
+
+import copy
+import functools
+import os
+import pathlib
+import re
+import subprocess
+from typing import Callable, Iterator
+
+import pytest
+import yaml
+
+from storelens.config import SiteConfig, parse_config
+from storelens.errors import ConfigError
+
+kubernetes_validate = pytest.importorskip("kubernetes_validate")
+from kubernetes_validate.utils import SchemaNotFoundError  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+KUSTOMIZE = REPO / "scripts" / "kustomize.sh"
+K8S_DIR = REPO / "k8s"
+BASE = K8S_DIR / "base"
+OVERLAYS = sorted(p.parent for p in (K8S_DIR / "overlays").glob("*/kustomization.yaml"))
+TARGETS = [BASE, *OVERLAYS]
+#: Oldest Kubernetes release the manifests must be valid for (schemas bundled by kubernetes-validate).
+K8S_VERSION = "1.31.0"
+
+UID = 10001
+SERVICES = ("ingest", "detect-track", "attributes", "reid", "analytics", "api")
+#: Health/metrics port of each service: the api serves them on its HTTP port.
+PORTS = {svc: ("http-metrics", 9100) for svc in SERVICES} | {"api": ("http", 8080)}
+KAFKA = {("storelens-kafka", "username"), ("storelens-kafka", "password")}
+DB = {("storelens-db", "username"), ("storelens-db", "password")}
+CAMERAS = {("storelens-cameras", "username"), ("storelens-cameras", "password")}
+#: Least privilege: the exact Secret keys each service may read.
+SECRETS = {
+    "ingest": KAFKA | CAMERAS,
+    "detect-track": KAFKA,
+    "attributes": KAFKA,
+    "reid": KAFKA,
+    "analytics": KAFKA | DB,
+    "api": DB,
+}
+#: Services that run models and therefore mount the weights volume.
+MODEL_SERVICES = {"detect-track", "attributes", "reid"}
+SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIAL|DSN|API_?KEY", re.I)
+ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-[^}]*)?\}")
+
+
+def _id(p: pathlib.Path) -> str:
+    return str(p.relative_to(K8S_DIR))
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering and helpers
+# ---------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _build(target: pathlib.Path) -> str:
+    proc = subprocess.run(["bash", str(KUSTOMIZE), "build", str(target)], cwd=REPO,
+                          capture_output=True, text=True, timeout=1800)
+    if proc.returncode == 127:
+        pytest.skip(f"kustomize unavailable: {proc.stderr.strip()}")
+    assert proc.returncode == 0, f"kustomize build {_id(target)} failed:\n{proc.stderr}"
+    return proc.stdout
+
+
+def render(target: pathlib.Path) -> list[dict]:
+    """The documents of ``kustomize build target`` (a fresh copy each call)."""
+    return [d for d in yaml.safe_load_all(_build(target)) if d]
+
+
+def of_kind(docs: list[dict], kind: str) -> list[dict]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def component(obj: dict) -> str:
+    return obj["metadata"]["labels"]["app.kubernetes.io/component"]
+
+
+def deployments(docs: list[dict]) -> list[dict]:
+    return of_kind(docs, "Deployment")
+
+
+def pod_spec(dep: dict) -> dict:
+    return dep["spec"]["template"]["spec"]
+
+
+def containers(dep: dict) -> list[dict]:
+    spec = pod_spec(dep)
+    return spec.get("initContainers", []) + spec["containers"]
+
+
+def configmap(docs: list[dict], name: str) -> dict:
+    (cm,) = [d for d in of_kind(docs, "ConfigMap") if d["metadata"]["name"] == name]
+    return cm
+
+
+def configmap_with_prefix(docs: list[dict], prefix: str) -> dict:
+    """The generated ConfigMap ``prefix-<hash>``."""
+    found = [d for d in of_kind(docs, "ConfigMap") if re.fullmatch(re.escape(prefix) + r"(-[a-z0-9]{10})?",
+                                                                    d["metadata"]["name"])]
+    assert len(found) == 1, f"expected one ConfigMap {prefix}(-hash), found {[d['metadata']['name'] for d in found]}"
+    return found[0]
+
+
+def site_yaml(docs: list[dict]) -> str:
+    return configmap_with_prefix(docs, "storelens-site")["data"]["site.yaml"]
+
+
+def secret_refs(container: dict) -> set[tuple[str, str]]:
+    return {(e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+            for e in container.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})}
+
+
+def dummy_secret(name: str, key: str) -> str:
+    return f"dummy-{name}-{key}"  # URL-safe, so it can stand inside rtsp:// and postgresql:// URLs
+
+
+def container_env(docs: list[dict], container: dict) -> dict[str, str]:
+    """The environment Kubernetes gives ``container``: ConfigMap values from the rendered
+    ConfigMaps, Secrets as :func:`dummy_secret` values; ``env`` overrides ``envFrom``."""
+    env: dict[str, str] = {}
+    for src in container.get("envFrom", []):
+        assert "secretRef" not in src, "Secrets are read key by key (secretKeyRef), never with envFrom"
+        env.update({src.get("prefix", "") + k: v for k, v in configmap(docs, src["configMapRef"]["name"])["data"].items()})
+    for e in container.get("env", []):
+        if "value" in e:
+            env[e["name"]] = e["value"]
+        elif "configMapKeyRef" in e.get("valueFrom", {}):
+            ref = e["valueFrom"]["configMapKeyRef"]
+            env[e["name"]] = configmap(docs, ref["name"])["data"][ref["key"]]
+        elif "secretKeyRef" in e.get("valueFrom", {}):
+            ref = e["valueFrom"]["secretKeyRef"]
+            env[e["name"]] = dummy_secret(ref["name"], ref["key"])
+        else:
+            raise AssertionError(f"unexpected env source for {e['name']}: {e}")
+    return env
+
+
+_CPU = re.compile(r"^(\d+(?:\.\d+)?)(m?)$")
+_MEM = re.compile(r"^(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|k|M|G|T)?$")
+_MEM_UNIT = {None: 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+             "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+
+
+def cpu_cores(q: object) -> float:
+    m = _CPU.match(str(q))
+    assert m, f"bad cpu quantity {q!r}"
+    return float(m.group(1)) / (1000 if m.group(2) else 1)
+
+
+def mem_bytes(q: object) -> float:
+    m = _MEM.match(str(q))
+    assert m, f"bad memory quantity {q!r}"
+    return float(m.group(1)) * _MEM_UNIT[m.group(2)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering, schemas
+# ---------------------------------------------------------------------------------------------
+
+
+def test_there_is_at_least_one_overlay():
+    assert OVERLAYS, "k8s/overlays/ has no overlay (a folder with kustomization.yaml)"
+
+
+@pytest.mark.parametrize("target", TARGETS, ids=_id)
+def test_renders_the_expected_objects(target):
+    docs = render(target)
+    kinds = sorted(d["kind"] for d in docs)
+    assert sorted(component(d) for d in deployments(docs)) == sorted(SERVICES)
+    for kind in ("ConfigMap", "Service", "ServiceAccount", "PersistentVolumeClaim", "PodDisruptionBudget"):
+        assert kind in kinds, f"{_id(target)} renders no {kind}"
+    assert "Secret" not in kinds, "Secrets are created per store with kubectl, never rendered from the repo"
+
+
+@pytest.mark.parametrize("target", TARGETS, ids=_id)
+def test_every_document_validates_against_the_kubernetes_schemas(target):
+    problems = []
+    for doc in render(target):
+        where = f"{doc['kind']}/{doc['metadata']['name']}"
+        try:
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            problems.append(f"{where}: {'.'.join(map(str, exc.path))}: {exc.message}")
+        except SchemaNotFoundError as exc:
+            problems.append(f"{where}: {exc.message}")
+    assert not problems, "\n".join(problems)
+
+
+def _typo_field(d: dict) -> None:
+    d["spec"]["template"]["spec"]["containers"][0]["imagePullPolice"] = "Always"
+
+
+def _string_replicas(d: dict) -> None:
+    d["spec"]["replicas"] = "1"
+
+
+def _bad_probe(d: dict) -> None:
+    d["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["httpGet"]["pathh"] = "/healthz"
+
+
+@pytest.mark.parametrize("mutate", [_typo_field, _string_replicas, _bad_probe], ids=lambda f: f.__name__[1:])
+def test_the_schema_check_is_strict(mutate):
+    """The validation above is worth something: unknown fields and wrong types fail."""
+    dep = copy.deepcopy(deployments(render(BASE))[0])
+    kubernetes_validate.validate(dep, K8S_VERSION, strict=True)
+    mutate(dep)
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(dep, K8S_VERSION, strict=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Hardening of every Deployment (one table row per rule)
+# ---------------------------------------------------------------------------------------------
+
+
+def check_pod(dep: dict) -> Iterator[str]:
+    spec = pod_spec(dep)
+    sc = spec.get("securityContext", {})
+    if sc.get("runAsNonRoot") is not True:
+        yield "pod securityContext.runAsNonRoot is not true"
+    if sc.get("runAsUser") != UID or sc.get("runAsGroup") != UID:
+        yield f"pod does not run as uid/gid {UID}"
+    if sc.get("seccompProfile", {}).get("type") != "RuntimeDefault":
+        yield "pod seccompProfile is not RuntimeDefault"
+    if spec.get("automountServiceAccountToken") is not False:
+        yield "pod mounts a service account token"
+    if spec.get("serviceAccountName") != "storelens":
+        yield "pod does not use the storelens ServiceAccount"
+    if spec.get("enableServiceLinks") is not False:
+        yield "service links are on (they inject STORELENS_API_PORT=tcp://...)"
+    for flag in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(flag):
+            yield f"pod sets {flag}"
+
+
+def check_container_security(dep: dict) -> Iterator[str]:
+    pod_sc = pod_spec(dep).get("securityContext", {})
+    for c in containers(dep):
+        sc = c.get("securityContext", {})
+        eff = {**pod_sc, **sc}  # container settings override the pod's
+        if eff.get("runAsNonRoot") is not True or eff.get("runAsUser") != UID:
+            yield f"{c['name']}: not running as non-root uid {UID}"
+        if sc.get("readOnlyRootFilesystem") is not True:
+            yield f"{c['name']}: root filesystem is writable"
+        if sc.get("allowPrivilegeEscalation") is not False:
+            yield f"{c['name']}: allowPrivilegeEscalation is not false"
+        if sc.get("privileged"):
+            yield f"{c['name']}: privileged"
+        caps = sc.get("capabilities", {})
+        if caps.get("drop") != ["ALL"] or caps.get("add"):
+            yield f"{c['name']}: capabilities are not exactly drop [ALL]"
+        if eff.get("seccompProfile", {}).get("type") != "RuntimeDefault":
+            yield f"{c['name']}: seccompProfile is not RuntimeDefault"
+
+
+def check_probes(dep: dict) -> Iterator[str]:
+    port_name, port = PORTS[component(dep)]
+    for c in dep["spec"]["template"]["spec"]["containers"]:
+        declared = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
+        if declared.get(port_name) != port:
+            yield f"{c['name']}: no containerPort {port} named {port_name!r}"
+        for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+            get = c.get(probe, {}).get("httpGet")
+            if not get:
+                yield f"{c['name']}: no HTTP {probe}"
+            elif get.get("path") != path or get.get("port") not in (port_name, port):
+                yield f"{c['name']}: {probe} is {get.get('path')} on {get.get('port')}, expected {path} on {port_name}"
+
+
+def check_resources(dep: dict) -> Iterator[str]:
+    for c in containers(dep):
+        res = c.get("resources", {})
+        for kind in ("requests", "limits"):
+            for r in ("cpu", "memory"):
+                if r not in res.get(kind, {}):
+                    yield f"{c['name']}: no {kind}.{r}"
+        req, lim = res.get("requests", {}), res.get("limits", {})
+        if {"cpu", "memory"} <= req.keys() & lim.keys():
+            if cpu_cores(req["cpu"]) > cpu_cores(lim["cpu"]) or mem_bytes(req["memory"]) > mem_bytes(lim["memory"]):
+                yield f"{c['name']}: requests exceed limits"
+            if component(dep) == "detect-track":
+                # 2-core CPU inference, Guaranteed QoS.
+                if not (cpu_cores(req["cpu"]) == cpu_cores(lim["cpu"]) == 2 and req["memory"] == lim["memory"]):
+                    yield f"{c['name']}: not sized for 2-core inference with requests == limits"
+            elif cpu_cores(lim["cpu"]) > 1 or mem_bytes(lim["memory"]) > 2**30:
+                yield f"{c['name']}: a non-inference service should be small (<= 1 core, <= 1Gi)"
+
+
+def check_image(dep: dict) -> Iterator[str]:
+    for c in containers(dep):
+        image = c["image"]
+        name, _, digest = image.partition("@")
+        # A tag is a ":" in the last path segment (a registry host may carry a port).
+        repo, tag = name.rsplit(":", 1) if ":" in name.rsplit("/", 1)[-1] else (name, "")
+        if not digest and (not tag or tag == "latest"):
+            yield f"{c['name']}: image {image} is not pinned (no tag or 'latest')"
+        if repo != f"ghcr.io/storelens/{component(dep)}":
+            yield f"{c['name']}: image {image} is not ghcr.io/storelens/{component(dep)}"
+        if c.get("imagePullPolicy") == "Always":
+            yield f"{c['name']}: imagePullPolicy Always (pinned images need not be pulled every start)"
+
+
+def check_volumes(dep: dict) -> Iterator[str]:
+    spec = pod_spec(dep)
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    for c in spec["containers"]:
+        env = {e["name"]: e.get("value") for e in c.get("env", [])}
+        mounts = {m["mountPath"]: m for m in c.get("volumeMounts", [])}
+        tmp = mounts.get("/tmp")
+        if not tmp or "emptyDir" not in volumes.get(tmp["name"], {}):
+            yield f"{c['name']}: /tmp is not an emptyDir"
+        cfg = mounts.get("/etc/storelens")
+        if not cfg or not cfg.get("readOnly") or not volumes.get(cfg["name"], {}).get("configMap", {}).get(
+                "name", "").startswith("storelens-site"):
+            yield f"{c['name']}: the storelens-site ConfigMap is not mounted read-only at /etc/storelens"
+        if env.get("STORELENS_CONFIG") != "/etc/storelens/site.yaml":
+            yield f"{c['name']}: STORELENS_CONFIG is not /etc/storelens/site.yaml"
+        if env.get("STORELENS_ASSETS") != "/models":
+            yield f"{c['name']}: STORELENS_ASSETS is not /models"
+        models = mounts.get("/models")
+        if component(dep) in MODEL_SERVICES:
+            pvc = volumes.get(models["name"], {}).get("persistentVolumeClaim", {}) if models else {}
+            if not models or not models.get("readOnly") or pvc.get("claimName") != "storelens-models" \
+                    or not pvc.get("readOnly"):
+                yield f"{c['name']}: PVC storelens-models is not mounted read-only at /models"
+        elif models:
+            yield f"{c['name']}: mounts /models without running models"
+        for m in c.get("volumeMounts", []):
+            if m["mountPath"] not in ("/tmp",) and not m.get("readOnly"):
+                yield f"{c['name']}: {m['mountPath']} is mounted writable"
+
+
+def check_secrets(dep: dict) -> Iterator[str]:
+    for c in containers(dep):
+        for e in c.get("env", []):
+            if "value" in e and SECRET_NAME.search(e["name"]):
+                yield f"{c['name']}: {e['name']} has a literal value; credentials come from Secrets"
+            ref = e.get("valueFrom", {}).get("secretKeyRef")
+            if ref and ref.get("optional"):
+                yield f"{c['name']}: {e['name']} is optional; a missing Secret must stop the pod"
+        if any("secretRef" in s for s in c.get("envFrom", [])):
+            yield f"{c['name']}: envFrom secretRef (read Secrets key by key)"
+        if component(dep) in SECRETS and secret_refs(c) != SECRETS[component(dep)]:
+            yield f"{c['name']}: reads Secrets {sorted(secret_refs(c))}, expected exactly {sorted(SECRETS[component(dep)])}"
+
+
+def check_labels(dep: dict) -> Iterator[str]:
+    comp = component(dep)
+    tmpl = dep["spec"]["template"]["metadata"]["labels"]
+    for where, labels in (("metadata", dep["metadata"]["labels"]), ("pod template", tmpl)):
+        for key, want in (("app.kubernetes.io/name", "storelens"), ("app.kubernetes.io/part-of", "storelens"),
+                          ("app.kubernetes.io/component", comp)):
+            if labels.get(key) != want:
+                yield f"{where} label {key} is {labels.get(key)!r}, expected {want!r}"
+    sel = dep["spec"]["selector"]["matchLabels"]
+    if any(tmpl.get(k) != v for k, v in sel.items()) or sel.get("app.kubernetes.io/component") != comp:
+        yield f"selector {sel} does not pick this component's pods"
+    if [c["name"] for c in pod_spec(dep)["containers"]] != [comp]:
+        yield "the container is not named after the component"
+
+
+def check_replicas(dep: dict) -> Iterator[str]:
+    comp, spec = component(dep), dep["spec"]
+    if comp in ("ingest", "detect-track", "analytics") and spec.get("replicas") != 1:
+        yield f"{comp} should run 1 replica by default, has {spec.get('replicas')}"
+    if comp == "ingest" and spec.get("strategy", {}).get("type") != "Recreate":
+        yield "ingest must use the Recreate strategy (two readers would publish every frame twice)"
+
+
+CHECKS: list[tuple[str, Callable[[dict], Iterator[str]]]] = [
+    ("pod-security", check_pod),
+    ("container-security", check_container_security),
+    ("probes", check_probes),
+    ("resources", check_resources),
+    ("image-pinned", check_image),
+    ("volumes", check_volumes),
+    ("secrets-referenced-only", check_secrets),
+    ("labels", check_labels),
+    ("replicas", check_replicas),
+]
+
+
+@pytest.mark.parametrize("check", [c for _, c in CHECKS], ids=[n for n, _ in CHECKS])
+@pytest.mark.parametrize("target", TARGETS, ids=_id)
+def test_deployment_hardening(target, check):
+    problems = [f"{dep['metadata']['name']}: {p}" for dep in deployments(render(target)) for p in check(dep)]
+    assert not problems, "\n".join(problems)
+
+
+def _pop(path: str) -> Callable[[dict], None]:
+    def f(dep: dict) -> None:
+        *parents, last = path.split(".")
+        node = dep
+        for k in parents:
+            node = node[int(k)] if isinstance(node, list) else node[k]
+        node.pop(last)
+    return f
+
+
+def _set(path: str, value: object) -> Callable[[dict], None]:
+    def f(dep: dict) -> None:
+        *parents, last = path.split(".")
+        node = dep
+        for k in parents:
+            node = node[int(k)] if isinstance(node, list) else node[k]
+        node[last] = value
+    return f
+
+
+C0 = "spec.template.spec.containers.0"
+
+
+@pytest.mark.parametrize(("check", "mutate", "expect"), [
+    pytest.param(check_container_security, _pop(f"{C0}.securityContext.readOnlyRootFilesystem"),
+                 "root filesystem is writable", id="writable-root"),
+    pytest.param(check_container_security, _set(f"{C0}.securityContext.capabilities",
+                                                {"drop": ["ALL"], "add": ["NET_RAW"]}), "drop [ALL]", id="cap-add"),
+    pytest.param(check_container_security, _set(f"{C0}.securityContext.runAsUser", 0), "non-root", id="root"),
+    pytest.param(check_pod, _set("spec.template.spec.automountServiceAccountToken", True), "token", id="sa-token"),
+    pytest.param(check_probes, _pop(f"{C0}.readinessProbe"), "no HTTP readinessProbe", id="no-readiness"),
+    pytest.param(check_resources, _pop(f"{C0}.resources.limits"), "no limits.cpu", id="no-limits"),
+    pytest.param(check_image, _set(f"{C0}.image", "ghcr.io/storelens/ingest:latest"), "not pinned", id="latest"),
+    pytest.param(check_image, _set(f"{C0}.image", "ghcr.io/storelens/ingest"), "not pinned", id="untagged"),
+    pytest.param(check_secrets, _set(f"{C0}.env", [{"name": "STORELENS_DB_PASSWORD", "value": "hunter2"}]),
+                 "literal value", id="literal-secret"),
+    pytest.param(check_secrets, _set(f"{C0}.env", []), "expected exactly", id="missing-secret"),
+    pytest.param(check_volumes, _set("spec.template.spec.volumes", []), "/tmp is not an emptyDir", id="no-tmp"),
+])
+def test_the_hardening_checks_catch_violations(check, mutate, expect):
+    (dep,) = [copy.deepcopy(d) for d in deployments(render(BASE)) if component(d) == "ingest"]
+    assert not list(check(dep))
+    mutate(dep)
+    assert any(expect in p for p in check(dep)), list(check(dep))
+
+
+TOOLS = sorted((K8S_DIR / "tools").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", TOOLS, ids=_id)
+def test_tool_manifests_validate_and_are_hardened(path):
+    """Helpers applied by hand (k8s/tools/) meet the same schema and pod rules as the services."""
+    for doc in (d for d in yaml.safe_load_all(path.read_text()) if d):
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        if doc["kind"] == "Pod":
+            as_deployment = {"spec": {"template": {"spec": doc["spec"]}}}
+            problems = [*check_pod(as_deployment), *check_container_security(as_deployment)]
+            assert not problems, "\n".join(problems)
+
+
+# ---------------------------------------------------------------------------------------------
+# Services, PodDisruptionBudgets, ConfigMaps
+# ---------------------------------------------------------------------------------------------
+
+
+def _selects(selector: dict, labels: dict) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+@pytest.mark.parametrize("target", TARGETS, ids=_id)
+def test_services_and_pdbs_select_real_pods_and_ports(target):
+    docs = render(target)
+    deps = deployments(docs)
+    services = {s["metadata"]["name"]: s for s in of_kind(docs, "Service")}
+    for svc in services.values():
+        picked = [d for d in deps if _selects(svc["spec"]["selector"], d["spec"]["template"]["metadata"]["labels"])]
+        assert picked, f"Service {svc['metadata']['name']} selects no pods"
+        for port in svc["spec"]["ports"]:
+            for d in picked:
+                names = {p["name"] for c in pod_spec(d)["containers"] for p in c.get("ports", [])}
+                assert port["targetPort"] in names, f"{d['metadata']['name']} has no port {port['targetPort']}"
+    api = services["storelens-api"]
+    assert [(p["name"], p["port"]) for p in api["spec"]["ports"]] == [("http", 8080)]
+    metrics = services["storelens-metrics"]
+    picked = {component(d) for d in deps if _selects(metrics["spec"]["selector"], d["spec"]["template"]["metadata"]["labels"])}
+    assert picked == set(SERVICES) - {"api"}, "the metrics Service must cover every pipeline service"
+    for pdb in of_kind(docs, "PodDisruptionBudget"):
+        assert any(_selects(pdb["spec"]["selector"]["matchLabels"], d["spec"]["template"]["metadata"]["labels"])
+                   for d in deps), f"PDB {pdb['metadata']['name']} selects no pods"
+
+
+@pytest.mark.parametrize("target", TARGETS, ids=_id)
+def test_objects_are_labelled_and_secrets_never_written_in_configmaps(target):
+    docs = render(target)
+    for d in docs:
+        if d["kind"] != "Namespace":
+            assert d["metadata"].get("labels", {}).get("app.kubernetes.io/part-of") == "storelens", \
+                f"{d['kind']}/{d['metadata']['name']} lacks app.kubernetes.io/part-of: storelens"
+    for sa in of_kind(docs, "ServiceAccount"):
+        assert sa.get("automountServiceAccountToken") is False
+    for cm in of_kind(docs, "ConfigMap"):
+        for key, value in cm.get("data", {}).items():
+            assert not SECRET_NAME.search(key), f"ConfigMap {cm['metadata']['name']} holds {key}"
+            # Any user:password@ in a URL must be ${ENV} references, never literal credentials.
+            for userinfo in re.findall(r"://([^/@\s]*)@", value):
+                assert ENV_REF.sub("", userinfo) in ("", ":"), \
+                    f"ConfigMap {cm['metadata']['name']}/{key}: literal credentials in a URL ({userinfo})"
+
+
+# ---------------------------------------------------------------------------------------------
+# The embedded site configuration, as each service will load it
+# ---------------------------------------------------------------------------------------------
+
+
+def _load_site(monkeypatch: pytest.MonkeyPatch, docs: list[dict], text: str, env: dict[str, str]) -> SiteConfig:
+    """Parse ``text`` as a service would, with exactly ``env`` (no variable leaks in from the
+    test process, e.g. the STORELENS_ASSETS the Makefile exports)."""
+    for name in set(ENV_REF.findall(text)) | {k for k in os.environ if k.startswith("STORELENS_")}:
+        monkeypatch.delenv(name, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return parse_config(yaml.safe_load(text), origin="site.yaml (ConfigMap storelens-site)")
+
+
+@pytest.mark.parametrize("target", TARGETS, ids=_id)
+def test_site_config_validates_with_each_deployments_env(target, monkeypatch):
+    docs = render(target)
+    text = site_yaml(docs)
+    for dep in deployments(docs):
+        comp = component(dep)
+        (c,) = pod_spec(dep)["containers"]
+        env = container_env(docs, c)
+        with monkeypatch.context() as mp:
+            cfg = _load_site(mp, docs, text, env)
+        has = secret_refs(c)
+        # Shared wiring: the endpoints of the storelens-env ConfigMap, the mounted weights.
+        assert cfg.storage.backend == "postgres"
+        assert cfg.storage.dsn.startswith("postgresql://")
+        assert f"@{env['STORELENS_DB_HOST']}:{env['STORELENS_DB_PORT']}/{env['STORELENS_DB_NAME']}" in cfg.storage.dsn
+        assert cfg.kafka.bootstrap_servers == env["STORELENS_KAFKA_BOOTSTRAP"]
+        assert cfg.kafka.security_protocol == env["STORELENS_KAFKA_SECURITY_PROTOCOL"]
+        assert cfg.live.redis_url == env["STORELENS_REDIS_URL"]
+        assert cfg.detector.weights.startswith("/models/")
+        assert cfg.api.host == "0.0.0.0" and cfg.api.port == PORTS["api"][1]
+        assert cfg.kafka.group_prefix == f"storelens-{cfg.store.id}", "consumer groups must be per store"
+        # Each credential reaches the services that hold its Secret (the "" defaults only
+        # cover the services that are not given it).
+        if DB <= has:
+            assert f"{dummy_secret('storelens-db', 'username')}:{dummy_secret('storelens-db', 'password')}@" \
+                   in cfg.storage.dsn, f"{comp}: the database credentials do not reach storage.dsn"
+        if KAFKA <= has:
+            assert cfg.kafka.sasl_username == dummy_secret("storelens-kafka", "username"), comp
+            assert cfg.kafka.sasl_password == dummy_secret("storelens-kafka", "password"), comp
+        if CAMERAS <= has:
+            creds = f"{dummy_secret('storelens-cameras', 'username')}:{dummy_secret('storelens-cameras', 'password')}@"
+            for cam in cfg.cameras:
+                if cam.source.startswith("rtsp://"):
+                    assert cam.source.startswith(f"rtsp://{creds}"), f"{comp}: camera {cam.id} gets no credentials"
+        if comp == "api":
+            assert env["STORELENS_API_HOST"] == "0.0.0.0" and int(env["STORELENS_API_PORT"]) == cfg.api.port
+
+
+@pytest.mark.parametrize("target", TARGETS, ids=_id)
+def test_site_config_fails_without_the_endpoints(target, monkeypatch):
+    """The endpoints have no defaults: a pod without the storelens-env ConfigMap fails at start."""
+    docs = render(target)
+    (ingest,) = [d for d in deployments(docs) if component(d) == "ingest"]
+    env = container_env(docs, pod_spec(ingest)["containers"][0])
+    env.pop("STORELENS_KAFKA_BOOTSTRAP")
+    with pytest.raises(ConfigError, match="STORELENS_KAFKA_BOOTSTRAP"):
+        _load_site(monkeypatch, docs, site_yaml(docs), env)
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-store overlays
+# ---------------------------------------------------------------------------------------------
+
+
+def _store(docs: list[dict], monkeypatch: pytest.MonkeyPatch) -> tuple[dict, SiteConfig, dict[str, str]]:
+    (ns,) = of_kind(docs, "Namespace")
+    (ingest,) = [d for d in deployments(docs) if component(d) == "ingest"]
+    env = container_env(docs, pod_spec(ingest)["containers"][0])
+    with monkeypatch.context() as mp:
+        cfg = _load_site(mp, docs, site_yaml(docs), env)
+    return ns, cfg, env
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS, ids=_id)
+def test_overlay_sets_namespace_store_and_images(overlay, monkeypatch):
+    docs = render(overlay)
+    ns, cfg, _ = _store(docs, monkeypatch)
+    namespace = ns["metadata"]["name"]
+    assert ns["metadata"]["labels"].get("pod-security.kubernetes.io/enforce") == "restricted"
+    for d in docs:
+        if d["kind"] != "Namespace":
+            assert d["metadata"].get("namespace") == namespace, f"{d['kind']}/{d['metadata']['name']} not in {namespace}"
+        labels = d["metadata"].get("labels", {})
+        assert labels.get("storelens.io/store") == cfg.store.id, \
+            f"{d['kind']}/{d['metadata']['name']}: store label {labels.get('storelens.io/store')!r} != store.id {cfg.store.id!r}"
+    for dep in deployments(docs):
+        assert dep["spec"]["template"]["metadata"]["labels"].get("storelens.io/store") == cfg.store.id
+    assert cfg.store.id != "example-store", "the overlay must replace the base's template site.yaml"
+    assert cfg.cameras and all(cam.lines or cam.zones for cam in cfg.cameras)
+    # The store pins every image in its kustomization (images: transformer).
+    kust = yaml.safe_load((overlay / "kustomization.yaml").read_text())
+    pinned = {i["name"]: i for i in kust.get("images", [])}
+    for dep in deployments(docs):
+        image = pod_spec(dep)["containers"][0]["image"]
+        entry = pinned.get(f"ghcr.io/storelens/{component(dep)}")
+        assert entry, f"{overlay.name} does not pin the image of {component(dep)}"
+        want = f"@{entry['digest']}" if "digest" in entry else f":{entry['newTag']}"
+        assert image.endswith(want), f"{image} does not carry the overlay's {want}"
+
+
+def test_stores_do_not_share_state(monkeypatch):
+    """Copying an overlay and forgetting to change something must not mix two stores' data."""
+    seen: dict[str, dict[str, str]] = {k: {} for k in ("namespace", "store id", "database", "redis")}
+    for overlay in OVERLAYS:
+        ns, cfg, env = _store(render(overlay), monkeypatch)
+        for key, value in (("namespace", ns["metadata"]["name"]), ("store id", cfg.store.id),
+                           ("database", f"{env['STORELENS_DB_HOST']}/{env['STORELENS_DB_NAME']}"),
+                           ("redis", env["STORELENS_REDIS_URL"])):
+            assert value not in seen[key], f"{overlay.name} and {seen[key].get(value)} share the {key} {value}"
+            seen[key][value] = overlay.name
