@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-nodeps.txt pyproject.toml | sha1sum | cut -c1-12)
 export STORELENS_ASSETS ?= $(abspath ../shared/assets)
 
-.PHONY: setup demo test test-fast proto bench clean
+.PHONY: setup demo test test-fast proto bench clean stack stack-down stack-status
 
 setup: $(STAMP)
 
@@ -26,8 +26,26 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 demo: setup
 	$(BIN)/storelens demo
 
+# Brings up Kafka, PostgreSQL and Redis (idempotent), runs every suite, and stops
+# the servers again if this run started them.
 test: setup
-	$(BIN)/python -m pytest -q -rfEs --durations=15
+	@if scripts/stack.sh status >/dev/null 2>&1; then started=0; else started=1; fi; \
+	scripts/stack.sh up || exit $$?; \
+	eval "$$(scripts/stack.sh env)"; \
+	$(BIN)/python -m pytest -q -rfEs --durations=15; rc=$$?; \
+	if [ $$started = 1 ]; then scripts/stack.sh down; fi; \
+	exit $$rc
+
+# Servers for manual use of the distributed mode (see README, "Distributed mode").
+stack: setup
+	scripts/stack.sh up
+	@scripts/stack.sh env
+
+stack-down:
+	scripts/stack.sh down
+
+stack-status:
+	scripts/stack.sh status
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -14,7 +14,7 @@
 set -euo pipefail
 umask 022
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 INFRA=$ROOT/infra
 STACK=$ROOT/.stack
 
@@ -39,30 +39,32 @@ log() { printf '[stack] %s\n' "$*"; }
 die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
 rel() { printf '%s' "${1#"$ROOT"/}"; }
 
-# Last lines of a log file, to stderr, after a failure.
+# show_log FILE [FROM-LINE]: the last 40 lines of a log (from line FROM-LINE on), to stderr.
 show_log() {
-  local f=$1 n=${2:-40}
-  if [[ -s $f ]]; then
-    printf '[stack] ---- last %s lines of %s ----\n' "$n" "$(rel "$f")" >&2
-    tail -n "$n" "$f" >&2
+  local f=$1 from=${2:-1}
+  if [[ -s $f ]] && (($(wc -l <"$f") >= from)); then
+    printf '[stack] ---- last 40 lines of %s ----\n' "$(rel "$f")" >&2
+    tail -n "+$from" "$f" | tail -n 40 >&2
     printf '[stack] ----\n' >&2
   fi
 }
+log_lines() { if [[ -f $1 ]]; then wc -l <"$1"; else echo 0; fi; }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # pid_alive PID PATTERN: the process exists and its command line contains PATTERN
 # (guards against a stale pid file whose pid was reused).
 pid_alive() {
-  local pid=$1 pattern=$2
-  [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null &&
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$pattern"
+  local pid=$1 pattern=$2 cmd
+  [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
+  cmd=$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline") || return 1
+  [[ $cmd == *"$pattern"* ]]
 }
 
-# stop_pid NAME PID PATTERN TIMEOUT: SIGTERM, wait up to TIMEOUT s, then SIGKILL.
+# stop_pid NAME PID PATTERN TIMEOUT [SIGNAL]: SIGTERM (or SIGNAL), wait up to TIMEOUT s, then SIGKILL.
 stop_pid() {
-  local name=$1 pid=$2 pattern=$3 timeout=$4 t0=$SECONDS
-  kill -TERM "$pid" 2>/dev/null || true
+  local name=$1 pid=$2 pattern=$3 timeout=$4 sig=${5:-TERM} t0=$SECONDS
+  kill -"$sig" "$pid" 2>/dev/null || true
   while pid_alive "$pid" "$pattern"; do
     if ((SECONDS - t0 >= timeout)); then
       log "$name: still running after ${timeout}s, sending SIGKILL"
@@ -76,8 +78,55 @@ stop_pid() {
   done
 }
 
+# ---------------------------------------------------------------- another checkout's stack
+# The ports are fixed, so two checkouts cannot both run a stack. When `up` finds a port held by a
+# server that scripts/stack.sh of ANOTHER checkout started (e.g. a CI clone next to a developer's
+# tree), or one of ours whose .stack was removed while it ran, it stops that server and starts its
+# own; STORELENS_STACK_TAKEOVER=0 makes it refuse instead.
+# other_stack_pid kafka|postgres|redis: the pid of such a server, recognised by command and cwd.
+other_stack_pid() {
+  local svc=$1 p cmd cwd own
+  for p in /proc/[0-9]*; do
+    cmd=$(tr '\0' ' ' 2>/dev/null <"$p/cmdline") || continue
+    cwd=$(readlink "$p/cwd" 2>/dev/null) || continue
+    case $svc in
+      kafka) own=$KAFKA_DIR; [[ $cmd == *" kafka.Kafka "*/.stack/kafka/server.properties* ]] ;;
+      postgres) own=$PG_DATA; [[ $cmd == */bin/postgres\ -D\ *"-c port=$PG_PORT "* ]] ;;
+      redis) own=$REDIS_DIR; [[ $cmd == "redis-server 127.0.0.1:$REDIS_PORT"* ]] ;;
+    esac || continue
+    [[ $cwd == *" (deleted)" ]] || [[ $cwd != "$own" ]] || continue
+    cwd=${cwd% (deleted)}
+    case $svc in
+      kafka) [[ $cwd == */.stack/kafka ]] ;;
+      postgres) [[ $cwd == */pg/data ]] ;;
+      redis) [[ $cwd == */.stack/redis ]] ;;
+    esac && { printf '%s' "${p#/proc/}"; return 0; }
+  done
+  return 1
+}
+
+# free_port SERVICE PORT: fail unless the port is free, after stopping another checkout's server.
+free_port() {
+  local svc=$1 port=$2 pid pattern sig=TERM t0=$SECONDS
+  port_open "$port" || return 0
+  if pid=$(other_stack_pid "$svc") && [[ ${STORELENS_STACK_TAKEOVER:-1} != 0 ]]; then
+    log "$svc: port $port is held by pid $pid of another stack ($(readlink "/proc/$pid/cwd")); stopping it"
+    case $svc in
+      kafka) pattern=kafka.Kafka ;;
+      postgres) pattern=postgres; sig=INT ;;   # SIGINT: PostgreSQL's fast (clean) shutdown
+      redis) pattern=redis-server ;;
+    esac
+    stop_pid "$svc" "$pid" "$pattern" 60 "$sig"
+    while port_open "$port"; do
+      ((SECONDS - t0 < 70)) || break
+      sleep 0.2
+    done
+  fi
+  ! port_open "$port" || die "$svc: port $port is in use by a process this script did not start"
+}
+
 # ---------------------------------------------------------------- packages
-# ensure_pkgs "CHECK-COMMAND PACKAGE..." ...: installs the packages of each check that fails.
+# ensure_pkgs "CHECK-COMMAND|PACKAGE..." ...: installs the packages of each check that fails.
 ensure_pkgs() {
   local missing=() spec check
   for spec in "$@"; do
@@ -126,8 +175,9 @@ kafka_jars() {
   [[ -f $stamp && $(cat "$stamp") == "$want" ]] && return 0
   ensure_pkgs "command -v java|openjdk-17-jre-headless" "command -v mvn|maven"
   log "kafka: resolving jars with Maven (infra/kafka/pom.xml -> $(rel "$KAFKA_LIBS"))"
-  local t0=$SECONDS try mvn_log=$STACK/maven.log
+  local t0=$SECONDS try mvn_log=$KAFKA_DIR/maven.log
   rm -rf "$KAFKA_LIBS"
+  mkdir -p "$KAFKA_DIR"
   for try in 1 2 3; do
     if (cd "$INFRA/kafka" && mvn -B -q -Dmaven.wagon.http.retryHandler.count=3 \
           dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=target/libs) \
@@ -169,20 +219,22 @@ kafka_start() {
     log "kafka: already running (pid $pid)"
     return 0
   fi
-  ! port_open "$KAFKA_PORT" || die "kafka: port $KAFKA_PORT is in use by a process this script did not start"
-  ! port_open "$KAFKA_CONTROLLER_PORT" || die "kafka: port $KAFKA_CONTROLLER_PORT is in use by a process this script did not start"
+  free_port kafka "$KAFKA_PORT"
+  free_port kafka "$KAFKA_CONTROLLER_PORT"
   kafka_jars
   kafka_render_config
   kafka_format
   rm -f "$KAFKA_DIR/kafka.pid"
+  KAFKA_LOG_FROM=$(($(log_lines "$KAFKA_DIR/logs/server.log") + 1))
   log "kafka: starting broker+controller on 127.0.0.1:$KAFKA_PORT (controller :$KAFKA_CONTROLLER_PORT)"
-  # shellcheck disable=SC2086
-  (cd "$KAFKA_DIR" && exec setsid bash -c 'echo $$ >"$0"; exec "$@"' "$KAFKA_DIR/kafka.pid" \
+  # Detached (own session, no terminal, lock fd closed); the launcher records its pid, then execs java.
+  # shellcheck disable=SC2016,SC2086
+  setsid bash -c 'cd "$0" && echo $$ >"$1" && shift && exec "$@"' "$KAFKA_DIR" "$KAFKA_DIR/kafka.pid" \
     java $KAFKA_HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 \
       -XX:+ExplicitGCInvokesConcurrent -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
       -Dkafka.logs.dir="$KAFKA_DIR/logs" -Dlog4j2.configurationFile="$INFRA/kafka/log4j2.properties" \
       -cp "$KAFKA_LIBS/*" kafka.Kafka "$KAFKA_DIR/server.properties" \
-    </dev/null >"$KAFKA_DIR/kafka.out" 2>&1 9>&- &)
+    </dev/null >"$KAFKA_DIR/kafka.out" 2>&1 9>&- &
   local t0=$SECONDS
   until [[ -s $KAFKA_DIR/kafka.pid ]]; do
     ((SECONDS - t0 < 10)) || die "kafka: the launcher did not write its pid"
@@ -211,7 +263,9 @@ md = admin.list_topics(timeout=3)
 sys.exit(0 if md.brokers else 1)
 EOF
   else
-    grep -q 'Kafka Server started' "$KAFKA_DIR/logs/server.log" 2>/dev/null && port_open "$KAFKA_PORT"
+    # (no pipe into grep -q: with pipefail, an early exit of grep could read as a failure)
+    awk -v from="${KAFKA_LOG_FROM:-1}" 'NR >= from && /Kafka Server started/ { found = 1; exit }
+      END { exit !found }' "$KAFKA_DIR/logs/server.log" 2>/dev/null && port_open "$KAFKA_PORT"
   fi
 }
 
@@ -221,12 +275,12 @@ kafka_wait() {
   how=${KAFKA_PY:+AdminClient.list_topics}
   while :; do
     if ! pid=$(kafka_pid); then
-      show_log "$KAFKA_DIR/logs/server.log"; show_log "$KAFKA_DIR/kafka.out"
+      show_log "$KAFKA_DIR/logs/server.log" "${KAFKA_LOG_FROM:-1}"; show_log "$KAFKA_DIR/kafka.out"
       die "kafka: the broker exited during start-up"
     fi
     kafka_probe && break
     if ((SECONDS - t0 >= KAFKA_READY_TIMEOUT)); then
-      show_log "$KAFKA_DIR/logs/server.log"; show_log "$KAFKA_DIR/kafka.out"
+      show_log "$KAFKA_DIR/logs/server.log" "${KAFKA_LOG_FROM:-1}"; show_log "$KAFKA_DIR/kafka.out"
       die "kafka: no answer on 127.0.0.1:$KAFKA_PORT after ${KAFKA_READY_TIMEOUT}s"
     fi
     sleep 1
@@ -310,9 +364,19 @@ pg_prepare_dir() {
       fi
     fi
   fi
+  pg_resolve
   mkdir -p "$PG_DIR/run"
-  [[ $EUID -eq 0 ]] && chown postgres:postgres "$PG_DIR/." "$PG_DIR/run"
+  [[ $EUID -eq 0 ]] && chown postgres:postgres "$PG_DIR" "$PG_DIR/run"
   return 0
+}
+
+# Paths handed to the postgres user go around the link, if .stack/pg is one.
+pg_resolve() {
+  if [[ -L $PG_DIR ]]; then
+    PG_DIR=$(readlink -f "$PG_DIR")
+    PG_DATA=$PG_DIR/data
+    PG_LOG=$PG_DIR/postgres.log
+  fi
 }
 
 pg_init() {
@@ -342,17 +406,18 @@ pg_start() {
     log "postgres: already running (pid $pid)"
     return 0
   fi
-  ! port_open "$PG_PORT" || die "postgres: port $PG_PORT is in use by a process this script did not start"
+  free_port postgres "$PG_PORT"
   pg_init "$bin"
   cp "$INFRA/postgres/storelens.conf" "$PG_DATA/storelens.conf"
   [[ $EUID -eq 0 ]] && chown postgres:postgres "$PG_DATA/storelens.conf"
   # Unix socket inside .stack/pg when the path fits in a socket address, else TCP only.
   local sock=$PG_DIR/run
   ((${#sock} + 16 < 100)) || sock=
+  PG_LOG_FROM=$(($(log_lines "$PG_LOG") + 1))
   log "postgres: starting $(basename "$(dirname "$bin")") on 127.0.0.1:$PG_PORT"
   if ! as_pg "$bin/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -w -t "$PG_TIMEOUT" -s \
       -o "-c listen_addresses=127.0.0.1 -c port=$PG_PORT -c unix_socket_directories='$sock'" start 9>&-; then
-    show_log "$PG_LOG"
+    show_log "$PG_LOG" "$PG_LOG_FROM"
     die "postgres: pg_ctl start failed"
   fi
 }
@@ -362,7 +427,7 @@ pg_wait() {
   bin=$(pg_bin)
   until "$bin/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -t 2; do
     if ((SECONDS - t0 >= PG_TIMEOUT)); then
-      show_log "$PG_LOG"
+      show_log "$PG_LOG" "${PG_LOG_FROM:-1}"
       die "postgres: no answer on 127.0.0.1:$PG_PORT after ${PG_TIMEOUT}s"
     fi
     sleep 0.5
@@ -379,6 +444,7 @@ pg_wait() {
 
 pg_stop() {
   local pid bin
+  pg_resolve
   if ! pid=$(pg_pid); then
     log "postgres: not running"
     return 0
@@ -419,20 +485,21 @@ redis_start() {
     log "redis: already running (pid $pid)"
     return 0
   fi
-  ! port_open "$REDIS_PORT" || die "redis: port $REDIS_PORT is in use by a process this script did not start"
+  free_port redis "$REDIS_PORT"
   mkdir -p "$REDIS_DIR"
   sed "s|@REDIS_DIR@|$REDIS_DIR|g" "$INFRA/redis/redis.conf" >"$REDIS_DIR/redis.conf"
   rm -f "$REDIS_DIR/redis.pid"
+  REDIS_LOG_FROM=$(($(log_lines "$REDIS_DIR/redis.log") + 1))
   log "redis: starting on 127.0.0.1:$REDIS_PORT"
   (cd "$REDIS_DIR" && redis-server "$REDIS_DIR/redis.conf" </dev/null >>"$REDIS_DIR/redis.out" 2>&1 9>&-) ||
-    { show_log "$REDIS_DIR/redis.log"; show_log "$REDIS_DIR/redis.out"; die "redis: redis-server failed"; }
+    { show_log "$REDIS_DIR/redis.log" "$REDIS_LOG_FROM"; show_log "$REDIS_DIR/redis.out"; die "redis: redis-server failed"; }
 }
 
 redis_wait() {
   local t0=$SECONDS
   until [[ $(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]] && redis_pid >/dev/null; do
     if ((SECONDS - t0 >= REDIS_TIMEOUT)); then
-      show_log "$REDIS_DIR/redis.log"
+      show_log "$REDIS_DIR/redis.log" "${REDIS_LOG_FROM:-1}"
       die "redis: no answer on 127.0.0.1:$REDIS_PORT after ${REDIS_TIMEOUT}s"
     fi
     sleep 0.2
@@ -473,7 +540,7 @@ lock() {
 }
 
 cmd_up() {
-  local t0=$SECONDS specs=()
+  local what=${1:-up} t0=$SECONDS specs=()
   has postgres && specs+=("compgen -G '/usr/lib/postgresql/*/bin/initdb'|postgresql")
   has redis && specs+=("command -v redis-server && command -v redis-cli|redis-server")
   ((${#specs[@]})) && ensure_pkgs "${specs[@]}"
@@ -484,7 +551,7 @@ cmd_up() {
   has postgres && pg_wait
   has redis && redis_wait
   has kafka && kafka_wait
-  log "up: ${SERVICES[*]} ready in $((SECONDS - t0))s"
+  log "$what: ${SERVICES[*]} ready in $((SECONDS - t0))s"
 }
 
 cmd_down() {
@@ -532,7 +599,7 @@ main() {
   case $cmd in
     up | start) lock; cmd_up ;;
     down | stop) lock; cmd_down ;;
-    restart) lock; cmd_down; cmd_up ;;
+    restart) lock; cmd_down; cmd_up restart ;;
     status) cmd_status ;;
     env) cmd_env ;;
     -h | --help | help) usage ;;
