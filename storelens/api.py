@@ -17,7 +17,7 @@ Example:
 from __future__ import annotations
 
 import time
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Protocol
 
 from fastapi import FastAPI, HTTPException, Path, Query, Response
 from fastapi.responses import JSONResponse
@@ -26,8 +26,19 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import storelens
+from storelens import messages as m
 from storelens.config import CameraConfig, SiteConfig
 from storelens.storage import Storage
+
+
+class LiveState(Protocol):
+    """What the API reads from the live state (:class:`storelens.live.RedisLiveState`)."""
+
+    def occupancy(self, camera_id: str) -> m.OccupancyUpdate | None: ...
+
+    def last_seen(self, camera_id: str) -> int | None: ...
+
+    def ping(self) -> bool: ...
 
 #: Largest timestamp accepted in a query (keeps every value a valid SQL/JSON integer).
 MAX_TS_MS = 2**53 - 1
@@ -108,6 +119,9 @@ class CameraOccupancyOut(_Out):
     total_in: int
     total_out: int
     ts_ms: int = Field(description="Time of the latest update; 0 if there is none yet.")
+    last_seen_ts_ms: int | None = Field(
+        default=None, description="Time of the newest frame handled for this camera (live state only); "
+        "absent when unknown.")
 
 
 class OccupancyOut(_Out):
@@ -219,8 +233,13 @@ def _n_buckets(start_ms: int, end_ms: int, bucket_s: int) -> int:
     return (end_ms - 1) // w - start_ms // w + 1
 
 
-def create_app(config: SiteConfig, storage: Storage) -> FastAPI:
+def create_app(config: SiteConfig, storage: Storage, live: LiveState | None = None) -> FastAPI:
     """The StoreLens API over ``storage`` for the cameras of ``config``.
+
+    With ``live`` (e.g. :class:`~storelens.live.RedisLiveState`, distributed
+    mode), ``/v1/occupancy*`` read each camera's occupancy from the live state
+    (falling back to ``storage`` when it has none) and report its
+    ``last_seen_ts_ms``; ``/readyz`` then also requires ``live.ping()``.
 
     Example:
         >>> from storelens.config import parse_config
@@ -239,6 +258,7 @@ def create_app(config: SiteConfig, storage: Storage) -> FastAPI:
     metrics = _Metrics()
     app.add_middleware(_MetricsMiddleware, metrics=metrics)
     app.state.storage = storage
+    app.state.live = live
     app.state.config = config
     cameras = {c.id: c for c in config.cameras}
 
@@ -249,23 +269,31 @@ def create_app(config: SiteConfig, storage: Storage) -> FastAPI:
         return cam
 
     def occupancy_of(camera_id: str) -> CameraOccupancyOut:
-        st = storage.occupancy(camera_id)
+        st, last_seen = None, None
+        if live is not None:
+            try:
+                st, last_seen = live.occupancy(camera_id), live.last_seen(camera_id)
+            except Exception:  # live state unreachable: history still answers (readyz reports it)
+                st, last_seen = None, None
         if st is None:
-            return CameraOccupancyOut(camera_id=camera_id, occupancy=0, total_in=0, total_out=0, ts_ms=0)
+            st = storage.occupancy(camera_id)
+        extra = {} if last_seen is None else {"last_seen_ts_ms": last_seen}
+        if st is None:
+            return CameraOccupancyOut(camera_id=camera_id, occupancy=0, total_in=0, total_out=0, ts_ms=0, **extra)
         return CameraOccupancyOut(camera_id=camera_id, occupancy=st.occupancy, total_in=st.total_in,
-                                  total_out=st.total_out, ts_ms=st.ts_ms)
+                                  total_out=st.total_out, ts_ms=st.ts_ms, **extra)
 
     @app.get("/healthz", response_model=Status, tags=["ops"], summary="Liveness")
     def healthz() -> Status:
         return Status(status="ok")
 
     @app.get(
-        "/readyz", response_model=Status, tags=["ops"], summary="Readiness (storage answers)",
-        responses={503: {"model": Status, "description": "Storage does not answer."}},
+        "/readyz", response_model=Status, tags=["ops"], summary="Readiness (storage and live state answer)",
+        responses={503: {"model": Status, "description": "Storage (or the live state) does not answer."}},
     )
     def readyz() -> Response:
         try:
-            ok = storage.ping()
+            ok = storage.ping() and (live is None or live.ping())
         except Exception:  # a broken backend means "not ready", never a 500
             ok = False
         if ok:
@@ -335,14 +363,15 @@ def create_app(config: SiteConfig, storage: Storage) -> FastAPI:
             totals={ln: InOut.model_validate(stored.get(ln, zero)) for ln in wanted},
         )
 
-    @app.get("/v1/occupancy", response_model=OccupancyOut, tags=["occupancy"], summary="Live occupancy of the store")
+    @app.get("/v1/occupancy", response_model=OccupancyOut, response_model_exclude_none=True, tags=["occupancy"],
+             summary="Live occupancy of the store")
     def store_occupancy() -> OccupancyOut:
         per_camera = [occupancy_of(c.id) for c in config.cameras]
         return OccupancyOut(store_id=config.store.id, occupancy=sum(c.occupancy for c in per_camera),
                             cameras=per_camera)
 
-    @app.get("/v1/occupancy/{camera_id}", response_model=CameraOccupancyOut, responses=_NOT_FOUND,
-             tags=["occupancy"], summary="Live occupancy of one camera")
+    @app.get("/v1/occupancy/{camera_id}", response_model=CameraOccupancyOut, response_model_exclude_none=True,
+             responses=_NOT_FOUND, tags=["occupancy"], summary="Live occupancy of one camera")
     def camera_occupancy(camera_id: CameraId) -> CameraOccupancyOut:
         return occupancy_of(camera(camera_id).id)
 

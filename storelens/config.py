@@ -186,6 +186,9 @@ class KafkaConfig(_Strict):
     sasl_password: str | None = None
     #: Prefix of consumer group ids; each service appends its name.
     group_prefix: str = "storelens"
+    #: Prefix of every topic name (e.g. ``store-berlin-01.``), so several stores
+    #: (or test runs) can share one Kafka cluster without reading each other's data.
+    topic_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]*$")] = ""
     #: Partitions and replication of topics created by ``storelens topics`` / the services.
     partitions: Annotated[int, Field(ge=1)] = 6
     replication_factor: Annotated[int, Field(ge=1)] = 1

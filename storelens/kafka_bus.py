@@ -18,6 +18,7 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from typing import Iterable
 from storelens.bus import BusMessage
 from storelens.config import KafkaConfig
 from storelens.errors import StoreLensError
-from storelens.topics import TOPICS, TopicSpec
+from storelens.topics import TOPICS, TopicSpec, topic_name
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ def ensure_topics(cfg: KafkaConfig, specs: Iterable[TopicSpec] = TOPICS, timeout
         existing = set(admin.list_topics(timeout=timeout_s).topics)
     except KafkaException as exc:
         raise BrokerError(f"cannot reach Kafka at {cfg.bootstrap_servers}: {exc}") from None
+    specs = [dataclasses.replace(s, name=topic_name(s.name, cfg.topic_prefix)) for s in specs]
     new = []
     for spec in specs:
         if spec.name in existing:

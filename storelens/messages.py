@@ -26,6 +26,7 @@ from storelens._gen.storelens.v1.messages_pb2 import (  # noqa: F401  (re-export
     LineCrossing,
     OccupancyUpdate,
     PersonCrop,
+    StageSnapshot,
     Track,
     TrackedFrame,
 )

@@ -163,8 +163,8 @@ class PostgresStorage:
         connect_timeout_s: how long one connection attempt may take.
 
     Raises:
-        StorageError: the server cannot be reached, or its schema was written
-            by a newer StoreLens.
+        StorageError: the server cannot be reached, the schema cannot be
+            created (e.g. no privilege), or it was written by a newer StoreLens.
 
     Example:
         >>> from storelens import messages as m
@@ -192,6 +192,10 @@ class PostgresStorage:
             raise StorageError(f"cannot connect to PostgreSQL ({redact_dsn(dsn)}): {exc}".rstrip()) from exc
         try:
             self._migrate()
+        except psycopg.Error as exc:
+            self._conn.close()
+            self._closed = True
+            raise StorageError(f"cannot prepare the StoreLens schema ({redact_dsn(dsn)}): {exc}".rstrip()) from exc
         except BaseException:
             self._conn.close()
             self._closed = True

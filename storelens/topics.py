@@ -46,5 +46,10 @@ TOPICS: tuple[TopicSpec, ...] = (
 )
 
 
+def topic_name(base: str, prefix: str = "") -> str:
+    """The topic a deployment uses for ``base``: ``kafka.topic_prefix`` + base name."""
+    return f"{prefix}{base}"
+
+
 def camera_key(camera_id: str) -> bytes:
     return camera_id.encode("utf-8")

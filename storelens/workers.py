@@ -31,6 +31,7 @@ def run_ingest(config: SiteConfig, rt: ServiceRuntime) -> int:
 
     ensure_topics(config.kafka)
     bus = KafkaBus(config.kafka, "ingest")
+    frames_topic = topics.topic_name(topics.FRAMES, config.kafka.topic_prefix)
     published = {c.id: 0 for c in config.cameras}
     failed: dict[str, str] = {}
     broker_ok = [bus.ping()]
@@ -40,8 +41,8 @@ def run_ingest(config: SiteConfig, rt: ServiceRuntime) -> int:
         key = topics.camera_key(cam.id)
         try:
             for frame in camera_frames(cam, should_stop=rt.stopping.is_set):
-                bus.publish(topics.FRAMES, key, m.encode(frame))
-                rt.metrics.messages_out.labels(topics.FRAMES).inc()
+                bus.publish(frames_topic, key, m.encode(frame))
+                rt.metrics.messages_out.labels(frames_topic).inc()
                 published[cam.id] += 1
             log.info("source ended", extra={"camera": cam.id, "frames": published[cam.id]})
         except StoreLensError as exc:  # one bad camera does not stop the others
@@ -75,11 +76,12 @@ def _latest_snapshots(config: SiteConfig, timeout_s: float = 30.0) -> dict[int, 
                   "enable.auto.commit": False, "fetch.message.max.bytes": 64 * 1024**2,
                   "max.partition.fetch.bytes": 64 * 1024**2})
     try:
-        lo, hi = c.get_watermark_offsets(TopicPartition(topics.DETECT_TRACK_STATE, 0), timeout=timeout_s)
+        state_topic = topics.topic_name(topics.DETECT_TRACK_STATE, config.kafka.topic_prefix)
+        lo, hi = c.get_watermark_offsets(TopicPartition(state_topic, 0), timeout=timeout_s)
         out: dict[int, m.StageSnapshot] = {}
         if hi <= lo:
             return out
-        c.assign([TopicPartition(topics.DETECT_TRACK_STATE, 0, lo)])
+        c.assign([TopicPartition(state_topic, 0, lo)])
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             msg = c.poll(1.0)
@@ -105,6 +107,10 @@ class DetectTrackWorker:
         self.config, self.rt, self.stage = config, rt, stage
         self.snapshot_every = snapshot_every
         ensure_topics(config.kafka)
+        prefix = config.kafka.topic_prefix
+        self.t_frames, self.t_tracks, self.t_state, self.t_dead = (
+            topics.topic_name(t, prefix)
+            for t in (topics.FRAMES, topics.TRACKS, topics.DETECT_TRACK_STATE, topics.DEAD_LETTER))
         self.bus = KafkaBus(config.kafka, "detect-track")
         self.snapshots = _latest_snapshots(config)
         self.skip_below: dict[int, int] = {}
@@ -112,7 +118,7 @@ class DetectTrackWorker:
         self.since_snapshot: dict[int, int] = {}
         self.next_offset: dict[int, int] = {}
         # offsets are committed by snapshot() only, never on a timer
-        self.consumer = KafkaConsumer(config.kafka, "detect-track", [topics.FRAMES], bus=self.bus,
+        self.consumer = KafkaConsumer(config.kafka, "detect-track", [self.t_frames], bus=self.bus,
                                       commit_every=10**12, commit_interval_s=float("inf"),
                                       on_assign=self._on_assign, on_revoke=self._on_revoke)
         rt.add_check("broker", lambda: self.consumer.connected)
@@ -141,13 +147,13 @@ class DetectTrackWorker:
         """Flush outputs, write the partition's tracker states, then commit the input offset."""
         if partition not in self.next_offset:
             return
-        snap = m.StageSnapshot(stage="detect-track", input_topic=topics.FRAMES, input_partition=partition,
+        snap = m.StageSnapshot(stage="detect-track", input_topic=self.t_frames, input_partition=partition,
                                next_offset=self.next_offset[partition], state_format="pickle:storelens-detect-track-1",
                                ts_ms=int(time.time() * 1000))
         for cam in sorted(self.cameras_of.get(partition, ())):
             snap.camera_state[cam] = self.stage.camera_snapshot(cam)
         self.bus.flush()
-        self.bus.publish(topics.DETECT_TRACK_STATE, f"{topics.FRAMES}/{partition}".encode(), m.encode(snap))
+        self.bus.publish(self.t_state, f"{self.t_frames}/{partition}".encode(), m.encode(snap))
         self.bus.flush()
         self.snapshots[partition] = snap
         self.consumer.commit()
@@ -184,8 +190,8 @@ class DetectTrackWorker:
             if frame is not None and frame.camera_id in self.stage.cameras:
                 self.cameras_of.setdefault(p, set()).add(frame.camera_id)
             if tf is not None:
-                self.bus.publish(topics.TRACKS, msg.key, m.encode(tf))
-                metrics.messages_out.labels(topics.TRACKS).inc()
+                self.bus.publish(self.t_tracks, msg.key, m.encode(tf))
+                metrics.messages_out.labels(self.t_tracks).inc()
             elif frame is not None and frame.camera_id in self.stage.cameras:
                 metrics.duplicates.labels(msg.topic).inc()
             self.consumer.done()
@@ -202,5 +208,5 @@ class DetectTrackWorker:
         self.rt.metrics.dead_letters.labels(msg.topic).inc()
         self.rt.metrics.errors.labels("decode").inc()
         log.warning("dead letter", extra={"topic": msg.topic, "offset": msg.offset, "reason": reason})
-        self.bus.publish(topics.DEAD_LETTER, msg.key,
+        self.bus.publish(self.t_dead, msg.key,
                          m.encode(dead_letter(msg.topic, msg.key, msg.value, reason, "detect-track")))

@@ -35,7 +35,7 @@ from storelens.storage import SqliteStorage, Storage, StorageError, TrackPoint, 
 from storelens.storage_pg import _MIGRATION_LOCK, MIGRATIONS, SCHEMA_VERSION, PostgresStorage, redact_dsn
 
 # The shared contract: these run here with this module's `store` fixture (PostgreSQL).
-from test_storage import (  # noqa: F401  (collected by pytest)
+from test_storage import (  # collected by pytest from this module too
     CAM,
     counted,
     ev,
@@ -52,6 +52,16 @@ from test_storage import (  # noqa: F401  (collected by pytest)
     test_tracked_frame_without_tracks_writes_nothing,
     test_tracks_grouped_by_track_then_time,
     test_tracks_limit_keeps_earliest_points,
+    test_write_crossings_is_idempotent_on_event_id,
+)
+
+#: The imported contract cases (listed so linters see them used).
+SHARED_CASES = (
+    counted, test_concurrent_writer_and_reader_threads, test_counts_align_negative_timestamps_downwards,
+    test_counts_buckets, test_counts_rejects_zero_bucket, test_crossings_range_order_and_roundtrip,
+    test_line_totals, test_line_totals_equal_sum_of_buckets, test_occupancy_upsert_keeps_latest,
+    test_tracked_frame_redelivery_does_not_duplicate_points, test_tracked_frame_without_tracks_writes_nothing,
+    test_tracks_grouped_by_track_then_time, test_tracks_limit_keeps_earliest_points,
     test_write_crossings_is_idempotent_on_event_id,
 )
 

@@ -1,13 +1,59 @@
-"""analytics service entry point.
+"""analytics service: `tracks` -> PostgreSQL + Redis + `crossings`/`occupancy`/`counts` (+ dead letters).
 
-The stage logic lives in the storelens library and runs today inside the
-embedded pipeline (`storelens demo`). This standalone process needs the
-Kafka bus of the distributed deployment, which is not built yet; it says so
-and exits instead of pretending to run.
+Thin wiring: settings -> storage + live state -> health/metrics server ->
+topics -> faust app (``storelens.analytics_app``) -> faust worker until SIGTERM.
+
+Env: STORELENS_CONFIG (site YAML), STORELENS_HTTP_PORT (health/metrics, default 9100),
+STORELENS_LOG_LEVEL, STORELENS_ANALYTICS_AUTO_OFFSET_RESET (``earliest``, default, or
+``latest``: where a new consumer group starts), STORELENS_FAUST_DATADIR (faust's scratch
+directory, default ``/tmp/<app id>-data``; tables are in memory, nothing durable is kept there).
 """
+from __future__ import annotations
+
+import asyncio
+import os
 import sys
 
+
+def main() -> int:
+    from storelens.config import load_config
+    from storelens.errors import StoreLensError
+    from storelens.logs import setup_logging
+    from storelens.service import ServiceRuntime
+    from storelens.storage import open_storage
+
+    level = os.environ.get("STORELENS_LOG_LEVEL", "INFO")
+    setup_logging(level)
+    storage = live = None
+    rt = ServiceRuntime("analytics")
+    try:
+        config = load_config(os.environ.get("STORELENS_CONFIG", "/etc/storelens/site.yaml"))
+        storage = open_storage(config.storage)
+        if config.live.redis_url:
+            from storelens.live import RedisLiveState
+
+            live = RedisLiveState(config.live.redis_url)
+        rt.add_check("tables", lambda: False)  # replaced by the app's checks once it exists
+        rt.start()
+        from storelens.analytics_app import build_app, ensure_app_topics, run_worker
+
+        ensure_app_topics(config)
+        if rt.stopping.is_set():  # SIGTERM while starting: nothing to stop yet
+            return 0
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        app = build_app(config, storage, live, rt, loop=loop)
+        return run_worker(app, rt, loglevel=level)
+    except StoreLensError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        rt.stop()
+        if live is not None:
+            live.close()
+        if storage is not None:
+            storage.close()
+
+
 if __name__ == "__main__":
-    print("error: the standalone analytics service needs the Kafka bus (distributed deployment, not built yet); "
-          "use 'storelens demo' for the embedded mode", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(main())

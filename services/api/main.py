@@ -1,7 +1,8 @@
 """api service: serves counts, occupancy, tracks and crossings over HTTP.
 
-Thin wiring: settings -> storage -> FastAPI app -> uvicorn. All logic lives in
-``storelens.api`` and ``storelens.storage``.
+Thin wiring: settings -> storage (SQLite or PostgreSQL, ``storage.backend``) +
+live state (Redis, when ``live.redis_url`` is set) -> FastAPI app -> uvicorn.
+All logic lives in ``storelens.api``, ``storelens.storage`` and ``storelens.live``.
 """
 from __future__ import annotations
 
@@ -23,12 +24,21 @@ def main() -> int:
     except StoreLensError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    live = None
+    if config.live.redis_url:
+        from storelens.live import RedisLiveState
+
+        live = RedisLiveState(config.live.redis_url)  # connects lazily; /readyz reports whether it answers
     import uvicorn
 
-    # uvicorn handles SIGTERM: stops accepting, finishes in-flight requests, then returns.
-    uvicorn.run(create_app(config, storage), host=os.environ.get("STORELENS_API_HOST", config.api.host),
-                port=int(os.environ.get("STORELENS_API_PORT", config.api.port)), log_level="warning")
-    storage.close()
+    try:
+        # uvicorn handles SIGTERM: stops accepting, finishes in-flight requests, then returns.
+        uvicorn.run(create_app(config, storage, live), host=os.environ.get("STORELENS_API_HOST", config.api.host),
+                    port=int(os.environ.get("STORELENS_API_PORT", config.api.port)), log_level="warning")
+    finally:
+        if live is not None:
+            live.close()
+        storage.close()
     return 0
 
 

@@ -1,0 +1,427 @@
+"""The analytics service on Kafka: a faust-streaming application.
+
+``tracks`` (``storelens.v1.TrackedFrame``, keyed by camera id) goes in;
+line crossings, occupancy and per-window counts come out, to PostgreSQL
+(history), Redis (live state) and the topics ``crossings``, ``occupancy``,
+``counts``; undecodable messages and unknown cameras go to ``dead-letter``.
+
+State: a faust :class:`~faust.Table` keyed by camera id holds
+:meth:`AnalyticsStage.camera_state` (JSON: per-track line sides, occupancy,
+open count windows, last processed seq). Its store is ``memory://``; the
+table's compacted changelog topic ``<group_prefix>-analytics-camera-state-changelog``
+is the durable copy, replayed into memory when partitions are assigned
+(faust recovery) before any ``tracks`` message is processed. The table and
+``tracks`` are co-partitioned (same key, same partition count), and faust
+writes a table update to the changelog partition of the message being
+processed, so the state of a camera always lives next to its input.
+
+Effect-once processing from at-least-once delivery:
+
+1. a redelivered frame (``seq`` <= the state's last seq) is skipped by the stage;
+2. the sinks are idempotent (PostgreSQL upserts by deterministic ids, Redis
+   compare-and-set by timestamp), and the frame's outputs are written
+   *before* the new state: PostgreSQL and Redis first, then the output
+   messages (awaited until the broker acknowledged them), then the table;
+3. faust flushes the producer (changelog included) before it commits the
+   input offset.
+
+A crash anywhere therefore either replays the frame against the old state
+(same outputs, upserted again) or finds the new state and skips it.
+
+The sinks block (psycopg, redis-py); they run in one dedicated worker thread
+(``run_in_executor``) so the event loop keeps heartbeating while a write
+waits, and a failing sink is retried with backoff (the partition waits;
+nothing is skipped).
+
+Example (see ``services/analytics/main.py``):
+    >>> app = build_app(config, storage, live, rt)           # doctest: +SKIP
+    >>> run_worker(app, rt)                                  # doctest: +SKIP
+    0
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import ssl
+import threading
+import time
+from typing import Any, Callable, TypeVar
+
+import faust
+
+from storelens import messages as m
+from storelens import topics
+from storelens.config import KafkaConfig, SiteConfig
+from storelens.errors import DecodeError
+from storelens.service import ServiceRuntime
+from storelens.stages import AnalyticsOutput, AnalyticsStage, UnknownCamera, dead_letter
+from storelens.topics import TopicSpec
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+SERVICE = "analytics"
+#: Name of the faust table of per-camera state.
+TABLE_NAME = "camera-state"
+#: Format tag of the table values (bump when :meth:`AnalyticsStage.camera_state` changes incompatibly).
+STATE_FORMAT = "json:storelens-analytics-camera-state-1"
+#: Seconds between broker pings of the readiness check.
+BROKER_PING_S = 10.0
+#: Longest wait between two retries of a failing sink.
+MAX_RETRY_DELAY_S = 5.0
+#: Not ready (rebalancing/recovering) this long while the loop turns: stop the heartbeat (``/healthz`` fails).
+STUCK_NOT_READY_S = float(os.environ.get("STORELENS_ANALYTICS_STUCK_S", 300))
+#: After SIGTERM, exit hard if faust has not stopped within this many seconds.
+SHUTDOWN_TIMEOUT_S = float(os.environ.get("STORELENS_SHUTDOWN_TIMEOUT_S", 30))
+
+
+def app_id(cfg: KafkaConfig) -> str:
+    """faust app id = consumer group id, e.g. ``storelens-analytics``."""
+    return f"{cfg.group_prefix}-{SERVICE}"
+
+
+def changelog_topic(cfg: KafkaConfig) -> str:
+    """The table's changelog topic, e.g. ``storelens-analytics-camera-state-changelog`` (faust's naming)."""
+    return f"{app_id(cfg)}-{TABLE_NAME}-changelog"
+
+
+def changelog_spec(cfg: KafkaConfig) -> TopicSpec:
+    """Compacted, unbounded, co-partitioned with ``tracks`` (``cfg.partitions``)."""
+    return TopicSpec(changelog_topic(cfg), STATE_FORMAT, cfg.partitions, -1, compacted=True)
+
+
+def broker_settings(cfg: KafkaConfig) -> dict[str, Any]:
+    """faust/aiokafka settings equivalent to the ``kafka`` section (bootstrap and security)."""
+    urls = [f"kafka://{h.strip()}" for h in cfg.bootstrap_servers.split(",") if h.strip()]
+    out: dict[str, Any] = {"broker": urls}
+    proto = cfg.security_protocol
+    ctx = ssl.create_default_context() if proto in ("SSL", "SASL_SSL") else None
+    if proto.startswith("SASL_"):
+        out["broker_credentials"] = faust.SASLCredentials(
+            username=cfg.sasl_username, password=cfg.sasl_password, ssl_context=ctx,
+            mechanism=cfg.sasl_mechanism or "PLAIN")
+    elif ctx is not None:
+        out["broker_credentials"] = ctx
+    return out
+
+
+class AnalyticsApp:
+    """The faust app plus the per-process stage, sinks and health signals of the analytics service."""
+
+    def __init__(self, config: SiteConfig, storage, live, rt: ServiceRuntime, *,
+                 auto_offset_reset: str | None = None, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.config, self.storage, self.live, self.rt = config, storage, live, rt
+        self.metrics = rt.metrics
+        self.cameras = {c.id for c in config.cameras}
+        self.stage = AnalyticsStage(config)
+        self._fresh = AnalyticsStage(config)  # never processes: source of the initial state of a camera
+        #: The table value the stage's camera state was last loaded from or saved as.
+        self._cache: dict[str, dict | None] = {}
+        self._sink = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="analytics-sink")
+        self._sink_ok = {"storage": True, "live": True}
+        self._broker_ok = False
+        self._broker_checked = 0.0
+        self._admin = None
+        self._last_offset: dict[Any, int] = {}
+        self._not_ready_since: float | None = None
+        self._stuck_logged = False
+        kcfg = config.kafka
+        reset = auto_offset_reset or os.environ.get("STORELENS_ANALYTICS_AUTO_OFFSET_RESET", "earliest")
+        self.app = faust.App(
+            app_id(kcfg),
+            **broker_settings(kcfg),
+            loop=loop,
+            store="memory://",
+            topic_partitions=kcfg.partitions,
+            topic_replication_factor=kcfg.replication_factor,
+            key_serializer="raw",
+            value_serializer="raw",
+            web_enabled=False,
+            autodiscover=False,
+            consumer_auto_offset_reset=reset,
+            producer_acks=-1,
+            stream_recovery_delay=1.0,
+            table_standby_replicas=0 if kcfg.replication_factor <= 1 else 1,
+            worker_redirect_stdouts=False,
+            datadir=os.environ.get("STORELENS_FAUST_DATADIR", os.path.join("/tmp", f"{app_id(kcfg)}-data")),
+        )
+        self.app.storelens = self  # type: ignore[attr-defined]  (for callers holding only the app)
+        raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+        self.tracks = self.app.topic(topics.TRACKS, partitions=kcfg.partitions, allow_empty=True, **raw)
+        self.out = {name: self.app.topic(name, **raw)
+                    for name in (topics.CROSSINGS, topics.OCCUPANCY, topics.COUNTS, topics.DEAD_LETTER)}
+        self.table = self.app.Table(TABLE_NAME, default=None, partitions=kcfg.partitions,
+                                    key_type=bytes, value_type=None,  # keys raw (as in tracks), values JSON
+                                    help="Per-camera analytics state (AnalyticsStage.camera_state).")
+        self.app.agent(self.tracks, name=f"{SERVICE}-tracks")(self._agent)
+        self.app.timer(1.0)(self._heartbeat)
+        self.app.timer(BROKER_PING_S)(self._ping_broker)
+        rt.add_check("broker", self.broker_ready)
+        rt.add_check("tables", self.tables_ready)
+        rt.add_check("storage", lambda: self._sink_ok["storage"] and bool(storage.ping()))
+        if live is not None:
+            rt.add_check("live", lambda: self._sink_ok["live"] and bool(live.ping()))
+
+    # -- readiness -----------------------------------------------------------
+
+    def tables_ready(self) -> bool:
+        """Partitions assigned and the table recovered from its changelog (no rebalance in progress)."""
+        app = self.app
+        if not app.agents or app.rebalancing or getattr(app, "in_recovery", False):
+            return False
+        recovery = app.tables.recovery
+        return recovery.completed.is_set() and not recovery.in_recovery
+
+    def broker_ready(self) -> bool:
+        return self._broker_ok and time.monotonic() - self._broker_checked < 3 * BROKER_PING_S
+
+    def _broker_ping_blocking(self) -> bool:
+        from confluent_kafka.admin import AdminClient
+
+        from storelens.kafka_bus import client_config
+
+        if self._admin is None:
+            self._admin = AdminClient(client_config(self.config.kafka))
+        try:
+            self._admin.list_topics(timeout=3.0)
+            return True
+        except Exception:  # noqa: BLE001 (any failure means "not reachable")
+            return False
+
+    async def _ping_broker(self) -> None:
+        ok = await asyncio.get_running_loop().run_in_executor(None, self._broker_ping_blocking)
+        self._broker_ok, self._broker_checked = ok, time.monotonic()
+
+    async def _heartbeat(self) -> None:
+        """Beat while the worker makes progress: a recovery/rebalance stuck for
+        :data:`STUCK_NOT_READY_S` stops the beats, so ``/healthz`` fails and the
+        orchestrator restarts the process."""
+        now = time.monotonic()
+        if self.tables_ready() or self._not_ready_since is None:
+            self._not_ready_since = None if self.tables_ready() else now
+        if self._not_ready_since is None or now - self._not_ready_since < STUCK_NOT_READY_S:
+            self.rt.beat()
+        elif not self._stuck_logged:
+            self._stuck_logged = True
+            log.error("no partitions recovered for too long; reporting unhealthy",
+                      extra={"not_ready_s": round(now - self._not_ready_since)})
+        if not self._broker_checked:
+            await self._ping_broker()
+        self._update_lag()
+
+    def _update_lag(self) -> None:
+        try:
+            consumer = self.app.consumer
+            for tp, next_offset in list(self._last_offset.items()):
+                if tp not in consumer.assignment():
+                    del self._last_offset[tp]
+                    continue
+                hw = consumer.highwater(tp)
+                if hw is not None:
+                    self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, hw - next_offset))
+        except Exception:  # noqa: BLE001 (metrics never break processing)
+            log.debug("lag update failed", exc_info=True)
+
+    # -- processing ----------------------------------------------------------
+
+    async def _agent(self, stream) -> None:
+        async for event in stream.events():
+            msg = event.message
+            t0 = time.perf_counter()
+            self.metrics.messages_in.labels(msg.topic).inc()
+            await self.handle(event.key or b"", event.value if event.value is not None else b"", msg.topic)
+            self.metrics.seconds.labels(msg.topic).observe(time.perf_counter() - t0)
+            self._last_offset[msg.tp] = msg.offset + 1
+            try:
+                hw = self.app.consumer.highwater(msg.tp)
+                if hw is not None:
+                    self.metrics.lag.labels(msg.topic, str(msg.partition)).set(max(0, hw - msg.offset - 1))
+            except Exception:  # noqa: BLE001
+                pass
+
+    async def handle(self, key: bytes, value: bytes, topic: str = topics.TRACKS) -> None:
+        """Process one ``tracks`` message (the agent calls this inside a faust event context)."""
+        try:
+            tf = m.decode(m.TrackedFrame, value)
+            if tf.camera_id not in self.cameras:
+                raise UnknownCamera(f"unknown camera {tf.camera_id!r}")
+        except DecodeError as exc:
+            await self._dead_letter(topic, key, value, str(exc))
+            return
+        cam = tf.camera_id
+        self._sync_state(cam)
+        try:
+            out = self.stage.process(tf)
+        except Exception as exc:  # noqa: BLE001 (e.g. NaN boxes): never poison the partition
+            self._cache.pop(cam, None)  # the stage may be half-updated: reload from the table next time
+            self.metrics.errors.labels("process").inc()
+            await self._dead_letter(topic, key, value, f"cannot process {m.TrackedFrame.DESCRIPTOR.full_name}: {exc!r}")
+            return
+        if out.duplicate:
+            self.metrics.duplicates.labels(topic).inc()
+            return
+        if not tf.end_of_stream:
+            await self._write_sinks(tf, out)
+            await self._publish(cam, out)
+        state = self.stage.camera_state(cam)
+        self.table[topics.camera_key(cam)] = state
+        self._cache[cam] = state
+
+    def _sync_state(self, cam: str) -> None:
+        """Load the camera's state from the table into the stage when it is not what the stage holds."""
+        value = self.table.get(topics.camera_key(cam))
+        if cam in self._cache and (value is self._cache[cam] or value == self._cache[cam]):
+            self._cache[cam] = value
+            return
+        self.stage.ended.discard(cam)
+        self.stage.load_camera_state(cam, value if value is not None else self._fresh.camera_state(cam))
+        self._cache[cam] = value
+        log.info("camera state loaded", extra={"camera": cam, "from_table": value is not None,
+                                               "last_seq": self.stage.last_seq.get(cam, -1)})
+
+    async def _write_sinks(self, tf: m.TrackedFrame, out: AnalyticsOutput) -> None:
+        storage, live = self.storage, self.live
+        occupancy = [out.occupancy] if out.occupancy is not None else []
+
+        def write_storage() -> None:
+            batch = getattr(storage, "write_batch", None)
+            if batch is not None:
+                batch(tracked_frames=[tf], crossings=out.crossings, occupancy_updates=occupancy,
+                      count_windows=out.windows)
+                return
+            storage.write_tracked_frame(tf)
+            if out.crossings:
+                storage.write_crossings(out.crossings)
+            for u in occupancy:
+                storage.write_occupancy(u)
+            for w in out.windows:
+                storage.write_count_window(w)
+
+        await self._retry("storage", write_storage)
+        if live is not None:
+            def write_live() -> None:
+                for u in occupancy:
+                    live.set_occupancy(u)
+                live.touch_camera(tf.camera_id, tf.ts_ms, frames_seen=tf.seq + 1)
+
+            await self._retry("live", write_live)
+
+    async def _retry(self, sink: str, fn: Callable[[], T]) -> T:
+        """Run a blocking sink call in the sink thread until it succeeds (backoff up to 5 s)."""
+        loop = asyncio.get_running_loop()
+        delay = 0.2
+        while True:
+            try:
+                result = await loop.run_in_executor(self._sink, fn)
+                self._sink_ok[sink] = True
+                return result
+            except Exception as exc:  # noqa: BLE001 (database/redis down: wait and retry)
+                self._sink_ok[sink] = False
+                self.metrics.errors.labels(sink).inc()
+                log.warning("sink write failed; retrying", extra={"sink": sink, "error": str(exc),
+                                                                   "retry_in_s": delay})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_RETRY_DELAY_S)
+
+    async def _publish(self, cam: str, out: AnalyticsOutput) -> None:
+        """Send the outputs and wait until the broker has them (before the state may advance)."""
+        key = topics.camera_key(cam)
+        msgs: list[tuple[str, bytes]] = [(topics.CROSSINGS, m.encode(ev.to_proto())) for ev in out.crossings]
+        if out.occupancy is not None:
+            msgs.append((topics.OCCUPANCY, m.encode(out.occupancy)))
+        msgs += [(topics.COUNTS, m.encode(w)) for w in out.windows]
+        futures = [await self.out[name].send(key=key, value=value) for name, value in msgs]
+        if futures:
+            await asyncio.gather(*futures)
+        for name, _ in msgs:
+            self.metrics.messages_out.labels(name).inc()
+
+    async def _dead_letter(self, topic: str, key: bytes, value: bytes, reason: str) -> None:
+        self.metrics.dead_letters.labels(topic).inc()
+        self.metrics.errors.labels("decode").inc()
+        log.warning("dead letter", extra={"topic": topic, "key": key.decode("utf-8", "replace"), "reason": reason})
+        dl = dead_letter(topic, key, value, reason, SERVICE)
+        fut = await self.out[topics.DEAD_LETTER].send(key=key, value=m.encode(dl))
+        await fut
+        self.metrics.messages_out.labels(topics.DEAD_LETTER).inc()
+
+    def close(self) -> None:
+        self._sink.shutdown(wait=True)
+
+
+def build_app(config: SiteConfig, storage, live, rt: ServiceRuntime, **kwargs: Any) -> faust.App:
+    """The analytics faust app over ``storage`` (history) and ``live`` (Redis, optional).
+
+    The :class:`AnalyticsApp` behind it is ``app.storelens``. Topics are not
+    created here: call :func:`ensure_app_topics` first.
+    """
+    return AnalyticsApp(config, storage, live, rt, **kwargs).app
+
+
+def ensure_app_topics(config: SiteConfig) -> list[str]:
+    """Create the declared topics and the table's changelog (compacted) that do not exist yet."""
+    from storelens.kafka_bus import ensure_topics
+
+    return ensure_topics(config.kafka, (*topics.TOPICS, changelog_spec(config.kafka)))
+
+
+def run_worker(app: faust.App, rt: ServiceRuntime, loglevel: str = "INFO") -> int:
+    """Run the faust worker in this thread until SIGTERM/SIGINT; return its exit code (0 when clean).
+
+    faust installs its own SIGTERM/SIGINT handlers on the event loop (they
+    replace those of :meth:`ServiceRuntime.start`); ours also mark the runtime
+    as stopping, so ``/readyz`` turns 503 while faust commits and leaves the group.
+    """
+    from storelens.logs import JsonFormatter  # noqa: F401 (referenced by the logging config)
+
+    def watchdog() -> None:
+        """faust can hang in shutdown (e.g. stuck in recovery after the broker restarted)."""
+        done.wait(SHUTDOWN_TIMEOUT_S)
+        if not done.is_set():
+            log.error("faust did not stop in time; exiting hard (uncommitted input is redelivered)",
+                      extra={"timeout_s": SHUTDOWN_TIMEOUT_S})
+            logging.shutdown()
+            os._exit(1)
+
+    done = threading.Event()
+
+    class Worker(faust.Worker):
+        def _stopping(self) -> None:
+            if not rt.stopping.is_set():
+                rt.stopping.set()
+                threading.Thread(target=watchdog, name="shutdown-watchdog", daemon=True).start()
+
+        def _on_sigterm(self) -> None:
+            self._stopping()
+            super()._on_sigterm()
+
+        def _on_sigint(self) -> None:
+            self._stopping()
+            super()._on_sigint()
+
+    logging_config = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "storelens.logs.JsonFormatter"}},
+        "handlers": {"default": {"class": "logging.StreamHandler", "formatter": "json",
+                                 "stream": "ext://sys.stderr"}},
+        "root": {"level": loglevel.upper(), "handlers": ["default"]},
+    }
+    worker = Worker(app, loglevel=loglevel.upper(), quiet=True, redirect_stdouts=False,
+                    logging_config=logging_config, loop=app.loop)
+    code: int = 0
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        done.set()
+        rt.stopping.set()
+        analytics = getattr(app, "storelens", None)
+        if analytics is not None:
+            analytics.close()
+    return code
+
