@@ -147,6 +147,16 @@ class TrackerConfig(_Strict):
     embedder_device: str = "cpu"
 
 
+class CropsConfig(_Strict):
+    """Person crops that detect-track publishes for the faces stages."""
+
+    #: Publish a crop of each track at most every N of its frames (0: never).
+    every_n_frames: Annotated[int, Field(ge=0)] = 10
+    #: Skip people smaller than this (their faces are unusable).
+    min_height_px: Annotated[int, Field(ge=1)] = 96
+    jpeg_quality: Annotated[int, Field(ge=10, le=100)] = 90
+
+
 class CountingConfig(_Strict):
     #: Distance (px) the anchor must reach beyond a line before a crossing counts;
     #: people standing on the line and jitter never count.
@@ -210,6 +220,7 @@ class SiteConfig(_Strict):
     cameras: Annotated[list[CameraConfig], Field(min_length=1)]
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
     tracker: TrackerConfig = Field(default_factory=TrackerConfig)
+    crops: CropsConfig = Field(default_factory=CropsConfig)
     counting: CountingConfig = Field(default_factory=CountingConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)

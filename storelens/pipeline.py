@@ -114,6 +114,8 @@ class EmbeddedPipeline:
                 break
             if tf is not None:
                 self.bus.publish(topics.TRACKS, msg.key, m.encode(tf))
+                for crop in stage.last_crops:
+                    self.bus.publish(topics.PERSON_CROPS, msg.key, m.encode(crop))
             if frame.end_of_stream:
                 ended += 1
         self.bus.publish(topics.TRACKS, b"", _STOP)

@@ -45,13 +45,17 @@ class DetectTrackStage:
         self._trackers: dict[str, Tracker] = {}
         #: Last processed seq per camera: redelivered or replayed frames are skipped.
         self.last_seq: dict[str, int] = {}
+        self.crops_cfg = config.crops
+        self._crop_seq: dict[tuple[str, int], int] = {}  # (camera, track) -> seq of its last crop
+        self.last_crops: list[m.PersonCrop] = []
 
     def camera_snapshot(self, camera_id: str) -> bytes:
         """Tracker state + last seq of one camera (see :meth:`DeepSortTracker.snapshot`)."""
         import pickle
 
         return pickle.dumps({"last_seq": self.last_seq.get(camera_id, -1),
-                             "tracker": self.tracker(camera_id).snapshot()})
+                             "tracker": self.tracker(camera_id).snapshot(),
+                             "crop_seq": {t: s for (c, t), s in self._crop_seq.items() if c == camera_id}})
 
     def restore_camera(self, camera_id: str, data: bytes) -> None:
         import pickle
@@ -59,6 +63,8 @@ class DetectTrackStage:
         state = pickle.loads(data)  # noqa: S301 (our own state topic)
         self.last_seq[camera_id] = int(state["last_seq"])
         self.tracker(camera_id).restore(state["tracker"])
+        for t, s in state.get("crop_seq", {}).items():
+            self._crop_seq[(camera_id, int(t))] = int(s)
 
     def tracker(self, camera_id: str) -> Tracker:
         if camera_id not in self._trackers:
@@ -87,6 +93,34 @@ class DetectTrackStage:
         for tid, (x1, y1, x2, y2), conf, cls in zip(tracks.track_id, boxes, tracks.confidence, tracks.class_id):
             out.tracks.add(track_id=int(tid), bbox_xyxy=m.BoxXYXY(x1=x1, y1=y1, x2=x2, y2=y2),
                            confidence=float(conf), class_id=int(cls))
+        self.last_crops = self._crops(frame, image, tracks, boxes)
+        return out
+
+    def _crops(self, frame: m.Frame, image: np.ndarray, tracks, boxes_src: np.ndarray) -> list[m.PersonCrop]:
+        """At most one crop per track every ``crops.every_n_frames`` of its frames (source-pixel boxes)."""
+        cfg = self.crops_cfg
+        if not cfg.every_n_frames:
+            return []
+        import cv2
+
+        out = []
+        for tid, box, src in zip(tracks.track_id, tracks.bbox_xyxy, boxes_src):
+            key = (frame.camera_id, int(tid))
+            if frame.seq - self._crop_seq.get(key, -10**9) < cfg.every_n_frames:
+                continue
+            if src[3] - src[1] < cfg.min_height_px:
+                continue
+            x1, y1 = max(0, int(box[0])), max(0, int(box[1]))
+            x2, y2 = min(image.shape[1], int(np.ceil(box[2]))), min(image.shape[0], int(np.ceil(box[3])))
+            if x2 <= x1 or y2 <= y1:
+                continue
+            ok, buf = cv2.imencode(".jpg", image[y1:y2, x1:x2], [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality])
+            if not ok:
+                continue
+            self._crop_seq[key] = frame.seq
+            out.append(m.PersonCrop(camera_id=frame.camera_id, seq=frame.seq, ts_ms=frame.ts_ms, track_id=int(tid),
+                                    bbox_xyxy=m.BoxXYXY(x1=src[0], y1=src[1], x2=src[2], y2=src[3]),
+                                    jpeg=buf.tobytes()))
         return out
 
 

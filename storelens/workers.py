@@ -108,9 +108,10 @@ class DetectTrackWorker:
         self.snapshot_every = snapshot_every
         ensure_topics(config.kafka)
         prefix = config.kafka.topic_prefix
-        self.t_frames, self.t_tracks, self.t_state, self.t_dead = (
+        self.t_frames, self.t_tracks, self.t_state, self.t_dead, self.t_crops = (
             topics.topic_name(t, prefix)
-            for t in (topics.FRAMES, topics.TRACKS, topics.DETECT_TRACK_STATE, topics.DEAD_LETTER))
+            for t in (topics.FRAMES, topics.TRACKS, topics.DETECT_TRACK_STATE, topics.DEAD_LETTER,
+                      topics.PERSON_CROPS))
         self.bus = KafkaBus(config.kafka, "detect-track")
         self.snapshots = _latest_snapshots(config)
         self.skip_below: dict[int, int] = {}
@@ -192,6 +193,9 @@ class DetectTrackWorker:
             if tf is not None:
                 self.bus.publish(self.t_tracks, msg.key, m.encode(tf))
                 metrics.messages_out.labels(self.t_tracks).inc()
+                for crop in self.stage.last_crops:
+                    self.bus.publish(self.t_crops, msg.key, m.encode(crop))
+                    metrics.messages_out.labels(self.t_crops).inc()
             elif frame is not None and frame.camera_id in self.stage.cameras:
                 metrics.duplicates.labels(msg.topic).inc()
             self.consumer.done()
@@ -210,3 +214,23 @@ class DetectTrackWorker:
         log.warning("dead letter", extra={"topic": msg.topic, "offset": msg.offset, "reason": reason})
         self.bus.publish(self.t_dead, msg.key,
                          m.encode(dead_letter(msg.topic, msg.key, msg.value, reason, "detect-track")))
+
+
+def run_consumer_stub(config: SiteConfig, rt: ServiceRuntime, name: str, in_topics: list[str]) -> int:
+    """A service whose processing is not built yet: it consumes and commits its input
+    (so its lag and health are real) and publishes nothing. The faces issue replaces it."""
+    from storelens.kafka_bus import KafkaConsumer, ensure_topics
+
+    ensure_topics(config.kafka)
+    names = [topics.topic_name(t, config.kafka.topic_prefix) for t in in_topics]
+    consumer = KafkaConsumer(config.kafka, name, names)
+    rt.add_check("broker", lambda: consumer.connected)
+    while not rt.stopping.is_set():
+        rt.beat()
+        msg = consumer.poll(0.5)
+        if msg is None:
+            continue
+        rt.metrics.messages_in.labels(msg.topic).inc()
+        consumer.done()
+    consumer.close()
+    return 0

@@ -1,13 +1,32 @@
-"""reid service entry point.
+"""reid service (stub until the faces issue): consumes its input topic, publishes nothing yet.
 
-The stage logic lives in the storelens library and runs today inside the
-embedded pipeline (`storelens demo`). This standalone process needs the
-Kafka bus of the distributed deployment, which is not built yet; it says so
-and exits instead of pretending to run.
+It runs like every other service (health, readiness, metrics, consumer group,
+SIGTERM), so the deployment and its monitoring are real today.
 """
+from __future__ import annotations
+
+import os
 import sys
 
+
+def main() -> int:
+    from storelens import topics
+    from storelens.config import load_config
+    from storelens.errors import StoreLensError
+    from storelens.logs import setup_logging
+    from storelens.service import ServiceRuntime
+    from storelens.workers import run_consumer_stub
+
+    setup_logging(os.environ.get("STORELENS_LOG_LEVEL", "INFO"))
+    try:
+        config = load_config(os.environ.get("STORELENS_CONFIG", "/etc/storelens/site.yaml"))
+        rt = ServiceRuntime("reid")
+        rt.start()
+        return run_consumer_stub(config, rt, "reid", [topics.PERSON_CROPS])
+    except StoreLensError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    print("error: the standalone reid service needs the Kafka bus (distributed deployment, not built yet); "
-          "use 'storelens demo' for the embedded mode", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(main())
