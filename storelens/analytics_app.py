@@ -8,7 +8,7 @@ line crossings, occupancy and per-window counts come out, to PostgreSQL
 State: a faust :class:`~faust.Table` keyed by camera id holds
 :meth:`AnalyticsStage.camera_state` (JSON: per-track line sides, occupancy,
 open count windows, last processed seq). Its store is ``memory://``; the
-table's compacted changelog topic ``<group_prefix>-analytics-camera-state-changelog``
+table's compacted changelog topic ``<topic_prefix><group_prefix>-analytics-camera-state-changelog``
 is the durable copy, replayed into memory when partitions are assigned
 (faust recovery) before any ``tracks`` message is processed. The table and
 ``tracks`` are co-partitioned (same key, same partition count), and faust
@@ -83,14 +83,18 @@ def app_id(cfg: KafkaConfig) -> str:
     return f"{cfg.group_prefix}-{SERVICE}"
 
 
+def _changelog_base(cfg: KafkaConfig) -> str:
+    return f"{app_id(cfg)}-{TABLE_NAME}-changelog"  # faust's own naming, <app id>-<table>-changelog
+
+
 def changelog_topic(cfg: KafkaConfig) -> str:
-    """The table's changelog topic, e.g. ``storelens-analytics-camera-state-changelog`` (faust's naming)."""
-    return f"{app_id(cfg)}-{TABLE_NAME}-changelog"
+    """The table's changelog topic, e.g. ``storelens-analytics-camera-state-changelog`` (with ``kafka.topic_prefix``)."""
+    return topics.topic_name(_changelog_base(cfg), cfg.topic_prefix)
 
 
 def changelog_spec(cfg: KafkaConfig) -> TopicSpec:
-    """Compacted, unbounded, co-partitioned with ``tracks`` (``cfg.partitions``)."""
-    return TopicSpec(changelog_topic(cfg), STATE_FORMAT, cfg.partitions, -1, compacted=True)
+    """Compacted, unbounded, co-partitioned with ``tracks`` (``cfg.partitions``); unprefixed, as in :data:`TOPICS`."""
+    return TopicSpec(_changelog_base(cfg), STATE_FORMAT, cfg.partitions, -1, compacted=True)
 
 
 def broker_settings(cfg: KafkaConfig) -> dict[str, Any]:
@@ -127,6 +131,7 @@ class AnalyticsApp:
         self._admin = None
         self._last_offset: dict[Any, int] = {}
         self._not_ready_since: float | None = None
+        self._tables_ready = False
         self._stuck_logged = False
         kcfg = config.kafka
         reset = auto_offset_reset or os.environ.get("STORELENS_ANALYTICS_AUTO_OFFSET_RESET", "earliest")
@@ -150,11 +155,20 @@ class AnalyticsApp:
         )
         self.app.storelens = self  # type: ignore[attr-defined]  (for callers holding only the app)
         raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
-        self.tracks = self.app.topic(topics.TRACKS, partitions=kcfg.partitions, allow_empty=True, **raw)
-        self.out = {name: self.app.topic(name, **raw)
-                    for name in (topics.CROSSINGS, topics.OCCUPANCY, topics.COUNTS, topics.DEAD_LETTER)}
+        #: Deployment topic names (``kafka.topic_prefix`` + base name), by base name.
+        self.topic_names = {t: topics.topic_name(t, kcfg.topic_prefix) for t in (
+            topics.TRACKS, topics.CROSSINGS, topics.OCCUPANCY, topics.COUNTS, topics.DEAD_LETTER)}
+        self.tracks = self.app.topic(self.topic_names[topics.TRACKS], partitions=kcfg.partitions,
+                                     allow_empty=True, **raw)
+        self.out = {base: self.app.topic(self.topic_names[base], **raw)
+                    for base in (topics.CROSSINGS, topics.OCCUPANCY, topics.COUNTS, topics.DEAD_LETTER)}
+        # keys raw (camera id, as in tracks), values JSON; the changelog is declared here only to
+        # carry kafka.topic_prefix (same settings as faust's default changelog topic)
+        changelog = self.app.topic(changelog_topic(kcfg), key_type=bytes, value_type=None, key_serializer="raw",
+                                   value_serializer="json", partitions=kcfg.partitions, compacting=True,
+                                   acks=False, internal=True, maxsize=131_072, allow_empty=True)
         self.table = self.app.Table(TABLE_NAME, default=None, partitions=kcfg.partitions,
-                                    key_type=bytes, value_type=None,  # keys raw (as in tracks), values JSON
+                                    key_type=bytes, value_type=None, changelog_topic=changelog,
                                     help="Per-camera analytics state (AnalyticsStage.camera_state).")
         self.app.agent(self.tracks, name=f"{SERVICE}-tracks")(self._agent)
         self.app.timer(1.0)(self._heartbeat)
@@ -168,7 +182,15 @@ class AnalyticsApp:
     # -- readiness -----------------------------------------------------------
 
     def tables_ready(self) -> bool:
-        """Partitions assigned and the table recovered from its changelog (no rebalance in progress)."""
+        """Partitions assigned and the table recovered from its changelog (no rebalance in progress).
+
+        Evaluated on the event loop (heartbeat timer) and cached: the probe's HTTP
+        thread must not touch faust services, whose lazily bound event loop would
+        then be one that never runs (a real hang seen when probing during start).
+        """
+        return self._tables_ready
+
+    def _compute_tables_ready(self) -> bool:
         app = self.app
         if not app.agents or app.rebalancing or getattr(app, "in_recovery", False):
             return False
@@ -200,8 +222,11 @@ class AnalyticsApp:
         :data:`STUCK_NOT_READY_S` stops the beats, so ``/healthz`` fails and the
         orchestrator restarts the process."""
         now = time.monotonic()
-        if self.tables_ready() or self._not_ready_since is None:
-            self._not_ready_since = None if self.tables_ready() else now
+        self._tables_ready = ready = self._compute_tables_ready()
+        if ready:
+            self._not_ready_since, self._stuck_logged = None, False
+        elif self._not_ready_since is None:
+            self._not_ready_since = now
         if self._not_ready_since is None or now - self._not_ready_since < STUCK_NOT_READY_S:
             self.rt.beat()
         elif not self._stuck_logged:
@@ -242,7 +267,7 @@ class AnalyticsApp:
             except Exception:  # noqa: BLE001
                 pass
 
-    async def handle(self, key: bytes, value: bytes, topic: str = topics.TRACKS) -> None:
+    async def handle(self, key: bytes, value: bytes, topic: str) -> None:
         """Process one ``tracks`` message (the agent calls this inside a faust event context)."""
         try:
             tf = m.decode(m.TrackedFrame, value)
@@ -253,14 +278,17 @@ class AnalyticsApp:
             return
         cam = tf.camera_id
         self._sync_state(cam)
+        # Until the new state is in the table, the stage is ahead of it: if this frame is
+        # interrupted (error, cancellation), the next one reloads the camera from the table.
+        loaded = self._cache.pop(cam)
         try:
             out = self.stage.process(tf)
         except Exception as exc:  # noqa: BLE001 (e.g. NaN boxes): never poison the partition
-            self._cache.pop(cam, None)  # the stage may be half-updated: reload from the table next time
-            self.metrics.errors.labels("process").inc()
-            await self._dead_letter(topic, key, value, f"cannot process {m.TrackedFrame.DESCRIPTOR.full_name}: {exc!r}")
+            await self._dead_letter(topic, key, value, f"cannot process {m.TrackedFrame.DESCRIPTOR.full_name}: "
+                                    f"{exc!r}", error="process")
             return
         if out.duplicate:
+            self._cache[cam] = loaded
             self.metrics.duplicates.labels(topic).inc()
             return
         if not tf.end_of_stream:
@@ -336,17 +364,17 @@ class AnalyticsApp:
         futures = [await self.out[name].send(key=key, value=value) for name, value in msgs]
         if futures:
             await asyncio.gather(*futures)
-        for name, _ in msgs:
-            self.metrics.messages_out.labels(name).inc()
+        for base, _ in msgs:
+            self.metrics.messages_out.labels(self.topic_names[base]).inc()
 
-    async def _dead_letter(self, topic: str, key: bytes, value: bytes, reason: str) -> None:
+    async def _dead_letter(self, topic: str, key: bytes, value: bytes, reason: str, error: str = "decode") -> None:
         self.metrics.dead_letters.labels(topic).inc()
-        self.metrics.errors.labels("decode").inc()
+        self.metrics.errors.labels(error).inc()
         log.warning("dead letter", extra={"topic": topic, "key": key.decode("utf-8", "replace"), "reason": reason})
         dl = dead_letter(topic, key, value, reason, SERVICE)
         fut = await self.out[topics.DEAD_LETTER].send(key=key, value=m.encode(dl))
         await fut
-        self.metrics.messages_out.labels(topics.DEAD_LETTER).inc()
+        self.metrics.messages_out.labels(self.topic_names[topics.DEAD_LETTER]).inc()
 
     def close(self) -> None:
         self._sink.shutdown(wait=True)
@@ -362,7 +390,7 @@ def build_app(config: SiteConfig, storage, live, rt: ServiceRuntime, **kwargs: A
 
 
 def ensure_app_topics(config: SiteConfig) -> list[str]:
-    """Create the declared topics and the table's changelog (compacted) that do not exist yet."""
+    """Create the declared topics and the table's changelog (compacted) that do not exist yet (with the prefix)."""
     from storelens.kafka_bus import ensure_topics
 
     return ensure_topics(config.kafka, (*topics.TOPICS, changelog_spec(config.kafka)))
@@ -375,8 +403,6 @@ def run_worker(app: faust.App, rt: ServiceRuntime, loglevel: str = "INFO") -> in
     replace those of :meth:`ServiceRuntime.start`); ours also mark the runtime
     as stopping, so ``/readyz`` turns 503 while faust commits and leaves the group.
     """
-    from storelens.logs import JsonFormatter  # noqa: F401 (referenced by the logging config)
-
     def watchdog() -> None:
         """faust can hang in shutdown (e.g. stuck in recovery after the broker restarted)."""
         done.wait(SHUTDOWN_TIMEOUT_S)

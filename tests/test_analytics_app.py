@@ -5,11 +5,11 @@ The servers come from ``STORELENS_KAFKA_BOOTSTRAP``, ``STORELENS_PG_DSN`` and
 Like the other stack tests these never skip: no server is a failure.
 
 ``services/analytics/main.py`` runs as a subprocess with a site config of its
-own: a unique ``kafka.group_prefix`` (so its consumer group, changelog topic and
-assignor topic are new) and unique camera ids (the ``tracks``/output topics,
-the database tables and the Redis keys are shared with other tests, so every
-assertion filters by these ids). Everything the test created is removed
-afterwards: rows, Redis keys, the app's topics and consumer group.
+own: a unique ``kafka.topic_prefix`` and ``kafka.group_prefix`` (so every topic,
+the consumer group and the changelog are new and private to the run) and
+unique camera ids (the database tables and the Redis keys are shared with
+other tests, so those assertions filter by these ids). Everything the test
+created is removed afterwards: rows, Redis keys, topics and consumer group.
 
 Scenario: hand-made TrackedFrames of one camera with two lines; track 7
 crosses ``door`` and track 8 crosses ``side`` (plus redelivered frames, a
@@ -93,7 +93,7 @@ class ServiceProc:
     def __init__(self, config_path: pathlib.Path, log_path: pathlib.Path, port: int) -> None:
         self.port, self.log_path = port, log_path
         env = {**os.environ, "STORELENS_CONFIG": str(config_path), "STORELENS_HTTP_PORT": str(port),
-               "STORELENS_HTTP_HOST": "127.0.0.1", "STORELENS_ANALYTICS_AUTO_OFFSET_RESET": "latest",
+               "STORELENS_HTTP_HOST": "127.0.0.1",
                "STORELENS_FAUST_DATADIR": str(log_path.parent / "faust-data"), "PYTHONUNBUFFERED": "1"}
         self._log = open(log_path, "ab")
         self.p = subprocess.Popen([sys.executable, str(REPO / "services/analytics/main.py")], cwd=REPO, env=env,
@@ -132,7 +132,11 @@ def frame(cam: str, seq: int, tracks: list[m.Track]) -> m.TrackedFrame:
 
 
 def phase1_frames(cam: str) -> list[m.TrackedFrame]:
-    """seq 1..12: 7 walks down across ``door`` (in), 8 walks left across ``side`` (in), 9 waits above ``door``."""
+    """seq 1..12: 7 walks down across ``door`` (in), 8 walks left across ``side`` (in), 9 comes down to ``door``.
+
+    Track 9 ends on the line (y 298, inside the hysteresis band): its committed side
+    is still "above", which only the table state remembers across the restart.
+    """
     out = []
     for seq in range(1, 13):
         tracks = []
@@ -141,20 +145,27 @@ def phase1_frames(cam: str) -> list[m.TrackedFrame]:
             tracks.append(box(7, 320, 240 + 13 * i))  # y 240 -> 357: crosses y=300 downwards
             tracks.append(box(8, 650 - 10 * i, 150))  # x 650 -> 560: crosses x=600 leftwards
         if seq >= 8:
-            tracks.append(box(9, 100, 262 + 2 * (seq - 8)))  # y 262 -> 270: above the door line
+            tracks.append(box(9, 100, min(262 + 10 * (seq - 8), 298)))  # y 262 -> 298: down to the line
         out.append(frame(cam, seq, tracks))
     return out
 
 
 def phase2_frames(cam: str) -> list[m.TrackedFrame]:
-    """seq 13..18: 9 walks on from y 280 to 330, across ``door``."""
-    return [frame(cam, seq, [box(9, 100, 270 + 10 * (seq - 12))]) for seq in range(13, 19)]
+    """seq 13..18: 9 walks on from y 310 to 360: it crossed ``door`` at seq 13, if its side above is known.
+
+    Without the recovered state, track 9 would be new at y 310 (below the line) and never count.
+    """
+    return [frame(cam, seq, [box(9, 100, 310 + 10 * (seq - 13))]) for seq in range(13, 19)]
 
 
 class Kafka:
-    def __init__(self) -> None:
+    def __init__(self, topic_prefix: str) -> None:
+        self.prefix = topic_prefix
         self.producer = Producer({"bootstrap.servers": BOOTSTRAP, "enable.idempotence": True, "acks": "all"})
         self.admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
+
+    def name(self, base: str) -> str:
+        return topics.topic_name(base, self.prefix)
 
     def send(self, key: bytes, value: bytes, partition: int | None = None) -> int:
         """Produce to ``tracks`` and wait for the ack; return the partition it went to."""
@@ -165,30 +176,20 @@ class Kafka:
             got.append(msg.partition())
 
         kw = {} if partition is None else {"partition": partition}
-        self.producer.produce(topics.TRACKS, key=key, value=value, on_delivery=on_delivery, **kw)
+        self.producer.produce(self.name(topics.TRACKS), key=key, value=value, on_delivery=on_delivery, **kw)
         assert self.producer.flush(30) == 0
         return got[0]
 
-    def high_watermarks(self, topic: str) -> dict[int, int]:
-        c = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": f"sltest-wm-{uuid.uuid4().hex}"})
+    def read(self, base: str, keys: set[bytes], cls, timeout_s: float = 10.0) -> list:
+        """Every message of topic ``base`` (prefixed) whose key is in ``keys``, decoded as ``cls``, in order."""
+        topic = self.name(base)
+        c = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": f"{self.prefix}read-{uuid.uuid4().hex}",
+                      "enable.auto.commit": False})
         try:
             parts = c.list_topics(topic, timeout=10).topics[topic].partitions
-            return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
-        finally:
-            c.close()
-
-    def read(self, topic: str, start: dict[int, int], keys: set[bytes], cls, timeout_s: float = 10.0,
-             want: Callable[[list], bool] = lambda msgs: False) -> list:
-        """Messages of ``topic`` after ``start`` whose key is in ``keys``, decoded as ``cls``.
-
-        Reads up to the current end of every partition (or until ``want(messages)``).
-        """
-        c = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": f"sltest-read-{uuid.uuid4().hex}",
-                      "enable.auto.commit": False, "enable.partition.eof": True})
-        try:
-            ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in start}
-            todo = {p for p in start if ends[p] > start[p]}
-            c.assign([TopicPartition(topic, p, start[p]) for p in todo])
+            ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+            todo = {p for p in parts if ends[p] > 0}
+            c.assign([TopicPartition(topic, p, 0) for p in todo])
             out = []
             deadline = time.monotonic() + timeout_s
             while todo and time.monotonic() < deadline:
@@ -201,8 +202,7 @@ class Kafka:
                     out.append(m.decode(cls, msg.value()))
                 if msg.offset() >= ends[msg.partition()] - 1:
                     todo.discard(msg.partition())
-                if want(out):
-                    break
+            assert not todo, f"could not read {topic} to its end"
             return out
         finally:
             c.close()
@@ -217,7 +217,7 @@ def pg_rows(query: str, params: tuple) -> list[tuple]:
 def env(tmp_path: pathlib.Path) -> Iterator[dict]:
     run = uuid.uuid4().hex[:10]
     cam, unknown = f"an-{run}", f"an-{run}-unknown"
-    prefix = f"sltest-{run}"
+    prefix = f"sltest-{run}"  # group prefix; topics are "sltest-<run>." + base name
     raw = {
         "store": {"id": f"store-{run}"},
         "cameras": [{"id": cam, "source": "/dev/null", "lines": [
@@ -226,12 +226,13 @@ def env(tmp_path: pathlib.Path) -> Iterator[dict]:
         ]}],
         "storage": {"backend": "postgres", "dsn": PG_DSN},
         "live": {"redis_url": REDIS_URL},
-        "kafka": {"bootstrap_servers": BOOTSTRAP, "group_prefix": prefix, "partitions": 6},
+        "kafka": {"bootstrap_servers": BOOTSTRAP, "group_prefix": prefix, "topic_prefix": f"{prefix}.",
+                  "partitions": 6},
     }
     path = tmp_path / "site.yaml"
     path.write_text(yaml.safe_dump(raw))
     config = parse_config(raw)
-    kafka = Kafka()
+    kafka = Kafka(config.kafka.topic_prefix)
     live = RedisLiveState(REDIS_URL)
     yield {"cam": cam, "unknown": unknown, "config": config, "config_path": path, "kafka": kafka, "live": live,
            "tmp": tmp_path}
@@ -241,7 +242,7 @@ def env(tmp_path: pathlib.Path) -> Iterator[dict]:
             conn.execute(f"DELETE FROM {table} WHERE camera_id = ANY(%s)", ([cam, unknown],))  # noqa: S608
     live.forget(cam)
     live.close()
-    app_topics = [changelog_topic(config.kafka), f"{app_id(config.kafka)}-__assignor-__leader"]
+    app_topics = [t for t in kafka.admin.list_topics(timeout=10).topics if t.startswith(prefix)]
     for fut in kafka.admin.delete_topics(app_topics, operation_timeout=30).values():
         try:
             fut.result()
@@ -268,15 +269,14 @@ def test_analytics_service_counts_once_and_recovers_state_after_restart(env: dic
     config: SiteConfig = env["config"]
     key = topics.camera_key(cam)
     keys = {key, topics.camera_key(unknown)}
-    starts = {t: kafka.high_watermarks(t) for t in (topics.CROSSINGS, topics.OCCUPANCY, topics.COUNTS,
-                                                     topics.DEAD_LETTER)}
+    tracks_topic = kafka.name(topics.TRACKS)
     oracle = AnalyticsStage(config)
     expected: dict[str, tuple[str, int, str]] = {}
     expected_occupancy: list[tuple[int, int, int]] = []
     expected_windows: list[tuple[str, int, int, int]] = []
     sent_points: set[tuple[int, int]] = set()
 
-    def send(tf: m.TrackedFrame, partition: int | None) -> int:
+    def send(tf: m.TrackedFrame) -> int:
         out = oracle.process(tf)
         for ev in out.crossings:
             expected[ev.event_id] = (ev.line_id, ev.track_id, ev.direction)
@@ -284,15 +284,19 @@ def test_analytics_service_counts_once_and_recovers_state_after_restart(env: dic
             expected_occupancy.append((out.occupancy.occupancy, out.occupancy.total_in, out.occupancy.total_out))
         expected_windows.extend((w.line_id, w.window_start_ms, w.count_in, w.count_out) for w in out.windows)
         sent_points.update((tf.seq, t.track_id) for t in tf.tracks)
-        return kafka.send(key, m.encode(tf), partition)
+        return kafka.send(key, m.encode(tf))
 
     def crossings_in_pg() -> dict[str, tuple]:
         rows = pg_rows("SELECT event_id, line_id, track_id, direction FROM crossings WHERE camera_id = %s", (cam,))
         return {r[0]: tuple(r[1:]) for r in rows}
 
     def dead_letters() -> list[m.DeadLetter]:
-        return [d for d in kafka.read(topics.DEAD_LETTER, starts[topics.DEAD_LETTER], keys, m.DeadLetter)
-                if d.service == "analytics"]
+        return kafka.read(topics.DEAD_LETTER, keys, m.DeadLetter)
+
+    def metrics() -> str:
+        status, text = http_get(proc.port, "/metrics")
+        assert status == 200
+        return text
 
     t_start = time.monotonic()
     proc = ServiceProc(env["config_path"], env["tmp"] / "analytics.log", free_port())
@@ -300,31 +304,18 @@ def test_analytics_service_counts_once_and_recovers_state_after_restart(env: dic
         ready = proc.wait_ready()
         assert ready["checks"] == {"broker": True, "tables": True, "storage": True, "live": True}
         t_ready = time.monotonic()
-        # A new group starts at the end of `tracks` ("latest"): resend a probe (seq 0, no
-        # tracks; repeats are redeliveries) until the service has handled it, so the
-        # partition's start position is fixed before the real frames go out.
-        probe = frame(cam, 0, [])
-        oracle.process(probe)
-        partition = kafka.send(key, m.encode(probe))
-
-        def probe_seen() -> bool:
-            if live.last_seen(cam) is not None:
-                return True
-            kafka.send(key, m.encode(probe), partition)
-            return False
-
-        wait_until("the probe frame in Redis", probe_seen, timeout_s=30, every_s=0.5, proc=proc)
-
+        assert changelog_topic(config.kafka) == f"{config.kafka.topic_prefix}{config.kafka.group_prefix}" \
+            "-analytics-camera-state-changelog"
+        assert changelog_topic(config.kafka) in kafka.admin.list_topics(timeout=10).topics
         frames1 = phase1_frames(cam)
-        for tf in frames1:
-            send(tf, partition)
+        partition = [send(tf) for tf in frames1][0]
         for tf in frames1[3:6]:  # redelivery of seq 4..6
-            send(tf, partition)
+            send(tf)
         truncated = m.encode(frames1[5])[:-7]
         with pytest.raises(DecodeError):
             m.decode(m.TrackedFrame, truncated)
-        kafka.send(key, truncated, partition)
-        kafka.send(topics.camera_key(unknown), m.encode(frame(unknown, 1, [box(1, 10, 10)])), partition)
+        kafka.send(key, truncated)
+        kafka.send(topics.camera_key(unknown), m.encode(frame(unknown, 1, [box(1, 10, 10)])))
 
         assert sorted(expected.values()) == [("door", 7, "in"), ("side", 8, "in")]
         wait_until("frame 12 in Redis", lambda: live.last_seen(cam) == T0 + 1200, proc=proc)
@@ -332,14 +323,14 @@ def test_analytics_service_counts_once_and_recovers_state_after_restart(env: dic
         assert crossings_in_pg() == expected
         occ = live.occupancy(cam)
         assert (occ.occupancy, occ.total_in, occ.total_out) == (2, 2, 0)
-        wait_until("consumer lag 0", lambda: metric(http_get(proc.port, "/metrics")[1], "storelens_consumer_lag",
-                                                    topic="tracks", partition=str(partition)) == 0, proc=proc)
-        status, text = http_get(proc.port, "/metrics")
-        assert status == 200
-        assert metric(text, "storelens_duplicates_total", topic="tracks") >= 3
-        assert metric(text, "storelens_dead_letters_total", topic="tracks") >= 2
-        assert metric(text, "storelens_messages_out_total", topic="crossings") == 2
-        assert metric(text, "storelens_processing_seconds_count", topic="tracks") >= 17
+        wait_until("consumer lag 0", lambda: metric(metrics(), "storelens_consumer_lag", topic=tracks_topic,
+                                                    partition=str(partition)) == 0, proc=proc)
+        text = metrics()
+        assert metric(text, "storelens_messages_in_total", topic=tracks_topic) == 17  # 12 + 3 again + 2 bad
+        assert metric(text, "storelens_duplicates_total", topic=tracks_topic) == 3
+        assert metric(text, "storelens_dead_letters_total", topic=tracks_topic) == 2
+        assert metric(text, "storelens_messages_out_total", topic=kafka.name(topics.CROSSINGS)) == 2
+        assert metric(text, "storelens_processing_seconds_count", topic=tracks_topic) == 17
         status, body = http_get(proc.port, "/healthz")
         assert status == 200 and json.loads(body)["status"] == "ok"
 
@@ -350,10 +341,10 @@ def test_analytics_service_counts_once_and_recovers_state_after_restart(env: dic
         proc = ServiceProc(env["config_path"], env["tmp"] / "analytics.log", proc.port)
         proc.wait_ready()
         restart_s = time.monotonic() - t_stop
-        for tf in frames1[-2:]:  # redelivery across the restart: the recovered last seq skips them
-            send(tf, partition)
+        for tf in frames1[:2]:  # redelivery across the restart: the recovered last seq skips them
+            send(tf)
         for tf in phase2_frames(cam):
-            send(tf, partition)
+            send(tf)
         assert sorted(expected.values()) == [("door", 7, "in"), ("door", 9, "in"), ("side", 8, "in")]
         wait_until("frame 18 in Redis", lambda: live.last_seen(cam) == T0 + 1800, proc=proc)
 
@@ -368,18 +359,18 @@ def test_analytics_service_counts_once_and_recovers_state_after_restart(env: dic
         assert sorted(pg_rows("SELECT seq, track_id FROM track_points WHERE camera_id = %s", (cam,))) == \
             sorted(sent_points)
 
-        crossings = kafka.read(topics.CROSSINGS, starts[topics.CROSSINGS], keys, m.LineCrossing)
+        crossings = kafka.read(topics.CROSSINGS, keys, m.LineCrossing)
         assert sorted(c.event_id for c in crossings) == sorted(expected)  # each exactly once
         assert all(c.camera_id == cam for c in crossings)
-        occupancy = kafka.read(topics.OCCUPANCY, starts[topics.OCCUPANCY], keys, m.OccupancyUpdate)
+        occupancy = kafka.read(topics.OCCUPANCY, keys, m.OccupancyUpdate)
         assert [(u.occupancy, u.total_in, u.total_out) for u in occupancy] == expected_occupancy
-        counts = kafka.read(topics.COUNTS, starts[topics.COUNTS], keys, m.CountWindow)
+        counts = kafka.read(topics.COUNTS, keys, m.CountWindow)
         assert [(w.line_id, w.window_start_ms, w.count_in, w.count_out) for w in counts] == expected_windows
         letters = dead_letters()
-        assert len(letters) == 2, letters
+        assert len(letters) == 2 and {d.service for d in letters} == {"analytics"}, letters
         by_key = {d.key: d for d in letters}
         assert "cannot decode storelens.v1.TrackedFrame" in by_key[key].reason
-        assert by_key[key].payload == truncated and by_key[key].source_topic == topics.TRACKS
+        assert by_key[key].payload == truncated and by_key[key].source_topic == tracks_topic
         assert f"unknown camera {unknown!r}" in by_key[topics.camera_key(unknown)].reason
 
         # -- the restarted process: health, readiness, metrics --------------------------------
@@ -387,10 +378,11 @@ def test_analytics_service_counts_once_and_recovers_state_after_restart(env: dic
         assert status == 200
         status, body = http_get(proc.port, "/readyz")
         assert status == 200 and json.loads(body)["status"] == "ready"
-        status, text = http_get(proc.port, "/metrics")
-        assert metric(text, "storelens_duplicates_total", topic="tracks") == 2  # seq 11, 12 again
-        assert metric(text, "storelens_messages_in_total", topic="tracks") >= 8
-        assert metric(text, "storelens_messages_out_total", topic="crossings") == 1
+        text = metrics()
+        assert metric(text, "storelens_duplicates_total", topic=tracks_topic) == 2  # seq 1, 2 again
+        assert metric(text, "storelens_messages_in_total", topic=tracks_topic) == 8
+        assert metric(text, "storelens_messages_out_total", topic=kafka.name(topics.CROSSINGS)) == 1
+        assert metric(text, "storelens_dead_letters_total", topic=tracks_topic) == 0
         assert proc.stop() == 0, proc.log_tail()
         print(f"\nanalytics: ready after {t_ready - t_start:.1f}s, SIGTERM->exit {stop_s:.1f}s, "
               f"SIGTERM->ready again {restart_s:.1f}s, total {time.monotonic() - t_start:.1f}s")
