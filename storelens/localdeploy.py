@@ -131,6 +131,9 @@ class LocalDeployment:
         deadline = time.time() + timeout_s
         last = None
         while time.time() < deadline:
+            for name, proc in self.procs.items():
+                if proc.poll() is not None:
+                    raise AssertionError(f"{name} exited {proc.returncode}:\n{self.log(name)}")
             occ = httpx.get(self.url("api", f"/v1/occupancy/{camera}"), timeout=5).json()
             if occ.get("last_seen_ts_ms") == last_ts_ms:
                 counts = httpx.get(self.url("api", "/v1/counts"), params={"camera_id": camera}, timeout=5).json()
