@@ -297,6 +297,11 @@ class AnalyticsApp:
         state = self.stage.camera_state(cam)
         self.table[topics.camera_key(cam)] = state
         self._cache[cam] = state
+        # The new state must be durable in the changelog before this message's
+        # offset can be acknowledged and committed: otherwise a restart could
+        # resume after this frame with the state from before it (a lost crossing,
+        # seen in tests/test_distributed.py::test_analytics_restart).
+        await self.app.producer.flush()
 
     def _sync_state(self, cam: str) -> None:
         """Load the camera's state from the table into the stage when it is not what the stage holds."""
