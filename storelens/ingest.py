@@ -18,7 +18,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -231,4 +230,4 @@ def frame_count(source: str) -> int | None:
         n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
     finally:
         cap.release()
-    return n if n > 0 and not math.isnan(n) else None
+    return n if n > 0 else None

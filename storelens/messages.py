@@ -32,6 +32,12 @@ from storelens._gen.storelens.v1.messages_pb2 import (  # noqa: F401  (re-export
 )
 from storelens.errors import DecodeError
 
+__all__ = [
+    "BoxXYXY", "CountWindow", "DeadLetter", "Direction", "Frame", "LineCrossing", "OccupancyUpdate",
+    "PersonCrop", "StageSnapshot", "Track", "TrackedFrame", "DIRECTION_IN", "DIRECTION_OUT",
+    "encode", "decode", "direction_name",
+]
+
 M = TypeVar("M", bound=Message)
 
 DIRECTION_IN = Direction.Value("DIRECTION_IN")
