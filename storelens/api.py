@@ -416,3 +416,28 @@ def create_app(config: SiteConfig, storage: Storage, live: LiveState | None = No
         ]
 
     return app
+
+
+def serve(app: "FastAPI", host: str, port: int) -> None:
+    """Run ``app`` with uvicorn until SIGTERM/SIGINT, then return normally.
+
+    Stops accepting, finishes in-flight requests and returns (exit code 0);
+    uvicorn's own handlers would re-raise the signal after shutting down.
+    """
+    import contextlib
+    import signal
+
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+
+    def _stop(_signum, _frame) -> None:
+        server.should_exit = True
+
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

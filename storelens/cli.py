@@ -176,21 +176,63 @@ def cmd_demo(args) -> int:
         config = config.model_copy(update=updates)
     if not args.no_serve:
         _check_port_free(config.api.host, config.api.port)  # fail before minutes of processing, not after
-    storage = open_storage(config.storage)
-    result = _run(config, storage=storage, show_progress=True)
-    _print_summary(config, result)
+    # The pipeline runs in a child process: the server process then holds no native
+    # inference runtimes (with them loaded, shutting the server down crashed).
+    import multiprocessing
+
+    import signal
+
+    def _interrupt(_signum, _frame) -> None:
+        raise KeyboardInterrupt
+
+    child = multiprocessing.get_context("spawn").Process(target=_demo_pipeline, args=(config,), name="pipeline")
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    child.start()
+    try:
+        child.join()
+    except KeyboardInterrupt:
+        child.terminate()  # SIGTERM/Ctrl-C while processing: stop the pipeline too
+        child.join(timeout=30)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if child.exitcode != 0:
+        return child.exitcode if child.exitcode and child.exitcode > 0 else 1
     if args.no_serve:
         return 0
-    import uvicorn
+    from storelens.api import create_app, serve
 
-    from storelens.api import create_app
-
-    app = create_app(config, storage)
+    storage = open_storage(config.storage)
     host, port = config.api.host, config.api.port
     print(f"API serving at http://{host}:{port}  (docs: http://{host}:{port}/docs, counts: "
           f"http://{host}:{port}/v1/counts?camera_id={config.cameras[0].id}); Ctrl-C to stop", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    try:
+        serve(create_app(config, storage), host, port)
+    finally:
+        storage.close()
     return 0
+
+
+def _demo_pipeline(config) -> None:
+    """Child process of ``demo``: run the pipeline into storage and print the summary."""
+    from storelens.logs import setup_logging
+    from storelens.storage import open_storage
+
+    setup_logging(os.environ.get("STORELENS_LOG_LEVEL", "WARNING"))
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    try:
+        storage = open_storage(config.storage)
+        try:
+            result = _run(config, storage=storage, show_progress=True)
+        finally:
+            storage.close()
+    except StoreLensError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    _print_summary(config, result)
+    sys.stdout.flush()
 
 
 def _check_port_free(host: str, port: int) -> None:

@@ -82,9 +82,11 @@ def demo_server(tmp_path_factory):
     finally:
         proc.terminate()
         try:
-            proc.wait(timeout=20)
+            rc = proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+            raise AssertionError("storelens demo did not stop on SIGTERM")
+        assert rc == 0, f"storelens demo exited {rc} on SIGTERM (expected a clean shutdown)"
 
 
 @pytest.fixture(scope="module")

@@ -29,25 +29,11 @@ def main() -> int:
         from storelens.live import RedisLiveState
 
         live = RedisLiveState(config.live.redis_url)  # connects lazily; /readyz reports whether it answers
-    import contextlib
-    import signal
+    from storelens.api import serve
 
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(
-        create_app(config, storage, live), host=os.environ.get("STORELENS_API_HOST", config.api.host),
-        port=int(os.environ.get("STORELENS_API_PORT", config.api.port)), log_level="warning"))
-
-    # SIGTERM/SIGINT: stop accepting, finish in-flight requests, close storage, exit 0
-    # (uvicorn's own handler would re-raise the signal after shutting down).
-    def _stop(_signum, _frame) -> None:
-        server.should_exit = True
-
-    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
     try:
-        server.run()
+        serve(create_app(config, storage, live), os.environ.get("STORELENS_API_HOST", config.api.host),
+              int(os.environ.get("STORELENS_API_PORT", config.api.port)))
     finally:
         if live is not None:
             live.close()
