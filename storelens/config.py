@@ -30,6 +30,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from storelens.errors import ConfigError
+from storelens.faces.settings import FacesConfig
 
 Point = tuple[float, float]
 
@@ -226,6 +227,7 @@ class SiteConfig(_Strict):
     api: ApiConfig = Field(default_factory=ApiConfig)
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
     live: LiveConfig = Field(default_factory=LiveConfig)
+    faces: FacesConfig = Field(default_factory=FacesConfig)
 
     @field_validator("cameras")
     @classmethod

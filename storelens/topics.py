@@ -14,6 +14,11 @@ CROSSINGS = "crossings"
 OCCUPANCY = "occupancy"
 COUNTS = "counts"
 DEAD_LETTER = "dead-letter"
+FACE_OBSERVATIONS = "face-observations"
+TRACK_ATTRIBUTES = "track-attributes"
+CUSTOMER_MATCHES = "customer-matches"
+#: Right-to-erasure requests from the API to reid (keyed by customer id, not camera).
+CUSTOMER_ERASURES = "customer-erasures"
 #: Private, compacted: detect-track's tracker snapshots (one per frames partition).
 DETECT_TRACK_STATE = "detect-track-state"
 
@@ -39,6 +44,10 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(CROSSINGS, "storelens.v1.LineCrossing", 6, 7 * 24 * _HOUR),
     TopicSpec(OCCUPANCY, "storelens.v1.OccupancyUpdate", 6, 7 * 24 * _HOUR),
     TopicSpec(COUNTS, "storelens.v1.CountWindow", 6, 7 * 24 * _HOUR),
+    TopicSpec(FACE_OBSERVATIONS, "storelens.v1.FaceObservation", 6, 7 * 24 * _HOUR),
+    TopicSpec(TRACK_ATTRIBUTES, "storelens.v1.TrackAttributes", 6, 7 * 24 * _HOUR),
+    TopicSpec(CUSTOMER_MATCHES, "storelens.v1.CustomerMatch", 6, 7 * 24 * _HOUR),
+    TopicSpec(CUSTOMER_ERASURES, "storelens.v1.CustomerErasure", 1, 30 * 24 * _HOUR, partitions_fixed=True),
     TopicSpec(DEAD_LETTER, "storelens.v1.DeadLetter", 1, 14 * 24 * _HOUR, max_message_bytes=8 * 1024**2,
               partitions_fixed=True),
     TopicSpec(DETECT_TRACK_STATE, "storelens.v1.StageSnapshot", 1, -1, max_message_bytes=64 * 1024**2,

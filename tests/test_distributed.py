@@ -135,10 +135,6 @@ def test_detect_track_sigkill_and_restart(deployment, embedded):
     assert "restored tracker state" in dep.log("detect-track")
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known race, about 1 run in 4: after SIGTERM the restarted faust worker can resume at a committed "
-    "tracks offset past frames that its recovered camera state does not reflect, and loses their "
-    "crossings; planned fix: keep the input offset in the camera state and seek back to it on load"))
 def test_analytics_restart(deployment, embedded):
     dep = deployment
     dep.start_all()

@@ -33,39 +33,13 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from storelens.faces.quality import QualityResult
+from storelens.faces.settings import AggregationConfig  # noqa: F401  (defined there, re-exported)
 
 EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 GENDERS = ("female", "male")
 UNKNOWN = "unknown"
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class AggregationConfig(_Strict):
-    """Proposed ``faces.aggregation`` config section."""
-
-    #: Good (gate-passing) faces needed before any attribute is reported.
-    min_faces: int = Field(3, ge=1)
-    min_gender_confidence: float = Field(0.75, ge=0.5, le=1.0)
-    min_emotion_confidence: float = Field(0.4, ge=0.0, le=1.0)
-    #: Percentiles of the age interval.
-    age_interval_percentiles: tuple[float, float] = (25.0, 75.0)
-    #: Age is unknown when the interval is wider than this (``None``: never).
-    max_age_interval_years: float | None = Field(20.0, gt=0.0)
-    #: Observations kept per track (the most recent ones); bounds memory on long tracks.
-    max_observations: int = Field(300, ge=1)
-
-    @model_validator(mode="after")
-    def _check(self) -> "AggregationConfig":
-        lo, hi = self.age_interval_percentiles
-        if not 0.0 <= lo <= hi <= 100.0:
-            raise ValueError(f"age_interval_percentiles must be 0 <= low <= high <= 100, got {[lo, hi]}")
-        return self
 
 
 @dataclass(frozen=True)

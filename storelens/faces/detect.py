@@ -36,48 +36,18 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from storelens.errors import ModelError
 from storelens.paths import asset
+from storelens.faces.settings import FaceDetectorConfig  # noqa: F401  (defined there, re-exported)
 
 log = logging.getLogger(__name__)
 
 YUNET_ASSET = ("models", "face_detection_yunet_2026may.onnx")
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class FaceDetectorConfig(_Strict):
-    """Face detector settings (proposed ``faces.detector`` section of the site config)."""
-
-    backend: Literal["yunet", "mtcnn"] = "yunet"
-    #: YuNet ONNX file (``${STORELENS_ASSETS}`` etc. expanded); ``None`` = the shared asset
-    #: ``models/face_detection_yunet_2026may.onnx``.
-    weights: str | None = None
-    #: Minimum detection score. The OpenCV model zoo demo uses 0.9, but clear frontal
-    #: faces in the shared assets score 0.89-0.95 (biden2.jpg: 0.893) and the one false
-    #: positive seen there (a finger tip) 0.63; the quality gate runs afterwards anyway.
-    score_threshold: float = Field(0.7, ge=0.0, le=1.0)
-    nms_threshold: float = Field(0.3, ge=0.0, le=1.0)
-    top_k: int = Field(5000, ge=1)
-    #: Downscale images whose longer side exceeds this before detection (``None`` = never).
-    max_side: int | None = Field(None, ge=32)
-    #: MTCNN only: torch device.
-    device: str = "cpu"
-
-    @field_validator("weights")
-    @classmethod
-    def _expand(cls, v: str | None) -> str | None:
-        from storelens.config import expand_env  # here: storelens.config may import this module
-
-        return None if v is None else expand_env(v)
 
 
 @dataclass(frozen=True)

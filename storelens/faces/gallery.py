@@ -76,64 +76,14 @@ import sqlite3
 import threading
 import uuid
 from dataclasses import dataclass
-from typing import Annotated, Callable, Iterator, Literal, NamedTuple, Protocol, Sequence
+from typing import Callable, Iterator, Literal, NamedTuple, Protocol, Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from storelens.errors import ConfigError
+from storelens.faces.settings import GalleryConfig  # noqa: F401  (defined there, re-exported)
 
 log = logging.getLogger(__name__)
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class GalleryConfig(_Strict):
-    """Gallery settings (proposed ``faces.gallery`` section of the site config)."""
-
-    #: Embedding dimension (128 for :class:`~storelens.faces.embedding.DlibFaceEmbedder`).
-    dim: Annotated[int, Field(ge=1)] = 128
-    #: Cosine similarity at or above which a face is the same customer. 0.91 is
-    #: the midpoint between genuine and impostor pairs of dlib embeddings on the
-    #: labelled faces (bench/faces_verify.py), and what dlib's own rule
-    #: (Euclidean distance < 0.6 on its unnormalised descriptors) amounts to.
-    match_threshold: Annotated[float, Field(ge=-1.0, le=1.0)] = 0.91
-    #: A matched face is added to its customer's embeddings only at or above this
-    #: similarity (``None``: ``match_threshold``). Higher values learn fewer new
-    #: views but make it harder for a look-alike to pull a customer's identity
-    #: towards their own.
-    learn_threshold: Annotated[float | None, Field(ge=-1.0, le=1.0)] = None
-    #: Embeddings kept per customer; past it the oldest is dropped.
-    max_embeddings_per_customer: Annotated[int, Field(ge=1)] = 10
-    #: A new embedding at least this similar to one the customer has replaces it.
-    #: Consecutive frames of one person are ~0.98-0.99; different photos 0.94-0.97.
-    duplicate_similarity: Annotated[float, Field(gt=0.0, le=1.0)] = 0.985
-    #: Neighbours fetched per query by :meth:`FaceGallery.search` before reducing
-    #: them to customers (more are fetched if that yields fewer than ``k`` customers).
-    search_k: Annotated[int, Field(ge=1)] = 32
-    #: Number of embeddings from which the exact index is replaced by IVF.
-    approximate_from: Annotated[int, Field(ge=1)] = 50_000
-    #: IVF lists; ``None``: 4 sqrt(N), at most N / 39 (FAISS wants >= 39 training points per list).
-    ivf_nlist: Annotated[int | None, Field(ge=1)] = None
-    #: IVF lists visited per query (recall against speed).
-    ivf_nprobe: Annotated[int, Field(ge=1)] = 32
-    #: Retrain the IVF index when the gallery has grown this many times since its last training.
-    retrain_growth: Annotated[float, Field(gt=1.0)] = 4.0
-    #: OpenMP threads FAISS may use for a search (FAISS' setting is process-wide; it
-    #: is set for the search and restored afterwards). For one query at a time, 1 is
-    #: fastest: more threads mostly add synchronisation (exact search of 100k
-    #: embeddings on a 2-core machine: 3.3 ms on 1 thread, 6 ms on 2, ~30 ms on 2
-    #: when the machine is busy; bench/bench_gallery.py). ``None`` leaves FAISS'
-    #: setting alone. Index training and building always use FAISS' setting.
-    search_threads: Annotated[int | None, Field(ge=1)] = 1
-
-    @model_validator(mode="after")
-    def _learn_above_match(self) -> "GalleryConfig":
-        if self.learn_threshold is not None and self.learn_threshold < self.match_threshold:
-            raise ValueError("learn_threshold must not be below match_threshold")
-        return self
 
 
 class Match(NamedTuple):

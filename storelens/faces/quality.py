@@ -52,11 +52,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from storelens.faces.settings import FaceQualityConfig, AttentionConfig  # noqa: F401  (defined there, re-exported)
 
 #: Nose-tip depth in front of the eye centres, in inter-ocular distances (about 30 mm / 63 mm).
 NOSE_DEPTH = 0.5
@@ -70,51 +69,6 @@ _NOSE_DROP = FRONTAL_NOSE_RATIO * NOSE_DEPTH * EYE_MOUTH_OVER_NOSE_DEPTH
 
 #: Reasons a face fails the gate (``QualityResult.reasons``).
 REASONS = ("too_small", "blurry", "yaw", "pitch", "roll", "bad_landmarks")
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class FaceQualityConfig(_Strict):
-    """Thresholds of the face-quality gate (proposed ``faces.quality`` config section)."""
-
-    #: Shorter side of the face box, source pixels.
-    min_size_px: float = Field(40.0, ge=1.0)
-    #: Minimum variance of the Laplacian on the ``canonical_px`` grey crop.
-    min_sharpness: float = Field(100.0, ge=0.0)
-    canonical_px: int = Field(48, ge=8, le=512)
-    max_yaw_deg: float = Field(30.0, gt=0.0, le=90.0)
-    max_pitch_deg: float = Field(25.0, gt=0.0, le=90.0)
-    max_roll_deg: float = Field(30.0, gt=0.0, le=180.0)
-
-
-class AttentionConfig(_Strict):
-    """When a face counts as "attending" (proposed ``faces.attention`` config section).
-
-    ``mode: camera``: facing the camera, ``|yaw| <= max_yaw_deg`` and
-    ``|pitch| <= max_pitch_deg`` (e.g. a camera mounted on a display).
-    ``mode: direction``: head turned towards a target seen from the camera at
-    ``yaw_range_deg`` (and ``pitch_range_deg``), e.g. a shelf to the camera's
-    right -> ``yaw_range_deg: [20, 60]``. Yaw/pitch follow :func:`head_pose`'s
-    signs. Five landmarks resolve roughly +-60 degrees, not more.
-    """
-
-    mode: Literal["camera", "direction"] = "camera"
-    max_yaw_deg: float = Field(20.0, gt=0.0, le=90.0)
-    max_pitch_deg: float = Field(20.0, gt=0.0, le=90.0)
-    yaw_range_deg: tuple[float, float] | None = None
-    pitch_range_deg: tuple[float, float] = (-25.0, 25.0)
-
-    @model_validator(mode="after")
-    def _check(self) -> "AttentionConfig":
-        if self.mode == "direction" and self.yaw_range_deg is None:
-            raise ValueError("attention mode 'direction' needs yaw_range_deg: [low, high]")
-        for name in ("yaw_range_deg", "pitch_range_deg"):
-            rng = getattr(self, name)
-            if rng is not None and not (-90.0 <= rng[0] <= rng[1] <= 90.0):
-                raise ValueError(f"{name} must be [low, high] with -90 <= low <= high <= 90, got {list(rng)}")
-        return self
 
 
 @dataclass(frozen=True)

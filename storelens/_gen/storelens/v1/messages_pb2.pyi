@@ -12,9 +12,41 @@ class Direction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DIRECTION_UNSPECIFIED: _ClassVar[Direction]
     DIRECTION_IN: _ClassVar[Direction]
     DIRECTION_OUT: _ClassVar[Direction]
+
+class Gender(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    GENDER_UNSPECIFIED: _ClassVar[Gender]
+    GENDER_UNKNOWN: _ClassVar[Gender]
+    GENDER_FEMALE: _ClassVar[Gender]
+    GENDER_MALE: _ClassVar[Gender]
+
+class Emotion(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EMOTION_UNSPECIFIED: _ClassVar[Emotion]
+    EMOTION_UNKNOWN: _ClassVar[Emotion]
+    EMOTION_ANGRY: _ClassVar[Emotion]
+    EMOTION_DISGUST: _ClassVar[Emotion]
+    EMOTION_FEAR: _ClassVar[Emotion]
+    EMOTION_HAPPY: _ClassVar[Emotion]
+    EMOTION_SAD: _ClassVar[Emotion]
+    EMOTION_SURPRISE: _ClassVar[Emotion]
+    EMOTION_NEUTRAL: _ClassVar[Emotion]
 DIRECTION_UNSPECIFIED: Direction
 DIRECTION_IN: Direction
 DIRECTION_OUT: Direction
+GENDER_UNSPECIFIED: Gender
+GENDER_UNKNOWN: Gender
+GENDER_FEMALE: Gender
+GENDER_MALE: Gender
+EMOTION_UNSPECIFIED: Emotion
+EMOTION_UNKNOWN: Emotion
+EMOTION_ANGRY: Emotion
+EMOTION_DISGUST: Emotion
+EMOTION_FEAR: Emotion
+EMOTION_HAPPY: Emotion
+EMOTION_SAD: Emotion
+EMOTION_SURPRISE: Emotion
+EMOTION_NEUTRAL: Emotion
 
 class Frame(_message.Message):
     __slots__ = ("camera_id", "seq", "ts_ms", "jpeg", "width", "height", "source_frame", "end_of_stream", "source_width", "source_height")
@@ -188,3 +220,143 @@ class StageSnapshot(_message.Message):
     state_format: str
     ts_ms: int
     def __init__(self, stage: _Optional[str] = ..., input_topic: _Optional[str] = ..., input_partition: _Optional[int] = ..., next_offset: _Optional[int] = ..., camera_state: _Optional[_Mapping[str, bytes]] = ..., state_format: _Optional[str] = ..., ts_ms: _Optional[int] = ...) -> None: ...
+
+class FaceObservation(_message.Message):
+    __slots__ = ("camera_id", "seq", "ts_ms", "track_id", "face_bbox_xyxy", "landmarks5_xy", "detection_score", "accepted", "rejected_reasons", "sharpness", "yaw_deg", "pitch_deg", "roll_deg", "attending", "age_years", "p_male", "emotion_probs", "face_detector")
+    CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    TS_MS_FIELD_NUMBER: _ClassVar[int]
+    TRACK_ID_FIELD_NUMBER: _ClassVar[int]
+    FACE_BBOX_XYXY_FIELD_NUMBER: _ClassVar[int]
+    LANDMARKS5_XY_FIELD_NUMBER: _ClassVar[int]
+    DETECTION_SCORE_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_REASONS_FIELD_NUMBER: _ClassVar[int]
+    SHARPNESS_FIELD_NUMBER: _ClassVar[int]
+    YAW_DEG_FIELD_NUMBER: _ClassVar[int]
+    PITCH_DEG_FIELD_NUMBER: _ClassVar[int]
+    ROLL_DEG_FIELD_NUMBER: _ClassVar[int]
+    ATTENDING_FIELD_NUMBER: _ClassVar[int]
+    AGE_YEARS_FIELD_NUMBER: _ClassVar[int]
+    P_MALE_FIELD_NUMBER: _ClassVar[int]
+    EMOTION_PROBS_FIELD_NUMBER: _ClassVar[int]
+    FACE_DETECTOR_FIELD_NUMBER: _ClassVar[int]
+    camera_id: str
+    seq: int
+    ts_ms: int
+    track_id: int
+    face_bbox_xyxy: BoxXYXY
+    landmarks5_xy: _containers.RepeatedScalarFieldContainer[float]
+    detection_score: float
+    accepted: bool
+    rejected_reasons: _containers.RepeatedScalarFieldContainer[str]
+    sharpness: float
+    yaw_deg: float
+    pitch_deg: float
+    roll_deg: float
+    attending: bool
+    age_years: float
+    p_male: float
+    emotion_probs: _containers.RepeatedScalarFieldContainer[float]
+    face_detector: str
+    def __init__(self, camera_id: _Optional[str] = ..., seq: _Optional[int] = ..., ts_ms: _Optional[int] = ..., track_id: _Optional[int] = ..., face_bbox_xyxy: _Optional[_Union[BoxXYXY, _Mapping]] = ..., landmarks5_xy: _Optional[_Iterable[float]] = ..., detection_score: _Optional[float] = ..., accepted: bool = ..., rejected_reasons: _Optional[_Iterable[str]] = ..., sharpness: _Optional[float] = ..., yaw_deg: _Optional[float] = ..., pitch_deg: _Optional[float] = ..., roll_deg: _Optional[float] = ..., attending: bool = ..., age_years: _Optional[float] = ..., p_male: _Optional[float] = ..., emotion_probs: _Optional[_Iterable[float]] = ..., face_detector: _Optional[str] = ...) -> None: ...
+
+class TrackAttributes(_message.Message):
+    __slots__ = ("camera_id", "track_id", "first_ts_ms", "last_ts_ms", "last_seq", "n_faces", "n_used", "n_rejected", "rejected_reasons", "age_years", "age_low_years", "age_high_years", "age_unknown_reason", "gender", "gender_confidence", "emotion", "emotion_confidence", "emotion_probabilities", "attention_share", "attention_n", "final")
+    class RejectedReasonsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class EmotionProbabilitiesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
+    TRACK_ID_FIELD_NUMBER: _ClassVar[int]
+    FIRST_TS_MS_FIELD_NUMBER: _ClassVar[int]
+    LAST_TS_MS_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    N_FACES_FIELD_NUMBER: _ClassVar[int]
+    N_USED_FIELD_NUMBER: _ClassVar[int]
+    N_REJECTED_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_REASONS_FIELD_NUMBER: _ClassVar[int]
+    AGE_YEARS_FIELD_NUMBER: _ClassVar[int]
+    AGE_LOW_YEARS_FIELD_NUMBER: _ClassVar[int]
+    AGE_HIGH_YEARS_FIELD_NUMBER: _ClassVar[int]
+    AGE_UNKNOWN_REASON_FIELD_NUMBER: _ClassVar[int]
+    GENDER_FIELD_NUMBER: _ClassVar[int]
+    GENDER_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    EMOTION_FIELD_NUMBER: _ClassVar[int]
+    EMOTION_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    EMOTION_PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
+    ATTENTION_SHARE_FIELD_NUMBER: _ClassVar[int]
+    ATTENTION_N_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
+    camera_id: str
+    track_id: int
+    first_ts_ms: int
+    last_ts_ms: int
+    last_seq: int
+    n_faces: int
+    n_used: int
+    n_rejected: int
+    rejected_reasons: _containers.ScalarMap[str, int]
+    age_years: float
+    age_low_years: float
+    age_high_years: float
+    age_unknown_reason: str
+    gender: Gender
+    gender_confidence: float
+    emotion: Emotion
+    emotion_confidence: float
+    emotion_probabilities: _containers.ScalarMap[str, float]
+    attention_share: float
+    attention_n: int
+    final: bool
+    def __init__(self, camera_id: _Optional[str] = ..., track_id: _Optional[int] = ..., first_ts_ms: _Optional[int] = ..., last_ts_ms: _Optional[int] = ..., last_seq: _Optional[int] = ..., n_faces: _Optional[int] = ..., n_used: _Optional[int] = ..., n_rejected: _Optional[int] = ..., rejected_reasons: _Optional[_Mapping[str, int]] = ..., age_years: _Optional[float] = ..., age_low_years: _Optional[float] = ..., age_high_years: _Optional[float] = ..., age_unknown_reason: _Optional[str] = ..., gender: _Optional[_Union[Gender, str]] = ..., gender_confidence: _Optional[float] = ..., emotion: _Optional[_Union[Emotion, str]] = ..., emotion_confidence: _Optional[float] = ..., emotion_probabilities: _Optional[_Mapping[str, float]] = ..., attention_share: _Optional[float] = ..., attention_n: _Optional[int] = ..., final: bool = ...) -> None: ...
+
+class CustomerMatch(_message.Message):
+    __slots__ = ("event_id", "camera_id", "track_id", "seq", "ts_ms", "customer_id", "similarity", "is_new", "returning", "visit_no", "visit_first_ts_ms", "n_faces", "embedder")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
+    TRACK_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    TS_MS_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    IS_NEW_FIELD_NUMBER: _ClassVar[int]
+    RETURNING_FIELD_NUMBER: _ClassVar[int]
+    VISIT_NO_FIELD_NUMBER: _ClassVar[int]
+    VISIT_FIRST_TS_MS_FIELD_NUMBER: _ClassVar[int]
+    N_FACES_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDER_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    camera_id: str
+    track_id: int
+    seq: int
+    ts_ms: int
+    customer_id: str
+    similarity: float
+    is_new: bool
+    returning: bool
+    visit_no: int
+    visit_first_ts_ms: int
+    n_faces: int
+    embedder: str
+    def __init__(self, event_id: _Optional[str] = ..., camera_id: _Optional[str] = ..., track_id: _Optional[int] = ..., seq: _Optional[int] = ..., ts_ms: _Optional[int] = ..., customer_id: _Optional[str] = ..., similarity: _Optional[float] = ..., is_new: bool = ..., returning: bool = ..., visit_no: _Optional[int] = ..., visit_first_ts_ms: _Optional[int] = ..., n_faces: _Optional[int] = ..., embedder: _Optional[str] = ...) -> None: ...
+
+class CustomerErasure(_message.Message):
+    __slots__ = ("customer_id", "ts_ms", "request_id")
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    TS_MS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    customer_id: str
+    ts_ms: int
+    request_id: str
+    def __init__(self, customer_id: _Optional[str] = ..., ts_ms: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
