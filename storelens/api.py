@@ -1,4 +1,8 @@
-"""HTTP API: counts, occupancy, tracks and crossings read from :class:`~storelens.storage.Storage`.
+"""HTTP API: counts, occupancy, tracks, crossings, demographics and customers.
+
+History comes from :class:`~storelens.storage.Storage`; customers (returning
+visitors recognised by face, pseudonymous ids, no images) from a
+:class:`~storelens.faces.gallery.GalleryStore` when faces are enabled.
 
 Build the app with :func:`create_app` (importing this module does no work)
 and serve it with any ASGI server. Interactive docs are at ``/docs``, the
@@ -16,8 +20,9 @@ Example:
 """
 from __future__ import annotations
 
+import logging
 import time
-from typing import Annotated, Literal, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Literal, Protocol
 
 from fastapi import FastAPI, HTTPException, Path, Query, Response
 from fastapi.responses import JSONResponse
@@ -28,7 +33,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import storelens
 from storelens import messages as m
 from storelens.config import CameraConfig, SiteConfig
-from storelens.storage import Storage
+from storelens.storage import AGE_BAND_KEYS, EMOTION_KEYS, GENDER_KEYS, Storage, age_band
+
+if TYPE_CHECKING:  # the gallery (numpy, FAISS) is only imported where faces are enabled
+    from storelens.faces.gallery import GalleryStore
+
+log = logging.getLogger(__name__)
 
 
 class LiveState(Protocol):
@@ -49,6 +59,12 @@ MAX_BUCKETS = 100_000
 #: Cap of ``limit_points`` (tracks) and ``limit`` (crossings).
 MAX_POINTS = 100_000
 DAY_MS = 86_400_000
+#: Largest ``page_size`` of ``/v1/customers``, and the largest ``page``.
+MAX_PAGE_SIZE = 500
+MAX_PAGE = 1_000_000
+#: Customer ids: pseudonymous tokens (``cust-`` + hex by default), never free text.
+CUSTOMER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+FACES_DISABLED = "face recognition is disabled: no customer gallery is configured"
 
 
 # -- response models ---------------------------------------------------------
@@ -156,6 +172,111 @@ class CrossingOut(_Out):
     seq: int
 
 
+class CustomerSummaryOut(_Out):
+    customer_id: str = Field(description="Pseudonymous id (not derived from the face).")
+    created_ts_ms: int
+    visits: int = Field(ge=0, description="Retained visits.")
+    first_seen_ts_ms: int = Field(description="Start of the first retained visit (created_ts_ms without visits).")
+    last_seen_ts_ms: int = Field(description="End of the latest visit (created_ts_ms without visits).")
+    returning: bool = Field(description="The latest visit is the customer's second or later.")
+    cameras: list[str] = Field(description="Cameras of the retained visits, sorted.")
+
+
+class CustomersOut(_Out):
+    total: int = Field(ge=0, description="Customers matching the filters (all pages).")
+    page: int = Field(ge=1)
+    page_size: int = Field(ge=1)
+    items: list[CustomerSummaryOut] = Field(description="Most recently seen first (ties: by id).")
+
+
+class VisitOut(_Out):
+    visit_no: int = Field(ge=1, description="1 for the first visit; above 1 when returning.")
+    first_seen_ts_ms: int
+    last_seen_ts_ms: int
+    cameras: list[str]
+
+
+class TrackAttributesOut(_Out):
+    first_ts_ms: int
+    last_ts_ms: int
+    last_seq: int
+    n_faces: int = Field(ge=0, description="Faces seen on the track.")
+    n_used: int = Field(ge=0, description="Faces that passed the quality gate and were used.")
+    n_rejected: int = Field(ge=0)
+    age_years: float | None = Field(description="Median age estimate; null when unknown.")
+    age_low_years: float | None
+    age_high_years: float | None
+    age_band: str = Field(description=f"One of {', '.join(AGE_BAND_KEYS)}.")
+    gender: Literal["female", "male", "unknown"]
+    gender_confidence: float
+    emotion: str = Field(description=f"One of {', '.join(EMOTION_KEYS)}.")
+    emotion_confidence: float
+    attention_share: float | None = Field(description="Share of usable faces attending; null when none.")
+    final: bool = Field(description="The track has ended (no further update).")
+
+
+class CustomerTrackOut(_Out):
+    event_id: str
+    camera_id: str
+    track_id: int
+    seq: int
+    ts_ms: int = Field(description="Time of the match decision.")
+    similarity: float = Field(description="Cosine similarity to the matched gallery entry.")
+    is_new: bool = Field(description="The customer was created by this track.")
+    returning: bool
+    visit_no: int
+    attributes: TrackAttributesOut | None = Field(description="Face attributes of the track; null if none yet.")
+
+
+class AttributeSummaryOut(_Out):
+    tracks_with_faces: int = Field(ge=0, description="Matched tracks with at least one face.")
+    gender: Literal["female", "male", "unknown"] = Field(description="The most confident known gender.")
+    gender_confidence: float
+    age_years: float | None = Field(description="Age of the track with the most used faces (narrowest interval).")
+    age_low_years: float | None
+    age_high_years: float | None
+    age_band: str
+
+
+class CustomerOut(_Out):
+    customer_id: str
+    returning: bool
+    visits: list[VisitOut] = Field(description="By visit number.")
+    tracks: list[CustomerTrackOut] = Field(description="Tracks matched to the customer, oldest first.")
+    summary: AttributeSummaryOut
+
+
+class DemographicsOut(_Out):
+    camera_id: str | None = Field(description="The camera, or null for the whole store.")
+    start_ms: int | None
+    end_ms: int | None
+    tracks: int = Field(ge=0, description="Tracks with at least one face whose last sighting is in the range.")
+    age: dict[str, int] = Field(description=f"Tracks per age band: {', '.join(AGE_BAND_KEYS)}.")
+    gender: dict[str, int] = Field(description=f"Tracks per gender: {', '.join(GENDER_KEYS)}.")
+    emotion: dict[str, int] = Field(description=f"Tracks per dominant emotion: {', '.join(EMOTION_KEYS)}.")
+
+
+def _attribute_summary(tracks: list[dict[str, Any]]) -> AttributeSummaryOut:
+    """The most confident known gender and the best-supported age over a customer's tracks."""
+    known = [t["attributes"] for t in tracks if t["attributes"] is not None and t["attributes"]["n_faces"] > 0]
+    gendered = [a for a in known if a["gender"] != "unknown"]
+    g = max(gendered, key=lambda a: (a["gender_confidence"], a["n_used"], a["last_ts_ms"]), default=None)
+
+    def age_key(a: dict[str, Any]) -> tuple:
+        lo, hi = a["age_low_years"], a["age_high_years"]
+        width = hi - lo if lo is not None and hi is not None else float("inf")
+        return a["n_used"], -width, a["last_ts_ms"]
+
+    age = max((a for a in known if a["age_years"] is not None), key=age_key, default=None)
+    return AttributeSummaryOut(
+        tracks_with_faces=len(known),
+        gender=g["gender"] if g else "unknown", gender_confidence=g["gender_confidence"] if g else 0.0,
+        age_years=age["age_years"] if age else None, age_low_years=age["age_low_years"] if age else None,
+        age_high_years=age["age_high_years"] if age else None,
+        age_band=age_band(age["age_years"] if age else None),
+    )
+
+
 # -- metrics -------------------------------------------------------------------
 
 
@@ -208,6 +329,8 @@ class _MetricsMiddleware:
 # -- app -------------------------------------------------------------------------
 
 _NOT_FOUND = {404: {"model": ErrorOut, "description": "Unknown camera or line."}}
+_FACES_OFF = {503: {"model": ErrorOut, "description": "Face recognition is disabled (no customer gallery)."}}
+_UNKNOWN_CUSTOMER = {404: {"model": ErrorOut, "description": "Unknown customer."}}
 
 CameraId = Annotated[str, Path(description="Camera id from the site configuration.", max_length=200)]
 StartMs = Annotated[int, Query(ge=0, le=MAX_TS_MS, description="Range start (inclusive), ms since epoch.")]
@@ -218,6 +341,22 @@ OptStartMs = Annotated[
 EndMs = Annotated[
     int | None, Query(ge=1, le=MAX_TS_MS, description="Range end (exclusive), ms since epoch; default just after the last crossing (counts) or now + 1 day.")
 ]
+
+
+CustomerId = Annotated[str, Path(
+    description="Pseudonymous customer id: 1-128 characters, letters, digits and . _ : - (not first).",
+    min_length=1, max_length=128, pattern=CUSTOMER_ID_PATTERN)]
+FromMs = Annotated[
+    int | None, Query(ge=0, le=MAX_TS_MS, description="Range start (inclusive), ms since epoch; default unbounded.")
+]
+ToMs = Annotated[
+    int | None, Query(ge=1, le=MAX_TS_MS, description="Range end (exclusive), ms since epoch; default unbounded.")
+]
+
+
+def _check_range(start_ms: int | None, end_ms: int | None) -> None:
+    if start_ms is not None and end_ms is not None and end_ms <= start_ms:
+        raise HTTPException(422, f"end_ms ({end_ms}) must be greater than start_ms ({start_ms})")
 
 
 def _resolve_range(start_ms: int, end_ms: int | None) -> tuple[int, int]:
@@ -233,13 +372,27 @@ def _n_buckets(start_ms: int, end_ms: int, bucket_s: int) -> int:
     return (end_ms - 1) // w - start_ms // w + 1
 
 
-def create_app(config: SiteConfig, storage: Storage, live: LiveState | None = None) -> FastAPI:
+def create_app(
+    config: SiteConfig,
+    storage: Storage,
+    live: LiveState | None = None,
+    gallery_store: GalleryStore | None = None,
+    on_erasure: Callable[[str], object] | None = None,
+) -> FastAPI:
     """The StoreLens API over ``storage`` for the cameras of ``config``.
 
     With ``live`` (e.g. :class:`~storelens.live.RedisLiveState`, distributed
     mode), ``/v1/occupancy*`` read each camera's occupancy from the live state
     (falling back to ``storage`` when it has none) and report its
     ``last_seen_ts_ms``; ``/readyz`` then also requires ``live.ping()``.
+
+    ``gallery_store`` (a :class:`~storelens.faces.gallery.GalleryStore`)
+    enables ``/v1/customers*``; without it they answer 503.
+    ``/v1/demographics`` reads ``storage`` only. ``DELETE
+    /v1/customers/{id}`` deletes the customer from the gallery store and
+    ``storage``, then calls ``on_erasure(customer_id)`` if given (distributed
+    mode: publish a ``CustomerErasure`` so the reid service drops the customer
+    from its in-memory index).
 
     Example:
         >>> from storelens.config import parse_config
@@ -252,7 +405,8 @@ def create_app(config: SiteConfig, storage: Storage, live: LiveState | None = No
     app = FastAPI(
         title="StoreLens API",
         version=storelens.__version__,
-        description="People counts, live occupancy, tracks and line crossings of a store's cameras. "
+        description="People counts, live occupancy, tracks and line crossings of a store's cameras; "
+        "demographics of the faces seen and returning customers (pseudonymous ids, no images). "
         "Times are milliseconds since the Unix epoch; ranges are half-open [start_ms, end_ms).",
     )
     metrics = _Metrics()
@@ -260,6 +414,7 @@ def create_app(config: SiteConfig, storage: Storage, live: LiveState | None = No
     app.state.storage = storage
     app.state.live = live
     app.state.config = config
+    app.state.gallery_store = gallery_store
     cameras = {c.id: c for c in config.cameras}
 
     def camera(camera_id: str) -> CameraConfig:
@@ -414,6 +569,94 @@ def create_app(config: SiteConfig, storage: Storage, live: LiveState | None = No
                         ts_ms=e.ts_ms, seq=e.seq)
             for e in storage.crossings(camera_id, start, end, limit=limit)
         ]
+
+    # -- faces ---------------------------------------------------------------------
+
+    def gallery() -> GalleryStore:
+        if gallery_store is None:
+            raise HTTPException(503, FACES_DISABLED)
+        return gallery_store
+
+    @app.get("/v1/demographics", response_model=DemographicsOut, responses=_NOT_FOUND, tags=["demographics"],
+             summary="Age bands, gender and emotion of the tracks seen",
+             description="Counts tracks with at least one face by estimated age band, gender and dominant "
+             "emotion. A track is in the range when its last sighting is in [start_ms, end_ms). "
+             "Estimates are per track (aggregated over its faces), never per image.")
+    def demographics(
+        camera_id: Annotated[str | None, Query(max_length=200, description="Only this camera.")] = None,
+        start_ms: FromMs = None,
+        end_ms: ToMs = None,
+    ) -> DemographicsOut:
+        if camera_id is not None:
+            camera(camera_id)
+        _check_range(start_ms, end_ms)
+        return DemographicsOut.model_validate(storage.demographics(camera_id, start_ms, end_ms))
+
+    @app.get("/v1/customers", response_model=CustomersOut, responses=_FACES_OFF, tags=["customers"],
+             summary="Customers recognised by face, paged",
+             description="Customers of the gallery, most recently seen first. `returning` keeps only returning "
+             "(or only first-time) customers; `start_ms`/`end_ms` keep customers with a visit overlapping "
+             "[start_ms, end_ms).")
+    def list_customers(
+        page: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page number, from 1.")] = 1,
+        page_size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Customers per page.")] = 50,
+        returning: Annotated[bool | None, Query(description="Only returning (true) or first-time (false).")]
+        = None,
+        start_ms: FromMs = None,
+        end_ms: ToMs = None,
+    ) -> CustomersOut:
+        store = gallery()
+        _check_range(start_ms, end_ms)
+        total, items = store.list_customers(returning=returning, from_ts_ms=start_ms, to_ts_ms=end_ms,
+                                            limit=page_size, offset=(page - 1) * page_size)
+        return CustomersOut(total=total, page=page, page_size=page_size, items=[
+            CustomerSummaryOut(customer_id=c.customer_id, created_ts_ms=c.created_ts_ms, visits=c.visits,
+                               first_seen_ts_ms=c.first_seen_ts_ms, last_seen_ts_ms=c.last_seen_ts_ms,
+                               returning=c.returning, cameras=list(c.cameras))
+            for c in items
+        ])
+
+    @app.get("/v1/customers/{customer_id}", response_model=CustomerOut,
+             responses={**_UNKNOWN_CUSTOMER, **_FACES_OFF}, tags=["customers"],
+             summary="One customer: visits, matched tracks and their attributes",
+             description="The customer's visits, the tracks matched to them with their face attributes, and a "
+             "summary (the most confident known gender, the best-supported age).")
+    def get_customer(customer_id: CustomerId) -> CustomerOut:
+        store = gallery()
+        if not store.customer_exists(customer_id):
+            raise HTTPException(404, f"unknown customer {customer_id!r}")
+        visits = store.visits(customer_id)
+        tracks = storage.customer_tracks(customer_id)
+        returning = visits[-1].returning if visits else any(t["returning"] for t in tracks)
+        return CustomerOut(
+            customer_id=customer_id, returning=returning,
+            visits=[VisitOut(visit_no=v.visit_no, first_seen_ts_ms=v.first_ts_ms, last_seen_ts_ms=v.last_ts_ms,
+                             cameras=list(v.cameras)) for v in visits],
+            tracks=[CustomerTrackOut.model_validate(t) for t in tracks],
+            summary=_attribute_summary(tracks),
+        )
+
+    @app.delete("/v1/customers/{customer_id}", status_code=204, response_class=Response,
+                responses={**_UNKNOWN_CUSTOMER, **_FACES_OFF, 204: {"description": "The customer was erased."}},
+                tags=["customers"], summary="Erase a customer (right to erasure)",
+                description="Deletes the customer's embeddings and visits from the gallery and their matches "
+                "from the history (anonymous per-track demographics stay), then tells the recognition service "
+                "to forget them. The notification is sent even for an unknown id, so retrying a request whose "
+                "notification failed (503) completes the erasure.")
+    def erase_customer(customer_id: CustomerId) -> Response:
+        store = gallery()
+        in_gallery = store.delete_customer(customer_id)
+        rows = storage.erase_customer(customer_id)
+        if on_erasure is not None:
+            try:
+                on_erasure(customer_id)
+            except Exception:
+                log.exception("customer erasure not propagated", extra={"customer_id": customer_id})
+                raise HTTPException(503, "the customer was deleted from the stores, but the erasure could not be "
+                                    "sent to the recognition service; retry the request") from None
+        if not (in_gallery or rows):
+            raise HTTPException(404, f"unknown customer {customer_id!r}")
+        return Response(status_code=204)
 
     return app
 

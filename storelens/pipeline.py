@@ -41,6 +41,10 @@ class PipelineResult:
     crossings: int = 0
     dead_letters: int = 0
     elapsed_s: float = 0.0
+    #: Faces stages (``faces.enabled``): counters of the attributes and reid stages.
+    faces: dict[str, int] = field(default_factory=dict)
+    #: Track -> customer decisions (camera id, track id, customer id, returning), in order.
+    customer_matches: list[tuple[str, int, str, bool]] = field(default_factory=list)
 
     @property
     def fps(self) -> float:
@@ -66,6 +70,7 @@ class EmbeddedPipeline:
         on_tracked: Callable[[m.TrackedFrame], None] | None = None,
         on_frame_done: Callable[[str], None] | None = None,
         bus: InProcessBus | None = None,
+        faces_stages: tuple | None = None,
     ) -> None:
         self.config = config
         self.storage = storage
@@ -78,6 +83,8 @@ class EmbeddedPipeline:
         self._tracker_factory = tracker_factory
         self.result = PipelineResult()
         self.analytics = AnalyticsStage(config)
+        #: ``(AttributesStage, ReidStage)`` when ``faces.enabled`` (built in :meth:`run` unless given).
+        self.faces_stages = faces_stages
 
     def stop(self) -> None:
         self._stop.set()
@@ -119,6 +126,52 @@ class EmbeddedPipeline:
             if frame.end_of_stream:
                 ended += 1
         self.bus.publish(topics.TRACKS, b"", _STOP)
+        self.bus.publish(topics.PERSON_CROPS, b"", _STOP)
+
+    def _faces(self) -> None:
+        """person-crops -> face-observations, track-attributes (attributes) and customer-matches (reid).
+
+        One face detection per crop serves both stages (the services each run their own).
+        """
+        sub = self.bus.subscribe(topics.PERSON_CROPS)
+        self._ready.release()
+        attributes, reid = self.faces_stages
+        res = self.result
+        while True:
+            msg = sub.poll(timeout_s=0.2)
+            if msg is None:
+                continue
+            if msg.value == _STOP:
+                break
+            try:
+                crop = m.decode(m.PersonCrop, msg.value)
+                image = face = None
+                if not crop.end_of_stream:
+                    from storelens.faces.stages import decode_crop
+
+                    image = decode_crop(crop)
+                    face = attributes.finder.find(image)
+                out = attributes.process(crop, image, face)
+                accepted = next((o.accepted for o in out.observations), None)
+                matches = reid.process(crop, image, face, accepted) if reid is not None else []
+            except DecodeError as exc:
+                self._dead_letter(msg, str(exc), "faces")
+                continue
+            except BaseException as exc:  # a model failure stops the run with its message
+                self._fail(exc)
+                break
+            for obs in out.observations:
+                self.bus.publish(topics.FACE_OBSERVATIONS, msg.key, m.encode(obs))
+            for summary in out.summaries:
+                self.bus.publish(topics.TRACK_ATTRIBUTES, msg.key, m.encode(summary))
+            for match in matches:
+                self.bus.publish(topics.CUSTOMER_MATCHES, msg.key, m.encode(match))
+                res.customer_matches.append((match.camera_id, match.track_id, match.customer_id, match.returning))
+            if self.storage is not None:
+                if out.summaries:
+                    self.storage.write_track_attributes(out.summaries)
+                if matches:
+                    self.storage.write_customer_matches(matches)
 
     def _analytics(self) -> None:
         sub = self.bus.subscribe(topics.TRACKS)
@@ -170,6 +223,12 @@ class EmbeddedPipeline:
         self._stop.set()
 
     # -- run -------------------------------------------------------------
+    def build_faces_stages(self) -> tuple:
+        """``(AttributesStage, ReidStage)`` from ``config.faces`` (loads the face models and the gallery)."""
+        from storelens.faces.stages import AttributesStage, ReidStage, open_gallery
+
+        return AttributesStage(self.config), ReidStage(self.config, open_gallery(self.config))
+
     def build_stage(self) -> DetectTrackStage:
         from storelens.detection import build_detector
         from storelens.tracking import build_tracker
@@ -184,12 +243,16 @@ class EmbeddedPipeline:
         stage = stage or self.build_stage()
         for cam in self.config.cameras:  # build trackers (and their embedders) before timing
             stage.tracker(cam.id)
+        if self.faces_stages is None and self.config.faces.enabled:
+            self.faces_stages = self.build_faces_stages()
         self._ready = threading.Semaphore(0)
         t0 = time.perf_counter()
         workers = [
             threading.Thread(target=self._detect_track, args=(stage, len(self.config.cameras)), name="detect-track", daemon=True),
             threading.Thread(target=self._analytics, name="analytics", daemon=True),
         ]
+        if self.faces_stages is not None:
+            workers.append(threading.Thread(target=self._faces, name="faces", daemon=True))
         for w in workers:
             w.start()
         for _ in workers:  # subscriptions exist before the first frame is published
@@ -214,6 +277,11 @@ class EmbeddedPipeline:
         for cam in self.config.cameras:
             self.result.line_counts[cam.id] = self.analytics.line_counts(cam.id)
             self.result.occupancy[cam.id] = self.analytics.occupancy[cam.id].value
+        if self.faces_stages is not None:
+            attributes, reid = self.faces_stages
+            self.result.faces = {f"attributes_{k}": v for k, v in attributes.stats.items()}
+            if reid is not None:
+                self.result.faces.update({f"reid_{k}": v for k, v in reid.stats.items()})
         if self._errors:
             err = self._errors[0]
             if isinstance(err, StoreLensError):

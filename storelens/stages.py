@@ -82,6 +82,8 @@ class DetectTrackStage:
                              source_frame=frame.source_frame, end_of_stream=frame.end_of_stream,
                              width=frame.source_width or frame.width, height=frame.source_height or frame.height)
         if frame.end_of_stream:
+            self.last_crops = [m.PersonCrop(camera_id=frame.camera_id, seq=frame.seq, ts_ms=frame.ts_ms,
+                                            end_of_stream=True)]
             return out
         image = decode_jpeg(frame)
         dets = self.detector.detect(image)

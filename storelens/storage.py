@@ -8,7 +8,10 @@ Every write is idempotent, so a message delivered twice never counts twice:
 * track points are keyed by ``(camera_id, seq, track_id)``,
 * crossings by their deterministic ``event_id``,
 * occupancy by ``camera_id`` (the latest state by ``ts_ms`` wins),
-* count windows by ``(camera_id, line_id, window_start_ms)``.
+* count windows by ``(camera_id, line_id, window_start_ms)``,
+* face attributes of a track by ``(camera_id, track_id)`` (the message with
+  the highest ``last_seq`` wins, so a redelivered older summary is ignored),
+* customer matches by their deterministic ``event_id``.
 
 Time ranges are half-open, ``[start_ms, end_ms)``, in milliseconds since the
 Unix epoch.
@@ -30,9 +33,10 @@ from __future__ import annotations
 import contextlib
 import pathlib
 import sqlite3
+import math
 import threading
 from dataclasses import dataclass
-from typing import Iterator, NamedTuple, Protocol, Sequence, runtime_checkable
+from typing import Any, Iterable, Iterator, NamedTuple, Protocol, Sequence, runtime_checkable
 
 from storelens import messages as m
 from storelens.config import StorageConfig
@@ -100,6 +104,18 @@ class Storage(Protocol):
 
     def crossings(self, camera_id: str, start_ms: int, end_ms: int, limit: int = 100_000) -> list[CrossingEvent]: ...
 
+    def write_track_attributes(self, items: Sequence[m.TrackAttributes]) -> None: ...
+
+    def write_customer_matches(self, items: Sequence[m.CustomerMatch]) -> None: ...
+
+    def customer_tracks(self, customer_id: str) -> list[dict[str, Any]]: ...
+
+    def demographics(
+        self, camera_id: str | None = None, start_ms: int | None = None, end_ms: int | None = None
+    ) -> dict[str, Any]: ...
+
+    def erase_customer(self, customer_id: str) -> int: ...
+
     def ping(self) -> bool: ...
 
     def close(self) -> None: ...
@@ -146,9 +162,198 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (camera_id, line_id, window_start_ms)
         ) WITHOUT ROWID""",
     ),
+    # 2: face history (per-track attributes, customer matches).
+    (
+        """CREATE TABLE track_attributes (
+            camera_id          TEXT    NOT NULL,
+            track_id           INTEGER NOT NULL,
+            first_ts_ms        INTEGER NOT NULL,
+            last_ts_ms         INTEGER NOT NULL,
+            last_seq           INTEGER NOT NULL,
+            n_faces            INTEGER NOT NULL,
+            n_used             INTEGER NOT NULL,
+            n_rejected         INTEGER NOT NULL,
+            age_years          REAL,
+            age_low_years      REAL,
+            age_high_years     REAL,
+            gender             TEXT    NOT NULL,
+            gender_confidence  REAL    NOT NULL,
+            emotion            TEXT    NOT NULL,
+            emotion_confidence REAL    NOT NULL,
+            attention_share    REAL,
+            final              INTEGER NOT NULL,
+            PRIMARY KEY (camera_id, track_id)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX track_attributes_by_time ON track_attributes (camera_id, last_ts_ms)",
+        "CREATE INDEX track_attributes_by_last_ts ON track_attributes (last_ts_ms)",
+        """CREATE TABLE customer_matches (
+            event_id     TEXT    PRIMARY KEY,
+            camera_id    TEXT    NOT NULL,
+            track_id     INTEGER NOT NULL,
+            seq          INTEGER NOT NULL,
+            ts_ms        INTEGER NOT NULL,
+            customer_id  TEXT    NOT NULL,
+            similarity   REAL    NOT NULL,
+            is_new       INTEGER NOT NULL,
+            is_returning INTEGER NOT NULL,
+            visit_no     INTEGER NOT NULL
+        )""",
+        "CREATE INDEX customer_matches_by_customer ON customer_matches (customer_id, ts_ms)",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+# -- face history: SQL and row mapping shared by both backends ---------------------------
+# The statements below are plain SQL that SQLite and PostgreSQL both accept; ``ph`` is
+# the driver's placeholder ("?" for sqlite3, "%s" for psycopg).
+
+#: Age bands of :meth:`SqliteStorage.demographics`: ``(name, exclusive upper bound in years)``.
+AGE_BANDS: tuple[tuple[str, float | None], ...] = (
+    ("0-17", 18), ("18-24", 25), ("25-34", 35), ("35-44", 45), ("45-54", 55), ("55-64", 65), ("65+", None),
+)
+#: Keys of the ``age``, ``gender`` and ``emotion`` counts of a demographics answer, in order.
+AGE_BAND_KEYS: tuple[str, ...] = tuple(name for name, _ in AGE_BANDS) + ("unknown",)
+GENDER_KEYS: tuple[str, ...] = ("female", "male", "unknown")
+EMOTION_KEYS: tuple[str, ...] = tuple(n for n in m.EMOTION_NAMES.values() if n != "unknown") + ("unknown",)
+
+
+def age_band(age_years: float | None) -> str:
+    """The :data:`AGE_BANDS` name of an age (``"unknown"`` for ``None``).
+
+    Example:
+        >>> age_band(17.9), age_band(18), age_band(64.5), age_band(90), age_band(None)
+        ('0-17', '18-24', '55-64', '65+', 'unknown')
+    """
+    if age_years is None:
+        return "unknown"
+    for name, upper in AGE_BANDS:
+        if upper is None or age_years < upper:
+            return name
+    raise AssertionError("unreachable")  # pragma: no cover (the last band is open)
+
+
+_AGE_BAND_SQL = (
+    "CASE WHEN age_years IS NULL THEN 'unknown' "
+    + " ".join(f"WHEN age_years < {upper} THEN '{name}'" for name, upper in AGE_BANDS if upper is not None)
+    + f" ELSE '{AGE_BANDS[-1][0]}' END"
+)
+
+_TRACK_ATTRIBUTE_COLUMNS = (
+    "camera_id", "track_id", "first_ts_ms", "last_ts_ms", "last_seq", "n_faces", "n_used", "n_rejected",
+    "age_years", "age_low_years", "age_high_years", "gender", "gender_confidence", "emotion",
+    "emotion_confidence", "attention_share", "final",
+)
+_CUSTOMER_MATCH_COLUMNS = (
+    "event_id", "camera_id", "track_id", "seq", "ts_ms", "customer_id", "similarity", "is_new",
+    "is_returning", "visit_no",
+)
+#: Attribute columns reported per track (all but the key).
+_ATTRIBUTE_FIELDS = _TRACK_ATTRIBUTE_COLUMNS[2:]
+_MATCH_FIELDS = ("event_id", "camera_id", "track_id", "seq", "ts_ms", "similarity", "is_new", "is_returning",
+                 "visit_no")
+
+
+def _upsert_sql(table: str, columns: Sequence[str], key: Sequence[str], ph: str, where: str = "") -> str:
+    """``INSERT .. ON CONFLICT (key) DO UPDATE`` of every non-key column (``t`` names the stored row)."""
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
+    return (f"INSERT INTO {table} AS t ({', '.join(columns)}) VALUES ({', '.join([ph] * len(columns))}) "
+            f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}" + (f" WHERE {where}" if where else ""))
+
+
+def _track_attributes_sql(ph: str) -> str:
+    # A redelivered (or reordered) older summary of the track never replaces a newer one.
+    return _upsert_sql("track_attributes", _TRACK_ATTRIBUTE_COLUMNS, ("camera_id", "track_id"), ph,
+                       where="excluded.last_seq >= t.last_seq")
+
+
+def _customer_matches_sql(ph: str) -> str:
+    return _upsert_sql("customer_matches", _CUSTOMER_MATCH_COLUMNS, ("event_id",), ph)
+
+
+def _customer_tracks_sql(ph: str) -> str:
+    cols = ", ".join([f"c.{c}" for c in _MATCH_FIELDS] + [f"a.{c}" for c in _ATTRIBUTE_FIELDS])
+    return (f"SELECT {cols} FROM customer_matches c LEFT JOIN track_attributes a "
+            f"ON a.camera_id = c.camera_id AND a.track_id = c.track_id "
+            f"WHERE c.customer_id = {ph} ORDER BY c.ts_ms, c.camera_id, c.track_id")
+
+
+def _demographics_sql(ph: str, camera_id: str | None, start_ms: int | None,
+                      end_ms: int | None) -> tuple[str, list[object]]:
+    query = f"SELECT {_AGE_BAND_SQL}, gender, emotion, COUNT(*) FROM track_attributes WHERE n_faces > 0"
+    params: list[object] = []
+    for cond, value in (("camera_id =", camera_id), ("last_ts_ms >=", start_ms), ("last_ts_ms <", end_ms)):
+        if value is not None:
+            query += f" AND {cond} {ph}"
+            params.append(value)
+    return query + " GROUP BY 1, 2, 3", params
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def _opt(msg: m.TrackAttributes, field: str) -> float | None:
+    return _finite(getattr(msg, field)) if msg.HasField(field) else None
+
+
+def _track_attributes_row(a: m.TrackAttributes) -> tuple:
+    return (
+        a.camera_id, a.track_id, a.first_ts_ms, a.last_ts_ms, a.last_seq, a.n_faces, a.n_used, a.n_rejected,
+        _opt(a, "age_years"), _opt(a, "age_low_years"), _opt(a, "age_high_years"),
+        m.GENDER_NAMES.get(a.gender, "unknown"), _finite(a.gender_confidence) or 0.0,
+        m.EMOTION_NAMES.get(a.emotion, "unknown"), _finite(a.emotion_confidence) or 0.0,
+        _opt(a, "attention_share"), bool(a.final),
+    )
+
+
+def _customer_match_row(c: m.CustomerMatch) -> tuple:
+    return (c.event_id, c.camera_id, c.track_id, c.seq, c.ts_ms, c.customer_id, _finite(c.similarity) or 0.0,
+            bool(c.is_new), bool(c.returning), c.visit_no)
+
+
+def _customer_track(row: Sequence[Any]) -> dict[str, Any]:
+    """One row of :func:`_customer_tracks_sql` -> the dict :meth:`SqliteStorage.customer_tracks` returns."""
+    match = dict(zip(_MATCH_FIELDS, row[: len(_MATCH_FIELDS)]))
+    track = {k: match[k] for k in ("event_id", "camera_id", "track_id", "seq", "ts_ms")}
+    track.update(similarity=float(match["similarity"]), is_new=bool(match["is_new"]),
+                 returning=bool(match["is_returning"]), visit_no=int(match["visit_no"]))
+    attrs = dict(zip(_ATTRIBUTE_FIELDS, row[len(_MATCH_FIELDS):]))
+    if attrs["last_seq"] is None:  # no attributes stored for the track (yet)
+        track["attributes"] = None
+        return track
+    attrs["final"] = bool(attrs["final"])
+    attrs["age_band"] = age_band(attrs["age_years"])
+    track["attributes"] = attrs
+    return track
+
+
+def _demographics(rows: Iterable[Sequence[Any]], camera_id: str | None, start_ms: int | None,
+                  end_ms: int | None) -> dict[str, Any]:
+    """Rows ``(age band, gender, emotion, count)`` -> the dict :meth:`SqliteStorage.demographics` returns."""
+    out: dict[str, Any] = {
+        "camera_id": camera_id, "start_ms": start_ms, "end_ms": end_ms, "tracks": 0,
+        "age": dict.fromkeys(AGE_BAND_KEYS, 0), "gender": dict.fromkeys(GENDER_KEYS, 0),
+        "emotion": dict.fromkeys(EMOTION_KEYS, 0),
+    }
+    for band, gender, emotion, n in rows:
+        n = int(n)
+        out["tracks"] += n
+        out["age"][band] += n
+        out["gender"][gender if gender in out["gender"] else "unknown"] += n
+        out["emotion"][emotion if emotion in out["emotion"] else "unknown"] += n
+    return out
+
+
+def _track_paths(rows: Iterable[Sequence[Any]]) -> list[TrackPath]:
+    """Rows ``(track_id, ts_ms, seq, x1, y1, x2, y2, confidence)`` ordered by track -> paths."""
+    paths: list[TrackPath] = []
+    for track_id, ts_ms, seq, x1, y1, x2, y2, conf in rows:
+        if not paths or paths[-1].track_id != track_id:
+            paths.append(TrackPath(track_id, []))
+        paths[-1].points.append(TrackPoint(ts_ms, seq, (x1, y1, x2, y2), conf))
+    return paths
 
 
 class SqliteStorage:
@@ -306,7 +511,61 @@ class SqliteStorage:
                 (w.camera_id, w.line_id, w.window_start_ms, w.window_end_ms, w.count_in, w.count_out),
             )
 
+    def write_track_attributes(self, items: Sequence[m.TrackAttributes]) -> None:
+        """Upsert each track's face attributes by ``(camera_id, track_id)``, in order.
+
+        A message replaces the stored one only if its ``last_seq`` is at least
+        the stored one, so a redelivered or late older summary changes nothing.
+        """
+        rows = [_track_attributes_row(a) for a in items]
+        if rows:
+            with self._lock, self._tx() as c:
+                c.executemany(_track_attributes_sql("?"), rows)
+
+    def write_customer_matches(self, items: Sequence[m.CustomerMatch]) -> None:
+        """Insert or replace customer matches by ``event_id``."""
+        rows = [_customer_match_row(cm) for cm in items]
+        if rows:
+            with self._lock, self._tx() as c:
+                c.executemany(_customer_matches_sql("?"), rows)
+
+    def erase_customer(self, customer_id: str) -> int:
+        """Right to erasure: delete the customer's matches; return how many rows went.
+
+        Track attributes stay: without a match they are anonymous demographics.
+        """
+        with self._lock, self._tx() as c:
+            return c.execute("DELETE FROM customer_matches WHERE customer_id = ?", (customer_id,)).rowcount
+
     # -- reads -------------------------------------------------------------
+
+    def customer_tracks(self, customer_id: str) -> list[dict[str, Any]]:
+        """Tracks matched to ``customer_id``, oldest match first, each with its attributes.
+
+        Each dict has ``event_id, camera_id, track_id, seq, ts_ms, similarity,
+        is_new, returning, visit_no`` and ``attributes``: ``None`` when none
+        were stored for the track, else a dict of the stored attribute fields
+        (``first_ts_ms`` .. ``final``, ``gender``/``emotion`` as names) plus ``age_band``.
+        """
+        with self._lock:
+            rows = self._conn.execute(_customer_tracks_sql("?"), (customer_id,)).fetchall()
+        return [_customer_track(r) for r in rows]
+
+    def demographics(
+        self, camera_id: str | None = None, start_ms: int | None = None, end_ms: int | None = None
+    ) -> dict[str, Any]:
+        """Tracks with at least one face, by age band, gender and emotion.
+
+        A track counts when its ``last_ts_ms`` is in ``[start_ms, end_ms)``
+        (unbounded where ``None``), on ``camera_id`` if given. Returns
+        ``{"camera_id", "start_ms", "end_ms", "tracks": n, "age": {band: n},
+        "gender": {name: n}, "emotion": {name: n}}`` with every key of
+        :data:`AGE_BAND_KEYS`, :data:`GENDER_KEYS` and :data:`EMOTION_KEYS` present.
+        """
+        query, params = _demographics_sql("?", camera_id, start_ms, end_ms)
+        with self._lock:
+            rows = self._conn.execute(query, params).fetchall()
+        return _demographics(rows, camera_id, start_ms, end_ms)
 
     def counts(
         self, camera_id: str, start_ms: int, end_ms: int, bucket_s: int, line_id: str | None = None
@@ -392,12 +651,7 @@ class SqliteStorage:
                    ORDER BY track_id, ts_ms, seq""",
                 (camera_id, start_ms, end_ms, limit_points),
             ).fetchall()
-        paths: list[TrackPath] = []
-        for track_id, ts_ms, seq, x1, y1, x2, y2, conf in rows:
-            if not paths or paths[-1].track_id != track_id:
-                paths.append(TrackPath(track_id, []))
-            paths[-1].points.append(TrackPoint(ts_ms, seq, (x1, y1, x2, y2), conf))
-        return paths
+        return _track_paths(rows)
 
     def crossings(self, camera_id: str, start_ms: int, end_ms: int, limit: int = 100_000) -> list[CrossingEvent]:
         """Crossings in ``[start_ms, end_ms)`` in time order (at most ``limit``, the earliest)."""

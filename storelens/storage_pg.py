@@ -10,7 +10,9 @@ against both), so the API and the sinks do not care which one they get from
 * crossings by their deterministic ``event_id`` (``ON CONFLICT DO NOTHING``;
   :meth:`~PostgresStorage.write_crossings` returns how many were new),
 * occupancy by ``camera_id`` (the update with the newest ``ts_ms`` wins),
-* count windows by ``(camera_id, line_id, window_start_ms)``.
+* count windows by ``(camera_id, line_id, window_start_ms)``,
+* face attributes by ``(camera_id, track_id)`` (the highest ``last_seq`` wins),
+* customer matches by their deterministic ``event_id``.
 
 The schema is created or upgraded when a :class:`PostgresStorage` opens: the
 versioned :data:`MIGRATIONS` run in one transaction that first takes a
@@ -40,7 +42,7 @@ may be ``None``):
 from __future__ import annotations
 
 import threading
-from typing import Callable, Iterable, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -48,7 +50,20 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from storelens import messages as m
 from storelens.counting import CrossingEvent
-from storelens.storage import CountBucket, StorageError, TrackPath, TrackPoint
+from storelens.storage import (
+    CountBucket,
+    StorageError,
+    TrackPath,
+    _customer_match_row,
+    _customer_matches_sql,
+    _customer_track,
+    _customer_tracks_sql,
+    _demographics,
+    _demographics_sql,
+    _track_attributes_row,
+    _track_attributes_sql,
+    _track_paths,
+)
 
 T = TypeVar("T")
 
@@ -97,6 +112,46 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (camera_id, line_id, window_start_ms)
         )""",
     ),
+    # 2: face history (per-track attributes, customer matches).
+    (
+        """CREATE TABLE track_attributes (
+            camera_id          TEXT COLLATE "C" NOT NULL,
+            track_id           BIGINT           NOT NULL,
+            first_ts_ms        BIGINT           NOT NULL,
+            last_ts_ms         BIGINT           NOT NULL,
+            last_seq           BIGINT           NOT NULL,
+            n_faces            BIGINT           NOT NULL,
+            n_used             BIGINT           NOT NULL,
+            n_rejected         BIGINT           NOT NULL,
+            age_years          DOUBLE PRECISION,
+            age_low_years      DOUBLE PRECISION,
+            age_high_years     DOUBLE PRECISION,
+            gender             TEXT COLLATE "C" NOT NULL,
+            gender_confidence  DOUBLE PRECISION NOT NULL,
+            emotion            TEXT COLLATE "C" NOT NULL,
+            emotion_confidence DOUBLE PRECISION NOT NULL,
+            attention_share    DOUBLE PRECISION,
+            final              BOOLEAN          NOT NULL,
+            PRIMARY KEY (camera_id, track_id)
+        )""",
+        # /v1/demographics: optional camera + time range on the last sighting.
+        "CREATE INDEX track_attributes_by_time ON track_attributes (camera_id, last_ts_ms)",
+        "CREATE INDEX track_attributes_by_last_ts ON track_attributes (last_ts_ms)",
+        """CREATE TABLE customer_matches (
+            event_id     TEXT COLLATE "C" PRIMARY KEY,
+            camera_id    TEXT COLLATE "C" NOT NULL,
+            track_id     BIGINT           NOT NULL,
+            seq          BIGINT           NOT NULL,
+            ts_ms        BIGINT           NOT NULL,
+            customer_id  TEXT COLLATE "C" NOT NULL,
+            similarity   DOUBLE PRECISION NOT NULL,
+            is_new       BOOLEAN          NOT NULL,
+            is_returning BOOLEAN          NOT NULL,
+            visit_no     BIGINT           NOT NULL
+        )""",
+        # /v1/customers/{id} and erasure: by customer, in time order.
+        "CREATE INDEX customer_matches_by_customer ON customer_matches (customer_id, ts_ms)",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -125,6 +180,9 @@ _UPSERT_OCCUPANCY = """
       ts_ms = excluded.ts_ms, occupancy = excluded.occupancy,
       total_in = excluded.total_in, total_out = excluded.total_out
     WHERE excluded.ts_ms >= o.ts_ms"""
+
+_UPSERT_TRACK_ATTRIBUTES = _track_attributes_sql("%s")
+_UPSERT_CUSTOMER_MATCHES = _customer_matches_sql("%s")
 
 _UPSERT_WINDOW = """
     INSERT INTO count_windows (camera_id, line_id, window_start_ms, window_end_ms, count_in, count_out)
@@ -338,6 +396,17 @@ class PostgresStorage:
         cur.execute(_UPSERT_WINDOW,
                     (w.camera_id, w.line_id, w.window_start_ms, w.window_end_ms, w.count_in, w.count_out))
 
+    @staticmethod
+    def _track_attributes(cur: psycopg.Cursor, items: Sequence[m.TrackAttributes]) -> None:
+        # Row by row (in order), so several summaries of one track in a batch apply as in SQLite.
+        if items:
+            cur.executemany(_UPSERT_TRACK_ATTRIBUTES, [_track_attributes_row(a) for a in items])
+
+    @staticmethod
+    def _customer_matches(cur: psycopg.Cursor, items: Sequence[m.CustomerMatch]) -> None:
+        if items:
+            cur.executemany(_UPSERT_CUSTOMER_MATCHES, [_customer_match_row(c) for c in items])
+
     def _write(self, fn: Callable[[psycopg.Cursor], T]) -> T:
         def tx(conn: psycopg.Connection) -> T:
             with conn.transaction(), conn.cursor() as cur:
@@ -365,12 +434,42 @@ class PostgresStorage:
         """Insert or replace the window ``(camera_id, line_id, window_start_ms)``."""
         self._write(lambda cur: self._window(cur, w))
 
+    def write_track_attributes(self, items: Sequence[m.TrackAttributes]) -> None:
+        """Upsert each track's face attributes by ``(camera_id, track_id)``, in order, atomically.
+
+        A message replaces the stored one only if its ``last_seq`` is at least
+        the stored one, so a redelivered or late older summary changes nothing.
+        """
+        items = list(items)
+        if items:
+            self._write(lambda cur: self._track_attributes(cur, items))
+
+    def write_customer_matches(self, items: Sequence[m.CustomerMatch]) -> None:
+        """Insert or replace customer matches by ``event_id``, atomically."""
+        items = list(items)
+        if items:
+            self._write(lambda cur: self._customer_matches(cur, items))
+
+    def erase_customer(self, customer_id: str) -> int:
+        """Right to erasure: delete the customer's matches; return how many rows went.
+
+        Track attributes stay: without a match they are anonymous demographics.
+        """
+        def erase(cur: psycopg.Cursor) -> int:
+            cur.execute("DELETE FROM customer_matches WHERE customer_id = %s", (customer_id,))
+            return max(cur.rowcount, 0)
+
+        return self._write(erase)
+
     def write_batch(
         self,
         tracked_frames: Iterable[m.TrackedFrame] = (),
         crossings: Sequence[CrossingEvent] = (),
         occupancy_updates: Iterable[m.OccupancyUpdate] = (),
         count_windows: Iterable[m.CountWindow] = (),
+        *,
+        track_attributes: Iterable[m.TrackAttributes] = (),
+        customer_matches: Iterable[m.CustomerMatch] = (),
     ) -> int:
         """Apply many writes in one transaction (all or nothing); return how many crossings were new.
 
@@ -390,6 +489,7 @@ class PostgresStorage:
         """
         frames, events = list(tracked_frames), list(crossings)
         updates, windows = list(occupancy_updates), list(count_windows)
+        attributes, matches = list(track_attributes), list(customer_matches)
 
         def batch(cur: psycopg.Cursor) -> int:
             for tf in frames:
@@ -399,9 +499,11 @@ class PostgresStorage:
                 self._occupancy(cur, u)
             for w in windows:
                 self._window(cur, w)
+            self._track_attributes(cur, attributes)
+            self._customer_matches(cur, matches)
             return new
 
-        if not (frames or events or updates or windows):
+        if not (frames or events or updates or windows or attributes or matches):
             return 0
         return self._write(batch)
 
@@ -409,6 +511,22 @@ class PostgresStorage:
 
     def _query(self, query: str, params: object) -> list[tuple]:
         return self._run(lambda c: c.execute(query, params).fetchall())  # type: ignore[arg-type]
+
+    def customer_tracks(self, customer_id: str) -> list[dict[str, Any]]:
+        """Tracks matched to ``customer_id``, oldest match first, each with its attributes.
+
+        Same dicts as :meth:`storelens.storage.SqliteStorage.customer_tracks`.
+        """
+        return [_customer_track(r) for r in self._query(_customer_tracks_sql("%s"), (customer_id,))]
+
+    def demographics(
+        self, camera_id: str | None = None, start_ms: int | None = None, end_ms: int | None = None
+    ) -> dict[str, Any]:
+        """Tracks with at least one face by age band, gender and emotion (last sighting in
+        ``[start_ms, end_ms)``); same dict as :meth:`storelens.storage.SqliteStorage.demographics`.
+        """
+        query, params = _demographics_sql("%s", camera_id, start_ms, end_ms)
+        return _demographics(self._query(query, params), camera_id, start_ms, end_ms)
 
     def counts(
         self, camera_id: str, start_ms: int, end_ms: int, bucket_s: int, line_id: str | None = None
@@ -488,12 +606,7 @@ class PostgresStorage:
                ORDER BY track_id, ts_ms, seq""",
             (camera_id, start_ms, end_ms, limit_points),
         )
-        paths: list[TrackPath] = []
-        for track_id, ts_ms, seq, x1, y1, x2, y2, conf in rows:
-            if not paths or paths[-1].track_id != track_id:
-                paths.append(TrackPath(track_id, []))
-            paths[-1].points.append(TrackPoint(ts_ms, seq, (x1, y1, x2, y2), conf))
-        return paths
+        return _track_paths(rows)
 
     def crossings(self, camera_id: str, start_ms: int, end_ms: int, limit: int = 100_000) -> list[CrossingEvent]:
         """Crossings in ``[start_ms, end_ms)`` in time order (at most ``limit``, the earliest)."""

@@ -333,6 +333,30 @@ def test_retention_purge(tmp_path: pathlib.Path, faces) -> None:
     assert visits.observe("rose", T0 + 41 * day, "door").visit_no == 3  # numbering goes on
 
 
+def test_list_customers_after_real_visits(faces) -> None:
+    store = SqliteGalleryStore(":memory:")
+    gallery = FaceGallery(GalleryConfig(), store=store)
+    # one face per minute: a person whose photos are more than 5 listed faces apart comes back
+    visits = VisitTracker(store, gap_ms=5 * MIN)
+    cust = enroll_all(gallery, faces, visits)
+    total, page = store.list_customers(limit=100)
+    assert total == 6 and {c.customer_id for c in page} == set(cust.values())
+    assert [c.last_seen_ts_ms for c in page] == sorted((c.last_seen_ts_ms for c in page), reverse=True)
+    for c in page:
+        vs = visits.visits(c.customer_id)
+        assert (c.visits, c.first_seen_ts_ms, c.last_seen_ts_ms, c.returning) == \
+            (len(vs), vs[0].first_ts_ms, vs[-1].last_ts_ms, vs[-1].returning)
+        assert c.cameras == tuple(sorted({cam for v in vs for cam in v.cameras}))
+    n_returning, returning = store.list_customers(returning=True)
+    assert n_returning == sum(visits.is_returning(c) for c in cust.values()) > 0
+    assert store.list_customers(returning=True, limit=1, offset=1)[1] == returning[1:2]
+    assert store.customer_exists(cust["obama"])
+    gallery.delete(cust["obama"])
+    assert not store.customer_exists(cust["obama"]) and store.list_customers()[0] == 5
+    first = T0 + len(faces) * MIN  # nobody was seen after the last enrolment
+    assert store.list_customers(from_ts_ms=first) == (0, [])
+
+
 # -- visits -----------------------------------------------------------------------------------
 
 

@@ -108,7 +108,8 @@ def test_open_creates_schema_and_implements_protocol(pg_schema: str, store: Post
             "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (pg_schema,))}
         indexes = {r[0] for r in c.execute("SELECT indexname FROM pg_indexes WHERE schemaname = %s", (pg_schema,))}
         assert c.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
-    assert tables == {"schema_version", "track_points", "crossings", "occupancy", "count_windows"}
+    assert tables == {"schema_version", "track_points", "crossings", "occupancy", "count_windows",
+                      "track_attributes", "customer_matches"}
     # The API filters every read on camera + time.
     assert {"crossings_by_time", "track_points_by_time"} <= indexes
 

@@ -9,16 +9,21 @@ with the five landmarks in one fixed order, *as seen in the image*:
     3 mouth corner on the image's left  (YuNet "mouth right")
     4 mouth corner on the image's right (YuNet "mouth left")
 
-That is YuNet's own order, and MTCNN's too, so no backend reorders points.
+That is YuNet's own order, and facenet-pytorch's MTCNN returns the same one
+(checked on the 16 matched faces of ``faces/identities*`` in the shared assets:
+every MTCNN point lies nearest the YuNet point of the same index), so no
+backend reorders points.
 
 * :class:`YuNetFaceDetector` (default): OpenCV's ``cv2.FaceDetectorYN`` with
   the YuNet ONNX weights from the shared assets
   (``models/face_detection_yunet_2026may.onnx``). The network input size is set
   per image, so any image size works; ``max_side`` optionally downscales large
   frames first (faster, loses small faces) and maps the results back.
-* :class:`MtcnnFaceDetector`: facenet-pytorch's MTCNN, only if the
-  ``facenet_pytorch`` package is importable (it is not a dependency); otherwise
-  constructing it raises :class:`~storelens.errors.ModelError`.
+* :class:`MtcnnFaceDetector`: facenet-pytorch's MTCNN (P/R/O-net weights ship
+  inside the ``facenet-pytorch`` wheel, installed with ``--no-deps``: see
+  ``requirements-nodeps.txt``). If the package cannot be imported,
+  constructing it raises :class:`~storelens.errors.ModelError`. It is several
+  times slower than YuNet on CPU (see the class docstring).
 
 A detector object keeps per-image state (the input size) and is not
 thread-safe: use one per worker thread.
@@ -135,10 +140,37 @@ class YuNetFaceDetector:
         return faces.scaled(1.0 / scale)
 
 
-class MtcnnFaceDetector:
-    """facenet-pytorch MTCNN (optional: needs the ``facenet_pytorch`` package)."""
+#: MTCNN's final-stage score threshold when ``score_threshold`` is not set explicitly.
+#: ``FaceDetectorConfig.score_threshold``'s default (0.7) is YuNet's: MTCNN scores real
+#: faces in the shared assets 0.99-1.0 (the child turned away in obama_and_biden.jpg:
+#: 0.991) and its two false positives there, on blurred background, 0.80 and 0.815.
+MTCNN_DEFAULT_SCORE_THRESHOLD = 0.9
 
-    def __init__(self, cfg: FaceDetectorConfig | None = None) -> None:
+
+class MtcnnFaceDetector:
+    """facenet-pytorch's MTCNN (boxes + 5 landmarks, in the module docstring's order).
+
+    Settings used from :class:`FaceDetectorConfig`: ``score_threshold`` (MTCNN's
+    third-stage threshold; when the config does not set it explicitly,
+    :data:`MTCNN_DEFAULT_SCORE_THRESHOLD` is used instead of YuNet's default),
+    ``max_side`` and ``device``. ``weights``, ``nms_threshold`` and ``top_k`` are
+    YuNet's and ignored. The MTCNN weights come with the package.
+
+    Torch's thread count is left alone (set it, e.g., through
+    ``faces.emotion.threads``, which calls ``torch.set_num_threads``). On the
+    2-core development machine, busy with other jobs (load 4-7), the 14 photos of
+    ``faces/identities*`` (0.2-2.7 MP) took 490-560 ms per image with 1 torch
+    thread and 1.5-2.1 s with 2 (YuNet: 120-170 ms); ``min_face_size=40`` took
+    200-250 ms with 1 thread.
+
+    Args:
+        cfg: detector settings (``backend`` is not checked).
+        min_face_size: smallest face (box side, pixels of the possibly downscaled
+            image) searched for; facenet-pytorch's default is 20. The cost grows
+            steeply as it shrinks (the image pyramid starts at 12 / min_face_size).
+    """
+
+    def __init__(self, cfg: FaceDetectorConfig | None = None, min_face_size: int = 20) -> None:
         self.cfg = cfg = cfg or FaceDetectorConfig(backend="mtcnn")
         try:
             from facenet_pytorch import MTCNN
@@ -147,21 +179,49 @@ class MtcnnFaceDetector:
                 "faces.detector.backend 'mtcnn' needs the facenet-pytorch package "
                 f"(pip install --no-deps facenet-pytorch), which cannot be imported here: {exc}"
             ) from exc
-        self._mtcnn = MTCNN(keep_all=True, device=cfg.device, thresholds=[0.6, 0.7, cfg.score_threshold])
+        if min_face_size < 12:
+            raise ValueError(f"min_face_size must be >= 12 (MTCNN's P-net input), got {min_face_size}")
+        if cfg.weights is not None:
+            log.warning("faces.detector.weights (%s) is YuNet's and ignored by the mtcnn backend", cfg.weights)
+        self.score_threshold = (
+            float(cfg.score_threshold) if "score_threshold" in cfg.model_fields_set else MTCNN_DEFAULT_SCORE_THRESHOLD
+        )
+        self.min_face_size = int(min_face_size)
+        try:
+            self._mtcnn = MTCNN(
+                keep_all=True,
+                device=cfg.device,
+                min_face_size=self.min_face_size,
+                thresholds=[0.6, 0.7, self.score_threshold],
+            )
+        except Exception as exc:  # e.g. an unknown device string
+            raise ModelError(f"cannot load the MTCNN face detector on device {cfg.device!r}: {exc}") from exc
+        self._mtcnn.eval()
 
     def detect(self, image_bgr: np.ndarray) -> Faces:
+        if image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
+            raise ValueError(f"expected an HxWx3 BGR image, got shape {image_bgr.shape}")
+        if image_bgr.dtype != np.uint8:
+            raise ValueError(f"expected a uint8 image, got {image_bgr.dtype}")
         h, w = image_bgr.shape[:2]
         scale = 1.0
         img = image_bgr
         if self.cfg.max_side and max(h, w) > self.cfg.max_side:
             scale = self.cfg.max_side / max(h, w)
-            img = cv2.resize(image_bgr, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+            img = cv2.resize(image_bgr, (max(1, round(w * scale)), max(1, round(h * scale))),
+                             interpolation=cv2.INTER_AREA)
+        if min(img.shape[:2]) < self.min_face_size:
+            return Faces.empty()  # no pyramid level: facenet-pytorch would fail on an empty torch.cat
         boxes, probs, points = self._mtcnn.detect(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), landmarks=True)
         if boxes is None or len(boxes) == 0:
             return Faces.empty()
-        keep = np.asarray(probs, np.float32) >= self.cfg.score_threshold
-        faces = Faces(np.asarray(boxes, np.float32)[keep], np.asarray(points, np.float32)[keep],
-                      np.asarray(probs, np.float32)[keep])
+        probs = np.asarray(probs, np.float32).reshape(-1)
+        keep = probs >= self.score_threshold
+        faces = Faces(
+            np.asarray(boxes, np.float32).reshape(-1, 4)[keep],
+            np.asarray(points, np.float32).reshape(-1, 5, 2)[keep],
+            probs[keep],
+        )
         return faces.scaled(1.0 / scale)
 
 

@@ -1,5 +1,9 @@
 """Face embeddings for returning-customer recognition: dlib's ResNet behind a small Protocol.
 
+:func:`build_embedder` picks the backend of ``faces.embedder``: this module's
+:class:`DlibFaceEmbedder` (128-d, the default) or facenet-pytorch's
+InceptionResnetV1 (512-d, :mod:`storelens.faces.embedding_facenet`).
+
 :class:`DlibFaceEmbedder` turns faces into 128-d, L2-normalised float32
 vectors; two embeddings of the same person have a high cosine similarity (dot
 product), those of different people a low one (see ``bench/faces_verify.py``
@@ -57,6 +61,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from storelens.errors import ModelError
+from storelens.faces.settings import EmbedderConfig  # noqa: F401  (defined there, re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +164,8 @@ class FaceEmbedder(Protocol):
 
     #: Embedding dimension D.
     dim: int
+    #: Model name, stored with results (embeddings of different models are not comparable).
+    name: str
 
     def embed(self, image_bgr: np.ndarray, faces: Any) -> np.ndarray:
         """``faces``: (N, 4) boxes ``x1, y1, x2, y2`` or (N, 5, 2) landmarks of ``image_bgr``.
@@ -186,6 +193,7 @@ class DlibFaceEmbedder:
     """
 
     dim = 128
+    name = "dlib-resnet-v1"
 
     def __init__(
         self,
@@ -262,6 +270,24 @@ class DlibFaceEmbedder:
     def embed(self, image_bgr: np.ndarray, faces: Any) -> np.ndarray:
         """(N, 4) boxes, (N, 5, 2) landmarks or a ``Faces``-like object -> (N, 128) float32 unit rows."""
         return self.embed_chips(self.chips(image_bgr, faces))
+
+
+def build_embedder(cfg: EmbedderConfig | None = None) -> FaceEmbedder:
+    """The embedder ``faces.embedder`` asks for.
+
+    ``dlib``: :class:`DlibFaceEmbedder` with ``cfg.weights`` as its recognition
+    weights (``None``: the packaged ones). ``facenet``:
+    :class:`~storelens.faces.embedding_facenet.FacenetEmbedder` (imported here, so
+    torch and facenet-pytorch load only when chosen).
+    """
+    cfg = cfg if cfg is not None else EmbedderConfig()
+    if cfg.backend == "dlib":
+        return DlibFaceEmbedder(recognition_weights=cfg.weights)
+    if cfg.backend == "facenet":
+        from storelens.faces.embedding_facenet import FacenetEmbedder
+
+        return FacenetEmbedder(cfg)
+    raise ModelError(f"unknown face embedder backend {cfg.backend!r}")
 
 
 @dataclass(frozen=True)

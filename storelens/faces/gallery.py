@@ -34,11 +34,15 @@ without rebuilding the graph. ``bench/bench_gallery.py`` has the numbers.
 Labels in the index are row numbers of the gallery's own arrays; freed rows
 are reused, so the index never needs compacting.
 
-Persistence: a :class:`GalleryStore` (SQLite: :class:`SqliteGalleryStore`)
-keeps customers, embeddings (float32 vectors, never face images) and visits;
-a gallery given a store rebuilds its index from it at start. Deletions
-overwrite the freed database pages (SQLite ``secure_delete``) and truncate
-the write-ahead log, so erased vectors do not linger in the database files.
+Persistence: a :class:`GalleryStore` (SQLite: :class:`SqliteGalleryStore`;
+PostgreSQL: :class:`storelens.faces.gallery_pg.PostgresGalleryStore`) keeps
+customers, embeddings (float32 vectors, never face images) and visits; a
+gallery given a store rebuilds its index from it at start. SQLite deletions
+overwrite the freed database pages (``secure_delete``) and truncate the
+write-ahead log, so erased vectors do not linger in the database files
+(PostgreSQL cannot do that: see its module). :meth:`GalleryStore.list_customers`
+pages through :class:`CustomerSummary` rows (visits, first/last seen,
+returning, cameras) for reports and APIs.
 
 :class:`VisitTracker` turns sightings into visits: a customer seen again after
 more than ``gap_ms`` starts a new visit; a customer with a visit number above
@@ -119,6 +123,31 @@ class Visit:
         return self.visit_no > 1
 
 
+@dataclass(frozen=True)
+class CustomerSummary:
+    """One customer as listed by :meth:`GalleryStore.list_customers` (ids, times, visits; no biometrics).
+
+    ``visits`` counts the customer's retained visits; ``first_seen_ts_ms`` /
+    ``last_seen_ts_ms`` span them (both ``created_ts_ms`` for a customer with
+    no visit yet); ``returning`` is :attr:`Visit.returning` of the latest
+    visit (visit number above 1, so it stays true after retention dropped the
+    first visit); ``cameras`` is every camera of the retained visits, sorted.
+    """
+
+    customer_id: str
+    created_ts_ms: int
+    visits: int
+    first_seen_ts_ms: int
+    last_seen_ts_ms: int
+    returning: bool
+    cameras: tuple[str, ...]  # sorted
+
+
+def _check_page(limit: int, offset: int) -> None:
+    if limit < 0 or offset < 0:
+        raise ValueError(f"limit and offset must be >= 0, got limit={limit}, offset={offset}")
+
+
 # -- persistence ---------------------------------------------------------------------
 
 
@@ -166,6 +195,27 @@ class GalleryStore(Protocol):
         ...
 
     def visits(self, customer_id: str) -> list[Visit]: ...
+
+    def customer_exists(self, customer_id: str) -> bool: ...
+
+    def list_customers(self, *, returning: bool | None = None, from_ts_ms: int | None = None,
+                       to_ts_ms: int | None = None, limit: int = 50,
+                       offset: int = 0) -> tuple[int, list[CustomerSummary]]:
+        """``(total matching, one page)`` of customers, most recently seen first (ties: by id).
+
+        ``returning`` keeps only returning (``True``) or only first-time
+        (``False``, including customers with no visit) customers;
+        ``from_ts_ms`` / ``to_ts_ms`` keep customers with a visit overlapping
+        ``[from_ts_ms, to_ts_ms)`` (a visit spans ``[first_ts_ms, last_ts_ms]``;
+        a customer without visits never passes a time filter). The summaries
+        always cover all the customer's retained visits, not only those in the
+        range. ``ValueError`` for a negative ``limit`` or ``offset``.
+        """
+        ...
+
+    def counts(self) -> dict[str, int]:
+        """Rows per table: ``{"customers": n, "embeddings": n, "visits": n}``."""
+        ...
 
     def close(self) -> None: ...
 
@@ -361,6 +411,56 @@ class SqliteGalleryStore:
                 "SELECT customer_id, visit_no, first_ts_ms, last_ts_ms, cameras FROM visits "
                 "WHERE customer_id=? ORDER BY visit_no", (customer_id,)).fetchall()
         return [self._visit(r) for r in rows]
+
+    def customer_exists(self, customer_id: str) -> bool:
+        with self._lock:
+            row = self._db.execute("SELECT 1 FROM customers WHERE customer_id=?", (customer_id,)).fetchone()
+        return row is not None
+
+    def list_customers(self, *, returning: bool | None = None, from_ts_ms: int | None = None,
+                       to_ts_ms: int | None = None, limit: int = 50,
+                       offset: int = 0) -> tuple[int, list[CustomerSummary]]:
+        """See :meth:`GalleryStore.list_customers`: one SQL statement (aggregates, page and total)."""
+        _check_page(limit, offset)
+        where, having = [], ""
+        params: dict[str, object] = {"limit": int(limit), "offset": int(offset)}
+        if from_ts_ms is not None or to_ts_ms is not None:
+            cond = ["w.customer_id = c.customer_id"]
+            if from_ts_ms is not None:
+                cond.append("w.last_ts_ms >= :from_ts")
+                params["from_ts"] = int(from_ts_ms)
+            if to_ts_ms is not None:
+                cond.append("w.first_ts_ms < :to_ts")
+                params["to_ts"] = int(to_ts_ms)
+            where.append(f"EXISTS (SELECT 1 FROM visits w WHERE {' AND '.join(cond)})")
+        if returning is not None:
+            having = "HAVING COALESCE(MAX(v.visit_no), 0) " + ("> 1" if returning else "<= 1")
+        query = f"""
+            WITH s AS (
+                SELECT c.customer_id, c.created_ts_ms, COUNT(v.visit_no) AS n,
+                       COALESCE(MAX(v.visit_no), 0) AS max_no,
+                       COALESCE(MIN(v.first_ts_ms), c.created_ts_ms) AS first_seen,
+                       COALESCE(MAX(v.last_ts_ms), c.created_ts_ms) AS last_seen
+                FROM customers c LEFT JOIN visits v ON v.customer_id = c.customer_id
+                {"WHERE " + " AND ".join(where) if where else ""}
+                GROUP BY c.customer_id {having}
+            ), page AS (
+                SELECT * FROM s ORDER BY last_seen DESC, customer_id LIMIT :limit OFFSET :offset
+            )
+            SELECT t.total, p.customer_id, p.created_ts_ms, p.n, p.first_seen, p.last_seen, p.max_no,
+                   (SELECT json_group_array(cam) FROM (
+                        SELECT DISTINCT j.value AS cam FROM visits v2, json_each(v2.cameras) j
+                        WHERE v2.customer_id = p.customer_id ORDER BY 1))
+            FROM (SELECT COUNT(*) AS total FROM s) t LEFT JOIN page p ON 1
+            ORDER BY p.last_seen DESC, p.customer_id"""  # noqa: S608 (fixed fragments, bound values)
+        with self._lock:
+            rows = self._db.execute(query, params).fetchall()
+        total = int(rows[0][0]) if rows else 0
+        return total, [
+            CustomerSummary(cid, int(created), int(n), int(first), int(last), int(max_no) > 1,
+                            tuple(sorted(json.loads(cams))))
+            for _, cid, created, n, first, last, max_no, cams in rows if cid is not None
+        ]
 
     def counts(self) -> dict[str, int]:
         """Rows per table (for checks and health endpoints)."""

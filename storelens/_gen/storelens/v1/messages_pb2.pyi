@@ -117,20 +117,22 @@ class TrackedFrame(_message.Message):
     def __init__(self, camera_id: _Optional[str] = ..., seq: _Optional[int] = ..., ts_ms: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., tracks: _Optional[_Iterable[_Union[Track, _Mapping]]] = ..., source_frame: _Optional[int] = ..., end_of_stream: bool = ...) -> None: ...
 
 class PersonCrop(_message.Message):
-    __slots__ = ("camera_id", "seq", "ts_ms", "track_id", "bbox_xyxy", "jpeg")
+    __slots__ = ("camera_id", "seq", "ts_ms", "track_id", "bbox_xyxy", "jpeg", "end_of_stream")
     CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TS_MS_FIELD_NUMBER: _ClassVar[int]
     TRACK_ID_FIELD_NUMBER: _ClassVar[int]
     BBOX_XYXY_FIELD_NUMBER: _ClassVar[int]
     JPEG_FIELD_NUMBER: _ClassVar[int]
+    END_OF_STREAM_FIELD_NUMBER: _ClassVar[int]
     camera_id: str
     seq: int
     ts_ms: int
     track_id: int
     bbox_xyxy: BoxXYXY
     jpeg: bytes
-    def __init__(self, camera_id: _Optional[str] = ..., seq: _Optional[int] = ..., ts_ms: _Optional[int] = ..., track_id: _Optional[int] = ..., bbox_xyxy: _Optional[_Union[BoxXYXY, _Mapping]] = ..., jpeg: _Optional[bytes] = ...) -> None: ...
+    end_of_stream: bool
+    def __init__(self, camera_id: _Optional[str] = ..., seq: _Optional[int] = ..., ts_ms: _Optional[int] = ..., track_id: _Optional[int] = ..., bbox_xyxy: _Optional[_Union[BoxXYXY, _Mapping]] = ..., jpeg: _Optional[bytes] = ..., end_of_stream: bool = ...) -> None: ...
 
 class LineCrossing(_message.Message):
     __slots__ = ("event_id", "camera_id", "line_id", "track_id", "direction", "ts_ms", "seq")
