@@ -43,8 +43,8 @@ class PipelineResult:
     elapsed_s: float = 0.0
     #: Faces stages (``faces.enabled``): counters of the attributes and reid stages.
     faces: dict[str, int] = field(default_factory=dict)
-    #: Track -> customer decisions (camera id, track id, customer id, returning), in order.
-    customer_matches: list[tuple[str, int, str, bool]] = field(default_factory=list)
+    #: Track -> customer decisions of the reid stage, in order.
+    customer_matches: list[m.CustomerMatch] = field(default_factory=list)
 
     @property
     def fps(self) -> float:
@@ -166,7 +166,7 @@ class EmbeddedPipeline:
                 self.bus.publish(topics.TRACK_ATTRIBUTES, msg.key, m.encode(summary))
             for match in matches:
                 self.bus.publish(topics.CUSTOMER_MATCHES, msg.key, m.encode(match))
-                res.customer_matches.append((match.camera_id, match.track_id, match.customer_id, match.returning))
+                res.customer_matches.append(match)
             if self.storage is not None:
                 if out.summaries:
                     self.storage.write_track_attributes(out.summaries)

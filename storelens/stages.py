@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -35,8 +35,30 @@ def dead_letter(source_topic: str, key: bytes, payload: bytes, reason: str, serv
                         service=service, ts_ms=int(time.time() * 1000))
 
 
+#: Track ids are ``session base + tracker id``; the base is the tracker session's first
+#: frame time in whole seconds times this (room for a million tracks per session).
+TRACK_ID_SESSION_FACTOR = 1_000_000
+
+
+def track_id_base(first_ts_ms: int) -> int:
+    """Base of a tracker session's track ids: unique per camera and session, deterministic for a file.
+
+    A tracker numbers its tracks from 1 every time it starts; without a base,
+    the next day's track 1 would be mistaken for today's (history, tracks,
+    customer matches are keyed by camera + track id). Ids stay below 2^53, so
+    JSON clients read them exactly.
+
+    >>> track_id_base(1_767_225_600_123)
+    1767225600000000
+    """
+    return max(0, int(first_ts_ms) // 1000) * TRACK_ID_SESSION_FACTOR
+
+
 class DetectTrackStage:
-    """Frame -> TrackedFrame (boxes in source pixel coordinates), one tracker per camera."""
+    """Frame -> TrackedFrame (boxes in source pixel coordinates), one tracker per camera.
+
+    Track ids are camera-scoped and unique across tracker sessions (:func:`track_id_base`).
+    """
 
     def __init__(self, config: SiteConfig, detector: Detector, tracker_factory: Callable[[], Tracker]) -> None:
         self.cameras = {c.id for c in config.cameras}
@@ -48,6 +70,8 @@ class DetectTrackStage:
         self.crops_cfg = config.crops
         self._crop_seq: dict[tuple[str, int], int] = {}  # (camera, track) -> seq of its last crop
         self.last_crops: list[m.PersonCrop] = []
+        #: camera -> base added to its tracker's ids (set by the session's first frame).
+        self.id_base: dict[str, int] = {}
 
     def camera_snapshot(self, camera_id: str) -> bytes:
         """Tracker state + last seq of one camera (see :meth:`DeepSortTracker.snapshot`)."""
@@ -55,7 +79,8 @@ class DetectTrackStage:
 
         return pickle.dumps({"last_seq": self.last_seq.get(camera_id, -1),
                              "tracker": self.tracker(camera_id).snapshot(),
-                             "crop_seq": {t: s for (c, t), s in self._crop_seq.items() if c == camera_id}})
+                             "crop_seq": {t: s for (c, t), s in self._crop_seq.items() if c == camera_id},
+                             "id_base": self.id_base.get(camera_id)})
 
     def restore_camera(self, camera_id: str, data: bytes) -> None:
         import pickle
@@ -65,6 +90,8 @@ class DetectTrackStage:
         self.tracker(camera_id).restore(state["tracker"])
         for t, s in state.get("crop_seq", {}).items():
             self._crop_seq[(camera_id, int(t))] = int(s)
+        if state.get("id_base") is not None:
+            self.id_base[camera_id] = int(state["id_base"])
 
     def tracker(self, camera_id: str) -> Tracker:
         if camera_id not in self._trackers:
@@ -89,6 +116,9 @@ class DetectTrackStage:
         dets = self.detector.detect(image)
         tracks = self.tracker(frame.camera_id).update(image, dets)
         self.last_seq[frame.camera_id] = frame.seq
+        base = self.id_base.setdefault(frame.camera_id, track_id_base(frame.ts_ms))
+        if base:
+            tracks = replace(tracks, track_id=tracks.track_id + base)
         sx = out.width / image.shape[1]
         sy = out.height / image.shape[0]
         boxes = tracks.bbox_xyxy * np.array([sx, sy, sx, sy], np.float32)
