@@ -132,6 +132,12 @@ def cmd_count(args) -> int:
         from rich.console import Console
 
         Console().print(table)
+    if result.faces:
+        f = result.faces
+        print(f"faces: {f.get('attributes_crops', 0)} person crops, {f.get('attributes_faces', 0)} faces, "
+              f"{f.get('attributes_accepted', 0)} passed the quality gate, {f.get('attributes_rejected', 0)} rejected; "
+              f"customers: {f.get('reid_matches', 0)} tracks matched ({f.get('reid_new', 0)} new, "
+              f"{f.get('reid_returning', 0)} returning)")
     return 0
 
 
@@ -203,13 +209,22 @@ def cmd_demo(args) -> int:
     from storelens.api import create_app, serve
 
     storage = open_storage(config.storage)
+    gallery_store = None
+    if config.faces.enabled:
+        from storelens.faces.stages import open_gallery_store
+
+        gallery_store = open_gallery_store(config)
     host, port = config.api.host, config.api.port
     print(f"API serving at http://{host}:{port}  (docs: http://{host}:{port}/docs, counts: "
-          f"http://{host}:{port}/v1/counts?camera_id={config.cameras[0].id}); Ctrl-C to stop", flush=True)
+          f"http://{host}:{port}/v1/counts?camera_id={config.cameras[0].id}"
+          + (f", customers: http://{host}:{port}/v1/customers" if gallery_store is not None else "")
+          + "); Ctrl-C to stop", flush=True)
     try:
-        serve(create_app(config, storage), host, port)
+        serve(create_app(config, storage, gallery_store=gallery_store), host, port)
     finally:
         storage.close()
+        if gallery_store is not None:
+            gallery_store.close()
     return 0
 
 
@@ -256,6 +271,12 @@ def _print_summary(config, result) -> None:
         for lid, c in result.line_counts[cam.id].items():
             table.add_row(cam.id, lid, str(c["in"]), str(c["out"]), str(result.occupancy[cam.id]))
     Console().print(table)
+    if result.faces:
+        f = result.faces
+        print(f"faces: {f.get('attributes_crops', 0)} person crops, {f.get('attributes_faces', 0)} faces, "
+              f"{f.get('attributes_accepted', 0)} passed the quality gate, {f.get('attributes_rejected', 0)} rejected; "
+              f"customers: {f.get('reid_matches', 0)} tracks matched ({f.get('reid_new', 0)} new, "
+              f"{f.get('reid_returning', 0)} returning)")
 
 
 def build_parser() -> argparse.ArgumentParser:
