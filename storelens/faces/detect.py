@@ -134,6 +134,10 @@ class YuNetFaceDetector:
         if raw is None or len(raw) == 0:
             return Faces.empty()
         raw = raw.astype(np.float32)
+        # YuNet can emit non-finite rows on tiny or flat inputs (seen on small CCTV person crops)
+        raw = raw[np.isfinite(raw).all(axis=1)]
+        if len(raw) == 0:
+            return Faces.empty()
         xywh = raw[:, 0:4]
         boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:4]], axis=1)
         faces = Faces(boxes, raw[:, 4:14].reshape(-1, 5, 2).copy(), raw[:, 14].copy())
