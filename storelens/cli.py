@@ -132,12 +132,7 @@ def cmd_count(args) -> int:
         from rich.console import Console
 
         Console().print(table)
-    if result.faces:
-        f = result.faces
-        print(f"faces: {f.get('attributes_crops', 0)} person crops, {f.get('attributes_faces', 0)} faces, "
-              f"{f.get('attributes_accepted', 0)} passed the quality gate, {f.get('attributes_rejected', 0)} rejected; "
-              f"customers: {f.get('reid_matches', 0)} tracks matched ({f.get('reid_new', 0)} new, "
-              f"{f.get('reid_returning', 0)} returning)")
+    _print_faces(result)
     return 0
 
 
@@ -271,6 +266,10 @@ def _print_summary(config, result) -> None:
         for lid, c in result.line_counts[cam.id].items():
             table.add_row(cam.id, lid, str(c["in"]), str(c["out"]), str(result.occupancy[cam.id]))
     Console().print(table)
+    _print_faces(result)
+
+
+def _print_faces(result) -> None:
     if result.faces:
         f = result.faces
         print(f"faces: {f.get('attributes_crops', 0)} person crops, {f.get('attributes_faces', 0)} faces, "

@@ -82,7 +82,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from storelens.errors import ConfigError
-from storelens.faces.gallery import CustomerSummary, PurgeResult, Visit, _check_page
+from storelens.faces.gallery import CustomerSummary, PurgeResult, Visit, customer_summaries, customers_query
 from storelens.storage import StorageError
 from storelens.storage_pg import redact_dsn
 
@@ -475,43 +475,12 @@ class PostgresGalleryStore:
                        to_ts_ms: int | None = None, limit: int = 50,
                        offset: int = 0) -> tuple[int, list[CustomerSummary]]:
         """See :meth:`GalleryStore.list_customers`: one SQL statement (aggregates, page and total)."""
-        _check_page(limit, offset)
-        where, having = [], ""
-        params: dict[str, object] = {"limit": int(limit), "offset": int(offset)}
-        if from_ts_ms is not None or to_ts_ms is not None:
-            cond = ["w.customer_id = c.customer_id"]
-            if from_ts_ms is not None:
-                cond.append("w.last_ts_ms >= %(from_ts)s")
-                params["from_ts"] = int(from_ts_ms)
-            if to_ts_ms is not None:
-                cond.append("w.first_ts_ms < %(to_ts)s")
-                params["to_ts"] = int(to_ts_ms)
-            where.append(f"EXISTS (SELECT 1 FROM gallery_visits w WHERE {' AND '.join(cond)})")
-        if returning is not None:
-            having = "HAVING COALESCE(MAX(v.visit_no), 0) " + ("> 1" if returning else "<= 1")
-        query = f"""
-            WITH s AS (
-                SELECT c.customer_id, c.created_ts_ms, COUNT(v.visit_no) AS n,
-                       COALESCE(MAX(v.visit_no), 0) AS max_no,
-                       COALESCE(MIN(v.first_ts_ms), c.created_ts_ms) AS first_seen,
-                       COALESCE(MAX(v.last_ts_ms), c.created_ts_ms) AS last_seen
-                FROM gallery_customers c LEFT JOIN gallery_visits v ON v.customer_id = c.customer_id
-                {"WHERE " + " AND ".join(where) if where else ""}
-                GROUP BY c.customer_id {having}
-            ), page AS (
-                SELECT * FROM s ORDER BY last_seen DESC, customer_id LIMIT %(limit)s OFFSET %(offset)s
-            )
-            SELECT t.total, p.customer_id, p.created_ts_ms, p.n, p.first_seen, p.last_seen, p.max_no,
-                   ARRAY(SELECT DISTINCT cam FROM gallery_visits v2, unnest(v2.cameras) AS cam
-                         WHERE v2.customer_id = p.customer_id ORDER BY cam)
-            FROM (SELECT COUNT(*) AS total FROM s) t LEFT JOIN page p ON true
-            ORDER BY p.last_seen DESC, p.customer_id"""  # noqa: S608 (fixed fragments, bound values)
-        rows = self._query(query, params)
-        total = int(rows[0][0]) if rows else 0
-        return total, [
-            CustomerSummary(cid, int(created), int(n), int(first), int(last), int(max_no) > 1, tuple(sorted(cams)))
-            for _, cid, created, n, first, last, max_no, cams in rows if cid is not None
-        ]
+        query, params = customers_query(
+            customers="gallery_customers", visits="gallery_visits", param=lambda name: f"%({name})s", true="true",
+            cameras_sql="""ARRAY(SELECT DISTINCT cam FROM gallery_visits v2, unnest(v2.cameras) AS cam
+                         WHERE v2.customer_id = p.customer_id ORDER BY cam)""",
+            returning=returning, from_ts_ms=from_ts_ms, to_ts_ms=to_ts_ms, limit=limit, offset=offset)
+        return customer_summaries(self._query(query, params), lambda cams: cams)
 
     def counts(self) -> dict[str, int]:
         """Rows per table (for checks and health endpoints)."""
