@@ -234,3 +234,18 @@ def test_select_person_face_prefers_the_head_region():
                   np.zeros((3, 5, 2), np.float32), np.array([0.99, 0.9, 0.8], np.float32))
     assert select_person_face(faces, (400, 120)).bbox_xyxy.tolist() == [[30, 10, 90, 80]]
     assert len(select_person_face(faces[[0]], (400, 120))) == 0
+
+
+def test_reid_stage_retention_purges_old_customers(tmp_path):
+    """Embeddings and visits older than faces.reid.retention_days are purged as camera time passes."""
+    cfg = parse_config({"store": {"id": "s"}, "cameras": [{"id": "door", "source": "x.mp4"}],
+                        "faces": {"enabled": True, "reid": {"faces_per_decision": 1, "retention_days": 1}}})
+    gallery = FaceGallery(cfg.faces.gallery, store=SqliteGalleryStore(tmp_path / "g.db"))
+    reid = ReidStage(cfg, gallery)
+    [first] = reid.process(_crop(seq=1, track=1))
+    assert first.is_new and len(gallery) == 1
+    # the same person two days later: the old customer was purged first, so this is a new one
+    [later] = reid.process(_crop(seq=2, track=2, path=("identities", "obama", "obama2.jpg"), ts=T0 + 2 * 86_400_000))
+    assert later.is_new and later.customer_id != first.customer_id
+    assert first.customer_id not in gallery and gallery.store.visits(first.customer_id) == []
+    assert reid.stats["purged_embeddings"] == 1
