@@ -5,6 +5,13 @@ line crossings, occupancy and per-window counts come out, to PostgreSQL
 (history), Redis (live state) and the topics ``crossings``, ``occupancy``,
 ``counts``; undecodable messages and unknown cameras go to ``dead-letter``.
 
+The faces services' outputs are sunk here too: ``track-attributes``
+(``TrackAttributes``, upserted by camera and track, an older ``last_seq``
+never replacing a newer one) and ``customer-matches`` (``CustomerMatch``,
+upserted by ``event_id``) go to PostgreSQL through the same sink thread and
+retry path, each message acknowledged only after its write; they keep no
+state, so redeliveries are harmless.
+
 State: a faust :class:`~faust.Table` keyed by camera id holds
 :meth:`AnalyticsStage.camera_state` (JSON: per-track line sides, occupancy,
 open count windows, last processed seq). Its store is ``memory://``; the
@@ -159,9 +166,14 @@ class AnalyticsApp:
         raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
         #: Deployment topic names (``kafka.topic_prefix`` + base name), by base name.
         self.topic_names = {t: topics.topic_name(t, kcfg.topic_prefix) for t in (
-            topics.TRACKS, topics.CROSSINGS, topics.OCCUPANCY, topics.COUNTS, topics.DEAD_LETTER)}
+            topics.TRACKS, topics.CROSSINGS, topics.OCCUPANCY, topics.COUNTS, topics.DEAD_LETTER,
+            topics.TRACK_ATTRIBUTES, topics.CUSTOMER_MATCHES)}
         self.tracks = self.app.topic(self.topic_names[topics.TRACKS], partitions=kcfg.partitions,
                                      allow_empty=True, **raw)
+        self.track_attributes = self.app.topic(self.topic_names[topics.TRACK_ATTRIBUTES],
+                                               partitions=kcfg.partitions, allow_empty=True, **raw)
+        self.customer_matches = self.app.topic(self.topic_names[topics.CUSTOMER_MATCHES],
+                                               partitions=kcfg.partitions, allow_empty=True, **raw)
         self.out = {base: self.app.topic(self.topic_names[base], **raw)
                     for base in (topics.CROSSINGS, topics.OCCUPANCY, topics.COUNTS, topics.DEAD_LETTER)}
         # keys raw (camera id, as in tracks), values JSON; the changelog is declared here only to
@@ -173,6 +185,8 @@ class AnalyticsApp:
                                     key_type=bytes, value_type=None, changelog_topic=changelog,
                                     help="Per-camera analytics state (AnalyticsStage.camera_state).")
         self.app.agent(self.tracks, name=f"{SERVICE}-tracks")(self._agent)
+        self.app.agent(self.track_attributes, name=f"{SERVICE}-track-attributes")(self._attributes_agent)
+        self.app.agent(self.customer_matches, name=f"{SERVICE}-customer-matches")(self._matches_agent)
         self.app.timer(1.0)(self._heartbeat)
         self.app.timer(BROKER_PING_S)(self._ping_broker)
         rt.add_check("broker", self.broker_ready)
@@ -262,12 +276,22 @@ class AnalyticsApp:
         # tests/test_distributed.py::test_analytics_restart). An event is acked
         # here only once :meth:`handle` has finished, state flushed included; an
         # interrupted one stays uncommitted and is redelivered.
+        await self._consume(stream, self.handle)
+
+    async def _attributes_agent(self, stream) -> None:
+        await self._consume(stream, self.handle_track_attributes)
+
+    async def _matches_agent(self, stream) -> None:
+        await self._consume(stream, self.handle_customer_match)
+
+    async def _consume(self, stream, handle: Callable[[bytes, bytes, str], Any]) -> None:
+        """Feed every event to ``handle``; ack it only after ``handle`` returned (manual acks)."""
         stream = stream.noack()
         async for event in stream.events():
             msg = event.message
             t0 = time.perf_counter()
             self.metrics.messages_in.labels(msg.topic).inc()
-            await self.handle(event.key or b"", event.value if event.value is not None else b"", msg.topic)
+            await handle(event.key or b"", event.value if event.value is not None else b"", msg.topic)
             await stream.ack(event)
             self.metrics.seconds.labels(msg.topic).observe(time.perf_counter() - t0)
             self._last_offset[msg.tp] = msg.offset + 1
@@ -277,6 +301,38 @@ class AnalyticsApp:
                     self.metrics.lag.labels(msg.topic, str(msg.partition)).set(max(0, hw - msg.offset - 1))
             except Exception:  # noqa: BLE001
                 pass
+
+    async def handle_track_attributes(self, key: bytes, value: bytes, topic: str) -> None:
+        """Upsert one ``track-attributes`` summary (idempotent: by camera and track, newest ``last_seq`` wins)."""
+        try:
+            msg = m.decode(m.TrackAttributes, value)
+            if msg.camera_id not in self.cameras:
+                raise UnknownCamera(f"unknown camera {msg.camera_id!r}")
+        except DecodeError as exc:
+            await self._dead_letter(topic, key, value, str(exc))
+            return
+        await self._store_faces(topic, key, value, lambda: self.storage.write_track_attributes([msg]))
+
+    async def handle_customer_match(self, key: bytes, value: bytes, topic: str) -> None:
+        """Upsert one ``customer-matches`` decision (idempotent: by its deterministic ``event_id``)."""
+        try:
+            msg = m.decode(m.CustomerMatch, value)
+            if msg.camera_id not in self.cameras:
+                raise UnknownCamera(f"unknown camera {msg.camera_id!r}")
+            if not msg.event_id or not msg.customer_id:
+                raise DecodeError("customer match without event_id or customer_id")
+        except DecodeError as exc:
+            await self._dead_letter(topic, key, value, str(exc))
+            return
+        await self._store_faces(topic, key, value, lambda: self.storage.write_customer_matches([msg]))
+
+    async def _store_faces(self, topic: str, key: bytes, value: bytes, write: Callable[[], object]) -> None:
+        """``write`` through the sink thread, retried while the database is down; a message the
+        database rejects as such (bad value, constraint) goes to the dead-letter topic instead."""
+        try:
+            await self._retry("storage", write, permanent=_rejected_errors())
+        except _rejected_errors() as exc:
+            await self._dead_letter(topic, key, value, f"cannot store message: {exc!r}", error="sink")
 
     async def handle(self, key: bytes, value: bytes, topic: str) -> None:
         """Process one ``tracks`` message (the agent calls this inside a faust event context)."""
@@ -353,8 +409,12 @@ class AnalyticsApp:
 
             await self._retry("live", write_live)
 
-    async def _retry(self, sink: str, fn: Callable[[], T]) -> T:
-        """Run a blocking sink call in the sink thread until it succeeds (backoff up to 5 s)."""
+    async def _retry(self, sink: str, fn: Callable[[], T],
+                     permanent: tuple[type[BaseException], ...] = ()) -> T:
+        """Run a blocking sink call in the sink thread until it succeeds (backoff up to 5 s).
+
+        Errors of a type in ``permanent`` (the message itself cannot be stored) are raised at once.
+        """
         loop = asyncio.get_running_loop()
         delay = 0.2
         while True:
@@ -362,6 +422,8 @@ class AnalyticsApp:
                 result = await loop.run_in_executor(self._sink, fn)
                 self._sink_ok[sink] = True
                 return result
+            except permanent:
+                raise
             except Exception as exc:  # noqa: BLE001 (database/redis down: wait and retry)
                 self._sink_ok[sink] = False
                 self.metrics.errors.labels(sink).inc()
@@ -394,6 +456,21 @@ class AnalyticsApp:
 
     def close(self) -> None:
         self._sink.shutdown(wait=True)
+
+
+def _rejected_errors() -> tuple[type[BaseException], ...]:
+    """Errors meaning "this message cannot be stored" (retrying cannot help), not "the database is down"."""
+    import sqlite3
+
+    errs: tuple[type[BaseException], ...] = (ValueError, TypeError, OverflowError, sqlite3.IntegrityError,
+                                             sqlite3.DataError)
+    try:
+        import psycopg
+
+        errs += (psycopg.DataError, psycopg.IntegrityError)
+    except ImportError:  # pragma: no cover (psycopg is a dependency)
+        pass
+    return errs
 
 
 def build_app(config: SiteConfig, storage, live, rt: ServiceRuntime, **kwargs: Any) -> faust.App:

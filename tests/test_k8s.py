@@ -46,9 +46,9 @@ SECRETS = {
     "ingest": KAFKA | CAMERAS,
     "detect-track": KAFKA,
     "attributes": KAFKA,
-    "reid": KAFKA,
+    "reid": KAFKA | DB,  # the customer gallery lives in PostgreSQL
     "analytics": KAFKA | DB,
-    "api": DB,
+    "api": DB | KAFKA,  # publishes customer-erasures
 }
 #: Services that run models and therefore mount the weights volume.
 MODEL_SERVICES = {"detect-track", "attributes", "reid"}
@@ -295,6 +295,10 @@ def check_resources(dep: dict) -> Iterator[str]:
                 # 2-core CPU inference, Guaranteed QoS.
                 if not (cpu_cores(req["cpu"]) == cpu_cores(lim["cpu"]) == 2 and req["memory"] == lim["memory"]):
                     yield f"{c['name']}: not sized for 2-core inference with requests == limits"
+            elif component(dep) in {"attributes", "reid"}:
+                # one-core face models (+ the FAISS index for reid)
+                if cpu_cores(lim["cpu"]) > 1 or mem_bytes(lim["memory"]) > 2 * 2**30:
+                    yield f"{c['name']}: a faces service should fit 1 core and 2Gi"
             elif cpu_cores(lim["cpu"]) > 1 or mem_bytes(lim["memory"]) > 2**30:
                 yield f"{c['name']}: a non-inference service should be small (<= 1 core, <= 1Gi)"
 
