@@ -406,6 +406,15 @@ class PostgresStorage:
     def _customer_matches(cur: psycopg.Cursor, items: Sequence[m.CustomerMatch]) -> None:
         if items:
             cur.executemany(_UPSERT_CUSTOMER_MATCHES, [_customer_match_row(c) for c in items])
+            # Right to erasure: a match that arrives after its customer was erased from the
+            # gallery (same database, distributed mode) must not bring the link back.
+            cur.execute("SELECT to_regclass('gallery_customers') IS NOT NULL")
+            row = cur.fetchone()
+            if row is not None and row[0]:
+                cur.execute(
+                    "DELETE FROM customer_matches c WHERE c.customer_id = ANY(%s) AND NOT EXISTS "
+                    "(SELECT 1 FROM gallery_customers g WHERE g.customer_id = c.customer_id)",
+                    (sorted({c.customer_id for c in items}),))
 
     def _write(self, fn: Callable[[psycopg.Cursor], T]) -> T:
         def tx(conn: psycopg.Connection) -> T:

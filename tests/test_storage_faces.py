@@ -287,3 +287,16 @@ def test_storage_doctests() -> None:
     result = doctest.testmod(storelens.storage, optionflags=doctest.ELLIPSIS, report=True)
     assert result.attempted > 0
     assert result.failed == 0, f"{result.failed} doctest example(s) failed (see captured stdout)"
+
+
+def test_pg_match_of_an_erased_customer_is_not_stored(pg_schema):
+    """A customer-match that arrives after the customer was erased from the gallery (same database) is dropped."""
+    from storelens.faces.gallery_pg import PostgresGalleryStore
+
+    with PostgresStorage(PG_DSN, schema=pg_schema) as s, PostgresGalleryStore(PG_DSN, dim=4, schema=pg_schema) as gallery:
+        gallery.add_customer("cust-kept", 1)
+        s.write_customer_matches([
+            m.CustomerMatch(event_id="e1", camera_id="cam-1", track_id=1, customer_id="cust-kept", ts_ms=5),
+            m.CustomerMatch(event_id="e2", camera_id="cam-1", track_id=2, customer_id="cust-erased", ts_ms=6)])
+        assert [t["track_id"] for t in s.customer_tracks("cust-kept")] == [1]
+        assert s.customer_tracks("cust-erased") == []
