@@ -234,5 +234,5 @@ def build_face_detector(cfg: FaceDetectorConfig | None = None) -> FaceDetector:
     if cfg.backend == "yunet":
         return YuNetFaceDetector(cfg)
     if cfg.backend == "mtcnn":
-        return MtcnnFaceDetector(cfg)
+        return MtcnnFaceDetector(cfg, min_face_size=cfg.min_face_size_px)
     raise ModelError(f"unknown face detector backend {cfg.backend!r}")
