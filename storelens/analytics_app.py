@@ -77,6 +77,11 @@ SERVICE = "analytics"
 TABLE_NAME = "camera-state"
 #: Format tag of the table values (bump when :meth:`AnalyticsStage.camera_state` changes incompatibly).
 STATE_FORMAT = "json:storelens-analytics-camera-state-1"
+#: Key, in a camera's table value, of the input record: the ``tracks`` partition and the
+#: next offset that the state reflects (see :meth:`AnalyticsApp._in_order`).
+INPUT_KEY = "_input"
+#: Longest wait for the messages of a gap between the recovered state and the committed offset.
+REWIND_TIMEOUT_S = 30.0
 #: Seconds between broker pings of the readiness check.
 BROKER_PING_S = 10.0
 #: Longest wait between two retries of a failing sink.
@@ -139,6 +144,10 @@ class AnalyticsApp:
         self._broker_checked = 0.0
         self._admin = None
         self._last_offset: dict[Any, int] = {}
+        #: (tp, offset) of the event being handled.
+        self._input: tuple[Any, int] | None = None
+        #: tp -> consumer generation whose first event was checked by :meth:`_in_order`.
+        self._checked: dict[Any, int] = {}
         self._not_ready_since: float | None = None
         self._tables_ready = False
         self._stuck_logged = False
@@ -276,7 +285,13 @@ class AnalyticsApp:
         # tests/test_distributed.py::test_analytics_restart). An event is acked
         # here only once :meth:`handle` has finished, state flushed included; an
         # interrupted one stays uncommitted and is redelivered.
-        await self._consume(stream, self.handle)
+        #
+        # Acked is not enough: faust also acks (and then commits) events it skips
+        # while flow control is off (stopping, rebalancing). Each camera state
+        # therefore records the next input offset of its partition, and the first
+        # event of a partition after an assignment first re-reads the gap when
+        # the committed offset ran ahead of it (:meth:`_in_order`).
+        await self._consume(stream, self.handle, in_order=self._in_order)
 
     async def _attributes_agent(self, stream) -> None:
         await self._consume(stream, self.handle_track_attributes)
@@ -284,14 +299,20 @@ class AnalyticsApp:
     async def _matches_agent(self, stream) -> None:
         await self._consume(stream, self.handle_customer_match)
 
-    async def _consume(self, stream, handle: Callable[[bytes, bytes, str], Any]) -> None:
+    async def _consume(self, stream, handle: Callable[[bytes, bytes, str], Any], in_order=None) -> None:
         """Feed every event to ``handle``; ack it only after ``handle`` returned (manual acks)."""
         stream = stream.noack()
         async for event in stream.events():
             msg = event.message
+            if in_order is not None:
+                await in_order(msg)
             t0 = time.perf_counter()
             self.metrics.messages_in.labels(msg.topic).inc()
-            await handle(event.key or b"", event.value if event.value is not None else b"", msg.topic)
+            self._input = (msg.tp, msg.offset)
+            try:
+                await handle(event.key or b"", event.value if event.value is not None else b"", msg.topic)
+            finally:
+                self._input = None
             await stream.ack(event)
             self.metrics.seconds.labels(msg.topic).observe(time.perf_counter() - t0)
             self._last_offset[msg.tp] = msg.offset + 1
@@ -301,6 +322,84 @@ class AnalyticsApp:
                     self.metrics.lag.labels(msg.topic, str(msg.partition)).set(max(0, hw - msg.offset - 1))
             except Exception:  # noqa: BLE001
                 pass
+
+    async def _mark_input(self) -> None:
+        """Record progress on the input partition for a message that changes no camera state
+        (a redelivery, a dead letter), so a restart does not re-read it."""
+        if self._input is None or self._input[0].topic != self.topic_names[topics.TRACKS]:
+            return
+        tp, offset = self._input
+        self.table[f"{INPUT_KEY}/{tp.partition}".encode()] = {
+            INPUT_KEY: {"partition": tp.partition, "next_offset": offset + 1}}
+        await self.app.producer.flush()
+
+    def _resume_offset(self, partition: int) -> int | None:
+        """Next ``tracks`` offset of ``partition`` that the table's camera states reflect (None: no record)."""
+        best = None
+        for value in list(self.table.values()):
+            rec = value.get(INPUT_KEY) if isinstance(value, dict) else None
+            if rec and int(rec.get("partition", -1)) == partition:
+                best = max(best or 0, int(rec["next_offset"]))
+        return best
+
+    async def _in_order(self, msg) -> bool:
+        """Before the first ``tracks`` event of a partition after an assignment: catch up on the
+        events between the offset the table's states reflect and this event's offset, if any.
+
+        faust may have committed past events it never handed to the agent; they are read
+        again here with a private, group-less consumer and handled in order (idempotent
+        sinks and the seq dedupe make re-handling an already reflected event harmless).
+        Always returns True (the event itself is then handled as usual).
+        """
+        tp, gen = msg.tp, self.app.consumer_generation_id
+        if self._checked.get(tp) == gen:
+            return True
+        self._checked[tp] = gen
+        resume = self._resume_offset(tp.partition)
+        if resume is None or msg.offset <= resume:
+            return True
+        log.warning("committed offset is ahead of the recovered state; re-reading the gap",
+                    extra={"topic": tp.topic, "partition": tp.partition, "committed": msg.offset, "resume": resume})
+        self.metrics.errors.labels("offset_rewind").inc()
+        loop = asyncio.get_running_loop()
+        missed = await loop.run_in_executor(None, self._read_range, tp.topic, tp.partition, resume, msg.offset)
+        for key, value, offset in missed:
+            self.metrics.messages_in.labels(tp.topic).inc()
+            self._input = (tp, offset)
+            try:
+                await self.handle(key or b"", value or b"", tp.topic)
+            finally:
+                self._input = None
+        log.info("gap re-read", extra={"topic": tp.topic, "partition": tp.partition, "messages": len(missed)})
+        return True
+
+    def _read_range(self, topic: str, partition: int, start: int, end: int) -> list[tuple[bytes, bytes, int]]:
+        """Messages of ``topic``/``partition`` with ``start <= offset < end`` (blocking)."""
+        from confluent_kafka import Consumer, TopicPartition
+
+        from storelens.kafka_bus import client_config
+
+        c = Consumer({**client_config(self.config.kafka), "group.id": f"{app_id(self.config.kafka)}-gap-reader",
+                      "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+        out: list[tuple[bytes, bytes, int]] = []
+        try:
+            c.assign([TopicPartition(topic, partition, start)])
+            deadline = time.monotonic() + REWIND_TIMEOUT_S
+            while time.monotonic() < deadline:
+                rec = c.poll(0.5)
+                if rec is None or rec.error():
+                    continue
+                if rec.offset() >= end:
+                    break
+                out.append((rec.key(), rec.value(), rec.offset()))
+                if rec.offset() == end - 1:
+                    break
+            else:
+                log.error("could not read the whole gap in time", extra={"topic": topic, "partition": partition,
+                                                                         "start": start, "end": end, "read": len(out)})
+        finally:
+            c.close()
+        return out
 
     async def handle_track_attributes(self, key: bytes, value: bytes, topic: str) -> None:
         """Upsert one ``track-attributes`` summary (idempotent: by camera and track, newest ``last_seq`` wins)."""
@@ -355,13 +454,17 @@ class AnalyticsApp:
                                     f"{exc!r}", error="process")
             return
         if out.duplicate:
-            self._cache[cam] = loaded
             self.metrics.duplicates.labels(topic).inc()
+            self._cache[cam] = loaded
+            await self._mark_input()
             return
         if not tf.end_of_stream:
             await self._write_sinks(tf, out)
             await self._publish(cam, out)
         state = self.stage.camera_state(cam)
+        if self._input is not None:
+            tp, offset = self._input
+            state[INPUT_KEY] = {"partition": tp.partition, "next_offset": offset + 1}
         self.table[topics.camera_key(cam)] = state
         self._cache[cam] = state
         # The new state must be durable in the changelog before this message's
@@ -453,6 +556,7 @@ class AnalyticsApp:
         fut = await self.out[topics.DEAD_LETTER].send(key=key, value=m.encode(dl))
         await fut
         self.metrics.messages_out.labels(self.topic_names[topics.DEAD_LETTER]).inc()
+        await self._mark_input()
 
     def close(self) -> None:
         self._sink.shutdown(wait=True)
