@@ -31,10 +31,14 @@ Effect-once processing from at-least-once delivery:
    messages (awaited until the broker acknowledged them), then the table;
 3. the changelog is flushed before the input event is acknowledged, and only
    events whose processing finished are acknowledged (manual acks: faust
-   would otherwise ack an event interrupted by SIGTERM), so the committed
-   offset never runs ahead of the table.
+   would otherwise ack an event interrupted by SIGTERM);
+4. faust still commits events it *skipped* while flow control was off
+   (stopping, rebalancing), so every camera state also records the ``tracks``
+   partition and next offset it reflects; the first event of a partition
+   after an assignment re-reads any gap between that record and its own
+   offset (a private consumer, in order) before it is handled.
 
-A crash anywhere therefore either replays the frame against the old state
+A crash or restart anywhere therefore either replays the frame against the old state
 (same outputs, upserted again) or finds the new state and skips it.
 
 The sinks block (psycopg, redis-py); they run in one dedicated worker thread
