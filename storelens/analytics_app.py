@@ -34,9 +34,9 @@ Effect-once processing from at-least-once delivery:
    would otherwise ack an event interrupted by SIGTERM);
 4. faust still commits events it *skipped* while flow control was off
    (stopping, rebalancing), so every camera state also records the ``tracks``
-   partition and next offset it reflects; the first event of a partition
-   after an assignment re-reads any gap between that record and its own
-   offset (a private consumer, in order) before it is handled.
+   partition and next offset it reflects, and an event whose offset jumps
+   past the next expected one (after an assignment: the recorded one) is
+   preceded by a re-read of the gap (a private consumer, in order).
 
 A crash or restart anywhere therefore either replays the frame against the old state
 (same outputs, upserted again) or finds the new state and skips it.
@@ -150,8 +150,9 @@ class AnalyticsApp:
         self._last_offset: dict[Any, int] = {}
         #: (tp, offset) of the event being handled.
         self._input: tuple[Any, int] | None = None
-        #: tp -> consumer generation whose first event was checked by :meth:`_in_order`.
-        self._checked: dict[Any, int] = {}
+        #: tp -> consumer generation of the last event seen, and the next offset expected (:meth:`_in_order`).
+        self._gen_of: dict[Any, int] = {}
+        self._expected: dict[Any, int | None] = {}
         self._not_ready_since: float | None = None
         self._tables_ready = False
         self._stuck_logged = False
@@ -293,8 +294,7 @@ class AnalyticsApp:
         # Acked is not enough: faust also acks (and then commits) events it skips
         # while flow control is off (stopping, rebalancing). Each camera state
         # therefore records the next input offset of its partition, and the first
-        # event of a partition after an assignment first re-reads the gap when
-        # the committed offset ran ahead of it (:meth:`_in_order`).
+        # event after a jump in offsets first re-reads the gap (:meth:`_in_order`).
         await self._consume(stream, self.handle, in_order=self._in_order)
 
     async def _attributes_agent(self, stream) -> None:
@@ -347,34 +347,40 @@ class AnalyticsApp:
         return best
 
     async def _in_order(self, msg) -> bool:
-        """Before the first ``tracks`` event of a partition after an assignment: catch up on the
-        events between the offset the table's states reflect and this event's offset, if any.
+        """Before a ``tracks`` event: handle first any events of its partition that were skipped.
 
-        faust may have committed past events it never handed to the agent; they are read
-        again here with a private, group-less consumer and handled in order (idempotent
-        sinks and the seq dedupe make re-handling an already reflected event harmless).
-        Always returns True (the event itself is then handled as usual).
+        The expected offset of a partition is the one after the last event handled here
+        (after an assignment: the offset the table's camera states record). faust can
+        commit, and then resume after, events it never handed to the agent (skipped
+        while flow control was off during a stop or rebalance; seen right after a
+        restart as a jump from offset 71 to 75). Such a gap is read again with a
+        private, group-less consumer and handled in order; idempotent sinks and the seq
+        dedupe make re-handling an already reflected event harmless. Always returns True.
         """
         tp, gen = msg.tp, self.app.consumer_generation_id
-        if self._checked.get(tp) == gen:
-            return True
-        self._checked[tp] = gen
-        resume = self._resume_offset(tp.partition)
-        if resume is None or msg.offset <= resume:
-            return True
-        log.warning("committed offset is ahead of the recovered state; re-reading the gap",
-                    extra={"topic": tp.topic, "partition": tp.partition, "committed": msg.offset, "resume": resume})
-        self.metrics.errors.labels("offset_rewind").inc()
-        loop = asyncio.get_running_loop()
-        missed = await loop.run_in_executor(None, self._read_range, tp.topic, tp.partition, resume, msg.offset)
-        for key, value, offset in missed:
-            self.metrics.messages_in.labels(tp.topic).inc()
-            self._input = (tp, offset)
-            try:
-                await self.handle(key or b"", value or b"", tp.topic)
-            finally:
-                self._input = None
-        log.info("gap re-read", extra={"topic": tp.topic, "partition": tp.partition, "messages": len(missed)})
+        if self._gen_of.get(tp) != gen:
+            self._gen_of[tp] = gen
+            self._expected[tp] = self._resume_offset(tp.partition)
+            log.info("first event after assignment", extra={"topic": tp.topic, "partition": tp.partition,
+                                                            "offset": msg.offset, "expected": self._expected[tp],
+                                                            "generation": gen})
+        expected = self._expected.get(tp)
+        if expected is not None and msg.offset > expected:
+            log.warning("input gap: events were skipped; re-reading the gap",
+                        extra={"topic": tp.topic, "partition": tp.partition, "expected": expected,
+                               "offset": msg.offset})
+            self.metrics.errors.labels("offset_rewind").inc()
+            loop = asyncio.get_running_loop()
+            missed = await loop.run_in_executor(None, self._read_range, tp.topic, tp.partition, expected, msg.offset)
+            for key, value, offset in missed:
+                self.metrics.messages_in.labels(tp.topic).inc()
+                self._input = (tp, offset)
+                try:
+                    await self.handle(key or b"", value or b"", tp.topic)
+                finally:
+                    self._input = None
+            log.info("gap re-read", extra={"topic": tp.topic, "partition": tp.partition, "messages": len(missed)})
+        self._expected[tp] = max(expected or 0, msg.offset + 1)
         return True
 
     def _read_range(self, topic: str, partition: int, start: int, end: int) -> list[tuple[bytes, bytes, int]]:
@@ -392,6 +398,9 @@ class AnalyticsApp:
             while time.monotonic() < deadline:
                 rec = c.poll(0.5)
                 if rec is None or rec.error():
+                    pos = c.position([TopicPartition(topic, partition)])[0].offset
+                    if pos >= end:  # the rest were not data records (e.g. transaction markers)
+                        break
                     continue
                 if rec.offset() >= end:
                     break
@@ -448,6 +457,12 @@ class AnalyticsApp:
             return
         cam = tf.camera_id
         self._sync_state(cam)
+        last = self.stage.last_seq.get(cam, -1)
+        if last >= 0 and tf.seq > last + 1 and not tf.end_of_stream:
+            # detect-track publishes every frame of a camera: a jump means frames were lost upstream or here
+            self.metrics.errors.labels("seq_gap").inc()
+            log.warning("sequence gap", extra={"camera": cam, "last_seq": last, "seq": tf.seq,
+                                               "offset": None if self._input is None else self._input[1]})
         # Until the new state is in the table, the stage is ahead of it: if this frame is
         # interrupted (error, cancellation), the next one reloads the camera from the table.
         loaded = self._cache.pop(cam)
