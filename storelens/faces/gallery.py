@@ -255,16 +255,17 @@ class GalleryStore(Protocol):
     def list_customers(self, *, returning: bool | None = None, from_ts_ms: int | None = None,
                        to_ts_ms: int | None = None, limit: int = 50,
                        offset: int = 0) -> tuple[int, list[CustomerSummary]]:
-        """See :meth:`GalleryStore.list_customers`: one SQL statement (aggregates, page and total)."""
-        query, params = customers_query(
-            customers="customers", visits="visits", param=lambda name: f":{name}", true="1",
-            cameras_sql="""(SELECT json_group_array(cam) FROM (
-                        SELECT DISTINCT j.value AS cam FROM visits v2, json_each(v2.cameras) j
-                        WHERE v2.customer_id = p.customer_id ORDER BY 1))""",
-            returning=returning, from_ts_ms=from_ts_ms, to_ts_ms=to_ts_ms, limit=limit, offset=offset)
-        with self._lock:
-            rows = self._db.execute(query, params).fetchall()
-        return customer_summaries(rows, lambda cams: json.loads(cams))
+        """``(total matching, one page)`` of customers, most recently seen first (ties: by id).
+
+        ``returning`` keeps only returning (``True``) or only first-time
+        (``False``, including customers with no visit) customers;
+        ``from_ts_ms`` / ``to_ts_ms`` keep customers with a visit overlapping
+        ``[from_ts_ms, to_ts_ms)`` (a visit spans ``[first_ts_ms, last_ts_ms]``;
+        a customer without visits never passes a time filter). The summaries
+        always cover all the customer's retained visits, not only those in the
+        range. ``ValueError`` for a negative ``limit`` or ``offset``.
+        """
+        ...
 
     def counts(self) -> dict[str, int]:
         """Rows per table: ``{"customers": n, "embeddings": n, "visits": n}``."""
@@ -474,46 +475,15 @@ class SqliteGalleryStore:
                        to_ts_ms: int | None = None, limit: int = 50,
                        offset: int = 0) -> tuple[int, list[CustomerSummary]]:
         """See :meth:`GalleryStore.list_customers`: one SQL statement (aggregates, page and total)."""
-        _check_page(limit, offset)
-        where, having = [], ""
-        params: dict[str, object] = {"limit": int(limit), "offset": int(offset)}
-        if from_ts_ms is not None or to_ts_ms is not None:
-            cond = ["w.customer_id = c.customer_id"]
-            if from_ts_ms is not None:
-                cond.append("w.last_ts_ms >= :from_ts")
-                params["from_ts"] = int(from_ts_ms)
-            if to_ts_ms is not None:
-                cond.append("w.first_ts_ms < :to_ts")
-                params["to_ts"] = int(to_ts_ms)
-            where.append(f"EXISTS (SELECT 1 FROM visits w WHERE {' AND '.join(cond)})")
-        if returning is not None:
-            having = "HAVING COALESCE(MAX(v.visit_no), 0) " + ("> 1" if returning else "<= 1")
-        query = f"""
-            WITH s AS (
-                SELECT c.customer_id, c.created_ts_ms, COUNT(v.visit_no) AS n,
-                       COALESCE(MAX(v.visit_no), 0) AS max_no,
-                       COALESCE(MIN(v.first_ts_ms), c.created_ts_ms) AS first_seen,
-                       COALESCE(MAX(v.last_ts_ms), c.created_ts_ms) AS last_seen
-                FROM customers c LEFT JOIN visits v ON v.customer_id = c.customer_id
-                {"WHERE " + " AND ".join(where) if where else ""}
-                GROUP BY c.customer_id {having}
-            ), page AS (
-                SELECT * FROM s ORDER BY last_seen DESC, customer_id LIMIT :limit OFFSET :offset
-            )
-            SELECT t.total, p.customer_id, p.created_ts_ms, p.n, p.first_seen, p.last_seen, p.max_no,
-                   (SELECT json_group_array(cam) FROM (
+        query, params = customers_query(
+            customers="customers", visits="visits", param=lambda name: f":{name}", true="1",
+            cameras_sql="""(SELECT json_group_array(cam) FROM (
                         SELECT DISTINCT j.value AS cam FROM visits v2, json_each(v2.cameras) j
-                        WHERE v2.customer_id = p.customer_id ORDER BY 1))
-            FROM (SELECT COUNT(*) AS total FROM s) t LEFT JOIN page p ON 1
-            ORDER BY p.last_seen DESC, p.customer_id"""  # noqa: S608 (fixed fragments, bound values)
+                        WHERE v2.customer_id = p.customer_id ORDER BY 1))""",
+            returning=returning, from_ts_ms=from_ts_ms, to_ts_ms=to_ts_ms, limit=limit, offset=offset)
         with self._lock:
             rows = self._db.execute(query, params).fetchall()
-        total = int(rows[0][0]) if rows else 0
-        return total, [
-            CustomerSummary(cid, int(created), int(n), int(first), int(last), int(max_no) > 1,
-                            tuple(sorted(json.loads(cams))))
-            for _, cid, created, n, first, last, max_no, cams in rows if cid is not None
-        ]
+        return customer_summaries(rows, lambda cams: json.loads(cams))
 
     def counts(self) -> dict[str, int]:
         """Rows per table (for checks and health endpoints)."""
