@@ -346,7 +346,7 @@ class AnalyticsApp:
                 best = max(best or 0, int(rec["next_offset"]))
         return best
 
-    async def _in_order(self, msg) -> bool:
+    async def _in_order(self, msg) -> None:
         """Before a ``tracks`` event: handle first any events of its partition that were skipped.
 
         The expected offset of a partition is the one after the last event handled here
@@ -355,7 +355,7 @@ class AnalyticsApp:
         while flow control was off during a stop or rebalance; seen right after a
         restart as a jump from offset 71 to 75). Such a gap is read again with a
         private, group-less consumer and handled in order; idempotent sinks and the seq
-        dedupe make re-handling an already reflected event harmless. Always returns True.
+        dedupe make re-handling an already reflected event harmless.
         """
         tp, gen = msg.tp, self.app.consumer_generation_id
         if self._gen_of.get(tp) != gen:
@@ -381,7 +381,6 @@ class AnalyticsApp:
                     self._input = None
             log.info("gap re-read", extra={"topic": tp.topic, "partition": tp.partition, "messages": len(missed)})
         self._expected[tp] = max(expected or 0, msg.offset + 1)
-        return True
 
     def _read_range(self, topic: str, partition: int, start: int, end: int) -> list[tuple[bytes, bytes, int]]:
         """Messages of ``topic``/``partition`` with ``start <= offset < end`` (blocking)."""
@@ -414,12 +413,17 @@ class AnalyticsApp:
             c.close()
         return out
 
+    def _decode(self, cls, value: bytes):
+        """``value`` as ``cls``; :class:`DecodeError` (or :class:`UnknownCamera`) for bad input."""
+        msg = m.decode(cls, value)
+        if msg.camera_id not in self.cameras:
+            raise UnknownCamera(f"unknown camera {msg.camera_id!r}")
+        return msg
+
     async def handle_track_attributes(self, key: bytes, value: bytes, topic: str) -> None:
         """Upsert one ``track-attributes`` summary (idempotent: by camera and track, newest ``last_seq`` wins)."""
         try:
-            msg = m.decode(m.TrackAttributes, value)
-            if msg.camera_id not in self.cameras:
-                raise UnknownCamera(f"unknown camera {msg.camera_id!r}")
+            msg = self._decode(m.TrackAttributes, value)
         except DecodeError as exc:
             await self._dead_letter(topic, key, value, str(exc))
             return
@@ -428,9 +432,7 @@ class AnalyticsApp:
     async def handle_customer_match(self, key: bytes, value: bytes, topic: str) -> None:
         """Upsert one ``customer-matches`` decision (idempotent: by its deterministic ``event_id``)."""
         try:
-            msg = m.decode(m.CustomerMatch, value)
-            if msg.camera_id not in self.cameras:
-                raise UnknownCamera(f"unknown camera {msg.camera_id!r}")
+            msg = self._decode(m.CustomerMatch, value)
             if not msg.event_id or not msg.customer_id:
                 raise DecodeError("customer match without event_id or customer_id")
         except DecodeError as exc:
@@ -449,9 +451,7 @@ class AnalyticsApp:
     async def handle(self, key: bytes, value: bytes, topic: str) -> None:
         """Process one ``tracks`` message (the agent calls this inside a faust event context)."""
         try:
-            tf = m.decode(m.TrackedFrame, value)
-            if tf.camera_id not in self.cameras:
-                raise UnknownCamera(f"unknown camera {tf.camera_id!r}")
+            tf = self._decode(m.TrackedFrame, value)
         except DecodeError as exc:
             await self._dead_letter(topic, key, value, str(exc))
             return

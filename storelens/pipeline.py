@@ -133,6 +133,8 @@ class EmbeddedPipeline:
 
         One face detection per crop serves both stages (the services each run their own).
         """
+        from storelens.faces.stages import decode_crop
+
         sub = self.bus.subscribe(topics.PERSON_CROPS)
         self._ready.release()
         attributes, reid = self.faces_stages
@@ -147,8 +149,6 @@ class EmbeddedPipeline:
                 crop = m.decode(m.PersonCrop, msg.value)
                 image = face = None
                 if not crop.end_of_stream:
-                    from storelens.faces.stages import decode_crop
-
                     image = decode_crop(crop)
                     face = attributes.finder.find(image)
                 out = attributes.process(crop, image, face)
