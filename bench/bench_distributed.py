@@ -29,16 +29,15 @@ sys.path.insert(0, str(REPO))
 import httpx  # noqa: E402
 import yaml  # noqa: E402
 
-from storelens import messages as m  # noqa: E402
-from storelens.config import load_config, parse_config  # noqa: E402
-from storelens.localdeploy import KAFKA, LocalDeployment  # noqa: E402
+from storelens.contract import messages as m  # noqa: E402
+from storelens.config import KafkaConfig, load_config, parse_config  # noqa: E402
+from storelens.runtime.localdeploy import KAFKA, LocalDeployment  # noqa: E402
 from storelens.paths import asset  # noqa: E402
 
 
 def throughput(site: dict, tmp: pathlib.Path) -> tuple[float, float, int]:
-    from confluent_kafka import Consumer
-
-    from storelens.pipeline import EmbeddedPipeline
+    from storelens.runtime.embedded import EmbeddedPipeline
+    from storelens.runtime.kafka import KafkaConsumer
 
     cfg = parse_config(site, base=REPO)
     emb = EmbeddedPipeline(cfg).run()
@@ -48,9 +47,8 @@ def throughput(site: dict, tmp: pathlib.Path) -> tuple[float, float, int]:
             dep.start(name)
         for name in ("detect-track", "api", "analytics"):
             dep.wait_ready(name)
-        c = Consumer({"bootstrap.servers": KAFKA, "group.id": f"{dep.uid}-bench", "auto.offset.reset": "earliest"})
-        c.subscribe([f"{dep.uid}.tracks"])
-        while not c.assignment():
+        c = KafkaConsumer(KafkaConfig(bootstrap_servers=KAFKA, group_prefix=dep.uid), "bench", [f"{dep.uid}.tracks"])
+        while not c.assigned:
             c.poll(0.2)
         dep.start("ingest")
         times = []
@@ -58,9 +56,7 @@ def throughput(site: dict, tmp: pathlib.Path) -> tuple[float, float, int]:
             msg = c.poll(60)
             if msg is None:
                 raise RuntimeError("no tracked frame for 60 s")
-            if msg.error():
-                continue
-            tf = m.decode(m.TrackedFrame, msg.value())
+            tf = m.decode(m.TrackedFrame, msg.value)
             if tf.end_of_stream:
                 break
             times.append(time.perf_counter())
@@ -72,9 +68,8 @@ def throughput(site: dict, tmp: pathlib.Path) -> tuple[float, float, int]:
 
 
 def latency(site: dict, tmp: pathlib.Path) -> list[float]:
-    from confluent_kafka import Producer
-
-    from storelens.ingest import camera_frames
+    from storelens.backends.video import camera_frames
+    from storelens.runtime.kafka import KafkaBus
 
     cam_cfg = parse_config(site, base=REPO).cameras[0]
     dep = LocalDeployment(tmp, site)
@@ -85,7 +80,7 @@ def latency(site: dict, tmp: pathlib.Path) -> list[float]:
             dep.wait_ready(name)
         frames = [f for f in camera_frames(cam_cfg) if not f.end_of_stream]
         period = 1.0 / (cam_cfg.target_fps or 25.0)
-        p = Producer({"bootstrap.servers": KAFKA, "linger.ms": 0})
+        p = KafkaBus(KafkaConfig(bootstrap_servers=KAFKA), f"{dep.uid}-bench")
         first_seen: dict[str, float] = {}
         ts_of: dict[str, int] = {}
         t0 = time.time()
@@ -105,9 +100,8 @@ def latency(site: dict, tmp: pathlib.Path) -> list[float]:
                 poll_api()
                 time.sleep(0.02)
             f.ts_ms = int(time.time() * 1000)
-            p.produce(f"{dep.uid}.frames", key=cam_cfg.id.encode(), value=m.encode(f))
-            p.poll(0)
-        p.flush(30)
+            p.publish(f"{dep.uid}.frames", cam_cfg.id.encode(), m.encode(f))
+        p.close(30)
         settle = time.time() + 10
         while time.time() < settle:
             poll_api()

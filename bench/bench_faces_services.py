@@ -34,10 +34,10 @@ def main() -> int:
 
     import pathlib
 
-    from confluent_kafka import Producer
-
-    from storelens import messages as m
-    from storelens.localdeploy import KAFKA, LocalDeployment
+    from storelens.config import KafkaConfig
+    from storelens.contract import messages as m
+    from storelens.runtime.kafka import KafkaBus
+    from storelens.runtime.localdeploy import KAFKA, LocalDeployment
 
     with tempfile.TemporaryDirectory() as tmp:
         crops = collect_crops(tmp)
@@ -50,7 +50,7 @@ def main() -> int:
             for name in ("attributes", "reid"):
                 dep.wait_ready(name)
             topic = f"{dep.uid}.person-crops"
-            producer = Producer({"bootstrap.servers": KAFKA, "linger.ms": 5})
+            producer = KafkaBus(KafkaConfig(bootstrap_servers=KAFKA), f"{dep.uid}-bench")
             n = 0
             t0 = time.perf_counter()
             for r in range(args.copies):
@@ -60,9 +60,9 @@ def main() -> int:
                     c.seq = r * 100_000 + i
                     c.ts_ms = crop.ts_ms + r * 3_600_000
                     c.track_id = crop.track_id + r * 1000
-                    producer.produce(topic, key=b"door", value=m.encode(c))
+                    producer.publish(topic, b"door", m.encode(c))
                     n += 1
-            producer.flush(60)
+            producer.close(60)
             done: dict[str, float] = {}
             while len(done) < 2 and time.perf_counter() - t0 < 900:
                 for name in ("attributes", "reid"):

@@ -2,7 +2,7 @@
 """Faces per second through the attributes and reid stages (the services' processing code), as Markdown.
 
 Person crops are the real output of detect-track (YOLO + DeepSORT) on videos
-built from the labelled identity photos (:mod:`storelens.faces.synth`; the
+built from the labelled identity photos (:mod:`storelens.backends.face_video`; the
 same two visits as tests/test_faces_pipeline.py). Each stage then processes
 every crop exactly as its service does for a ``person-crops`` message
 (JPEG decode, YuNet on the crop, quality gate, then age/gender + emotion, or
@@ -27,13 +27,13 @@ from benchlib import cpu_line, python_line, version  # noqa: E402
 
 
 def collect_crops(tmp: str) -> list:
-    from storelens import messages as m
-    from storelens import topics
-    from storelens.bus import InProcessBus
+    from storelens.contract import messages as m
+    from storelens.contract import topics
+    from storelens.runtime.bus import InProcessBus
     from storelens.config import parse_config
-    from storelens.faces.synth import write_visit_video
+    from storelens.backends.face_video import write_visit_video
     from storelens.paths import asset
-    from storelens.pipeline import EmbeddedPipeline
+    from storelens.runtime.embedded import EmbeddedPipeline
 
     people = [("obama", "obama.jpg"), ("biden", "biden.jpg"), ("kit_harington", "john1.jpeg"),
               ("obama", "obama2.jpg"), ("alex_lacamoire", "img1.jpg"), ("biden", "biden2.jpg"),
@@ -61,8 +61,8 @@ def main() -> int:
     import numpy as np
 
     from storelens.config import parse_config
-    from storelens.faces.gallery import FaceGallery, SqliteGalleryStore
-    from storelens.faces.stages import AttributesStage, ReidStage
+    from storelens.storage.gallery import FaceGallery, SqliteGalleryStore
+    from storelens.stages.faces import AttributesStage, ReidStage
 
     with tempfile.TemporaryDirectory() as tmp:
         crops = collect_crops(tmp)

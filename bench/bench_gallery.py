@@ -16,7 +16,7 @@ impostor pairs: ~0.82), which makes approximate search harder.
 
 Rows:
 
-* ``flat`` and ``ivf``: a :class:`storelens.faces.gallery.FaceGallery` loaded
+* ``flat`` and ``ivf``: a :class:`storelens.storage.gallery.FaceGallery` loaded
   with ``bulk_load`` (build = arrays + index, IVF training included) and
   queried with ``FaceGallery.match`` one embedding at a time (batch 1, Python
   overhead included), with the gallery's default settings (``ivf_nprobe``
@@ -44,7 +44,7 @@ import time
 import numpy as np
 
 from benchlib import cpu_line, python_line, version  # noqa: E402
-from storelens.faces.gallery import FaceGallery, GalleryConfig
+from storelens.storage.gallery import FaceGallery, GalleryConfig
 
 DIM = 128
 NOISE = 0.2  # |noise| relative to the unit centre: genuine cosine ~ 1 / (1 + NOISE^2) ~ 0.96

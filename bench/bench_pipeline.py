@@ -57,7 +57,7 @@ import ultralytics  # noqa: E402,F401
 from benchlib import cpu_line, python_line, version  # noqa: E402
 
 from storelens.config import CameraConfig, SiteConfig, load_config  # noqa: E402
-from storelens.ingest import (  # noqa: E402
+from storelens.backends.video import (  # noqa: E402
     FrameSampler, camera_frames, decode_jpeg, read_file_frames, resize_to_width, source_fps,
 )
 
@@ -132,20 +132,20 @@ class Bench:
     @property
     def detector(self):
         if self._detector is None:
-            from storelens.detection import UltralyticsDetector
+            from storelens.backends.detectors import UltralyticsDetector
 
             self._detector = UltralyticsDetector(self.config.detector)
         return self._detector
 
     def embedder(self, kind: str):
         if kind not in self._embedders:
-            from storelens.tracking import build_embedder
+            from storelens.backends.trackers import build_embedder
 
             self._embedders[kind] = build_embedder(self.config.tracker.model_copy(update={"embedder": kind}))
         return self._embedders[kind]
 
     def tracker_factory(self, kind: str) -> Callable[[], object]:
-        from storelens.tracking import DeepSortTracker
+        from storelens.backends.trackers import DeepSortTracker
 
         cfg = self.config.tracker.model_copy(update={"embedder": kind})
         emb = self.embedder(kind)
@@ -200,9 +200,9 @@ class Bench:
 
     # c ---------------------------------------------------------------------
     def run_pipeline(self, timed: bool = True) -> Run:
-        from storelens.pipeline import EmbeddedPipeline
+        from storelens.runtime.embedded import EmbeddedPipeline
         from storelens.stages import DetectTrackStage
-        from storelens.storage import SqliteStorage
+        from storelens.storage import SqliteStorage, open_gallery
 
         kind = self.config.tracker.embedder
         if not timed:  # warm the shared detector and embedder on real frames
@@ -224,7 +224,9 @@ class Bench:
                 pipe.stop()  # frames already in the bus queues are still processed and counted
 
         try:
-            pipe = EmbeddedPipeline(self.config, storage=storage, on_tracked=on_tracked, on_frame_done=on_frame_done)
+            gallery = open_gallery(self.config) if self.config.faces.enabled else None
+            pipe = EmbeddedPipeline(self.config, storage=storage, on_tracked=on_tracked, on_frame_done=on_frame_done,
+                                    gallery=gallery)
             stage = DetectTrackStage(self.config, self.detector, self.tracker_factory(kind))
             result = pipe.run(stage)  # times itself from after the stage is built until the last frame
         finally:
@@ -235,7 +237,7 @@ class Bench:
     def ultralytics_tracker(self, tracker_yaml: str):
         from ultralytics import YOLO
 
-        from storelens.detection import resolve_weights
+        from storelens.backends.detectors import resolve_weights
 
         d = self.config.detector
         model = YOLO(resolve_weights(d.weights), task="detect")

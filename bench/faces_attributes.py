@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from benchlib import cpu_model, usable_cores, version  # noqa: E402
-from storelens.faces.attributes import (
+from storelens.backends.face_attributes import (
     EMOTIONS,
     AgeGenderConfig,
     AgeGenderEstimator,
@@ -37,8 +37,8 @@ from storelens.faces.attributes import (
     EmotionConfig,
     FaceAnalyzer,
 )
-from storelens.faces.detect import FaceDetectorConfig, YuNetFaceDetector
-from storelens.faces.quality import FaceQualityGate
+from storelens.backends.face_detectors import FaceDetectorConfig, YuNetFaceDetector
+from storelens.domain.face_quality import FaceQualityGate
 from storelens.paths import asset
 
 GENDER = {"obama": "male", "biden": "male", "kit_harington": "male", "alex_lacamoire": "male", "rose_leslie": "female"}

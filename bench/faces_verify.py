@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from benchlib import cpu_line, python_line, version  # noqa: E402
-from storelens.faces.embedding import DlibFaceEmbedder, DlibHogFaceDetector, l2_normalize
+from storelens.backends.face_embedders import DlibFaceEmbedder, DlibHogFaceDetector, l2_normalize
 from storelens.paths import asset
 
 #: Single-person files of identities_test and who they show (the name says it;

@@ -4,7 +4,7 @@
 Runs the real CLI (`storelens track` and `storelens count`, every frame, the
 default models) on the MOT sequences in the shared assets, scores the tracks
 with motmetrics and compares per-line counts with the counts derived from
-the ground-truth trajectories (`storelens.mot.gt_line_counts`).
+the ground-truth trajectories (`storelens.domain.mot.gt_line_counts`).
 
     python bench/quality.py [--config SITE.yaml]
 """
@@ -18,7 +18,7 @@ import sys
 import tempfile
 
 from storelens.config import CountingConfig, LineConfig
-from storelens.mot import evaluate_mot, gt_line_counts
+from storelens.domain.mot import evaluate_mot, gt_line_counts
 from storelens.paths import asset
 
 # Vertical lines drawn bottom-to-top (walking right is "in"), where people really cross.

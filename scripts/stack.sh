@@ -242,11 +242,11 @@ kafka_start() {
   done
 }
 
-# A Python with confluent_kafka for the ready-check (the project's venv), if there is one.
+# A Python with aiokafka for the ready-check (the project's venv), if there is one.
 kafka_probe_python() {
   local py
   for py in "${STORELENS_PYTHON:-}" "$ROOT/.venv/bin/python" python3; do
-    [[ -n $py ]] && command -v "$py" >/dev/null 2>&1 && "$py" -c 'import confluent_kafka' 2>/dev/null &&
+    [[ -n $py ]] && command -v "$py" >/dev/null 2>&1 && "$py" -c 'import aiokafka' 2>/dev/null &&
       { printf '%s' "$py"; return 0; }
   done
   return 1
@@ -255,12 +255,21 @@ kafka_probe_python() {
 kafka_probe() {
   if [[ -n ${KAFKA_PY:-} ]]; then
     "$KAFKA_PY" - "$KAFKA_PORT" 2>/dev/null <<'EOF'
+import asyncio
 import sys
-from confluent_kafka.admin import AdminClient
-admin = AdminClient({"bootstrap.servers": "127.0.0.1:" + sys.argv[1], "log_level": 0,
-                     "socket.connection.setup.timeout.ms": 2000})
-md = admin.list_topics(timeout=3)
-sys.exit(0 if md.brokers else 1)
+
+from aiokafka.admin import AIOKafkaAdminClient
+
+
+async def brokers() -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers="127.0.0.1:" + sys.argv[1], request_timeout_ms=3000)
+    try:
+        await asyncio.wait_for(admin.start(), 3)
+        return len((await asyncio.wait_for(admin.describe_cluster(), 3))["brokers"])
+    finally:
+        await admin.close()
+
+sys.exit(0 if asyncio.run(brokers()) else 1)
 EOF
   else
     # (no pipe into grep -q: with pipefail, an early exit of grep could read as a failure)
@@ -272,7 +281,7 @@ EOF
 kafka_wait() {
   local t0=$SECONDS pid how
   KAFKA_PY=$(kafka_probe_python) || KAFKA_PY=
-  how=${KAFKA_PY:+AdminClient.list_topics}
+  how=${KAFKA_PY:+aiokafka describe_cluster}
   while :; do
     if ! pid=$(kafka_pid); then
       show_log "$KAFKA_DIR/logs/server.log" "${KAFKA_LOG_FROM:-1}"; show_log "$KAFKA_DIR/kafka.out"

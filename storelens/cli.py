@@ -37,19 +37,12 @@ def parse_line(text: str, index: int) -> dict:
 
 
 def _base_config(path: str | None) -> dict:
-    import yaml
+    from storelens.config.site import read_yaml
 
     if path is None:
         return {"store": {"id": "cli"}}
     p = pathlib.Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file not found: {p}")
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        from storelens.config import yaml_error
-
-        raise yaml_error(p, exc) from None
+    raw = read_yaml(p)
     if not isinstance(raw, dict):
         raise ConfigError(f"config error in {p}: expected a mapping at the top level")
     return raw
@@ -85,8 +78,8 @@ def _stderr_console():
 def _run(config, storage=None, on_tracked=None, show_progress: bool = True):
     import time
 
-    from storelens.ingest import FrameSampler, source_fps, frame_count, is_live
-    from storelens.pipeline import EmbeddedPipeline
+    from storelens.backends.video import FrameSampler, source_fps, frame_count, is_live
+    from storelens.runtime.embedded import EmbeddedPipeline
 
     total: int | None = 0
     for cam in config.cameras:
@@ -96,7 +89,12 @@ def _run(config, storage=None, on_tracked=None, show_progress: bool = True):
             break
         sampler = FrameSampler(source_fps(cam.source), cam.target_fps)
         total += sum(1 for i in range(n) if sampler.keep(i))
-    pipe = EmbeddedPipeline(config, storage=storage, on_tracked=on_tracked)
+    gallery = None
+    if config.faces.enabled:
+        from storelens.storage import open_gallery
+
+        gallery = open_gallery(config)
+    pipe = EmbeddedPipeline(config, storage=storage, on_tracked=on_tracked, gallery=gallery)
     if not show_progress:
         return pipe.run()
     prog, task = _progress(total, "processing")
@@ -206,7 +204,7 @@ def cmd_demo(args) -> int:
     storage = open_storage(config.storage)
     gallery_store = None
     if config.faces.enabled:
-        from storelens.faces.stages import open_gallery_store
+        from storelens.storage import open_gallery_store
 
         gallery_store = open_gallery_store(config)
     host, port = config.api.host, config.api.port

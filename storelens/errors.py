@@ -19,3 +19,11 @@ class ModelError(StoreLensError):
 
 class DecodeError(StoreLensError):
     """A message on the bus cannot be decoded; it goes to the dead-letter topic."""
+
+
+class StorageError(StoreLensError):
+    """The database cannot be used: unreachable, closed, or written by a newer StoreLens.
+
+    Defined here (not in :mod:`storelens.storage`) so lower layers, e.g. the
+    runtime's error policy, can catch it without importing the storage layer.
+    """

@@ -37,15 +37,14 @@ from typing import Callable, Iterator
 import psycopg
 import pytest
 import yaml
-from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
 
-from storelens import messages as m
-from storelens import topics
-from storelens.analytics_app import app_id, changelog_topic
-from storelens.config import SiteConfig, parse_config
+from storelens.contract import messages as m
+from storelens.contract import topics
+from storelens.runtime.analytics_app import app_id, changelog_topic
+from storelens.config import KafkaConfig, SiteConfig, parse_config
 from storelens.errors import DecodeError
-from storelens.live import RedisLiveState
+from storelens.runtime.kafka import KafkaAdmin, KafkaBus, commit_offsets, consume_all, end_offsets
+from storelens.storage.live import RedisLiveState
 from storelens.stages import AnalyticsStage
 
 BOOTSTRAP = os.environ.get("STORELENS_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
@@ -161,51 +160,26 @@ def phase2_frames(cam: str) -> list[m.TrackedFrame]:
 class Kafka:
     def __init__(self, topic_prefix: str) -> None:
         self.prefix = topic_prefix
-        self.producer = Producer({"bootstrap.servers": BOOTSTRAP, "enable.idempotence": True, "acks": "all"})
-        self.admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
+        self.cfg = KafkaConfig(bootstrap_servers=BOOTSTRAP)
+        self.producer = KafkaBus(self.cfg, f"{topic_prefix}test")  # idempotent, acks=all
+        self.admin = KafkaAdmin(self.cfg)
 
     def name(self, base: str) -> str:
         return topics.topic_name(base, self.prefix)
 
     def send(self, key: bytes, value: bytes, partition: int | None = None) -> int:
         """Produce to ``tracks`` and wait for the ack; return the partition it went to."""
-        got: list[int] = []
-
-        def on_delivery(err, msg) -> None:
-            assert err is None, err
-            got.append(msg.partition())
-
-        kw = {} if partition is None else {"partition": partition}
-        self.producer.produce(self.name(topics.TRACKS), key=key, value=value, on_delivery=on_delivery, **kw)
-        assert self.producer.flush(30) == 0
-        return got[0]
+        return self.producer.publish_wait(self.name(topics.TRACKS), key, value, partition, timeout_s=30)[0]
 
     def read(self, base: str, keys: set[bytes], cls, timeout_s: float = 10.0) -> list:
         """Every message of topic ``base`` (prefixed) whose key is in ``keys``, decoded as ``cls``, in order."""
-        topic = self.name(base)
-        c = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": f"{self.prefix}read-{uuid.uuid4().hex}",
-                      "enable.auto.commit": False})
-        try:
-            parts = c.list_topics(topic, timeout=10).topics[topic].partitions
-            ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
-            todo = {p for p in parts if ends[p] > 0}
-            c.assign([TopicPartition(topic, p, 0) for p in todo])
-            out = []
-            deadline = time.monotonic() + timeout_s
-            while todo and time.monotonic() < deadline:
-                msg = c.poll(0.5)
-                if msg is None:
-                    continue
-                if msg.error():
-                    continue
-                if msg.key() in keys:
-                    out.append(m.decode(cls, msg.value()))
-                if msg.offset() >= ends[msg.partition()] - 1:
-                    todo.discard(msg.partition())
-            assert not todo, f"could not read {topic} to its end"
-            return out
-        finally:
-            c.close()
+        msgs = consume_all(self.cfg, self.name(base), timeout_s=timeout_s)
+        return [m.decode(cls, msg.value) for msg in sorted(msgs, key=lambda x: (x.partition, x.offset))
+                if msg.key in keys]
+
+    def close(self) -> None:
+        self.producer.close()
+        self.admin.close()
 
 
 def pg_rows(query: str, params: tuple) -> list[tuple]:
@@ -243,16 +217,15 @@ def env(tmp_path: pathlib.Path) -> Iterator[dict]:
     live.forget(cam)
     live.close()
     app_topics = [t for t in kafka.admin.list_topics(timeout=10).topics if t.startswith(prefix)]
-    for fut in kafka.admin.delete_topics(app_topics, operation_timeout=30).values():
-        try:
-            fut.result()
-        except Exception:  # noqa: BLE001 (a topic that was never created)
-            pass
     try:
-        for fut in kafka.admin.delete_consumer_groups([app_id(config.kafka)], request_timeout=30).values():
-            fut.result()
+        kafka.admin.delete_topics(app_topics, 30)
+    except Exception:  # noqa: BLE001 (a topic that was never created)
+        pass
+    try:
+        kafka.admin.delete_groups([app_id(config.kafka)], 30)
     except Exception:  # noqa: BLE001
         pass
+    kafka.close()
 
 
 def metric(text: str, name: str, **labels: str) -> float:
@@ -416,12 +389,8 @@ def test_analytics_rewinds_when_the_committed_offset_is_ahead_of_its_state(env: 
         later = phase2_frames(cam)
         for tf in later[:3]:  # seq 13..15 (track 9 crosses the door at 13), never seen by the service
             send(tf)
-        c = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": app_id(config.kafka), "enable.auto.commit": False})
-        try:
-            end = c.get_watermark_offsets(TopicPartition(tracks_topic, partition), timeout=10)[1]
-            c.commit(offsets=[TopicPartition(tracks_topic, partition, end)], asynchronous=False)
-        finally:
-            c.close()
+        end = end_offsets(kafka.cfg, tracks_topic, timeout_s=10)[partition]
+        commit_offsets(kafka.cfg, app_id(config.kafka), {(tracks_topic, partition): end})
         for tf in later[3:]:
             send(tf)
         assert ("door", 9, "in") in expected.values()
@@ -448,7 +417,7 @@ def test_api_reads_live_state_from_redis_and_falls_back_to_postgres() -> None:
     from psycopg import sql
 
     from storelens.api import create_app
-    from storelens.storage_pg import PostgresStorage
+    from storelens.storage import PostgresStorage
 
     run = uuid.uuid4().hex[:10]
     cam1, cam2 = f"api-{run}-1", f"api-{run}-2"

@@ -9,10 +9,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 import storelens
-from storelens import messages as m
+from storelens.contract import messages as m
 from storelens.api import MAX_BUCKETS, create_app
 from storelens.config import SiteConfig, parse_config
-from storelens.counting import CrossingEvent, crossing_event_id
+from storelens.domain.counting import CrossingEvent, crossing_event_id
 from storelens.storage import SqliteStorage
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z, a multiple of every bucket used below

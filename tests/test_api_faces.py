@@ -12,12 +12,12 @@ import pytest
 from fastapi.testclient import TestClient
 from psycopg import sql
 
-from storelens import messages as m
+from storelens.contract import messages as m
 from storelens.api import FACES_DISABLED, create_app
 from storelens.config import SiteConfig, parse_config
-from storelens.faces.gallery import SqliteGalleryStore, Visit
+from storelens.storage.gallery import SqliteGalleryStore, Visit
 from storelens.storage import SqliteStorage
-from storelens.storage_pg import PostgresStorage
+from storelens.storage import PostgresStorage
 
 PG_DSN = os.environ.get("STORELENS_PG_DSN", "postgresql://storelens:storelens@127.0.0.1:15432/storelens")
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z

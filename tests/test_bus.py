@@ -1,4 +1,4 @@
-"""storelens.bus.InProcessBus and the storelens.messages codec that rides on it."""
+"""storelens.runtime.bus.InProcessBus and the storelens.contract.messages codec that rides on it."""
 from __future__ import annotations
 
 import threading
@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from storelens import messages as m
-from storelens.bus import BusMessage, InProcessBus
+from storelens.contract import messages as m
+from storelens.runtime.bus import BusMessage, InProcessBus
 from storelens.errors import DecodeError, StoreLensError
 
 JOIN_S = 2.0  # generous upper bound for threads that should finish promptly
@@ -230,7 +230,7 @@ def test_concurrent_publishers_keep_offset_order():
     """Every subscriber sees a topic's messages in offset order, whatever thread published them."""
     import threading
 
-    from storelens.bus import InProcessBus
+    from storelens.runtime.bus import InProcessBus
 
     bus = InProcessBus(maxsize=4)
     subs = [bus.subscribe("t"), bus.subscribe("t")]
@@ -258,3 +258,86 @@ def test_concurrent_publishers_keep_offset_order():
         assert [m.offset for m in seen[j]] == list(range(n_threads * per_thread))
         for k in range(n_threads):  # per key, publish order is kept
             assert [int(m.value) for m in seen[j] if m.key == str(k).encode()] == list(range(per_thread))
+
+
+# -- the Kafka transport (needs the stack: scripts/stack.sh up, as `make test` does) -------------------
+
+def _kafka_cfg():
+    import os
+    import uuid
+
+    from storelens.config import KafkaConfig
+
+    run = uuid.uuid4().hex[:10]
+    return KafkaConfig(bootstrap_servers=os.environ.get("STORELENS_KAFKA_BOOTSTRAP", "127.0.0.1:19092"),
+                       group_prefix=f"test-bus-{run}", topic_prefix=f"test-bus-{run}.", partitions=2)
+
+
+@pytest.mark.timeout(180)
+def test_kafka_rebalance_hooks_run_on_the_polling_thread_and_commit_before_hand_over():
+    """A blocking on_revoke (publish, flush, commit: as detect-track's snapshot) runs on the thread
+    that polls, and the offsets of the messages marked done are committed before the other member
+    gets the partitions; the member that takes over starts right after them."""
+    from storelens.contract.topics import FRAMES, TOPICS, topic_name
+    from storelens.runtime.kafka import KafkaAdmin, KafkaBus, KafkaConsumer, consume_all, ensure_topics
+
+    cfg = _kafka_cfg()
+    ensure_topics(cfg, [s for s in TOPICS if s.name in (FRAMES, "dead-letter")])
+    topic, side = topic_name(FRAMES, cfg.topic_prefix), topic_name("dead-letter", cfg.topic_prefix)
+    bus = KafkaBus(cfg, "test")
+    try:
+        for i in range(40):
+            bus.publish(topic, f"cam-{i % 4}".encode(), str(i).encode())
+        bus.flush()
+        threads: dict[str, set[str]] = {"assign": set(), "revoke": set()}
+        seen_a: dict[int, list[int]] = {}
+
+        def on_revoke(parts):
+            threads["revoke"].add(threading.current_thread().name)
+            for _t, p in parts:  # a snapshot: publish, flush, then commit (all through the event loop)
+                bus.publish(side, b"snap", str(p).encode())
+            bus.flush()
+            a.commit()
+
+        def run_a(stop: threading.Event) -> None:
+            while not stop.is_set():
+                msg = a.poll(0.2)
+                if msg is not None and len(sum(seen_a.values(), [])) < 15:
+                    seen_a.setdefault(msg.partition, []).append(msg.offset)
+                    a.done()
+
+        a = KafkaConsumer(cfg, "g", [topic], bus=bus, commit_every=10**9, commit_interval_s=float("inf"),
+                          on_assign=lambda p: threads["assign"].add(threading.current_thread().name),
+                          on_revoke=on_revoke)
+        stop = threading.Event()
+        worker = threading.Thread(target=run_a, args=(stop,), name="worker-a")
+        worker.start()
+        deadline = time.monotonic() + 60
+        while len(sum(seen_a.values(), [])) < 15 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(sum(seen_a.values(), [])) == 15
+        b = KafkaConsumer(cfg, "g", [topic])  # joins: a's partitions are revoked, then split
+        seen_b: dict[int, list[int]] = {}
+        deadline = time.monotonic() + 60
+        while not b.assigned and time.monotonic() < deadline:
+            msg = b.poll(0.2)
+            if msg is not None:
+                seen_b.setdefault(msg.partition, []).append(msg.offset)
+        assert b.assigned and threads["revoke"] == {"worker-a"} and threads["assign"] == {"worker-a"}
+        for _ in range(20):
+            msg = b.poll(0.2)
+            if msg is not None:
+                seen_b.setdefault(msg.partition, []).append(msg.offset)
+        for p, offsets in seen_b.items():  # b resumes exactly after what a marked done
+            assert offsets[0] == (max(seen_a[p]) + 1 if p in seen_a else 0)
+        assert {m.value for m in consume_all(cfg, side, expect=1, timeout_s=10)} >= {b"0", b"1"} & {
+            str(p).encode() for p in seen_a}
+        stop.set()
+        worker.join(30)
+        b.close()
+        a.close()
+    finally:
+        bus.close()
+        admin = KafkaAdmin(cfg)
+        admin.delete_topics([t for t in admin.list_topics().topics if t.startswith(cfg.topic_prefix)])
+        admin.close()

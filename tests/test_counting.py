@@ -1,4 +1,4 @@
-"""LineCounter rules (see the module docstring of storelens.counting), occupancy, windows, doctests.
+"""LineCounter rules (see the module docstring of storelens.domain.counting), occupancy, windows, doctests.
 
 Every failure mode is one row of a table: a list of frames (timestamp and
 ``{track_id: anchor}``) fed to a fresh :class:`LineCounter`, and the crossings
@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from storelens import messages as m
+from storelens.contract import messages as m
 from storelens.config import CountingConfig, LineConfig
-from storelens.counting import (
+from storelens.domain.counting import (
     CrossingEvent,
     LineCounter,
     Occupancy,
@@ -394,11 +394,12 @@ def test_window_start_ms(ts_ms, window_s, start):
 # ---------------------------------------------------------------------------------------------
 
 DOCTEST_MODULES = [
-    "storelens.counting",
-    "storelens.geometry",
-    "storelens.bus",
-    "storelens.messages",
-    "storelens.config",
+    "storelens.domain.counting",
+    "storelens.domain.geometry",
+    "storelens.domain.zones",
+    "storelens.runtime.bus",
+    "storelens.contract.messages",
+    "storelens.config.site",
 ]
 
 

@@ -37,7 +37,7 @@ def _free_port() -> int:
 
 
 def _gt_counts() -> dict[str, dict[str, int]]:
-    from storelens.mot import gt_line_counts
+    from storelens.domain.mot import gt_line_counts
 
     return gt_line_counts(GT, [LineConfig(id=k, a=tuple(a), b=tuple(b)) for k, (a, b) in LINES.items()],
                           CountingConfig())

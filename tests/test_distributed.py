@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 
 import httpx
 import pytest
 
-from storelens import messages as m
-from storelens.localdeploy import KAFKA, REPO, SERVICES, LocalDeployment
+from storelens.config import KafkaConfig
+from storelens.contract import messages as m
+from storelens.runtime.localdeploy import KAFKA, REPO, SERVICES, LocalDeployment
 from storelens.paths import asset
 
 pytestmark = pytest.mark.slow
@@ -39,7 +39,7 @@ SITE = {
 def embedded(tmp_path_factory):
     """What the embedded mode produces for the same video and configuration."""
     from storelens.config import parse_config
-    from storelens.pipeline import EmbeddedPipeline
+    from storelens.runtime.embedded import EmbeddedPipeline
     from storelens.storage import SqliteStorage
 
     tmp = tmp_path_factory.mktemp("embedded")
@@ -67,19 +67,10 @@ def _assert_same_as_embedded(dep: LocalDeployment, counts: dict, embedded: dict)
 
 
 def _dead_letters(dep: LocalDeployment, expect: int, timeout_s: float = 30) -> list:
-    from confluent_kafka import Consumer
+    from storelens.runtime.kafka import consume_all
 
-    c = Consumer({"bootstrap.servers": KAFKA, "group.id": f"{dep.uid}-reader", "auto.offset.reset": "earliest"})
-    c.subscribe([dep.dead_topic])
-    out, deadline = [], time.time() + timeout_s
-    try:
-        while time.time() < deadline and len(out) < expect:
-            msg = c.poll(1.0)
-            if msg is not None and not msg.error():
-                out.append(m.decode(m.DeadLetter, msg.value()))
-    finally:
-        c.close()
-    return out
+    msgs = consume_all(KafkaConfig(bootstrap_servers=KAFKA), dep.dead_topic, timeout_s=timeout_s, expect=expect)
+    return [m.decode(m.DeadLetter, msg.value) for msg in msgs[:expect]]
 
 
 @pytest.fixture
@@ -94,18 +85,18 @@ def deployment(tmp_path):
 
 
 def test_undisturbed_with_bad_input(deployment, embedded):
-    from confluent_kafka import Producer
+    from storelens.runtime.kafka import KafkaBus
 
     dep = deployment
     dep.start_all()
     dep.wait_metric("detect-track", "storelens_messages_out_total", "tracks", 20)
     good = m.Frame(camera_id=CAMERA, seq=999_999, ts_ms=START_TS_MS, jpeg=b"\xff\xd8\xff\xe0 corrupt", width=640,
                    height=480)
-    p = Producer({"bootstrap.servers": KAFKA})
-    p.produce(dep.frames_topic, key=CAMERA.encode(), value=m.encode(good))
-    p.produce(dep.frames_topic, key=CAMERA.encode(), value=m.encode(m.Frame(camera_id=CAMERA, jpeg=b"x" * 64))[:-20])
-    p.produce(dep.frames_topic, key=b"lobby", value=m.encode(m.Frame(camera_id="lobby", jpeg=b"\xff\xd8")))
-    p.flush(30)
+    p = KafkaBus(KafkaConfig(bootstrap_servers=KAFKA), f"{dep.uid}-test")
+    p.publish(dep.frames_topic, CAMERA.encode(), m.encode(good))
+    p.publish(dep.frames_topic, CAMERA.encode(), m.encode(m.Frame(camera_id=CAMERA, jpeg=b"x" * 64))[:-20])
+    p.publish(dep.frames_topic, b"lobby", m.encode(m.Frame(camera_id="lobby", jpeg=b"\xff\xd8")))
+    p.close(30)
 
     counts = dep.wait_done(CAMERA, LAST_TS_MS)
     _assert_same_as_embedded(dep, counts, embedded)

@@ -2,7 +2,7 @@
 PostgreSQL and Redis (``scripts/stack.sh up``), returning customers across two visits.
 
 Two short videos are made from the labelled identity photos
-(:func:`storelens.faces.synth.write_visit_video`): visit 1 on camera ``entrance``
+(:func:`storelens.backends.face_video.write_visit_video`): visit 1 on camera ``entrance``
 shows obama, biden and kit_harington; visit 2, three hours later on camera
 ``checkout``, shows obama (another photo), alex_lacamoire and biden (another
 photo). Visit 1 is ingested and fully processed before visit 2, then the API must
@@ -23,8 +23,9 @@ import time
 import httpx
 import pytest
 
-from storelens import messages as m
-from storelens.localdeploy import KAFKA, LocalDeployment
+from storelens.config import KafkaConfig
+from storelens.contract import messages as m
+from storelens.runtime.localdeploy import KAFKA, LocalDeployment
 from storelens.paths import asset
 
 pytestmark = pytest.mark.slow
@@ -74,7 +75,7 @@ def _site(tmp_path, cameras: list[str]) -> dict:
         start, people = VISITS[cam]
         video = tmp_path / f"{cam}.avi"
         if not video.exists():
-            from storelens.faces.synth import write_visit_video
+            from storelens.backends.face_video import write_visit_video
 
             write_visit_video([_photo(p, n) for p, n in people], video, fps=FPS, hold_frames=HOLD, gap_frames=GAP)
         cams.append({"id": cam, "source": str(video), "start_ts_ms": start})
@@ -82,25 +83,12 @@ def _site(tmp_path, cameras: list[str]) -> dict:
 
 
 def _read_topic(dep: LocalDeployment, base: str, cls, expect: int, timeout_s: float = 30) -> list:
-    from confluent_kafka import Consumer
+    from storelens.runtime.kafka import consume_all
 
-    c = Consumer({"bootstrap.servers": KAFKA, "group.id": f"{dep.uid}-reader-{base}", "auto.offset.reset": "earliest"})
-    c.subscribe([f"{dep.uid}.{base}"])
-    out, deadline = [], time.time() + timeout_s
-    try:
-        while time.time() < deadline and len(out) < expect:
-            msg = c.poll(1.0)
-            if msg is not None and not msg.error():
-                out.append(m.decode(cls, msg.value()))
-        # anything beyond the expected count arrives within a moment too
-        end = time.time() + 2
-        while time.time() < end:
-            msg = c.poll(0.5)
-            if msg is not None and not msg.error():
-                out.append(m.decode(cls, msg.value()))
-    finally:
-        c.close()
-    return out
+    # anything beyond the expected count arrives within a moment too (settle_s)
+    msgs = consume_all(KafkaConfig(bootstrap_servers=KAFKA), f"{dep.uid}.{base}", timeout_s=timeout_s,
+                       expect=expect, settle_s=2)
+    return [m.decode(cls, msg.value) for msg in msgs]
 
 
 def _wait(what: str, cond, dep: LocalDeployment, timeout_s: float = 240, logs=("reid", "attributes")) -> None:
@@ -160,7 +148,7 @@ def deployment(tmp_path):
 
 
 def test_returning_customers_across_two_visits(deployment, tmp_path):
-    from confluent_kafka import Producer
+    from storelens.runtime.kafka import KafkaBus
 
     dep = deployment
     api = lambda path, **params: httpx.get(dep.url("api", path), params=params, timeout=30)  # noqa: E731
@@ -187,15 +175,15 @@ def test_returning_customers_across_two_visits(deployment, tmp_path):
     ]
 
     def inject() -> None:
-        p = Producer({"bootstrap.servers": KAFKA})
+        p = KafkaBus(KafkaConfig(bootstrap_servers=KAFKA), f"{dep.uid}-test")
         for key, crop in bad_crops:
             value = m.encode(crop or m.PersonCrop(camera_id="entrance", jpeg=b"x" * 64))
-            p.produce(crops_topic, key=key.encode(), value=value if crop is not None else value[:-20])
+            p.publish(crops_topic, key.encode(), value if crop is not None else value[:-20])
         # one bad message on each of the analytics' faces inputs
-        p.produce(f"{dep.uid}.track-attributes", key=b"entrance", value=b"\x0a\xff\xff garbage")
-        p.produce(f"{dep.uid}.customer-matches", key=b"lobby",
-                  value=m.encode(m.CustomerMatch(event_id="x", camera_id="lobby", customer_id="cust-x")))
-        assert p.flush(30) == 0
+        p.publish(f"{dep.uid}.track-attributes", b"entrance", b"\x0a\xff\xff garbage")
+        p.publish(f"{dep.uid}.customer-matches", b"lobby",
+                  m.encode(m.CustomerMatch(event_id="x", camera_id="lobby", customer_id="cust-x")))
+        p.close(30)  # raises unless every message was delivered
 
     _ingest_visit(dep, tmp_path, "entrance", extra=(len(bad_crops), 1, 1), inject=inject)
     t_visit1 = time.time()

@@ -15,14 +15,14 @@ import pytest
 from pydantic import ValidationError
 
 from storelens.errors import ModelError
-from storelens.faces.aggregate import (
+from storelens.domain.face_aggregate import (
     AggregationConfig,
     FaceObservation,
     TrackAggregator,
     aggregate,
     assign_faces_to_tracks,
 )
-from storelens.faces.attributes import (
+from storelens.backends.face_attributes import (
     EMOTIONS,
     AgeGenderEstimator,
     EmotionClassifier,
@@ -31,8 +31,8 @@ from storelens.faces.attributes import (
     _tf_same_pad,
     hog_style_box,
 )
-from storelens.faces.detect import FaceDetectorConfig, Faces, MtcnnFaceDetector, YuNetFaceDetector
-from storelens.faces.quality import (
+from storelens.backends.face_detectors import FaceDetectorConfig, Faces, MtcnnFaceDetector, YuNetFaceDetector
+from storelens.domain.face_quality import (
     AttentionConfig,
     FaceQualityConfig,
     FaceQualityGate,

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from storelens.errors import ModelError
-from storelens.faces.detect import (
+from storelens.backends.face_detectors import (
     MTCNN_DEFAULT_SCORE_THRESHOLD,
     FaceDetectorConfig,
     Faces,
@@ -26,9 +26,9 @@ from storelens.faces.detect import (
     YuNetFaceDetector,
     build_face_detector,
 )
-from storelens.faces.embedding import DlibFaceEmbedder, build_embedder
-from storelens.faces.quality import FaceQualityGate
-from storelens.faces.settings import EmbedderConfig
+from storelens.backends.face_embedders import DlibFaceEmbedder, build_embedder
+from storelens.domain.face_quality import FaceQualityGate
+from storelens.config.faces import EmbedderConfig
 from storelens.paths import asset
 
 try:
@@ -222,7 +222,7 @@ def test_facenet_weights_errors(tmp_path):
     torch.save({"conv.weight": torch.zeros(3, 3)}, wrong)
     with pytest.raises(ModelError, match="do not fit InceptionResnetV1"):
         build_embedder(EmbedderConfig(backend="facenet", weights=str(wrong)))
-    from storelens.faces.embedding_facenet import FacenetEmbedder
+    from storelens.backends.face_embedders.facenet import FacenetEmbedder
 
     with pytest.raises(ValueError, match="backend 'facenet'"):
         FacenetEmbedder(EmbedderConfig(backend="dlib"))
@@ -252,7 +252,7 @@ COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255)]
 @pytest.mark.parametrize("scale,angle", [(3.0, 20.0), (0.8, -15.0), (1.0, 0.0), (6.0, 35.0)])
 def test_facenet_alignment_puts_the_landmarks_on_the_template(scale, angle):
     """Five coloured discs where the landmarks are: in the chip they sit on the template."""
-    from storelens.faces.embedding_facenet import FACENET_CHIP_SIZE, FACENET_TEMPLATE_5, FacenetEmbedder
+    from storelens.backends.face_embedders.facenet import FACENET_CHIP_SIZE, FACENET_TEMPLATE_5, FacenetEmbedder
 
     emb = FacenetEmbedder.__new__(FacenetEmbedder)  # geometry only: no network needed
     emb.template = FACENET_TEMPLATE_5
@@ -278,7 +278,7 @@ def test_facenet_box_chip_is_the_mtcnn_crop():
     """Box input: the box plus a 14/146 margin stretched to 160x160, like facenet-pytorch's extract_face."""
     from facenet_pytorch import extract_face
 
-    from storelens.faces.embedding_facenet import FacenetEmbedder
+    from storelens.backends.face_embedders.facenet import FacenetEmbedder
 
     emb = FacenetEmbedder.__new__(FacenetEmbedder)
     emb.template = np.zeros((5, 2))
@@ -299,7 +299,7 @@ def test_facenet_box_chip_is_the_mtcnn_crop():
 @needs_assets
 def test_facenet_alignment_of_real_faces(yunet, mtcnn):
     """On real faces, YuNet's and MTCNN's landmarks of one face give nearly the same chip."""
-    from storelens.faces.embedding_facenet import FACENET_TEMPLATE_5, FacenetEmbedder
+    from storelens.backends.face_embedders.facenet import FACENET_TEMPLATE_5, FacenetEmbedder
 
     emb = FacenetEmbedder.__new__(FacenetEmbedder)
     emb.template = FACENET_TEMPLATE_5
@@ -339,7 +339,7 @@ def test_facenet_plumbing_with_random_weights(tmp_path, yunet):
     import torch
     from facenet_pytorch import InceptionResnetV1
 
-    from storelens.faces.embedding_facenet import FacenetEmbedder, standardize
+    from storelens.backends.face_embedders.facenet import FacenetEmbedder, standardize
 
     torch.manual_seed(0)
     ref_net = InceptionResnetV1(classify=True, num_classes=7).eval()  # with logits.*, as trained checkpoints have

@@ -1,7 +1,7 @@
 """Faces end to end in the embedded mode: two visits of real people, returning customers, attributes, erasure.
 
 Videos are built from the labelled identity photos of the shared assets
-(:mod:`storelens.faces.synth`): visit 1 shows obama, biden and kit; visit 2,
+(:mod:`storelens.backends.face_video`): visit 1 shows obama, biden and kit; visit 2,
 three hours later, obama and biden again (other photos) plus alex and rose.
 Both runs go through the whole embedded pipeline (ingest -> YOLO -> DeepSORT ->
 person crops -> YuNet -> gate -> age/gender/emotion and dlib -> FAISS) with the
@@ -16,19 +16,19 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from storelens import messages as m
+from storelens.contract import messages as m
 from storelens.api import create_app
 from storelens.config import parse_config
 from storelens.errors import DecodeError
-from storelens.faces.detect import Faces
-from storelens.faces.gallery import FaceGallery, SqliteGalleryStore
-from storelens.faces.stages import (AttributesStage, ReidStage, gallery_sqlite_path, match_event_id,
+from storelens.backends.face_detectors import Faces
+from storelens.storage.gallery import FaceGallery, SqliteGalleryStore
+from storelens.stages.faces import (AttributesStage, ReidStage, gallery_sqlite_path, match_event_id,
                                     select_person_face)
-from storelens.faces.synth import write_visit_video
+from storelens.backends.face_video import write_visit_video
 from storelens.paths import asset
-from storelens.pipeline import EmbeddedPipeline
+from storelens.runtime.embedded import EmbeddedPipeline
 from storelens.stages import UnknownCamera
-from storelens.storage import SqliteStorage
+from storelens.storage import SqliteStorage, open_gallery
 
 pytestmark = pytest.mark.slow
 
@@ -71,7 +71,7 @@ def two_visits(tmp_path_factory):
     for video, start, people in ((videos[0], T0, VISIT_1), (videos[1], T0 + 3 * 3_600_000, VISIT_2)):
         cfg = site(tmp, video, start)
         storage = SqliteStorage(cfg.storage.path)
-        pipe = EmbeddedPipeline(cfg, storage=storage)
+        pipe = EmbeddedPipeline(cfg, storage=storage, gallery=open_gallery(cfg))
         res = pipe.run()
         attributes, reid = pipe.faces_stages
         reid.gallery.store.close()
@@ -147,8 +147,8 @@ def test_erasure_forgets_the_face(two_visits):
     gallery = FaceGallery(cfg.faces.gallery, store=store)
     assert cid not in gallery
     # the same person's other photo matches nobody now
-    from storelens.faces.detect import YuNetFaceDetector
-    from storelens.faces.embedding import DlibFaceEmbedder
+    from storelens.backends.face_detectors import YuNetFaceDetector
+    from storelens.backends.face_embedders import DlibFaceEmbedder
 
     img = cv2.imread(str(asset("faces", "identities", "kit_harington", "john2.jpeg")))
     faces = YuNetFaceDetector().detect(img)

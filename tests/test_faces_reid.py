@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 from storelens.errors import ConfigError, ModelError
-from storelens.faces.embedding import DlibFaceEmbedder, DlibHogFaceDetector
-from storelens.faces.gallery import FaceGallery, GalleryConfig, SqliteGalleryStore, Visit, VisitTracker
+from storelens.backends.face_embedders import DlibFaceEmbedder, DlibHogFaceDetector
+from storelens.backends.face_index import FaceGallery, GalleryConfig, Visit, VisitTracker
+from storelens.storage.gallery import SqliteGalleryStore
 from storelens.paths import asset
 
 FACES = asset("faces")

@@ -27,10 +27,10 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-import storelens.faces.gallery
-import storelens.faces.gallery_pg
+import storelens.backends.face_index
+import storelens.storage.gallery
 from storelens.errors import ConfigError
-from storelens.faces.gallery import (
+from storelens.storage.gallery import (
     CustomerSummary,
     FaceGallery,
     GalleryConfig,
@@ -39,7 +39,7 @@ from storelens.faces.gallery import (
     Visit,
     VisitTracker,
 )
-from storelens.faces.gallery_pg import PostgresGalleryStore
+from storelens.storage.gallery import PostgresGalleryStore
 from storelens.storage import StorageError
 
 # Real faces (dlib) for the PostgreSQL restart test; those cases skip without the shared assets.
@@ -698,7 +698,7 @@ def test_real_faces_rebuild_from_postgres_with_the_same_matches(pg_dsn: str, fac
 
 
 def test_doctests(pg_dsn: str) -> None:
-    for module, globs in ((storelens.faces.gallery, {}), (storelens.faces.gallery_pg, {"dsn": pg_dsn})):
+    for module, globs in ((storelens.backends.face_index, {}), (storelens.storage.gallery, {"dsn": pg_dsn})):
         result = doctest.testmod(module, extraglobs=globs, optionflags=doctest.ELLIPSIS, report=True)
         assert result.attempted > 0, module.__name__
         assert result.failed == 0, f"{result.failed} doctest example(s) failed in {module.__name__}"

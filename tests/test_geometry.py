@@ -1,4 +1,4 @@
-"""storelens.geometry: image coordinates, x right and y down."""
+"""storelens.domain.geometry: image coordinates, x right and y down."""
 from __future__ import annotations
 
 import math
@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from storelens.geometry import (
+from storelens.domain.geometry import (
     anchors_bottom_center,
     cross,
     points_in_polygon,

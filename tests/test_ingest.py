@@ -9,10 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
-from storelens import messages as m
+from storelens.contract import messages as m
 from storelens.config import CameraConfig
 from storelens.errors import DecodeError, SourceError
-from storelens.ingest import FrameSampler, camera_frames, decode_jpeg, is_live, read_live_frames
+from storelens.backends.video import FrameSampler, camera_frames, decode_jpeg, is_live, read_live_frames
 from storelens.paths import asset
 
 CAMPUS = asset("mot", "TUD-Campus", "TUD-Campus.mp4")  # 640x480, 25 fps, 71 frames
@@ -108,7 +108,7 @@ def test_live_source_reconnects_with_backoff(tmp_path):
 
 
 def test_live_sampling_follows_timestamps():
-    from storelens.ingest import RawFrame, _time_sampled
+    from storelens.backends.video import RawFrame, _time_sampled
 
     img = np.zeros((2, 2, 3), np.uint8)
     stamps = [0, 30, 70, 100, 140, 210, 240, 600, 610]  # irregular arrival, then a stall

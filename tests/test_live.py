@@ -16,9 +16,9 @@ from typing import Iterator
 import pytest
 import redis
 
-import storelens.live
-from storelens import messages as m
-from storelens.live import LiveStateError, RedisLiveState
+import storelens.storage.live
+from storelens.contract import messages as m
+from storelens.storage.live import LiveStateError, RedisLiveState
 
 REDIS_URL = os.environ.get("STORELENS_REDIS_URL", "redis://127.0.0.1:16379/0")
 
@@ -210,7 +210,7 @@ def test_shared_between_threads(live: RedisLiveState) -> None:
 
 
 def test_doctests(prefix: str) -> None:
-    result = doctest.testmod(storelens.live, extraglobs={"url": REDIS_URL, "prefix": prefix},
+    result = doctest.testmod(storelens.storage.live, extraglobs={"url": REDIS_URL, "prefix": prefix},
                              optionflags=doctest.ELLIPSIS, report=True)
     assert result.attempted > 0
     assert result.failed == 0, f"{result.failed} doctest example(s) failed (see captured stdout)"

@@ -3,12 +3,12 @@
 * ``storelens track`` on TUD-Campus and TUD-Stadtmitte: the MOT file follows
   the conventions (frames from 1 to the last video frame, in order, one row
   per box ``frame,id,left,top,width,height,conf,-1,-1,-1``) and scores MOTA
-  and IDF1 (``storelens.mot.evaluate_mot``, IoU >= 0.5) above floors set from
+  and IDF1 (``storelens.domain.mot.evaluate_mot``, IoU >= 0.5) above floors set from
   measured values minus a margin, so a real regression fails.
 * ``storelens count`` on the same videos: per-line ``in``/``out`` close to the
   reference counts derived from the ground-truth trajectories
-  (``storelens.mot.gt_line_counts``).
-* Fast unit tests of ``storelens.mot`` on small hand-made files.
+  (``storelens.domain.mot.gt_line_counts``).
+* Fast unit tests of ``storelens.domain.mot`` on small hand-made files.
 
 Each CLI command runs once per sequence (module-scoped, lazily cached
 fixtures); ``pytest -s`` or ``-rA`` shows the scores and counts.
@@ -34,7 +34,7 @@ from typing import Callable
 import pytest
 
 from storelens.config import CountingConfig, LineConfig, TrackerConfig
-from storelens.mot import (
+from storelens.domain.mot import (
     MotBox,
     MotFormatError,
     evaluate_mot,
@@ -275,7 +275,7 @@ def test_count_equals_replaying_the_track_output(name, count_run, track_run):
     assert replayed == got
 
 
-# -- storelens.mot on hand-made files (fast) -------------------------------
+# -- storelens.domain.mot on hand-made files (fast) -------------------------------
 
 def _box(frame: int, tid: int, anchor: tuple[float, float], conf: float = 1.0) -> MotBox:
     """A 40x100 box whose bottom-centre is ``anchor``."""
@@ -396,7 +396,7 @@ def test_evaluate_mot_on_hand_made_hypotheses(tmp_path):
 
 
 def test_importing_storelens_mot_does_not_patch_numpy():
-    code = "import numpy, storelens.mot; print(hasattr(numpy, 'asfarray'))"
+    code = "import numpy, storelens.domain.mot; print(hasattr(numpy, 'asfarray'))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, check=True)
     import numpy as np
 
@@ -406,11 +406,11 @@ def test_importing_storelens_mot_does_not_patch_numpy():
 
 def test_mot_command_line(tmp_path):
     gt = _write_gt(tmp_path / "gt.txt", _walk(1, [100, 110, 120], 300))
-    ok = subprocess.run([sys.executable, "-m", "storelens.mot", str(gt), str(gt), "--json"],
+    ok = subprocess.run([sys.executable, "-m", "storelens.domain.mot", str(gt), str(gt), "--json"],
                         capture_output=True, text=True, cwd=REPO_ROOT)
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["mota"] == 1.0
-    bad = subprocess.run([sys.executable, "-m", "storelens.mot", str(gt), str(tmp_path / "nope.txt")],
+    bad = subprocess.run([sys.executable, "-m", "storelens.domain.mot", str(gt), str(tmp_path / "nope.txt")],
                          capture_output=True, text=True, cwd=REPO_ROOT)
     assert bad.returncode == 2 and bad.stderr.startswith("error: MOT file not found") and "Traceback" not in bad.stderr
 
@@ -418,7 +418,7 @@ def test_mot_command_line(tmp_path):
 def test_doctests():
     import doctest
 
-    import storelens.mot
+    import storelens.domain.mot
 
-    result = doctest.testmod(storelens.mot, optionflags=doctest.ELLIPSIS, report=True)
+    result = doctest.testmod(storelens.domain.mot, optionflags=doctest.ELLIPSIS, report=True)
     assert result.attempted > 0 and result.failed == 0

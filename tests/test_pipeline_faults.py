@@ -5,12 +5,12 @@ import threading
 
 import pytest
 
-from storelens import messages as m
-from storelens import topics
-from storelens.bus import InProcessBus
+from storelens.contract import messages as m
+from storelens.contract import topics
+from storelens.runtime.bus import InProcessBus
 from storelens.config import parse_config
 from storelens.paths import asset
-from storelens.pipeline import EmbeddedPipeline
+from storelens.runtime.embedded import EmbeddedPipeline
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +33,7 @@ def stage():
 def _fresh(stage):
     """The shared detector with new trackers, so every run starts from the same state."""
     from storelens.stages import DetectTrackStage
-    from storelens.tracking import build_tracker
+    from storelens.backends.trackers import build_tracker
 
     cfg = _config()
     return DetectTrackStage(cfg, stage.detector, lambda: build_tracker(cfg.tracker))
@@ -73,3 +73,44 @@ def test_bad_messages_go_to_dead_letter_and_good_traffic_continues(stage):
     # nothing else was lost: same frames and same counts as the undisturbed run
     assert faulty.frames == clean.frames == 71
     assert faulty.line_counts == clean.line_counts
+
+
+def test_storage_outage_is_retried_reported_and_loses_nothing(stage, tmp_path):
+    """The history database is locked by another process for 4 s mid-run (a real SQLite lock):
+    the analytics runner retries with backoff, reports it, and the run neither hangs nor loses a row."""
+    import sqlite3
+    import time
+
+    from storelens.storage import SqlStorage
+
+    clean_db = SqlStorage(str(tmp_path / "clean.db"))
+    clean = EmbeddedPipeline(_config(), storage=clean_db).run(_fresh(stage))
+
+    path = str(tmp_path / "outage.db")
+    store = SqlStorage(path, connect_timeout_s=1.0)
+    locked, released = threading.Event(), threading.Event()
+
+    def hold_lock() -> None:
+        con = sqlite3.connect(path, timeout=30, isolation_level=None)
+        con.execute("BEGIN EXCLUSIVE")
+        locked.set()
+        time.sleep(4.0)
+        con.execute("COMMIT")
+        con.close()
+        released.set()
+
+    def on_tracked(tf) -> None:
+        if tf.seq == 10 and not locked.is_set():
+            threading.Thread(target=hold_lock, daemon=True).start()
+            locked.wait(10)
+
+    t0 = time.monotonic()
+    res = EmbeddedPipeline(_config(), storage=store, on_tracked=on_tracked).run(_fresh(stage))
+    assert released.is_set() and time.monotonic() - t0 < 120
+    assert res.errors.get("storage", 0) >= 2, res.errors  # failed writes were retried and reported
+    assert res.frames == clean.frames == 71 and res.line_counts == clean.line_counts
+    assert store.line_totals("campus") == clean_db.line_totals("campus")
+    tracks = lambda s: [(p.track_id, len(p.points)) for p in s.tracks("campus", 0, 2**62)]  # noqa: E731
+    assert tracks(store) == tracks(clean_db) and len(tracks(store)) > 0
+    store.close()
+    clean_db.close()

@@ -9,7 +9,6 @@ import hashlib
 import os
 import pathlib
 import subprocess
-import time
 import uuid
 
 import pytest
@@ -24,13 +23,12 @@ PG_DSN = os.environ.get(
 REDIS_URL = os.environ.get("STORELENS_REDIS_URL", "redis://127.0.0.1:16379/0")
 
 FRAME_BYTES = 5 * 1024 * 1024  # a large JPEG frame
-PRODUCER_CONF = {
-    "bootstrap.servers": KAFKA_BOOTSTRAP,
-    "acks": "all",
-    "enable.idempotence": True,
-    "message.max.bytes": 8 * 1024 * 1024,
-    "linger.ms": 0,
-}
+
+
+def _kafka_config():
+    from storelens.config import KafkaConfig
+
+    return KafkaConfig(bootstrap_servers=KAFKA_BOOTSTRAP)
 
 
 def _unavailable(what: str, err: Exception) -> None:
@@ -51,83 +49,74 @@ def _frame(seed: str) -> bytes:
 
 @pytest.fixture(scope="module")
 def kafka_admin():
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient
+    from storelens.runtime.kafka import BrokerError, KafkaAdmin
 
-    admin = AdminClient({"bootstrap.servers": KAFKA_BOOTSTRAP})
+    admin = KafkaAdmin(_kafka_config())
     try:
         admin.list_topics(timeout=10)
-    except KafkaException as err:
+    except BrokerError as err:
         _unavailable(f"Kafka at {KAFKA_BOOTSTRAP}", err)
-    return admin
+    yield admin
+    admin.close()
 
 
 def _create_topic(admin, name: str, partitions: int = 1) -> None:
-    from confluent_kafka.admin import NewTopic
+    from aiokafka.admin import NewTopic
 
-    futures = admin.create_topics(
-        [NewTopic(name, num_partitions=partitions, replication_factor=1)], operation_timeout=30
-    )
-    futures[name].result(timeout=60)
+    assert admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)], 60) == [name]
 
 
 def _delete_topic(admin, name: str) -> None:
     try:
-        admin.delete_topics([name], operation_timeout=30)[name].result(timeout=60)
+        admin.delete_topics([name], 60)
     except Exception:  # best effort
         pass
 
 
-def _produce(topic: str, key: bytes, value: bytes) -> tuple[int, int]:
-    from confluent_kafka import Producer
+def _produce(topic: str, key: bytes, value: bytes, timeout_s: float = 60.0) -> tuple[int, int]:
+    """Produce one message to partition 0 (idempotent, acks=all) and wait for the ack: (partition, offset)."""
+    from storelens.runtime.kafka import KafkaBus
 
-    delivered: list = []
+    bus = KafkaBus(_kafka_config(), f"test-stack-{uuid.uuid4().hex[:8]}")
+    try:
+        return bus.publish_wait(topic, key, value, partition=0, timeout_s=timeout_s)
+    finally:
+        bus.close()
 
-    def on_delivery(err, msg):
-        delivered.append((err, msg))
 
-    producer = Producer(PRODUCER_CONF)
-    producer.produce(topic, key=key, value=value, partition=0, on_delivery=on_delivery)
-    assert producer.flush(60) == 0, "message still queued after 60 s"
-    (err, msg), = delivered
-    assert err is None, f"delivery failed: {err}"
-    return msg.partition(), msg.offset()
+class _Message:
+    """A consumed message with the accessors of a client message (``key()``, ``value()``, ...)."""
+
+    def __init__(self, msg) -> None:
+        self._msg = msg
+
+    def key(self) -> bytes:
+        return self._msg.key
+
+    def value(self) -> bytes:
+        return self._msg.value
+
+    def partition(self) -> int:
+        return self._msg.partition
+
+    def offset(self) -> int:
+        return self._msg.offset
 
 
 def _consume_one(topic: str, timeout: float = 60.0):
-    from confluent_kafka import Consumer
+    from storelens.runtime.kafka import consume_all
 
-    consumer = Consumer(
-        {
-            "bootstrap.servers": KAFKA_BOOTSTRAP,
-            "group.id": f"test-stack-{uuid.uuid4().hex[:8]}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    try:
-        consumer.subscribe([topic])
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            msg = consumer.poll(1.0)
-            if msg is None:
-                continue
-            assert msg.error() is None, f"consume error: {msg.error()}"
-            return msg
+    msgs = consume_all(_kafka_config(), topic, timeout_s=timeout, expect=1)
+    if not msgs:
         pytest.fail(f"no message on {topic} within {timeout:.0f} s")
-    finally:
-        consumer.close()
+    return _Message(msgs[0])
 
 
 def test_kafka_broker_is_sized_for_frames(kafka_admin):
-    from confluent_kafka.admin import ConfigResource, ResourceType
-
     md = kafka_admin.list_topics(timeout=10)
     assert len(md.brokers) == 1
     broker_id = next(iter(md.brokers))
-    res = ConfigResource(ResourceType.BROKER, str(broker_id))
-    configs = kafka_admin.describe_configs([res])[res].result(timeout=30)
-    value = {name: entry.value for name, entry in configs.items()}
+    value = kafka_admin.broker_config(broker_id, 30)
     assert int(value["message.max.bytes"]) == 8 * 1024 * 1024
     assert int(value["replica.fetch.max.bytes"]) >= int(value["message.max.bytes"])
     assert int(value["socket.request.max.bytes"]) >= int(value["message.max.bytes"])
@@ -151,13 +140,14 @@ def test_kafka_round_trips_a_5mib_message(kafka_admin):
 
 
 def test_kafka_does_not_auto_create_topics(kafka_admin):
-    from confluent_kafka import Producer
+    from storelens.runtime.kafka import BrokerError
 
     topic = f"test-stack-undeclared-{uuid.uuid4().hex[:8]}"
     errors: list = []
-    producer = Producer({**PRODUCER_CONF, "message.timeout.ms": 2000})
-    producer.produce(topic, value=b"x", on_delivery=lambda err, msg: errors.append(err))
-    producer.flush(15)
+    try:
+        _produce(topic, None, b"x", timeout_s=2)
+    except BrokerError as err:
+        errors.append(err)
     assert errors and errors[0] is not None
     assert topic not in kafka_admin.list_topics(timeout=10).topics
 
@@ -199,7 +189,7 @@ def test_redis_set_get():
 
 @pytest.mark.timeout(400)
 def test_kafka_restart_keeps_topics_and_messages(kafka_admin):
-    from confluent_kafka.admin import AdminClient
+    from storelens.runtime.kafka import KafkaAdmin
 
     pid_file = REPO_ROOT / ".stack" / "kafka" / "kafka.pid"
     if not pid_file.exists():
@@ -218,7 +208,7 @@ def test_kafka_restart_keeps_topics_and_messages(kafka_admin):
         assert result.returncode == 0, f"restart failed:\n{result.stdout}\n{result.stderr}"
         assert pid_file.read_text().strip() != pid_before, "the broker was not restarted"
 
-        admin = AdminClient({"bootstrap.servers": KAFKA_BOOTSTRAP})
+        admin = KafkaAdmin(_kafka_config())
         md = admin.list_topics(timeout=30)
         assert topic in md.topics
         assert len(md.topics[topic].partitions) == 6

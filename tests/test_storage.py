@@ -8,9 +8,9 @@ from typing import Iterator
 
 import pytest
 
-from storelens import messages as m
+from storelens.contract import messages as m
 from storelens.config import StorageConfig
-from storelens.counting import CrossingEvent, crossing_event_id
+from storelens.domain.counting import CrossingEvent, crossing_event_id
 from storelens.storage import (
     SCHEMA_VERSION,
     CountBucket,

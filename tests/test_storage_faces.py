@@ -20,14 +20,14 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 import storelens.storage
-from storelens import messages as m
-from storelens.counting import CrossingEvent, crossing_event_id
+from storelens.contract import messages as m
+from storelens.domain.counting import CrossingEvent, crossing_event_id
 from storelens.storage import AGE_BAND_KEYS, EMOTION_KEYS, GENDER_KEYS, SqliteStorage, age_band
-from storelens.storage import MIGRATIONS as SQLITE_MIGRATIONS
 from storelens.storage import SCHEMA_VERSION as SQLITE_VERSION
-from storelens.storage_pg import MIGRATIONS as PG_MIGRATIONS
-from storelens.storage_pg import SCHEMA_VERSION as PG_VERSION
-from storelens.storage_pg import PostgresStorage
+from storelens.storage import SCHEMA_VERSION as PG_VERSION
+from storelens.storage import PostgresStorage
+from test_storage_migrations import POSTGRES_HISTORY as PG_MIGRATIONS  # the DDL of the releases before Alembic
+from test_storage_migrations import SQLITE_HISTORY as SQLITE_MIGRATIONS
 
 PG_DSN = os.environ.get("STORELENS_PG_DSN", "postgresql://storelens:storelens@127.0.0.1:15432/storelens")
 CAM = "cam-1"
@@ -291,7 +291,7 @@ def test_storage_doctests() -> None:
 
 def test_pg_match_of_an_erased_customer_is_not_stored(pg_schema):
     """A customer-match that arrives after the customer was erased from the gallery (same database) is dropped."""
-    from storelens.faces.gallery_pg import PostgresGalleryStore
+    from storelens.storage.gallery import PostgresGalleryStore
 
     with PostgresStorage(PG_DSN, schema=pg_schema) as s, PostgresGalleryStore(PG_DSN, dim=4, schema=pg_schema) as gallery:
         gallery.add_customer("cust-kept", 1)

@@ -26,13 +26,13 @@ from fastapi.testclient import TestClient
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-import storelens.storage_pg
-from storelens import messages as m
+import storelens.storage.history
+from storelens.contract import messages as m
 from storelens.api import create_app
 from storelens.config import StorageConfig, parse_config
-from storelens.counting import CrossingEvent
+from storelens.domain.counting import CrossingEvent
 from storelens.storage import SqliteStorage, Storage, StorageError, TrackPoint, open_storage
-from storelens.storage_pg import _MIGRATION_LOCK, MIGRATIONS, SCHEMA_VERSION, PostgresStorage, redact_dsn
+from storelens.storage.history import _MIGRATION_LOCK, MIGRATIONS, SCHEMA_VERSION, PostgresStorage, redact_dsn
 
 # The shared contract: these run here with this module's `store` fixture (PostgreSQL).
 from test_storage import (  # collected by pytest from this module too
@@ -385,7 +385,7 @@ def test_api_over_postgres(store: PostgresStorage) -> None:
 
 
 def test_doctests(pg_schema: str) -> None:
-    result = doctest.testmod(storelens.storage_pg, extraglobs={"dsn": PG_DSN, "schema": pg_schema},
+    result = doctest.testmod(storelens.storage.history, extraglobs={"dsn": PG_DSN, "schema": pg_schema},
                              optionflags=doctest.ELLIPSIS, report=True)
     assert result.attempted > 0
     assert result.failed == 0, f"{result.failed} doctest example(s) failed (see captured stdout)"

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from storelens.config import TrackerConfig
-from storelens.detection import Detections
-from storelens.tracking import DeepSortTracker, OpenVinoMobileNetEmbedder, iou_matrix
+from storelens.backends.detectors import Detections
+from storelens.backends.trackers import DeepSortTracker, OpenVinoMobileNetEmbedder, iou_matrix
 
 
 @pytest.mark.parametrize(("a", "b", "want"), [

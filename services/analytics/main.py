@@ -1,7 +1,7 @@
 """analytics service: `tracks` -> PostgreSQL + Redis + `crossings`/`occupancy`/`counts` (+ dead letters).
 
 Thin wiring: settings -> storage + live state -> health/metrics server ->
-topics -> faust app (``storelens.analytics_app``) -> faust worker until SIGTERM.
+topics -> faust app (``storelens.runtime.analytics_app``) -> faust worker until SIGTERM.
 
 Env: STORELENS_CONFIG (site YAML), STORELENS_HTTP_PORT (health/metrics, default 9100),
 STORELENS_LOG_LEVEL, STORELENS_ANALYTICS_AUTO_OFFSET_RESET (``earliest``, default, or
@@ -19,7 +19,7 @@ def main() -> int:
     from storelens.config import load_config
     from storelens.errors import StoreLensError
     from storelens.logs import setup_logging
-    from storelens.service import ServiceRuntime
+    from storelens.runtime.service import ServiceRuntime
     from storelens.storage import open_storage
 
     level = os.environ.get("STORELENS_LOG_LEVEL", "INFO")
@@ -30,12 +30,12 @@ def main() -> int:
         config = load_config(os.environ.get("STORELENS_CONFIG", "/etc/storelens/site.yaml"))
         storage = open_storage(config.storage)
         if config.live.redis_url:
-            from storelens.live import RedisLiveState
+            from storelens.storage.live import RedisLiveState
 
             live = RedisLiveState(config.live.redis_url)
         rt.add_check("tables", lambda: False)  # replaced by the app's checks once it exists
         rt.start()
-        from storelens.analytics_app import build_app, ensure_app_topics, run_worker
+        from storelens.runtime.analytics_app import build_app, ensure_app_topics, run_worker
 
         ensure_app_topics(config)
         if rt.stopping.is_set():  # SIGTERM while starting: nothing to stop yet

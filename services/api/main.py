@@ -3,7 +3,7 @@
 Thin wiring: settings -> storage (SQLite or PostgreSQL, ``storage.backend``) +
 live state (Redis, when ``live.redis_url`` is set) + customer gallery store ->
 FastAPI app -> uvicorn. All logic lives in ``storelens.api``, ``storelens.storage``,
-``storelens.live`` and ``storelens.faces``.
+``storelens.storage.live`` and ``storelens.storage.gallery``.
 
 Customers (``/v1/customers*``) are served when the reid stage writes a gallery
 this process can read: always with ``storage.backend: postgres`` (the
@@ -33,7 +33,7 @@ def main() -> int:
         storage = open_storage(config.storage)
         distributed = config.storage.backend == "postgres"
         if distributed or config.faces.enabled:
-            from storelens.faces.stages import open_gallery_store
+            from storelens.storage import open_gallery_store
 
             gallery_store = open_gallery_store(config)
     except StoreLensError as exc:
@@ -43,11 +43,11 @@ def main() -> int:
         return 2
     live = on_erasure = None
     if config.live.redis_url:
-        from storelens.live import RedisLiveState
+        from storelens.storage.live import RedisLiveState
 
         live = RedisLiveState(config.live.redis_url)  # connects lazily; /readyz reports whether it answers
     if distributed:
-        from storelens.workers import CustomerErasurePublisher
+        from storelens.runtime.workers import CustomerErasurePublisher
 
         on_erasure = CustomerErasurePublisher(config)  # connects on the first erasure
     from storelens.api import serve

@@ -12,8 +12,8 @@ def main() -> int:
     from storelens.config import load_config
     from storelens.errors import StoreLensError
     from storelens.logs import setup_logging
-    from storelens.service import ServiceRuntime
-    from storelens.workers import run_ingest
+    from storelens.runtime.service import ServiceRuntime
+    from storelens.runtime.workers import run_ingest
 
     setup_logging(os.environ.get("STORELENS_LOG_LEVEL", "INFO"))
     try:

@@ -85,16 +85,18 @@ class BoxXYXY(_message.Message):
     def __init__(self, x1: _Optional[float] = ..., y1: _Optional[float] = ..., x2: _Optional[float] = ..., y2: _Optional[float] = ...) -> None: ...
 
 class Track(_message.Message):
-    __slots__ = ("track_id", "bbox_xyxy", "confidence", "class_id")
+    __slots__ = ("track_id", "bbox_xyxy", "confidence", "class_id", "appearance")
     TRACK_ID_FIELD_NUMBER: _ClassVar[int]
     BBOX_XYXY_FIELD_NUMBER: _ClassVar[int]
     CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     CLASS_ID_FIELD_NUMBER: _ClassVar[int]
+    APPEARANCE_FIELD_NUMBER: _ClassVar[int]
     track_id: int
     bbox_xyxy: BoxXYXY
     confidence: float
     class_id: int
-    def __init__(self, track_id: _Optional[int] = ..., bbox_xyxy: _Optional[_Union[BoxXYXY, _Mapping]] = ..., confidence: _Optional[float] = ..., class_id: _Optional[int] = ...) -> None: ...
+    appearance: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, track_id: _Optional[int] = ..., bbox_xyxy: _Optional[_Union[BoxXYXY, _Mapping]] = ..., confidence: _Optional[float] = ..., class_id: _Optional[int] = ..., appearance: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class TrackedFrame(_message.Message):
     __slots__ = ("camera_id", "seq", "ts_ms", "width", "height", "tracks", "source_frame", "end_of_stream")

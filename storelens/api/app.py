@@ -1,0 +1,88 @@
+"""The app factory: :func:`create_app` wires the dependencies, middleware and routers; :func:`serve` runs it."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+from fastapi import FastAPI
+
+import storelens
+from storelens.config import SiteConfig
+from storelens.storage import Storage
+
+from .deps import ApiContext, LiveState
+from .metrics import Metrics, MetricsMiddleware
+from .routes import ROUTERS
+
+if TYPE_CHECKING:  # the gallery (numpy, FAISS) is only imported where faces are enabled
+    from storelens.storage import GalleryStore
+
+
+def create_app(
+    config: SiteConfig,
+    storage: Storage,
+    live: LiveState | None = None,
+    gallery_store: GalleryStore | None = None,
+    on_erasure: Callable[[str], object] | None = None,
+) -> FastAPI:
+    """The StoreLens API over ``storage`` for the cameras of ``config``.
+
+    With ``live`` (e.g. :class:`~storelens.storage.live.RedisLiveState`, distributed
+    mode), ``/v1/occupancy*`` read each camera's occupancy from the live state
+    (falling back to ``storage`` when it has none) and report its
+    ``last_seen_ts_ms``; ``/readyz`` then also requires ``live.ping()``.
+
+    ``gallery_store`` (a :class:`~storelens.storage.gallery.GalleryStore`)
+    enables ``/v1/customers*``; without it they answer 503.
+    ``/v1/demographics`` reads ``storage`` only. ``DELETE
+    /v1/customers/{id}`` deletes the customer from the gallery store and
+    ``storage``, then calls ``on_erasure(customer_id)`` if given (distributed
+    mode: publish a ``CustomerErasure`` so the reid service drops the customer
+    from its in-memory index).
+
+    Example:
+        >>> from storelens.config import parse_config
+        >>> from storelens.storage import SqliteStorage
+        >>> cfg = parse_config({"store": {"id": "s1"}, "cameras": [{"id": "cam-1", "source": "/tmp/x.mp4"}]})
+        >>> app = create_app(cfg, SqliteStorage(":memory:"))
+        >>> app.title
+        'StoreLens API'
+    """
+    app = FastAPI(
+        title="StoreLens API",
+        version=storelens.__version__,
+        description="People counts, live occupancy, tracks and line crossings of a store's cameras; "
+        "demographics of the faces seen and returning customers (pseudonymous ids, no images). "
+        "Times are milliseconds since the Unix epoch; ranges are half-open [start_ms, end_ms).",
+    )
+    context = ApiContext(config=config, storage=storage, metrics=Metrics(), live=live,
+                         gallery_store=gallery_store, on_erasure=on_erasure)
+    app.add_middleware(MetricsMiddleware, metrics=context.metrics)
+    app.state.context = context  # what storelens.api.deps hands to the routes
+    for router in ROUTERS:
+        app.include_router(router)
+    return app
+
+
+def serve(app: "FastAPI", host: str, port: int) -> None:
+    """Run ``app`` with uvicorn until SIGTERM/SIGINT, then return normally.
+
+    Stops accepting, finishes in-flight requests and returns (exit code 0);
+    uvicorn's own handlers would re-raise the signal after shutting down.
+    """
+    import contextlib
+    import signal
+
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+
+    def _stop(_signum, _frame) -> None:
+        server.should_exit = True
+
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,200 @@
+"""What the routes depend on: the app's :class:`ApiContext` and ``Annotated`` dependency aliases.
+
+:func:`~storelens.api.app.create_app` stores one :class:`ApiContext` on
+``app.state.context``; routes never see the app, they declare what they use:
+
+* ``StorageDep``, ``LiveDep``, ``ConfigDep``, ``MetricsDep``, ``ErasureDep``: the app's dependencies;
+* ``GalleryDep``: the customer gallery (503 when faces are disabled);
+* ``CameraDep``: the ``{camera_id}`` path parameter validated into its :class:`CameraConfig` (404 when unknown);
+* ``StartMs``/``OptStartMs``/``EndMs``/``FromMs``/``ToMs``/``CustomerId``: shared request parameters,
+  with :func:`check_range`/:func:`resolve_range` for the ranges they form.
+
+Only dependencies without request parameters of their own (and ``CameraDep``, a path
+parameter) are dependency functions: FastAPI lists a dependency's query parameters after
+the route's own in the OpenAPI schema, so shared query parameters are plain aliases.
+
+FastAPI runs dependencies before it validates the route's own parameters, so a
+dependency that raised would answer 404 (unknown camera) or 503 (faces disabled) to a
+request that is also malformed. Ours return their error instead, and :class:`ApiRoute`
+(the route class of every router, see :func:`api_router`) raises it once the whole
+request validated: a malformed request is 422 whatever its camera. Their aliases are
+typed with what the route body receives.
+"""
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Protocol
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi.routing import APIRoute
+
+from storelens.config import CameraConfig, SiteConfig
+from storelens.contract import messages as m
+from storelens.storage import Storage
+
+from .metrics import Metrics
+
+if TYPE_CHECKING:  # the gallery (numpy, FAISS) is only imported where faces are enabled
+    from storelens.storage import GalleryStore
+
+#: Largest timestamp accepted in a query (keeps every value a valid SQL/JSON integer).
+MAX_TS_MS = 2**53 - 1
+#: Cap of ``limit_points`` (tracks) and ``limit`` (crossings).
+MAX_POINTS = 100_000
+DAY_MS = 86_400_000
+#: Customer ids: pseudonymous tokens (``cust-`` + hex by default), never free text.
+CUSTOMER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+FACES_DISABLED = "face recognition is disabled: no customer gallery is configured"
+
+
+class Refused:
+    """The HTTP error of a dependency, raised by :class:`ApiRoute` once the request validated."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: HTTPException) -> None:
+        self.error = error
+
+
+class ApiRoute(APIRoute):
+    """A route that raises its dependencies' :class:`Refused` errors before the route body runs.
+
+    FastAPI calls the endpoint only when every parameter is valid (else it answers 422),
+    so a refusal comes after validation, like a check in the route body.
+    """
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        # Sync like the routes (run in the threadpool); FastAPI awaits the result of a wrapped coroutine function.
+        @functools.wraps(endpoint)
+        def checked(**values: Any) -> Any:
+            for value in values.values():
+                if isinstance(value, Refused):
+                    raise value.error
+            return endpoint(**values)
+
+        super().__init__(path, checked, **kwargs)
+
+
+def api_router(tag: str) -> APIRouter:
+    """The router of one resource: :class:`ApiRoute` routes, tagged ``tag``."""
+    return APIRouter(tags=[tag], route_class=ApiRoute)
+
+
+class LiveState(Protocol):
+    """What the API reads from the live state (:class:`storelens.storage.live.RedisLiveState`)."""
+
+    def occupancy(self, camera_id: str) -> m.OccupancyUpdate | None: ...
+
+    def last_seen(self, camera_id: str) -> int | None: ...
+
+    def ping(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class ApiContext:
+    """Everything the routes of one app read: see :func:`~storelens.api.app.create_app`."""
+
+    config: SiteConfig
+    storage: Storage
+    metrics: Metrics
+    live: LiveState | None = None
+    gallery_store: GalleryStore | None = None
+    on_erasure: Callable[[str], object] | None = None
+
+    @functools.cached_property
+    def cameras(self) -> dict[str, CameraConfig]:
+        return {c.id: c for c in self.config.cameras}
+
+    def camera(self, camera_id: str) -> CameraConfig:
+        """The configured camera ``camera_id``; 404 when there is none."""
+        cam = self.cameras.get(camera_id)
+        if cam is None:
+            raise HTTPException(404, f"unknown camera {camera_id!r}")
+        return cam
+
+
+async def get_context(request: Request) -> ApiContext:
+    return request.app.state.context
+
+
+ContextDep = Annotated[ApiContext, Depends(get_context)]
+
+
+async def get_config(ctx: ContextDep) -> SiteConfig:
+    return ctx.config
+
+
+async def get_storage(ctx: ContextDep) -> Storage:
+    return ctx.storage
+
+
+async def get_live(ctx: ContextDep) -> LiveState | None:
+    return ctx.live
+
+
+async def get_metrics(ctx: ContextDep) -> Metrics:
+    return ctx.metrics
+
+
+async def get_erasure(ctx: ContextDep) -> Callable[[str], object] | None:
+    return ctx.on_erasure
+
+
+async def get_gallery(ctx: ContextDep) -> GalleryStore | Refused:
+    return Refused(HTTPException(503, FACES_DISABLED)) if ctx.gallery_store is None else ctx.gallery_store
+
+
+ConfigDep = Annotated[SiteConfig, Depends(get_config)]
+StorageDep = Annotated[Storage, Depends(get_storage)]
+LiveDep = Annotated["LiveState | None", Depends(get_live)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+ErasureDep = Annotated["Callable[[str], object] | None", Depends(get_erasure)]
+GalleryDep = Annotated["GalleryStore", Depends(get_gallery)]
+
+# -- request parameters ----------------------------------------------------------
+
+CameraId = Annotated[str, Path(description="Camera id from the site configuration.", max_length=200)]
+StartMs = Annotated[int, Query(ge=0, le=MAX_TS_MS, description="Range start (inclusive), ms since epoch.")]
+OptStartMs = Annotated[
+    int | None,
+    Query(ge=0, le=MAX_TS_MS, description="Range start (inclusive), ms since epoch; default the first crossing."),
+]
+EndMs = Annotated[
+    int | None,
+    Query(ge=1, le=MAX_TS_MS, description="Range end (exclusive), ms since epoch; "
+          "default just after the last crossing (counts) or now + 1 day."),
+]
+CustomerId = Annotated[str, Path(
+    description="Pseudonymous customer id: 1-128 characters, letters, digits and . _ : - (not first).",
+    min_length=1, max_length=128, pattern=CUSTOMER_ID_PATTERN)]
+FromMs = Annotated[
+    int | None, Query(ge=0, le=MAX_TS_MS, description="Range start (inclusive), ms since epoch; default unbounded.")
+]
+ToMs = Annotated[
+    int | None, Query(ge=1, le=MAX_TS_MS, description="Range end (exclusive), ms since epoch; default unbounded.")
+]
+
+
+async def get_camera(ctx: ContextDep, camera_id: CameraId) -> CameraConfig | Refused:
+    try:
+        return ctx.camera(camera_id)
+    except HTTPException as e:
+        return Refused(e)
+
+
+CameraDep = Annotated[CameraConfig, Depends(get_camera)]
+
+
+def check_range(start_ms: int | None, end_ms: int | None) -> None:
+    """422 unless the optional bounds form a non-empty range."""
+    if start_ms is not None and end_ms is not None and end_ms <= start_ms:
+        raise HTTPException(422, f"end_ms ({end_ms}) must be greater than start_ms ({start_ms})")
+
+
+def resolve_range(start_ms: int, end_ms: int | None) -> tuple[int, int]:
+    """``(start_ms, end_ms)`` with the end defaulting to now + 1 day; 422 when empty."""
+    end = end_ms if end_ms is not None else min(int(time.time() * 1000) + DAY_MS, MAX_TS_MS)
+    check_range(start_ms, end)
+    return start_ms, end

@@ -1,0 +1,12 @@
+"""The API's routers, one module a resource; :data:`ROUTERS` in the order the app includes them."""
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from . import cameras, counts, crossings, customers, demographics, health, occupancy, tracks
+
+#: Every router of the API (the order of the paths in the OpenAPI schema).
+ROUTERS: tuple[APIRouter, ...] = (
+    health.router, cameras.router, counts.router, occupancy.router, tracks.router, crossings.router,
+    demographics.router, customers.router,
+)

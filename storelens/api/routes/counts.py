@@ -1,0 +1,72 @@
+"""People counts: crossings of a camera's lines per aligned time bucket, with totals (``/v1/counts``)."""
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import HTTPException, Query
+
+from ..deps import MAX_TS_MS, ContextDep, EndMs, OptStartMs, api_router, resolve_range
+from ..models import NOT_FOUND, BucketOut, CountsOut, InOut
+
+#: Largest bucket width: 31 days.
+MAX_BUCKET_S = 86_400 * 31
+#: Most buckets a single ``/v1/counts`` range may span.
+MAX_BUCKETS = 100_000
+
+router = api_router("counts")
+
+
+def n_buckets(start_ms: int, end_ms: int, bucket_s: int) -> int:
+    """Aligned buckets that ``[start_ms, end_ms)`` touches."""
+    w = bucket_s * 1000
+    return (end_ms - 1) // w - start_ms // w + 1
+
+
+def _check_buckets(start: int, end: int, bucket_s: int) -> None:
+    n = n_buckets(start, end, bucket_s)
+    if n > MAX_BUCKETS:
+        # Any bucket_s >= this keeps n <= MAX_BUCKETS (alignment adds at most one bucket).
+        min_bucket_s = -(-(end - start) // ((MAX_BUCKETS - 1) * 1000))
+        hint = f" or use bucket_s >= {min_bucket_s}" if min_bucket_s <= MAX_BUCKET_S else ""
+        raise HTTPException(
+            422,
+            f"range [{start}, {end}) at bucket_s={bucket_s} spans {n} buckets, "
+            f"more than the limit of {MAX_BUCKETS}; narrow the range{hint}",
+        )
+
+
+@router.get("/v1/counts", response_model=CountsOut, responses=NOT_FOUND, summary="Line crossings per time bucket")
+def counts(
+    ctx: ContextDep,
+    camera_id: Annotated[str, Query(max_length=200)],
+    start_ms: OptStartMs = None,
+    end_ms: EndMs = None,
+    bucket_s: Annotated[int, Query(ge=1, le=MAX_BUCKET_S, description="Bucket width in seconds; "
+                                   "buckets are aligned to multiples of it since the epoch.")] = 60,
+    line_id: Annotated[str | None, Query(max_length=200, description="Only this line.")] = None,
+) -> CountsOut:
+    line_ids = [ln.id for ln in ctx.camera(camera_id).lines]
+    if line_id is not None and line_id not in line_ids:
+        raise HTTPException(404, f"unknown line {line_id!r} of camera {camera_id!r}")
+    storage = ctx.storage
+    span = storage.crossing_span(camera_id)
+    if start_ms is None:  # default: from the camera's first crossing (or now when there is none)
+        start_ms = span[0] if span else min(int(time.time() * 1000), MAX_TS_MS - 1)
+    if end_ms is None and span is not None:
+        end_ms = max(span[1] + 1, start_ms + 1)
+    start, end = resolve_range(start_ms, end_ms)
+    _check_buckets(start, end, bucket_s)
+    buckets = storage.counts(camera_id, start, end, bucket_s, line_id=line_id)
+    stored = storage.line_totals(camera_id, start, end)
+    wanted = [line_id] if line_id is not None else sorted({*line_ids, *stored})
+    zero = {"in": 0, "out": 0}
+    return CountsOut(
+        camera_id=camera_id, start_ms=start, end_ms=end, bucket_s=bucket_s,
+        buckets=[
+            BucketOut(line_id=b.line_id, start_ms=b.start_ms, end_ms=b.end_ms,
+                      count_in=b.count_in, count_out=b.count_out)
+            for b in buckets
+        ],
+        totals={ln: InOut.model_validate(stored.get(ln, zero)) for ln in wanted},
+    )

@@ -1,0 +1,96 @@
+"""Customers recognised by face (pseudonymous ids, no images): list, detail and erasure (``/v1/customers``).
+
+Every route needs the customer gallery (``GalleryDep``) and answers 503 when
+face recognition is disabled.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+from fastapi import HTTPException, Query, Response
+
+from ..deps import CustomerId, ErasureDep, FromMs, GalleryDep, StorageDep, ToMs, api_router, check_range
+from ..models import (
+    FACES_OFF, UNKNOWN_CUSTOMER, AttributeSummaryOut, CustomerOut, CustomersOut, CustomerSummaryOut,
+    CustomerTrackOut, VisitOut,
+)
+
+#: Largest ``page_size`` of ``/v1/customers``, and the largest ``page``.
+MAX_PAGE_SIZE = 500
+MAX_PAGE = 1_000_000
+
+log = logging.getLogger(__name__)
+router = api_router("customers")
+
+
+def _unknown(customer_id: str) -> HTTPException:
+    return HTTPException(404, f"unknown customer {customer_id!r}")
+
+
+@router.get("/v1/customers", response_model=CustomersOut, responses=FACES_OFF,
+            summary="Customers recognised by face, paged",
+            description="Customers of the gallery, most recently seen first. `returning` keeps only returning "
+            "(or only first-time) customers; `start_ms`/`end_ms` keep customers with a visit overlapping "
+            "[start_ms, end_ms).")
+def list_customers(
+    store: GalleryDep,
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page number, from 1.")] = 1,
+    page_size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Customers per page.")] = 50,
+    returning: Annotated[bool | None, Query(description="Only returning (true) or first-time (false).")]
+    = None,
+    start_ms: FromMs = None,
+    end_ms: ToMs = None,
+) -> CustomersOut:
+    check_range(start_ms, end_ms)
+    total, items = store.list_customers(returning=returning, from_ts_ms=start_ms, to_ts_ms=end_ms,
+                                        limit=page_size, offset=(page - 1) * page_size)
+    return CustomersOut(total=total, page=page, page_size=page_size, items=[
+        CustomerSummaryOut(customer_id=c.customer_id, created_ts_ms=c.created_ts_ms, visits=c.visits,
+                           first_seen_ts_ms=c.first_seen_ts_ms, last_seen_ts_ms=c.last_seen_ts_ms,
+                           returning=c.returning, cameras=list(c.cameras))
+        for c in items
+    ])
+
+
+@router.get("/v1/customers/{customer_id}", response_model=CustomerOut,
+            responses={**UNKNOWN_CUSTOMER, **FACES_OFF},
+            summary="One customer: visits, matched tracks and their attributes",
+            description="The customer's visits, the tracks matched to them with their face attributes, and a "
+            "summary (the most confident known gender, the best-supported age).")
+def get_customer(customer_id: CustomerId, store: GalleryDep, storage: StorageDep) -> CustomerOut:
+    if not store.customer_exists(customer_id):
+        raise _unknown(customer_id)
+    visits = store.visits(customer_id)
+    tracks = storage.customer_tracks(customer_id)
+    returning = visits[-1].returning if visits else any(t["returning"] for t in tracks)
+    return CustomerOut(
+        customer_id=customer_id, returning=returning,
+        visits=[VisitOut(visit_no=v.visit_no, first_seen_ts_ms=v.first_ts_ms, last_seen_ts_ms=v.last_ts_ms,
+                         cameras=list(v.cameras)) for v in visits],
+        tracks=[CustomerTrackOut.model_validate(t) for t in tracks],
+        summary=AttributeSummaryOut.from_tracks(tracks),
+    )
+
+
+@router.delete("/v1/customers/{customer_id}", status_code=204, response_class=Response,
+               responses={**UNKNOWN_CUSTOMER, **FACES_OFF, 204: {"description": "The customer was erased."}},
+               summary="Erase a customer (right to erasure)",
+               description="Deletes the customer's embeddings and visits from the gallery and their matches "
+               "from the history (anonymous per-track demographics stay), then tells the recognition service "
+               "to forget them. The notification is sent even for an unknown id, so retrying a request whose "
+               "notification failed (503) completes the erasure.")
+def erase_customer(customer_id: CustomerId, store: GalleryDep, storage: StorageDep,
+                   on_erasure: ErasureDep) -> Response:
+    in_gallery = store.delete_customer(customer_id)
+    rows = storage.erase_customer(customer_id)
+    if on_erasure is not None:
+        try:
+            on_erasure(customer_id)
+        except Exception:
+            log.exception("customer erasure not propagated", extra={"customer_id": customer_id})
+            raise HTTPException(503, "the customer was deleted from the stores, but the erasure could not be "
+                                "sent to the recognition service; retry the request") from None
+    if not (in_gallery or rows):
+        raise _unknown(customer_id)
+    return Response(status_code=204)

@@ -1,0 +1,17 @@
+"""Person detection behind a small Protocol (:mod:`.base`), one module per backend, chosen by ``detector.backend``.
+
+* ``ultralytics``: :class:`~storelens.backends.detectors.ultralytics.UltralyticsDetector` (YOLO).
+"""
+from __future__ import annotations
+
+from storelens.backends.detectors.base import DETECTORS, Detections, Detector
+from storelens.backends.detectors.ultralytics import UltralyticsDetector, resolve_weights
+from storelens.config.detectors import DetectorConfig
+
+__all__ = ["DETECTORS", "Detections", "Detector", "DetectorConfig", "UltralyticsDetector", "build_detector",
+           "resolve_weights"]
+
+
+def build_detector(cfg: DetectorConfig) -> Detector:
+    """The detector ``cfg.backend`` names."""
+    return DETECTORS.build(cfg)

@@ -1,0 +1,84 @@
+"""The Ultralytics YOLO person detector (``detector.backend: ultralytics``).
+
+``weights`` may be a local file or folder (``.pt``, ``.onnx``, an OpenVINO
+``*_openvino_model/`` folder, ...) or a standard Ultralytics model name such
+as ``yolo11n.pt``, which Ultralytics downloads where there is internet. A
+path that looks local but does not exist is an error, not a download.
+
+Example:
+    >>> from storelens.config import UltralyticsDetectorConfig
+    >>> det = UltralyticsDetector(UltralyticsDetectorConfig(weights="/models/yolo11n_openvino_model"))  # doctest: +SKIP
+    >>> dets = det.detect(image_bgr)                                                        # doctest: +SKIP
+    >>> dets.bbox_xyxy.shape, dets.confidence.shape                                          # doctest: +SKIP
+    ((5, 4), (5,))
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import sys
+
+import numpy as np
+
+from storelens.backends.detectors.base import DETECTORS, Detections
+from storelens.config.detectors import UltralyticsDetectorConfig
+from storelens.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+
+_HUB_NAME = re.compile(r"^(yolo[a-z0-9.-]*)\.(pt|yaml)$", re.IGNORECASE)
+
+
+def resolve_weights(weights: str) -> str:
+    """Return a loadable weights reference or raise :class:`ModelError`.
+
+    Existing local paths pass; bare Ultralytics model names (``yolo11n.pt``)
+    pass through for Ultralytics to download; anything else is an error.
+    """
+    if os.path.exists(weights):
+        return weights
+    if os.sep not in weights and _HUB_NAME.match(weights):
+        return weights
+    raise ModelError(
+        f"detector weights not found: {weights} (set detector.weights to a local file/folder "
+        "or a standard Ultralytics model name such as yolo11n.pt)"
+    )
+
+
+@DETECTORS.register("ultralytics")
+class UltralyticsDetector:
+    """YOLO person detector through ``ultralytics.YOLO`` (PyTorch, ONNX Runtime or OpenVINO)."""
+
+    def __init__(self, cfg: UltralyticsDetectorConfig) -> None:
+        weights = resolve_weights(cfg.weights)
+        if cfg.threads:
+            os.environ.setdefault("OMP_NUM_THREADS", str(cfg.threads))
+        # Ultralytics prints progress to stdout; keep stdout for our own output (e.g. --json).
+        with contextlib.redirect_stdout(sys.stderr):
+            try:
+                from ultralytics import YOLO
+
+                logging.getLogger("ultralytics").setLevel(logging.WARNING)
+                self.model = YOLO(weights, task="detect")
+            except Exception as exc:  # ultralytics raises many types for bad weights
+                raise ModelError(f"cannot load detector weights {weights}: {exc}") from exc
+            self.cfg = cfg
+            # Warm up: the first call compiles/allocates and would distort timings.
+            self.detect(np.zeros((cfg.imgsz, cfg.imgsz, 3), np.uint8))
+
+    def detect(self, image_bgr: np.ndarray) -> Detections:
+        res = self.model.predict(
+            image_bgr, imgsz=self.cfg.imgsz, conf=self.cfg.confidence, iou=self.cfg.iou,
+            classes=self.cfg.classes, device=self.cfg.device, verbose=False,
+        )[0]
+        boxes = res.boxes
+        if boxes is None or len(boxes) == 0:
+            return Detections.empty()
+        return Detections(
+            boxes.xyxy.cpu().numpy().astype(np.float32),
+            boxes.conf.cpu().numpy().astype(np.float32),
+            boxes.cls.cpu().numpy().astype(np.int32),
+        )

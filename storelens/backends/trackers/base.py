@@ -1,0 +1,53 @@
+"""The tracker's contract: :class:`Tracker` turns detections into :class:`Tracks`; :data:`TRACKERS` builds them."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from storelens.backends.detectors.base import Detections
+from storelens.backends.registry import Registry
+from storelens.config.trackers import TrackerConfig
+
+
+@dataclass(frozen=True)
+class Tracks:
+    track_id: np.ndarray  # (N,) int64, camera-scoped
+    bbox_xyxy: np.ndarray  # (N, 4) float32
+    confidence: np.ndarray  # (N,) float32
+    class_id: np.ndarray  # (N,) int32
+
+    def __len__(self) -> int:
+        return len(self.track_id)
+
+
+class Tracker(Protocol):
+    def update(self, image_bgr: np.ndarray, detections: Detections) -> Tracks: ...
+
+    def snapshot(self) -> bytes:
+        """Whole state, for exact recovery; :meth:`restore` continues identically."""
+        ...
+
+    def restore(self, data: bytes) -> None: ...
+
+
+#: Tracker backends by ``tracker.backend``; builders take ``embedder=`` (``None``: the configured one).
+TRACKERS: Registry[Tracker] = Registry(TrackerConfig, "tracker.backend")
+
+
+def iou_matrix(a_xyxy: np.ndarray, b_xyxy: np.ndarray) -> np.ndarray:
+    """(N, 4) x (M, 4) boxes -> (N, M) intersection over union."""
+    a = np.asarray(a_xyxy, np.float32).reshape(-1, 4)[:, None, :]
+    b = np.asarray(b_xyxy, np.float32).reshape(-1, 4)[None, :, :]
+    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    inter = iw * ih
+    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
+    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    return inter / np.maximum(area_a + area_b - inter, 1e-9)
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)

@@ -1,0 +1,59 @@
+"""Typed site configuration (the ``config`` layer: imports only ``storelens.errors`` and ``storelens.paths``).
+
+* :mod:`storelens.config.env` -- ``${VAR}`` expansion;
+* :mod:`storelens.config.base` -- strict models and :class:`BackendConfig`, one settings class per backend;
+* :mod:`storelens.config.site` -- the site file (:class:`SiteConfig`, :func:`load_config`; zones: :class:`ZoneConfig`, :class:`ZonesConfig`);
+* :mod:`storelens.config.detectors` / :mod:`~storelens.config.trackers` -- ``detector`` and ``tracker``;
+* :mod:`storelens.config.faces` -- the ``faces`` section.
+"""
+from storelens.config.base import BackendConfig
+from storelens.config.detectors import DetectorConfig, UltralyticsDetectorConfig
+from storelens.config.env import expand_env
+from storelens.config.faces import (
+    DlibEmbedderConfig,
+    EmbedderConfig,
+    FaceDetectorConfig,
+    FacenetEmbedderConfig,
+    MtcnnFaceDetectorConfig,
+    YuNetFaceDetectorConfig,
+)
+from storelens.config.site import (
+    AnchorName,
+    ApiConfig,
+    CameraConfig,
+    CountingConfig,
+    CropsConfig,
+    KafkaConfig,
+    LineConfig,
+    LiveConfig,
+    Point,
+    SiteConfig,
+    StorageConfig,
+    StoreConfig,
+    ZoneConfig,
+    ZoneKind,
+    ZoneRules,
+    ZonesConfig,
+    format_validation_error,
+    load_config,
+    parse_config,
+    polygon_problem,
+    yaml_error,
+)
+from storelens.config.trackers import (
+    AppearanceEmbedderConfig,
+    DeepSortTrackerConfig,
+    MobileNetOpenVinoEmbedderConfig,
+    MobileNetTorchEmbedderConfig,
+    TrackerConfig,
+)
+
+__all__ = [
+    "AnchorName", "ApiConfig", "AppearanceEmbedderConfig", "BackendConfig", "CameraConfig", "CountingConfig",
+    "CropsConfig", "DeepSortTrackerConfig", "DetectorConfig", "DlibEmbedderConfig", "EmbedderConfig", "FaceDetectorConfig",
+    "FacenetEmbedderConfig", "KafkaConfig", "LineConfig", "LiveConfig", "MobileNetOpenVinoEmbedderConfig",
+    "MobileNetTorchEmbedderConfig", "MtcnnFaceDetectorConfig", "Point", "SiteConfig", "StorageConfig",
+    "StoreConfig", "TrackerConfig", "UltralyticsDetectorConfig", "YuNetFaceDetectorConfig", "ZoneConfig",
+    "ZoneKind", "ZoneRules", "ZonesConfig", "expand_env", "format_validation_error", "load_config",
+    "parse_config", "polygon_problem", "yaml_error",
+]

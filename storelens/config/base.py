@@ -1,0 +1,99 @@
+"""Building blocks of the config models: strict models, ``${VAR}``-expanded paths, per-backend configs.
+
+:class:`BackendConfig` is how a kind of backend (detector, tracker, face
+detector, ...) gets one settings class per backend, chosen by the ``backend``
+field. A kind is a subclass that sets ``default_backend``; each backend
+subclasses the kind with its own fields and a ``Literal`` discriminator, and
+that subclassing makes it selectable (an *open* discriminated union: a new
+backend needs no edit of the site config). Validating, or calling, the kind
+returns the variant that ``backend`` names (missing: ``default_backend``);
+an unknown name is an error on the ``backend`` field that lists the known ones.
+
+Example (``faces.detector``: YuNet by default, or MTCNN):
+    >>> from storelens.config.faces import FaceDetectorConfig, MtcnnFaceDetectorConfig
+    >>> type(FaceDetectorConfig()).__name__, type(FaceDetectorConfig(backend="mtcnn")).__name__
+    ('YuNetFaceDetectorConfig', 'MtcnnFaceDetectorConfig')
+    >>> FaceDetectorConfig.model_validate({"backend": "mtcnn", "device": "cpu"}) == MtcnnFaceDetectorConfig()
+    True
+    >>> FaceDetectorConfig(backend="haar")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    pydantic_core._pydantic_core.ValidationError: 1 validation error for FaceDetectorConfig
+    backend
+      Value error, unknown backend 'haar'; known: mtcnn, yunet ...
+"""
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, get_args
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, model_validator
+
+from storelens.config.env import expand_env
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors; values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _expand_optional(v: str | None) -> str | None:
+    return None if v is None else expand_env(v)
+
+
+#: A string with ``${VAR}`` / ``${VAR:-default}`` expanded (e.g. a weights path).
+EnvStr = Annotated[str, AfterValidator(expand_env)]
+#: The same, or ``None``.
+OptionalEnvStr = Annotated[str | None, AfterValidator(_expand_optional)]
+
+
+class BackendConfig(Strict):
+    """Base of a kind's per-backend settings (see the module docstring)."""
+
+    backend: str
+    #: Set on a kind (a direct subclass): the backend used when ``backend`` is missing.
+    default_backend: ClassVar[str]
+    #: The kind's backends by name (filled by subclassing).
+    variants: ClassVar[dict[str, type[BackendConfig]]]
+
+    def __new__(cls, *args: Any, **data: Any) -> BackendConfig:
+        if cls._is_kind():
+            cls = cls.variant(data.get("backend", cls.default_backend))
+        return super().__new__(cls)
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        if cls._is_kind():
+            cls.variants = {}
+        elif "backend" in cls.__dict__.get("__annotations__", {}):
+            names = get_args(cls.model_fields["backend"].annotation)
+            if not names:
+                raise TypeError(f"{cls.__name__}.backend must be a Literal of its name(s), resolvable where "
+                                "the class is defined")
+            for name in names:
+                cls.variants[name] = cls
+
+    @classmethod
+    def _is_kind(cls) -> bool:
+        return "default_backend" in cls.__dict__
+
+    @classmethod
+    def variant(cls, name: object) -> type[BackendConfig]:
+        """The settings class of backend ``name``; a ``ValidationError`` on ``backend`` if unknown."""
+        found = cls.variants.get(name) if isinstance(name, str) else None
+        if found is None:
+            msg = f"unknown backend {name!r}; known: {', '.join(sorted(cls.variants))}"
+            raise ValidationError.from_exception_data(cls.__name__, [
+                {"type": "value_error", "loc": ("backend",), "input": name, "ctx": {"error": ValueError(msg)}},
+            ])
+        return found
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _pick_variant(cls, data: Any, handler: Any) -> Any:
+        if not cls._is_kind() or isinstance(data, cls):
+            return handler(data)
+        if not isinstance(data, dict):
+            return handler(data)  # pydantic's own type error
+        return cls.variant(data.get("backend", cls.default_backend)).model_validate(data)

@@ -1,0 +1,468 @@
+"""Typed site configuration: one YAML file per store.
+
+Read once at start with :func:`load_config`; every model forbids unknown
+keys, and errors name the bad field, e.g.::
+
+    config error in site.yaml: cameras.0.lines.0.a: must be two numbers [x, y]
+
+Strings may reference environment variables as ``${NAME}`` or
+``${NAME:-default}``. ``${STORELENS_ASSETS}`` defaults to the shared assets
+folder beside the checkout (see :func:`storelens.paths.assets_dir`).
+Relative file paths are resolved against the configuration file's folder.
+
+Example:
+    >>> cfg = SiteConfig.model_validate({
+    ...     "store": {"id": "s1"},
+    ...     "cameras": [{"id": "cam-1", "source": "video.mp4",
+    ...                  "lines": [{"id": "door", "a": [0, 300], "b": [640, 300]}]}],
+    ... })
+    >>> cfg.cameras[0].lines[0].b
+    (640.0, 300.0)
+"""
+from __future__ import annotations
+
+import math
+import os
+import pathlib
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import Field, SerializeAsAny, ValidationError, ValidationInfo, field_validator, model_validator
+
+from storelens.config.base import Strict
+from storelens.config.detectors import DetectorConfig
+from storelens.config.env import expand_env
+from storelens.config.faces import FacesConfig
+from storelens.config.trackers import TrackerConfig
+from storelens.errors import ConfigError
+
+Point = tuple[float, float]
+
+
+class StoreConfig(Strict):
+    id: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")]
+    name: str = ""
+    timezone: str = "UTC"
+
+
+class LineConfig(Strict):
+    """A counting line from ``a`` to ``b`` in source pixel coordinates.
+
+    Crossing from the left-hand side of A->B to its right-hand side (image
+    coordinates, y down) counts as ``in``: for A=(0,300), B=(640,300), moving
+    down the image is ``in``.
+    """
+
+    id: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")]
+    a: Point
+    b: Point
+
+    @field_validator("a", "b", mode="before")
+    @classmethod
+    def _point(cls, v: object) -> object:
+        if not isinstance(v, (list, tuple)) or len(v) != 2:
+            raise ValueError("must be two numbers [x, y]")
+        return v
+
+    @model_validator(mode="after")
+    def _not_degenerate(self) -> "LineConfig":
+        if self.a == self.b:
+            raise ValueError(f"line {self.id!r}: a and b are the same point")
+        return self
+
+
+ZoneKind = Literal["area", "entrance", "queue", "shelf", "staff_only", "exclude"]
+#: The point of a box that stands for the person: the feet (``bottom_center``) or the box centre.
+AnchorName = Literal["bottom_center", "center"]
+NonNegMs = Annotated[int, Field(ge=0)]
+
+
+class ZoneRules(Strict):
+    """The rule parameters of zones: site defaults (``zones:``), each overridable per zone.
+
+    See :mod:`storelens.domain.zones` for what they do.
+    """
+
+    #: A track must be inside this long before its entry counts (the entry time is the first inside time).
+    enter_after_ms: NonNegMs = 500
+    #: Outside (or unseen) this long before the exit counts; a track unseen for longer exits ``lost``.
+    exit_after_ms: NonNegMs = 1000
+    anchor: AnchorName = "bottom_center"
+    #: A ``loiter`` event once per visit when its dwell reaches this (0: off).
+    loiter_after_s: Annotated[float, Field(ge=0)] = 60.0
+    #: ``shelf`` zones: a visit that lasts this long is a stopper, shorter ones passers-by.
+    stopper_after_s: Annotated[float, Field(ge=0)] = 3.0
+
+
+class ZonesConfig(ZoneRules):
+    """The ``zones:`` section of the site file: defaults of :class:`ZoneRules` for every zone."""
+
+    #: Window of the queue statistics (service rate, abandonments) of ``queue`` zones.
+    queue_window_s: Annotated[float, Field(gt=0)] = 300.0
+
+
+def _orient(a: Point, b: Point, c: Point) -> float:
+    return (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
+
+
+def _edges_touch(p: Point, q: Point, r: Point, s: Point) -> bool:
+    """Whether segments P-Q and R-S share a point (collinear overlaps included)."""
+    o = [_orient(p, q, r), _orient(p, q, s), _orient(r, s, p), _orient(r, s, q)]
+    if o[0] * o[1] < 0 and o[2] * o[3] < 0:
+        return True
+    boxes = ((p, q, r), (p, q, s), (r, s, p), (r, s, q))
+    return any(v == 0 and min(a[0], b[0]) <= c[0] <= max(a[0], b[0]) and min(a[1], b[1]) <= c[1] <= max(a[1], b[1])
+               for v, (a, b, c) in zip(o, boxes))
+
+
+def polygon_problem(poly: list[Point]) -> str | None:
+    """Why ``poly`` is not a simple polygon (repeated vertex, edges crossing, no area), or ``None``.
+
+    Example:
+        >>> polygon_problem([(0, 0), (100, 100), (100, 0), (0, 100)])
+        'self-intersecting (edges 0 and 2 cross)'
+    """
+    n = len(poly)
+    if len(set(poly)) < n:
+        return "repeated vertex"
+    for k, v in enumerate(poly):
+        prev, nxt = poly[k - 1], poly[(k + 1) % n]
+        if _orient(prev, v, nxt) == 0 and (prev[0] - v[0]) * (nxt[0] - v[0]) + (prev[1] - v[1]) * (nxt[1] - v[1]) > 0:
+            return f"self-intersecting (it folds back on itself at vertex {k})"
+    for i in range(n):
+        for j in range(i + 2, n - (i == 0)):  # non-adjacent edges only
+            if _edges_touch(poly[i], poly[(i + 1) % n], poly[j], poly[(j + 1) % n]):
+                return f"self-intersecting (edges {i} and {j} cross)"
+    area2 = sum(poly[i][0] * poly[(i + 1) % n][1] - poly[(i + 1) % n][0] * poly[i][1] for i in range(n))
+    if area2 == 0:
+        return "no area (all points on one line)"
+    return None
+
+
+def _on_boundary(pt: Point, poly: list[Point], tol: float = 2.0) -> bool:
+    for i, a in enumerate(poly):
+        b = poly[(i + 1) % len(poly)]
+        dx, dy = b[0] - a[0], b[1] - a[1]
+        t = max(0.0, min(1.0, ((pt[0] - a[0]) * dx + (pt[1] - a[1]) * dy) / (dx * dx + dy * dy)))
+        if math.hypot(a[0] + t * dx - pt[0], a[1] + t * dy - pt[1]) <= tol:
+            return True
+    return False
+
+
+class ZoneConfig(Strict):
+    """A polygon (source pixel coordinates) with a kind and, optionally, its own rule parameters.
+
+    * ``service_edge`` (``queue`` only, required there): the edge people leave
+      through when served, as two adjacent vertex indices ``[i, j]`` or two points
+      ``[[x, y], [x, y]]`` on the polygon's boundary (within 2 px);
+    * ``product`` / ``category`` (``shelf`` only): labels for product interest;
+    * ``enter_after_ms`` ... ``stopper_after_s``: override the site's ``zones:`` defaults
+      (``stopper_after_s`` on ``shelf`` zones only; ``exclude`` zones take only ``anchor``).
+
+    Example:
+        >>> z = ZoneConfig(id="till", kind="queue", polygon=[(0, 0), (100, 0), (100, 50), (0, 50)],
+        ...                service_edge=(1, 2), exit_after_ms=400)
+        >>> z.service_segment
+        ((100.0, 0.0), (100.0, 50.0))
+        >>> z.rules(ZonesConfig()).exit_after_ms, z.rules(ZonesConfig()).enter_after_ms
+        (400, 500)
+    """
+
+    id: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")]
+    polygon: Annotated[list[Point], Field(min_length=3)]
+    kind: ZoneKind = "area"
+    service_edge: tuple[int, int] | tuple[Point, Point] | None = Field(default=None, validate_default=True)
+    product: str | None = None
+    category: str | None = None
+    enter_after_ms: NonNegMs | None = None
+    exit_after_ms: NonNegMs | None = None
+    anchor: AnchorName | None = None
+    loiter_after_s: Annotated[float, Field(ge=0)] | None = None
+    stopper_after_s: Annotated[float, Field(ge=0)] | None = None
+
+    @field_validator("polygon", mode="before")
+    @classmethod
+    def _points(cls, v: object) -> object:
+        if isinstance(v, (list, tuple)) and any(not isinstance(p, (list, tuple)) or len(p) != 2 for p in v):
+            raise ValueError("must be a list of points [x, y]")
+        return v
+
+    @field_validator("polygon")
+    @classmethod
+    def _simple(cls, v: list[Point]) -> list[Point]:
+        problem = polygon_problem(v)
+        if problem:
+            raise ValueError(f"not a simple polygon: {problem}")
+        return v
+
+    @field_validator("service_edge", mode="before")
+    @classmethod
+    def _edge_shape(cls, v: object) -> object:
+        def num(x: object) -> bool:
+            return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+        if v is None or (isinstance(v, (list, tuple)) and len(v) == 2 and (
+                all(isinstance(i, int) and not isinstance(i, bool) for i in v)
+                or all(isinstance(p, (list, tuple)) and len(p) == 2 and all(map(num, p)) for p in v))):
+            return v
+        raise ValueError("must be two vertex indices [i, j] or two points [[x, y], [x, y]]")
+
+    @field_validator("service_edge")
+    @classmethod
+    def _service_edge(cls, v, info: ValidationInfo):
+        kind, poly = info.data.get("kind"), info.data.get("polygon")
+        if kind is None or poly is None:
+            return v  # kind or polygon already failed
+        if kind != "queue":
+            if v is not None:
+                raise ValueError(f"only queue zones have a service edge (this zone is {kind!r})")
+            return v
+        if v is None:
+            raise ValueError("required for a queue zone: the polygon edge people leave through when served")
+        n = len(poly)
+        if isinstance(v[0], int):
+            i, j = v
+            if not (0 <= i < n and 0 <= j < n):
+                raise ValueError(f"vertex indices must be in 0..{n - 1}")
+            if (j - i) % n not in (1, n - 1):
+                raise ValueError(f"vertices {i} and {j} are not the ends of one polygon edge")
+        else:
+            if v[0] == v[1]:
+                raise ValueError("the two points are the same")
+            if not all(_on_boundary(p, poly) for p in v):
+                raise ValueError("both points must lie on the polygon's boundary (within 2 px)")
+        return v
+
+    @field_validator("product", "category")
+    @classmethod
+    def _shelf_only(cls, v, info: ValidationInfo):
+        if v is not None and info.data.get("kind", "shelf") != "shelf":
+            raise ValueError(f"only shelf zones have a {info.field_name} (this zone is {info.data['kind']!r})")
+        return v
+
+    @field_validator("enter_after_ms", "exit_after_ms", "loiter_after_s", "stopper_after_s")
+    @classmethod
+    def _applies(cls, v, info: ValidationInfo):
+        kind = info.data.get("kind")
+        if v is not None and kind == "exclude":
+            raise ValueError("exclude zones take no rule parameters except anchor")
+        if v is not None and info.field_name == "stopper_after_s" and kind not in (None, "shelf"):
+            raise ValueError(f"only shelf zones have stoppers (this zone is {kind!r})")
+        return v
+
+    @property
+    def service_segment(self) -> tuple[Point, Point] | None:
+        """The service edge as two points, or ``None`` (not a queue)."""
+        e = self.service_edge
+        if e is None:
+            return None
+        if isinstance(e[0], int):
+            return (self.polygon[e[0]], self.polygon[e[1]])
+        return (tuple(e[0]), tuple(e[1]))
+
+    def rules(self, defaults: ZoneRules) -> ZoneRules:
+        """This zone's rule parameters: its own where set, the site's ``zones:`` defaults elsewhere."""
+        own = {k: getattr(self, k) for k in ZoneRules.model_fields if getattr(self, k) is not None}
+        return ZoneRules(**{**{k: getattr(defaults, k) for k in ZoneRules.model_fields}, **own})
+
+
+class CameraConfig(Strict):
+    id: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")]
+    #: Video file path, ``rtsp://``/``http(s)://`` URL, or a webcam index like ``"0"``.
+    source: Annotated[str, Field(min_length=1)]
+    #: Frames per second to sample; ``None`` keeps every frame of the source.
+    target_fps: Annotated[float | None, Field(gt=0)] = None
+    #: Width of the published JPEG (height keeps the aspect ratio); ``None`` keeps the source size.
+    resize_width: Annotated[int | None, Field(ge=32, le=8192)] = None
+    jpeg_quality: Annotated[int, Field(ge=10, le=100)] = 90
+    #: Timestamp of a file's first frame (ms since epoch); frames of files are stamped
+    #: ``start_ts_ms + position``, so runs are reproducible.
+    start_ts_ms: Annotated[int, Field(ge=0)] = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+    lines: list[LineConfig] = []
+    zones: list[ZoneConfig] = []
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> "CameraConfig":
+        for kind, items in (("line", self.lines), ("zone", self.zones)):
+            ids = [i.id for i in items]
+            dup = {i for i in ids if ids.count(i) > 1}
+            if dup:
+                raise ValueError(f"duplicate {kind} id(s) {sorted(dup)} in camera {self.id!r}")
+        return self
+
+
+class CropsConfig(Strict):
+    """Person crops that detect-track publishes for the faces stages."""
+
+    #: Publish a crop of each track at most every N of its frames (0: never).
+    every_n_frames: Annotated[int, Field(ge=0)] = 10
+    #: Skip people smaller than this (their faces are unusable).
+    min_height_px: Annotated[int, Field(ge=1)] = 96
+    jpeg_quality: Annotated[int, Field(ge=10, le=100)] = 90
+
+
+class CountingConfig(Strict):
+    #: Distance (px) the anchor must reach beyond a line before a crossing counts;
+    #: people standing on the line and jitter never count.
+    hysteresis_px: Annotated[float, Field(ge=0)] = 6.0
+    #: A new track starting within this radius (px) and time of where a lost
+    #: track ended inherits its line state (lost-and-re-acquired tracks).
+    reacquire_radius_px: Annotated[float, Field(ge=0)] = 60.0
+    reacquire_window_ms: Annotated[int, Field(ge=0)] = 2000
+    #: Tumbling window of the per-line counts.
+    window_s: Annotated[int, Field(ge=1)] = 60
+
+
+class StorageConfig(Strict):
+    """History: SQLite (embedded mode) or PostgreSQL (distributed mode)."""
+
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+    #: SQLite file (backend ``sqlite``).
+    path: str = "storelens.db"
+    #: libpq connection string (backend ``postgres``), e.g.
+    #: ``postgresql://storelens:${PGPASSWORD}@postgres:5432/storelens``.
+    dsn: str | None = None
+
+    @model_validator(mode="after")
+    def _dsn_for_postgres(self) -> "StorageConfig":
+        if self.backend == "postgres" and not self.dsn:
+            raise ValueError("storage.dsn is required when storage.backend is 'postgres'")
+        return self
+
+
+class KafkaConfig(Strict):
+    """The broker of the distributed mode (topics: ``storelens.contract.topics``)."""
+
+    bootstrap_servers: Annotated[str, Field(min_length=1)] = "127.0.0.1:19092"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    #: Prefix of consumer group ids; each service appends its name.
+    group_prefix: str = "storelens"
+    #: Prefix of every topic name (e.g. ``store-berlin-01.``), so several stores
+    #: (or test runs) can share one Kafka cluster without reading each other's data.
+    topic_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]*$")] = ""
+    #: Partitions and replication of topics created by ``storelens topics`` / the services.
+    partitions: Annotated[int, Field(ge=1)] = 6
+    replication_factor: Annotated[int, Field(ge=1)] = 1
+
+
+class LiveConfig(Strict):
+    """Live state (occupancy, last seen per camera) in Redis, distributed mode."""
+
+    redis_url: str | None = None
+
+
+class ApiConfig(Strict):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+
+
+class SiteConfig(Strict):
+    store: StoreConfig
+    cameras: Annotated[list[CameraConfig], Field(min_length=1)]
+    #: One class per backend, chosen by ``backend`` (see :mod:`storelens.config.base`).
+    detector: SerializeAsAny[DetectorConfig] = Field(default_factory=DetectorConfig)
+    tracker: SerializeAsAny[TrackerConfig] = Field(default_factory=TrackerConfig)
+    crops: CropsConfig = Field(default_factory=CropsConfig)
+    counting: CountingConfig = Field(default_factory=CountingConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig)
+    live: LiveConfig = Field(default_factory=LiveConfig)
+    faces: FacesConfig = Field(default_factory=FacesConfig)
+    #: Defaults of the zone rules (each zone may override them).
+    zones: ZonesConfig = Field(default_factory=ZonesConfig)
+
+    @field_validator("cameras")
+    @classmethod
+    def _unique_cameras(cls, cameras: list[CameraConfig]) -> list[CameraConfig]:
+        ids = [c.id for c in cameras]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ValueError(f"duplicate camera id(s) {dup}")
+        return cameras
+
+    def camera(self, camera_id: str) -> CameraConfig:
+        for cam in self.cameras:
+            if cam.id == camera_id:
+                return cam
+        raise KeyError(camera_id)
+
+
+def _expand(obj: object, origin: str, loc: str = "") -> object:
+    if isinstance(obj, str):
+        try:
+            return expand_env(obj)
+        except ConfigError as exc:
+            raise ConfigError(f"config error in {origin}: {loc or '(top level)'}: {exc}") from None
+    if isinstance(obj, list):
+        return [_expand(v, origin, f"{loc}.{i}" if loc else str(i)) for i, v in enumerate(obj)]
+    if isinstance(obj, dict):
+        return {k: _expand(v, origin, f"{loc}.{k}" if loc else str(k)) for k, v in obj.items()}
+    return obj
+
+
+def _is_url_or_index(source: str) -> bool:
+    return "://" in source or source.isdigit()
+
+
+def _resolve_paths(raw: dict, base: pathlib.Path) -> dict:
+    for cam in raw.get("cameras") or []:
+        if isinstance(cam, dict) and isinstance(cam.get("source"), str) and not _is_url_or_index(cam["source"]):
+            p = pathlib.Path(cam["source"])
+            cam["source"] = str(p if p.is_absolute() else (base / p).resolve())
+    det = raw.get("detector")
+    if isinstance(det, dict) and isinstance(det.get("weights"), str):
+        p = pathlib.Path(det["weights"])
+        if not p.is_absolute() and (base / p).exists():
+            det["weights"] = str((base / p).resolve())
+    return raw
+
+
+def format_validation_error(err: ValidationError, origin: str) -> str:
+    """One line: ``config error in FILE: loc: msg; loc: msg``."""
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
+        parts.append(f"{loc}: {e['msg'].removeprefix('Value error, ')}")
+    return f"config error in {origin}: " + "; ".join(parts)
+
+
+def yaml_error(path: object, exc: Exception) -> ConfigError:
+    """A one-line error for invalid YAML, with the line and column where it is."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return ConfigError(f"config error in {path}: not valid YAML{where}: {problem}")
+
+
+def parse_config(raw: object, origin: str = "<config>", base: pathlib.Path | None = None) -> SiteConfig:
+    """Validate an already-parsed YAML/JSON document into a :class:`SiteConfig`."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config error in {origin}: expected a mapping at the top level")
+    raw = _expand(raw, origin)
+    assert isinstance(raw, dict)
+    _resolve_paths(raw, base or pathlib.Path.cwd())
+    try:
+        return SiteConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, origin)) from None
+
+
+def read_yaml(path: str | os.PathLike[str]) -> object:
+    """A site file's YAML document (not validated); :class:`ConfigError` when missing or not YAML."""
+    p = pathlib.Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        return yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise yaml_error(p, exc) from None
+
+
+def load_config(path: str | os.PathLike[str]) -> SiteConfig:
+    """Read and validate a site configuration file; raise :class:`ConfigError` if it is bad."""
+    p = pathlib.Path(path)
+    return parse_config(read_yaml(p), origin=str(p), base=p.parent.resolve())

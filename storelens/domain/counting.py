@@ -1,0 +1,265 @@
+"""Line crossing, occupancy and windowed counts: pure logic, returns events.
+
+Convention: for a line A->B in image coordinates (x right, y down), a track
+whose anchor (bottom-centre of its box) crosses the segment from the
+left-hand side of A->B to its right-hand side counts as ``in``; the other way
+is ``out``. For A=(0,300), B=(640,300), moving down the image is ``in``.
+
+Rules (each is a case in ``tests/test_counting.py``):
+
+* **Segment intersection, not a band.** A crossing needs the anchor's path
+  between successive positions to intersect the segment A-B, so a fast track
+  that skips past a thin line between frames still counts, and a track that
+  walks around the end of the segment does not.
+* **Hysteresis.** The anchor must also reach ``hysteresis_px`` beyond the line
+  on the new side. People standing on the line (jittering boxes) and U-turns
+  that touch the line and go back never count.
+* **One committed side per track and line.** Counts happen only on a change
+  of committed side, so a track that crosses and comes back counts ``in``
+  then ``out`` (net zero), never ``in`` twice.
+* **Lost and re-acquired tracks.** A track that disappears keeps its state for
+  ``reacquire_window_ms``: if it returns under the same id the gap is treated
+  as one step; if a *new* id starts within ``reacquire_radius_px`` of where it
+  vanished, the new id inherits the state, so an id switch at the door
+  neither double-counts nor loses the crossing.
+
+Example:
+    >>> from storelens.config import LineConfig, CountingConfig
+    >>> lc = LineCounter("cam", [LineConfig(id="door", a=(0, 300), b=(640, 300))], CountingConfig())
+    >>> lc.update(seq=0, ts_ms=0, track_ids=[7], anchors=[(320, 250)])
+    []
+    >>> [e.direction for e in lc.update(seq=1, ts_ms=40, track_ids=[7], anchors=[(320, 350)])]
+    ['in']
+    >>> lc.counts()["door"]
+    {'in': 1, 'out': 0}
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Iterable, Literal, Sequence
+
+import numpy as np
+
+from storelens.contract import messages as m
+from storelens.config import CountingConfig, LineConfig
+from storelens.domain.geometry import segments_intersect, signed_distance
+
+Dir = Literal["in", "out"]
+
+
+@dataclass(frozen=True)
+class CrossingEvent:
+    event_id: str
+    camera_id: str
+    line_id: str
+    track_id: int
+    direction: Dir
+    ts_ms: int
+    seq: int
+
+    def to_proto(self) -> m.LineCrossing:
+        return m.LineCrossing(
+            event_id=self.event_id,
+            camera_id=self.camera_id,
+            line_id=self.line_id,
+            track_id=self.track_id,
+            direction=m.DIRECTION_IN if self.direction == "in" else m.DIRECTION_OUT,
+            ts_ms=self.ts_ms,
+            seq=self.seq,
+        )
+
+    @classmethod
+    def from_proto(cls, msg: m.LineCrossing) -> "CrossingEvent":
+        return cls(msg.event_id, msg.camera_id, msg.line_id, msg.track_id,
+                   "in" if msg.direction == m.DIRECTION_IN else "out", msg.ts_ms, msg.seq)
+
+
+def crossing_event_id(camera_id: str, line_id: str, track_id: int, seq: int) -> str:
+    """Deterministic id: the same crossing recomputed after a redelivery has the same id."""
+    return f"{camera_id}:{line_id}:{track_id}:{seq}"
+
+
+@dataclass
+class _LineState:
+    side: int = 0  # committed side: +1 right (in side), -1 left, 0 not yet known
+    through_segment: bool = False  # path went through A-B since leaving the committed side
+
+
+@dataclass
+class _TrackState:
+    anchor: tuple[float, float]
+    ts_ms: int
+    lines: dict[str, _LineState] = field(default_factory=dict)
+
+
+class LineCounter:
+    """Counts crossings of one camera's lines from per-frame track anchors."""
+
+    def __init__(self, camera_id: str, lines: Sequence[LineConfig], counting: CountingConfig) -> None:
+        self.camera_id = camera_id
+        self.lines = list(lines)
+        self.cfg = counting
+        self._tracks: dict[int, _TrackState] = {}
+        self._lost: dict[int, _TrackState] = {}
+        self._counts = {ln.id: {"in": 0, "out": 0} for ln in self.lines}
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Per line ``{"in": N, "out": N}`` since construction."""
+        return {k: dict(v) for k, v in self._counts.items()}
+
+    def state(self) -> dict:
+        """JSON-serialisable state; :meth:`load_state` of it continues exactly where this stands.
+
+        Example:
+            >>> from storelens.config import LineConfig, CountingConfig
+            >>> lines, cfg = [LineConfig(id="door", a=(0, 300), b=(640, 300))], CountingConfig()
+            >>> a = LineCounter("cam", lines, cfg); _ = a.update(0, 0, [7], [(320, 250)])
+            >>> b = LineCounter("cam", lines, cfg); b.load_state(a.state())
+            >>> [e.direction for e in b.update(1, 40, [7], [(320, 350)])]
+            ['in']
+        """
+        def track(st: _TrackState) -> list:
+            return [st.anchor[0], st.anchor[1], st.ts_ms,
+                    {k: [ls.side, ls.through_segment] for k, ls in st.lines.items()}]
+
+        return {
+            "tracks": {str(t): track(st) for t, st in self._tracks.items()},
+            "lost": {str(t): track(st) for t, st in self._lost.items()},
+            "counts": self.counts(),
+        }
+
+    def load_state(self, state: dict) -> None:
+        def track(v: list) -> _TrackState:
+            return _TrackState((float(v[0]), float(v[1])), int(v[2]),
+                               {k: _LineState(int(s), bool(f)) for k, (s, f) in v[3].items()})
+
+        self._tracks = {int(t): track(v) for t, v in state.get("tracks", {}).items()}
+        self._lost = {int(t): track(v) for t, v in state.get("lost", {}).items()}
+        for line_id, c in state.get("counts", {}).items():
+            if line_id in self._counts:  # lines removed from the config are dropped
+                self._counts[line_id] = {"in": int(c["in"]), "out": int(c["out"])}
+
+    def update(
+        self,
+        seq: int,
+        ts_ms: int,
+        track_ids: Iterable[int],
+        anchors: np.ndarray | Sequence[tuple[float, float]],
+    ) -> list[CrossingEvent]:
+        """Feed one frame's tracks (ids and anchor points); return the crossings it completes."""
+        ids = [int(t) for t in track_ids]
+        pts = np.asarray(anchors, dtype=np.float64).reshape(-1, 2)
+        if len(ids) != len(pts):
+            raise ValueError(f"{len(ids)} track ids but {len(pts)} anchors")
+        points = [(float(x), float(y)) for x, y in pts]
+        # Tracks missing from this frame are lost *before* this frame's new ids are
+        # matched, so an id switch between two consecutive frames is re-acquired.
+        present = set(ids)
+        for tid in [t for t in self._tracks if t not in present]:
+            self._lost[tid] = self._tracks.pop(tid)
+        self._expire(ts_ms)
+        states: dict[int, _TrackState | None] = {}
+        for tid in ids:
+            if tid not in states:
+                states[tid] = self._tracks.get(tid) or self._lost.pop(tid, None)
+        states.update(self._reacquire([(tid, p) for tid, p in zip(ids, points) if states[tid] is None]))
+        events: list[CrossingEvent] = []
+        for tid, p1 in zip(ids, points):
+            st = states[tid]
+            if st is None:
+                st = states[tid] = _TrackState(anchor=p1, ts_ms=ts_ms)
+                p0 = None
+            else:
+                p0 = st.anchor
+            for line in self.lines:
+                ev = self._step(line, st.lines.setdefault(line.id, _LineState()), p0, p1, tid, ts_ms, seq)
+                if ev is not None:
+                    events.append(ev)
+            st.anchor, st.ts_ms = p1, ts_ms
+            self._tracks[tid] = st
+        return events
+
+    def _step(self, line: LineConfig, ls: _LineState, p0, p1, tid: int, ts_ms: int, seq: int) -> CrossingEvent | None:
+        d = signed_distance(p1, line.a, line.b)
+        h = self.cfg.hysteresis_px
+        s1 = 1 if d >= max(h, 1e-9) else (-1 if d <= -max(h, 1e-9) else 0)
+        if p0 is not None and segments_intersect(p0, p1, line.a, line.b):
+            ls.through_segment = True
+        if ls.side == 0:
+            if s1 != 0:
+                ls.side, ls.through_segment = s1, False
+            return None
+        if s1 == ls.side:
+            ls.through_segment = False  # back where it was: jitter or U-turn
+            return None
+        if s1 == 0:
+            return None  # inside the hysteresis band: wait
+        crossed = ls.through_segment
+        ls.side, ls.through_segment = s1, False
+        if not crossed:
+            return None  # changed side around the end of the segment
+        direction: Dir = "in" if s1 > 0 else "out"
+        self._counts[line.id][direction] += 1
+        return CrossingEvent(crossing_event_id(self.camera_id, line.id, tid, seq),
+                             self.camera_id, line.id, tid, direction, ts_ms, seq)
+
+    def _reacquire(self, new: list[tuple[int, tuple[float, float]]]) -> dict[int, _TrackState]:
+        """Hand lost tracks' states to new ids: closest pairs first, each state to one id at most."""
+        pairs = []
+        for i, (tid, p) in enumerate(new):
+            for lost_tid, st in self._lost.items():
+                dist = math.hypot(st.anchor[0] - p[0], st.anchor[1] - p[1])
+                if dist <= self.cfg.reacquire_radius_px:
+                    pairs.append((dist, i, lost_tid))
+        taken: dict[int, _TrackState] = {}
+        for _, i, lost_tid in sorted(pairs):
+            tid = new[i][0]
+            if tid not in taken and lost_tid in self._lost:
+                taken[tid] = self._lost.pop(lost_tid)
+        return taken
+
+    def _expire(self, ts_ms: int) -> None:
+        horizon = ts_ms - self.cfg.reacquire_window_ms
+        for tid in [t for t, s in self._lost.items() if s.ts_ms < horizon]:
+            del self._lost[tid]
+
+
+class Occupancy:
+    """ins minus outs over a camera's lines, never below zero.
+
+    Example:
+        >>> o = Occupancy()
+        >>> [o.apply(d) for d in ("out", "in", "in")]
+        [0, 1, 2]
+        >>> o.value, o.total_in, o.total_out
+        (2, 2, 1)
+    """
+
+    def __init__(self) -> None:
+        self.value = 0
+        self.total_in = 0
+        self.total_out = 0
+
+    def apply(self, direction: Dir) -> int:
+        if direction == "in":
+            self.total_in += 1
+            self.value += 1
+        else:
+            self.total_out += 1
+            self.value = max(0, self.value - 1)
+        return self.value
+
+
+def window_start_ms(ts_ms: int, window_s: int) -> int:
+    """Start of the tumbling window of ``window_s`` seconds that holds ``ts_ms``."""
+    w = window_s * 1000
+    return (ts_ms // w) * w
+
+
+def occupancy_from_events(directions_in_time_order: Iterable[Dir]) -> int:
+    """Replay directions through :class:`Occupancy` (used by storage and tests)."""
+    occ = Occupancy()
+    for d in directions_in_time_order:
+        occ.apply(d)
+    return occ.value

@@ -1,0 +1,522 @@
+"""Zones: enter/exit with inertia, dwell, loitering, occupancy, queues and per-bucket statistics.
+
+Pure logic (numpy and :mod:`storelens.domain.geometry`): a :class:`ZoneTracker`
+per camera takes each frame's track anchors (or boxes) and returns
+:class:`ZoneEvent` s, like :class:`storelens.domain.counting.LineCounter` does
+for lines. Zones are :class:`storelens.config.ZoneConfig` polygons in source
+pixels; their parameters are the site's ``zones:`` defaults
+(:class:`storelens.config.ZonesConfig`) unless the zone sets its own.
+
+Rules (each is a case in ``tests/test_zones.py``):
+
+* **Anchor.** A person is where their anchor is: the bottom-centre of the box
+  (the feet, default) or the box centre (``anchor: center``, for views from
+  above). Given boxes ``(N, 4)`` each zone uses its own anchor; given points
+  ``(N, 2)`` they are the anchors. Inside = even-odd rule.
+* **Inertia.** An entry counts once the track has been inside for at least
+  ``enter_after_ms``; its time is the *first* inside time. An exit counts once
+  it has been outside for at least ``exit_after_ms``; its time is the first
+  outside time, and ``dwell_ms`` = exit time - entry time. Border jitter and
+  brief occlusions (a track unseen for up to ``exit_after_ms``) therefore do
+  not split a visit. A pending entry is confirmed only by seeing the track
+  inside again; a pending exit by time alone (seen outside or not at all).
+* **Lost tracks.** A track inside a zone and unseen for longer than
+  ``exit_after_ms`` exits with ``how="lost"`` at its last seen time.
+  :meth:`ZoneTracker.close` ends every open visit the same way (end of a file).
+* **Passing through between samples.** A track that is seen outside, then
+  inside for less than ``enter_after_ms`` or not at all, then outside again
+  has passed through the zone if the straight segment from its last outside
+  anchor to the new outside anchor passes through the polygon's interior
+  (a fast walker across a thin zone, an anchor jumping over it between two
+  sampled frames): an ``enter`` and an ``exit`` are emitted, at the times
+  interpolated along that segment where it enters and last leaves the
+  polygon, with that dwell. If the segment stays outside (border jitter,
+  touching the zone and turning back) nothing counts. Touching only a vertex
+  or an edge is not a pass.
+* **Exclude zones.** An anchor inside an ``exclude`` zone is ignored by every
+  other zone, as if the track were not seen in that frame (mannequins,
+  screens, mirrors). Exclude zones have no events and no occupancy.
+* **Loitering.** One ``loiter`` event per visit, at the first frame in which
+  the track is seen inside with a dwell of at least ``loiter_after_s`` (0: off).
+* **Queues.** The exit of a ``queue`` zone has ``how="service_edge"`` (served)
+  when the segment from the last inside anchor to the first outside anchor
+  crosses the zone's service edge, else ``"other"`` (abandoned) or ``"lost"``.
+  Every other exit has ``how`` ``"other"`` or ``"lost"``. :meth:`QueueStats.compute`
+  gives, over a window: length now, measured waits of the served, served,
+  abandoned and lost counts, and the wait predicted for someone joining now
+  by Little's law, W = L / throughput (served in the window / window length);
+  ``None`` when nobody was served in the window.
+* **Occupancy.** :meth:`ZoneTracker.occupancy`: open visits per zone (inertia
+  applied; an occluded person still counts); ``raw=True``: anchors inside in the last frame.
+* **Buckets.** :class:`ZoneBuckets` aggregates per zone and time bucket: visits
+  (entries), unique people, time-weighted mean and max occupancy, median and
+  p90 dwell of the visits that ended in the bucket, and for ``shelf`` zones the
+  stoppers (ended visits of at least ``stopper_after_s``).
+
+``entrance``, ``shelf`` and ``staff_only`` zones follow the ``area`` rules here
+(their own meaning, store visits, product interest and staff filtering, is
+built on these events). Events carry the ``seq`` of the frame they are dated
+at (entry: first inside frame; exit: first outside frame, or last seen frame
+when lost; loiter and pass-through: the frame that shows them) and a
+deterministic ``event_id`` (:func:`zone_event_id`), so recomputing after a
+redelivery gives the same ids; the zone tracker does not re-acquire id
+switches (a new id is a new person).
+
+Example (entry after 200 ms inside, exit after 200 ms outside):
+    >>> from storelens.config import ZoneConfig, ZonesConfig
+    >>> till = ZoneConfig(id="till", polygon=[(0, 0), (100, 0), (100, 100), (0, 100)])
+    >>> zt = ZoneTracker("cam", [till], ZonesConfig(enter_after_ms=200, exit_after_ms=200))
+    >>> path = [(150, 50), (50, 50), (50, 50), (50, 50), (50, 50), (150, 50), (150, 50), (150, 50), (150, 50)]
+    >>> events = []
+    >>> for seq, p in enumerate(path):
+    ...     events += zt.update(seq=seq, ts_ms=seq * 100, track_ids=[7], anchors=[p])
+    ...     if seq == 3:
+    ...         print(zt.occupancy())
+    {'till': 1}
+    >>> [(e.kind, e.ts_ms, e.dwell_ms, e.how) for e in events]
+    [('enter', 100, None, None), ('exit', 500, 400, 'other')]
+    >>> events[0].event_id
+    'cam:till:7:enter:1'
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Iterable, Literal, Mapping, Sequence
+
+import numpy as np
+
+from storelens.config import ZoneConfig, ZoneRules, ZonesConfig
+from storelens.domain.geometry import points_in_polygon, segments_intersect
+
+Point = tuple[float, float]
+EventKind = Literal["enter", "exit", "loiter"]
+How = Literal["service_edge", "other", "lost"]
+
+
+@dataclass(frozen=True)
+class ZoneEvent:
+    """An entry, exit or loitering of one track in one zone.
+
+    ``dwell_ms`` is set on exits (the visit's length) and loiter events (the
+    dwell so far); ``how`` on exits only.
+    """
+
+    event_id: str
+    camera_id: str
+    zone_id: str
+    track_id: int
+    kind: EventKind
+    ts_ms: int
+    seq: int
+    dwell_ms: int | None = None
+    how: How | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def zone_event_id(camera_id: str, zone_id: str, track_id: int, kind: str, seq: int) -> str:
+    """Deterministic id: the same event recomputed after a redelivery has the same id."""
+    return f"{camera_id}:{zone_id}:{track_id}:{kind}:{seq}"
+
+
+@dataclass
+class _Visit:
+    """One track's state in one zone (serialised as a list of these fields, in order)."""
+
+    inside: bool = False  # committed state
+    enter_ts: int = 0
+    enter_seq: int = 0
+    pend_ts: int | None = None  # first time seen on the other side of the committed state
+    pend_seq: int = 0
+    pend_how: str | None = None  # how the pending exit left (queues: through the service edge?)
+    out_pt: Point | None = None  # the last outside anchor before an entry (for the pass-through test)
+    out_ts: int = 0
+    last_in: Point | None = None  # the last inside anchor of the visit
+    loitered: bool = False
+
+
+@dataclass
+class _Track:
+    ts_ms: int  # last seen (not excluded)
+    seq: int
+    zones: dict[str, _Visit] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Zone:
+    cfg: ZoneConfig
+    rules: ZoneRules
+    poly: np.ndarray
+    service: tuple[Point, Point] | None
+
+    @property
+    def id(self) -> str:
+        return self.cfg.id
+
+
+def _anchors(pts: np.ndarray, anchor: str) -> np.ndarray:
+    if pts.shape[1] == 2:
+        return pts
+    x = (pts[:, 0] + pts[:, 2]) / 2.0
+    y = pts[:, 3] if anchor == "bottom_center" else (pts[:, 1] + pts[:, 3]) / 2.0
+    return np.stack([x, y], axis=1)
+
+
+def segment_through_polygon(p0: Point, p1: Point, polygon: np.ndarray) -> tuple[float, float] | None:
+    """Where segment P0->P1 first enters and last leaves the polygon's interior, as fractions of
+    its length (0 at P0, 1 at P1); ``None`` if it never passes through the interior.
+
+    Example:
+        >>> segment_through_polygon((0, 5), (40, 5), np.array([(10, 0), (20, 0), (20, 10), (10, 10)]))
+        (0.25, 0.5)
+    """
+    a = np.asarray(polygon, dtype=np.float64).reshape(-1, 2)
+    e = np.roll(a, -1, axis=0) - a
+    q0 = np.asarray(p0, dtype=np.float64)
+    d = np.asarray(p1, dtype=np.float64) - q0
+    w = a - q0
+    den = d[0] * e[:, 1] - d[1] * e[:, 0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = (w[:, 0] * e[:, 1] - w[:, 1] * e[:, 0]) / den
+        u = (w[:, 0] * d[1] - w[:, 1] * d[0]) / den
+    ok = (den != 0) & (t >= 0) & (t <= 1) & (u >= 0) & (u <= 1)
+    cuts = np.unique(np.concatenate([[0.0, 1.0], t[ok]]))
+    mids = (cuts[:-1] + cuts[1:]) / 2.0
+    inside = np.flatnonzero(points_in_polygon(q0 + mids[:, None] * d, a))
+    if len(inside) == 0:
+        return None
+    return float(cuts[inside[0]]), float(cuts[inside[-1] + 1])
+
+
+class ZoneTracker:
+    """Zone events of one camera's tracks (see the module docstring for the rules)."""
+
+    def __init__(self, camera_id: str, zones: Sequence[ZoneConfig], defaults: ZonesConfig | None = None) -> None:
+        self.camera_id = camera_id
+        defaults = defaults or ZonesConfig()
+        compiled = [_Zone(z, z.rules(defaults), np.asarray(z.polygon, dtype=np.float64), z.service_segment)
+                    for z in zones]
+        self._exclude = [z for z in compiled if z.cfg.kind == "exclude"]
+        self.zones = [z for z in compiled if z.cfg.kind != "exclude"]
+        self._forget_after_ms = max((z.rules.exit_after_ms for z in self.zones), default=0)
+        self._tracks: dict[int, _Track] = {}
+        self._raw = {z.id: 0 for z in self.zones}
+
+    # -- queries -----------------------------------------------------------------------------
+
+    def occupancy(self, raw: bool = False) -> dict[str, int]:
+        """People per zone: open visits (inertia applied), or with ``raw`` anchors inside in the last frame."""
+        if raw:
+            return dict(self._raw)
+        return {z: len(ids) for z, ids in self.inside().items()}
+
+    def stopper_after_ms(self) -> dict[str, int]:
+        """Per ``shelf`` zone: the dwell that makes a visit a stopper (for :class:`ZoneBuckets`)."""
+        return {z.id: int(z.rules.stopper_after_s * 1000) for z in self.zones if z.cfg.kind == "shelf"}
+
+    def inside(self) -> dict[str, list[int]]:
+        """Track ids with an open visit, per zone."""
+        out: dict[str, list[int]] = {z.id: [] for z in self.zones}
+        for tid, tr in self._tracks.items():
+            for zid, v in tr.zones.items():
+                if v.inside:
+                    out[zid].append(tid)
+        return {z: sorted(ids) for z, ids in out.items()}
+
+    # -- state -------------------------------------------------------------------------------
+
+    def state(self) -> dict:
+        """JSON-serialisable state; :meth:`load_state` of it continues exactly where this stands."""
+        names = [f.name for f in fields(_Visit)]
+        return {
+            "tracks": {str(t): [tr.ts_ms, tr.seq, {z: [getattr(v, n) for n in names] for z, v in tr.zones.items()}]
+                       for t, tr in self._tracks.items()},
+            "raw": dict(self._raw),
+        }
+
+    def load_state(self, state: dict) -> None:
+        known = {z.id for z in self.zones}
+
+        def visit(values: list) -> _Visit:
+            v = _Visit(*values)
+            v.out_pt = None if v.out_pt is None else (float(v.out_pt[0]), float(v.out_pt[1]))
+            v.last_in = None if v.last_in is None else (float(v.last_in[0]), float(v.last_in[1]))
+            return v
+
+        self._tracks = {
+            int(t): _Track(int(ts), int(seq), {z: visit(v) for z, v in zones.items() if z in known})
+            for t, (ts, seq, zones) in state.get("tracks", {}).items()
+        }
+        self._raw = {z: int(state.get("raw", {}).get(z, 0)) for z in known}
+
+    # -- frames ------------------------------------------------------------------------------
+
+    def update(
+        self,
+        seq: int,
+        ts_ms: int,
+        track_ids: Iterable[int],
+        anchors: np.ndarray | Sequence[Sequence[float]],
+    ) -> list[ZoneEvent]:
+        """Feed one frame's tracks: ids and anchors ``(N, 2)`` or boxes ``(N, 4)`` x1,y1,x2,y2.
+
+        Returns the events this frame confirms, in order: exits of tracks not
+        in the frame first, then per track (input order) per zone (config order).
+        """
+        ids = [int(t) for t in track_ids]
+        arr = np.asarray(anchors, dtype=np.float64)
+        cols = arr.shape[-1] if arr.ndim == 2 and len(ids) else 2
+        if cols not in (2, 4):
+            raise ValueError(f"anchors must be (N, 2) points or (N, 4) boxes, got shape {arr.shape}")
+        pts = arr.reshape(-1, cols)
+        if len(ids) != len(pts):
+            raise ValueError(f"{len(ids)} track ids but {len(pts)} anchors")
+        keep = np.ones(len(ids), dtype=bool)
+        for z in self._exclude:
+            keep &= ~points_in_polygon(_anchors(pts, z.rules.anchor), z.poly)
+        present = {tid: i for i, tid in enumerate(ids) if keep[i]}
+        events: list[ZoneEvent] = []
+        for tid in [t for t in self._tracks if t not in present]:
+            tr = self._tracks[tid]
+            for z in self.zones:
+                events += self._absent(z, tid, tr, ts_ms)
+            if ts_ms - tr.ts_ms > self._forget_after_ms:
+                del self._tracks[tid]
+        per_zone = []
+        for z in self.zones:
+            zpts = _anchors(pts, z.rules.anchor)
+            inside = points_in_polygon(zpts, z.poly) if len(pts) else np.zeros(0, dtype=bool)
+            per_zone.append((z, zpts, inside))
+            self._raw[z.id] = int(np.count_nonzero(inside & keep))
+        for tid, i in present.items():
+            tr = self._tracks.get(tid) or _Track(ts_ms, seq)
+            for z, zpts, inside in per_zone:
+                p = (float(zpts[i, 0]), float(zpts[i, 1]))
+                events += self._observe(z, tid, tr, p, bool(inside[i]), ts_ms, seq)
+            tr.ts_ms, tr.seq = ts_ms, seq
+            self._tracks[tid] = tr
+        return events
+
+    def close(self) -> list[ZoneEvent]:
+        """End every open visit (end of a file): pending exits at their first outside time, the rest ``lost``."""
+        events: list[ZoneEvent] = []
+        for tid, tr in self._tracks.items():
+            for z in self.zones:
+                v = tr.zones.get(z.id)
+                if v is not None and v.inside:
+                    events.append(self._exit_now(z, tid, tr, v))
+        self._tracks.clear()
+        return events
+
+    # -- rules -------------------------------------------------------------------------------
+
+    def _event(self, z: _Zone, tid: int, kind: EventKind, ts: int, seq: int,
+               dwell: int | None = None, how: str | None = None) -> ZoneEvent:
+        return ZoneEvent(zone_event_id(self.camera_id, z.id, tid, kind, seq), self.camera_id, z.id, tid,
+                         kind, int(ts), int(seq), None if dwell is None else int(dwell), how)  # type: ignore[arg-type]
+
+    def _exit(self, z: _Zone, tid: int, v: _Visit, ts: int, seq: int, how: str) -> ZoneEvent:
+        v.inside, v.pend_ts, v.pend_how, v.out_pt = False, None, None, None
+        return self._event(z, tid, "exit", ts, seq, ts - v.enter_ts, how)
+
+    def _exit_now(self, z: _Zone, tid: int, tr: _Track, v: _Visit) -> ZoneEvent:
+        if v.pend_ts is not None:
+            return self._exit(z, tid, v, v.pend_ts, v.pend_seq, v.pend_how or "other")
+        return self._exit(z, tid, v, tr.ts_ms, tr.seq, "lost")
+
+    def _absent(self, z: _Zone, tid: int, tr: _Track, ts: int) -> list[ZoneEvent]:
+        v = tr.zones.get(z.id)
+        if v is None:
+            return []
+        wait = z.rules.exit_after_ms
+        if not v.inside:
+            if ts - tr.ts_ms > wait:
+                v.pend_ts, v.out_pt = None, None  # gone: forget an unconfirmed entry and where it was
+            return []
+        if (v.pend_ts is not None and ts - v.pend_ts >= wait) or (v.pend_ts is None and ts - tr.ts_ms > wait):
+            return [self._exit_now(z, tid, tr, v)]
+        return []
+
+    def _how(self, z: _Zone, p_in: Point | None, p_out: Point) -> str:
+        if z.service is not None and p_in is not None and segments_intersect(p_in, p_out, *z.service):
+            return "service_edge"
+        return "other"
+
+    def _observe(self, z: _Zone, tid: int, tr: _Track, p: Point, is_in: bool, ts: int, seq: int) -> list[ZoneEvent]:
+        v = tr.zones.setdefault(z.id, _Visit())
+        r = z.rules
+        if not v.inside:
+            if not is_in:
+                events = self._pass_through(z, tid, v, p, ts, seq)
+                v.pend_ts, v.out_pt, v.out_ts = None, p, ts
+                return events
+            if v.pend_ts is None:
+                v.pend_ts, v.pend_seq = ts, seq
+            if ts - v.pend_ts < r.enter_after_ms:
+                return []
+            v.inside, v.enter_ts, v.enter_seq, v.last_in, v.loitered = True, v.pend_ts, v.pend_seq, p, False
+            v.pend_ts = v.out_pt = None
+            return [self._event(z, tid, "enter", v.enter_ts, v.enter_seq)]
+        if is_in:
+            v.pend_ts, v.pend_how, v.last_in = None, None, p
+            loiter_ms = r.loiter_after_s * 1000.0
+            if loiter_ms > 0 and not v.loitered and ts - v.enter_ts >= loiter_ms:
+                v.loitered = True
+                return [self._event(z, tid, "loiter", ts, seq, ts - v.enter_ts)]
+            return []
+        if v.pend_ts is None:
+            v.pend_ts, v.pend_seq, v.pend_how = ts, seq, self._how(z, v.last_in, p)
+        if ts - v.pend_ts < r.exit_after_ms:
+            return []
+        event = self._exit(z, tid, v, v.pend_ts, v.pend_seq, v.pend_how or "other")
+        v.out_pt, v.out_ts = p, ts
+        return [event]
+
+    def _pass_through(self, z: _Zone, tid: int, v: _Visit, p1: Point, ts: int, seq: int) -> list[ZoneEvent]:
+        """A visit too short for the entry inertia, or not seen at all: the path from the last outside
+        anchor to this one passes through the interior (see the module docstring)."""
+        cut = None if v.out_pt is None else segment_through_polygon(v.out_pt, p1, z.poly)
+        if cut is None:
+            return []
+        t_in, t_out = (int(round(v.out_ts + c * (ts - v.out_ts))) for c in cut)
+        return [self._event(z, tid, "enter", t_in, seq),
+                self._event(z, tid, "exit", t_out, seq, t_out - t_in, self._how(z, v.out_pt, p1))]
+
+
+# -- queues ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """A queue zone over the window ``(now_ms - window_ms, now_ms]`` (exits by their time).
+
+    Example (3 in the queue now; 4 served in the last 5 minutes -> 0.8 per minute
+    -> a newcomer waits about 3 / 0.8 = 3.75 minutes):
+        >>> ev = [ZoneEvent(f"e{i}", "cam", "q", i, "exit", 60_000 * i, i, 90_000, "service_edge") for i in (1, 2, 3, 4)]
+        >>> s = QueueStats.compute(ev, "q", now_ms=300_000, window_ms=300_000, length=3)
+        >>> s.served, s.abandoned, s.predicted_wait_ms
+        (4, 0, 225000)
+    """
+
+    zone_id: str
+    now_ms: int
+    window_ms: int
+    length: int
+    served: int
+    abandoned: int
+    lost: int
+    waits_ms: tuple[int, ...]
+    predicted_wait_ms: int | None
+
+    @classmethod
+    def compute(cls, events: Iterable[ZoneEvent], zone_id: str, now_ms: int, window_ms: int,
+                length: int) -> "QueueStats":
+        """``length``: people in the queue now (``ZoneTracker.occupancy()[zone_id]``)."""
+        exits = [e for e in events if e.zone_id == zone_id and e.kind == "exit"
+                 and now_ms - window_ms < e.ts_ms <= now_ms]
+        waits = tuple(int(e.dwell_ms or 0) for e in exits if e.how == "service_edge")
+        served = len(waits)
+        # Little's law: W = L / lambda, lambda = served / window
+        predicted = int(round(length * window_ms / served)) if served else None
+        return cls(zone_id, now_ms, window_ms, length, served,
+                   sum(e.how == "other" for e in exits), sum(e.how == "lost" for e in exits), waits, predicted)
+
+
+# -- buckets -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ZoneBucketStats:
+    zone_id: str
+    start_ms: int
+    visits: int  # entries in the bucket
+    unique_people: int  # distinct track ids inside during the bucket (or entering in it)
+    mean_occupancy: float  # time-weighted: each frame's open visits hold until the next frame
+    max_occupancy: int
+    exits: int  # visits that ended in the bucket, whose dwells give:
+    dwell_median_ms: float | None
+    dwell_p90_ms: float | None  # numpy's default (linear) percentile
+    stoppers: int | None = None  # shelf zones: ended visits that lasted stopper_after_s or longer
+
+
+@dataclass
+class _Bucket:
+    area: float = 0.0  # integral of occupancy over time (person-ms)
+    covered_ms: int = 0
+    frames: int = 0
+    occ_sum: int = 0
+    occ_max: int = 0
+    visits: int = 0
+    people: set[int] = field(default_factory=set)
+    dwells: list[int] = field(default_factory=list)
+
+
+class ZoneBuckets:
+    """Per zone and tumbling time bucket statistics, fed frame by frame from a :class:`ZoneTracker`.
+
+    ``stopper_after_ms`` (:meth:`ZoneTracker.stopper_after_ms`) adds the stoppers of shelf zones.
+
+    Example (one person inside from 0 to 30 s of a 60 s bucket):
+        >>> b = ZoneBuckets(bucket_s=60)
+        >>> enter = ZoneEvent("e", "cam", "z", 1, "enter", 0, 0)
+        >>> exit_ = ZoneEvent("x", "cam", "z", 1, "exit", 30_000, 3, 30_000, "other")
+        >>> b.add(0, {"z": [1]}, [enter]); b.add(30_000, {"z": []}, [exit_]); b.add(60_000, {"z": []})
+        >>> s = b.stats()[0]
+        >>> s.visits, s.unique_people, s.mean_occupancy, s.max_occupancy, s.dwell_median_ms
+        (1, 1, 0.5, 1, 30000.0)
+    """
+
+    def __init__(self, bucket_s: float = 60, stopper_after_ms: Mapping[str, int] | None = None) -> None:
+        self.bucket_ms = int(bucket_s * 1000)
+        self.stopper_after_ms = dict(stopper_after_ms or {})
+        self._b: dict[tuple[str, int], _Bucket] = {}
+        self._last: tuple[int, dict[str, int]] | None = None
+
+    def _bucket(self, zone_id: str, ts: int) -> _Bucket:
+        return self._b.setdefault((zone_id, ts // self.bucket_ms * self.bucket_ms), _Bucket())
+
+    def add(self, ts_ms: int, inside: Mapping[str, Iterable[int]], events: Iterable[ZoneEvent] = ()) -> None:
+        """One frame: ``inside`` = :meth:`ZoneTracker.inside`, ``events`` = what its update returned."""
+        if self._last is not None:
+            t0, occ = self._last
+            while t0 < ts_ms:  # hold the previous frame's occupancy until now, split at bucket ends
+                t1 = min(ts_ms, (t0 // self.bucket_ms + 1) * self.bucket_ms)
+                for zid, n in occ.items():
+                    b = self._bucket(zid, t0)
+                    b.area += n * (t1 - t0)
+                    b.covered_ms += t1 - t0
+                    b.occ_max = max(b.occ_max, n)
+                t0 = t1
+        occ = {}
+        for zid, ids in inside.items():
+            ids = list(ids)
+            b = self._bucket(zid, ts_ms)
+            b.frames += 1
+            b.occ_sum += len(ids)
+            b.occ_max = max(b.occ_max, len(ids))
+            b.people.update(ids)
+            occ[zid] = len(ids)
+        self._last = (ts_ms, occ)
+        for e in events:
+            b = self._bucket(e.zone_id, e.ts_ms)
+            if e.kind == "enter":
+                b.visits += 1
+                b.people.add(e.track_id)
+            elif e.kind == "exit":
+                b.dwells.append(int(e.dwell_ms or 0))
+
+    def stats(self) -> list[ZoneBucketStats]:
+        """Every bucket with a frame or an event, by zone and start time."""
+        out = []
+        for (zid, start), b in sorted(self._b.items()):
+            if b.covered_ms:
+                mean = b.area / b.covered_ms
+            else:
+                mean = b.occ_sum / b.frames if b.frames else 0.0
+            med, p90 = (float(x) for x in np.percentile(b.dwells, [50, 90])) if b.dwells else (None, None)
+            limit = self.stopper_after_ms.get(zid)
+            stoppers = None if limit is None else sum(d >= limit for d in b.dwells)
+            out.append(ZoneBucketStats(zid, start, b.visits, len(b.people), mean, b.occ_max,
+                                       len(b.dwells), med, p90, stoppers))
+        return out

@@ -1,0 +1,551 @@
+"""The analytics service on Kafka: a faust-streaming application.
+
+``tracks`` (``storelens.v1.TrackedFrame``, keyed by camera id) goes in;
+line crossings, occupancy and per-window counts come out, to PostgreSQL
+(history), Redis (live state) and the topics ``crossings``, ``occupancy``,
+``counts``; undecodable messages and unknown cameras go to ``dead-letter``.
+
+The faces services' outputs are sunk here too: ``track-attributes``
+(``TrackAttributes``, upserted by camera and track, an older ``last_seq``
+never replacing a newer one) and ``customer-matches`` (``CustomerMatch``,
+upserted by ``event_id``) go to PostgreSQL through the same sink thread and
+retry path, each message acknowledged only after its write; they keep no
+state, so redeliveries are harmless.
+
+State: a faust :class:`~faust.Table` keyed by camera id holds
+:meth:`AnalyticsStage.camera_state` (JSON: per-track line sides, occupancy,
+open count windows, last processed seq). Its store is ``memory://``; the
+table's compacted changelog topic ``<topic_prefix><group_prefix>-analytics-camera-state-changelog``
+is the durable copy, replayed into memory when partitions are assigned
+(faust recovery) before any ``tracks`` message is processed. The table and
+``tracks`` are co-partitioned (same key, same partition count), and faust
+writes a table update to the changelog partition of the message being
+processed, so the state of a camera always lives next to its input.
+
+Effect-once processing from at-least-once delivery:
+
+1. a redelivered frame (``seq`` <= the state's last seq) is skipped by the stage;
+2. the sinks are idempotent (PostgreSQL upserts by deterministic ids, Redis
+   compare-and-set by timestamp), and the frame's outputs are written
+   *before* the new state: PostgreSQL and Redis first, then the output
+   messages (awaited until the broker acknowledged them), then the table;
+3. the changelog is flushed before the input event is acknowledged, and only
+   events whose processing finished are acknowledged (manual acks: faust
+   would otherwise ack an event interrupted by SIGTERM);
+4. faust still commits events it *skipped* while flow control was off
+   (stopping, rebalancing), so every camera state also records the ``tracks``
+   partition and next offset it reflects, and an event whose offset jumps
+   past the next expected one (after an assignment: the recorded one) is
+   preceded by a re-read of the gap (a private consumer, in order).
+
+A crash or restart anywhere therefore either replays the frame against the old state
+(same outputs, upserted again) or finds the new state and skips it.
+
+The sinks block (psycopg, redis-py); they run in one dedicated worker thread
+(``run_in_executor``) so the event loop keeps heartbeating while a write
+waits, and a failing sink is retried with backoff (the partition waits;
+nothing is skipped).
+
+Example (see ``services/analytics/main.py``):
+    >>> app = build_app(config, storage, live, rt)           # doctest: +SKIP
+    >>> run_worker(app, rt)                                  # doctest: +SKIP
+    0
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import ssl
+import threading
+import time
+from typing import Any, Callable, TypeVar
+
+import faust
+
+from storelens.contract import messages as m
+from storelens.contract import topics
+from storelens.config import KafkaConfig, SiteConfig
+from storelens.runtime.service import ServiceRuntime
+from storelens.runtime.bus import BusMessage
+from storelens.runtime.runner import RunnerCore
+from storelens.runtime.sinks import HistorySink, LiveSink
+from storelens.stages import AnalyticsStage
+from storelens.contract.topics import TopicSpec
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+SERVICE = "analytics"
+#: Name of the faust table of per-camera state.
+TABLE_NAME = "camera-state"
+#: Format tag of the table values (bump when :meth:`AnalyticsStage.camera_state` changes incompatibly).
+STATE_FORMAT = "json:storelens-analytics-camera-state-1"
+#: Key, in a camera's table value, of the input record: the ``tracks`` partition and the
+#: next offset that the state reflects (see :meth:`AnalyticsApp._in_order`).
+INPUT_KEY = "_input"
+#: Longest wait for the messages of a gap between the recovered state and the committed offset.
+REWIND_TIMEOUT_S = 30.0
+#: Seconds between broker pings of the readiness check.
+BROKER_PING_S = 10.0
+#: Not ready (rebalancing/recovering) this long while the loop turns: stop the heartbeat (``/healthz`` fails).
+STUCK_NOT_READY_S = float(os.environ.get("STORELENS_ANALYTICS_STUCK_S", 300))
+#: After SIGTERM, exit hard if faust has not stopped within this many seconds.
+SHUTDOWN_TIMEOUT_S = float(os.environ.get("STORELENS_SHUTDOWN_TIMEOUT_S", 30))
+
+
+def app_id(cfg: KafkaConfig) -> str:
+    """faust app id = consumer group id, e.g. ``storelens-analytics``."""
+    return f"{cfg.group_prefix}-{SERVICE}"
+
+
+def _changelog_base(cfg: KafkaConfig) -> str:
+    return f"{app_id(cfg)}-{TABLE_NAME}-changelog"  # faust's own naming, <app id>-<table>-changelog
+
+
+def changelog_topic(cfg: KafkaConfig) -> str:
+    """The table's changelog topic, e.g. ``storelens-analytics-camera-state-changelog`` (with ``kafka.topic_prefix``)."""
+    return topics.topic_name(_changelog_base(cfg), cfg.topic_prefix)
+
+
+def changelog_spec(cfg: KafkaConfig) -> TopicSpec:
+    """Compacted, unbounded, co-partitioned with ``tracks`` (``cfg.partitions``); unprefixed, as in :data:`TOPICS`."""
+    return TopicSpec(_changelog_base(cfg), STATE_FORMAT, cfg.partitions, -1, compacted=True)
+
+
+def broker_settings(cfg: KafkaConfig) -> dict[str, Any]:
+    """faust/aiokafka settings equivalent to the ``kafka`` section (bootstrap and security)."""
+    urls = [f"kafka://{h.strip()}" for h in cfg.bootstrap_servers.split(",") if h.strip()]
+    out: dict[str, Any] = {"broker": urls}
+    proto = cfg.security_protocol
+    ctx = ssl.create_default_context() if proto in ("SSL", "SASL_SSL") else None
+    if proto.startswith("SASL_"):
+        out["broker_credentials"] = faust.SASLCredentials(
+            username=cfg.sasl_username, password=cfg.sasl_password, ssl_context=ctx,
+            mechanism=cfg.sasl_mechanism or "PLAIN")
+    elif ctx is not None:
+        out["broker_credentials"] = ctx
+    return out
+
+
+class AnalyticsApp:
+    """The faust app plus the per-process stage, sinks and health signals of the analytics service."""
+
+    def __init__(self, config: SiteConfig, storage, live, rt: ServiceRuntime, *,
+                 auto_offset_reset: str | None = None, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.config, self.storage, self.live, self.rt = config, storage, live, rt
+        self.metrics = rt.metrics
+        self.cameras = {c.id for c in config.cameras}
+        self.stage = AnalyticsStage(config)
+        self._fresh = AnalyticsStage(config)  # never processes: source of the initial state of a camera
+        #: The table value the stage's camera state was last loaded from or saved as.
+        self._cache: dict[str, dict | None] = {}
+        self._sink = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="analytics-sink")
+        sinks = [HistorySink(storage)] + ([LiveSink(live)] if live is not None else [])
+        #: The runner core every input goes through (decode, stage, error policy, sinks with retries).
+        self.core = RunnerCore(self.stage, sinks, metrics=rt.metrics, should_stop=rt.stopping.is_set)
+        self._broker_ok = False
+        self._broker_checked = 0.0
+        self._admin = None
+        self._last_offset: dict[Any, int] = {}
+        #: (tp, offset) of the event being handled.
+        self._input: tuple[Any, int] | None = None
+        #: tp -> consumer generation of the last event seen, and the next offset expected (:meth:`_in_order`).
+        self._gen_of: dict[Any, int] = {}
+        self._expected: dict[Any, int | None] = {}
+        self._not_ready_since: float | None = None
+        self._tables_ready = False
+        self._stuck_logged = False
+        kcfg = config.kafka
+        reset = auto_offset_reset or os.environ.get("STORELENS_ANALYTICS_AUTO_OFFSET_RESET", "earliest")
+        self.app = faust.App(
+            app_id(kcfg),
+            **broker_settings(kcfg),
+            loop=loop,
+            store="memory://",
+            topic_partitions=kcfg.partitions,
+            topic_replication_factor=kcfg.replication_factor,
+            key_serializer="raw",
+            value_serializer="raw",
+            web_enabled=False,
+            autodiscover=False,
+            consumer_auto_offset_reset=reset,
+            producer_acks=-1,
+            stream_recovery_delay=1.0,
+            table_standby_replicas=0 if kcfg.replication_factor <= 1 else 1,
+            worker_redirect_stdouts=False,
+            datadir=os.environ.get("STORELENS_FAUST_DATADIR", os.path.join("/tmp", f"{app_id(kcfg)}-data")),
+        )
+        self.app.storelens = self  # type: ignore[attr-defined]  (for callers holding only the app)
+        raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+        #: Deployment topic names (``kafka.topic_prefix`` + base name), by base name.
+        self.topic_names = {t: topics.topic_name(t, kcfg.topic_prefix) for t in (
+            topics.TRACKS, topics.CROSSINGS, topics.OCCUPANCY, topics.COUNTS, topics.DEAD_LETTER,
+            topics.TRACK_ATTRIBUTES, topics.CUSTOMER_MATCHES)}
+        self.tracks = self.app.topic(self.topic_names[topics.TRACKS], partitions=kcfg.partitions,
+                                     allow_empty=True, **raw)
+        self.track_attributes = self.app.topic(self.topic_names[topics.TRACK_ATTRIBUTES],
+                                               partitions=kcfg.partitions, allow_empty=True, **raw)
+        self.customer_matches = self.app.topic(self.topic_names[topics.CUSTOMER_MATCHES],
+                                               partitions=kcfg.partitions, allow_empty=True, **raw)
+        self.out = {base: self.app.topic(self.topic_names[base], **raw)
+                    for base in (topics.CROSSINGS, topics.OCCUPANCY, topics.COUNTS, topics.DEAD_LETTER)}
+        # keys raw (camera id, as in tracks), values JSON; the changelog is declared here only to
+        # carry kafka.topic_prefix (same settings as faust's default changelog topic)
+        changelog = self.app.topic(changelog_topic(kcfg), key_type=bytes, value_type=None, key_serializer="raw",
+                                   value_serializer="json", partitions=kcfg.partitions, compacting=True,
+                                   acks=False, internal=True, maxsize=131_072, allow_empty=True)
+        self.table = self.app.Table(TABLE_NAME, default=None, partitions=kcfg.partitions,
+                                    key_type=bytes, value_type=None, changelog_topic=changelog,
+                                    help="Per-camera analytics state (AnalyticsStage.camera_state).")
+        self.app.agent(self.tracks, name=f"{SERVICE}-tracks")(self._agent)
+        self.app.agent(self.track_attributes, name=f"{SERVICE}-track-attributes")(self._faces_agent)
+        self.app.agent(self.customer_matches, name=f"{SERVICE}-customer-matches")(self._faces_agent)
+        self.app.timer(1.0)(self._heartbeat)
+        self.app.timer(BROKER_PING_S)(self._ping_broker)
+        rt.add_check("broker", self.broker_ready)
+        rt.add_check("tables", self.tables_ready)
+        rt.add_check("storage", lambda: self.core.sink_ok["storage"] and bool(storage.ping()))
+        if live is not None:
+            rt.add_check("live", lambda: self.core.sink_ok["live"] and bool(live.ping()))
+
+    # -- readiness -----------------------------------------------------------
+
+    def tables_ready(self) -> bool:
+        """Partitions assigned and the table recovered from its changelog (no rebalance in progress).
+
+        Evaluated on the event loop (heartbeat timer) and cached: the probe's HTTP
+        thread must not touch faust services, whose lazily bound event loop would
+        then be one that never runs (a real hang seen when probing during start).
+        """
+        return self._tables_ready
+
+    def _compute_tables_ready(self) -> bool:
+        app = self.app
+        if not app.agents or app.rebalancing or getattr(app, "in_recovery", False):
+            return False
+        recovery = app.tables.recovery
+        return recovery.completed.is_set() and not recovery.in_recovery
+
+    def broker_ready(self) -> bool:
+        return self._broker_ok and time.monotonic() - self._broker_checked < 3 * BROKER_PING_S
+
+    def _broker_ping_blocking(self) -> bool:
+        from storelens.runtime.kafka import BrokerProbe
+
+        if self._admin is None:
+            self._admin = BrokerProbe(self.config.kafka)
+        return self._admin()
+
+    async def _ping_broker(self) -> None:
+        ok = await asyncio.get_running_loop().run_in_executor(None, self._broker_ping_blocking)
+        self._broker_ok, self._broker_checked = ok, time.monotonic()
+
+    async def _heartbeat(self) -> None:
+        """Beat while the worker makes progress: a recovery/rebalance stuck for
+        :data:`STUCK_NOT_READY_S` stops the beats, so ``/healthz`` fails and the
+        orchestrator restarts the process."""
+        now = time.monotonic()
+        self._tables_ready = ready = self._compute_tables_ready()
+        if ready:
+            self._not_ready_since, self._stuck_logged = None, False
+        elif self._not_ready_since is None:
+            self._not_ready_since = now
+        if self._not_ready_since is None or now - self._not_ready_since < STUCK_NOT_READY_S:
+            self.rt.beat()
+        elif not self._stuck_logged:
+            self._stuck_logged = True
+            log.error("no partitions recovered for too long; reporting unhealthy",
+                      extra={"not_ready_s": round(now - self._not_ready_since)})
+        if not self._broker_checked:
+            await self._ping_broker()
+        self._update_lag()
+
+    def _update_lag(self) -> None:
+        try:
+            consumer = self.app.consumer
+            for tp, next_offset in list(self._last_offset.items()):
+                if tp not in consumer.assignment():
+                    del self._last_offset[tp]
+                    continue
+                hw = consumer.highwater(tp)
+                if hw is not None:
+                    self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, hw - next_offset))
+        except Exception:  # noqa: BLE001 (metrics never break processing)
+            log.debug("lag update failed", exc_info=True)
+
+    # -- processing ----------------------------------------------------------
+
+    async def _agent(self, stream) -> None:
+        # Manual acks: faust's stream acks the current event in a ``finally`` even
+        # when the agent is cancelled mid-event (SIGTERM, rebalance), and the
+        # offset then committed on shutdown skipped a frame whose new state never
+        # reached the table (a lost crossing after an analytics restart, seen in
+        # tests/test_distributed.py::test_analytics_restart). An event is acked
+        # here only once :meth:`handle` has finished, state flushed included; an
+        # interrupted one stays uncommitted and is redelivered.
+        #
+        # Acked is not enough: faust also acks (and then commits) events it skips
+        # while flow control is off (stopping, rebalancing). Each camera state
+        # therefore records the next input offset of its partition, and the first
+        # event after a jump in offsets first re-reads the gap (:meth:`_in_order`).
+        await self._consume(stream, self.handle, in_order=self._in_order)
+
+    async def _faces_agent(self, stream) -> None:
+        await self._consume(stream, self.handle)
+
+    async def _consume(self, stream, handle: Callable[[bytes, bytes, str], Any], in_order=None) -> None:
+        """Feed every event to ``handle``; ack it only after ``handle`` returned (manual acks)."""
+        stream = stream.noack()
+        async for event in stream.events():
+            msg = event.message
+            if in_order is not None:
+                await in_order(msg)
+            t0 = time.perf_counter()
+            self.metrics.messages_in.labels(msg.topic).inc()
+            self._input = (msg.tp, msg.offset)
+            try:
+                await handle(event.key or b"", event.value if event.value is not None else b"", msg.topic)
+            finally:
+                self._input = None
+            await stream.ack(event)
+            self.metrics.seconds.labels(msg.topic).observe(time.perf_counter() - t0)
+            self._last_offset[msg.tp] = msg.offset + 1
+            try:
+                hw = self.app.consumer.highwater(msg.tp)
+                if hw is not None:
+                    self.metrics.lag.labels(msg.topic, str(msg.partition)).set(max(0, hw - msg.offset - 1))
+            except Exception:  # noqa: BLE001
+                pass
+
+    async def _mark_input(self) -> None:
+        """Record progress on the input partition for a message that changes no camera state
+        (a redelivery, a dead letter), so a restart does not re-read it."""
+        if self._input is None or self._input[0].topic != self.topic_names[topics.TRACKS]:
+            return
+        tp, offset = self._input
+        self.table[f"{INPUT_KEY}/{tp.partition}".encode()] = {
+            INPUT_KEY: {"partition": tp.partition, "next_offset": offset + 1}}
+        await self.app.producer.flush()
+
+    def _resume_offset(self, partition: int) -> int | None:
+        """Next ``tracks`` offset of ``partition`` that the table's camera states reflect (None: no record)."""
+        best = None
+        for value in list(self.table.values()):
+            rec = value.get(INPUT_KEY) if isinstance(value, dict) else None
+            if rec and int(rec.get("partition", -1)) == partition:
+                best = max(best or 0, int(rec["next_offset"]))
+        return best
+
+    async def _in_order(self, msg) -> None:
+        """Before a ``tracks`` event: handle first any events of its partition that were skipped.
+
+        The expected offset of a partition is the one after the last event handled here
+        (after an assignment: the offset the table's camera states record). faust can
+        commit, and then resume after, events it never handed to the agent (skipped
+        while flow control was off during a stop or rebalance; seen right after a
+        restart as a jump from offset 71 to 75). Such a gap is read again with a
+        private, group-less consumer and handled in order; idempotent sinks and the seq
+        dedupe make re-handling an already reflected event harmless.
+        """
+        tp, gen = msg.tp, self.app.consumer_generation_id
+        if self._gen_of.get(tp) != gen:
+            self._gen_of[tp] = gen
+            self._expected[tp] = self._resume_offset(tp.partition)
+            log.info("first event after assignment", extra={"topic": tp.topic, "partition": tp.partition,
+                                                            "offset": msg.offset, "expected": self._expected[tp],
+                                                            "generation": gen})
+        expected = self._expected.get(tp)
+        if expected is not None and msg.offset > expected:
+            log.warning("input gap: events were skipped; re-reading the gap",
+                        extra={"topic": tp.topic, "partition": tp.partition, "expected": expected,
+                               "offset": msg.offset})
+            self.metrics.errors.labels("offset_rewind").inc()
+            loop = asyncio.get_running_loop()
+            missed = await loop.run_in_executor(None, self._read_range, tp.topic, tp.partition, expected, msg.offset)
+            for key, value, offset in missed:
+                self.metrics.messages_in.labels(tp.topic).inc()
+                self._input = (tp, offset)
+                try:
+                    await self.handle(key or b"", value or b"", tp.topic)
+                finally:
+                    self._input = None
+            log.info("gap re-read", extra={"topic": tp.topic, "partition": tp.partition, "messages": len(missed)})
+        self._expected[tp] = max(expected or 0, msg.offset + 1)
+
+    def _read_range(self, topic: str, partition: int, start: int, end: int) -> list[tuple[bytes, bytes, int]]:
+        """Messages of ``topic``/``partition`` with ``start <= offset < end`` (blocking)."""
+        from storelens.runtime.kafka import read_range
+
+        return read_range(self.config.kafka, topic, partition, start, end, f"{SERVICE}-gap-reader",
+                          REWIND_TIMEOUT_S)
+
+    async def handle(self, key: bytes, value: bytes, topic: str) -> None:
+        """Process one message of any input (the agents call this inside a faust event context).
+
+        The runner core decodes it and runs the stage (camera state loaded from the
+        table first); the sinks are written in the sink thread (retried while a store
+        is down); the outputs are sent and awaited; then the camera's new state goes to
+        the table and the changelog is flushed, before the event may be acknowledged.
+        """
+        tp, offset = self._input if self._input is not None else (None, -1)
+        msg = BusMessage(topic, key, value, offset, tp.partition if tp is not None else 0)
+        base = self._base_topic(topic)
+        loaded: list = []
+
+        def before(decoded) -> None:
+            if base == topics.TRACKS:
+                loaded.append(self._before_frame(decoded))
+
+        h = self.core.process(msg, base, before)
+        if h.stop is not None:
+            raise h.stop
+        if h.dead_letter is None and h.outputs.records:
+            h = await asyncio.get_running_loop().run_in_executor(self._sink, self.core.write_sinks, h)
+            if h.stop is not None:  # stopping while a store was down: not acknowledged, redelivered
+                raise h.stop
+        if h.dead_letter is not None:
+            await self._send_dead_letter(key, h.dead_letter)
+            return
+        if base != topics.TRACKS:
+            return
+        cam = h.value.camera_id
+        if h.outputs.duplicate:
+            self._cache[cam] = loaded[0]
+            await self._mark_input()
+            return
+        await self._publish(key, h.outputs)
+        state = self.stage.camera_state(cam)
+        if self._input is not None:
+            state[INPUT_KEY] = {"partition": tp.partition, "next_offset": offset + 1}
+        self.table[topics.camera_key(cam)] = state
+        self._cache[cam] = state
+        # The new state must be durable in the changelog before this message's
+        # offset can be acknowledged and committed: otherwise a restart could
+        # resume after this frame with the state from before it (a lost crossing,
+        # seen in tests/test_distributed.py::test_analytics_restart).
+        await self.app.producer.flush()
+
+    def _base_topic(self, topic: str) -> str:
+        prefix = self.config.kafka.topic_prefix
+        return topic[len(prefix):] if prefix and topic.startswith(prefix) else topic
+
+    def _before_frame(self, tf: m.TrackedFrame) -> dict | None:
+        """Load the frame's camera state from the table; the table value it came from.
+
+        Until the new state is in the table, the stage is ahead of it: if this frame is
+        interrupted (error, cancellation), the next one reloads the camera from the table.
+        """
+        cam = tf.camera_id
+        self._sync_state(cam)
+        last = self.stage.last_seq.get(cam, -1)
+        if last >= 0 and tf.seq > last + 1 and not tf.end_of_stream:
+            # detect-track publishes every frame of a camera: a jump means frames were lost upstream or here
+            self.metrics.errors.labels("seq_gap").inc()
+            log.warning("sequence gap", extra={"camera": cam, "last_seq": last, "seq": tf.seq,
+                                               "offset": None if self._input is None else self._input[1]})
+        return self._cache.pop(cam)
+
+    def _sync_state(self, cam: str) -> None:
+        """Load the camera's state from the table into the stage when it is not what the stage holds."""
+        value = self.table.get(topics.camera_key(cam))
+        if cam in self._cache and (value is self._cache[cam] or value == self._cache[cam]):
+            self._cache[cam] = value
+            return
+        self.stage.ended.discard(cam)
+        self.stage.load_camera_state(cam, value if value is not None else self._fresh.camera_state(cam))
+        self._cache[cam] = value
+        log.info("camera state loaded", extra={"camera": cam, "from_table": value is not None,
+                                               "last_seq": self.stage.last_seq.get(cam, -1)})
+
+    async def _publish(self, key: bytes, outputs) -> None:
+        """Send the outputs and wait until the broker has them (before the state may advance)."""
+        futures = [await self.out[p.topic].send(key=key, value=m.encode(p.message)) for p in outputs.publish]
+        if futures:
+            await asyncio.gather(*futures)
+        for p in outputs.publish:
+            self.metrics.messages_out.labels(self.topic_names[p.topic]).inc()
+
+    async def _send_dead_letter(self, key: bytes, dl: m.DeadLetter) -> None:
+        fut = await self.out[topics.DEAD_LETTER].send(key=key, value=m.encode(dl))
+        await fut
+        self.metrics.messages_out.labels(self.topic_names[topics.DEAD_LETTER]).inc()
+        await self._mark_input()
+
+    def close(self) -> None:
+        self._sink.shutdown(wait=True)
+
+
+def build_app(config: SiteConfig, storage, live, rt: ServiceRuntime, **kwargs: Any) -> faust.App:
+    """The analytics faust app over ``storage`` (history) and ``live`` (Redis, optional).
+
+    The :class:`AnalyticsApp` behind it is ``app.storelens``. Topics are not
+    created here: call :func:`ensure_app_topics` first.
+    """
+    return AnalyticsApp(config, storage, live, rt, **kwargs).app
+
+
+def ensure_app_topics(config: SiteConfig) -> list[str]:
+    """Create the declared topics and the table's changelog (compacted) that do not exist yet (with the prefix)."""
+    from storelens.runtime.kafka import ensure_topics
+
+    return ensure_topics(config.kafka, (*topics.TOPICS, changelog_spec(config.kafka)))
+
+
+def run_worker(app: faust.App, rt: ServiceRuntime, loglevel: str = "INFO") -> int:
+    """Run the faust worker in this thread until SIGTERM/SIGINT; return its exit code (0 when clean).
+
+    faust installs its own SIGTERM/SIGINT handlers on the event loop (they
+    replace those of :meth:`ServiceRuntime.start`); ours also mark the runtime
+    as stopping, so ``/readyz`` turns 503 while faust commits and leaves the group.
+    """
+    def watchdog() -> None:
+        """faust can hang in shutdown (e.g. stuck in recovery after the broker restarted)."""
+        done.wait(SHUTDOWN_TIMEOUT_S)
+        if not done.is_set():
+            log.error("faust did not stop in time; exiting hard (uncommitted input is redelivered)",
+                      extra={"timeout_s": SHUTDOWN_TIMEOUT_S})
+            logging.shutdown()
+            os._exit(1)
+
+    done = threading.Event()
+
+    class Worker(faust.Worker):
+        def _stopping(self) -> None:
+            if not rt.stopping.is_set():
+                rt.stopping.set()
+                threading.Thread(target=watchdog, name="shutdown-watchdog", daemon=True).start()
+
+        def _on_sigterm(self) -> None:
+            self._stopping()
+            super()._on_sigterm()
+
+        def _on_sigint(self) -> None:
+            self._stopping()
+            super()._on_sigint()
+
+    logging_config = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "storelens.logs.JsonFormatter"}},
+        "handlers": {"default": {"class": "logging.StreamHandler", "formatter": "json",
+                                 "stream": "ext://sys.stderr"}},
+        "root": {"level": loglevel.upper(), "handlers": ["default"]},
+    }
+    worker = Worker(app, loglevel=loglevel.upper(), quiet=True, redirect_stdouts=False,
+                    logging_config=logging_config, loop=app.loop)
+    code: int = 0
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        done.set()
+        rt.stopping.set()
+        analytics = getattr(app, "storelens", None)
+        if analytics is not None:
+            analytics.close()
+    return code
+

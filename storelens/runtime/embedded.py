@@ -1,0 +1,225 @@
+"""The embedded mode: every stage in one process, joined by the in-process bus.
+
+The stages registered for the ``embedded`` mode (:mod:`storelens.stages.registry`)
+each run in a thread under the same :class:`~storelens.runtime.runner.Runner` as the
+services, with an :class:`~storelens.runtime.transports.InProcessTransport` instead of
+Kafka: same topics, keys, protobuf codec, error policy and sinks. One ingest thread per
+camera feeds ``frames``; the bus queues are bounded, so ingest never runs far ahead.
+When every file source has ended, ``frames`` is ended and each stage ends its
+outputs after it has handled its inputs, down to analytics.
+
+Example:
+    >>> from storelens.config import load_config                      # doctest: +SKIP
+    >>> result = EmbeddedPipeline(load_config("site.yaml")).run()     # doctest: +SKIP
+    >>> result.line_counts["entrance"]                                 # doctest: +SKIP
+    {'door': {'in': 4, 'out': 2}}
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from storelens.backends.video import is_live, open_capture
+from storelens.config import SiteConfig
+from storelens.contract import messages as m
+from storelens.contract import topics
+from storelens.errors import StoreLensError
+from storelens.runtime.bus import InProcessBus
+from storelens.runtime.ingest import start_ingest
+from storelens.runtime.runner import Handled, Runner, RunnerCore
+from storelens.runtime.sinks import HistorySink
+from storelens.runtime.transports import END_OF_TOPIC, InProcessTransport
+from storelens.stages.core import AnalyticsStage, DetectTrackStage
+from storelens.stages.registry import stages_for
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PipelineResult:
+    frames: int = 0
+    frames_per_camera: dict[str, int] = field(default_factory=dict)
+    line_counts: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
+    occupancy: dict[str, int] = field(default_factory=dict)
+    crossings: int = 0
+    dead_letters: int = 0
+    elapsed_s: float = 0.0
+    #: Faces stages (``faces.enabled``): counters of the attributes and reid stages.
+    faces: dict[str, int] = field(default_factory=dict)
+    #: Track -> customer decisions of the reid stage, in order.
+    customer_matches: list[m.CustomerMatch] = field(default_factory=list)
+    #: Errors handled by the runners' policy (e.g. ``{"storage": 3}``: three failed writes, retried).
+    errors: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+def check_sources(config: SiteConfig) -> None:
+    """Fail fast, before loading models, if a file source cannot be opened."""
+    for cam in config.cameras:
+        if not is_live(cam.source):
+            open_capture(cam.source).release()
+
+
+class EmbeddedPipeline:
+    """Runs ingest and every embedded stage (detect-track, faces, analytics, ...) for every camera.
+
+    Args:
+        storage: history store written by analytics (none: nothing persisted).
+        detector, tracker_factory: detect-track's models (default: from the config).
+        on_tracked, on_frame_done: called on the analytics thread after each tracked frame.
+        bus: the in-process bus (e.g. to watch ``dead-letter``).
+        faces_stages: ``(AttributesStage, ReidStage | None)`` for ``faces.enabled``, or
+        gallery: the face gallery the reid stage uses (:func:`storelens.storage.open_gallery`).
+    """
+
+    def __init__(
+        self,
+        config: SiteConfig,
+        storage=None,
+        detector=None,
+        tracker_factory: Callable | None = None,
+        on_tracked: Callable[[m.TrackedFrame], None] | None = None,
+        on_frame_done: Callable[[str], None] | None = None,
+        bus: InProcessBus | None = None,
+        faces_stages: tuple | None = None,
+        gallery: Any = None,
+    ) -> None:
+        self.config = config
+        self.storage = storage
+        self.bus = bus or InProcessBus(maxsize=8)
+        self.on_tracked = on_tracked
+        self.on_frame_done = on_frame_done
+        self._stop = threading.Event()
+        self._errors: list[BaseException] = []
+        self._detector = detector
+        self._tracker_factory = tracker_factory
+        self.gallery = gallery
+        self.result = PipelineResult()
+        self.analytics = AnalyticsStage(config)
+        #: ``(AttributesStage, ReidStage)`` when ``faces.enabled`` (built in :meth:`run` unless given).
+        self.faces_stages = faces_stages
+        self.runners: dict[str, Runner] = {}
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _fail(self, exc: BaseException) -> None:
+        self._errors.append(exc)
+        self._stop.set()
+
+    # -- stages ------------------------------------------------------------------------
+    def build_stage(self) -> DetectTrackStage:
+        from storelens.stages.core import build_detect_track
+
+        return build_detect_track(self.config, self._detector, self._tracker_factory)
+
+    def _build(self, name: str, detect_track: DetectTrackStage | None):
+        from storelens.stages.registry import build_stage
+
+        if name == "detect-track":
+            return detect_track or self.build_stage()
+        if name == "analytics":
+            return self.analytics
+        if name == "faces":
+            stage = build_stage(name, self.config, gallery=self.gallery, stages=self.faces_stages)
+            self.faces_stages = (stage.attributes, stage.reid)
+            return stage
+        return build_stage(name, self.config)
+
+    def _observer(self, name: str) -> Callable[[Handled], None]:
+        res = self.result
+        if name == "faces":
+            def faces(h: Handled) -> None:
+                res.customer_matches += [p.message for p in h.outputs.publish if p.topic == topics.CUSTOMER_MATCHES]
+            return faces
+        if name != "analytics":
+            return lambda h: None
+
+        def analytics(h: Handled) -> None:
+            tf = h.value
+            if h.topic != topics.TRACKS or h.dead_letter is not None or tf.end_of_stream:
+                return
+            res.frames += 1
+            res.frames_per_camera[tf.camera_id] = res.frames_per_camera.get(tf.camera_id, 0) + 1
+            res.crossings += h.outputs.info.get("crossings", 0)
+            if self.on_tracked is not None:
+                self.on_tracked(tf)
+            if self.on_frame_done is not None:
+                self.on_frame_done(tf.camera_id)
+        return analytics
+
+    # -- run -----------------------------------------------------------------------------
+    def run(self, stage: DetectTrackStage | None = None) -> PipelineResult:
+        """Run until every file source has ended (or :meth:`stop`); raise the first stage error."""
+        check_sources(self.config)
+        entries = stages_for("embedded", self.config)
+        stages = {e.name: self._build(e.name, stage) for e in entries}
+        dt = stages.get("detect-track")
+        if isinstance(dt, DetectTrackStage):
+            for cam in self.config.cameras:  # build trackers (and their embedders) before timing
+                dt.tracker(cam.id)
+        produced = {topics.FRAMES} | {t for s in stages.values() for t in s.outputs}
+        sinks = {"analytics": [HistorySink(self.storage)] if self.storage is not None else []}
+        threads = []
+        for name, st in stages.items():  # subscriptions exist before the first frame is published
+            transport = InProcessTransport(self.bus, list(st.inputs), ending=[t for t in st.inputs if t in produced],
+                                           outputs=st.outputs)
+            runner = Runner(RunnerCore(st, sinks.get(name, ())), transport, should_stop=self._stop.is_set,
+                            observers=[self._observer(name)])
+            self.runners[name] = runner
+            threads.append(threading.Thread(target=self._run_stage, args=(runner,), name=name, daemon=True))
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        ingest = start_ingest(self.config.cameras, lambda k, v: self.bus.publish(topics.FRAMES, k, v),
+                              self._stop.is_set, lambda cam, exc: self._fail(exc))
+        try:
+            while any(t.is_alive() for t in ingest) and not self._stop.is_set():
+                for t in ingest:
+                    t.join(timeout=0.1)
+            if not self._stop.is_set():  # every source ended: end the frames topic
+                self.bus.publish(topics.FRAMES, b"", END_OF_TOPIC)
+            while any(t.is_alive() for t in threads) and not self._errors:
+                for t in threads:
+                    t.join(timeout=0.1)
+        except KeyboardInterrupt:
+            self.stop()
+        self._stop.set()
+        self.bus.close()  # unblocks any thread still waiting on a full queue
+        for t in threads:
+            t.join(timeout=30)
+        self._collect(time.perf_counter() - t0)
+        if self._errors:
+            err = self._errors[0]
+            if isinstance(err, StoreLensError):
+                raise err
+            raise StoreLensError(f"pipeline failed: {type(err).__name__}: {err}") from err
+        return self.result
+
+    def _run_stage(self, runner: Runner) -> None:
+        try:
+            failure = runner.run()
+        except BaseException as exc:  # noqa: BLE001 (a failing thread fails the run with its message)
+            failure = exc
+        if failure is not None:
+            self._fail(failure)
+
+    def _collect(self, elapsed_s: float) -> None:
+        res = self.result
+        res.elapsed_s = elapsed_s
+        for cam in self.config.cameras:
+            res.line_counts[cam.id] = self.analytics.line_counts(cam.id)
+            res.occupancy[cam.id] = self.analytics.occupancy[cam.id].value
+        for r in self.runners.values():
+            res.dead_letters += r.core.dead_letters
+            for k, v in r.core.errors.items():
+                res.errors[k] = res.errors.get(k, 0) + v
+        faces = self.runners.get("faces")
+        if faces is not None:
+            res.faces = dict(faces.core.stage.stats)

@@ -1,0 +1,831 @@
+"""Kafka transport of the distributed mode (aiokafka, the client faust-streaming runs on too).
+
+Same contract as the in-process bus: protobuf bytes keyed by camera id, on
+the topics declared in :mod:`storelens.contract.topics`. Delivery is at-least-once:
+
+* consumers never auto-commit; a service marks a message done only after
+  its outputs were produced, and :meth:`KafkaConsumer.commit` flushes the
+  producer first, then commits exactly the offsets of the done messages, so
+  an offset is committed only once everything the message caused is on the broker;
+* producers are idempotent (``enable_idempotence``), so broker retries do
+  not duplicate; a redelivery after a crash reproduces the same messages
+  (deterministic ids), and every sink upserts.
+
+The API is synchronous (the services call it from worker threads). Every
+aiokafka client of a process lives on one private asyncio event loop run by
+a daemon thread (``storelens-kafka-io``); each blocking call submits a
+coroutine with :func:`asyncio.run_coroutine_threadsafe` and waits for it.
+
+Rebalances: aiokafka runs a :class:`~aiokafka.abc.ConsumerRebalanceListener`
+on the event loop, but the ``on_assign``/``on_revoke`` hooks of a worker are
+blocking (detect-track's ``on_revoke`` publishes a snapshot, flushes the
+producer and commits, all of which are calls into that same loop). So the
+listener only enqueues the event and awaits a future; the next
+:meth:`KafkaConsumer.poll` (which returns early when an event is queued) runs
+the hook on the worker's own thread, commits what is done, and resolves the
+future. aiokafka completes the rebalance only after that, so offsets are
+committed before a revoked partition is handed to another member.
+
+Assignment is eager (aiokafka's round-robin assignor): on a rebalance every
+member's partitions are revoked and then assigned anew, possibly the same
+ones. librdkafka's cooperative-sticky assignor (used before) only revoked
+the partitions that moved. With eager assignment every member pauses while
+the group rebalances (scaling out stops all replicas briefly, not only the
+ones that give partitions away), and the hooks see every partition revoked
+and re-assigned: one snapshot per partition on detect-track, restored from
+memory right after (the hooks are idempotent). aiokafka has no cooperative
+protocol; its sticky assignor would still revoke everything first.
+
+Producers partition by librdkafka's CRC-32 of the key (:func:`consistent_random`), not
+aiokafka's murmur2, so a camera's messages stay on the partitions they used before.
+
+Example:
+    >>> bus = KafkaBus(KafkaConfig(), client_id="ingest")            # doctest: +SKIP
+    >>> bus.publish("frames", b"cam-1", frame_bytes)                     # doctest: +SKIP
+    >>> bus.flush()                                                      # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import asyncio
+import atexit
+import collections
+import concurrent.futures
+import dataclasses
+import logging
+import os
+import random
+import ssl
+import threading
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Iterable
+
+import aiokafka.codec
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import errors as kerr
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from storelens.runtime.bus import BusMessage
+from storelens.config import KafkaConfig
+from storelens.errors import StoreLensError
+from storelens.contract.topics import TOPICS, TopicSpec, topic_name
+
+log = logging.getLogger(__name__)
+
+#: The largest message any declared topic accepts (the producer's request size, a fetch's total size).
+MAX_MESSAGE_BYTES = max(s.max_message_bytes for s in TOPICS)
+#: Bytes fetched per partition and request: a frame's limit (8 MiB; the broker still returns a larger
+#: snapshot whole, KIP-74). With 64 MiB aiokafka consumed 100 KB frames ~35% slower.
+PARTITION_FETCH_BYTES = 8 * 1024**2
+#: Seconds a client keeps trying to reach the broker at start before :class:`BrokerError`.
+CONNECT_TIMEOUT_S = 30.0
+
+
+class BrokerError(StoreLensError):
+    """The broker cannot be reached or refused an operation."""
+
+
+def client_config(cfg: KafkaConfig) -> dict:
+    """aiokafka connection keyword arguments (bootstrap, security) of the ``kafka`` section."""
+    conf: dict[str, Any] = {"bootstrap_servers": cfg.bootstrap_servers, "security_protocol": cfg.security_protocol}
+    if cfg.security_protocol in ("SSL", "SASL_SSL"):
+        conf["ssl_context"] = ssl.create_default_context()
+    if cfg.sasl_mechanism:
+        conf["sasl_mechanism"] = cfg.sasl_mechanism
+    if cfg.sasl_username:
+        conf["sasl_plain_username"] = cfg.sasl_username
+    if cfg.sasl_password:
+        conf["sasl_plain_password"] = cfg.sasl_password
+    return conf
+
+
+def _lz4_fast(payload, level: int = 0) -> bytes:
+    return aiokafka.codec.lz4_encode(payload, level=0)
+
+
+def _use_fast_lz4() -> None:
+    """Compress lz4 batches at librdkafka's default level (fast), not aiokafka's fixed level 9 (LZ4-HC).
+
+    LZ4-HC takes 12 ms per MB of JPEG bytes (incompressible anyway) against 0.6 ms at level 0,
+    which capped a producer at ~400 frames/s; the batch builders look the codec up by name.
+    """
+    import importlib
+
+    for name in ("aiokafka.record.default_records", "aiokafka.record._crecords.default_records"):
+        try:
+            mod = importlib.import_module(name)
+        except ImportError:  # no C extension
+            continue
+        if getattr(mod, "lz4_encode", None) is aiokafka.codec.lz4_encode:
+            mod.lz4_encode = _lz4_fast
+
+
+_use_fast_lz4()
+
+
+# -- the event loop thread ---------------------------------------------------------------------
+
+_io_lock = threading.Lock()
+_io: tuple[int, asyncio.AbstractEventLoop, threading.Thread] | None = None
+#: Producers and group consumers not closed yet: stopped at exit (pending messages delivered).
+_open: set = set()
+
+
+def _io_loop() -> asyncio.AbstractEventLoop:
+    """The process' Kafka event loop (started on first use; a forked child starts its own)."""
+    global _io
+    with _io_lock:
+        if _io is None or _io[0] != os.getpid() or not _io[2].is_alive():
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=loop.run_forever, name="storelens-kafka-io", daemon=True)
+            thread.start()
+            if _io is None:
+                atexit.register(_close_open)
+            _io = (os.getpid(), loop, thread)
+            _open.clear()
+        return _io[1]
+
+
+def _close_open(timeout_s: float = 10.0) -> None:
+    """Stop the producers and consumers nobody closed (aiokafka would warn about them at exit)."""
+    if _io is None or _io[0] != os.getpid() or not _open:
+        return
+    owners = list(_open)
+
+    async def close_all() -> None:
+        await asyncio.wait_for(asyncio.gather(*(o._shutdown() for o in owners)), timeout_s)
+    try:
+        _run(close_all(), timeout_s + 2)
+    except Exception as exc:  # noqa: BLE001 (exiting anyway)
+        log.warning("Kafka clients not closed at exit", extra={"error": repr(exc)})
+
+
+def _run(coro: Awaitable, timeout_s: float | None = None):
+    """Run ``coro`` on the Kafka event loop and wait for its result (BrokerError after ``timeout_s``)."""
+    loop = _io_loop()
+    if _io is not None and threading.current_thread() is _io[2]:
+        raise RuntimeError("a blocking Kafka call on the Kafka event loop thread would deadlock")
+    fut = asyncio.run_coroutine_threadsafe(coro, loop)
+    try:
+        return fut.result(timeout_s)
+    except concurrent.futures.TimeoutError:
+        fut.cancel()
+        raise BrokerError(f"no answer from Kafka within {timeout_s:.0f} s") from None
+
+
+async def _started(make: Callable[[], Any], what: str, timeout_s: float = CONNECT_TIMEOUT_S):
+    """``make()`` a client and start it, retrying (a new client each time) until ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        client = make()
+        try:
+            await client.start()
+            return client
+        except (kerr.KafkaError, OSError, asyncio.TimeoutError) as exc:
+            await _close(client)
+            if time.monotonic() >= deadline:
+                raise BrokerError(f"cannot reach Kafka ({what}): {exc!r}") from None
+            await asyncio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+
+
+async def _close(client) -> None:
+    try:
+        await (client.stop() if hasattr(client, "stop") else client.close())
+    except Exception as exc:  # noqa: BLE001 (closing a broken client)
+        log.debug("closing a Kafka client failed", extra={"error": repr(exc)})
+
+
+def _reader(cfg: KafkaConfig, group_id: str | None = None, **kw) -> Callable[[], AIOKafkaConsumer]:
+    """Factory of a consumer that never auto-commits (manual assignment unless ``subscribe``d)."""
+    return lambda: AIOKafkaConsumer(**client_config(cfg), group_id=group_id, enable_auto_commit=False,
+                                    auto_offset_reset="earliest", max_partition_fetch_bytes=PARTITION_FETCH_BYTES,
+                                    fetch_max_bytes=max(MAX_MESSAGE_BYTES, 50 * 1024**2), **kw)
+
+
+# -- admin ---------------------------------------------------------------------------------------
+
+@dataclass
+class TopicInfo:
+    #: partition -> leader broker id
+    partitions: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass
+class ClusterInfo:
+    #: broker id -> "host:port"
+    brokers: dict[int, str]
+    topics: dict[str, TopicInfo]
+
+
+class KafkaAdmin:
+    """Blocking admin operations (services, tools and tests) over one aiokafka admin client.
+
+    The client connects on first use and again after a failure.
+    """
+
+    def __init__(self, cfg: KafkaConfig, timeout_s: float = 30.0) -> None:
+        self.cfg = cfg
+        self.timeout_s = timeout_s
+        self._admin: AIOKafkaAdminClient | None = None
+
+    def call(self, fn: Callable[[AIOKafkaAdminClient], Awaitable], timeout_s: float | None = None):
+        """``await fn(admin)`` on the Kafka loop; BrokerError when the broker cannot be reached or fails."""
+        timeout_s = self.timeout_s if timeout_s is None else timeout_s
+
+        async def go():
+            if self._admin is None:
+                self._admin = await _started(lambda: AIOKafkaAdminClient(
+                    **client_config(self.cfg), request_timeout_ms=int(timeout_s * 1000)),
+                    self.cfg.bootstrap_servers, timeout_s)
+            try:
+                return await asyncio.wait_for(fn(self._admin), timeout_s)
+            except (kerr.KafkaError, OSError, asyncio.TimeoutError) as exc:
+                admin, self._admin = self._admin, None
+                await _close(admin)
+                raise BrokerError(f"Kafka at {self.cfg.bootstrap_servers}: {exc!r}") from None
+
+        return _run(go(), 2 * timeout_s + 5)
+
+    def list_topics(self, timeout: float = 10.0) -> ClusterInfo:
+        """Brokers and topics (with their partitions) of the cluster."""
+        async def go(admin):
+            cluster = await admin.describe_cluster()
+            topics = await admin.describe_topics()
+            return ClusterInfo(
+                brokers={b["node_id"]: f"{b['host']}:{b['port']}" for b in cluster["brokers"]},
+                topics={t["topic"]: TopicInfo({p["partition"]: p["leader"] for p in t["partitions"]})
+                        for t in topics if t["error_code"] == 0})
+        return self.call(go, timeout)
+
+    def create_topics(self, new: list[NewTopic], timeout_s: float | None = None) -> list[str]:
+        """Create topics; return the names created (existing ones are skipped)."""
+        timeout_s = self.timeout_s if timeout_s is None else timeout_s
+        if not new:
+            return []
+        resp = self.call(lambda a: a.create_topics(new, timeout_ms=int(timeout_s * 1000)), timeout_s)
+        created = []
+        for name, code, *rest in resp.topic_errors:
+            err = kerr.for_code(code)
+            if err is kerr.NoError:
+                created.append(name)
+            elif err is not kerr.TopicAlreadyExistsError:  # another service won the race
+                raise BrokerError(f"cannot create topic {name}: {err.__name__} {rest[0] if rest else ''}")
+        return created
+
+    def delete_topics(self, names: list[str], timeout_s: float | None = None) -> None:
+        if names:
+            self.call(lambda a: a.delete_topics(list(names)), timeout_s)
+
+    def delete_groups(self, groups: list[str], timeout_s: float | None = None) -> None:
+        """Delete consumer groups (each on its coordinator; errors such as a non-empty group raise)."""
+        from aiokafka.protocol.admin import DeleteGroupsRequest
+
+        async def go(admin):
+            for group in groups:
+                node = await admin.find_coordinator(group)
+                resp = await admin._send_request(DeleteGroupsRequest([group]), node)  # no public API in aiokafka
+                for name, code in resp.results:
+                    if code:
+                        raise kerr.for_code(code)(name)
+        self.call(go, timeout_s)
+
+    def broker_config(self, broker_id: int, timeout_s: float | None = None) -> dict[str, str]:
+        """The configuration of one broker, by name."""
+        from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+        async def go(admin):
+            resps = await admin.describe_configs([ConfigResource(ConfigResourceType.BROKER, str(broker_id))])
+            return {e[0]: e[1] for r in resps for res in r.resources for e in res[4]}
+        return self.call(go, timeout_s)
+
+    def close(self) -> None:
+        if self._admin is not None:
+            admin, self._admin = self._admin, None
+            _run(_close(admin), 30)
+
+
+def ensure_topics(cfg: KafkaConfig, specs: Iterable[TopicSpec] = TOPICS, timeout_s: float = 30.0) -> list[str]:
+    """Create the declared topics that do not exist yet; return the names created."""
+    admin = KafkaAdmin(cfg, timeout_s)
+    try:
+        try:
+            existing = set(admin.call(lambda a: a.list_topics()))
+        except BrokerError as exc:
+            raise BrokerError(f"cannot reach Kafka at {cfg.bootstrap_servers}: {exc}") from None
+        new = []
+        for spec in (dataclasses.replace(s, name=topic_name(s.name, cfg.topic_prefix)) for s in specs):
+            if spec.name in existing:
+                continue
+            configs = {"retention.ms": str(spec.retention_ms), "max.message.bytes": str(spec.max_message_bytes)}
+            if spec.retention_bytes > 0:
+                configs["retention.bytes"] = str(spec.retention_bytes)
+            if spec.compacted:
+                configs["cleanup.policy"] = "compact"
+            partitions = spec.partitions if spec.partitions_fixed else cfg.partitions
+            new.append(NewTopic(spec.name, num_partitions=partitions, replication_factor=cfg.replication_factor,
+                                topic_configs=configs))
+        return admin.create_topics(new)
+    finally:
+        admin.close()
+
+
+# -- producer ------------------------------------------------------------------------------------
+
+def consistent_random(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+    """librdkafka's default partitioner: CRC-32 of the key (no key: random), not aiokafka's murmur2.
+
+    So every camera's messages stay on the partition librdkafka sent them to before the move to
+    aiokafka (detect-track's snapshots and analytics' table state are per partition).
+    """
+    if not key:
+        return random.choice(available or all_partitions)
+    return all_partitions[zlib.crc32(key) % len(all_partitions)]
+
+
+class KafkaBus:
+    """An idempotent producer with the :class:`storelens.runtime.bus.Bus` interface."""
+
+    #: Seconds a produce request, a partition without leader or an unknown topic is waited for
+    #: (librdkafka's ``message.timeout.ms`` was 300 s; an idempotent batch is retried until delivered).
+    REQUEST_TIMEOUT_S = 120.0
+
+    def __init__(self, cfg: KafkaConfig, client_id: str) -> None:
+        self.cfg = cfg
+        self.errors = 0
+        self._pending: set[asyncio.Future] = set()  # delivery futures (touched on the loop thread only)
+        self._producer: AIOKafkaProducer = _run(_started(lambda: AIOKafkaProducer(
+            **client_config(cfg),
+            client_id=f"{cfg.group_prefix}-{client_id}",
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=5,
+            compression_type="lz4",
+            max_request_size=MAX_MESSAGE_BYTES,
+            max_batch_size=1_000_000,  # librdkafka's batch.size
+            partitioner=consistent_random,
+            request_timeout_ms=int(self.REQUEST_TIMEOUT_S * 1000),
+        ), cfg.bootstrap_servers))
+        _open.add(self)
+
+    def _on_delivery(self, fut: asyncio.Future) -> None:
+        self._pending.discard(fut)
+        exc = None if not fut.cancelled() and fut.exception() is None else (
+            "cancelled" if fut.cancelled() else repr(fut.exception()))
+        if exc is not None:
+            self.errors += 1
+            log.error("delivery failed", extra={"error": exc})
+
+    async def _send(self, topic: str, key: bytes, value: bytes, partition: int | None = None) -> asyncio.Future:
+        try:
+            await self._producer.client._wait_on_metadata(topic)  # an unknown topic fails delivery, not publish()
+        except kerr.KafkaError as exc:
+            self.errors += 1
+            log.error("delivery failed", extra={"topic": topic, "error": repr(exc)})
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_exception(exc)
+            return fut
+        while True:
+            try:
+                fut = await self._producer.send(topic, value=value, key=key, partition=partition)
+                break
+            except kerr.KafkaTimeoutError:  # the partition's buffer stayed full (broker away): keep waiting
+                log.warning("producer buffer full; waiting for the broker", extra={"topic": topic})
+        self._pending.add(fut)
+        fut.add_done_callback(self._on_delivery)
+        return fut
+
+    def publish(self, topic: str, key: bytes, value: bytes) -> None:
+        _run(self._send(topic, key, value))
+
+    def publish_wait(self, topic: str, key: bytes | None, value: bytes, partition: int | None = None,
+                     timeout_s: float = 30.0) -> tuple[int, int]:
+        """Publish and wait for the broker's ack; return ``(partition, offset)`` (BrokerError on failure)."""
+        async def go():
+            md = await (await self._send(topic, key, value, partition))
+            return md.partition, md.offset
+        try:
+            return _run(asyncio.wait_for(go(), timeout_s), timeout_s + 5)
+        except (kerr.KafkaError, asyncio.TimeoutError) as exc:
+            raise BrokerError(f"{topic}: message not delivered: {exc!r}") from None
+
+    async def _drain(self, timeout_s: float) -> tuple[int, int]:
+        """Wait for the pending deliveries: (undelivered, failed); the failures are reset when all were delivered."""
+        pending = set(self._pending)
+        if pending:
+            await asyncio.wait(pending, timeout=timeout_s)
+        if self._pending:
+            return len(self._pending), 0
+        failed, self.errors = self.errors, 0
+        return 0, failed
+
+    def flush(self, timeout_s: float = 60.0) -> None:
+        remaining, failed = _run(self._drain(timeout_s), timeout_s + 30)
+        if remaining:
+            raise BrokerError(f"{remaining} messages still undelivered after {timeout_s:.0f} s")
+        if failed:
+            raise BrokerError(f"{failed} messages failed delivery")
+
+    def flush_some(self, timeout_s: float) -> None:
+        """Wait up to ``timeout_s`` for a delivery (no waiting for the queue to empty); failures stay counted."""
+        async def go():
+            pending = set(self._pending)
+            if pending:
+                await asyncio.wait(pending, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+            else:
+                await asyncio.sleep(timeout_s)
+        _run(go(), timeout_s + 30)
+
+    def ping(self, timeout_s: float = 2.0) -> bool:
+        """Whether the broker answers a metadata request now."""
+        try:
+            _run(asyncio.wait_for(self._producer.client.fetch_all_metadata(), timeout_s), timeout_s + 5)
+            return True
+        except Exception:  # noqa: BLE001 (any failure means "not reachable")
+            return False
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Deliver what is pending and stop the producer."""
+        try:
+            self.flush(timeout_s)
+        finally:
+            _run(self._shutdown(), timeout_s + 30)
+
+    async def _shutdown(self) -> None:
+        _open.discard(self)
+        await _close(self._producer)
+
+    def subscribe(self, topic: str) -> "KafkaConsumer":
+        raise NotImplementedError("use KafkaConsumer(cfg, group, [topics], bus) for consumer groups")
+
+
+# -- consumer ------------------------------------------------------------------------------------
+
+@dataclass
+class _Pending:
+    count: int = 0
+    since: float = 0.0
+
+
+class _HandOff(ConsumerRebalanceListener):
+    """Passes aiokafka's rebalance events to the thread that polls (see the module docstring)."""
+
+    def __init__(self, owner: "KafkaConsumer") -> None:
+        self.owner = owner
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        if revoked:
+            await self.owner._hand_off("revoke", revoked)
+
+    async def on_partitions_assigned(self, assigned) -> None:
+        await self.owner._hand_off("assign", assigned)
+
+
+class KafkaConsumer:
+    """A consumer-group member that commits only what has been fully processed.
+
+    Call :meth:`done` after a message's outputs were published; offsets are
+    committed every ``commit_every`` messages or ``commit_interval_s``, and
+    on :meth:`close`, each time after flushing ``bus``. ``on_assign`` and
+    ``on_revoke`` get ``[(topic, partition), ...]`` and run on the thread
+    that calls :meth:`poll`; after ``on_revoke`` the done offsets are
+    committed before the partitions are released.
+    """
+
+    #: Records fetched per round trip to the event loop (kept locally until polled).
+    BATCH = 100
+
+    def __init__(self, cfg: KafkaConfig, group: str, topics: list[str], bus: KafkaBus | None = None,
+                 commit_every: int = 50, commit_interval_s: float = 2.0, client_id: str | None = None,
+                 on_assign=None, on_revoke=None) -> None:
+        self.bus = bus
+        self.group = f"{cfg.group_prefix}-{group}"
+        self.on_assign_hook = on_assign
+        self.on_revoke_hook = on_revoke
+        self.commit_every = commit_every
+        self.commit_interval_s = commit_interval_s
+        self.assigned: set[tuple[str, int]] = set()
+        self.connected = False
+        self._pending = _Pending(since=time.monotonic())
+        #: next offset after the done messages, per partition, not committed yet
+        self._done: dict[TopicPartition, int] = {}
+        #: next offset after the last message poll() returned, per partition
+        self._position: dict[TopicPartition, int] = {}
+        self._buf: collections.deque = collections.deque()
+        self._last = None
+        #: rebalance events (kind, partitions, future) queued by the listener for the polling thread
+        self._events: collections.deque = collections.deque()
+        self._closing = False
+
+        async def start() -> AIOKafkaConsumer:
+            self._wake = asyncio.Event()
+            c = await _started(_reader(
+                cfg, self.group, client_id=client_id or self.group,
+                session_timeout_ms=10_000, heartbeat_interval_ms=1_000,
+                # librdkafka waited max.poll.interval.ms for a member's rebalance callbacks too
+                rebalance_timeout_ms=300_000, max_poll_interval_ms=300_000), cfg.bootstrap_servers)
+            c.subscribe(topics, listener=_HandOff(self))  # joins the group in the background
+            return c
+
+        self._c: AIOKafkaConsumer = _run(start())
+        _open.add(self)
+
+    # -- rebalance hand-off ----------------------------------------------------------------------
+
+    async def _hand_off(self, kind: str, tps) -> None:
+        """(event loop) Queue a rebalance event for the polling thread and wait until it was handled."""
+        if self._closing:
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self._events.append((kind, sorted(tps), fut))
+        self._wake.set()
+        await fut
+
+    def _serve_events(self) -> None:
+        """(polling thread) Run the queued rebalance events' hooks, then let aiokafka continue."""
+        while self._events:
+            kind, tps, fut = self._events.popleft()
+            try:
+                (self._on_assign if kind == "assign" else self._on_revoke)(tps)
+            finally:
+                _io_loop().call_soon_threadsafe(lambda f=fut: f.done() or f.set_result(None))
+
+    def _on_assign(self, tps: list[TopicPartition]) -> None:
+        parts = [(tp.topic, tp.partition) for tp in tps]
+        self.connected = True
+        self.assigned |= set(parts)
+        if self.on_assign_hook is not None:
+            self.on_assign_hook(parts)
+        log.info("partitions assigned", extra={"group": self.group, "partitions": str(sorted(self.assigned))})
+
+    def _on_revoke(self, tps: list[TopicPartition]) -> None:
+        parts = [(tp.topic, tp.partition) for tp in tps]
+        if self.on_revoke_hook is not None:
+            self.on_revoke_hook(parts)
+        self.commit()  # hand over cleanly: everything processed so far is committed
+        self.assigned -= set(parts)
+        self._forget(set(tps))
+
+    def _forget(self, tps: set[TopicPartition]) -> None:
+        """Drop local state (fetched records, done offsets, positions) of partitions no longer read on."""
+        self._buf = collections.deque(r for r in self._buf if TopicPartition(r.topic, r.partition) not in tps)
+        for tp in tps:
+            self._done.pop(tp, None)
+            self._position.pop(tp, None)
+        if not self._done:
+            self._pending = _Pending(since=time.monotonic())
+
+    # -- polling ----------------------------------------------------------------------------------
+
+    async def _fetch(self, timeout_s: float) -> dict:
+        """(event loop) Records fetched within ``timeout_s``; returns early when a rebalance event is queued."""
+        if self._events:
+            return {}
+        self._wake.clear()
+        get = asyncio.ensure_future(self._c.getmany(timeout_ms=int(timeout_s * 1000), max_records=self.BATCH))
+        wake = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({get, wake}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            wake.cancel()
+            if not get.done():
+                get.cancel()
+        return get.result() if get.done() and not get.cancelled() else {}
+
+    def poll(self, timeout_s: float = 1.0) -> BusMessage | None:
+        self._maybe_commit()
+        self._serve_events()
+        if not self._buf:
+            try:
+                records = _run(self._fetch(timeout_s), timeout_s + 60)
+            except (kerr.KafkaError, BrokerError) as exc:
+                log.warning("consumer error", extra={"error": repr(exc)})
+                return None
+            self._serve_events()  # hooks first: records of partitions revoked meanwhile are dropped
+            for recs in records.values():
+                self._buf.extend(r for r in recs if (r.topic, r.partition) in self.assigned)
+        if not self._buf:
+            return None
+        rec = self._buf.popleft()
+        self.connected = True
+        self._last = rec
+        self._position[TopicPartition(rec.topic, rec.partition)] = rec.offset + 1
+        return BusMessage(rec.topic, rec.key or b"", rec.value or b"", rec.offset, rec.partition)
+
+    def done(self) -> None:
+        """Mark the last polled message as processed (its outputs are published)."""
+        rec = self._last
+        self._done[TopicPartition(rec.topic, rec.partition)] = rec.offset + 1
+        if self._pending.count == 0:
+            self._pending.since = time.monotonic()
+        self._pending.count += 1
+
+    def _maybe_commit(self) -> None:
+        p = self._pending
+        if p.count and (p.count >= self.commit_every or time.monotonic() - p.since >= self.commit_interval_s):
+            self.commit()
+
+    def commit(self) -> None:
+        """Flush ``bus``, then commit the offsets of the messages marked done (nothing else)."""
+        if not self._pending.count:
+            return
+        if self.bus is not None:
+            self.bus.flush()
+        offsets = {tp: off for tp, off in self._done.items() if (tp.topic, tp.partition) in self.assigned}
+        if offsets:
+            try:
+                _run(self._c.commit(offsets), 60)
+            except (kerr.KafkaError, BrokerError) as exc:
+                log.warning("commit failed; will retry", extra={"error": repr(exc)})
+                return
+        self._done.clear()
+        self._pending = _Pending(since=time.monotonic())
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Messages behind the high watermark (of the last fetch), per assigned partition."""
+        async def go():
+            out = {}
+            for t, p in sorted(self.assigned):
+                tp = TopicPartition(t, p)
+                try:
+                    hi = self._c.highwater(tp)
+                    pos = self._position.get(tp)
+                    if pos is None:
+                        pos = await asyncio.wait_for(self._c.position(tp), 1.0)
+                except (AssertionError, kerr.KafkaError, asyncio.TimeoutError):
+                    continue
+                if hi is not None:
+                    out[(t, p)] = max(0, hi - pos)
+            return out
+        return _run(go(), 30)
+
+    def seek_partition(self, topic: str, partition: int, offset: int) -> None:
+        tp = TopicPartition(topic, partition)
+
+        async def go():
+            self._c.seek(tp, offset)
+        _run(go(), 30)
+        self._buf = collections.deque(r for r in self._buf if (r.topic, r.partition) != (topic, partition))
+        self._position[tp] = offset
+
+    def close(self) -> None:
+        """Serve a pending rebalance, revoke (hook, commit) what is assigned, leave the group."""
+        try:
+            self._serve_events()
+            if self.assigned:
+                self._on_revoke(sorted(TopicPartition(t, p) for t, p in self.assigned))
+            else:
+                self.commit()
+        finally:
+            _run(self._shutdown(), 60)
+
+    async def _shutdown(self) -> None:
+        """(event loop) Leave the group; a rebalance waiting for the polling thread goes on without it."""
+        _open.discard(self)
+        self._closing = True
+        while self._events:
+            _kind, _tps, fut = self._events.popleft()
+            fut.done() or fut.set_result(None)
+        await _close(self._c)
+
+
+# -- readers -------------------------------------------------------------------------------------
+
+async def _read_partition(cfg: KafkaConfig, topic: str, partition: int, start: int | None, end: int | None,
+                          timeout_s: float) -> tuple[list[tuple[bytes, bytes, int]], bool]:
+    """``(key, value, offset)`` with ``start <= offset < end`` (None: the beginning / the end now), complete?"""
+    deadline = time.monotonic() + timeout_s
+    c = await _started(_reader(cfg), cfg.bootstrap_servers, timeout_s)
+    out: list[tuple[bytes, bytes, int]] = []
+    try:
+        tp = TopicPartition(topic, partition)
+        c.assign([tp])
+        if start is None:
+            start = (await c.beginning_offsets([tp]))[tp]
+        if end is None:
+            end = (await c.end_offsets([tp]))[tp]
+        if end <= start:
+            return out, True
+        c.seek(tp, start)
+        while time.monotonic() < deadline:
+            batch = await c.getmany(tp, timeout_ms=500)
+            for rec in batch.get(tp, []):
+                if rec.offset >= end:
+                    return out, True
+                out.append((rec.key or b"", rec.value or b"", rec.offset))
+            if (out and out[-1][2] >= end - 1) or await c.position(tp) >= end:
+                return out, True  # (the rest were no data records, e.g. compacted away or markers)
+        return out, False
+    finally:
+        await _close(c)
+
+
+def read_to_end(cfg: KafkaConfig, topic: str, partition: int = 0, group: str = "reader",
+                timeout_s: float = 30.0) -> list[tuple[bytes, bytes, int]]:
+    """Every ``(key, value, offset)`` of ``topic``/``partition`` up to its end now (blocking; no group commits).
+
+    ``group`` is kept for compatibility: the read is a manual assignment and needs no group.
+    """
+    out, complete = _run(_read_partition(cfg, topic, partition, None, None, timeout_s), timeout_s + 60)
+    if not complete:
+        raise BrokerError(f"timed out reading {topic}/{partition} to its end")
+    return out
+
+
+def read_range(cfg: KafkaConfig, topic: str, partition: int, start: int, end: int, group: str,
+               timeout_s: float = 30.0) -> list[tuple[bytes, bytes, int]]:
+    """Messages ``(key, value, offset)`` of ``topic``/``partition`` with ``start <= offset < end`` (blocking).
+
+    Stops early (logging an error) when the whole range could not be read within ``timeout_s``.
+    ``group`` is kept for compatibility (a manual assignment needs no group).
+    """
+    try:
+        out, complete = _run(_read_partition(cfg, topic, partition, start, end, timeout_s), timeout_s + 60)
+    except BrokerError as exc:
+        out, complete = [], False
+        log.error("cannot read the range", extra={"topic": topic, "error": str(exc)})
+    if not complete:
+        log.error("could not read the whole range in time", extra={"topic": topic, "partition": partition,
+                                                                    "start": start, "end": end, "read": len(out)})
+    return out
+
+
+def consume_all(cfg: KafkaConfig, topic: str, timeout_s: float = 30.0, expect: int | None = None,
+                settle_s: float = 0.0) -> list[BusMessage]:
+    """Messages of every partition of ``topic`` from the beginning (blocking; no group).
+
+    ``expect=None``: up to each partition's end now (BrokerError when not done in ``timeout_s``).
+    Otherwise: until ``expect`` messages arrived or ``timeout_s`` passed, then ``settle_s`` more.
+    """
+    async def go():
+        deadline = time.monotonic() + timeout_s
+        c = await _started(_reader(cfg), cfg.bootstrap_servers, timeout_s)
+        out: list[BusMessage] = []
+        try:
+            tps = [TopicPartition(topic, p) for p in sorted(await c._client._wait_on_metadata(topic))]
+            c.assign(tps)
+            await c.seek_to_beginning(*tps)
+            ends = await c.end_offsets(tps) if expect is None else {}
+
+            async def caught_up() -> bool:
+                if expect is not None:
+                    return len(out) >= expect
+                return all([await c.position(tp) >= ends[tp] for tp in tps])
+
+            async def fetch(until: float) -> None:
+                batch = await c.getmany(timeout_ms=int(min(0.5, max(0.0, until - time.monotonic())) * 1000))
+                out.extend(BusMessage(r.topic, r.key or b"", r.value or b"", r.offset, r.partition)
+                           for recs in batch.values() for r in recs)
+
+            while not await caught_up() and time.monotonic() < deadline:
+                await fetch(deadline)
+            if expect is None and not await caught_up():
+                raise BrokerError(f"could not read {topic} to its end in {timeout_s:.0f} s")
+            settle = time.monotonic() + settle_s
+            while time.monotonic() < settle:
+                await fetch(settle)
+            return out
+        finally:
+            await _close(c)
+    return _run(go(), timeout_s + settle_s + 60)
+
+
+def end_offsets(cfg: KafkaConfig, topic: str, timeout_s: float = 30.0) -> dict[int, int]:
+    """The end offset (next offset to be written) of every partition of ``topic``."""
+    async def go():
+        c = await _started(_reader(cfg), cfg.bootstrap_servers, timeout_s)
+        try:
+            tps = [TopicPartition(topic, p) for p in await c._client._wait_on_metadata(topic)]
+            return {tp.partition: off for tp, off in (await c.end_offsets(tps)).items()}
+        finally:
+            await _close(c)
+    return _run(go(), timeout_s + 60)
+
+
+def commit_offsets(cfg: KafkaConfig, group_id: str, offsets: dict[tuple[str, int], int],
+                   timeout_s: float = 30.0) -> None:
+    """Commit ``{(topic, partition): next_offset}`` for consumer group ``group_id`` (it must have no members)."""
+    async def go():
+        c = await _started(_reader(cfg, group_id), cfg.bootstrap_servers, timeout_s)
+        try:
+            c.assign([TopicPartition(t, p) for t, p in offsets])
+            await c.commit({TopicPartition(t, p): off for (t, p), off in offsets.items()})
+        finally:
+            await _close(c)
+    _run(go(), timeout_s + 60)
+
+
+class BrokerProbe:
+    """Answers whether the broker responds to a metadata request (blocking; reuses one admin client)."""
+
+    def __init__(self, cfg: KafkaConfig) -> None:
+        self.cfg = cfg
+        self._admin: KafkaAdmin | None = None
+
+    def __call__(self, timeout_s: float = 3.0) -> bool:
+        if self._admin is None:
+            self._admin = KafkaAdmin(self.cfg, timeout_s)
+        try:
+            return bool(self._admin.call(lambda a: a.describe_cluster(), timeout_s)["brokers"])
+        except Exception:  # noqa: BLE001 (any failure means "not reachable")
+            return False

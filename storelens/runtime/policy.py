@@ -1,0 +1,107 @@
+"""The error policy of every runner, written once.
+
+==============================================  =====================================================
+what went wrong                                  what the runner does
+==============================================  =====================================================
+input cannot be decoded, unknown camera          dead letter (reason ``decode`` / ``unknown_camera``), acknowledge, go on
+(:class:`~storelens.errors.DecodeError`)
+the stage raised on one message                  the stage's ``on_error``: ``dead_letter`` (reason ``process``) or ``stop``
+a store *inside* the stage failed                stop; the message is not acknowledged and is redelivered after the restart
+(e.g. the reid gallery: :data:`STORE_ERRORS`)
+a sink (history, live state) is unreachable      retry with exponential backoff (0.2 s doubling to 5 s) until it works or
+                                                 the process stops; counted in ``errors{reason=<sink>}``, readiness false
+a sink rejects the record itself                 dead letter (reason ``sink``): retrying cannot help
+(:func:`rejected_errors`: bad value, constraint)
+==============================================  =====================================================
+
+Example:
+    >>> classify_stage_error(UnknownCameraLike("x"), "stop")
+    ('dead_letter', 'unknown_camera')
+    >>> classify_stage_error(RuntimeError("model"), "dead_letter")
+    ('dead_letter', 'process')
+    >>> classify_stage_error(RuntimeError("model"), "stop")
+    ('stop', 'process')
+    >>> b = Backoff(); [b.next_delay() for _ in range(7)]
+    [0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0]
+"""
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from typing import Literal
+
+from storelens.errors import DecodeError, StorageError
+from storelens.stages.base import UnknownCamera
+
+Verdict = Literal["dead_letter", "stop"]
+
+#: First and longest wait between two attempts of a failing sink.
+FIRST_RETRY_DELAY_S = 0.2
+MAX_RETRY_DELAY_S = 5.0
+
+
+def _store_errors() -> tuple[type[BaseException], ...]:
+    errs: tuple[type[BaseException], ...] = (StorageError, sqlite3.Error)
+    try:
+        import psycopg
+
+        errs += (psycopg.Error,)
+    except ImportError:  # pragma: no cover (psycopg is a dependency)
+        pass
+    try:
+        import sqlalchemy.exc
+
+        errs += (sqlalchemy.exc.SQLAlchemyError,)
+    except ImportError:  # pragma: no cover
+        pass
+    return errs
+
+
+def rejected_errors() -> tuple[type[BaseException], ...]:
+    """Errors meaning "this record cannot be stored" (retrying cannot help), not "the database is down"."""
+    errs: tuple[type[BaseException], ...] = (ValueError, TypeError, OverflowError, sqlite3.IntegrityError,
+                                             sqlite3.DataError)
+    try:
+        import psycopg
+
+        errs += (psycopg.DataError, psycopg.IntegrityError)
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        import sqlalchemy.exc
+
+        errs += (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.DataError)
+    except ImportError:  # pragma: no cover
+        pass
+    return errs
+
+
+STORE_ERRORS = _store_errors()
+
+
+class UnknownCameraLike(UnknownCamera):
+    """(doctest helper)"""
+
+
+def classify_stage_error(exc: BaseException, on_error: Verdict) -> tuple[Verdict, str]:
+    """``(verdict, reason)`` for an exception raised while decoding or processing one message."""
+    if isinstance(exc, UnknownCamera):
+        return "dead_letter", "unknown_camera"
+    if isinstance(exc, DecodeError):
+        return "dead_letter", "decode"
+    if isinstance(exc, STORE_ERRORS):
+        return "stop", "store"
+    return on_error, "process"
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff: 0.2 s, doubling, at most 5 s."""
+
+    first_s: float = FIRST_RETRY_DELAY_S
+    max_s: float = MAX_RETRY_DELAY_S
+    _next: float = 0.0
+
+    def next_delay(self) -> float:
+        self._next = self.first_s if not self._next else min(self._next * 2, self.max_s)
+        return self._next

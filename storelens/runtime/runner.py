@@ -1,0 +1,252 @@
+"""One runner for every stage, in both modes: decode -> stage -> sinks -> publish -> acknowledge.
+
+:class:`RunnerCore` holds the parts that do not depend on the transport (decoding, the
+stage call, the error policy of :mod:`storelens.runtime.policy`, the sinks with their
+retries, metrics); :class:`Runner` drives it with a :class:`Transport`: the in-process
+bus (embedded mode) or Kafka (services), see :mod:`storelens.runtime.transports`. The
+analytics service hosts the same core inside a faust agent
+(:mod:`storelens.runtime.analytics_app`), its changelog-backed table serving as the
+state store.
+
+A message is acknowledged only after its records were written and its outputs
+published (at-least-once); every stage skips redeliveries by sequence number and
+every sink upserts, so a replay changes nothing (effect-once).
+
+Example (in-process, see tests/test_runner.py):
+    >>> bus = InProcessBus()                                              # doctest: +SKIP
+    >>> runner = Runner(RunnerCore(stage), InProcessTransport(bus, stage))  # doctest: +SKIP
+    >>> threading.Thread(target=runner.run).start()                       # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol, Sequence
+
+from storelens.contract import messages as m
+from storelens.contract import topics
+from storelens.runtime.bus import BusMessage
+from storelens.runtime.policy import Backoff, classify_stage_error, rejected_errors
+from storelens.runtime.service import ServiceMetrics
+from storelens.stages.base import Outputs, Stage
+
+log = logging.getLogger(__name__)
+
+
+def dead_letter(source_topic: str, key: bytes, payload: bytes, reason: str, service: str) -> m.DeadLetter:
+    return m.DeadLetter(source_topic=source_topic, key=key, payload=payload, reason=reason,
+                        service=service, ts_ms=int(time.time() * 1000))
+
+
+class Sink(Protocol):
+    """Persists records (history, live state). Blocking; raises when the store is unreachable."""
+
+    name: str
+
+    def write(self, records: Sequence[Any]) -> None: ...
+
+
+class Transport(Protocol):
+    """Where messages come from and go to (in-process bus or Kafka)."""
+
+    def poll(self, timeout_s: float) -> BusMessage | None: ...
+
+    def base_topic(self, topic: str) -> str: ...
+
+    def publish(self, topic: str, key: bytes, value: bytes) -> str: ...
+
+    def ack(self, msg: BusMessage) -> None: ...
+
+    @property
+    def ended(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class Handled:
+    """The fate of one input message."""
+
+    msg: BusMessage
+    topic: str  #: base topic name
+    value: Any = None  #: the decoded message (None when it could not be decoded)
+    outputs: Outputs = field(default_factory=Outputs)
+    dead_letter: m.DeadLetter | None = None
+    #: Set when the process must stop without acknowledging the message.
+    stop: BaseException | None = None
+    reason: str = ""
+
+
+class RunnerCore:
+    """Decode, process, sink: the transport-independent part of running one stage.
+
+    Args:
+        stage: see :mod:`storelens.stages.base`.
+        sinks: written in order with every message's ``Outputs.records``.
+        metrics: counters (a private registry when not given).
+        should_stop: ends sink retries when the process is stopping (the message is then not acknowledged).
+    """
+
+    def __init__(self, stage: Stage, sinks: Sequence[Sink] = (), metrics: ServiceMetrics | None = None,
+                 should_stop: Callable[[], bool] = lambda: False) -> None:
+        self.stage = stage
+        self.sinks = list(sinks)
+        if metrics is None:
+            from prometheus_client import CollectorRegistry
+
+            metrics = ServiceMetrics(CollectorRegistry())
+        self.metrics = metrics
+        self.should_stop = should_stop
+        #: Sink name -> whether its last write succeeded (readiness).
+        self.sink_ok = {s.name: True for s in self.sinks}
+        self.dead_letters = 0
+        self.errors: dict[str, int] = {}
+
+    def _error(self, reason: str) -> None:
+        self.metrics.errors.labels(reason).inc()
+        self.errors[reason] = self.errors.get(reason, 0) + 1
+
+    def process(self, msg: BusMessage, topic: str, before: Callable[[Any], None] | None = None) -> Handled:
+        """Decode and process one message (no I/O); classify failures by the error policy.
+
+        ``before(decoded)`` runs between decoding and the stage (the analytics service loads
+        the camera's state from its table there).
+        """
+        h = Handled(msg, topic)
+        try:
+            h.value = self.stage.decode(topic, msg.value)
+            if before is not None:
+                before(h.value)
+            h.outputs = self.stage.handle(topic, h.value)
+        except Exception as exc:  # noqa: BLE001 (classified by the policy)
+            verdict, reason = classify_stage_error(exc, self.stage.on_error)
+            h.reason = reason
+            self._error(reason)
+            if verdict == "stop":
+                log.error("stage failed; stopping (the message is redelivered after the restart)",
+                          extra={"stage": self.stage.name, "topic": msg.topic, "offset": msg.offset,
+                                 "error": repr(exc)})
+                h.stop = exc
+                return h
+            cls = self.stage.inputs.get(topic)
+            kind = cls.DESCRIPTOR.full_name if hasattr(cls, "DESCRIPTOR") else f"{topic} message"
+            text = str(exc) if reason != "process" else f"cannot process {kind}: {exc!r}"
+            if reason == "process":
+                log.exception("message processing failed", extra={"stage": self.stage.name, "topic": msg.topic})
+            self._to_dead_letter(h, text)
+            return h
+        if h.outputs.duplicate:
+            self.metrics.duplicates.labels(msg.topic).inc()
+        return h
+
+    def _to_dead_letter(self, h: Handled, reason: str) -> None:
+        msg = h.msg
+        log.warning("dead letter", extra={"stage": self.stage.name, "topic": msg.topic, "offset": msg.offset,
+                                          "reason": reason})
+        self.metrics.dead_letters.labels(msg.topic).inc()
+        self.dead_letters += 1
+        h.dead_letter = dead_letter(msg.topic, msg.key, msg.value, reason, self.stage.name)
+        h.outputs = Outputs()
+
+    def write_sinks(self, h: Handled) -> Handled:
+        """Write ``h``'s records to every sink, retrying a failing one with backoff (blocking).
+
+        A record a sink rejects turns ``h`` into a dead letter; a stop requested while
+        retrying sets ``h.stop`` (the message must then not be acknowledged).
+        """
+        records = h.outputs.records
+        if not records or h.dead_letter is not None or h.stop is not None:
+            return h
+        for sink in self.sinks:
+            backoff = Backoff()
+            while True:
+                try:
+                    sink.write(records)
+                    self.sink_ok[sink.name] = True
+                    break
+                except rejected_errors() as exc:
+                    self._error("sink")
+                    self._to_dead_letter(h, f"cannot store message: {exc!r}")
+                    return h
+                except Exception as exc:  # noqa: BLE001 (the store is down: wait and retry)
+                    self.sink_ok[sink.name] = False
+                    self._error(sink.name)
+                    if self.should_stop():
+                        h.stop = exc
+                        return h
+                    delay = backoff.next_delay()
+                    log.warning("sink write failed; retrying", extra={"sink": sink.name, "error": str(exc),
+                                                                       "retry_in_s": delay})
+                    time.sleep(delay)
+        return h
+
+
+class Runner:
+    """Drives a :class:`RunnerCore` with a :class:`Transport` until the transport ends or a stop.
+
+    ``hooks`` (optional) adapt the loop to a stage's recovery scheme (detect-track's
+    state snapshots): ``skip(msg) -> bool`` before processing, ``after(handled)`` after
+    the acknowledgement, ``close()`` at the end. ``observers`` see every handled
+    message after its acknowledgement (results and metrics of the embedded mode).
+    """
+
+    def __init__(self, core: RunnerCore, transport: Transport, should_stop: Callable[[], bool] | None = None,
+                 hooks: Any = None, observers: Sequence[Callable[[Handled], None]] = (),
+                 beat: Callable[[], None] = lambda: None, poll_s: float = 0.2) -> None:
+        self.core = core
+        self.transport = transport
+        self.should_stop = should_stop or threading.Event().is_set
+        core.should_stop = self.should_stop
+        self.hooks = hooks
+        self.observers = list(observers)
+        self.beat = beat
+        self.poll_s = poll_s
+        #: The exception that stopped the runner (None: ended normally).
+        self.failure: BaseException | None = None
+
+    def handle(self, msg: BusMessage) -> bool:
+        """One message, start to end; False when the runner must stop (the message is not acknowledged)."""
+        core, tr = self.core, self.transport
+        core.metrics.messages_in.labels(msg.topic).inc()
+        if self.hooks is not None and self.hooks.skip(msg):
+            core.metrics.duplicates.labels(msg.topic).inc()
+            tr.ack(msg)
+            return True
+        t0 = time.perf_counter()
+        h = core.write_sinks(core.process(msg, tr.base_topic(msg.topic)))
+        if h.stop is not None:
+            self.failure = h.stop
+            return False
+        if h.dead_letter is not None:
+            out = tr.publish(topics.DEAD_LETTER, msg.key, m.encode(h.dead_letter))
+            core.metrics.messages_out.labels(out).inc()
+        for p in h.outputs.publish:
+            out = tr.publish(p.topic, topics.camera_key(p.camera_id), m.encode(p.message))
+            core.metrics.messages_out.labels(out).inc()
+        tr.ack(msg)
+        core.metrics.seconds.labels(msg.topic).observe(time.perf_counter() - t0)
+        if self.hooks is not None:
+            self.hooks.after(h)
+        for obs in self.observers:
+            obs(h)
+        return True
+
+    def run(self) -> BaseException | None:
+        """Loop until the transport has ended, a stop was requested, or the stage failed; returns the failure."""
+        try:
+            while not self.should_stop() and not self.transport.ended:
+                self.beat()
+                msg = self.transport.poll(self.poll_s)
+                if msg is None:
+                    continue
+                if not self.handle(msg):
+                    break
+        finally:
+            try:
+                if self.hooks is not None:
+                    self.hooks.close()
+            finally:
+                self.transport.close()
+        return self.failure

@@ -1,0 +1,165 @@
+"""Transports of the runner: the in-process bus (embedded mode) and Kafka (services).
+
+Both present a stage's input topics as one stream of :class:`~storelens.runtime.bus.BusMessage`
+and publish by *base* topic name (``tracks``); Kafka adds ``kafka.topic_prefix``.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Sequence
+
+from storelens.contract import topics
+from storelens.errors import StoreLensError
+from storelens.runtime.bus import BusMessage, InProcessBus
+
+log = logging.getLogger(__name__)
+
+#: Value that ends a topic in the embedded mode: its producers have all finished.
+END_OF_TOPIC = b"__stop__"
+
+
+class InProcessTransport:
+    """A stage's inputs on the in-process bus.
+
+    Args:
+        bus: the bus.
+        inputs: topics to consume (subscribed now, so nothing published afterwards is missed).
+        ending: the inputs that have a producer in this pipeline; the transport has
+            :attr:`ended` once each of them delivered :data:`END_OF_TOPIC`.
+        outputs: topics this stage publishes; :meth:`close` ends them for the stages downstream.
+    """
+
+    def __init__(self, bus: InProcessBus, inputs: Sequence[str], ending: Sequence[str] = (),
+                 outputs: Sequence[str] = ()) -> None:
+        self.bus = bus
+        self._subs = [(t, bus.subscribe(t)) for t in inputs]
+        self._open = {t for t in ending if t in inputs}
+        self.outputs = list(outputs)
+        self._turn = 0
+
+    @property
+    def ended(self) -> bool:
+        return not self._open
+
+    def poll(self, timeout_s: float) -> BusMessage | None:
+        live = [(t, s) for t, s in self._subs if t in self._open] or self._subs
+        if len(self._subs) == 1:
+            msg = self._subs[0][1].poll(timeout_s)
+        else:
+            msg = None
+            for i in range(len(self._subs)):  # round robin, without waiting
+                t, s = self._subs[(self._turn + i) % len(self._subs)]
+                msg = s.poll(0)
+                if msg is not None:
+                    self._turn = (self._turn + i + 1) % len(self._subs)
+                    break
+            if msg is None:
+                msg = live[0][1].poll(min(timeout_s, 0.02))
+        if msg is not None and msg.value == END_OF_TOPIC:
+            self._open.discard(msg.topic)
+            return None
+        return msg
+
+    def base_topic(self, topic: str) -> str:
+        return topic
+
+    def publish(self, topic: str, key: bytes, value: bytes) -> str:
+        self.bus.publish(topic, key, value)
+        return topic
+
+    def ack(self, msg: BusMessage) -> None:  # nothing to commit in memory
+        return None
+
+    def close(self) -> None:
+        for t in self.outputs:
+            self.bus.publish(t, b"", END_OF_TOPIC)
+
+
+@dataclass(frozen=True)
+class ConsumerGroup:
+    """One consumer group of a Kafka transport: ``group`` (suffix of ``kafka.group_prefix``) reads ``topics``."""
+
+    group: str
+    topics: tuple[str, ...]
+    commit_every: int = 50
+    commit_interval_s: float = 2.0
+
+
+class KafkaTransport:
+    """A stage's inputs and outputs on Kafka (topic names get ``kafka.topic_prefix``).
+
+    Several consumer groups are polled in order, all but the last without waiting: an
+    earlier group's messages are served first (reid serves erasures before crops).
+    :meth:`ack` marks the message done in its group; offsets are committed by the
+    consumer after flushing the producer, so nothing is committed before its outputs
+    are on the broker.
+    """
+
+    def __init__(self, kafka_cfg, client_id: str, groups: Sequence[ConsumerGroup], on_assign=None,
+                 on_revoke=None) -> None:
+        from storelens.runtime.kafka import KafkaBus, KafkaConsumer
+
+        self.cfg = kafka_cfg
+        self.prefix = kafka_cfg.topic_prefix
+        self.bus = KafkaBus(kafka_cfg, client_id)
+        self.consumers = []
+        self._by_topic: dict[str, object] = {}
+        for i, g in enumerate(groups):
+            names = [topics.topic_name(t, self.prefix) for t in g.topics]
+            last = i == len(groups) - 1
+            c = KafkaConsumer(kafka_cfg, g.group, names, bus=self.bus, commit_every=g.commit_every,
+                              commit_interval_s=g.commit_interval_s,
+                              on_assign=on_assign if last else None, on_revoke=on_revoke if last else None)
+            self.consumers.append(c)
+            for n in names:
+                self._by_topic[n] = c
+        self.exit_code = 0
+
+    ended = False
+
+    @property
+    def connected(self) -> bool:
+        return all(c.connected for c in self.consumers)
+
+    def topic(self, base: str) -> str:
+        return topics.topic_name(base, self.prefix)
+
+    def base_topic(self, topic: str) -> str:
+        return topic[len(self.prefix):] if self.prefix and topic.startswith(self.prefix) else topic
+
+    def poll(self, timeout_s: float) -> BusMessage | None:
+        for c in self.consumers[:-1]:
+            msg = c.poll(0)
+            if msg is not None:
+                return msg
+        return self.consumers[-1].poll(timeout_s)
+
+    def publish(self, topic: str, key: bytes, value: bytes) -> str:
+        name = self.topic(topic)
+        self.bus.publish(name, key, value)
+        return name
+
+    def ack(self, msg: BusMessage) -> None:
+        self._by_topic[msg.topic].done()
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        out: dict[tuple[str, int], int] = {}
+        for c in self.consumers:
+            out.update(c.lag())
+        return out
+
+    def close(self) -> None:
+        """Flush what was produced, then commit what was processed (SIGTERM and errors alike)."""
+        for c in self.consumers:
+            try:
+                c.close()  # flushes the bus, then commits; never commits past unflushed outputs
+            except StoreLensError as exc:
+                log.error("flush at shutdown failed; uncommitted input will be redelivered",
+                          extra={"error": str(exc)})
+                self.exit_code = self.exit_code or 1
+        try:
+            self.bus.flush()
+        except StoreLensError as exc:
+            log.error("flush at shutdown failed", extra={"error": str(exc)})
+            self.exit_code = self.exit_code or 1

@@ -1,0 +1,436 @@
+"""The services on Kafka: ingest, and any registered stage (detect-track, attributes, reid) under the runner.
+
+:class:`StageWorker` is a stage as a service: the :class:`~storelens.runtime.runner.Runner`
+with a :class:`~storelens.runtime.transports.KafkaTransport`, plus health, readiness and
+metrics. Stage-specific behaviour is added by hooks and observers, not by new loops:
+
+* detect-track recovers *exactly* (:class:`SnapshotHooks`): its per-camera tracker
+  state is written to the compacted ``detect-track-state`` topic together with the
+  input offset it reflects, and consumer offsets are committed only right after such
+  a snapshot. After a crash the service restores the snapshot, skips input it already
+  reflects and re-processes the rest, which reproduces the same TrackedFrames (same
+  seq); downstream sinks skip or upsert them. So a SIGKILL mid-stream changes nothing
+  in the final counts.
+* attributes and reid are at-least-once: an input offset is committed only after the
+  outputs of the crops before it were flushed to the broker, and every sink upserts
+  (``track-attributes`` by camera and track, ``customer-matches`` by a deterministic
+  event id). Their per-track state (face aggregates, embeddings awaiting a decision)
+  is in memory only: after a restart a track that was in progress continues with the
+  evidence of the redelivered and new crops only. reid reads ``customer-erasures``
+  with a consumer group of its own and serves them before the next crop.
+
+The analytics service runs the same runner core inside faust (:mod:`storelens.runtime.analytics_app`).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Callable, Sequence
+
+from storelens.config import SiteConfig
+from storelens.contract import messages as m
+from storelens.contract import topics
+from storelens.errors import StoreLensError
+from storelens.runtime.ingest import start_ingest
+from storelens.runtime.runner import Handled, Runner, RunnerCore
+from storelens.runtime.service import ServiceRuntime
+from storelens.runtime.transports import ConsumerGroup, KafkaTransport
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two broker pings (and store pings) of the readiness checks.
+PING_EVERY_S = 10.0
+#: Seconds between two updates of the consumer lag gauges.
+LAG_EVERY_S = 5.0
+
+
+def run_ingest(config: SiteConfig, rt: ServiceRuntime) -> int:
+    """Publish every camera's frames until SIGTERM (files: until their end, then idle)."""
+    from storelens.runtime.kafka import KafkaBus, ensure_topics
+
+    ensure_topics(config.kafka)
+    bus = KafkaBus(config.kafka, "ingest")
+    frames_topic = topics.topic_name(topics.FRAMES, config.kafka.topic_prefix)
+    published = [0]
+    broker_ok = [bus.ping()]
+    rt.add_check("broker", lambda: broker_ok[0])
+
+    def publish(key: bytes, value: bytes) -> None:
+        bus.publish(frames_topic, key, value)
+        rt.metrics.messages_out.labels(frames_topic).inc()
+        published[0] += 1
+
+    def failed(cam, exc: StoreLensError) -> None:  # one bad camera does not stop the others
+        rt.metrics.errors.labels("source").inc()
+        log.error("camera failed", extra={"camera": cam.id, "error": str(exc)})
+
+    threads = start_ingest(config.cameras, publish, rt.stopping.is_set, failed)
+    last_ping = time.monotonic()
+    while not rt.stopping.is_set():
+        rt.beat()
+        bus.flush_some(0.5)
+        if time.monotonic() - last_ping > PING_EVERY_S:
+            broker_ok[0], last_ping = bus.ping(), time.monotonic()
+    for t in threads:
+        t.join(timeout=10)
+    bus.flush()
+    log.info("ingest stopped", extra={"published": published[0]})
+    return 0
+
+
+class StageWorker:
+    """A registered stage as a Kafka service.
+
+    Args:
+        stage: the stage (models loaded).
+        groups: consumer groups (default: one group named after the stage over all its inputs).
+        hooks: loop hooks (see :class:`~storelens.runtime.runner.Runner`); ``hooks.attach(worker)``
+            is called first when present.
+        observers: called after each acknowledged message (metrics of the stage).
+        checks: extra readiness checks, probed every :data:`PING_EVERY_S` on the loop thread.
+    """
+
+    def __init__(self, config: SiteConfig, rt: ServiceRuntime, stage, groups: Sequence[ConsumerGroup] | None = None,
+                 hooks: Any = None, observers: Sequence[Callable[[Handled], None]] = (),
+                 checks: dict[str, Callable[[], bool]] | None = None) -> None:
+        from storelens.runtime.kafka import ensure_topics
+
+        self.config, self.rt, self.stage = config, rt, stage
+        ensure_topics(config.kafka)
+        if hooks is not None and hasattr(hooks, "attach"):
+            hooks.attach(self)
+        groups = groups or [ConsumerGroup(stage.name, tuple(stage.inputs))]
+        self.transport = KafkaTransport(config.kafka, stage.name, groups,
+                                        on_assign=getattr(hooks, "on_assign", None),
+                                        on_revoke=getattr(hooks, "on_revoke", None))
+        self.core = RunnerCore(stage, metrics=rt.metrics)
+        self.runner = Runner(self.core, self.transport, should_stop=rt.stopping.is_set, hooks=hooks,
+                             observers=observers, beat=self._periodic, poll_s=0.5)
+        self._checks = dict(checks or {})
+        self._ok = {name: check() for name, check in self._checks.items()}
+        self._broker_ok, self._last_ping, self._last_lag = True, time.monotonic(), 0.0
+        rt.add_check("broker", lambda: self._broker_ok and self.transport.connected)
+        rt.add_check("model", lambda: True)  # the stage's models are loaded before the worker exists
+        for name in self._checks:
+            rt.add_check(name, lambda name=name: self._ok[name])
+
+    def _periodic(self) -> None:
+        self.rt.beat()
+        now = time.monotonic()
+        if now - self._last_ping > PING_EVERY_S:
+            self._broker_ok, self._last_ping = self.transport.bus.ping(), now
+            for name, check in self._checks.items():
+                self._ok[name] = check()
+        if now - self._last_lag > LAG_EVERY_S:
+            for (t, p), lag in self.transport.lag().items():
+                self.rt.metrics.lag.labels(t, str(p)).set(lag)
+            self._last_lag = now
+
+    def run(self) -> int:
+        log.info(f"{self.stage.name} started", extra={"inputs": ",".join(self.stage.inputs)})
+        failure = self.runner.run()
+        code = 1 if failure is not None else self.transport.exit_code
+        log.info(f"{self.stage.name} stopped", extra={"exit_code": code})
+        return code
+
+
+# -- detect-track: exact recovery from state snapshots ---------------------------------------
+
+
+def _latest_snapshots(config: SiteConfig, timeout_s: float = 30.0) -> dict[int, m.StageSnapshot]:
+    """Read the compacted state topic to its end: the newest snapshot per frames partition."""
+    from storelens.runtime.kafka import read_to_end
+
+    state_topic = topics.topic_name(topics.DETECT_TRACK_STATE, config.kafka.topic_prefix)
+    out: dict[int, m.StageSnapshot] = {}
+    for _key, value, _offset in read_to_end(config.kafka, state_topic, 0, "detect-track-restore", timeout_s):
+        if value:
+            snap = m.decode(m.StageSnapshot, value)
+            out[snap.input_partition] = snap
+    return out
+
+
+class SnapshotHooks:
+    """detect-track's recovery: snapshots of the partition's tracker states, then the offset commit."""
+
+    def __init__(self, stage, config: SiteConfig, snapshot_every: int = 50) -> None:
+        self.stage, self.snapshot_every = stage, snapshot_every
+        self.t_frames = topics.topic_name(topics.FRAMES, config.kafka.topic_prefix)
+        self.snapshots = _latest_snapshots(config)
+        self.skip_below: dict[int, int] = {}
+        self.cameras_of: dict[int, set[str]] = {}
+        self.since_snapshot: dict[int, int] = {}
+        self.next_offset: dict[int, int] = {}
+        self.transport: KafkaTransport | None = None
+
+    def attach(self, worker: StageWorker) -> None:
+        worker.rt.add_check("state", lambda: True)  # restored before the worker exists
+        self._worker = worker
+
+    def on_assign(self, parts: list[tuple[str, int]]) -> None:
+        for _topic, p in parts:
+            snap = self.snapshots.get(p)
+            if snap is None:
+                continue
+            for cam, data in snap.camera_state.items():
+                if cam in self.stage.cameras:
+                    self.stage.restore_camera(cam, data)
+                    self.cameras_of.setdefault(p, set()).add(cam)
+            self.skip_below[p] = snap.next_offset
+            log.info("restored tracker state", extra={"partition": p, "next_offset": snap.next_offset,
+                                                       "cameras": ",".join(sorted(snap.camera_state))})
+
+    def on_revoke(self, parts: list[tuple[str, int]]) -> None:
+        for _topic, p in parts:
+            self.snapshot(p)
+
+    def skip(self, msg) -> bool:
+        self.next_offset[msg.partition] = msg.offset + 1
+        return msg.offset < self.skip_below.get(msg.partition, -1)  # already reflected in the restored state
+
+    def after(self, h: Handled) -> None:
+        p, frame = h.msg.partition, h.value
+        if frame is not None and frame.camera_id in self.stage.cameras:
+            self.cameras_of.setdefault(p, set()).add(frame.camera_id)
+        self.since_snapshot[p] = self.since_snapshot.get(p, 0) + 1
+        if self.since_snapshot[p] >= self.snapshot_every or (frame is not None and frame.end_of_stream):
+            self.snapshot(p)
+
+    def snapshot(self, partition: int) -> None:
+        """Flush outputs, write the partition's tracker states, then commit the input offset."""
+        if partition not in self.next_offset:
+            return
+        tr = self._worker.transport
+        snap = m.StageSnapshot(stage="detect-track", input_topic=self.t_frames, input_partition=partition,
+                               next_offset=self.next_offset[partition], state_format="pickle:storelens-detect-track-1",
+                               ts_ms=int(time.time() * 1000))
+        for cam in sorted(self.cameras_of.get(partition, ())):
+            snap.camera_state[cam] = self.stage.camera_snapshot(cam)
+        tr.bus.flush()
+        tr.publish(topics.DETECT_TRACK_STATE, f"{self.t_frames}/{partition}".encode(), m.encode(snap))
+        tr.bus.flush()
+        self.snapshots[partition] = snap
+        tr.consumers[-1].commit()
+        self.since_snapshot[partition] = 0
+
+    def close(self) -> None:
+        for p in list(self.next_offset):
+            self.snapshot(p)
+
+
+def detect_track_worker(config: SiteConfig, rt: ServiceRuntime, stage, snapshot_every: int = 50) -> StageWorker:
+    """detect-track: offsets are committed by snapshots only, never on a timer."""
+    return StageWorker(config, rt, stage, hooks=SnapshotHooks(stage, config, snapshot_every),
+                       groups=[ConsumerGroup(stage.name, (topics.FRAMES,), commit_every=10**12,
+                                             commit_interval_s=float("inf"))])
+
+
+# -- faces: attributes and reid --------------------------------------------------------------
+
+
+class FacesMetrics:
+    """Counters of the faces stages (attributes and reid each export the ones they move)."""
+
+    def __init__(self, registry) -> None:
+        from prometheus_client import Counter, Gauge
+
+        self.crops = Counter("storelens_face_crops_total", "Person crops analysed for a face (redeliveries and "
+                             "end-of-stream markers excluded)", registry=registry)
+        self.faces = Counter("storelens_faces_total", "Faces found in person crops, by quality-gate verdict",
+                             ["result"], registry=registry)
+        self.rejected = Counter("storelens_faces_rejected_total", "Faces the quality gate rejected, by reason "
+                                "(a face may have several)", ["reason"], registry=registry)
+        self.tracks_final = Counter("storelens_tracks_final_total", "Tracks ended (final track-attributes "
+                                    "published)", registry=registry)
+        self.matches = Counter("storelens_customer_matches_total", "Tracks matched to a customer, by result "
+                               "(new customer or known one)", ["result"], registry=registry)
+        self.returning = Counter("storelens_returning_customers_total", "Matches that started a returning "
+                                 "customer's visit (visit_no > 1)", registry=registry)
+        self.erasures = Counter("storelens_customer_erasures_total", "Erasure requests applied, by result "
+                                "(deleted: the customer was in this process' gallery)", ["result"],
+                                registry=registry)
+        self.purged = Counter("storelens_gallery_purged_embeddings_total", "Embeddings dropped by retention",
+                              registry=registry)
+        self.gallery_customers = Gauge("storelens_gallery_customers", "Customers in the in-memory gallery",
+                                       registry=registry)
+        self.gallery_embeddings = Gauge("storelens_gallery_embeddings", "Embeddings in the in-memory gallery",
+                                        registry=registry)
+
+
+class _StatDeltas:
+    """Turns a stage's cumulative ``stats`` into counter increments."""
+
+    def __init__(self, stats: dict[str, int]) -> None:
+        self.stats, self.last = stats, dict(stats)
+
+    def __call__(self, key: str) -> int:
+        now = int(self.stats.get(key, 0))
+        d, self.last[key] = now - int(self.last.get(key, 0)), now
+        return max(0, d)
+
+
+def attributes_worker(config: SiteConfig, rt: ServiceRuntime, stage) -> StageWorker:
+    """``person-crops`` -> ``face-observations``, ``track-attributes``.
+
+    Metrics besides the common ones: ``storelens_face_crops_total``,
+    ``storelens_faces_total{result="accepted"|"rejected"}``,
+    ``storelens_faces_rejected_total{reason}``, ``storelens_tracks_final_total``.
+    """
+    fm, delta = FacesMetrics(rt.registry), _StatDeltas(stage.stats)
+
+    def observe(h: Handled) -> None:
+        fm.crops.inc(delta("crops"))
+        for p in h.outputs.publish:
+            if p.topic == topics.FACE_OBSERVATIONS:
+                fm.faces.labels("accepted" if p.message.accepted else "rejected").inc()
+                for reason in p.message.rejected_reasons:
+                    fm.rejected.labels(reason).inc()
+            elif p.topic == topics.TRACK_ATTRIBUTES and p.message.final:
+                fm.tracks_final.inc()
+
+    return StageWorker(config, rt, stage, observers=[observe])
+
+
+def reid_worker(config: SiteConfig, rt: ServiceRuntime, stage) -> StageWorker:
+    """``person-crops`` -> ``customer-matches``; ``customer-erasures`` -> the gallery (served first).
+
+    Erasures are read by a consumer group of their own (``<group_prefix>-reid-erasures``,
+    from the earliest retained request). The gallery index lives in this process
+    (rebuilt from the gallery store at start), so run one replica per gallery.
+    Readiness adds ``gallery``: the gallery store answered its last probe. Metrics
+    besides the common ones: ``storelens_face_crops_total``, ``storelens_faces_total{result}``,
+    ``storelens_customer_matches_total{result="new"|"known"}``, ``storelens_returning_customers_total``,
+    ``storelens_customer_erasures_total{result="deleted"|"unknown"}``,
+    ``storelens_gallery_purged_embeddings_total``, ``storelens_gallery_customers``, ``storelens_gallery_embeddings``.
+    """
+    fm, delta = FacesMetrics(rt.registry), _StatDeltas(stage.stats)
+
+    def gauges() -> None:
+        fm.gallery_customers.set(len(stage.gallery))
+        fm.gallery_embeddings.set(stage.gallery.num_embeddings)
+
+    def ping_gallery() -> bool:
+        store = stage.gallery.store
+        if store is None:
+            return True
+        try:
+            store.customer_exists("storelens-readiness-probe")
+            return True
+        except Exception as exc:  # noqa: BLE001 (any failure means "not reachable")
+            log.warning("gallery store does not answer", extra={"error": str(exc)})
+            return False
+
+    def observe(h: Handled) -> None:
+        fm.crops.inc(delta("crops"))
+        for key in ("accepted", "rejected"):
+            n = delta(key)
+            if n:
+                fm.faces.labels(key).inc(n)
+        if "erased" in h.outputs.info:
+            fm.erasures.labels("deleted" if h.outputs.info["erased"] else "unknown").inc()
+        matches = [p.message for p in h.outputs.publish if p.topic == topics.CUSTOMER_MATCHES]
+        for x in matches:
+            fm.matches.labels("new" if x.is_new else "known").inc()
+            if x.returning:
+                fm.returning.inc()
+        purged = delta("purged_embeddings")
+        if purged:
+            fm.purged.inc(purged)
+        if matches or purged or "erased" in h.outputs.info:
+            gauges()
+
+    gauges()
+    return StageWorker(config, rt, stage, observers=[observe], checks={"gallery": ping_gallery},
+                       groups=[ConsumerGroup("reid-erasures", (topics.CUSTOMER_ERASURES,), commit_every=1),
+                               ConsumerGroup(stage.name, (topics.PERSON_CROPS,))])
+
+
+#: Service wiring of each stage run as a Kafka service (default: a plain :class:`StageWorker`).
+WORKERS: dict[str, Callable[..., StageWorker]] = {
+    "detect-track": detect_track_worker,
+    "attributes": attributes_worker,
+    "reid": reid_worker,
+}
+
+
+def stage_worker(config: SiteConfig, rt: ServiceRuntime, stage) -> StageWorker:
+    return WORKERS.get(stage.name, StageWorker)(config, rt, stage)
+
+
+class CustomerErasurePublisher:
+    """``on_erasure`` of the API (distributed mode): publish a :class:`CustomerErasure` to
+    ``customer-erasures`` (keyed by customer id) and wait until the broker has it.
+
+    The producer is created on first use, so the API starts without the broker.
+    Raises :class:`~storelens.runtime.kafka.BrokerError` when the request was not
+    acknowledged within ``timeout_s`` (the API answers 503; a retry re-sends it, erasing twice is harmless).
+    """
+
+    def __init__(self, config: SiteConfig, timeout_s: float = 10.0) -> None:
+        self.config = config
+        self.timeout_s = timeout_s
+        self.topic = topics.topic_name(topics.CUSTOMER_ERASURES, config.kafka.topic_prefix)
+        self._bus = None
+        self._lock = threading.Lock()
+
+    def _producer(self):
+        from storelens.runtime.kafka import KafkaBus, ensure_topics
+
+        with self._lock:
+            if self._bus is None:
+                spec = next(s for s in topics.TOPICS if s.name == topics.CUSTOMER_ERASURES)
+                ensure_topics(self.config.kafka, [spec], timeout_s=self.timeout_s)
+                self._bus = KafkaBus(self.config.kafka, "api")
+            return self._bus
+
+    def __call__(self, customer_id: str) -> None:
+        import uuid
+
+        bus = self._producer()
+        req = m.CustomerErasure(customer_id=customer_id, ts_ms=int(time.time() * 1000), request_id=uuid.uuid4().hex)
+        bus.publish(self.topic, customer_id.encode("utf-8"), m.encode(req))
+        bus.flush(self.timeout_s)
+        log.info("customer erasure published", extra={"customer": customer_id, "request_id": req.request_id})
+
+    def close(self) -> None:
+        with self._lock:
+            if self._bus is not None:
+                try:
+                    self._bus.flush(self.timeout_s)
+                except StoreLensError as exc:
+                    log.warning("erasure requests not delivered at shutdown", extra={"error": str(exc)})
+
+
+def run_stage_service(name: str, deps: Callable[[SiteConfig], dict[str, Any]] | None = None) -> int:
+    """``main()`` of a stage's service: site config, health server, the registered stage
+    (models loaded, ``warm_up()`` if it has one), then the Kafka runner until SIGTERM.
+
+    Env: ``STORELENS_CONFIG`` (site YAML), ``STORELENS_HTTP_PORT`` (health/metrics),
+    ``STORELENS_LOG_LEVEL``. ``deps(config)`` makes what only the caller can (e.g. the
+    face gallery, opened by the storage layer). Returns the exit code (2: bad config).
+    """
+    import os
+    import sys
+
+    from storelens.config import load_config
+    from storelens.logs import setup_logging
+    from storelens.stages.registry import build_stage
+
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # see storelens/cli.py
+    setup_logging(os.environ.get("STORELENS_LOG_LEVEL", "INFO"))
+    try:
+        config = load_config(os.environ.get("STORELENS_CONFIG", "/etc/storelens/site.yaml"))
+        rt = ServiceRuntime(name)
+        rt.add_check("model", lambda: False)  # not ready until the models are loaded
+        rt.start()
+        stage = build_stage(name, config, **(deps(config) if deps is not None else {}))
+        warm_up = getattr(stage, "warm_up", None)
+        if warm_up is not None:
+            warm_up()
+        if rt.stopping.is_set():  # SIGTERM while loading: nothing to stop yet
+            return 0
+        return stage_worker(config, rt, stage).run()
+    except StoreLensError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,532 @@
+"""The faces stages as message-in / messages-out processors (embedded pipeline and services).
+
+* :class:`CropFaceFinder`: a person crop -> the face of *that* person (the best
+  face in the head region of the crop), in source-frame pixels.
+* :class:`AttributesStage`: ``PersonCrop`` -> ``FaceObservation`` (per face, gate
+  verdict, age/gender/emotion/attention) and ``TrackAttributes`` (per-track
+  aggregate, re-published as evidence grows, ``final`` when the track ends).
+* :class:`ReidStage`: ``PersonCrop`` -> ``CustomerMatch``: the embeddings of a
+  track's first ``faces_per_decision`` good faces are averaged and matched
+  against the FAISS gallery once per track (new customer below the threshold);
+  every later crop of the track extends the customer's visit. ``CustomerErasure``
+  removes a customer from the gallery (index, embeddings, visits).
+
+Tracks end when their camera's stream ends (``PersonCrop.end_of_stream``) or
+when no crop of them arrived for ``faces.reid.track_idle_s`` of camera time.
+Redelivered crops (a ``(seq, track_id)`` already processed) are skipped.
+
+No face image leaves these stages: observations carry boxes, landmarks and
+model outputs; the gallery keeps embeddings only.
+
+Example (real models; see tests/test_faces_pipeline.py):
+    >>> stage = AttributesStage(config)                      # doctest: +SKIP
+    >>> out = stage.process(crop)                            # doctest: +SKIP
+    >>> out.observations[0].accepted, out.summaries[0].n_faces   # doctest: +SKIP
+    (True, 1)
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+import numpy as np
+
+from storelens.contract import messages as m
+from storelens.config import SiteConfig
+from storelens.errors import ConfigError, DecodeError
+from storelens.domain.face_aggregate import TrackAggregator
+from storelens.domain.face_aggregate import TrackAttributes as AggTrackAttributes
+from storelens.backends.face_detectors import Faces
+from storelens.contract import topics
+from storelens.stages.base import Outputs, Publish, UnknownCamera, decode_input
+
+log = logging.getLogger(__name__)
+
+#: A face belongs to the crop's person when its centre lies in this top share of the crop.
+HEAD_REGION = 0.5
+_HOUR_MS = 3_600_000
+
+
+def decode_crop(crop: m.PersonCrop) -> np.ndarray:
+    """The crop's BGR image; :class:`DecodeError` when it is not a JPEG."""
+    import cv2
+
+    if not crop.jpeg:
+        raise DecodeError("person crop carries no image")
+    img = cv2.imdecode(np.frombuffer(crop.jpeg, np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        raise DecodeError(f"person crop of track {crop.track_id} is not a decodable JPEG ({len(crop.jpeg)} bytes)")
+    return img
+
+
+@dataclass(frozen=True)
+class DecodedCrop:
+    """A person crop and its decoded image (``None`` for end-of-stream markers)."""
+
+    crop: m.PersonCrop
+    image: np.ndarray | None
+
+
+def decode_crop_input(stage, topic: str, value: bytes) -> DecodedCrop:
+    """Stage-contract decode of ``person-crops``: protobuf, camera check and JPEG, so a corrupt
+    crop is a dead letter before the stage's redelivery check ever sees it."""
+    crop = decode_input(stage, topic, value)
+    return DecodedCrop(crop, None if crop.end_of_stream else decode_crop(crop))
+
+
+def select_person_face(faces: Faces, crop_hw: tuple[int, int], head_region: float = HEAD_REGION) -> Faces:
+    """The face of the crop's person: centre in the head region, then the largest x score; empty if none.
+
+    >>> f = Faces(np.array([[10, 10, 50, 50], [10, 300, 40, 330]], np.float32),
+    ...           np.zeros((2, 5, 2), np.float32), np.array([0.9, 0.95], np.float32))
+    >>> select_person_face(f, (400, 100)).bbox_xyxy.tolist()
+    [[10.0, 10.0, 50.0, 50.0]]
+    """
+    if len(faces) == 0:
+        return faces
+    h, w = crop_hw
+    cx = (faces.bbox_xyxy[:, 0] + faces.bbox_xyxy[:, 2]) / 2
+    cy = (faces.bbox_xyxy[:, 1] + faces.bbox_xyxy[:, 3]) / 2
+    ok = (cy <= head_region * h) & (cx >= 0) & (cx <= w)
+    if not ok.any():
+        return Faces.empty()
+    area = (faces.bbox_xyxy[:, 2] - faces.bbox_xyxy[:, 0]) * (faces.bbox_xyxy[:, 3] - faces.bbox_xyxy[:, 1])
+    score = np.where(ok, area * faces.score, -1.0)
+    return faces[int(np.argmax(score))]
+
+
+def crop_to_frame(crop: m.PersonCrop, img_hw: tuple[int, int]) -> tuple[float, float, float]:
+    """``(scale, dx, dy)`` mapping crop-image pixels to source-frame pixels."""
+    b = crop.bbox_xyxy
+    w = max(1e-6, b.x2 - b.x1)
+    return w / max(1, img_hw[1]), b.x1, b.y1
+
+
+class CropFaceFinder:
+    """Face detection on person crops (any :class:`~storelens.backends.face_detectors.FaceDetector`)."""
+
+    def __init__(self, detector) -> None:
+        self.detector = detector
+
+    def find(self, image_bgr: np.ndarray) -> Faces:
+        """The crop person's face (0 or 1) in crop pixels."""
+        return select_person_face(self.detector.detect(image_bgr), image_bgr.shape[:2])
+
+
+class _Dedupe:
+    """Per camera: crops are processed in seq order; a (seq, track) seen before is a redelivery."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[int, set[int]]] = {}
+
+    def seen(self, crop: m.PersonCrop) -> bool:
+        seq, tracks = self._last.get(crop.camera_id, (-1, set()))
+        key = -1 if crop.end_of_stream else crop.track_id
+        if crop.seq < seq or (crop.seq == seq and key in tracks):
+            return True
+        if crop.seq > seq:
+            self._last[crop.camera_id] = (crop.seq, {key})
+        else:
+            tracks.add(key)
+        return False
+
+
+@dataclass
+class _TrackSpan:
+    first_ts_ms: int
+    last_ts_ms: int
+    last_seq: int
+
+
+@dataclass
+class AttributesOutput:
+    observations: list[m.FaceObservation] = field(default_factory=list)
+    summaries: list[m.TrackAttributes] = field(default_factory=list)
+    duplicate: bool = False
+
+
+def summary_message(camera_id: str, r: AggTrackAttributes, span: _TrackSpan, final: bool) -> m.TrackAttributes:
+    """The wire form of an aggregate."""
+    msg = m.TrackAttributes(
+        camera_id=camera_id, track_id=int(r.track_id or 0), first_ts_ms=span.first_ts_ms,
+        last_ts_ms=span.last_ts_ms, last_seq=span.last_seq, n_faces=r.n_faces, n_used=r.n_used,
+        n_rejected=r.n_rejected, age_unknown_reason=r.age.reason, gender=m.gender_value(r.gender.label),
+        gender_confidence=r.gender.confidence, emotion=m.emotion_value(r.emotion.label),
+        emotion_confidence=r.emotion.confidence, attention_n=r.attention_n, final=final)
+    for k, v in r.rejected_reasons.items():
+        msg.rejected_reasons[k] = int(v)
+    for k, v in r.emotion.probabilities.items():
+        msg.emotion_probabilities[k] = float(v)
+    if r.age.years is not None:
+        msg.age_years = r.age.years
+    if r.age.low is not None:
+        msg.age_low_years, msg.age_high_years = r.age.low, r.age.high
+    if r.attention_share is not None:
+        msg.attention_share = r.attention_share
+    return msg
+
+
+class AttributesStage:
+    """PersonCrop -> face observations + per-track attribute summaries (see the module docstring).
+
+    ``analyzer`` (a :class:`~storelens.backends.face_attributes.FaceAnalyzer`) and
+    ``detector`` default to the models named by ``config.faces``.
+    """
+
+    name = "attributes"
+    inputs = {topics.PERSON_CROPS: m.PersonCrop}
+    outputs = (topics.FACE_OBSERVATIONS, topics.TRACK_ATTRIBUTES)
+    #: One odd image must never block its partition.
+    on_error = "dead_letter"
+
+    def __init__(self, config: SiteConfig, analyzer=None, detector=None) -> None:
+        self.config = config
+        self.cfg = config.faces
+        self.cameras = {c.id for c in config.cameras}
+        if analyzer is None:
+            from storelens.backends.face_attributes import AgeGenderEstimator, EmotionClassifier, FaceAnalyzer
+            from storelens.domain.face_quality import FaceQualityGate
+
+            analyzer = FaceAnalyzer(None, FaceQualityGate(self.cfg.quality), AgeGenderEstimator(self.cfg.age_gender),
+                                    EmotionClassifier(self.cfg.emotion), self.cfg.attention)
+        if detector is None:
+            from storelens.backends.face_detectors import build_face_detector
+
+            detector = build_face_detector(self.cfg.detector)
+        self.analyzer = analyzer
+        self.finder = CropFaceFinder(detector)
+        self.detector_name = self.cfg.detector.backend
+        self._agg: dict[str, TrackAggregator] = {}
+        self._spans: dict[tuple[str, int], _TrackSpan] = {}
+        self._dedupe = _Dedupe()
+        self.idle_ms = int(self.cfg.reid.track_idle_s * 1000)
+        #: Counters since start: crops, faces found, faces rejected by the gate (by reason).
+        self.stats = {"crops": 0, "faces": 0, "accepted": 0, "rejected": 0}
+
+    def decode(self, topic: str, value: bytes) -> DecodedCrop:
+        return decode_crop_input(self, topic, value)
+
+    def handle(self, topic: str, d: DecodedCrop) -> Outputs:
+        """Stage contract: observations to ``face-observations``, summaries to ``track-attributes``."""
+        out = self.process(d.crop, d.image)
+        return attributes_outputs(d.crop.camera_id, out)
+
+    def _aggregator(self, cam: str) -> TrackAggregator:
+        if cam not in self._agg:
+            self._agg[cam] = TrackAggregator(self.cfg.aggregation)
+        return self._agg[cam]
+
+    def process(self, crop: m.PersonCrop, image_bgr: np.ndarray | None = None,
+                face: Faces | None = None) -> AttributesOutput:
+        """One crop; ``image_bgr``/``face`` may be passed when already decoded/detected."""
+        if crop.camera_id not in self.cameras:
+            raise UnknownCamera(f"unknown camera {crop.camera_id!r}")
+        if self._dedupe.seen(crop):
+            return AttributesOutput(duplicate=True)
+        cam = crop.camera_id
+        out = AttributesOutput()
+        if crop.end_of_stream:
+            out.summaries = self.close_tracks(cam)
+            return out
+        img = decode_crop(crop) if image_bgr is None else image_bgr
+        self.stats["crops"] += 1
+        out.summaries.extend(self.close_tracks(cam, older_than_ts_ms=crop.ts_ms - self.idle_ms))
+        if face is None:
+            face = self.finder.find(img)
+        if len(face) == 0:
+            return out
+        analysis = self.analyzer.analyze(img, face)[0]
+        s, dx, dy = crop_to_frame(crop, img.shape[:2])
+        fr = face.scaled(s).translated(dx, dy)
+        q = analysis.quality
+        self.stats["faces"] += 1
+        self.stats["accepted" if q.ok else "rejected"] += 1
+        obs = m.FaceObservation(
+            camera_id=cam, seq=crop.seq, ts_ms=crop.ts_ms, track_id=crop.track_id,
+            face_bbox_xyxy=m.BoxXYXY(**dict(zip(("x1", "y1", "x2", "y2"), map(float, fr.bbox_xyxy[0])))),
+            landmarks5_xy=[float(v) for v in fr.landmarks5[0].reshape(-1)], detection_score=float(analysis.score),
+            accepted=bool(q.ok), rejected_reasons=list(q.reasons), sharpness=float(q.sharpness),
+            yaw_deg=float(q.yaw_deg), pitch_deg=float(q.pitch_deg), roll_deg=float(q.roll_deg),
+            face_detector=self.detector_name)
+        if analysis.attending is not None:
+            obs.attending = bool(analysis.attending)
+        if analysis.age_gender is not None:
+            obs.age_years = float(analysis.age_gender.age_years)
+            obs.p_male = float(analysis.age_gender.p_male)
+        if analysis.emotion is not None:
+            obs.emotion_probs.extend(float(p) for p in analysis.emotion)
+        out.observations.append(obs)
+        agg = self._aggregator(cam)
+        agg.add(crop.track_id, analysis.observation())
+        key = (cam, crop.track_id)
+        span = self._spans.get(key)
+        if span is None:
+            span = self._spans[key] = _TrackSpan(crop.ts_ms, crop.ts_ms, crop.seq)
+        span.last_ts_ms, span.last_seq = max(span.last_ts_ms, crop.ts_ms), max(span.last_seq, crop.seq)
+        out.summaries.append(summary_message(cam, agg.result(crop.track_id), span, final=False))
+        return out
+
+    def close_tracks(self, camera_id: str, older_than_ts_ms: int | None = None) -> list[m.TrackAttributes]:
+        """Final summaries of the camera's tracks (all, or those idle since before ``older_than_ts_ms``)."""
+        agg = self._agg.get(camera_id)
+        if agg is None:
+            return []
+        out = []
+        for tid in agg.track_ids():
+            span = self._spans.get((camera_id, tid))
+            if older_than_ts_ms is not None and span is not None and span.last_ts_ms >= older_than_ts_ms:
+                continue
+            r = agg.pop(tid)
+            span = self._spans.pop((camera_id, tid), None) or _TrackSpan(0, 0, 0)
+            out.append(summary_message(camera_id, r, span, final=True))
+        return out
+
+
+# -- re-identification -------------------------------------------------------------------
+
+
+def match_event_id(camera_id: str, track_id: int) -> str:
+    """Deterministic id of a track's customer decision (one per camera-scoped track)."""
+    return hashlib.sha1(f"match|{camera_id}|{track_id}".encode()).hexdigest()[:24]
+
+
+@dataclass
+class _ReidTrack:
+    embeddings: list[np.ndarray] = field(default_factory=list)
+    last_ts_ms: int = 0
+    last_seq: int = 0
+    customer_id: str | None = None
+    erased: bool = False
+
+
+class ReidStage:
+    """PersonCrop -> CustomerMatch (once per track) over a :class:`~storelens.backends.face_index.FaceGallery`.
+
+    Args:
+        config: site config (``faces`` section).
+        gallery: the customers' gallery (its store keeps embeddings and visits).
+        embedder: a :class:`~storelens.backends.face_embedders.FaceEmbedder` (default: ``faces.embedder``).
+        detector, gate: face detector and quality gate (default: from ``faces``).
+    """
+
+    name = "reid"
+    inputs = {topics.CUSTOMER_ERASURES: m.CustomerErasure, topics.PERSON_CROPS: m.PersonCrop}
+    outputs = (topics.CUSTOMER_MATCHES,)
+    #: One odd image never blocks its partition; a failing gallery store stops the process (policy).
+    on_error = "dead_letter"
+
+    def __init__(self, config: SiteConfig, gallery, embedder=None, detector=None, gate=None) -> None:
+        from storelens.backends.face_index import VisitTracker
+
+        self.config = config
+        self.cfg = config.faces
+        self.cameras = {c.id for c in config.cameras}
+        if embedder is None:
+            from storelens.backends.face_embedders import build_embedder
+
+            embedder = build_embedder(self.cfg.embedder)
+        if detector is None:
+            from storelens.backends.face_detectors import build_face_detector
+
+            detector = build_face_detector(self.cfg.detector)
+        if gate is None:
+            from storelens.domain.face_quality import FaceQualityGate
+
+            gate = FaceQualityGate(self.cfg.quality)
+        self.gallery = gallery
+        self.visits = VisitTracker(gallery.store, gap_ms=int(self.cfg.reid.visit_gap_s * 1000)) \
+            if gallery.store is not None else None
+        self.embedder = embedder
+        self.embedder_name = getattr(embedder, "name", type(embedder).__name__)
+        self.finder = CropFaceFinder(detector)
+        self.gate = gate
+        self.per_decision = self.cfg.reid.faces_per_decision
+        self.idle_ms = int(self.cfg.reid.track_idle_s * 1000)
+        self.retention_ms = None if self.cfg.reid.retention_days is None else int(self.cfg.reid.retention_days * 86_400_000)
+        self._tracks: dict[tuple[str, int], _ReidTrack] = {}
+        self._dedupe = _Dedupe()
+        self._last_purge_ts: int | None = None
+        self.stats = {"crops": 0, "faces": 0, "accepted": 0, "rejected": 0, "matches": 0, "new": 0,
+                      "returning": 0, "purged_embeddings": 0}
+
+    def process(self, crop: m.PersonCrop, image_bgr: np.ndarray | None = None, face: Faces | None = None,
+                accepted: bool | None = None) -> list[m.CustomerMatch]:
+        """One crop. ``image_bgr``/``face``/``accepted`` may come from the attributes stage (embedded mode)."""
+        if crop.camera_id not in self.cameras:
+            raise UnknownCamera(f"unknown camera {crop.camera_id!r}")
+        if self._dedupe.seen(crop):
+            return []
+        cam = crop.camera_id
+        self._maybe_purge(crop.ts_ms)
+        if crop.end_of_stream:
+            return self.close_tracks(cam)
+        out = self.close_tracks(cam, older_than_ts_ms=crop.ts_ms - self.idle_ms)
+        img = decode_crop(crop) if image_bgr is None else image_bgr
+        self.stats["crops"] += 1
+        key = (cam, crop.track_id)
+        tr = self._tracks.setdefault(key, _ReidTrack())
+        tr.last_ts_ms, tr.last_seq = max(tr.last_ts_ms, crop.ts_ms), max(tr.last_seq, crop.seq)
+        if tr.erased:
+            return out
+        if tr.customer_id is not None:
+            self._observe(tr.customer_id, crop.ts_ms, cam)
+            return out
+        if face is None:
+            face = self.finder.find(img)
+        if len(face) == 0:
+            return out
+        self.stats["faces"] += 1
+        if accepted is None:
+            accepted = bool(self.gate.check(img, face)[0].ok)
+        if not accepted:
+            self.stats["rejected"] += 1
+            return out
+        self.stats["accepted"] += 1
+        tr.embeddings.append(np.asarray(self.embedder.embed(img, face), np.float32).reshape(-1))
+        if len(tr.embeddings) >= self.per_decision:
+            out.append(self._decide(cam, crop.track_id, tr, crop.seq, crop.ts_ms))
+        return out
+
+    def _observe(self, customer_id: str, ts_ms: int, cam: str):
+        if self.visits is None:
+            return None
+        try:
+            return self.visits.observe(customer_id, ts_ms, cam)
+        except KeyError:  # erased meanwhile
+            return None
+
+    def _decide(self, cam: str, track_id: int, tr: _ReidTrack, seq: int, ts_ms: int) -> m.CustomerMatch:
+        x = np.stack(tr.embeddings)
+        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        mean = x.mean(axis=0)
+        cid, sim, is_new = self.gallery.enroll_or_match(mean, ts_ms)
+        tr.customer_id = cid
+        visit = self._observe(cid, ts_ms, cam)
+        self.stats["matches"] += 1
+        self.stats["new"] += int(is_new)
+        returning = bool(visit is not None and visit.returning)
+        self.stats["returning"] += int(returning)
+        n = len(tr.embeddings)
+        tr.embeddings = []  # not needed any more (privacy: keep nothing longer than necessary)
+        log.info("track matched", extra={"camera": cam, "track_id": track_id, "customer": cid,
+                                         "similarity": round(float(sim), 3), "new": is_new, "returning": returning})
+        return m.CustomerMatch(
+            event_id=match_event_id(cam, track_id), camera_id=cam, track_id=track_id, seq=seq, ts_ms=ts_ms,
+            customer_id=cid, similarity=float(sim), is_new=bool(is_new), returning=returning,
+            visit_no=0 if visit is None else visit.visit_no,
+            visit_first_ts_ms=0 if visit is None else visit.first_ts_ms, n_faces=n, embedder=self.embedder_name)
+
+    def close_tracks(self, camera_id: str, older_than_ts_ms: int | None = None) -> list[m.CustomerMatch]:
+        """End the camera's tracks (all, or idle ones): undecided tracks with a good face are decided now."""
+        out = []
+        for key in [k for k in self._tracks if k[0] == camera_id]:
+            tr = self._tracks[key]
+            if older_than_ts_ms is not None and tr.last_ts_ms >= older_than_ts_ms:
+                continue
+            del self._tracks[key]
+            if tr.customer_id is None and tr.embeddings and not tr.erased:
+                out.append(self._decide(camera_id, key[1], tr, tr.last_seq, tr.last_ts_ms))
+        return out
+
+    def decode(self, topic: str, value: bytes):
+        if topic == topics.CUSTOMER_ERASURES:
+            req = m.decode(m.CustomerErasure, value)
+            if not req.customer_id:
+                raise DecodeError("customer erasure without a customer_id")
+            return req
+        return decode_crop_input(self, topic, value)
+
+    def handle(self, topic: str, msg) -> Outputs:
+        """Stage contract: a crop's decisions to ``customer-matches``; an erasure request applied."""
+        if topic == topics.CUSTOMER_ERASURES:
+            deleted = self.erase(msg.customer_id)
+            log.info("customer erased", extra={"customer": msg.customer_id, "in_gallery": deleted,
+                                               "request_id": msg.request_id})
+            return Outputs(info={"erased": deleted})
+        before = self.stats["crops"]
+        matches = self.process(msg.crop, msg.image)
+        duplicate = not msg.crop.end_of_stream and self.stats["crops"] == before
+        return Outputs(publish=[Publish(topics.CUSTOMER_MATCHES, x.camera_id, x) for x in matches],
+                       duplicate=duplicate)
+
+    def erase(self, customer_id: str) -> bool:
+        """Right to erasure: drop the customer from the gallery (index, store) and forget their tracks."""
+        for tr in self._tracks.values():
+            if tr.customer_id == customer_id:
+                tr.customer_id, tr.erased = None, True
+        return self.gallery.delete(customer_id)
+
+    def _maybe_purge(self, ts_ms: int) -> None:
+        """Retention, at most once per hour of camera time."""
+        if self.retention_ms is None or ts_ms <= 0:
+            return
+        if self._last_purge_ts is not None and ts_ms - self._last_purge_ts < _HOUR_MS:
+            return
+        self._last_purge_ts = ts_ms
+        res = self.gallery.purge_older_than(ts_ms - self.retention_ms)
+        self.stats["purged_embeddings"] += res.embeddings
+        if res.embeddings or res.customers:
+            log.info("retention purge", extra={"embeddings": res.embeddings, "customers": res.customers,
+                                               "visits": res.visits})
+
+
+def attributes_outputs(camera_id: str, out: AttributesOutput, matches: list[m.CustomerMatch] = ()) -> Outputs:
+    if out.duplicate:
+        return Outputs(duplicate=True)
+    return Outputs(publish=[Publish(topics.FACE_OBSERVATIONS, camera_id, o) for o in out.observations]
+                   + [Publish(topics.TRACK_ATTRIBUTES, camera_id, x) for x in out.summaries]
+                   + [Publish(topics.CUSTOMER_MATCHES, x.camera_id, x) for x in matches])
+
+
+class FacesStage:
+    """Attributes and reid in one stage (embedded mode): one face detection per crop serves both.
+
+    The services run :class:`AttributesStage` and :class:`ReidStage` separately.
+    A model failure stops the embedded run with its message.
+    """
+
+    name = "faces"
+    inputs = {topics.PERSON_CROPS: m.PersonCrop}
+    outputs = (topics.FACE_OBSERVATIONS, topics.TRACK_ATTRIBUTES, topics.CUSTOMER_MATCHES)
+    on_error = "stop"
+
+    def __init__(self, attributes: AttributesStage, reid: ReidStage | None) -> None:
+        self.attributes, self.reid = attributes, reid
+        self.cameras = attributes.cameras
+
+    def decode(self, topic: str, value: bytes) -> DecodedCrop:
+        return decode_crop_input(self, topic, value)
+
+    def handle(self, topic: str, d: DecodedCrop) -> Outputs:
+        face = None if d.image is None else self.attributes.finder.find(d.image)
+        out = self.attributes.process(d.crop, d.image, face)
+        accepted = next((o.accepted for o in out.observations), None)
+        matches = self.reid.process(d.crop, d.image, face, accepted) if self.reid is not None else []
+        if out.duplicate and matches:  # reid decides on its own redelivery check
+            out = AttributesOutput()
+        return attributes_outputs(d.crop.camera_id, out, matches)
+
+    @property
+    def stats(self) -> dict[str, int]:
+        res = {f"attributes_{k}": v for k, v in self.attributes.stats.items()}
+        if self.reid is not None:
+            res.update({f"reid_{k}": v for k, v in self.reid.stats.items()})
+        return res
+
+
+def build_faces(config: SiteConfig, gallery=None, stages: tuple | None = None) -> FacesStage:
+    """The embedded faces stage: ``stages`` = ``(AttributesStage, ReidStage | None)``, or built from
+    ``config.faces`` over ``gallery`` (opened by the caller: :func:`storelens.storage.open_gallery`)."""
+    if stages is not None:
+        return FacesStage(*stages)
+    if gallery is None:
+        raise ConfigError("the faces stage needs the face gallery (storelens.storage.open_gallery(config))")
+    return FacesStage(AttributesStage(config), ReidStage(config, gallery))
+
+
+def gallery_sqlite_path(config: SiteConfig) -> str:
+    p = config.faces.reid.sqlite_path
+    if p:
+        return p
+    base = config.storage.path
+    return ":memory:" if base == ":memory:" else f"{base}.gallery.db"

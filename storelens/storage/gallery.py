@@ -1,0 +1,406 @@
+"""The face gallery's store: customers, embeddings (float32 vectors, never images) and visits, in SQL.
+
+:class:`SqlGalleryStore` implements :class:`~storelens.backends.face_index.GalleryStore`
+on SQLite (a file of its own; tables ``meta``, ``customers``, ``embeddings``,
+``visits``) and on PostgreSQL (tables ``gallery_meta``, ``gallery_customers``,
+``gallery_embeddings``, ``gallery_visits``, possibly beside the history
+tables; several services can share one gallery). The FAISS index
+(:class:`~storelens.backends.face_index.FaceGallery`) rebuilds itself from a
+store at start; :func:`open_gallery` builds both from a site config.
+
+* ``meta`` records the embedding dimension (``dim``; opening with another one
+  is a :class:`~storelens.errors.ConfigError`) and the tables' version
+  (``layout``, see :mod:`storelens.storage.migrations`);
+* ``customers(customer_id, created_ts_ms)`` (PostgreSQL adds ``seq``, the
+  insertion order; SQLite has its ``rowid``);
+* ``embeddings(id, customer_id, ts_ms, vector)``, ``vector`` the little-endian
+  float32 bytes (PostgreSQL checks there are exactly ``4 * dim`` of them);
+* ``visits(customer_id, visit_no, first_ts_ms, last_ts_ms, cameras)``.
+
+Embeddings and visits reference their customer (``ON DELETE CASCADE``).
+
+Erasure and privacy: :meth:`~SqlGalleryStore.delete_customer` deletes the
+customer's embeddings, visits and row in one transaction, and
+:meth:`~SqlGalleryStore.purge_older_than` applies retention in one
+transaction. SQLite overwrites deleted rows (``secure_delete``) and truncates
+the write-ahead log after every deletion, so erased vectors do not linger in
+the database files. PostgreSQL has no equivalent: a deleted (or updated) row
+stays in the table file as a dead tuple until ``VACUUM`` reclaims its space;
+the reclaimed space is reused by later rows but not zeroed, and the old bytes
+also remain in write-ahead log segments, replicas and base backups until
+those are recycled or expire. After an explicit erasure the store therefore
+runs ``VACUUM`` on the gallery tables right away (cheap: only pages with dead
+rows are visited; ``vacuum_after_erase=False`` leaves it to autovacuum;
+without the privilege to vacuum, PostgreSQL skips it with a warning).
+Routine replacements and removals (``replace_embedding``, ``remove_embeddings``)
+are left to autovacuum. ``VACUUM`` does not zero a page's free space, so bytes
+of an erased vector can stay in a table file until new rows reuse the space
+(``VACUUM FULL`` rewrites the files, under an exclusive lock). Bound what
+lingers with encrypted storage and the retention of WAL archives and backups.
+
+Retries: when a PostgreSQL server drops the connection, the call reconnects
+and runs once more. Embedding ids are reserved before the insert, so a retried
+insert whose first commit went through (only the reply was lost) is
+recognised instead of applied twice, and a retried :meth:`~SqlGalleryStore.add_customer`
+ignores the row it already wrote. Only the counts reported by a retried
+``delete_customer`` / ``purge_older_than`` may miss what the lost attempt had
+already deleted.
+
+Example (``dsn`` is a connection string such as
+``"postgresql://storelens:storelens@127.0.0.1:15432/storelens"``, possibly with
+``options=-c search_path=...``):
+
+    >>> import numpy as np
+    >>> answers = []
+    >>> for target in (":memory:", dsn):
+    ...     store = SqlGalleryStore(target, dim=4)
+    ...     gallery = FaceGallery(GalleryConfig(dim=4, match_threshold=0.9), store=store,
+    ...                           id_factory=iter(["alice"]).__next__)
+    ...     enrolled = gallery.enroll_or_match(np.array([1, 0, 0, 0], np.float32), ts_ms=1000).customer_id
+    ...     tracker = VisitTracker(store, gap_ms=60_000)
+    ...     visits = [(v.visit_no, v.returning) for v in (tracker.observe("alice", t, "door") for t in (1000, 90_000))]
+    ...     restarted = FaceGallery(GalleryConfig(dim=4, match_threshold=0.9), store=store)  # index rebuilt from the store
+    ...     matched = restarted.match(np.array([0.96, 0.28, 0, 0], np.float32)).customer_id
+    ...     answers.append((enrolled, visits, matched, store.counts(), restarted.delete("alice"), store.counts()))
+    ...     store.close()
+    >>> answers[0]
+    ('alice', [(1, False), (2, True)], 'alice', {'customers': 1, 'embeddings': 1, 'visits': 2}, True, {'customers': 0, 'embeddings': 0, 'visits': 0})
+    >>> answers[1] == answers[0]  # SQLite and PostgreSQL answer the same
+    True
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import sqlalchemy as sa
+
+import storelens.storage.dialects as dialects
+from storelens.backends.face_index import (  # noqa: F401  (re-exported: the gallery's types)
+    CustomerSummary,
+    Enrollment,
+    FaceGallery,
+    GalleryConfig,
+    GalleryStore,
+    Match,
+    PurgeResult,
+    Visit,
+    VisitTracker,
+)
+from storelens.config import SiteConfig
+from storelens.errors import ConfigError
+from storelens.storage.base import SqlStore
+
+
+def customers_query(db: dialects.Database, customers: sa.Table, visits: sa.Table, *, returning: bool | None,
+                    from_ts_ms: int | None, to_ts_ms: int | None, limit: int,
+                    offset: int) -> tuple[sa.TextClause, Callable[[Any], Sequence[str]]]:
+    """The one-statement query of :meth:`SqlGalleryStore.list_customers`, and the decoder of its cameras.
+
+    Rows: ``(total, customer_id, created_ts_ms, visits, first_seen, last_seen, max_visit_no, cameras)``
+    (a single row of ``NULL`` columns but the total for an empty page).
+    """
+    if limit < 0 or offset < 0:
+        raise ValueError(f"limit and offset must be >= 0, got limit={limit}, offset={offset}")
+    where, having = [], ""
+    params: dict[str, object] = {"limit": int(limit), "offset": int(offset)}
+    if from_ts_ms is not None or to_ts_ms is not None:
+        cond = ["w.customer_id = c.customer_id"]
+        if from_ts_ms is not None:
+            cond.append("w.last_ts_ms >= :from_ts")
+            params["from_ts"] = int(from_ts_ms)
+        if to_ts_ms is not None:
+            cond.append("w.first_ts_ms < :to_ts")
+            params["to_ts"] = int(to_ts_ms)
+        where.append(f"EXISTS (SELECT 1 FROM {visits.name} w WHERE {' AND '.join(cond)})")
+    if returning is not None:
+        having = "HAVING COALESCE(MAX(v.visit_no), 0) " + ("> 1" if returning else "<= 1")
+    cameras_sql, cameras = dialects.distinct_cameras_sql(db, visits.name, "p.customer_id")
+    query = f"""
+        WITH s AS (
+            SELECT c.customer_id, c.created_ts_ms, COUNT(v.visit_no) AS n,
+                   COALESCE(MAX(v.visit_no), 0) AS max_no,
+                   COALESCE(MIN(v.first_ts_ms), c.created_ts_ms) AS first_seen,
+                   COALESCE(MAX(v.last_ts_ms), c.created_ts_ms) AS last_seen
+            FROM {customers.name} c LEFT JOIN {visits.name} v ON v.customer_id = c.customer_id
+            {"WHERE " + " AND ".join(where) if where else ""}
+            GROUP BY c.customer_id {having}
+        ), page AS (
+            SELECT * FROM s ORDER BY last_seen DESC, customer_id LIMIT :limit OFFSET :offset
+        )
+        SELECT t.total, p.customer_id, p.created_ts_ms, p.n, p.first_seen, p.last_seen, p.max_no, {cameras_sql}
+        FROM (SELECT COUNT(*) AS total FROM s) t LEFT JOIN page p ON TRUE
+        ORDER BY p.last_seen DESC, p.customer_id"""  # noqa: S608 (fixed fragments, bound values)
+    return sa.text(query).bindparams(**params), cameras
+
+
+class SqlGalleryStore(SqlStore):
+    """:class:`~storelens.backends.face_index.GalleryStore` in SQLite or PostgreSQL, safe to share between threads.
+
+    Args:
+        target: SQLite file (``":memory:"`` for a throw-away one) or PostgreSQL
+            libpq DSN / URL; the PostgreSQL tables go to the first schema of
+            the connection's ``search_path`` (e.g. ``options=-c search_path=shop1``), unless ``schema`` is given.
+        dim: embedding dimension; must match the one the tables were created with.
+        schema: PostgreSQL schema holding the tables (created if missing).
+        connect_timeout_s: how long one connection attempt (SQLite: a lock) may take.
+        batch_size: rows per round trip when :meth:`embeddings` and :meth:`customers`
+            stream the tables (keyset pagination; the lock is released between batches).
+        vacuum_after_erase: PostgreSQL: run ``VACUUM`` on the gallery tables
+            after :meth:`delete_customer` and :meth:`purge_older_than` deleted
+            something (see the module docstring).
+
+    Raises:
+        StorageError: the server cannot be reached or the tables cannot be created.
+        ConfigError: the tables hold embeddings of another dimension.
+    """
+
+    _what = "gallery store"
+
+    def __init__(self, target: str | os.PathLike[str], dim: int = 128, *, schema: str | None = None,
+                 connect_timeout_s: float = 10.0, batch_size: int = 10_000, vacuum_after_erase: bool = True) -> None:
+        if int(dim) < 1 or int(batch_size) < 1:
+            raise ValueError("dim and batch_size must be >= 1")
+        self.path = self.dsn = target = os.fspath(target)
+        self.dim = int(dim)
+        self.batch_size = int(batch_size)
+        self.vacuum_after_erase = vacuum_after_erase
+        super().__init__(target, chain="gallery", schema=schema, connect_timeout_s=connect_timeout_s,
+                         application_name="storelens-gallery", dim=self.dim)
+        self.t = dialects.gallery_tables(self.db)
+        meta = self.t.meta
+        ins = dialects.insert(self.db, meta).values(key="dim", value=str(self.dim))
+        self._write(lambda c: c.execute(ins.on_conflict_do_nothing(index_elements=[meta.c.key])))
+        stored = self._rows(sa.select(meta.c.value).where(meta.c.key == "dim"))[0][0]
+        if int(stored) != self.dim:
+            self.close()
+            where = f"in schema {schema!r} ({self.db.where})" if schema else self.db.where
+            raise ConfigError(f"gallery store {where} holds {stored}-d embeddings, not {self.dim}-d")
+        visit = dialects.insert(self.db, self.t.visits)
+        self._save_visit = visit.on_conflict_do_update(
+            index_elements=list(self.t.visits.primary_key),
+            set_={c: visit.excluded[c] for c in ("first_ts_ms", "last_ts_ms", "cameras")})
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.db.where!r}, dim={self.dim}, schema={self.schema!r})"
+
+    def _blob(self, vector: np.ndarray) -> bytes:
+        v = np.asarray(vector, "<f4").reshape(-1)
+        if v.shape != (self.dim,):
+            raise ValueError(f"expected a {self.dim}-d vector, got shape {np.shape(vector)}")
+        return v.tobytes()
+
+    def _erased(self, *, explicit: bool) -> None:
+        """After a deletion: make the deleted bytes go away where the backend can (module docstring)."""
+        if explicit and not self.vacuum_after_erase and self.db.postgres:
+            return
+        self._run(lambda c: dialects.after_erase(self.db, c, (self.t.embeddings, self.t.visits, self.t.customers),
+                                                 explicit=explicit))
+
+    # -- writes ------------------------------------------------------------------------
+
+    def add_customer(self, customer_id: str, created_ts_ms: int) -> None:
+        """Insert a customer (an existing id is the driver's ``IntegrityError``)."""
+        self.add_customers([(customer_id, created_ts_ms)])
+
+    def add_customers(self, rows: Sequence[tuple[str, int]]) -> None:
+        """Many ``(customer_id, created_ts_ms)`` in one transaction (insertion order as given)."""
+        params = [{"customer_id": c, "created_ts_ms": int(t)} for c, t in rows]
+        if not params:
+            return
+        ins = dialects.insert(self.db, self.t.customers)
+
+        def insert(stmt: Any) -> Callable[[sa.Connection], None]:
+            def run(conn: sa.Connection) -> None:
+                with self._transaction(conn):
+                    conn.execute(stmt, params)
+            return run
+
+        self._run(insert(ins), retry=insert(ins.on_conflict_do_nothing(index_elements=["customer_id"])))
+
+    def add_embedding(self, customer_id: str, ts_ms: int, vector: np.ndarray) -> int:
+        """Returns the new row's id."""
+        return self.add_embeddings([(customer_id, ts_ms, vector)])[0]
+
+    def add_embeddings(self, rows: Sequence[tuple[str, int, np.ndarray]]) -> list[int]:
+        """Many ``(customer_id, ts_ms, vector)`` in one transaction; returns their ids in order."""
+        data = [{"customer_id": cid, "ts_ms": int(ts), "vector": self._blob(vec)} for cid, ts, vec in rows]
+        if not data:
+            return []
+        emb = self.t.embeddings
+        ids: list[int] = []  # reserved by the first attempt, so a retry knows them
+
+        def insert(conn: sa.Connection) -> list[int]:
+            with self._transaction(conn):
+                if not ids:
+                    ids.extend(dialects.new_ids(self.db, conn, emb, len(data)))
+                dialects.insert_many(self.db, conn, emb, [dict(d, id=i) for i, d in zip(ids, data)])
+            return list(ids)
+
+        def insert_unless_committed(conn: sa.Connection) -> list[int]:
+            # All or nothing: if the first row is there, the lost attempt committed.
+            if ids and conn.execute(sa.select(emb.c.id).where(emb.c.id == ids[0])).first() is not None:
+                conn.rollback()
+                return list(ids)
+            if conn.in_transaction():
+                conn.rollback()
+            return insert(conn)
+
+        return self._run(insert, retry=insert_unless_committed)
+
+    def replace_embedding(self, row_id: int, ts_ms: int, vector: np.ndarray) -> None:
+        emb = self.t.embeddings
+        stmt = sa.update(emb).where(emb.c.id == int(row_id)).values(ts_ms=int(ts_ms), vector=self._blob(vector))
+        self._write(lambda c: c.execute(stmt))
+
+    def remove_embeddings(self, row_ids: Sequence[int]) -> None:
+        ids = [int(r) for r in row_ids]
+        if ids:
+            emb = self.t.embeddings
+            self._write(lambda c: c.execute(sa.delete(emb).where(emb.c.id.in_(ids))))
+            self._erased(explicit=False)
+
+    def delete_customer(self, customer_id: str) -> bool:
+        """Remove the customer, their embeddings and visits in one transaction; ``False`` if unknown."""
+        t = self.t
+
+        def delete(conn: sa.Connection) -> tuple[int, int]:
+            gone = sum(conn.execute(sa.delete(table).where(table.c.customer_id == customer_id)).rowcount
+                       for table in (t.embeddings, t.visits))
+            return gone, conn.execute(sa.delete(t.customers).where(t.customers.c.customer_id == customer_id)).rowcount
+
+        with self._lock:
+            rows, customers = self._write(delete)
+            if rows or customers:
+                self._erased(explicit=True)
+        return customers > 0
+
+    def purge_older_than(self, ts_ms: int) -> PurgeResult:
+        """Drop embeddings and visits (by last sighting) older than ``ts_ms`` and customers left
+        without embeddings (with their visits), in one transaction."""
+        t, ts = self.t, int(ts_ms)
+        e, v, c = t.embeddings.c, t.visits.c, t.customers.c
+
+        def purge(conn: sa.Connection) -> PurgeResult:
+            ne = conn.execute(sa.delete(t.embeddings).where(e.ts_ms < ts)).rowcount
+            nv = conn.execute(sa.delete(t.visits).where(v.last_ts_ms < ts)).rowcount
+            nv += conn.execute(sa.delete(t.visits).where(~sa.exists().where(e.customer_id == v.customer_id))).rowcount
+            nc = conn.execute(sa.delete(t.customers).where(~sa.exists().where(e.customer_id == c.customer_id))).rowcount
+            return PurgeResult(ne, nc, nv)
+
+        with self._lock:
+            result = self._write(purge)
+            if any(result):
+                self._erased(explicit=True)
+        return result
+
+    def save_visit(self, visit: Visit) -> None:
+        """Insert or update (same customer and visit number); ``KeyError`` for an unknown customer."""
+        row = {"customer_id": visit.customer_id, "visit_no": int(visit.visit_no),
+               "first_ts_ms": int(visit.first_ts_ms), "last_ts_ms": int(visit.last_ts_ms), "cameras": visit.cameras}
+
+        def save(conn: sa.Connection) -> None:
+            try:
+                with self._transaction(conn):
+                    conn.execute(self._save_visit, row)
+            except sa.exc.IntegrityError as exc:
+                raise KeyError(f"unknown customer {visit.customer_id!r}") from exc
+
+        self._run(save)
+
+    # -- reads -------------------------------------------------------------------------
+
+    def customer_exists(self, customer_id: str) -> bool:
+        c = self.t.customers.c
+        return bool(self._rows(sa.select(sa.literal(1)).where(c.customer_id == customer_id)))
+
+    def _pages(self, key: sa.ColumnElement[Any], *columns: sa.ColumnElement[Any]) -> Iterator[sa.Row[Any]]:
+        """Rows ``(key, *columns)`` in key order, ``batch_size`` per query (keyset pagination)."""
+        last = None
+        while True:
+            stmt = sa.select(key, *columns).order_by(key).limit(self.batch_size)
+            rows = self._rows(stmt if last is None else stmt.where(key > last))
+            yield from rows
+            if len(rows) < self.batch_size:
+                return
+            last = rows[-1][0]
+
+    def customers(self) -> Iterator[tuple[str, int]]:
+        """``(customer_id, created_ts_ms)`` of every customer, in insertion order (fetched in batches)."""
+        c = self.t.customers.c
+        for _, cid, created in self._pages(dialects.insertion_order(self.db, self.t.customers),
+                                           c.customer_id, c.created_ts_ms):
+            yield cid, int(created)
+
+    def embeddings(self) -> Iterator[tuple[int, str, int, np.ndarray]]:
+        """``(row_id, customer_id, ts_ms, vector)`` of every embedding, oldest row first.
+
+        Streamed in batches of ``batch_size`` rows (keyset pagination on the
+        id), the lock taken per batch; rows committed during the iteration
+        may or may not be included.
+        """
+        e = self.t.embeddings.c
+        for rid, cid, ts, blob in self._pages(e.id, e.customer_id, e.ts_ms, e.vector):
+            vec = np.frombuffer(blob, "<f4")
+            if vec.shape != (self.dim,):
+                raise ConfigError(f"gallery store {self.db.where}: embedding {rid} has {vec.size} values, "
+                                  f"not {self.dim}")
+            yield int(rid), cid, int(ts), vec
+
+    def _visits(self, customer_id: str, newest_only: bool = False) -> list[Visit]:
+        v = self.t.visits.c
+        stmt = sa.select(v.customer_id, v.visit_no, v.first_ts_ms, v.last_ts_ms, v.cameras).where(
+            v.customer_id == customer_id)
+        stmt = stmt.order_by(v.visit_no.desc()).limit(1) if newest_only else stmt.order_by(v.visit_no)
+        return [Visit(cid, int(no), int(first), int(last), cams) for cid, no, first, last, cams in self._rows(stmt)]
+
+    def last_visit(self, customer_id: str) -> Visit | None:
+        found = self._visits(customer_id, newest_only=True)
+        return found[0] if found else None
+
+    def visits(self, customer_id: str) -> list[Visit]:
+        return self._visits(customer_id)
+
+    def list_customers(self, *, returning: bool | None = None, from_ts_ms: int | None = None,
+                       to_ts_ms: int | None = None, limit: int = 50,
+                       offset: int = 0) -> tuple[int, list[CustomerSummary]]:
+        """See :meth:`GalleryStore.list_customers`: one SQL statement (aggregates, page and total)."""
+        query, cameras = customers_query(self.db, self.t.customers, self.t.visits, returning=returning,
+                                         from_ts_ms=from_ts_ms, to_ts_ms=to_ts_ms, limit=limit, offset=offset)
+        rows = self._rows(query)
+        total = int(rows[0][0]) if rows else 0
+        return total, [
+            CustomerSummary(cid, int(created), int(n), int(first), int(last), int(max_no) > 1,
+                            tuple(sorted(cameras(cams))))
+            for _, cid, created, n, first, last, max_no, cams in rows if cid is not None
+        ]
+
+    def counts(self) -> dict[str, int]:
+        """Rows per table: ``{"customers": n, "embeddings": n, "visits": n}`` (for checks and health endpoints)."""
+        tables = {"customers": self.t.customers, "embeddings": self.t.embeddings, "visits": self.t.visits}
+        (row,) = self._rows(sa.select(*[sa.select(sa.func.count()).select_from(t).scalar_subquery()
+                                        for t in tables.values()]))
+        return {name: int(n) for name, n in zip(tables, row)}
+
+
+#: The embedded mode's name of the store: ``SqliteGalleryStore(path, dim)``.
+SqliteGalleryStore = SqlGalleryStore
+#: The distributed mode's name of the store: ``PostgresGalleryStore(dsn, dim, schema=None)``.
+PostgresGalleryStore = SqlGalleryStore
+
+
+def open_gallery_store(config: SiteConfig) -> SqlGalleryStore:
+    """The gallery store of ``config``: PostgreSQL at ``storage.dsn`` with ``storage.backend: postgres``,
+    else the SQLite file :func:`storelens.stages.faces.gallery_sqlite_path`."""
+    from storelens.stages.faces import gallery_sqlite_path
+
+    dim = config.faces.gallery.dim
+    if config.storage.backend == "postgres":
+        return SqlGalleryStore(config.storage.dsn, dim=dim)
+    return SqlGalleryStore(gallery_sqlite_path(config), dim=dim)
+
+
+def open_gallery(config: SiteConfig) -> FaceGallery:
+    """The gallery of ``config``: its store (:func:`open_gallery_store`), the index rebuilt from it."""
+    return FaceGallery(config.faces.gallery, store=open_gallery_store(config))

@@ -1,0 +1,608 @@
+"""The history store: tracks, crossings, occupancy, count windows and face history, in SQL.
+
+:class:`SqlStorage` implements :class:`Storage` on SQLite (one file, WAL
+mode; the embedded mode) and on PostgreSQL (the distributed mode; several
+installations can share a database through schemas) with the same SQLAlchemy
+Core statements; what differs between the two lives in
+:mod:`storelens.storage.dialects`. The tables are created or upgraded when a
+store opens (:mod:`storelens.storage.migrations`). Every write is idempotent,
+so a message delivered twice never counts twice:
+
+* track points are keyed by ``(camera_id, seq, track_id)`` (a redelivered
+  frame replaces its points),
+* crossings by their deterministic ``event_id`` (``ON CONFLICT DO NOTHING``;
+  :meth:`~SqlStorage.write_crossings` returns how many were new),
+* occupancy by ``camera_id`` (the update with the newest ``ts_ms`` wins),
+* count windows by ``(camera_id, line_id, window_start_ms)``,
+* face attributes by ``(camera_id, track_id)`` (the highest ``last_seq`` wins,
+  so a redelivered older summary is ignored),
+* customer matches by their deterministic ``event_id``.
+
+Several items of one kind go to the database as one multi-row statement in
+one transaction; :meth:`~SqlStorage.write_batch` writes a whole consumed batch
+(any kinds) in one transaction. Time ranges are half-open, ``[start_ms, end_ms)``,
+in milliseconds since the Unix epoch. Text ids compare in byte order on both
+backends (PostgreSQL columns use the ``"C"`` collation).
+
+Example (``dsn`` is a libpq connection string such as
+``"postgresql://storelens:storelens@127.0.0.1:15432/storelens"``; ``schema`` may be ``None``):
+
+    >>> ev = CrossingEvent("cam-1:door:7:12", "cam-1", "door", 7, "in", 61_000, 12)
+    >>> answers = []
+    >>> for store in (SqlStorage(":memory:"), SqlStorage(dsn, schema=schema)):
+    ...     with store:
+    ...         answers.append((store.write_crossings([ev]), store.write_crossings([ev]),
+    ...                         store.counts("cam-1", start_ms=0, end_ms=120_000, bucket_s=60),
+    ...                         store.line_totals("cam-1")))
+    >>> answers[0]
+    (1, 0, [CountBucket(line_id='door', start_ms=60000, end_ms=120000, count_in=1, count_out=0)], {'door': {'in': 1, 'out': 0}})
+    >>> answers[1] == answers[0]  # SQLite and PostgreSQL answer the same
+    True
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Hashable, Iterable, NamedTuple, Protocol, Sequence, TypeVar, runtime_checkable
+
+import sqlalchemy as sa
+
+import storelens.storage.dialects as dialects
+import storelens.storage.migrations as migrations
+from storelens.contract import messages as m
+from storelens.domain.counting import CrossingEvent
+from storelens.storage.base import SqlStore
+from storelens.storage.schema import (
+    count_windows,
+    crossings,
+    customer_matches,
+    occupancy,
+    track_attributes,
+    track_points,
+)
+
+T = TypeVar("T")
+
+#: Revisions of the history tables, oldest first; a database records how many it has.
+MIGRATIONS: tuple[str, ...] = migrations.revisions("history")
+SCHEMA_VERSION = len(MIGRATIONS)
+#: Namespace of the advisory lock taken while migrating (PostgreSQL).
+_MIGRATION_LOCK = dialects.MIGRATION_LOCK
+redact_dsn = dialects.redact_dsn
+
+
+@dataclass(frozen=True)
+class CountBucket:
+    """Crossings of one line in one aligned time bucket ``[start_ms, end_ms)``."""
+
+    line_id: str
+    start_ms: int
+    end_ms: int
+    count_in: int
+    count_out: int
+
+
+class TrackPoint(NamedTuple):
+    """One observation of a track: the box (source pixels) at frame ``seq``."""
+
+    ts_ms: int
+    seq: int
+    bbox_xyxy: tuple[float, float, float, float]
+    confidence: float
+
+
+@dataclass(frozen=True)
+class TrackPath:
+    """The points of one track in time order."""
+
+    track_id: int
+    points: list[TrackPoint]
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """What the pipeline writes and the API reads; every write is idempotent."""
+
+    def write_tracked_frame(self, tf: m.TrackedFrame) -> None: ...
+
+    def write_crossings(self, events: Sequence[CrossingEvent]) -> int: ...
+
+    def write_occupancy(self, update: m.OccupancyUpdate) -> None: ...
+
+    def write_count_window(self, w: m.CountWindow) -> None: ...
+
+    def counts(
+        self, camera_id: str, start_ms: int, end_ms: int, bucket_s: int, line_id: str | None = None
+    ) -> list[CountBucket]: ...
+
+    def line_totals(
+        self, camera_id: str, start_ms: int | None = None, end_ms: int | None = None
+    ) -> dict[str, dict[str, int]]: ...
+
+    def crossing_span(self, camera_id: str) -> tuple[int, int] | None: ...
+
+    def occupancy(self, camera_id: str) -> m.OccupancyUpdate | None: ...
+
+    def tracks(self, camera_id: str, start_ms: int, end_ms: int, limit_points: int = 100_000) -> list[TrackPath]: ...
+
+    def crossings(self, camera_id: str, start_ms: int, end_ms: int, limit: int = 100_000) -> list[CrossingEvent]: ...
+
+    def write_track_attributes(self, items: Sequence[m.TrackAttributes]) -> None: ...
+
+    def write_customer_matches(self, items: Sequence[m.CustomerMatch]) -> None: ...
+
+    def customer_tracks(self, customer_id: str) -> list[dict[str, Any]]: ...
+
+    def demographics(
+        self, camera_id: str | None = None, start_ms: int | None = None, end_ms: int | None = None
+    ) -> dict[str, Any]: ...
+
+    def erase_customer(self, customer_id: str) -> int: ...
+
+    def write_batch(self, tracked_frames: Iterable[m.TrackedFrame] = (), crossings: Sequence[CrossingEvent] = (),
+                    occupancy_updates: Iterable[m.OccupancyUpdate] = (), count_windows: Iterable[m.CountWindow] = (),
+                    *, track_attributes: Iterable[m.TrackAttributes] = (),
+                    customer_matches: Iterable[m.CustomerMatch] = ()) -> int:
+        """Many writes of the kinds above in one transaction; returns how many crossings were new."""
+        ...
+
+    def ping(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+#: Age bands of :meth:`SqlStorage.demographics`: ``(name, exclusive upper bound in years)``.
+AGE_BANDS: tuple[tuple[str, float | None], ...] = (
+    ("0-17", 18), ("18-24", 25), ("25-34", 35), ("35-44", 45), ("45-54", 55), ("55-64", 65), ("65+", None),
+)
+#: Keys of the ``age``, ``gender`` and ``emotion`` counts of a demographics answer, in order.
+AGE_BAND_KEYS: tuple[str, ...] = tuple(name for name, _ in AGE_BANDS) + ("unknown",)
+GENDER_KEYS: tuple[str, ...] = ("female", "male", "unknown")
+EMOTION_KEYS: tuple[str, ...] = tuple(n for n in m.EMOTION_NAMES.values() if n != "unknown") + ("unknown",)
+
+
+def age_band(age_years: float | None) -> str:
+    """The :data:`AGE_BANDS` name of an age (``"unknown"`` for ``None``).
+
+    Example:
+        >>> age_band(17.9), age_band(18), age_band(64.5), age_band(90), age_band(None)
+        ('0-17', '18-24', '55-64', '65+', 'unknown')
+    """
+    if age_years is None:
+        return "unknown"
+    for name, upper in AGE_BANDS:
+        if upper is None or age_years < upper:
+            return name
+    raise AssertionError("unreachable")  # pragma: no cover (the last band is open)
+
+
+
+_TRACK_ATTRIBUTE_COLUMNS = tuple(c.name for c in track_attributes.c)
+_CUSTOMER_MATCH_COLUMNS = tuple(c.name for c in customer_matches.c)
+#: Attribute columns reported per track (all but the key).
+_ATTRIBUTE_FIELDS = _TRACK_ATTRIBUTE_COLUMNS[2:]
+_MATCH_FIELDS = ("event_id", "camera_id", "track_id", "seq", "ts_ms", "similarity", "is_new", "is_returning",
+                 "visit_no")
+
+
+def _age_band_sql() -> sa.ColumnElement[str]:
+    age = track_attributes.c.age_years
+    whens = [(age.is_(None), sa.literal_column("'unknown'"))]
+    whens += [(age < upper, sa.literal_column(f"'{name}'")) for name, upper in AGE_BANDS if upper is not None]
+    return sa.case(*whens, else_=sa.literal_column(f"'{AGE_BANDS[-1][0]}'"))
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def _opt(msg: m.TrackAttributes, field: str) -> float | None:
+    return _finite(getattr(msg, field)) if msg.HasField(field) else None
+
+
+def _track_attributes_row(a: m.TrackAttributes) -> dict[str, Any]:
+    return dict(zip(_TRACK_ATTRIBUTE_COLUMNS, (
+        a.camera_id, a.track_id, a.first_ts_ms, a.last_ts_ms, a.last_seq, a.n_faces, a.n_used, a.n_rejected,
+        _opt(a, "age_years"), _opt(a, "age_low_years"), _opt(a, "age_high_years"),
+        m.GENDER_NAMES.get(a.gender, "unknown"), _finite(a.gender_confidence) or 0.0,
+        m.EMOTION_NAMES.get(a.emotion, "unknown"), _finite(a.emotion_confidence) or 0.0,
+        _opt(a, "attention_share"), bool(a.final),
+    )))
+
+
+def _customer_match_row(c: m.CustomerMatch) -> dict[str, Any]:
+    return dict(zip(_CUSTOMER_MATCH_COLUMNS, (
+        c.event_id, c.camera_id, c.track_id, c.seq, c.ts_ms, c.customer_id, _finite(c.similarity) or 0.0,
+        bool(c.is_new), bool(c.returning), c.visit_no)))
+
+
+def _customer_track(row: Sequence[Any]) -> dict[str, Any]:
+    """One row of :meth:`SqlStorage.customer_tracks`' query -> the dict it returns."""
+    match = dict(zip(_MATCH_FIELDS, row[: len(_MATCH_FIELDS)]))
+    track = {k: match[k] for k in ("event_id", "camera_id", "track_id", "seq", "ts_ms")}
+    track.update(similarity=float(match["similarity"]), is_new=bool(match["is_new"]),
+                 returning=bool(match["is_returning"]), visit_no=int(match["visit_no"]))
+    attrs = dict(zip(_ATTRIBUTE_FIELDS, row[len(_MATCH_FIELDS):]))
+    if attrs["last_seq"] is None:  # no attributes stored for the track (yet)
+        track["attributes"] = None
+        return track
+    attrs["final"] = bool(attrs["final"])
+    attrs["age_band"] = age_band(attrs["age_years"])
+    track["attributes"] = attrs
+    return track
+def _demographics(rows: Iterable[Sequence[Any]], camera_id: str | None, start_ms: int | None,
+                  end_ms: int | None) -> dict[str, Any]:
+    """Rows ``(age band, gender, emotion, count)`` -> the dict :meth:`SqlStorage.demographics` returns."""
+    out: dict[str, Any] = {
+        "camera_id": camera_id, "start_ms": start_ms, "end_ms": end_ms, "tracks": 0,
+        "age": dict.fromkeys(AGE_BAND_KEYS, 0), "gender": dict.fromkeys(GENDER_KEYS, 0),
+        "emotion": dict.fromkeys(EMOTION_KEYS, 0),
+    }
+    for band, gender, emotion, n in rows:
+        n = int(n)
+        out["tracks"] += n
+        out["age"][band] += n
+        out["gender"][gender if gender in out["gender"] else "unknown"] += n
+        out["emotion"][emotion if emotion in out["emotion"] else "unknown"] += n
+    return out
+
+
+def _track_paths(rows: Iterable[Sequence[Any]]) -> list[TrackPath]:
+    """Rows ``(track_id, ts_ms, seq, x1, y1, x2, y2, confidence)`` ordered by track -> paths."""
+    paths: list[TrackPath] = []
+    for track_id, ts_ms, seq, x1, y1, x2, y2, conf in rows:
+        if not paths or paths[-1].track_id != track_id:
+            paths.append(TrackPath(track_id, []))
+        paths[-1].points.append(TrackPoint(ts_ms, seq, (x1, y1, x2, y2), conf))
+    return paths
+
+
+
+def _fold(items: Iterable[T], key: Callable[[T], Hashable],
+          replaces: Callable[[T, T], bool] = lambda new, old: True) -> list[T]:
+    """One item per key: a later item takes the place of the kept one if ``replaces(new, kept)``.
+
+    One multi-row upsert may not touch a row twice, so a batch is reduced to
+    what applying its items one by one, in order, would leave.
+    """
+    kept: dict[Hashable, T] = {}
+    for item in items:
+        k = key(item)
+        if k not in kept or replaces(item, kept[k]):
+            kept[k] = item
+    return list(kept.values())
+
+
+def _point_rows(frames: Iterable[m.TrackedFrame]) -> list[dict[str, Any]]:
+    rows = [{"camera_id": tf.camera_id, "seq": tf.seq, "track_id": t.track_id, "ts_ms": tf.ts_ms,
+             "x1": t.bbox_xyxy.x1, "y1": t.bbox_xyxy.y1, "x2": t.bbox_xyxy.x2, "y2": t.bbox_xyxy.y2,
+             "confidence": t.confidence} for tf in frames for t in tf.tracks]
+    return _fold(rows, lambda r: (r["camera_id"], r["seq"], r["track_id"]))
+
+
+def _crossing_rows(events: Iterable[CrossingEvent]) -> list[dict[str, Any]]:
+    rows = [{"event_id": e.event_id, "camera_id": e.camera_id, "line_id": e.line_id, "track_id": e.track_id,
+             "direction": e.direction, "ts_ms": e.ts_ms, "seq": e.seq} for e in events]
+    return _fold(rows, lambda r: r["event_id"], lambda new, old: False)  # the first one is stored
+
+
+def _occupancy_rows(updates: Iterable[m.OccupancyUpdate]) -> list[dict[str, Any]]:
+    rows = [{"camera_id": u.camera_id, "ts_ms": u.ts_ms, "occupancy": u.occupancy, "total_in": u.total_in,
+             "total_out": u.total_out} for u in updates]
+    return _fold(rows, lambda r: r["camera_id"], lambda new, old: new["ts_ms"] >= old["ts_ms"])
+
+
+def _window_rows(windows: Iterable[m.CountWindow]) -> list[dict[str, Any]]:
+    rows = [{"camera_id": w.camera_id, "line_id": w.line_id, "window_start_ms": w.window_start_ms,
+             "window_end_ms": w.window_end_ms, "count_in": w.count_in, "count_out": w.count_out} for w in windows]
+    return _fold(rows, lambda r: (r["camera_id"], r["line_id"], r["window_start_ms"]))
+
+
+def _attribute_rows(items: Iterable[m.TrackAttributes]) -> list[dict[str, Any]]:
+    return _fold(map(_track_attributes_row, items), lambda r: (r["camera_id"], r["track_id"]),
+                 lambda new, old: new["last_seq"] >= old["last_seq"])
+
+
+def _match_rows(items: Iterable[m.CustomerMatch]) -> list[dict[str, Any]]:
+    return _fold(map(_customer_match_row, items), lambda r: r["event_id"])
+
+
+
+class SqlStorage(SqlStore):
+    """:class:`Storage` in SQLite or PostgreSQL, safe to share between threads.
+
+    Args:
+        target: SQLite file (created with its directory if missing; ``":memory:"``
+            gives a private in-memory database, handy in tests) or PostgreSQL
+            libpq DSN / URL, e.g. ``postgresql://storelens:storelens@127.0.0.1:15432/storelens``.
+        schema: PostgreSQL schema holding the tables (created if missing);
+            ``None`` uses the connection's ``search_path`` (normally ``public``).
+        connect_timeout_s: how long one connection attempt (SQLite: a lock) may take.
+
+    Raises:
+        StorageError: the server cannot be reached, the tables cannot be
+            created (e.g. no privilege), or they were written by a newer StoreLens.
+
+    Example:
+        >>> with SqlStorage(":memory:") as store:
+        ...     tf = m.TrackedFrame(camera_id="cam-1", seq=3, ts_ms=120, tracks=[
+        ...         m.Track(track_id=7, bbox_xyxy=m.BoxXYXY(x1=10, y1=20, x2=50, y2=120), confidence=0.5)])
+        ...     store.write_tracked_frame(tf)
+        ...     store.write_tracked_frame(tf)  # redelivery: no duplicate point
+        ...     [(p.track_id, len(p.points)) for p in store.tracks("cam-1", 0, 1000)]
+        [(7, 1)]
+    """
+
+    def __init__(self, target: str, schema: str | None = None, *, connect_timeout_s: float = 10.0) -> None:
+        self.path = self.dsn = target
+        super().__init__(target, chain="history", schema=schema, connect_timeout_s=connect_timeout_s)
+        upsert = self._upsert
+        self._points = upsert(track_points)
+        ins = dialects.insert(self.db, crossings)
+        self._crossings = ins.on_conflict_do_nothing(index_elements=[crossings.c.event_id]).returning(
+            crossings.c.event_id)
+        self._occupancy = upsert(occupancy, lambda new: new.ts_ms >= occupancy.c.ts_ms)
+        self._windows = upsert(count_windows)
+        # A redelivered (or reordered) older summary of the track never replaces a newer one.
+        self._attributes = upsert(track_attributes, lambda new: new.last_seq >= track_attributes.c.last_seq)
+        self._matches = upsert(customer_matches)
+        # The per-frame upserts (none of their columns has a bind processor) skip SQLAlchemy's
+        # per-call work where the backend allows.
+        self._compiled = {id(stmt): _Compiled(self.db, stmt) for stmt in (self._points, self._occupancy, self._windows)}
+
+    def schema_version(self) -> int:
+        """Version of the history tables in the database (equals :data:`SCHEMA_VERSION`)."""
+        return int(self._read(lambda c: c.execute(sa.text("SELECT version FROM schema_version")).scalar_one()))
+
+    def _upsert(self, table: sa.Table, where: Callable[[Any], Any] | None = None) -> Any:
+        """``INSERT .. ON CONFLICT (primary key) DO UPDATE`` of every other column (if ``where(excluded)``)."""
+        ins = dialects.insert(self.db, table)
+        key = list(table.primary_key)
+        return ins.on_conflict_do_update(
+            index_elements=key, set_={c.name: ins.excluded[c.name] for c in table.c if c not in key},
+            where=where(ins.excluded) if where is not None else None)
+
+    # -- writes ------------------------------------------------------------
+
+    def write_tracked_frame(self, tf: m.TrackedFrame) -> None:
+        """Store every track of ``tf`` as one point; a redelivered frame replaces its points."""
+        if tf.tracks:
+            self.write_batch(tracked_frames=[tf])
+
+    def write_crossings(self, events: Sequence[CrossingEvent]) -> int:
+        """Insert crossings not seen before (by ``event_id``), atomically; return how many were new."""
+        return self.write_batch(crossings=events)
+
+    def write_occupancy(self, update: m.OccupancyUpdate) -> None:
+        """Keep the latest occupancy of ``update.camera_id``; an older update (by ``ts_ms``) is ignored."""
+        self.write_batch(occupancy_updates=[update])
+
+    def write_count_window(self, w: m.CountWindow) -> None:
+        """Insert or replace the window ``(camera_id, line_id, window_start_ms)``."""
+        self.write_batch(count_windows=[w])
+
+    def write_track_attributes(self, items: Sequence[m.TrackAttributes]) -> None:
+        """Upsert each track's face attributes by ``(camera_id, track_id)``, in order, atomically.
+
+        A message replaces the stored one only if its ``last_seq`` is at least
+        the stored one, so a redelivered or late older summary changes nothing.
+        """
+        self.write_batch(track_attributes=items)
+
+    def write_customer_matches(self, items: Sequence[m.CustomerMatch]) -> None:
+        """Insert or replace customer matches by ``event_id``, atomically."""
+        self.write_batch(customer_matches=items)
+
+    def write_batch(
+        self,
+        tracked_frames: Iterable[m.TrackedFrame] = (),
+        crossings: Sequence[CrossingEvent] = (),
+        occupancy_updates: Iterable[m.OccupancyUpdate] = (),
+        count_windows: Iterable[m.CountWindow] = (),
+        *,
+        track_attributes: Iterable[m.TrackAttributes] = (),
+        customer_matches: Iterable[m.CustomerMatch] = (),
+    ) -> int:
+        """Apply many writes in one transaction (all or nothing); return how many crossings were new.
+
+        Each item has the same idempotent effect as the single-item method
+        (items of one kind apply in the given order, so the newest occupancy
+        still wins); each kind is one multi-row statement. Handy for a sink
+        that commits a consumed batch at once.
+
+        Example:
+            >>> ev = CrossingEvent("cam-3:door:1:5", "cam-3", "door", 1, "in", 200, 5)
+            >>> occ = m.OccupancyUpdate(camera_id="cam-3", ts_ms=200, occupancy=1, total_in=1)
+            >>> with SqlStorage(":memory:") as store:
+            ...     store.write_batch(crossings=[ev], occupancy_updates=[occ]), store.write_batch(crossings=[ev])
+            ...     store.occupancy("cam-3").occupancy
+            (1, 0)
+            1
+        """
+        batch = [(self._points, _point_rows(tracked_frames)), (self._crossings, _crossing_rows(crossings)),
+                 (self._occupancy, _occupancy_rows(occupancy_updates)), (self._windows, _window_rows(count_windows)),
+                 (self._attributes, _attribute_rows(track_attributes)), (self._matches, _match_rows(customer_matches))]
+        batch = [(stmt, rows) for stmt, rows in batch if rows]
+        if not batch:
+            return 0
+
+        def write(conn: sa.Connection) -> int:
+            new = 0
+            for stmt, rows in batch:
+                compiled = self._compiled.get(id(stmt))
+                if compiled is not None:
+                    compiled.executemany(conn, rows)
+                    continue
+                result = conn.execute(stmt, rows)
+                if stmt is self._crossings:
+                    new = len(result.all())
+                elif stmt is self._matches:
+                    self._forget_erased_customers(conn, {r["customer_id"] for r in rows})
+            return new
+
+        return self._write(write)
+
+    def _forget_erased_customers(self, conn: sa.Connection, customer_ids: set[str]) -> None:
+        """Right to erasure: a match that arrives after its customer was erased from a gallery in the
+        same database (PostgreSQL, distributed mode) must not bring the link back."""
+        gallery = dialects.gallery_tables(self.db).customers
+        if not self.db.postgres or not sa.inspect(conn).has_table(gallery.name):
+            return
+        cm = customer_matches.c
+        conn.execute(sa.delete(customer_matches).where(
+            cm.customer_id.in_(sorted(customer_ids)),
+            ~sa.exists().where(gallery.c.customer_id == cm.customer_id)))
+
+    def erase_customer(self, customer_id: str) -> int:
+        """Right to erasure: delete the customer's matches; return how many rows went.
+
+        Track attributes stay: without a match they are anonymous demographics.
+        """
+        stmt = sa.delete(customer_matches).where(customer_matches.c.customer_id == customer_id)
+        return max(self._write(lambda c: c.execute(stmt).rowcount), 0)
+
+    # -- reads -------------------------------------------------------------
+
+    def customer_tracks(self, customer_id: str) -> list[dict[str, Any]]:
+        """Tracks matched to ``customer_id``, oldest match first, each with its attributes.
+
+        Each dict has ``event_id, camera_id, track_id, seq, ts_ms, similarity,
+        is_new, returning, visit_no`` and ``attributes``: ``None`` when none
+        were stored for the track, else a dict of the stored attribute fields
+        (``first_ts_ms`` .. ``final``, ``gender``/``emotion`` as names) plus ``age_band``.
+        """
+        c, a = customer_matches.c, track_attributes.c
+        stmt = (sa.select(*[c[f] for f in _MATCH_FIELDS], *[a[f] for f in _ATTRIBUTE_FIELDS])
+                .select_from(customer_matches.outerjoin(
+                    track_attributes, sa.and_(a.camera_id == c.camera_id, a.track_id == c.track_id)))
+                .where(c.customer_id == customer_id).order_by(c.ts_ms, c.camera_id, c.track_id))
+        return [_customer_track(r) for r in self._rows(stmt)]
+
+    def demographics(
+        self, camera_id: str | None = None, start_ms: int | None = None, end_ms: int | None = None
+    ) -> dict[str, Any]:
+        """Tracks with at least one face, by age band, gender and emotion.
+
+        A track counts when its ``last_ts_ms`` is in ``[start_ms, end_ms)``
+        (unbounded where ``None``), on ``camera_id`` if given. Returns
+        ``{"camera_id", "start_ms", "end_ms", "tracks": n, "age": {band: n},
+        "gender": {name: n}, "emotion": {name: n}}`` with every key of
+        :data:`AGE_BAND_KEYS`, :data:`GENDER_KEYS` and :data:`EMOTION_KEYS` present.
+        """
+        a = track_attributes.c
+        stmt = (sa.select(_age_band_sql(), a.gender, a.emotion, sa.func.count()).where(a.n_faces > 0)
+                .group_by(sa.text("1"), sa.text("2"), sa.text("3")))
+        if camera_id is not None:
+            stmt = stmt.where(a.camera_id == camera_id)
+        stmt = _in_range(stmt, a.last_ts_ms, start_ms, end_ms)
+        return _demographics(self._rows(stmt), camera_id, start_ms, end_ms)
+
+    def counts(
+        self, camera_id: str, start_ms: int, end_ms: int, bucket_s: int, line_id: str | None = None
+    ) -> list[CountBucket]:
+        """Crossings in ``[start_ms, end_ms)`` per line and bucket of ``bucket_s`` seconds.
+
+        Buckets are aligned to multiples of ``bucket_s * 1000`` ms since the
+        epoch and report their full aligned bounds (only crossings inside the
+        query range are counted). Only non-empty buckets are returned, ordered
+        by ``(start_ms, line_id)``.
+        """
+        if bucket_s < 1:
+            raise ValueError(f"bucket_s must be >= 1, got {bucket_s}")
+        c = crossings.c
+        w = sa.literal_column(str(int(bucket_s) * 1000))  # an int: the same SQL in SELECT and GROUP BY
+        bucket = c.ts_ms - ((c.ts_ms % w) + w) % w
+        stmt = (_by_direction(bucket).where(c.camera_id == camera_id)
+                .group_by(c.line_id, bucket).order_by(bucket, c.line_id))
+        if line_id is not None:
+            stmt = stmt.where(c.line_id == line_id)
+        stmt = _in_range(stmt, c.ts_ms, start_ms, end_ms)
+        step = bucket_s * 1000
+        return [CountBucket(line, int(b), int(b) + step, int(n_in), int(n_out))
+                for line, b, n_in, n_out in self._rows(stmt)]
+
+    def line_totals(
+        self, camera_id: str, start_ms: int | None = None, end_ms: int | None = None
+    ) -> dict[str, dict[str, int]]:
+        """``{line_id: {"in": n, "out": n}}`` over ``[start_ms, end_ms)`` (unbounded where ``None``).
+
+        Only lines with at least one crossing appear.
+        """
+        c = crossings.c
+        stmt = _by_direction().where(c.camera_id == camera_id).group_by(c.line_id).order_by(c.line_id)
+        rows = self._rows(_in_range(stmt, c.ts_ms, start_ms, end_ms))
+        return {line: {"in": int(n_in), "out": int(n_out)} for line, n_in, n_out in rows}
+
+    def crossing_span(self, camera_id: str) -> tuple[int, int] | None:
+        """``(first_ts_ms, last_ts_ms)`` of the camera's crossings, ``None`` if there are none."""
+        c = crossings.c
+        (row,) = self._rows(sa.select(sa.func.min(c.ts_ms), sa.func.max(c.ts_ms)).where(c.camera_id == camera_id))
+        return None if row[0] is None else (int(row[0]), int(row[1]))
+
+    def occupancy(self, camera_id: str) -> m.OccupancyUpdate | None:
+        """The latest occupancy written for ``camera_id``, or ``None`` if there is none."""
+        o = occupancy.c
+        rows = self._rows(sa.select(o.ts_ms, o.occupancy, o.total_in, o.total_out).where(o.camera_id == camera_id))
+        if not rows:
+            return None
+        ts_ms, occ, total_in, total_out = rows[0]
+        return m.OccupancyUpdate(camera_id=camera_id, ts_ms=ts_ms, occupancy=occ, total_in=total_in,
+                                 total_out=total_out)
+
+    def tracks(self, camera_id: str, start_ms: int, end_ms: int, limit_points: int = 100_000) -> list[TrackPath]:
+        """Track points in ``[start_ms, end_ms)`` grouped by track (ordered by track id, then time).
+
+        At most ``limit_points`` points are returned: the earliest ones in time.
+        """
+        if limit_points < 0:
+            raise ValueError(f"limit_points must be >= 0, got {limit_points}")
+        t = track_points.c
+        first = _in_range(sa.select(track_points).where(t.camera_id == camera_id), t.ts_ms, start_ms, end_ms)
+        p = first.order_by(t.ts_ms, t.seq, t.track_id).limit(limit_points).subquery("p")
+        stmt = (sa.select(p.c.track_id, p.c.ts_ms, p.c.seq, p.c.x1, p.c.y1, p.c.x2, p.c.y2, p.c.confidence)
+                .order_by(p.c.track_id, p.c.ts_ms, p.c.seq))
+        return _track_paths(self._rows(stmt))
+
+    def crossings(self, camera_id: str, start_ms: int, end_ms: int, limit: int = 100_000) -> list[CrossingEvent]:
+        """Crossings in ``[start_ms, end_ms)`` in time order (at most ``limit``, the earliest)."""
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        c = crossings.c
+        stmt = _in_range(sa.select(c.event_id, c.camera_id, c.line_id, c.track_id, c.direction, c.ts_ms, c.seq)
+                         .where(c.camera_id == camera_id), c.ts_ms, start_ms, end_ms)
+        stmt = stmt.order_by(c.ts_ms, c.seq, c.line_id, c.track_id).limit(limit)
+        return [CrossingEvent(*row) for row in self._rows(stmt)]
+
+
+class _Compiled:
+    """A Core statement written for every frame, compiled once for the store (:func:`dialects.upsert_many`)."""
+
+    def __init__(self, db: dialects.Database, stmt: sa.Executable) -> None:
+        compiled = stmt.compile(dialect=db.engine.dialect)
+        self.db, self.stmt, self.sql = db, stmt, str(compiled)
+        self.order = tuple(compiled.positiontup or ())
+
+    def executemany(self, conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+        dialects.upsert_many(self.db, conn, self.stmt, self.sql, self.order, rows)
+
+
+def _in_range(stmt: sa.Select[Any], column: sa.ColumnElement[int], start_ms: int | None,
+              end_ms: int | None) -> sa.Select[Any]:
+    if start_ms is not None:
+        stmt = stmt.where(column >= start_ms)
+    if end_ms is not None:
+        stmt = stmt.where(column < end_ms)
+    return stmt
+
+
+def _by_direction(*extra: sa.ColumnElement[Any]) -> sa.Select[Any]:
+    """``SELECT line_id, *extra, n_in, n_out FROM crossings`` (to be grouped)."""
+    c = crossings.c
+    return sa.select(c.line_id, *extra, sa.func.count().filter(c.direction == "in"),
+                     sa.func.count().filter(c.direction == "out"))
+
+
+#: The embedded mode's name of the store (a SQLite file): ``SqliteStorage(path)``.
+SqliteStorage = SqlStorage
+#: The distributed mode's name of the store: ``PostgresStorage(dsn, schema=None)``.
+PostgresStorage = SqlStorage

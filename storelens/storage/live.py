@@ -1,0 +1,227 @@
+"""Live state of the cameras in Redis (distributed mode): occupancy and last-seen frames.
+
+Several services share it: the analytics sink writes each camera's latest
+:class:`~storelens.contract.messages.OccupancyUpdate`, the ingest/detect services
+touch the camera with the timestamp of every frame they handle, and the API
+reads both without querying the history database.
+
+Layout (``P`` is the prefix, ``storelens`` by default); every value is a
+plain decimal integer, never a pickle, so ``redis-cli`` shows it as is:
+
+* ``P:camera:<camera_id>``: a hash with the fields ``occupancy_ts_ms``,
+  ``occupancy``, ``total_in``, ``total_out`` (see :meth:`RedisLiveState.set_occupancy`)
+  and ``last_seen_ms``, ``frames_seen`` (see :meth:`RedisLiveState.touch_camera`);
+* ``P:cameras``: the set of camera ids that have a hash.
+
+Both writes are atomic compare-and-set Lua scripts that only move a camera
+forward in time: a redelivered or reordered message carrying an older
+timestamp leaves the state alone, so consumers may replay freely.
+
+Example (``url`` is a Redis URL such as ``"redis://127.0.0.1:16379/0"``):
+    >>> from storelens.contract import messages as m
+    >>> live = RedisLiveState(url, prefix=prefix)
+    >>> live.set_occupancy(m.OccupancyUpdate(camera_id="cam-1", ts_ms=2_000, occupancy=3, total_in=4, total_out=1))
+    True
+    >>> live.set_occupancy(m.OccupancyUpdate(camera_id="cam-1", ts_ms=1_000, occupancy=9))  # older: ignored
+    False
+    >>> live.occupancy("cam-1").occupancy
+    3
+    >>> live.touch_camera("cam-1", 2_040, frames_seen=52)
+    True
+    >>> live.last_seen("cam-1"), live.last_seen("cam-9")
+    (2040, None)
+    >>> live.close()
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import redis
+
+from storelens.contract import messages as m
+from storelens.errors import StoreLensError
+from storelens.storage.base import Closing
+
+#: Hash fields written by :meth:`RedisLiveState.set_occupancy`.
+OCCUPANCY_FIELDS = ("occupancy_ts_ms", "occupancy", "total_in", "total_out")
+#: Hash fields written by :meth:`RedisLiveState.touch_camera`.
+SEEN_FIELDS = ("last_seen_ms", "frames_seen")
+
+# KEYS[1] camera hash, KEYS[2] camera set; ARGV[1] camera id, ARGV[2] ts field,
+# ARGV[3] new ts, then field/value pairs to set. Writes only when new ts >= stored ts
+# (equal: a redelivery of the same state, or a correction at the same instant).
+# Timestamps are compared as Lua numbers (doubles): exact for |ts| < 2^53.
+_SET_IF_NEWER = """
+local cur = redis.call('HGET', KEYS[1], ARGV[2])
+if cur and tonumber(cur) > tonumber(ARGV[3]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[3], unpack(ARGV, 4))
+redis.call('SADD', KEYS[2], ARGV[1])
+return 1
+"""
+
+
+class LiveStateError(StoreLensError):
+    """The live state cannot be used (e.g. it was closed)."""
+
+
+class RedisLiveState(Closing):
+    """Per-camera live state in Redis; safe to share between threads.
+
+    Args:
+        url: Redis URL, e.g. ``redis://127.0.0.1:16379/0`` (``rediss://`` for TLS).
+        prefix: prefix of every key, so several installations (or tests) can
+            share one Redis database.
+        timeout_s: socket connect/read timeout.
+
+    Connection errors of Redis calls propagate as :class:`redis.RedisError`
+    (the client retries briefly on its own); :meth:`ping` never raises.
+
+    Example:
+        >>> with RedisLiveState(url, prefix=prefix) as live:
+        ...     live.touch_camera("cam-2", 1_000, frames_seen=25)
+        ...     live.touch_camera("cam-2", 960)  # an older frame: ignored
+        ...     live.cameras()["cam-2"]
+        True
+        False
+        {'last_seen_ms': 1000, 'frames_seen': 25}
+    """
+
+    def __init__(self, url: str, prefix: str = "storelens", *, timeout_s: float = 5.0) -> None:
+        if not prefix:
+            raise ValueError("prefix must not be empty")
+        self.url = url
+        self.prefix = prefix
+        self._closed = False
+        self._redis = redis.Redis.from_url(
+            url, decode_responses=True, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+            health_check_interval=30,
+        )
+        self._set_if_newer = self._redis.register_script(_SET_IF_NEWER)
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def __repr__(self) -> str:
+        return f"RedisLiveState(prefix={self.prefix!r})"
+
+    def close(self) -> None:
+        """Release the connections; further calls raise :class:`LiveStateError`, :meth:`ping` is ``False``."""
+        if not self._closed:
+            self._closed = True
+            self._redis.close()
+
+    def ping(self) -> bool:
+        """``True`` if Redis answers (readiness probe).
+
+        Example:
+            >>> with RedisLiveState(url, prefix=prefix) as live:
+            ...     live.ping()
+            True
+        """
+        if self._closed:
+            return False
+        try:
+            return bool(self._redis.ping())
+        except redis.RedisError:
+            return False
+
+    def _client(self) -> redis.Redis:
+        if self._closed:
+            raise LiveStateError("live state is closed")
+        return self._redis
+
+    # -- keys --------------------------------------------------------------
+
+    def camera_key(self, camera_id: str) -> str:
+        """Key of the hash of ``camera_id``, e.g. ``storelens:camera:cam-1``."""
+        return f"{self.prefix}:camera:{camera_id}"
+
+    @property
+    def cameras_key(self) -> str:
+        """Key of the set of camera ids, e.g. ``storelens:cameras``."""
+        return f"{self.prefix}:cameras"
+
+    # -- writes ------------------------------------------------------------
+
+    def _set(self, camera_id: str, ts_field: str, ts_ms: int, fields: Mapping[str, int]) -> bool:
+        args: list[object] = [camera_id, ts_field, int(ts_ms)]
+        for k, v in fields.items():
+            args += [k, int(v)]
+        return bool(self._set_if_newer(keys=[self.camera_key(camera_id), self.cameras_key], args=args,
+                                       client=self._client()))
+
+    def set_occupancy(self, update: m.OccupancyUpdate) -> bool:
+        """Store ``update`` unless the camera already has a newer one (by ``ts_ms``).
+
+        Returns ``True`` if it was stored (an update with the same ``ts_ms``
+        replaces the stored one, as in :class:`~storelens.storage.Storage`).
+        """
+        return self._set(update.camera_id, "occupancy_ts_ms", update.ts_ms,
+                         {"occupancy": update.occupancy, "total_in": update.total_in,
+                          "total_out": update.total_out})
+
+    def touch_camera(self, camera_id: str, ts_ms: int, frames_seen: int | None = None) -> bool:
+        """Record that a frame of ``camera_id`` stamped ``ts_ms`` was handled.
+
+        ``last_seen_ms`` only moves forward; ``frames_seen`` (an absolute
+        running count kept by the caller, e.g. ``seq + 1``, so a replay does not
+        inflate it) is stored with it when given. Returns ``True`` if stored.
+        """
+        fields = {} if frames_seen is None else {"frames_seen": frames_seen}
+        return self._set(camera_id, "last_seen_ms", ts_ms, fields)
+
+    def forget(self, camera_id: str) -> None:
+        """Drop everything stored for ``camera_id``."""
+        r = self._client()
+        with r.pipeline() as p:
+            p.delete(self.camera_key(camera_id))
+            p.srem(self.cameras_key, camera_id)
+            p.execute()
+
+    def clear(self) -> None:
+        """Drop every camera under this prefix."""
+        r = self._client()
+        ids = r.smembers(self.cameras_key)
+        with r.pipeline() as p:
+            for camera_id in ids:
+                p.delete(self.camera_key(camera_id))
+            p.delete(self.cameras_key)
+            p.execute()
+
+    # -- reads -------------------------------------------------------------
+
+    def occupancy(self, camera_id: str) -> m.OccupancyUpdate | None:
+        """The latest occupancy stored for ``camera_id``, ``None`` if there is none."""
+        vals = self._client().hmget(self.camera_key(camera_id), list(OCCUPANCY_FIELDS))
+        if vals[0] is None:
+            return None
+        ts_ms, occ, total_in, total_out = (int(v) if v is not None else 0 for v in vals)
+        return m.OccupancyUpdate(camera_id=camera_id, ts_ms=ts_ms, occupancy=occ, total_in=total_in,
+                                 total_out=total_out)
+
+    def last_seen(self, camera_id: str) -> int | None:
+        """Timestamp (ms) of the newest frame recorded for ``camera_id``, ``None`` if none."""
+        v = self._client().hget(self.camera_key(camera_id), "last_seen_ms")
+        return None if v is None else int(v)
+
+    def camera(self, camera_id: str) -> dict[str, int]:
+        """Every field stored for ``camera_id`` (``{}`` if none), as ints."""
+        return {k: int(v) for k, v in self._client().hgetall(self.camera_key(camera_id)).items()}
+
+    def cameras(self) -> dict[str, dict[str, int]]:
+        """``{camera_id: {field: int}}`` for every camera with live state, ordered by id.
+
+        Fields are those of the module docstring that have been written, e.g.
+        ``{"cam-1": {"last_seen_ms": 2040, "frames_seen": 52, "occupancy_ts_ms": 2000,
+        "occupancy": 3, "total_in": 4, "total_out": 1}}``.
+        """
+        r = self._client()
+        ids = sorted(r.smembers(self.cameras_key))
+        if not ids:
+            return {}
+        with r.pipeline(transaction=False) as p:
+            for camera_id in ids:
+                p.hgetall(self.camera_key(camera_id))
+            hashes = p.execute()
+        return {cid: {k: int(v) for k, v in h.items()} for cid, h in zip(ids, hashes) if h}

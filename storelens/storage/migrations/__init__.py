@@ -1,0 +1,100 @@
+"""Alembic migrations of the StoreLens tables, applied when a store opens.
+
+No ``alembic.ini`` or ``env.py``: :func:`upgrade` reads the revision scripts
+of ``versions/`` with Alembic's :class:`~alembic.script.ScriptDirectory` and
+runs the missing ones through :class:`~alembic.operations.Operations` on the
+store's connection, in one transaction (PostgreSQL: under the advisory lock
+of :func:`~storelens.storage.dialects.prepare_migration`). A revision script
+is written as for any Alembic project (``op.create_table``, ...); it can ask
+``op.get_bind().dialect.name`` for the dialect and ``op.get_context().opts``
+for the options the store passes (the gallery's embedding ``dim``).
+
+Two independent chains (Alembic branch labels): ``history`` (the tables of
+:class:`~storelens.storage.history.SqlStorage`) and ``gallery`` (those of
+:class:`~storelens.storage.gallery.SqlGalleryStore`; in SQLite a file of its
+own). A database records how many revisions of a chain it has, where
+StoreLens always kept its schema version, so a database written before the
+migrations were Alembic's is recognised as it is (nothing to stamp) and older
+releases still see the version they understand:
+
+* history: the one row of ``schema_version(version)``;
+* gallery: the ``layout`` row of ``gallery_meta`` (SQLite: ``meta``; a SQLite
+  gallery from before that row is at revision 1).
+
+Revisions are only ever appended to a chain; one that has shipped never changes.
+"""
+from __future__ import annotations
+
+import functools
+import pathlib
+from typing import Any, Callable
+
+import sqlalchemy as sa
+from alembic.migration import MigrationContext
+from alembic.operations import Operations
+from alembic.script import ScriptDirectory
+
+import storelens.storage.dialects as dialects
+from storelens.errors import StorageError
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+
+@functools.cache
+def _scripts() -> ScriptDirectory:
+    return ScriptDirectory(str(HERE))
+
+
+@functools.cache
+def revisions(chain: str) -> tuple[str, ...]:
+    """Revision ids of ``chain`` (``"history"`` or ``"gallery"``), oldest first."""
+    return tuple(reversed([r.revision for r in _scripts().walk_revisions("base", f"{chain}@head")]))
+
+
+def _history_version(db: dialects.Database, conn: sa.Connection, new: int | None = None) -> tuple[int, bool]:
+    if new is None:
+        conn.execute(sa.text("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"))
+        row = conn.execute(sa.text("SELECT version FROM schema_version")).first()
+        return (int(row[0]), True) if row else (0, False)
+    conn.execute(sa.text("DELETE FROM schema_version"))
+    conn.execute(sa.text("INSERT INTO schema_version (version) VALUES (:v)"), {"v": new})
+    return new, True
+
+
+def _gallery_version(db: dialects.Database, conn: sa.Connection, new: int | None = None) -> tuple[int, bool]:
+    meta = dialects.gallery_tables(db).meta
+    if new is None:
+        if not sa.inspect(conn).has_table(meta.name):
+            return 0, False
+        row = conn.execute(sa.select(meta.c.value).where(meta.c.key == "layout")).first()
+        return (int(row[0]), True) if row else (1, False)  # a SQLite gallery from before the layout row
+    stmt = dialects.insert(db, meta).values(key="layout", value=str(new))
+    conn.execute(stmt.on_conflict_do_update(index_elements=[meta.c.key], set_={"value": stmt.excluded.value}))
+    return new, True
+
+
+#: chain -> ``version(db, conn)``: ``(revisions applied, recorded?)``; ``version(db, conn, n)`` records ``n``.
+VERSIONS: dict[str, Callable[..., tuple[int, bool]]] = {"history": _history_version, "gallery": _gallery_version}
+
+
+def upgrade(db: dialects.Database, conn: sa.Connection, chain: str, **opts: Any) -> int:
+    """Bring ``chain``'s tables to the newest revision in one transaction; returns the version.
+
+    Raises :class:`StorageError` if the database is newer than this StoreLens.
+    """
+    version = VERSIONS[chain]
+    revs = revisions(chain)
+    with conn.begin():
+        dialects.prepare_migration(db, conn)
+        current, recorded = version(db, conn)
+        if current > len(revs):
+            where = f"schema {db.schema!r} ({db.where})" if db.schema else db.where
+            raise StorageError(f"{where} has {chain} schema version {current}, newer than this StoreLens "
+                               f"supports ({len(revs)}); upgrade StoreLens")
+        if current < len(revs):
+            with Operations.context(MigrationContext.configure(connection=conn, opts={"storelens": opts})):
+                for rev in revs[current:]:
+                    _scripts().get_revision(rev).module.upgrade()
+        if current < len(revs) or not recorded:
+            version(db, conn, len(revs))
+    return len(revs)

@@ -1,0 +1,264 @@
+"""The one runner: its error policy, table-driven, in-process (no broker) and on Kafka; adding a stage.
+
+Every row feeds one input message to a runner of a small stage defined here and
+checks what the policy promises: what is published, what is dead-lettered with
+which reason, what is retried, what stops the runner, and whether the message was
+acknowledged. The same table runs over the in-process bus and over Kafka (real
+broker, ``make test`` starts it), so both transports keep one behaviour.
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+import uuid
+
+import pytest
+
+from storelens.config import parse_config
+from storelens.contract import messages as m
+from storelens.contract import topics
+from storelens.errors import StorageError
+from storelens.runtime.bus import InProcessBus
+from storelens.runtime.runner import Runner, RunnerCore
+from storelens.runtime.transports import END_OF_TOPIC, InProcessTransport
+from storelens.stages.base import Outputs, Publish, decode_input
+from storelens.stages.registry import STAGES, register_stage, unregister_stage, stages_for
+
+CONFIG = parse_config({"store": {"id": "t"}, "cameras": [{"id": "cam", "source": "x.mp4"}]})
+OUT = "test-clock"
+
+
+class FrameClock:
+    """A test stage: every frame's timestamp republished as an OccupancyUpdate, the frame kept as a record.
+
+    ``jpeg`` tells it to misbehave: ``raise`` -> RuntimeError, ``store`` -> a store failure inside the stage.
+    """
+
+    name = "frame-clock"
+    inputs = {topics.FRAMES: m.Frame}
+    outputs = (OUT,)
+    on_error = "dead_letter"
+
+    def __init__(self, config, on_error: str = "dead_letter") -> None:
+        self.cameras = {c.id for c in config.cameras}
+        self.on_error = on_error
+
+    def decode(self, topic, value):
+        return decode_input(self, topic, value)
+
+    def handle(self, topic, frame):
+        if frame.jpeg == b"raise":
+            raise RuntimeError("model exploded")
+        if frame.jpeg == b"store":
+            raise StorageError("gallery store unreachable")
+        return Outputs(publish=[Publish(OUT, frame.camera_id, m.OccupancyUpdate(camera_id=frame.camera_id,
+                                                                                 ts_ms=frame.ts_ms))],
+                       records=[frame])
+
+
+class FlakySink:
+    """A sink failing ``fail`` times the way a down database does, or rejecting the record."""
+
+    name = "storage"
+
+    def __init__(self, fail: int = 0, reject: bool = False) -> None:
+        self.fail, self.reject, self.written = fail, reject, []
+
+    def write(self, records):
+        if self.reject:
+            raise ValueError("value out of range for column")
+        if self.fail:
+            self.fail -= 1
+            raise sqlite3.OperationalError("database is locked")
+        self.written += records
+
+
+def frame(seq: int = 1, camera: str = "cam", jpeg: bytes = b"jpg") -> bytes:
+    return m.encode(m.Frame(camera_id=camera, seq=seq, ts_ms=1000 + seq, jpeg=jpeg))
+
+
+# (case, input bytes, stage on_error, sink, expected: published?, dead-letter reason part, error reason, stopped?)
+CASES = [
+    ("good", frame(), "dead_letter", FlakySink(), True, None, None, False),
+    ("truncated protobuf", frame()[:-3], "dead_letter", FlakySink(), False, "cannot decode storelens.v1.Frame",
+     "decode", False),
+    ("unknown camera", frame(camera="lobby"), "dead_letter", FlakySink(), False, "unknown camera 'lobby'",
+     "unknown_camera", False),
+    ("stage error, dead_letter", frame(jpeg=b"raise"), "dead_letter", FlakySink(), False,
+     "cannot process storelens.v1.Frame: RuntimeError('model exploded')", "process", False),
+    ("stage error, stop", frame(jpeg=b"raise"), "stop", FlakySink(), False, None, "process", True),
+    ("store inside the stage", frame(jpeg=b"store"), "dead_letter", FlakySink(), False, None, "store", True),
+    ("sink down twice, retried", frame(), "dead_letter", FlakySink(fail=2), True, None, "storage", False),
+    ("sink rejects the record", frame(), "dead_letter", FlakySink(reject=True), False, "cannot store message",
+     "sink", False),
+]
+
+
+class Acks(InProcessTransport):
+    def __init__(self, *a, **kw) -> None:
+        super().__init__(*a, **kw)
+        self.acked = []
+
+    def ack(self, msg) -> None:
+        self.acked.append(msg.offset)
+
+
+def check_outputs(outs, letters, published, dead_reason, value, source_topic) -> None:
+    assert (len(outs) == 1) is published, outs
+    if dead_reason is None:
+        assert letters == []
+    else:
+        [dl] = letters
+        assert dead_reason in dl.reason and dl.service == "frame-clock" and dl.payload == value
+        assert dl.source_topic == source_topic
+
+
+def _drain(sub) -> list:
+    out = []
+    while (msg := sub.poll(0)) is not None:
+        out.append(msg)
+    return out
+
+
+@pytest.mark.parametrize("case,value,on_error,sink,published,dead_reason,error,stopped", CASES,
+                         ids=[c[0] for c in CASES])
+def test_error_policy_in_process(case, value, on_error, sink, published, dead_reason, error, stopped):
+    bus = InProcessBus()
+    stage = FrameClock(CONFIG, on_error)
+    transport = Acks(bus, [topics.FRAMES], ending=[topics.FRAMES], outputs=stage.outputs)
+    core = RunnerCore(stage, [sink])
+    core_backoff_start = time.monotonic()
+    out, dead = bus.subscribe(OUT), bus.subscribe(topics.DEAD_LETTER)
+    bus.publish(topics.FRAMES, b"cam", value)
+    bus.publish(topics.FRAMES, b"", END_OF_TOPIC)
+    failure = Runner(core, transport).run()  # ends when frames has ended, or on a stop
+    outs = [m.decode(m.OccupancyUpdate, x.value) for x in _drain(out) if x.value != END_OF_TOPIC]
+    letters = [m.decode(m.DeadLetter, x.value) for x in _drain(dead)]
+    check_outputs(outs, letters, published, dead_reason, value, topics.FRAMES)
+    assert (failure is not None) is stopped
+    assert transport.acked == ([] if stopped else [0]), "a message is acknowledged unless the runner stopped"
+    assert set(core.errors) == ({error} if error else set()), core.errors
+    if error == "storage":  # retried with backoff (0.2 + 0.4 s) and nothing lost
+        assert core.errors["storage"] == 2 and len(sink.written) == 1
+        assert time.monotonic() - core_backoff_start >= 0.6
+        assert core.sink_ok["storage"]
+
+
+def test_stop_requested_while_a_sink_is_down_leaves_the_message_unacknowledged():
+    bus = InProcessBus()
+    stage = FrameClock(CONFIG)
+    transport = Acks(bus, [topics.FRAMES], ending=[topics.FRAMES], outputs=stage.outputs)
+    stop = threading.Event()
+    runner = Runner(RunnerCore(stage, [FlakySink(fail=10**6)]), transport, should_stop=stop.is_set)
+    bus.publish(topics.FRAMES, b"cam", frame())
+    t = threading.Thread(target=runner.run)
+    t.start()
+    time.sleep(1.0)
+    assert t.is_alive(), "the runner waits for the store"
+    stop.set()
+    t.join(10)
+    assert not t.is_alive() and transport.acked == [] and runner.failure is not None
+
+
+# -- adding a stage: one module (here: the class above) plus one registration line ------------------------
+
+
+@pytest.fixture
+def registered_clock():
+    register_stage("frame-clock", f"{__name__}:FrameClock")  # the one line
+    yield
+    unregister_stage("frame-clock")
+
+
+def test_a_registered_stage_runs_in_the_embedded_pipeline(registered_clock, tmp_path):
+    from storelens.paths import asset
+    from storelens.runtime.embedded import EmbeddedPipeline
+
+    assert "frame-clock" in [e.name for e in stages_for("embedded", CONFIG)]
+    cfg = parse_config({"store": {"id": "t"}, "cameras": [{
+        "id": "cam", "source": str(asset("mot", "TUD-Campus", "TUD-Campus.mp4")),
+        "lines": [{"id": "x300", "a": [300, 480], "b": [300, 0]}]}]})
+    bus = InProcessBus(maxsize=8)
+    clock = bus.subscribe(OUT)
+    seen = []
+
+    def watch() -> None:  # drains the stage's topic (its bounded queue would otherwise fill up)
+        while (msg := clock.poll(60)) is not None:
+            seen.append(msg)
+            if msg.value == END_OF_TOPIC:
+                return
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    res = EmbeddedPipeline(cfg, bus=bus).run()
+    watcher.join(30)
+    ticks = [m.decode(m.OccupancyUpdate, x.value) for x in seen if x.value != END_OF_TOPIC]
+    assert res.frames == 71
+    assert len(ticks) == 72  # every frame and the end-of-stream marker, from the stage registered in the test
+    assert ticks[0].camera_id == "cam" and [t.ts_ms for t in ticks] == sorted(t.ts_ms for t in ticks)
+    assert seen[-1].value == END_OF_TOPIC, "the stage ends its outputs when it has handled its inputs"
+
+
+def test_builtin_stages_are_registered():
+    assert list(STAGES)[:5] == ["detect-track", "faces", "attributes", "reid", "analytics"]
+
+
+# -- the same policy on Kafka ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def kafka_cfg():
+    from storelens.config import KafkaConfig
+    from storelens.runtime.kafka import BrokerProbe
+
+    cfg = KafkaConfig(bootstrap_servers=os.environ.get("STORELENS_KAFKA_BOOTSTRAP", "127.0.0.1:19092"),
+                      topic_prefix=f"t-runner-{uuid.uuid4().hex[:8]}.", group_prefix=f"t-runner-{uuid.uuid4().hex[:8]}",
+                      partitions=1)
+    if not BrokerProbe(cfg)(5.0):
+        pytest.fail(f"no Kafka at {cfg.bootstrap_servers}: `make test` starts it (scripts/stack.sh up)")
+    return cfg
+
+
+@pytest.mark.parametrize("case,value,on_error,sink,published,dead_reason,error,stopped", CASES,
+                         ids=[c[0] for c in CASES])
+def test_error_policy_on_kafka(kafka_cfg, case, value, on_error, sink, published, dead_reason, error, stopped):
+    from storelens.contract.topics import TopicSpec
+    from storelens.runtime.kafka import ensure_topics, read_to_end
+    from storelens.runtime.transports import ConsumerGroup, KafkaTransport
+
+    n = [c[0] for c in CASES].index(case)
+    cfg = kafka_cfg.model_copy(update={"topic_prefix": f"{kafka_cfg.topic_prefix}{n}.",
+                                       "group_prefix": f"{kafka_cfg.group_prefix}-{n}"})
+    ensure_topics(cfg, [TopicSpec(t, "", 1, 3_600_000, partitions_fixed=True)
+                        for t in (topics.FRAMES, OUT, topics.DEAD_LETTER)])
+    stage = FrameClock(CONFIG, on_error)
+    transport = KafkaTransport(cfg, "frame-clock", [ConsumerGroup("frame-clock", (topics.FRAMES,), commit_every=1)])
+    transport.publish(topics.FRAMES, b"cam", value)
+    transport.bus.flush()
+    stop = threading.Event()
+    runner = Runner(RunnerCore(stage, [sink]), transport, should_stop=stop.is_set, poll_s=0.5)
+    handled = []
+    runner.observers.append(handled.append)
+    t = threading.Thread(target=runner.run)
+    t.start()
+    deadline = time.monotonic() + 60
+    while not handled and t.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stop.set()
+    t.join(30)
+    outs = read_to_end(cfg, transport.topic(OUT), 0, "check", 30)
+    letters = [m.decode(m.DeadLetter, v) for _, v, _ in read_to_end(cfg, transport.topic(topics.DEAD_LETTER), 0,
+                                                                   "check", 30)]
+    check_outputs(outs, letters, published, dead_reason, value, transport.topic(topics.FRAMES))
+    assert (runner.failure is not None) is stopped
+    # acknowledged = committed: a new member of the group starts after the message, or at it when not acknowledged
+    again = KafkaTransport(cfg, "frame-clock-check", [ConsumerGroup("frame-clock", (topics.FRAMES,))])
+    try:
+        deadline, redelivered = time.monotonic() + (20 if stopped else 8), None
+        while redelivered is None and time.monotonic() < deadline:
+            redelivered = again.poll(0.5)
+        assert (redelivered is not None) is stopped
+    finally:
+        again.close()
