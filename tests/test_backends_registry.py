@@ -17,6 +17,7 @@ from storelens.backends.face_detectors import FACE_DETECTORS, YuNetFaceDetector,
 from storelens.backends.face_embedders import FACE_EMBEDDERS, DlibFaceEmbedder, build_embedder
 from storelens.backends.registry import Registry
 from storelens.backends.trackers import TRACKERS
+from storelens.config.tracker_bytereid import ByteReidTrackerConfig
 from storelens.config import (
     AppearanceEmbedderConfig,
     BackendConfig,
@@ -62,7 +63,8 @@ def with_section(path: str, value: dict) -> dict:
 KINDS = [
     pytest.param(DETECTORS, "detector", DetectorConfig, {"ultralytics": (UltralyticsDetectorConfig, None)},
                  id="detector"),
-    pytest.param(TRACKERS, "tracker", TrackerConfig, {"deepsort": (DeepSortTrackerConfig, None)}, id="tracker"),
+    pytest.param(TRACKERS, "tracker", TrackerConfig, {"deepsort": (DeepSortTrackerConfig, None),
+                                                      "bytereid": (ByteReidTrackerConfig, None)}, id="tracker"),
     pytest.param(FACE_DETECTORS, "faces.detector", FaceDetectorConfig, {
         "yunet": (YuNetFaceDetectorConfig, lambda b: isinstance(b, YuNetFaceDetector)
                   and len(b.detect(np.zeros((64, 64, 3), np.uint8))) == 0),
@@ -107,7 +109,8 @@ def test_build_wrappers_dispatch_through_the_registries():
 
 
 def test_appearance_embedders_are_registered_and_set_by_the_flat_tracker_keys():
-    assert APPEARANCE.names() == sorted(AppearanceEmbedderConfig.variants) == ["mobilenet-openvino", "mobilenet-torch"]
+    assert APPEARANCE.names() == sorted(AppearanceEmbedderConfig.variants) == ["mobilenet-openvino", "mobilenet-torch",
+                                                                               "omz-reid-openvino"]
     tracker = parse_config(site(tracker={"embedder_input_wh": [32, 96], "embedder_device": "cpu"})).tracker
     assert tracker.appearance == MobileNetOpenVinoEmbedderConfig(input_wh=(32, 96))
     torch = parse_config(site(tracker={"embedder": "mobilenet-torch", "embedder_weights": "/w.pt"})).tracker
@@ -116,8 +119,8 @@ def test_appearance_embedders_are_registered_and_set_by_the_flat_tracker_keys():
 
 @pytest.mark.parametrize(("path", "doc", "known"), [
     ("detector.backend", {"detector": {"backend": "yolo-nas"}}, "ultralytics"),
-    ("tracker.backend", {"tracker": {"backend": "sort"}}, "deepsort"),
-    ("tracker.embedder", {"tracker": {"embedder": "osnet"}}, "mobilenet-openvino, mobilenet-torch"),
+    ("tracker.backend", {"tracker": {"backend": "sort"}}, "bytereid, deepsort"),
+    ("tracker.embedder", {"tracker": {"embedder": "osnet"}}, "mobilenet-openvino, mobilenet-torch, omz-reid-openvino"),
     ("faces.detector.backend", {"faces": {"detector": {"backend": "haar"}}}, "mtcnn, yunet"),
     ("faces.embedder.backend", {"faces": {"embedder": {"backend": "arcface"}}}, "dlib, facenet"),
 ])

@@ -400,6 +400,10 @@ DOCTEST_MODULES = [
     "storelens.runtime.bus",
     "storelens.contract.messages",
     "storelens.config.site",
+    "storelens.config.base",
+    "storelens.backends.registry",
+    "storelens.stages.registry",
+    "storelens.runtime.policy",
 ]
 
 

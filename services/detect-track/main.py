@@ -6,10 +6,14 @@ Env: STORELENS_CONFIG (site YAML), STORELENS_HTTP_PORT (health/metrics, default 
 """
 from __future__ import annotations
 
+import os
 import sys
 
 
 def main() -> int:
+    # before numpy is imported: the tracker's small matrices gain nothing from BLAS threads, which
+    # would spin against the detector's threads on a small CPU (see storelens/cli.py)
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from storelens.runtime.workers import run_stage_service
 
     return run_stage_service("detect-track")

@@ -47,11 +47,12 @@ from storelens.config.trackers import (
     MobileNetTorchEmbedderConfig,
     TrackerConfig,
 )
+from storelens.config.tracker_bytereid import ByteReidTrackerConfig, OmzReidEmbedderConfig
 
 __all__ = [
-    "AnchorName", "ApiConfig", "AppearanceEmbedderConfig", "BackendConfig", "CameraConfig", "CountingConfig",
+    "AnchorName", "ApiConfig", "AppearanceEmbedderConfig", "BackendConfig", "ByteReidTrackerConfig", "CameraConfig", "CountingConfig",
     "CropsConfig", "DeepSortTrackerConfig", "DetectorConfig", "DlibEmbedderConfig", "EmbedderConfig", "FaceDetectorConfig",
-    "FacenetEmbedderConfig", "KafkaConfig", "LineConfig", "LiveConfig", "MobileNetOpenVinoEmbedderConfig",
+    "FacenetEmbedderConfig", "KafkaConfig", "LineConfig", "LiveConfig", "MobileNetOpenVinoEmbedderConfig", "OmzReidEmbedderConfig",
     "MobileNetTorchEmbedderConfig", "MtcnnFaceDetectorConfig", "Point", "SiteConfig", "StorageConfig",
     "StoreConfig", "TrackerConfig", "UltralyticsDetectorConfig", "YuNetFaceDetectorConfig", "ZoneConfig",
     "ZoneKind", "ZoneRules", "ZonesConfig", "expand_env", "format_validation_error", "load_config",

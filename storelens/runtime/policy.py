@@ -7,7 +7,7 @@ input cannot be decoded, unknown camera          dead letter (reason ``decode`` 
 (:class:`~storelens.errors.DecodeError`)
 the stage raised on one message                  the stage's ``on_error``: ``dead_letter`` (reason ``process``) or ``stop``
 a store *inside* the stage failed                stop; the message is not acknowledged and is redelivered after the restart
-(e.g. the reid gallery: :data:`STORE_ERRORS`)
+(e.g. the reid gallery: :func:`store_errors`)
 a sink (history, live state) is unreachable      retry with exponential backoff (0.2 s doubling to 5 s) until it works or
                                                  the process stops; counted in ``errors{reason=<sink>}``, readiness false
 a sink rejects the record itself                 dead letter (reason ``sink``): retrying cannot help
@@ -26,6 +26,7 @@ Example:
 """
 from __future__ import annotations
 
+import functools
 import sqlite3
 from dataclasses import dataclass
 from typing import Literal
@@ -40,7 +41,9 @@ FIRST_RETRY_DELAY_S = 0.2
 MAX_RETRY_DELAY_S = 5.0
 
 
-def _store_errors() -> tuple[type[BaseException], ...]:
+@functools.cache
+def store_errors() -> tuple[type[BaseException], ...]:
+    """Errors of a store that is unreachable or failing (imported on first use: no driver at start-up)."""
     errs: tuple[type[BaseException], ...] = (StorageError, sqlite3.Error)
     try:
         import psycopg
@@ -57,6 +60,7 @@ def _store_errors() -> tuple[type[BaseException], ...]:
     return errs
 
 
+@functools.cache
 def rejected_errors() -> tuple[type[BaseException], ...]:
     """Errors meaning "this record cannot be stored" (retrying cannot help), not "the database is down"."""
     errs: tuple[type[BaseException], ...] = (ValueError, TypeError, OverflowError, sqlite3.IntegrityError,
@@ -76,9 +80,6 @@ def rejected_errors() -> tuple[type[BaseException], ...]:
     return errs
 
 
-STORE_ERRORS = _store_errors()
-
-
 class UnknownCameraLike(UnknownCamera):
     """(doctest helper)"""
 
@@ -89,7 +90,7 @@ def classify_stage_error(exc: BaseException, on_error: Verdict) -> tuple[Verdict
         return "dead_letter", "unknown_camera"
     if isinstance(exc, DecodeError):
         return "dead_letter", "decode"
-    if isinstance(exc, STORE_ERRORS):
+    if isinstance(exc, store_errors()):
         return "stop", "store"
     return on_error, "process"
 

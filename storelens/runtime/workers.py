@@ -156,16 +156,18 @@ class SnapshotHooks:
 
     def __init__(self, stage, config: SiteConfig, snapshot_every: int = 50) -> None:
         self.stage, self.snapshot_every = stage, snapshot_every
+        self.config = config
         self.t_frames = topics.topic_name(topics.FRAMES, config.kafka.topic_prefix)
-        self.snapshots = _latest_snapshots(config)
+        self.snapshots: dict[int, m.StageSnapshot] = {}
         self.skip_below: dict[int, int] = {}
         self.cameras_of: dict[int, set[str]] = {}
         self.since_snapshot: dict[int, int] = {}
         self.next_offset: dict[int, int] = {}
-        self.transport: KafkaTransport | None = None
 
     def attach(self, worker: StageWorker) -> None:
-        worker.rt.add_check("state", lambda: True)  # restored before the worker exists
+        """Called once the topics exist, before the consumer joins: read the latest snapshots."""
+        self.snapshots = _latest_snapshots(self.config)
+        worker.rt.add_check("state", lambda: True)  # restored before the consumer can be assigned anything
         self._worker = worker
 
     def on_assign(self, parts: list[tuple[str, int]]) -> None:
@@ -417,7 +419,9 @@ def run_stage_service(name: str, deps: Callable[[SiteConfig], dict[str, Any]] | 
     from storelens.logs import setup_logging
     from storelens.stages.registry import build_stage
 
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # see storelens/cli.py
+    if "numpy" in sys.modules and "OPENBLAS_NUM_THREADS" not in os.environ:
+        log.warning("numpy was imported before OPENBLAS_NUM_THREADS=1 was set: BLAS threads will compete "
+                    "with the models' threads (set it first thing in the service's main)")
     setup_logging(os.environ.get("STORELENS_LOG_LEVEL", "INFO"))
     try:
         config = load_config(os.environ.get("STORELENS_CONFIG", "/etc/storelens/site.yaml"))

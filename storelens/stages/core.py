@@ -140,7 +140,10 @@ class DetectTrackStage:
         for tid, (x1, y1, x2, y2), conf, cls in zip(tracks.track_id, boxes, tracks.confidence, tracks.class_id):
             out.tracks.add(track_id=int(tid), bbox_xyxy=m.BoxXYXY(x1=x1, y1=y1, x2=x2, y2=y2),
                            confidence=float(conf), class_id=int(cls))
-        for t, emb in zip(out.tracks, getattr(tracks, "appearance", ())): t.appearance.extend(emb.tolist())  # noqa: E701
+        appearance = getattr(tracks, "appearance", None)  # per-track embeddings, when the tracker has them
+        if appearance is not None:
+            for t, emb in zip(out.tracks, appearance):
+                t.appearance.extend(emb.tolist())
         self.last_crops = self._crops(frame, image, tracks, boxes)
         return out
 

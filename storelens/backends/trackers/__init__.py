@@ -13,10 +13,11 @@ from storelens.backends.appearance import (
     crop_batch,
 )
 from storelens.backends.trackers.base import TRACKERS, Tracker, Tracks, iou_matrix, l2_normalize
+from storelens.backends.trackers.bytereid import AppearanceTracks, ByteReidTracker
 from storelens.backends.trackers.deepsort import DeepSortTracker
 from storelens.config.trackers import TrackerConfig
 
-__all__ = ["TRACKERS", "DeepSortTracker", "Embedder", "OpenVinoMobileNetEmbedder", "TorchMobileNetEmbedder",
+__all__ = ["TRACKERS", "AppearanceTracks", "ByteReidTracker", "DeepSortTracker", "Embedder", "OpenVinoMobileNetEmbedder", "TorchMobileNetEmbedder",
            "Tracker", "TrackerConfig", "Tracks", "build_embedder", "build_tracker", "crop_batch", "iou_matrix",
            "l2_normalize"]
 

@@ -1,0 +1,183 @@
+#!/usr/bin/env python
+"""Cameras per machine: how many 480x360 cameras at 5 fps one machine detects and tracks in real time.
+
+* ``storelens``: ONE process for all cameras. Per tick (one frame of every
+  camera): decode + resize each camera's next sampled frame, ONE detector call
+  on the list of frames (Ultralytics predicts a list in one call; the int8
+  OpenVINO IR has a static batch of 1, so inference itself still runs per
+  image), then ONE re-id inference for the crops every camera's ``bytereid``
+  tracker needs (:meth:`ByteReidTracker.plan_appearance` /
+  :meth:`OpenVinoReidEmbedder.embed_many` / :meth:`ByteReidTracker.update_with_features`).
+* ``ultralytics``: one ``YOLO.track()`` process per camera (ByteTrack,
+  ``vid_stride=5``), all running at once, as a user would deploy it.
+
+Sources: the visible 25 fps sequences (TUD-Stadtmitte, TUD-Campus, the CAVIAR
+clips) resized to 480x360 and sampled to 5 fps (every 5th frame, all frames
+decoded), camera k starting at a different clip. Capacity = sustained
+camera-frames per second / 5, measured unpaced over ``--frames`` frames per
+camera; then the ``storelens`` mode runs paced at 5 fps with that many cameras
+and reports the end-to-end lag (tick due -> tick done).
+
+    python bench/cameras.py [--cameras 1,2,4,6,8] [--frames 40] [--skip-ultralytics] [--paced N]
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+import benchlib
+from storelens.paths import asset
+
+FPS = 5
+STRIDE = 5  # 25 fps sources -> 5 fps
+SIZE = (480, 360)
+WEIGHTS = asset("models", "yolo11n_int8_openvino_model")
+CLIPS = [asset("mot", "TUD-Stadtmitte", "TUD-Stadtmitte.mp4"), asset("mot", "TUD-Campus", "TUD-Campus.mp4"),
+         asset("video", "caviar", "OneLeaveShop1front", "OneLeaveShop1front.mp4"),
+         asset("video", "caviar", "EnterExitCrossingPaths1front", "EnterExitCrossingPaths1front.mp4"),
+         asset("video", "caviar", "OneLeaveShopReenter1front", "OneLeaveShopReenter1front.mp4")]
+
+
+class Camera:
+    """A looping file source sampled to 5 fps and resized to 480x360, decoded as a camera would be."""
+
+    def __init__(self, k: int) -> None:
+        import cv2
+
+        self.cv2, self.path = cv2, str(CLIPS[k % len(CLIPS)])
+        self.cap = cv2.VideoCapture(self.path)
+        for _ in range(7 * k):  # cameras sharing a clip start at different frames
+            self.cap.grab()
+
+    def read(self) -> np.ndarray:
+        for _ in range(STRIDE - 1):
+            if not self.cap.grab():
+                self.cap = self.cv2.VideoCapture(self.path)
+        ok, img = self.cap.read()
+        if not ok:
+            self.cap = self.cv2.VideoCapture(self.path)
+            ok, img = self.cap.read()
+        return self.cv2.resize(img, SIZE, interpolation=self.cv2.INTER_AREA)
+
+
+class Storelens:
+    """All cameras in one process: one detector call and one re-id call per tick."""
+
+    def __init__(self) -> None:
+        from storelens.backends.appearance.omz_reid_openvino import OpenVinoReidEmbedder, reid_model_path
+        from storelens.backends.detectors import UltralyticsDetector
+        from storelens.config.detectors import UltralyticsDetectorConfig
+
+        self.cfg = UltralyticsDetectorConfig(weights=str(WEIGHTS), confidence=0.1)
+        self.detector = UltralyticsDetector(self.cfg)
+        self.embedder = OpenVinoReidEmbedder(reid_model_path())
+
+    def session(self, n: int):
+        from storelens.backends.trackers.bytereid import ByteReidTracker
+
+        cams = [Camera(k) for k in range(n)]
+        trackers = [ByteReidTracker(embedder=self.embedder) for _ in range(n)]
+        return cams, trackers
+
+    def tick(self, cams, trackers) -> int:
+        from storelens.backends.detectors.base import Detections
+
+        images = [c.read() for c in cams]
+        c = self.cfg
+        results = self.detector.model.predict(images, imgsz=c.imgsz, conf=c.confidence, iou=c.iou, classes=c.classes,
+                                              device=c.device, verbose=False)
+        dets = [Detections(r.boxes.xyxy.numpy().astype(np.float32), r.boxes.conf.numpy().astype(np.float32),
+                           r.boxes.cls.numpy().astype(np.int32)) for r in results]
+        plans = [t.plan_appearance(d) for t, d in zip(trackers, dets)]
+        fresh = self.embedder.embed_many([(img, d.bbox_xyxy[todo]) for img, d, (_, todo) in zip(images, dets, plans)])
+        out = 0
+        for t, d, (feats, todo), f in zip(trackers, dets, plans, fresh):
+            if todo:
+                feats[todo] = f
+            out += len(t.update_with_features(d, feats, todo))
+        return out
+
+    def unpaced(self, n: int, frames: int) -> float:
+        cams, trackers = self.session(n)
+        self.tick(cams, trackers)  # warm-up
+        t0 = time.perf_counter()
+        for _ in range(frames):
+            self.tick(cams, trackers)
+        return n * frames / (time.perf_counter() - t0)
+
+    def paced(self, n: int, frames: int) -> tuple[float, float, float]:
+        """(median lag, max lag, lag at the end) in seconds, ticks due every 1/5 s."""
+        cams, trackers = self.session(n)
+        self.tick(cams, trackers)
+        lags = []
+        t0 = time.perf_counter()
+        for k in range(frames):
+            due = t0 + k / FPS
+            if (wait := due - time.perf_counter()) > 0:
+                time.sleep(wait)
+            self.tick(cams, trackers)
+            lags.append(time.perf_counter() - due)
+        return float(np.median(lags)), max(lags), lags[-1]
+
+
+def ultralytics_child(k: int, frames: int) -> None:
+    """One camera's ``YOLO.track()`` process; prints its frames per second after model loading."""
+    from ultralytics import YOLO
+
+    model = YOLO(str(WEIGHTS), task="detect")
+    cam = Camera(k)
+    model.track(cam.read(), tracker="bytetrack.yaml", imgsz=640, classes=[0], verbose=False, persist=True)
+    t0 = time.perf_counter()
+    for _ in range(frames):
+        model.track(cam.read(), tracker="bytetrack.yaml", imgsz=640, classes=[0], verbose=False, persist=True)
+    print(frames / (time.perf_counter() - t0))
+
+
+def ultralytics_processes(n: int, frames: int) -> float:
+    """Per-camera fps (the slowest camera) with ``n`` ``YOLO.track()`` processes at once."""
+    procs = [subprocess.Popen([sys.executable, __file__, "_ultralytics", str(k), str(frames)],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) for k in range(n)]
+    return min(float(p.communicate()[0].strip().splitlines()[-1]) for p in procs)
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "_ultralytics":
+        ultralytics_child(int(sys.argv[2]), int(sys.argv[3]))
+        return 0
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cameras", default="1,2,4,6,8")
+    ap.add_argument("--frames", type=int, default=40, help="frames per camera per measurement")
+    ap.add_argument("--skip-ultralytics", action="store_true")
+    ap.add_argument("--paced", type=int, help="cameras for the paced run (default: the most that kept 5 fps unpaced)")
+    args = ap.parse_args()
+    ns = [int(x) for x in args.cameras.split(",")]
+    print(f"Command: `{shlex.join(['python', 'bench/cameras.py', *sys.argv[1:]])}`\n")
+    print(benchlib.cpu_line())
+    print(benchlib.python_line())
+    print()
+    print("| cameras | storelens, one process: camera-frames/s | per camera fps | "
+          "Ultralytics, one process per camera: per camera fps (slowest) |")
+    print("|---:|---:|---:|---:|")
+    sl = Storelens()
+    best = 0
+    for n in ns:
+        rate = sl.unpaced(n, args.frames)
+        ul = "-" if args.skip_ultralytics else f"{ultralytics_processes(n, args.frames):.1f}"
+        print(f"| {n} | {rate:.1f} | {rate / n:.1f} | {ul} |", flush=True)
+        if rate / n >= FPS:
+            best = n
+    best = args.paced or best
+    if best:
+        med, worst, last = sl.paced(best, args.frames)
+        print(f"\nPaced at {FPS} fps with {best} cameras for {args.frames / FPS:.0f} s: lag median {med * 1000:.0f} ms, "
+              f"max {worst * 1000:.0f} ms, at the end {last * 1000:.0f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,251 @@
+#!/usr/bin/env python
+"""Tracking benchmark: our trackers against Ultralytics' ByteTrack and BoT-SORT, same weights and frames.
+
+For every visible sequence with ground truth in the shared assets (TUD-Campus,
+TUD-Stadtmitte, the two CAVIAR clips with ``gt/gt.txt``, MOT17-mini as a smoke
+test) each tracker runs once as its own process, every frame:
+
+* ``bytereid`` and ``deepsort``: ``storelens track SOURCE --mot-out FILE --config CFG``;
+* ``ul-bytetrack`` / ``ul-botsort``: ``YOLO(weights).track(SOURCE, tracker=bytetrack.yaml|botsort.yaml)``
+  (Ultralytics' defaults: conf 0.1 into the tracker, no ReID for BoT-SORT);
+
+and is scored against the ground truth: MOTA, IDF1 and ID switches with
+motmetrics (``storelens.domain.mot.evaluate_mot``, IoU 0.5), HOTA with
+TrackEval's implementation, whole-process frames per second (wall time of the
+process, model loading included, as a user would time it). Then the counting
+errors of ``tests/test_mot_quality.py``'s lines, with every tracker's output
+replayed through the same crossing rules (``gt_line_counts``).
+
+MOT17-mini's jpg sequences (4-8 frames) are packed into a lossless-enough MJPG
+file first so that every tracker reads the same video; their fps are
+dominated by model loading.
+
+    python bench/tracking.py [--trackers bytereid,deepsort,ul-bytetrack,ul-botsort] [--sequences TUD-Campus,...]
+                             [--repeat N] [--out /tmp/tracking_bench.md]
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import pathlib
+import resource
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+import benchlib  # noqa: E402
+
+from storelens.domain.mot import evaluate_mot, gt_line_counts, read_mot  # noqa: E402
+from storelens.paths import asset  # noqa: E402
+
+WEIGHTS = "models/yolo11n_int8_openvino_model"
+TRACKERS = ["bytereid", "deepsort", "ul-bytetrack", "ul-botsort"]
+#: Site-config snippets of our trackers (detector settings as the CLI's defaults otherwise).
+CONFIGS = {
+    "bytereid": "detector: {confidence: 0.1}\ntracker: {backend: bytereid}\n",
+    "deepsort": "tracker: {backend: deepsort}\n",
+}
+_CLI = ("import os, sys\n"
+        "os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')\n"
+        "from storelens.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n")
+
+
+@dataclass(frozen=True)
+class Seq:
+    name: str
+    source: pathlib.Path  # video file or folder of jpgs
+    gt: pathlib.Path
+
+
+def sequences() -> list[Seq]:
+    out = [Seq(n, asset("mot", n, f"{n}.mp4"), asset("mot", n, "gt", "gt.txt")) for n in ("TUD-Campus", "TUD-Stadtmitte")]
+    for clip in ("OneLeaveShop1front", "EnterExitCrossingPaths1front"):
+        d = asset("video", "caviar", clip)
+        out.append(Seq(f"CAVIAR-{clip}", d / f"{clip}.mp4", d / "gt" / "gt.txt"))
+    for d in sorted(asset("mot", "MOT17-mini", "train").glob("MOT17-*")):
+        out.append(Seq(f"MOT17mini-{d.name.split('-')[1]}", d / "img1", d / "gt" / "gt.txt"))
+    return out
+
+
+def as_video(seq: Seq, tmp: pathlib.Path) -> tuple[pathlib.Path, int]:
+    """The sequence as a video file every tracker can read, and its frame count."""
+    import cv2
+
+    if seq.source.is_file():
+        cap = cv2.VideoCapture(str(seq.source))
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        cap.release()
+        return seq.source, n
+    jpgs = sorted(seq.source.glob("*.jpg"))
+    first = cv2.imread(str(jpgs[0]))
+    path = tmp / f"{seq.name}.avi"
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (first.shape[1], first.shape[0]))
+    out.set(cv2.VIDEOWRITER_PROP_QUALITY, 100)
+    for j in jpgs:
+        out.write(cv2.imread(str(j)))
+    out.release()
+    return path, len(jpgs)
+
+
+def ultralytics_track(source: str, tracker_yaml: str, out_path: str) -> None:
+    """Child process: Ultralytics ``model.track()`` as a user would run it, MOT rows to ``out_path``."""
+    from ultralytics import YOLO
+
+    model = YOLO(str(asset(*WEIGHTS.split("/"))), task="detect")
+    rows = []
+    for f, r in enumerate(model.track(source, tracker=tracker_yaml, imgsz=640, classes=[0], stream=True,
+                                      verbose=False, persist=True), 1):
+        b = r.boxes
+        if b is None or b.id is None:
+            continue
+        for (x1, y1, x2, y2), tid, c in zip(b.xyxy.tolist(), b.id.int().tolist(), b.conf.tolist()):
+            rows.append(f"{f},{tid},{x1:.2f},{y1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},{c:.4f},-1,-1,-1\n")
+    pathlib.Path(out_path).write_text("".join(rows))
+
+
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def run_tracker(tracker: str, video: pathlib.Path, out: pathlib.Path, tmp: pathlib.Path) -> tuple[float, float]:
+    """Run one tracker as its own process; returns its wall time and CPU time (user + system) in seconds."""
+    if tracker.startswith("ul-"):
+        cmd = [sys.executable, __file__, "_ultralytics", str(video), f"{tracker[3:]}.yaml", str(out)]
+    else:
+        cfg = tmp / f"{tracker}.yaml"
+        cfg.write_text(CONFIGS[tracker])
+        cmd = [sys.executable, "-c", _CLI, "track", str(video), "--mot-out", str(out), "--config", str(cfg)]
+    t0, cpu0 = time.perf_counter(), _children_cpu()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    wall, cpu = time.perf_counter() - t0, _children_cpu() - cpu0
+    if proc.returncode != 0 or " of 0 frames" in proc.stdout:
+        raise RuntimeError(f"{tracker} on {video}: exit {proc.returncode}: {proc.stderr[-2000:]}")
+    return wall, cpu
+
+
+def hota(gt_path: pathlib.Path, hyp_path: pathlib.Path) -> float:
+    """HOTA (TrackEval's implementation, averaged over its IoU thresholds) of MOT files; NaN without trackeval."""
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # trackeval prints about optional dataset deps on import
+            from trackeval.metrics import HOTA
+    except ImportError:  # installed with --no-deps (requirements-nodeps.txt): it would pull the GUI opencv
+        return float("nan")
+    from storelens.backends.trackers.base import iou_matrix
+
+    gt, hyp = read_mot(gt_path, evaluated_only=True), read_mot(hyp_path)
+    frames = range(1, max([*gt, *hyp, 1]) + 1)
+    gids = {i: k for k, i in enumerate(sorted({b.track_id for bs in gt.values() for b in bs}))}
+    hids = {i: k for k, i in enumerate(sorted({b.track_id for bs in hyp.values() for b in bs}))}
+
+    def xyxy(bs):
+        return np.array([[b.left, b.top, b.left + b.width, b.top + b.height] for b in bs], np.float32).reshape(-1, 4)
+
+    data = {"num_timesteps": len(frames), "num_gt_ids": len(gids), "num_tracker_ids": len(hids),
+            "num_gt_dets": sum(len(v) for v in gt.values()), "num_tracker_dets": sum(len(v) for v in hyp.values()),
+            "gt_ids": [], "tracker_ids": [], "similarity_scores": []}
+    for f in frames:
+        g, h = gt.get(f, []), hyp.get(f, [])
+        data["gt_ids"].append(np.array([gids[b.track_id] for b in g], int))
+        data["tracker_ids"].append(np.array([hids[b.track_id] for b in h], int))
+        data["similarity_scores"].append(iou_matrix(xyxy(g), xyxy(h)).astype(float))
+    with contextlib.redirect_stdout(io.StringIO()):
+        res = HOTA().eval_sequence(data)
+    return float(np.mean(res["HOTA"]))
+
+
+def count_errors(hyp: pathlib.Path, seq_name: str) -> dict[str, int]:
+    """|in - gt_in| + |out - gt_out| per line of tests/test_mot_quality.py, from replaying ``hyp``."""
+    from test_mot_quality import COUNT_CASES
+
+    cases = [c for c in COUNT_CASES if c.seq == seq_name]
+    got = gt_line_counts(hyp, [c.line for c in cases]) if cases else {}
+    return {c.line_id: abs(got[c.line_id]["in"] - c.gt_in) + abs(got[c.line_id]["out"] - c.gt_out) for c in cases}
+
+
+def machine_lines() -> list[str]:
+    v = benchlib.version
+    return [benchlib.cpu_line(), benchlib.python_line(),
+            f"- ultralytics {v('ultralytics')}, openvino {v('openvino')}, opencv {v('opencv-python-headless')}, "
+            f"deep-sort-realtime {v('deep-sort-realtime')}, motmetrics {v('motmetrics')}, trackeval {v('trackeval')}",
+            f"- load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}"]
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "_ultralytics":
+        ultralytics_track(*sys.argv[2:5])
+        return 0
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trackers", default=",".join(TRACKERS))
+    ap.add_argument("--sequences", help="comma-separated names (default: all)")
+    ap.add_argument("--out", default="/tmp/tracking_bench.md", help="also write the Markdown here")
+    ap.add_argument("--repeat", type=int, default=1, help="runs per tracker and sequence (fps: median; trackers alternate)")
+    args = ap.parse_args()
+    trackers = args.trackers.split(",")
+    seqs = [s for s in sequences() if not args.sequences or s.name in args.sequences.split(",")]
+    lines = [f"Command: `{shlex.join(['python', 'bench/tracking.py', *sys.argv[1:]])}`", "",
+             f"Detector `{WEIGHTS.split('/')[-1]}`, imgsz 640, every frame; {args.repeat} run(s) per tracker and "
+             "sequence, each its own process (fps = frames / wall time of the process, model loading included; "
+             "CPU ms per frame = the process's user + system CPU time / frames, less sensitive to other load; "
+             "medians of the runs).", "",
+             *machine_lines(), ""]
+    print("\n".join(lines), flush=True)
+    head = ("| sequence | frames | " + " | ".join(f"{t} MOTA / IDF1 / HOTA / IDsw / fps / CPU ms per frame" for t in trackers)
+            + " |")
+    table = [head, "|---|---:|" + "---:|" * len(trackers)]
+    counts: dict[str, dict[str, dict[str, int]]] = {}
+    totals = {t: [0, 0.0, 0.0] for t in trackers}  # frames, wall and CPU seconds (all sequences)
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = pathlib.Path(tmpdir)
+        for seq in seqs:
+            video, n = as_video(seq, tmp)
+            runs: dict[str, list[tuple[float, float]]] = {t: [] for t in trackers}
+            for _ in range(args.repeat):  # alternating, so load changes hit every tracker alike
+                for t in trackers:
+                    runs[t].append(run_tracker(t, video, tmp / f"{seq.name}.{t}.txt", tmp))
+            cells = []
+            for t in trackers:
+                hyp = tmp / f"{seq.name}.{t}.txt"
+                wall, cpu = (float(np.median(x)) for x in zip(*runs[t]))
+                s = evaluate_mot(seq.gt, hyp)
+                cells.append(f"{s.mota:.3f} / **{s.idf1:.3f}** / {hota(seq.gt, hyp):.3f} / {s.num_switches} "
+                             f"/ {n / wall:.1f} / {1000 * cpu / n:.0f}")
+                for k, v in enumerate((n, wall, cpu)):
+                    totals[t][k] += v
+                errs = count_errors(hyp, seq.name)
+                if errs:
+                    counts.setdefault(seq.name, {})[t] = errs
+            table.append(f"| {seq.name} | {n} | " + " | ".join(cells) + " |")
+            print(table[-1], flush=True)
+    table.append("| all: frames / wall time, CPU time / frame | " + str(totals[trackers[0]][0]) + " | "
+                 + " | ".join(f"{totals[t][0] / totals[t][1]:.1f} fps, {1000 * totals[t][2] / totals[t][0]:.0f} ms"
+                              for t in trackers) + " |")
+    out = [*lines, *table, ""]
+    if counts:
+        out += ["Counting error per line of `tests/test_mot_quality.py` (|in - gt in| + |out - gt out|):", "",
+                "| sequence | line | " + " | ".join(trackers) + " |", "|---|---|" + "---:|" * len(trackers)]
+        for name, per in counts.items():
+            for line_id in next(iter(per.values())):
+                out.append(f"| {name} | {line_id} | " + " | ".join(str(per[t][line_id]) for t in trackers) + " |")
+            out.append(f"| {name} | total | " + " | ".join(str(sum(per[t].values())) for t in trackers) + " |")
+    text = "\n".join(out) + "\n"
+    print("\n".join(out[len(lines) + len(table):]))
+    if args.out:
+        pathlib.Path(args.out).write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Settings of the ``bytereid`` tracker and of the Open Model Zoo person re-id embedder.
+
+* :class:`ByteReidTrackerConfig` (``tracker: {backend: bytereid}``):
+  BYTE two-stage association + Kalman motion (Ultralytics' BoT-SORT code) with
+  appearance from a person re-identification model
+  (:mod:`storelens.backends.trackers.bytereid`). One parameter set for every
+  camera, chosen on all visible sequences at once (BENCHMARKS.md). The detector
+  must deliver detections down to ``track_low_thresh``
+  (``detector.confidence`` <= ``track_low_thresh``) for the second stage to see them.
+* :class:`OmzReidEmbedderConfig` (``omz-reid-openvino``): the re-id model as an
+  appearance embedder (:mod:`storelens.backends.appearance.omz_reid_openvino`),
+  also selectable by the deep-sort tracker (``tracker.embedder``).
+"""
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from storelens.config.base import OptionalEnvStr
+from storelens.config.trackers import AppearanceEmbedderConfig, TrackerConfig
+
+Unit = Annotated[float, Field(ge=0, le=1)]
+Precision = Literal["default", "f32", "bf16", "f16"]
+
+
+class OmzReidEmbedderConfig(AppearanceEmbedderConfig):
+    """Intel Open Model Zoo ``person-reidentification-retail-0288`` (or ``-0287``) run by OpenVINO."""
+
+    backend: Literal["omz-reid-openvino"] = "omz-reid-openvino"
+    #: The IR's ``.xml``; ``None``: 0288 FP16 from the shared assets.
+    weights: OptionalEnvStr = None
+    device: str = "cpu"
+    #: OpenVINO inference precision ("default": the CPU's own, bf16 where it has it).
+    precision: Precision = "default"
+    #: OpenVINO threads (``None``: OpenVINO's choice).
+    threads: Annotated[int | None, Field(ge=1)] = None
+
+
+class ByteReidTrackerConfig(TrackerConfig):
+    """BYTE + Kalman + person re-id (``backend: bytereid``)."""
+
+    backend: Literal["bytereid"] = "bytereid"
+    #: Detections at or above this score are "confident": they are matched first
+    #: (IoU + appearance), may start tracks, are published and cropped.
+    track_high_thresh: Unit = 0.3
+    #: Detections in [low, high) only keep existing tracks alive (second, IoU-only
+    #: stage); they never start a track and are never published.
+    track_low_thresh: Unit = 0.1
+    #: A confident detection left unmatched starts a track only from this score.
+    new_track_thresh: Unit = 0.45
+    #: Frames a lost track stays re-findable (by motion or appearance).
+    track_buffer: Annotated[int, Field(ge=1)] = 60
+    #: First-stage gate on the fused cost (1 - IoU * score, or the appearance cost).
+    match_thresh: Unit = 0.8
+    #: Appearance may replace IoU only for pairs with at least this IoU.
+    proximity_thresh: Unit = 0.5
+    #: Smallest cosine similarity for the appearance cost to count in the first stage.
+    appearance_thresh: Unit = 0.6
+    #: Re-activation after a loss: a lost track takes an unmatched confident detection
+    #: whose cosine similarity to the track's appearance is at least this ...
+    reactivate_similarity: Unit = 0.5
+    #: ... and whose centre is within this many box heights of the track's predicted
+    #: centre, plus the same again per second lost (at ``fps``).
+    reactivate_radius_heights: Annotated[float, Field(ge=0)] = 1.5
+    #: Frame rate the radius growth assumes.
+    fps: Annotated[float, Field(gt=0)] = 25.0
+    #: Lazy appearance: a confident detection overlapping exactly one live track
+    #: (IoU >= ``appearance_skip_iou``) and no other reuses that track's appearance for
+    #: at most this many frames in a row; new, crowded and ambiguous ones are always
+    #: embedded. 0 embeds every confident detection.
+    appearance_refresh_frames: Annotated[int, Field(ge=0)] = 5
+    appearance_skip_iou: Unit = 0.6
+    #: The re-id model (see :class:`OmzReidEmbedderConfig`).
+    reid_weights: OptionalEnvStr = None
+    reid_device: str = "cpu"
+    reid_precision: Precision = "default"
+    reid_threads: Annotated[int | None, Field(ge=1)] = None
+
+    @property
+    def appearance(self) -> OmzReidEmbedderConfig:
+        """The embedder's own settings: its field ``x`` comes from ``reid_x`` here."""
+        return OmzReidEmbedderConfig(weights=self.reid_weights, device=self.reid_device,
+                                     precision=self.reid_precision, threads=self.reid_threads)
