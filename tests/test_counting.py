@@ -404,6 +404,7 @@ DOCTEST_MODULES = [
     "storelens.backends.registry",
     "storelens.stages.registry",
     "storelens.runtime.policy",
+    "storelens.contract.topics",
 ]
 
 

@@ -60,5 +60,14 @@ def topic_name(base: str, prefix: str = "") -> str:
     return f"{prefix}{base}"
 
 
+def base_name(topic: str, prefix: str = "") -> str:
+    """The base name of a deployment's topic (the inverse of :func:`topic_name`).
+
+    >>> base_name("store-1.tracks", "store-1.")
+    'tracks'
+    """
+    return topic[len(prefix):] if prefix and topic.startswith(prefix) else topic
+
+
 def camera_key(camera_id: str) -> bytes:
     return camera_id.encode("utf-8")

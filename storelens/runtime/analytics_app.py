@@ -392,7 +392,7 @@ class AnalyticsApp:
         """
         tp, offset = self._input if self._input is not None else (None, -1)
         msg = BusMessage(topic, key, value, offset, tp.partition if tp is not None else 0)
-        base = self._base_topic(topic)
+        base = topics.base_name(topic, self.config.kafka.topic_prefix)
         loaded: list = []
 
         def before(decoded) -> None:
@@ -427,10 +427,6 @@ class AnalyticsApp:
         # resume after this frame with the state from before it (a lost crossing,
         # seen in tests/test_distributed.py::test_analytics_restart).
         await self.app.producer.flush()
-
-    def _base_topic(self, topic: str) -> str:
-        prefix = self.config.kafka.topic_prefix
-        return topic[len(prefix):] if prefix and topic.startswith(prefix) else topic
 
     def _before_frame(self, tf: m.TrackedFrame) -> dict | None:
         """Load the frame's camera state from the table; the table value it came from.

@@ -119,18 +119,12 @@ class EmbeddedPipeline:
 
         return build_detect_track(self.config, self._detector, self._tracker_factory)
 
-    def _build(self, name: str, detect_track: DetectTrackStage | None):
-        from storelens.stages.registry import build_stage
-
-        if name == "detect-track":
-            return detect_track or self.build_stage()
-        if name == "analytics":
-            return self.analytics
-        if name == "faces":
-            stage = build_stage(name, self.config, gallery=self.gallery, stages=self.faces_stages)
-            self.faces_stages = (stage.attributes, stage.reid)
-            return stage
-        return build_stage(name, self.config)
+    def _deps(self, detect_track: DetectTrackStage | None) -> dict[str, dict[str, Any]]:
+        """What only this pipeline can give each stage's factory (models, the gallery)."""
+        if detect_track is not None:
+            return {"detect-track": {"stage": detect_track}}
+        return {"detect-track": {"detector": self._detector, "tracker_factory": self._tracker_factory},
+                "faces": {"gallery": self.gallery, "stages": self.faces_stages}}
 
     def _observer(self, name: str) -> Callable[[Handled], None]:
         res = self.result
@@ -158,8 +152,11 @@ class EmbeddedPipeline:
     def run(self, stage: DetectTrackStage | None = None) -> PipelineResult:
         """Run until every file source has ended (or :meth:`stop`); raise the first stage error."""
         check_sources(self.config)
-        entries = stages_for("embedded", self.config)
-        stages = {e.name: self._build(e.name, stage) for e in entries}
+        deps = self._deps(stage)
+        stages = {e.name: e.build(self.config, **deps.get(e.name, {})) for e in stages_for("embedded", self.config)}
+        self.analytics = stages.get("analytics", self.analytics)
+        if "faces" in stages:
+            self.faces_stages = (stages["faces"].attributes, stages["faces"].reid)
         dt = stages.get("detect-track")
         if isinstance(dt, DetectTrackStage):
             for cam in self.config.cameras:  # build trackers (and their embedders) before timing

@@ -15,7 +15,7 @@ a sink rejects the record itself                 dead letter (reason ``sink``): 
 ==============================================  =====================================================
 
 Example:
-    >>> classify_stage_error(UnknownCameraLike("x"), "stop")
+    >>> classify_stage_error(UnknownCamera("x"), "stop")
     ('dead_letter', 'unknown_camera')
     >>> classify_stage_error(RuntimeError("model"), "dead_letter")
     ('dead_letter', 'process')
@@ -78,10 +78,6 @@ def rejected_errors() -> tuple[type[BaseException], ...]:
     except ImportError:  # pragma: no cover
         pass
     return errs
-
-
-class UnknownCameraLike(UnknownCamera):
-    """(doctest helper)"""
 
 
 def classify_stage_error(exc: BaseException, on_error: Verdict) -> tuple[Verdict, str]:

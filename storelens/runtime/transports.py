@@ -126,7 +126,7 @@ class KafkaTransport:
         return topics.topic_name(base, self.prefix)
 
     def base_topic(self, topic: str) -> str:
-        return topic[len(self.prefix):] if self.prefix and topic.startswith(self.prefix) else topic
+        return topics.base_name(topic, self.prefix)
 
     def poll(self, timeout_s: float) -> BusMessage | None:
         for c in self.consumers[:-1]:

@@ -176,8 +176,11 @@ class DetectTrackStage:
 
 
 def build_detect_track(config: SiteConfig, detector: Detector | None = None,
-                       tracker_factory: Callable[[], Tracker] | None = None) -> DetectTrackStage:
-    """The detect-track stage with the site's detector and tracker (or the ones given)."""
+                       tracker_factory: Callable[[], Tracker] | None = None,
+                       stage: DetectTrackStage | None = None) -> DetectTrackStage:
+    """The detect-track stage with the site's detector and tracker (or the ones given, or ``stage`` itself)."""
+    if stage is not None:
+        return stage
     from storelens.backends.detectors import build_detector
     from storelens.backends.trackers import build_tracker
 
