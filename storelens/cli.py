@@ -1,4 +1,4 @@
-"""``storelens`` command line: demo, count, track.
+"""``storelens`` command line: demo, count, zones, track, replay.
 
 Every error from bad input ends with one ``error: ...`` line on stderr and
 exit code 2 (1 for unexpected failures), never a traceback.
@@ -36,6 +36,22 @@ def parse_line(text: str, index: int) -> dict:
     return {"id": line_id, "a": [x1, y1], "b": [x2, y2]}
 
 
+def parse_zone(text: str, index: int) -> dict:
+    """``[ID=]X1,Y1,X2,Y2,X3,Y3[,...]`` -> zone config dict (an ``area`` polygon in source pixels)."""
+    zone_id, spec = f"zone-{index}", text
+    if "=" in text:
+        zone_id, spec = text.split("=", 1)
+        if not re.fullmatch(r"[A-Za-z0-9._-]+", zone_id):
+            raise ConfigError(f"bad --zone {text!r}: the id {zone_id!r} may only use letters, digits, '.', '_' and '-'")
+    try:
+        values = [float(p) for p in spec.split(",")]
+    except ValueError:
+        raise ConfigError(f"bad --zone {text!r}: expected X1,Y1,X2,Y2,X3,Y3[,...] (numbers, source pixels)") from None
+    if len(values) < 6 or len(values) % 2:
+        raise ConfigError(f"bad --zone {text!r}: expected an even count of at least 6 numbers (3+ vertices)")
+    return {"id": zone_id, "polygon": [values[i:i + 2] for i in range(0, len(values), 2)]}
+
+
 def _base_config(path: str | None) -> dict:
     from storelens.config.site import read_yaml
 
@@ -48,14 +64,15 @@ def _base_config(path: str | None) -> dict:
     return raw
 
 
-def single_source_config(source: str, lines: Sequence[str], config_path: str | None):
-    """A site config for one source, every frame, full resolution (CLI count/track)."""
+def single_source_config(source: str, lines: Sequence[str], config_path: str | None, zones: Sequence[str] = ()):
+    """A site config for one source, every frame, full resolution (CLI count/zones/track)."""
     from storelens.config import parse_config
 
     raw = _base_config(config_path)
     raw = {k: v for k, v in raw.items() if k != "cameras"}
     raw.setdefault("store", {"id": "cli"})
-    raw["cameras"] = [{"id": "cam", "source": source, "lines": [parse_line(t, i + 1) for i, t in enumerate(lines)]}]
+    raw["cameras"] = [{"id": "cam", "source": source, "lines": [parse_line(t, i + 1) for i, t in enumerate(lines)],
+                       "zones": [parse_zone(t, i + 1) for i, t in enumerate(zones)]}]
     base = pathlib.Path(config_path).parent.resolve() if config_path else pathlib.Path.cwd()
     return parse_config(raw, origin=config_path or "command line", base=base)
 
@@ -134,6 +151,129 @@ def cmd_count(args) -> int:
     return 0
 
 
+def zone_summary(config, frames: Sequence, n_frames: int) -> list[dict]:
+    """Per zone of the one camera: visits, occupancy per source frame (anchors inside, stationary
+    tracks excluded) and dwell of the ended visits (``storelens zones --json``)."""
+    import numpy as np
+
+    from storelens.contract import messages as m
+    from storelens.domain.geometry import points_in_polygon
+    from storelens.domain.zones import _anchors
+    from storelens.stages.analytics import derive
+
+    cam = config.cameras[0]
+    eos = m.TrackedFrame(camera_id=cam.id, seq=(frames[-1].seq + 1) if frames else 0,
+                         ts_ms=frames[-1].ts_ms if frames else 0, end_of_stream=True)
+    events = [r for r in derive(config, [*frames, eos]) if isinstance(r, m.ZoneEvent)]
+    out = []
+    for z in cam.zones:
+        if z.kind == "exclude":
+            continue
+        rules = z.rules(config.zones)
+        poly = np.asarray(z.polygon, dtype=np.float64)
+        per_frame = [0] * n_frames
+        for tf in frames:
+            boxes = np.array([[t.bbox_xyxy.x1, t.bbox_xyxy.y1, t.bbox_xyxy.x2, t.bbox_xyxy.y2]
+                              for t in tf.tracks if not t.stationary], np.float64).reshape(-1, 4)
+            i = (tf.source_frame or tf.seq + 1) - 1
+            if 0 <= i < n_frames:
+                per_frame[i] = int(points_in_polygon(_anchors(boxes, rules.anchor), poly).sum()) if len(boxes) else 0
+        dwell = [e.dwell_ms / 1000 for e in events if e.zone_id == z.id and e.kind == m.ZONE_EVENT_EXIT]
+        med, p90 = (float(v) for v in np.percentile(dwell, [50, 90])) if dwell else (None, None)
+        out.append({"id": z.id, "visits": sum(e.zone_id == z.id and e.kind == m.ZONE_EVENT_ENTER for e in events),
+                    "max_occupancy": max(per_frame, default=0),
+                    "mean_occupancy": float(np.mean(per_frame)) if per_frame else 0.0,
+                    "dwell_s": {"median": med, "p90": p90, "total": float(sum(dwell))},
+                    "occupancy_per_frame": per_frame})
+    return out
+
+
+def cmd_zones(args) -> int:
+    config = single_source_config(args.source, [], args.config, zones=args.zone)
+    frames: list = []
+    result = _run(config, on_tracked=frames.append, show_progress=not args.json and sys.stderr.isatty())
+    n = max([tf.source_frame or tf.seq + 1 for tf in frames], default=0)
+    zones = zone_summary(config, frames, n)
+    if args.json:
+        print(json.dumps({"frames": result.frames, "fps": round(result.fps, 2), "zones": zones}))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{args.source}: {result.frames} frames, {result.fps:.1f} fps")
+    for col in ("zone", "visits", "max", "mean", "dwell median s", "dwell p90 s", "dwell total s"):
+        table.add_column(col)
+    for z in zones:
+        d = z["dwell_s"]
+        fmt = (lambda v: "-" if v is None else f"{v:.1f}")
+        table.add_row(z["id"], str(z["visits"]), str(z["max_occupancy"]), f"{z['mean_occupancy']:.2f}",
+                      fmt(d["median"]), fmt(d["p90"]), fmt(d["total"]))
+    Console().print(table)
+    return 0
+
+
+def cmd_replay(args) -> int:
+    from storelens.config import load_config
+    from storelens.storage import open_storage
+    from storelens.storage.replay import replay
+
+    config = load_config(args.config)
+    if args.db:
+        config = config.model_copy(update={"storage": config.storage.model_copy(
+            update={"backend": "sqlite", "path": args.db})})
+    if args.from_ms is not None and args.to_ms is not None and args.to_ms <= args.from_ms:
+        raise ConfigError(f"--to ({args.to_ms}) must be greater than --from ({args.from_ms})")
+    cams = args.camera or None
+    unknown = sorted(set(cams or []) - {c.id for c in config.cameras})
+    if unknown:
+        raise ConfigError(f"unknown camera(s) {unknown}; the config has {[c.id for c in config.cameras]}")
+    storage = open_storage(config.storage)
+    try:
+        results = replay(config, storage, args.from_ms, args.to_ms, cams)
+    finally:
+        storage.close()
+    if args.json:
+        print(json.dumps({"cameras": [r.__dict__ for r in results]}))
+        return 0
+    for r in results:
+        made = ", ".join(f"{n} {k}" for k, n in sorted(r.counts.items())) or "nothing"
+        print(f"{r.camera_id}: {r.frames} frames in [{r.start_ms}, {r.end_ms}) re-derived: {made}; "
+              f"{r.deleted} old rows replaced")
+    return 0
+
+
+def cmd_pos_import(args) -> int:
+    """``storelens pos import FILE.csv``: store the good rows (idempotent), report the bad ones; exit 1 if any."""
+    from storelens.config import load_config
+    from storelens.domain.pos import read_csv
+    from storelens.storage import open_storage
+    from storelens.storage.business import write_transactions
+
+    config = load_config(args.config or EXAMPLE_CONFIG)
+    if args.db:
+        config = config.model_copy(update={"storage": config.storage.model_copy(
+            update={"backend": "sqlite", "path": args.db})})
+    path = pathlib.Path(args.file)
+    if not path.is_file():
+        raise ConfigError(f"no such file: {path}")
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        items, errors = read_csv(f, config.store.id, args.currency)
+    for e in errors:
+        print(f"{path}: {e}", file=sys.stderr)
+    storage = open_storage(config.storage)
+    try:
+        new, dup = 0, 0
+        for k in range(0, len(items), 1000):
+            n, d = write_transactions(storage, items[k:k + 1000])
+            new, dup = new + n, dup + d
+    finally:
+        storage.close()
+    result = {"rows": len(items) + len(errors), "new": new, "duplicates": dup, "bad": len(errors)}
+    print(json.dumps(result) if args.json else
+          f"{path}: {new} new transactions, {dup} duplicates, {len(errors)} bad rows")
+    return 1 if errors else 0
+
+
 def mot_rows(tf) -> list[str]:
     """MOTChallenge rows ``frame,id,left,top,width,height,conf,-1,-1,-1`` of a TrackedFrame."""
     rows = []
@@ -153,6 +293,52 @@ def cmd_track(args) -> int:
     result = _run(config, on_tracked=lambda tf: rows.extend(mot_rows(tf)), show_progress=sys.stderr.isatty())
     out.write_text("\n".join(rows) + ("\n" if rows else ""))
     print(f"wrote {len(rows)} boxes of {result.frames} frames to {out}")
+    return 0
+
+
+def cmd_heatmap(args) -> int:
+    """Heatmap of one video (every frame): a PNG over its first frame (faces blurred), optionally the JSON grid."""
+    import tempfile
+
+    from storelens.domain.heatmap import cells_to_grid
+    from storelens.domain.heatmap_draw import heatmap_png
+    from storelens.storage import SqlStorage
+    from storelens.storage import heatmaps as hm
+
+    outs = [pathlib.Path(p) for p in (args.out, args.json) if p]
+    for out in outs:
+        if out.parent and not out.parent.exists():
+            raise ConfigError(f"output folder does not exist: {out.parent}")
+    config = single_source_config(args.source, [], args.config)
+    cell_px = args.cell or config.heatmap.cell_px
+    config = config.model_copy(update={"heatmap": config.heatmap.model_copy(update={"cell_px": cell_px,
+                                                                                     "enabled": True})})
+    with tempfile.TemporaryDirectory(prefix="storelens-heatmap-") as tmp:
+        store = SqlStorage(str(pathlib.Path(tmp) / "heatmap.db"))
+        try:
+            result = _run(config, storage=store, show_progress=sys.stderr.isatty())
+            cells = hm.heatmap(store, "cam", 0, 2**53 - 1, cell_px=cell_px)
+            snap = hm.snapshot(store, "cam")
+        finally:
+            store.close()
+    width = cells.width if cells else (snap.width if snap else 0)
+    height = cells.height if cells else (snap.height if snap else 0)
+    if not width or not height:
+        raise StoreLensError(f"no frames were processed from {args.source}")
+    grid = cells_to_grid(cells.values(args.kind) if cells else [], width, height, cell_px)
+    pathlib.Path(args.out).write_bytes(heatmap_png(grid, cell_px, width, height, snap.jpeg if snap else None))
+    total_s = (cells.total_ms(args.kind) if cells else 0) / 1000
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps({
+            "source": args.source, "frames": result.frames, "kind": args.kind, "cell_px": cell_px, "width": width,
+            "height": height, "rows": grid.shape[0], "cols": grid.shape[1],
+            "total_occupancy_ms": cells.total_ms("occupancy") if cells else 0,
+            "total_dwell_ms": cells.total_ms("dwell") if cells else 0,
+            "cells": [{"gx": c[0], "gy": c[1], "occupancy_ms": c[2], "dwell_ms": c[3]}
+                      for c in (cells.cells if cells else [])],
+        }) + "\n")
+    print(f"wrote {args.out}: {result.frames} frames, {total_s:.1f} person-seconds ({args.kind}) "
+          f"on a {grid.shape[1]}x{grid.shape[0]} grid of {cell_px} px")
     return 0
 
 
@@ -232,6 +418,9 @@ def _demo_pipeline(config) -> None:
         storage = open_storage(config.storage)
         try:
             result = _run(config, storage=storage, show_progress=True)
+            _print_summary(config, result)
+            _print_zones(config, storage)
+            _print_behaviour(config, storage)
         finally:
             storage.close()
     except StoreLensError as exc:
@@ -239,7 +428,6 @@ def _demo_pipeline(config) -> None:
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
-    _print_summary(config, result)
     sys.stdout.flush()
 
 
@@ -265,6 +453,65 @@ def _print_summary(config, result) -> None:
             table.add_row(cam.id, lid, str(c["in"]), str(c["out"]), str(result.occupancy[cam.id]))
     Console().print(table)
     _print_faces(result)
+
+
+def _print_zones(config, storage) -> None:
+    """Zones and queues of the demo run, read back from the history (what the API serves)."""
+    import numpy as np
+    from rich.console import Console
+    from rich.table import Table
+
+    from storelens.storage import zones as zq
+
+    rows = [(c, z) for c in config.cameras for z in c.zones if z.kind != "exclude"]
+    if not rows:
+        return
+    table = Table(title="zones (GET /v1/zones, /v1/zones/stats, /v1/queues, /v1/interest)")
+    for col in ("zone", "kind", "visits", "max in", "dwell s med/p90", "notes"):
+        table.add_column(col)
+    for cam, z in rows:
+        stats = zq.zone_buckets(storage, cam.id, z.id, 0, 2**53 - 1)
+        exits = [e for e, _ in zq.events(storage, cam.id, 0, 2**53 - 1, zone_ids=[z.id], kinds=["exit"])]
+        dwell = [(e.dwell_ms or 0) / 1000 for e in exits]
+        med_p90 = "/".join(f"{v:.1f}" for v in np.percentile(dwell, [50, 90])) if dwell else "-"
+        notes = ""
+        if z.kind == "queue":
+            served = [d for e, d in zip(exits, dwell) if e.how == "service_edge"]
+            notes = (f"{len(served)} served, {sum(e.how == 'other' for e in exits)} left"
+                     + (f", wait {np.median(served):.1f} s" if served else ""))
+        elif z.kind == "shelf":
+            limit = z.rules(config.zones).stopper_after_s
+            stoppers = sum(d >= limit for d in dwell)
+            notes = f"{stoppers}/{len(dwell)} stopped" + (f" ({stoppers / len(dwell):.0%})" if dwell else "")
+        name = z.id if len(config.cameras) == 1 else f"{cam.id}/{z.id}"
+        table.add_row(name, z.kind, str(sum(s.visits for s in stats)),
+                      str(max((s.max_occupancy for s in stats), default=0)), med_p90, notes)
+    Console().print(table)
+
+
+def _print_behaviour(config, storage) -> None:
+    """Heatmap totals and journeys of the demo run, from the history (what the API serves)."""
+    from storelens.domain.journeys import flows, top_paths
+    from storelens.storage import heatmaps as hq
+    from storelens.storage import journeys as jq
+
+    end = 2**53 - 1
+    for cam in config.cameras:
+        hm = hq.heatmap(storage, cam.id, 0, end)
+        if hm is not None:
+            busiest = max(hm.cells, key=lambda c: c[2], default=None)
+            where = "" if busiest is None else (
+                f"; busiest cell x {busiest[0] * hm.cell_px}-{(busiest[0] + 1) * hm.cell_px} px, "
+                f"y {busiest[1] * hm.cell_px}-{(busiest[1] + 1) * hm.cell_px} px: {busiest[2] / 1000:.1f} s")
+            print(f"heatmap {cam.id}: {hm.total_ms('occupancy') / 1000:.1f} person-s, "
+                  f"{hm.total_ms('dwell') / 1000:.1f} s lingering in {len(hm.cells)} cells of {hm.cell_px} px over "
+                  f"{hm.minutes} min{where} (GET /v1/cameras/{cam.id}/heatmap?format=png)")
+    js = jq.journeys(storage, config.journeys, 0, end)
+    if js:
+        paths = top_paths(js, 3)
+        top = "; ".join(f"{' > '.join(p)} x{n}" for p, n in paths)
+        print(f"journeys: {len(js)} ({sum(len(j.tracks) > 1 for j in js)} across cameras), "
+              f"{sum(flows(js).values())} zone-to-zone transitions; top paths: {top} (GET /v1/journeys, /v1/flows)")
 
 
 def _print_faces(result) -> None:
@@ -298,11 +545,49 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--config", help="take detector/tracker/counting settings from this site config")
     c.set_defaults(func=cmd_count)
 
+    z = sub.add_parser("zones", help="zone visits, occupancy and dwell in a video")
+    z.add_argument("source")
+    z.add_argument("--zone", action="append", required=True, metavar="[ID=]X1,Y1,X2,Y2,X3,Y3[,...]",
+                   help="zone polygon in source pixels; repeat for more zones")
+    z.add_argument("--json", action="store_true")
+    z.add_argument("--config", help="take detector/tracker/zone-rule settings from this site config")
+    z.set_defaults(func=cmd_zones)
+
+    r = sub.add_parser("replay", help="re-derive crossings, zones and heatmaps from stored track points")
+    r.add_argument("--config", required=True, help="the site configuration to apply (moved lines, new zones)")
+    r.add_argument("--db", help="SQLite history file (default: the config's storage)")
+    r.add_argument("--from", dest="from_ms", type=int, metavar="MS", help="range start, ms since epoch")
+    r.add_argument("--to", dest="to_ms", type=int, metavar="MS", help="range end (exclusive), ms since epoch")
+    r.add_argument("--camera", action="append", help="only this camera (repeatable)")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_replay)
+
     t = sub.add_parser("track", help="write tracks in MOTChallenge format")
     t.add_argument("source")
     t.add_argument("--mot-out", required=True)
     t.add_argument("--config", help="take detector/tracker settings from this site config")
     t.set_defaults(func=cmd_track)
+
+    h = sub.add_parser("heatmap", help="occupancy/dwell heatmap of a video as a PNG over its first frame")
+    h.add_argument("source")
+    h.add_argument("--out", required=True, metavar="FILE.png")
+    h.add_argument("--json", metavar="FILE", help="also write the grid as JSON")
+    h.add_argument("--cell", type=int, choices=range(2, 513), metavar="PX", help="cell size in source pixels")
+    h.add_argument("--kind", choices=("occupancy", "dwell"), default="occupancy")
+    h.add_argument("--config", help="take detector/tracker/heatmap settings from this site config")
+    h.set_defaults(func=cmd_heatmap)
+
+    pos = sub.add_parser("pos", help="point-of-sale transactions")
+    pos_sub = pos.add_subparsers(dest="pos_command", required=True)
+    pi = pos_sub.add_parser("import", help="import a CSV of transactions (idempotent by transaction_id)")
+    pi.add_argument("file", metavar="FILE.csv",
+                    help="columns transaction_id,register_id,time,amount,items[,currency]; time ISO 8601 with "
+                         "offset or ms since epoch; amount in major units (12.50)")
+    pi.add_argument("--config", help="site configuration (store id, storage; default: the bundled example)")
+    pi.add_argument("--db", help="SQLite history file (default: the config's storage)")
+    pi.add_argument("--currency", default="EUR", help="currency of rows without one (default EUR)")
+    pi.add_argument("--json", action="store_true")
+    pi.set_defaults(func=cmd_pos_import)
     return p
 
 

@@ -239,7 +239,7 @@ def test_sqlite_upgrades_a_version_1_file(tmp_path: pathlib.Path) -> None:
         raw.execute("INSERT INTO crossings VALUES ('e1', 'cam-1', 'door', 1, 'in', 1000, 25)")
     raw.close()
     with SqliteStorage(str(path)) as s:
-        assert s.schema_version() == SQLITE_VERSION == 2
+        assert s.schema_version() == SQLITE_VERSION >= 2
         assert s.line_totals(CAM) == {"door": {"in": 1, "out": 0}}
         s.write_track_attributes([attrs(1, 1, age=30.0)])
         assert s.demographics()["age"]["25-34"] == 1
@@ -254,7 +254,7 @@ def test_postgres_upgrades_a_version_1_schema(pg_schema: str) -> None:
         c.execute("INSERT INTO schema_version VALUES (1)")
         c.execute("INSERT INTO crossings VALUES ('e1', 'cam-1', 'door', 1, 'in', 1000, 25)")
     with PostgresStorage(PG_DSN, schema=pg_schema) as s:
-        assert s.schema_version() == PG_VERSION == 2
+        assert s.schema_version() == PG_VERSION >= 2
         assert s.line_totals(CAM) == {"door": {"in": 1, "out": 0}}
         s.write_track_attributes([attrs(1, 1, age=30.0)])
         assert s.demographics()["age"]["25-34"] == 1

@@ -32,6 +32,7 @@ from storelens.api import create_app
 from storelens.config import StorageConfig, parse_config
 from storelens.domain.counting import CrossingEvent
 from storelens.storage import SqliteStorage, Storage, StorageError, TrackPoint, open_storage
+from storelens.storage.schema import HISTORY_TABLES
 from storelens.storage.history import _MIGRATION_LOCK, MIGRATIONS, SCHEMA_VERSION, PostgresStorage, redact_dsn
 
 # The shared contract: these run here with this module's `store` fixture (PostgreSQL).
@@ -108,8 +109,9 @@ def test_open_creates_schema_and_implements_protocol(pg_schema: str, store: Post
             "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (pg_schema,))}
         indexes = {r[0] for r in c.execute("SELECT indexname FROM pg_indexes WHERE schemaname = %s", (pg_schema,))}
         assert c.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
-    assert tables == {"schema_version", "track_points", "crossings", "occupancy", "count_windows",
-                      "track_attributes", "customer_matches"}
+    assert tables == {"schema_version"} | {t.name for t in HISTORY_TABLES}
+    assert {"track_points", "crossings", "occupancy", "count_windows", "track_attributes", "customer_matches",
+            "frames", "zone_events", "zone_stats", "zone_occupancy"} <= tables
     # The API filters every read on camera + time.
     assert {"crossings_by_time", "track_points_by_time"} <= indexes
 

@@ -23,6 +23,7 @@ def create_app(
     live: LiveState | None = None,
     gallery_store: GalleryStore | None = None,
     on_erasure: Callable[[str], object] | None = None,
+    on_transactions: Callable[[list], object] | None = None,
 ) -> FastAPI:
     """The StoreLens API over ``storage`` for the cameras of ``config``.
 
@@ -38,6 +39,10 @@ def create_app(
     ``storage``, then calls ``on_erasure(customer_id)`` if given (distributed
     mode: publish a ``CustomerErasure`` so the reid service drops the customer
     from its in-memory index).
+
+    ``POST /v1/transactions`` stores the point-of-sale transactions in ``storage``, then
+    calls ``on_transactions(transactions)`` with every transaction of the request (duplicates
+    too: consumers are idempotent) if given (e.g. publish them to ``pos-transactions``).
 
     Example:
         >>> from storelens.config import parse_config
@@ -55,7 +60,8 @@ def create_app(
         "Times are milliseconds since the Unix epoch; ranges are half-open [start_ms, end_ms).",
     )
     context = ApiContext(config=config, storage=storage, metrics=Metrics(), live=live,
-                         gallery_store=gallery_store, on_erasure=on_erasure)
+                         gallery_store=gallery_store, on_erasure=on_erasure,
+                         on_transactions=on_transactions)
     app.add_middleware(MetricsMiddleware, metrics=context.metrics)
     app.state.context = context  # what storelens.api.deps hands to the routes
     for router in ROUTERS:

@@ -102,6 +102,8 @@ class ApiContext:
     live: LiveState | None = None
     gallery_store: GalleryStore | None = None
     on_erasure: Callable[[str], object] | None = None
+    #: Called with the transactions of each ``POST /v1/transactions`` (e.g. publish to ``pos-transactions``).
+    on_transactions: Callable[[list[m.PosTransaction]], object] | None = None
 
     @functools.cached_property
     def cameras(self) -> dict[str, CameraConfig]:

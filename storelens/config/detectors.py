@@ -28,9 +28,24 @@ class UltralyticsDetectorConfig(DetectorConfig):
     weights: Annotated[EnvStr, Field(validate_default=True)] = "${STORELENS_ASSETS}/models/yolo11n_int8_openvino_model"
     confidence: Annotated[float, Field(ge=0.0, le=1.0)] = 0.35
     iou: Annotated[float, Field(ge=0.0, le=1.0)] = 0.6
+    #: Input size. Exports with a fixed input shape (the int8 OpenVINO/ONNX files in the assets are
+    #: 640x640) always run at their own size: use ``tiles`` to see small people bigger there.
     imgsz: Annotated[int, Field(ge=32, le=4096, multiple_of=32)] = 640
     device: str = "cpu"
     #: COCO classes kept; 0 = person.
     classes: list[int] = [0]
     #: Threads the runtime may use (``None``: its default).
     threads: Annotated[int | None, Field(ge=1)] = None
+    #: Tiled inference for crowded, far views: ``[columns, rows]`` overlapping tiles, each run
+    #: through the model at ``imgsz`` and merged by NMS (``[1, 1]``: the whole frame at once).
+    #: ``[2, 2]`` costs about 4x the detector time; see ``bench/occupancy_mall.py``.
+    tiles: tuple[Annotated[int, Field(ge=1, le=8)], Annotated[int, Field(ge=1, le=8)]] = (1, 1)
+    #: Share of a tile that overlaps its neighbour (a person cut by one tile edge is whole in the next).
+    tile_overlap: Annotated[float, Field(ge=0.0, lt=0.9)] = 0.2
+    #: With tiles: also run the whole frame and merge (finds people bigger than a tile).
+    tile_full_frame: bool = False
+    #: IoU above which boxes of neighbouring tiles are one person (``None``: ``iou``).
+    tile_merge_iou: Annotated[float | None, Field(gt=0.0, le=1.0)] = None
+    #: One person per head: drop a box whose head point (10 % below its top) is closer than this times the
+    #: narrower box's width to a better box's head point (crowds: whole-body + upper-body duplicates). 0: off.
+    head_nms: Annotated[float, Field(ge=0.0, le=2.0)] = 0.0

@@ -30,6 +30,13 @@ import yaml
 from pydantic import Field, SerializeAsAny, ValidationError, ValidationInfo, field_validator, model_validator
 
 from storelens.config.base import Strict
+from storelens.config.behaviour import (
+    CameraFloorConfig,
+    FloorPlanConfig,
+    HeatmapConfig,
+    JourneysConfig,
+    StationaryConfig,
+)
 from storelens.config.detectors import DetectorConfig
 from storelens.config.env import expand_env
 from storelens.config.faces import FacesConfig
@@ -39,10 +46,69 @@ from storelens.errors import ConfigError
 Point = tuple[float, float]
 
 
+WEEKDAY_KEYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def parse_hhmm(text: object, *, allow_24: bool = False) -> int:
+    """``"09:30"`` -> 570 minutes after midnight (``"24:00"`` -> 1440 where ``allow_24``)."""
+    parts = text.split(":") if isinstance(text, str) else []
+    if len(parts) != 2 or not all(p.isdigit() and len(p) == 2 for p in parts):
+        raise ValueError(f"{text!r} is not a time HH:MM")
+    h, m = int(parts[0]), int(parts[1])
+    if (h, m) == (24, 0) and allow_24:
+        return 24 * 60
+    if h > 23 or m > 59:
+        raise ValueError(f"{text!r} is not a time between 00:00 and 23:59")
+    return h * 60 + m
+
+
 class StoreConfig(Strict):
+    """The store: id, name, its IANA time zone and opening hours (the buckets of the KPIs).
+
+    ``opening_hours`` maps ``mon`` .. ``sun`` to ``[open, close]`` (``HH:MM``, local time); a
+    closing time at or before the opening time is after midnight and belongs to the day it
+    opened (``sat: ["22:00", "02:00"]``); a day left out (or ``null``) is closed; no
+    ``opening_hours``: every day is open 24 hours. ``entrance_lines`` (``camera_id/line_id``):
+    the lines whose ``in`` crossings are visitors; default every line.
+    """
+
     id: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")]
     name: str = ""
     timezone: str = "UTC"
+    opening_hours: dict[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"], tuple[str, str] | None] | None = None
+    entrance_lines: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]+/[A-Za-z0-9._-]+$")]] | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _iana(cls, v: str) -> str:
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(v)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA time zone {v!r} (e.g. Europe/Berlin, America/New_York)") from None
+        return v
+
+    @field_validator("opening_hours")
+    @classmethod
+    def _hours(cls, v):
+        for day, hours in (v or {}).items():
+            if hours is None:
+                continue
+            try:
+                o, c = parse_hhmm(hours[0]), parse_hhmm(hours[1], allow_24=True)
+            except ValueError as exc:
+                raise ValueError(f"{day}: {exc}") from None
+            if o == c:
+                raise ValueError(f"{day}: opening and closing time are the same ({hours[0]})")
+        return v
+
+    def opening_minutes(self) -> dict[int, tuple[int, int]] | None:
+        """Opening hours as weekday (0 = Monday) -> (open, close) minutes after midnight (``None``: always open)."""
+        if self.opening_hours is None:
+            return None
+        return {WEEKDAY_KEYS.index(d): (parse_hhmm(h[0]), parse_hhmm(h[1], allow_24=True))
+                for d, h in self.opening_hours.items() if h is not None}
 
 
 class LineConfig(Strict):
@@ -99,6 +165,8 @@ class ZonesConfig(ZoneRules):
 
     #: Window of the queue statistics (service rate, abandonments) of ``queue`` zones.
     queue_window_s: Annotated[float, Field(gt=0)] = 300.0
+    #: Length of the per-zone statistics buckets (visits, occupancy, dwell) in the history.
+    bucket_s: Annotated[int, Field(ge=1, le=86_400)] = 60
 
 
 def _orient(a: Point, b: Point, c: Point) -> float:
@@ -280,6 +348,8 @@ class CameraConfig(Strict):
     start_ts_ms: Annotated[int, Field(ge=0)] = 1_767_225_600_000  # 2026-01-01T00:00:00Z
     lines: list[LineConfig] = []
     zones: list[ZoneConfig] = []
+    #: Optional homography onto the store plan (floor heatmaps, distances and speeds in metres).
+    floor: CameraFloorConfig | None = None
 
     @model_validator(mode="after")
     def _unique_ids(self) -> "CameraConfig":
@@ -374,6 +444,11 @@ class SiteConfig(Strict):
     faces: FacesConfig = Field(default_factory=FacesConfig)
     #: Defaults of the zone rules (each zone may override them).
     zones: ZonesConfig = Field(default_factory=ZonesConfig)
+    heatmap: HeatmapConfig = Field(default_factory=HeatmapConfig)
+    #: The store plan the cameras' ``floor`` homographies map onto (optional).
+    floor_plan: FloorPlanConfig | None = None
+    journeys: JourneysConfig = Field(default_factory=JourneysConfig)
+    stationary: StationaryConfig = Field(default_factory=StationaryConfig)
 
     @field_validator("cameras")
     @classmethod
@@ -383,6 +458,14 @@ class SiteConfig(Strict):
         if dup:
             raise ValueError(f"duplicate camera id(s) {dup}")
         return cameras
+
+    @model_validator(mode="after")
+    def _entrance_lines_exist(self) -> "SiteConfig":
+        known = {f"{c.id}/{ln.id}" for c in self.cameras for ln in c.lines}
+        missing = [x for x in self.store.entrance_lines or () if x not in known]
+        if missing:
+            raise ValueError(f"store.entrance_lines: no such camera line(s) {missing}")
+        return self
 
     def camera(self, camera_id: str) -> CameraConfig:
         for cam in self.cameras:
@@ -418,6 +501,10 @@ def _resolve_paths(raw: dict, base: pathlib.Path) -> dict:
         p = pathlib.Path(det["weights"])
         if not p.is_absolute() and (base / p).exists():
             det["weights"] = str((base / p).resolve())
+    plan = raw.get("floor_plan")
+    if isinstance(plan, dict) and isinstance(plan.get("image"), str):
+        p = pathlib.Path(plan["image"])
+        plan["image"] = str(p if p.is_absolute() else (base / p).resolve())
     return raw
 
 

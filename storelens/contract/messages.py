@@ -19,6 +19,7 @@ from google.protobuf.message import Message
 
 from storelens._gen.storelens.v1.messages_pb2 import (  # noqa: F401  (re-exported)
     BoxXYXY,
+    CameraSnapshot,
     CountWindow,
     CustomerErasure,
     CustomerMatch,
@@ -28,13 +29,23 @@ from storelens._gen.storelens.v1.messages_pb2 import (  # noqa: F401  (re-export
     FaceObservation,
     Frame,
     Gender,
+    HeatmapCell,
+    HeatmapWindow,
     LineCrossing,
     OccupancyUpdate,
     PersonCrop,
+    PosTransaction,
     StageSnapshot,
     Track,
     TrackAttributes,
     TrackedFrame,
+    TrackCrossing,
+    TrackSummary,
+    ZoneEvent,
+    ZoneEventKind,
+    ZoneOccupancy,
+    ZoneStats,
+    ZoneVisit,
 )
 from storelens.errors import DecodeError
 
@@ -44,12 +55,19 @@ __all__ = [
     "FaceObservation", "TrackAttributes", "CustomerMatch", "CustomerErasure", "Gender", "Emotion",
     "GENDER_NAMES", "EMOTION_NAMES", "gender_value", "emotion_value",
     "encode", "decode", "direction_name",
+    "ZoneEvent", "ZoneEventKind", "ZONE_EVENT_ENTER", "ZONE_EVENT_EXIT", "ZONE_EVENT_LOITER", "ZoneOccupancy", "ZoneStats", "HeatmapCell", "HeatmapWindow",
+    "CameraSnapshot",
+    "TrackSummary", "TrackCrossing", "ZoneVisit",
+    "PosTransaction",
 ]
 
 M = TypeVar("M", bound=Message)
 
 DIRECTION_IN = Direction.Value("DIRECTION_IN")
 DIRECTION_OUT = Direction.Value("DIRECTION_OUT")
+ZONE_EVENT_ENTER = ZoneEventKind.Value("ZONE_EVENT_ENTER")
+ZONE_EVENT_EXIT = ZoneEventKind.Value("ZONE_EVENT_EXIT")
+ZONE_EVENT_LOITER = ZoneEventKind.Value("ZONE_EVENT_LOITER")
 
 
 def encode(msg: Message) -> bytes:

@@ -19,6 +19,15 @@ TRACK_ATTRIBUTES = "track-attributes"
 CUSTOMER_MATCHES = "customer-matches"
 #: Right-to-erasure requests from the API to reid (keyed by customer id, not camera).
 CUSTOMER_ERASURES = "customer-erasures"
+ZONE_EVENTS = "zone-events"
+ZONE_STATS = "zone-stats"
+ZONE_OCCUPANCY = "zone-occupancy"
+HEATMAPS = "heatmaps"
+TRACK_SUMMARIES = "track-summaries"
+#: Reference frames of the cameras (faces blurred), the background of heatmaps.
+CAMERA_SNAPSHOTS = "camera-snapshots"
+#: Point-of-sale transactions (keyed by store id) from the API / `storelens pos import` to the history.
+POS_TRANSACTIONS = "pos-transactions"
 #: Private, compacted: detect-track's tracker snapshots (one per frames partition).
 DETECT_TRACK_STATE = "detect-track-state"
 
@@ -47,6 +56,13 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(FACE_OBSERVATIONS, "storelens.v1.FaceObservation", 6, 7 * 24 * _HOUR),
     TopicSpec(TRACK_ATTRIBUTES, "storelens.v1.TrackAttributes", 6, 7 * 24 * _HOUR),
     TopicSpec(CUSTOMER_MATCHES, "storelens.v1.CustomerMatch", 6, 7 * 24 * _HOUR),
+    TopicSpec(ZONE_EVENTS, "storelens.v1.ZoneEvent", 6, 7 * 24 * _HOUR),
+    TopicSpec(ZONE_STATS, "storelens.v1.ZoneStats", 6, 7 * 24 * _HOUR),
+    TopicSpec(ZONE_OCCUPANCY, "storelens.v1.ZoneOccupancy", 6, 1 * 24 * _HOUR),
+    TopicSpec(TRACK_SUMMARIES, "storelens.v1.TrackSummary", 6, 7 * 24 * _HOUR),
+    TopicSpec(HEATMAPS, "storelens.v1.HeatmapWindow", 6, 7 * 24 * _HOUR, max_message_bytes=8 * 1024**2),
+    TopicSpec(CAMERA_SNAPSHOTS, "storelens.v1.CameraSnapshot", 6, 7 * 24 * _HOUR, max_message_bytes=8 * 1024**2),
+    TopicSpec(POS_TRANSACTIONS, "storelens.v1.PosTransaction", 6, 30 * 24 * _HOUR),
     TopicSpec(CUSTOMER_ERASURES, "storelens.v1.CustomerErasure", 1, 30 * 24 * _HOUR, partitions_fixed=True),
     TopicSpec(DEAD_LETTER, "storelens.v1.DeadLetter", 1, 14 * 24 * _HOUR, max_message_bytes=8 * 1024**2,
               partitions_fixed=True),

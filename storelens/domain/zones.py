@@ -80,6 +80,8 @@ Example (entry after 200 ms inside, exit after 200 ms outside):
 """
 from __future__ import annotations
 
+import functools
+
 from dataclasses import asdict, dataclass, field, fields
 from typing import Iterable, Literal, Mapping, Sequence
 
@@ -154,6 +156,12 @@ class _Zone:
     def id(self) -> str:
         return self.cfg.id
 
+    @functools.cached_property
+    def bbox(self) -> tuple[float, float, float, float]:
+        """x_min, y_min, x_max, y_max of the polygon."""
+        (x0, y0), (x1, y1) = self.poly.min(axis=0), self.poly.max(axis=0)
+        return float(x0), float(y0), float(x1), float(y1)
+
 
 def _anchors(pts: np.ndarray, anchor: str) -> np.ndarray:
     if pts.shape[1] == 2:
@@ -161,6 +169,12 @@ def _anchors(pts: np.ndarray, anchor: str) -> np.ndarray:
     x = (pts[:, 0] + pts[:, 2]) / 2.0
     y = pts[:, 3] if anchor == "bottom_center" else (pts[:, 1] + pts[:, 3]) / 2.0
     return np.stack([x, y], axis=1)
+
+
+def _segment_may_touch(p0: Point, p1: Point, bbox: tuple[float, float, float, float]) -> bool:
+    """Cheap reject before :func:`segment_through_polygon`: does the segment's bounding box meet ``bbox``?"""
+    return not (max(p0[0], p1[0]) < bbox[0] or min(p0[0], p1[0]) > bbox[2]
+                or max(p0[1], p1[1]) < bbox[1] or min(p0[1], p1[1]) > bbox[3])
 
 
 def segment_through_polygon(p0: Point, p1: Point, polygon: np.ndarray) -> tuple[float, float] | None:
@@ -376,7 +390,9 @@ class ZoneTracker:
     def _pass_through(self, z: _Zone, tid: int, v: _Visit, p1: Point, ts: int, seq: int) -> list[ZoneEvent]:
         """A visit too short for the entry inertia, or not seen at all: the path from the last outside
         anchor to this one passes through the interior (see the module docstring)."""
-        cut = None if v.out_pt is None else segment_through_polygon(v.out_pt, p1, z.poly)
+        if v.out_pt is None or not _segment_may_touch(v.out_pt, p1, z.bbox):
+            return []
+        cut = segment_through_polygon(v.out_pt, p1, z.poly)
         if cut is None:
             return []
         t_in, t_out = (int(round(v.out_ts + c * (ts - v.out_ts))) for c in cut)
@@ -438,6 +454,9 @@ class ZoneBucketStats:
     dwell_median_ms: float | None
     dwell_p90_ms: float | None  # numpy's default (linear) percentile
     stoppers: int | None = None  # shelf zones: ended visits that lasted stopper_after_s or longer
+    served: int = 0  # exits through the service edge (queue zones)
+    abandoned: int = 0  # queue zones: exits another way ("other")
+    lost: int = 0  # tracks lost inside
 
 
 @dataclass
@@ -450,6 +469,7 @@ class _Bucket:
     visits: int = 0
     people: set[int] = field(default_factory=set)
     dwells: list[int] = field(default_factory=list)
+    hows: dict[str, int] = field(default_factory=dict)
 
 
 class ZoneBuckets:
@@ -505,11 +525,44 @@ class ZoneBuckets:
                 b.people.add(e.track_id)
             elif e.kind == "exit":
                 b.dwells.append(int(e.dwell_ms or 0))
+                b.hows[e.how or "other"] = b.hows.get(e.how or "other", 0) + 1
 
-    def stats(self) -> list[ZoneBucketStats]:
-        """Every bucket with a frame or an event, by zone and start time."""
+    def state(self) -> dict:
+        """JSON-serialisable state; :meth:`load_state` of it continues exactly where this stands."""
+        return {
+            "buckets": [[zid, start, b.area, b.covered_ms, b.frames, b.occ_sum, b.occ_max, b.visits,
+                         sorted(b.people), list(b.dwells), dict(b.hows)] for (zid, start), b in self._b.items()],
+            "last": None if self._last is None else [self._last[0], dict(self._last[1])],
+        }
+
+    def load_state(self, state: dict) -> None:
+        self._b = {}
+        for zid, start, area, covered, frames, occ_sum, occ_max, visits, people, dwells, hows in state.get(
+                "buckets", []):
+            self._b[(zid, int(start))] = _Bucket(float(area), int(covered), int(frames), int(occ_sum), int(occ_max),
+                                                 int(visits), {int(p) for p in people}, [int(d) for d in dwells],
+                                                 {k: int(v) for k, v in hows.items()})
+        last = state.get("last")
+        self._last = None if last is None else (int(last[0]), {k: int(v) for k, v in last[1].items()})
+
+    def close(self, before_ms: int | None = None) -> list[ZoneBucketStats]:
+        """Statistics of the buckets that end at or before ``before_ms`` (all with ``None``), forgotten here.
+
+        A caller closes a bucket once no event can be dated in it any more (events are
+        dated up to the zone's inertia before the frame that confirms them).
+        """
+        keys = [k for k in self._b if before_ms is None or k[1] + self.bucket_ms <= before_ms]
+        out = self.stats(keys)
+        for k in keys:
+            del self._b[k]
+        return out
+
+    def stats(self, keys: Iterable[tuple[str, int]] | None = None) -> list[ZoneBucketStats]:
+        """Every bucket with a frame or an event (or those of ``keys``), by zone and start time."""
         out = []
-        for (zid, start), b in sorted(self._b.items()):
+        chosen = sorted(self._b) if keys is None else sorted(keys)
+        for zid, start in chosen:
+            b = self._b[(zid, start)]
             if b.covered_ms:
                 mean = b.area / b.covered_ms
             else:
@@ -518,5 +571,6 @@ class ZoneBuckets:
             limit = self.stopper_after_ms.get(zid)
             stoppers = None if limit is None else sum(d >= limit for d in b.dwells)
             out.append(ZoneBucketStats(zid, start, b.visits, len(b.people), mean, b.occ_max,
-                                       len(b.dwells), med, p90, stoppers))
+                                       len(b.dwells), med, p90, stoppers, b.hows.get("service_edge", 0),
+                                       b.hows.get("other", 0), b.hows.get("lost", 0)))
         return out

@@ -183,15 +183,15 @@ class AnalyticsApp:
         #: Deployment topic names (``kafka.topic_prefix`` + base name), by base name.
         self.topic_names = {t: topics.topic_name(t, kcfg.topic_prefix) for t in (
             topics.TRACKS, topics.CROSSINGS, topics.OCCUPANCY, topics.COUNTS, topics.DEAD_LETTER,
-            topics.TRACK_ATTRIBUTES, topics.CUSTOMER_MATCHES)}
+            *AnalyticsStage.inputs, *AnalyticsStage.outputs)}
         self.tracks = self.app.topic(self.topic_names[topics.TRACKS], partitions=kcfg.partitions,
                                      allow_empty=True, **raw)
-        self.track_attributes = self.app.topic(self.topic_names[topics.TRACK_ATTRIBUTES],
-                                               partitions=kcfg.partitions, allow_empty=True, **raw)
-        self.customer_matches = self.app.topic(self.topic_names[topics.CUSTOMER_MATCHES],
-                                               partitions=kcfg.partitions, allow_empty=True, **raw)
+        #: The other inputs (face history, camera snapshots): records for the sinks, no state.
+        self.record_inputs = {base: self.app.topic(self.topic_names[base], partitions=kcfg.partitions,
+                                                   allow_empty=True, **raw)
+                              for base in AnalyticsStage.inputs if base != topics.TRACKS}
         self.out = {base: self.app.topic(self.topic_names[base], **raw)
-                    for base in (topics.CROSSINGS, topics.OCCUPANCY, topics.COUNTS, topics.DEAD_LETTER)}
+                    for base in (*AnalyticsStage.outputs, topics.DEAD_LETTER)}  # every analyzer's topics too
         # keys raw (camera id, as in tracks), values JSON; the changelog is declared here only to
         # carry kafka.topic_prefix (same settings as faust's default changelog topic)
         changelog = self.app.topic(changelog_topic(kcfg), key_type=bytes, value_type=None, key_serializer="raw",
@@ -201,8 +201,8 @@ class AnalyticsApp:
                                     key_type=bytes, value_type=None, changelog_topic=changelog,
                                     help="Per-camera analytics state (AnalyticsStage.camera_state).")
         self.app.agent(self.tracks, name=f"{SERVICE}-tracks")(self._agent)
-        self.app.agent(self.track_attributes, name=f"{SERVICE}-track-attributes")(self._faces_agent)
-        self.app.agent(self.customer_matches, name=f"{SERVICE}-customer-matches")(self._faces_agent)
+        for base, topic in self.record_inputs.items():
+            self.app.agent(topic, name=f"{SERVICE}-{base}")(self._records_agent)
         self.app.timer(1.0)(self._heartbeat)
         self.app.timer(BROKER_PING_S)(self._ping_broker)
         rt.add_check("broker", self.broker_ready)
@@ -293,7 +293,7 @@ class AnalyticsApp:
         # event after a jump in offsets first re-reads the gap (:meth:`_in_order`).
         await self._consume(stream, self.handle, in_order=self._in_order)
 
-    async def _faces_agent(self, stream) -> None:
+    async def _records_agent(self, stream) -> None:
         await self._consume(stream, self.handle)
 
     async def _consume(self, stream, handle: Callable[[bytes, bytes, str], Any], in_order=None) -> None:

@@ -32,7 +32,8 @@ from storelens.runtime.ingest import start_ingest
 from storelens.runtime.runner import Handled, Runner, RunnerCore
 from storelens.runtime.sinks import HistorySink
 from storelens.runtime.transports import END_OF_TOPIC, InProcessTransport
-from storelens.stages.core import AnalyticsStage, DetectTrackStage
+from storelens.stages.analytics import AnalyticsStage
+from storelens.stages.core import DetectTrackStage
 from storelens.stages.registry import stages_for
 
 log = logging.getLogger(__name__)

@@ -78,6 +78,12 @@ MAX_MESSAGE_BYTES = max(s.max_message_bytes for s in TOPICS)
 #: Bytes fetched per partition and request: a frame's limit (8 MiB; the broker still returns a larger
 #: snapshot whole, KIP-74). With 64 MiB aiokafka consumed 100 KB frames ~35% slower.
 PARTITION_FETCH_BYTES = 8 * 1024**2
+#: Longest a fetch request may wait on the broker for data (aiokafka's default: 500 ms). Bounds a stall of
+#: aiokafka's fetcher: it has one fetch in flight per broker, and a partition whose prefetched records were
+#: not consumed within 100 ms (``prefetch_backoff``, not configurable) is left out of the next fetch while the
+#: others (e.g. idle partitions of ``frames``) are long-polled; the busy partition is then fetched again only
+#: after that long poll ends, so a consumer behind by more than 100 ms waited up to 500 ms per batch.
+FETCH_MAX_WAIT_MS = 50
 #: Seconds a client keeps trying to reach the broker at start before :class:`BrokerError`.
 CONNECT_TIMEOUT_S = 30.0
 
@@ -200,6 +206,7 @@ def _reader(cfg: KafkaConfig, group_id: str | None = None, **kw) -> Callable[[],
     """Factory of a consumer that never auto-commits (manual assignment unless ``subscribe``d)."""
     return lambda: AIOKafkaConsumer(**client_config(cfg), group_id=group_id, enable_auto_commit=False,
                                     auto_offset_reset="earliest", max_partition_fetch_bytes=PARTITION_FETCH_BYTES,
+                                    fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
                                     fetch_max_bytes=max(MAX_MESSAGE_BYTES, 50 * 1024**2), **kw)
 
 

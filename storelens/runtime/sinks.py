@@ -1,8 +1,9 @@
 """Sinks of the runner: where a stage's ``Outputs.records`` are persisted, by record type.
 
 * :class:`HistorySink` -- the history store (SQLite embedded, PostgreSQL distributed):
-  tracked frames, crossings, occupancy, count windows in one batch (one transaction),
-  track attributes and customer matches; every write is an upsert, so replays are harmless.
+  every record of a batch (tracked frames, crossings, occupancy, count windows, face
+  history, zone events and statistics, ...) in one transaction; every write is an
+  upsert, so replays are harmless.
 * :class:`LiveSink` -- live state in Redis (occupancy, last frame per camera).
 
 The stores are passed in (duck-typed: :class:`storelens.storage.Storage`,
@@ -24,22 +25,16 @@ def _split(records: Sequence[Any]) -> dict[type, list[Any]]:
 
 
 class HistorySink:
+    """Every record of a handled batch in one transaction of the history store (``write_records``)."""
+
     name = "storage"
 
     def __init__(self, storage) -> None:
         self.storage = storage
 
     def write(self, records: Sequence[Any]) -> None:
-        by = _split(records)
-        frames, crossings = by.get(m.TrackedFrame, []), by.get(CrossingEvent, [])
-        occupancy, windows = by.get(m.OccupancyUpdate, []), by.get(m.CountWindow, [])
-        if frames or crossings or occupancy or windows:
-            self.storage.write_batch(tracked_frames=frames, crossings=crossings, occupancy_updates=occupancy,
-                                     count_windows=windows)
-        if by.get(m.TrackAttributes):
-            self.storage.write_track_attributes(by[m.TrackAttributes])
-        if by.get(m.CustomerMatch):
-            self.storage.write_customer_matches(by[m.CustomerMatch])
+        if records:
+            self.storage.write_records(records)
 
 
 class LiveSink:
@@ -53,4 +48,8 @@ class LiveSink:
         for u in by.get(m.OccupancyUpdate, []):
             self.live.set_occupancy(u)
         for tf in by.get(m.TrackedFrame, []):
+            if tf.end_of_stream:
+                continue
             self.live.touch_camera(tf.camera_id, tf.ts_ms, frames_seen=tf.seq + 1)
+        for z in by.get(m.ZoneOccupancy, []):
+            self.live.set_zone_occupancy(z)

@@ -76,4 +76,4 @@ register_stage("faces", "storelens.stages.faces:build_faces", modes=("embedded",
                enabled=lambda config: config.faces.enabled)
 register_stage("attributes", "storelens.stages.faces:AttributesStage", modes=("service",))
 register_stage("reid", "storelens.stages.faces:ReidStage", modes=("service",))
-register_stage("analytics", "storelens.stages.core:AnalyticsStage")
+register_stage("analytics", "storelens.stages.analytics:AnalyticsStage")

@@ -52,10 +52,12 @@ import storelens.storage.migrations as migrations
 from storelens.contract import messages as m
 from storelens.domain.counting import CrossingEvent
 from storelens.storage.base import SqlStore
+from storelens.storage.records import RECORDS
 from storelens.storage.schema import (
     count_windows,
     crossings,
     customer_matches,
+    frames,
     occupancy,
     track_attributes,
     track_points,
@@ -142,8 +144,12 @@ class Storage(Protocol):
     def write_batch(self, tracked_frames: Iterable[m.TrackedFrame] = (), crossings: Sequence[CrossingEvent] = (),
                     occupancy_updates: Iterable[m.OccupancyUpdate] = (), count_windows: Iterable[m.CountWindow] = (),
                     *, track_attributes: Iterable[m.TrackAttributes] = (),
-                    customer_matches: Iterable[m.CustomerMatch] = ()) -> int:
+                    customer_matches: Iterable[m.CustomerMatch] = (), records: Iterable[Any] = ()) -> int:
         """Many writes of the kinds above in one transaction; returns how many crossings were new."""
+        ...
+
+    def write_records(self, records: Sequence[Any]) -> int:
+        """Any mix of history records (core kinds and :mod:`storelens.storage.records` kinds), one transaction."""
         ...
 
     def ping(self) -> bool: ...
@@ -276,8 +282,15 @@ def _fold(items: Iterable[T], key: Callable[[T], Hashable],
 def _point_rows(frames: Iterable[m.TrackedFrame]) -> list[dict[str, Any]]:
     rows = [{"camera_id": tf.camera_id, "seq": tf.seq, "track_id": t.track_id, "ts_ms": tf.ts_ms,
              "x1": t.bbox_xyxy.x1, "y1": t.bbox_xyxy.y1, "x2": t.bbox_xyxy.x2, "y2": t.bbox_xyxy.y2,
-             "confidence": t.confidence} for tf in frames for t in tf.tracks]
+             "confidence": t.confidence, "stationary": t.stationary} for tf in frames for t in tf.tracks]
     return _fold(rows, lambda r: (r["camera_id"], r["seq"], r["track_id"]))
+
+
+def _frame_rows(frames_: Iterable[m.TrackedFrame]) -> list[dict[str, Any]]:
+    rows = [{"camera_id": tf.camera_id, "seq": tf.seq, "ts_ms": tf.ts_ms, "width": tf.width, "height": tf.height,
+             "source_frame": tf.source_frame, "n_tracks": len(tf.tracks), "end_of_stream": tf.end_of_stream}
+            for tf in frames_]
+    return _fold(rows, lambda r: (r["camera_id"], r["seq"]))
 
 
 def _crossing_rows(events: Iterable[CrossingEvent]) -> list[dict[str, Any]]:
@@ -306,6 +319,19 @@ def _attribute_rows(items: Iterable[m.TrackAttributes]) -> list[dict[str, Any]]:
 def _match_rows(items: Iterable[m.CustomerMatch]) -> list[dict[str, Any]]:
     return _fold(map(_customer_match_row, items), lambda r: r["event_id"])
 
+
+
+_CORE_KINDS = {m.TrackedFrame: "tracked_frames", CrossingEvent: "crossings", m.OccupancyUpdate: "occupancy_updates",
+               m.CountWindow: "count_windows", m.TrackAttributes: "track_attributes",
+               m.CustomerMatch: "customer_matches"}
+
+
+def _by_kind(records: Iterable[Any]) -> dict[str, list[Any]]:
+    """Records -> the keyword arguments of :meth:`SqlStorage.write_batch` (other kinds under ``records``)."""
+    kw: dict[str, list[Any]] = {"records": []}
+    for r in records:
+        kw.setdefault(_CORE_KINDS.get(type(r), "records"), []).append(r)
+    return kw
 
 
 class SqlStorage(SqlStore):
@@ -338,6 +364,7 @@ class SqlStorage(SqlStore):
         super().__init__(target, chain="history", schema=schema, connect_timeout_s=connect_timeout_s)
         upsert = self._upsert
         self._points = upsert(track_points)
+        self._frames = upsert(frames)
         ins = dialects.insert(self.db, crossings)
         self._crossings = ins.on_conflict_do_nothing(index_elements=[crossings.c.event_id]).returning(
             crossings.c.event_id)
@@ -348,7 +375,9 @@ class SqlStorage(SqlStore):
         self._matches = upsert(customer_matches)
         # The per-frame upserts (none of their columns has a bind processor) skip SQLAlchemy's
         # per-call work where the backend allows.
-        self._compiled = {id(stmt): _Compiled(self.db, stmt) for stmt in (self._points, self._occupancy, self._windows)}
+        self._record_stmts: dict[type, Any] = {}
+        self._compiled = {id(stmt): _Compiled(self.db, stmt) for stmt in (self._points, self._frames, self._occupancy,
+                                                                           self._windows)}
 
     def schema_version(self) -> int:
         """Version of the history tables in the database (equals :data:`SCHEMA_VERSION`)."""
@@ -402,6 +431,7 @@ class SqlStorage(SqlStore):
         *,
         track_attributes: Iterable[m.TrackAttributes] = (),
         customer_matches: Iterable[m.CustomerMatch] = (),
+        records: Iterable[Any] = (),
     ) -> int:
         """Apply many writes in one transaction (all or nothing); return how many crossings were new.
 
@@ -419,28 +449,64 @@ class SqlStorage(SqlStore):
             (1, 0)
             1
         """
-        batch = [(self._points, _point_rows(tracked_frames)), (self._crossings, _crossing_rows(crossings)),
-                 (self._occupancy, _occupancy_rows(occupancy_updates)), (self._windows, _window_rows(count_windows)),
-                 (self._attributes, _attribute_rows(track_attributes)), (self._matches, _match_rows(customer_matches))]
-        batch = [(stmt, rows) for stmt, rows in batch if rows]
+        batch = self._batch(tracked_frames, crossings, occupancy_updates, count_windows, track_attributes,
+                            customer_matches, records)
         if not batch:
             return 0
+        return self._write(lambda conn: self._apply(conn, batch))
 
-        def write(conn: sa.Connection) -> int:
-            new = 0
-            for stmt, rows in batch:
-                compiled = self._compiled.get(id(stmt))
-                if compiled is not None:
-                    compiled.executemany(conn, rows)
-                    continue
-                result = conn.execute(stmt, rows)
-                if stmt is self._crossings:
-                    new = len(result.all())
-                elif stmt is self._matches:
-                    self._forget_erased_customers(conn, {r["customer_id"] for r in rows})
-            return new
+    def _batch(self, tracked_frames: Iterable[m.TrackedFrame] = (), crossings: Sequence[CrossingEvent] = (),
+               occupancy_updates: Iterable[m.OccupancyUpdate] = (), count_windows: Iterable[m.CountWindow] = (),
+               track_attributes: Iterable[m.TrackAttributes] = (), customer_matches: Iterable[m.CustomerMatch] = (),
+               records: Iterable[Any] = ()) -> list[tuple[Any, list[dict[str, Any]]]]:
+        """``(statement, rows)`` of each non-empty kind, in write order."""
+        tracked_frames = list(tracked_frames)
+        batch = [(self._frames, _frame_rows(tracked_frames)), (self._points, _point_rows(tracked_frames)),
+                 (self._crossings, _crossing_rows(crossings)),
+                 (self._occupancy, _occupancy_rows(occupancy_updates)), (self._windows, _window_rows(count_windows)),
+                 (self._attributes, _attribute_rows(track_attributes)), (self._matches, _match_rows(customer_matches))]
+        by_type: dict[type, list[Any]] = {}
+        for r in records:
+            by_type.setdefault(type(r), []).append(r)
+        for type_, items in by_type.items():
+            kind = RECORDS.get(type_)
+            if kind is None:
+                raise TypeError(f"no history table for records of type {type_.__name__}")
+            batch.append((self._record_stmt(type_), kind.rows(items)))
+        return [(stmt, rows) for stmt, rows in batch if rows]
 
-        return self._write(write)
+    def _apply(self, conn: sa.Connection, batch: list[tuple[Any, list[dict[str, Any]]]]) -> int:
+        new = 0
+        for stmt, rows in batch:
+            compiled = self._compiled.get(id(stmt))
+            if compiled is not None:
+                compiled.executemany(conn, rows)
+                continue
+            result = conn.execute(stmt, rows)
+            if stmt is self._crossings:
+                new = len(result.all())
+            elif stmt is self._matches:
+                self._forget_erased_customers(conn, {r["customer_id"] for r in rows})
+        return new
+
+    def _write_records_in(self, conn: sa.Connection, records: Sequence[Any]) -> int:
+        """:meth:`write_records` inside the caller's transaction ``conn``."""
+        return self._apply(conn, self._batch(**_by_kind(records)))
+
+    def _record_stmt(self, type_: type) -> Any:
+        stmt = self._record_stmts.get(type_)
+        if stmt is None:
+            kind = RECORDS[type_]
+            stmt = self._record_stmts[type_] = self._upsert(kind.table, kind.newer)
+        return stmt
+
+    def write_records(self, records: Sequence[Any]) -> int:
+        """Write any mix of history records in one transaction (see :meth:`write_batch`).
+
+        Core kinds go to their tables as in :meth:`write_batch`; every other type must be
+        registered in :mod:`storelens.storage.records` (else ``TypeError``, nothing written).
+        """
+        return self.write_batch(**_by_kind(records))
 
     def _forget_erased_customers(self, conn: sa.Connection, customer_ids: set[str]) -> None:
         """Right to erasure: a match that arrives after its customer was erased from a gallery in the

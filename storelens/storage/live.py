@@ -161,6 +161,18 @@ class RedisLiveState(Closing):
                          {"occupancy": update.occupancy, "total_in": update.total_in,
                           "total_out": update.total_out})
 
+    def set_zone_occupancy(self, update: m.ZoneOccupancy) -> bool:
+        """Store the people inside each zone of ``update.camera_id`` (fields ``zone:<id>``) unless newer is stored."""
+        return self._set(update.camera_id, "zones_ts_ms", update.ts_ms,
+                         {f"zone:{z}": n for z, n in update.occupancy.items()})
+
+    def zone_occupancy(self, camera_id: str) -> dict[str, int] | None:
+        """Zone id -> people inside, as last stored for the camera (``None`` when nothing is)."""
+        h = self.camera(camera_id)
+        if "zones_ts_ms" not in h:
+            return None
+        return {k[5:]: int(v) for k, v in h.items() if k.startswith("zone:")}
+
     def touch_camera(self, camera_id: str, ts_ms: int, frames_seen: int | None = None) -> bool:
         """Record that a frame of ``camera_id`` stamped ``ts_ms`` was handled.
 

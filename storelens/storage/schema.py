@@ -70,6 +70,18 @@ track_points = sa.Table(
     _col("camera_id", ID, primary_key=True), _col("seq", INT, primary_key=True, autoincrement=False),
     _col("track_id", INT, primary_key=True, autoincrement=False), _col("ts_ms", INT),
     *(_col(c, REAL) for c in ("x1", "y1", "x2", "y2", "confidence")),
+    # migration 0004: detect-track's stationary flag (mannequins), so a replay sees what live saw
+    _col("stationary", FLAG, server_default=sa.false()),
+)
+
+#: Every tracked frame (with or without people, and the end of a finite source): what a replay feeds
+#: the analytics stage, so it sees the same frames as live (migration 0004).
+frames = sa.Table(
+    "frames", metadata,
+    _col("camera_id", ID, primary_key=True), _col("seq", INT, primary_key=True, autoincrement=False),
+    _col("ts_ms", INT), _col("width", INT), _col("height", INT), _col("source_frame", INT), _col("n_tracks", INT),
+    _col("end_of_stream", FLAG),
+    sa.Index("frames_by_time", "camera_id", "ts_ms"),
 )
 
 crossings = sa.Table(
@@ -108,7 +120,83 @@ customer_matches = sa.Table(
     _col("is_returning", FLAG), _col("visit_no", INT),
 )
 
-HISTORY_TABLES = (track_points, crossings, occupancy, count_windows, track_attributes, customer_matches)
+# -- zones (migration 0004) -----------------------------------------------------------------
+
+zone_events = sa.Table(
+    "zone_events", metadata,
+    _col("event_id", ID, primary_key=True), _col("camera_id", ID), _col("zone_id", ID), _col("zone_kind", ID),
+    _col("track_id", INT), _col("kind", ID), _col("ts_ms", INT), _col("seq", INT),
+    _col("dwell_ms", INT, nullable=True), _col("how", ID, nullable=True),
+    sa.CheckConstraint("kind IN ('enter', 'exit', 'loiter')", name="zone_events_kind"),
+    sa.Index("zone_events_by_time", "camera_id", "ts_ms"),
+    sa.Index("zone_events_by_track", "camera_id", "track_id", "ts_ms"),
+)
+
+zone_stats = sa.Table(
+    "zone_stats", metadata,
+    _col("camera_id", ID, primary_key=True), _col("zone_id", ID, primary_key=True),
+    _col("bucket_start_ms", INT, primary_key=True, autoincrement=False), _col("bucket_end_ms", INT),
+    _col("visits", INT), _col("unique_people", INT), _col("mean_occupancy", REAL), _col("max_occupancy", INT),
+    _col("dwell_median_s", REAL, nullable=True), _col("dwell_p90_s", REAL, nullable=True),
+    *(_col(c, INT) for c in ("visits_ended", "stoppers", "served", "abandoned", "lost")),
+)
+
+zone_occupancy = sa.Table(
+    "zone_occupancy", metadata,
+    _col("camera_id", ID, primary_key=True), _col("zone_id", ID, primary_key=True),
+    _col("ts_ms", INT), _col("seq", INT), _col("occupancy", INT),
+)
+
+# -- heatmaps (migration 0005) --------------------------------------------------------------
+
+#: Person-time per grid cell of a camera, one row per minute and one per hour (``span_ms``; a
+#: HeatmapWindow each): ``cells`` packs the non-empty cells as little-endian int32
+#: ``(gx, gy, occupancy_ms, dwell_ms)`` rows, so a day is 24 hour rows + the minutes at its edges
+#: whatever the number of cells (see storelens.storage.heatmaps).
+heatmap_windows = sa.Table(
+    "heatmap_windows", metadata,
+    _col("camera_id", ID, primary_key=True), _col("cell_px", INT, primary_key=True, autoincrement=False),
+    _col("span_ms", INT, primary_key=True, autoincrement=False),
+    _col("window_start_ms", INT, primary_key=True, autoincrement=False), _col("window_end_ms", INT),
+    _col("width", INT), _col("height", INT), _col("n_cells", INT), _col("occupancy_ms", INT), _col("dwell_ms", INT),
+    _col("cells", sa.LargeBinary),
+)
+
+#: Reference frames of the cameras (faces blurred), the background of their heatmaps.
+camera_snapshots = sa.Table(
+    "camera_snapshots", metadata,
+    _col("camera_id", ID, primary_key=True), _col("ts_ms", INT, primary_key=True, autoincrement=False),
+    _col("seq", INT), _col("width", INT), _col("height", INT), _col("blurred", INT), _col("jpeg", sa.LargeBinary),
+)
+
+# -- journeys (migration 0006) --------------------------------------------------------------
+
+track_summaries = sa.Table(
+    "track_summaries", metadata,
+    _col("camera_id", ID, primary_key=True), _col("track_id", INT, primary_key=True, autoincrement=False),
+    *(_col(c, INT) for c in ("first_ts_ms", "last_ts_ms", "first_seq", "last_seq", "n_frames")),
+    *(_col(c, REAL) for c in ("first_x", "first_y", "last_x", "last_y")),
+    # float32 little-endian, unit length; NULL when the tracker has no appearance
+    _col("appearance", sa.LargeBinary, nullable=True),
+    # JSON: [[zone_id, zone_kind, enter_ts_ms, exit_ts_ms], ...] and [[line_id, "in"|"out", ts_ms], ...]
+    _col("zones", sa.Text), _col("crossings", sa.Text),
+    sa.Index("track_summaries_by_time", "first_ts_ms"),
+)
+
+HISTORY_TABLES = (track_points, frames, crossings, occupancy, count_windows, track_attributes, customer_matches,
+                  zone_events, zone_stats, zone_occupancy, heatmap_windows, camera_snapshots, track_summaries)
+
+# -- business (migration 0007) --------------------------------------------------------------
+
+#: Point-of-sale transactions: the first copy of each ``transaction_id`` (the idempotency key) is kept.
+pos_transactions = sa.Table(
+    "pos_transactions", metadata,
+    _col("transaction_id", ID, primary_key=True), _col("store_id", ID), _col("register_id", ID),
+    _col("ts_ms", INT), _col("amount_minor", INT), _col("currency", ID), _col("items_count", INT),
+    sa.Index("pos_transactions_by_time", "store_id", "ts_ms"),
+)
+
+HISTORY_TABLES = (*HISTORY_TABLES, pos_transactions)
 
 
 # -- face gallery ----------------------------------------------------------------------------

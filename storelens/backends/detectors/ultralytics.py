@@ -23,6 +23,7 @@ import sys
 import numpy as np
 
 from storelens.backends.detectors.base import DETECTORS, Detections
+from storelens.backends.detectors.tiling import dedupe_heads, detect_tiled
 from storelens.config.detectors import UltralyticsDetectorConfig
 from storelens.errors import ModelError
 
@@ -50,7 +51,12 @@ def resolve_weights(weights: str) -> str:
 
 @DETECTORS.register("ultralytics")
 class UltralyticsDetector:
-    """YOLO person detector through ``ultralytics.YOLO`` (PyTorch, ONNX Runtime or OpenVINO)."""
+    """YOLO person detector through ``ultralytics.YOLO`` (PyTorch, ONNX Runtime or OpenVINO).
+
+    With ``tiles`` other than ``[1, 1]`` each frame is cut into overlapping tiles
+    (:mod:`storelens.backends.detectors.tiling`), each detected at ``imgsz`` and merged;
+    ``head_nms`` then keeps one box per head point.
+    """
 
     def __init__(self, cfg: UltralyticsDetectorConfig) -> None:
         weights = resolve_weights(cfg.weights)
@@ -70,6 +76,15 @@ class UltralyticsDetector:
             self.detect(np.zeros((cfg.imgsz, cfg.imgsz, 3), np.uint8))
 
     def detect(self, image_bgr: np.ndarray) -> Detections:
+        cfg = self.cfg
+        if tuple(cfg.tiles) == (1, 1):
+            dets = self._detect_one(image_bgr)
+        else:
+            dets = detect_tiled(image_bgr, self._detect_one, cfg.tiles, cfg.tile_overlap,
+                                cfg.iou if cfg.tile_merge_iou is None else cfg.tile_merge_iou, cfg.tile_full_frame)
+        return dedupe_heads(dets, cfg.head_nms)
+
+    def _detect_one(self, image_bgr: np.ndarray) -> Detections:
         res = self.model.predict(
             image_bgr, imgsz=self.cfg.imgsz, conf=self.cfg.confidence, iou=self.cfg.iou,
             classes=self.cfg.classes, device=self.cfg.device, verbose=False,

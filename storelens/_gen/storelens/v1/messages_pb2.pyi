@@ -31,6 +31,13 @@ class Emotion(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EMOTION_SAD: _ClassVar[Emotion]
     EMOTION_SURPRISE: _ClassVar[Emotion]
     EMOTION_NEUTRAL: _ClassVar[Emotion]
+
+class ZoneEventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ZONE_EVENT_KIND_UNSPECIFIED: _ClassVar[ZoneEventKind]
+    ZONE_EVENT_ENTER: _ClassVar[ZoneEventKind]
+    ZONE_EVENT_EXIT: _ClassVar[ZoneEventKind]
+    ZONE_EVENT_LOITER: _ClassVar[ZoneEventKind]
 DIRECTION_UNSPECIFIED: Direction
 DIRECTION_IN: Direction
 DIRECTION_OUT: Direction
@@ -47,6 +54,10 @@ EMOTION_HAPPY: Emotion
 EMOTION_SAD: Emotion
 EMOTION_SURPRISE: Emotion
 EMOTION_NEUTRAL: Emotion
+ZONE_EVENT_KIND_UNSPECIFIED: ZoneEventKind
+ZONE_EVENT_ENTER: ZoneEventKind
+ZONE_EVENT_EXIT: ZoneEventKind
+ZONE_EVENT_LOITER: ZoneEventKind
 
 class Frame(_message.Message):
     __slots__ = ("camera_id", "seq", "ts_ms", "jpeg", "width", "height", "source_frame", "end_of_stream", "source_width", "source_height")
@@ -85,18 +96,20 @@ class BoxXYXY(_message.Message):
     def __init__(self, x1: _Optional[float] = ..., y1: _Optional[float] = ..., x2: _Optional[float] = ..., y2: _Optional[float] = ...) -> None: ...
 
 class Track(_message.Message):
-    __slots__ = ("track_id", "bbox_xyxy", "confidence", "class_id", "appearance")
+    __slots__ = ("track_id", "bbox_xyxy", "confidence", "class_id", "appearance", "stationary")
     TRACK_ID_FIELD_NUMBER: _ClassVar[int]
     BBOX_XYXY_FIELD_NUMBER: _ClassVar[int]
     CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     CLASS_ID_FIELD_NUMBER: _ClassVar[int]
     APPEARANCE_FIELD_NUMBER: _ClassVar[int]
+    STATIONARY_FIELD_NUMBER: _ClassVar[int]
     track_id: int
     bbox_xyxy: BoxXYXY
     confidence: float
     class_id: int
     appearance: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, track_id: _Optional[int] = ..., bbox_xyxy: _Optional[_Union[BoxXYXY, _Mapping]] = ..., confidence: _Optional[float] = ..., class_id: _Optional[int] = ..., appearance: _Optional[_Iterable[float]] = ...) -> None: ...
+    stationary: bool
+    def __init__(self, track_id: _Optional[int] = ..., bbox_xyxy: _Optional[_Union[BoxXYXY, _Mapping]] = ..., confidence: _Optional[float] = ..., class_id: _Optional[int] = ..., appearance: _Optional[_Iterable[float]] = ..., stationary: bool = ...) -> None: ...
 
 class TrackedFrame(_message.Message):
     __slots__ = ("camera_id", "seq", "ts_ms", "width", "height", "tracks", "source_frame", "end_of_stream")
@@ -364,3 +377,200 @@ class CustomerErasure(_message.Message):
     ts_ms: int
     request_id: str
     def __init__(self, customer_id: _Optional[str] = ..., ts_ms: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class ZoneEvent(_message.Message):
+    __slots__ = ("event_id", "camera_id", "zone_id", "zone_kind", "track_id", "kind", "ts_ms", "seq", "dwell_ms", "how")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
+    ZONE_ID_FIELD_NUMBER: _ClassVar[int]
+    ZONE_KIND_FIELD_NUMBER: _ClassVar[int]
+    TRACK_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TS_MS_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    DWELL_MS_FIELD_NUMBER: _ClassVar[int]
+    HOW_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    camera_id: str
+    zone_id: str
+    zone_kind: str
+    track_id: int
+    kind: ZoneEventKind
+    ts_ms: int
+    seq: int
+    dwell_ms: int
+    how: str
+    def __init__(self, event_id: _Optional[str] = ..., camera_id: _Optional[str] = ..., zone_id: _Optional[str] = ..., zone_kind: _Optional[str] = ..., track_id: _Optional[int] = ..., kind: _Optional[_Union[ZoneEventKind, str]] = ..., ts_ms: _Optional[int] = ..., seq: _Optional[int] = ..., dwell_ms: _Optional[int] = ..., how: _Optional[str] = ...) -> None: ...
+
+class ZoneStats(_message.Message):
+    __slots__ = ("camera_id", "zone_id", "bucket_start_ms", "bucket_end_ms", "visits", "unique_people", "mean_occupancy", "max_occupancy", "dwell_median_s", "dwell_p90_s", "visits_ended", "stoppers", "served", "abandoned", "lost")
+    CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
+    ZONE_ID_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_START_MS_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_END_MS_FIELD_NUMBER: _ClassVar[int]
+    VISITS_FIELD_NUMBER: _ClassVar[int]
+    UNIQUE_PEOPLE_FIELD_NUMBER: _ClassVar[int]
+    MEAN_OCCUPANCY_FIELD_NUMBER: _ClassVar[int]
+    MAX_OCCUPANCY_FIELD_NUMBER: _ClassVar[int]
+    DWELL_MEDIAN_S_FIELD_NUMBER: _ClassVar[int]
+    DWELL_P90_S_FIELD_NUMBER: _ClassVar[int]
+    VISITS_ENDED_FIELD_NUMBER: _ClassVar[int]
+    STOPPERS_FIELD_NUMBER: _ClassVar[int]
+    SERVED_FIELD_NUMBER: _ClassVar[int]
+    ABANDONED_FIELD_NUMBER: _ClassVar[int]
+    LOST_FIELD_NUMBER: _ClassVar[int]
+    camera_id: str
+    zone_id: str
+    bucket_start_ms: int
+    bucket_end_ms: int
+    visits: int
+    unique_people: int
+    mean_occupancy: float
+    max_occupancy: int
+    dwell_median_s: float
+    dwell_p90_s: float
+    visits_ended: int
+    stoppers: int
+    served: int
+    abandoned: int
+    lost: int
+    def __init__(self, camera_id: _Optional[str] = ..., zone_id: _Optional[str] = ..., bucket_start_ms: _Optional[int] = ..., bucket_end_ms: _Optional[int] = ..., visits: _Optional[int] = ..., unique_people: _Optional[int] = ..., mean_occupancy: _Optional[float] = ..., max_occupancy: _Optional[int] = ..., dwell_median_s: _Optional[float] = ..., dwell_p90_s: _Optional[float] = ..., visits_ended: _Optional[int] = ..., stoppers: _Optional[int] = ..., served: _Optional[int] = ..., abandoned: _Optional[int] = ..., lost: _Optional[int] = ...) -> None: ...
+
+class ZoneOccupancy(_message.Message):
+    __slots__ = ("camera_id", "ts_ms", "seq", "occupancy")
+    class OccupancyEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
+    TS_MS_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    OCCUPANCY_FIELD_NUMBER: _ClassVar[int]
+    camera_id: str
+    ts_ms: int
+    seq: int
+    occupancy: _containers.ScalarMap[str, int]
+    def __init__(self, camera_id: _Optional[str] = ..., ts_ms: _Optional[int] = ..., seq: _Optional[int] = ..., occupancy: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class HeatmapCell(_message.Message):
+    __slots__ = ("gx", "gy", "occupancy_ms", "dwell_ms")
+    GX_FIELD_NUMBER: _ClassVar[int]
+    GY_FIELD_NUMBER: _ClassVar[int]
+    OCCUPANCY_MS_FIELD_NUMBER: _ClassVar[int]
+    DWELL_MS_FIELD_NUMBER: _ClassVar[int]
+    gx: int
+    gy: int
+    occupancy_ms: int
+    dwell_ms: int
+    def __init__(self, gx: _Optional[int] = ..., gy: _Optional[int] = ..., occupancy_ms: _Optional[int] = ..., dwell_ms: _Optional[int] = ...) -> None: ...
+
+class HeatmapWindow(_message.Message):
+    __slots__ = ("camera_id", "window_start_ms", "window_end_ms", "cell_px", "width", "height", "cells")
+    CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_START_MS_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_END_MS_FIELD_NUMBER: _ClassVar[int]
+    CELL_PX_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    CELLS_FIELD_NUMBER: _ClassVar[int]
+    camera_id: str
+    window_start_ms: int
+    window_end_ms: int
+    cell_px: int
+    width: int
+    height: int
+    cells: _containers.RepeatedCompositeFieldContainer[HeatmapCell]
+    def __init__(self, camera_id: _Optional[str] = ..., window_start_ms: _Optional[int] = ..., window_end_ms: _Optional[int] = ..., cell_px: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., cells: _Optional[_Iterable[_Union[HeatmapCell, _Mapping]]] = ...) -> None: ...
+
+class CameraSnapshot(_message.Message):
+    __slots__ = ("camera_id", "ts_ms", "seq", "width", "height", "jpeg", "blurred")
+    CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
+    TS_MS_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    JPEG_FIELD_NUMBER: _ClassVar[int]
+    BLURRED_FIELD_NUMBER: _ClassVar[int]
+    camera_id: str
+    ts_ms: int
+    seq: int
+    width: int
+    height: int
+    jpeg: bytes
+    blurred: int
+    def __init__(self, camera_id: _Optional[str] = ..., ts_ms: _Optional[int] = ..., seq: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., jpeg: _Optional[bytes] = ..., blurred: _Optional[int] = ...) -> None: ...
+
+class ZoneVisit(_message.Message):
+    __slots__ = ("zone_id", "zone_kind", "enter_ts_ms", "exit_ts_ms")
+    ZONE_ID_FIELD_NUMBER: _ClassVar[int]
+    ZONE_KIND_FIELD_NUMBER: _ClassVar[int]
+    ENTER_TS_MS_FIELD_NUMBER: _ClassVar[int]
+    EXIT_TS_MS_FIELD_NUMBER: _ClassVar[int]
+    zone_id: str
+    zone_kind: str
+    enter_ts_ms: int
+    exit_ts_ms: int
+    def __init__(self, zone_id: _Optional[str] = ..., zone_kind: _Optional[str] = ..., enter_ts_ms: _Optional[int] = ..., exit_ts_ms: _Optional[int] = ...) -> None: ...
+
+class TrackCrossing(_message.Message):
+    __slots__ = ("line_id", "direction", "ts_ms")
+    LINE_ID_FIELD_NUMBER: _ClassVar[int]
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    TS_MS_FIELD_NUMBER: _ClassVar[int]
+    line_id: str
+    direction: Direction
+    ts_ms: int
+    def __init__(self, line_id: _Optional[str] = ..., direction: _Optional[_Union[Direction, str]] = ..., ts_ms: _Optional[int] = ...) -> None: ...
+
+class TrackSummary(_message.Message):
+    __slots__ = ("camera_id", "track_id", "first_ts_ms", "last_ts_ms", "first_seq", "last_seq", "n_frames", "first_x", "first_y", "last_x", "last_y", "appearance", "zones", "crossings")
+    CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
+    TRACK_ID_FIELD_NUMBER: _ClassVar[int]
+    FIRST_TS_MS_FIELD_NUMBER: _ClassVar[int]
+    LAST_TS_MS_FIELD_NUMBER: _ClassVar[int]
+    FIRST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    N_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    FIRST_X_FIELD_NUMBER: _ClassVar[int]
+    FIRST_Y_FIELD_NUMBER: _ClassVar[int]
+    LAST_X_FIELD_NUMBER: _ClassVar[int]
+    LAST_Y_FIELD_NUMBER: _ClassVar[int]
+    APPEARANCE_FIELD_NUMBER: _ClassVar[int]
+    ZONES_FIELD_NUMBER: _ClassVar[int]
+    CROSSINGS_FIELD_NUMBER: _ClassVar[int]
+    camera_id: str
+    track_id: int
+    first_ts_ms: int
+    last_ts_ms: int
+    first_seq: int
+    last_seq: int
+    n_frames: int
+    first_x: float
+    first_y: float
+    last_x: float
+    last_y: float
+    appearance: _containers.RepeatedScalarFieldContainer[float]
+    zones: _containers.RepeatedCompositeFieldContainer[ZoneVisit]
+    crossings: _containers.RepeatedCompositeFieldContainer[TrackCrossing]
+    def __init__(self, camera_id: _Optional[str] = ..., track_id: _Optional[int] = ..., first_ts_ms: _Optional[int] = ..., last_ts_ms: _Optional[int] = ..., first_seq: _Optional[int] = ..., last_seq: _Optional[int] = ..., n_frames: _Optional[int] = ..., first_x: _Optional[float] = ..., first_y: _Optional[float] = ..., last_x: _Optional[float] = ..., last_y: _Optional[float] = ..., appearance: _Optional[_Iterable[float]] = ..., zones: _Optional[_Iterable[_Union[ZoneVisit, _Mapping]]] = ..., crossings: _Optional[_Iterable[_Union[TrackCrossing, _Mapping]]] = ...) -> None: ...
+
+class PosTransaction(_message.Message):
+    __slots__ = ("transaction_id", "store_id", "register_id", "ts_ms", "amount_minor", "currency", "items_count")
+    TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    STORE_ID_FIELD_NUMBER: _ClassVar[int]
+    REGISTER_ID_FIELD_NUMBER: _ClassVar[int]
+    TS_MS_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_COUNT_FIELD_NUMBER: _ClassVar[int]
+    transaction_id: str
+    store_id: str
+    register_id: str
+    ts_ms: int
+    amount_minor: int
+    currency: str
+    items_count: int
+    def __init__(self, transaction_id: _Optional[str] = ..., store_id: _Optional[str] = ..., register_id: _Optional[str] = ..., ts_ms: _Optional[int] = ..., amount_minor: _Optional[int] = ..., currency: _Optional[str] = ..., items_count: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,175 @@
+"""Journeys: store visits across cameras (``/v1/journeys``), zone-to-zone flows (``/v1/flows``), top paths.
+
+A journey is a chain of one person's tracks (linked across cameras by appearance,
+camera adjacency and transit time, and the face identity; :mod:`storelens.domain.journeys`),
+cut at each exit from the store. They are linked at query time from the stored track
+summaries (:mod:`storelens.storage.journeys`), so ids are stable: ``"<track_id>@<camera_id>"``
+of the journey's first track. A journey is in a range when it overlaps it.
+"""
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import HTTPException, Path, Query
+from pydantic import Field
+
+from storelens.domain import journeys as dj
+from storelens.storage import journeys as jq
+
+from ..deps import MAX_TS_MS, ApiContext, ContextDep, EndMs, api_router, check_range
+from ..models import NOT_FOUND, _Out
+
+router = api_router("journeys")
+
+FromMs0 = Annotated[int, Query(ge=0, le=MAX_TS_MS, description="Range start (inclusive), ms since epoch.")]
+CameraQ = Annotated[str | None, Query(max_length=200, description="Only journeys through this camera.")]
+ZoneQ = Annotated[str | None, Query(max_length=200, description="Only journeys that visited this zone id.")]
+
+
+class StepOut(_Out):
+    camera_id: str
+    track_id: int
+    zone_id: str | None = Field(None, description="Null: time on the camera outside any zone.")
+    zone_kind: str | None = None
+    enter_ms: int
+    exit_ms: int
+
+
+class LinkOut(_Out):
+    from_camera_id: str
+    from_track_id: int
+    to_camera_id: str
+    to_track_id: int
+    how: str = Field(description="appearance | face")
+    score: float = Field(description="Cosine similarity of the mean appearances (2.0: the face identity).")
+    transit_ms: int
+
+
+class AttributesOut(_Out):
+    age_years: float | None = None
+    gender: str | None = None
+
+
+class JourneyOut(_Out):
+    journey_id: str = Field(description="Visit id: '<track_id>@<camera_id>' of its first track.")
+    start_ms: int
+    end_ms: int
+    dwell_ms: int = Field(description="Total time from the first to the last sighting.")
+    cameras: list[str]
+    entered: bool = Field(description="Began at an entrance 'in' (a store visit).")
+    exited: bool = Field(description="Ended at an exit 'out'.")
+    customer_id: str | None = Field(None, description="When a track of the journey was face-identified.")
+    attributes: AttributesOut
+    path: list[StepOut]
+    links: list[LinkOut]
+
+
+class JourneysOut(_Out):
+    start_ms: int
+    end_ms: int
+    total: int = Field(description="Journeys matching the filters (all pages).")
+    limit: int
+    offset: int
+    journeys: list[JourneyOut]
+
+
+class FlowOut(_Out):
+    source: str = Field(description="Node: 'camera/zone', or the camera outside zones.")
+    target: str
+    count: int
+
+
+class FlowsOut(_Out):
+    start_ms: int
+    end_ms: int
+    journeys: int
+    nodes: list[str]
+    links: list[FlowOut]
+
+
+class PathCountOut(_Out):
+    path: list[str]
+    count: int
+    share: float = Field(description="Of the journeys in the range (after the filters).")
+
+
+class TopPathsOut(_Out):
+    start_ms: int
+    end_ms: int
+    journeys: int
+    paths: list[PathCountOut]
+
+
+def journey_out(j: dj.Journey) -> JourneyOut:
+    return JourneyOut(
+        journey_id=j.journey_id, start_ms=j.first_ms, end_ms=j.last_ms, dwell_ms=j.dwell_ms, cameras=j.cameras,
+        entered=j.entered, exited=j.exited, customer_id=j.customer_id,
+        attributes=AttributesOut(**{k: v for k, v in j.attributes.items() if k in AttributesOut.model_fields}),
+        path=[StepOut(camera_id=s.camera_id, track_id=s.track_id, zone_id=s.zone_id, zone_kind=s.zone_kind,
+                      enter_ms=s.enter_ms, exit_ms=s.exit_ms) for s in j.path],
+        links=[LinkOut(from_camera_id=ln.a[0], from_track_id=ln.a[1], to_camera_id=ln.b[0], to_track_id=ln.b[1],
+                       how=ln.how, score=round(ln.score, 4), transit_ms=ln.transit_ms) for ln in j.links])
+
+
+def _selected(ctx: ApiContext, start_ms: int, end_ms: int | None, camera_id: str | None,
+              zone_id: str | None) -> tuple[int, list[dj.Journey]]:
+    end = end_ms if end_ms is not None else MAX_TS_MS
+    check_range(start_ms, end)
+    if camera_id is not None:
+        ctx.camera(camera_id)  # 404 unknown camera
+    if zone_id is not None and not any(z.id == zone_id for c in ctx.config.cameras for z in c.zones
+                                       if camera_id is None or c.id == camera_id):
+        raise HTTPException(404, f"unknown zone {zone_id!r}")
+    out = jq.journeys(ctx.storage, ctx.config.journeys, start_ms, end)
+    if camera_id is not None:
+        out = [j for j in out if camera_id in j.cameras]
+    if zone_id is not None:
+        out = [j for j in out if any(s.zone_id == zone_id and (camera_id is None or s.camera_id == camera_id)
+                                     for s in j.path)]
+    return end, out
+
+
+@router.get("/v1/journeys", response_model=JourneysOut, responses=NOT_FOUND,
+            summary="Store visits across cameras (paged, by start time)")
+def journey_list(ctx: ContextDep, start_ms: FromMs0 = 0, end_ms: EndMs = None, camera_id: CameraQ = None,
+                 zone_id: ZoneQ = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                 offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0) -> JourneysOut:
+    end, found = _selected(ctx, start_ms, end_ms, camera_id, zone_id)
+    return JourneysOut(start_ms=start_ms, end_ms=end, total=len(found), limit=limit, offset=offset,
+                       journeys=[journey_out(j) for j in found[offset:offset + limit]])
+
+
+@router.get("/v1/journeys/{journey_id}", response_model=JourneyOut, responses=NOT_FOUND,
+            summary="One store visit")
+def journey_one(ctx: ContextDep, journey_id: Annotated[str, Path(
+        max_length=260, pattern=r"^-?[0-9]{1,19}@.+$", description="'<track_id>@<camera_id>'")]) -> JourneyOut:
+    key = dj.parse_journey_id(journey_id)
+    if key is None:  # pragma: no cover (the pattern)
+        raise HTTPException(422, f"malformed journey id {journey_id!r}")
+    j = jq.journey(ctx.storage, ctx.config.journeys, *key)
+    if j is None:
+        raise HTTPException(404, f"unknown journey {journey_id!r}")
+    return journey_out(j)
+
+
+@router.get("/v1/flows", response_model=FlowsOut, responses=NOT_FOUND,
+            summary="Zone-to-zone transition counts of the journeys (Sankey links)")
+def flow_list(ctx: ContextDep, start_ms: FromMs0 = 0, end_ms: EndMs = None, camera_id: CameraQ = None,
+              zone_id: ZoneQ = None, min_count: Annotated[int, Query(ge=1)] = 1) -> FlowsOut:
+    end, found = _selected(ctx, start_ms, end_ms, camera_id, zone_id)
+    counts = dj.flows(found)
+    links = sorted(((a, b, n) for (a, b), n in counts.items() if n >= min_count), key=lambda x: (-x[2], x[0], x[1]))
+    nodes = sorted({x for a, b, _ in links for x in (a, b)})
+    return FlowsOut(start_ms=start_ms, end_ms=end, journeys=len(found), nodes=nodes,
+                    links=[FlowOut(source=a, target=b, count=n) for a, b, n in links])
+
+
+@router.get("/v1/paths/top", response_model=TopPathsOut, responses=NOT_FOUND,
+            summary="The most frequent journey paths")
+def top_paths(ctx: ContextDep, start_ms: FromMs0 = 0, end_ms: EndMs = None, camera_id: CameraQ = None,
+              zone_id: ZoneQ = None, n: Annotated[int, Query(ge=1, le=100)] = 10) -> TopPathsOut:
+    end, found = _selected(ctx, start_ms, end_ms, camera_id, zone_id)
+    total = len(found)
+    return TopPathsOut(start_ms=start_ms, end_ms=end, journeys=total,
+                       paths=[PathCountOut(path=list(p), count=c, share=round(c / total, 4))
+                              for p, c in dj.top_paths(found, n)])

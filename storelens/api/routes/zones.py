@@ -1,0 +1,312 @@
+"""Zones, queues and product interest (``/v1/zones``, ``/v1/queues``, ``/v1/interest``).
+
+Live numbers (people inside now) come from the live state when it has them, else the
+latest stored ``zone_occupancy``; history from the per-bucket ``zone_stats`` and the
+``zone_events`` (exact dwell percentiles, queue waits, interest). "Now" for a queue is
+the camera's latest frame time (``at_ms`` overrides), so a recorded clip answers as it
+did live.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import numpy as np
+from fastapi import HTTPException, Query
+from pydantic import Field
+
+from storelens.config import CameraConfig, ZoneConfig
+from storelens.domain.zones import QueueStats
+from storelens.storage import zones as zq
+
+from ..deps import MAX_TS_MS, ApiContext, ContextDep, EndMs, api_router, check_range
+from ..models import NOT_FOUND, _Out
+
+router = api_router("zones")
+
+ZoneKindName = Literal["area", "entrance", "queue", "shelf", "staff_only"]
+#: Dwell histogram bin edges (seconds) of ``/v1/interest``.
+DWELL_BINS_S = (0, 3, 10, 30, 60, 300)
+FromMs0 = Annotated[int, Query(ge=0, le=MAX_TS_MS, description="Range start (inclusive), ms since epoch.")]
+
+
+class ZoneStateOut(_Out):
+    camera_id: str
+    zone_id: str
+    kind: ZoneKindName
+    product: str | None = None
+    category: str | None = None
+    polygon: list[tuple[float, float]] = Field(description="Vertices [x, y] in source pixels.")
+    occupancy: int = Field(description="People inside now (inertia applied).")
+    ts_ms: int | None = Field(None, description="Time of the occupancy; null before the first frame.")
+
+
+class ZonesOut(_Out):
+    zones: list[ZoneStateOut]
+
+
+class DwellOut(_Out):
+    median: float | None = None
+    p90: float | None = None
+    mean: float | None = None
+    total: float = 0.0
+    n: int = 0
+
+
+class ZoneBucketOut(_Out):
+    camera_id: str
+    zone_id: str
+    start_ms: int
+    end_ms: int
+    visits: int = Field(description="Entries in the bucket.")
+    unique_people: int = Field(description="Sum over the stored buckets of the distinct tracks inside "
+                                           "(exact when bucket_s equals the site's zones.bucket_s).")
+    mean_occupancy: float = Field(description="Time-weighted mean of the people inside.")
+    max_occupancy: int
+    dwell_s: DwellOut = Field(description="Dwell of the visits that ended in the bucket.")
+    stoppers: int
+    served: int
+    abandoned: int
+    lost: int
+
+
+class ZoneStatsOut(_Out):
+    start_ms: int
+    end_ms: int
+    bucket_s: int
+    buckets: list[ZoneBucketOut]
+
+
+class ZoneEventOut(_Out):
+    event_id: str
+    camera_id: str
+    zone_id: str
+    zone_kind: str
+    track_id: int
+    kind: Literal["enter", "exit", "loiter"]
+    ts_ms: int
+    seq: int
+    dwell_ms: int | None = None
+    how: str | None = None
+
+
+class ZoneEventsOut(_Out):
+    events: list[ZoneEventOut]
+
+
+class QueueOut(_Out):
+    camera_id: str
+    zone_id: str
+    at_ms: int | None = Field(description="The 'now' of the numbers (the camera's latest frame by default).")
+    window_s: float
+    length: int = Field(description="People in the queue now.")
+    predicted_wait_s: float | None = Field(description="For someone joining now, by Little's law: length / "
+                                                       "service rate over the window; null when nobody was served.")
+    served: int
+    abandoned: int
+    lost: int
+    wait_s: DwellOut = Field(description="Measured waits (entry to leaving through the service edge) in the window.")
+
+
+class QueuesOut(_Out):
+    queues: list[QueueOut]
+
+
+class InterestOut(_Out):
+    key: str = Field(description="Zone '<camera>/<zone>', product or category, per group_by.")
+    zones: list[str]
+    passers: int = Field(description="Visits that ended in the range.")
+    stoppers: int = Field(description="Of those, visits of at least the zone's stopper_after_s.")
+    interest_rate: float | None = Field(description="stoppers / passers; null without passers.")
+    dwell_s: DwellOut
+    dwell_histogram: dict[str, int] = Field(description="Visits per dwell band in seconds, e.g. '3-10'.")
+    attention_s: float | None = Field(description="Stoppers' dwell weighted by their face's attention share "
+                                                  "(faces stages); null when no stopper had a usable face.")
+    attending_emotions: dict[str, int] = Field(description="Stoppers with attention > 0.5 by expression.")
+
+
+class InterestListOut(_Out):
+    start_ms: int
+    end_ms: int
+    group_by: Literal["zone", "product", "category"]
+    items: list[InterestOut]
+
+
+def _dwell(values_s: list[float]) -> DwellOut:
+    if not values_s:
+        return DwellOut()
+    med, p90 = np.percentile(values_s, [50, 90])
+    return DwellOut(median=float(med), p90=float(p90), mean=float(np.mean(values_s)), total=float(sum(values_s)),
+                    n=len(values_s))
+
+
+def _zones(ctx: ApiContext, camera_id: str | None = None, kinds: tuple[str, ...] | None = None
+           ) -> list[tuple[CameraConfig, ZoneConfig]]:
+    cams = [ctx.camera(camera_id)] if camera_id is not None else ctx.config.cameras
+    return [(c, z) for c in cams for z in c.zones if z.kind != "exclude" and (kinds is None or z.kind in kinds)]
+
+
+def _occupancy(ctx: ApiContext, camera_id: str) -> tuple[int | None, dict[str, int]]:
+    if ctx.live is not None and hasattr(ctx.live, "zone_occupancy"):
+        try:
+            live = ctx.live.zone_occupancy(camera_id)
+            if live is not None:
+                return ctx.live.last_seen(camera_id), live
+        except Exception:  # live state unreachable: history answers
+            pass
+    return zq.occupancy_now(ctx.storage, camera_id)
+
+
+@router.get("/v1/zones", response_model=ZonesOut, response_model_exclude_none=True, responses=NOT_FOUND,
+            summary="Zones with the people inside now")
+def zones(ctx: ContextDep,
+          camera_id: Annotated[str | None, Query(max_length=200, description="Only this camera.")] = None,
+          kind: Annotated[ZoneKindName | None, Query(description="Only zones of this kind.")] = None) -> ZonesOut:
+    out = []
+    occ: dict[str, tuple[int | None, dict[str, int]]] = {}
+    for cam, z in _zones(ctx, camera_id, (kind,) if kind else None):
+        ts, per_zone = occ.setdefault(cam.id, _occupancy(ctx, cam.id))
+        out.append(ZoneStateOut(camera_id=cam.id, zone_id=z.id, kind=z.kind, product=z.product, category=z.category,
+                                polygon=list(z.polygon), occupancy=per_zone.get(z.id, 0), ts_ms=ts))
+    return ZonesOut(zones=out)
+
+
+def _zone(ctx: ApiContext, camera_id: str, zone_id: str | None) -> None:
+    if zone_id is not None and zone_id not in {z.id for _, z in _zones(ctx, camera_id)}:
+        raise HTTPException(404, f"unknown zone {zone_id!r} of camera {camera_id!r}")
+
+
+@router.get("/v1/zones/stats", response_model=ZoneStatsOut, responses=NOT_FOUND,
+            summary="Visits, occupancy and dwell per zone and time bucket")
+def zone_stats(ctx: ContextDep, camera_id: Annotated[str, Query(max_length=200)], start_ms: FromMs0,
+               end_ms: EndMs = None,
+               zone_id: Annotated[str | None, Query(max_length=200, description="Only this zone.")] = None,
+               bucket_s: Annotated[int | None, Query(ge=1, le=86_400 * 31, description=(
+                   "Bucket width: a multiple of the site's zones.bucket_s (default that)."))] = None) -> ZoneStatsOut:
+    ctx.camera(camera_id)
+    _zone(ctx, camera_id, zone_id)
+    base = ctx.config.zones.bucket_s
+    bucket_s = bucket_s or base
+    if bucket_s % base:
+        raise HTTPException(422, f"bucket_s ({bucket_s}) must be a multiple of the site's zones.bucket_s ({base})")
+    end = end_ms if end_ms is not None else MAX_TS_MS
+    check_range(start_ms, end)
+    w = bucket_s * 1000
+    if (end - 1) // w - start_ms // w + 1 > 100_000 and end_ms is not None:
+        raise HTTPException(422, "range spans more than 100000 buckets; narrow it or widen bucket_s")
+    rows = zq.zone_buckets(ctx.storage, camera_id, zone_id, start_ms, end)
+    exits = zq.events(ctx.storage, camera_id, start_ms, end, zone_ids=None if zone_id is None else [zone_id],
+                      kinds=["exit"])
+    dwells: dict[tuple[str, int], list[float]] = {}
+    for ev, _ in exits:
+        dwells.setdefault((ev.zone_id, ev.ts_ms // w * w), []).append((ev.dwell_ms or 0) / 1000)
+    merged: dict[tuple[str, int], list[zq.ZoneBucketRow]] = {}
+    for r in rows:
+        merged.setdefault((r.zone_id, r.start_ms // w * w), []).append(r)
+    buckets = []
+    for (zid, start), rs in sorted(merged.items()):
+        span = sum(r.end_ms - r.start_ms for r in rs)
+        buckets.append(ZoneBucketOut(
+            camera_id=camera_id, zone_id=zid, start_ms=start, end_ms=start + w, visits=sum(r.visits for r in rs),
+            unique_people=sum(r.unique_people for r in rs),
+            mean_occupancy=sum(r.mean_occupancy * (r.end_ms - r.start_ms) for r in rs) / span if span else 0.0,
+            max_occupancy=max(r.max_occupancy for r in rs), dwell_s=_dwell(dwells.get((zid, start), [])),
+            stoppers=sum(r.stoppers for r in rs), served=sum(r.served for r in rs),
+            abandoned=sum(r.abandoned for r in rs), lost=sum(r.lost for r in rs)))
+    return ZoneStatsOut(start_ms=start_ms, end_ms=end, bucket_s=bucket_s, buckets=buckets)
+
+
+@router.get("/v1/zones/events", response_model=ZoneEventsOut, response_model_exclude_none=True,
+            responses=NOT_FOUND, summary="Zone entries, exits and loitering in time order")
+def zone_event_list(ctx: ContextDep, camera_id: Annotated[str, Query(max_length=200)], start_ms: FromMs0,
+                    end_ms: EndMs = None,
+                    zone_id: Annotated[str | None, Query(max_length=200)] = None,
+                    kind: Annotated[Literal["enter", "exit", "loiter"] | None, Query()] = None,
+                    limit: Annotated[int, Query(ge=1, le=100_000)] = 1000) -> ZoneEventsOut:
+    ctx.camera(camera_id)
+    _zone(ctx, camera_id, zone_id)
+    end = end_ms if end_ms is not None else MAX_TS_MS
+    check_range(start_ms, end)
+    rows = zq.events(ctx.storage, camera_id, start_ms, end, zone_ids=None if zone_id is None else [zone_id],
+                     kinds=None if kind is None else [kind], limit=limit)
+    return ZoneEventsOut(events=[ZoneEventOut(event_id=e.event_id, camera_id=e.camera_id, zone_id=e.zone_id,
+                                              zone_kind=zk, track_id=e.track_id, kind=e.kind, ts_ms=e.ts_ms,
+                                              seq=e.seq, dwell_ms=e.dwell_ms, how=e.how) for e, zk in rows])
+
+
+@router.get("/v1/queues", response_model=QueuesOut, responses=NOT_FOUND,
+            summary="Queue zones: length now, predicted and measured waits, served and abandoned")
+def queues(ctx: ContextDep, camera_id: Annotated[str | None, Query(max_length=200)] = None,
+           at_ms: Annotated[int | None, Query(ge=1, le=MAX_TS_MS, description=(
+               "The 'now' (default: the camera's latest frame).") )] = None,
+           window_s: Annotated[float | None, Query(gt=0, le=86_400, description=(
+               "Window of the service rate and waits (default the site's zones.queue_window_s)."))] = None,
+           ) -> QueuesOut:
+    window_s = window_s or ctx.config.zones.queue_window_s
+    window_ms = int(window_s * 1000)
+    out = []
+    for cam, z in _zones(ctx, camera_id, ("queue",)):
+        ts, occ = _occupancy(ctx, cam.id)
+        now = at_ms if at_ms is not None else ts
+        length = occ.get(z.id, 0) if at_ms is None else _length_at(ctx, cam.id, z.id, at_ms)
+        if now is None:
+            out.append(QueueOut(camera_id=cam.id, zone_id=z.id, at_ms=None, window_s=window_s, length=0,
+                                predicted_wait_s=None, served=0, abandoned=0, lost=0, wait_s=DwellOut()))
+            continue
+        evs = [e for e, _ in zq.events(ctx.storage, cam.id, max(0, now - window_ms + 1), now + 1, zone_ids=[z.id],
+                                       kinds=["exit"])]
+        q = QueueStats.compute(evs, z.id, now, window_ms, length)
+        out.append(QueueOut(camera_id=cam.id, zone_id=z.id, at_ms=now, window_s=window_s, length=length,
+                            predicted_wait_s=None if q.predicted_wait_ms is None else q.predicted_wait_ms / 1000,
+                            served=q.served, abandoned=q.abandoned, lost=q.lost,
+                            wait_s=_dwell([w / 1000 for w in q.waits_ms])))
+    return QueuesOut(queues=out)
+
+
+def _length_at(ctx: ApiContext, camera_id: str, zone_id: str, at_ms: int) -> int:
+    """People in the zone at ``at_ms``: entries before it minus exits before it (from the events)."""
+    rows = zq.events(ctx.storage, camera_id, 0, at_ms + 1, zone_ids=[zone_id], kinds=["enter", "exit"])
+    return max(0, sum(1 if e.kind == "enter" else -1 for e, _ in rows))
+
+
+@router.get("/v1/interest", response_model=InterestListOut, responses=NOT_FOUND,
+            summary="Product interest of shelf zones: passers, stoppers, dwell, attention")
+def interest(ctx: ContextDep, start_ms: FromMs0, end_ms: EndMs = None,
+             group_by: Annotated[Literal["zone", "product", "category"], Query()] = "zone",
+             camera_id: Annotated[str | None, Query(max_length=200)] = None,
+             product: Annotated[str | None, Query(max_length=200)] = None,
+             category: Annotated[str | None, Query(max_length=200)] = None) -> InterestListOut:
+    end = end_ms if end_ms is not None else MAX_TS_MS
+    check_range(start_ms, end)
+    shelves = [(c, z) for c, z in _zones(ctx, camera_id, ("shelf",))
+               if (product is None or z.product == product) and (category is None or z.category == category)]
+    visits = zq.ended_visits(ctx.storage, [(c.id, z.id) for c, z in shelves], start_ms, end)
+    by_zone: dict[tuple[str, str], list[zq.VisitRow]] = {}
+    for v in visits:
+        by_zone.setdefault((v.camera_id, v.zone_id), []).append(v)
+    groups: dict[str, list[tuple[CameraConfig, ZoneConfig]]] = {}
+    for c, z in shelves:
+        key = {"zone": f"{c.id}/{z.id}", "product": z.product or "", "category": z.category or ""}[group_by]
+        groups.setdefault(key, []).append((c, z))
+    items = []
+    for key, members in sorted(groups.items()):
+        dwells, stop_dwell, attention, emotions, stoppers = [], 0.0, None, {}, 0
+        for c, z in members:
+            limit_ms = z.rules(ctx.config.zones).stopper_after_s * 1000
+            for v in by_zone.get((c.id, z.id), []):
+                dwells.append(v.dwell_ms / 1000)
+                if v.dwell_ms >= limit_ms:
+                    stoppers += 1
+                    stop_dwell += v.dwell_ms / 1000
+                    if v.attention_share is not None:
+                        attention = (attention or 0.0) + v.attention_share * v.dwell_ms / 1000
+                        if v.attention_share > 0.5 and v.emotion:
+                            emotions[v.emotion] = emotions.get(v.emotion, 0) + 1
+        hist = {f"{lo}-{hi}": 0 for lo, hi in zip(DWELL_BINS_S, DWELL_BINS_S[1:])} | {f"{DWELL_BINS_S[-1]}+": 0}
+        for d in dwells:
+            i = int(np.searchsorted(DWELL_BINS_S, d, side="right")) - 1
+            hist[list(hist)[min(i, len(hist) - 1)]] += 1
+        items.append(InterestOut(key=key, zones=[f"{c.id}/{z.id}" for c, z in members], passers=len(dwells),
+                                 stoppers=stoppers, interest_rate=stoppers / len(dwells) if dwells else None,
+                                 dwell_s=_dwell(dwells), dwell_histogram=hist, attention_s=attention,
+                                 attending_emotions=emotions))
+    return InterestListOut(start_ms=start_ms, end_ms=end, group_by=group_by, items=items)

@@ -1,0 +1,232 @@
+"""The store's own day: hour, day and week buckets in the store's time zone and opening hours.
+
+Pure (``zoneinfo`` only). A :class:`StoreCalendar` turns a UTC millisecond range into the
+buckets the business reports in:
+
+* a **day** is a business day: local midnight to local midnight (23 or 25 hours on
+  daylight-saving days), or, with opening hours, the day's session from opening to
+  closing, where a closing time at or before the opening time is on the next calendar
+  day (a bar open Saturday 22:00-02:00: the night belongs to Saturday); a closed day
+  has no bucket;
+* an **hour** is the time between two instants at which the local clock shows a whole
+  hour: on a spring-forward day the hour 02:00-03:00 does not exist (Berlin: 23 hourly
+  buckets), on a fall-back day it is there twice, with different UTC offsets (25);
+  with opening hours only the hours of the sessions, clipped to them (09:30-10:00);
+* a **week** is Monday to Sunday (business days): its sessions, or its 7 local days.
+
+Each bucket is a list of disjoint UTC intervals (a week with opening hours is 7
+sessions), so an event belongs to the bucket whose interval holds it.
+
+Example:
+    >>> cal = StoreCalendar("Europe/Berlin")
+    >>> [(b.label, b.hours) for b in cal.buckets("day", 1774652400000, 1774821600000)]
+    [('2026-03-28', 24.0), ('2026-03-29', 23.0)]
+"""
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+from dataclasses import dataclass
+from typing import Iterable, Literal, Mapping
+from zoneinfo import ZoneInfo
+
+Period = Literal["hour", "day", "week"]
+PERIODS: tuple[str, ...] = ("hour", "day", "week")
+#: Weekday keys of opening hours, Monday first (``datetime.date.weekday()`` order).
+WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+#: weekday (0 = Monday) -> (opening, closing) in minutes after local midnight; closing <= opening:
+#: on the next calendar day (``24 * 60``: midnight). A weekday without an entry is closed.
+OpeningMinutes = Mapping[int, tuple[int, int]]
+
+_UTC = dt.timezone.utc
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=_UTC)
+
+
+def to_ms(t: dt.datetime) -> int:
+    """An aware datetime as ms since the epoch."""
+    return (t - _EPOCH) // dt.timedelta(milliseconds=1)
+
+
+def from_ms(ms: int, tz: dt.tzinfo) -> dt.datetime:
+    """ms since the epoch as an aware datetime in ``tz``."""
+    return (_EPOCH + dt.timedelta(milliseconds=ms)).astimezone(tz)
+
+
+def first_instant_at(wall: dt.datetime, tz: dt.tzinfo) -> int:
+    """The first instant (ms) at which the local clock of ``tz`` shows ``wall`` (naive), or, when that
+    wall time does not exist (a spring-forward gap), the first instant after the gap.
+
+    Example:
+        >>> berlin = ZoneInfo("Europe/Berlin")
+        >>> gap, after = dt.datetime(2026, 3, 29, 2, 30), dt.datetime(2026, 3, 29, 3)
+        >>> first_instant_at(gap, berlin) == first_instant_at(after, berlin)
+        True
+        >>> from_ms(first_instant_at(dt.datetime(2026, 10, 25, 2, 30), berlin), berlin).isoformat()
+        '2026-10-25T02:30:00+02:00'
+    """
+    wall = wall.replace(tzinfo=None)
+    candidates = sorted({to_ms(wall.replace(tzinfo=tz, fold=f)) for f in (0, 1)})
+    valid = [c for c in candidates if from_ms(c, tz).replace(tzinfo=None) == wall]
+    if valid:
+        return valid[0]
+    # A gap: the transition is between the two readings; find the first instant showing a later time.
+    lo, hi = candidates[0], candidates[-1]
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if from_ms(mid, tz).replace(tzinfo=None) >= wall:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """One reporting bucket: ``[start_ms, end_ms)`` spanned by ``intervals`` (disjoint, sorted)."""
+
+    #: ``2026-10-25T02:00+02:00`` (hour: local start with its UTC offset), ``2026-10-25`` (day),
+    #: ``2026-W43`` (ISO week).
+    label: str
+    #: The business day (hour, day) or the week's Monday (week).
+    day: dt.date
+    start_ms: int
+    end_ms: int
+    intervals: tuple[tuple[int, int], ...]
+
+    @property
+    def hours(self) -> float:
+        """Time covered by the bucket's intervals, in hours."""
+        return sum(e - s for s, e in self.intervals) / 3_600_000
+
+
+class StoreCalendar:
+    """Buckets of a store: its IANA time zone and optional opening hours (see the module).
+
+    Args:
+        timezone: IANA name, e.g. ``Europe/Berlin`` (``ZoneInfoNotFoundError`` / ``ValueError`` if unknown).
+        opening_hours: :data:`OpeningMinutes`; ``None``: the whole day.
+    """
+
+    def __init__(self, timezone: str, opening_hours: OpeningMinutes | None = None) -> None:
+        self.tz = ZoneInfo(timezone)
+        self.timezone = timezone
+        if opening_hours is not None:
+            for wd, (o, c) in opening_hours.items():
+                if not (0 <= wd <= 6 and 0 <= o < 24 * 60 and 0 <= c <= 24 * 60 and o != c):
+                    raise ValueError(f"bad opening hours for weekday {wd}: {o}-{c} minutes")
+        self.opening_hours = dict(opening_hours) if opening_hours is not None else None
+
+    # -- days -------------------------------------------------------------------------------
+
+    def local_date(self, ms: int) -> dt.date:
+        return from_ms(ms, self.tz).date()
+
+    def midnight(self, day: dt.date) -> int:
+        """The start of the local calendar day ``day`` (ms)."""
+        return first_instant_at(dt.datetime.combine(day, dt.time()), self.tz)
+
+    def session(self, day: dt.date) -> tuple[int, int] | None:
+        """``(start_ms, end_ms)`` of business day ``day``: its opening hours (``None``: closed that day)
+        or local midnight to the next local midnight."""
+        if self.opening_hours is None:
+            return self.midnight(day), self.midnight(day + dt.timedelta(days=1))
+        hours = self.opening_hours.get(day.weekday())
+        if hours is None:
+            return None
+        o, c = hours
+        base = dt.datetime.combine(day, dt.time())
+        start = first_instant_at(base + dt.timedelta(minutes=o), self.tz)
+        end_wall = base + dt.timedelta(minutes=c) if c > o else base + dt.timedelta(days=1, minutes=c)
+        return start, first_instant_at(end_wall, self.tz)
+
+    def business_days(self, start_ms: int, end_ms: int) -> list[tuple[dt.date, int, int]]:
+        """``(day, session start, session end)`` of the business days whose session overlaps the range."""
+        out = []
+        day = self.local_date(start_ms) - dt.timedelta(days=1)  # a session from the day before may run past midnight
+        last = self.local_date(end_ms - 1)
+        while day <= last:
+            s = self.session(day)
+            if s is not None and s[0] < end_ms and s[1] > start_ms:
+                out.append((day, *s))
+            day += dt.timedelta(days=1)
+        return out
+
+    # -- hours ------------------------------------------------------------------------------
+
+    def hour_marks(self, start_ms: int, end_ms: int) -> list[int]:
+        """The instants in ``(start_ms, end_ms)`` at which the local clock shows a whole hour (or
+        jumps over one), in order: the boundaries of the hourly buckets."""
+        marks = []
+        t = start_ms
+        while True:
+            local = from_ms(t, self.tz)
+            wall = local.replace(tzinfo=None)
+            nxt_wall = wall.replace(minute=0, second=0, microsecond=0) + dt.timedelta(hours=1)
+            # The distance on the local clock, at the current offset: a transition on the way moves the
+            # result to the instant the clock shows the next hour (fall-back: the repeated hour; spring-forward:
+            # the hour after the gap).
+            t = t + (nxt_wall - wall) // dt.timedelta(milliseconds=1)
+            if t >= end_ms:
+                return marks
+            marks.append(t)
+
+    def hour_label(self, ms: int) -> str:
+        return from_ms(ms, self.tz).isoformat(timespec="minutes")
+
+    # -- buckets ----------------------------------------------------------------------------
+
+    def buckets(self, period: str, start_ms: int, end_ms: int) -> list[Bucket]:
+        """The buckets of ``period`` (``hour``, ``day``, ``week``) overlapping ``[start_ms, end_ms)``,
+        whole (not clipped to the range), in time order."""
+        if period not in PERIODS:
+            raise ValueError(f"period must be one of {', '.join(PERIODS)}, not {period!r}")
+        if end_ms <= start_ms:
+            return []
+        days = self.business_days(start_ms, end_ms)
+        if period == "day":
+            return [Bucket(d.isoformat(), d, s, e, ((s, e),)) for d, s, e in days]
+        if period == "week":
+            # Whole weeks: every business day of the weeks the range touches.
+            first = min([self.local_date(start_ms)] + [d for d, _, _ in days[:1]])
+            last = max([self.local_date(end_ms - 1)] + [d for d, _, _ in days[-1:]])
+            monday = first - dt.timedelta(days=first.weekday())
+            sunday = last + dt.timedelta(days=6 - last.weekday())
+            by_week: dict[dt.date, list[tuple[int, int]]] = {}
+            d = monday
+            while d <= sunday:
+                s = self.session(d)
+                if s is not None:
+                    by_week.setdefault(d - dt.timedelta(days=d.weekday()), []).append(s)
+                d += dt.timedelta(days=1)
+            out = []
+            for wk, intervals in sorted(by_week.items()):
+                iso = wk.isocalendar()
+                b = Bucket(f"{iso[0]}-W{iso[1]:02d}", wk, intervals[0][0], intervals[-1][1], tuple(intervals))
+                if b.start_ms < end_ms and b.end_ms > start_ms:
+                    out.append(b)
+            return out
+        out = []
+        for d, s, e in days:
+            edges = [s, *self.hour_marks(s, e), e]
+            for a, b in zip(edges, edges[1:]):
+                if a < end_ms and b > start_ms:
+                    out.append(Bucket(self.hour_label(a), d, a, b, ((a, b),)))
+        return out
+
+
+class BucketIndex:
+    """Which of ``buckets`` holds an instant (their intervals are disjoint)."""
+
+    def __init__(self, buckets: Iterable[Bucket]) -> None:
+        spans = sorted((s, e, i) for i, b in enumerate(buckets) for s, e in b.intervals)
+        self._starts = [s for s, _, _ in spans]
+        self._spans = spans
+
+    def find(self, ms: int) -> int | None:
+        """Index of the bucket holding ``ms``, or ``None`` (outside every bucket: closed hours)."""
+        k = bisect.bisect_right(self._starts, ms) - 1
+        if k < 0:
+            return None
+        s, e, i = self._spans[k]
+        return i if s <= ms < e else None
+

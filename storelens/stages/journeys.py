@@ -1,0 +1,123 @@
+"""Journeys inside the analytics stage: one :class:`~storelens.contract.messages.TrackSummary` per ended track.
+
+Per camera, the analyzer keeps a running summary of every track it sees: first and
+last time, frame and anchor (box bottom centre), the mean of its appearance
+embeddings (``Track.appearance``, filled by the ``bytereid`` tracker), its zone visits
+and line crossings, read from the frame's crossings and the zone analyzer's events
+(:attr:`FrameView.crossings <storelens.stages.analyzers.FrameView>`, ``prior``: it runs
+after ``zones``), so a summary is complete on its own and nothing is computed twice.
+
+A track unseen for ``journeys.track_end_after_s`` has ended: its summary goes to
+``track-summaries`` (and the history table ``track_summaries``), at most once; at the
+end of a finite source every open track ends. Tracks seen in fewer than
+``journeys.min_track_frames`` frames are dropped. The cross-camera linking
+(:mod:`storelens.domain.journeys`) runs over these summaries (the API links them at
+query time, :mod:`storelens.storage.journeys`).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from storelens.config import CameraConfig, SiteConfig
+from storelens.contract import messages as m
+from storelens.contract import topics
+from storelens.domain.geometry import anchors_bottom_center
+from storelens.stages.analyzers import CameraAnalyzer, FrameView
+
+_DIR = {"in": m.DIRECTION_IN, "out": m.DIRECTION_OUT}
+_ZONE_KIND = {m.ZONE_EVENT_ENTER: "enter", m.ZONE_EVENT_EXIT: "exit", m.ZONE_EVENT_LOITER: "loiter"}
+
+
+class JourneyAnalyzer(CameraAnalyzer):
+    """Per-track summaries of one camera (see the module docstring)."""
+
+    name = "journeys"
+    topics = {m.TrackSummary: topics.TRACK_SUMMARIES}
+
+    def __init__(self, config: SiteConfig, camera: CameraConfig) -> None:
+        self.camera_id = camera.id
+        self.cfg = config.journeys
+        self.end_after_ms = int(self.cfg.track_end_after_s * 1000)
+        self.kinds = {z.id: z.kind for z in camera.zones if z.kind != "exclude"}
+        #: str(track id) -> running summary (JSON-serialisable but the appearance sum, an array).
+        self.open: dict[str, dict] = {}
+
+    # -- frames ----------------------------------------------------------------------------
+
+    def update(self, view: FrameView) -> list:
+        anchors = anchors_bottom_center(view.boxes_xyxy)
+        for i, (tid, t) in enumerate(zip(view.track_ids, view.tracks)):
+            x, y = float(anchors[i, 0]), float(anchors[i, 1])
+            s = self.open.get(str(tid))
+            if s is None:
+                s = self.open[str(tid)] = {"first_ts": view.ts_ms, "first_seq": view.seq, "first": [x, y], "n": 0,
+                                           "app": None, "n_app": 0, "zones": [], "inside": {}, "crossings": []}
+            s["last_ts"], s["last_seq"], s["last"] = view.ts_ms, view.seq, [x, y]
+            s["n"] += 1
+            if len(t.appearance):
+                a = np.asarray(t.appearance, np.float64)
+                s["app"] = a if s["app"] is None else s["app"] + a
+                s["n_app"] += 1
+        self._zone_events(view.prior)
+        for ev in view.crossings:
+            s = self.open.get(str(ev.track_id))
+            if s is not None:
+                s["crossings"].append([ev.line_id, ev.direction, ev.ts_ms])
+        ended = [k for k, s in self.open.items() if view.ts_ms - s["last_ts"] > self.end_after_ms]
+        return self._close(ended)
+
+    def end(self, seq: int, ts_ms: int, prior: list) -> list:
+        self._zone_events(prior)
+        return self._close(list(self.open))
+
+    def _zone_events(self, messages: list) -> None:
+        for ev in messages:
+            if isinstance(ev, m.ZoneEvent):
+                self._zone_event(ev.track_id, ev.zone_id, _ZONE_KIND[ev.kind], ev.ts_ms)
+
+    def _zone_event(self, track_id: int, zone_id: str, kind: str, ts_ms: int) -> None:
+        s = self.open.get(str(track_id))
+        if s is None:
+            return  # the track has ended already (its open visits were closed at its last frame)
+        if kind == "enter":
+            s["inside"][zone_id] = ts_ms
+        elif kind == "exit" and zone_id in s["inside"]:
+            s["zones"].append([zone_id, s["inside"].pop(zone_id), ts_ms])
+
+    def _close(self, keys: list[str]) -> list[m.TrackSummary]:
+        out = []
+        for k in sorted(keys, key=lambda k: (self.open[k]["last_ts"], int(k))):
+            s = self.open.pop(k)
+            if s["n"] < self.cfg.min_track_frames:
+                continue
+            visits = s["zones"] + [[z, t, max(t, s["last_ts"])] for z, t in s["inside"].items()]
+            msg = m.TrackSummary(
+                camera_id=self.camera_id, track_id=int(k), first_ts_ms=s["first_ts"], last_ts_ms=s["last_ts"],
+                first_seq=s["first_seq"], last_seq=s["last_seq"], n_frames=s["n"], first_x=s["first"][0],
+                first_y=s["first"][1], last_x=s["last"][0], last_y=s["last"][1])
+            if s["app"] is not None:
+                a = np.asarray(s["app"])
+                norm = float(np.linalg.norm(a))
+                if norm > 0:
+                    msg.appearance.extend((a / norm).tolist())
+            for z, t0, t1 in sorted(visits, key=lambda v: (v[1], v[0])):
+                msg.zones.add(zone_id=z, zone_kind=self.kinds.get(z, "area"), enter_ts_ms=t0, exit_ts_ms=t1)
+            for line, d, ts in s["crossings"]:
+                msg.crossings.add(line_id=line, direction=_DIR[d], ts_ms=ts)
+            out.append(msg)
+        return out
+
+    # -- state -----------------------------------------------------------------------------
+
+    def state(self) -> dict:
+        return {"open": {k: {**s, "app": None if s["app"] is None else s["app"].tolist()}
+                         for k, s in self.open.items()}}
+
+    def load_state(self, state: dict) -> None:
+        self.open = {str(k): {**v, "app": None if v.get("app") is None else np.asarray(v["app"], np.float64)}
+                     for k, v in state.get("open", {}).items()}
+
+
+def journey_analyzer(config: SiteConfig, camera: CameraConfig) -> JourneyAnalyzer | None:
+    """The camera's track summaries, or ``None`` when ``journeys.enabled`` is off."""
+    return JourneyAnalyzer(config, camera) if config.journeys.enabled else None

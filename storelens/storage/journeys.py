@@ -1,0 +1,70 @@
+"""Journeys from the history: stored track summaries (``track_summaries``) linked at query time.
+
+The linking (:mod:`storelens.domain.journeys`) is deterministic, so linking the summaries
+around a queried range again gives the same journeys and ids; the range is widened by
+``journeys.max_visit_s`` on both sides so a visit that crosses its bounds is whole.
+Functions take the history store (:class:`~storelens.storage.history.SqlStorage`) and read
+through its connection (SQLite and PostgreSQL alike).
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from storelens.config.behaviour import JourneysConfig
+from storelens.domain.journeys import Journey, TrackInfo, Visit, build_journeys, link_tracks
+from storelens.storage.schema import customer_matches, track_attributes, track_summaries
+
+
+def track_infos(storage: Any, start_ms: int, end_ms: int) -> list[TrackInfo]:
+    """The stored tracks overlapping ``[start_ms, end_ms)``, with their customer id and demographics."""
+    s = track_summaries.c
+    rows = storage._rows(sa.select(s.camera_id, s.track_id, s.first_ts_ms, s.last_ts_ms, s.appearance, s.zones,
+                                   s.crossings).where(s.first_ts_ms < end_ms, s.last_ts_ms >= start_ms)
+                         .order_by(s.first_ts_ms, s.camera_id, s.track_id))
+    if not rows:
+        return []
+    lo = min(r[2] for r in rows)
+    hi = max(r[3] for r in rows)
+    c = customer_matches.c
+    customers = {(r[0], r[1]): r[2] for r in storage._rows(
+        sa.select(c.camera_id, c.track_id, c.customer_id).where(c.ts_ms >= lo, c.ts_ms <= hi)
+        .order_by(c.ts_ms))}
+    a = track_attributes.c
+    attrs = {(r[0], r[1]): {"age_years": r[2], "gender": None if r[3] in (None, "unknown") else r[3]}
+             for r in storage._rows(sa.select(a.camera_id, a.track_id, a.age_years, a.gender)
+                                    .where(a.first_ts_ms <= hi, a.last_ts_ms >= lo))}
+    out = []
+    for cam, tid, first, last, app, zones, crossings in rows:
+        out.append(TrackInfo(
+            cam, int(tid), int(first), int(last),
+            None if app is None else np.frombuffer(bytes(app), "<f4"),
+            tuple(Visit(z, k, int(t0), int(t1)) for z, k, t0, t1 in json.loads(zones)),
+            tuple((ln, d, int(t)) for ln, d, t in json.loads(crossings)),
+            customers.get((cam, tid)),
+            {k: v for k, v in attrs.get((cam, tid), {}).items() if v is not None},
+        ))
+    return out
+
+
+def journeys(storage: Any, config: JourneysConfig, start_ms: int, end_ms: int) -> list[Journey]:
+    """The journeys overlapping ``[start_ms, end_ms)``, by start time."""
+    margin = int(config.max_visit_s * 1000)
+    tracks = track_infos(storage, max(0, start_ms - margin), end_ms + margin)
+    return [j for j in build_journeys(tracks, link_tracks(tracks, config))
+            if j.first_ms < end_ms and j.last_ms >= start_ms]
+
+
+def journey(storage: Any, config: JourneysConfig, camera_id: str, track_id: int) -> Journey | None:
+    """The journey whose first track is ``(camera_id, track_id)``, or ``None``."""
+    s = track_summaries.c
+    row = storage._rows(sa.select(s.first_ts_ms, s.last_ts_ms).where(s.camera_id == camera_id,
+                                                                     s.track_id == track_id))
+    if not row:
+        return None
+    first, last = int(row[0][0]), int(row[0][1])
+    jid = f"{track_id}@{camera_id}"
+    return next((j for j in journeys(storage, config, first, last + 1) if j.journey_id == jid), None)

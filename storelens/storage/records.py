@@ -1,0 +1,184 @@
+"""Record kinds of the history store: which table a stage's record type is written to, and how.
+
+A stage returns records (``Outputs.records``); :class:`~storelens.runtime.sinks.HistorySink`
+hands them to :meth:`SqlStorage.write_records <storelens.storage.history.SqlStorage.write_records>`,
+which writes every kind of one batch in one transaction. The core kinds (track points,
+crossings, occupancy, count windows, face history) are built into the store; a new kind
+is one :func:`register_records` call next to its table, e.g. the zone tables below:
+
+    >>> from storelens.contract import messages as m
+    >>> RECORDS[m.ZoneEvent].table.name
+    'zone_events'
+
+Every kind is an idempotent upsert keyed by the table's primary key (a redelivered or
+replayed record replaces itself), optionally only where ``newer(excluded)`` holds.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+import sqlalchemy as sa
+
+from storelens.contract import messages as m
+from storelens.storage.schema import zone_events, zone_occupancy, zone_stats
+
+Rows = Callable[[Iterable[Any]], list[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class RecordKind:
+    """How records of ``type`` become rows of ``table``."""
+
+    type: type
+    table: sa.Table
+    #: Records -> rows (one record may give several rows, or none).
+    rows: Rows
+    #: Upsert condition on the incoming row (``excluded``): e.g. only a newer timestamp replaces.
+    newer: Callable[[Any], Any] | None = None
+    #: Time column of a kind derived from the tracks (``None``: latest-state tables, replaced by a
+    #: replay's newest row, or records that are not derived): ``storelens replay`` deletes the rows of a
+    #: re-derived range by it, then writes what it derived.
+    replay_ts: str | None = None
+
+
+#: record type -> kind, in registration order (= write order within a batch).
+RECORDS: dict[type, RecordKind] = {}
+
+
+def register_records(type_: type, table: sa.Table, rows: Rows, newer: Callable[[Any], Any] | None = None,
+                     replay_ts: str | None = None) -> RecordKind:
+    """Register (or replace) the table of a record type."""
+    kind = RecordKind(type_, table, rows, newer, replay_ts)
+    RECORDS[type_] = kind
+    return kind
+
+
+def last_by_key(rows: list[dict[str, Any]], table: sa.Table) -> list[dict[str, Any]]:
+    """One row per primary key, the last one given (a multi-row upsert may not touch a key twice)."""
+    key = [c.name for c in table.primary_key]
+    return list({tuple(r[k] for k in key): r for r in rows}.values())
+
+
+# -- zones ------------------------------------------------------------------------------------
+
+_EVENT_KINDS = {m.ZONE_EVENT_ENTER: "enter", m.ZONE_EVENT_EXIT: "exit", m.ZONE_EVENT_LOITER: "loiter"}
+
+
+def zone_event_kind(kind: int) -> str:
+    """``enter``, ``exit`` or ``loiter`` of a :class:`~storelens.contract.messages.ZoneEvent`'s kind."""
+    return _EVENT_KINDS[kind]
+
+
+def _zone_event_rows(items: Iterable[m.ZoneEvent]) -> list[dict[str, Any]]:
+    return last_by_key([{
+        "event_id": e.event_id, "camera_id": e.camera_id, "zone_id": e.zone_id, "zone_kind": e.zone_kind,
+        "track_id": e.track_id, "kind": zone_event_kind(e.kind), "ts_ms": e.ts_ms, "seq": e.seq,
+        "dwell_ms": e.dwell_ms if e.HasField("dwell_ms") else None, "how": e.how or None,
+    } for e in items], zone_events)
+
+
+def _zone_stats_rows(items: Iterable[m.ZoneStats]) -> list[dict[str, Any]]:
+    return last_by_key([{
+        "camera_id": s.camera_id, "zone_id": s.zone_id, "bucket_start_ms": s.bucket_start_ms,
+        "bucket_end_ms": s.bucket_end_ms, "visits": s.visits, "unique_people": s.unique_people,
+        "mean_occupancy": s.mean_occupancy, "max_occupancy": s.max_occupancy,
+        "dwell_median_s": s.dwell_median_s if s.HasField("dwell_median_s") else None,
+        "dwell_p90_s": s.dwell_p90_s if s.HasField("dwell_p90_s") else None,
+        "visits_ended": s.visits_ended, "stoppers": s.stoppers, "served": s.served, "abandoned": s.abandoned,
+        "lost": s.lost,
+    } for s in items], zone_stats)
+
+
+def _zone_occupancy_rows(items: Iterable[m.ZoneOccupancy]) -> list[dict[str, Any]]:
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for u in items:
+        for zone_id, n in u.occupancy.items():
+            key = (u.camera_id, zone_id)
+            if key not in rows or u.ts_ms >= rows[key]["ts_ms"]:
+                rows[key] = {"camera_id": u.camera_id, "zone_id": zone_id, "ts_ms": u.ts_ms, "seq": u.seq,
+                             "occupancy": n}
+    return list(rows.values())
+
+
+register_records(m.ZoneEvent, zone_events, _zone_event_rows, replay_ts="ts_ms")
+register_records(m.ZoneStats, zone_stats, _zone_stats_rows, replay_ts="bucket_start_ms")
+register_records(m.ZoneOccupancy, zone_occupancy, _zone_occupancy_rows,
+                 newer=lambda new: new.ts_ms >= zone_occupancy.c.ts_ms)
+
+
+# -- heatmaps ---------------------------------------------------------------------------------
+
+from storelens.storage.schema import camera_snapshots, heatmap_windows  # noqa: E402
+
+
+def pack_heatmap_cells(cells: Iterable[m.HeatmapCell]) -> bytes:
+    """``heatmap_windows.cells``: little-endian int32 ``(gx, gy, occupancy_ms, dwell_ms)`` rows."""
+    import numpy as np
+
+    return np.array([(c.gx, c.gy, c.occupancy_ms, c.dwell_ms) for c in cells], "<i4").reshape(-1, 4).tobytes()
+
+
+def _heatmap_rows(items: Iterable[m.HeatmapWindow]) -> list[dict[str, Any]]:
+    return last_by_key([{
+        "camera_id": w.camera_id, "cell_px": w.cell_px, "span_ms": w.window_end_ms - w.window_start_ms,
+        "window_start_ms": w.window_start_ms,
+        "window_end_ms": w.window_end_ms, "width": w.width, "height": w.height, "n_cells": len(w.cells),
+        "occupancy_ms": sum(c.occupancy_ms for c in w.cells), "dwell_ms": sum(c.dwell_ms for c in w.cells),
+        "cells": pack_heatmap_cells(w.cells),
+    } for w in items], heatmap_windows)
+
+
+def _snapshot_rows(items: Iterable[m.CameraSnapshot]) -> list[dict[str, Any]]:
+    return last_by_key([{
+        "camera_id": s.camera_id, "ts_ms": s.ts_ms, "seq": s.seq, "width": s.width, "height": s.height,
+        "blurred": s.blurred, "jpeg": s.jpeg,
+    } for s in items if s.jpeg], camera_snapshots)
+
+
+register_records(m.HeatmapWindow, heatmap_windows, _heatmap_rows)
+register_records(m.CameraSnapshot, camera_snapshots, _snapshot_rows)
+
+
+# -- journeys ---------------------------------------------------------------------------------
+
+from storelens.storage.schema import track_summaries  # noqa: E402
+
+
+def _track_summary_rows(items: Iterable[m.TrackSummary]) -> list[dict[str, Any]]:
+    import json
+
+    import numpy as np
+
+    return last_by_key([{
+        "camera_id": s.camera_id, "track_id": s.track_id, "first_ts_ms": s.first_ts_ms, "last_ts_ms": s.last_ts_ms,
+        "first_seq": s.first_seq, "last_seq": s.last_seq, "n_frames": s.n_frames, "first_x": s.first_x,
+        "first_y": s.first_y, "last_x": s.last_x, "last_y": s.last_y,
+        "appearance": np.asarray(s.appearance, "<f4").tobytes() if len(s.appearance) else None,
+        "zones": json.dumps([[z.zone_id, z.zone_kind, z.enter_ts_ms, z.exit_ts_ms] for z in s.zones]),
+        "crossings": json.dumps([[c.line_id, m.direction_name(c.direction), c.ts_ms] for c in s.crossings]),
+    } for s in items], track_summaries)
+
+
+# A summary without appearance (re-derived by a replay from the stored track points, which keep no
+# embeddings) never replaces one with it: the live one is the one the linker can use.
+register_records(m.TrackSummary, track_summaries, _track_summary_rows,
+                 newer=lambda new: sa.or_(new.appearance.is_not(None), track_summaries.c.appearance.is_(None)))
+
+
+# -- business ---------------------------------------------------------------------------------
+
+from storelens.storage.schema import pos_transactions  # noqa: E402
+
+
+def _pos_transaction_rows(items: Iterable[m.PosTransaction]) -> list[dict[str, Any]]:
+    first: dict[str, dict[str, Any]] = {}
+    for t in items:  # the idempotency key: the first copy of a transaction id wins, also within a batch
+        first.setdefault(t.transaction_id, {
+            "transaction_id": t.transaction_id, "store_id": t.store_id, "register_id": t.register_id,
+            "ts_ms": t.ts_ms, "amount_minor": t.amount_minor, "currency": t.currency, "items_count": t.items_count})
+    return list(first.values())
+
+
+# Never replaced: a resent transaction (same id) is a duplicate, whatever it says now.
+register_records(m.PosTransaction, pos_transactions, _pos_transaction_rows, newer=lambda new: sa.false())

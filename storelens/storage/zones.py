@@ -1,0 +1,104 @@
+"""Reads of the zone tables (``zone_events``, ``zone_stats``, ``zone_occupancy``) for the API and replay.
+
+Functions take the history store (:class:`~storelens.storage.history.SqlStorage`) and read
+through its connection, so they work on SQLite and PostgreSQL alike.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import sqlalchemy as sa
+
+from storelens.domain.zones import ZoneEvent
+from storelens.storage.schema import track_attributes, zone_events, zone_occupancy, zone_stats
+
+
+@dataclass(frozen=True)
+class ZoneBucketRow:
+    camera_id: str
+    zone_id: str
+    start_ms: int
+    end_ms: int
+    visits: int
+    unique_people: int
+    mean_occupancy: float
+    max_occupancy: int
+    dwell_median_s: float | None
+    dwell_p90_s: float | None
+    visits_ended: int
+    stoppers: int
+    served: int
+    abandoned: int
+    lost: int
+
+
+def zone_buckets(storage: Any, camera_id: str | None, zone_id: str | None, start_ms: int,
+                 end_ms: int) -> list[ZoneBucketRow]:
+    """Stored per-bucket statistics that start in ``[start_ms, end_ms)``, by camera, zone, time."""
+    z = zone_stats.c
+    stmt = sa.select(z.camera_id, z.zone_id, z.bucket_start_ms, z.bucket_end_ms, z.visits, z.unique_people,
+                     z.mean_occupancy, z.max_occupancy, z.dwell_median_s, z.dwell_p90_s, z.visits_ended,
+                     z.stoppers, z.served, z.abandoned, z.lost).where(
+        z.bucket_start_ms >= start_ms, z.bucket_start_ms < end_ms)
+    if camera_id is not None:
+        stmt = stmt.where(z.camera_id == camera_id)
+    if zone_id is not None:
+        stmt = stmt.where(z.zone_id == zone_id)
+    stmt = stmt.order_by(z.camera_id, z.zone_id, z.bucket_start_ms)
+    return [ZoneBucketRow(*r) for r in storage._rows(stmt)]
+
+
+def events(storage: Any, camera_id: str | None, start_ms: int, end_ms: int, *, zone_ids: Iterable[str] | None = None,
+           kinds: Iterable[str] | None = None, limit: int = 100_000) -> list[tuple[ZoneEvent, str]]:
+    """Zone events in ``[start_ms, end_ms)`` in time order (the earliest ``limit``), with their zone kind."""
+    e = zone_events.c
+    stmt = sa.select(e.event_id, e.camera_id, e.zone_id, e.track_id, e.kind, e.ts_ms, e.seq, e.dwell_ms, e.how,
+                     e.zone_kind).where(e.ts_ms >= start_ms, e.ts_ms < end_ms)
+    if camera_id is not None:
+        stmt = stmt.where(e.camera_id == camera_id)
+    if zone_ids is not None:
+        stmt = stmt.where(e.zone_id.in_(sorted(zone_ids)))
+    if kinds is not None:
+        stmt = stmt.where(e.kind.in_(sorted(kinds)))
+    stmt = stmt.order_by(e.ts_ms, e.seq, e.camera_id, e.zone_id, e.track_id, e.kind).limit(limit)
+    return [(ZoneEvent(*r[:9]), r[9]) for r in storage._rows(stmt)]
+
+
+def occupancy_now(storage: Any, camera_id: str) -> tuple[int | None, dict[str, int]]:
+    """``(ts_ms of the latest update or None, zone id -> people inside)`` as last stored for the camera."""
+    o = zone_occupancy.c
+    rows = storage._rows(sa.select(o.zone_id, o.ts_ms, o.occupancy).where(o.camera_id == camera_id))
+    if not rows:
+        return None, {}
+    return max(r[1] for r in rows), {r[0]: int(r[2]) for r in rows}
+
+
+@dataclass(frozen=True)
+class VisitRow:
+    """An ended zone visit with the track's face attributes where they exist."""
+
+    camera_id: str
+    zone_id: str
+    track_id: int
+    exit_ts_ms: int
+    dwell_ms: int
+    how: str | None
+    attention_share: float | None
+    emotion: str | None
+
+
+def ended_visits(storage: Any, zone_keys: Iterable[tuple[str, str]], start_ms: int, end_ms: int) -> list[VisitRow]:
+    """Exits in ``[start_ms, end_ms)`` of the given ``(camera_id, zone_id)`` zones, joined with the
+    track's attention share and emotion (``track_attributes``) where the faces stages produced them."""
+    keys = sorted(set(zone_keys))
+    if not keys:
+        return []
+    e, a = zone_events.c, track_attributes.c
+    stmt = (sa.select(e.camera_id, e.zone_id, e.track_id, e.ts_ms, e.dwell_ms, e.how, a.attention_share, a.emotion)
+            .select_from(zone_events.outerjoin(track_attributes, sa.and_(a.camera_id == e.camera_id,
+                                                                        a.track_id == e.track_id)))
+            .where(e.kind == "exit", e.ts_ms >= start_ms, e.ts_ms < end_ms,
+                   sa.tuple_(e.camera_id, e.zone_id).in_(keys))
+            .order_by(e.ts_ms, e.camera_id, e.zone_id, e.track_id))
+    return [VisitRow(r[0], r[1], int(r[2]), int(r[3]), int(r[4] or 0), r[5], r[6], r[7]) for r in storage._rows(stmt)]
