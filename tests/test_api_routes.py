@@ -32,6 +32,7 @@ OPERATIONS = [
     ("GET", "/v1/journeys"), ("GET", "/v1/journeys/{journey_id}"), ("GET", "/v1/flows"), ("GET", "/v1/paths/top"),
     ("GET", "/v1/cameras/{camera_id}/heatmap"), ("GET", "/v1/heatmap"),
     ("POST", "/v1/transactions"), ("GET", "/v1/kpis"),
+    ("GET", "/v1/alerts"), ("POST", "/v1/alerts/{alert_id}/ack"), ("POST", "/v1/alerts/{alert_id}/resolve"),
 ]
 
 
@@ -47,7 +48,7 @@ def _operations(router) -> list[tuple[str, str]]:
 def test_every_route_is_in_exactly_one_router_module() -> None:
     modules = _router_modules()
     assert set(modules) == {"health", "cameras", "counts", "occupancy", "tracks", "crossings", "demographics",
-                            "customers", "zones", "journeys", "heatmap", "business"}
+                            "customers", "zones", "journeys", "heatmap", "business", "alerts"}
     for name, mod in modules.items():
         assert mod.__doc__ and mod.__doc__.strip(), f"routes/{name}.py has no docstring"
     # the app includes every module's router, once

@@ -3,7 +3,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import Response
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
 import storelens
 from storelens.config import SiteConfig
@@ -66,7 +71,30 @@ def create_app(
     app.state.context = context  # what storelens.api.deps hands to the routes
     for router in ROUTERS:
         app.include_router(router)
+    # path pattern -> methods of every route, for the Allow header of a 405 (see _http_error)
+    app.state.route_methods = [(r.path_regex, frozenset(r.methods)) for router in ROUTERS for r in router.routes
+                               if isinstance(r, APIRoute) and r.methods]
+    app.state.route_methods += [(r.path_regex, frozenset(r.methods)) for r in app.router.routes
+                                if isinstance(r, Route) and r.methods]
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     return app
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """FastAPI's HTTP error response; a 405 lists in ``Allow`` the methods of every route of the path.
+
+    Starlette's router answers 405 with the methods of the first route matching the path only
+    (e.g. ``GET`` for ``/v1/customers/{id}``, which also has ``DELETE``).
+    """
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 405:
+        path, root = request.scope["path"], request.scope.get("root_path", "")
+        path = path[len(root):] if root and path.startswith(root) else path
+        methods = {m for regex, ms in request.app.state.route_methods if regex.match(path) for m in ms}
+        if methods:
+            exc = StarletteHTTPException(405, exc.detail, headers={**(exc.headers or {}),
+                                                                   "Allow": ", ".join(sorted(methods))})
+    return await http_exception_handler(request, exc)
 
 
 def serve(app: "FastAPI", host: str, port: int) -> None:

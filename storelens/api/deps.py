@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Callable, Protocol
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi.dependencies.utils import get_flat_params
 from fastapi.routing import APIRoute
 
 from storelens.config import CameraConfig, SiteConfig
@@ -66,6 +67,15 @@ class ApiRoute(APIRoute):
     """
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        from .models import INVALID_REQUEST, UNREADABLE_BODY
+
+        # Every 422 of a route (FastAPI's request validation and the routes' own checks) is documented
+        # as one schema; routes without request parameters never answer 422. FastAPI answers 400 to a
+        # body it cannot decode.
+        has_body = bool({m.upper() for m in kwargs.get("methods") or ()} & {"POST", "PUT", "PATCH"})
+        kwargs["responses"] = {**INVALID_REQUEST, **(UNREADABLE_BODY if has_body else {}),
+                               **(kwargs.get("responses") or {})}
+
         # Sync like the routes (run in the threadpool); FastAPI awaits the result of a wrapped coroutine function.
         @functools.wraps(endpoint)
         def checked(**values: Any) -> Any:
@@ -75,6 +85,9 @@ class ApiRoute(APIRoute):
             return endpoint(**values)
 
         super().__init__(path, checked, **kwargs)
+        if not (get_flat_params(self.dependant) or self.body_field):
+            self.responses.pop(422, None)
+            self.response_fields.pop(422, None)
 
 
 def api_router(tag: str) -> APIRouter:

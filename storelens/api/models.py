@@ -23,6 +23,25 @@ class ErrorOut(_Out):
     detail: str = Field(examples=["unknown camera 'cam-9'"])
 
 
+class FieldErrorOut(_Out):
+    """One malformed request field (FastAPI's validation error)."""
+
+    loc: list[str | int] = Field(description="Where: the part of the request, then the field path.",
+                                 examples=[["query", "start_ms"]])
+    msg: str
+    type: str = Field(description="Error type, e.g. greater_than_equal.")
+    input: Any = None
+    ctx: dict[str, Any] | None = None
+
+
+class InvalidRequestOut(_Out):
+    """422: ``detail`` lists the malformed fields, or (a string) says which rule the valid fields break."""
+
+    detail: list[FieldErrorOut] | str = Field(
+        description="The malformed fields (request validation), or the rule the request breaks, e.g. an "
+                    "empty range.", examples=["end_ms (5) must be greater than start_ms (10)"])
+
+
 class LineOut(_Out):
     id: str
     a: tuple[float, float] = Field(description="Start point [x, y] in source pixels.")
@@ -219,6 +238,11 @@ class DemographicsOut(_Out):
 
 
 
+#: ``responses=`` of every route with request parameters (added by :class:`~storelens.api.deps.ApiRoute`).
+INVALID_REQUEST = {422: {"model": InvalidRequestOut, "description": "Malformed request, or valid fields that "
+                                                                     "break a rule of the route (e.g. an empty range)."}}
+#: ``responses=`` of the routes with a request body (added by :class:`~storelens.api.deps.ApiRoute`).
+UNREADABLE_BODY = {400: {"model": ErrorOut, "description": "The body cannot be read (e.g. JSON that is not UTF-8)."}}
 #: ``responses=`` of the routes that answer 404 for an unknown camera (or line).
 NOT_FOUND = {404: {"model": ErrorOut, "description": "Unknown camera or line."}}
 #: ``responses=`` of the routes that need the customer gallery.

@@ -76,9 +76,20 @@ class AttentionConfig(Strict):
     ``yaw_range_deg`` (and ``pitch_range_deg``), e.g. a shelf to the camera's
     right -> ``yaw_range_deg: [20, 60]``. Yaw/pitch follow :func:`head_pose`'s
     signs. Five landmarks resolve roughly +-60 degrees, not more.
+
+    ``pose`` picks the head-pose estimate attention is computed from:
+    ``landmarks`` (the detector's 5 points, :func:`head_pose`; free) or
+    ``head-pose-adas`` (Open Model Zoo's head-pose-estimation-adas-0001 on the
+    face crop, OpenVINO; about 0.5 ms per face). See ``bench/attention.py``.
     """
 
     mode: Literal["camera", "direction"] = "camera"
+    pose: Literal["landmarks", "head-pose-adas"] = "landmarks"
+    #: OpenVINO ``.xml`` of the head-pose model (``pose: head-pose-adas``); ``None`` = the shared
+    #: asset ``models/head-pose-estimation-adas-0001/FP16/head-pose-estimation-adas-0001.xml``.
+    weights: OptionalEnvStr = None
+    #: OpenVINO inference threads for the head-pose model (``None``: OpenVINO's choice).
+    threads: int | None = Field(1, ge=1)
     max_yaw_deg: float = Field(20.0, gt=0.0, le=90.0)
     max_pitch_deg: float = Field(20.0, gt=0.0, le=90.0)
     yaw_range_deg: tuple[float, float] | None = None

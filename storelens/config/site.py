@@ -29,6 +29,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import Field, SerializeAsAny, ValidationError, ValidationInfo, field_validator, model_validator
 
+from storelens.config.alerts import AlertsConfig
 from storelens.config.base import Strict
 from storelens.config.behaviour import (
     CameraFloorConfig,
@@ -449,6 +450,8 @@ class SiteConfig(Strict):
     floor_plan: FloorPlanConfig | None = None
     journeys: JourneysConfig = Field(default_factory=JourneysConfig)
     stationary: StationaryConfig = Field(default_factory=StationaryConfig)
+    #: Alert rules (see :mod:`storelens.config.alerts`).
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
 
     @field_validator("cameras")
     @classmethod
@@ -465,6 +468,17 @@ class SiteConfig(Strict):
         missing = [x for x in self.store.entrance_lines or () if x not in known]
         if missing:
             raise ValueError(f"store.entrance_lines: no such camera line(s) {missing}")
+        return self
+
+    @model_validator(mode="after")
+    def _alert_targets_exist(self) -> "SiteConfig":
+        zones = {c.id: {z.id for z in c.zones if z.kind != "exclude"} for c in self.cameras}
+        for i, rule in enumerate(self.alerts.rules):
+            if rule.camera not in zones:
+                raise ValueError(f"alerts.rules.{i}.camera: no such camera {rule.camera!r} (rule {rule.id!r})")
+            if rule.zone is not None and rule.zone not in zones[rule.camera]:
+                raise ValueError(f"alerts.rules.{i}.zone: camera {rule.camera!r} has no zone {rule.zone!r} "
+                                 f"(rule {rule.id!r})")
         return self
 
     def camera(self, camera_id: str) -> CameraConfig:

@@ -18,6 +18,7 @@ from google.protobuf.message import DecodeError as _PbDecodeError
 from google.protobuf.message import Message
 
 from storelens._gen.storelens.v1.messages_pb2 import (  # noqa: F401  (re-exported)
+    Alert,
     BoxXYXY,
     CameraSnapshot,
     CountWindow,
@@ -59,6 +60,7 @@ __all__ = [
     "CameraSnapshot",
     "TrackSummary", "TrackCrossing", "ZoneVisit",
     "PosTransaction",
+    "Alert",
 ]
 
 M = TypeVar("M", bound=Message)

@@ -28,6 +28,8 @@ TRACK_SUMMARIES = "track-summaries"
 CAMERA_SNAPSHOTS = "camera-snapshots"
 #: Point-of-sale transactions (keyed by store id) from the API / `storelens pos import` to the history.
 POS_TRANSACTIONS = "pos-transactions"
+#: Alerts of the site's rules (firing / resolved), from the analytics stage.
+ALERTS = "alerts"
 #: Private, compacted: detect-track's tracker snapshots (one per frames partition).
 DETECT_TRACK_STATE = "detect-track-state"
 
@@ -63,6 +65,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(HEATMAPS, "storelens.v1.HeatmapWindow", 6, 7 * 24 * _HOUR, max_message_bytes=8 * 1024**2),
     TopicSpec(CAMERA_SNAPSHOTS, "storelens.v1.CameraSnapshot", 6, 7 * 24 * _HOUR, max_message_bytes=8 * 1024**2),
     TopicSpec(POS_TRANSACTIONS, "storelens.v1.PosTransaction", 6, 30 * 24 * _HOUR),
+    TopicSpec(ALERTS, "storelens.v1.Alert", 6, 30 * 24 * _HOUR),
     TopicSpec(CUSTOMER_ERASURES, "storelens.v1.CustomerErasure", 1, 30 * 24 * _HOUR, partitions_fixed=True),
     TopicSpec(DEAD_LETTER, "storelens.v1.DeadLetter", 1, 14 * 24 * _HOUR, max_message_bytes=8 * 1024**2,
               partitions_fixed=True),

@@ -71,6 +71,7 @@ from storelens.runtime.service import ServiceRuntime
 from storelens.runtime.bus import BusMessage
 from storelens.runtime.runner import RunnerCore
 from storelens.runtime.sinks import HistorySink, LiveSink
+from storelens.runtime.webhooks import webhook_sinks
 from storelens.stages import AnalyticsStage
 from storelens.contract.topics import TopicSpec
 
@@ -143,7 +144,7 @@ class AnalyticsApp:
         #: The table value the stage's camera state was last loaded from or saved as.
         self._cache: dict[str, dict | None] = {}
         self._sink = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="analytics-sink")
-        sinks = [HistorySink(storage)] + ([LiveSink(live)] if live is not None else [])
+        sinks = [HistorySink(storage)] + ([LiveSink(live)] if live is not None else []) + webhook_sinks(config)
         #: The runner core every input goes through (decode, stage, error policy, sinks with retries).
         self.core = RunnerCore(self.stage, sinks, metrics=rt.metrics, should_stop=rt.stopping.is_set)
         self._broker_ok = False

@@ -31,6 +31,7 @@ from storelens.runtime.bus import InProcessBus
 from storelens.runtime.ingest import start_ingest
 from storelens.runtime.runner import Handled, Runner, RunnerCore
 from storelens.runtime.sinks import HistorySink
+from storelens.runtime.webhooks import webhook_sinks
 from storelens.runtime.transports import END_OF_TOPIC, InProcessTransport
 from storelens.stages.analytics import AnalyticsStage
 from storelens.stages.core import DetectTrackStage
@@ -163,7 +164,9 @@ class EmbeddedPipeline:
             for cam in self.config.cameras:  # build trackers (and their embedders) before timing
                 dt.tracker(cam.id)
         produced = {topics.FRAMES} | {t for s in stages.values() for t in s.outputs}
-        sinks = {"analytics": [HistorySink(self.storage)] if self.storage is not None else []}
+        #: Alert webhooks (``alerts.webhooks``): delivered in their own thread, flushed at the end of the run.
+        self.webhooks = webhook_sinks(self.config)
+        sinks = {"analytics": ([HistorySink(self.storage)] if self.storage is not None else []) + self.webhooks}
         threads = []
         for name, st in stages.items():  # subscriptions exist before the first frame is published
             transport = InProcessTransport(self.bus, list(st.inputs), ending=[t for t in st.inputs if t in produced],
@@ -192,6 +195,8 @@ class EmbeddedPipeline:
         self.bus.close()  # unblocks any thread still waiting on a full queue
         for t in threads:
             t.join(timeout=30)
+        for w in self.webhooks:  # what fired before the end is delivered (or dead-lettered) before returning
+            w.sender.flush()
         self._collect(time.perf_counter() - t0)
         if self._errors:
             err = self._errors[0]

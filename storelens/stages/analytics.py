@@ -42,7 +42,7 @@ class AnalyticsStage:
     inputs = {topics.TRACKS: m.TrackedFrame, topics.TRACK_ATTRIBUTES: m.TrackAttributes,
               topics.CUSTOMER_MATCHES: m.CustomerMatch, topics.CAMERA_SNAPSHOTS: m.CameraSnapshot}
     outputs = (topics.CROSSINGS, topics.OCCUPANCY, topics.COUNTS, topics.ZONE_EVENTS, topics.ZONE_STATS,
-               topics.ZONE_OCCUPANCY, topics.HEATMAPS, topics.TRACK_SUMMARIES)
+               topics.ZONE_OCCUPANCY, topics.HEATMAPS, topics.TRACK_SUMMARIES, topics.ALERTS)
     on_error = "dead_letter"
 
     def __init__(self, config: SiteConfig) -> None:

@@ -74,6 +74,7 @@ class CameraAnalyzer:
 #: (name, "module:factory") in the order the analyzers run.
 ANALYZERS: list[tuple[str, str]] = [
     ("zones", "storelens.stages.zones:zone_analyzer"),
+    ("alerts", "storelens.stages.alerts:alert_analyzer"),
     ("heatmap", "storelens.stages.heatmap:heatmap_analyzer"),
     ("journeys", "storelens.stages.journeys:journey_analyzer"),
 ]

@@ -185,10 +185,12 @@ class AttributesStage:
         self.cameras = {c.id for c in config.cameras}
         if analyzer is None:
             from storelens.backends.face_attributes import AgeGenderEstimator, EmotionClassifier, FaceAnalyzer
+            from storelens.backends.face_attributes.analyzer import build_head_pose
             from storelens.domain.face_quality import FaceQualityGate
 
             analyzer = FaceAnalyzer(None, FaceQualityGate(self.cfg.quality), AgeGenderEstimator(self.cfg.age_gender),
-                                    EmotionClassifier(self.cfg.emotion), self.cfg.attention)
+                                    EmotionClassifier(self.cfg.emotion), self.cfg.attention,
+                                    build_head_pose(self.cfg.attention))
         if detector is None:
             from storelens.backends.face_detectors import build_face_detector
 

@@ -383,12 +383,14 @@ class SqlStorage(SqlStore):
         """Version of the history tables in the database (equals :data:`SCHEMA_VERSION`)."""
         return int(self._read(lambda c: c.execute(sa.text("SELECT version FROM schema_version")).scalar_one()))
 
-    def _upsert(self, table: sa.Table, where: Callable[[Any], Any] | None = None) -> Any:
-        """``INSERT .. ON CONFLICT (primary key) DO UPDATE`` of every other column (if ``where(excluded)``)."""
+    def _upsert(self, table: sa.Table, where: Callable[[Any], Any] | None = None, keep: tuple[str, ...] = ()) -> Any:
+        """``INSERT .. ON CONFLICT (primary key) DO UPDATE`` of every other column but ``keep``
+        (if ``where(excluded)``)."""
         ins = dialects.insert(self.db, table)
         key = list(table.primary_key)
         return ins.on_conflict_do_update(
-            index_elements=key, set_={c.name: ins.excluded[c.name] for c in table.c if c not in key},
+            index_elements=key,
+            set_={c.name: ins.excluded[c.name] for c in table.c if c not in key and c.name not in keep},
             where=where(ins.excluded) if where is not None else None)
 
     # -- writes ------------------------------------------------------------
@@ -497,7 +499,7 @@ class SqlStorage(SqlStore):
         stmt = self._record_stmts.get(type_)
         if stmt is None:
             kind = RECORDS[type_]
-            stmt = self._record_stmts[type_] = self._upsert(kind.table, kind.newer)
+            stmt = self._record_stmts[type_] = self._upsert(kind.table, kind.newer, kind.keep)
         return stmt
 
     def write_records(self, records: Sequence[Any]) -> int:

@@ -19,10 +19,12 @@ from storelens.domain.journeys import Journey, TrackInfo, Visit, build_journeys,
 from storelens.storage.schema import customer_matches, track_attributes, track_summaries
 
 
-def track_infos(storage: Any, start_ms: int, end_ms: int) -> list[TrackInfo]:
-    """The stored tracks overlapping ``[start_ms, end_ms)``, with their customer id and demographics."""
+def track_infos(storage: Any, start_ms: int, end_ms: int, appearance: bool = True) -> list[TrackInfo]:
+    """The stored tracks overlapping ``[start_ms, end_ms)``, with their customer id and demographics
+    (and their appearance embedding unless ``appearance`` is false: nothing to link by it)."""
     s = track_summaries.c
-    rows = storage._rows(sa.select(s.camera_id, s.track_id, s.first_ts_ms, s.last_ts_ms, s.appearance, s.zones,
+    app_col = s.appearance if appearance else sa.null().label("appearance")
+    rows = storage._rows(sa.select(s.camera_id, s.track_id, s.first_ts_ms, s.last_ts_ms, app_col, s.zones,
                                    s.crossings).where(s.first_ts_ms < end_ms, s.last_ts_ms >= start_ms)
                          .order_by(s.first_ts_ms, s.camera_id, s.track_id))
     if not rows:
@@ -53,7 +55,7 @@ def track_infos(storage: Any, start_ms: int, end_ms: int) -> list[TrackInfo]:
 def journeys(storage: Any, config: JourneysConfig, start_ms: int, end_ms: int) -> list[Journey]:
     """The journeys overlapping ``[start_ms, end_ms)``, by start time."""
     margin = int(config.max_visit_s * 1000)
-    tracks = track_infos(storage, max(0, start_ms - margin), end_ms + margin)
+    tracks = track_infos(storage, max(0, start_ms - margin), end_ms + margin, appearance=bool(config.links))
     return [j for j in build_journeys(tracks, link_tracks(tracks, config))
             if j.first_ms < end_ms and j.last_ms >= start_ms]
 

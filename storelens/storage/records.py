@@ -40,6 +40,8 @@ class RecordKind:
     #: replay's newest row, or records that are not derived): ``storelens replay`` deletes the rows of a
     #: re-derived range by it, then writes what it derived.
     replay_ts: str | None = None
+    #: Columns an upsert never overwrites (set by someone else, e.g. the API's acknowledgement of an alert).
+    keep: tuple[str, ...] = ()
 
 
 #: record type -> kind, in registration order (= write order within a batch).
@@ -47,9 +49,9 @@ RECORDS: dict[type, RecordKind] = {}
 
 
 def register_records(type_: type, table: sa.Table, rows: Rows, newer: Callable[[Any], Any] | None = None,
-                     replay_ts: str | None = None) -> RecordKind:
+                     replay_ts: str | None = None, keep: tuple[str, ...] = ()) -> RecordKind:
     """Register (or replace) the table of a record type."""
-    kind = RecordKind(type_, table, rows, newer, replay_ts)
+    kind = RecordKind(type_, table, rows, newer, replay_ts, keep)
     RECORDS[type_] = kind
     return kind
 
@@ -182,3 +184,31 @@ def _pos_transaction_rows(items: Iterable[m.PosTransaction]) -> list[dict[str, A
 
 # Never replaced: a resent transaction (same id) is a duplicate, whatever it says now.
 register_records(m.PosTransaction, pos_transactions, _pos_transaction_rows, newer=lambda new: sa.false())
+
+
+# -- alerts -----------------------------------------------------------------------------------
+
+from storelens.storage.schema import alerts  # noqa: E402
+
+#: The API's columns of ``alerts``: the stage's messages never touch them.
+ALERT_API_COLUMNS = ("acked_by", "acked_ts_ms", "resolved_by", "resolved_ts_ms")
+
+
+def _alert_rows(items: Iterable[m.Alert]) -> list[dict[str, Any]]:
+    rows: dict[str, dict[str, Any]] = {}
+    for a in items:  # within a batch the resolving message wins over the firing one
+        old = rows.get(a.alert_id)
+        if old is not None and old["state"] == "resolved" and a.state == "firing":
+            continue
+        rows[a.alert_id] = {
+            "alert_id": a.alert_id, "rule_id": a.rule_id, "kind": a.kind, "severity": a.severity,
+            "camera_id": a.camera_id, "zone_id": a.zone_id, "state": a.state, "fired_ts_ms": a.fired_ts_ms,
+            "fired_seq": a.fired_seq, "ts_ms": a.ts_ms,
+            "cleared_ts_ms": a.ts_ms if a.state == "resolved" else None, "value": a.value,
+            "threshold": a.threshold, "message": a.message}
+    return list(rows.values())
+
+
+# A redelivered firing message never reopens a resolved alert; the API's columns are kept.
+register_records(m.Alert, alerts, _alert_rows, keep=ALERT_API_COLUMNS,
+                 newer=lambda new: sa.or_(new.state == "resolved", alerts.c.state == "firing"))

@@ -198,6 +198,25 @@ pos_transactions = sa.Table(
 
 HISTORY_TABLES = (*HISTORY_TABLES, pos_transactions)
 
+# -- alerts (migration 0008) ----------------------------------------------------------------
+
+#: One row per alert (``Alert`` messages upserted by ``alert_id``): ``state`` and ``cleared_ts_ms`` are the
+#: analytics stage's (firing, then resolved when the condition ended); ``acked_*`` and ``resolved_*`` are
+#: the API's (a person acknowledged / closed it) and are never overwritten by the stage's messages.
+alerts = sa.Table(
+    "alerts", metadata,
+    _col("alert_id", ID, primary_key=True), _col("rule_id", ID), _col("kind", ID), _col("severity", ID),
+    _col("camera_id", ID), _col("zone_id", ID), _col("state", ID),
+    _col("fired_ts_ms", INT), _col("fired_seq", INT), _col("ts_ms", INT),
+    _col("cleared_ts_ms", INT, nullable=True), _col("value", REAL), _col("threshold", REAL), _col("message", sa.Text),
+    _col("acked_by", ID, nullable=True), _col("acked_ts_ms", INT, nullable=True),
+    _col("resolved_by", ID, nullable=True), _col("resolved_ts_ms", INT, nullable=True),
+    sa.CheckConstraint("state IN ('firing', 'resolved')", name="alerts_state"),
+    sa.Index("alerts_by_time", "fired_ts_ms"),
+)
+
+HISTORY_TABLES = (*HISTORY_TABLES, alerts)
+
 
 # -- face gallery ----------------------------------------------------------------------------
 

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import (business, cameras, counts, crossings, customers, demographics, health, heatmap, journeys, occupancy,
-               tracks, zones)
+from . import (alerts, business, cameras, counts, crossings, customers, demographics, health, heatmap, journeys,
+               occupancy, tracks, zones)
 
 #: Every router of the API (the order of the paths in the OpenAPI schema).
 ROUTERS: tuple[APIRouter, ...] = (
     health.router, cameras.router, counts.router, occupancy.router, tracks.router, crossings.router,
     demographics.router, customers.router, zones.router, journeys.router, heatmap.router, business.router,
+    alerts.router,
 )

@@ -37,7 +37,9 @@ class FaceAnalysis:
 class FaceAnalyzer:
     """Detect -> quality gate -> (only on faces that pass) age/gender and emotion, plus attention.
 
-    Either model may be ``None`` to skip it. ``analyze(image, faces)`` accepts
+    Either model may be ``None`` to skip it. Attention uses ``head_pose``'s
+    yaw/pitch when given (``faces.attention.pose: head-pose-adas``), else the
+    landmark pose the quality gate measured. ``analyze(image, faces)`` accepts
     faces detected elsewhere (e.g. inside person crops).
     """
 
@@ -48,12 +50,16 @@ class FaceAnalyzer:
         age_gender: AgeGenderEstimator | None = None,
         emotion: EmotionClassifier | None = None,
         attention: AttentionConfig | None = None,
+        head_pose=None,
     ) -> None:
         self.detector = detector
         self.gate = gate or FaceQualityGate()
         self.age_gender = age_gender
         self.emotion = emotion
         self.attention = attention or AttentionConfig()
+        #: Model head pose (:class:`~storelens.backends.face_attributes.head_pose_openvino.HeadPoseEstimator`)
+        #: used for attention instead of the landmark pose; ``None``: landmarks.
+        self.head_pose = head_pose
 
     def analyze(self, image_bgr: np.ndarray, faces: Faces | None = None) -> list[FaceAnalysis]:
         if faces is None:
@@ -73,9 +79,24 @@ class FaceAnalyzer:
             if self.emotion is not None:
                 for i, p in zip(idx, self.emotion.classify(image_bgr, sub)):
                     emo[i] = p
+        poses = [(q.yaw_deg, q.pitch_deg) for q in quality]
+        usable = np.array([q.pose_usable for q in quality], bool)
+        if self.head_pose is not None and usable.any():
+            idx = np.flatnonzero(usable)
+            for i, p in zip(idx, self.head_pose.estimate(image_bgr, faces[idx])):
+                poses[i] = (p.yaw_deg, p.pitch_deg)
         out = []
         for i, q in enumerate(quality):
-            att = is_attending(q.yaw_deg, q.pitch_deg, self.attention) if q.pose_usable else None
+            att = is_attending(*poses[i], self.attention) if q.pose_usable else None
             out.append(FaceAnalysis(faces.bbox_xyxy[i], faces.landmarks5[i], float(faces.score[i]), q, att,
                                     ag_list[i], emo[i]))
         return out
+
+
+def build_head_pose(cfg: AttentionConfig):
+    """The head-pose model ``cfg.pose`` names, or ``None`` for ``landmarks`` (nothing to load)."""
+    if cfg.pose == "landmarks":
+        return None
+    from storelens.backends.face_attributes.head_pose_openvino import HeadPoseEstimator
+
+    return HeadPoseEstimator(cfg)

@@ -574,3 +574,35 @@ class PosTransaction(_message.Message):
     currency: str
     items_count: int
     def __init__(self, transaction_id: _Optional[str] = ..., store_id: _Optional[str] = ..., register_id: _Optional[str] = ..., ts_ms: _Optional[int] = ..., amount_minor: _Optional[int] = ..., currency: _Optional[str] = ..., items_count: _Optional[int] = ...) -> None: ...
+
+class Alert(_message.Message):
+    __slots__ = ("alert_id", "rule_id", "kind", "severity", "camera_id", "zone_id", "state", "ts_ms", "seq", "fired_ts_ms", "value", "threshold", "message", "fired_seq")
+    ALERT_ID_FIELD_NUMBER: _ClassVar[int]
+    RULE_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SEVERITY_FIELD_NUMBER: _ClassVar[int]
+    CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
+    ZONE_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    TS_MS_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    FIRED_TS_MS_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    FIRED_SEQ_FIELD_NUMBER: _ClassVar[int]
+    alert_id: str
+    rule_id: str
+    kind: str
+    severity: str
+    camera_id: str
+    zone_id: str
+    state: str
+    ts_ms: int
+    seq: int
+    fired_ts_ms: int
+    value: float
+    threshold: float
+    message: str
+    fired_seq: int
+    def __init__(self, alert_id: _Optional[str] = ..., rule_id: _Optional[str] = ..., kind: _Optional[str] = ..., severity: _Optional[str] = ..., camera_id: _Optional[str] = ..., zone_id: _Optional[str] = ..., state: _Optional[str] = ..., ts_ms: _Optional[int] = ..., seq: _Optional[int] = ..., fired_ts_ms: _Optional[int] = ..., value: _Optional[float] = ..., threshold: _Optional[float] = ..., message: _Optional[str] = ..., fired_seq: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,97 @@
+"""Alerts of the site's rules (``/v1/alerts``): list, acknowledge, resolve.
+
+Alerts are made by the analytics stage from the ``alerts:`` rules of the site file
+(:mod:`storelens.config.alerts`) and stored by ``alert_id``; a person acknowledges one
+(``ack``) or closes it (``resolve``) here. No sign-in exists yet: ``by`` is what the caller
+says it is.
+"""
+from __future__ import annotations
+
+import time
+from typing import Annotated, Literal
+
+from fastapi import HTTPException, Path, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from storelens.storage import alerts as aq
+
+from ..deps import ContextDep, FromMs, ToMs, api_router, check_range
+from ..models import ErrorOut, _Out
+
+router = api_router("alerts")
+
+NOT_FOUND = {404: {"model": ErrorOut, "description": "Unknown alert."}}
+AlertId = Annotated[str, Path(min_length=1, max_length=300, description="The alert's id.")]
+
+
+class AlertOut(_Out):
+    alert_id: str
+    rule_id: str
+    kind: str = Field(description="camera_occupancy, zone_occupancy, queue_length, loitering, staff_only.")
+    severity: Literal["info", "warning", "critical"] | str
+    camera_id: str
+    zone_id: str | None
+    state: Literal["firing", "resolved"]
+    fired_ts_ms: int
+    fired_seq: int
+    ts_ms: int = Field(description="Time of the latest transition.")
+    cleared_ts_ms: int | None = Field(description="When the condition ended (the stage resolved it).")
+    value: float = Field(description="Measured value at the latest transition.")
+    threshold: float
+    message: str
+    acked_by: str | None
+    acked_ts_ms: int | None
+    resolved_by: str | None = Field(description="Who closed it by hand (null: not closed by hand).")
+    resolved_ts_ms: int | None
+
+
+class AlertsOut(_Out):
+    total: int = Field(description="Alerts matching the filter.")
+    offset: int
+    limit: int
+    alerts: list[AlertOut]
+
+
+class ActionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    by: Annotated[str, Field(min_length=1, max_length=128, description="Who acknowledges / resolves.")] = "api"
+
+
+@router.get(
+    "/v1/alerts", response_model=AlertsOut, summary="Alerts, newest first",
+    description="Alerts that fired in [from_ms, to_ms), newest first, paged. `state`: firing (open), resolved "
+                "(by the stage when the condition ended, or by hand), acked / unacked, all.")
+def get_alerts(
+    ctx: ContextDep,
+    state: Annotated[aq.AlertFilter, Query(description="Filter.")] = "all",
+    from_ms: FromMs = None,
+    to_ms: ToMs = None,
+    camera_id: Annotated[str | None, Query(max_length=200, description="Only this camera.")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+) -> AlertsOut:
+    check_range(from_ms, to_ms)
+    rows, total = aq.list_alerts(ctx.storage, state, from_ms, to_ms, camera_id, limit, offset)
+    return AlertsOut(total=total, offset=offset, limit=limit, alerts=[AlertOut(**r) for r in rows])
+
+
+def _act(ctx, fn, alert_id: str, body: ActionIn | None) -> AlertOut:
+    row = fn(ctx.storage, alert_id, (body or ActionIn()).by, int(time.time() * 1000))
+    if row is None:
+        raise HTTPException(404, f"unknown alert {alert_id!r}")
+    return AlertOut(**row)
+
+
+@router.post("/v1/alerts/{alert_id}/ack", response_model=AlertOut, responses=NOT_FOUND,
+             summary="Acknowledge an alert", description="Idempotent: the first acknowledgement is kept.")
+def post_ack(ctx: ContextDep, alert_id: AlertId, body: ActionIn | None = None) -> AlertOut:
+    return _act(ctx, aq.acknowledge, alert_id, body)
+
+
+@router.post("/v1/alerts/{alert_id}/resolve", response_model=AlertOut, responses=NOT_FOUND,
+             summary="Resolve (close) an alert by hand",
+             description="Idempotent: the first resolution by hand is kept. The rule fires again only after the "
+                         "condition ended and its cooldown passed.")
+def post_resolve(ctx: ContextDep, alert_id: AlertId, body: ActionIn | None = None) -> AlertOut:
+    return _act(ctx, aq.resolve, alert_id, body)

@@ -1,0 +1,119 @@
+"""The ``alerts:`` section of the site file: ``rules`` (one list entry each, chosen by ``kind``) and
+``webhooks`` (where alerts are delivered).
+
+Every rule has an ``id`` (unique), a ``severity`` and a ``cooldown_s`` (after an alert of the
+rule resolves, the rule does not fire again for that long). The kinds:
+
+* ``camera_occupancy`` {camera, max, hold_s}: more than ``max`` people in the camera's view
+  (stationary tracks such as mannequins excluded) for ``hold_s``;
+* ``zone_occupancy`` {camera, zone, max, hold_s}: more than ``max`` people inside the zone;
+* ``queue_length`` {camera, zone, min_length, hold_s}: at least ``min_length`` people in a zone
+  (normally a ``queue`` zone);
+* ``loitering`` {camera, zone, hold_s}: someone loitering in the zone (the zone's
+  ``loiter_after_s`` decides who loiters);
+* ``staff_only`` {camera, zone, hold_s}: anybody inside the zone.
+
+A condition must hold continuously for ``hold_s`` before the alert fires, and be false for
+``hold_s`` before it resolves (see :mod:`storelens.domain.alerts`). That cameras and zones
+exist is checked by :class:`~storelens.config.site.SiteConfig`.
+
+Example:
+    >>> AlertsConfig.model_validate({"rules": [{"kind": "camera_occupancy", "id": "crowd", "camera": "c",
+    ...                                         "max": 5}]}).rules[0].hold_s
+    0.0
+"""
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import Field, field_validator
+
+from storelens.config.base import EnvStr, OptionalEnvStr, Strict
+
+RuleId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$")]
+Severity = Literal["info", "warning", "critical"]
+Seconds = Annotated[float, Field(ge=0, le=86_400)]
+
+
+class _Rule(Strict):
+    id: RuleId
+    severity: Severity = "warning"
+    #: After an alert of this rule resolves, no new one fires for this long.
+    cooldown_s: Seconds = 60.0
+    #: The condition must hold (and then be false) this long before the alert fires (resolves).
+    hold_s: Seconds = 0.0
+    camera: Annotated[str, Field(min_length=1)]
+
+
+class _ZoneRule(_Rule):
+    #: The zone the rule watches.
+    zone: Annotated[str, Field(min_length=1)]
+
+
+class CameraOccupancyRule(_Rule):
+    kind: Literal["camera_occupancy"]
+    #: Fires when more than this many people are in view.
+    max: Annotated[int, Field(ge=0)]
+    #: No zone: the whole view.
+    zone: None = None
+
+
+class ZoneOccupancyRule(_ZoneRule):
+    kind: Literal["zone_occupancy"]
+    max: Annotated[int, Field(ge=0)]
+
+
+class QueueLengthRule(_ZoneRule):
+    kind: Literal["queue_length"]
+    #: Fires when at least this many people are in the zone.
+    min_length: Annotated[int, Field(ge=1)]
+
+
+class LoiteringRule(_ZoneRule):
+    kind: Literal["loitering"]
+
+
+class StaffOnlyRule(_ZoneRule):
+    kind: Literal["staff_only"]
+
+
+AlertRule = Annotated[Union[CameraOccupancyRule, ZoneOccupancyRule, QueueLengthRule, LoiteringRule, StaffOnlyRule],
+                      Field(discriminator="kind")]
+ALERT_KINDS = ("camera_occupancy", "zone_occupancy", "queue_length", "loitering", "staff_only")
+
+
+class WebhookConfig(Strict):
+    """Where alerts are POSTed (see :mod:`storelens.runtime.webhooks`)."""
+
+    url: Annotated[EnvStr, Field(pattern=r"^https?://")]
+    #: HMAC-SHA256 key of the ``X-StoreLens-Signature`` header (``${VAR}`` to keep it out of the file).
+    secret: OptionalEnvStr = None
+    #: ``json`` (the alert's fields) or ``slack`` (``{"text": ...}``, for Slack-compatible incoming webhooks).
+    format: Literal["json", "slack"] = "json"
+    #: Only these rule ids (``None``: every rule).
+    rules: list[str] | None = None
+    #: Tries per alert message before it is dead-lettered.
+    max_attempts: Annotated[int, Field(ge=1, le=100)] = 5
+    #: Wait before the second try; doubled after each failure, at most ``backoff_max_s``.
+    backoff_s: Annotated[float, Field(ge=0, le=3600)] = 1.0
+    backoff_max_s: Annotated[float, Field(ge=0, le=3600)] = 60.0
+    timeout_s: Annotated[float, Field(gt=0, le=300)] = 5.0
+
+
+class AlertsConfig(Strict):
+    """The ``alerts:`` section: ``rules`` (ids unique) and ``webhooks``."""
+
+    rules: list[AlertRule] = []
+    webhooks: list[WebhookConfig] = []
+
+    @field_validator("rules")
+    @classmethod
+    def _unique(cls, rules: list) -> list:
+        ids = [r.id for r in rules]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ValueError(f"duplicate alert rule id(s) {dup}")
+        return rules
+
+    def for_camera(self, camera_id: str) -> list:
+        return [r for r in self.rules if r.camera == camera_id]

@@ -1,0 +1,75 @@
+"""Alerts in the history store: the list the API pages through, and acknowledging / resolving one.
+
+The ``alerts`` rows come from the analytics stage's :class:`~storelens.contract.messages.Alert`
+messages (:mod:`storelens.storage.records`); the API writes only its own columns
+(``acked_*``, ``resolved_*``, and ``state`` when a person resolves an alert).
+Functions take the history store and work on SQLite and PostgreSQL alike.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import sqlalchemy as sa
+
+from storelens.storage.schema import alerts
+
+AlertFilter = Literal["firing", "resolved", "acked", "unacked", "all"]
+
+
+def _row(r: sa.Row[Any]) -> dict[str, Any]:
+    d = dict(r._mapping)
+    d["zone_id"] = d["zone_id"] or None
+    return d
+
+
+def list_alerts(storage: Any, state: AlertFilter = "all", start_ms: int | None = None, end_ms: int | None = None,
+                camera_id: str | None = None, limit: int = 100, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """Alerts that fired in ``[start_ms, end_ms)``, newest first: ``(page, total matching)``.
+
+    ``state``: ``firing`` (open: neither the stage nor a person resolved it), ``resolved``,
+    ``acked`` / ``unacked`` (acknowledged or not, whatever the state), ``all``.
+    """
+    a = alerts.c
+    where = []
+    if state == "firing":
+        where.append(a.state == "firing")
+    elif state == "resolved":
+        where.append(a.state == "resolved")
+    elif state == "acked":
+        where.append(a.acked_ts_ms.is_not(None))
+    elif state == "unacked":
+        where.append(a.acked_ts_ms.is_(None))
+    if start_ms is not None:
+        where.append(a.fired_ts_ms >= start_ms)
+    if end_ms is not None:
+        where.append(a.fired_ts_ms < end_ms)
+    if camera_id is not None:
+        where.append(a.camera_id == camera_id)
+    total = storage._rows(sa.select(sa.func.count()).select_from(alerts).where(*where))[0][0]
+    stmt = (sa.select(alerts).where(*where).order_by(a.fired_ts_ms.desc(), a.alert_id).limit(limit).offset(offset))
+    return [_row(r) for r in storage._rows(stmt)], int(total)
+
+
+def get_alert(storage: Any, alert_id: str) -> dict[str, Any] | None:
+    rows = storage._rows(sa.select(alerts).where(alerts.c.alert_id == alert_id))
+    return _row(rows[0]) if rows else None
+
+
+def acknowledge(storage: Any, alert_id: str, by: str, ts_ms: int) -> dict[str, Any] | None:
+    """Mark the alert acknowledged (the first acknowledgement is kept); ``None`` when unknown."""
+    a = alerts.c
+    storage._write(lambda c: c.execute(sa.update(alerts).where(a.alert_id == alert_id, a.acked_ts_ms.is_(None))
+                                       .values(acked_by=by, acked_ts_ms=ts_ms)))
+    return get_alert(storage, alert_id)
+
+
+def resolve(storage: Any, alert_id: str, by: str, ts_ms: int) -> dict[str, Any] | None:
+    """Close the alert by hand (kept when already closed by hand); ``None`` when unknown.
+
+    The stage's own resolution (when the condition ends) still arrives later and sets
+    ``cleared_ts_ms``; a redelivered firing message never reopens it.
+    """
+    a = alerts.c
+    storage._write(lambda c: c.execute(sa.update(alerts).where(a.alert_id == alert_id, a.resolved_ts_ms.is_(None))
+                                       .values(state="resolved", resolved_by=by, resolved_ts_ms=ts_ms)))
+    return get_alert(storage, alert_id)
