@@ -158,7 +158,7 @@ def zone_summary(config, frames: Sequence, n_frames: int) -> list[dict]:
 
     from storelens.contract import messages as m
     from storelens.domain.geometry import points_in_polygon
-    from storelens.domain.zones import _anchors
+    from storelens.domain.zones import zone_anchors
     from storelens.stages.analytics import derive
 
     cam = config.cameras[0]
@@ -177,7 +177,7 @@ def zone_summary(config, frames: Sequence, n_frames: int) -> list[dict]:
                               for t in tf.tracks if not t.stationary], np.float64).reshape(-1, 4)
             i = (tf.source_frame or tf.seq + 1) - 1
             if 0 <= i < n_frames:
-                per_frame[i] = int(points_in_polygon(_anchors(boxes, rules.anchor), poly).sum()) if len(boxes) else 0
+                per_frame[i] = int(points_in_polygon(zone_anchors(boxes, rules.anchor), poly).sum()) if len(boxes) else 0
         dwell = [e.dwell_ms / 1000 for e in events if e.zone_id == z.id and e.kind == m.ZONE_EVENT_EXIT]
         med, p90 = (float(v) for v in np.percentile(dwell, [50, 90])) if dwell else (None, None)
         out.append({"id": z.id, "visits": sum(e.zone_id == z.id and e.kind == m.ZONE_EVENT_ENTER for e in events),

@@ -56,7 +56,8 @@ __all__ = [
     "FaceObservation", "TrackAttributes", "CustomerMatch", "CustomerErasure", "Gender", "Emotion",
     "GENDER_NAMES", "EMOTION_NAMES", "gender_value", "emotion_value",
     "encode", "decode", "direction_name",
-    "ZoneEvent", "ZoneEventKind", "ZONE_EVENT_ENTER", "ZONE_EVENT_EXIT", "ZONE_EVENT_LOITER", "ZoneOccupancy", "ZoneStats", "HeatmapCell", "HeatmapWindow",
+    "ZoneEvent", "ZoneEventKind", "ZONE_EVENT_ENTER", "ZONE_EVENT_EXIT", "ZONE_EVENT_LOITER",
+    "ZONE_EVENT_KIND_NAMES", "ZONE_EVENT_KINDS", "ZoneOccupancy", "ZoneStats", "HeatmapCell", "HeatmapWindow",
     "CameraSnapshot",
     "TrackSummary", "TrackCrossing", "ZoneVisit",
     "PosTransaction",
@@ -85,6 +86,12 @@ def decode(cls: type[M], data: bytes) -> M:
     except (_PbDecodeError, ValueError, TypeError) as exc:
         raise DecodeError(f"cannot decode {cls.DESCRIPTOR.full_name}: {exc}") from exc
     return msg
+
+
+#: ZoneEventKind value -> ``"enter"``, ``"exit"`` or ``"loiter"`` (the names of the domain and the tables).
+ZONE_EVENT_KIND_NAMES = {ZONE_EVENT_ENTER: "enter", ZONE_EVENT_EXIT: "exit", ZONE_EVENT_LOITER: "loiter"}
+#: The inverse of :data:`ZONE_EVENT_KIND_NAMES`.
+ZONE_EVENT_KINDS = {name: value for value, name in ZONE_EVENT_KIND_NAMES.items()}
 
 
 def direction_name(direction: int) -> str:

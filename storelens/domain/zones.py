@@ -163,7 +163,8 @@ class _Zone:
         return float(x0), float(y0), float(x1), float(y1)
 
 
-def _anchors(pts: np.ndarray, anchor: str) -> np.ndarray:
+def zone_anchors(pts: np.ndarray, anchor: str) -> np.ndarray:
+    """Anchors of ``(N, 4)`` boxes by a zone's ``anchor`` rule (``(N, 2)`` points are returned as they are)."""
     if pts.shape[1] == 2:
         return pts
     x = (pts[:, 0] + pts[:, 2]) / 2.0
@@ -288,7 +289,7 @@ class ZoneTracker:
             raise ValueError(f"{len(ids)} track ids but {len(pts)} anchors")
         keep = np.ones(len(ids), dtype=bool)
         for z in self._exclude:
-            keep &= ~points_in_polygon(_anchors(pts, z.rules.anchor), z.poly)
+            keep &= ~points_in_polygon(zone_anchors(pts, z.rules.anchor), z.poly)
         present = {tid: i for i, tid in enumerate(ids) if keep[i]}
         events: list[ZoneEvent] = []
         for tid in [t for t in self._tracks if t not in present]:
@@ -299,7 +300,7 @@ class ZoneTracker:
                 del self._tracks[tid]
         per_zone = []
         for z in self.zones:
-            zpts = _anchors(pts, z.rules.anchor)
+            zpts = zone_anchors(pts, z.rules.anchor)
             inside = points_in_polygon(zpts, z.poly) if len(pts) else np.zeros(0, dtype=bool)
             per_zone.append((z, zpts, inside))
             self._raw[z.id] = int(np.count_nonzero(inside & keep))

@@ -25,7 +25,6 @@ from storelens.domain.geometry import anchors_bottom_center
 from storelens.stages.analyzers import CameraAnalyzer, FrameView
 
 _DIR = {"in": m.DIRECTION_IN, "out": m.DIRECTION_OUT}
-_ZONE_KIND = {m.ZONE_EVENT_ENTER: "enter", m.ZONE_EVENT_EXIT: "exit", m.ZONE_EVENT_LOITER: "loiter"}
 
 
 class JourneyAnalyzer(CameraAnalyzer):
@@ -73,7 +72,7 @@ class JourneyAnalyzer(CameraAnalyzer):
     def _zone_events(self, messages: list) -> None:
         for ev in messages:
             if isinstance(ev, m.ZoneEvent):
-                self._zone_event(ev.track_id, ev.zone_id, _ZONE_KIND[ev.kind], ev.ts_ms)
+                self._zone_event(ev.track_id, ev.zone_id, m.ZONE_EVENT_KIND_NAMES[ev.kind], ev.ts_ms)
 
     def _zone_event(self, track_id: int, zone_id: str, kind: str, ts_ms: int) -> None:
         s = self.open.get(str(track_id))

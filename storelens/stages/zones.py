@@ -20,12 +20,12 @@ from storelens.domain.zones import ZoneBuckets, ZoneBucketStats, ZoneEvent, Zone
 from storelens.stages.analyzers import CameraAnalyzer, FrameView
 
 CLOSE_GRACE_MS = 5_000
-_KIND = {"enter": m.ZONE_EVENT_ENTER, "exit": m.ZONE_EVENT_EXIT, "loiter": m.ZONE_EVENT_LOITER}
 
 
 def zone_event_message(ev: ZoneEvent, zone_kind: str) -> m.ZoneEvent:
     msg = m.ZoneEvent(event_id=ev.event_id, camera_id=ev.camera_id, zone_id=ev.zone_id, zone_kind=zone_kind,
-                      track_id=ev.track_id, kind=_KIND[ev.kind], ts_ms=ev.ts_ms, seq=ev.seq, how=ev.how or "")
+                      track_id=ev.track_id, kind=m.ZONE_EVENT_KINDS[ev.kind], ts_ms=ev.ts_ms, seq=ev.seq,
+                      how=ev.how or "")
     if ev.dwell_ms is not None:
         msg.dwell_ms = int(ev.dwell_ms)
     return msg

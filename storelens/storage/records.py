@@ -64,12 +64,11 @@ def last_by_key(rows: list[dict[str, Any]], table: sa.Table) -> list[dict[str, A
 
 # -- zones ------------------------------------------------------------------------------------
 
-_EVENT_KINDS = {m.ZONE_EVENT_ENTER: "enter", m.ZONE_EVENT_EXIT: "exit", m.ZONE_EVENT_LOITER: "loiter"}
 
 
 def zone_event_kind(kind: int) -> str:
     """``enter``, ``exit`` or ``loiter`` of a :class:`~storelens.contract.messages.ZoneEvent`'s kind."""
-    return _EVENT_KINDS[kind]
+    return m.ZONE_EVENT_KIND_NAMES[kind]
 
 
 def _zone_event_rows(items: Iterable[m.ZoneEvent]) -> list[dict[str, Any]]:
