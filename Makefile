@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-nodeps.txt pyproject.toml | sha1sum | cut -c1-12)
 export STORELENS_ASSETS ?= $(abspath ../shared/assets)
 
-.PHONY: setup demo test test-fast proto bench clean stack stack-down stack-status
+.PHONY: setup demo test test-fast proto bench clean stack stack-down stack-status dashboard browser
 
 setup: $(STAMP)
 
@@ -23,12 +23,31 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-demo: setup
+demo: setup dashboard
 	$(BIN)/storelens demo
+
+# The web dashboard (dashboard/: Vite + React + TypeScript) built into dashboard/dist, which the API serves at /.
+# Rebuilt only when its sources change (the stamp); npm ci only when package-lock.json changes.
+DASHBOARD_SRC := $(shell find dashboard/src -type f 2>/dev/null) dashboard/index.html dashboard/vite.config.ts \
+	dashboard/tsconfig.json dashboard/package.json
+dashboard: dashboard/dist/.built
+
+dashboard/node_modules/.installed: dashboard/package-lock.json
+	@command -v npm >/dev/null || { echo "error: npm not found: install Node.js >= 18 and npm (Debian: apt-get install -y nodejs npm)"; exit 2; }
+	cd dashboard && npm ci --no-audit --no-fund
+	touch $@
+
+dashboard/dist/.built: dashboard/node_modules/.installed $(DASHBOARD_SRC)
+	cd dashboard && npm run build
+	touch $@
+
+# Debian's chromium for the browser tests (Playwright drives it; no browser download).
+browser:
+	scripts/browser.sh
 
 # Brings up Kafka, PostgreSQL and Redis (idempotent), runs every suite, and stops
 # the servers again if this run started them.
-test: setup
+test: setup dashboard browser
 	@if scripts/stack.sh status >/dev/null 2>&1; then started=0; else started=1; fi; \
 	scripts/stack.sh up || exit $$?; \
 	eval "$$(scripts/stack.sh env)"; \

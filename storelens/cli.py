@@ -11,6 +11,7 @@ import os
 import pathlib
 import re
 import sys
+import time
 from typing import Sequence
 
 from storelens.errors import ConfigError, StoreLensError
@@ -244,15 +245,11 @@ def cmd_replay(args) -> int:
 
 def cmd_pos_import(args) -> int:
     """``storelens pos import FILE.csv``: store the good rows (idempotent), report the bad ones; exit 1 if any."""
-    from storelens.config import load_config
     from storelens.domain.pos import read_csv
     from storelens.storage import open_storage
     from storelens.storage.business import write_transactions
 
-    config = load_config(args.config or EXAMPLE_CONFIG)
-    if args.db:
-        config = config.model_copy(update={"storage": config.storage.model_copy(
-            update={"backend": "sqlite", "path": args.db})})
+    config = _history_config(args)
     path = pathlib.Path(args.file)
     if not path.is_file():
         raise ConfigError(f"no such file: {path}")
@@ -293,6 +290,96 @@ def cmd_track(args) -> int:
     result = _run(config, on_tracked=lambda tf: rows.extend(mot_rows(tf)), show_progress=sys.stderr.isatty())
     out.write_text("\n".join(rows) + ("\n" if rows else ""))
     print(f"wrote {len(rows)} boxes of {result.frames} frames to {out}")
+    return 0
+
+
+def _history_config(args):
+    """The site config of ``--config`` with ``--db`` (a SQLite file) as its history store."""
+    from storelens.config import load_config
+
+    config = load_config(args.config or EXAMPLE_CONFIG)
+    if args.db:
+        config = config.model_copy(update={"storage": config.storage.model_copy(
+            update={"backend": "sqlite", "path": args.db})})
+    return config
+
+
+def cmd_export_dataset(args) -> int:
+    """``storelens export-dataset SOURCE|--from-db``: YOLO images + labels and MOT tracks (issue 11 item 8)."""
+    from storelens.storage.dataset import export_history, export_video
+
+    kw = dict(every_n=args.every, min_confidence=args.min_confidence, min_length=args.min_length,
+              val_fraction=args.val_fraction, face_detector=not args.no_face_detector, licence=args.licence)
+    if args.provenance:
+        kw["provenance"] = args.provenance
+    if (args.source is None) == (not args.from_db):
+        raise ConfigError("give either SOURCE (a video file) or --from-db (stored tracks + the cameras' video files)")
+    if args.source is not None:
+        config = single_source_config(args.source, [], args.config)
+        result = export_video(config, args.out, **kw)
+    else:
+        from storelens.storage import open_storage
+
+        config = _history_config(args)
+        storage = open_storage(config.storage)
+        try:
+            result = export_history(config, storage, args.out, cameras=args.camera or None, start_ms=args.from_ms,
+                                    end_ms=args.to_ms, **kw)
+        finally:
+            storage.close()
+    summary = {"out": result.out_dir, "images": result.images, "boxes": result.boxes,
+               "ignored_boxes": result.ignored_boxes, "mot_rows": result.mot_rows,
+               "tracks_kept": result.tracks_kept, "tracks_dropped": result.tracks_dropped}
+    print(json.dumps(summary) if args.json else
+          f"wrote {result.images} images, {result.boxes} boxes, {result.mot_rows} MOT rows to {result.out_dir}")
+    return 0
+
+
+def cmd_audit(args) -> int:
+    """``storelens audit``: clips around sampled crossings, a person's tally, accuracy + alert (issue 11 item 9)."""
+    from storelens.domain.audit import parse_answers
+    from storelens.storage import open_storage
+    from storelens.storage.audit import record_audit, sample_clips
+
+    config = _history_config(args)
+    if args.from_ms is not None and args.to_ms is not None and args.to_ms <= args.from_ms:
+        raise ConfigError(f"--to ({args.to_ms}) must be greater than --from ({args.from_ms})")
+    answers = None
+    if args.answers:
+        path = pathlib.Path(args.answers)
+        if not path.is_file():
+            raise ConfigError(f"no such file: {path}")
+        answers = parse_answers(path.read_text(encoding="utf-8-sig"))
+    storage = open_storage(config.storage)
+    try:
+        clips = sample_clips(config, storage, args.out, n=args.clips, start_ms=args.from_ms, end_ms=args.to_ms,
+                             cameras=args.camera or None, seed=args.seed)
+        if answers is None:
+            answers = {}
+            for c in clips:
+                while True:
+                    try:
+                        text = input(f"{c.clip_id} {c.path} (camera {c.camera_id}, line {c.line_id}): "
+                                     f"people in and out, e.g. '1 0'> ")
+                    except EOFError:
+                        raise ConfigError(f"no answer for clip {c.clip_id} (end of input); "
+                                          f"give --answers FILE.csv for a non-interactive audit") from None
+                    parts = text.replace(",", " ").split()
+                    if len(parts) == 2 and all(p.isdigit() for p in parts):
+                        answers[c.clip_id] = (int(parts[0]), int(parts[1]))
+                        break
+                    print("  type two whole numbers: people in, people out (e.g. '1 0')", file=sys.stderr)
+        summary, audit_id, alerted = record_audit(config, storage, clips, answers, auditor=args.auditor,
+                                                  start_ms=args.from_ms, end_ms=args.to_ms,
+                                                  min_accuracy=args.min_accuracy)
+    finally:
+        storage.close()
+    doc = {"audit_id": audit_id, "alerted": alerted, **summary.__dict__, "clips_dir": str(pathlib.Path(args.out))}
+    print(json.dumps(doc) if args.json else
+          f"{audit_id}: {summary.n_correct}/{summary.n_clips} clips exact, accuracy {summary.accuracy:.1%} "
+          f"({summary.confidence:.0%} Wilson interval {summary.ci_low:.1%}-{summary.ci_high:.1%}), count accuracy "
+          f"{summary.count_accuracy:.1%}; system {summary.system_in} in / {summary.system_out} out, person "
+          f"{summary.person_in} / {summary.person_out}" + ("; ALERT count_accuracy raised" if alerted else ""))
     return 0
 
 
@@ -362,48 +449,171 @@ def cmd_demo(args) -> int:
     if not args.no_serve:
         _check_port_free(config.api.host, config.api.port)  # fail before minutes of processing, not after
     # The pipeline runs in a child process: the server process then holds no native
-    # inference runtimes (with them loaded, shutting the server down crashed).
+    # inference runtimes (with them loaded, shutting the server down crashed). The API is
+    # served from the start, while the pipeline runs (a live camera never ends), and after
+    # a finite source ends; SIGTERM / Ctrl-C stop both.
     import multiprocessing
-
     import signal
-
-    def _interrupt(_signum, _frame) -> None:
-        raise KeyboardInterrupt
+    import threading
 
     child = multiprocessing.get_context("spawn").Process(target=_demo_pipeline, args=(config,), name="pipeline")
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    child.start()
-    try:
-        child.join()
-    except KeyboardInterrupt:
-        child.terminate()  # SIGTERM/Ctrl-C while processing: stop the pipeline too
-        child.join(timeout=30)
-        raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    if child.exitcode != 0:
-        return child.exitcode if child.exitcode and child.exitcode > 0 else 1
     if args.no_serve:
-        return 0
+        def _interrupt(_signum, _frame) -> None:
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+        child.start()
+        try:
+            child.join()
+        except KeyboardInterrupt:
+            child.terminate()  # SIGTERM/Ctrl-C while processing: stop the pipeline too
+            child.join(timeout=30)
+            raise
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        return child.exitcode if child.exitcode and child.exitcode > 0 else (0 if child.exitcode == 0 else 1)
+
     from storelens.api import create_app, serve
 
-    storage = open_storage(config.storage)
+    storage = open_storage(config.storage)  # creates the schema before the child and the API use it
     gallery_store = None
     if config.faces.enabled:
         from storelens.storage import open_gallery_store
 
         gallery_store = open_gallery_store(config)
+    app = create_app(config, storage, gallery_store=gallery_store)
+    signin = _demo_admin(app)
+    child.start()
+    failed = threading.Event()
+
+    def _watch() -> None:
+        child.join()
+        if child.exitcode == 0:
+            print("pipeline finished; still serving the API (Ctrl-C to stop)", flush=True)
+        else:
+            print(f"error: the pipeline exited with {child.exitcode}; stopping", file=sys.stderr, flush=True)
+            failed.set()
+
+    threading.Thread(target=_watch, name="pipeline-watch", daemon=True).start()
     host, port = config.api.host, config.api.port
-    print(f"API serving at http://{host}:{port}  (docs: http://{host}:{port}/docs, counts: "
-          f"http://{host}:{port}/v1/counts?camera_id={config.cameras[0].id}"
-          + (f", customers: http://{host}:{port}/v1/customers" if gallery_store is not None else "")
-          + "); Ctrl-C to stop", flush=True)
+    print(f"API serving at http://{host}:{port}  (dashboard: http://{host}:{port}/, docs: "
+          f"http://{host}:{port}/docs); {signin}; Ctrl-C to stop", flush=True)
     try:
-        serve(create_app(config, storage, gallery_store=gallery_store), host, port)
+        serve(app, host, port, stop=failed)
     finally:
+        if child.is_alive():
+            child.terminate()  # stops the pipeline cleanly (it flushes what it has)
+            child.join(timeout=30)
         storage.close()
         if gallery_store is not None:
             gallery_store.close()
+    return 1 if failed.is_set() else 0
+
+
+def _demo_admin(app) -> str:
+    """How to sign in to the demo: the first admin, made with a printed random password if there is no user."""
+    import secrets
+
+    from storelens.storage.auth import list_users
+
+    ctx = app.state.context
+    users = list_users(ctx.storage)
+    if users:
+        admins = [u["username"] for u in users if u["role"] == "admin"] or [users[0]["username"]]
+        return (f"sign in as {admins[0]!r} (forgot the password? storelens users create-admin "
+                f"--db {ctx.config.storage.path})")
+    password = secrets.token_urlsafe(12)
+    ctx.auth.create_user("admin", password, "admin")
+    return f"sign in as 'admin' with password {password!r} (set STORELENS_ADMIN_PASSWORD to choose it)"
+
+
+def _read_password(args) -> str:
+    """The password of ``users`` commands: ``$STORELENS_ADMIN_PASSWORD``, else stdin (a prompt on a terminal)."""
+    password = os.environ.get("STORELENS_ADMIN_PASSWORD")
+    if password:
+        return password
+    if sys.stdin.isatty():
+        import getpass
+
+        password = getpass.getpass("password: ")
+        if password != getpass.getpass("again: "):
+            raise ConfigError("the passwords differ")
+        return password
+    return sys.stdin.readline().rstrip("\n")
+
+
+def cmd_site(args) -> int:
+    """``storelens site export|import``: the site in force as YAML; a YAML's cameras, lines and zones as a new version."""
+    import yaml
+
+    from storelens.config import load_config, with_cameras
+    from storelens.storage import open_storage
+    from storelens.storage import auth as audit_store
+    from storelens.storage import site as sq
+
+    config = _history_config(args)
+    storage = open_storage(config.storage)
+    try:
+        latest = sq.latest_site(storage)
+        version = latest[0] if latest else 0
+        if latest:
+            config = with_cameras(config, latest[1]["cameras"], origin=f"site version {version}")
+        if args.site_command == "export":
+            doc = config.model_dump(mode="json", exclude_defaults=True)
+            text = f"# StoreLens site, version {version} (storelens site export)\n" + yaml.safe_dump(doc, sort_keys=False)
+            if args.out:
+                pathlib.Path(args.out).write_text(text)
+                print(f"wrote {args.out}: site version {version}", file=sys.stderr)
+            else:
+                sys.stdout.write(text)
+            return 0
+        new = with_cameras(config, [c.model_dump(mode="json") for c in load_config(args.file).cameras],
+                           origin=args.file)  # the whole file is validated; its cameras become the version
+        saved = sq.save_site(storage, version, {"cameras": [c.model_dump(mode="json") for c in new.cameras]},
+                             "cli", int(time.time() * 1000))
+        if saved is None:
+            raise ConfigError("the site changed while importing: run the import again")
+        audit_store.audit(storage, int(time.time() * 1000), "cli", "site.import", args.file, {"version": saved})
+        print(f"imported {args.file}: site version {saved} ({len(new.cameras)} cameras); running pipelines "
+              f"apply it without a restart")
+    finally:
+        storage.close()
+    return 0
+
+
+def cmd_users(args) -> int:
+    """``storelens users create-admin|create|list|delete`` and ``api-key``: sign-in accounts in the store's database."""
+    from storelens.api.security import Authenticator
+    from storelens.storage import open_storage
+    from storelens.storage import auth as store
+
+    config = _history_config(args)
+    storage = open_storage(config.storage)
+    try:
+        auth = Authenticator(config.auth, storage)
+        if args.users_command in ("create-admin", "create"):
+            role = "admin" if args.users_command == "create-admin" else args.role
+            try:
+                created = auth.create_user(args.username, _read_password(args), role)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+            store.audit(storage, int(time.time() * 1000), "cli", f"users.{args.users_command}", args.username,
+                        {"role": role, "created": created})
+            print(f"{'created' if created else 'updated'} {role} {args.username!r}")
+        elif args.users_command == "delete":
+            if not auth.delete_user(args.username):
+                raise ConfigError(f"no such user: {args.username!r}")
+            store.audit(storage, int(time.time() * 1000), "cli", "users.delete", args.username)
+            print(f"deleted {args.username!r}")
+        elif args.users_command == "api-key":
+            key_id, key = auth.create_api_key(args.name, args.role, "cli")
+            store.audit(storage, int(time.time() * 1000), "cli", "api-keys.create", key_id, {"role": args.role})
+            print(key)
+        else:
+            for u in store.list_users(storage):
+                print("\t".join([u["username"], u["role"], *(["disabled"] if u["disabled"] else [])]))
+    finally:
+        storage.close()
     return 0
 
 
@@ -523,6 +733,15 @@ def _print_faces(result) -> None:
               f"{f.get('reid_returning', 0)} returning)")
 
 
+def cmd_faces(args) -> int:
+    """``storelens faces IMAGE ...``: faces, age, gender, emotion per image (logic in runtime.still_faces)."""
+    from storelens.runtime.still_faces import StillFaceAnalyzer, load_faces_config, render_table
+
+    doc = StillFaceAnalyzer(load_faces_config(args.config)).analyze(args.images)
+    print(json.dumps(doc, indent=2) if args.json else render_table(doc))
+    return 2 if all("error" in e for e in doc["images"]) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="storelens", description="Retail analytics on existing CCTV cameras.")
     p.add_argument("--log-level", default=os.environ.get("STORELENS_LOG_LEVEL", "WARNING"))
@@ -576,6 +795,76 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--kind", choices=("occupancy", "dwell"), default="occupancy")
     h.add_argument("--config", help="take detector/tracker/heatmap settings from this site config")
     h.set_defaults(func=cmd_heatmap)
+
+    fc = sub.add_parser("faces", help="faces in still images: age, gender (or unknown), child, emotion, quality")
+    fc.add_argument("images", nargs="+", metavar="IMAGE")
+    fc.add_argument("--config", help="take the faces settings from this site config")
+    fc.add_argument("--json", action="store_true")
+    fc.set_defaults(func=cmd_faces)
+
+    si = sub.add_parser("site", help="the site's cameras, lines and zones as edited through the API (YAML)")
+    si_sub = si.add_subparsers(dest="site_command", required=True)
+    se = si_sub.add_parser("export", help="print the site in force (the site file with the newest edited cameras)")
+    se.add_argument("--out", help="write to this file instead of stdout")
+    sim = si_sub.add_parser("import", help="save a site file's cameras, lines and zones as the next version")
+    sim.add_argument("file")
+    for x in (se, sim):
+        x.add_argument("--config", help="site configuration (storage; default: the bundled example)")
+        x.add_argument("--db", help="SQLite history file (default: the config's storage)")
+        x.set_defaults(func=cmd_site)
+
+    us = sub.add_parser("users", help="sign-in accounts and API keys of the API and dashboard")
+    us_sub = us.add_subparsers(dest="users_command", required=True)
+    for name, help_ in (("create-admin", "create an admin or reset one (password from $STORELENS_ADMIN_PASSWORD "
+                                         "or stdin)"),
+                        ("create", "create a user or reset one (password as for create-admin)"),
+                        ("delete", "delete a user"), ("list", "list users"),
+                        ("api-key", "create an API key for a machine client (printed once)")):
+        u = us_sub.add_parser(name, help=help_)
+        if name == "api-key":
+            u.add_argument("name", help="what the key is for, e.g. 'till 3'")
+        elif name != "list":
+            u.add_argument("username", nargs="?" if name == "create-admin" else None,
+                           default="admin" if name == "create-admin" else None)
+        if name in ("create", "api-key"):
+            u.add_argument("--role", required=True, choices=("viewer", "manager", "admin"))
+        u.add_argument("--config", help="site configuration (storage; default: the bundled example)")
+        u.add_argument("--db", help="SQLite history file (default: the config's storage)")
+        u.set_defaults(func=cmd_users)
+
+    ex = sub.add_parser("export-dataset", help="YOLO images/labels and MOT tracks of confident tracks (faces blurred)")
+    ex.add_argument("source", nargs="?", help="video file to run the pipeline on (or --from-db)")
+    ex.add_argument("--from-db", action="store_true", help="export stored tracks; pixels from the cameras' video files")
+    ex.add_argument("--out", required=True, metavar="DIR")
+    ex.add_argument("--config", help="site configuration (cameras, storage, detector)")
+    ex.add_argument("--db", help="SQLite history file (default: the config's storage)")
+    ex.add_argument("--camera", action="append", help="only this camera (repeatable; --from-db)")
+    ex.add_argument("--from", dest="from_ms", type=int, metavar="MS", help="range start, ms since epoch (--from-db)")
+    ex.add_argument("--to", dest="to_ms", type=int, metavar="MS", help="range end (exclusive) (--from-db)")
+    ex.add_argument("--every", type=int, default=10, metavar="N", help="write every N-th frame (default 10)")
+    ex.add_argument("--min-confidence", type=float, default=0.5, help="mean confidence of a kept track (default 0.5)")
+    ex.add_argument("--min-length", type=int, default=10, help="points of a kept track (default 10)")
+    ex.add_argument("--val-fraction", type=float, default=0.2, help="last part of each camera for val (default 0.2)")
+    ex.add_argument("--no-face-detector", action="store_true", help="blur the head boxes only")
+    ex.add_argument("--licence", default="not stated (pass --licence)", help="licence of the footage (README.txt)")
+    ex.add_argument("--provenance", help="where the footage comes from (README.txt)")
+    ex.add_argument("--json", action="store_true")
+    ex.set_defaults(func=cmd_export_dataset)
+
+    au = sub.add_parser("audit", help="counting accuracy: tally clips around sampled crossings (faces blurred)")
+    au.add_argument("--config", help="site configuration (cameras with their video files, storage, audit)")
+    au.add_argument("--db", help="SQLite history file (default: the config's storage)")
+    au.add_argument("--out", required=True, metavar="DIR", help="where the clips (mp4) and clips.csv go")
+    au.add_argument("--clips", type=int, help="crossings to sample (default audit.clips)")
+    au.add_argument("--camera", action="append", help="only this camera (repeatable)")
+    au.add_argument("--from", dest="from_ms", type=int, metavar="MS", help="range start, ms since epoch")
+    au.add_argument("--to", dest="to_ms", type=int, metavar="MS", help="range end (exclusive)")
+    au.add_argument("--seed", type=int, help="random seed of the sample (same seed, same clips)")
+    au.add_argument("--answers", metavar="FILE.csv", help="the tally as CSV clip_id,in,out (else a prompt per clip)")
+    au.add_argument("--min-accuracy", type=float, help="alert threshold (default audit.min_accuracy)")
+    au.add_argument("--auditor", default="cli", help="who tallied (stored with the audit)")
+    au.add_argument("--json", action="store_true")
+    au.set_defaults(func=cmd_audit)
 
     pos = sub.add_parser("pos", help="point-of-sale transactions")
     pos_sub = pos.add_subparsers(dest="pos_command", required=True)

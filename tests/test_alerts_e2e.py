@@ -131,3 +131,120 @@ def test_pipeline_fires_within_the_hold_time_of_the_ground_truth(tmp_path) -> No
     for f, _ in want:
         nearest = min(fired, key=lambda t: abs(t - times[f]))
         assert abs(nearest - times[f]) <= tol_ms, (f, times[f] - START_TS_MS, [t - START_TS_MS for t in fired])
+
+
+# -- store occupancy over two cameras, frozen camera (issue 12 item 5) -----------------------------
+
+CAMPUS_VIDEO = asset("mot", "TUD-Campus", "TUD-Campus.mp4")
+CAMPUS_GT = asset("mot", "TUD-Campus", "gt", "gt.txt")
+#: A vertical door line per camera (x of the line): walking right is ``in`` (A at the bottom, B at the top).
+DOOR_X = {"stadtmitte": 400, "campus": 320}
+STORE_MAX = 4
+
+
+def gt_frames(cam: str, gt_path) -> list[m.TrackedFrame]:
+    gt = read_mot(gt_path, evaluated_only=True)
+    return [m.TrackedFrame(camera_id=cam, seq=f - 1, ts_ms=START_TS_MS + round((f - 1) * 1000 / FPS), width=640,
+                           height=480, source_frame=f,
+                           tracks=[m.Track(track_id=b.track_id, confidence=1.0, bbox_xyxy=m.BoxXYXY(
+                               x1=b.left, y1=b.top, x2=b.left + b.width, y2=b.top + b.height)) for b in gt.get(f, [])])
+            for f in range(1, max(gt) + 1)]
+
+
+def gt_store_occupancy(frames: list[m.TrackedFrame]) -> list[int]:
+    """Reference, independent of the line counter: a GT track's box centre changing side of the door's x is a
+    crossing; each camera's occupancy is ins minus outs (never below 0); the store's is their sum, per frame."""
+    side: dict[tuple[str, int], bool] = {}
+    occ = {cam: 0 for cam in DOOR_X}
+    out = []
+    for tf in frames:
+        for t in tf.tracks:
+            right = (t.bbox_xyxy.x1 + t.bbox_xyxy.x2) / 2 > DOOR_X[tf.camera_id]
+            key = (tf.camera_id, t.track_id)
+            if key in side and side[key] != right:
+                occ[tf.camera_id] = occ[tf.camera_id] + 1 if right else max(0, occ[tf.camera_id] - 1)
+            side[key] = right
+        out.append(sum(occ.values()))
+    return out
+
+
+def store_site(db: str = ":memory:", rules: list | None = None, sources: dict | None = None) -> dict:
+    sources = sources or {"stadtmitte": str(VIDEO), "campus": str(CAMPUS_VIDEO)}
+    return {"store": {"id": "two-doors"}, "faces": {"enabled": False}, "storage": {"path": db},
+            "stationary": {"enabled": False},
+            "cameras": [{"id": cam, "source": src, "start_ts_ms": START_TS_MS,
+                         "lines": [{"id": "door", "a": [DOOR_X[cam], 479], "b": [DOOR_X[cam], 0]}]}
+                        for cam, src in sources.items()],
+            "alerts": {"rules": rules if rules is not None else [
+                {"kind": "store_occupancy", "id": "full", "max": STORE_MAX, "hold_s": HOLD_S, "cooldown_s": 0}]}}
+
+
+def test_store_occupancy_fires_where_the_ground_truth_exceeds_the_limit() -> None:
+    """Two cameras (TUD-Stadtmitte, TUD-Campus), a door line on each; neither camera alone ever has more than
+    4 people in, together they reach 6: the store rule (max 4) fires within the hold time of the frame at which
+    the GT store occupancy has exceeded 4 for ``hold_s``, and resolves likewise."""
+    if not (GT.exists() and CAMPUS_GT.exists()):
+        pytest.skip("asset missing: TUD GT")
+    frames = sorted(gt_frames("stadtmitte", GT) + gt_frames("campus", CAMPUS_GT), key=lambda f: (f.ts_ms, f.camera_id))
+    occ = gt_store_occupancy(frames)
+    per_cam = {cam: max(gt_store_occupancy([f for f in frames if f.camera_id == cam])) for cam in DOOR_X}
+    assert max(occ) > STORE_MAX and all(v <= STORE_MAX for v in per_cam.values()), (max(occ), per_cam)
+    times = [f.ts_ms for f in frames]
+    want = reference(times, occ, STORE_MAX, round(HOLD_S * 1000))
+    assert len(want) == 1 and want[0][1] is not None
+    alerts = [r for r in derive(parse_config(store_site()), frames) if isinstance(r, m.Alert)]
+    assert [a.state for a in alerts] == ["firing", "resolved"]
+    fired, resolved = alerts
+    hold_ms = HOLD_S * 1000
+    assert abs(fired.ts_ms - times[want[0][0]]) <= hold_ms, (fired.ts_ms - START_TS_MS, times[want[0][0]] - START_TS_MS)
+    assert abs(resolved.ts_ms - times[want[0][1]]) <= hold_ms
+    assert fired.value > STORE_MAX and fired.camera_id == "" and fired.alert_id == f"full:two-doors:{fired.ts_ms}"
+
+
+def frozen_clip(tmp_path, first: int = 20, last: int = 50):
+    """TUD-Campus re-encoded as Motion-JPEG (each frame stands alone, so a repeated picture decodes identically)
+    with decoded frames ``first..last`` (0-based) all replaced by frame ``first``: a camera frozen for 31 frames."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(CAMPUS_VIDEO))
+    frames = []
+    while True:
+        ok, img = cap.read()
+        if not ok:
+            break
+        frames.append(img)
+    cap.release()
+    path = tmp_path / "campus_frozen.avi"
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), FPS, (frames[0].shape[1], frames[0].shape[0]))
+    for i, img in enumerate(frames):
+        w.write(frames[first] if first <= i <= last else img)
+    w.release()
+    return path, len(frames)
+
+
+def test_camera_frozen_on_a_clip_with_repeated_frames(tmp_path) -> None:
+    """The ingest's digests (real decode of a real clip) are equal exactly over the repeated frames; the embedded
+    pipeline (YOLO + tracker; detect-track passes the digest on) fires ``camera_frozen`` at the frame where the
+    picture has been the same for ``after_s`` and resolves at the first new picture."""
+    from storelens.backends.video import camera_frames
+    from storelens.runtime.embedded import EmbeddedPipeline
+
+    if not CAMPUS_VIDEO.exists():
+        pytest.skip(f"asset missing: {CAMPUS_VIDEO}")
+    clip, n = frozen_clip(tmp_path)
+    db = tmp_path / "frozen.db"
+    rules = [{"kind": "camera_frozen", "id": "frozen", "camera": "campus", "after_s": 0.4, "cooldown_s": 0},
+             {"kind": "camera_frozen", "id": "never", "camera": "campus", "after_s": 1.3}]
+    cfg = parse_config(store_site(str(db), rules, {"campus": str(clip)}))
+    digests = [f.image_digest for f in camera_frames(cfg.cameras[0]) if not f.end_of_stream]
+    assert len(digests) == n and all(len(d) == 8 for d in digests)
+    same = [i for i in range(1, n) if digests[i] == digests[i - 1]]
+    assert same == list(range(21, 51))  # exactly the repeats; every real frame differs from the one before
+    with SqlStorage(str(db)) as storage:
+        EmbeddedPipeline(cfg, storage=storage).run()
+    with sqlite3.connect(db) as c:
+        rows = c.execute("SELECT alert_id, kind, camera_id, state, fired_seq, fired_ts_ms, cleared_ts_ms FROM alerts"
+                         ).fetchall()
+    # frozen from frame 20 (800 ms); 0.4 s later = frame 30; the new picture at frame 51 clears it
+    assert rows == [("frozen:campus:30", "camera_frozen", "campus", "resolved", 30, START_TS_MS + 1200,
+                     START_TS_MS + 2040)]

@@ -38,6 +38,7 @@ import psycopg
 import pytest
 import yaml
 
+from storelens.api.testing import signed_in_client
 from storelens.contract import messages as m
 from storelens.contract import topics
 from storelens.runtime.analytics_app import app_id, changelog_topic
@@ -413,7 +414,6 @@ def proc_metric(proc: ServiceProc, name: str, **labels: str) -> float:
 
 def test_api_reads_live_state_from_redis_and_falls_back_to_postgres() -> None:
     """``create_app(config, storage, live)``: Redis first (with last seen), PostgreSQL when Redis has nothing."""
-    from fastapi.testclient import TestClient
     from psycopg import sql
 
     from storelens.api import create_app
@@ -432,7 +432,7 @@ def test_api_reads_live_state_from_redis_and_falls_back_to_postgres() -> None:
         store.write_occupancy(m.OccupancyUpdate(camera_id=cam2, ts_ms=T0, occupancy=4, total_in=5, total_out=1))
         live.set_occupancy(m.OccupancyUpdate(camera_id=cam1, ts_ms=T0 + 5_000, occupancy=3, total_in=4, total_out=1))
         live.touch_camera(cam1, T0 + 5_040)
-        client = TestClient(create_app(cfg, store, live))
+        client = signed_in_client(create_app(cfg, store, live))
         assert client.get(f"/v1/occupancy/{cam1}").json() == {
             "camera_id": cam1, "occupancy": 3, "total_in": 4, "total_out": 1, "ts_ms": T0 + 5_000,
             "last_seen_ts_ms": T0 + 5_040}
@@ -446,7 +446,7 @@ def test_api_reads_live_state_from_redis_and_falls_back_to_postgres() -> None:
         assert client.get("/readyz").status_code == 200
 
         # Redis unreachable: not ready, but occupancy still answers from PostgreSQL
-        client = TestClient(create_app(cfg, store, dead))
+        client = signed_in_client(create_app(cfg, store, dead))
         assert client.get("/readyz").status_code == 503
         assert client.get(f"/v1/occupancy/{cam1}").json() == {
             "camera_id": cam1, "occupancy": 1, "total_in": 1, "total_out": 0, "ts_ms": T0}
@@ -457,3 +457,29 @@ def test_api_reads_live_state_from_redis_and_falls_back_to_postgres() -> None:
         store.close()
         with psycopg.connect(PG_DSN, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+def test_analytics_service_applies_a_site_edit_without_restart(env: dict) -> None:
+    """A ``SiteUpdate`` on the compacted ``site-config`` topic (what the API publishes after a /v1/site edit)
+    puts a new line in force in the running service: the next frames count on it."""
+    cam, kafka = env["cam"], env["kafka"]
+    config: SiteConfig = env["config"]
+    cams = [c.model_dump(mode="json") for c in config.cameras]
+    cams[0]["lines"].append({"id": "upper", "a": [0, 250], "b": [640, 250]})
+    update = m.SiteUpdate(version=1, ts_ms=T0, actor="test", store_id=config.store.id,
+                          cameras_json=json.dumps(cams))
+    proc = ServiceProc(env["config_path"], env["tmp"] / "analytics.log", free_port())
+    try:
+        proc.wait_ready()
+        kafka.producer.publish_wait(kafka.name(topics.SITE_CONFIG), config.store.id.encode(), m.encode(update),
+                                    None, timeout_s=30)
+        wait_until("site version 1 applied", lambda: "site version applied" in proc.log_path.read_text(errors="replace"),
+                   proc=proc)
+        for tf in phase1_frames(cam):
+            kafka.send(topics.camera_key(cam), m.encode(tf))
+        want = {("door", 7, "in"), ("side", 8, "in"), ("upper", 7, "in")}  # 9 starts below the new line
+        got = lambda: {r for r in pg_rows(  # noqa: E731
+            "SELECT line_id, track_id, direction FROM crossings WHERE camera_id = %s", (cam,))}
+        wait_until("crossings of the new line and the old ones", lambda: got() == want, proc=proc)
+    finally:
+        assert proc.stop() == 0

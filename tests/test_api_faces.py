@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from psycopg import sql
 
+from storelens.api.testing import signed_in_client
 from storelens.contract import messages as m
 from storelens.api import FACES_DISABLED, create_app
 from storelens.config import SiteConfig, parse_config
@@ -27,7 +28,8 @@ DIM = 4
 
 def make_config() -> SiteConfig:
     return parse_config({"store": {"id": "store-42"}, "cameras": [
-        {"id": "cam-1", "source": "/tmp/x.mp4"}, {"id": "cam-2", "source": "/tmp/y.mp4"}]})
+        {"id": "cam-1", "source": "/tmp/x.mp4"}, {"id": "cam-2", "source": "/tmp/y.mp4"}],
+        "privacy": {"k_min": 1}})  # exact demographics of three tracks (k-anonymity: tests/test_privacy.py)
 
 
 def attrs(cam: str, track_id: int, last_ts: int, *, n_faces: int = 3, **kw: object) -> m.TrackAttributes:
@@ -105,7 +107,7 @@ def erased() -> list[str]:
 
 @pytest.fixture
 def client(storage: SqliteStorage, gallery: SqliteGalleryStore, erased: list[str]) -> Iterator[TestClient]:
-    with TestClient(create_app(make_config(), storage, gallery_store=gallery, on_erasure=erased.append)) as c:
+    with signed_in_client(create_app(make_config(), storage, gallery_store=gallery, on_erasure=erased.append)) as c:
         yield c
 
 
@@ -282,10 +284,10 @@ def test_delete_erases_the_customer_everywhere(client: TestClient, gallery: Sqli
     assert gallery.visits("cust-a") == [] and gallery.last_visit("cust-a") is None
     assert [cid for _, cid, _, _ in gallery.embeddings() if cid == "cust-a"] == []
     assert gallery.counts() == {"customers": 3, "embeddings": 6, "visits": 2}
-    # History: its matches are gone; anonymous demographics stay.
+    # History: its matches and the attributes of its two tracks are gone; the others' stay.
     assert storage.customer_tracks("cust-a") == []
     assert len(storage.customer_tracks("cust-b")) == 1
-    assert storage.demographics()["tracks"] == 3
+    assert storage.demographics()["tracks"] == 1
     # The API agrees.
     assert client.get("/v1/customers/cust-a").status_code == 404
     assert "cust-a" not in ids(client.get("/v1/customers").json())
@@ -314,7 +316,7 @@ def test_delete_when_notification_fails_is_503_and_a_retry_notifies(
         if len(calls) == 1:
             raise ConnectionError("kafka down")
 
-    client = TestClient(create_app(make_config(), storage, gallery_store=gallery, on_erasure=flaky))
+    client = signed_in_client(create_app(make_config(), storage, gallery_store=gallery, on_erasure=flaky))
     r = client.delete("/v1/customers/cust-b")
     assert r.status_code == 503 and "retry" in r.json()["detail"]
     assert not gallery.customer_exists("cust-b") and storage.customer_tracks("cust-b") == []
@@ -323,7 +325,7 @@ def test_delete_when_notification_fails_is_503_and_a_retry_notifies(
 
 
 def test_delete_without_on_erasure(storage: SqliteStorage, gallery: SqliteGalleryStore) -> None:
-    client = TestClient(create_app(make_config(), storage, gallery_store=gallery))
+    client = signed_in_client(create_app(make_config(), storage, gallery_store=gallery))
     assert client.delete("/v1/customers/cust-c").status_code == 204
     assert not gallery.customer_exists("cust-c")
 
@@ -335,14 +337,14 @@ def test_delete_without_on_erasure(storage: SqliteStorage, gallery: SqliteGaller
     ("GET", "/v1/customers"), ("GET", "/v1/customers/cust-a"), ("DELETE", "/v1/customers/cust-a"),
 ])
 def test_customer_endpoints_are_503_without_gallery(storage: SqliteStorage, method: str, path: str) -> None:
-    client = TestClient(create_app(make_config(), storage))
+    client = signed_in_client(create_app(make_config(), storage))
     r = client.request(method, path)
     assert (r.status_code, r.json()) == (503, {"detail": FACES_DISABLED})
     assert storage.customer_tracks("cust-a") != []  # nothing was erased
 
 
 def test_demographics_work_without_gallery(storage: SqliteStorage) -> None:
-    client = TestClient(create_app(make_config(), storage))
+    client = signed_in_client(create_app(make_config(), storage))
     assert client.get("/v1/demographics").json()["tracks"] == 3
 
 
@@ -387,7 +389,7 @@ def test_customer_detail_and_erasure_over_postgres(gallery: SqliteGalleryStore) 
         with PostgresStorage(PG_DSN, schema=schema) as store:
             fill_storage(store)
             erased: list[str] = []
-            client = TestClient(create_app(make_config(), store, gallery_store=gallery, on_erasure=erased.append))
+            client = signed_in_client(create_app(make_config(), store, gallery_store=gallery, on_erasure=erased.append))
             body = client.get("/v1/customers/cust-a").json()
             assert [t["track_id"] for t in body["tracks"]] == [1, 5]
             assert body["summary"]["age_band"] == "25-34"

@@ -9,12 +9,14 @@ from collections import Counter
 import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
-from fastapi.testclient import TestClient
 
 import storelens.api.routes as routes_pkg
+from storelens.api.testing import signed_in_client
 from storelens.api import create_app
 from storelens.api.deps import ApiContext, ApiRoute, CameraDep, api_router
 from storelens.api.metrics import Metrics
+from storelens.api.security import Authenticator
+from storelens.config.auth import AuthConfig
 from storelens.api.routes import ROUTERS
 from storelens.config import parse_config
 from storelens.storage import SqliteStorage
@@ -22,6 +24,9 @@ from storelens.storage import SqliteStorage
 #: The operations of the API, in the order of the OpenAPI schema.
 OPERATIONS = [
     ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"),
+    ("POST", "/v1/auth/login"), ("POST", "/v1/auth/logout"), ("GET", "/v1/auth/me"),
+    ("GET", "/v1/users"), ("POST", "/v1/users"), ("DELETE", "/v1/users/{username}"),
+    ("GET", "/v1/api-keys"), ("POST", "/v1/api-keys"), ("DELETE", "/v1/api-keys/{key_id}"), ("GET", "/v1/audit"),
     ("GET", "/v1/cameras"), ("GET", "/v1/counts"),
     ("GET", "/v1/occupancy"), ("GET", "/v1/occupancy/{camera_id}"),
     ("GET", "/v1/cameras/{camera_id}/tracks"), ("GET", "/v1/cameras/{camera_id}/crossings"),
@@ -30,9 +35,13 @@ OPERATIONS = [
     ("GET", "/v1/zones"), ("GET", "/v1/zones/stats"), ("GET", "/v1/zones/events"), ("GET", "/v1/queues"),
     ("GET", "/v1/interest"),
     ("GET", "/v1/journeys"), ("GET", "/v1/journeys/{journey_id}"), ("GET", "/v1/flows"), ("GET", "/v1/paths/top"),
-    ("GET", "/v1/cameras/{camera_id}/heatmap"), ("GET", "/v1/heatmap"),
+    ("GET", "/v1/cameras/{camera_id}/heatmap"), ("GET", "/v1/cameras/{camera_id}/snapshot"), ("GET", "/v1/heatmap"),
     ("POST", "/v1/transactions"), ("GET", "/v1/kpis"),
     ("GET", "/v1/alerts"), ("POST", "/v1/alerts/{alert_id}/ack"), ("POST", "/v1/alerts/{alert_id}/resolve"),
+    ("GET", "/v1/live"),
+    ("GET", "/v1/site"), ("PUT", "/v1/site/cameras/{camera_id}"), ("DELETE", "/v1/site/cameras/{camera_id}"),
+    ("PUT", "/v1/site/cameras/{camera_id}/lines/{line_id}"), ("DELETE", "/v1/site/cameras/{camera_id}/lines/{line_id}"),
+    ("PUT", "/v1/site/cameras/{camera_id}/zones/{zone_id}"), ("DELETE", "/v1/site/cameras/{camera_id}/zones/{zone_id}"),
 ]
 
 
@@ -47,8 +56,9 @@ def _operations(router) -> list[tuple[str, str]]:
 
 def test_every_route_is_in_exactly_one_router_module() -> None:
     modules = _router_modules()
-    assert set(modules) == {"health", "cameras", "counts", "occupancy", "tracks", "crossings", "demographics",
-                            "customers", "zones", "journeys", "heatmap", "business", "alerts"}
+    assert set(modules) == {"health", "auth", "admin", "cameras", "counts", "occupancy", "tracks", "crossings", "demographics",
+                            "customers", "zones", "journeys", "heatmap", "business", "alerts",
+                            "live", "site"}
     for name, mod in modules.items():
         assert mod.__doc__ and mod.__doc__.strip(), f"routes/{name}.py has no docstring"
     # the app includes every module's router, once
@@ -84,22 +94,24 @@ def test_every_route_raises_the_refusals_of_its_dependencies() -> None:
 ])
 def test_a_malformed_request_is_422_before_404_or_503(path: str, params: dict, status: int) -> None:
     cfg = parse_config({"store": {"id": "s1"}, "cameras": [{"id": "cam-1", "source": "/tmp/x.mp4"}]})
-    with TestClient(create_app(cfg, SqliteStorage(":memory:"))) as client:
+    with signed_in_client(create_app(cfg, SqliteStorage(":memory:"))) as client:
         assert client.get(path, params=params).status_code == status
 
 
 def test_api_route_serves_async_endpoints_too() -> None:
-    router = api_router("t")
+    router = api_router("t", role="viewer")
 
     @router.get("/t/{camera_id}")
     async def t(camera: CameraDep, n: int = 1) -> dict:
         return {"camera": camera.id, "n": n}
 
     app = FastAPI()
+    storage = SqliteStorage(":memory:")
     app.state.context = ApiContext(config=parse_config({"store": {"id": "s1"}, "cameras": [
-        {"id": "cam-1", "source": "/tmp/x.mp4"}]}), storage=SqliteStorage(":memory:"), metrics=Metrics())
+        {"id": "cam-1", "source": "/tmp/x.mp4"}]}), storage=storage, metrics=Metrics(),
+        auth=Authenticator(AuthConfig(), storage))
     app.include_router(router)
-    with TestClient(app) as client:
+    with signed_in_client(app) as client:
         assert client.get("/t/cam-1", params={"n": 2}).json() == {"camera": "cam-1", "n": 2}
         assert client.get("/t/nope").status_code == 404
         assert client.get("/t/nope", params={"n": "x"}).status_code == 422

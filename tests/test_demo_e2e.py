@@ -57,10 +57,12 @@ def demo_server(tmp_path_factory):
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "storelens.cli", "demo", "--config", str(cfg_path), "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "STORELENS_ADMIN_PASSWORD": "demo admin password"},
     )
     out_lines: list[str] = []
     deadline = time.time() + 600
+    api, served_while_running = None, False
     try:
         while time.time() < deadline:
             line = proc.stdout.readline()
@@ -70,15 +72,24 @@ def demo_server(tmp_path_factory):
                 continue
             out_lines.append(line)
             if "API serving at" in line:
+                # served from the start: a live camera never ends (issue 12 item 6)
+                assert "sign in as 'admin'" in line, line
+                base = f"http://127.0.0.1:{port}"
+                for _ in range(100):
+                    try:
+                        if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        time.sleep(0.1)
+                api = httpx.Client(base_url=base, timeout=30)
+                token = api.post("/v1/auth/login", data={"username": "admin", "password": "demo admin password"})
+                api.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
+                served_while_running = api.get("/v1/cameras").status_code == 200 and not any(
+                    "pipeline finished" in x or "│" in x for x in out_lines)
+            if "pipeline finished" in line:
                 break
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        yield base, "".join(out_lines)
+        assert api is not None and served_while_running, "".join(out_lines)
+        yield api, "".join(out_lines)
     finally:
         proc.terminate()
         try:
@@ -100,8 +111,8 @@ def cli_counts():
 
 
 def test_api_serves_the_demo_counts(demo_server, cli_counts):
-    base, stdout = demo_server
-    counts = httpx.get(f"{base}/v1/counts", params={"camera_id": "stadtmitte", "bucket_s": 60}).json()
+    api, stdout = demo_server
+    counts = api.get("/v1/counts", params={"camera_id": "stadtmitte", "bucket_s": 60}).json()
     totals = counts["totals"]
     print("API totals:", totals, "\nCLI count:", cli_counts, "\nGT:", _gt_counts())
 
@@ -124,9 +135,9 @@ def test_api_serves_the_demo_counts(demo_server, cli_counts):
 
 
 def test_api_occupancy_and_tracks(demo_server):
-    base, _ = demo_server
-    occ = httpx.get(f"{base}/v1/occupancy/stadtmitte").json()
-    crossings = httpx.get(f"{base}/v1/cameras/stadtmitte/crossings").json()
+    api, _ = demo_server
+    occ = api.get("/v1/occupancy/stadtmitte").json()
+    crossings = api.get("/v1/cameras/stadtmitte/crossings").json()
     events = crossings if isinstance(crossings, list) else crossings.get("crossings", crossings.get("events"))
     # replay the served events: occupancy is ins minus outs, clamped at zero
     value = 0
@@ -135,7 +146,7 @@ def test_api_occupancy_and_tracks(demo_server):
     assert occ["occupancy"] == value
     assert occ["total_in"] == sum(e["direction"] == "in" for e in events)
 
-    tracks = httpx.get(f"{base}/v1/cameras/stadtmitte/tracks",
+    tracks = api.get("/v1/cameras/stadtmitte/tracks",
                        params={"start_ms": START_TS_MS, "end_ms": START_TS_MS + 10_000}).json()["tracks"]
     assert len(tracks) >= 5  # TUD-Stadtmitte has about 10 people
     for t in tracks:
@@ -143,5 +154,5 @@ def test_api_occupancy_and_tracks(demo_server):
             x1, y1, x2, y2 = p["bbox_xyxy"]
             assert -20 <= x1 < x2 <= 660 and -20 <= y1 < y2 <= 500
             assert START_TS_MS <= p["ts_ms"] < START_TS_MS + 179 * 40
-    assert httpx.get(f"{base}/v1/occupancy/nope").status_code == 404
-    assert "/v1/counts" in httpx.get(f"{base}/openapi.json").json()["paths"]
+    assert api.get("/v1/occupancy/nope").status_code == 404
+    assert "/v1/counts" in api.get("/openapi.json").json()["paths"]

@@ -53,7 +53,7 @@ def embedded(tmp_path_factory):
 
 
 def _api_tracks(dep: LocalDeployment) -> dict:
-    body = httpx.get(dep.url("api", f"/v1/cameras/{CAMERA}/tracks"),
+    body = dep.api.get(f"/v1/cameras/{CAMERA}/tracks",
                      params={"start_ms": 0, "end_ms": 2**53 - 1, "limit_points": 100_000}, timeout=30).json()
     return {t["track_id"]: [(p["ts_ms"], p["seq"], tuple(round(v, 2) for v in p["bbox_xyxy"])) for p in t["points"]]
             for t in body["tracks"]}

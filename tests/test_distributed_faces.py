@@ -79,7 +79,8 @@ def _site(tmp_path, cameras: list[str]) -> dict:
 
             write_visit_video([_photo(p, n) for p, n in people], video, fps=FPS, hold_frames=HOLD, gap_frames=GAP)
         cams.append({"id": cam, "source": str(video), "start_ts_ms": start})
-    return {"store": {"id": "faces-e2e"}, "cameras": cams, "faces": {"enabled": True}}
+    return {"store": {"id": "faces-e2e"}, "cameras": cams, "faces": {"enabled": True},
+            "privacy": {"k_min": 1}}  # exact demographics of a few people (k-anonymity: tests/test_privacy.py)
 
 
 def _read_topic(dep: LocalDeployment, base: str, cls, expect: int, timeout_s: float = 30) -> list:
@@ -151,7 +152,7 @@ def test_returning_customers_across_two_visits(deployment, tmp_path):
     from storelens.runtime.kafka import KafkaBus
 
     dep = deployment
-    api = lambda path, **params: httpx.get(dep.url("api", path), params=params, timeout=30)  # noqa: E731
+    api = lambda path, **params: dep.api.get(path, params=params)  # noqa: E731
     problems: list[str] = []
 
     def expect(cond: bool, what: str) -> None:
@@ -276,7 +277,7 @@ def test_returning_customers_across_two_visits(deployment, tmp_path):
     # -- right to erasure: API -> stores -> customer-erasures -> reid's index ---------------------------
     victim = one.get(("entrance", "obama")) or next(iter(customers), None)
     assert victim is not None, f"no customer at all to erase ({report}); problems: {problems}"
-    r = httpx.delete(dep.url("api", f"/v1/customers/{victim}"), timeout=30)
+    r = dep.api.delete(f"/v1/customers/{victim}")
     assert r.status_code == 204, r.text
     assert api(f"/v1/customers/{victim}").status_code == 404
     assert victim not in {c["customer_id"] for c in api("/v1/customers", page_size=500).json()["items"]}
@@ -287,9 +288,12 @@ def test_returning_customers_across_two_visits(deployment, tmp_path):
     assert "customer erased" in dep.log("reid", tail=200_000)
     erasures = _read_topic(dep, "customer-erasures", m.CustomerErasure, expect=1)
     assert [e.customer_id for e in erasures] == [victim]
-    assert httpx.delete(dep.url("api", f"/v1/customers/{victim}"), timeout=30).status_code == 404
-    # anonymous per-track demographics stay
-    assert api("/v1/demographics").json()["tracks"] == store["tracks"]
+    assert dep.api.delete(f"/v1/customers/{victim}").status_code == 404
+    # every row derived from the customer goes, their tracks' face attributes too (privacy, issue 11 item 7):
+    # the store's demographics lose at least the erased customer's tracks, and nobody else's
+    after = api("/v1/demographics").json()["tracks"]
+    erased_tracks = {(t["camera_id"], t["track_id"]) for t in details[victim]["tracks"]}
+    assert 1 <= store["tracks"] - after and after >= 0, (store["tracks"], after, erased_tracks)
 
     # -- every service healthy and ready, and stops cleanly ------------------------------------------
     for name in PIPELINE:

@@ -14,8 +14,8 @@ import pathlib
 import cv2
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 
+from storelens.api.testing import signed_in_client
 from storelens.contract import messages as m
 from storelens.api import create_app
 from storelens.config import parse_config
@@ -50,6 +50,7 @@ def site(tmp: pathlib.Path, video: pathlib.Path, start_ts_ms: int):
         "crops": {"every_n_frames": 5},
         "storage": {"backend": "sqlite", "path": str(tmp / "history.db")},
         "faces": {"enabled": True, "reid": {"visit_gap_s": 1800}},
+        "privacy": {"k_min": 1},  # exact demographics of a few people (k-anonymity: tests/test_privacy.py)
     })
 
 
@@ -109,7 +110,7 @@ def test_api_customers_attributes_and_demographics(two_visits):
     tmp, cfg, [(r1, who1), (r2, who2)] = two_visits
     storage = SqliteStorage(str(tmp / "history.db"))
     gallery = SqliteGalleryStore(gallery_sqlite_path(cfg), dim=128)
-    client = TestClient(create_app(cfg, storage, gallery_store=gallery))
+    client = signed_in_client(create_app(cfg, storage, gallery_store=gallery))
     body = client.get("/v1/customers", params={"page_size": 50}).json()
     assert body["total"] == 5
     returning = {c["customer_id"] for c in body["items"] if c["returning"]}
@@ -139,7 +140,7 @@ def test_erasure_forgets_the_face(two_visits):
     storage = SqliteStorage(str(tmp / "history.db"))
     store = SqliteGalleryStore(gallery_sqlite_path(cfg), dim=128)
     cid = customers(r1, who1)["kit_harington"][0]
-    client = TestClient(create_app(cfg, storage, gallery_store=store))
+    client = signed_in_client(create_app(cfg, storage, gallery_store=store))
     assert client.delete(f"/v1/customers/{cid}").status_code == 204
     assert client.get(f"/v1/customers/{cid}").status_code == 404
     assert client.delete(f"/v1/customers/{cid}").status_code == 404
@@ -154,6 +155,62 @@ def test_erasure_forgets_the_face(two_visits):
     faces = YuNetFaceDetector().detect(img)
     emb = DlibFaceEmbedder().embed(img, faces[int(np.argmax(faces.score))])
     assert gallery.match(emb[0]).customer_id is None
+    storage.close()
+    store.close()
+
+
+def _copy_sqlite(src: pathlib.Path, dst: pathlib.Path) -> pathlib.Path:
+    import sqlite3
+
+    with sqlite3.connect(src) as a, sqlite3.connect(dst) as b:
+        a.backup(b)
+    return dst
+
+
+def test_erasure_removes_every_derived_row(two_visits, tmp_path):
+    """Right to erasure after a real run: a returning customer's links, attributes, summaries, points and zone
+    events leave every table (a copy of the run's databases; crossings stay as anonymous counts)."""
+    import sqlalchemy as sa
+
+    from storelens.storage.schema import HISTORY_TABLES, SQLITE_GALLERY
+
+    tmp, cfg, [(r1, who1), (r2, who2)] = two_visits
+    history = _copy_sqlite(tmp / "history.db", tmp_path / "history.db")
+    gallery_db = _copy_sqlite(pathlib.Path(gallery_sqlite_path(cfg)), tmp_path / "gallery.db")
+    storage, store = SqliteStorage(str(history)), SqliteGalleryStore(gallery_db, dim=128)
+    cid = customers(r2, who2)["obama"][0]  # returning: a track in each visit
+    other = customers(r2, who2)["biden"][0]
+    tracks = {(t["camera_id"], t["track_id"]) for t in storage.customer_tracks(cid)}
+    others = {(t["camera_id"], t["track_id"]) for t in storage.customer_tracks(other)}
+    assert len(tracks) >= 2 and others and not tracks & others
+
+    def rows_of(keys) -> dict[str, int]:
+        out = {}
+        for table in HISTORY_TABLES:
+            if "track_id" in table.c and "camera_id" in table.c:
+                q = sa.select(sa.func.count()).select_from(table).where(
+                    sa.or_(*[sa.and_(table.c.camera_id == c, table.c.track_id == t) for c, t in keys]))
+                out[table.name] = storage._read(lambda conn, q=q: conn.execute(q).scalar())
+        return out
+
+    before, before_others = rows_of(tracks), rows_of(others)
+    assert before["customer_matches"] >= 2 and before["track_attributes"] >= 2
+    assert before["track_points"] > 0 and before["track_summaries"] >= 2
+    client = signed_in_client(create_app(cfg, storage, gallery_store=store))
+    assert client.get("/v1/journeys", params={"limit": 1000}).json()["total"] > 0
+    assert client.delete(f"/v1/customers/{cid}").status_code == 204
+    after = rows_of(tracks)
+    assert after == {name: (before[name] if name == "crossings" else 0) for name in before}, after
+    assert rows_of(others) == before_others  # nobody else's rows went
+    cm = storage._read(lambda c: c.execute(sa.select(sa.func.count()).where(
+        sa.table("customer_matches", sa.column("customer_id")).c.customer_id == cid)).scalar())
+    assert cm == 0
+    for table in SQLITE_GALLERY[1:]:  # customers, embeddings, visits
+        q = sa.select(sa.func.count()).select_from(table).where(table.c.customer_id == cid)
+        assert store._read(lambda c, q=q: c.execute(q).scalar()) == 0, table.name
+    journeys = client.get("/v1/journeys", params={"limit": 1000}).json()["journeys"]
+    assert cid not in {j["customer_id"] for j in journeys}
+    assert not {(s["camera_id"], s["track_id"]) for j in journeys for s in j["path"]} & tracks
     storage.close()
     store.close()
 

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from storelens.api.testing import signed_in_client
 from storelens.api import create_app
 from storelens.config import parse_config
 from storelens.contract import messages as m
@@ -282,7 +283,7 @@ def test_query_sums_minutes_in_range(storage: SqlStorage) -> None:
 def client(storage: SqlStorage, tmp_path: pathlib.Path) -> Iterator[TestClient]:
     plan = tmp_path / "plan.png"
     cv2.imwrite(str(plan), np.full((300, 400, 3), 255, np.uint8))
-    with TestClient(create_app(api_config(str(plan)), storage)) as c:
+    with signed_in_client(create_app(api_config(str(plan)), storage)) as c:
         yield c
 
 
@@ -335,7 +336,7 @@ def test_api_store_plan(client: TestClient) -> None:
 
 
 def test_api_store_plan_not_configured(storage: SqlStorage) -> None:
-    with TestClient(create_app(api_config(), storage)) as c:
+    with signed_in_client(create_app(api_config(), storage)) as c:
         r = c.get("/v1/heatmap")
     assert r.status_code == 409 and "floor plan" in r.json()["detail"]
 

@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from fastapi.testclient import TestClient
 
+from storelens.api.testing import signed_in_client
 from storelens.api import create_app
 from storelens.config import parse_config
 from storelens.contract import messages as m
@@ -69,7 +69,7 @@ def test_api_totals_equal_the_stored_track_time(pipeline_run) -> None:
     config, store, frame_ts, result = pipeline_run
     assert result.frames == len(frame_ts) == 71
     want = expected_ms(store, frame_ts)
-    with TestClient(create_app(config, store)) as client:
+    with signed_in_client(create_app(config, store)) as client:
         r = client.get("/v1/cameras/cam/heatmap", params={"start_ms": START - 60_000, "end_ms": START + 120_000})
         assert r.status_code == 200, r.text
         body = r.json()

@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 
+from storelens.api.testing import signed_in_client
 from storelens.config.behaviour import JourneysConfig
 from storelens.contract import messages as m
 from storelens.domain.journeys import (
@@ -313,6 +313,7 @@ def api(storage):
                                                                      {"id": "till", "kind": "queue",
                                                                       "polygon": poly, "service_edge": [0, 1]}]}],
         "journeys": {"links": [{"from": "door", "to": "floor", "max_s": 30, "both_ways": True}]},
+        "privacy": {"k_min": 1},  # exact counts of two journeys (k-anonymity: tests/test_privacy.py)
     })
     t0 = 1_700_000_000
     storage.write_records([
@@ -329,7 +330,7 @@ def api(storage):
     storage.write_track_attributes([m.TrackAttributes(camera_id="door", track_id=1, first_ts_ms=t0 * 1000,
                                                       last_ts_ms=(t0 + 5) * 1000, gender=m.gender_value("male"),
                                                       age_years=40.0)])
-    with TestClient(create_app(config, storage)) as client:
+    with signed_in_client(create_app(config, storage)) as client:
         yield client, t0 * 1000
 
 

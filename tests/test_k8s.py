@@ -1,7 +1,11 @@
 """k8s/: every overlay (and the base) renders with the real kustomize, every document
-validates against the Kubernetes schemas (offline, strict: unknown fields fail), every
-Deployment keeps the hardening rules, and the site.yaml in the ConfigMap is a valid
-``storelens.config`` file once expanded with the env each Deployment defines.
+validates against the Kubernetes schemas (offline, strict: unknown fields fail; the KEDA and
+Prometheus Operator kinds against the minimal strict schemas in k8s/schemas/), every
+Deployment keeps the hardening rules, the NetworkPolicies isolate each namespace (default
+deny, only the api reachable from outside, egress only to DNS, Kafka, PostgreSQL, Redis and
+the cameras), the KEDA ScaledObjects follow the store's site.yaml (consumer group, topic,
+partitions), and the site.yaml in the ConfigMap is a valid ``storelens.config`` file once
+expanded with the env each Deployment defines.
 
 kustomize comes from ``scripts/kustomize.sh``, which builds it from the Go module proxy
 into ``.tools/bin`` the first time (under a minute with a warm Go cache).
@@ -10,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import os
 import pathlib
 import re
@@ -20,10 +25,14 @@ import pytest
 import yaml
 
 from storelens.config import SiteConfig, parse_config
+from storelens.config.auth import AuthConfig
+from storelens.contract import topics
 from storelens.errors import ConfigError
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
-from kubernetes_validate.utils import SchemaNotFoundError  # noqa: E402
+import jsonschema  # noqa: E402  (a dependency of kubernetes-validate)
+import referencing  # noqa: E402
+from kubernetes_validate.utils import SchemaNotFoundError, schema_contents  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 KUSTOMIZE = REPO / "scripts" / "kustomize.sh"
@@ -31,16 +40,37 @@ K8S_DIR = REPO / "k8s"
 BASE = K8S_DIR / "base"
 OVERLAYS = sorted(p.parent for p in (K8S_DIR / "overlays").glob("*/kustomization.yaml"))
 TARGETS = [BASE, *OVERLAYS]
+#: The chain level (not a store): the roll-up of every store's aggregates.
+CHAIN = K8S_DIR / "overlays" / "chain"
+#: Targets that run a store's services (the base, whole stores, and the halves of a split store).
+STACKS = [t for t in TARGETS if t != CHAIN]
+STORE_OVERLAYS = [t for t in OVERLAYS if t != CHAIN]
+#: Cluster-wide objects applied once (the shared databases' NetworkPolicies).
+CLUSTER = K8S_DIR / "cluster"
+#: Minimal strict JSON schemas of the custom resources (KEDA, Prometheus Operator), by (apiVersion, kind).
+CRD_SCHEMAS = {
+    ("keda.sh/v1alpha1", "ScaledObject"): "scaledobject-keda-v1alpha1.json",
+    ("keda.sh/v1alpha1", "TriggerAuthentication"): "triggerauthentication-keda-v1alpha1.json",
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor-monitoring-v1.json",
+}
 #: Oldest Kubernetes release the manifests must be valid for (schemas bundled by kubernetes-validate).
 K8S_VERSION = "1.31.0"
 
 UID = 10001
 SERVICES = ("ingest", "detect-track", "attributes", "reid", "analytics", "api")
+#: The services of each half of a store split between the store (edge) and the cloud.
+EDGE_SERVICES = ("ingest", "detect-track")
+CLOUD_SERVICES = ("attributes", "reid", "analytics", "api")
+CHAIN_SERVICES = ("chain-rollup",)
 #: Health/metrics port of each service: the api serves them on its HTTP port.
-PORTS = {svc: ("http-metrics", 9100) for svc in SERVICES} | {"api": ("http", 8080)}
+PORTS = {svc: ("http-metrics", 9100) for svc in SERVICES + CHAIN_SERVICES} | {"api": ("http", 8080)}
 KAFKA = {("storelens-kafka", "username"), ("storelens-kafka", "password")}
 DB = {("storelens-db", "username"), ("storelens-db", "password")}
 CAMERAS = {("storelens-cameras", "username"), ("storelens-cameras", "password")}
+#: The api's sign-in secrets (Secret storelens-auth): key -> the env var AuthConfig reads it from.
+AUTH_ENV = {"jwt-secret": AuthConfig().jwt_secret_env, "admin-username": AuthConfig().admin_username_env,
+            "admin-password": AuthConfig().admin_password_env, "metrics-token": AuthConfig().metrics_token_env}
+AUTH = {("storelens-auth", key) for key in AUTH_ENV}
 #: Least privilege: the exact Secret keys each service may read.
 SECRETS = {
     "ingest": KAFKA | CAMERAS,
@@ -48,7 +78,8 @@ SECRETS = {
     "attributes": KAFKA,
     "reid": KAFKA | DB,  # the customer gallery lives in PostgreSQL
     "analytics": KAFKA | DB,
-    "api": DB | KAFKA,  # publishes customer-erasures
+    "api": DB | KAFKA | AUTH,  # publishes customer-erasures; signs sessions, creates the first admin
+    "chain-rollup": KAFKA | DB,
 }
 #: Services that run models and therefore mount the weights volume.
 MODEL_SERVICES = {"detect-track", "attributes", "reid"}
@@ -58,6 +89,22 @@ ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-[^}]*)?\}")
 
 def _id(p: pathlib.Path) -> str:
     return str(p.relative_to(K8S_DIR))
+
+
+def expected_services(target: pathlib.Path) -> tuple[str, ...]:
+    """The Deployments (components) ``target`` runs."""
+    if target == CHAIN:
+        return CHAIN_SERVICES
+    if target.name.endswith("-edge"):
+        return EDGE_SERVICES
+    if target.name.endswith("-cloud"):
+        return CLOUD_SERVICES
+    return SERVICES
+
+
+def store_of(overlay: pathlib.Path) -> str:
+    """The store an overlay deploys: the halves of a split store (``-edge``, ``-cloud``) are one store."""
+    return re.sub(r"-(edge|cloud)$", "", overlay.name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -148,6 +195,29 @@ def container_env(docs: list[dict], container: dict) -> dict[str, str]:
     return env
 
 
+@functools.cache
+def _crd_validator(api_version: str, kind: str) -> jsonschema.protocols.Validator:
+    """A validator of k8s/schemas/<file> whose ``$ref``s to Kubernetes types (ObjectMeta, HPA
+    behaviour, label selectors) resolve to kubernetes-validate's strict definitions."""
+    schema = json.loads((K8S_DIR / "schemas" / CRD_SCHEMAS[(api_version, kind)]).read_text())
+    defs = schema_contents(f"kubernetes-json-schema/v{K8S_VERSION}-local-strict/_definitions.json", K8S_VERSION)
+    registry = referencing.Registry().with_resources([
+        (schema["$id"], referencing.Resource.from_contents(schema)),
+        ("https://kubernetes.io/api/_definitions.json", referencing.Resource.from_contents(defs)),
+    ])
+    return jsonschema.Draft202012Validator(schema, registry=registry)
+
+
+def validate(doc: dict) -> None:
+    """Validate ``doc`` strictly: Kubernetes kinds with kubernetes-validate, the custom
+    resources with k8s/schemas/; raises ``jsonschema.ValidationError`` (or SchemaNotFoundError)."""
+    key = (doc.get("apiVersion"), doc.get("kind"))
+    if key in CRD_SCHEMAS:
+        _crd_validator(*key).validate(doc)
+    else:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
 _CPU = re.compile(r"^(\d+(?:\.\d+)?)(m?)$")
 _MEM = re.compile(r"^(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|k|M|G|T)?$")
 _MEM_UNIT = {None: 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
@@ -179,20 +249,25 @@ def test_there_is_at_least_one_overlay():
 def test_renders_the_expected_objects(target):
     docs = render(target)
     kinds = sorted(d["kind"] for d in docs)
-    assert sorted(component(d) for d in deployments(docs)) == sorted(SERVICES)
-    for kind in ("ConfigMap", "Service", "ServiceAccount", "PersistentVolumeClaim", "PodDisruptionBudget"):
+    assert sorted(component(d) for d in deployments(docs)) == sorted(expected_services(target))
+    required = ["ConfigMap", "ServiceAccount", "NetworkPolicy"]
+    if target != CHAIN:
+        required += ["Service", "PersistentVolumeClaim"]
+    if "api" in expected_services(target):
+        required += ["PodDisruptionBudget", "Ingress"]
+    for kind in required:
         assert kind in kinds, f"{_id(target)} renders no {kind}"
     assert "Secret" not in kinds, "Secrets are created per store with kubectl, never rendered from the repo"
 
 
-@pytest.mark.parametrize("target", TARGETS, ids=_id)
+@pytest.mark.parametrize("target", [*TARGETS, CLUSTER], ids=_id)
 def test_every_document_validates_against_the_kubernetes_schemas(target):
     problems = []
     for doc in render(target):
         where = f"{doc['kind']}/{doc['metadata']['name']}"
         try:
-            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
-        except kubernetes_validate.ValidationError as exc:
+            validate(doc)
+        except jsonschema.ValidationError as exc:
             problems.append(f"{where}: {'.'.join(map(str, exc.path))}: {exc.message}")
         except SchemaNotFoundError as exc:
             problems.append(f"{where}: {exc.message}")
@@ -326,6 +401,10 @@ def check_volumes(dep: dict) -> Iterator[str]:
         tmp = mounts.get("/tmp")
         if not tmp or "emptyDir" not in volumes.get(tmp["name"], {}):
             yield f"{c['name']}: /tmp is not an emptyDir"
+        if component(dep) in CHAIN_SERVICES:  # no site.yaml, no models (see k8s/overlays/chain)
+            if "/models" in mounts or "/etc/storelens" in mounts:
+                yield f"{c['name']}: the chain roll-up mounts a store's config or the models"
+            continue
         cfg = mounts.get("/etc/storelens")
         if not cfg or not cfg.get("readOnly") or not volumes.get(cfg["name"], {}).get("configMap", {}).get(
                 "name", "").startswith("storelens-site"):
@@ -378,7 +457,8 @@ def check_labels(dep: dict) -> Iterator[str]:
 
 def check_replicas(dep: dict) -> Iterator[str]:
     comp, spec = component(dep), dep["spec"]
-    if comp in ("ingest", "detect-track", "analytics") and spec.get("replicas") != 1:
+    # No `replicas` = 1 (Kubernetes' default); left out where KEDA owns the count (components/autoscale-*).
+    if comp in ("ingest", "detect-track", "analytics") and spec.get("replicas", 1) != 1:
         yield f"{comp} should run 1 replica by default, has {spec.get('replicas')}"
     if comp == "ingest" and spec.get("strategy", {}).get("type") != "Recreate":
         yield "ingest must use the Recreate strategy (two readers would publish every frame twice)"
@@ -485,11 +565,14 @@ def test_services_and_pdbs_select_real_pods_and_ports(target):
             for d in picked:
                 names = {p["name"] for c in pod_spec(d)["containers"] for p in c.get("ports", [])}
                 assert port["targetPort"] in names, f"{d['metadata']['name']} has no port {port['targetPort']}"
-    api = services["storelens-api"]
-    assert [(p["name"], p["port"]) for p in api["spec"]["ports"]] == [("http", 8080)]
-    metrics = services["storelens-metrics"]
-    picked = {component(d) for d in deps if _selects(metrics["spec"]["selector"], d["spec"]["template"]["metadata"]["labels"])}
-    assert picked == set(SERVICES) - {"api"}, "the metrics Service must cover every pipeline service"
+    if "api" in expected_services(target):
+        api = services["storelens-api"]
+        assert [(p["name"], p["port"]) for p in api["spec"]["ports"]] == [("http", 8080)]
+    if target != CHAIN:
+        metrics = services["storelens-metrics"]
+        picked = {component(d) for d in deps
+                  if _selects(metrics["spec"]["selector"], d["spec"]["template"]["metadata"]["labels"])}
+        assert picked == set(expected_services(target)) - {"api"}, "the metrics Service must cover every pipeline service"
     for pdb in of_kind(docs, "PodDisruptionBudget"):
         assert any(_selects(pdb["spec"]["selector"]["matchLabels"], d["spec"]["template"]["metadata"]["labels"])
                    for d in deps), f"PDB {pdb['metadata']['name']} selects no pods"
@@ -528,7 +611,7 @@ def _load_site(monkeypatch: pytest.MonkeyPatch, docs: list[dict], text: str, env
     return parse_config(yaml.safe_load(text), origin="site.yaml (ConfigMap storelens-site)")
 
 
-@pytest.mark.parametrize("target", TARGETS, ids=_id)
+@pytest.mark.parametrize("target", STACKS, ids=_id)
 def test_site_config_validates_with_each_deployments_env(target, monkeypatch):
     docs = render(target)
     text = site_yaml(docs)
@@ -566,12 +649,12 @@ def test_site_config_validates_with_each_deployments_env(target, monkeypatch):
             assert env["STORELENS_API_HOST"] == "0.0.0.0" and int(env["STORELENS_API_PORT"]) == cfg.api.port
 
 
-@pytest.mark.parametrize("target", TARGETS, ids=_id)
+@pytest.mark.parametrize("target", STACKS, ids=_id)
 def test_site_config_fails_without_the_endpoints(target, monkeypatch):
     """The endpoints have no defaults: a pod without the storelens-env ConfigMap fails at start."""
     docs = render(target)
-    (ingest,) = [d for d in deployments(docs) if component(d) == "ingest"]
-    env = container_env(docs, pod_spec(ingest)["containers"][0])
+    first = deployments(docs)[0]
+    env = container_env(docs, pod_spec(first)["containers"][0])
     env.pop("STORELENS_KAFKA_BOOTSTRAP")
     with pytest.raises(ConfigError, match="STORELENS_KAFKA_BOOTSTRAP"):
         _load_site(monkeypatch, docs, site_yaml(docs), env)
@@ -583,15 +666,24 @@ def test_site_config_fails_without_the_endpoints(target, monkeypatch):
 
 
 def _store(docs: list[dict], monkeypatch: pytest.MonkeyPatch) -> tuple[dict, SiteConfig, dict[str, str]]:
+    """The namespace, the site configuration and the env of the first Deployment (ingest in a whole store)."""
     (ns,) = of_kind(docs, "Namespace")
-    (ingest,) = [d for d in deployments(docs) if component(d) == "ingest"]
-    env = container_env(docs, pod_spec(ingest)["containers"][0])
+    first = deployments(docs)[0]
+    env = container_env(docs, pod_spec(first)["containers"][0])
     with monkeypatch.context() as mp:
         cfg = _load_site(mp, docs, site_yaml(docs), env)
     return ns, cfg, env
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS, ids=_id)
+def kustomizations(overlay: pathlib.Path) -> Iterator[dict]:
+    """The overlay's kustomization.yaml and those of the components it includes."""
+    kust = yaml.safe_load((overlay / "kustomization.yaml").read_text())
+    yield kust
+    for comp in kust.get("components", []):
+        yield yaml.safe_load((overlay / comp / "kustomization.yaml").read_text())
+
+
+@pytest.mark.parametrize("overlay", STORE_OVERLAYS, ids=_id)
 def test_overlay_sets_namespace_store_and_images(overlay, monkeypatch):
     docs = render(overlay)
     ns, cfg, _ = _store(docs, monkeypatch)
@@ -607,9 +699,8 @@ def test_overlay_sets_namespace_store_and_images(overlay, monkeypatch):
         assert dep["spec"]["template"]["metadata"]["labels"].get("storelens.io/store") == cfg.store.id
     assert cfg.store.id != "example-store", "the overlay must replace the base's template site.yaml"
     assert cfg.cameras and all(cam.lines or cam.zones for cam in cfg.cameras)
-    # The store pins every image in its kustomization (images: transformer).
-    kust = yaml.safe_load((overlay / "kustomization.yaml").read_text())
-    pinned = {i["name"]: i for i in kust.get("images", [])}
+    # The store pins every image in its kustomization or a component of its own (images: transformer).
+    pinned = {i["name"]: i for kust in kustomizations(overlay) for i in kust.get("images", [])}
     for dep in deployments(docs):
         image = pod_spec(dep)["containers"][0]["image"]
         entry = pinned.get(f"ghcr.io/storelens/{component(dep)}")
@@ -620,11 +711,414 @@ def test_overlay_sets_namespace_store_and_images(overlay, monkeypatch):
 
 def test_stores_do_not_share_state(monkeypatch):
     """Copying an overlay and forgetting to change something must not mix two stores' data."""
-    seen: dict[str, dict[str, str]] = {k: {} for k in ("namespace", "store id", "database", "redis")}
-    for overlay in OVERLAYS:
+    seen: dict[str, dict[str, str]] = {k: {} for k in ("namespace", "store id", "database", "redis", "topic prefix",
+                                                       "group prefix")}
+    for overlay in STORE_OVERLAYS:
         ns, cfg, env = _store(render(overlay), monkeypatch)
         for key, value in (("namespace", ns["metadata"]["name"]), ("store id", cfg.store.id),
                            ("database", f"{env['STORELENS_DB_HOST']}/{env['STORELENS_DB_NAME']}"),
-                           ("redis", env["STORELENS_REDIS_URL"])):
-            assert value not in seen[key], f"{overlay.name} and {seen[key].get(value)} share the {key} {value}"
-            seen[key][value] = overlay.name
+                           ("redis", env["STORELENS_REDIS_URL"]), ("topic prefix", cfg.kafka.topic_prefix),
+                           ("group prefix", cfg.kafka.group_prefix)):
+            other = seen[key].get(value)
+            assert other in (None, store_of(overlay)), f"{overlay.name} and {other} share the {key} {value}"
+            seen[key][value] = store_of(overlay)
+
+
+# ---------------------------------------------------------------------------------------------
+# NetworkPolicies: default deny, only the api reachable from outside, egress only to backends
+# ---------------------------------------------------------------------------------------------
+
+#: Where pods may send traffic, and which components may: (namespace, pod labels, ports) -> components.
+EGRESS_PEERS: dict[tuple[str, tuple[tuple[str, str], ...], frozenset], set[str]] = {
+    ("kube-system", (("k8s-app", "kube-dns"),), frozenset({("UDP", 53), ("TCP", 53)})): set(SERVICES + CHAIN_SERVICES),
+    ("kafka", (("strimzi.io/cluster", "storelens-kafka"), ("strimzi.io/kind", "Kafka")), frozenset({("TCP", 9092)})):
+        set(SERVICES + CHAIN_SERVICES),
+    ("storelens-db", (("app.kubernetes.io/name", "postgres"),), frozenset({("TCP", 5432)})):
+        {"reid", "analytics", "api", "chain-rollup"},
+    ("storelens-db", (("app.kubernetes.io/name", "redis"),), frozenset({("TCP", 6379)})): {"analytics", "api"},
+}
+#: Who may reach the api from outside its namespace: the ingress controller and Prometheus.
+API_CLIENTS = {("ingress-nginx", (("app.kubernetes.io/name", "ingress-nginx"),)),
+               ("monitoring", (("app.kubernetes.io/name", "prometheus"),))}
+
+
+def _selector_matches(sel: dict, labels: dict) -> bool:
+    """``labels`` satisfy a Kubernetes LabelSelector (matchLabels and matchExpressions)."""
+    if any(labels.get(k) != v for k, v in sel.get("matchLabels", {}).items()):
+        return False
+    for e in sel.get("matchExpressions", []):
+        has, value = e["key"] in labels, labels.get(e["key"])
+        ok = {"In": has and value in e.get("values", []), "NotIn": not has or value not in e.get("values", []),
+              "Exists": has, "DoesNotExist": not has}[e["operator"]]
+        if not ok:
+            return False
+    return True
+
+
+def policy_pods(policy: dict, deps: list[dict]) -> list[str]:
+    """Components whose pods ``policy`` selects (same namespace)."""
+    return [component(d) for d in deps if d["metadata"].get("namespace") == policy["metadata"].get("namespace")
+            and _selector_matches(policy["spec"]["podSelector"], d["spec"]["template"]["metadata"]["labels"])]
+
+
+def _peer(peer: dict) -> tuple[str | None, tuple[tuple[str, str], ...]]:
+    ns = peer.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
+    return ns, tuple(sorted(peer.get("podSelector", {}).get("matchLabels", {}).items()))
+
+
+def _ports(rule: dict) -> frozenset:
+    return frozenset((p.get("protocol", "TCP"), p.get("port")) for p in rule.get("ports", []))
+
+
+def check_default_deny(docs: list[dict]) -> Iterator[str]:
+    deps = deployments(docs)
+    deny = [p for p in of_kind(docs, "NetworkPolicy") if p["spec"]["podSelector"] == {}
+            and set(p["spec"].get("policyTypes", [])) == {"Ingress", "Egress"}
+            and not p["spec"].get("ingress") and not p["spec"].get("egress")]
+    if not deny:
+        yield "no default-deny NetworkPolicy (podSelector {}, Ingress and Egress, no rules)"
+    for d in deps:
+        if not any(component(d) in policy_pods(p, deps) for p in deny):
+            yield f"{d['metadata']['name']}: its pods are not selected by a default-deny policy"
+
+
+def check_ingress_from_outside(docs: list[dict]) -> Iterator[str]:
+    """Only the api accepts traffic from outside the namespace, only from API_CLIENTS, on its http port."""
+    deps = deployments(docs)
+    for pol in of_kind(docs, "NetworkPolicy"):
+        name = pol["metadata"]["name"]
+        for rule in pol["spec"].get("ingress", []):
+            peers = rule.get("from", [])
+            outside = not peers or any("namespaceSelector" in p or "ipBlock" in p for p in peers)
+            if not outside:
+                continue
+            pods = policy_pods(pol, deps)
+            if set(pods) - {"api"}:
+                yield f"{name}: {sorted(set(pods) - {'api'})} accept traffic from outside the namespace"
+            if not peers or any(_peer(p) not in API_CLIENTS or "ipBlock" in p for p in peers):
+                yield f"{name}: the api accepts traffic from {peers or 'everywhere'}"
+            if _ports(rule) != {("TCP", "http")}:
+                yield f"{name}: opens {sorted(_ports(rule))}, not only the api's http port"
+
+
+def check_egress(docs: list[dict]) -> Iterator[str]:
+    """Egress only to DNS, Kafka, PostgreSQL and Redis (each for the services that use it) and the cameras (ingest)."""
+    deps = deployments(docs)
+    for pol in of_kind(docs, "NetworkPolicy"):
+        name = pol["metadata"]["name"]
+        pods = set(policy_pods(pol, deps)) if pol["spec"]["podSelector"] else set(SERVICES + CHAIN_SERVICES)
+        for rule in pol["spec"].get("egress", []):
+            peers = rule.get("to", [])
+            if not peers:
+                yield f"{name}: egress to everywhere"
+            for peer in peers:
+                if "ipBlock" in peer:
+                    block = peer["ipBlock"]
+                    if pods - {"ingest"} or _ports(rule) != {("TCP", 554)} or block["cidr"].endswith("/0"):
+                        yield f"{name}: {sorted(pods)} may reach {block['cidr']} on {sorted(_ports(rule))}" \
+                              " (only ingest, to the cameras' subnet on RTSP 554)"
+                    continue
+                key = (*_peer(peer), _ports(rule))
+                if key not in EGRESS_PEERS:
+                    yield f"{name}: egress to {key} is not DNS, Kafka, PostgreSQL or Redis"
+                elif pods - EGRESS_PEERS[key]:
+                    yield f"{name}: {sorted(pods - EGRESS_PEERS[key])} may reach {key[0]}/{dict(key[1])}, which they do not use"
+
+
+POLICY_CHECKS = [("default-deny", check_default_deny), ("ingress-from-outside", check_ingress_from_outside),
+                 ("egress", check_egress)]
+
+
+@pytest.mark.parametrize("check", [c for _, c in POLICY_CHECKS], ids=[n for n, _ in POLICY_CHECKS])
+@pytest.mark.parametrize("target", TARGETS, ids=_id)
+def test_network_policies(target, check):
+    problems = list(check(render(target)))
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("target", [t for t in TARGETS if "api" in expected_services(t)], ids=_id)
+def test_the_ingress_controller_reaches_the_api(target):
+    docs = render(target)
+    deps = deployments(docs)
+    rules = [(pol, rule) for pol in of_kind(docs, "NetworkPolicy") if "api" in policy_pods(pol, deps)
+             for rule in pol["spec"].get("ingress", [])]
+    assert any(("ingress-nginx", (("app.kubernetes.io/name", "ingress-nginx"),)) in {_peer(p) for p in r.get("from", [])}
+               and ("TCP", "http") in _ports(r) for _, r in rules), "no ingress rule from the ingress controller to the api"
+
+
+def _add_rule(kind: str, rule: dict, selector: dict | None = None) -> Callable[[list[dict]], None]:
+    def f(docs: list[dict]) -> None:
+        docs.append({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                     "metadata": {"name": "added", "namespace": deployments(docs)[0]["metadata"].get("namespace")},
+                     "spec": {"podSelector": selector or {}, "policyTypes": [kind.capitalize()], kind: [rule]}})
+    return f
+
+
+def _drop_deny(docs: list[dict]) -> None:
+    docs[:] = [d for d in docs if d["metadata"]["name"] != "default-deny"]
+
+
+DETECT = {"matchLabels": {"app.kubernetes.io/component": "detect-track"}}
+API = {"matchLabels": {"app.kubernetes.io/component": "api"}}
+
+
+@pytest.mark.parametrize(("check", "mutate", "expect"), [
+    pytest.param(check_default_deny, _drop_deny, "no default-deny", id="no-default-deny"),
+    pytest.param(check_ingress_from_outside, _add_rule("ingress", {"from": [{"namespaceSelector": {}}]}, DETECT),
+                 "['detect-track'] accept traffic from outside", id="detect-track-from-outside"),
+    pytest.param(check_ingress_from_outside, _add_rule("ingress", {}, API), "accepts traffic from everywhere",
+                 id="api-from-everywhere"),
+    pytest.param(check_ingress_from_outside, _add_rule("ingress", {"from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}),
+                 "accept traffic from outside", id="all-from-internet"),
+    pytest.param(check_egress, _add_rule("egress", {"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}),
+                 "may reach 0.0.0.0/0", id="egress-internet"),
+    pytest.param(check_egress, _add_rule("egress", {}), "egress to everywhere", id="egress-everywhere"),
+    pytest.param(check_egress, _add_rule("egress", {"to": [{"namespaceSelector": {"matchLabels": {
+        "kubernetes.io/metadata.name": "storelens-db"}}, "podSelector": {"matchLabels": {
+            "app.kubernetes.io/name": "postgres"}}}], "ports": [{"protocol": "TCP", "port": 5432}]}, DETECT),
+                 "['detect-track'] may reach storelens-db", id="detect-track-to-postgres"),
+])
+def test_the_policy_checks_catch_violations(check, mutate, expect):
+    docs = copy.deepcopy(render(STORE_OVERLAYS[0]))
+    assert not list(check(docs))
+    mutate(docs)
+    assert any(expect in p for p in check(docs)), list(check(docs))
+
+
+def test_the_shared_databases_accept_only_storelens_pods():
+    """k8s/cluster: PostgreSQL and Redis deny by default and admit only StoreLens pods of StoreLens
+    namespaces (which every overlay's Namespace is labelled as), each only from the services that use it."""
+    docs = render(CLUSTER)
+    pols = {p["metadata"]["name"]: p for p in of_kind(docs, "NetworkPolicy")}
+    assert all(p["metadata"]["namespace"] == "storelens-db" for p in pols.values())
+    assert pols["default-deny-ingress"]["spec"] == {"podSelector": {}, "policyTypes": ["Ingress"]}
+    for name, (db, port) in {"postgres-from-storelens": ("postgres", 5432), "redis-from-storelens": ("redis", 6379)}.items():
+        spec = pols[name]["spec"]
+        assert spec["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": db}}
+        (rule,) = spec["ingress"]
+        assert _ports(rule) == {("TCP", port)}
+        (peer,) = rule["from"]
+        assert peer["namespaceSelector"] == {"matchLabels": {"app.kubernetes.io/part-of": "storelens"}}
+        key = next(k for k in EGRESS_PEERS if k[0] == "storelens-db" and dict(k[1])["app.kubernetes.io/name"] == db)
+        users = {c for c in SERVICES + CHAIN_SERVICES
+                 if _selector_matches(peer["podSelector"], {"app.kubernetes.io/part-of": "storelens",
+                                                            "app.kubernetes.io/component": c})}
+        assert users == EGRESS_PEERS[key], f"{name} admits {sorted(users)}"
+    for overlay in OVERLAYS:
+        (ns,) = of_kind(render(overlay), "Namespace")
+        assert ns["metadata"]["labels"].get("app.kubernetes.io/part-of") == "storelens", \
+            f"{overlay.name}: its namespace would not be admitted to the databases"
+
+
+# ---------------------------------------------------------------------------------------------
+# Ingress (TLS) and the api's secrets
+# ---------------------------------------------------------------------------------------------
+
+BASE_HOST = "storelens.example.invalid"
+
+
+@pytest.mark.parametrize("target", [t for t in TARGETS if "api" in expected_services(t)], ids=_id)
+def test_the_api_is_exposed_over_tls_only(target):
+    docs = render(target)
+    (ing,) = of_kind(docs, "Ingress")
+    spec = ing["spec"]
+    hosts = [r["host"] for r in spec["rules"]]
+    assert [h for t in spec["tls"] for h in t["hosts"]] == hosts, "every host is served with the TLS certificate"
+    assert [t["secretName"] for t in spec["tls"]] == ["storelens-api-tls"]
+    assert ing["metadata"]["annotations"]["nginx.ingress.kubernetes.io/force-ssl-redirect"] == "true"
+    (path,) = spec["rules"][0]["http"]["paths"]
+    assert path["backend"]["service"] == {"name": "storelens-api", "port": {"name": "http"}}
+    if target != BASE:
+        assert hosts != [BASE_HOST], f"{_id(target)} keeps the base's placeholder host"
+        assert all(re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", h) for h in hosts), hosts
+
+
+@pytest.mark.parametrize("target", [t for t in STACKS if "api" in expected_services(t)], ids=_id)
+def test_the_api_reads_its_sign_in_secrets_under_the_names_the_code_reads(target, monkeypatch):
+    docs = render(target)
+    (api,) = [d for d in deployments(docs) if component(d) == "api"]
+    (c,) = pod_spec(api)["containers"]
+    got = {e["valueFrom"]["secretKeyRef"]["key"]: e["name"] for e in c["env"]
+           if e.get("valueFrom", {}).get("secretKeyRef", {}).get("name") == "storelens-auth"}
+    with monkeypatch.context() as mp:
+        cfg = _load_site(mp, docs, site_yaml(docs), container_env(docs, c))
+    assert got == {"jwt-secret": cfg.auth.jwt_secret_env, "admin-username": cfg.auth.admin_username_env,
+                   "admin-password": cfg.auth.admin_password_env, "metrics-token": cfg.auth.metrics_token_env}
+    if target != BASE:
+        assert cfg.auth.cookie_secure, "behind the TLS Ingress the session cookie must be Secure"
+    for sm in of_kind(docs, "ServiceMonitor"):  # Prometheus sends the token the api compares with
+        (ep,) = sm["spec"]["endpoints"]
+        assert ep["authorization"] == {"type": "Bearer", "credentials": {"name": "storelens-auth", "key": "metrics-token"}}
+        assert ep["path"] == "/metrics" and ep["port"] == "http"
+
+
+PLACEHOLDER = re.compile(r"^(REPLACE[-_A-Za-z]*|CHANGE[-_A-Za-z]*|<[^>]*>|)$")
+
+
+def test_no_secret_value_is_committed():
+    """No Secret in k8s/ carries a value other than a placeholder (Secrets are created per store with kubectl)."""
+    found = []
+    for path in K8S_DIR.rglob("*.y*ml"):
+        for doc in (d for d in yaml.safe_load_all(path.read_text()) if isinstance(d, dict)):
+            if doc.get("kind") != "Secret":
+                continue
+            found.append(path)
+            assert not doc.get("data"), f"{path}: base64 data in a committed Secret"
+            for key, value in doc.get("stringData", {}).items():
+                assert PLACEHOLDER.match(str(value)), f"{path}: {key} holds a value, not a placeholder"
+    assert all("example" in p.name for p in found), found
+
+
+# ---------------------------------------------------------------------------------------------
+# KEDA: autoscaling on consumer lag, as the services really consume
+# ---------------------------------------------------------------------------------------------
+
+
+#: kafka.sasl_mechanism -> the KEDA Kafka scaler's ``sasl`` value.
+KEDA_SASL = {"SCRAM-SHA-512": "scram_sha512", "SCRAM-SHA-256": "scram_sha256", "PLAIN": "plaintext"}
+
+
+def _stage_inputs() -> dict[str, str]:
+    """component -> the topic its consumer group reads (from the stage classes the services run)."""
+    from storelens.stages.core import DetectTrackStage
+    from storelens.stages.faces import AttributesStage
+
+    return {s.name: next(iter(s.inputs)) for s in (DetectTrackStage, AttributesStage)}
+
+
+@pytest.mark.parametrize("target", STACKS, ids=_id)
+def test_scaled_objects_follow_the_site_config(target, monkeypatch):
+    """Each ScaledObject scales a Deployment of the target on the lag of the consumer group and
+    topic the service really uses (``<group_prefix>-<stage>`` on ``<topic_prefix><input>``), with
+    the input's partition count as the ceiling, and signs in to Kafka like the services do."""
+    docs = render(target)
+    deps = {d["metadata"]["name"]: d for d in deployments(docs)}
+    auths = {a["metadata"]["name"]: a for a in of_kind(docs, "TriggerAuthentication")}
+    inputs = _stage_inputs()
+    scaled = of_kind(docs, "ScaledObject")
+    if target.name.endswith("-edge") or target.name == "store-berlin-01":
+        assert {s["spec"]["scaleTargetRef"]["name"] for s in scaled} == {"storelens-detect-track"}
+    if target.name.endswith("-cloud"):
+        assert {s["spec"]["scaleTargetRef"]["name"] for s in scaled} == {"storelens-attributes"}
+    specs = {t.name: t for t in topics.TOPICS}
+    for so in scaled:
+        ref = so["spec"]["scaleTargetRef"]
+        dep = deps[ref["name"]]
+        comp = component(dep)
+        assert ref.get("kind", "Deployment") == "Deployment" and ref["envSourceContainerName"] == comp
+        assert "replicas" not in dep["spec"], f"{ref['name']}: KEDA owns the replicas; a fixed count fights it"
+        (c,) = pod_spec(dep)["containers"]
+        env = container_env(docs, c)
+        with monkeypatch.context() as mp:
+            cfg = _load_site(mp, docs, site_yaml(docs), env)
+        (trigger,) = so["spec"]["triggers"]
+        meta = trigger["metadata"]
+        assert trigger["type"] == "kafka"
+        if target != BASE:
+            assert meta["consumerGroup"] == f"{cfg.kafka.group_prefix}-{comp}", so["metadata"]["name"]
+            assert meta["topic"] == topics.topic_name(inputs[comp], cfg.kafka.topic_prefix)
+            spec = specs[inputs[comp]]
+            partitions = spec.partitions if spec.partitions_fixed else cfg.kafka.partitions
+            assert so["spec"]["maxReplicaCount"] == partitions, "the ceiling is the input topic's partition count"
+        assert 1 <= so["spec"]["minReplicaCount"] <= so["spec"]["maxReplicaCount"]
+        assert env[meta["bootstrapServersFromEnv"]] == cfg.kafka.bootstrap_servers
+        assert meta["sasl"] == KEDA_SASL[cfg.kafka.sasl_mechanism]
+        assert meta["tls"] == ("enable" if "SSL" in cfg.kafka.security_protocol else "disable")
+        auth = auths[trigger["authenticationRef"]["name"]]
+        assert {(r["parameter"], r["name"], r["key"]) for r in auth["spec"]["secretTargetRef"]} == \
+            {("username", "storelens-kafka", "username"), ("password", "storelens-kafka", "password")}
+        assert KAFKA <= secret_refs(c), "KEDA reads the lag with the same Kafka user as the service"
+
+
+def _custom(kind: str) -> dict:
+    target = next(t for t in STORE_OVERLAYS if t.name.endswith("-cloud"))
+    (doc,) = [copy.deepcopy(d) for d in render(target) if d["kind"] == kind]
+    return doc
+
+
+@pytest.mark.parametrize(("kind", "mutate"), [
+    pytest.param("TriggerAuthentication", lambda d: d["spec"]["secretTargetRef"][0].pop("key"), id="auth-no-key"),
+    pytest.param("TriggerAuthentication", lambda d: d["spec"].update(secretTargetRefs=[]), id="auth-typo"),
+    pytest.param("ServiceMonitor", lambda d: d["spec"]["endpoints"][0].update(bearerToken="x"), id="monitor-typo"),
+    pytest.param("ServiceMonitor", lambda d: d["spec"]["endpoints"][0].update(interval="30 s"), id="monitor-duration"),
+])
+def test_the_other_crd_schemas_are_strict(kind, mutate):
+    doc = _custom(kind)
+    validate(doc)
+    mutate(doc)
+    with pytest.raises(jsonschema.ValidationError):
+        validate(doc)
+
+
+def _scaled_object() -> dict:
+    (so,) = [copy.deepcopy(d) for d in render(STORE_OVERLAYS[0]) if d["kind"] == "ScaledObject"]
+    return so
+
+
+@pytest.mark.parametrize("mutate", [
+    pytest.param(lambda so: so["spec"].update(maxReplicas=3), id="unknown-spec-field"),
+    pytest.param(lambda so: so["spec"]["triggers"][0]["metadata"].update(lagThreshold=150), id="number-not-string"),
+    pytest.param(lambda so: so["spec"]["triggers"][0]["metadata"].update(consumergroup="x"), id="kafka-metadata-typo"),
+    pytest.param(lambda so: so["spec"]["triggers"][0]["metadata"].pop("consumerGroup"), id="no-consumer-group"),
+    pytest.param(lambda so: so["spec"]["triggers"][0]["metadata"].update(sasl="scram-sha-512"), id="bad-sasl"),
+    pytest.param(lambda so: so["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"].update(
+        stabilizationWindow=60), id="hpa-behaviour-typo"),
+    pytest.param(lambda so: so["metadata"].update(lables={}), id="metadata-typo"),
+])
+def test_the_crd_schemas_are_strict(mutate):
+    so = _scaled_object()
+    validate(so)
+    mutate(so)
+    with pytest.raises(jsonschema.ValidationError):
+        validate(so)
+
+
+# ---------------------------------------------------------------------------------------------
+# Edge/cloud split and the chain level
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_split_store_runs_each_service_once_on_one_site_config():
+    """The edge and cloud halves of a store together run every service exactly once, with the same
+    namespace, store and site.yaml; the edge serves nothing and reaches no database."""
+    halves = {}
+    for overlay in STORE_OVERLAYS:
+        if overlay.name.endswith(("-edge", "-cloud")):
+            halves.setdefault(store_of(overlay), {})[overlay.name.rsplit("-", 1)[1]] = render(overlay)
+    assert halves, "no split store example (overlays/<store>-edge and <store>-cloud)"
+    for store, parts in halves.items():
+        assert set(parts) == {"edge", "cloud"}, f"{store} has only {set(parts)}"
+        edge, cloud = parts["edge"], parts["cloud"]
+        assert sorted(component(d) for d in deployments(edge) + deployments(cloud)) == sorted(SERVICES)
+        assert site_yaml(edge) == site_yaml(cloud)
+        assert of_kind(edge, "Namespace") == of_kind(cloud, "Namespace")
+        assert not of_kind(edge, "Ingress") and not [s for s in of_kind(edge, "Service") if s["spec"].get("clusterIP") != "None"]
+        env = {side: configmap_with_prefix(docs, "storelens-env")["data"] for side, docs in parts.items()}
+        assert env["edge"]["STORELENS_KAFKA_REPLICATION_FACTOR"] == "1", "the store's own broker is a single node"
+        assert int(env["cloud"]["STORELENS_KAFKA_REPLICATION_FACTOR"]) >= 3
+
+
+def _chain_pattern() -> re.Pattern:
+    data = configmap_with_prefix(render(CHAIN), "storelens-chain-env")["data"]
+    return re.compile(data["STORELENS_CHAIN_TOPIC_PATTERN"])
+
+
+#: What the chain rolls up (aggregates) and what must never leave a store for it (frames, people).
+ROLLED_UP = (topics.COUNTS, topics.OCCUPANCY, topics.CROSSINGS, topics.ZONE_STATS, topics.POS_TRANSACTIONS, topics.ALERTS)
+NEVER = (topics.FRAMES, topics.TRACKS, topics.PERSON_CROPS, topics.FACE_OBSERVATIONS, topics.TRACK_ATTRIBUTES,
+         topics.CUSTOMER_MATCHES, topics.TRACK_SUMMARIES, topics.CAMERA_SNAPSHOTS, topics.DETECT_TRACK_STATE)
+
+
+def test_the_chain_reads_every_stores_aggregates_and_nothing_personal(monkeypatch):
+    pattern = _chain_pattern()
+    for overlay in STORE_OVERLAYS:
+        _, cfg, _ = _store(render(overlay), monkeypatch)
+        for base in ROLLED_UP:
+            assert pattern.match(topics.topic_name(base, cfg.kafka.topic_prefix)), f"{overlay.name}: {base} not rolled up"
+        for base in NEVER:
+            assert not pattern.match(topics.topic_name(base, cfg.kafka.topic_prefix)), f"{overlay.name}: {base} would be"
+    docs = render(CHAIN)
+    (ns,) = of_kind(docs, "Namespace")
+    assert ns["metadata"]["name"] == "storelens-chain"
+    (rollup,) = deployments(docs)
+    assert rollup["spec"]["replicas"] == 0, "the roll-up service does not exist yet (README: Chain roll-up)"

@@ -10,6 +10,7 @@ from typing import Any, Iterator
 import pytest
 from fastapi.testclient import TestClient
 
+from storelens.api.testing import signed_in_client
 from storelens.api import create_app
 from storelens.cli import main
 from storelens.config import parse_config
@@ -25,6 +26,7 @@ SITE = {
     "cameras": [{"id": "door", "source": "/tmp/x.mp4",
                  "lines": [{"id": "entry", "a": [0, 300], "b": [640, 300]},
                            {"id": "inner", "a": [0, 100], "b": [640, 100]}]}],
+    "privacy": {"k_min": 1},  # hand-computed medians of two visits (k-anonymity: tests/test_privacy.py)
 }
 
 
@@ -70,7 +72,7 @@ def client() -> Iterator[TestClient]:
     storage = SqliteStorage(":memory:")
     published: list[m.PosTransaction] = []
     app = create_app(parse_config(SITE), storage, on_transactions=published.extend)
-    with TestClient(app) as c:
+    with signed_in_client(app) as c:
         c.published = published  # type: ignore[attr-defined]
         c.storage = storage  # type: ignore[attr-defined]
         yield c
@@ -133,9 +135,10 @@ def test_kpis_equal_hand_computed_values(client: TestClient) -> None:
     assert h10 == {
         "label": "2026-10-24T10:00+02:00", "day": "2026-10-24", "start_ms": at("10:00"), "end_ms": at("11:00"),
         "hours": 1.0, "visitors": 4, "transactions": 2, "sales_minor": 3750, "conversion": 0.5,
+        "staff_in": 0, "buying_units": 0,  # no staff recognised, no group records written here (tests/test_groups*.py)
         "conversion_per_buying_unit": None, "atv_minor": 1875.0, "sales_per_visitor_minor": 937.5,
         "median_dwell_s": 120.0, "queue_wait_median_s": 60.0, "queue_served": 2, "abandonments": 1,
-        "shopper_to_staff_ratio": None}
+        "suppressed": False, "shopper_to_staff_ratio": None}
     assert (h11["visitors"], h11["transactions"], h11["sales_minor"], h11["conversion"], h11["atv_minor"],
             h11["sales_per_visitor_minor"], h11["median_dwell_s"], h11["abandonments"]) == (2, 1, 999, 0.5, 999.0,
                                                                                             499.5, None, 0)
@@ -165,7 +168,7 @@ def test_kpis_on_a_dst_day_without_opening_hours() -> None:
     # one entrance crossing in each of the two 01:00 hours of 2026-11-01
     storage.write_crossings([CrossingEvent("a", "door", "l", 1, "in", ms("2026-11-01T01:30:00-04:00"), 1),
                              CrossingEvent("b", "door", "l", 2, "in", ms("2026-11-01T01:30:00-05:00"), 2)])
-    with TestClient(create_app(parse_config(site), storage)) as c:
+    with signed_in_client(create_app(parse_config(site), storage)) as c:
         start = ms("2026-11-01T00:00:00-04:00")
         out = c.get("/v1/kpis", params={"period": "hour", "start_ms": start, "end_ms": start + 25 * 3_600_000}).json()
         assert len(out["buckets"]) == 25 and out["opening_hours"] is False and out["currency"] is None
@@ -189,7 +192,8 @@ def test_openapi_documents_the_definitions(client: TestClient) -> None:
     assert {"/v1/transactions", "/v1/kpis"} <= set(spec["paths"])
     props = spec["components"]["schemas"]["KpiValues"]["properties"]
     assert "transactions / visitors" in props["conversion"]["description"]
-    assert "NOT excluded" in props["visitors"]["description"]
+    assert "not recognised as staff" in props["visitors"]["description"]
+    assert "buying_units" in props["conversion_per_buying_unit"]["description"]
 
 
 # -- CLI ---------------------------------------------------------------------------------------
@@ -252,7 +256,7 @@ def pg_storage() -> Iterator[SqlStorage]:
 
 def test_postgres_transactions_and_kpis(pg_storage: SqlStorage) -> None:
     fill(pg_storage)
-    with TestClient(create_app(parse_config(SITE), pg_storage)) as c:
+    with signed_in_client(create_app(parse_config(SITE), pg_storage)) as c:
         assert c.post("/v1/transactions", json={"transactions": BATCH}).json()["new"] == 5
         assert c.post("/v1/transactions", json={"transactions": BATCH}).json() == \
             {"received": 5, "new": 0, "duplicates": 5}

@@ -213,15 +213,15 @@ def test_demographics_filters(store, camera_id, start_ms, end_ms, tracks: list[i
 # -- erasure ---------------------------------------------------------------------------------
 
 
-def test_erase_customer_deletes_only_its_matches(store) -> None:
+def test_erase_customer_deletes_only_its_rows(store) -> None:
     store.write_track_attributes([attrs(1, 1, age=30.0), attrs(2, 1), attrs(3, 1)])
     store.write_customer_matches([match("c1", 1, T0), match("c1", 2, T0 + 1), match("c2", 3, T0)])
-    assert store.erase_customer("c1") == 2
+    assert store.erase_customer("c1") == 4  # its 2 matches and the attributes of its 2 tracks
     assert store.erase_customer("c1") == 0  # idempotent
     assert store.erase_customer("nobody") == 0
     assert store.customer_tracks("c1") == []
     assert [t["track_id"] for t in store.customer_tracks("c2")] == [3]
-    assert store.demographics()["tracks"] == 3  # anonymous attributes stay
+    assert store.demographics()["tracks"] == 1  # the other customer's track stays
     store.write_customer_matches([match("c1", 1, T0)])  # a later match of the id is stored again
     assert len(store.customer_tracks("c1")) == 1
 

@@ -22,11 +22,11 @@ from typing import Iterator
 
 import psycopg
 import pytest
-from fastapi.testclient import TestClient
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 import storelens.storage.history
+from storelens.api.testing import signed_in_client
 from storelens.contract import messages as m
 from storelens.api import create_app
 from storelens.config import StorageConfig, parse_config
@@ -376,7 +376,7 @@ def test_api_over_postgres(store: PostgresStorage) -> None:
         {"id": CAM, "source": "/tmp/x.mp4", "lines": [{"id": "door", "a": [0, 300], "b": [640, 300]}]}]})
     store.write_crossings([ev("door", 1, "in", 1_000), ev("door", 2, "out", 61_000)])
     store.write_occupancy(m.OccupancyUpdate(camera_id=CAM, ts_ms=61_000, occupancy=0, total_in=1, total_out=1))
-    client = TestClient(create_app(cfg, store))
+    client = signed_in_client(create_app(cfg, store))
     assert client.get("/readyz").json() == {"status": "ready"}
     body = client.get("/v1/counts", params={"camera_id": CAM, "start_ms": 0, "end_ms": 120_000}).json()
     assert [(b["start_ms"], b["in"], b["out"]) for b in body["buckets"]] == [(0, 1, 0), (60_000, 0, 1)]

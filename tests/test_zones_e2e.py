@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import yaml
-from fastapi.testclient import TestClient
 
+from storelens.api.testing import signed_in_client
 from storelens.api import create_app
 from storelens.config import parse_config
 from storelens.contract import messages as m
@@ -71,6 +71,7 @@ def site(case: Case, db: pathlib.Path, lines: list[dict] | None = None) -> dict:
         "cameras": [{"id": "cam", "source": str(case.video), "start_ts_ms": START_TS_MS,
                      "lines": case.lines if lines is None else lines, "zones": case.zones}],
         "zones": RULES, "faces": {"enabled": False}, "storage": {"path": str(db)},
+        "privacy": {"k_min": 1},  # exact interest of a few people (k-anonymity: tests/test_privacy.py)
     }
 
 
@@ -167,7 +168,7 @@ def test_zones_match_the_ground_truth_trajectories(case, runs):
 def test_api_serves_the_stored_zone_statistics(runs):
     raw, db = runs["TUD-Stadtmitte"]
     cfg = parse_config(raw)
-    with SqlStorage(str(db)) as storage, TestClient(create_app(cfg, storage)) as client:
+    with SqlStorage(str(db)) as storage, signed_in_client(create_app(cfg, storage)) as client:
         zones = client.get("/v1/zones").json()["zones"]
         assert [(z["zone_id"], z["kind"]) for z in zones] == [("left", "area"), ("middle", "shelf"),
                                                                ("right", "queue")]

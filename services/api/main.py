@@ -11,7 +11,13 @@ distributed mode, where the reid service always runs), and with SQLite when
 ``faces.enabled`` (the embedded mode's gallery file). In the distributed mode
 ``DELETE /v1/customers/{id}`` also publishes a ``CustomerErasure`` to
 ``customer-erasures`` (waiting for the broker's acknowledgement) so the reid
-service drops the customer from its in-memory index.
+service drops the customer from its in-memory index; each site version edited at
+``/v1/site`` goes to the compacted ``site-config`` topic (the analytics service applies
+it without a restart) and each posted sale to ``pos-transactions``.
+
+Sign-in: the first admin comes from ``$STORELENS_ADMIN_USERNAME`` / ``$STORELENS_ADMIN_PASSWORD``
+(a Kubernetes Secret), sessions are signed with ``$STORELENS_JWT_SECRET``, Prometheus reads
+``/metrics`` with ``$STORELENS_METRICS_TOKEN``.
 """
 from __future__ import annotations
 
@@ -30,6 +36,12 @@ def main() -> int:
     storage = gallery_store = None
     try:
         config = load_config(os.environ.get("STORELENS_CONFIG", "/etc/storelens/site.yaml"))
+        if config.api.workers > 1:  # uvicorn worker processes, each with its own app (storelens.api.server)
+            from storelens.api.server import serve_site
+
+            port = os.environ.get("STORELENS_API_PORT")
+            return serve_site(os.environ.get("STORELENS_CONFIG", "/etc/storelens/site.yaml"),
+                              os.environ.get("STORELENS_API_HOST"), int(port) if port else None)
         storage = open_storage(config.storage)
         distributed = config.storage.backend == "postgres"
         if distributed or config.faces.enabled:
@@ -41,24 +53,31 @@ def main() -> int:
         if storage is not None:
             storage.close()
         return 2
-    live = on_erasure = None
+    live = None
+    publishers: list = []
     if config.live.redis_url:
         from storelens.storage.live import RedisLiveState
 
         live = RedisLiveState(config.live.redis_url)  # connects lazily; /readyz reports whether it answers
+    hooks: dict = {}
     if distributed:
-        from storelens.runtime.workers import CustomerErasurePublisher
+        from storelens.runtime.workers import (
+            CustomerErasurePublisher, PosTransactionPublisher, SiteConfigPublisher,
+        )
 
-        on_erasure = CustomerErasurePublisher(config)  # connects on the first erasure
+        # each connects on first use
+        hooks = {"on_erasure": CustomerErasurePublisher(config), "on_site_change": SiteConfigPublisher(config),
+                 "on_transactions": PosTransactionPublisher(config)}
+        publishers = list(hooks.values())
     from storelens.api import serve
 
     try:
-        serve(create_app(config, storage, live, gallery_store=gallery_store, on_erasure=on_erasure),
+        serve(create_app(config, storage, live, gallery_store=gallery_store, **hooks),
               os.environ.get("STORELENS_API_HOST", config.api.host),
               int(os.environ.get("STORELENS_API_PORT", config.api.port)))
     finally:
-        if on_erasure is not None:
-            on_erasure.close()
+        for publisher in publishers:
+            publisher.close()
         if live is not None:
             live.close()
         if gallery_store is not None:

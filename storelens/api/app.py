@@ -1,6 +1,8 @@
 """The app factory: :func:`create_app` wires the dependencies, middleware and routers; :func:`serve` runs it."""
 from __future__ import annotations
 
+import logging
+import threading
 from typing import TYPE_CHECKING, Callable
 
 from fastapi import FastAPI, Request
@@ -14,9 +16,13 @@ import storelens
 from storelens.config import SiteConfig
 from storelens.storage import Storage
 
+from .dashboard import mount_dashboard
 from .deps import ApiContext, LiveState
 from .metrics import Metrics, MetricsMiddleware
+from .security import AuditMiddleware, Authenticator
 from .routes import ROUTERS
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # the gallery (numpy, FAISS) is only imported where faces are enabled
     from storelens.storage import GalleryStore
@@ -29,6 +35,7 @@ def create_app(
     gallery_store: GalleryStore | None = None,
     on_erasure: Callable[[str], object] | None = None,
     on_transactions: Callable[[list], object] | None = None,
+    on_site_change: Callable[[object], object] | None = None,
 ) -> FastAPI:
     """The StoreLens API over ``storage`` for the cameras of ``config``.
 
@@ -49,6 +56,15 @@ def create_app(
     calls ``on_transactions(transactions)`` with every transaction of the request (duplicates
     too: consumers are idempotent) if given (e.g. publish them to ``pos-transactions``).
 
+    ``/v1/site`` edits cameras, lines and zones (admins); each saved version is stored, put in
+    force in this app, and passed to ``on_site_change(update)`` (a ``SiteUpdate``; distributed
+    mode: publish it to the compacted ``site-config`` topic). The embedded pipeline reads new
+    versions from ``storage``.
+
+    Every route but ``/healthz``, ``/readyz`` and the sign-in form needs credentials
+    (:mod:`storelens.api.security`); the first admin comes from ``$STORELENS_ADMIN_PASSWORD``
+    or ``storelens users create-admin``.
+
     Example:
         >>> from storelens.config import parse_config
         >>> from storelens.storage import SqliteStorage
@@ -64,9 +80,16 @@ def create_app(
         "demographics of the faces seen and returning customers (pseudonymous ids, no images). "
         "Times are milliseconds since the Unix epoch; ranges are half-open [start_ms, end_ms).",
     )
-    context = ApiContext(config=config, storage=storage, metrics=Metrics(), live=live,
+    auth = Authenticator(config.auth, storage, redis_url=config.live.redis_url)
+    auth.bootstrap_admin()
+    context = ApiContext(config=config, storage=storage, metrics=Metrics(), auth=auth, live=live,
                          gallery_store=gallery_store, on_erasure=on_erasure,
-                         on_transactions=on_transactions)
+                         on_transactions=on_transactions, on_site_change=on_site_change)
+    try:
+        context.refresh_site()  # versions edited through the API win over the site file
+    except Exception:  # storage down at start: the site file; /readyz reports the store
+        log.warning("could not read the site versions", exc_info=True)
+    app.add_middleware(AuditMiddleware, storage=storage)
     app.add_middleware(MetricsMiddleware, metrics=context.metrics)
     app.state.context = context  # what storelens.api.deps hands to the routes
     for router in ROUTERS:
@@ -77,6 +100,7 @@ def create_app(
     app.state.route_methods += [(r.path_regex, frozenset(r.methods)) for r in app.router.routes
                                 if isinstance(r, Route) and r.methods]
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    mount_dashboard(app)  # the web dashboard at / (storelens.api.dashboard)
     return app
 
 
@@ -97,8 +121,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return await http_exception_handler(request, exc)
 
 
-def serve(app: "FastAPI", host: str, port: int) -> None:
-    """Run ``app`` with uvicorn until SIGTERM/SIGINT, then return normally.
+def serve(app: "FastAPI", host: str, port: int, stop: "threading.Event | None" = None) -> None:
+    """Run ``app`` with uvicorn until SIGTERM/SIGINT (or ``stop`` is set), then return normally.
 
     Stops accepting, finishes in-flight requests and returns (exit code 0);
     uvicorn's own handlers would re-raise the signal after shutting down.
@@ -113,6 +137,12 @@ def serve(app: "FastAPI", host: str, port: int) -> None:
     def _stop(_signum, _frame) -> None:
         server.should_exit = True
 
+    if stop is not None:
+        def _watch() -> None:
+            stop.wait()
+            server.should_exit = True
+
+        threading.Thread(target=_watch, name="serve-stop", daemon=True).start()
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:

@@ -23,19 +23,25 @@ typed with what the route body receives.
 from __future__ import annotations
 
 import functools
+import inspect
+import json
+import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Callable, Protocol
 
+import anyio
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.dependencies.utils import get_flat_params
 from fastapi.routing import APIRoute
 
 from storelens.config import CameraConfig, SiteConfig
+from storelens.config.auth import Role, role_rank
 from storelens.contract import messages as m
 from storelens.storage import Storage
 
 from .metrics import Metrics
+from .security import Authenticator, require_role  # noqa: F401  (routes import the guard from here)
 
 if TYPE_CHECKING:  # the gallery (numpy, FAISS) is only imported where faces are enabled
     from storelens.storage import GalleryStore
@@ -76,23 +82,51 @@ class ApiRoute(APIRoute):
         kwargs["responses"] = {**INVALID_REQUEST, **(UNREADABLE_BODY if has_body else {}),
                                **(kwargs.get("responses") or {})}
 
-        # Sync like the routes (run in the threadpool); FastAPI awaits the result of a wrapped coroutine function.
-        @functools.wraps(endpoint)
-        def checked(**values: Any) -> Any:
+        def refuse(values: dict[str, Any]) -> None:
             for value in values.values():
                 if isinstance(value, Refused):
                     raise value.error
-            return endpoint(**values)
+
+        if inspect.isasyncgenfunction(endpoint):  # a stream (Server-Sent Events): FastAPI iterates it
+            @functools.wraps(endpoint)
+            async def checked(**values: Any) -> Any:
+                refuse(values)
+                async for item in endpoint(**values):
+                    yield item
+        else:
+            # Sync like the routes (run in the threadpool); FastAPI awaits the result of a wrapped coroutine function.
+            @functools.wraps(endpoint)
+            def checked(**values: Any) -> Any:
+                refuse(values)
+                return endpoint(**values)
 
         super().__init__(path, checked, **kwargs)
         if not (get_flat_params(self.dependant) or self.body_field):
             self.responses.pop(422, None)
             self.response_fields.pop(422, None)
 
+    def get_route_handler(self) -> Callable[..., Any]:
+        """FastAPI's handler; for the aggregate reads of :data:`~storelens.api.cache.CACHED_ROUTES`,
+        answering from the app's short-lived response cache (:mod:`storelens.api.cache`)."""
+        from .cache import CACHED_ROUTES, cached_handler
 
-def api_router(tag: str) -> APIRouter:
-    """The router of one resource: :class:`ApiRoute` routes, tagged ``tag``."""
-    return APIRouter(tags=[tag], route_class=ApiRoute)
+        handler = super().get_route_handler()
+        roles = [getattr(d.dependency, "role", None) for d in self.dependencies]
+        roles = [r for r in roles if r is not None]
+        if self.path not in CACHED_ROUTES or not roles or self.methods != {"GET"}:
+            return handler
+        return cached_handler(self.path, max(roles, key=role_rank), handler)
+
+
+def api_router(tag: str, *, role: Role | None) -> APIRouter:
+    """The router of one resource: :class:`ApiRoute` routes, tagged ``tag``, open to ``role`` and above.
+
+    ``role`` is required so that no router is left unguarded by omission; ``None`` (public) is for
+    the probes ``/healthz`` and ``/readyz`` only. A route needing more adds
+    ``dependencies=[require_role("admin")]``.
+    """
+    return APIRouter(tags=[tag], route_class=ApiRoute,
+                     dependencies=[] if role is None else [Depends(require_role(role))])
 
 
 class LiveState(Protocol):
@@ -105,22 +139,55 @@ class LiveState(Protocol):
     def ping(self) -> bool: ...
 
 
-@dataclass(frozen=True)
+log = logging.getLogger(__name__)
+#: Seconds between two looks for a site version saved by another API replica or the CLI.
+SITE_CHECK_S = 2.0
+
+
+@dataclass
 class ApiContext:
-    """Everything the routes of one app read: see :func:`~storelens.api.app.create_app`."""
+    """Everything the routes of one app read: see :func:`~storelens.api.app.create_app`.
+
+    ``config`` is the site in force: the site file, then the newest version edited through the
+    API (``/v1/site``); :meth:`refresh_site` picks up versions saved elsewhere (another replica).
+    """
 
     config: SiteConfig
     storage: Storage
     metrics: Metrics
+    #: Sign-in, tokens, API keys (:mod:`storelens.api.security`).
+    auth: Authenticator
     live: LiveState | None = None
     gallery_store: GalleryStore | None = None
     on_erasure: Callable[[str], object] | None = None
     #: Called with the transactions of each ``POST /v1/transactions`` (e.g. publish to ``pos-transactions``).
     on_transactions: Callable[[list[m.PosTransaction]], object] | None = None
+    #: Called with each saved site version (e.g. publish it to the compacted ``site-config`` topic).
+    on_site_change: Callable[[m.SiteUpdate], object] | None = None
+    #: The site version in force (0: the site file).
+    site_version: int = 0
+    _site_checked: float = field(default=0.0, repr=False)
 
-    @functools.cached_property
+    @property
     def cameras(self) -> dict[str, CameraConfig]:
         return {c.id: c for c in self.config.cameras}
+
+    def site_is_stale(self) -> bool:
+        return time.monotonic() - self._site_checked > SITE_CHECK_S
+
+    def refresh_site(self) -> None:
+        """Put the newest saved site version in force if it is newer than the one in force (blocking I/O)."""
+        from storelens.config import with_cameras
+        from storelens.storage.site import site_update
+
+        self._site_checked = time.monotonic()
+        update = site_update(self.storage, self.config.store.id, self.site_version)
+        if update is not None:
+            self.set_site(update.version, with_cameras(self.config, json.loads(update.cameras_json)))
+
+    def set_site(self, version: int, config: SiteConfig) -> None:
+        if version > self.site_version:
+            self.config, self.site_version = config, version
 
     def camera(self, camera_id: str) -> CameraConfig:
         """The configured camera ``camera_id``; 404 when there is none."""
@@ -131,7 +198,13 @@ class ApiContext:
 
 
 async def get_context(request: Request) -> ApiContext:
-    return request.app.state.context
+    ctx: ApiContext = request.app.state.context
+    if ctx.site_is_stale():
+        try:
+            await anyio.to_thread.run_sync(ctx.refresh_site)
+        except Exception:  # storage down: keep the site in force; the route's own read reports the outage
+            log.warning("could not look for a newer site version", exc_info=True)
+    return ctx
 
 
 ContextDep = Annotated[ApiContext, Depends(get_context)]

@@ -68,6 +68,10 @@ class InOut(_Out):
 
     count_in: int = Field(alias="in", ge=0)
     count_out: int = Field(alias="out", ge=0)
+    #: Buying units (``GET /v1/counts?groups=true`` only; absent otherwise).
+    groups_in: int | None = Field(None, ge=0, description="Buying units in (people crossing together count once, "
+                                  "a person alone is a unit); only with groups=true.")
+    groups_out: int | None = Field(None, ge=0, description="Buying units out; only with groups=true.")
 
 
 class BucketOut(_Out):
@@ -78,6 +82,8 @@ class BucketOut(_Out):
     end_ms: int = Field(description="Aligned bucket end (exclusive).")
     count_in: int = Field(alias="in", ge=0)
     count_out: int = Field(alias="out", ge=0)
+    groups_in: int | None = Field(None, ge=0, description="Buying units in; only with groups=true.")
+    groups_out: int | None = Field(None, ge=0, description="Buying units out; only with groups=true.")
 
 
 class CountsOut(_Out):
@@ -232,9 +238,15 @@ class DemographicsOut(_Out):
     start_ms: int | None
     end_ms: int | None
     tracks: int = Field(ge=0, description="Tracks with at least one face whose last sighting is in the range.")
-    age: dict[str, int] = Field(description=f"Tracks per age band: {', '.join(AGE_BAND_KEYS)}.")
-    gender: dict[str, int] = Field(description=f"Tracks per gender: {', '.join(GENDER_KEYS)}.")
-    emotion: dict[str, int] = Field(description=f"Tracks per dominant emotion: {', '.join(EMOTION_KEYS)}.")
+    age: dict[str, int | None] = Field(description=f"Tracks per age band: {', '.join(AGE_BAND_KEYS)}; null: "
+                                       "suppressed (fewer than k_min people).")
+    gender: dict[str, int | None] = Field(description=f"Tracks per gender: {', '.join(GENDER_KEYS)}; null: "
+                                          "suppressed.")
+    emotion: dict[str, int | None] = Field(description=f"Tracks per dominant emotion: {', '.join(EMOTION_KEYS)}; "
+                                           "null: suppressed.")
+    suppressed: bool = Field(False, description="Some counts were withheld (null): a band of fewer than k_min "
+                                                "people, or the next smallest band of its breakdown.")
+    k_min: int = Field(5, ge=1, description="The smallest group reported (privacy.k_min).")
 
 
 

@@ -37,6 +37,7 @@ from storelens.config.site import (
     format_validation_error,
     load_config,
     parse_config,
+    with_cameras,
     polygon_problem,
     yaml_error,
 )
@@ -56,5 +57,5 @@ __all__ = [
     "MobileNetTorchEmbedderConfig", "MtcnnFaceDetectorConfig", "Point", "SiteConfig", "StorageConfig",
     "StoreConfig", "TrackerConfig", "UltralyticsDetectorConfig", "YuNetFaceDetectorConfig", "ZoneConfig",
     "ZoneKind", "ZoneRules", "ZonesConfig", "expand_env", "format_validation_error", "load_config",
-    "parse_config", "polygon_problem", "yaml_error",
+    "parse_config", "polygon_problem", "with_cameras", "yaml_error",
 ]

@@ -11,11 +11,24 @@ rule resolves, the rule does not fire again for that long). The kinds:
   (normally a ``queue`` zone);
 * ``loitering`` {camera, zone, hold_s}: someone loitering in the zone (the zone's
   ``loiter_after_s`` decides who loiters);
-* ``staff_only`` {camera, zone, hold_s}: anybody inside the zone.
+* ``staff_only`` {camera, zone, hold_s}: anybody inside the zone;
+* ``store_occupancy`` {max, hold_s} (no camera): the store's occupancy (ins minus outs over
+  ``store.entrance_lines`` when set, else the sum of the cameras' occupancy, as ``/v1/occupancy``)
+  above ``max``;
+* ``queue_wait`` {camera, zone, min_wait_s, window_s, hold_s}: the wait predicted for someone
+  joining the ``queue`` zone now (Little's law over ``window_s``, default ``zones.queue_window_s``;
+  see :class:`~storelens.domain.zones.QueueStats`) at least ``min_wait_s``;
+* ``camera_down`` {camera, after_s}: no frame from the camera for ``after_s`` (measured on the
+  store clock: the other cameras' frames, and the runner's tick for live sources);
+* ``camera_frozen`` {camera, after_s}: frames arrive but the image has not changed for ``after_s``
+  (the ingest's image digest, see :func:`storelens.backends.video.image_digest`);
+* ``no_detections`` {camera, after_s, when_open}: frames arrive but nobody has been detected for
+  ``after_s``; ``when_open``: only within ``store.opening_hours``.
 
 A condition must hold continuously for ``hold_s`` before the alert fires, and be false for
 ``hold_s`` before it resolves (see :mod:`storelens.domain.alerts`). That cameras and zones
-exist is checked by :class:`~storelens.config.site.SiteConfig`.
+exist (and that a ``queue_wait`` zone is a ``queue`` zone) is checked by
+:class:`~storelens.config.site.SiteConfig`.
 
 Example:
     >>> AlertsConfig.model_validate({"rules": [{"kind": "camera_occupancy", "id": "crowd", "camera": "c",
@@ -35,13 +48,16 @@ Severity = Literal["info", "warning", "critical"]
 Seconds = Annotated[float, Field(ge=0, le=86_400)]
 
 
-class _Rule(Strict):
+class _BaseRule(Strict):
     id: RuleId
     severity: Severity = "warning"
     #: After an alert of this rule resolves, no new one fires for this long.
     cooldown_s: Seconds = 60.0
     #: The condition must hold (and then be false) this long before the alert fires (resolves).
     hold_s: Seconds = 0.0
+
+
+class _Rule(_BaseRule):
     camera: Annotated[str, Field(min_length=1)]
 
 
@@ -77,9 +93,50 @@ class StaffOnlyRule(_ZoneRule):
     kind: Literal["staff_only"]
 
 
-AlertRule = Annotated[Union[CameraOccupancyRule, ZoneOccupancyRule, QueueLengthRule, LoiteringRule, StaffOnlyRule],
+class StoreOccupancyRule(_BaseRule):
+    kind: Literal["store_occupancy"]
+    #: Fires when more than this many people are in the store.
+    max: Annotated[int, Field(ge=0)]
+    #: Store-wide: no camera, no zone.
+    camera: None = None
+    zone: None = None
+
+
+class QueueWaitRule(_ZoneRule):
+    kind: Literal["queue_wait"]
+    #: Fires when the predicted wait of someone joining now is at least this long.
+    min_wait_s: Annotated[float, Field(gt=0, le=86_400)]
+    #: Window of the service rate (``None``: the site's ``zones.queue_window_s``).
+    window_s: Annotated[float, Field(gt=0, le=86_400)] | None = None
+
+
+class _HealthRule(_Rule):
+    #: How long the camera must have been down / frozen / without detections.
+    after_s: Annotated[float, Field(gt=0, le=86_400)]
+    zone: None = None
+
+
+class CameraDownRule(_HealthRule):
+    kind: Literal["camera_down"]
+
+
+class CameraFrozenRule(_HealthRule):
+    kind: Literal["camera_frozen"]
+
+
+class NoDetectionsRule(_HealthRule):
+    kind: Literal["no_detections"]
+    #: Only while the store is open (``store.opening_hours``; none: always open).
+    when_open: bool = False
+
+
+AlertRule = Annotated[Union[CameraOccupancyRule, ZoneOccupancyRule, QueueLengthRule, LoiteringRule, StaffOnlyRule,
+                            StoreOccupancyRule, QueueWaitRule, CameraDownRule, CameraFrozenRule, NoDetectionsRule],
                       Field(discriminator="kind")]
-ALERT_KINDS = ("camera_occupancy", "zone_occupancy", "queue_length", "loitering", "staff_only")
+ALERT_KINDS = ("camera_occupancy", "zone_occupancy", "queue_length", "loitering", "staff_only", "store_occupancy",
+               "queue_wait", "camera_down", "camera_frozen", "no_detections")
+#: Kinds evaluated by the analytics stage's store-level step (they need every camera), not per camera.
+STORE_KINDS = ("store_occupancy", "camera_down")
 
 
 class WebhookConfig(Strict):
@@ -116,4 +173,9 @@ class AlertsConfig(Strict):
         return rules
 
     def for_camera(self, camera_id: str) -> list:
-        return [r for r in self.rules if r.camera == camera_id]
+        """The per-camera rules of ``camera_id`` (store-level kinds, :data:`STORE_KINDS`, excluded)."""
+        return [r for r in self.rules if r.camera == camera_id and r.kind not in STORE_KINDS]
+
+    def store_rules(self) -> list:
+        """The rules of the store-level step (:data:`STORE_KINDS`)."""
+        return [r for r in self.rules if r.kind in STORE_KINDS]

@@ -29,6 +29,9 @@ class HeatmapConfig(Strict):
     #: Reference frame (faces blurred): the first frame of each camera, then every this many minutes (0: once).
     snapshot_every_min: Annotated[int, Field(ge=0, le=10_080)] = 60
     snapshot_jpeg_quality: Annotated[int, Field(ge=30, le=100)] = 80
+    #: Besides every person's head region, also blur every face the face detector (``faces.detector``,
+    #: at a low score threshold) finds in the reference frame: a person the detector missed is covered too.
+    snapshot_blur_faces: bool = True
 
 
 class CameraFloorConfig(Strict):

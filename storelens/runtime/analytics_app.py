@@ -41,6 +41,12 @@ Effect-once processing from at-least-once delivery:
 A crash or restart anywhere therefore either replays the frame against the old state
 (same outputs, upserted again) or finds the new state and skips it.
 
+A faust timer calls :meth:`AnalyticsApp.tick_at` every ``AnalyticsStage.tick_s``: the stage's
+tick (``camera_down`` while no frame comes) through the same ``RunnerCore.tick`` as the embedded
+runner's loop; its alerts go to the sinks and the ``alerts`` topic. The tick changes only the
+store-level alert state, which is saved with the next frame's camera state (a tick-fired alert
+that a restart loses fires again with the same id: sinks upsert).
+
 The sinks block (psycopg, redis-py); they run in one dedicated worker thread
 (``run_in_executor``) so the event loop keeps heartbeating while a write
 waits, and a failing sink is retried with backoff (the partition waits;
@@ -69,6 +75,7 @@ from storelens.contract import topics
 from storelens.config import KafkaConfig, SiteConfig
 from storelens.runtime.service import ServiceRuntime
 from storelens.runtime.bus import BusMessage
+from storelens.runtime.retention import RetentionPurge
 from storelens.runtime.runner import RunnerCore
 from storelens.runtime.sinks import HistorySink, LiveSink
 from storelens.runtime.webhooks import webhook_sinks
@@ -93,6 +100,8 @@ REWIND_TIMEOUT_S = 30.0
 BROKER_PING_S = 10.0
 #: Not ready (rebalancing/recovering) this long while the loop turns: stop the heartbeat (``/healthz`` fails).
 STUCK_NOT_READY_S = float(os.environ.get("STORELENS_ANALYTICS_STUCK_S", 300))
+#: Seconds between checks whether a chore of the runner core is due (the retention purge).
+CHORES_CHECK_S = 30.0
 #: After SIGTERM, exit hard if faust has not stopped within this many seconds.
 SHUTDOWN_TIMEOUT_S = float(os.environ.get("STORELENS_SHUTDOWN_TIMEOUT_S", 30))
 
@@ -146,7 +155,12 @@ class AnalyticsApp:
         self._sink = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="analytics-sink")
         sinks = [HistorySink(storage)] + ([LiveSink(live)] if live is not None else []) + webhook_sinks(config)
         #: The runner core every input goes through (decode, stage, error policy, sinks with retries).
-        self.core = RunnerCore(self.stage, sinks, metrics=rt.metrics, should_stop=rt.stopping.is_set)
+        #: The scheduled retention purge of the history (privacy.retention): a chore of the core, run in
+        #: the sink thread (no write of a message interleaves with it). Customer links whose customer
+        #: left a gallery in the same database go too (checked in SQL).
+        self.retention = RetentionPurge(storage, config) if config.privacy.retention.enabled else None
+        self.core = RunnerCore(self.stage, sinks, metrics=rt.metrics, should_stop=rt.stopping.is_set,
+                               chores=[self.retention] if self.retention is not None else [])
         self._broker_ok = False
         self._broker_checked = 0.0
         self._admin = None
@@ -188,7 +202,8 @@ class AnalyticsApp:
         self.tracks = self.app.topic(self.topic_names[topics.TRACKS], partitions=kcfg.partitions,
                                      allow_empty=True, **raw)
         #: The other inputs (face history, camera snapshots): records for the sinks, no state.
-        self.record_inputs = {base: self.app.topic(self.topic_names[base], partitions=kcfg.partitions,
+        fixed = {t.name: t.partitions for t in topics.TOPICS if t.partitions_fixed}
+        self.record_inputs = {base: self.app.topic(self.topic_names[base], partitions=fixed.get(base, kcfg.partitions),
                                                    allow_empty=True, **raw)
                               for base in AnalyticsStage.inputs if base != topics.TRACKS}
         self.out = {base: self.app.topic(self.topic_names[base], **raw)
@@ -206,6 +221,8 @@ class AnalyticsApp:
             self.app.agent(topic, name=f"{SERVICE}-{base}")(self._records_agent)
         self.app.timer(1.0)(self._heartbeat)
         self.app.timer(BROKER_PING_S)(self._ping_broker)
+        self.app.timer(CHORES_CHECK_S)(self._chores)
+        self.app.timer(AnalyticsStage.tick_s)(self._tick)
         rt.add_check("broker", self.broker_ready)
         rt.add_check("tables", self.tables_ready)
         rt.add_check("storage", lambda: self.core.sink_ok["storage"] and bool(storage.ping()))
@@ -243,6 +260,33 @@ class AnalyticsApp:
     async def _ping_broker(self) -> None:
         ok = await asyncio.get_running_loop().run_in_executor(None, self._broker_ping_blocking)
         self._broker_ok, self._broker_checked = ok, time.monotonic()
+
+    async def _tick(self) -> None:
+        await self.tick_at(int(time.time() * 1000))
+
+    async def tick_at(self, now_ms: int) -> None:
+        """The stage's tick at wall time ``now_ms`` (a faust timer, every ``AnalyticsStage.tick_s``; ``camera_down``
+        while no frame comes): the same :meth:`RunnerCore.tick` as the embedded runner's loop; its records go to
+        the sinks (sink thread), then its alerts to their topic."""
+        if not self._tables_ready:
+            return
+        h = self.core.tick(now_ms)
+        if h is None:
+            return
+        h = await asyncio.get_running_loop().run_in_executor(self._sink, self.core.write_sinks, h)
+        if h.stop is not None or h.dead_letter is not None:
+            return
+        futures = [await self.out[p.topic].send(key=topics.camera_key(p.camera_id), value=m.encode(p.message))
+                   for p in h.outputs.publish]
+        if futures:
+            await asyncio.gather(*futures)
+        for p in h.outputs.publish:
+            self.metrics.messages_out.labels(self.topic_names[p.topic]).inc()
+
+    async def _chores(self) -> None:
+        """Run the runner core's due chores (the retention purge) in the sink thread."""
+        if self.core.chores:
+            await asyncio.get_running_loop().run_in_executor(self._sink, self.core.run_chores)
 
     async def _heartbeat(self) -> None:
         """Beat while the worker makes progress: a recovery/rebalance stuck for
@@ -410,6 +454,10 @@ class AnalyticsApp:
         if h.dead_letter is not None:
             await self._send_dead_letter(key, h.dead_letter)
             return
+        if base == topics.SITE_CONFIG and h.dead_letter is None:
+            # a site edit (/v1/site): new cameras start from the new site's empty state
+            self._fresh.apply_site(h.value)
+            log.info("site version applied", extra={"version": h.value.version, "actor": h.value.actor})
         if base != topics.TRACKS:
             return
         cam = h.value.camera_id

@@ -29,6 +29,7 @@ from storelens.contract import topics
 from storelens.errors import StoreLensError
 from storelens.runtime.bus import InProcessBus
 from storelens.runtime.ingest import start_ingest
+from storelens.runtime.retention import RetentionPurge
 from storelens.runtime.runner import Handled, Runner, RunnerCore
 from storelens.runtime.sinks import HistorySink
 from storelens.runtime.webhooks import webhook_sinks
@@ -38,6 +39,8 @@ from storelens.stages.core import DetectTrackStage
 from storelens.stages.registry import stages_for
 
 log = logging.getLogger(__name__)
+#: Seconds between two looks for a site version saved through the API (:meth:`EmbeddedPipeline._watch_site`).
+SITE_POLL_S = 1.0
 
 
 @dataclass
@@ -107,6 +110,8 @@ class EmbeddedPipeline:
         #: ``(AttributesStage, ReidStage)`` when ``faces.enabled`` (built in :meth:`run` unless given).
         self.faces_stages = faces_stages
         self.runners: dict[str, Runner] = {}
+        #: The retention purge of the history (:mod:`storelens.runtime.retention`), set by :meth:`run`.
+        self.retention: RetentionPurge | None = None
 
     def stop(self) -> None:
         self._stop.set()
@@ -167,14 +172,27 @@ class EmbeddedPipeline:
         #: Alert webhooks (``alerts.webhooks``): delivered in their own thread, flushed at the end of the run.
         self.webhooks = webhook_sinks(self.config)
         sinks = {"analytics": ([HistorySink(self.storage)] if self.storage is not None else []) + self.webhooks}
+        #: The retention purge (privacy.retention) runs in the thread that writes the history.
+        self.retention = self._retention()
+        chores = {"analytics": [self.retention]} if self.retention is not None else {}
         threads = []
         for name, st in stages.items():  # subscriptions exist before the first frame is published
             transport = InProcessTransport(self.bus, list(st.inputs), ending=[t for t in st.inputs if t in produced],
                                            outputs=st.outputs)
-            runner = Runner(RunnerCore(st, sinks.get(name, ())), transport, should_stop=self._stop.is_set,
+            runner = Runner(RunnerCore(st, sinks.get(name, ()), chores=chores.get(name, ())), transport,
+                            should_stop=self._stop.is_set,
                             observers=[self._observer(name)])
             self.runners[name] = runner
             threads.append(threading.Thread(target=self._run_stage, args=(runner,), name=name, daemon=True))
+        analytics = stages.get("analytics")
+        if isinstance(analytics, AnalyticsStage) and self.storage is not None:
+            # site versions edited through the API: the newest from the start, later ones as they are saved
+            first = self.storage.site_update(self.config.store.id)
+            if first is not None:
+                analytics.apply_site(first)
+            # not one of the stage threads the run waits for: it ends with the run (self._stop)
+            threading.Thread(target=self._watch_site, args=(analytics.site_version,), name="site-watch",
+                             daemon=True).start()
         t0 = time.perf_counter()
         for t in threads:
             t.start()
@@ -204,6 +222,30 @@ class EmbeddedPipeline:
                 raise err
             raise StoreLensError(f"pipeline failed: {type(err).__name__}: {err}") from err
         return self.result
+
+    def _watch_site(self, version: int) -> None:
+        """Publish each site version saved through the API (``/v1/site``, any process) to the analytics stage.
+
+        The stage applies it between two messages of its own thread (``site-config``, as in the
+        distributed mode); polled every :data:`SITE_POLL_S` seconds (one indexed query).
+        """
+        while not self._stop.wait(SITE_POLL_S):
+            try:
+                update = self.storage.site_update(self.config.store.id, version)
+            except Exception:  # the history store is down: the analytics runner reports it; look again later
+                log.warning("could not read the site versions", exc_info=True)
+                continue
+            if update is not None:
+                version = update.version
+                self.bus.publish(topics.SITE_CONFIG, self.config.store.id.encode(), m.encode(update))
+
+    def _retention(self) -> RetentionPurge | None:
+        """The scheduled purge of expired personal data, when there is a history store and it is enabled."""
+        if self.storage is None or not self.config.privacy.retention.enabled:
+            return None
+        store = getattr(self.gallery, "store", None)
+        return RetentionPurge(self.storage, self.config,
+                              known_customer=store.customer_exists if store is not None else None)
 
     def _run_stage(self, runner: Runner) -> None:
         try:

@@ -61,6 +61,10 @@ class LocalDeployment:
         self.procs: dict[str, subprocess.Popen] = {}
         self.ports = {name: _free_port() for name in SERVICES}
         self.api_port = _free_port()
+        #: The first admin of the API service (created from the environment when it starts).
+        self.admin = ("admin", "e2e-" + uuid.uuid4().hex)
+        self.jwt_secret = uuid.uuid4().hex + uuid.uuid4().hex
+        self._api: httpx.Client | None = None
         self.dead_topic = f"{self.uid}.dead-letter"
         self.frames_topic = f"{self.uid}.frames"
 
@@ -75,7 +79,9 @@ class LocalDeployment:
         config = config_path or self.config_path
         env = {**os.environ, "STORELENS_CONFIG": str(config), "STORELENS_HTTP_PORT": str(self.ports[name]),
                "STORELENS_HTTP_HOST": "127.0.0.1", "STORELENS_API_HOST": "127.0.0.1",
-               "STORELENS_API_PORT": str(self.api_port), "PYTHONUNBUFFERED": "1", "STORELENS_LOG_LEVEL": "INFO"}
+               "STORELENS_API_PORT": str(self.api_port), "PYTHONUNBUFFERED": "1", "STORELENS_LOG_LEVEL": "INFO",
+               "STORELENS_ADMIN_USERNAME": self.admin[0], "STORELENS_ADMIN_PASSWORD": self.admin[1],
+               "STORELENS_JWT_SECRET": self.jwt_secret}  # sessions survive an API restart
         log = open(self.tmp / f"{self.uid}-{name}.log", "ab")
         self.procs[name] = subprocess.Popen([sys.executable, str(REPO / "services" / name / "main.py")],
                                             env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.tmp)
@@ -83,6 +89,17 @@ class LocalDeployment:
     def url(self, name: str, path: str) -> str:
         port = self.api_port if name == "api" else self.ports[name]
         return f"http://127.0.0.1:{port}{path}"
+
+    @property
+    def api(self) -> httpx.Client:
+        """A client of the API service signed in as the deployment's admin (after the API is ready)."""
+        if self._api is None:
+            client = httpx.Client(base_url=self.url("api", ""), timeout=30)
+            r = client.post("/v1/auth/login", data={"username": self.admin[0], "password": self.admin[1]})
+            r.raise_for_status()
+            client.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
+            self._api = client
+        return self._api
 
     def wait_ready(self, name: str, timeout_s: float = 180) -> None:
         deadline = time.time() + timeout_s
@@ -153,9 +170,9 @@ class LocalDeployment:
             for name, proc in self.procs.items():
                 if proc.poll() is not None:
                     raise AssertionError(f"{name} exited {proc.returncode}:\n{self.log(name)}")
-            occ = httpx.get(self.url("api", f"/v1/occupancy/{camera}"), timeout=5).json()
+            occ = self.api.get(f"/v1/occupancy/{camera}").json()
             if occ.get("last_seen_ts_ms") == last_ts_ms:
-                counts = httpx.get(self.url("api", "/v1/counts"), params={"camera_id": camera}, timeout=5).json()
+                counts = self.api.get("/v1/counts", params={"camera_id": camera}).json()
                 # compare the counts only: without crossings the default range follows the clock
                 if last is not None and (counts["buckets"], counts["totals"]) == (last["buckets"], last["totals"]):
                     return counts

@@ -12,6 +12,13 @@ A message is acknowledged only after its records were written and its outputs
 published (at-least-once); every stage skips redeliveries by sequence number and
 every sink upserts, so a replay changes nothing (effect-once).
 
+**Ticks.** A stage with a ``tick(now_ms) -> Outputs`` method and a ``tick_s`` period (the
+analytics stage: alerts such as ``camera_down`` need time to pass without messages) is
+called every ``tick_s`` seconds of wall time between messages; its outputs go through the
+same sinks and publishing as a message's (:meth:`RunnerCore.tick`). The runner's loop does
+it in the embedded mode; the analytics service calls the same :meth:`RunnerCore.tick` from a
+faust timer.
+
 Example (in-process, see tests/test_runner.py):
     >>> bus = InProcessBus()                                              # doctest: +SKIP
     >>> runner = Runner(RunnerCore(stage), InProcessTransport(bus, stage))  # doctest: +SKIP
@@ -79,6 +86,10 @@ class Handled:
     reason: str = ""
 
 
+#: Pseudo topic of :meth:`RunnerCore.tick` outputs (never consumed or published).
+TICK_TOPIC = "_tick"
+
+
 class RunnerCore:
     """Decode, process, sink: the transport-independent part of running one stage.
 
@@ -87,12 +98,16 @@ class RunnerCore:
         sinks: written in order with every message's ``Outputs.records``.
         metrics: counters (a private registry when not given).
         should_stop: ends sink retries when the process is stopping (the message is then not acknowledged).
+        chores: periodic work of the process (``name``, ``due() -> bool``, ``run(metrics)``), run
+            between messages by :meth:`run_chores` (e.g. the retention purge,
+            :mod:`storelens.runtime.retention`).
     """
 
     def __init__(self, stage: Stage, sinks: Sequence[Sink] = (), metrics: ServiceMetrics | None = None,
-                 should_stop: Callable[[], bool] = lambda: False) -> None:
+                 should_stop: Callable[[], bool] = lambda: False, chores: Sequence[Any] = ()) -> None:
         self.stage = stage
         self.sinks = list(sinks)
+        self.chores = list(chores)
         if metrics is None:
             from prometheus_client import CollectorRegistry
 
@@ -150,6 +165,35 @@ class RunnerCore:
         h.dead_letter = dead_letter(msg.topic, msg.key, msg.value, reason, self.stage.name)
         h.outputs = Outputs()
 
+    def tick(self, now_ms: int) -> Handled | None:
+        """The stage's periodic tick at wall time ``now_ms`` (no I/O): its outputs as a :class:`Handled` to write
+        and publish like a message's, or ``None`` when the stage has no tick or it produced nothing."""
+        tick = getattr(self.stage, "tick", None)
+        if tick is None:
+            return None
+        h = Handled(BusMessage(TICK_TOPIC, b"", b"", -1), TICK_TOPIC)
+        try:
+            h.outputs = tick(now_ms)
+        except Exception:  # noqa: BLE001 (a failing tick must not stop the messages)
+            log.exception("stage tick failed", extra={"stage": self.stage.name})
+            self._error("tick")
+            return None
+        if not h.outputs.records and not h.outputs.publish:
+            return None
+        return h
+
+    def run_chores(self) -> None:
+        """Run the chores that are due; a failing chore is logged and counted, never fatal (it runs again
+        when next due)."""
+        for chore in self.chores:
+            if not chore.due():
+                continue
+            try:
+                chore.run(self.metrics)
+            except Exception as exc:  # noqa: BLE001 (e.g. the store is down: the next run catches up)
+                self._error(f"chore_{chore.name}")
+                log.warning("chore failed", extra={"chore": chore.name, "error": repr(exc)})
+
     def write_sinks(self, h: Handled) -> Handled:
         """Write ``h``'s records to every sink, retrying a failing one with backoff (blocking).
 
@@ -205,6 +249,9 @@ class Runner:
         self.poll_s = poll_s
         #: The exception that stopped the runner (None: ended normally).
         self.failure: BaseException | None = None
+        #: Seconds between the stage's ticks (``None``: the stage has none).
+        self.tick_s: float | None = getattr(core.stage, "tick_s", None) if hasattr(core.stage, "tick") else None
+        self._next_tick = time.monotonic() + (self.tick_s or 0)
 
     def handle(self, msg: BusMessage) -> bool:
         """One message, start to end; False when the runner must stop (the message is not acknowledged)."""
@@ -233,12 +280,40 @@ class Runner:
             obs(h)
         return True
 
+    def tick(self, now_ms: int) -> bool:
+        """The stage's tick at wall time ``now_ms``: write and publish what it made; False when the runner must
+        stop (a sink failed while stopping)."""
+        h = self.core.tick(now_ms)
+        if h is None:
+            return True
+        h = self.core.write_sinks(h)
+        if h.stop is not None:
+            self.failure = h.stop
+            return False
+        if h.dead_letter is not None:  # a sink rejected a tick's record: nothing to redeliver (logged, counted)
+            return True
+        for p in h.outputs.publish:
+            out = self.transport.publish(p.topic, topics.camera_key(p.camera_id), m.encode(p.message))
+            self.core.metrics.messages_out.labels(out).inc()
+        for obs in self.observers:
+            obs(h)
+        return True
+
+    def _maybe_tick(self) -> bool:
+        if self.tick_s is None or time.monotonic() < self._next_tick:
+            return True
+        self._next_tick = time.monotonic() + self.tick_s
+        return self.tick(int(time.time() * 1000))
+
     def run(self) -> BaseException | None:
         """Loop until the transport has ended, a stop was requested, or the stage failed; returns the failure."""
         try:
             while not self.should_stop() and not self.transport.ended:
                 self.beat()
-                msg = self.transport.poll(self.poll_s)
+                self.core.run_chores()
+                if not self._maybe_tick():
+                    break
+                msg = self.transport.poll(min(self.poll_s, self.tick_s or self.poll_s))
                 if msg is None:
                     continue
                 if not self.handle(msg):

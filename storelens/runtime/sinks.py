@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from storelens.contract import messages as m
-from storelens.domain.counting import CrossingEvent
 
 
 def _split(records: Sequence[Any]) -> dict[type, list[Any]]:

@@ -360,19 +360,19 @@ def stage_worker(config: SiteConfig, rt: ServiceRuntime, stage) -> StageWorker:
     return WORKERS.get(stage.name, StageWorker)(config, rt, stage)
 
 
-class CustomerErasurePublisher:
-    """``on_erasure`` of the API (distributed mode): publish a :class:`CustomerErasure` to
-    ``customer-erasures`` (keyed by customer id) and wait until the broker has it.
+class TopicPublisher:
+    """What the API publishes in the distributed mode: messages to one topic, each waited for until
+    the broker has it (raises :class:`~storelens.runtime.kafka.BrokerError` after ``timeout_s``; the
+    API then answers 503 and a retry re-sends it: every consumer is idempotent).
 
-    The producer is created on first use, so the API starts without the broker.
-    Raises :class:`~storelens.runtime.kafka.BrokerError` when the request was not
-    acknowledged within ``timeout_s`` (the API answers 503; a retry re-sends it, erasing twice is harmless).
+    The producer (and the topic) is created on first use, so the API starts without the broker.
     """
 
-    def __init__(self, config: SiteConfig, timeout_s: float = 10.0) -> None:
+    def __init__(self, config: SiteConfig, base_topic: str, timeout_s: float = 10.0) -> None:
         self.config = config
+        self.base_topic = base_topic
         self.timeout_s = timeout_s
-        self.topic = topics.topic_name(topics.CUSTOMER_ERASURES, config.kafka.topic_prefix)
+        self.topic = topics.topic_name(base_topic, config.kafka.topic_prefix)
         self._bus = None
         self._lock = threading.Lock()
 
@@ -381,19 +381,16 @@ class CustomerErasurePublisher:
 
         with self._lock:
             if self._bus is None:
-                spec = next(s for s in topics.TOPICS if s.name == topics.CUSTOMER_ERASURES)
+                spec = next(s for s in topics.TOPICS if s.name == self.base_topic)
                 ensure_topics(self.config.kafka, [spec], timeout_s=self.timeout_s)
                 self._bus = KafkaBus(self.config.kafka, "api")
             return self._bus
 
-    def __call__(self, customer_id: str) -> None:
-        import uuid
-
+    def publish(self, items: Sequence[tuple[bytes, Any]]) -> None:
         bus = self._producer()
-        req = m.CustomerErasure(customer_id=customer_id, ts_ms=int(time.time() * 1000), request_id=uuid.uuid4().hex)
-        bus.publish(self.topic, customer_id.encode("utf-8"), m.encode(req))
+        for key, msg in items:
+            bus.publish(self.topic, key, m.encode(msg))
         bus.flush(self.timeout_s)
-        log.info("customer erasure published", extra={"customer": customer_id, "request_id": req.request_id})
 
     def close(self) -> None:
         with self._lock:
@@ -401,7 +398,44 @@ class CustomerErasurePublisher:
                 try:
                     self._bus.flush(self.timeout_s)
                 except StoreLensError as exc:
-                    log.warning("erasure requests not delivered at shutdown", extra={"error": str(exc)})
+                    log.warning("messages not delivered at shutdown", extra={"topic": self.topic, "error": str(exc)})
+
+
+class CustomerErasurePublisher(TopicPublisher):
+    """``on_erasure`` of the API: a :class:`CustomerErasure` on ``customer-erasures`` (keyed by customer id),
+    so the reid service drops the customer from its in-memory index."""
+
+    def __init__(self, config: SiteConfig, timeout_s: float = 10.0) -> None:
+        super().__init__(config, topics.CUSTOMER_ERASURES, timeout_s)
+
+    def __call__(self, customer_id: str) -> None:
+        import uuid
+
+        req = m.CustomerErasure(customer_id=customer_id, ts_ms=int(time.time() * 1000), request_id=uuid.uuid4().hex)
+        self.publish([(customer_id.encode("utf-8"), req)])
+        log.info("customer erasure published", extra={"customer": customer_id, "request_id": req.request_id})
+
+
+class SiteConfigPublisher(TopicPublisher):
+    """``on_site_change`` of the API: each saved site version on the compacted ``site-config`` topic (keyed
+    by store id), which the analytics service applies without a restart."""
+
+    def __init__(self, config: SiteConfig, timeout_s: float = 10.0) -> None:
+        super().__init__(config, topics.SITE_CONFIG, timeout_s)
+
+    def __call__(self, update: m.SiteUpdate) -> None:
+        self.publish([(update.store_id.encode("utf-8"), update)])
+        log.info("site version published", extra={"version": update.version, "actor": update.actor})
+
+
+class PosTransactionPublisher(TopicPublisher):
+    """``on_transactions`` of the API: each posted sale on ``pos-transactions`` (keyed by store id)."""
+
+    def __init__(self, config: SiteConfig, timeout_s: float = 10.0) -> None:
+        super().__init__(config, topics.POS_TRANSACTIONS, timeout_s)
+
+    def __call__(self, transactions: Sequence[m.PosTransaction]) -> None:
+        self.publish([(t.store_id.encode("utf-8"), t) for t in transactions])
 
 
 def run_stage_service(name: str, deps: Callable[[SiteConfig], dict[str, Any]] | None = None) -> int:

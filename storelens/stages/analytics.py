@@ -2,15 +2,22 @@
 
 Pure: no I/O. Its per-camera state is JSON-serialisable (:meth:`AnalyticsStage.camera_state`)
 so the faust host keeps it in a changelog-backed table and the embedded mode in memory.
+
+After each frame the store-level alert step (:mod:`storelens.stages.store_alerts`:
+``store_occupancy``, ``camera_down``) sees every camera's latest occupancy and frame time; its
+state rides along in every camera's state (after a restart the newest copy wins).
+:meth:`AnalyticsStage.tick` is called by the runner about once a second (both modes), so a
+silent store still moves the clock of ``camera_down``.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Iterable
 
 import numpy as np
 
-from storelens.config import SiteConfig
+from storelens.config import SiteConfig, with_cameras
 from storelens.contract import messages as m
 from storelens.contract import topics
 from storelens.domain.counting import CrossingEvent, LineCounter, Occupancy, window_start_ms
@@ -18,6 +25,7 @@ from storelens.domain.geometry import anchors_bottom_center
 from storelens.errors import DecodeError
 from storelens.stages.analyzers import CameraAnalyzer, FrameView, build_analyzers
 from storelens.stages.base import Outputs, Publish, UnknownCamera, decode_input
+from storelens.stages.store_alerts import StoreAlerts
 
 
 @dataclass
@@ -27,6 +35,8 @@ class AnalyticsOutput:
     windows: list[m.CountWindow] = field(default_factory=list)
     #: What the camera's analyzers returned (zone events, statistics, heatmaps, ...), in order.
     analyzed: list = field(default_factory=list)
+    #: Alerts of the store-level step (store_occupancy, camera_down; see :mod:`storelens.stages.store_alerts`).
+    store_alerts: list = field(default_factory=list)
     duplicate: bool = False
 
 
@@ -40,10 +50,13 @@ class AnalyticsStage:
 
     name = "analytics"
     inputs = {topics.TRACKS: m.TrackedFrame, topics.TRACK_ATTRIBUTES: m.TrackAttributes,
-              topics.CUSTOMER_MATCHES: m.CustomerMatch, topics.CAMERA_SNAPSHOTS: m.CameraSnapshot}
+              topics.CUSTOMER_MATCHES: m.CustomerMatch, topics.CAMERA_SNAPSHOTS: m.CameraSnapshot,
+              topics.SITE_CONFIG: m.SiteUpdate}
     outputs = (topics.CROSSINGS, topics.OCCUPANCY, topics.COUNTS, topics.ZONE_EVENTS, topics.ZONE_STATS,
                topics.ZONE_OCCUPANCY, topics.HEATMAPS, topics.TRACK_SUMMARIES, topics.ALERTS)
     on_error = "dead_letter"
+    #: Seconds between two calls of :meth:`tick` by the runner (both modes).
+    tick_s = 1.0
 
     def __init__(self, config: SiteConfig) -> None:
         self.config = config
@@ -57,6 +70,33 @@ class AnalyticsStage:
         #: Last processed seq per camera: redelivered or replayed frames are skipped.
         self.last_seq: dict[str, int] = {}
         self.ended: set[str] = set()
+        entrance = config.store.entrance_lines
+        #: (camera, line) pairs whose ins minus outs are the store's occupancy (``None``: every camera's occupancy).
+        self.entrance_lines = None if entrance is None else [tuple(x.split("/", 1)) for x in entrance]
+        #: Store-wide alert rules (every camera's latest occupancy and frame time).
+        self.store_alerts = StoreAlerts(config, self.store_occupancy)
+        #: Version of the site edited through the API in force (0: the site file's).
+        self.site_version = 0
+
+    def store_occupancy(self) -> int:
+        """The store's occupancy now: ins minus outs over ``store.entrance_lines`` (at least 0), or else the
+        sum of the cameras' occupancy (as ``/v1/occupancy``)."""
+        if self.entrance_lines is None:
+            return sum(o.value for o in self.occupancy.values())
+        total = 0
+        for cam, line in self.entrance_lines:
+            c = self.counters[cam].counts().get(line, {})
+            total += c.get("in", 0) - c.get("out", 0)
+        return max(0, total)
+
+    def tick(self, now_ms: int) -> Outputs:
+        """The runner's periodic call (every :attr:`tick_s`, wall time ``now_ms``): alerts that need time to
+        pass without frames (``camera_down``), as records and on ``alerts``."""
+        return self._store_outputs(self.store_alerts.tick(now_ms))
+
+    def _store_outputs(self, alerts: list) -> Outputs:
+        return Outputs(records=list(alerts),
+                       publish=[Publish(topics.ALERTS, a.camera_id or self.config.store.id, a) for a in alerts])
 
     def camera_state(self, camera_id: str) -> dict:
         """JSON-serialisable state of one camera (for changelog-backed tables)."""
@@ -69,6 +109,7 @@ class AnalyticsStage:
             "windows": [[line, start, c[0], c[1]] for (cam, line, start), c in self._windows.items()
                         if cam == camera_id],
             "analyzers": {name: a.state() for name, a in self.analyzers[camera_id].items()},
+            "store": self.store_alerts.state(),
         }
 
     def load_camera_state(self, camera_id: str, state: dict) -> None:
@@ -87,6 +128,7 @@ class AnalyticsStage:
         analyzers = state.get("analyzers", {})
         for name, a in self.analyzers[camera_id].items():
             a.load_state(analyzers.get(name, {}))
+        self.store_alerts.load_state(state.get("store", {}))
 
     def decode(self, topic: str, value: bytes):
         msg = decode_input(self, topic, value)
@@ -94,8 +136,43 @@ class AnalyticsStage:
             raise DecodeError("customer match without event_id or customer_id")
         return msg
 
+    def apply_site(self, update: m.SiteUpdate) -> bool:
+        """Put the cameras, lines and zones of a site edit in force, without a restart; ``False`` when not newer.
+
+        A camera whose lines changed keeps its counts and each person's side of the lines that
+        stayed (a moved line starts afresh); a camera whose zones or other settings changed gets new
+        analyzers (people in a changed zone enter it again after its inertia); new cameras start
+        empty, removed ones are forgotten. An invalid edit raises :class:`ConfigError` (dead-lettered).
+        """
+        if update.version <= self.site_version:
+            return False
+        new = with_cameras(self.config, json.loads(update.cameras_json or "[]"), origin=f"site version {update.version}")
+        old = {c.id: c for c in self.config.cameras}
+        for cam in new.cameras:
+            before = old.pop(cam.id, None)
+            if before is None or before.lines != cam.lines:
+                counter = LineCounter(cam.id, cam.lines, new.counting)
+                if before is not None:
+                    counter.load_state(self.counters[cam.id].state())
+                self.counters[cam.id] = counter
+            if before is None or before.model_copy(update={"lines": []}) != cam.model_copy(update={"lines": []}):
+                self.analyzers[cam.id] = build_analyzers(new, cam)
+            self.occupancy.setdefault(cam.id, Occupancy())
+        for gone in old:
+            for table in (self.counters, self.occupancy, self.analyzers, self.last_seq):
+                table.pop(gone, None)
+            self.ended.discard(gone)
+        if old:  # cameras removed: the store-wide rules (camera_down) forget them
+            store_alerts = StoreAlerts(new, self.store_occupancy)
+            store_alerts.load_state(self.store_alerts.state())
+            self.store_alerts = store_alerts
+        self.config, self.cameras, self.site_version = new, {c.id for c in new.cameras}, update.version
+        return True
+
     def handle(self, topic: str, msg) -> Outputs:
         """Stage contract: records for the sinks (the frame, its events) and events to publish."""
+        if topic == topics.SITE_CONFIG:
+            return Outputs(info={"site_version": msg.version, "applied": self.apply_site(msg)})
         if topic != topics.TRACKS:
             return Outputs(records=[msg])
         out = self.process(msg)
@@ -105,12 +182,13 @@ class AnalyticsStage:
         occupancy = [out.occupancy] if out.occupancy is not None else []
         analyzers = self.analyzers[cam].values()
         by_type = {t: topic for a in analyzers for t, topic in a.topics.items()}
+        store = self._store_outputs(out.store_alerts)
         return Outputs(
-            records=[msg, *out.crossings, *occupancy, *out.windows, *out.analyzed],
+            records=[msg, *out.crossings, *occupancy, *out.windows, *out.analyzed, *store.records],
             publish=[Publish(topics.CROSSINGS, cam, ev.to_proto()) for ev in out.crossings]
             + [Publish(topics.OCCUPANCY, cam, u) for u in occupancy]
             + [Publish(topics.COUNTS, cam, w) for w in out.windows]
-            + [Publish(by_type[type(r)], cam, r) for r in out.analyzed if type(r) in by_type],
+            + [Publish(by_type[type(r)], cam, r) for r in out.analyzed if type(r) in by_type] + store.publish,
             info={"crossings": len(out.crossings), "analyzed": len(out.analyzed)})
 
     def process(self, tf: m.TrackedFrame) -> AnalyticsOutput:
@@ -126,6 +204,7 @@ class AnalyticsStage:
             last = self.last_seq.get(tf.camera_id, -1)
             for a in self.analyzers[tf.camera_id].values():
                 out.analyzed += a.end(max(last, 0), tf.ts_ms, list(out.analyzed))
+            out.store_alerts = self.store_alerts.on_end(tf.camera_id, tf.ts_ms)
             return out
         if tf.seq <= self.last_seq.get(tf.camera_id, -1):
             out.duplicate = True  # redelivery: already counted
@@ -139,7 +218,8 @@ class AnalyticsStage:
         out.crossings = counter.update(tf.seq, tf.ts_ms, ids, anchors_bottom_center(boxes))
         for a in self.analyzers[tf.camera_id].values():
             view = FrameView(tf.camera_id, tf.seq, tf.ts_ms, tf.width, tf.height, ids, boxes, people,
-                             crossings=out.crossings, prior=list(out.analyzed))
+                             crossings=out.crossings, prior=list(out.analyzed), detected=len(tf.tracks),
+                             image_digest=tf.image_digest)
             out.analyzed += a.update(view)
         if out.crossings:
             occ = self.occupancy[tf.camera_id]
@@ -161,6 +241,7 @@ class AnalyticsStage:
                 cin, cout = self._windows[(cam, line, start)]
                 out.windows.append(m.CountWindow(camera_id=cam, line_id=line, window_start_ms=start,
                                                  window_end_ms=start + win_s * 1000, count_in=cin, count_out=cout))
+        out.store_alerts = self.store_alerts.on_frame(tf.camera_id, tf.seq, tf.ts_ms)
         return out
 
     def line_counts(self, camera_id: str) -> dict[str, dict[str, int]]:
@@ -187,7 +268,7 @@ def derive(config: SiteConfig, frames: "Iterable[m.TrackedFrame]") -> list:
     """
     stage = AnalyticsStage(config)
     out: list = []
-    for tf in frames:
+    for tf in frames:  # several cameras: interleave their frames by time (the store-level alerts' clock)
         res = stage.handle(topics.TRACKS, tf)
         out += [r for r in res.records if not isinstance(r, m.TrackedFrame)]
     return out

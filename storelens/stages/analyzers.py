@@ -46,6 +46,10 @@ class FrameView:
     #: What the analyzers before this one returned for this frame (e.g. the zone events), in order:
     #: an analysis that needs another's results reads them here instead of recomputing them.
     prior: list[Any] = field(default_factory=list)
+    #: People detected in the frame, stationary tracks included (camera health: ``no_detections``).
+    detected: int = 0
+    #: The ingest's digest of the image (``TrackedFrame.image_digest``; empty: unknown).
+    image_digest: bytes = b""
 
 
 class CameraAnalyzer:
@@ -77,6 +81,8 @@ ANALYZERS: list[tuple[str, str]] = [
     ("alerts", "storelens.stages.alerts:alert_analyzer"),
     ("heatmap", "storelens.stages.heatmap:heatmap_analyzer"),
     ("journeys", "storelens.stages.journeys:journey_analyzer"),
+    ("groups", "storelens.stages.groups:group_analyzer"),
+    ("staff", "storelens.stages.staff:staff_analyzer"),
 ]
 
 

@@ -8,7 +8,7 @@ the messages to publish. Malformed input raises :class:`DecodeError` (or
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Callable
 
 import numpy as np
@@ -16,7 +16,6 @@ import numpy as np
 from storelens.contract import messages as m
 from storelens.config import SiteConfig
 from storelens.backends.detectors import Detector
-from storelens.errors import DecodeError
 from storelens.stages.base import Outputs, Publish, UnknownCamera, decode_input
 from storelens.contract import topics
 from storelens.backends.video import decode_jpeg
@@ -75,6 +74,12 @@ class DetectTrackStage:
         self.id_base: dict[str, int] = {}
         self.stationary_cfg = config.stationary
         self._stationary: dict[str, StationaryFilter] = {}
+        #: The staff uniform cue (``staff.uniform``), if configured: marks ``Track.staff_uniform``.
+        self.uniform = None
+        if config.staff.uniform is not None:
+            from storelens.stages.staff import UniformStaffMarker
+
+            self.uniform = UniformStaffMarker(config)
 
     def camera_snapshot(self, camera_id: str) -> bytes:
         """Tracker state + last seq + stationary filter of one camera (see :meth:`DeepSortTracker.snapshot`)."""
@@ -84,7 +89,8 @@ class DetectTrackStage:
                              "tracker": self.tracker(camera_id).snapshot(),
                              "crop_seq": {t: s for (c, t), s in self._crop_seq.items() if c == camera_id},
                              "id_base": self.id_base.get(camera_id),
-                             "stationary": self.stationary(camera_id).state()})
+                             "stationary": self.stationary(camera_id).state(),
+                             "uniform": self.uniform.state(camera_id) if self.uniform is not None else None})
 
     def restore_camera(self, camera_id: str, data: bytes) -> None:
         import pickle
@@ -98,6 +104,8 @@ class DetectTrackStage:
             self.id_base[camera_id] = int(state["id_base"])
         if state.get("stationary") is not None:
             self.stationary(camera_id).load_state(state["stationary"])
+        if state.get("uniform") is not None and self.uniform is not None:
+            self.uniform.load_state(camera_id, state["uniform"])
 
     def warm_up(self) -> None:
         """Build every camera's tracker (and its appearance model) before the first frame."""
@@ -137,6 +145,7 @@ class DetectTrackStage:
                 return None
         out = m.TrackedFrame(camera_id=frame.camera_id, seq=frame.seq, ts_ms=frame.ts_ms,
                              source_frame=frame.source_frame, end_of_stream=frame.end_of_stream,
+                             image_digest=frame.image_digest,
                              width=frame.source_width or frame.width, height=frame.source_height or frame.height)
         if frame.end_of_stream:
             self.last_crops = [m.PersonCrop(camera_id=frame.camera_id, seq=frame.seq, ts_ms=frame.ts_ms,
@@ -161,6 +170,8 @@ class DetectTrackStage:
         if appearance is not None:
             for t, emb in zip(out.tracks, appearance):
                 t.appearance.extend(emb.tolist())
+        if self.uniform is not None:  # judged on the decoded image's pixels
+            self.uniform.mark(frame.camera_id, frame.seq, image, tracks.track_id, tracks.bbox_xyxy, out.tracks)
         self.last_crops = self._crops(frame, image, tracks, boxes)
         self.snapshots.offer(frame, image, np.vstack([dets.bbox_xyxy, tracks.bbox_xyxy]))
         return out

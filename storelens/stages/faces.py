@@ -184,11 +184,12 @@ class AttributesStage:
         self.cfg = config.faces
         self.cameras = {c.id for c in config.cameras}
         if analyzer is None:
-            from storelens.backends.face_attributes import AgeGenderEstimator, EmotionClassifier, FaceAnalyzer
+            from storelens.backends.face_attributes import EmotionClassifier, FaceAnalyzer
             from storelens.backends.face_attributes.analyzer import build_head_pose
+            from storelens.backends.face_attributes.demographics import build_age_gender
             from storelens.domain.face_quality import FaceQualityGate
 
-            analyzer = FaceAnalyzer(None, FaceQualityGate(self.cfg.quality), AgeGenderEstimator(self.cfg.age_gender),
+            analyzer = FaceAnalyzer(None, FaceQualityGate(self.cfg.quality), build_age_gender(self.cfg.age_gender),
                                     EmotionClassifier(self.cfg.emotion), self.cfg.attention,
                                     build_head_pose(self.cfg.attention))
         if detector is None:

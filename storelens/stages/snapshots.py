@@ -4,10 +4,19 @@ detection of the frame and every track box: a tracker confirms a track only afte
 
 The head region is the top :data:`HEAD_FRACTION` of each box (the box widened a little),
 blurred strongly enough that no face is recognisable: cheap, needs no face model, and
-covers faces turned away from the camera too. The JPEG keeps the decoded frame's size;
+covers faces turned away from the camera too. A person the detector missed has no box, so
+with ``heatmap.snapshot_blur_faces`` (default) every face the face detector finds in the
+whole frame (``faces.detector`` at :data:`FACE_SCORE_THRESHOLD`: recall first, a false
+face only blurs a patch) is blurred as well. The JPEG keeps the decoded frame's size;
 ``width``/``height`` are the source size (heatmap grids are in source pixels).
+
+These reference frames are the only images StoreLens stores; they are served by
+``/v1/cameras/{camera_id}/snapshot`` and under the heatmap PNGs.
 """
 from __future__ import annotations
+
+import logging
+from typing import Callable
 
 import numpy as np
 
@@ -18,11 +27,43 @@ from storelens.contract import messages as m
 HEAD_FRACTION = 0.22
 #: Widening of the head region on each side, as a part of the box width.
 HEAD_MARGIN = 0.05
+#: Score threshold of the face detector on reference frames (below the recognition default: recall first).
+FACE_SCORE_THRESHOLD = 0.5
+#: Widening of a detected face box on each side, as a part of its size (hair, ears, the chin).
+FACE_MARGIN = 0.3
+
+log = logging.getLogger(__name__)
+
+
+def _pixelate(out: np.ndarray, x1: int, y1: int, x2: int, y2: int) -> None:
+    import cv2
+
+    roi = out[y1:y2, x1:x2]
+    # pixelate then blur: nothing of a face survives, whatever its size
+    small = cv2.resize(roi, (max(1, roi.shape[1] // 12), max(1, roi.shape[0] // 12)), interpolation=cv2.INTER_AREA)
+    roi[:] = cv2.GaussianBlur(cv2.resize(small, (roi.shape[1], roi.shape[0]), interpolation=cv2.INTER_LINEAR),
+                              (0, 0), max(2.0, min(roi.shape[:2]) / 6))
+
+
+def blur_faces(image: np.ndarray, faces_xyxy: np.ndarray) -> tuple[np.ndarray, int]:
+    """A copy of ``image`` with every face box (widened by :data:`FACE_MARGIN`) blurred; and how many."""
+    out = image.copy()
+    h, w = out.shape[:2]
+    n = 0
+    for x1, y1, x2, y2 in np.asarray(faces_xyxy, np.float64).reshape(-1, 4):
+        fw, fh = x2 - x1, y2 - y1
+        if fw <= 0 or fh <= 0:
+            continue
+        bx1, bx2 = int(max(0, x1 - FACE_MARGIN * fw)), int(min(w, np.ceil(x2 + FACE_MARGIN * fw)))
+        by1, by2 = int(max(0, y1 - FACE_MARGIN * fh)), int(min(h, np.ceil(y2 + FACE_MARGIN * fh)))
+        if bx2 > bx1 and by2 > by1:
+            _pixelate(out, bx1, by1, bx2, by2)
+            n += 1
+    return out, n
 
 
 def blur_heads(image: np.ndarray, boxes_xyxy: np.ndarray) -> tuple[np.ndarray, int]:
     """A copy of ``image`` with the head region of every box blurred; and how many regions were blurred."""
-    import cv2
 
     out = image.copy()
     h, w = out.shape[:2]
@@ -35,24 +76,42 @@ def blur_heads(image: np.ndarray, boxes_xyxy: np.ndarray) -> tuple[np.ndarray, i
         hy1, hy2 = int(max(0, y1 - HEAD_MARGIN * bh)), int(min(h, np.ceil(y1 + HEAD_FRACTION * bh)))
         if hx2 <= hx1 or hy2 <= hy1:
             continue
-        roi = out[hy1:hy2, hx1:hx2]
-        # pixelate then blur: nothing of a face survives, whatever its size
-        small = cv2.resize(roi, (max(1, roi.shape[1] // 12), max(1, roi.shape[0] // 12)), interpolation=cv2.INTER_AREA)
-        roi[:] = cv2.GaussianBlur(cv2.resize(small, (roi.shape[1], roi.shape[0]), interpolation=cv2.INTER_LINEAR),
-                                  (0, 0), max(2.0, min(roi.shape[:2]) / 6))
+        _pixelate(out, hx1, hy1, hx2, hy2)
         n += 1
     return out, n
+
+
+def face_finder(config: SiteConfig) -> Callable[[np.ndarray], np.ndarray]:
+    """Face boxes ``(N, 4)`` of an image by ``faces.detector`` at :data:`FACE_SCORE_THRESHOLD` (or lower)."""
+    from storelens.backends.face_detectors import build_face_detector
+
+    cfg = config.faces.detector
+    if hasattr(cfg, "score_threshold"):
+        cfg = cfg.model_copy(update={"score_threshold": min(cfg.score_threshold, FACE_SCORE_THRESHOLD)})
+    detector = build_face_detector(cfg)
+    return lambda image: detector.detect(image).bbox_xyxy
 
 
 class Snapshotter:
     """Decides when a camera's frame becomes its reference frame and makes it (faces blurred)."""
 
-    def __init__(self, config: SiteConfig) -> None:
+    def __init__(self, config: SiteConfig, find_faces: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+        self.config = config
         self.enabled = config.heatmap.enabled
         self.every_ms = config.heatmap.snapshot_every_min * 60_000
         self.quality = config.heatmap.snapshot_jpeg_quality
+        self.blur_faces = config.heatmap.snapshot_blur_faces
+        #: Face boxes of an image (built from ``faces.detector`` at the first snapshot unless given).
+        self.find_faces = find_faces
         self.last_ts: dict[str, int] = {}
         self.pending: list[m.CameraSnapshot] = []
+
+    def _faces(self, image: np.ndarray) -> np.ndarray:
+        if not self.blur_faces:
+            return np.zeros((0, 4), np.float32)
+        if self.find_faces is None:
+            self.find_faces = face_finder(self.config)
+        return self.find_faces(image)
 
     def due(self, camera_id: str, ts_ms: int) -> bool:
         last = self.last_ts.get(camera_id)
@@ -65,6 +124,8 @@ class Snapshotter:
         import cv2
 
         blurred, n = blur_heads(image, boxes_xyxy)
+        blurred, n_faces = blur_faces(blurred, self._faces(image))
+        n += n_faces
         ok, buf = cv2.imencode(".jpg", blurred, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
         if not ok:
             return

@@ -63,6 +63,8 @@ class SqlStore(Closing):
         self.schema = schema
         self._lock = threading.RLock()
         self._closed = False
+        #: Counts the write transactions of this store object (read caches compare it, see storelens.api.cache).
+        self.write_generation = 0
         self._connection: sa.Connection | None = None
         try:
             self._connection = self.db.engine.connect()
@@ -157,10 +159,13 @@ class SqlStore(Closing):
 
     @contextlib.contextmanager
     def _transaction(self, conn: sa.Connection) -> Iterator[sa.Connection]:
-        """One write transaction on ``conn`` (rolled back on error)."""
-        with conn.begin():
-            dialects.begin_write(self.db, conn)
-            yield conn
+        """One write transaction on ``conn`` (rolled back on error); bumps :attr:`write_generation`."""
+        try:
+            with conn.begin():
+                dialects.begin_write(self.db, conn)
+                yield conn
+        finally:
+            self.write_generation += 1
 
     def _write(self, fn: Callable[[sa.Connection], T]) -> T:
         def write(conn: sa.Connection) -> T:

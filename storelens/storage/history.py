@@ -139,7 +139,7 @@ class Storage(Protocol):
         self, camera_id: str | None = None, start_ms: int | None = None, end_ms: int | None = None
     ) -> dict[str, Any]: ...
 
-    def erase_customer(self, customer_id: str) -> int: ...
+    def erase_customer(self, customer_id: str, journeys: Any = None) -> int: ...
 
     def write_batch(self, tracked_frames: Iterable[m.TrackedFrame] = (), crossings: Sequence[CrossingEvent] = (),
                     occupancy_updates: Iterable[m.OccupancyUpdate] = (), count_windows: Iterable[m.CountWindow] = (),
@@ -150,6 +150,11 @@ class Storage(Protocol):
 
     def write_records(self, records: Sequence[Any]) -> int:
         """Any mix of history records (core kinds and :mod:`storelens.storage.records` kinds), one transaction."""
+        ...
+
+    def site_update(self, store_id: str, after_version: int = 0) -> m.SiteUpdate | None:
+        """The newest site version edited through the API if newer than ``after_version``
+        (:func:`storelens.storage.site.site_update`)."""
         ...
 
     def ping(self) -> bool: ...
@@ -502,6 +507,11 @@ class SqlStorage(SqlStore):
             stmt = self._record_stmts[type_] = self._upsert(kind.table, kind.newer, kind.keep)
         return stmt
 
+    def site_update(self, store_id: str, after_version: int = 0) -> m.SiteUpdate | None:
+        from storelens.storage.site import site_update
+
+        return site_update(self, store_id, after_version)
+
     def write_records(self, records: Sequence[Any]) -> int:
         """Write any mix of history records in one transaction (see :meth:`write_batch`).
 
@@ -521,13 +531,30 @@ class SqlStorage(SqlStore):
             cm.customer_id.in_(sorted(customer_ids)),
             ~sa.exists().where(gallery.c.customer_id == cm.customer_id)))
 
-    def erase_customer(self, customer_id: str) -> int:
-        """Right to erasure: delete the customer's matches; return how many rows went.
+    def erase_customer(self, customer_id: str, journeys: Any = None) -> int:
+        """Right to erasure: delete every row derived from the customer; return how many rows went.
 
-        Track attributes stay: without a match they are anonymous demographics.
+        The customer's matches and, per matched track, its face attributes, track summary, track
+        points and zone events; with ``journeys`` (a ``JourneysConfig``) also the tracks linked to
+        them in a journey (see :func:`storelens.storage.privacy.erase_customer`).
         """
-        stmt = sa.delete(customer_matches).where(customer_matches.c.customer_id == customer_id)
-        return max(self._write(lambda c: c.execute(stmt).rowcount), 0)
+        import storelens.storage.privacy as privacy
+
+        return sum(privacy.erase_customer(self, customer_id, journeys).values())
+
+    def purge_expired(self, days: Any, now_ms: int, known_customer: Callable[[str], bool] | None = None
+                      ) -> dict[str, int]:
+        """Retention: rows of each kind of personal data older than its period; rows deleted per kind
+        (:func:`storelens.storage.privacy.purge_expired`)."""
+        import storelens.storage.privacy as privacy
+
+        return privacy.purge_expired(self, days, now_ms, known_customer)
+
+    def newest_frame_ms(self) -> int | None:
+        """Time of the newest stored frame (``None`` without frames): the camera clock of the retention purge."""
+        import storelens.storage.privacy as privacy
+
+        return privacy.newest_frame_ms(self)
 
     # -- reads -------------------------------------------------------------
 

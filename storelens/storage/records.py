@@ -211,3 +211,33 @@ def _alert_rows(items: Iterable[m.Alert]) -> list[dict[str, Any]]:
 # A redelivered firing message never reopens a resolved alert; the API's columns are kept.
 register_records(m.Alert, alerts, _alert_rows, keep=ALERT_API_COLUMNS,
                  newer=lambda new: sa.or_(new.state == "resolved", alerts.c.state == "firing"))
+
+
+# -- buying units and staff -------------------------------------------------------------------
+
+from storelens.storage.schema import group_crossings, staff_tracks  # noqa: E402
+
+
+def _group_rows(items: Iterable[m.GroupCrossing]) -> list[dict[str, Any]]:
+    import json
+
+    return last_by_key([{
+        "event_id": g.event_id, "camera_id": g.camera_id, "line_id": g.line_id,
+        "direction": m.direction_name(g.direction), "ts_ms": g.ts_ms, "seq": g.seq, "last_ts_ms": g.last_ts_ms,
+        "size": len(g.track_ids), "track_ids": json.dumps(list(g.track_ids)),
+    } for g in items], group_crossings)
+
+
+def _staff_rows(items: Iterable[m.StaffTrack]) -> list[dict[str, Any]]:
+    first: dict[tuple[str, int], dict[str, Any]] = {}
+    for s in items:  # the first cue that held is kept, also within a batch
+        first.setdefault((s.camera_id, s.track_id), {
+            "camera_id": s.camera_id, "track_id": s.track_id, "ts_ms": s.ts_ms, "seq": s.seq, "cue": s.cue,
+            "detail": s.detail})
+    return list(first.values())
+
+
+register_records(m.GroupCrossing, group_crossings, _group_rows, replay_ts="ts_ms")
+# Never replaced: a track is staff from its first cue on (a later cue changes nothing). Not deleted by a
+# replay either: the uniform cue is judged on pixels, which the stored track points do not keep.
+register_records(m.StaffTrack, staff_tracks, _staff_rows, newer=lambda new: sa.false())

@@ -217,6 +217,80 @@ alerts = sa.Table(
 
 HISTORY_TABLES = (*HISTORY_TABLES, alerts)
 
+# -- sign-in, audit and site editing (migration 0009) ----------------------------------------
+
+#: People who sign in to the API and dashboard: Argon2 hash (PHC string), one role each.
+users = sa.Table(
+    "users", metadata,
+    _col("username", ID, primary_key=True), _col("password_hash", sa.Text), _col("role", ID),
+    _col("created_ts_ms", INT), _col("disabled", FLAG, server_default=sa.false()),
+    sa.CheckConstraint("role IN ('viewer', 'manager', 'admin')", name="users_role"),
+)
+
+#: Keys of machine clients: only a SHA-256 of the secret is stored; ``key_id`` is the public prefix.
+api_keys = sa.Table(
+    "api_keys", metadata,
+    _col("key_id", ID, primary_key=True), _col("name", sa.Text), _col("secret_sha256", ID), _col("role", ID),
+    _col("created_by", ID), _col("created_ts_ms", INT),
+    _col("revoked_ts_ms", INT, nullable=True), _col("last_used_ts_ms", INT, nullable=True),
+    sa.CheckConstraint("role IN ('viewer', 'manager', 'admin')", name="api_keys_role"),
+)
+
+#: Who did what: failed sign-ins and every write through the API (erasures, line moves, users, keys).
+audit_log = sa.Table(
+    "audit_log", metadata,
+    _col("id", INT, primary_key=True, autoincrement=True), _col("ts_ms", INT), _col("actor", ID),
+    _col("action", ID), _col("target", sa.Text), _col("detail", sa.Text), _col("client", ID),
+    sa.Index("audit_log_by_time", "ts_ms"),
+)
+
+#: Every version of the site's cameras, lines and zones edited through the API (the YAML is version 0).
+site_versions = sa.Table(
+    "site_versions", metadata,
+    _col("version", INT, primary_key=True, autoincrement=False), _col("ts_ms", INT), _col("actor", ID),
+    _col("site_json", sa.Text),
+)
+
+HISTORY_TABLES = (*HISTORY_TABLES, users, api_keys, audit_log, site_versions)
+
+# -- buying units and staff (migration 0010) ------------------------------------------------
+
+#: One row per buying unit crossing a line (``GroupCrossing``, upserted by ``event_id``): ``size``
+#: members, ``track_ids`` a JSON list in crossing order; a person alone is a unit of one.
+group_crossings = sa.Table(
+    "group_crossings", metadata,
+    _col("event_id", ID, primary_key=True), _col("camera_id", ID), _col("line_id", ID), _col("direction", ID),
+    _col("ts_ms", INT), _col("seq", INT), _col("last_ts_ms", INT), _col("size", INT), _col("track_ids", sa.Text),
+    sa.CheckConstraint("direction IN ('in', 'out')", name="group_crossings_direction"),
+    sa.Index("group_crossings_by_time", "camera_id", "ts_ms"),
+)
+
+#: Tracks recognised as staff (``StaffTrack``): the first cue that held (``zone`` or ``uniform``) is kept.
+staff_tracks = sa.Table(
+    "staff_tracks", metadata,
+    _col("camera_id", ID, primary_key=True), _col("track_id", INT, primary_key=True, autoincrement=False),
+    _col("ts_ms", INT), _col("seq", INT), _col("cue", ID), _col("detail", ID),
+    sa.Index("staff_tracks_by_time", "ts_ms"),
+)
+
+HISTORY_TABLES = (*HISTORY_TABLES, group_crossings, staff_tracks)
+
+# -- counting accuracy audits (migration 0011_count_audits) ----------------------------------
+
+#: One row per ``storelens audit``: a person's tally of clips around sampled crossings against the
+#: system's counts; ``accuracy`` = exact clips / clips with its Wilson interval; ``clips`` a JSON list.
+count_audits = sa.Table(
+    "count_audits", metadata,
+    _col("audit_id", ID, primary_key=True), _col("ts_ms", INT), _col("auditor", ID), _col("cameras", sa.Text),
+    _col("start_ms", INT, nullable=True), _col("end_ms", INT, nullable=True),
+    *(_col(c, INT) for c in ("n_clips", "n_correct", "system_in", "system_out", "person_in", "person_out")),
+    *(_col(c, REAL) for c in ("accuracy", "ci_low", "ci_high", "confidence", "count_accuracy", "min_accuracy")),
+    _col("method", ID), _col("alerted", FLAG), _col("clips", sa.Text),
+    sa.Index("count_audits_by_time", "ts_ms"),
+)
+
+HISTORY_TABLES = (*HISTORY_TABLES, count_audits)
+
 
 # -- face gallery ----------------------------------------------------------------------------
 

@@ -2,23 +2,23 @@
 
 Alerts are made by the analytics stage from the ``alerts:`` rules of the site file
 (:mod:`storelens.config.alerts`) and stored by ``alert_id``; a person acknowledges one
-(``ack``) or closes it (``resolve``) here. No sign-in exists yet: ``by`` is what the caller
-says it is.
+(``ack``) or closes it (``resolve``) here (managers and admins; the signed-in name is recorded).
 """
 from __future__ import annotations
 
 import time
 from typing import Annotated, Literal
 
-from fastapi import HTTPException, Path, Query
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import Depends, HTTPException, Path, Query
+from pydantic import Field
 
 from storelens.storage import alerts as aq
 
-from ..deps import ContextDep, FromMs, ToMs, api_router, check_range
+from ..deps import ContextDep, FromMs, ToMs, api_router, check_range, require_role
+from ..security import Principal
 from ..models import ErrorOut, _Out
 
-router = api_router("alerts")
+router = api_router("alerts", role='viewer')
 
 NOT_FOUND = {404: {"model": ErrorOut, "description": "Unknown alert."}}
 AlertId = Annotated[str, Path(min_length=1, max_length=300, description="The alert's id.")]
@@ -27,9 +27,10 @@ AlertId = Annotated[str, Path(min_length=1, max_length=300, description="The ale
 class AlertOut(_Out):
     alert_id: str
     rule_id: str
-    kind: str = Field(description="camera_occupancy, zone_occupancy, queue_length, loitering, staff_only.")
+    kind: str = Field(description="camera_occupancy, zone_occupancy, queue_length, loitering, staff_only, "
+                                  "store_occupancy, queue_wait, camera_down, camera_frozen, no_detections.")
     severity: Literal["info", "warning", "critical"] | str
-    camera_id: str
+    camera_id: str = Field(description="Empty for store-wide rules (store_occupancy).")
     zone_id: str | None
     state: Literal["firing", "resolved"]
     fired_ts_ms: int
@@ -52,12 +53,6 @@ class AlertsOut(_Out):
     alerts: list[AlertOut]
 
 
-class ActionIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    by: Annotated[str, Field(min_length=1, max_length=128, description="Who acknowledges / resolves.")] = "api"
-
-
 @router.get(
     "/v1/alerts", response_model=AlertsOut, summary="Alerts, newest first",
     description="Alerts that fired in [from_ms, to_ms), newest first, paged. `state`: firing (open), resolved "
@@ -76,8 +71,11 @@ def get_alerts(
     return AlertsOut(total=total, offset=offset, limit=limit, alerts=[AlertOut(**r) for r in rows])
 
 
-def _act(ctx, fn, alert_id: str, body: ActionIn | None) -> AlertOut:
-    row = fn(ctx.storage, alert_id, (body or ActionIn()).by, int(time.time() * 1000))
+Manager = Annotated[Principal, Depends(require_role("manager"))]
+
+
+def _act(ctx, fn, alert_id: str, by: str) -> AlertOut:
+    row = fn(ctx.storage, alert_id, by, int(time.time() * 1000))
     if row is None:
         raise HTTPException(404, f"unknown alert {alert_id!r}")
     return AlertOut(**row)
@@ -85,13 +83,13 @@ def _act(ctx, fn, alert_id: str, body: ActionIn | None) -> AlertOut:
 
 @router.post("/v1/alerts/{alert_id}/ack", response_model=AlertOut, responses=NOT_FOUND,
              summary="Acknowledge an alert", description="Idempotent: the first acknowledgement is kept.")
-def post_ack(ctx: ContextDep, alert_id: AlertId, body: ActionIn | None = None) -> AlertOut:
-    return _act(ctx, aq.acknowledge, alert_id, body)
+def post_ack(ctx: ContextDep, alert_id: AlertId, principal: Manager) -> AlertOut:
+    return _act(ctx, aq.acknowledge, alert_id, principal.name)
 
 
 @router.post("/v1/alerts/{alert_id}/resolve", response_model=AlertOut, responses=NOT_FOUND,
              summary="Resolve (close) an alert by hand",
              description="Idempotent: the first resolution by hand is kept. The rule fires again only after the "
                          "condition ended and its cooldown passed.")
-def post_resolve(ctx: ContextDep, alert_id: AlertId, body: ActionIn | None = None) -> AlertOut:
-    return _act(ctx, aq.resolve, alert_id, body)
+def post_resolve(ctx: ContextDep, alert_id: AlertId, principal: Manager) -> AlertOut:
+    return _act(ctx, aq.resolve, alert_id, principal.name)

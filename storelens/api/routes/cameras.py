@@ -4,7 +4,7 @@ from __future__ import annotations
 from ..deps import ConfigDep, api_router
 from ..models import CameraOut, CamerasOut, LineOut, ZoneOut
 
-router = api_router("config")
+router = api_router("config", role='viewer')
 
 
 @router.get("/v1/cameras", response_model=CamerasOut, summary="Cameras, lines and zones")

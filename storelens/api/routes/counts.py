@@ -6,6 +6,8 @@ from typing import Annotated
 
 from fastapi import HTTPException, Query
 
+from storelens.storage import groups as gq
+
 from ..deps import MAX_TS_MS, ContextDep, EndMs, OptStartMs, api_router, resolve_range
 from ..models import NOT_FOUND, BucketOut, CountsOut, InOut
 
@@ -14,7 +16,7 @@ MAX_BUCKET_S = 86_400 * 31
 #: Most buckets a single ``/v1/counts`` range may span.
 MAX_BUCKETS = 100_000
 
-router = api_router("counts")
+router = api_router("counts", role='viewer')
 
 
 def n_buckets(start_ms: int, end_ms: int, bucket_s: int) -> int:
@@ -36,7 +38,12 @@ def _check_buckets(start: int, end: int, bucket_s: int) -> None:
         )
 
 
-@router.get("/v1/counts", response_model=CountsOut, responses=NOT_FOUND, summary="Line crossings per time bucket")
+@router.get("/v1/counts", response_model=CountsOut, responses=NOT_FOUND, summary="Line crossings per time bucket",
+            response_model_exclude_none=True,
+            description="Crossings (`in`, `out`) per line and aligned bucket. With `groups=true` each bucket and "
+                        "total also has `groups_in` / `groups_out`: buying units (people who crossed together, "
+                        "see the `groups:` config, count once; a person alone is a unit), dated at the first "
+                        "member's crossing.")
 def counts(
     ctx: ContextDep,
     camera_id: Annotated[str, Query(max_length=200)],
@@ -45,6 +52,7 @@ def counts(
     bucket_s: Annotated[int, Query(ge=1, le=MAX_BUCKET_S, description="Bucket width in seconds; "
                                    "buckets are aligned to multiples of it since the epoch.")] = 60,
     line_id: Annotated[str | None, Query(max_length=200, description="Only this line.")] = None,
+    groups: Annotated[bool, Query(description="Add groups_in / groups_out (buying units).")] = False,
 ) -> CountsOut:
     line_ids = [ln.id for ln in ctx.camera(camera_id).lines]
     if line_id is not None and line_id not in line_ids:
@@ -61,12 +69,22 @@ def counts(
     stored = storage.line_totals(camera_id, start, end)
     wanted = [line_id] if line_id is not None else sorted({*line_ids, *stored})
     zero = {"in": 0, "out": 0}
+    units: dict = {}
+    unit_totals: dict = {}
+    if groups:
+        units = gq.group_buckets(storage, camera_id, start, end, bucket_s, line_id=line_id)
+        unit_totals = gq.group_totals(storage, camera_id, start, end, line_id=line_id)
+
+    def with_units(row: dict, u: dict | None) -> dict:
+        return {**row, "groups_in": (u or zero)["in"], "groups_out": (u or zero)["out"]} if groups else row
+
     return CountsOut(
         camera_id=camera_id, start_ms=start, end_ms=end, bucket_s=bucket_s,
         buckets=[
-            BucketOut(line_id=b.line_id, start_ms=b.start_ms, end_ms=b.end_ms,
-                      count_in=b.count_in, count_out=b.count_out)
+            BucketOut.model_validate(with_units({
+                "line_id": b.line_id, "start_ms": b.start_ms, "end_ms": b.end_ms, "in": b.count_in,
+                "out": b.count_out}, units.get((b.line_id, b.start_ms))))
             for b in buckets
         ],
-        totals={ln: InOut.model_validate(stored.get(ln, zero)) for ln in wanted},
+        totals={ln: InOut.model_validate(with_units(stored.get(ln, zero), unit_totals.get(ln))) for ln in wanted},
     )

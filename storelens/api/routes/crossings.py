@@ -8,7 +8,7 @@ from fastapi import Query
 from ..deps import MAX_POINTS, CameraDep, EndMs, StartMs, StorageDep, api_router, resolve_range
 from ..models import NOT_FOUND, CrossingOut
 
-router = api_router("counts")
+router = api_router("counts", role='manager')
 
 
 @router.get("/v1/cameras/{camera_id}/crossings", response_model=list[CrossingOut], responses=NOT_FOUND,

@@ -8,9 +8,11 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import HTTPException, Query, Response
+from fastapi import Depends, HTTPException, Query, Response
 
-from ..deps import CustomerId, ErasureDep, FromMs, GalleryDep, StorageDep, ToMs, api_router, check_range
+from ..deps import (
+    ConfigDep, CustomerId, ErasureDep, FromMs, GalleryDep, StorageDep, ToMs, api_router, check_range, require_role,
+)
 from ..models import (
     FACES_OFF, UNKNOWN_CUSTOMER, AttributeSummaryOut, CustomerOut, CustomersOut, CustomerSummaryOut,
     CustomerTrackOut, VisitOut,
@@ -21,7 +23,7 @@ MAX_PAGE_SIZE = 500
 MAX_PAGE = 1_000_000
 
 log = logging.getLogger(__name__)
-router = api_router("customers")
+router = api_router("customers", role='manager')
 
 
 def _unknown(customer_id: str) -> HTTPException:
@@ -74,16 +76,19 @@ def get_customer(customer_id: CustomerId, store: GalleryDep, storage: StorageDep
 
 
 @router.delete("/v1/customers/{customer_id}", status_code=204, response_class=Response,
+               dependencies=[Depends(require_role("admin"))],
                responses={**UNKNOWN_CUSTOMER, **FACES_OFF, 204: {"description": "The customer was erased."}},
-               summary="Erase a customer (right to erasure)",
-               description="Deletes the customer's embeddings and visits from the gallery and their matches "
-               "from the history (anonymous per-track demographics stay), then tells the recognition service "
+               summary="Erase a customer (right to erasure; admin)",
+               description="Deletes the customer's embeddings and visits from the gallery and from the history "
+               "every row derived from them: the track-to-customer links, and for each matched track (and each "
+               "track linked to one in a journey) its face attributes, track summary, track points and zone "
+               "events; then tells the recognition service "
                "to forget them. The notification is sent even for an unknown id, so retrying a request whose "
                "notification failed (503) completes the erasure.")
-def erase_customer(customer_id: CustomerId, store: GalleryDep, storage: StorageDep,
+def erase_customer(customer_id: CustomerId, store: GalleryDep, storage: StorageDep, config: ConfigDep,
                    on_erasure: ErasureDep) -> Response:
     in_gallery = store.delete_customer(customer_id)
-    rows = storage.erase_customer(customer_id)
+    rows = storage.erase_customer(customer_id, config.journeys)
     if on_erasure is not None:
         try:
             on_erasure(customer_id)

@@ -5,17 +5,21 @@ from typing import Annotated
 
 from fastapi import Query
 
+from storelens.domain.privacy import suppress_counts
+
 from ..deps import ContextDep, FromMs, ToMs, api_router, check_range
 from ..models import NOT_FOUND, DemographicsOut
 
-router = api_router("demographics")
+router = api_router("demographics", role='viewer')
 
 
 @router.get("/v1/demographics", response_model=DemographicsOut, responses=NOT_FOUND,
             summary="Age bands, gender and emotion of the tracks seen",
             description="Counts tracks with at least one face by estimated age band, gender and dominant "
             "emotion. A track is in the range when its last sighting is in [start_ms, end_ms). "
-            "Estimates are per track (aggregated over its faces), never per image.")
+            "Estimates are per track (aggregated over its faces), never per image. k-anonymity: a band of "
+            "1 to k_min-1 tracks (privacy.k_min, default 5) is withheld as null with `suppressed: true`, and "
+            "when that withholds one band of a breakdown, its next smallest band is withheld too.")
 def demographics(
     ctx: ContextDep,
     camera_id: Annotated[str | None, Query(max_length=200, description="Only this camera.")] = None,
@@ -25,4 +29,10 @@ def demographics(
     if camera_id is not None:
         ctx.camera(camera_id)
     check_range(start_ms, end_ms)
-    return DemographicsOut.model_validate(ctx.storage.demographics(camera_id, start_ms, end_ms))
+    out = ctx.storage.demographics(camera_id, start_ms, end_ms)
+    k = ctx.config.privacy.k_min
+    hidden = False
+    for key in ("age", "gender", "emotion"):
+        out[key], withheld = suppress_counts(out[key], k)
+        hidden = hidden or withheld
+    return DemographicsOut.model_validate({**out, "suppressed": hidden, "k_min": k})

@@ -1,14 +1,15 @@
 """Operations: liveness (``/healthz``), readiness (``/readyz``) and Prometheus metrics (``/metrics``)."""
 from __future__ import annotations
 
-from fastapi import Response
+from fastapi import Depends, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..deps import LiveDep, MetricsDep, StorageDep, api_router
 from ..models import Status
+from ..security import require_metrics
 
-router = api_router("ops")
+router = api_router("ops", role=None)
 
 
 @router.get("/healthz", response_model=Status, summary="Liveness")
@@ -30,7 +31,8 @@ def readyz(storage: StorageDep, live: LiveDep) -> Response:
     return JSONResponse({"status": "unavailable"}, status_code=503)
 
 
-@router.get("/metrics", summary="Prometheus metrics",
+@router.get("/metrics", summary="Prometheus metrics (the metrics token, or an admin)",
+            dependencies=[Depends(require_metrics)],
             response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
 def metrics_endpoint(metrics: MetricsDep) -> Response:
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

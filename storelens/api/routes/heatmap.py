@@ -1,5 +1,5 @@
 """Heatmaps: per camera on its reference frame, store-wide on the floor plan (``/v1/cameras/{camera_id}/heatmap``,
-``/v1/heatmap``).
+``/v1/heatmap``); the reference frame itself (``/v1/cameras/{camera_id}/snapshot``).
 
 Values are person-milliseconds per grid cell summed over the minutes starting in
 ``[start_ms, end_ms)`` (see :mod:`storelens.storage.heatmaps`): ``occupancy`` is the
@@ -21,15 +21,18 @@ from storelens.domain.heatmap import cells_to_grid, fit_homography, plan_grid, w
 from storelens.domain.heatmap_draw import decode_image, heatmap_png
 from storelens.storage import heatmaps as hm
 
-from ..deps import CameraDep, ConfigDep, EndMs, StartMs, StorageDep, api_router, resolve_range
+from ..deps import MAX_TS_MS, CameraDep, ConfigDep, EndMs, StartMs, StorageDep, api_router, resolve_range
 from ..models import NOT_FOUND, ErrorOut, _Out
 
-router = api_router("heatmaps")
+router = api_router("heatmaps", role='viewer')
 
 Kind = Annotated[Literal["occupancy", "dwell"], Query(description="occupancy: person-time per cell; "
                                                                   "dwell: the part of it spent lingering.")]
 Format = Annotated[Literal["json", "png"], Query(description="json: the grid; png: drawn over the reference frame.")]
 PNG = {200: {"content": {"image/png": {}}, "description": "The heatmap (format=png) or the grid (format=json)."}}
+JPEG = {200: {"content": {"image/jpeg": {}}, "description": "The reference frame (heads blurred), JPEG; headers "
+              "X-Snapshot-Ts-Ms, X-Frame-Width, X-Frame-Height."},
+        404: {"model": ErrorOut, "description": "Unknown camera, or no reference frame stored yet."}}
 #: Most track points read for the walking statistics of one request.
 WALK_POINTS = 100_000
 
@@ -128,6 +131,21 @@ def camera_heatmap(camera: CameraDep, storage: StorageDep, config: ConfigDep, st
         cells=[HeatmapCellOut(gx=c[0], gy=c[1], occupancy_ms=c[2], dwell_ms=c[3])
                for c in (cells.cells if cells is not None else []) if (c[0], c[1]) in keep],
         snapshot_ts_ms=snap.ts_ms if snap is not None else None, walking=walking)
+
+
+@router.get("/v1/cameras/{camera_id}/snapshot", response_class=Response, responses=JPEG,
+            summary="Reference frame of one camera",
+            description="The camera's stored reference frame (heads blurred, see heatmap.snapshot_every_min) "
+                        "as JPEG: the latest taken before `at_ms` (default: the latest), else the earliest. "
+                        "Lines and zones are in the pixels of this frame.")
+def camera_snapshot(camera: CameraDep, storage: StorageDep, at_ms: Annotated[int | None, Query(
+        ge=1, le=MAX_TS_MS, description="Latest frame taken before this time (ms since epoch).")] = None) -> Response:
+    snap = hm.snapshot(storage, camera.id, at_ms=at_ms)
+    if snap is None:
+        raise HTTPException(404, f"no reference frame of camera {camera.id!r} is stored yet")
+    return Response(content=snap.jpeg, media_type="image/jpeg",
+                    headers={"X-Snapshot-Ts-Ms": str(snap.ts_ms), "X-Frame-Width": str(snap.width),
+                             "X-Frame-Height": str(snap.height), "Cache-Control": "private, max-age=60"})
 
 
 @router.get("/v1/heatmap", response_model=PlanHeatmapOut,

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import HTTPException, Path, Query
+from fastapi import Depends, HTTPException, Path, Query
 from pydantic import Field
 
 from storelens.domain import journeys as dj
+from storelens.domain.privacy import is_suppressed
 from storelens.storage import journeys as jq
 
-from ..deps import MAX_TS_MS, ApiContext, ContextDep, EndMs, api_router, check_range
+from ..deps import MAX_TS_MS, ApiContext, ContextDep, EndMs, api_router, check_range, require_role
 from ..models import NOT_FOUND, _Out
 
-router = api_router("journeys")
+router = api_router("journeys", role='viewer')
 
 FromMs0 = Annotated[int, Query(ge=0, le=MAX_TS_MS, description="Range start (inclusive), ms since epoch.")]
 CameraQ = Annotated[str | None, Query(max_length=200, description="Only journeys through this camera.")]
@@ -76,7 +77,8 @@ class JourneysOut(_Out):
 class FlowOut(_Out):
     source: str = Field(description="Node: 'camera/zone', or the camera outside zones.")
     target: str
-    count: int
+    count: int | None = Field(description="Journeys that made this step; null: suppressed (fewer than k_min).")
+    suppressed: bool = Field(False, description="1 to k_min-1 journeys made this step: the count is withheld.")
 
 
 class FlowsOut(_Out):
@@ -89,8 +91,9 @@ class FlowsOut(_Out):
 
 class PathCountOut(_Out):
     path: list[str]
-    count: int
-    share: float = Field(description="Of the journeys in the range (after the filters).")
+    count: int | None = Field(description="Journeys that took this path; null: suppressed (fewer than k_min).")
+    share: float | None = Field(description="Of the journeys in the range (after the filters); null: suppressed.")
+    suppressed: bool = Field(False, description="1 to k_min-1 journeys took this path: count and share withheld.")
 
 
 class TopPathsOut(_Out):
@@ -129,8 +132,11 @@ def _selected(ctx: ApiContext, start_ms: int, end_ms: int | None, camera_id: str
     return end, out
 
 
-@router.get("/v1/journeys", response_model=JourneysOut, responses=NOT_FOUND,
-            summary="Store visits across cameras (paged, by start time)")
+@router.get("/v1/journeys", response_model=JourneysOut, responses=NOT_FOUND, dependencies=[Depends(require_role("manager"))],
+            summary="Store visits across cameras (paged, by start time)",
+            description="One row per visit (not an aggregate: each row is one person's path, so k-anonymity "
+            "does not apply and the route is for roles that may see individual visits). The aggregates over "
+            "visits are /v1/flows and /v1/paths/top, which withhold groups of fewer than k_min journeys.")
 def journey_list(ctx: ContextDep, start_ms: FromMs0 = 0, end_ms: EndMs = None, camera_id: CameraQ = None,
                  zone_id: ZoneQ = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                  offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0) -> JourneysOut:
@@ -140,6 +146,7 @@ def journey_list(ctx: ContextDep, start_ms: FromMs0 = 0, end_ms: EndMs = None, c
 
 
 @router.get("/v1/journeys/{journey_id}", response_model=JourneyOut, responses=NOT_FOUND,
+            dependencies=[Depends(require_role("manager"))],
             summary="One store visit")
 def journey_one(ctx: ContextDep, journey_id: Annotated[str, Path(
         max_length=260, pattern=r"^-?[0-9]{1,19}@.+$", description="'<track_id>@<camera_id>'")]) -> JourneyOut:
@@ -153,23 +160,32 @@ def journey_one(ctx: ContextDep, journey_id: Annotated[str, Path(
 
 
 @router.get("/v1/flows", response_model=FlowsOut, responses=NOT_FOUND,
-            summary="Zone-to-zone transition counts of the journeys (Sankey links)")
+            summary="Zone-to-zone transition counts of the journeys (Sankey links)",
+            description="Steps between nodes (zones, or a camera outside its zones) over the journeys that "
+            "overlap [start_ms, end_ms), at least min_count each. k-anonymity: a link made by 1 to k_min-1 "
+            "journeys (privacy.k_min, default 5) has `count: null` and `suppressed: true`.")
 def flow_list(ctx: ContextDep, start_ms: FromMs0 = 0, end_ms: EndMs = None, camera_id: CameraQ = None,
               zone_id: ZoneQ = None, min_count: Annotated[int, Query(ge=1)] = 1) -> FlowsOut:
     end, found = _selected(ctx, start_ms, end_ms, camera_id, zone_id)
     counts = dj.flows(found)
     links = sorted(((a, b, n) for (a, b), n in counts.items() if n >= min_count), key=lambda x: (-x[2], x[0], x[1]))
     nodes = sorted({x for a, b, _ in links for x in (a, b)})
+    k = ctx.config.privacy.k_min
     return FlowsOut(start_ms=start_ms, end_ms=end, journeys=len(found), nodes=nodes,
-                    links=[FlowOut(source=a, target=b, count=n) for a, b, n in links])
+                    links=[FlowOut(source=a, target=b, count=None, suppressed=True) if is_suppressed(n, k)
+                           else FlowOut(source=a, target=b, count=n) for a, b, n in links])
 
 
 @router.get("/v1/paths/top", response_model=TopPathsOut, responses=NOT_FOUND,
-            summary="The most frequent journey paths")
+            summary="The most frequent journey paths",
+            description="The n most frequent paths (node sequences) of the journeys that overlap "
+            "[start_ms, end_ms). k-anonymity: a path taken by 1 to k_min-1 journeys (privacy.k_min, default 5) "
+            "has `count` and `share` null and `suppressed: true`.")
 def top_paths(ctx: ContextDep, start_ms: FromMs0 = 0, end_ms: EndMs = None, camera_id: CameraQ = None,
               zone_id: ZoneQ = None, n: Annotated[int, Query(ge=1, le=100)] = 10) -> TopPathsOut:
     end, found = _selected(ctx, start_ms, end_ms, camera_id, zone_id)
-    total = len(found)
+    total, k = len(found), ctx.config.privacy.k_min
     return TopPathsOut(start_ms=start_ms, end_ms=end, journeys=total,
-                       paths=[PathCountOut(path=list(p), count=c, share=round(c / total, 4))
+                       paths=[PathCountOut(path=list(p), count=None, share=None, suppressed=True)
+                              if is_suppressed(c, k) else PathCountOut(path=list(p), count=c, share=round(c / total, 4))
                               for p, c in dj.top_paths(found, n)])

@@ -8,7 +8,7 @@ from __future__ import annotations
 from ..deps import ApiContext, CameraDep, ContextDep, api_router
 from ..models import NOT_FOUND, CameraOccupancyOut, OccupancyOut
 
-router = api_router("occupancy")
+router = api_router("occupancy", role='viewer')
 
 
 def occupancy_of(ctx: ApiContext, camera_id: str) -> CameraOccupancyOut:

@@ -8,7 +8,7 @@ from fastapi import Query
 from ..deps import MAX_POINTS, CameraDep, EndMs, StartMs, StorageDep, api_router, resolve_range
 from ..models import NOT_FOUND, TrackOut, TrackPointOut, TracksOut
 
-router = api_router("tracks")
+router = api_router("tracks", role='manager')
 
 
 @router.get("/v1/cameras/{camera_id}/tracks", response_model=TracksOut, responses=NOT_FOUND,

@@ -11,17 +11,18 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import numpy as np
-from fastapi import HTTPException, Query
+from fastapi import Depends, HTTPException, Query
 from pydantic import Field
 
 from storelens.config import CameraConfig, ZoneConfig
+from storelens.domain.privacy import is_suppressed, keep, suppress_counts
 from storelens.domain.zones import QueueStats
 from storelens.storage import zones as zq
 
-from ..deps import MAX_TS_MS, ApiContext, ContextDep, EndMs, api_router, check_range
+from ..deps import MAX_TS_MS, ApiContext, ContextDep, EndMs, api_router, check_range, require_role
 from ..models import NOT_FOUND, _Out
 
-router = api_router("zones")
+router = api_router("zones", role='viewer')
 
 ZoneKindName = Literal["area", "entrance", "queue", "shelf", "staff_only"]
 #: Dwell histogram bin edges (seconds) of ``/v1/interest``.
@@ -114,14 +115,22 @@ class QueuesOut(_Out):
 class InterestOut(_Out):
     key: str = Field(description="Zone '<camera>/<zone>', product or category, per group_by.")
     zones: list[str]
-    passers: int = Field(description="Visits that ended in the range.")
-    stoppers: int = Field(description="Of those, visits of at least the zone's stopper_after_s.")
-    interest_rate: float | None = Field(description="stoppers / passers; null without passers.")
-    dwell_s: DwellOut
-    dwell_histogram: dict[str, int] = Field(description="Visits per dwell band in seconds, e.g. '3-10'.")
+    passers: int | None = Field(description="Visits that ended in the range; null: suppressed.")
+    stoppers: int | None = Field(description="Of those, visits of at least the zone's stopper_after_s; null: "
+                                             "suppressed.")
+    interest_rate: float | None = Field(description="stoppers / passers; null without passers or suppressed.")
+    dwell_s: DwellOut | None = Field(description="Dwell of the passers; null: suppressed.")
+    dwell_histogram: dict[str, int | None] | None = Field(
+        description="Visits per dwell band in seconds, e.g. '3-10' (a band of fewer than k_min visits is null); "
+                    "null: suppressed.")
     attention_s: float | None = Field(description="Stoppers' dwell weighted by their face's attention share "
-                                                  "(faces stages); null when no stopper had a usable face.")
-    attending_emotions: dict[str, int] = Field(description="Stoppers with attention > 0.5 by expression.")
+                                                  "(faces stages); null when no stopper had a usable face, or "
+                                                  "fewer than k_min stoppers.")
+    attending_emotions: dict[str, int | None] | None = Field(
+        description="Stoppers with attention > 0.5 by expression (fewer than k_min: null); null: suppressed.")
+    suppressed: bool = Field(False, description="The row had 1 to k_min-1 passers (privacy.k_min): every "
+                                                "figure is withheld (null). Cells of fewer than k_min inside a "
+                                                "reported row are null too.")
 
 
 class InterestListOut(_Out):
@@ -216,6 +225,7 @@ def zone_stats(ctx: ContextDep, camera_id: Annotated[str, Query(max_length=200)]
 
 
 @router.get("/v1/zones/events", response_model=ZoneEventsOut, response_model_exclude_none=True,
+            dependencies=[Depends(require_role("manager"))],
             responses=NOT_FOUND, summary="Zone entries, exits and loitering in time order")
 def zone_event_list(ctx: ContextDep, camera_id: Annotated[str, Query(max_length=200)], start_ms: FromMs0,
                     end_ms: EndMs = None,
@@ -269,7 +279,12 @@ def _length_at(ctx: ApiContext, camera_id: str, zone_id: str, at_ms: int) -> int
 
 
 @router.get("/v1/interest", response_model=InterestListOut, responses=NOT_FOUND,
-            summary="Product interest of shelf zones: passers, stoppers, dwell, attention")
+            summary="Product interest of shelf zones: passers, stoppers, dwell, attention",
+            description="Per shelf zone, product or category: visits that ended in [start_ms, end_ms), how many "
+            "stopped, their dwell and attention. k-anonymity: a row of 1 to k_min-1 passers (privacy.k_min, "
+            "default 5) is withheld: every figure null and `suppressed: true`; inside a reported row, "
+            "histogram and emotion cells of fewer than k_min are null, and attention_s is null below k_min "
+            "stoppers.")
 def interest(ctx: ContextDep, start_ms: FromMs0, end_ms: EndMs = None,
              group_by: Annotated[Literal["zone", "product", "category"], Query()] = "zone",
              camera_id: Annotated[str | None, Query(max_length=200)] = None,
@@ -305,8 +320,16 @@ def interest(ctx: ContextDep, start_ms: FromMs0, end_ms: EndMs = None,
         for d in dwells:
             i = int(np.searchsorted(DWELL_BINS_S, d, side="right")) - 1
             hist[list(hist)[min(i, len(hist) - 1)]] += 1
-        items.append(InterestOut(key=key, zones=[f"{c.id}/{z.id}" for c, z in members], passers=len(dwells),
+        zones = [f"{c.id}/{z.id}" for c, z in members]
+        k = ctx.config.privacy.k_min
+        if is_suppressed(len(dwells), k):
+            items.append(InterestOut(key=key, zones=zones, passers=None, stoppers=None, interest_rate=None,
+                                     dwell_s=None, dwell_histogram=None, attention_s=None, attending_emotions=None,
+                                     suppressed=True))
+            continue
+        items.append(InterestOut(key=key, zones=zones, passers=len(dwells),
                                  stoppers=stoppers, interest_rate=stoppers / len(dwells) if dwells else None,
-                                 dwell_s=_dwell(dwells), dwell_histogram=hist, attention_s=attention,
-                                 attending_emotions=emotions))
+                                 dwell_s=_dwell(dwells), dwell_histogram=suppress_counts(hist, k)[0],
+                                 attention_s=keep(attention, stoppers, k),
+                                 attending_emotions=suppress_counts(emotions, k)[0]))
     return InterestListOut(start_ms=start_ms, end_ms=end, group_by=group_by, items=items)

@@ -21,6 +21,11 @@
   epsilon, separable convolutions) and its weights read with h5py; no
   TensorFlow. Input: the grey face crop resized to 64x64, ``(x / 255 - 0.5) * 2``
   as in the original training code. Output: probabilities over :data:`EMOTIONS`.
+* :class:`~storelens.backends.face_attributes.demographics.DemographicsEstimator`:
+  the configured age/gender (``faces.age_gender.model``; default ``fused``:
+  the nets above plus OMZ's age-gender-recognition-retail-0013, calibrated,
+  with abstention and a child flag; see :mod:`storelens.domain.demographics`
+  and ``bench/demographics.py``). The pipeline and ``storelens faces`` use it.
 * :class:`FaceAnalyzer`: detector + quality gate + both models for one image.
 
 Example:

@@ -83,3 +83,34 @@ def downscale(image_bgr: np.ndarray, max_side: int | None) -> tuple[np.ndarray, 
     scale = max_side / max(h, w)
     small = cv2.resize(image_bgr, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
     return small, scale
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix ``(len(a), len(b))`` of xyxy boxes."""
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)), np.float32)
+    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x1 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y1 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area = lambda r: (r[:, 2] - r[:, 0]) * (r[:, 3] - r[:, 1])  # noqa: E731
+    return inter / np.maximum(area(a)[:, None] + area(b)[None, :] - inter, 1e-9)
+
+
+def add_new_faces(faces: Faces, extra: Faces, max_iou: float = 0.3) -> Faces:
+    """``faces`` plus the faces of ``extra`` that overlap none of them (IoU <= ``max_iou``).
+
+    >>> f = Faces(np.array([[0, 0, 10, 10]], np.float32), np.zeros((1, 5, 2), np.float32), np.ones(1, np.float32))
+    >>> g = Faces(np.array([[1, 1, 10, 10], [50, 50, 90, 90]], np.float32), np.zeros((2, 5, 2), np.float32),
+    ...           np.ones(2, np.float32))
+    >>> add_new_faces(f, g).bbox_xyxy.tolist()
+    [[0.0, 0.0, 10.0, 10.0], [50.0, 50.0, 90.0, 90.0]]
+    """
+    if len(extra) == 0:
+        return faces
+    new = extra[np.flatnonzero((box_iou(extra.bbox_xyxy, faces.bbox_xyxy) > max_iou).sum(axis=1) == 0)]
+    if len(new) == 0:
+        return faces
+    return Faces(np.concatenate([faces.bbox_xyxy, new.bbox_xyxy]), np.concatenate([faces.landmarks5, new.landmarks5]),
+                 np.concatenate([faces.score, new.score]))

@@ -60,7 +60,7 @@ ZONE_EVENT_EXIT: ZoneEventKind
 ZONE_EVENT_LOITER: ZoneEventKind
 
 class Frame(_message.Message):
-    __slots__ = ("camera_id", "seq", "ts_ms", "jpeg", "width", "height", "source_frame", "end_of_stream", "source_width", "source_height")
+    __slots__ = ("camera_id", "seq", "ts_ms", "jpeg", "width", "height", "source_frame", "end_of_stream", "source_width", "source_height", "image_digest")
     CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TS_MS_FIELD_NUMBER: _ClassVar[int]
@@ -71,6 +71,7 @@ class Frame(_message.Message):
     END_OF_STREAM_FIELD_NUMBER: _ClassVar[int]
     SOURCE_WIDTH_FIELD_NUMBER: _ClassVar[int]
     SOURCE_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_DIGEST_FIELD_NUMBER: _ClassVar[int]
     camera_id: str
     seq: int
     ts_ms: int
@@ -81,7 +82,8 @@ class Frame(_message.Message):
     end_of_stream: bool
     source_width: int
     source_height: int
-    def __init__(self, camera_id: _Optional[str] = ..., seq: _Optional[int] = ..., ts_ms: _Optional[int] = ..., jpeg: _Optional[bytes] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., source_frame: _Optional[int] = ..., end_of_stream: bool = ..., source_width: _Optional[int] = ..., source_height: _Optional[int] = ...) -> None: ...
+    image_digest: bytes
+    def __init__(self, camera_id: _Optional[str] = ..., seq: _Optional[int] = ..., ts_ms: _Optional[int] = ..., jpeg: _Optional[bytes] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., source_frame: _Optional[int] = ..., end_of_stream: bool = ..., source_width: _Optional[int] = ..., source_height: _Optional[int] = ..., image_digest: _Optional[bytes] = ...) -> None: ...
 
 class BoxXYXY(_message.Message):
     __slots__ = ("x1", "y1", "x2", "y2")
@@ -96,23 +98,25 @@ class BoxXYXY(_message.Message):
     def __init__(self, x1: _Optional[float] = ..., y1: _Optional[float] = ..., x2: _Optional[float] = ..., y2: _Optional[float] = ...) -> None: ...
 
 class Track(_message.Message):
-    __slots__ = ("track_id", "bbox_xyxy", "confidence", "class_id", "appearance", "stationary")
+    __slots__ = ("track_id", "bbox_xyxy", "confidence", "class_id", "appearance", "stationary", "staff_uniform")
     TRACK_ID_FIELD_NUMBER: _ClassVar[int]
     BBOX_XYXY_FIELD_NUMBER: _ClassVar[int]
     CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     CLASS_ID_FIELD_NUMBER: _ClassVar[int]
     APPEARANCE_FIELD_NUMBER: _ClassVar[int]
     STATIONARY_FIELD_NUMBER: _ClassVar[int]
+    STAFF_UNIFORM_FIELD_NUMBER: _ClassVar[int]
     track_id: int
     bbox_xyxy: BoxXYXY
     confidence: float
     class_id: int
     appearance: _containers.RepeatedScalarFieldContainer[float]
     stationary: bool
-    def __init__(self, track_id: _Optional[int] = ..., bbox_xyxy: _Optional[_Union[BoxXYXY, _Mapping]] = ..., confidence: _Optional[float] = ..., class_id: _Optional[int] = ..., appearance: _Optional[_Iterable[float]] = ..., stationary: bool = ...) -> None: ...
+    staff_uniform: str
+    def __init__(self, track_id: _Optional[int] = ..., bbox_xyxy: _Optional[_Union[BoxXYXY, _Mapping]] = ..., confidence: _Optional[float] = ..., class_id: _Optional[int] = ..., appearance: _Optional[_Iterable[float]] = ..., stationary: bool = ..., staff_uniform: _Optional[str] = ...) -> None: ...
 
 class TrackedFrame(_message.Message):
-    __slots__ = ("camera_id", "seq", "ts_ms", "width", "height", "tracks", "source_frame", "end_of_stream")
+    __slots__ = ("camera_id", "seq", "ts_ms", "width", "height", "tracks", "source_frame", "end_of_stream", "image_digest")
     CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TS_MS_FIELD_NUMBER: _ClassVar[int]
@@ -121,6 +125,7 @@ class TrackedFrame(_message.Message):
     TRACKS_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FRAME_FIELD_NUMBER: _ClassVar[int]
     END_OF_STREAM_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_DIGEST_FIELD_NUMBER: _ClassVar[int]
     camera_id: str
     seq: int
     ts_ms: int
@@ -129,7 +134,8 @@ class TrackedFrame(_message.Message):
     tracks: _containers.RepeatedCompositeFieldContainer[Track]
     source_frame: int
     end_of_stream: bool
-    def __init__(self, camera_id: _Optional[str] = ..., seq: _Optional[int] = ..., ts_ms: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., tracks: _Optional[_Iterable[_Union[Track, _Mapping]]] = ..., source_frame: _Optional[int] = ..., end_of_stream: bool = ...) -> None: ...
+    image_digest: bytes
+    def __init__(self, camera_id: _Optional[str] = ..., seq: _Optional[int] = ..., ts_ms: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., tracks: _Optional[_Iterable[_Union[Track, _Mapping]]] = ..., source_frame: _Optional[int] = ..., end_of_stream: bool = ..., image_digest: _Optional[bytes] = ...) -> None: ...
 
 class PersonCrop(_message.Message):
     __slots__ = ("camera_id", "seq", "ts_ms", "track_id", "bbox_xyxy", "jpeg", "end_of_stream")
@@ -606,3 +612,53 @@ class Alert(_message.Message):
     message: str
     fired_seq: int
     def __init__(self, alert_id: _Optional[str] = ..., rule_id: _Optional[str] = ..., kind: _Optional[str] = ..., severity: _Optional[str] = ..., camera_id: _Optional[str] = ..., zone_id: _Optional[str] = ..., state: _Optional[str] = ..., ts_ms: _Optional[int] = ..., seq: _Optional[int] = ..., fired_ts_ms: _Optional[int] = ..., value: _Optional[float] = ..., threshold: _Optional[float] = ..., message: _Optional[str] = ..., fired_seq: _Optional[int] = ...) -> None: ...
+
+class GroupCrossing(_message.Message):
+    __slots__ = ("event_id", "camera_id", "line_id", "direction", "ts_ms", "seq", "last_ts_ms", "track_ids")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
+    LINE_ID_FIELD_NUMBER: _ClassVar[int]
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    TS_MS_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    LAST_TS_MS_FIELD_NUMBER: _ClassVar[int]
+    TRACK_IDS_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    camera_id: str
+    line_id: str
+    direction: Direction
+    ts_ms: int
+    seq: int
+    last_ts_ms: int
+    track_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, event_id: _Optional[str] = ..., camera_id: _Optional[str] = ..., line_id: _Optional[str] = ..., direction: _Optional[_Union[Direction, str]] = ..., ts_ms: _Optional[int] = ..., seq: _Optional[int] = ..., last_ts_ms: _Optional[int] = ..., track_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class StaffTrack(_message.Message):
+    __slots__ = ("camera_id", "track_id", "ts_ms", "seq", "cue", "detail")
+    CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
+    TRACK_ID_FIELD_NUMBER: _ClassVar[int]
+    TS_MS_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    CUE_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    camera_id: str
+    track_id: int
+    ts_ms: int
+    seq: int
+    cue: str
+    detail: str
+    def __init__(self, camera_id: _Optional[str] = ..., track_id: _Optional[int] = ..., ts_ms: _Optional[int] = ..., seq: _Optional[int] = ..., cue: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class SiteUpdate(_message.Message):
+    __slots__ = ("version", "ts_ms", "actor", "store_id", "cameras_json")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    TS_MS_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    STORE_ID_FIELD_NUMBER: _ClassVar[int]
+    CAMERAS_JSON_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    ts_ms: int
+    actor: str
+    store_id: str
+    cameras_json: str
+    def __init__(self, version: _Optional[int] = ..., ts_ms: _Optional[int] = ..., actor: _Optional[str] = ..., store_id: _Optional[str] = ..., cameras_json: _Optional[str] = ...) -> None: ...

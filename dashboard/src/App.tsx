@@ -1,0 +1,114 @@
+// The dashboard's shell: sign-in, navigation between the views, the live feed for all of them.
+import { useCallback, useEffect, useState } from "react";
+import { ApiError, get, request, setUnauthorizedHandler, type Me } from "./api";
+import { LiveContext, useLiveFeed } from "./live";
+import { SignIn } from "./views/SignIn";
+import { LiveView } from "./views/LiveView";
+import { CountsView } from "./views/CountsView";
+import { CameraView } from "./views/CameraView";
+import { ZonesView } from "./views/ZonesView";
+import { JourneysView } from "./views/JourneysView";
+import { InterestView } from "./views/InterestView";
+import { DemographicsView } from "./views/DemographicsView";
+import { CustomersView } from "./views/CustomersView";
+import { AlertsView } from "./views/AlertsView";
+import { HealthView } from "./views/HealthView";
+
+export interface ViewProps {
+  me: Me;
+}
+
+const VIEWS: { path: string; label: string; View: (p: ViewProps) => React.JSX.Element }[] = [
+  { path: "/", label: "Live", View: LiveView },
+  { path: "/counts", label: "Counts", View: CountsView },
+  { path: "/camera", label: "Camera", View: CameraView },
+  { path: "/zones", label: "Zones & queues", View: ZonesView },
+  { path: "/journeys", label: "Journeys", View: JourneysView },
+  { path: "/interest", label: "Interest", View: InterestView },
+  { path: "/demographics", label: "Demographics", View: DemographicsView },
+  { path: "/customers", label: "Customers", View: CustomersView },
+  { path: "/alerts", label: "Alerts", View: AlertsView },
+  { path: "/health", label: "Camera health", View: HealthView },
+];
+
+function usePath(): [string, (p: string) => void] {
+  const [path, setPath] = useState(window.location.pathname);
+  useEffect(() => {
+    const on = () => setPath(window.location.pathname);
+    window.addEventListener("popstate", on);
+    return () => window.removeEventListener("popstate", on);
+  }, []);
+  const go = useCallback((p: string) => {
+    if (p !== window.location.pathname) window.history.pushState(null, "", p);
+    setPath(p);
+    window.scrollTo(0, 0);
+  }, []);
+  return [path, go];
+}
+
+export function App() {
+  const [me, setMe] = useState<Me | null | undefined>(undefined); // undefined: checking the session
+  const [path, go] = usePath();
+  const [menu, setMenu] = useState(false);
+
+  useEffect(() => {
+    setUnauthorizedHandler(() => setMe(null));
+    get<Me>("/v1/auth/me").then(setMe, (e: ApiError) => setMe(e.status === 404 ? { username: "(no sign-in)", role: "admin" } : null));
+  }, []);
+
+  const live = useLiveFeed(!!me);
+
+  const signOut = async () => {
+    try {
+      await request("/v1/auth/logout", { method: "POST" });
+    } finally {
+      setMe(null);
+    }
+  };
+
+  if (me === undefined) return <div className="boot muted">Loading…</div>;
+  if (me === null) return <SignIn onSignedIn={setMe} />;
+
+  const current = VIEWS.find((v) => v.path === path) ?? VIEWS[0];
+  const View = current.View;
+  return (
+    <LiveContext.Provider value={live}>
+      <div className="layout">
+        <header className="topbar">
+          <button className="menu-button" aria-label="Menu" onClick={() => setMenu(!menu)}>☰</button>
+          <span className="brand">StoreLens</span>
+          <span className={`live-dot ${live.status}`} title={`live feed: ${live.status}`} data-testid="live-status">
+            {live.status === "open" ? "live" : live.status}
+          </span>
+          <span className="spacer" />
+          <span className="who" data-testid="who">
+            {me.username} <span className={`role role-${me.role}`} data-testid="role">{me.role}</span>
+          </span>
+          <button className="link" onClick={signOut} data-testid="sign-out">Sign out</button>
+        </header>
+        <nav className={`sidebar ${menu ? "open" : ""}`}>
+          {VIEWS.map((v) => (
+            <a
+              key={v.path}
+              href={v.path}
+              className={v === current ? "active" : ""}
+              data-testid={`nav-${v.path === "/" ? "live" : v.path.slice(1)}`}
+              onClick={(e) => {
+                e.preventDefault();
+                setMenu(false);
+                go(v.path);
+              }}
+            >
+              {v.label}
+              {v.path === "/alerts" && live.alerts > 0 && <span className="badge">{live.alerts}</span>}
+            </a>
+          ))}
+        </nav>
+        <main className="content" data-testid={`view-${current.path === "/" ? "live" : current.path.slice(1)}`}>
+          <h1>{current.label}</h1>
+          <View me={me} />
+        </main>
+      </div>
+    </LiveContext.Provider>
+  );
+}

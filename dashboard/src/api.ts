@@ -1,0 +1,327 @@
+// The StoreLens API as the dashboard uses it: JSON over fetch with the session cookie,
+// the response shapes it reads (see the OpenAPI schema at /docs), and small formatters.
+import { useCallback, useEffect, useState } from "react";
+
+export type Role = "viewer" | "manager" | "admin";
+export const ROLES: Role[] = ["viewer", "manager", "admin"];
+export const atLeast = (role: Role, min: Role) => ROLES.indexOf(role) >= ROLES.indexOf(min);
+
+export interface Me {
+  username: string;
+  role: Role;
+}
+
+export class ApiError extends Error {
+  constructor(public status: number, public detail: string) {
+    super(`${status}: ${detail}`);
+  }
+}
+
+let onUnauthorized: () => void = () => {};
+/** Called when any request answers 401 (the session ended): the app shows the sign-in page. */
+export function setUnauthorizedHandler(fn: () => void) {
+  onUnauthorized = fn;
+}
+
+export async function request<T>(path: string, init: RequestInit = {}): Promise<T> {
+  const r = await fetch(path, {
+    credentials: "same-origin",
+    ...init,
+    headers: { Accept: "application/json", ...(init.headers ?? {}) },
+  });
+  if (!r.ok) {
+    let detail = r.statusText;
+    try {
+      const body = await r.json();
+      detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail ?? body);
+    } catch {
+      /* not JSON */
+    }
+    if (r.status === 401 && !path.startsWith("/v1/auth/")) onUnauthorized();
+    throw new ApiError(r.status, detail);
+  }
+  if (r.status === 204) return undefined as T;
+  const type = r.headers.get("content-type") ?? "";
+  return (type.includes("json") ? r.json() : r.text()) as Promise<T>;
+}
+
+export const get = <T,>(path: string) => request<T>(path);
+export const sendJson = <T,>(method: string, path: string, body?: unknown) =>
+  request<T>(path, {
+    method,
+    headers: body === undefined ? {} : { "Content-Type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+
+/** `?a=1&b=2` of the defined values. */
+export function qs(params: Record<string, string | number | boolean | null | undefined>): string {
+  const p = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== null && v !== "") p.set(k, String(v));
+  const s = p.toString();
+  return s ? `?${s}` : "";
+}
+
+export interface Loaded<T> {
+  data: T | null;
+  error: ApiError | null;
+  loading: boolean;
+  reload: () => void;
+}
+
+/** GET `path` (none when null) and re-GET when it changes or on `reload()`. */
+export function useApi<T>(path: string | null): Loaded<T> {
+  const [state, setState] = useState<{ data: T | null; error: ApiError | null; loading: boolean }>({
+    data: null,
+    error: null,
+    loading: path !== null,
+  });
+  const [tick, setTick] = useState(0);
+  useEffect(() => {
+    if (path === null) return;
+    let live = true;
+    setState((s) => ({ ...s, loading: true }));
+    get<T>(path).then(
+      (data) => live && setState({ data, error: null, loading: false }),
+      (e) => live && setState({ data: null, error: toApiError(e), loading: false }),
+    );
+    return () => {
+      live = false;
+    };
+  }, [path, tick]);
+  const reload = useCallback(() => setTick((t) => t + 1), []);
+  return { ...state, reload };
+}
+
+export function toApiError(e: unknown): ApiError {
+  return e instanceof ApiError ? e : new ApiError(0, e instanceof Error ? e.message : String(e));
+}
+
+// -- formatting (display only: values are the API's) -------------------------------------
+
+export function fmtTime(ms: number | null | undefined): string {
+  if (ms === null || ms === undefined || ms === 0) return "-";
+  const d = new Date(ms);
+  const pad = (n: number) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(
+    d.getMinutes(),
+  )}:${pad(d.getSeconds())}`;
+}
+
+export function fmtNum(v: number | null | undefined, digits = 2): string {
+  if (v === null || v === undefined) return "-";
+  if (Number.isInteger(v)) return String(v);
+  return String(Number(v.toFixed(digits)));
+}
+
+export function fmtPct(v: number | null | undefined): string {
+  return v === null || v === undefined ? "-" : `${fmtNum(v * 100, 1)} %`;
+}
+
+export function fmtDuration(ms: number | null | undefined): string {
+  if (ms === null || ms === undefined) return "-";
+  const s = ms / 1000;
+  if (s < 120) return `${fmtNum(s, 1)} s`;
+  if (s < 7200) return `${fmtNum(s / 60, 1)} min`;
+  return `${fmtNum(s / 3600, 1)} h`;
+}
+
+// -- response shapes ---------------------------------------------------------------------
+
+export type Point = [number, number];
+
+export interface LineCfg {
+  id: string;
+  a: Point;
+  b: Point;
+  [key: string]: unknown;
+}
+
+export interface ZoneCfg {
+  id: string;
+  polygon: Point[];
+  kind?: string;
+  [key: string]: unknown;
+}
+
+export interface CamerasOut {
+  store_id: string;
+  cameras: { id: string; name?: string; lines: { id: string; a: Point; b: Point }[]; zones: { id: string }[] }[];
+}
+
+export interface SiteOut {
+  version: number;
+  cameras: { id: string; name?: string; lines: LineCfg[]; zones: ZoneCfg[] }[];
+}
+
+export interface CameraOccupancy {
+  camera_id: string;
+  occupancy: number;
+  total_in: number;
+  total_out: number;
+  ts_ms: number;
+  last_seen_ts_ms?: number;
+}
+
+export interface OccupancyOut {
+  store_id: string;
+  occupancy: number;
+  cameras: CameraOccupancy[];
+}
+
+export interface LiveCounts {
+  ts_ms: number;
+  store: { occupancy: number; in: number; out: number };
+  cameras: { camera_id: string; occupancy: number; in: number; out: number; last_seen_ts_ms: number | null }[];
+}
+
+export interface CountsOut {
+  camera_id: string;
+  start_ms: number;
+  end_ms: number;
+  bucket_s: number;
+  buckets: { line_id: string; start_ms: number; end_ms: number; in: number; out: number }[];
+  totals: Record<string, { in: number; out: number }>;
+}
+
+export interface ZoneState {
+  camera_id: string;
+  zone_id: string;
+  kind: string;
+  product?: string;
+  category?: string;
+  polygon: Point[];
+  occupancy: number;
+  ts_ms?: number;
+}
+
+export interface Dwell {
+  median: number | null;
+  p90?: number | null;
+  mean: number | null;
+  total: number;
+  n: number;
+}
+
+export interface ZoneBucket {
+  camera_id: string;
+  zone_id: string;
+  start_ms: number;
+  end_ms: number;
+  visits: number;
+  unique_people: number;
+  mean_occupancy: number;
+  max_occupancy: number;
+  dwell_s: Dwell;
+  stoppers: number;
+  served: number;
+  abandoned: number;
+  lost: number;
+}
+
+export interface Queue {
+  camera_id: string;
+  zone_id: string;
+  at_ms: number | null;
+  window_s: number;
+  length: number;
+  predicted_wait_s: number | null;
+  served: number;
+  abandoned: number;
+  lost: number;
+  wait_s: Dwell;
+}
+
+export interface Interest {
+  key: string;
+  zones: string[];
+  passers: number;
+  stoppers: number;
+  interest_rate: number | null;
+  dwell_s: Dwell;
+  dwell_histogram: Record<string, number>;
+  attention_s: number | null;
+  attending_emotions: Record<string, number>;
+}
+
+export interface FlowsOut {
+  start_ms: number;
+  end_ms: number;
+  journeys: number;
+  nodes: string[];
+  links: { source: string; target: string; count: number | null; suppressed?: boolean }[];
+}
+
+export interface TopPathsOut {
+  start_ms: number;
+  end_ms: number;
+  journeys?: number;
+  paths: { path: string[]; count: number | null; share: number | null; suppressed?: boolean }[];
+}
+
+export interface DemographicsOut {
+  camera_id: string | null;
+  start_ms: number | null;
+  end_ms: number | null;
+  tracks: number | null;
+  age: Record<string, number | null>;
+  gender: Record<string, number | null>;
+  emotion: Record<string, number | null>;
+  suppressed?: boolean;
+  k_min?: number;
+}
+
+export interface CustomersOut {
+  total: number;
+  page: number;
+  page_size: number;
+  items: {
+    customer_id: string;
+    created_ts_ms: number;
+    visits: number;
+    first_seen_ts_ms: number;
+    last_seen_ts_ms: number;
+    returning: boolean;
+    cameras: string[];
+  }[];
+}
+
+export interface Alert {
+  alert_id: string;
+  rule_id: string;
+  kind: string;
+  severity: string;
+  camera_id: string;
+  zone_id: string | null;
+  state: "firing" | "resolved";
+  fired_ts_ms: number;
+  ts_ms: number;
+  cleared_ts_ms: number | null;
+  value: number;
+  threshold: number;
+  message: string;
+  acked_by: string | null;
+  acked_ts_ms: number | null;
+  resolved_by: string | null;
+  resolved_ts_ms: number | null;
+}
+
+export interface AlertsOut {
+  total: number;
+  offset: number;
+  limit: number;
+  alerts: Alert[];
+}
+
+export interface HeatmapOut {
+  camera_id: string;
+  kind: string;
+  cell_px: number;
+  width: number;
+  height: number;
+  cols: number;
+  rows: number;
+  minutes: number;
+  total_ms: number;
+  cells: { gx: number; gy: number; occupancy_ms: number; dwell_ms: number }[];
+  snapshot_ts_ms: number | null;
+}

@@ -1,0 +1,99 @@
+// Small shared pieces: cards, error and loading states, the time-range picker.
+import type { ReactNode } from "react";
+import { ApiError, fmtNum, fmtPct } from "./api";
+
+export function Card({ title, children, actions, testId }: { title: string; children: ReactNode; actions?: ReactNode; testId?: string }) {
+  return (
+    <section className="card" data-testid={testId}>
+      <header className="card-head">
+        <h2>{title}</h2>
+        {actions && <div className="card-actions">{actions}</div>}
+      </header>
+      {children}
+    </section>
+  );
+}
+
+export function Problem({ error }: { error: ApiError | null }) {
+  if (!error) return null;
+  const what =
+    error.status === 403
+      ? "Refused: your role may not see or do this."
+      : error.status === 503
+        ? "Not available on this installation."
+        : error.status === 404
+          ? "Not found."
+          : "The request failed.";
+  return (
+    <div className="problem" role="alert" data-testid="problem" data-status={error.status}>
+      <strong>{error.status ? `${error.status} ` : ""}{what}</strong> <span>{error.detail}</span>
+    </div>
+  );
+}
+
+export function Loading({ on }: { on: boolean }) {
+  return on ? <div className="muted">Loading…</div> : null;
+}
+
+export function Empty({ on, children }: { on: boolean; children: ReactNode }) {
+  return on ? <div className="muted empty">{children}</div> : null;
+}
+
+export function Stat({ label, value, testId, sub }: { label: string; value: ReactNode; testId?: string; sub?: ReactNode }) {
+  return (
+    <div className="stat">
+      <div className="stat-label">{label}</div>
+      <div className="stat-value" data-testid={testId}>{value}</div>
+      {sub && <div className="stat-sub">{sub}</div>}
+    </div>
+  );
+}
+
+/** Time ranges: all the data, or the last hour / day / week, as [start_ms, end_ms) query values. */
+export type RangeKey = "all" | "1h" | "24h" | "7d" | "30d";
+export const RANGES: { key: RangeKey; label: string; ms: number | null }[] = [
+  { key: "all", label: "All data", ms: null },
+  { key: "1h", label: "Last hour", ms: 3_600_000 },
+  { key: "24h", label: "Last 24 h", ms: 86_400_000 },
+  { key: "7d", label: "Last 7 days", ms: 7 * 86_400_000 },
+  { key: "30d", label: "Last 30 days", ms: 30 * 86_400_000 },
+];
+
+export function rangeStart(key: RangeKey): number | undefined {
+  const r = RANGES.find((x) => x.key === key);
+  return r && r.ms !== null ? Math.floor((Date.now() - r.ms) / 1000) * 1000 : undefined;
+}
+
+export function RangePicker({ value, onChange }: { value: RangeKey; onChange: (v: RangeKey) => void }) {
+  return (
+    <label className="field">
+      <span>Range</span>
+      <select value={value} onChange={(e) => onChange(e.target.value as RangeKey)} data-testid="range">
+        {RANGES.map((r) => (
+          <option key={r.key} value={r.key}>{r.label}</option>
+        ))}
+      </select>
+    </label>
+  );
+}
+
+export function Select<T extends string>({ label, value, options, onChange, testId }: {
+  label: string; value: T; options: { value: T; label: string }[]; onChange: (v: T) => void; testId?: string;
+}) {
+  return (
+    <label className="field">
+      <span>{label}</span>
+      <select value={value} onChange={(e) => onChange(e.target.value as T)} data-testid={testId}>
+        {options.map((o) => (
+          <option key={o.value} value={o.value}>{o.label}</option>
+        ))}
+      </select>
+    </label>
+  );
+}
+
+/** A number of the API, rounded for display; the exact value is the tooltip (and data-value). */
+export function Num({ v, pct = false, digits = 2 }: { v: number | null | undefined; pct?: boolean; digits?: number }) {
+  const text = pct ? fmtPct(v) : fmtNum(v, digits);
+  return v === null || v === undefined ? <>{text}</> : <span title={String(v)} data-value={v}>{text}</span>;
+}

@@ -1,0 +1,242 @@
+// One camera: its reference frame (GET /v1/cameras/{id}/snapshot, heads blurred) with its counting lines
+// and zones drawn over it, an optional heatmap overlay (GET /v1/cameras/{id}/heatmap), and, for admins,
+// lines whose endpoints can be dragged and saved (PUT /v1/site/cameras/{id}/lines/{line_id}).
+import { useEffect, useMemo, useRef, useState, type PointerEvent as RPointerEvent } from "react";
+import {
+  atLeast, fmtDuration, fmtTime, sendJson, toApiError, useApi,
+  type ApiError, type HeatmapOut, type LineCfg, type Point, type SiteOut, type ZoneState,
+} from "../api";
+import { Card, Problem, Select } from "../ui";
+import { useCameras } from "./common";
+import type { ViewProps } from "../App";
+
+const ZONE_COLOURS: Record<string, string> = { queue: "#f97316", shelf: "#16a34a", staff_only: "#dc2626" };
+
+type Drag = { line: string; end: "a" | "b" } | null;
+
+export function CameraView({ me }: ViewProps) {
+  const { cams, cameraId, setCameraId, camera } = useCameras();
+  const isAdmin = atLeast(me.role, "admin");
+  const site = useApi<SiteOut>("/v1/site"); // the lines in force (every role reads it; admins change it)
+  const zones = useApi<{ zones: ZoneState[] }>(cameraId ? `/v1/zones?camera_id=${encodeURIComponent(cameraId)}` : null);
+  const [showHeat, setShowHeat] = useState(false);
+  const [heatKind, setHeatKind] = useState<"occupancy" | "dwell">("occupancy");
+  const heat = useApi<HeatmapOut>(cameraId ? `/v1/cameras/${encodeURIComponent(cameraId)}/heatmap?kind=${heatKind}` : null);
+  const [size, setSize] = useState<{ w: number; h: number } | null>(null);
+  const [imgError, setImgError] = useState(false);
+  const [edits, setEdits] = useState<Record<string, { a: Point; b: Point }>>({});
+  const [drag, setDrag] = useState<Drag>(null);
+  const [saving, setSaving] = useState<string | null>(null);
+  const [saved, setSaved] = useState<string | null>(null);
+  const [saveError, setSaveError] = useState<ApiError | null>(null);
+  const svg = useRef<SVGSVGElement>(null);
+
+  useEffect(() => {
+    setEdits({});
+    setSize(null);
+    setImgError(false);
+    setSaved(null);
+  }, [cameraId]);
+
+  const siteCam = site.data?.cameras.find((c) => c.id === cameraId) ?? null;
+  const editable = isAdmin && siteCam !== null;
+  // Lines in force (/v1/site), else as configured at start (/v1/cameras).
+  const lines: LineCfg[] = useMemo(
+    () => (siteCam ? siteCam.lines : (camera?.lines ?? []).map((l) => ({ ...l }))),
+    [siteCam, camera],
+  );
+  const shown = lines.map((l) => ({ ...l, ...(edits[l.id] ?? {}) }));
+  // Frame size: the snapshot's pixels (lines and zones are in them), else the heatmap's grid size.
+  const w = size?.w ?? (heat.data?.width || 640);
+  const h = size?.h ?? (heat.data?.height || 480);
+  const r = Math.max(w, h) / 90; // handle radius in frame pixels
+
+  const toFrame = (ev: { clientX: number; clientY: number }): Point => {
+    const m = svg.current?.getScreenCTM();
+    if (!svg.current || !m) return [0, 0];
+    const p = svg.current.createSVGPoint();
+    p.x = ev.clientX;
+    p.y = ev.clientY;
+    const q = p.matrixTransform(m.inverse());
+    return [Math.round(Math.min(w, Math.max(0, q.x))), Math.round(Math.min(h, Math.max(0, q.y)))];
+  };
+
+  const onMove = (ev: RPointerEvent<SVGSVGElement>) => {
+    if (!drag) return;
+    const p = toFrame(ev);
+    const line = shown.find((l) => l.id === drag.line);
+    if (!line) return;
+    setEdits((e) => ({ ...e, [drag.line]: { a: drag.end === "a" ? p : line.a, b: drag.end === "b" ? p : line.b } }));
+    setSaved(null);
+  };
+
+  const save = async (line: LineCfg) => {
+    const edit = edits[line.id];
+    if (!edit || !siteCam) return;
+    setSaving(line.id);
+    setSaveError(null);
+    try {
+      const body = { ...line, a: edit.a, b: edit.b };
+      const r2 = await sendJson<{ version: number }>(
+        "PUT", `/v1/site/cameras/${encodeURIComponent(cameraId)}/lines/${encodeURIComponent(line.id)}`, body);
+      setSaved(`Line ${line.id} saved (site version ${r2.version}).`);
+      setEdits((e) => {
+        const { [line.id]: _, ...rest } = e;
+        return rest;
+      });
+      site.reload();
+    } catch (e) {
+      setSaveError(toApiError(e));
+    } finally {
+      setSaving(null);
+    }
+  };
+
+  const heatMax = heat.data ? Math.max(1, ...heat.data.cells.map((c) => (heatKind === "dwell" ? c.dwell_ms : c.occupancy_ms))) : 1;
+  const camZones = (zones.data?.zones ?? []).filter((z) => z.camera_id === cameraId);
+
+  return (
+    <>
+      <div className="toolbar">
+        <Select label="Camera" value={cameraId} testId="camera"
+          options={(cams.data?.cameras ?? []).map((c) => ({ value: c.id, label: c.id }))} onChange={setCameraId} />
+        <label className="field check">
+          <input type="checkbox" checked={showHeat} onChange={(e) => setShowHeat(e.target.checked)} data-testid="heatmap-toggle" />
+          <span>Heatmap</span>
+        </label>
+        {showHeat && (
+          <Select label="Heat" value={heatKind} onChange={setHeatKind}
+            options={[{ value: "occupancy", label: "Time present" }, { value: "dwell", label: "Lingering" }]} />
+        )}
+      </div>
+      <Problem error={cams.error ?? zones.error ?? saveError} />
+      {site.error && site.error.status !== 404 && <Problem error={site.error} />}
+      <Card title={`Camera ${cameraId}`} testId="camera-card">
+        <div className="frame" style={{ aspectRatio: `${w} / ${h}` }}>
+          {cameraId && !imgError && (
+            <img
+              key={cameraId}
+              src={`/v1/cameras/${encodeURIComponent(cameraId)}/snapshot`}
+              alt={`Reference frame of ${cameraId} (heads blurred)`}
+              data-testid="snapshot"
+              onLoad={(e) => setSize({ w: e.currentTarget.naturalWidth, h: e.currentTarget.naturalHeight })}
+              onError={() => setImgError(true)}
+            />
+          )}
+          {imgError && <div className="frame-missing muted">No reference frame stored for this camera yet.</div>}
+          <svg
+            ref={svg}
+            className={`overlay ${drag ? "dragging" : ""}`}
+            viewBox={`0 0 ${w} ${h}`}
+            preserveAspectRatio="none"
+            onPointerMove={onMove}
+            onPointerUp={() => setDrag(null)}
+            onPointerLeave={() => setDrag(null)}
+            data-testid="overlay"
+          >
+            {showHeat && heat.data && heat.data.cells.map((c) => {
+              const v = heatKind === "dwell" ? c.dwell_ms : c.occupancy_ms;
+              if (!v) return null;
+              const t = v / heatMax;
+              return (
+                <rect key={`${c.gx},${c.gy}`} x={c.gx * heat.data!.cell_px} y={c.gy * heat.data!.cell_px}
+                  width={heat.data!.cell_px} height={heat.data!.cell_px}
+                  fill={`hsl(${Math.round(60 - 60 * t)}, 100%, 50%)`} fillOpacity={0.15 + 0.55 * t} />
+              );
+            })}
+            {camZones.map((z) => {
+              // label in the top-left corner of the zone's bounding box (the middle is where lines usually are)
+              const lx = Math.min(...z.polygon.map((p) => p[0])) + w / 80;
+              const ly = Math.min(...z.polygon.map((p) => p[1])) + w / 30;
+              const colour = ZONE_COLOURS[z.kind] ?? "#2563eb";
+              return (
+                <g key={z.zone_id} data-testid={`zone-${z.zone_id}`}>
+                  <polygon points={z.polygon.map((p) => p.join(",")).join(" ")} fill={colour} fillOpacity={0.12}
+                    stroke={colour} strokeWidth={Math.max(1, w / 400)} strokeDasharray={`${w / 80} ${w / 160}`} />
+                  <text x={lx} y={ly} className="zone-label" fontSize={w / 40}>
+                    {z.zone_id} ({z.kind})
+                  </text>
+                </g>
+              );
+            })}
+            {shown.map((l) => {
+              const [ax, ay] = l.a;
+              const [bx, by] = l.b;
+              const len = Math.hypot(bx - ax, by - ay) || 1;
+              const nx = -(by - ay) / len;
+              const ny = (bx - ax) / len;
+              const mx = (ax + bx) / 2;
+              const my = (ay + by) / 2;
+              const arrow = w / 25;
+              return (
+                <g key={l.id} data-testid={`line-${l.id}`}>
+                  <line x1={ax} y1={ay} x2={bx} y2={by} className="count-line" strokeWidth={Math.max(2, w / 200)} />
+                  <line x1={mx} y1={my} x2={mx + nx * arrow} y2={my + ny * arrow} className="in-arrow"
+                    strokeWidth={Math.max(1.5, w / 300)} markerEnd="url(#arrowhead)" />
+                  <text x={mx + nx * arrow * 1.4} y={my + ny * arrow * 1.4} className="line-label" fontSize={w / 45}
+                    textAnchor="middle">in</text>
+                  <text x={mx - nx * arrow * 1.2} y={my - ny * arrow * 1.2} className="line-label" fontSize={w / 40}
+                    textAnchor="middle" dominantBaseline="middle">{l.id}</text>
+                  {(["a", "b"] as const).map((end) => (
+                    <circle key={end} cx={l[end][0]} cy={l[end][1]} r={editable ? r : r / 2}
+                      className={`handle ${editable ? "editable" : ""}`} data-testid={`handle-${l.id}-${end}`}
+                      onPointerDown={(ev) => {
+                        if (!editable) return;
+                        ev.preventDefault();
+                        (ev.currentTarget.ownerSVGElement as SVGSVGElement).setPointerCapture(ev.pointerId);
+                        setDrag({ line: l.id, end });
+                      }} />
+                  ))}
+                </g>
+              );
+            })}
+            <defs>
+              <marker id="arrowhead" markerWidth="6" markerHeight="6" refX="3" refY="3" orient="auto">
+                <path d="M0,0 L6,3 L0,6 z" className="arrowhead" />
+              </marker>
+            </defs>
+          </svg>
+        </div>
+        <div className="muted small">
+          {editable
+            ? "Drag a line's end points, then save. Crossing toward the arrow counts as in."
+            : isAdmin
+              ? "Site editing is not available on this API."
+              : "Only admins can move lines."}
+          {showHeat && heat.data && (
+            <> · Heatmap: {heat.data.minutes} min of data, {fmtDuration(heat.data.total_ms)} person-time in total
+              (reference frame {fmtTime(heat.data.snapshot_ts_ms)})</>
+          )}
+        </div>
+        {saved && <div className="ok" role="status" data-testid="saved">{saved}</div>}
+      </Card>
+      <Card title="Lines">
+        <div className="table-wrap">
+          <table className="table" data-testid="lines-table">
+            <thead><tr><th>Line</th><th>A (x, y)</th><th>B (x, y)</th><th></th></tr></thead>
+            <tbody>
+              {shown.map((l) => (
+                <tr key={l.id} data-testid={`line-row-${l.id}`}>
+                  <td>{l.id}</td>
+                  <td data-testid="a">{l.a[0]}, {l.a[1]}</td>
+                  <td data-testid="b">{l.b[0]}, {l.b[1]}</td>
+                  <td>
+                    {editable && edits[l.id] && (
+                      <span className="row-actions">
+                        <button className="primary" disabled={saving === l.id} onClick={() => save(l)}
+                          data-testid={`save-${l.id}`}>{saving === l.id ? "Saving…" : "Save"}</button>
+                        <button onClick={() => setEdits((e) => { const { [l.id]: _, ...rest } = e; return rest; })}>
+                          Undo</button>
+                      </span>
+                    )}
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+        {site.data && <div className="muted small">Site configuration version {site.data.version}</div>}
+      </Card>
+    </>
+  );
+}

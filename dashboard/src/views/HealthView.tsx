@@ -1,0 +1,54 @@
+// Camera health: each camera's newest frame (live feed, else GET /v1/occupancy last_seen_ts_ms) and configuration.
+import { useEffect, useState } from "react";
+import { fmtTime, useApi, type OccupancyOut } from "../api";
+import { useLive } from "../live";
+import { Card, Loading, Problem } from "../ui";
+import type { ViewProps } from "../App";
+
+/** Seconds without a frame after which a camera is shown as stale. */
+const STALE_S = 60;
+
+export function HealthView(_: ViewProps) {
+  const cams = useApi<{ cameras: { id: string; lines: unknown[]; zones: unknown[] }[] }>("/v1/cameras");
+  const occ = useApi<OccupancyOut>("/v1/occupancy");
+  const live = useLive();
+  const [now, setNow] = useState(Date.now());
+  useEffect(() => {
+    const t = window.setInterval(() => setNow(Date.now()), 5000); // the clock only, no request
+    return () => window.clearInterval(t);
+  }, []);
+
+  return (
+    <>
+      <Problem error={cams.error ?? occ.error} />
+      <Loading on={!cams.data} />
+      {cams.data && (
+        <Card title="Cameras" testId="health">
+          <div className="table-wrap">
+            <table className="table">
+              <thead><tr><th>Camera</th><th>Status</th><th>Newest frame</th><th>Last count update</th><th>Lines</th><th>Zones</th></tr></thead>
+              <tbody>
+                {cams.data.cameras.map((c) => {
+                  const o = occ.data?.cameras.find((x) => x.camera_id === c.id);
+                  const l = live.counts?.cameras.find((x) => x.camera_id === c.id);
+                  const seen = l?.last_seen_ts_ms ?? o?.last_seen_ts_ms ?? null;
+                  const status = seen === null ? "unknown" : now - seen <= STALE_S * 1000 ? "ok" : "stale";
+                  return (
+                    <tr key={c.id} data-testid={`health-${c.id}`}>
+                      <td>{c.id}</td>
+                      <td><span className={`pill health-${status}`} data-testid="status">
+                        {status === "ok" ? "receiving" : status === "stale" ? `no frame for > ${STALE_S} s` : "unknown"}</span></td>
+                      <td>{fmtTime(seen)}</td><td>{fmtTime(o?.ts_ms)}</td>
+                      <td>{c.lines.length}</td><td>{c.zones.length}</td>
+                    </tr>
+                  );
+                })}
+              </tbody>
+            </table>
+          </div>
+          <div className="muted small">A camera is stale when its newest frame is older than {STALE_S} s.</div>
+        </Card>
+      )}
+    </>
+  );
+}

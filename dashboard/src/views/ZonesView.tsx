@@ -1,0 +1,94 @@
+// Zones (people inside now, GET /v1/zones), their statistics per bucket (GET /v1/zones/stats) and the
+// queues (GET /v1/queues: length now, predicted and measured wait).
+import { useState } from "react";
+import { fmtNum, fmtTime, qs, useApi, type Queue, type ZoneBucket, type ZoneState } from "../api";
+import { Card, Empty, Loading, Num, Problem, RangePicker, rangeStart, Select, type RangeKey } from "../ui";
+import { useCameras } from "./common";
+import type { ViewProps } from "../App";
+
+export function ZonesView(_: ViewProps) {
+  const { cams, cameraId, setCameraId } = useCameras();
+  const [range, setRange] = useState<RangeKey>("all");
+  const [bucket, setBucket] = useState("3600");
+  const zones = useApi<{ zones: ZoneState[] }>("/v1/zones");
+  const queues = useApi<{ queues: Queue[] }>("/v1/queues");
+  const stats = useApi<{ buckets: ZoneBucket[]; bucket_s: number }>(
+    cameraId ? `/v1/zones/stats${qs({ camera_id: cameraId, start_ms: rangeStart(range) ?? 0, bucket_s: bucket })}` : null);
+
+  return (
+    <>
+      <Problem error={zones.error ?? queues.error ?? cams.error} />
+      <Card title="Queues" testId="queues">
+        <Loading on={queues.loading && !queues.data} />
+        <Empty on={!!queues.data && queues.data.queues.length === 0}>No queue zones configured.</Empty>
+        {queues.data && queues.data.queues.length > 0 && (
+          <div className="table-wrap">
+            <table className="table">
+              <thead><tr><th>Queue</th><th>Length now</th><th>Predicted wait</th><th>Median wait</th>
+                <th>Served</th><th>Abandoned</th><th>Window</th><th>At</th></tr></thead>
+              <tbody>
+                {queues.data.queues.map((q) => (
+                  <tr key={`${q.camera_id}/${q.zone_id}`} data-testid={`queue-${q.zone_id}`}>
+                    <td>{q.camera_id}/{q.zone_id}</td>
+                    <td className="big" data-testid="length">{q.length}</td>
+                    <td>{q.predicted_wait_s === null ? "-" : `${fmtNum(q.predicted_wait_s, 1)} s`}</td>
+                    <td>{q.wait_s.median === null ? "-" : `${fmtNum(q.wait_s.median, 1)} s`}</td>
+                    <td>{q.served}</td><td>{q.abandoned}</td><td>{fmtNum(q.window_s)} s</td><td>{fmtTime(q.at_ms)}</td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </div>
+        )}
+      </Card>
+      <Card title="Zones now" testId="zones-now">
+        <Loading on={zones.loading && !zones.data} />
+        {zones.data && (
+          <div className="table-wrap">
+            <table className="table">
+              <thead><tr><th>Camera</th><th>Zone</th><th>Kind</th><th>Product</th><th>People inside</th><th>At</th></tr></thead>
+              <tbody>
+                {zones.data.zones.map((z) => (
+                  <tr key={`${z.camera_id}/${z.zone_id}`} data-testid={`zone-row-${z.zone_id}`}>
+                    <td>{z.camera_id}</td><td>{z.zone_id}</td><td>{z.kind}</td><td>{z.product ?? "-"}</td>
+                    <td data-testid="occupancy">{z.occupancy}</td><td>{fmtTime(z.ts_ms)}</td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </div>
+        )}
+      </Card>
+      <div className="toolbar">
+        <Select label="Camera" value={cameraId} testId="camera"
+          options={(cams.data?.cameras ?? []).map((c) => ({ value: c.id, label: c.id }))} onChange={setCameraId} />
+        <RangePicker value={range} onChange={setRange} />
+        <Select label="Bucket" value={bucket} onChange={setBucket}
+          options={[{ value: "900", label: "15 min" }, { value: "3600", label: "1 hour" }, { value: "86400", label: "1 day" }]} />
+      </div>
+      <Card title="Zone statistics" testId="zone-stats">
+        <Problem error={stats.error} />
+        <Loading on={stats.loading && !stats.data} />
+        <Empty on={!!stats.data && stats.data.buckets.length === 0}>No zone statistics in this range.</Empty>
+        {stats.data && stats.data.buckets.length > 0 && (
+          <div className="table-wrap">
+            <table className="table">
+              <thead><tr><th>Zone</th><th>From</th><th>Visits</th><th>People</th><th>Mean inside</th><th>Max inside</th>
+                <th>Median dwell</th><th>Stoppers</th><th>Served</th><th>Abandoned</th></tr></thead>
+              <tbody>
+                {stats.data.buckets.map((b) => (
+                  <tr key={`${b.zone_id}@${b.start_ms}`}>
+                    <td>{b.zone_id}</td><td>{fmtTime(b.start_ms)}</td><td>{b.visits}</td><td>{b.unique_people}</td>
+                    <td><Num v={b.mean_occupancy} /></td><td>{b.max_occupancy}</td>
+                    <td>{b.dwell_s.median === null ? "-" : `${fmtNum(b.dwell_s.median, 1)} s`}</td>
+                    <td>{b.stoppers}</td><td>{b.served}</td><td>{b.abandoned}</td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </div>
+        )}
+      </Card>
+    </>
+  );
+}

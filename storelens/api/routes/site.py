@@ -1,0 +1,190 @@
+"""Site editing without restarts (``/v1/site``): cameras, lines and zones, versioned in the database.
+
+The site file (YAML) is version 0 and stays the bootstrap and import/export format
+(``storelens site export`` / ``import``). Each change here is validated like the YAML (422 names
+the field), saved as the next version of the whole ``cameras`` list (table ``site_versions``),
+put in force in the API at once and in the running pipeline without a restart: the embedded
+pipeline reads new versions from the database, the distributed analytics service from the
+compacted ``site-config`` topic. Moving a line can re-derive its camera's stored history
+(``rederive=true``: the replay of the stored frames with the new line).
+
+Reading the site is open to every role (camera sources without credentials); changing it is for
+admins. Changes are in the audit log (who moved which line) with the version they made.
+"""
+from __future__ import annotations
+
+import time
+import urllib.parse
+from typing import Annotated, Any, Callable
+
+from fastapi import Depends, HTTPException, Path, Query
+from pydantic import Field
+
+from storelens.config import CameraConfig, LineConfig, ZoneConfig, with_cameras
+from storelens.errors import ConfigError
+from storelens.storage import site as sq
+
+from ..deps import ApiContext, ContextDep, api_router, require_role
+from ..models import ErrorOut, _Out
+from ..security import Principal
+
+router = api_router("site", role="viewer")
+
+Admin = Annotated[Principal, Depends(require_role("admin"))]
+ItemId = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._-]+$")]
+BaseVersion = Annotated[int | None, Query(ge=0, le=2**53 - 1, description=(
+    "The version this change is based on; 409 when the site has changed since (default: the version in force)."))]
+Rederive = Annotated[bool, Query(description="Re-derive the camera's stored history with the new line "
+                                 "(crossings, counts, zones ... from its stored frames).")]
+ERRORS = {404: {"model": ErrorOut, "description": "Unknown camera, line or zone."},
+          409: {"model": ErrorOut, "description": "The site changed since `base_version`; reload and retry."}}
+
+
+class SiteOut(_Out):
+    version: int = Field(description="0: the site file; then one more per change through the API.")
+    store_id: str
+    cameras: list[dict[str, Any]] = Field(description="As in the site file (`cameras:`); sources without "
+                                                      "credentials.")
+
+
+class SiteChangeOut(_Out):
+    version: int = Field(description="The version this change made.")
+    camera: dict[str, Any] | None = Field(description="The camera after the change (null: deleted).")
+    rederived: dict[str, int] | None = Field(default=None, description="Records re-derived per kind "
+                                                                       "(with `rederive=true`).")
+
+
+def _public(cam: CameraConfig) -> dict[str, Any]:
+    d = cam.model_dump(mode="json")
+    parts = urllib.parse.urlsplit(d["source"])
+    if parts.password or parts.username:  # rtsp://user:secret@host/... -> rtsp://host/...
+        d["source"] = urllib.parse.urlunsplit(parts._replace(netloc=parts.hostname + (
+            f":{parts.port}" if parts.port else "")))
+    return d
+
+
+@router.get("/v1/site", response_model=SiteOut, summary="The site in force: cameras, lines and zones")
+def get_site(ctx: ContextDep) -> SiteOut:
+    return SiteOut(version=ctx.site_version, store_id=ctx.config.store.id,
+                   cameras=[_public(c) for c in ctx.config.cameras])
+
+
+def _change(ctx: ApiContext, principal: Principal, base_version: int | None, camera_id: str,
+            edit: Callable[[CameraConfig | None], CameraConfig | None], rederive: bool = False) -> SiteChangeOut:
+    """Apply ``edit`` to the camera (``None``: absent / delete it), validate the whole site, save the version."""
+    if ctx.site_is_stale():
+        ctx.refresh_site()
+    base = ctx.site_version
+    if base_version is not None and base_version != base:
+        raise HTTPException(409, f"the site is at version {base}, not {base_version}: reload and retry")
+    cams = list(ctx.config.cameras)
+    index = next((i for i, c in enumerate(cams) if c.id == camera_id), None)
+    changed = edit(cams[index] if index is not None else None)
+    if changed is None:
+        cams.pop(index)  # edit() raised 404 when there was nothing to delete
+    elif index is None:
+        cams.append(changed)
+    else:
+        cams[index] = changed
+    try:
+        new = with_cameras(ctx.config, cams, origin="the site")
+    except ConfigError as e:
+        raise HTTPException(422, str(e)) from None
+    site = {"cameras": [c.model_dump(mode="json") for c in new.cameras]}
+    version = sq.save_site(ctx.storage, base, site, principal.name, int(time.time() * 1000))
+    if version is None:
+        raise HTTPException(409, "the site changed meanwhile: reload and retry")
+    ctx.set_site(version, new)
+    update = sq.site_update(ctx.storage, new.store.id, version - 1)
+    if update is not None and ctx.on_site_change is not None:
+        ctx.on_site_change(update)
+    rederived = None
+    if rederive and changed is not None:
+        from storelens.storage.replay import replay
+
+        rederived = {}
+        for res in replay(new, ctx.storage, camera_ids=[camera_id]):
+            for kind, n in res.counts.items():
+                rederived[kind] = rederived.get(kind, 0) + n
+    return SiteChangeOut(version=version, camera=None if changed is None else _public(changed), rederived=rederived)
+
+
+def _camera(cam: CameraConfig | None, camera_id: str) -> CameraConfig:
+    if cam is None:
+        raise HTTPException(404, f"unknown camera {camera_id!r}")
+    return cam
+
+
+def _check_id(kind: str, path_id: str, body_id: str) -> None:
+    if path_id != body_id:
+        raise HTTPException(422, f"{kind}.id: {body_id!r} differs from the path's {path_id!r}")
+
+
+@router.put("/v1/site/cameras/{camera_id}", response_model=SiteChangeOut, responses=ERRORS,
+            summary="Add or replace a camera (admin)")
+def put_camera(ctx: ContextDep, principal: Admin, camera_id: ItemId, body: CameraConfig,
+               base_version: BaseVersion = None) -> SiteChangeOut:
+    _check_id("camera", camera_id, body.id)
+    return _change(ctx, principal, base_version, camera_id, lambda _cam: body)
+
+
+@router.delete("/v1/site/cameras/{camera_id}", response_model=SiteChangeOut, responses=ERRORS,
+               summary="Remove a camera (admin; its history stays)")
+def delete_camera(ctx: ContextDep, principal: Admin, camera_id: ItemId,
+                  base_version: BaseVersion = None) -> SiteChangeOut:
+    def edit(cam: CameraConfig | None) -> None:
+        _camera(cam, camera_id)
+        if len(ctx.config.cameras) == 1:
+            raise HTTPException(422, "cameras: the site needs at least one camera")
+    return _change(ctx, principal, base_version, camera_id, edit)
+
+
+def _put_item(kind: str, cam: CameraConfig, item: Any) -> CameraConfig:
+    items = list(getattr(cam, kind))
+    index = next((i for i, x in enumerate(items) if x.id == item.id), None)
+    if index is None:
+        items.append(item)
+    else:
+        items[index] = item
+    return cam.model_copy(update={kind: items})
+
+
+def _delete_item(kind: str, cam: CameraConfig, item_id: str) -> CameraConfig:
+    items = [x for x in getattr(cam, kind) if x.id != item_id]
+    if len(items) == len(getattr(cam, kind)):
+        raise HTTPException(404, f"camera {cam.id!r} has no {kind[:-1]} {item_id!r}")
+    return cam.model_copy(update={kind: items})
+
+
+@router.put("/v1/site/cameras/{camera_id}/lines/{line_id}", response_model=SiteChangeOut, responses=ERRORS,
+            summary="Add, change or move a counting line (admin)")
+def put_line(ctx: ContextDep, principal: Admin, camera_id: ItemId, line_id: ItemId, body: LineConfig,
+             base_version: BaseVersion = None, rederive: Rederive = False) -> SiteChangeOut:
+    _check_id("line", line_id, body.id)
+    return _change(ctx, principal, base_version, camera_id,
+                   lambda cam: _put_item("lines", _camera(cam, camera_id), body), rederive)
+
+
+@router.delete("/v1/site/cameras/{camera_id}/lines/{line_id}", response_model=SiteChangeOut, responses=ERRORS,
+               summary="Remove a counting line (admin; its history stays)")
+def delete_line(ctx: ContextDep, principal: Admin, camera_id: ItemId, line_id: ItemId,
+                base_version: BaseVersion = None) -> SiteChangeOut:
+    return _change(ctx, principal, base_version, camera_id,
+                   lambda cam: _delete_item("lines", _camera(cam, camera_id), line_id))
+
+
+@router.put("/v1/site/cameras/{camera_id}/zones/{zone_id}", response_model=SiteChangeOut, responses=ERRORS,
+            summary="Add or change a zone (admin)")
+def put_zone(ctx: ContextDep, principal: Admin, camera_id: ItemId, zone_id: ItemId, body: ZoneConfig,
+             base_version: BaseVersion = None, rederive: Rederive = False) -> SiteChangeOut:
+    _check_id("zone", zone_id, body.id)
+    return _change(ctx, principal, base_version, camera_id,
+                   lambda cam: _put_item("zones", _camera(cam, camera_id), body), rederive)
+
+
+@router.delete("/v1/site/cameras/{camera_id}/zones/{zone_id}", response_model=SiteChangeOut, responses=ERRORS,
+               summary="Remove a zone (admin; its history stays)")
+def delete_zone(ctx: ContextDep, principal: Admin, camera_id: ItemId, zone_id: ItemId,
+                base_version: BaseVersion = None) -> SiteChangeOut:
+    return _change(ctx, principal, base_version, camera_id,
+                   lambda cam: _delete_item("zones", _camera(cam, camera_id), zone_id))

@@ -1,0 +1,341 @@
+"""Sign-in and roles: password hashes, session tokens, API keys, the guard of every route, the audit log.
+
+* **Users** sign in with the OAuth2 password flow (``POST /v1/auth/login``) and get a short-lived
+  JWT (HS256, ``auth.session_ttl_s``), returned in the body and as an HttpOnly cookie for the
+  dashboard. Passwords are stored as Argon2id hashes (pwdlib, the maintained successor of passlib).
+* **API keys** (machine clients: POS integrations, exporters) are ``slk_<key_id>.<secret>``; only
+  a SHA-256 of the random secret is stored, the key carries one role and can be revoked.
+* **Roles** ``viewer`` < ``manager`` < ``admin`` (:data:`storelens.config.auth.ROLES`). Each router
+  declares the least role of its routes (:func:`storelens.api.deps.api_router`); a route may ask
+  more with ``dependencies=[require_role("admin")]``. The user's current role and state are read
+  from the database (cached :data:`PRINCIPAL_CACHE_S`), so a demoted or deleted user loses access
+  within seconds, not at the token's expiry.
+* **Audit**: :class:`AuditMiddleware` appends every write (``POST``/``PUT``/``PATCH``/``DELETE``
+  under ``/v1/``) with who, what path, and the answer's status; the login route adds failed sign-ins.
+* **Login rate limit**: a moving window per client address and per user name (the ``limits``
+  library; in memory, or in Redis when ``live.redis_url`` is set so every API replica shares it).
+
+Example:
+    >>> from storelens.config.auth import AuthConfig
+    >>> from storelens.storage import SqliteStorage
+    >>> auth = Authenticator(AuthConfig(), SqliteStorage(":memory:"))
+    >>> auth.create_user("ana", "correct horse battery", "manager")
+    True
+    >>> principal = auth.login("ana", "correct horse battery", client="127.0.0.1")
+    >>> principal.role, auth.authenticate(auth.issue(principal)[0]).name
+    ('manager', 'ana')
+    >>> auth.login("ana", "wrong password!", client="127.0.0.1") is None
+    True
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from typing import Annotated, Any, Callable, Literal
+
+import anyio
+import jwt
+from fastapi import Depends, HTTPException, Request, Response
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
+from limits import parse as parse_limit
+from limits.storage import storage_from_string
+from limits.strategies import MovingWindowRateLimiter
+from pwdlib import PasswordHash
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from storelens.config.auth import ROLES, AuthConfig, Role, role_rank
+from storelens.storage import auth as store
+
+log = logging.getLogger(__name__)
+
+COOKIE_NAME = "storelens_session"
+API_KEY_PREFIX = "slk_"
+#: How long a resolved principal (user role and state, API key) is trusted before the database is read again.
+PRINCIPAL_CACHE_S = 5.0
+#: Usernames: short, no spaces (they appear in the audit log).
+USERNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
+_ALGORITHM = "HS256"
+_WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a signed-in user, an API key (``name`` is ``key:<key_id>``) or the metrics scraper."""
+
+    name: str
+    role: Role
+    kind: Literal["user", "api_key", "metrics"] = "user"
+
+    def may(self, role: str) -> bool:
+        return role_rank(self.role) >= role_rank(role)
+
+
+class RateLimited(Exception):
+    """Too many sign-in attempts; retry after ``retry_after_s``."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(f"too many sign-in attempts; retry in {retry_after_s} s")
+        self.retry_after_s = retry_after_s
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class Authenticator:
+    """Sign-in, tokens and keys of one API app over the history store ``storage``."""
+
+    def __init__(self, cfg: AuthConfig, storage: Any, redis_url: str | None = None) -> None:
+        self.cfg = cfg
+        self.storage = storage
+        self.hasher = PasswordHash.recommended()
+        self._dummy_hash = self.hasher.hash(secrets.token_hex(16))  # equal time for unknown users
+        secret = os.environ.get(cfg.jwt_secret_env, "")
+        if secret and len(secret.encode()) < 32:
+            raise ValueError(f"auth.jwt_secret_env: ${cfg.jwt_secret_env} must hold at least 32 bytes")
+        if not secret:
+            log.warning("no JWT signing key in $%s: using a random one (sessions end when the API restarts; "
+                        "set it when several API replicas serve the store)", cfg.jwt_secret_env)
+            secret = secrets.token_urlsafe(48)
+        self._secret = secret
+        self.metrics_token = os.environ.get(cfg.metrics_token_env) or None
+        self._limiter = MovingWindowRateLimiter(storage_from_string(redis_url or "memory://"))
+        self._attempts = parse_limit(f"{cfg.login_attempts_per_minute}/minute")
+        self._failures = parse_limit(f"{cfg.login_failures_per_minute}/minute")
+        self._cache: dict[str, tuple[float, Principal | None]] = {}
+        self._key_hashes: dict[str, str] = {}  # key_id -> SHA-256 of its secret, filled with the cache
+        self._lock = threading.Lock()
+
+    # -- users ------------------------------------------------------------------------------------
+
+    def create_user(self, username: str, password: str, role: str) -> bool:
+        """Create (``True``) or reset (``False``) ``username`` with ``password`` and ``role``."""
+        import re
+
+        if not re.match(USERNAME_PATTERN, username):
+            raise ValueError(f"username {username!r}: 1-64 letters, digits and . _ @ - (not first)")
+        if role not in ROLES:
+            raise ValueError(f"role {role!r}: one of {', '.join(ROLES)}")
+        if len(password) < self.cfg.min_password_length:
+            raise ValueError(f"password: at least {self.cfg.min_password_length} characters")
+        created = store.put_user(self.storage, username, self.hasher.hash(password), role, _now_ms())
+        self._forget(f"user:{username}")
+        return created
+
+    def delete_user(self, username: str) -> bool:
+        done = store.delete_user(self.storage, username)
+        self._forget(f"user:{username}")
+        return done
+
+    def bootstrap_admin(self) -> str | None:
+        """Create the first admin from the environment when there is no user yet; its name, else ``None``."""
+        name = os.environ.get(self.cfg.admin_username_env) or "admin"
+        password = os.environ.get(self.cfg.admin_password_env)
+        if not password or store.count_users(self.storage):
+            return None
+        self.create_user(name, password, "admin")
+        store.audit(self.storage, _now_ms(), "system", "users.create-admin", name, {"source": "environment"})
+        log.info("created the first admin %r from $%s", name, self.cfg.admin_password_env)
+        return name
+
+    def login(self, username: str, password: str, client: str) -> Principal | None:
+        """The user for ``username``/``password``; ``None`` when wrong (logged to the audit log).
+
+        Raises :class:`RateLimited` when the client or the user name made too many attempts.
+        """
+        if not self._limiter.hit(self._attempts, "login-client", client):
+            raise RateLimited(60)
+        if not self._limiter.test(self._failures, "login-user", username.lower()):
+            raise RateLimited(60)
+        user = store.get_user(self.storage, username)
+        ok = self.hasher.verify(password, user["password_hash"] if user else self._dummy_hash)
+        if not ok or user is None or user["disabled"]:
+            self._limiter.hit(self._failures, "login-user", username.lower())
+            store.audit(self.storage, _now_ms(), username, "auth.login-failed", username, {}, client)
+            return None
+        store.audit(self.storage, _now_ms(), username, "auth.login", username, {}, client)
+        return Principal(username, user["role"], "user")
+
+    # -- tokens and keys ------------------------------------------------------------------------
+
+    def issue(self, principal: Principal) -> tuple[str, int]:
+        """A session JWT for a user: ``(token, expires_in_s)``."""
+        now = int(time.time())
+        claims = {"sub": principal.name, "role": principal.role, "iat": now, "exp": now + self.cfg.session_ttl_s,
+                  "typ": "session"}
+        return jwt.encode(claims, self._secret, algorithm=_ALGORITHM), self.cfg.session_ttl_s
+
+    def token_age_s(self, token: str) -> float | None:
+        try:
+            claims = jwt.decode(token, self._secret, algorithms=[_ALGORITHM])
+        except jwt.PyJWTError:
+            return None
+        return time.time() - float(claims.get("iat", 0))
+
+    def create_api_key(self, name: str, role: str, created_by: str) -> tuple[str, str]:
+        """A new key: ``(key_id, key)``; the key is shown once and only its secret's hash is stored."""
+        if role not in ROLES:
+            raise ValueError(f"role {role!r}: one of {', '.join(ROLES)}")
+        key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
+        store.put_api_key(self.storage, key_id, name, _sha256(secret), role, created_by, _now_ms())
+        return key_id, f"{API_KEY_PREFIX}{key_id}.{secret}"
+
+    def revoke_api_key(self, key_id: str) -> bool:
+        done = store.revoke_api_key(self.storage, key_id, _now_ms())
+        self._forget(f"key:{key_id}")
+        return done
+
+    def authenticate(self, credential: str) -> Principal | None:
+        """The principal of a session JWT or an API key; ``None`` when invalid, expired, revoked or disabled."""
+        if credential.startswith(API_KEY_PREFIX):
+            key_id, _, secret = credential[len(API_KEY_PREFIX):].partition(".")
+            principal = self._cached(f"key:{key_id}", lambda: self._key_principal(key_id))
+            row_hash = self._key_hashes.get(key_id) if principal else None
+            if principal is None or row_hash is None or not hmac.compare_digest(row_hash, _sha256(secret)):
+                return None
+            return principal
+        try:
+            claims = jwt.decode(credential, self._secret, algorithms=[_ALGORITHM], options={"require": ["exp", "sub"]})
+        except jwt.PyJWTError:
+            return None
+        if claims.get("typ") != "session":
+            return None
+        username = str(claims["sub"])
+        return self._cached(f"user:{username}", lambda: self._user_principal(username))
+
+    def metrics_allowed(self, token: str) -> bool:
+        return self.metrics_token is not None and hmac.compare_digest(token.encode(), self.metrics_token.encode())
+
+    # -- cache ------------------------------------------------------------------------------------
+
+    def _user_principal(self, username: str) -> Principal | None:
+        user = store.get_user(self.storage, username)
+        return None if user is None or user["disabled"] else Principal(username, user["role"], "user")
+
+    def _key_principal(self, key_id: str) -> Principal | None:
+        key = store.get_api_key(self.storage, key_id)
+        if key is None or key["revoked_ts_ms"] is not None:
+            return None
+        self._key_hashes[key_id] = key["secret_sha256"]
+        if (key["last_used_ts_ms"] or 0) < _now_ms() - 60_000:
+            store.touch_api_key(self.storage, key_id, _now_ms())
+        return Principal(f"key:{key_id}", key["role"], "api_key")
+
+    def _cached(self, key: str, load: Callable[[], Principal | None]) -> Principal | None:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(key)
+        if hit is not None and now - hit[0] < PRINCIPAL_CACHE_S:
+            return hit[1]
+        principal = load()
+        with self._lock:
+            self._cache[key] = (now, principal)
+        return principal
+
+    def _forget(self, key: str) -> None:
+        with self._lock:
+            self._cache.pop(key, None)
+
+
+# -- the guard of every route ---------------------------------------------------------------------
+
+_bearer = HTTPBearer(auto_error=False, description="A session token from `POST /v1/auth/login` or an API key.")
+_cookie = APIKeyCookie(name=COOKIE_NAME, auto_error=False, description="The dashboard's session cookie.")
+
+
+def _unauthorized(detail: str = "not signed in") -> HTTPException:
+    return HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+def set_session_cookie(response: Response, token: str, cfg: AuthConfig) -> None:
+    response.set_cookie(COOKIE_NAME, token, max_age=cfg.session_ttl_s, httponly=True, samesite="strict",
+                        secure=cfg.cookie_secure, path="/")
+
+
+def require_role(role: Role) -> Callable[..., Principal]:
+    """A dependency that answers 401 without valid credentials and 403 below ``role``; else the principal.
+
+    Credentials: ``Authorization: Bearer <session token or API key>``, or the dashboard's cookie
+    (renewed once half its lifetime has passed, so an open dashboard stays signed in).
+    """
+    def guard(request: Request, response: Response,
+              bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+              cookie: Annotated[str | None, Depends(_cookie)]) -> Principal:
+        auth: Authenticator = request.app.state.context.auth
+        credential = bearer.credentials if bearer is not None else cookie
+        principal = auth.authenticate(credential) if credential else None
+        if principal is None:
+            raise _unauthorized("not signed in" if not credential else "invalid or expired credentials")
+        request.state.principal = principal
+        if not principal.may(role):
+            raise HTTPException(403, f"needs the {role} role (you are {principal.role})")
+        if bearer is None and cookie:
+            age = auth.token_age_s(cookie)
+            if age is not None and age > auth.cfg.session_ttl_s / 2:
+                set_session_cookie(response, auth.issue(principal)[0], auth.cfg)
+        return principal
+
+    guard.role = role  # type: ignore[attr-defined]  # read by the role-matrix test and the route docs
+    return guard
+
+
+def require_metrics(request: Request,
+                    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+                    cookie: Annotated[str | None, Depends(_cookie)]) -> Principal:
+    """``/metrics``: the metrics token (``$STORELENS_METRICS_TOKEN``, for Prometheus) or an admin."""
+    auth: Authenticator = request.app.state.context.auth
+    if bearer is not None and auth.metrics_allowed(bearer.credentials):
+        return Principal("metrics", "viewer", "metrics")
+    return require_role("admin")(request, Response(), bearer, cookie)
+
+
+require_metrics.role = "admin"  # type: ignore[attr-defined]
+
+PrincipalDep = Annotated[Principal, Depends(require_role("viewer"))]
+
+
+class AuditMiddleware:
+    """Appends every write under ``/v1/`` to the audit log: who, method and path, status, client address."""
+
+    def __init__(self, app: ASGIApp, storage: Any) -> None:
+        self.app = app
+        self.storage = storage
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") not in _WRITE_METHODS \
+                or not scope.get("path", "").startswith("/v1/") or scope.get("path") == "/v1/auth/login":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            principal = scope.get("state", {}).get("principal")
+            actor = principal.name if principal is not None else "anonymous"
+            action = f"{scope['method']} {getattr(scope.get('route'), 'path', '<unmatched>')}"
+            detail = {"status": status}
+            if scope.get("query_string"):
+                detail["query"] = scope["query_string"].decode("latin-1")[:500]
+            client = (scope.get("client") or ("", 0))[0]
+            try:
+                await anyio.to_thread.run_sync(store.audit, self.storage, _now_ms(), actor, action,
+                                               scope["path"][:500], detail, client)
+            except Exception:  # the answer is sent; a lost audit row is logged, never a second error
+                log.exception("audit log write failed: %s %s by %s", action, scope["path"], actor)

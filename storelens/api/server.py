@@ -1,0 +1,102 @@
+"""Serving a site's API from its site file, in one process or in ``api.workers`` uvicorn worker processes.
+
+One Python process serves HTTP on one core at most (the GIL); on a box with several cores,
+``api.workers: N`` runs N uvicorn worker processes on the same port, each with its own
+app, storage connection and caches (:func:`app_from_env` is uvicorn's factory). Sessions
+stay valid across workers when ``$STORELENS_JWT_SECRET`` is set (else each worker signs with
+its own random key and a token works only on the worker that issued it: :func:`serve_site`
+refuses that).
+
+Example (not run: it serves until SIGTERM):
+    >>> serve_site("site.yaml", host="127.0.0.1", port=8080, workers=2)  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from storelens.config import SiteConfig, load_config
+from storelens.errors import ConfigError
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+#: The site file that :func:`app_from_env` reads.
+CONFIG_ENV = "STORELENS_CONFIG"
+#: The GIL switch interval of a serving process (Python's default: 5 ms). The routes run in a thread
+#: pool; while one computes, the event loop thread waits up to the interval for the GIL after each
+#: socket call, so every other connection of the process stalls ("convoy effect"). A shorter interval
+#: lets the loop answer the cached reads between the slices of a computation.
+SWITCH_INTERVAL_S = float(os.environ.get("STORELENS_API_SWITCH_INTERVAL_S", "0.0005"))
+
+
+def _tune_process() -> None:
+    import sys
+
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+
+
+def build_app(config: SiteConfig) -> "FastAPI":
+    """The app of ``config`` with its storage, live state (``live.redis_url``) and gallery (faces);
+    they are closed when the app shuts down."""
+    from storelens.storage import open_storage
+
+    from .app import create_app
+
+    storage = open_storage(config.storage)
+    closers = [storage.close]
+    live = gallery_store = None
+    if config.live.redis_url:
+        from storelens.storage.live import RedisLiveState
+
+        live = RedisLiveState(config.live.redis_url)
+        closers.append(live.close)
+    if config.faces.enabled or config.storage.backend == "postgres":
+        from storelens.storage import open_gallery_store
+
+        gallery_store = open_gallery_store(config)
+        closers.append(gallery_store.close)
+    app = create_app(config, storage, live, gallery_store=gallery_store)
+    for close in closers:
+        app.router.on_shutdown.append(close)
+    return app
+
+
+def app_from_env() -> "FastAPI":
+    """uvicorn's factory (``storelens.api.server:app_from_env``): the app of the site file ``$STORELENS_CONFIG``."""
+    _tune_process()
+    path = os.environ.get(CONFIG_ENV)
+    if not path:
+        raise ConfigError(f"${CONFIG_ENV} must name the site file")
+    return build_app(load_config(path))
+
+
+def serve_site(config_path: str, host: str | None = None, port: int | None = None,
+               workers: int | None = None) -> int:
+    """Serve the API of the site file ``config_path`` until SIGTERM/SIGINT; the exit code.
+
+    ``host``, ``port`` and ``workers`` default to the file's ``api`` section. With one worker the
+    app runs in this process (:func:`storelens.api.app.serve`); with more, uvicorn's supervisor
+    starts that many worker processes, each building the app with :func:`app_from_env`.
+    """
+    config = load_config(config_path)
+    host = host or config.api.host
+    port = config.api.port if port is None else port
+    workers = workers or config.api.workers
+    if workers <= 1:
+        from .app import serve
+
+        _tune_process()
+        app = build_app(config)
+        serve(app, host, port)
+        return 0
+    secret_env = config.auth.jwt_secret_env
+    if not os.environ.get(secret_env):
+        raise ConfigError(f"api.workers: {workers} needs a shared session signing key in ${secret_env} "
+                          "(each worker would sign with its own)")
+    import uvicorn
+
+    os.environ[CONFIG_ENV] = str(config_path)
+    uvicorn.run("storelens.api.server:app_from_env", factory=True, host=host, port=port, workers=workers,
+                log_level="warning")
+    return 0

@@ -1,0 +1,52 @@
+"""The ``auth:`` section of the site file: sign-in sessions, the login rate limit, secrets from the environment.
+
+Secrets are never in the file: it names the environment variables that hold them
+(in Kubernetes, from a Secret). Without a JWT signing key a random one is made per
+process (sessions end when the API restarts, and several API replicas need the
+variable set).
+
+Example:
+    >>> AuthConfig().session_ttl_s, role_rank("manager") > role_rank("viewer")
+    (900, True)
+    >>> AuthConfig(session_ttl_s=10)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    pydantic_core._pydantic_core.ValidationError: 1 validation error for AuthConfig
+    session_ttl_s
+    ...
+"""
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from storelens.config.base import Strict
+
+Role = Literal["viewer", "manager", "admin"]
+#: Roles from least to most privileged: a role may do everything the ones before it may.
+ROLES: tuple[Role, ...] = ("viewer", "manager", "admin")
+
+
+def role_rank(role: str) -> int:
+    """The rank of ``role`` in :data:`ROLES` (higher may do more); ``ValueError`` for an unknown role."""
+    return ROLES.index(role)  # type: ignore[arg-type]
+
+
+class AuthConfig(Strict):
+    #: Lifetime of a sign-in session (the JWT; the dashboard's cookie is renewed while in use).
+    session_ttl_s: Annotated[int, Field(ge=60, le=86_400)] = 900
+    #: Environment variable holding the JWT signing key (HS256; at least 32 bytes).
+    jwt_secret_env: str = "STORELENS_JWT_SECRET"
+    #: Environment variable holding the bearer token that may read ``/metrics`` (Prometheus).
+    metrics_token_env: str = "STORELENS_METRICS_TOKEN"
+    #: Environment variables of the first admin, created when the API starts with no users.
+    admin_username_env: str = "STORELENS_ADMIN_USERNAME"
+    admin_password_env: str = "STORELENS_ADMIN_PASSWORD"
+    #: Sign-in attempts per minute per client address, and failed ones per minute per user name.
+    login_attempts_per_minute: Annotated[int, Field(ge=1)] = 20
+    login_failures_per_minute: Annotated[int, Field(ge=1)] = 5
+    #: Send the session cookie over HTTPS only (set when the API is behind TLS, e.g. the Ingress).
+    cookie_secure: bool = False
+    #: Shortest accepted password.
+    min_password_length: Annotated[int, Field(ge=8)] = 10

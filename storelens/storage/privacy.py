@@ -1,0 +1,195 @@
+"""Retention and erasure of personal data in the history store (SQLAlchemy Core: SQLite and PostgreSQL).
+
+* :func:`purge_expired` -- the retention purge: every kind of personal data of
+  ``privacy.retention.days`` (:data:`RETENTION_TABLES`: table and time column) loses its rows
+  older than its period, in one transaction; track-to-customer links whose customer left the
+  face gallery (its embeddings expired, ``faces.reid.retention_days``, or were erased) go too.
+  The runner calls it on a schedule in both modes (:mod:`storelens.runtime.retention`),
+  through :meth:`SqlStorage.purge_expired <storelens.storage.history.SqlStorage.purge_expired>`.
+* :func:`erase_customer` -- the right to erasure: every row derived from a customer's tracks
+  (matches, face attributes, track summaries, track points, zone events), and with a
+  journeys config the tracks linked to them in the same journeys.
+
+Line crossings and the per-bucket aggregates (counts, zone statistics, heatmaps) stay: they
+keep no link to a person once the tracks' points, summaries and matches are gone.
+
+Example:
+    >>> from storelens.contract import messages as m
+    >>> from storelens.storage import SqlStorage
+    >>> DAY = 86_400_000
+    >>> with SqlStorage(":memory:") as store:
+    ...     store.write_tracked_frame(m.TrackedFrame(camera_id="c", seq=1, ts_ms=DAY, tracks=[
+    ...         m.Track(track_id=7, bbox_xyxy=m.BoxXYXY(x1=0, y1=0, x2=5, y2=9), confidence=0.9)]))
+    ...     purge_expired(store, {"track_points": 7, "frames": None}, now_ms=DAY + 6 * DAY)["track_points"]
+    ...     purge_expired(store, {"track_points": 7, "frames": None}, now_ms=DAY + 8 * DAY)["track_points"]
+    0
+    1
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Mapping
+
+import sqlalchemy as sa
+
+import storelens.storage.dialects as dialects
+from storelens.storage.schema import (
+    crossings,
+    customer_matches,
+    frames,
+    group_crossings,
+    staff_tracks,
+    track_attributes,
+    track_points,
+    track_summaries,
+    zone_events,
+)
+
+DAY_MS = 86_400_000
+
+#: Kind of personal data -> (table, time column the period counts from: the row's last sighting).
+RETENTION_TABLES: dict[str, tuple[sa.Table, str]] = {
+    "track_points": (track_points, "ts_ms"),
+    "frames": (frames, "ts_ms"),
+    "track_attributes": (track_attributes, "last_ts_ms"),
+    "customer_matches": (customer_matches, "ts_ms"),
+    "track_summaries": (track_summaries, "last_ts_ms"),
+    "zone_events": (zone_events, "ts_ms"),
+    "crossings": (crossings, "ts_ms"),
+    "group_crossings": (group_crossings, "ts_ms"),
+    "staff_tracks": (staff_tracks, "ts_ms"),
+}
+
+#: Tables keyed by ``(camera_id, track_id)`` whose rows are one person's: what erasure deletes per track.
+TRACK_TABLES: tuple[sa.Table, ...] = (track_attributes, track_summaries, track_points, zone_events, staff_tracks)
+
+
+def _days(days: Any) -> dict[str, float | None]:
+    """A ``RetentionDays`` model or a plain mapping -> ``{kind: days | None}`` (unknown kinds are an error)."""
+    raw = days.model_dump() if hasattr(days, "model_dump") else dict(days)
+    unknown = sorted(set(raw) - set(RETENTION_TABLES))
+    if unknown:
+        raise ValueError(f"no retention for {unknown}; kinds: {', '.join(RETENTION_TABLES)}")
+    for kind, d in raw.items():
+        if d is not None and not d > 0:
+            raise ValueError(f"retention of {kind} must be > 0 days or None (kept), got {d}")
+    return raw
+
+
+def purge_expired(storage: Any, days: Mapping[str, float | None] | Any, now_ms: int,
+                  known_customer: Callable[[str], bool] | None = None) -> dict[str, int]:
+    """Delete the rows older than their kind's retention, counted back from ``now_ms``; rows deleted per kind.
+
+    Args:
+        storage: the history store (:class:`~storelens.storage.history.SqlStorage`).
+        days: ``{kind: days or None}`` (a ``privacy.retention.days`` model works too); kinds left
+            out or ``None`` are kept.
+        now_ms: "now" (ms since the epoch): the wall clock, or the newest frame's time.
+        known_customer: whether a customer id is still in the face gallery; links to customers it
+            does not know are deleted whatever their age (``orphan_matches`` in the answer). On
+            PostgreSQL a gallery in the same schema is checked in SQL without it.
+
+    Every kind of :data:`RETENTION_TABLES` is in the answer (0 when kept or nothing expired).
+    """
+    spans = _days(days)
+    out = dict.fromkeys(RETENTION_TABLES, 0)
+
+    def purge(conn: sa.Connection) -> None:
+        for kind, (table, column) in RETENTION_TABLES.items():
+            d = spans.get(kind)
+            if d is None:
+                continue
+            cutoff = int(now_ms - d * DAY_MS)
+            out[kind] = max(conn.execute(sa.delete(table).where(table.c[column] < cutoff)).rowcount, 0)
+        out["customer_matches"] += _orphan_matches(storage, conn, known_customer)
+
+    storage._write(purge)
+    return out
+
+
+def _orphan_matches(storage: Any, conn: sa.Connection, known_customer: Callable[[str], bool] | None) -> int:
+    cm = customer_matches.c
+    if known_customer is None:
+        gallery = dialects.gallery_tables(storage.db).customers
+        if not storage.db.postgres or not sa.inspect(conn).has_table(gallery.name, schema=storage.schema):
+            return 0
+        stmt = sa.delete(customer_matches).where(~sa.exists().where(gallery.c.customer_id == cm.customer_id))
+        return max(conn.execute(stmt).rowcount, 0)
+    ids = [cid for (cid,) in conn.execute(sa.select(cm.customer_id).distinct()) if not known_customer(cid)]
+    gone = 0
+    for i in range(0, len(ids), 500):
+        gone += max(conn.execute(sa.delete(customer_matches).where(cm.customer_id.in_(ids[i:i + 500]))).rowcount, 0)
+    return gone
+
+
+def newest_frame_ms(storage: Any) -> int | None:
+    """Time of the newest stored frame (the "camera clock" of the purge), ``None`` without frames."""
+    return storage._read(lambda c: c.execute(sa.select(sa.func.max(frames.c.ts_ms))).scalar())
+
+
+def customer_track_keys(storage: Any, customer_id: str) -> set[tuple[str, int]]:
+    """``(camera_id, track_id)`` of the tracks matched to ``customer_id``."""
+    cm = customer_matches.c
+    rows = storage._rows(sa.select(cm.camera_id, cm.track_id).where(cm.customer_id == customer_id))
+    return {(str(cam), int(tid)) for cam, tid in rows}
+
+
+def journey_track_keys(storage: Any, journeys_config: Any, customer_id: str,
+                       seeds: Iterable[tuple[str, int]]) -> set[tuple[str, int]]:
+    """The tracks of the journeys (linked at query time) that contain one of ``seeds`` or carry the customer."""
+    import storelens.storage.journeys as jq
+
+    seeds = set(seeds)
+    if not seeds:
+        return set()
+    s = track_summaries.c
+    rows = storage._rows(sa.select(s.camera_id, s.track_id, s.first_ts_ms, s.last_ts_ms).where(
+        s.camera_id.in_(sorted({c for c, _ in seeds})), s.track_id.in_(sorted({t for _, t in seeds}))))
+    spans = [(int(first), int(last)) for cam, tid, first, last in rows if (cam, int(tid)) in seeds]
+    if not spans:
+        return set()
+    out: set[tuple[str, int]] = set()
+    for first, last in sorted(set(spans)):  # one visit each: link around it only, not over months
+        for j in jq.journeys(storage, journeys_config, first, last + 1):
+            tracks = {(t.camera_id, t.track_id) for t in j.tracks}
+            if tracks & seeds or j.customer_id == customer_id:
+                out |= tracks
+    return out
+
+
+def erase_customer(storage: Any, customer_id: str, journeys_config: Any = None) -> dict[str, int]:
+    """Right to erasure in the history: every row derived from the customer; rows deleted per table.
+
+    Deletes the customer's track-to-customer links and, for each matched track (and, with
+    ``journeys_config``, every track linked to one in a journey), its face attributes,
+    track summary, track points and zone events, in one transaction.
+
+    Example:
+        >>> from storelens.contract import messages as m
+        >>> from storelens.storage import SqlStorage
+        >>> with SqlStorage(":memory:") as store:
+        ...     store.write_customer_matches([m.CustomerMatch(event_id="e", camera_id="c", track_id=3,
+        ...                                                   customer_id="cu-1", ts_ms=5)])
+        ...     store.write_track_attributes([m.TrackAttributes(camera_id="c", track_id=3, last_ts_ms=5, n_faces=2)])
+        ...     erase_customer(store, "cu-1")
+        {'customer_matches': 1, 'track_attributes': 1, 'track_summaries': 0, 'track_points': 0, 'zone_events': 0, 'staff_tracks': 0}
+    """
+    tracks = customer_track_keys(storage, customer_id)
+    if journeys_config is not None:
+        tracks |= journey_track_keys(storage, journeys_config, customer_id, tracks)
+    by_camera: dict[str, list[int]] = {}
+    for cam, tid in sorted(tracks):
+        by_camera.setdefault(cam, []).append(tid)
+
+    def erase(conn: sa.Connection) -> dict[str, int]:
+        out = {"customer_matches": max(conn.execute(sa.delete(customer_matches).where(
+            customer_matches.c.customer_id == customer_id)).rowcount, 0)}
+        for table in TRACK_TABLES:
+            n = 0
+            for cam, tids in by_camera.items():
+                for i in range(0, len(tids), 500):
+                    n += max(conn.execute(sa.delete(table).where(
+                        table.c.camera_id == cam, table.c.track_id.in_(tids[i:i + 500]))).rowcount, 0)
+            out[table.name] = n
+        return out
+
+    return storage._write(erase)

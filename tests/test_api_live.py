@@ -1,0 +1,79 @@
+"""``/v1/live``: Server-Sent Events pushed by the server when counts or alerts change (no client polling)."""
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+import uvicorn
+
+from storelens.api import create_app
+from storelens.api.testing import api_key_for
+from storelens.config import parse_config
+from storelens.contract import messages as m
+from storelens.storage import SqlStorage
+
+SITE = {"store": {"id": "s1"}, "cameras": [{"id": "cam-1", "source": "/tmp/x.mp4"}, {"id": "cam-2", "source": "/tmp/y.mp4"}]}
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def served(tmp_path):
+    storage = SqlStorage(str(tmp_path / "h.db"))
+    app = create_app(parse_config(SITE), storage)
+    port = _port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    yield app, storage, f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+    storage.close()
+
+
+def _events(response: httpx.Response):
+    event = {}
+    for line in response.iter_lines():
+        if line.startswith("event: "):
+            event["event"] = line[7:]
+        elif line.startswith("data: "):
+            event["data"] = json.loads(line[6:])
+        elif not line and event:
+            yield event
+            event = {}
+
+
+def test_live_pushes_counts_and_alerts_as_they_change(served) -> None:
+    app, storage, base = served
+    headers = {"Authorization": f"Bearer {api_key_for(app, 'viewer')}"}
+    assert httpx.get(f"{base}/v1/live", timeout=5).status_code == 401
+    with httpx.stream("GET", f"{base}/v1/live", headers=headers, timeout=30) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        events = _events(r)
+        first = next(events)
+        assert first["event"] == "counts" and first["data"]["store"] == {"occupancy": 0, "in": 0, "out": 0}
+
+        storage.write_occupancy(m.OccupancyUpdate(camera_id="cam-2", ts_ms=5000, occupancy=3, total_in=4, total_out=1))
+        pushed = next(events)
+        api = httpx.get(f"{base}/v1/occupancy", headers=headers).json()
+        assert pushed["event"] == "counts"
+        assert pushed["data"]["store"] == {"occupancy": api["occupancy"], "in": 4, "out": 1} == {
+            "occupancy": 3, "in": 4, "out": 1}
+        assert [c["occupancy"] for c in pushed["data"]["cameras"]] == [c["occupancy"] for c in api["cameras"]]
+
+        storage.write_records([m.Alert(alert_id="r:cam-2:1", rule_id="r", kind="camera_occupancy",
+                                       severity="warning", camera_id="cam-2", state="firing", ts_ms=6000, seq=1,
+                                       fired_ts_ms=6000, fired_seq=1, value=3, threshold=2, message="crowd")])
+        alert = next(events)
+        assert alert["event"] == "alert" and alert["data"]["alert_id"] == "r:cam-2:1"
+        assert alert["data"] == httpx.get(f"{base}/v1/alerts", headers=headers).json()["alerts"][0]

@@ -1,0 +1,138 @@
+"""Sign-in: passwords, sessions (token and cookie), API keys, the rate limit, the audit log, the CLI."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from fastapi.testclient import TestClient
+
+from storelens.api import create_app
+from storelens.api.testing import signed_in_client
+from storelens.config import parse_config
+from storelens.storage import SqliteStorage
+from storelens.storage import auth as store
+
+SITE = {"store": {"id": "s1"}, "cameras": [{"id": "cam-1", "source": "/tmp/x.mp4"}],
+        "auth": {"login_failures_per_minute": 3, "login_attempts_per_minute": 10}}
+PASSWORD = "a long enough password"
+
+
+@pytest.fixture
+def app(tmp_path):
+    app = create_app(parse_config(SITE), SqliteStorage(str(tmp_path / "h.db")))
+    app.state.context.auth.create_user("mia", PASSWORD, "manager")
+    return app
+
+
+def _login(client: TestClient, user: str = "mia", password: str = PASSWORD):
+    return client.post("/v1/auth/login", data={"username": user, "password": password})
+
+
+def test_password_is_stored_as_argon2_hash_only(app) -> None:
+    row = store.get_user(app.state.context.storage, "mia")
+    assert row["password_hash"].startswith("$argon2id$") and PASSWORD not in row["password_hash"]
+
+
+def test_login_gives_a_token_and_an_httponly_cookie(app) -> None:
+    client = TestClient(app)
+    r = _login(client)
+    assert r.status_code == 200 and r.json()["role"] == "manager" and r.json()["expires_in_s"] == 900
+    cookie = r.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and "storelens_session=" in cookie
+    assert client.get("/v1/auth/me").json() == {"username": "mia", "role": "manager", "kind": "user"}  # cookie
+    bearer = TestClient(app, headers={"Authorization": f"Bearer {r.json()['access_token']}"})
+    assert bearer.get("/v1/auth/me").json()["username"] == "mia"
+    assert client.post("/v1/auth/logout").status_code == 204
+    assert client.get("/v1/auth/me").status_code == 401
+
+
+@pytest.mark.parametrize(("user", "password"), [("mia", "wrong password!!"), ("nobody", PASSWORD), ("mia", "")])
+def test_wrong_credentials_are_401_and_audited(app, user: str, password: str) -> None:
+    r = _login(TestClient(app), user, password)
+    assert r.status_code in (401, 422)
+    if r.status_code == 401:
+        rows, _ = store.list_audit(app.state.context.storage, action="auth.login-failed")
+        assert [e["target"] for e in rows] == [user]
+
+
+def test_tampered_expired_and_foreign_tokens_are_refused(app) -> None:
+    token = _login(TestClient(app)).json()["access_token"]
+    head, payload, sig = token.split(".")
+    for bad in (f"{head}.{payload}.{sig[:-2]}xx", "not-a-token", "slk_abc.def"):
+        assert TestClient(app, headers={"Authorization": f"Bearer {bad}"}).get("/v1/auth/me").status_code == 401
+    other = create_app(parse_config(SITE), SqliteStorage(":memory:"))  # another signing key
+    other.state.context.auth.create_user("mia", PASSWORD, "manager")
+    assert TestClient(other, headers={"Authorization": f"Bearer {token}"}).get("/v1/auth/me").status_code == 401
+
+
+def test_login_rate_limit_per_user_then_429(app) -> None:
+    client = TestClient(app)
+    statuses = [_login(client, "mia", f"wrong password {i}").status_code for i in range(5)]
+    assert statuses == [401, 401, 401, 429, 429]
+    r = _login(client)  # even the right password waits for the window
+    assert r.status_code == 429 and int(r.headers["retry-after"]) > 0
+
+
+def test_deleted_user_and_revoked_key_lose_access_at_once(app) -> None:
+    admin = signed_in_client(app)
+    token = _login(TestClient(app)).json()["access_token"]
+    mia = TestClient(app, headers={"Authorization": f"Bearer {token}"})
+    assert mia.get("/v1/cameras").status_code == 200
+    assert admin.delete("/v1/users/mia").status_code == 204
+    assert mia.get("/v1/cameras").status_code == 401
+    key = admin.post("/v1/api-keys", json={"name": "till 3", "role": "manager"}).json()
+    till = TestClient(app, headers={"Authorization": f"Bearer {key['key']}"})
+    assert till.get("/v1/auth/me").json()["role"] == "manager"
+    assert key["key_id"] in {k["key_id"] for k in admin.get("/v1/api-keys").json()["keys"]}
+    assert "key" not in admin.get("/v1/api-keys").json()["keys"][0]  # the secret is shown once only
+    assert admin.delete(f"/v1/api-keys/{key['key_id']}").status_code == 204
+    assert till.get("/v1/auth/me").status_code == 401
+    assert admin.delete("/v1/users/mia").status_code == 404
+
+
+def test_every_write_is_audited_with_its_actor(app) -> None:
+    admin = signed_in_client(app)
+    admin.post("/v1/users", json={"username": "vic", "password": PASSWORD, "role": "viewer"})
+    admin.delete("/v1/customers/cust-1")  # faces disabled: 503, still audited
+    entries = admin.get("/v1/audit").json()["entries"]
+    got = [(e["action"], e["target"], e["detail"]["status"]) for e in entries if e["actor"].startswith("key:")]
+    assert ("POST /v1/users", "/v1/users", 200) in got
+    assert ("DELETE /v1/customers/{customer_id}", "/v1/customers/cust-1", 503) in got
+    assert signed_in_client(app, role="manager").get("/v1/audit").status_code == 403
+
+
+def test_weak_password_and_bad_username_are_422(app) -> None:
+    admin = signed_in_client(app)
+    assert admin.post("/v1/users", json={"username": "ok", "password": "short", "role": "viewer"}).status_code == 422
+    r = admin.post("/v1/users", json={"username": "has space", "password": PASSWORD, "role": "viewer"})
+    assert r.status_code == 422 and "username" in r.text
+    assert admin.post("/v1/users", json={"username": "x", "password": PASSWORD, "role": "root"}).status_code == 422
+
+
+def test_first_admin_from_the_environment(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("STORELENS_ADMIN_USERNAME", "boss")
+    monkeypatch.setenv("STORELENS_ADMIN_PASSWORD", PASSWORD)
+    storage = SqliteStorage(str(tmp_path / "a.db"))
+    app = create_app(parse_config(SITE), storage)
+    assert _login(TestClient(app), "boss").json()["role"] == "admin"
+    monkeypatch.setenv("STORELENS_ADMIN_PASSWORD", "another long password")
+    create_app(parse_config(SITE), storage)  # users exist: the environment changes nothing
+    assert _login(TestClient(app), "boss").status_code == 200
+
+
+def test_cli_create_admin_reads_the_password_from_stdin(tmp_path) -> None:
+    db = tmp_path / "cli.db"
+    run = lambda *a, stdin="": subprocess.run([sys.executable, "-m", "storelens.cli", "users", *a, "--db", str(db)],  # noqa: E731
+                                              input=stdin, capture_output=True, text=True, timeout=120,
+                                              env={"PATH": "/usr/bin:/bin"})
+    r = run("create-admin", stdin=PASSWORD + "\n")
+    assert r.returncode == 0 and "created admin 'admin'" in r.stdout, r.stderr
+    r = run("create", "vic", "--role", "viewer", stdin="short\n")
+    assert r.returncode == 2 and "at least 10 characters" in r.stderr
+    key = run("api-key", "till 1", "--role", "manager").stdout.strip()
+    assert key.startswith("slk_")
+    assert run("list").stdout.split() == ["admin", "admin"]
+    app = create_app(parse_config(SITE), SqliteStorage(str(db)))
+    assert _login(TestClient(app), "admin").json()["role"] == "admin"
+    assert TestClient(app, headers={"Authorization": f"Bearer {key}"}).get("/v1/auth/me").json()["role"] == "manager"
