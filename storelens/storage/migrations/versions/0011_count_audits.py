@@ -1,13 +1,13 @@
 """history 11: counting accuracy audits (count_audits), issue 11 item 9.
 
-Revision ID: 0011_count_audits
+Revision ID: 0011
 """
 import sqlalchemy as sa
 from alembic import op
 
 from storelens.storage.schema import FLAG, ID, INT, REAL
 
-revision = "0011_count_audits"
+revision = "0011"
 down_revision = "0010"
 branch_labels = None
 depends_on = None
