@@ -22,6 +22,19 @@ class Metrics:
         )
 
 
+class StatusRecorder:
+    """An ASGI ``send`` that passes messages on and remembers the response's status (500 until it starts)."""
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.status = 500
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        await self.send(message)
+
+
 class MetricsMiddleware:
     """Counts every HTTP request under its route template (``/v1/occupancy/{camera_id}``)."""
 
@@ -33,22 +46,15 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        status = 500
+        recorder = StatusRecorder(send)
         t0 = time.perf_counter()
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
         try:
-            await self.app(scope, receive, send_wrapper)
+            await self.app(scope, receive, recorder)
         finally:
             route = scope.get("route")
             # Unmatched paths share one label value: raw paths would explode the series count.
             template = getattr(route, "path", None) or "<unmatched>"
             method = scope.get("method", "")
-            self.metrics.requests.labels(method, template, str(status)).inc()
+            self.metrics.requests.labels(method, template, str(recorder.status)).inc()
             self.metrics.latency.labels(method, template).observe(time.perf_counter() - t0)
 

@@ -47,10 +47,12 @@ from limits import parse as parse_limit
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 from pwdlib import PasswordHash
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from storelens.config.auth import ROLES, AuthConfig, Role, role_rank
 from storelens.storage import auth as store
+
+from .metrics import StatusRecorder
 
 log = logging.getLogger(__name__)
 
@@ -316,21 +318,14 @@ class AuditMiddleware:
                 or not scope.get("path", "").startswith("/v1/") or scope.get("path") == "/v1/auth/login":
             await self.app(scope, receive, send)
             return
-        status = 500
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        recorder = StatusRecorder(send)
         try:
-            await self.app(scope, receive, send_wrapper)
+            await self.app(scope, receive, recorder)
         finally:
             principal = scope.get("state", {}).get("principal")
             actor = principal.name if principal is not None else "anonymous"
             action = f"{scope['method']} {getattr(scope.get('route'), 'path', '<unmatched>')}"
-            detail = {"status": status}
+            detail = {"status": recorder.status}
             if scope.get("query_string"):
                 detail["query"] = scope["query_string"].decode("latin-1")[:500]
             client = (scope.get("client") or ("", 0))[0]
