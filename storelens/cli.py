@@ -107,12 +107,16 @@ def _run(config, storage=None, on_tracked=None, show_progress: bool = True):
             break
         sampler = FrameSampler(source_fps(cam.source), cam.target_fps)
         total += sum(1 for i in range(n) if sampler.keep(i))
-    gallery = None
+    gallery = staff_faces = None
     if config.faces.enabled:
         from storelens.storage import open_gallery
 
         gallery = open_gallery(config)
-    pipe = EmbeddedPipeline(config, storage=storage, on_tracked=on_tracked, gallery=gallery)
+        if storage is not None and config.staff.faces is not None and config.staff.faces.enabled:
+            from storelens.storage.staff_faces import StaffFaceSource
+
+            staff_faces = StaffFaceSource(storage)  # the opt-in staff face gallery (storelens staff enroll)
+    pipe = EmbeddedPipeline(config, storage=storage, on_tracked=on_tracked, gallery=gallery, staff_faces=staff_faces)
     if not show_progress:
         return pipe.run()
     prog, task = _progress(total, "processing")
@@ -290,6 +294,49 @@ def cmd_track(args) -> int:
     result = _run(config, on_tracked=lambda tf: rows.extend(mot_rows(tf)), show_progress=sys.stderr.isatty())
     out.write_text("\n".join(rows) + ("\n" if rows else ""))
     print(f"wrote {len(rows)} boxes of {result.frames} frames to {out}")
+    return 0
+
+
+def cmd_kpis_publish(args) -> int:
+    """``storelens kpis publish``: the store's KPI hours for the chain roll-up (Kafka ``store-kpis``, or ``--local``)."""
+    from google.protobuf.json_format import MessageToDict
+
+    from storelens.contract import topics
+    from storelens.stages.rollup import ChainRollupStage
+    from storelens.storage import open_storage
+    from storelens.storage.rollup import kpi_publisher
+
+    config = _history_config(args)
+    rollup = {"enabled": True} | ({"lookback_h": args.lookback_h} if args.lookback_h else {})
+    config = config.model_copy(update={"rollup": config.rollup.model_copy(update=rollup)})
+    storage = open_storage(config.storage)
+    sent: list = []
+    try:
+        if args.json:
+            publish = sent.extend
+        elif args.local:  # the chain's own stage, writing into this store's roll-up tables
+            stage = ChainRollupStage(config)
+
+            def publish(items) -> None:
+                storage.write_records([r for _, h in items for r in stage.handle(topics.STORE_KPIS, h).records])
+                sent.extend(items)
+        else:
+            from storelens.runtime.workers import TopicPublisher
+
+            kafka = TopicPublisher(config, topics.STORE_KPIS)
+
+            def publish(items) -> None:
+                kafka.publish(items)
+                sent.extend(items)
+        kpi_publisher(config, storage, publish).run()
+    finally:
+        storage.close()
+    if args.json:
+        print(json.dumps({"hours": [MessageToDict(h, preserving_proto_field_name=True) for _, h in sent]}, indent=1))
+    else:
+        where = "the local roll-up tables" if args.local else topics.topic_name(topics.STORE_KPIS,
+                                                                                 config.kafka.topic_prefix)
+        print(f"{len(sent)} hour(s) of store {config.store.id!r} published to {where}")
     return 0
 
 
@@ -742,6 +789,45 @@ def cmd_faces(args) -> int:
     return 2 if all("error" in e for e in doc["images"]) else 0
 
 
+def cmd_staff(args) -> int:
+    """``storelens staff enroll|list|remove``: the opt-in staff face gallery (logic in storage.staff_faces)."""
+    from storelens.storage import open_storage
+    from storelens.storage import auth as audit_log
+    from storelens.storage import staff_faces
+
+    if args.staff_command == "enroll" and not (args.consent_by or "").strip():
+        raise ConfigError("staff enroll: --consent-by is required (who recorded the member's consent)")
+    config = _history_config(args)
+    storage = open_storage(config.storage)
+    try:
+        now_ms = int(time.time() * 1000)
+        if args.staff_command == "enroll":
+            n, problems = staff_faces.enroll_images(storage, config.faces, args.id, args.name,
+                                                    consent_by=args.consent_by, images=args.images,
+                                                    consent_note=args.consent_note or "")
+            for problem in problems:
+                print(f"warning: {problem}", file=sys.stderr)
+            audit_log.audit(storage, now_ms, "cli", "staff.enroll", args.id,
+                            {"consent_by": args.consent_by, "embeddings": n})
+            print(f"enrolled {args.id!r} ({args.name}): {n} face embedding(s), consent recorded by {args.consent_by}")
+        elif args.staff_command == "list":
+            rows = staff_faces.list_members(storage)
+            if args.json:
+                print(json.dumps(rows, indent=2))
+            for r in [] if args.json else rows:
+                note = f" ({r['consent_note']})" if r["consent_note"] else ""
+                print(f"{r['staff_id']}\t{r['display_name']}\t{r['embeddings']} embedding(s)\tconsent by "
+                      f"{r['consent_by']} at {r['consent_at_ms']}{note}")
+        else:
+            if not staff_faces.remove(storage, args.id):
+                raise ConfigError(f"no such staff member: {args.id!r}")
+            audit_log.audit(storage, now_ms, "cli", "staff.remove", args.id)
+            print(f"removed {args.id!r} and their face embeddings")
+    finally:
+        storage.close()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="storelens", description="Retail analytics on existing CCTV cameras.")
     p.add_argument("--log-level", default=os.environ.get("STORELENS_LOG_LEVEL", "WARNING"))
@@ -801,6 +887,26 @@ def build_parser() -> argparse.ArgumentParser:
     fc.add_argument("--config", help="take the faces settings from this site config")
     fc.add_argument("--json", action="store_true")
     fc.set_defaults(func=cmd_faces)
+
+    sf = sub.add_parser("staff", help="the opt-in staff face gallery: enrol (consent recorded), list, remove")
+    sf_sub = sf.add_subparsers(dest="staff_command", required=True)
+    for name, help_ in (("enroll", "enrol a staff member's face from photos (the largest face of each image)"),
+                        ("list", "list the enrolled staff members and their consent records"),
+                        ("remove", "consent withdrawn: delete the member and their face embeddings")):
+        x = sf_sub.add_parser(name, help=help_)
+        if name == "enroll":
+            x.add_argument("--id", required=True, help="staff id (shown as the StaffTrack detail)")
+            x.add_argument("--name", required=True, help="display name")
+            x.add_argument("--consent-by", help="who recorded the member's consent (required)")
+            x.add_argument("--consent-note", default="", help="e.g. where the signed form is kept")
+            x.add_argument("images", nargs="+", metavar="IMAGE")
+        elif name == "remove":
+            x.add_argument("id", help="staff id")
+        else:
+            x.add_argument("--json", action="store_true")
+        x.add_argument("--config", help="site configuration (storage, faces; default: the bundled example)")
+        x.add_argument("--db", help="SQLite history file (default: the config's storage)")
+        x.set_defaults(func=cmd_staff)
 
     si = sub.add_parser("site", help="the site's cameras, lines and zones as edited through the API (YAML)")
     si_sub = si.add_subparsers(dest="site_command", required=True)
@@ -865,6 +971,21 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("--auditor", default="cli", help="who tallied (stored with the audit)")
     au.add_argument("--json", action="store_true")
     au.set_defaults(func=cmd_audit)
+
+    kp = sub.add_parser("kpis", help="the store's KPIs for the chain roll-up")
+    kp_sub = kp.add_subparsers(dest="kpis_command", required=True)
+    kpp = kp_sub.add_parser("publish", help="publish the KPI hours of the last rollup.lookback_h hours to the "
+                                            "store's store-kpis topic (what the analytics service does with "
+                                            "rollup.enabled; for an embedded store, e.g. from cron)")
+    kpp.add_argument("--config", help="site configuration (store, storage, kafka; default: the bundled example)")
+    kpp.add_argument("--db", help="SQLite history file (default: the config's storage)")
+    kpp.add_argument("--lookback-h", type=float, help="hours back from now (default rollup.lookback_h); now is "
+                                                      "the wall clock, or the newest stored frame for video files")
+    out = kpp.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print the hours instead of publishing them")
+    out.add_argument("--local", action="store_true", help="roll them up into this store's own database "
+                                                          "(GET /v1/stores, /v1/chain/kpis) instead of Kafka")
+    kpp.set_defaults(func=cmd_kpis_publish)
 
     pos = sub.add_parser("pos", help="point-of-sale transactions")
     pos_sub = pos.add_subparsers(dest="pos_command", required=True)

@@ -80,6 +80,32 @@ def test_a_write_through_the_store_is_seen_at_once(storage: SqliteStorage) -> No
     assert client.get(path).json()["totals"]["door"] == {"in": 3, "out": 1}
 
 
+def test_fresh_hits_are_answered_before_routing_and_counted_under_their_route(
+        storage: SqliteStorage, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast path (CachedReadsMiddleware) answers a fresh hit without the app's route: same bytes, the
+    route's metrics; what it cannot answer (a miss) goes through the route."""
+    import storelens.api.cache as cache_mod
+
+    app = create_app(_config(1.0), storage)
+    assert {r.path for _, r, _ in app.state.cached_reads} == CACHED_ROUTES
+    client = signed_in_client(app, role="viewer")
+    path = "/v1/occupancy/cam-2"
+    client.get(path)  # (the key's first use is a write: the next answer is computed again)
+    first = client.get(path)
+    routed = []  # hits answered by the route's handler (cached_handler), not before routing
+    real = cache_mod._respond
+    monkeypatch.setattr(cache_mod, "_respond", lambda *a: routed.append(1) or real(*a))
+    hits, misses = app.state.response_cache.hits, app.state.response_cache.misses
+    again = [client.get(path) for _ in range(3)]
+    assert [(r.status_code, r.content) for r in again] == [(200, first.content)] * 3
+    assert routed == [] and app.state.response_cache.hits == hits + 3
+    assert app.state.response_cache.misses == misses
+    metrics = signed_in_client(app, role="admin").get("/metrics").text
+    assert 'storelens_http_requests_total{method="GET",route="/v1/occupancy/{camera_id}",status="200"} 5.0' in metrics
+    assert client.get("/v1/occupancy/cam-1").status_code == 200  # another key: a miss, computed by the route
+    assert app.state.response_cache.misses == misses + 1
+
+
 def test_an_entry_expires_after_the_ttl(storage: SqliteStorage) -> None:
     app = create_app(_config(0.2), storage)
     client = signed_in_client(app, role="viewer")

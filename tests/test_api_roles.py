@@ -39,7 +39,7 @@ ROLE_MATRIX: dict[tuple[str, str], str | None] = {
     ("GET", "/v1/paths/top"): V,
     ("GET", "/v1/cameras/{camera_id}/heatmap"): V, ("GET", "/v1/cameras/{camera_id}/snapshot"): V,
     ("GET", "/v1/heatmap"): V,
-    ("POST", "/v1/transactions"): M, ("GET", "/v1/kpis"): V,
+    ("POST", "/v1/transactions"): M, ("GET", "/v1/kpis"): V, ("GET", "/v1/stores"): V, ("GET", "/v1/chain/kpis"): V,
     ("GET", "/v1/alerts"): V, ("POST", "/v1/alerts/{alert_id}/ack"): M, ("POST", "/v1/alerts/{alert_id}/resolve"): M,
     ("GET", "/v1/live"): V,
     ("GET", "/v1/site"): V,
@@ -48,6 +48,10 @@ ROLE_MATRIX: dict[tuple[str, str], str | None] = {
     ("DELETE", "/v1/site/cameras/{camera_id}/lines/{line_id}"): A,
     ("PUT", "/v1/site/cameras/{camera_id}/zones/{zone_id}"): A,
     ("DELETE", "/v1/site/cameras/{camera_id}/zones/{zone_id}"): A,
+    ("PUT", "/v1/site/alerts/rules/{rule_id}"): A, ("DELETE", "/v1/site/alerts/rules/{rule_id}"): A,
+    # counting audits: managers sample, watch (pixels, heads blurred) and tally; everyone reads the results
+    ("POST", "/v1/audits/sample"): M, ("GET", "/v1/audits/clips/{camera_id}/{line_id}/{crossing_ts_ms}/frames/{index}.jpg"): M,
+    ("POST", "/v1/audits"): M, ("GET", "/v1/audits"): V,
 }
 #: Endless streams: only their refusals are requested here (tests/test_api_live.py reads them).
 STREAMS = {("GET", "/v1/live")}

@@ -36,12 +36,15 @@ OPERATIONS = [
     ("GET", "/v1/interest"),
     ("GET", "/v1/journeys"), ("GET", "/v1/journeys/{journey_id}"), ("GET", "/v1/flows"), ("GET", "/v1/paths/top"),
     ("GET", "/v1/cameras/{camera_id}/heatmap"), ("GET", "/v1/cameras/{camera_id}/snapshot"), ("GET", "/v1/heatmap"),
-    ("POST", "/v1/transactions"), ("GET", "/v1/kpis"),
+    ("POST", "/v1/transactions"), ("GET", "/v1/kpis"), ("GET", "/v1/stores"), ("GET", "/v1/chain/kpis"),
     ("GET", "/v1/alerts"), ("POST", "/v1/alerts/{alert_id}/ack"), ("POST", "/v1/alerts/{alert_id}/resolve"),
     ("GET", "/v1/live"),
     ("GET", "/v1/site"), ("PUT", "/v1/site/cameras/{camera_id}"), ("DELETE", "/v1/site/cameras/{camera_id}"),
     ("PUT", "/v1/site/cameras/{camera_id}/lines/{line_id}"), ("DELETE", "/v1/site/cameras/{camera_id}/lines/{line_id}"),
     ("PUT", "/v1/site/cameras/{camera_id}/zones/{zone_id}"), ("DELETE", "/v1/site/cameras/{camera_id}/zones/{zone_id}"),
+    ("PUT", "/v1/site/alerts/rules/{rule_id}"), ("DELETE", "/v1/site/alerts/rules/{rule_id}"),
+    ("POST", "/v1/audits/sample"), ("GET", "/v1/audits/clips/{camera_id}/{line_id}/{crossing_ts_ms}/frames/{index}.jpg"),
+    ("POST", "/v1/audits"), ("GET", "/v1/audits"),
 ]
 
 
@@ -57,8 +60,8 @@ def _operations(router) -> list[tuple[str, str]]:
 def test_every_route_is_in_exactly_one_router_module() -> None:
     modules = _router_modules()
     assert set(modules) == {"health", "auth", "admin", "cameras", "counts", "occupancy", "tracks", "crossings", "demographics",
-                            "customers", "zones", "journeys", "heatmap", "business", "alerts",
-                            "live", "site"}
+                            "customers", "zones", "journeys", "heatmap", "business", "chain", "alerts",
+                            "live", "site", "audit"}
     for name, mod in modules.items():
         assert mod.__doc__ and mod.__doc__.strip(), f"routes/{name}.py has no docstring"
     # the app includes every module's router, once

@@ -236,3 +236,142 @@ def test_wilson_interval_table(k, n, lo, hi):
 def test_bad_answers_are_clear_errors(text, error):
     with pytest.raises(ConfigError, match=error):
         parse_answers(text)
+
+
+# -- the audit through the API (what the dashboard's audit view calls) ---------------------------------------------
+
+
+def _api(site, tmp_path, source_of=None):
+    """The app over a copy of the fixture's history (the CLI tests count their audits); a manager and a viewer
+    signed in. ``source_of``: replace camera sources (e.g. a live stream)."""
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from storelens.api import create_app
+
+    site_path, config = site
+    raw = yaml.safe_load(pathlib.Path(site_path).read_text())
+    shutil.copy(raw["storage"]["path"], tmp_path / "history.sqlite")
+    raw["storage"]["path"] = str(tmp_path / "history.sqlite")
+    for cam in raw["cameras"]:
+        cam["source"] = (source_of or {}).get(cam["id"], cam["source"])
+    (tmp_path / "site.yaml").write_text(yaml.safe_dump(raw))
+    cfg = load_config(tmp_path / "site.yaml")
+    storage = open_storage(cfg.storage)
+    app = create_app(cfg, storage)
+    clients = {}
+    for role in ("manager", "viewer"):
+        app.state.context.auth.create_user(role, f"{role}-pass-123", role)
+        c = TestClient(app)
+        r = c.post("/v1/auth/login", data={"username": role, "password": f"{role}-pass-123"})
+        r.raise_for_status()
+        c.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
+        clients[role] = c
+    return cfg, storage, clients
+
+
+def _frame_url(c: dict, index: int) -> str:
+    return f"/v1/audits/clips/{c['camera_id']}/{c['line_id']}/{c['crossing_ts_ms']}/frames/{index}.jpg"
+
+
+def test_api_audit_sample_frames_submit_and_alert(site, tmp_path):
+    from storelens.storage.audit import clip_frames
+
+    cfg, storage, clients = _api(site, tmp_path)
+    api, viewer = clients["manager"], clients["viewer"]
+    try:
+        r = api.post("/v1/audits/sample", json={"clips": 50, "seed": 7})
+        assert r.status_code == 200, r.text
+        doc = r.json()
+        clips = doc["clips"]
+        stored = [(e.camera_id, e.line_id, e.ts_ms) for cam in CAMERAS for e in storage.crossings(cam, 0, 2**62)]
+        assert sorted((c["camera_id"], c["line_id"], c["crossing_ts_ms"]) for c in clips) == sorted(stored)
+        for c in clips:  # the person tallies blind: no system count in the sample
+            assert not {k for k in c if k.startswith("system") or k in ("in", "out")}, c
+            assert c["start_ms"] == c["crossing_ts_ms"] - 1500 and c["end_ms"] == c["crossing_ts_ms"] + 1501
+            assert 30 <= c["frames"] <= 76 and c["fps"] == pytest.approx(25, abs=0.1)
+        assert doc["min_accuracy"] == 0.5 and doc["confidence"] == 0.95
+        # frames: JPEGs of the source's size, the same pixels as the renderer's (heads blurred, line drawn)
+        c = clips[0]
+        cam = next(x for x in cfg.cameras if x.id == c["camera_id"])
+        rendered = list(clip_frames(cam, storage, c["line_id"], c["start_ms"], c["end_ms"]))
+        assert len(rendered) == c["frames"]
+        for index in (0, c["frames"] // 2, c["frames"] - 1):
+            r = api.get(_frame_url(c, index))
+            assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+            img = cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_COLOR)
+            assert img.shape == (288, 384, 3)  # CAVIAR's frames
+            ok, jpeg = cv2.imencode(".jpg", rendered[index], [cv2.IMWRITE_JPEG_QUALITY, 85])
+            assert ok and np.array_equal(img, cv2.imdecode(jpeg, cv2.IMREAD_COLOR))  # the renderer's pixels
+            assert np.abs(img[135, 200:280].astype(int) - (0, 255, 255)).max() < 60  # the door line, yellow
+        # validation: past the end, unknown camera / line / crossing, malformed, and the viewer's refusal
+        assert api.get(_frame_url(c, c["frames"])).status_code == 404
+        assert api.get(_frame_url({**c, "camera_id": "nope"}, 0)).status_code == 404
+        assert api.get(_frame_url({**c, "line_id": "nope"}, 0)).status_code == 404
+        assert api.get(_frame_url({**c, "crossing_ts_ms": c["crossing_ts_ms"] + 1}, 0)).status_code == 404
+        assert api.get(_frame_url({**c, "line_id": "a b"}, 0)).status_code in (404, 422)
+        assert api.get(_frame_url(c, -1)).status_code == 422
+        assert viewer.get(_frame_url(c, 0)).status_code == 403
+        assert viewer.post("/v1/audits/sample", json={}).status_code == 403
+        assert api.post("/v1/audits/sample", json={"clips": 0}).status_code == 422
+        assert api.post("/v1/audits/sample", json={"clips": 51}).status_code == 422
+        assert api.post("/v1/audits/sample", json={"cameras": ["nope"]}).status_code == 422
+        assert api.post("/v1/audits/sample", json={"start_ms": 0, "end_ms": 1000}).status_code == 404
+
+        # submit the ground truth's tallies: the accuracy of a direct computation
+        tallies, correct = [], 0
+        for c in clips:
+            gt = [d for ts, d in gt_crossings(c["camera_id"]) if c["start_ms"] <= ts < c["end_ms"]]
+            ev = [e for e in storage.crossings(c["camera_id"], c["start_ms"], c["end_ms"]) if e.line_id == c["line_id"]]
+            sys_io = (sum(e.direction == "in" for e in ev), sum(e.direction == "out" for e in ev))
+            correct += sys_io == (gt.count("in"), gt.count("out"))
+            tallies.append({"camera_id": c["camera_id"], "line_id": c["line_id"],
+                            "crossing_ts_ms": c["crossing_ts_ms"], "in": gt.count("in"), "out": gt.count("out")})
+        assert viewer.post("/v1/audits", json={"clips": tallies}).status_code == 403
+        r = api.post("/v1/audits", json={"clips": tallies})
+        assert r.status_code == 200, r.text
+        res = r.json()
+        n = len(clips)
+        assert (res["n_clips"], res["n_correct"]) == (n, correct) and res["accuracy"] == pytest.approx(correct / n)
+        assert (res["ci_low"], res["ci_high"]) == pytest.approx(wilson_interval(correct, n))
+        assert res["auditor"] == "manager" and res["alerted"] is (correct / n < 0.5)
+        assert [(x["person_in"], x["person_out"]) for x in res["clips"]] == [(t["in"], t["out"]) for t in tallies]
+        assert sum(x["correct"] for x in res["clips"]) == correct
+        print(f"API audit: {correct}/{n} exact, Wilson [{res['ci_low']:.3f}, {res['ci_high']:.3f}]")
+
+        # a low tally (nobody crossed): every clip wrong, accuracy 0 below audit.min_accuracy, the alert fires
+        low = [{**t, "in": 0, "out": 0} for t in tallies]
+        before = {row.alert_id for row in storage._rows(sa.select(alerts).where(alerts.c.kind == "count_accuracy"))}
+        # (the copied history may hold the CLI tests' alerts, and the first audit's when it was below)
+        r = api.post("/v1/audits", json={"clips": low})
+        assert r.status_code == 200, r.text
+        assert r.json()["accuracy"] == 0.0 and r.json()["alerted"] is True
+        fired = [row for row in storage._rows(sa.select(alerts).where(alerts.c.kind == "count_accuracy"))
+                 if row.alert_id not in before]
+        assert len(fired) == 1 and fired[0].state == "firing" and fired[0].value == 0.0
+        assert fired[0].alert_id.endswith(r.json()["audit_id"])
+        # the past audits, newest first, for every role (the copied history may hold the CLI tests' too)
+        past = viewer.get("/v1/audits").json()["audits"]
+        assert [(a["auditor"], a["n_clips"], a["alerted"]) for a in past[:2]] == [("manager", n, True),
+                                                                                ("manager", n, res["alerted"])]
+        assert past[1]["accuracy"] == pytest.approx(res["accuracy"])
+        # malformed submissions: one clear 422 each
+        for bad in ([], [{**tallies[0], "in": -1}], [tallies[0], tallies[0]],
+                    [{**tallies[0], "crossing_ts_ms": tallies[0]["crossing_ts_ms"] + 1}],
+                    [{**tallies[0], "camera_id": "nope"}]):
+            assert api.post("/v1/audits", json={"clips": bad}).status_code == 422, bad
+    finally:
+        storage.close()
+
+
+def test_api_audit_of_a_live_camera_is_409_like_the_cli(site, tmp_path):
+    _, storage, clients = _api(site, tmp_path, {"eecp": "rtsp://cam.local/stream", "ols": "rtsp://cam.local/s2"})
+    try:
+        r = clients["manager"].post("/v1/audits/sample", json={"seed": 7})
+        assert r.status_code == 409 and "is a live stream" in r.json()["detail"], r.text
+        e = storage.crossings("eecp", 0, 2**62)[0]
+        r = clients["manager"].get(_frame_url({"camera_id": "eecp", "line_id": e.line_id, "crossing_ts_ms": e.ts_ms}, 0))
+        assert r.status_code == 409 and "is a live stream" in r.json()["detail"]
+    finally:
+        storage.close()

@@ -183,7 +183,8 @@ def _text(locator) -> str:
 
 # -- the tests ------------------------------------------------------------------------------------
 
-VIEWS = ["live", "counts", "camera", "zones", "journeys", "interest", "demographics", "customers", "alerts", "health"]
+VIEWS = ["live", "counts", "camera", "zones", "journeys", "interest", "demographics", "customers", "alerts", "health",
+         "audit", "stores"]
 
 
 @pytest.mark.parametrize("device", ["desktop", "phone"])
@@ -300,6 +301,75 @@ def test_an_admin_drags_a_line_end_and_the_site_saves_it(served, browser):
     page.close()
 
 
+def _press_drag_release(page, x: float, y: float, dx: float, dy: float) -> tuple[float, float]:
+    """Press at (x, y) screen pixels, drag by (dx, dy) in two moves, release; the release point."""
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + dx / 2, y + dy / 2, steps=5)
+    page.mouse.move(x + dx, y + dy, steps=5)
+    page.mouse.up()
+    return x + dx, y + dy
+
+
+def test_an_admin_drags_a_zone_corner_and_the_site_saves_it(served, browser):
+    """The till's bottom-right corner (the frame's corner: no other zone shares it) is dragged into the frame and
+    saved; the zone keeps its kind and service edge; a save based on a stale site version is refused (409)."""
+    from playwright.sync_api import expect
+
+    api = served.client("admin")
+    site0 = api.get("/v1/site").json()
+    before = next(z for c in site0["cameras"] if c["id"] == "stadtmitte" for z in c["zones"] if z["id"] == "till")
+    assert before["polygon"][2] == [640, 480] and before["kind"] == "queue"
+
+    page = sign_in(browser, served, "admin")
+    open_view(page, "camera")
+    settle(page)
+    row = page.get_by_test_id("zonecfg-row-till")
+    expect(row.get_by_test_id("vertex-2")).to_have_text("640, 480")
+    handle = page.get_by_test_id("handle-zone-till-2")
+    expect(handle).to_have_class("handle editable zone-handle")
+    handle.scroll_into_view_if_needed()
+    box = handle.bounding_box()
+    frame = page.get_by_test_id("overlay").bounding_box()
+    scale = 640 / frame["width"]  # frame pixels per screen pixel
+    # the square is centred on the frame's corner: press inside its visible quarter
+    x, y = box["x"] + box["width"] / 2 - 3, box["y"] + box["height"] / 2 - 3
+    x1, y1 = _press_drag_release(page, x, y, -110, -70)
+    want = ((x1 - frame["x"]) * scale, (y1 - frame["y"]) * scale)
+    shown = [float(v) for v in _text(row.get_by_test_id("vertex-2")).split(",")]
+    assert abs(shown[0] - want[0]) <= 2 and abs(shown[1] - want[1]) <= 2, (shown, want)
+    assert 450 < shown[0] < 640 and 330 < shown[1] < 480
+    shot(page, "camera-zone-moved-desktop")
+    page.get_by_test_id("save-zone-till").click()
+    expect(page.get_by_test_id("saved")).to_contain_text("Zone till saved")
+
+    site1 = api.get("/v1/site").json()
+    after = next(z for c in site1["cameras"] if c["id"] == "stadtmitte" for z in c["zones"] if z["id"] == "till")
+    assert site1["version"] == site0["version"] + 1
+    assert [float(v) for v in after["polygon"][2]] == shown
+    assert [after["polygon"][i] for i in (0, 1, 3)] == [before["polygon"][i] for i in (0, 1, 3)]
+    assert {k: v for k, v in after.items() if k != "polygon"} == {k: v for k, v in before.items() if k != "polygon"}
+    expect(page.get_by_test_id("handle-zone-till-2")).to_have_count(1)
+
+    # someone else changes the site meanwhile: the next save of this page is refused with a 409, nothing changes
+    page.wait_for_timeout(300)  # the page re-read the site (version + 1)
+    handle = page.get_by_test_id("handle-zone-till-2")
+    box = handle.bounding_box()
+    _press_drag_release(page, box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, -30, 0)
+    left = next(z for c in site1["cameras"] if c["id"] == "stadtmitte" for z in c["zones"] if z["id"] == "left")
+    r = api.put("/v1/site/cameras/stadtmitte/zones/left", json=left, params={"base_version": site1["version"]})
+    assert r.status_code == 200, r.text
+    page.get_by_test_id("save-zone-till").click()
+    problem = page.get_by_test_id("problem")
+    expect(problem).to_have_attribute("data-status", "409")
+    expect(problem).to_contain_text("reload")
+    shot(page, "camera-zone-stale-409-desktop")
+    site2 = api.get("/v1/site").json()
+    assert site2["version"] == site1["version"] + 1
+    assert next(z for c in site2["cameras"] for z in c["zones"] if z["id"] == "till") == after
+    page.close()
+
+
 def test_a_manager_acknowledges_an_alert(served, browser):
     from playwright.sync_api import expect
 
@@ -342,4 +412,114 @@ def test_a_viewer_is_refused_the_admin_actions(served, browser):
     settle(page)
     expect(page.locator(".handle.editable")).to_have_count(0)
     expect(page.get_by_text("Only admins can move lines.")).to_be_visible()
+    expect(page.get_by_test_id("nav-audit")).to_have_count(0)  # the counting audit is for managers and admins
+    page.close()
+
+
+def _pct(v: float) -> str:
+    """The dashboard's fmtPct: percent with at most one decimal."""
+    return f"{round(v * 100, 1):g} %"
+
+
+def test_the_stores_view_shows_the_rolled_up_figures_of_the_api(served, browser):
+    """The demo store rolls its KPI hours up into its own database (``storelens kpis publish --local``'s path);
+    the chain view shows the figures ``GET /v1/chain/kpis`` gives."""
+    from playwright.sync_api import expect
+
+    from storelens.config import parse_config
+    from storelens.contract import topics
+    from storelens.stages.rollup import ChainRollupStage
+    from storelens.storage.rollup import kpi_publisher
+
+    config = parse_config({**served.config, "rollup": {"enabled": True, "lookback_h": 24 * 31}})
+    stage = ChainRollupStage(config)
+    sent = kpi_publisher(config, served.storage, lambda items: served.storage.write_records(
+        [r for _, h in items for r in stage.handle(topics.STORE_KPIS, h).records])).run()
+    assert sent > 0
+    api = served.client("viewer")
+    chain = api.get("/v1/chain/kpis").json()
+    (group,) = chain["groups"]
+    assert group["totals"]["visitors"] > 0, chain
+    page = sign_in(browser, served, "viewer")
+    open_view(page, "stores")
+    settle(page)
+    store = config.store.id
+    expect(page.get_by_test_id(f"stores-visitors-{store}")).to_have_text(str(group["totals"]["visitors"]))
+    page.get_by_test_id("stores-chart").wait_for()
+    shot(page, "stores-desktop")
+    page.close()
+
+
+def test_a_manager_audits_two_clips(served, browser):
+    """Last: the audit's alert would be the newest open alert of the other tests.
+
+    The manager samples 2 clips, plays the first, tallies the first as the system counted it and the second with
+    one person too many: 1 of 2 exact, the Wilson interval of 1/2, below the default minimum (90 %): an alert."""
+    from playwright.sync_api import expect
+
+    from storelens.config import parse_config
+    from storelens.domain.audit import wilson_interval
+    from storelens.storage.audit import make_clip
+
+    config = parse_config(served.config)
+    page = sign_in(browser, served, "manager")
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    open_view(page, "audit")
+    settle(page)
+    page.get_by_test_id("audit-clips").fill("2")
+    page.get_by_test_id("audit-start-button").click()
+    card = page.get_by_test_id("audit-clip")
+    expect(card).to_contain_text("Clip 1 of 2")
+    frame_js = "() => { const i = document.querySelector('[data-testid=clip-frame]'); return i && i.complete && i.naturalWidth > 0 }"
+    page.wait_for_function(frame_js)
+    img = page.get_by_test_id("clip-frame")
+    assert page.evaluate("() => document.querySelector('[data-testid=clip-frame]').naturalWidth") == 640
+    n_frames = int(_text(page.get_by_test_id("frame-pos")).split("/")[1])
+    assert 60 <= n_frames <= 101  # 4 s at 25 fps (less at the start or end of the video)
+    # play about a second, pause: the frames advanced at about the video's pace
+    page.get_by_test_id("play").click()
+    page.wait_for_timeout(1000)
+    page.get_by_test_id("play").click()
+    played = int(img.get_attribute("data-frame"))
+    assert 8 <= played <= 30, played
+    page.get_by_test_id("frame-slider").fill(str(n_frames - 1))
+    expect(page.get_by_test_id("frame-pos")).to_have_text(f"frame {n_frames} / {n_frames}")
+    page.wait_for_function(frame_js)
+
+    truth = []
+    for i in range(2):
+        if i:
+            page.get_by_test_id("next-clip").click()
+            expect(card).to_contain_text("Clip 2 of 2")
+            page.wait_for_function(frame_js)
+        cam, line, ts = img.get_attribute("src").split("/")[4:7]
+        clip = make_clip(config, served.storage, cam, line, int(ts))
+        assert clip is not None
+        want = (clip.system_in + (1 if i else 0), clip.system_out)
+        truth.append(want)
+        for key, n in zip(("tally-in", "tally-out"), want):
+            for _ in range(n):
+                page.get_by_test_id(key).get_by_test_id("plus").click()
+            expect(page.get_by_test_id(key).get_by_test_id("value")).to_have_text(str(n))
+        if i == 0:
+            shot(page, "audit-clip-desktop")
+    page.get_by_test_id("audit-submit").click()
+    result = page.get_by_test_id("audit-result")
+    expect(result.get_by_test_id("result-accuracy")).to_have_text("50 %")
+    lo, hi = wilson_interval(1, 2)
+    expect(result.get_by_test_id("result-interval")).to_have_text(f"{_pct(lo)} – {_pct(hi)} (95 %)")
+    expect(result.get_by_test_id("result-alert")).to_contain_text("alert was raised")
+
+    api = served.client("manager")
+    audits = api.get("/v1/audits").json()["audits"]
+    newest = audits[0]
+    assert (newest["auditor"], newest["n_clips"], newest["n_correct"], newest["alerted"]) == ("manager", 2, 1, True)
+    assert (newest["ci_low"], newest["ci_high"]) == pytest.approx((lo, hi))
+    row = page.get_by_test_id(f"audit-row-{newest['audit_id']}")
+    expect(row.get_by_test_id("accuracy")).to_have_text("50 %")
+    alerts = api.get("/v1/alerts").json()["alerts"]
+    assert any(a["kind"] == "count_accuracy" and a["alert_id"].endswith(newest["audit_id"]) for a in alerts)
+    shot(page, "audit-result-desktop")
+    assert errors == []
     page.close()

@@ -61,7 +61,9 @@ SERVICES = ("ingest", "detect-track", "attributes", "reid", "analytics", "api")
 #: The services of each half of a store split between the store (edge) and the cloud.
 EDGE_SERVICES = ("ingest", "detect-track")
 CLOUD_SERVICES = ("attributes", "reid", "analytics", "api")
+#: The services only the chain level runs; it also runs an api (the chain's: the roll-up's KPIs).
 CHAIN_SERVICES = ("chain-rollup",)
+CHAIN_STACK = (*CHAIN_SERVICES, "api")
 #: Health/metrics port of each service: the api serves them on its HTTP port.
 PORTS = {svc: ("http-metrics", 9100) for svc in SERVICES + CHAIN_SERVICES} | {"api": ("http", 8080)}
 KAFKA = {("storelens-kafka", "username"), ("storelens-kafka", "password")}
@@ -81,6 +83,8 @@ SECRETS = {
     "api": DB | KAFKA | AUTH,  # publishes customer-erasures; signs sessions, creates the first admin
     "chain-rollup": KAFKA | DB,
 }
+#: The chain's api reads the roll-up from its database: no Kafka (it publishes nothing), no Redis.
+CHAIN_SECRETS = SECRETS | {"api": DB | AUTH}
 #: Services that run models and therefore mount the weights volume.
 MODEL_SERVICES = {"detect-track", "attributes", "reid"}
 SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIAL|DSN|API_?KEY", re.I)
@@ -94,12 +98,17 @@ def _id(p: pathlib.Path) -> str:
 def expected_services(target: pathlib.Path) -> tuple[str, ...]:
     """The Deployments (components) ``target`` runs."""
     if target == CHAIN:
-        return CHAIN_SERVICES
+        return CHAIN_STACK
     if target.name.endswith("-edge"):
         return EDGE_SERVICES
     if target.name.endswith("-cloud"):
         return CLOUD_SERVICES
     return SERVICES
+
+
+def in_chain(obj: dict) -> bool:
+    """``obj`` belongs to the chain level (the chain overlay labels everything ``storelens.io/store: chain``)."""
+    return obj["metadata"].get("labels", {}).get("storelens.io/store") == "chain"
 
 
 def store_of(overlay: pathlib.Path) -> str:
@@ -250,9 +259,9 @@ def test_renders_the_expected_objects(target):
     docs = render(target)
     kinds = sorted(d["kind"] for d in docs)
     assert sorted(component(d) for d in deployments(docs)) == sorted(expected_services(target))
-    required = ["ConfigMap", "ServiceAccount", "NetworkPolicy"]
+    required = ["ConfigMap", "ServiceAccount", "NetworkPolicy", "Service"]
     if target != CHAIN:
-        required += ["Service", "PersistentVolumeClaim"]
+        required += ["PersistentVolumeClaim"]
     if "api" in expected_services(target):
         required += ["PodDisruptionBudget", "Ingress"]
     for kind in required:
@@ -401,17 +410,14 @@ def check_volumes(dep: dict) -> Iterator[str]:
         tmp = mounts.get("/tmp")
         if not tmp or "emptyDir" not in volumes.get(tmp["name"], {}):
             yield f"{c['name']}: /tmp is not an emptyDir"
-        if component(dep) in CHAIN_SERVICES:  # no site.yaml, no models (see k8s/overlays/chain)
-            if "/models" in mounts or "/etc/storelens" in mounts:
-                yield f"{c['name']}: the chain roll-up mounts a store's config or the models"
-            continue
         cfg = mounts.get("/etc/storelens")
         if not cfg or not cfg.get("readOnly") or not volumes.get(cfg["name"], {}).get("configMap", {}).get(
                 "name", "").startswith("storelens-site"):
             yield f"{c['name']}: the storelens-site ConfigMap is not mounted read-only at /etc/storelens"
         if env.get("STORELENS_CONFIG") != "/etc/storelens/site.yaml":
             yield f"{c['name']}: STORELENS_CONFIG is not /etc/storelens/site.yaml"
-        if env.get("STORELENS_ASSETS") != "/models":
+        # chain-rollup loads no model (k8s/overlays/chain): no STORELENS_ASSETS, and no /models (below).
+        if component(dep) not in CHAIN_SERVICES and env.get("STORELENS_ASSETS") != "/models":
             yield f"{c['name']}: STORELENS_ASSETS is not /models"
         models = mounts.get("/models")
         if component(dep) in MODEL_SERVICES:
@@ -436,8 +442,9 @@ def check_secrets(dep: dict) -> Iterator[str]:
                 yield f"{c['name']}: {e['name']} is optional; a missing Secret must stop the pod"
         if any("secretRef" in s for s in c.get("envFrom", [])):
             yield f"{c['name']}: envFrom secretRef (read Secrets key by key)"
-        if component(dep) in SECRETS and secret_refs(c) != SECRETS[component(dep)]:
-            yield f"{c['name']}: reads Secrets {sorted(secret_refs(c))}, expected exactly {sorted(SECRETS[component(dep)])}"
+        want = (CHAIN_SECRETS if in_chain(dep) else SECRETS).get(component(dep))
+        if want is not None and secret_refs(c) != want:
+            yield f"{c['name']}: reads Secrets {sorted(secret_refs(c))}, expected exactly {sorted(want)}"
 
 
 def check_labels(dep: dict) -> Iterator[str]:
@@ -1098,27 +1105,110 @@ def test_a_split_store_runs_each_service_once_on_one_site_config():
         assert int(env["cloud"]["STORELENS_KAFKA_REPLICATION_FACTOR"]) >= 3
 
 
-def _chain_pattern() -> re.Pattern:
-    data = configmap_with_prefix(render(CHAIN), "storelens-chain-env")["data"]
-    return re.compile(data["STORELENS_CHAIN_TOPIC_PATTERN"])
-
-
-#: What the chain rolls up (aggregates) and what must never leave a store for it (frames, people).
-ROLLED_UP = (topics.COUNTS, topics.OCCUPANCY, topics.CROSSINGS, topics.ZONE_STATS, topics.POS_TRANSACTIONS, topics.ALERTS)
-NEVER = (topics.FRAMES, topics.TRACKS, topics.PERSON_CROPS, topics.FACE_OBSERVATIONS, topics.TRACK_ATTRIBUTES,
-         topics.CUSTOMER_MATCHES, topics.TRACK_SUMMARIES, topics.CAMERA_SNAPSHOTS, topics.DETECT_TRACK_STATE)
-
-
-def test_the_chain_reads_every_stores_aggregates_and_nothing_personal(monkeypatch):
-    pattern = _chain_pattern()
-    for overlay in STORE_OVERLAYS:
-        _, cfg, _ = _store(render(overlay), monkeypatch)
-        for base in ROLLED_UP:
-            assert pattern.match(topics.topic_name(base, cfg.kafka.topic_prefix)), f"{overlay.name}: {base} not rolled up"
-        for base in NEVER:
-            assert not pattern.match(topics.topic_name(base, cfg.kafka.topic_prefix)), f"{overlay.name}: {base} would be"
+def _chain(monkeypatch: pytest.MonkeyPatch, comp: str) -> tuple[list[dict], dict, SiteConfig, dict[str, str]]:
+    """The chain overlay's documents, its Deployment ``comp``, the chain's site configuration as that
+    container loads it, and the container's env (Secrets as :func:`dummy_secret` values)."""
     docs = render(CHAIN)
+    (dep,) = [d for d in deployments(docs) if component(d) == comp]
+    (c,) = pod_spec(dep)["containers"]
+    env = container_env(docs, c)
+    with monkeypatch.context() as mp:
+        cfg = _load_site(mp, docs, site_yaml(docs), env)
+    return docs, dep, cfg, env
+
+
+#: What the chain rolls up (each store's KPI hours) and what must never leave a store for it (frames, people).
+ROLLED_UP = (topics.STORE_KPIS,)
+NEVER = (topics.FRAMES, topics.TRACKS, topics.PERSON_CROPS, topics.FACE_OBSERVATIONS, topics.TRACK_ATTRIBUTES,
+         topics.CUSTOMER_MATCHES, topics.TRACK_SUMMARIES, topics.CAMERA_SNAPSHOTS, topics.DETECT_TRACK_STATE,
+         topics.STAFF_TRACKS)
+
+
+def test_the_chain_reads_every_stores_kpi_hours_and_nothing_personal(monkeypatch):
+    """chain-rollup subscribes (``chain.topic_pattern`` of the chain's site.yaml, as the service expands
+    it) to every store overlay's ``<topic_prefix>store-kpis`` and to nothing else of a store, nor to the
+    chain's own topics; every store publishes its hours (``rollup.enabled``) with a region."""
+    docs, rollup, cfg, env = _chain(monkeypatch, "chain-rollup")
+    assert cfg.chain is not None and cfg.cameras == [], "the chain's site.yaml is a roll-up (`chain:`, no cameras)"
+    assert cfg.chain.topic_pattern == env["STORELENS_CHAIN_TOPIC_PATTERN"], "the pattern is expanded from the env"
+    pattern = re.compile(cfg.chain.topic_pattern)  # aiokafka matches subscribe(pattern=...) with re.match
+    for overlay in STORE_OVERLAYS:
+        _, store, _ = _store(render(overlay), monkeypatch)
+        assert store.rollup.enabled, f"{overlay.name}: rollup.enabled is off, the chain gets none of its hours"
+        assert store.store.region, f"{overlay.name}: no store.region (GET /v1/chain/kpis?group_by=region)"
+        prefix = store.kafka.topic_prefix
+        for base in ROLLED_UP:
+            assert pattern.match(topics.topic_name(base, prefix)), f"{overlay.name}: {base} not rolled up"
+        for base in NEVER:
+            assert not pattern.match(topics.topic_name(base, prefix)), f"{overlay.name}: {base} would be"
+        others = [t.name for t in topics.TOPICS if t.name not in ROLLED_UP
+                  and pattern.match(topics.topic_name(t.name, prefix))]
+        assert not others, f"{overlay.name}: the chain would also read {others}"
+    own = [t.name for t in topics.TOPICS if pattern.match(topics.topic_name(t.name, cfg.kafka.topic_prefix))]
+    assert not own, f"the chain would read its own topics {own} (kafka.topic_prefix {cfg.kafka.topic_prefix!r})"
     (ns,) = of_kind(docs, "Namespace")
     assert ns["metadata"]["name"] == "storelens-chain"
-    (rollup,) = deployments(docs)
-    assert rollup["spec"]["replicas"] == 0, "the roll-up service does not exist yet (README: Chain roll-up)"
+    assert rollup["spec"].get("replicas", 1) >= 1, "chain-rollup is not running"
+
+
+def test_the_chain_site_config_loads_for_each_chain_deployment(monkeypatch):
+    """The chain's site.yaml loads as each chain Deployment starts it: chain-rollup with the chain's own
+    consumer group (the one its KafkaUser ACL in k8s/README.md names) and both credentials; the api with
+    the database and its sign-in secrets only (no Kafka, no Redis); the pattern has no default."""
+    from storelens.stages.rollup import ChainRollupStage
+
+    _, _, cfg, env = _chain(monkeypatch, "chain-rollup")
+    assert cfg.store.id == "chain" and cfg.chain is not None
+    assert cfg.storage.backend == "postgres"
+    assert cfg.storage.dsn.startswith(f"postgresql://{dummy_secret('storelens-db', 'username')}:"
+                                      f"{dummy_secret('storelens-db', 'password')}@{env['STORELENS_DB_HOST']}:"
+                                      f"{env['STORELENS_DB_PORT']}/{env['STORELENS_DB_NAME']}?")
+    store_dbs = {_store(render(o), monkeypatch)[2]["STORELENS_DB_NAME"] for o in STORE_OVERLAYS}
+    assert env["STORELENS_DB_NAME"] not in store_dbs, "the chain has its own database"
+    assert cfg.kafka.bootstrap_servers == env["STORELENS_KAFKA_BOOTSTRAP"]
+    assert cfg.kafka.sasl_username == dummy_secret("storelens-kafka", "username")
+    assert cfg.kafka.sasl_password == dummy_secret("storelens-kafka", "password")
+    group = f"{cfg.kafka.group_prefix}-{ChainRollupStage.name}"  # KafkaConsumer: f"{group_prefix}-{group}"
+    assert group == "storelens-chain-chain-rollup"
+    assert f"`{group}`" in (K8S_DIR / "README.md").read_text(), "k8s/README.md's KafkaUser ACL names another group"
+    assert not cfg.kafka.topic_prefix.startswith("store-"), "the chain's own topics must not look like a store's"
+
+    docs, api, cfg, env = _chain(monkeypatch, "api")
+    (c,) = pod_spec(api)["containers"]
+    assert api["spec"].get("replicas", 1) >= 1
+    assert secret_refs(c) == DB | AUTH, "the chain's api reads the database and its sign-in secrets, nothing else"
+    got = {e["valueFrom"]["secretKeyRef"]["key"]: e["name"] for e in c["env"]
+           if e.get("valueFrom", {}).get("secretKeyRef", {}).get("name") == "storelens-auth"}
+    assert got == {"jwt-secret": cfg.auth.jwt_secret_env, "admin-username": cfg.auth.admin_username_env,
+                   "admin-password": cfg.auth.admin_password_env, "metrics-token": cfg.auth.metrics_token_env}
+    assert cfg.auth.cookie_secure, "behind the TLS Ingress the session cookie must be Secure"
+    assert dummy_secret("storelens-db", "password") in cfg.storage.dsn
+    assert not cfg.kafka.sasl_username and cfg.live.redis_url is None, "the chain's api needs no Kafka and no Redis"
+    assert env["STORELENS_API_HOST"] == "0.0.0.0" and int(env["STORELENS_API_PORT"]) == cfg.api.port
+
+    env.pop("STORELENS_CHAIN_TOPIC_PATTERN")
+    with pytest.raises(ConfigError, match="STORELENS_CHAIN_TOPIC_PATTERN"):
+        _load_site(monkeypatch, docs, site_yaml(docs), env)
+
+
+def _reach(docs: list[dict], comp: str, direction: str) -> set[tuple]:
+    """(namespace, pod labels, ports) of every peer the policies let ``comp``'s pods reach (egress) or
+    be reached from (ingress)."""
+    deps = deployments(docs)
+    key = "to" if direction == "egress" else "from"
+    return {(*_peer(peer), _ports(rule)) for pol in of_kind(docs, "NetworkPolicy") if comp in policy_pods(pol, deps)
+            for rule in pol["spec"].get(direction, []) for peer in rule.get(key, [])}
+
+
+def test_the_chain_network_policies():
+    """The chain's api is reached from the ingress controller only and reaches DNS and PostgreSQL only;
+    chain-rollup is reached by nothing and reaches DNS, Kafka and PostgreSQL."""
+    docs = render(CHAIN)
+    dns, kafka, postgres = (next(k for k in EGRESS_PEERS if k[0] == ns and name in dict(k[1]).values())
+                            for ns, name in (("kube-system", "kube-dns"), ("kafka", "Kafka"),
+                                             ("storelens-db", "postgres")))
+    assert _reach(docs, "api", "ingress") == {("ingress-nginx", (("app.kubernetes.io/name", "ingress-nginx"),),
+                                               frozenset({("TCP", "http")}))}
+    assert _reach(docs, "api", "egress") == {dns, postgres}
+    assert _reach(docs, "chain-rollup", "ingress") == set()
+    assert _reach(docs, "chain-rollup", "egress") == {dns, kafka, postgres}

@@ -1,6 +1,6 @@
 // The dashboard's shell: sign-in, navigation between the views, the live feed for all of them.
 import { useCallback, useEffect, useState } from "react";
-import { ApiError, get, request, setUnauthorizedHandler, type Me } from "./api";
+import { ApiError, atLeast, get, request, setUnauthorizedHandler, type Me, type Role } from "./api";
 import { LiveContext, useLiveFeed } from "./live";
 import { SignIn } from "./views/SignIn";
 import { LiveView } from "./views/LiveView";
@@ -13,12 +13,15 @@ import { DemographicsView } from "./views/DemographicsView";
 import { CustomersView } from "./views/CustomersView";
 import { AlertsView } from "./views/AlertsView";
 import { HealthView } from "./views/HealthView";
+import { AuditView } from "./views/AuditView";
+import { StoresView } from "./views/StoresView";
 
 export interface ViewProps {
   me: Me;
 }
 
-const VIEWS: { path: string; label: string; View: (p: ViewProps) => React.JSX.Element }[] = [
+/** The views; `min`: the least role that sees one in the navigation (default: every role). */
+const VIEWS: { path: string; label: string; View: (p: ViewProps) => React.JSX.Element; min?: Role }[] = [
   { path: "/", label: "Live", View: LiveView },
   { path: "/counts", label: "Counts", View: CountsView },
   { path: "/camera", label: "Camera", View: CameraView },
@@ -29,6 +32,8 @@ const VIEWS: { path: string; label: string; View: (p: ViewProps) => React.JSX.El
   { path: "/customers", label: "Customers", View: CustomersView },
   { path: "/alerts", label: "Alerts", View: AlertsView },
   { path: "/health", label: "Camera health", View: HealthView },
+  { path: "/audit", label: "Counting audit", View: AuditView, min: "manager" },
+  { path: "/stores", label: "Stores", View: StoresView },
 ];
 
 function usePath(): [string, (p: string) => void] {
@@ -69,7 +74,8 @@ export function App() {
   if (me === undefined) return <div className="boot muted">Loading…</div>;
   if (me === null) return <SignIn onSignedIn={setMe} />;
 
-  const current = VIEWS.find((v) => v.path === path) ?? VIEWS[0];
+  const views = VIEWS.filter((v) => !v.min || atLeast(me.role, v.min));
+  const current = views.find((v) => v.path === path) ?? views[0];
   const View = current.View;
   return (
     <LiveContext.Provider value={live}>
@@ -87,7 +93,7 @@ export function App() {
           <button className="link" onClick={signOut} data-testid="sign-out">Sign out</button>
         </header>
         <nav className={`sidebar ${menu ? "open" : ""}`}>
-          {VIEWS.map((v) => (
+          {views.map((v) => (
             <a
               key={v.path}
               href={v.path}

@@ -1,4 +1,5 @@
-"""analytics service: `tracks` -> PostgreSQL + Redis + `crossings`/`occupancy`/`counts` (+ dead letters).
+"""analytics service: `tracks` -> PostgreSQL + Redis + `crossings`/`occupancy`/`counts` (+ dead letters);
+with `rollup.enabled`, the store's KPI hours -> `store-kpis` (for the chain roll-up).
 
 Thin wiring: settings -> storage + live state -> health/metrics server ->
 topics -> faust app (``storelens.runtime.analytics_app``) -> faust worker until SIGTERM.
@@ -42,7 +43,14 @@ def main() -> int:
             return 0
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
-        app = build_app(config, storage, live, rt, loop=loop)
+        chores = []
+        if config.rollup.enabled:  # the store's KPI hours for the chain (store-kpis)
+            from storelens.contract import topics
+            from storelens.runtime.workers import TopicPublisher
+            from storelens.storage.rollup import kpi_publisher
+
+            chores.append(kpi_publisher(config, storage, TopicPublisher(config, topics.STORE_KPIS).publish))
+        app = build_app(config, storage, live, rt, loop=loop, chores=chores)
         return run_worker(app, rt, loglevel=level)
     except StoreLensError as exc:
         print(f"error: {exc}", file=sys.stderr)

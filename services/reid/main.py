@@ -1,4 +1,5 @@
-"""reid service: `person-crops` -> `customer-matches`; `customer-erasures` -> gallery deletions.
+"""reid service: `person-crops` -> `customer-matches` (and `staff-tracks` for enrolled staff, `staff.faces`);
+`customer-erasures` -> gallery deletions.
 
 Thin wiring: the gallery (store: PostgreSQL with ``storage.backend: postgres``, FAISS
 index rebuilt from it) + the registered stage ``reid`` (``storelens.stages.faces.ReidStage``)
@@ -17,12 +18,15 @@ def main() -> int:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from storelens.runtime.workers import run_stage_service
     from storelens.storage import open_gallery
+    from storelens.storage.staff_faces import open_staff_faces
 
-    galleries = []
+    galleries, staff = [], []
 
     def deps(config) -> dict:
         galleries.append(open_gallery(config))  # connects to the store and rebuilds the index from it
-        return {"gallery": galleries[-1]}
+        # the opt-in staff face gallery (staff.faces; history tables staff_*), None when not configured
+        staff.append(open_staff_faces(config))
+        return {"gallery": galleries[-1], "staff_faces": staff[-1]}
 
     try:
         return run_stage_service("reid", deps)
@@ -30,6 +34,9 @@ def main() -> int:
         for gallery in galleries:
             if gallery.store is not None:
                 gallery.store.close()
+        for source in staff:
+            if source is not None:
+                source.close()
 
 
 if __name__ == "__main__":

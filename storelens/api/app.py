@@ -18,6 +18,7 @@ from storelens.storage import Storage
 
 from .dashboard import mount_dashboard
 from .deps import ApiContext, LiveState
+from .cache import CachedReadsMiddleware, cached_role
 from .metrics import Metrics, MetricsMiddleware
 from .security import AuditMiddleware, Authenticator
 from .routes import ROUTERS
@@ -89,11 +90,15 @@ def create_app(
         context.refresh_site()  # versions edited through the API win over the site file
     except Exception:  # storage down at start: the site file; /readyz reports the store
         log.warning("could not read the site versions", exc_info=True)
+    app.add_middleware(CachedReadsMiddleware, routes=lambda: app.state.cached_reads)
     app.add_middleware(AuditMiddleware, storage=storage)
     app.add_middleware(MetricsMiddleware, metrics=context.metrics)
     app.state.context = context  # what storelens.api.deps hands to the routes
     for router in ROUTERS:
         app.include_router(router)
+    #: the cached reads' (path regex, route, role), answered before routing when fresh (storelens.api.cache)
+    app.state.cached_reads = [(r.path_regex, r, role) for router in ROUTERS for r in router.routes
+                              if isinstance(r, APIRoute) and (role := cached_role(r)) is not None]
     # path pattern -> methods of every route, for the Allow header of a 405 (see _http_error)
     app.state.route_methods = [(r.path_regex, frozenset(r.methods)) for router in ROUTERS for r in router.routes
                                if isinstance(r, APIRoute) and r.methods]

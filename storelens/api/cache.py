@@ -48,6 +48,8 @@ CACHED_ROUTES = frozenset({
 #: Of those, the routes that read the live state (Redis, distributed mode) when the app has one: its
 #: changes are not writes to the store, so with a live state these are never cached (they are cheap).
 LIVE_ROUTES = frozenset({"/v1/occupancy", "/v1/occupancy/{camera_id}", "/v1/zones", "/v1/queues"})
+#: An entry this old (share of the TTL) is renewed by the next request while the others are still answered from it.
+RENEW_AT = 0.8
 #: Most entries kept (the oldest half is dropped when full).
 MAX_ENTRIES = 2048
 #: Largest answer kept (bytes).
@@ -144,7 +146,7 @@ def cached_handler(path: str, role: str, handler: Callable[[Request], Awaitable[
                    ) -> Callable[[Request], Awaitable[Response]]:
     """``handler`` (a route's request handler) answering from the app's :class:`ResponseCache`.
 
-    One computation per key at a time: concurrent misses wait for it. Once an entry is half its TTL
+    One computation per key at a time: concurrent misses wait for it. Once an entry is RENEW_AT of its TTL
     old, the next request recomputes it while the others are still answered from it, so entries
     are renewed before they expire instead of every client missing at once.
     """
@@ -167,7 +169,7 @@ def cached_handler(path: str, role: str, handler: Callable[[Request], Awaitable[
             principal = cached_principal(request, role)
             if principal is not None:
                 request.state.principal = principal
-                if entry is not None and (now - entry[0] < cache.ttl_s / 2 or flight is not None):
+                if entry is not None and (now - entry[0] < cache.ttl_s * RENEW_AT or flight is not None):
                     return _respond(cache, entry[2], entry[3])
                 if entry is None and flight is not None:
                     shared = await asyncio.shield(flight[1])
@@ -199,3 +201,66 @@ def _respond(cache: ResponseCache, body: bytes, headers: list[tuple[bytes, bytes
     response = Response(content=body, status_code=200)
     response.raw_headers = list(headers)
     return response
+
+
+def cached_role(route: Any) -> str | None:
+    """The role a cached GET route needs (the highest of its guards), ``None`` when the route is not cached."""
+    if getattr(route, "path", None) not in CACHED_ROUTES or getattr(route, "methods", None) != {"GET"}:
+        return None
+    roles = [r for r in (getattr(d.dependency, "role", None) for d in getattr(route, "dependencies", [])) if r]
+    return max(roles, key=role_rank) if roles else None
+
+
+class CachedReadsMiddleware:
+    """Answers the fresh cache hits of :data:`CACHED_ROUTES` before the app's routing (pure ASGI).
+
+    Under load most reads are hits; through the app each still pays Starlette's route matching over
+    every route, FastAPI's dependency solving and the response object (a third of a hit's CPU). Here a
+    hit costs the path match against the cached routes, the credential check of the route's role
+    (:func:`cached_principal`, as in :func:`cached_handler`) and the send. Only entries younger than RENEW_AT of
+    the TTL are answered (the app's handler renews older ones); anything else (a miss, other
+    credentials, a live route with a live state) goes on to the app unchanged. ``scope["route"]`` is
+    set, so the metrics count the hit under its route template.
+    """
+
+    def __init__(self, app: Any, routes: Callable[[], list[tuple[Any, Any, str]]]) -> None:
+        self.app = app
+        self.routes = routes  # [(compiled path regex, route, role)], read once the routers are included
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope.get("method") == "GET":
+            hit = self._hit(scope)
+            if hit is not None:
+                body, headers = hit
+                await send({"type": "http.response.start", "status": 200, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+    def _hit(self, scope: Any) -> tuple[bytes, list[tuple[bytes, bytes]]] | None:
+        path = scope["path"]
+        match = next(((route, role) for regex, route, role in self.routes() if regex.match(path)), None)
+        if match is None:
+            return None
+        route, role = match
+        app = scope.get("app")
+        state = getattr(app, "state", None)
+        cache = getattr(state, "response_cache", None)
+        if not cache:
+            return None
+        context = state.context
+        if route.path in LIVE_ROUTES and context.live is not None:
+            return None
+        key = cache.key(path, scope.get("query_string", b""))
+        now = time.monotonic()
+        entry = cache.entry(key, getattr(context.storage, "write_generation", None), now)
+        if entry is None or now - entry[0] >= cache.ttl_s * RENEW_AT:
+            return None
+        request = Request(scope)
+        principal = cached_principal(request, role)
+        if principal is None:
+            return None
+        scope["route"] = route
+        scope.setdefault("state", {})["principal"] = principal
+        cache.hits += 1
+        return entry[2], entry[3]

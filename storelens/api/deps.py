@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -177,13 +176,13 @@ class ApiContext:
 
     def refresh_site(self) -> None:
         """Put the newest saved site version in force if it is newer than the one in force (blocking I/O)."""
-        from storelens.config import with_cameras
+        from storelens.config import with_site_update
         from storelens.storage.site import site_update
 
         self._site_checked = time.monotonic()
         update = site_update(self.storage, self.config.store.id, self.site_version)
         if update is not None:
-            self.set_site(update.version, with_cameras(self.config, json.loads(update.cameras_json)))
+            self.set_site(update.version, with_site_update(self.config, update))
 
     def set_site(self, version: int, config: SiteConfig) -> None:
         if version > self.site_version:

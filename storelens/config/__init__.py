@@ -38,6 +38,7 @@ from storelens.config.site import (
     load_config,
     parse_config,
     with_cameras,
+    with_site_update,
     polygon_problem,
     yaml_error,
 )
@@ -57,5 +58,5 @@ __all__ = [
     "MobileNetTorchEmbedderConfig", "MtcnnFaceDetectorConfig", "Point", "SiteConfig", "StorageConfig",
     "StoreConfig", "TrackerConfig", "UltralyticsDetectorConfig", "YuNetFaceDetectorConfig", "ZoneConfig",
     "ZoneKind", "ZoneRules", "ZonesConfig", "expand_env", "format_validation_error", "load_config",
-    "parse_config", "polygon_problem", "with_cameras", "yaml_error",
+    "parse_config", "polygon_problem", "with_cameras", "with_site_update", "yaml_error",
 ]

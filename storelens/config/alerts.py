@@ -39,13 +39,24 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator
 
 from storelens.config.base import EnvStr, OptionalEnvStr, Strict
 
 RuleId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$")]
 Severity = Literal["info", "warning", "critical"]
-Seconds = Annotated[float, Field(ge=0, le=86_400)]
+
+
+def _not_bool(v: object) -> object:
+    """``true``/``false`` is no number (pydantic's lax mode would take it as 1/0)."""
+    if isinstance(v, bool):
+        raise ValueError("a number, not true/false")
+    return v
+
+
+#: Numbers of the rules, refusing booleans (the API takes rules as JSON, where ``false`` is no count).
+NoBool = BeforeValidator(_not_bool)
+Seconds = Annotated[float, Field(ge=0, le=86_400), NoBool]
 
 
 class _BaseRule(Strict):
@@ -69,20 +80,20 @@ class _ZoneRule(_Rule):
 class CameraOccupancyRule(_Rule):
     kind: Literal["camera_occupancy"]
     #: Fires when more than this many people are in view.
-    max: Annotated[int, Field(ge=0)]
+    max: Annotated[int, Field(ge=0), NoBool]
     #: No zone: the whole view.
     zone: None = None
 
 
 class ZoneOccupancyRule(_ZoneRule):
     kind: Literal["zone_occupancy"]
-    max: Annotated[int, Field(ge=0)]
+    max: Annotated[int, Field(ge=0), NoBool]
 
 
 class QueueLengthRule(_ZoneRule):
     kind: Literal["queue_length"]
     #: Fires when at least this many people are in the zone.
-    min_length: Annotated[int, Field(ge=1)]
+    min_length: Annotated[int, Field(ge=1), NoBool]
 
 
 class LoiteringRule(_ZoneRule):
@@ -96,7 +107,7 @@ class StaffOnlyRule(_ZoneRule):
 class StoreOccupancyRule(_BaseRule):
     kind: Literal["store_occupancy"]
     #: Fires when more than this many people are in the store.
-    max: Annotated[int, Field(ge=0)]
+    max: Annotated[int, Field(ge=0), NoBool]
     #: Store-wide: no camera, no zone.
     camera: None = None
     zone: None = None
@@ -105,14 +116,14 @@ class StoreOccupancyRule(_BaseRule):
 class QueueWaitRule(_ZoneRule):
     kind: Literal["queue_wait"]
     #: Fires when the predicted wait of someone joining now is at least this long.
-    min_wait_s: Annotated[float, Field(gt=0, le=86_400)]
+    min_wait_s: Annotated[float, Field(gt=0, le=86_400), NoBool]
     #: Window of the service rate (``None``: the site's ``zones.queue_window_s``).
-    window_s: Annotated[float, Field(gt=0, le=86_400)] | None = None
+    window_s: Annotated[float, Field(gt=0, le=86_400), NoBool] | None = None
 
 
 class _HealthRule(_Rule):
     #: How long the camera must have been down / frozen / without detections.
-    after_s: Annotated[float, Field(gt=0, le=86_400)]
+    after_s: Annotated[float, Field(gt=0, le=86_400), NoBool]
     zone: None = None
 
 
@@ -127,7 +138,7 @@ class CameraFrozenRule(_HealthRule):
 class NoDetectionsRule(_HealthRule):
     kind: Literal["no_detections"]
     #: Only while the store is open (``store.opening_hours``; none: always open).
-    when_open: bool = False
+    when_open: Annotated[bool, Field(strict=True)] = False  # JSON true/false only
 
 
 AlertRule = Annotated[Union[CameraOccupancyRule, ZoneOccupancyRule, QueueLengthRule, LoiteringRule, StaffOnlyRule,

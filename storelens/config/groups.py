@@ -98,13 +98,40 @@ class HsvTorsoUniformConfig(UniformCueConfig):
         return self
 
 
+class StaffFacesConfig(Strict):
+    """The ``staff.faces`` section: the opt-in staff face gallery (``storelens staff enroll``, consent recorded).
+
+    The reid stage compares each track's face embedding (the mean of its first
+    ``faces.reid.faces_per_decision`` good faces) with every enrolled staff embedding of the
+    configured ``faces.embedder`` *before* the customers' gallery: at a cosine similarity of at
+    least ``min_similarity`` the track is staff (a ``StaffTrack`` with cue ``face``, the staff id
+    as its detail) and is neither matched nor enrolled as a customer. The staff embeddings are
+    read at the stage's start and again every ``reload_s`` seconds, so an enrolment or removal
+    takes effect without a restart.
+
+    ``min_similarity`` 0.93: bench/staff_faces.py (dlib embeddings, faces/identities enrolled,
+    identities_test + 1000 UTKFace probes) gives precision and recall 1.0 from 0.92 to 0.95 (genuine
+    probes >= 0.954, strangers <= 0.918); 0.93 lies between them (BENCHMARKS.md "Staff face cue").
+
+    >>> StaffFacesConfig().min_similarity, StaffFacesConfig().reload_s
+    (0.93, 30.0)
+    """
+
+    enabled: bool = True
+    min_similarity: Annotated[float, Field(ge=-1.0, le=1.0)] = 0.93
+    reload_s: Annotated[float, Field(gt=0)] = 30.0
+
+
 class StaffConfig(Strict):
     """The ``staff:`` section: who counts as staff (excluded from visitors, counted as ``staff_in``).
 
     * ``zones``: a track seen inside a ``staff_only`` zone is staff (for its whole track: the
       KPIs exclude its crossings of that business day, before and after).
     * ``uniform``: the torso colour cue (:class:`UniformCueConfig`), off unless configured.
+    * ``faces``: the opt-in staff face gallery (:class:`StaffFacesConfig`, needs ``faces.enabled``
+      in the embedded mode, or the reid service), off unless configured.
     """
 
     zones: bool = True
     uniform: SerializeAsAny[UniformCueConfig] | None = None
+    faces: StaffFacesConfig | None = None

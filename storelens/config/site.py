@@ -45,6 +45,7 @@ from storelens.config.detectors import DetectorConfig
 from storelens.config.env import expand_env
 from storelens.config.faces import FacesConfig
 from storelens.config.privacy import PrivacyConfig
+from storelens.config.rollup import ChainConfig, RollupConfig
 from storelens.config.trackers import TrackerConfig
 from storelens.errors import ConfigError
 
@@ -79,6 +80,8 @@ class StoreConfig(Strict):
 
     id: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")]
     name: str = ""
+    #: The store's region in the chain roll-up (``GET /v1/chain/kpis?group_by=region``); ``""``: none.
+    region: Annotated[str, Field(pattern=r"^[A-Za-z0-9._ -]*$", max_length=100)] = ""
     timezone: str = "UTC"
     opening_hours: dict[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"], tuple[str, str] | None] | None = None
     entrance_lines: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]+/[A-Za-z0-9._-]+$")]] | None = None
@@ -442,7 +445,8 @@ class ApiConfig(Strict):
 
 class SiteConfig(Strict):
     store: StoreConfig
-    cameras: Annotated[list[CameraConfig], Field(min_length=1)]
+    #: At least one, except in a chain's roll-up deployment (``chain:``), which has none.
+    cameras: list[CameraConfig]
     #: One class per backend, chosen by ``backend`` (see :mod:`storelens.config.base`).
     detector: SerializeAsAny[DetectorConfig] = Field(default_factory=DetectorConfig)
     tracker: SerializeAsAny[TrackerConfig] = Field(default_factory=TrackerConfig)
@@ -472,6 +476,9 @@ class SiteConfig(Strict):
     staff: StaffConfig = Field(default_factory=StaffConfig)
     #: The counting accuracy audit (``storelens audit``, see :mod:`storelens.config.audit`).
     audit: AuditConfig = Field(default_factory=AuditConfig)
+    rollup: RollupConfig = Field(default_factory=RollupConfig)
+    #: Set only in a chain's roll-up deployment (no cameras of its own).
+    chain: ChainConfig | None = None
 
     @field_validator("cameras")
     @classmethod
@@ -481,6 +488,12 @@ class SiteConfig(Strict):
         if dup:
             raise ValueError(f"duplicate camera id(s) {dup}")
         return cameras
+
+    @model_validator(mode="after")
+    def _some_camera(self) -> "SiteConfig":
+        if not self.cameras and self.chain is None:
+            raise ValueError("cameras: at least 1 camera is needed (only a chain's roll-up, `chain:`, has none)")
+        return self
 
     @model_validator(mode="after")
     def _entrance_lines_exist(self) -> "SiteConfig":
@@ -578,8 +591,9 @@ def parse_config(raw: object, origin: str = "<config>", base: pathlib.Path | Non
         raise ConfigError(format_validation_error(err, origin)) from None
 
 
-def with_cameras(config: SiteConfig, cameras: list, origin: str = "site") -> SiteConfig:
-    """``config`` with its ``cameras`` list replaced (dicts or :class:`CameraConfig`), validated as a whole.
+def with_cameras(config: SiteConfig, cameras: list, origin: str = "site", alert_rules: list | None = None) -> SiteConfig:
+    """``config`` with its ``cameras`` list replaced (dicts or :class:`CameraConfig`), validated as a whole;
+    with ``alert_rules`` (dicts or rule objects; ``None``: unchanged), its ``alerts.rules`` too.
 
     The site's cross references are checked again (entrance lines, alert rules naming cameras
     and zones); :class:`ConfigError` names the bad field like a bad YAML file would.
@@ -592,10 +606,24 @@ def with_cameras(config: SiteConfig, cameras: list, origin: str = "site") -> Sit
     """
     raw = config.model_dump(mode="json")
     raw["cameras"] = [c.model_dump(mode="json") if isinstance(c, CameraConfig) else c for c in cameras]
+    if alert_rules is not None:
+        raw["alerts"]["rules"] = [r if isinstance(r, dict) else r.model_dump(mode="json") for r in alert_rules]
     try:
         return SiteConfig.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, origin)) from None
+
+
+def with_site_update(config: SiteConfig, update) -> SiteConfig:
+    """``config`` with the cameras and alert rules of a ``SiteUpdate`` (a version edited through the API).
+
+    ``alert_rules_json`` empty: the rules stay (versions saved before rules were editable).
+    """
+    import json
+
+    rules = json.loads(update.alert_rules_json) if update.alert_rules_json else None
+    return with_cameras(config, json.loads(update.cameras_json or "[]"), origin=f"site version {update.version}",
+                        alert_rules=rules)
 
 
 def read_yaml(path: str | os.PathLike[str]) -> object:

@@ -40,6 +40,7 @@ from storelens._gen.storelens.v1.messages_pb2 import (  # noqa: F401  (re-export
     SiteUpdate,
     StaffTrack,
     StageSnapshot,
+    StoreKpiHour,
     Track,
     TrackAttributes,
     TrackedFrame,
@@ -66,6 +67,7 @@ __all__ = [
     "PosTransaction",
     "Alert",
     "GroupCrossing", "StaffTrack",
+    "StoreKpiHour",
 ]
 
 M = TypeVar("M", bound=Message)

@@ -19,6 +19,8 @@ TRACK_ATTRIBUTES = "track-attributes"
 CUSTOMER_MATCHES = "customer-matches"
 #: Right-to-erasure requests from the API to reid (keyed by customer id, not camera).
 CUSTOMER_ERASURES = "customer-erasures"
+#: Tracks the reid stage recognised as enrolled staff by face (``StaffTrack``, cue ``face``), to the history.
+STAFF_TRACKS = "staff-tracks"
 ZONE_EVENTS = "zone-events"
 ZONE_STATS = "zone-stats"
 ZONE_OCCUPANCY = "zone-occupancy"
@@ -32,6 +34,8 @@ POS_TRANSACTIONS = "pos-transactions"
 ALERTS = "alerts"
 #: Compacted, keyed by store id: the site's cameras, lines and zones edited through the API (``SiteUpdate``).
 SITE_CONFIG = "site-config"
+#: Compacted, keyed ``<store_id>/<start_ms>``: one hour of the store's KPIs (``StoreKpiHour``), what a chain rolls up.
+STORE_KPIS = "store-kpis"
 #: Private, compacted: detect-track's tracker snapshots (one per frames partition).
 DETECT_TRACK_STATE = "detect-track-state"
 
@@ -60,6 +64,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(FACE_OBSERVATIONS, "storelens.v1.FaceObservation", 6, 7 * 24 * _HOUR),
     TopicSpec(TRACK_ATTRIBUTES, "storelens.v1.TrackAttributes", 6, 7 * 24 * _HOUR),
     TopicSpec(CUSTOMER_MATCHES, "storelens.v1.CustomerMatch", 6, 7 * 24 * _HOUR),
+    TopicSpec(STAFF_TRACKS, "storelens.v1.StaffTrack", 6, 7 * 24 * _HOUR),
     TopicSpec(ZONE_EVENTS, "storelens.v1.ZoneEvent", 6, 7 * 24 * _HOUR),
     TopicSpec(ZONE_STATS, "storelens.v1.ZoneStats", 6, 7 * 24 * _HOUR),
     TopicSpec(ZONE_OCCUPANCY, "storelens.v1.ZoneOccupancy", 6, 1 * 24 * _HOUR),
@@ -71,6 +76,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(CUSTOMER_ERASURES, "storelens.v1.CustomerErasure", 1, 30 * 24 * _HOUR, partitions_fixed=True),
     TopicSpec(DEAD_LETTER, "storelens.v1.DeadLetter", 1, 14 * 24 * _HOUR, max_message_bytes=8 * 1024**2,
               partitions_fixed=True),
+    TopicSpec(STORE_KPIS, "storelens.v1.StoreKpiHour", 1, -1, compacted=True, partitions_fixed=True),
     TopicSpec(SITE_CONFIG, "storelens.v1.SiteUpdate", 1, -1, compacted=True, partitions_fixed=True),
     TopicSpec(DETECT_TRACK_STATE, "storelens.v1.StageSnapshot", 1, -1, max_message_bytes=64 * 1024**2,
               compacted=True, partitions_fixed=True),

@@ -26,14 +26,12 @@ from storelens.domain.calendar import Bucket, BucketIndex
 DWELL_ZONE_KINDS = ("area",)
 
 
-@dataclass
-class KpiBucket:
-    visitors: int = 0
-    transactions: int = 0
-    sales_minor: int = 0
-    dwell_ms: list[int] = field(default_factory=list)
-    queue_waits_ms: list[int] = field(default_factory=list)
-    abandonments: int = 0
+class SalesRatios:
+    """The ratios of ``visitors``, ``transactions`` and ``sales_minor`` (a store's bucket, a chain's group)."""
+
+    visitors: int
+    transactions: int
+    sales_minor: int
 
     @property
     def conversion(self) -> float | None:
@@ -46,6 +44,16 @@ class KpiBucket:
     @property
     def sales_per_visitor_minor(self) -> float | None:
         return self.sales_minor / self.visitors if self.visitors else None
+
+
+@dataclass
+class KpiBucket(SalesRatios):
+    visitors: int = 0
+    transactions: int = 0
+    sales_minor: int = 0
+    dwell_ms: list[int] = field(default_factory=list)
+    queue_waits_ms: list[int] = field(default_factory=list)
+    abandonments: int = 0
 
     @property
     def median_dwell_s(self) -> float | None:

@@ -66,7 +66,7 @@ import os
 import ssl
 import threading
 import time
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 import faust
 
@@ -144,7 +144,8 @@ class AnalyticsApp:
     """The faust app plus the per-process stage, sinks and health signals of the analytics service."""
 
     def __init__(self, config: SiteConfig, storage, live, rt: ServiceRuntime, *,
-                 auto_offset_reset: str | None = None, loop: asyncio.AbstractEventLoop | None = None) -> None:
+                 auto_offset_reset: str | None = None, loop: asyncio.AbstractEventLoop | None = None,
+                 chores: Sequence[Any] = ()) -> None:
         self.config, self.storage, self.live, self.rt = config, storage, live, rt
         self.metrics = rt.metrics
         self.cameras = {c.id for c in config.cameras}
@@ -160,7 +161,7 @@ class AnalyticsApp:
         #: left a gallery in the same database go too (checked in SQL).
         self.retention = RetentionPurge(storage, config) if config.privacy.retention.enabled else None
         self.core = RunnerCore(self.stage, sinks, metrics=rt.metrics, should_stop=rt.stopping.is_set,
-                               chores=[self.retention] if self.retention is not None else [])
+                               chores=([self.retention] if self.retention is not None else []) + list(chores))
         self._broker_ok = False
         self._broker_checked = 0.0
         self._admin = None

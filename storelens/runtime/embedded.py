@@ -8,6 +8,12 @@ camera feeds ``frames``; the bus queues are bounded, so ingest never runs far ah
 When every file source has ended, ``frames`` is ended and each stage ends its
 outputs after it has handled its inputs, down to analytics.
 
+Site versions saved through ``/v1/site`` (any process, same history store) are put in force
+without a restart: the stages that take ``site-config`` (detect-track, faces, analytics) apply
+each new version first, then the ingest :class:`~storelens.runtime.ingest.CameraSupervisor`
+starts the added cameras, stops the removed ones and restarts the re-pointed ones. A file
+camera added mid-run is read to its end before the run ends; a live one runs until :meth:`stop`.
+
 Example:
     >>> from storelens.config import load_config                      # doctest: +SKIP
     >>> result = EmbeddedPipeline(load_config("site.yaml")).run()     # doctest: +SKIP
@@ -23,12 +29,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from storelens.backends.video import is_live, open_capture
-from storelens.config import SiteConfig
+from storelens.config import CameraConfig, SiteConfig, with_site_update
 from storelens.contract import messages as m
 from storelens.contract import topics
 from storelens.errors import StoreLensError
 from storelens.runtime.bus import InProcessBus
-from storelens.runtime.ingest import start_ingest
+from storelens.runtime.ingest import CameraSupervisor
 from storelens.runtime.retention import RetentionPurge
 from storelens.runtime.runner import Handled, Runner, RunnerCore
 from storelens.runtime.sinks import HistorySink
@@ -41,6 +47,8 @@ from storelens.stages.registry import stages_for
 log = logging.getLogger(__name__)
 #: Seconds between two looks for a site version saved through the API (:meth:`EmbeddedPipeline._watch_site`).
 SITE_POLL_S = 1.0
+#: Seconds ingest waits for the stages to apply a site version before it starts the version's new cameras.
+SITE_APPLY_TIMEOUT_S = 30.0
 
 
 @dataclass
@@ -81,6 +89,8 @@ class EmbeddedPipeline:
         bus: the in-process bus (e.g. to watch ``dead-letter``).
         faces_stages: ``(AttributesStage, ReidStage | None)`` for ``faces.enabled``, or
         gallery: the face gallery the reid stage uses (:func:`storelens.storage.open_gallery`).
+        staff_faces: the opt-in staff face gallery the reid stage reads with ``staff.faces``
+            (:class:`storelens.storage.staff_faces.StaffFaceSource`).
     """
 
     def __init__(
@@ -94,6 +104,7 @@ class EmbeddedPipeline:
         bus: InProcessBus | None = None,
         faces_stages: tuple | None = None,
         gallery: Any = None,
+        staff_faces: Any = None,
     ) -> None:
         self.config = config
         self.storage = storage
@@ -105,6 +116,7 @@ class EmbeddedPipeline:
         self._detector = detector
         self._tracker_factory = tracker_factory
         self.gallery = gallery
+        self.staff_faces = staff_faces
         self.result = PipelineResult()
         self.analytics = AnalyticsStage(config)
         #: ``(AttributesStage, ReidStage)`` when ``faces.enabled`` (built in :meth:`run` unless given).
@@ -112,6 +124,8 @@ class EmbeddedPipeline:
         self.runners: dict[str, Runner] = {}
         #: The retention purge of the history (:mod:`storelens.runtime.retention`), set by :meth:`run`.
         self.retention: RetentionPurge | None = None
+        #: The ingest threads, one per camera (set by :meth:`run`; site versions are applied to it).
+        self.ingest: CameraSupervisor | None = None
 
     def stop(self) -> None:
         self._stop.set()
@@ -131,7 +145,7 @@ class EmbeddedPipeline:
         if detect_track is not None:
             return {"detect-track": {"stage": detect_track}}
         return {"detect-track": {"detector": self._detector, "tracker_factory": self._tracker_factory},
-                "faces": {"gallery": self.gallery, "stages": self.faces_stages}}
+                "faces": {"gallery": self.gallery, "stages": self.faces_stages, "staff_faces": self.staff_faces}}
 
     def _observer(self, name: str) -> Callable[[Handled], None]:
         res = self.result
@@ -164,10 +178,18 @@ class EmbeddedPipeline:
         self.analytics = stages.get("analytics", self.analytics)
         if "faces" in stages:
             self.faces_stages = (stages["faces"].attributes, stages["faces"].reid)
+        # site versions edited through the API: the newest from the start, later ones as they are saved
+        site_stages = [st for st in stages.values() if topics.SITE_CONFIG in st.inputs]
+        cameras = list(self.config.cameras)
+        first = self.storage.site_update(self.config.store.id) if self.storage is not None else None
+        if first is not None:
+            for st in site_stages:  # nothing is open yet: the outputs (closed tracks) are empty
+                st.handle(topics.SITE_CONFIG, first)
+            cameras = self._site_cameras(first) or cameras
         dt = stages.get("detect-track")
         if isinstance(dt, DetectTrackStage):
-            for cam in self.config.cameras:  # build trackers (and their embedders) before timing
-                dt.tracker(cam.id)
+            for cam in sorted(dt.cameras):  # build trackers (and their embedders) before timing
+                dt.tracker(cam)
         produced = {topics.FRAMES} | {t for s in stages.values() for t in s.outputs}
         #: Alert webhooks (``alerts.webhooks``): delivered in their own thread, flushed at the end of the run.
         self.webhooks = webhook_sinks(self.config)
@@ -184,24 +206,29 @@ class EmbeddedPipeline:
                             observers=[self._observer(name)])
             self.runners[name] = runner
             threads.append(threading.Thread(target=self._run_stage, args=(runner,), name=name, daemon=True))
-        analytics = stages.get("analytics")
-        if isinstance(analytics, AnalyticsStage) and self.storage is not None:
-            # site versions edited through the API: the newest from the start, later ones as they are saved
-            first = self.storage.site_update(self.config.store.id)
-            if first is not None:
-                analytics.apply_site(first)
-            # not one of the stage threads the run waits for: it ends with the run (self._stop)
-            threading.Thread(target=self._watch_site, args=(analytics.site_version,), name="site-watch",
-                             daemon=True).start()
+        at_start = {c.id: c for c in cameras}
+
+        def source_failed(cam: CameraConfig, exc: StoreLensError) -> None:
+            if at_start.get(cam.id) == cam:  # a camera of the start fails the run (as check_sources would)
+                self._fail(exc)
+                return
+            # a camera a site version added or re-pointed: the others go on
+            log.error("camera failed", extra={"camera": cam.id, "error": str(exc)})
+            self.result.errors["source"] = self.result.errors.get("source", 0) + 1
+
+        self.ingest = CameraSupervisor(lambda k, v: self.bus.publish(topics.FRAMES, k, v), self._stop.is_set,
+                                       source_failed)
         t0 = time.perf_counter()
         for t in threads:
             t.start()
-        ingest = start_ingest(self.config.cameras, lambda k, v: self.bus.publish(topics.FRAMES, k, v),
-                              self._stop.is_set, lambda cam, exc: self._fail(exc))
+        self.ingest.apply(cameras)
+        if self.storage is not None:
+            # not one of the stage threads the run waits for: it ends with the run (self._stop)
+            threading.Thread(target=self._watch_site, args=(first.version if first else 0, site_stages),
+                             name="site-watch", daemon=True).start()
         try:
-            while any(t.is_alive() for t in ingest) and not self._stop.is_set():
-                for t in ingest:
-                    t.join(timeout=0.1)
+            while not self._stop.is_set() and not self.ingest.close_if_idle():
+                self._stop.wait(0.1)
             if not self._stop.is_set():  # every source ended: end the frames topic
                 self.bus.publish(topics.FRAMES, b"", END_OF_TOPIC)
             while any(t.is_alive() for t in threads) and not self._errors:
@@ -211,6 +238,7 @@ class EmbeddedPipeline:
             self.stop()
         self._stop.set()
         self.bus.close()  # unblocks any thread still waiting on a full queue
+        self.ingest.stop(timeout_s=5)
         for t in threads:
             t.join(timeout=30)
         for w in self.webhooks:  # what fired before the end is delivered (or dead-lettered) before returning
@@ -223,11 +251,23 @@ class EmbeddedPipeline:
             raise StoreLensError(f"pipeline failed: {type(err).__name__}: {err}") from err
         return self.result
 
-    def _watch_site(self, version: int) -> None:
-        """Publish each site version saved through the API (``/v1/site``, any process) to the analytics stage.
+    def _site_cameras(self, update: m.SiteUpdate) -> list[CameraConfig] | None:
+        """The cameras of a site version (``None``, logged, when invalid: the stages dead-letter it)."""
+        try:
+            return with_site_update(self.config, update).cameras
+        except (StoreLensError, ValueError) as exc:
+            log.error("site version not applied to ingest", extra={"version": update.version, "error": str(exc)})
+            return None
 
-        The stage applies it between two messages of its own thread (``site-config``, as in the
-        distributed mode); polled every :data:`SITE_POLL_S` seconds (one indexed query).
+    def _watch_site(self, version: int, site_stages: list | None = None) -> None:
+        """Publish each site version saved through the API (``/v1/site``, any process) to the stages, then
+        hand its cameras to ingest.
+
+        The stages apply it between two messages of their own threads (``site-config``, as in the
+        distributed mode); ingest starts a version's new cameras only once every stage in
+        ``site_stages`` has it in force (at most :data:`SITE_APPLY_TIMEOUT_S`), so no frame of an
+        added camera meets a stage that does not know it. Polled every :data:`SITE_POLL_S` seconds
+        (one indexed query).
         """
         while not self._stop.wait(SITE_POLL_S):
             try:
@@ -235,9 +275,21 @@ class EmbeddedPipeline:
             except Exception:  # the history store is down: the analytics runner reports it; look again later
                 log.warning("could not read the site versions", exc_info=True)
                 continue
-            if update is not None:
-                version = update.version
-                self.bus.publish(topics.SITE_CONFIG, self.config.store.id.encode(), m.encode(update))
+            if update is None:
+                continue
+            version = update.version
+            self.bus.publish(topics.SITE_CONFIG, self.config.store.id.encode(), m.encode(update))
+            cameras = self._site_cameras(update)
+            if cameras is None or self.ingest is None:
+                continue
+            deadline = time.monotonic() + SITE_APPLY_TIMEOUT_S
+            while (any(getattr(st, "site_version", version) < version for st in site_stages or ())
+                   and time.monotonic() < deadline and not self._stop.is_set()):
+                time.sleep(0.02)
+            diff = self.ingest.apply(cameras)
+            log.info("site version applied to ingest", extra={
+                "version": version, "added": ",".join(c.id for c in diff.added), "removed": ",".join(diff.removed),
+                "restarted": ",".join(c.id for c in diff.restarted)})
 
     def _retention(self) -> RetentionPurge | None:
         """The scheduled purge of expired personal data, when there is a history store and it is enabled."""
@@ -258,7 +310,7 @@ class EmbeddedPipeline:
     def _collect(self, elapsed_s: float) -> None:
         res = self.result
         res.elapsed_s = elapsed_s
-        for cam in self.config.cameras:
+        for cam in self.analytics.config.cameras:  # the cameras in force at the end (site versions)
             res.line_counts[cam.id] = self.analytics.line_counts(cam.id)
             res.occupancy[cam.id] = self.analytics.occupancy[cam.id].value
         for r in self.runners.values():

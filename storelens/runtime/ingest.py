@@ -1,48 +1,176 @@
 """Ingest: one thread per camera publishes its sampled frames (embedded mode and the ingest service).
 
+:class:`CameraSupervisor` owns the threads: each camera has its own stop event, and
+:meth:`CameraSupervisor.apply` puts a new cameras list in force without a restart (a site
+version saved through ``/v1/site``): added cameras start, removed ones stop, and a camera
+whose source or sampling changed (:data:`storelens.config.cameras.STREAM_FIELDS`) is stopped
+and started again with its new settings. A restarted camera's frame numbers go on after the
+old stream's (detect-track and analytics skip frames by seq), so nothing is mistaken for a
+redelivery.
+
 Example:
-    >>> threads = start_ingest(config.cameras, bus_publish, stop.is_set, on_error)   # doctest: +SKIP
+    >>> sup = CameraSupervisor(bus_publish, stop.is_set, on_error)   # doctest: +SKIP
+    >>> sup.apply(config.cameras)                                     # doctest: +SKIP
+    >>> sup.apply(new_cameras).removed                                # doctest: +SKIP
+    ('till',)
 """
 from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from storelens.backends.video import camera_frames
 from storelens.config import CameraConfig
+from storelens.config.cameras import CameraDiff, diff_cameras
 from storelens.contract import messages as m
 from storelens.contract import topics
 from storelens.errors import StoreLensError
 
 log = logging.getLogger(__name__)
 
+#: Seconds :meth:`CameraSupervisor.apply` waits for a stopped camera's thread to end.
+STOP_JOIN_S = 30.0
 
-def pump_camera(cam: CameraConfig, publish: Callable[[bytes, bytes], None], should_stop: Callable[[], bool]) -> int:
+
+def pump_camera(cam: CameraConfig, publish: Callable[[bytes, bytes], None], should_stop: Callable[[], bool],
+                first_seq: int = 0, on_frame: Callable[[m.Frame], None] | None = None) -> int:
     """Publish ``(key, Frame bytes)`` for every frame of ``cam`` until its source ends or a stop; the count.
 
-    Raises :class:`~storelens.errors.StoreLensError` when the source cannot be read.
+    Frames are numbered from ``first_seq`` (a restarted camera goes on after its last frame);
+    ``on_frame(frame)`` is called after each publish. Raises :class:`~storelens.errors.StoreLensError`
+    when the source cannot be read.
     """
     key = topics.camera_key(cam.id)
     n = 0
     for frame in camera_frames(cam, should_stop=should_stop):
+        if first_seq:
+            frame.seq += first_seq
         publish(key, m.encode(frame))
+        if on_frame is not None:
+            on_frame(frame)
         n += 1
     log.info("source ended", extra={"camera": cam.id, "frames": n})
     return n
+
+
+@dataclass
+class _CameraRun:
+    cam: CameraConfig
+    stop: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+    #: The seq after the last frame published (the next stream of the camera starts there).
+    next_seq: int = 0
+
+
+class CameraSupervisor:
+    """One ingest thread per camera, each with its own stop event; :meth:`apply` a new cameras list.
+
+    Args:
+        publish: ``publish(key, Frame bytes)`` (the ``frames`` topic).
+        should_stop: the process is stopping (every camera stops).
+        on_error: a camera whose source fails (the others go on).
+    """
+
+    def __init__(self, publish: Callable[[bytes, bytes], None], should_stop: Callable[[], bool],
+                 on_error: Callable[[CameraConfig, StoreLensError], None]) -> None:
+        self.publish = publish
+        self.should_stop = should_stop
+        self.on_error = on_error
+        self._runs: dict[str, _CameraRun] = {}
+        #: camera id -> the seq its next stream starts with (kept for removed cameras too)
+        self._next_seq: dict[str, int] = {}
+        self._lock = threading.RLock()
+        self.closed = False
+
+    @property
+    def cameras(self) -> list[CameraConfig]:
+        """The cameras in force (running or ended), in the order they were applied."""
+        with self._lock:
+            return [r.cam for r in self._runs.values()]
+
+    def threads(self) -> dict[str, threading.Thread]:
+        with self._lock:
+            return {cid: r.thread for cid, r in self._runs.items() if r.thread is not None}
+
+    def alive(self) -> list[str]:
+        """Ids of the cameras whose thread is running."""
+        return sorted(cid for cid, t in self.threads().items() if t.is_alive())
+
+    def apply(self, cameras: Sequence[CameraConfig]) -> CameraDiff:
+        """Put ``cameras`` in force: start the added, stop the removed, restart those whose stream settings
+        changed (other changes only update the kept settings). Nothing happens once :meth:`close_if_idle`
+        closed the supervisor (an empty diff)."""
+        with self._lock:
+            if self.closed:
+                log.warning("ingest has ended: the cameras list is not applied")
+                return CameraDiff()
+            diff = diff_cameras(self.cameras, cameras)
+            stopping = [self._runs[cid] for cid in diff.removed] + [self._runs[c.id] for c in diff.restarted]
+            for run in stopping:
+                run.stop.set()
+            for run in stopping:
+                if run.thread is not None:
+                    run.thread.join(STOP_JOIN_S)
+                    if run.thread.is_alive():
+                        log.warning("camera thread did not stop in time", extra={"camera": run.cam.id})
+                self._next_seq[run.cam.id] = max(self._next_seq.get(run.cam.id, 0), run.next_seq)
+            for cid in diff.removed:
+                del self._runs[cid]
+                log.info("camera stopped (removed)", extra={"camera": cid})
+            for cam in diff.updated:
+                self._runs[cam.id].cam = cam
+            order = {c.id: i for i, c in enumerate(cameras)}
+            for cam in [*diff.restarted, *diff.added]:
+                self._runs[cam.id] = self._start(cam)
+            self._runs = dict(sorted(self._runs.items(), key=lambda kv: order.get(kv[0], len(order))))
+            return diff
+
+    def _start(self, cam: CameraConfig) -> _CameraRun:
+        run = _CameraRun(cam, next_seq=self._next_seq.get(cam.id, 0))
+        first = run.next_seq
+
+        def seen(frame: m.Frame) -> None:
+            run.next_seq = frame.seq + 1
+
+        def target() -> None:
+            try:
+                pump_camera(cam, self.publish, lambda: self.should_stop() or run.stop.is_set(), first, seen)
+            except StoreLensError as exc:
+                self.on_error(cam, exc)
+
+        run.thread = threading.Thread(target=target, name=f"ingest-{cam.id}", daemon=True)
+        run.thread.start()
+        log.info("camera started", extra={"camera": cam.id, "first_seq": first})
+        return run
+
+    def close_if_idle(self) -> bool:
+        """Close the supervisor (later :meth:`apply` calls do nothing) when no camera thread runs; whether it did.
+
+        The embedded pipeline ends ``frames`` after this (every file source ended).
+        """
+        with self._lock:
+            if not self.alive():
+                self.closed = True
+            return self.closed
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop every camera and wait for its thread (at most ``timeout_s`` each)."""
+        with self._lock:
+            self.closed = True
+            runs = list(self._runs.values())
+        for run in runs:
+            run.stop.set()
+        for run in runs:
+            if run.thread is not None:
+                run.thread.join(timeout_s)
 
 
 def start_ingest(cameras: Sequence[CameraConfig], publish: Callable[[bytes, bytes], None],
                  should_stop: Callable[[], bool],
                  on_error: Callable[[CameraConfig, StoreLensError], None]) -> list[threading.Thread]:
     """One daemon thread per camera; a camera whose source fails calls ``on_error`` (the others go on)."""
-    def run(cam: CameraConfig) -> None:
-        try:
-            pump_camera(cam, publish, should_stop)
-        except StoreLensError as exc:
-            on_error(cam, exc)
-
-    threads = [threading.Thread(target=run, args=(c,), name=f"ingest-{c.id}", daemon=True) for c in cameras]
-    for t in threads:
-        t.start()
-    return threads
+    sup = CameraSupervisor(publish, should_stop, on_error)
+    sup.apply(cameras)
+    return list(sup.threads().values())

@@ -504,7 +504,8 @@ class KafkaConsumer:
 
     def __init__(self, cfg: KafkaConfig, group: str, topics: list[str], bus: KafkaBus | None = None,
                  commit_every: int = 50, commit_interval_s: float = 2.0, client_id: str | None = None,
-                 on_assign=None, on_revoke=None) -> None:
+                 on_assign=None, on_revoke=None, pattern: str | None = None,
+                 metadata_refresh_s: float = 300.0) -> None:
         self.bus = bus
         self.group = f"{cfg.group_prefix}-{group}"
         self.on_assign_hook = on_assign
@@ -530,8 +531,13 @@ class KafkaConsumer:
                 cfg, self.group, client_id=client_id or self.group,
                 session_timeout_ms=10_000, heartbeat_interval_ms=1_000,
                 # librdkafka waited max.poll.interval.ms for a member's rebalance callbacks too
-                rebalance_timeout_ms=300_000, max_poll_interval_ms=300_000), cfg.bootstrap_servers)
-            c.subscribe(topics, listener=_HandOff(self))  # joins the group in the background
+                rebalance_timeout_ms=300_000, max_poll_interval_ms=300_000,
+                # a regex subscription finds new matching topics when the metadata is refreshed
+                metadata_max_age_ms=int(metadata_refresh_s * 1000)), cfg.bootstrap_servers)
+            if pattern is not None:
+                c.subscribe(pattern=pattern, listener=_HandOff(self))
+            else:
+                c.subscribe(topics, listener=_HandOff(self))  # joins the group in the background
             return c
 
         self._c: AIOKafkaConsumer = _run(start())
@@ -798,6 +804,85 @@ def consume_all(cfg: KafkaConfig, topic: str, timeout_s: float = 30.0, expect: i
         finally:
             await _close(c)
     return _run(go(), timeout_s + settle_s + 60)
+
+
+class TopicTail:
+    """Every partition of ``topic`` from its beginning, then what comes: no consumer group, nothing committed.
+
+    Each process (each replica) reads every message, from the start at every start: the reader
+    of a small compacted topic that holds state for everybody, e.g. ``site-config``. It polls like
+    :class:`KafkaConsumer` (``poll``/``done``/``commit``/``lag``/``close``), so a
+    :class:`~storelens.runtime.transports.KafkaTransport` can serve it before its groups.
+
+    Example:
+        >>> tail = TopicTail(cfg.kafka, "storelens.site-config")                   # doctest: +SKIP
+        >>> backlog = tail.read_to_end()          # what is there now            # doctest: +SKIP
+        >>> msg = tail.poll(0)                     # then what comes, or None     # doctest: +SKIP
+    """
+
+    def __init__(self, cfg: KafkaConfig, topic: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+        self.topic = topic
+        self.group = f"tail:{topic}"
+        self.connected = False
+        self._buf: collections.deque = collections.deque()
+
+        async def start() -> AIOKafkaConsumer:
+            c = await _started(_reader(cfg), cfg.bootstrap_servers, timeout_s)
+            self._tps = [TopicPartition(topic, p) for p in sorted(await c._client._wait_on_metadata(topic))]
+            c.assign(self._tps)
+            await c.seek_to_beginning(*self._tps)
+            return c
+
+        self._c: AIOKafkaConsumer = _run(start(), timeout_s + 60)
+        _open.add(self)
+        self.connected = True
+        self.assigned = {(tp.topic, tp.partition) for tp in self._tps}
+
+    def read_to_end(self, timeout_s: float = 30.0) -> list[BusMessage]:
+        """The messages up to each partition's end now (then :meth:`poll` goes on after them).
+
+        Raises :class:`BrokerError` when they could not be read within ``timeout_s``.
+        """
+        async def go() -> list[BusMessage]:
+            deadline = time.monotonic() + timeout_s
+            ends = await self._c.end_offsets(self._tps)
+            while not all([await self._c.position(tp) >= ends[tp] for tp in self._tps]):
+                if time.monotonic() >= deadline:
+                    raise BrokerError(f"could not read {self.topic} to its end in {timeout_s:.0f} s")
+                batch = await self._c.getmany(timeout_ms=500)
+                self._buf.extend(r for recs in batch.values() for r in recs)
+            return [self._message(self._buf.popleft()) for _ in range(len(self._buf))]
+        return _run(go(), timeout_s + 60)
+
+    @staticmethod
+    def _message(r) -> BusMessage:
+        return BusMessage(r.topic, r.key or b"", r.value or b"", r.offset, r.partition)
+
+    def poll(self, timeout_s: float = 1.0) -> BusMessage | None:
+        if not self._buf:
+            try:
+                batch = _run(self._c.getmany(timeout_ms=int(timeout_s * 1000), max_records=100), timeout_s + 60)
+            except (kerr.KafkaError, BrokerError) as exc:
+                log.warning("consumer error", extra={"topic": self.topic, "error": repr(exc)})
+                return None
+            self._buf.extend(r for recs in batch.values() for r in recs)
+        return self._message(self._buf.popleft()) if self._buf else None
+
+    def done(self) -> None:  # nothing to commit: the next start reads from the beginning again
+        return None
+
+    def commit(self) -> None:
+        return None
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        return {}
+
+    def close(self) -> None:
+        _run(self._shutdown(), 60)
+
+    async def _shutdown(self) -> None:
+        _open.discard(self)
+        await _close(self._c)
 
 
 def end_offsets(cfg: KafkaConfig, topic: str, timeout_s: float = 30.0) -> dict[int, int]:

@@ -59,7 +59,7 @@ class LocalDeployment:
         self.tmp = tmp
         self.config_path = self.write_config(site)
         self.procs: dict[str, subprocess.Popen] = {}
-        self.ports = {name: _free_port() for name in SERVICES}
+        self.ports = {name: _free_port() for name in (*SERVICES, "chain-rollup")}
         self.api_port = _free_port()
         #: The first admin of the API service (created from the environment when it starts).
         self.admin = ("admin", "e2e-" + uuid.uuid4().hex)

@@ -157,3 +157,52 @@ def render_table(doc: dict) -> str:
             lines.append(f"  {i:>2}  {box:<24} {age:>5} {iv:>9} {child:>5}  {f['gender']:<8}{f['gender_confidence']:>5.2f}  "
                          f"{f['emotion']:<9} {q}")
     return "\n".join(lines)
+
+
+class StillFaceEmbedder:
+    """The largest face of a still image as an L2-normalised embedding of ``faces.embedder`` (staff enrolment).
+
+    Same detector (``faces.detector``) and embedder as the reid stage, so enrolled embeddings compare
+    with those of the tracks. :meth:`embed_paths` returns one ``(path, embedding or None, error)`` per path.
+
+    Example:
+        >>> from storelens.paths import asset
+        >>> photo = str(asset("faces", "identities", "obama", "obama.jpg"))
+        >>> ((path, vec, err),) = StillFaceEmbedder().embed_paths([photo])
+        >>> vec.shape, err, round(float(vec @ vec), 3)
+        ((128,), None, 1.0)
+    """
+
+    def __init__(self, cfg: FacesConfig | None = None, detector=None, embedder=None) -> None:
+        from storelens.backends.face_detectors import build_face_detector
+        from storelens.backends.face_embedders import build_embedder
+
+        self.cfg = cfg = cfg or FacesConfig()
+        self.detector = detector if detector is not None else build_face_detector(cfg.detector)
+        self.embedder = embedder if embedder is not None else build_embedder(cfg.embedder)
+        #: The embedder's model name, stored with each embedding.
+        self.model = getattr(self.embedder, "name", type(self.embedder).__name__)
+        self.dim = int(cfg.embedder.dim)
+
+    def embed_image(self, image_bgr: np.ndarray) -> np.ndarray | None:
+        """The largest face's unit-length float32 embedding, or ``None`` without a face."""
+        faces = self.detector.detect(image_bgr)
+        if len(faces) == 0:
+            return None
+        b = faces.bbox_xyxy
+        face = faces[int(np.argmax((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])))]
+        v = np.asarray(self.embedder.embed(image_bgr, face), np.float32).reshape(-1)
+        return v / max(float(np.linalg.norm(v)), 1e-12)
+
+    def embed_paths(self, paths: Sequence[str]) -> list[tuple[str, np.ndarray | None, str | None]]:
+        import cv2
+
+        out: list[tuple[str, np.ndarray | None, str | None]] = []
+        for path in paths:
+            img = cv2.imread(str(path), cv2.IMREAD_COLOR) if pathlib.Path(path).is_file() else None
+            if img is None:
+                out.append((str(path), None, f"cannot read image: {path}"))
+                continue
+            v = self.embed_image(img)
+            out.append((str(path), v, None if v is not None else f"no face found in {path}"))
+        return out

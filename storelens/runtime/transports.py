@@ -84,6 +84,11 @@ class ConsumerGroup:
     topics: tuple[str, ...]
     commit_every: int = 50
     commit_interval_s: float = 2.0
+    #: Subscribe to every topic matching this regex instead (e.g. every store's ``<prefix>store-kpis``, the chain
+    #: roll-up); a matching topic's base name is the one of ``topics`` it ends with.
+    pattern: str | None = None
+    #: How often a regex subscription looks for new matching topics.
+    metadata_refresh_s: float = 300.0
 
 
 class KafkaTransport:
@@ -105,13 +110,19 @@ class KafkaTransport:
         self.bus = KafkaBus(kafka_cfg, client_id)
         self.consumers = []
         self._by_topic: dict[str, object] = {}
+        #: (base names, consumer) of the regex subscriptions
+        self._patterns: list[tuple[tuple[str, ...], object]] = []
         for i, g in enumerate(groups):
             names = [topics.topic_name(t, self.prefix) for t in g.topics]
             last = i == len(groups) - 1
             c = KafkaConsumer(kafka_cfg, g.group, names, bus=self.bus, commit_every=g.commit_every,
                               commit_interval_s=g.commit_interval_s,
-                              on_assign=on_assign if last else None, on_revoke=on_revoke if last else None)
+                              on_assign=on_assign if last else None, on_revoke=on_revoke if last else None,
+                              pattern=g.pattern, metadata_refresh_s=g.metadata_refresh_s)
             self.consumers.append(c)
+            if g.pattern is not None:
+                self._patterns.append((tuple(g.topics), c))
+                continue
             for n in names:
                 self._by_topic[n] = c
         self.exit_code = 0
@@ -125,7 +136,18 @@ class KafkaTransport:
     def topic(self, base: str) -> str:
         return topics.topic_name(base, self.prefix)
 
+    def _pattern_match(self, topic: str) -> tuple[str, object] | None:
+        for bases, c in self._patterns:
+            for base in bases:
+                if topic == base or topic.endswith("." + base):
+                    return base, c
+        return None
+
     def base_topic(self, topic: str) -> str:
+        if topic not in self._by_topic:
+            hit = self._pattern_match(topic)
+            if hit is not None:
+                return hit[0]
         return topics.base_name(topic, self.prefix)
 
     def poll(self, timeout_s: float) -> BusMessage | None:
@@ -141,7 +163,11 @@ class KafkaTransport:
         return name
 
     def ack(self, msg: BusMessage) -> None:
-        self._by_topic[msg.topic].done()
+        c = self._by_topic.get(msg.topic)
+        if c is None:
+            hit = self._pattern_match(msg.topic)
+            c = hit[1] if hit is not None else self.consumers[-1]
+        c.done()
 
     def lag(self) -> dict[tuple[str, int], int]:
         out: dict[tuple[str, int], int] = {}

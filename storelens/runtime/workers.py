@@ -18,6 +18,12 @@ metrics. Stage-specific behaviour is added by hooks and observers, not by new lo
   is in memory only: after a restart a track that was in progress continues with the
   evidence of the redelivered and new crops only. reid reads ``customer-erasures``
   with a consumer group of its own and serves them before the next crop.
+* site versions saved through ``/v1/site``: ingest, detect-track, attributes and reid read the
+  compacted ``site-config`` topic from its beginning at every start, without a consumer group
+  (:class:`~storelens.runtime.kafka.TopicTail`: every replica sees every version, nothing is
+  committed, detect-track's snapshots and offsets are not touched). The newest version of
+  ``store.id`` is in force before the first frame or crop; later ones are served before the
+  next frame or crop. Ingest starts, stops and restarts cameras (:class:`CameraSupervisor`).
 
 The analytics service runs the same runner core inside faust (:mod:`storelens.runtime.analytics_app`).
 """
@@ -31,8 +37,8 @@ from typing import Any, Callable, Sequence
 from storelens.config import SiteConfig
 from storelens.contract import messages as m
 from storelens.contract import topics
-from storelens.errors import StoreLensError
-from storelens.runtime.ingest import start_ingest
+from storelens.errors import ConfigError, StoreLensError
+from storelens.runtime.ingest import CameraSupervisor
 from storelens.runtime.runner import Handled, Runner, RunnerCore
 from storelens.runtime.service import ServiceRuntime
 from storelens.runtime.transports import ConsumerGroup, KafkaTransport
@@ -45,8 +51,57 @@ PING_EVERY_S = 10.0
 LAG_EVERY_S = 5.0
 
 
+def newest_site_update(msgs: Sequence[Any], store_id: str) -> m.SiteUpdate | None:
+    """The newest ``SiteUpdate`` of ``store_id`` among ``site-config`` messages (key: the store id)."""
+    newest = None
+    for msg in msgs:
+        if msg.key.decode("utf-8", "replace") != store_id or not msg.value:
+            continue
+        try:
+            update = m.decode(m.SiteUpdate, msg.value)
+        except StoreLensError as exc:
+            log.warning("undecodable site version skipped", extra={"offset": msg.offset, "error": str(exc)})
+            continue
+        if newest is None or update.version > newest.version:
+            newest = update
+    return newest
+
+
+def site_tail(config: SiteConfig, stage: Any = None) -> tuple[Any, m.SiteUpdate | None]:
+    """A :class:`~storelens.runtime.kafka.TopicTail` of ``site-config`` read to its end, and the newest version
+    of ``store.id`` in it (``None``: none). That version is applied to ``stage`` now (before any partition is
+    assigned, so a restored snapshot finds an API-added camera); the later ones come through the stage's
+    runner (``tails=`` of :class:`StageWorker`)."""
+    from storelens.runtime.kafka import TopicTail
+
+    tail = TopicTail(config.kafka, topics.topic_name(topics.SITE_CONFIG, config.kafka.topic_prefix))
+    newest = newest_site_update(tail.read_to_end(), config.store.id)
+    if newest is not None and stage is not None:
+        try:
+            stage.handle(topics.SITE_CONFIG, newest)  # nothing is open yet: no outputs
+        except StoreLensError as exc:
+            log.error("site version not applied", extra={"version": newest.version, "error": str(exc)})
+    return tail, newest
+
+
+def _site_cameras(config: SiteConfig, update: m.SiteUpdate):
+    """The cameras of a site version; ``None`` (logged) when it is invalid."""
+
+    from storelens.config import with_site_update
+
+    try:
+        return with_site_update(config, update).cameras
+    except (StoreLensError, ValueError) as exc:
+        log.error("site version not applied to ingest", extra={"version": update.version, "error": str(exc)})
+        return None
+
+
 def run_ingest(config: SiteConfig, rt: ServiceRuntime) -> int:
-    """Publish every camera's frames until SIGTERM (files: until their end, then idle)."""
+    """Publish every camera's frames until SIGTERM (files: until their end, then idle).
+
+    The cameras are the newest site version's (``site-config``, key ``store.id``) or else the site
+    file's; each later version is applied without a restart (:meth:`CameraSupervisor.apply`).
+    """
     from storelens.runtime.kafka import KafkaBus, ensure_topics
 
     ensure_topics(config.kafka)
@@ -65,15 +120,33 @@ def run_ingest(config: SiteConfig, rt: ServiceRuntime) -> int:
         rt.metrics.errors.labels("source").inc()
         log.error("camera failed", extra={"camera": cam.id, "error": str(exc)})
 
-    threads = start_ingest(config.cameras, publish, rt.stopping.is_set, failed)
+    ingest = CameraSupervisor(publish, rt.stopping.is_set, failed)
+    site, newest = site_tail(config)
+    cameras, version = config.cameras, 0
+    if newest is not None:
+        cameras, version = _site_cameras(config, newest) or cameras, newest.version
+    ingest.apply(cameras)
+    log.info("ingest started", extra={"site_version": version, "cameras": ",".join(c.id for c in cameras)})
     last_ping = time.monotonic()
     while not rt.stopping.is_set():
         rt.beat()
         bus.flush_some(0.5)
+        news = []
+        while (msg := site.poll(0)) is not None:
+            news.append(msg)
+        update = newest_site_update(news, config.store.id)
+        if update is not None and update.version > version:
+            version = update.version
+            cams = _site_cameras(config, update)
+            if cams is not None:
+                diff = ingest.apply(cams)
+                log.info("site version applied to ingest", extra={
+                    "version": version, "added": ",".join(c.id for c in diff.added),
+                    "removed": ",".join(diff.removed), "restarted": ",".join(c.id for c in diff.restarted)})
         if time.monotonic() - last_ping > PING_EVERY_S:
             broker_ok[0], last_ping = bus.ping(), time.monotonic()
-    for t in threads:
-        t.join(timeout=10)
+    ingest.stop(timeout_s=10)
+    site.close()
     bus.flush()
     log.info("ingest stopped", extra={"published": published[0]})
     return 0
@@ -89,11 +162,14 @@ class StageWorker:
             is called first when present.
         observers: called after each acknowledged message (metrics of the stage).
         checks: extra readiness checks, probed every :data:`PING_EVERY_S` on the loop thread.
+        tails: group-less readers (:class:`~storelens.runtime.kafka.TopicTail`, e.g. :func:`site_tail`)
+            served before the groups; their messages go through the stage like the groups' ones.
     """
 
     def __init__(self, config: SiteConfig, rt: ServiceRuntime, stage, groups: Sequence[ConsumerGroup] | None = None,
                  hooks: Any = None, observers: Sequence[Callable[[Handled], None]] = (),
-                 checks: dict[str, Callable[[], bool]] | None = None) -> None:
+                 checks: dict[str, Callable[[], bool]] | None = None, sinks: Sequence[Any] = (),
+                 tails: Sequence[Any] = ()) -> None:
         from storelens.runtime.kafka import ensure_topics
 
         self.config, self.rt, self.stage = config, rt, stage
@@ -104,7 +180,10 @@ class StageWorker:
         self.transport = KafkaTransport(config.kafka, stage.name, groups,
                                         on_assign=getattr(hooks, "on_assign", None),
                                         on_revoke=getattr(hooks, "on_revoke", None))
-        self.core = RunnerCore(stage, metrics=rt.metrics)
+        for tail in tails:  # polled first, like an earlier group (the transport acks it by topic: a no-op)
+            self.transport.consumers.insert(0, tail)
+            self.transport._by_topic[tail.topic] = tail
+        self.core = RunnerCore(stage, sinks, metrics=rt.metrics)
         self.runner = Runner(self.core, self.transport, should_stop=rt.stopping.is_set, hooks=hooks,
                              observers=observers, beat=self._periodic, poll_s=0.5)
         self._checks = dict(checks or {})
@@ -112,6 +191,8 @@ class StageWorker:
         self._broker_ok, self._last_ping, self._last_lag = True, time.monotonic(), 0.0
         rt.add_check("broker", lambda: self._broker_ok and self.transport.connected)
         rt.add_check("model", lambda: True)  # the stage's models are loaded before the worker exists
+        for sink in self.core.sinks:  # a sink failing its writes (retried) makes the service not ready
+            rt.add_check(sink.name, lambda name=sink.name: self.core.sink_ok[name])
         for name in self._checks:
             rt.add_check(name, lambda name=name: self._ok[name])
 
@@ -188,10 +269,14 @@ class SnapshotHooks:
             self.snapshot(p)
 
     def skip(self, msg) -> bool:
+        if msg.topic != self.t_frames:  # site-config (a tail of its own): no offsets, no snapshots
+            return False
         self.next_offset[msg.partition] = msg.offset + 1
         return msg.offset < self.skip_below.get(msg.partition, -1)  # already reflected in the restored state
 
     def after(self, h: Handled) -> None:
+        if h.topic != topics.FRAMES:
+            return
         p, frame = h.msg.partition, h.value
         if frame is not None and frame.camera_id in self.stage.cameras:
             self.cameras_of.setdefault(p, set()).add(frame.camera_id)
@@ -208,7 +293,8 @@ class SnapshotHooks:
                                next_offset=self.next_offset[partition], state_format="pickle:storelens-detect-track-1",
                                ts_ms=int(time.time() * 1000))
         for cam in sorted(self.cameras_of.get(partition, ())):
-            snap.camera_state[cam] = self.stage.camera_snapshot(cam)
+            if cam in self.stage.cameras:  # not the ones a site version removed
+                snap.camera_state[cam] = self.stage.camera_snapshot(cam)
         tr.bus.flush()
         tr.publish(topics.DETECT_TRACK_STATE, f"{self.t_frames}/{partition}".encode(), m.encode(snap))
         tr.bus.flush()
@@ -222,10 +308,15 @@ class SnapshotHooks:
 
 
 def detect_track_worker(config: SiteConfig, rt: ServiceRuntime, stage, snapshot_every: int = 50) -> StageWorker:
-    """detect-track: offsets are committed by snapshots only, never on a timer."""
+    """detect-track: offsets are committed by snapshots only, never on a timer; ``site-config`` is read by a
+    :func:`site_tail` (no group), so site versions never touch the snapshots or the committed offsets."""
+    from storelens.runtime.kafka import ensure_topics
+
+    ensure_topics(config.kafka)
     return StageWorker(config, rt, stage, hooks=SnapshotHooks(stage, config, snapshot_every),
                        groups=[ConsumerGroup(stage.name, (topics.FRAMES,), commit_every=10**12,
-                                             commit_interval_s=float("inf"))])
+                                             commit_interval_s=float("inf"))],
+                       tails=[site_tail(config, stage)[0]])
 
 
 # -- faces: attributes and reid --------------------------------------------------------------
@@ -291,7 +382,11 @@ def attributes_worker(config: SiteConfig, rt: ServiceRuntime, stage) -> StageWor
             elif p.topic == topics.TRACK_ATTRIBUTES and p.message.final:
                 fm.tracks_final.inc()
 
-    return StageWorker(config, rt, stage, observers=[observe])
+    from storelens.runtime.kafka import ensure_topics
+
+    ensure_topics(config.kafka)
+    return StageWorker(config, rt, stage, observers=[observe],
+                       groups=[ConsumerGroup(stage.name, (topics.PERSON_CROPS,))], tails=[site_tail(config, stage)[0]])
 
 
 def reid_worker(config: SiteConfig, rt: ServiceRuntime, stage) -> StageWorker:
@@ -343,9 +438,13 @@ def reid_worker(config: SiteConfig, rt: ServiceRuntime, stage) -> StageWorker:
             gauges()
 
     gauges()
+    from storelens.runtime.kafka import ensure_topics
+
+    ensure_topics(config.kafka)
     return StageWorker(config, rt, stage, observers=[observe], checks={"gallery": ping_gallery},
                        groups=[ConsumerGroup("reid-erasures", (topics.CUSTOMER_ERASURES,), commit_every=1),
-                               ConsumerGroup(stage.name, (topics.PERSON_CROPS,))])
+                               ConsumerGroup(stage.name, (topics.PERSON_CROPS,))],
+                       tails=[site_tail(config, stage)[0]])
 
 
 #: Service wiring of each stage run as a Kafka service (default: a plain :class:`StageWorker`).
@@ -354,6 +453,19 @@ WORKERS: dict[str, Callable[..., StageWorker]] = {
     "attributes": attributes_worker,
     "reid": reid_worker,
 }
+
+
+def chain_rollup_worker(config: SiteConfig, rt: ServiceRuntime, stage, storage) -> StageWorker:
+    """The chain's roll-up: every store's ``store-kpis`` topic (regex ``chain.topic_pattern``) into ``storage``."""
+    from storelens.runtime.sinks import HistorySink
+
+    chain = config.chain
+    if chain is None:
+        raise ConfigError("the chain-rollup service needs a `chain:` section in the site configuration")
+    group = ConsumerGroup(stage.name, tuple(stage.inputs), pattern=chain.topic_pattern,
+                          metadata_refresh_s=chain.metadata_refresh_s)
+    return StageWorker(config, rt, stage, groups=[group], sinks=[HistorySink(storage)],
+                       checks={"storage": storage.ping})
 
 
 def stage_worker(config: SiteConfig, rt: ServiceRuntime, stage) -> StageWorker:

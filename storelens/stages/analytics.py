@@ -11,13 +11,12 @@ silent store still moves the clock of ``camera_down``.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Iterable
 
 import numpy as np
 
-from storelens.config import SiteConfig, with_cameras
+from storelens.config import SiteConfig, with_site_update
 from storelens.contract import messages as m
 from storelens.contract import topics
 from storelens.domain.counting import CrossingEvent, LineCounter, Occupancy, window_start_ms
@@ -51,7 +50,7 @@ class AnalyticsStage:
     name = "analytics"
     inputs = {topics.TRACKS: m.TrackedFrame, topics.TRACK_ATTRIBUTES: m.TrackAttributes,
               topics.CUSTOMER_MATCHES: m.CustomerMatch, topics.CAMERA_SNAPSHOTS: m.CameraSnapshot,
-              topics.SITE_CONFIG: m.SiteUpdate}
+              topics.SITE_CONFIG: m.SiteUpdate, topics.STAFF_TRACKS: m.StaffTrack}
     outputs = (topics.CROSSINGS, topics.OCCUPANCY, topics.COUNTS, topics.ZONE_EVENTS, topics.ZONE_STATS,
                topics.ZONE_OCCUPANCY, topics.HEATMAPS, topics.TRACK_SUMMARIES, topics.ALERTS)
     on_error = "dead_letter"
@@ -77,6 +76,8 @@ class AnalyticsStage:
         self.store_alerts = StoreAlerts(config, self.store_occupancy)
         #: Version of the site edited through the API in force (0: the site file's).
         self.site_version = 0
+        #: Cameras removed by a site version: their tracked frames still in flight are skipped, not dead-lettered.
+        self.removed_cameras: set[str] = set()
 
     def store_occupancy(self) -> int:
         """The store's occupancy now: ins minus outs over ``store.entrance_lines`` (at least 0), or else the
@@ -131,7 +132,12 @@ class AnalyticsStage:
         self.store_alerts.load_state(state.get("store", {}))
 
     def decode(self, topic: str, value: bytes):
-        msg = decode_input(self, topic, value)
+        try:
+            msg = decode_input(self, topic, value)
+        except UnknownCamera:  # a camera removed by a site version: what was in flight is still taken
+            msg = m.decode(self.inputs[topic], value)
+            if msg.camera_id not in self.removed_cameras:
+                raise
         if topic == topics.CUSTOMER_MATCHES and (not msg.event_id or not msg.customer_id):
             raise DecodeError("customer match without event_id or customer_id")
         return msg
@@ -146,7 +152,8 @@ class AnalyticsStage:
         """
         if update.version <= self.site_version:
             return False
-        new = with_cameras(self.config, json.loads(update.cameras_json or "[]"), origin=f"site version {update.version}")
+        new = with_site_update(self.config, update)
+        rules_changed = new.alerts.rules != self.config.alerts.rules
         old = {c.id: c for c in self.config.cameras}
         for cam in new.cameras:
             before = old.pop(cam.id, None)
@@ -157,16 +164,21 @@ class AnalyticsStage:
                 self.counters[cam.id] = counter
             if before is None or before.model_copy(update={"lines": []}) != cam.model_copy(update={"lines": []}):
                 self.analyzers[cam.id] = build_analyzers(new, cam)
+            elif rules_changed:  # only the camera's alert rules are new: its other analyzers keep their state
+                fresh, kept = build_analyzers(new, cam), self.analyzers[cam.id]
+                self.analyzers[cam.id] = {name: a if name == "alerts" or name not in kept else kept[name]
+                                          for name, a in fresh.items()}
             self.occupancy.setdefault(cam.id, Occupancy())
         for gone in old:
             for table in (self.counters, self.occupancy, self.analyzers, self.last_seq):
                 table.pop(gone, None)
             self.ended.discard(gone)
-        if old:  # cameras removed: the store-wide rules (camera_down) forget them
+        if old or rules_changed:  # cameras removed (camera_down forgets them) or other store-wide rules
             store_alerts = StoreAlerts(new, self.store_occupancy)
             store_alerts.load_state(self.store_alerts.state())
             self.store_alerts = store_alerts
         self.config, self.cameras, self.site_version = new, {c.id for c in new.cameras}, update.version
+        self.removed_cameras = (self.removed_cameras | set(old)) - self.cameras
         return True
 
     def handle(self, topic: str, msg) -> Outputs:
@@ -193,6 +205,8 @@ class AnalyticsStage:
 
     def process(self, tf: m.TrackedFrame) -> AnalyticsOutput:
         counter = self.counters.get(tf.camera_id)
+        if counter is None and tf.camera_id in self.removed_cameras:
+            return AnalyticsOutput(duplicate=True)  # in flight when a site version removed the camera
         if counter is None:
             raise UnknownCamera(f"unknown camera {tf.camera_id!r}")
         out = AnalyticsOutput()

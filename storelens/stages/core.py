@@ -16,11 +16,12 @@ import numpy as np
 from storelens.contract import messages as m
 from storelens.config import SiteConfig
 from storelens.backends.detectors import Detector
-from storelens.stages.base import Outputs, Publish, UnknownCamera, decode_input
+from storelens.stages.base import Outputs, Publish, UnknownCamera
 from storelens.contract import topics
 from storelens.backends.video import decode_jpeg
 from storelens.backends.trackers import Tracker
 from storelens.domain.stationary import StationaryFilter
+from storelens.stages.site_cameras import SiteCameras, decode_site_input
 from storelens.stages.snapshots import Snapshotter
 
 log = logging.getLogger(__name__)
@@ -52,15 +53,21 @@ class DetectTrackStage:
     Tracks that have not moved since they appeared (mannequins) go out with ``stationary``
     set (:class:`~storelens.domain.stationary.StationaryFilter`, ``stationary:`` in the site file).
     A model failure stops the process (``on_error="stop"``): the frame is redelivered.
+
+    Site versions saved through ``/v1/site`` come on ``site-config`` (:meth:`apply_site`): frames of an
+    added camera are tracked from then on, a removed camera's tracker is dropped (its frames still in
+    flight are skipped, not dead-lettered).
     """
 
     name = "detect-track"
-    inputs = {topics.FRAMES: m.Frame}
+    inputs = {topics.FRAMES: m.Frame, topics.SITE_CONFIG: m.SiteUpdate}
     outputs = (topics.TRACKS, topics.PERSON_CROPS, topics.CAMERA_SNAPSHOTS)
     on_error = "stop"
 
     def __init__(self, config: SiteConfig, detector: Detector, tracker_factory: Callable[[], Tracker]) -> None:
-        self.cameras = {c.id for c in config.cameras}
+        #: The cameras in force (the site file's, then each site version's; see :meth:`apply_site`).
+        self.site = SiteCameras(config)
+        self.cameras = self.site.ids
         self.detector = detector
         self._tracker_factory = tracker_factory
         self._trackers: dict[str, Tracker] = {}
@@ -123,11 +130,38 @@ class DetectTrackStage:
             self._trackers[camera_id] = self._tracker_factory()
         return self._trackers[camera_id]
 
-    def decode(self, topic: str, value: bytes) -> m.Frame:
-        return decode_input(self, topic, value)
+    @property
+    def site_version(self) -> int:
+        """The site version in force (0: the site file's)."""
+        return self.site.version
+
+    def apply_site(self, update: m.SiteUpdate) -> bool:
+        """Put the cameras of a site version in force; ``False`` when not newer (or of another store).
+
+        Added cameras are accepted from now on (their tracker is made on their first frame);
+        removed cameras' trackers and per-camera state are dropped. A camera whose source changed
+        keeps its tracker (its track ids go on). Raises :class:`~storelens.stages.site_cameras.InvalidSiteVersion`
+        for an invalid list (a dead letter).
+        """
+        diff = self.site.apply(update)
+        if diff is None:
+            return False
+        for cam in diff.removed:
+            for table in (self._trackers, self.last_seq, self.id_base, self._stationary):
+                table.pop(cam, None)
+            for key in [k for k in self._crop_seq if k[0] == cam]:
+                del self._crop_seq[key]
+        return True
+
+    def decode(self, topic: str, value: bytes) -> m.Frame | m.SiteUpdate:
+        return decode_site_input(self, topic, value, self.site)
 
     def handle(self, topic: str, frame: m.Frame) -> Outputs:
         """Stage contract: the tracked frame to ``tracks``, its person crops to ``person-crops``."""
+        if topic == topics.SITE_CONFIG:
+            return Outputs(info={"site_version": frame.version, "applied": self.apply_site(frame)})
+        if self.site.gone(frame.camera_id):  # in flight when a site version removed the camera
+            return Outputs(duplicate=True)
         tf = self.process(frame)
         if tf is None:
             return Outputs(duplicate=True)

@@ -8,6 +8,9 @@
 * :class:`ReidStage`: ``PersonCrop`` -> ``CustomerMatch``: the embeddings of a
   track's first ``faces_per_decision`` good faces are averaged and matched
   against the FAISS gallery once per track (new customer below the threshold);
+  with ``staff.faces`` the average is first compared with the enrolled staff
+  embeddings: a staff member's track becomes a ``StaffTrack`` (cue ``face``) and
+  no customer;
   every later crop of the track extends the customer's visit. ``CustomerErasure``
   removes a customer from the gallery (index, embeddings, visits).
 
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from dataclasses import dataclass, field
 import numpy as np
 
@@ -39,6 +43,7 @@ from storelens.domain.face_aggregate import TrackAttributes as AggTrackAttribute
 from storelens.backends.face_detectors import Faces
 from storelens.contract import topics
 from storelens.stages.base import Outputs, Publish, UnknownCamera, decode_input
+from storelens.stages.site_cameras import SiteCameras, decode_site_input
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +77,15 @@ def decode_crop_input(stage, topic: str, value: bytes) -> DecodedCrop:
     crop is a dead letter before the stage's redelivery check ever sees it."""
     crop = decode_input(stage, topic, value)
     return DecodedCrop(crop, None if crop.end_of_stream else decode_crop(crop))
+
+
+def decode_site_crop_input(stage, topic: str, value: bytes, site: SiteCameras):
+    """:func:`decode_crop_input` that also takes ``site-config`` (a ``SiteUpdate``) and lets through, undecoded,
+    the crops of a camera a site version removed (the stage drops them)."""
+    msg = decode_site_input(stage, topic, value, site)
+    if topic == topics.SITE_CONFIG:
+        return msg
+    return DecodedCrop(msg, None if msg.end_of_stream or site.gone(msg.camera_id) else decode_crop(msg))
 
 
 def select_person_face(faces: Faces, crop_hw: tuple[int, int], head_region: float = HEAD_REGION) -> Faces:
@@ -174,7 +188,7 @@ class AttributesStage:
     """
 
     name = "attributes"
-    inputs = {topics.PERSON_CROPS: m.PersonCrop}
+    inputs = {topics.PERSON_CROPS: m.PersonCrop, topics.SITE_CONFIG: m.SiteUpdate}
     outputs = (topics.FACE_OBSERVATIONS, topics.TRACK_ATTRIBUTES)
     #: One odd image must never block its partition.
     on_error = "dead_letter"
@@ -182,7 +196,9 @@ class AttributesStage:
     def __init__(self, config: SiteConfig, analyzer=None, detector=None) -> None:
         self.config = config
         self.cfg = config.faces
-        self.cameras = {c.id for c in config.cameras}
+        #: The cameras in force (the site file's, then each site version's on ``site-config``).
+        self.site = SiteCameras(config)
+        self.cameras = self.site.ids
         if analyzer is None:
             from storelens.backends.face_attributes import EmotionClassifier, FaceAnalyzer
             from storelens.backends.face_attributes.analyzer import build_head_pose
@@ -207,10 +223,32 @@ class AttributesStage:
         self.stats = {"crops": 0, "faces": 0, "accepted": 0, "rejected": 0}
 
     def decode(self, topic: str, value: bytes) -> DecodedCrop:
-        return decode_crop_input(self, topic, value)
+        return decode_site_crop_input(self, topic, value, self.site)
+
+    @property
+    def site_version(self) -> int:
+        return self.site.version
+
+    def apply_site(self, update: m.SiteUpdate) -> list[m.TrackAttributes] | None:
+        """Put a site version's cameras in force (``None``: not newer); the removed cameras' open tracks
+        are closed: their final summaries are returned."""
+        diff = self.site.apply(update)
+        if diff is None:
+            return None
+        out = []
+        for cam in diff.removed:
+            out += self.close_tracks(cam)
+            self._agg.pop(cam, None)
+        return out
 
     def handle(self, topic: str, d: DecodedCrop) -> Outputs:
         """Stage contract: observations to ``face-observations``, summaries to ``track-attributes``."""
+        if topic == topics.SITE_CONFIG:
+            closed = self.apply_site(d)
+            return Outputs(publish=[Publish(topics.TRACK_ATTRIBUTES, x.camera_id, x) for x in closed or []],
+                           info={"site_version": d.version, "applied": closed is not None})
+        if self.site.gone(d.crop.camera_id):  # in flight when a site version removed the camera
+            return Outputs(duplicate=True)
         out = self.process(d.crop, d.image)
         return attributes_outputs(d.crop.camera_id, out)
 
@@ -300,6 +338,8 @@ class _ReidTrack:
     last_seq: int = 0
     customer_id: str | None = None
     erased: bool = False
+    #: The enrolled staff member the track was recognised as (no customer then).
+    staff_id: str | None = None
 
 
 class ReidStage:
@@ -310,20 +350,30 @@ class ReidStage:
         gallery: the customers' gallery (its store keeps embeddings and visits).
         embedder: a :class:`~storelens.backends.face_embedders.FaceEmbedder` (default: ``faces.embedder``).
         detector, gate: face detector and quality gate (default: from ``faces``).
+        staff_faces: the opt-in staff face gallery (``load(model, dim) -> (staff_ids, unit rows)``, e.g.
+            :class:`storelens.storage.staff_faces.StaffFaceSource`); used when ``staff.faces`` is enabled:
+            read at start and every ``staff.faces.reload_s`` seconds. A track whose mean face embedding
+            is at least ``staff.faces.min_similarity`` (cosine) to a staff embedding is published as a
+            ``StaffTrack`` (cue ``face``, detail the staff id) on ``staff-tracks`` and never matched
+            against, nor enrolled in, the customers' gallery.
     """
 
     name = "reid"
-    inputs = {topics.CUSTOMER_ERASURES: m.CustomerErasure, topics.PERSON_CROPS: m.PersonCrop}
-    outputs = (topics.CUSTOMER_MATCHES,)
+    inputs = {topics.CUSTOMER_ERASURES: m.CustomerErasure, topics.PERSON_CROPS: m.PersonCrop,
+              topics.SITE_CONFIG: m.SiteUpdate}
+    outputs = (topics.CUSTOMER_MATCHES, topics.STAFF_TRACKS)
     #: One odd image never blocks its partition; a failing gallery store stops the process (policy).
     on_error = "dead_letter"
 
-    def __init__(self, config: SiteConfig, gallery, embedder=None, detector=None, gate=None) -> None:
+    def __init__(self, config: SiteConfig, gallery, embedder=None, detector=None, gate=None,
+                 staff_faces=None) -> None:
         from storelens.backends.face_index import VisitTracker
 
         self.config = config
         self.cfg = config.faces
-        self.cameras = {c.id for c in config.cameras}
+        #: The cameras in force (the site file's, then each site version's on ``site-config``).
+        self.site = SiteCameras(config)
+        self.cameras = self.site.ids
         if embedder is None:
             from storelens.backends.face_embedders import build_embedder
 
@@ -350,11 +400,49 @@ class ReidStage:
         self._dedupe = _Dedupe()
         self._last_purge_ts: int | None = None
         self.stats = {"crops": 0, "faces": 0, "accepted": 0, "rejected": 0, "matches": 0, "new": 0,
-                      "returning": 0, "purged_embeddings": 0}
+                      "returning": 0, "purged_embeddings": 0, "staff": 0}
+        staff_cfg = config.staff.faces
+        #: ``staff.faces`` when enabled and a source was given, else ``None`` (no face cue).
+        self.staff_cfg = staff_cfg if staff_cfg is not None and staff_cfg.enabled and staff_faces is not None \
+            else None
+        self.staff_faces = staff_faces
+        self._staff_ids: list[str] = []
+        self._staff_x = np.zeros((0, self.cfg.embedder.dim), np.float32)
+        self._staff_loaded_at: float | None = None
+        if self.staff_cfg is not None:
+            self.reload_staff()
+
+    def reload_staff(self) -> int:
+        """Read the enrolled staff embeddings of this stage's embedder now; returns how many."""
+        ids, x = self.staff_faces.load(self.embedder_name, self.cfg.embedder.dim)
+        dim = self.cfg.embedder.dim
+        self._staff_ids = list(ids)
+        self._staff_x = np.asarray(x, np.float32).reshape(len(ids), dim) if ids else np.zeros((0, dim), np.float32)
+        self._staff_loaded_at = time.monotonic()
+        return len(self._staff_ids)
+
+    def staff_match(self, embedding: np.ndarray) -> tuple[str | None, float]:
+        """``(staff_id, similarity)`` of the best enrolled staff embedding for a unit ``embedding``;
+        ``(None, best similarity)`` below ``staff.faces.min_similarity`` (``(None, -1.0)``: nobody enrolled)."""
+        if self.staff_cfg is None:
+            return None, -1.0
+        if self._staff_loaded_at is None or time.monotonic() - self._staff_loaded_at >= self.staff_cfg.reload_s:
+            try:
+                self.reload_staff()
+            except Exception as exc:  # noqa: BLE001 (keep the last list; the store may be back next time)
+                log.warning("cannot reload the staff face gallery", extra={"error": str(exc)})
+                self._staff_loaded_at = time.monotonic()
+        if not self._staff_ids:
+            return None, -1.0
+        sims = self._staff_x @ np.asarray(embedding, np.float32).reshape(-1)
+        i = int(np.argmax(sims))
+        sim = float(sims[i])
+        return (self._staff_ids[i] if sim >= self.staff_cfg.min_similarity else None), sim
 
     def process(self, crop: m.PersonCrop, image_bgr: np.ndarray | None = None, face: Faces | None = None,
-                accepted: bool | None = None) -> list[m.CustomerMatch]:
-        """One crop. ``image_bgr``/``face``/``accepted`` may come from the attributes stage (embedded mode)."""
+                accepted: bool | None = None) -> list[m.CustomerMatch | m.StaffTrack]:
+        """One crop. ``image_bgr``/``face``/``accepted`` may come from the attributes stage (embedded mode).
+        Returns the track decisions taken: ``CustomerMatch``, or ``StaffTrack`` for enrolled staff."""
         if crop.camera_id not in self.cameras:
             raise UnknownCamera(f"unknown camera {crop.camera_id!r}")
         if self._dedupe.seen(crop):
@@ -369,7 +457,7 @@ class ReidStage:
         key = (cam, crop.track_id)
         tr = self._tracks.setdefault(key, _ReidTrack())
         tr.last_ts_ms, tr.last_seq = max(tr.last_ts_ms, crop.ts_ms), max(tr.last_seq, crop.seq)
-        if tr.erased:
+        if tr.erased or tr.staff_id is not None:
             return out
         if tr.customer_id is not None:
             self._observe(tr.customer_id, crop.ts_ms, cam)
@@ -398,10 +486,18 @@ class ReidStage:
         except KeyError:  # erased meanwhile
             return None
 
-    def _decide(self, cam: str, track_id: int, tr: _ReidTrack, seq: int, ts_ms: int) -> m.CustomerMatch:
+    def _decide(self, cam: str, track_id: int, tr: _ReidTrack, seq: int,
+                ts_ms: int) -> m.CustomerMatch | m.StaffTrack:
         x = np.stack(tr.embeddings)
         x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
         mean = x.mean(axis=0)
+        staff_id, staff_sim = self.staff_match(mean / max(float(np.linalg.norm(mean)), 1e-12))
+        if staff_id is not None:  # staff are not customers: no gallery match, no enrolment, no visit
+            tr.staff_id, tr.embeddings = staff_id, []
+            self.stats["staff"] += 1
+            log.info("track is staff (face)", extra={"camera": cam, "track_id": track_id, "staff": staff_id,
+                                                     "similarity": round(staff_sim, 3)})
+            return m.StaffTrack(camera_id=cam, track_id=track_id, ts_ms=ts_ms, seq=seq, cue="face", detail=staff_id)
         cid, sim, is_new = self.gallery.enroll_or_match(mean, ts_ms)
         tr.customer_id = cid
         visit = self._observe(cid, ts_ms, cam)
@@ -419,7 +515,7 @@ class ReidStage:
             visit_no=0 if visit is None else visit.visit_no,
             visit_first_ts_ms=0 if visit is None else visit.first_ts_ms, n_faces=n, embedder=self.embedder_name)
 
-    def close_tracks(self, camera_id: str, older_than_ts_ms: int | None = None) -> list[m.CustomerMatch]:
+    def close_tracks(self, camera_id: str, older_than_ts_ms: int | None = None) -> list[m.CustomerMatch | m.StaffTrack]:
         """End the camera's tracks (all, or idle ones): undecided tracks with a good face are decided now."""
         out = []
         for key in [k for k in self._tracks if k[0] == camera_id]:
@@ -427,7 +523,7 @@ class ReidStage:
             if older_than_ts_ms is not None and tr.last_ts_ms >= older_than_ts_ms:
                 continue
             del self._tracks[key]
-            if tr.customer_id is None and tr.embeddings and not tr.erased:
+            if tr.customer_id is None and tr.staff_id is None and tr.embeddings and not tr.erased:
                 out.append(self._decide(camera_id, key[1], tr, tr.last_seq, tr.last_ts_ms))
         return out
 
@@ -437,10 +533,31 @@ class ReidStage:
             if not req.customer_id:
                 raise DecodeError("customer erasure without a customer_id")
             return req
-        return decode_crop_input(self, topic, value)
+        return decode_site_crop_input(self, topic, value, self.site)
+
+    @property
+    def site_version(self) -> int:
+        return self.site.version
+
+    def apply_site(self, update: m.SiteUpdate) -> list[m.CustomerMatch | m.StaffTrack] | None:
+        """Put a site version's cameras in force (``None``: not newer); the removed cameras' open tracks
+        are closed: the decisions taken then are returned."""
+        diff = self.site.apply(update)
+        if diff is None:
+            return None
+        out = []
+        for cam in diff.removed:
+            out += self.close_tracks(cam)
+        return out
 
     def handle(self, topic: str, msg) -> Outputs:
         """Stage contract: a crop's decisions to ``customer-matches``; an erasure request applied."""
+        if topic == topics.SITE_CONFIG:
+            closed = self.apply_site(msg)
+            return Outputs(publish=decision_publishes(closed or []),
+                           info={"site_version": msg.version, "applied": closed is not None})
+        if topic == topics.PERSON_CROPS and self.site.gone(msg.crop.camera_id):
+            return Outputs(duplicate=True)
         if topic == topics.CUSTOMER_ERASURES:
             deleted = self.erase(msg.customer_id)
             log.info("customer erased", extra={"customer": msg.customer_id, "in_gallery": deleted,
@@ -449,8 +566,7 @@ class ReidStage:
         before = self.stats["crops"]
         matches = self.process(msg.crop, msg.image)
         duplicate = not msg.crop.end_of_stream and self.stats["crops"] == before
-        return Outputs(publish=[Publish(topics.CUSTOMER_MATCHES, x.camera_id, x) for x in matches],
-                       duplicate=duplicate)
+        return Outputs(publish=decision_publishes(matches), duplicate=duplicate)
 
     def erase(self, customer_id: str) -> bool:
         """Right to erasure: drop the customer from the gallery (index, store) and forget their tracks."""
@@ -473,12 +589,18 @@ class ReidStage:
                                                "visits": res.visits})
 
 
-def attributes_outputs(camera_id: str, out: AttributesOutput, matches: list[m.CustomerMatch] = ()) -> Outputs:
+def decision_publishes(decisions) -> list[Publish]:
+    """Reid decisions to their topics: ``CustomerMatch`` -> ``customer-matches``, ``StaffTrack`` -> ``staff-tracks``."""
+    return [Publish(topics.STAFF_TRACKS if isinstance(x, m.StaffTrack) else topics.CUSTOMER_MATCHES, x.camera_id, x)
+            for x in decisions]
+
+
+def attributes_outputs(camera_id: str, out: AttributesOutput, matches: list = ()) -> Outputs:
     if out.duplicate:
         return Outputs(duplicate=True)
     return Outputs(publish=[Publish(topics.FACE_OBSERVATIONS, camera_id, o) for o in out.observations]
                    + [Publish(topics.TRACK_ATTRIBUTES, camera_id, x) for x in out.summaries]
-                   + [Publish(topics.CUSTOMER_MATCHES, x.camera_id, x) for x in matches])
+                   + decision_publishes(matches))
 
 
 class FacesStage:
@@ -489,8 +611,8 @@ class FacesStage:
     """
 
     name = "faces"
-    inputs = {topics.PERSON_CROPS: m.PersonCrop}
-    outputs = (topics.FACE_OBSERVATIONS, topics.TRACK_ATTRIBUTES, topics.CUSTOMER_MATCHES)
+    inputs = {topics.PERSON_CROPS: m.PersonCrop, topics.SITE_CONFIG: m.SiteUpdate}
+    outputs = (topics.FACE_OBSERVATIONS, topics.TRACK_ATTRIBUTES, topics.CUSTOMER_MATCHES, topics.STAFF_TRACKS)
     on_error = "stop"
 
     def __init__(self, attributes: AttributesStage, reid: ReidStage | None) -> None:
@@ -498,9 +620,21 @@ class FacesStage:
         self.cameras = attributes.cameras
 
     def decode(self, topic: str, value: bytes) -> DecodedCrop:
-        return decode_crop_input(self, topic, value)
+        return decode_site_crop_input(self, topic, value, self.attributes.site)
+
+    @property
+    def site_version(self) -> int:
+        return self.attributes.site.version
 
     def handle(self, topic: str, d: DecodedCrop) -> Outputs:
+        if topic == topics.SITE_CONFIG:  # both stages; the removed cameras' open tracks are closed
+            closed = self.attributes.apply_site(d)
+            matches = (self.reid.apply_site(d) or []) if self.reid is not None else []
+            return Outputs(publish=[Publish(topics.TRACK_ATTRIBUTES, x.camera_id, x) for x in closed or []]
+                           + decision_publishes(matches),
+                           info={"site_version": d.version, "applied": closed is not None})
+        if self.attributes.site.gone(d.crop.camera_id):
+            return Outputs(duplicate=True)
         face = None if d.image is None else self.attributes.finder.find(d.image)
         out = self.attributes.process(d.crop, d.image, face)
         accepted = next((o.accepted for o in out.observations), None)
@@ -517,14 +651,15 @@ class FacesStage:
         return res
 
 
-def build_faces(config: SiteConfig, gallery=None, stages: tuple | None = None) -> FacesStage:
+def build_faces(config: SiteConfig, gallery=None, stages: tuple | None = None, staff_faces=None) -> FacesStage:
     """The embedded faces stage: ``stages`` = ``(AttributesStage, ReidStage | None)``, or built from
-    ``config.faces`` over ``gallery`` (opened by the caller: :func:`storelens.storage.open_gallery`)."""
+    ``config.faces`` over ``gallery`` (opened by the caller: :func:`storelens.storage.open_gallery`) and
+    the staff face gallery ``staff_faces`` (``staff.faces``: :class:`storelens.storage.staff_faces.StaffFaceSource`)."""
     if stages is not None:
         return FacesStage(*stages)
     if gallery is None:
         raise ConfigError("the faces stage needs the face gallery (storelens.storage.open_gallery(config))")
-    return FacesStage(AttributesStage(config), ReidStage(config, gallery))
+    return FacesStage(AttributesStage(config), ReidStage(config, gallery, staff_faces=staff_faces))
 
 
 def gallery_sqlite_path(config: SiteConfig) -> str:

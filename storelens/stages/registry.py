@@ -12,7 +12,7 @@ Example:
     >>> [e.name for e in stages_for("embedded")]
     ['detect-track', 'faces', 'analytics']
     >>> [e.name for e in stages_for("service")]
-    ['detect-track', 'attributes', 'reid', 'analytics']
+    ['detect-track', 'attributes', 'reid', 'analytics', 'chain-rollup']
 """
 from __future__ import annotations
 
@@ -77,3 +77,5 @@ register_stage("faces", "storelens.stages.faces:build_faces", modes=("embedded",
 register_stage("attributes", "storelens.stages.faces:AttributesStage", modes=("service",))
 register_stage("reid", "storelens.stages.faces:ReidStage", modes=("service",))
 register_stage("analytics", "storelens.stages.analytics:AnalyticsStage")
+register_stage("chain-rollup", "storelens.stages.rollup:ChainRollupStage", modes=("service",),
+               enabled=lambda config: config.chain is not None)

@@ -6,6 +6,9 @@
    heads blurred (:func:`storelens.stages.snapshots.blur_heads` on the stored boxes), the line
    drawn with its ``in`` side marked. The system's count of a clip is every stored crossing of
    that line inside the clip's time window (a clip may hold more than the sampled one).
+   :func:`clip_frames` renders a clip's frames (BGR arrays): the mp4 writer here and the API's JPEG frames
+   (``/v1/audits``, the dashboard's audit view) both use it; :func:`make_clip` names a clip statelessly by
+   ``(camera_id, line_id, crossing_ts_ms)`` and recomputes the system's count from storage.
 2. A person tallies the ins and outs of each clip (a CLI prompt, or a CSV ``clip_id,in,out``).
 3. :func:`record_audit` computes :func:`storelens.domain.audit.summarise` (Wilson interval),
    stores a ``count_audits`` row and, when the accuracy is below ``audit.min_accuracy``,
@@ -26,7 +29,7 @@ import pathlib
 import random
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import sqlalchemy as sa
@@ -35,6 +38,7 @@ from storelens.backends.video import is_live, open_capture
 from storelens.config import SiteConfig
 from storelens.contract import messages as m
 from storelens.domain.audit import AuditSummary, ClipTally, summarise
+from storelens.domain.counting import CrossingEvent
 from storelens.errors import ConfigError
 from storelens.stages.snapshots import blur_heads
 from storelens.storage.schema import count_audits
@@ -58,33 +62,62 @@ class Clip:
     system_out: int
 
 
-def sample_clips(config: SiteConfig, storage: Any, out_dir: str | pathlib.Path, n: int | None = None,
-                 start_ms: int | None = None, end_ms: int | None = None, cameras: Sequence[str] | None = None,
-                 seed: int | None = None) -> list[Clip]:
-    """Draw ``n`` (default ``audit.clips``) crossings and write their clips (mp4) and ``clips.csv``."""
+def pick_crossings(config: SiteConfig, storage: Any, n: int | None = None, start_ms: int | None = None,
+                   end_ms: int | None = None, cameras: Sequence[str] | None = None,
+                   seed: int | None = None) -> list[CrossingEvent]:
+    """Draw ``n`` (default ``audit.clips``) stored crossings at random (``seed``), by camera then time."""
     n = config.audit.clips if n is None else n
     if n < 1:
         raise ConfigError(f"the number of clips must be >= 1, got {n}")
-    known = {c.id: c for c in config.cameras}
-    cams = list(cameras) if cameras else list(known)
-    unknown = sorted(set(cams) - set(known))
+    known = {c.id for c in config.cameras}
+    cams = list(cameras) if cameras else [c.id for c in config.cameras]
+    unknown = sorted(set(cams) - known)
     if unknown:
         raise ConfigError(f"unknown camera(s) {unknown}; the config has {sorted(known)}")
     lo, hi = (-(2**62) if start_ms is None else start_ms), (2**62 if end_ms is None else end_ms)
     events = [e for cam in cams for e in storage.crossings(cam, lo, hi, limit=10_000_000)]
     if not events:
         raise ConfigError("no line crossings stored in the range: nothing to audit")
-    picks = sorted(random.Random(seed).sample(events, min(n, len(events))), key=lambda e: (e.camera_id, e.ts_ms))
+    return sorted(random.Random(seed).sample(events, min(n, len(events))), key=lambda e: (e.camera_id, e.ts_ms))
+
+
+def clip_window(config: SiteConfig, crossing_ts_ms: int) -> tuple[int, int]:
+    """``[start_ms, end_ms)`` of the clip around a crossing (``audit.clip_before_s`` / ``clip_after_s``)."""
+    before, after = int(config.audit.clip_before_s * 1000), int(config.audit.clip_after_s * 1000)
+    return crossing_ts_ms - before, crossing_ts_ms + after + 1
+
+
+def make_clip(config: SiteConfig, storage: Any, camera_id: str, line_id: str, crossing_ts_ms: int,
+              clip_id: str = "", path: str = "") -> Clip | None:
+    """The clip of the stored crossing of ``line_id`` at ``crossing_ts_ms`` with the system's count of its
+    window (every stored crossing of that line inside it); ``None`` when no such crossing is stored.
+
+    Example:
+        >>> make_clip(config, storage, "door", "x320", 1_767_225_604_120).system_in    # doctest: +SKIP
+        1
+    """
+    ev = next((e for e in storage.crossings(camera_id, crossing_ts_ms, crossing_ts_ms + 1) if e.line_id == line_id),
+              None)
+    if ev is None:
+        return None
+    c0, c1 = clip_window(config, ev.ts_ms)
+    same = [e for e in storage.crossings(camera_id, c0, c1) if e.line_id == line_id]
+    return Clip(clip_id, camera_id, line_id, ev.event_id, ev.ts_ms, c0, c1, path,
+                sum(e.direction == "in" for e in same), sum(e.direction == "out" for e in same))
+
+
+def sample_clips(config: SiteConfig, storage: Any, out_dir: str | pathlib.Path, n: int | None = None,
+                 start_ms: int | None = None, end_ms: int | None = None, cameras: Sequence[str] | None = None,
+                 seed: int | None = None) -> list[Clip]:
+    """Draw ``n`` (default ``audit.clips``) crossings and write their clips (mp4) and ``clips.csv``."""
+    picks = pick_crossings(config, storage, n, start_ms, end_ms, cameras, seed)
+    known = {c.id: c for c in config.cameras}
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    before, after = int(config.audit.clip_before_s * 1000), int(config.audit.clip_after_s * 1000)
     clips = []
     for i, ev in enumerate(picks, 1):
-        c0, c1 = ev.ts_ms - before, ev.ts_ms + after + 1
-        same = [e for e in storage.crossings(ev.camera_id, c0, c1) if e.line_id == ev.line_id]
-        clip = Clip(f"c{i:03d}", ev.camera_id, ev.line_id, ev.event_id, ev.ts_ms, c0, c1,
-                    str(out / f"c{i:03d}.mp4"), sum(e.direction == "in" for e in same),
-                    sum(e.direction == "out" for e in same))
+        clip = make_clip(config, storage, ev.camera_id, ev.line_id, ev.ts_ms, f"c{i:03d}", str(out / f"c{i:03d}.mp4"))
+        assert clip is not None  # ev is stored
         _write_clip(known[ev.camera_id], storage, clip)
         clips.append(clip)
     with (out / "clips.csv").open("w", newline="") as f:
@@ -95,27 +128,69 @@ def sample_clips(config: SiteConfig, storage: Any, out_dir: str | pathlib.Path, 
     return clips
 
 
-def _write_clip(cam: Any, storage: Any, clip: Clip) -> None:
-    import cv2
-
+def check_source(cam: Any) -> None:
+    """:class:`ConfigError` when the camera's source is a live stream (the clips are cut from its video file)."""
     if is_live(cam.source):
         raise ConfigError(f"camera {cam.id!r}: source {cam.source!r} is a live stream; the history stores no "
                           f"pixels, so the audit needs the camera's video file")
+
+
+def _source_frames(storage: Any, camera_id: str, start_ms: int, end_ms: int) -> dict[int, int]:
+    """``{source_frame: seq}`` of the stored frames of ``[start_ms, end_ms)``."""
     f = frames_table.c
     rows = storage._rows(sa.select(f.seq, f.source_frame).where(
-        f.camera_id == cam.id, f.ts_ms >= clip.start_ms, f.ts_ms < clip.end_ms, f.end_of_stream == sa.false())
+        f.camera_id == camera_id, f.ts_ms >= start_ms, f.ts_ms < end_ms, f.end_of_stream == sa.false())
         .order_by(f.seq))
-    seq_of = {int(sf): int(seq) for seq, sf in rows}
+    return {int(sf): int(seq) for seq, sf in rows}
+
+
+def clip_frame_count(storage: Any, camera_id: str, start_ms: int, end_ms: int, video_frames: int = 0) -> int:
+    """Frames :func:`clip_frames` yields for the window: every video frame from the first stored one to the last
+    (up to the video's ``video_frames``, when known)."""
+    seq_of = _source_frames(storage, camera_id, start_ms, end_ms)
+    if not seq_of:
+        return 0
+    last = min(max(seq_of), video_frames) if video_frames > 0 else max(seq_of)
+    return max(0, last - min(seq_of) + 1)
+
+
+def source_info(cam: Any) -> tuple[float, int]:
+    """``(fps, frames)`` of the camera's video file (fps 25 when it does not say; frames 0 when unknown)."""
+    import cv2
+
+    check_source(cam)
+    cap = open_capture(cam.source)
+    try:
+        return float(cap.get(cv2.CAP_PROP_FPS) or 25.0), max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
+    finally:
+        cap.release()
+
+
+def clip_frames(cam: Any, storage: Any, line_id: str, start_ms: int, end_ms: int,
+                label: str | None = None) -> Iterator[np.ndarray]:
+    """The clip's frames (BGR) read from the camera's video file: heads blurred on the stored boxes, the line
+    ``line_id`` drawn with its ``in`` side, ``label`` written at the top left. What the mp4 clips of
+    :func:`sample_clips` hold and what the API serves as JPEGs.
+
+    Example:
+        >>> frames = list(clip_frames(cam, storage, "door", clip.start_ms, clip.end_ms))   # doctest: +SKIP
+        >>> len(frames) == clip_frame_count(storage, cam.id, clip.start_ms, clip.end_ms)  # doctest: +SKIP
+        True
+    """
+    import cv2
+
+    check_source(cam)
+    seq_of = _source_frames(storage, cam.id, start_ms, end_ms)
+    if not seq_of:
+        return
     boxes: dict[int, list] = {}
-    for p in storage.tracks(cam.id, clip.start_ms, clip.end_ms):
+    for p in storage.tracks(cam.id, start_ms, end_ms):
         for pt in p.points:
             boxes.setdefault(pt.seq, []).append(pt.bbox_xyxy)
-    line = next((ln for ln in cam.lines if ln.id == clip.line_id), None)
+    line = next((ln for ln in cam.lines if ln.id == line_id), None)
     cap = open_capture(cam.source)
-    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-    writer = None
     try:
-        first, last = (min(seq_of), max(seq_of)) if seq_of else (1, 0)
+        first, last = min(seq_of), max(seq_of)
         if first > 1:
             cap.set(cv2.CAP_PROP_POS_FRAMES, first - 1)
         for idx in range(first, last + 1):
@@ -125,13 +200,26 @@ def _write_clip(cam: Any, storage: Any, clip: Clip) -> None:
             img, _ = blur_heads(image, np.array(boxes.get(seq_of.get(idx, -1), []), np.float64).reshape(-1, 4))
             if line is not None:
                 _draw_line(img, line)
-            cv2.putText(img, clip.clip_id, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2)
+            if label:
+                cv2.putText(img, label, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2)
+            yield img
+    finally:
+        cap.release()
+
+
+def _write_clip(cam: Any, storage: Any, clip: Clip) -> None:
+    import cv2
+
+    check_source(cam)
+    fps, _ = source_info(cam)
+    writer = None
+    try:
+        for img in clip_frames(cam, storage, clip.line_id, clip.start_ms, clip.end_ms, label=clip.clip_id):
             if writer is None:
                 h, w = img.shape[:2]
                 writer = cv2.VideoWriter(clip.path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
             writer.write(img)
     finally:
-        cap.release()
         if writer is not None:
             writer.release()
 

@@ -339,6 +339,13 @@ def _by_kind(records: Iterable[Any]) -> dict[str, list[Any]]:
     return kw
 
 
+@dataclass(frozen=True)
+class _After:
+    """A record kind's follow-up in the writing transaction (:attr:`RecordKind.after`)."""
+
+    fn: Any
+
+
 class SqlStorage(SqlStore):
     """:class:`Storage` in SQLite or PostgreSQL, safe to share between threads.
 
@@ -479,12 +486,18 @@ class SqlStorage(SqlStore):
             kind = RECORDS.get(type_)
             if kind is None:
                 raise TypeError(f"no history table for records of type {type_.__name__}")
-            batch.append((self._record_stmt(type_), kind.rows(items)))
+            rows = kind.rows(items)
+            batch.append((self._record_stmt(type_), rows))
+            if kind.after is not None:
+                batch.append((_After(kind.after), rows))
         return [(stmt, rows) for stmt, rows in batch if rows]
 
     def _apply(self, conn: sa.Connection, batch: list[tuple[Any, list[dict[str, Any]]]]) -> int:
         new = 0
         for stmt, rows in batch:
+            if isinstance(stmt, _After):
+                stmt.fn(conn, rows)
+                continue
             compiled = self._compiled.get(id(stmt))
             if compiled is not None:
                 compiled.executemany(conn, rows)

@@ -42,6 +42,8 @@ class RecordKind:
     replay_ts: str | None = None
     #: Columns an upsert never overwrites (set by someone else, e.g. the API's acknowledgement of an alert).
     keep: tuple[str, ...] = ()
+    #: Run in the same transaction after the upsert, with the rows written (derived tables kept in step).
+    after: Callable[[sa.Connection, list[dict[str, Any]]], None] | None = None
 
 
 #: record type -> kind, in registration order (= write order within a batch).
@@ -49,9 +51,10 @@ RECORDS: dict[type, RecordKind] = {}
 
 
 def register_records(type_: type, table: sa.Table, rows: Rows, newer: Callable[[Any], Any] | None = None,
-                     replay_ts: str | None = None, keep: tuple[str, ...] = ()) -> RecordKind:
+                     replay_ts: str | None = None, keep: tuple[str, ...] = (),
+                     after: Callable[[sa.Connection, list[dict[str, Any]]], None] | None = None) -> RecordKind:
     """Register (or replace) the table of a record type."""
-    kind = RecordKind(type_, table, rows, newer, replay_ts, keep)
+    kind = RecordKind(type_, table, rows, newer, replay_ts, keep, after)
     RECORDS[type_] = kind
     return kind
 
@@ -241,3 +244,53 @@ register_records(m.GroupCrossing, group_crossings, _group_rows, replay_ts="ts_ms
 # Never replaced: a track is staff from its first cue on (a later cue changes nothing). Not deleted by a
 # replay either: the uniform cue is judged on pixels, which the stored track points do not keep.
 register_records(m.StaffTrack, staff_tracks, _staff_rows, newer=lambda new: sa.false())
+
+
+# -- chain roll-up (storelens.storage.rollup) -------------------------------------------------
+
+from storelens.domain.rollup import ChainStore  # noqa: E402
+from storelens.storage.schema import (ROLLUP_BINS, ROLLUP_HIST_COLUMNS, chain_kpi_days, chain_kpi_hours,  # noqa: E402
+                                      chain_stores as chain_stores_table)
+
+
+def _bins(kind: str, hist) -> dict[str, int]:
+    counts = list(hist)[:ROLLUP_BINS]
+    return {f"{kind}_h{i:02d}": (counts[i] if i < len(counts) else 0) for i in range(ROLLUP_BINS)}
+
+
+def _hour_rows(items: Iterable[m.StoreKpiHour]) -> list[dict[str, Any]]:
+    rows = sorted(({
+        "store_id": h.store_id, "start_ms": h.start_ms, "end_ms": h.end_ms, "day": h.day, "label": h.label,
+        "hours": h.hours, "visitors": h.visitors, "staff_in": h.staff_in, "buying_units": h.buying_units,
+        "transactions": h.transactions, "sales_minor": h.sales_minor, "abandonments": h.abandonments,
+        "currency": h.currency, "computed_ms": h.computed_ms, **_bins("dwell", h.dwell_hist),
+        **_bins("wait", h.queue_wait_hist),
+    } for h in items), key=lambda r: r["computed_ms"])  # within a batch the newest computation wins
+    return last_by_key(rows, chain_kpi_hours)
+
+
+def _store_rows(items: Iterable[ChainStore]) -> list[dict[str, Any]]:
+    rows = sorted((s.__dict__ for s in items), key=lambda r: (r["updated_ms"], r["last_hour_ms"]))
+    return last_by_key([dict(r) for r in rows], chain_stores_table)
+
+
+def _refresh_days(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+    """Recompute the ``chain_kpi_days`` rows of the (store, business day)s that ``rows`` touched from their hours."""
+    h, d = chain_kpi_hours.c, chain_kpi_days.c
+    keys = sorted({(r["store_id"], r["day"]) for r in rows})
+    for k in range(0, len(keys), 200):
+        part = keys[k:k + 200]
+        conn.execute(sa.delete(chain_kpi_days).where(sa.tuple_(d.store_id, d.day).in_(part)))
+        summed = ("hours", "visitors", "staff_in", "transactions", "sales_minor", "abandonments", *ROLLUP_HIST_COLUMNS)
+        select = sa.select(h.store_id, h.day, sa.func.min(h.start_ms), sa.func.max(h.end_ms), sa.func.min(h.label),
+                           sa.func.sum(sa.case((h.buying_units >= 0, h.buying_units))),
+                           *(sa.func.sum(h[c]) for c in summed)
+                           ).where(sa.tuple_(h.store_id, h.day).in_(part)).group_by(h.store_id, h.day)
+        conn.execute(sa.insert(chain_kpi_days).from_select(
+            ["store_id", "day", "start_ms", "end_ms", "label", "buying_units", *summed], select))
+
+
+register_records(m.StoreKpiHour, chain_kpi_hours, _hour_rows,
+                 newer=lambda new: new.computed_ms >= chain_kpi_hours.c.computed_ms, after=_refresh_days)
+register_records(ChainStore, chain_stores_table, _store_rows,
+                 newer=lambda new: new.updated_ms >= chain_stores_table.c.updated_ms)

@@ -28,8 +28,11 @@ from __future__ import annotations
 import json
 from typing import Any, NamedTuple
 
+
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+
+from storelens.domain.rollup import N_BINS
 
 ID = sa.Text().with_variant(postgresql.TEXT(collation="C"), "postgresql")
 INT = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
@@ -290,6 +293,70 @@ count_audits = sa.Table(
 )
 
 HISTORY_TABLES = (*HISTORY_TABLES, count_audits)
+
+# -- chain roll-up (migration 0012_chain_rollup) ----------------------------------------------
+
+#: Bins of the dwell and queue-wait histograms of ``chain_kpi_hours`` (:data:`storelens.domain.rollup.DWELL_EDGES_S`).
+ROLLUP_BINS = N_BINS
+ROLLUP_HIST_COLUMNS = tuple(f"{kind}_h{i:02d}" for kind in ("dwell", "wait") for i in range(ROLLUP_BINS))
+#: One row per store and hour of its calendar (``StoreKpiHour`` messages of the ``store-kpis`` topics, upserted
+#: by (store_id, start_ms) when newer by ``computed_ms``); the histograms are one column per bin
+#: (``dwell_h00`` .. ``wait_h22``). A store's own database holds its own rows too when it
+#: rolls itself up (``storelens kpis publish``), the chain's database every store's.
+chain_kpi_hours = sa.Table(
+    "chain_kpi_hours", metadata,
+    _col("store_id", ID, primary_key=True), _col("start_ms", INT, primary_key=True, autoincrement=False),
+    _col("end_ms", INT), _col("day", ID), _col("label", ID), _col("hours", REAL),
+    *(_col(c, INT) for c in ("visitors", "staff_in", "buying_units", "transactions", "sales_minor", "abandonments")),
+    _col("currency", ID), _col("computed_ms", INT),
+    # one column per histogram bin, so SQL adds histograms up like the other figures
+    *(_col(name, INT, server_default="0") for name in ROLLUP_HIST_COLUMNS),
+    sa.Index("chain_kpi_hours_by_time", "start_ms"),
+    sa.Index("chain_kpi_hours_by_day", "day", "store_id"),
+)
+#: The hours added up per store and business day, kept in step with ``chain_kpi_hours`` in the transaction
+#: that writes the hours (the chain's day and week answers read a quarter of 200 stores as 18,000 rows, not
+#: 200,000); ``buying_units`` NULL when the store counts none.
+chain_kpi_days = sa.Table(
+    "chain_kpi_days", metadata,
+    _col("store_id", ID, primary_key=True), _col("day", ID, primary_key=True), _col("start_ms", INT),
+    _col("end_ms", INT), _col("label", ID), _col("hours", REAL),
+    *(_col(c, INT) for c in ("visitors", "staff_in", "transactions", "sales_minor", "abandonments")),
+    _col("buying_units", INT, nullable=True),
+    *(_col(name, INT, server_default="0") for name in ROLLUP_HIST_COLUMNS),
+    sa.Index("chain_kpi_days_by_day", "day"),
+)
+#: One row per store of the roll-up: its name, region and time zone as its newest hour stated them.
+chain_stores = sa.Table(
+    "chain_stores", metadata,
+    _col("store_id", ID, primary_key=True), _col("store_name", sa.Text), _col("region", ID), _col("timezone", ID),
+    _col("currency", ID), _col("updated_ms", INT), _col("last_hour_ms", INT),
+)
+
+HISTORY_TABLES = (*HISTORY_TABLES, chain_kpi_hours, chain_kpi_days, chain_stores)
+
+# -- opt-in staff face gallery (migration 0013_staff_faces) --------------------------------------
+
+#: Staff members who consented to be recognised by face (``storelens staff enroll``): who gave consent,
+#: when, and who recorded it. ``storelens staff remove`` deletes the row and its embeddings (consent
+#: withdrawn); ``revoked_ms`` marks a member whose embeddings must no longer be matched.
+staff_members = sa.Table(
+    "staff_members", metadata,
+    _col("staff_id", ID, primary_key=True), _col("display_name", sa.Text), _col("consent_at_ms", INT),
+    _col("consent_by", sa.Text), _col("consent_note", sa.Text), _col("created_ms", INT),
+    _col("revoked_ms", INT, nullable=True),
+)
+#: Face embeddings of a staff member (float32 little-endian bytes, never images): ``seq`` numbers a
+#: member's embeddings, ``model`` and ``dim`` name the embedder that made them (only those of the
+#: configured ``faces.embedder`` are matched).
+staff_face_embeddings = sa.Table(
+    "staff_face_embeddings", metadata,
+    _col("staff_id", ID, sa.ForeignKey(staff_members.c.staff_id, ondelete="CASCADE"), primary_key=True),
+    _col("seq", sa.Integer, primary_key=True, autoincrement=False), _col("embedding", sa.LargeBinary),
+    _col("model", ID), _col("dim", sa.Integer), _col("created_ms", INT),
+)
+
+HISTORY_TABLES = (*HISTORY_TABLES, staff_members, staff_face_embeddings)
 
 
 # -- face gallery ----------------------------------------------------------------------------

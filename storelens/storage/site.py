@@ -1,4 +1,4 @@
-"""Versions of the site's cameras, lines and zones edited through the API (table ``site_versions``).
+"""Versions of the site's cameras, lines, zones and alert rules edited through the API (table ``site_versions``).
 
 The site file is version 0; each edit saves the whole ``cameras`` list as the next version
 (optimistic: an edit based on an older version is refused, the caller reloads and retries).
@@ -48,6 +48,8 @@ def site_update(storage: Any, store_id: str, after_version: int = 0) -> m.SiteUp
         return None
     rows = storage._rows(sa.select(site_versions).order_by(site_versions.c.version.desc()).limit(1))
     r = rows[0]
-    cameras = json.loads(r.site_json)["cameras"]
+    site = json.loads(r.site_json)
+    rules = site.get("alert_rules")
     return m.SiteUpdate(version=int(r.version), ts_ms=int(r.ts_ms), actor=r.actor, store_id=store_id,
-                        cameras_json=json.dumps(cameras, sort_keys=True))
+                        cameras_json=json.dumps(site["cameras"], sort_keys=True),
+                        alert_rules_json="" if rules is None else json.dumps(rules, sort_keys=True))

@@ -1,10 +1,12 @@
 // One camera: its reference frame (GET /v1/cameras/{id}/snapshot, heads blurred) with its counting lines
 // and zones drawn over it, an optional heatmap overlay (GET /v1/cameras/{id}/heatmap), and, for admins,
-// lines whose endpoints can be dragged and saved (PUT /v1/site/cameras/{id}/lines/{line_id}).
+// lines whose endpoints can be dragged and saved (PUT /v1/site/cameras/{id}/lines/{line_id}) and zones whose
+// polygon vertices can be dragged and saved (PUT /v1/site/cameras/{id}/zones/{zone_id}: the zone as GET /v1/site
+// returns it, only the polygon changed, based on the site version shown: 409 when someone changed it meanwhile).
 import { useEffect, useMemo, useRef, useState, type PointerEvent as RPointerEvent } from "react";
 import {
-  atLeast, fmtDuration, fmtTime, sendJson, toApiError, useApi,
-  type ApiError, type HeatmapOut, type LineCfg, type Point, type SiteOut, type ZoneState,
+  ApiError, atLeast, fmtDuration, fmtTime, sendJson, toApiError, useApi,
+  type HeatmapOut, type LineCfg, type Point, type SiteOut, type ZoneCfg, type ZoneState,
 } from "../api";
 import { Card, Problem, Select } from "../ui";
 import { useCameras } from "./common";
@@ -12,7 +14,9 @@ import type { ViewProps } from "../App";
 
 const ZONE_COLOURS: Record<string, string> = { queue: "#f97316", shelf: "#16a34a", staff_only: "#dc2626" };
 
-type Drag = { line: string; end: "a" | "b" } | null;
+type Drag = { line: string; end: "a" | "b" } | { zone: string; vertex: number } | null;
+
+const fmtPoint = (p: Point) => `${p[0]}, ${p[1]}`;
 
 export function CameraView({ me }: ViewProps) {
   const { cams, cameraId, setCameraId, camera } = useCameras();
@@ -25,6 +29,7 @@ export function CameraView({ me }: ViewProps) {
   const [size, setSize] = useState<{ w: number; h: number } | null>(null);
   const [imgError, setImgError] = useState(false);
   const [edits, setEdits] = useState<Record<string, { a: Point; b: Point }>>({});
+  const [zoneEdits, setZoneEdits] = useState<Record<string, Point[]>>({});
   const [drag, setDrag] = useState<Drag>(null);
   const [saving, setSaving] = useState<string | null>(null);
   const [saved, setSaved] = useState<string | null>(null);
@@ -33,6 +38,7 @@ export function CameraView({ me }: ViewProps) {
 
   useEffect(() => {
     setEdits({});
+    setZoneEdits({});
     setSize(null);
     setImgError(false);
     setSaved(null);
@@ -64,10 +70,44 @@ export function CameraView({ me }: ViewProps) {
   const onMove = (ev: RPointerEvent<SVGSVGElement>) => {
     if (!drag) return;
     const p = toFrame(ev);
+    if ("zone" in drag) {
+      const zone = shownZones.find((z) => z.id === drag.zone);
+      if (!zone) return;
+      setZoneEdits((e) => ({ ...e, [drag.zone]: zone.polygon.map((q, i) => (i === drag.vertex ? p : q)) }));
+      setSaved(null);
+      return;
+    }
     const line = shown.find((l) => l.id === drag.line);
     if (!line) return;
     setEdits((e) => ({ ...e, [drag.line]: { a: drag.end === "a" ? p : line.a, b: drag.end === "b" ? p : line.b } }));
     setSaved(null);
+  };
+
+  const dropZoneEdit = (id: string) => setZoneEdits((e) => { const { [id]: _, ...rest } = e; return rest; });
+
+  const saveZone = async (zone: ZoneCfg) => {
+    const polygon = zoneEdits[zone.id];
+    const cfg = siteCam?.zones.find((z) => z.id === zone.id);
+    if (!polygon || !cfg || !site.data) return;
+    setSaving(`zone:${zone.id}`);
+    setSaveError(null);
+    try {
+      // the zone as the site has it (kind, service edge, product ...), only the polygon moved
+      const r2 = await sendJson<{ version: number }>(
+        "PUT", `/v1/site/cameras/${encodeURIComponent(cameraId)}/zones/${encodeURIComponent(zone.id)}` +
+        `?base_version=${site.data.version}`, { ...cfg, polygon });
+      setSaved(`Zone ${zone.id} saved (site version ${r2.version}).`);
+      dropZoneEdit(zone.id);
+      site.reload();
+      zones.reload();
+    } catch (e) {
+      const err = toApiError(e);
+      setSaveError(err.status === 409
+        ? new ApiError(409, `${err.detail} (someone changed the site since it was loaded: reload the page, then move the zone again)`)
+        : err);
+    } finally {
+      setSaving(null);
+    }
   };
 
   const save = async (line: LineCfg) => {
@@ -94,6 +134,11 @@ export function CameraView({ me }: ViewProps) {
 
   const heatMax = heat.data ? Math.max(1, ...heat.data.cells.map((c) => (heatKind === "dwell" ? c.dwell_ms : c.occupancy_ms))) : 1;
   const camZones = (zones.data?.zones ?? []).filter((z) => z.camera_id === cameraId);
+  // Zones in force (/v1/site; editable), else as the zone state reports them (/v1/zones).
+  const zoneList: ZoneCfg[] = siteCam
+    ? siteCam.zones
+    : camZones.map((z) => ({ id: z.zone_id, kind: z.kind, polygon: z.polygon }));
+  const shownZones = zoneList.map((z) => ({ ...z, polygon: zoneEdits[z.id] ?? z.polygon }));
 
   return (
     <>
@@ -144,21 +189,31 @@ export function CameraView({ me }: ViewProps) {
                   fill={`hsl(${Math.round(60 - 60 * t)}, 100%, 50%)`} fillOpacity={0.15 + 0.55 * t} />
               );
             })}
-            {camZones.map((z) => {
+            {shownZones.map((z) => {
               // label in the top-left corner of the zone's bounding box (the middle is where lines usually are)
               const lx = Math.min(...z.polygon.map((p) => p[0])) + w / 80;
               const ly = Math.min(...z.polygon.map((p) => p[1])) + w / 30;
-              const colour = ZONE_COLOURS[z.kind] ?? "#2563eb";
+              const kind = z.kind ?? "area";
+              const colour = ZONE_COLOURS[kind] ?? "#2563eb";
               return (
-                <g key={z.zone_id} data-testid={`zone-${z.zone_id}`}>
+                <g key={z.id} data-testid={`zone-${z.id}`}>
                   <polygon points={z.polygon.map((p) => p.join(",")).join(" ")} fill={colour} fillOpacity={0.12}
                     stroke={colour} strokeWidth={Math.max(1, w / 400)} strokeDasharray={`${w / 80} ${w / 160}`} />
                   <text x={lx} y={ly} className="zone-label" fontSize={w / 40}>
-                    {z.zone_id} ({z.kind})
+                    {z.id} ({kind})
                   </text>
                 </g>
               );
             })}
+            {editable && shownZones.map((z) => z.polygon.map((p, i) => (
+              <rect key={`${z.id}-${i}`} x={p[0] - r * 0.8} y={p[1] - r * 0.8} width={r * 1.6} height={r * 1.6}
+                className="handle editable zone-handle" data-testid={`handle-zone-${z.id}-${i}`}
+                onPointerDown={(ev) => {
+                  ev.preventDefault();
+                  (ev.currentTarget.ownerSVGElement as SVGSVGElement).setPointerCapture(ev.pointerId);
+                  setDrag({ zone: z.id, vertex: i });
+                }} />
+            )))}
             {shown.map((l) => {
               const [ax, ay] = l.a;
               const [bx, by] = l.b;
@@ -199,7 +254,7 @@ export function CameraView({ me }: ViewProps) {
         </div>
         <div className="muted small">
           {editable
-            ? "Drag a line's end points, then save. Crossing toward the arrow counts as in."
+            ? "Drag a line's end points or a zone's corners (squares), then save. Crossing toward the arrow counts as in."
             : isAdmin
               ? "Site editing is not available on this API."
               : "Only admins can move lines."}
@@ -236,6 +291,38 @@ export function CameraView({ me }: ViewProps) {
           </table>
         </div>
         {site.data && <div className="muted small">Site configuration version {site.data.version}</div>}
+      </Card>
+      <Card title="Zones">
+        <div className="table-wrap">
+          <table className="table" data-testid="zones-table">
+            <thead><tr><th>Zone</th><th>Kind</th><th>Polygon (x, y)</th><th></th></tr></thead>
+            <tbody>
+              {shownZones.map((z) => (
+                <tr key={z.id} data-testid={`zonecfg-row-${z.id}`}>
+                  <td>{z.id}</td>
+                  <td>{z.kind ?? "area"}</td>
+                  <td className="small">
+                    {z.polygon.map((p, i) => (
+                      <span key={i}>
+                        <span className="vertex" data-testid={`vertex-${i}`}>{fmtPoint(p)}</span>
+                        {i < z.polygon.length - 1 ? " · " : ""}
+                      </span>
+                    ))}
+                  </td>
+                  <td>
+                    {editable && zoneEdits[z.id] && (
+                      <span className="row-actions">
+                        <button className="primary" disabled={saving === `zone:${z.id}`} onClick={() => saveZone(z)}
+                          data-testid={`save-zone-${z.id}`}>{saving === `zone:${z.id}` ? "Saving…" : "Save"}</button>
+                        <button onClick={() => dropZoneEdit(z.id)}>Undo</button>
+                      </span>
+                    )}
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
       </Card>
     </>
   );

@@ -6,19 +6,20 @@ transactions and the zone exits (:mod:`storelens.domain.kpis`).
 """
 from __future__ import annotations
 
-from collections import Counter
+import datetime as dt
 from typing import Annotated, Literal
 
 from fastapi import Depends, HTTPException, Query
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from storelens.domain import kpis as K
+from storelens.domain import rollup as R
 from storelens.domain import pos
 from storelens.domain import staff as ST
-from storelens.domain.calendar import StoreCalendar
 from storelens.domain.privacy import DEFAULT_K, is_suppressed, keep
 from storelens.storage import business as bq
-from storelens.storage import groups as gq
+from storelens.storage import rollup as rq
+from storelens.storage.kpis import calendar, store_kpis
 
 from ..deps import MAX_TS_MS, ContextDep, EndMs, StartMs, api_router, require_role, resolve_range
 from ..models import _Out
@@ -148,6 +149,11 @@ class KpisOut(_Out):
     end_ms: int
     buckets: list[KpiBucketOut]
     totals: KpiValues
+    source: Literal["history", "rollup"] = Field(
+        "history", description="history: computed from this deployment's own history (its store); rollup: "
+                               "another store's hours as it published them to the chain roll-up (medians "
+                               "from histograms, within one bin; opening_hours and staff_excluded unknown: "
+                               "false, and true when staff were counted).")
 
 
 def _values(b: K.KpiBucket, k_min: int = DEFAULT_K) -> dict:
@@ -187,43 +193,90 @@ def get_kpis(
 ) -> KpisOut:
     cfg = ctx.config.store
     if store is not None and store != cfg.id:
-        raise HTTPException(404, f"unknown store {store!r}")
+        out = _rolled_up(ctx, store, *resolve_range(start_ms, end_ms), period, currency)
+        if out is None:
+            raise HTTPException(404, f"unknown store {store!r}: neither this deployment's store ({cfg.id!r}) "
+                                     f"nor one of the chain roll-up (GET /v1/stores)")
+        return out
     start_ms, end_ms = resolve_range(start_ms, end_ms)
-    cal = StoreCalendar(cfg.timezone, cfg.opening_minutes())
+    cal = calendar(ctx.config)
     # Whole buckets: at most a week either side of the range.
     if (end_ms - start_ms) / 3_600_000 > MAX_BUCKETS * {"hour": 1, "day": 24, "week": 168}[period] + 24:
         raise HTTPException(422, f"the range has more than {MAX_BUCKETS} {period} buckets: narrow it")
     buckets = cal.buckets(period, start_ms, end_ms)
     if len(buckets) > MAX_BUCKETS:
         raise HTTPException(422, f"the range has more than {MAX_BUCKETS} {period} buckets: narrow it")
-    lo = min((b.start_ms for b in buckets), default=start_ms)
-    hi = max((b.end_ms for b in buckets), default=end_ms)
-    lines = None if cfg.entrance_lines is None else [tuple(x.split("/", 1)) for x in cfg.entrance_lines]
-    staff = gq.staff_track_ids(ctx.storage, lo - ST.STAFF_DAY_MS, hi + ST.STAFF_DAY_MS)
-    visitors, staff_times = ST.split_entries(gq.in_crossings_by_track(ctx.storage, lines, lo, hi), staff)
-    sales = bq.sales(ctx.storage, cfg.id, lo, hi)
-    if currency is None and sales:
-        currency = Counter(s.currency for s in sales).most_common(1)[0][0]
-    exits = bq.zone_exits(ctx.storage, (*K.DWELL_ZONE_KINDS, "queue"), lo, hi)
-    per, total = K.compute(buckets, visitors, [(s.ts_ms, s.amount_minor) for s in sales if s.currency == currency],
-                           [(e.ts_ms, e.zone_kind, e.dwell_ms, e.how) for e in exits])
-    staff_per, staff_total = ST.per_bucket(buckets, staff_times)
-    groups_on = ctx.config.groups.enabled
-    units_per, units_total = ST.per_bucket(
-        buckets, ST.unit_entries(gq.unit_entries(ctx.storage, lines, lo, hi), staff) if groups_on else [])
+    r = store_kpis(ctx.config, ctx.storage, buckets, start_ms, end_ms, currency)
+    groups_on = r.groups_on
 
     def values(k: K.KpiBucket, staff_in: int, units: int) -> dict:
         return {**_values(k, ctx.config.privacy.k_min), "staff_in": staff_in, "buying_units": units if groups_on else None,
                 "conversion_per_buying_unit": ST.ratio(k.transactions, units) if groups_on else None,
                 "shopper_to_staff_ratio": ST.ratio(k.visitors, staff_in)}
 
-    staff_cfg = ctx.config.staff
-    staff_excluded = staff_cfg.uniform is not None or (
-        staff_cfg.zones and any(z.kind == "staff_only" for c in ctx.config.cameras for z in c.zones))
     return KpisOut(
         store_id=cfg.id, timezone=cfg.timezone, period=period, opening_hours=cfg.opening_hours is not None,
-        currency=currency, staff_excluded=staff_excluded, start_ms=start_ms, end_ms=end_ms,
+        currency=r.currency, staff_excluded=r.staff_excluded, start_ms=start_ms, end_ms=end_ms,
         buckets=[KpiBucketOut(label=b.label, day=b.day.isoformat(), start_ms=b.start_ms, end_ms=b.end_ms,
                               hours=b.hours, **values(k, n_staff, n_units))
-                 for b, k, n_staff, n_units in zip(buckets, per, staff_per, units_per)],
-        totals=KpiValues(**values(total, staff_total, units_total)))
+                 for b, k, n_staff, n_units in zip(r.buckets, r.per, r.staff_per, r.units_per)],
+        totals=KpiValues(**values(r.total, r.staff_total, r.units_total)))
+
+
+
+def chain_values(k: R.ChainKpis, k_min: int) -> dict:
+    """:class:`KpiValues` of rolled-up store-hours (medians from the histograms, withheld below ``k_min``)."""
+    n_dwell, n_wait = k.dwell_visits, k.queue_served
+    return {"visitors": k.visitors, "staff_in": k.staff_in, "buying_units": k.buying_units,
+            "transactions": k.transactions, "sales_minor": k.sales_minor, "conversion": k.conversion,
+            "conversion_per_buying_unit": k.conversion_per_buying_unit, "atv_minor": k.atv_minor,
+            "sales_per_visitor_minor": k.sales_per_visitor_minor,
+            "median_dwell_s": keep(k.median_dwell_s, n_dwell, k_min),
+            "queue_wait_median_s": keep(k.queue_wait_median_s, n_wait, k_min), "queue_served": n_wait,
+            "suppressed": is_suppressed(n_dwell, k_min) or is_suppressed(n_wait, k_min),
+            "abandonments": k.abandonments, "shopper_to_staff_ratio": k.shopper_to_staff_ratio}
+
+
+def bucket_label(period: str, key: str) -> str:
+    """The label of a rolled-up bucket like the store's own: the day, the ISO week, the local hour."""
+    if period == "week":
+        iso = dt.date.fromisoformat(key).isocalendar()
+        return f"{iso[0]}-W{iso[1]:02d}"
+    return key
+
+
+def _rolled_up(ctx, store: str, start_ms: int, end_ms: int, period: str, currency: str | None) -> KpisOut | None:
+    """Another store's KPIs from the chain roll-up (its published hours), ``None`` when it has none.
+
+    A bucket (the store's business day, week, or one hour) is reported whole when one of its hours
+    overlaps ``[start_ms, end_ms)``."""
+    info = next((s for s in rq.chain_stores(ctx.storage) if s.store_id == store), None)
+    if info is None:
+        return None
+    if currency is not None and info.currency and currency != info.currency:
+        raise HTTPException(422, f"store {store!r} reports sales in {info.currency}, not {currency}")
+    pad = 8 * 86_400_000  # whole weeks either side
+    rows = rq.hour_rows(ctx.storage, stores=[store], start_ms=max(0, start_ms - pad), end_ms=end_ms + pad,
+                        per="hour" if period == "hour" else "day")
+    keyed = [(str(r.start_ms) if period == "hour" else R.period_key(period, r.day, r.label), r) for r in rows]
+    wanted = {k for k, r in keyed if r.start_ms < end_ms and r.end_ms > start_ms}
+    groups: dict[str, list] = {}
+    for k, r in keyed:
+        if k in wanted:
+            groups.setdefault(k, []).append(r)
+    if len(groups) > MAX_BUCKETS:
+        raise HTTPException(422, f"the range has more than {MAX_BUCKETS} {period} buckets: narrow it")
+    k_min = ctx.config.privacy.k_min
+    buckets, total = [], R.ChainKpis()
+    for k, rs in sorted(groups.items(), key=lambda kv: kv[1][0].start_ms):
+        agg = R.ChainKpis()
+        for r in rs:
+            agg.add(r.kpis)
+        total.add(agg)
+        buckets.append(KpiBucketOut(
+            label=rs[0].label if period == "hour" else bucket_label(period, k),
+            day=rs[0].day if period != "week" else k, start_ms=rs[0].start_ms,
+            end_ms=max(r.end_ms for r in rs), hours=agg.hours, **chain_values(agg, k_min)))
+    return KpisOut(store_id=store, timezone=info.timezone, period=period, opening_hours=False,
+                   currency=info.currency or None, staff_excluded=total.staff_in > 0, start_ms=start_ms,
+                   end_ms=end_ms, buckets=buckets, totals=KpiValues(**chain_values(total, k_min)), source="rollup")

@@ -21,6 +21,7 @@ from fastapi import Depends, HTTPException, Path, Query
 from pydantic import Field
 
 from storelens.config import CameraConfig, LineConfig, ZoneConfig, with_cameras
+from storelens.config.alerts import AlertRule
 from storelens.errors import ConfigError
 from storelens.storage import site as sq
 
@@ -45,6 +46,7 @@ class SiteOut(_Out):
     store_id: str
     cameras: list[dict[str, Any]] = Field(description="As in the site file (`cameras:`); sources without "
                                                       "credentials.")
+    alert_rules: list[dict[str, Any]] = Field(description="As in the site file (`alerts.rules:`).")
 
 
 class SiteChangeOut(_Out):
@@ -66,31 +68,26 @@ def _public(cam: CameraConfig) -> dict[str, Any]:
 @router.get("/v1/site", response_model=SiteOut, summary="The site in force: cameras, lines and zones")
 def get_site(ctx: ContextDep) -> SiteOut:
     return SiteOut(version=ctx.site_version, store_id=ctx.config.store.id,
-                   cameras=[_public(c) for c in ctx.config.cameras])
+                   cameras=[_public(c) for c in ctx.config.cameras],
+                   alert_rules=[r.model_dump(mode="json") for r in ctx.config.alerts.rules])
 
 
-def _change(ctx: ApiContext, principal: Principal, base_version: int | None, camera_id: str,
-            edit: Callable[[CameraConfig | None], CameraConfig | None], rederive: bool = False) -> SiteChangeOut:
-    """Apply ``edit`` to the camera (``None``: absent / delete it), validate the whole site, save the version."""
+def _save(ctx: ApiContext, principal: Principal, base_version: int | None,
+          edit: Callable[[list[CameraConfig], list[Any]], tuple[list[CameraConfig], list[Any]]]) -> tuple[int, Any]:
+    """Apply ``edit`` to the site's (cameras, alert rules), validate the whole site, save it as the next
+    version and put it in force; ``(version, new config)``."""
     if ctx.site_is_stale():
         ctx.refresh_site()
     base = ctx.site_version
     if base_version is not None and base_version != base:
         raise HTTPException(409, f"the site is at version {base}, not {base_version}: reload and retry")
-    cams = list(ctx.config.cameras)
-    index = next((i for i, c in enumerate(cams) if c.id == camera_id), None)
-    changed = edit(cams[index] if index is not None else None)
-    if changed is None:
-        cams.pop(index)  # edit() raised 404 when there was nothing to delete
-    elif index is None:
-        cams.append(changed)
-    else:
-        cams[index] = changed
+    cams, rules = edit(list(ctx.config.cameras), list(ctx.config.alerts.rules))
     try:
-        new = with_cameras(ctx.config, cams, origin="the site")
+        new = with_cameras(ctx.config, cams, origin="the site", alert_rules=rules)
     except ConfigError as e:
         raise HTTPException(422, str(e)) from None
-    site = {"cameras": [c.model_dump(mode="json") for c in new.cameras]}
+    site = {"cameras": [c.model_dump(mode="json") for c in new.cameras],
+            "alert_rules": [r.model_dump(mode="json") for r in new.alerts.rules]}
     version = sq.save_site(ctx.storage, base, site, principal.name, int(time.time() * 1000))
     if version is None:
         raise HTTPException(409, "the site changed meanwhile: reload and retry")
@@ -98,6 +95,31 @@ def _change(ctx: ApiContext, principal: Principal, base_version: int | None, cam
     update = sq.site_update(ctx.storage, new.store.id, version - 1)
     if update is not None and ctx.on_site_change is not None:
         ctx.on_site_change(update)
+    return version, new
+
+
+def _change(ctx: ApiContext, principal: Principal, base_version: int | None, camera_id: str,
+            edit: Callable[[CameraConfig | None], CameraConfig | None], rederive: bool = False) -> SiteChangeOut:
+    """Apply ``edit`` to the camera (``None``: absent / delete it), validate the whole site, save the version."""
+    changed: list[CameraConfig | None] = []
+
+    def edit_site(cams: list[CameraConfig], rules: list[Any]) -> tuple[list[CameraConfig], list[Any]]:
+        index = next((i for i, c in enumerate(cams) if c.id == camera_id), None)
+        changed.append(edit(cams[index] if index is not None else None))
+        if changed[0] is None:
+            cams.pop(index)  # edit() raised 404 when there was nothing to delete
+        elif index is None:
+            cams.append(changed[0])
+        else:
+            cams[index] = changed[0]
+        return cams, rules
+
+    version, new = _save(ctx, principal, base_version, edit_site)
+    return _camera_change(ctx, new, version, camera_id, changed[0], rederive)
+
+
+def _camera_change(ctx: ApiContext, new: Any, version: int, camera_id: str, changed: CameraConfig | None,
+                   rederive: bool) -> SiteChangeOut:
     rederived = None
     if rederive and changed is not None:
         from storelens.storage.replay import replay
@@ -188,3 +210,44 @@ def delete_zone(ctx: ContextDep, principal: Admin, camera_id: ItemId, zone_id: I
                 base_version: BaseVersion = None) -> SiteChangeOut:
     return _change(ctx, principal, base_version, camera_id,
                    lambda cam: _delete_item("zones", _camera(cam, camera_id), zone_id))
+
+
+# -- alert rules ------------------------------------------------------------------------------
+
+
+class RuleChangeOut(_Out):
+    version: int = Field(description="The version this change made.")
+    rule: dict[str, Any] | None = Field(description="The rule after the change (null: deleted).")
+
+
+RULE_ERRORS = {404: {"model": ErrorOut, "description": "Unknown rule."},
+               409: {"model": ErrorOut, "description": "The site changed since `base_version`; reload and retry."}}
+
+
+@router.put("/v1/site/alerts/rules/{rule_id}", response_model=RuleChangeOut, responses=RULE_ERRORS,
+            summary="Add or change an alert rule (admin)",
+            description="The rule as in the site file's `alerts.rules` (its `kind` chooses the fields); validated "
+                        "with the site (422 names the field, e.g. a camera or zone that does not exist); in force in "
+                        "the running pipeline without a restart like the cameras' edits.")
+def put_rule(ctx: ContextDep, principal: Admin, rule_id: ItemId, body: AlertRule,
+             base_version: BaseVersion = None) -> RuleChangeOut:
+    _check_id("rule", rule_id, body.id)
+
+    def edit(cams: list, rules: list) -> tuple[list, list]:
+        index = next((i for i, r in enumerate(rules) if r.id == rule_id), None)
+        return cams, (rules + [body] if index is None else [*rules[:index], body, *rules[index + 1:]])
+
+    version, _ = _save(ctx, principal, base_version, edit)
+    return RuleChangeOut(version=version, rule=body.model_dump(mode="json"))
+
+
+@router.delete("/v1/site/alerts/rules/{rule_id}", response_model=RuleChangeOut, responses=RULE_ERRORS,
+               summary="Remove an alert rule (admin; its alerts stay)")
+def delete_rule(ctx: ContextDep, principal: Admin, rule_id: ItemId, base_version: BaseVersion = None) -> RuleChangeOut:
+    def edit(cams: list, rules: list) -> tuple[list, list]:
+        if not any(r.id == rule_id for r in rules):
+            raise HTTPException(404, f"unknown alert rule {rule_id!r}")
+        return cams, [r for r in rules if r.id != rule_id]
+
+    version, _ = _save(ctx, principal, base_version, edit)
+    return RuleChangeOut(version=version, rule=None)

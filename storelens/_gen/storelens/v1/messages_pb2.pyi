@@ -650,15 +650,59 @@ class StaffTrack(_message.Message):
     def __init__(self, camera_id: _Optional[str] = ..., track_id: _Optional[int] = ..., ts_ms: _Optional[int] = ..., seq: _Optional[int] = ..., cue: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class SiteUpdate(_message.Message):
-    __slots__ = ("version", "ts_ms", "actor", "store_id", "cameras_json")
+    __slots__ = ("version", "ts_ms", "actor", "store_id", "cameras_json", "alert_rules_json")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     TS_MS_FIELD_NUMBER: _ClassVar[int]
     ACTOR_FIELD_NUMBER: _ClassVar[int]
     STORE_ID_FIELD_NUMBER: _ClassVar[int]
     CAMERAS_JSON_FIELD_NUMBER: _ClassVar[int]
+    ALERT_RULES_JSON_FIELD_NUMBER: _ClassVar[int]
     version: int
     ts_ms: int
     actor: str
     store_id: str
     cameras_json: str
-    def __init__(self, version: _Optional[int] = ..., ts_ms: _Optional[int] = ..., actor: _Optional[str] = ..., store_id: _Optional[str] = ..., cameras_json: _Optional[str] = ...) -> None: ...
+    alert_rules_json: str
+    def __init__(self, version: _Optional[int] = ..., ts_ms: _Optional[int] = ..., actor: _Optional[str] = ..., store_id: _Optional[str] = ..., cameras_json: _Optional[str] = ..., alert_rules_json: _Optional[str] = ...) -> None: ...
+
+class StoreKpiHour(_message.Message):
+    __slots__ = ("store_id", "store_name", "region", "timezone", "start_ms", "end_ms", "day", "label", "hours", "visitors", "staff_in", "buying_units", "transactions", "sales_minor", "currency", "dwell_hist", "queue_wait_hist", "abandonments", "computed_ms")
+    STORE_ID_FIELD_NUMBER: _ClassVar[int]
+    STORE_NAME_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    TIMEZONE_FIELD_NUMBER: _ClassVar[int]
+    START_MS_FIELD_NUMBER: _ClassVar[int]
+    END_MS_FIELD_NUMBER: _ClassVar[int]
+    DAY_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    HOURS_FIELD_NUMBER: _ClassVar[int]
+    VISITORS_FIELD_NUMBER: _ClassVar[int]
+    STAFF_IN_FIELD_NUMBER: _ClassVar[int]
+    BUYING_UNITS_FIELD_NUMBER: _ClassVar[int]
+    TRANSACTIONS_FIELD_NUMBER: _ClassVar[int]
+    SALES_MINOR_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    DWELL_HIST_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_WAIT_HIST_FIELD_NUMBER: _ClassVar[int]
+    ABANDONMENTS_FIELD_NUMBER: _ClassVar[int]
+    COMPUTED_MS_FIELD_NUMBER: _ClassVar[int]
+    store_id: str
+    store_name: str
+    region: str
+    timezone: str
+    start_ms: int
+    end_ms: int
+    day: str
+    label: str
+    hours: float
+    visitors: int
+    staff_in: int
+    buying_units: int
+    transactions: int
+    sales_minor: int
+    currency: str
+    dwell_hist: _containers.RepeatedScalarFieldContainer[int]
+    queue_wait_hist: _containers.RepeatedScalarFieldContainer[int]
+    abandonments: int
+    computed_ms: int
+    def __init__(self, store_id: _Optional[str] = ..., store_name: _Optional[str] = ..., region: _Optional[str] = ..., timezone: _Optional[str] = ..., start_ms: _Optional[int] = ..., end_ms: _Optional[int] = ..., day: _Optional[str] = ..., label: _Optional[str] = ..., hours: _Optional[float] = ..., visitors: _Optional[int] = ..., staff_in: _Optional[int] = ..., buying_units: _Optional[int] = ..., transactions: _Optional[int] = ..., sales_minor: _Optional[int] = ..., currency: _Optional[str] = ..., dwell_hist: _Optional[_Iterable[int]] = ..., queue_wait_hist: _Optional[_Iterable[int]] = ..., abandonments: _Optional[int] = ..., computed_ms: _Optional[int] = ...) -> None: ...

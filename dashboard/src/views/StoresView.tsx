@@ -1,0 +1,125 @@
+// The chain's stores compared (GET /v1/stores, GET /v1/chain/kpis): by store, region or the whole chain,
+// on each store's own business days; conversion and sales per visitor as an index of the selection (1.0 = equal).
+import { useMemo, useState } from "react";
+import { fmtNum, fmtPct, qs, useApi } from "../api";
+import { Chart, PALETTE } from "../Chart";
+import { Card, Empty, Loading, Problem, Select } from "../ui";
+import type { ViewProps } from "../App";
+
+interface StoreOut { store_id: string; name: string; region: string; timezone: string; currency: string | null; updated_ms: number }
+interface Values {
+  visitors: number; staff_in: number; transactions: number; sales_minor: number; conversion: number | null;
+  atv_minor: number | null; sales_per_visitor_minor: number | null; median_dwell_s: number | null;
+  queue_wait_median_s: number | null; abandonments: number; hours: number; stores: number; suppressed: boolean;
+}
+interface Bucket extends Values { key: string; label: string }
+interface Group {
+  group: string; name: string; region: string | null; store_ids: string[]; totals: Values; buckets: Bucket[];
+  comparison: { conversion_index: number | null; sales_per_visitor_index: number | null; visitors_share: number | null;
+                rank_conversion: number | null };
+}
+interface ChainKpis { from_day: string; to_day: string; currency: string | null; chain: Values; groups: Group[] }
+
+type GroupBy = "store" | "region" | "chain";
+type Period = "day" | "week";
+const DAYS: Record<string, number> = { "7": 7, "28": 28, "91": 91 };
+
+function isoDay(d: Date): string {
+  return d.toISOString().slice(0, 10);
+}
+
+const money = (minor: number | null | undefined, cur: string | null) =>
+  minor === null || minor === undefined ? "–" : `${(minor / 100).toLocaleString(undefined, { maximumFractionDigits: 2 })} ${cur ?? ""}`;
+
+export function StoresView(_: ViewProps) {
+  const [groupBy, setGroupBy] = useState<GroupBy>("store");
+  const [period, setPeriod] = useState<Period>("day");
+  const [days, setDays] = useState("7");
+  const stores = useApi<{ stores: StoreOut[]; regions: string[] }>("/v1/stores");
+  // the range ends on the newest business day any store reported (the API's default end)
+  const first = useApi<ChainKpis>(stores.data && stores.data.stores.length ? "/v1/chain/kpis?group_by=chain" : null);
+  const to = first.data?.to_day;
+  const from = to ? isoDay(new Date(Date.parse(to) - (DAYS[days] - 1) * 86_400_000)) : undefined;
+  const k = useApi<ChainKpis>(to ? `/v1/chain/kpis${qs({ group_by: groupBy, period, from_day: from, to_day: to })}` : null);
+
+  const option = useMemo(() => {
+    const groups = k.data?.groups ?? [];
+    const keys = [...new Set(groups.flatMap((g) => g.buckets.map((b) => b.key)))].sort();
+    return {
+      tooltip: { trigger: "axis" },
+      legend: { type: "scroll", top: 0 },
+      grid: { left: 40, right: 12, top: 32, bottom: 28, containLabel: true },
+      xAxis: { type: "category", data: keys },
+      yAxis: { type: "value", name: "conversion", axisLabel: { formatter: (v: number) => `${Math.round(v * 100)}%` } },
+      series: groups.slice(0, 12).map((g, i) => ({
+        type: "line", name: g.name, color: PALETTE[i % PALETTE.length], connectNulls: false,
+        data: keys.map((key) => g.buckets.find((b) => b.key === key)?.conversion ?? null),
+      })),
+    };
+  }, [k.data]);
+
+  const cur = k.data?.currency ?? null;
+  const rows = [...(k.data?.groups ?? [])].sort((a, b) =>
+    (a.comparison.rank_conversion ?? 1e9) - (b.comparison.rank_conversion ?? 1e9));
+  return (
+    <>
+      <div className="toolbar">
+        <Select label="Compare" value={groupBy} onChange={setGroupBy} testId="stores-group-by"
+                options={[{ value: "store", label: "Stores" }, { value: "region", label: "Regions" },
+                          { value: "chain", label: "Whole chain" }]} />
+        <Select label="Per" value={period} onChange={setPeriod} options={[{ value: "day", label: "Day" }, { value: "week", label: "Week" }]} />
+        <Select label="Days" value={days} onChange={setDays}
+                options={[{ value: "7", label: "Last 7 days" }, { value: "28", label: "Last 28 days" },
+                          { value: "91", label: "Last 91 days" }]} />
+      </div>
+      <Problem error={stores.error ?? first.error ?? k.error} />
+      <Loading on={stores.loading && !stores.data} />
+      <Empty on={!!stores.data && stores.data.stores.length === 0}>
+        No store has rolled its KPIs up here yet (the chain's chain-rollup service, or
+        `storelens kpis publish`).
+      </Empty>
+      {k.data && (
+        <>
+          <Card title={`Conversion per ${period}, ${k.data.from_day} to ${k.data.to_day}`}>
+            <Chart option={option} height={280} testId="stores-chart" />
+          </Card>
+          <Card title="Compared with the selection (index 1.00 = the selection's)" testId="stores-table">
+            <div className="table-wrap">
+              <table className="table">
+                <thead>
+                  <tr>
+                    <th>#</th><th>{groupBy === "store" ? "Store" : groupBy === "region" ? "Region" : "Chain"}</th>
+                    {groupBy === "store" && <th>Region</th>}
+                    <th>Visitors</th><th>Transactions</th><th>Conversion</th><th>Conv. index</th>
+                    <th>Avg. basket</th><th>Sales / visitor</th><th>Median dwell</th><th>Queue wait</th>
+                  </tr>
+                </thead>
+                <tbody>
+                  {rows.map((g) => (
+                    <tr key={g.group} data-testid={`stores-row-${g.group}`}>
+                      <td>{g.comparison.rank_conversion ?? "–"}</td>
+                      <td>{g.name || "(no region)"}</td>
+                      {groupBy === "store" && <td>{g.region || "–"}</td>}
+                      <td data-testid={`stores-visitors-${g.group}`}>{g.totals.visitors}</td>
+                      <td>{g.totals.transactions}</td>
+                      <td>{fmtPct(g.totals.conversion)}</td>
+                      <td>{fmtNum(g.comparison.conversion_index)}</td>
+                      <td>{money(g.totals.atv_minor, cur)}</td>
+                      <td>{money(g.totals.sales_per_visitor_minor, cur)}</td>
+                      <td>{g.totals.median_dwell_s === null ? (g.totals.suppressed ? "withheld" : "–") : `${Math.round(g.totals.median_dwell_s)} s`}</td>
+                      <td>{g.totals.queue_wait_median_s === null ? "–" : `${Math.round(g.totals.queue_wait_median_s)} s`}</td>
+                    </tr>
+                  ))}
+                </tbody>
+              </table>
+            </div>
+            <div className="muted small">
+              {k.data.chain.stores} store(s), {k.data.chain.visitors} visitors, {k.data.chain.transactions} transactions
+              ({fmtPct(k.data.chain.conversion)}) in the selection; each store's own business days and opening hours.
+            </div>
+          </Card>
+        </>
+      )}
+    </>
+  );
+}

@@ -1,0 +1,44 @@
+"""chain-rollup service: every store's `<prefix>store-kpis` -> the chain's PostgreSQL (`chain_kpi_hours`, `chain_stores`).
+
+Thin wiring: the chain's site config (a `chain:` section, no cameras) -> the history store
+(PostgreSQL, migrated on open) -> the registered stage ``chain-rollup``
+(``storelens.stages.rollup.ChainRollupStage``) under the runner on Kafka, subscribed by regex
+(``chain.topic_pattern``), records written by the runner's history sink, until SIGTERM.
+Env: STORELENS_CONFIG (site YAML), STORELENS_HTTP_PORT (health/metrics, default 9100), STORELENS_LOG_LEVEL.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+
+def main() -> int:
+    from storelens.config import load_config
+    from storelens.errors import StoreLensError
+    from storelens.logs import setup_logging
+    from storelens.runtime.service import ServiceRuntime
+    from storelens.runtime.workers import chain_rollup_worker
+    from storelens.stages.registry import build_stage
+    from storelens.storage import open_storage
+
+    setup_logging(os.environ.get("STORELENS_LOG_LEVEL", "INFO"))
+    storage = None
+    rt = ServiceRuntime("chain-rollup")
+    try:
+        config = load_config(os.environ.get("STORELENS_CONFIG", "/etc/storelens/site.yaml"))
+        storage = open_storage(config.storage)
+        rt.start()
+        if rt.stopping.is_set():
+            return 0
+        return chain_rollup_worker(config, rt, build_stage("chain-rollup", config), storage).run()
+    except StoreLensError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        rt.stop()
+        if storage is not None:
+            storage.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""The chain: its stores (``GET /v1/stores``) and KPIs by store, region or chain, compared (``GET /v1/chain/kpis``).
+
+Read from the roll-up tables (:mod:`storelens.storage.rollup`): in a chain's deployment every
+store's published hours; in a store's own deployment the hours it rolled up itself, if any.
+Stores are compared on their own local business days (``from_day``/``to_day``), whatever their
+time zones.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Literal
+
+from fastapi import HTTPException, Query
+from pydantic import Field
+
+from storelens.domain import rollup as R
+from storelens.storage import rollup as rq
+
+from ..deps import ContextDep, api_router
+from ..models import _Out
+from .business import MAX_BUCKETS, KpiValues, bucket_label, chain_values
+
+router = api_router("chain", role="viewer")
+
+#: Longest range of business days in one answer.
+MAX_DAYS = 400
+Day = Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}-\d{2}$", description="Local business day, YYYY-MM-DD.")]
+
+
+class StoreOut(_Out):
+    store_id: str
+    name: str
+    region: str = Field(description="store.region of the store ('' when none).")
+    timezone: str
+    currency: str | None = Field(description="Currency of its sales (null before its first sale).")
+    updated_ms: int = Field(description="When the store last computed the hours it published (its clock).")
+    last_hour_ms: int = Field(description="Start of the newest hour in that publication.")
+
+
+class StoresOut(_Out):
+    stores: list[StoreOut]
+    regions: list[str] = Field(description="The distinct regions, sorted.")
+
+
+@router.get("/v1/stores", response_model=StoresOut, summary="The stores of the chain roll-up",
+            description="Every store whose KPI hours reached this deployment's roll-up (the chain's "
+                        "`chain-rollup` service, or `storelens kpis publish`), with its region and time zone.")
+def get_stores(ctx: ContextDep) -> StoresOut:
+    stores = rq.chain_stores(ctx.storage)
+    return StoresOut(stores=[StoreOut(store_id=s.store_id, name=s.store_name, region=s.region, timezone=s.timezone,
+                                      currency=s.currency or None, updated_ms=s.updated_ms,
+                                      last_hour_ms=s.last_hour_ms) for s in stores],
+                     regions=sorted({s.region for s in stores}))
+
+
+class ChainValues(KpiValues):
+    hours: float = Field(description="Open store-hours reported (a store open 12 hours on a day adds 12).")
+    stores: int = Field(description="Stores with hours in it.")
+
+
+class ChainBucketOut(ChainValues):
+    key: str = Field(description="The business day, the Monday of the ISO week, or the local hour (YYYY-MM-DDTHH:MM).")
+    label: str
+
+
+class Comparison(_Out):
+    """The group against the whole selection (1.0 = equal to it)."""
+
+    conversion_index: float | None
+    atv_index: float | None
+    sales_per_visitor_index: float | None
+    visitors_share: float | None = Field(description="Share of all visitors of the selection.")
+    sales_share: float | None
+    rank_conversion: int | None = Field(description="1 = highest conversion among the groups (null: none).")
+    rank_sales_per_visitor: int | None
+
+
+class GroupOut(_Out):
+    group: str = Field(description="Store id, region ('' = stores without one), or 'chain'.")
+    name: str = Field(description="The store's name; the region or 'chain' otherwise.")
+    region: str | None = Field(description="The store's region (group_by=store), else null.")
+    store_ids: list[str]
+    totals: ChainValues
+    comparison: Comparison
+    buckets: list[ChainBucketOut]
+
+
+class ChainKpisOut(_Out):
+    period: Literal["hour", "day", "week"]
+    group_by: Literal["store", "region", "chain"]
+    from_day: str
+    to_day: str
+    currency: str | None
+    chain: ChainValues = Field(description="Every selected store together.")
+    groups: list[GroupOut]
+
+
+def _values(k: R.ChainKpis, k_min: int) -> dict:
+    return {**chain_values(k, k_min), "hours": k.hours, "stores": len(k.stores)}
+
+
+def _ranks(groups: dict[str, R.ChainKpis], attr: str) -> dict[str, int]:
+    vals = sorted(((getattr(k, attr), g) for g, k in groups.items() if getattr(k, attr) is not None), reverse=True)
+    return {g: i + 1 for i, (_, g) in enumerate(vals)}
+
+
+@router.get(
+    "/v1/chain/kpis", response_model=ChainKpisOut,
+    summary="KPIs by store, region or the whole chain, compared",
+    description="Adds up the stores' published hours per business day (`day`), ISO week (`week`) or local hour "
+                "(`hour`, stores compared on their own clocks) and per store, region or the chain, with each group "
+                "compared to the selection: conversion, average transaction value and sales per visitor as an "
+                "index (1.0 = the selection's), share of visitors and sales, ranks. Default range: the 7 business "
+                "days up to the newest one reported. Sales are only added up in one currency: stores in several "
+                "currencies need `currency=`. Medians from histograms (within one bin), withheld below "
+                "privacy.k_min visits like the store's own KPIs. 422: a bad range, too many buckets, or stores in "
+                "several currencies without `currency=`.",
+)
+def get_chain_kpis(
+    ctx: ContextDep,
+    period: Annotated[Literal["hour", "day", "week"], Query(description="Bucket.")] = "day",
+    group_by: Annotated[Literal["store", "region", "chain"], Query(description="Group.")] = "store",
+    from_day: Day = None,
+    to_day: Day = None,
+    region: Annotated[str | None, Query(max_length=100, description="Only the stores of this region.")] = None,
+    store: Annotated[list[str] | None, Query(max_length=500, description="Only these stores (repeat the parameter).")
+                     ] = None,
+    currency: Annotated[str | None, Query(pattern=r"^[A-Z]{3}$", description="Only the stores selling in it.")] = None,
+) -> ChainKpisOut:
+    stores = rq.chain_stores(ctx.storage)
+    chosen = [s for s in stores if (region is None or s.region == region) and (store is None or s.store_id in store)
+              and (currency is None or s.currency in (currency, ""))]
+    currencies = sorted({s.currency for s in chosen if s.currency})
+    if len(currencies) > 1:
+        raise HTTPException(422, f"the stores sell in {', '.join(currencies)}: pass currency= to compare the "
+                                 f"stores of one currency")
+    try:
+        newest = rq.newest_day(ctx.storage, [s.store_id for s in chosen]) if chosen else None
+        last = dt.date.fromisoformat(to_day or newest or dt.date.today().isoformat())
+        first = dt.date.fromisoformat(from_day) if from_day else last - dt.timedelta(days=6)
+    except ValueError as exc:
+        raise HTTPException(422, f"from_day/to_day: {exc}") from None
+    if first > last:
+        raise HTTPException(422, "from_day is after to_day")
+    if (last - first).days + 1 > MAX_DAYS:
+        raise HTTPException(422, f"more than {MAX_DAYS} days: narrow the range")
+    rows = rq.hour_rows(ctx.storage, stores=[s.store_id for s in chosen], from_day=first.isoformat(),
+                        to_day=last.isoformat(), per="hour" if period == "hour" else "day") if chosen else []
+    rolled = R.roll_up(rows, period, group_by)
+    if sum(len(per) for per, _ in rolled.values()) > MAX_BUCKETS:
+        raise HTTPException(422, f"more than {MAX_BUCKETS} {period} buckets: narrow the range or the stores")
+    k_min = ctx.config.privacy.k_min
+    everything = R.ChainKpis()
+    for _, tot in rolled.values():
+        everything.add(tot)
+    totals = {g: tot for g, (_, tot) in rolled.items()}
+    rank_conv, rank_spv = _ranks(totals, "conversion"), _ranks(totals, "sales_per_visitor_minor")
+    info = {s.store_id: s for s in stores}
+    groups = []
+    for g, (per, tot) in rolled.items():
+        s = info.get(g) if group_by == "store" else None
+        groups.append(GroupOut(
+            group=g, name=s.store_name if s else g, region=s.region if s else None, store_ids=sorted(tot.stores),
+            totals=ChainValues(**_values(tot, k_min)),
+            comparison=Comparison(
+                conversion_index=R.index(tot.conversion, everything.conversion),
+                atv_index=R.index(tot.atv_minor, everything.atv_minor),
+                sales_per_visitor_index=R.index(tot.sales_per_visitor_minor, everything.sales_per_visitor_minor),
+                visitors_share=R.index(tot.visitors, everything.visitors),
+                sales_share=R.index(tot.sales_minor, everything.sales_minor),
+                rank_conversion=rank_conv.get(g), rank_sales_per_visitor=rank_spv.get(g)),
+            buckets=[ChainBucketOut(key=k, label=bucket_label(period, k) if period != "hour" else k,
+                                    **_values(v, k_min)) for k, v in per.items()]))
+    return ChainKpisOut(period=period, group_by=group_by, from_day=first.isoformat(), to_day=last.isoformat(),
+                        currency=currencies[0] if currencies else currency, chain=ChainValues(**_values(everything, k_min)),
+                        groups=groups)

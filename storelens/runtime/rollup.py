@@ -1,0 +1,93 @@
+"""The store's side of the chain roll-up: its KPI hours published to ``store-kpis``, when they change.
+
+:class:`KpiPublisher` is a chore of the runner core (like the retention purge,
+:mod:`storelens.runtime.retention`): every ``rollup.every_s`` seconds it computes the hours of
+the last ``rollup.lookback_h`` hours of the store's calendar from its history and publishes
+those that differ from what it published before (a late sale, a track recognised as staff
+later, a replay: the hour is published again and replaces the older one, the topic being
+compacted by ``<store_id>/<start_ms>``). The analytics service runs it (``rollup.enabled``);
+an embedded store runs the same computation with ``storelens kpis publish``.
+
+The computation and the publication are passed in (the history store is a layer above):
+
+Example:
+    >>> from storelens.config import parse_config
+    >>> cfg = parse_config({"store": {"id": "s"}, "cameras": [{"id": "c", "source": "x.mp4"}],
+    ...                     "rollup": {"enabled": True}})
+    >>> hour = m.StoreKpiHour(store_id="s", start_ms=0, end_ms=3_600_000, visitors=3)
+    >>> sent = []
+    >>> pub = KpiPublisher(cfg, compute=lambda lo, hi, now: [hour], publish=sent.extend, now_ms=lambda: 3_600_000)
+    >>> pub.run(), pub.run(), len(sent)   # the second run finds nothing new
+    (1, 0, 1)
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable, Sequence
+
+from storelens.config import SiteConfig
+from storelens.contract import messages as m
+
+log = logging.getLogger(__name__)
+
+Compute = Callable[[int, int, int], Sequence[m.StoreKpiHour]]
+
+
+def hour_key(h: m.StoreKpiHour) -> bytes:
+    """The ``store-kpis`` message key: ``<store_id>/<start_ms>`` (compaction keeps an hour's newest)."""
+    return f"{h.store_id}/{h.start_ms}".encode()
+
+
+def _content(h: m.StoreKpiHour) -> bytes:
+    c = m.StoreKpiHour()
+    c.CopyFrom(h)
+    c.computed_ms = 0
+    return c.SerializeToString(deterministic=True)
+
+
+class KpiPublisher:
+    """Publishes the store's changed KPI hours every ``rollup.every_s`` seconds (the first run right away).
+
+    Args:
+        compute: ``(start_ms, end_ms, now_ms) -> hours`` of the store's calendar (the history layer's
+            :func:`storelens.storage.rollup.kpi_hours`).
+        publish: ``[(key, StoreKpiHour), ...]`` to the ``store-kpis`` topic (blocking until delivered).
+        now_ms: the store's "now" (the wall clock, or the newest stored frame for recorded video;
+            ``None``: nothing stored yet).
+    """
+
+    name = "kpi_rollup"
+
+    def __init__(self, config: SiteConfig, compute: Compute, publish: Callable[[list[tuple[bytes, Any]]], None],
+                 now_ms: Callable[[], int | None] = lambda: int(time.time() * 1000),
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.cfg = config.rollup
+        self.compute = compute
+        self.publish = publish
+        self.now_ms = now_ms
+        self.monotonic = monotonic
+        self._next_s: float | None = None
+        #: key -> content of the last published version of each hour
+        self._sent: dict[bytes, bytes] = {}
+        self.published = 0
+
+    def due(self) -> bool:
+        return self.cfg.enabled and (self._next_s is None or self.monotonic() >= self._next_s)
+
+    def run(self, metrics: Any = None) -> int:
+        """Compute and publish the changed hours now (and schedule the next run); how many were published."""
+        self._next_s = self.monotonic() + self.cfg.every_s
+        now = self.now_ms()
+        if now is None:
+            return 0
+        hours = self.compute(now - int(self.cfg.lookback_h * 3_600_000), now + 1, now)
+        changed = [(hour_key(h), h) for h in hours if self._sent.get(hour_key(h)) != _content(h)]
+        if not changed:
+            return 0
+        self.publish(changed)  # raises when the broker does not take them: nothing is marked sent
+        for key, h in changed:
+            self._sent[key] = _content(h)
+        self.published += len(changed)
+        log.info("KPI hours published", extra={"hours": len(changed), "now_ms": now})
+        return len(changed)

@@ -1,0 +1,82 @@
+"""The chain roll-up stage: every store's ``StoreKpiHour`` in, records for the chain's history out.
+
+Runs in the chain's deployment (``services/chain-rollup``, a regex subscription on every store's
+``<prefix>store-kpis`` topic). Each hour becomes two records: the hour (table ``chain_kpi_hours``,
+a newer computation of the same store-hour replaces the older) and its store's name, region and
+time zone (table ``chain_stores``). A malformed hour is a dead letter; nothing is published.
+
+Example:
+    >>> from storelens.config import parse_config
+    >>> stage = ChainRollupStage(parse_config({"store": {"id": "chain"}, "cameras": [], "chain": {}}))
+    >>> out = stage.handle(topics.STORE_KPIS, m.StoreKpiHour(store_id="berlin-01", start_ms=0, end_ms=3_600_000,
+    ...                    day="1970-01-01", label="1970-01-01T01:00+01:00", hours=1.0, visitors=12, computed_ms=5))
+    >>> [type(r).__name__ for r in out.records]
+    ['StoreKpiHour', 'ChainStore']
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+from storelens.config import SiteConfig
+from storelens.contract import messages as m
+from storelens.contract import topics
+from storelens.domain.rollup import N_BINS, ChainStore
+from storelens.errors import DecodeError
+from storelens.stages.base import Outputs
+
+_ID = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
+#: Most hours in a bucket of the store's calendar (an hour bucket lasts one hour or less).
+_MAX_HOUR_MS = 3_600_000
+
+
+def store_record(h: m.StoreKpiHour) -> ChainStore:
+    """The ``chain_stores`` record of an hour message (its store as that message describes it)."""
+    return ChainStore(h.store_id, h.store_name or h.store_id, h.region, h.timezone, h.currency, h.computed_ms,
+                      h.start_ms)
+
+
+def check_hour(h: m.StoreKpiHour) -> None:
+    """Raise :class:`~storelens.errors.DecodeError` naming the first bad field of a received hour."""
+    if not _ID.match(h.store_id):
+        raise DecodeError(f"store_id: not a store id: {h.store_id[:80]!r}")
+    if not 0 < h.end_ms - h.start_ms <= _MAX_HOUR_MS:
+        raise DecodeError(f"start_ms/end_ms: not an hour bucket ({h.start_ms}, {h.end_ms})")
+    try:
+        dt.date.fromisoformat(h.day)
+    except ValueError:
+        raise DecodeError(f"day: not a date: {h.day[:40]!r}") from None
+    if not h.label or len(h.label) > 40:
+        raise DecodeError("label: missing or too long")
+    if not 0 <= h.hours <= 1:
+        raise DecodeError(f"hours: {h.hours} is not in [0, 1]")
+    for name in ("visitors", "staff_in", "transactions", "sales_minor", "abandonments", "computed_ms"):
+        if getattr(h, name) < 0:
+            raise DecodeError(f"{name}: negative")
+    if h.buying_units < -1:
+        raise DecodeError("buying_units: below -1")
+    for name in ("dwell_hist", "queue_wait_hist"):
+        if len(getattr(h, name)) > N_BINS:
+            raise DecodeError(f"{name}: more than {N_BINS} bins")
+
+
+class ChainRollupStage:
+    name = "chain-rollup"
+    inputs = {topics.STORE_KPIS: m.StoreKpiHour}
+    outputs: tuple[str, ...] = ()
+    #: A malformed hour is that message's fault; a failing database is retried by the runner's sink policy.
+    on_error = "dead_letter"
+
+    def __init__(self, config: SiteConfig) -> None:
+        self.config = config
+        self.cameras: set[str] = set()
+
+    def decode(self, topic: str, value: bytes) -> m.StoreKpiHour:
+        if topic != topics.STORE_KPIS:
+            raise DecodeError(f"stage {self.name!r} does not consume topic {topic!r}")
+        h = m.decode(m.StoreKpiHour, value)
+        check_hour(h)
+        return h
+
+    def handle(self, topic: str, h: m.StoreKpiHour) -> Outputs:
+        return Outputs(records=[h, store_record(h)], info={"store_id": h.store_id})
