@@ -91,15 +91,16 @@ def timed(client, path: str, params: dict, n: int = 5) -> tuple[float, int]:
 
 def main() -> None:
     import psycopg
-    from fastapi.testclient import TestClient
     from psycopg import sql
 
     from storelens.api import create_app
+    from storelens.api.testing import signed_in_client
     from storelens.storage import SqlStorage
 
     dsn = os.environ.get("STORELENS_PG_DSN", "postgresql://storelens:storelens@127.0.0.1:15432/storelens")
     schema = f"slbench_{uuid.uuid4().hex[:8]}"
-    cfg = parse_config({"store": {"id": "bench"}, "cameras": [{"id": "cam", "source": "x.mp4", "zones": [
+    # the response cache off (api.cache_ttl_s: 0): every query is computed, as the first one after a change
+    cfg = parse_config({"store": {"id": "bench"}, "api": {"cache_ttl_s": 0}, "cameras": [{"id": "cam", "source": "x.mp4", "zones": [
         {"id": z, "polygon": [[0, 0], [10, 0], [10, 10]]} for z in ZONES]}]})
     rng = np.random.default_rng(3)
     try:
@@ -112,7 +113,7 @@ def main() -> None:
             hour = {"start_ms": DAY0 + 10 * 3_600_000, "end_ms": DAY0 + 11 * 3_600_000}
             day = {"start_ms": DAY0, "end_ms": DAY0 + DAY_MS}
             rows = []
-            with TestClient(create_app(cfg, store)) as client:
+            with signed_in_client(create_app(cfg, store), role="manager") as client:
                 for label, path, params in [
                     ("camera heatmap, JSON, whole day", "/v1/cameras/cam/heatmap", {**day, "format": "json"}),
                     ("camera heatmap, JSON, one hour", "/v1/cameras/cam/heatmap", {**hour, "format": "json"}),
