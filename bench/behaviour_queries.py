@@ -130,6 +130,8 @@ def main() -> None:
         with psycopg.connect(dsn, autocommit=True) as c:
             c.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
     print("Command: `python bench/behaviour_queries.py`\n")
+    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average "
+          f"{' / '.join(f'{x:.2f}' for x in os.getloadavg())} (1 / 5 / 15 min) at the end\n")
     print(f"{benchlib.cpu_model()}, {benchlib.usable_cores()} cores, PostgreSQL (scripts/stack.sh); "
           f"one camera, one day: {TRACKS} track summaries ({TRACKS * POINTS:,} track points' worth), "
           f"1440 minute + 24 hour heatmap rows (~200 cells each); written in {load_s:.1f} s\n")

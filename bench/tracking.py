@@ -21,7 +21,7 @@ file first so that every tracker reads the same video; their fps are
 dominated by model loading.
 
     python bench/tracking.py [--trackers bytereid,deepsort,ul-bytetrack,ul-botsort] [--sequences TUD-Campus,...]
-                             [--repeat N] [--out /tmp/tracking_bench.md]
+                             [--repeat N] [--before OTHER_SOURCE_TREE] [--out /tmp/tracking_bench.md]
 """
 from __future__ import annotations
 
@@ -120,16 +120,23 @@ def _children_cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def run_tracker(tracker: str, video: pathlib.Path, out: pathlib.Path, tmp: pathlib.Path) -> tuple[float, float]:
-    """Run one tracker as its own process; returns its wall time and CPU time (user + system) in seconds."""
+def run_tracker(tracker: str, video: pathlib.Path, out: pathlib.Path, tmp: pathlib.Path,
+                before: pathlib.Path | None = None) -> tuple[float, float]:
+    """Run one tracker as its own process; returns its wall time and CPU time (user + system) in seconds.
+
+    ``NAME-before`` runs our tracker ``NAME`` from the other source tree ``before`` (``--before``).
+    """
+    cwd = REPO
     if tracker.startswith("ul-"):
         cmd = [sys.executable, __file__, "_ultralytics", str(video), f"{tracker[3:]}.yaml", str(out)]
     else:
+        if tracker.endswith("-before"):
+            tracker, cwd = tracker[:-len("-before")], before  # `-c` puts the working directory first on sys.path
         cfg = tmp / f"{tracker}.yaml"
         cfg.write_text(CONFIGS[tracker])
         cmd = [sys.executable, "-c", _CLI, "track", str(video), "--mot-out", str(out), "--config", str(cfg)]
     t0, cpu0 = time.perf_counter(), _children_cpu()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd)
     wall, cpu = time.perf_counter() - t0, _children_cpu() - cpu0
     if proc.returncode != 0 or " of 0 frames" in proc.stdout:
         raise RuntimeError(f"{tracker} on {video}: exit {proc.returncode}: {proc.stderr[-2000:]}")
@@ -192,8 +199,13 @@ def main() -> int:
     ap.add_argument("--sequences", help="comma-separated names (default: all)")
     ap.add_argument("--out", default="/tmp/tracking_bench.md", help="also write the Markdown here")
     ap.add_argument("--repeat", type=int, default=1, help="runs per tracker and sequence (fps: median; trackers alternate)")
+    ap.add_argument("--before", type=pathlib.Path,
+                    help="another source tree (e.g. `git archive HEAD storelens | tar -x -C DIR`): our trackers "
+                         "also run from it, as NAME-before, alternating with the others (before/after in one run)")
     args = ap.parse_args()
     trackers = args.trackers.split(",")
+    if args.before:
+        trackers = [x for t in trackers for x in ([t, f"{t}-before"] if t in CONFIGS else [t])]
     seqs = [s for s in sequences() if not args.sequences or s.name in args.sequences.split(",")]
     lines = [f"Command: `{shlex.join(['python', 'bench/tracking.py', *sys.argv[1:]])}`", "",
              f"Detector `{WEIGHTS.split('/')[-1]}`, imgsz 640, every frame; {args.repeat} run(s) per tracker and "
@@ -214,7 +226,7 @@ def main() -> int:
             runs: dict[str, list[tuple[float, float]]] = {t: [] for t in trackers}
             for _ in range(args.repeat):  # alternating, so load changes hit every tracker alike
                 for t in trackers:
-                    runs[t].append(run_tracker(t, video, tmp / f"{seq.name}.{t}.txt", tmp))
+                    runs[t].append(run_tracker(t, video, tmp / f"{seq.name}.{t}.txt", tmp, args.before))
             cells = []
             for t in trackers:
                 hyp = tmp / f"{seq.name}.{t}.txt"

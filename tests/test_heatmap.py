@@ -5,6 +5,7 @@ The real-video end-to-end checks (pipeline -> history -> API, and the CLI) are i
 """
 from __future__ import annotations
 
+import doctest
 import json
 import os
 import pathlib
@@ -23,6 +24,7 @@ from storelens.config import parse_config
 from storelens.contract import messages as m
 from storelens.domain.heatmap import (HeatmapAccumulator, anchor_cells, fit_homography, path_distance_m, plan_grid,
                                       split_minutes, to_floor, walking_stats)
+from storelens.domain import heatmap_draw
 from storelens.domain.heatmap_draw import heatmap_png
 from storelens.stages.analytics import AnalyticsStage
 from storelens.stages.heatmap import HeatmapAnalyzer
@@ -226,6 +228,48 @@ def test_png_draws_the_grid_over_the_background() -> None:
     assert img.shape == (120, 160, 3)
     assert abs(int(img[100, 150].mean()) - 200) <= 3  # far from the cell: the background
     assert np.abs(img[40, 56].astype(int) - 200).max() > 40  # in the cell: coloured
+
+
+def _overlay_reference(grid, cell_px, width, height, background):
+    """The drawing rule written plainly over the whole frame (what ``overlay`` computes on the painted part)."""
+    canvas = (np.full((height, width, 3), 64, np.uint8) if background is None else background).astype(np.float32)
+    g = np.asarray(grid, np.float64)
+    nonzero = g[g > 0]
+    if not nonzero.size:
+        return canvas.astype(np.uint8)
+    norm = np.sqrt(np.clip(g / np.percentile(nonzero, heatmap_draw.PEAK_PERCENTILE), 0, 1)).astype(np.float32)
+    big = (g.shape[1] * cell_px, g.shape[0] * cell_px)
+    nb = cv2.resize(norm, big, interpolation=cv2.INTER_LINEAR)[:height, :width]
+    mb = cv2.resize((g > 0).astype(np.float32), big, interpolation=cv2.INTER_LINEAR)[:height, :width]
+    colour = cv2.applyColorMap((nb * 255).astype(np.uint8), cv2.COLORMAP_JET).astype(np.float32)
+    alpha = ((heatmap_draw.MIN_ALPHA + (heatmap_draw.MAX_ALPHA - heatmap_draw.MIN_ALPHA) * nb) * mb)[..., None]
+    return np.clip(canvas * (1 - alpha) + colour * alpha, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_overlay_equals_the_plain_rule_on_the_whole_frame(seed) -> None:
+    """``overlay`` draws only the rows/columns the painted cells reach; the picture is the plain rule's (+-1 of
+    rounding), with cells at the frame's edges, frames that end inside a cell, and with and without a background."""
+    rng = np.random.default_rng(seed)
+    rows, cols, cell = int(rng.integers(2, 30)), int(rng.integers(2, 40)), int(rng.choice([8, 16, 32]))
+    width, height = cols * cell - int(rng.integers(0, cell)), rows * cell - int(rng.integers(0, cell))
+    grid = np.zeros((rows, cols))
+    for _ in range(int(rng.integers(1, rows * cols // 3 + 2))):
+        grid[rng.integers(0, rows), rng.integers(0, cols)] += rng.random() * 100
+    if seed == 0:
+        grid[:] = 0
+        grid[-1, -1] = 3.0  # only the corner cell, cut by the frame's edge
+    bg = (rng.random((height, width, 3)) * 255).astype(np.uint8) if seed % 2 else None
+    got = heatmap_draw.overlay(grid, cell, width, height, bg)
+    want = _overlay_reference(grid, cell, width, height, bg)
+    assert got.shape == want.shape == (height, width, 3)
+    assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
+    if bg is not None:
+        assert got is not bg and np.shares_memory(got, bg) is False
+
+
+def test_heatmap_draw_docstring_examples() -> None:
+    assert doctest.testmod(heatmap_draw).failed == 0
 
 
 # -- storage and API -----------------------------------------------------------------------

@@ -85,15 +85,24 @@ class AttentionConfig(Strict):
     ``pose`` picks the head-pose estimate attention is computed from:
     ``landmarks`` (the detector's 5 points, :func:`head_pose`; free) or
     ``head-pose-adas`` (Open Model Zoo's head-pose-estimation-adas-0001 on the
-    face crop, OpenVINO; about 0.5 ms per face). See ``bench/attention.py``.
+    face crop, OpenVINO; about 0.5 ms per face) or ``gaze-adas`` (where the
+    EYES point: that head pose plus landmarks-regression-retail-0009 eye centres
+    and gaze-estimation-adas-0002 on the eye crops; yaw/pitch of the gaze in the
+    same signs). See ``bench/attention.py``.
     """
 
     mode: Literal["camera", "direction"] = "camera"
-    pose: Literal["landmarks", "head-pose-adas"] = "landmarks"
+    pose: Literal["landmarks", "head-pose-adas", "gaze-adas"] = "landmarks"
     #: OpenVINO ``.xml`` of the head-pose model (``pose: head-pose-adas``); ``None`` = the shared
     #: asset ``models/head-pose-estimation-adas-0001/FP16/head-pose-estimation-adas-0001.xml``.
     weights: OptionalEnvStr = None
-    #: OpenVINO inference threads for the head-pose model (``None``: OpenVINO's choice).
+    #: OpenVINO ``.xml`` of the gaze model (``pose: gaze-adas``); ``None`` = the shared asset
+    #: ``models/gaze-estimation-adas-0002/FP16/gaze-estimation-adas-0002.xml``.
+    gaze_weights: OptionalEnvStr = None
+    #: OpenVINO ``.xml`` of the 5-point landmark model giving the eye centres (``pose: gaze-adas``); ``None`` =
+    #: the shared asset ``models/landmarks-regression-retail-0009/FP16/landmarks-regression-retail-0009.xml``.
+    landmarks_weights: OptionalEnvStr = None
+    #: OpenVINO inference threads for each head-pose / landmark / gaze model (``None``: OpenVINO's choice).
     threads: int | None = Field(1, ge=1)
     max_yaw_deg: float = Field(20.0, gt=0.0, le=90.0)
     max_pitch_deg: float = Field(20.0, gt=0.0, le=90.0)

@@ -33,8 +33,10 @@ class OmzReidEmbedderConfig(AppearanceEmbedderConfig):
     device: str = "cpu"
     #: OpenVINO inference precision ("default": the CPU's own, bf16 where it has it).
     precision: Precision = "default"
-    #: OpenVINO threads (``None``: OpenVINO's choice).
-    threads: Annotated[int | None, Field(ge=1)] = None
+    #: OpenVINO threads (``None``: OpenVINO's choice, all cores). 1 by default: the model is tiny
+    #: (0.17 GFLOP a crop); on 2 cores a second thread was no faster and doubled its CPU time
+    #: (BENCHMARKS.md, tracking speed).
+    threads: Annotated[int | None, Field(ge=1)] = 1
 
 
 class ByteReidTrackerConfig(TrackerConfig):
@@ -75,7 +77,7 @@ class ByteReidTrackerConfig(TrackerConfig):
     reid_weights: OptionalEnvStr = None
     reid_device: str = "cpu"
     reid_precision: Precision = "default"
-    reid_threads: Annotated[int | None, Field(ge=1)] = None
+    reid_threads: Annotated[int | None, Field(ge=1)] = 1
 
     @property
     def appearance(self) -> OmzReidEmbedderConfig:

@@ -40,26 +40,47 @@ def decode_image(data: bytes | None) -> np.ndarray | None:
 
 def overlay(grid: np.ndarray, cell_px: int, width: int, height: int,
             background: np.ndarray | None = None) -> np.ndarray:
-    """BGR image ``height`` x ``width``: ``grid`` (rows, cols) of cells of ``cell_px`` blended on ``background``."""
+    """BGR image ``height`` x ``width``: ``grid`` (rows, cols) of cells of ``cell_px`` blended on ``background``.
+
+    Only the rows and columns of the frame that non-empty cells can colour (their cell and its neighbours,
+    reached by the linear upsampling) are computed; the rest is the background as it is.
+
+        >>> g = np.zeros((3, 4)); g[1, 2] = 5.0
+        >>> img = overlay(g, 16, 64, 48)
+        >>> img.shape, int(img[0, 0, 0]), bool((img[24, 40] != 64).any())
+        ((48, 64, 3), 64, True)
+    """
     import cv2
 
-    canvas = _canvas(background, width, height).astype(np.float32)
+    canvas = _canvas(background, width, height)
     g = np.asarray(grid, np.float64)
     nonzero = g[g > 0]
     if not nonzero.size:
-        return canvas.astype(np.uint8)
+        return canvas.copy()
     peak = float(np.percentile(nonzero, PEAK_PERCENTILE))
     norm = np.sqrt(np.clip(g / peak, 0, 1)).astype(np.float32)
     rows, cols = g.shape
-    big_w, big_h = cols * cell_px, rows * cell_px
-    # smooth at the cell scale: linear upsampling of the grid, then crop to the frame
-    norm_big = cv2.resize(norm, (big_w, big_h), interpolation=cv2.INTER_LINEAR)[:height, :width]
-    mask_big = cv2.resize((g > 0).astype(np.float32), (big_w, big_h), interpolation=cv2.INTER_LINEAR)[:height, :width]
-    colour = cv2.applyColorMap((norm_big * 255).astype(np.uint8), cv2.COLORMAP_JET).astype(np.float32)
-    alpha = np.where(mask_big > 0, MIN_ALPHA + (MAX_ALPHA - MIN_ALPHA) * norm_big, 0.0)[..., None] * np.clip(
-        mask_big, 0, 1)[..., None]
-    out = canvas * (1 - alpha) + colour * alpha
-    return np.clip(out, 0, 255).astype(np.uint8)
+    # smooth at the cell scale: linear upsampling of the grid (one cell of margin around the painted cells)
+    rr, cc = np.nonzero(g > 0)
+    r0, r1 = max(int(rr.min()) - 1, 0), min(int(rr.max()) + 2, rows)
+    c0, c1 = max(int(cc.min()) - 1, 0), min(int(cc.max()) + 2, cols)
+    # The sub-grid resizes to exactly the pixels the whole grid would give there: the same scale keeps the
+    # sample positions, and the margin cells (empty) are what the edge of the sub-grid is clamped to.
+    big = ((c1 - c0) * cell_px, (r1 - r0) * cell_px)
+    norm_big = cv2.resize(norm[r0:r1, c0:c1], big, interpolation=cv2.INTER_LINEAR)
+    mask_big = cv2.resize((g[r0:r1, c0:c1] > 0).astype(np.float32), big, interpolation=cv2.INTER_LINEAR)
+    y0, y1 = r0 * cell_px, min(r1 * cell_px, height)
+    x0, x1 = c0 * cell_px, min(c1 * cell_px, width)
+    out = canvas.copy()
+    if y1 <= y0 or x1 <= x0:
+        return out
+    nb, mb = norm_big[:y1 - y0, :x1 - x0], mask_big[:y1 - y0, :x1 - x0]
+    colour = cv2.applyColorMap((nb * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    alpha = nb * np.float32(MAX_ALPHA - MIN_ALPHA)
+    alpha += np.float32(MIN_ALPHA)
+    alpha *= mb  # 0 where no painted cell reaches (the upsampled mask is 0 there)
+    out[y0:y1, x0:x1] = cv2.blendLinear(colour, np.ascontiguousarray(canvas[y0:y1, x0:x1]), alpha, 1 - alpha)
+    return out
 
 
 def encode_png(image: np.ndarray) -> bytes:

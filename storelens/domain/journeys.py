@@ -36,7 +36,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -46,9 +46,12 @@ from storelens.config.behaviour import JourneysConfig
 FACE_SCORE = 2.0
 
 
-@dataclass(frozen=True)
-class Visit:
-    """A stay of a track in a zone."""
+class Visit(NamedTuple):
+    """A stay of a track in a zone (a named tuple: a day's summaries hold many, and tuples are cheap to make).
+
+        >>> Visit("fruit", "area", 1_000, 4_000).exit_ms
+        4000
+    """
 
     zone_id: str
     zone_kind: str
@@ -76,6 +79,19 @@ class TrackInfo:
     @property
     def key(self) -> tuple[str, int]:
         return self.camera_id, self.track_id
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        """The flow-graph nodes of the track's path steps (:attr:`Journey.path`), repeats collapsed.
+
+            >>> TrackInfo("cam", 1, 0, 9, zones=(Visit("b", "area", 5, 9), Visit("a", "area", 0, 5))).nodes
+            ('cam/a', 'cam/b')
+        """
+        cam = self.camera_id
+        if not self.zones:
+            return (cam,)
+        zones = self.zones if len(self.zones) == 1 else sorted(self.zones, key=lambda v: (v.enter_ms, v.zone_id))
+        return tuple(collapse(f"{cam}/{v.zone_id}" if v.zone_id else cam for v in zones))
 
     @property
     def entered(self) -> bool:
@@ -130,11 +146,13 @@ class Journey:
 
     @property
     def first_ms(self) -> int:
-        return min(t.first_ms for t in self.tracks)
+        ts = self.tracks
+        return ts[0].first_ms if len(ts) == 1 else min(t.first_ms for t in ts)
 
     @property
     def last_ms(self) -> int:
-        return max(t.last_ms for t in self.tracks)
+        ts = self.tracks
+        return ts[0].last_ms if len(ts) == 1 else max(t.last_ms for t in ts)
 
     @property
     def dwell_ms(self) -> int:
@@ -177,6 +195,13 @@ class Journey:
             else:
                 out.append(Step(t.camera_id, t.track_id, None, None, t.first_ms, t.last_ms))
         return out
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        """The flow-graph nodes of :attr:`path`, consecutive repeats collapsed (what flows and top paths count)."""
+        if len(self.tracks) == 1:
+            return self.tracks[0].nodes
+        return tuple(collapse(n for t in self.tracks for n in t.nodes))
 
 
 def journey_id(camera_id: str, track_id: int) -> str:
@@ -297,18 +322,22 @@ def link_tracks(tracks: Sequence[TrackInfo], config: JourneysConfig) -> list[Lin
 def build_journeys(tracks: Iterable[TrackInfo], links: Iterable[Link]) -> list[Journey]:
     """Chains of linked tracks, cut after each exit from the store; ordered by start."""
     tracks = sorted(tracks, key=_order)
-    by_key = {t.key: t for t in tracks}
+    by_key = {(t.camera_id, t.track_id): t for t in tracks}
     nxt = {ln.a: ln for ln in links if ln.a in by_key and ln.b in by_key}
     has_prev = {ln.b for ln in nxt.values()}
     out = []
     for head in tracks:
-        if head.key in has_prev:
+        key = (head.camera_id, head.track_id)
+        if key in has_prev:
+            continue
+        if key not in nxt:  # a track linked to nothing (the common case): a journey of its own
+            out.append(Journey(journey_id(*key), (head,), ()))
             continue
         chain, chain_links = [head], []
         cur = head
         while True:
             ln = nxt.get(cur.key)
-            if cur.exited or ln is None:  # a visit ends at the exit; the next track (if linked) starts another
+            if ln is None or cur.exited:  # a visit ends at the exit; the next track (if linked) starts another
                 out.append(Journey(journey_id(chain[0].camera_id, chain[0].track_id), tuple(chain),
                                    tuple(chain_links)))
                 if ln is None:
@@ -328,8 +357,9 @@ def flows(journeys: Iterable[Journey]) -> Counter:
     """
     out: Counter = Counter()
     for j in journeys:
-        nodes = collapse(s.node for s in j.path)
-        out.update(zip(nodes, nodes[1:]))
+        nodes = j.nodes
+        if len(nodes) > 1:
+            out.update(zip(nodes, nodes[1:]))
     return out
 
 
@@ -344,7 +374,7 @@ def collapse(nodes: Iterable[str]) -> list[str]:
 
 def top_paths(journeys: Iterable[Journey], n: int = 10) -> list[tuple[tuple[str, ...], int]]:
     """The ``n`` most frequent node sequences (repeats collapsed), most frequent first (ties: the path)."""
-    c = Counter(tuple(collapse(s.node for s in j.path)) for j in journeys)
+    c = Counter(j.nodes for j in journeys)
     return sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
 
 

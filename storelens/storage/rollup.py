@@ -50,10 +50,8 @@ def kpi_hours(config: SiteConfig, storage: Any, start_ms: int, end_ms: int, now_
 def kpi_publisher(config: SiteConfig, storage: Any, publish) -> KpiPublisher:
     """The store's :class:`~storelens.runtime.rollup.KpiPublisher` over its history: "now" is the wall clock,
     or the newest stored frame when every camera is a recorded video (``privacy.retention.clock``'s rule)."""
-    if purge_clock(config) == "wall":
-        return KpiPublisher(config, lambda lo, hi, now: kpi_hours(config, storage, lo, hi, now), publish)
-    return KpiPublisher(config, lambda lo, hi, now: kpi_hours(config, storage, lo, hi, now), publish,
-                        now_ms=storage.newest_frame_ms)
+    clock = {} if purge_clock(config) == "wall" else {"now_ms": storage.newest_frame_ms}
+    return KpiPublisher(config, lambda lo, hi, now: kpi_hours(config, storage, lo, hi, now), publish, **clock)
 
 
 # -- the chain side: queries ------------------------------------------------------------------

@@ -76,7 +76,7 @@ export function StoresView(_: ViewProps) {
       <Loading on={stores.loading && !stores.data} />
       <Empty on={!!stores.data && stores.data.stores.length === 0}>
         No store has rolled its KPIs up here yet (the chain's chain-rollup service, or
-        `storelens kpis publish`).
+        <code>storelens kpis publish</code>).
       </Empty>
       {k.data && (
         <>

@@ -125,10 +125,10 @@ def _selected(ctx: ApiContext, start_ms: int, end_ms: int | None, camera_id: str
         raise HTTPException(404, f"unknown zone {zone_id!r}")
     out = jq.journeys(ctx.storage, ctx.config.journeys, start_ms, end)
     if camera_id is not None:
-        out = [j for j in out if camera_id in j.cameras]
-    if zone_id is not None:
-        out = [j for j in out if any(s.zone_id == zone_id and (camera_id is None or s.camera_id == camera_id)
-                                     for s in j.path)]
+        out = [j for j in out if any(t.camera_id == camera_id for t in j.tracks)]
+    if zone_id is not None:  # a zone of the journey's path (its tracks' zone visits), on camera_id when given
+        out = [j for j in out if any(v.zone_id == zone_id for t in j.tracks
+                                     if camera_id is None or t.camera_id == camera_id for v in t.zones)]
     return end, out
 
 
@@ -140,9 +140,12 @@ def _selected(ctx: ApiContext, start_ms: int, end_ms: int | None, camera_id: str
 def journey_list(ctx: ContextDep, start_ms: FromMs0 = 0, end_ms: EndMs = None, camera_id: CameraQ = None,
                  zone_id: ZoneQ = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                  offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0) -> JourneysOut:
-    end, found = _selected(ctx, start_ms, end_ms, camera_id, zone_id)
-    return JourneysOut(start_ms=start_ms, end_ms=end, total=len(found), limit=limit, offset=offset,
-                       journeys=[journey_out(j) for j in found[offset:offset + limit]])
+    with jq.gc_paused():  # a day's journeys: many objects, no cycles (see storelens.storage.journeys)
+        end, found = _selected(ctx, start_ms, end_ms, camera_id, zone_id)
+        out = JourneysOut(start_ms=start_ms, end_ms=end, total=len(found), limit=limit, offset=offset,
+                          journeys=[journey_out(j) for j in found[offset:offset + limit]])
+        del found  # freed by reference counting, before the collector is back
+    return out
 
 
 @router.get("/v1/journeys/{journey_id}", response_model=JourneyOut, responses=NOT_FOUND,
@@ -166,12 +169,14 @@ def journey_one(ctx: ContextDep, journey_id: Annotated[str, Path(
             "journeys (privacy.k_min, default 5) has `count: null` and `suppressed: true`.")
 def flow_list(ctx: ContextDep, start_ms: FromMs0 = 0, end_ms: EndMs = None, camera_id: CameraQ = None,
               zone_id: ZoneQ = None, min_count: Annotated[int, Query(ge=1)] = 1) -> FlowsOut:
-    end, found = _selected(ctx, start_ms, end_ms, camera_id, zone_id)
-    counts = dj.flows(found)
+    with jq.gc_paused():
+        end, found = _selected(ctx, start_ms, end_ms, camera_id, zone_id)
+        total, counts = len(found), dj.flows(found)
+        del found
     links = sorted(((a, b, n) for (a, b), n in counts.items() if n >= min_count), key=lambda x: (-x[2], x[0], x[1]))
     nodes = sorted({x for a, b, _ in links for x in (a, b)})
     k = ctx.config.privacy.k_min
-    return FlowsOut(start_ms=start_ms, end_ms=end, journeys=len(found), nodes=nodes,
+    return FlowsOut(start_ms=start_ms, end_ms=end, journeys=total, nodes=nodes,
                     links=[FlowOut(source=a, target=b, count=None, suppressed=True) if is_suppressed(n, k)
                            else FlowOut(source=a, target=b, count=n) for a, b, n in links])
 
@@ -183,9 +188,12 @@ def flow_list(ctx: ContextDep, start_ms: FromMs0 = 0, end_ms: EndMs = None, came
             "has `count` and `share` null and `suppressed: true`.")
 def top_paths(ctx: ContextDep, start_ms: FromMs0 = 0, end_ms: EndMs = None, camera_id: CameraQ = None,
               zone_id: ZoneQ = None, n: Annotated[int, Query(ge=1, le=100)] = 10) -> TopPathsOut:
-    end, found = _selected(ctx, start_ms, end_ms, camera_id, zone_id)
-    total, k = len(found), ctx.config.privacy.k_min
+    with jq.gc_paused():
+        end, found = _selected(ctx, start_ms, end_ms, camera_id, zone_id)
+        total, top = len(found), dj.top_paths(found, n)
+        del found
+    k = ctx.config.privacy.k_min
     return TopPathsOut(start_ms=start_ms, end_ms=end, journeys=total,
                        paths=[PathCountOut(path=list(p), count=None, share=None, suppressed=True)
                               if is_suppressed(c, k) else PathCountOut(path=list(p), count=c, share=round(c / total, 4))
-                              for p, c in dj.top_paths(found, n)])
+                              for p, c in top])

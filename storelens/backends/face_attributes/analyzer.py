@@ -38,8 +38,9 @@ class FaceAnalyzer:
     """Detect -> quality gate -> (only on faces that pass) age/gender and emotion, plus attention.
 
     Either model may be ``None`` to skip it. Attention uses ``head_pose``'s
-    yaw/pitch when given (``faces.attention.pose: head-pose-adas``), else the
-    landmark pose the quality gate measured. ``analyze(image, faces)`` accepts
+    yaw/pitch when given (``faces.attention.pose: head-pose-adas``: the head's
+    pose; ``gaze-adas``: the gaze direction), else the landmark pose the quality
+    gate measured. ``analyze(image, faces)`` accepts
     faces detected elsewhere (e.g. inside person crops).
     """
 
@@ -58,7 +59,9 @@ class FaceAnalyzer:
         self.emotion = emotion
         self.attention = attention or AttentionConfig()
         #: Model head pose (:class:`~storelens.backends.face_attributes.head_pose_openvino.HeadPoseEstimator`)
-        #: used for attention instead of the landmark pose; ``None``: landmarks.
+        #: or gaze (:class:`~storelens.backends.face_attributes.gaze_openvino.GazeEstimator`): anything whose
+        #: ``estimate(image, faces)`` gives objects with ``yaw_deg``/``pitch_deg``, used for attention instead
+        #: of the landmark pose; ``None``: landmarks.
         self.head_pose = head_pose
 
     def analyze(self, image_bgr: np.ndarray, faces: Faces | None = None) -> list[FaceAnalysis]:
@@ -94,9 +97,13 @@ class FaceAnalyzer:
 
 
 def build_head_pose(cfg: AttentionConfig):
-    """The head-pose model ``cfg.pose`` names, or ``None`` for ``landmarks`` (nothing to load)."""
+    """The head-pose (or gaze) model ``cfg.pose`` names, or ``None`` for ``landmarks`` (nothing to load)."""
     if cfg.pose == "landmarks":
         return None
+    if cfg.pose == "gaze-adas":
+        from storelens.backends.face_attributes.gaze_openvino import GazeEstimator
+
+        return GazeEstimator(cfg)
     from storelens.backends.face_attributes.head_pose_openvino import HeadPoseEstimator
 
     return HeadPoseEstimator(cfg)

@@ -104,7 +104,7 @@ def _bot_class() -> type:
     global _BOT_CLASS
     if _BOT_CLASS is not None:
         return _BOT_CLASS
-    from scipy.optimize import linear_sum_assignment
+    import lap  # Ultralytics' own assignment solver (its trackers import it anyway; scipy.optimize costs 0.5 s)
     from ultralytics.trackers.basetrack import TrackState
     from ultralytics.trackers.bot_sort import BOTSORT
 
@@ -127,8 +127,9 @@ def _bot_class() -> type:
             if not ok.any():
                 return u_track, u_detection
             matched_t, matched_d = set(), set()
-            for r, c in zip(*linear_sum_assignment(np.where(ok, 1.0 - sim, 10.0))):
-                if ok[r, c]:
+            _, cols, _ = lap.lapjv(np.where(ok, 1.0 - sim, 10.0), extend_cost=True)  # optimal, like scipy's
+            for r, c in enumerate(cols):
+                if c >= 0 and ok[r, c]:
                     self._apply_match(strack_pool[lost[r]], detections[dets[c]], activated, refind)
                     matched_t.add(lost[r])
                     matched_d.add(dets[c])
