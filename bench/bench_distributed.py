@@ -26,7 +26,6 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import httpx  # noqa: E402
 import yaml  # noqa: E402
 
 from storelens.contract import messages as m  # noqa: E402
@@ -84,11 +83,11 @@ def latency(site: dict, tmp: pathlib.Path) -> list[float]:
         first_seen: dict[str, float] = {}
         ts_of: dict[str, int] = {}
         t0 = time.time()
-        api = httpx.Client(timeout=5)
+        api = dep.api  # signed in as the deployment's admin (every route needs sign-in)
 
         def poll_api() -> None:
-            r = api.get(dep.url("api", f"/v1/cameras/{cam_cfg.id}/crossings"),
-                        params={"start_ms": 0, "end_ms": 2**53 - 1})
+            r = api.get(f"/v1/cameras/{cam_cfg.id}/crossings", params={"start_ms": 0, "end_ms": 2**53 - 1})
+            r.raise_for_status()
             now = time.time()
             for ev in r.json():
                 eid = ev["event_id"]

@@ -199,7 +199,9 @@ class Bench:
         return Run(n, time.perf_counter() - t0, boxes)
 
     # c ---------------------------------------------------------------------
-    def run_pipeline(self, timed: bool = True) -> Run:
+    def run_pipeline(self, timed: bool = True, faces: bool = True) -> Run:
+        """Row c (the config as it is, faces included when it enables them); ``faces=False``: row c0, the
+        same pipeline with ``faces.enabled: false`` (the product default: faces are opt-in)."""
         from storelens.runtime.embedded import EmbeddedPipeline
         from storelens.stages import DetectTrackStage
         from storelens.storage import SqliteStorage, open_gallery
@@ -223,11 +225,13 @@ class Bench:
             if self.limit is not None and done >= self.limit and pipe is not None:
                 pipe.stop()  # frames already in the bus queues are still processed and counted
 
+        config = self.config if faces else self.config.model_copy(
+            update={"faces": self.config.faces.model_copy(update={"enabled": False})})
         try:
-            gallery = open_gallery(self.config) if self.config.faces.enabled else None
-            pipe = EmbeddedPipeline(self.config, storage=storage, on_tracked=on_tracked, on_frame_done=on_frame_done,
+            gallery = open_gallery(config) if config.faces.enabled else None
+            pipe = EmbeddedPipeline(config, storage=storage, on_tracked=on_tracked, on_frame_done=on_frame_done,
                                     gallery=gallery)
-            stage = DetectTrackStage(self.config, self.detector, self.tracker_factory(kind))
+            stage = DetectTrackStage(config, self.detector, self.tracker_factory(kind))
             result = pipe.run(stage)  # times itself from after the stage is built until the last frame
         finally:
             storage.close()
@@ -389,8 +393,12 @@ def main(argv: list[str] | None = None) -> int:
             row("b2", "DetectTrackStage, deep-sort + mobilenet-torch (224x224 crops)",
                 lambda: lambda timed=True: bench.run_stage("mobilenet-torch", timed))
         if "c" in only:
-            row("c", "EmbeddedPipeline.run() (ingest + JPEG + protobuf bus + detect-track + analytics + SQLite)",
-                lambda: bench.run_pipeline)
+            if config.faces.enabled:
+                row("c0", "EmbeddedPipeline.run(), faces off (ingest + JPEG + protobuf bus + detect-track + "
+                    "analytics + SQLite)", lambda: lambda timed=True: bench.run_pipeline(timed, faces=False))
+            faces_on = " + faces: detection, attributes, re-id" if config.faces.enabled else ""
+            row("c", f"EmbeddedPipeline.run() (ingest + JPEG + protobuf bus + detect-track + analytics + SQLite"
+                f"{faces_on})", lambda: bench.run_pipeline)
         if "d" in only:
             row("d1", "Ultralytics YOLO.track, BoT-SORT (botsort.yaml, no ReID)",
                 lambda: bench.ultralytics_tracker("botsort.yaml"))
@@ -423,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     script = os.path.relpath(os.path.abspath(sys.argv[0])) if sys.argv and sys.argv[0] else "bench/bench_pipeline.py"
     command = "python " + shlex.join([script, *sys.argv[1:]])
     counts = sorted({r.frames for r in rows if r.fps})
-    main_count = next((r.frames for r in rows if r.fps and r.key != "c"), counts[0] if counts else 0)
+    main_count = next((r.frames for r in rows if r.fps and r.key not in ("c", "c0")), counts[0] if counts else 0)
     w = cam.resize_width or "source"
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
@@ -452,8 +460,8 @@ def main(argv: list[str] | None = None) -> int:
             reason = (r.note or "n/a").replace("|", "/")
             out.append(f"| {r.key}: {r.what} | n/a | n/a | {reason} |")
     for r in rows:
-        if r.key == "c" and r.fps and r.frames != main_count:
-            out.append(f"\nRow c processed {r.frames} frames: after `--frames` is reached the pipeline is "
+        if r.key in ("c", "c0") and r.fps and r.frames != main_count:
+            out.append(f"\nRow {r.key} processed {r.frames} frames: after `--frames` is reached the pipeline is "
                        "stopped and drains the frames already in its queues (all counted and timed).")
     out += ["", f"Peak RSS of the benchmark process (all models above loaded): {peak_mib:.0f} MiB"]
     print("\n".join(out), flush=True)

@@ -306,3 +306,24 @@ def test_reid_stage_retention_purges_old_customers(tmp_path):
     assert later.is_new and later.customer_id != first.customer_id
     assert first.customer_id not in gallery and gallery.store.visits(first.customer_id) == []
     assert reid.stats["purged_embeddings"] == 1
+
+
+def test_a_detect_track_stage_built_by_the_caller_keeps_the_faces_stage(two_visits, tmp_path):
+    """``EmbeddedPipeline.run(stage)`` (a detect-track stage the caller built, as bench/bench_pipeline.py does)
+    still gives the faces stage its gallery: on a fresh gallery, visit 2's people are as many new customers."""
+    from storelens.backends.detectors import build_detector
+    from storelens.backends.trackers import build_tracker
+    from storelens.stages import DetectTrackStage
+
+    _, cfg, [_, (r2, _)] = two_visits
+    cfg = cfg.model_copy(update={"storage": cfg.storage.model_copy(update={"path": str(tmp_path / "h.db")})})
+    storage = SqliteStorage(cfg.storage.path)
+    pipe = EmbeddedPipeline(cfg, storage=storage, gallery=open_gallery(cfg))
+    try:
+        res = pipe.run(DetectTrackStage(cfg, build_detector(cfg.detector), lambda: build_tracker(cfg.tracker)))
+    finally:
+        pipe.faces_stages[1].gallery.store.close()
+        storage.close()
+    assert res.customer_matches, "the faces stage ran"
+    assert len({x.customer_id for x in res.customer_matches}) == len({x.customer_id for x in r2.customer_matches})
+    assert not any(x.returning for x in res.customer_matches)

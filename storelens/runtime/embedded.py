@@ -142,10 +142,11 @@ class EmbeddedPipeline:
 
     def _deps(self, detect_track: DetectTrackStage | None) -> dict[str, dict[str, Any]]:
         """What only this pipeline can give each stage's factory (models, the gallery)."""
-        if detect_track is not None:
-            return {"detect-track": {"stage": detect_track}}
+        faces = {"gallery": self.gallery, "stages": self.faces_stages, "staff_faces": self.staff_faces}
+        if detect_track is not None:  # a stage built by the caller; the faces stage still needs its gallery
+            return {"detect-track": {"stage": detect_track}, "faces": faces}
         return {"detect-track": {"detector": self._detector, "tracker_factory": self._tracker_factory},
-                "faces": {"gallery": self.gallery, "stages": self.faces_stages, "staff_faces": self.staff_faces}}
+                "faces": faces}
 
     def _observer(self, name: str) -> Callable[[Handled], None]:
         res = self.result
