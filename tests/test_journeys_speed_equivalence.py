@@ -128,29 +128,10 @@ def test_a_track_path_orders_tied_visits_by_zone_and_shows_empty_zone_ids_as_the
 
 # -- stored summaries -------------------------------------------------------------------------
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def storage(request):
-    """An empty history store: SQLite in memory, or PostgreSQL (``STORELENS_PG_DSN``) in a schema of its own."""
-    if request.param == "sqlite":
-        from storelens.storage import SqliteStorage
-
-        s = SqliteStorage(":memory:")
-        yield s
-        s.close()
-        return
-    import os
-    import uuid
-
-    psycopg = pytest.importorskip("psycopg")
-    from storelens.storage import PostgresStorage
-
-    dsn = os.environ.get("STORELENS_PG_DSN", "postgresql://storelens:storelens@127.0.0.1:15432/storelens")
-    schema = f"test_jspeed_{uuid.uuid4().hex[:12]}"
-    s = PostgresStorage(dsn, schema=schema)
-    yield s
-    s.close()
-    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as c:
-        c.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+@pytest.fixture
+def storage(history_store):
+    """An empty history store, SQLite and PostgreSQL (``history_store`` in conftest.py)."""
+    return history_store
 
 
 def _summaries(tracks: list[TrackInfo]) -> list[m.TrackSummary]:

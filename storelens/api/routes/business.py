@@ -159,12 +159,16 @@ class KpisOut(_Out):
 def _values(b: K.KpiBucket, k_min: int = DEFAULT_K) -> dict:
     """The bucket's figures; the two that describe people (medians of their dwell and wait) are withheld
     below ``k_min`` people (:mod:`storelens.domain.privacy`)."""
-    n_dwell, n_wait = len(b.dwell_ms), b.queue_served
     return {"visitors": b.visitors, "transactions": b.transactions, "sales_minor": b.sales_minor,
             "conversion": b.conversion, "atv_minor": b.atv_minor, "sales_per_visitor_minor": b.sales_per_visitor_minor,
-            "median_dwell_s": keep(b.median_dwell_s, n_dwell, k_min),
-            "queue_wait_median_s": keep(b.queue_wait_median_s, n_wait, k_min),
             "queue_served": b.queue_served, "abandonments": b.abandonments,
+            **_people_medians(b.median_dwell_s, len(b.dwell_ms), b.queue_wait_median_s, b.queue_served, k_min)}
+
+
+def _people_medians(dwell_s: float | None, n_dwell: int, wait_s: float | None, n_wait: int, k_min: int) -> dict:
+    """The two figures that describe people (median dwell of ``n_dwell`` visits, median queue wait of ``n_wait``
+    served), each withheld below ``k_min`` people, and whether one was (:mod:`storelens.domain.privacy`)."""
+    return {"median_dwell_s": keep(dwell_s, n_dwell, k_min), "queue_wait_median_s": keep(wait_s, n_wait, k_min),
             "suppressed": is_suppressed(n_dwell, k_min) or is_suppressed(n_wait, k_min)}
 
 
@@ -226,15 +230,12 @@ def get_kpis(
 
 def chain_values(k: R.ChainKpis, k_min: int) -> dict:
     """:class:`KpiValues` of rolled-up store-hours (medians from the histograms, withheld below ``k_min``)."""
-    n_dwell, n_wait = k.dwell_visits, k.queue_served
     return {"visitors": k.visitors, "staff_in": k.staff_in, "buying_units": k.buying_units,
             "transactions": k.transactions, "sales_minor": k.sales_minor, "conversion": k.conversion,
             "conversion_per_buying_unit": k.conversion_per_buying_unit, "atv_minor": k.atv_minor,
-            "sales_per_visitor_minor": k.sales_per_visitor_minor,
-            "median_dwell_s": keep(k.median_dwell_s, n_dwell, k_min),
-            "queue_wait_median_s": keep(k.queue_wait_median_s, n_wait, k_min), "queue_served": n_wait,
-            "suppressed": is_suppressed(n_dwell, k_min) or is_suppressed(n_wait, k_min),
-            "abandonments": k.abandonments, "shopper_to_staff_ratio": k.shopper_to_staff_ratio}
+            "sales_per_visitor_minor": k.sales_per_visitor_minor, "queue_served": k.queue_served,
+            "abandonments": k.abandonments, "shopper_to_staff_ratio": k.shopper_to_staff_ratio,
+            **_people_medians(k.median_dwell_s, k.dwell_visits, k.queue_wait_median_s, k.queue_served, k_min)}
 
 
 def bucket_label(period: str, key: str) -> str:
