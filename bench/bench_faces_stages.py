@@ -41,7 +41,7 @@ def collect_crops(tmp: str) -> list:
     video = write_visit_video([asset("faces", "identities", p, f) for p, f in people], os.path.join(tmp, "v.avi"),
                               hold_frames=20, gap_frames=12)
     cfg = parse_config({"store": {"id": "bench"}, "cameras": [{"id": "door", "source": str(video)}],
-                        "tracker": {"max_age": 8}, "crops": {"every_n_frames": 5}})
+                        "tracker": {"track_buffer": 8}, "crops": {"every_n_frames": 5}})
     bus = InProcessBus(maxsize=0)
     sub = bus.subscribe(topics.PERSON_CROPS)
     EmbeddedPipeline(cfg, bus=bus).run()

@@ -123,6 +123,7 @@ class Bench:
         self.warmup = warmup
         self._detector = None
         self._embedders: dict[str, object] = {}
+        self._site_trackers: Callable[[], object] | None = None
         self._frames: list | None = None
         self._tmp = tempfile.TemporaryDirectory(prefix="storelens-bench-")
         self._runs = 0
@@ -141,13 +142,30 @@ class Bench:
         if kind not in self._embedders:
             from storelens.backends.trackers import build_embedder
 
-            self._embedders[kind] = build_embedder(self.config.tracker.model_copy(update={"embedder": kind}))
+            self._embedders[kind] = build_embedder(self.deepsort_config(kind))
         return self._embedders[kind]
+
+    @property
+    def site_trackers(self) -> Callable[[], object]:
+        """Row c: the config's own tracker (one per camera; bytereid's share one re-id model, built once here)."""
+        if self._site_trackers is None:
+            from storelens.backends.trackers import tracker_factory
+
+            self._site_trackers = tracker_factory(self.config.tracker)
+        return self._site_trackers
+
+    def deepsort_config(self, kind: str):
+        """Rows b1/b2: deep-sort with embedder ``kind`` (the config's deep-sort settings when it picks deep-sort)."""
+        from storelens.config.trackers import DeepSortTrackerConfig
+
+        tr = self.config.tracker
+        base = tr.model_dump(exclude={"embedder"}) if isinstance(tr, DeepSortTrackerConfig) else {}
+        return DeepSortTrackerConfig.model_validate({**base, "embedder": kind})
 
     def tracker_factory(self, kind: str) -> Callable[[], object]:
         from storelens.backends.trackers import DeepSortTracker
 
-        cfg = self.config.tracker.model_copy(update={"embedder": kind})
+        cfg = self.deepsort_config(kind)
         emb = self.embedder(kind)
         return lambda: DeepSortTracker(cfg, embedder=emb)
 
@@ -206,9 +224,13 @@ class Bench:
         from storelens.stages import DetectTrackStage
         from storelens.storage import SqliteStorage, open_gallery
 
-        kind = self.config.tracker.embedder
-        if not timed:  # warm the shared detector and embedder on real frames
-            return self.run_stage(kind, timed=False)
+        if not timed:  # warm the shared detector (and the config's tracker) on real frames
+            from storelens.stages import DetectTrackStage
+
+            stage = DetectTrackStage(self.config, self.detector, self.site_trackers)
+            for f in self.frames[: self.warmup]:
+                stage.process(f)
+            return Run(0, 0.0)
         self._runs += 1
         storage = SqliteStorage(os.path.join(self._tmp.name, f"pipeline-{self._runs}.db"))
         done = 0
@@ -231,7 +253,7 @@ class Bench:
             gallery = open_gallery(config) if config.faces.enabled else None
             pipe = EmbeddedPipeline(config, storage=storage, on_tracked=on_tracked, on_frame_done=on_frame_done,
                                     gallery=gallery)
-            stage = DetectTrackStage(config, self.detector, self.tracker_factory(kind))
+            stage = DetectTrackStage(config, self.detector, self.site_trackers)
             result = pipe.run(stage)  # times itself from after the stage is built until the last frame
         finally:
             storage.close()
@@ -360,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
 
     bench = Bench(config, args.frames, args.warmup)
     cam = bench.cam
-    emb = config.tracker.embedder
+    emb = getattr(config.tracker, "embedder", "mobilenet-openvino")  # rows b1/b2 are deep-sort's
     rows: list[Row] = []
     runners: dict[str, Callable[..., Run]] = {}
     runs: dict[str, list[Run]] = {}

@@ -11,6 +11,14 @@
 * ``ultralytics``: one ``YOLO.track()`` process per camera (ByteTrack,
   ``vid_stride=5``), all running at once, as a user would deploy it.
 
+* ``--embedded``: the product itself: N cameras through :class:`~storelens.runtime.embedded.EmbeddedPipeline`
+  (ingest, detect-track batching the cameras, ``pipeline.batch_cameras``; analytics), each camera a
+  480x360 5 fps file made from the clips below. Ingest reads files as fast as it can (no pacing option
+  exists for file sources), so the bench paces them itself: camera frame k is published no earlier
+  than k / 5 s after the start (a live camera), and the lag is measured from that moment to the
+  tracked frame reaching analytics. Per N: unpaced camera-frames/s (capacity), then the paced run's
+  lag and whether it kept up (lag over the second half below :data:`LAG_OK_S`).
+
 Sources: the visible 25 fps sequences (TUD-Stadtmitte, TUD-Campus, the CAVIAR
 clips) resized to 480x360 and sampled to 5 fps (every 5th frame, all frames
 decoded), camera k starting at a different clip. Capacity = sustained
@@ -19,21 +27,28 @@ camera; then the ``storelens`` mode runs paced at 5 fps with that many cameras
 and reports the end-to-end lag (tick due -> tick done).
 
     python bench/cameras.py [--cameras 1,2,4,6,8] [--frames 40] [--skip-ultralytics] [--paced N]
+    python bench/cameras.py --embedded [--cameras 1,2,4,6,8] [--frames 40]
 """
 from __future__ import annotations
 
 import argparse
+import collections
 import shlex
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
 
 import benchlib
+from storelens.contract import topics
 from storelens.paths import asset
+from storelens.runtime.bus import InProcessBus
 
 FPS = 5
+#: The embedded run kept up when every frame of its second half reached analytics within this many seconds.
+LAG_OK_S = 1.0
 STRIDE = 5  # 25 fps sources -> 5 fps
 SIZE = (480, 360)
 WEIGHTS = asset("models", "yolo11n_int8_openvino_model")
@@ -125,6 +140,108 @@ class Storelens:
         return float(np.median(lags)), max(lags), lags[-1]
 
 
+class Embedded:
+    """N file cameras through the embedded pipeline, the models loaded once for every run."""
+
+    def __init__(self, frames: int, workdir: str) -> None:
+        from storelens.backends.detectors import build_detector
+        from storelens.backends.trackers import tracker_factory
+
+        self.frames, self.workdir, self.files = frames, workdir, {}
+        site = self.site(1)
+        self.detector = build_detector(site.detector)
+        self.embedder = tracker_factory(site.tracker)().embedder  # one re-id model, shared by every camera
+        self.detector.detect_many([np.zeros((SIZE[1], SIZE[0], 3), np.uint8)] * 2)  # the batched path warmed up
+
+    def file(self, k: int) -> str:
+        """Camera k's frames as a 480x360 5 fps file (what a live camera at 5 fps would deliver)."""
+        import cv2
+
+        if k not in self.files:
+            path = f"{self.workdir}/camera{k}.mp4"
+            out = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), FPS, SIZE)
+            cam = Camera(k)
+            for _ in range(self.frames):
+                out.write(cam.read())
+            out.release()
+            self.files[k] = path
+        return self.files[k]
+
+    def site(self, n: int):
+        from storelens.config import parse_config
+
+        return parse_config({"store": {"id": "bench"}, "tracker": {"backend": "bytereid"},
+                             "detector": {"weights": str(WEIGHTS), "confidence": 0.1},
+                             "pipeline": {"batch_cameras": max(1, min(n, 64))},
+                             "cameras": [{"id": f"cam{k}", "source": self.file(k)} for k in range(n)]})
+
+    def run(self, n: int, paced: bool) -> tuple[float, list[float], dict[int, int]]:
+        """(camera-frames/s, each frame's lag in s when paced, frames per detector call -> calls)."""
+        from storelens.backends.trackers import build_tracker
+        from storelens.runtime.embedded import EmbeddedPipeline
+
+        cfg = self.site(n)
+        bus = PacedBus(FPS if paced else None)
+        lags: list[float] = []
+
+        def tracked(tf) -> None:
+            if paced:
+                lags.append(time.perf_counter() - bus.due(tf.seq))
+
+        res = EmbeddedPipeline(cfg, detector=self.detector, bus=bus, on_tracked=tracked,
+                               tracker_factory=lambda: build_tracker(cfg.tracker, self.embedder)).run()
+        return res.frames / res.elapsed_s, lags, res.detect_batches
+
+
+class PacedBus(InProcessBus):
+    """The in-process bus, with each camera's k-th frame published no earlier than ``k / fps`` s after the first
+    (``fps`` None: as fast as ingest reads)."""
+
+    def __init__(self, fps: float | None) -> None:
+        super().__init__(maxsize=8)  # as EmbeddedPipeline's own bus
+        self.period_s = 1.0 / fps if fps else 0.0
+        self.t0: float | None = None
+        self._sent: collections.Counter[bytes] = collections.Counter()
+        self._pace = threading.Lock()
+
+    def due(self, k: int) -> float:
+        """When camera frame ``k`` is due (``time.perf_counter()`` clock)."""
+        return (self.t0 or 0.0) + k * self.period_s
+
+    def publish(self, topic: str, key: bytes, value: bytes) -> None:
+        if topic == topics.FRAMES and key and self.period_s:
+            with self._pace:
+                self.t0 = self.t0 if self.t0 is not None else time.perf_counter()
+                k = self._sent[key]
+                self._sent[key] += 1
+            if (wait := self.due(k) - time.perf_counter()) > 0:
+                time.sleep(wait)
+        super().publish(topic, key, value)
+
+
+def embedded_table(ns: list[int], frames: int, ultralytics: bool = True) -> None:
+    import tempfile
+
+    print(f"Embedded pipeline (ingest -> detect-track batching the cameras -> analytics), {SIZE[0]}x{SIZE[1]}, "
+          f"{frames} frames per camera; paced: camera frame k published at k / {FPS} s\n")
+    print("| cameras | unpaced: camera-frames/s | per camera fps | frames per detector call | "
+          f"paced at {FPS} fps: lag median / p95 / max (ms) | kept up (lag < {LAG_OK_S:g} s) | "
+          "Ultralytics, one YOLO.track() process per camera: per camera fps (slowest), unpaced |")
+    print("|---:|---:|---:|---:|---|---|---:|")
+    with tempfile.TemporaryDirectory(prefix="bench-cameras-") as tmp:
+        emb = Embedded(frames, tmp)
+        for n in ns:
+            rate, _, batches = emb.run(n, paced=False)
+            per_call = sum(k * c for k, c in batches.items()) / max(1, sum(batches.values())) if batches else 1.0
+            _, lags, _ = emb.run(n, paced=True)
+            late = lags[len(lags) // 2:]
+            ok = bool(late) and max(late) < LAG_OK_S
+            ul = f"{ultralytics_processes(n, frames):.1f}" if ultralytics else "-"
+            print(f"| {n} | {rate:.1f} | {rate / n:.1f} | {per_call:.2f} | {np.median(lags) * 1000:.0f} / "
+                  f"{np.percentile(lags, 95) * 1000:.0f} / {max(lags) * 1000:.0f} | {'yes' if ok else 'no'} | {ul} |",
+                  flush=True)
+
+
 def ultralytics_child(k: int, frames: int) -> None:
     """One camera's ``YOLO.track()`` process; prints its frames per second after model loading."""
     from ultralytics import YOLO
@@ -154,12 +271,17 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=40, help="frames per camera per measurement")
     ap.add_argument("--skip-ultralytics", action="store_true")
     ap.add_argument("--paced", type=int, help="cameras for the paced run (default: the most that kept 5 fps unpaced)")
+    ap.add_argument("--embedded", action="store_true",
+                    help="run the cameras through the embedded pipeline (batching on), unpaced and paced at 5 fps")
     args = ap.parse_args()
     ns = [int(x) for x in args.cameras.split(",")]
     print(f"Command: `{shlex.join(['python', 'bench/cameras.py', *sys.argv[1:]])}`\n")
     print(benchlib.cpu_line())
     print(benchlib.python_line())
     print()
+    if args.embedded:
+        embedded_table(ns, args.frames, not args.skip_ultralytics)
+        return 0
     print("| cameras | storelens, one process: camera-frames/s | per camera fps | "
           "Ultralytics, one process per camera: per camera fps (slowest) |")
     print("|---:|---:|---:|---:|")

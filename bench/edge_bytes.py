@@ -96,7 +96,7 @@ def site(assets: pathlib.Path, clip: str, target_fps: float, resize: bool, jpeg_
         "cameras": [cam],
         "detector": {"weights": str(assets / "models/yolo11n_int8_openvino_model"), "confidence": 0.35,
                      "imgsz": 640, "device": "cpu", "threads": 2},
-        "tracker": {"embedder": "mobilenet-openvino"},
+        "tracker": {"backend": "deepsort", "embedder": "mobilenet-openvino"},
     }
 
 

@@ -607,6 +607,10 @@ def cmd_site(args) -> int:
             config = with_cameras(config, latest[1]["cameras"], origin=f"site version {version}")
         if args.site_command == "export":
             doc = config.model_dump(mode="json", exclude_defaults=True)
+            if "confidence" not in config.detector.model_fields_set:  # derived from the tracker: not the file's
+                doc.get("detector", {}).pop("confidence", None)
+                if doc.get("detector") == {}:
+                    del doc["detector"]
             text = f"# StoreLens site, version {version} (storelens site export)\n" + yaml.safe_dump(doc, sort_keys=False)
             if args.out:
                 pathlib.Path(args.out).write_text(text)

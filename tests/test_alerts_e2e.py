@@ -5,7 +5,8 @@
    ``max`` continuously for ``hold_s``), and resolves where the reference says.
 2. The embedded pipeline (YOLO + tracker + analytics stage -> SQLite ``alerts`` table) fires within
    ``hold_s + TOLERANCE_S`` of every GT firing. The tolerance covers the tracker's confirmation delay
-   (``n_init`` = 3 frames) and short detection misses. ``max`` is the GT count's minimum (5): the
+   (bytereid, the default: a track started after the first frame is reported from its second matched
+   frame) and short detection misses. ``max`` is the GT count's minimum (5): the
    detector misses the most occluded person of the crowd, so its count is about one below the GT's, and
    the rule the issue suggests (max = GT 75th percentile = 7, i.e. 8 people) never fires on detections:
    that case is checked on the GT only. The stationary filter is off (see :func:`site`).

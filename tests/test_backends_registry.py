@@ -111,16 +111,19 @@ def test_build_wrappers_dispatch_through_the_registries():
 def test_appearance_embedders_are_registered_and_set_by_the_flat_tracker_keys():
     assert APPEARANCE.names() == sorted(AppearanceEmbedderConfig.variants) == ["mobilenet-openvino", "mobilenet-torch",
                                                                                "omz-reid-openvino"]
-    tracker = parse_config(site(tracker={"embedder_input_wh": [32, 96], "embedder_device": "cpu"})).tracker
+    tracker = parse_config(site(tracker={"backend": "deepsort", "embedder_input_wh": [32, 96],
+                                         "embedder_device": "cpu"})).tracker
     assert tracker.appearance == MobileNetOpenVinoEmbedderConfig(input_wh=(32, 96))
-    torch = parse_config(site(tracker={"embedder": "mobilenet-torch", "embedder_weights": "/w.pt"})).tracker
+    torch = parse_config(site(tracker={"backend": "deepsort", "embedder": "mobilenet-torch",
+                                       "embedder_weights": "/w.pt"})).tracker
     assert torch.embedder == "mobilenet-torch" and torch.appearance == MobileNetTorchEmbedderConfig(weights="/w.pt")
 
 
 @pytest.mark.parametrize(("path", "doc", "known"), [
     ("detector.backend", {"detector": {"backend": "yolo-nas"}}, "ultralytics"),
     ("tracker.backend", {"tracker": {"backend": "sort"}}, "bytereid, deepsort"),
-    ("tracker.embedder", {"tracker": {"embedder": "osnet"}}, "mobilenet-openvino, mobilenet-torch, omz-reid-openvino"),
+    ("tracker.embedder", {"tracker": {"backend": "deepsort", "embedder": "osnet"}},
+     "mobilenet-openvino, mobilenet-torch, omz-reid-openvino"),
     ("faces.detector.backend", {"faces": {"detector": {"backend": "haar"}}}, "mtcnn, yunet"),
     ("faces.embedder.backend", {"faces": {"embedder": {"backend": "arcface"}}}, "dlib, facenet"),
 ])
@@ -134,7 +137,9 @@ def test_unknown_backend_is_an_error_naming_the_field_and_the_known_names(path, 
     ({"faces": {"detector": {"backend": "mtcnn", "top_k": 10}}}, "faces.detector.top_k"),  # YuNet's, not MTCNN's
     ({"faces": {"embedder": {"backend": "dlib", "pretrained": "vggface2"}}}, "faces.embedder.pretrained"),
     ({"detector": {"confidence": 2}}, "detector.confidence"),
-    ({"tracker": {"max_age": 0}}, "tracker.max_age"),
+    ({"tracker": {"max_age": 30}}, "tracker.max_age"),  # deep-sort's, not the default bytereid's
+    ({"tracker": {"backend": "deepsort", "track_buffer": 60}}, "tracker.track_buffer"),  # bytereid's
+    ({"tracker": {"backend": "deepsort", "max_age": 0}}, "tracker.max_age"),
 ])
 def test_settings_of_another_backend_are_rejected_by_name(doc, path):
     with pytest.raises(ConfigError, match=rf": {path}: "):

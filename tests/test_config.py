@@ -7,7 +7,16 @@ import pathlib
 import pytest
 import yaml
 
-from storelens.config import CountingConfig, SiteConfig, load_config, parse_config
+from storelens.config import (
+    ByteReidTrackerConfig,
+    CountingConfig,
+    DeepSortTrackerConfig,
+    SiteConfig,
+    UltralyticsDetectorConfig,
+    load_config,
+    parse_config,
+    with_cameras,
+)
 from storelens.errors import ConfigError, StoreLensError
 from storelens.paths import assets_dir
 
@@ -335,3 +344,45 @@ def test_parse_config_does_not_mutate_its_input():
     before = copy.deepcopy(doc)
     parse_config(doc, base=pathlib.Path("/srv/site"))
     assert doc == before
+
+
+# ---------------------------------------------------------------------------------------------
+# The tracker (bytereid by default) and the detector confidence it needs
+# ---------------------------------------------------------------------------------------------
+
+# (tracker section, detector section, tracker class, detector.confidence); {}: the section is left out
+TRACKER_CONFIDENCE_CASES = [
+    pytest.param({}, {}, ByteReidTrackerConfig, 0.1, id="default-is-bytereid-down-to-track_low_thresh"),
+    pytest.param({"backend": "bytereid"}, {"imgsz": 320}, ByteReidTrackerConfig, 0.1, id="bytereid-named"),
+    pytest.param({"track_low_thresh": 0.2}, {}, ByteReidTrackerConfig, 0.2, id="bytereid-own-low-thresh"),
+    pytest.param({"backend": "deepsort"}, {}, DeepSortTrackerConfig, 0.35, id="deepsort-keeps-0.35"),
+    pytest.param({}, {"confidence": 0.5}, ByteReidTrackerConfig, 0.5, id="bytereid-explicit-above-low-kept"),
+    pytest.param({}, {"confidence": 0.35}, ByteReidTrackerConfig, 0.35, id="bytereid-explicit-0.35-kept"),
+    pytest.param({}, {"confidence": 0.05}, ByteReidTrackerConfig, 0.05, id="bytereid-explicit-below-low-kept"),
+    pytest.param({"backend": "deepsort"}, {"confidence": 0.2}, DeepSortTrackerConfig, 0.2, id="deepsort-explicit"),
+]
+
+
+@pytest.mark.parametrize("tracker, detector, tracker_cls, confidence", TRACKER_CONFIDENCE_CASES)
+def test_detector_confidence_follows_the_tracker(tmp_path, tracker, detector, tracker_cls, confidence):
+    doc = mutated(lambda d: d.update({k: v for k, v in (("tracker", tracker), ("detector", detector)) if v}))
+    cfg = load_config(write(tmp_path, doc))
+    assert type(cfg.tracker) is tracker_cls
+    assert cfg.detector.confidence == confidence
+    # the site editing path (cameras replaced, the whole config validated again) keeps it
+    assert with_cameras(cfg, cfg.cameras[:1]).detector.confidence == confidence
+
+
+def test_detector_object_given_to_the_site_is_not_changed():
+    det = UltralyticsDetectorConfig(imgsz=320)
+    cfg = SiteConfig(store={"id": "s"}, cameras=[{"id": "c", "source": "rtsp://x/y"}], detector=det)
+    assert (cfg.detector.confidence, cfg.detector.imgsz) == (0.1, 320)
+    assert det.confidence == 0.35 and "confidence" not in det.model_fields_set
+
+
+def test_deep_sort_keys_need_backend_deepsort(tmp_path):
+    p = write(tmp_path, mutated(lambda d: d.update(tracker={"max_age": 8})))
+    with pytest.raises(ConfigError, match=r"tracker\.max_age: Extra inputs are not permitted"):
+        load_config(p)
+    cfg = load_config(write(tmp_path, mutated(lambda d: d.update(tracker={"backend": "deepsort", "max_age": 8}))))
+    assert (cfg.tracker.max_age, cfg.detector.confidence) == (8, 0.35)

@@ -162,6 +162,103 @@ def test_stop_requested_while_a_sink_is_down_leaves_the_message_unacknowledged()
     assert not t.is_alive() and transport.acked == [] and runner.failure is not None
 
 
+# -- batches: frames of different cameras in one stage call (the embedded mode's detect-track) -------------
+
+CAMS3 = parse_config({"store": {"id": "t"}, "cameras": [{"id": c, "source": "x.mp4"} for c in "abc"]})
+
+
+class BatchClock(FrameClock):
+    """:class:`FrameClock` that also takes batches; ``calls`` records each call: a camera id for ``handle``, the
+    list of camera ids for ``handle_batch``. A batch holding a ``raise`` frame fails as a whole."""
+
+    def __init__(self, config, on_error: str = "dead_letter") -> None:
+        super().__init__(config, on_error)
+        self.calls: list = []
+
+    def handle(self, topic, frame):
+        self.calls.append(frame.camera_id)
+        return super().handle(topic, frame)
+
+    def handle_batch(self, topic, frames):
+        self.calls.append([f.camera_id for f in frames])
+        if any(f.jpeg == b"raise" for f in frames):
+            raise RuntimeError("model exploded")
+        return [FrameClock.handle(self, topic, f) for f in frames]
+
+
+class SkipOffsets:
+    """Runner hooks skipping the given offsets (as detect-track's snapshot hooks skip what a snapshot holds)."""
+
+    def __init__(self, offsets=()) -> None:
+        self.offsets, self.asked, self.done = set(offsets), [], []
+
+    def skip(self, msg) -> bool:
+        self.asked.append(msg.offset)
+        return msg.offset in self.offsets
+
+    def after(self, h) -> None:
+        self.done.append(h.msg.offset)
+
+    def close(self) -> None:
+        return None
+
+
+A1, A2, B1, B2, C1 = frame(1, "a"), frame(2, "a"), frame(1, "b"), frame(2, "b"), frame(1, "c")
+BAD_B = frame(1, "b")[:-3]  # truncated protobuf
+
+# (case, input frames, batch_max, stage on_error, offsets the hooks skip,
+#  expected: stage calls, dead-lettered offsets, acknowledged offsets, stopped?)
+BATCH_CASES = [
+    ("a malformed message in the middle is only its own dead letter", [A1, BAD_B, C1, A2, B2], 3, "dead_letter", (),
+     [["a", "c"], ["a", "b"]], [1], [0, 1, 2, 3, 4], False),
+    ("two messages of one camera never share a batch", [A1, A2, B1, B2], 4, "dead_letter", (),
+     ["a", ["a", "b"], "b"], [], [0, 1, 2, 3], False),
+    ("batch_max caps the batch", [A1, B1, C1], 2, "dead_letter", (),
+     [["a", "b"], "c"], [], [0, 1, 2], False),
+    ("batch_max 1 (the services): one at a time", [A1, B1, C1], 1, "dead_letter", (),
+     ["a", "b", "c"], [], [0, 1, 2], False),
+    ("a failing batch of a dead_letter stage is handled one by one", [A1, frame(1, "b", b"raise"), C1], 3,
+     "dead_letter", (), [["a", "b", "c"], "a", "b", "c"], [1], [0, 1, 2], False),
+    ("a failing batch of a stop stage acknowledges nothing, not even its malformed message",
+     [A1, BAD_B, frame(1, "c", b"raise")], 3, "stop", (), [["a", "c"]], [], [], True),
+    ("a message the hooks skip is held back, never handled, still acknowledged", [A1, B1, C1, A2], 4,
+     "dead_letter", (1,), ["a", ["c", "a"]], [], [0, 1, 2, 3], False),
+]
+
+
+@pytest.mark.parametrize("case,values,batch_max,on_error,skips,calls,dead,acked,stopped", BATCH_CASES,
+                         ids=[c[0] for c in BATCH_CASES])
+def test_batches_in_process(case, values, batch_max, on_error, skips, calls, dead, acked, stopped):
+    bus = InProcessBus()
+    stage = BatchClock(CAMS3, on_error)
+    transport = Acks(bus, [topics.FRAMES], ending=[topics.FRAMES], outputs=stage.outputs)
+    core = RunnerCore(stage, [FlakySink()])
+    hooks = SkipOffsets(skips)
+    out, letters = bus.subscribe(OUT), bus.subscribe(topics.DEAD_LETTER)
+    for v in values:
+        bus.publish(topics.FRAMES, m.decode(m.Frame, v).camera_id.encode() if v != BAD_B else b"b", v)
+    bus.publish(topics.FRAMES, b"", END_OF_TOPIC)
+    runner = Runner(core, transport, hooks=hooks, batch_max=batch_max)
+    failure = runner.run()
+    assert (failure is not None) is stopped
+    assert stage.calls == calls
+    assert [m.decode(m.DeadLetter, x.value).payload for x in _drain(letters)] == [values[i] for i in dead]
+    assert core.dead_letters == len(dead)
+    assert transport.acked == acked, "acknowledged in input order, unless the runner stopped"
+    assert hooks.asked == sorted(set(hooks.asked)), "the hooks are asked once per message, in order"
+    assert hooks.done == [o for o in acked if o not in skips]
+    # outputs in input order: the handled frames' timestamps (camera, 1000 + seq)
+    handled = [m.decode(m.Frame, values[o]) for o in acked if o not in dead and o not in skips]
+    published = [m.decode(m.OccupancyUpdate, x.value) for x in _drain(out) if x.value != END_OF_TOPIC]
+    assert [(u.camera_id, u.ts_ms) for u in published] == [(f.camera_id, f.ts_ms) for f in handled]
+    sizes = dict(runner.batch_sizes)
+    [hist] = core.metrics.batch_size.collect()
+    samples = {s.name: s.value for s in hist.samples if s.labels.get("topic") == topics.FRAMES}
+    assert samples.get("storelens_batch_size_count", 0) == sum(sizes.values())
+    assert samples.get("storelens_batch_size_sum", 0) == sum(n * k for n, k in sizes.items())
+    assert max(sizes, default=1) <= batch_max
+
+
 # -- adding a stage: one module (here: the class above) plus one registration line ------------------------
 
 

@@ -146,6 +146,10 @@ def test_site_export_and_import_round_trip(tmp_path) -> None:
     exported = yaml.safe_load(out.stdout)
     assert [ln["id"] for ln in exported["cameras"][0]["lines"]] == ["x200", "x320"]
     assert exported["cameras"][1]["source"] == SITE["cameras"][1]["source"]  # the export keeps credentials
+    # detector.confidence follows the tracker when the file does not set it: the export does not pin it
+    assert "confidence" not in exported.get("detector", {}), exported.get("detector")
+    switched = parse_config({**exported, "tracker": {"backend": "deepsort"}})
+    assert switched.detector.confidence == 0.35
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({**edited, "cameras": [{"id": "c"}]}))
     r = run("import", str(bad))

@@ -169,7 +169,7 @@ def test_embedded_pipeline_records_enrolled_staff_by_face(tmp_path: pathlib.Path
                               tmp_path / "v.avi", hold_frames=20, gap_frames=12)
     cfg = parse_config({
         "store": {"id": "s"}, "cameras": [{"id": "door", "source": str(video), "start_ts_ms": T0}],
-        "tracker": {"max_age": 8}, "crops": {"every_n_frames": 5},
+        "crops": {"every_n_frames": 5},  # the default tracker (bytereid) keeps the two photos apart
         "storage": {"backend": "sqlite", "path": str(tmp_path / "h.db")},
         "faces": {"enabled": True}, "staff": {"faces": {}}})
     with SqlStorage(cfg.storage.path) as s:

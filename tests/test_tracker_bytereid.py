@@ -113,7 +113,8 @@ def test_config_is_a_tracker_backend_and_rejects_unknown_keys(br):
     with pytest.raises(ValueError, match="extra"):
         TrackerConfig.model_validate({"backend": "bytereid", "max_age": 30})
     # the re-id model is an appearance embedder the deep-sort tracker may pick too
-    assert TrackerConfig.model_validate({"embedder": "omz-reid-openvino"}).appearance == OmzReidEmbedderConfig()
+    deepsort = TrackerConfig.model_validate({"backend": "deepsort", "embedder": "omz-reid-openvino"})
+    assert deepsort.appearance == OmzReidEmbedderConfig()
 
 
 # -- the re-id model ------------------------------------------------------------

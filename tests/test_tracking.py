@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from storelens.config import TrackerConfig
+from storelens.config import DeepSortTrackerConfig
 from storelens.backends.detectors import Detections
 from storelens.backends.trackers import DeepSortTracker, OpenVinoMobileNetEmbedder, iou_matrix
 
@@ -53,7 +53,7 @@ def _scene(t: int) -> tuple[np.ndarray, Detections]:
 @pytest.mark.parametrize(("refresh", "max_embedded"), [(0, 4 * 20), (5, 4 * 2 + 2 * 18 + 2 * 3)])
 def test_lazy_appearance_embeds_only_what_is_ambiguous(embedder, refresh, max_embedded):
     emb = CountingEmbedder(embedder)
-    tracker = DeepSortTracker(TrackerConfig(n_init=2, appearance_refresh_frames=refresh), embedder=emb)
+    tracker = DeepSortTracker(DeepSortTrackerConfig(n_init=2, appearance_refresh_frames=refresh), embedder=emb)
     ids_seen = []
     for t in range(20):
         tracks = tracker.update(*_scene(t))
@@ -75,7 +75,7 @@ def test_lazy_appearance_embeds_only_what_is_ambiguous(embedder, refresh, max_em
 
 def test_snapshot_restore_continues_identically(embedder):
     """A tracker restored from a snapshot (as after a crash) produces exactly the same tracks."""
-    cfg = TrackerConfig(n_init=2)
+    cfg = DeepSortTrackerConfig(n_init=2)
     a = DeepSortTracker(cfg, embedder=embedder)
     for t in range(8):
         a.update(*_scene(t))

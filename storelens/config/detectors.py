@@ -26,6 +26,10 @@ class UltralyticsDetectorConfig(DetectorConfig):
     #: Weights path (``.pt``, ``.onnx``, OpenVINO folder) or an Ultralytics model name
     #: such as ``yolo11n.pt`` (downloaded by Ultralytics where there is internet).
     weights: Annotated[EnvStr, Field(validate_default=True)] = "${STORELENS_ASSETS}/models/yolo11n_int8_openvino_model"
+    #: Smallest detection score kept. Unset in a site file with the ``bytereid`` tracker (the
+    #: default), it is the tracker's ``track_low_thresh`` (0.1; :class:`storelens.config.site.SiteConfig`
+    #: fills it in); 0.35 otherwise (``deepsort``). Set above ``track_low_thresh``, it is kept, and
+    #: bytereid's second (low-score) stage then sees nothing below it.
     confidence: Annotated[float, Field(ge=0.0, le=1.0)] = 0.35
     iou: Annotated[float, Field(ge=0.0, le=1.0)] = 0.6
     #: Input size. Exports with a fixed input shape (the int8 OpenVINO/ONNX files in the assets are

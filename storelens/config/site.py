@@ -46,6 +46,7 @@ from storelens.config.env import expand_env
 from storelens.config.faces import FacesConfig
 from storelens.config.privacy import PrivacyConfig
 from storelens.config.rollup import ChainConfig, RollupConfig
+from storelens.config.tracker_bytereid import ByteReidTrackerConfig
 from storelens.config.trackers import TrackerConfig
 from storelens.errors import ConfigError
 
@@ -443,17 +444,29 @@ class ApiConfig(Strict):
     cache_ttl_s: Annotated[float, Field(ge=0, le=1)] = 1.0
 
 
+class PipelineConfig(Strict):
+    """How the embedded mode (one process, :mod:`storelens.runtime.embedded`) runs its stages."""
+
+    #: Frames of up to this many cameras that wait for detect-track at once go through it together:
+    #: one detector call and one re-id inference for all of them (1: one frame at a time). Results are
+    #: the same either way. The distributed services always take one frame at a time.
+    batch_cameras: Annotated[int, Field(ge=1, le=64)] = 8
+
+
 class SiteConfig(Strict):
     store: StoreConfig
     #: At least one, except in a chain's roll-up deployment (``chain:``), which has none.
     cameras: list[CameraConfig]
-    #: One class per backend, chosen by ``backend`` (see :mod:`storelens.config.base`).
+    #: One class per backend, chosen by ``backend`` (see :mod:`storelens.config.base`). With the
+    #: ``bytereid`` tracker (the default) an unset ``detector.confidence`` is the tracker's
+    #: ``track_low_thresh`` (0.1), so its second stage sees the low-score detections.
     detector: SerializeAsAny[DetectorConfig] = Field(default_factory=DetectorConfig)
     tracker: SerializeAsAny[TrackerConfig] = Field(default_factory=TrackerConfig)
     crops: CropsConfig = Field(default_factory=CropsConfig)
     counting: CountingConfig = Field(default_factory=CountingConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
     live: LiveConfig = Field(default_factory=LiveConfig)
     faces: FacesConfig = Field(default_factory=FacesConfig)
@@ -493,6 +506,28 @@ class SiteConfig(Strict):
     def _some_camera(self) -> "SiteConfig":
         if not self.cameras and self.chain is None:
             raise ValueError("cameras: at least 1 camera is needed (only a chain's roll-up, `chain:`, has none)")
+        return self
+
+    @model_validator(mode="after")
+    def _detector_down_to_tracker(self) -> "SiteConfig":
+        """The bytereid tracker's low stage needs detections down to ``track_low_thresh``:
+        a ``detector.confidence`` the site file does not set follows it (a set one is kept).
+
+        Example:
+            >>> site = {"store": {"id": "s"}, "cameras": [{"id": "c", "source": "x.mp4"}]}
+            >>> SiteConfig.model_validate(site).detector.confidence
+            0.1
+            >>> SiteConfig.model_validate({**site, "tracker": {"track_low_thresh": 0.2}}).detector.confidence
+            0.2
+            >>> SiteConfig.model_validate({**site, "tracker": {"backend": "deepsort"}}).detector.confidence
+            0.35
+        """
+        low = self.tracker.track_low_thresh if isinstance(self.tracker, ByteReidTrackerConfig) else None
+        if (low is not None and "confidence" in type(self.detector).model_fields
+                and "confidence" not in self.detector.model_fields_set):
+            detector = self.detector.model_copy(update={"confidence": low})
+            detector.__pydantic_fields_set__.discard("confidence")  # still "not set": follows the tracker
+            object.__setattr__(self, "detector", detector)
         return self
 
     @model_validator(mode="after")
@@ -605,6 +640,8 @@ def with_cameras(config: SiteConfig, cameras: list, origin: str = "site", alert_
         (['d'], [])
     """
     raw = config.model_dump(mode="json")
+    if "confidence" not in config.detector.model_fields_set:  # it follows the tracker (_detector_down_to_tracker)
+        raw["detector"].pop("confidence", None)
     raw["cameras"] = [c.model_dump(mode="json") if isinstance(c, CameraConfig) else c for c in cameras]
     if alert_rules is not None:
         raw["alerts"]["rules"] = [r if isinstance(r, dict) else r.model_dump(mode="json") for r in alert_rules]

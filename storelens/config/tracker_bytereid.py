@@ -1,12 +1,14 @@
 """Settings of the ``bytereid`` tracker and of the Open Model Zoo person re-id embedder.
 
-* :class:`ByteReidTrackerConfig` (``tracker: {backend: bytereid}``):
+* :class:`ByteReidTrackerConfig` (``tracker: {backend: bytereid}``, the default tracker):
   BYTE two-stage association + Kalman motion (Ultralytics' BoT-SORT code) with
   appearance from a person re-identification model
   (:mod:`storelens.backends.trackers.bytereid`). One parameter set for every
   camera, chosen on all visible sequences at once (BENCHMARKS.md). The detector
   must deliver detections down to ``track_low_thresh``
-  (``detector.confidence`` <= ``track_low_thresh``) for the second stage to see them.
+  (``detector.confidence`` <= ``track_low_thresh``) for the second stage to see them:
+  a site file that does not set ``detector.confidence`` gets ``track_low_thresh``
+  (:class:`storelens.config.site.SiteConfig`); a higher one it sets is kept.
 * :class:`OmzReidEmbedderConfig` (``omz-reid-openvino``): the re-id model as an
   appearance embedder (:mod:`storelens.backends.appearance.omz_reid_openvino`),
   also selectable by the deep-sort tracker (``tracker.embedder``).
@@ -47,7 +49,9 @@ class ByteReidTrackerConfig(TrackerConfig):
     #: (IoU + appearance), may start tracks, are published and cropped.
     track_high_thresh: Unit = 0.3
     #: Detections in [low, high) only keep existing tracks alive (second, IoU-only
-    #: stage); they never start a track and are never published.
+    #: stage); they never start a track and are never published. A site file's unset
+    #: ``detector.confidence`` is this value (a higher one set there is kept,
+    #: and this stage then sees nothing below it).
     track_low_thresh: Unit = 0.1
     #: A confident detection left unmatched starts a track only from this score.
     new_track_thresh: Unit = 0.45

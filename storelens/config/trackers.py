@@ -1,6 +1,9 @@
 """Settings of the tracker (``tracker`` in the site file) and its appearance embedders.
 
-``tracker.backend`` picks the tracker class (missing: ``deepsort``).
+``tracker.backend`` picks the tracker class (missing: ``bytereid``, whose settings
+are :class:`storelens.config.tracker_bytereid.ByteReidTrackerConfig`; ``deepsort``:
+:class:`DeepSortTrackerConfig`). With ``bytereid`` the site's ``detector.confidence``
+defaults to its ``track_low_thresh`` (see :class:`storelens.config.site.SiteConfig`).
 The deep-sort tracker's appearance embedder is named by ``tracker.embedder``
 and set by the flat ``tracker.embedder_*`` keys (the site file's spelling);
 :attr:`DeepSortTrackerConfig.appearance` turns them into that embedder's own
@@ -45,9 +48,14 @@ class MobileNetTorchEmbedderConfig(_MobileNetConfig):
 
 
 class TrackerConfig(BackendConfig):
-    """The ``tracker`` section: ``TrackerConfig(**settings)`` is the backend's own class."""
+    """The ``tracker`` section: ``TrackerConfig(**settings)`` is the backend's own class.
 
-    default_backend: ClassVar[str] = "deepsort"
+    ``bytereid`` by default: the best IDF1 on every visible sequence (BENCHMARKS.md,
+    "Tracking"); its class lives in :mod:`storelens.config.tracker_bytereid`, which
+    ``storelens.config`` imports, so the name is known wherever configs are read.
+    """
+
+    default_backend: ClassVar[str] = "bytereid"
 
 
 class DeepSortTrackerConfig(TrackerConfig):

@@ -8,6 +8,12 @@ camera feeds ``frames``; the bus queues are bounded, so ingest never runs far ah
 When every file source has ended, ``frames`` is ended and each stage ends its
 outputs after it has handled its inputs, down to analytics.
 
+Several cameras share the models: detect-track takes the frames of up to
+``pipeline.batch_cameras`` cameras that wait at once in one call (one detector call, one
+re-id inference; see :meth:`~storelens.stages.core.DetectTrackStage.handle_batch` and the
+runner's batches), with the same results as one frame at a time
+(:attr:`PipelineResult.detect_batches` says how many frames each call had).
+
 Site versions saved through ``/v1/site`` (any process, same history store) are put in force
 without a restart: the stages that take ``site-config`` (detect-track, faces, analytics) apply
 each new version first, then the ingest :class:`~storelens.runtime.ingest.CameraSupervisor`
@@ -66,6 +72,9 @@ class PipelineResult:
     customer_matches: list[m.CustomerMatch] = field(default_factory=list)
     #: Errors handled by the runners' policy (e.g. ``{"storage": 3}``: three failed writes, retried).
     errors: dict[str, int] = field(default_factory=dict)
+    #: detect-track's calls by frames per call (``{1: 40, 2: 15}``), when it batches cameras
+    #: (``pipeline.batch_cameras`` > 1 and more than one camera); empty otherwise.
+    detect_batches: dict[int, int] = field(default_factory=dict)
 
     @property
     def fps(self) -> float:
@@ -204,7 +213,7 @@ class EmbeddedPipeline:
                                            outputs=st.outputs)
             runner = Runner(RunnerCore(st, sinks.get(name, ()), chores=chores.get(name, ())), transport,
                             should_stop=self._stop.is_set,
-                            observers=[self._observer(name)])
+                            observers=[self._observer(name)], batch_max=self._batch_max(name, cameras))
             self.runners[name] = runner
             threads.append(threading.Thread(target=self._run_stage, args=(runner,), name=name, daemon=True))
         at_start = {c.id: c for c in cameras}
@@ -251,6 +260,12 @@ class EmbeddedPipeline:
                 raise err
             raise StoreLensError(f"pipeline failed: {type(err).__name__}: {err}") from err
         return self.result
+
+    def _batch_max(self, stage: str, cameras: list[CameraConfig]) -> int:
+        """Most frames per detect-track call: one per camera, at most ``pipeline.batch_cameras`` (others: 1)."""
+        if stage != "detect-track":
+            return 1
+        return max(1, min(self.config.pipeline.batch_cameras, len(cameras)))
 
     def _site_cameras(self, update: m.SiteUpdate) -> list[CameraConfig] | None:
         """The cameras of a site version (``None``, logged, when invalid: the stages dead-letter it)."""
@@ -318,6 +333,9 @@ class EmbeddedPipeline:
             res.dead_letters += r.core.dead_letters
             for k, v in r.core.errors.items():
                 res.errors[k] = res.errors.get(k, 0) + v
+        dt = self.runners.get("detect-track")
+        if dt is not None:
+            res.detect_batches = dict(sorted(dt.batch_sizes.items()))
         faces = self.runners.get("faces")
         if faces is not None:
             res.faces = dict(faces.core.stage.stats)

@@ -19,6 +19,21 @@ same sinks and publishing as a message's (:meth:`RunnerCore.tick`). The runner's
 it in the embedded mode; the analytics service calls the same :meth:`RunnerCore.tick` from a
 faust timer.
 
+**Batches.** A stage with a ``handle_batch`` method (:mod:`storelens.stages.base`; detect-track)
+run by ``Runner(..., batch_max=N)`` with N > 1 gets the messages that wait behind a polled one
+in one call: the runner keeps polling without waiting while the next message is on the same
+topic and of a camera (key) not yet in the batch, up to N. The first message that cannot join
+(another topic, a camera already in the batch, one the hooks skip) is held back and handled
+first in the next turn, so nothing is lost or reordered, and a camera's messages are handled
+one after the other as always. :meth:`RunnerCore.process_batch` decodes each message (a
+malformed one becomes its own dead letter) and makes one ``handle_batch`` call; every message
+then goes through the same sinks, publishing and acknowledgement as a single one, in order.
+Only the embedded mode batches (``pipeline.batch_cameras``): the Kafka consumer's ``done()``
+marks the *last polled* record as processed (:mod:`storelens.runtime.kafka`), so acknowledging
+the first message of a batch would commit the others before their outputs exist; the services
+keep ``batch_max=1``. Batch sizes are counted in :attr:`Runner.batch_sizes` and the
+``storelens_batch_size`` histogram.
+
 Example (in-process, see tests/test_runner.py):
     >>> bus = InProcessBus()                                              # doctest: +SKIP
     >>> runner = Runner(RunnerCore(stage), InProcessTransport(bus, stage))  # doctest: +SKIP
@@ -26,6 +41,7 @@ Example (in-process, see tests/test_runner.py):
 """
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -136,25 +152,86 @@ class RunnerCore:
                 before(h.value)
             h.outputs = self.stage.handle(topic, h.value)
         except Exception as exc:  # noqa: BLE001 (classified by the policy)
-            verdict, reason = classify_stage_error(exc, self.stage.on_error)
-            h.reason = reason
-            self._error(reason)
-            if verdict == "stop":
-                log.error("stage failed; stopping (the message is redelivered after the restart)",
-                          extra={"stage": self.stage.name, "topic": msg.topic, "offset": msg.offset,
-                                 "error": repr(exc)})
-                h.stop = exc
-                return h
-            cls = self.stage.inputs.get(topic)
-            kind = cls.DESCRIPTOR.full_name if hasattr(cls, "DESCRIPTOR") else f"{topic} message"
-            text = str(exc) if reason != "process" else f"cannot process {kind}: {exc!r}"
-            if reason == "process":
-                log.exception("message processing failed", extra={"stage": self.stage.name, "topic": msg.topic})
-            self._to_dead_letter(h, text)
+            self._failed(h, exc)
             return h
         if h.outputs.duplicate:
             self.metrics.duplicates.labels(msg.topic).inc()
         return h
+
+    def process_batch(self, msgs: Sequence[BusMessage], topic: str) -> list[Handled]:
+        """Decode several messages of ``topic`` (each of another camera) and process them in ONE
+        ``stage.handle_batch`` call (no I/O); one :class:`Handled` per message, in order.
+
+        A message that cannot be decoded becomes its own dead letter, the others go on. When
+        ``handle_batch`` raises, the error policy decides for the whole batch: ``stop`` stops at
+        every message of the batch (none is acknowledged, not even a malformed one: all are
+        redelivered); ``dead_letter`` processes the messages again one by one (:meth:`process`),
+        so only the bad one is dead-lettered.
+        """
+        hs = [Handled(msg, topic) for msg in msgs]
+        ok: list[Handled] = []
+        bad: list[tuple[Handled, Exception]] = []
+        for h in hs:
+            try:
+                h.value = self.stage.decode(topic, h.msg.value)
+                ok.append(h)
+            except Exception as exc:  # noqa: BLE001 (classified by the policy)
+                bad.append((h, exc))
+        for h, exc in bad:  # a decode step that means "stop" (not a DecodeError) stops before the stage runs
+            if classify_stage_error(exc, self.stage.on_error)[0] == "stop":
+                self._failed(h, exc)
+                return self._stop_all(hs, exc)
+        if ok:
+            try:
+                outputs = self.stage.handle_batch(topic, [h.value for h in ok])
+                if len(outputs) != len(ok):
+                    raise RuntimeError(f"handle_batch returned {len(outputs)} outputs for {len(ok)} messages")
+            except Exception as exc:  # noqa: BLE001 (classified by the policy)
+                verdict, reason = classify_stage_error(exc, self.stage.on_error)
+                if verdict == "dead_letter":
+                    log.info("batch failed; processing its messages one by one",
+                             extra={"stage": self.stage.name, "topic": msgs[0].topic, "error": repr(exc)})
+                    return [self.process(h.msg, topic) for h in hs]
+                self._error(reason)
+                log.error("stage failed on a batch; stopping (the messages are redelivered after the restart)",
+                          extra={"stage": self.stage.name, "topic": msgs[0].topic, "messages": len(msgs),
+                                 "error": repr(exc)})
+                for h in hs:
+                    h.reason = reason
+                return self._stop_all(hs, exc)
+            for h, out in zip(ok, outputs):
+                h.outputs = out
+                if out.duplicate:
+                    self.metrics.duplicates.labels(h.msg.topic).inc()
+        for h, exc in bad:
+            self._failed(h, exc)
+        return hs
+
+    @staticmethod
+    def _stop_all(hs: list[Handled], exc: BaseException) -> list[Handled]:
+        for h in hs:
+            h.stop, h.dead_letter, h.outputs = exc, None, Outputs()
+        return hs
+
+    def _failed(self, h: Handled, exc: BaseException) -> None:
+        """Classify an exception raised while decoding or processing ``h``: stop, or a dead letter."""
+        msg, topic = h.msg, h.topic
+        verdict, reason = classify_stage_error(exc, self.stage.on_error)
+        h.reason = reason
+        self._error(reason)
+        if verdict == "stop":
+            log.error("stage failed; stopping (the message is redelivered after the restart)",
+                      extra={"stage": self.stage.name, "topic": msg.topic, "offset": msg.offset,
+                             "error": repr(exc)})
+            h.stop = exc
+            return
+        cls = self.stage.inputs.get(topic)
+        kind = cls.DESCRIPTOR.full_name if hasattr(cls, "DESCRIPTOR") else f"{topic} message"
+        text = str(exc) if reason != "process" else f"cannot process {kind}: {exc!r}"
+        if reason == "process":
+            log.error("message processing failed", exc_info=exc,
+                      extra={"stage": self.stage.name, "topic": msg.topic})
+        self._to_dead_letter(h, text)
 
     def _to_dead_letter(self, h: Handled, reason: str) -> None:
         msg = h.msg
@@ -234,11 +311,15 @@ class Runner:
     state snapshots): ``skip(msg) -> bool`` before processing, ``after(handled)`` after
     the acknowledgement, ``close()`` at the end. ``observers`` see every handled
     message after its acknowledgement (results and metrics of the embedded mode).
+    ``batch_max`` > 1 hands a stage with ``handle_batch`` up to that many messages of
+    different cameras at once (see the module doc; never with the Kafka transport).
     """
 
     def __init__(self, core: RunnerCore, transport: Transport, should_stop: Callable[[], bool] | None = None,
                  hooks: Any = None, observers: Sequence[Callable[[Handled], None]] = (),
-                 beat: Callable[[], None] = lambda: None, poll_s: float = 0.2) -> None:
+                 beat: Callable[[], None] = lambda: None, poll_s: float = 0.2, batch_max: int = 1) -> None:
+        if batch_max < 1:
+            raise ValueError(f"batch_max must be at least 1, not {batch_max}")
         self.core = core
         self.transport = transport
         self.should_stop = should_stop or threading.Event().is_set
@@ -252,17 +333,52 @@ class Runner:
         #: Seconds between the stage's ticks (``None``: the stage has none).
         self.tick_s: float | None = getattr(core.stage, "tick_s", None) if hasattr(core.stage, "tick") else None
         self._next_tick = time.monotonic() + (self.tick_s or 0)
+        #: Most messages per stage call (1 unless the stage has ``handle_batch``).
+        self.batch_max = batch_max if hasattr(core.stage, "handle_batch") else 1
+        #: Batch size -> how many stage calls had that many messages (only counted when batching).
+        self.batch_sizes: collections.Counter[int] = collections.Counter()
+        #: A polled message that could not join the batch: handled first in the next turn (with its skip verdict).
+        self._held: tuple[BusMessage, bool] | None = None
 
     def handle(self, msg: BusMessage) -> bool:
         """One message, start to end; False when the runner must stop (the message is not acknowledged)."""
+        return self._handle(msg, None)
+
+    def _skip(self, msg: BusMessage) -> bool:
+        return self.hooks is not None and bool(self.hooks.skip(msg))
+
+    def _handle(self, msg: BusMessage, skip: bool | None) -> bool:
         core, tr = self.core, self.transport
         core.metrics.messages_in.labels(msg.topic).inc()
-        if self.hooks is not None and self.hooks.skip(msg):
+        if skip is None:
+            skip = self._skip(msg)
+        if skip:
             core.metrics.duplicates.labels(msg.topic).inc()
             tr.ack(msg)
             return True
         t0 = time.perf_counter()
-        h = core.write_sinks(core.process(msg, tr.base_topic(msg.topic)))
+        return self._finish(core.process(msg, tr.base_topic(msg.topic)), t0)
+
+    def handle_batch(self, msgs: Sequence[BusMessage]) -> bool:
+        """Messages of one topic, each of another camera, in one stage call; then each one start to end, in
+        order, like :meth:`handle`. False when the runner must stop (that message and the later ones are not
+        acknowledged)."""
+        core, tr = self.core, self.transport
+        for msg in msgs:
+            core.metrics.messages_in.labels(msg.topic).inc()
+        t0 = time.perf_counter()
+        hs = core.process_batch(msgs, tr.base_topic(msgs[0].topic))
+        share_s = (time.perf_counter() - t0) / len(hs)  # each message's part of the stage call
+        for h in hs:
+            if not self._finish(h, time.perf_counter() - share_s):
+                return False
+        return True
+
+    def _finish(self, h: Handled, t0: float) -> bool:
+        """Sinks, dead letter, outputs, acknowledgement, hooks and observers of one processed message."""
+        core, tr = self.core, self.transport
+        msg = h.msg
+        h = core.write_sinks(h)
         if h.stop is not None:
             self.failure = h.stop
             return False
@@ -305,18 +421,51 @@ class Runner:
         self._next_tick = time.monotonic() + self.tick_s
         return self.tick(int(time.time() * 1000))
 
+    def _turn(self, msg: BusMessage, skip: bool | None) -> bool:
+        """Handle ``msg``, with the messages waiting behind it that may join its batch."""
+        if self.batch_max == 1:
+            return self._handle(msg, skip)
+        skip = self._skip(msg) if skip is None else skip
+        if skip:
+            return self._handle(msg, True)
+        batch = self._gather(msg)
+        self.batch_sizes[len(batch)] += 1
+        self.core.metrics.batch_size.labels(msg.topic).observe(len(batch))
+        return self._handle(msg, False) if len(batch) == 1 else self.handle_batch(batch)
+
+    def _gather(self, first: BusMessage) -> list[BusMessage]:
+        """``first`` and the messages already waiting behind it on its topic, each of another camera (key), up to
+        :attr:`batch_max`; the first one that cannot join is held back for the next turn."""
+        tr = self.transport
+        topic = tr.base_topic(first.topic)
+        batch, keys = [first], {first.key}
+        while len(batch) < self.batch_max:
+            msg = tr.poll(0)  # no waiting: a batch is what has queued up while the last one was handled
+            if msg is None:  # nothing waiting (or the in-process transport took an end-of-topic marker)
+                break
+            skip = self._skip(msg)
+            if skip or tr.base_topic(msg.topic) != topic or msg.key in keys:
+                self._held = (msg, skip)
+                break
+            batch.append(msg)
+            keys.add(msg.key)
+        return batch
+
     def run(self) -> BaseException | None:
         """Loop until the transport has ended, a stop was requested, or the stage failed; returns the failure."""
         try:
-            while not self.should_stop() and not self.transport.ended:
+            while not self.should_stop() and (self._held is not None or not self.transport.ended):
                 self.beat()
                 self.core.run_chores()
                 if not self._maybe_tick():
                     break
-                msg = self.transport.poll(min(self.poll_s, self.tick_s or self.poll_s))
+                if self._held is not None:
+                    (msg, skip), self._held = self._held, None
+                else:
+                    msg, skip = self.transport.poll(min(self.poll_s, self.tick_s or self.poll_s)), None
                 if msg is None:
                     continue
-                if not self.handle(msg):
+                if not self._turn(msg, skip):
                     break
         finally:
             try:

@@ -46,6 +46,9 @@ class ServiceMetrics:
                          registry=registry)
         self.seconds = Histogram("storelens_processing_seconds", "Time to process one message", ["topic"],
                                  registry=registry, buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+        self.batch_size = Histogram("storelens_batch_size", "Messages handed to the stage in one call (batching "
+                                    "runners only: detect-track in the embedded mode)", ["topic"], registry=registry,
+                                    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32))
         self.purged = Counter("storelens_privacy_purged_rows_total", "Rows of personal data deleted by the "
                               "retention purge (privacy.retention), by kind", ["kind"], registry=registry)
 

@@ -13,7 +13,16 @@ A stage is an object with
   protobuf decode plus the camera check), raising :class:`~storelens.errors.DecodeError`
   for anything malformed;
 * ``handle(topic, message) -> Outputs``;
-* ``outputs``: the topics it publishes (the embedded mode ends them when the stage ends).
+* ``outputs``: the topics it publishes (the embedded mode ends them when the stage ends);
+* optionally ``handle_batch(topic, messages) -> list[Outputs]``: several messages of one topic,
+  each of a different camera, in one call (one detector call for the frames of several cameras).
+  It means exactly what calling ``handle`` on each in turn means: one ``Outputs`` per message, in
+  the same order. Anything that makes a message a dead letter (:class:`~storelens.errors.DecodeError`,
+  :class:`UnknownCamera`) must be raised before the stage changes any state: the runner then falls
+  back to ``handle`` message by message (a stage with ``on_error="dead_letter"`` must leave its state
+  unchanged whenever ``handle_batch`` raises). The runner passes batches only where it was told to
+  (``Runner(..., batch_max=N)``: the embedded mode's ``pipeline.batch_cameras``; the Kafka services
+  take one message at a time).
 
 The runner (:mod:`storelens.runtime.runner`) does everything else, the same way in
 the embedded mode and on Kafka: decode -> handle -> sinks (``Outputs.records``) ->
@@ -35,11 +44,14 @@ Example: a stage that republishes the timestamp of every frame (see tests/test_r
 
         def handle(self, topic, frame):
             return Outputs(publish=[Publish("clock", frame.camera_id, m.OccupancyUpdate(...))])
+
+        def handle_batch(self, topic, frames):  # optional: frames of different cameras at once
+            return [self.handle(topic, f) for f in frames]
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, Sequence
 
 from storelens.contract import messages as m
 from storelens.errors import DecodeError
@@ -86,6 +98,12 @@ class Stage(Protocol):
     def decode(self, topic: str, value: bytes) -> Any: ...
 
     def handle(self, topic: str, message: Any) -> Outputs: ...
+
+
+class BatchStage(Stage, Protocol):
+    """A :class:`Stage` that also handles several messages of one topic, each of another camera, at once."""
+
+    def handle_batch(self, topic: str, messages: Sequence[Any]) -> list[Outputs]: ...
 
 
 def decode_input(stage: Stage, topic: str, value: bytes) -> Any:

@@ -8,7 +8,7 @@ the messages to publish. Malformed input raises :class:`DecodeError` (or
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -16,15 +16,25 @@ import numpy as np
 from storelens.contract import messages as m
 from storelens.config import SiteConfig
 from storelens.backends.detectors import Detector
+from storelens.backends.detectors.base import Detections, detect_many
 from storelens.stages.base import Outputs, Publish, UnknownCamera
 from storelens.contract import topics
 from storelens.backends.video import decode_jpeg
-from storelens.backends.trackers import Tracker
+from storelens.backends.trackers import Tracker, Tracks
 from storelens.domain.stationary import StationaryFilter
 from storelens.stages.site_cameras import SiteCameras, decode_site_input
 from storelens.stages.snapshots import Snapshotter
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Job:
+    """A frame past its checks: its tracked frame so far and its decoded image (``None``: end of stream)."""
+
+    frame: m.Frame
+    out: m.TrackedFrame
+    image: np.ndarray | None
 
 
 #: Track ids are ``session base + tracker id``; the base is the tracker session's first
@@ -162,7 +172,30 @@ class DetectTrackStage:
             return Outputs(info={"site_version": frame.version, "applied": self.apply_site(frame)})
         if self.site.gone(frame.camera_id):  # in flight when a site version removed the camera
             return Outputs(duplicate=True)
-        tf = self.process(frame)
+        return self._outputs(frame, self.process(frame))
+
+    def handle_batch(self, topic: str, frames: list[m.Frame]) -> list[Outputs]:
+        """Stage contract: frames of different cameras at once, the same outputs as :meth:`handle` on each.
+
+        The frames' images go through ONE detector call (:func:`~storelens.backends.detectors.base.detect_many`)
+        and, when every camera's tracker can share it (``bytereid``: one embedder with ``embed_many``),
+        ONE re-id inference for the crops of every camera; then each frame is finished as alone
+        (:meth:`_finish`). Every check that dead-letters a frame (unknown camera, corrupt JPEG) runs before
+        anything changes, so the runner can fall back to :meth:`handle` frame by frame.
+        """
+        if topic != topics.FRAMES or len({f.camera_id for f in frames}) < len(frames):
+            return [self.handle(topic, f) for f in frames]  # a camera twice: its frames one after the other
+        jobs = [None if self.site.gone(f.camera_id) else self._prepare(f) for f in frames]
+        live = [j for j in jobs if j is not None and j.image is not None]
+        dets = detect_many(self.detector, [j.image for j in live]) if live else []
+        tracks = self._track_many(live, dets)
+        tracked = {id(j): (d, t) for j, d, t in zip(live, dets, tracks)}
+        return [Outputs(duplicate=True) if j is None
+                else self._outputs(f, self._finish(j, *tracked.get(id(j), (None, None))))
+                for f, j in zip(frames, jobs)]
+
+    def _outputs(self, frame: m.Frame, tf: m.TrackedFrame | None) -> Outputs:
+        """What :meth:`process` made of ``frame`` (``None``: a redelivery) as the stage's outputs."""
         if tf is None:
             return Outputs(duplicate=True)
         cam = frame.camera_id
@@ -172,6 +205,19 @@ class DetectTrackStage:
 
     def process(self, frame: m.Frame) -> m.TrackedFrame | None:
         """Track one frame; ``None`` for a frame already processed (redelivery)."""
+        job = self._prepare(frame)
+        if job is None:
+            return None
+        if job.image is None:  # end of stream
+            return self._finish(job)
+        dets = self.detector.detect(job.image)
+        return self._finish(job, dets, self.tracker(frame.camera_id).update(job.image, dets))
+
+    def _prepare(self, frame: m.Frame) -> _Job | None:
+        """The checks and the JPEG decoding of a frame, changing nothing; ``None`` for a redelivery.
+
+        Raises :class:`UnknownCamera` or :class:`~storelens.errors.DecodeError` (a dead letter).
+        """
         if frame.camera_id not in self.cameras:
             raise UnknownCamera(f"unknown camera {frame.camera_id!r}")
         if not frame.end_of_stream:
@@ -181,13 +227,33 @@ class DetectTrackStage:
                              source_frame=frame.source_frame, end_of_stream=frame.end_of_stream,
                              image_digest=frame.image_digest,
                              width=frame.source_width or frame.width, height=frame.source_height or frame.height)
-        if frame.end_of_stream:
+        return _Job(frame, out, None if frame.end_of_stream else decode_jpeg(frame))
+
+    def _track_many(self, jobs: list[_Job], dets: list[Detections]) -> list[Tracks]:
+        """Each job's camera tracker updated with its detections; one re-id inference for all when they share it."""
+        trackers = [self.tracker(j.frame.camera_id) for j in jobs]
+        embedder = getattr(trackers[0], "embedder", None) if trackers else None
+        shared = (len(trackers) > 1 and hasattr(embedder, "embed_many")
+                  and all(hasattr(t, "plan_appearance") and hasattr(t, "update_with_features")
+                          and getattr(t, "embedder", None) is embedder for t in trackers))
+        if not shared:
+            return [t.update(j.image, d) for t, j, d in zip(trackers, jobs, dets)]
+        plans = [t.plan_appearance(d) for t, d in zip(trackers, dets)]  # (features known, detections to embed)
+        fresh = embedder.embed_many([(j.image, d.bbox_xyxy[todo]) for j, d, (_, todo) in zip(jobs, dets, plans)])
+        out = []
+        for t, d, (feats, todo), f in zip(trackers, dets, plans, fresh):
+            if todo:
+                feats[todo] = f
+            out.append(t.update_with_features(d, feats, todo))
+        return out
+
+    def _finish(self, job: _Job, dets: Detections | None = None, tracks: Tracks | None = None) -> m.TrackedFrame:
+        """Everything after tracking: ids, source-pixel boxes, stationary flags, appearance, crops, snapshots."""
+        frame, out, image = job.frame, job.out, job.image
+        if image is None:
             self.last_crops = [m.PersonCrop(camera_id=frame.camera_id, seq=frame.seq, ts_ms=frame.ts_ms,
                                             end_of_stream=True)]
             return out
-        image = decode_jpeg(frame)
-        dets = self.detector.detect(image)
-        tracks = self.tracker(frame.camera_id).update(image, dets)
         self.last_seq[frame.camera_id] = frame.seq
         base = self.id_base.setdefault(frame.camera_id, track_id_base(frame.ts_ms))
         if base:
@@ -245,7 +311,8 @@ def build_detect_track(config: SiteConfig, detector: Detector | None = None,
     if stage is not None:
         return stage
     from storelens.backends.detectors import build_detector
-    from storelens.backends.trackers import build_tracker
+    from storelens.backends.trackers import tracker_factory as make_trackers
 
     detector = detector or build_detector(config.detector)
-    return DetectTrackStage(config, detector, tracker_factory or (lambda: build_tracker(config.tracker)))
+    # bytereid: every camera's tracker shares one re-id model (one inference serves a batch of cameras)
+    return DetectTrackStage(config, detector, tracker_factory or make_trackers(config.tracker))

@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import sys
+from typing import Sequence
 
 import numpy as np
 
@@ -56,6 +57,10 @@ class UltralyticsDetector:
     With ``tiles`` other than ``[1, 1]`` each frame is cut into overlapping tiles
     (:mod:`storelens.backends.detectors.tiling`), each detected at ``imgsz`` and merged;
     ``head_nms`` then keeps one box per head point.
+
+    :meth:`detect_many` detects several images (one frame per camera) in one ``predict`` call per
+    image size, with the same results as :meth:`detect` on each (a static-batch export, such as the
+    int8 OpenVINO model, still runs its inference image by image inside that call).
     """
 
     def __init__(self, cfg: UltralyticsDetectorConfig) -> None:
@@ -84,16 +89,41 @@ class UltralyticsDetector:
                                 cfg.iou if cfg.tile_merge_iou is None else cfg.tile_merge_iou, cfg.tile_full_frame)
         return dedupe_heads(dets, cfg.head_nms)
 
+    def detect_many(self, images: Sequence[np.ndarray]) -> list[Detections]:
+        """:meth:`detect` of each image, in order, in one ``predict`` call per image size (tiled: image by image).
+
+        Images of one size only: Ultralytics letterboxes a list of mixed sizes to a square, where a
+        single image (of a dynamic-shape model) keeps its aspect ratio, and the boxes would differ.
+        """
+        cfg = self.cfg
+        if tuple(cfg.tiles) != (1, 1):
+            return [self.detect(image) for image in images]
+        by_size: dict[tuple[int, ...], list[int]] = {}
+        for i, image in enumerate(images):
+            by_size.setdefault(image.shape, []).append(i)
+        out: list[Detections] = [Detections.empty()] * len(images)
+        for idx in by_size.values():
+            for i, dets in zip(idx, self._predict([images[i] for i in idx])):
+                out[i] = dedupe_heads(dets, cfg.head_nms)
+        return out
+
     def _detect_one(self, image_bgr: np.ndarray) -> Detections:
-        res = self.model.predict(
-            image_bgr, imgsz=self.cfg.imgsz, conf=self.cfg.confidence, iou=self.cfg.iou,
-            classes=self.cfg.classes, device=self.cfg.device, verbose=False,
-        )[0]
-        boxes = res.boxes
-        if boxes is None or len(boxes) == 0:
-            return Detections.empty()
-        return Detections(
-            boxes.xyxy.cpu().numpy().astype(np.float32),
-            boxes.conf.cpu().numpy().astype(np.float32),
-            boxes.cls.cpu().numpy().astype(np.int32),
-        )
+        return self._predict(image_bgr)[0]
+
+    def _predict(self, source: np.ndarray | list[np.ndarray]) -> list[Detections]:
+        """One ``predict`` call on an image or a list of images: their detections, in order."""
+        cfg = self.cfg
+        results = self.model.predict(source, imgsz=cfg.imgsz, conf=cfg.confidence, iou=cfg.iou, classes=cfg.classes,
+                                     device=cfg.device, verbose=False)
+        return [_detections(res.boxes) for res in results]
+
+
+def _detections(boxes) -> Detections:
+    """An Ultralytics ``Boxes`` as :class:`Detections`."""
+    if boxes is None or len(boxes) == 0:
+        return Detections.empty()
+    return Detections(
+        boxes.xyxy.cpu().numpy().astype(np.float32),
+        boxes.conf.cpu().numpy().astype(np.float32),
+        boxes.cls.cpu().numpy().astype(np.int32),
+    )

@@ -2,8 +2,13 @@
 
 * ``deepsort``: :class:`~storelens.backends.trackers.deepsort.DeepSortTracker` (deep-sort-realtime), with
   an appearance embedder from :mod:`storelens.backends.appearance` (``tracker.embedder``).
+* ``bytereid``: :class:`~storelens.backends.trackers.bytereid.ByteReidTracker` (BYTE + person re-id).
+
+One tracker per camera: :func:`tracker_factory` makes them; ``bytereid`` trackers share one re-id model.
 """
 from __future__ import annotations
+
+from typing import Callable
 
 from storelens.backends.appearance import (
     Embedder,
@@ -15,11 +20,12 @@ from storelens.backends.appearance import (
 from storelens.backends.trackers.base import TRACKERS, Tracker, Tracks, iou_matrix, l2_normalize
 from storelens.backends.trackers.bytereid import AppearanceTracks, ByteReidTracker
 from storelens.backends.trackers.deepsort import DeepSortTracker
+from storelens.config.tracker_bytereid import ByteReidTrackerConfig
 from storelens.config.trackers import TrackerConfig
 
 __all__ = ["TRACKERS", "AppearanceTracks", "ByteReidTracker", "DeepSortTracker", "Embedder", "OpenVinoMobileNetEmbedder", "TorchMobileNetEmbedder",
            "Tracker", "TrackerConfig", "Tracks", "build_embedder", "build_tracker", "crop_batch", "iou_matrix",
-           "l2_normalize"]
+           "l2_normalize", "tracker_factory"]
 
 
 def build_embedder(cfg: TrackerConfig) -> Embedder:
@@ -30,3 +36,30 @@ def build_embedder(cfg: TrackerConfig) -> Embedder:
 def build_tracker(cfg: TrackerConfig, embedder: Embedder | None = None) -> Tracker:
     """The tracker ``cfg.backend`` names (``embedder``: ``None`` builds the configured one)."""
     return TRACKERS.build(cfg, embedder=embedder)
+
+
+def tracker_factory(cfg: TrackerConfig) -> Callable[[], Tracker]:
+    """``make() -> Tracker``, called once per camera.
+
+    ``bytereid`` trackers share ONE re-id embedder (built with the first tracker): one model in
+    memory however many cameras, and one inference can serve the crops of several cameras
+    (:meth:`ByteReidTracker.plan_appearance`, the detect-track stage's batches). Other backends
+    build their own embedder with each tracker.
+
+    >>> make = tracker_factory(ByteReidTrackerConfig())
+    >>> a, b = make(), make()                                   # doctest: +SKIP
+    >>> a.embedder is b.embedder                                # doctest: +SKIP
+    True
+    """
+    if not isinstance(cfg, ByteReidTrackerConfig):
+        return lambda: build_tracker(cfg)
+    shared: list[Embedder] = []
+
+    def make() -> Tracker:
+        if shared:
+            return build_tracker(cfg, shared[0])
+        tracker = build_tracker(cfg)
+        shared.append(tracker.embedder)
+        return tracker
+
+    return make
