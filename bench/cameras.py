@@ -1,33 +1,24 @@
 #!/usr/bin/env python
 """Cameras per machine: how many 480x360 cameras at 5 fps one machine detects and tracks in real time.
 
-* ``storelens``: ONE process for all cameras. Per tick (one frame of every
-  camera): decode + resize each camera's next sampled frame, ONE detector call
-  on the list of frames (Ultralytics predicts a list in one call; the int8
-  OpenVINO IR has a static batch of 1, so inference itself still runs per
-  image), then ONE re-id inference for the crops every camera's ``bytereid``
-  tracker needs (:meth:`ByteReidTracker.plan_appearance` /
-  :meth:`OpenVinoReidEmbedder.embed_many` / :meth:`ByteReidTracker.update_with_features`).
-* ``ultralytics``: one ``YOLO.track()`` process per camera (ByteTrack,
-  ``vid_stride=5``), all running at once, as a user would deploy it.
-
-* ``--embedded``: the product itself: N cameras through :class:`~storelens.runtime.embedded.EmbeddedPipeline`
-  (ingest, detect-track batching the cameras, ``pipeline.batch_cameras``; analytics), each camera a
-  480x360 5 fps file made from the clips below. Ingest reads files as fast as it can (no pacing option
-  exists for file sources), so the bench paces them itself: camera frame k is published no earlier
-  than k / 5 s after the start (a live camera), and the lag is measured from that moment to the
-  tracked frame reaching analytics. Per N: unpaced camera-frames/s (capacity), then the paced run's
-  lag and whether it kept up (lag over the second half below :data:`LAG_OK_S`).
+* ``storelens``: the product itself: N cameras through :class:`~storelens.runtime.embedded.EmbeddedPipeline`
+  (ingest, detect-track batching the cameras, ``pipeline.batch_cameras``: one detector call and ONE re-id
+  inference for the frames of several cameras; analytics), each camera a 480x360 5 fps file made from the
+  clips below, with the site's default detector and tracker. Ingest reads files as fast as it can (no pacing
+  option exists for file sources), so the bench paces them itself: camera frame k is published no earlier
+  than k / 5 s after the start (a live camera), and the lag is measured from that moment to the tracked
+  frame reaching analytics. Per N: unpaced camera-frames/s (capacity), then the paced run's lag and
+  whether it kept up (lag over the second half below :data:`LAG_OK_S`).
+* ``ultralytics``: one ``YOLO.track()`` process per camera (ByteTrack), all running at once, as a user
+  would deploy it.
 
 Sources: the visible 25 fps sequences (TUD-Stadtmitte, TUD-Campus, the CAVIAR
 clips) resized to 480x360 and sampled to 5 fps (every 5th frame, all frames
-decoded), camera k starting at a different clip. Capacity = sustained
-camera-frames per second / 5, measured unpaced over ``--frames`` frames per
-camera; then the ``storelens`` mode runs paced at 5 fps with that many cameras
-and reports the end-to-end lag (tick due -> tick done).
+decoded), camera k starting at a different clip.
 
-    python bench/cameras.py [--cameras 1,2,4,6,8] [--frames 40] [--skip-ultralytics] [--paced N]
-    python bench/cameras.py --embedded [--cameras 1,2,4,6,8] [--frames 40]
+    python bench/cameras.py [--cameras 1,2,4,6,8] [--frames 40] [--skip-ultralytics]
+
+(Until 2026-12-03 a second mode hand-copied the detect-track loop; it is gone: the runs measure the pipeline.)
 """
 from __future__ import annotations
 
@@ -78,66 +69,6 @@ class Camera:
             self.cap = self.cv2.VideoCapture(self.path)
             ok, img = self.cap.read()
         return self.cv2.resize(img, SIZE, interpolation=self.cv2.INTER_AREA)
-
-
-class Storelens:
-    """All cameras in one process: one detector call and one re-id call per tick."""
-
-    def __init__(self) -> None:
-        from storelens.backends.appearance.omz_reid_openvino import OpenVinoReidEmbedder, reid_model_path
-        from storelens.backends.detectors import UltralyticsDetector
-        from storelens.config.detectors import UltralyticsDetectorConfig
-
-        self.cfg = UltralyticsDetectorConfig(weights=str(WEIGHTS), confidence=0.1)
-        self.detector = UltralyticsDetector(self.cfg)
-        self.embedder = OpenVinoReidEmbedder(reid_model_path())
-
-    def session(self, n: int):
-        from storelens.backends.trackers.bytereid import ByteReidTracker
-
-        cams = [Camera(k) for k in range(n)]
-        trackers = [ByteReidTracker(embedder=self.embedder) for _ in range(n)]
-        return cams, trackers
-
-    def tick(self, cams, trackers) -> int:
-        from storelens.backends.detectors.base import Detections
-
-        images = [c.read() for c in cams]
-        c = self.cfg
-        results = self.detector.model.predict(images, imgsz=c.imgsz, conf=c.confidence, iou=c.iou, classes=c.classes,
-                                              device=c.device, verbose=False)
-        dets = [Detections(r.boxes.xyxy.numpy().astype(np.float32), r.boxes.conf.numpy().astype(np.float32),
-                           r.boxes.cls.numpy().astype(np.int32)) for r in results]
-        plans = [t.plan_appearance(d) for t, d in zip(trackers, dets)]
-        fresh = self.embedder.embed_many([(img, d.bbox_xyxy[todo]) for img, d, (_, todo) in zip(images, dets, plans)])
-        out = 0
-        for t, d, (feats, todo), f in zip(trackers, dets, plans, fresh):
-            if todo:
-                feats[todo] = f
-            out += len(t.update_with_features(d, feats, todo))
-        return out
-
-    def unpaced(self, n: int, frames: int) -> float:
-        cams, trackers = self.session(n)
-        self.tick(cams, trackers)  # warm-up
-        t0 = time.perf_counter()
-        for _ in range(frames):
-            self.tick(cams, trackers)
-        return n * frames / (time.perf_counter() - t0)
-
-    def paced(self, n: int, frames: int) -> tuple[float, float, float]:
-        """(median lag, max lag, lag at the end) in seconds, ticks due every 1/5 s."""
-        cams, trackers = self.session(n)
-        self.tick(cams, trackers)
-        lags = []
-        t0 = time.perf_counter()
-        for k in range(frames):
-            due = t0 + k / FPS
-            if (wait := due - time.perf_counter()) > 0:
-                time.sleep(wait)
-            self.tick(cams, trackers)
-            lags.append(time.perf_counter() - due)
-        return float(np.median(lags)), max(lags), lags[-1]
 
 
 class Embedded:
@@ -270,36 +201,16 @@ def main() -> int:
     ap.add_argument("--cameras", default="1,2,4,6,8")
     ap.add_argument("--frames", type=int, default=40, help="frames per camera per measurement")
     ap.add_argument("--skip-ultralytics", action="store_true")
-    ap.add_argument("--paced", type=int, help="cameras for the paced run (default: the most that kept 5 fps unpaced)")
     ap.add_argument("--embedded", action="store_true",
-                    help="run the cameras through the embedded pipeline (batching on), unpaced and paced at 5 fps")
+                    help="(the only mode now; accepted so that the commands recorded in BENCHMARKS.md still run)")
     args = ap.parse_args()
     ns = [int(x) for x in args.cameras.split(",")]
     print(f"Command: `{shlex.join(['python', 'bench/cameras.py', *sys.argv[1:]])}`\n")
     print(benchlib.cpu_line())
     print(benchlib.python_line())
     print()
-    if args.embedded:
-        embedded_table(ns, args.frames, not args.skip_ultralytics)
-        return 0
-    print("| cameras | storelens, one process: camera-frames/s | per camera fps | "
-          "Ultralytics, one process per camera: per camera fps (slowest) |")
-    print("|---:|---:|---:|---:|")
-    sl = Storelens()
-    best = 0
-    for n in ns:
-        rate = sl.unpaced(n, args.frames)
-        ul = "-" if args.skip_ultralytics else f"{ultralytics_processes(n, args.frames):.1f}"
-        print(f"| {n} | {rate:.1f} | {rate / n:.1f} | {ul} |", flush=True)
-        if rate / n >= FPS:
-            best = n
-    best = args.paced or best
-    if best:
-        med, worst, last = sl.paced(best, args.frames)
-        print(f"\nPaced at {FPS} fps with {best} cameras for {args.frames / FPS:.0f} s: lag median {med * 1000:.0f} ms, "
-              f"max {worst * 1000:.0f} ms, at the end {last * 1000:.0f} ms")
+    embedded_table(ns, args.frames, not args.skip_ultralytics)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

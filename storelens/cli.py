@@ -594,6 +594,7 @@ def cmd_site(args) -> int:
     import yaml
 
     from storelens.config import load_config, with_cameras
+    from storelens.config.site import site_document
     from storelens.storage import open_storage
     from storelens.storage import auth as audit_store
     from storelens.storage import site as sq
@@ -606,11 +607,7 @@ def cmd_site(args) -> int:
         if latest:
             config = with_cameras(config, latest[1]["cameras"], origin=f"site version {version}")
         if args.site_command == "export":
-            doc = config.model_dump(mode="json", exclude_defaults=True)
-            if "confidence" not in config.detector.model_fields_set:  # derived from the tracker: not the file's
-                doc.get("detector", {}).pop("confidence", None)
-                if doc.get("detector") == {}:
-                    del doc["detector"]
+            doc = site_document(config, exclude_defaults=True)
             text = f"# StoreLens site, version {version} (storelens site export)\n" + yaml.safe_dump(doc, sort_keys=False)
             if args.out:
                 pathlib.Path(args.out).write_text(text)

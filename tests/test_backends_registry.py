@@ -31,6 +31,7 @@ from storelens.config import (
     MobileNetTorchEmbedderConfig,
     MtcnnFaceDetectorConfig,
     TrackerConfig,
+    OpenVINODetectorConfig,
     UltralyticsDetectorConfig,
     YuNetFaceDetectorConfig,
     parse_config,
@@ -61,8 +62,8 @@ def with_section(path: str, value: dict) -> dict:
 
 # (registry, site-file section, its kind, {name: (settings class, cheap build check or None)})
 KINDS = [
-    pytest.param(DETECTORS, "detector", DetectorConfig, {"ultralytics": (UltralyticsDetectorConfig, None)},
-                 id="detector"),
+    pytest.param(DETECTORS, "detector", DetectorConfig, {"ultralytics": (UltralyticsDetectorConfig, None),
+                                                         "openvino": (OpenVINODetectorConfig, None)}, id="detector"),
     pytest.param(TRACKERS, "tracker", TrackerConfig, {"deepsort": (DeepSortTrackerConfig, None),
                                                       "bytereid": (ByteReidTrackerConfig, None)}, id="tracker"),
     pytest.param(FACE_DETECTORS, "faces.detector", FaceDetectorConfig, {
@@ -120,7 +121,7 @@ def test_appearance_embedders_are_registered_and_set_by_the_flat_tracker_keys():
 
 
 @pytest.mark.parametrize(("path", "doc", "known"), [
-    ("detector.backend", {"detector": {"backend": "yolo-nas"}}, "ultralytics"),
+    ("detector.backend", {"detector": {"backend": "yolo-nas"}}, "openvino, ultralytics"),
     ("tracker.backend", {"tracker": {"backend": "sort"}}, "bytereid, deepsort"),
     ("tracker.embedder", {"tracker": {"backend": "deepsort", "embedder": "osnet"}},
      "mobilenet-openvino, mobilenet-torch, omz-reid-openvino"),

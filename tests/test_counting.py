@@ -405,6 +405,9 @@ DOCTEST_MODULES = [
     "storelens.stages.registry",
     "storelens.runtime.policy",
     "storelens.contract.topics",
+    "storelens.domain.framerate",
+    "storelens.backends.detectors.openvino_yolo",
+    "storelens.backends.trackers.base",
 ]
 
 

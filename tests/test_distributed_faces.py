@@ -31,8 +31,9 @@ from storelens.paths import asset
 pytestmark = pytest.mark.slow
 
 #: Each photo is held 2.4 s; the empty gap between two people (3.5 s) is longer than the
-#: tracker keeps a lost track (``tracker.track_buffer`` set to 30 frames = 3 s at 10 fps below; the
-#: default, 60 frames, is 6 s at 10 fps), so every photo is its own track. With write_visit_video's default gap (12 frames) detect-track re-acquires the
+#: tracker keeps a lost track (the default ``tracker.track_buffer``, 60 frames at 25 fps = 2.4 s, which
+#: detect-track keeps as 2.4 s = 24 frames of this 10 fps video), so every photo is its own track.
+#: With write_visit_video's default gap (12 frames) detect-track re-acquires the
 #: previous person's track for the next one (alex_lacamoire and biden2 became one track on
 #: ``checkout``, in the embedded mode too), and a track gets one customer decision only.
 FPS, HOLD, GAP = 10.0, 24, 35
@@ -80,7 +81,7 @@ def _site(tmp_path, cameras: list[str]) -> dict:
             write_visit_video([_photo(p, n) for p, n in people], video, fps=FPS, hold_frames=HOLD, gap_frames=GAP)
         cams.append({"id": cam, "source": str(video), "start_ts_ms": start})
     return {"store": {"id": "faces-e2e"}, "cameras": cams, "faces": {"enabled": True},
-            "tracker": {"track_buffer": 30}, "privacy": {"k_min": 1}}  # exact demographics of a few people (k-anonymity: tests/test_privacy.py)
+            "privacy": {"k_min": 1}}  # exact demographics of a few people (k-anonymity: tests/test_privacy.py)
 
 
 def _read_topic(dep: LocalDeployment, base: str, cls, expect: int, timeout_s: float = 30) -> list:

@@ -7,7 +7,12 @@
 * :mod:`storelens.config.faces` -- the ``faces`` section.
 """
 from storelens.config.base import BackendConfig
-from storelens.config.detectors import DetectorConfig, UltralyticsDetectorConfig
+from storelens.config.detectors import (
+    DetectorConfig,
+    OpenVINODetectorConfig,
+    UltralyticsDetectorConfig,
+    YoloDetectorConfig,
+)
 from storelens.config.env import expand_env
 from storelens.config.faces import (
     DlibEmbedderConfig,
@@ -56,7 +61,8 @@ __all__ = [
     "CropsConfig", "DeepSortTrackerConfig", "DetectorConfig", "DlibEmbedderConfig", "EmbedderConfig", "FaceDetectorConfig",
     "FacenetEmbedderConfig", "KafkaConfig", "LineConfig", "LiveConfig", "MobileNetOpenVinoEmbedderConfig", "OmzReidEmbedderConfig",
     "MobileNetTorchEmbedderConfig", "MtcnnFaceDetectorConfig", "Point", "SiteConfig", "StorageConfig",
-    "StoreConfig", "TrackerConfig", "UltralyticsDetectorConfig", "YuNetFaceDetectorConfig", "ZoneConfig",
+    "OpenVINODetectorConfig", "StoreConfig", "TrackerConfig", "UltralyticsDetectorConfig", "YoloDetectorConfig",
+    "YuNetFaceDetectorConfig", "ZoneConfig",
     "ZoneKind", "ZoneRules", "ZonesConfig", "expand_env", "format_validation_error", "load_config",
     "parse_config", "polygon_problem", "with_cameras", "with_site_update", "yaml_error",
 ]

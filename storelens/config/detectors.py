@@ -1,8 +1,14 @@
 """Settings of the person detector (``detector`` in the site file), one class per backend.
 
-``detector.backend`` picks the class (missing: ``ultralytics``); each backend
+``detector.backend`` picks the class (missing: ``openvino``); each backend
 module in :mod:`storelens.backends.detectors` registers its builder under the
-same name.
+same name. Both YOLO backends take the same settings (:class:`YoloDetectorConfig`):
+
+* ``openvino`` (default): the YOLO export run by OpenVINO directly (an ``*_openvino_model`` folder, an
+  ``.xml`` or an ``.onnx`` file), without PyTorch: the same boxes as ``ultralytics`` on such weights, a
+  process that starts seconds sooner and stays ~0.7 GB smaller;
+* ``ultralytics``: ``ultralytics.YOLO`` for every format it reads (``.pt``, hub names such as
+  ``yolo11n.pt`` that it downloads, ...).
 """
 from __future__ import annotations
 
@@ -10,19 +16,18 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
-from storelens.config.base import BackendConfig, EnvStr
+from storelens.config.base import BackendConfig, EnvStr, OptionalEnvStr
 
 
 class DetectorConfig(BackendConfig):
     """The ``detector`` section: ``DetectorConfig(**settings)`` is the backend's own class."""
 
-    default_backend: ClassVar[str] = "ultralytics"
+    default_backend: ClassVar[str] = "openvino"
 
 
-class UltralyticsDetectorConfig(DetectorConfig):
-    """Ultralytics YOLO (``backend: ultralytics``)."""
+class YoloDetectorConfig(DetectorConfig):
+    """Settings both YOLO backends take (not a backend itself)."""
 
-    backend: Literal["ultralytics"] = "ultralytics"
     #: Weights path (``.pt``, ``.onnx``, OpenVINO folder) or an Ultralytics model name
     #: such as ``yolo11n.pt`` (downloaded by Ultralytics where there is internet).
     weights: Annotated[EnvStr, Field(validate_default=True)] = "${STORELENS_ASSETS}/models/yolo11n_int8_openvino_model"
@@ -53,3 +58,22 @@ class UltralyticsDetectorConfig(DetectorConfig):
     #: One person per head: drop a box whose head point (10 % below its top) is closer than this times the
     #: narrower box's width to a better box's head point (crowds: whole-body + upper-body duplicates). 0: off.
     head_nms: Annotated[float, Field(ge=0.0, le=2.0)] = 0.0
+
+
+class UltralyticsDetectorConfig(YoloDetectorConfig):
+    """Ultralytics YOLO (``backend: ultralytics``): every weights format ``ultralytics.YOLO`` reads."""
+
+    backend: Literal["ultralytics"] = "ultralytics"
+
+
+class OpenVINODetectorConfig(YoloDetectorConfig):
+    """A YOLO export run by OpenVINO without PyTorch (``backend: openvino``, the default).
+
+    ``weights`` is an ``*_openvino_model`` folder, its ``.xml``, or an ``.onnx`` export; ``device`` is
+    ``cpu`` or an OpenVINO device name (``GPU``, ``GPU.1``, ``AUTO``, ...).
+    """
+
+    backend: Literal["openvino"] = "openvino"
+    #: OpenVINO's compiled-model cache folder (``None``: no cache). A warm cache cuts the model's
+    #: compile at start from ~1 s to ~0.1 s on a 2-core CPU.
+    cache_dir: OptionalEnvStr = None

@@ -626,6 +626,24 @@ def parse_config(raw: object, origin: str = "<config>", base: pathlib.Path | Non
         raise ConfigError(format_validation_error(err, origin)) from None
 
 
+def site_document(config: SiteConfig, exclude_defaults: bool = False) -> dict:
+    """``config`` as a site file would say it (JSON types), without the values derived from others: an
+    unset ``detector.confidence`` follows the tracker (``SiteConfig._detector_down_to_tracker``), so that
+    validating the document again derives it again (e.g. after a switch to ``deepsort``).
+
+    Example:
+        >>> cfg = parse_config({"store": {"id": "s"}, "cameras": [{"id": "c", "source": "x.mp4"}]})
+        >>> cfg.detector.confidence, "confidence" in site_document(cfg)["detector"]
+        (0.1, False)
+    """
+    doc = config.model_dump(mode="json", exclude_defaults=exclude_defaults)
+    if "confidence" not in config.detector.model_fields_set and isinstance(doc.get("detector"), dict):
+        doc["detector"].pop("confidence", None)
+        if exclude_defaults and not doc["detector"]:
+            del doc["detector"]
+    return doc
+
+
 def with_cameras(config: SiteConfig, cameras: list, origin: str = "site", alert_rules: list | None = None) -> SiteConfig:
     """``config`` with its ``cameras`` list replaced (dicts or :class:`CameraConfig`), validated as a whole;
     with ``alert_rules`` (dicts or rule objects; ``None``: unchanged), its ``alerts.rules`` too.
@@ -639,9 +657,7 @@ def with_cameras(config: SiteConfig, cameras: list, origin: str = "site", alert_
         >>> [ln.id for ln in moved.cameras[0].lines], cfg.cameras[0].lines
         (['d'], [])
     """
-    raw = config.model_dump(mode="json")
-    if "confidence" not in config.detector.model_fields_set:  # it follows the tracker (_detector_down_to_tracker)
-        raw["detector"].pop("confidence", None)
+    raw = site_document(config)
     raw["cameras"] = [c.model_dump(mode="json") if isinstance(c, CameraConfig) else c for c in cameras]
     if alert_rules is not None:
         raw["alerts"]["rules"] = [r if isinstance(r, dict) else r.model_dump(mode="json") for r in alert_rules]

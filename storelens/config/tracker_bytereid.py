@@ -55,7 +55,9 @@ class ByteReidTrackerConfig(TrackerConfig):
     track_low_thresh: Unit = 0.1
     #: A confident detection left unmatched starts a track only from this score.
     new_track_thresh: Unit = 0.45
-    #: Frames a lost track stays re-findable (by motion or appearance).
+    #: Frames a lost track stays re-findable (by motion or appearance), counted at ``fps``: 60 at 25 fps
+    #: is 2.4 s, and a camera whose frames come at another rate (``target_fps: 5``, a 10 fps stream)
+    #: keeps it for the same 2.4 s (12 frames at 5 fps).
     track_buffer: Annotated[int, Field(ge=1)] = 60
     #: First-stage gate on the fused cost (1 - IoU * score, or the appearance cost).
     match_thresh: Unit = 0.8
@@ -69,7 +71,8 @@ class ByteReidTrackerConfig(TrackerConfig):
     #: ... and whose centre is within this many box heights of the track's predicted
     #: centre, plus the same again per second lost (at ``fps``).
     reactivate_radius_heights: Annotated[float, Field(ge=0)] = 1.5
-    #: Frame rate the radius growth assumes.
+    #: Frame rate ``track_buffer`` is counted at. The detect-track stage measures each camera's real rate
+    #: from its frames' timestamps, and the buffer and the radius growth follow it.
     fps: Annotated[float, Field(gt=0)] = 25.0
     #: Lazy appearance: a confident detection overlapping exactly one live track
     #: (IoU >= ``appearance_skip_iou``) and no other reuses that track's appearance for

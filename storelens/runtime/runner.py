@@ -178,9 +178,9 @@ class RunnerCore:
             except Exception as exc:  # noqa: BLE001 (classified by the policy)
                 bad.append((h, exc))
         for h, exc in bad:  # a decode step that means "stop" (not a DecodeError) stops before the stage runs
-            if classify_stage_error(exc, self.stage.on_error)[0] == "stop":
-                self._failed(h, exc)
-                return self._stop_all(hs, exc)
+            verdict, reason = classify_stage_error(exc, self.stage.on_error)
+            if verdict == "stop":
+                return self._stop(hs, exc, reason)
         if ok:
             try:
                 outputs = self.stage.handle_batch(topic, [h.value for h in ok])
@@ -192,13 +192,7 @@ class RunnerCore:
                     log.info("batch failed; processing its messages one by one",
                              extra={"stage": self.stage.name, "topic": msgs[0].topic, "error": repr(exc)})
                     return [self.process(h.msg, topic) for h in hs]
-                self._error(reason)
-                log.error("stage failed on a batch; stopping (the messages are redelivered after the restart)",
-                          extra={"stage": self.stage.name, "topic": msgs[0].topic, "messages": len(msgs),
-                                 "error": repr(exc)})
-                for h in hs:
-                    h.reason = reason
-                return self._stop_all(hs, exc)
+                return self._stop(hs, exc, reason)
             for h, out in zip(ok, outputs):
                 h.outputs = out
                 if out.duplicate:
@@ -207,24 +201,25 @@ class RunnerCore:
             self._failed(h, exc)
         return hs
 
-    @staticmethod
-    def _stop_all(hs: list[Handled], exc: BaseException) -> list[Handled]:
+    def _stop(self, hs: list[Handled], exc: BaseException, reason: str) -> list[Handled]:
+        """The ``stop`` verdict on ``hs`` (one message, or a whole batch): counted, logged, none acknowledged."""
+        self._error(reason)
+        log.error("stage failed; stopping (the message is redelivered after the restart)",
+                  extra={"stage": self.stage.name, "topic": hs[0].msg.topic, "offset": hs[0].msg.offset,
+                         "messages": len(hs), "error": repr(exc)})
         for h in hs:
-            h.stop, h.dead_letter, h.outputs = exc, None, Outputs()
+            h.reason, h.stop, h.dead_letter, h.outputs = reason, exc, None, Outputs()
         return hs
 
     def _failed(self, h: Handled, exc: BaseException) -> None:
         """Classify an exception raised while decoding or processing ``h``: stop, or a dead letter."""
         msg, topic = h.msg, h.topic
         verdict, reason = classify_stage_error(exc, self.stage.on_error)
+        if verdict == "stop":
+            self._stop([h], exc, reason)
+            return
         h.reason = reason
         self._error(reason)
-        if verdict == "stop":
-            log.error("stage failed; stopping (the message is redelivered after the restart)",
-                      extra={"stage": self.stage.name, "topic": msg.topic, "offset": msg.offset,
-                             "error": repr(exc)})
-            h.stop = exc
-            return
         cls = self.stage.inputs.get(topic)
         kind = cls.DESCRIPTOR.full_name if hasattr(cls, "DESCRIPTOR") else f"{topic} message"
         text = str(exc) if reason != "process" else f"cannot process {kind}: {exc!r}"

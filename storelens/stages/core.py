@@ -21,6 +21,8 @@ from storelens.stages.base import Outputs, Publish, UnknownCamera
 from storelens.contract import topics
 from storelens.backends.video import decode_jpeg
 from storelens.backends.trackers import Tracker, Tracks
+from storelens.backends.trackers.base import FrameRateAware, shared_embedder
+from storelens.domain.framerate import FrameRate
 from storelens.domain.stationary import StationaryFilter
 from storelens.stages.site_cameras import SiteCameras, decode_site_input
 from storelens.stages.snapshots import Snapshotter
@@ -81,6 +83,7 @@ class DetectTrackStage:
         self.detector = detector
         self._tracker_factory = tracker_factory
         self._trackers: dict[str, Tracker] = {}
+        self._rates: dict[str, FrameRate] = {}  # camera -> the rate its frames come at
         #: Last processed seq per camera: redelivered or replayed frames are skipped.
         self.last_seq: dict[str, int] = {}
         self.crops_cfg = config.crops
@@ -140,6 +143,14 @@ class DetectTrackStage:
             self._trackers[camera_id] = self._tracker_factory()
         return self._trackers[camera_id]
 
+    def _timed_tracker(self, frame: m.Frame) -> Tracker:
+        """The camera's tracker, told the rate its frames really come at (from their timestamps) when it moved."""
+        tracker = self.tracker(frame.camera_id)
+        fps = self._rates.setdefault(frame.camera_id, FrameRate()).update(frame.ts_ms)
+        if fps is not None and isinstance(tracker, FrameRateAware):
+            tracker.set_frame_rate(fps)
+        return tracker
+
     @property
     def site_version(self) -> int:
         """The site version in force (0: the site file's)."""
@@ -157,7 +168,7 @@ class DetectTrackStage:
         if diff is None:
             return False
         for cam in diff.removed:
-            for table in (self._trackers, self.last_seq, self.id_base, self._stationary):
+            for table in (self._trackers, self._rates, self.last_seq, self.id_base, self._stationary):
                 table.pop(cam, None)
             for key in [k for k in self._crop_seq if k[0] == cam]:
                 del self._crop_seq[key]
@@ -211,7 +222,7 @@ class DetectTrackStage:
         if job.image is None:  # end of stream
             return self._finish(job)
         dets = self.detector.detect(job.image)
-        return self._finish(job, dets, self.tracker(frame.camera_id).update(job.image, dets))
+        return self._finish(job, dets, self._timed_tracker(frame).update(job.image, dets))
 
     def _prepare(self, frame: m.Frame) -> _Job | None:
         """The checks and the JPEG decoding of a frame, changing nothing; ``None`` for a redelivery.
@@ -231,12 +242,9 @@ class DetectTrackStage:
 
     def _track_many(self, jobs: list[_Job], dets: list[Detections]) -> list[Tracks]:
         """Each job's camera tracker updated with its detections; one re-id inference for all when they share it."""
-        trackers = [self.tracker(j.frame.camera_id) for j in jobs]
-        embedder = getattr(trackers[0], "embedder", None) if trackers else None
-        shared = (len(trackers) > 1 and hasattr(embedder, "embed_many")
-                  and all(hasattr(t, "plan_appearance") and hasattr(t, "update_with_features")
-                          and getattr(t, "embedder", None) is embedder for t in trackers))
-        if not shared:
+        trackers = [self._timed_tracker(j.frame) for j in jobs]
+        embedder = shared_embedder(trackers)
+        if embedder is None:
             return [t.update(j.image, d) for t, j, d in zip(trackers, jobs, dets)]
         plans = [t.plan_appearance(d) for t, d in zip(trackers, dets)]  # (features known, detections to embed)
         fresh = embedder.embed_many([(j.image, d.bbox_xyxy[todo]) for j, d, (_, todo) in zip(jobs, dets, plans)])

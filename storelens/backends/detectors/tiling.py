@@ -129,3 +129,14 @@ def detect_tiled(image_bgr: np.ndarray, detect: Callable[[np.ndarray], Detection
     keep = np.concatenate(keep_parts)
     keep = keep[np.argsort(-conf[keep], kind="stable")]
     return Detections(boxes[keep], conf[keep], cls[keep])
+
+
+def detect_as_configured(image_bgr: np.ndarray, detect_one: Callable[[np.ndarray], Detections], cfg) -> Detections:
+    """``detect_one`` on the whole image, or on its tiles (``cfg.tiles`` other than ``[1, 1]``), then one box per
+    head (``cfg.head_nms``): the ``detect`` of both YOLO backends (``cfg``: a ``YoloDetectorConfig``)."""
+    if tuple(cfg.tiles) == (1, 1):
+        dets = detect_one(image_bgr)
+    else:
+        dets = detect_tiled(image_bgr, detect_one, cfg.tiles, cfg.tile_overlap,
+                            cfg.iou if cfg.tile_merge_iou is None else cfg.tile_merge_iou, cfg.tile_full_frame)
+    return dedupe_heads(dets, cfg.head_nms)

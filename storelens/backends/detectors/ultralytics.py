@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from storelens.backends.detectors.base import DETECTORS, Detections
-from storelens.backends.detectors.tiling import dedupe_heads, detect_tiled
+from storelens.backends.detectors.tiling import dedupe_heads, detect_as_configured
 from storelens.config.detectors import UltralyticsDetectorConfig
 from storelens.errors import ModelError
 
@@ -81,13 +81,7 @@ class UltralyticsDetector:
             self.detect(np.zeros((cfg.imgsz, cfg.imgsz, 3), np.uint8))
 
     def detect(self, image_bgr: np.ndarray) -> Detections:
-        cfg = self.cfg
-        if tuple(cfg.tiles) == (1, 1):
-            dets = self._detect_one(image_bgr)
-        else:
-            dets = detect_tiled(image_bgr, self._detect_one, cfg.tiles, cfg.tile_overlap,
-                                cfg.iou if cfg.tile_merge_iou is None else cfg.tile_merge_iou, cfg.tile_full_frame)
-        return dedupe_heads(dets, cfg.head_nms)
+        return detect_as_configured(image_bgr, self._detect_one, self.cfg)
 
     def detect_many(self, images: Sequence[np.ndarray]) -> list[Detections]:
         """:meth:`detect` of each image, in order, in one ``predict`` call per image size (tiled: image by image).

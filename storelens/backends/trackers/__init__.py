@@ -53,13 +53,12 @@ def tracker_factory(cfg: TrackerConfig) -> Callable[[], Tracker]:
     """
     if not isinstance(cfg, ByteReidTrackerConfig):
         return lambda: build_tracker(cfg)
-    shared: list[Embedder] = []
+    embedder: Embedder | None = None  # the first tracker builds it
 
     def make() -> Tracker:
-        if shared:
-            return build_tracker(cfg, shared[0])
-        tracker = build_tracker(cfg)
-        shared.append(tracker.embedder)
+        nonlocal embedder
+        tracker = build_tracker(cfg, embedder)
+        embedder = tracker.embedder
         return tracker
 
     return make

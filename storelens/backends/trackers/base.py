@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -30,6 +30,44 @@ class Tracker(Protocol):
         ...
 
     def restore(self, data: bytes) -> None: ...
+
+
+@runtime_checkable
+class SharedAppearanceTracker(Protocol):
+    """A tracker whose appearance step can run outside it: ``plan_appearance``, then its ``embedder`` on the
+    boxes it asks for, then ``update_with_features`` equals ``update``. Trackers of several cameras that share
+    one embedder then need ONE inference for all their crops (:func:`shared_embedder`)."""
+
+    embedder: Any
+
+    def plan_appearance(self, detections: Detections) -> tuple[np.ndarray, list[int]]:
+        """(features known without inference, indices of the detections to embed)."""
+        ...
+
+    def update_with_features(self, detections: Detections, feats: np.ndarray, embedded: list[int]) -> Tracks: ...
+
+
+@runtime_checkable
+class FrameRateAware(Protocol):
+    """A tracker whose frame-counted settings follow the rate frames really come at (the detect-track stage
+    measures each camera's from its frames' timestamps)."""
+
+    def set_frame_rate(self, fps: float) -> None: ...
+
+
+def shared_embedder(trackers: Sequence[object]) -> Any | None:
+    """The embedder that ALL ``trackers`` (two or more) share and that embeds several images in one call
+    (``embed_many``); ``None`` when they must each run their own ``update``.
+
+    >>> shared_embedder([object(), object()]) is None
+    True
+    """
+    if len(trackers) < 2 or not all(isinstance(t, SharedAppearanceTracker) for t in trackers):
+        return None
+    embedder = trackers[0].embedder  # type: ignore[attr-defined]
+    if not hasattr(embedder, "embed_many") or any(t.embedder is not embedder for t in trackers):  # type: ignore[attr-defined]
+        return None
+    return embedder
 
 
 #: Tracker backends by ``tracker.backend``; builders take ``embedder=`` (``None``: the configured one).

@@ -9,7 +9,8 @@ already a dependency for the detector), which gives:
   person briefly half-hidden keeps the track alive. Low-score detections never
   start tracks;
 * a Kalman filter per track (x, y, w, h and their velocities);
-* lost tracks kept ``track_buffer`` frames and re-found by motion.
+* lost tracks kept ``track_buffer`` frames (counted at ``fps``: the same time at any frame rate,
+  :meth:`ByteReidTracker.set_frame_rate`) and re-found by motion.
 
 What we add:
 
@@ -120,7 +121,7 @@ def _bot_class() -> type:
             sim = np.stack([strack_pool[i].smooth_feat for i in lost]) @ np.stack([detections[j].curr_feat for j in dets]).T
             t_xywh = np.stack([strack_pool[i].xywh for i in lost])  # predicted (Kalman) positions
             d_xywh = np.stack([detections[j].xywh for j in dets])
-            gone_s = np.array([(self.frame_id - strack_pool[i].end_frame) / cfg.fps for i in lost])
+            gone_s = np.array([(self.frame_id - strack_pool[i].end_frame) / self.frame_rate for i in lost])
             radius = cfg.reactivate_radius_heights * t_xywh[:, 3] * (1.0 + gone_s)
             dist = np.linalg.norm(t_xywh[:, None, :2] - d_xywh[None, :, :2], axis=2)
             ok = (sim >= cfg.reactivate_similarity) & (dist <= radius[:, None])
@@ -155,6 +156,7 @@ def _make_bot(cfg: ByteReidTrackerConfig):
     )
     bot = _bot_class()(args)
     bot.cfg = cfg
+    bot.frame_rate = cfg.fps  # until the frames say otherwise (ByteReidTracker.set_frame_rate)
     bot.encoder = _features_as_given
     return bot
 
@@ -188,6 +190,17 @@ class ByteReidTracker:
         if fmt != self.SNAPSHOT_FORMAT:
             raise ValueError(f"unknown tracker snapshot format {fmt!r}")
         self._bot, self._stale = bot, stale
+
+    def set_frame_rate(self, fps: float) -> None:
+        """Frames now come at ``fps``: ``track_buffer`` (frames at ``cfg.fps``) keeps the same time in seconds
+        (60 frames at 25 fps = 2.4 s = 12 frames at 5 fps), and the re-activation radius grows per real second.
+
+        >>> t = ByteReidTracker(embedder=object())                                  # doctest: +SKIP
+        >>> t.set_frame_rate(5.0); t._bot.max_frames_lost                            # doctest: +SKIP
+        12
+        """
+        self._bot.frame_rate = float(fps)
+        self._bot.max_frames_lost = max(1, round(self.cfg.track_buffer * fps / self.cfg.fps))
 
     # -- per frame ----------------------------------------------------------
 

@@ -1,0 +1,45 @@
+"""The rate a camera's frames really come at, from their timestamps (pure).
+
+Trackers count some settings in frames (how long a lost track is kept); a camera sampled at
+``target_fps: 5``, a 10 fps stream or a file at 12.5 fps delivers another rate than the one those
+settings were tuned at. :class:`FrameRate` follows the rate and reports it only when it moved
+enough to matter, so a tracker is told a few times per stream, not every frame.
+"""
+from __future__ import annotations
+
+
+class FrameRate:
+    """Frames per second from successive ``ts_ms`` (the mean interval of the first ``1 / smoothing``
+    intervals, then an exponential average: a 25 fps file sampled to 10 fps alternates 80 and 120 ms).
+
+    :meth:`update` returns the rate when it first becomes known and whenever it then moves by more than
+    ``tolerance`` (a share) from the last one returned; ``None`` otherwise.
+
+    >>> r = FrameRate()
+    >>> [r.update(t) for t in (0, 200, 400, 600)]            # a 5 fps camera: told once
+    [None, 5.0, None, None]
+    >>> told = [r.update(600 + 100 * k) for k in range(1, 40)]  # then 10 fps: told on the way, not every frame
+    >>> [round(f, 1) for f in told if f is not None]
+    [5.7, 6.7, 7.5, 8.4, 9.2]
+    """
+
+    def __init__(self, smoothing: float = 0.1, tolerance: float = 0.1) -> None:
+        self.smoothing, self.tolerance = smoothing, tolerance
+        self._last_ts_ms: int | None = None
+        self._interval_ms: float | None = None
+        self._n = 0
+        self.reported: float | None = None
+
+    def update(self, ts_ms: int) -> float | None:
+        last, self._last_ts_ms = self._last_ts_ms, int(ts_ms)
+        if last is None or ts_ms <= last:
+            return None  # the first frame, or a clock that did not move (or went back): nothing learnt
+        dt = float(ts_ms - last)
+        self._n += 1  # the plain mean of the first intervals, then the exponential average
+        weight = max(self.smoothing, 1.0 / self._n)
+        self._interval_ms = dt if self._interval_ms is None else self._interval_ms + weight * (dt - self._interval_ms)
+        fps = 1000.0 / self._interval_ms
+        if self.reported is not None and abs(fps - self.reported) <= self.tolerance * self.reported:
+            return None
+        self.reported = fps
+        return fps
