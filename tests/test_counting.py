@@ -407,6 +407,7 @@ DOCTEST_MODULES = [
     "storelens.contract.topics",
     "storelens.domain.framerate",
     "storelens.backends.detectors.openvino_yolo",
+    "storelens.backends.openvino_device",
     "storelens.backends.trackers.base",
 ]
 

@@ -229,6 +229,23 @@ def test_snapshot_restore_continues_identically(br, sequence, embedder):
         b.restore(pickle.dumps(("other", None, {})))
 
 
+def test_snapshot_of_an_older_version_restores(br, sequence, embedder):
+    """Rolling upgrade: a snapshot pickled before the tracker followed the frame rate has no
+    ``frame_rate`` on its state; it restores at the configured rate and re-activates lost tracks."""
+    frames, dets = sequence
+    a = br.ByteReidTracker(br.ByteReidTrackerConfig(), embedder)
+    _run(a, frames[:70], dets[:70])
+    del a._bot.__dict__["frame_rate"]  # what the older version pickled
+    old = a.snapshot()
+    a._bot.frame_rate = a.cfg.fps
+    rest_a = _run(a, frames, dets, start=70)
+    b = br.ByteReidTracker(br.ByteReidTrackerConfig(), embedder)
+    b.restore(old)
+    assert b._bot.frame_rate == b.cfg.fps
+    rest_b = _run(b, frames, dets, start=70)
+    assert [x.track_id.tolist() for x in rest_a] == [y.track_id.tolist() for y in rest_b]
+
+
 def test_scores_on_tud_stadtmitte(full_run, tmp_path):
     from storelens.domain.mot import evaluate_mot
 

@@ -26,7 +26,7 @@ class FrameRate:
     def __init__(self, smoothing: float = 0.1, tolerance: float = 0.1) -> None:
         self.smoothing, self.tolerance = smoothing, tolerance
         self._last_ts_ms: int | None = None
-        self._interval_ms: float | None = None
+        self._interval_ms = 0.0  # the first interval replaces it (weight 1 / n = 1)
         self._n = 0
         self.reported: float | None = None
 
@@ -37,7 +37,7 @@ class FrameRate:
         dt = float(ts_ms - last)
         self._n += 1  # the plain mean of the first intervals, then the exponential average
         weight = max(self.smoothing, 1.0 / self._n)
-        self._interval_ms = dt if self._interval_ms is None else self._interval_ms + weight * (dt - self._interval_ms)
+        self._interval_ms += weight * (dt - self._interval_ms)
         fps = 1000.0 / self._interval_ms
         if self.reported is not None and abs(fps - self.reported) <= self.tolerance * self.reported:
             return None

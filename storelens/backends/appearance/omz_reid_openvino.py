@@ -26,6 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from storelens.backends.appearance.base import APPEARANCE
+from storelens.backends.openvino_device import openvino_device
 from storelens.config.tracker_bytereid import OmzReidEmbedderConfig
 from storelens.errors import ModelError
 
@@ -81,7 +82,7 @@ class OpenVinoReidEmbedder:
             props["INFERENCE_PRECISION_HINT"] = precision
         if threads:
             props["INFERENCE_NUM_THREADS"] = int(threads)
-        ov_device = "CPU" if device.lower().startswith("cpu") else device.upper()
+        ov_device = openvino_device(device)
         self._model = core.compile_model(model, ov_device, props)
         self._request = self._model.create_infer_request()
         self.model_xml = model_xml

@@ -18,7 +18,6 @@ Example:
 """
 from __future__ import annotations
 
-import logging
 import os
 import pathlib
 from typing import Sequence
@@ -28,10 +27,9 @@ import numpy as np
 
 from storelens.backends.detectors.base import DETECTORS, Detections
 from storelens.backends.detectors.tiling import detect_as_configured
+from storelens.backends.openvino_device import openvino_device
 from storelens.config.detectors import OpenVINODetectorConfig
 from storelens.errors import ModelError
-
-log = logging.getLogger(__name__)
 
 #: Ultralytics' predictor defaults that its detection exports assume.
 PAD_VALUE = 114
@@ -131,6 +129,22 @@ def decode(pred: np.ndarray, confidence: float, iou: float, classes: Sequence[in
     return boxes[kept], conf[kept], cls[kept]
 
 
+def decode_end2end(pred: np.ndarray, confidence: float, classes: Sequence[int] | None) -> tuple[np.ndarray, ...]:
+    """One image's ``(N, 6)`` output of an end2end export (``x1 y1 x2 y2 score class`` in input pixels, NMS
+    already done: YOLO26, YOLOv10) as (boxes xyxy, scores, class ids) above ``confidence``, ``classes`` kept.
+
+    >>> rows = np.array([[0, 0, 9, 9, 0.9, 0], [5, 5, 9, 9, 0.05, 0], [1, 1, 4, 4, 0.8, 2]], np.float32)
+    >>> boxes, conf, cls = decode_end2end(rows, 0.25, [0])
+    >>> boxes.tolist(), [round(float(c), 2) for c in conf], cls.tolist()
+    ([[0.0, 0.0, 9.0, 9.0]], [0.9], [0])
+    """
+    keep = pred[:, 4] > confidence
+    if classes is not None:
+        keep &= np.isin(pred[:, 5].astype(np.int32), classes)
+    rows = pred[keep][:MAX_DET]
+    return rows[:, :4].copy(), rows[:, 4], rows[:, 5].astype(np.int32)
+
+
 @DETECTORS.register("openvino")
 class OpenVINOYoloDetector:
     """YOLO person detector on OpenVINO (see the module docstring).
@@ -159,7 +173,7 @@ class OpenVINOYoloDetector:
             props: dict = {"PERFORMANCE_HINT": "LATENCY"}
             if cfg.threads:
                 props["INFERENCE_NUM_THREADS"] = int(cfg.threads)
-            device = "CPU" if cfg.device.lower().startswith("cpu") else cfg.device.upper()
+            device = openvino_device(cfg.device)
             self._request = core.compile_model(model, device, props).create_infer_request()
         except Exception as exc:  # openvino raises RuntimeError subclasses for bad models and devices
             raise ModelError(f"cannot load detector model {path} on {cfg.device}: {exc}") from exc
@@ -179,11 +193,7 @@ class OpenVINOYoloDetector:
         letterbox(image_bgr, self.input_hw, self._input[0])
         pred = np.asarray(self._request.infer([self._input])[0])[0]
         if pred.ndim == 2 and pred.shape[-1] == 6:  # end2end export: (N, x1 y1 x2 y2 score class), NMS done
-            keep = pred[:, 4] > cfg.confidence
-            if cfg.classes is not None:
-                keep &= np.isin(pred[:, 5].astype(np.int32), cfg.classes)
-            rows = pred[keep][:MAX_DET]
-            boxes, conf, cls = rows[:, :4].copy(), rows[:, 4], rows[:, 5].astype(np.int32)
+            boxes, conf, cls = decode_end2end(pred, cfg.confidence, cfg.classes)
         else:
             boxes, conf, cls = decode(pred, cfg.confidence, cfg.iou, cfg.classes)
         if not len(conf):

@@ -189,6 +189,8 @@ class ByteReidTracker:
         fmt, bot, stale = pickle.loads(data)  # noqa: S301 (our own snapshot topic)
         if fmt != self.SNAPSHOT_FORMAT:
             raise ValueError(f"unknown tracker snapshot format {fmt!r}")
+        # a snapshot written before the tracker followed the frame rate (rolling upgrade): the rate it was tuned at
+        bot.__dict__.setdefault("frame_rate", self.cfg.fps)
         self._bot, self._stale = bot, stale
 
     def set_frame_rate(self, fps: float) -> None:
