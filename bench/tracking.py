@@ -241,9 +241,12 @@ def main() -> int:
                     counts.setdefault(seq.name, {})[t] = errs
             table.append(f"| {seq.name} | {n} | " + " | ".join(cells) + " |")
             print(table[-1], flush=True)
-    table.append("| all: frames / wall time, CPU time / frame | " + str(totals[trackers[0]][0]) + " | "
-                 + " | ".join(f"{totals[t][0] / totals[t][1]:.1f} fps, {1000 * totals[t][2] / totals[t][0]:.0f} ms"
-                              for t in trackers) + " |")
+    ref = "ul-bytetrack" if "ul-bytetrack" in trackers else None  # the speed target's reference
+    table.append("| all: frames; wall time, fps" + (f" (x {ref})" if ref else "") + ", CPU time / frame | "
+                 + str(totals[trackers[0]][0]) + " | "
+                 + " | ".join(f"{totals[t][1]:.1f} s, {totals[t][0] / totals[t][1]:.2f} fps"
+                              + (f" ({totals[ref][1] / totals[t][1]:.2f}x)" if ref else "")
+                              + f", {1000 * totals[t][2] / totals[t][0]:.0f} ms" for t in trackers) + " |")
     out = [*lines, *table, ""]
     if counts:
         out += ["Counting error per line of `tests/test_mot_quality.py` (|in - gt in| + |out - gt out|):", "",

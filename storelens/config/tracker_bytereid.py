@@ -35,10 +35,11 @@ class OmzReidEmbedderConfig(AppearanceEmbedderConfig):
     device: str = "cpu"
     #: OpenVINO inference precision ("default": the CPU's own, bf16 where it has it).
     precision: Precision = "default"
-    #: OpenVINO threads (``None``: OpenVINO's choice, all cores). 1 by default: the model is tiny
-    #: (0.17 GFLOP a crop); on 2 cores a second thread was no faster and doubled its CPU time
-    #: (BENCHMARKS.md, tracking speed).
-    threads: Annotated[int | None, Field(ge=1)] = 1
+    #: OpenVINO threads (``None``: OpenVINO's choice, all cores). 2 by default: the re-id inference runs
+    #: between two detector inferences, so a second core is free then; on a 2-core AVX2 CPU it cut the
+    #: re-id time of a TUD-Stadtmitte frame from 15.6 to 11.5 ms, with the same tracks on every
+    #: visible sequence (BENCHMARKS.md, tracking speed, 2026-12-04).
+    threads: Annotated[int | None, Field(ge=1)] = 2
 
 
 class ByteReidTrackerConfig(TrackerConfig):
@@ -84,7 +85,8 @@ class ByteReidTrackerConfig(TrackerConfig):
     reid_weights: OptionalEnvStr = None
     reid_device: str = "cpu"
     reid_precision: Precision = "default"
-    reid_threads: Annotated[int | None, Field(ge=1)] = 1
+    #: The re-id model's OpenVINO threads (:attr:`OmzReidEmbedderConfig.threads`).
+    reid_threads: Annotated[int | None, Field(ge=1)] = 2
 
     @property
     def appearance(self) -> OmzReidEmbedderConfig:

@@ -126,21 +126,40 @@ def nms(boxes_xyxy: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
 
 
 def decode(pred: np.ndarray, confidence: float, iou: float, classes: Sequence[int] | None) -> tuple[np.ndarray, ...]:
-    """One image's ``(4 + classes, anchors)`` output as (boxes xyxy in input pixels, scores, class ids)."""
+    """One image's ``(4 + classes, anchors)`` output as (boxes xyxy in input pixels, scores, class ids).
+
+    A box is kept when its best class is above ``confidence`` and in ``classes`` (Ultralytics' rule). With
+    ``classes`` given, only the anchors where one of those classes is above ``confidence`` can pass, so the
+    best class is looked for among those alone (~0.1 ms instead of ~1.4 for 8400 anchors x 80 classes; the
+    same boxes).
+
+    >>> pred = np.zeros((4 + 3, 3), np.float32)
+    >>> pred[:4] = [[10, 20, 30], [10, 20, 30], [4, 4, 4], [4, 4, 4]]  # centre x, y, w, h
+    >>> pred[4:, 0] = [0.9, 0.1, 0.0]   # a person
+    >>> pred[4:, 1] = [0.5, 0.8, 0.0]   # best class 1: not a person, though its person score is high
+    >>> pred[4:, 2] = [0.05, 0.0, 0.0]  # below the confidence
+    >>> boxes, conf, cls = decode(pred, 0.25, 0.7, [0])
+    >>> boxes.tolist(), [round(float(c), 2) for c in conf], cls.tolist()
+    ([[8.0, 8.0, 12.0, 12.0]], [0.9], [0])
+    """
     scores_all = pred[4:]
-    cls = scores_all.argmax(0)
-    conf = scores_all[cls, np.arange(pred.shape[1])]
+    if classes is not None:  # anchors where a kept class is above the confidence (a superset of the kept ones)
+        cand = np.flatnonzero((scores_all[np.asarray(classes, np.int64)] > confidence).any(0))
+    else:
+        cand = np.arange(pred.shape[1])
+    cls = scores_all[:, cand].argmax(0)
+    conf = scores_all[cls, cand]
     keep = conf > confidence
     if classes is not None:
         keep &= np.isin(cls, classes)
-    idx = np.flatnonzero(keep)
-    if idx.size > _MAX_NMS:
-        idx = idx[np.argsort(-conf[idx], kind="stable")[:_MAX_NMS]]
-    xywh = pred[:4, idx].T
+    pos = np.flatnonzero(keep)  # positions in cand (anchor order)
+    if pos.size > _MAX_NMS:
+        pos = pos[np.argsort(-conf[pos], kind="stable")[:_MAX_NMS]]
+    xywh = pred[:4, cand[pos]].T
     boxes = np.empty_like(xywh)
     boxes[:, :2] = xywh[:, :2] - xywh[:, 2:] / 2
     boxes[:, 2:] = xywh[:, :2] + xywh[:, 2:] / 2
-    conf, cls = conf[idx], cls[idx]
+    conf, cls = conf[pos], cls[pos]
     kept = nms(boxes + (cls[:, None] * _CLASS_OFFSET).astype(np.float32), conf, iou)[:MAX_DET]
     return boxes[kept], conf[kept], cls[kept]
 
