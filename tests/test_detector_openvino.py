@@ -15,7 +15,7 @@ import pytest
 
 from storelens.backends.detectors import OpenVINOYoloDetector, UltralyticsDetector, build_detector
 from storelens.config import DetectorConfig, OpenVINODetectorConfig, UltralyticsDetectorConfig, parse_config
-from storelens.errors import ModelError
+from storelens.errors import ConfigError, ModelError
 from storelens.paths import asset
 
 CLIPS = {
@@ -135,3 +135,9 @@ def test_bad_weights_are_a_clear_error(tmp_path, make, message):
 def test_unknown_device_is_a_clear_error(device, message):
     with pytest.raises(ModelError, match=message):
         build_detector(OpenVINODetectorConfig(device=device))
+
+
+@pytest.mark.parametrize("classes", [[80], [0, -1]])
+def test_a_class_the_model_does_not_have_is_a_clear_error(classes):
+    with pytest.raises(ConfigError, match=r"detector\.classes: \[-?\d+\] not among the model's 80 classes \(0\.\.79\)"):
+        build_detector(OpenVINODetectorConfig(classes=classes))

@@ -30,7 +30,7 @@ from storelens.backends.detectors.base import DETECTORS, Detections
 from storelens.backends.detectors.tiling import detect_as_configured
 from storelens.backends.openvino_device import openvino_device
 from storelens.config.detectors import OpenVINODetectorConfig
-from storelens.errors import ModelError
+from storelens.errors import ConfigError, ModelError
 
 #: Ultralytics' predictor defaults that its detection exports assume.
 PAD_VALUE = 114
@@ -211,8 +211,14 @@ class OpenVINOYoloDetector:
                 props["INFERENCE_NUM_THREADS"] = int(cfg.threads)
             device = openvino_device(cfg.device)
             self._request = core.compile_model(model, device, props).create_infer_request()
+            out = model.outputs[0].get_partial_shape()
         except Exception as exc:  # openvino raises RuntimeError subclasses for bad models and devices
             raise ModelError(f"cannot load detector model {path} on {cfg.device}: {exc}") from exc
+        if out.rank.get_length() == 3 and out[2].is_static and out[2].get_length() != 6 and out[1].is_static:
+            n = out[1].get_length() - 4  # (1, 4 + classes, anchors); an end2end export's (1, N, 6) is not checked
+            bad = [c for c in cfg.classes if not 0 <= c < n]
+            if bad:
+                raise ConfigError(f"detector.classes: {bad} not among the model's {n} classes (0..{n - 1})")
         self.cfg = cfg
         self._input = np.empty((1, *self.input_hw, 3), np.uint8)
         self.detect(np.zeros((*self.input_hw, 3), np.uint8))  # the first inference allocates: not in timings
