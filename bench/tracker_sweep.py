@@ -1,0 +1,187 @@
+#!/usr/bin/env python
+"""How ``bytereid``'s scores move with its parameters and with the JPEG hop, on every visible sequence.
+
+``bench/tracking.py`` times whole processes; this script answers "what if" questions about the tracker
+alone, quickly: the detector runs once per sequence and JPEG quality (detections cached in ``--cache``),
+then every parameter set replays the same detections through :class:`ByteReidTracker` (re-id included)
+and is scored like ``bench/tracking.py`` (motmetrics MOTA / IDF1 / ID switches, the counting errors of
+``tests/test_mot_quality.py``'s lines).
+
+Frames take the ingest's own JPEG round trip (``encode_frame`` / ``decode_jpeg``) at each
+``--jpeg-quality`` (0: none, the decoded video frames as they are), so at 90, the site default, the
+default column equals what ``storelens track`` writes. MOT17-mini's jpgs are read directly (``tracking.py``
+packs them into an MJPG file first, so those rows differ slightly from its table).
+
+    python bench/tracker_sweep.py [--set NAME:key=value,key=value ...] [--jpeg-quality 90[,95,0]]
+                                  [--sequences TUD-Campus,...] [--cache DIR] [--out FILE.md]
+
+e.g. ``--set nt25:new_track_thresh=0.25 --set ul:new_track_thresh=0.25,track_high_thresh=0.25``
+(Ultralytics' ByteTrack thresholds). The ``default`` column (``ByteReidTrackerConfig()``) is always run.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import pickle
+import shlex
+import sys
+import tempfile
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+from tracking import WEIGHTS, Seq, count_errors, machine_lines, sequences  # noqa: E402
+
+from storelens.domain.mot import evaluate_mot  # noqa: E402
+
+#: Sequences with at least this many frames score identity over time; MOT17-mini's 4-8 frames mostly score starts.
+LONG = 50
+
+
+def frames(seq: Seq, quality: int):
+    """``(fps, BGR image)`` of every frame, through the ingest's JPEG round trip unless ``quality`` is 0."""
+    import cv2
+    import numpy as np
+
+    from storelens.backends.video import RawFrame, decode_jpeg, encode_frame
+
+    def hop(k: int, img: np.ndarray) -> np.ndarray:
+        return decode_jpeg(encode_frame("cam", k, RawFrame(k, 0, img), None, quality)) if quality else img
+
+    if seq.source.is_file():
+        cap = cv2.VideoCapture(str(seq.source))
+        fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+        k = 0
+        while True:
+            ok, img = cap.read()
+            if not ok:
+                break
+            yield fps, hop(k, img)
+            k += 1
+        cap.release()
+    else:
+        for k, path in enumerate(sorted(seq.source.glob("*.jpg"))):
+            yield 30.0, hop(k, cv2.imread(str(path)))
+
+
+def detections(seq: Seq, quality: int, confidence: float, cache: pathlib.Path) -> list:
+    """The detector's output for every frame (cached: ``(xyxy, confidence, class)`` arrays per frame)."""
+    path = cache / f"{seq.name}.q{quality}.c{confidence}.pkl"
+    if path.exists():
+        return pickle.loads(path.read_bytes())  # noqa: S301 (our own cache)
+    from storelens.backends.detectors import build_detector
+    from storelens.config import OpenVINODetectorConfig
+    from storelens.paths import asset
+
+    det = build_detector(OpenVINODetectorConfig(weights=str(asset(*WEIGHTS.split("/"))), confidence=confidence))
+    out = []
+    for _, img in frames(seq, quality):
+        d = det.detect(img)
+        out.append((d.bbox_xyxy.copy(), d.confidence.copy(), d.class_id.copy()))
+    path.write_bytes(pickle.dumps(out, protocol=pickle.HIGHEST_PROTOCOL))
+    return out
+
+
+def track(seq: Seq, quality: int, dets: list, params: dict, out: pathlib.Path) -> tuple:
+    """Replay the cached detections through a fresh ``bytereid`` tracker; MOT rows to ``out``; its scores."""
+    from storelens.backends.detectors.base import Detections
+    from storelens.backends.trackers.bytereid import ByteReidTracker
+    from storelens.config.tracker_bytereid import ByteReidTrackerConfig
+
+    tracker = ByteReidTracker(ByteReidTrackerConfig(**params))
+    rows = []
+    for f, ((fps, img), (xyxy, conf, cls)) in enumerate(zip(frames(seq, quality), dets), 1):
+        if f == 1:
+            tracker.set_frame_rate(fps)
+        tr = tracker.update(img, Detections(xyxy, conf, cls))
+        for tid, (x1, y1, x2, y2), c in zip(tr.track_id, tr.bbox_xyxy, tr.confidence):
+            rows.append(f"{f},{tid},{x1:.2f},{y1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},{c:.4f},-1,-1,-1\n")
+    out.write_text("".join(rows))
+    return evaluate_mot(seq.gt, out), sum(count_errors(out, seq.name).values())
+
+
+def parse_set(text: str) -> tuple[str, dict]:
+    """``NAME:key=value,...`` -> (NAME, {key: value}) with numbers as numbers."""
+    name, sep, body = text.partition(":")
+    if not sep or not name:
+        raise SystemExit(f"--set {text!r}: expected NAME:key=value[,key=value]")
+    params = {}
+    for item in filter(None, body.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise SystemExit(f"--set {text!r}: {item!r} is not key=value")
+        try:
+            params[key.strip()] = float(value) if any(ch in value for ch in ".e") else int(value)
+        except ValueError:
+            raise SystemExit(f"--set {text!r}: {value!r} is not a number") from None
+    return name, params
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--set", action="append", default=[], metavar="NAME:key=value,...",
+                    help="a parameter set of ByteReidTrackerConfig (repeatable)")
+    ap.add_argument("--jpeg-quality", default="90", help="comma-separated; 0 = no JPEG round trip (default 90)")
+    ap.add_argument("--sequences", help="comma-separated names or prefixes (default: all)")
+    ap.add_argument("--cache", type=pathlib.Path, default=pathlib.Path(tempfile.gettempdir()) / "storelens_sweep_cache",
+                    help="detections per sequence, JPEG quality and confidence; empty it after changing the detector")
+    ap.add_argument("--out", default="/tmp/tracker_sweep.md", help="also write the Markdown here")
+    args = ap.parse_args()
+    from storelens.config.tracker_bytereid import ByteReidTrackerConfig
+
+    sets = dict([("default", {}), *map(parse_set, args.set)])
+    from pydantic import ValidationError
+
+    for name, params in sets.items():
+        try:
+            ByteReidTrackerConfig(**params)  # fail fast on an unknown or bad parameter
+        except ValidationError as exc:
+            raise SystemExit(f"--set {name}: {exc}") from None
+    qualities = [int(q) for q in args.jpeg_quality.split(",")]
+    wanted = args.sequences.split(",") if args.sequences else None
+    seqs = [s for s in sequences() if not wanted or any(s.name.startswith(w) for w in wanted)]
+    if not seqs:
+        raise SystemExit(f"no sequence matches {args.sequences!r}")
+    confidence = min(ByteReidTrackerConfig(**p).track_low_thresh for p in sets.values())
+    args.cache.mkdir(parents=True, exist_ok=True)
+    columns = [(n, q) for q in qualities for n in sets]
+    head = [f"{n}" + (f", JPEG q{q}" if q else ", no JPEG") for n, q in columns]
+    lines = [f"Command: `{shlex.join(['python', 'bench/tracker_sweep.py', *sys.argv[1:]])}`", "",
+             *machine_lines(),
+             "- parameter sets: " + "; ".join(f"{n}: {p or 'ByteReidTrackerConfig()'}" for n, p in sets.items()),
+             f"- detections cached at confidence {confidence} in {args.cache}", "",
+             "IDF1 / MOTA / ID switches / counting errors", "",
+             "| sequence | frames | " + " | ".join(head) + " |", "|---|---:|" + "---:|" * len(columns)]
+    scores = {c: [] for c in columns}  # (sequence frames, IDF1, ID switches, counting errors)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        for seq in seqs:
+            cells, n = [], 0
+            for name, q in columns:
+                dets = detections(seq, q, confidence, args.cache)
+                n = len(dets)
+                s, errors = track(seq, q, dets, sets[name], pathlib.Path(tmp) / f"{seq.name}.{name}.q{q}.txt")
+                scores[(name, q)].append((len(dets), s.idf1, s.num_switches, errors))
+                cells.append(f"{s.idf1:.3f} / {s.mota:.3f} / {s.num_switches} / {errors}")
+                print(f"{seq.name} {name} q{q}: {cells[-1]}", file=sys.stderr, flush=True)
+            lines.append(f"| {seq.name} | {n} | " + " | ".join(cells) + " |")
+    for label, keep in ((f"mean IDF1, sequences of {LONG}+ frames", lambda n: n >= LONG),
+                        ("mean IDF1, shorter (MOT17-mini)", lambda n: n < LONG)):
+        cells = [[idf1 for n, idf1, _, _ in v if keep(n)] for v in scores.values()]
+        if cells[0]:
+            lines.append(f"| {label} | | " + " | ".join(f"{sum(c) / len(c):.3f}" for c in cells) + " |")
+    lines.append("| ID switches / counting errors, all | | "
+                 + " | ".join(f"{sum(x[2] for x in v)} / {sum(x[3] for x in v)}" for v in scores.values()) + " |")
+    lines += ["", f"({time.perf_counter() - t0:.0f} s)"]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    pathlib.Path(args.out).write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    sys.exit(main())
