@@ -92,6 +92,10 @@ class BrokerError(StoreLensError):
     """The broker cannot be reached or refused an operation."""
 
 
+class UndeliveredError(BrokerError):
+    """Messages still waiting for the broker after a flush's timeout (none failed: flushing again may finish)."""
+
+
 def client_config(cfg: KafkaConfig) -> dict:
     """aiokafka connection keyword arguments (bootstrap, security) of the ``kafka`` section."""
     conf: dict[str, Any] = {"bootstrap_servers": cfg.bootstrap_servers, "security_protocol": cfg.security_protocol}
@@ -429,7 +433,7 @@ class KafkaBus:
     def flush(self, timeout_s: float = 60.0) -> None:
         remaining, failed = _run(self._drain(timeout_s), timeout_s + 30)
         if remaining:
-            raise BrokerError(f"{remaining} messages still undelivered after {timeout_s:.0f} s")
+            raise UndeliveredError(f"{remaining} messages still undelivered after {timeout_s:.0f} s")
         if failed:
             raise BrokerError(f"{failed} messages failed delivery")
 

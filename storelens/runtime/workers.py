@@ -232,6 +232,11 @@ def _latest_snapshots(config: SiteConfig, timeout_s: float = 30.0) -> dict[int, 
     return out
 
 
+#: How long a detect-track snapshot waits for the broker to take the outputs before the service gives up
+#: (exit 2; the offsets stay uncommitted, so a restart replays exactly).
+SNAPSHOT_FLUSH_S = 300.0
+
+
 class SnapshotHooks:
     """detect-track's recovery: snapshots of the partition's tracker states, then the offset commit."""
 
@@ -295,12 +300,28 @@ class SnapshotHooks:
         for cam in sorted(self.cameras_of.get(partition, ())):
             if cam in self.stage.cameras:  # not the ones a site version removed
                 snap.camera_state[cam] = self.stage.camera_snapshot(cam)
-        tr.bus.flush()
+        self._flush(tr)
         tr.publish(topics.DETECT_TRACK_STATE, f"{self.t_frames}/{partition}".encode(), m.encode(snap))
-        tr.bus.flush()
+        self._flush(tr)
         self.snapshots[partition] = snap
         tr.consumers[-1].commit()
         self.since_snapshot[partition] = 0
+
+    def _flush(self, tr) -> None:
+        """Wait until the broker has every output, up to :data:`SNAPSHOT_FLUSH_S` (a broker restart can take
+        over a minute), beating the heartbeat between 10 s waits so /healthz stays alive meanwhile."""
+        from storelens.runtime.kafka import UndeliveredError
+
+        deadline = time.monotonic() + SNAPSHOT_FLUSH_S
+        while True:
+            try:
+                tr.bus.flush(max(0.1, min(10.0, deadline - time.monotonic())))
+                return
+            except UndeliveredError:
+                if time.monotonic() >= deadline:
+                    raise
+                self._worker.rt.beat()
+                log.warning("waiting for the broker to take detect-track's outputs before the snapshot")
 
     def close(self) -> None:
         for p in list(self.next_offset):
