@@ -341,3 +341,49 @@ def test_kafka_rebalance_hooks_run_on_the_polling_thread_and_commit_before_hand_
         admin = KafkaAdmin(cfg)
         admin.delete_topics([t for t in admin.list_topics().topics if t.startswith(cfg.topic_prefix)])
         admin.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_kafka_flush_rides_through_a_broker_outage_beating_meanwhile():
+    """Messages pending while the broker is down: a flush with a short timeout raises
+    UndeliveredError (nothing is dropped), a default flush waits in slices, beating the heartbeat with
+    the bus marked as waiting, and returns once the broker is back; every message arrives once."""
+    import pathlib
+    import subprocess
+
+    from storelens.contract.topics import FRAMES, TOPICS, topic_name
+    from storelens.runtime.kafka import FLUSH_SLICE_S, KafkaBus, UndeliveredError, consume_all, ensure_topics
+
+    stack = str(pathlib.Path(__file__).resolve().parents[1] / "scripts" / "stack.sh")
+    cfg = _kafka_cfg()
+    ensure_topics(cfg, [s for s in TOPICS if s.name == FRAMES])
+    topic = topic_name(FRAMES, cfg.topic_prefix)
+    beats: list[float | None] = []
+    bus = KafkaBus(cfg, "test", heartbeat=lambda: beats.append(bus.waiting_since))
+    try:
+        bus.publish(topic, b"cam-1", b"before")
+        bus.flush()
+        subprocess.run([stack, "stop", "kafka"], check=True, timeout=120)
+        restart = threading.Timer(2.5 * FLUSH_SLICE_S,
+                                  lambda: subprocess.run([stack, "start", "kafka"], check=True, timeout=180))
+        try:
+            bus.publish(topic, b"cam-1", b"during-1")
+            with pytest.raises(UndeliveredError, match="1 messages still undelivered"):
+                bus.flush(timeout_s=2)
+            assert bus.waiting_since is None and beats == []  # one slice: no wait marked, no beat
+            bus.publish(topic, b"cam-1", b"during-2")
+            restart.start()
+            t0 = time.monotonic()
+            bus.flush()
+            waited = time.monotonic() - t0
+        finally:
+            restart.join(240)
+            subprocess.run([stack, "start", "kafka"], check=True, timeout=180)  # idempotent
+        assert waited > 2 * FLUSH_SLICE_S, waited
+        assert len(beats) >= 2 and all(since is not None for since in beats), beats
+        assert bus.waiting_since is None
+        got = consume_all(cfg, topic, timeout_s=60, expect=3, settle_s=1)
+        assert sorted(x.value for x in got) == [b"before", b"during-1", b"during-2"]
+    finally:
+        bus.close()

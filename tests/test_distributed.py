@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import threading
+import time
 
 import httpx
 import pytest
@@ -141,6 +143,31 @@ def test_kafka_broker_restart(deployment, embedded):
     dep = deployment
     dep.start_all()
     dep.wait_metric("detect-track", "storelens_messages_out_total", "tracks", 60)
-    subprocess.run([str(REPO / "scripts" / "stack.sh"), "restart", "kafka"], check=True, timeout=180)
+    # detect-track's probes while the broker is away: alive throughout (a flush waiting for the broker
+    # beats the heartbeat), not ready at some point (the flush's wait, or the failed ping, says so)
+    seen: dict[str, set[int | str]] = {"/healthz": set(), "/readyz": set()}
+    done = threading.Event()
+
+    def probe() -> None:
+        while not done.wait(0.5):
+            for path, codes in seen.items():
+                try:
+                    codes.add(httpx.get(dep.url("detect-track", path), timeout=5).status_code)
+                except httpx.HTTPError as exc:  # no answer: recorded, fails the liveness assertion below
+                    codes.add(repr(exc))
+
+    prober = threading.Thread(target=probe, daemon=True)
+    prober.start()
+    stack = str(REPO / "scripts" / "stack.sh")
+    try:  # away for 30 s at least, whatever the machine's speed: past a flush slice and a ping interval
+        subprocess.run([stack, "stop", "kafka"], check=True, timeout=120)
+        time.sleep(30)
+    finally:
+        subprocess.run([stack, "start", "kafka"], check=True, timeout=180)
+        done.set()
+        prober.join(10)
+    assert seen["/healthz"] == {200}, seen
+    assert any(code != 200 for code in seen["/readyz"]), seen
     counts = dep.wait_done(CAMERA, LAST_TS_MS)
     _assert_same_as_embedded(dep, counts, embedded)
+    dep.wait_ready("detect-track")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from storelens.contract import topics
 from storelens.errors import StoreLensError
@@ -102,12 +102,14 @@ class KafkaTransport:
     """
 
     def __init__(self, kafka_cfg, client_id: str, groups: Sequence[ConsumerGroup], on_assign=None,
-                 on_revoke=None) -> None:
+                 on_revoke=None, heartbeat: Callable[[], None] | None = None,
+                 stopping: Callable[[], bool] | None = None) -> None:
         from storelens.runtime.kafka import KafkaBus, KafkaConsumer
 
         self.cfg = kafka_cfg
         self.prefix = kafka_cfg.topic_prefix
-        self.bus = KafkaBus(kafka_cfg, client_id)
+        # heartbeat/stopping: a flush rides through a broker restart (see KafkaBus.flush)
+        self.bus = KafkaBus(kafka_cfg, client_id, heartbeat=heartbeat, stopping=stopping)
         self.consumers = []
         self._by_topic: dict[str, object] = {}
         #: (base names, consumer) of the regex subscriptions

@@ -105,11 +105,11 @@ def run_ingest(config: SiteConfig, rt: ServiceRuntime) -> int:
     from storelens.runtime.kafka import KafkaBus, ensure_topics
 
     ensure_topics(config.kafka)
-    bus = KafkaBus(config.kafka, "ingest")
+    bus = KafkaBus(config.kafka, "ingest", heartbeat=rt.beat, stopping=rt.stopping.is_set)
     frames_topic = topics.topic_name(topics.FRAMES, config.kafka.topic_prefix)
     published = [0]
     broker_ok = [bus.ping()]
-    rt.add_check("broker", lambda: broker_ok[0])
+    rt.add_check("broker", lambda: broker_ok[0] and bus.waiting_since is None)
 
     def publish(key: bytes, value: bytes) -> None:
         bus.publish(frames_topic, key, value)
@@ -179,7 +179,8 @@ class StageWorker:
         groups = groups or [ConsumerGroup(stage.name, tuple(stage.inputs))]
         self.transport = KafkaTransport(config.kafka, stage.name, groups,
                                         on_assign=getattr(hooks, "on_assign", None),
-                                        on_revoke=getattr(hooks, "on_revoke", None))
+                                        on_revoke=getattr(hooks, "on_revoke", None),
+                                        heartbeat=rt.beat, stopping=rt.stopping.is_set)
         for tail in tails:  # polled first, like an earlier group (the transport acks it by topic: a no-op)
             self.transport.consumers.insert(0, tail)
             self.transport._by_topic[tail.topic] = tail
@@ -189,7 +190,9 @@ class StageWorker:
         self._checks = dict(checks or {})
         self._ok = {name: check() for name, check in self._checks.items()}
         self._broker_ok, self._last_ping, self._last_lag = True, time.monotonic(), 0.0
-        rt.add_check("broker", lambda: self._broker_ok and self.transport.connected)
+        # not ready while a flush waits for the broker (a restart), though alive: the heartbeat goes on
+        rt.add_check("broker", lambda: self._broker_ok and self.transport.connected
+                     and self.transport.bus.waiting_since is None)
         rt.add_check("model", lambda: True)  # the stage's models are loaded before the worker exists
         for sink in self.core.sinks:  # a sink failing its writes (retried) makes the service not ready
             rt.add_check(sink.name, lambda name=sink.name: self.core.sink_ok[name])
@@ -200,7 +203,7 @@ class StageWorker:
         self.rt.beat()
         now = time.monotonic()
         if now - self._last_ping > PING_EVERY_S:
-            self._broker_ok, self._last_ping = self.transport.bus.ping(), now
+            self._last_ping = now
             for name, check in self._checks.items():
                 self._ok[name] = check()
         if now - self._last_lag > LAG_EVERY_S:
@@ -208,9 +211,20 @@ class StageWorker:
                 self.rt.metrics.lag.labels(t, str(p)).set(lag)
             self._last_lag = now
 
+    def _ping_broker(self, done: threading.Event) -> None:
+        """The broker's readiness, from a thread of its own: the worker's thread can be held for long in a
+        call to the broker while it is away (a flush, a publish waiting for metadata), and /readyz must say so."""
+        while not done.wait(PING_EVERY_S):
+            self._broker_ok = self.transport.bus.ping()
+
     def run(self) -> int:
         log.info(f"{self.stage.name} started", extra={"inputs": ",".join(self.stage.inputs)})
-        failure = self.runner.run()
+        done = threading.Event()
+        threading.Thread(target=self._ping_broker, args=(done,), name="storelens-broker-ping", daemon=True).start()
+        try:
+            failure = self.runner.run()
+        finally:
+            done.set()
         code = 1 if failure is not None else self.transport.exit_code
         log.info(f"{self.stage.name} stopped", extra={"exit_code": code})
         return code
@@ -230,11 +244,6 @@ def _latest_snapshots(config: SiteConfig, timeout_s: float = 30.0) -> dict[int, 
             snap = m.decode(m.StageSnapshot, value)
             out[snap.input_partition] = snap
     return out
-
-
-#: How long a detect-track snapshot waits for the broker to take the outputs before the service gives up
-#: (exit 2; the offsets stay uncommitted, so a restart replays exactly).
-SNAPSHOT_FLUSH_S = 300.0
 
 
 class SnapshotHooks:
@@ -300,28 +309,12 @@ class SnapshotHooks:
         for cam in sorted(self.cameras_of.get(partition, ())):
             if cam in self.stage.cameras:  # not the ones a site version removed
                 snap.camera_state[cam] = self.stage.camera_snapshot(cam)
-        self._flush(tr)
+        tr.bus.flush()  # rides through a broker restart (KafkaBus.flush), the heartbeat kept
         tr.publish(topics.DETECT_TRACK_STATE, f"{self.t_frames}/{partition}".encode(), m.encode(snap))
-        self._flush(tr)
+        tr.bus.flush()
         self.snapshots[partition] = snap
         tr.consumers[-1].commit()
         self.since_snapshot[partition] = 0
-
-    def _flush(self, tr) -> None:
-        """Wait until the broker has every output, up to :data:`SNAPSHOT_FLUSH_S` (a broker restart can take
-        over a minute), beating the heartbeat between 10 s waits so /healthz stays alive meanwhile."""
-        from storelens.runtime.kafka import UndeliveredError
-
-        deadline = time.monotonic() + SNAPSHOT_FLUSH_S
-        while True:
-            try:
-                tr.bus.flush(max(0.1, min(10.0, deadline - time.monotonic())))
-                return
-            except UndeliveredError:
-                if time.monotonic() >= deadline:
-                    raise
-                self._worker.rt.beat()
-                log.warning("waiting for the broker to take detect-track's outputs before the snapshot")
 
     def close(self) -> None:
         for p in list(self.next_offset):
