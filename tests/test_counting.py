@@ -233,6 +233,25 @@ def test_never_the_same_direction_twice_in_a_row_per_track(case: Case):
         last[(e.line_id, e.track_id)] = e.direction
 
 
+@pytest.mark.parametrize("mover, still_at_ms, expected", [
+    (9, 3000, []),  # the standee, stationary while the passer-by walked: there all along, no count
+    (9, 0, [("door", 9, "out")]),  # seen as stationary more than reacquire_window_ms before: new again
+    (10, 3000, [("door", 10, "out")]),  # an id never seen: an id switch of the passer-by, who walks back up
+])
+def test_an_id_seen_as_stationary_takes_no_lost_state(mover, still_at_ms, expected):
+    """CAVIAR's door on an AVX-512 machine: a passer-by crosses and vanishes 51 px from a standee that
+    then starts to move. Only a new id takes the lost state (counted again up the door otherwise)."""
+    lc = LineCounter("cam", [DOOR], CountingConfig())
+    events = lc.update(0, 0, [], [], still_ids=[9] if still_at_ms == 0 else [])
+    for i, y in enumerate([250, 280, 310, 340]):
+        t = 3000 + i * DT
+        events += lc.update(i + 1, t, [1], [(320, y)], still_ids=[9] if still_at_ms == 3000 else [])
+    assert summary(events) == [("door", 1, "in")]
+    resumed = LineCounter("cam", [DOOR], CountingConfig())
+    resumed.load_state(lc.state())  # the memory of stationary ids is part of the state
+    assert summary(resumed.update(5, t + DT, [mover], [(330, 290)])) == expected
+
+
 @pytest.mark.parametrize("amplitude", [12, 20, 60])
 def test_large_oscillation_alternates_for_long_runs(amplitude):
     ys = [300 + (amplitude if i % 2 else -amplitude) for i in range(51)]

@@ -21,7 +21,11 @@ Rules (each is a case in ``tests/test_counting.py``):
   ``reacquire_window_ms``: if it returns under the same id the gap is treated
   as one step; if a *new* id starts within ``reacquire_radius_px`` of where it
   vanished, the new id inherits the state, so an id switch at the door
-  neither double-counts nor loses the crossing.
+  neither double-counts nor loses the crossing. Only a *new* id: one seen
+  as stationary (``still_ids``: a mannequin, someone standing since their
+  track began) within ``reacquire_window_ms`` was there all along, so when it
+  starts to move it is its own track and takes no lost track's state (it
+  would otherwise count the crossing of a passer-by who vanished near it).
 
 Example:
     >>> from storelens.config import LineConfig, CountingConfig
@@ -102,6 +106,8 @@ class LineCounter:
         self.cfg = counting
         self._tracks: dict[int, _TrackState] = {}
         self._lost: dict[int, _TrackState] = {}
+        #: ids seen as stationary -> when last seen so (not new ids: they never re-acquire a lost state)
+        self._still: dict[int, int] = {}
         self._counts = {ln.id: {"in": 0, "out": 0} for ln in self.lines}
 
     def counts(self) -> dict[str, dict[str, int]]:
@@ -126,6 +132,7 @@ class LineCounter:
         return {
             "tracks": {str(t): track(st) for t, st in self._tracks.items()},
             "lost": {str(t): track(st) for t, st in self._lost.items()},
+            "still": {str(t): ts for t, ts in self._still.items()},
             "counts": self.counts(),
         }
 
@@ -136,6 +143,7 @@ class LineCounter:
 
         self._tracks = {int(t): track(v) for t, v in state.get("tracks", {}).items()}
         self._lost = {int(t): track(v) for t, v in state.get("lost", {}).items()}
+        self._still = {int(t): int(ts) for t, ts in state.get("still", {}).items()}
         for line_id, c in state.get("counts", {}).items():
             if line_id in self._counts:  # lines removed from the config are dropped
                 self._counts[line_id] = {"in": int(c["in"]), "out": int(c["out"])}
@@ -146,8 +154,15 @@ class LineCounter:
         ts_ms: int,
         track_ids: Iterable[int],
         anchors: np.ndarray | Sequence[tuple[float, float]],
+        still_ids: Iterable[int] = (),
     ) -> list[CrossingEvent]:
-        """Feed one frame's tracks (ids and anchor points); return the crossings it completes."""
+        """Feed one frame's tracks (ids and anchor points); return the crossings it completes.
+
+        ``still_ids``: the frame's stationary tracks, which count nowhere; they are only remembered as
+        not new (see *Lost and re-acquired tracks*).
+        """
+        for tid in still_ids:
+            self._still[int(tid)] = ts_ms
         ids = [int(t) for t in track_ids]
         pts = np.asarray(anchors, dtype=np.float64).reshape(-1, 2)
         if len(ids) != len(pts):
@@ -163,7 +178,8 @@ class LineCounter:
         for tid in ids:
             if tid not in states:
                 states[tid] = self._tracks.get(tid) or self._lost.pop(tid, None)
-        states.update(self._reacquire([(tid, p) for tid, p in zip(ids, points) if states[tid] is None]))
+        states.update(self._reacquire([(tid, p) for tid, p in zip(ids, points)
+                                       if states[tid] is None and tid not in self._still]))
         events: list[CrossingEvent] = []
         for tid, p1 in zip(ids, points):
             st = states[tid]
@@ -223,6 +239,8 @@ class LineCounter:
         horizon = ts_ms - self.cfg.reacquire_window_ms
         for tid in [t for t, s in self._lost.items() if s.ts_ms < horizon]:
             del self._lost[tid]
+        for tid in [t for t, seen in self._still.items() if seen < horizon]:
+            del self._still[tid]
 
 
 class Occupancy:

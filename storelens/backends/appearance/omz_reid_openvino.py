@@ -85,6 +85,9 @@ class OpenVinoReidEmbedder:
         ov_device = openvino_device(device)
         self._model = core.compile_model(model, ov_device, props)
         self._request = self._model.create_infer_request()
+        #: The precision the device really runs ("f32"; "bf16" by default on CPUs that have it, whose
+        #: rounding depends on the batch: embeddings of a crop alone and in a batch differ by ~5e-4).
+        self.inference_precision = self._model.get_property("INFERENCE_PRECISION_HINT").to_string()
         self.model_xml = model_xml
         self.calls = 0  # inference requests run (for tests and benchmarks)
         self.crops = 0
