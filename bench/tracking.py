@@ -217,6 +217,7 @@ def main() -> int:
     head = ("| sequence | frames | " + " | ".join(f"{t} MOTA / IDF1 / HOTA / IDsw / fps / CPU ms per frame" for t in trackers)
             + " |")
     table = [head, "|---|---:|" + "---:|" * len(trackers)]
+    print("\n".join(table), flush=True)
     counts: dict[str, dict[str, dict[str, int]]] = {}
     totals = {t: [0, 0.0, 0.0] for t in trackers}  # frames, wall and CPU seconds (all sequences)
     with tempfile.TemporaryDirectory() as tmpdir:
@@ -247,6 +248,7 @@ def main() -> int:
                  + " | ".join(f"{totals[t][1]:.1f} s, {totals[t][0] / totals[t][1]:.2f} fps"
                               + (f" ({totals[ref][1] / totals[t][1]:.2f}x)" if ref else "")
                               + f", {1000 * totals[t][2] / totals[t][0]:.0f} ms" for t in trackers) + " |")
+    print(table[-1], flush=True)
     out = [*lines, *table, ""]
     if counts:
         out += ["Counting error per line of `tests/test_mot_quality.py` (|in - gt in| + |out - gt out|):", "",
