@@ -141,3 +141,15 @@ def test_unknown_device_is_a_clear_error(device, message):
 def test_a_class_the_model_does_not_have_is_a_clear_error(classes):
     with pytest.raises(ConfigError, match=r"detector\.classes: \[-?\d+\] not among the model's 80 classes \(0\.\.79\)"):
         build_detector(OpenVINODetectorConfig(classes=classes))
+
+
+def test_precision_is_chosen_and_reported():
+    """``precision: f32`` runs the float layers in f32 on any CPU (the default is the CPU's own: bf16 on
+    AVX512-BF16 machines), and the detector says what it runs; a precision OpenVINO has not is a config error."""
+    f32 = build_detector(OpenVINODetectorConfig(precision="f32"))
+    assert f32.inference_precision == "f32"
+    assert build_detector(OpenVINODetectorConfig()).inference_precision in ("f32", "bf16", "f16")
+    people = f32.detect(frames("tud", 1, 1)[0])
+    assert len(people) > 0 and (people.class_id == 0).all()
+    with pytest.raises(ConfigError, match=r"detector\.precision"):
+        parse_config({"store": {"id": "s"}, "detector": {"precision": "int4"}, "cameras": [{"id": "c", "source": "x.mp4"}]})

@@ -24,7 +24,7 @@ Example (``faces.detector``: YuNet by default, or MTCNN):
 """
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, model_validator
 
@@ -45,6 +45,9 @@ def _expand_optional(v: str | None) -> str | None:
 EnvStr = Annotated[str, AfterValidator(expand_env)]
 #: The same, or ``None``.
 OptionalEnvStr = Annotated[str | None, AfterValidator(_expand_optional)]
+#: OpenVINO's inference precision of a model's float layers: "default" is the device's own choice (on CPUs
+#: with AVX512-BF16 or AMX, bf16: faster, and results differ slightly from a machine without it).
+Precision = Literal["default", "f32", "bf16", "f16"]
 
 
 class BackendConfig(Strict):

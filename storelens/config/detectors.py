@@ -16,7 +16,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
-from storelens.config.base import BackendConfig, EnvStr, OptionalEnvStr
+from storelens.config.base import BackendConfig, EnvStr, OptionalEnvStr, Precision
 
 
 class DetectorConfig(BackendConfig):
@@ -77,3 +77,7 @@ class OpenVINODetectorConfig(YoloDetectorConfig):
     #: OpenVINO's compiled-model cache folder (``None``: no cache). A warm cache cuts the model's
     #: compile at start from ~1 s to ~0.1 s on a 2-core CPU.
     cache_dir: OptionalEnvStr = None
+    #: Inference precision of the model's float layers (the int8 ones stay int8): ``default`` is OpenVINO's
+    #: choice, bf16 on CPUs with AVX512-BF16 or AMX; ``f32`` gives the same boxes on every CPU (a chain
+    #: with mixed hardware comparing stores).
+    precision: Precision = "default"

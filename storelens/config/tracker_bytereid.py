@@ -19,11 +19,10 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from storelens.config.base import OptionalEnvStr
+from storelens.config.base import OptionalEnvStr, Precision
 from storelens.config.trackers import AppearanceEmbedderConfig, TrackerConfig
 
 Unit = Annotated[float, Field(ge=0, le=1)]
-Precision = Literal["default", "f32", "bf16", "f16"]
 
 
 class OmzReidEmbedderConfig(AppearanceEmbedderConfig):

@@ -180,6 +180,13 @@ def decode_end2end(pred: np.ndarray, confidence: float, classes: Sequence[int] |
     return rows[:, :4].copy(), rows[:, 4], rows[:, 5].astype(np.int32)
 
 
+def _precision(compiled) -> str:
+    try:
+        return compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+    except Exception:  # noqa: BLE001 (a device without the property)
+        return ""
+
+
 @DETECTORS.register("openvino")
 class OpenVINOYoloDetector:
     """YOLO person detector on OpenVINO (see the module docstring).
@@ -209,8 +216,13 @@ class OpenVINOYoloDetector:
             props: dict = {"PERFORMANCE_HINT": "LATENCY"}
             if cfg.threads:
                 props["INFERENCE_NUM_THREADS"] = int(cfg.threads)
+            if cfg.precision != "default":
+                props["INFERENCE_PRECISION_HINT"] = cfg.precision
             device = openvino_device(cfg.device)
-            self._request = core.compile_model(model, device, props).create_infer_request()
+            compiled = core.compile_model(model, device, props)
+            #: What the device really runs the float layers in ("f32", "bf16", ...; "" if it does not say).
+            self.inference_precision = _precision(compiled)
+            self._request = compiled.create_infer_request()
             out = model.outputs[0].get_partial_shape()
         except Exception as exc:  # openvino raises RuntimeError subclasses for bad models and devices
             raise ModelError(f"cannot load detector model {path} on {cfg.device}: {exc}") from exc
