@@ -1,4 +1,5 @@
-"""OpenVINO device names from StoreLens' ``device`` settings (one mapping for every OpenVINO backend)."""
+"""OpenVINO device names from StoreLens' ``device`` settings, and what a compiled model runs (one place for every
+OpenVINO backend)."""
 from __future__ import annotations
 
 
@@ -10,3 +11,12 @@ def openvino_device(device: str) -> str:
     ['CPU', 'CPU', 'CPU', 'GPU', 'GPU.1', 'AUTO']
     """
     return "CPU" if device.lower().startswith("cpu") else device.upper()
+
+
+def inference_precision(compiled) -> str:
+    """The precision a compiled model's float layers really run in (``f32``, ``bf16``, ...; ``""`` if the device
+    does not say): with ``precision: default`` that is the device's own choice, bf16 on AVX512-BF16/AMX CPUs."""
+    try:
+        return compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+    except Exception:  # noqa: BLE001 (a device without the property)
+        return ""

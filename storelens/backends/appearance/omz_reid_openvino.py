@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from storelens.backends.appearance.base import APPEARANCE
-from storelens.backends.openvino_device import openvino_device
+from storelens.backends.openvino_device import inference_precision, openvino_device
 from storelens.config.tracker_bytereid import OmzReidEmbedderConfig
 from storelens.errors import ModelError
 
@@ -87,7 +87,7 @@ class OpenVinoReidEmbedder:
         self._request = self._model.create_infer_request()
         #: The precision the device really runs ("f32"; "bf16" by default on CPUs that have it, whose
         #: rounding depends on the batch: embeddings of a crop alone and in a batch differ by ~5e-4).
-        self.inference_precision = self._model.get_property("INFERENCE_PRECISION_HINT").to_string()
+        self.inference_precision = inference_precision(self._model)
         self.model_xml = model_xml
         self.calls = 0  # inference requests run (for tests and benchmarks)
         self.crops = 0

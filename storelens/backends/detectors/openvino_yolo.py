@@ -28,7 +28,7 @@ import numpy as np
 
 from storelens.backends.detectors.base import DETECTORS, Detections
 from storelens.backends.detectors.tiling import detect_as_configured
-from storelens.backends.openvino_device import openvino_device
+from storelens.backends.openvino_device import inference_precision, openvino_device
 from storelens.config.detectors import OpenVINODetectorConfig
 from storelens.errors import ConfigError, ModelError
 
@@ -180,13 +180,6 @@ def decode_end2end(pred: np.ndarray, confidence: float, classes: Sequence[int] |
     return rows[:, :4].copy(), rows[:, 4], rows[:, 5].astype(np.int32)
 
 
-def _precision(compiled) -> str:
-    try:
-        return compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
-    except Exception:  # noqa: BLE001 (a device without the property)
-        return ""
-
-
 @DETECTORS.register("openvino")
 class OpenVINOYoloDetector:
     """YOLO person detector on OpenVINO (see the module docstring).
@@ -221,7 +214,7 @@ class OpenVINOYoloDetector:
             device = openvino_device(cfg.device)
             compiled = core.compile_model(model, device, props)
             #: What the device really runs the float layers in ("f32", "bf16", ...; "" if it does not say).
-            self.inference_precision = _precision(compiled)
+            self.inference_precision = inference_precision(compiled)
             self._request = compiled.create_infer_request()
             out = model.outputs[0].get_partial_shape()
         except Exception as exc:  # openvino raises RuntimeError subclasses for bad models and devices
