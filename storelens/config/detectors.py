@@ -77,7 +77,8 @@ class OpenVINODetectorConfig(YoloDetectorConfig):
     #: OpenVINO's compiled-model cache folder (``None``: no cache). A warm cache cuts the model's
     #: compile at start from ~1 s to ~0.1 s on a 2-core CPU.
     cache_dir: OptionalEnvStr = None
-    #: Inference precision of the model's float layers (the int8 ones stay int8): ``default`` is OpenVINO's
-    #: choice, bf16 on CPUs with AVX512-BF16 or AMX; ``f32`` gives the same boxes on every CPU (a chain
-    #: with mixed hardware comparing stores).
-    precision: Precision = "default"
+    #: Inference precision of the model's float layers (the int8 ones stay int8): ``f32`` (the default) gives
+    #: the same boxes on every CPU (a chain with mixed hardware comparing stores), at the same speed as bf16
+    #: for the int8 export measured (BENCHMARKS.md); ``default`` is OpenVINO's choice, bf16 on CPUs with
+    #: AVX512-BF16 or AMX, f16 on GPUs (on a GPU, set ``default`` or ``f16``: f32 is slower there).
+    precision: Precision = "f32"

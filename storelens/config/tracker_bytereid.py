@@ -32,8 +32,10 @@ class OmzReidEmbedderConfig(AppearanceEmbedderConfig):
     #: The IR's ``.xml``; ``None``: 0288 FP16 from the shared assets.
     weights: OptionalEnvStr = None
     device: str = "cpu"
-    #: OpenVINO inference precision ("default": the CPU's own, bf16 where it has it).
-    precision: Precision = "default"
+    #: OpenVINO inference precision. ``f32`` (the default): a crop's embedding is the same, within 2e-6, alone
+    #: or in a batch of any size and on every CPU; ``default``: the CPU's own, bf16 where it has it (faster per
+    #: crop, but a crop's embedding then moves by up to ~5e-3 with the batch size it is padded to).
+    precision: Precision = "f32"
     #: OpenVINO threads (``None``: OpenVINO's choice, all cores). 2 by default: the re-id inference runs
     #: between two detector inferences, so a second core is free then; on a 2-core AVX2 CPU it cut the
     #: re-id time of a TUD-Stadtmitte frame from 15.6 to 11.5 ms, with the same tracks on every
@@ -83,7 +85,7 @@ class ByteReidTrackerConfig(TrackerConfig):
     #: The re-id model (see :class:`OmzReidEmbedderConfig`).
     reid_weights: OptionalEnvStr = None
     reid_device: str = "cpu"
-    reid_precision: Precision = "default"
+    reid_precision: Precision = "f32"
     #: The re-id model's OpenVINO threads (:attr:`OmzReidEmbedderConfig.threads`).
     reid_threads: Annotated[int | None, Field(ge=1)] = 2
 

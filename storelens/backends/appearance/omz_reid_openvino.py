@@ -5,9 +5,16 @@
 ``1x3x256x128`` BGR, raw 0-255 (the IR holds the mean/std and the channel
 swap), output a 256-d embedding that we L2-normalise (compare by cosine).
 
-All crops of a call go through ONE inference request (the IR's batch
-dimension is made dynamic at load time), and :meth:`OpenVinoReidEmbedder.embed_many`
-takes crops of several images (cameras) at once for the same single request.
+The crops of a call (up to 8) go through ONE inference request, and
+:meth:`OpenVinoReidEmbedder.embed_many` takes crops of several images (cameras)
+at once for the same request. The model is compiled for fixed batch sizes
+(:data:`BATCH_SIZES`, each once, on first use) and a call's crops are padded up
+to the next one. Why not a dynamic batch dimension: OpenVINO's CPU plugin then
+re-plans every layer whenever the size differs from the last call's, and a
+store camera's number of crops changes from frame to frame (``bench/reid_batch.py``,
+crop counts as a street camera asks them: 8.1 ms a call dynamic, 6.0 ms padded
+to static sizes, f32 on 2 AVX-512 cores). More crops than the largest size take
+consecutive inferences of it.
 
 Registered as the appearance embedder ``omz-reid-openvino``
 (:class:`~storelens.config.tracker_bytereid.OmzReidEmbedderConfig`), so the
@@ -21,6 +28,8 @@ Example:
 from __future__ import annotations
 
 import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Sequence
 
 import numpy as np
@@ -32,6 +41,22 @@ from storelens.errors import ModelError
 
 #: (width, height) the OMZ person re-id models take.
 REID_INPUT_WH = (128, 256)
+#: Batch sizes the model is compiled for (each ~250 ms and ~25 MB, on first use); a call's crops are padded up to
+#: the next size, and more than the last go through several inferences of the last (past 8 crops the time is
+#: already about the same per crop: ~1 ms).
+BATCH_SIZES = (1, 2, 4, 8)
+#: Sizes compiled in the background as soon as the model loads (the batch of 1 is compiled before the constructor
+#: returns, so a bad model fails there).
+PRECOMPILED = (2, 4)
+
+
+def batch_size_for(n: int) -> int:
+    """The compiled batch size ``n`` crops are padded up to (the largest, for more than it holds).
+
+    >>> [batch_size_for(n) for n in (1, 2, 3, 5, 8, 9, 40)]
+    [1, 2, 4, 8, 8, 8, 8]
+    """
+    return next((b for b in BATCH_SIZES if b >= n), BATCH_SIZES[-1])
 
 
 def reid_model_path(variant: str = "0288", precision: str = "FP16") -> str:
@@ -65,51 +90,95 @@ class OpenVinoReidEmbedder:
 
     dim = 256
 
-    def __init__(self, model_xml: str, device: str = "cpu", precision: str = "default",
+    def __init__(self, model_xml: str, device: str = "cpu", precision: str = "f32",
                  threads: int | None = None) -> None:
         if not os.path.isfile(model_xml):
             raise ModelError(f"re-id model not found: {model_xml} (set STORELENS_ASSETS to the shared assets)")
         import openvino as ov
 
-        core = ov.Core()
+        self._core = ov.Core()
         try:
-            model = core.read_model(model_xml)
-            model.reshape({model.inputs[0].get_any_name(): ov.PartialShape([-1, 3, REID_INPUT_WH[1], REID_INPUT_WH[0]])})
+            self._ir = self._core.read_model(model_xml)
         except Exception as exc:  # openvino raises RuntimeError subclasses for bad IRs
             raise ModelError(f"cannot load re-id model {model_xml}: {exc}") from exc
-        props: dict = {"PERFORMANCE_HINT": "LATENCY"}
+        self._props: dict = {"PERFORMANCE_HINT": "LATENCY"}
         if precision != "default":
-            props["INFERENCE_PRECISION_HINT"] = precision
+            self._props["INFERENCE_PRECISION_HINT"] = precision
         if threads:
-            props["INFERENCE_NUM_THREADS"] = int(threads)
-        ov_device = openvino_device(device)
-        self._model = core.compile_model(model, ov_device, props)
-        self._request = self._model.create_infer_request()
-        #: The precision the device really runs ("f32"; "bf16" by default on CPUs that have it, whose
-        #: rounding depends on the batch: embeddings of a crop alone and in a batch differ by ~5e-4).
-        self.inference_precision = inference_precision(self._model)
+            self._props["INFERENCE_NUM_THREADS"] = int(threads)
+        self._device = openvino_device(device)
         self.model_xml = model_xml
+        self._lock = threading.Lock()
+        self._requests: dict[int, Future] = {}  # batch size -> its compiled model's infer request
+        first = self._request_for(1).result()  # compiled here: a bad model or device fails at load time
+        #: The precision the device really runs ("f32", the default; with ``precision="default"``, "bf16" on CPUs
+        #: that have it, whose rounding depends on the batch size: a crop's embedding moves by up to ~5e-3).
+        self.inference_precision = inference_precision(first.get_compiled_model())
+        pool = ThreadPoolExecutor(1, thread_name_prefix="reid-compile")
+        for size in PRECOMPILED:
+            self._request_for(size, pool)
+        pool.shutdown(wait=False)  # its thread ends when they are compiled
         self.calls = 0  # inference requests run (for tests and benchmarks)
         self.crops = 0
+
+    def _compile(self, size: int):
+        import openvino as ov
+
+        model = self._ir.clone()
+        try:
+            model.reshape({model.inputs[0].get_any_name(): ov.PartialShape([size, 3, REID_INPUT_WH[1], REID_INPUT_WH[0]])})
+            return self._core.compile_model(model, self._device, self._props).create_infer_request()
+        except Exception as exc:  # openvino raises RuntimeError subclasses
+            raise ModelError(f"cannot compile re-id model {self.model_xml} for {self._device}, batch {size}: "
+                             f"{exc}") from exc
+
+    def _request_for(self, size: int, pool: ThreadPoolExecutor | None = None) -> Future:
+        """The infer request of the model compiled for ``size`` crops: compiled once, on first need (here, or in
+        ``pool``'s thread)."""
+        with self._lock:
+            fut = self._requests.get(size)
+            if fut is None:
+                if pool is not None:
+                    fut = pool.submit(self._compile, size)
+                else:
+                    fut = Future()
+                    try:
+                        fut.set_result(self._compile(size))
+                    except ModelError as exc:
+                        fut.set_exception(exc)
+                self._requests[size] = fut
+        return fut
+
+    @property
+    def compiled_batch_sizes(self) -> list[int]:
+        """Batch sizes compiled so far (for tests and benchmarks)."""
+        with self._lock:
+            return sorted(size for size, fut in self._requests.items() if fut.done() and not fut.exception())
 
     def embed(self, image_bgr: np.ndarray, bbox_xyxy: np.ndarray) -> np.ndarray:
         """Embeddings of the boxes of one image, in one inference."""
         return self.embed_many([(image_bgr, bbox_xyxy)])[0]
 
     def embed_many(self, items: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
-        """Embeddings of the boxes of several images (e.g. one frame per camera), in ONE inference."""
+        """Embeddings of the boxes of several images (e.g. one frame per camera), in ONE inference of up to
+        ``BATCH_SIZES[-1]`` crops (more take one inference per that many)."""
         sizes = [len(np.asarray(b).reshape(-1, 4)) for _, b in items]
         total = sum(sizes)
         if total == 0:
             return [np.zeros((0, self.dim), np.float32) for _ in items]
-        batch = np.empty((total, 3, REID_INPUT_WH[1], REID_INPUT_WH[0]), np.float32)
+        size = batch_size_for(total)
+        padded = -(-total // size) * size
+        batch = np.zeros((padded, 3, REID_INPUT_WH[1], REID_INPUT_WH[0]), np.float32)
         start = 0
         for (image, boxes), n in zip(items, sizes):
             if n:
                 reid_crops(image, boxes, batch[start:start + n])
             start += n
-        feats = _l2(np.asarray(self._request.infer([batch])[0], np.float32).reshape(total, -1))
-        self.calls += 1
+        request = self._request_for(size).result()
+        out = [np.array(request.infer([batch[i:i + size]])[0], np.float32).reshape(size, -1)  # a copy: reused
+               for i in range(0, total, size)]
+        feats = _l2(np.concatenate(out)[:total])
+        self.calls += len(out)
         self.crops += total
         return np.split(feats, np.cumsum(sizes)[:-1])
 
