@@ -163,6 +163,9 @@ def test_missing_reid_model_is_a_model_error(br, tmp_path):
 
     with pytest.raises(ModelError, match="not found"):
         br.OpenVinoReidEmbedder(str(tmp_path / "nope.xml"))
+    # a device OpenVINO has not fails when the model loads (its batch of 1 is compiled there), naming it
+    with pytest.raises(ModelError, match=r"cannot compile re-id model .* for NOSUCHDEVICE, batch 1"):
+        br.OpenVinoReidEmbedder(br.reid_model_path(), device="nosuchdevice")
 
 
 # -- association rules ------------------------------------------------------------
