@@ -40,6 +40,7 @@ import benchlib  # noqa: E402
 from storelens.backends.appearance.omz_reid_openvino import (  # noqa: E402
     REID_INPUT_WH, OpenVinoReidEmbedder, reid_crops, reid_model_path,
 )
+from storelens.backends.openvino_device import latency_props  # noqa: E402
 from storelens.domain.mot import read_mot  # noqa: E402
 from storelens.paths import asset  # noqa: E402
 
@@ -71,10 +72,7 @@ class Dynamic:
         core = ov.Core()
         model = core.read_model(reid_model_path())
         model.reshape({model.inputs[0].get_any_name(): ov.PartialShape([-1, 3, REID_INPUT_WH[1], REID_INPUT_WH[0]])})
-        props = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": 2}
-        if precision != "default":
-            props["INFERENCE_PRECISION_HINT"] = precision
-        self.request = core.compile_model(model, "CPU", props).create_infer_request()
+        self.request = core.compile_model(model, "CPU", latency_props(2, precision)).create_infer_request()
 
     def embed(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         batch = np.empty((len(boxes), 3, REID_INPUT_WH[1], REID_INPUT_WH[0]), np.float32)

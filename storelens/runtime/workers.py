@@ -96,6 +96,35 @@ def _site_cameras(config: SiteConfig, update: m.SiteUpdate):
         return None
 
 
+class BrokerProbe:
+    """A service's "broker" readiness check: the broker answered the last ping, the service's client is
+    connected, and no flush is waiting for the broker (a restart: not ready, though alive, the heartbeat goes on).
+
+    The pings run every :data:`PING_EVERY_S` in a thread of their own while the probe is entered (``with``): the
+    service's thread can be held for long in a call to the broker while it is away (a flush, a publish waiting
+    for metadata), and /readyz must say so meanwhile.
+    """
+
+    def __init__(self, bus, rt: ServiceRuntime, ok: bool = True, connected: Callable[[], bool] = lambda: True) -> None:
+        self.bus, self.ok, self._connected = bus, ok, connected
+        self._done = threading.Event()
+        rt.add_check("broker", self.ready)
+
+    def ready(self) -> bool:
+        return self.ok and self._connected() and self.bus.waiting_since is None
+
+    def _ping(self) -> None:
+        while not self._done.wait(PING_EVERY_S):
+            self.ok = self.bus.ping()
+
+    def __enter__(self) -> "BrokerProbe":
+        threading.Thread(target=self._ping, name="storelens-broker-ping", daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+
+
 def run_ingest(config: SiteConfig, rt: ServiceRuntime) -> int:
     """Publish every camera's frames until SIGTERM (files: until their end, then idle).
 
@@ -108,8 +137,7 @@ def run_ingest(config: SiteConfig, rt: ServiceRuntime) -> int:
     bus = KafkaBus(config.kafka, "ingest", heartbeat=rt.beat, stopping=rt.stopping.is_set)
     frames_topic = topics.topic_name(topics.FRAMES, config.kafka.topic_prefix)
     published = [0]
-    broker_ok = [bus.ping()]
-    rt.add_check("broker", lambda: broker_ok[0] and bus.waiting_since is None)
+    probe = BrokerProbe(bus, rt, ok=bus.ping())
 
     def publish(key: bytes, value: bytes) -> None:
         bus.publish(frames_topic, key, value)
@@ -127,7 +155,17 @@ def run_ingest(config: SiteConfig, rt: ServiceRuntime) -> int:
         cameras, version = _site_cameras(config, newest) or cameras, newest.version
     ingest.apply(cameras)
     log.info("ingest started", extra={"site_version": version, "cameras": ",".join(c.id for c in cameras)})
-    last_ping = time.monotonic()
+    with probe:
+        _ingest_loop(config, rt, bus, site, ingest, version)
+    ingest.stop(timeout_s=10)
+    site.close()
+    bus.flush()
+    log.info("ingest stopped", extra={"published": published[0]})
+    return 0
+
+
+def _ingest_loop(config: SiteConfig, rt: ServiceRuntime, bus, site, ingest: CameraSupervisor, version: int) -> None:
+    """Until SIGTERM: deliveries, and each newer site version applied to the cameras."""
     while not rt.stopping.is_set():
         rt.beat()
         bus.flush_some(0.5)
@@ -143,13 +181,6 @@ def run_ingest(config: SiteConfig, rt: ServiceRuntime) -> int:
                 log.info("site version applied to ingest", extra={
                     "version": version, "added": ",".join(c.id for c in diff.added),
                     "removed": ",".join(diff.removed), "restarted": ",".join(c.id for c in diff.restarted)})
-        if time.monotonic() - last_ping > PING_EVERY_S:
-            broker_ok[0], last_ping = bus.ping(), time.monotonic()
-    ingest.stop(timeout_s=10)
-    site.close()
-    bus.flush()
-    log.info("ingest stopped", extra={"published": published[0]})
-    return 0
 
 
 class StageWorker:
@@ -189,10 +220,8 @@ class StageWorker:
                              observers=observers, beat=self._periodic, poll_s=0.5)
         self._checks = dict(checks or {})
         self._ok = {name: check() for name, check in self._checks.items()}
-        self._broker_ok, self._last_ping, self._last_lag = True, time.monotonic(), 0.0
-        # not ready while a flush waits for the broker (a restart), though alive: the heartbeat goes on
-        rt.add_check("broker", lambda: self._broker_ok and self.transport.connected
-                     and self.transport.bus.waiting_since is None)
+        self._last_checks, self._last_lag = time.monotonic(), 0.0
+        self._broker = BrokerProbe(self.transport.bus, rt, connected=lambda: self.transport.connected)
         rt.add_check("model", lambda: True)  # the stage's models are loaded before the worker exists
         for sink in self.core.sinks:  # a sink failing its writes (retried) makes the service not ready
             rt.add_check(sink.name, lambda name=sink.name: self.core.sink_ok[name])
@@ -202,8 +231,8 @@ class StageWorker:
     def _periodic(self) -> None:
         self.rt.beat()
         now = time.monotonic()
-        if now - self._last_ping > PING_EVERY_S:
-            self._last_ping = now
+        if now - self._last_checks > PING_EVERY_S:
+            self._last_checks = now
             for name, check in self._checks.items():
                 self._ok[name] = check()
         if now - self._last_lag > LAG_EVERY_S:
@@ -211,20 +240,10 @@ class StageWorker:
                 self.rt.metrics.lag.labels(t, str(p)).set(lag)
             self._last_lag = now
 
-    def _ping_broker(self, done: threading.Event) -> None:
-        """The broker's readiness, from a thread of its own: the worker's thread can be held for long in a
-        call to the broker while it is away (a flush, a publish waiting for metadata), and /readyz must say so."""
-        while not done.wait(PING_EVERY_S):
-            self._broker_ok = self.transport.bus.ping()
-
     def run(self) -> int:
         log.info(f"{self.stage.name} started", extra={"inputs": ",".join(self.stage.inputs)})
-        done = threading.Event()
-        threading.Thread(target=self._ping_broker, args=(done,), name="storelens-broker-ping", daemon=True).start()
-        try:
+        with self._broker:
             failure = self.runner.run()
-        finally:
-            done.set()
         code = 1 if failure is not None else self.transport.exit_code
         log.info(f"{self.stage.name} stopped", extra={"exit_code": code})
         return code

@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 
 from storelens.backends.appearance.base import APPEARANCE, MOBILENET_DIM, crop_batch, mobilenet_weights
-from storelens.backends.openvino_device import openvino_device
+from storelens.backends.openvino_device import latency_props, openvino_device
 from storelens.config.trackers import MobileNetOpenVinoEmbedderConfig
 from storelens.errors import ModelError
 
@@ -37,9 +37,7 @@ class OpenVinoMobileNetEmbedder:
             warnings.simplefilter("ignore")
             ov_model = ov.convert_model(net, example_input=torch.zeros(1, 3, h, w), input=[(-1, 3, h, w)])
         ov_device = openvino_device(device)
-        self._model = ov.Core().compile_model(
-            ov_model, ov_device, {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
-        )
+        self._model = ov.Core().compile_model(ov_model, ov_device, latency_props())
         self.input_wh = input_wh
         self.dim = MOBILENET_DIM
 

@@ -35,7 +35,7 @@ from typing import Sequence
 import numpy as np
 
 from storelens.backends.appearance.base import APPEARANCE
-from storelens.backends.openvino_device import inference_precision, openvino_device
+from storelens.backends.openvino_device import inference_precision, latency_props, openvino_device
 from storelens.config.tracker_bytereid import OmzReidEmbedderConfig
 from storelens.errors import ModelError
 
@@ -101,23 +101,19 @@ class OpenVinoReidEmbedder:
             self._ir = self._core.read_model(model_xml)
         except Exception as exc:  # openvino raises RuntimeError subclasses for bad IRs
             raise ModelError(f"cannot load re-id model {model_xml}: {exc}") from exc
-        self._props: dict = {"PERFORMANCE_HINT": "LATENCY"}
-        if precision != "default":
-            self._props["INFERENCE_PRECISION_HINT"] = precision
-        if threads:
-            self._props["INFERENCE_NUM_THREADS"] = int(threads)
+        self._props = latency_props(threads, precision)
         self._device = openvino_device(device)
         self.model_xml = model_xml
         self._lock = threading.Lock()
         self._requests: dict[int, Future] = {}  # batch size -> its compiled model's infer request
-        first = self._request_for(1).result()  # compiled here: a bad model or device fails at load time
+        #: compiles, one at a time, in a thread of its own (an idle thread after the first few)
+        self._compiler = ThreadPoolExecutor(1, thread_name_prefix="reid-compile")
+        first = self._request_for(1).result()  # waited for: a bad model or device fails at load time
         #: The precision the device really runs ("f32", the default; with ``precision="default"``, "bf16" on CPUs
         #: that have it, whose rounding depends on the batch size: a crop's embedding moves by up to ~5e-3).
         self.inference_precision = inference_precision(first.get_compiled_model())
-        pool = ThreadPoolExecutor(1, thread_name_prefix="reid-compile")
         for size in PRECOMPILED:
-            self._request_for(size, pool)
-        pool.shutdown(wait=False)  # its thread ends when they are compiled
+            self._request_for(size)  # not waited for
         self.calls = 0  # inference requests run (for tests and benchmarks)
         self.crops = 0
 
@@ -132,22 +128,12 @@ class OpenVinoReidEmbedder:
             raise ModelError(f"cannot compile re-id model {self.model_xml} for {self._device}, batch {size}: "
                              f"{exc}") from exc
 
-    def _request_for(self, size: int, pool: ThreadPoolExecutor | None = None) -> Future:
-        """The infer request of the model compiled for ``size`` crops: compiled once, on first need (here, or in
-        ``pool``'s thread)."""
+    def _request_for(self, size: int) -> Future:
+        """The infer request of the model compiled for ``size`` crops (compiled once, on first need)."""
         with self._lock:
-            fut = self._requests.get(size)
-            if fut is None:
-                if pool is not None:
-                    fut = pool.submit(self._compile, size)
-                else:
-                    fut = Future()
-                    try:
-                        fut.set_result(self._compile(size))
-                    except ModelError as exc:
-                        fut.set_exception(exc)
-                self._requests[size] = fut
-        return fut
+            if size not in self._requests:
+                self._requests[size] = self._compiler.submit(self._compile, size)
+            return self._requests[size]
 
     @property
     def compiled_batch_sizes(self) -> list[int]:

@@ -28,7 +28,7 @@ import numpy as np
 
 from storelens.backends.detectors.base import DETECTORS, Detections
 from storelens.backends.detectors.tiling import detect_as_configured
-from storelens.backends.openvino_device import inference_precision, openvino_device
+from storelens.backends.openvino_device import inference_precision, latency_props, openvino_device
 from storelens.config.detectors import OpenVINODetectorConfig
 from storelens.errors import ConfigError, ModelError
 
@@ -206,13 +206,8 @@ class OpenVINOYoloDetector:
                 model.reshape([1, 3, cfg.imgsz, cfg.imgsz])
             self.input_hw = tuple(int(d) for d in model.inputs[0].get_shape()[2:])
             model = uint8_bgr_input(model)
-            props: dict = {"PERFORMANCE_HINT": "LATENCY"}
-            if cfg.threads:
-                props["INFERENCE_NUM_THREADS"] = int(cfg.threads)
-            if cfg.precision != "default":
-                props["INFERENCE_PRECISION_HINT"] = cfg.precision
             device = openvino_device(cfg.device)
-            compiled = core.compile_model(model, device, props)
+            compiled = core.compile_model(model, device, latency_props(cfg.threads, cfg.precision))
             #: What the device really runs the float layers in ("f32", "bf16", ...; "" if it does not say).
             self.inference_precision = inference_precision(compiled)
             self._request = compiled.create_infer_request()

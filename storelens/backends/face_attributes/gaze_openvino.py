@@ -41,6 +41,7 @@ import numpy as np
 
 from storelens.backends.face_attributes.head_pose_openvino import HeadPoseEstimator
 from storelens.backends.face_detectors.base import Faces
+from storelens.backends.openvino_device import latency_props
 from storelens.config.faces import AttentionConfig
 from storelens.domain.face_quality import HeadPose
 from storelens.errors import ModelError
@@ -147,9 +148,7 @@ class GazeEstimator:
         self.head_pose = HeadPoseEstimator(cfg)
         import openvino as ov
 
-        props: dict = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
-        if cfg.threads:
-            props["INFERENCE_NUM_THREADS"] = int(cfg.threads)
+        props = latency_props(cfg.threads)
         core = ov.Core()
         self.landmarks_xml = cfg.landmarks_weights if cfg.landmarks_weights is not None else landmarks_model_path()
         self.gaze_xml = cfg.gaze_weights if cfg.gaze_weights is not None else gaze_model_path()

@@ -29,6 +29,7 @@ import os
 import numpy as np
 
 from storelens.backends.face_detectors.base import Faces
+from storelens.backends.openvino_device import latency_props
 from storelens.config.faces import AttentionConfig
 from storelens.domain.face_quality import HeadPose
 from storelens.errors import ModelError
@@ -85,10 +86,7 @@ class HeadPoseEstimator:
             if missing:
                 raise ModelError(f"outputs {missing} missing (has {sorted(names)})")
             model.reshape({model.inputs[0].get_any_name(): ov.PartialShape([-1, 3, INPUT_PX, INPUT_PX])})
-            props: dict = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
-            if cfg.threads:
-                props["INFERENCE_NUM_THREADS"] = int(cfg.threads)
-            self._model = core.compile_model(model, "CPU", props)
+            self._model = core.compile_model(model, "CPU", latency_props(cfg.threads))
         except Exception as exc:  # openvino raises RuntimeError subclasses for bad IRs
             raise ModelError(f"faces.attention.weights: cannot load head-pose model {path}: {exc}") from exc
         self._request = self._model.create_infer_request()
