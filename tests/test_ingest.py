@@ -12,7 +12,7 @@ import pytest
 from storelens.contract import messages as m
 from storelens.config import CameraConfig
 from storelens.errors import DecodeError, SourceError
-from storelens.backends.video import FrameSampler, camera_frames, decode_jpeg, is_live, read_live_frames
+from storelens.backends.video import FrameSampler, camera_frames, decode_frame, is_live, read_live_frames
 from storelens.paths import asset
 
 CAMPUS = asset("mot", "TUD-Campus", "TUD-Campus.mp4")  # 640x480, 25 fps, 71 frames
@@ -50,7 +50,7 @@ def test_file_frames_are_reproducible_and_end_with_eos():
     assert [f.seq for f in frames] == list(range(72))
     assert [f.source_frame for f in frames[:-1]] == list(range(1, 72))
     assert [f.ts_ms for f in frames[:3]] == [1_000_000, 1_000_040, 1_000_080]  # 25 fps
-    img = decode_jpeg(frames[5])
+    img = decode_frame(frames[5])
     assert img.shape == (480, 640, 3) and (frames[5].width, frames[5].height) == (640, 480)
 
 
@@ -62,18 +62,50 @@ def test_sampling_and_resize_keep_source_geometry():
     assert [f.ts_ms - cam.start_ts_ms for f in frames[:3]] == [0, 100, 200]
     f = frames[0]
     assert (f.width, f.height, f.source_width, f.source_height) == (480, 270, 1920, 1080)
-    assert decode_jpeg(f).shape == (270, 480, 3)
+    assert decode_frame(f).shape == (270, 480, 3)
 
 
-def test_decode_jpeg_rejects_corrupt_and_mismatched_images():
+def test_decode_frame_rejects_corrupt_and_mismatched_images():
     ok, buf = cv2.imencode(".jpg", np.zeros((20, 30, 3), np.uint8))
     with pytest.raises(DecodeError, match="corrupt JPEG"):
-        decode_jpeg(m.Frame(camera_id="c", jpeg=b"\xff\xd8garbage", width=30, height=20))
+        decode_frame(m.Frame(camera_id="c", jpeg=b"\xff\xd8garbage", width=30, height=20))
     with pytest.raises(DecodeError, match="no image"):
-        decode_jpeg(m.Frame(camera_id="c"))
+        decode_frame(m.Frame(camera_id="c"))
     with pytest.raises(DecodeError, match="header says 64x48"):
-        decode_jpeg(m.Frame(camera_id="c", jpeg=buf.tobytes(), width=64, height=48))
-    assert decode_jpeg(m.Frame(camera_id="c", jpeg=buf.tobytes(), width=30, height=20)).shape == (20, 30, 3)
+        decode_frame(m.Frame(camera_id="c", jpeg=buf.tobytes(), width=64, height=48))
+    assert decode_frame(m.Frame(camera_id="c", jpeg=buf.tobytes(), width=30, height=20)).shape == (20, 30, 3)
+
+
+def test_raw_frames_carry_the_resized_source_pixels_and_the_same_header():
+    """``pipeline.frames: bgr`` (the embedded default): the pixels the JPEG frames approximate, exactly."""
+    cam = CameraConfig(id="street", source=str(STREET), target_fps=10, resize_width=480)
+    raw = [f for f, _ in zip(camera_frames(cam, frame_format="bgr"), range(4))]
+    jpeg = [f for f, _ in zip(camera_frames(cam), range(4))]
+    cap = cv2.VideoCapture(str(STREET))
+    ok, first = cap.read()
+    cap.release()
+    assert ok
+    expected = cv2.resize(first, (480, 270), interpolation=cv2.INTER_AREA)
+    for r, j in zip(raw, jpeg):
+        assert r.WhichOneof("image") == "bgr" and not r.jpeg and j.WhichOneof("image") == "jpeg"
+        header = ("camera_id", "seq", "ts_ms", "width", "height", "source_frame", "source_width", "source_height",
+                  "image_digest")
+        assert [getattr(r, k) for k in header] == [getattr(j, k) for k in header]
+        img = decode_frame(m.decode(m.Frame, m.encode(r)))  # through the codec, as on the bus
+        assert img.shape == (270, 480, 3) and not img.flags.writeable
+        diff = np.abs(img.astype(int) - decode_frame(j).astype(int))
+        assert 0 < diff.mean() < 3  # JPEG q90 is close, but lossy
+    assert np.array_equal(decode_frame(raw[0]), expected)
+
+
+@pytest.mark.parametrize(("frame", "error"), [
+    (m.Frame(camera_id="c", bgr=bytes(30 * 20 * 3 - 1), width=30, height=20), "header says 30x20"),
+    (m.Frame(camera_id="c", bgr=bytes(30 * 20 * 3), width=20, height=30 * 3), "header says 20x90"),
+    (m.Frame(camera_id="c", bgr=bytes(12)), "header says 0x0"),
+], ids=["short", "wrong-size", "no-size"])
+def test_decode_rejects_raw_pixels_that_do_not_fit_the_header(frame, error):
+    with pytest.raises(DecodeError, match=error):
+        decode_frame(frame)
 
 
 def test_corrupt_file_is_a_source_error(tmp_path):

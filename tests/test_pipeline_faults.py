@@ -17,11 +17,12 @@ pytestmark = pytest.mark.slow
 VIDEO = asset("mot", "TUD-Campus", "TUD-Campus.mp4")
 
 
-def _config():
+def _config(**extra):
     return parse_config({
         "store": {"id": "t"},
         "cameras": [{"id": "campus", "source": str(VIDEO),
                      "lines": [{"id": "x300", "a": [300, 480], "b": [300, 0]}]}],
+        **extra,
     })
 
 
@@ -50,6 +51,8 @@ def test_bad_messages_go_to_dead_letter_and_good_traffic_continues(stage):
         (b"campus", m.encode(good)),  # corrupt JPEG
         (b"campus", m.encode(m.Frame(camera_id="campus", seq=1, jpeg=b"x" * 100))[:-30]),  # truncated protobuf
         (b"lobby", m.encode(m.Frame(camera_id="lobby", seq=0, jpeg=b"\xff\xd8"))),  # unknown camera
+        (b"campus", m.encode(m.Frame(camera_id="campus", seq=10_001, ts_ms=2, bgr=bytes(640 * 479 * 3), width=640,
+                                     height=480))),  # raw pixels one row short
     ]
     injected = threading.Event()
 
@@ -65,14 +68,37 @@ def test_bad_messages_go_to_dead_letter_and_good_traffic_continues(stage):
     while (msg := dead.poll(timeout_s=0)) is not None:
         letters.append(m.decode(m.DeadLetter, msg.value))
     reasons = sorted(dl.reason for dl in letters)
-    assert len(letters) == 3 and faulty.dead_letters == 3, reasons
+    assert len(letters) == 4 and faulty.dead_letters == 4, reasons
     assert any("corrupt JPEG" in r for r in reasons), reasons
     assert any("cannot decode storelens.v1.Frame" in r for r in reasons), reasons
     assert any("unknown camera 'lobby'" in r for r in reasons), reasons
+    assert any("919680 bytes of BGR pixels, header says 640x480 (921600 bytes)" in r for r in reasons), reasons
     assert all(dl.source_topic == topics.FRAMES and dl.service == "detect-track" and dl.payload for dl in letters)
     # nothing else was lost: same frames and same counts as the undisturbed run
     assert faulty.frames == clean.frames == 71
     assert faulty.line_counts == clean.line_counts
+
+
+@pytest.mark.parametrize("frames", ["bgr", "jpeg"])
+def test_frames_cross_the_bus_as_configured(stage, frames):
+    """``pipeline.frames``: JPEG by default (as the services send), or raw pixels (no encode and decode)."""
+    from storelens.runtime.transports import END_OF_TOPIC
+
+    kinds: set = set()
+
+    class Watched(InProcessBus):
+        def publish(self, topic: str, key: bytes, value: bytes) -> None:
+            if topic == topics.FRAMES and value != END_OF_TOPIC:
+                f = m.decode(m.Frame, value)
+                kinds.add(f.WhichOneof("image") if not f.end_of_stream else "end")
+            super().publish(topic, key, value)
+
+    cfg = _config() if frames == "jpeg" else _config(pipeline={"frames": frames})
+    assert cfg.pipeline.frames == frames
+    result = EmbeddedPipeline(cfg, bus=Watched(maxsize=8)).run(_fresh(stage))
+    assert kinds == {frames, "end"}
+    assert result.frames == 71 and result.dead_letters == 0
+    assert sum(c["in"] + c["out"] for c in result.line_counts["campus"].values()) >= 3
 
 
 def test_storage_outage_is_retried_reported_and_loses_nothing(stage, tmp_path):

@@ -146,6 +146,8 @@ class LineConfig(Strict):
         return self
 
 
+#: How a ``Frame`` carries its image (:func:`storelens.backends.video.encode_frame`).
+FrameFormat = Literal["bgr", "jpeg"]
 ZoneKind = Literal["area", "entrance", "queue", "shelf", "staff_only", "exclude"]
 #: The point of a box that stands for the person: the feet (``bottom_center``) or the box centre.
 AnchorName = Literal["bottom_center", "center"]
@@ -451,6 +453,12 @@ class PipelineConfig(Strict):
     #: one detector call and one re-id inference for all of them (1: one frame at a time). Results are
     #: the same either way. The distributed services always take one frame at a time.
     batch_cameras: Annotated[int, Field(ge=1, le=64)] = 8
+    #: How ingest hands frames to detect-track inside the process. ``jpeg`` (the default): the services'
+    #: own encoding, so both modes track the same pixels and give the same results. ``bgr``: raw pixels,
+    #: no JPEG encode and decode (~3 ms of CPU a 960x540 frame); the detector then sees the source's
+    #: pixels, and tracks differ from the services' (on the visible sequences, IDF1 moved by -0.06 to
+    #: +0.06 and one CAVIAR clip gained a wrong crossing; BENCHMARKS.md). Kafka always carries JPEG.
+    frames: FrameFormat = "jpeg"
 
 
 class SiteConfig(Strict):

@@ -4,7 +4,8 @@ The stages registered for the ``embedded`` mode (:mod:`storelens.stages.registry
 each run in a thread under the same :class:`~storelens.runtime.runner.Runner` as the
 services, with an :class:`~storelens.runtime.transports.InProcessTransport` instead of
 Kafka: same topics, keys, protobuf codec, error policy and sinks. One ingest thread per
-camera feeds ``frames``; the bus queues are bounded, so ingest never runs far ahead.
+camera feeds ``frames`` (JPEG as the services send, or raw pixels with ``pipeline.frames: bgr``); the bus
+queues are bounded, so ingest never runs far ahead.
 When every file source has ended, ``frames`` is ended and each stage ends its
 outputs after it has handled its inputs, down to analytics.
 
@@ -227,7 +228,7 @@ class EmbeddedPipeline:
             self.result.errors["source"] = self.result.errors.get("source", 0) + 1
 
         self.ingest = CameraSupervisor(lambda k, v: self.bus.publish(topics.FRAMES, k, v), self._stop.is_set,
-                                       source_failed)
+                                       source_failed, frame_format=self.config.pipeline.frames)
         t0 = time.perf_counter()
         for t in threads:
             t.start()

@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 from storelens.backends.video import camera_frames
 from storelens.config import CameraConfig
 from storelens.config.cameras import CameraDiff, diff_cameras
+from storelens.config.site import FrameFormat
 from storelens.contract import messages as m
 from storelens.contract import topics
 from storelens.errors import StoreLensError
@@ -35,16 +36,18 @@ STOP_JOIN_S = 30.0
 
 
 def pump_camera(cam: CameraConfig, publish: Callable[[bytes, bytes], None], should_stop: Callable[[], bool],
-                first_seq: int = 0, on_frame: Callable[[m.Frame], None] | None = None) -> int:
+                first_seq: int = 0, on_frame: Callable[[m.Frame], None] | None = None,
+                frame_format: FrameFormat = "jpeg") -> int:
     """Publish ``(key, Frame bytes)`` for every frame of ``cam`` until its source ends or a stop; the count.
 
     Frames are numbered from ``first_seq`` (a restarted camera goes on after its last frame);
-    ``on_frame(frame)`` is called after each publish. Raises :class:`~storelens.errors.StoreLensError`
-    when the source cannot be read.
+    ``on_frame(frame)`` is called after each publish; ``frame_format`` is the image's encoding
+    (:func:`~storelens.backends.video.encode_frame`: raw ``bgr`` only inside one process). Raises
+    :class:`~storelens.errors.StoreLensError` when the source cannot be read.
     """
     key = topics.camera_key(cam.id)
     n = 0
-    for frame in camera_frames(cam, should_stop=should_stop):
+    for frame in camera_frames(cam, should_stop=should_stop, frame_format=frame_format):
         if first_seq:
             frame.seq += first_seq
         publish(key, m.encode(frame))
@@ -71,11 +74,13 @@ class CameraSupervisor:
         publish: ``publish(key, Frame bytes)`` (the ``frames`` topic).
         should_stop: the process is stopping (every camera stops).
         on_error: a camera whose source fails (the others go on).
+        frame_format: how frames carry their image (``bgr`` only on the in-process bus).
     """
 
     def __init__(self, publish: Callable[[bytes, bytes], None], should_stop: Callable[[], bool],
-                 on_error: Callable[[CameraConfig, StoreLensError], None]) -> None:
+                 on_error: Callable[[CameraConfig, StoreLensError], None], frame_format: FrameFormat = "jpeg") -> None:
         self.publish = publish
+        self.frame_format = frame_format
         self.should_stop = should_stop
         self.on_error = on_error
         self._runs: dict[str, _CameraRun] = {}
@@ -136,7 +141,8 @@ class CameraSupervisor:
 
         def target() -> None:
             try:
-                pump_camera(cam, self.publish, lambda: self.should_stop() or run.stop.is_set(), first, seen)
+                pump_camera(cam, self.publish, lambda: self.should_stop() or run.stop.is_set(), first, seen,
+                            self.frame_format)
             except StoreLensError as exc:
                 self.on_error(cam, exc)
 

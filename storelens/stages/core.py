@@ -19,7 +19,7 @@ from storelens.backends.detectors import Detector
 from storelens.backends.detectors.base import Detections, detect_many
 from storelens.stages.base import Outputs, Publish, UnknownCamera
 from storelens.contract import topics
-from storelens.backends.video import decode_jpeg
+from storelens.backends.video import decode_frame
 from storelens.backends.trackers import Tracker, Tracks
 from storelens.backends.trackers.base import FrameRateAware, shared_embedder
 from storelens.domain.framerate import FrameRate
@@ -225,7 +225,7 @@ class DetectTrackStage:
         return self._finish(job, dets, self._timed_tracker(frame).update(job.image, dets))
 
     def _prepare(self, frame: m.Frame) -> _Job | None:
-        """The checks and the JPEG decoding of a frame, changing nothing; ``None`` for a redelivery.
+        """The checks and the decoding of a frame (JPEG or raw pixels), changing nothing; ``None`` for a redelivery.
 
         Raises :class:`UnknownCamera` or :class:`~storelens.errors.DecodeError` (a dead letter).
         """
@@ -238,7 +238,7 @@ class DetectTrackStage:
                              source_frame=frame.source_frame, end_of_stream=frame.end_of_stream,
                              image_digest=frame.image_digest,
                              width=frame.source_width or frame.width, height=frame.source_height or frame.height)
-        return _Job(frame, out, None if frame.end_of_stream else decode_jpeg(frame))
+        return _Job(frame, out, None if frame.end_of_stream else decode_frame(frame))
 
     def _track_many(self, jobs: list[_Job], dets: list[Detections]) -> list[Tracks]:
         """Each job's camera tracker updated with its detections; one re-id inference for all when they share it."""

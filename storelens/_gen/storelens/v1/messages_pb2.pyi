@@ -60,11 +60,12 @@ ZONE_EVENT_EXIT: ZoneEventKind
 ZONE_EVENT_LOITER: ZoneEventKind
 
 class Frame(_message.Message):
-    __slots__ = ("camera_id", "seq", "ts_ms", "jpeg", "width", "height", "source_frame", "end_of_stream", "source_width", "source_height", "image_digest")
+    __slots__ = ("camera_id", "seq", "ts_ms", "jpeg", "bgr", "width", "height", "source_frame", "end_of_stream", "source_width", "source_height", "image_digest")
     CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TS_MS_FIELD_NUMBER: _ClassVar[int]
     JPEG_FIELD_NUMBER: _ClassVar[int]
+    BGR_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FRAME_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +77,7 @@ class Frame(_message.Message):
     seq: int
     ts_ms: int
     jpeg: bytes
+    bgr: bytes
     width: int
     height: int
     source_frame: int
@@ -83,7 +85,7 @@ class Frame(_message.Message):
     source_width: int
     source_height: int
     image_digest: bytes
-    def __init__(self, camera_id: _Optional[str] = ..., seq: _Optional[int] = ..., ts_ms: _Optional[int] = ..., jpeg: _Optional[bytes] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., source_frame: _Optional[int] = ..., end_of_stream: bool = ..., source_width: _Optional[int] = ..., source_height: _Optional[int] = ..., image_digest: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, camera_id: _Optional[str] = ..., seq: _Optional[int] = ..., ts_ms: _Optional[int] = ..., jpeg: _Optional[bytes] = ..., bgr: _Optional[bytes] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., source_frame: _Optional[int] = ..., end_of_stream: bool = ..., source_width: _Optional[int] = ..., source_height: _Optional[int] = ..., image_digest: _Optional[bytes] = ...) -> None: ...
 
 class BoxXYXY(_message.Message):
     __slots__ = ("x1", "y1", "x2", "y2")
