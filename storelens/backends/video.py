@@ -10,7 +10,6 @@
 
 Example:
     >>> from storelens.config import CameraConfig
-from storelens.config.site import FrameFormat
     >>> cam = CameraConfig(id="cam-1", source="video.mp4", target_fps=5)
     >>> sampler = FrameSampler(source_fps=25, target_fps=cam.target_fps)
     >>> [i for i in range(12) if sampler.keep(i)]
