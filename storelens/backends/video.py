@@ -189,7 +189,7 @@ def encode_frame(camera_id: str, seq: int, raw: RawFrame, resize_width: int | No
     src_h, src_w = raw.image_bgr.shape[:2]
     img = resize_to_width(raw.image_bgr, resize_width)
     if frame_format == "bgr":
-        image = {"bgr": np.ascontiguousarray(img, dtype=np.uint8).tobytes()}
+        image = {"bgr": img.tobytes()}  # row by row (C order), whatever the array's strides
     else:
         ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
         if not ok:

@@ -79,9 +79,9 @@ class ByteReidTrackerConfig(TrackerConfig):
     #: Lazy appearance: a confident detection overlapping exactly one live track
     #: (IoU >= ``appearance_skip_iou``) and no other reuses that track's appearance for
     #: at most this many frames in a row; new, crowded and ambiguous ones are always
-    #: embedded. 0 embeds every confident detection. 10 scores as 5 and 15 do on every visible
-    #: sequence, 25 loses IDF1 on one (``bench/tracker_sweep.py``, BENCHMARKS.md); each crop not embedded
-    #: saves ~4 ms of CPU (f32 re-id).
+    #: embedded. 0 embeds every confident detection. 10 scores as 5 to 25 do on every visible sequence
+    #: (without the JPEG hop, ``pipeline.frames: bgr``, 25 loses IDF1 on one; ``bench/tracker_sweep.py``,
+    #: BENCHMARKS.md); each crop not embedded saves ~4 ms of CPU (f32 re-id).
     appearance_refresh_frames: Annotated[int, Field(ge=0)] = 10
     appearance_skip_iou: Unit = 0.6
     #: The re-id model (see :class:`OmzReidEmbedderConfig`).
