@@ -87,7 +87,8 @@ def detections(seq: Seq, quality: int, confidence: float, cache: pathlib.Path) -
 
 
 def track(seq: Seq, quality: int, dets: list, params: dict, out: pathlib.Path) -> tuple:
-    """Replay the cached detections through a fresh ``bytereid`` tracker; MOT rows to ``out``; its scores."""
+    """Replay the cached detections through a fresh ``bytereid`` tracker; MOT rows to ``out``; its scores,
+    counting errors and re-id crops."""
     from storelens.backends.detectors.base import Detections
     from storelens.backends.trackers.bytereid import ByteReidTracker
     from storelens.config.tracker_bytereid import ByteReidTrackerConfig
@@ -101,7 +102,7 @@ def track(seq: Seq, quality: int, dets: list, params: dict, out: pathlib.Path) -
         for tid, (x1, y1, x2, y2), c in zip(tr.track_id, tr.bbox_xyxy, tr.confidence):
             rows.append(f"{f},{tid},{x1:.2f},{y1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},{c:.4f},-1,-1,-1\n")
     out.write_text("".join(rows))
-    return evaluate_mot(seq.gt, out), sum(count_errors(out, seq.name).values())
+    return evaluate_mot(seq.gt, out), sum(count_errors(out, seq.name).values()), tracker.embedded
 
 
 def parse_set(text: str) -> tuple[str, dict]:
@@ -156,7 +157,7 @@ def main() -> int:
              f"- detections cached at confidence {confidence} in {args.cache}", "",
              "IDF1 / MOTA / ID switches / counting errors", "",
              "| sequence | frames | " + " | ".join(head) + " |", "|---|---:|" + "---:|" * len(columns)]
-    scores = {c: [] for c in columns}  # (sequence frames, IDF1, ID switches, counting errors)
+    scores = {c: [] for c in columns}  # (sequence frames, IDF1, ID switches, counting errors, re-id crops)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for seq in seqs:
@@ -164,18 +165,21 @@ def main() -> int:
             for name, q in columns:
                 dets = detections(seq, q, confidence, args.cache)
                 n = len(dets)
-                s, errors = track(seq, q, dets, sets[name], pathlib.Path(tmp) / f"{seq.name}.{name}.q{q}.txt")
-                scores[(name, q)].append((len(dets), s.idf1, s.num_switches, errors))
+                s, errors, crops = track(seq, q, dets, sets[name], pathlib.Path(tmp) / f"{seq.name}.{name}.q{q}.txt")
+                scores[(name, q)].append((len(dets), s.idf1, s.num_switches, errors, crops))
                 cells.append(f"{s.idf1:.3f} / {s.mota:.3f} / {s.num_switches} / {errors}")
                 print(f"{seq.name} {name} q{q}: {cells[-1]}", file=sys.stderr, flush=True)
             lines.append(f"| {seq.name} | {n} | " + " | ".join(cells) + " |")
     for label, keep in ((f"mean IDF1, sequences of {LONG}+ frames", lambda n: n >= LONG),
                         ("mean IDF1, shorter (MOT17-mini)", lambda n: n < LONG)):
-        cells = [[idf1 for n, idf1, _, _ in v if keep(n)] for v in scores.values()]
+        cells = [[idf1 for n, idf1, *_ in v if keep(n)] for v in scores.values()]
         if cells[0]:
             lines.append(f"| {label} | | " + " | ".join(f"{sum(c) / len(c):.3f}" for c in cells) + " |")
     lines.append("| ID switches / counting errors, all | | "
                  + " | ".join(f"{sum(x[2] for x in v)} / {sum(x[3] for x in v)}" for v in scores.values()) + " |")
+    long_runs = [[x for x in v if x[0] >= LONG] for v in scores.values()]
+    lines.append(f"| re-id crops a frame, sequences of {LONG}+ frames | | "
+                 + " | ".join(f"{sum(x[4] for x in v) / max(1, sum(x[0] for x in v)):.2f}" for v in long_runs) + " |")
     lines += ["", f"({time.perf_counter() - t0:.0f} s)"]
     text = "\n".join(lines) + "\n"
     print(text)
