@@ -14,7 +14,13 @@ MOT17-mini's jpgs are read directly (``tracking.py`` packs them into an MJPG fil
 differ slightly from its table).
 
     python bench/tracker_sweep.py [--set NAME:key=value,key=value ...] [--jpeg-quality 90[,95,0]]
-                                  [--sequences TUD-Campus,...] [--cache DIR] [--out FILE.md]
+                                  [--sequences TUD-Campus,...] [--step 5 [--offset 0]] [--ultralytics]
+                                  [--cache DIR] [--out FILE.md]
+
+``--step 5`` tracks every 5th frame only (a camera's ``target_fps: 5`` on these 25 fps sources) and scores those
+frames; the "frames" column then counts the frames tracked. ``--ultralytics`` adds Ultralytics' ``model.track()``
+with ByteTrack and BoT-SORT (its own detector, the same weights) on the same frames, one at a time (their re-id
+crops show as 0).
 
 e.g. ``--set nt25:new_track_thresh=0.25 --set ul:new_track_thresh=0.25,track_high_thresh=0.25``
 (Ultralytics' ByteTrack thresholds). The ``default`` column (``ByteReidTrackerConfig()``) is always run.
@@ -86,23 +92,65 @@ def detections(seq: Seq, quality: int, confidence: float, cache: pathlib.Path) -
     return out
 
 
-def track(seq: Seq, quality: int, dets: list, params: dict, out: pathlib.Path) -> tuple:
-    """Replay the cached detections through a fresh ``bytereid`` tracker; MOT rows to ``out``; its scores,
-    counting errors and re-id crops."""
+def sampled(seq: Seq, quality: int, step: int, offset: int):
+    """``(frame number, fps of the sampled frames, BGR image)`` of every ``step``-th frame from frame ``offset``
+    (0-based), as a camera's ``target_fps`` samples them."""
+    for f, (fps, img) in enumerate(frames(seq, quality), 1):
+        if f - 1 >= offset and (f - 1 - offset) % step == 0:
+            yield f, fps / step, img
+
+
+def mot_row(f: int, tid: int, x1: float, y1: float, x2: float, y2: float, c: float) -> str:
+    return f"{f},{tid},{x1:.2f},{y1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},{c:.4f},-1,-1,-1\n"
+
+
+def track(seq: Seq, quality: int, dets: list, params: dict, out: pathlib.Path, step: int = 1,
+          offset: int = 0) -> tuple:
+    """Replay the cached detections of the :func:`sampled` frames through a fresh ``bytereid`` tracker; MOT
+    rows to ``out``; its scores (against the ground truth of those frames), counting errors and re-id crops."""
     from storelens.backends.detectors.base import Detections
     from storelens.backends.trackers.bytereid import ByteReidTracker
     from storelens.config.tracker_bytereid import ByteReidTrackerConfig
 
     tracker = ByteReidTracker(ByteReidTrackerConfig(**params))
     rows = []
-    for f, ((fps, img), (xyxy, conf, cls)) in enumerate(zip(frames(seq, quality), dets), 1):
-        if f == 1:
+    for f, fps, img in sampled(seq, quality, step, offset):
+        if f - 1 == offset:
             tracker.set_frame_rate(fps)
-        tr = tracker.update(img, Detections(xyxy, conf, cls))
-        for tid, (x1, y1, x2, y2), c in zip(tr.track_id, tr.bbox_xyxy, tr.confidence):
-            rows.append(f"{f},{tid},{x1:.2f},{y1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},{c:.4f},-1,-1,-1\n")
+        tr = tracker.update(img, Detections(*dets[f - 1]))
+        rows += [mot_row(f, tid, *box, c) for tid, box, c in zip(tr.track_id, tr.bbox_xyxy, tr.confidence)]
     out.write_text("".join(rows))
-    return evaluate_mot(seq.gt, out), sum(count_errors(out, seq.name).values()), tracker.embedded
+    return (*score(seq, out, step, offset), tracker.embedded)
+
+
+def ultralytics_track(seq: Seq, quality: int, tracker_yaml: str, out: pathlib.Path, step: int = 1,
+                      offset: int = 0) -> tuple:
+    """Ultralytics ``model.track()`` (its own detector on the same weights) on the same :func:`sampled` frames,
+    one at a time, as a user would feed a camera; its scores and counting errors (and 0 re-id crops counted)."""
+    from ultralytics import YOLO
+
+    from storelens.paths import asset
+
+    model = YOLO(str(asset(*WEIGHTS.split("/"))), task="detect")
+    rows = []
+    for f, _, img in sampled(seq, quality, step, offset):
+        b = model.track(img, tracker=tracker_yaml, imgsz=640, classes=[0], verbose=False, persist=True)[0].boxes
+        if b is not None and b.id is not None:
+            rows += [mot_row(f, tid, *box, c) for box, tid, c in zip(b.xyxy.tolist(), b.id.int().tolist(),
+                                                                     b.conf.tolist())]
+    out.write_text("".join(rows))
+    return (*score(seq, out, step, offset), 0)
+
+
+def score(seq: Seq, out: pathlib.Path, step: int, offset: int) -> tuple:
+    """MOT scores of the rows in ``out`` against the ground truth of the sampled frames, and counting errors."""
+    gt = seq.gt
+    if step > 1 or offset:  # only the sampled frames are scored (a frame never shown to the tracker is no miss)
+        gt = out.with_suffix(".gt.txt")
+        gt.write_text("".join(r for r in pathlib.Path(seq.gt).read_text().splitlines(True)
+                              if r.strip() and (k := int(float(r.split(",")[0])) - 1) >= offset
+                              and (k - offset) % step == 0))
+    return evaluate_mot(gt, out), sum(count_errors(out, seq.name).values())
 
 
 def parse_set(text: str) -> tuple[str, dict]:
@@ -128,6 +176,11 @@ def main() -> int:
                     help="a parameter set of ByteReidTrackerConfig (repeatable)")
     ap.add_argument("--jpeg-quality", default="90", help="comma-separated; 0 = no JPEG round trip (default 90)")
     ap.add_argument("--sequences", help="comma-separated names or prefixes (default: all)")
+    ap.add_argument("--step", type=int, default=1,
+                    help="track every N-th frame only, as a camera's target_fps does (5: 25 fps sources at 5 fps)")
+    ap.add_argument("--offset", type=int, default=0, help="with --step: the first frame tracked (0-based)")
+    ap.add_argument("--ultralytics", action="store_true",
+                    help="also Ultralytics' model.track() with ByteTrack and BoT-SORT on the same frames")
     ap.add_argument("--cache", type=pathlib.Path, default=pathlib.Path(tempfile.gettempdir()) / "storelens_sweep_cache",
                     help="detections per sequence, JPEG quality and confidence; empty it after changing the detector")
     ap.add_argument("--out", default="/tmp/tracker_sweep.md", help="also write the Markdown here")
@@ -149,7 +202,8 @@ def main() -> int:
         raise SystemExit(f"no sequence matches {args.sequences!r}")
     confidence = min(ByteReidTrackerConfig(**p).track_low_thresh for p in sets.values())
     args.cache.mkdir(parents=True, exist_ok=True)
-    columns = [(n, q) for q in qualities for n in sets]
+    peers = ["ul-bytetrack", "ul-botsort"] if args.ultralytics else []
+    columns = [(n, q) for q in qualities for n in [*sets, *peers]]
     head = [f"{n}" + (f", JPEG q{q}" if q else ", no JPEG") for n, q in columns]
     lines = [f"Command: `{shlex.join(['python', 'bench/tracker_sweep.py', *sys.argv[1:]])}`", "",
              *machine_lines(),
@@ -157,7 +211,7 @@ def main() -> int:
              f"- detections cached at confidence {confidence} in {args.cache}", "",
              "IDF1 / MOTA / ID switches / counting errors", "",
              "| sequence | frames | " + " | ".join(head) + " |", "|---|---:|" + "---:|" * len(columns)]
-    scores = {c: [] for c in columns}  # (sequence frames, IDF1, ID switches, counting errors, re-id crops)
+    scores = {c: [] for c in columns}  # (sequence frames, IDF1, ID switches, counting errors, re-id crops, tracked)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for seq in seqs:
@@ -165,8 +219,13 @@ def main() -> int:
             for name, q in columns:
                 dets = detections(seq, q, confidence, args.cache)
                 n = len(dets)
-                s, errors, crops = track(seq, q, dets, sets[name], pathlib.Path(tmp) / f"{seq.name}.{name}.q{q}.txt")
-                scores[(name, q)].append((len(dets), s.idf1, s.num_switches, errors, crops))
+                out = pathlib.Path(tmp) / f"{seq.name}.{name}.q{q}.txt"
+                if name in peers:
+                    s, errors, crops = ultralytics_track(seq, q, f"{name[3:]}.yaml", out, args.step, args.offset)
+                else:
+                    s, errors, crops = track(seq, q, dets, sets[name], out, args.step, args.offset)
+                n = -(-(len(dets) - args.offset) // args.step)  # frames tracked
+                scores[(name, q)].append((len(dets), s.idf1, s.num_switches, errors, crops, n))
                 cells.append(f"{s.idf1:.3f} / {s.mota:.3f} / {s.num_switches} / {errors}")
                 print(f"{seq.name} {name} q{q}: {cells[-1]}", file=sys.stderr, flush=True)
             lines.append(f"| {seq.name} | {n} | " + " | ".join(cells) + " |")
@@ -179,7 +238,7 @@ def main() -> int:
                  + " | ".join(f"{sum(x[2] for x in v)} / {sum(x[3] for x in v)}" for v in scores.values()) + " |")
     long_runs = [[x for x in v if x[0] >= LONG] for v in scores.values()]
     lines.append(f"| re-id crops a frame, sequences of {LONG}+ frames | | "
-                 + " | ".join(f"{sum(x[4] for x in v) / max(1, sum(x[0] for x in v)):.2f}" for v in long_runs) + " |")
+                 + " | ".join(f"{sum(x[4] for x in v) / max(1, sum(x[5] for x in v)):.2f}" for v in long_runs) + " |")
     lines += ["", f"({time.perf_counter() - t0:.0f} s)"]
     text = "\n".join(lines) + "\n"
     print(text)

@@ -63,8 +63,15 @@ class ByteReidTrackerConfig(TrackerConfig):
     track_buffer: Annotated[int, Field(ge=1)] = 60
     #: First-stage gate on the fused cost (1 - IoU * score, or the appearance cost).
     match_thresh: Unit = 0.8
-    #: Appearance may replace IoU only for pairs with at least this IoU.
+    #: Appearance may replace IoU only for pairs with at least this IoU (at ``fps``; see the next setting).
     proximity_thresh: Unit = 0.5
+    #: Slower frames, wider gate: people move further between frames, so a person's box overlaps their track's
+    #: prediction less. Below ``fps`` the gate becomes the IoU of the same prediction error grown with the
+    #: square root of the frame interval (:func:`~storelens.backends.trackers.bytereid.proximity_gate`: 0.5 at
+    #: 25 fps is 0.36 at 12.5, 0.27 at 8.3 and 0.15 at 5 fps); never narrower than ``proximity_thresh``.
+    #: At 5 fps this lifts the four long sequences' mean IDF1 from 0.546 to 0.603 (five frame phases,
+    #: ``bench/tracker_sweep.py --step 5``, BENCHMARKS.md). ``False``: the same gate at every rate.
+    proximity_follows_frame_rate: bool = True
     #: Smallest cosine similarity for the appearance cost to count in the first stage.
     appearance_thresh: Unit = 0.6
     #: Re-activation after a loss: a lost track takes an unmatched confident detection

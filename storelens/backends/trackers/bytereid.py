@@ -39,6 +39,7 @@ The detector must pass detections down to ``track_low_thresh`` (0.1), i.e.
 """
 from __future__ import annotations
 
+import math
 import pickle
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -98,6 +99,28 @@ def _xywh_to_xyxy(xywh: np.ndarray) -> np.ndarray:
 _TOUCH_IOU = 0.2
 
 _BOT_CLASS = None
+
+
+def proximity_gate(iou_at_fps: float, fps: float, frame_rate: float) -> float:
+    """The IoU gate for appearance (``proximity_thresh``) at ``frame_rate``, given ``iou_at_fps`` at ``fps``.
+
+    Two boxes of the same size shifted by ``d`` box widths overlap with IoU ``(1 - d) / (1 + d)``; the gate's
+    IoU is read as such a shift, the prediction error it allows. Below ``fps`` that error grows with the
+    square root of the frame interval, and the gate is the IoU of the grown shift: the same allowance for a
+    prediction made further ahead. At or above ``fps`` the gate stays as configured. It never reaches 0
+    (boxes must still overlap: appearance does not match across the frame; lost tracks have re-activation).
+
+    >>> [round(proximity_gate(0.5, 25, f), 3) for f in (30, 25, 12.5, 25 / 3, 5, 1)]
+    [0.5, 0.5, 0.359, 0.268, 0.146, 0.01]
+    """
+    if frame_rate >= fps or iou_at_fps <= 0:
+        return iou_at_fps
+    shift = (1 - iou_at_fps) / (1 + iou_at_fps) * math.sqrt(fps / frame_rate)
+    return max(_MIN_PROXIMITY, (1 - shift) / (1 + shift))
+
+
+#: The smallest appearance gate :func:`proximity_gate` gives (some overlap is always needed).
+_MIN_PROXIMITY = 0.01
 
 
 def _bot_class() -> type:
@@ -195,7 +218,8 @@ class ByteReidTracker:
 
     def set_frame_rate(self, fps: float) -> None:
         """Frames now come at ``fps``: ``track_buffer`` (frames at ``cfg.fps``) keeps the same time in seconds
-        (60 frames at 25 fps = 2.4 s = 12 frames at 5 fps), and the re-activation radius grows per real second.
+        (60 frames at 25 fps = 2.4 s = 12 frames at 5 fps), the re-activation radius grows per real second, and
+        below ``cfg.fps`` the appearance gate widens (:func:`proximity_gate`, ``proximity_follows_frame_rate``).
 
         >>> t = ByteReidTracker(embedder=object())                                  # doctest: +SKIP
         >>> t.set_frame_rate(5.0); t._bot.max_frames_lost                            # doctest: +SKIP
@@ -203,6 +227,8 @@ class ByteReidTracker:
         """
         self._bot.frame_rate = float(fps)
         self._bot.max_frames_lost = max(1, round(self.cfg.track_buffer * fps / self.cfg.fps))
+        if self.cfg.proximity_follows_frame_rate:
+            self._bot.proximity_thresh = proximity_gate(self.cfg.proximity_thresh, self.cfg.fps, fps)
 
     # -- per frame ----------------------------------------------------------
 
