@@ -42,14 +42,16 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from tracking import WEIGHTS, Seq, count_errors, machine_lines, sequences  # noqa: E402
 
-from storelens.domain.mot import evaluate_mot  # noqa: E402
+from storelens.domain.mot import MotBox, evaluate_mot, write_mot  # noqa: E402
 
 #: Sequences with at least this many frames score identity over time; MOT17-mini's 4-8 frames mostly score starts.
 LONG = 50
 
 
-def frames(seq: Seq, quality: int):
-    """``(fps, BGR image)`` of every frame, through the ingest's JPEG round trip unless ``quality`` is 0."""
+def frames(seq: Seq, quality: int, step: int = 1, offset: int = 0):
+    """``(frame number from 1, fps, BGR image)`` of every ``step``-th frame from frame ``offset`` (0-based), as a
+    camera's ``target_fps`` samples them (``fps`` is then the sampled rate), through the ingest's JPEG round trip
+    unless ``quality`` is 0 (only the frames kept are encoded and decoded)."""
     import cv2
     import numpy as np
 
@@ -57,6 +59,9 @@ def frames(seq: Seq, quality: int):
 
     def hop(k: int, img: np.ndarray) -> np.ndarray:
         return decode_frame(encode_frame("cam", k, RawFrame(k, 0, img), None, quality)) if quality else img
+
+    def kept(k: int) -> bool:
+        return k >= offset and (k - offset) % step == 0
 
     if seq.source.is_file():
         cap = cv2.VideoCapture(str(seq.source))
@@ -66,12 +71,14 @@ def frames(seq: Seq, quality: int):
             ok, img = cap.read()
             if not ok:
                 break
-            yield fps, hop(k, img)
+            if kept(k):
+                yield k + 1, fps / step, hop(k, img)
             k += 1
         cap.release()
     else:
         for k, path in enumerate(sorted(seq.source.glob("*.jpg"))):
-            yield 30.0, hop(k, cv2.imread(str(path)))
+            if kept(k):
+                yield k + 1, 30.0 / step, hop(k, cv2.imread(str(path)))
 
 
 def detections(seq: Seq, quality: int, confidence: float, cache: pathlib.Path) -> list:
@@ -85,72 +92,60 @@ def detections(seq: Seq, quality: int, confidence: float, cache: pathlib.Path) -
 
     det = build_detector(OpenVINODetectorConfig(weights=str(asset(*WEIGHTS.split("/"))), confidence=confidence))
     out = []
-    for _, img in frames(seq, quality):
+    for _, _, img in frames(seq, quality):
         d = det.detect(img)
         out.append((d.bbox_xyxy.copy(), d.confidence.copy(), d.class_id.copy()))
     path.write_bytes(pickle.dumps(out, protocol=pickle.HIGHEST_PROTOCOL))
     return out
 
 
-def sampled(seq: Seq, quality: int, step: int, offset: int):
-    """``(frame number, fps of the sampled frames, BGR image)`` of every ``step``-th frame from frame ``offset``
-    (0-based), as a camera's ``target_fps`` samples them."""
-    for f, (fps, img) in enumerate(frames(seq, quality), 1):
-        if f - 1 >= offset and (f - 1 - offset) % step == 0:
-            yield f, fps / step, img
-
-
-def mot_row(f: int, tid: int, x1: float, y1: float, x2: float, y2: float, c: float) -> str:
-    return f"{f},{tid},{x1:.2f},{y1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},{c:.4f},-1,-1,-1\n"
+def mot_box(f: int, tid: int, x1: float, y1: float, x2: float, y2: float, c: float) -> MotBox:
+    return MotBox(f, int(tid), float(x1), float(y1), float(x2 - x1), float(y2 - y1), float(c))
 
 
 def track(seq: Seq, quality: int, dets: list, params: dict, out: pathlib.Path, step: int = 1,
           offset: int = 0) -> tuple:
-    """Replay the cached detections of the :func:`sampled` frames through a fresh ``bytereid`` tracker; MOT
+    """Replay the cached detections of the sampled :func:`frames` through a fresh ``bytereid`` tracker; MOT
     rows to ``out``; its scores (against the ground truth of those frames), counting errors and re-id crops."""
     from storelens.backends.detectors.base import Detections
     from storelens.backends.trackers.bytereid import ByteReidTracker
     from storelens.config.tracker_bytereid import ByteReidTrackerConfig
 
     tracker = ByteReidTracker(ByteReidTrackerConfig(**params))
-    rows = []
-    for f, fps, img in sampled(seq, quality, step, offset):
+    boxes = []
+    for f, fps, img in frames(seq, quality, step, offset):
         if f - 1 == offset:
             tracker.set_frame_rate(fps)
         tr = tracker.update(img, Detections(*dets[f - 1]))
-        rows += [mot_row(f, tid, *box, c) for tid, box, c in zip(tr.track_id, tr.bbox_xyxy, tr.confidence)]
-    out.write_text("".join(rows))
-    return (*score(seq, out, step, offset), tracker.embedded)
+        boxes += [mot_box(f, tid, *box, c) for tid, box, c in zip(tr.track_id, tr.bbox_xyxy, tr.confidence)]
+    write_mot(out, boxes)
+    return (*score(seq, out, len(dets), step, offset), tracker.embedded)
 
 
-def ultralytics_track(seq: Seq, quality: int, tracker_yaml: str, out: pathlib.Path, step: int = 1,
+def ultralytics_track(seq: Seq, quality: int, tracker_yaml: str, out: pathlib.Path, n_frames: int, step: int = 1,
                       offset: int = 0) -> tuple:
-    """Ultralytics ``model.track()`` (its own detector on the same weights) on the same :func:`sampled` frames,
+    """Ultralytics ``model.track()`` (its own detector on the same weights) on the same sampled :func:`frames`,
     one at a time, as a user would feed a camera; its scores and counting errors (and 0 re-id crops counted)."""
     from ultralytics import YOLO
 
     from storelens.paths import asset
 
     model = YOLO(str(asset(*WEIGHTS.split("/"))), task="detect")
-    rows = []
-    for f, _, img in sampled(seq, quality, step, offset):
+    boxes = []
+    for f, _, img in frames(seq, quality, step, offset):
         b = model.track(img, tracker=tracker_yaml, imgsz=640, classes=[0], verbose=False, persist=True)[0].boxes
         if b is not None and b.id is not None:
-            rows += [mot_row(f, tid, *box, c) for box, tid, c in zip(b.xyxy.tolist(), b.id.int().tolist(),
-                                                                     b.conf.tolist())]
-    out.write_text("".join(rows))
-    return (*score(seq, out, step, offset), 0)
+            boxes += [mot_box(f, tid, *box, c) for box, tid, c in zip(b.xyxy.tolist(), b.id.int().tolist(),
+                                                                      b.conf.tolist())]
+    write_mot(out, boxes)
+    return (*score(seq, out, n_frames, step, offset), 0)
 
 
-def score(seq: Seq, out: pathlib.Path, step: int, offset: int) -> tuple:
-    """MOT scores of the rows in ``out`` against the ground truth of the sampled frames, and counting errors."""
-    gt = seq.gt
-    if step > 1 or offset:  # only the sampled frames are scored (a frame never shown to the tracker is no miss)
-        gt = out.with_suffix(".gt.txt")
-        gt.write_text("".join(r for r in pathlib.Path(seq.gt).read_text().splitlines(True)
-                              if r.strip() and (k := int(float(r.split(",")[0])) - 1) >= offset
-                              and (k - offset) % step == 0))
-    return evaluate_mot(gt, out), sum(count_errors(out, seq.name).values())
+def score(seq: Seq, out: pathlib.Path, n_frames: int, step: int, offset: int) -> tuple:
+    """MOT scores of the rows in ``out`` (with ``step`` or ``offset``: on the sampled frames only, a frame never
+    shown to the tracker is no miss), and counting errors."""
+    tracked = None if step == 1 and offset == 0 else range(offset + 1, n_frames + 1, step)
+    return evaluate_mot(seq.gt, out, frames=tracked), sum(count_errors(out, seq.name).values())
 
 
 def parse_set(text: str) -> tuple[str, dict]:
@@ -221,7 +216,8 @@ def main() -> int:
                 n = len(dets)
                 out = pathlib.Path(tmp) / f"{seq.name}.{name}.q{q}.txt"
                 if name in peers:
-                    s, errors, crops = ultralytics_track(seq, q, f"{name[3:]}.yaml", out, args.step, args.offset)
+                    s, errors, crops = ultralytics_track(seq, q, f"{name[3:]}.yaml", out, len(dets), args.step,
+                                                         args.offset)
                 else:
                     s, errors, crops = track(seq, q, dets, sets[name], out, args.step, args.offset)
                 n = -(-(len(dets) - args.offset) // args.step)  # frames tracked

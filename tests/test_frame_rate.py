@@ -10,6 +10,9 @@ switches ids and miscounts).
 """
 from __future__ import annotations
 
+import pathlib
+import sys
+
 import cv2
 import pytest
 
@@ -17,9 +20,11 @@ from storelens.backends.detectors import build_detector
 from storelens.backends.trackers import tracker_factory
 from storelens.backends.trackers.bytereid import proximity_gate
 from storelens.config import parse_config
-from storelens.domain.mot import evaluate_mot, gt_line_counts
+from storelens.domain.mot import MotBox, evaluate_mot, write_mot
 from storelens.paths import asset
 from storelens.runtime.embedded import EmbeddedPipeline
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "bench"))
 
 CLIP = asset("video", "caviar", "EnterExitCrossingPaths1front", "EnterExitCrossingPaths1front.mp4")
 
@@ -72,47 +77,38 @@ def test_the_appearance_gate_widens_below_the_configured_rate(fps, expected):
     assert proximity_gate(0.0, 25.0, fps) == 0.0  # a gate switched off stays off
 
 
-def _campus_at_5_fps(detector, follow: bool) -> tuple[float, int]:
+def _campus_at_5_fps(detector, follow: bool, tmp_path) -> tuple[float, int]:
     """TUD-Campus sampled at 5 fps through the embedded pipeline: (IDF1 on the frames tracked, line count errors)."""
-    import pathlib
-    import tempfile
-
-    from test_mot_quality import COUNT_CASES
+    from tracking import count_errors  # bench/tracking.py: the lines of tests/test_mot_quality.py
 
     seq = "TUD-Campus"
     cfg = parse_config({"store": {"id": "s"}, "tracker": {"proximity_follows_frame_rate": follow},
                         "cameras": [{"id": "c", "source": str(asset("mot", seq, f"{seq}.mp4")), "target_fps": 5.0}]})
-    rows: list[str] = []
+    boxes: list[MotBox] = []
+    frames: list[int] = []
 
     def tracked(tf) -> None:
-        for t in tf.tracks:
-            b = t.bbox_xyxy
-            rows.append(f"{tf.source_frame},{t.track_id},{b.x1:.2f},{b.y1:.2f},{b.x2 - b.x1:.2f},{b.y2 - b.y1:.2f},"
-                        f"{t.confidence:.4f},-1,-1,-1\n")
+        frames.append(tf.source_frame)
+        boxes.extend(MotBox(tf.source_frame, t.track_id, (b := t.bbox_xyxy).x1, b.y1, b.x2 - b.x1, b.y2 - b.y1,
+                            t.confidence) for t in tf.tracks)
 
     res = EmbeddedPipeline(cfg, detector=detector, on_tracked=tracked).run()
     assert res.frames == 15  # 71 frames at 25 fps
-    frames = {int(r.split(",")[0]) for r in rows}
-    gt_rows = asset("mot", seq, "gt", "gt.txt").read_text().splitlines(True)
-    with tempfile.TemporaryDirectory() as tmp:
-        hyp, gt = pathlib.Path(tmp) / "hyp.txt", pathlib.Path(tmp) / "gt.txt"
-        hyp.write_text("".join(rows))
-        gt.write_text("".join(r for r in gt_rows if r.strip() and int(r.split(",")[0]) in frames))
-        idf1 = evaluate_mot(gt, hyp).idf1
-        cases = [c for c in COUNT_CASES if c.seq == seq]
-        got = gt_line_counts(hyp, [c.line for c in cases])
-    errors = sum(abs(got[c.line_id]["in"] - c.gt_in) + abs(got[c.line_id]["out"] - c.gt_out) for c in cases)
+    hyp = tmp_path / f"hyp-{follow}.txt"
+    write_mot(hyp, boxes)
+    idf1 = evaluate_mot(asset("mot", seq, "gt", "gt.txt"), hyp, frames=frames).idf1
+    errors = sum(count_errors(hyp, seq).values())
     print(f"\n{seq} at 5 fps, gate follows the rate: {follow}: IDF1 {idf1:.3f}, count errors {errors}")
     return idf1, errors
 
 
-def test_at_5_fps_the_wider_gate_keeps_identities_and_counts(detector):
+def test_at_5_fps_the_wider_gate_keeps_identities_and_counts(detector, tmp_path):
     """Measured 2026-12-05: IDF1 0.767 and the three lines' counts exact, against IDF1 0.507 and 3 count errors
     with the 25 fps gate (``bench/tracker_sweep.py --step 5`` over five frame phases and the four long
     sequences: mean IDF1 0.603 against 0.546, 13 count errors against 18; BENCHMARKS.md)."""
-    idf1, errors = _campus_at_5_fps(detector, follow=True)
+    idf1, errors = _campus_at_5_fps(detector, True, tmp_path)
     assert idf1 >= 0.74 and errors == 0, (idf1, errors)
-    idf1_fixed, errors_fixed = _campus_at_5_fps(detector, follow=False)
+    idf1_fixed, errors_fixed = _campus_at_5_fps(detector, False, tmp_path)
     assert idf1 >= idf1_fixed + 0.1 and errors < errors_fixed, (idf1, errors, idf1_fixed, errors_fixed)
 
 

@@ -42,7 +42,7 @@ import os
 import pathlib
 import sys
 from dataclasses import asdict, dataclass
-from typing import Iterable, Mapping, Sequence, Union
+from typing import Collection, Iterable, Mapping, Sequence, Union
 
 import numpy as np
 
@@ -219,13 +219,15 @@ def _box_array(boxes: Sequence[MotBox]) -> np.ndarray:
     return np.array([[b.left, b.top, b.width, b.height] for b in boxes], np.float64).reshape(-1, 4)
 
 
-def evaluate_mot(gt_path: PathLike, hyp_path: PathLike, iou_threshold: float = 0.5) -> MotScores:
+def evaluate_mot(gt_path: PathLike, hyp_path: PathLike, iou_threshold: float = 0.5,
+                 frames: Collection[int] | None = None) -> MotScores:
     """Score tracker output ``hyp_path`` against ground truth ``gt_path``.
 
     Boxes match when their IoU is at least ``iou_threshold``. Only evaluated
     ground-truth rows count (conf != 0; for MOT16/17 also class 1). Every frame
     that has ground truth or hypotheses is scored, so frames the tracker left
-    empty count as misses.
+    empty count as misses; with ``frames``, only those (a camera sampling the
+    sequence, ``target_fps``: a frame never shown to the tracker is no miss).
     """
     if not 0.0 < iou_threshold <= 1.0:
         raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
@@ -236,8 +238,7 @@ def evaluate_mot(gt_path: PathLike, hyp_path: PathLike, iou_threshold: float = 0
 
     acc = mm.MOTAccumulator(auto_id=False)
     max_dist = 1.0 - iou_threshold
-    frames = sorted(set(gt) | set(hyp))
-    for f in frames:
+    for f in sorted((set(gt) | set(hyp)) if frames is None else set(frames)):
         g, h = gt.get(f, []), hyp.get(f, [])
         dist = mm.distances.iou_matrix(_box_array(g), _box_array(h), max_iou=max_dist)
         acc.update([b.track_id for b in g], [b.track_id for b in h], dist, frameid=f)

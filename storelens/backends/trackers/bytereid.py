@@ -100,6 +100,9 @@ _TOUCH_IOU = 0.2
 
 _BOT_CLASS = None
 
+#: The smallest appearance gate :func:`proximity_gate` gives (some overlap is always needed).
+_MIN_PROXIMITY = 0.01
+
 
 def proximity_gate(iou_at_fps: float, fps: float, frame_rate: float) -> float:
     """The IoU gate for appearance (``proximity_thresh``) at ``frame_rate``, given ``iou_at_fps`` at ``fps``.
@@ -117,10 +120,6 @@ def proximity_gate(iou_at_fps: float, fps: float, frame_rate: float) -> float:
         return iou_at_fps
     shift = (1 - iou_at_fps) / (1 + iou_at_fps) * math.sqrt(fps / frame_rate)
     return max(_MIN_PROXIMITY, (1 - shift) / (1 + shift))
-
-
-#: The smallest appearance gate :func:`proximity_gate` gives (some overlap is always needed).
-_MIN_PROXIMITY = 0.01
 
 
 def _bot_class() -> type:
