@@ -14,7 +14,7 @@ MOT17-mini's jpgs are read directly (``tracking.py`` packs them into an MJPG fil
 differ slightly from its table).
 
     python bench/tracker_sweep.py [--set NAME:key=value,key=value ...] [--jpeg-quality 90[,95,0]]
-                                  [--sequences TUD-Campus,...] [--step 5 [--offset 0]] [--ultralytics]
+                                  [--sequences TUD-Campus,...] [--step 5 [--offset 0]] [--rect] [--ultralytics]
                                   [--cache DIR] [--out FILE.md]
 
 ``--step 5`` tracks every 5th frame only (a camera's ``target_fps: 5`` on these 25 fps sources) and scores those
@@ -81,16 +81,18 @@ def frames(seq: Seq, quality: int, step: int = 1, offset: int = 0):
                 yield k + 1, 30.0 / step, hop(k, cv2.imread(str(path)))
 
 
-def detections(seq: Seq, quality: int, confidence: float, cache: pathlib.Path) -> list:
-    """The detector's output for every frame (cached: ``(xyxy, confidence, class)`` arrays per frame)."""
-    path = cache / f"{seq.name}.q{quality}.c{confidence}.pkl"
+def detections(seq: Seq, quality: int, confidence: float, cache: pathlib.Path, rect: bool = False) -> list:
+    """The detector's output for every frame (cached: ``(xyxy, confidence, class)`` arrays per frame); ``rect``:
+    ``detector.rect``."""
+    path = cache / f"{seq.name}.q{quality}.c{confidence}{'.rect' if rect else ''}.pkl"
     if path.exists():
         return pickle.loads(path.read_bytes())  # noqa: S301 (our own cache)
     from storelens.backends.detectors import build_detector
     from storelens.config import OpenVINODetectorConfig
     from storelens.paths import asset
 
-    det = build_detector(OpenVINODetectorConfig(weights=str(asset(*WEIGHTS.split("/"))), confidence=confidence))
+    det = build_detector(OpenVINODetectorConfig(weights=str(asset(*WEIGHTS.split("/"))), confidence=confidence,
+                                               rect=rect))
     out = []
     for _, _, img in frames(seq, quality):
         d = det.detect(img)
@@ -174,6 +176,8 @@ def main() -> int:
     ap.add_argument("--step", type=int, default=1,
                     help="track every N-th frame only, as a camera's target_fps does (5: 25 fps sources at 5 fps)")
     ap.add_argument("--offset", type=int, default=0, help="with --step: the first frame tracked (0-based)")
+    ap.add_argument("--rect", action="store_true",
+                    help="our detector with detector.rect (the frame's aspect ratio; Ultralytics' columns unchanged)")
     ap.add_argument("--ultralytics", action="store_true",
                     help="also Ultralytics' model.track() with ByteTrack and BoT-SORT on the same frames")
     ap.add_argument("--cache", type=pathlib.Path, default=pathlib.Path(tempfile.gettempdir()) / "storelens_sweep_cache",
@@ -203,7 +207,8 @@ def main() -> int:
     lines = [f"Command: `{shlex.join(['python', 'bench/tracker_sweep.py', *sys.argv[1:]])}`", "",
              *machine_lines(),
              "- parameter sets: " + "; ".join(f"{n}: {p or 'ByteReidTrackerConfig()'}" for n, p in sets.items()),
-             f"- detections cached at confidence {confidence} in {args.cache}", "",
+             f"- detections cached at confidence {confidence} in {args.cache}"
+             + (", detector.rect: true" if args.rect else ""), "",
              "IDF1 / MOTA / ID switches / counting errors", "",
              "| sequence | frames | " + " | ".join(head) + " |", "|---|---:|" + "---:|" * len(columns)]
     scores = {c: [] for c in columns}  # (sequence frames, IDF1, ID switches, counting errors, re-id crops, tracked)
@@ -212,7 +217,7 @@ def main() -> int:
         for seq in seqs:
             cells, n = [], 0
             for name, q in columns:
-                dets = detections(seq, q, confidence, args.cache)
+                dets = detections(seq, q, confidence, args.cache, args.rect)
                 n = len(dets)
                 out = pathlib.Path(tmp) / f"{seq.name}.{name}.q{q}.txt"
                 if name in peers:

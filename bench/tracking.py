@@ -55,6 +55,8 @@ TRACKERS = ["bytereid", "deepsort", "ul-bytetrack", "ul-botsort"]
 CONFIGS = {
     "bytereid": "detector: {confidence: 0.1}\ntracker: {backend: bytereid}\n",
     "deepsort": "tracker: {backend: deepsort}\n",
+    # not in the default run: our default with the detector at the frame's aspect ratio (`--trackers bytereid-rect`)
+    "bytereid-rect": "detector: {confidence: 0.1, rect: true}\ntracker: {backend: bytereid}\n",
 }
 _CLI = ("import os, sys\n"
         "os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')\n"

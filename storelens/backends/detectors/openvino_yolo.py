@@ -19,6 +19,7 @@ Example:
 """
 from __future__ import annotations
 
+import logging
 import os
 import pathlib
 from typing import Sequence
@@ -28,6 +29,7 @@ import numpy as np
 
 from storelens.backends.detectors.base import DETECTORS, Detections
 from storelens.backends.detectors.tiling import detect_as_configured
+from storelens.backends.detectors.yolo_rect import fit_shape, rect_model
 from storelens.backends.openvino_device import inference_precision, latency_props, openvino_device
 from storelens.config.detectors import OpenVINODetectorConfig
 from storelens.errors import ConfigError, ModelError
@@ -36,6 +38,7 @@ from storelens.errors import ConfigError, ModelError
 PAD_VALUE = 114
 MAX_DET = 300
 _MAX_NMS = 30000
+log = logging.getLogger(__name__)
 _CLASS_OFFSET = 7680.0  # per-class box offset of class-aware NMS (Ultralytics' max_wh)
 
 
@@ -199,18 +202,18 @@ class OpenVINOYoloDetector:
         if cfg.cache_dir:
             os.makedirs(cfg.cache_dir, exist_ok=True)
             core.set_property({"CACHE_DIR": cfg.cache_dir})
+        self._core, self._path = core, path
+        self._device, self._props = openvino_device(cfg.device), latency_props(cfg.threads, cfg.precision)
         try:
             model = core.read_model(str(path))
             shape = model.inputs[0].get_partial_shape()
             if shape.is_dynamic:  # a dynamic export runs at imgsz x imgsz, one image a request
                 model.reshape([1, 3, cfg.imgsz, cfg.imgsz])
+            #: The export's own (square) input; with ``rect`` each frame shape gets its own (:meth:`_runner`).
             self.input_hw = tuple(int(d) for d in model.inputs[0].get_shape()[2:])
-            model = uint8_bgr_input(model)
-            device = openvino_device(cfg.device)
-            compiled = core.compile_model(model, device, latency_props(cfg.threads, cfg.precision))
+            compiled = core.compile_model(uint8_bgr_input(model), self._device, self._props)
             #: What the device really runs the float layers in ("f32", "bf16", ...; "" if it does not say).
             self.inference_precision = inference_precision(compiled)
-            self._request = compiled.create_infer_request()
             out = model.outputs[0].get_partial_shape()
         except Exception as exc:  # openvino raises RuntimeError subclasses for bad models and devices
             raise ModelError(f"cannot load detector model {path} on {cfg.device}: {exc}") from exc
@@ -220,8 +223,27 @@ class OpenVINOYoloDetector:
             if bad:
                 raise ConfigError(f"detector.classes: {bad} not among the model's {n} classes (0..{n - 1})")
         self.cfg = cfg
-        self._input = np.empty((1, *self.input_hw, 3), np.uint8)
+        #: Input ``(h, w)`` -> (infer request, its uint8 input buffer); the square one always.
+        self._runners = {self.input_hw: (compiled.create_infer_request(), np.empty((1, *self.input_hw, 3), np.uint8))}
         self.detect(np.zeros((*self.input_hw, 3), np.uint8))  # the first inference allocates: not in timings
+
+    def _runner(self, image_hw: tuple[int, int]) -> tuple[tuple[int, int], object, np.ndarray]:
+        """The input shape, infer request and input buffer for an image of ``image_hw``: the export's square, or
+        with ``rect`` the image's fitted shape (compiled at the first image of that shape)."""
+        hw = fit_shape(image_hw, self.input_hw) if self.cfg.rect else self.input_hw
+        runner = self._runners.get(hw)
+        if runner is None:
+            try:
+                model = rect_model(self._core.read_model(str(self._path)), hw)
+                compiled = self._core.compile_model(uint8_bgr_input(model), self._device, self._props)
+            except ModelError:
+                raise
+            except Exception as exc:  # noqa: BLE001 (openvino's RuntimeError subclasses)
+                raise ModelError(f"detector.rect: cannot compile {self._path} for a {hw[0]}x{hw[1]} input: {exc}"
+                                 ) from exc
+            runner = self._runners[hw] = (compiled.create_infer_request(), np.empty((1, *hw, 3), np.uint8))
+            log.info("detector: compiled for a %dx%d input (frames of %dx%d, detector.rect)", *hw, *image_hw)
+        return hw, *runner
 
     def detect(self, image_bgr: np.ndarray) -> Detections:
         return detect_as_configured(image_bgr, self._detect_one, self.cfg)
@@ -232,13 +254,14 @@ class OpenVINOYoloDetector:
 
     def _detect_one(self, image_bgr: np.ndarray) -> Detections:
         cfg = self.cfg
-        letterbox(image_bgr, self._input[0])
-        pred = np.asarray(self._request.infer([self._input])[0])[0]
+        in_hw, request, buf = self._runner(image_bgr.shape[:2])
+        letterbox(image_bgr, buf[0])
+        pred = np.asarray(request.infer([buf])[0])[0]
         if pred.ndim == 2 and pred.shape[-1] == 6:  # end2end export: (N, x1 y1 x2 y2 score class), NMS done
             boxes, conf, cls = decode_end2end(pred, cfg.confidence, cfg.classes)
         else:
             boxes, conf, cls = decode(pred, cfg.confidence, cfg.iou, cfg.classes)
         if not len(conf):
             return Detections.empty()
-        boxes = to_image_pixels(boxes.astype(np.float32), self.input_hw, image_bgr.shape[:2])
+        boxes = to_image_pixels(boxes.astype(np.float32), in_hw, image_bgr.shape[:2])
         return Detections(boxes, conf.astype(np.float32), cls.astype(np.int32))
