@@ -14,7 +14,7 @@ MOT17-mini's jpgs are read directly (``tracking.py`` packs them into an MJPG fil
 differ slightly from its table).
 
     python bench/tracker_sweep.py [--set NAME:key=value,key=value ...] [--jpeg-quality 90[,95,0]]
-                                  [--sequences TUD-Campus,...] [--step 5 [--offset 0]] [--rect] [--ultralytics]
+                                  [--sequences TUD-Campus,...] [--step 5 [--offset 0]] [--rect [--imgsz 832]] [--ultralytics]
                                   [--cache DIR] [--out FILE.md]
 
 ``--step 5`` tracks every 5th frame only (a camera's ``target_fps: 5`` on these 25 fps sources) and scores those
@@ -81,10 +81,11 @@ def frames(seq: Seq, quality: int, step: int = 1, offset: int = 0):
                 yield k + 1, 30.0 / step, hop(k, cv2.imread(str(path)))
 
 
-def detections(seq: Seq, quality: int, confidence: float, cache: pathlib.Path, rect: bool = False) -> list:
-    """The detector's output for every frame (cached: ``(xyxy, confidence, class)`` arrays per frame); ``rect``:
-    ``detector.rect``."""
-    path = cache / f"{seq.name}.q{quality}.c{confidence}{'.rect' if rect else ''}.pkl"
+def detections(seq: Seq, quality: int, confidence: float, cache: pathlib.Path, rect: bool = False,
+               imgsz: int = 640) -> list:
+    """The detector's output for every frame (cached: ``(xyxy, confidence, class)`` arrays per frame); ``rect``,
+    ``imgsz``: ``detector.rect`` and ``detector.imgsz``."""
+    path = cache / f"{seq.name}.q{quality}.c{confidence}{'.rect' if rect else ''}{'' if imgsz == 640 else imgsz}.pkl"
     if path.exists():
         return pickle.loads(path.read_bytes())  # noqa: S301 (our own cache)
     from storelens.backends.detectors import build_detector
@@ -92,7 +93,7 @@ def detections(seq: Seq, quality: int, confidence: float, cache: pathlib.Path, r
     from storelens.paths import asset
 
     det = build_detector(OpenVINODetectorConfig(weights=str(asset(*WEIGHTS.split("/"))), confidence=confidence,
-                                               rect=rect))
+                                               rect=rect, imgsz=imgsz))
     out = []
     for _, _, img in frames(seq, quality):
         d = det.detect(img)
@@ -178,12 +179,15 @@ def main() -> int:
     ap.add_argument("--offset", type=int, default=0, help="with --step: the first frame tracked (0-based)")
     ap.add_argument("--rect", action="store_true",
                     help="our detector with detector.rect (the frame's aspect ratio; Ultralytics' columns unchanged)")
+    ap.add_argument("--imgsz", type=int, default=640, help="with --rect: detector.imgsz (the frame fitted into it)")
     ap.add_argument("--ultralytics", action="store_true",
                     help="also Ultralytics' model.track() with ByteTrack and BoT-SORT on the same frames")
     ap.add_argument("--cache", type=pathlib.Path, default=pathlib.Path(tempfile.gettempdir()) / "storelens_sweep_cache",
                     help="detections per sequence, JPEG quality and confidence; empty it after changing the detector")
     ap.add_argument("--out", default="/tmp/tracker_sweep.md", help="also write the Markdown here")
     args = ap.parse_args()
+    if args.imgsz != 640 and not args.rect:
+        raise SystemExit("--imgsz needs --rect (a fixed 640x640 export runs at 640 otherwise)")
     from storelens.config.tracker_bytereid import ByteReidTrackerConfig
 
     sets = dict([("default", {}), *map(parse_set, args.set)])
@@ -208,7 +212,7 @@ def main() -> int:
              *machine_lines(),
              "- parameter sets: " + "; ".join(f"{n}: {p or 'ByteReidTrackerConfig()'}" for n, p in sets.items()),
              f"- detections cached at confidence {confidence} in {args.cache}"
-             + (", detector.rect: true" if args.rect else ""), "",
+             + (f", detector.rect: true, imgsz {args.imgsz}" if args.rect else ""), "",
              "IDF1 / MOTA / ID switches / counting errors", "",
              "| sequence | frames | " + " | ".join(head) + " |", "|---|---:|" + "---:|" * len(columns)]
     scores = {c: [] for c in columns}  # (sequence frames, IDF1, ID switches, counting errors, re-id crops, tracked)
@@ -217,7 +221,7 @@ def main() -> int:
         for seq in seqs:
             cells, n = [], 0
             for name, q in columns:
-                dets = detections(seq, q, confidence, args.cache, args.rect)
+                dets = detections(seq, q, confidence, args.cache, args.rect, args.imgsz)
                 n = len(dets)
                 out = pathlib.Path(tmp) / f"{seq.name}.{name}.q{q}.txt"
                 if name in peers:

@@ -29,7 +29,7 @@ import numpy as np
 
 from storelens.backends.detectors.base import DETECTORS, Detections
 from storelens.backends.detectors.tiling import detect_as_configured
-from storelens.backends.detectors.yolo_rect import fit_shape, rect_model
+from storelens.backends.detectors.yolo_rect import STRIDES, fit_shape, rect_model
 from storelens.backends.openvino_device import inference_precision, latency_props, openvino_device
 from storelens.config.detectors import OpenVINODetectorConfig
 from storelens.errors import ConfigError, ModelError
@@ -222,15 +222,21 @@ class OpenVINOYoloDetector:
             bad = [c for c in cfg.classes if not 0 <= c < n]
             if bad:
                 raise ConfigError(f"detector.classes: {bad} not among the model's {n} classes (0..{n - 1})")
+        if cfg.rect:  # an export the edit does not know fails here, at start, not at the first frame
+            h0, w0 = self.input_hw
+            rect_model(core.read_model(str(path)), (max(h0 - STRIDES[-1], STRIDES[-1]), w0))
         self.cfg = cfg
-        #: Input ``(h, w)`` -> (infer request, its uint8 input buffer); the square one always.
-        self._runners = {self.input_hw: (compiled.create_infer_request(), np.empty((1, *self.input_hw, 3), np.uint8))}
-        self.detect(np.zeros((*self.input_hw, 3), np.uint8))  # the first inference allocates: not in timings
+        #: Input ``(h, w)`` -> (infer request, its uint8 input buffer): the export's square, or with ``rect`` one per
+        #: frame shape, compiled at its first frame (that frame's inference allocates too).
+        self._runners: dict[tuple[int, int], tuple] = {}
+        if not cfg.rect:
+            self._runners[self.input_hw] = (compiled.create_infer_request(), np.empty((1, *self.input_hw, 3), np.uint8))
+            self.detect(np.zeros((*self.input_hw, 3), np.uint8))  # the first inference allocates: not in timings
 
     def _runner(self, image_hw: tuple[int, int]) -> tuple[tuple[int, int], object, np.ndarray]:
         """The input shape, infer request and input buffer for an image of ``image_hw``: the export's square, or
-        with ``rect`` the image's fitted shape (compiled at the first image of that shape)."""
-        hw = fit_shape(image_hw, self.input_hw) if self.cfg.rect else self.input_hw
+        with ``rect`` the image fitted into ``imgsz`` x ``imgsz`` (compiled at the first image of that shape)."""
+        hw = fit_shape(image_hw, (self.cfg.imgsz, self.cfg.imgsz), self.input_hw) if self.cfg.rect else self.input_hw
         runner = self._runners.get(hw)
         if runner is None:
             try:

@@ -9,7 +9,11 @@ head (one per cell of the 80x80, 40x40 and 20x20 grids at 640) and the shapes of
 the attention block and the box decoder. :func:`rect_model` rewrites exactly those (anchors recomputed for
 the new grids; a reshape's spatial dimension left to OpenVINO as -1) and gives the model the new input.
 
-Only the padding changes: every cell the frame covers sees the same pixels. On the visible sequences the
+The same edit runs an export at any multiple of 32, so with ``rect`` the detector's ``imgsz`` applies to fixed
+exports too (:func:`fit_shape`: 832 runs a 16:9 frame at 832x480, the square model's cost, but never enlarges a frame
+beyond its own size or the export's scale).
+
+At the export's scale only the padding changes: every cell the frame covers sees the same pixels. On the visible sequences the
 confident boxes are the same people (BENCHMARKS.md); the attention block then attends over the frame's cells
 only, without the grey ones, so scores move a little.
 
@@ -33,11 +37,25 @@ from storelens.errors import ModelError
 STRIDES = (8, 16, 32)
 
 
-def fit_shape(image_hw: tuple[int, int], square_hw: tuple[int, int], stride: int = STRIDES[-1]) -> tuple[int, int]:
-    """The input ``(h, w)`` for ``image_hw``: the image scaled to fit ``square_hw`` (as :func:`letterbox` does),
-    each side rounded up to a multiple of ``stride`` and never beyond ``square_hw``."""
+def fit_shape(image_hw: tuple[int, int], square_hw: tuple[int, int], export_hw: tuple[int, int] | None = None,
+              stride: int = STRIDES[-1]) -> tuple[int, int]:
+    """The input ``(h, w)`` for ``image_hw``: the image scaled to fit ``square_hw`` (as :func:`letterbox` does), each
+    side rounded up to a multiple of ``stride`` and never beyond ``square_hw``. With ``export_hw`` (the export's own
+    square) a ``square_hw`` larger than it only keeps more of a larger image's pixels: an image is never enlarged
+    beyond its own size or the export's scale, whichever is larger (a low-resolution camera gains nothing from
+    invented pixels, and its people would be bigger than the model saw in training).
+
+    >>> fit_shape((1080, 1920), (832, 832), (640, 640))  # more of a large frame's pixels
+    (480, 832)
+    >>> fit_shape((288, 384), (832, 832), (640, 640))    # a small frame as at 640, not enlarged further
+    (480, 640)
+    >>> fit_shape((600, 800), (832, 832), (640, 640))    # at its own size
+    (608, 800)
+    """
     h, w = image_hw
     r = min(square_hw[0] / h, square_hw[1] / w)
+    if export_hw is not None:
+        r = min(r, max(1.0, min(export_hw[0] / h, export_hw[1] / w)))
     return tuple(min(math.ceil(max(round(s * r), 1) / stride) * stride, full)  # type: ignore[return-value]
                  for s, full in zip((h, w), square_hw))
 
