@@ -39,7 +39,7 @@ class YoloDetectorConfig(DetectorConfig):
     iou: Annotated[float, Field(ge=0.0, le=1.0)] = 0.6
     #: Input size. Exports with a fixed input shape (the int8 OpenVINO/ONNX files in the assets are
     #: 640x640) run at their own size, unless ``rect`` (``backend: openvino``) reshapes them: then a frame is fitted
-    #: into ``imgsz`` x ``imgsz``, so 832 on a 16:9 camera runs at 832x480, about the work of today's 640x640, with
+    #: into ``imgsz`` x ``imgsz`` if set (into the export's size if not), so 832 on a 16:9 camera runs at 832x480, about the work of today's 640x640, with
     #: small, far people 1.3x bigger. Or use ``tiles`` to see small people bigger.
     imgsz: Annotated[int, Field(ge=32, le=4096, multiple_of=32)] = 640
     device: str = "cpu"
@@ -89,5 +89,7 @@ class OpenVINODetectorConfig(YoloDetectorConfig):
     #: PyTorch predictor does (:mod:`storelens.backends.detectors.yolo_rect`). ~23 % less detector time on a
     #: 4:3 camera, ~35 % on 16:9; the boxes move a little (the grey padding is gone), so ``false`` keeps
     #: the boxes of Ultralytics on the same export. One compiled model per frame shape, made at its first frame
-    #: (~0.5 s and ~45 MB each on a 2-core CPU); an export the edit does not know is refused at start.
+    #: (~0.5 s and ~45 MB each on a 2-core CPU; the 8 used last are kept). Ultralytics' YOLOv8/YOLO11 detection
+    #: exports (``(1, 4 + classes, anchors)`` output); another export (end2end ones among them) is refused at start.
+    #: The frame is fitted into ``imgsz`` when set, else into the export's own size.
     rect: bool = False

@@ -19,6 +19,7 @@ Example:
 """
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import pathlib
@@ -39,6 +40,8 @@ PAD_VALUE = 114
 MAX_DET = 300
 _MAX_NMS = 30000
 log = logging.getLogger(__name__)
+#: Compiled frame shapes kept with ``detector.rect`` (~45 MB each; a store's cameras have a few).
+MAX_SHAPES = 8
 _CLASS_OFFSET = 7680.0  # per-class box offset of class-aware NMS (Ultralytics' max_wh)
 
 
@@ -222,13 +225,17 @@ class OpenVINOYoloDetector:
             bad = [c for c in cfg.classes if not 0 <= c < n]
             if bad:
                 raise ConfigError(f"detector.classes: {bad} not among the model's {n} classes (0..{n - 1})")
+        self.cfg = cfg
+        #: With ``rect``, frames are fitted into ``imgsz`` if the site sets it, else into the export's own size.
+        self._square_hw = (cfg.imgsz, cfg.imgsz) if "imgsz" in cfg.model_fields_set else self.input_hw
         if cfg.rect:  # an export the edit does not know fails here, at start, not at the first frame
             h0, w0 = self.input_hw
-            rect_model(core.read_model(str(path)), (max(h0 - STRIDES[-1], STRIDES[-1]), w0))
-        self.cfg = cfg
+            for hw in ((max(h0 - STRIDES[-1], STRIDES[-1]), w0), (h0, max(w0 - STRIDES[-1], STRIDES[-1]))):
+                self._rect_compiled(hw, compile_it=False)
         #: Input ``(h, w)`` -> (infer request, its uint8 input buffer): the export's square, or with ``rect`` one per
-        #: frame shape, compiled at its first frame (that frame's inference allocates too).
-        self._runners: dict[tuple[int, int], tuple] = {}
+        #: frame shape, compiled at its first frame (that frame's inference allocates too), the
+        #: :data:`MAX_SHAPES` used last kept.
+        self._runners: collections.OrderedDict[tuple[int, int], tuple] = collections.OrderedDict()
         if not cfg.rect:
             self._runners[self.input_hw] = (compiled.create_infer_request(), np.empty((1, *self.input_hw, 3), np.uint8))
             self.detect(np.zeros((*self.input_hw, 3), np.uint8))  # the first inference allocates: not in timings
@@ -236,20 +243,32 @@ class OpenVINOYoloDetector:
     def _runner(self, image_hw: tuple[int, int]) -> tuple[tuple[int, int], object, np.ndarray]:
         """The input shape, infer request and input buffer for an image of ``image_hw``: the export's square, or
         with ``rect`` the image fitted into ``imgsz`` x ``imgsz`` (compiled at the first image of that shape)."""
-        hw = fit_shape(image_hw, (self.cfg.imgsz, self.cfg.imgsz), self.input_hw) if self.cfg.rect else self.input_hw
+        hw = fit_shape(image_hw, self._square_hw, self.input_hw) if self.cfg.rect else self.input_hw
         runner = self._runners.get(hw)
         if runner is None:
-            try:
-                model = rect_model(self._core.read_model(str(self._path)), hw)
-                compiled = self._core.compile_model(uint8_bgr_input(model), self._device, self._props)
-            except ModelError:
-                raise
-            except Exception as exc:  # noqa: BLE001 (openvino's RuntimeError subclasses)
-                raise ModelError(f"detector.rect: cannot compile {self._path} for a {hw[0]}x{hw[1]} input: {exc}"
-                                 ) from exc
+            compiled = self._rect_compiled(hw)
             runner = self._runners[hw] = (compiled.create_infer_request(), np.empty((1, *hw, 3), np.uint8))
             log.info("detector: compiled for a %dx%d input (frames of %dx%d, detector.rect)", *hw, *image_hw)
+            if len(self._runners) > MAX_SHAPES:
+                old = next(iter(self._runners))
+                del self._runners[old]
+                log.warning("detector: more than %d frame shapes with detector.rect; dropped the %dx%d model "
+                            "(it is compiled again when needed)", MAX_SHAPES, *old)
+        else:
+            self._runners.move_to_end(hw)
         return hw, *runner
+
+    def _rect_compiled(self, hw: tuple[int, int], compile_it: bool = True):
+        """The export edited for an ``hw`` input (:func:`rect_model`), compiled unless ``compile_it`` is False (then
+        only checked); ModelError naming ``detector.rect`` if it cannot be."""
+        try:
+            model = rect_model(self._core.read_model(str(self._path)), hw)
+            return self._core.compile_model(uint8_bgr_input(model), self._device, self._props) if compile_it else None
+        except ModelError:
+            raise
+        except Exception as exc:  # noqa: BLE001 (openvino's RuntimeError subclasses)
+            raise ModelError(f"detector.rect: cannot run {self._path} at a {hw[0]}x{hw[1]} input ({exc}); "
+                             "set detector.rect: false") from exc
 
     def detect(self, image_bgr: np.ndarray) -> Detections:
         return detect_as_configured(image_bgr, self._detect_one, self.cfg)

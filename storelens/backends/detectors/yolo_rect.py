@@ -13,9 +13,9 @@ The same edit runs an export at any multiple of 32, so with ``rect`` the detecto
 exports too (:func:`fit_shape`: 832 runs a 16:9 frame at 832x480, the square model's cost, but never enlarges a frame
 beyond its own size or the export's scale).
 
-At the export's scale only the padding changes: every cell the frame covers sees the same pixels. On the visible sequences the
-confident boxes are the same people (BENCHMARKS.md); the attention block then attends over the frame's cells
-only, without the grey ones, so scores move a little.
+At the export's scale only the padding changes: every cell the frame covers sees the same pixels. On the visible
+sequences the confident boxes are the same people (BENCHMARKS.md); the attention block then attends over the
+frame's cells only, without the grey ones, so scores move a little.
 
 Example:
     >>> fit_shape((360, 480), (640, 640))   # a 4:3 frame
@@ -43,7 +43,8 @@ def fit_shape(image_hw: tuple[int, int], square_hw: tuple[int, int], export_hw: 
     side rounded up to a multiple of ``stride`` and never beyond ``square_hw``. With ``export_hw`` (the export's own
     square) a ``square_hw`` larger than it only keeps more of a larger image's pixels: an image is never enlarged
     beyond its own size or the export's scale, whichever is larger (a low-resolution camera gains nothing from
-    invented pixels, and its people would be bigger than the model saw in training).
+    invented pixels, and its people would be bigger than the model saw in training), but for the rounding up to
+    the stride (a 700x700 image at 832 runs at 704x704, 0.6 % bigger).
 
     >>> fit_shape((1080, 1920), (832, 832), (640, 640))  # more of a large frame's pixels
     (480, 832)
@@ -51,6 +52,8 @@ def fit_shape(image_hw: tuple[int, int], square_hw: tuple[int, int], export_hw: 
     (480, 640)
     >>> fit_shape((600, 800), (832, 832), (640, 640))    # at its own size
     (608, 800)
+    >>> fit_shape((700, 700), (832, 832), (640, 640))
+    (704, 704)
     """
     h, w = image_hw
     r = min(square_hw[0] / h, square_hw[1] / w)
@@ -87,7 +90,11 @@ def rect_model(model, hw: tuple[int, int]):
     shape = param.get_partial_shape()
     h, w = hw
     if shape.is_dynamic:  # a dynamic export takes any multiple of the stride as it is
-        model.reshape([1, 3, h, w])
+        try:
+            model.reshape([1, 3, h, w])
+        except RuntimeError as exc:
+            raise ModelError(f"detector.rect: this export does not run at {h}x{w} ({str(exc).splitlines()[0]}); "
+                             "set detector.rect: false") from exc
         return model
     h0, w0 = (int(d) for d in param.get_shape()[2:])
     if (h, w) == (h0, w0):
@@ -95,7 +102,7 @@ def rect_model(model, hw: tuple[int, int]):
     a0, s0 = anchor_grid(h0, w0)
     a1, s1 = anchor_grid(h, w)
     n0, n1 = a0.shape[1], a1.shape[1]
-    areas = {(h0 // s) * (w0 // s): None for s in STRIDES}
+    areas = {(h0 // s) * (w0 // s) for s in STRIDES}
     grids = {(h0 // s, w0 // s): w // s for s in STRIDES}
     found = {"anchors": 0, "strides": 0}
     for op in model.get_ordered_ops():
