@@ -55,8 +55,10 @@ TRACKERS = ["bytereid", "deepsort", "ul-bytetrack", "ul-botsort"]
 CONFIGS = {
     "bytereid": "detector: {confidence: 0.1}\ntracker: {backend: bytereid}\n",
     "deepsort": "tracker: {backend: deepsort}\n",
-    # not in the default run: our default with the detector at the frame's aspect ratio (`--trackers bytereid-rect`)
+    # not in the default run: our default with the detector at the frame's aspect ratio (`--trackers bytereid-rect`),
+    # and with large frames at 832 (`bytereid-rect832`)
     "bytereid-rect": "detector: {confidence: 0.1, rect: true}\ntracker: {backend: bytereid}\n",
+    "bytereid-rect832": "detector: {confidence: 0.1, rect: true, imgsz: 832}\ntracker: {backend: bytereid}\n",
 }
 _CLI = ("import os, sys\n"
         "os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')\n"
