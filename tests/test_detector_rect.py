@@ -16,6 +16,7 @@ import pytest
 
 from storelens.backends.detectors import build_detector
 from storelens.backends.detectors.yolo_rect import fit_shape, rect_model
+from storelens.backends.trackers.base import iou_matrix
 from storelens.config import OpenVINODetectorConfig, parse_config
 from storelens.domain.mot import MotBox, evaluate_mot, write_mot
 from storelens.errors import ModelError
@@ -124,13 +125,6 @@ def _confident(det, img):
     return d.bbox_xyxy[d.confidence >= 0.45]
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    lt, rb = np.maximum(a[:, None, :2], b[None, :, :2]), np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), -1)
-    area = lambda z: np.prod(z[:, 2:] - z[:, :2], -1)  # noqa: E731
-    return inter / (area(a)[:, None] + area(b)[None] - inter)
-
-
 def _frames(path: pathlib.Path, n: int, step: int) -> list[np.ndarray]:
     cap, out, k = cv2.VideoCapture(str(path)), [], 0
     while len(out) < n:
@@ -161,7 +155,7 @@ def test_rect_finds_the_same_people_as_the_square_model_on_real_footage():
             a, b = _confident(square, img), _confident(rect, img)
             total, got = total + len(a), got + len(b)
             if len(a) and len(b):
-                m = _iou(a, b)
+                m = iou_matrix(a, b)
                 found += int((m.max(1) >= 0.7).sum())
                 shift.append(np.abs(b[m.argmax(1)] - a)[m.max(1) >= 0.7])
         mean_shift_px = float(np.concatenate(shift).mean())
@@ -192,7 +186,7 @@ def test_with_rect_imgsz_grows_the_input_and_far_people_are_found():
                 d = det.detect(img)
                 mine = d.bbox_xyxy[d.confidence >= 0.3]
                 if len(boxes) and len(mine):
-                    found[name] += int((_iou(boxes, mine).max(1) >= 0.5).sum())
+                    found[name] += int((iou_matrix(boxes, mine).max(1) >= 0.5).sum())
     assert sorted(big._runners) == [(480, 640), (480, 832)]  # MOT17-05 (640x480, not enlarged) and 1920x1080
     print(f"\nMOT17-mini pedestrians found: {found} of {total}")
     assert total > 800 and found["big"] >= 0.44 * total and found["big"] >= 1.15 * found["square"], (found, total)

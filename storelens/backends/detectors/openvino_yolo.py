@@ -209,6 +209,8 @@ class OpenVINOYoloDetector:
         self._device, self._props = openvino_device(cfg.device), latency_props(cfg.threads, cfg.precision)
         try:
             model = core.read_model(str(path))
+            #: With ``rect``: the export as read, cloned for each shape's edit (no second read of the file).
+            self._source = model.clone() if cfg.rect else None
             shape = model.inputs[0].get_partial_shape()
             if shape.is_dynamic:  # a dynamic export runs at imgsz x imgsz, one image a request
                 model.reshape([1, 3, cfg.imgsz, cfg.imgsz])
@@ -262,7 +264,7 @@ class OpenVINOYoloDetector:
         """The export edited for an ``hw`` input (:func:`rect_model`), compiled unless ``compile_it`` is False (then
         only checked); ModelError naming ``detector.rect`` if it cannot be."""
         try:
-            model = rect_model(self._core.read_model(str(self._path)), hw)
+            model = rect_model(self._source.clone(), hw)
             return self._core.compile_model(uint8_bgr_input(model), self._device, self._props) if compile_it else None
         except ModelError:
             raise
