@@ -3,7 +3,9 @@
 
 For every visible sequence with ground truth in the shared assets (TUD-Campus,
 TUD-Stadtmitte, the two CAVIAR clips with ``gt/gt.txt``, MOT17-mini as a smoke
-test) each tracker runs once as its own process, every frame:
+test; and the third CAVIAR clip, OneLeaveShopReenter1front, which has hand counts
+but no boxes, for its door count only) each tracker runs once as its own process,
+every frame:
 
 * ``bytereid`` and ``deepsort``: ``storelens track SOURCE --mot-out FILE --config CFG``;
 * ``ul-bytetrack`` / ``ul-botsort``: ``YOLO(weights).track(SOURCE, tracker=bytetrack.yaml|botsort.yaml)``
@@ -13,8 +15,9 @@ and is scored against the ground truth: MOTA, IDF1 and ID switches with
 motmetrics (``storelens.domain.mot.evaluate_mot``, IoU 0.5), HOTA with
 TrackEval's implementation, whole-process frames per second (wall time of the
 process, model loading included, as a user would time it). Then the counting
-errors of ``tests/test_mot_quality.py``'s lines, with every tracker's output
-replayed through the same crossing rules (``gt_line_counts``).
+errors of ``tests/test_mot_quality.py``'s lines and of the CAVIAR shop door
+against CAVIAR's hand counts (``tests/test_door_counts.py``), with every
+tracker's output replayed through the same crossing rules (``gt_line_counts``).
 
 MOT17-mini's jpg sequences (4-8 frames) are packed into a lossless-enough MJPG
 file first so that every tracker reads the same video; their fps are
@@ -70,14 +73,15 @@ _CLI = ("import os, sys\n"
 class Seq:
     name: str
     source: pathlib.Path  # video file or folder of jpgs
-    gt: pathlib.Path
+    gt: pathlib.Path | None  # None: no boxes (scored on its door count only)
 
 
 def sequences() -> list[Seq]:
     out = [Seq(n, asset("mot", n, f"{n}.mp4"), asset("mot", n, "gt", "gt.txt")) for n in ("TUD-Campus", "TUD-Stadtmitte")]
-    for clip in ("OneLeaveShop1front", "EnterExitCrossingPaths1front"):
+    for clip in ("OneLeaveShop1front", "EnterExitCrossingPaths1front", "OneLeaveShopReenter1front"):
         d = asset("video", "caviar", clip)
-        out.append(Seq(f"CAVIAR-{clip}", d / f"{clip}.mp4", d / "gt" / "gt.txt"))
+        gt = d / "gt" / "gt.txt"
+        out.append(Seq(f"CAVIAR-{clip}", d / f"{clip}.mp4", gt if gt.is_file() else None))
     for d in sorted(asset("mot", "MOT17-mini", "train").glob("MOT17-*")):
         out.append(Seq(f"MOT17mini-{d.name.split('-')[1]}", d / "img1", d / "gt" / "gt.txt"))
     return out
@@ -178,12 +182,18 @@ def hota(gt_path: pathlib.Path, hyp_path: pathlib.Path) -> float:
 
 
 def count_errors(hyp: pathlib.Path, seq_name: str) -> dict[str, int]:
-    """|in - gt_in| + |out - gt_out| per line of tests/test_mot_quality.py, from replaying ``hyp``."""
+    """|in - gt_in| + |out - gt_out| per line of tests/test_mot_quality.py (and, on a CAVIAR clip, of the shop
+    door of tests/test_door_counts.py against CAVIAR's hand counts), from replaying ``hyp``."""
+    from test_door_counts import DOOR, hand_counts
     from test_mot_quality import COUNT_CASES
 
-    cases = [c for c in COUNT_CASES if c.seq == seq_name]
-    got = gt_line_counts(hyp, [c.line for c in cases]) if cases else {}
-    return {c.line_id: abs(got[c.line_id]["in"] - c.gt_in) + abs(got[c.line_id]["out"] - c.gt_out) for c in cases}
+    from storelens.config import LineConfig
+
+    cases = [(c.line, c.gt_in, c.gt_out) for c in COUNT_CASES if c.seq == seq_name]
+    if seq_name.startswith("CAVIAR-"):
+        cases.append((LineConfig.model_validate(DOOR), *hand_counts(seq_name.removeprefix("CAVIAR-"))))
+    got = gt_line_counts(hyp, [line for line, _, _ in cases]) if cases else {}
+    return {line.id: abs(got[line.id]["in"] - g_in) + abs(got[line.id]["out"] - g_out) for line, g_in, g_out in cases}
 
 
 def machine_lines() -> list[str]:
@@ -236,9 +246,12 @@ def main() -> int:
             for t in trackers:
                 hyp = tmp / f"{seq.name}.{t}.txt"
                 wall, cpu = (float(np.median(x)) for x in zip(*runs[t]))
-                s = evaluate_mot(seq.gt, hyp)
-                cells.append(f"{s.mota:.3f} / **{s.idf1:.3f}** / {hota(seq.gt, hyp):.3f} / {s.num_switches} "
-                             f"/ {n / wall:.1f} / {1000 * cpu / n:.0f}")
+                if seq.gt is None:  # counted only
+                    cells.append(f"- / - / - / - / {n / wall:.1f} / {1000 * cpu / n:.0f}")
+                else:
+                    s = evaluate_mot(seq.gt, hyp)
+                    cells.append(f"{s.mota:.3f} / **{s.idf1:.3f}** / {hota(seq.gt, hyp):.3f} / {s.num_switches} "
+                                 f"/ {n / wall:.1f} / {1000 * cpu / n:.0f}")
                 for k, v in enumerate((n, wall, cpu)):
                     totals[t][k] += v
                 errs = count_errors(hyp, seq.name)
@@ -255,7 +268,8 @@ def main() -> int:
     print(table[-1], flush=True)
     out = [*lines, *table, ""]
     if counts:
-        out += ["Counting error per line of `tests/test_mot_quality.py` (|in - gt in| + |out - gt out|):", "",
+        out += ["Counting error per line of `tests/test_mot_quality.py` and the CAVIAR door of "
+                "`tests/test_door_counts.py` (|in - gt in| + |out - gt out|):", "",
                 "| sequence | line | " + " | ".join(trackers) + " |", "|---|---|" + "---:|" * len(trackers)]
         for name, per in counts.items():
             for line_id in next(iter(per.values())):

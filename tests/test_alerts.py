@@ -425,7 +425,8 @@ def two_cameras(rules: list[dict], entrance_lines=None, source_d: str = "d.mp4")
 
 
 def walk(cam: str, track: int, ys: list[int], seq0: int, ts0: int) -> list[m.TrackedFrame]:
-    return [tframe(cam, seq0 + i, ts0 + i * 100, [(track, 320, y)]) for i, y in enumerate(ys)]
+    """A frame every 0.4 s: 30-40 px steps of a 60 px box are a walk (faster, the line counter sees no person)."""
+    return [tframe(cam, seq0 + i, ts0 + i * 400, [(track, 320, y)]) for i, y in enumerate(ys)]
 
 
 IN, OUT = [250, 280, 320, 350], [350, 320, 280, 250]
@@ -439,7 +440,7 @@ IN, OUT = [250, 280, 320, 350], [350, 320, 280, 250]
 ])
 def test_store_occupancy_rule(entrance, expected) -> None:
     cfg = parse_config(two_cameras([{"kind": "store_occupancy", "id": "full", "max": 1, "cooldown_s": 0}], entrance))
-    frames = sorted(walk("c", 1, IN, 0, 1000) + walk("d", 2, IN, 0, 1050) + walk("c", 1, OUT, 4, 1400),
+    frames = sorted(walk("c", 1, IN, 0, 1000) + walk("d", 2, IN, 0, 1050) + walk("c", 1, OUT, 4, 2600),
                     key=lambda f: f.ts_ms)
     got = [a for a in derive(cfg, frames) if isinstance(a, m.Alert)]
     seq_of = {(f.camera_id, f.seq): f.ts_ms for f in frames}

@@ -252,6 +252,109 @@ def test_an_id_seen_as_stationary_takes_no_lost_state(mover, still_at_ms, expect
     assert summary(resumed.update(5, t + DT, [mover], [(330, 290)])) == expected
 
 
+# ---------------------------------------------------------------------------------------------
+# With box heights (as the analytics stage gives them): steps that are not walking, radius in heights
+# ---------------------------------------------------------------------------------------------
+
+Sized = dict[int, tuple[float, float, float]]  # track id -> (x, y, box height)
+
+
+def run_sized(frames_: list[tuple[int, Sized]], counting=None, still: dict[int, list[int]] | None = None):
+    """Like :func:`run`, with each track's box height; ``still``: frame index -> stationary ids that frame."""
+    lc = LineCounter("cam", [DOOR], CountingConfig(**(counting or {})))
+    events: list[CrossingEvent] = []
+    for seq, (ts, tracks) in enumerate(frames_):
+        events += lc.update(seq, ts, list(tracks), [(x, y) for x, y, _ in tracks.values()],
+                            still_ids=(still or {}).get(seq, []), heights=[h for _, _, h in tracks.values()])
+    return lc, events
+
+
+def sized_walk(tid: int, *steps: tuple[float, float], x: float = 320, dt: int = DT, t0: int = 0):
+    """One track through ``(y, box height)`` steps at column ``x``."""
+    return [(t0 + i * dt, {tid: (x, y, h)}) for i, (y, h) in enumerate(steps)]
+
+
+SIZED = [
+    # a person of 100 px walking 10 px (0.1 heights) a frame at 25 fps: counts, as without heights
+    Case("sized_walk_counts", sized_walk(1, (270, 100), (280, 100), (290, 100), (300, 100), (310, 100),
+                                         (320, 100)), [("door", 1, "in")]),
+    # the box snaps from the person (100 px) to a mannequin behind the line (40 px): the anchor "crosses", but
+    # a box that changed to another object's is no step, and the side restarts where the box now is
+    Case("box_snapping_to_another_object_never_counts",
+         sized_walk(1, (270, 100), (280, 100), (290, 100), (330, 40), (331, 40), (330, 40)), []),
+    # the box grows over two objects (the mannequin's head to a passer-by's feet): 45 -> 97 px
+    Case("box_growing_over_two_objects_never_counts",
+         sized_walk(1, (290, 45), (290, 45), (330, 97), (331, 97)), []),
+    # back to the person after the snap: the side restarted below, so walking on counts nothing twice
+    Case("after_a_snap_the_side_restarts_where_the_box_is",
+         sized_walk(1, (270, 100), (290, 100), (330, 40), (320, 100), (330, 100), (340, 100)), []),
+    # the same height but 0.8 heights in one 25 fps frame (20 heights a second): no one walks so
+    Case("a_jump_too_far_for_the_time_never_counts",
+         sized_walk(1, (260, 100), (270, 100), (280, 100), (360, 100), (370, 100)), []),
+    # ... while at 5 fps 0.5 heights a frame (2.5 heights a second) is within 0.2 + 2.0 * 0.2 = 0.6
+    Case("a_long_step_at_5_fps_counts",
+         sized_walk(1, (240, 100), (270, 100), (290, 100), (340, 100), (380, 100), dt=200), [("door", 1, "in")]),
+    # sizes within the ratio (100 -> 160 px, a person nearing the camera) count
+    Case("a_box_growing_within_the_ratio_counts",
+         sized_walk(1, (280, 100), (290, 120), (300, 140), (310, 160)), [("door", 1, "in")]),
+    # lost at 290 and, 160 ms later, a new id 10 px (0.25 heights of 40 px) further on: re-acquired, one crossing
+    Case("reacquire_radius_is_in_box_heights_small_person_near",
+         sized_walk(1, (270, 40), (280, 40), (290, 40)) + sized_walk(2, (300, 40), (310, 40), t0=6 * DT),
+         [("door", 2, "in")]),
+    # ... 20 px (0.5 heights) further on: another person, who starts on the line (nothing); the step itself
+    # would be a walk (0.2 + 2.0 * 0.16 = 0.52 heights), so only the radius tells them apart
+    Case("reacquire_radius_is_in_box_heights_small_person_far",
+         sized_walk(1, (270, 40), (280, 40), (290, 40)) + sized_walk(2, (310, 40), (320, 40), t0=6 * DT), []),
+    # for a 200 px person the same 20 px (0.1 heights) is near: re-acquired
+    Case("reacquire_radius_is_in_box_heights_large_person",
+         sized_walk(1, (250, 200), (270, 200), (290, 200)) + sized_walk(2, (310, 200), (320, 200), t0=3 * DT),
+         [("door", 2, "in")]),
+]
+
+
+@pytest.mark.parametrize("case", SIZED, ids=lambda c: c.id)
+def test_line_counter_with_box_heights(case: Case):
+    lc, events = run_sized(case.frames, case.counting)
+    assert summary(events) == case.expected
+    assert lc.counts()["door"] == {d: sum(1 for e in events if e.direction == d) for d in ("in", "out")}
+
+
+def test_without_heights_every_step_is_a_step_and_the_radius_is_in_pixels():
+    """Callers that give no box sizes keep the rules as they were (the snap above counts)."""
+    plain = [(ts, {t: (x, y) for t, (x, y, _) in tr.items()}) for ts, tr in SIZED[1].frames]
+    assert summary(run((DOOR,), plain)[1]) == [("door", 1, "in")]
+
+
+@pytest.mark.parametrize("stationary, expected", [(True, []), (False, [("door", 2, "in")])])
+def test_a_track_lost_while_stationary_hands_its_state_to_nobody(stationary, expected):
+    """CAVIAR's shop door: a mannequin's track (40 px, above the line) becomes stationary, so it leaves the
+    frame's people; a passer-by's new track starts 5 px from it and walks down. It is not the mannequin."""
+    frames_ = sized_walk(1, (290, 40), (290, 40), (290, 40)) + [(3 * DT, {})] + sized_walk(
+        2, (295, 40), (305, 40), (315, 40), t0=4 * DT)
+    still = {3: [1], 4: [1], 5: [1]} if stationary else {}
+    _, events = run_sized(frames_, still=still)
+    assert summary(events) == expected
+
+
+def test_heights_are_part_of_the_state_and_old_states_load():
+    lc, _ = run_sized(sized_walk(1, (270, 100), (290, 100)))
+    state = lc.state()
+    assert state["tracks"]["1"][4] == 100
+    resumed = LineCounter("cam", [DOOR], CountingConfig())
+    resumed.load_state(state)
+    # the snap is still seen after a restart: the height came with the state
+    assert resumed.update(2, 2 * DT, [1], [(320, 330)], heights=[40]) == []
+    old = {k: ({t: v[:4] for t, v in d.items()} if k in ("tracks", "lost") else d) for k, d in state.items()}
+    before = LineCounter("cam", [DOOR], CountingConfig())
+    before.load_state(old)  # a state saved before heights: the size is unknown, the step counts as before
+    assert summary(before.update(2, 2 * DT, [1], [(320, 330)], heights=[40])) == [("door", 1, "in")]
+
+
+def test_mismatched_heights_raise():
+    with pytest.raises(ValueError, match="heights"):
+        LineCounter("cam", [DOOR], CountingConfig()).update(0, 0, [1, 2], [(0, 0), (1, 1)], heights=[10])
+
+
 @pytest.mark.parametrize("amplitude", [12, 20, 60])
 def test_large_oscillation_alternates_for_long_runs(amplitude):
     ys = [300 + (amplitude if i % 2 else -amplitude) for i in range(51)]

@@ -320,22 +320,25 @@ def test_gt_line_counts_on_hand_made_trajectories(tmp_path):
         + [_box(f, 6, (600, 240 + 20 * (f - 1))) for f in range(1, 8)]  # down through the door line: in
     )
     gt = _write_gt(tmp_path / "gt.txt", boxes)
-    counts = gt_line_counts(gt, [MID, DOOR], CountingConfig())
+    # at 2 fps: 40 px a frame is 0.8 box heights a second, a walk (LineCounter never counts a step that is none)
+    counts = gt_line_counts(gt, [MID, DOOR], CountingConfig(), fps=2.0)
     assert counts == {"mid": {"in": 2, "out": 2}, "door": {"in": 1, "out": 0}}
     # lines as plain dicts (config style) give the same
     as_dicts = [{"id": "mid", "a": [320, 480], "b": [320, 0]}, {"id": "door", "a": [0, 300], "b": [640, 300]}]
-    assert gt_line_counts(gt, as_dicts) == counts
+    assert gt_line_counts(gt, as_dicts, fps=2.0) == counts
+    # at 25 fps the tracks through "mid" move 10 box heights a second: no person walks so, none counts
+    assert gt_line_counts(gt, [MID]) == {"mid": {"in": 0, "out": 0}}
 
 
 def test_gt_line_counts_joins_an_id_switch_at_the_line(tmp_path):
-    # id 1 walks up to the line and vanishes; two frames later id 2 appears 30 px
-    # further on: LineCounter's re-acquisition joins them into one crossing.
+    # id 1 walks up to the line and vanishes; two frames later id 2 appears 30 px (0.3 box heights)
+    # further on: LineCounter's re-acquisition joins them into one crossing. At 2 fps (a walk; the gap is 1.5 s).
     boxes = _walk(1, [200, 240, 280, 310], 400) + _walk(2, [340, 380, 420], 400, first_frame=7)
     gt = _write_gt(tmp_path / "gt.txt", boxes)
-    assert gt_line_counts(gt, [MID]) == {"mid": {"in": 1, "out": 0}}
+    assert gt_line_counts(gt, [MID], fps=2.0) == {"mid": {"in": 1, "out": 0}}
     # with re-acquisition switched off the new id starts fresh: no crossing
-    no_join = CountingConfig(reacquire_radius_px=0)
-    assert gt_line_counts(gt, [MID], no_join) == {"mid": {"in": 0, "out": 0}}
+    no_join = CountingConfig(reacquire_radius_heights=0)
+    assert gt_line_counts(gt, [MID], no_join, fps=2.0) == {"mid": {"in": 0, "out": 0}}
     # and after the re-acquire window (2 s) it is a new person too: at 1 fps the gap is 3 s
     assert gt_line_counts(gt, [MID], fps=1.0) == {"mid": {"in": 0, "out": 0}}
 

@@ -79,7 +79,7 @@ def test_stage_applies_a_site_version_keeping_unchanged_lines() -> None:
     cfg = parse_config(SITE)
     stage = AnalyticsStage(cfg)
     box = lambda x: m.BoxXYXY(x1=x - 10, y1=100, x2=x + 10, y2=300)  # noqa: E731
-    frame = lambda seq, x: m.TrackedFrame(camera_id=CAMERA, seq=seq, ts_ms=seq * 40,  # noqa: E731
+    frame = lambda seq, x: m.TrackedFrame(camera_id=CAMERA, seq=seq, ts_ms=seq * 400,  # noqa: E731 (a walk)
                                           tracks=[m.Track(track_id=1, bbox_xyxy=box(x))])
     stage.handle("tracks", frame(0, 150))
     stage.handle("tracks", frame(1, 250))  # crosses x200

@@ -386,9 +386,20 @@ class CountingConfig(Strict):
     #: Distance (px) the anchor must reach beyond a line before a crossing counts;
     #: people standing on the line and jitter never count.
     hysteresis_px: Annotated[float, Field(ge=0)] = 6.0
-    #: A new track starting within this radius (px) and time of where a lost
-    #: track ended inherits its line state (lost-and-re-acquired tracks).
+    #: A new track starting within this radius and time of where a lost track ended inherits its line state
+    #: (lost-and-re-acquired tracks). The radius is in the lost track's box heights, so it means the same at
+    #: any image size and distance from the camera; ``reacquire_radius_px`` applies only to callers that give
+    #: no box sizes.
+    reacquire_radius_heights: Annotated[float, Field(ge=0)] = 0.35
     reacquire_radius_px: Annotated[float, Field(ge=0)] = 60.0
+    #: A step whose box height changes by more than this factor is not one person walking (a box that
+    #: snapped from a person to a mannequin, or grew over two objects): it never counts a crossing, and the
+    #: track's side of each line restarts from where it now is.
+    max_height_ratio: Annotated[float, Field(gt=1)] = 1.75
+    #: Nor does a step of more than ``max_step_heights`` box heights plus ``max_speed_heights_per_s`` per
+    #: second since the track was last seen (people walk ~0.8 heights a second, run under 2).
+    max_step_heights: Annotated[float, Field(ge=0)] = 0.2
+    max_speed_heights_per_s: Annotated[float, Field(ge=0)] = 2.0
     reacquire_window_ms: Annotated[int, Field(ge=0)] = 2000
     #: Tumbling window of the per-line counts.
     window_s: Annotated[int, Field(ge=1)] = 60

@@ -19,13 +19,23 @@ Rules (each is a case in ``tests/test_counting.py``):
   then ``out`` (net zero), never ``in`` twice.
 * **Lost and re-acquired tracks.** A track that disappears keeps its state for
   ``reacquire_window_ms``: if it returns under the same id the gap is treated
-  as one step; if a *new* id starts within ``reacquire_radius_px`` of where it
-  vanished, the new id inherits the state, so an id switch at the door
-  neither double-counts nor loses the crossing. Only a *new* id: one seen
-  as stationary (``still_ids``: a mannequin, someone standing since their
-  track began) within ``reacquire_window_ms`` was there all along, so when it
-  starts to move it is its own track and takes no lost track's state (it
-  would otherwise count the crossing of a passer-by who vanished near it).
+  as one step; if a *new* id starts within ``reacquire_radius_heights`` of the
+  lost track's box height (``reacquire_radius_px`` when the caller gives no
+  box sizes) of where it vanished, the new id inherits the state, so an id
+  switch at the door neither double-counts nor loses the crossing. Only a
+  *new* id: one seen as stationary (``still_ids``: a mannequin, someone
+  standing since their track began) within ``reacquire_window_ms`` was there
+  all along, so when it starts to move it is its own track and takes no lost
+  track's state (it would otherwise count the crossing of a passer-by who
+  vanished near it). Nor does a track lost while stationary hand its state on:
+  the passer-by who hides a mannequin is not the mannequin.
+* **Steps that are not walking** (with box heights). A step whose box height
+  changes by more than ``max_height_ratio``, or whose anchor moves further than
+  ``max_step_heights`` plus ``max_speed_heights_per_s`` per second since the
+  track was last seen (in box heights), is a box that snapped to another
+  object (a mannequin behind the person, a box grown over both), not a person
+  walking: it counts nothing, and the track's side of each line restarts from
+  where its box now is.
 
 Example:
     >>> from storelens.config import LineConfig, CountingConfig
@@ -95,6 +105,7 @@ class _TrackState:
     anchor: tuple[float, float]
     ts_ms: int
     lines: dict[str, _LineState] = field(default_factory=dict)
+    height: float = 0.0  # box height (px) at ``anchor``; 0: not given
 
 
 class LineCounter:
@@ -127,7 +138,7 @@ class LineCounter:
         """
         def track(st: _TrackState) -> list:
             return [st.anchor[0], st.anchor[1], st.ts_ms,
-                    {k: [ls.side, ls.through_segment] for k, ls in st.lines.items()}]
+                    {k: [ls.side, ls.through_segment] for k, ls in st.lines.items()}, st.height]
 
         return {
             "tracks": {str(t): track(st) for t, st in self._tracks.items()},
@@ -139,7 +150,8 @@ class LineCounter:
     def load_state(self, state: dict) -> None:
         def track(v: list) -> _TrackState:
             return _TrackState((float(v[0]), float(v[1])), int(v[2]),
-                               {k: _LineState(int(s), bool(f)) for k, (s, f) in v[3].items()})
+                               {k: _LineState(int(s), bool(f)) for k, (s, f) in v[3].items()},
+                               float(v[4]) if len(v) > 4 else 0.0)  # a state saved before heights: unknown
 
         self._tracks = {int(t): track(v) for t, v in state.get("tracks", {}).items()}
         self._lost = {int(t): track(v) for t, v in state.get("lost", {}).items()}
@@ -155,11 +167,14 @@ class LineCounter:
         track_ids: Iterable[int],
         anchors: np.ndarray | Sequence[tuple[float, float]],
         still_ids: Iterable[int] = (),
+        heights: Sequence[float] | np.ndarray | None = None,
     ) -> list[CrossingEvent]:
         """Feed one frame's tracks (ids and anchor points); return the crossings it completes.
 
         ``still_ids``: the frame's stationary tracks, which count nowhere; they are only remembered as
-        not new (see *Lost and re-acquired tracks*).
+        not new (see *Lost and re-acquired tracks*). ``heights``: the tracks' box heights (px), in the order
+        of ``track_ids``; with them the re-acquire radius is in box heights and implausible steps never
+        count (see *Steps that are not walking*).
         """
         for tid in still_ids:
             self._still[int(tid)] = ts_ms
@@ -168,6 +183,9 @@ class LineCounter:
         if len(ids) != len(pts):
             raise ValueError(f"{len(ids)} track ids but {len(pts)} anchors")
         points = [(float(x), float(y)) for x, y in pts]
+        hs = [0.0] * len(ids) if heights is None else [max(0.0, float(h)) for h in np.asarray(heights).reshape(-1)]
+        if len(hs) != len(ids):
+            raise ValueError(f"{len(ids)} track ids but {len(hs)} heights")
         # Tracks missing from this frame are lost *before* this frame's new ids are
         # matched, so an id switch between two consecutive frames is re-acquired.
         present = set(ids)
@@ -181,20 +199,36 @@ class LineCounter:
         states.update(self._reacquire([(tid, p) for tid, p in zip(ids, points)
                                        if states[tid] is None and tid not in self._still]))
         events: list[CrossingEvent] = []
-        for tid, p1 in zip(ids, points):
+        for tid, p1, h1 in zip(ids, points, hs):
             st = states[tid]
             if st is None:
                 st = states[tid] = _TrackState(anchor=p1, ts_ms=ts_ms)
                 p0 = None
-            else:
+            elif self._walked(st, p1, h1, ts_ms):
                 p0 = st.anchor
+            else:  # not one person walking: no crossing on this step; each side restarts from here
+                p0 = None
+                for ls in st.lines.values():
+                    ls.side, ls.through_segment = 0, False
             for line in self.lines:
                 ev = self._step(line, st.lines.setdefault(line.id, _LineState()), p0, p1, tid, ts_ms, seq)
                 if ev is not None:
                     events.append(ev)
-            st.anchor, st.ts_ms = p1, ts_ms
+            st.anchor, st.ts_ms, st.height = p1, ts_ms, h1
             self._tracks[tid] = st
         return events
+
+    def _walked(self, st: _TrackState, p1: tuple[float, float], h1: float, ts_ms: int) -> bool:
+        """Whether the step from ``st`` to anchor ``p1`` with box height ``h1`` can be one person walking:
+        the box about the same height, the anchor no further than a walk (or a run) from where it was."""
+        h0 = st.height
+        if h0 <= 0 or h1 <= 0:
+            return True  # sizes not given: every step is a step
+        if max(h1 / h0, h0 / h1) > self.cfg.max_height_ratio:
+            return False
+        dt_s = max(0, ts_ms - st.ts_ms) / 1000.0
+        reach = (self.cfg.max_step_heights + self.cfg.max_speed_heights_per_s * dt_s) * (h0 + h1) / 2
+        return math.hypot(p1[0] - st.anchor[0], p1[1] - st.anchor[1]) <= reach
 
     def _step(self, line: LineConfig, ls: _LineState, p0, p1, tid: int, ts_ms: int, seq: int) -> CrossingEvent | None:
         d = signed_distance(p1, line.a, line.b)
@@ -221,12 +255,17 @@ class LineCounter:
                              self.camera_id, line.id, tid, direction, ts_ms, seq)
 
     def _reacquire(self, new: list[tuple[int, tuple[float, float]]]) -> dict[int, _TrackState]:
-        """Hand lost tracks' states to new ids: closest pairs first, each state to one id at most."""
+        """Hand lost tracks' states to new ids: closest pairs first, each state to one id at most. A track
+        lost while stationary (a mannequin hidden by a passer-by) hands its state to nobody."""
         pairs = []
         for i, (tid, p) in enumerate(new):
             for lost_tid, st in self._lost.items():
+                if lost_tid in self._still:
+                    continue
                 dist = math.hypot(st.anchor[0] - p[0], st.anchor[1] - p[1])
-                if dist <= self.cfg.reacquire_radius_px:
+                radius = (self.cfg.reacquire_radius_heights * st.height if st.height > 0
+                          else self.cfg.reacquire_radius_px)
+                if dist <= radius:
                     pairs.append((dist, i, lost_tid))
         taken: dict[int, _TrackState] = {}
         for _, i, lost_tid in sorted(pairs):

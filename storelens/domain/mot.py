@@ -285,7 +285,7 @@ def gt_line_counts(
 ) -> dict[str, dict[str, int]]:
     """Reference ``{line_id: {"in": N, "out": N}}`` from ground-truth trajectories.
 
-    The evaluated ground-truth boxes' bottom-centre anchors are fed frame by
+    The evaluated ground-truth boxes' bottom-centre anchors (and heights) are fed frame by
     frame (every frame from 1 to the last, empty ones included, as the
     pipeline does) into :class:`storelens.domain.counting.LineCounter`, with the
     ground-truth ids as track ids. Timestamps follow ingest:
@@ -307,7 +307,8 @@ def gt_line_counts(
     for f in range(1, last + 1):
         boxes = gt.get(f, [])
         counter.update(seq=f - 1, ts_ms=start_ts_ms + int(round((f - 1) * 1000.0 / fps)),
-                       track_ids=[b.track_id for b in boxes], anchors=[b.anchor for b in boxes])
+                       track_ids=[b.track_id for b in boxes], anchors=[b.anchor for b in boxes],
+                       heights=[b.height for b in boxes])
     return counter.counts()
 
 

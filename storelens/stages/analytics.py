@@ -230,7 +230,8 @@ class AnalyticsStage:
         boxes = np.array([[t.bbox_xyxy.x1, t.bbox_xyxy.y1, t.bbox_xyxy.x2, t.bbox_xyxy.y2] for t in people],
                          np.float64).reshape(-1, 4)
         out.crossings = counter.update(tf.seq, tf.ts_ms, ids, anchors_bottom_center(boxes),
-                                       still_ids=[t.track_id for t in tf.tracks if t.stationary])
+                                       still_ids=[t.track_id for t in tf.tracks if t.stationary],
+                                       heights=boxes[:, 3] - boxes[:, 1])
         for a in self.analyzers[tf.camera_id].values():
             view = FrameView(tf.camera_id, tf.seq, tf.ts_ms, tf.width, tf.height, ids, boxes, people,
                              crossings=out.crossings, prior=list(out.analyzed), detected=len(tf.tracks),

@@ -1,0 +1,152 @@
+#!/usr/bin/env python
+"""Line-counting errors of the counting rules on the default tracker's real tracks, every frame and at 5 fps.
+
+The product's detect-track stage (YOLO, the default tracker, stationary flags) runs once on each sequence with
+hand-checked counts: the three lines of TUD-Campus and of TUD-Stadtmitte (``tests/test_mot_quality.py``) and
+the shop door of the three CAVIAR entrance clips (``tests/test_door_counts.py``, CAVIAR's hand counts), every
+frame and at 5 fps in each of the five frame phases (as ``target_fps: 5`` samples a 25 fps camera). Its tracks
+are then replayed through :class:`~storelens.domain.counting.LineCounter` as the analytics stage feeds it
+(stationary tracks as ``still_ids``, the others as people, with their box heights) under several rule sets:
+
+* ``no heights``: the rules before box heights (a re-acquire radius of 60 px, every step a step);
+* ``default``: today's :class:`~storelens.config.CountingConfig`;
+* each new setting at other values, one at a time (the rest at their defaults), to show how flat the errors
+  are around the defaults.
+
+Each cell is the sum of |in - true in| + |out - true out| over the lines and phases of that group.
+
+    python bench/counting_rules.py [--out /tmp/counting_rules.md]
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import shlex
+import sys
+import warnings
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+import benchlib  # noqa: E402
+
+#: One setting at a time, each at values around its default.
+SWEEP = {
+    "reacquire_radius_heights": (0.2, 0.5, 0.75, 1.0),
+    "max_height_ratio": (1.4, 1.5, 2.0, 2.5),
+    "max_speed_heights_per_s": (1.0, 3.0, 4.0),
+    "max_step_heights": (0.0, 0.35, 0.5),
+}
+PHASES = [(1, 0)] + [(5, k) for k in range(5)]
+
+
+def sequences() -> list[tuple[str, Path, list, list]]:
+    """(name, video, [LineConfig], [(true in, true out)]) of every sequence with hand-checked line counts."""
+    from test_door_counts import CLIPS, DOOR, hand_counts
+    from test_mot_quality import COUNT_CASES
+
+    from storelens.config import LineConfig
+    from storelens.paths import asset
+
+    out = []
+    for seq in ("TUD-Campus", "TUD-Stadtmitte"):
+        cases = [c for c in COUNT_CASES if c.seq == seq]
+        out.append((seq, asset("mot", seq, f"{seq}.mp4"), [c.line for c in cases],
+                    [(c.gt_in, c.gt_out) for c in cases]))
+    for clip in CLIPS:
+        out.append((f"CAVIAR-{clip}", asset("video", "caviar", clip, f"{clip}.mp4"), [LineConfig.model_validate(DOOR)],
+                    [hand_counts(clip)]))
+    return out
+
+
+def tracks(video: Path, step: int, offset: int, detector, config) -> list[tuple[int, list]]:
+    """``(ts_ms, [(track id, x1, y1, x2, y2, stationary)])`` of every ``step``-th frame from ``offset``."""
+    import cv2
+
+    from storelens.backends.trackers import build_tracker
+    from storelens.backends.video import RawFrame, encode_frame
+    from storelens.stages import DetectTrackStage
+
+    stage = DetectTrackStage(config, detector, lambda: build_tracker(config.tracker))
+    cap = cv2.VideoCapture(str(video))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    out, k = [], 0
+    while True:
+        ok, img = cap.read()
+        if not ok:
+            break
+        if k >= offset and (k - offset) % step == 0:
+            ts = int(round(k * 1000 / fps))
+            tf = stage.process(encode_frame("cam", k, RawFrame(k, ts, img), None, 90))
+            out.append((ts, [(t.track_id, (b := t.bbox_xyxy).x1, b.y1, b.x2, b.y2, t.stationary) for t in tf.tracks]))
+        k += 1
+    cap.release()
+    return out
+
+
+def errors(frames: list, lines: list, truth: list, counting, heights: bool) -> int:
+    """Counting error of one run's tracks replayed as the analytics stage feeds them."""
+    from storelens.domain.counting import LineCounter
+
+    lc = LineCounter("cam", lines, counting)
+    for seq, (ts, tr) in enumerate(frames):
+        people = [t for t in tr if not t[5]]
+        lc.update(seq, ts, [t[0] for t in people], [((t[1] + t[3]) / 2, t[4]) for t in people],
+                  still_ids=[t[0] for t in tr if t[5]], heights=[t[4] - t[2] for t in people] if heights else None)
+    got = lc.counts()
+    return sum(abs(got[ln.id]["in"] - t_in) + abs(got[ln.id]["out"] - t_out) for ln, (t_in, t_out) in zip(lines, truth))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="/tmp/counting_rules.md", help="also write the Markdown here")
+    args = ap.parse_args()
+    warnings.filterwarnings("ignore")
+    from storelens.backends.detectors import build_detector
+    from storelens.config import CountingConfig, parse_config
+
+    config = parse_config({"store": {"id": "bench"}, "cameras": [{"id": "cam", "source": "unused"}]})
+    detector = build_detector(config.detector)
+    runs = {}  # (sequence, step, offset) -> frames
+    seqs = sequences()
+    for name, video, _, _ in seqs:
+        for step, offset in PHASES:
+            runs[(name, step, offset)] = tracks(video, step, offset, detector, config)
+            print(f"tracked {name} step {step} offset {offset}: {len(runs[(name, step, offset)])} frames", flush=True)
+
+    base = CountingConfig()
+    sets = [("no heights (before)", base, False), ("default", base, True)]
+    sets += [(f"{key} {v:g}", base.model_copy(update={key: v}), True) for key, vals in SWEEP.items() for v in vals]
+    groups = [("TUD lines", "TUD"), ("CAVIAR door", "CAVIAR")]
+    head = ["rule set"] + [f"{g}, {'every frame' if s == 1 else '5 fps (5 phases)'}" for g, _ in groups for s in (1, 5)]
+    head.append("all")
+    table = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for label, counting, heights in sets:
+        cells = collections.Counter()
+        for name, _, lines, truth in seqs:
+            group = next(g for g, prefix in groups if name.startswith(prefix))
+            for step, offset in PHASES:
+                cells[(group, step)] += errors(runs[(name, step, offset)], lines, truth, counting, heights)
+        row = [cells[(g, s)] for g, _ in groups for s in (1, 5)]
+        table.append(f"| {label} | " + " | ".join(map(str, row)) + f" | {sum(row)} |")
+    d = base.model_dump()
+    lines = [f"Command: `{shlex.join(['python', 'bench/counting_rules.py', *sys.argv[1:]])}`", "",
+             benchlib.cpu_line(), benchlib.python_line(),
+             f"- load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
+             f"- defaults: {json.dumps({k: d[k] for k in ('reacquire_radius_heights', *list(SWEEP)[1:])})}",
+             "- lines: TUD-Campus x140/x300/x500, TUD-Stadtmitte x300/x460/x540; the CAVIAR door of "
+             "OneLeaveShop1front, EnterExitCrossingPaths1front and OneLeaveShopReenter1front", "",
+             "Counting errors (|in - true in| + |out - true out|, summed over lines and phases):", "", *table]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
