@@ -76,7 +76,7 @@ def gt_crossings(cam: str) -> list[tuple[int, str]]:
     for f in range(1, max(gt) + 1):
         boxes = gt.get(f, [])
         events = counter.update(seq=f - 1, ts_ms=T0 + round((f - 1) * 40), track_ids=[b.track_id for b in boxes],
-                                anchors=[b.anchor for b in boxes])
+                                anchors=[b.anchor for b in boxes], heights=[b.height for b in boxes])
         out += [(e.ts_ms, e.direction) for e in events]
     return out
 

@@ -183,7 +183,8 @@ class LineCounter:
         if len(ids) != len(pts):
             raise ValueError(f"{len(ids)} track ids but {len(pts)} anchors")
         points = [(float(x), float(y)) for x, y in pts]
-        hs = [0.0] * len(ids) if heights is None else [max(0.0, float(h)) for h in np.asarray(heights).reshape(-1)]
+        hs = [0.0] * len(ids) if heights is None else [
+            float(h) if math.isfinite(h) and h > 0 else 0.0 for h in np.asarray(heights, np.float64).reshape(-1)]
         if len(hs) != len(ids):
             raise ValueError(f"{len(ids)} track ids but {len(hs)} heights")
         # Tracks missing from this frame are lost *before* this frame's new ids are
@@ -196,15 +197,16 @@ class LineCounter:
         for tid in ids:
             if tid not in states:
                 states[tid] = self._tracks.get(tid) or self._lost.pop(tid, None)
-        states.update(self._reacquire([(tid, p) for tid, p in zip(ids, points)
-                                       if states[tid] is None and tid not in self._still]))
+        rejoined = self._reacquire([(tid, p, h) for tid, p, h in zip(ids, points, hs)
+                                    if states[tid] is None and tid not in self._still])
+        states.update(rejoined)
         events: list[CrossingEvent] = []
         for tid, p1, h1 in zip(ids, points, hs):
             st = states[tid]
             if st is None:
                 st = states[tid] = _TrackState(anchor=p1, ts_ms=ts_ms)
                 p0 = None
-            elif self._walked(st, p1, h1, ts_ms):
+            elif tid in rejoined or self._walked(st, p1, h1, ts_ms):  # a re-acquisition was checked there
                 p0 = st.anchor
             else:  # not one person walking: no crossing on this step; each side restarts from here
                 p0 = None
@@ -254,13 +256,17 @@ class LineCounter:
         return CrossingEvent(crossing_event_id(self.camera_id, line.id, tid, seq),
                              self.camera_id, line.id, tid, direction, ts_ms, seq)
 
-    def _reacquire(self, new: list[tuple[int, tuple[float, float]]]) -> dict[int, _TrackState]:
-        """Hand lost tracks' states to new ids: closest pairs first, each state to one id at most. A track
-        lost while stationary (a mannequin hidden by a passer-by) hands its state to nobody."""
+    def _reacquire(self, new: list[tuple[int, tuple[float, float], float]]) -> dict[int, _TrackState]:
+        """Hand lost tracks' states to new ``(id, anchor, box height)``: closest pairs first, each state to one
+        id at most, only to a box of about the same height (``max_height_ratio``) within the radius. A track
+        lost while stationary (a mannequin hidden by a passer-by: seen stationary after its last move) hands
+        its state to nobody."""
         pairs = []
-        for i, (tid, p) in enumerate(new):
+        for i, (tid, p, h) in enumerate(new):
             for lost_tid, st in self._lost.items():
-                if lost_tid in self._still:
+                if self._still.get(lost_tid, -1) >= st.ts_ms:
+                    continue
+                if st.height > 0 and h > 0 and max(h / st.height, st.height / h) > self.cfg.max_height_ratio:
                     continue
                 dist = math.hypot(st.anchor[0] - p[0], st.anchor[1] - p[1])
                 radius = (self.cfg.reacquire_radius_heights * st.height if st.height > 0
