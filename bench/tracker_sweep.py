@@ -48,16 +48,19 @@ from storelens.domain.mot import MotBox, evaluate_mot, write_mot  # noqa: E402
 LONG = 50
 
 
-def frames(seq: Seq, quality: int, step: int = 1, offset: int = 0):
+def frames(seq: Seq, quality: int, step: int = 1, offset: int = 0, scale: float = 1.0):
     """``(frame number from 1, fps, BGR image)`` of every ``step``-th frame from frame ``offset`` (0-based), as a
     camera's ``target_fps`` samples them (``fps`` is then the sampled rate), through the ingest's JPEG round trip
-    unless ``quality`` is 0 (only the frames kept are encoded and decoded)."""
+    unless ``quality`` is 0 (only the frames kept are encoded and decoded); ``scale`` < 1: as a camera of that
+    fraction of the resolution would see them (area-resized before the JPEG hop)."""
     import cv2
     import numpy as np
 
     from storelens.backends.video import RawFrame, decode_frame, encode_frame
 
     def hop(k: int, img: np.ndarray) -> np.ndarray:
+        if scale != 1.0:
+            img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         return decode_frame(encode_frame("cam", k, RawFrame(k, 0, img), None, quality)) if quality else img
 
     def kept(k: int) -> bool:
@@ -82,10 +85,12 @@ def frames(seq: Seq, quality: int, step: int = 1, offset: int = 0):
 
 
 def detections(seq: Seq, quality: int, confidence: float, cache: pathlib.Path, rect: bool = False,
-               imgsz: int = 640) -> list:
-    """The detector's output for every frame (cached: ``(xyxy, confidence, class)`` arrays per frame); ``rect``,
-    ``imgsz``: ``detector.rect`` and ``detector.imgsz``."""
-    path = cache / f"{seq.name}.q{quality}.c{confidence}{'.rect' if rect else ''}{'' if imgsz == 640 else imgsz}.pkl"
+               imgsz: int = 640, scale: float = 1.0) -> list:
+    """The detector's output for every frame (cached: ``(xyxy, confidence, class)`` arrays per frame, in the
+    scaled frame's pixels); ``rect``, ``imgsz``: ``detector.rect`` and ``detector.imgsz``; ``scale``: see
+    :func:`frames`."""
+    path = cache / (f"{seq.name}.q{quality}.c{confidence}{'.rect' if rect else ''}{'' if imgsz == 640 else imgsz}"
+                    f"{'' if scale == 1.0 else f'.x{scale:g}'}.pkl")
     if path.exists():
         return pickle.loads(path.read_bytes())  # noqa: S301 (our own cache)
     from storelens.backends.detectors import build_detector
@@ -95,7 +100,7 @@ def detections(seq: Seq, quality: int, confidence: float, cache: pathlib.Path, r
     det = build_detector(OpenVINODetectorConfig(weights=str(asset(*WEIGHTS.split("/"))), confidence=confidence,
                                                rect=rect, imgsz=imgsz))
     out = []
-    for _, _, img in frames(seq, quality):
+    for _, _, img in frames(seq, quality, scale=scale):
         d = det.detect(img)
         out.append((d.bbox_xyxy.copy(), d.confidence.copy(), d.class_id.copy()))
     path.write_bytes(pickle.dumps(out, protocol=pickle.HIGHEST_PROTOCOL))
@@ -107,26 +112,27 @@ def mot_box(f: int, tid: int, x1: float, y1: float, x2: float, y2: float, c: flo
 
 
 def track(seq: Seq, quality: int, dets: list, params: dict, out: pathlib.Path, step: int = 1,
-          offset: int = 0) -> tuple:
+          offset: int = 0, scale: float = 1.0) -> tuple:
     """Replay the cached detections of the sampled :func:`frames` through a fresh ``bytereid`` tracker; MOT
-    rows to ``out``; its scores (against the ground truth of those frames), counting errors and re-id crops."""
+    rows to ``out`` (in the sequence's own pixels); its scores (against the ground truth of those frames),
+    counting errors and re-id crops."""
     from storelens.backends.detectors.base import Detections
     from storelens.backends.trackers.bytereid import ByteReidTracker
     from storelens.config.tracker_bytereid import ByteReidTrackerConfig
 
     tracker = ByteReidTracker(ByteReidTrackerConfig(**params))
     boxes = []
-    for f, fps, img in frames(seq, quality, step, offset):
+    for f, fps, img in frames(seq, quality, step, offset, scale):
         if f - 1 == offset:
             tracker.set_frame_rate(fps)
         tr = tracker.update(img, Detections(*dets[f - 1]))
-        boxes += [mot_box(f, tid, *box, c) for tid, box, c in zip(tr.track_id, tr.bbox_xyxy, tr.confidence)]
+        boxes += [mot_box(f, tid, *(box / scale), c) for tid, box, c in zip(tr.track_id, tr.bbox_xyxy, tr.confidence)]
     write_mot(out, boxes)
     return (*score(seq, out, len(dets), step, offset), tracker.embedded)
 
 
 def ultralytics_track(seq: Seq, quality: int, tracker_yaml: str, out: pathlib.Path, n_frames: int, step: int = 1,
-                      offset: int = 0) -> tuple:
+                      offset: int = 0, scale: float = 1.0) -> tuple:
     """Ultralytics ``model.track()`` (its own detector on the same weights) on the same sampled :func:`frames`,
     one at a time, as a user would feed a camera; its scores and counting errors (and 0 re-id crops counted)."""
     from ultralytics import YOLO
@@ -135,11 +141,11 @@ def ultralytics_track(seq: Seq, quality: int, tracker_yaml: str, out: pathlib.Pa
 
     model = YOLO(str(asset(*WEIGHTS.split("/"))), task="detect")
     boxes = []
-    for f, _, img in frames(seq, quality, step, offset):
+    for f, _, img in frames(seq, quality, step, offset, scale):
         b = model.track(img, tracker=tracker_yaml, imgsz=640, classes=[0], verbose=False, persist=True)[0].boxes
         if b is not None and b.id is not None:
-            boxes += [mot_box(f, tid, *box, c) for box, tid, c in zip(b.xyxy.tolist(), b.id.int().tolist(),
-                                                                      b.conf.tolist())]
+            boxes += [mot_box(f, tid, *(x / scale for x in box), c)
+                      for box, tid, c in zip(b.xyxy.tolist(), b.id.int().tolist(), b.conf.tolist())]
     write_mot(out, boxes)
     return (*score(seq, out, n_frames, step, offset), 0)
 
@@ -180,12 +186,17 @@ def main() -> int:
     ap.add_argument("--rect", action="store_true",
                     help="our detector with detector.rect (the frame's aspect ratio; Ultralytics' columns unchanged)")
     ap.add_argument("--imgsz", type=int, default=640, help="with --rect: detector.imgsz (the frame fitted into it)")
+    ap.add_argument("--scale", type=float, default=1.0,
+                    help="frames resized by this factor first, as a lower-resolution camera would see them "
+                         "(0.5: people half as tall; boxes are scored in the sequence's own pixels)")
     ap.add_argument("--ultralytics", action="store_true",
                     help="also Ultralytics' model.track() with ByteTrack and BoT-SORT on the same frames")
     ap.add_argument("--cache", type=pathlib.Path, default=pathlib.Path(tempfile.gettempdir()) / "storelens_sweep_cache",
                     help="detections per sequence, JPEG quality and confidence; empty it after changing the detector")
     ap.add_argument("--out", default="/tmp/tracker_sweep.md", help="also write the Markdown here")
     args = ap.parse_args()
+    if not 0 < args.scale <= 1:
+        raise SystemExit("--scale must be in (0, 1]")
     if args.imgsz != 640 and not args.rect:
         raise SystemExit("--imgsz needs --rect (a fixed 640x640 export runs at 640 otherwise)")
     from storelens.config.tracker_bytereid import ByteReidTrackerConfig
@@ -213,7 +224,8 @@ def main() -> int:
              *machine_lines(),
              "- parameter sets: " + "; ".join(f"{n}: {p or 'ByteReidTrackerConfig()'}" for n, p in sets.items()),
              f"- detections cached at confidence {confidence} in {args.cache}"
-             + (f", detector.rect: true, imgsz {args.imgsz}" if args.rect else ""), "",
+             + (f", detector.rect: true, imgsz {args.imgsz}" if args.rect else "")
+             + (f", frames resized by {args.scale:g}" if args.scale != 1 else ""), "",
              "IDF1 / MOTA / ID switches / counting errors", "",
              "| sequence | frames | " + " | ".join(head) + " |", "|---|---:|" + "---:|" * len(columns)]
     scores = {c: [] for c in columns}  # (sequence frames, IDF1, ID switches, counting errors, re-id crops, tracked)
@@ -222,14 +234,14 @@ def main() -> int:
         for seq in seqs:
             cells, n = [], 0
             for name, q in columns:
-                dets = detections(seq, q, confidence, args.cache, args.rect, args.imgsz)
+                dets = detections(seq, q, confidence, args.cache, args.rect, args.imgsz, args.scale)
                 n = len(dets)
                 out = pathlib.Path(tmp) / f"{seq.name}.{name}.q{q}.txt"
                 if name in peers:
                     s, errors, crops = ultralytics_track(seq, q, f"{name[3:]}.yaml", out, len(dets), args.step,
-                                                         args.offset)
+                                                         args.offset, args.scale)
                 else:
-                    s, errors, crops = track(seq, q, dets, sets[name], out, args.step, args.offset)
+                    s, errors, crops = track(seq, q, dets, sets[name], out, args.step, args.offset, args.scale)
                 n = -(-(len(dets) - args.offset) // args.step)  # frames tracked
                 scores[(name, q)].append((len(dets), s.idf1, s.num_switches, errors, crops, n))
                 cells.append(f"{s.idf1:.3f} / {s.mota:.3f} / {s.num_switches} / {errors}")
