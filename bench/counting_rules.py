@@ -46,21 +46,16 @@ PHASES = [(1, 0)] + [(5, k) for k in range(5)]
 
 
 def sequences() -> list[tuple[str, Path, list, list]]:
-    """(name, video, [LineConfig], [(true in, true out)]) of every sequence with hand-checked line counts."""
-    from test_door_counts import CLIPS, DOOR, hand_counts
-    from test_mot_quality import COUNT_CASES
-
-    from storelens.config import LineConfig
-    from storelens.paths import asset
+    """(name, video, [LineConfig], [(true in, true out)]) of every sequence with hand-checked line counts: the
+    TUD sequences and the three CAVIAR clips of ``bench/tracking.py`` (its :func:`count_cases`)."""
+    from tracking import count_cases
+    from tracking import sequences as all_sequences
 
     out = []
-    for seq in ("TUD-Campus", "TUD-Stadtmitte"):
-        cases = [c for c in COUNT_CASES if c.seq == seq]
-        out.append((seq, asset("mot", seq, f"{seq}.mp4"), [c.line for c in cases],
-                    [(c.gt_in, c.gt_out) for c in cases]))
-    for clip in CLIPS:
-        out.append((f"CAVIAR-{clip}", asset("video", "caviar", clip, f"{clip}.mp4"), [LineConfig.model_validate(DOOR)],
-                    [hand_counts(clip)]))
+    for seq in all_sequences():
+        cases = count_cases(seq.name)
+        if cases and seq.source.is_file():
+            out.append((seq.name, seq.source, [c[0] for c in cases], [c[1:] for c in cases]))
     return out
 
 

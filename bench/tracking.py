@@ -181,9 +181,10 @@ def hota(gt_path: pathlib.Path, hyp_path: pathlib.Path) -> float:
     return float(np.mean(res["HOTA"]))
 
 
-def count_errors(hyp: pathlib.Path, seq_name: str) -> dict[str, int]:
-    """|in - gt_in| + |out - gt_out| per line of tests/test_mot_quality.py (and, on a CAVIAR clip, of the shop
-    door of tests/test_door_counts.py against CAVIAR's hand counts), from replaying ``hyp``."""
+def count_cases(seq_name: str) -> list:
+    """``(LineConfig, true in, true out)`` of every hand-counted line of a sequence: the lines of
+    tests/test_mot_quality.py and, on a CAVIAR clip, the shop door of tests/test_door_counts.py (CAVIAR's hand
+    counts)."""
     from test_door_counts import DOOR, hand_counts
     from test_mot_quality import COUNT_CASES
 
@@ -192,6 +193,12 @@ def count_errors(hyp: pathlib.Path, seq_name: str) -> dict[str, int]:
     cases = [(c.line, c.gt_in, c.gt_out) for c in COUNT_CASES if c.seq == seq_name]
     if seq_name.startswith("CAVIAR-"):
         cases.append((LineConfig.model_validate(DOOR), *hand_counts(seq_name.removeprefix("CAVIAR-"))))
+    return cases
+
+
+def count_errors(hyp: pathlib.Path, seq_name: str) -> dict[str, int]:
+    """|in - gt_in| + |out - gt_out| per line of :func:`count_cases`, from replaying ``hyp``."""
+    cases = count_cases(seq_name)
     got = gt_line_counts(hyp, [line for line, _, _ in cases]) if cases else {}
     return {line.id: abs(got[line.id]["in"] - g_in) + abs(got[line.id]["out"] - g_out) for line, g_in, g_out in cases}
 

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 import yaml
+from test_door_counts import DOOR  # across the shop door, where the detector sees the feet
 
 from storelens.cli import main
 from storelens.config import CountingConfig, LineConfig, load_config
@@ -28,15 +29,12 @@ from storelens.domain.mot import read_mot
 from storelens.errors import ConfigError
 from storelens.paths import asset
 from storelens.runtime.embedded import EmbeddedPipeline
+from storelens.stages.snapshots import HEAD_FRACTION
 from storelens.storage import open_storage
 from storelens.storage.audit import sample_clips
-from storelens.stages.snapshots import HEAD_FRACTION
 from storelens.storage.schema import alerts, count_audits, frames
 
 T0 = 1_700_000_000_000
-#: Across the shop door, low enough that the detector sees the feet (at y=115, inside the dark doorway, the
-#: pipeline misses 2 of the 3 crossings); walking up (into the shop) is "in".
-DOOR = {"id": "door", "a": [340, 135], "b": [140, 135]}
 CAMERAS = {
     "eecp": (asset("video", "caviar", "EnterExitCrossingPaths1front", "EnterExitCrossingPaths1front.mp4"),
              asset("video", "caviar", "EnterExitCrossingPaths1front", "gt", "gt.txt"), DOOR),

@@ -226,11 +226,15 @@ class LineCounter:
         h0 = st.height
         if h0 <= 0 or h1 <= 0:
             return True  # sizes not given: every step is a step
-        if max(h1 / h0, h0 / h1) > self.cfg.max_height_ratio:
+        if not self._same_size(h0, h1):
             return False
         dt_s = max(0, ts_ms - st.ts_ms) / 1000.0
         reach = (self.cfg.max_step_heights + self.cfg.max_speed_heights_per_s * dt_s) * (h0 + h1) / 2
         return math.hypot(p1[0] - st.anchor[0], p1[1] - st.anchor[1]) <= reach
+
+    def _same_size(self, h0: float, h1: float) -> bool:
+        """Box heights ``h0`` and ``h1`` (px) within ``max_height_ratio`` of each other; an unknown (0) one is."""
+        return h0 <= 0 or h1 <= 0 or max(h1 / h0, h0 / h1) <= self.cfg.max_height_ratio
 
     def _step(self, line: LineConfig, ls: _LineState, p0, p1, tid: int, ts_ms: int, seq: int) -> CrossingEvent | None:
         d = signed_distance(p1, line.a, line.b)
@@ -266,7 +270,7 @@ class LineCounter:
             for lost_tid, st in self._lost.items():
                 if self._still.get(lost_tid, -1) >= st.ts_ms:
                     continue
-                if st.height > 0 and h > 0 and max(h / st.height, st.height / h) > self.cfg.max_height_ratio:
+                if not self._same_size(st.height, h):
                     continue
                 dist = math.hypot(st.anchor[0] - p[0], st.anchor[1] - p[1])
                 radius = (self.cfg.reacquire_radius_heights * st.height if st.height > 0
