@@ -16,7 +16,11 @@ are then replayed through :class:`~storelens.domain.counting.LineCounter` as the
 
 Each cell is the sum of |in - true in| + |out - true out| over the lines and phases of that group.
 
-    python bench/counting_rules.py [--out /tmp/counting_rules.md]
+With ``--step N`` the sampled rows are every N-th frame in each of the N phases (default 5: 5 fps from 25 fps
+sources); with ``--reencode`` every clip is first re-encoded (bench/tracking.py's MJPG copy at quality 100), as
+another camera or recorder would encode the same scene: the counts must not hang on one encoder's pixels.
+
+    python bench/counting_rules.py [--step N] [--reencode] [--out /tmp/counting_rules.md]
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ import json
 import os
 import shlex
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -41,8 +46,8 @@ SWEEP = {
     "max_height_ratio": (1.4, 1.5, 2.0, 2.5),
     "max_speed_heights_per_s": (1.0, 3.0, 4.0),
     "max_step_heights": (0.0, 0.35, 0.5),
+    "min_box_move_share": (0.0, 0.1, 0.15, 0.35, 0.5),
 }
-PHASES = [(1, 0)] + [(5, k) for k in range(5)]
 
 
 def sequences() -> list[tuple[str, Path, list, list]]:
@@ -100,7 +105,12 @@ def errors(frames: list, lines: list, truth: list, counting, heights: bool) -> i
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="/tmp/counting_rules.md", help="also write the Markdown here")
+    ap.add_argument("--step", type=int, default=5, help="sampled rows: every N-th frame, in each of the N phases")
+    ap.add_argument("--reencode", action="store_true", help="track an MJPG (quality 100) copy of each clip")
     args = ap.parse_args()
+    if args.step < 2:
+        raise SystemExit("--step must be 2 or more (every frame is always a row)")
+    phases = [(1, 0)] + [(args.step, k) for k in range(args.step)]
     warnings.filterwarnings("ignore")
     from storelens.backends.detectors import build_detector
     from storelens.config import CountingConfig, parse_config
@@ -109,25 +119,33 @@ def main() -> int:
     detector = build_detector(config.detector)
     runs = {}  # (sequence, step, offset) -> frames
     seqs = sequences()
-    for name, video, _, _ in seqs:
-        for step, offset in PHASES:
-            runs[(name, step, offset)] = tracks(video, step, offset, detector, config)
-            print(f"tracked {name} step {step} offset {offset}: {len(runs[(name, step, offset)])} frames", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, video, _, _ in seqs:
+            if args.reencode:
+                from tracking import reencode
+
+                video, source = Path(tmp) / f"{name}.avi", video
+                reencode(source, video)
+            for step, offset in phases:
+                runs[(name, step, offset)] = tracks(video, step, offset, detector, config)
+                print(f"tracked {name} step {step} offset {offset}: {len(runs[(name, step, offset)])} frames",
+                      flush=True)
 
     base = CountingConfig()
     sets = [("no heights", base, False), ("default", base, True)]
     sets += [(f"{key} {v:g}", base.model_copy(update={key: v}), True) for key, vals in SWEEP.items() for v in vals]
     groups = [("TUD lines", "TUD"), ("CAVIAR door", "CAVIAR")]
-    head = ["rule set"] + [f"{g}, {'every frame' if s == 1 else '5 fps (5 phases)'}" for g, _ in groups for s in (1, 5)]
+    rate = f"1 frame in {args.step} ({args.step} phases)"
+    head = ["rule set"] + [f"{g}, {'every frame' if s == 1 else rate}" for g, _ in groups for s in (1, args.step)]
     head.append("all")
     table = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for label, counting, heights in sets:
         cells = collections.Counter()
         for name, _, lines, truth in seqs:
             group = next(g for g, prefix in groups if name.startswith(prefix))
-            for step, offset in PHASES:
+            for step, offset in phases:
                 cells[(group, step)] += errors(runs[(name, step, offset)], lines, truth, counting, heights)
-        row = [cells[(g, s)] for g, _ in groups for s in (1, 5)]
+        row = [cells[(g, s)] for g, _ in groups for s in (1, args.step)]
         table.append(f"| {label} | " + " | ".join(map(str, row)) + f" | {sum(row)} |")
     d = base.model_dump()
     lines = [f"Command: `{shlex.join(['python', 'bench/counting_rules.py', *sys.argv[1:]])}`", "",

@@ -23,8 +23,17 @@ MOT17-mini's jpg sequences (4-8 frames) are packed into a lossless-enough MJPG
 file first so that every tracker reads the same video; their fps are
 dominated by model loading.
 
+With ``--width W`` and/or ``--step N`` every tracker instead reads a copy of the
+sequence as a lower-resolution or slower camera would give it: every N-th frame,
+resized to W pixels wide (area interpolation, never enlarged), written as an MJPG
+file at quality 100 at the source's frame rate / N. Its boxes are scored in the
+sequence's own pixels and frame numbers, on the frames kept only (a frame the
+camera never gave is no miss); the counting replay sees the same timestamps.
+``--width 480`` is the issue's held-out camera size (480x360 for 4:3 frames).
+
     python bench/tracking.py [--trackers bytereid,deepsort,ul-bytetrack,ul-botsort] [--sequences TUD-Campus,...]
-                             [--repeat N] [--before OTHER_SOURCE_TREE] [--out /tmp/tracking_bench.md]
+                             [--repeat N] [--before OTHER_SOURCE_TREE] [--width W] [--step N]
+                             [--out /tmp/tracking_bench.md]
 """
 from __future__ import annotations
 
@@ -87,6 +96,63 @@ def sequences() -> list[Seq]:
     return out
 
 
+def source_frames(source: pathlib.Path):
+    """The BGR frames of a video file or of a folder of jpgs, in order."""
+    import cv2
+
+    if source.is_file():
+        cap = cv2.VideoCapture(str(source))
+        try:
+            while True:
+                ok, img = cap.read()
+                if not ok:
+                    return
+                yield img
+        finally:
+            cap.release()
+    else:
+        for jpg in sorted(source.glob("*.jpg")):
+            yield cv2.imread(str(jpg))
+
+
+def reencode(source: pathlib.Path, dst: pathlib.Path, fps: float | None = None, step: int = 1,
+             width: int | None = None) -> tuple[int, float, float]:
+    """Every ``step``-th frame of ``source`` (a video file or a folder of jpgs), at most ``width`` pixels wide
+    (area interpolation, never enlarged), written to ``dst`` as an MJPG file at quality 100 at ``fps / step``
+    (``fps``: the video's own if not given); returns the frames written and the x and y scales from source to
+    file pixels."""
+    import cv2
+
+    if fps is None:
+        cap = cv2.VideoCapture(str(source))
+        fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+        cap.release()
+    out, n, sx, sy, size = None, 0, 1.0, 1.0, None
+    for k, img in enumerate(source_frames(source)):
+        if k % step:
+            continue
+        if out is None:
+            h, w = img.shape[:2]
+            if width and width < w:
+                size = (width, max(1, round(h * width / w)))
+                sx, sy = size[0] / w, size[1] / h
+            out = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"MJPG"), fps / step, size or (w, h))
+            out.set(cv2.VIDEOWRITER_PROP_QUALITY, 100)
+        out.write(cv2.resize(img, size, interpolation=cv2.INTER_AREA) if size else img)
+        n += 1
+    if out is None:
+        raise ValueError(f"no frames in {source}")
+    out.release()
+    return n, sx, sy
+
+
+def _jpg_fps(seq: Seq) -> float:
+    from storelens.domain.mot import sequence_info
+
+    info = sequence_info(seq.gt) if seq.gt is not None else {}
+    return float(info.get("framerate", 0) or 0) or 30.0
+
+
 def as_video(seq: Seq, tmp: pathlib.Path) -> tuple[pathlib.Path, int]:
     """The sequence as a video file every tracker can read, and its frame count."""
     import cv2
@@ -96,15 +162,29 @@ def as_video(seq: Seq, tmp: pathlib.Path) -> tuple[pathlib.Path, int]:
         n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         cap.release()
         return seq.source, n
-    jpgs = sorted(seq.source.glob("*.jpg"))
-    first = cv2.imread(str(jpgs[0]))
     path = tmp / f"{seq.name}.avi"
-    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (first.shape[1], first.shape[0]))
-    out.set(cv2.VIDEOWRITER_PROP_QUALITY, 100)
-    for j in jpgs:
-        out.write(cv2.imread(str(j)))
-    out.release()
-    return path, len(jpgs)
+    n, _, _ = reencode(seq.source, path, _jpg_fps(seq))
+    return path, n
+
+
+def resampled_video(seq: Seq, tmp: pathlib.Path, width: int | None, step: int) -> tuple[pathlib.Path, int, float, float]:
+    """Every ``step``-th frame of the sequence, at most ``width`` pixels wide, as an MJPG file (:func:`reencode`);
+    its frame count and the x and y scales from source to file pixels."""
+    path = tmp / f"{seq.name}.w{width}.s{step}.avi"
+    n, sx, sy = reencode(seq.source, path, None if seq.source.is_file() else _jpg_fps(seq), step, width)
+    return path, n, sx, sy
+
+
+def to_source_frames(hyp: pathlib.Path, out: pathlib.Path, step: int, sx: float, sy: float) -> None:
+    """MOT rows of a :func:`resampled_video` run back in the sequence's frame numbers and pixels."""
+    rows = []
+    for line in hyp.read_text().splitlines():
+        if line.strip():
+            v = line.split(",")
+            v[0] = str((int(v[0]) - 1) * step + 1)
+            v[2:6] = [f"{float(x) / s:.2f}" for x, s in zip(v[2:6], (sx, sy, sx, sy))]
+            rows.append(",".join(v) + "\n")
+    out.write_text("".join(rows))
 
 
 def ultralytics_track(source: str, tracker_yaml: str, out_path: str) -> None:
@@ -151,8 +231,9 @@ def run_tracker(tracker: str, video: pathlib.Path, out: pathlib.Path, tmp: pathl
     return wall, cpu
 
 
-def hota(gt_path: pathlib.Path, hyp_path: pathlib.Path) -> float:
-    """HOTA (TrackEval's implementation, averaged over its IoU thresholds) of MOT files; NaN without trackeval."""
+def hota(gt_path: pathlib.Path, hyp_path: pathlib.Path, frames: range | None = None) -> float:
+    """HOTA (TrackEval's implementation, averaged over its IoU thresholds) of MOT files (on ``frames`` only, if
+    given); NaN without trackeval."""
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # trackeval prints about optional dataset deps on import
             from trackeval.metrics import HOTA
@@ -161,7 +242,8 @@ def hota(gt_path: pathlib.Path, hyp_path: pathlib.Path) -> float:
     from storelens.backends.trackers.base import iou_matrix
 
     gt, hyp = read_mot(gt_path, evaluated_only=True), read_mot(hyp_path)
-    frames = range(1, max([*gt, *hyp, 1]) + 1)
+    frames = frames or range(1, max([*gt, *hyp, 1]) + 1)
+    gt, hyp = ({f: v[f] for f in frames if f in v} for v in (gt, hyp))
     gids = {i: k for k, i in enumerate(sorted({b.track_id for bs in gt.values() for b in bs}))}
     hids = {i: k for k, i in enumerate(sorted({b.track_id for bs in hyp.values() for b in bs}))}
 
@@ -223,13 +305,23 @@ def main() -> int:
     ap.add_argument("--before", type=pathlib.Path,
                     help="another source tree (e.g. `git archive HEAD storelens | tar -x -C DIR`): our trackers "
                          "also run from it, as NAME-before, alternating with the others (before/after in one run)")
+    ap.add_argument("--width", type=int, help="frames resized to this width first (never enlarged), as a "
+                                              "lower-resolution camera gives them; scored in the sequence's pixels")
+    ap.add_argument("--step", type=int, default=1, help="every N-th frame only, as a slower camera gives them "
+                                                        "(the file's frame rate divided by N)")
     args = ap.parse_args()
+    if args.step < 1 or (args.width is not None and args.width < 32):
+        raise SystemExit("--step must be 1 or more and --width 32 or more")
+    resample = args.width is not None or args.step > 1
     trackers = args.trackers.split(",")
     if args.before:
         trackers = [x for t in trackers for x in ([t, f"{t}-before"] if t in CONFIGS else [t])]
     seqs = [s for s in sequences() if not args.sequences or s.name in args.sequences.split(",")]
     lines = [f"Command: `{shlex.join(['python', 'bench/tracking.py', *sys.argv[1:]])}`", "",
-             f"Detector `{WEIGHTS.split('/')[-1]}`, imgsz 640, every frame; {args.repeat} run(s) per tracker and "
+             f"Detector `{WEIGHTS.split('/')[-1]}`, imgsz 640, "
+             + (f"1 frame in {args.step}" if args.step > 1 else "every frame")
+             + (f", frames resized to {args.width} px wide (never enlarged)" if args.width else "")
+             + f"; {args.repeat} run(s) per tracker and "
              "sequence, each its own process (fps = frames / wall time of the process, model loading included; "
              "CPU ms per frame = the process's user + system CPU time / frames, less sensitive to other load; "
              "medians of the runs).", "",
@@ -244,7 +336,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = pathlib.Path(tmpdir)
         for seq in seqs:
-            video, n = as_video(seq, tmp)
+            sx, sy, sampled = 1.0, 1.0, None
+            if resample:
+                video, n, sx, sy = resampled_video(seq, tmp, args.width, args.step)
+                sampled = range(1, (n - 1) * args.step + 2, args.step)  # the source frames the trackers saw
+            else:
+                video, n = as_video(seq, tmp)
             runs: dict[str, list[tuple[float, float]]] = {t: [] for t in trackers}
             for _ in range(args.repeat):  # alternating, so load changes hit every tracker alike
                 for t in trackers:
@@ -252,12 +349,15 @@ def main() -> int:
             cells = []
             for t in trackers:
                 hyp = tmp / f"{seq.name}.{t}.txt"
+                if resample:
+                    hyp, raw = tmp / f"{seq.name}.{t}.source.txt", hyp
+                    to_source_frames(raw, hyp, args.step, sx, sy)
                 wall, cpu = (float(np.median(x)) for x in zip(*runs[t]))
                 if seq.gt is None:  # counted only
                     cells.append(f"- / - / - / - / {n / wall:.1f} / {1000 * cpu / n:.0f}")
                 else:
-                    s = evaluate_mot(seq.gt, hyp)
-                    cells.append(f"{s.mota:.3f} / **{s.idf1:.3f}** / {hota(seq.gt, hyp):.3f} / {s.num_switches} "
+                    s = evaluate_mot(seq.gt, hyp, frames=sampled)
+                    cells.append(f"{s.mota:.3f} / **{s.idf1:.3f}** / {hota(seq.gt, hyp, sampled):.3f} / {s.num_switches} "
                                  f"/ {n / wall:.1f} / {1000 * cpu / n:.0f}")
                 for k, v in enumerate((n, wall, cpu)):
                     totals[t][k] += v

@@ -314,6 +314,28 @@ SIZED = [
     Case("reacquired_in_the_next_frame_counts_beyond_one_frames_walk",
          sized_walk(1, (270, 100), (280, 100), (290, 100)) + sized_walk(2, (320, 100), (330, 100), t0=3 * DT),
          [("door", 2, "in")]),
+    # CAVIAR's door, re-encoded: a mannequin's box (top edge at 240) grows at its bottom edge over a person standing
+    # in front, 50 -> 78 px (within the ratio) 0.32 s later: the anchor moves 28 px (within the reach), but the box
+    # itself did not move (its top stayed), so nothing walked
+    Case("a_box_growing_at_its_bottom_edge_never_counts",
+         sized_walk(1, (290, 50), (290, 50)) + sized_walk(1, (318, 78), (320, 80), t0=9 * DT), []),
+    # the same 28 px with the top edge 18 px along (a person nearing the camera, 50 -> 60 px, 0.32 s later): counts
+    Case("a_box_moving_and_growing_counts",
+         sized_walk(1, (290, 50), (290, 50)) + sized_walk(1, (318, 60), (320, 60), t0=9 * DT), [("door", 1, "in")]),
+    # legs hidden behind a counter: the bottom edge rises 20 px, the top stays; no "out"
+    Case("a_box_shrinking_at_its_bottom_edge_never_counts",
+         sized_walk(1, (310, 80), (310, 80)) + sized_walk(1, (290, 60), (289, 60), t0=6 * DT), []),
+    # off: the grown box counts (the rule is what stops it)
+    Case("a_box_growing_at_its_bottom_edge_counts_with_the_rule_off",
+         sized_walk(1, (290, 50), (290, 50)) + sized_walk(1, (318, 78), (320, 80), t0=9 * DT), [("door", 1, "in")],
+         counting={"min_box_move_share": 0}),
+    # within max_step_heights (0.2) the edges' moves are jitter: a 100 px person's 15 px step with a fixed top counts
+    Case("short_steps_are_not_judged_by_their_edges",
+         sized_walk(1, (290, 100), (294, 100), (309, 115), (312, 115)), [("door", 1, "in")]),
+    # a new id 22 px (0.28 heights, within the radius) below where an 80 px person was lost, on a 102 px box whose
+    # top edge is where the lost box's was (grown at its bottom edge): not the person walking on, so no crossing
+    Case("reacquire_takes_no_box_grown_at_its_bottom_edge",
+         sized_walk(1, (270, 80), (280, 80), (290, 80)) + sized_walk(2, (312, 102), (314, 102), t0=3 * DT), []),
     # two new ids where the person vanished: the nearer is a 40 px box (another object), the state goes to the
     # person-sized one
     Case("reacquire_takes_a_box_of_about_the_same_height",

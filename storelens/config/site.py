@@ -400,6 +400,15 @@ class CountingConfig(Strict):
     #: second since the track was last seen (people walk ~0.8 heights a second, run under 2).
     max_step_heights: Annotated[float, Field(ge=0)] = 0.2
     max_speed_heights_per_s: Annotated[float, Field(ge=0)] = 2.0
+    #: Nor does a step longer than ``max_step_heights`` in which the box itself moved less than this share of
+    #: its anchor's move: the anchor (the box's bottom) moved because the box grew or shrank at that edge,
+    #: with its top edge staying (a passer-by's box merged with a mannequin's, legs hidden or shown again).
+    #: The box's own move is, vertically, the smaller of its top and bottom edges' moves when both go the same
+    #: way (0 otherwise), and horizontally the anchor's. A new id on such a box inherits no lost track either.
+    #: Assumes a camera above people's heads: walking towards it moves the head by about (camera height - 1.7 m)
+    #: / camera height of the feet's move, 0.25 and more from ~2.3 m up; lower it for cameras at head height.
+    #: 0 turns this off.
+    min_box_move_share: Annotated[float, Field(ge=0, le=1)] = 0.25
     reacquire_window_ms: Annotated[int, Field(ge=0)] = 2000
     #: Tumbling window of the per-line counts.
     window_s: Annotated[int, Field(ge=1)] = 60

@@ -72,7 +72,11 @@ class ByteReidTrackerConfig(TrackerConfig):
     #: At 5 fps this lifts the four long sequences' mean IDF1 from 0.546 to 0.603 (five frame phases,
     #: ``bench/tracker_sweep.py --step 5``, BENCHMARKS.md). ``False``: the same gate at every rate.
     proximity_follows_frame_rate: bool = True
-    #: Smallest cosine similarity for the appearance cost to count in the first stage.
+    #: First-stage appearance gate, in Ultralytics' BoT-SORT units: a pair's appearance cost is half its cosine
+    #: distance, ``(1 - cos) / 2``, and counts (instead of the IoU cost, if lower) only up to
+    #: ``1 - appearance_thresh``, i.e. for a cosine similarity of at least ``2 * appearance_thresh - 1``
+    #: (0.2 at 0.6; Ultralytics' own default 0.8 is 0.6). 0.7-0.8 were measured and not kept (BENCHMARKS.md,
+    #: "Issue 9, eighth pass").
     appearance_thresh: Unit = 0.6
     #: Re-activation after a loss: a lost track takes an unmatched confident detection
     #: whose cosine similarity to the track's appearance is at least this ...

@@ -35,7 +35,12 @@ Rules (each is a case in ``tests/test_counting.py``):
   track was last seen (in box heights), is a box that snapped to another
   object (a mannequin behind the person, a box grown over both), not a person
   walking: it counts nothing, and the track's side of each line restarts from
-  where its box now is.
+  where its box now is. So does a step longer than ``max_step_heights`` in
+  which the box itself hardly moved (less than ``min_box_move_share`` of its
+  anchor's move): the box grew or shrank at its bottom edge while its top edge
+  stayed, as when a person standing in front of a mannequin merges with it into
+  one box. The anchor is the box's bottom centre (the box's top is the anchor's
+  y minus its height).
 
 Example:
     >>> from storelens.config import LineConfig, CountingConfig
@@ -174,7 +179,8 @@ class LineCounter:
         ``still_ids``: the frame's stationary tracks, which count nowhere; they are only remembered as
         not new (see *Lost and re-acquired tracks*). ``heights``: the tracks' box heights (px), in the order
         of ``track_ids``; with them the re-acquire radius is in box heights and implausible steps never
-        count (see *Steps that are not walking*).
+        count (see *Steps that are not walking*). With heights, ``anchors`` must be the boxes' bottom
+        centres (as the analytics stage gives them): the top edge is taken as the anchor's y minus the height.
         """
         for tid in still_ids:
             self._still[int(tid)] = ts_ms
@@ -222,7 +228,8 @@ class LineCounter:
 
     def _walked(self, st: _TrackState, p1: tuple[float, float], h1: float, ts_ms: int) -> bool:
         """Whether the step from ``st`` to anchor ``p1`` with box height ``h1`` can be one person walking:
-        the box about the same height, the anchor no further than a walk (or a run) from where it was."""
+        the box about the same height, the anchor no further than a walk (or a run) from where it was, and
+        the box itself moved, not only its bottom edge (:meth:`_box_moved`)."""
         h0 = st.height
         if h0 <= 0 or h1 <= 0:
             return True  # sizes not given: every step is a step
@@ -230,7 +237,24 @@ class LineCounter:
             return False
         dt_s = max(0, ts_ms - st.ts_ms) / 1000.0
         reach = (self.cfg.max_step_heights + self.cfg.max_speed_heights_per_s * dt_s) * (h0 + h1) / 2
-        return math.hypot(p1[0] - st.anchor[0], p1[1] - st.anchor[1]) <= reach
+        return math.hypot(p1[0] - st.anchor[0], p1[1] - st.anchor[1]) <= reach and self._box_moved(st, p1, h1)
+
+    def _box_moved(self, st: _TrackState, p1: tuple[float, float], h1: float) -> bool:
+        """Whether the box moved with its anchor from ``st`` to ``p1`` (height ``h1``): a step beyond
+        ``max_step_heights`` whose box itself moved less than ``min_box_move_share`` of the anchor's move only
+        grew or shrank at its bottom edge. The box's vertical move is the smaller of its bottom edge's (the
+        anchor's) and its top edge's (the anchor's y minus the height) when both go the same way, else 0; its
+        horizontal move is the anchor's. Unknown heights: True."""
+        h0 = st.height
+        if h0 <= 0 or h1 <= 0:
+            return True
+        dx, dy = p1[0] - st.anchor[0], p1[1] - st.anchor[1]
+        step = math.hypot(dx, dy)
+        if step <= self.cfg.max_step_heights * (h0 + h1) / 2:
+            return True  # within the jitter of a box: its edges' moves say nothing
+        dy_top = dy - (h1 - h0)
+        box_dy = min(abs(dy), abs(dy_top)) if dy * dy_top > 0 else 0.0
+        return math.hypot(dx, box_dy) >= self.cfg.min_box_move_share * step
 
     def _same_size(self, h0: float, h1: float) -> bool:
         """Box heights ``h0`` and ``h1`` (px) within ``max_height_ratio`` of each other; an unknown (0) one is."""
@@ -262,7 +286,8 @@ class LineCounter:
 
     def _reacquire(self, new: list[tuple[int, tuple[float, float], float]]) -> dict[int, _TrackState]:
         """Hand lost tracks' states to new ``(id, anchor, box height)``: closest pairs first, each state to one
-        id at most, only to a box of about the same height (``max_height_ratio``) within the radius. A track
+        id at most, only to a box of about the same height (``max_height_ratio``) that moved as a box
+        (:meth:`_box_moved`) within the radius. A track
         lost while stationary (a mannequin hidden by a passer-by: seen stationary after its last move) hands
         its state to nobody."""
         pairs = []
@@ -270,7 +295,7 @@ class LineCounter:
             for lost_tid, st in self._lost.items():
                 if self._still.get(lost_tid, -1) >= st.ts_ms:
                     continue
-                if not self._same_size(st.height, h):
+                if not self._same_size(st.height, h) or not self._box_moved(st, p, h):
                     continue
                 dist = math.hypot(st.anchor[0] - p[0], st.anchor[1] - p[1])
                 radius = (self.cfg.reacquire_radius_heights * st.height if st.height > 0
