@@ -119,8 +119,8 @@ def reencode(source: pathlib.Path, dst: pathlib.Path, fps: float | None = None, 
              width: int | None = None) -> tuple[int, float, float]:
     """Every ``step``-th frame of ``source`` (a video file or a folder of jpgs), at most ``width`` pixels wide
     (area interpolation, never enlarged), written to ``dst`` as an MJPG file at quality 100 at ``fps / step``
-    (``fps``: the video's own if not given); returns the frames written and the x and y scales from source to
-    file pixels."""
+    (``fps`` not given: a video's own, 25 for a folder of jpgs); returns the frames written and the x and y
+    scales from source to file pixels."""
     import cv2
 
     if fps is None:
@@ -137,6 +137,8 @@ def reencode(source: pathlib.Path, dst: pathlib.Path, fps: float | None = None, 
                 size = (width, max(1, round(h * width / w)))
                 sx, sy = size[0] / w, size[1] / h
             out = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"MJPG"), fps / step, size or (w, h))
+            if not out.isOpened():
+                raise OSError(f"cannot write {dst}")
             out.set(cv2.VIDEOWRITER_PROP_QUALITY, 100)
         out.write(cv2.resize(img, size, interpolation=cv2.INTER_AREA) if size else img)
         n += 1
@@ -163,12 +165,13 @@ def as_video(seq: Seq, tmp: pathlib.Path) -> tuple[pathlib.Path, int]:
         cap.release()
         return seq.source, n
     path = tmp / f"{seq.name}.avi"
-    n, _, _ = reencode(seq.source, path, _jpg_fps(seq))
+    n, _, _ = reencode(seq.source, path, 30.0)  # 30 fps for every jpg folder, as every table so far was made
     return path, n
 
 
 def resampled_video(seq: Seq, tmp: pathlib.Path, width: int | None, step: int) -> tuple[pathlib.Path, int, float, float]:
-    """Every ``step``-th frame of the sequence, at most ``width`` pixels wide, as an MJPG file (:func:`reencode`);
+    """Every ``step``-th frame of the sequence, at most ``width`` pixels wide, as an MJPG file (:func:`reencode`;
+    a jpg folder at its ``seqinfo.ini`` frame rate / ``step``: MOT17-05 is 14 fps, MOT17-13 25, the rest 30);
     its frame count and the x and y scales from source to file pixels."""
     path = tmp / f"{seq.name}.w{width}.s{step}.avi"
     n, sx, sy = reencode(seq.source, path, None if seq.source.is_file() else _jpg_fps(seq), step, width)
