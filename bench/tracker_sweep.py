@@ -40,7 +40,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from tracking import WEIGHTS, Seq, count_errors, machine_lines, sequences  # noqa: E402
+from tracking import WEIGHTS, Seq, count_errors, machine_lines, sequences, source_frames  # noqa: E402
 
 from storelens.domain.mot import MotBox, evaluate_mot, write_mot  # noqa: E402
 
@@ -66,22 +66,14 @@ def frames(seq: Seq, quality: int, step: int = 1, offset: int = 0, scale: float 
     def kept(k: int) -> bool:
         return k >= offset and (k - offset) % step == 0
 
+    fps = 30.0  # a folder of jpgs (MOT17-mini), as every table so far was made
     if seq.source.is_file():
         cap = cv2.VideoCapture(str(seq.source))
         fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-        k = 0
-        while True:
-            ok, img = cap.read()
-            if not ok:
-                break
-            if kept(k):
-                yield k + 1, fps / step, hop(k, img)
-            k += 1
         cap.release()
-    else:
-        for k, path in enumerate(sorted(seq.source.glob("*.jpg"))):
-            if kept(k):
-                yield k + 1, 30.0 / step, hop(k, cv2.imread(str(path)))
+    for k, img in enumerate(source_frames(seq.source)):
+        if kept(k):
+            yield k + 1, fps / step, hop(k, img)
 
 
 def detections(seq: Seq, quality: int, confidence: float, cache: pathlib.Path, rect: bool = False,
