@@ -150,7 +150,7 @@ def score(seq: Seq, out: pathlib.Path, n_frames: int, step: int, offset: int) ->
 
 
 def parse_set(text: str) -> tuple[str, dict]:
-    """``NAME:key=value,...`` -> (NAME, {key: value}) with numbers as numbers."""
+    """``NAME:key=value,...`` -> (NAME, {key: value}) with numbers as numbers and ``none`` as None."""
     name, sep, body = text.partition(":")
     if not sep or not name:
         raise SystemExit(f"--set {text!r}: expected NAME:key=value[,key=value]")
@@ -159,6 +159,9 @@ def parse_set(text: str) -> tuple[str, dict]:
         key, eq, value = item.partition("=")
         if not eq:
             raise SystemExit(f"--set {text!r}: {item!r} is not key=value")
+        if value.strip().lower() == "none":  # a setting switched off (e.g. appearance_margin=none)
+            params[key.strip()] = None
+            continue
         try:
             params[key.strip()] = float(value) if any(ch in value for ch in ".e") else int(value)
         except ValueError:

@@ -577,6 +577,7 @@ DOCTEST_MODULES = [
     "storelens.backends.detectors.openvino_yolo",
     "storelens.backends.openvino_device",
     "storelens.backends.trackers.base",
+    "storelens.backends.trackers.bytereid",
 ]
 
 

@@ -23,6 +23,9 @@ What we add:
   (1.5 crops per frame on the demo's street video instead of 10.1). Several cameras can
   share one inference: :meth:`ByteReidTracker.plan_appearance` per camera,
   one ``embed_many`` call, :meth:`ByteReidTracker.update_with_features` per camera;
+* a margin on appearance (``appearance_margin``, :func:`appearance_margin_mask`): a pair's appearance may
+  stand in for its IoU only if no other detection near the same track looks clearly more like it, so two
+  weak likenesses cannot swap the ids of people crossing (at 5 fps);
 * re-activation of lost tracks by appearance after the first stage: an
   unmatched confident detection takes a lost track whose appearance is similar
   enough, within a radius (in box heights) that grows with the time lost;
@@ -122,6 +125,26 @@ def proximity_gate(iou_at_fps: float, fps: float, frame_rate: float) -> float:
     return max(_MIN_PROXIMITY, (1 - shift) / (1 + shift))
 
 
+def appearance_margin_mask(cos: np.ndarray, near: np.ndarray, margin: float) -> np.ndarray:
+    """Track-detection pairs whose appearance may not stand in for their IoU (``appearance_margin``).
+
+    ``cos``: (tracks, detections) cosine similarities; ``near``: the pairs within the IoU gate. A pair is
+    masked when some other detection near the same track looks more like it by more than ``margin``: the
+    track's own person is then elsewhere, and a weak likeness would only let it take a neighbour's box (at
+    5 fps, two such pairs swapped the ids of people crossing; BENCHMARKS.md). Pairs outside the gate
+    compete with nothing.
+
+    >>> cos = np.array([[0.9, 0.3, 0.8], [0.2, 0.4, 0.1]])
+    >>> near = np.array([[True, True, False], [True, True, True]])
+    >>> appearance_margin_mask(cos, near, 0.25).astype(int).tolist()
+    [[0, 1, 0], [0, 0, 1]]
+    """
+    if cos.size == 0:
+        return np.zeros(cos.shape, bool)
+    best = np.where(near, cos, -np.inf).max(axis=1, keepdims=True)
+    return near & (cos < best - margin)
+
+
 def _bot_class() -> type:
     """Ultralytics' BOTSORT with appearance re-activation of lost tracks (built on first use: ultralytics is heavy)."""
     global _BOT_CLASS
@@ -133,6 +156,23 @@ def _bot_class() -> type:
 
     class _Bot(BOTSORT):
         cfg: ByteReidTrackerConfig
+
+        def get_dists(self, tracks, detections):
+            """BoT-SORT's first-stage cost (:meth:`BOTSORT.get_dists`: the IoU cost fused with the score, or the
+            appearance cost where lower, within the IoU and appearance gates), plus :func:`appearance_margin_mask`."""
+            margin = self.cfg.appearance_margin
+            if margin is None:
+                return super().get_dists(tracks, detections)
+            from ultralytics.trackers.utils import matching
+
+            dists = matching.iou_distance(tracks, detections)
+            dists_mask = dists > (1 - self.proximity_thresh)
+            dists = matching.fuse_score(dists, detections)
+            emb = matching.embedding_distance(tracks, detections) / 2.0
+            emb[appearance_margin_mask(1.0 - 2.0 * emb, ~dists_mask, margin)] = 1.0
+            emb[emb > (1 - self.appearance_thresh)] = 1.0
+            emb[dists_mask] = 1.0
+            return np.minimum(dists, emb)
 
         def _post_first_association(self, strack_pool, detections, u_track, u_detection, activated, refind):
             cfg = self.cfg
@@ -213,6 +253,7 @@ class ByteReidTracker:
             raise ValueError(f"unknown tracker snapshot format {fmt!r}")
         # a snapshot written before the tracker followed the frame rate (rolling upgrade): the rate it was tuned at
         bot.__dict__.setdefault("frame_rate", self.cfg.fps)
+        bot.cfg = self.cfg  # today's settings, not the ones pickled with the snapshot (it may predate some)
         self._bot, self._stale = bot, stale
 
     def set_frame_rate(self, fps: float) -> None:
