@@ -158,21 +158,21 @@ def _bot_class() -> type:
         cfg: ByteReidTrackerConfig
 
         def get_dists(self, tracks, detections):
-            """BoT-SORT's first-stage cost (:meth:`BOTSORT.get_dists`: the IoU cost fused with the score, or the
-            appearance cost where lower, within the IoU and appearance gates), plus :func:`appearance_margin_mask`."""
-            margin = self.cfg.appearance_margin
-            if margin is None:
-                return super().get_dists(tracks, detections)
+            """BoT-SORT's cost (the IoU cost fused with the score, or the appearance cost where lower, within the
+            IoU and appearance gates), except that a pair :func:`appearance_margin_mask` masks keeps its fused IoU
+            cost. Ultralytics calls it for the first association and for unconfirmed tracks (one frame old)."""
+            dists = super().get_dists(tracks, detections)
+            if self.cfg.appearance_margin is None or dists.size == 0:
+                return dists
             from ultralytics.trackers.utils import matching
 
-            dists = matching.iou_distance(tracks, detections)
-            dists_mask = dists > (1 - self.proximity_thresh)
-            dists = matching.fuse_score(dists, detections)
-            emb = matching.embedding_distance(tracks, detections) / 2.0
-            emb[appearance_margin_mask(1.0 - 2.0 * emb, ~dists_mask, margin)] = 1.0
-            emb[emb > (1 - self.appearance_thresh)] = 1.0
-            emb[dists_mask] = 1.0
-            return np.minimum(dists, emb)
+            iou_cost = matching.iou_distance(tracks, detections)
+            cos = 1.0 - matching.embedding_distance(tracks, detections)  # -1: no feature on either side
+            masked = appearance_margin_mask(cos, iou_cost <= 1 - self.proximity_thresh, self.cfg.appearance_margin)
+            if masked.any():  # the (fused) IoU cost is at most 1, the appearance cost's ceiling: min() gave no less
+                fused = matching.fuse_score(iou_cost, detections) if self.args.fuse_score else iou_cost
+                dists[masked] = fused[masked]
+            return dists
 
         def _post_first_association(self, strack_pool, detections, u_track, u_detection, activated, refind):
             cfg = self.cfg
@@ -253,7 +253,9 @@ class ByteReidTracker:
             raise ValueError(f"unknown tracker snapshot format {fmt!r}")
         # a snapshot written before the tracker followed the frame rate (rolling upgrade): the rate it was tuned at
         bot.__dict__.setdefault("frame_rate", self.cfg.fps)
-        bot.cfg = self.cfg  # today's settings, not the ones pickled with the snapshot (it may predate some)
+        # the settings read through ``cfg`` at each frame (appearance_margin, reactivate_*) are today's, not the
+        # pickled ones: a snapshot may predate some of them (the thresholds copied into ``bot.args`` stay as pickled)
+        bot.cfg = self.cfg
         self._bot, self._stale = bot, stale
 
     def set_frame_rate(self, fps: float) -> None:
