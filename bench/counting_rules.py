@@ -66,26 +66,20 @@ def sequences() -> list[tuple[str, Path, list, list]]:
 
 def tracks(video: Path, step: int, offset: int, detector, config) -> list[tuple[int, list]]:
     """``(ts_ms, [(track id, x1, y1, x2, y2, stationary)])`` of every ``step``-th frame from ``offset``."""
-    import cv2
+    from tracking import source_frames, video_fps
 
     from storelens.backends.trackers import build_tracker
     from storelens.backends.video import RawFrame, encode_frame
     from storelens.stages import DetectTrackStage
 
     stage = DetectTrackStage(config, detector, lambda: build_tracker(config.tracker))
-    cap = cv2.VideoCapture(str(video))
-    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-    out, k = [], 0
-    while True:
-        ok, img = cap.read()
-        if not ok:
-            break
+    fps = video_fps(video)
+    out = []
+    for k, img in enumerate(source_frames(video)):
         if k >= offset and (k - offset) % step == 0:
             ts = int(round(k * 1000 / fps))
             tf = stage.process(encode_frame("cam", k, RawFrame(k, ts, img), None, 90))
             out.append((ts, [(t.track_id, (b := t.bbox_xyxy).x1, b.y1, b.x2, b.y2, t.stationary) for t in tf.tracks]))
-        k += 1
-    cap.release()
     return out
 
 

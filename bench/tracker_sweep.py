@@ -40,7 +40,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from tracking import WEIGHTS, Seq, count_errors, machine_lines, sequences, source_frames  # noqa: E402
+from tracking import WEIGHTS, Seq, count_errors, machine_lines, sequences, source_frames, video_fps  # noqa: E402
 
 from storelens.domain.mot import MotBox, evaluate_mot, write_mot  # noqa: E402
 
@@ -66,11 +66,7 @@ def frames(seq: Seq, quality: int, step: int = 1, offset: int = 0, scale: float 
     def kept(k: int) -> bool:
         return k >= offset and (k - offset) % step == 0
 
-    fps = 30.0  # a folder of jpgs (MOT17-mini), as every table so far was made
-    if seq.source.is_file():
-        cap = cv2.VideoCapture(str(seq.source))
-        fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-        cap.release()
+    fps = video_fps(seq.source, jpg_folder_fps=30.0)  # 30 for MOT17-mini's jpgs, as every table so far was made
     for k, img in enumerate(source_frames(seq.source)):
         if kept(k):
             yield k + 1, fps / step, hop(k, img)

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import os
 import pathlib
@@ -58,7 +59,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 import benchlib  # noqa: E402
 
-from storelens.domain.mot import evaluate_mot, gt_line_counts, read_mot  # noqa: E402
+from storelens.domain.mot import evaluate_mot, gt_line_counts, read_mot, write_mot  # noqa: E402
 from storelens.paths import asset  # noqa: E402
 
 WEIGHTS = "models/yolo11n_int8_openvino_model"
@@ -115,6 +116,18 @@ def source_frames(source: pathlib.Path):
             yield cv2.imread(str(jpg))
 
 
+def video_fps(source: pathlib.Path, jpg_folder_fps: float = 25.0) -> float:
+    """A video file's frame rate (25 if OpenCV does not know it); ``jpg_folder_fps`` for a folder of jpgs."""
+    import cv2
+
+    if not source.is_file():
+        return jpg_folder_fps
+    cap = cv2.VideoCapture(str(source))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    cap.release()
+    return fps
+
+
 def reencode(source: pathlib.Path, dst: pathlib.Path, fps: float | None = None, step: int = 1,
              width: int | None = None) -> tuple[int, float, float]:
     """Every ``step``-th frame of ``source`` (a video file or a folder of jpgs), at most ``width`` pixels wide
@@ -123,10 +136,7 @@ def reencode(source: pathlib.Path, dst: pathlib.Path, fps: float | None = None, 
     scales from source to file pixels."""
     import cv2
 
-    if fps is None:
-        cap = cv2.VideoCapture(str(source))
-        fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-        cap.release()
+    fps = video_fps(source) if fps is None else fps
     out, n, sx, sy, size = None, 0, 1.0, 1.0, None
     for k, img in enumerate(source_frames(source)):
         if k % step:
@@ -180,14 +190,9 @@ def resampled_video(seq: Seq, tmp: pathlib.Path, width: int | None, step: int) -
 
 def to_source_frames(hyp: pathlib.Path, out: pathlib.Path, step: int, sx: float, sy: float) -> None:
     """MOT rows of a :func:`resampled_video` run back in the sequence's frame numbers and pixels."""
-    rows = []
-    for line in hyp.read_text().splitlines():
-        if line.strip():
-            v = line.split(",")
-            v[0] = str((int(v[0]) - 1) * step + 1)
-            v[2:6] = [f"{float(x) / s:.2f}" for x, s in zip(v[2:6], (sx, sy, sx, sy))]
-            rows.append(",".join(v) + "\n")
-    out.write_text("".join(rows))
+    write_mot(out, [dataclasses.replace(b, frame=(f - 1) * step + 1, left=b.left / sx, top=b.top / sy,
+                                        width=b.width / sx, height=b.height / sy)
+                    for f, bs in read_mot(hyp).items() for b in bs])
 
 
 def ultralytics_track(source: str, tracker_yaml: str, out_path: str) -> None:
