@@ -139,3 +139,25 @@ def test_a_corrupt_frame_in_a_batch_is_its_own_dead_letter(models):
     tracked = [h.outputs.publish[0].message for h in handled if h.dead_letter is None]
     assert [(t.camera_id, t.seq) for t in tracked] == [(firsts[0].camera_id, 0), (firsts[2].camera_id, 0)]
     assert stage.last_seq == {firsts[0].camera_id: 0, firsts[2].camera_id: 0}
+
+
+def test_a_prebuilt_tracker_is_the_first_made_and_its_build_error_comes_at_make(tmp_path):
+    """``tracker_factory(prebuild=True)`` (as ``build_detect_track`` makes it) builds the first tracker in a thread
+    while the caller goes on; the first ``make()`` returns that one, the next share its re-id model, and a build that
+    failed raises at ``make()``, as a lazily built tracker would, not when the factory is made."""
+    import threading
+
+    from storelens.errors import ModelError
+
+    cfg = site(1)
+    make = tracker_factory(cfg.tracker, prebuild=True)
+    assert any(t.name.startswith("tracker-build") for t in threading.enumerate()), "building in the background"
+    built = [t for t in threading.enumerate() if t.name.startswith("tracker-build")]
+    a, b = make(), make()
+    assert a is not b and a.embedder is b.embedder
+    for t in built:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in built), "the build thread ends with the build"
+    bad = tracker_factory(cfg.tracker.model_copy(update={"reid_weights": str(tmp_path / "missing.xml")}), prebuild=True)
+    with pytest.raises(ModelError, match="missing.xml"):
+        bad()

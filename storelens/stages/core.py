@@ -321,6 +321,9 @@ def build_detect_track(config: SiteConfig, detector: Detector | None = None,
     from storelens.backends.detectors import build_detector
     from storelens.backends.trackers import tracker_factory as make_trackers
 
-    detector = detector or build_detector(config.detector)
-    # bytereid: every camera's tracker shares one re-id model (one inference serves a batch of cameras)
-    return DetectTrackStage(config, detector, tracker_factory or make_trackers(config.tracker))
+    # bytereid: every camera's tracker shares one re-id model (one inference serves a batch of cameras). When the
+    # detector is compiled here, the first tracker is built in a thread meanwhile; not beside Ultralytics' own
+    # detector, which must import ultralytics first (it sets OMP_NUM_THREADS and the log stream before)
+    prebuild = detector is None and config.detector.backend != "ultralytics"
+    trackers = tracker_factory or make_trackers(config.tracker, prebuild=prebuild)
+    return DetectTrackStage(config, detector or build_detector(config.detector), trackers)
