@@ -16,7 +16,7 @@ Sources: the visible 25 fps sequences (TUD-Stadtmitte, TUD-Campus, the CAVIAR
 clips) resized to 480x360 and sampled to 5 fps (every 5th frame, all frames
 decoded), camera k starting at a different clip.
 
-    python bench/cameras.py [--cameras 1,2,4,6,8] [--frames 40] [--skip-ultralytics] [--frame-format bgr] [--rect]
+    python bench/cameras.py [--cameras 1,2,4,6,8] [--frames 40] [--skip-ultralytics] [--frame-format bgr] [--rect [--imgsz 480]]
 
 (Until 2026-12-03 a second mode hand-copied the detect-track loop; it is gone: the runs measure the pipeline.)
 """
@@ -74,11 +74,13 @@ class Camera:
 class Embedded:
     """N file cameras through the embedded pipeline, the models loaded once for every run."""
 
-    def __init__(self, frames: int, workdir: str, frame_format: str = "jpeg", rect: bool = False) -> None:
+    def __init__(self, frames: int, workdir: str, frame_format: str = "jpeg", rect: bool = False,
+                 imgsz: int | None = None) -> None:
         from storelens.backends.detectors import build_detector
         from storelens.backends.trackers import tracker_factory
 
         self.frames, self.workdir, self.files, self.frame_format, self.rect = frames, workdir, {}, frame_format, rect
+        self.imgsz = imgsz  # with rect: detector.imgsz (None: the export's own size)
         site = self.site(1)
         self.detector = build_detector(site.detector)
         self.embedder = tracker_factory(site.tracker)().embedder  # one re-id model, shared by every camera
@@ -101,8 +103,10 @@ class Embedded:
     def site(self, n: int):
         from storelens.config import parse_config
 
-        return parse_config({"store": {"id": "bench"}, "tracker": {"backend": "bytereid"},
-                             "detector": {"weights": str(WEIGHTS), "confidence": 0.1, "rect": self.rect},
+        detector = {"weights": str(WEIGHTS), "confidence": 0.1, "rect": self.rect}
+        if self.imgsz is not None:
+            detector["imgsz"] = self.imgsz
+        return parse_config({"store": {"id": "bench"}, "tracker": {"backend": "bytereid"}, "detector": detector,
                              "pipeline": {"batch_cameras": max(1, min(n, 64)), "frames": self.frame_format},
                              "cameras": [{"id": f"cam{k}", "source": self.file(k)} for k in range(n)]})
 
@@ -151,18 +155,19 @@ class PacedBus(InProcessBus):
 
 
 def embedded_table(ns: list[int], frames: int, ultralytics: bool = True, frame_format: str = "jpeg",
-                   rect: bool = False) -> None:
+                   rect: bool = False, imgsz: int | None = None) -> None:
     import tempfile
 
     print(f"Embedded pipeline (ingest -> detect-track batching the cameras -> analytics), {SIZE[0]}x{SIZE[1]}, "
-          f"{frames} frames per camera, `pipeline.frames: {frame_format}`, `detector.rect: {str(rect).lower()}`; paced: camera frame k published at "
+          f"{frames} frames per camera, `pipeline.frames: {frame_format}`, `detector.rect: {str(rect).lower()}`"
+          f"{'' if imgsz is None else f', `detector.imgsz: {imgsz}`'}; paced: camera frame k published at "
           f"k / {FPS} s\n")
     print("| cameras | unpaced: camera-frames/s | per camera fps | frames per detector call | "
           f"paced at {FPS} fps: lag median / p95 / max (ms) | kept up (lag < {LAG_OK_S:g} s) | "
           "Ultralytics, one YOLO.track() process per camera: per camera fps (slowest), unpaced |")
     print("|---:|---:|---:|---:|---|---|---:|")
     with tempfile.TemporaryDirectory(prefix="bench-cameras-") as tmp:
-        emb = Embedded(frames, tmp, frame_format, rect)
+        emb = Embedded(frames, tmp, frame_format, rect, imgsz)
         for n in ns:
             rate, _, batches = emb.run(n, paced=False)
             per_call = sum(k * c for k, c in batches.items()) / max(1, sum(batches.values())) if batches else 1.0
@@ -206,15 +211,19 @@ def main() -> int:
     ap.add_argument("--frame-format", choices=("jpeg", "bgr"), default="jpeg",
                     help="pipeline.frames: jpeg (the default, as the services) or bgr (raw pixels, no JPEG hop)")
     ap.add_argument("--rect", action="store_true", help="detector.rect: true (the detector at the frames' 4:3)")
+    ap.add_argument("--imgsz", type=int, help="with --rect: detector.imgsz, the frame fitted into it (480: these "
+                    "cameras' own 480x360, not enlarged to 640x480; default: the export's 640)")
     ap.add_argument("--embedded", action="store_true",
                     help="(the only mode now; accepted so that the commands recorded in BENCHMARKS.md still run)")
     args = ap.parse_args()
+    if args.imgsz is not None and not args.rect:
+        raise SystemExit("--imgsz needs --rect (a fixed 640x640 export runs at 640 otherwise)")
     ns = [int(x) for x in args.cameras.split(",")]
     print(f"Command: `{shlex.join(['python', 'bench/cameras.py', *sys.argv[1:]])}`\n")
     print(benchlib.cpu_line())
     print(benchlib.python_line())
     print()
-    embedded_table(ns, args.frames, not args.skip_ultralytics, args.frame_format, args.rect)
+    embedded_table(ns, args.frames, not args.skip_ultralytics, args.frame_format, args.rect, args.imgsz)
     return 0
 
 if __name__ == "__main__":
