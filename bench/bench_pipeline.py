@@ -18,10 +18,12 @@ config's first camera: ``target_fps``, ``resize_width``) for every row:
 
 Model loading and warm-up are outside the timed region. Prints a Markdown
 table (fps, ms/frame, relative to row a), the machine, the command line and
-the peak RSS. See bench/README.md.
+the peak RSS; with ``--threads``, also each row's CPU time a frame by thread
+(where the pipeline's time goes beside the detector). See bench/README.md.
 
     python bench/bench_pipeline.py                     # all rows, all frames
     python bench/bench_pipeline.py --frames 40 --only a,b
+    python bench/bench_pipeline.py --only a,c --threads
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ import shlex
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import warnings
@@ -116,6 +119,69 @@ class Row:
     fps: float | None = None
     frames: int = 0
     note: str = ""
+    threads: list[dict[str, float]] | None = None  # --threads: per timed run, CPU ms a frame by thread (+ totals)
+
+
+#: ``--threads``: how often the threads' CPU times are read (a thread that ends between two reads loses its last
+#: interval; the process total, from ``time.process_time``, loses nothing).
+THREAD_SAMPLE_S = 0.1
+
+
+def _task_cpu_s() -> dict[tuple[int, int], tuple[str, float]]:
+    """``(native thread id, its start time) -> (its /proc name, user + system CPU seconds)`` of this process's live
+    threads (Linux; the start time tells a thread from a later one given the same id)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                stat = f.read()
+        except OSError:  # ended meanwhile
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # fields[0] is field 3 of proc_pid_stat(5)
+        out[(int(tid), int(fields[19]))] = (stat[stat.index("(") + 1:stat.rindex(")")],
+                                            (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def cpu_by_thread(fn: Callable[[], Run]) -> tuple[Run, dict[str, float]]:
+    """``fn()`` and the CPU seconds each thread name spent during it: Python threads by their ``threading`` name,
+    native ones (OpenVINO's inference workers, FFmpeg's decoders) as ``native:<their /proc name>`` (OpenVINO's
+    workers, like any unnamed native thread, carry the interpreter's name, e.g. ``native:python``); threads of one
+    name summed. Key ``"*"``: the whole process, sampler included."""
+    before, seen, names, done = _task_cpu_s(), {}, {}, threading.Event()
+    me = threading.get_native_id()
+
+    def read() -> None:
+        now = _task_cpu_s()
+        py = {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
+        for key in now:
+            if names.get(key) is None:  # a Python thread's name, once it shows among threading's
+                names[key] = py.get(key[0]) or ("MainThread" if key[0] == me else None)
+        seen.update(now)
+
+    def sampler() -> None:
+        while not done.wait(THREAD_SAMPLE_S):
+            read()
+
+    th = threading.Thread(target=sampler, name="bench-thread-sampler", daemon=True)
+    cpu0 = time.process_time()
+    th.start()
+    try:
+        run = fn()
+    finally:
+        done.set()
+        th.join()
+        read()
+    total = time.process_time() - cpu0
+    by_name: dict[str, float] = {}
+    for key, (comm, cpu) in seen.items():
+        if key[0] == th.native_id:
+            continue
+        name = names.get(key) or f"native:{comm}"
+        by_name[name] = by_name.get(name, 0.0) + cpu - before.get(key, (comm, 0.0))[1]
+    by_name["*"] = total
+    return run, by_name
 
 
 class Bench:
@@ -249,7 +315,7 @@ class Bench:
             nonlocal done
             done += 1
             if self.limit is not None and done >= self.limit and pipe is not None:
-                pipe.stop()  # frames already in the bus queues are still processed and counted
+                pipe.stop()  # each stage ends after the message in hand; frames still queued are not processed
 
         config = self.config if faces else self.config.model_copy(
             update={"faces": self.config.faces.model_copy(update={"enabled": False})})
@@ -362,6 +428,26 @@ def short_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {msg}{hint}"
 
 
+def thread_table(rows: list[Row], least_ms: float = 0.3) -> list[str]:
+    """``--threads``: each row's CPU ms a frame (medians over its runs), the whole process and by thread."""
+    out = [f"CPU time a frame by thread (`--threads`: medians over the runs; threads under {least_ms} ms a frame "
+           "summed as \"others\"; a run's CPU includes its set-up and tear-down, e.g. building the pipeline):",
+           "", "| row | ms/frame (wall) | CPU ms/frame, process | cores busy | CPU ms/frame by thread |",
+           "|---|---:|---:|---:|---|"]
+    for r in rows:
+        if not (r.fps and r.threads):
+            continue
+        names = {k for run in r.threads for k in run} - {"*"}
+        med = {k: statistics.median(run.get(k, 0.0) for run in r.threads) for k in names}
+        total = statistics.median(run["*"] for run in r.threads)
+        shown = sorted(((v, k) for k, v in med.items() if v >= least_ms), reverse=True)
+        rest = sum(v for v in med.values() if v < least_ms)
+        parts = [f"{k} {v:.1f}" for v, k in shown] + ([f"others {rest:.1f}"] if rest >= 0.05 else [])
+        wall = 1000.0 / r.fps
+        out.append(f"| {r.key} | {wall:.1f} | {total:.1f} | {total / wall:.2f} | {'; '.join(parts)} |")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default="storelens/examples/demo.yaml", help="site config (default: %(default)s)")
@@ -369,6 +455,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=1, help="timed runs per row; the median is reported (default: 1)")
     ap.add_argument("--only", default=",".join(GROUPS), help="row groups to run, e.g. a,b (default: %(default)s)")
     ap.add_argument("--warmup", type=int, default=5, help="untimed warm-up frames per row (default: %(default)s)")
+    ap.add_argument("--threads", action="store_true",
+                    help="also print each row's CPU time a frame by thread (Linux: /proc/self/task)")
     args = ap.parse_args(argv)
 
     only = {g.strip() for g in args.only.split(",") if g.strip()}
@@ -378,6 +466,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--frames must be >= 1")
     if args.repeat < 1:
         ap.error("--repeat must be >= 1")
+    if args.threads and not os.path.isdir("/proc/self/task"):
+        ap.error("--threads reads /proc/self/task, which this system does not have (Linux only)")
 
     cfg_path = pathlib.Path(args.config)
     if not cfg_path.exists() and not cfg_path.is_absolute() and (REPO / cfg_path).exists():
@@ -446,7 +536,11 @@ def main(argv: list[str] | None = None) -> int:
                 if r.key not in runners:
                     continue
                 try:
-                    run = runners[r.key](timed=True)
+                    if args.threads:
+                        run, cpu = cpu_by_thread(lambda: runners[r.key](timed=True))
+                        r.threads = (r.threads or []) + [{k: v * 1000 / max(1, run.frames) for k, v in cpu.items()}]
+                    else:
+                        run = runners[r.key](timed=True)
                 except Exception as exc:
                     fail(r, exc)
                     continue
@@ -494,8 +588,10 @@ def main(argv: list[str] | None = None) -> int:
             out.append(f"| {r.key}: {r.what} | n/a | n/a | {reason} |")
     for r in rows:
         if r.key in ("c", "c0", "c0b") and r.fps and r.frames != main_count:
-            out.append(f"\nRow {r.key} processed {r.frames} frames: after `--frames` is reached the pipeline is "
-                       "stopped and drains the frames already in its queues (all counted and timed).")
+            out.append(f"\nRow {r.key} processed {r.frames} frames: the pipeline is stopped once `--frames` frames "
+                       "have gone through analytics (or when the video ends); frames still queued are not processed.")
+    if args.threads:
+        out += ["", *thread_table(rows)]
     out += ["", f"Peak RSS of the benchmark process (all models above loaded): {peak_mib:.0f} MiB"]
     print("\n".join(out), flush=True)
     return 0

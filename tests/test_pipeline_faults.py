@@ -140,3 +140,44 @@ def test_storage_outage_is_retried_reported_and_loses_nothing(stage, tmp_path):
     assert tracks(store) == tracks(clean_db) and len(tracks(store)) > 0
     store.close()
     clean_db.close()
+
+
+def test_stop_from_another_thread_ends_the_run_while_a_stage_waits_on_a_full_queue(stage):
+    """``stop()`` from another thread (here analytics' own callback) ends ``run()`` even when detect-track is
+    waiting on analytics' full queue: analytics stops first and never drains it, so the bus must stop bounding
+    at the stop (``run()`` hung there when it closed the bus only after every stage had ended)."""
+    import time
+
+    bus = InProcessBus(maxsize=8)
+    pipe: EmbeddedPipeline | None = None
+    taken: list[int] = []
+    queue_was_full = threading.Event()
+
+    def on_tracked(tf) -> None:  # on the analytics thread, which holds back here while detect-track runs on
+        taken.append(tf.seq)
+        if len(taken) != 3:
+            return
+        deadline = time.monotonic() + 60
+        # analytics' queue of tracks is full (8) and detect-track's next publish waits (its offset is taken first)
+        while bus.published(topics.TRACKS) < len(taken) + 8 + 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if bus.published(topics.TRACKS) >= len(taken) + 8 + 1:
+            queue_was_full.set()
+        pipe.stop()
+
+    pipe = EmbeddedPipeline(_config(), bus=bus, on_tracked=on_tracked)
+    out: dict = {}
+
+    def run() -> None:
+        try:
+            out["result"] = pipe.run(_fresh(stage))
+        except BaseException as exc:  # noqa: BLE001 (reported by the assertion below)
+            out["error"] = exc
+
+    runner = threading.Thread(target=run, daemon=True)
+    runner.start()
+    runner.join(timeout=120)
+    assert queue_was_full.is_set(), "detect-track never waited on a full queue: the test did not test the stop"
+    assert not runner.is_alive(), "run() did not return after stop()"
+    assert "error" not in out, out.get("error")
+    assert 3 <= out["result"].frames < 71, out["result"].frames

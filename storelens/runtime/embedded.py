@@ -138,11 +138,14 @@ class EmbeddedPipeline:
         self.ingest: CameraSupervisor | None = None
 
     def stop(self) -> None:
+        """End :meth:`run` (from any thread): each stage stops after the message in hand, and from now on no thread
+        waits on a full queue (the stage that would drain it may have stopped already)."""
         self._stop.set()
+        self.bus.close()
 
     def _fail(self, exc: BaseException) -> None:
         self._errors.append(exc)
-        self._stop.set()
+        self.stop()
 
     # -- stages ------------------------------------------------------------------------
     def build_stage(self) -> DetectTrackStage:
@@ -242,7 +245,8 @@ class EmbeddedPipeline:
                 self._stop.wait(0.1)
             if not self._stop.is_set():  # every source ended: end the frames topic
                 self.bus.publish(topics.FRAMES, b"", END_OF_TOPIC)
-            while any(t.is_alive() for t in threads) and not self._errors:
+            # until the stages have drained the ended sources, or a stop (a failure is one)
+            while any(t.is_alive() for t in threads) and not self._stop.is_set():
                 for t in threads:
                     t.join(timeout=0.1)
         except KeyboardInterrupt:
