@@ -6,6 +6,7 @@ exit code 2 (1 for unexpected failures), never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import pathlib
@@ -93,6 +94,29 @@ def _stderr_console():
     return Console(stderr=True)
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """Within the block, SIGTERM (Kubernetes, ``kill``, the demo's parent) raises ``KeyboardInterrupt`` as Ctrl-C
+    does, so an embedded run ends with :meth:`EmbeddedPipeline.run`'s clean stop (each stage after the message in
+    hand, webhooks flushed, what was counted returned) instead of the process being killed mid-write. The previous
+    handler comes back after the block. Off the main thread (where signals cannot be handled) it does nothing."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(_signum, _frame) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _run(config, storage=None, on_tracked=None, show_progress: bool = True):
     import time
 
@@ -118,7 +142,8 @@ def _run(config, storage=None, on_tracked=None, show_progress: bool = True):
             staff_faces = StaffFaceSource(storage)  # the opt-in staff face gallery (storelens staff enroll)
     pipe = EmbeddedPipeline(config, storage=storage, on_tracked=on_tracked, gallery=gallery, staff_faces=staff_faces)
     if not show_progress:
-        return pipe.run()
+        with _sigterm_as_interrupt():
+            return pipe.run()
     prog, task = _progress(total, "processing")
     t0 = [None]
 
@@ -130,7 +155,7 @@ def _run(config, storage=None, on_tracked=None, show_progress: bool = True):
         prog.update(task, completed=done, fps=(done - 1) / dt if dt > 0 else 0.0)
 
     pipe.on_frame_done = tick
-    with prog:
+    with prog, _sigterm_as_interrupt():
         return pipe.run()
 
 
@@ -500,24 +525,18 @@ def cmd_demo(args) -> int:
     # served from the start, while the pipeline runs (a live camera never ends), and after
     # a finite source ends; SIGTERM / Ctrl-C stop both.
     import multiprocessing
-    import signal
     import threading
 
     child = multiprocessing.get_context("spawn").Process(target=_demo_pipeline, args=(config,), name="pipeline")
     if args.no_serve:
-        def _interrupt(_signum, _frame) -> None:
-            raise KeyboardInterrupt
-
-        previous = signal.signal(signal.SIGTERM, _interrupt)
-        child.start()
-        try:
-            child.join()
-        except KeyboardInterrupt:
-            child.terminate()  # SIGTERM/Ctrl-C while processing: stop the pipeline too
-            child.join(timeout=30)
-            raise
-        finally:
-            signal.signal(signal.SIGTERM, previous)
+        with _sigterm_as_interrupt():
+            child.start()
+            try:
+                child.join()
+            except KeyboardInterrupt:
+                child.terminate()  # SIGTERM/Ctrl-C while processing: stop the pipeline too (cleanly: see _run)
+                child.join(timeout=30)
+                raise
         return child.exitcode if child.exitcode and child.exitcode > 0 else (0 if child.exitcode == 0 else 1)
 
     from storelens.api import create_app, serve

@@ -181,3 +181,43 @@ def test_stop_from_another_thread_ends_the_run_while_a_stage_waits_on_a_full_que
     assert not runner.is_alive(), "run() did not return after stop()"
     assert "error" not in out, out.get("error")
     assert 3 <= out["result"].frames < 71, out["result"].frames
+
+
+def test_sigterm_ends_an_embedded_run_cleanly(tmp_path):
+    """SIGTERM mid-run (Kubernetes, ``kill``, the demo's parent) ends the CLI's embedded runs as Ctrl-C does:
+    ``run()`` stops each stage after the message in hand and returns what was counted, and the history holds it,
+    instead of the process being killed mid-write. The SIGTERM handler is the CLI's only inside the run."""
+    import os
+    import signal
+
+    from storelens.cli import _run
+    from storelens.storage import SqlStorage
+
+    class NotHandled(Exception):
+        pass
+
+    def not_handled(_signum, _frame):  # instead of the default action, which would kill the test session
+        raise NotHandled("SIGTERM reached the test's own handler: the run installed none")
+
+    sent: list[int] = []
+
+    def on_tracked(tf) -> None:  # on the analytics thread; the signal goes to the main thread, in run()
+        if tf.seq == 10 and not sent:
+            sent.append(tf.seq)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    store = SqlStorage(str(tmp_path / "history.db"))
+    previous = signal.signal(signal.SIGTERM, not_handled)
+    try:
+        result = _run(_config(), storage=store, on_tracked=on_tracked, show_progress=False)
+        assert signal.getsignal(signal.SIGTERM) is not_handled  # the run's handler is gone again
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        store.close()
+    assert sent == [10]
+    assert 11 <= result.frames < 71, result.frames  # stopped soon after the signal, not at the video's end
+    reopened = SqlStorage(str(tmp_path / "history.db"))
+    try:
+        assert len(reopened.tracks("campus", 0, 2**62)) > 0  # what was tracked before the stop is kept
+    finally:
+        reopened.close()
