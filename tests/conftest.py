@@ -10,6 +10,15 @@ import pytest
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _serial_tests_run_alone(request: pytest.FixtureRequest) -> None:
+    """A ``serial`` test stops a server the other tests use (the Kafka broker): it fails at once in a
+    pytest-xdist worker, before its body runs. ``make test`` runs ``-n 2 -m "not serial"``, then ``-m serial``."""
+    if request.node.get_closest_marker("serial") and os.environ.get("PYTEST_XDIST_WORKER"):
+        pytest.fail('a serial test stops a server the other workers use: run it without -n (-m serial), the '
+                    'others with -n 2 -m "not serial", as make test does', pytrace=False)
+
+
 @pytest.fixture
 def repo_root() -> pathlib.Path:
     """The checkout's root folder (holds ``storelens/``, ``proto/``, ``scripts/``)."""

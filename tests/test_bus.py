@@ -344,6 +344,7 @@ def test_kafka_rebalance_hooks_run_on_the_polling_thread_and_commit_before_hand_
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 @pytest.mark.timeout(400)
 def test_kafka_flush_rides_through_a_broker_outage_beating_meanwhile():
     """Messages pending while the broker is down: a flush with a short timeout raises

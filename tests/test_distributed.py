@@ -139,6 +139,7 @@ def test_analytics_restart(deployment, embedded):
     _assert_same_as_embedded(dep, counts, embedded)
 
 
+@pytest.mark.serial  # stops the broker every other test shares
 def test_kafka_broker_restart(deployment, embedded):
     dep = deployment
     dep.start_all()

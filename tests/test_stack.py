@@ -187,6 +187,7 @@ def test_redis_set_get():
         client.close()
 
 
+@pytest.mark.serial
 @pytest.mark.timeout(400)
 def test_kafka_restart_keeps_topics_and_messages(kafka_admin):
     from storelens.runtime.kafka import KafkaAdmin
