@@ -130,13 +130,14 @@ def served(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     if not pathlib.Path(CHROMIUM).is_file():
         pytest.fail(f"no chromium at {CHROMIUM}: run scripts/browser.sh")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        expect.set_options(timeout=15_000)  # as the pages' own timeout (expect() waits 5 s by default)
         yield b
         b.close()
 

@@ -236,6 +236,15 @@ def test_camera_supervisor_starts_stops_and_restarts_exactly_the_changed_cameras
             published.append(m.decode(m.Frame, value))
         time.sleep(0.02)
 
+    def wait_for_shop_frames(n: int) -> None:  # the shop stream has published n frames in all (a loaded machine)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with lock:
+                if sum(f.camera_id == "shop" for f in published) >= n:
+                    return
+            time.sleep(0.02)
+        raise AssertionError(f"the shop camera published fewer than {n} frames in 60 s")
+
     errors: list = []
     sup = CameraSupervisor(publish, lambda: False, lambda cam, exc: errors.append((cam.id, exc)))
     tud = CameraConfig(id="tud", source=str(VIDEO), target_fps=5.0)
@@ -245,14 +254,16 @@ def test_camera_supervisor_starts_stops_and_restarts_exactly_the_changed_cameras
     diff = sup.apply([tud, shop])
     assert [c.id for c in diff.added] == ["shop"] and not diff.removed and not diff.restarted
     assert sup.threads()["tud"] is tud_thread  # untouched
-    time.sleep(0.3)
+    wait_for_shop_frames(3)
     shop_thread = sup.threads()["shop"]
     # tud: only its lines change (no restart); shop: re-pointed to 2 fps (restarted)
     diff = sup.apply([tud.model_copy(update={"lines": [X320]}), shop.model_copy(update={"target_fps": 2.0})])
     assert [c.id for c in diff.updated] == ["tud"] and [c.id for c in diff.restarted] == ["shop"]
     assert sup.threads()["tud"] is tud_thread and not shop_thread.is_alive()
     assert sup.threads()["shop"] is not shop_thread and sup.threads()["shop"].is_alive()
-    time.sleep(0.3)
+    with lock:
+        before = sum(f.camera_id == "shop" for f in published)  # the first stream's frames and its end marker
+    wait_for_shop_frames(before + 2)
     second_shop = sup.threads()["shop"]
     diff = sup.apply([tud])
     assert diff.removed == ("shop",) and not diff.added and not diff.restarted

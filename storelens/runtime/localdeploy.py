@@ -2,7 +2,7 @@
 
 A :class:`LocalDeployment` writes a site configuration into a private
 namespace (Kafka topic prefix and consumer groups, a PostgreSQL schema, a
-Redis database) so runs never see each other's data, starts the services
+Redis database, one per pytest-xdist worker) so runs never see each other's data, starts the services
 from ``services/*/main.py`` and offers readiness, metrics and fault helpers.
 Needs the servers of ``scripts/stack.sh up``.
 """
@@ -33,6 +33,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def default_redis_db() -> int:
+    """The Redis database of a deployment: 9, plus the pytest-xdist worker's number (``gw1``: 10), since a
+    deployment empties its database when it starts and two workers' deployments may run at once."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    db = 9 + (int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0)
+    if db > 15:
+        raise ValueError(f"pytest-xdist worker {worker} has no Redis database of its own (9-15): use at most 7 workers")
+    return db
+
+
 def distributed_config(site: dict, uid: str, dsn: str, redis_db: int = 9, partitions: int = 2) -> dict:
     """``site`` (a site config dict) wired to the local stack in namespace ``uid``."""
     return {**site,
@@ -45,10 +55,11 @@ def distributed_config(site: dict, uid: str, dsn: str, redis_db: int = 9, partit
 class LocalDeployment:
     """One store's six services, each its own process, on a private topic/schema namespace."""
 
-    def __init__(self, tmp: pathlib.Path, site: dict, redis_db: int = 9) -> None:
+    def __init__(self, tmp: pathlib.Path, site: dict, redis_db: int | None = None) -> None:
         import psycopg
         import redis
 
+        redis_db = default_redis_db() if redis_db is None else redis_db
         self.site = site
         self.uid = "e2e" + uuid.uuid4().hex[:8]
         with psycopg.connect(PG_DSN, autocommit=True) as conn:
