@@ -36,12 +36,15 @@ MIN_MOTA = 0.75  # measured 0.798
 @pytest.fixture(scope="module")
 def br():
     """The bytereid modules (registered by ``storelens.backends.trackers`` and ``.appearance``)."""
-    from storelens.backends.appearance.omz_reid_openvino import BATCH_SIZES, OpenVinoReidEmbedder, reid_model_path
+    from storelens.backends.appearance.omz_reid_openvino import (
+        BATCH_SIZES, OpenVinoReidEmbedder, batches_for, reid_model_path,
+    )
     from storelens.backends.trackers.bytereid import AppearanceTracks, ByteReidTracker
     from storelens.config.tracker_bytereid import ByteReidTrackerConfig, OmzReidEmbedderConfig
     from storelens.config.trackers import TrackerConfig
 
     return SimpleNamespace(BATCH_SIZES=BATCH_SIZES, OpenVinoReidEmbedder=OpenVinoReidEmbedder, reid_model_path=reid_model_path,
+                           batches_for=batches_for,
                            AppearanceTracks=AppearanceTracks, ByteReidTracker=ByteReidTracker,
                            ByteReidTrackerConfig=ByteReidTrackerConfig, OmzReidEmbedderConfig=OmzReidEmbedderConfig,
                            TrackerConfig=TrackerConfig)
@@ -158,6 +161,13 @@ def test_crops_padded_into_one_batch_equal_crops_alone(br, embedder):
         np.testing.assert_allclose(feats, alone[:n], rtol=0, atol=atol, err_msg=f"{n} crops")
         assert (np.sum(feats * alone[:n], axis=1) > 1 - atol).all(), n
     assert embedder.compiled_batch_sizes == list(br.BATCH_SIZES), "compiled for the padded sizes only"
+    # more crops than the largest size: inferences of it, then one of the size the rest pads to (11 = 8 + 3)
+    more = np.concatenate([boxes, boxes[:3] + [-2, 1, -2, 1]])
+    calls = embedder.calls
+    feats = embedder.embed(frame, more)
+    assert embedder.calls == calls + len(br.batches_for(len(more))) == calls + 2
+    alone_more = np.concatenate([alone, *(embedder.embed(frame, b[None]) for b in more[len(boxes):])])
+    np.testing.assert_allclose(feats, alone_more, rtol=0, atol=atol, err_msg="11 crops")
 
 
 def test_missing_reid_model_is_a_model_error(br, tmp_path):

@@ -9,12 +9,12 @@ The crops of a call (up to 8) go through ONE inference request, and
 :meth:`OpenVinoReidEmbedder.embed_many` takes crops of several images (cameras)
 at once for the same request. The model is compiled for fixed batch sizes
 (:data:`BATCH_SIZES`, each once, on first use) and a call's crops are padded up
-to the next one. Why not a dynamic batch dimension: OpenVINO's CPU plugin then
+to the next one (its cost grows with the padded size: ~2.7-3.5 ms of CPU a row). Why not a dynamic batch dimension: OpenVINO's CPU plugin then
 re-plans every layer whenever the size differs from the last call's, and a
 store camera's number of crops changes from frame to frame (``bench/reid_batch.py``,
 crop counts as a street camera asks them: 8.1 ms a call dynamic, 6.0 ms padded
 to static sizes, f32 on 2 AVX-512 cores). More crops than the largest size take
-consecutive inferences of it.
+inferences of it and one of the size the rest is padded to (:func:`batches_for`).
 
 Registered as the appearance embedder ``omz-reid-openvino``
 (:class:`~storelens.config.tracker_bytereid.OmzReidEmbedderConfig`), so the
@@ -41,22 +41,35 @@ from storelens.errors import ModelError
 
 #: (width, height) the OMZ person re-id models take.
 REID_INPUT_WH = (128, 256)
-#: Batch sizes the model is compiled for (each ~250 ms and ~25 MB, on first use); a call's crops are padded up to
-#: the next size, and more than the last go through several inferences of the last (past 8 crops the time is
-#: already about the same per crop: ~1 ms).
-BATCH_SIZES = (1, 2, 4, 8)
+#: Batch sizes the model is compiled for (each ~250 ms and ~15 MB, in the background at load); a call's crops are
+#: padded up to the next size, and more than the last go through inferences of the last and one for the rest
+#: (:func:`batches_for`). An inference costs about its padded size in crops (f32, 2 AVX-512 cores: 3.5 ms of CPU
+#: for 1 crop, 2.7 ms a crop for 8), so 3, 5 or 6 crops padded to 4 or 8 paid up to 60 % for padding.
+BATCH_SIZES = (1, 2, 3, 4, 6, 8)
 #: Sizes compiled in the background as soon as the model loads (the batch of 1 is compiled before the constructor
 #: returns, so a bad model fails there).
-PRECOMPILED = (2, 4)
+PRECOMPILED = BATCH_SIZES[1:]
 
 
 def batch_size_for(n: int) -> int:
     """The compiled batch size ``n`` crops are padded up to (the largest, for more than it holds).
 
     >>> [batch_size_for(n) for n in (1, 2, 3, 5, 8, 9, 40)]
-    [1, 2, 4, 8, 8, 8, 8]
+    [1, 2, 3, 6, 8, 8, 8]
     """
     return next((b for b in BATCH_SIZES if b >= n), BATCH_SIZES[-1])
+
+
+def batches_for(n: int) -> list[int]:
+    """The compiled sizes of the inferences ``n`` crops take: the largest as often as it fills, then the rest's
+    (9 crops of 8 cameras: 8 + 1, not 8 + 8).
+
+    >>> [batches_for(n) for n in (0, 3, 8, 9, 13, 16)]
+    [[], [3], [8], [8, 1], [8, 6], [8, 8]]
+    """
+    largest = BATCH_SIZES[-1]
+    rest = n % largest
+    return [largest] * (n // largest) + ([batch_size_for(rest)] if rest else [])
 
 
 def reid_model_path(variant: str = "0288", precision: str = "FP16") -> str:
@@ -147,22 +160,23 @@ class OpenVinoReidEmbedder:
 
     def embed_many(self, items: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
         """Embeddings of the boxes of several images (e.g. one frame per camera), in ONE inference of up to
-        ``BATCH_SIZES[-1]`` crops (more take one inference per that many)."""
+        ``BATCH_SIZES[-1]`` crops (more take one inference per that many, and one for the rest)."""
         sizes = [len(np.asarray(b).reshape(-1, 4)) for _, b in items]
         total = sum(sizes)
         if total == 0:
             return [np.zeros((0, self.dim), np.float32) for _ in items]
-        size = batch_size_for(total)
-        padded = -(-total // size) * size
-        batch = np.zeros((padded, 3, REID_INPUT_WH[1], REID_INPUT_WH[0]), np.float32)
+        batches = batches_for(total)
+        batch = np.zeros((sum(batches), 3, REID_INPUT_WH[1], REID_INPUT_WH[0]), np.float32)
         start = 0
         for (image, boxes), n in zip(items, sizes):
             if n:
                 reid_crops(image, boxes, batch[start:start + n])
             start += n
-        request = self._request_for(size).result()
-        out = [np.array(request.infer([batch[i:i + size]])[0], np.float32).reshape(size, -1)  # a copy: reused
-               for i in range(0, total, size)]
+        out, start = [], 0
+        for size in batches:
+            request = self._request_for(size).result()
+            out.append(np.array(request.infer([batch[start:start + size]])[0], np.float32).reshape(size, -1))  # a copy
+            start += size
         feats = _l2(np.concatenate(out)[:total])
         self.calls += len(out)
         self.crops += total
