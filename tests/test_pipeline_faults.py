@@ -221,3 +221,40 @@ def test_sigterm_ends_an_embedded_run_cleanly(tmp_path):
         assert len(reopened.tracks("campus", 0, 2**62)) > 0  # what was tracked before the stop is kept
     finally:
         reopened.close()
+
+
+def test_run_ends_its_site_watcher_before_returning(tmp_path):
+    """``run()`` returns only once its look at the site versions in progress has ended, so a caller that closes
+    the history right after it (the CLI, every test) never has that look read a closed store (it logged "could
+    not read the site versions" with a traceback, into a closed stream at the end of a test)."""
+    import time
+
+    from storelens.storage import SqlStorage
+
+    store = SqlStorage(str(tmp_path / "history.db"))
+    pipeline = EmbeddedPipeline(_config(), storage=store)
+    real, looks, errors = store.site_update, [], []
+
+    def slow_site_update(*args):  # the watcher's look still running when the run ends (it looks every second)
+        if threading.current_thread().name != "site-watch":
+            return real(*args)  # run()'s own first look
+        pipeline._stop.wait()
+        time.sleep(0.3)
+        try:
+            return real(*args)
+        except Exception as exc:
+            errors.append(exc)
+            raise
+        finally:
+            looks.append(args)
+
+    store.site_update = slow_site_update
+    try:
+        assert pipeline.run().frames == 71
+    finally:
+        store.close()
+    for t in threading.enumerate():  # before the fix, the watcher was still sleeping here
+        if t.name == "site-watch":
+            t.join(timeout=5)
+    assert looks and not errors, errors
+

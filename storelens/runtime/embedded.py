@@ -54,6 +54,8 @@ from storelens.stages.registry import stages_for
 log = logging.getLogger(__name__)
 #: Seconds between two looks for a site version saved through the API (:meth:`EmbeddedPipeline._watch_site`).
 SITE_POLL_S = 1.0
+#: Seconds :meth:`EmbeddedPipeline.run` waits, at its end, for a look at the site versions in progress.
+SITE_WATCH_JOIN_S = 10.0
 #: Seconds ingest waits for the stages to apply a site version before it starts the version's new cameras.
 SITE_APPLY_TIMEOUT_S = 30.0
 
@@ -236,10 +238,12 @@ class EmbeddedPipeline:
         for t in threads:
             t.start()
         self.ingest.apply(cameras)
+        site_watch = None
         if self.storage is not None:
             # not one of the stage threads the run waits for: it ends with the run (self._stop)
-            threading.Thread(target=self._watch_site, args=(first.version if first else 0, site_stages),
-                             name="site-watch", daemon=True).start()
+            site_watch = threading.Thread(target=self._watch_site, args=(first.version if first else 0, site_stages),
+                                          name="site-watch", daemon=True)
+            site_watch.start()
         try:
             while not self._stop.is_set() and not self.ingest.close_if_idle():
                 self._stop.wait(0.1)
@@ -256,6 +260,8 @@ class EmbeddedPipeline:
         self.ingest.stop(timeout_s=5)
         for t in threads:
             t.join(timeout=30)
+        if site_watch is not None:  # a look at the site versions in progress ends before the caller closes storage
+            site_watch.join(timeout=SITE_WATCH_JOIN_S)
         for w in self.webhooks:  # what fired before the end is delivered (or dead-lettered) before returning
             w.sender.flush()
         self._collect(time.perf_counter() - t0)
