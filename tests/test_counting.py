@@ -578,6 +578,7 @@ DOCTEST_MODULES = [
     "storelens.backends.openvino_device",
     "storelens.backends.trackers.base",
     "storelens.backends.trackers.bytereid",
+    "storelens.backends.appearance.omz_reid_openvino",
 ]
 
 

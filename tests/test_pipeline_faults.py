@@ -223,19 +223,21 @@ def test_sigterm_ends_an_embedded_run_cleanly(tmp_path):
         reopened.close()
 
 
-def test_run_ends_its_site_watcher_before_returning(tmp_path):
+def test_run_ends_its_site_watcher_before_returning(stage, tmp_path, monkeypatch):
     """``run()`` returns only once its look at the site versions in progress has ended, so a caller that closes
     the history right after it (the CLI, every test) never has that look read a closed store (it logged "could
     not read the site versions" with a traceback, into a closed stream at the end of a test)."""
     import time
 
+    from storelens.runtime import embedded
     from storelens.storage import SqlStorage
 
+    monkeypatch.setattr(embedded, "SITE_POLL_S", 0.05)  # the watcher looks within the run, however fast the run
     store = SqlStorage(str(tmp_path / "history.db"))
     pipeline = EmbeddedPipeline(_config(), storage=store)
     real, looks, errors = store.site_update, [], []
 
-    def slow_site_update(*args):  # the watcher's look still running when the run ends (it looks every second)
+    def slow_site_update(*args):  # the watcher's look still running when the run ends
         if threading.current_thread().name != "site-watch":
             return real(*args)  # run()'s own first look
         pipeline._stop.wait()
@@ -250,11 +252,11 @@ def test_run_ends_its_site_watcher_before_returning(tmp_path):
 
     store.site_update = slow_site_update
     try:
-        assert pipeline.run().frames == 71
+        assert pipeline.run(_fresh(stage)).frames == 71
     finally:
         store.close()
     for t in threading.enumerate():  # before the fix, the watcher was still sleeping here
         if t.name == "site-watch":
             t.join(timeout=5)
-    assert looks and not errors, errors
-
+    assert looks, "the watcher never looked at the site versions during the run"
+    assert not errors, f"the watcher's look met the closed store: {errors}"

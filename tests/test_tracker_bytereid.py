@@ -135,7 +135,7 @@ def test_reid_embeddings_separate_people_in_one_inference(br, embedder):
     calls = embedder.calls
     feats = np.concatenate(embedder.embed_many(items))
     largest = br.BATCH_SIZES[-1]
-    assert embedder.calls == calls + -(-15 // largest), f"the crops go through inferences of {largest}"
+    assert embedder.calls == calls + len(br.batches_for(15)) == calls + 2, f"the crops go through inferences of {largest}"
     assert feats.shape == (15, 256) and np.allclose(np.linalg.norm(feats, axis=1), 1.0, atol=1e-4)
     sim = feats @ feats.T
     same = np.equal.outer(labels, labels) & ~np.eye(15, dtype=bool)
@@ -163,9 +163,18 @@ def test_crops_padded_into_one_batch_equal_crops_alone(br, embedder):
     assert embedder.compiled_batch_sizes == list(br.BATCH_SIZES), "compiled for the padded sizes only"
     # more crops than the largest size: inferences of it, then one of the size the rest pads to (11 = 8 + 3)
     more = np.concatenate([boxes, boxes[:3] + [-2, 1, -2, 1]])
-    calls = embedder.calls
-    feats = embedder.embed(frame, more)
-    assert embedder.calls == calls + len(br.batches_for(len(more))) == calls + 2
+    sizes, request_for = [], embedder._request_for
+
+    def recorded(size):
+        sizes.append(size)
+        return request_for(size)
+
+    embedder._request_for = recorded
+    try:
+        feats = embedder.embed(frame, more)
+    finally:
+        del embedder._request_for  # the class's own again
+    assert sizes == br.batches_for(len(more)) == [8, 3], sizes
     alone_more = np.concatenate([alone, *(embedder.embed(frame, b[None]) for b in more[len(boxes):])])
     np.testing.assert_allclose(feats, alone_more, rtol=0, atol=atol, err_msg="11 crops")
 

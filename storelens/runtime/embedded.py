@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 #: Seconds between two looks for a site version saved through the API (:meth:`EmbeddedPipeline._watch_site`).
 SITE_POLL_S = 1.0
 #: Seconds :meth:`EmbeddedPipeline.run` waits, at its end, for a look at the site versions in progress.
-SITE_WATCH_JOIN_S = 10.0
+SITE_WATCH_JOIN_S = 15.0  # longer than the history's own connect / lock timeout (10 s by default)
 #: Seconds ingest waits for the stages to apply a site version before it starts the version's new cameras.
 SITE_APPLY_TIMEOUT_S = 30.0
 
@@ -240,7 +240,7 @@ class EmbeddedPipeline:
         self.ingest.apply(cameras)
         site_watch = None
         if self.storage is not None:
-            # not one of the stage threads the run waits for: it ends with the run (self._stop)
+            # not one of the stage threads the run waits for to end: it ends with the run (self._stop), joined below
             site_watch = threading.Thread(target=self._watch_site, args=(first.version if first else 0, site_stages),
                                           name="site-watch", daemon=True)
             site_watch.start()
@@ -262,6 +262,9 @@ class EmbeddedPipeline:
             t.join(timeout=30)
         if site_watch is not None:  # a look at the site versions in progress ends before the caller closes storage
             site_watch.join(timeout=SITE_WATCH_JOIN_S)
+            if site_watch.is_alive():
+                log.warning("the site watcher is still reading the history; run() returns without it",
+                            extra={"waited_s": SITE_WATCH_JOIN_S})
         for w in self.webhooks:  # what fired before the end is delivered (or dead-lettered) before returning
             w.sender.flush()
         self._collect(time.perf_counter() - t0)
@@ -313,6 +316,8 @@ class EmbeddedPipeline:
             while (any(getattr(st, "site_version", version) < version for st in site_stages or ())
                    and time.monotonic() < deadline and not self._stop.is_set()):
                 time.sleep(0.02)
+            if self._stop.is_set():  # the run is ending: start no camera now
+                break
             diff = self.ingest.apply(cameras)
             log.info("site version applied to ingest", extra={
                 "version": version, "added": ",".join(c.id for c in diff.added), "removed": ",".join(diff.removed),

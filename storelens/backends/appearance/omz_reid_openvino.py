@@ -8,8 +8,9 @@ swap), output a 256-d embedding that we L2-normalise (compare by cosine).
 The crops of a call (up to 8) go through ONE inference request, and
 :meth:`OpenVinoReidEmbedder.embed_many` takes crops of several images (cameras)
 at once for the same request. The model is compiled for fixed batch sizes
-(:data:`BATCH_SIZES`, each once, on first use) and a call's crops are padded up
-to the next one (its cost grows with the padded size: ~2.7-3.5 ms of CPU a row). Why not a dynamic batch dimension: OpenVINO's CPU plugin then
+(:data:`BATCH_SIZES`, each once, in the background at load) and a call's crops
+are padded up to the next one (its cost grows with the padded size: ~2.7-3.5 ms
+of CPU a row). Why not a dynamic batch dimension: OpenVINO's CPU plugin then
 re-plans every layer whenever the size differs from the last call's, and a
 store camera's number of crops changes from frame to frame (``bench/reid_batch.py``,
 crop counts as a street camera asks them: 8.1 ms a call dynamic, 6.0 ms padded
@@ -41,7 +42,7 @@ from storelens.errors import ModelError
 
 #: (width, height) the OMZ person re-id models take.
 REID_INPUT_WH = (128, 256)
-#: Batch sizes the model is compiled for (each ~250 ms and ~15 MB, in the background at load); a call's crops are
+#: Batch sizes the model is compiled for (each ~250 ms and ~25 MB, in the background at load); a call's crops are
 #: padded up to the next size, and more than the last go through inferences of the last and one for the rest
 #: (:func:`batches_for`). An inference costs about its padded size in crops (f32, 2 AVX-512 cores: 3.5 ms of CPU
 #: for 1 crop, 2.7 ms a crop for 8), so 3, 5 or 6 crops padded to 4 or 8 paid up to 60 % for padding.
