@@ -43,13 +43,18 @@ def default_redis_db() -> int:
     return db
 
 
-def distributed_config(site: dict, uid: str, dsn: str, redis_db: int = 9, partitions: int = 2) -> dict:
+def redis_db_url(db: int) -> str:
+    """The local stack's Redis URL for database ``db``."""
+    return REDIS_URL.rsplit("/", 1)[0] + f"/{db}"
+
+
+def distributed_config(site: dict, uid: str, dsn: str, redis_db: int, partitions: int = 2) -> dict:
     """``site`` (a site config dict) wired to the local stack in namespace ``uid``."""
     return {**site,
             "storage": {"backend": "postgres", "dsn": dsn},
             "kafka": {"bootstrap_servers": KAFKA, "topic_prefix": f"{uid}.", "group_prefix": uid,
                       "partitions": partitions},
-            "live": {"redis_url": REDIS_URL.rsplit("/", 1)[0] + f"/{redis_db}"}}
+            "live": {"redis_url": redis_db_url(redis_db)}}
 
 
 class LocalDeployment:
@@ -64,7 +69,7 @@ class LocalDeployment:
         self.uid = "e2e" + uuid.uuid4().hex[:8]
         with psycopg.connect(PG_DSN, autocommit=True) as conn:
             conn.execute(f'CREATE SCHEMA "{self.uid}"')
-        redis.Redis.from_url(REDIS_URL.rsplit("/", 1)[0] + f"/{redis_db}").flushdb()
+        redis.Redis.from_url(redis_db_url(redis_db)).flushdb()
         dsn = f"{PG_DSN}{'&' if '?' in PG_DSN else '?'}options=-csearch_path%3D{self.uid}"
         self.dsn, self.redis_db = dsn, redis_db
         self.tmp = tmp
