@@ -102,7 +102,8 @@ def test_raw_frames_carry_the_resized_source_pixels_and_the_same_header():
     (m.Frame(camera_id="c", bgr=bytes(30 * 20 * 3 - 1), width=30, height=20), "header says 30x20"),
     (m.Frame(camera_id="c", bgr=bytes(30 * 20 * 3), width=20, height=30 * 3), "header says 20x90"),
     (m.Frame(camera_id="c", bgr=bytes(12)), "header says 0x0"),
-], ids=["short", "wrong-size", "no-size"])
+    (m.Frame(camera_id="c", bgr=b"", width=640, height=0), "header says 640x0"),  # was a 0x640 image
+], ids=["short", "wrong-size", "no-size", "no-height"])
 def test_decode_rejects_raw_pixels_that_do_not_fit_the_header(frame, error):
     with pytest.raises(DecodeError, match=error):
         decode_frame(frame)
@@ -147,3 +148,77 @@ def test_live_sampling_follows_timestamps():
     kept = [r.ts_ms for r in _time_sampled((RawFrame(i, t, img) for i, t in enumerate(stamps)), target_fps=10)]
     assert kept == [0, 100, 210, 600]
     assert len(list(_time_sampled((RawFrame(i, t, img) for i, t in enumerate(stamps)), None))) == len(stamps)
+
+
+def _served_live_source(tmp_path, n_frames: int = 20) -> tuple[str, object]:
+    """A live source: the first ``n_frames`` of TUD-Campus as an MJPG AVI served over HTTP (FFmpeg reads it as
+    it arrives, and :func:`read_live_frames` reopens it when it ends, as a dropped stream)."""
+    import functools
+    import http.server
+
+    cap = cv2.VideoCapture(str(CAMPUS))
+    writer = cv2.VideoWriter(str(tmp_path / "cam.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 25, (640, 480))
+    for _ in range(n_frames):
+        ok, img = cap.read()
+        assert ok
+        writer.write(img)
+    writer.release()
+    cap.release()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}/cam.avi", server
+
+
+def test_a_restarted_ingest_numbers_a_live_camera_above_its_old_frames(tmp_path):
+    """An ingest process that restarts has lost its counters. A live stream's frames are numbered from its first
+    frame's wall-clock ms, so the new process's numbers are above every number the old one published and
+    detect-track, analytics and faces (which skip ``seq <= last seq`` as redeliveries) take the new frames.
+    Before, both processes numbered from 0 and the new frames were dropped until they passed the old count."""
+    from storelens.runtime.ingest import CameraSupervisor
+
+    url, server = _served_live_source(tmp_path)
+    cam = CameraConfig(id="door", source=url)
+    assert is_live(url)
+
+    def one_process(n: int) -> list[m.Frame]:
+        """A fresh supervisor (a new ingest process) publishing ``n`` frames of the camera, then stopped."""
+        got: list[m.Frame] = []
+        done = threading.Event()
+
+        def publish(key: bytes, value: bytes) -> None:
+            if len(got) < n:
+                got.append(m.decode(m.Frame, value))
+            if len(got) >= n:
+                done.set()
+
+        errors: list = []
+        sup = CameraSupervisor(publish, done.is_set, lambda c, exc: errors.append(exc))
+        sup.apply([cam])
+        assert done.wait(60), f"the live camera published {len(got)} of {n} frames in 60 s"
+        sup.stop(timeout_s=10)
+        assert not errors
+        return got
+
+    try:
+        t0_ms = int(time.time() * 1000)
+        first = one_process(30)  # through one reconnect (the source "drops" after 20 frames)
+        second = one_process(5)
+    finally:
+        server.shutdown()
+    seqs = [f.seq for f in first]
+    assert seqs == list(range(seqs[0], seqs[0] + 30))  # consecutive across the reconnect
+    assert t0_ms <= seqs[0] <= first[0].ts_ms  # from the first frame's wall-clock ms
+    assert not any(f.end_of_stream for f in first + second)  # a live stream has no end
+    assert second[0].seq > seqs[-1]  # the restarted process goes on above the old numbers
+    assert [f.seq for f in second] == list(range(second[0].seq, second[0].seq + 5))
+
+
+def test_a_file_read_again_keeps_its_numbers_from_first_seq():
+    """Files keep their numbering (a replay after a restart is skipped downstream); ``first_seq`` shifts it, as a
+    camera restarted inside one process goes on after its old stream."""
+    cam = CameraConfig(id="campus", source=str(CAMPUS), target_fps=5)
+    frames = list(camera_frames(cam, first_seq=100))
+    assert [f.seq for f in frames] == list(range(100, 100 + len(frames))) and frames[-1].end_of_stream
+    assert [f.seq for f in camera_frames(cam)] == [f.seq - 100 for f in frames]

@@ -188,6 +188,52 @@ def test_stage_sets_stationary_and_snapshots_it() -> None:
     assert a.tracks[0].stationary and not a.tracks[1].stationary
 
 
+class _PassingTracker:
+    """Track 7 in every frame; each other person is seen in one frame only (ids 100, 101, ...)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def update(self, image_bgr, dets):
+        from storelens.backends.trackers.base import Tracks
+
+        self.n += 1
+        return Tracks(np.array([7, 99 + self.n], np.int64), dets.bbox_xyxy, dets.confidence, dets.class_id)
+
+    def snapshot(self) -> bytes:
+        return json.dumps(self.n).encode()
+
+    def restore(self, data: bytes) -> None:
+        self.n = json.loads(data)
+
+
+def test_stage_crops_each_track_every_n_frames_and_forgets_ended_tracks() -> None:
+    """One crop per track every ``crops.every_n_frames`` of frames; the tracks cropped longer ago than that are
+    forgotten, so the camera's state (and snapshot) holds the recent tracks, not every person since the start."""
+    import pickle
+
+    from storelens.config import parse_config
+    from storelens.stages import DetectTrackStage
+
+    config = parse_config({"store": {"id": "s"}, "cameras": [{"id": "cam", "source": "x.mp4"}],
+                           "crops": {"every_n_frames": 10, "min_height_px": 20}})
+    stage = DetectTrackStage(config, _FixedDetector(), _PassingTracker)
+    crops: list[tuple[int, int]] = []
+    for seq in range(60):
+        stage.process(_frame(seq))
+        crops += [(c.seq, c.track_id % 1_000_000) for c in stage.last_crops]
+        if seq == 29:
+            snap = stage.camera_snapshot("cam")
+    assert [s for s, t in crops if t == 7] == [0, 10, 20, 30, 40, 50]  # the one who stays: every 10th frame
+    assert sorted(t for _, t in crops if t != 7) == list(range(100, 160))  # each passer-by once
+    remembered = pickle.loads(stage.camera_snapshot("cam"))["crop_seq"]
+    assert len(remembered) <= 11, remembered  # the last 10 frames' people (was: all 61 ever seen)
+    restored = DetectTrackStage(config, _FixedDetector(), _PassingTracker)
+    restored.restore_camera("cam", snap)  # after frame 29: track 7 was cropped at 20, is due again at 30
+    restored.process(_frame(30))
+    assert [c.track_id % 1_000_000 for c in restored.last_crops] == [7, 130]
+
+
 # -- CAVIAR: shop-window mannequins on real video --------------------------------------------------------
 
 CLIPS = ["OneLeaveShop1front", "EnterExitCrossingPaths1front", "OneLeaveShopReenter1front"]

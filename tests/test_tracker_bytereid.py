@@ -331,6 +331,32 @@ def test_snapshot_restore_continues_identically(br, sequence, embedder):
         b.restore(pickle.dumps(("other", None, {})))
 
 
+def test_snapshot_right_after_removals_continues_identically_and_stays_small(br, sequence, embedder):
+    """The snapshot leaves out the removed tracks Ultralytics keeps, except those still in the lost list (removed
+    at the frame just done: the next frame takes them out of it by their id). Restored at the frames where tracks
+    were just removed, the tracker goes on exactly as the one that never stopped, and the snapshot holds fewer
+    tracks than the whole tracker."""
+    frames, dets = sequence
+    a = br.ByteReidTracker(br.ByteReidTrackerConfig(), embedder)
+    outs, snaps = [], {}
+    for k, (f, d) in enumerate(zip(frames, dets)):
+        outs.append(a.update(f, d))
+        lost = {t.track_id for t in a._bot.lost_stracks}
+        if any(t.track_id in lost for t in a._bot.removed_stracks_frame) and len(snaps) < 3 and k + 12 < len(frames):
+            snaps[k + 1] = a.snapshot()  # the state after frame k, with tracks removed at k still lost
+    assert len(snaps) == 3, "TUD-Stadtmitte removes lost tracks at three frames at least"
+    whole = len(pickle.dumps(a._bot))
+    assert len(a._bot.removed_stracks) > 3 and len(a.snapshot()) < whole
+    for start, snap in snaps.items():
+        b = br.ByteReidTracker(br.ByteReidTrackerConfig(), embedder)
+        b.restore(snap)
+        assert {t.track_id for t in b._bot.removed_stracks} <= {t.track_id for t in b._bot.lost_stracks}
+        assert b._bot.removed_stracks  # the ones removed at the frame before
+        rest = _run(b, frames[:start + 12], dets[:start + 12], start=start)
+        assert [x.track_id.tolist() for x in rest] == [y.track_id.tolist() for y in outs[start:start + 12]]
+        assert all(np.array_equal(x.bbox_xyxy, y.bbox_xyxy) for x, y in zip(rest, outs[start:start + 12]))
+
+
 def test_snapshot_of_an_older_version_restores(br, sequence, embedder):
     """Rolling upgrade: a snapshot pickled before the tracker followed the frame rate has no
     ``frame_rate`` on its state, nor newer settings (``appearance_margin``) in its pickled config; it restores

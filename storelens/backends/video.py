@@ -217,7 +217,7 @@ def decode_frame(frame: m.Frame) -> np.ndarray:
     kind = frame.WhichOneof("image")
     if kind == "bgr":
         w, h = frame.width, frame.height
-        if len(frame.bgr) != w * h * 3 or not w:
+        if len(frame.bgr) != w * h * 3 or not w or not h:
             raise DecodeError(f"frame {frame.camera_id}/{frame.seq}: {len(frame.bgr)} bytes of BGR pixels, "
                               f"header says {w}x{h} ({w * h * 3} bytes)")
         return np.frombuffer(frame.bgr, dtype=np.uint8).reshape(h, w, 3)
@@ -234,25 +234,34 @@ def decode_frame(frame: m.Frame) -> np.ndarray:
 
 
 def camera_frames(cam: CameraConfig, should_stop: Callable[[], bool] = lambda: False,
-                  frame_format: FrameFormat = "jpeg") -> Iterator[m.Frame]:
+                  frame_format: FrameFormat = "jpeg", first_seq: int = 0) -> Iterator[m.Frame]:
     """Encoded (``frame_format``: see :func:`encode_frame`), sampled frames of one camera, then (for files)
-    an end-of-stream marker."""
+    an end-of-stream marker.
+
+    A file's frames are numbered from ``first_seq``: a file read again gives the same numbers, so detect-track
+    and analytics skip a replay. A live stream's are numbered from its first frame's wall-clock time in ms (or
+    ``first_seq`` if larger): a restarted ingest process, which has lost its counters, goes on above every
+    number it published before (a camera gives far fewer than 1000 frames a second), and downstream does not
+    take the new frames for redeliveries of the old ones.
+    """
     live = is_live(cam.source)
     if live:  # sample by wall-clock time: a live stream's nominal fps is often wrong
         raw_iter = _time_sampled(read_live_frames(cam.source, should_stop=should_stop), cam.target_fps)
     else:
         sampler = FrameSampler(source_fps(cam.source), cam.target_fps)
         raw_iter = read_file_frames(cam.source, cam.start_ts_ms, keep=sampler.keep)
-    seq = 0
+    seq = None
     last_ts = cam.start_ts_ms
     for raw in raw_iter:
         if should_stop():
             break
+        if seq is None:
+            seq = max(first_seq, raw.ts_ms) if live else first_seq
         yield encode_frame(cam.id, seq, raw, cam.resize_width, cam.jpeg_quality, frame_format)
         last_ts = raw.ts_ms
         seq += 1
     if not live:
-        yield m.Frame(camera_id=cam.id, seq=seq, ts_ms=last_ts, end_of_stream=True)
+        yield m.Frame(camera_id=cam.id, seq=first_seq if seq is None else seq, ts_ms=last_ts, end_of_stream=True)
 
 
 def _time_sampled(frames: Iterator[RawFrame], target_fps: float | None) -> Iterator[RawFrame]:

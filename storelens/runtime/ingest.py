@@ -40,16 +40,15 @@ def pump_camera(cam: CameraConfig, publish: Callable[[bytes, bytes], None], shou
                 frame_format: FrameFormat = "jpeg") -> int:
     """Publish ``(key, Frame bytes)`` for every frame of ``cam`` until its source ends or a stop; the count.
 
-    Frames are numbered from ``first_seq`` (a restarted camera goes on after its last frame);
+    Frames are numbered from ``first_seq`` (a restarted camera goes on after its last frame; a live one from
+    its first frame's wall-clock ms if that is larger: see :func:`~storelens.backends.video.camera_frames`);
     ``on_frame(frame)`` is called after each publish; ``frame_format`` is the image's encoding
     (:func:`~storelens.backends.video.encode_frame`: raw ``bgr`` only inside one process). Raises
     :class:`~storelens.errors.StoreLensError` when the source cannot be read.
     """
     key = topics.camera_key(cam.id)
     n = 0
-    for frame in camera_frames(cam, should_stop=should_stop, frame_format=frame_format):
-        if first_seq:
-            frame.seq += first_seq
+    for frame in camera_frames(cam, should_stop=should_stop, frame_format=frame_format, first_seq=first_seq):
         publish(key, m.encode(frame))
         if on_frame is not None:
             on_frame(frame)

@@ -88,7 +88,8 @@ class DetectTrackStage:
         self.last_seq: dict[str, int] = {}
         self.crops_cfg = config.crops
         self.snapshots = Snapshotter(config)  # reference frames, faces blurred (heatmaps)
-        self._crop_seq: dict[tuple[str, int], int] = {}  # (camera, track) -> seq of its last crop
+        #: camera -> track -> seq of its last crop (only tracks cropped within ``crops.every_n_frames``).
+        self._crop_seq: dict[str, dict[int, int]] = {}
         self.last_crops: list[m.PersonCrop] = []
         #: camera -> base added to its tracker's ids (set by the session's first frame).
         self.id_base: dict[str, int] = {}
@@ -107,7 +108,7 @@ class DetectTrackStage:
 
         return pickle.dumps({"last_seq": self.last_seq.get(camera_id, -1),
                              "tracker": self.tracker(camera_id).snapshot(),
-                             "crop_seq": {t: s for (c, t), s in self._crop_seq.items() if c == camera_id},
+                             "crop_seq": dict(self._crop_seq.get(camera_id, {})),
                              "id_base": self.id_base.get(camera_id),
                              "stationary": self.stationary(camera_id).state(),
                              "uniform": self.uniform.state(camera_id) if self.uniform is not None else None})
@@ -118,8 +119,7 @@ class DetectTrackStage:
         state = pickle.loads(data)  # noqa: S301 (our own state topic)
         self.last_seq[camera_id] = int(state["last_seq"])
         self.tracker(camera_id).restore(state["tracker"])
-        for t, s in state.get("crop_seq", {}).items():
-            self._crop_seq[(camera_id, int(t))] = int(s)
+        self._crop_seq[camera_id] = {int(t): int(s) for t, s in state.get("crop_seq", {}).items()}
         if state.get("id_base") is not None:
             self.id_base[camera_id] = int(state["id_base"])
         if state.get("stationary") is not None:
@@ -168,10 +168,8 @@ class DetectTrackStage:
         if diff is None:
             return False
         for cam in diff.removed:
-            for table in (self._trackers, self._rates, self.last_seq, self.id_base, self._stationary):
+            for table in (self._trackers, self._rates, self.last_seq, self.id_base, self._stationary, self._crop_seq):
                 table.pop(cam, None)
-            for key in [k for k in self._crop_seq if k[0] == cam]:
-                del self._crop_seq[key]
         return True
 
     def decode(self, topic: str, value: bytes) -> m.Frame | m.SiteUpdate:
@@ -291,10 +289,13 @@ class DetectTrackStage:
             return []
         import cv2
 
+        # a track's last crop matters for every_n_frames only: older entries (ended tracks) go, so the table
+        # (and the camera's snapshot) holds the recent tracks, not every track the camera ever had
+        last = {t: s for t, s in self._crop_seq.get(frame.camera_id, {}).items() if frame.seq - s < cfg.every_n_frames}
+        self._crop_seq[frame.camera_id] = last
         out = []
         for tid, box, src in zip(tracks.track_id, tracks.bbox_xyxy, boxes_src):
-            key = (frame.camera_id, int(tid))
-            if frame.seq - self._crop_seq.get(key, -10**9) < cfg.every_n_frames:
+            if int(tid) in last:
                 continue
             if src[3] - src[1] < cfg.min_height_px:
                 continue
@@ -305,7 +306,7 @@ class DetectTrackStage:
             ok, buf = cv2.imencode(".jpg", image[y1:y2, x1:x2], [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality])
             if not ok:
                 continue
-            self._crop_seq[key] = frame.seq
+            last[int(tid)] = frame.seq
             out.append(m.PersonCrop(camera_id=frame.camera_id, seq=frame.seq, ts_ms=frame.ts_ms, track_id=int(tid),
                                     bbox_xyxy=m.BoxXYXY(x1=src[0], y1=src[1], x2=src[2], y2=src[3]),
                                     jpeg=buf.tobytes()))
