@@ -222,3 +222,21 @@ def test_a_file_read_again_keeps_its_numbers_from_first_seq():
     frames = list(camera_frames(cam, first_seq=100))
     assert [f.seq for f in frames] == list(range(100, 100 + len(frames))) and frames[-1].end_of_stream
     assert [f.seq for f in camera_frames(cam)] == [f.seq - 100 for f in frames]
+
+
+def test_a_camera_thread_failing_on_an_unexpected_error_is_reported_as_a_source_error():
+    """Anything a camera's thread raises (here the publisher: a client library's own error) fails that camera
+    through ``on_error``, logged and counted by the caller, instead of ending the thread silently."""
+    from storelens.runtime.ingest import CameraSupervisor
+
+    errors: list = []
+
+    def publish(key: bytes, value: bytes) -> None:
+        raise RuntimeError("client went away")
+
+    sup = CameraSupervisor(publish, lambda: False, lambda cam, exc: errors.append((cam.id, exc)))
+    sup.apply([CameraConfig(id="campus", source=str(CAMPUS))])
+    for t in sup.threads().values():
+        t.join(30)
+    assert [(cid, type(exc)) for cid, exc in errors] == [("campus", SourceError)]
+    assert "RuntimeError: client went away" in str(errors[0][1])

@@ -260,6 +260,37 @@ def test_analytics_stage_sends_one_summary_per_ended_track() -> None:
     assert AnalyticsStage(_site(enabled=False)).analyzers["cam"].get("journeys") is None
 
 
+def test_a_frame_handled_again_from_the_state_before_it_counts_once() -> None:
+    """The analytics service keeps each camera's state object and loads it again when a frame was handled but not
+    acknowledged, then handles the frame again. The state taken before a frame must not change with it: every frame
+    of the walk below handled twice that way gives the same summary as once (before, the summary's crossing and
+    zone visit lists were the analyzer's own, and the replayed frames appended their crossings twice). The
+    heatmap's trail is checked the same way."""
+    from storelens.contract import topics
+    from storelens.stages.analytics import AnalyticsStage
+
+    def walk(replay: bool) -> tuple[list[m.TrackSummary], list]:
+        stage = AnalyticsStage(_site())
+        out, heat = [], []
+        for seq in range(52):
+            tf = _tf(seq, [(1, 50 + seq * 6, [1.0, 0.0])] if seq < 40 else [])
+            if replay:
+                before = stage.camera_state("cam")  # the table's object, as the service keeps it
+                stage.handle(topics.TRACKS, tf)  # handled, then not acknowledged
+                stage.load_camera_state("cam", before)
+            got = stage.handle(topics.TRACKS, tf)
+            out += [p.message for p in got.publish if p.topic == topics.TRACK_SUMMARIES]
+            heat += [r for r in got.records if isinstance(r, m.HeatmapWindow)]
+        end = stage.handle(topics.TRACKS, m.TrackedFrame(camera_id="cam", seq=52, ts_ms=5200, end_of_stream=True))
+        return out, heat + [r for r in end.records if isinstance(r, m.HeatmapWindow)]
+
+    once, heat_once = walk(False)
+    twice, heat_twice = walk(True)
+    assert len(once) == 1 and [c.line_id for c in once[0].crossings] == ["door"] and len(once[0].zones) == 1
+    assert [s.SerializeToString() for s in twice] == [s.SerializeToString() for s in once]
+    assert heat_once and [h.SerializeToString() for h in heat_twice] == [h.SerializeToString() for h in heat_once]
+
+
 # -- history and API ----------------------------------------------------------------------
 
 def _summary(cam: str, tid: int, first_s: float, last_s: float, emb, zones=(), crossings=()) -> m.TrackSummary:

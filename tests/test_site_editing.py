@@ -101,6 +101,66 @@ def test_stage_applies_a_site_version_keeping_unchanged_lines() -> None:
         stage.apply_site(bad)
 
 
+def test_stage_site_edits_keep_open_visits_and_journeys_and_restart_moved_lines() -> None:
+    """A zone added to a camera (the same stream) does not end what the camera's other analyzers have open: the
+    person inside ``left`` all along makes one visit (not a second one from the edit), one journey from their
+    first frame; a line moved away from a person counts nothing for them (their side is taken afresh)."""
+    import json
+
+    from storelens.contract import topics
+
+    cfg = parse_config(SITE)
+    stage = AnalyticsStage(cfg)
+    box = lambda x: m.BoxXYXY(x1=x - 10, y1=100, x2=x + 10, y2=300)  # noqa: E731
+
+    def frame(seq: int, x1: float, x2: float) -> m.TrackedFrame:  # person 1 at x1, person 2 at x2
+        return m.TrackedFrame(camera_id=CAMERA, seq=seq, ts_ms=seq * 400, width=640, height=480,
+                              tracks=[m.Track(track_id=1, bbox_xyxy=box(x1)), m.Track(track_id=2, bbox_xyxy=box(x2))])
+
+    records = []
+    for seq in range(10):  # 4 s inside "left"; person 2 just over x200 at the last frame (within its band)
+        records += stage.handle(topics.TRACKS, frame(seq, 100, 190 if seq < 9 else 202)).records
+    cams = [c.model_dump(mode="json") for c in cfg.cameras]
+    cams[0]["zones"].append({"id": "right", "polygon": [[400, 0], [640, 0], [640, 480], [400, 480]]})
+    cams[0]["lines"] = [{"id": "x200", "a": [40, 0], "b": [40, 480]}]  # x200 moved far from person 2
+    update = m.SiteUpdate(version=1, store_id="tud", cameras_json=json.dumps(cams))
+    assert stage.handle("site-config", update).info["applied"] is True
+    for seq in range(10, 20):  # still inside, then out of "left" for good
+        records += stage.handle(topics.TRACKS, frame(seq, 100 if seq < 15 else 600, 210)).records
+    records += stage.handle(topics.TRACKS, m.TrackedFrame(camera_id=CAMERA, seq=20, ts_ms=8000,
+                                                          end_of_stream=True)).records
+    left = [(m.ZONE_EVENT_KIND_NAMES[e.kind], e.track_id) for e in records
+            if isinstance(e, m.ZoneEvent) and e.zone_id == "left" and e.track_id == 1]
+    assert left == [("enter", 1), ("exit", 1)], left
+    journeys = [s for s in records if isinstance(s, m.TrackSummary) and s.track_id == 1]
+    assert [(s.first_ts_ms, s.n_frames) for s in journeys] == [(0, 20)]
+    # person 2 never came near the moved line: nothing counted
+    assert not [c for c in records if isinstance(c, m.LineCrossing) or type(c).__name__ == "CrossingEvent"]
+    assert stage.line_counts(CAMERA)["x200"] == {"in": 0, "out": 0}
+
+
+def test_stage_skips_an_old_end_of_stream_marker_redelivered_after_the_next_stream() -> None:
+    """A re-pointed file camera: its first stream's end marker, then the next stream's frames. The old marker
+    redelivered then (at-least-once) is a duplicate: it does not close the new stream's visits and journeys."""
+    from storelens.contract import topics
+
+    stage = AnalyticsStage(parse_config(SITE))
+    box = m.BoxXYXY(x1=90, y1=100, x2=110, y2=300)
+
+    def frame(seq: int) -> m.TrackedFrame:
+        return m.TrackedFrame(camera_id=CAMERA, seq=seq, ts_ms=seq * 400, width=640, height=480,
+                              tracks=[m.Track(track_id=seq // 11 + 1, bbox_xyxy=box)])
+
+    eos = m.TrackedFrame(camera_id=CAMERA, seq=10, ts_ms=4000, end_of_stream=True)
+    for seq in range(10):
+        stage.handle(topics.TRACKS, frame(seq))
+    assert not stage.handle(topics.TRACKS, eos).duplicate
+    for seq in range(11, 20):  # the next stream, inside "left" again
+        stage.handle(topics.TRACKS, frame(seq))
+    again = stage.handle(topics.TRACKS, eos)
+    assert again.duplicate and not again.records
+
+
 def test_running_pipeline_applies_a_moved_line_without_restart(tmp_path) -> None:
     """A line added through the API while the embedded pipeline runs counts from then on; re-deriving
     its history afterwards equals a run that had the line from the start."""
@@ -296,10 +356,12 @@ def test_running_pipeline_starts_restarts_and_stops_a_camera_saved_through_the_a
     client = signed_in_client(create_app(cfg, storage))
     seen: dict = {}
     shop_frames: list[tuple[int, int]] = []  # (seq, ts_ms) of the shop camera's tracked frames, in order
+    shop_ids: list[set[int]] = []  # their track ids
 
     def on_tracked(tf: m.TrackedFrame) -> None:
-        if tf.camera_id == "shop":
+        if tf.camera_id == "shop" and not tf.end_of_stream:
             shop_frames.append((tf.seq, tf.ts_ms))
+            shop_ids.append({t.track_id for t in tf.tracks})
 
     def on_frame(camera_id: str) -> None:
         seen[camera_id] = seen.get(camera_id, 0) + 1
@@ -329,6 +391,9 @@ def test_running_pipeline_starts_restarts_and_stops_a_camera_saved_through_the_a
     first, second = ts[:back[0]], ts[back[0]:]
     assert {b - a for a, b in zip(first, first[1:])} <= {80, 120} and len(first) >= 15  # 10 fps of 25
     assert {b - a for a, b in zip(second, second[1:])} == {200} and 5 <= len(second) < 295 // 5  # 5 fps
+    # the first stream's end ended its tracks: the people of the new stream (the same shop door again) have new ids
+    before, after = set().union(*shop_ids[:back[0]]), set().union(*shop_ids[back[0]:])
+    assert before and after and not before & after, (before, after)
     tracks = storage.tracks("shop", 0, 2**53 - 1)
     assert tracks and all(p.ts_ms >= SHOP_START_TS_MS for t in tracks for p in t.points)
     storage.close()

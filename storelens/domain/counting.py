@@ -165,6 +165,14 @@ class LineCounter:
             if line_id in self._counts:  # lines removed from the config are dropped
                 self._counts[line_id] = {"in": int(c["in"]), "out": int(c["out"])}
 
+    def forget_lines(self, line_ids: set[str]) -> None:
+        """Every track's side of these lines is forgotten (lines moved by a site edit): each person's side is taken
+        afresh at their next frame, so nobody is counted for crossing where the line was, nor missed for having
+        been on the far side of where it was."""
+        for st in (*self._tracks.values(), *self._lost.values()):
+            for line_id in line_ids:
+                st.lines.pop(line_id, None)
+
     def update(
         self,
         seq: int,

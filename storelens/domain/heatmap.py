@@ -196,7 +196,7 @@ class HeatmapAccumulator:
             "pending": None if self.pending is None else [self.pending[0], self.pending[1]],
             "minutes": {str(s): [[gx, gy, v[0], v[1]] for (gx, gy), v in cells.items()]
                         for s, cells in self.minutes.items()},
-            "history": {str(t): h for t, h in self.history.items()},
+            "history": {str(t): [list(pt) for pt in h] for t, h in self.history.items()},  # a copy: update grows h
         }
 
     def load_state(self, state: dict) -> None:

@@ -27,7 +27,7 @@ from storelens.config.cameras import CameraDiff, diff_cameras
 from storelens.config.site import FrameFormat
 from storelens.contract import messages as m
 from storelens.contract import topics
-from storelens.errors import StoreLensError
+from storelens.errors import SourceError, StoreLensError
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +144,9 @@ class CameraSupervisor:
                             self.frame_format)
             except StoreLensError as exc:
                 self.on_error(cam, exc)
+            except Exception as exc:  # anything else (an OpenCV or client error) fails the camera the same way
+                log.exception("camera thread failed", extra={"camera": cam.id})
+                self.on_error(cam, SourceError(f"camera {cam.id}: {type(exc).__name__}: {exc}"))
 
         run.thread = threading.Thread(target=target, name=f"ingest-{cam.id}", daemon=True)
         run.thread.start()

@@ -49,6 +49,7 @@ class LiveSink:
         for tf in by.get(m.TrackedFrame, []):
             if tf.end_of_stream:
                 continue
-            self.live.touch_camera(tf.camera_id, tf.ts_ms, frames_seen=tf.seq + 1)
+            # no frames_seen: seq is no count of frames (a live camera's starts at its first frame's wall-clock ms)
+            self.live.touch_camera(tf.camera_id, tf.ts_ms)
         for z in by.get(m.ZoneOccupancy, []):
             self.live.set_zone_occupancy(z)

@@ -17,6 +17,7 @@ from typing import Iterable
 import numpy as np
 
 from storelens.config import SiteConfig, with_site_update
+from storelens.config.cameras import stream_settings
 from storelens.contract import messages as m
 from storelens.contract import topics
 from storelens.domain.counting import CrossingEvent, LineCounter, Occupancy, window_start_ms
@@ -146,9 +147,12 @@ class AnalyticsStage:
         """Put the cameras, lines and zones of a site edit in force, without a restart; ``False`` when not newer.
 
         A camera whose lines changed keeps its counts and each person's side of the lines that
-        stayed (a moved line starts afresh); a camera whose zones or other settings changed gets new
-        analyzers (people in a changed zone enter it again after its inertia); new cameras start
-        empty, removed ones are forgotten. An invalid edit raises :class:`ConfigError` (dead-lettered).
+        stayed (a moved line starts afresh: :meth:`LineCounter.forget_lines`); a camera whose zones or
+        other settings changed gets new analyzers that go on from the old ones' state (open visits, journeys,
+        heatmap minutes, firing alerts; a removed zone's visits and buckets are dropped), unless its stream
+        changed (:func:`~storelens.config.cameras.stream_settings`: a new stream starts its analyzers empty);
+        new cameras start empty, removed ones are forgotten. An invalid edit raises :class:`ConfigError`
+        (dead-lettered).
         """
         if update.version <= self.site_version:
             return False
@@ -161,13 +165,19 @@ class AnalyticsStage:
                 counter = LineCounter(cam.id, cam.lines, new.counting)
                 if before is not None:
                     counter.load_state(self.counters[cam.id].state())
+                    was = {ln.id: ln for ln in before.lines}
+                    counter.forget_lines({ln.id for ln in cam.lines if ln.id in was and was[ln.id] != ln})
                 self.counters[cam.id] = counter
-            if before is None or before.model_copy(update={"lines": []}) != cam.model_copy(update={"lines": []}):
+            if before is None or stream_settings(before) != stream_settings(cam):
                 self.analyzers[cam.id] = build_analyzers(new, cam)
-            elif rules_changed:  # only the camera's alert rules are new: its other analyzers keep their state
+            elif rules_changed or before.model_copy(update={"lines": []}) != cam.model_copy(update={"lines": []}):
+                # the same stream: the new analyzers (new zones, rules) go on from the old ones' state (each
+                # load_state drops what no longer applies: removed zones, removed rules)
                 fresh, kept = build_analyzers(new, cam), self.analyzers[cam.id]
-                self.analyzers[cam.id] = {name: a if name == "alerts" or name not in kept else kept[name]
-                                          for name, a in fresh.items()}
+                for name, a in fresh.items():
+                    if name in kept:
+                        a.load_state(kept[name].state())
+                self.analyzers[cam.id] = fresh
             self.occupancy.setdefault(cam.id, Occupancy())
         for gone in old:
             for table in (self.counters, self.occupancy, self.analyzers, self.last_seq):
@@ -211,8 +221,8 @@ class AnalyticsStage:
             raise UnknownCamera(f"unknown camera {tf.camera_id!r}")
         out = AnalyticsOutput()
         if tf.end_of_stream:
-            if tf.camera_id in self.ended:
-                out.duplicate = True
+            if tf.camera_id in self.ended or tf.seq <= self.last_seq.get(tf.camera_id, -1):
+                out.duplicate = True  # the marker again, or an old one redelivered after later frames
                 return out
             self.ended.add(tf.camera_id)
             last = self.last_seq.get(tf.camera_id, -1)

@@ -106,8 +106,9 @@ class DetectTrackStage:
         """Tracker state + last seq + stationary filter of one camera (see :meth:`DeepSortTracker.snapshot`)."""
         import pickle
 
+        tracker = self._trackers.get(camera_id)  # none after the camera's stream ended (built at its next frame)
         return pickle.dumps({"last_seq": self.last_seq.get(camera_id, -1),
-                             "tracker": self.tracker(camera_id).snapshot(),
+                             "tracker": None if tracker is None else tracker.snapshot(),
                              "crop_seq": dict(self._crop_seq.get(camera_id, {})),
                              "id_base": self.id_base.get(camera_id),
                              "stationary": self.stationary(camera_id).state(),
@@ -118,7 +119,10 @@ class DetectTrackStage:
 
         state = pickle.loads(data)  # noqa: S301 (our own state topic)
         self.last_seq[camera_id] = int(state["last_seq"])
-        self.tracker(camera_id).restore(state["tracker"])
+        if state["tracker"] is None:
+            self._trackers.pop(camera_id, None)
+        else:
+            self.tracker(camera_id).restore(state["tracker"])
         self._crop_seq[camera_id] = {int(t): int(s) for t, s in state.get("crop_seq", {}).items()}
         if state.get("id_base") is not None:
             self.id_base[camera_id] = int(state["id_base"])
@@ -161,7 +165,8 @@ class DetectTrackStage:
 
         Added cameras are accepted from now on (their tracker is made on their first frame);
         removed cameras' trackers and per-camera state are dropped. A camera whose source changed
-        keeps its tracker (its track ids go on). Raises :class:`~storelens.stages.site_cameras.InvalidSiteVersion`
+        keeps its tracker (its track ids go on), unless its old stream ended with an end-of-stream marker (a file:
+        :meth:`_end_stream`). Raises :class:`~storelens.stages.site_cameras.InvalidSiteVersion`
         for an invalid list (a dead letter).
         """
         diff = self.site.apply(update)
@@ -257,6 +262,7 @@ class DetectTrackStage:
         """Everything after tracking: ids, source-pixel boxes, stationary flags, appearance, crops, snapshots."""
         frame, out, image = job.frame, job.out, job.image
         if image is None:
+            self._end_stream(frame.camera_id, frame.seq)
             self.last_crops = [m.PersonCrop(camera_id=frame.camera_id, seq=frame.seq, ts_ms=frame.ts_ms,
                                             end_of_stream=True)]
             return out
@@ -281,6 +287,19 @@ class DetectTrackStage:
         self.last_crops = self._crops(frame, image, tracks, boxes)
         self.snapshots.offer(frame, image, np.vstack([dets.bbox_xyxy, tracks.bbox_xyxy]))
         return out
+
+    def _end_stream(self, camera_id: str, seq: int) -> None:
+        """The camera's stream ended (a file's end): its tracks end with it, as analytics and the faces stages
+        close them there. A next stream of the camera (a file camera re-pointed by a site version) starts a new
+        tracker session whose ids follow this one's: no person of the new stream takes an id of the old one
+        (before, the old tracks went on by position and appearance into the new stream, under ids whose journeys
+        and visits were already closed). A redelivered marker changes nothing."""
+        if camera_id not in self._trackers or seq <= self.last_seq.get(camera_id, -1):
+            return
+        for table in (self._trackers, self._rates, self._stationary, self._crop_seq):
+            table.pop(camera_id, None)
+        if camera_id in self.id_base:  # the ended session's ids are below its base + TRACK_ID_SESSION_FACTOR
+            self.id_base[camera_id] += TRACK_ID_SESSION_FACTOR
 
     def _crops(self, frame: m.Frame, image: np.ndarray, tracks, boxes_src: np.ndarray) -> list[m.PersonCrop]:
         """At most one crop per track every ``crops.every_n_frames`` of its frames (source-pixel boxes)."""

@@ -109,12 +109,21 @@ class JourneyAnalyzer(CameraAnalyzer):
     # -- state -----------------------------------------------------------------------------
 
     def state(self) -> dict:
-        return {"open": {k: {**s, "app": None if s["app"] is None else s["app"].tolist()}
+        return {"open": {k: _summary_copy(s, None if s["app"] is None else s["app"].tolist())
                          for k, s in self.open.items()}}
 
     def load_state(self, state: dict) -> None:
-        self.open = {str(k): {**v, "app": None if v.get("app") is None else np.asarray(v["app"], np.float64)}
+        self.open = {str(k): _summary_copy(v, None if v.get("app") is None else np.asarray(v["app"], np.float64))
                      for k, v in state.get("open", {}).items()}
+
+
+def _summary_copy(s: dict, app) -> dict:
+    """A running summary with its own containers (the ones :meth:`JourneyAnalyzer.update` grows in place): a state
+    taken, or loaded, never changes with the analyzer's later frames. The runtime keeps the state it loads a frame
+    from, and loads it again when the frame is not acknowledged: a shared list would replay that frame's zone
+    visits and crossings twice."""
+    return {**s, "zones": list(s.get("zones", [])), "inside": dict(s.get("inside", {})),
+            "crossings": list(s.get("crossings", [])), "app": app}
 
 
 def journey_analyzer(config: SiteConfig, camera: CameraConfig) -> JourneyAnalyzer | None:

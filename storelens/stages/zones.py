@@ -80,8 +80,13 @@ class ZoneAnalyzer(CameraAnalyzer):
         return {"tracker": self.tracker.state(), "buckets": self.buckets.state(), "published": self.published}
 
     def load_state(self, state: dict) -> None:
-        self.tracker.load_state(state.get("tracker", {}))
-        self.buckets.load_state(state.get("buckets", {}))
+        """The state of this camera's zones; zones it no longer has (a site edit) are dropped with their buckets."""
+        self.tracker.load_state(state.get("tracker", {}))  # keeps the visits of the zones it has
+        buckets = state.get("buckets", {})
+        last = buckets.get("last")
+        self.buckets.load_state({
+            "buckets": [b for b in buckets.get("buckets", []) if b[0] in self.kinds],
+            "last": None if last is None else [last[0], {z: n for z, n in last[1].items() if z in self.kinds}]})
         pub = state.get("published")
         self.published = None if pub is None else {k: int(v) for k, v in pub.items()}
 

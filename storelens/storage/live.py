@@ -10,7 +10,8 @@ plain decimal integer, never a pickle, so ``redis-cli`` shows it as is:
 
 * ``P:camera:<camera_id>``: a hash with the fields ``occupancy_ts_ms``,
   ``occupancy``, ``total_in``, ``total_out`` (see :meth:`RedisLiveState.set_occupancy`)
-  and ``last_seen_ms``, ``frames_seen`` (see :meth:`RedisLiveState.touch_camera`);
+  and ``last_seen_ms``, with ``frames_seen`` when the caller keeps such a count (see
+  :meth:`RedisLiveState.touch_camera`; the analytics service writes ``last_seen_ms`` only);
 * ``P:cameras``: the set of camera ids that have a hash.
 
 Both writes are atomic compare-and-set Lua scripts that only move a camera
