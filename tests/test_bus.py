@@ -1,6 +1,7 @@
 """storelens.runtime.bus.InProcessBus and the storelens.contract.messages codec that rides on it."""
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -388,3 +389,94 @@ def test_kafka_flush_rides_through_a_broker_outage_beating_meanwhile():
         assert sorted(x.value for x in got) == [b"before", b"during-1", b"during-2"]
     finally:
         bus.close()
+
+
+def _committed(cfg, group: str) -> dict[int, int]:
+    """The group's committed offsets by partition (read from the broker)."""
+    from storelens.runtime.kafka import KafkaAdmin
+
+    admin = KafkaAdmin(cfg)
+    try:
+        got = admin.call(lambda a: a.list_consumer_group_offsets(group))
+    finally:
+        admin.close()
+    return {tp.partition: om.offset for tp, om in got.items() if om.offset >= 0}
+
+
+@pytest.mark.timeout(180)
+def test_kafka_commit_of_one_partition_leaves_the_others_uncommitted():
+    """detect-track commits a partition with that partition's snapshot: ``commit(partitions)`` commits the done
+    offsets of those partitions only (before, every partition's: past the other partitions' snapshots), and a
+    consumer made with ``commit_on_revoke=False`` commits nothing more when it is closed."""
+    from storelens.contract.topics import FRAMES, TOPICS, topic_name
+    from storelens.runtime.kafka import KafkaAdmin, KafkaBus, KafkaConsumer, ensure_topics
+
+    cfg = _kafka_cfg()
+    ensure_topics(cfg, [s for s in TOPICS if s.name == FRAMES])
+    topic = topic_name(FRAMES, cfg.topic_prefix)
+    bus = KafkaBus(cfg, "test")
+    try:
+        for i in range(40):
+            bus.publish(topic, f"cam-{i % 8}".encode(), str(i).encode())
+        bus.flush()
+        a = KafkaConsumer(cfg, "g", [topic], bus=bus, commit_every=10**9, commit_interval_s=float("inf"),
+                          commit_on_revoke=False)
+        seen: dict[int, int] = {}
+        deadline = time.monotonic() + 60
+        while sum(seen.values()) < 40 and time.monotonic() < deadline:
+            msg = a.poll(0.2)
+            if msg is not None:
+                seen[msg.partition] = seen.get(msg.partition, 0) + 1
+                a.done()
+        assert sorted(seen) == [0, 1] and sum(seen.values()) == 40, seen  # both partitions have messages
+        a.commit({(topic, 0)})
+        assert _committed(cfg, a.group) == {0: seen[0]}
+        a.close()
+        assert _committed(cfg, a.group) == {0: seen[0]}  # partition 1 stays where its (absent) snapshot is
+        b = KafkaConsumer(cfg, "h", [topic], bus=bus, commit_every=10**9, commit_interval_s=float("inf"))
+        n, deadline = 0, time.monotonic() + 60
+        while n < 40 and time.monotonic() < deadline:
+            if b.poll(0.2) is not None:
+                n += 1
+                b.done()
+        b.close()  # commit_on_revoke (the default): the revoked partitions' done offsets
+        assert _committed(cfg, b.group) == seen
+    finally:
+        bus.close()
+        admin = KafkaAdmin(cfg)
+        admin.delete_topics([t for t in admin.list_topics().topics if t.startswith(cfg.topic_prefix)])
+        admin.close()
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("sticky", [True, False], ids=["stage-bus", "api-publisher"])
+def test_kafka_a_failed_delivery_fails_every_later_flush_of_a_stage_bus(sticky):
+    """A message the broker refuses (larger than its topic allows): the next flush raises BrokerError. A stage's
+    bus (``sticky_failures``, as its transport makes it) raises at every later flush too, so no later commit goes
+    past the lost output (before, the second flush, at shutdown, passed and committed); the API's publisher reports
+    it once (that request answers 503 and is retried)."""
+    from storelens.contract.topics import TOPICS, TRACKS, topic_name
+    from storelens.runtime.kafka import KafkaAdmin, KafkaBus, BrokerError, ensure_topics
+
+    cfg = _kafka_cfg()
+    ensure_topics(cfg, [s for s in TOPICS if s.name == TRACKS])  # 1 MiB a message at most
+    topic = topic_name(TRACKS, cfg.topic_prefix)
+    bus = KafkaBus(cfg, "test", sticky_failures=sticky)
+    try:
+        bus.publish(topic, b"cam-1", os.urandom(1_500_000))  # random: lz4 cannot shrink it under the limit
+        with pytest.raises(BrokerError, match="1 messages failed delivery"):
+            bus.flush(timeout_s=60)
+        bus.publish(topic, b"cam-1", b"small")
+        if sticky:
+            with pytest.raises(BrokerError, match="must restart"):
+                bus.flush(timeout_s=60)
+        else:
+            bus.flush(timeout_s=60)
+    finally:
+        try:
+            bus.close()
+        except BrokerError:
+            pass
+        admin = KafkaAdmin(cfg)
+        admin.delete_topics([t for t in admin.list_topics().topics if t.startswith(cfg.topic_prefix)])
+        admin.close()

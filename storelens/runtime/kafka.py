@@ -372,9 +372,13 @@ class KafkaBus:
     REQUEST_TIMEOUT_S = 120.0
 
     def __init__(self, cfg: KafkaConfig, client_id: str, heartbeat: Callable[[], None] | None = None,
-                 stopping: Callable[[], bool] | None = None) -> None:
+                 stopping: Callable[[], bool] | None = None, sticky_failures: bool = False) -> None:
         self.cfg = cfg
         self.errors = 0
+        #: A failed delivery fails every later flush too (a stage's bus: its offsets are committed after a flush,
+        #: and a commit must never go past an output that did not reach the broker); else it is reported once
+        #: (the API's publisher: the request that failed answers 503 and is retried).
+        self.sticky_failures = sticky_failures
         #: Called between the slices of a long flush (a service's liveness beat).
         self.heartbeat = heartbeat
         #: Whether the service is shutting down (a flush then waits at most :data:`SHUTDOWN_FLUSH_S`).
@@ -444,7 +448,9 @@ class KafkaBus:
             await asyncio.wait(pending, timeout=timeout_s)
         if self._pending:
             return len(self._pending), 0
-        failed, self.errors = self.errors, 0
+        failed = self.errors
+        if not self.sticky_failures:
+            self.errors = 0
         return 0, failed
 
     def flush(self, timeout_s: float | None = None) -> None:
@@ -464,7 +470,8 @@ class KafkaBus:
                 wait = max(0.1, min(FLUSH_SLICE_S, left))
                 remaining, failed = _run(self._drain(wait), wait + 30)
                 if failed:
-                    raise BrokerError(f"{failed} messages failed delivery")
+                    raise BrokerError(f"{failed} messages failed delivery" + (
+                        " (nothing is committed after it: the service must restart)" if self.sticky_failures else ""))
                 if not remaining:
                     return
                 if left <= wait:
@@ -543,8 +550,9 @@ class KafkaConsumer:
     committed every ``commit_every`` messages or ``commit_interval_s``, and
     on :meth:`close`, each time after flushing ``bus``. ``on_assign`` and
     ``on_revoke`` get ``[(topic, partition), ...]`` and run on the thread
-    that calls :meth:`poll`; after ``on_revoke`` the done offsets are
-    committed before the partitions are released.
+    that calls :meth:`poll`; after ``on_revoke`` the done offsets of the revoked partitions are
+    committed before they are released (``commit_on_revoke=False``: not at all; detect-track commits a
+    partition only with its snapshot, in its ``on_revoke``).
     """
 
     #: Records fetched per round trip to the event loop (kept locally until polled).
@@ -553,8 +561,9 @@ class KafkaConsumer:
     def __init__(self, cfg: KafkaConfig, group: str, topics: list[str], bus: KafkaBus | None = None,
                  commit_every: int = 50, commit_interval_s: float = 2.0, client_id: str | None = None,
                  on_assign=None, on_revoke=None, pattern: str | None = None,
-                 metadata_refresh_s: float = 300.0) -> None:
+                 metadata_refresh_s: float = 300.0, commit_on_revoke: bool = True) -> None:
         self.bus = bus
+        self.commit_on_revoke = commit_on_revoke
         self.group = f"{cfg.group_prefix}-{group}"
         self.on_assign_hook = on_assign
         self.on_revoke_hook = on_revoke
@@ -623,7 +632,8 @@ class KafkaConsumer:
         parts = [(tp.topic, tp.partition) for tp in tps]
         if self.on_revoke_hook is not None:
             self.on_revoke_hook(parts)
-        self.commit()  # hand over cleanly: everything processed so far is committed
+        if self.commit_on_revoke:  # hand over cleanly: what was processed of these partitions is committed
+            self.commit(set(parts))
         self.assigned -= set(parts)
         self._forget(set(tps))
 
@@ -686,21 +696,29 @@ class KafkaConsumer:
         if p.count and (p.count >= self.commit_every or time.monotonic() - p.since >= self.commit_interval_s):
             self.commit()
 
-    def commit(self) -> None:
-        """Flush ``bus``, then commit the offsets of the messages marked done (nothing else)."""
+    def commit(self, partitions: set[tuple[str, int]] | None = None) -> None:
+        """Flush ``bus``, then commit the offsets of the messages marked done (nothing else); only those of
+        ``partitions`` when given (detect-track commits a partition with its snapshot, and another partition's
+        offsets must not go past that partition's own snapshot)."""
         if not self._pending.count:
             return
         if self.bus is not None:
             self.bus.flush()
-        offsets = {tp: off for tp, off in self._done.items() if (tp.topic, tp.partition) in self.assigned}
+        offsets = {tp: off for tp, off in self._done.items() if (tp.topic, tp.partition) in self.assigned
+                   and (partitions is None or (tp.topic, tp.partition) in partitions)}
         if offsets:
             try:
                 _run(self._c.commit(offsets), 60)
             except (kerr.KafkaError, BrokerError) as exc:
                 log.warning("commit failed; will retry", extra={"error": repr(exc)})
                 return
-        self._done.clear()
-        self._pending = _Pending(since=time.monotonic())
+        if partitions is None:
+            self._done.clear()
+        else:
+            for tp in offsets:
+                del self._done[tp]
+        if not self._done:
+            self._pending = _Pending(since=time.monotonic())
 
     def lag(self) -> dict[tuple[str, int], int]:
         """Messages behind the high watermark (of the last fetch), per assigned partition."""
@@ -738,7 +756,7 @@ class KafkaConsumer:
             self._serve_events()
             if self.assigned:
                 self._on_revoke(sorted(TopicPartition(t, p) for t, p in self.assigned))
-            else:
+            elif self.commit_on_revoke:
                 self.commit()
         finally:
             _run(self._shutdown(), 60)

@@ -89,6 +89,9 @@ class ConsumerGroup:
     pattern: str | None = None
     #: How often a regex subscription looks for new matching topics.
     metadata_refresh_s: float = 300.0
+    #: Commit the revoked partitions' done offsets at a rebalance and at the end (False: only the stage's own
+    #: hooks commit, as detect-track's snapshots do).
+    commit_on_revoke: bool = True
 
 
 class KafkaTransport:
@@ -109,7 +112,7 @@ class KafkaTransport:
         self.cfg = kafka_cfg
         self.prefix = kafka_cfg.topic_prefix
         # heartbeat/stopping: a flush rides through a broker restart (see KafkaBus.flush)
-        self.bus = KafkaBus(kafka_cfg, client_id, heartbeat=heartbeat, stopping=stopping)
+        self.bus = KafkaBus(kafka_cfg, client_id, heartbeat=heartbeat, stopping=stopping, sticky_failures=True)
         self.consumers = []
         self._by_topic: dict[str, object] = {}
         #: (base names, consumer) of the regex subscriptions
@@ -120,7 +123,8 @@ class KafkaTransport:
             c = KafkaConsumer(kafka_cfg, g.group, names, bus=self.bus, commit_every=g.commit_every,
                               commit_interval_s=g.commit_interval_s,
                               on_assign=on_assign if last else None, on_revoke=on_revoke if last else None,
-                              pattern=g.pattern, metadata_refresh_s=g.metadata_refresh_s)
+                              pattern=g.pattern, metadata_refresh_s=g.metadata_refresh_s,
+                              commit_on_revoke=g.commit_on_revoke)
             self.consumers.append(c)
             if g.pattern is not None:
                 self._patterns.append((tuple(g.topics), c))

@@ -276,15 +276,31 @@ class SnapshotHooks:
         self.skip_below: dict[int, int] = {}
         self.cameras_of: dict[int, set[str]] = {}
         self.since_snapshot: dict[int, int] = {}
+        #: per partition, the offset after the last frame the state reflects (handled, or restored)
         self.next_offset: dict[int, int] = {}
+        self._worker: StageWorker | None = None
+        #: the snapshots were read at attach() and no partition was assigned since
+        self._read_fresh = False
 
     def attach(self, worker: StageWorker) -> None:
         """Called once the topics exist, before the consumer joins: read the latest snapshots."""
         self.snapshots = _latest_snapshots(self.config)
+        self._read_fresh = True
         worker.rt.add_check("state", lambda: True)  # restored before the consumer can be assigned anything
         self._worker = worker
 
+    def _failed(self) -> bool:
+        """The stage failed (``on_error: stop``): its state may hold half of the failed frame, which is redelivered
+        after the restart. Then no snapshot is written and nothing is committed: the restart replays exactly from
+        the last snapshot."""
+        runner = getattr(self._worker, "runner", None)
+        return getattr(runner, "failure", None) is not None
+
     def on_assign(self, parts: list[tuple[str, int]]) -> None:
+        if not self._read_fresh:
+            # a later assignment (scaled out or in): another replica may have snapshotted these partitions since
+            self.snapshots = _latest_snapshots(self.config)
+        self._read_fresh = False
         for _topic, p in parts:
             snap = self.snapshots.get(p)
             if snap is None:
@@ -298,19 +314,25 @@ class SnapshotHooks:
                                                        "cameras": ",".join(sorted(snap.camera_state))})
 
     def on_revoke(self, parts: list[tuple[str, int]]) -> None:
+        """Snapshot (and commit) each revoked partition, then forget it: another replica owns it now."""
         for _topic, p in parts:
             self.snapshot(p)
+            for table in (self.next_offset, self.cameras_of, self.since_snapshot, self.skip_below):
+                table.pop(p, None)
 
     def skip(self, msg) -> bool:
         if msg.topic != self.t_frames:  # site-config (a tail of its own): no offsets, no snapshots
             return False
-        self.next_offset[msg.partition] = msg.offset + 1
-        return msg.offset < self.skip_below.get(msg.partition, -1)  # already reflected in the restored state
+        if msg.offset < self.skip_below.get(msg.partition, -1):  # already reflected in the restored state
+            self.next_offset[msg.partition] = max(self.next_offset.get(msg.partition, 0), msg.offset + 1)
+            return True
+        return False
 
     def after(self, h: Handled) -> None:
         if h.topic != topics.FRAMES:
             return
         p, frame = h.msg.partition, h.value
+        self.next_offset[p] = h.msg.offset + 1  # handled (or dead-lettered): in the state from now on
         if frame is not None and frame.camera_id in self.stage.cameras:
             self.cameras_of.setdefault(p, set()).add(frame.camera_id)
         self.since_snapshot[p] = self.since_snapshot.get(p, 0) + 1
@@ -318,8 +340,9 @@ class SnapshotHooks:
             self.snapshot(p)
 
     def snapshot(self, partition: int) -> None:
-        """Flush outputs, write the partition's tracker states, then commit the input offset."""
-        if partition not in self.next_offset:
+        """Flush outputs, write the partition's tracker states, then commit the partition's input offset (only
+        this partition's: the others are committed with their own snapshots)."""
+        if partition not in self.next_offset or self._failed():
             return
         tr = self._worker.transport
         snap = m.StageSnapshot(stage="detect-track", input_topic=self.t_frames, input_partition=partition,
@@ -332,7 +355,7 @@ class SnapshotHooks:
         tr.publish(topics.DETECT_TRACK_STATE, f"{self.t_frames}/{partition}".encode(), m.encode(snap))
         tr.bus.flush()
         self.snapshots[partition] = snap
-        tr.consumers[-1].commit()
+        tr.consumers[-1].commit({(self.t_frames, partition)})
         self.since_snapshot[partition] = 0
 
     def close(self) -> None:
@@ -348,7 +371,7 @@ def detect_track_worker(config: SiteConfig, rt: ServiceRuntime, stage, snapshot_
     ensure_topics(config.kafka)
     return StageWorker(config, rt, stage, hooks=SnapshotHooks(stage, config, snapshot_every),
                        groups=[ConsumerGroup(stage.name, (topics.FRAMES,), commit_every=10**12,
-                                             commit_interval_s=float("inf"))],
+                                             commit_interval_s=float("inf"), commit_on_revoke=False)],
                        tails=[site_tail(config, stage)[0]])
 
 
