@@ -182,6 +182,30 @@ def test_stage_publishes_alerts_and_survives_a_snapshot() -> None:
     assert [(a.state, a.seq) for a in straight] == [("firing", 3), ("resolved", 9)]
 
 
+def test_a_firing_alert_resolves_once_after_another_rule_is_added() -> None:
+    """Alert rules edited while an alert fires (a site version adds a rule): the camera's new alert analyzer goes on
+    from the old one's state, so the firing alert resolves once, under its own id, and does not fire again (before,
+    the new analyzer started empty: the alert never resolved and fired a second time)."""
+    import json
+
+    rule = {"kind": "camera_occupancy", "id": "crowd", "camera": "c", "max": 0, "hold_s": 0.3}
+    cfg = parse_config(site([rule]))
+    frames = frames_of([[(1, 500)]] * 6 + [[]] * 5)
+    straight = [(a.alert_id, a.state) for a in derive(cfg, frames) if isinstance(a, m.Alert)]
+    assert straight == [("crowd:c:3", "firing"), ("crowd:c:3", "resolved")]
+    stage = AnalyticsStage(cfg)
+    got = []
+    for i, tf in enumerate(frames):
+        if i == 5:  # firing since frame 3: a second rule is saved
+            other = {"kind": "zone_occupancy", "id": "zfull", "camera": "c", "zone": "z", "max": 5}
+            update = m.SiteUpdate(version=1, store_id="s", alert_rules_json=json.dumps([rule, other]),
+                                  cameras_json=json.dumps([c.model_dump(mode="json") for c in cfg.cameras]))
+            assert stage.handle(topics.SITE_CONFIG, update).info["applied"]
+        got += [(p.message.alert_id, p.message.state) for p in stage.handle(topics.TRACKS, tf).publish
+                if p.topic == topics.ALERTS]
+    assert got == straight
+
+
 def test_no_rules_no_analyzer() -> None:
     assert "alerts" not in AnalyticsStage(parse_config(site([]))).analyzers["c"]
 

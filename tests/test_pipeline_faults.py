@@ -260,3 +260,15 @@ def test_run_ends_its_site_watcher_before_returning(stage, tmp_path, monkeypatch
             t.join(timeout=5)
     assert looks, "the watcher never looked at the site versions during the run"
     assert not errors, f"the watcher's look met the closed store: {errors}"
+
+
+def test_a_run_keeps_the_newest_customer_matches_only():
+    """A run of live cameras never ends: its result keeps the newest ``CUSTOMER_MATCHES_KEPT`` customer matches,
+    in order (the history keeps them all), instead of every match since the start."""
+    from storelens.runtime.embedded import CUSTOMER_MATCHES_KEPT, PipelineResult
+
+    res = PipelineResult()
+    res.customer_matches.extend(m.CustomerMatch(track_id=i) for i in range(CUSTOMER_MATCHES_KEPT + 5))
+    assert len(res.customer_matches) == CUSTOMER_MATCHES_KEPT
+    assert [x.track_id for x in list(res.customer_matches)[:2]] == [5, 6]
+    assert res.customer_matches[-1].track_id == CUSTOMER_MATCHES_KEPT + 4

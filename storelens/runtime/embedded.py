@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -58,6 +59,8 @@ SITE_POLL_S = 1.0
 SITE_WATCH_JOIN_S = 15.0  # longer than the history's own connect / lock timeout (10 s by default)
 #: Seconds ingest waits for the stages to apply a site version before it starts the version's new cameras.
 SITE_APPLY_TIMEOUT_S = 30.0
+#: Customer matches a run's :class:`PipelineResult` keeps (the newest).
+CUSTOMER_MATCHES_KEPT = 10_000
 
 
 @dataclass
@@ -71,8 +74,9 @@ class PipelineResult:
     elapsed_s: float = 0.0
     #: Faces stages (``faces.enabled``): counters of the attributes and reid stages.
     faces: dict[str, int] = field(default_factory=dict)
-    #: Track -> customer decisions of the reid stage, in order.
-    customer_matches: list[m.CustomerMatch] = field(default_factory=list)
+    #: Track -> customer decisions of the reid stage, in order: the last :data:`CUSTOMER_MATCHES_KEPT` (a run of
+    #: live cameras never ends; the history keeps them all).
+    customer_matches: deque[m.CustomerMatch] = field(default_factory=lambda: deque(maxlen=CUSTOMER_MATCHES_KEPT))
     #: Errors handled by the runners' policy (e.g. ``{"storage": 3}``: three failed writes, retried).
     errors: dict[str, int] = field(default_factory=dict)
     #: detect-track's calls by frames per call (``{1: 40, 2: 15}``), when it batches cameras
@@ -167,7 +171,7 @@ class EmbeddedPipeline:
         res = self.result
         if name == "faces":
             def faces(h: Handled) -> None:
-                res.customer_matches += [p.message for p in h.outputs.publish if p.topic == topics.CUSTOMER_MATCHES]
+                res.customer_matches.extend(p.message for p in h.outputs.publish if p.topic == topics.CUSTOMER_MATCHES)
             return faces
         if name != "analytics":
             return lambda h: None
