@@ -77,3 +77,43 @@ def test_live_pushes_counts_and_alerts_as_they_change(served) -> None:
         alert = next(events)
         assert alert["event"] == "alert" and alert["data"]["alert_id"] == "r:cam-2:1"
         assert alert["data"] == httpx.get(f"{base}/v1/alerts", headers=headers).json()["alerts"][0]
+
+
+def test_a_listener_after_a_quiet_spell_gets_no_old_alerts_as_new(served) -> None:
+    """When the last dashboard closes, the hub forgets what it had read: the next one starts from the state at
+    its connection, and only what changes after it comes as events (not the alerts of the quiet spell)."""
+    app, storage, base = served
+    headers = {"Authorization": f"Bearer {api_key_for(app, 'viewer')}"}
+
+    def alert(n: int) -> m.Alert:
+        return m.Alert(alert_id=f"r:cam-1:{n}", rule_id="r", kind="camera_occupancy", severity="warning",
+                       camera_id="cam-1", state="firing", ts_ms=6000 + n, seq=n, fired_ts_ms=6000 + n, fired_seq=n,
+                       value=3, threshold=2, message="crowd")
+
+    with httpx.stream("GET", f"{base}/v1/live", headers=headers, timeout=30) as r:
+        assert next(_events(r))["event"] == "counts"
+    time.sleep(2.5)  # the server sees the disconnection; the hub's loop ends
+    storage.write_records([alert(1)])  # while nobody listens
+    with httpx.stream("GET", f"{base}/v1/live", headers=headers, timeout=30) as r:
+        events = _events(r)
+        assert next(events)["event"] == "counts"
+        time.sleep(1.5)  # a read of the hub after the connection
+        storage.write_records([alert(2)])
+        assert next(events)["data"]["alert_id"] == "r:cam-1:2", "the quiet spell's alert is not pushed as new"
+
+
+def test_an_open_stream_ends_when_its_key_is_revoked(served, monkeypatch) -> None:
+    from storelens.api.routes import live
+
+    monkeypatch.setattr(live, "REAUTH_S", 0.2)
+    monkeypatch.setattr(live, "KEEPALIVE_S", 0.3)
+    app, _, base = served
+    auth = app.state.context.auth
+    key_id, key = auth.create_api_key("wall display", "viewer", "test")
+    with httpx.stream("GET", f"{base}/v1/live", headers={"Authorization": f"Bearer {key}"}, timeout=30) as r:
+        events = _events(r)
+        assert next(events)["event"] == "counts"
+        t0 = time.monotonic()
+        assert auth.revoke_api_key(key_id)
+        rest = list(events)  # the server ends the stream (no hang until the 30 s timeout)
+        assert time.monotonic() - t0 < 10 and all(e.get("event") != "counts" for e in rest)

@@ -364,12 +364,15 @@ def test_api_audit_sample_frames_submit_and_alert(site, tmp_path):
 
 
 def test_api_audit_of_a_live_camera_is_409_like_the_cli(site, tmp_path):
-    _, storage, clients = _api(site, tmp_path, {"eecp": "rtsp://cam.local/stream", "ols": "rtsp://cam.local/s2"})
+    _, storage, clients = _api(site, tmp_path, {"eecp": "rtsp://admin:S3cret@cam.local/stream",
+                                                "ols": "rtsp://cam.local/s2?password=S3cret"})
     try:
         r = clients["manager"].post("/v1/audits/sample", json={"seed": 7})
         assert r.status_code == 409 and "is a live stream" in r.json()["detail"], r.text
+        assert "S3cret" not in r.text and "cam.local" in r.text, "the camera's password is not in the answer"
         e = storage.crossings("eecp", 0, 2**62)[0]
         r = clients["manager"].get(_frame_url({"camera_id": "eecp", "line_id": e.line_id, "crossing_ts_ms": e.ts_ms}, 0))
         assert r.status_code == 409 and "is a live stream" in r.json()["detail"]
+        assert "S3cret" not in r.text and "rtsp://cam.local/stream" in r.text
     finally:
         storage.close()

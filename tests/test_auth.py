@@ -91,6 +91,59 @@ def test_deleted_user_and_revoked_key_lose_access_at_once(app) -> None:
     assert admin.delete("/v1/users/mia").status_code == 404
 
 
+def test_sign_out_and_a_password_reset_end_every_session_of_the_user(app) -> None:
+    """A stolen token is worth nothing once its user signs out (on any device) or an admin resets the password."""
+    admin = signed_in_client(app)
+
+    def as_(token: str) -> TestClient:
+        return TestClient(app, headers={"Authorization": f"Bearer {token}"})
+
+    phone, laptop = (_login(TestClient(app)).json()["access_token"] for _ in range(2))
+    assert as_(phone).get("/v1/auth/me").status_code == as_(laptop).get("/v1/auth/me").status_code == 200
+    assert as_(phone).post("/v1/auth/logout").status_code == 204
+    assert as_(phone).get("/v1/auth/me").status_code == 401 and as_(laptop).get("/v1/auth/me").status_code == 401
+    assert any(e["actor"] == "mia" and e["action"] == "POST /v1/auth/logout"
+               for e in admin.get("/v1/audit").json()["entries"])
+    fresh = _login(TestClient(app)).json()["access_token"]
+    assert as_(fresh).get("/v1/auth/me").status_code == 200  # signing in again works
+    assert admin.post("/v1/users", json={"username": "mia", "password": "another long password",
+                                         "role": "manager"}).status_code == 200
+    assert as_(fresh).get("/v1/auth/me").status_code == 401
+    assert _login(TestClient(app), "mia", "another long password").status_code == 200
+    assert TestClient(app).post("/v1/auth/logout").status_code == 204  # no session: only clears the cookie
+
+
+def test_the_cookie_is_renewed_but_never_past_session_max_s_after_the_sign_in(app) -> None:
+    import time
+
+    import jwt
+
+    from storelens.api.security import COOKIE_NAME
+
+    auth = app.state.context.auth
+    ttl, cap = auth.cfg.session_ttl_s, auth.cfg.session_max_s
+    now = int(time.time())
+
+    def cookie(signed_in_s_ago: int) -> str:  # a token past half its lifetime, of a sign-in that long ago
+        claims = {"sub": "mia", "role": "manager", "typ": "session", "iat": now - ttl // 2 - 10,
+                  "exp": now + ttl // 2 - 10, "iat_ms": (now - ttl // 2 - 10) * 1000,
+                  "auth_ms": (now - signed_in_s_ago) * 1000}
+        return jwt.encode(claims, auth._secret, algorithm="HS256")
+
+    client = TestClient(app)
+    client.cookies.set(COOKIE_NAME, cookie(3600))
+    r = client.get("/v1/auth/me")
+    assert r.status_code == 200 and COOKIE_NAME in r.headers.get("set-cookie", "")  # renewed in use
+    renewed = jwt.decode(r.cookies[COOKIE_NAME], auth._secret, algorithms=["HS256"])
+    assert renewed["auth_ms"] == (now - 3600) * 1000 and renewed["exp"] - renewed["iat"] == ttl
+    near_cap = jwt.decode(auth.renew(cookie(cap - 100), auth.authenticate(cookie(cap - 100))), auth._secret,
+                          algorithms=["HS256"])
+    assert near_cap["exp"] <= now - cap + 100 + cap  # the renewal stops at the cap
+    late = TestClient(app)
+    late.cookies.set(COOKIE_NAME, cookie(cap + 10))
+    assert late.get("/v1/auth/me").status_code == 401  # past the cap: sign in again
+
+
 def test_every_write_is_audited_with_its_actor(app) -> None:
     admin = signed_in_client(app)
     admin.post("/v1/users", json={"username": "vic", "password": PASSWORD, "role": "viewer"})

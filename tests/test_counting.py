@@ -579,6 +579,8 @@ DOCTEST_MODULES = [
     "storelens.backends.trackers.base",
     "storelens.backends.trackers.bytereid",
     "storelens.backends.appearance.omz_reid_openvino",
+    "storelens.config.cameras",
+    "storelens.api.security",
 ]
 
 

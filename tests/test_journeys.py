@@ -392,6 +392,10 @@ def test_api_flows_and_top_paths(api) -> None:
     p = client.get("/v1/paths/top", params={"n": 5}).json()
     assert [(x["path"], x["count"], x["share"]) for x in p["paths"]] == [
         (["door/hall", "floor/fruit"], 1, 0.5), (["door/hall", "floor/fruit", "floor/till", "door"], 1, 0.5)]
+    ctx = client.app.state.context  # k_min 2: each path is one person's route, withheld whole
+    ctx.config = ctx.config.model_copy(update={"privacy": ctx.config.privacy.model_copy(update={"k_min": 2})})
+    p = client.get("/v1/paths/top", params={"n": 4}).json()  # another URL than above (the response cache)
+    assert [(x["path"], x["count"], x["suppressed"]) for x in p["paths"]] == [([], None, True), ([], None, True)]
 
 
 # -- real footage: two regions of one real view as two cameras -----------------------------------

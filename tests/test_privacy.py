@@ -227,7 +227,8 @@ def test_erasure_follows_the_journey(store: SqlStorage) -> None:
     gone = {k: before[k] - after[k] for k in before}
     # floor/7 (matched) and door/1 (its journey's first track) lose their points, summaries, ...; door/3 stays
     assert gone["track_summaries"] == 2 and gone["track_points"] == 2 and gone["customer_matches"] == 1
-    assert gone["track_attributes"] == 1 and gone["zone_events"] == 1 and gone["staff_tracks"] == 1
+    assert gone["track_attributes"] == 1 and gone["zone_events"] == 1
+    assert gone["staff_tracks"] == 0  # a track number and a cue, kept so past days' visitor counts stay
     assert gone["crossings"] == 0 and gone["frames"] == 0
     assert [p.track_id for p in store.tracks("door", 0, NOW)] == [3]
     assert store.customer_tracks("cust-3") != []
@@ -410,8 +411,8 @@ def test_interest_flows_and_paths_withhold_small_groups(api) -> None:
     assert links[("floor/fruit", "floor/till")] == (6, False)
     assert links[("floor/wine", "floor/till")] == (None, True)
     paths = client.get("/v1/paths/top").json()["paths"]
-    assert [(p["path"][0], p["count"], p["suppressed"]) for p in paths][:2] == [
-        ("floor/fruit", 6, False), ("floor/wine", None, True)]
+    assert [(p["path"][:1], p["count"], p["suppressed"]) for p in paths][:2] == [
+        (["floor/fruit"], 6, False), ([], None, True)]  # a rare path is not shown: it is one person's route
     assert paths[1]["share"] is None
     spec = client.app.openapi()["paths"]
     for route in ("/v1/interest", "/v1/flows", "/v1/paths/top"):

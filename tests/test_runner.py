@@ -162,6 +162,36 @@ def test_stop_requested_while_a_sink_is_down_leaves_the_message_unacknowledged()
     assert not t.is_alive() and transport.acked == [] and runner.failure is not None
 
 
+class TickClock(FrameClock):
+    """:class:`FrameClock` with a periodic tick: each tick's wall time as a record and on its topic."""
+
+    tick_s = 1.0
+
+    def tick(self, now_ms: int) -> Outputs:
+        update = m.OccupancyUpdate(camera_id="cam", ts_ms=now_ms)
+        return Outputs(publish=[Publish(OUT, "cam", update)], records=[update])
+
+
+def test_a_tick_rejected_by_one_sink_still_reaches_the_other_sinks_and_its_topic():
+    """A tick's outputs (e.g. ``camera_down`` alerts) have no message to dead-letter or redeliver: a sink that
+    rejects them is logged and counted, and the next sink (e.g. the webhooks) and the topic still get them."""
+    bus = InProcessBus()
+    stage = TickClock(CONFIG)
+    transport = Acks(bus, [topics.FRAMES], ending=[topics.FRAMES], outputs=stage.outputs)
+    rejecting, hooks = FlakySink(reject=True), FlakySink()
+    hooks.name = "webhooks"
+    core = RunnerCore(stage, [rejecting, hooks])
+    runner = Runner(core, transport)
+    out, dead = bus.subscribe(OUT), bus.subscribe(topics.DEAD_LETTER)
+    assert runner.tick(5000) and runner.failure is None
+    assert [m.decode(m.OccupancyUpdate, x.value).ts_ms for x in _drain(out)] == [5000]
+    assert [r.ts_ms for r in hooks.written] == [5000]
+    assert _drain(dead) == [] and core.dead_letters == 0 and core.errors == {"sink": 1}
+    rejecting.reject = False  # the runner goes on: the next tick is stored everywhere
+    assert runner.tick(6000)
+    assert [r.ts_ms for r in rejecting.written] == [6000] and [r.ts_ms for r in hooks.written] == [5000, 6000]
+
+
 # -- batches: frames of different cameras in one stage call (the embedded mode's detect-track) -------------
 
 CAMS3 = parse_config({"store": {"id": "t"}, "cameras": [{"id": c, "source": "x.mp4"} for c in "abc"]})

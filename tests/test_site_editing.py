@@ -25,7 +25,7 @@ SITE = {
     "store": {"id": "tud"},
     "cameras": [{"id": CAMERA, "source": str(VIDEO), "lines": [{"id": "x200", "a": [200, 0], "b": [200, 480]}],
                  "zones": [{"id": "left", "polygon": [[0, 0], [320, 0], [320, 480], [0, 480]]}]},
-                {"id": "back", "source": "rtsp://cam:secret@10.0.0.7:554/stream"}],
+                {"id": "back", "source": "rtsp://cam:secret@10.0.0.7:554/stream?channel=1&password=hunter2"}],
 }
 X320 = {"id": "x320", "a": [320, 0], "b": [320, 480]}
 
@@ -42,7 +42,8 @@ def test_edits_are_validated_versioned_and_audited(api) -> None:
     client, app, storage = api
     site = client.get("/v1/site").json()
     assert site["version"] == 0 and [c["id"] for c in site["cameras"]] == [CAMERA, "back"]
-    assert site["cameras"][1]["source"] == "rtsp://10.0.0.7:554/stream"  # no credentials in answers
+    # no credentials in answers: neither the URL's user and password nor a password parameter
+    assert site["cameras"][1]["source"] == "rtsp://10.0.0.7:554/stream?channel=1&password=***"
     r = client.put(f"/v1/site/cameras/{CAMERA}/lines/x320", json=X320)
     assert r.status_code == 200 and r.json()["version"] == 1
     assert [ln["id"] for ln in r.json()["camera"]["lines"]] == ["x200", "x320"]
@@ -508,3 +509,30 @@ def test_faces_stages_take_cameras_added_and_removed_by_a_site_version(tmp_path)
         faces.handle("site-config", faces.decode("site-config", version(3, [{"id": "c"}])))
     assert faces.on_error == "stop" and classify_stage_error(bad.value, "stop")[0] == "dead_letter"
     assert faces.site_version == 2 and faces.cameras == {"door"}
+
+
+def test_a_camera_added_while_the_last_source_ends_still_starts() -> None:
+    """The embedded run holds ingest open while a site version waits for the stages: a supervisor whose every
+    file has ended does not close while held, so the version's added camera starts; once closed, nothing holds
+    it open again."""
+    from storelens.config import CameraConfig
+    from storelens.runtime.ingest import CameraSupervisor
+
+    published: list[m.Frame] = []
+    errors: list = []
+    sup = CameraSupervisor(lambda k, v: published.append(m.decode(m.Frame, v)), lambda: False,
+                           lambda cam, exc: errors.append((cam.id, exc)))
+    tud = CameraConfig(id="tud", source=str(VIDEO), target_fps=5.0)
+    shop = CameraConfig(id="shop", source=str(SHOP_VIDEO), target_fps=5.0)
+    sup.apply([tud])
+    sup.threads()["tud"].join(60)
+    assert sup.alive() == []  # the last source has ended ...
+    assert sup.hold()  # ... while a site version is on its way
+    assert not sup.close_if_idle(), "held: ingest stays open"
+    assert [c.id for c in sup.apply([tud, shop]).added] == ["shop"]
+    sup.release()
+    assert not sup.close_if_idle()  # shop runs
+    sup.threads()["shop"].join(120)
+    assert sup.close_if_idle() and not sup.hold(), "closed: a later version cannot hold it open"
+    assert not errors
+    assert [f.end_of_stream for f in published if f.camera_id == "shop"][-1]  # shop's whole stream went out

@@ -283,3 +283,40 @@ def test_cli_zones_json_on_a_real_video():
     bad = subprocess.run([sys.executable, "-m", "storelens.cli", "zones", str(case.video), "--zone", "1,2,3"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "bad --zone" in bad.stderr
+
+
+def test_queue_length_and_dwell_hold_past_a_hundred_thousand_stored_events(tmp_path) -> None:
+    """A busy till: 50,001 served visits, then 3 people still queueing. The queue length at a time comes from
+    every stored event (it once read only the earliest 100,000: length 0), and a bucket's dwell from every exit
+    in it."""
+    import sqlalchemy as sa
+
+    from storelens.storage.schema import zone_events, zone_stats
+
+    poly = [[0, 0], [100, 0], [100, 100], [0, 100]]
+    cfg = parse_config({"store": {"id": "s"}, "cameras": [{"id": "cam", "source": "/tmp/a.mp4", "zones": [
+        {"id": "till", "kind": "queue", "polygon": poly, "service_edge": [0, 1]}]}]})
+    served, waiting, t0 = 50_001, 3, 1_700_000_000_000
+
+    def row(track: int, kind: str, ts_ms: int, dwell_ms: int | None = None) -> dict:
+        return {"event_id": f"{track}-{kind}", "camera_id": "cam", "zone_id": "till", "zone_kind": "queue",
+                "track_id": track, "kind": kind, "ts_ms": ts_ms, "seq": ts_ms - t0, "dwell_ms": dwell_ms,
+                "how": "served" if kind == "exit" else None}
+
+    rows = [r for i in range(served) for r in (row(i, "enter", t0 + 10 * i), row(i, "exit", t0 + 10 * i + 5, 5000))]
+    end = t0 + 10 * served
+    rows += [row(served + i, "enter", end + i) for i in range(waiting)]
+    last = (end - 1) // 3_600_000 * 3_600_000  # the hour of the last exits (the range spans 500 s)
+    bucket = {"camera_id": "cam", "zone_id": "till", "bucket_start_ms": last, "bucket_end_ms": last + 60_000,
+              "visits": 1, "unique_people": 1, "mean_occupancy": 1.0, "max_occupancy": 1, "dwell_median_s": 5.0,
+              "dwell_p90_s": 5.0, "visits_ended": 1, "stoppers": 0, "served": 1, "abandoned": 0, "lost": 0}
+    with SqlStorage(str(tmp_path / "h.db")) as st:
+        st._write(lambda c: c.execute(sa.insert(zone_events), rows))
+        st._write(lambda c: c.execute(sa.insert(zone_stats), [bucket]))
+        client = signed_in_client(create_app(cfg, st))
+        [q] = client.get("/v1/queues", params={"at_ms": end + 100}).json()["queues"]
+        assert q["length"] == waiting
+        [b] = client.get("/v1/zones/stats", params={"camera_id": "cam", "start_ms": t0 - t0 % 3_600_000,
+                                                    "bucket_s": 3600}).json()["buckets"]
+        exits_in_hour = sum(1 for r in rows if r["kind"] == "exit" and r["ts_ms"] >= last)
+        assert b["start_ms"] == last and b["dwell_s"]["n"] == exits_in_hour > 0 and b["dwell_s"]["median"] == 5.0

@@ -9,7 +9,9 @@
   declares the least role of its routes (:func:`storelens.api.deps.api_router`); a route may ask
   more with ``dependencies=[require_role("admin")]``. The user's current role and state are read
   from the database (cached :data:`PRINCIPAL_CACHE_S`), so a demoted or deleted user loses access
-  within seconds, not at the token's expiry.
+  within seconds, not at the token's expiry. Signing out (``POST /v1/auth/logout``) and a password
+  reset void every session the user had (``users.sessions_after_ms``); the cookie's renewals end
+  ``auth.session_max_s`` after the sign-in.
 * **Audit**: :class:`AuditMiddleware` appends every write (``POST``/``PUT``/``PATCH``/``DELETE``
   under ``/v1/``) with who, what path, and the answer's status; the login route adds failed sign-ins.
 * **Login rate limit**: a moving window per client address and per user name (the ``limits``
@@ -34,8 +36,10 @@ import hmac
 import logging
 import os
 import secrets
+import re
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Annotated, Any, Callable, Literal
 
@@ -60,6 +64,10 @@ COOKIE_NAME = "storelens_session"
 API_KEY_PREFIX = "slk_"
 #: How long a resolved principal (user role and state, API key) is trusted before the database is read again.
 PRINCIPAL_CACHE_S = 5.0
+#: Most principals (users, API keys, unknown key ids) the cache keeps (the least recently used go first).
+PRINCIPAL_CACHE_MAX = 10_000
+#: The public part of an API key (``secrets.token_hex(6)``); any other key id is refused without a lookup.
+_KEY_ID = re.compile(r"^[0-9a-f]{12}$")
 #: Usernames: short, no spaces (they appear in the audit log).
 USERNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
 _ALGORITHM = "HS256"
@@ -114,8 +122,9 @@ class Authenticator:
         self._limiter = MovingWindowRateLimiter(storage_from_string(redis_url or "memory://"))
         self._attempts = parse_limit(f"{cfg.login_attempts_per_minute}/minute")
         self._failures = parse_limit(f"{cfg.login_failures_per_minute}/minute")
-        self._cache: dict[str, tuple[float, Principal | None]] = {}
+        self._cache: OrderedDict[str, tuple[float, Principal | None]] = OrderedDict()
         self._key_hashes: dict[str, str] = {}  # key_id -> SHA-256 of its secret, filled with the cache
+        self._sessions_after: dict[str, int] = {}  # username -> users.sessions_after_ms, filled with the cache
         self._lock = threading.Lock()
 
     # -- users ------------------------------------------------------------------------------------
@@ -170,12 +179,38 @@ class Authenticator:
 
     # -- tokens and keys ------------------------------------------------------------------------
 
-    def issue(self, principal: Principal) -> tuple[str, int]:
-        """A session JWT for a user: ``(token, expires_in_s)``."""
-        now = int(time.time())
-        claims = {"sub": principal.name, "role": principal.role, "iat": now, "exp": now + self.cfg.session_ttl_s,
-                  "typ": "session"}
-        return jwt.encode(claims, self._secret, algorithm=_ALGORITHM), self.cfg.session_ttl_s
+    def issue(self, principal: Principal, signed_in_ms: int | None = None) -> tuple[str, int]:
+        """A session JWT for a user: ``(token, expires_in_s)``. ``signed_in_ms``: when the session began (a
+        renewal keeps it; the token never outlives ``auth.session_max_s`` after it)."""
+        now_ms = _now_ms()
+        auth_ms = now_ms if signed_in_ms is None else signed_in_ms
+        now = now_ms // 1000
+        exp = min(now + self.cfg.session_ttl_s, auth_ms // 1000 + self.cfg.session_max_s)
+        claims = {"sub": principal.name, "role": principal.role, "iat": now, "exp": exp, "typ": "session",
+                  "iat_ms": now_ms, "auth_ms": auth_ms}
+        return jwt.encode(claims, self._secret, algorithm=_ALGORITHM), max(0, exp - now)
+
+    def renew(self, token: str, principal: Principal) -> str | None:
+        """A fresh session token for the dashboard's cookie once half its lifetime has passed (``None``: not yet,
+        or the session reached ``auth.session_max_s`` since its sign-in)."""
+        try:
+            claims = jwt.decode(token, self._secret, algorithms=[_ALGORITHM])
+        except jwt.PyJWTError:
+            return None
+        if claims.get("typ") != "session" or time.time() - float(claims.get("iat", 0)) <= self.cfg.session_ttl_s / 2:
+            return None
+        token, ttl = self.issue(principal, int(claims.get("auth_ms", int(claims.get("iat", 0)) * 1000)))
+        return token if ttl > 0 else None
+
+    def sign_out(self, credential: str) -> Principal | None:
+        """Void every session of the user ``credential`` (a session token) belongs to; that user, or ``None``
+        when it is no valid session (an API key is revoked through the admin routes instead)."""
+        principal = self.authenticate(credential)
+        if principal is None or principal.kind != "user":
+            return None
+        store.end_sessions(self.storage, principal.name, _now_ms())
+        self._forget(f"user:{principal.name}")
+        return principal
 
     def token_age_s(self, token: str) -> float | None:
         try:
@@ -201,6 +236,8 @@ class Authenticator:
         """The principal of a session JWT or an API key; ``None`` when invalid, expired, revoked or disabled."""
         if credential.startswith(API_KEY_PREFIX):
             key_id, _, secret = credential[len(API_KEY_PREFIX):].partition(".")
+            if not _KEY_ID.match(key_id):
+                return None
             principal = self._cached(f"key:{key_id}", lambda: self._key_principal(key_id))
             row_hash = self._key_hashes.get(key_id) if principal else None
             if principal is None or row_hash is None or not hmac.compare_digest(row_hash, _sha256(secret)):
@@ -213,7 +250,13 @@ class Authenticator:
         if claims.get("typ") != "session":
             return None
         username = str(claims["sub"])
-        return self._cached(f"user:{username}", lambda: self._user_principal(username))
+        principal = self._cached(f"user:{username}", lambda: self._user_principal(username))
+        issued_ms = int(claims.get("iat_ms", int(claims.get("iat", 0)) * 1000))
+        if principal is None or issued_ms <= self._sessions_after.get(username, 0):
+            return None  # signed out or the password reset since this token was issued
+        if _now_ms() - int(claims.get("auth_ms", issued_ms)) > self.cfg.session_max_s * 1000:
+            return None
+        return principal
 
     def metrics_allowed(self, token: str) -> bool:
         return self.metrics_token is not None and hmac.compare_digest(token.encode(), self.metrics_token.encode())
@@ -222,7 +265,10 @@ class Authenticator:
 
     def _user_principal(self, username: str) -> Principal | None:
         user = store.get_user(self.storage, username)
-        return None if user is None or user["disabled"] else Principal(username, user["role"], "user")
+        if user is None or user["disabled"]:
+            return None
+        self._sessions_after[username] = int(user.get("sessions_after_ms") or 0)
+        return Principal(username, user["role"], "user")
 
     def _key_principal(self, key_id: str) -> Principal | None:
         key = store.get_api_key(self.storage, key_id)
@@ -242,6 +288,9 @@ class Authenticator:
         principal = load()
         with self._lock:
             self._cache[key] = (now, principal)
+            self._cache.move_to_end(key)
+            while len(self._cache) > PRINCIPAL_CACHE_MAX:
+                self._cache.popitem(last=False)
         return principal
 
     def _forget(self, key: str) -> None:
@@ -257,6 +306,14 @@ _cookie = APIKeyCookie(name=COOKIE_NAME, auto_error=False, description="The dash
 
 def _unauthorized(detail: str = "not signed in") -> HTTPException:
     return HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+def credential_of(request: Request) -> str | None:
+    """The caller's credential as the guard reads it: a bearer token or API key, else the dashboard's cookie."""
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value:
+        return value
+    return request.cookies.get(COOKIE_NAME) or None
 
 
 def set_session_cookie(response: Response, token: str, cfg: AuthConfig) -> None:
@@ -282,9 +339,9 @@ def require_role(role: Role) -> Callable[..., Principal]:
         if not principal.may(role):
             raise HTTPException(403, f"needs the {role} role (you are {principal.role})")
         if bearer is None and cookie:
-            age = auth.token_age_s(cookie)
-            if age is not None and age > auth.cfg.session_ttl_s / 2:
-                set_session_cookie(response, auth.issue(principal)[0], auth.cfg)
+            renewed = auth.renew(cookie, principal)
+            if renewed is not None:
+                set_session_cookie(response, renewed, auth.cfg)
         return principal
 
     guard.role = role  # type: ignore[attr-defined]  # read by the role-matrix test and the route docs

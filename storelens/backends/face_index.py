@@ -17,6 +17,15 @@ that similarity reaches ``match_threshold``:
   embedding and visit of the customer, in memory, in the index and in the
   store), :meth:`FaceGallery.purge_older_than` (retention).
 
+Erasure by another process (the API deletes a customer's rows from the shared
+store while a pipeline's gallery still holds the vectors): a gallery with a
+store never matches a face to a customer the store no longer has. Before a
+match is returned the store is asked (``customer_exists``); a customer it has lost is
+dropped from this gallery's memory and index and the face is matched again
+(another customer, or none: :meth:`FaceGallery.enroll_or_match` then enrols a
+new one). :meth:`FaceGallery.add` to such a customer drops it the same way
+and raises :class:`CustomerErased`.
+
 Embeddings of a customer stay diverse and recent: a new one at least
 ``duplicate_similarity`` similar to one the customer already has *replaces*
 it (same view, newer capture); otherwise it is added and, past the cap, the
@@ -87,6 +96,10 @@ class Enrollment(NamedTuple):
     customer_id: str
     similarity: float
     is_new: bool
+
+
+class CustomerErased(LookupError):
+    """The customer is no longer in the gallery's store (erased by another process); it was dropped here too."""
 
 
 class PurgeResult(NamedTuple):
@@ -160,7 +173,8 @@ class GalleryStore(Protocol):
         ...
 
     def purge_older_than(self, ts_ms: int) -> PurgeResult:
-        """Remove embeddings and visits (by last sighting) older than ``ts_ms``, and customers left without embeddings."""
+        """Remove embeddings and visits (by last sighting) older than ``ts_ms``, and customers left without
+        embeddings."""
         ...
 
     def customers(self) -> Iterator[tuple[str, int]]:
@@ -236,7 +250,8 @@ class FaceGallery:
         self.cfg = config or GalleryConfig()
         store_dim = getattr(store, "dim", self.cfg.dim)
         if store_dim != self.cfg.dim:
-            raise ConfigError(f"gallery store holds {store_dim}-d embeddings, the gallery is configured for {self.cfg.dim}")
+            raise ConfigError(f"gallery store holds {store_dim}-d embeddings, "
+                              f"the gallery is configured for {self.cfg.dim}")
         self.store = store
         self._new_id = id_factory or _default_id
         self._lock = threading.RLock()
@@ -416,11 +431,23 @@ class FaceGallery:
                     r = rows[j]
                     if self.store is not None:
                         self.store.replace_embedding(int(self._rowid[r]), ts_ms, v)
+                        # an UPDATE of an erased customer's row changes nothing and says nothing: ask
+                        if self._erased_elsewhere(customer_id):
+                            self._forget(customer_id)
+                            raise CustomerErased(customer_id)
                     self._index.remove_ids(np.array([r], np.int64))
                     self._vecs[r], self._ts[r] = v, ts_ms
                     self._index.add_with_ids(v[None], np.array([r], np.int64))
                     return
-            rowid = self.store.add_embedding(customer_id, ts_ms, v) if self.store is not None else -1
+            rowid = -1
+            if self.store is not None:
+                try:
+                    rowid = self.store.add_embedding(customer_id, ts_ms, v)
+                except Exception as exc:  # the store's foreign key: the customer row is gone
+                    if not self._erased_elsewhere(customer_id, default=False):
+                        raise
+                    self._forget(customer_id)
+                    raise CustomerErased(customer_id) from exc
             (r,) = self._take_rows(1)
             self._vecs[r], self._owner[r], self._ts[r], self._rowid[r] = v, slot, ts_ms, rowid
             self._index.add_with_ids(v[None], np.array([r], np.int64))
@@ -473,12 +500,17 @@ class FaceGallery:
         an empty gallery); ``is_new`` tells whether a customer was created.
         """
         v = _unit(embedding, self.cfg.dim)
+        learn = self.cfg.learn_threshold if self.cfg.learn_threshold is not None else self.cfg.match_threshold
         with self._lock:
-            cid, sim = self.match(v)
-            if cid is not None:
-                learn = self.cfg.learn_threshold if self.cfg.learn_threshold is not None else self.cfg.match_threshold
+            while True:  # each round that finds the customer erased elsewhere drops one: it ends
+                cid, sim = self.match(v)
+                if cid is None:
+                    break
                 if sim >= learn:
-                    self.add(cid, v, ts_ms)
+                    try:
+                        self.add(cid, v, ts_ms)
+                    except CustomerErased:
+                        continue
                 return Enrollment(cid, sim, False)
             for _ in range(100):
                 new_id = self._new_id()
@@ -497,13 +529,36 @@ class FaceGallery:
         """
         with self._lock:
             in_store = self.store.delete_customer(customer_id) if self.store is not None else False
-            slot = self._slot_of.pop(customer_id, None)
-            if slot is None:
-                return in_store
-            self._free_rows(self._rows_of.pop(slot))
-            self._cid_of[slot] = None
-            self._created.pop(customer_id, None)
-            return True
+            return self._forget(customer_id) or in_store
+
+    def _forget(self, customer_id: str) -> bool:
+        """Drop a customer from memory and the index only (the store is not touched); ``False`` if unknown here."""
+        slot = self._slot_of.pop(customer_id, None)
+        if slot is None:
+            return False
+        self._free_rows(self._rows_of.pop(slot))
+        self._cid_of[slot] = None
+        self._created.pop(customer_id, None)
+        return True
+
+    def _erased_elsewhere(self, customer_id: str, default: bool | None = None) -> bool:
+        """``True`` when the store no longer has the customer (another process erased it).
+
+        ``False`` without a store or a store that cannot tell; ``default`` (if given) when asking fails.
+        """
+        exists = getattr(self.store, "customer_exists", None)
+        if exists is None:
+            return False
+        try:
+            gone = not exists(customer_id)
+        except Exception:
+            if default is None:
+                raise
+            return default
+        if gone:
+            log.warning("face gallery: customer erased by another process, dropped from the index",
+                        extra={"customer": customer_id})
+        return gone
 
     def purge_older_than(self, ts_ms: int) -> PurgeResult:
         """Retention: drop embeddings captured before ``ts_ms`` and visits last seen before it.
@@ -546,7 +601,8 @@ class FaceGallery:
                 rowids = np.fromiter((d[0] for d in data), np.int64, len(data))
                 cids = [d[1] for d in data]
                 ts = np.fromiter((d[2] for d in data), np.int64, len(data))
-                x = np.stack([d[3] for d in data]).astype(np.float32) if data else np.zeros((0, self.cfg.dim), np.float32)
+                x = (np.stack([d[3] for d in data]).astype(np.float32) if data
+                     else np.zeros((0, self.cfg.dim), np.float32))
             self._reset()
             for cid, t in created.items():
                 self._slot(cid, t, persist=False)
@@ -570,18 +626,33 @@ class FaceGallery:
         q = np.asarray(embeddings, np.float32).reshape(-1, self.cfg.dim)
         q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
         with self._lock:
-            if self.num_embeddings == 0:
-                return [Match(None, 0.0) for _ in range(len(q))]
-            with self._search_threads():
-                sims, labels = self._index.search(q, 1)
-            out = []
-            for s, r in zip(sims[:, 0].tolist(), labels[:, 0].tolist()):
-                if r < 0:
-                    out.append(Match(None, 0.0))
-                    continue
-                cid = self._cid_of[int(self._owner[r])]
-                out.append(Match(cid if s >= self.cfg.match_threshold else None, float(s)))
-            return out
+            out = self._best(q)
+            if self.store is None:
+                return out
+            while True:  # a matched customer the store lost (erased elsewhere) is dropped, its faces matched again
+                gone = {c for c in {x.customer_id for x in out} - {None} if self._erased_elsewhere(c)}
+                if not gone:
+                    return out
+                for c in gone:
+                    self._forget(c)
+                again = [i for i, x in enumerate(out) if x.customer_id in gone]
+                for i, x in zip(again, self._best(q[again])):
+                    out[i] = x
+
+    def _best(self, q: np.ndarray) -> list[Match]:
+        """The nearest customer of each unit row of ``q`` (``None`` below the threshold), from the index only."""
+        if self.num_embeddings == 0:
+            return [Match(None, 0.0) for _ in range(len(q))]
+        with self._search_threads():
+            sims, labels = self._index.search(q, 1)
+        out = []
+        for s, r in zip(sims[:, 0].tolist(), labels[:, 0].tolist()):
+            if r < 0:
+                out.append(Match(None, 0.0))
+                continue
+            cid = self._cid_of[int(self._owner[r])]
+            out.append(Match(cid if s >= self.cfg.match_threshold else None, float(s)))
+        return out
 
     def search(self, embedding: np.ndarray, k: int = 5) -> list[Match]:
         """The ``k`` most similar customers (best embedding each), most similar first, any similarity."""

@@ -28,6 +28,7 @@ import numpy as np
 
 from storelens.contract import messages as m
 from storelens.config import CameraConfig
+from storelens.config.cameras import redact_source
 from storelens.config.site import FrameFormat
 from storelens.errors import SourceError
 
@@ -77,7 +78,8 @@ def open_capture(source: str) -> cv2.VideoCapture:
             raise SourceError(f"not a video file (a directory): {source}")
     cap = cv2.VideoCapture(int(source) if source.isdigit() else source)
     if not cap.isOpened():
-        raise SourceError(f"cannot open video source {source!r}: OpenCV could not read it (corrupt or unsupported)")
+        raise SourceError(f"cannot open video source {redact_source(source)!r}: OpenCV could not read it "
+                          "(corrupt or unsupported)")
     return cap
 
 
@@ -106,7 +108,7 @@ def read_file_frames(
                 yield RawFrame(index, start_ts_ms + int(round(index * 1000.0 / fps)), img)
             index += 1
         if index == 0:
-            raise SourceError(f"no decodable frame in {source!r} (corrupt or empty video)")
+            raise SourceError(f"no decodable frame in {redact_source(source)!r} (corrupt or empty video)")
     finally:
         cap.release()
 
@@ -124,7 +126,8 @@ def read_live_frames(
         try:
             cap = open_capture(source)
         except SourceError as exc:
-            log.warning("source unavailable, retrying", extra={"source": source, "error": str(exc), "backoff_s": backoff})
+            log.warning("source unavailable, retrying", extra={"source": redact_source(source), "error": str(exc),
+                                                                      "backoff_s": backoff})
             time.sleep(backoff)
             backoff = min(max_backoff_s, backoff * 2)
             continue
@@ -133,7 +136,7 @@ def read_live_frames(
             while not should_stop():
                 ok, img = cap.read()
                 if not ok or img is None:
-                    log.warning("stream dropped, reconnecting", extra={"source": source})
+                    log.warning("stream dropped, reconnecting", extra={"source": redact_source(source)})
                     break
                 yield RawFrame(index, clock_ms(), img)
                 index += 1

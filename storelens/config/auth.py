@@ -36,6 +36,8 @@ def role_rank(role: str) -> int:
 class AuthConfig(Strict):
     #: Lifetime of a sign-in session (the JWT; the dashboard's cookie is renewed while in use).
     session_ttl_s: Annotated[int, Field(ge=60, le=86_400)] = 900
+    #: Longest a sign-in lasts through the cookie's renewals (then the user signs in again), from the sign-in.
+    session_max_s: Annotated[int, Field(ge=60, le=31 * 86_400)] = 7 * 86_400
     #: Environment variable holding the JWT signing key (HS256; at least 32 bytes).
     jwt_secret_env: str = "STORELENS_JWT_SECRET"
     #: Environment variable holding the bearer token that may read ``/metrics`` (Prometheus).

@@ -12,6 +12,8 @@ Example:
 """
 from __future__ import annotations
 
+import re
+import urllib.parse
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -19,6 +21,29 @@ from storelens.config.site import CameraConfig
 
 #: The camera settings ingest reads (source and sampling): changing one restarts the camera's stream.
 STREAM_FIELDS = ("source", "target_fps", "resize_width", "jpeg_quality", "start_ts_ms")
+
+
+#: Query parameter names whose values are credentials (``?user=admin&password=...`` of some cameras' URLs).
+_SECRET_PARAM = re.compile(r"pass|pwd|secret|token|key|auth|sig|cred|user", re.IGNORECASE)
+
+
+def redact_source(source: str) -> str:
+    """A camera source fit for messages, logs and API answers: a URL's user name and password removed, and the
+    values of query parameters that name a credential replaced by ``***`` (a file path as it is).
+
+    Example:
+        >>> redact_source("rtsp://admin:S3cret@10.0.0.5:554/live?channel=1&password=x")
+        'rtsp://10.0.0.5:554/live?channel=1&password=***'
+        >>> redact_source("rtsp://u:p@[fe80::1]:554/x"), redact_source("/videos/door.mp4")
+        ('rtsp://[fe80::1]:554/x', '/videos/door.mp4')
+    """
+    if "://" not in source:
+        return source
+    parts = urllib.parse.urlsplit(source)
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    query = "&".join(f"{k}=***" if sep and _SECRET_PARAM.search(urllib.parse.unquote_plus(k)) else k + sep + v
+                     for k, sep, v in (p.partition("=") for p in parts.query.split("&"))) if parts.query else ""
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def stream_settings(cam: CameraConfig) -> tuple:

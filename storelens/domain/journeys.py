@@ -209,14 +209,20 @@ def journey_id(camera_id: str, track_id: int) -> str:
 
 
 def parse_journey_id(value: str) -> tuple[str, int] | None:
-    """``"12@cam-1"`` -> ``("cam-1", 12)``; ``None`` when malformed."""
+    """``"12@cam-1"`` -> ``("cam-1", 12)``; ``None`` when malformed (a track id outside 64 bits included).
+
+    Example:
+        >>> parse_journey_id("12@cam-1"), parse_journey_id("99999999999999999999@cam-1"), parse_journey_id("12")
+        (('cam-1', 12), None, None)
+    """
     tid, sep, cam = value.partition("@")
     if not sep or not cam:
         return None
     try:
-        return cam, int(tid)
+        track_id = int(tid)
     except ValueError:
         return None
+    return (cam, track_id) if -(2**63) <= track_id < 2**63 else None
 
 
 def _order(t: TrackInfo) -> tuple:

@@ -78,7 +78,7 @@ from storelens.runtime.bus import BusMessage
 from storelens.runtime.retention import RetentionPurge
 from storelens.runtime.runner import RunnerCore
 from storelens.runtime.sinks import HistorySink, LiveSink
-from storelens.runtime.webhooks import webhook_sinks
+from storelens.runtime.webhooks import WebhookSink, webhook_sinks
 from storelens.stages import AnalyticsStage
 from storelens.contract.topics import TopicSpec
 
@@ -104,6 +104,8 @@ STUCK_NOT_READY_S = float(os.environ.get("STORELENS_ANALYTICS_STUCK_S", 300))
 CHORES_CHECK_S = 30.0
 #: After SIGTERM, exit hard if faust has not stopped within this many seconds.
 SHUTDOWN_TIMEOUT_S = float(os.environ.get("STORELENS_SHUTDOWN_TIMEOUT_S", 30))
+#: At shutdown (:meth:`AnalyticsApp.close`), wait this long for the alert webhooks to deliver what is queued.
+WEBHOOK_CLOSE_S = float(os.environ.get("STORELENS_WEBHOOK_CLOSE_S", 5))
 
 
 def app_id(cfg: KafkaConfig) -> str:
@@ -275,7 +277,7 @@ class AnalyticsApp:
         if h is None:
             return
         h = await asyncio.get_running_loop().run_in_executor(self._sink, self.core.write_sinks, h)
-        if h.stop is not None or h.dead_letter is not None:
+        if h.stop is not None:
             return
         futures = [await self.out[p.topic].send(key=topics.camera_key(p.camera_id), value=m.encode(p.message))
                    for p in h.outputs.publish]
@@ -521,7 +523,20 @@ class AnalyticsApp:
         await self._mark_input()
 
     def close(self) -> None:
+        """Finish the sink thread's write, then give the alert webhooks up to :data:`WEBHOOK_CLOSE_S` to deliver
+        what is queued or waiting to retry (the input of those alerts is already committed); what is left is
+        logged and dead-lettered (:meth:`WebhookSender.close`), not silently lost."""
         self._sink.shutdown(wait=True)
+        deadline = time.monotonic() + WEBHOOK_CLOSE_S
+        for sink in (s for s in self.core.sinks if isinstance(s, WebhookSink)):
+            sender = sink.sender
+            if not sender.flush(timeout_s=max(0.0, deadline - time.monotonic())):
+                left = sender.pending()
+                log.error("alert webhooks left undelivered at shutdown: dead-lettered (a try under way still "
+                          "gets its answer)",
+                          extra={"undelivered": len(left), "urls": sorted({d.url for d in left}),
+                                 "wait_s": WEBHOOK_CLOSE_S})
+            sender.close(timeout_s=max(1.0, deadline - time.monotonic()))
 
 
 def build_app(config: SiteConfig, storage, live, rt: ServiceRuntime, **kwargs: Any) -> faust.App:

@@ -312,17 +312,26 @@ class EmbeddedPipeline:
             if update is None:
                 continue
             version = update.version
-            self.bus.publish(topics.SITE_CONFIG, self.config.store.id.encode(), m.encode(update))
             cameras = self._site_cameras(update)
-            if cameras is None or self.ingest is None:
-                continue
-            deadline = time.monotonic() + SITE_APPLY_TIMEOUT_S
-            while (any(getattr(st, "site_version", version) < version for st in site_stages or ())
-                   and time.monotonic() < deadline and not self._stop.is_set()):
-                time.sleep(0.02)
-            if self._stop.is_set():  # the run is ending: start no camera now
-                break
-            diff = self.ingest.apply(cameras)
+            # ingest stays open while the stages take the version (its last file may end meanwhile)
+            held = cameras is not None and self.ingest is not None and self.ingest.hold()
+            try:
+                self.bus.publish(topics.SITE_CONFIG, self.config.store.id.encode(), m.encode(update))
+                if not held:
+                    if cameras is not None and self.ingest is not None:
+                        log.warning("ingest has ended: the site version's cameras are not started",
+                                    extra={"version": version})
+                    continue
+                deadline = time.monotonic() + SITE_APPLY_TIMEOUT_S
+                while (any(getattr(st, "site_version", version) < version for st in site_stages or ())
+                       and time.monotonic() < deadline and not self._stop.is_set()):
+                    time.sleep(0.02)
+                if self._stop.is_set():  # the run is ending: start no camera now
+                    break
+                diff = self.ingest.apply(cameras)
+            finally:
+                if held:
+                    self.ingest.release()
             log.info("site version applied to ingest", extra={
                 "version": version, "added": ",".join(c.id for c in diff.added), "removed": ",".join(diff.removed),
                 "restarted": ",".join(c.id for c in diff.restarted)})

@@ -87,6 +87,8 @@ class CameraSupervisor:
         self._next_seq: dict[str, int] = {}
         self._lock = threading.RLock()
         self.closed = False
+        #: :meth:`hold` calls not yet released (a cameras list on its way: the supervisor stays open).
+        self._holds = 0
 
     @property
     def cameras(self) -> list[CameraConfig]:
@@ -154,14 +156,30 @@ class CameraSupervisor:
         return run
 
     def close_if_idle(self) -> bool:
-        """Close the supervisor (later :meth:`apply` calls do nothing) when no camera thread runs; whether it did.
+        """Close the supervisor (later :meth:`apply` calls do nothing) when no camera thread runs and nothing
+        holds it open (:meth:`hold`); whether it did.
 
         The embedded pipeline ends ``frames`` after this (every file source ended).
         """
         with self._lock:
-            if not self.alive():
+            if not self._holds and not self.alive():
                 self.closed = True
             return self.closed
+
+    def hold(self) -> bool:
+        """Keep the supervisor open until :meth:`release` (a cameras list is on its way to :meth:`apply`, e.g. a
+        site version waiting for the stages), so a camera added while the last source ends still starts.
+        False (nothing held) when it has already closed."""
+        with self._lock:
+            if self.closed:
+                return False
+            self._holds += 1
+            return True
+
+    def release(self) -> None:
+        """End one :meth:`hold`."""
+        with self._lock:
+            self._holds = max(0, self._holds - 1)
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop every camera and wait for its thread (at most ``timeout_s`` each)."""

@@ -270,7 +270,10 @@ class RunnerCore:
         """Write ``h``'s records to every sink, retrying a failing one with backoff (blocking).
 
         A record a sink rejects turns ``h`` into a dead letter; a stop requested while
-        retrying sets ``h.stop`` (the message must then not be acknowledged).
+        retrying sets ``h.stop`` (the message must then not be acknowledged). A tick's outputs
+        (:meth:`tick`) have no message to redeliver: a sink's rejection of them is logged and
+        counted, and the other sinks and the publishing still get them (a rejected alert still
+        goes out on its topic and to the webhooks).
         """
         records = h.outputs.records
         if not records or h.dead_letter is not None or h.stop is not None:
@@ -284,6 +287,11 @@ class RunnerCore:
                     break
                 except rejected_errors() as exc:
                     self._error("sink")
+                    if h.topic == TICK_TOPIC:
+                        log.error("sink rejected a tick's records; they are published without it",
+                                  extra={"stage": self.stage.name, "sink": sink.name, "error": repr(exc),
+                                         "records": len(records)})
+                        break
                     self._to_dead_letter(h, f"cannot store message: {exc!r}")
                     return h
                 except Exception as exc:  # noqa: BLE001 (the store is down: wait and retry)
@@ -401,8 +409,6 @@ class Runner:
         if h.stop is not None:
             self.failure = h.stop
             return False
-        if h.dead_letter is not None:  # a sink rejected a tick's record: nothing to redeliver (logged, counted)
-            return True
         for p in h.outputs.publish:
             out = self.transport.publish(p.topic, topics.camera_key(p.camera_id), m.encode(p.message))
             self.core.metrics.messages_out.labels(out).inc()

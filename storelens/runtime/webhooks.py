@@ -7,10 +7,16 @@
   (when ``secret`` is set), ``X-StoreLens-Delivery: <alert_id>:<state>`` (an idempotency key:
   a receiver may see a message twice, e.g. after a restart).
 * **Delivery**: off the pipeline's thread (the sink only enqueues, it never blocks or fails
-  the stage). A 2xx answer is delivered; a network error, timeout, 408, 429 or 5xx is retried
-  after ``backoff_s``, doubled each time up to ``backoff_max_s``; after ``max_attempts`` tries
-  (or at once on another 4xx) the message is dead-lettered: logged and kept in
-  :attr:`WebhookSender.dead_letters` (``on_dead_letter`` is called with it).
+  the stage), one thread per webhook URL delivering its messages in order, so an endpoint that is
+  down or slow delays only its own messages. A 2xx answer is delivered; a network error, timeout,
+  an answer that is not HTTP, a redirect (3xx: never followed, a redirected POST would arrive as a
+  body-less GET), 408, 429 or 5xx is retried after ``backoff_s``, doubled each time up to
+  ``backoff_max_s``; after ``max_attempts`` tries (or at once on another 4xx) the message is
+  dead-lettered: logged and kept in :attr:`WebhookSender.dead_letters` (``on_dead_letter`` is
+  called with it), the reason last in :attr:`Delivery.errors`. Also dead-lettered: the oldest
+  message of a URL that has more than ``max_queued`` waiting (logged as a warning), what is still
+  queued at :meth:`WebhookSender.close`, and a message whose delivery failed in an unexpected way
+  (logged with its traceback; the thread goes on with the next message).
 
 Example (the signature a receiver checks):
     >>> sign(b"secret", b'{"a": 1}')
@@ -18,11 +24,12 @@ Example (the signature a receiver checks):
 """
 from __future__ import annotations
 
+import collections
 import hashlib
 import hmac
+import http.client
 import json
 import logging
-import queue
 import threading
 import time
 import urllib.error
@@ -37,6 +44,10 @@ log = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-StoreLens-Signature"
 DELIVERY_HEADER = "X-StoreLens-Delivery"
 _RETRY_STATUS = {408, 429}
+#: Messages waiting per webhook URL before the oldest is dropped (dead-lettered).
+MAX_QUEUED = 1000
+#: Reason (last of :attr:`Delivery.errors`) of a message still queued when the sender is closed.
+CLOSED_REASON = "not sent: the webhook sender was closed (shutdown) first"
 
 
 def sign(secret: bytes, body: bytes) -> str:
@@ -68,7 +79,18 @@ class Delivery:
     backoff_max_s: float
     timeout_s: float
     attempts: int = 0
+    #: One line per failed try (or why it was given up), the dead letter's reason last.
     errors: list[str] = field(default_factory=list)
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Refuses every redirect: the 3xx answer reaches :func:`_post` as an ``HTTPError``."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
 
 
 def _post(d: Delivery) -> tuple[bool, bool, str]:
@@ -76,41 +98,92 @@ def _post(d: Delivery) -> tuple[bool, bool, str]:
     req = urllib.request.Request(d.url, data=d.body, method="POST",
                                  headers={"Content-Type": "application/json", **d.headers})
     try:
-        with urllib.request.urlopen(req, timeout=d.timeout_s) as resp:  # noqa: S310 (configured http(s) URL)
+        with _OPENER.open(req, timeout=d.timeout_s) as resp:  # noqa: S310 (configured http(s) URL)
             resp.read()
             return True, False, ""
     except urllib.error.HTTPError as e:
+        e.close()
+        if 300 <= e.code < 400:
+            where = e.headers.get("Location") if e.headers else None
+            return False, True, (f"HTTP {e.code} redirect to {where or '(no Location)'} not followed "
+                                 "(a redirected POST loses its body): configure the final URL")
         return False, e.code >= 500 or e.code in _RETRY_STATUS, f"HTTP {e.code}"
-    except (urllib.error.URLError, OSError, TimeoutError) as e:
-        return False, True, repr(e)
+    except (urllib.error.URLError, OSError, TimeoutError, http.client.HTTPException, ValueError) as e:
+        return False, True, repr(e)  # unreachable, timed out, or an answer that is not (valid) HTTP
 
 
 class WebhookSender:
-    """One background thread delivering queued messages in order, with retries (see the module docstring)."""
+    """One background thread per webhook URL delivering its queued messages in order, with retries
+    (see the module docstring). ``sleep`` waits between tries (default: a wait that :meth:`close` cuts short);
+    ``max_queued`` bounds the messages waiting per URL."""
 
     def __init__(self, on_dead_letter: Callable[[Delivery], object] | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        self.queue: queue.Queue[Delivery | None] = queue.Queue()
+                 sleep: Callable[[float], object] | None = None, max_queued: int = MAX_QUEUED) -> None:
         self.dead_letters: list[Delivery] = []
         self.delivered = 0
+        #: Deliveries that failed in an unexpected way (a bug or an on_dead_letter that raised): logged, dead-lettered.
+        self.internal_errors = 0
         self.on_dead_letter = on_dead_letter
-        self._sleep = sleep
+        self.max_queued = max_queued
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="alert-webhooks", daemon=True)
-        self._thread.start()
+        self._sleep = sleep if sleep is not None else self._stop.wait
+        #: Guards everything below; notified when a message is finished (delivered or dead-lettered) or queued.
+        self._cond = threading.Condition()
+        self._queues: dict[str, collections.deque[Delivery]] = {}
+        self._in_flight: dict[str, Delivery] = {}
+        self._threads: dict[str, threading.Thread] = {}
+        self._unfinished = 0
 
     def submit(self, d: Delivery) -> None:
-        self.queue.put(d)
+        """Queue ``d`` for its URL (never blocks): the oldest waiting is dead-lettered when ``max_queued`` wait."""
+        dropped: Delivery | None = None
+        with self._cond:
+            if self._stop.is_set():
+                dropped, d.errors = d, [*d.errors, CLOSED_REASON]
+            else:
+                q = self._queues.get(d.url)
+                if q is None:
+                    q = self._queues[d.url] = collections.deque()
+                    t = threading.Thread(target=self._run, args=(d.url,), daemon=True,
+                                         name=f"alert-webhook-{len(self._threads) + 1}")
+                    self._threads[d.url] = t
+                    t.start()
+                if len(q) >= self.max_queued:
+                    dropped = q.popleft()
+                    dropped.errors.append(f"dropped: more than {self.max_queued} messages waiting for this webhook")
+                    self._unfinished -= 1
+                q.append(d)
+                self._unfinished += 1
+                self._cond.notify_all()
+        if dropped is not None:
+            if dropped is not d:
+                log.warning("alert webhook queue full; oldest message dropped",
+                            extra={"url": dropped.url, "max_queued": self.max_queued})
+            self._dead_letter(dropped)
 
-    def _run(self) -> None:
+    def _run(self, url: str) -> None:
+        q = self._queues[url]
         while True:
-            d = self.queue.get()
-            try:
-                if d is None:
+            with self._cond:
+                while not q and not self._stop.is_set():
+                    self._cond.wait()
+                if not q:
                     return
+                d = q.popleft()
+                self._in_flight[url] = d
+            try:
                 self._deliver(d)
+            except Exception as exc:  # noqa: BLE001 (one message's failure must not stop the next ones)
+                log.exception("alert webhook delivery failed unexpectedly; dead-lettered", extra={"url": url})
+                with self._cond:
+                    self.internal_errors += 1
+                d.errors.append(f"internal error: {exc!r}")
+                self._dead_letter(d)
             finally:
-                self.queue.task_done()
+                with self._cond:
+                    del self._in_flight[url]
+                    self._unfinished -= 1
+                    self._cond.notify_all()
 
     def _deliver(self, d: Delivery) -> None:
         delay = d.backoff_s
@@ -118,27 +191,62 @@ class WebhookSender:
             d.attempts += 1
             ok, retry, err = _post(d)
             if ok:
-                self.delivered += 1
+                with self._cond:
+                    self.delivered += 1
                 return
             d.errors.append(err)
             if not retry or d.attempts >= d.max_attempts or self._stop.is_set():
-                self.dead_letters.append(d)
-                log.error("alert webhook dead-lettered", extra={"url": d.url, "attempts": d.attempts, "error": err})
-                if self.on_dead_letter is not None:
-                    self.on_dead_letter(d)
+                self._dead_letter(d)
                 return
             log.warning("alert webhook failed; retrying", extra={"url": d.url, "error": err, "retry_in_s": delay})
             self._sleep(delay)
+            if self._stop.is_set():
+                d.errors.append(CLOSED_REASON)
+                self._dead_letter(d)
+                return
             delay = min(delay * 2, d.backoff_max_s)
 
-    def flush(self) -> None:
-        """Wait until everything queued is delivered or dead-lettered."""
-        self.queue.join()
+    def _dead_letter(self, d: Delivery) -> None:
+        """Keep, log and hand ``d`` to ``on_dead_letter`` (whose failure is logged, never raised)."""
+        with self._cond:
+            self.dead_letters.append(d)
+        log.error("alert webhook dead-lettered",
+                  extra={"url": d.url, "attempts": d.attempts, "error": d.errors[-1] if d.errors else ""})
+        if self.on_dead_letter is not None:
+            try:
+                self.on_dead_letter(d)
+            except Exception:  # noqa: BLE001
+                with self._cond:
+                    self.internal_errors += 1
+                log.exception("alert webhook on_dead_letter failed", extra={"url": d.url})
+
+    def pending(self) -> list[Delivery]:
+        """The messages not yet delivered nor dead-lettered: being sent (or waiting to retry), then queued."""
+        with self._cond:
+            return [*self._in_flight.values(), *(d for q in self._queues.values() for d in q)]
+
+    def flush(self, timeout_s: float | None = None) -> bool:
+        """Wait until everything queued is delivered or dead-lettered (at most ``timeout_s``); False if some is not."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._unfinished == 0, timeout_s)
 
     def close(self, timeout_s: float = 10.0) -> None:
-        self._stop.set()
-        self.queue.put(None)
-        self._thread.join(timeout_s)
+        """Stop now (call :meth:`flush` first to deliver what is queued): what is queued is dead-lettered unsent
+        (:data:`CLOSED_REASON`), a message waiting to retry is dead-lettered, one being sent gets that try's
+        answer; then wait up to ``timeout_s`` for the threads."""
+        with self._cond:
+            self._stop.set()
+            left = [d for q in self._queues.values() for d in q]
+            for q in self._queues.values():
+                q.clear()
+            self._unfinished -= len(left)
+            self._cond.notify_all()
+        for d in left:
+            d.errors.append(CLOSED_REASON)
+            self._dead_letter(d)
+        deadline = time.monotonic() + timeout_s
+        for t in list(self._threads.values()):
+            t.join(max(0.0, deadline - time.monotonic()))
 
 
 class WebhookSink:

@@ -15,7 +15,13 @@
   removes a customer from the gallery (index, embeddings, visits).
 
 Tracks end when their camera's stream ends (``PersonCrop.end_of_stream``) or
-when no crop of them arrived for ``faces.reid.track_idle_s`` of camera time.
+when no crop of them arrived for ``faces.reid.track_idle_s`` of camera time
+(any crop counts, with or without a face: a shopper who turns away keeps the
+track open and gets one ``final`` summary, at the real end). A track that
+comes back after such an idle end keeps its reid decision (the same customer
+or staff member, no second decision or enrolment; the last
+:data:`CLOSED_TRACK_DECISIONS` idle-ended tracks are remembered); the
+attributes of its second part are a new summary.
 Redelivered crops (a ``(seq, track_id)`` already processed) are skipped.
 
 No face image leaves these stages: observations carry boxes, landmarks and
@@ -32,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 import numpy as np
 
@@ -50,6 +57,10 @@ log = logging.getLogger(__name__)
 #: A face belongs to the crop's person when its centre lies in this top share of the crop.
 HEAD_REGION = 0.5
 _HOUR_MS = 3_600_000
+#: How many idle-ended tracks' reid decisions (ids only, no embeddings: a few hundred bytes each) a stage keeps, so a
+#: track that comes back after a gap keeps its decision; the least recently ended are forgotten first. Far more
+#: than the tracks a store's cameras end within a track's possible gap (a tracker's lost-track buffer).
+CLOSED_TRACK_DECISIONS = 10_000
 
 
 def decode_crop(crop: m.PersonCrop) -> np.ndarray:
@@ -217,6 +228,8 @@ class AttributesStage:
         self.detector_name = self.cfg.detector.backend
         self._agg: dict[str, TrackAggregator] = {}
         self._spans: dict[tuple[str, int], _TrackSpan] = {}
+        #: (camera, track) -> camera time of its last crop, face or not: a track idle past ``idle_ms`` ends.
+        self._last_crop: dict[tuple[str, int], int] = {}
         self._dedupe = _Dedupe()
         self.idle_ms = int(self.cfg.reid.track_idle_s * 1000)
         #: Counters since start: crops, faces found, faces rejected by the gate (by reason).
@@ -272,6 +285,8 @@ class AttributesStage:
         img = decode_crop(crop) if image_bgr is None else image_bgr
         self.stats["crops"] += 1
         out.summaries.extend(self.close_tracks(cam, older_than_ts_ms=crop.ts_ms - self.idle_ms))
+        key = (cam, crop.track_id)
+        self._last_crop[key] = max(self._last_crop.get(key, crop.ts_ms), crop.ts_ms)
         if face is None:
             face = self.finder.find(img)
         if len(face) == 0:
@@ -299,7 +314,6 @@ class AttributesStage:
         out.observations.append(obs)
         agg = self._aggregator(cam)
         agg.add(crop.track_id, analysis.observation())
-        key = (cam, crop.track_id)
         span = self._spans.get(key)
         if span is None:
             span = self._spans[key] = _TrackSpan(crop.ts_ms, crop.ts_ms, crop.seq)
@@ -308,14 +322,17 @@ class AttributesStage:
         return out
 
     def close_tracks(self, camera_id: str, older_than_ts_ms: int | None = None) -> list[m.TrackAttributes]:
-        """Final summaries of the camera's tracks (all, or those idle since before ``older_than_ts_ms``)."""
+        """Final summaries of the camera's tracks (all, or those without any crop, face or not, since before
+        ``older_than_ts_ms``)."""
+        for key in [k for k, ts in self._last_crop.items()
+                    if k[0] == camera_id and (older_than_ts_ms is None or ts < older_than_ts_ms)]:
+            del self._last_crop[key]
         agg = self._agg.get(camera_id)
         if agg is None:
             return []
         out = []
         for tid in agg.track_ids():
-            span = self._spans.get((camera_id, tid))
-            if older_than_ts_ms is not None and span is not None and span.last_ts_ms >= older_than_ts_ms:
+            if (camera_id, tid) in self._last_crop:  # a crop within the idle time: still open
                 continue
             r = agg.pop(tid)
             span = self._spans.pop((camera_id, tid), None) or _TrackSpan(0, 0, 0)
@@ -395,8 +412,11 @@ class ReidStage:
         self.gate = gate
         self.per_decision = self.cfg.reid.faces_per_decision
         self.idle_ms = int(self.cfg.reid.track_idle_s * 1000)
-        self.retention_ms = None if self.cfg.reid.retention_days is None else int(self.cfg.reid.retention_days * 86_400_000)
+        self.retention_ms = (None if self.cfg.reid.retention_days is None
+                             else int(self.cfg.reid.retention_days * 86_400_000))
         self._tracks: dict[tuple[str, int], _ReidTrack] = {}
+        #: Decided tracks ended for idleness, least recently ended first (see :data:`CLOSED_TRACK_DECISIONS`).
+        self._closed: OrderedDict[tuple[str, int], _ReidTrack] = OrderedDict()
         self._dedupe = _Dedupe()
         self._last_purge_ts: int | None = None
         self.stats = {"crops": 0, "faces": 0, "accepted": 0, "rejected": 0, "matches": 0, "new": 0,
@@ -455,7 +475,9 @@ class ReidStage:
         img = decode_crop(crop) if image_bgr is None else image_bgr
         self.stats["crops"] += 1
         key = (cam, crop.track_id)
-        tr = self._tracks.setdefault(key, _ReidTrack())
+        tr = self._tracks.get(key)
+        if tr is None:  # a new track, or one back after an idle end: it keeps its decision
+            tr = self._tracks[key] = self._closed.pop(key, None) or _ReidTrack()
         tr.last_ts_ms, tr.last_seq = max(tr.last_ts_ms, crop.ts_ms), max(tr.last_seq, crop.seq)
         if tr.erased or tr.staff_id is not None:
             return out
@@ -516,8 +538,15 @@ class ReidStage:
             visit_first_ts_ms=0 if visit is None else visit.first_ts_ms, n_faces=n, embedder=self.embedder_name)
 
     def close_tracks(self, camera_id: str, older_than_ts_ms: int | None = None) -> list[m.CustomerMatch | m.StaffTrack]:
-        """End the camera's tracks (all, or idle ones): undecided tracks with a good face are decided now."""
+        """End the camera's tracks (all, or idle ones): undecided tracks with a good face are decided now.
+
+        The decision of a track ended for idleness is remembered: if the track comes back, it keeps it. Ending
+        all of a camera's tracks (end of its stream, camera removed) forgets the camera's remembered decisions.
+        """
         out = []
+        if older_than_ts_ms is None:
+            for key in [k for k in self._closed if k[0] == camera_id]:
+                del self._closed[key]
         for key in [k for k in self._tracks if k[0] == camera_id]:
             tr = self._tracks[key]
             if older_than_ts_ms is not None and tr.last_ts_ms >= older_than_ts_ms:
@@ -525,6 +554,12 @@ class ReidStage:
             del self._tracks[key]
             if tr.customer_id is None and tr.staff_id is None and tr.embeddings and not tr.erased:
                 out.append(self._decide(camera_id, key[1], tr, tr.last_seq, tr.last_ts_ms))
+            if older_than_ts_ms is not None and (tr.customer_id is not None or tr.staff_id is not None or tr.erased):
+                tr.embeddings = []
+                self._closed[key] = tr
+                self._closed.move_to_end(key)
+                while len(self._closed) > CLOSED_TRACK_DECISIONS:
+                    self._closed.popitem(last=False)
         return out
 
     def decode(self, topic: str, value: bytes):
@@ -570,7 +605,7 @@ class ReidStage:
 
     def erase(self, customer_id: str) -> bool:
         """Right to erasure: drop the customer from the gallery (index, store) and forget their tracks."""
-        for tr in self._tracks.values():
+        for tr in (*self._tracks.values(), *self._closed.values()):
             if tr.customer_id == customer_id:
                 tr.customer_id, tr.erased = None, True
         return self.gallery.delete(customer_id)

@@ -36,6 +36,7 @@ import sqlalchemy as sa
 
 from storelens.backends.video import is_live, open_capture
 from storelens.config import SiteConfig
+from storelens.config.cameras import redact_source
 from storelens.contract import messages as m
 from storelens.domain.audit import AuditSummary, ClipTally, summarise
 from storelens.domain.counting import CrossingEvent
@@ -131,7 +132,8 @@ def sample_clips(config: SiteConfig, storage: Any, out_dir: str | pathlib.Path, 
 def check_source(cam: Any) -> None:
     """:class:`ConfigError` when the camera's source is a live stream (the clips are cut from its video file)."""
     if is_live(cam.source):
-        raise ConfigError(f"camera {cam.id!r}: source {cam.source!r} is a live stream; the history stores no "
+        raise ConfigError(f"camera {cam.id!r}: source {redact_source(cam.source)!r} is a live stream; "
+                          "the history stores no "
                           f"pixels, so the audit needs the camera's video file")
 
 

@@ -31,13 +31,20 @@ def count_users(storage: Any) -> int:
 def put_user(storage: Any, username: str, password_hash: str, role: str, ts_ms: int) -> bool:
     """Create the user, or replace its hash and role; ``True`` when it was created."""
     def write(c: sa.Connection) -> bool:
-        done = c.execute(sa.update(users).where(users.c.username == username)
-                         .values(password_hash=password_hash, role=role, disabled=False)).rowcount
+        done = c.execute(sa.update(users).where(users.c.username == username)  # a reset ends the old sessions
+                         .values(password_hash=password_hash, role=role, disabled=False,
+                                 sessions_after_ms=ts_ms)).rowcount
         if not done:
             c.execute(sa.insert(users).values(username=username, password_hash=password_hash, role=role,
                                               created_ts_ms=ts_ms, disabled=False))
         return not done
     return storage._write(write)
+
+
+def end_sessions(storage: Any, username: str, ts_ms: int) -> bool:
+    """Void every session of ``username`` issued at or before ``ts_ms`` (signing out); ``False`` when unknown."""
+    return bool(storage._write(lambda c: c.execute(
+        sa.update(users).where(users.c.username == username).values(sessions_after_ms=ts_ms)).rowcount))
 
 
 def delete_user(storage: Any, username: str) -> bool:

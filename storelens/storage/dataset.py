@@ -44,6 +44,7 @@ import sqlalchemy as sa
 
 from storelens.backends.video import is_live, open_capture, source_fps
 from storelens.config import SiteConfig
+from storelens.config.cameras import redact_source
 from storelens.domain import dataset as ds
 from storelens.domain.mot import MotBox, write_mot
 from storelens.errors import ConfigError
@@ -104,7 +105,8 @@ def export_history(config: SiteConfig, storage: Any, out_dir: str | pathlib.Path
     for cam_id in cams:
         source = known[cam_id].source
         if is_live(source):
-            raise ConfigError(f"camera {cam_id!r}: source {source!r} is a live stream; the history stores no "
+            raise ConfigError(f"camera {cam_id!r}: source {redact_source(source)!r} is a live stream; "
+                              "the history stores no "
                               f"pixels, so the export needs the camera's video file as its source")
         frames = _frames(storage, cam_id, start_ms, end_ms)
         if not frames:

@@ -549,7 +549,9 @@ class SqlStorage(SqlStore):
 
         The customer's matches and, per matched track, its face attributes, track summary, track
         points and zone events; with ``journeys`` (a ``JourneysConfig``) also the tracks linked to
-        them in a journey (see :func:`storelens.storage.privacy.erase_customer`).
+        them in a journey. The deleted rows are then gone from the files too (SQLite's write-ahead
+        log is truncated; PostgreSQL vacuums the tables). Crossings and staff tracks stay (see
+        :func:`storelens.storage.privacy.erase_customer`).
         """
         import storelens.storage.privacy as privacy
 

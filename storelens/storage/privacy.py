@@ -8,10 +8,14 @@
   through :meth:`SqlStorage.purge_expired <storelens.storage.history.SqlStorage.purge_expired>`.
 * :func:`erase_customer` -- the right to erasure: every row derived from a customer's tracks
   (matches, face attributes, track summaries, track points, zone events), and with a
-  journeys config the tracks linked to them in the same journeys.
+  journeys config the tracks linked to them in the same journeys. The deleted bytes are then
+  made unreadable where the backend allows (:func:`storelens.storage.dialects.after_erase`:
+  SQLite's write-ahead log is checkpointed and truncated, PostgreSQL vacuums the tables).
 
-Line crossings and the per-bucket aggregates (counts, zone statistics, heatmaps) stay: they
-keep no link to a person once the tracks' points, summaries and matches are gone.
+Line crossings, staff tracks and the per-bucket aggregates (counts, zone statistics, heatmaps)
+stay: they keep no link to a person once the tracks' points, summaries and matches are gone
+(a staff track is a track number and a cue, and keeps past days' KPIs from counting an erased
+staff member's entries as visitors).
 
 Example:
     >>> from storelens.contract import messages as m
@@ -60,7 +64,8 @@ RETENTION_TABLES: dict[str, tuple[sa.Table, str]] = {
 }
 
 #: Tables keyed by ``(camera_id, track_id)`` whose rows are one person's: what erasure deletes per track.
-TRACK_TABLES: tuple[sa.Table, ...] = (track_attributes, track_summaries, track_points, zone_events, staff_tracks)
+#: Not ``staff_tracks`` (a track number and a cue, kept so past days' KPIs stay as they were).
+TRACK_TABLES: tuple[sa.Table, ...] = (track_attributes, track_summaries, track_points, zone_events)
 
 
 def _days(days: Any) -> dict[str, float | None]:
@@ -161,7 +166,10 @@ def erase_customer(storage: Any, customer_id: str, journeys_config: Any = None) 
 
     Deletes the customer's track-to-customer links and, for each matched track (and, with
     ``journeys_config``, every track linked to one in a journey), its face attributes,
-    track summary, track points and zone events, in one transaction.
+    track summary, track points and zone events, in one transaction. Then, when something was
+    deleted, the deleted bytes are made unreadable (SQLite: the write-ahead log, which still held
+    the rows, is checkpointed and truncated; PostgreSQL: ``VACUUM`` of the tables that lost rows). The
+    track's crossings and its staff recognition (``staff_tracks``) stay.
 
     Example:
         >>> from storelens.contract import messages as m
@@ -171,7 +179,7 @@ def erase_customer(storage: Any, customer_id: str, journeys_config: Any = None) 
         ...                                                   customer_id="cu-1", ts_ms=5)])
         ...     store.write_track_attributes([m.TrackAttributes(camera_id="c", track_id=3, last_ts_ms=5, n_faces=2)])
         ...     erase_customer(store, "cu-1")
-        {'customer_matches': 1, 'track_attributes': 1, 'track_summaries': 0, 'track_points': 0, 'zone_events': 0, 'staff_tracks': 0}
+        {'customer_matches': 1, 'track_attributes': 1, 'track_summaries': 0, 'track_points': 0, 'zone_events': 0}
     """
     tracks = customer_track_keys(storage, customer_id)
     if journeys_config is not None:
@@ -192,4 +200,9 @@ def erase_customer(storage: Any, customer_id: str, journeys_config: Any = None) 
             out[table.name] = n
         return out
 
-    return storage._write(erase)
+    with storage._lock:  # the clean-up right after the deletion, as the gallery's
+        out = storage._write(erase)
+        gone = [t for t in (customer_matches, *TRACK_TABLES) if out.get(t.name)]
+        if gone:
+            storage._run(lambda c: dialects.after_erase(storage.db, c, gone, explicit=True))
+    return out

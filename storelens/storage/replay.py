@@ -5,18 +5,27 @@
 * :func:`delete_derived` removes what the analytics stage derived from them in a range
   (crossings, count windows, and every registered record kind with a ``replay_ts``), so the
   re-derived rows replace them in one transaction with the writes (:func:`replace_derived`).
+
+Frames and track points are kept for days (``privacy.retention``), crossings and the aggregates
+for longer (by default forever): a replay only re-derives where the frames are still stored
+(:func:`aligned_range`), so what was derived from purged frames stays as it is.
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import sqlalchemy as sa
 
 from storelens.contract import messages as m
 from storelens.storage.records import RECORDS
-from storelens.storage.schema import count_windows, crossings, frames, track_points
+from storelens.storage.schema import count_windows, crossings, frames, heatmap_windows, track_points
+
+log = logging.getLogger(__name__)
+
+HOUR_MS = 3_600_000
 
 
 def stored_frames(storage: Any, camera_id: str, start_ms: int, end_ms: int) -> list[m.TrackedFrame]:
@@ -61,17 +70,53 @@ def replace_derived(storage: Any, camera_id: str, start_ms: int, end_ms: int, re
     return storage._write(write)
 
 
-def aligned_range(config: Any, start_ms: int | None, end_ms: int | None, span: tuple[int, int]) -> tuple[int, int]:
-    """``[start, end)`` widened to whole windows of every derived aggregate (count windows, zone
-    buckets, heatmap minutes), so no re-derived window is partial; ``None`` bounds take the stored span."""
-    unit = math.lcm(int(config.counting.window_s), int(config.zones.bucket_s), 60) * 1000
-    start = span[0] if start_ms is None else start_ms
-    end = span[1] + 1 if end_ms is None else end_ms
-    return start // unit * unit, -(-end // unit) * unit
+def replay_unit_ms(config: Any) -> int:
+    """The step a replayed range is aligned to: whole count windows, zone buckets, heatmap minutes and
+    hours (an hour's heatmap row is the running sum of its minutes, so an hour is always re-derived whole)."""
+    return math.lcm(int(config.counting.window_s), int(config.zones.bucket_s), 60, HOUR_MS // 1000) * 1000
+
+
+def aligned_range(config: Any, start_ms: int | None, end_ms: int | None, span: tuple[int, int], *,
+                  purged: bool | Callable[[], bool] = True) -> tuple[int, int]:
+    """``[start, end)`` widened to whole windows of every derived aggregate (:func:`replay_unit_ms`),
+    within the stored frames ``span`` (oldest, newest frame time); ``None`` bounds take the span.
+
+    The start (at the earliest the oldest stored frame) is rounded down; but if that falls before the
+    oldest stored frame and frames before it were ``purged`` (by retention; a callable is asked only
+    then, see :func:`derived_before`), it is rounded up: the window holding the oldest frame lacks them
+    and cannot be re-derived whole (its rows, and everything older, stay as derived live). The end
+    stops after the newest frame (rounded up). An empty range (``start == end``): nothing to re-derive.
+    """
+    unit = replay_unit_ms(config)
+    lo, hi = span
+    start = max(lo if start_ms is None else start_ms, lo) // unit * unit
+    if start < lo and (purged() if callable(purged) else purged):
+        start = -(-lo // unit) * unit
+    end = -(-(hi + 1 if end_ms is None else min(end_ms, hi + 1)) // unit) * unit
+    return start, max(start, end)
+
+
+def derived_before(storage: Any, config: Any, camera_id: str, oldest_ms: int) -> bool:
+    """Whether rows were derived from frames older than the camera's oldest stored one (``oldest_ms``),
+    i.e. the retention purge took frames (a recording that simply began then has none): an event
+    (crossing, zone event, buying unit) before it, or a window (count window, zone bucket, heatmap)
+    starting before the replay window that holds it."""
+    unit_start = oldest_ms // replay_unit_ms(config) * replay_unit_ms(config)
+    checks = [(t, c, oldest_ms if c == "ts_ms" else unit_start) for t, c in _derived()]
+    checks.append((heatmap_windows, "window_start_ms", unit_start))
+
+    def any_older(conn: sa.Connection) -> bool:
+        return any(conn.execute(sa.select(t.c.camera_id).where(t.c.camera_id == camera_id, t.c[c] < before)
+                                .limit(1)).first() is not None for t, c, before in checks)
+
+    return bool(storage._read(any_older))
 
 
 @dataclass(frozen=True)
 class ReplayResult:
+    """What a replay did for one camera: ``[start_ms, end_ms)`` is the range actually re-derived (its rows
+    replaced), which may be narrower than the one asked for (``requested_*``, ``None``: not given)."""
+
     camera_id: str
     start_ms: int
     end_ms: int
@@ -79,6 +124,10 @@ class ReplayResult:
     deleted: int
     written: int
     counts: dict[str, int]
+    requested_start_ms: int | None = None
+    requested_end_ms: int | None = None
+    #: Why the range is narrower than asked (``None`` when it is not), e.g. frames purged by retention.
+    note: str | None = None
 
 
 def replay(config: Any, storage: Any, start_ms: int | None = None, end_ms: int | None = None,
@@ -88,6 +137,11 @@ def replay(config: Any, storage: Any, start_ms: int | None = None, end_ms: int |
     Per camera: read its frames in the (aligned) range, run :func:`storelens.stages.analytics.derive`
     and, in one transaction, delete what was derived in the range and write the new records. A visit in
     progress at the range start is seen from the first frame of the range (its entry re-dated there).
+
+    The range is kept to where the camera's frames are stored (:func:`aligned_range`): rows derived
+    from frames the retention purge deleted are kept, not replaced by nothing (a recording that began
+    mid-window is replayed from its first frame). Each result gives the range actually replayed and,
+    when it is narrower than the one asked for, a ``note`` (also logged).
     """
     from storelens.stages.analytics import derive
 
@@ -101,12 +155,33 @@ def replay(config: Any, storage: Any, start_ms: int | None = None, end_ms: int |
         if lo is None:
             out.append(ReplayResult(cam.id, start_ms or 0, end_ms or 0, 0, 0, 0, {}))
             continue
-        start, end = aligned_range(config, start_ms, end_ms, (int(lo), int(hi)))
+        lo, hi = int(lo), int(hi)
+        start, end = aligned_range(config, start_ms, end_ms, (lo, hi),
+                                   purged=lambda: derived_before(storage, config, cam.id, lo))
+        note = _narrowed(config, start_ms, start, end, (lo, hi))
+        if note is not None:  # a warning when the range was asked for and could not be replayed whole
+            log.log(logging.INFO if start_ms is None else logging.WARNING, "replay of camera %s: [%d, %d) replayed; %s",
+                    cam.id, start, end, note)
+        if start >= end:
+            out.append(ReplayResult(cam.id, start, end, 0, 0, 0, {}, start_ms, end_ms, note))
+            continue
         tfs = stored_frames(storage, cam.id, start, end)
         records = derive(config, tfs)
         deleted = replace_derived(storage, cam.id, start, end, records)
         counts: dict[str, int] = {}
         for r in records:
             counts[type(r).__name__] = counts.get(type(r).__name__, 0) + 1
-        out.append(ReplayResult(cam.id, start, end, len(tfs), deleted, len(records), counts))
+        out.append(ReplayResult(cam.id, start, end, len(tfs), deleted, len(records), counts, start_ms, end_ms, note))
     return out
+
+
+def _narrowed(config: Any, start_ms: int | None, start: int, end: int, span: tuple[int, int]) -> str | None:
+    """Why ``[start, end)`` is less than asked (``None``: it is not): frames purged, or none in the range."""
+    lo, hi = span
+    why = None
+    if start > max(lo, lo if start_ms is None else start_ms) // replay_unit_ms(config) * replay_unit_ms(config):
+        why = (f"the camera's frames before {lo} were purged (retention): the rows derived before {start} "
+               "are kept as they are")
+    if start >= end:
+        return f"nothing re-derived: {why or f'the newest stored frame of the camera is at {hi}'}"
+    return None if why is None else f"started at {start}, not {lo if start_ms is None else start_ms}: {why}"

@@ -65,6 +65,28 @@ def events(storage: Any, camera_id: str | None, start_ms: int, end_ms: int, *, z
     return [(ZoneEvent(*r[:9]), r[9]) for r in storage._rows(stmt)]
 
 
+def length_at(storage: Any, camera_id: str, zone_id: str, at_ms: int) -> int:
+    """People in the zone at ``at_ms`` from its stored events: entries minus exits up to it (counted in the
+    database, however many there are)."""
+    e = zone_events.c
+    delta = sa.case((e.kind == "enter", 1), (e.kind == "exit", -1), else_=0)
+    rows = storage._rows(sa.select(sa.func.coalesce(sa.func.sum(delta), 0)).where(
+        e.camera_id == camera_id, e.zone_id == zone_id, e.ts_ms <= at_ms, e.kind.in_(["enter", "exit"])))
+    return max(0, int(rows[0][0]))
+
+
+def exit_dwells(storage: Any, camera_id: str, start_ms: int, end_ms: int,
+                zone_ids: Iterable[str] | None = None) -> list[tuple[str, int, int]]:
+    """``(zone_id, ts_ms, dwell_ms)`` of every visit that ended in ``[start_ms, end_ms)`` (all of them: the
+    statistics per bucket need each one)."""
+    e = zone_events.c
+    stmt = sa.select(e.zone_id, e.ts_ms, sa.func.coalesce(e.dwell_ms, 0)).where(
+        e.camera_id == camera_id, e.kind == "exit", e.ts_ms >= start_ms, e.ts_ms < end_ms)
+    if zone_ids is not None:
+        stmt = stmt.where(e.zone_id.in_(sorted(zone_ids)))
+    return [(str(z), int(t), int(d)) for z, t, d in storage._rows(stmt)]
+
+
 def occupancy_now(storage: Any, camera_id: str) -> tuple[int | None, dict[str, int]]:
     """``(ts_ms of the latest update or None, zone id -> people inside)`` as last stored for the camera."""
     o = zone_occupancy.c

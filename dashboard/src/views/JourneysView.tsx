@@ -82,7 +82,8 @@ export function JourneysView(_: ViewProps) {
               <tbody>
                 {paths.data.paths.map((p, i) => (
                   <tr key={i}>
-                    <td className="wrap">{p.path.join(" → ")}</td>
+                    <td className="wrap">{p.suppressed ? <span className="muted">a rare path (withheld)</span>
+                      : p.path.join(" → ")}</td>
                     <td>{p.count === null ? <span className="muted">withheld</span> : p.count}</td>
                     <td>{p.share === null ? "-" : fmtPct(p.share)}</td>
                   </tr>

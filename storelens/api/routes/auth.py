@@ -14,7 +14,7 @@ from pydantic import Field
 from storelens.config.auth import Role
 from ..deps import ContextDep, api_router
 from ..models import ErrorOut, _Out
-from ..security import COOKIE_NAME, PrincipalDep, RateLimited, set_session_cookie
+from ..security import COOKIE_NAME, PrincipalDep, RateLimited, credential_of, set_session_cookie
 
 #: Open: the login form, and routes that check the session themselves (``me``).
 router = api_router("auth", role=None)
@@ -59,8 +59,15 @@ def login(ctx: ContextDep, request: Request, response: Response,
     return TokenOut(access_token=token, expires_in_s=ttl, username=principal.name, role=principal.role)
 
 
-@router.post("/v1/auth/logout", status_code=204, response_class=Response, summary="Sign out (clears the cookie)")
-def logout() -> Response:
+@router.post("/v1/auth/logout", status_code=204, response_class=Response, summary="Sign out (clears the cookie)",
+             description="Ends every session of the signed-in user (the bearer token or the cookie), on every "
+                         "device, and clears the dashboard's cookie. Without a valid session it only clears the "
+                         "cookie.")
+def logout(ctx: ContextDep, request: Request) -> Response:
+    credential = credential_of(request)
+    principal = ctx.auth.sign_out(credential) if credential else None
+    if principal is not None:  # the audit log's actor
+        request.state.principal = principal
     response = Response(status_code=204)
     response.delete_cookie(COOKIE_NAME, path="/")
     return response

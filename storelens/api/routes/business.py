@@ -30,6 +30,8 @@ router = api_router("business", role='viewer')
 MAX_BATCH = 1000
 #: Most buckets in one KPI answer (e.g. 2000 hours: almost 12 weeks).
 MAX_BUCKETS = 2000
+#: Last instant the store calendar's buckets may reach: 9999-12-25 00:00 UTC (dates end with the year 9999).
+CALENDAR_MAX_MS = 253_401_696_000_000
 
 
 class TransactionIn(BaseModel):
@@ -203,6 +205,8 @@ def get_kpis(
                                      f"nor one of the chain roll-up (GET /v1/stores)")
         return out
     start_ms, end_ms = resolve_range(start_ms, end_ms)
+    if end_ms > CALENDAR_MAX_MS:  # dates end with the year 9999 (a week of margin for whole buckets)
+        raise HTTPException(422, f"end_ms ({end_ms}) is past the calendar's last day (at most {CALENDAR_MAX_MS})")
     cal = calendar(ctx.config)
     # Whole buckets: at most a week either side of the range.
     if (end_ms - start_ms) / 3_600_000 > MAX_BUCKETS * {"hour": 1, "day": 24, "week": 168}[period] + 24:

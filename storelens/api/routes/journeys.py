@@ -90,7 +90,8 @@ class FlowsOut(_Out):
 
 
 class PathCountOut(_Out):
-    path: list[str]
+    path: list[str] = Field(description="The nodes in order; empty when suppressed (a rare path would show one "
+                                        "person's route).")
     count: int | None = Field(description="Journeys that took this path; null: suppressed (fewer than k_min).")
     share: float | None = Field(description="Of the journeys in the range (after the filters); null: suppressed.")
     suppressed: bool = Field(False, description="1 to k_min-1 journeys took this path: count and share withheld.")
@@ -154,7 +155,7 @@ def journey_list(ctx: ContextDep, start_ms: FromMs0 = 0, end_ms: EndMs = None, c
 def journey_one(ctx: ContextDep, journey_id: Annotated[str, Path(
         max_length=260, pattern=r"^-?[0-9]{1,19}@.+$", description="'<track_id>@<camera_id>'")]) -> JourneyOut:
     key = dj.parse_journey_id(journey_id)
-    if key is None:  # pragma: no cover (the pattern)
+    if key is None:  # past the pattern: a track id outside 64 bits
         raise HTTPException(422, f"malformed journey id {journey_id!r}")
     j = jq.journey(ctx.storage, ctx.config.journeys, *key)
     if j is None:
@@ -185,7 +186,7 @@ def flow_list(ctx: ContextDep, start_ms: FromMs0 = 0, end_ms: EndMs = None, came
             summary="The most frequent journey paths",
             description="The n most frequent paths (node sequences) of the journeys that overlap "
             "[start_ms, end_ms). k-anonymity: a path taken by 1 to k_min-1 journeys (privacy.k_min, default 5) "
-            "has `count` and `share` null and `suppressed: true`.")
+            "has `count` and `share` null, an empty `path` and `suppressed: true`.")
 def top_paths(ctx: ContextDep, start_ms: FromMs0 = 0, end_ms: EndMs = None, camera_id: CameraQ = None,
               zone_id: ZoneQ = None, n: Annotated[int, Query(ge=1, le=100)] = 10) -> TopPathsOut:
     with jq.gc_paused():
@@ -194,6 +195,6 @@ def top_paths(ctx: ContextDep, start_ms: FromMs0 = 0, end_ms: EndMs = None, came
         del found
     k = ctx.config.privacy.k_min
     return TopPathsOut(start_ms=start_ms, end_ms=end, journeys=total,
-                       paths=[PathCountOut(path=list(p), count=None, share=None, suppressed=True)
+                       paths=[PathCountOut(path=[], count=None, share=None, suppressed=True)
                               if is_suppressed(c, k) else PathCountOut(path=list(p), count=c, share=round(c / total, 4))
                               for p, c in top])

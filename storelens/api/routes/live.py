@@ -9,7 +9,9 @@ dashboard: 50 open dashboards cost one read a second, not fifty. Events:
   "occupancy", "in", "out", "last_seen_ts_ms"}]}``, on connect and whenever a number changes;
 * ``alert``: one item of ``GET /v1/alerts``, whenever an alert fires, resolves or is acknowledged.
 
-A comment line is sent every 15 s so proxies keep the connection open.
+A comment line is sent every 15 s so proxies keep the connection open. The caller's credential is
+checked again every :data:`REAUTH_S` seconds: a revoked key, a signed-out or expired session ends the
+stream (the browser's EventSource reconnects with the renewed cookie).
 """
 from __future__ import annotations
 
@@ -26,12 +28,15 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from storelens.storage import alerts as aq
 
 from ..deps import ApiContext, ContextDep, api_router
+from ..security import credential_of
 from .occupancy import occupancy_of
 
 log = logging.getLogger(__name__)
 router = api_router("live", role="viewer")
 
 KEEPALIVE_S = 15.0
+#: Seconds between two checks of an open stream's credential.
+REAUTH_S = 30.0
 #: Alerts compared between two reads (the newest ones; older alerts rarely change).
 RECENT_ALERTS = 50
 
@@ -108,6 +113,9 @@ class LiveHub:
                     if queue.full():  # a stalled client: drop its oldest event, never block the others
                         queue.get_nowait()
                     queue.put_nowait(change)
+        # nobody listens: the next listener starts from the state at its connection, not from what changed
+        # meanwhile (old alerts would come as new ones)
+        self.counts, self.alerts = None, {}
 
 
 def hub_of(request: Request) -> LiveHub:
@@ -121,9 +129,15 @@ def hub_of(request: Request) -> LiveHub:
             description="`counts` on connect and on every change (the numbers of /v1/occupancy); `alert` when an "
                         "alert fires, resolves or is acknowledged (an item of /v1/alerts).")
 async def live(request: Request, ctx: ContextDep) -> AsyncIterator[ServerSentEvent]:
+    credential, checked = credential_of(request), time.monotonic()
     async for kind, data in hub_of(request).subscribe():
         if await request.is_disconnected():
             return
+        if time.monotonic() - checked >= REAUTH_S:
+            checked = time.monotonic()
+            if credential is None or await anyio.to_thread.run_sync(ctx.auth.authenticate, credential) is None:
+                log.info("live stream ended: its credential is no longer valid")
+                return
         if kind == "keepalive":
             yield ServerSentEvent(comment="keepalive")
         else:

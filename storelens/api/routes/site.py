@@ -14,7 +14,6 @@ admins. Changes are in the audit log (who moved which line) with the version the
 from __future__ import annotations
 
 import time
-import urllib.parse
 from typing import Annotated, Any, Callable
 
 from fastapi import Depends, HTTPException, Path, Query
@@ -22,6 +21,7 @@ from pydantic import Field
 
 from storelens.config import CameraConfig, LineConfig, ZoneConfig, with_cameras
 from storelens.config.alerts import AlertRule
+from storelens.config.cameras import redact_source
 from storelens.errors import ConfigError
 from storelens.storage import site as sq
 
@@ -58,10 +58,7 @@ class SiteChangeOut(_Out):
 
 def _public(cam: CameraConfig) -> dict[str, Any]:
     d = cam.model_dump(mode="json")
-    parts = urllib.parse.urlsplit(d["source"])
-    if parts.password or parts.username:  # rtsp://user:secret@host/... -> rtsp://host/...
-        d["source"] = urllib.parse.urlunsplit(parts._replace(netloc=parts.hostname + (
-            f":{parts.port}" if parts.port else "")))
+    d["source"] = redact_source(d["source"])  # rtsp://user:secret@host/...?password=... -> rtsp://host/...?password=***
     return d
 
 

@@ -203,11 +203,10 @@ def zone_stats(ctx: ContextDep, camera_id: Annotated[str, Query(max_length=200)]
     if (end - 1) // w - start_ms // w + 1 > 100_000 and end_ms is not None:
         raise HTTPException(422, "range spans more than 100000 buckets; narrow it or widen bucket_s")
     rows = zq.zone_buckets(ctx.storage, camera_id, zone_id, start_ms, end)
-    exits = zq.events(ctx.storage, camera_id, start_ms, end, zone_ids=None if zone_id is None else [zone_id],
-                      kinds=["exit"])
     dwells: dict[tuple[str, int], list[float]] = {}
-    for ev, _ in exits:
-        dwells.setdefault((ev.zone_id, ev.ts_ms // w * w), []).append((ev.dwell_ms or 0) / 1000)
+    for zid, ts_ms, dwell_ms in zq.exit_dwells(ctx.storage, camera_id, start_ms, end,
+                                               None if zone_id is None else [zone_id]):
+        dwells.setdefault((zid, ts_ms // w * w), []).append(dwell_ms / 1000)
     merged: dict[tuple[str, int], list[zq.ZoneBucketRow]] = {}
     for r in rows:
         merged.setdefault((r.zone_id, r.start_ms // w * w), []).append(r)
@@ -273,9 +272,8 @@ def queues(ctx: ContextDep, camera_id: Annotated[str | None, Query(max_length=20
 
 
 def _length_at(ctx: ApiContext, camera_id: str, zone_id: str, at_ms: int) -> int:
-    """People in the zone at ``at_ms``: entries before it minus exits before it (from the events)."""
-    rows = zq.events(ctx.storage, camera_id, 0, at_ms + 1, zone_ids=[zone_id], kinds=["enter", "exit"])
-    return max(0, sum(1 if e.kind == "enter" else -1 for e, _ in rows))
+    """People in the zone at ``at_ms``: entries up to it minus exits up to it (from the events)."""
+    return zq.length_at(ctx.storage, camera_id, zone_id, at_ms)
 
 
 @router.get("/v1/interest", response_model=InterestListOut, responses=NOT_FOUND,
