@@ -376,3 +376,29 @@ def test_api_audit_of_a_live_camera_is_409_like_the_cli(site, tmp_path):
         assert "S3cret" not in r.text and "rtsp://cam.local/stream" in r.text
     finally:
         storage.close()
+
+
+def test_the_clip_draw_is_a_sample_of_every_crossing_without_loading_them(tmp_path):
+    """``pick_crossings`` draws positions among the range's crossings (counted in the database) and reads only
+    those rows (a store's years of crossings are not loaded to pick 20 clips): the same crossings as
+    ``random.sample`` over all of them in memory, per seed."""
+    import random
+
+    from storelens.config import parse_config
+    from storelens.domain.counting import CrossingEvent
+    from storelens.storage import SqlStorage
+    from storelens.storage.audit import pick_crossings
+
+    cfg = parse_config({"store": {"id": "s"}, "cameras": [{"id": c, "source": "/tmp/x.mp4"} for c in ("a", "b")]})
+    events = [CrossingEvent(f"{cam}-{i}", cam, "door", i, "in" if i % 3 else "out", 1_000 + 10 * i, i)
+              for cam, n in (("a", 700), ("b", 300)) for i in range(n)]
+    with SqlStorage(str(tmp_path / "h.db")) as st:
+        st.write_batch(crossings=events)
+        for seed, n, (lo, hi) in [(7, 20, (None, None)), (3, 5, (2_000, 5_000)), (1, 2000, (None, None))]:
+            got = pick_crossings(cfg, st, n=n, start_ms=lo, end_ms=hi, seed=seed)
+            inside = [e for e in events if (lo is None or e.ts_ms >= lo) and (hi is None or e.ts_ms < hi)]
+            want = sorted(random.Random(seed).sample(inside, min(n, len(inside))),
+                          key=lambda e: (e.camera_id, e.ts_ms))
+            assert [e.event_id for e in got] == [e.event_id for e in want]
+        with pytest.raises(ConfigError, match="no line crossings"):
+            pick_crossings(cfg, st, n=3, start_ms=10**9, seed=1)

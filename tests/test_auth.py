@@ -189,3 +189,58 @@ def test_cli_create_admin_reads_the_password_from_stdin(tmp_path) -> None:
     app = create_app(parse_config(SITE), SqliteStorage(str(db)))
     assert _login(TestClient(app), "admin").json()["role"] == "admin"
     assert TestClient(app, headers={"Authorization": f"Bearer {key}"}).get("/v1/auth/me").json()["role"] == "manager"
+
+
+@pytest.mark.parametrize(("trusted", "shared"), [("10.9.9.9", True), ("*", False)])
+def test_the_sign_in_limit_is_per_client_behind_a_trusted_proxy_only(tmp_path, trusted: str, shared: bool) -> None:
+    """Behind the Ingress every request comes from the proxy: with ``api.forwarded_allow_ips`` naming it, the
+    sign-in rate limit counts each client of ``X-Forwarded-For`` apart (one client's wrong passwords do not lock
+    out the others); from an untrusted peer the header is ignored. A real uvicorn server (serve()'s settings)."""
+    import socket
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+
+    from storelens.api.app import uvicorn_config
+
+    site = {**SITE, "api": {"forwarded_allow_ips": trusted}}
+    app = create_app(parse_config(site), SqliteStorage(str(tmp_path / "h.db")))
+    app.state.context.auth.create_user("mia", PASSWORD, "manager")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    try:
+        def login(client_ip: str) -> int:
+            return httpx.post(f"http://127.0.0.1:{port}/v1/auth/login", headers={"X-Forwarded-For": client_ip},
+                              data={"username": "mia", "password": PASSWORD}).status_code
+
+        assert [login("203.0.113.7") for _ in range(10)] == [200] * 10  # login_attempts_per_minute: 10
+        assert login("203.0.113.7") == 429
+        assert login("198.51.100.2") == (429 if shared else 200)
+        rows, _ = store.list_audit(app.state.context.storage, action="auth.login")
+        assert {e["client"] for e in rows} == ({"127.0.0.1"} if shared else {"203.0.113.7", "198.51.100.2"})
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_a_flood_of_anonymous_writes_cannot_fill_the_audit_log(app) -> None:
+    """Anonymous writes (401) are audited, but at most ANONYMOUS_AUDIT_PER_MINUTE per client and minute; a
+    signed-in user's writes always are."""
+    from storelens.api.security import ANONYMOUS_AUDIT_PER_MINUTE
+
+    anonymous, admin = TestClient(app), signed_in_client(app)
+    for _ in range(ANONYMOUS_AUDIT_PER_MINUTE + 20):
+        assert anonymous.post("/v1/alerts/x/ack").status_code == 401
+    rows, _ = store.list_audit(app.state.context.storage, limit=1000)
+    assert sum(e["actor"] == "anonymous" for e in rows) == ANONYMOUS_AUDIT_PER_MINUTE
+    admin.post("/v1/users", json={"username": "vic", "password": PASSWORD, "role": "viewer"})
+    rows, _ = store.list_audit(app.state.context.storage, limit=1000)
+    assert any(e["actor"].startswith("key:") and e["action"] == "POST /v1/users" for e in rows)

@@ -83,7 +83,10 @@ def test_every_backend_is_registered_and_parses_into_its_own_config(registry, pa
     assert registry.names() == sorted(backends)
     assert sorted(kind.variants) == sorted(backends)
     for name, (cls, _) in backends.items():
-        cfg = section(parse_config(with_section(path, {"backend": name})), path)
+        doc = with_section(path, {"backend": name})
+        if name == "facenet":  # no measured match threshold for facenet: the site sets one
+            doc["faces"]["gallery"] = {"match_threshold": 0.7}
+        cfg = section(parse_config(doc), path)
         assert type(cfg) is cls and cfg.backend == name and isinstance(cfg, kind)
         assert type(kind(backend=name)) is cls  # the kind's constructor picks the class too
 

@@ -398,6 +398,21 @@ def test_api_flows_and_top_paths(api) -> None:
     assert [(x["path"], x["count"], x["suppressed"]) for x in p["paths"]] == [([], None, True), ([], None, True)]
 
 
+def test_api_a_range_of_too_many_tracks_is_422_not_all_loaded(api, monkeypatch) -> None:
+    """The journeys routes link every stored track of the range in memory: past a cap they answer 422 and ask
+    for a narrower range."""
+    from storelens.api.routes import journeys as routes
+
+    client, t0 = api
+    monkeypatch.setattr(routes, "MAX_JOURNEY_TRACKS", 4)  # the fixture stores 5 tracks
+    for route in ("/v1/flows", "/v1/paths/top", "/v1/journeys"):
+        r = client.get(route, params={"start_ms": 1})  # not cached above
+        assert r.status_code == 422 and "narrow it" in r.json()["detail"], (route, r.text)
+    monkeypatch.setattr(routes, "MAX_JOURNEY_TRACKS", 5)  # at the cap: answered
+    r = client.get("/v1/journeys", params={"start_ms": 2})
+    assert r.status_code == 200 and r.json()["total"] >= 1, r.text
+
+
 # -- real footage: two regions of one real view as two cameras -----------------------------------
 
 #: Two regions of one view, ``GAP_PX`` apart (nobody is seen in the gap): left and right "cameras".

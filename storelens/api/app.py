@@ -26,6 +26,8 @@ from .routes import ROUTERS
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # the gallery (numpy, FAISS) is only imported where faces are enabled
+    import uvicorn
+
     from storelens.storage import GalleryStore
 
 
@@ -126,6 +128,15 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return await http_exception_handler(request, exc)
 
 
+def uvicorn_config(app: "FastAPI", host: str, port: int) -> "uvicorn.Config":
+    """How :func:`serve` runs ``app``: the client address from ``X-Forwarded-For`` of the proxies in
+    ``api.forwarded_allow_ips`` only."""
+    import uvicorn
+
+    return uvicorn.Config(app, host=host, port=port, log_level="warning", proxy_headers=True,
+                          forwarded_allow_ips=app.state.context.config.api.forwarded_allow_ips)
+
+
 def serve(app: "FastAPI", host: str, port: int, stop: "threading.Event | None" = None) -> None:
     """Run ``app`` with uvicorn until SIGTERM/SIGINT (or ``stop`` is set), then return normally.
 
@@ -137,7 +148,7 @@ def serve(app: "FastAPI", host: str, port: int, stop: "threading.Event | None" =
 
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn_config(app, host, port))
 
     def _stop(_signum, _frame) -> None:
         server.should_exit = True

@@ -64,6 +64,8 @@ COOKIE_NAME = "storelens_session"
 API_KEY_PREFIX = "slk_"
 #: How long a resolved principal (user role and state, API key) is trusted before the database is read again.
 PRINCIPAL_CACHE_S = 5.0
+#: Anonymous writes (answered 401) audited per client address and minute; more are logged, not stored.
+ANONYMOUS_AUDIT_PER_MINUTE = 30
 #: Most principals (users, API keys, unknown key ids) the cache keeps (the least recently used go first).
 PRINCIPAL_CACHE_MAX = 10_000
 #: The public part of an API key (``secrets.token_hex(6)``); any other key id is refused without a lookup.
@@ -122,6 +124,7 @@ class Authenticator:
         self._limiter = MovingWindowRateLimiter(storage_from_string(redis_url or "memory://"))
         self._attempts = parse_limit(f"{cfg.login_attempts_per_minute}/minute")
         self._failures = parse_limit(f"{cfg.login_failures_per_minute}/minute")
+        self._anonymous_writes = parse_limit(f"{ANONYMOUS_AUDIT_PER_MINUTE}/minute")
         self._cache: OrderedDict[str, tuple[float, Principal | None]] = OrderedDict()
         self._key_hashes: dict[str, str] = {}  # key_id -> SHA-256 of its secret, filled with the cache
         self._sessions_after: dict[str, int] = {}  # username -> users.sessions_after_ms, filled with the cache
@@ -258,6 +261,11 @@ class Authenticator:
             return None
         return principal
 
+    def audit_anonymous(self, client: str) -> bool:
+        """Whether an anonymous write of ``client`` is still audited this minute (at most
+        :data:`ANONYMOUS_AUDIT_PER_MINUTE`: a flood of unauthenticated requests cannot fill the audit log)."""
+        return self._limiter.hit(self._anonymous_writes, "audit-anonymous", client)
+
     def metrics_allowed(self, token: str) -> bool:
         return self.metrics_token is not None and hmac.compare_digest(token.encode(), self.metrics_token.encode())
 
@@ -386,8 +394,17 @@ class AuditMiddleware:
             if scope.get("query_string"):
                 detail["query"] = scope["query_string"].decode("latin-1")[:500]
             client = (scope.get("client") or ("", 0))[0]
-            try:
-                await anyio.to_thread.run_sync(store.audit, self.storage, _now_ms(), actor, action,
-                                               scope["path"][:500], detail, client)
-            except Exception:  # the answer is sent; a lost audit row is logged, never a second error
-                log.exception("audit log write failed: %s %s by %s", action, scope["path"], actor)
+            await self._write(scope, principal, actor, action, detail, client)
+
+    async def _write(self, scope: Scope, principal: Principal | None, actor: str, action: str,
+                     detail: dict[str, Any], client: str) -> None:
+        ctx = getattr(getattr(scope.get("app"), "state", None), "context", None)
+        if principal is None and ctx is not None and not ctx.auth.audit_anonymous(client):
+            log.info("anonymous write not audited (over %d a minute from %s): %s %s",
+                     ANONYMOUS_AUDIT_PER_MINUTE, client, action, scope["path"][:200])
+            return
+        try:
+            await anyio.to_thread.run_sync(store.audit, self.storage, _now_ms(), actor, action,
+                                           scope["path"][:500], detail, client)
+        except Exception:  # the answer is sent; a lost audit row is logged, never a second error
+            log.exception("audit log write failed: %s %s by %s", action, scope["path"], actor)

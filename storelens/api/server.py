@@ -98,5 +98,5 @@ def serve_site(config_path: str, host: str | None = None, port: int | None = Non
 
     os.environ[CONFIG_ENV] = str(config_path)
     uvicorn.run("storelens.api.server:app_from_env", factory=True, host=host, port=port, workers=workers,
-                log_level="warning")
+                log_level="warning", proxy_headers=True, forwarded_allow_ips=config.api.forwarded_allow_ips)
     return 0

@@ -16,6 +16,13 @@ from storelens.config.base import BackendConfig, OptionalEnvStr, Strict
 #: MTCNN scores real faces in the shared assets 0.99-1.0 (the child turned away in
 #: obama_and_biden.jpg: 0.991) and its two false positives there, on blurred background, 0.80 and 0.815.
 MTCNN_DEFAULT_SCORE_THRESHOLD = 0.9
+#: Under this age (years) a face, or a track, is a child and gets no gender (the models tell boys from girls
+#: no better than chance: :mod:`storelens.domain.demographics`).
+CHILD_BELOW_YEARS = 13.0
+#: dlib embeddings' same-customer cosine threshold: the midpoint between genuine and impostor pairs on the
+#: labelled faces (bench/faces_verify.py, BENCHMARKS.md), and what dlib's own rule (Euclidean distance < 0.6
+#: on its unnormalised descriptors) amounts to.
+DLIB_MATCH_THRESHOLD = 0.91
 
 
 class FaceDetectorConfig(BackendConfig):
@@ -150,8 +157,9 @@ class AgeGenderConfig(Strict):
     #: Age is not reported (null) when the models' spread/disagreement exceeds this many years
     #: (tuned on the UTKFace tuning half for an age MAE <= 4.5 years); ``None``: always reported.
     max_age_spread_years: float | None = Field(10.5, gt=0.0)
-    #: Faces estimated younger than this are children: flagged, and given no gender.
-    child_below_years: float = Field(13.0, ge=0.0, le=30.0)
+    #: Faces estimated younger than this are children: flagged, and given no gender (also per track,
+    #: unless ``faces.aggregation.child_below_years`` is set).
+    child_below_years: float = Field(CHILD_BELOW_YEARS, ge=0.0, le=30.0)
 
 
 class EmotionConfig(Strict):
@@ -183,6 +191,9 @@ class AggregationConfig(Strict):
     max_age_interval_years: float | None = Field(20.0, gt=0.0)
     #: Observations kept per track (the most recent ones); bounds memory on long tracks.
     max_observations: int = Field(300, ge=1)
+    #: A track whose median face age is under this is a child and gets gender "unknown" (reason ``child``),
+    #: as a single image does. Not set: ``faces.age_gender.child_below_years`` of the same ``faces`` section.
+    child_below_years: float = Field(CHILD_BELOW_YEARS, ge=0.0, le=30.0)
 
     @model_validator(mode="after")
     def _check(self) -> "AggregationConfig":
@@ -197,11 +208,10 @@ class GalleryConfig(Strict):
 
     #: Embedding dimension (128 for :class:`~storelens.backends.face_embedders.DlibFaceEmbedder`).
     dim: Annotated[int, Field(ge=1)] = 128
-    #: Cosine similarity at or above which a face is the same customer. 0.91 is
-    #: the midpoint between genuine and impostor pairs of dlib embeddings on the
-    #: labelled faces (bench/faces_verify.py), and what dlib's own rule
-    #: (Euclidean distance < 0.6 on its unnormalised descriptors) amounts to.
-    match_threshold: Annotated[float, Field(ge=-1.0, le=1.0)] = 0.91
+    #: Cosine similarity at or above which a face is the same customer. Not set in a ``faces``
+    #: section: the embedder's measured value (``dlib``: 0.91, :data:`DLIB_MATCH_THRESHOLD`); an
+    #: embedder without one (``facenet``) needs it set. The default here is dlib's.
+    match_threshold: Annotated[float, Field(ge=-1.0, le=1.0)] = DLIB_MATCH_THRESHOLD
     #: A matched face is added to its customer's embeddings only at or above this
     #: similarity (``None``: ``match_threshold``). Higher values learn fewer new
     #: views but make it harder for a look-alike to pull a customer's identity
@@ -244,6 +254,15 @@ class EmbedderConfig(BackendConfig):
     default_backend: ClassVar[str] = "dlib"
     #: Embedding dimension of the backend.
     dim: ClassVar[int]
+    #: ``faces.gallery.match_threshold`` when the site file does not set one; ``None``: no measured
+    #: value, the site file must set it.
+    default_match_threshold: ClassVar[float | None] = None
+
+    @property
+    def model_name(self) -> str:
+        """Which network made an embedding (embeddings of different ones cannot be compared): stored with
+        the gallery and with staff embeddings, equal to the built embedder's ``name``."""
+        raise NotImplementedError
 
 
 class DlibEmbedderConfig(EmbedderConfig):
@@ -251,8 +270,13 @@ class DlibEmbedderConfig(EmbedderConfig):
 
     backend: Literal["dlib"] = "dlib"
     dim: ClassVar[int] = 128
+    default_match_threshold: ClassVar[float | None] = DLIB_MATCH_THRESHOLD
     #: The recognition ``.dat`` (``None``: the packaged one).
     weights: OptionalEnvStr = None
+
+    @property
+    def model_name(self) -> str:
+        return "dlib-resnet-v1"
 
 
 class FacenetEmbedderConfig(EmbedderConfig):
@@ -266,6 +290,14 @@ class FacenetEmbedderConfig(EmbedderConfig):
     pretrained: Literal["vggface2", "casia-webface"] = "vggface2"
     #: Torch device.
     device: str = "cpu"
+    #: No measured same-customer threshold (its weights could not be obtained to measure one, BENCHMARKS.md;
+    #: FaceNet's cosines are not dlib's, whose 0.91 would rarely match): ``faces.gallery.match_threshold``
+    #: must be set.
+    default_match_threshold: ClassVar[float | None] = None
+
+    @property
+    def model_name(self) -> str:
+        return f"facenet-inceptionresnetv1-{self.pretrained}"
 
 
 class ReidConfig(Strict):
@@ -307,4 +339,32 @@ class FacesConfig(Strict):
                              f"embedder's {self.embedder.dim}-d embeddings")
         if self.gallery.dim != self.embedder.dim:
             object.__setattr__(self, "gallery", self.gallery.model_copy(update={"dim": self.embedder.dim}))
+        return self
+
+    @model_validator(mode="after")
+    def _match_threshold_of_the_embedder(self) -> "FacesConfig":
+        """An unset ``gallery.match_threshold`` is the embedder's measured one; none measured: an error."""
+        if "match_threshold" in self.gallery.model_fields_set:
+            return self
+        default = type(self.embedder).default_match_threshold
+        if default is None:
+            raise ValueError(
+                f"gallery.match_threshold: must be set for the {self.embedder.backend} embedder "
+                f"({self.embedder.model_name}): StoreLens has no measured same-customer cosine for it, and dlib's "
+                f"{DLIB_MATCH_THRESHOLD} would make almost every visit a new customer; measure it on your own "
+                "labelled faces (as bench/faces_verify.py does for dlib) and set faces.gallery.match_threshold")
+        if default != self.gallery.match_threshold:
+            gallery = self.gallery.model_copy(update={"match_threshold": default})
+            gallery.__pydantic_fields_set__.discard("match_threshold")  # still "not set": follows the embedder
+            object.__setattr__(self, "gallery", gallery)
+        return self
+
+    @model_validator(mode="after")
+    def _children_per_track_as_per_face(self) -> "FacesConfig":
+        """An unset ``aggregation.child_below_years`` follows ``age_gender.child_below_years``."""
+        agg, years = self.aggregation, self.age_gender.child_below_years
+        if "child_below_years" not in agg.model_fields_set and agg.child_below_years != years:
+            agg = agg.model_copy(update={"child_below_years": years})
+            agg.__pydantic_fields_set__.discard("child_below_years")
+            object.__setattr__(self, "aggregation", agg)
         return self

@@ -464,6 +464,12 @@ class ApiConfig(Strict):
     #: How long the aggregate read routes' answers are reused for the same query (0: never); a write
     #: through this process drops them at once (see :mod:`storelens.api.cache`).
     cache_ttl_s: Annotated[float, Field(ge=0, le=1)] = 1.0
+    #: Addresses (comma-separated IPs or CIDRs, ``*``: any) of the reverse proxies whose ``X-Forwarded-For``
+    #: and ``X-Forwarded-Proto`` are believed: the client address of the sign-in rate limit and the audit log.
+    #: Behind an Ingress set it to the controller's addresses (``*`` when, as in ``k8s/``, a network policy
+    #: lets only the controller and Prometheus reach the API); else every client is the proxy, and 20 wrong
+    #: sign-ins a minute from anyone lock everyone out.
+    forwarded_allow_ips: str = "127.0.0.1"
 
 
 class PipelineConfig(Strict):

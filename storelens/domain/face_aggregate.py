@@ -8,8 +8,12 @@ are noisy, so the track's attributes come from all of its *good* faces:
   or an interval wider than ``max_age_interval_years``.
 * gender: the mean probability of each label over good faces; the winner's
   mean probability is the confidence, the share of faces whose own top label
-  is the winner is ``vote_share``; ``unknown`` with too few faces or a
-  confidence under ``min_gender_confidence``.
+  is the winner is ``vote_share``; ``unknown`` with too few faces, a
+  confidence under ``min_gender_confidence``, or (reason ``child``) when the
+  median of the faces' ages is under ``child_below_years``: a child gets no
+  gender, as in a single image (the models tell boys from girls no better
+  than chance). The median is used even when the age itself is reported as
+  ``unknown`` (too wide an interval).
 * emotion: the same over the 7 FER2013 classes (dominant emotion of the visit),
   threshold ``min_emotion_confidence``.
 * attention: share of faces whose pose is usable (big and sharp enough, any
@@ -25,11 +29,14 @@ Example:
     >>> r = aggregate(obs)
     >>> r.age.years, r.gender.label, r.emotion.label
     (34.0, 'male', 'unknown')
+    >>> kid = aggregate([FaceObservation(good, age_years=a, p_male=0.95) for a in (7, 8, 9)])
+    >>> kid.age.years, kid.gender.label, kid.gender.reason
+    (8.0, 'unknown', 'child')
 """
 from __future__ import annotations
 
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable
 
 import numpy as np
@@ -73,7 +80,7 @@ class LabelEstimate:
     vote_share: float  # share of faces whose own top class is the best class
     n: int
     probabilities: dict[str, float] = field(default_factory=dict)  # mean probability per class
-    reason: str = ""  # why unknown: "too_few_faces" / "low_confidence"
+    reason: str = ""  # why unknown: "too_few_faces" / "low_confidence" / "child" (gender only)
 
     @property
     def known(self) -> bool:
@@ -132,6 +139,8 @@ def aggregate(
 
     genders = [np.array([1.0 - o.p_male, o.p_male]) for o in used if o.p_male is not None]
     gender = _label(genders, GENDERS, cfg.min_faces, cfg.min_gender_confidence)
+    if gender.known and len(ages) and float(np.median(ages)) < cfg.child_below_years:
+        gender = replace(gender, label=UNKNOWN, reason="child")
     emotions = [np.asarray(o.emotion_probs, np.float64) for o in used if o.emotion_probs is not None]
     emotion = _label(emotions, EMOTIONS, cfg.min_faces, cfg.min_emotion_confidence)
 

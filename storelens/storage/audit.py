@@ -43,6 +43,7 @@ from storelens.domain.counting import CrossingEvent
 from storelens.errors import ConfigError
 from storelens.stages.snapshots import blur_heads
 from storelens.storage.schema import count_audits
+from storelens.storage.schema import crossings as crossings_table
 from storelens.storage.schema import frames as frames_table
 
 #: ``rule_id`` and ``kind`` of the alert an audit raises.
@@ -66,7 +67,11 @@ class Clip:
 def pick_crossings(config: SiteConfig, storage: Any, n: int | None = None, start_ms: int | None = None,
                    end_ms: int | None = None, cameras: Sequence[str] | None = None,
                    seed: int | None = None) -> list[CrossingEvent]:
-    """Draw ``n`` (default ``audit.clips``) stored crossings at random (``seed``), by camera then time."""
+    """Draw ``n`` (default ``audit.clips``) stored crossings at random (``seed``), by camera then time.
+
+    The draw picks positions among the range's crossings (counted in the database) and reads only those
+    rows, so a long history costs ``n`` small queries, not every crossing in memory.
+    """
     n = config.audit.clips if n is None else n
     if n < 1:
         raise ConfigError(f"the number of clips must be >= 1, got {n}")
@@ -76,10 +81,26 @@ def pick_crossings(config: SiteConfig, storage: Any, n: int | None = None, start
     if unknown:
         raise ConfigError(f"unknown camera(s) {unknown}; the config has {sorted(known)}")
     lo, hi = (-(2**62) if start_ms is None else start_ms), (2**62 if end_ms is None else end_ms)
-    events = [e for cam in cams for e in storage.crossings(cam, lo, hi, limit=10_000_000)]
-    if not events:
+    c = crossings_table.c
+
+    def in_range(cam: str) -> sa.Select[Any]:
+        return sa.select(c.event_id, c.camera_id, c.line_id, c.track_id, c.direction, c.ts_ms, c.seq).where(
+            c.camera_id == cam, c.ts_ms >= lo, c.ts_ms < hi)
+
+    sizes = [int(storage._rows(sa.select(sa.func.count()).select_from(in_range(cam).subquery()))[0][0])
+             for cam in cams]
+    total = sum(sizes)
+    if not total:
         raise ConfigError("no line crossings stored in the range: nothing to audit")
-    return sorted(random.Random(seed).sample(events, min(n, len(events))), key=lambda e: (e.camera_id, e.ts_ms))
+    picked = []
+    for k in random.Random(seed).sample(range(total), min(n, total)):  # positions in camera order, then time
+        i = 0
+        while k >= sizes[i]:
+            k -= sizes[i]
+            i += 1
+        stmt = in_range(cams[i]).order_by(c.ts_ms, c.seq, c.line_id, c.track_id).limit(1).offset(k)
+        picked.append(CrossingEvent(*storage._rows(stmt)[0]))
+    return sorted(picked, key=lambda e: (e.camera_id, e.ts_ms))
 
 
 def clip_window(config: SiteConfig, crossing_ts_ms: int) -> tuple[int, int]:

@@ -9,8 +9,13 @@ tables; several services can share one gallery). The FAISS index
 store at start; :func:`open_gallery` builds both from a site config.
 
 * ``meta`` records the embedding dimension (``dim``; opening with another one
-  is a :class:`~storelens.errors.ConfigError`) and the tables' version
-  (``layout``, see :mod:`storelens.storage.migrations`);
+  is a :class:`~storelens.errors.ConfigError`), the embedder that made the
+  embeddings (``embedder``, its model name such as ``dlib-resnet-v1`` or
+  ``facenet-inceptionresnetv1-vggface2``: two embedders of the same dimension
+  still make vectors that cannot be compared, so opening with another one is a
+  :class:`~storelens.errors.ConfigError` too; a gallery from before this key
+  opens as before and records the embedder it is first opened with) and the
+  tables' version (``layout``, see :mod:`storelens.storage.migrations`);
 * ``customers(customer_id, created_ts_ms)`` (PostgreSQL adds ``seq``, the
   insertion order; SQLite has its ``rowid``);
 * ``embeddings(id, customer_id, ts_ms, vector)``, ``vector`` the little-endian
@@ -143,6 +148,8 @@ class SqlGalleryStore(SqlStore):
             libpq DSN / URL; the PostgreSQL tables go to the first schema of
             the connection's ``search_path`` (e.g. ``options=-c search_path=shop1``), unless ``schema`` is given.
         dim: embedding dimension; must match the one the tables were created with.
+        embedder: model name of the embedder (``faces.embedder``'s ``model_name``); must match the one
+            recorded with the tables (recorded if none is); ``None``: not checked or recorded.
         schema: PostgreSQL schema holding the tables (created if missing).
         connect_timeout_s: how long one connection attempt (SQLite: a lock) may take.
         batch_size: rows per round trip when :meth:`embeddings` and :meth:`customers`
@@ -153,17 +160,19 @@ class SqlGalleryStore(SqlStore):
 
     Raises:
         StorageError: the server cannot be reached or the tables cannot be created.
-        ConfigError: the tables hold embeddings of another dimension.
+        ConfigError: the tables hold embeddings of another dimension or another embedder.
     """
 
     _what = "gallery store"
 
-    def __init__(self, target: str | os.PathLike[str], dim: int = 128, *, schema: str | None = None,
-                 connect_timeout_s: float = 10.0, batch_size: int = 10_000, vacuum_after_erase: bool = True) -> None:
+    def __init__(self, target: str | os.PathLike[str], dim: int = 128, *, embedder: str | None = None,
+                 schema: str | None = None, connect_timeout_s: float = 10.0, batch_size: int = 10_000,
+                 vacuum_after_erase: bool = True) -> None:
         if int(dim) < 1 or int(batch_size) < 1:
             raise ValueError("dim and batch_size must be >= 1")
         self.path = self.dsn = target = os.fspath(target)
         self.dim = int(dim)
+        self.embedder = embedder
         self.batch_size = int(batch_size)
         self.vacuum_after_erase = vacuum_after_erase
         super().__init__(target, chain="gallery", schema=schema, connect_timeout_s=connect_timeout_s,
@@ -177,10 +186,26 @@ class SqlGalleryStore(SqlStore):
             self.close()
             where = f"in schema {schema!r} ({self.db.where})" if schema else self.db.where
             raise ConfigError(f"gallery store {where} holds {stored}-d embeddings, not {self.dim}-d")
+        if embedder is not None:
+            self._check_embedder(embedder, schema)
         visit = dialects.insert(self.db, self.t.visits)
         self._save_visit = visit.on_conflict_do_update(
             index_elements=list(self.t.visits.primary_key),
             set_={c: visit.excluded[c] for c in ("first_ts_ms", "last_ts_ms", "cameras")})
+
+    def _check_embedder(self, embedder: str, schema: str | None) -> None:
+        """Record ``embedder`` if the tables have no embedder yet; :class:`ConfigError` if they have another."""
+        meta = self.t.meta
+        ins = dialects.insert(self.db, meta).values(key="embedder", value=str(embedder))
+        self._write(lambda c: c.execute(ins.on_conflict_do_nothing(index_elements=[meta.c.key])))
+        stored = self._rows(sa.select(meta.c.value).where(meta.c.key == "embedder"))[0][0]
+        if stored != embedder:
+            self.close()
+            where = f"in schema {schema!r} ({self.db.where})" if schema else self.db.where
+            raise ConfigError(
+                f"gallery store {where} holds embeddings of the {stored!r} embedder, not {embedder!r} "
+                "(faces.embedder): their vectors cannot be compared. Go back to that embedder, or give the new one "
+                "a gallery of its own (faces.reid.sqlite_path, or another PostgreSQL schema)")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.db.where!r}, dim={self.dim}, schema={self.schema!r})"
@@ -392,13 +417,14 @@ PostgresGalleryStore = SqlGalleryStore
 
 def open_gallery_store(config: SiteConfig) -> SqlGalleryStore:
     """The gallery store of ``config``: PostgreSQL at ``storage.dsn`` with ``storage.backend: postgres``,
-    else the SQLite file :func:`storelens.stages.faces.gallery_sqlite_path`."""
+    else the SQLite file :func:`storelens.stages.faces.gallery_sqlite_path`; :class:`ConfigError` when it holds
+    embeddings of another dimension or another embedder than ``faces.embedder``."""
     from storelens.stages.faces import gallery_sqlite_path
 
-    dim = config.faces.gallery.dim
+    dim, embedder = config.faces.gallery.dim, config.faces.embedder.model_name
     if config.storage.backend == "postgres":
-        return SqlGalleryStore(config.storage.dsn, dim=dim)
-    return SqlGalleryStore(gallery_sqlite_path(config), dim=dim)
+        return SqlGalleryStore(config.storage.dsn, dim=dim, embedder=embedder)
+    return SqlGalleryStore(gallery_sqlite_path(config), dim=dim, embedder=embedder)
 
 
 def open_gallery(config: SiteConfig) -> FaceGallery:

@@ -95,6 +95,14 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+def count_tracks(storage: Any, config: JourneysConfig, start_ms: int, end_ms: int) -> int:
+    """How many stored tracks :func:`journeys` reads for ``[start_ms, end_ms)`` (counted in the database)."""
+    margin = int(config.max_visit_s * 1000)
+    s = track_summaries.c
+    return int(storage._rows(sa.select(sa.func.count()).select_from(track_summaries).where(
+        s.first_ts_ms < end_ms + margin, s.last_ts_ms >= max(0, start_ms - margin)))[0][0])
+
+
 def journeys(storage: Any, config: JourneysConfig, start_ms: int, end_ms: int) -> list[Journey]:
     """The journeys overlapping ``[start_ms, end_ms)``, by start time."""
     margin = int(config.max_visit_s * 1000)

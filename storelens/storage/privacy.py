@@ -6,11 +6,16 @@
   face gallery (its embeddings expired, ``faces.reid.retention_days``, or were erased) go too.
   The runner calls it on a schedule in both modes (:mod:`storelens.runtime.retention`),
   through :meth:`SqlStorage.purge_expired <storelens.storage.history.SqlStorage.purge_expired>`.
+  Every delete is a range search of an index (camera by camera where the time index leads with the
+  camera), so the hourly purge reads the expired rows only, however long the history; on SQLite the
+  write-ahead log is then checkpointed and truncated, so purged rows do not stay readable in it.
 * :func:`erase_customer` -- the right to erasure: every row derived from a customer's tracks
   (matches, face attributes, track summaries, track points, zone events), and with a
   journeys config the tracks linked to them in the same journeys. The deleted bytes are then
   made unreadable where the backend allows (:func:`storelens.storage.dialects.after_erase`:
-  SQLite's write-ahead log is checkpointed and truncated, PostgreSQL vacuums the tables).
+  SQLite's write-ahead log is checkpointed and truncated, PostgreSQL vacuums the tables). Each
+  delete searches an index by camera and track (track points: ``track_points_by_track``), so it
+  reads the erased tracks' rows, not every row of their cameras.
 
 Line crossings, staff tracks and the per-bucket aggregates (counts, zone statistics, heatmaps)
 stay: they keep no link to a person once the tracks' points, summaries and matches are gone
@@ -93,7 +98,9 @@ def purge_expired(storage: Any, days: Mapping[str, float | None] | Any, now_ms: 
             does not know are deleted whatever their age (``orphan_matches`` in the answer). On
             PostgreSQL a gallery in the same schema is checked in SQL without it.
 
-    Every kind of :data:`RETENTION_TABLES` is in the answer (0 when kept or nothing expired).
+    Every kind of :data:`RETENTION_TABLES` is in the answer (0 when kept or nothing expired). When rows
+    were deleted, SQLite's write-ahead log (which still held them) is checkpointed and truncated; on
+    PostgreSQL the space is left to autovacuum (no ``VACUUM`` every hour).
     """
     spans = _days(days)
     out = dict.fromkeys(RETENTION_TABLES, 0)
@@ -104,10 +111,35 @@ def purge_expired(storage: Any, days: Mapping[str, float | None] | Any, now_ms: 
             if d is None:
                 continue
             cutoff = int(now_ms - d * DAY_MS)
-            out[kind] = max(conn.execute(sa.delete(table).where(table.c[column] < cutoff)).rowcount, 0)
+            expired = table.c[column] < cutoff
+            deletes = ([sa.delete(table).where(table.c.camera_id == cam, expired) for cam in _cameras(conn, table)]
+                       if table.name in PER_CAMERA else [sa.delete(table).where(expired)])
+            out[kind] = sum(max(conn.execute(stmt).rowcount, 0) for stmt in deletes)
         out["customer_matches"] += _orphan_matches(storage, conn, known_customer)
 
-    storage._write(purge)
+    with storage._lock:  # the clean-up right after the deletion, as the erasure's
+        storage._write(purge)
+        gone = [table for kind, (table, _) in RETENTION_TABLES.items() if out[kind]]
+        if gone:  # SQLite: the purged rows leave the write-ahead log; PostgreSQL: left to autovacuum
+            storage._run(lambda c: dialects.after_erase(storage.db, c, gone, explicit=False))
+    return out
+
+
+#: Tables of :data:`RETENTION_TABLES` whose only index on the time column comes after ``camera_id``
+#: (``<table>_by_time``): the purge deletes camera by camera, so each delete is a range search of that index
+#: rather than a scan of the table. The other tables have an index that leads with the time column.
+PER_CAMERA = frozenset({"track_points", "frames", "zone_events", "crossings", "group_crossings"})
+
+
+def _cameras(conn: sa.Connection, table: sa.Table) -> list[str]:
+    """The camera ids that have rows in ``table``, in order: one index search per camera (a "loose index scan"
+    of an index that leads with ``camera_id``), where ``SELECT DISTINCT`` would read the whole index."""
+    cam = table.c.camera_id
+    out: list[str] = []
+    nxt = conn.execute(sa.select(sa.func.min(cam))).scalar()
+    while nxt is not None:
+        out.append(nxt)
+        nxt = conn.execute(sa.select(sa.func.min(cam)).where(cam > nxt)).scalar()
     return out
 
 
@@ -127,8 +159,18 @@ def _orphan_matches(storage: Any, conn: sa.Connection, known_customer: Callable[
 
 
 def newest_frame_ms(storage: Any) -> int | None:
-    """Time of the newest stored frame (the "camera clock" of the purge), ``None`` without frames."""
-    return storage._read(lambda c: c.execute(sa.select(sa.func.max(frames.c.ts_ms))).scalar())
+    """Time of the newest stored frame (the "camera clock" of the purge), ``None`` without frames.
+
+    Read camera by camera (the newest entry of each camera's part of ``frames_by_time``), not over all frames.
+    """
+    f = frames.c
+
+    def newest(conn: sa.Connection) -> int | None:
+        times = [conn.execute(sa.select(sa.func.max(f.ts_ms)).where(f.camera_id == cam)).scalar()
+                 for cam in _cameras(conn, frames)]
+        return max((int(t) for t in times if t is not None), default=None)
+
+    return storage._read(newest)
 
 
 def customer_track_keys(storage: Any, customer_id: str) -> set[tuple[str, int]]:

@@ -75,6 +75,8 @@ track_points = sa.Table(
     *(_col(c, REAL) for c in ("x1", "y1", "x2", "y2", "confidence")),
     # migration 0004: detect-track's stationary flag (mannequins), so a replay sees what live saw
     _col("stationary", FLAG, server_default=sa.false()),
+    # migration 0015: the erasure of a customer's tracks finds their points without reading the whole camera
+    sa.Index("track_points_by_track", "camera_id", "track_id"),
 )
 
 #: Every tracked frame (with or without people, and the end of a finite source): what a replay feeds
@@ -121,6 +123,7 @@ customer_matches = sa.Table(
     _col("event_id", ID, primary_key=True), _col("camera_id", ID), _col("track_id", INT), _col("seq", INT),
     _col("ts_ms", INT), _col("customer_id", ID), _col("similarity", REAL), _col("is_new", FLAG),
     _col("is_returning", FLAG), _col("visit_no", INT),
+    sa.Index("customer_matches_by_time", "ts_ms"),  # migration 0015: the retention purge
 )
 
 # -- zones (migration 0004) -----------------------------------------------------------------
@@ -184,6 +187,7 @@ track_summaries = sa.Table(
     # JSON: [[zone_id, zone_kind, enter_ts_ms, exit_ts_ms], ...] and [[line_id, "in"|"out", ts_ms], ...]
     _col("zones", sa.Text), _col("crossings", sa.Text),
     sa.Index("track_summaries_by_time", "first_ts_ms"),
+    sa.Index("track_summaries_by_last_ts", "last_ts_ms"),  # migration 0015: the retention purge
 )
 
 HISTORY_TABLES = (track_points, frames, crossings, occupancy, count_windows, track_attributes, customer_matches,

@@ -25,6 +25,8 @@ router = api_router("journeys", role='viewer')
 FromMs0 = Annotated[int, Query(ge=0, le=MAX_TS_MS, description="Range start (inclusive), ms since epoch.")]
 CameraQ = Annotated[str | None, Query(max_length=200, description="Only journeys through this camera.")]
 ZoneQ = Annotated[str | None, Query(max_length=200, description="Only journeys that visited this zone id.")]
+#: Most stored tracks one journeys answer links (about 20 days of a busy camera; ~1.5 kB each in memory).
+MAX_JOURNEY_TRACKS = 100_000
 
 
 class StepOut(_Out):
@@ -124,6 +126,10 @@ def _selected(ctx: ApiContext, start_ms: int, end_ms: int | None, camera_id: str
     if zone_id is not None and not any(z.id == zone_id for c in ctx.config.cameras for z in c.zones
                                        if camera_id is None or c.id == camera_id):
         raise HTTPException(404, f"unknown zone {zone_id!r}")
+    n = jq.count_tracks(ctx.storage, ctx.config.journeys, start_ms, end)
+    if n > MAX_JOURNEY_TRACKS:  # each is read and linked in memory (with its appearance embedding)
+        raise HTTPException(422, f"the range holds {n} stored tracks; at most {MAX_JOURNEY_TRACKS} are linked into "
+                                 "journeys at once: narrow it (start_ms, end_ms)")
     out = jq.journeys(ctx.storage, ctx.config.journeys, start_ms, end)
     if camera_id is not None:
         out = [j for j in out if any(t.camera_id == camera_id for t in j.tracks)]

@@ -157,7 +157,13 @@ class DemographicsEstimator:
         return self.decide(self.raw(image_bgr, faces))
 
     def estimate(self, image_bgr: np.ndarray, faces: Faces) -> list[AgeGender]:
-        """Calibrated age and p_male per face (no abstention: the pipeline aggregates over frames)."""
+        """Calibrated age and p_male per face, with no abstention: the pipeline aggregates over frames.
+
+        A child's face still gets its p_male here; its age goes with it into the track aggregate
+        (:mod:`storelens.domain.face_aggregate`), which reports gender "unknown" for a track whose median
+        age is under ``faces.aggregation.child_below_years`` (by default this section's ``child_below_years``),
+        as :meth:`demographics` does for one image.
+        """
         if len(faces) == 0:
             return []
         raw = self.raw(image_bgr, faces)

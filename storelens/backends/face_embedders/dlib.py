@@ -131,7 +131,7 @@ class DlibFaceEmbedder:
     """
 
     dim = 128
-    name = "dlib-resnet-v1"
+    name = DlibEmbedderConfig().model_name  # what the gallery and staff embeddings record
 
     def __init__(
         self,

@@ -217,7 +217,7 @@ class FacenetEmbedder:
         if not isinstance(cfg, FacenetEmbedderConfig):
             raise ValueError(f"FacenetEmbedder needs an EmbedderConfig with backend 'facenet', got {cfg.backend!r}")
         self.cfg = cfg
-        self.name = f"facenet-inceptionresnetv1-{cfg.pretrained}"
+        self.name = cfg.model_name  # what the gallery and staff embeddings record
         self.template = np.asarray(FACENET_TEMPLATE_5 if template is None else template, np.float64)
         if self.template.shape != (5, 2):
             raise ValueError(f"template must be (5, 2), got {self.template.shape}")

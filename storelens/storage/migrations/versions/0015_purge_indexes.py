@@ -1,0 +1,29 @@
+"""history 15: indexes the retention purge and the erasure search instead of scanning whole tables.
+
+* ``customer_matches_by_time`` (``ts_ms``): the hourly purge of expired track-to-customer links;
+* ``track_summaries_by_last_ts`` (``last_ts_ms``): the hourly purge of expired track summaries;
+* ``track_points_by_track`` (``camera_id``, ``track_id``): the erasure of a customer's tracks' points,
+  without reading every point of the camera.
+
+Building them on a large existing history takes a while, once, at the upgrade.
+
+Revision ID: 0015
+"""
+from alembic import op
+
+revision = "0015"
+down_revision = "0014"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_index("customer_matches_by_time", "customer_matches", ["ts_ms"])
+    op.create_index("track_summaries_by_last_ts", "track_summaries", ["last_ts_ms"])
+    op.create_index("track_points_by_track", "track_points", ["camera_id", "track_id"])
+
+
+def downgrade() -> None:
+    op.drop_index("track_points_by_track", "track_points")
+    op.drop_index("track_summaries_by_last_ts", "track_summaries")
+    op.drop_index("customer_matches_by_time", "customer_matches")
