@@ -2,10 +2,10 @@
 validates against the Kubernetes schemas (offline, strict: unknown fields fail; the KEDA and
 Prometheus Operator kinds against the minimal strict schemas in k8s/schemas/), every
 Deployment keeps the hardening rules, the NetworkPolicies isolate each namespace (default
-deny, only the api reachable from outside, egress only to DNS, Kafka, PostgreSQL, Redis and
-the cameras), the KEDA ScaledObjects follow the store's site.yaml (consumer group, topic,
-partitions), and the site.yaml in the ConfigMap is a valid ``storelens.config`` file once
-expanded with the env each Deployment defines.
+deny, only the api and the pipeline services' metrics port (Prometheus) reachable from outside,
+egress only to DNS, Kafka, PostgreSQL, Redis and the cameras), the KEDA ScaledObjects follow the
+store's site.yaml (consumer group, topic, ceiling), and the site.yaml in the ConfigMap is a valid
+``storelens.config`` file once expanded with the env each Deployment defines.
 
 kustomize comes from ``scripts/kustomize.sh``, which builds it from the Go module proxy
 into ``.tools/bin`` the first time (under a minute with a warm Go cache).
@@ -744,9 +744,13 @@ EGRESS_PEERS: dict[tuple[str, tuple[tuple[str, str], ...], frozenset], set[str]]
         {"reid", "analytics", "api", "chain-rollup"},
     ("storelens-db", (("app.kubernetes.io/name", "redis"),), frozenset({("TCP", 6379)})): {"analytics", "api"},
 }
+#: Prometheus (namespace ``monitoring``), the only scraper from outside a store's namespace.
+PROMETHEUS = ("monitoring", (("app.kubernetes.io/name", "prometheus"),))
 #: Who may reach the api from outside its namespace: the ingress controller and Prometheus.
-API_CLIENTS = {("ingress-nginx", (("app.kubernetes.io/name", "ingress-nginx"),)),
-               ("monitoring", (("app.kubernetes.io/name", "prometheus"),))}
+API_CLIENTS = {("ingress-nginx", (("app.kubernetes.io/name", "ingress-nginx"),)), PROMETHEUS}
+#: The pipeline services, whose metrics port (``http-metrics``, 9100) Prometheus may scrape from outside.
+METRICS_SERVICES = {svc for svc in SERVICES if svc != "api"}
+METRICS_PORT = frozenset({("TCP", "http-metrics")})
 
 
 def _selector_matches(sel: dict, labels: dict) -> bool:
@@ -790,7 +794,8 @@ def check_default_deny(docs: list[dict]) -> Iterator[str]:
 
 
 def check_ingress_from_outside(docs: list[dict]) -> Iterator[str]:
-    """Only the api accepts traffic from outside the namespace, only from API_CLIENTS, on its http port."""
+    """From outside the namespace only the api is reachable (from API_CLIENTS, on its http port), and the
+    pipeline services' metrics port (from Prometheus only)."""
     deps = deployments(docs)
     for pol in of_kind(docs, "NetworkPolicy"):
         name = pol["metadata"]["name"]
@@ -799,9 +804,14 @@ def check_ingress_from_outside(docs: list[dict]) -> Iterator[str]:
             outside = not peers or any("namespaceSelector" in p or "ipBlock" in p for p in peers)
             if not outside:
                 continue
-            pods = policy_pods(pol, deps)
-            if set(pods) - {"api"}:
-                yield f"{name}: {sorted(set(pods) - {'api'})} accept traffic from outside the namespace"
+            pods = set(policy_pods(pol, deps))
+            scrape = bool(peers) and all(_peer(p) == PROMETHEUS and "ipBlock" not in p for p in peers) \
+                and _ports(rule) == METRICS_PORT
+            if pods - {"api"} and not (scrape and pods <= METRICS_SERVICES):
+                yield f"{name}: {sorted(pods - {'api'})} accept traffic from outside the namespace" \
+                      f" ({peers or 'everywhere'} on {sorted(_ports(rule))}; only Prometheus on http-metrics)"
+            if "api" not in pods:
+                continue
             if not peers or any(_peer(p) not in API_CLIENTS or "ipBlock" in p for p in peers):
                 yield f"{name}: the api accepts traffic from {peers or 'everywhere'}"
             if _ports(rule) != {("TCP", "http")}:
@@ -853,6 +863,15 @@ def test_the_ingress_controller_reaches_the_api(target):
                and ("TCP", "http") in _ports(r) for _, r in rules), "no ingress rule from the ingress controller to the api"
 
 
+@pytest.mark.parametrize("target", STACKS, ids=_id)
+def test_prometheus_reaches_the_pipeline_metrics(target):
+    """Every pipeline service of the target accepts Prometheus on its metrics port (the default deny
+    would otherwise keep a Prometheus outside the namespace from scraping it)."""
+    docs = render(target)
+    for comp in METRICS_SERVICES & set(expected_services(target)):
+        assert (*PROMETHEUS, METRICS_PORT) in _reach(docs, comp, "ingress"), f"Prometheus cannot scrape {comp}"
+
+
 def _add_rule(kind: str, rule: dict, selector: dict | None = None) -> Callable[[list[dict]], None]:
     def f(docs: list[dict]) -> None:
         docs.append({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
@@ -873,6 +892,13 @@ API = {"matchLabels": {"app.kubernetes.io/component": "api"}}
     pytest.param(check_default_deny, _drop_deny, "no default-deny", id="no-default-deny"),
     pytest.param(check_ingress_from_outside, _add_rule("ingress", {"from": [{"namespaceSelector": {}}]}, DETECT),
                  "['detect-track'] accept traffic from outside", id="detect-track-from-outside"),
+    pytest.param(check_ingress_from_outside, _add_rule("ingress", {"from": [{"namespaceSelector": {}}], "ports": [
+        {"protocol": "TCP", "port": "http-metrics"}]}, DETECT),
+                 "['detect-track'] accept traffic from outside", id="metrics-from-any-namespace"),
+    pytest.param(check_ingress_from_outside, _add_rule("ingress", {"from": [{"namespaceSelector": {"matchLabels": {
+        "kubernetes.io/metadata.name": "monitoring"}}, "podSelector": {"matchLabels": {
+            "app.kubernetes.io/name": "prometheus"}}}], "ports": [{"protocol": "TCP", "port": 8080}]}, DETECT),
+                 "['detect-track'] accept traffic from outside", id="prometheus-to-another-port"),
     pytest.param(check_ingress_from_outside, _add_rule("ingress", {}, API), "accepts traffic from everywhere",
                  id="api-from-everywhere"),
     pytest.param(check_ingress_from_outside, _add_rule("ingress", {"from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}),
@@ -997,14 +1023,22 @@ def _stage_inputs() -> dict[str, str]:
 def test_scaled_objects_follow_the_site_config(target, monkeypatch):
     """Each ScaledObject scales a Deployment of the target on the lag of the consumer group and
     topic the service really uses (``<group_prefix>-<stage>`` on ``<topic_prefix><input>``), with
-    the input's partition count as the ceiling, and signs in to Kafka like the services do."""
+    the useful replicas as the ceiling (detect-track: min(partitions, cameras), since ``frames``
+    is keyed by camera id; otherwise the input's partitions), and signs in to Kafka like the services do."""
     docs = render(target)
     deps = {d["metadata"]["name"]: d for d in deployments(docs)}
     auths = {a["metadata"]["name"]: a for a in of_kind(docs, "TriggerAuthentication")}
     inputs = _stage_inputs()
     scaled = of_kind(docs, "ScaledObject")
-    if target.name.endswith("-edge") or target.name == "store-berlin-01":
+    if target.name == "store-berlin-01":
         assert {s["spec"]["scaleTargetRef"]["name"] for s in scaled} == {"storelens-detect-track"}
+    if target.name.endswith("-edge"):
+        # Its store has one camera: one replica gets every frame, so KEDA would have nothing to scale.
+        (c,) = pod_spec(deps["storelens-detect-track"])["containers"]
+        with monkeypatch.context() as mp:
+            assert len(_load_site(mp, docs, site_yaml(docs), container_env(docs, c)).cameras) == 1
+        assert not scaled, "one camera: a detect-track ScaledObject would have a ceiling of 1"
+        assert deps["storelens-detect-track"]["spec"]["replicas"] == 1
     if target.name.endswith("-cloud"):
         assert {s["spec"]["scaleTargetRef"]["name"] for s in scaled} == {"storelens-attributes"}
     specs = {t.name: t for t in topics.TOPICS}
@@ -1025,8 +1059,13 @@ def test_scaled_objects_follow_the_site_config(target, monkeypatch):
             assert meta["consumerGroup"] == f"{cfg.kafka.group_prefix}-{comp}", so["metadata"]["name"]
             assert meta["topic"] == topics.topic_name(inputs[comp], cfg.kafka.topic_prefix)
             spec = specs[inputs[comp]]
-            partitions = spec.partitions if spec.partitions_fixed else cfg.kafka.partitions
-            assert so["spec"]["maxReplicaCount"] == partitions, "the ceiling is the input topic's partition count"
+            ceiling = spec.partitions if spec.partitions_fixed else cfg.kafka.partitions
+            if inputs[comp] == topics.FRAMES:
+                # frames are keyed by camera id: at most one partition per camera ever gets data,
+                # and every replica beyond that reserves 2 cores and pauses the others at each step.
+                ceiling = min(ceiling, len(cfg.cameras))
+                assert ceiling > 1, "a ceiling of 1 scales nothing: drop the ScaledObject"
+            assert so["spec"]["maxReplicaCount"] == ceiling, "the ceiling is the replicas that can get input"
         assert 1 <= so["spec"]["minReplicaCount"] <= so["spec"]["maxReplicaCount"]
         assert env[meta["bootstrapServersFromEnv"]] == cfg.kafka.bootstrap_servers
         assert meta["sasl"] == KEDA_SASL[cfg.kafka.sasl_mechanism]

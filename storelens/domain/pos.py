@@ -9,11 +9,16 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import re
+import time
 
 from storelens.contract import messages as m
 
 #: Largest timestamp accepted (every value stays a valid SQL/JSON integer).
 MAX_TS_MS = 2**53 - 1
+#: Earliest time of a sale, ms (1973-03-03): a smaller number is a time in seconds, not milliseconds.
+MIN_SALE_MS = 100_000_000_000
+#: How far past "now" a sale may be dated (tills with a fast clock); further is microseconds or a typo.
+FUTURE_SLACK_MS = 86_400_000
 #: Largest amount in minor units (a sum of many still fits int64).
 MAX_AMOUNT_MINOR = 10**12
 MAX_ITEMS = 100_000
@@ -29,8 +34,32 @@ def currency_decimals(currency: str) -> int:
     return 0 if currency in _ZERO_DECIMALS else 3 if currency in _THREE_DECIMALS else 2
 
 
-def parse_ts(text: str) -> int:
+def check_sale_ms(ms: int, now_ms: int | None = None) -> int:
+    """``ms`` if it can be the time of a sale in ms since the epoch, else ``ValueError`` saying what it looks like:
+    seconds (before 1973) or microseconds / the future (more than a day after ``now_ms``, default the wall clock).
+
+    Example:
+        >>> check_sale_ms(1767225600000, now_ms=1767225600000)
+        1767225600000
+        >>> check_sale_ms(1767225600, now_ms=1767225600000)
+        Traceback (most recent call last):
+        ...
+        ValueError: 1767225600 is before 1973-03-03 (100000000000 ms): a time in seconds? Give milliseconds
+    """
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    if ms < MIN_SALE_MS:
+        raise ValueError(f"{ms} is before 1973-03-03 ({MIN_SALE_MS} ms): a time in seconds? Give milliseconds")
+    if ms > now + FUTURE_SLACK_MS:
+        raise ValueError(f"{ms} is more than a day in the future (now {now} ms): microseconds, or a wrong date? "
+                         f"Give milliseconds")
+    return ms
+
+
+def parse_ts(text: str, now_ms: int | None = None) -> int:
     """ISO 8601 with a UTC offset (``2026-03-29T10:15:00+02:00``, ``...Z``) or ms since the epoch -> ms.
+
+    The time of a sale: before 1973 (a time in seconds) or more than a day after ``now_ms`` (default the
+    wall clock; microseconds) is a ``ValueError`` (:func:`check_sale_ms`).
 
     Example:
         >>> parse_ts("2026-01-01T00:00:00Z"), parse_ts("1767225600000")
@@ -49,7 +78,7 @@ def parse_ts(text: str) -> int:
         ms = int((t - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)) // dt.timedelta(milliseconds=1))
     if not 0 <= ms <= MAX_TS_MS:
         raise ValueError(f"{text!r} is out of range")
-    return ms
+    return check_sale_ms(ms, now_ms)
 
 
 def parse_amount(text: str, currency: str) -> int:
@@ -95,10 +124,12 @@ def transaction(transaction_id: str, store_id: str, register_id: str, ts_ms: int
 CSV_COLUMNS = ("transaction_id", "register_id", "time", "amount", "items")
 
 
-def read_csv(lines, store_id: str, default_currency: str = "EUR") -> tuple[list[m.PosTransaction], list[str]]:
+def read_csv(lines, store_id: str, default_currency: str = "EUR",
+             now_ms: int | None = None) -> tuple[list[m.PosTransaction], list[str]]:
     """Transactions of a CSV export (header ``transaction_id,register_id,time,amount,items[,currency]``;
-    ``time`` ISO 8601 with offset or ms; ``amount`` decimal in major units) and one error per bad row,
-    ``line N: ...`` (1-based file line numbers). Good rows are returned whatever the bad ones."""
+    ``time`` ISO 8601 with offset or ms, from 1973 to a day after ``now_ms``; ``amount`` decimal in major
+    units) and one error per bad row, ``line N: ...`` (1-based file line numbers), e.g. ``line 3: time:
+    1767225600 is before 1973-03-03 ...: a time in seconds?``. Good rows are returned whatever the bad ones."""
     import csv
 
     reader = csv.reader(lines)
@@ -125,7 +156,7 @@ def read_csv(lines, store_id: str, default_currency: str = "EUR") -> tuple[list[
         currency = get.get("currency") or default_currency
         field = "time"
         try:
-            ts = parse_ts(get["time"])
+            ts = parse_ts(get["time"], now_ms)
             field = "currency"
             if not re.fullmatch(CURRENCY_PATTERN, currency):
                 raise ValueError(f"{currency!r} is not an ISO 4217 code")

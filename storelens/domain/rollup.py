@@ -5,8 +5,8 @@ is additive (counts, sales, histogram bins), so any grouping of hours and stores
 
 * by **period**: the store's hours grouped by its business ``day`` (``day``), the ISO week of
   that day (``week``, keyed by its Monday) or the local clock hour (``hour``, keyed by the hour's
-  local label without offset), so stores in different time zones are compared on their own
-  local days and hours;
+  local label without offset; the repeated hour of a fall-back day with it: :func:`hour_keys`),
+  so stores in different time zones are compared on their own local days and hours;
 * by **group**: a store, a region (``store.region``) or the chain.
 
 Medians of dwell and queue wait are not additive; the hours carry histograms over fixed bins
@@ -94,14 +94,30 @@ class ChainKpis(SalesRatios):
     dwell_hist: list[int] = field(default_factory=list)
     queue_wait_hist: list[int] = field(default_factory=list)
     stores: set[str] = field(default_factory=set)
+    #: Transactions of the store-hours that count buying units (default: all of them when ``buying_units``
+    #: is set, else none): the numerator of :attr:`conversion_per_buying_unit`.
+    transactions_with_units: int | None = None
+    #: Visitors of the stores that recognise staff (default: all of them when ``staff_in`` > 0, else none):
+    #: the numerator of :attr:`shopper_to_staff_ratio`.
+    visitors_with_staff_cue: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.transactions_with_units is None:
+            self.transactions_with_units = self.transactions if self.buying_units is not None else 0
+        if self.visitors_with_staff_cue is None:
+            self.visitors_with_staff_cue = self.visitors if self.staff_in else 0
 
     @property
     def conversion_per_buying_unit(self) -> float | None:
-        return self.transactions / self.buying_units if self.buying_units else None
+        """Transactions per buying unit, of the stores that count buying units only (a store without
+        ``groups.enabled`` adds neither its transactions nor units)."""
+        return (self.transactions_with_units or 0) / self.buying_units if self.buying_units else None
 
     @property
     def shopper_to_staff_ratio(self) -> float | None:
-        return self.visitors / self.staff_in if self.staff_in else None
+        """Visitors per staff member in, of the stores that recognise staff only (a store without a staff
+        cue adds neither its visitors nor staff)."""
+        return (self.visitors_with_staff_cue or 0) / self.staff_in if self.staff_in else None
 
     @property
     def dwell_visits(self) -> int:
@@ -131,6 +147,8 @@ class ChainKpis(SalesRatios):
         self.dwell_hist = hist_add(self.dwell_hist, o.dwell_hist)
         self.queue_wait_hist = hist_add(self.queue_wait_hist, o.queue_wait_hist)
         self.stores |= o.stores
+        self.transactions_with_units = (self.transactions_with_units or 0) + (o.transactions_with_units or 0)
+        self.visitors_with_staff_cue = (self.visitors_with_staff_cue or 0) + (o.visitors_with_staff_cue or 0)
 
 
 @dataclass(frozen=True)
@@ -190,21 +208,45 @@ def group_key(group_by: str, row: HourRow) -> str:
     raise ValueError(f"unknown grouping {group_by!r}")
 
 
+def hour_keys(rows: Sequence[HourRow]) -> list[str]:
+    """The ``hour`` bucket of each row: its local clock hour (:func:`period_key`), so stores in different time
+    zones meet on their own clocks; the second of a store's repeated hour (the clocks go back) keeps its UTC
+    offset, so the day shows both hours instead of one double hour.
+
+    >>> r = lambda start, label: HourRow("a", "", start, "2026-10-25", label, ChainKpis())
+    >>> hour_keys([r(0, "2026-10-25T02:00+02:00"), r(3_600_000, "2026-10-25T02:00+01:00"),
+    ...            r(7_200_000, "2026-10-25T03:00+01:00")])
+    ['2026-10-25T02:00', '2026-10-25T02:00+01:00', '2026-10-25T03:00']
+    """
+    first: dict[tuple[str, str], int] = {}
+    for row in rows:
+        k = (row.store_id, period_key("hour", row.day, row.label))
+        first[k] = min(first.get(k, row.start_ms), row.start_ms)
+    out = []
+    for row in rows:
+        local = period_key("hour", row.day, row.label)
+        out.append(local if first[(row.store_id, local)] == row.start_ms else row.label)
+    return out
+
+
 def roll_up(rows: Iterable[HourRow], period: str, group_by: str
             ) -> dict[str, tuple[dict[str, ChainKpis], ChainKpis]]:
-    """Group -> (period key -> KPIs, the group's total), every key sorted.
+    """Group -> (period key -> KPIs, the group's total), every key sorted (``hour``: :func:`hour_keys`).
 
     Example:
         >>> r = lambda s, reg, day, v: HourRow(s, reg, 0, day, day + "T10:00+01:00", ChainKpis(visitors=v, stores={s}))
         >>> out = roll_up([r("a", "north", "2026-01-05", 3), r("b", "north", "2026-01-05", 4),
         ...                r("c", "south", "2026-01-06", 5)], "day", "region")
-        >>> {g: ({k: v.visitors for k, v in per.items()}, tot.visitors, sorted(tot.stores)) for g, (per, tot) in out.items()}
+        >>> {g: ({k: v.visitors for k, v in per.items()}, tot.visitors, sorted(tot.stores))
+        ...  for g, (per, tot) in out.items()}
         {'north': ({'2026-01-05': 7}, 7, ['a', 'b']), 'south': ({'2026-01-06': 5}, 5, ['c'])}
     """
+    items = list(rows)
+    keys = hour_keys(items) if period == "hour" else [period_key(period, r.day, r.label) for r in items]
     out: dict[str, tuple[dict[str, ChainKpis], ChainKpis]] = {}
-    for row in rows:
+    for row, key in zip(items, keys):
         per, total = out.setdefault(group_key(group_by, row), ({}, ChainKpis()))
-        per.setdefault(period_key(period, row.day, row.label), ChainKpis()).add(row.kpis)
+        per.setdefault(key, ChainKpis()).add(row.kpis)
         total.add(row.kpis)
     return {g: (dict(sorted(per.items())), tot) for g, (per, tot) in sorted(out.items())}
 

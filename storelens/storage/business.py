@@ -73,12 +73,24 @@ class Exit:
     zone_kind: str
     dwell_ms: int | None
     how: str | None
+    #: The track that left (``(camera_id, track_id)``, matched against the staff tracks).
+    camera_id: str = ""
+    track_id: int = -1
 
 
 def zone_exits(storage: Any, zone_kinds: Iterable[str], start_ms: int, end_ms: int) -> list[Exit]:
-    """Exits from zones of the given kinds in the range (time of the exit), in time order."""
+    """Exits from zones of the given kinds in the range (time of the exit), in time order, with their track."""
     e = zone_events.c
-    stmt = (sa.select(e.ts_ms, e.zone_kind, e.dwell_ms, e.how)
+    stmt = (sa.select(e.ts_ms, e.zone_kind, e.dwell_ms, e.how, e.camera_id, e.track_id)
             .where(e.kind == "exit", e.zone_kind.in_(sorted(set(zone_kinds))), e.ts_ms >= start_ms, e.ts_ms < end_ms)
             .order_by(e.ts_ms))
-    return [Exit(int(r[0]), r[1], None if r[2] is None else int(r[2]), r[3]) for r in storage._rows(stmt)]
+    return [Exit(int(r[0]), r[1], None if r[2] is None else int(r[2]), r[3], r[4], -1 if r[5] is None else int(r[5]))
+            for r in storage._rows(stmt)]
+
+
+def last_currency(storage: Any, store_id: str) -> str | None:
+    """The currency of the store's newest transaction (``None``: it has none)."""
+    t = pos_transactions.c
+    rows = storage._rows(sa.select(t.currency).where(t.store_id == store_id)
+                         .order_by(t.ts_ms.desc(), t.transaction_id.desc()).limit(1))
+    return rows[0][0] if rows else None

@@ -54,7 +54,9 @@ def store_kpis(config: SiteConfig, storage: Any, buckets: list[Bucket], default_
     sales = bq.sales(storage, cfg.id, lo, hi)
     if currency is None and sales:
         currency = Counter(s.currency for s in sales).most_common(1)[0][0]
-    exits = bq.zone_exits(storage, (*K.DWELL_ZONE_KINDS, "queue"), lo, hi)
+    # staff are no shoppers in the dwell and queue medians either (the visitors' rule: a day either side of the cue)
+    exits = [e for e in bq.zone_exits(storage, (*K.DWELL_ZONE_KINDS, "queue"), lo, hi)
+             if not ST._is_staff(staff, e.camera_id, e.track_id, e.ts_ms)]
     per, total = K.compute(buckets, visitors, [(s.ts_ms, s.amount_minor) for s in sales if s.currency == currency],
                            [(e.ts_ms, e.zone_kind, e.dwell_ms, e.how) for e in exits])
     staff_per, staff_total = ST.per_bucket(buckets, staff_times)

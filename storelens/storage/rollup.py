@@ -23,6 +23,7 @@ from storelens.contract import messages as m
 from storelens.domain.rollup import ChainKpis, ChainStore, HourRow, histogram
 from storelens.runtime.retention import purge_clock
 from storelens.runtime.rollup import KpiPublisher
+from storelens.storage import business as bq
 from storelens.storage.kpis import calendar, store_kpis
 from storelens.storage.schema import ROLLUP_BINS, ROLLUP_HIST_COLUMNS, chain_kpi_days, chain_kpi_hours
 from storelens.storage.schema import chain_stores as chain_stores_table
@@ -35,13 +36,15 @@ def kpi_hours(config: SiteConfig, storage: Any, start_ms: int, end_ms: int, now_
         return []
     r = store_kpis(config, storage, buckets, start_ms, end_ms)
     s = config.store
+    # without a sale in the look-back: the currency it sold in last (a chain never reads "" as "any currency")
+    currency = r.currency or bq.last_currency(storage, s.id) or ""
     out = []
     for b, k, n_staff, n_units in zip(r.buckets, r.per, r.staff_per, r.units_per):
         out.append(m.StoreKpiHour(
             store_id=s.id, store_name=s.name or s.id, region=s.region or "", timezone=s.timezone,
             start_ms=b.start_ms, end_ms=b.end_ms, day=b.day.isoformat(), label=b.label, hours=b.hours,
             visitors=k.visitors, staff_in=n_staff, buying_units=n_units if r.groups_on else -1,
-            transactions=k.transactions, sales_minor=k.sales_minor, currency=r.currency or "",
+            transactions=k.transactions, sales_minor=k.sales_minor, currency=currency,
             dwell_hist=histogram(k.dwell_ms), queue_wait_hist=histogram(k.queue_waits_ms),
             abandonments=k.abandonments, computed_ms=now_ms))
     return out
@@ -58,29 +61,25 @@ def kpi_publisher(config: SiteConfig, storage: Any, publish) -> KpiPublisher:
 
 
 def chain_stores(storage: Any) -> list[ChainStore]:
-    """Every store of the roll-up, by id."""
+    """Every store of the roll-up, by id; ``currency``: the one of its newest hour that had one (an hour
+    published without sales, ``""``, does not hide the currency the store sells in)."""
     c = chain_stores_table.c
     rows = storage._rows(sa.select(c.store_id, c.store_name, c.region, c.timezone, c.currency, c.updated_ms,
                                    c.last_hour_ms).order_by(c.store_id))
-    return [ChainStore(sid, name, region, tz, cur, int(upd), int(last)) for sid, name, region, tz, cur, upd, last in rows]
-
-
-def hour_rows(storage: Any, *, stores: Sequence[str] | None = None, from_day: str | None = None,
-              to_day: str | None = None, start_ms: int | None = None, end_ms: int | None = None,
-              per: str = "hour") -> list[HourRow]:
-    """Stored hours of ``stores`` (default all) whose business day is in ``[from_day, to_day]`` and/or that
-    start in ``[start_ms, end_ms)``, with the region their store has now; ``per="day"``: added up per store
-    and business day (table ``chain_kpi_days``: a quarter of a 200-store chain is 18,000 rows, not 200,000)."""
-    summed = ("hours", "visitors", "staff_in", "transactions", "sales_minor", "abandonments", *ROLLUP_HIST_COLUMNS)
-    if per == "day":  # kept in step with the hours when they are written (storelens.storage.records)
-        h = chain_kpi_days.c
-        units: Any = h.buying_units
-    elif per == "hour":
+    blank = [r[0] for r in rows if not r[4]]
+    known: dict[str, str] = {}
+    if blank:
         h = chain_kpi_hours.c
-        units = sa.case((h.buying_units >= 0, h.buying_units))  # -1: the store does not count buying units
-    else:
-        raise ValueError(f"per must be 'hour' or 'day', not {per!r}")
-    q = sa.select(h.store_id, h.day, h.start_ms, h.end_ms, h.label, units, *(h[c] for c in summed))
+        newest = (sa.select(h.store_id, sa.func.max(h.start_ms).label("start_ms"))
+                  .where(h.store_id.in_(blank), h.currency != "").group_by(h.store_id).subquery())
+        known = dict(storage._rows(sa.select(h.store_id, h.currency).join(
+            newest, sa.and_(h.store_id == newest.c.store_id, h.start_ms == newest.c.start_ms))))
+    return [ChainStore(sid, name, region, tz, cur or known.get(sid, ""), int(upd), int(last))
+            for sid, name, region, tz, cur, upd, last in rows]
+
+
+def _in_range(q: Any, h: Any, stores: Sequence[str] | None, from_day: str | None, to_day: str | None,
+              start_ms: int | None, end_ms: int | None) -> Any:
     if stores is not None:
         q = q.where(h.store_id.in_(list(stores)))
     if from_day is not None:
@@ -91,17 +90,68 @@ def hour_rows(storage: Any, *, stores: Sequence[str] | None = None, from_day: st
         q = q.where(h.start_ms >= start_ms)
     if end_ms is not None:
         q = q.where(h.start_ms < end_ms)
-    region = {s.store_id: s.region for s in chain_stores(storage)}
+    return q
+
+
+def sales_currencies(storage: Any, *, stores: Sequence[str] | None = None, from_day: str | None = None,
+                     to_day: str | None = None, start_ms: int | None = None, end_ms: int | None = None
+                     ) -> dict[str, int]:
+    """Currency -> transactions of the stored hours with sales in the range (what :func:`hour_rows` would add up)."""
+    h = chain_kpi_hours.c
+    q = sa.select(h.currency, sa.func.sum(h.transactions)).where(
+        h.currency != "", sa.or_(h.transactions > 0, h.sales_minor > 0)).group_by(h.currency)
+    return {cur: int(n or 0) for cur, n in storage._rows(_in_range(q, h, stores, from_day, to_day, start_ms, end_ms))}
+
+
+def hour_rows(storage: Any, *, stores: Sequence[str] | None = None, from_day: str | None = None,
+              to_day: str | None = None, start_ms: int | None = None, end_ms: int | None = None,
+              per: str = "hour", currency: str | None = None) -> list[HourRow]:
+    """Stored hours of ``stores`` (default all) whose business day is in ``[from_day, to_day]`` and/or that
+    start in ``[start_ms, end_ms)``, with the region their store has now; ``per="day"``: added up per store
+    and business day (table ``chain_kpi_days``: a quarter of a 200-store chain is 18,000 rows, not 200,000).
+
+    ``currency``: only the hours whose sales are in it, and the hours without sales of the stores that sell
+    in it (or whose currency is not known yet): a store in another currency adds nothing, not even visitors.
+    The KPIs' numerators of conversion per buying unit and shoppers per staff member count the stores that
+    count the denominator only (buying units reported; staff recognised in the rows returned)."""
+    summed = ("hours", "visitors", "staff_in", "transactions", "sales_minor", "abandonments", *ROLLUP_HIST_COLUMNS)
+    infos = chain_stores(storage)
+    region = {s.store_id: s.region for s in infos}
+    if per not in ("hour", "day"):
+        raise ValueError(f"per must be 'hour' or 'day', not {per!r}")
+    if per == "day" and currency is None:  # kept in step with the hours when they are written (storage.records)
+        h = chain_kpi_days.c
+        q = sa.select(h.store_id, h.day, h.start_ms, h.end_ms, h.label, h.buying_units,
+                      sa.case((h.buying_units.is_not(None), h.transactions), else_=0), *(h[c] for c in summed))
+        first: Any = h.start_ms
+    else:
+        h = chain_kpi_hours.c
+        counts = h.buying_units >= 0  # -1: the store does not count buying units
+        units, tx_units = sa.case((counts, h.buying_units)), sa.case((counts, h.transactions), else_=0)
+        if per == "hour":
+            q = sa.select(h.store_id, h.day, h.start_ms, h.end_ms, h.label, units, tx_units, *(h[c] for c in summed))
+            first = h.start_ms
+        else:  # the days of one currency: added up here from the hours (chain_kpi_days mixes currencies)
+            first = sa.func.min(h.start_ms)
+            q = sa.select(h.store_id, h.day, first, sa.func.max(h.end_ms), sa.func.min(h.label), sa.func.sum(units),
+                          sa.func.sum(tx_units), *(sa.func.sum(h[c]) for c in summed)).group_by(h.store_id, h.day)
+        if currency is not None:
+            plain = [s.store_id for s in infos if s.currency in (currency, "")]
+            q = q.where(sa.or_(h.currency == currency, sa.and_(
+                h.currency == "", h.transactions == 0, h.sales_minor == 0, h.store_id.in_(plain))))
+    raw = storage._rows(_in_range(q, h, stores, from_day, to_day, start_ms, end_ms).order_by(h.store_id, first))
+    with_staff = {r[0] for r in raw if int(r[9] or 0) > 0}  # the stores that recognise staff
     out = []
     n = ROLLUP_BINS
-    for r in storage._rows(q.order_by(h.store_id, h.start_ms)):
-        sid, day, start, end, label, bu = r[:6]
-        hours, vis, staff, tx, sales, aband = r[6:12]
-        bins = [int(v or 0) for v in r[12:]]
+    for r in raw:
+        sid, day, start, end, label, bu, tx_units = r[:7]
+        hours, vis, staff, tx, sales, aband = r[7:13]
+        bins = [int(v or 0) for v in r[13:]]
         out.append(HourRow(sid, region.get(sid, ""), int(start), day, label, ChainKpis(
             visitors=int(vis), staff_in=int(staff), buying_units=None if bu is None else int(bu),
             transactions=int(tx), sales_minor=int(sales), abandonments=int(aband), hours=float(hours),
-            dwell_hist=bins[:n], queue_wait_hist=bins[n:], stores={sid}), int(end)))
+            dwell_hist=bins[:n], queue_wait_hist=bins[n:], stores={sid}, transactions_with_units=int(tx_units or 0),
+            visitors_with_staff_cue=int(vis) if sid in with_staff else 0), int(end)))
     return out
 
 

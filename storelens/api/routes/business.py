@@ -43,13 +43,20 @@ class TransactionIn(BaseModel):
         "Idempotency key, unique per store (e.g. the receipt id): a transaction id already stored is a "
         "duplicate and changes nothing."))]
     register_id: Annotated[str, Field(pattern=pos.ID_PATTERN, description="Till / register id.")]
-    ts_ms: Annotated[int | None, Field(ge=0, le=MAX_TS_MS, description="Time of the sale, ms since epoch.")] = None
+    ts_ms: Annotated[int | None, Field(ge=0, le=MAX_TS_MS, description=(
+        "Time of the sale, ms since epoch: from 1973 (a smaller number is seconds) to a day after now "
+        "(a larger one is microseconds)."))] = None
     time: Annotated[str | None, Field(max_length=64, description="Time of the sale, ISO 8601 with offset, "
                                                                  "e.g. 2026-03-29T10:15:00+02:00.")] = None
     amount_minor: Annotated[int, Field(ge=0, le=pos.MAX_AMOUNT_MINOR, description=(
         "Total in minor units of the currency (cents), >= 0."))]
     currency: Annotated[str, Field(pattern=pos.CURRENCY_PATTERN, description="ISO 4217 code.")] = "EUR"
     items_count: Annotated[int, Field(ge=0, le=pos.MAX_ITEMS, description="Number of items.")] = 0
+
+    @field_validator("ts_ms")
+    @classmethod
+    def _ts_ms(cls, v: int | None) -> int | None:
+        return None if v is None else pos.check_sale_ms(v)
 
     @field_validator("time")
     @classmethod
@@ -258,11 +265,17 @@ def _rolled_up(ctx, store: str, start_ms: int, end_ms: int, period: str, currenc
     info = next((s for s in rq.chain_stores(ctx.storage) if s.store_id == store), None)
     if info is None:
         return None
-    if currency is not None and info.currency and currency != info.currency:
-        raise HTTPException(422, f"store {store!r} reports sales in {info.currency}, not {currency}")
     pad = 8 * 86_400_000  # whole weeks either side
-    rows = rq.hour_rows(ctx.storage, stores=[store], start_ms=max(0, start_ms - pad), end_ms=end_ms + pad,
-                        per="hour" if period == "hour" else "day")
+    lo, hi = max(0, start_ms - pad), end_ms + pad
+    # the currency of the hours in the range (default the most frequent, like the store's own), not of its newest
+    sold = rq.sales_currencies(ctx.storage, stores=[store], start_ms=lo, end_ms=hi)
+    if currency is None:
+        currency = max(sorted(sold), key=lambda c: sold[c]) if sold else (info.currency or None)
+    elif currency not in sold and (sold or info.currency not in ("", currency)):
+        raise HTTPException(422, f"store {store!r} reports sales in {', '.join(sorted(sold)) or info.currency}, "
+                                 f"not {currency}")
+    rows = rq.hour_rows(ctx.storage, stores=[store], start_ms=lo, end_ms=hi, per="hour" if period == "hour" else "day",
+                        currency=currency)
     keyed = [(str(r.start_ms) if period == "hour" else R.period_key(period, r.day, r.label), r) for r in rows]
     wanted = {k for k, r in keyed if r.start_ms < end_ms and r.end_ms > start_ms}
     groups: dict[str, list] = {}
@@ -283,5 +296,5 @@ def _rolled_up(ctx, store: str, start_ms: int, end_ms: int, period: str, currenc
             day=rs[0].day if period != "week" else k, start_ms=rs[0].start_ms,
             end_ms=max(r.end_ms for r in rs), hours=agg.hours, **chain_values(agg, k_min)))
     return KpisOut(store_id=store, timezone=info.timezone, period=period, opening_hours=False,
-                   currency=info.currency or None, staff_excluded=total.staff_in > 0, start_ms=start_ms,
+                   currency=currency, staff_excluded=total.staff_in > 0, start_ms=start_ms,
                    end_ms=end_ms, buckets=buckets, totals=KpiValues(**chain_values(total, k_min)), source="rollup")

@@ -59,7 +59,9 @@ class ChainValues(KpiValues):
 
 
 class ChainBucketOut(ChainValues):
-    key: str = Field(description="The business day, the Monday of the ISO week, or the local hour (YYYY-MM-DDTHH:MM).")
+    key: str = Field(description="The business day, the Monday of the ISO week, or the local hour (YYYY-MM-DDTHH:MM; "
+                                 "the second of a repeated hour when the clocks go back with its UTC offset, "
+                                 "YYYY-MM-DDTHH:MM+HH:MM).")
     label: str
 
 
@@ -111,10 +113,11 @@ def _ranks(groups: dict[str, R.ChainKpis], attr: str) -> dict[str, int]:
                 "(`hour`, stores compared on their own clocks) and per store, region or the chain, with each group "
                 "compared to the selection: conversion, average transaction value and sales per visitor as an "
                 "index (1.0 = the selection's), share of visitors and sales, ranks. Default range: the 7 business "
-                "days up to the newest one reported. Sales are only added up in one currency: stores in several "
-                "currencies need `currency=`. Medians from histograms (within one bin), withheld below "
-                "privacy.k_min visits like the store's own KPIs. 422: a bad range, too many buckets, or stores in "
-                "several currencies without `currency=`.",
+                "days up to the newest one reported. Sales are only added up in one currency: stores that sold in "
+                "several currencies in the range need `currency=`, which keeps the hours of that currency (and "
+                "the hours without sales of the stores selling in it). Medians from histograms (within one bin), "
+                "withheld below privacy.k_min visits like the store's own KPIs. 422: a bad range, too many "
+                "buckets, or stores in several currencies without `currency=`.",
 )
 def get_chain_kpis(
     ctx: ContextDep,
@@ -125,17 +128,16 @@ def get_chain_kpis(
     region: Annotated[str | None, Query(max_length=100, description="Only the stores of this region.")] = None,
     store: Annotated[list[str] | None, Query(max_length=500, description="Only these stores (repeat the parameter).")
                      ] = None,
-    currency: Annotated[str | None, Query(pattern=r"^[A-Z]{3}$", description="Only the stores selling in it.")] = None,
+    currency: Annotated[str | None, Query(pattern=r"^[A-Z]{3}$", description=(
+        "Only the hours with sales in it, and the hours without sales of the stores selling in it."))] = None,
 ) -> ChainKpisOut:
     stores = rq.chain_stores(ctx.storage)
-    chosen = [s for s in stores if (region is None or s.region == region) and (store is None or s.store_id in store)
-              and (currency is None or s.currency in (currency, ""))]
-    currencies = sorted({s.currency for s in chosen if s.currency})
-    if len(currencies) > 1:
-        raise HTTPException(422, f"the stores sell in {', '.join(currencies)}: pass currency= to compare the "
-                                 f"stores of one currency")
+    chosen = [s for s in stores if (region is None or s.region == region) and (store is None or s.store_id in store)]
+    ids = [s.store_id for s in chosen]
     try:
-        newest = rq.newest_day(ctx.storage, [s.store_id for s in chosen]) if chosen else None
+        # default range: up to the newest day of the stores selling in the currency asked for (if any)
+        fits = [s.store_id for s in chosen if currency is None or s.currency in (currency, "")] or ids
+        newest = rq.newest_day(ctx.storage, fits) if chosen else None
         last = dt.date.fromisoformat(to_day or newest or dt.date.today().isoformat())
         first = dt.date.fromisoformat(from_day) if from_day else last - dt.timedelta(days=6)
     except ValueError as exc:
@@ -144,8 +146,14 @@ def get_chain_kpis(
         raise HTTPException(422, "from_day is after to_day")
     if (last - first).days + 1 > MAX_DAYS:
         raise HTTPException(422, f"more than {MAX_DAYS} days: narrow the range")
-    rows = rq.hour_rows(ctx.storage, stores=[s.store_id for s in chosen], from_day=first.isoformat(),
-                        to_day=last.isoformat(), per="hour" if period == "hour" else "day") if chosen else []
+    # the currencies of the hours that would be added up, not of the stores' newest hours
+    sold = sorted(rq.sales_currencies(ctx.storage, stores=ids, from_day=first.isoformat(), to_day=last.isoformat())
+                  if chosen else {})
+    if currency is None and len(sold) > 1:
+        raise HTTPException(422, f"the stores sell in {', '.join(sold)}: pass currency= to compare the "
+                                 f"stores of one currency")
+    rows = rq.hour_rows(ctx.storage, stores=ids, from_day=first.isoformat(), to_day=last.isoformat(),
+                        per="hour" if period == "hour" else "day", currency=currency) if chosen else []
     rolled = R.roll_up(rows, period, group_by)
     if sum(len(per) for per, _ in rolled.values()) > MAX_BUCKETS:
         raise HTTPException(422, f"more than {MAX_BUCKETS} {period} buckets: narrow the range or the stores")
@@ -172,5 +180,5 @@ def get_chain_kpis(
             buckets=[ChainBucketOut(key=k, label=bucket_label(period, k) if period != "hour" else k,
                                     **_values(v, k_min)) for k, v in per.items()]))
     return ChainKpisOut(period=period, group_by=group_by, from_day=first.isoformat(), to_day=last.isoformat(),
-                        currency=currencies[0] if currencies else currency, chain=ChainValues(**_values(everything, k_min)),
-                        groups=groups)
+                        currency=currency or (sold[0] if sold else None),
+                        chain=ChainValues(**_values(everything, k_min)), groups=groups)
