@@ -144,6 +144,28 @@ def test_the_cookie_is_renewed_but_never_past_session_max_s_after_the_sign_in(ap
     assert late.get("/v1/auth/me").status_code == 401  # past the cap: sign in again
 
 
+def test_a_renewal_on_a_replica_that_missed_the_sign_out_does_not_revive_the_session(app) -> None:
+    """Another API replica signs the user out; this one still trusts its cached user for a few seconds and renews
+    the old cookie meanwhile. The renewed token keeps the session's epoch, so it dies with the old one."""
+    import time
+
+    import jwt
+
+    auth = app.state.context.auth
+    now, ttl = int(time.time()), auth.cfg.session_ttl_s
+    old = jwt.encode({"sub": "mia", "role": "manager", "typ": "session", "iat": now - ttl // 2 - 10,
+                      "exp": now + ttl // 2 - 10, "iat_ms": (now - ttl // 2 - 10) * 1000,
+                      "auth_ms": (now - 3600) * 1000, "sep": 0}, auth._secret, algorithm="HS256")
+    assert auth.authenticate(old) is not None  # cached: epoch 0
+    assert store.end_sessions(app.state.context.storage, "mia")  # the other replica's sign-out
+    renewed = auth.renew(old, auth.authenticate(old))  # still within this replica's cache time
+    assert renewed is not None
+    auth._forget("user:mia")  # the cache time is over
+    assert auth.authenticate(old) is None and auth.authenticate(renewed) is None
+    fresh = auth.issue(auth.login("mia", PASSWORD, "127.0.0.1"))[0]
+    assert auth.authenticate(fresh) is not None  # a new sign-in works at once
+
+
 def test_every_write_is_audited_with_its_actor(app) -> None:
     admin = signed_in_client(app)
     admin.post("/v1/users", json={"username": "vic", "password": PASSWORD, "role": "viewer"})
@@ -244,3 +266,17 @@ def test_a_flood_of_anonymous_writes_cannot_fill_the_audit_log(app) -> None:
     admin.post("/v1/users", json={"username": "vic", "password": PASSWORD, "role": "viewer"})
     rows, _ = store.list_audit(app.state.context.storage, limit=1000)
     assert any(e["actor"].startswith("key:") and e["action"] == "POST /v1/users" for e in rows)
+
+
+def test_a_second_api_worker_starting_does_not_reset_the_first_admin(tmp_path, monkeypatch) -> None:
+    """``api.workers`` start together: both may see no user yet. The one that comes second must not reset the admin
+    the first created (a reset ends every session: a token just issued would be refused)."""
+    monkeypatch.setenv("STORELENS_ADMIN_PASSWORD", PASSWORD)
+    monkeypatch.setenv("STORELENS_JWT_SECRET", "k" * 40)
+    storage = SqliteStorage(str(tmp_path / "h.db"))
+    first, second = (create_app(parse_config(SITE), storage).state.context.auth for _ in range(2))
+    token = first.issue(first.login("admin", PASSWORD, "127.0.0.1"))[0]
+    # the second worker checked "no user yet" before the first created one: it creates, it does not reset
+    assert second.create_user("admin", "another long password", "admin", reset=False) is False
+    assert second.authenticate(token) is not None and first.authenticate(token) is not None
+    assert second.login("admin", PASSWORD, "127.0.0.1") is not None  # the first worker's password stands

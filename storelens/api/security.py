@@ -10,7 +10,8 @@
   more with ``dependencies=[require_role("admin")]``. The user's current role and state are read
   from the database (cached :data:`PRINCIPAL_CACHE_S`), so a demoted or deleted user loses access
   within seconds, not at the token's expiry. Signing out (``POST /v1/auth/logout``) and a password
-  reset void every session the user had (``users.sessions_after_ms``); the cookie's renewals end
+  reset void every session the user had: a token carries the user's session epoch of its sign-in
+  (``users.session_epoch``, renewals keep it), and both move the epoch on; the cookie's renewals end
   ``auth.session_max_s`` after the sign-in.
 * **Audit**: :class:`AuditMiddleware` appends every write (``POST``/``PUT``/``PATCH``/``DELETE``
   under ``/v1/``) with who, what path, and the answer's status; the login route adds failed sign-ins.
@@ -127,13 +128,14 @@ class Authenticator:
         self._anonymous_writes = parse_limit(f"{ANONYMOUS_AUDIT_PER_MINUTE}/minute")
         self._cache: OrderedDict[str, tuple[float, Principal | None]] = OrderedDict()
         self._key_hashes: dict[str, str] = {}  # key_id -> SHA-256 of its secret, filled with the cache
-        self._sessions_after: dict[str, int] = {}  # username -> users.sessions_after_ms, filled with the cache
+        self._epochs: dict[str, int] = {}  # username -> users.session_epoch, filled with the cache and at sign-in
         self._lock = threading.Lock()
 
     # -- users ------------------------------------------------------------------------------------
 
-    def create_user(self, username: str, password: str, role: str) -> bool:
-        """Create (``True``) or reset (``False``) ``username`` with ``password`` and ``role``."""
+    def create_user(self, username: str, password: str, role: str, *, reset: bool = True) -> bool:
+        """Create (``True``) or reset (``False``) ``username`` with ``password`` and ``role`` (a reset ends its
+        sessions; ``reset=False``: an existing user is left as it is)."""
         import re
 
         if not re.match(USERNAME_PATTERN, username):
@@ -142,7 +144,8 @@ class Authenticator:
             raise ValueError(f"role {role!r}: one of {', '.join(ROLES)}")
         if len(password) < self.cfg.min_password_length:
             raise ValueError(f"password: at least {self.cfg.min_password_length} characters")
-        created = store.put_user(self.storage, username, self.hasher.hash(password), role, _now_ms())
+        created = store.put_user(self.storage, username, self.hasher.hash(password), role, _now_ms(),
+                                 create_only=not reset)
         self._forget(f"user:{username}")
         return created
 
@@ -157,7 +160,9 @@ class Authenticator:
         password = os.environ.get(self.cfg.admin_password_env)
         if not password or store.count_users(self.storage):
             return None
-        self.create_user(name, password, "admin")
+        # several API workers start at once: only one creates the admin, none resets it (and its sessions)
+        if not self.create_user(name, password, "admin", reset=False):
+            return None
         store.audit(self.storage, _now_ms(), "system", "users.create-admin", name, {"source": "environment"})
         log.info("created the first admin %r from $%s", name, self.cfg.admin_password_env)
         return name
@@ -178,19 +183,25 @@ class Authenticator:
             store.audit(self.storage, _now_ms(), username, "auth.login-failed", username, {}, client)
             return None
         store.audit(self.storage, _now_ms(), username, "auth.login", username, {}, client)
+        with self._lock:  # the epoch the session is signed in under (issue() puts it in the token)
+            self._epochs[username] = int(user.get("session_epoch") or 0)
         return Principal(username, user["role"], "user")
 
     # -- tokens and keys ------------------------------------------------------------------------
 
-    def issue(self, principal: Principal, signed_in_ms: int | None = None) -> tuple[str, int]:
-        """A session JWT for a user: ``(token, expires_in_s)``. ``signed_in_ms``: when the session began (a
-        renewal keeps it; the token never outlives ``auth.session_max_s`` after it)."""
+    def issue(self, principal: Principal, signed_in_ms: int | None = None, epoch: int | None = None) -> tuple[str, int]:
+        """A session JWT for a user: ``(token, expires_in_s)``. ``signed_in_ms`` and ``epoch``: when the session
+        began and the user's session epoch then (a renewal keeps both: the token never outlives
+        ``auth.session_max_s`` after the sign-in, nor a sign-out or password reset since)."""
         now_ms = _now_ms()
+        if epoch is None:
+            with self._lock:
+                epoch = self._epochs.get(principal.name, 0)
         auth_ms = now_ms if signed_in_ms is None else signed_in_ms
         now = now_ms // 1000
         exp = min(now + self.cfg.session_ttl_s, auth_ms // 1000 + self.cfg.session_max_s)
         claims = {"sub": principal.name, "role": principal.role, "iat": now, "exp": exp, "typ": "session",
-                  "iat_ms": now_ms, "auth_ms": auth_ms}
+                  "iat_ms": now_ms, "auth_ms": auth_ms, "sep": epoch}
         return jwt.encode(claims, self._secret, algorithm=_ALGORITHM), max(0, exp - now)
 
     def renew(self, token: str, principal: Principal) -> str | None:
@@ -202,7 +213,8 @@ class Authenticator:
             return None
         if claims.get("typ") != "session" or time.time() - float(claims.get("iat", 0)) <= self.cfg.session_ttl_s / 2:
             return None
-        token, ttl = self.issue(principal, int(claims.get("auth_ms", int(claims.get("iat", 0)) * 1000)))
+        token, ttl = self.issue(principal, int(claims.get("auth_ms", int(claims.get("iat", 0)) * 1000)),
+                                int(claims.get("sep", 0)))
         return token if ttl > 0 else None
 
     def sign_out(self, credential: str) -> Principal | None:
@@ -211,7 +223,7 @@ class Authenticator:
         principal = self.authenticate(credential)
         if principal is None or principal.kind != "user":
             return None
-        store.end_sessions(self.storage, principal.name, _now_ms())
+        store.end_sessions(self.storage, principal.name)
         self._forget(f"user:{principal.name}")
         return principal
 
@@ -255,8 +267,10 @@ class Authenticator:
         username = str(claims["sub"])
         principal = self._cached(f"user:{username}", lambda: self._user_principal(username))
         issued_ms = int(claims.get("iat_ms", int(claims.get("iat", 0)) * 1000))
-        if principal is None or issued_ms <= self._sessions_after.get(username, 0):
-            return None  # signed out or the password reset since this token was issued
+        with self._lock:
+            current = self._epochs.get(username, 0)
+        if principal is None or int(claims.get("sep", 0)) < current:
+            return None  # signed out or the password reset since this session's sign-in
         if _now_ms() - int(claims.get("auth_ms", issued_ms)) > self.cfg.session_max_s * 1000:
             return None
         return principal
@@ -275,7 +289,7 @@ class Authenticator:
         user = store.get_user(self.storage, username)
         if user is None or user["disabled"]:
             return None
-        self._sessions_after[username] = int(user.get("sessions_after_ms") or 0)
+        self._epochs[username] = int(user.get("session_epoch") or 0)
         return Principal(username, user["role"], "user")
 
     def _key_principal(self, key_id: str) -> Principal | None:

@@ -430,11 +430,11 @@ class FaceGallery:
                 if sims[j] >= self.cfg.duplicate_similarity:
                     r = rows[j]
                     if self.store is not None:
-                        self.store.replace_embedding(int(self._rowid[r]), ts_ms, v)
-                        # an UPDATE of an erased customer's row changes nothing and says nothing: ask
+                        # an UPDATE of an erased customer's row changes nothing and says nothing: ask first
                         if self._erased_elsewhere(customer_id):
                             self._forget(customer_id)
                             raise CustomerErased(customer_id)
+                        self.store.replace_embedding(int(self._rowid[r]), ts_ms, v)
                     self._index.remove_ids(np.array([r], np.int64))
                     self._vecs[r], self._ts[r] = v, ts_ms
                     self._index.add_with_ids(v[None], np.array([r], np.int64))
@@ -630,7 +630,9 @@ class FaceGallery:
             if self.store is None:
                 return out
             while True:  # a matched customer the store lost (erased elsewhere) is dropped, its faces matched again
-                gone = {c for c in {x.customer_id for x in out} - {None} if self._erased_elsewhere(c)}
+                # a store that cannot answer (down) does not stop matching: the index decides, as before
+                gone = {c for c in {x.customer_id for x in out} - {None}
+                        if self._erased_elsewhere(c, default=False)}
                 if not gone:
                     return out
                 for c in gone:

@@ -271,6 +271,7 @@ class EmbeddedPipeline:
                             extra={"waited_s": SITE_WATCH_JOIN_S})
         for w in self.webhooks:  # what fired before the end is delivered (or dead-lettered) before returning
             w.sender.flush()
+            w.sender.close()  # its delivery threads (one per URL) end with the run
         self._collect(time.perf_counter() - t0)
         if self._errors:
             err = self._errors[0]

@@ -11,6 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from storelens.storage import dialects
 from storelens.storage.schema import api_keys, audit_log, users
 
 
@@ -28,12 +29,18 @@ def count_users(storage: Any) -> int:
     return int(storage._rows(sa.select(sa.func.count()).select_from(users))[0][0])
 
 
-def put_user(storage: Any, username: str, password_hash: str, role: str, ts_ms: int) -> bool:
-    """Create the user, or replace its hash and role; ``True`` when it was created."""
+def put_user(storage: Any, username: str, password_hash: str, role: str, ts_ms: int, *,
+             create_only: bool = False) -> bool:
+    """Create the user, or replace its hash and role (``create_only``: leave an existing user as it is); ``True``
+    when it was created."""
     def write(c: sa.Connection) -> bool:
+        if create_only:  # one statement: two processes creating the same user at once make one row, once
+            return bool(c.execute(dialects.insert(storage.db, users).values(
+                username=username, password_hash=password_hash, role=role, created_ts_ms=ts_ms,
+                disabled=False).on_conflict_do_nothing(index_elements=[users.c.username])).rowcount)
         done = c.execute(sa.update(users).where(users.c.username == username)  # a reset ends the old sessions
                          .values(password_hash=password_hash, role=role, disabled=False,
-                                 sessions_after_ms=ts_ms)).rowcount
+                                 session_epoch=users.c.session_epoch + 1)).rowcount
         if not done:
             c.execute(sa.insert(users).values(username=username, password_hash=password_hash, role=role,
                                               created_ts_ms=ts_ms, disabled=False))
@@ -41,10 +48,12 @@ def put_user(storage: Any, username: str, password_hash: str, role: str, ts_ms: 
     return storage._write(write)
 
 
-def end_sessions(storage: Any, username: str, ts_ms: int) -> bool:
-    """Void every session of ``username`` issued at or before ``ts_ms`` (signing out); ``False`` when unknown."""
+def end_sessions(storage: Any, username: str) -> bool:
+    """Void every session ``username`` has now (signing out: its session epoch moves on); ``False`` when unknown.
+    An epoch, not a time: no clock of another machine decides which sessions are void."""
     return bool(storage._write(lambda c: c.execute(
-        sa.update(users).where(users.c.username == username).values(sessions_after_ms=ts_ms)).rowcount))
+        sa.update(users).where(users.c.username == username)
+        .values(session_epoch=users.c.session_epoch + 1)).rowcount))
 
 
 def delete_user(storage: Any, username: str) -> bool:

@@ -13,7 +13,8 @@
   (matches, face attributes, track summaries, track points, zone events), and with a
   journeys config the tracks linked to them in the same journeys. The deleted bytes are then
   made unreadable where the backend allows (:func:`storelens.storage.dialects.after_erase`:
-  SQLite's write-ahead log is checkpointed and truncated, PostgreSQL vacuums the tables). Each
+  SQLite's write-ahead log is checkpointed and truncated; PostgreSQL leaves them to autovacuum: a
+  VACUUM of days of track points would hold the API's connection for minutes). Each
   delete searches an index by camera and track (track points: ``track_points_by_track``), so it
   reads the erased tracks' rows, not every row of their cameras.
 
@@ -246,5 +247,6 @@ def erase_customer(storage: Any, customer_id: str, journeys_config: Any = None) 
         out = storage._write(erase)
         gone = [t for t in (customer_matches, *TRACK_TABLES) if out.get(t.name)]
         if gone:
-            storage._run(lambda c: dialects.after_erase(storage.db, c, gone, explicit=True))
+            # explicit=False: no VACUUM of the big history tables on PostgreSQL (autovacuum); SQLite truncates its WAL
+            storage._run(lambda c: dialects.after_erase(storage.db, c, gone, explicit=False))
     return out

@@ -231,8 +231,8 @@ users = sa.Table(
     "users", metadata,
     _col("username", ID, primary_key=True), _col("password_hash", sa.Text), _col("role", ID),
     _col("created_ts_ms", INT), _col("disabled", FLAG, server_default=sa.false()),
-    # sessions issued at or before this instant are void (sign-out, password reset; migration 0014)
-    _col("sessions_after_ms", INT, server_default="0"),
+    # sessions carry the epoch they were signed in under; sign-out and a password reset add 1 (migration 0014)
+    _col("session_epoch", INT, server_default="0"),
     sa.CheckConstraint("role IN ('viewer', 'manager', 'admin')", name="users_role"),
 )
 

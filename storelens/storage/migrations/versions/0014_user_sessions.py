@@ -1,4 +1,4 @@
-"""history 14: users.sessions_after_ms, so signing out and a password reset end the user's sessions.
+"""history 14: users.session_epoch, so signing out and a password reset end the user's sessions.
 
 Revision ID: 0014
 """
@@ -15,9 +15,9 @@ depends_on = None
 
 def upgrade() -> None:
     with op.batch_alter_table("users") as batch:
-        batch.add_column(sa.Column("sessions_after_ms", INT, nullable=False, server_default="0"))
+        batch.add_column(sa.Column("session_epoch", INT, nullable=False, server_default="0"))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("users") as batch:
-        batch.drop_column("sessions_after_ms")
+        batch.drop_column("session_epoch")

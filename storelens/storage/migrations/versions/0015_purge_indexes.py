@@ -5,7 +5,9 @@
 * ``track_points_by_track`` (``camera_id``, ``track_id``): the erasure of a customer's tracks' points,
   without reading every point of the camera.
 
-Building them on a large existing history takes a while, once, at the upgrade.
+Building them on a large existing history takes a while, once, at the upgrade, in the transaction of the
+first service that opens the store (writes to those tables wait for it). On a PostgreSQL history with
+weeks of track points, give that rollout a longer startup probe (or open the store once by hand first).
 
 Revision ID: 0015
 """
