@@ -402,3 +402,7 @@ def test_the_clip_draw_is_a_sample_of_every_crossing_without_loading_them(tmp_pa
             assert [e.event_id for e in got] == [e.event_id for e in want]
         with pytest.raises(ConfigError, match="no line crossings"):
             pick_crossings(cfg, st, n=3, start_ms=10**9, seed=1)
+        assert st.crossing_count("a", 2_000, 5_000) == 300 and st.crossing_count("b", 0, 10**9) == 300
+        assert [e.event_id for e in st.crossings("a", 0, 10**9, limit=5, offset=698)] == ["a-698", "a-699"]
+        with pytest.raises(ValueError, match="offset"):
+            st.crossings("a", 0, 10**9, offset=-1)

@@ -386,3 +386,27 @@ def test_deep_sort_keys_need_backend_deepsort(tmp_path):
         load_config(p)
     cfg = load_config(write(tmp_path, mutated(lambda d: d.update(tracker={"backend": "deepsort", "max_age": 8}))))
     assert (cfg.tracker.max_age, cfg.detector.confidence) == (8, 0.35)
+
+
+@pytest.mark.parametrize("module", ["storelens.config.base", "storelens.config.site"])
+def test_config_doctests(module: str) -> None:
+    """The config modules' examples (the backend registry, a setting that follows another unless set)."""
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_followed_setting_stays_unset_and_a_set_one_is_kept() -> None:
+    from storelens.config import SiteConfig
+
+    site = {"store": {"id": "s"}, "cameras": [{"id": "c", "source": "x.mp4"}],
+            "faces": {"age_gender": {"child_below_years": 10}}}
+    cfg = SiteConfig.model_validate(site)
+    agg = cfg.faces.aggregation
+    assert agg.child_below_years == 10 and "child_below_years" not in agg.model_fields_set
+    again = SiteConfig.model_validate(cfg.model_dump(exclude_unset=True))  # follows again after a round trip
+    assert again.faces.aggregation.child_below_years == 10
+    site["faces"]["aggregation"] = {"child_below_years": 8}
+    assert SiteConfig.model_validate(site).faces.aggregation.child_below_years == 8

@@ -37,7 +37,7 @@ from fastapi.responses import Response
 
 from storelens.config.auth import role_rank
 
-from .security import API_KEY_PREFIX, COOKIE_NAME, Principal
+from .security import API_KEY_PREFIX, COOKIE_NAME, Principal, credential_of
 
 #: GET routes whose answer depends only on the query and the stored data (never on who asks).
 CACHED_ROUTES = frozenset({
@@ -108,21 +108,14 @@ def cached_principal(request: Request, role: str) -> Principal | None:
     Bearer`` first, else the dashboard's cookie (unless it is due for renewal, which the guard does).
     """
     auth = request.app.state.context.auth
-    header = request.headers.get("authorization")
-    cookie = None
-    if header:
-        scheme, _, credential = header.partition(" ")
-        if scheme.lower() != "bearer" or not credential:
-            return None
-    else:
-        credential = cookie = request.cookies.get(COOKIE_NAME)
-        if not credential:
-            return None
+    credential = credential_of(request)
+    if not credential:
+        return None
     principal = auth.authenticate(credential)
     if principal is None or role_rank(principal.role) < role_rank(role):
         return None
-    if cookie is not None and not cookie.startswith(API_KEY_PREFIX):
-        age = auth.token_age_s(cookie)
+    if credential == request.cookies.get(COOKIE_NAME) and not credential.startswith(API_KEY_PREFIX):
+        age = auth.token_age_s(credential)  # a cookie (or a bearer equal to it: a miss at worst)
         if age is None or age > auth.cfg.session_ttl_s / 2:
             return None
     return principal

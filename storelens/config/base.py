@@ -52,6 +52,27 @@ OptionalEnvStr = Annotated[str | None, AfterValidator(_expand_optional)]
 Precision = Literal["default", "f32", "bf16", "f16"]
 
 
+def follow_unset(owner: BaseModel, attr: str, field: str, value: Any) -> None:
+    """Within ``owner``'s validator: ``owner.<attr>.<field>`` becomes ``value`` unless the file set it, and
+    stays "not set" (out of ``model_fields_set``), so it follows again when the model is re-validated or
+    dumped with ``exclude_unset``. The one rule for a setting whose default is another setting's value.
+
+    Example (an unset ``detector.confidence`` follows the tracker's low threshold):
+        >>> from storelens.config.site import SiteConfig
+        >>> site = {"store": {"id": "s"}, "cameras": [{"id": "c", "source": "x.mp4"}],
+        ...         "tracker": {"track_low_thresh": 0.2}}
+        >>> d = SiteConfig.model_validate(site).detector
+        >>> d.confidence, "confidence" in d.model_fields_set
+        (0.2, False)
+    """
+    sub = getattr(owner, attr)
+    if field in sub.model_fields_set or getattr(sub, field) == value:
+        return
+    followed = sub.model_copy(update={field: value})
+    followed.__pydantic_fields_set__.discard(field)
+    object.__setattr__(owner, attr, followed)  # the owner is frozen; this runs inside its own validation
+
+
 class BackendConfig(Strict):
     """Base of a kind's per-backend settings (see the module docstring)."""
 

@@ -10,7 +10,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, SerializeAsAny, model_validator
 
-from storelens.config.base import BackendConfig, OptionalEnvStr, Strict
+from storelens.config.base import BackendConfig, OptionalEnvStr, Strict, follow_unset
 
 #: MTCNN's final-stage score threshold by default. YuNet's default (0.7) does not suit it:
 #: MTCNN scores real faces in the shared assets 0.99-1.0 (the child turned away in
@@ -353,18 +353,11 @@ class FacesConfig(Strict):
                 f"({self.embedder.model_name}): StoreLens has no measured same-customer cosine for it, and dlib's "
                 f"{DLIB_MATCH_THRESHOLD} would make almost every visit a new customer; measure it on your own "
                 "labelled faces (as bench/faces_verify.py does for dlib) and set faces.gallery.match_threshold")
-        if default != self.gallery.match_threshold:
-            gallery = self.gallery.model_copy(update={"match_threshold": default})
-            gallery.__pydantic_fields_set__.discard("match_threshold")  # still "not set": follows the embedder
-            object.__setattr__(self, "gallery", gallery)
+        follow_unset(self, "gallery", "match_threshold", default)
         return self
 
     @model_validator(mode="after")
     def _children_per_track_as_per_face(self) -> "FacesConfig":
         """An unset ``aggregation.child_below_years`` follows ``age_gender.child_below_years``."""
-        agg, years = self.aggregation, self.age_gender.child_below_years
-        if "child_below_years" not in agg.model_fields_set and agg.child_below_years != years:
-            agg = agg.model_copy(update={"child_below_years": years})
-            agg.__pydantic_fields_set__.discard("child_below_years")
-            object.__setattr__(self, "aggregation", agg)
+        follow_unset(self, "aggregation", "child_below_years", self.age_gender.child_below_years)
         return self

@@ -31,7 +31,7 @@ from pydantic import Field, SerializeAsAny, ValidationError, ValidationInfo, fie
 
 from storelens.config.alerts import AlertsConfig
 from storelens.config.auth import AuthConfig
-from storelens.config.base import Strict
+from storelens.config.base import Strict, follow_unset
 from storelens.config.groups import GroupsConfig, StaffConfig
 from storelens.config.behaviour import (
     CameraFloorConfig,
@@ -557,11 +557,8 @@ class SiteConfig(Strict):
             0.35
         """
         low = self.tracker.track_low_thresh if isinstance(self.tracker, ByteReidTrackerConfig) else None
-        if (low is not None and "confidence" in type(self.detector).model_fields
-                and "confidence" not in self.detector.model_fields_set):
-            detector = self.detector.model_copy(update={"confidence": low})
-            detector.__pydantic_fields_set__.discard("confidence")  # still "not set": follows the tracker
-            object.__setattr__(self, "detector", detector)
+        if low is not None and "confidence" in type(self.detector).model_fields:
+            follow_unset(self, "detector", "confidence", low)
         return self
 
     @model_validator(mode="after")

@@ -43,7 +43,6 @@ from storelens.domain.counting import CrossingEvent
 from storelens.errors import ConfigError
 from storelens.stages.snapshots import blur_heads
 from storelens.storage.schema import count_audits
-from storelens.storage.schema import crossings as crossings_table
 from storelens.storage.schema import frames as frames_table
 
 #: ``rule_id`` and ``kind`` of the alert an audit raises.
@@ -81,14 +80,7 @@ def pick_crossings(config: SiteConfig, storage: Any, n: int | None = None, start
     if unknown:
         raise ConfigError(f"unknown camera(s) {unknown}; the config has {sorted(known)}")
     lo, hi = (-(2**62) if start_ms is None else start_ms), (2**62 if end_ms is None else end_ms)
-    c = crossings_table.c
-
-    def in_range(cam: str) -> sa.Select[Any]:
-        return sa.select(c.event_id, c.camera_id, c.line_id, c.track_id, c.direction, c.ts_ms, c.seq).where(
-            c.camera_id == cam, c.ts_ms >= lo, c.ts_ms < hi)
-
-    sizes = [int(storage._rows(sa.select(sa.func.count()).select_from(in_range(cam).subquery()))[0][0])
-             for cam in cams]
+    sizes = [storage.crossing_count(cam, lo, hi) for cam in cams]
     total = sum(sizes)
     if not total:
         raise ConfigError("no line crossings stored in the range: nothing to audit")
@@ -98,8 +90,7 @@ def pick_crossings(config: SiteConfig, storage: Any, n: int | None = None, start
         while k >= sizes[i]:
             k -= sizes[i]
             i += 1
-        stmt = in_range(cams[i]).order_by(c.ts_ms, c.seq, c.line_id, c.track_id).limit(1).offset(k)
-        picked.append(CrossingEvent(*storage._rows(stmt)[0]))
+        picked.extend(storage.crossings(cams[i], lo, hi, limit=1, offset=k))
     return sorted(picked, key=lambda e: (e.camera_id, e.ts_ms))
 
 

@@ -127,7 +127,10 @@ class Storage(Protocol):
 
     def tracks(self, camera_id: str, start_ms: int, end_ms: int, limit_points: int = 100_000) -> list[TrackPath]: ...
 
-    def crossings(self, camera_id: str, start_ms: int, end_ms: int, limit: int = 100_000) -> list[CrossingEvent]: ...
+    def crossings(self, camera_id: str, start_ms: int, end_ms: int, limit: int = 100_000,
+                  offset: int = 0) -> list[CrossingEvent]: ...
+
+    def crossing_count(self, camera_id: str, start_ms: int, end_ms: int) -> int: ...
 
     def write_track_attributes(self, items: Sequence[m.TrackAttributes]) -> None: ...
 
@@ -673,15 +676,24 @@ class SqlStorage(SqlStore):
                 .order_by(p.c.track_id, p.c.ts_ms, p.c.seq))
         return _track_paths(self._rows(stmt))
 
-    def crossings(self, camera_id: str, start_ms: int, end_ms: int, limit: int = 100_000) -> list[CrossingEvent]:
-        """Crossings in ``[start_ms, end_ms)`` in time order (at most ``limit``, the earliest)."""
-        if limit < 0:
-            raise ValueError(f"limit must be >= 0, got {limit}")
+    def crossings(self, camera_id: str, start_ms: int, end_ms: int, limit: int = 100_000,
+                  offset: int = 0) -> list[CrossingEvent]:
+        """Crossings in ``[start_ms, end_ms)`` in time order: at most ``limit``, the earliest after the first
+        ``offset`` (the order is total, so a position names one crossing: :meth:`crossing_count` gives them)."""
+        if limit < 0 or offset < 0:
+            raise ValueError(f"limit and offset must be >= 0, got {limit} and {offset}")
         c = crossings.c
         stmt = _in_range(sa.select(c.event_id, c.camera_id, c.line_id, c.track_id, c.direction, c.ts_ms, c.seq)
                          .where(c.camera_id == camera_id), c.ts_ms, start_ms, end_ms)
-        stmt = stmt.order_by(c.ts_ms, c.seq, c.line_id, c.track_id).limit(limit)
+        stmt = stmt.order_by(c.ts_ms, c.seq, c.line_id, c.track_id).limit(limit).offset(offset)
         return [CrossingEvent(*row) for row in self._rows(stmt)]
+
+    def crossing_count(self, camera_id: str, start_ms: int, end_ms: int) -> int:
+        """How many crossings :meth:`crossings` has in ``[start_ms, end_ms)`` (counted in the database)."""
+        c = crossings.c
+        stmt = _in_range(sa.select(sa.func.count()).select_from(crossings).where(c.camera_id == camera_id),
+                         c.ts_ms, start_ms, end_ms)
+        return int(self._rows(stmt)[0][0])
 
 
 class _Compiled:
