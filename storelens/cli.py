@@ -613,7 +613,7 @@ def cmd_site(args) -> int:
     import yaml
 
     from storelens.config import load_config, with_cameras
-    from storelens.config.site import site_document
+    from storelens.config.site import site_document, site_version_document, written_document
     from storelens.storage import open_storage
     from storelens.storage import auth as audit_store
     from storelens.storage import site as sq
@@ -626,7 +626,7 @@ def cmd_site(args) -> int:
         if latest:
             config = with_cameras(config, latest[1]["cameras"], origin=f"site version {version}")
         if args.site_command == "export":
-            doc = site_document(config, exclude_defaults=True)
+            doc = written_document(config, site_document(config, exclude_defaults=True))  # ${VAR}s unexpanded
             text = f"# StoreLens site, version {version} (storelens site export)\n" + yaml.safe_dump(doc, sort_keys=False)
             if args.out:
                 pathlib.Path(args.out).write_text(text)
@@ -634,9 +634,9 @@ def cmd_site(args) -> int:
             else:
                 sys.stdout.write(text)
             return 0
-        new = with_cameras(config, [c.model_dump(mode="json") for c in load_config(args.file).cameras],
-                           origin=args.file)  # the whole file is validated; its cameras become the version
-        saved = sq.save_site(storage, version, {"cameras": [c.model_dump(mode="json") for c in new.cameras]},
+        new = with_cameras(config, site_version_document(load_config(args.file))["cameras"],
+                           origin=args.file)  # the whole file is validated; its cameras as written become the version
+        saved = sq.save_site(storage, version, {"cameras": site_version_document(new)["cameras"]},
                              "cli", int(time.time() * 1000))
         if saved is None:
             raise ConfigError("the site changed while importing: run the import again")

@@ -161,7 +161,8 @@ def test_counts_minute_buckets_and_totals(client: TestClient) -> None:
     r = client.get("/v1/counts", params={"camera_id": "cam-1", "start_ms": T0, "end_ms": T0 + 120_000})
     assert r.status_code == 200
     assert r.json() == {
-        "camera_id": "cam-1", "start_ms": T0, "end_ms": T0 + 120_000, "bucket_s": 60,
+        "camera_id": "cam-1", "start_ms": T0, "end_ms": T0 + 120_000, "bucket_s": 60, "aligned_to": "epoch",
+        "timezone": "UTC",
         "buckets": [
             {"line_id": "door", "start_ms": T0, "end_ms": T0 + 60_000, "in": 2, "out": 0},
             {"line_id": "door", "start_ms": T0 + 60_000, "end_ms": T0 + 120_000, "in": 0, "out": 1},

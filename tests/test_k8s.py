@@ -1019,12 +1019,20 @@ def _stage_inputs() -> dict[str, str]:
     return {s.name: next(iter(s.inputs)) for s in (DetectTrackStage, AttributesStage)}
 
 
+def useful_replicas(base_topic: str, cfg: SiteConfig) -> int:
+    """The consumers of one group on ``base_topic`` that can get messages: its partitions, and for a topic keyed
+    by camera id (``TopicSpec.keyed_by_camera``: frames, person-crops) at most one partition per camera."""
+    spec = next(t for t in topics.TOPICS if t.name == base_topic)
+    partitions = spec.partitions if spec.partitions_fixed else cfg.kafka.partitions
+    return min(partitions, len(cfg.cameras)) if spec.keyed_by_camera else partitions
+
+
 @pytest.mark.parametrize("target", STACKS, ids=_id)
 def test_scaled_objects_follow_the_site_config(target, monkeypatch):
     """Each ScaledObject scales a Deployment of the target on the lag of the consumer group and
     topic the service really uses (``<group_prefix>-<stage>`` on ``<topic_prefix><input>``), with
-    the useful replicas as the ceiling (detect-track: min(partitions, cameras), since ``frames``
-    is keyed by camera id; otherwise the input's partitions), and signs in to Kafka like the services do."""
+    the useful replicas as the ceiling (:func:`useful_replicas`: min(partitions, cameras) for an input
+    keyed by camera id, frames and person-crops), and signs in to Kafka like the services do."""
     docs = render(target)
     deps = {d["metadata"]["name"]: d for d in deployments(docs)}
     auths = {a["metadata"]["name"]: a for a in of_kind(docs, "TriggerAuthentication")}
@@ -1040,8 +1048,9 @@ def test_scaled_objects_follow_the_site_config(target, monkeypatch):
         assert not scaled, "one camera: a detect-track ScaledObject would have a ceiling of 1"
         assert deps["storelens-detect-track"]["spec"]["replicas"] == 1
     if target.name.endswith("-cloud"):
-        assert {s["spec"]["scaleTargetRef"]["name"] for s in scaled} == {"storelens-attributes"}
-    specs = {t.name: t for t in topics.TOPICS}
+        # The same store: one camera, so one attributes replica gets every crop (person-crops is keyed by camera).
+        assert not scaled, "one camera: an attributes ScaledObject would have a ceiling of 1"
+        assert deps["storelens-attributes"]["spec"]["replicas"] == 1
     for so in scaled:
         ref = so["spec"]["scaleTargetRef"]
         dep = deps[ref["name"]]
@@ -1058,13 +1067,10 @@ def test_scaled_objects_follow_the_site_config(target, monkeypatch):
         if target != BASE:
             assert meta["consumerGroup"] == f"{cfg.kafka.group_prefix}-{comp}", so["metadata"]["name"]
             assert meta["topic"] == topics.topic_name(inputs[comp], cfg.kafka.topic_prefix)
-            spec = specs[inputs[comp]]
-            ceiling = spec.partitions if spec.partitions_fixed else cfg.kafka.partitions
-            if inputs[comp] == topics.FRAMES:
-                # frames are keyed by camera id: at most one partition per camera ever gets data,
-                # and every replica beyond that reserves 2 cores and pauses the others at each step.
-                ceiling = min(ceiling, len(cfg.cameras))
-                assert ceiling > 1, "a ceiling of 1 scales nothing: drop the ScaledObject"
+            # frames and person-crops are keyed by camera id: at most one partition per camera ever gets data,
+            # and every replica beyond that holds idle cores and pauses the others at each step.
+            ceiling = useful_replicas(inputs[comp], cfg)
+            assert ceiling > 1, "a ceiling of 1 scales nothing: drop the ScaledObject"
             assert so["spec"]["maxReplicaCount"] == ceiling, "the ceiling is the replicas that can get input"
         assert 1 <= so["spec"]["minReplicaCount"] <= so["spec"]["maxReplicaCount"]
         assert env[meta["bootstrapServersFromEnv"]] == cfg.kafka.bootstrap_servers
@@ -1077,8 +1083,9 @@ def test_scaled_objects_follow_the_site_config(target, monkeypatch):
 
 
 def _custom(kind: str) -> dict:
-    target = next(t for t in STORE_OVERLAYS if t.name.endswith("-cloud"))
-    (doc,) = [copy.deepcopy(d) for d in render(target) if d["kind"] == kind]
+    """The ``kind`` object of the first store overlay that renders one."""
+    (doc,) = next(found for t in STORE_OVERLAYS
+                  if (found := [copy.deepcopy(d) for d in render(t) if d["kind"] == kind]))
     return doc
 
 

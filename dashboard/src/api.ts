@@ -179,6 +179,9 @@ export interface CountsOut {
   start_ms: number;
   end_ms: number;
   bucket_s: number;
+  /** store_local_day: whole days from the store's local midnight (23 or 25 h when the clocks change). */
+  aligned_to: "epoch" | "store_local_hour" | "store_local_day";
+  timezone: string;
   buckets: { line_id: string; start_ms: number; end_ms: number; in: number; out: number }[];
   totals: Record<string, { in: number; out: number }>;
 }

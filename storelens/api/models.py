@@ -5,10 +5,11 @@ the live state return.
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from storelens.domain.calendar import Alignment
 from storelens.storage import AGE_BAND_KEYS, EMOTION_KEYS, GENDER_KEYS, age_band
 
 class _Out(BaseModel):
@@ -78,12 +79,21 @@ class BucketOut(_Out):
     model_config = ConfigDict(frozen=True, validate_by_name=True, validate_by_alias=True)
 
     line_id: str
-    start_ms: int = Field(description="Aligned bucket start (inclusive).")
-    end_ms: int = Field(description="Aligned bucket end (exclusive).")
+    start_ms: int = Field(description="Aligned bucket start (inclusive; a local midnight for days).")
+    end_ms: int = Field(description="Aligned bucket end (exclusive; 23 or 25 hours after the start on a day "
+                                    "the clocks change).")
     count_in: int = Field(alias="in", ge=0)
     count_out: int = Field(alias="out", ge=0)
     groups_in: int | None = Field(None, ge=0, description="Buying units in; only with groups=true.")
     groups_out: int | None = Field(None, ge=0, description="Buying units out; only with groups=true.")
+
+
+#: What the buckets of a time series are aligned on (:meth:`~storelens.domain.calendar.StoreCalendar.grid`).
+AlignedTo = Annotated[Alignment, Field(description=(
+    "`store_local_day`: whole days from the store's local midnight (DST days have 23 or 25 hours); `epoch`: "
+    "multiples of bucket_s since the Unix epoch; `store_local_hour`: those moved by the sub-hour part of the "
+    "store's UTC offset (e.g. +05:30), so local whole hours are edges."))]
+StoreTimezone = Annotated[str, Field(description="The store's time zone (store.timezone), of the local days.")]
 
 
 class CountsOut(_Out):
@@ -91,6 +101,8 @@ class CountsOut(_Out):
     start_ms: int
     end_ms: int
     bucket_s: int
+    aligned_to: AlignedTo
+    timezone: StoreTimezone
     buckets: list[BucketOut] = Field(description="Non-empty buckets ordered by (start_ms, line_id).")
     totals: dict[str, InOut] = Field(description="Per line over [start_ms, end_ms); every configured line.")
 

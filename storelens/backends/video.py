@@ -1,10 +1,15 @@
 """Ingest: read a camera stream or a file with OpenCV, sample, resize, JPEG-encode.
 
-* Files: timestamps come from the stream position (``start_ts_ms + frame_index
-  / fps``), so two runs over the same file produce identical messages; the
-  last message has ``end_of_stream`` set.
+* Files: timestamps come from the stream position (``start_ts_ms`` + the frame's
+  presentation time in the file, which is ``frame_index / fps`` unless the file
+  has a variable frame rate), so two runs over the same file produce identical messages; the
+  last message has ``end_of_stream`` set when the file really ended (its end, or
+  a file that could not be read), never when ingest was asked to stop. A frame
+  that does not decode is skipped (logged, counted): the frames after it keep
+  their positions (:func:`read_file_frames`).
 * Live sources (RTSP/HTTP URLs, webcam indices): timestamps come from the
-  wall clock; a dropped connection is reopened with exponential backoff.
+  wall clock; a source that is missing, or that drops or gives no frame, is
+  reopened with exponential backoff (reset by the first frame read).
 * Sampling keeps the frame whose source time first reaches each tick of
   ``1 / target_fps``; ``source_frame`` keeps the 1-based source index.
 
@@ -18,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -48,10 +54,11 @@ class FrameSampler:
         self.target_fps = target_fps
         self._next_t = 0.0
 
-    def keep(self, index: int) -> bool:
+    def keep(self, index: int, t_s: float | None = None) -> bool:
+        """Whether to keep frame ``index`` shown at ``t_s`` seconds into the source (default: ``index / fps``)."""
         if not self.target_fps or self.target_fps >= self.source_fps:
             return True
-        t = index / self.source_fps
+        t = index / self.source_fps if t_s is None else t_s
         if t + 1e-9 >= self._next_t:
             self._next_t += 1.0 / self.target_fps
             while self._next_t <= t:
@@ -83,34 +90,82 @@ def open_capture(source: str) -> cv2.VideoCapture:
     return cap
 
 
+#: Unreadable frames in a row after which a file is taken as ended (:func:`read_file_frames`): a damaged stretch
+#: of a recording (4 s at 25 fps) is skipped; a truncated file, or one whose frame count is unknown or too high (a
+#: variable frame rate's count is an estimate), ends.
+MAX_BAD_FRAMES_IN_A_ROW = 100
+
+
 def read_file_frames(
-    source: str, start_ts_ms: int = 0, keep: Callable[[int], bool] | None = None
+    source: str, start_ts_ms: int = 0, keep: Callable[[int, float], bool] | None = None,
+    on_bad_frames: Callable[[int], None] | None = None,
 ) -> Iterator[RawFrame]:
     """Frames of a video file in order, stamped by stream position.
 
-    ``keep(index)`` selects frames: the others are decoded (the codec needs
-    them) but not converted to BGR, which saves ~30% of the read cost of a
-    1080p frame. Raises :class:`SourceError` if the file cannot be opened or
-    holds no decodable frame.
+    A frame's time is its presentation time in the file (``CAP_PROP_POS_MSEC``: right for a variable frame
+    rate too), or ``index / fps`` from the first frame whose time does not move forward (a file without them).
+    ``keep(index, t_s)`` selects frames (``t_s``: that time in seconds): the others are decoded (the codec
+    needs them) but not converted to BGR, which saves ~30% of the read cost of a 1080p frame.
+
+    A frame that does not decode (a corrupt JPEG or packet) is skipped: its index is not reused, so later
+    frames keep the index and time of their position in the file. Each run of skipped frames followed by a
+    good one is logged once and its length passed to ``on_bad_frames(n)``. Reading ends at the file's frame
+    count (``CAP_PROP_FRAME_COUNT``, when it gives one) or after :data:`MAX_BAD_FRAMES_IN_A_ROW` unreadable
+    frames in a row; unreadable frames at the end are not counted (the count can be an estimate), a file that
+    ends before its count is logged. Raises :class:`SourceError` if the file cannot be opened or no frame of it
+    decodes.
     """
     cap = open_capture(source)
     fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
     fps = fps if 0 < fps < 1000 else 25.0
+    count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)  # 0: unknown
+
     try:
-        index = 0
+        index = decoded = bad = 0  # bad: unreadable frames in a row, just before ``index``
+        pos_ms = -1.0  # the presentation time of the last frame, while the file gives them (then None)
         while True:
-            if not cap.grab():
-                break
-            if keep is None or keep(index):
-                ok, img = cap.retrieve()
-                if not ok or img is None:
+            img = None
+            ok = cap.grab()
+            if ok:
+                if pos_ms is not None:
+                    t = cap.get(cv2.CAP_PROP_POS_MSEC)
+                    pos_ms = t if math.isfinite(t) and t > pos_ms else None
+                t_ms = index * 1000.0 / fps if pos_ms is None else pos_ms
+                if keep is None or keep(index, t_ms / 1000.0):
+                    ok, img = cap.retrieve()
+                    ok = ok and img is not None
+            if ok:
+                if bad:
+                    log.warning("unreadable video frames skipped", extra={
+                        "source": redact_source(source), "first_frame": index - bad, "frames": bad})
+                    if on_bad_frames is not None:
+                        on_bad_frames(bad)
+                    bad = 0
+                decoded += 1
+                if img is not None:
+                    yield RawFrame(index, start_ts_ms + int(round(t_ms)), img)
+            elif 0 < count <= index:
+                break  # the end the file announced
+            else:
+                bad += 1
+                if bad >= MAX_BAD_FRAMES_IN_A_ROW:
+                    index += 1
                     break
-                yield RawFrame(index, start_ts_ms + int(round(index * 1000.0 / fps)), img)
             index += 1
-        if index == 0:
+        if bad and count:  # a truncated file, or an estimated count
+            log.info("video ended before its frame count", extra={
+                "source": redact_source(source), "frames": index - bad, "frame_count": count})
+        if decoded == 0:
             raise SourceError(f"no decodable frame in {redact_source(source)!r} (corrupt or empty video)")
     finally:
         cap.release()
+
+
+def _wait(seconds: float, should_stop: Callable[[], bool]) -> None:
+    """Sleep ``seconds``, or less once ``should_stop()``."""
+    deadline = time.monotonic() + seconds
+    while not should_stop() and (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(0.1, left))
 
 
 def read_live_frames(
@@ -119,7 +174,12 @@ def read_live_frames(
     should_stop: Callable[[], bool] = lambda: False,
     clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
 ) -> Iterator[RawFrame]:
-    """Frames of a live source, reconnecting with exponential backoff until ``should_stop()``."""
+    """Frames of a live source, reconnecting with exponential backoff until ``should_stop()``.
+
+    The backoff (0.5 s doubling to ``max_backoff_s``) is waited before each reopen, whether the source could
+    not be opened or its stream dropped, and starts again at 0.5 s only once a frame was read: a source that
+    opens but gives nothing is not reopened in a tight loop. Waits end early on ``should_stop()``.
+    """
     backoff = 0.5
     index = 0
     while not should_stop():
@@ -128,20 +188,24 @@ def read_live_frames(
         except SourceError as exc:
             log.warning("source unavailable, retrying", extra={"source": redact_source(source), "error": str(exc),
                                                                       "backoff_s": backoff})
-            time.sleep(backoff)
+            _wait(backoff, should_stop)
             backoff = min(max_backoff_s, backoff * 2)
             continue
-        backoff = 0.5
         try:
             while not should_stop():
                 ok, img = cap.read()
                 if not ok or img is None:
-                    log.warning("stream dropped, reconnecting", extra={"source": redact_source(source)})
                     break
+                backoff = 0.5  # frames come: the next drop is retried soon
                 yield RawFrame(index, clock_ms(), img)
                 index += 1
         finally:
             cap.release()
+        if should_stop():
+            break
+        log.warning("stream dropped, reconnecting", extra={"source": redact_source(source), "backoff_s": backoff})
+        _wait(backoff, should_stop)
+        backoff = min(max_backoff_s, backoff * 2)
 
 
 def resize_to_width(img: np.ndarray, width: int | None) -> np.ndarray:
@@ -237,7 +301,8 @@ def decode_frame(frame: m.Frame) -> np.ndarray:
 
 
 def camera_frames(cam: CameraConfig, should_stop: Callable[[], bool] = lambda: False,
-                  frame_format: FrameFormat = "jpeg", first_seq: int = 0) -> Iterator[m.Frame]:
+                  frame_format: FrameFormat = "jpeg", first_seq: int = 0,
+                  on_bad_frames: Callable[[int], None] | None = None) -> Iterator[m.Frame]:
     """Encoded (``frame_format``: see :func:`encode_frame`), sampled frames of one camera, then (for files)
     an end-of-stream marker.
 
@@ -246,25 +311,41 @@ def camera_frames(cam: CameraConfig, should_stop: Callable[[], bool] = lambda: F
     ``first_seq`` if larger): a restarted ingest process, which has lost its counters, goes on above every
     number it published before (a camera gives far fewer than 1000 frames a second), and downstream does not
     take the new frames for redeliveries of the old ones.
+
+    The end-of-stream marker comes when the file really ended: at its end, or before the error of a file that
+    cannot be read (:class:`SourceError` raised after it, so downstream closes the tracks and visits it has).
+    Stopped by ``should_stop()`` (SIGTERM, a stopped camera), a stream ends without one: the same file read again
+    later goes on where this one stopped (a replay is skipped by seq), with its tracks. ``on_bad_frames(n)``:
+    see :func:`read_file_frames`.
     """
     live = is_live(cam.source)
-    if live:  # sample by wall-clock time: a live stream's nominal fps is often wrong
-        raw_iter = _time_sampled(read_live_frames(cam.source, should_stop=should_stop), cam.target_fps)
-    else:
-        sampler = FrameSampler(source_fps(cam.source), cam.target_fps)
-        raw_iter = read_file_frames(cam.source, cam.start_ts_ms, keep=sampler.keep)
     seq = None
     last_ts = cam.start_ts_ms
-    for raw in raw_iter:
-        if should_stop():
-            break
-        if seq is None:
-            seq = max(first_seq, raw.ts_ms) if live else first_seq
-        yield encode_frame(cam.id, seq, raw, cam.resize_width, cam.jpeg_quality, frame_format)
-        last_ts = raw.ts_ms
-        seq += 1
-    if not live:
+    ended, error = False, None  # ended: the file's end or its error, not a stop
+    try:
+        if live:  # sample by wall-clock time: a live stream's nominal fps is often wrong
+            raw_iter = _time_sampled(read_live_frames(cam.source, should_stop=should_stop), cam.target_fps)
+        else:
+            sampler = FrameSampler(source_fps(cam.source), cam.target_fps)
+            raw_iter = read_file_frames(cam.source, cam.start_ts_ms, keep=sampler.keep, on_bad_frames=on_bad_frames)
+        for raw in raw_iter:
+            if should_stop():
+                break
+            if seq is None:
+                seq = max(first_seq, raw.ts_ms) if live else first_seq
+            yield encode_frame(cam.id, seq, raw, cam.resize_width, cam.jpeg_quality, frame_format)
+            last_ts = raw.ts_ms
+            seq += 1
+        else:
+            ended = not live
+    except Exception as exc:  # noqa: BLE001 (re-raised below, after a file's end-of-stream marker)
+        if live:
+            raise
+        ended, error = True, exc
+    if ended:
         yield m.Frame(camera_id=cam.id, seq=first_seq if seq is None else seq, ts_ms=last_ts, end_of_stream=True)
+    if error is not None:
+        raise error
 
 
 def _time_sampled(frames: Iterator[RawFrame], target_fps: float | None) -> Iterator[RawFrame]:

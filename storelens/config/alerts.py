@@ -1,5 +1,5 @@
-"""The ``alerts:`` section of the site file: ``rules`` (one list entry each, chosen by ``kind``) and
-``webhooks`` (where alerts are delivered).
+"""The ``alerts:`` section of the site file: ``rules`` (one list entry each, chosen by ``kind``),
+``webhooks`` (where alerts are delivered) and ``webhook_max_queued`` (how many wait per webhook URL).
 
 Every rule has an ``id`` (unique), a ``severity`` and a ``cooldown_s`` (after an alert of the
 rule resolves, the rule does not fire again for that long). The kinds:
@@ -168,11 +168,19 @@ class WebhookConfig(Strict):
     timeout_s: Annotated[float, Field(gt=0, le=300)] = 5.0
 
 
+#: Default of ``alerts.webhook_max_queued``.
+WEBHOOK_MAX_QUEUED = 1000
+
+
 class AlertsConfig(Strict):
-    """The ``alerts:`` section: ``rules`` (ids unique) and ``webhooks``."""
+    """The ``alerts:`` section: ``rules`` (ids unique), ``webhooks`` and ``webhook_max_queued``."""
 
     rules: list[AlertRule] = []
     webhooks: list[WebhookConfig] = []
+    #: Messages waiting per webhook URL (the one being sent or waiting to retry not counted) behind an endpoint
+    #: that is down or slow. One more and the oldest waiting is dropped: dead-lettered, logged as a warning and
+    #: counted in ``storelens_webhook_dropped_total`` (the analytics service's metrics); the newest are kept.
+    webhook_max_queued: Annotated[int, Field(ge=1, le=100_000), NoBool] = WEBHOOK_MAX_QUEUED
 
     @field_validator("rules")
     @classmethod

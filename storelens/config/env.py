@@ -27,3 +27,8 @@ def expand_env(value: str) -> str:
         raise ConfigError(f"environment variable {name} is not set (used as ${{{name}}})")
 
     return _ENV.sub(sub, value)
+
+
+def has_template(value: str) -> bool:
+    """Whether ``value`` holds a ``${NAME}`` / ``${NAME:-default}`` template."""
+    return _ENV.search(value) is not None

@@ -21,13 +21,15 @@ Example:
 """
 from __future__ import annotations
 
+import copy
 import math
 import os
 import pathlib
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import Field, SerializeAsAny, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (Field, PrivateAttr, SerializeAsAny, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from storelens.config.alerts import AlertsConfig
 from storelens.config.auth import AuthConfig
@@ -42,7 +44,7 @@ from storelens.config.behaviour import (
 )
 from storelens.config.audit import AuditConfig
 from storelens.config.detectors import DetectorConfig
-from storelens.config.env import expand_env
+from storelens.config.env import expand_env, has_template
 from storelens.config.faces import FacesConfig
 from storelens.config.privacy import PrivacyConfig
 from storelens.config.rollup import ChainConfig, RollupConfig
@@ -526,6 +528,9 @@ class SiteConfig(Strict):
     rollup: RollupConfig = Field(default_factory=RollupConfig)
     #: Set only in a chain's roll-up deployment (no cameras of its own).
     chain: ChainConfig | None = None
+    #: The document this site was parsed from, ``${VAR}`` templates unexpanded (``None``: built directly):
+    #: what :func:`site_version_document` and :func:`written_document` put the templates back from.
+    _written: dict | None = PrivateAttr(default=None)
 
     @field_validator("cameras")
     @classmethod
@@ -648,13 +653,52 @@ def parse_config(raw: object, origin: str = "<config>", base: pathlib.Path | Non
     """Validate an already-parsed YAML/JSON document into a :class:`SiteConfig`."""
     if not isinstance(raw, dict):
         raise ConfigError(f"config error in {origin}: expected a mapping at the top level")
+    written = copy.deepcopy(raw)
     raw = _expand(raw, origin)
     assert isinstance(raw, dict)
     _resolve_paths(raw, base or pathlib.Path.cwd())
     try:
-        return SiteConfig.model_validate(raw)
+        config = SiteConfig.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, origin)) from None
+    config._written = written
+    return config
+
+
+def _templated(written: object, parsed: object) -> object:
+    """``parsed`` with each string that ``written`` holds at the same place as a ``${VAR}`` template put back."""
+    if isinstance(written, str):
+        return written if has_template(written) else parsed
+    if isinstance(written, dict) and isinstance(parsed, dict):
+        return {k: _templated(written.get(k), v) for k, v in parsed.items()}
+    if isinstance(written, list) and isinstance(parsed, list) and len(written) == len(parsed):
+        return [_templated(w, v) for w, v in zip(written, parsed)]
+    return parsed
+
+
+def written_document(config: SiteConfig, doc: dict) -> dict:
+    """``doc`` (a dump of ``config``, e.g. :func:`site_document`) with the values the site was written with as
+    ``${VAR}`` templates put back unexpanded, so that no secret of this process's environment is written out;
+    the other values as in ``doc`` (relative paths resolved, defaults filled in).
+
+    Example:
+        >>> cam = {"id": "c", "source": "rtsp://u:${DOC_CAM_PW:-s3cret}@h/"}
+        >>> cfg = parse_config({"store": {"id": "s"}, "cameras": [cam]})
+        >>> cfg.cameras[0].source, written_document(cfg, site_document(cfg))["cameras"][0]["source"]
+        ('rtsp://u:s3cret@h/', 'rtsp://u:${DOC_CAM_PW:-s3cret}@h/')
+    """
+    return _templated(config._written, doc)  # type: ignore[return-value]
+
+
+def site_version_document(config: SiteConfig) -> dict:
+    """What a site version stores and publishes (table ``site_versions``, the ``site-config`` topic):
+    ``{"cameras": [...], "alert_rules": [...]}`` as written, ``${VAR}`` templates unexpanded (e.g. a camera
+    password stays ``${CAM_PASSWORD}``). Each process expands them with its own environment when it puts
+    the version in force (:func:`with_cameras`); credentials live in the environment, never in a version.
+    """
+    doc = written_document(config, {"cameras": [c.model_dump(mode="json") for c in config.cameras],
+                                    "alerts": {"rules": [r.model_dump(mode="json") for r in config.alerts.rules]}})
+    return {"cameras": doc["cameras"], "alert_rules": doc["alerts"]["rules"]}
 
 
 def site_document(config: SiteConfig, exclude_defaults: bool = False) -> dict:
@@ -679,8 +723,11 @@ def with_cameras(config: SiteConfig, cameras: list, origin: str = "site", alert_
     """``config`` with its ``cameras`` list replaced (dicts or :class:`CameraConfig`), validated as a whole;
     with ``alert_rules`` (dicts or rule objects; ``None``: unchanged), its ``alerts.rules`` too.
 
-    The site's cross references are checked again (entrance lines, alert rules naming cameras
-    and zones); :class:`ConfigError` names the bad field like a bad YAML file would.
+    ``${VAR}`` templates in them are expanded with this process's environment (a variable not set is a
+    :class:`ConfigError` naming the field and the variable); the result remembers them as given, templates
+    unexpanded (:func:`site_version_document`). The site's cross references are checked again (entrance
+    lines, alert rules naming cameras and zones); :class:`ConfigError` names the bad field like a bad YAML
+    file would.
 
     Example:
         >>> cfg = parse_config({"store": {"id": "s"}, "cameras": [{"id": "c", "source": "x.mp4"}]})
@@ -688,14 +735,21 @@ def with_cameras(config: SiteConfig, cameras: list, origin: str = "site", alert_
         >>> [ln.id for ln in moved.cameras[0].lines], cfg.cameras[0].lines
         (['d'], [])
     """
+    cams = [c.model_dump(mode="json") if isinstance(c, CameraConfig) else c for c in cameras]
+    written = copy.deepcopy(config._written) if isinstance(config._written, dict) else {}
+    written["cameras"] = copy.deepcopy(cams)
     raw = site_document(config)
-    raw["cameras"] = [c.model_dump(mode="json") if isinstance(c, CameraConfig) else c for c in cameras]
+    raw["cameras"] = _expand(cams, origin, "cameras")
     if alert_rules is not None:
-        raw["alerts"]["rules"] = [r if isinstance(r, dict) else r.model_dump(mode="json") for r in alert_rules]
+        rules = [r if isinstance(r, dict) else r.model_dump(mode="json") for r in alert_rules]
+        written["alerts"] = {**(written.get("alerts") or {}), "rules": copy.deepcopy(rules)}
+        raw["alerts"]["rules"] = _expand(rules, origin, "alerts.rules")
     try:
-        return SiteConfig.model_validate(raw)
+        new = SiteConfig.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, origin)) from None
+    new._written = written
+    return new
 
 
 def with_site_update(config: SiteConfig, update) -> SiteConfig:

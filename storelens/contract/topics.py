@@ -1,7 +1,8 @@
 """Topic names and their settings, declared once for every mode and service.
 
 Keys are camera ids (UTF-8), so one camera's messages stay ordered within a
-partition. The distributed deployment creates topics from :data:`TOPICS`.
+partition (except where :attr:`TopicSpec.keyed_by_camera` is false). The
+distributed deployment creates topics from :data:`TOPICS`.
 """
 from __future__ import annotations
 
@@ -51,6 +52,9 @@ class TopicSpec:
     compacted: bool = False
     #: ``partitions`` is fixed; otherwise the deployment's ``kafka.partitions`` is used.
     partitions_fixed: bool = False
+    #: Keyed by camera id (:func:`camera_key`): at most one partition per camera gets messages, so at most
+    #: min(partitions, cameras) consumers of a group get any (the KEDA ceilings of k8s/).
+    keyed_by_camera: bool = True
 
 
 _HOUR = 3_600_000
@@ -71,15 +75,19 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(TRACK_SUMMARIES, "storelens.v1.TrackSummary", 6, 7 * 24 * _HOUR),
     TopicSpec(HEATMAPS, "storelens.v1.HeatmapWindow", 6, 7 * 24 * _HOUR, max_message_bytes=8 * 1024**2),
     TopicSpec(CAMERA_SNAPSHOTS, "storelens.v1.CameraSnapshot", 6, 7 * 24 * _HOUR, max_message_bytes=8 * 1024**2),
-    TopicSpec(POS_TRANSACTIONS, "storelens.v1.PosTransaction", 6, 30 * 24 * _HOUR),
+    TopicSpec(POS_TRANSACTIONS, "storelens.v1.PosTransaction", 6, 30 * 24 * _HOUR, keyed_by_camera=False),
     TopicSpec(ALERTS, "storelens.v1.Alert", 6, 30 * 24 * _HOUR),
-    TopicSpec(CUSTOMER_ERASURES, "storelens.v1.CustomerErasure", 1, 30 * 24 * _HOUR, partitions_fixed=True),
+    TopicSpec(CUSTOMER_ERASURES, "storelens.v1.CustomerErasure", 1, 30 * 24 * _HOUR, partitions_fixed=True,
+              keyed_by_camera=False),
+    # keyed like the message it holds (a camera id, or another topic's key)
     TopicSpec(DEAD_LETTER, "storelens.v1.DeadLetter", 1, 14 * 24 * _HOUR, max_message_bytes=8 * 1024**2,
-              partitions_fixed=True),
-    TopicSpec(STORE_KPIS, "storelens.v1.StoreKpiHour", 1, -1, compacted=True, partitions_fixed=True),
-    TopicSpec(SITE_CONFIG, "storelens.v1.SiteUpdate", 1, -1, compacted=True, partitions_fixed=True),
+              partitions_fixed=True, keyed_by_camera=False),
+    TopicSpec(STORE_KPIS, "storelens.v1.StoreKpiHour", 1, -1, compacted=True, partitions_fixed=True,
+              keyed_by_camera=False),
+    TopicSpec(SITE_CONFIG, "storelens.v1.SiteUpdate", 1, -1, compacted=True, partitions_fixed=True,
+              keyed_by_camera=False),
     TopicSpec(DETECT_TRACK_STATE, "storelens.v1.StageSnapshot", 1, -1, max_message_bytes=64 * 1024**2,
-              compacted=True, partitions_fixed=True),
+              compacted=True, partitions_fixed=True, keyed_by_camera=False),  # keyed `<frames topic>/<partition>`
 )
 
 

@@ -21,6 +21,10 @@ Example:
     >>> cal = StoreCalendar("Europe/Berlin")
     >>> [(b.label, b.hours) for b in cal.buckets("day", 1774652400000, 1774821600000)]
     [('2026-03-28', 24.0), ('2026-03-29', 23.0)]
+
+The time series of the API (``/v1/counts``, ``/v1/zones/stats``: a width in seconds, not a
+period) lay their buckets out with :meth:`StoreCalendar.grid` (a :class:`BucketGrid`): whole
+days are local calendar days, shorter widths multiples of the width since the epoch.
 """
 from __future__ import annotations
 
@@ -38,8 +42,15 @@ WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 #: on the next calendar day (``24 * 60``: midnight). A weekday without an entry is closed.
 OpeningMinutes = Mapping[int, tuple[int, int]]
 
+#: Last instant the store calendar's buckets may reach: 9999-12-25 00:00 UTC (dates end with the year 9999).
+CALENDAR_MAX_MS = 253_401_696_000_000
+#: What a :class:`BucketGrid`'s edges are aligned on (``aligned_to`` of the API's answers).
+Alignment = Literal["epoch", "store_local_hour", "store_local_day"]
+
 _UTC = dt.timezone.utc
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=_UTC)
+_EPOCH_DAY = dt.date(1970, 1, 1)
+_HOUR_MS = 3_600_000
 
 
 def to_ms(t: dt.datetime) -> int:
@@ -173,6 +184,43 @@ class StoreCalendar:
     def hour_label(self, ms: int) -> str:
         return from_ms(ms, self.tz).isoformat(timespec="minutes")
 
+    # -- time series (a width in seconds) ---------------------------------------------------
+
+    def grid(self, bucket_s: int, start_ms: int, end_ms: int) -> BucketGrid:
+        """The buckets of ``bucket_s`` seconds over ``[start_ms, end_ms)`` (opening hours play no part):
+
+        * whole days (``bucket_s % 86400 == 0``): runs of local calendar days from local midnight
+          (``store_local_day``; a DST day has 23 or 25 hours); ``n``-day buckets count days from the
+          local 1970-01-01, as epoch-aligned ones did (a day the clock skipped has no bucket);
+        * shorter: multiples of the width since the epoch (``epoch``), moved by the sub-hour part of
+          the UTC offset at ``start_ms`` when it has one (``store_local_hour``: India's +05:30 keeps its
+          hours at :00 local), so local whole hours are edges as in a whole-hour zone.
+
+        Example:
+            >>> StoreCalendar("Asia/Kolkata").grid(3600, 0, 1).runs, StoreCalendar("Europe/Berlin").grid(3600, 0, 1)
+            (((1800000, 3600000),), BucketGrid(aligned_to='epoch', runs=((0, 3600000),)))
+        """
+        width = bucket_s * 1000
+        if width < 1 or end_ms <= start_ms:
+            raise ValueError(f"need bucket_s >= 1 and a non-empty range, got {bucket_s}, [{start_ms}, {end_ms})")
+        if bucket_s % 86_400:
+            offset = from_ms(min(start_ms, CALENDAR_MAX_MS), self.tz).utcoffset() or dt.timedelta()
+            origin = -(offset // dt.timedelta(milliseconds=1)) % _HOUR_MS % width
+            return BucketGrid("epoch" if origin == 0 else "store_local_hour", ((origin, width),))
+        if end_ms > CALENDAR_MAX_MS:
+            raise ValueError(f"end_ms ({end_ms}) is past the calendar's last day (at most {CALENDAR_MAX_MS})")
+        days = bucket_s // 86_400
+        day = _EPOCH_DAY + dt.timedelta(days=(self.local_date(start_ms) - _EPOCH_DAY).days // days * days)
+        edges = [self.midnight(day)]
+        while edges[-1] < end_ms:
+            day += dt.timedelta(days=days)
+            edges.append(self.midnight(day))
+        runs: list[tuple[int, int]] = []
+        for a, b in zip(edges, edges[1:]):
+            if b > a and (not runs or runs[-1][1] != b - a):
+                runs.append((a, b - a))
+        return BucketGrid("store_local_day", tuple(runs))
+
     # -- buckets ----------------------------------------------------------------------------
 
     def buckets(self, period: str, start_ms: int, end_ms: int) -> list[Bucket]:
@@ -212,6 +260,47 @@ class StoreCalendar:
                 if a < end_ms and b > start_ms:
                     out.append(Bucket(self.hour_label(a), d, a, b, ((a, b),)))
         return out
+
+
+@dataclass(frozen=True)
+class BucketGrid:
+    """Adjacent time buckets as runs of equal widths: run ``i`` is ``(origin_ms, width_ms)``, buckets
+    ``[origin + k * width, origin + (k + 1) * width)`` up to the next run's origin (an edge of both). The
+    first run also reaches back before its origin, the last one on without end; a grid made for a range
+    (:meth:`StoreCalendar.grid`) is exact over that range.
+
+    Example:
+        >>> g = StoreCalendar("Europe/Berlin").grid(86_400, 1774652400000, 1774821600000)  # 2026-03-28/29
+        >>> g.runs, g.end_of(1774738800000) - 1774738800000, g.count(1774652400000, 1774821600000)
+        (((1774652400000, 86400000), (1774738800000, 82800000)), 82800000, 2)
+    """
+
+    aligned_to: Alignment
+    runs: tuple[tuple[int, int], ...]
+
+    def _run(self, ms: int) -> int:
+        return max(0, bisect.bisect_right([o for o, _ in self.runs], ms) - 1)
+
+    def start_of(self, ms: int) -> int:
+        """Start of the bucket holding ``ms``."""
+        origin, width = self.runs[self._run(ms)]
+        return ms - (ms - origin) % width
+
+    def end_of(self, start_ms: int) -> int:
+        """End of the bucket that starts at ``start_ms``."""
+        return start_ms + self.runs[self._run(start_ms)][1]
+
+    def index(self, ms: int) -> int:
+        """The number of the bucket holding ``ms`` (consecutive buckets: consecutive numbers)."""
+        i, base = self._run(ms), 0
+        for (o, w), (nxt, _) in zip(self.runs[:i], self.runs[1:i + 1]):
+            base += (nxt - o) // w
+        origin, width = self.runs[i]
+        return base + (ms - origin) // width
+
+    def count(self, start_ms: int, end_ms: int) -> int:
+        """Buckets that ``[start_ms, end_ms)`` touches."""
+        return self.index(end_ms - 1) - self.index(start_ms) + 1
 
 
 class BucketIndex:

@@ -7,13 +7,20 @@ enough to matter, so a tracker is told a few times per stream, not every frame.
 """
 from __future__ import annotations
 
+#: An interval more than this many times the current mean is a break in the stream (a reconnect, a stalled
+#: camera), not its rate: it is left out of the mean. A second such interval in a row is a new rate (a camera
+#: re-sampled from 25 to 2 fps): the mean starts again from it.
+BREAK_FACTOR = 5.0
+
 
 class FrameRate:
     """Frames per second from successive ``ts_ms`` (the mean interval of the first ``1 / smoothing``
     intervals, then an exponential average: a 25 fps file sampled to 10 fps alternates 80 and 120 ms).
 
     :meth:`update` returns the rate when it first becomes known and whenever it then moves by more than
-    ``tolerance`` (a share) from the last one returned; ``None`` otherwise.
+    ``tolerance`` (a share) from the last one returned; ``None`` otherwise. A gap (an interval above
+    :data:`BREAK_FACTOR` times the mean: a reconnect) does not count; the intervals after it go on from the
+    rate before it.
 
     >>> r = FrameRate()
     >>> [r.update(t) for t in (0, 200, 400, 600)]            # a 5 fps camera: told once
@@ -28,6 +35,7 @@ class FrameRate:
         self._last_ts_ms: int | None = None
         self._interval_ms = 0.0  # the first interval replaces it (weight 1 / n = 1)
         self._n = 0
+        self._gap = False  # the last interval was a break (BREAK_FACTOR)
         self.reported: float | None = None
 
     def update(self, ts_ms: int) -> float | None:
@@ -35,6 +43,12 @@ class FrameRate:
         if last is None or ts_ms <= last:
             return None  # the first frame, or a clock that did not move (or went back): nothing learnt
         dt = float(ts_ms - last)
+        if self._n and dt > BREAK_FACTOR * self._interval_ms:
+            self._gap, gap = True, self._gap
+            if not gap:
+                return None  # a break in the stream: its rate is the one before
+            self._n = 0  # the second in a row: a new rate, learnt afresh from this interval
+        self._gap = False
         self._n += 1  # the plain mean of the first intervals, then the exponential average
         weight = max(self.smoothing, 1.0 / self._n)
         self._interval_ms += weight * (dt - self._interval_ms)

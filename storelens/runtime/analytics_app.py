@@ -156,7 +156,8 @@ class AnalyticsApp:
         #: The table value the stage's camera state was last loaded from or saved as.
         self._cache: dict[str, dict | None] = {}
         self._sink = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="analytics-sink")
-        sinks = [HistorySink(storage)] + ([LiveSink(live)] if live is not None else []) + webhook_sinks(config)
+        sinks = ([HistorySink(storage)] + ([LiveSink(live)] if live is not None else [])
+                 + webhook_sinks(config, rt.metrics))  # queues bounded by alerts.webhook_max_queued
         #: The runner core every input goes through (decode, stage, error policy, sinks with retries).
         #: The scheduled retention purge of the history (privacy.retention): a chore of the core, run in
         #: the sink thread (no write of a message interleaves with it). Customer links whose customer

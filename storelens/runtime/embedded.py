@@ -21,6 +21,12 @@ each new version first, then the ingest :class:`~storelens.runtime.ingest.Camera
 starts the added cameras, stops the removed ones and restarts the re-pointed ones. A file
 camera added mid-run is read to its end before the run ends; a live one runs until :meth:`stop`.
 
+A stop (:meth:`stop`, Ctrl-C, SIGTERM in the CLI) ends each stage after the message in hand; then
+the analytics stage ends every camera still streaming as at an end of stream (its open zone visits
+get their exits; the last zone buckets, heatmap minute and hour, journeys and buying units are
+written to the history), since its state lives in this process only
+(:meth:`~storelens.stages.analytics.AnalyticsStage.end_streams`).
+
 Example:
     >>> from storelens.config import load_config                      # doctest: +SKIP
     >>> result = EmbeddedPipeline(load_config("site.yaml")).run()     # doctest: +SKIP
@@ -77,7 +83,9 @@ class PipelineResult:
     #: Track -> customer decisions of the reid stage, in order: the last :data:`CUSTOMER_MATCHES_KEPT` (a run of
     #: live cameras never ends; the history keeps them all).
     customer_matches: deque[m.CustomerMatch] = field(default_factory=lambda: deque(maxlen=CUSTOMER_MATCHES_KEPT))
-    #: Errors handled by the runners' policy (e.g. ``{"storage": 3}``: three failed writes, retried).
+    #: Errors handled by the runners' policy (e.g. ``{"storage": 3}``: three failed writes, retried), cameras whose
+    #: source failed (``source``) and unreadable video frames skipped (``decode``, with the stages' undecodable
+    #: messages).
     errors: dict[str, int] = field(default_factory=dict)
     #: detect-track's calls by frames per call (``{1: 40, 2: 15}``), when it batches cameras
     #: (``pipeline.batch_cameras`` > 1 and more than one camera); empty otherwise.
@@ -191,7 +199,12 @@ class EmbeddedPipeline:
 
     # -- run -----------------------------------------------------------------------------
     def run(self, stage: DetectTrackStage | None = None) -> PipelineResult:
-        """Run until every file source has ended (or :meth:`stop`); raise the first stage error."""
+        """Run until every file source has ended (or :meth:`stop`); raise the first stage error.
+
+        A camera whose source fails (a file with no decodable frame) ends alone, logged and counted in
+        ``errors["source"]``; its error is raised at the end only if every camera failed. Unreadable frames a
+        file skipped are counted in ``errors["decode"]``.
+        """
         check_sources(self.config)
         deps = self._deps(stage)
         stages = {e.name: e.build(self.config, **deps.get(e.name, {})) for e in stages_for("embedded", self.config)}
@@ -226,18 +239,23 @@ class EmbeddedPipeline:
                             observers=[self._observer(name)], batch_max=self._batch_max(name, cameras))
             self.runners[name] = runner
             threads.append(threading.Thread(target=self._run_stage, args=(runner,), name=name, daemon=True))
-        at_start = {c.id: c for c in cameras}
+        failed: dict[str, tuple[CameraConfig, StoreLensError]] = {}  # camera id -> the camera, its source's error
+        counting = threading.Lock()  # the camera threads count errors
+
+        def count_error(reason: str, n: int = 1) -> None:
+            with counting:
+                self.result.errors[reason] = self.result.errors.get(reason, 0) + n
 
         def source_failed(cam: CameraConfig, exc: StoreLensError) -> None:
-            if at_start.get(cam.id) == cam:  # a camera of the start fails the run (as check_sources would)
-                self._fail(exc)
-                return
-            # a camera a site version added or re-pointed: the others go on
+            # (a file with no decodable frame, ...): that camera ends, its frames before and its end-of-stream
+            # marker are analysed, the others go on
             log.error("camera failed", extra={"camera": cam.id, "error": str(exc)})
-            self.result.errors["source"] = self.result.errors.get("source", 0) + 1
+            failed[cam.id] = (cam, exc)
+            count_error("source")
 
         self.ingest = CameraSupervisor(lambda k, v: self.bus.publish(topics.FRAMES, k, v), self._stop.is_set,
-                                       source_failed, frame_format=self.config.pipeline.frames)
+                                       source_failed, frame_format=self.config.pipeline.frames,
+                                       on_bad_frames=lambda cam, n: count_error("decode", n))
         t0 = time.perf_counter()
         for t in threads:
             t.start()
@@ -264,6 +282,7 @@ class EmbeddedPipeline:
         self.ingest.stop(timeout_s=5)
         for t in threads:
             t.join(timeout=30)
+        self._end_streams(threads)
         if site_watch is not None:  # a look at the site versions in progress ends before the caller closes storage
             site_watch.join(timeout=SITE_WATCH_JOIN_S)
             if site_watch.is_alive():
@@ -273,6 +292,8 @@ class EmbeddedPipeline:
             w.sender.flush()
             w.sender.close()  # its delivery threads (one per URL) end with the run
         self._collect(time.perf_counter() - t0)
+        if not self._errors and failed and all(failed.get(c.id, (None,))[0] == c for c in self.ingest.cameras):
+            self._errors.append(next(iter(failed.values()))[1])  # no camera could be read: the run failed
         if self._errors:
             err = self._errors[0]
             if isinstance(err, StoreLensError):
@@ -352,6 +373,25 @@ class EmbeddedPipeline:
             failure = exc
         if failure is not None:
             self._fail(failure)
+
+    def _end_streams(self, threads: list[threading.Thread]) -> None:
+        """After a stop with cameras still streaming (a live source, a file not read to its end): analytics ends
+        them as at an end of stream and its sinks (history, webhooks) get what was still open -- zone visits'
+        exits, the last zone buckets, heatmap minute and hour, journeys, buying units -- before :meth:`run`
+        returns (and the caller closes the history). This state is in memory only: without it a stop lost it.
+        Nothing when every source had ended, or when analytics failed or has not stopped."""
+        runner = self.runners.get("analytics")
+        thread = next((t for t in threads if t.name == "analytics"), None)
+        if runner is None or thread is None or runner.failure is not None:
+            return
+        if thread.is_alive():
+            log.warning("analytics has not stopped: the cameras still streaming are not ended")
+            return
+        try:
+            runner.core.end_streams()
+        except Exception:  # noqa: BLE001 (the run has stopped: report it, return what was counted)
+            log.exception("ending the cameras' streams at the stop failed")
+            self.result.errors["end_streams"] = self.result.errors.get("end_streams", 0) + 1
 
     def _collect(self, elapsed_s: float) -> None:
         res = self.result

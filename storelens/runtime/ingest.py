@@ -6,7 +6,10 @@ version saved through ``/v1/site``): added cameras start, removed ones stop, and
 whose source or sampling changed (:data:`storelens.config.cameras.STREAM_FIELDS`) is stopped
 and started again with its new settings. A restarted camera's frame numbers go on after the
 old stream's (detect-track and analytics skip frames by seq), so nothing is mistaken for a
-redelivery.
+redelivery. A file camera that a cameras list removes or restarts ends its stream with an
+end-of-stream marker (the restarted one reads its file again from the start: a new stream);
+stopped with the process (:meth:`CameraSupervisor.stop`, SIGTERM) it ends without one, so the
+next process goes on with its tracks.
 
 Example:
     >>> sup = CameraSupervisor(bus_publish, stop.is_set, on_error)   # doctest: +SKIP
@@ -21,7 +24,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from storelens.backends.video import camera_frames
+from storelens.backends.video import camera_frames, is_live
 from storelens.config import CameraConfig
 from storelens.config.cameras import CameraDiff, diff_cameras
 from storelens.config.site import FrameFormat
@@ -37,18 +40,21 @@ STOP_JOIN_S = 30.0
 
 def pump_camera(cam: CameraConfig, publish: Callable[[bytes, bytes], None], should_stop: Callable[[], bool],
                 first_seq: int = 0, on_frame: Callable[[m.Frame], None] | None = None,
-                frame_format: FrameFormat = "jpeg") -> int:
+                frame_format: FrameFormat = "jpeg", on_bad_frames: Callable[[int], None] | None = None) -> int:
     """Publish ``(key, Frame bytes)`` for every frame of ``cam`` until its source ends or a stop; the count.
 
     Frames are numbered from ``first_seq`` (a restarted camera goes on after its last frame; a live one from
     its first frame's wall-clock ms if that is larger: see :func:`~storelens.backends.video.camera_frames`);
     ``on_frame(frame)`` is called after each publish; ``frame_format`` is the image's encoding
-    (:func:`~storelens.backends.video.encode_frame`: raw ``bgr`` only inside one process). Raises
-    :class:`~storelens.errors.StoreLensError` when the source cannot be read.
+    (:func:`~storelens.backends.video.encode_frame`: raw ``bgr`` only inside one process);
+    ``on_bad_frames(n)`` is told each run of ``n`` unreadable frames a file skipped. Raises
+    :class:`~storelens.errors.StoreLensError` when the source cannot be read (a file's end-of-stream marker
+    published first).
     """
     key = topics.camera_key(cam.id)
     n = 0
-    for frame in camera_frames(cam, should_stop=should_stop, frame_format=frame_format, first_seq=first_seq):
+    for frame in camera_frames(cam, should_stop=should_stop, frame_format=frame_format, first_seq=first_seq,
+                               on_bad_frames=on_bad_frames):
         publish(key, m.encode(frame))
         if on_frame is not None:
             on_frame(frame)
@@ -64,6 +70,12 @@ class _CameraRun:
     thread: threading.Thread | None = None
     #: The seq after the last frame published (the next stream of the camera starts there).
     next_seq: int = 0
+    #: The time of the last frame published.
+    last_ts_ms: int = 0
+    #: The stream's end-of-stream marker was published.
+    ended: bool = False
+    #: Stopped for good by a cameras list (removed, or restarted with new stream settings), not by the process.
+    final: bool = False
 
 
 class CameraSupervisor:
@@ -74,12 +86,15 @@ class CameraSupervisor:
         should_stop: the process is stopping (every camera stops).
         on_error: a camera whose source fails (the others go on).
         frame_format: how frames carry their image (``bgr`` only on the in-process bus).
+        on_bad_frames: ``on_bad_frames(camera, n)``: a file camera skipped ``n`` unreadable frames in a row.
     """
 
     def __init__(self, publish: Callable[[bytes, bytes], None], should_stop: Callable[[], bool],
-                 on_error: Callable[[CameraConfig, StoreLensError], None], frame_format: FrameFormat = "jpeg") -> None:
+                 on_error: Callable[[CameraConfig, StoreLensError], None], frame_format: FrameFormat = "jpeg",
+                 on_bad_frames: Callable[[CameraConfig, int], None] | None = None) -> None:
         self.publish = publish
         self.frame_format = frame_format
+        self.on_bad_frames = on_bad_frames
         self.should_stop = should_stop
         self.on_error = on_error
         self._runs: dict[str, _CameraRun] = {}
@@ -115,6 +130,7 @@ class CameraSupervisor:
             diff = diff_cameras(self.cameras, cameras)
             stopping = [self._runs[cid] for cid in diff.removed] + [self._runs[c.id] for c in diff.restarted]
             for run in stopping:
+                run.final = True  # a file's stream ends for good: its marker goes out
                 run.stop.set()
             for run in stopping:
                 if run.thread is not None:
@@ -134,16 +150,21 @@ class CameraSupervisor:
             return diff
 
     def _start(self, cam: CameraConfig) -> _CameraRun:
-        run = _CameraRun(cam, next_seq=self._next_seq.get(cam.id, 0))
+        run = _CameraRun(cam, next_seq=self._next_seq.get(cam.id, 0), last_ts_ms=cam.start_ts_ms)
         first = run.next_seq
+        bad = None if self.on_bad_frames is None else (lambda n: self.on_bad_frames(cam, n))
 
         def seen(frame: m.Frame) -> None:
-            run.next_seq = frame.seq + 1
+            run.next_seq, run.last_ts_ms, run.ended = frame.seq + 1, frame.ts_ms, frame.end_of_stream
 
         def target() -> None:
             try:
                 pump_camera(cam, self.publish, lambda: self.should_stop() or run.stop.is_set(), first, seen,
-                            self.frame_format)
+                            self.frame_format, bad)
+                if run.final and not run.ended and not is_live(cam.source) and not self.should_stop():
+                    end = m.Frame(camera_id=cam.id, seq=run.next_seq, ts_ms=run.last_ts_ms, end_of_stream=True)
+                    self.publish(topics.camera_key(cam.id), m.encode(end))
+                    seen(end)
             except StoreLensError as exc:
                 self.on_error(cam, exc)
             except Exception as exc:  # anything else (an OpenCV or client error) fails the camera the same way

@@ -5,8 +5,12 @@
 the last ``rollup.lookback_h`` hours of the store's calendar from its history and publishes
 those that differ from what it published before (a late sale, a track recognised as staff
 later, a replay: the hour is published again and replaces the older one, the topic being
-compacted by ``<store_id>/<start_ms>``). The analytics service runs it (``rollup.enabled``);
-an embedded store runs the same computation with ``storelens kpis publish``.
+compacted by ``<store_id>/<start_ms>``). Every hour sent names the computed window and the starts
+of every hour the store has in it (``window_*`` fields of ``StoreKpiHour``): the chain deletes the
+store's hours of the window that are not listed (a calendar change, a replay). When an hour sent
+before is no longer computed, the window's hours are sent again even if none changed. The analytics
+service runs it (``rollup.enabled``); an embedded store runs the same computation with
+``storelens kpis publish``.
 
 The computation and the publication are passed in (the history store is a layer above):
 
@@ -43,6 +47,9 @@ def _content(h: m.StoreKpiHour) -> bytes:
     c = m.StoreKpiHour()
     c.CopyFrom(h)
     c.computed_ms = 0
+    c.ClearField("window_start_ms")  # the window slides every run: not a change of the hour
+    c.ClearField("window_end_ms")
+    c.ClearField("window_hour_starts_ms")
     return c.SerializeToString(deterministic=True)
 
 
@@ -68,8 +75,8 @@ class KpiPublisher:
         self.now_ms = now_ms
         self.monotonic = monotonic
         self._next_s: float | None = None
-        #: key -> content of the last published version of each hour
-        self._sent: dict[bytes, bytes] = {}
+        #: key -> (start_ms, content of the last published version) of each hour
+        self._sent: dict[bytes, tuple[int, bytes]] = {}
         self.published = 0
 
     def due(self) -> bool:
@@ -81,13 +88,24 @@ class KpiPublisher:
         now = self.now_ms()
         if now is None:
             return 0
-        hours = self.compute(now - int(self.cfg.lookback_h * 3_600_000), now + 1, now)
-        changed = [(hour_key(h), h) for h in hours if self._sent.get(hour_key(h)) != _content(h)]
+        lo, hi = now - int(self.cfg.lookback_h * 3_600_000), now + 1
+        hours = self.compute(lo, hi, now)
+        starts = sorted({h.start_ms for h in hours if lo <= h.start_ms < hi})
+        for h in hours:  # the window this computation covers, and every hour the store has in it
+            h.window_start_ms, h.window_end_ms = lo, hi
+            h.window_hour_starts_ms[:] = starts
+        keys = {hour_key(h) for h in hours}
+        gone = [k for k, (start, _) in self._sent.items() if lo <= start < hi and k not in keys]
+        changed = [(hour_key(h), h) for h in hours if self._sent.get(hour_key(h), (0, None))[1] != _content(h)]
+        if gone and not changed:  # an hour disappeared: the window's hours tell the chain which
+            changed = [(hour_key(h), h) for h in hours]
         if not changed:
             return 0
         self.publish(changed)  # raises when the broker does not take them: nothing is marked sent
         for key, h in changed:
-            self._sent[key] = _content(h)
+            self._sent[key] = (h.start_ms, _content(h))
+        for key in gone:
+            del self._sent[key]
         self.published += len(changed)
-        log.info("KPI hours published", extra={"hours": len(changed), "now_ms": now})
+        log.info("KPI hours published", extra={"hours": len(changed), "gone": len(gone), "now_ms": now})
         return len(changed)

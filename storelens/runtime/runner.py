@@ -19,6 +19,11 @@ same sinks and publishing as a message's (:meth:`RunnerCore.tick`). The runner's
 it in the embedded mode; the analytics service calls the same :meth:`RunnerCore.tick` from a
 faust timer.
 
+**A stop.** The embedded mode's state is in memory only: when its run stops, it calls
+:meth:`RunnerCore.end_streams` once the stage's thread has ended, so a stage with an
+``end_streams() -> Outputs`` method (analytics: the cameras still streaming) writes what it still
+holds open to the sinks. The services do not (a restarted service goes on from its state).
+
 **Batches.** A stage with a ``handle_batch`` method (:mod:`storelens.stages.base`; detect-track)
 run by ``Runner(..., batch_max=N)`` with N > 1 gets the messages that wait behind a polled one
 in one call: the runner keeps polling without waiting while the next message is on the same
@@ -104,6 +109,8 @@ class Handled:
 
 #: Pseudo topic of :meth:`RunnerCore.tick` outputs (never consumed or published).
 TICK_TOPIC = "_tick"
+#: Pseudo topic of :meth:`RunnerCore.end_streams` outputs (never consumed or published).
+END_STREAMS_TOPIC = "_end_streams"
 
 
 class RunnerCore:
@@ -254,6 +261,26 @@ class RunnerCore:
             return None
         return h
 
+    def end_streams(self) -> Handled | None:
+        """What a stage with ``end_streams() -> Outputs`` still holds open when an embedded run stops (the analytics
+        stage: the cameras' open visits, buckets, journeys), written to the sinks as a tick's outputs are (a sink
+        that rejects them is logged and counted, the others are still written; one try each, the run is
+        stopping). Nothing is published: the stages downstream have stopped. ``None`` when the stage has no such
+        method or nothing was open; else the :class:`Handled` (``stop`` set when a sink failed)."""
+        end = getattr(self.stage, "end_streams", None)
+        if end is None:
+            return None
+        h = Handled(BusMessage(END_STREAMS_TOPIC, b"", b"", -1), END_STREAMS_TOPIC)
+        h.outputs = end()
+        if not h.outputs.records:
+            return None
+        h = self.write_sinks(h)
+        if h.stop is not None:
+            self._error("end_streams")
+            log.error("the records of the streams ended at the stop were not written",
+                      extra={"stage": self.stage.name, "error": repr(h.stop), "records": len(h.outputs.records)})
+        return h
+
     def run_chores(self) -> None:
         """Run the chores that are due; a failing chore is logged and counted, never fatal (it runs again
         when next due)."""
@@ -270,9 +297,9 @@ class RunnerCore:
         """Write ``h``'s records to every sink, retrying a failing one with backoff (blocking).
 
         A record a sink rejects turns ``h`` into a dead letter; a stop requested while
-        retrying sets ``h.stop`` (the message must then not be acknowledged). A tick's outputs
-        (:meth:`tick`) have no message to redeliver: a sink's rejection of them is logged and
-        counted, and the other sinks and the publishing still get them (a rejected alert still
+        retrying sets ``h.stop`` (the message must then not be acknowledged). The outputs of
+        :meth:`tick` and :meth:`end_streams` have no message to redeliver: a sink's rejection of them is
+        logged and counted, and the other sinks and the publishing still get them (a rejected alert still
         goes out on its topic and to the webhooks).
         """
         records = h.outputs.records
@@ -287,8 +314,8 @@ class RunnerCore:
                     break
                 except rejected_errors() as exc:
                     self._error("sink")
-                    if h.topic == TICK_TOPIC:
-                        log.error("sink rejected a tick's records; they are published without it",
+                    if h.topic in (TICK_TOPIC, END_STREAMS_TOPIC):
+                        log.error("sink rejected a tick's (or the stop's) records; the other sinks still get them",
                                   extra={"stage": self.stage.name, "sink": sink.name, "error": repr(exc),
                                          "records": len(records)})
                         break

@@ -1,7 +1,10 @@
 """What every StoreLens service process shares: settings, health, metrics, shutdown.
 
 * ``/healthz``: the process is alive and its loop is turning (heartbeat
-  younger than ``stall_s``).
+  younger than ``stall_s``; counted from the process' start until the first beat).
+* ``/startupz``: the service has started: its loop has beaten once (:meth:`ServiceRuntime.beat`),
+  which the services do only once their models are loaded and their stage is built. Kubernetes'
+  startup probe, which holds the liveness probe back until then; it stays 200 afterwards.
 * ``/readyz``: every readiness check passes (broker connected, model
   loaded, state recovered, ...); each check is a named callable.
 * ``/metrics``: Prometheus text format, from the service's own registry.
@@ -51,6 +54,9 @@ class ServiceMetrics:
                                     buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32))
         self.purged = Counter("storelens_privacy_purged_rows_total", "Rows of personal data deleted by the "
                               "retention purge (privacy.retention), by kind", ["kind"], registry=registry)
+        self.webhook_dropped = Counter("storelens_webhook_dropped_total", "Alert webhook messages dropped (dead-"
+                                       "lettered) because alerts.webhook_max_queued were waiting for their URL",
+                                       registry=registry)
 
 
 class ServiceRuntime:
@@ -63,6 +69,7 @@ class ServiceRuntime:
         self.stopping = threading.Event()
         self._checks: dict[str, Callable[[], bool]] = {}
         self._beat = time.monotonic()
+        self._started = False
         self.stall_s = stall_s
         self._server: ThreadingHTTPServer | None = None
 
@@ -71,6 +78,12 @@ class ServiceRuntime:
 
     def beat(self) -> None:
         self._beat = time.monotonic()
+        self._started = True
+
+    def startup(self) -> tuple[bool, dict]:
+        """Started: :meth:`beat` was called once (the service's loop runs). Before that ``/healthz`` passes on the
+        heartbeat of the process' start, while the models may still be loading."""
+        return self._started, {"status": "started" if self._started else "starting"}
 
     def health(self) -> tuple[bool, dict]:
         age = time.monotonic() - self._beat
@@ -88,7 +101,7 @@ class ServiceRuntime:
         return ok, {"status": "ready" if ok else "not ready", "checks": results}
 
     def start(self) -> None:
-        """Serve /healthz, /readyz, /metrics in a thread and install signal handlers."""
+        """Serve /healthz, /readyz, /startupz, /metrics in a thread and install signal handlers."""
         rt = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -96,8 +109,8 @@ class ServiceRuntime:
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
                     body, ctype, code = generate_latest(rt.registry), CONTENT_TYPE_LATEST, 200
-                elif path in ("/healthz", "/readyz"):
-                    ok, doc = rt.health() if path == "/healthz" else rt.readiness()
+                elif path in ("/healthz", "/readyz", "/startupz"):
+                    ok, doc = {"/healthz": rt.health, "/readyz": rt.readiness, "/startupz": rt.startup}[path]()
                     body, ctype, code = json.dumps({"service": rt.name, **doc}).encode(), "application/json", 200 if ok else 503
                 else:
                     body, ctype, code = b'{"detail": "not found"}', "application/json", 404

@@ -14,7 +14,8 @@
   ``backoff_max_s``; after ``max_attempts`` tries (or at once on another 4xx) the message is
   dead-lettered: logged and kept in :attr:`WebhookSender.dead_letters` (``on_dead_letter`` is
   called with it), the reason last in :attr:`Delivery.errors`. Also dead-lettered: the oldest
-  message of a URL that has more than ``max_queued`` waiting (logged as a warning), what is still
+  message of a URL that has more than ``max_queued`` waiting (``alerts.webhook_max_queued``; logged as a
+  warning, counted in :attr:`WebhookSender.dropped` and ``storelens_webhook_dropped_total``), what is still
   queued at :meth:`WebhookSender.close`, and a message whose delivery failed in an unexpected way
   (logged with its traceback; the thread goes on with the next message).
 
@@ -37,6 +38,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from storelens.config.alerts import WEBHOOK_MAX_QUEUED
 from storelens.contract import messages as m
 
 log = logging.getLogger(__name__)
@@ -44,8 +46,8 @@ log = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-StoreLens-Signature"
 DELIVERY_HEADER = "X-StoreLens-Delivery"
 _RETRY_STATUS = {408, 429}
-#: Messages waiting per webhook URL before the oldest is dropped (dead-lettered).
-MAX_QUEUED = 1000
+#: Messages waiting per webhook URL before the oldest is dropped (dead-lettered): ``alerts.webhook_max_queued``.
+MAX_QUEUED = WEBHOOK_MAX_QUEUED
 #: Reason (last of :attr:`Delivery.errors`) of a message still queued when the sender is closed.
 CLOSED_REASON = "not sent: the webhook sender was closed (shutdown) first"
 
@@ -115,12 +117,17 @@ def _post(d: Delivery) -> tuple[bool, bool, str]:
 class WebhookSender:
     """One background thread per webhook URL delivering its queued messages in order, with retries
     (see the module docstring). ``sleep`` waits between tries (default: a wait that :meth:`close` cuts short);
-    ``max_queued`` bounds the messages waiting per URL."""
+    ``max_queued`` bounds the messages waiting per URL; a message dropped for it is counted in :attr:`dropped` and
+    in ``metrics.webhook_dropped`` (``storelens_webhook_dropped_total``) when ``metrics`` is given."""
 
     def __init__(self, on_dead_letter: Callable[[Delivery], object] | None = None,
-                 sleep: Callable[[float], object] | None = None, max_queued: int = MAX_QUEUED) -> None:
+                 sleep: Callable[[float], object] | None = None, max_queued: int = MAX_QUEUED,
+                 metrics: Any = None) -> None:
         self.dead_letters: list[Delivery] = []
         self.delivered = 0
+        #: Messages dropped because ``max_queued`` were waiting for their URL (dead-lettered too).
+        self.dropped = 0
+        self.metrics = metrics
         #: Deliveries that failed in an unexpected way (a bug or an on_dead_letter that raised): logged, dead-lettered.
         self.internal_errors = 0
         self.on_dead_letter = on_dead_letter
@@ -152,6 +159,7 @@ class WebhookSender:
                     dropped = q.popleft()
                     dropped.errors.append(f"dropped: more than {self.max_queued} messages waiting for this webhook")
                     self._unfinished -= 1
+                    self.dropped += 1
                 q.append(d)
                 self._unfinished += 1
                 self._cond.notify_all()
@@ -159,6 +167,8 @@ class WebhookSender:
             if dropped is not d:
                 log.warning("alert webhook queue full; oldest message dropped",
                             extra={"url": dropped.url, "max_queued": self.max_queued})
+                if self.metrics is not None:
+                    self.metrics.webhook_dropped.inc()
             self._dead_letter(dropped)
 
     def _run(self, url: str) -> None:
@@ -273,6 +283,11 @@ class WebhookSink:
                                             w.timeout_s))
 
 
-def webhook_sinks(config) -> list[WebhookSink]:
-    """``[WebhookSink]`` when the site has alert webhooks, else ``[]``."""
-    return [WebhookSink(config.alerts.webhooks)] if config.alerts.webhooks else []
+def webhook_sinks(config, metrics: Any = None) -> list[WebhookSink]:
+    """``[WebhookSink]`` when the site has alert webhooks, else ``[]``: its sender bounds each URL's queue at
+    ``alerts.webhook_max_queued`` and counts what it drops in ``metrics`` (a
+    :class:`~storelens.runtime.service.ServiceMetrics`, optional)."""
+    if not config.alerts.webhooks:
+        return []
+    return [WebhookSink(config.alerts.webhooks,
+                        WebhookSender(max_queued=config.alerts.webhook_max_queued, metrics=metrics))]

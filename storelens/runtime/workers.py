@@ -148,7 +148,8 @@ def run_ingest(config: SiteConfig, rt: ServiceRuntime) -> int:
         rt.metrics.errors.labels("source").inc()
         log.error("camera failed", extra={"camera": cam.id, "error": str(exc)})
 
-    ingest = CameraSupervisor(publish, rt.stopping.is_set, failed)
+    ingest = CameraSupervisor(publish, rt.stopping.is_set, failed,
+                              on_bad_frames=lambda cam, n: rt.metrics.errors.labels("decode").inc(n))
     site, newest = site_tail(config)
     cameras, version = config.cameras, 0
     if newest is not None:

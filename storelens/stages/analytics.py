@@ -17,7 +17,6 @@ from typing import Iterable
 import numpy as np
 
 from storelens.config import SiteConfig, with_site_update
-from storelens.config.cameras import stream_settings
 from storelens.contract import messages as m
 from storelens.contract import topics
 from storelens.domain.counting import CrossingEvent, LineCounter, Occupancy, window_start_ms
@@ -96,6 +95,23 @@ class AnalyticsStage:
         pass without frames (``camera_down``), as records and on ``alerts``."""
         return self._store_outputs(self.store_alerts.tick(now_ms))
 
+    def end_streams(self) -> Outputs:
+        """End, as at the end of its stream (:meth:`process` of an end-of-stream frame), every camera whose stream
+        is still open: the embedded run stops while a live camera (or a file not read to its end) runs, and its
+        state is in memory only. Each camera ends at its last frame: its open zone visits get their exits, its
+        open zone buckets, heatmap minute and hour, journeys and buying units are written. The end-of-stream
+        frames are records too, so a replay of the stored frames ends there as well.
+
+        Not called by the analytics service: its state outlives a restart (the changelog-backed table) and the
+        next instance goes on from it, so ending there would give every open visit a false exit at each rolling
+        restart or rebalance.
+        """
+        outs = [self.handle(topics.TRACKS, m.TrackedFrame(camera_id=cam, seq=seq + 1, end_of_stream=True,
+                                                          ts_ms=self.store_alerts.last_ts.get(cam, 0)))
+                for cam, seq in sorted(self.last_seq.items()) if cam not in self.ended]
+        return Outputs(records=[r for o in outs for r in o.records], publish=[p for o in outs for p in o.publish],
+                       info={"ended": len(outs)})
+
     def _store_outputs(self, alerts: list) -> Outputs:
         return Outputs(records=list(alerts),
                        publish=[Publish(topics.ALERTS, a.camera_id or self.config.store.id, a) for a in alerts])
@@ -149,10 +165,14 @@ class AnalyticsStage:
         A camera whose lines changed keeps its counts and each person's side of the lines that
         stayed (a moved line starts afresh: :meth:`LineCounter.forget_lines`); a camera whose zones or
         other settings changed gets new analyzers that go on from the old ones' state (open visits, journeys,
-        heatmap minutes, firing alerts; a removed zone's visits and buckets are dropped), unless its stream
-        changed (:func:`~storelens.config.cameras.stream_settings`: a new stream starts its analyzers empty);
-        new cameras start empty, removed ones are forgotten. An invalid edit raises :class:`ConfigError`
-        (dead-lettered).
+        heatmap minutes and the hour's sum, zone buckets, firing alerts; a removed zone's visits and buckets are
+        dropped). So does a camera whose stream changed (:func:`~storelens.config.cameras.stream_settings`:
+        source, ``jpeg_quality``, ``target_fps``, ...): detect-track keeps its tracker, whose ids go on into the
+        new stream, so its people's visits and journeys go on too (new analyzers would leave the open visits
+        without an exit, the journeys unwritten and the hour's heatmap row without the minutes before the
+        edit); a stream that had ended (a file's end-of-stream marker) has nothing open any more, and its
+        tracker's next ids are new. New cameras start empty, removed ones are forgotten. An invalid edit
+        raises :class:`ConfigError` (dead-lettered).
         """
         if update.version <= self.site_version:
             return False
@@ -168,11 +188,11 @@ class AnalyticsStage:
                     was = {ln.id: ln for ln in before.lines}
                     counter.forget_lines({ln.id for ln in cam.lines if ln.id in was and was[ln.id] != ln})
                 self.counters[cam.id] = counter
-            if before is None or stream_settings(before) != stream_settings(cam):
+            if before is None:
                 self.analyzers[cam.id] = build_analyzers(new, cam)
             elif rules_changed or before.model_copy(update={"lines": []}) != cam.model_copy(update={"lines": []}):
-                # the same stream: the new analyzers (new zones, rules) go on from the old ones' state (each
-                # load_state drops what no longer applies: removed zones, removed rules)
+                # the new analyzers (new zones, rules, stream) go on from the old ones' state (each load_state
+                # drops what no longer applies: removed zones, removed rules)
                 fresh, kept = build_analyzers(new, cam), self.analyzers[cam.id]
                 for name, a in fresh.items():
                     if name in kept:

@@ -8,8 +8,9 @@ frame at or after its end arrives, and at the end of a finite source; the histor
 store keeps one row per minute (:mod:`storelens.storage.heatmaps`).
 
 For fast ranges the analyzer also keeps the running sum of the current (epoch-aligned)
-hour and publishes it as an hour-long ``HeatmapWindow`` after each minute it closes (the
-store upserts it: the last one of an hour is that hour's total).
+hour and publishes it as an hour-long ``HeatmapWindow`` after the minutes it closes, once for
+each hour they belong to (the store upserts it: the last one of an hour is that hour's total,
+the sum of its minute rows, also when a stalled stream closes the minutes of two hours at once).
 """
 from __future__ import annotations
 
@@ -54,10 +55,12 @@ class HeatmapAnalyzer(CameraAnalyzer):
 
     def _messages(self, minutes: list[HeatmapMinute]) -> list:
         out: list = []
-        for mn in minutes:
+        for i, mn in enumerate(minutes):
             out.append(heatmap_window_message(self.camera_id, self.acc.cell_px, mn))
             start = mn.start_ms // HOUR_MS * HOUR_MS
             if self.hour is None or self.hour.start_ms != start:
+                if i and self.hour is not None:  # an hour these minutes closed: its final sum before the next one
+                    out.append(heatmap_window_message(self.camera_id, self.acc.cell_px, self.hour, HOUR_MS))
                 self.hour = HeatmapMinute(start, mn.width, mn.height, {})
             self.hour.width, self.hour.height = mn.width, mn.height
             for key, (occ, dwell) in mn.cells.items():

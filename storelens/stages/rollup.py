@@ -3,7 +3,9 @@
 Runs in the chain's deployment (``services/chain-rollup``, a regex subscription on every store's
 ``<prefix>store-kpis`` topic). Each hour becomes two records: the hour (table ``chain_kpi_hours``,
 a newer computation of the same store-hour replaces the older) and its store's name, region and
-time zone (table ``chain_stores``). A malformed hour is a dead letter; nothing is published.
+time zone (table ``chain_stores``). An hour that announces its computation's window (``window_*``)
+also deletes the store's stored hours of that window it does not list, in the same transaction
+(:mod:`storelens.storage.records`). A malformed hour is a dead letter; nothing is published.
 
 Example:
     >>> from storelens.config import parse_config
@@ -28,6 +30,8 @@ from storelens.stages.base import Outputs
 _ID = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 #: Most hours in a bucket of the store's calendar (an hour bucket lasts one hour or less).
 _MAX_HOUR_MS = 3_600_000
+#: Longest window a store announces: ``rollup.lookback_h``'s ceiling (31 days) plus the 1 ms past "now".
+_MAX_WINDOW_MS = 31 * 86_400_000 + 1
 
 
 def store_record(h: m.StoreKpiHour) -> ChainStore:
@@ -58,6 +62,11 @@ def check_hour(h: m.StoreKpiHour) -> None:
     for name in ("dwell_hist", "queue_wait_hist"):
         if len(getattr(h, name)) > N_BINS:
             raise DecodeError(f"{name}: more than {N_BINS} bins")
+    if h.window_start_ms or h.window_end_ms or h.window_hour_starts_ms:  # else: no window, upsert only
+        if not 0 < h.window_end_ms - h.window_start_ms <= _MAX_WINDOW_MS:
+            raise DecodeError(f"window_start_ms/window_end_ms: not a window ({h.window_start_ms}, {h.window_end_ms})")
+        if h.window_start_ms <= h.start_ms < h.window_end_ms and h.start_ms not in h.window_hour_starts_ms:
+            raise DecodeError("window_hour_starts_ms: does not list the hour itself")
 
 
 class ChainRollupStage:

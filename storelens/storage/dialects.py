@@ -10,7 +10,9 @@
 * migrations: PostgreSQL takes a transaction-scoped advisory lock per schema
   (concurrent openers migrate once) and creates the schema;
 * erasure: SQLite checkpoints and truncates the write-ahead log after a
-  deletion; PostgreSQL runs ``VACUUM`` on the tables after an explicit erasure;
+  deletion (after the retention purge on a connection of its own, outside the
+  store's lock: :func:`checkpoint_after_purge`); PostgreSQL runs ``VACUUM`` on
+  the tables after an explicit erasure;
 * the face gallery's table names, customer insertion order and camera lists.
 """
 from __future__ import annotations
@@ -183,6 +185,39 @@ def after_erase(db: Database, conn: sa.Connection, tables: Sequence[sa.Table], *
         log.warning("VACUUM after an erasure failed (%s); left to autovacuum", exc.orig)
     finally:
         conn.execution_options(isolation_level=conn.default_isolation_level)
+
+
+#: How long the checkpoint after a retention purge waits for another connection's write, or a read of an older
+#: snapshot, to end (SQLite busy timeout). While it waits it holds up new writers, so only briefly: still busy, it is
+#: left to the next purge.
+PURGE_CHECKPOINT_WAIT_MS = 1000
+
+
+def checkpoint_after_purge(db: Database) -> bool:
+    """After the retention purge has committed (call it holding no lock of the store): the purged rows leave the
+    write-ahead log.
+
+    SQLite file: ``PRAGMA wal_checkpoint(TRUNCATE)`` on a connection of its own, so the store's connection and
+    its lock stay free for the pipeline's writes and the readers while the log is copied into the database file.
+    ``False`` when another connection was still writing, or reading an older snapshot, after
+    :data:`PURGE_CHECKPOINT_WAIT_MS` (SQLite answers busy: the log is copied as far as it can be, not truncated;
+    logged at debug, the next purge tries again) or the checkpoint failed (logged as a warning). PostgreSQL
+    (left to autovacuum) and an in-memory SQLite: nothing to do, ``True``.
+    """
+    if db.postgres or db.memory:
+        return True
+    try:
+        with db.engine.connect() as conn, conn.begin():  # the driver is in autocommit mode: no transaction
+            conn.exec_driver_sql(f"PRAGMA busy_timeout = {int(PURGE_CHECKPOINT_WAIT_MS)}")
+            busy, log_frames, copied = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
+    except sa.exc.DBAPIError as exc:  # the purge is committed; the next one checkpoints again
+        log.warning("checkpoint of the SQLite write-ahead log after the retention purge failed (%s); "
+                    "the next purge tries again", exc.orig)
+        return False
+    if busy:
+        log.debug("SQLite write-ahead log not truncated after the retention purge: another connection was busy "
+                  "(%s of %s frames copied); the next purge tries again", copied, log_frames)
+    return not busy
 
 
 def new_ids(db: Database, conn: sa.Connection, table: sa.Table, n: int) -> list[int]:

@@ -12,6 +12,7 @@ from typing import Any, Iterable
 
 import sqlalchemy as sa
 
+from storelens.domain.calendar import BucketGrid
 from storelens.domain.groups import Crossing, Group
 from storelens.storage.schema import crossings, group_crossings, staff_tracks
 
@@ -34,18 +35,17 @@ def group_totals(storage: Any, camera_id: str, start_ms: int | None, end_ms: int
     return out
 
 
-def group_buckets(storage: Any, camera_id: str, start_ms: int, end_ms: int, bucket_s: int,
+def group_buckets(storage: Any, camera_id: str, start_ms: int, end_ms: int, grid: BucketGrid,
                   line_id: str | None = None) -> dict[tuple[str, int], dict[str, int]]:
-    """``{(line_id, bucket_start_ms): {"in": units, "out": units}}`` (aligned buckets, as ``counts``)."""
+    """``{(line_id, bucket_start_ms): {"in": units, "out": units}}`` in the buckets of ``grid`` (as ``counts``)."""
     g = group_crossings.c
     stmt = sa.select(g.line_id, g.direction, g.ts_ms).where(g.camera_id == camera_id, g.ts_ms >= start_ms,
                                                             g.ts_ms < end_ms)
     if line_id is not None:
         stmt = stmt.where(g.line_id == line_id)
-    w = bucket_s * 1000
     out: dict[tuple[str, int], dict[str, int]] = {}
     for line, direction, ts in storage._rows(stmt):
-        out.setdefault((line, int(ts) // w * w), {"in": 0, "out": 0})[direction] += 1
+        out.setdefault((line, grid.start_of(int(ts))), {"in": 0, "out": 0})[direction] += 1
     return out
 
 

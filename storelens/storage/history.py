@@ -50,6 +50,7 @@ import sqlalchemy as sa
 import storelens.storage.dialects as dialects
 import storelens.storage.migrations as migrations
 from storelens.contract import messages as m
+from storelens.domain.calendar import BucketGrid
 from storelens.domain.counting import CrossingEvent
 from storelens.storage.base import SqlStore
 from storelens.storage.records import RECORDS
@@ -114,7 +115,8 @@ class Storage(Protocol):
     def write_count_window(self, w: m.CountWindow) -> None: ...
 
     def counts(
-        self, camera_id: str, start_ms: int, end_ms: int, bucket_s: int, line_id: str | None = None
+        self, camera_id: str, start_ms: int, end_ms: int, bucket_s: int, line_id: str | None = None,
+        grid: BucketGrid | None = None,
     ) -> list[CountBucket]: ...
 
     def line_totals(
@@ -344,9 +346,11 @@ def _by_kind(records: Iterable[Any]) -> dict[str, list[Any]]:
 
 @dataclass(frozen=True)
 class _After:
-    """A record kind's follow-up in the writing transaction (:attr:`RecordKind.after`)."""
+    """A record kind's follow-up in the writing transaction (:attr:`RecordKind.sweep`, then ``after``)."""
 
     fn: Any
+    sweep: Any = None
+    items: tuple[Any, ...] = ()
 
 
 class SqlStorage(SqlStore):
@@ -491,15 +495,17 @@ class SqlStorage(SqlStore):
                 raise TypeError(f"no history table for records of type {type_.__name__}")
             rows = kind.rows(items)
             batch.append((self._record_stmt(type_), rows))
-            if kind.after is not None:
-                batch.append((_After(kind.after), rows))
+            if kind.after is not None or kind.sweep is not None:
+                batch.append((_After(kind.after, kind.sweep, tuple(items)), rows))
         return [(stmt, rows) for stmt, rows in batch if rows]
 
     def _apply(self, conn: sa.Connection, batch: list[tuple[Any, list[dict[str, Any]]]]) -> int:
         new = 0
         for stmt, rows in batch:
             if isinstance(stmt, _After):
-                stmt.fn(conn, rows)
+                gone = stmt.sweep(conn, list(stmt.items)) if stmt.sweep is not None else []
+                if stmt.fn is not None:
+                    stmt.fn(conn, rows + gone)
                 continue
             compiled = self._compiled.get(id(stmt))
             if compiled is not None:
@@ -611,27 +617,28 @@ class SqlStorage(SqlStore):
         return _demographics(self._rows(stmt), camera_id, start_ms, end_ms)
 
     def counts(
-        self, camera_id: str, start_ms: int, end_ms: int, bucket_s: int, line_id: str | None = None
+        self, camera_id: str, start_ms: int, end_ms: int, bucket_s: int, line_id: str | None = None,
+        grid: BucketGrid | None = None,
     ) -> list[CountBucket]:
         """Crossings in ``[start_ms, end_ms)`` per line and bucket of ``bucket_s`` seconds.
 
-        Buckets are aligned to multiples of ``bucket_s * 1000`` ms since the
-        epoch and report their full aligned bounds (only crossings inside the
-        query range are counted). Only non-empty buckets are returned, ordered
-        by ``(start_ms, line_id)``.
+        Buckets are laid out by ``grid`` (the store's calendar: local days, see
+        :meth:`~storelens.domain.calendar.StoreCalendar.grid`; made for this range), by default
+        multiples of ``bucket_s * 1000`` ms since the epoch, and report their full bounds (only
+        crossings inside the query range are counted). Only non-empty buckets are returned,
+        ordered by ``(start_ms, line_id)``.
         """
         if bucket_s < 1:
             raise ValueError(f"bucket_s must be >= 1, got {bucket_s}")
+        grid = grid or BucketGrid("epoch", ((0, bucket_s * 1000),))
         c = crossings.c
-        w = sa.literal_column(str(int(bucket_s) * 1000))  # an int: the same SQL in SELECT and GROUP BY
-        bucket = c.ts_ms - ((c.ts_ms % w) + w) % w
+        bucket = _bucket_start(grid, c.ts_ms)
         stmt = (_by_direction(bucket).where(c.camera_id == camera_id)
                 .group_by(c.line_id, bucket).order_by(bucket, c.line_id))
         if line_id is not None:
             stmt = stmt.where(c.line_id == line_id)
         stmt = _in_range(stmt, c.ts_ms, start_ms, end_ms)
-        step = bucket_s * 1000
-        return [CountBucket(line, int(b), int(b) + step, int(n_in), int(n_out))
+        return [CountBucket(line, int(b), grid.end_of(int(b)), int(n_in), int(n_out))
                 for line, b, n_in, n_out in self._rows(stmt)]
 
     def line_totals(
@@ -715,6 +722,24 @@ def _in_range(stmt: sa.Select[Any], column: sa.ColumnElement[int], start_ms: int
     if end_ms is not None:
         stmt = stmt.where(column < end_ms)
     return stmt
+
+
+def _bucket_start(grid: BucketGrid, ts: sa.ColumnElement[int]) -> sa.ColumnElement[int]:
+    """SQL of ``grid.start_of(ts)``: per run ``ts - ((ts - origin) % width + width) % width``, a ``CASE``
+    on the runs' origins when there are several (a local-day grid: one run per DST change). Integers
+    are inlined: the same SQL in SELECT and GROUP BY, on SQLite and PostgreSQL alike."""
+    def lit(v: int) -> sa.ColumnElement[int]:
+        return sa.literal_column(str(v) if v >= 0 else f"({v})")
+
+    def start(origin: int, width: int) -> sa.ColumnElement[int]:
+        w = lit(width)
+        return ts - (((ts if origin == 0 else ts - lit(origin)) % w) + w) % w
+
+    *first, (last_origin, last_width) = grid.runs
+    if not first:
+        return start(last_origin, last_width)
+    return sa.case(*[(ts < lit(nxt), start(o, w)) for (o, w), (nxt, _) in zip(grid.runs, grid.runs[1:])],
+                   else_=start(last_origin, last_width))
 
 
 def _by_direction(*extra: sa.ColumnElement[Any]) -> sa.Select[Any]:

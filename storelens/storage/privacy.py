@@ -8,7 +8,10 @@
   through :meth:`SqlStorage.purge_expired <storelens.storage.history.SqlStorage.purge_expired>`.
   Every delete is a range search of an index (camera by camera where the time index leads with the
   camera), so the hourly purge reads the expired rows only, however long the history; on SQLite the
-  write-ahead log is then checkpointed and truncated, so purged rows do not stay readable in it.
+  write-ahead log is then checkpointed and truncated (after the commit, outside the store's lock, on a
+  connection of its own: :func:`storelens.storage.dialects.checkpoint_after_purge`), so purged rows do
+  not stay readable in it; a checkpoint that another connection's write keeps from truncating is
+  done at the next purge.
 * :func:`erase_customer` -- the right to erasure: every row derived from a customer's tracks
   (matches, face attributes, track summaries, track points, zone events), and with a
   journeys config the tracks linked to them in the same journeys. The deleted bytes are then
@@ -99,9 +102,11 @@ def purge_expired(storage: Any, days: Mapping[str, float | None] | Any, now_ms: 
             does not know are deleted whatever their age (``orphan_matches`` in the answer). On
             PostgreSQL a gallery in the same schema is checked in SQL without it.
 
-    Every kind of :data:`RETENTION_TABLES` is in the answer (0 when kept or nothing expired). When rows
-    were deleted, SQLite's write-ahead log (which still held them) is checkpointed and truncated; on
-    PostgreSQL the space is left to autovacuum (no ``VACUUM`` every hour).
+    Every kind of :data:`RETENTION_TABLES` is in the answer (0 when kept or nothing expired). After the
+    deletion has committed, without the store's lock, SQLite's write-ahead log (which still held the rows)
+    is checkpointed and truncated (:func:`~storelens.storage.dialects.checkpoint_after_purge`: when another
+    connection is busy writing, at the next purge); on PostgreSQL the space is left to autovacuum (no
+    ``VACUUM`` every hour).
     """
     spans = _days(days)
     out = dict.fromkeys(RETENTION_TABLES, 0)
@@ -118,11 +123,11 @@ def purge_expired(storage: Any, days: Mapping[str, float | None] | Any, now_ms: 
             out[kind] = sum(max(conn.execute(stmt).rowcount, 0) for stmt in deletes)
         out["customer_matches"] += _orphan_matches(storage, conn, known_customer)
 
-    with storage._lock:  # the clean-up right after the deletion, as the erasure's
-        storage._write(purge)
-        gone = [table for kind, (table, _) in RETENTION_TABLES.items() if out[kind]]
-        if gone:  # SQLite: the purged rows leave the write-ahead log; PostgreSQL: left to autovacuum
-            storage._run(lambda c: dialects.after_erase(storage.db, c, gone, explicit=False))
+    storage._write(purge)
+    # After the commit, without the store's lock: the pipeline's writes do not wait for the checkpoint (SQLite: the
+    # purged rows leave the write-ahead log, after every purge, so one left busy is done at the next; PostgreSQL:
+    # left to autovacuum).
+    dialects.checkpoint_after_purge(storage.db)
     return out
 
 

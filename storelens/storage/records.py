@@ -11,7 +11,8 @@ is one :func:`register_records` call next to its table, e.g. the zone tables bel
     'zone_events'
 
 Every kind is an idempotent upsert keyed by the table's primary key (a redelivered or
-replayed record replaces itself), optionally only where ``newer(excluded)`` holds.
+replayed record replaces itself), optionally only where ``newer(excluded)`` holds; a kind whose
+records say which stored rows no longer exist deletes them in the same transaction (``sweep``).
 """
 from __future__ import annotations
 
@@ -44,6 +45,9 @@ class RecordKind:
     keep: tuple[str, ...] = ()
     #: Run in the same transaction after the upsert, with the rows written (derived tables kept in step).
     after: Callable[[sa.Connection, list[dict[str, Any]]], None] | None = None
+    #: Run in the same transaction after the upsert and before ``after``, with the records (in batch order):
+    #: deletes the stored rows the records say no longer exist and returns them (``after`` gets them too).
+    sweep: Callable[[sa.Connection, list[Any]], list[dict[str, Any]]] | None = None
 
 
 #: record type -> kind, in registration order (= write order within a batch).
@@ -52,9 +56,10 @@ RECORDS: dict[type, RecordKind] = {}
 
 def register_records(type_: type, table: sa.Table, rows: Rows, newer: Callable[[Any], Any] | None = None,
                      replay_ts: str | None = None, keep: tuple[str, ...] = (),
-                     after: Callable[[sa.Connection, list[dict[str, Any]]], None] | None = None) -> RecordKind:
+                     after: Callable[[sa.Connection, list[dict[str, Any]]], None] | None = None,
+                     sweep: Callable[[sa.Connection, list[Any]], list[dict[str, Any]]] | None = None) -> RecordKind:
     """Register (or replace) the table of a record type."""
-    kind = RecordKind(type_, table, rows, newer, replay_ts, keep, after)
+    kind = RecordKind(type_, table, rows, newer, replay_ts, keep, after, sweep)
     RECORDS[type_] = kind
     return kind
 
@@ -274,6 +279,31 @@ def _store_rows(items: Iterable[ChainStore]) -> list[dict[str, Any]]:
     return last_by_key([dict(r) for r in rows], chain_stores_table)
 
 
+def _sweep_hours(conn: sa.Connection, items: list[m.StoreKpiHour]) -> list[dict[str, Any]]:
+    """Delete the stored hours that the hours' announced windows no longer have; their ``(store_id, day)``.
+
+    An hour with a window (``window_start_ms < window_end_ms``) says: the store's hours starting in the
+    window are exactly ``window_hour_starts_ms`` as of ``computed_ms``. So the store's stored hours that
+    start in the window, are not listed, and were not computed later are deleted -- after this batch's
+    upsert, sparing the hours of the batch's later messages (the batch applies in message order). Hours
+    without a window delete nothing."""
+    h = chain_kpi_hours.c
+    later: dict[str, set[int]] = {}  # store -> starts of the hours after the one at hand in the batch
+    plans: dict[tuple[Any, ...], None] = {}  # the hours of one publication announce the same: one DELETE
+    for x in reversed(items):
+        if x.window_end_ms > x.window_start_ms:
+            keep = frozenset(x.window_hour_starts_ms).union(later.get(x.store_id, ()))
+            plans[(x.store_id, x.window_start_ms, x.window_end_ms, x.computed_ms, keep)] = None
+        later.setdefault(x.store_id, set()).add(x.start_ms)
+    gone: list[dict[str, Any]] = []
+    for store, lo, hi, computed_ms, keep in plans:
+        stmt = sa.delete(chain_kpi_hours).where(
+            h.store_id == store, h.start_ms >= lo, h.start_ms < hi, h.computed_ms <= computed_ms,
+            h.start_ms.not_in(sorted(keep))).returning(h.store_id, h.day)
+        gone += [{"store_id": sid, "day": day} for sid, day in conn.execute(stmt)]
+    return gone
+
+
 def _refresh_days(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
     """Recompute the ``chain_kpi_days`` rows of the (store, business day)s that ``rows`` touched from their hours."""
     h, d = chain_kpi_hours.c, chain_kpi_days.c
@@ -291,6 +321,7 @@ def _refresh_days(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
 
 
 register_records(m.StoreKpiHour, chain_kpi_hours, _hour_rows,
-                 newer=lambda new: new.computed_ms >= chain_kpi_hours.c.computed_ms, after=_refresh_days)
+                 newer=lambda new: new.computed_ms >= chain_kpi_hours.c.computed_ms, after=_refresh_days,
+                 sweep=_sweep_hours)
 register_records(ChainStore, chain_stores_table, _store_rows,
                  newer=lambda new: new.updated_ms >= chain_stores_table.c.updated_ms)

@@ -3,7 +3,8 @@
 * :func:`kpi_hours` -- the store side: the hours of the store's own calendar as ``StoreKpiHour``
   messages, computed from its history like ``GET /v1/kpis`` (:func:`storelens.storage.kpis.store_kpis`).
 * the chain side: ``StoreKpiHour`` records (from the ``chain-rollup`` stage) are upserted into
-  ``chain_kpi_hours`` (a newer ``computed_ms`` replaces), their store into ``chain_stores``;
+  ``chain_kpi_hours`` (a newer ``computed_ms`` replaces; an hour announcing its window deletes the store's
+  unlisted hours of the window, :func:`storelens.storage.records._sweep_hours`), their store into ``chain_stores``;
   :func:`chain_stores` and :func:`hour_rows` read them back for the API.
 
 Example (see tests/test_chain_rollup.py):

@@ -306,8 +306,9 @@ HISTORY_TABLES = (*HISTORY_TABLES, count_audits)
 ROLLUP_BINS = N_BINS
 ROLLUP_HIST_COLUMNS = tuple(f"{kind}_h{i:02d}" for kind in ("dwell", "wait") for i in range(ROLLUP_BINS))
 #: One row per store and hour of its calendar (``StoreKpiHour`` messages of the ``store-kpis`` topics, upserted
-#: by (store_id, start_ms) when newer by ``computed_ms``); the histograms are one column per bin
-#: (``dwell_h00`` .. ``wait_h22``). A store's own database holds its own rows too when it
+#: by (store_id, start_ms) when newer by ``computed_ms``; a message's window deletes the store's hours in it
+#: that the message does not list, by the primary key's (store_id, start_ms) range); the histograms are one
+#: column per bin (``dwell_h00`` .. ``wait_h22``). A store's own database holds its own rows too when it
 #: rolls itself up (``storelens kpis publish``), the chain's database every store's.
 chain_kpi_hours = sa.Table(
     "chain_kpi_hours", metadata,

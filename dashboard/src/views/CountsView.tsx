@@ -33,18 +33,23 @@ export function CountsView(_: ViewProps) {
     if (!d || !d.buckets.length) return {};
     const lines = Object.keys(d.totals);
     const w = d.bucket_s * 1000;
-    const first = Math.floor(d.start_ms / w) * w;
-    const n = Math.ceil((d.end_ms - first) / w);
+    // The slot of the range's first bucket: a whole number of widths before the first listed one. Days are
+    // the store's local days (aligned_to: 23 or 25 hours when the clocks change), so a bucket's slot is its
+    // nearest whole number of widths from there, and a day is labelled by its middle.
+    const b0 = d.buckets[0].start_ms;
+    const first = b0 - Math.ceil((b0 - d.start_ms) / w) * w;
+    const slot = (t: number) => Math.round((t - first) / w);
+    const n = Math.max(Math.ceil((d.end_ms - first) / w), slot(d.buckets[d.buckets.length - 1].start_ms) + 1);
     // Up to MAX_BARS buckets: one bar slot per bucket of the range (the API lists the non-empty ones, the
     // others are 0); more: bars at their times on a time axis.
     const dense = n <= MAX_BARS;
-    const starts = dense ? Array.from({ length: n }, (_, i) => first + i * w) : [];
-    const at = new Map(starts.map((t, i) => [t, i]));
+    const mid = d.aligned_to === "store_local_day" ? w / 2 : 0;
+    const starts = dense ? Array.from({ length: n }, (_, i) => first + i * w + mid) : [];
     const values = (ln: string, key: "in" | "out") => {
       const rows = d.buckets.filter((b) => b.line_id === ln);
       if (!dense) return rows.map((b) => [b.start_ms, b[key]]);
       const out = new Array<number>(n).fill(0);
-      rows.forEach((b) => { out[at.get(b.start_ms)!] = b[key]; });
+      rows.forEach((b) => { out[slot(b.start_ms)] = b[key]; });
       return out;
     };
     const series = lines.flatMap((ln, i) => [
@@ -93,7 +98,8 @@ export function CountsView(_: ViewProps) {
                 </tbody>
               </table>
             </div>
-            <div className="muted small">{fmtTime(d.start_ms)} – {fmtTime(d.end_ms)}, buckets of {d.bucket_s} s</div>
+            <div className="muted small">{fmtTime(d.start_ms)} – {fmtTime(d.end_ms)}, buckets of {d.bucket_s} s
+              {d.aligned_to === "store_local_day" ? ` (the store's days, ${d.timezone})` : ""}</div>
           </Card>
           <Card title="Crossings per bucket">
             <Empty on={d.buckets.length === 0}>No crossings in this range.</Empty>

@@ -16,6 +16,7 @@ from storelens.domain import kpis as K
 from storelens.domain import rollup as R
 from storelens.domain import pos
 from storelens.domain import staff as ST
+from storelens.domain.calendar import CALENDAR_MAX_MS
 from storelens.domain.privacy import DEFAULT_K, is_suppressed, keep
 from storelens.storage import business as bq
 from storelens.storage import rollup as rq
@@ -30,8 +31,6 @@ router = api_router("business", role='viewer')
 MAX_BATCH = 1000
 #: Most buckets in one KPI answer (e.g. 2000 hours: almost 12 weeks).
 MAX_BUCKETS = 2000
-#: Last instant the store calendar's buckets may reach: 9999-12-25 00:00 UTC (dates end with the year 9999).
-CALENDAR_MAX_MS = 253_401_696_000_000
 
 
 class TransactionIn(BaseModel):

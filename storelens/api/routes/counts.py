@@ -1,4 +1,9 @@
-"""People counts: crossings of a camera's lines per aligned time bucket, with totals (``/v1/counts``)."""
+"""People counts: crossings of a camera's lines per aligned time bucket, with totals (``/v1/counts``).
+
+Buckets of whole days are the store's local calendar days (``store.timezone``; 23 or 25 hours when
+the clocks change), shorter ones multiples of the width since the epoch, moved by the sub-hour part
+of a UTC offset such as India's +05:30 (:meth:`~storelens.domain.calendar.StoreCalendar.grid`).
+"""
 from __future__ import annotations
 
 import time
@@ -6,6 +11,8 @@ from typing import Annotated
 
 from fastapi import HTTPException, Query
 
+from storelens.config import SiteConfig
+from storelens.domain.calendar import CALENDAR_MAX_MS, BucketGrid, StoreCalendar
 from storelens.storage import groups as gq
 
 from ..deps import MAX_TS_MS, ContextDep, EndMs, OptStartMs, api_router, resolve_range
@@ -25,22 +32,46 @@ def n_buckets(start_ms: int, end_ms: int, bucket_s: int) -> int:
     return (end_ms - 1) // w - start_ms // w + 1
 
 
-def _check_buckets(start: int, end: int, bucket_s: int) -> None:
-    n = n_buckets(start, end, bucket_s)
-    if n > MAX_BUCKETS:
-        # Any bucket_s >= this keeps n <= MAX_BUCKETS (alignment adds at most one bucket).
-        min_bucket_s = -(-(end - start) // ((MAX_BUCKETS - 1) * 1000))
-        hint = f" or use bucket_s >= {min_bucket_s}" if min_bucket_s <= MAX_BUCKET_S else ""
-        raise HTTPException(
-            422,
-            f"range [{start}, {end}) at bucket_s={bucket_s} spans {n} buckets, "
-            f"more than the limit of {MAX_BUCKETS}; narrow the range{hint}",
-        )
+def _too_many(start: int, end: int, bucket_s: int, n: int) -> HTTPException:
+    # Any bucket_s >= this keeps n <= MAX_BUCKETS (alignment adds at most one bucket).
+    min_bucket_s = -(-(end - start) // ((MAX_BUCKETS - 1) * 1000))
+    hint = f" or use bucket_s >= {min_bucket_s}" if min_bucket_s <= MAX_BUCKET_S else ""
+    return HTTPException(
+        422,
+        f"range [{start}, {end}) at bucket_s={bucket_s} spans {n} buckets, "
+        f"more than the limit of {MAX_BUCKETS}; narrow the range{hint}",
+    )
+
+
+def bucket_grid(config: SiteConfig, start: int, end: int, bucket_s: int, *, limit: bool = True) -> BucketGrid:
+    """The buckets of ``bucket_s`` seconds over ``[start, end)`` in the store's calendar
+    (:meth:`~storelens.domain.calendar.StoreCalendar.grid`). 422 when the range spans more than
+    :data:`MAX_BUCKETS` of them (whole days: always, each costs a calendar day; shorter: when ``limit``)
+    or, for whole days, ends past the calendar's last day."""
+    days = bucket_s % 86_400 == 0
+    n = n_buckets(start, end, bucket_s)  # the store's alignment moves this by at most one
+    if (limit or days) and n > MAX_BUCKETS + 1:
+        raise _too_many(start, end, bucket_s, n)
+    if days and end > CALENDAR_MAX_MS:
+        raise HTTPException(422, f"end_ms ({end}) is past the calendar's last day (at most {CALENDAR_MAX_MS}) "
+                                 f"for buckets of whole days")
+    grid = StoreCalendar(config.store.timezone).grid(bucket_s, start, end)
+    n = grid.count(start, end)
+    if (limit or days) and n > MAX_BUCKETS:
+        raise _too_many(start, end, bucket_s, n)
+    return grid
 
 
 @router.get("/v1/counts", response_model=CountsOut, responses=NOT_FOUND, summary="Line crossings per time bucket",
             response_model_exclude_none=True,
-            description="Crossings (`in`, `out`) per line and aligned bucket. With `groups=true` each bucket and "
+            description="Crossings (`in`, `out`) per line and aligned bucket. A `bucket_s` of whole days "
+                        "(86400, 604800, ...) makes local calendar days of the store (`store.timezone`: from local "
+                        "midnight, 23 or 25 hours when the clocks change; several days count from the local "
+                        "1970-01-01); shorter buckets are multiples of `bucket_s` since the epoch, moved by the "
+                        "sub-hour part of the store's UTC offset when it has one (e.g. +05:30), so local whole "
+                        "hours are edges. `aligned_to` says which (`store_local_day`, `epoch`, "
+                        "`store_local_hour`); each bucket's `start_ms` / `end_ms` are its real edges. With "
+                        "`groups=true` each bucket and "
                         "total also has `groups_in` / `groups_out`: buying units (people who crossed together, "
                         "see the `groups:` config, count once; a person alone is a unit), dated at the first "
                         "member's crossing.")
@@ -49,8 +80,9 @@ def counts(
     camera_id: Annotated[str, Query(max_length=200)],
     start_ms: OptStartMs = None,
     end_ms: EndMs = None,
-    bucket_s: Annotated[int, Query(ge=1, le=MAX_BUCKET_S, description="Bucket width in seconds; "
-                                   "buckets are aligned to multiples of it since the epoch.")] = 60,
+    bucket_s: Annotated[int, Query(ge=1, le=MAX_BUCKET_S, description="Bucket width in seconds; whole days "
+                                   "are the store's local days, shorter widths aligned on the epoch (see "
+                                   "`aligned_to`).")] = 60,
     line_id: Annotated[str | None, Query(max_length=200, description="Only this line.")] = None,
     groups: Annotated[bool, Query(description="Add groups_in / groups_out (buying units).")] = False,
 ) -> CountsOut:
@@ -64,22 +96,23 @@ def counts(
     if end_ms is None and span is not None:
         end_ms = max(span[1] + 1, start_ms + 1)
     start, end = resolve_range(start_ms, end_ms)
-    _check_buckets(start, end, bucket_s)
-    buckets = storage.counts(camera_id, start, end, bucket_s, line_id=line_id)
+    grid = bucket_grid(ctx.config, start, end, bucket_s)
+    buckets = storage.counts(camera_id, start, end, bucket_s, line_id=line_id, grid=grid)
     stored = storage.line_totals(camera_id, start, end)
     wanted = [line_id] if line_id is not None else sorted({*line_ids, *stored})
     zero = {"in": 0, "out": 0}
     units: dict = {}
     unit_totals: dict = {}
     if groups:
-        units = gq.group_buckets(storage, camera_id, start, end, bucket_s, line_id=line_id)
+        units = gq.group_buckets(storage, camera_id, start, end, grid, line_id=line_id)
         unit_totals = gq.group_totals(storage, camera_id, start, end, line_id=line_id)
 
     def with_units(row: dict, u: dict | None) -> dict:
         return {**row, "groups_in": (u or zero)["in"], "groups_out": (u or zero)["out"]} if groups else row
 
     return CountsOut(
-        camera_id=camera_id, start_ms=start, end_ms=end, bucket_s=bucket_s,
+        camera_id=camera_id, start_ms=start, end_ms=end, bucket_s=bucket_s, aligned_to=grid.aligned_to,
+        timezone=ctx.config.store.timezone,
         buckets=[
             BucketOut.model_validate(with_units({
                 "line_id": b.line_id, "start_ms": b.start_ms, "end_ms": b.end_ms, "in": b.count_in,

@@ -8,6 +8,9 @@ pipeline reads new versions from the database, the distributed analytics service
 compacted ``site-config`` topic. Moving a line can re-derive its camera's stored history
 (``rederive=true``: the replay of the stored frames with the new line).
 
+A version stores (and publishes) the site as written: a ``${CAM_PASSWORD}`` in a camera source stays
+a template, expanded by each process with its own environment when it puts the version in force
+(:func:`~storelens.config.site.site_version_document`); an edit merges into the version in force as written.
 Reading the site is open to every role (camera sources without credentials); changing it is for
 admins. Changes are in the audit log (who moved which line) with the version they made.
 """
@@ -22,6 +25,7 @@ from pydantic import Field
 from storelens.config import CameraConfig, LineConfig, ZoneConfig, with_cameras
 from storelens.config.alerts import AlertRule
 from storelens.config.cameras import redact_source
+from storelens.config.site import site_version_document
 from storelens.errors import ConfigError
 from storelens.storage import site as sq
 
@@ -69,23 +73,26 @@ def get_site(ctx: ContextDep) -> SiteOut:
                    alert_rules=[r.model_dump(mode="json") for r in ctx.config.alerts.rules])
 
 
+Doc = dict[str, Any]
+
+
 def _save(ctx: ApiContext, principal: Principal, base_version: int | None,
-          edit: Callable[[list[CameraConfig], list[Any]], tuple[list[CameraConfig], list[Any]]]) -> tuple[int, Any]:
-    """Apply ``edit`` to the site's (cameras, alert rules), validate the whole site, save it as the next
-    version and put it in force; ``(version, new config)``."""
+          edit: Callable[[list[Doc], list[Doc]], tuple[list[Doc], list[Doc]]]) -> tuple[int, Any]:
+    """Apply ``edit`` to the site's (cameras, alert rules) as written (dicts, ``${VAR}`` templates unexpanded),
+    validate the whole site (templates expanded with this process's environment), save it as written as the
+    next version and put it in force; ``(version, new config)``."""
     if ctx.site_is_stale():
         ctx.refresh_site()
     base = ctx.site_version
     if base_version is not None and base_version != base:
         raise HTTPException(409, f"the site is at version {base}, not {base_version}: reload and retry")
-    cams, rules = edit(list(ctx.config.cameras), list(ctx.config.alerts.rules))
+    written = site_version_document(ctx.config)
+    cams, rules = edit(written["cameras"], written["alert_rules"])
     try:
         new = with_cameras(ctx.config, cams, origin="the site", alert_rules=rules)
     except ConfigError as e:
         raise HTTPException(422, str(e)) from None
-    site = {"cameras": [c.model_dump(mode="json") for c in new.cameras],
-            "alert_rules": [r.model_dump(mode="json") for r in new.alerts.rules]}
-    version = sq.save_site(ctx.storage, base, site, principal.name, int(time.time() * 1000))
+    version = sq.save_site(ctx.storage, base, site_version_document(new), principal.name, int(time.time() * 1000))
     if version is None:
         raise HTTPException(409, "the site changed meanwhile: reload and retry")
     ctx.set_site(version, new)
@@ -96,12 +103,13 @@ def _save(ctx: ApiContext, principal: Principal, base_version: int | None,
 
 
 def _change(ctx: ApiContext, principal: Principal, base_version: int | None, camera_id: str,
-            edit: Callable[[CameraConfig | None], CameraConfig | None], rederive: bool = False) -> SiteChangeOut:
-    """Apply ``edit`` to the camera (``None``: absent / delete it), validate the whole site, save the version."""
-    changed: list[CameraConfig | None] = []
+            edit: Callable[[Doc | None], Doc | None], rederive: bool = False) -> SiteChangeOut:
+    """Apply ``edit`` to the camera as written (``None``: absent / delete it), validate the whole site, save
+    the version."""
+    changed: list[Doc | None] = []
 
-    def edit_site(cams: list[CameraConfig], rules: list[Any]) -> tuple[list[CameraConfig], list[Any]]:
-        index = next((i for i, c in enumerate(cams) if c.id == camera_id), None)
+    def edit_site(cams: list[Doc], rules: list[Doc]) -> tuple[list[Doc], list[Doc]]:
+        index = next((i for i, c in enumerate(cams) if c["id"] == camera_id), None)
         changed.append(edit(cams[index] if index is not None else None))
         if changed[0] is None:
             cams.pop(index)  # edit() raised 404 when there was nothing to delete
@@ -112,7 +120,8 @@ def _change(ctx: ApiContext, principal: Principal, base_version: int | None, cam
         return cams, rules
 
     version, new = _save(ctx, principal, base_version, edit_site)
-    return _camera_change(ctx, new, version, camera_id, changed[0], rederive)
+    return _camera_change(ctx, new, version, camera_id, None if changed[0] is None else new.camera(camera_id),
+                          rederive)
 
 
 def _camera_change(ctx: ApiContext, new: Any, version: int, camera_id: str, changed: CameraConfig | None,
@@ -128,7 +137,7 @@ def _camera_change(ctx: ApiContext, new: Any, version: int, camera_id: str, chan
     return SiteChangeOut(version=version, camera=None if changed is None else _public(changed), rederived=rederived)
 
 
-def _camera(cam: CameraConfig | None, camera_id: str) -> CameraConfig:
+def _camera(cam: Doc | None, camera_id: str) -> Doc:
     if cam is None:
         raise HTTPException(404, f"unknown camera {camera_id!r}")
     return cam
@@ -144,35 +153,35 @@ def _check_id(kind: str, path_id: str, body_id: str) -> None:
 def put_camera(ctx: ContextDep, principal: Admin, camera_id: ItemId, body: CameraConfig,
                base_version: BaseVersion = None) -> SiteChangeOut:
     _check_id("camera", camera_id, body.id)
-    return _change(ctx, principal, base_version, camera_id, lambda _cam: body)
+    return _change(ctx, principal, base_version, camera_id, lambda _cam: body.model_dump(mode="json"))
 
 
 @router.delete("/v1/site/cameras/{camera_id}", response_model=SiteChangeOut, responses=ERRORS,
                summary="Remove a camera (admin; its history stays)")
 def delete_camera(ctx: ContextDep, principal: Admin, camera_id: ItemId,
                   base_version: BaseVersion = None) -> SiteChangeOut:
-    def edit(cam: CameraConfig | None) -> None:
+    def edit(cam: Doc | None) -> None:
         _camera(cam, camera_id)
         if len(ctx.config.cameras) == 1:
             raise HTTPException(422, "cameras: the site needs at least one camera")
     return _change(ctx, principal, base_version, camera_id, edit)
 
 
-def _put_item(kind: str, cam: CameraConfig, item: Any) -> CameraConfig:
-    items = list(getattr(cam, kind))
-    index = next((i for i, x in enumerate(items) if x.id == item.id), None)
+def _put_item(kind: str, cam: Doc, item: Any) -> Doc:
+    items = list(cam[kind])
+    index = next((i for i, x in enumerate(items) if x["id"] == item.id), None)
     if index is None:
-        items.append(item)
+        items.append(item.model_dump(mode="json"))
     else:
-        items[index] = item
-    return cam.model_copy(update={kind: items})
+        items[index] = item.model_dump(mode="json")
+    return {**cam, kind: items}
 
 
-def _delete_item(kind: str, cam: CameraConfig, item_id: str) -> CameraConfig:
-    items = [x for x in getattr(cam, kind) if x.id != item_id]
-    if len(items) == len(getattr(cam, kind)):
-        raise HTTPException(404, f"camera {cam.id!r} has no {kind[:-1]} {item_id!r}")
-    return cam.model_copy(update={kind: items})
+def _delete_item(kind: str, cam: Doc, item_id: str) -> Doc:
+    items = [x for x in cam[kind] if x["id"] != item_id]
+    if len(items) == len(cam[kind]):
+        raise HTTPException(404, f"camera {cam['id']!r} has no {kind[:-1]} {item_id!r}")
+    return {**cam, kind: items}
 
 
 @router.put("/v1/site/cameras/{camera_id}/lines/{line_id}", response_model=SiteChangeOut, responses=ERRORS,
@@ -231,8 +240,9 @@ def put_rule(ctx: ContextDep, principal: Admin, rule_id: ItemId, body: AlertRule
     _check_id("rule", rule_id, body.id)
 
     def edit(cams: list, rules: list) -> tuple[list, list]:
-        index = next((i for i, r in enumerate(rules) if r.id == rule_id), None)
-        return cams, (rules + [body] if index is None else [*rules[:index], body, *rules[index + 1:]])
+        index = next((i for i, r in enumerate(rules) if r["id"] == rule_id), None)
+        rule = body.model_dump(mode="json")
+        return cams, (rules + [rule] if index is None else [*rules[:index], rule, *rules[index + 1:]])
 
     version, _ = _save(ctx, principal, base_version, edit)
     return RuleChangeOut(version=version, rule=body.model_dump(mode="json"))
@@ -242,9 +252,9 @@ def put_rule(ctx: ContextDep, principal: Admin, rule_id: ItemId, body: AlertRule
                summary="Remove an alert rule (admin; its alerts stay)")
 def delete_rule(ctx: ContextDep, principal: Admin, rule_id: ItemId, base_version: BaseVersion = None) -> RuleChangeOut:
     def edit(cams: list, rules: list) -> tuple[list, list]:
-        if not any(r.id == rule_id for r in rules):
+        if not any(r["id"] == rule_id for r in rules):
             raise HTTPException(404, f"unknown alert rule {rule_id!r}")
-        return cams, [r for r in rules if r.id != rule_id]
+        return cams, [r for r in rules if r["id"] != rule_id]
 
     version, _ = _save(ctx, principal, base_version, edit)
     return RuleChangeOut(version=version, rule=None)

@@ -20,7 +20,8 @@ from storelens.domain.zones import QueueStats
 from storelens.storage import zones as zq
 
 from ..deps import MAX_TS_MS, ApiContext, ContextDep, EndMs, api_router, check_range, require_role
-from ..models import NOT_FOUND, _Out
+from ..models import NOT_FOUND, AlignedTo, StoreTimezone, _Out
+from .counts import bucket_grid
 
 router = api_router("zones", role='viewer')
 
@@ -74,6 +75,8 @@ class ZoneStatsOut(_Out):
     start_ms: int
     end_ms: int
     bucket_s: int
+    aligned_to: AlignedTo
+    timezone: StoreTimezone
     buckets: list[ZoneBucketOut]
 
 
@@ -185,7 +188,10 @@ def _zone(ctx: ApiContext, camera_id: str, zone_id: str | None) -> None:
 
 
 @router.get("/v1/zones/stats", response_model=ZoneStatsOut, responses=NOT_FOUND,
-            summary="Visits, occupancy and dwell per zone and time bucket")
+            summary="Visits, occupancy and dwell per zone and time bucket",
+            description="The stored buckets (the site's zones.bucket_s) merged into buckets of `bucket_s`, aligned "
+                        "as in `/v1/counts`: whole days are the store's local days (`aligned_to`); a stored "
+                        "bucket counts in the bucket it starts in.")
 def zone_stats(ctx: ContextDep, camera_id: Annotated[str, Query(max_length=200)], start_ms: FromMs0,
                end_ms: EndMs = None,
                zone_id: Annotated[str | None, Query(max_length=200, description="Only this zone.")] = None,
@@ -199,28 +205,31 @@ def zone_stats(ctx: ContextDep, camera_id: Annotated[str, Query(max_length=200)]
         raise HTTPException(422, f"bucket_s ({bucket_s}) must be a multiple of the site's zones.bucket_s ({base})")
     end = end_ms if end_ms is not None else MAX_TS_MS
     check_range(start_ms, end)
-    w = bucket_s * 1000
-    if (end - 1) // w - start_ms // w + 1 > 100_000 and end_ms is not None:
-        raise HTTPException(422, "range spans more than 100000 buckets; narrow it or widen bucket_s")
+    grid = bucket_grid(ctx.config, start_ms, end, bucket_s) if end_ms is not None else None
     rows = zq.zone_buckets(ctx.storage, camera_id, zone_id, start_ms, end)
+    exits = zq.exit_dwells(ctx.storage, camera_id, start_ms, end, None if zone_id is None else [zone_id])
+    if grid is None:  # no end: the buckets of the data read (no limit on their number but for whole days)
+        last = max([r.start_ms for r in rows] + [ts_ms for _, ts_ms, _ in exits], default=start_ms)
+        grid = bucket_grid(ctx.config, start_ms, last + 1, bucket_s, limit=False)
     dwells: dict[tuple[str, int], list[float]] = {}
-    for zid, ts_ms, dwell_ms in zq.exit_dwells(ctx.storage, camera_id, start_ms, end,
-                                               None if zone_id is None else [zone_id]):
-        dwells.setdefault((zid, ts_ms // w * w), []).append(dwell_ms / 1000)
+    for zid, ts_ms, dwell_ms in exits:
+        dwells.setdefault((zid, grid.start_of(ts_ms)), []).append(dwell_ms / 1000)
     merged: dict[tuple[str, int], list[zq.ZoneBucketRow]] = {}
     for r in rows:
-        merged.setdefault((r.zone_id, r.start_ms // w * w), []).append(r)
+        merged.setdefault((r.zone_id, grid.start_of(r.start_ms)), []).append(r)
     buckets = []
     for (zid, start), rs in sorted(merged.items()):
         span = sum(r.end_ms - r.start_ms for r in rs)
         buckets.append(ZoneBucketOut(
-            camera_id=camera_id, zone_id=zid, start_ms=start, end_ms=start + w, visits=sum(r.visits for r in rs),
+            camera_id=camera_id, zone_id=zid, start_ms=start, end_ms=grid.end_of(start),
+            visits=sum(r.visits for r in rs),
             unique_people=sum(r.unique_people for r in rs),
             mean_occupancy=sum(r.mean_occupancy * (r.end_ms - r.start_ms) for r in rs) / span if span else 0.0,
             max_occupancy=max(r.max_occupancy for r in rs), dwell_s=_dwell(dwells.get((zid, start), [])),
             stoppers=sum(r.stoppers for r in rs), served=sum(r.served for r in rs),
             abandoned=sum(r.abandoned for r in rs), lost=sum(r.lost for r in rs)))
-    return ZoneStatsOut(start_ms=start_ms, end_ms=end, bucket_s=bucket_s, buckets=buckets)
+    return ZoneStatsOut(start_ms=start_ms, end_ms=end, bucket_s=bucket_s, aligned_to=grid.aligned_to,
+                        timezone=ctx.config.store.timezone, buckets=buckets)
 
 
 @router.get("/v1/zones/events", response_model=ZoneEventsOut, response_model_exclude_none=True,
