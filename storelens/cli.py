@@ -501,23 +501,33 @@ def cmd_heatmap(args) -> int:
     return 0
 
 
-def cmd_demo(args) -> int:
-    from storelens.config import load_config
-    from storelens.storage import open_storage
+def _demo_config(args):
+    """The site ``demo`` runs: ``--config`` (or the bundled example) with ``--source``, ``--db``, ``--host``
+    and ``--port`` in place of the file's. The cameras change through ``with_cameras``, so that the site
+    versions saved by edits (``site_version_document``) hold ``--source``, not the file's source."""
+    from storelens.config import load_config, with_cameras
+    from storelens.config.site import site_version_document
 
     config = load_config(args.config or EXAMPLE_CONFIG)
     updates: dict = {}
     if args.source:
-        cams = list(config.cameras)
+        cams = site_version_document(config)["cameras"]  # as written: other cameras keep their ${VAR}s
         src = args.source if "://" in args.source or args.source.isdigit() else str(pathlib.Path(args.source).resolve())
-        cams[0] = cams[0].model_copy(update={"source": src})
-        updates["cameras"] = cams
+        cams[0]["source"] = src
+        config = with_cameras(config, cams, origin="--source")
     if args.db:
         updates["storage"] = config.storage.model_copy(update={"path": args.db})
     if args.port is not None or args.host:
         updates["api"] = config.api.model_copy(update={k: v for k, v in (("port", args.port), ("host", args.host)) if v is not None})
     if updates:
         config = config.model_copy(update=updates)
+    return config
+
+
+def cmd_demo(args) -> int:
+    from storelens.storage import open_storage
+
+    config = _demo_config(args)
     if not args.no_serve:
         _check_port_free(config.api.host, config.api.port)  # fail before minutes of processing, not after
     # The pipeline runs in a child process: the server process then holds no native

@@ -20,9 +20,9 @@ SQUARE = [[0, 0], [100, 0], [100, 100], [0, 100]]
 
 def site(alerts: list[dict], **zone_kw) -> dict:
     return {"store": {"id": "s"}, "cameras": [{"id": "c", "source": "x.mp4", "zones": [
-        {"id": "z", "polygon": SQUARE, "enter_after_ms": 0, "exit_after_ms": 0, **zone_kw},
+        {"id": "z", "polygon": SQUARE, "enter_after_ms": 0, "exit_after_ms": 0, "lost_after_ms": 0, **zone_kw},
         {"id": "q", "kind": "queue", "polygon": [[200, 0], [300, 0], [300, 100], [200, 100]], "service_edge": [0, 1],
-         "enter_after_ms": 0, "exit_after_ms": 0}]}],
+         "enter_after_ms": 0, "exit_after_ms": 0, "lost_after_ms": 0}]}],
         "alerts": {"rules": alerts}}
 
 

@@ -282,7 +282,7 @@ def test_diff_cameras_tells_ingest_what_to_start_stop_and_restart() -> None:
     assert diff_cameras([a, b], [b, a]).empty
 
 
-def test_camera_supervisor_starts_stops_and_restarts_exactly_the_changed_cameras() -> None:
+def test_camera_supervisor_starts_stops_and_restarts_exactly_the_changed_cameras(tmp_path) -> None:
     import threading
     import time
 
@@ -317,8 +317,11 @@ def test_camera_supervisor_starts_stops_and_restarts_exactly_the_changed_cameras
     assert sup.threads()["tud"] is tud_thread  # untouched
     wait_for_shop_frames(3)
     shop_thread = sup.threads()["shop"]
-    # tud: only its lines change (no restart); shop: re-pointed to 2 fps (restarted)
-    diff = sup.apply([tud.model_copy(update={"lines": [X320]}), shop.model_copy(update={"target_fps": 2.0})])
+    # tud: only its lines change (no restart); shop: re-pointed (another path of the same video) at 2 fps (restarted;
+    # a new sampling of the same source alone resumes the file instead: tests/test_review_fixes_5.py)
+    (tmp_path / "shop.mp4").symlink_to(SHOP_VIDEO)
+    diff = sup.apply([tud.model_copy(update={"lines": [X320]}),
+                      shop.model_copy(update={"target_fps": 2.0, "source": str(tmp_path / "shop.mp4")})])
     assert [c.id for c in diff.updated] == ["tud"] and [c.id for c in diff.restarted] == ["shop"]
     assert sup.threads()["tud"] is tud_thread and not shop_thread.is_alive()
     assert sup.threads()["shop"] is not shop_thread and sup.threads()["shop"].is_alive()
@@ -350,11 +353,13 @@ def test_camera_supervisor_starts_stops_and_restarts_exactly_the_changed_cameras
 
 def test_running_pipeline_starts_restarts_and_stops_a_camera_saved_through_the_api(tmp_path) -> None:
     """A camera added through the API while the embedded pipeline runs is ingested, tracked and counted
-    (nothing dead-lettered); re-pointed (new sampling) it restarts with its frame numbers going on;
+    (nothing dead-lettered); re-pointed (a new source, new sampling) it restarts with its frame numbers going on;
     deleted, its thread stops; the run ends when the file sources end."""
     storage = SqlStorage(str(tmp_path / "h.db"))
     cfg = parse_config({**SITE, "cameras": SITE["cameras"][:1]})
     client = signed_in_client(create_app(cfg, storage))
+    repointed = tmp_path / "shop.mp4"  # the same video under another path: a new source, read from its start
+    repointed.symlink_to(SHOP_VIDEO)
     seen: dict = {}
     shop_frames: list[tuple[int, int]] = []  # (seq, ts_ms) of the shop camera's tracked frames, in order
     shop_ids: list[set[int]] = []  # their track ids
@@ -369,7 +374,8 @@ def test_running_pipeline_starts_restarts_and_stops_a_camera_saved_through_the_a
         if camera_id == CAMERA and seen[camera_id] == 20:
             seen["added"] = client.put("/v1/site/cameras/shop", json=SHOP).json()
         if camera_id == "shop" and seen["shop"] == 15:
-            seen["repointed"] = client.put("/v1/site/cameras/shop", json={**SHOP, "target_fps": 5.0}).json()
+            seen["repointed"] = client.put("/v1/site/cameras/shop", json={**SHOP, "target_fps": 5.0,
+                                                                          "source": str(repointed)}).json()
         restarted = [i for i in range(1, len(shop_frames)) if shop_frames[i][1] < shop_frames[i - 1][1]]
         if camera_id == "shop" and restarted and len(shop_frames) - restarted[0] == 5 and "deleted" not in seen:
             seen["alive_before_delete"] = pipeline.ingest.alive()  # 5 frames into the new stream

@@ -185,8 +185,8 @@ def test_a_stopped_file_stream_has_no_end_of_stream_marker(tmp_path):
 
 def test_supervisor_stop_publishes_no_end_but_a_restart_ends_the_old_stream(tmp_path):
     """SIGTERM (the process stops: :meth:`CameraSupervisor.stop`) leaves the stream open: the next process goes on
-    with its tracks. A restart with new stream settings reads the file again from its start: the old stream
-    ended for good and says so."""
+    with its tracks. A re-pointed camera (a new ``start_ts_ms``; a new sampling alone resumes the file:
+    tests/test_review_fixes_5.py) reads the file again from its start: the old stream ended for good and says so."""
     from storelens.runtime.ingest import CameraSupervisor
 
     clip = write_clip(tmp_path / "cam.avi", n=200, size=(32, 24))
@@ -221,11 +221,12 @@ def test_supervisor_stop_publishes_no_end_but_a_restart_ends_the_old_stream(tmp_
     sup = CameraSupervisor(publish, lambda: False, lambda c, exc: errors.append(exc))
     sup.apply([cam])
     wait_for(3)
-    sup.apply([cam.model_copy(update={"target_fps": 5.0})])  # re-pointed: restarted
+    sup.apply([cam.model_copy(update={"target_fps": 5.0, "start_ts_ms": T0 + 3_600_000})])  # re-pointed: restarted
     wait_for(len(published) + 2)
     sup.stop(timeout_s=10)
     ends = [i for i, f in enumerate(published) if f.end_of_stream]
-    assert len(ends) == 1 and published[ends[0] + 1].ts_ms == T0  # the old stream's end, then the file again
+    assert len(ends) == 1 and published[ends[0] + 1].ts_ms == T0 + 3_600_000  # the old stream's end, then the file
+    assert published[ends[0] + 1].source_frame == 1  # again from its start
     assert [f.seq for f in published] == list(range(len(published)))
     assert not errors
 
@@ -269,6 +270,8 @@ def _steady(fps: float, n: int, start: int = 0) -> list[int]:
                  id="two-gaps-frames-between"),
     pytest.param(_steady(25, 20) + _steady(2, 30, 760 + 500), 2.0, id="new-rate-25-to-2fps"),
     pytest.param([0, 1] + _steady(5, 30, 201), 5.0, id="glitch-at-start"),
+    # a live camera's frames stamped when read, in pairs 3 ms then 77 ms apart (25 fps): no break (was 333 fps)
+    pytest.param([k // 2 * 80 + k % 2 * 3 for k in range(60)], 25.0, id="bursts-of-two"),
 ])
 def test_frame_rate_leaves_gaps_out(stamps, rate):
     r = FrameRate()
@@ -290,12 +293,14 @@ def test_frame_rate_after_a_gap_goes_on_from_the_rate_before():
 # -- 5. variable frame rate: a frame's time is its presentation time --------------------------------------
 
 
-def _variable_rate(path: pathlib.Path) -> pathlib.Path:
-    """An MP4 of 60 frames: the first 30 at 20 fps (50 ms apart), the next 30 at 6.67 fps (150 ms), 6 s in all.
+def _variable_rate(path: pathlib.Path, runs: tuple[tuple[int, float], ...] = ((30, 0.5), (30, 1.5))) -> pathlib.Path:
+    """An MP4 of 60 frames: by default the first 30 at 20 fps (50 ms apart), the next 30 at 6.67 fps (150 ms),
+    6 s in all. ``runs``: (frames, duration of each in 100 ms), 60 frames and 6 s in all.
 
     Written at 10 fps by OpenCV, then its sample durations (the ``stts`` box) rewritten as a variable-rate
     recorder writes them; the total stays 6 s, so the edit list and header durations still fit.
     """
+    assert sum(n for n, _ in runs) == 60 and sum(n * f for n, f in runs) == 60
     out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (64, 48))
     for i in range(60):
         out.write(np.full((48, 64, 3), level(i), np.uint8))
@@ -312,7 +317,8 @@ def _variable_rate(path: pathlib.Path) -> pathlib.Path:
             elif kind == b"stts":
                 _, n, delta = struct.unpack(">4xIII", body)  # one entry: 60 frames of 1/10 s
                 assert (n, delta % 2) == (60, 0)
-                body = struct.pack(">IIIIII", 0, 2, 30, delta // 2, 30, delta * 3 // 2)
+                body = struct.pack(f">II{2 * len(runs)}I", 0, len(runs),
+                                   *[v for n, f in runs for v in (n, int(delta * f))])
             out += struct.pack(">I4s", len(body) + 8, kind) + body
             off += size
         return out
@@ -333,3 +339,20 @@ def test_a_variable_frame_rate_file_is_stamped_and_sampled_by_presentation_time(
     kept = [r.ts_ms - T0 for r in read_file_frames(str(clip), T0, keep=video.FrameSampler(FPS, 5).keep)]
     assert kept[:8] == [0, 200, 400, 600, 800, 1000, 1200, 1400]  # 5 fps of the 20 fps part: every 4th frame
     assert all(b - a >= 150 for a, b in zip(kept, kept[1:])) and len(kept) == 30  # 5 fps of 6 s
+
+
+def test_a_repeated_presentation_time_goes_on_from_the_last_time():
+    """A frame whose presentation time does not move forward (a repeated or reset timestamp in joined
+    recordings) gets the last time plus one frame interval, and the frames after it their own times again:
+    times never go back (before, the rest of the file fell back to index / fps, 1 s ahead of its real times)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        # 20 frames 50 ms apart, one of 0 ms (frame 21 repeats frame 20's 1000 ms), 11 of 200 ms, 28 of 100 ms
+        clip = _variable_rate(pathlib.Path(tmp) / "repeat.mp4", ((20, 0.5), (1, 0.0), (11, 2.0), (28, 1.0)))
+        got, _ = read(clip)
+    ts = [g[1] for g in got]
+    assert [g[0] for g in got] == list(range(60)) and all(b > a for a, b in zip(ts, ts[1:]))
+    assert ts[:21] == [50 * i for i in range(21)]
+    assert ts[21] == 1100  # 1000 repeated: the last time + 1 / fps (10 fps)
+    assert ts[22:33] == [1200 + 200 * i for i in range(11)] and ts[59] == 5900  # their own times again

@@ -5,10 +5,8 @@ dead-lettered, logged and counted in the service's ``storelens_webhook_dropped_t
 from __future__ import annotations
 
 import asyncio
-import http.server
 import json
 import logging
-import threading
 import time
 
 import pytest
@@ -19,35 +17,18 @@ from storelens.errors import ConfigError
 from storelens.runtime.service import ServiceRuntime
 from storelens.runtime.webhooks import WebhookSink, webhook_sinks
 from storelens.storage import SqlStorage
+from test_alert_webhooks import Server
 
 
-class BlockingServer:
-    """Records each POST, then answers nothing until :meth:`close` (the first message stays in flight)."""
+class BlockingServer(Server):
+    """Holds every POST until ``release`` is set (the first message stays in flight), then answers 200."""
 
     def __init__(self) -> None:
-        self.arrived: list[dict] = []
-        self.release = threading.Event()
-        outer = self
+        super().__init__(["hold"] * 100)
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                outer.arrived.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                outer.release.wait(30)
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *a) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.release.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    @property
+    def arrived(self) -> list[dict]:
+        return [json.loads(body) for _, body in self.requests]
 
 
 @pytest.fixture

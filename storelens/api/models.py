@@ -120,7 +120,8 @@ class CameraOccupancyOut(_Out):
 
 class OccupancyOut(_Out):
     store_id: str
-    occupancy: int = Field(description="Sum over the store's cameras.")
+    occupancy: int = Field(description="The store's occupancy (the store_occupancy alert's): ins minus outs over "
+                                       "store.entrance_lines when set (at least 0), else the sum over the cameras.")
     cameras: list[CameraOccupancyOut]
 
 

@@ -12,6 +12,7 @@ Example:
 """
 from __future__ import annotations
 
+import hashlib
 import re
 import urllib.parse
 from dataclasses import dataclass
@@ -44,6 +45,24 @@ def redact_source(source: str) -> str:
     query = "&".join(f"{k}=***" if sep and _SECRET_PARAM.search(urllib.parse.unquote_plus(k)) else k + sep + v
                      for k, sep, v in (p.partition("=") for p in parts.query.split("&"))) if parts.query else ""
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def redact_url(url: str) -> str:
+    """A URL whose path or query is a secret (a Slack, Teams or Discord incoming webhook:
+    ``https://hooks.slack.com/services/T000/B000/<token>``) fit for logs, metrics, dead letters and API answers:
+    ``scheme://host[:port]/...`` (user name and password removed, the path and query hidden) and ``#`` + the
+    first 8 hex digits of the SHA-256 of the whole URL, so that two URLs of one host stay apart and a line can be
+    matched to its configured URL (``hashlib.sha256(url.encode()).hexdigest()[:8]``).
+
+    Example:
+        >>> redact_url("https://hooks.slack.com/services/T000/B000/XXXXXXXX")
+        'https://hooks.slack.com/...#25335732'
+        >>> redact_url("http://user:pw@[fe80::1]:8080/hook?token=t")
+        'http://[fe80::1]:8080/...#7881f45c'
+    """
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    return f"{parts.scheme}://{netloc}/...#{hashlib.sha256(url.encode()).hexdigest()[:8]}"
 
 
 def stream_settings(cam: CameraConfig) -> tuple:

@@ -154,6 +154,9 @@ ZoneKind = Literal["area", "entrance", "queue", "shelf", "staff_only", "exclude"
 #: The point of a box that stands for the person: the feet (``bottom_center``) or the box centre.
 AnchorName = Literal["bottom_center", "center"]
 NonNegMs = Annotated[int, Field(ge=0)]
+#: Default ``lost_after_ms`` of zones: how long the default tracker (``bytereid``, ``track_buffer`` 60 frames
+#: at 25 fps, the same time at any frame rate) keeps a lost track re-findable under its id.
+LOST_AFTER_MS = 2400
 
 
 class ZoneRules(Strict):
@@ -164,13 +167,39 @@ class ZoneRules(Strict):
 
     #: A track must be inside this long before its entry counts (the entry time is the first inside time).
     enter_after_ms: NonNegMs = 500
-    #: Outside (or unseen) this long before the exit counts; a track unseen for longer exits ``lost``.
+    #: Outside this long before the exit counts (dated at the first outside time).
     exit_after_ms: NonNegMs = 1000
+    #: A track unseen while inside (hidden behind someone, missed by the detector) keeps its visit this long:
+    #: back under the same id within it, the visit goes on (one visit, one dwell, still in the zone and the
+    #: queue meanwhile); unseen for longer, it exits ``lost``, dated at its last seen time. ``None``:
+    #: :data:`LOST_AFTER_MS`, the default tracker's re-find window, or ``exit_after_ms`` if longer.
+    #: At least ``exit_after_ms``.
+    lost_after_ms: NonNegMs | None = None
     anchor: AnchorName = "bottom_center"
     #: A ``loiter`` event once per visit when its dwell reaches this (0: off).
     loiter_after_s: Annotated[float, Field(ge=0)] = 60.0
     #: ``shelf`` zones: a visit that lasts this long is a stopper, shorter ones passers-by.
     stopper_after_s: Annotated[float, Field(ge=0)] = 3.0
+
+    @model_validator(mode="after")
+    def _lost_not_before_exit(self) -> "ZoneRules":
+        problem = lost_after_problem(self.lost_after_ms, self.exit_after_ms)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    @property
+    def lost_ms(self) -> int:
+        """How long a track unseen inside keeps its visit: ``lost_after_ms``, or its default (see there)."""
+        return self.lost_after_ms if self.lost_after_ms is not None else max(LOST_AFTER_MS, self.exit_after_ms)
+
+
+def lost_after_problem(lost_after_ms: int | None, exit_after_ms: int) -> str | None:
+    """Why ``lost_after_ms`` cannot go with ``exit_after_ms`` (shorter), or ``None``."""
+    if lost_after_ms is not None and lost_after_ms < exit_after_ms:
+        return (f"lost_after_ms ({lost_after_ms}) must be >= exit_after_ms ({exit_after_ms}): a track "
+                f"unseen inside cannot be lost before a track seen outside has left")
+    return None
 
 
 class ZonesConfig(ZoneRules):
@@ -257,6 +286,7 @@ class ZoneConfig(Strict):
     category: str | None = None
     enter_after_ms: NonNegMs | None = None
     exit_after_ms: NonNegMs | None = None
+    lost_after_ms: NonNegMs | None = None
     anchor: AnchorName | None = None
     loiter_after_s: Annotated[float, Field(ge=0)] | None = None
     stopper_after_s: Annotated[float, Field(ge=0)] | None = None
@@ -321,7 +351,7 @@ class ZoneConfig(Strict):
             raise ValueError(f"only shelf zones have a {info.field_name} (this zone is {info.data['kind']!r})")
         return v
 
-    @field_validator("enter_after_ms", "exit_after_ms", "loiter_after_s", "stopper_after_s")
+    @field_validator("enter_after_ms", "exit_after_ms", "lost_after_ms", "loiter_after_s", "stopper_after_s")
     @classmethod
     def _applies(cls, v, info: ValidationInfo):
         kind = info.data.get("kind")
@@ -531,6 +561,12 @@ class SiteConfig(Strict):
     #: The document this site was parsed from, ``${VAR}`` templates unexpanded (``None``: built directly):
     #: what :func:`site_version_document` and :func:`written_document` put the templates back from.
     _written: dict | None = PrivateAttr(default=None)
+    #: The values (``model_dump(mode="json")``) ``_written``'s templates gave: a template is put back only where
+    #: the config still holds that value (a ``model_copy(update=...)`` since cannot bring an old value back).
+    _written_gave: dict | None = PrivateAttr(default=None)
+    #: The folder relative paths were resolved against (the site file's; the working directory for a document
+    #: parsed without one): :func:`with_cameras` resolves the cameras it is given against it too.
+    _base: pathlib.Path | None = PrivateAttr(default=None)
 
     @field_validator("cameras")
     @classmethod
@@ -572,6 +608,21 @@ class SiteConfig(Strict):
         missing = [x for x in self.store.entrance_lines or () if x not in known]
         if missing:
             raise ValueError(f"store.entrance_lines: no such camera line(s) {missing}")
+        return self
+
+    @model_validator(mode="after")
+    def _zones_lost_after_exit(self) -> "SiteConfig":
+        """A zone's ``lost_after_ms`` (its own or the ``zones:`` default) is at least its ``exit_after_ms``."""
+        for i, cam in enumerate(self.cameras):
+            for j, z in enumerate(cam.zones):
+                if z.kind == "exclude":
+                    continue
+                lost = z.lost_after_ms if z.lost_after_ms is not None else self.zones.lost_after_ms
+                problem = lost_after_problem(lost, z.exit_after_ms if z.exit_after_ms is not None
+                                             else self.zones.exit_after_ms)
+                if problem:
+                    where = "" if z.lost_after_ms is not None else " (from zones.lost_after_ms)"
+                    raise ValueError(f"cameras.{i}.zones.{j}.lost_after_ms{where}: {problem}")
         return self
 
     @model_validator(mode="after")
@@ -656,30 +707,36 @@ def parse_config(raw: object, origin: str = "<config>", base: pathlib.Path | Non
     written = copy.deepcopy(raw)
     raw = _expand(raw, origin)
     assert isinstance(raw, dict)
-    _resolve_paths(raw, base or pathlib.Path.cwd())
+    base = base or pathlib.Path.cwd()
+    _resolve_paths(raw, base)
     try:
         config = SiteConfig.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, origin)) from None
-    config._written = written
+    config._written, config._written_gave, config._base = written, config.model_dump(mode="json"), base
     return config
 
 
-def _templated(written: object, parsed: object) -> object:
-    """``parsed`` with each string that ``written`` holds at the same place as a ``${VAR}`` template put back."""
+def _templated(written: object, gave: object, parsed: object) -> object:
+    """``parsed`` with each string that ``written`` holds at the same place as a ``${VAR}`` template put back,
+    where ``parsed`` still holds the value it gave (``gave``); elsewhere the value in ``parsed``."""
     if isinstance(written, str):
-        return written if has_template(written) else parsed
+        return written if has_template(written) and gave == parsed else parsed
     if isinstance(written, dict) and isinstance(parsed, dict):
-        return {k: _templated(written.get(k), v) for k, v in parsed.items()}
+        gave = gave if isinstance(gave, dict) else {}
+        return {k: _templated(written.get(k), gave.get(k), v) for k, v in parsed.items()}
     if isinstance(written, list) and isinstance(parsed, list) and len(written) == len(parsed):
-        return [_templated(w, v) for w, v in zip(written, parsed)]
+        gave = gave if isinstance(gave, list) and len(gave) == len(parsed) else [None] * len(parsed)
+        return [_templated(w, g, v) for w, g, v in zip(written, gave, parsed)]
     return parsed
 
 
 def written_document(config: SiteConfig, doc: dict) -> dict:
     """``doc`` (a dump of ``config``, e.g. :func:`site_document`) with the values the site was written with as
     ``${VAR}`` templates put back unexpanded, so that no secret of this process's environment is written out;
-    the other values as in ``doc`` (relative paths resolved, defaults filled in).
+    the other values as in ``doc`` (relative paths resolved, defaults filled in). A template is put back only
+    where ``config`` still holds the value it gave when it was read (:func:`parse_config`, :func:`with_cameras`):
+    a value changed since (e.g. by ``model_copy(update=...)``) is written as it is now.
 
     Example:
         >>> cam = {"id": "c", "source": "rtsp://u:${DOC_CAM_PW:-s3cret}@h/"}
@@ -687,7 +744,7 @@ def written_document(config: SiteConfig, doc: dict) -> dict:
         >>> cfg.cameras[0].source, written_document(cfg, site_document(cfg))["cameras"][0]["source"]
         ('rtsp://u:s3cret@h/', 'rtsp://u:${DOC_CAM_PW:-s3cret}@h/')
     """
-    return _templated(config._written, doc)  # type: ignore[return-value]
+    return _templated(config._written, config._written_gave, doc)  # type: ignore[return-value]
 
 
 def site_version_document(config: SiteConfig) -> dict:
@@ -725,9 +782,11 @@ def with_cameras(config: SiteConfig, cameras: list, origin: str = "site", alert_
 
     ``${VAR}`` templates in them are expanded with this process's environment (a variable not set is a
     :class:`ConfigError` naming the field and the variable); the result remembers them as given, templates
-    unexpanded (:func:`site_version_document`). The site's cross references are checked again (entrance
-    lines, alert rules naming cameras and zones); :class:`ConfigError` names the bad field like a bad YAML
-    file would.
+    unexpanded (:func:`site_version_document`). A relative camera source is then resolved against the folder
+    ``config`` was read from (its site file's, as :func:`parse_config` does): a version published by another
+    process (``site-config``) resolves against the receiving process's own site file's folder. The site's
+    cross references are checked again (entrance lines, alert rules naming cameras and zones);
+    :class:`ConfigError` names the bad field like a bad YAML file would.
 
     Example:
         >>> cfg = parse_config({"store": {"id": "s"}, "cameras": [{"id": "c", "source": "x.mp4"}]})
@@ -737,9 +796,11 @@ def with_cameras(config: SiteConfig, cameras: list, origin: str = "site", alert_
     """
     cams = [c.model_dump(mode="json") if isinstance(c, CameraConfig) else c for c in cameras]
     written = copy.deepcopy(config._written) if isinstance(config._written, dict) else {}
+    gave = copy.deepcopy(config._written_gave) if isinstance(config._written_gave, dict) else {}
     written["cameras"] = copy.deepcopy(cams)
     raw = site_document(config)
     raw["cameras"] = _expand(cams, origin, "cameras")
+    _resolve_paths({"cameras": raw["cameras"]}, config._base or pathlib.Path.cwd())
     if alert_rules is not None:
         rules = [r if isinstance(r, dict) else r.model_dump(mode="json") for r in alert_rules]
         written["alerts"] = {**(written.get("alerts") or {}), "rules": copy.deepcopy(rules)}
@@ -748,7 +809,12 @@ def with_cameras(config: SiteConfig, cameras: list, origin: str = "site", alert_
         new = SiteConfig.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, origin)) from None
-    new._written = written
+    # what the given templates gave; the rest of the site keeps what its templates gave when read
+    dump = new.model_dump(mode="json")
+    gave["cameras"] = dump["cameras"]
+    if alert_rules is not None:
+        gave["alerts"] = {**(gave.get("alerts") or {}), "rules": dump["alerts"]["rules"]}
+    new._written, new._written_gave, new._base = written, gave, config._base
     return new
 
 

@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Iterable, Literal, Sequence
+from typing import Iterable, Literal, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -349,6 +349,46 @@ class Occupancy:
             self.total_out += 1
             self.value = max(0, self.value - 1)
         return self.value
+
+
+#: ``camera_id`` of the store's own occupancy row (:func:`store_totals` as an ``OccupancyUpdate``: published on
+#: ``occupancy``, stored in the history's ``occupancy`` table and the live state's ``P:camera:@store`` beside the
+#: cameras' rows). ``@`` is no character of a camera id (``^[A-Za-z0-9._-]+$``), so no camera can have it.
+STORE_OCCUPANCY_ID = "@store"
+
+
+class StoreTotals(NamedTuple):
+    """The store's occupancy and the ins and outs it comes from."""
+
+    occupancy: int
+    total_in: int
+    total_out: int
+
+
+def store_totals(entrance_lines: Sequence[tuple[str, str]] | None, cameras: Iterable[tuple[int, int, int]],
+                 line_counts: Mapping[str, Mapping[str, Mapping[str, int]]]) -> StoreTotals:
+    """The store's occupancy: the one rule of the ``store_occupancy`` alert, ``/v1/occupancy`` and ``/v1/live``.
+
+    With ``entrance_lines`` (``(camera, line)`` pairs of ``store.entrance_lines``): the ins and outs of those
+    lines (``line_counts``: camera -> line -> ``{"in": N, "out": N}``, as :meth:`LineCounter.counts`), the
+    occupancy their difference, at least 0; the other lines (a department's) are crossed by people already
+    in the store. Without (``None``): the sums of the cameras' ``(occupancy, total_in, total_out)``.
+
+    Example:
+        >>> cams = [(1, 2, 1), (2, 2, 0)]  # camera "c" (its door: 2 in, 1 out) and "d" (a department line)
+        >>> store_totals(None, cams, {})
+        StoreTotals(occupancy=3, total_in=4, total_out=1)
+        >>> store_totals([("c", "door")], cams, {"c": {"door": {"in": 2, "out": 1}}})
+        StoreTotals(occupancy=1, total_in=2, total_out=1)
+    """
+    if entrance_lines is None:
+        occ = total_in = total_out = 0
+        for o, i, out in cameras:
+            occ, total_in, total_out = occ + o, total_in + i, total_out + out
+        return StoreTotals(occ, total_in, total_out)
+    counts = [line_counts.get(cam, {}).get(line, {}) for cam, line in entrance_lines]
+    total_in, total_out = sum(c.get("in", 0) for c in counts), sum(c.get("out", 0) for c in counts)
+    return StoreTotals(max(0, total_in - total_out), total_in, total_out)
 
 
 def window_start_ms(ts_ms: int, window_s: int) -> int:

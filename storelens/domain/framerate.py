@@ -11,6 +11,9 @@ from __future__ import annotations
 #: camera), not its rate: it is left out of the mean. A second such interval in a row is a new rate (a camera
 #: re-sampled from 25 to 2 fps): the mean starts again from it.
 BREAK_FACTOR = 5.0
+#: ... and longer than this: frames of a live camera stamped when read come in bursts (3 ms, then 77 ms apart
+#: at 25 fps), whose long intervals are no break.
+BREAK_MIN_MS = 1000.0
 
 
 class FrameRate:
@@ -19,8 +22,8 @@ class FrameRate:
 
     :meth:`update` returns the rate when it first becomes known and whenever it then moves by more than
     ``tolerance`` (a share) from the last one returned; ``None`` otherwise. A gap (an interval above
-    :data:`BREAK_FACTOR` times the mean: a reconnect) does not count; the intervals after it go on from the
-    rate before it.
+    :data:`BREAK_FACTOR` times the mean and :data:`BREAK_MIN_MS`: a reconnect) does not count; the intervals
+    after it go on from the rate before it.
 
     >>> r = FrameRate()
     >>> [r.update(t) for t in (0, 200, 400, 600)]            # a 5 fps camera: told once
@@ -43,7 +46,7 @@ class FrameRate:
         if last is None or ts_ms <= last:
             return None  # the first frame, or a clock that did not move (or went back): nothing learnt
         dt = float(ts_ms - last)
-        if self._n and dt > BREAK_FACTOR * self._interval_ms:
+        if self._n and dt > max(BREAK_FACTOR * self._interval_ms, BREAK_MIN_MS):
             self._gap, gap = True, self._gap
             if not gap:
                 return None  # a break in the stream: its rate is the one before

@@ -16,13 +16,25 @@ Rules (each is a case in ``tests/test_zones.py``):
 * **Inertia.** An entry counts once the track has been inside for at least
   ``enter_after_ms``; its time is the *first* inside time. An exit counts once
   it has been outside for at least ``exit_after_ms``; its time is the first
-  outside time, and ``dwell_ms`` = exit time - entry time. Border jitter and
-  brief occlusions (a track unseen for up to ``exit_after_ms``) therefore do
-  not split a visit. A pending entry is confirmed only by seeing the track
-  inside again; a pending exit by time alone (seen outside or not at all).
-* **Lost tracks.** A track inside a zone and unseen for longer than
-  ``exit_after_ms`` exits with ``how="lost"`` at its last seen time.
-  :meth:`ZoneTracker.close` ends every open visit the same way (end of a file).
+  outside time, and ``dwell_ms`` = exit time - entry time. Border jitter
+  therefore does not split a visit. A pending entry is confirmed only by
+  seeing the track inside again; a pending exit by time alone (seen outside
+  or not at all), as soon as ``exit_after_ms`` has passed.
+* **Occlusions and lost tracks.** A track last seen inside and then unseen
+  (hidden behind another person, missed by the detector) keeps its visit for
+  ``lost_after_ms`` (default: the 2.4 s in which the default tracker re-finds
+  a lost track under the same id): back inside within it, the visit goes on
+  with no exit and no new entry, so the dwell and a queue's wait are whole;
+  back outside within it, the exit is pending from that time as above.
+  Unseen for longer, it exits with ``how="lost"`` at its last seen time. While
+  hidden it still counts as in the zone (occupancy, queue length): the person
+  is most likely still standing there; so the live occupancy counts a really
+  lost track up to ``lost_after_ms`` too long, while its dwell (and the bucket
+  statistics' mean occupancy) end at its last seen time.
+  A track *seen* outside still exits after ``exit_after_ms``.
+  :meth:`ZoneTracker.close` ends every open visit (end of a file): a pending
+  exit at its first outside time, a hidden or visible track ``lost`` at its
+  last seen time.
 * **Passing through between samples.** A track that is seen outside, then
   inside for less than ``enter_after_ms`` or not at all, then outside again
   has passed through the zone if the straight segment from its last outside
@@ -47,11 +59,17 @@ Rules (each is a case in ``tests/test_zones.py``):
   by Little's law, W = L / throughput (served in the window / window length);
   ``None`` when nobody was served in the window.
 * **Occupancy.** :meth:`ZoneTracker.occupancy`: open visits per zone (inertia
-  applied; an occluded person still counts); ``raw=True``: anchors inside in the last frame.
+  applied; an occluded person still counts, up to ``lost_after_ms``); ``raw=True``: anchors
+  inside in the last frame.
 * **Buckets.** :class:`ZoneBuckets` aggregates per zone and time bucket: visits
-  (entries), unique people, time-weighted mean and max occupancy, median and
+  (entries), unique people, time-weighted mean (a track found lost counts up to
+  its last seen time, like its dwell) and max occupancy, median and
   p90 dwell of the visits that ended in the bucket, and for ``shelf`` zones the
-  stoppers (ended visits of at least ``stopper_after_s``).
+  stoppers (ended visits of at least ``stopper_after_s``). A frame's occupancy
+  holds until the next frame, at most the camera's longest ``lost_after_ms``
+  (:attr:`ZoneTracker.max_lost_ms`, as long as the tracker counts an unseen
+  person inside): the rest of a longer gap (a stalled stream) is not covered, and
+  the mean is over the covered time only.
 
 ``entrance``, ``shelf`` and ``staff_only`` zones follow the ``area`` rules here
 (their own meaning, store visits, product interest and staff filtering, is
@@ -214,7 +232,7 @@ class ZoneTracker:
                     for z in zones]
         self._exclude = [z for z in compiled if z.cfg.kind == "exclude"]
         self.zones = [z for z in compiled if z.cfg.kind != "exclude"]
-        self._forget_after_ms = max((z.rules.exit_after_ms for z in self.zones), default=0)
+        self._forget_after_ms = max((z.rules.lost_ms for z in self.zones), default=0)
         self._tracks: dict[int, _Track] = {}
         self._raw = {z.id: 0 for z in self.zones}
 
@@ -225,6 +243,19 @@ class ZoneTracker:
         if raw:
             return dict(self._raw)
         return {z: len(ids) for z, ids in self.inside().items()}
+
+    @property
+    def max_lost_ms(self) -> int:
+        """The longest ``lost_after_ms`` of the zones: how long a track unseen inside still counts in a zone
+        (and the longest :class:`ZoneBuckets` holds a frame's occupancy, see there)."""
+        return self._forget_after_ms
+
+    @property
+    def max_delay_ms(self) -> int:
+        """How long before the frame that confirms it an event may be dated, at most (entry, exit and lost
+        inertia; a lost exit is dated at the last seen time, ``lost_after_ms`` before)."""
+        return max((max(z.rules.enter_after_ms, z.rules.exit_after_ms, z.rules.lost_ms) for z in self.zones),
+                   default=0)
 
     def stopper_after_ms(self) -> dict[str, int]:
         """Per ``shelf`` zone: the dwell that makes a visit a stopper (for :class:`ZoneBuckets`)."""
@@ -349,7 +380,9 @@ class ZoneTracker:
             if ts - tr.ts_ms > wait:
                 v.pend_ts, v.out_pt = None, None  # gone: forget an unconfirmed entry and where it was
             return []
-        if (v.pend_ts is not None and ts - v.pend_ts >= wait) or (v.pend_ts is None and ts - tr.ts_ms > wait):
+        if v.pend_ts is not None:  # last seen outside: a real exit, as soon as exit_after_ms has passed
+            return [self._exit_now(z, tid, tr, v)] if ts - v.pend_ts >= wait else []
+        if ts - tr.ts_ms > z.rules.lost_ms:  # last seen inside, hidden for longer than lost_after_ms
             return [self._exit_now(z, tid, tr, v)]
         return []
 
@@ -449,8 +482,10 @@ class ZoneBucketStats:
     start_ms: int
     visits: int  # entries in the bucket
     unique_people: int  # distinct track ids inside during the bucket (or entering in it)
-    mean_occupancy: float  # time-weighted: each frame's open visits hold until the next frame
-    max_occupancy: int
+    mean_occupancy: float  # time-weighted over the covered time: each frame's open visits hold until the next
+    # frame, at most max_hold_ms (a track found lost only up to its last seen time: the time it was hidden
+    # before is taken out then); a bucket with no covered time: the mean of its frames' counts, or 0 without any
+    max_occupancy: int  # of the frames in the bucket and the holds into it (0 without any)
     exits: int  # visits that ended in the bucket, whose dwells give:
     dwell_median_ms: float | None
     dwell_p90_ms: float | None  # numpy's default (linear) percentile
@@ -478,6 +513,14 @@ class ZoneBuckets:
 
     ``stopper_after_ms`` (:meth:`ZoneTracker.stopper_after_ms`) adds the stoppers of shelf zones.
 
+    ``max_hold_ms``: a frame's occupancy holds until the next frame, at most this long (``None``: no
+    limit); the rest of a longer gap (a stalled stream) is not covered time: it adds neither to the mean
+    nor to the max, and a bucket inside such a gap has no statistics (none at all, or mean and max 0 when
+    an event is dated in it). Give it at least the zones'
+    ``lost_after_ms`` (:attr:`ZoneTracker.max_lost_ms`, what the analytics stage gives): the tracker
+    counts an unseen person inside that long, and a track found lost is taken out of the occupancy from
+    its last seen time to the end of what the previous frame held (every gap before that one is shorter).
+
     Example (one person inside from 0 to 30 s of a 60 s bucket):
         >>> b = ZoneBuckets(bucket_s=60)
         >>> enter = ZoneEvent("e", "cam", "z", 1, "enter", 0, 0)
@@ -488,9 +531,11 @@ class ZoneBuckets:
         (1, 1, 0.5, 1, 30000.0)
     """
 
-    def __init__(self, bucket_s: float = 60, stopper_after_ms: Mapping[str, int] | None = None) -> None:
+    def __init__(self, bucket_s: float = 60, stopper_after_ms: Mapping[str, int] | None = None,
+                 max_hold_ms: int | None = None) -> None:
         self.bucket_ms = int(bucket_s * 1000)
         self.stopper_after_ms = dict(stopper_after_ms or {})
+        self.max_hold_ms = max_hold_ms
         self._b: dict[tuple[str, int], _Bucket] = {}
         self._last: tuple[int, dict[str, int]] | None = None
 
@@ -499,10 +544,13 @@ class ZoneBuckets:
 
     def add(self, ts_ms: int, inside: Mapping[str, Iterable[int]], events: Iterable[ZoneEvent] = ()) -> None:
         """One frame: ``inside`` = :meth:`ZoneTracker.inside`, ``events`` = what its update returned."""
+        held_to = ts_ms  # the end of what the previous frame's occupancy holds
         if self._last is not None:
             t0, occ = self._last
-            while t0 < ts_ms:  # hold the previous frame's occupancy until now, split at bucket ends
-                t1 = min(ts_ms, (t0 // self.bucket_ms + 1) * self.bucket_ms)
+            if self.max_hold_ms is not None:
+                held_to = min(ts_ms, t0 + self.max_hold_ms)
+            while t0 < held_to:  # hold the previous frame's occupancy until now (capped), split at bucket ends
+                t1 = min(held_to, (t0 // self.bucket_ms + 1) * self.bucket_ms)
                 for zid, n in occ.items():
                     b = self._bucket(zid, t0)
                     b.area += n * (t1 - t0)
@@ -520,6 +568,8 @@ class ZoneBuckets:
             occ[zid] = len(ids)
         self._last = (ts_ms, occ)
         for e in events:
+            if e.kind == "exit" and e.how == "lost" and e.ts_ms < held_to:
+                self._unhold(e.zone_id, e.ts_ms, held_to)
             b = self._bucket(e.zone_id, e.ts_ms)
             if e.kind == "enter":
                 b.visits += 1
@@ -527,6 +577,17 @@ class ZoneBuckets:
             elif e.kind == "exit":
                 b.dwells.append(int(e.dwell_ms or 0))
                 b.hows[e.how or "other"] = b.hows.get(e.how or "other", 0) + 1
+
+    def _unhold(self, zone_id: str, t0: int, t1: int) -> None:
+        """One person fewer in the time-weighted occupancy over ``[t0, t1)`` (a track found lost: its open
+        visit was held from its last seen time until the frame that found it lost, or as long as the
+        previous frame's occupancy held)."""
+        while t0 < t1:
+            start = t0 // self.bucket_ms * self.bucket_ms
+            end = min(t1, start + self.bucket_ms)
+            if (zone_id, start) in self._b:  # (a bucket already closed keeps its statistics)
+                self._b[(zone_id, start)].area -= end - t0
+            t0 = end
 
     def state(self) -> dict:
         """JSON-serialisable state; :meth:`load_state` of it continues exactly where this stands."""

@@ -535,7 +535,7 @@ class AnalyticsApp:
                 left = sender.pending()
                 log.error("alert webhooks left undelivered at shutdown: dead-lettered (a try under way still "
                           "gets its answer)",
-                          extra={"undelivered": len(left), "urls": sorted({d.url for d in left}),
+                          extra={"undelivered": len(left), "urls": sorted({d.target for d in left}),
                                  "wait_s": WEBHOOK_CLOSE_S})
             sender.close(timeout_s=max(1.0, deadline - time.monotonic()))
 

@@ -6,9 +6,13 @@ version saved through ``/v1/site``): added cameras start, removed ones stop, and
 whose source or sampling changed (:data:`storelens.config.cameras.STREAM_FIELDS`) is stopped
 and started again with its new settings. A restarted camera's frame numbers go on after the
 old stream's (detect-track and analytics skip frames by seq), so nothing is mistaken for a
-redelivery. A file camera that a cameras list removes or restarts ends its stream with an
-end-of-stream marker (the restarted one reads its file again from the start: a new stream);
-stopped with the process (:meth:`CameraSupervisor.stop`, SIGTERM) it ends without one, so the
+redelivery. A file camera that a cameras list removes, or re-points (a new ``source`` or
+``start_ts_ms``: :data:`NEW_STREAM_FIELDS`), ends its stream with an end-of-stream marker (the
+re-pointed one reads its file from the start: a new stream). A file camera whose sampling or
+encoding only changed (``target_fps``, ``resize_width``, ``jpeg_quality``) goes on after the last
+source frame it published, without a marker: its timestamps go on (no crossing of the file is
+counted twice) and so do its tracks; one whose file had already ended stays ended. Stopped with
+the process (:meth:`CameraSupervisor.stop`, SIGTERM) a file camera ends without a marker, so the
 next process goes on with its tracks.
 
 Example:
@@ -34,27 +38,33 @@ from storelens.errors import SourceError, StoreLensError
 
 log = logging.getLogger(__name__)
 
+#: The stream settings whose change makes a file camera a new stream (an end-of-stream marker, then its file from
+#: the start); a change of the others only (sampling, encoding) resumes the file after its last frame published.
+NEW_STREAM_FIELDS = ("source", "start_ts_ms")
+
 #: Seconds :meth:`CameraSupervisor.apply` waits for a stopped camera's thread to end.
 STOP_JOIN_S = 30.0
 
 
 def pump_camera(cam: CameraConfig, publish: Callable[[bytes, bytes], None], should_stop: Callable[[], bool],
                 first_seq: int = 0, on_frame: Callable[[m.Frame], None] | None = None,
-                frame_format: FrameFormat = "jpeg", on_bad_frames: Callable[[int], None] | None = None) -> int:
+                frame_format: FrameFormat = "jpeg", on_bad_frames: Callable[[int], None] | None = None,
+                after_source_frame: int = 0) -> int:
     """Publish ``(key, Frame bytes)`` for every frame of ``cam`` until its source ends or a stop; the count.
 
     Frames are numbered from ``first_seq`` (a restarted camera goes on after its last frame; a live one from
     its first frame's wall-clock ms if that is larger: see :func:`~storelens.backends.video.camera_frames`);
     ``on_frame(frame)`` is called after each publish; ``frame_format`` is the image's encoding
     (:func:`~storelens.backends.video.encode_frame`: raw ``bgr`` only inside one process);
-    ``on_bad_frames(n)`` is told each run of ``n`` unreadable frames a file skipped. Raises
+    ``on_bad_frames(n)`` is told each run of ``n`` unreadable frames a file skipped; a file's frames up to
+    ``after_source_frame`` (1-based) are skipped (a resumed stream). Raises
     :class:`~storelens.errors.StoreLensError` when the source cannot be read (a file's end-of-stream marker
     published first).
     """
     key = topics.camera_key(cam.id)
     n = 0
     for frame in camera_frames(cam, should_stop=should_stop, frame_format=frame_format, first_seq=first_seq,
-                               on_bad_frames=on_bad_frames):
+                               on_bad_frames=on_bad_frames, after_source_frame=after_source_frame):
         publish(key, m.encode(frame))
         if on_frame is not None:
             on_frame(frame)
@@ -72,9 +82,11 @@ class _CameraRun:
     next_seq: int = 0
     #: The time of the last frame published.
     last_ts_ms: int = 0
+    #: The source frame (1-based) of the last frame published (a file resumed with new settings goes on after it).
+    source_frame: int = 0
     #: The stream's end-of-stream marker was published.
     ended: bool = False
-    #: Stopped for good by a cameras list (removed, or restarted with new stream settings), not by the process.
+    #: Stopped for good by a cameras list (removed, or re-pointed: a new stream), not by the process.
     final: bool = False
 
 
@@ -121,16 +133,18 @@ class CameraSupervisor:
 
     def apply(self, cameras: Sequence[CameraConfig]) -> CameraDiff:
         """Put ``cameras`` in force: start the added, stop the removed, restart those whose stream settings
-        changed (other changes only update the kept settings). Nothing happens once :meth:`close_if_idle`
-        closed the supervisor (an empty diff)."""
+        changed (a file whose sampling or encoding only changed resumes after its last frame published; other
+        changes only update the kept settings). Nothing happens once :meth:`close_if_idle` closed the supervisor
+        (an empty diff)."""
         with self._lock:
             if self.closed:
                 log.warning("ingest has ended: the cameras list is not applied")
                 return CameraDiff()
             diff = diff_cameras(self.cameras, cameras)
             stopping = [self._runs[cid] for cid in diff.removed] + [self._runs[c.id] for c in diff.restarted]
+            resumed = {c.id for c in diff.restarted if _resumes(self._runs[c.id].cam, c)}
             for run in stopping:
-                run.final = True  # a file's stream ends for good: its marker goes out
+                run.final = run.cam.id not in resumed  # a file's stream ends for good: its marker goes out
                 run.stop.set()
             for run in stopping:
                 if run.thread is not None:
@@ -145,22 +159,30 @@ class CameraSupervisor:
                 self._runs[cam.id].cam = cam
             order = {c.id: i for i, c in enumerate(cameras)}
             for cam in [*diff.restarted, *diff.added]:
-                self._runs[cam.id] = self._start(cam)
+                old = self._runs.get(cam.id) if cam.id in resumed else None
+                if old is not None and old.ended:  # the file had ended: nothing is left to read with the new settings
+                    old.cam = cam
+                    continue
+                self._runs[cam.id] = self._start(cam, old)
             self._runs = dict(sorted(self._runs.items(), key=lambda kv: order.get(kv[0], len(order))))
             return diff
 
-    def _start(self, cam: CameraConfig) -> _CameraRun:
+    def _start(self, cam: CameraConfig, resume: _CameraRun | None = None) -> _CameraRun:
+        """Start ``cam``'s thread; ``resume``: the stopped run of the same file stream, which it goes on after."""
         run = _CameraRun(cam, next_seq=self._next_seq.get(cam.id, 0), last_ts_ms=cam.start_ts_ms)
-        first = run.next_seq
+        if resume is not None:
+            run.last_ts_ms, run.source_frame = resume.last_ts_ms, resume.source_frame
+        first, after = run.next_seq, run.source_frame
         bad = None if self.on_bad_frames is None else (lambda n: self.on_bad_frames(cam, n))
 
         def seen(frame: m.Frame) -> None:
             run.next_seq, run.last_ts_ms, run.ended = frame.seq + 1, frame.ts_ms, frame.end_of_stream
+            run.source_frame = frame.source_frame or run.source_frame  # an end marker has none
 
         def target() -> None:
             try:
                 pump_camera(cam, self.publish, lambda: self.should_stop() or run.stop.is_set(), first, seen,
-                            self.frame_format, bad)
+                            self.frame_format, bad, after)
                 if run.final and not run.ended and not is_live(cam.source) and not self.should_stop():
                     end = m.Frame(camera_id=cam.id, seq=run.next_seq, ts_ms=run.last_ts_ms, end_of_stream=True)
                     self.publish(topics.camera_key(cam.id), m.encode(end))
@@ -173,7 +195,7 @@ class CameraSupervisor:
 
         run.thread = threading.Thread(target=target, name=f"ingest-{cam.id}", daemon=True)
         run.thread.start()
-        log.info("camera started", extra={"camera": cam.id, "first_seq": first})
+        log.info("camera started", extra={"camera": cam.id, "first_seq": first, "after_source_frame": after})
         return run
 
     def close_if_idle(self) -> bool:
@@ -212,6 +234,11 @@ class CameraSupervisor:
         for run in runs:
             if run.thread is not None:
                 run.thread.join(timeout_s)
+
+
+def _resumes(old: CameraConfig, new: CameraConfig) -> bool:
+    """Whether ``new`` goes on with ``old``'s stream: a file whose :data:`NEW_STREAM_FIELDS` are unchanged."""
+    return not is_live(new.source) and all(getattr(old, f) == getattr(new, f) for f in NEW_STREAM_FIELDS)
 
 
 def start_ingest(cameras: Sequence[CameraConfig], publish: Callable[[bytes, bytes], None],

@@ -103,7 +103,8 @@ class BrokerError(StoreLensError):
 
 
 class UndeliveredError(BrokerError):
-    """Messages still waiting for the broker after a flush's timeout (none failed: flushing again may finish)."""
+    """Messages still waiting for the broker after a flush's timeout (none failed: flushing again may finish),
+    or a message the producer could not take within a publish's timeout (not sent: publishing again may)."""
 
 
 def client_config(cfg: KafkaConfig) -> dict:
@@ -181,12 +182,17 @@ def _close_open(timeout_s: float = 10.0) -> None:
         log.warning("Kafka clients not closed at exit", extra={"error": repr(exc)})
 
 
-def _run(coro: Awaitable, timeout_s: float | None = None):
-    """Run ``coro`` on the Kafka event loop and wait for its result (BrokerError after ``timeout_s``)."""
+def _submit(coro: Awaitable) -> concurrent.futures.Future:
+    """Start ``coro`` on the Kafka event loop; its future (cancelling it cancels the coroutine)."""
     loop = _io_loop()
     if _io is not None and threading.current_thread() is _io[2]:
         raise RuntimeError("a blocking Kafka call on the Kafka event loop thread would deadlock")
-    fut = asyncio.run_coroutine_threadsafe(coro, loop)
+    return asyncio.run_coroutine_threadsafe(coro, loop)
+
+
+def _run(coro: Awaitable, timeout_s: float | None = None):
+    """Run ``coro`` on the Kafka event loop and wait for its result (BrokerError after ``timeout_s``)."""
+    fut = _submit(coro)
     try:
         return fut.result(timeout_s)
     except concurrent.futures.TimeoutError:
@@ -372,18 +378,23 @@ class KafkaBus:
     REQUEST_TIMEOUT_S = 120.0
 
     def __init__(self, cfg: KafkaConfig, client_id: str, heartbeat: Callable[[], None] | None = None,
-                 stopping: Callable[[], bool] | None = None, sticky_failures: bool = False) -> None:
+                 stopping: Callable[[], bool] | None = None, sticky_failures: bool = False,
+                 on_delivery_error: Callable[[str], None] | None = None) -> None:
         self.cfg = cfg
         self.errors = 0
+        #: ``on_delivery_error(topic)`` for each message whose delivery failed (on the event loop thread; a
+        #: service counts them in ``storelens_delivery_errors_total{topic}``).
+        self.on_delivery_error = on_delivery_error
         #: A failed delivery fails every later flush too (a stage's bus: its offsets are committed after a flush,
         #: and a commit must never go past an output that did not reach the broker); else it is reported once
         #: (the API's publisher: the request that failed answers 503 and is retried).
         self.sticky_failures = sticky_failures
-        #: Called between the slices of a long flush (a service's liveness beat).
+        #: Called between the slices of a long flush or publish (a service's liveness beat).
         self.heartbeat = heartbeat
         #: Whether the service is shutting down (a flush then waits at most :data:`SHUTDOWN_FLUSH_S`).
         self.stopping = stopping
-        #: ``time.monotonic()`` since which a flush has been waiting for the broker past one slice, else None.
+        #: ``time.monotonic()`` since which a flush or publish has been waiting for the broker past one slice,
+        #: else None.
         self.waiting_since: float | None = None
         self._pending: set[asyncio.Future] = set()  # delivery futures (touched on the loop thread only)
         self._producer: AIOKafkaProducer = _run(_started(lambda: AIOKafkaProducer(
@@ -400,35 +411,54 @@ class KafkaBus:
         ), cfg.bootstrap_servers))
         _open.add(self)
 
-    def _on_delivery(self, fut: asyncio.Future) -> None:
+    def _failed(self, topic: str, error: str) -> None:
+        """(event loop) One message of ``topic`` was not delivered."""
+        self.errors += 1
+        log.error("delivery failed", extra={"topic": topic, "error": error})
+        if self.on_delivery_error is not None:
+            self.on_delivery_error(topic)
+
+    def _on_delivery(self, fut: asyncio.Future, topic: str) -> None:
         self._pending.discard(fut)
-        exc = None if not fut.cancelled() and fut.exception() is None else (
-            "cancelled" if fut.cancelled() else repr(fut.exception()))
-        if exc is not None:
-            self.errors += 1
-            log.error("delivery failed", extra={"error": exc})
+        if fut.cancelled() or fut.exception() is not None:
+            self._failed(topic, "cancelled" if fut.cancelled() else repr(fut.exception()))
 
     async def _send(self, topic: str, key: bytes, value: bytes, partition: int | None = None) -> asyncio.Future:
         try:
             await self._producer.client._wait_on_metadata(topic)  # an unknown topic fails delivery, not publish()
         except kerr.KafkaError as exc:
-            self.errors += 1
-            log.error("delivery failed", extra={"topic": topic, "error": repr(exc)})
+            self._failed(topic, repr(exc))
             fut = asyncio.get_running_loop().create_future()
             fut.set_exception(exc)
             return fut
-        while True:
+        while True:  # bounded by publish(): it cancels this coroutine after its timeout
             try:
                 fut = await self._producer.send(topic, value=value, key=key, partition=partition)
                 break
             except kerr.KafkaTimeoutError:  # the partition's buffer stayed full (broker away): keep waiting
                 log.warning("producer buffer full; waiting for the broker", extra={"topic": topic})
         self._pending.add(fut)
-        fut.add_done_callback(self._on_delivery)
+        fut.add_done_callback(lambda f: self._on_delivery(f, topic))
         return fut
 
-    def publish(self, topic: str, key: bytes, value: bytes) -> None:
-        _run(self._send(topic, key, value))
+    def publish(self, topic: str, key: bytes, value: bytes, timeout_s: float | None = None) -> None:
+        """Hand a message to the producer (delivered in the background: :meth:`flush` waits for it).
+
+        While the broker is away the producer cannot take it once the partition's batches are full (or the
+        topic's metadata is missing): this waits as :meth:`flush` does, up to ``timeout_s`` (default
+        :data:`FLUSH_WAIT_S`, :data:`SHUTDOWN_FLUSH_S` once ``stopping()``) in slices of :data:`FLUSH_SLICE_S`
+        calling ``heartbeat()`` between them (and marks :attr:`waiting_since`), then raises
+        :class:`UndeliveredError`; the message is then not sent.
+        """
+        fut = _submit(self._send(topic, key, value))
+        try:
+            self._ride_through(lambda wait: bool(concurrent.futures.wait([fut], wait).done), timeout_s,
+                               lambda waited: f"{topic}: the producer did not take the message in {waited:.0f} s "
+                                              "(the broker is away)", "publish")
+        except BaseException:
+            fut.cancel()  # aiokafka: cancelling send() drops the message
+            raise
+        fut.result()
 
     def publish_wait(self, topic: str, key: bytes | None, value: bytes, partition: int | None = None,
                      timeout_s: float = 30.0) -> tuple[int, int]:
@@ -461,32 +491,44 @@ class KafkaBus:
         broker restart is ridden through. :class:`UndeliveredError` if messages are still pending then;
         :class:`BrokerError` at once if any failed delivery since the last flush.
         """
-        start = time.monotonic()
+        remaining = [0]
+
+        def drained(wait: float) -> bool:
+            remaining[0], failed = _run(self._drain(wait), wait + 30)
+            if failed:
+                raise BrokerError(f"{failed} messages failed delivery" + (
+                    " (nothing is committed after it: the service must restart)" if self.sticky_failures else ""))
+            return not remaining[0]
+
+        self._ride_through(drained, timeout_s, lambda waited: f"{remaining[0]} messages still undelivered after "
+                                                              f"{waited:.0f} s", "flush")
+
+    def _ride_through(self, step: Callable[[float], bool], timeout_s: float | None, undelivered: Callable[[float], str],
+                      what: str) -> None:
+        """``step(wait)`` (True: done) until done, in slices of :data:`FLUSH_SLICE_S` with ``heartbeat()`` between
+        them, up to ``timeout_s`` (None: :data:`FLUSH_WAIT_S`, or :data:`SHUTDOWN_FLUSH_S` once ``stopping()``);
+        then :class:`UndeliveredError` (``undelivered(waited_s)``). Past one slice :attr:`waiting_since` is set."""
+        start, marked = time.monotonic(), False
         try:
             while True:
                 limit = timeout_s if timeout_s is not None else (
                     SHUTDOWN_FLUSH_S if self.stopping is not None and self.stopping() else FLUSH_WAIT_S)
                 left = limit - (time.monotonic() - start)
                 wait = max(0.1, min(FLUSH_SLICE_S, left))
-                remaining, failed = _run(self._drain(wait), wait + 30)
-                if failed:
-                    raise BrokerError(f"{failed} messages failed delivery" + (
-                        " (nothing is committed after it: the service must restart)" if self.sticky_failures else ""))
-                if not remaining:
+                if step(wait):
                     return
                 if left <= wait:
-                    raise UndeliveredError(f"{remaining} messages still undelivered after "
-                                           f"{time.monotonic() - start:.0f} s")
-                if self.waiting_since is None:
-                    self.waiting_since = start
-                    log.warning("waiting for the broker to take pending messages",
-                                extra={"pending": remaining, "limit_s": limit})
+                    raise UndeliveredError(undelivered(time.monotonic() - start))
+                if self.waiting_since is None:  # (several threads may wait: the first one marks it)
+                    self.waiting_since, marked = start, True
+                    log.warning(f"{what} waiting for the broker to take pending messages",
+                                extra={"pending": len(self._pending), "limit_s": limit})
                 if self.heartbeat is not None:
                     self.heartbeat()
         finally:
-            if self.waiting_since is not None:
-                log.info("broker wait over", extra={"waited_s": round(time.monotonic() - self.waiting_since, 1)})
-            self.waiting_since = None
+            if marked:
+                log.info("broker wait over", extra={"waited_s": round(time.monotonic() - start, 1)})
+                self.waiting_since = None
 
     def flush_some(self, timeout_s: float) -> None:
         """Wait up to ``timeout_s`` for a delivery (no waiting for the queue to empty); failures stay counted."""
@@ -570,6 +612,9 @@ class KafkaConsumer:
         self.commit_every = commit_every
         self.commit_interval_s = commit_interval_s
         self.assigned: set[tuple[str, int]] = set()
+        #: A member of the group with its assignment (True from an assignment, possibly of no partition: an
+        #: extra replica is idle, not broken; False from a revocation that left nothing assigned, e.g. while the
+        #: group rebalances or after this member left it, until the next assignment).
         self.connected = False
         self._pending = _Pending(since=time.monotonic())
         #: next offset after the done messages, per partition, not committed yet
@@ -635,6 +680,7 @@ class KafkaConsumer:
         if self.commit_on_revoke:  # hand over cleanly: what was processed of these partitions is committed
             self.commit(set(parts))
         self.assigned -= set(parts)
+        self.connected = bool(self.assigned)
         self._forget(set(tps))
 
     def _forget(self, tps: set[TopicPartition]) -> None:

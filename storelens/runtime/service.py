@@ -6,7 +6,9 @@
   which the services do only once their models are loaded and their stage is built. Kubernetes'
   startup probe, which holds the liveness probe back until then; it stays 200 afterwards.
 * ``/readyz``: every readiness check passes (broker connected, model
-  loaded, state recovered, ...); each check is a named callable.
+  loaded, state recovered, ...); each check is a named callable returning a bool, or
+  ``(ok, detail)``: the detail of a failing check is answered under ``details`` (e.g. ingest's
+  ``cameras``: which camera and why).
 * ``/metrics``: Prometheus text format, from the service's own registry.
 * SIGTERM/SIGINT set :attr:`ServiceRuntime.stopping`; the run loop then
   flushes its producer and commits its consumer before exiting.
@@ -39,13 +41,18 @@ class ServiceMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.messages_in = Counter("storelens_messages_in_total", "Messages consumed", ["topic"], registry=registry)
-        self.messages_out = Counter("storelens_messages_out_total", "Messages produced", ["topic"], registry=registry)
+        self.messages_out = Counter("storelens_messages_out_total", "Messages produced (handed to the producer; "
+                                    "those whose delivery failed are in storelens_delivery_errors_total)", ["topic"],
+                                    registry=registry)
+        self.delivery_errors = Counter("storelens_delivery_errors_total", "Messages the broker did not take (delivery "
+                                       "failed after the producer's retries)", ["topic"], registry=registry)
         self.errors = Counter("storelens_errors_total", "Processing errors", ["reason"], registry=registry)
         self.dead_letters = Counter("storelens_dead_letters_total", "Messages sent to the dead-letter topic",
                                     ["topic"], registry=registry)
         self.duplicates = Counter("storelens_duplicates_total", "Redelivered messages skipped", ["topic"],
                                   registry=registry)
-        self.lag = Gauge("storelens_consumer_lag", "Messages behind the high watermark", ["topic", "partition"],
+        self.lag = Gauge("storelens_consumer_lag", "Messages behind the high watermark, of the partitions the "
+                         "consumer owns (set once it has read from them)", ["topic", "partition"],
                          registry=registry)
         self.seconds = Histogram("storelens_processing_seconds", "Time to process one message", ["topic"],
                                  registry=registry, buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
@@ -90,15 +97,21 @@ class ServiceRuntime:
         return age < self.stall_s, {"status": "ok" if age < self.stall_s else "stalled", "heartbeat_age_s": round(age, 1)}
 
     def readiness(self) -> tuple[bool, dict]:
-        results = {}
+        results, details = {}, {}
         for name, check in self._checks.items():
             try:
-                results[name] = bool(check())
+                got = check()
+                results[name] = bool(got[0] if isinstance(got, tuple) else got)
+                if isinstance(got, tuple) and not results[name] and got[1]:
+                    details[name] = got[1]
             except Exception as exc:  # a failing check means not ready, never a crash
                 results[name] = False
                 log.debug("readiness check failed", extra={"check": name, "error": str(exc)})
         ok = all(results.values()) and not self.stopping.is_set()
-        return ok, {"status": "ready" if ok else "not ready", "checks": results}
+        doc = {"status": "ready" if ok else "not ready", "checks": results}
+        if details:
+            doc["details"] = details
+        return ok, doc
 
     def start(self) -> None:
         """Serve /healthz, /readyz, /startupz, /metrics in a thread and install signal handlers."""

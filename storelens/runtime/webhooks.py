@@ -18,6 +18,11 @@
   warning, counted in :attr:`WebhookSender.dropped` and ``storelens_webhook_dropped_total``), what is still
   queued at :meth:`WebhookSender.close`, and a message whose delivery failed in an unexpected way
   (logged with its traceback; the thread goes on with the next message).
+* **Secrets**: a webhook URL often holds its credential in its path (a Slack, Teams or Discord incoming webhook,
+  ``https://hooks.slack.com/services/T000/B000/<token>``), so logs and dead-letter reasons never show it:
+  only ``scheme://host[:port]/...#<first 8 hex of the URL's SHA-256>`` (:attr:`Delivery.target`,
+  :func:`~storelens.config.cameras.redact_url`). No metric is labelled with a URL, and no API answer shows one
+  (``/v1/site`` has the cameras and alert rules only; the webhooks are edited in the site file).
 
 Example (the signature a receiver checks):
     >>> sign(b"secret", b'{"a": 1}')
@@ -34,11 +39,13 @@ import logging
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from storelens.config.alerts import WEBHOOK_MAX_QUEUED
+from storelens.config.cameras import redact_url
 from storelens.contract import messages as m
 
 log = logging.getLogger(__name__)
@@ -81,8 +88,19 @@ class Delivery:
     backoff_max_s: float
     timeout_s: float
     attempts: int = 0
-    #: One line per failed try (or why it was given up), the dead letter's reason last.
+    #: One line per failed try (or why it was given up), the dead letter's reason last (the URL redacted).
     errors: list[str] = field(default_factory=list)
+
+    @property
+    def target(self) -> str:
+        """The URL as logs may show it (:func:`~storelens.config.cameras.redact_url`: no path, no credentials)."""
+        return redact_url(self.url)
+
+    def scrub(self, text: str) -> str:
+        """``text`` (an error message) with the URL, and its path, replaced by :attr:`target`."""
+        path = urllib.parse.urlsplit(self.url).path
+        text = text.replace(self.url, self.target)
+        return text.replace(path, "/...") if len(path) > 1 else text
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -107,11 +125,12 @@ def _post(d: Delivery) -> tuple[bool, bool, str]:
         e.close()
         if 300 <= e.code < 400:
             where = e.headers.get("Location") if e.headers else None
-            return False, True, (f"HTTP {e.code} redirect to {where or '(no Location)'} not followed "
+            where = redact_url(urllib.parse.urljoin(d.url, where)) if where else "(no Location)"
+            return False, True, (f"HTTP {e.code} redirect to {where} not followed "
                                  "(a redirected POST loses its body): configure the final URL")
         return False, e.code >= 500 or e.code in _RETRY_STATUS, f"HTTP {e.code}"
     except (urllib.error.URLError, OSError, TimeoutError, http.client.HTTPException, ValueError) as e:
-        return False, True, repr(e)  # unreachable, timed out, or an answer that is not (valid) HTTP
+        return False, True, d.scrub(repr(e))  # unreachable, timed out, or an answer that is not (valid) HTTP
 
 
 class WebhookSender:
@@ -166,7 +185,7 @@ class WebhookSender:
         if dropped is not None:
             if dropped is not d:
                 log.warning("alert webhook queue full; oldest message dropped",
-                            extra={"url": dropped.url, "max_queued": self.max_queued})
+                            extra={"url": dropped.target, "max_queued": self.max_queued})
                 if self.metrics is not None:
                     self.metrics.webhook_dropped.inc()
             self._dead_letter(dropped)
@@ -184,10 +203,10 @@ class WebhookSender:
             try:
                 self._deliver(d)
             except Exception as exc:  # noqa: BLE001 (one message's failure must not stop the next ones)
-                log.exception("alert webhook delivery failed unexpectedly; dead-lettered", extra={"url": url})
+                log.exception("alert webhook delivery failed unexpectedly; dead-lettered", extra={"url": d.target})
                 with self._cond:
                     self.internal_errors += 1
-                d.errors.append(f"internal error: {exc!r}")
+                d.errors.append(d.scrub(f"internal error: {exc!r}"))
                 self._dead_letter(d)
             finally:
                 with self._cond:
@@ -208,7 +227,7 @@ class WebhookSender:
             if not retry or d.attempts >= d.max_attempts or self._stop.is_set():
                 self._dead_letter(d)
                 return
-            log.warning("alert webhook failed; retrying", extra={"url": d.url, "error": err, "retry_in_s": delay})
+            log.warning("alert webhook failed; retrying", extra={"url": d.target, "error": err, "retry_in_s": delay})
             self._sleep(delay)
             if self._stop.is_set():
                 d.errors.append(CLOSED_REASON)
@@ -221,14 +240,14 @@ class WebhookSender:
         with self._cond:
             self.dead_letters.append(d)
         log.error("alert webhook dead-lettered",
-                  extra={"url": d.url, "attempts": d.attempts, "error": d.errors[-1] if d.errors else ""})
+                  extra={"url": d.target, "attempts": d.attempts, "error": d.errors[-1] if d.errors else ""})
         if self.on_dead_letter is not None:
             try:
                 self.on_dead_letter(d)
             except Exception:  # noqa: BLE001
                 with self._cond:
                     self.internal_errors += 1
-                log.exception("alert webhook on_dead_letter failed", extra={"url": d.url})
+                log.exception("alert webhook on_dead_letter failed", extra={"url": d.target})
 
     def pending(self) -> list[Delivery]:
         """The messages not yet delivered nor dead-lettered: being sent (or waiting to retry), then queued."""

@@ -49,6 +49,10 @@ log = logging.getLogger(__name__)
 PING_EVERY_S = 10.0
 #: Seconds between two updates of the consumer lag gauges.
 LAG_EVERY_S = 5.0
+#: Seconds a live camera may go without publishing a frame (counted from its start) before it is down: ingest's
+#: "cameras" readiness check fails and one outage is counted (``storelens_camera_outages_total{camera}``). A camera
+#: sampled slower than a frame every 10 s gets three of its frame intervals instead.
+CAMERA_FRAME_TIMEOUT_S = 30.0
 
 
 def newest_site_update(msgs: Sequence[Any], store_id: str) -> m.SiteUpdate | None:
@@ -98,7 +102,8 @@ def _site_cameras(config: SiteConfig, update: m.SiteUpdate):
 
 class BrokerProbe:
     """A service's "broker" readiness check: the broker answered the last ping, the service's client is
-    connected, and no flush is waiting for the broker (a restart: not ready, though alive, the heartbeat goes on).
+    connected (a consumer: assigned, see :attr:`~storelens.runtime.kafka.KafkaConsumer.connected`), and no flush or
+    publish is waiting for the broker (a restart: not ready, though alive, the heartbeat goes on).
 
     The pings run every :data:`PING_EVERY_S` in a thread of their own while the probe is entered (``with``): the
     service's thread can be held for long in a call to the broker while it is away (a flush, a publish waiting
@@ -125,39 +130,149 @@ class BrokerProbe:
         self._done.set()
 
 
+def frame_timeout_s(cam) -> float:
+    """How long the live camera ``cam`` may go without a frame: :data:`CAMERA_FRAME_TIMEOUT_S`, or three of its
+    frame intervals (``target_fps``) when longer."""
+    return max(CAMERA_FRAME_TIMEOUT_S, 3.0 / cam.target_fps if cam.target_fps else 0.0)
+
+
+class CameraProbe:
+    """Ingest's "cameras" readiness check and camera outage counter.
+
+    Ready when every camera in force has its thread running and, if live, published a frame within
+    :func:`frame_timeout_s` (from its (re)start on); a file camera whose thread has ended without failing (its
+    file ended) is fine, one that failed is not. Not ready answers which camera and why (``details``).
+    :meth:`update` (the ingest loop, every turn) counts each outage of a live camera once, when it starts, in
+    ``storelens_camera_outages_total{camera}``: its source is missing or gives nothing (the camera thread
+    reconnects with backoff meanwhile) or its frames cannot be published (the broker is away).
+    """
+
+    def __init__(self, sup: CameraSupervisor, rt: ServiceRuntime) -> None:
+        from prometheus_client import Counter
+
+        self.sup = sup
+        self.outages = Counter("storelens_camera_outages_total", "Outages of live cameras: no frame published for "
+                               "the camera's frame timeout (30 s by default), counted when one starts", ["camera"],
+                               registry=rt.registry)
+        self._lock = threading.Lock()
+        #: per camera thread (a restart is a new one): when it was first seen, its last frame, its failure
+        self._since: dict[threading.Thread, float] = {}
+        self._last: dict[threading.Thread, float] = {}
+        self._failed: dict[threading.Thread, str] = {}
+        #: live camera threads in an outage -> their camera id
+        self._down: dict[threading.Thread, str] = {}
+        rt.add_check("cameras", self.ready)
+
+    def published(self) -> None:
+        """A frame was published (called on the camera's thread)."""
+        with self._lock:
+            self._last[threading.current_thread()] = time.monotonic()
+
+    def failed(self, exc: Exception) -> None:
+        """The camera failed (called on the camera's thread, which then ends)."""
+        with self._lock:
+            self._failed[threading.current_thread()] = str(exc)
+
+    def _problems(self) -> dict[str, tuple[threading.Thread, str, bool]]:
+        """camera id -> (thread, why it is not fine, whether it is a live camera without frames)."""
+        from storelens.backends.video import is_live
+
+        # (read before taking our lock: apply() joins camera threads, which call published(), holding the
+        # supervisor's lock)
+        cameras, threads, out = self.sup.cameras, self.sup.threads(), {}
+        now = time.monotonic()
+        with self._lock:
+            for stale in set(self._since) - set(threads.values()):  # stopped, removed or restarted cameras
+                for d in (self._since, self._last, self._failed):
+                    d.pop(stale, None)
+                self._down.pop(stale, None)
+            for cam in cameras:
+                t = threads.get(cam.id)
+                if t is None:
+                    continue
+                since = self._since.setdefault(t, now)
+                if t in self._failed:
+                    out[cam.id] = (t, f"failed: {self._failed[t]}", False)
+                elif not is_live(cam.source):
+                    continue  # a file: running, or ended
+                elif not t.is_alive():
+                    out[cam.id] = (t, "stopped", False)
+                elif (age := now - self._last.get(t, since)) > frame_timeout_s(cam):
+                    out[cam.id] = (t, f"no frame published for {age:.0f} s (limit {frame_timeout_s(cam):.0f} s)", True)
+        return out
+
+    def ready(self) -> tuple[bool, dict[str, str]]:
+        problems = self._problems()
+        return not problems, {cid: why for cid, (_t, why, _down) in problems.items()}
+
+    def update(self) -> None:
+        """Count the outages that started since the last call; log those that ended."""
+        problems = self._problems()
+        down = {t: (cid, why) for cid, (t, why, no_frames) in problems.items() if no_frames}
+        with self._lock:
+            for t, (cid, why) in down.items():
+                if t not in self._down:
+                    self._down[t] = cid
+                    self.outages.labels(cid).inc()
+                    log.error("camera down", extra={"camera": cid, "reason": why})
+            for t in set(self._down) - set(down):
+                if (cid := self._down.pop(t)) not in problems:
+                    log.info("camera back", extra={"camera": cid})
+
+
+def _count_delivery_errors(bus, rt: ServiceRuntime) -> None:
+    """Export ``bus``'s failed deliveries as ``storelens_delivery_errors_total{topic}``."""
+    bus.on_delivery_error = lambda topic: rt.metrics.delivery_errors.labels(topic).inc()
+
+
 def run_ingest(config: SiteConfig, rt: ServiceRuntime) -> int:
     """Publish every camera's frames until SIGTERM (files: until their end, then idle).
 
     The cameras are the newest site version's (``site-config``, key ``store.id``) or else the site
     file's; each later version is applied without a restart (:meth:`CameraSupervisor.apply`).
+    Readiness: ``broker`` (:class:`BrokerProbe`) and ``cameras`` (:class:`CameraProbe`). A frame the producer
+    cannot take while the broker is away is offered again until it is taken or the service stops.
     """
-    from storelens.runtime.kafka import KafkaBus, ensure_topics
+    from storelens.runtime.kafka import KafkaBus, UndeliveredError, ensure_topics
 
     ensure_topics(config.kafka)
     bus = KafkaBus(config.kafka, "ingest", heartbeat=rt.beat, stopping=rt.stopping.is_set)
+    _count_delivery_errors(bus, rt)
     frames_topic = topics.topic_name(topics.FRAMES, config.kafka.topic_prefix)
     published = [0]
     probe = BrokerProbe(bus, rt, ok=bus.ping())
 
     def publish(key: bytes, value: bytes) -> None:
-        bus.publish(frames_topic, key, value)
+        while True:
+            try:
+                bus.publish(frames_topic, key, value)
+                break
+            except UndeliveredError as exc:
+                if rt.stopping.is_set():  # not published; the camera stops with the process
+                    return
+                log.warning("frame not taken yet, offered again", extra={"camera": key.decode(errors="replace"),
+                                                                         "error": str(exc)})
         rt.metrics.messages_out.labels(frames_topic).inc()
+        cameras_probe.published()
         published[0] += 1
 
     def failed(cam, exc: StoreLensError) -> None:  # one bad camera does not stop the others
         rt.metrics.errors.labels("source").inc()
+        cameras_probe.failed(exc)
         log.error("camera failed", extra={"camera": cam.id, "error": str(exc)})
 
     ingest = CameraSupervisor(publish, rt.stopping.is_set, failed,
                               on_bad_frames=lambda cam, n: rt.metrics.errors.labels("decode").inc(n))
+    cameras_probe = CameraProbe(ingest, rt)
     site, newest = site_tail(config)
     cameras, version = config.cameras, 0
     if newest is not None:
         cameras, version = _site_cameras(config, newest) or cameras, newest.version
     ingest.apply(cameras)
+    cameras_probe.update()
     log.info("ingest started", extra={"site_version": version, "cameras": ",".join(c.id for c in cameras)})
     with probe:
-        _ingest_loop(config, rt, bus, site, ingest, version)
+        _ingest_loop(config, rt, bus, site, ingest, version, cameras_probe)
     ingest.stop(timeout_s=10)
     site.close()
     bus.flush()
@@ -165,11 +280,13 @@ def run_ingest(config: SiteConfig, rt: ServiceRuntime) -> int:
     return 0
 
 
-def _ingest_loop(config: SiteConfig, rt: ServiceRuntime, bus, site, ingest: CameraSupervisor, version: int) -> None:
-    """Until SIGTERM: deliveries, and each newer site version applied to the cameras."""
+def _ingest_loop(config: SiteConfig, rt: ServiceRuntime, bus, site, ingest: CameraSupervisor, version: int,
+                 cameras: CameraProbe) -> None:
+    """Until SIGTERM: deliveries, the cameras' outages, and each newer site version applied to the cameras."""
     while not rt.stopping.is_set():
         rt.beat()
         bus.flush_some(0.5)
+        cameras.update()
         news = []
         while (msg := site.poll(0)) is not None:
             news.append(msg)
@@ -179,6 +296,7 @@ def _ingest_loop(config: SiteConfig, rt: ServiceRuntime, bus, site, ingest: Came
             cams = _site_cameras(config, update)
             if cams is not None:
                 diff = ingest.apply(cams)
+                cameras.update()
                 log.info("site version applied to ingest", extra={
                     "version": version, "added": ",".join(c.id for c in diff.added),
                     "removed": ",".join(diff.removed), "restarted": ",".join(c.id for c in diff.restarted)})
@@ -213,6 +331,7 @@ class StageWorker:
                                         on_assign=getattr(hooks, "on_assign", None),
                                         on_revoke=getattr(hooks, "on_revoke", None),
                                         heartbeat=rt.beat, stopping=rt.stopping.is_set)
+        _count_delivery_errors(self.transport.bus, rt)
         for tail in tails:  # polled first, like an earlier group (the transport acks it by topic: a no-op)
             self.transport.consumers.insert(0, tail)
             self.transport._by_topic[tail.topic] = tail
@@ -222,6 +341,8 @@ class StageWorker:
         self._checks = dict(checks or {})
         self._ok = {name: check() for name, check in self._checks.items()}
         self._last_checks, self._last_lag = time.monotonic(), 0.0
+        #: (topic, partition) of the lag gauge's labels set by this worker
+        self._lag_labels: set[tuple[str, int]] = set()
         self._broker = BrokerProbe(self.transport.bus, rt, connected=lambda: self.transport.connected)
         rt.add_check("model", lambda: True)  # the stage's models are loaded before the worker exists
         for sink in self.core.sinks:  # a sink failing its writes (retried) makes the service not ready
@@ -237,9 +358,18 @@ class StageWorker:
             for name, check in self._checks.items():
                 self._ok[name] = check()
         if now - self._last_lag > LAG_EVERY_S:
-            for (t, p), lag in self.transport.lag().items():
-                self.rt.metrics.lag.labels(t, str(p)).set(lag)
+            self._update_lag()
             self._last_lag = now
+
+    def _update_lag(self) -> None:
+        """Set the lag gauge of the partitions read from, and remove the labels of those no longer assigned."""
+        for (t, p), lag in self.transport.lag().items():
+            self.rt.metrics.lag.labels(t, str(p)).set(lag)
+            self._lag_labels.add((t, p))
+        owned = set().union(*(c.assigned for c in self.transport.consumers))
+        for t, p in self._lag_labels - owned:
+            self.rt.metrics.lag.remove(t, str(p))
+        self._lag_labels &= owned
 
     def run(self) -> int:
         log.info(f"{self.stage.name} started", extra={"inputs": ",".join(self.stage.inputs)})
@@ -558,7 +688,7 @@ class TopicPublisher:
     def publish(self, items: Sequence[tuple[bytes, Any]]) -> None:
         bus = self._producer()
         for key, msg in items:
-            bus.publish(self.topic, key, m.encode(msg))
+            bus.publish(self.topic, key, m.encode(msg), timeout_s=self.timeout_s)
         bus.flush(self.timeout_s)
 
     def close(self) -> None:

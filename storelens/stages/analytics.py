@@ -8,6 +8,15 @@ After each frame the store-level alert step (:mod:`storelens.stages.store_alerts
 state rides along in every camera's state (after a restart the newest copy wins).
 :meth:`AnalyticsStage.tick` is called by the runner about once a second (both modes), so a
 silent store still moves the clock of ``camera_down``.
+
+**The store's occupancy** (:func:`~storelens.domain.counting.store_totals`: ins minus outs over
+``store.entrance_lines`` when set, else the sum of the cameras') is the ``store_occupancy`` alert's value.
+With ``store.entrance_lines`` set, each frame that gives its camera's ``OccupancyUpdate`` (a frame with
+crossings) also gives one of camera id :data:`~storelens.domain.counting.STORE_OCCUPANCY_ID` (``@store``,
+stamped with the store clock), stored and published as the cameras' are: ``/v1/occupancy`` and ``/v1/live``
+read that one row, so they show the alert's number. Without entrance lines there is no such row: the API sums
+the cameras' rows by the same rule. Like the store-wide alerts, the row needs every camera on one analytics
+worker (the default single replica).
 """
 from __future__ import annotations
 
@@ -19,7 +28,8 @@ import numpy as np
 from storelens.config import SiteConfig, with_site_update
 from storelens.contract import messages as m
 from storelens.contract import topics
-from storelens.domain.counting import CrossingEvent, LineCounter, Occupancy, window_start_ms
+from storelens.domain.counting import (STORE_OCCUPANCY_ID, CrossingEvent, LineCounter, Occupancy, StoreTotals,
+                                       store_totals, window_start_ms)
 from storelens.domain.geometry import anchors_bottom_center
 from storelens.errors import DecodeError
 from storelens.stages.analyzers import CameraAnalyzer, FrameView, build_analyzers
@@ -31,6 +41,8 @@ from storelens.stages.store_alerts import StoreAlerts
 class AnalyticsOutput:
     crossings: list[CrossingEvent] = field(default_factory=list)
     occupancy: m.OccupancyUpdate | None = None
+    #: The store's occupancy (camera id ``STORE_OCCUPANCY_ID``) with ``occupancy``, when entrance lines are set.
+    store_occupancy: m.OccupancyUpdate | None = None
     windows: list[m.CountWindow] = field(default_factory=list)
     #: What the camera's analyzers returned (zone events, statistics, heatmaps, ...), in order.
     analyzed: list = field(default_factory=list)
@@ -79,16 +91,16 @@ class AnalyticsStage:
         #: Cameras removed by a site version: their tracked frames still in flight are skipped, not dead-lettered.
         self.removed_cameras: set[str] = set()
 
+    def store_totals(self) -> StoreTotals:
+        """The store's occupancy, ins and outs now (:func:`~storelens.domain.counting.store_totals`): over
+        ``store.entrance_lines``, or else the sums of the cameras' (as ``/v1/occupancy``)."""
+        return store_totals(self.entrance_lines,
+                            [(o.value, o.total_in, o.total_out) for o in self.occupancy.values()],
+                            {cam: self.counters[cam].counts() for cam, _ in self.entrance_lines or ()})
+
     def store_occupancy(self) -> int:
-        """The store's occupancy now: ins minus outs over ``store.entrance_lines`` (at least 0), or else the
-        sum of the cameras' occupancy (as ``/v1/occupancy``)."""
-        if self.entrance_lines is None:
-            return sum(o.value for o in self.occupancy.values())
-        total = 0
-        for cam, line in self.entrance_lines:
-            c = self.counters[cam].counts().get(line, {})
-            total += c.get("in", 0) - c.get("out", 0)
-        return max(0, total)
+        """The store's occupancy now (the ``store_occupancy`` alert's value): :meth:`store_totals`."""
+        return self.store_totals().occupancy
 
     def tick(self, now_ms: int) -> Outputs:
         """The runner's periodic call (every :attr:`tick_s`, wall time ``now_ms``): alerts that need time to
@@ -221,14 +233,14 @@ class AnalyticsStage:
         if out.duplicate:
             return Outputs(duplicate=True)
         cam = msg.camera_id
-        occupancy = [out.occupancy] if out.occupancy is not None else []
+        occupancy = [u for u in (out.occupancy, out.store_occupancy) if u is not None]
         analyzers = self.analyzers[cam].values()
         by_type = {t: topic for a in analyzers for t, topic in a.topics.items()}
         store = self._store_outputs(out.store_alerts)
         return Outputs(
             records=[msg, *out.crossings, *occupancy, *out.windows, *out.analyzed, *store.records],
             publish=[Publish(topics.CROSSINGS, cam, ev.to_proto()) for ev in out.crossings]
-            + [Publish(topics.OCCUPANCY, cam, u) for u in occupancy]
+            + [Publish(topics.OCCUPANCY, u.camera_id, u) for u in occupancy]
             + [Publish(topics.COUNTS, cam, w) for w in out.windows]
             + [Publish(by_type[type(r)], cam, r) for r in out.analyzed if type(r) in by_type] + store.publish,
             info={"crossings": len(out.crossings), "analyzed": len(out.analyzed)})
@@ -288,6 +300,14 @@ class AnalyticsStage:
                 out.windows.append(m.CountWindow(camera_id=cam, line_id=line, window_start_ms=start,
                                                  window_end_ms=start + win_s * 1000, count_in=cin, count_out=cout))
         out.store_alerts = self.store_alerts.on_frame(tf.camera_id, tf.seq, tf.ts_ms)
+        if out.crossings and self.entrance_lines is not None:
+            # with every camera's row (in the same batch: no reader sees one without the other), stamped with the
+            # store clock (the latest frame time of any camera: a later row never has an earlier time, so the
+            # stores' newer-wins upserts take every one)
+            store = self.store_totals()
+            out.store_occupancy = m.OccupancyUpdate(camera_id=STORE_OCCUPANCY_ID, ts_ms=self.store_alerts.clock_ms,
+                                                    occupancy=store.occupancy, total_in=store.total_in,
+                                                    total_out=store.total_out)
         return out
 
     def line_counts(self, camera_id: str) -> dict[str, dict[str, int]]:

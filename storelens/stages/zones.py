@@ -7,9 +7,12 @@ on ``zone-events``, :class:`~storelens.contract.messages.ZoneStats` on ``zone-st
 also the history records.
 
 A bucket is closed (its statistics published once, final) when the frames have moved
-past its end by more than the longest inertia of the camera's zones plus
-:data:`CLOSE_GRACE_MS`, since an event is dated up to that much before the frame that
-confirms it; at the end of a finite source every open bucket closes.
+past its end by more than the longest inertia of the camera's zones (entry, exit, or
+``lost_after_ms`` for a track lost inside: :attr:`~storelens.domain.zones.ZoneTracker.max_delay_ms`)
+plus :data:`CLOSE_GRACE_MS`, since an event is dated up to that much before the frame that
+confirms it; at the end of a finite source every open bucket closes. A frame's occupancy
+counts in the buckets until the next frame, at most the camera's longest ``lost_after_ms``
+(:attr:`~storelens.domain.zones.ZoneTracker.max_lost_ms`): a stalled stream is not presence.
 """
 from __future__ import annotations
 
@@ -53,9 +56,9 @@ class ZoneAnalyzer(CameraAnalyzer):
         self.camera_id = camera.id
         self.tracker = ZoneTracker(camera.id, camera.zones, config.zones)
         self.kinds = {z.id: z.kind for z in camera.zones}
-        self.buckets = ZoneBuckets(config.zones.bucket_s, self.tracker.stopper_after_ms())
-        rules = [z.rules for z in self.tracker.zones]
-        self.grace_ms = max((max(r.enter_after_ms, r.exit_after_ms) for r in rules), default=0) + CLOSE_GRACE_MS
+        self.buckets = ZoneBuckets(config.zones.bucket_s, self.tracker.stopper_after_ms(),
+                                   max_hold_ms=self.tracker.max_lost_ms)
+        self.grace_ms = self.tracker.max_delay_ms + CLOSE_GRACE_MS
         self.published: dict[str, int] | None = None
 
     def update(self, view: FrameView) -> list:

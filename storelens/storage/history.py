@@ -12,7 +12,8 @@ so a message delivered twice never counts twice:
   frame replaces its points),
 * crossings by their deterministic ``event_id`` (``ON CONFLICT DO NOTHING``;
   :meth:`~SqlStorage.write_crossings` returns how many were new),
-* occupancy by ``camera_id`` (the update with the newest ``ts_ms`` wins),
+* occupancy by ``camera_id`` (the update with the newest ``ts_ms`` wins; the store's own row, with
+  ``store.entrance_lines``, is camera id ``@store``: :data:`~storelens.domain.counting.STORE_OCCUPANCY_ID`),
 * count windows by ``(camera_id, line_id, window_start_ms)``,
 * face attributes by ``(camera_id, track_id)`` (the highest ``last_seq`` wins,
   so a redelivered older summary is ignored),

@@ -164,8 +164,9 @@ def _orphan_matches(storage: Any, conn: sa.Connection, known_customer: Callable[
     return gone
 
 
-def newest_frame_ms(storage: Any) -> int | None:
-    """Time of the newest stored frame (the "camera clock" of the purge), ``None`` without frames.
+def newest_frame_ms(storage: Any, camera_id: str | None = None) -> int | None:
+    """Time of the newest stored frame (the "camera clock" of the purge), of ``camera_id`` if given (the
+    "now" of ``/v1/queues``), ``None`` without frames.
 
     Read camera by camera (the newest entry of each camera's part of ``frames_by_time``), not over all frames.
     """
@@ -173,7 +174,7 @@ def newest_frame_ms(storage: Any) -> int | None:
 
     def newest(conn: sa.Connection) -> int | None:
         times = [conn.execute(sa.select(sa.func.max(f.ts_ms)).where(f.camera_id == cam)).scalar()
-                 for cam in _cameras(conn, frames)]
+                 for cam in ([camera_id] if camera_id is not None else _cameras(conn, frames))]
         return max((int(t) for t in times if t is not None), default=None)
 
     return storage._read(newest)

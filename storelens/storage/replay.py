@@ -6,6 +6,11 @@
   (crossings, count windows, and every registered record kind with a ``replay_ts``), so the
   re-derived rows replace them in one transaction with the writes (:func:`replace_derived`).
 
+A range ends at an hour edge (:func:`aligned_range`) and is derived over the frames up to
+:func:`close_delay_ms` after it (and the first frame past that), so what is dated before the end but
+confirmed or closed after it (an exit, the last zone buckets, the hour's last heatmap minute and its
+hour row) is re-derived whole; what is dated at or after the end (:func:`record_ts`) is not written.
+
 Frames and track points are kept for days (``privacy.retention``), crossings and the aggregates
 for longer (by default forever): a replay only re-derives where the frames are still stored
 (:func:`aligned_range`), so what was derived from purged frames stays as it is.
@@ -68,6 +73,48 @@ def replace_derived(storage: Any, camera_id: str, start_ms: int, end_ms: int, re
         return n
 
     return storage._write(write)
+
+
+def _zone_grace_ms(config: Any, camera: Any) -> int:
+    from storelens.stages.zones import zone_analyzer
+
+    analyzer = zone_analyzer(config, camera)
+    return 0 if analyzer is None else analyzer.grace_ms
+
+
+#: Per analysis: how long after a time ``t`` the frames must go on before every record dated before ``t``
+#: is as final as live (confirmed, closed); the first frame at or after ``t`` plus that is what closes it.
+CLOSE_DELAYS: list[tuple[str, Callable[[Any, Any], int]]] = [
+    # an event is dated up to the zones' inertia before the frame confirming it; a bucket closes that
+    # much (plus CLOSE_GRACE_MS) after its end: the zone analyzer's own close rule
+    ("zones", _zone_grace_ms),
+    # a buying unit closes when no crossing joined it for window_ms
+    ("groups", lambda config, cam: config.groups.window_ms if config.groups.enabled and cam.lines else 0),
+    # a heatmap minute (and its hour row) closes at the first frame at or after its end
+    ("heatmap", lambda config, cam: 0),
+    # crossings and count windows are dated at the frame that makes them
+    ("counting", lambda config, cam: 0),
+]
+
+
+def close_delay_ms(config: Any, camera: Any) -> int:
+    """The longest of :data:`CLOSE_DELAYS` for ``camera``: a replay ending at ``end`` derives over the
+    frames before ``end`` plus this, and the first frame at or after that."""
+    return max(delay(config, camera) for _, delay in CLOSE_DELAYS)
+
+
+#: The time a derived record is dated by, where it is not its table's replay column (records of a
+#: registered kind with a ``replay_ts``) nor ``ts_ms``.
+_DATED_BY: dict[type, str] = {m.CountWindow: "window_start_ms", m.HeatmapWindow: "window_start_ms",
+                              m.TrackSummary: "first_ts_ms", m.Alert: "fired_ts_ms"}
+
+
+def record_ts(record: Any) -> int:
+    """The time a record derived by the analytics stage is dated by: a replay ending at ``end`` keeps the
+    records with ``record_ts < end`` (those are the rows it deletes, for the kinds it deletes)."""
+    kind = RECORDS.get(type(record))
+    name = _DATED_BY.get(type(record)) or (kind.replay_ts if kind is not None and kind.replay_ts else "ts_ms")
+    return int(getattr(record, name))
 
 
 def replay_unit_ms(config: Any) -> int:
@@ -165,13 +212,17 @@ def replay(config: Any, storage: Any, start_ms: int | None = None, end_ms: int |
         if start >= end:
             out.append(ReplayResult(cam.id, start, end, 0, 0, 0, {}, start_ms, end_ms, note))
             continue
-        tfs = stored_frames(storage, cam.id, start, end)
-        records = derive(config, tfs)
+        after = end + close_delay_ms(config, cam)  # the frames after the end that confirm or close its rows
+        closing = storage._read(lambda c: c.execute(sa.select(sa.func.min(f.ts_ms)).where(
+            f.camera_id == cam.id, f.ts_ms >= after)).scalar())
+        tfs = stored_frames(storage, cam.id, start, after if closing is None else int(closing) + 1)
+        records = [r for r in derive(config, tfs) if record_ts(r) < end]
         deleted = replace_derived(storage, cam.id, start, end, records)
         counts: dict[str, int] = {}
         for r in records:
             counts[type(r).__name__] = counts.get(type(r).__name__, 0) + 1
-        out.append(ReplayResult(cam.id, start, end, len(tfs), deleted, len(records), counts, start_ms, end_ms, note))
+        n_frames = sum(tf.ts_ms < end for tf in tfs)
+        out.append(ReplayResult(cam.id, start, end, n_frames, deleted, len(records), counts, start_ms, end_ms, note))
     return out
 
 

@@ -4,7 +4,9 @@ Live numbers (people inside now) come from the live state when it has them, else
 latest stored ``zone_occupancy``; history from the per-bucket ``zone_stats`` and the
 ``zone_events`` (exact dwell percentiles, queue waits, interest). "Now" for a queue is
 the camera's latest frame time (``at_ms`` overrides), so a recorded clip answers as it
-did live.
+did live: the live state's last seen time, else the newest stored frame of the camera
+(a ``zone_occupancy`` row is written only when the occupancy changes), else, without
+stored frames, the latest stored occupancy's time.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from storelens.config import CameraConfig, ZoneConfig
 from storelens.domain.privacy import is_suppressed, keep, suppress_counts
 from storelens.domain.zones import QueueStats
 from storelens.storage import zones as zq
+from storelens.storage.privacy import newest_frame_ms
 
 from ..deps import MAX_TS_MS, ApiContext, ContextDep, EndMs, api_router, check_range, require_role
 from ..models import NOT_FOUND, AlignedTo, StoreTimezone, _Out
@@ -39,7 +42,8 @@ class ZoneStateOut(_Out):
     category: str | None = None
     polygon: list[tuple[float, float]] = Field(description="Vertices [x, y] in source pixels.")
     occupancy: int = Field(description="People inside now (inertia applied).")
-    ts_ms: int | None = Field(None, description="Time of the occupancy; null before the first frame.")
+    ts_ms: int | None = Field(None, description="Time of the occupancy (the camera's latest frame); null before "
+                                                "the first frame.")
 
 
 class ZonesOut(_Out):
@@ -62,7 +66,8 @@ class ZoneBucketOut(_Out):
     visits: int = Field(description="Entries in the bucket.")
     unique_people: int = Field(description="Sum over the stored buckets of the distinct tracks inside "
                                            "(exact when bucket_s equals the site's zones.bucket_s).")
-    mean_occupancy: float = Field(description="Time-weighted mean of the people inside.")
+    mean_occupancy: float = Field(description="Time-weighted mean of the people inside, over the time the "
+                                              "stream showed (a stall longer than lost_after_ms is not counted).")
     max_occupancy: int
     dwell_s: DwellOut = Field(description="Dwell of the visits that ended in the bucket.")
     stoppers: int
@@ -158,6 +163,8 @@ def _zones(ctx: ApiContext, camera_id: str | None = None, kinds: tuple[str, ...]
 
 
 def _occupancy(ctx: ApiContext, camera_id: str) -> tuple[int | None, dict[str, int]]:
+    """``(the camera's latest frame time, zone id -> people inside)``: from the live state, else the stored
+    occupancy (it holds since its row was written) as of the newest stored frame (see the module docstring)."""
     if ctx.live is not None and hasattr(ctx.live, "zone_occupancy"):
         try:
             live = ctx.live.zone_occupancy(camera_id)
@@ -165,7 +172,9 @@ def _occupancy(ctx: ApiContext, camera_id: str) -> tuple[int | None, dict[str, i
                 return ctx.live.last_seen(camera_id), live
         except Exception:  # live state unreachable: history answers
             pass
-    return zq.occupancy_now(ctx.storage, camera_id)
+    ts, occ = zq.occupancy_now(ctx.storage, camera_id)
+    frame_ts = newest_frame_ms(ctx.storage, camera_id)
+    return max((t for t in (ts, frame_ts) if t is not None), default=None), occ
 
 
 @router.get("/v1/zones", response_model=ZonesOut, response_model_exclude_none=True, responses=NOT_FOUND,
