@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import functools
 from dataclasses import dataclass
 from typing import Iterable, Literal, Mapping
 from zoneinfo import ZoneInfo
@@ -76,6 +77,10 @@ def first_instant_at(wall: dt.datetime, tz: dt.tzinfo) -> int:
         '2026-10-25T02:30:00+02:00'
     """
     wall = wall.replace(tzinfo=None)
+    offset = tz.utcoffset(wall)
+    if offset is not None and offset == tz.utcoffset(wall.replace(fold=1)):
+        # Neither in a gap nor repeated (the common case): the one instant showing it, without a round trip.
+        return to_ms(wall.replace(tzinfo=_UTC)) - offset // dt.timedelta(milliseconds=1)
     candidates = sorted({to_ms(wall.replace(tzinfo=tz, fold=f)) for f in (0, 1)})
     valid = [c for c in candidates if from_ms(c, tz).replace(tzinfo=None) == wall]
     if valid:
@@ -108,6 +113,13 @@ class Bucket:
     def hours(self) -> float:
         """Time covered by the bucket's intervals, in hours."""
         return sum(e - s for s, e in self.intervals) / 3_600_000
+
+
+@functools.lru_cache(maxsize=256)
+def _offsets_on_multiples_of(timezone: str, unit_ms: int) -> bool:
+    tz = ZoneInfo(timezone)
+    return all((tz.utcoffset(dt.datetime(y, mo, d)) // dt.timedelta(milliseconds=1)) % unit_ms == 0
+               for y in range(1970, 2038) for mo in range(1, 13) for d in (1, 15))
 
 
 class StoreCalendar:
@@ -196,6 +208,10 @@ class StoreCalendar:
           the UTC offset at ``start_ms`` when it has one (``store_local_hour``: India's +05:30 keeps its
           hours at :00 local), so local whole hours are edges as in a whole-hour zone.
 
+        Whole days cost a calendar day each (a run per clock change): lay them out over the part of a
+        range that holds data (a bucket is the same whichever range holds it), and count the range's
+        buckets with :meth:`bucket_count`.
+
         Example:
             >>> StoreCalendar("Asia/Kolkata").grid(3600, 0, 1).runs, StoreCalendar("Europe/Berlin").grid(3600, 0, 1)
             (((1800000, 3600000),), BucketGrid(aligned_to='epoch', runs=((0, 3600000),)))
@@ -220,6 +236,34 @@ class StoreCalendar:
             if b > a and (not runs or runs[-1][1] != b - a):
                 runs.append((a, b - a))
         return BucketGrid("store_local_day", tuple(runs))
+
+    def offsets_on_multiples_of(self, unit_ms: int) -> bool:
+        """Whether every UTC offset of the store's timezone (1970-2037) is a multiple of ``unit_ms``: then
+        whether a grid's edges fall on multiples of ``unit_ms`` does not depend on the range it covers.
+
+        Example:
+            >>> StoreCalendar("Europe/Berlin").offsets_on_multiples_of(3_600_000), StoreCalendar(
+            ...     "Europe/Berlin").offsets_on_multiples_of(7_200_000)
+            (True, False)
+        """
+        return _offsets_on_multiples_of(self.timezone, unit_ms)
+
+    def bucket_count(self, bucket_s: int, start_ms: int, end_ms: int) -> int:
+        """How many buckets of :meth:`grid` ``[start_ms, end_ms)`` touches, whole days counted by their
+        local dates without laying them out (a day the clock skipped, as Samoa's 2011-12-30, counts here
+        though it has no bucket).
+
+        Example:
+            >>> cal = StoreCalendar("Europe/Berlin")
+            >>> cal.bucket_count(86_400, 0, 8_640_000_000_000), cal.grid(86_400, 0, 8_640_000_000_000).count(
+            ...     0, 8_640_000_000_000)
+            (100001, 100001)
+        """
+        if bucket_s % 86_400:
+            return self.grid(bucket_s, start_ms, end_ms).count(start_ms, end_ms)
+        days = bucket_s // 86_400
+        first, last = ((self.local_date(t) - _EPOCH_DAY).days // days for t in (start_ms, end_ms - 1))
+        return last - first + 1
 
     # -- buckets ----------------------------------------------------------------------------
 
@@ -278,8 +322,28 @@ class BucketGrid:
     aligned_to: Alignment
     runs: tuple[tuple[int, int], ...]
 
+    @classmethod
+    def epoch(cls, width_ms: int) -> BucketGrid:
+        """Multiples of ``width_ms`` since the epoch."""
+        return cls("epoch", ((0, width_ms),))
+
+    @functools.cached_property
+    def _origins(self) -> list[int]:
+        return [o for o, _ in self.runs]
+
     def _run(self, ms: int) -> int:
-        return max(0, bisect.bisect_right([o for o, _ in self.runs], ms) - 1)
+        return max(0, bisect.bisect_right(self._origins, ms) - 1)
+
+    def on_multiples_of(self, unit_ms: int) -> bool:
+        """Whether every edge is a multiple of ``unit_ms`` since the epoch (so buckets stored ``unit_ms``
+        wide since the epoch fall whole into this grid's).
+
+        Example:
+            >>> kolkata = StoreCalendar("Asia/Kolkata").grid(3600, 0, 1)  # hours from :30 UTC
+            >>> kolkata.on_multiples_of(60_000), kolkata.on_multiples_of(3_600_000)
+            (True, False)
+        """
+        return all(o % unit_ms == 0 and w % unit_ms == 0 for o, w in self.runs)
 
     def start_of(self, ms: int) -> int:
         """Start of the bucket holding ``ms``."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 #: re-sampled from 25 to 2 fps): the mean starts again from it.
 BREAK_FACTOR = 5.0
 #: ... and longer than this: frames of a live camera stamped when read come in bursts (3 ms, then 77 ms apart
-#: at 25 fps), whose long intervals are no break.
+#: at 25 fps), whose long intervals are no break (a shorter long interval counts; two in a row: a new rate).
 BREAK_MIN_MS = 1000.0
 
 
@@ -46,12 +46,15 @@ class FrameRate:
         if last is None or ts_ms <= last:
             return None  # the first frame, or a clock that did not move (or went back): nothing learnt
         dt = float(ts_ms - last)
-        if self._n and dt > max(BREAK_FACTOR * self._interval_ms, BREAK_MIN_MS):
+        if self._n and dt > BREAK_FACTOR * self._interval_ms:
             self._gap, gap = True, self._gap
-            if not gap:
+            if gap:
+                self._n = 0  # the second in a row: a new rate, learnt afresh from this interval
+            elif dt > BREAK_MIN_MS:
                 return None  # a break in the stream: its rate is the one before
-            self._n = 0  # the second in a row: a new rate, learnt afresh from this interval
-        self._gap = False
+            # else one long interval under BREAK_MIN_MS (frames in bursts): counted
+        else:
+            self._gap = False
         self._n += 1  # the plain mean of the first intervals, then the exponential average
         weight = max(self.smoothing, 1.0 / self._n)
         self._interval_ms += weight * (dt - self._interval_ms)

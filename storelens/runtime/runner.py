@@ -412,12 +412,16 @@ class Runner:
         if h.stop is not None:
             self.failure = h.stop
             return False
-        if h.dead_letter is not None:
-            out = tr.publish(topics.DEAD_LETTER, msg.key, m.encode(h.dead_letter))
-            core.metrics.messages_out.labels(out).inc()
-        for p in h.outputs.publish:
-            out = tr.publish(p.topic, topics.camera_key(p.camera_id), m.encode(p.message))
-            core.metrics.messages_out.labels(out).inc()
+        try:
+            if h.dead_letter is not None:
+                out = tr.publish(topics.DEAD_LETTER, msg.key, m.encode(h.dead_letter))
+                core.metrics.messages_out.labels(out).inc()
+            for p in h.outputs.publish:
+                out = tr.publish(p.topic, topics.camera_key(p.camera_id), m.encode(p.message))
+                core.metrics.messages_out.labels(out).inc()
+        except BaseException as exc:  # e.g. UndeliveredError: the stage's state holds a frame not all published,
+            self.failure = exc  # so no snapshot of it may be written (hooks check the failure); redelivered
+            raise
         tr.ack(msg)
         core.metrics.seconds.labels(msg.topic).observe(time.perf_counter() - t0)
         if self.hooks is not None:

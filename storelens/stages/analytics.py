@@ -300,7 +300,10 @@ class AnalyticsStage:
                 out.windows.append(m.CountWindow(camera_id=cam, line_id=line, window_start_ms=start,
                                                  window_end_ms=start + win_s * 1000, count_in=cin, count_out=cout))
         out.store_alerts = self.store_alerts.on_frame(tf.camera_id, tf.seq, tf.ts_ms)
-        if out.crossings and self.entrance_lines is not None:
+        if (out.crossings and self.entrance_lines is not None
+                and all(cam in self.last_seq for cam, _ in self.entrance_lines)):
+            # only once every entrance camera's state is here (the analytics service loads a camera's state at its
+            # first frame after a restart): a camera not loaded yet would count 0, and the row would win
             # with every camera's row (in the same batch: no reader sees one without the other), stamped with the
             # store clock (the latest frame time of any camera: a later row never has an earlier time, so the
             # stores' newer-wins upserts take every one)

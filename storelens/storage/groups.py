@@ -35,9 +35,17 @@ def group_totals(storage: Any, camera_id: str, start_ms: int | None, end_ms: int
     return out
 
 
+def group_span(storage: Any, camera_id: str) -> tuple[int, int] | None:
+    """``(first_ts_ms, last_ts_ms)`` of the camera's groups (as ``crossing_span``), ``None`` if there are none."""
+    g = group_crossings.c
+    (row,) = storage._rows(sa.select(sa.func.min(g.ts_ms), sa.func.max(g.ts_ms)).where(g.camera_id == camera_id))
+    return None if row[0] is None else (int(row[0]), int(row[1]))
+
+
 def group_buckets(storage: Any, camera_id: str, start_ms: int, end_ms: int, grid: BucketGrid,
                   line_id: str | None = None) -> dict[tuple[str, int], dict[str, int]]:
-    """``{(line_id, bucket_start_ms): {"in": units, "out": units}}`` in the buckets of ``grid`` (as ``counts``)."""
+    """``{(line_id, bucket_start_ms): {"in": units, "out": units}}`` in the buckets of ``grid`` (as ``counts``:
+    exact over the groups of the range, see :func:`group_span`)."""
     g = group_crossings.c
     stmt = sa.select(g.line_id, g.direction, g.ts_ms).where(g.camera_id == camera_id, g.ts_ms >= start_ms,
                                                             g.ts_ms < end_ms)

@@ -624,14 +624,15 @@ class SqlStorage(SqlStore):
         """Crossings in ``[start_ms, end_ms)`` per line and bucket of ``bucket_s`` seconds.
 
         Buckets are laid out by ``grid`` (the store's calendar: local days, see
-        :meth:`~storelens.domain.calendar.StoreCalendar.grid`; made for this range), by default
+        :meth:`~storelens.domain.calendar.StoreCalendar.grid`; exact over the crossings of this range:
+        a local-day grid may be made for the part holding them), by default
         multiples of ``bucket_s * 1000`` ms since the epoch, and report their full bounds (only
         crossings inside the query range are counted). Only non-empty buckets are returned,
         ordered by ``(start_ms, line_id)``.
         """
         if bucket_s < 1:
             raise ValueError(f"bucket_s must be >= 1, got {bucket_s}")
-        grid = grid or BucketGrid("epoch", ((0, bucket_s * 1000),))
+        grid = grid or BucketGrid.epoch(bucket_s * 1000)
         c = crossings.c
         bucket = _bucket_start(grid, c.ts_ms)
         stmt = (_by_direction(bucket).where(c.camera_id == camera_id)
@@ -726,9 +727,10 @@ def _in_range(stmt: sa.Select[Any], column: sa.ColumnElement[int], start_ms: int
 
 
 def _bucket_start(grid: BucketGrid, ts: sa.ColumnElement[int]) -> sa.ColumnElement[int]:
-    """SQL of ``grid.start_of(ts)``: per run ``ts - ((ts - origin) % width + width) % width``, a ``CASE``
-    on the runs' origins when there are several (a local-day grid: one run per DST change). Integers
-    are inlined: the same SQL in SELECT and GROUP BY, on SQLite and PostgreSQL alike."""
+    """SQL of ``grid.start_of(ts)``: per run ``ts - ((ts - origin) % width + width) % width``, the run found
+    by a binary search on the runs' origins written as nested ``CASE``s when there are several (a local-day
+    grid: one run per DST change; a row costs log2(runs) comparisons, not a scan of them). Integers are
+    inlined: the same SQL in SELECT and GROUP BY, on SQLite and PostgreSQL alike."""
     def lit(v: int) -> sa.ColumnElement[int]:
         return sa.literal_column(str(v) if v >= 0 else f"({v})")
 
@@ -736,11 +738,13 @@ def _bucket_start(grid: BucketGrid, ts: sa.ColumnElement[int]) -> sa.ColumnEleme
         w = lit(width)
         return ts - (((ts if origin == 0 else ts - lit(origin)) % w) + w) % w
 
-    *first, (last_origin, last_width) = grid.runs
-    if not first:
-        return start(last_origin, last_width)
-    return sa.case(*[(ts < lit(nxt), start(o, w)) for (o, w), (nxt, _) in zip(grid.runs, grid.runs[1:])],
-                   else_=start(last_origin, last_width))
+    def search(runs: tuple[tuple[int, int], ...]) -> sa.ColumnElement[int]:
+        if len(runs) == 1:
+            return start(*runs[0])
+        mid = len(runs) // 2
+        return sa.case((ts < lit(runs[mid][0]), search(runs[:mid])), else_=search(runs[mid:]))
+
+    return search(grid.runs)
 
 
 def _by_direction(*extra: sa.ColumnElement[Any]) -> sa.Select[Any]:

@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 import sqlalchemy as sa
 
 from storelens.contract import messages as m
+from storelens.domain.counting import STORE_OCCUPANCY_ID
 from storelens.storage.records import RECORDS
 from storelens.storage.schema import count_windows, crossings, frames, heatmap_windows, track_points
 
@@ -216,7 +217,8 @@ def replay(config: Any, storage: Any, start_ms: int | None = None, end_ms: int |
         closing = storage._read(lambda c: c.execute(sa.select(sa.func.min(f.ts_ms)).where(
             f.camera_id == cam.id, f.ts_ms >= after)).scalar())
         tfs = stored_frames(storage, cam.id, start, after if closing is None else int(closing) + 1)
-        records = [r for r in derive(config, tfs) if record_ts(r) < end]
+        records = [r for r in derive(config, tfs) if record_ts(r) < end  # the store's row: from every camera, live
+                   and not (isinstance(r, m.OccupancyUpdate) and r.camera_id == STORE_OCCUPANCY_ID)]
         deleted = replace_derived(storage, cam.id, start, end, records)
         counts: dict[str, int] = {}
         for r in records:

@@ -43,11 +43,20 @@ def _too_many(start: int, end: int, bucket_s: int, n: int) -> HTTPException:
     )
 
 
-def bucket_grid(config: SiteConfig, start: int, end: int, bucket_s: int, *, limit: bool = True) -> BucketGrid:
+def bucket_grid(config: SiteConfig, start: int, end: int, bucket_s: int, *, data: tuple[int, int] | None,
+                limit: bool = True, stored_s: int | None = None) -> BucketGrid:
     """The buckets of ``bucket_s`` seconds over ``[start, end)`` in the store's calendar
     (:meth:`~storelens.domain.calendar.StoreCalendar.grid`). 422 when the range spans more than
     :data:`MAX_BUCKETS` of them (whole days: always, each costs a calendar day; shorter: when ``limit``)
-    or, for whole days, ends past the calendar's last day."""
+    or, for whole days, ends past the calendar's last day.
+
+    ``data``: the first and last instant of the data to bucket (``None``: there is none). Whole days are
+    laid out over the part of the range holding it only (the grid is exact there, and a bucket is the
+    same whichever range holds it): decades of range over a few days of data cost a few days.
+    ``stored_s``: the data is stored in buckets of that width since the epoch (zone statistics): a grid
+    with an edge inside a stored bucket (hours of a +05:30 zone over stored hours, local midnights over
+    stored 2 h buckets in a +01:00 zone) would date a bucket's content wrongly, the epoch's is used instead
+    (``aligned_to``: ``epoch``)."""
     days = bucket_s % 86_400 == 0
     n = n_buckets(start, end, bucket_s)  # the store's alignment moves this by at most one
     if (limit or days) and n > MAX_BUCKETS + 1:
@@ -55,8 +64,15 @@ def bucket_grid(config: SiteConfig, start: int, end: int, bucket_s: int, *, limi
     if days and end > CALENDAR_MAX_MS:
         raise HTTPException(422, f"end_ms ({end}) is past the calendar's last day (at most {CALENDAR_MAX_MS}) "
                                  f"for buckets of whole days")
-    grid = StoreCalendar(config.store.timezone).grid(bucket_s, start, end)
-    n = grid.count(start, end)
+    cal = StoreCalendar(config.store.timezone)
+    lo, hi = (max(start, data[0]), min(end, data[1] + 1)) if days and data is not None else (start, end)
+    if hi <= lo or (days and data is None):  # nothing to bucket: the alignment only
+        lo, hi = start, start + 1
+    grid = cal.grid(bucket_s, lo, hi)
+    if stored_s is not None and not (cal.offsets_on_multiples_of(stored_s * 1000)
+                                     and grid.on_multiples_of(stored_s * 1000)):  # decided by the zone, not the range
+        grid = BucketGrid.epoch(bucket_s * 1000)
+    n = cal.bucket_count(bucket_s, start, end) if grid.aligned_to == "store_local_day" else grid.count(start, end)
     if (limit or days) and n > MAX_BUCKETS:
         raise _too_many(start, end, bucket_s, n)
     return grid
@@ -96,7 +112,9 @@ def counts(
     if end_ms is None and span is not None:
         end_ms = max(span[1] + 1, start_ms + 1)
     start, end = resolve_range(start_ms, end_ms)
-    grid = bucket_grid(ctx.config, start, end, bucket_s)
+    if groups and (g_span := gq.group_span(storage, camera_id)) is not None:  # units are dated in the grid too
+        span = g_span if span is None else (min(span[0], g_span[0]), max(span[1], g_span[1]))
+    grid = bucket_grid(ctx.config, start, end, bucket_s, data=span)
     buckets = storage.counts(camera_id, start, end, bucket_s, line_id=line_id, grid=grid)
     stored = storage.line_totals(camera_id, start, end)
     wanted = [line_id] if line_id is not None else sorted({*line_ids, *stored})

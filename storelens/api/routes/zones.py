@@ -200,7 +200,10 @@ def _zone(ctx: ApiContext, camera_id: str, zone_id: str | None) -> None:
             summary="Visits, occupancy and dwell per zone and time bucket",
             description="The stored buckets (the site's zones.bucket_s) merged into buckets of `bucket_s`, aligned "
                         "as in `/v1/counts`: whole days are the store's local days (`aligned_to`); a stored "
-                        "bucket counts in the bucket it starts in.")
+                        "bucket counts in the bucket it starts in. When the store's alignment would cut stored "
+                        "buckets (hours of a +05:30 zone over stored hours, local days over stored buckets that "
+                        "local midnight falls inside), the buckets are aligned on the epoch (`aligned_to`: "
+                        "`epoch`).")
 def zone_stats(ctx: ContextDep, camera_id: Annotated[str, Query(max_length=200)], start_ms: FromMs0,
                end_ms: EndMs = None,
                zone_id: Annotated[str | None, Query(max_length=200, description="Only this zone.")] = None,
@@ -214,12 +217,17 @@ def zone_stats(ctx: ContextDep, camera_id: Annotated[str, Query(max_length=200)]
         raise HTTPException(422, f"bucket_s ({bucket_s}) must be a multiple of the site's zones.bucket_s ({base})")
     end = end_ms if end_ms is not None else MAX_TS_MS
     check_range(start_ms, end)
-    grid = bucket_grid(ctx.config, start_ms, end, bucket_s) if end_ms is not None else None
+    if end_ms is not None:  # 422 before reading when the range spans too many buckets
+        bucket_grid(ctx.config, start_ms, end, bucket_s, data=None, stored_s=base)
     rows = zq.zone_buckets(ctx.storage, camera_id, zone_id, start_ms, end)
     exits = zq.exit_dwells(ctx.storage, camera_id, start_ms, end, None if zone_id is None else [zone_id])
-    if grid is None:  # no end: the buckets of the data read (no limit on their number but for whole days)
-        last = max([r.start_ms for r in rows] + [ts_ms for _, ts_ms, _ in exits], default=start_ms)
-        grid = bucket_grid(ctx.config, start_ms, last + 1, bucket_s, limit=False)
+    times = [r.start_ms for r in rows] + [ts_ms for _, ts_ms, _ in exits]
+    data = (min(times), max(times)) if times else None
+    # No end: the buckets of the data read (no limit on their number but for whole days). Stored buckets of
+    # zones.bucket_s fall whole into the grid's, or it is the epoch's.
+    last = data[1] if data is not None else start_ms
+    grid = bucket_grid(ctx.config, start_ms, end if end_ms is not None else last + 1, bucket_s, data=data,
+                       limit=end_ms is not None, stored_s=base)
     dwells: dict[tuple[str, int], list[float]] = {}
     for zid, ts_ms, dwell_ms in exits:
         dwells.setdefault((zid, grid.start_of(ts_ms)), []).append(dwell_ms / 1000)
