@@ -18,6 +18,7 @@ from typing import Sequence
 from storelens.errors import ConfigError, StoreLensError
 
 EXAMPLE_CONFIG = pathlib.Path(__file__).with_name("examples") / "demo.yaml"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def parse_line(text: str, index: int) -> dict:
@@ -67,13 +68,23 @@ def _base_config(path: str | None) -> dict:
 
 
 def single_source_config(source: str, lines: Sequence[str], config_path: str | None, zones: Sequence[str] = ()):
-    """A site config for one source, every frame, full resolution (CLI count/zones/track)."""
+    """A site config for one source, every frame, full resolution (CLI count/zones/track/heatmap/export-dataset).
+
+    ``source`` is the command line's: a relative path is relative to the working directory (as ``demo --source``),
+    not to the ``--config`` file's folder. The site file's cameras are replaced by the one camera ``cam``; what
+    names its cameras goes with them: ``store.entrance_lines`` and the ``alerts`` section (a run on a clip fires
+    no webhook of the store either).
+    """
     from storelens.config import parse_config
+    from storelens.config.site import resolve_source
 
     raw = _base_config(config_path)
-    raw = {k: v for k, v in raw.items() if k != "cameras"}
-    raw.setdefault("store", {"id": "cli"})
-    raw["cameras"] = [{"id": "cam", "source": source, "lines": [parse_line(t, i + 1) for i, t in enumerate(lines)],
+    raw = {k: v for k, v in raw.items() if k not in ("cameras", "alerts")}
+    store = raw.setdefault("store", {"id": "cli"})
+    if isinstance(store, dict):
+        raw["store"] = {k: v for k, v in store.items() if k != "entrance_lines"}
+    raw["cameras"] = [{"id": "cam", "source": resolve_source(source, pathlib.Path.cwd()),
+                       "lines": [parse_line(t, i + 1) for i, t in enumerate(lines)],
                        "zones": [parse_zone(t, i + 1) for i, t in enumerate(zones)]}]
     base = pathlib.Path(config_path).parent.resolve() if config_path else pathlib.Path.cwd()
     return parse_config(raw, origin=config_path or "command line", base=base)
@@ -140,6 +151,10 @@ def _run(config, storage=None, on_tracked=None, show_progress: bool = True):
             from storelens.storage.staff_faces import StaffFaceSource
 
             staff_faces = StaffFaceSource(storage)  # the opt-in staff face gallery (storelens staff enroll)
+    elif storage is not None:  # no faces stage: a gallery left by earlier runs is still purged (retention_days)
+        from storelens.storage.gallery import open_gallery_store_to_purge
+
+        gallery = open_gallery_store_to_purge(config, storage)
     pipe = EmbeddedPipeline(config, storage=storage, on_tracked=on_tracked, gallery=gallery, staff_faces=staff_faces)
     if not show_progress:
         with _sigterm_as_interrupt():
@@ -243,14 +258,10 @@ def cmd_zones(args) -> int:
 
 
 def cmd_replay(args) -> int:
-    from storelens.config import load_config
     from storelens.storage import open_storage
     from storelens.storage.replay import replay
 
-    config = load_config(args.config)
-    if args.db:
-        config = config.model_copy(update={"storage": config.storage.model_copy(
-            update={"backend": "sqlite", "path": args.db})})
+    config = _history_config(args)
     if args.from_ms is not None and args.to_ms is not None and args.to_ms <= args.from_ms:
         raise ConfigError(f"--to ({args.to_ms}) must be greater than --from ({args.from_ms})")
     cams = args.camera or None
@@ -278,10 +289,10 @@ def cmd_pos_import(args) -> int:
     from storelens.storage import open_storage
     from storelens.storage.business import write_transactions
 
-    config = _history_config(args)
     path = pathlib.Path(args.file)
     if not path.is_file():
         raise ConfigError(f"no such file: {path}")
+    config = _history_config(args, create=True)  # sales may come before the first run
     with path.open(newline="", encoding="utf-8-sig") as f:
         items, errors = read_csv(f, config.store.id, args.currency)
     for e in errors:
@@ -310,11 +321,27 @@ def mot_rows(tf) -> list[str]:
     return rows
 
 
-def cmd_track(args) -> int:
-    config = single_source_config(args.source, [], args.config)
-    out = pathlib.Path(args.mot_out)
+def writable_output(path: str, flag: str) -> pathlib.Path:
+    """``path`` checked before a run that writes it at its end: its folder exists and a file can be written
+    there (a folder, ``/proc/x`` or ``a_file/x.txt`` would lose the whole run); an existing file is kept as it is,
+    a new one is not left behind. :class:`ConfigError` names the flag."""
+    out = pathlib.Path(path)
     if out.parent and not out.parent.exists():
-        raise ConfigError(f"output folder does not exist: {out.parent}")
+        raise ConfigError(f"{flag} {path}: output folder does not exist: {out.parent}")
+    existed = out.exists() or out.is_symlink()
+    try:
+        with out.open("ab"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{flag} {path}: cannot write this file: {exc.strerror or exc}") from None
+    if not existed:
+        out.unlink(missing_ok=True)
+    return out
+
+
+def cmd_track(args) -> int:
+    out = writable_output(args.mot_out, "--mot-out")
+    config = single_source_config(args.source, [], args.config)
     rows: list[str] = []
     result = _run(config, on_tracked=lambda tf: rows.extend(mot_rows(tf)), show_progress=sys.stderr.isatty())
     out.write_text("\n".join(rows) + ("\n" if rows else ""))
@@ -365,14 +392,31 @@ def cmd_kpis_publish(args) -> int:
     return 0
 
 
-def _history_config(args):
-    """The site config of ``--config`` with ``--db`` (a SQLite file) as its history store."""
+def load_site(path: str | None):
+    """The site file ``path`` (relative paths in it relative to its folder), or the bundled example, whose
+    relative ``storage.path`` (``storelens-demo.db``) is the working directory's."""
     from storelens.config import load_config
 
-    config = load_config(args.config or EXAMPLE_CONFIG)
+    return load_config(path) if path else load_config(EXAMPLE_CONFIG, base=pathlib.Path.cwd())
+
+
+def _history_config(args, create: bool = False):
+    """The site config of ``--config`` with ``--db`` (a SQLite file) as its history store.
+
+    The commands that read or change an existing history refuse a SQLite file that does not exist (a typo in
+    ``--db`` would otherwise be a new, empty database: no rows, or an admin nobody signs in with).
+    ``create``: the commands that set a store up (``users create-admin``, ``staff enroll``, ``pos import``)
+    create it, and say so on stderr."""
+    config = load_site(args.config)
     if args.db:
         config = config.model_copy(update={"storage": config.storage.model_copy(
             update={"backend": "sqlite", "path": args.db})})
+    if config.storage.backend == "sqlite" and not config.storage.path.startswith("file:") \
+            and config.storage.path != ":memory:" and not pathlib.Path(config.storage.path).exists():
+        if not create:
+            raise ConfigError(f"no history database at {config.storage.path}; run `storelens demo` first or "
+                              f"pass --db")
+        print(f"note: creating a new history database at {config.storage.path}", file=sys.stderr)
     return config
 
 
@@ -464,10 +508,9 @@ def cmd_heatmap(args) -> int:
     from storelens.storage import SqlStorage
     from storelens.storage import heatmaps as hm
 
-    outs = [pathlib.Path(p) for p in (args.out, args.json) if p]
-    for out in outs:
-        if out.parent and not out.parent.exists():
-            raise ConfigError(f"output folder does not exist: {out.parent}")
+    for path, flag in ((args.out, "--out"), (args.json, "--json")):
+        if path:
+            writable_output(path, flag)
     config = single_source_config(args.source, [], args.config)
     cell_px = args.cell or config.heatmap.cell_px
     config = config.model_copy(update={"heatmap": config.heatmap.model_copy(update={"cell_px": cell_px,
@@ -505,20 +548,26 @@ def _demo_config(args):
     """The site ``demo`` runs: ``--config`` (or the bundled example) with ``--source``, ``--db``, ``--host``
     and ``--port`` in place of the file's. The cameras change through ``with_cameras``, so that the site
     versions saved by edits (``site_version_document``) hold ``--source``, not the file's source."""
-    from storelens.config import load_config, with_cameras
-    from storelens.config.site import site_version_document
+    from pydantic import ValidationError
 
-    config = load_config(args.config or EXAMPLE_CONFIG)
+    from storelens.config import with_cameras
+    from storelens.config.site import resolve_source, site_version_document
+
+    config = load_site(args.config)
     updates: dict = {}
     if args.source:
         cams = site_version_document(config)["cameras"]  # as written: other cameras keep their ${VAR}s
-        src = args.source if "://" in args.source or args.source.isdigit() else str(pathlib.Path(args.source).resolve())
-        cams[0]["source"] = src
+        cams[0]["source"] = resolve_source(args.source, pathlib.Path.cwd())
         config = with_cameras(config, cams, origin="--source")
     if args.db:
         updates["storage"] = config.storage.model_copy(update={"path": args.db})
     if args.port is not None or args.host:
-        updates["api"] = config.api.model_copy(update={k: v for k, v in (("port", args.port), ("host", args.host)) if v is not None})
+        given = {k: v for k, v in (("port", args.port), ("host", args.host)) if v is not None}
+        try:  # validated as in a site file (model_copy would take --port 70000)
+            updates["api"] = type(config.api).model_validate({**config.api.model_dump(), **given})
+        except ValidationError as err:
+            raise ConfigError("; ".join(f"--{e['loc'][0]} {given[e['loc'][0]]}: {e['msg']}"
+                                        for e in err.errors())) from None
     if updates:
         config = config.model_copy(update=updates)
     return config
@@ -619,10 +668,12 @@ def _read_password(args) -> str:
 
 
 def cmd_site(args) -> int:
-    """``storelens site export|import``: the site in force as YAML; a YAML's cameras, lines and zones as a new version."""
+    """``storelens site export|import``: the site in force as YAML (the newest version's cameras and alert rules
+    in the site file); a YAML's cameras, lines, zones and alert rules as a new version (what an edit through the
+    API saves, :func:`~storelens.config.site.site_version_document`)."""
     import yaml
 
-    from storelens.config import load_config, with_cameras
+    from storelens.config import load_config, with_cameras, with_site_update
     from storelens.config.site import site_document, site_version_document, written_document
     from storelens.storage import open_storage
     from storelens.storage import auth as audit_store
@@ -631,10 +682,10 @@ def cmd_site(args) -> int:
     config = _history_config(args)
     storage = open_storage(config.storage)
     try:
-        latest = sq.latest_site(storage)
-        version = latest[0] if latest else 0
-        if latest:
-            config = with_cameras(config, latest[1]["cameras"], origin=f"site version {version}")
+        update = sq.site_update(storage, config.store.id)
+        version = update.version if update is not None else 0
+        if update is not None:  # as the API and the pipeline put it in force: cameras and alert rules
+            config = with_site_update(config, update)
         if args.site_command == "export":
             doc = written_document(config, site_document(config, exclude_defaults=True))  # ${VAR}s unexpanded
             text = f"# StoreLens site, version {version} (storelens site export)\n" + yaml.safe_dump(doc, sort_keys=False)
@@ -644,14 +695,15 @@ def cmd_site(args) -> int:
             else:
                 sys.stdout.write(text)
             return 0
-        new = with_cameras(config, site_version_document(load_config(args.file))["cameras"],
-                           origin=args.file)  # the whole file is validated; its cameras as written become the version
-        saved = sq.save_site(storage, version, {"cameras": site_version_document(new)["cameras"]},
-                             "cli", int(time.time() * 1000))
+        # the whole file is validated; its cameras and alert rules as written become the version
+        written = site_version_document(load_config(args.file))
+        new = with_cameras(config, written["cameras"], origin=args.file, alert_rules=written["alert_rules"])
+        saved = sq.save_site(storage, version, site_version_document(new), "cli", int(time.time() * 1000))
         if saved is None:
             raise ConfigError("the site changed while importing: run the import again")
         audit_store.audit(storage, int(time.time() * 1000), "cli", "site.import", args.file, {"version": saved})
-        print(f"imported {args.file}: site version {saved} ({len(new.cameras)} cameras); running pipelines "
+        print(f"imported {args.file}: site version {saved} ({len(new.cameras)} cameras, {len(new.alerts.rules)} "
+              f"alert rules); running pipelines "
               f"apply it without a restart")
     finally:
         storage.close()
@@ -664,7 +716,7 @@ def cmd_users(args) -> int:
     from storelens.storage import open_storage
     from storelens.storage import auth as store
 
-    config = _history_config(args)
+    config = _history_config(args, create=args.users_command == "create-admin")  # the first admin: a new store
     storage = open_storage(config.storage)
     try:
         auth = Authenticator(config.auth, storage)
@@ -719,13 +771,20 @@ def _demo_pipeline(config) -> None:
 
 
 def _check_port_free(host: str, port: int) -> None:
+    """Whether the API can listen on ``host:port``, as uvicorn binds (``SO_REUSEADDR``: the connections of a
+    demo stopped a moment ago, in TIME-WAIT, do not hold the port); ``--port`` is suggested only when another
+    process listens there."""
+    import errno
     import socket
 
-    with socket.socket() as s:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:  # uvicorn's choice of family
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
-        except OSError as exc:
-            raise ConfigError(f"cannot serve the API on {host}:{port}: {exc.strerror}; pass --port") from None
+        except (OSError, UnicodeError) as exc:
+            hint = "pass --port" if getattr(exc, "errno", None) == errno.EADDRINUSE else "check --host (or api.host)"
+            raise ConfigError(f"cannot serve the API on {host}:{port}: {getattr(exc, 'strerror', None) or exc}; "
+                              f"{hint}") from None
 
 
 def _print_summary(config, result) -> None:
@@ -827,7 +886,7 @@ def cmd_staff(args) -> int:
 
     if args.staff_command == "enroll" and not (args.consent_by or "").strip():
         raise ConfigError("staff enroll: --consent-by is required (who recorded the member's consent)")
-    config = _history_config(args)
+    config = _history_config(args, create=args.staff_command == "enroll")  # staff may be enrolled before a run
     storage = open_storage(config.storage)
     try:
         now_ms = int(time.time() * 1000)
@@ -860,7 +919,8 @@ def cmd_staff(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="storelens", description="Retail analytics on existing CCTV cameras.")
-    p.add_argument("--log-level", default=os.environ.get("STORELENS_LOG_LEVEL", "WARNING"))
+    p.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS,
+                   help="default: $STORELENS_LOG_LEVEL, else WARNING")
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="run the whole pipeline on a video, print a summary, serve the API")
@@ -940,9 +1000,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     si = sub.add_parser("site", help="the site's cameras, lines and zones as edited through the API (YAML)")
     si_sub = si.add_subparsers(dest="site_command", required=True)
-    se = si_sub.add_parser("export", help="print the site in force (the site file with the newest edited cameras)")
+    se = si_sub.add_parser("export", help="print the site in force (the site file with the newest edited cameras "
+                                          "and alert rules)")
     se.add_argument("--out", help="write to this file instead of stdout")
-    sim = si_sub.add_parser("import", help="save a site file's cameras, lines and zones as the next version")
+    sim = si_sub.add_parser("import", help="save a site file's cameras, lines, zones and alert rules as the next "
+                                           "version")
     sim.add_argument("file")
     for x in (se, sim):
         x.add_argument("--config", help="site configuration (storage; default: the bundled example)")
@@ -1041,7 +1103,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from storelens.logs import setup_logging
 
-    setup_logging(args.log_level)
+    level = args.log_level or os.environ.get("STORELENS_LOG_LEVEL", "WARNING")
+    if level.upper() not in LOG_LEVELS:
+        print(f"error: STORELENS_LOG_LEVEL={level!r} is not a log level; use one of {', '.join(LOG_LEVELS)}",
+              file=sys.stderr)
+        return 2
+    setup_logging(level.upper())
     try:
         return args.func(args)
     except StoreLensError as exc:

@@ -12,6 +12,8 @@ import pathlib
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
@@ -57,13 +59,15 @@ def site(db: pathlib.Path) -> dict:
     }
 
 
-def build_demo(tmp: pathlib.Path) -> dict:
-    """Run the embedded pipeline over the demo site into ``tmp/demo.db``; the site as a dict."""
+def build_demo(tmp: pathlib.Path, edit: Callable[[dict], None] | None = None) -> dict:
+    """Run the embedded pipeline over the demo site (changed by ``edit``) into ``tmp/demo.db``; the site as a dict."""
     from storelens.config import parse_config
     from storelens.runtime.embedded import EmbeddedPipeline
     from storelens.storage import SqlStorage
 
     raw = site(tmp / "demo.db")
+    if edit is not None:
+        edit(raw)
     with SqlStorage(str(tmp / "demo.db")) as storage:
         EmbeddedPipeline(parse_config(raw), storage=storage).run()
     return raw
@@ -92,9 +96,9 @@ class Served:
                             timeout=30)
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """The demo run served by the app (API + built dashboard) with uvicorn on a free port."""
+@contextmanager
+def serve_demo(tmp: pathlib.Path, edit: Callable[[dict], None] | None = None) -> Iterator[Served]:
+    """The demo run (:func:`build_demo`) served by the app (API + built dashboard) with uvicorn on a free port."""
     import uvicorn
 
     from storelens.api import create_app
@@ -106,8 +110,7 @@ def served(tmp_path_factory):
         pytest.fail(f"the dashboard is not built in {dashboard_dir()}: run make dashboard")
     if not VIDEO.exists():
         pytest.skip(f"asset missing: {VIDEO}")
-    tmp = tmp_path_factory.mktemp("dashboard")
-    raw = build_demo(tmp)
+    raw = build_demo(tmp, edit)
     storage = SqlStorage(str(tmp / "demo.db"))
     app = create_app(parse_config(raw), storage)
     for role, password in USERS.items():
@@ -122,10 +125,19 @@ def served(tmp_path_factory):
     while not server.started:
         assert time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.05)
-    yield Served(url, storage, raw)
-    server.should_exit = True
-    thread.join(timeout=10)
-    storage.close()
+    try:
+        yield Served(url, storage, raw)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        storage.close()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """The demo run served by the app (API + built dashboard) with uvicorn on a free port."""
+    with serve_demo(tmp_path_factory.mktemp("dashboard")) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")
@@ -142,9 +154,10 @@ def browser():
         b.close()
 
 
-def sign_in(browser, served: Served, role: str, viewport: dict = DESKTOP):
-    """A new browser page signed in through the sign-in form as the user of ``role``."""
-    page = browser.new_page(viewport=viewport)
+def sign_in(browser, served: Served, role: str, viewport: dict = DESKTOP, **page_options):
+    """A new browser page (``page_options``: of ``browser.new_page``, e.g. ``timezone_id``) signed in through the
+    sign-in form as the user of ``role``."""
+    page = browser.new_page(viewport=viewport, **page_options)
     page.set_default_timeout(15_000)
     page.goto(served.url + "/")
     page.get_by_test_id("username").fill(role)
@@ -202,6 +215,9 @@ def test_screenshots_of_every_view(served, browser, device):
         if view == "camera":
             page.get_by_test_id("heatmap-toggle").check()
         settle(page)
+        if view == "journeys":  # all the demo's data (from 2026-01-01), not an empty last week
+            assert page.get_by_test_id("range").input_value() == "all"
+            page.get_by_test_id("sankey").wait_for()
         problems = [_text(p) for p in page.get_by_test_id("problem").all()]
         # customers: faces are off in the demo (503); everything else must load
         assert all(view == "customers" and "503" in p for p in problems), (view, problems)

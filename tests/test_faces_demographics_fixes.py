@@ -4,7 +4,7 @@
   ``child_below_years`` reports gender "unknown" (reason ``child``), as a single image does.
   Checked on real UTKFace children and adults through the pipeline's own analyzer and aggregator.
 * ``faces.gallery.match_threshold`` follows the embedder when the site file does not set it
-  (dlib: its measured 0.91); facenet has no measured value, so its site file must set one.
+  (dlib: its measured 0.94); facenet has no measured value, so its site file must set one.
 * The gallery records which embedder made its vectors and refuses another one (same dimension or not).
 """
 from __future__ import annotations
@@ -124,7 +124,7 @@ def test_an_explicit_match_threshold_is_kept_and_dlib_defaults_to_its_measured_o
     cfg = parse_config({**SITE, "faces": {"embedder": {"backend": "facenet"}, "gallery": {"match_threshold": 0.6}}})
     assert (cfg.faces.gallery.match_threshold, cfg.faces.gallery.dim) == (0.6, 512)
     assert cfg.faces.embedder.model_name == VGG
-    assert FacesConfig().gallery.match_threshold == 0.91
+    assert FacesConfig().gallery.match_threshold == 0.94
     assert FacesConfig(gallery={"match_threshold": 0.88}).gallery.match_threshold == 0.88
 
 

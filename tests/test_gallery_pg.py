@@ -43,7 +43,8 @@ from storelens.storage.gallery import PostgresGalleryStore
 from storelens.storage import StorageError
 
 # Real faces (dlib) for the PostgreSQL restart test; those cases skip without the shared assets.
-from test_faces_reid import FACES, MIN, T0, THRESHOLD, embedder, enroll_all, faces  # noqa: F401 (fixtures)
+from test_faces_reid import (FACES, LEARN_EVERY_MATCH, MIN, T0, THRESHOLD, embedder, enroll_all,  # noqa: F401
+                             faces)  # (fixtures)
 
 PG_DSN = os.environ.get("STORELENS_PG_DSN", "postgresql://storelens:storelens@127.0.0.1:15432/storelens")
 DIM = 16
@@ -381,7 +382,8 @@ def test_gallery_rebuild_gives_the_same_matches(backend: Backend) -> None:
     def view(i: int) -> np.ndarray:
         return people[i] + 0.02 * rng.standard_normal(128).astype(np.float32)  # ~0.95 to another view
 
-    cfg = GalleryConfig(max_embeddings_per_customer=3)
+    # the synthetic views are made for a 0.91 threshold that learns every match (the default is tuned on real faces)
+    cfg = GalleryConfig(max_embeddings_per_customer=3, match_threshold=0.91, learn_threshold=0.91)
     gallery = FaceGallery(cfg, store=backend.open(128))
     who: dict[int, str] = {}
     for t in range(600):
@@ -660,7 +662,7 @@ def test_rebuild_of_a_large_gallery_is_fast(pg_dsn: str) -> None:
 @needs_faces
 def test_real_faces_rebuild_from_postgres_with_the_same_matches(pg_dsn: str, faces) -> None:  # noqa: F811
     store = PostgresGalleryStore(pg_dsn)
-    gallery = FaceGallery(GalleryConfig(), store=store)
+    gallery = FaceGallery(LEARN_EVERY_MATCH, store=store)
     visits = VisitTracker(store, gap_ms=30 * MIN)
     cust = enroll_all(gallery, faces, visits)
     before = {k: gallery.match(f.vec) for k, f in faces.items()}

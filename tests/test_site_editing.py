@@ -194,6 +194,7 @@ def test_running_pipeline_applies_a_moved_line_without_restart(tmp_path) -> None
 def test_site_export_and_import_round_trip(tmp_path) -> None:
     db, site_file = tmp_path / "h.db", tmp_path / "site.yaml"
     site_file.write_text(yaml.safe_dump(SITE))
+    SqlStorage(str(db)).close()  # the store's history (`site` refuses a database that does not exist)
     run = lambda *a, stdin=None: subprocess.run(  # noqa: E731
         [sys.executable, "-m", "storelens.cli", "site", *a, "--config", str(site_file), "--db", str(db)],
         capture_output=True, text=True, timeout=120, input=stdin)

@@ -174,6 +174,7 @@ def test_cli_import_stores_and_export_writes_templates(tmp_path, monkeypatch) ->
     site_file.write_text(yaml.safe_dump(TEMPLATED))
     edited.write_text(yaml.safe_dump({**TEMPLATED, "cameras": [*TEMPLATED["cameras"], {"id": "side", "source": SIDE}]}))
     out = tmp_path / "export.yaml"
+    SqlStorage(str(db)).close()  # the store's history (`site` refuses a database that does not exist)
 
     def run(*argv: str) -> int:
         from storelens.cli import build_parser

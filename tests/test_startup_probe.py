@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ import yaml
 from storelens.runtime.localdeploy import KAFKA, PG_DSN, REPO, _free_port, distributed_config
 from storelens.runtime.service import ServiceRuntime
 from test_k8s import PORTS, TARGETS, _id, component, deployments, render
+from test_runtime_readiness import _kafka_up
 
 #: The started condition of each Deployment's startupProbe: the services on ServiceRuntime serve /startupz;
 #: the api (FastAPI) answers only once create_app has run, so any answer of its /healthz means started.
@@ -59,15 +59,6 @@ def test_started_only_after_the_first_beat_and_for_good(runtime):
     time.sleep(0.7)  # past stall_s without a beat: liveness fails as before, started stays started
     assert _get(port, "/healthz")[0] == 503
     assert _get(port, STARTUPZ)[0] == 200
-
-
-def _kafka_up() -> bool:
-    host, port = KAFKA.split(",")[0].rsplit(":", 1)
-    try:
-        socket.create_connection((host, int(port)), timeout=2).close()
-        return True
-    except OSError:
-        return False
 
 
 def test_the_detect_track_service_is_started_only_once_its_stage_runs(tmp_path):

@@ -1,6 +1,10 @@
-// The dashboard's shell: sign-in, navigation between the views, the live feed for all of them.
+// The dashboard's shell: sign-in, navigation between the views, the live feed for all of them, the store's time
+// zone (GET /v1/site: every time is shown in it, wherever the browser is).
 import { useCallback, useEffect, useState } from "react";
-import { ApiError, atLeast, get, request, setUnauthorizedHandler, type Me, type Role } from "./api";
+import {
+  ApiError, atLeast, browserTimeZone, get, request, setStoreTimeZone, setUnauthorizedHandler, type Me, type Role,
+} from "./api";
+import { ErrorBoundary } from "./ui";
 import { LiveContext, useLiveFeed } from "./live";
 import { SignIn } from "./views/SignIn";
 import { LiveView } from "./views/LiveView";
@@ -55,13 +59,22 @@ export function App() {
   const [me, setMe] = useState<Me | null | undefined>(undefined); // undefined: checking the session
   const [path, go] = usePath();
   const [menu, setMenu] = useState(false);
+  const [timeZone, setTimeZone] = useState<string | null | undefined>(undefined); // null: unknown (the browser's)
 
   useEffect(() => {
     setUnauthorizedHandler(() => setMe(null));
     get<Me>("/v1/auth/me").then(setMe, (e: ApiError) => setMe(e.status === 404 ? { username: "(no sign-in)", role: "admin" } : null));
   }, []);
 
-  const live = useLiveFeed(!!me);
+  useEffect(() => {
+    if (!me) return;
+    get<{ timezone?: string }>("/v1/site").then(
+      (s) => setTimeZone(setStoreTimeZone(s.timezone ?? null)),
+      () => setTimeZone(setStoreTimeZone(null)),
+    );
+  }, [me]);
+
+  const live = useLiveFeed(!!me, () => setMe(null));
 
   const signOut = async () => {
     try {
@@ -71,8 +84,8 @@ export function App() {
     }
   };
 
-  if (me === undefined) return <div className="boot muted">Loading…</div>;
   if (me === null) return <SignIn onSignedIn={setMe} />;
+  if (me === undefined || timeZone === undefined) return <div className="boot muted">Loading…</div>;
 
   const views = VIEWS.filter((v) => !v.min || atLeast(me.role, v.min));
   const current = views.find((v) => v.path === path) ?? views[0];
@@ -109,10 +122,15 @@ export function App() {
               {v.path === "/alerts" && live.alerts > 0 && <span className="badge">{live.alerts}</span>}
             </a>
           ))}
+          <div className="tz muted" data-testid="timezone" title="Every time is shown in this time zone">
+            Times: {timeZone ?? `${browserTimeZone()} (this browser's)`}
+          </div>
         </nav>
         <main className="content" data-testid={`view-${current.path === "/" ? "live" : current.path.slice(1)}`}>
           <h1>{current.label}</h1>
-          <View me={me} />
+          <ErrorBoundary key={current.path}>
+            <View me={me} />
+          </ErrorBoundary>
         </main>
       </div>
     </LiveContext.Provider>

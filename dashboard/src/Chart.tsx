@@ -2,12 +2,12 @@
 import { useEffect, useRef } from "react";
 import * as echarts from "echarts/core";
 import { BarChart, LineChart, SankeyChart } from "echarts/charts";
-import { DataZoomComponent, GridComponent, LegendComponent, TooltipComponent } from "echarts/components";
+import { AriaComponent, DataZoomComponent, GridComponent, LegendComponent, TooltipComponent } from "echarts/components";
 import { CanvasRenderer } from "echarts/renderers";
 import type { EChartsCoreOption } from "echarts/core";
 
 echarts.use([BarChart, LineChart, SankeyChart, GridComponent, TooltipComponent, LegendComponent, DataZoomComponent,
-  CanvasRenderer]);
+  AriaComponent, CanvasRenderer]);
 
 export function Chart({ option, height = 320, testId }: { option: EChartsCoreOption; height?: number; testId?: string }) {
   const ref = useRef<HTMLDivElement>(null);
@@ -25,7 +25,8 @@ export function Chart({ option, height = 320, testId }: { option: EChartsCoreOpt
     };
   }, []);
   useEffect(() => {
-    chart.current?.setOption({ animation: false, ...option }, true);
+    // aria: the chart's data as the container's aria-label (screen readers; the browser tests read labels there)
+    chart.current?.setOption({ animation: false, aria: { enabled: true }, ...option }, true);
   }, [option]);
   return <div className="chart" ref={ref} style={{ height }} data-testid={testId} />;
 }

@@ -23,7 +23,8 @@ export function setUnauthorizedHandler(fn: () => void) {
   onUnauthorized = fn;
 }
 
-export async function request<T>(path: string, init: RequestInit = {}): Promise<T> {
+/** fetch `path` with the session cookie; an ApiError unless it answers 2xx (a 401 shows the sign-in page). */
+async function send(path: string, init: RequestInit = {}): Promise<Response> {
   const r = await fetch(path, {
     credentials: "same-origin",
     ...init,
@@ -40,12 +41,23 @@ export async function request<T>(path: string, init: RequestInit = {}): Promise<
     if (r.status === 401 && !path.startsWith("/v1/auth/")) onUnauthorized();
     throw new ApiError(r.status, detail);
   }
+  return r;
+}
+
+export async function request<T>(path: string, init: RequestInit = {}): Promise<T> {
+  const r = await send(path, init);
   if (r.status === 204) return undefined as T;
   const type = r.headers.get("content-type") ?? "";
   return (type.includes("json") ? r.json() : r.text()) as Promise<T>;
 }
 
 export const get = <T,>(path: string) => request<T>(path);
+
+/** GET an image: an object URL of its bytes (revoke it when done) and the response's headers. */
+export async function getImage(path: string): Promise<{ url: string; headers: Headers }> {
+  const r = await send(path, { headers: { Accept: "image/*" } });
+  return { url: URL.createObjectURL(await r.blob()), headers: r.headers };
+}
 export const sendJson = <T,>(method: string, path: string, body?: unknown) =>
   request<T>(path, {
     method,
@@ -98,13 +110,36 @@ export function toApiError(e: unknown): ApiError {
 
 // -- formatting (display only: values are the API's) -------------------------------------
 
+/** The browser's own IANA time zone. */
+export const browserTimeZone = () => Intl.DateTimeFormat().resolvedOptions().timeZone;
+
+let timeFormat: Intl.DateTimeFormat | null = null;
+/** Show every time in the store's IANA time zone (`store.timezone`, from GET /v1/site), not the browser's: a day
+ * bucket of the store is the store's date wherever the dashboard is opened. `null` (unknown or not valid here):
+ * the browser's. Answers the zone in use (`null`: the browser's). */
+export function setStoreTimeZone(tz: string | null): string | null {
+  try {
+    timeFormat = tz ? makeFormat(tz) : null;
+  } catch {
+    timeFormat = null; // a zone this browser does not know
+  }
+  return timeFormat ? tz : null;
+}
+
+function makeFormat(timeZone?: string): Intl.DateTimeFormat {
+  return new Intl.DateTimeFormat("en-CA", {
+    timeZone, year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit",
+    second: "2-digit", hourCycle: "h23",
+  });
+}
+
+/** `YYYY-MM-DD HH:MM:SS` in the store's time zone (see setStoreTimeZone); "-" for no time. */
 export function fmtTime(ms: number | null | undefined): string {
   if (ms === null || ms === undefined || ms === 0) return "-";
-  const d = new Date(ms);
-  const pad = (n: number) => String(n).padStart(2, "0");
-  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(
-    d.getMinutes(),
-  )}:${pad(d.getSeconds())}`;
+  timeFormat ??= makeFormat();
+  const part: Record<string, string> = {};
+  for (const p of timeFormat.formatToParts(new Date(ms))) part[p.type] = p.value;
+  return `${part.year}-${part.month}-${part.day} ${part.hour}:${part.minute}:${part.second}`;
 }
 
 export function fmtNum(v: number | null | undefined, digits = 2): string {
@@ -237,13 +272,15 @@ export interface Queue {
 export interface Interest {
   key: string;
   zones: string[];
-  passers: number;
-  stoppers: number;
+  /** null (like every figure of the row) when `suppressed`: fewer than privacy.k_min passers. */
+  passers: number | null;
+  stoppers: number | null;
   interest_rate: number | null;
-  dwell_s: Dwell;
-  dwell_histogram: Record<string, number>;
+  dwell_s: Dwell | null;
+  dwell_histogram: Record<string, number | null> | null;
   attention_s: number | null;
-  attending_emotions: Record<string, number>;
+  attending_emotions: Record<string, number | null> | null;
+  suppressed?: boolean;
 }
 
 export interface FlowsOut {

@@ -1,5 +1,5 @@
 // Small shared pieces: cards, error and loading states, the time-range picker.
-import type { ReactNode } from "react";
+import { Component, type ErrorInfo, type ReactNode } from "react";
 import { ApiError, fmtNum, fmtPct } from "./api";
 
 export function Card({ title, children, actions, testId }: { title: string; children: ReactNode; actions?: ReactNode; testId?: string }) {
@@ -29,6 +29,30 @@ export function Problem({ error }: { error: ApiError | null }) {
       <strong>{error.status ? `${error.status} ` : ""}{what}</strong> <span>{error.detail}</span>
     </div>
   );
+}
+
+/** Catches a view's rendering error: the view shows it, the rest of the app (navigation, other views) goes on.
+ * Give it a `key` per view so that leaving the view clears the error. */
+export class ErrorBoundary extends Component<{ children: ReactNode }, { error: Error | null }> {
+  state: { error: Error | null } = { error: null };
+
+  static getDerivedStateFromError(error: Error) {
+    return { error };
+  }
+
+  componentDidCatch(error: Error, info: ErrorInfo) {
+    console.error("view failed", error, info.componentStack);
+  }
+
+  render() {
+    if (!this.state.error) return this.props.children;
+    return (
+      <div className="problem" role="alert" data-testid="view-error">
+        <strong>This view failed to show.</strong> <span>{this.state.error.message}</span>{" "}
+        <button className="link" onClick={() => this.setState({ error: null })}>Try again</button>
+      </div>
+    );
+  }
 }
 
 export function Loading({ on }: { on: boolean }) {

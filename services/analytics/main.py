@@ -22,14 +22,17 @@ def main() -> int:
     from storelens.logs import setup_logging
     from storelens.runtime.service import ServiceRuntime
     from storelens.storage import open_storage
+    from storelens.storage.gallery import open_gallery_store_to_purge
 
     level = os.environ.get("STORELENS_LOG_LEVEL", "INFO")
     setup_logging(level)
-    storage = live = None
+    storage = live = gallery = None
     rt = ServiceRuntime("analytics")
     try:
         config = load_config(os.environ.get("STORELENS_CONFIG", "/etc/storelens/site.yaml"))
         storage = open_storage(config.storage)
+        # the face gallery's tables, when the store has them: kept to faces.reid.retention_days by the purge
+        gallery = open_gallery_store_to_purge(config, storage)
         if config.live.redis_url:
             from storelens.storage.live import RedisLiveState
 
@@ -50,7 +53,7 @@ def main() -> int:
             from storelens.storage.rollup import kpi_publisher
 
             chores.append(kpi_publisher(config, storage, TopicPublisher(config, topics.STORE_KPIS).publish))
-        app = build_app(config, storage, live, rt, loop=loop, chores=chores)
+        app = build_app(config, storage, live, rt, loop=loop, chores=chores, gallery=gallery)
         return run_worker(app, rt, loglevel=level)
     except StoreLensError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -59,6 +62,8 @@ def main() -> int:
         rt.stop()
         if live is not None:
             live.close()
+        if gallery is not None:
+            gallery.close()
         if storage is not None:
             storage.close()
 

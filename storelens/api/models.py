@@ -109,19 +109,20 @@ class CountsOut(_Out):
 
 class CameraOccupancyOut(_Out):
     camera_id: str
-    occupancy: int = Field(description="Ins minus outs, never below zero.")
-    total_in: int
-    total_out: int
+    occupancy: int = Field(description="Ins minus outs, never below zero, since the daily store.occupancy_reset.")
+    total_in: int = Field(description="Ins since the daily store.occupancy_reset (the crossings stay in the history).")
+    total_out: int = Field(description="Outs since the daily store.occupancy_reset.")
     ts_ms: int = Field(description="Time of the latest update; 0 if there is none yet.")
     last_seen_ts_ms: int | None = Field(
-        default=None, description="Time of the newest frame handled for this camera (live state only); "
-        "absent when unknown.")
+        default=None, description="Time of the newest frame handled for this camera (the live state's, else the "
+        "newest stored frame's); absent when unknown.")
 
 
 class OccupancyOut(_Out):
     store_id: str
     occupancy: int = Field(description="The store's occupancy (the store_occupancy alert's): ins minus outs over "
-                                       "store.entrance_lines when set (at least 0), else the sum over the cameras.")
+                                       "store.entrance_lines when set (at least 0), else the sum over the cameras; "
+                                       "since the daily store.occupancy_reset.")
     cameras: list[CameraOccupancyOut]
 
 

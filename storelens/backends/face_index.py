@@ -11,8 +11,9 @@ that similarity reaches ``match_threshold``:
   embedding; the index is searched with more neighbours than ``k`` and the
   hits reduced by identity);
 * :meth:`FaceGallery.enroll_or_match` -> ``(customer_id, similarity, is_new)``:
-  the matched customer learns the embedding, an unmatched face becomes a new
-  customer;
+  the matched customer learns the embedding (from ``learn_threshold`` on), an
+  unmatched face becomes a new customer; a match that beats the second most
+  similar customer by less than ``match_margin`` abstains (``customer_id`` None);
 * :meth:`FaceGallery.add`, :meth:`FaceGallery.delete` (right to erasure: every
   embedding and visit of the customer, in memory, in the index and in the
   store), :meth:`FaceGallery.purge_older_than` (retention).
@@ -93,7 +94,7 @@ class Match(NamedTuple):
 
 
 class Enrollment(NamedTuple):
-    customer_id: str
+    customer_id: str | None  # None: abstained (``match_margin``)
     similarity: float
     is_new: bool
 
@@ -493,20 +494,26 @@ class FaceGallery:
         for r, s in zip(rows.tolist(), slots.tolist()):
             self._rows_of[s].append(r)
 
-    def enroll_or_match(self, embedding: np.ndarray, ts_ms: int) -> Enrollment:
+    def enroll_or_match(self, embedding: np.ndarray, ts_ms: int, learn: bool = True) -> Enrollment:
         """Match a face; if it matches, the customer learns it, else it becomes a new customer.
 
         ``similarity`` is the best similarity to an existing customer (0.0 for
-        an empty gallery); ``is_new`` tells whether a customer was created.
+        an empty gallery); ``is_new`` tells whether a customer was created. A match
+        within ``match_margin`` of the second most similar customer abstains:
+        ``customer_id`` is ``None`` (nothing matched, learnt or created). The matched
+        customer learns the face at or above ``learn_threshold`` only, and never with
+        ``learn=False`` (a face the caller does not trust to be one person).
         """
         v = _unit(embedding, self.cfg.dim)
-        learn = self.cfg.learn_threshold if self.cfg.learn_threshold is not None else self.cfg.match_threshold
+        learn_at = self.cfg.learn_at if learn else math.inf
         with self._lock:
             while True:  # each round that finds the customer erased elsewhere drops one: it ends
                 cid, sim = self.match(v)
                 if cid is None:
                     break
-                if sim >= learn:
+                if self.cfg.match_margin > 0 and sim - self._runner_up(v, cid) < self.cfg.match_margin:
+                    return Enrollment(None, sim, False)  # too close a call between two customers: abstain
+                if sim >= learn_at:
                     try:
                         self.add(cid, v, ts_ms)
                     except CustomerErased:
@@ -520,6 +527,10 @@ class FaceGallery:
                 raise RuntimeError("id_factory keeps returning existing customer ids")
             self.add(new_id, v, ts_ms)
             return Enrollment(new_id, sim, True)
+
+    def _runner_up(self, v: np.ndarray, best: str) -> float:
+        """Similarity of the most similar customer other than ``best`` (-1.0: none)."""
+        return next((m.similarity for m in self.search(v, k=2) if m.customer_id != best), -1.0)
 
     def delete(self, customer_id: str) -> bool:
         """Right to erasure: forget a customer, every embedding and every visit.

@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 
 from storelens.contract import messages as m
-from storelens.config import CameraConfig
+from storelens.config import CameraConfig, IngestConfig
 from storelens.config.cameras import redact_source
 from storelens.config.site import FrameFormat
 from storelens.errors import SourceError
@@ -175,16 +175,23 @@ def read_live_frames(
     max_backoff_s: float = 30.0,
     should_stop: Callable[[], bool] = lambda: False,
     clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+    backoff_s: float = 0.5,
+    on_reopen: Callable[[], None] | None = None,
 ) -> Iterator[RawFrame]:
     """Frames of a live source, reconnecting with exponential backoff until ``should_stop()``.
 
-    The backoff (0.5 s doubling to ``max_backoff_s``) is waited before each reopen, whether the source could
-    not be opened or its stream dropped, and starts again at 0.5 s only once a frame was read: a source that
-    opens but gives nothing is not reopened in a tight loop. Waits end early on ``should_stop()``.
+    The backoff (``backoff_s`` doubling to ``max_backoff_s``) is waited before each reopen, whether the source
+    could not be opened or its stream dropped, and starts again at ``backoff_s`` only once a frame was read: a
+    source that opens but gives nothing is not reopened in a tight loop. Waits end early on ``should_stop()``.
+    ``on_reopen()`` is called before each reopen attempt (every open but the first).
     """
-    backoff = 0.5
+    backoff = backoff_s
     index = 0
+    first = True
     while not should_stop():
+        if not first and on_reopen is not None:
+            on_reopen()
+        first = False
         try:
             cap = open_capture(source)
         except SourceError as exc:
@@ -198,7 +205,7 @@ def read_live_frames(
                 ok, img = cap.read()
                 if not ok or img is None:
                     break
-                backoff = 0.5  # frames come: the next drop is retried soon
+                backoff = backoff_s  # frames come: the next drop is retried soon
                 yield RawFrame(index, clock_ms(), img)
                 index += 1
         finally:
@@ -305,7 +312,8 @@ def decode_frame(frame: m.Frame) -> np.ndarray:
 def camera_frames(cam: CameraConfig, should_stop: Callable[[], bool] = lambda: False,
                   frame_format: FrameFormat = "jpeg", first_seq: int = 0,
                   on_bad_frames: Callable[[int], None] | None = None,
-                  after_source_frame: int = 0) -> Iterator[m.Frame]:
+                  after_source_frame: int = 0, reconnect: IngestConfig | None = None,
+                  on_reopen: Callable[[], None] | None = None) -> Iterator[m.Frame]:
     """Encoded (``frame_format``: see :func:`encode_frame`), sampled frames of one camera, then (for files)
     an end-of-stream marker.
 
@@ -325,6 +333,9 @@ def camera_frames(cam: CameraConfig, should_stop: Callable[[], bool] = lambda: F
     the same stream resumed with new sampling or encoding settings (:class:`~storelens.runtime.ingest.
     CameraSupervisor`) goes on after the last frame published, its timestamps going on too. The skipped frames
     still step the sampler, so the frames kept are those a run with the new settings from the start would keep.
+
+    A live source is reopened with the backoff of ``reconnect`` (default :class:`~storelens.config.IngestConfig`),
+    calling ``on_reopen()`` before each reopen (:func:`read_live_frames`).
     """
     live = is_live(cam.source)
     seq = None
@@ -332,7 +343,10 @@ def camera_frames(cam: CameraConfig, should_stop: Callable[[], bool] = lambda: F
     ended, error = False, None  # ended: the file's end or its error, not a stop
     try:
         if live:  # sample by wall-clock time: a live stream's nominal fps is often wrong
-            raw_iter = _time_sampled(read_live_frames(cam.source, should_stop=should_stop), cam.target_fps)
+            reconnect = reconnect or IngestConfig()
+            raw_iter = _time_sampled(read_live_frames(
+                cam.source, reconnect.reconnect_backoff_max_s, should_stop, backoff_s=reconnect.reconnect_backoff_s,
+                on_reopen=on_reopen), cam.target_fps)
         else:
             sampler = FrameSampler(source_fps(cam.source), cam.target_fps)
             keep, bad_frames, index_at = sampler.keep, on_bad_frames, 0

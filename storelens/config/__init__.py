@@ -28,6 +28,7 @@ from storelens.config.site import (
     CameraConfig,
     CountingConfig,
     CropsConfig,
+    IngestConfig,
     KafkaConfig,
     LineConfig,
     LiveConfig,
@@ -59,7 +60,8 @@ from storelens.config.tracker_bytereid import ByteReidTrackerConfig, OmzReidEmbe
 __all__ = [
     "AnchorName", "ApiConfig", "AppearanceEmbedderConfig", "BackendConfig", "ByteReidTrackerConfig", "CameraConfig", "CountingConfig",
     "CropsConfig", "DeepSortTrackerConfig", "DetectorConfig", "DlibEmbedderConfig", "EmbedderConfig", "FaceDetectorConfig",
-    "FacenetEmbedderConfig", "KafkaConfig", "LineConfig", "LiveConfig", "MobileNetOpenVinoEmbedderConfig", "OmzReidEmbedderConfig",
+    "FacenetEmbedderConfig", "IngestConfig",
+    "KafkaConfig", "LineConfig", "LiveConfig", "MobileNetOpenVinoEmbedderConfig", "OmzReidEmbedderConfig",
     "MobileNetTorchEmbedderConfig", "MtcnnFaceDetectorConfig", "Point", "SiteConfig", "StorageConfig",
     "OpenVINODetectorConfig", "StoreConfig", "TrackerConfig", "UltralyticsDetectorConfig", "YoloDetectorConfig",
     "YuNetFaceDetectorConfig", "ZoneConfig",

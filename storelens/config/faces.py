@@ -19,10 +19,14 @@ MTCNN_DEFAULT_SCORE_THRESHOLD = 0.9
 #: Under this age (years) a face, or a track, is a child and gets no gender (the models tell boys from girls
 #: no better than chance: :mod:`storelens.domain.demographics`).
 CHILD_BELOW_YEARS = 13.0
-#: dlib embeddings' same-customer cosine threshold: the midpoint between genuine and impostor pairs on the
-#: labelled faces (bench/faces_verify.py, BENCHMARKS.md), and what dlib's own rule (Euclidean distance < 0.6
-#: on its unnormalised descriptors) amounts to.
-DLIB_MATCH_THRESHOLD = 0.91
+#: dlib embeddings' same-customer cosine threshold, chosen with ``match_margin`` 0.02 by simulating a store's
+#: gallery (``bench/faces_verify.py --gallery``, BENCHMARKS.md): 937 UTKFace strangers enrolled one by one,
+#: 2.7 % of the first 300 merged with an earlier customer (0.91, the midpoint of 57 impostor and 9 genuine
+#: pairs of 5 people: 61 %), 37 of 38 returns of the labelled people found (one abstains). 0.95 halves the
+#: merges but sits at the lowest labelled return (0.952 as photos, 0.947 through the video pipeline).
+DLIB_MATCH_THRESHOLD = 0.94
+#: ``faces.gallery.learn_threshold`` when not set: this far above ``match_threshold``.
+LEARN_ABOVE_MATCH = 0.03
 
 
 class FaceDetectorConfig(BackendConfig):
@@ -77,6 +81,9 @@ class FaceQualityConfig(Strict):
     max_yaw_deg: float = Field(30.0, gt=0.0, le=90.0)
     max_pitch_deg: float = Field(25.0, gt=0.0, le=90.0)
     max_roll_deg: float = Field(30.0, gt=0.0, le=180.0)
+    #: Every landmark at least this many inter-ocular distances inside the image, else reason ``cut_off``
+    #: (a face cut by the crop's or frame's edge; :func:`storelens.domain.face_quality.edge_margin`).
+    min_edge_margin: float = Field(0.3, ge=0.0)
 
 
 class AttentionConfig(Strict):
@@ -209,14 +216,19 @@ class GalleryConfig(Strict):
     #: Embedding dimension (128 for :class:`~storelens.backends.face_embedders.DlibFaceEmbedder`).
     dim: Annotated[int, Field(ge=1)] = 128
     #: Cosine similarity at or above which a face is the same customer. Not set in a ``faces``
-    #: section: the embedder's measured value (``dlib``: 0.91, :data:`DLIB_MATCH_THRESHOLD`); an
+    #: section: the embedder's measured value (``dlib``: 0.94, :data:`DLIB_MATCH_THRESHOLD`); an
     #: embedder without one (``facenet``) needs it set. The default here is dlib's.
     match_threshold: Annotated[float, Field(ge=-1.0, le=1.0)] = DLIB_MATCH_THRESHOLD
     #: A matched face is added to its customer's embeddings only at or above this
-    #: similarity (``None``: ``match_threshold``). Higher values learn fewer new
-    #: views but make it harder for a look-alike to pull a customer's identity
-    #: towards their own.
+    #: similarity (``None``: ``match_threshold`` + :data:`LEARN_ABOVE_MATCH`, at most 1). Higher values
+    #: learn fewer new views but make it harder for a look-alike to pull a customer's identity towards
+    #: their own: a stranger merged at the threshold is not learnt, so the merge does not spread.
     learn_threshold: Annotated[float | None, Field(ge=-1.0, le=1.0)] = None
+    #: A match also needs its customer to beat the second most similar customer by at least this
+    #: (cosine); a closer call abstains: no match, no new customer (``enroll_or_match`` returns no
+    #: customer id). 0: off. Measured for dlib (with :data:`DLIB_MATCH_THRESHOLD`): at 300 strangers
+    #: 8 false merges instead of 28, 16 strangers left undecided, 1 of 38 returns.
+    match_margin: Annotated[float, Field(ge=0.0, le=2.0)] = 0.02
     #: Embeddings kept per customer; past it the oldest is dropped.
     max_embeddings_per_customer: Annotated[int, Field(ge=1)] = 10
     #: A new embedding at least this similar to one the customer has replaces it.
@@ -240,6 +252,13 @@ class GalleryConfig(Strict):
     #: when the machine is busy; bench/bench_gallery.py). ``None`` leaves FAISS'
     #: setting alone. Index training and building always use FAISS' setting.
     search_threads: Annotated[int | None, Field(ge=1)] = 1
+
+    @property
+    def learn_at(self) -> float:
+        """The similarity from which a matched face is learnt (``learn_threshold`` or its default)."""
+        if self.learn_threshold is not None:
+            return self.learn_threshold
+        return min(1.0, self.match_threshold + LEARN_ABOVE_MATCH)
 
     @model_validator(mode="after")
     def _learn_above_match(self) -> "GalleryConfig":
@@ -291,7 +310,7 @@ class FacenetEmbedderConfig(EmbedderConfig):
     #: Torch device.
     device: str = "cpu"
     #: No measured same-customer threshold (its weights could not be obtained to measure one, BENCHMARKS.md;
-    #: FaceNet's cosines are not dlib's, whose 0.91 would rarely match): ``faces.gallery.match_threshold``
+    #: FaceNet's cosines are not dlib's, whose 0.94 would rarely match): ``faces.gallery.match_threshold``
     #: must be set.
     default_match_threshold: ClassVar[float | None] = None
 
@@ -306,6 +325,11 @@ class ReidConfig(Strict):
     #: Good faces of a track averaged into the embedding that is matched (the
     #: decision waits for them, or for the track's end with at least one).
     faces_per_decision: Annotated[int, Field(ge=1)] = 3
+    #: Cosine similarity each of those faces needs with the track's medoid face to count as the same person
+    #: (``None``: ``faces.gallery.match_threshold``). Faces below it are left out and the gallery does not learn
+    #: from the track; if they are half or more, the track is not decided (an id switch inside the track
+    #: would otherwise blend two people into one vector: matched to one, and learnt by them).
+    min_face_agreement: Annotated[float | None, Field(ge=-1.0, le=1.0)] = None
     #: A customer seen again more than this long after their last sighting starts a new visit.
     visit_gap_s: Annotated[float, Field(ge=0)] = 30 * 60.0
     #: Embeddings and visits older than this are purged (privacy by default); ``None``: kept.
@@ -313,7 +337,7 @@ class ReidConfig(Strict):
     #: A track without crops for this long (camera time) has ended.
     track_idle_s: Annotated[float, Field(gt=0)] = 10.0
     #: SQLite gallery file of the embedded mode (``storage.backend: sqlite``);
-    #: ``None``: beside the history database (``<storage.path>.gallery.db``).
+    #: ``None``: beside the history database (``<storage.path>.gallery.db``). Relative: to the site file's folder.
     sqlite_path: str | None = None
 
 

@@ -79,6 +79,15 @@ class StoreConfig(Strict):
     opened (``sat: ["22:00", "02:00"]``); a day left out (or ``null``) is closed; no
     ``opening_hours``: every day is open 24 hours. ``entrance_lines`` (``camera_id/line_id``):
     the lines whose ``in`` crossings are visitors; default every line.
+
+    ``occupancy_reset``: when the live occupancy (each camera's and the store's) and the in/out totals shown
+    with it (``/v1/occupancy``, ``/v1/live``, the ``store_occupancy`` alert) restart from 0 each day, so a missed
+    exit does not stay in the number for ever: a local time ``"HH:MM"`` (default ``"04:00"``: a night hour when
+    nearly every store is closed and empty), ``"closing"`` (each day's closing time of ``opening_hours``, a closed
+    day none; without ``opening_hours`` local midnight) or ``null`` (never). People who leave after the reset count
+    as outs of the new day, so pick a time when the store is empty (after the staff left): a store open at 04:00
+    sets its own. Frame times decide (:class:`~storelens.domain.counting.OccupancyReset`); the history (crossings,
+    counts) is never changed.
     """
 
     id: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")]
@@ -88,6 +97,7 @@ class StoreConfig(Strict):
     timezone: str = "UTC"
     opening_hours: dict[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"], tuple[str, str] | None] | None = None
     entrance_lines: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]+/[A-Za-z0-9._-]+$")]] | None = None
+    occupancy_reset: str | None = "04:00"
 
     @field_validator("timezone")
     @classmethod
@@ -113,6 +123,22 @@ class StoreConfig(Strict):
             if o == c:
                 raise ValueError(f"{day}: opening and closing time are the same ({hours[0]})")
         return v
+
+    @field_validator("occupancy_reset")
+    @classmethod
+    def _reset(cls, v: str | None) -> str | None:
+        if v is not None and v != "closing":
+            try:
+                parse_hhmm(v)
+            except ValueError as exc:
+                raise ValueError(f"{exc}, \"closing\" or null") from None
+        return v
+
+    def occupancy_reset_at(self) -> int | Literal["closing"] | None:
+        """``occupancy_reset`` as minutes after local midnight, ``"closing"`` or ``None`` (never)."""
+        if self.occupancy_reset is None:
+            return None
+        return "closing" if self.occupancy_reset == "closing" else parse_hhmm(self.occupancy_reset)
 
     def opening_minutes(self) -> dict[int, tuple[int, int]] | None:
         """Opening hours as weekday (0 = Monday) -> (open, close) minutes after midnight (``None``: always open)."""
@@ -450,7 +476,7 @@ class StorageConfig(Strict):
     """History: SQLite (embedded mode) or PostgreSQL (distributed mode)."""
 
     backend: Literal["sqlite", "postgres"] = "sqlite"
-    #: SQLite file (backend ``sqlite``).
+    #: SQLite file (backend ``sqlite``); relative: to the site file's folder (:data:`PATH_FIELDS`).
     path: str = "storelens.db"
     #: libpq connection string (backend ``postgres``), e.g.
     #: ``postgresql://storelens:${PGPASSWORD}@postgres:5432/storelens``.
@@ -476,7 +502,8 @@ class KafkaConfig(Strict):
     #: Prefix of every topic name (e.g. ``store-berlin-01.``), so several stores
     #: (or test runs) can share one Kafka cluster without reading each other's data.
     topic_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]*$")] = ""
-    #: Partitions and replication of topics created by ``storelens topics`` / the services.
+    #: Partitions and replication of the topics the services create at start when missing
+    #: (:func:`storelens.runtime.kafka.ensure_topics`).
     partitions: Annotated[int, Field(ge=1)] = 6
     replication_factor: Annotated[int, Field(ge=1)] = 1
 
@@ -502,6 +529,22 @@ class ApiConfig(Strict):
     #: lets only the controller and Prometheus reach the API); else every client is the proxy, and 20 wrong
     #: sign-ins a minute from anyone lock everyone out.
     forwarded_allow_ips: str = "127.0.0.1"
+
+
+class IngestConfig(Strict):
+    """How ingest (both modes) reopens a live source (RTSP, HTTP, webcam) that is missing, drops, or opens but
+    gives no frame (:func:`~storelens.backends.video.read_live_frames`)."""
+
+    #: Wait before a reopen; doubled after each reopen that gave no frame, back to this once a frame was read.
+    reconnect_backoff_s: Annotated[float, Field(gt=0, le=60)] = 0.5
+    #: The longest wait between two reopens.
+    reconnect_backoff_max_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+
+    @model_validator(mode="after")
+    def _max_not_below(self) -> "IngestConfig":
+        if self.reconnect_backoff_max_s < self.reconnect_backoff_s:
+            raise ValueError("reconnect_backoff_max_s must not be below reconnect_backoff_s")
+        return self
 
 
 class PipelineConfig(Strict):
@@ -533,6 +576,7 @@ class SiteConfig(Strict):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
     live: LiveConfig = Field(default_factory=LiveConfig)
     faces: FacesConfig = Field(default_factory=FacesConfig)
@@ -666,20 +710,58 @@ def _is_url_or_index(source: str) -> bool:
     return "://" in source or source.isdigit()
 
 
+def resolve_source(source: str, base: pathlib.Path) -> str:
+    """A camera source as a process reads it: a relative file path resolved against ``base`` (a site file's
+    folder, or the working directory for a path given on the command line); URLs and webcam indexes as given.
+
+    Example:
+        >>> resolve_source("door.mp4", pathlib.Path("/srv/site")), resolve_source("rtsp://h/s", pathlib.Path("/x"))
+        ('/srv/site/door.mp4', 'rtsp://h/s')
+    """
+    if _is_url_or_index(source):
+        return source
+    p = pathlib.Path(source)
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+#: The site file's file and folder paths, resolved against its folder when relative: ``(section keys, key, only
+#: where it exists there)``. ``detector.weights`` may also be a model name that Ultralytics downloads
+#: (``yolo11n.pt``): it is resolved only where the file exists beside the site file.
+PATH_FIELDS: tuple[tuple[tuple[str, ...], str, bool], ...] = (
+    (("storage",), "path", False),
+    (("faces", "reid"), "sqlite_path", False),
+    (("floor_plan",), "image", False),
+    (("detector",), "weights", True),
+    (("detector",), "cache_dir", False),
+    (("tracker",), "reid_weights", False),
+    (("tracker",), "embedder_weights", False),
+    (("faces", "detector"), "weights", False),
+    (("faces", "attention"), "weights", False),
+    (("faces", "attention"), "gaze_weights", False),
+    (("faces", "attention"), "landmarks_weights", False),
+    (("faces", "age_gender"), "model_dir", False),
+    (("faces", "age_gender"), "omz_weights", False),
+    (("faces", "emotion"), "weights", False),
+    (("faces", "embedder"), "weights", False),
+)
+
+
 def _resolve_paths(raw: dict, base: pathlib.Path) -> dict:
+    """Relative paths of ``raw`` (camera sources and :data:`PATH_FIELDS`) resolved against ``base``, in place."""
     for cam in raw.get("cameras") or []:
-        if isinstance(cam, dict) and isinstance(cam.get("source"), str) and not _is_url_or_index(cam["source"]):
-            p = pathlib.Path(cam["source"])
-            cam["source"] = str(p if p.is_absolute() else (base / p).resolve())
-    det = raw.get("detector")
-    if isinstance(det, dict) and isinstance(det.get("weights"), str):
-        p = pathlib.Path(det["weights"])
-        if not p.is_absolute() and (base / p).exists():
-            det["weights"] = str((base / p).resolve())
-    plan = raw.get("floor_plan")
-    if isinstance(plan, dict) and isinstance(plan.get("image"), str):
-        p = pathlib.Path(plan["image"])
-        plan["image"] = str(p if p.is_absolute() else (base / p).resolve())
+        if isinstance(cam, dict) and isinstance(cam.get("source"), str):
+            cam["source"] = resolve_source(cam["source"], base)
+    for keys, key, if_exists in PATH_FIELDS:
+        section: object = raw
+        for k in keys:
+            section = section.get(k) if isinstance(section, dict) else None
+        value = section.get(key) if isinstance(section, dict) else None
+        if not isinstance(value, str) or not value or "://" in value or value == ":memory:" \
+                or value.startswith("file:"):  # a SQLite URI (file::memory:) as it is
+            continue
+        p = pathlib.Path(value)
+        if not p.is_absolute() and (not if_exists or (base / p).exists()):
+            section[key] = str((base / p).resolve())  # type: ignore[index]
     return raw
 
 
@@ -830,18 +912,43 @@ def with_site_update(config: SiteConfig, update) -> SiteConfig:
                         alert_rules=rules)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (PyYAML keeps the last silently: a
+    second ``cameras:`` block would replace the first)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:  # its own keys: a merge (<<: *anchor) may hold a key it overrides
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node)
+                except TypeError:
+                    continue  # an unhashable key: construct_mapping says so below
+                if first is not key_node:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first at line {first.start_mark.line + 1})",
+                        key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str | os.PathLike[str]) -> object:
-    """A site file's YAML document (not validated); :class:`ConfigError` when missing or not YAML."""
+    """A site file's YAML document (not validated); :class:`ConfigError` when missing, not YAML, or a mapping
+    repeats a key (``config error in site.yaml: not valid YAML at line 7, column 1: duplicate key 'cameras'
+    (first at line 2)``)."""
     p = pathlib.Path(path)
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
     try:
-        return yaml.safe_load(p.read_text())
+        return yaml.load(p.read_text(), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         raise yaml_error(p, exc) from None
 
 
-def load_config(path: str | os.PathLike[str]) -> SiteConfig:
-    """Read and validate a site configuration file; raise :class:`ConfigError` if it is bad."""
+def load_config(path: str | os.PathLike[str], base: pathlib.Path | None = None) -> SiteConfig:
+    """Read and validate a site configuration file; raise :class:`ConfigError` if it is bad. Relative paths
+    are resolved against ``base``, by default the file's folder."""
     p = pathlib.Path(path)
-    return parse_config(read_yaml(p), origin=str(p), base=p.parent.resolve())
+    return parse_config(read_yaml(p), origin=str(p), base=base or p.parent.resolve())

@@ -2,7 +2,8 @@
 
 Keys are camera ids (UTF-8), so one camera's messages stay ordered within a
 partition (except where :attr:`TopicSpec.keyed_by_camera` is false). The
-distributed deployment creates topics from :data:`TOPICS`.
+distributed deployment creates topics from :data:`TOPICS`, each kept by time with a
+``segment.ms`` well below its ``retention.ms`` (:func:`segment_ms`).
 """
 from __future__ import annotations
 
@@ -55,6 +56,32 @@ class TopicSpec:
     #: Keyed by camera id (:func:`camera_key`): at most one partition per camera gets messages, so at most
     #: min(partitions, cameras) consumers of a group get any (the KEDA ceilings of k8s/).
     keyed_by_camera: bool = True
+
+    @property
+    def segment_ms(self) -> int | None:
+        """The topic's ``segment.ms`` (:func:`segment_ms`; ``None``: compacted or kept forever)."""
+        return None if self.compacted else segment_ms(self.retention_ms)
+
+
+#: The longest time a segment of a time-retained topic stays open (Kafka's default ``segment.ms`` is 7 days).
+MAX_SEGMENT_MS = 24 * 3_600_000
+
+
+def segment_ms(retention_ms: int) -> int | None:
+    """``segment.ms`` of a topic kept ``retention_ms``: a quarter of it, at most :data:`MAX_SEGMENT_MS`;
+    ``None`` when it is not time-retained (``retention_ms`` <= 0).
+
+    Kafka deletes whole segments, once a segment's newest record is past ``retention.ms``; a segment
+    stays open (and keeps every record in it) until ``segment.bytes`` (1 GiB) or ``segment.ms`` (7 days by
+    default). Bounding ``segment.ms`` bounds how long a record outlives its retention: at most
+    ``segment.ms`` plus the broker's ``log.retention.check.interval.ms`` (5 minutes by default).
+
+    >>> segment_ms(3_600_000), segment_ms(30 * 86_400_000), segment_ms(-1)
+    (900000, 86400000, None)
+    """
+    if retention_ms <= 0:
+        return None
+    return max(1, min(retention_ms // 4, MAX_SEGMENT_MS))
 
 
 _HOUR = 3_600_000

@@ -54,6 +54,8 @@ Example:
 """
 from __future__ import annotations
 
+import bisect
+import datetime as dt
 import math
 from dataclasses import dataclass, field
 from typing import Iterable, Literal, Mapping, NamedTuple, Sequence
@@ -62,6 +64,7 @@ import numpy as np
 
 from storelens.contract import messages as m
 from storelens.config import CountingConfig, LineConfig
+from storelens.domain.calendar import StoreCalendar, first_instant_at
 from storelens.domain.geometry import segments_intersect, signed_distance
 
 Dir = Literal["in", "out"]
@@ -127,8 +130,13 @@ class LineCounter:
         self._counts = {ln.id: {"in": 0, "out": 0} for ln in self.lines}
 
     def counts(self) -> dict[str, dict[str, int]]:
-        """Per line ``{"in": N, "out": N}`` since construction."""
+        """Per line ``{"in": N, "out": N}`` since construction or the last :meth:`reset_counts`."""
         return {k: dict(v) for k, v in self._counts.items()}
+
+    def reset_counts(self) -> None:
+        """Every line's ins and outs restart from 0 (the store's occupancy reset: :class:`OccupancyReset`); each
+        person's side of the lines stays, so a crossing under way still counts once."""
+        self._counts = {ln.id: {"in": 0, "out": 0} for ln in self.lines}
 
     def state(self) -> dict:
         """JSON-serialisable state; :meth:`load_state` of it continues exactly where this stands.
@@ -325,8 +333,74 @@ class LineCounter:
             del self._still[tid]
 
 
+class OccupancyReset:
+    """When the occupancy restarts from 0 (``store.occupancy_reset``): a people counter misses an exit now and
+    then, so ins minus outs drifts up day after day unless it restarts at a time the store is empty.
+
+    ``at``: minutes after local midnight (``"04:00"``: 240), ``"closing"`` or ``None`` (never). The resets are:
+
+    * a local time: the first instant of each local day at which the store's clock shows it (on a fall-back day
+      the first of the two, in a spring-forward gap the first instant after it: :func:`first_instant_at`);
+    * ``"closing"``: the end of each business day's session (:meth:`StoreCalendar.session`: the closing time of
+      ``opening_hours``, after midnight for a closing at or before the opening; none on a closed day; local
+      midnight without opening hours).
+
+    Counts that began after reset ``since_ms`` (:meth:`last_reset_ms` when they began) are void at ``ts_ms``
+    (:meth:`stale`) once a later reset is at or before ``ts_ms``: time is the frames' own, so the first frame
+    after a gap over the reset (no frames overnight) starts from 0, and a replay resets where live did.
+
+    Example:
+        >>> reset = OccupancyReset(StoreCalendar("Europe/Berlin"), 4 * 60)
+        >>> t = 1774749600000  # 2026-03-29 04:00+02:00 (the spring-forward day)
+        >>> reset.last_reset_ms(t) == t, reset.last_reset_ms(t - 1) == t - 23 * 3_600_000
+        (True, True)
+        >>> reset.stale(reset.last_reset_ms(t - 1), t - 1), reset.stale(reset.last_reset_ms(t - 1), t)
+        (False, True)
+    """
+
+    def __init__(self, calendar: StoreCalendar, at: int | Literal["closing"] | None) -> None:
+        self.calendar = calendar
+        self.at = at
+        #: The resets of the latest question's weeks around it (frames come in time order): the next ones look here.
+        self._known: list[int] = []
+
+    def _resets(self, first: dt.date, last: dt.date) -> list[int]:
+        out: set[int] = set()
+        day = first
+        while day <= last:
+            if self.at == "closing":
+                session = self.calendar.session(day)
+                if session is not None:
+                    out.add(session[1])
+            elif self.at is not None:
+                out.add(first_instant_at(dt.datetime.combine(day, dt.time()) + dt.timedelta(minutes=self.at),
+                                         self.calendar.tz))
+            day += dt.timedelta(days=1)
+        return sorted(out)
+
+    def last_reset_ms(self, ts_ms: int) -> int | None:
+        """The latest reset at or before ``ts_ms``; ``None``: none (never, or no open day in the week)."""
+        if self.at is None:
+            return None
+        known = self._known
+        if not (known and known[0] <= ts_ms < known[-1]):
+            day = self.calendar.local_date(ts_ms)
+            # a week and a day either side: the closing of the last open day, however many closed days follow
+            known = self._known = self._resets(day - dt.timedelta(days=8), day + dt.timedelta(days=8))
+        i = bisect.bisect_right(known, ts_ms)
+        return known[i - 1] if i else None
+
+    def stale(self, since_ms: int | None, ts_ms: int) -> bool:
+        """Whether counts that run from reset ``since_ms`` are void at ``ts_ms`` (a later reset is at or before
+        it); ``since_ms`` ``None`` (not known: counts kept from before this setting) never is."""
+        if since_ms is None:
+            return False
+        last = self.last_reset_ms(ts_ms)
+        return last is not None and since_ms < last
+
+
 class Occupancy:
-    """ins minus outs over a camera's lines, never below zero.
+    """ins minus outs over a camera's lines, never below zero, since the last occupancy reset.
 
     Example:
         >>> o = Occupancy()
@@ -334,12 +408,27 @@ class Occupancy:
         [0, 1, 2]
         >>> o.value, o.total_in, o.total_out
         (2, 2, 1)
+        >>> reset = OccupancyReset(StoreCalendar("UTC"), 4 * 60)  # 04:00 UTC
+        >>> o.follow(reset, 3 * 3_600_000), o.value, o.follow(reset, 5 * 3_600_000), o.value, o.total_in
+        (False, 2, True, 0, 0)
     """
 
     def __init__(self) -> None:
         self.value = 0
         self.total_in = 0
         self.total_out = 0
+        #: The reset these counts run from (:meth:`OccupancyReset.last_reset_ms` when they began); ``None``: not
+        #: known yet (taken at the next frame, the counts kept: a state saved before resets).
+        self.since_ms: int | None = None
+
+    def follow(self, reset: OccupancyReset, ts_ms: int) -> bool:
+        """At a frame of time ``ts_ms``: restart from 0 if a reset came since these counts began; whether it did."""
+        stale = reset.stale(self.since_ms, ts_ms)
+        if stale:
+            self.value = self.total_in = self.total_out = 0
+        if stale or self.since_ms is None:
+            self.since_ms = reset.last_reset_ms(ts_ms)
+        return stale
 
     def apply(self, direction: Dir) -> int:
         if direction == "in":

@@ -207,6 +207,26 @@ class TrackAggregator:
             attention_n=r.attention_n,
         )
 
+    def evidence(self, track_id: int) -> tuple:
+        """The track's evidence as it stands (observations and counts), for :meth:`restore`."""
+        return (self._obs.get(track_id, deque(maxlen=self.cfg.max_observations)), self._seen[track_id],
+                self._rejected.get(track_id, Counter()), self._n_rejected[track_id])
+
+    def restore(self, track_id: int, evidence: tuple) -> None:
+        """Continue a track with the :meth:`evidence` it had (a track that ended, then came back).
+
+        >>> agg = TrackAggregator()
+        >>> blurry = FaceObservation(QualityResult(False, ("blurry",), 80.0, 20.0, 0.0, 0.0, 0.0))
+        >>> agg.add(7, blurry)
+        >>> kept = agg.evidence(7); _ = agg.pop(7)
+        >>> agg.restore(7, kept); agg.add(7, blurry)
+        >>> agg.result(7).n_faces
+        2
+        """
+        self._obs[track_id], self._seen[track_id], rejected, self._n_rejected[track_id] = evidence
+        if rejected:
+            self._rejected[track_id] = rejected
+
     def pop(self, track_id: int) -> TrackAttributes:
         r = self.result(track_id)
         self._obs.pop(track_id, None)
@@ -249,3 +269,24 @@ def assign_faces_to_tracks(
             taken_f.add(i)
             taken_p.add(j)
     return out
+
+
+def consistent_faces(embeddings: np.ndarray, min_similarity: float) -> np.ndarray | None:
+    """The faces of a track that show one person: indices of the rows of unit ``embeddings`` at least
+    ``min_similarity`` (cosine) to the track's medoid (the row most similar to all others), or ``None``
+    when they are not more than half of the rows (an id switch inside the track, or no face agreeing with
+    another: nobody can tell whose track it is).
+
+    Example:
+        >>> a, b = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+        >>> consistent_faces(np.stack([a, a, b]), 0.9).tolist(), consistent_faces(np.stack([a, b]), 0.9)
+        ([0, 1], None)
+    """
+    x = np.asarray(embeddings, np.float64).reshape(len(embeddings), -1)
+    if len(x) <= 1:
+        return np.arange(len(x))
+    sims = x @ x.T
+    medoid = int(np.argmax(sims.sum(axis=1)))
+    keep = np.flatnonzero(sims[medoid] >= min_similarity)
+    keep = np.union1d(keep, [medoid])
+    return keep if 2 * len(keep) > len(x) else None

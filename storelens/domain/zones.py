@@ -493,6 +493,9 @@ class ZoneBucketStats:
     served: int = 0  # exits through the service edge (queue zones)
     abandoned: int = 0  # queue zones: exits another way ("other")
     lost: int = 0  # tracks lost inside
+    # the time of the bucket the stream showed, which mean_occupancy is over (the weight of this bucket's mean
+    # in a mean over several buckets); less than the bucket when the stream stalled, started or ended in it
+    covered_ms: int = 0
 
 
 @dataclass
@@ -634,5 +637,5 @@ class ZoneBuckets:
             stoppers = None if limit is None else sum(d >= limit for d in b.dwells)
             out.append(ZoneBucketStats(zid, start, b.visits, len(b.people), mean, b.occ_max,
                                        len(b.dwells), med, p90, stoppers, b.hows.get("service_edge", 0),
-                                       b.hows.get("other", 0), b.hows.get("lost", 0)))
+                                       b.hows.get("other", 0), b.hows.get("lost", 0), b.covered_ms))
         return out

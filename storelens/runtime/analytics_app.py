@@ -147,7 +147,7 @@ class AnalyticsApp:
 
     def __init__(self, config: SiteConfig, storage, live, rt: ServiceRuntime, *,
                  auto_offset_reset: str | None = None, loop: asyncio.AbstractEventLoop | None = None,
-                 chores: Sequence[Any] = ()) -> None:
+                 chores: Sequence[Any] = (), gallery: Any = None) -> None:
         self.config, self.storage, self.live, self.rt = config, storage, live, rt
         self.metrics = rt.metrics
         self.cameras = {c.id for c in config.cameras}
@@ -161,8 +161,10 @@ class AnalyticsApp:
         #: The runner core every input goes through (decode, stage, error policy, sinks with retries).
         #: The scheduled retention purge of the history (privacy.retention): a chore of the core, run in
         #: the sink thread (no write of a message interleaves with it). Customer links whose customer
-        #: left a gallery in the same database go too (checked in SQL).
-        self.retention = RetentionPurge(storage, config) if config.privacy.retention.enabled else None
+        #: left a gallery in the same database go too (checked in SQL). ``gallery`` (the gallery store, when there
+        #: is one) is purged to faces.reid.retention_days first, whether the reid service runs or not.
+        purge = RetentionPurge(storage, config, gallery=gallery)
+        self.retention = purge if purge.history or purge.gallery is not None else None
         self.core = RunnerCore(self.stage, sinks, metrics=rt.metrics, should_stop=rt.stopping.is_set,
                                chores=([self.retention] if self.retention is not None else []) + list(chores))
         self._broker_ok = False
@@ -489,6 +491,7 @@ class AnalyticsApp:
         """
         cam = tf.camera_id
         self._sync_state(cam)
+        self._sync_entrance_cameras(cam)
         last = self.stage.last_seq.get(cam, -1)
         if last >= 0 and tf.seq > last + 1 and not tf.end_of_stream:
             # detect-track publishes every frame of a camera: a jump means frames were lost upstream or here
@@ -508,6 +511,19 @@ class AnalyticsApp:
         self._cache[cam] = value
         log.info("camera state loaded", extra={"camera": cam, "from_table": value is not None,
                                                "last_seq": self.stage.last_seq.get(cam, -1)})
+
+    def _sync_entrance_cameras(self, cam: str) -> None:
+        """Load the state of every other entrance camera (``store.entrance_lines``) that the stage does not hold
+        yet and the table has: after a restart the store's occupancy row (``@store``, written by the stage only
+        once every entrance camera's state is in it) is then written from the first frame with crossings of any
+        camera, with the other cameras' persisted counts, instead of once every entrance camera has sent a frame
+        (a camera that is down kept the row stale for ever). The row's rule stays the stage's
+        (:meth:`AnalyticsStage.store_totals`). A camera the table has no state of (no frame of it handled yet, or
+        its partition on another worker) is not loaded, and the row waits for its first frame as before."""
+        for other, _line in self.stage.entrance_lines or ():
+            if (other != cam and other not in self._cache and other in self.stage.counters
+                    and self.table.get(topics.camera_key(other)) is not None):
+                self._sync_state(other)
 
     async def _publish(self, key: bytes, outputs) -> None:
         """Send the outputs and wait until the broker has them (before the state may advance)."""

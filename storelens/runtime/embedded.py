@@ -22,10 +22,12 @@ starts the added cameras, stops the removed ones and restarts the re-pointed one
 camera added mid-run is read to its end before the run ends; a live one runs until :meth:`stop`.
 
 A stop (:meth:`stop`, Ctrl-C, SIGTERM in the CLI) ends each stage after the message in hand; then
-the analytics stage ends every camera still streaming as at an end of stream (its open zone visits
-get their exits; the last zone buckets, heatmap minute and hour, journeys and buying units are
-written to the history), since its state lives in this process only
-(:meth:`~storelens.stages.analytics.AnalyticsStage.end_streams`).
+the faces stage ends the tracks still open (their final attribute summaries, and the reid decision of
+each undecided track with a good face: :meth:`~storelens.stages.faces.FacesStage.end_streams`),
+which analytics writes to the history, and the analytics stage ends every camera still streaming as
+at an end of stream (its open zone visits get their exits; the last zone buckets, heatmap minute and
+hour, journeys and buying units are written to the history), since their state lives in this process
+only (:meth:`~storelens.stages.analytics.AnalyticsStage.end_streams`).
 
 Example:
     >>> from storelens.config import load_config                      # doctest: +SKIP
@@ -55,6 +57,7 @@ from storelens.runtime.sinks import HistorySink
 from storelens.runtime.webhooks import webhook_sinks
 from storelens.runtime.transports import END_OF_TOPIC, InProcessTransport
 from storelens.stages.analytics import AnalyticsStage
+from storelens.stages.base import Publish
 from storelens.stages.core import DetectTrackStage
 from storelens.stages.registry import stages_for
 
@@ -112,7 +115,9 @@ class EmbeddedPipeline:
         on_tracked, on_frame_done: called on the analytics thread after each tracked frame.
         bus: the in-process bus (e.g. to watch ``dead-letter``).
         faces_stages: ``(AttributesStage, ReidStage | None)`` for ``faces.enabled``, or
-        gallery: the face gallery the reid stage uses (:func:`storelens.storage.open_gallery`).
+        gallery: the face gallery the reid stage uses (:func:`storelens.storage.open_gallery`); the retention
+            purge keeps it to ``faces.reid.retention_days``. Without ``faces.enabled``: the gallery store an
+            earlier run left (:func:`storelens.storage.gallery.open_gallery_store_to_purge`), purged only.
         staff_faces: the opt-in staff face gallery the reid stage reads with ``staff.faces``
             (:class:`storelens.storage.staff_faces.StaffFaceSource`).
     """
@@ -255,7 +260,8 @@ class EmbeddedPipeline:
 
         self.ingest = CameraSupervisor(lambda k, v: self.bus.publish(topics.FRAMES, k, v), self._stop.is_set,
                                        source_failed, frame_format=self.config.pipeline.frames,
-                                       on_bad_frames=lambda cam, n: count_error("decode", n))
+                                       on_bad_frames=lambda cam, n: count_error("decode", n),
+                                       reconnect=self.config.ingest)
         t0 = time.perf_counter()
         for t in threads:
             t.start()
@@ -359,12 +365,12 @@ class EmbeddedPipeline:
                 "restarted": ",".join(c.id for c in diff.restarted)})
 
     def _retention(self) -> RetentionPurge | None:
-        """The scheduled purge of expired personal data, when there is a history store and it is enabled."""
-        if self.storage is None or not self.config.privacy.retention.enabled:
-            return None
-        store = getattr(self.gallery, "store", None)
-        return RetentionPurge(self.storage, self.config,
-                              known_customer=store.customer_exists if store is not None else None)
+        """The scheduled purge of expired personal data: the history (when there is a store and it is enabled)
+        and the face gallery (``faces.reid.retention_days``), with or without crops."""
+        store = getattr(self.gallery, "store", self.gallery)  # a FaceGallery's store, or a gallery store alone
+        purge = RetentionPurge(self.storage, self.config, gallery=self.gallery,
+                               known_customer=store.customer_exists if store is not None else None)
+        return purge if purge.history or purge.gallery is not None else None
 
     def _run_stage(self, runner: Runner) -> None:
         try:
@@ -375,23 +381,38 @@ class EmbeddedPipeline:
             self._fail(failure)
 
     def _end_streams(self, threads: list[threading.Thread]) -> None:
-        """After a stop with cameras still streaming (a live source, a file not read to its end): analytics ends
-        them as at an end of stream and its sinks (history, webhooks) get what was still open -- zone visits'
-        exits, the last zone buckets, heatmap minute and hour, journeys, buying units -- before :meth:`run`
-        returns (and the caller closes the history). This state is in memory only: without it a stop lost it.
-        Nothing when every source had ended, or when analytics failed or has not stopped."""
-        runner = self.runners.get("analytics")
-        thread = next((t for t in threads if t.name == "analytics"), None)
-        if runner is None or thread is None or runner.failure is not None:
-            return
-        if thread.is_alive():
-            log.warning("analytics has not stopped: the cameras still streaming are not ended")
-            return
-        try:
-            runner.core.end_streams()
-        except Exception:  # noqa: BLE001 (the run has stopped: report it, return what was counted)
-            log.exception("ending the cameras' streams at the stop failed")
-            self.result.errors["end_streams"] = self.result.errors.get("end_streams", 0) + 1
+        """After a stop with cameras still streaming (a live source, a file not read to its end): each stage with
+        an ``end_streams`` method ends them as at an end of stream, in pipeline order, and what it still held open
+        reaches the history before :meth:`run` returns (and the caller closes it). The faces stage's open tracks
+        get their final summaries and the undecided ones with a good face their reid decision; those are handed
+        to analytics as if published (the bus has closed), which writes them. Analytics' sinks (history,
+        webhooks) then get its open zone visits' exits, the last zone buckets, heatmap minute and hour, journeys
+        and buying units. This state is in memory only: without it a stop lost it. Nothing when every source had
+        ended; a stage that failed or has not stopped is left alone (and gets nothing handed)."""
+        alive = {t.name for t in threads if t.is_alive()}
+        handed: list[Publish] = []  # what the stages ended so far would have published
+        for name, runner in self.runners.items():  # pipeline order: faces before analytics
+            core = runner.core
+            if runner.failure is not None or not (hasattr(core.stage, "end_streams")
+                                                  or any(p.topic in core.stage.inputs for p in handed)):
+                continue
+            if name in alive:
+                log.warning("a stage has not stopped: the cameras still streaming are not ended in it",
+                            extra={"stage": name})
+                continue
+            try:
+                for p in handed:
+                    if p.topic in core.stage.inputs:
+                        core.deliver(p.topic, p.camera_id, p.message)
+                h = core.end_streams()
+            except Exception:  # noqa: BLE001 (the run has stopped: report it, return what was counted)
+                log.exception("ending the cameras' streams at the stop failed", extra={"stage": name})
+                self.result.errors["end_streams"] = self.result.errors.get("end_streams", 0) + 1
+                continue
+            if h is not None:
+                handed += h.outputs.publish
+                for obs in runner.observers:  # e.g. the faces' decisions in PipelineResult.customer_matches
+                    obs(h)
 
     def _collect(self, elapsed_s: float) -> None:
         res = self.result

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from storelens.backends.video import camera_frames, is_live
-from storelens.config import CameraConfig
+from storelens.config import CameraConfig, IngestConfig
 from storelens.config.cameras import CameraDiff, diff_cameras
 from storelens.config.site import FrameFormat
 from storelens.contract import messages as m
@@ -49,7 +49,8 @@ STOP_JOIN_S = 30.0
 def pump_camera(cam: CameraConfig, publish: Callable[[bytes, bytes], None], should_stop: Callable[[], bool],
                 first_seq: int = 0, on_frame: Callable[[m.Frame], None] | None = None,
                 frame_format: FrameFormat = "jpeg", on_bad_frames: Callable[[int], None] | None = None,
-                after_source_frame: int = 0) -> int:
+                after_source_frame: int = 0, reconnect: IngestConfig | None = None,
+                on_reopen: Callable[[], None] | None = None) -> int:
     """Publish ``(key, Frame bytes)`` for every frame of ``cam`` until its source ends or a stop; the count.
 
     Frames are numbered from ``first_seq`` (a restarted camera goes on after its last frame; a live one from
@@ -57,14 +58,16 @@ def pump_camera(cam: CameraConfig, publish: Callable[[bytes, bytes], None], shou
     ``on_frame(frame)`` is called after each publish; ``frame_format`` is the image's encoding
     (:func:`~storelens.backends.video.encode_frame`: raw ``bgr`` only inside one process);
     ``on_bad_frames(n)`` is told each run of ``n`` unreadable frames a file skipped; a file's frames up to
-    ``after_source_frame`` (1-based) are skipped (a resumed stream). Raises
+    ``after_source_frame`` (1-based) are skipped (a resumed stream); a live source is reopened with the backoff
+    of ``reconnect``, ``on_reopen()`` called before each reopen. Raises
     :class:`~storelens.errors.StoreLensError` when the source cannot be read (a file's end-of-stream marker
     published first).
     """
     key = topics.camera_key(cam.id)
     n = 0
     for frame in camera_frames(cam, should_stop=should_stop, frame_format=frame_format, first_seq=first_seq,
-                               on_bad_frames=on_bad_frames, after_source_frame=after_source_frame):
+                               on_bad_frames=on_bad_frames, after_source_frame=after_source_frame,
+                               reconnect=reconnect, on_reopen=on_reopen):
         publish(key, m.encode(frame))
         if on_frame is not None:
             on_frame(frame)
@@ -99,12 +102,19 @@ class CameraSupervisor:
         on_error: a camera whose source fails (the others go on).
         frame_format: how frames carry their image (``bgr`` only on the in-process bus).
         on_bad_frames: ``on_bad_frames(camera, n)``: a file camera skipped ``n`` unreadable frames in a row.
+        reconnect: the backoff of live sources' reopens (``ingest:`` of the site; default
+            :class:`~storelens.config.IngestConfig`).
+        on_reopen: ``on_reopen(camera)``: a live camera's source is about to be reopened (after a failed open
+            or a dropped stream).
     """
 
     def __init__(self, publish: Callable[[bytes, bytes], None], should_stop: Callable[[], bool],
                  on_error: Callable[[CameraConfig, StoreLensError], None], frame_format: FrameFormat = "jpeg",
-                 on_bad_frames: Callable[[CameraConfig, int], None] | None = None) -> None:
+                 on_bad_frames: Callable[[CameraConfig, int], None] | None = None,
+                 reconnect: IngestConfig | None = None,
+                 on_reopen: Callable[[CameraConfig], None] | None = None) -> None:
         self.publish = publish
+        self.reconnect, self.on_reopen = reconnect, on_reopen
         self.frame_format = frame_format
         self.on_bad_frames = on_bad_frames
         self.should_stop = should_stop
@@ -174,6 +184,7 @@ class CameraSupervisor:
             run.last_ts_ms, run.source_frame = resume.last_ts_ms, resume.source_frame
         first, after = run.next_seq, run.source_frame
         bad = None if self.on_bad_frames is None else (lambda n: self.on_bad_frames(cam, n))
+        reopen = None if self.on_reopen is None else (lambda: self.on_reopen(cam))
 
         def seen(frame: m.Frame) -> None:
             run.next_seq, run.last_ts_ms, run.ended = frame.seq + 1, frame.ts_ms, frame.end_of_stream
@@ -182,7 +193,7 @@ class CameraSupervisor:
         def target() -> None:
             try:
                 pump_camera(cam, self.publish, lambda: self.should_stop() or run.stop.is_set(), first, seen,
-                            self.frame_format, bad, after)
+                            self.frame_format, bad, after, self.reconnect, reopen)
                 if run.final and not run.ended and not is_live(cam.source) and not self.should_stop():
                     end = m.Frame(camera_id=cam.id, seq=run.next_seq, ts_ms=run.last_ts_ms, end_of_stream=True)
                     self.publish(topics.camera_key(cam.id), m.encode(end))

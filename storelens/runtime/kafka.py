@@ -69,7 +69,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from storelens.runtime.bus import BusMessage
 from storelens.config import KafkaConfig
 from storelens.errors import StoreLensError
-from storelens.contract.topics import TOPICS, TopicSpec, topic_name
+from storelens.contract.topics import TOPICS, TopicSpec, segment_ms, topic_name
 
 log = logging.getLogger(__name__)
 
@@ -245,6 +245,16 @@ class ClusterInfo:
     topics: dict[str, TopicInfo]
 
 
+@dataclass(frozen=True)
+class TopicConfig:
+    """One setting of a topic (:meth:`KafkaAdmin.topic_configs`)."""
+
+    value: str | None
+    #: Set on the topic itself (not the broker's or Kafka's default).
+    on_topic: bool
+    sensitive: bool = False
+
+
 class KafkaAdmin:
     """Blocking admin operations (services, tools and tests) over one aiokafka admin client.
 
@@ -317,6 +327,40 @@ class KafkaAdmin:
                         raise kerr.for_code(code)(name)
         self.call(go, timeout_s)
 
+    def topic_configs(self, names: list[str], timeout_s: float | None = None) -> dict[str, dict[str, TopicConfig]]:
+        """Every setting of each topic of ``names``, by name (its value and whether set on the topic itself)."""
+        from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+        async def go(admin):
+            resps = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, n) for n in names])
+            out = {}
+            for r in resps:
+                for code, message, _type, name, entries in r.resources:
+                    if code:
+                        raise kerr.for_code(code)(f"{name}: {message}")
+                    # (name, value, read_only, source, sensitive, ...): source 1 is DYNAMIC_TOPIC_CONFIG
+                    out[name] = {e[0]: TopicConfig(e[1], e[3] == 1, bool(e[4])) for e in entries}
+            return out
+        return self.call(go, timeout_s)
+
+    def alter_topic_configs(self, name: str, current: dict[str, TopicConfig], changes: dict[str, str],
+                            timeout_s: float | None = None) -> None:
+        """Set ``changes`` on topic ``name``, keeping its other settings of ``current`` (:meth:`topic_configs`):
+        Kafka's ``AlterConfigs`` (the only one aiokafka has) replaces all of a topic's own settings."""
+        from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+        kept = {k: c for k, c in current.items() if c.on_topic and k not in changes}
+        if any(c.sensitive for c in kept.values()):
+            raise ValueError(f"topic {name} has sensitive settings that cannot be read back: not altered")
+        configs = {**{k: c.value for k, c in kept.items()}, **changes}
+
+        async def go(admin):
+            for r in await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, configs=configs)]):
+                for code, message, *_ in r.resources:
+                    if code:
+                        raise kerr.for_code(code)(f"{name}: {message}")
+        self.call(go, timeout_s)
+
     def broker_config(self, broker_id: int, timeout_s: float | None = None) -> dict[str, str]:
         """The configuration of one broker, by name."""
         from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
@@ -333,28 +377,65 @@ class KafkaAdmin:
 
 
 def ensure_topics(cfg: KafkaConfig, specs: Iterable[TopicSpec] = TOPICS, timeout_s: float = 30.0) -> list[str]:
-    """Create the declared topics that do not exist yet; return the names created."""
+    """Create the declared topics that do not exist yet; return the names created.
+
+    A time-retained topic is created with a ``segment.ms`` well below its ``retention.ms``
+    (:attr:`TopicSpec.segment_ms`); an existing one whose ``segment.ms`` is longer than that of its
+    ``retention.ms`` gets it (:func:`bound_segments`: a topic created before, or by hand)."""
     admin = KafkaAdmin(cfg, timeout_s)
     try:
         try:
             existing = set(admin.call(lambda a: a.list_topics()))
         except BrokerError as exc:
             raise BrokerError(f"cannot reach Kafka at {cfg.bootstrap_servers}: {exc}") from None
-        new = []
+        new, present = [], []
         for spec in (dataclasses.replace(s, name=topic_name(s.name, cfg.topic_prefix)) for s in specs):
             if spec.name in existing:
+                present.append(spec.name)
                 continue
             configs = {"retention.ms": str(spec.retention_ms), "max.message.bytes": str(spec.max_message_bytes)}
             if spec.retention_bytes > 0:
                 configs["retention.bytes"] = str(spec.retention_bytes)
             if spec.compacted:
                 configs["cleanup.policy"] = "compact"
+            if spec.segment_ms is not None:
+                configs["segment.ms"] = str(spec.segment_ms)
             partitions = spec.partitions if spec.partitions_fixed else cfg.partitions
             new.append(NewTopic(spec.name, num_partitions=partitions, replication_factor=cfg.replication_factor,
                                 topic_configs=configs))
-        return admin.create_topics(new)
+        created = admin.create_topics(new)
+        if present:
+            bound_segments(admin, present)
+        return created
     finally:
         admin.close()
+
+
+def bound_segments(admin: KafkaAdmin, names: list[str]) -> list[str]:
+    """Give each existing topic of ``names`` kept by time a ``segment.ms`` of at most
+    :func:`~storelens.contract.topics.segment_ms` of its ``retention.ms`` (its other settings kept);
+    returns the names changed. A broker that refuses (no ``AlterConfigs`` permission) is logged, not raised:
+    the topics then keep records up to their ``segment.ms`` longer than their retention."""
+    try:
+        current = admin.topic_configs(names)
+        changed = []
+        for name, conf in current.items():
+            retention, policy = conf.get("retention.ms"), conf.get("cleanup.policy")
+            if retention is None or "delete" not in (policy.value if policy else "delete"):
+                continue
+            want = segment_ms(int(retention.value))
+            have = conf.get("segment.ms")
+            if want is None or (have is not None and int(have.value) <= want):
+                continue
+            admin.alter_topic_configs(name, conf, {"segment.ms": str(want)})
+            changed.append(name)
+            log.info("topic segment.ms bounded", extra={"topic": name, "segment_ms": want,
+                                                        "retention_ms": int(retention.value)})
+        return changed
+    except (BrokerError, ValueError) as exc:
+        log.warning("cannot bound the topics' segment.ms: records may outlive their retention by up to the "
+                    "broker's segment.ms", extra={"error": str(exc)})
+        return []
 
 
 # -- producer ------------------------------------------------------------------------------------

@@ -21,8 +21,10 @@ faust timer.
 
 **A stop.** The embedded mode's state is in memory only: when its run stops, it calls
 :meth:`RunnerCore.end_streams` once the stage's thread has ended, so a stage with an
-``end_streams() -> Outputs`` method (analytics: the cameras still streaming) writes what it still
-holds open to the sinks. The services do not (a restarted service goes on from its state).
+``end_streams() -> Outputs`` method (faces: the tracks still open; analytics: the cameras still
+streaming) writes what it still holds open to the sinks, and the embedded mode hands what it would
+publish to the stages downstream (faces' final summaries and decisions to analytics). The services do
+not (a restarted service goes on from its state).
 
 **Batches.** A stage with a ``handle_batch`` method (:mod:`storelens.stages.base`; detect-track)
 run by ``Runner(..., batch_max=N)`` with N > 1 gets the messages that wait behind a polled one
@@ -262,17 +264,19 @@ class RunnerCore:
         return h
 
     def end_streams(self) -> Handled | None:
-        """What a stage with ``end_streams() -> Outputs`` still holds open when an embedded run stops (the analytics
-        stage: the cameras' open visits, buckets, journeys), written to the sinks as a tick's outputs are (a sink
-        that rejects them is logged and counted, the others are still written; one try each, the run is
-        stopping). Nothing is published: the stages downstream have stopped. ``None`` when the stage has no such
-        method or nothing was open; else the :class:`Handled` (``stop`` set when a sink failed)."""
+        """What a stage with ``end_streams() -> Outputs`` still holds open when an embedded run stops (the faces
+        stage: its open tracks' final summaries and decisions; the analytics stage: the cameras' open visits,
+        buckets, journeys), written to the sinks as a tick's outputs are (a sink that rejects them is logged and
+        counted, the others are still written; one try each, the run is stopping). Nothing is published here:
+        the bus has closed; the caller hands ``outputs.publish`` to the stages downstream
+        (:meth:`deliver`). ``None`` when the stage has no such method or nothing was open; else the
+        :class:`Handled` (``stop`` set when a sink failed)."""
         end = getattr(self.stage, "end_streams", None)
         if end is None:
             return None
         h = Handled(BusMessage(END_STREAMS_TOPIC, b"", b"", -1), END_STREAMS_TOPIC)
         h.outputs = end()
-        if not h.outputs.records:
+        if not h.outputs.records and not h.outputs.publish:
             return None
         h = self.write_sinks(h)
         if h.stop is not None:
@@ -280,6 +284,14 @@ class RunnerCore:
             log.error("the records of the streams ended at the stop were not written",
                       extra={"stage": self.stage.name, "error": repr(h.stop), "records": len(h.outputs.records)})
         return h
+
+    def deliver(self, topic: str, camera_id: str, message: Any) -> Handled:
+        """One message another stage would have published on ``topic`` (a base name), handled as if consumed --
+        encoded, decoded, processed, written to the sinks -- after the transport has closed (the embedded stop:
+        an upstream stage's :meth:`end_streams` outputs). Its own outputs are not published; a sink that fails
+        gets one try when stopping (``stop`` set), a record it rejects makes a counted dead letter."""
+        msg = BusMessage(topic, topics.camera_key(camera_id), m.encode(message), -1)
+        return self.write_sinks(self.process(msg, topic))
 
     def run_chores(self) -> None:
         """Run the chores that are due; a failing chore is logged and counted, never fatal (it runs again

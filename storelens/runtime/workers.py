@@ -144,7 +144,9 @@ class CameraProbe:
     file ended) is fine, one that failed is not. Not ready answers which camera and why (``details``).
     :meth:`update` (the ingest loop, every turn) counts each outage of a live camera once, when it starts, in
     ``storelens_camera_outages_total{camera}``: its source is missing or gives nothing (the camera thread
-    reconnects with backoff meanwhile) or its frames cannot be published (the broker is away).
+    reconnects with backoff meanwhile) or its frames cannot be published (the broker is away). Each reopen of
+    a live camera's source (every open after a failed one or a dropped stream: many per outage) is counted in
+    ``storelens_camera_reopen_attempts_total{camera}`` (:meth:`reopening`, the supervisor's ``on_reopen``).
     """
 
     def __init__(self, sup: CameraSupervisor, rt: ServiceRuntime) -> None:
@@ -153,6 +155,9 @@ class CameraProbe:
         self.sup = sup
         self.outages = Counter("storelens_camera_outages_total", "Outages of live cameras: no frame published for "
                                "the camera's frame timeout (30 s by default), counted when one starts", ["camera"],
+                               registry=rt.registry)
+        self.reopens = Counter("storelens_camera_reopen_attempts_total", "Reopens of live cameras' sources (after "
+                               "a failed open or a dropped stream, with backoff: many per outage)", ["camera"],
                                registry=rt.registry)
         self._lock = threading.Lock()
         #: per camera thread (a restart is a new one): when it was first seen, its last frame, its failure
@@ -167,6 +172,10 @@ class CameraProbe:
         """A frame was published (called on the camera's thread)."""
         with self._lock:
             self._last[threading.current_thread()] = time.monotonic()
+
+    def reopening(self, cam) -> None:
+        """The live camera ``cam``'s source is about to be reopened (called on the camera's thread)."""
+        self.reopens.labels(cam.id).inc()
 
     def failed(self, exc: Exception) -> None:
         """The camera failed (called on the camera's thread, which then ends)."""
@@ -262,7 +271,8 @@ def run_ingest(config: SiteConfig, rt: ServiceRuntime) -> int:
         log.error("camera failed", extra={"camera": cam.id, "error": str(exc)})
 
     ingest = CameraSupervisor(publish, rt.stopping.is_set, failed,
-                              on_bad_frames=lambda cam, n: rt.metrics.errors.labels("decode").inc(n))
+                              on_bad_frames=lambda cam, n: rt.metrics.errors.labels("decode").inc(n),
+                              reconnect=config.ingest, on_reopen=lambda cam: cameras_probe.reopening(cam))
     cameras_probe = CameraProbe(ingest, rt)
     site, newest = site_tail(config)
     cameras, version = config.cameras, 0
@@ -314,12 +324,14 @@ class StageWorker:
         checks: extra readiness checks, probed every :data:`PING_EVERY_S` on the loop thread.
         tails: group-less readers (:class:`~storelens.runtime.kafka.TopicTail`, e.g. :func:`site_tail`)
             served before the groups; their messages go through the stage like the groups' ones.
+        chores: periodic work run by the loop between messages, with or without any (e.g. reid's
+            gallery retention purge, :class:`~storelens.runtime.retention.RetentionPurge`).
     """
 
     def __init__(self, config: SiteConfig, rt: ServiceRuntime, stage, groups: Sequence[ConsumerGroup] | None = None,
                  hooks: Any = None, observers: Sequence[Callable[[Handled], None]] = (),
                  checks: dict[str, Callable[[], bool]] | None = None, sinks: Sequence[Any] = (),
-                 tails: Sequence[Any] = ()) -> None:
+                 tails: Sequence[Any] = (), chores: Sequence[Any] = ()) -> None:
         from storelens.runtime.kafka import ensure_topics
 
         self.config, self.rt, self.stage = config, rt, stage
@@ -335,7 +347,7 @@ class StageWorker:
         for tail in tails:  # polled first, like an earlier group (the transport acks it by topic: a no-op)
             self.transport.consumers.insert(0, tail)
             self.transport._by_topic[tail.topic] = tail
-        self.core = RunnerCore(stage, sinks, metrics=rt.metrics)
+        self.core = RunnerCore(stage, sinks, metrics=rt.metrics, chores=chores)
         self.runner = Runner(self.core, self.transport, should_stop=rt.stopping.is_set, hooks=hooks,
                              observers=observers, beat=self._periodic, poll_s=0.5)
         self._checks = dict(checks or {})
@@ -587,7 +599,13 @@ def reid_worker(config: SiteConfig, rt: ServiceRuntime, stage) -> StageWorker:
     ``storelens_customer_matches_total{result="new"|"known"}``, ``storelens_returning_customers_total``,
     ``storelens_customer_erasures_total{result="deleted"|"unknown"}``,
     ``storelens_gallery_purged_embeddings_total``, ``storelens_gallery_customers``, ``storelens_gallery_embeddings``.
+    The gallery is also purged to ``faces.reid.retention_days`` every ``privacy.retention.every_s`` of the wall
+    clock (:class:`~storelens.runtime.retention.RetentionPurge` without history, counted in
+    ``storelens_privacy_purged_rows_total{kind="gallery_*"}``; camera clock: only as crops arrive), so
+    embeddings expire while no crop comes (store closed, cameras down).
     """
+    from storelens.runtime.retention import RetentionPurge
+
     fm, delta = FacesMetrics(rt.registry), _StatDeltas(stage.stats)
 
     def gauges() -> None:
@@ -631,7 +649,8 @@ def reid_worker(config: SiteConfig, rt: ServiceRuntime, stage) -> StageWorker:
     return StageWorker(config, rt, stage, observers=[observe], checks={"gallery": ping_gallery},
                        groups=[ConsumerGroup("reid-erasures", (topics.CUSTOMER_ERASURES,), commit_every=1),
                                ConsumerGroup(stage.name, (topics.PERSON_CROPS,))],
-                       tails=[site_tail(config, stage)[0]])
+                       tails=[site_tail(config, stage)[0]],
+                       chores=[RetentionPurge(None, config, gallery=stage.gallery)])
 
 
 #: Service wiring of each stage run as a Kafka service (default: a plain :class:`StageWorker`).

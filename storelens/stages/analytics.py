@@ -17,6 +17,13 @@ stamped with the store clock), stored and published as the cameras' are: ``/v1/o
 read that one row, so they show the alert's number. Without entrance lines there is no such row: the API sums
 the cameras' rows by the same rule. Like the store-wide alerts, the row needs every camera on one analytics
 worker (the default single replica).
+
+**The daily reset** (``store.occupancy_reset``, :class:`~storelens.domain.counting.OccupancyReset`): a camera's
+first frame at or after a reset (its own frame time) restarts its occupancy, ins and outs (and its lines' counts,
+the entrance lines' ins and outs) from 0, before that frame's crossings, and gives its ``OccupancyUpdate`` (and the
+store's row) even without a crossing, so ``/v1/occupancy`` and ``/v1/live`` show the new day's 0. The store's
+number leaves out, at the store clock, every camera not restarted yet (:meth:`AnalyticsStage.store_totals`). The
+crossings and count windows are history and stay as they are.
 """
 from __future__ import annotations
 
@@ -28,10 +35,11 @@ import numpy as np
 from storelens.config import SiteConfig, with_site_update
 from storelens.contract import messages as m
 from storelens.contract import topics
-from storelens.domain.counting import (STORE_OCCUPANCY_ID, CrossingEvent, LineCounter, Occupancy, StoreTotals,
-                                       store_totals, window_start_ms)
+from storelens.domain.counting import (STORE_OCCUPANCY_ID, CrossingEvent, LineCounter, Occupancy, OccupancyReset,
+                                       StoreTotals, store_totals, window_start_ms)
 from storelens.domain.geometry import anchors_bottom_center
 from storelens.errors import DecodeError
+from storelens.stages.alerts import store_calendar
 from storelens.stages.analyzers import CameraAnalyzer, FrameView, build_analyzers
 from storelens.stages.base import Outputs, Publish, UnknownCamera, decode_input
 from storelens.stages.store_alerts import StoreAlerts
@@ -74,6 +82,8 @@ class AnalyticsStage:
         self.cameras = {c.id for c in config.cameras}
         self.counters = {c.id: LineCounter(c.id, c.lines, config.counting) for c in config.cameras}
         self.occupancy = {c.id: Occupancy() for c in config.cameras}
+        #: When occupancy restarts from 0 (``store.occupancy_reset``).
+        self.reset = OccupancyReset(store_calendar(config), config.store.occupancy_reset_at())
         self._windows: dict[tuple[str, str, int], list[int]] = {}
         #: camera id -> analyzer name -> analyzer (zones, heatmaps, ...; see :mod:`storelens.stages.analyzers`).
         self.analyzers: dict[str, dict[str, CameraAnalyzer]] = {c.id: build_analyzers(config, c)
@@ -93,10 +103,13 @@ class AnalyticsStage:
 
     def store_totals(self) -> StoreTotals:
         """The store's occupancy, ins and outs now (:func:`~storelens.domain.counting.store_totals`): over
-        ``store.entrance_lines``, or else the sums of the cameras' (as ``/v1/occupancy``)."""
+        ``store.entrance_lines``, or else the sums of the cameras' (as ``/v1/occupancy``); a camera whose counts
+        a reset at or before the store clock voided (its frames behind, or none since) counts 0."""
+        clock = self.store_alerts.clock_ms
+        today = {cam for cam, o in self.occupancy.items() if clock is None or not self.reset.stale(o.since_ms, clock)}
         return store_totals(self.entrance_lines,
-                            [(o.value, o.total_in, o.total_out) for o in self.occupancy.values()],
-                            {cam: self.counters[cam].counts() for cam, _ in self.entrance_lines or ()})
+                            [(o.value, o.total_in, o.total_out) for cam, o in self.occupancy.items() if cam in today],
+                            {cam: self.counters[cam].counts() for cam, _ in self.entrance_lines or () if cam in today})
 
     def store_occupancy(self) -> int:
         """The store's occupancy now (the ``store_occupancy`` alert's value): :meth:`store_totals`."""
@@ -135,7 +148,7 @@ class AnalyticsStage:
             "last_seq": self.last_seq.get(camera_id, -1),
             "ended": camera_id in self.ended,
             "counter": self.counters[camera_id].state(),
-            "occupancy": [occ.value, occ.total_in, occ.total_out],
+            "occupancy": [occ.value, occ.total_in, occ.total_out, occ.since_ms],
             "windows": [[line, start, c[0], c[1]] for (cam, line, start), c in self._windows.items()
                         if cam == camera_id],
             "analyzers": {name: a.state() for name, a in self.analyzers[camera_id].items()},
@@ -150,7 +163,10 @@ class AnalyticsStage:
             self.ended.add(camera_id)
         self.counters[camera_id].load_state(state.get("counter", {}))
         occ = self.occupancy[camera_id]
-        occ.value, occ.total_in, occ.total_out = (int(v) for v in state.get("occupancy", [0, 0, 0]))
+        saved = state.get("occupancy", [0, 0, 0])
+        occ.value, occ.total_in, occ.total_out = (int(v) for v in saved[:3])
+        # a state saved before the reset setting: its counts are kept, the reset they run from taken at the next frame
+        occ.since_ms = int(saved[3]) if len(saved) > 3 and saved[3] is not None else None
         for key in [k for k in self._windows if k[0] == camera_id]:
             del self._windows[key]
         for line, start, cin, cout in state.get("windows", []):
@@ -267,6 +283,10 @@ class AnalyticsStage:
             return out
         self.last_seq[tf.camera_id] = tf.seq
         self.ended.discard(tf.camera_id)
+        occ = self.occupancy[tf.camera_id]
+        restarted = occ.follow(self.reset, tf.ts_ms)  # before this frame's crossings: they are the new day's
+        if restarted:
+            counter.reset_counts()
         people = [t for t in tf.tracks if not t.stationary]  # mannequins and standees are nobody
         ids = [t.track_id for t in people]
         boxes = np.array([[t.bbox_xyxy.x1, t.bbox_xyxy.y1, t.bbox_xyxy.x2, t.bbox_xyxy.y2] for t in people],
@@ -280,7 +300,6 @@ class AnalyticsStage:
                              image_digest=tf.image_digest)
             out.analyzed += a.update(view)
         if out.crossings:
-            occ = self.occupancy[tf.camera_id]
             win_s = self.config.counting.window_s
             touched = set()
             for ev in out.crossings:
@@ -289,8 +308,6 @@ class AnalyticsStage:
                 counts = self._windows.setdefault((ev.camera_id, ev.line_id, start), [0, 0])
                 counts[0 if ev.direction == "in" else 1] += 1
                 touched.add((ev.camera_id, ev.line_id, start))
-            out.occupancy = m.OccupancyUpdate(camera_id=tf.camera_id, ts_ms=tf.ts_ms, occupancy=occ.value,
-                                              total_in=occ.total_in, total_out=occ.total_out)
             # keep open windows only: the current one and the one before (late events)
             oldest = window_start_ms(tf.ts_ms, win_s) - win_s * 1000
             for key in [k for k in self._windows if k[0] == tf.camera_id and k[2] < oldest and k not in touched]:
@@ -299,11 +316,15 @@ class AnalyticsStage:
                 cin, cout = self._windows[(cam, line, start)]
                 out.windows.append(m.CountWindow(camera_id=cam, line_id=line, window_start_ms=start,
                                                  window_end_ms=start + win_s * 1000, count_in=cin, count_out=cout))
+        if out.crossings or restarted:
+            out.occupancy = m.OccupancyUpdate(camera_id=tf.camera_id, ts_ms=tf.ts_ms, occupancy=occ.value,
+                                              total_in=occ.total_in, total_out=occ.total_out)
         out.store_alerts = self.store_alerts.on_frame(tf.camera_id, tf.seq, tf.ts_ms)
-        if (out.crossings and self.entrance_lines is not None
+        if ((out.crossings or restarted) and self.entrance_lines is not None
                 and all(cam in self.last_seq for cam, _ in self.entrance_lines)):
-            # only once every entrance camera's state is here (the analytics service loads a camera's state at its
-            # first frame after a restart): a camera not loaded yet would count 0, and the row would win
+            # only once every entrance camera's state is here (after a restart the analytics service loads a
+            # camera's state at its first frame, and the other entrance cameras' persisted states with it):
+            # a camera not loaded yet would count 0, and the row would win
             # with every camera's row (in the same batch: no reader sees one without the other), stamped with the
             # store clock (the latest frame time of any camera: a later row never has an earlier time, so the
             # stores' newer-wins upserts take every one)

@@ -8,20 +8,28 @@
 * :class:`ReidStage`: ``PersonCrop`` -> ``CustomerMatch``: the embeddings of a
   track's first ``faces_per_decision`` good faces are averaged and matched
   against the FAISS gallery once per track (new customer below the threshold);
+  faces not at least ``faces.reid.min_face_agreement`` similar to the track's
+  medoid face are left out of the average, and the gallery never learns from
+  such a track; when they are half or more of its faces (an id switch inside
+  the track) or the gallery abstains (``faces.gallery.match_margin``), the track
+  gets no decision at all;
   with ``staff.faces`` the average is first compared with the enrolled staff
   embeddings: a staff member's track becomes a ``StaffTrack`` (cue ``face``) and
   no customer;
   every later crop of the track extends the customer's visit. ``CustomerErasure``
   removes a customer from the gallery (index, embeddings, visits).
 
-Tracks end when their camera's stream ends (``PersonCrop.end_of_stream``) or
+Tracks end when their camera's stream ends (``PersonCrop.end_of_stream``; also when the embedded
+run stops while the camera still streams: :meth:`FacesStage.end_streams`) or
 when no crop of them arrived for ``faces.reid.track_idle_s`` of camera time
 (any crop counts, with or without a face: a shopper who turns away keeps the
 track open and gets one ``final`` summary, at the real end). A track that
 comes back after such an idle end keeps its reid decision (the same customer
 or staff member, no second decision or enrolment; the last
-:data:`CLOSED_TRACK_DECISIONS` idle-ended tracks are remembered); the
-attributes of its second part are a new summary.
+:data:`CLOSED_TRACK_DECISIONS` idle-ended tracks are remembered), and its
+attribute summary goes on from the evidence of its first part (the last
+:data:`CLOSED_TRACK_ATTRIBUTES` idle-ended tracks are remembered): the stored
+summary covers both parts.
 Redelivered crops (a ``(seq, track_id)`` already processed) are skipped.
 
 No face image leaves these stages: observations carry boxes, landmarks and
@@ -45,7 +53,7 @@ import numpy as np
 from storelens.contract import messages as m
 from storelens.config import SiteConfig
 from storelens.errors import ConfigError, DecodeError
-from storelens.domain.face_aggregate import TrackAggregator
+from storelens.domain.face_aggregate import TrackAggregator, assign_faces_to_tracks, consistent_faces
 from storelens.domain.face_aggregate import TrackAttributes as AggTrackAttributes
 from storelens.backends.face_detectors import Faces
 from storelens.contract import topics
@@ -61,6 +69,10 @@ _HOUR_MS = 3_600_000
 #: track that comes back after a gap keeps its decision; the least recently ended are forgotten first. Far more
 #: than the tracks a store's cameras end within a track's possible gap (a tracker's lost-track buffer).
 CLOSED_TRACK_DECISIONS = 10_000
+#: How many idle-ended tracks' attribute evidence (model outputs, at most ``faces.aggregation.max_observations``
+#: faces each; no image) the attributes stage keeps, so a track that comes back goes on with its summary; the
+#: least recently ended are forgotten first.
+CLOSED_TRACK_ATTRIBUTES = 1_000
 
 
 def decode_crop(crop: m.PersonCrop) -> np.ndarray:
@@ -100,24 +112,22 @@ def decode_site_crop_input(stage, topic: str, value: bytes, site: SiteCameras):
 
 
 def select_person_face(faces: Faces, crop_hw: tuple[int, int], head_region: float = HEAD_REGION) -> Faces:
-    """The face of the crop's person: centre in the head region, then the largest x score; empty if none.
+    """The face of the crop's person: centre in the head region, then the one nearest the crop's vertical
+    centre line (then the higher one): :func:`~storelens.domain.face_aggregate.assign_faces_to_tracks`'
+    rule with the crop as the person box, so a bystander's face at the crop's edge, however large, loses to
+    the person's own. Empty if none.
 
-    >>> f = Faces(np.array([[10, 10, 50, 50], [10, 300, 40, 330]], np.float32),
-    ...           np.zeros((2, 5, 2), np.float32), np.array([0.9, 0.95], np.float32))
+    >>> f = Faces(np.array([[10, 10, 50, 50], [10, 300, 40, 330], [60, 0, 140, 90]], np.float32),
+    ...           np.zeros((3, 5, 2), np.float32), np.array([0.9, 0.95, 0.95], np.float32))
     >>> select_person_face(f, (400, 100)).bbox_xyxy.tolist()
     [[10.0, 10.0, 50.0, 50.0]]
     """
     if len(faces) == 0:
         return faces
     h, w = crop_hw
-    cx = (faces.bbox_xyxy[:, 0] + faces.bbox_xyxy[:, 2]) / 2
-    cy = (faces.bbox_xyxy[:, 1] + faces.bbox_xyxy[:, 3]) / 2
-    ok = (cy <= head_region * h) & (cx >= 0) & (cx <= w)
-    if not ok.any():
-        return Faces.empty()
-    area = (faces.bbox_xyxy[:, 2] - faces.bbox_xyxy[:, 0]) * (faces.bbox_xyxy[:, 3] - faces.bbox_xyxy[:, 1])
-    score = np.where(ok, area * faces.score, -1.0)
-    return faces[int(np.argmax(score))]
+    owner = assign_faces_to_tracks(faces.bbox_xyxy, np.array([[0, 0, w, h]], np.float64), head_region)
+    mine = np.flatnonzero(owner == 0)
+    return faces[int(mine[0])] if len(mine) else Faces.empty()
 
 
 def crop_to_frame(crop: m.PersonCrop, img_hw: tuple[int, int]) -> tuple[float, float, float]:
@@ -230,6 +240,9 @@ class AttributesStage:
         self._spans: dict[tuple[str, int], _TrackSpan] = {}
         #: (camera, track) -> camera time of its last crop, face or not: a track idle past ``idle_ms`` ends.
         self._last_crop: dict[tuple[str, int], int] = {}
+        #: Idle-ended tracks' (aggregator evidence, span), least recently ended first
+        #: (:data:`CLOSED_TRACK_ATTRIBUTES`).
+        self._closed: OrderedDict[tuple[str, int], tuple[tuple, _TrackSpan]] = OrderedDict()
         self._dedupe = _Dedupe()
         self.idle_ms = int(self.cfg.reid.track_idle_s * 1000)
         #: Counters since start: crops, faces found, faces rejected by the gate (by reason).
@@ -313,6 +326,9 @@ class AttributesStage:
             obs.emotion_probs.extend(float(p) for p in analysis.emotion)
         out.observations.append(obs)
         agg = self._aggregator(cam)
+        if crop.track_id not in agg and key in self._closed:  # back after an idle end: its summary goes on
+            evidence, self._spans[key] = self._closed.pop(key)
+            agg.restore(crop.track_id, evidence)
         agg.add(crop.track_id, analysis.observation())
         span = self._spans.get(key)
         if span is None:
@@ -321,12 +337,23 @@ class AttributesStage:
         out.summaries.append(summary_message(cam, agg.result(crop.track_id), span, final=False))
         return out
 
+    def end_streams(self) -> list[m.TrackAttributes]:
+        """The final summaries of every camera's open tracks, as at the end of its stream: the embedded run stops
+        while a camera still streams (its state is in memory only). Not called by the attributes service (its next
+        instance goes on with the tracks in progress)."""
+        cams = {c for c, _ in self._last_crop} | {c for c, agg in self._agg.items() if agg.track_ids()}
+        return [x for cam in sorted(cams) for x in self.close_tracks(cam)]
+
     def close_tracks(self, camera_id: str, older_than_ts_ms: int | None = None) -> list[m.TrackAttributes]:
         """Final summaries of the camera's tracks (all, or those without any crop, face or not, since before
-        ``older_than_ts_ms``)."""
+        ``older_than_ts_ms``). The evidence of a track ended for idleness is remembered: if the track comes
+        back, its summary goes on from it. Ending all of a camera's tracks forgets the camera's remembered ones."""
         for key in [k for k, ts in self._last_crop.items()
                     if k[0] == camera_id and (older_than_ts_ms is None or ts < older_than_ts_ms)]:
             del self._last_crop[key]
+        if older_than_ts_ms is None:
+            for key in [k for k in self._closed if k[0] == camera_id]:
+                del self._closed[key]
         agg = self._agg.get(camera_id)
         if agg is None:
             return []
@@ -334,9 +361,13 @@ class AttributesStage:
         for tid in agg.track_ids():
             if (camera_id, tid) in self._last_crop:  # a crop within the idle time: still open
                 continue
-            r = agg.pop(tid)
             span = self._spans.pop((camera_id, tid), None) or _TrackSpan(0, 0, 0)
-            out.append(summary_message(camera_id, r, span, final=True))
+            if older_than_ts_ms is not None:
+                self._closed[(camera_id, tid)] = (agg.evidence(tid), span)
+                self._closed.move_to_end((camera_id, tid))
+                while len(self._closed) > CLOSED_TRACK_ATTRIBUTES:
+                    self._closed.popitem(last=False)
+            out.append(summary_message(camera_id, agg.pop(tid), span, final=True))
         return out
 
 
@@ -349,6 +380,18 @@ def match_event_id(camera_id: str, track_id: int) -> str:
 
 
 @dataclass
+class _Erasure:
+    """An erased customer's embeddings, kept in memory only while crops captured before the request may still
+    come (:meth:`ReidStage.erase`): from cameras that have sent no crop since ``ts_ms``, for at most the
+    ``person-crops`` topic's retention."""
+
+    ts_ms: int
+    vectors: np.ndarray
+    cameras: set[str]
+    until_s: float
+
+
+@dataclass
 class _ReidTrack:
     embeddings: list[np.ndarray] = field(default_factory=list)
     last_ts_ms: int = 0
@@ -357,6 +400,9 @@ class _ReidTrack:
     erased: bool = False
     #: The enrolled staff member the track was recognised as (no customer then).
     staff_id: str | None = None
+    #: No decision can be taken for the track (its faces show different people, or two customers match
+    #: about equally well): no customer, no enrolment, its later crops are ignored.
+    abstained: bool = False
 
 
 class ReidStage:
@@ -411,6 +457,9 @@ class ReidStage:
         self.finder = CropFaceFinder(detector)
         self.gate = gate
         self.per_decision = self.cfg.reid.faces_per_decision
+        agreement = self.cfg.reid.min_face_agreement
+        #: Cosine similarity every face of a track used for its decision has with the track's medoid face.
+        self.min_face_agreement = gallery.cfg.match_threshold if agreement is None else agreement
         self.idle_ms = int(self.cfg.reid.track_idle_s * 1000)
         self.retention_ms = (None if self.cfg.reid.retention_days is None
                              else int(self.cfg.reid.retention_days * 86_400_000))
@@ -419,8 +468,10 @@ class ReidStage:
         self._closed: OrderedDict[tuple[str, int], _ReidTrack] = OrderedDict()
         self._dedupe = _Dedupe()
         self._last_purge_ts: int | None = None
+        #: Recent erasures whose person's earlier crops may still be queued (:meth:`erase`).
+        self._erasures: list[_Erasure] = []
         self.stats = {"crops": 0, "faces": 0, "accepted": 0, "rejected": 0, "matches": 0, "new": 0,
-                      "returning": 0, "purged_embeddings": 0, "staff": 0}
+                      "returning": 0, "purged_embeddings": 0, "staff": 0, "abstained": 0}
         staff_cfg = config.staff.faces
         #: ``staff.faces`` when enabled and a source was given, else ``None`` (no face cue).
         self.staff_cfg = staff_cfg if staff_cfg is not None and staff_cfg.enabled and staff_faces is not None \
@@ -469,6 +520,8 @@ class ReidStage:
             return []
         cam = crop.camera_id
         self._maybe_purge(crop.ts_ms)
+        if self._erasures:
+            self._expire_erasures(cam, None if crop.end_of_stream else crop.ts_ms)
         if crop.end_of_stream:
             return self.close_tracks(cam)
         out = self.close_tracks(cam, older_than_ts_ms=crop.ts_ms - self.idle_ms)
@@ -479,7 +532,7 @@ class ReidStage:
         if tr is None:  # a new track, or one back after an idle end: it keeps its decision
             tr = self._tracks[key] = self._closed.pop(key, None) or _ReidTrack()
         tr.last_ts_ms, tr.last_seq = max(tr.last_ts_ms, crop.ts_ms), max(tr.last_seq, crop.seq)
-        if tr.erased or tr.staff_id is not None:
+        if tr.erased or tr.staff_id is not None or tr.abstained:
             return out
         if tr.customer_id is not None:
             self._observe(tr.customer_id, crop.ts_ms, cam)
@@ -495,9 +548,15 @@ class ReidStage:
             self.stats["rejected"] += 1
             return out
         self.stats["accepted"] += 1
-        tr.embeddings.append(np.asarray(self.embedder.embed(img, face), np.float32).reshape(-1))
+        embedding = np.asarray(self.embedder.embed(img, face), np.float32).reshape(-1)
+        if self._erasures and self._erased_face(embedding[None], crop.ts_ms):
+            tr.embeddings, tr.erased = [], True  # an erased customer's face, captured before the request
+            return out
+        tr.embeddings.append(embedding)
         if len(tr.embeddings) >= self.per_decision:
-            out.append(self._decide(cam, crop.track_id, tr, crop.seq, crop.ts_ms))
+            decision = self._decide(cam, crop.track_id, tr, crop.seq, crop.ts_ms)
+            if decision is not None:
+                out.append(decision)
         return out
 
     def _observe(self, customer_id: str, ts_ms: int, cam: str):
@@ -508,11 +567,21 @@ class ReidStage:
         except KeyError:  # erased meanwhile
             return None
 
+    def _abstain(self, cam: str, track_id: int, tr: _ReidTrack, why: str, **extra) -> None:
+        tr.abstained, tr.embeddings = True, []
+        self.stats["abstained"] += 1
+        log.info("track undecided", extra={"camera": cam, "track_id": track_id, "reason": why, **extra})
+
     def _decide(self, cam: str, track_id: int, tr: _ReidTrack, seq: int,
-                ts_ms: int) -> m.CustomerMatch | m.StaffTrack:
+                ts_ms: int) -> m.CustomerMatch | m.StaffTrack | None:
+        """The track's decision from its faces; ``None``: abstained (see :attr:`_ReidTrack.abstained`)."""
         x = np.stack(tr.embeddings)
         x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-        mean = x.mean(axis=0)
+        keep = consistent_faces(x, self.min_face_agreement)
+        if keep is None:  # e.g. an id switch inside the track: averaging would blend two people
+            return self._abstain(cam, track_id, tr, "faces of different people", faces=len(x))
+        consistent = len(keep) == len(x)  # faces were dropped: match the rest, but never learn from them
+        mean = x[keep].mean(axis=0)
         staff_id, staff_sim = self.staff_match(mean / max(float(np.linalg.norm(mean)), 1e-12))
         if staff_id is not None:  # staff are not customers: no gallery match, no enrolment, no visit
             tr.staff_id, tr.embeddings = staff_id, []
@@ -520,14 +589,16 @@ class ReidStage:
             log.info("track is staff (face)", extra={"camera": cam, "track_id": track_id, "staff": staff_id,
                                                      "similarity": round(staff_sim, 3)})
             return m.StaffTrack(camera_id=cam, track_id=track_id, ts_ms=ts_ms, seq=seq, cue="face", detail=staff_id)
-        cid, sim, is_new = self.gallery.enroll_or_match(mean, ts_ms)
+        cid, sim, is_new = self.gallery.enroll_or_match(mean, ts_ms, learn=consistent)
+        if cid is None:
+            return self._abstain(cam, track_id, tr, "two customers match about equally", similarity=round(sim, 3))
         tr.customer_id = cid
         visit = self._observe(cid, ts_ms, cam)
         self.stats["matches"] += 1
         self.stats["new"] += int(is_new)
         returning = bool(visit is not None and visit.returning)
         self.stats["returning"] += int(returning)
-        n = len(tr.embeddings)
+        n = len(keep)
         tr.embeddings = []  # not needed any more (privacy: keep nothing longer than necessary)
         log.info("track matched", extra={"camera": cam, "track_id": track_id, "customer": cid,
                                          "similarity": round(float(sim), 3), "new": is_new, "returning": returning})
@@ -536,6 +607,12 @@ class ReidStage:
             customer_id=cid, similarity=float(sim), is_new=bool(is_new), returning=returning,
             visit_no=0 if visit is None else visit.visit_no,
             visit_first_ts_ms=0 if visit is None else visit.first_ts_ms, n_faces=n, embedder=self.embedder_name)
+
+    def end_streams(self) -> list[m.CustomerMatch | m.StaffTrack]:
+        """The decisions of every camera's open tracks, as at the end of its stream (:meth:`close_tracks`: an
+        undecided track with a good face is decided now): the embedded run stops while a camera still streams.
+        Not called by the reid service (its next instance goes on with the tracks in progress)."""
+        return [x for cam in sorted({c for c, _ in self._tracks}) for x in self.close_tracks(cam)]
 
     def close_tracks(self, camera_id: str, older_than_ts_ms: int | None = None) -> list[m.CustomerMatch | m.StaffTrack]:
         """End the camera's tracks (all, or idle ones): undecided tracks with a good face are decided now.
@@ -553,7 +630,9 @@ class ReidStage:
                 continue
             del self._tracks[key]
             if tr.customer_id is None and tr.staff_id is None and tr.embeddings and not tr.erased:
-                out.append(self._decide(camera_id, key[1], tr, tr.last_seq, tr.last_ts_ms))
+                decision = self._decide(camera_id, key[1], tr, tr.last_seq, tr.last_ts_ms)
+                if decision is not None:
+                    out.append(decision)
             if older_than_ts_ms is not None and (tr.customer_id is not None or tr.staff_id is not None or tr.erased):
                 tr.embeddings = []
                 self._closed[key] = tr
@@ -594,7 +673,7 @@ class ReidStage:
         if topic == topics.PERSON_CROPS and self.site.gone(msg.crop.camera_id):
             return Outputs(duplicate=True)
         if topic == topics.CUSTOMER_ERASURES:
-            deleted = self.erase(msg.customer_id)
+            deleted = self.erase(msg.customer_id, msg.ts_ms)
             log.info("customer erased", extra={"customer": msg.customer_id, "in_gallery": deleted,
                                                "request_id": msg.request_id})
             return Outputs(info={"erased": deleted})
@@ -603,12 +682,46 @@ class ReidStage:
         duplicate = not msg.crop.end_of_stream and self.stats["crops"] == before
         return Outputs(publish=decision_publishes(matches), duplicate=duplicate)
 
-    def erase(self, customer_id: str) -> bool:
-        """Right to erasure: drop the customer from the gallery (index, store) and forget their tracks."""
+    def erase(self, customer_id: str, ts_ms: int = 0) -> bool:
+        """Right to erasure: drop the customer from the gallery (index, store) and forget their tracks.
+
+        The tracks matched to the customer, and the undecided open tracks with a face that matches the
+        customer's embeddings (``faces.gallery.match_threshold``: the same person, not decided yet), drop
+        their faces and are never decided. Crops captured before ``ts_ms`` (the request's time; 0: not
+        given) that arrive later and match are not enrolled either: the customer's embeddings stay in
+        memory, and nowhere else, until every camera has sent a crop captured since then (at most the
+        ``person-crops`` topic's retention).
+        """
+        try:
+            vectors = self.gallery.embeddings_of(customer_id)[0]
+        except KeyError:  # not in this gallery (erased before, or by another process that we have not seen)
+            vectors = None
         for tr in (*self._tracks.values(), *self._closed.values()):
             if tr.customer_id == customer_id:
                 tr.customer_id, tr.erased = None, True
+            elif (vectors is not None and tr.embeddings and tr.customer_id is None and tr.staff_id is None
+                  and self._erased_face(np.stack(tr.embeddings), vectors=vectors)):
+                tr.embeddings, tr.erased = [], True
+        if vectors is not None and len(vectors) and ts_ms > 0:
+            keep_s = next(t.retention_ms for t in topics.TOPICS if t.name == topics.PERSON_CROPS) / 1000
+            self._erasures.append(_Erasure(int(ts_ms), vectors, set(self.cameras), time.monotonic() + keep_s))
         return self.gallery.delete(customer_id)
+
+    def _erased_face(self, faces: np.ndarray, ts_ms: int | None = None, vectors: np.ndarray | None = None) -> bool:
+        """Whether one of ``faces`` (rows) matches ``vectors``, or else the embeddings of an erasure requested
+        after ``ts_ms``, at ``faces.gallery.match_threshold`` or more (cosine)."""
+        x = faces / np.maximum(np.linalg.norm(faces, axis=1, keepdims=True), 1e-12)
+        sets = [vectors] if vectors is not None else [e.vectors for e in self._erasures if ts_ms < e.ts_ms]
+        return any(float((x @ v.T).max()) >= self.gallery.cfg.match_threshold for v in sets if len(v))
+
+    def _expire_erasures(self, camera_id: str, ts_ms: int | None) -> None:
+        """A crop of ``camera_id`` captured at ``ts_ms`` (``None``: its stream ended): no earlier crop of that
+        camera comes any more; an erasure's embeddings go once no camera can send one (or its time is up)."""
+        now = time.monotonic()
+        for e in self._erasures:
+            if ts_ms is None or ts_ms >= e.ts_ms:
+                e.cameras.discard(camera_id)
+        self._erasures = [e for e in self._erasures if e.cameras & set(self.cameras) and now < e.until_s]
 
     def _maybe_purge(self, ts_ms: int) -> None:
         """Retention, at most once per hour of camera time."""
@@ -677,6 +790,16 @@ class FacesStage:
         if out.duplicate and matches:  # reid decides on its own redelivery check
             out = AttributesOutput()
         return attributes_outputs(d.crop.camera_id, out, matches)
+
+    def end_streams(self) -> Outputs:
+        """At the stop of the embedded run (:meth:`~storelens.runtime.runner.RunnerCore.end_streams`): every camera
+        still streaming ends as at the end of its stream, so its open tracks get their final summaries and the
+        undecided ones with a good face their reid decision (:meth:`AttributesStage.end_streams`,
+        :meth:`ReidStage.end_streams`), to publish to the stages downstream (analytics writes them)."""
+        summaries = self.attributes.end_streams()
+        matches = self.reid.end_streams() if self.reid is not None else []
+        return Outputs(publish=[Publish(topics.TRACK_ATTRIBUTES, x.camera_id, x) for x in summaries]
+                       + decision_publishes(matches), info={"summaries": len(summaries), "decisions": len(matches)})
 
     @property
     def stats(self) -> dict[str, int]:

@@ -38,7 +38,8 @@ def zone_stats_message(camera_id: str, s: ZoneBucketStats, bucket_ms: int, queue
     msg = m.ZoneStats(camera_id=camera_id, zone_id=s.zone_id, bucket_start_ms=s.start_ms,
                       bucket_end_ms=s.start_ms + bucket_ms, visits=s.visits, unique_people=s.unique_people,
                       mean_occupancy=s.mean_occupancy, max_occupancy=s.max_occupancy, visits_ended=s.exits,
-                      stoppers=s.stoppers or 0, served=s.served, abandoned=s.abandoned if queue else 0, lost=s.lost)
+                      stoppers=s.stoppers or 0, served=s.served, abandoned=s.abandoned if queue else 0, lost=s.lost,
+                      covered_ms=s.covered_ms)
     if s.dwell_median_ms is not None:
         msg.dwell_median_s = s.dwell_median_ms / 1000
         msg.dwell_p90_s = (s.dwell_p90_ms or 0) / 1000

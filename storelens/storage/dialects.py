@@ -7,8 +7,11 @@
   to the store's schema on every connection, so a reconnect keeps it);
 * upserts: :func:`insert` is ``sqlite.insert`` or ``postgresql.insert``
   (both have ``on_conflict_do_update`` / ``on_conflict_do_nothing``);
-* migrations: PostgreSQL takes a transaction-scoped advisory lock per schema
-  (concurrent openers migrate once) and creates the schema;
+* migrations: PostgreSQL takes a session-level advisory lock per schema
+  (concurrent openers migrate once; :func:`migration_lock`) and creates the
+  schema; an index added to an existing table is built ``CONCURRENTLY``
+  (:func:`add_index`: writes go on during an upgrade), SQLite builds it in the
+  migration's transaction;
 * erasure: SQLite checkpoints and truncates the write-ahead log after a
   deletion (after the retention purge on a connection of its own, outside the
   store's lock: :func:`checkpoint_after_purge`); PostgreSQL runs ``VACUUM`` on
@@ -17,12 +20,14 @@
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import pathlib
 import re
 import sqlite3
+import time
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -148,18 +153,75 @@ def begin_write(db: Database, conn: sa.Connection) -> None:
         conn.connection.driver_connection.execute("BEGIN IMMEDIATE")
 
 
-def prepare_migration(db: Database, conn: sa.Connection) -> None:
-    """Serialise concurrent migrations of one database (or PostgreSQL schema), create the schema."""
-    begin_write(db, conn)
+#: How often an opener waiting for another one's migration of the same PostgreSQL schema tries the lock again.
+MIGRATION_LOCK_POLL_S = 0.2
+
+
+@contextlib.contextmanager
+def migration_lock(db: Database, conn: sa.Connection) -> Iterator[None]:
+    """Serialise concurrent migrations of one PostgreSQL schema (called outside a transaction; SQLite: its write
+    lock, taken by :func:`prepare_migration`, does).
+
+    A session-level advisory lock (the key of the transaction-scoped one older releases take, so they wait for
+    each other), held across the commits of an autocommit block (:func:`add_index`). It is tried, not waited for,
+    every :data:`MIGRATION_LOCK_POLL_S` outside any transaction: a session waiting inside a statement holds a
+    snapshot, which a ``CREATE INDEX CONCURRENTLY`` of the holder would wait for (a deadlock).
+    """
     if not db.postgres:
+        yield
         return
     key = MIGRATION_LOCK + (db.schema or "")
-    if db.schema is None:
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:key || coalesce(current_schema(), '')))"),
-                     {"key": key})
+    arg = "hashtext(:key)" if db.schema is not None else "hashtext(:key || coalesce(current_schema(), ''))"
+    conn.execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        while True:
+            with conn.begin():
+                if conn.execute(sa.text(f"SELECT pg_try_advisory_lock({arg})"), {"key": key}).scalar():
+                    break
+            time.sleep(MIGRATION_LOCK_POLL_S)
+    finally:
+        conn.execution_options(isolation_level=conn.default_isolation_level)
+    try:
+        yield
+    finally:
+        if not (conn.invalidated or conn.closed or lost(db, conn)):
+            try:
+                with conn.begin():
+                    conn.execute(sa.text(f"SELECT pg_advisory_unlock({arg})"), {"key": key})
+            except sa.exc.DBAPIError as exc:  # the lock must not outlive the migration: end the session holding it
+                log.warning("releasing the migration lock failed (%s); reconnecting", exc.orig)
+                conn.invalidate()
+
+
+def prepare_migration(db: Database, conn: sa.Connection) -> None:
+    """First in the migration's transaction: SQLite takes its write lock, PostgreSQL creates the schema."""
+    begin_write(db, conn)
+    if db.postgres and db.schema is not None:
+        conn.execute(sa.schema.CreateSchema(db.schema, if_not_exists=True))
+
+
+def add_index(op: Any, name: str, table: str, columns: Sequence[str]) -> None:
+    """In a revision script (``op``: :mod:`alembic.op`): index an existing table that may be large without
+    holding up its writes.
+
+    SQLite, or a PostgreSQL table without rows (a new store): ``CREATE INDEX`` in the migration's transaction
+    (SQLite has one writer at a time anyway). A PostgreSQL table with rows: ``CREATE INDEX CONCURRENTLY`` in an
+    Alembic autocommit block (the revisions before are committed first, with their version): writes go on
+    during the build. An index left invalid by a build that did not finish (process killed, or a deadlock with
+    an older release's opener waiting for the migration lock inside its transaction) is dropped and built again;
+    a valid one is kept, so the revision can run again after such a failure.
+    """
+    bind = op.get_bind()
+    if bind.dialect.name != "postgresql" or bind.execute(
+            sa.text(f"SELECT NOT EXISTS (SELECT 1 FROM {bind.dialect.identifier_preparer.quote(table)})")).scalar():
+        op.create_index(name, table, list(columns))
         return
-    conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
-    conn.execute(sa.schema.CreateSchema(db.schema, if_not_exists=True))
+    with op.get_context().autocommit_block():
+        valid = op.get_bind().execute(
+            sa.text("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(:name)"), {"name": name}).scalar()
+        if valid is False:
+            op.drop_index(name, table_name=table, postgresql_concurrently=True)
+        op.create_index(name, table, list(columns), postgresql_concurrently=True, if_not_exists=True)
 
 
 def after_erase(db: Database, conn: sa.Connection, tables: Sequence[sa.Table], *, explicit: bool) -> None:

@@ -75,6 +75,7 @@ Example (``dsn`` is a connection string such as
 """
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Callable, Iterator, Sequence
 
@@ -96,6 +97,8 @@ from storelens.backends.face_index import (  # noqa: F401  (re-exported: the gal
 from storelens.config import SiteConfig
 from storelens.errors import ConfigError
 from storelens.storage.base import SqlStore
+
+log = logging.getLogger(__name__)
 
 
 def customers_query(db: dialects.Database, customers: sa.Table, visits: sa.Table, *, returning: bool | None,
@@ -425,6 +428,32 @@ def open_gallery_store(config: SiteConfig) -> SqlGalleryStore:
     if config.storage.backend == "postgres":
         return SqlGalleryStore(config.storage.dsn, dim=dim, embedder=embedder)
     return SqlGalleryStore(gallery_sqlite_path(config), dim=dim, embedder=embedder)
+
+
+def open_gallery_store_to_purge(config: SiteConfig, storage: Any) -> SqlGalleryStore | None:
+    """The gallery store an earlier run left, for the retention purge of a process without the faces stage
+    (``faces.enabled`` off); ``None`` when there is none, ``faces.reid.retention_days`` keeps it, or it
+    cannot be opened (logged). SQLite: the file :func:`storelens.stages.faces.gallery_sqlite_path` exists;
+    PostgreSQL: the gallery tables exist beside ``storage`` (the history store). Opened without recording
+    an embedder, so a later run with faces on still records its own."""
+    from storelens.stages.faces import gallery_sqlite_path
+
+    if config.faces.reid.retention_days is None:
+        return None
+    if config.storage.backend == "postgres":
+        name = dialects.gallery_tables(storage.db).customers.name
+        if not storage._read(lambda conn: sa.inspect(conn).has_table(name, schema=storage.schema)):
+            return None
+        target = config.storage.dsn
+    else:
+        target = gallery_sqlite_path(config)
+        if target == ":memory:" or not os.path.exists(target):
+            return None
+    try:
+        return SqlGalleryStore(target, dim=config.faces.gallery.dim)
+    except ConfigError as exc:  # embeddings of another dimension: faces.gallery.dim was changed since
+        log.warning("the face gallery left by an earlier run is not purged", extra={"error": str(exc)})
+        return None
 
 
 def open_gallery(config: SiteConfig) -> FaceGallery:

@@ -96,6 +96,8 @@ def _zone_stats_rows(items: Iterable[m.ZoneStats]) -> list[dict[str, Any]]:
         "dwell_p90_s": s.dwell_p90_s if s.HasField("dwell_p90_s") else None,
         "visits_ended": s.visits_ended, "stoppers": s.stoppers, "served": s.served, "abandoned": s.abandoned,
         "lost": s.lost,
+        # unset (an analytics of before the field): NULL, the whole bucket (storage.zones.zone_buckets)
+        "covered_ms": s.covered_ms if s.HasField("covered_ms") else None,
     } for s in items], zone_stats)
 
 

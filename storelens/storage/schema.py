@@ -145,6 +145,9 @@ zone_stats = sa.Table(
     _col("visits", INT), _col("unique_people", INT), _col("mean_occupancy", REAL), _col("max_occupancy", INT),
     _col("dwell_median_s", REAL, nullable=True), _col("dwell_p90_s", REAL, nullable=True),
     *(_col(c, INT) for c in ("visits_ended", "stoppers", "served", "abandoned", "lost")),
+    # migration 0016: the time the stream showed, which mean_occupancy is over (merges weigh each bucket by it);
+    # NULL (rows from before it, or written by an analytics of before it during a rolling upgrade): the whole bucket
+    _col("covered_ms", INT, nullable=True),
 )
 
 zone_occupancy = sa.Table(

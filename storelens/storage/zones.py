@@ -31,6 +31,21 @@ class ZoneBucketRow:
     served: int
     abandoned: int
     lost: int
+    #: The time of the bucket the stream showed, which ``mean_occupancy`` is over (rows stored without it, before
+    #: migration 0016 or by an analytics of before it: the whole bucket).
+    covered_ms: int
+
+
+def covered_mean(rows: Iterable[ZoneBucketRow]) -> float:
+    """The time-weighted mean occupancy of several stored buckets (one zone): each bucket's mean weighted by the
+    time its stream showed (``covered_ms``), so a bucket a stall left half covered counts half; buckets with no
+    covered time (an event dated in a stall) count only when no bucket has any, then each by its length."""
+    rows = list(rows)
+    covered = sum(r.covered_ms for r in rows)
+    if covered:
+        return sum(r.mean_occupancy * r.covered_ms for r in rows) / covered
+    span = sum(r.end_ms - r.start_ms for r in rows)
+    return sum(r.mean_occupancy * (r.end_ms - r.start_ms) for r in rows) / span if span else 0.0
 
 
 def zone_buckets(storage: Any, camera_id: str | None, zone_id: str | None, start_ms: int,
@@ -39,7 +54,8 @@ def zone_buckets(storage: Any, camera_id: str | None, zone_id: str | None, start
     z = zone_stats.c
     stmt = sa.select(z.camera_id, z.zone_id, z.bucket_start_ms, z.bucket_end_ms, z.visits, z.unique_people,
                      z.mean_occupancy, z.max_occupancy, z.dwell_median_s, z.dwell_p90_s, z.visits_ended,
-                     z.stoppers, z.served, z.abandoned, z.lost).where(
+                     z.stoppers, z.served, z.abandoned, z.lost,
+                     sa.func.coalesce(z.covered_ms, z.bucket_end_ms - z.bucket_start_ms)).where(
         z.bucket_start_ms >= start_ms, z.bucket_start_ms < end_ms)
     if camera_id is not None:
         stmt = stmt.where(z.camera_id == camera_id)

@@ -2,10 +2,14 @@
 // and zones drawn over it, an optional heatmap overlay (GET /v1/cameras/{id}/heatmap), and, for admins,
 // lines whose endpoints can be dragged and saved (PUT /v1/site/cameras/{id}/lines/{line_id}) and zones whose
 // polygon vertices can be dragged and saved (PUT /v1/site/cameras/{id}/zones/{zone_id}: the zone as GET /v1/site
-// returns it, only the polygon changed, based on the site version shown: 409 when someone changed it meanwhile).
+// returns it, only the polygon changed, based on the site version shown: 409 when someone changed it meanwhile;
+// lines likewise).
+// Lines, zones and heatmap cells are in the source's pixels; the stored JPEG may be smaller (the camera's
+// resize_width): the overlay is in source pixels (the snapshot's X-Frame-Width/Height, else the heatmap's
+// width/height) and the image is stretched under it. Without either, nothing can be dragged.
 import { useEffect, useMemo, useRef, useState, type PointerEvent as RPointerEvent } from "react";
 import {
-  ApiError, atLeast, fmtDuration, fmtTime, sendJson, toApiError, useApi,
+  ApiError, atLeast, fmtDuration, fmtTime, getImage, sendJson, toApiError, useApi,
   type HeatmapOut, type LineCfg, type Point, type SiteOut, type ZoneCfg, type ZoneState,
 } from "../api";
 import { Card, Problem, Select } from "../ui";
@@ -18,6 +22,40 @@ type Drag = { line: string; end: "a" | "b" } | { zone: string; vertex: number } 
 
 const fmtPoint = (p: Point) => `${p[0]}, ${p[1]}`;
 
+/** A refused site save: a 409 says how to go on (someone changed the site since this page loaded it). */
+function saveProblem(e: unknown, what: "line" | "zone"): ApiError {
+  const err = toApiError(e);
+  return err.status === 409
+    ? new ApiError(409, `${err.detail} (someone changed the site since it was loaded: reload the page, then move the ${what} again)`)
+    : err;
+}
+
+/** The camera's reference frame (an object URL) and its source size, from the snapshot's headers. */
+function useSnapshot(cameraId: string) {
+  const [snap, setSnap] = useState<{ url: string; w: number; h: number } | null>(null);
+  const [failed, setFailed] = useState(false);
+  useEffect(() => {
+    setSnap(null);
+    setFailed(false);
+    if (!cameraId) return;
+    let live = true;
+    let url: string | null = null;
+    getImage(`/v1/cameras/${encodeURIComponent(cameraId)}/snapshot`).then(
+      (r) => {
+        url = r.url;
+        if (!live) return URL.revokeObjectURL(r.url);
+        setSnap({ url: r.url, w: Number(r.headers.get("X-Frame-Width")) || 0, h: Number(r.headers.get("X-Frame-Height")) || 0 });
+      },
+      () => live && setFailed(true),
+    );
+    return () => {
+      live = false;
+      if (url) URL.revokeObjectURL(url);
+    };
+  }, [cameraId]);
+  return { snap, failed, setFailed };
+}
+
 export function CameraView({ me }: ViewProps) {
   const { cams, cameraId, setCameraId, camera } = useCameras();
   const isAdmin = atLeast(me.role, "admin");
@@ -26,8 +64,7 @@ export function CameraView({ me }: ViewProps) {
   const [showHeat, setShowHeat] = useState(false);
   const [heatKind, setHeatKind] = useState<"occupancy" | "dwell">("occupancy");
   const heat = useApi<HeatmapOut>(cameraId ? `/v1/cameras/${encodeURIComponent(cameraId)}/heatmap?kind=${heatKind}` : null);
-  const [size, setSize] = useState<{ w: number; h: number } | null>(null);
-  const [imgError, setImgError] = useState(false);
+  const { snap, failed: imgError, setFailed: setImgError } = useSnapshot(cameraId);
   const [edits, setEdits] = useState<Record<string, { a: Point; b: Point }>>({});
   const [zoneEdits, setZoneEdits] = useState<Record<string, Point[]>>({});
   const [drag, setDrag] = useState<Drag>(null);
@@ -39,23 +76,32 @@ export function CameraView({ me }: ViewProps) {
   useEffect(() => {
     setEdits({});
     setZoneEdits({});
-    setSize(null);
-    setImgError(false);
     setSaved(null);
   }, [cameraId]);
 
   const siteCam = site.data?.cameras.find((c) => c.id === cameraId) ?? null;
-  const editable = isAdmin && siteCam !== null;
   // Lines in force (/v1/site), else as configured at start (/v1/cameras).
   const lines: LineCfg[] = useMemo(
     () => (siteCam ? siteCam.lines : (camera?.lines ?? []).map((l) => ({ ...l }))),
     [siteCam, camera],
   );
   const shown = lines.map((l) => ({ ...l, ...(edits[l.id] ?? {}) }));
-  // Frame size: the snapshot's pixels (lines and zones are in them), else the heatmap's grid size.
-  const w = size?.w ?? (heat.data?.width || 640);
-  const h = size?.h ?? (heat.data?.height || 480);
+  const heatMax = heat.data ? Math.max(1, ...heat.data.cells.map((c) => (heatKind === "dwell" ? c.dwell_ms : c.occupancy_ms))) : 1;
+  const camZones = (zones.data?.zones ?? []).filter((z) => z.camera_id === cameraId);
+  // Zones in force (/v1/site; editable), else as the zone state reports them (/v1/zones).
+  const zoneList: ZoneCfg[] = siteCam
+    ? siteCam.zones
+    : camZones.map((z) => ({ id: z.zone_id, kind: z.kind, polygon: z.polygon }));
+  const shownZones = zoneList.map((z) => ({ ...z, polygon: zoneEdits[z.id] ?? z.polygon }));
+  // Frame size in source pixels (lines, zones and cells are in them): the snapshot's, else the heatmap's; unknown
+  // without either (then the drawing spans the lines and zones, and nothing can be dragged).
+  const source = snap && snap.w > 0 && snap.h > 0 ? { w: snap.w, h: snap.h }
+    : heat.data && heat.data.width > 0 && heat.data.height > 0 ? { w: heat.data.width, h: heat.data.height } : null;
+  const points = [...lines.flatMap((l) => [l.a, l.b]), ...zoneList.flatMap((z) => z.polygon)];
+  const w = source?.w ?? Math.max(1, ...points.map((p) => p[0]));
+  const h = source?.h ?? Math.max(1, ...points.map((p) => p[1]));
   const r = Math.max(w, h) / 90; // handle radius in frame pixels
+  const editable = isAdmin && siteCam !== null && source !== null;
 
   const toFrame = (ev: { clientX: number; clientY: number }): Point => {
     const m = svg.current?.getScreenCTM();
@@ -101,10 +147,7 @@ export function CameraView({ me }: ViewProps) {
       site.reload();
       zones.reload();
     } catch (e) {
-      const err = toApiError(e);
-      setSaveError(err.status === 409
-        ? new ApiError(409, `${err.detail} (someone changed the site since it was loaded: reload the page, then move the zone again)`)
-        : err);
+      setSaveError(saveProblem(e, "zone"));
     } finally {
       setSaving(null);
     }
@@ -112,13 +155,14 @@ export function CameraView({ me }: ViewProps) {
 
   const save = async (line: LineCfg) => {
     const edit = edits[line.id];
-    if (!edit || !siteCam) return;
+    if (!edit || !siteCam || !site.data) return;
     setSaving(line.id);
     setSaveError(null);
     try {
       const body = { ...line, a: edit.a, b: edit.b };
       const r2 = await sendJson<{ version: number }>(
-        "PUT", `/v1/site/cameras/${encodeURIComponent(cameraId)}/lines/${encodeURIComponent(line.id)}`, body);
+        "PUT", `/v1/site/cameras/${encodeURIComponent(cameraId)}/lines/${encodeURIComponent(line.id)}` +
+        `?base_version=${site.data.version}`, body);
       setSaved(`Line ${line.id} saved (site version ${r2.version}).`);
       setEdits((e) => {
         const { [line.id]: _, ...rest } = e;
@@ -126,19 +170,11 @@ export function CameraView({ me }: ViewProps) {
       });
       site.reload();
     } catch (e) {
-      setSaveError(toApiError(e));
+      setSaveError(saveProblem(e, "line"));
     } finally {
       setSaving(null);
     }
   };
-
-  const heatMax = heat.data ? Math.max(1, ...heat.data.cells.map((c) => (heatKind === "dwell" ? c.dwell_ms : c.occupancy_ms))) : 1;
-  const camZones = (zones.data?.zones ?? []).filter((z) => z.camera_id === cameraId);
-  // Zones in force (/v1/site; editable), else as the zone state reports them (/v1/zones).
-  const zoneList: ZoneCfg[] = siteCam
-    ? siteCam.zones
-    : camZones.map((z) => ({ id: z.zone_id, kind: z.kind, polygon: z.polygon }));
-  const shownZones = zoneList.map((z) => ({ ...z, polygon: zoneEdits[z.id] ?? z.polygon }));
 
   return (
     <>
@@ -158,13 +194,12 @@ export function CameraView({ me }: ViewProps) {
       {site.error && site.error.status !== 404 && <Problem error={site.error} />}
       <Card title={`Camera ${cameraId}`} testId="camera-card">
         <div className="frame" style={{ aspectRatio: `${w} / ${h}` }}>
-          {cameraId && !imgError && (
+          {snap && !imgError && (
             <img
-              key={cameraId}
-              src={`/v1/cameras/${encodeURIComponent(cameraId)}/snapshot`}
+              key={snap.url}
+              src={snap.url}
               alt={`Reference frame of ${cameraId} (heads blurred)`}
               data-testid="snapshot"
-              onLoad={(e) => setSize({ w: e.currentTarget.naturalWidth, h: e.currentTarget.naturalHeight })}
               onError={() => setImgError(true)}
             />
           )}
@@ -255,9 +290,13 @@ export function CameraView({ me }: ViewProps) {
         <div className="muted small">
           {editable
             ? "Drag a line's end points or a zone's corners (squares), then save. Crossing toward the arrow counts as in."
-            : isAdmin
-              ? "Site editing is not available on this API."
-              : "Only admins can move lines."}
+            : !isAdmin
+              ? "Only admins can move lines."
+              : siteCam === null
+                ? "Site editing is not available on this API."
+                : source === null
+                  ? "The camera's frame size is not known yet (no reference frame or heatmap stored): lines and zones can be moved once it is."
+                  : ""}
           {showHeat && heat.data && (
             <> · Heatmap: {heat.data.minutes} min of data, {fmtDuration(heat.data.total_ms)} person-time in total
               (reference frame {fmtTime(heat.data.snapshot_ts_ms)})</>

@@ -61,7 +61,10 @@ export function CountsView(_: ViewProps) {
       tooltip: { trigger: "axis" },
       legend: { top: 0, type: "scroll" },
       grid: { left: 8, right: 16, top: 40, bottom: 56, containLabel: true },
-      xAxis: dense ? { type: "category", data: starts.map(label) } : { type: "time" },
+      // times in the store's time zone (fmtTime), not the browser's
+      xAxis: dense ? { type: "category", data: starts.map(label) }
+        : { type: "time", axisLabel: { formatter: (t: number) => label(t) },
+            axisPointer: { label: { formatter: (p: { value: number }) => fmtTime(p.value) } } },
       yAxis: { type: "value", minInterval: 1 },
       dataZoom: [{ type: "inside" }, { type: "slider", height: 18, bottom: 8 }],
       series,
@@ -98,8 +101,8 @@ export function CountsView(_: ViewProps) {
                 </tbody>
               </table>
             </div>
-            <div className="muted small">{fmtTime(d.start_ms)} – {fmtTime(d.end_ms)}, buckets of {d.bucket_s} s
-              {d.aligned_to === "store_local_day" ? ` (the store's days, ${d.timezone})` : ""}</div>
+            <div className="muted small" data-testid="counts-range">{fmtTime(d.start_ms)} – {fmtTime(d.end_ms)}
+              {" "}({d.timezone}), buckets of {d.bucket_s} s{d.aligned_to === "store_local_day" ? " (the store's days)" : ""}</div>
           </Card>
           <Card title="Crossings per bucket">
             <Empty on={d.buckets.length === 0}>No crossings in this range.</Empty>

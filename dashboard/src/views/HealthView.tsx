@@ -1,4 +1,5 @@
-// Camera health: each camera's newest frame (live feed, else GET /v1/occupancy last_seen_ts_ms) and configuration.
+// Camera health: each camera's newest frame (live feed, else GET /v1/occupancy last_seen_ts_ms: the live state's,
+// or in the embedded mode the newest stored frame's) and configuration.
 import { useEffect, useState } from "react";
 import { fmtTime, useApi, type OccupancyOut } from "../api";
 import { useLive } from "../live";

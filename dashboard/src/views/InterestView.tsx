@@ -1,4 +1,5 @@
-// Product interest: passers and stoppers per zone, product or category (GET /v1/interest).
+// Product interest: passers and stoppers per zone, product or category (GET /v1/interest). A row of fewer than
+// privacy.k_min passers comes withheld (suppressed, every figure null) and is shown as such.
 import { useMemo, useState } from "react";
 import { fmtNum, qs, useApi, type Interest } from "../api";
 import { Chart, PALETTE } from "../Chart";
@@ -42,9 +43,14 @@ export function InterestView(_: ViewProps) {
                 <thead><tr><th>{groupBy}</th><th>Passers</th><th>Stoppers</th><th>Interest rate</th>
                   <th>Median dwell</th><th>Attention</th></tr></thead>
                 <tbody>
-                  {items.map((i) => (
-                    <tr key={i.key}>
-                      <td>{i.key}</td><td>{i.passers}</td><td>{i.stoppers}</td><td><Num v={i.interest_rate} pct /></td>
+                  {items.map((i) => i.suppressed || i.dwell_s === null ? (
+                    <tr key={i.key} data-testid={`interest-row-${i.key}`}>
+                      <td>{i.key}</td>
+                      <td colSpan={5} className="muted" data-testid="withheld">withheld (fewer than k people: privacy.k_min)</td>
+                    </tr>
+                  ) : (
+                    <tr key={i.key} data-testid={`interest-row-${i.key}`}>
+                      <td>{i.key}</td><td data-testid="passers">{i.passers}</td><td>{i.stoppers}</td><td><Num v={i.interest_rate} pct /></td>
                       <td>{i.dwell_s.median === null ? "-" : `${fmtNum(i.dwell_s.median, 1)} s`}</td>
                       <td>{i.attention_s === null ? "-" : `${fmtNum(i.attention_s, 1)} s`}</td>
                     </tr>

@@ -1,7 +1,7 @@
 // Journeys: zone-to-zone flows as a Sankey (GET /v1/flows) and the most common paths (GET /v1/paths/top).
 // Groups of fewer than k_min journeys come withheld (count null) and are drawn as such.
-import { useMemo, useState } from "react";
-import { fmtPct, qs, useApi, type FlowsOut, type TopPathsOut } from "../api";
+import { useEffect, useMemo, useState } from "react";
+import { ApiError, fmtPct, qs, useApi, type FlowsOut, type TopPathsOut } from "../api";
 import { Chart } from "../Chart";
 import { Card, Empty, Loading, Problem, RangePicker, rangeStart, type RangeKey } from "../ui";
 import type { ViewProps } from "../App";
@@ -22,11 +22,40 @@ function cyclic(links: { source: string; target: string }[]): boolean {
   return [...out.keys()].some(visit);
 }
 
+/** A 422 of the range: more stored tracks than one request links; say to pick a shorter range. */
+function tooLong(e: ApiError | null): ApiError | null {
+  return e && e.status === 422 ? new ApiError(422, `Range too long: pick a shorter one. (${e.detail})`) : e;
+}
+
+/** The note shown when the default "All data" answered 422 and the view fell back to the last 7 days. */
+function fallbackNote(e: ApiError): string {
+  const most = /at most (\d+)/.exec(e.detail)?.[1]; // the API's limit, from its 422 detail
+  const what = most ? `more than ${Number(most).toLocaleString("en")} tracks` : "too many tracks";
+  return `All data is ${what}: showing the last 7 days; pick another range above.`;
+}
+
 export function JourneysView(_: ViewProps) {
   const [range, setRange] = useState<RangeKey>("all");
+  const [picked, setPicked] = useState(false); // the user chose the range (else it is the default)
+  const [note, setNote] = useState<string | null>(null);
   const start = rangeStart(range) ?? 0;
   const flows = useApi<FlowsOut>(`/v1/flows${qs({ start_ms: start })}`);
   const paths = useApi<TopPathsOut>(`/v1/paths/top${qs({ start_ms: start, n: 10 })}`);
+  const error = flows.error ?? paths.error;
+  const loading = flows.loading || paths.loading;
+  // The default "All data" holds more tracks than one request links (422, a long history): show the last 7 days
+  // instead, and say so. A range the user picked that is too long says "Range too long" (tooLong).
+  const fallBack = !picked && range === "all" && error?.status === 422 ? error : null;
+  useEffect(() => {
+    if (!fallBack) return;
+    setNote(fallbackNote(fallBack));
+    setRange("7d");
+  }, [fallBack]);
+  const pick = (v: RangeKey) => {
+    setPicked(true);
+    setNote(null);
+    setRange(v);
+  };
 
   const option = useMemo(() => {
     const f = flows.data;
@@ -62,8 +91,10 @@ export function JourneysView(_: ViewProps) {
 
   return (
     <>
-      <div className="toolbar"><RangePicker value={range} onChange={setRange} /></div>
-      <Problem error={flows.error ?? paths.error} />
+      <div className="toolbar"><RangePicker value={range} onChange={pick} /></div>
+      {note && <div className="note" role="status" data-testid="range-note">{note}</div>}
+      {/* an error of the previous range is not shown while the new one loads */}
+      <Problem error={fallBack || loading ? null : tooLong(error)} />
       <Card title={flows.data ? `Zone-to-zone flows (${flows.data.journeys} journeys)` : "Zone-to-zone flows"} testId="flows">
         <Loading on={flows.loading && !flows.data} />
         <Empty on={!!flows.data && !option}>No journeys in this range.</Empty>

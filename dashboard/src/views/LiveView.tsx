@@ -1,4 +1,5 @@
-// Live occupancy and counts, pushed by the server (GET /v1/live, server-sent events).
+// Live occupancy and counts, pushed by the server (GET /v1/live, server-sent events). While the feed is not open
+// (reconnecting, or given up) the last numbers received stay, marked as not live.
 import { useEffect, useState } from "react";
 import { fmtTime, get, toApiError, type ApiError, type OccupancyOut } from "../api";
 import { useLive } from "../live";
@@ -17,6 +18,7 @@ export function LiveView(_: ViewProps) {
   }, [live.status, live.counts]);
 
   const c = live.counts;
+  const stale = live.status !== "open";
   if (!c) {
     return (
       <>
@@ -46,14 +48,20 @@ export function LiveView(_: ViewProps) {
     );
   }
   return (
-    <>
-      <Card title="Store now" testId="live-store">
+    <div className={stale ? "stale" : ""}>
+      {stale && (
+        <div className="problem" role="status" data-testid="live-stale">
+          <strong>Not live:</strong> the live feed is {live.status === "error" ? "down" : "reconnecting"}; these are the
+          numbers of {fmtTime(c.ts_ms)} and may be out of date.
+        </div>
+      )}
+      <Card title={stale ? "Store (not live)" : "Store now"} testId="live-store">
         <div className="stats">
           <Stat label="In the store" value={c.store.occupancy} testId="store-occupancy" />
           <Stat label="Entered" value={c.store.in} testId="store-in" />
           <Stat label="Left" value={c.store.out} testId="store-out" />
         </div>
-        <div className="muted small">Updated {fmtTime(c.ts_ms)} · pushed by the server</div>
+        <div className="muted small">Updated {fmtTime(c.ts_ms)} · {stale ? "not live" : "pushed by the server"}</div>
       </Card>
       <Card title="Cameras">
         <div className="table-wrap">
@@ -73,6 +81,6 @@ export function LiveView(_: ViewProps) {
           </table>
         </div>
       </Card>
-    </>
+    </div>
   );
 }

@@ -7,11 +7,15 @@ The store's number is the ``store_occupancy`` alert's (:func:`~storelens.domain.
 ``store.entrance_lines``, the row the analytics stage writes for the store (camera id
 :data:`~storelens.domain.counting.STORE_OCCUPANCY_ID`) beside the cameras' rows: one read, whatever the
 history's size; without entrance lines, or before the stage wrote that row (older data), the sum of the cameras'.
+
+A camera's ``last_seen_ts_ms`` (its newest frame: the dashboard's camera health) comes from the live state, else
+(the embedded mode, or a camera the live state has not seen) from the newest stored frame, as ``/v1/zones``' time.
 """
 from __future__ import annotations
 
 from storelens.contract import messages as m
 from storelens.domain.counting import STORE_OCCUPANCY_ID, StoreTotals, store_totals
+from storelens.storage.privacy import newest_frame_ms
 
 from ..deps import ApiContext, CameraDep, ContextDep, api_router
 from ..models import NOT_FOUND, CameraOccupancyOut, OccupancyOut
@@ -22,7 +26,7 @@ router = api_router("occupancy", role='viewer')
 def latest_occupancy(ctx: ApiContext, camera_id: str, *, seen: bool = True) -> tuple[m.OccupancyUpdate | None,
                                                                                    int | None]:
     """The latest occupancy row of ``camera_id`` and (``seen``) its newest frame's time: live state first,
-    storage as the fallback."""
+    storage (the occupancy row, the newest stored frame) as the fallback."""
     st, last_seen = None, None
     if ctx.live is not None:
         try:
@@ -32,6 +36,8 @@ def latest_occupancy(ctx: ApiContext, camera_id: str, *, seen: bool = True) -> t
             st, last_seen = None, None
     if st is None:
         st = ctx.storage.occupancy(camera_id)
+    if seen and last_seen is None:
+        last_seen = newest_frame_ms(ctx.storage, camera_id)
     return st, last_seen
 
 

@@ -48,6 +48,8 @@ ERRORS = {404: {"model": ErrorOut, "description": "Unknown camera, line or zone.
 class SiteOut(_Out):
     version: int = Field(description="0: the site file; then one more per change through the API.")
     store_id: str
+    timezone: str = Field(description="The store's IANA time zone (`store.timezone`): the dashboard shows every "
+                                      "time in it, wherever the browser is.")
     cameras: list[dict[str, Any]] = Field(description="As in the site file (`cameras:`); sources without "
                                                       "credentials.")
     alert_rules: list[dict[str, Any]] = Field(description="As in the site file (`alerts.rules:`).")
@@ -68,7 +70,7 @@ def _public(cam: CameraConfig) -> dict[str, Any]:
 
 @router.get("/v1/site", response_model=SiteOut, summary="The site in force: cameras, lines and zones")
 def get_site(ctx: ContextDep) -> SiteOut:
-    return SiteOut(version=ctx.site_version, store_id=ctx.config.store.id,
+    return SiteOut(version=ctx.site_version, store_id=ctx.config.store.id, timezone=ctx.config.store.timezone,
                    cameras=[_public(c) for c in ctx.config.cameras],
                    alert_rules=[r.model_dump(mode="json") for r in ctx.config.alerts.rules])
 

@@ -67,7 +67,8 @@ class ZoneBucketOut(_Out):
     unique_people: int = Field(description="Sum over the stored buckets of the distinct tracks inside "
                                            "(exact when bucket_s equals the site's zones.bucket_s).")
     mean_occupancy: float = Field(description="Time-weighted mean of the people inside, over the time the "
-                                              "stream showed (a stall longer than lost_after_ms is not counted).")
+                                              "stream showed (a stall longer than lost_after_ms is not counted; "
+                                              "merged buckets weigh by the time each showed).")
     max_occupancy: int
     dwell_s: DwellOut = Field(description="Dwell of the visits that ended in the bucket.")
     stoppers: int
@@ -236,12 +237,11 @@ def zone_stats(ctx: ContextDep, camera_id: Annotated[str, Query(max_length=200)]
         merged.setdefault((r.zone_id, grid.start_of(r.start_ms)), []).append(r)
     buckets = []
     for (zid, start), rs in sorted(merged.items()):
-        span = sum(r.end_ms - r.start_ms for r in rs)
         buckets.append(ZoneBucketOut(
             camera_id=camera_id, zone_id=zid, start_ms=start, end_ms=grid.end_of(start),
             visits=sum(r.visits for r in rs),
             unique_people=sum(r.unique_people for r in rs),
-            mean_occupancy=sum(r.mean_occupancy * (r.end_ms - r.start_ms) for r in rs) / span if span else 0.0,
+            mean_occupancy=zq.covered_mean(rs),
             max_occupancy=max(r.max_occupancy for r in rs), dwell_s=_dwell(dwells.get((zid, start), [])),
             stoppers=sum(r.stoppers for r in rs), served=sum(r.served for r in rs),
             abandoned=sum(r.abandoned for r in rs), lost=sum(r.lost for r in rs)))

@@ -4,7 +4,11 @@ No ``alembic.ini`` or ``env.py``: :func:`upgrade` reads the revision scripts
 of ``versions/`` with Alembic's :class:`~alembic.script.ScriptDirectory` and
 runs the missing ones through :class:`~alembic.operations.Operations` on the
 store's connection, in one transaction (PostgreSQL: under the advisory lock
-of :func:`~storelens.storage.dialects.prepare_migration`). A revision script
+of :func:`~storelens.storage.dialects.migration_lock`), recording the version
+after each revision. The one exception is an index added to an existing table
+(:func:`~storelens.storage.dialects.add_index`): on PostgreSQL it is built
+``CONCURRENTLY`` in an Alembic autocommit block, which commits the revisions
+before it first (with their version; the lock is held across). A revision script
 is written as for any Alembic project (``op.create_table``, ...); it can ask
 ``op.get_bind().dialect.name`` for the dialect and ``op.get_context().opts``
 for the options the store passes (the gallery's embedding ``dim``).
@@ -84,17 +88,21 @@ def upgrade(db: dialects.Database, conn: sa.Connection, chain: str, **opts: Any)
     """
     version = VERSIONS[chain]
     revs = revisions(chain)
-    with conn.begin():
-        dialects.prepare_migration(db, conn)
-        current, recorded = version(db, conn)
-        if current > len(revs):
-            where = f"schema {db.schema!r} ({db.where})" if db.schema else db.where
-            raise StorageError(f"{where} has {chain} schema version {current}, newer than this StoreLens "
-                               f"supports ({len(revs)}); upgrade StoreLens")
-        if current < len(revs):
-            with Operations.context(MigrationContext.configure(connection=conn, opts={"storelens": opts})):
-                for rev in revs[current:]:
+    with dialects.migration_lock(db, conn):
+        # The transaction is the migration context's, so that a revision's autocommit block
+        # (dialects.add_index) can commit it and begin the next one.
+        ctx = MigrationContext.configure(connection=conn, opts={"storelens": opts, "transactional_ddl": True})
+        with ctx.begin_transaction():
+            dialects.prepare_migration(db, conn)
+            current, recorded = version(db, conn)
+            if current > len(revs):
+                where = f"schema {db.schema!r} ({db.where})" if db.schema else db.where
+                raise StorageError(f"{where} has {chain} schema version {current}, newer than this StoreLens "
+                                   f"supports ({len(revs)}); upgrade StoreLens")
+            with Operations.context(ctx):
+                for n, rev in enumerate(revs[current:], current + 1):
                     _scripts().get_revision(rev).module.upgrade()
-        if current < len(revs) or not recorded:
-            version(db, conn, len(revs))
+                    version(db, conn, n)  # with each revision: what a commit part-way through leaves is consistent
+            if not recorded:
+                version(db, conn, len(revs))
     return len(revs)

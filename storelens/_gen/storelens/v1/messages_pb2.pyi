@@ -411,7 +411,7 @@ class ZoneEvent(_message.Message):
     def __init__(self, event_id: _Optional[str] = ..., camera_id: _Optional[str] = ..., zone_id: _Optional[str] = ..., zone_kind: _Optional[str] = ..., track_id: _Optional[int] = ..., kind: _Optional[_Union[ZoneEventKind, str]] = ..., ts_ms: _Optional[int] = ..., seq: _Optional[int] = ..., dwell_ms: _Optional[int] = ..., how: _Optional[str] = ...) -> None: ...
 
 class ZoneStats(_message.Message):
-    __slots__ = ("camera_id", "zone_id", "bucket_start_ms", "bucket_end_ms", "visits", "unique_people", "mean_occupancy", "max_occupancy", "dwell_median_s", "dwell_p90_s", "visits_ended", "stoppers", "served", "abandoned", "lost")
+    __slots__ = ("camera_id", "zone_id", "bucket_start_ms", "bucket_end_ms", "visits", "unique_people", "mean_occupancy", "max_occupancy", "dwell_median_s", "dwell_p90_s", "visits_ended", "stoppers", "served", "abandoned", "lost", "covered_ms")
     CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
     ZONE_ID_FIELD_NUMBER: _ClassVar[int]
     BUCKET_START_MS_FIELD_NUMBER: _ClassVar[int]
@@ -427,6 +427,7 @@ class ZoneStats(_message.Message):
     SERVED_FIELD_NUMBER: _ClassVar[int]
     ABANDONED_FIELD_NUMBER: _ClassVar[int]
     LOST_FIELD_NUMBER: _ClassVar[int]
+    COVERED_MS_FIELD_NUMBER: _ClassVar[int]
     camera_id: str
     zone_id: str
     bucket_start_ms: int
@@ -442,7 +443,8 @@ class ZoneStats(_message.Message):
     served: int
     abandoned: int
     lost: int
-    def __init__(self, camera_id: _Optional[str] = ..., zone_id: _Optional[str] = ..., bucket_start_ms: _Optional[int] = ..., bucket_end_ms: _Optional[int] = ..., visits: _Optional[int] = ..., unique_people: _Optional[int] = ..., mean_occupancy: _Optional[float] = ..., max_occupancy: _Optional[int] = ..., dwell_median_s: _Optional[float] = ..., dwell_p90_s: _Optional[float] = ..., visits_ended: _Optional[int] = ..., stoppers: _Optional[int] = ..., served: _Optional[int] = ..., abandoned: _Optional[int] = ..., lost: _Optional[int] = ...) -> None: ...
+    covered_ms: int
+    def __init__(self, camera_id: _Optional[str] = ..., zone_id: _Optional[str] = ..., bucket_start_ms: _Optional[int] = ..., bucket_end_ms: _Optional[int] = ..., visits: _Optional[int] = ..., unique_people: _Optional[int] = ..., mean_occupancy: _Optional[float] = ..., max_occupancy: _Optional[int] = ..., dwell_median_s: _Optional[float] = ..., dwell_p90_s: _Optional[float] = ..., visits_ended: _Optional[int] = ..., stoppers: _Optional[int] = ..., served: _Optional[int] = ..., abandoned: _Optional[int] = ..., lost: _Optional[int] = ..., covered_ms: _Optional[int] = ...) -> None: ...
 
 class ZoneOccupancy(_message.Message):
     __slots__ = ("camera_id", "ts_ms", "seq", "occupancy")

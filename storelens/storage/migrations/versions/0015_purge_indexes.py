@@ -5,13 +5,17 @@
 * ``track_points_by_track`` (``camera_id``, ``track_id``): the erasure of a customer's tracks' points,
   without reading every point of the camera.
 
-Building them on a large existing history takes a while, once, at the upgrade, in the transaction of the
-first service that opens the store (writes to those tables wait for it). On a PostgreSQL history with
-weeks of track points, give that rollout a longer startup probe (or open the store once by hand first).
+Building them on a large existing history takes a while, once, at the upgrade. On PostgreSQL they are built
+``CONCURRENTLY`` (:func:`~storelens.storage.dialects.add_index`): the pipeline's writes to those tables go on
+meanwhile, the first service that opens the store waits for the build (on a history with weeks of track
+points, give that rollout a longer startup probe, or open the store once by hand first). SQLite builds them in
+the migration's transaction.
 
 Revision ID: 0015
 """
 from alembic import op
+
+from storelens.storage.dialects import add_index
 
 revision = "0015"
 down_revision = "0014"
@@ -20,9 +24,9 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_index("customer_matches_by_time", "customer_matches", ["ts_ms"])
-    op.create_index("track_summaries_by_last_ts", "track_summaries", ["last_ts_ms"])
-    op.create_index("track_points_by_track", "track_points", ["camera_id", "track_id"])
+    add_index(op, "customer_matches_by_time", "customer_matches", ["ts_ms"])
+    add_index(op, "track_summaries_by_last_ts", "track_summaries", ["last_ts_ms"])
+    add_index(op, "track_points_by_track", "track_points", ["camera_id", "track_id"])
 
 
 def downgrade() -> None:
