@@ -405,8 +405,8 @@ def _history_config(args, create: bool = False):
 
     The commands that read or change an existing history refuse a SQLite file that does not exist (a typo in
     ``--db`` would otherwise be a new, empty database: no rows, or an admin nobody signs in with).
-    ``create``: the commands that set a store up (``users create-admin``, ``staff enroll``, ``pos import``)
-    create it, and say so on stderr."""
+    ``create``: the commands that set a store up (``users create-admin``, ``staff enroll``, ``pos import``,
+    ``site import``) create it, and say so on stderr."""
     config = load_site(args.config)
     if args.db:
         config = config.model_copy(update={"storage": config.storage.model_copy(
@@ -414,8 +414,10 @@ def _history_config(args, create: bool = False):
     if config.storage.backend == "sqlite" and not config.storage.path.startswith("file:") \
             and config.storage.path != ":memory:" and not pathlib.Path(config.storage.path).exists():
         if not create:
-            raise ConfigError(f"no history database at {config.storage.path}; run `storelens demo` first or "
-                              f"pass --db")
+            where = "--db" if args.db else "storage.path"
+            raise ConfigError(f"no history database at {config.storage.path} ({where}); give an existing one with "
+                              f"--db, or run the pipeline first (`storelens demo [--config FILE]`); `users "
+                              f"create-admin`, `site import`, `staff enroll` and `pos import` create a new one")
         print(f"note: creating a new history database at {config.storage.path}", file=sys.stderr)
     return config
 
@@ -679,7 +681,8 @@ def cmd_site(args) -> int:
     from storelens.storage import auth as audit_store
     from storelens.storage import site as sq
 
-    config = _history_config(args)
+    importing = load_config(args.file) if args.site_command == "import" else None  # checked before a store is made
+    config = _history_config(args, create=importing is not None)  # a store's cameras may come before its first run
     storage = open_storage(config.storage)
     try:
         update = sq.site_update(storage, config.store.id)
@@ -696,7 +699,7 @@ def cmd_site(args) -> int:
                 sys.stdout.write(text)
             return 0
         # the whole file is validated; its cameras and alert rules as written become the version
-        written = site_version_document(load_config(args.file))
+        written = site_version_document(importing)
         new = with_cameras(config, written["cameras"], origin=args.file, alert_rules=written["alert_rules"])
         saved = sq.save_site(storage, version, site_version_document(new), "cli", int(time.time() * 1000))
         if saved is None:

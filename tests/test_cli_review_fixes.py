@@ -197,7 +197,7 @@ def test_the_bundled_example_keeps_its_database_in_the_working_directory(tmp_pat
 # 5 ---------------------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("args", [
-    ["replay", "--config", "{site}"], ["site", "export"], ["site", "import", "{site}"], ["users", "list"],
+    ["replay", "--config", "{site}"], ["site", "export"], ["users", "list"],
     ["users", "create", "ana", "--role", "viewer"], ["users", "api-key", "till 3", "--role", "manager"],
     ["staff", "list"], ["kpis", "publish", "--json"], ["audit", "--out", "{tmp}/clips"],
     ["export-dataset", "--from-db", "--config", "{site}", "--out", "{tmp}/ds"],
@@ -211,7 +211,7 @@ def test_a_missing_history_database_is_refused(tmp_path, capsys, monkeypatch, ar
         argv += ["--config", str(site)]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"error: no history database at {typo}; run `storelens demo` first or pass --db"), err
+    assert err.startswith(f"error: no history database at {typo} (--db); give an existing one with --db"), err
     assert not typo.exists() and not typo.parent.exists()
 
 

@@ -1,7 +1,8 @@
 """Review fixes of the faces stages and the customers' gallery, on real models and the labelled photos.
 
 1. A customer erased by another process (the API deletes the rows of the shared gallery file) is never matched
-   again by a running gallery that still held the vectors, and never stops the run: the face is decided again.
+   again by a running gallery that still held the vectors, and never stops the run: the face is decided again
+   (another customer; the erased person's face that found them gone makes no new customer, its next one does).
 2. A reid track that comes back after an idle end keeps its decision: no second decision with the same
    ``event_id``, no second customer.
 3. A shopper who turns the face away (crops keep coming, without a face) for longer than the idle time keeps
@@ -118,6 +119,11 @@ def test_a_customer_erased_by_another_process_is_never_matched(tmp_path, models,
     assert api.delete_customer(erased)
     assert erased in gallery  # the running gallery still holds the vectors
 
+    if expected == "new":  # the face that finds the customer gone makes none (its vectors wait for the request)
+        with pytest.raises(CustomerErased):
+            gallery.enroll_or_match(embedding(models, probe), T0 + 60_000)
+        assert erased not in gallery and len(gallery) == 0 and api.counts()["customers"] == 0
+        assert gallery.take_erased(erased) is not None and gallery.take_erased(erased) is None
     got = gallery.enroll_or_match(embedding(models, probe), T0 + 60_000)
 
     assert (got.customer_id, got.is_new) == (expected, expected == "new")
@@ -147,7 +153,8 @@ def test_adding_to_a_customer_erased_elsewhere_does_not_bring_it_back(tmp_path, 
 
 
 def test_embedded_run_goes_on_after_an_erasure_by_the_api(tmp_path, models):
-    """The embedded faces stage (``on_error = "stop"``): the erased person comes back as a new customer."""
+    """The embedded faces stage (``on_error = "stop"``): the erased person's track that finds them gone is not
+    decided; their next track is a new customer."""
     cfg = config(tmp_path)
     db = tmp_path / "gallery.db"
     gallery = FaceGallery(cfg.faces.gallery, store=SqliteGalleryStore(db))
@@ -155,14 +162,15 @@ def test_embedded_run_goes_on_after_an_erasure_by_the_api(tmp_path, models):
                        ReidStage(cfg, gallery, embedder=models.embedder, detector=models.detector))
     matches = []
     for seq, (track, ts, photo) in enumerate([(1, T0, OBAMA), (1, T0 + 100, OBAMA),
-                                              (2, T0 + 60_000, OBAMA2), (2, T0 + 60_100, OBAMA2)], 1):
+                                              (2, T0 + 60_000, OBAMA2), (2, T0 + 60_100, OBAMA2),
+                                              (3, T0 + 120_000, OBAMA2), (3, T0 + 120_100, OBAMA2)], 1):
         if seq == 3:  # the API erases the customer of track 1 meanwhile
             api = SqliteGalleryStore(db)
             assert api.delete_customer(matches[0].customer_id)
             api.close()
         matches += published(faces.handle(topics.PERSON_CROPS, crop(seq, track, ts, photo)), topics.CUSTOMER_MATCHES)
     first, again = matches
-    assert again.is_new and again.customer_id != first.customer_id
+    assert again.track_id == 3 and again.is_new and again.customer_id != first.customer_id
     assert gallery.customers() == [again.customer_id] and gallery.store.customer_exists(again.customer_id)
     gallery.store.close()
 

@@ -31,7 +31,8 @@ def main() -> int:
     try:
         config = load_config(os.environ.get("STORELENS_CONFIG", "/etc/storelens/site.yaml"))
         storage = open_storage(config.storage)
-        # the face gallery's tables, when the store has them: kept to faces.reid.retention_days by the purge
+        # the face gallery's tables, when the store has them and faces.enabled is off (on: the reid service
+        # purges its own gallery): kept to faces.reid.retention_days by the purge
         gallery = open_gallery_store_to_purge(config, storage)
         if config.live.redis_url:
             from storelens.storage.live import RedisLiveState

@@ -23,9 +23,15 @@ store while a pipeline's gallery still holds the vectors): a gallery with a
 store never matches a face to a customer the store no longer has. Before a
 match is returned the store is asked (``customer_exists``); a customer it has lost is
 dropped from this gallery's memory and index and the face is matched again
-(another customer, or none: :meth:`FaceGallery.enroll_or_match` then enrols a
-new one). :meth:`FaceGallery.add` to such a customer drops it the same way
-and raises :class:`CustomerErased`.
+(another customer, or none). :meth:`FaceGallery.add` to such a customer drops it
+the same way and raises :class:`CustomerErased`; so does
+:meth:`FaceGallery.enroll_or_match` when the face's best match was found erased and
+no other customer matches: a face of the erased person (maybe captured before the
+request) never becomes a new customer. The API sends the erasure request after
+deleting the rows: the dropped embeddings wait in memory for it
+(:meth:`FaceGallery.take_erased`, the reid stage's erasure), at most
+:data:`ERASED_KEPT_S` (:meth:`FaceGallery.expire_erased`) and for at most
+:data:`ERASED_KEPT_MAX` customers.
 
 Embeddings of a customer stay diverse and recent: a new one at least
 ``duplicate_similarity`` similar to one the customer already has *replaces*
@@ -76,16 +82,26 @@ import contextlib
 import logging
 import math
 import threading
+import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Iterator, Literal, NamedTuple, Protocol, Sequence
 
 import numpy as np
 
 from storelens.config.faces import GalleryConfig  # noqa: F401  (defined there, re-exported)
+from storelens.contract import topics
 from storelens.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+#: How long the embeddings of a customer found erased by another process wait in memory for that erasure's request
+#: (:meth:`FaceGallery.take_erased`): the ``person-crops`` topic's retention (1 h), the longest a crop captured
+#: before the erasure can still come; also how long the reid stage keeps an erasure's embeddings.
+ERASED_KEPT_S = next(t.retention_ms for t in topics.TOPICS if t.name == topics.PERSON_CROPS) / 1000
+#: At most this many customers' embeddings wait so (the first found erased go first).
+ERASED_KEPT_MAX = 1_000
 
 
 class Match(NamedTuple):
@@ -165,7 +181,9 @@ class GalleryStore(Protocol):
         """Many ``(customer_id, ts_ms, vector)`` in one transaction; returns their row ids."""
         ...
 
-    def replace_embedding(self, row_id: int, ts_ms: int, vector: np.ndarray) -> None: ...
+    def replace_embedding(self, row_id: int, ts_ms: int, vector: np.ndarray) -> bool:
+        """``False`` when the row is gone (nothing written)."""
+        ...
 
     def remove_embeddings(self, row_ids: Sequence[int]) -> None: ...
 
@@ -256,6 +274,8 @@ class FaceGallery:
         self.store = store
         self._new_id = id_factory or _default_id
         self._lock = threading.RLock()
+        #: customer found erased elsewhere -> (its dropped embeddings, monotonic time they go), oldest first
+        self._erased: OrderedDict[str, tuple[np.ndarray, float]] = OrderedDict()
         self._reset()
         if store is not None:
             self.rebuild()
@@ -433,22 +453,16 @@ class FaceGallery:
                     if self.store is not None:
                         # an UPDATE of an erased customer's row changes nothing and says nothing: ask first
                         if self._erased_elsewhere(customer_id):
-                            self._forget(customer_id)
+                            self._drop_erased(customer_id)
                             raise CustomerErased(customer_id)
-                        self.store.replace_embedding(int(self._rowid[r]), ts_ms, v)
+                        if not self.store.replace_embedding(int(self._rowid[r]), ts_ms, v):
+                            # the row was deleted behind the index (another process's purge): stored anew
+                            self._rowid[r] = self._store_embedding(customer_id, ts_ms, v)
                     self._index.remove_ids(np.array([r], np.int64))
                     self._vecs[r], self._ts[r] = v, ts_ms
                     self._index.add_with_ids(v[None], np.array([r], np.int64))
                     return
-            rowid = -1
-            if self.store is not None:
-                try:
-                    rowid = self.store.add_embedding(customer_id, ts_ms, v)
-                except Exception as exc:  # the store's foreign key: the customer row is gone
-                    if not self._erased_elsewhere(customer_id, default=False):
-                        raise
-                    self._forget(customer_id)
-                    raise CustomerErased(customer_id) from exc
+            rowid = -1 if self.store is None else self._store_embedding(customer_id, ts_ms, v)
             (r,) = self._take_rows(1)
             self._vecs[r], self._owner[r], self._ts[r], self._rowid[r] = v, slot, ts_ms, rowid
             self._index.add_with_ids(v[None], np.array([r], np.int64))
@@ -460,6 +474,16 @@ class FaceGallery:
                 rows.remove(oldest)
                 self._free_rows([oldest])
             self._maybe_reindex()
+
+    def _store_embedding(self, customer_id: str, ts_ms: int, v: np.ndarray) -> int:
+        """A new embedding row in the store (under the lock); :class:`CustomerErased` when the customer row is gone."""
+        try:
+            return self.store.add_embedding(customer_id, ts_ms, v)
+        except Exception as exc:  # the store's foreign key: the customer row is gone
+            if not self._erased_elsewhere(customer_id, default=False):
+                raise
+            self._drop_erased(customer_id)
+            raise CustomerErased(customer_id) from exc
 
     def bulk_load(self, customer_ids: Sequence[str], vectors: np.ndarray, ts_ms: Sequence[int] | np.ndarray) -> None:
         """Add many embeddings at once, as they are (no near-duplicate or cap policy).
@@ -503,12 +527,17 @@ class FaceGallery:
         ``customer_id`` is ``None`` (nothing matched, learnt or created). The matched
         customer learns the face at or above ``learn_threshold`` only, and never with
         ``learn=False`` (a face the caller does not trust to be one person).
+
+        Raises :class:`CustomerErased` (nothing created) when the face's best match was found erased by another
+        process meanwhile and no other customer matches: the erased person's face is no new customer.
         """
         v = _unit(embedding, self.cfg.dim)
         learn_at = self.cfg.learn_at if learn else math.inf
+        erased: str | None = None
         with self._lock:
             while True:  # each round that finds the customer erased elsewhere drops one: it ends
-                cid, sim = self.match(v)
+                [(cid, sim)], [gone] = self._match_checked(v[None])
+                erased = erased or gone
                 if cid is None:
                     break
                 if self.cfg.match_margin > 0 and sim - self._runner_up(v, cid) < self.cfg.match_margin:
@@ -517,8 +546,11 @@ class FaceGallery:
                     try:
                         self.add(cid, v, ts_ms)
                     except CustomerErased:
+                        erased = erased or cid
                         continue
                 return Enrollment(cid, sim, False)
+            if erased is not None:
+                raise CustomerErased(erased)
             for _ in range(100):
                 new_id = self._new_id()
                 if new_id not in self._slot_of:
@@ -540,6 +572,7 @@ class FaceGallery:
         """
         with self._lock:
             in_store = self.store.delete_customer(customer_id) if self.store is not None else False
+            self._discard_erased(customer_id)
             return self._forget(customer_id) or in_store
 
     def _forget(self, customer_id: str) -> bool:
@@ -551,6 +584,39 @@ class FaceGallery:
         self._cid_of[slot] = None
         self._created.pop(customer_id, None)
         return True
+
+    def _drop_erased(self, customer_id: str) -> None:
+        """Forget a customer the store has lost (erased by another process); its embeddings wait for the erasure
+        request (:meth:`take_erased`)."""
+        slot = self._slot_of.get(customer_id)
+        if slot is not None:
+            self.expire_erased()
+            self._discard_erased(customer_id)
+            self._erased[customer_id] = (self._vecs[self._rows_of[slot]].copy(), time.monotonic() + ERASED_KEPT_S)
+            while len(self._erased) > ERASED_KEPT_MAX:
+                self._erased.popitem(last=False)[1][0].fill(0.0)
+        self._forget(customer_id)
+
+    def _discard_erased(self, customer_id: str) -> None:
+        got = self._erased.pop(customer_id, None)
+        if got is not None:
+            got[0].fill(0.0)  # the biometric vectors are gone from memory too
+
+    def take_erased(self, customer_id: str) -> np.ndarray | None:
+        """The embeddings (rows) this gallery dropped when it found ``customer_id`` erased by another process
+        (the API deletes the rows, then sends the request), for the erasure request (the reid stage's
+        :meth:`~storelens.stages.faces.ReidStage.erase`); they leave the gallery now. ``None``: none kept here."""
+        with self._lock:
+            self.expire_erased()
+            got = self._erased.pop(customer_id, None)
+            return None if got is None else got[0]
+
+    def expire_erased(self) -> None:
+        """Drop the embeddings of customers found erased elsewhere more than :data:`ERASED_KEPT_S` ago."""
+        with self._lock:
+            now = time.monotonic()
+            for cid in [c for c, (_, until) in self._erased.items() if until <= now]:
+                self._discard_erased(cid)
 
     def _erased_elsewhere(self, customer_id: str, default: bool | None = None) -> bool:
         """``True`` when the store no longer has the customer (another process erased it).
@@ -637,20 +703,28 @@ class FaceGallery:
         q = np.asarray(embeddings, np.float32).reshape(-1, self.cfg.dim)
         q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
         with self._lock:
-            out = self._best(q)
-            if self.store is None:
-                return out
-            while True:  # a matched customer the store lost (erased elsewhere) is dropped, its faces matched again
-                # a store that cannot answer (down) does not stop matching: the index decides, as before
-                gone = {c for c in {x.customer_id for x in out} - {None}
-                        if self._erased_elsewhere(c, default=False)}
-                if not gone:
-                    return out
-                for c in gone:
-                    self._forget(c)
-                again = [i for i, x in enumerate(out) if x.customer_id in gone]
-                for i, x in zip(again, self._best(q[again])):
-                    out[i] = x
+            return self._match_checked(q)[0]
+
+    def _match_checked(self, q: np.ndarray) -> tuple[list[Match], list[str | None]]:
+        """:meth:`match_many` of unit rows ``q``, and per row the customer its best match was found erased
+        elsewhere (dropped) before the answer, or ``None``."""
+        out = self._best(q)
+        erased: list[str | None] = [None] * len(out)
+        if self.store is None:
+            return out, erased
+        while True:  # a matched customer the store lost (erased elsewhere) is dropped, its faces matched again
+            # a store that cannot answer (down) does not stop matching: the index decides, as before
+            gone = {c for c in {x.customer_id for x in out} - {None}
+                    if self._erased_elsewhere(c, default=False)}
+            if not gone:
+                return out, erased
+            for c in gone:
+                self._drop_erased(c)
+            again = [i for i, x in enumerate(out) if x.customer_id in gone]
+            for i in again:
+                erased[i] = erased[i] or out[i].customer_id
+            for i, x in zip(again, self._best(q[again])):
+                out[i] = x
 
     def _best(self, q: np.ndarray) -> list[Match]:
         """The nearest customer of each unit row of ``q`` (``None`` below the threshold), from the index only."""

@@ -476,7 +476,8 @@ class StorageConfig(Strict):
     """History: SQLite (embedded mode) or PostgreSQL (distributed mode)."""
 
     backend: Literal["sqlite", "postgres"] = "sqlite"
-    #: SQLite file (backend ``sqlite``); relative: to the site file's folder (:data:`PATH_FIELDS`).
+    #: SQLite file (backend ``sqlite``); relative: to the site file's folder (:data:`PATH_FIELDS`). Left out: this
+    #: default in the working directory (the site file's folder may be read-only: /etc, a ConfigMap).
     path: str = "storelens.db"
     #: libpq connection string (backend ``postgres``), e.g.
     #: ``postgresql://storelens:${PGPASSWORD}@postgres:5432/storelens``.
@@ -746,8 +747,28 @@ PATH_FIELDS: tuple[tuple[tuple[str, ...], str, bool], ...] = (
 )
 
 
-def _resolve_paths(raw: dict, base: pathlib.Path) -> dict:
-    """Relative paths of ``raw`` (camera sources and :data:`PATH_FIELDS`) resolved against ``base``, in place."""
+#: The data files among :data:`PATH_FIELDS` (the SQLite history and face gallery, ``storage.backend: sqlite``):
+#: relative to the working directory before this version, so :func:`_resolve_paths` refuses one found only there.
+DATA_PATH_FIELDS: tuple[tuple[tuple[str, ...], str], ...] = ((("storage",), "path"), (("faces", "reid"), "sqlite_path"))
+
+
+def _not_moved(field: str, value: str, resolved: pathlib.Path, origin: str) -> None:
+    """:class:`ConfigError` when the relative data file ``value`` is missing beside the site file (``resolved``)
+    but exists relative to the working directory, where releases before this one opened it: starting on a new,
+    empty database instead would lose the history without a word."""
+    old = (pathlib.Path.cwd() / value).resolve()
+    if old != resolved and old.exists() and not resolved.exists():
+        raise ConfigError(f"config error in {origin}: {field}: {value!r} is relative to the site file's folder "
+                          f"({resolved}, which does not exist), no longer to the working directory ({old}, which "
+                          f"exists): move it or give an absolute path")
+
+
+def _resolve_paths(raw: dict, base: pathlib.Path, origin: str = "<config>") -> dict:
+    """Relative paths of ``raw`` (camera sources and :data:`PATH_FIELDS`) resolved against ``base``, in place;
+    :class:`ConfigError` for a SQLite data file (:data:`DATA_PATH_FIELDS`) that exists only relative to the
+    working directory (:func:`_not_moved`)."""
+    storage = raw.get("storage")
+    sqlite = not (isinstance(storage, dict) and storage.get("backend") == "postgres")
     for cam in raw.get("cameras") or []:
         if isinstance(cam, dict) and isinstance(cam.get("source"), str):
             cam["source"] = resolve_source(cam["source"], base)
@@ -761,7 +782,10 @@ def _resolve_paths(raw: dict, base: pathlib.Path) -> dict:
             continue
         p = pathlib.Path(value)
         if not p.is_absolute() and (not if_exists or (base / p).exists()):
-            section[key] = str((base / p).resolve())  # type: ignore[index]
+            resolved = (base / p).resolve()
+            if sqlite and (keys, key) in DATA_PATH_FIELDS:
+                _not_moved(".".join((*keys, key)), value, resolved, origin)
+            section[key] = str(resolved)  # type: ignore[index]
     return raw
 
 
@@ -790,7 +814,7 @@ def parse_config(raw: object, origin: str = "<config>", base: pathlib.Path | Non
     raw = _expand(raw, origin)
     assert isinstance(raw, dict)
     base = base or pathlib.Path.cwd()
-    _resolve_paths(raw, base)
+    _resolve_paths(raw, base, origin)
     try:
         config = SiteConfig.model_validate(raw)
     except ValidationError as err:

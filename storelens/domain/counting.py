@@ -398,6 +398,13 @@ class OccupancyReset:
         last = self.last_reset_ms(ts_ms)
         return last is not None and since_ms < last
 
+    def void_at(self, ts_ms: int, now_ms: int) -> bool:
+        """Whether counts as of ``ts_ms`` (a stored or live occupancy row's time) are void at ``now_ms``: a reset
+        came after ``ts_ms`` and at or before ``now_ms`` (the API shows such a row as 0, as the stage restarts
+        its camera at the camera's next frame)."""
+        last = self.last_reset_ms(now_ms)
+        return last is not None and last > ts_ms
+
 
 class Occupancy:
     """ins minus outs over a camera's lines, never below zero, since the last occupancy reset.
@@ -454,14 +461,28 @@ class StoreTotals(NamedTuple):
     total_out: int
 
 
+_STEP = {"in": 1, "out": -1}
+
+
+def _entrance_sums(entrance_lines: Sequence[tuple[str, str]],
+                   line_counts: Mapping[str, Mapping[str, Mapping[str, int]]]) -> tuple[int, int, int]:
+    counts = [line_counts.get(cam, {}).get(line, {}) for cam, line in entrance_lines]
+    return (sum(c.get("in", 0) for c in counts), sum(c.get("out", 0) for c in counts),
+            sum(c.get("clamped", 0) for c in counts))
+
+
 def store_totals(entrance_lines: Sequence[tuple[str, str]] | None, cameras: Iterable[tuple[int, int, int]],
                  line_counts: Mapping[str, Mapping[str, Mapping[str, int]]]) -> StoreTotals:
     """The store's occupancy: the one rule of the ``store_occupancy`` alert, ``/v1/occupancy`` and ``/v1/live``.
 
     With ``entrance_lines`` (``(camera, line)`` pairs of ``store.entrance_lines``): the ins and outs of those
-    lines (``line_counts``: camera -> line -> ``{"in": N, "out": N}``, as :meth:`LineCounter.counts`), the
-    occupancy their difference, at least 0; the other lines (a department's) are crossed by people already
-    in the store. Without (``None``): the sums of the cameras' ``(occupancy, total_in, total_out)``.
+    lines (``line_counts``: camera -> line -> ``{"in": N, "out": N}``, as :meth:`LineCounter.counts`, and
+    ``"clamped"``: :func:`store_clamps`); the other lines (a department's) are crossed by people already in
+    the store. The occupancy runs over their crossings, clamped at 0 at each one as :class:`Occupancy` is: an
+    out when nobody is inside (staff leaving after the reset) changes nothing, so the next ins count in full.
+    It is kept as ins minus outs plus, per line, the outs so absorbed (``"clamped"``): it then lives where the
+    counts live (each entrance camera's state), with them, and never below 0. Without (``None``): the sums of the
+    cameras' ``(occupancy, total_in, total_out)``.
 
     Example:
         >>> cams = [(1, 2, 1), (2, 2, 0)]  # camera "c" (its door: 2 in, 1 out) and "d" (a department line)
@@ -469,15 +490,38 @@ def store_totals(entrance_lines: Sequence[tuple[str, str]] | None, cameras: Iter
         StoreTotals(occupancy=3, total_in=4, total_out=1)
         >>> store_totals([("c", "door")], cams, {"c": {"door": {"in": 2, "out": 1}}})
         StoreTotals(occupancy=1, total_in=2, total_out=1)
+        >>> store_totals([("c", "door")], cams, {"c": {"door": {"in": 5, "out": 8, "clamped": 8}}})  # 8 out first
+        StoreTotals(occupancy=5, total_in=5, total_out=8)
     """
     if entrance_lines is None:
         occ = total_in = total_out = 0
         for o, i, out in cameras:
             occ, total_in, total_out = occ + o, total_in + i, total_out + out
         return StoreTotals(occ, total_in, total_out)
-    counts = [line_counts.get(cam, {}).get(line, {}) for cam, line in entrance_lines]
-    total_in, total_out = sum(c.get("in", 0) for c in counts), sum(c.get("out", 0) for c in counts)
-    return StoreTotals(max(0, total_in - total_out), total_in, total_out)
+    total_in, total_out, clamped = _entrance_sums(entrance_lines, line_counts)
+    return StoreTotals(max(0, total_in - total_out + clamped), total_in, total_out)
+
+
+def store_clamps(entrance_lines: Sequence[tuple[str, str]],
+                 line_counts: Mapping[str, Mapping[str, Mapping[str, int]]], directions: Sequence[Dir]) -> list[int]:
+    """What each of a frame's entrance-line crossings adds to its line's ``"clamped"`` (:func:`store_totals`).
+
+    ``directions``: the crossings, in time order, already in ``line_counts``' ins and outs. Each one moves the
+    store's occupancy from its value before (at least 0) by one, to at least 0: an out at 0 adds 1 (a count
+    of a state saved before the ledger, below 0, is brought back to 0 by the next crossing).
+
+    Example (the store empty after the reset, then 2 out and 1 in through one door):
+        >>> store_clamps([("c", "door")], {"c": {"door": {"in": 1, "out": 2}}}, ["out", "out", "in"])
+        [1, 1, 0]
+    """
+    total_in, total_out, clamped = _entrance_sums(entrance_lines, line_counts)
+    raw = total_in - total_out + clamped - sum(_STEP[d] for d in directions)
+    adds = []
+    for d in directions:
+        after = max(0, max(0, raw) + _STEP[d])
+        adds.append(after - raw - _STEP[d])
+        raw = after
+    return adds
 
 
 def window_start_ms(ts_ms: int, window_s: int) -> int:

@@ -13,7 +13,8 @@ published (at-least-once); every stage skips redeliveries by sequence number and
 every sink upserts, so a replay changes nothing (effect-once).
 
 **Ticks.** A stage with a ``tick(now_ms) -> Outputs`` method and a ``tick_s`` period (the
-analytics stage: alerts such as ``camera_down`` need time to pass without messages) is
+analytics stage: alerts such as ``camera_down`` need time to pass without messages; reid and the
+embedded faces stage: an erasure's embeddings leave memory on time without crops) is
 called every ``tick_s`` seconds of wall time between messages; its outputs go through the
 same sinks and publishing as a message's (:meth:`RunnerCore.tick`). The runner's loop does
 it in the embedded mode; the analytics service calls the same :meth:`RunnerCore.tick` from a

@@ -9,8 +9,11 @@ state rides along in every camera's state (after a restart the newest copy wins)
 :meth:`AnalyticsStage.tick` is called by the runner about once a second (both modes), so a
 silent store still moves the clock of ``camera_down``.
 
-**The store's occupancy** (:func:`~storelens.domain.counting.store_totals`: ins minus outs over
-``store.entrance_lines`` when set, else the sum of the cameras') is the ``store_occupancy`` alert's value.
+**The store's occupancy** (:func:`~storelens.domain.counting.store_totals`: over ``store.entrance_lines`` when
+set, their ins minus outs clamped at 0 at each crossing, else the sum of the cameras') is the ``store_occupancy``
+alert's value. What the clamping absorbed (outs while nobody is inside) is kept per entrance line in its
+camera's state beside the line's counts (:attr:`AnalyticsStage.store_clamped`), so the number survives a restart
+of the analytics service with the counts it comes from.
 With ``store.entrance_lines`` set, each frame that gives its camera's ``OccupancyUpdate`` (a frame with
 crossings) also gives one of camera id :data:`~storelens.domain.counting.STORE_OCCUPANCY_ID` (``@store``,
 stamped with the store clock), stored and published as the cameras' are: ``/v1/occupancy`` and ``/v1/live``
@@ -20,10 +23,12 @@ worker (the default single replica).
 
 **The daily reset** (``store.occupancy_reset``, :class:`~storelens.domain.counting.OccupancyReset`): a camera's
 first frame at or after a reset (its own frame time) restarts its occupancy, ins and outs (and its lines' counts,
-the entrance lines' ins and outs) from 0, before that frame's crossings, and gives its ``OccupancyUpdate`` (and the
-store's row) even without a crossing, so ``/v1/occupancy`` and ``/v1/live`` show the new day's 0. The store's
-number leaves out, at the store clock, every camera not restarted yet (:meth:`AnalyticsStage.store_totals`). The
-crossings and count windows are history and stay as they are.
+the entrance lines' ins, outs and clamped outs) from 0, before that frame's crossings, and gives its
+``OccupancyUpdate`` (and the store's row) even without a crossing, so ``/v1/occupancy`` and ``/v1/live`` show the
+new day's 0. The store's number leaves out, at the store clock, every camera not restarted yet
+(:meth:`AnalyticsStage.store_totals`); the API, by the same rule (:func:`occupancy_reset`), shows a row older than
+the latest reset (a camera without a frame since) as 0. The crossings and count windows are history and stay as
+they are.
 """
 from __future__ import annotations
 
@@ -36,13 +41,19 @@ from storelens.config import SiteConfig, with_site_update
 from storelens.contract import messages as m
 from storelens.contract import topics
 from storelens.domain.counting import (STORE_OCCUPANCY_ID, CrossingEvent, LineCounter, Occupancy, OccupancyReset,
-                                       StoreTotals, store_totals, window_start_ms)
+                                       StoreTotals, store_clamps, store_totals, window_start_ms)
 from storelens.domain.geometry import anchors_bottom_center
 from storelens.errors import DecodeError
 from storelens.stages.alerts import store_calendar
 from storelens.stages.analyzers import CameraAnalyzer, FrameView, build_analyzers
 from storelens.stages.base import Outputs, Publish, UnknownCamera, decode_input
 from storelens.stages.store_alerts import StoreAlerts
+
+
+def occupancy_reset(config: SiteConfig) -> OccupancyReset:
+    """The site's occupancy reset (``store.occupancy_reset`` in the store's calendar): the stage's, and the API's
+    (:mod:`storelens.api.routes.occupancy` shows a row older than a reset as 0)."""
+    return OccupancyReset(store_calendar(config), config.store.occupancy_reset_at())
 
 
 @dataclass
@@ -83,7 +94,10 @@ class AnalyticsStage:
         self.counters = {c.id: LineCounter(c.id, c.lines, config.counting) for c in config.cameras}
         self.occupancy = {c.id: Occupancy() for c in config.cameras}
         #: When occupancy restarts from 0 (``store.occupancy_reset``).
-        self.reset = OccupancyReset(store_calendar(config), config.store.occupancy_reset_at())
+        self.reset = occupancy_reset(config)
+        #: camera -> entrance line -> outs the store's occupancy absorbed at 0 since the camera's reset (the
+        #: ``"clamped"`` of :func:`~storelens.domain.counting.store_totals`), saved with the camera's counts.
+        self.store_clamped: dict[str, dict[str, int]] = {c.id: {} for c in config.cameras}
         self._windows: dict[tuple[str, str, int], list[int]] = {}
         #: camera id -> analyzer name -> analyzer (zones, heatmaps, ...; see :mod:`storelens.stages.analyzers`).
         self.analyzers: dict[str, dict[str, CameraAnalyzer]] = {c.id: build_analyzers(config, c)
@@ -94,6 +108,7 @@ class AnalyticsStage:
         entrance = config.store.entrance_lines
         #: (camera, line) pairs whose ins minus outs are the store's occupancy (``None``: every camera's occupancy).
         self.entrance_lines = None if entrance is None else [tuple(x.split("/", 1)) for x in entrance]
+        self._entrance = set(self.entrance_lines or ())
         #: Store-wide alert rules (every camera's latest occupancy and frame time).
         self.store_alerts = StoreAlerts(config, self.store_occupancy)
         #: Version of the site edited through the API in force (0: the site file's).
@@ -106,10 +121,41 @@ class AnalyticsStage:
         ``store.entrance_lines``, or else the sums of the cameras' (as ``/v1/occupancy``); a camera whose counts
         a reset at or before the store clock voided (its frames behind, or none since) counts 0."""
         clock = self.store_alerts.clock_ms
-        today = {cam for cam, o in self.occupancy.items() if clock is None or not self.reset.stale(o.since_ms, clock)}
+        today = self._today(clock)
         return store_totals(self.entrance_lines,
                             [(o.value, o.total_in, o.total_out) for cam, o in self.occupancy.items() if cam in today],
-                            {cam: self.counters[cam].counts() for cam, _ in self.entrance_lines or () if cam in today})
+                            self._entrance_counts(today))
+
+    def _today(self, clock_ms: int | None) -> set[str]:
+        """The cameras whose counts no reset at or before ``clock_ms`` voided."""
+        return {cam for cam, o in self.occupancy.items()
+                if clock_ms is None or not self.reset.stale(o.since_ms, clock_ms)}
+
+    def _entrance_counts(self, cameras: set[str]) -> dict[str, dict[str, dict[str, int]]]:
+        """The ``line_counts`` of :func:`~storelens.domain.counting.store_totals`: ins, outs and ``"clamped"`` of
+        the entrance cameras among ``cameras``."""
+        out: dict[str, dict[str, dict[str, int]]] = {}
+        for cam, _ in self.entrance_lines or ():
+            if cam in cameras and cam not in out:
+                clamped = self.store_clamped.get(cam, {})
+                out[cam] = {line: {**c, "clamped": clamped.get(line, 0)}
+                            for line, c in self.counters[cam].counts().items()}
+        return out
+
+    def _clamp_store(self, camera_id: str, ts_ms: int, crossings: list[CrossingEvent]) -> None:
+        """The store's occupancy over the entrance lines runs clamped at 0 at each of this frame's entrance
+        crossings (:func:`~storelens.domain.counting.store_clamps`), at the store clock this frame moves it to; a
+        camera whose frames are behind a reset the clock passed is not in the store's number and clamps nothing."""
+        ours = sorted((ev for ev in crossings if (camera_id, ev.line_id) in self._entrance), key=lambda ev: ev.ts_ms)
+        clock = max(ts_ms, self.store_alerts.clock_ms or ts_ms)
+        today = self._today(clock)
+        if not ours or camera_id not in today:
+            return
+        clamped = self.store_clamped.setdefault(camera_id, {})
+        adds = store_clamps(self.entrance_lines, self._entrance_counts(today), [ev.direction for ev in ours])
+        for ev, n in zip(ours, adds):
+            if n:
+                clamped[ev.line_id] = clamped.get(ev.line_id, 0) + n
 
     def store_occupancy(self) -> int:
         """The store's occupancy now (the ``store_occupancy`` alert's value): :meth:`store_totals`."""
@@ -149,6 +195,7 @@ class AnalyticsStage:
             "ended": camera_id in self.ended,
             "counter": self.counters[camera_id].state(),
             "occupancy": [occ.value, occ.total_in, occ.total_out, occ.since_ms],
+            "store_clamped": dict(self.store_clamped.get(camera_id, {})),
             "windows": [[line, start, c[0], c[1]] for (cam, line, start), c in self._windows.items()
                         if cam == camera_id],
             "analyzers": {name: a.state() for name, a in self.analyzers[camera_id].items()},
@@ -167,6 +214,8 @@ class AnalyticsStage:
         occ.value, occ.total_in, occ.total_out = (int(v) for v in saved[:3])
         # a state saved before the reset setting: its counts are kept, the reset they run from taken at the next frame
         occ.since_ms = int(saved[3]) if len(saved) > 3 and saved[3] is not None else None
+        # none in a state saved before it: the store's number is then ins minus outs until its next crossing
+        self.store_clamped[camera_id] = {str(k): int(v) for k, v in state.get("store_clamped", {}).items()}
         for key in [k for k in self._windows if k[0] == camera_id]:
             del self._windows[key]
         for line, start, cin, cout in state.get("windows", []):
@@ -227,8 +276,9 @@ class AnalyticsStage:
                         a.load_state(kept[name].state())
                 self.analyzers[cam.id] = fresh
             self.occupancy.setdefault(cam.id, Occupancy())
+            self.store_clamped.setdefault(cam.id, {})
         for gone in old:
-            for table in (self.counters, self.occupancy, self.analyzers, self.last_seq):
+            for table in (self.counters, self.occupancy, self.analyzers, self.last_seq, self.store_clamped):
                 table.pop(gone, None)
             self.ended.discard(gone)
         if old or rules_changed:  # cameras removed (camera_down forgets them) or other store-wide rules
@@ -287,6 +337,7 @@ class AnalyticsStage:
         restarted = occ.follow(self.reset, tf.ts_ms)  # before this frame's crossings: they are the new day's
         if restarted:
             counter.reset_counts()
+            self.store_clamped[tf.camera_id] = {}
         people = [t for t in tf.tracks if not t.stationary]  # mannequins and standees are nobody
         ids = [t.track_id for t in people]
         boxes = np.array([[t.bbox_xyxy.x1, t.bbox_xyxy.y1, t.bbox_xyxy.x2, t.bbox_xyxy.y2] for t in people],
@@ -294,6 +345,8 @@ class AnalyticsStage:
         out.crossings = counter.update(tf.seq, tf.ts_ms, ids, anchors_bottom_center(boxes),
                                        still_ids=[t.track_id for t in tf.tracks if t.stationary],
                                        heights=boxes[:, 3] - boxes[:, 1])
+        if out.crossings and self.entrance_lines is not None:
+            self._clamp_store(tf.camera_id, tf.ts_ms, out.crossings)
         for a in self.analyzers[tf.camera_id].values():
             view = FrameView(tf.camera_id, tf.seq, tf.ts_ms, tf.width, tf.height, ids, boxes, people,
                              crossings=out.crossings, prior=list(out.analyzed), detected=len(tf.tracks),

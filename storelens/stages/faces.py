@@ -25,7 +25,8 @@ when no crop of them arrived for ``faces.reid.track_idle_s`` of camera time
 (any crop counts, with or without a face: a shopper who turns away keeps the
 track open and gets one ``final`` summary, at the real end). A track that
 comes back after such an idle end keeps its reid decision (the same customer
-or staff member, no second decision or enrolment; the last
+or staff member, or none at all when it was left undecided or its person
+erased: no second decision or enrolment; the last
 :data:`CLOSED_TRACK_DECISIONS` idle-ended tracks are remembered), and its
 attribute summary goes on from the evidence of its first part (the last
 :data:`CLOSED_TRACK_ATTRIBUTES` idle-ended tracks are remembered): the stored
@@ -464,7 +465,8 @@ class ReidStage:
         self.retention_ms = (None if self.cfg.reid.retention_days is None
                              else int(self.cfg.reid.retention_days * 86_400_000))
         self._tracks: dict[tuple[str, int], _ReidTrack] = {}
-        #: Decided tracks ended for idleness, least recently ended first (see :data:`CLOSED_TRACK_DECISIONS`).
+        #: Tracks ended for idleness with their decision (or abstention, or erasure), least recently ended first (see
+        #: :data:`CLOSED_TRACK_DECISIONS`).
         self._closed: OrderedDict[tuple[str, int], _ReidTrack] = OrderedDict()
         self._dedupe = _Dedupe()
         self._last_purge_ts: int | None = None
@@ -520,8 +522,7 @@ class ReidStage:
             return []
         cam = crop.camera_id
         self._maybe_purge(crop.ts_ms)
-        if self._erasures:
-            self._expire_erasures(cam, None if crop.end_of_stream else crop.ts_ms)
+        self._expire_erasures(cam, None if crop.end_of_stream else crop.ts_ms)
         if crop.end_of_stream:
             return self.close_tracks(cam)
         out = self.close_tracks(cam, older_than_ts_ms=crop.ts_ms - self.idle_ms)
@@ -574,7 +575,10 @@ class ReidStage:
 
     def _decide(self, cam: str, track_id: int, tr: _ReidTrack, seq: int,
                 ts_ms: int) -> m.CustomerMatch | m.StaffTrack | None:
-        """The track's decision from its faces; ``None``: abstained (see :attr:`_ReidTrack.abstained`)."""
+        """The track's decision from its faces; ``None``: abstained (see :attr:`_ReidTrack.abstained`), or the
+        face's customer was found erased by another process (the track is erased)."""
+        from storelens.backends.face_index import CustomerErased
+
         x = np.stack(tr.embeddings)
         x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
         keep = consistent_faces(x, self.min_face_agreement)
@@ -589,7 +593,12 @@ class ReidStage:
             log.info("track is staff (face)", extra={"camera": cam, "track_id": track_id, "staff": staff_id,
                                                      "similarity": round(staff_sim, 3)})
             return m.StaffTrack(camera_id=cam, track_id=track_id, ts_ms=ts_ms, seq=seq, cue="face", detail=staff_id)
-        cid, sim, is_new = self.gallery.enroll_or_match(mean, ts_ms, learn=consistent)
+        try:
+            cid, sim, is_new = self.gallery.enroll_or_match(mean, ts_ms, learn=consistent)
+        except CustomerErased as exc:  # the API erased them; the request, on its way, finds the dropped vectors
+            tr.erased, tr.embeddings = True, []
+            log.info("track of an erased customer", extra={"camera": cam, "track_id": track_id, "customer": str(exc)})
+            return None
         if cid is None:
             return self._abstain(cam, track_id, tr, "two customers match about equally", similarity=round(sim, 3))
         tr.customer_id = cid
@@ -611,13 +620,27 @@ class ReidStage:
     def end_streams(self) -> list[m.CustomerMatch | m.StaffTrack]:
         """The decisions of every camera's open tracks, as at the end of its stream (:meth:`close_tracks`: an
         undecided track with a good face is decided now): the embedded run stops while a camera still streams.
-        Not called by the reid service (its next instance goes on with the tracks in progress)."""
-        return [x for cam in sorted({c for c, _ in self._tracks}) for x in self.close_tracks(cam)]
+        Not called by the reid service (its next instance goes on with the tracks in progress). No crop comes
+        any more: the embeddings of erasures leave memory."""
+        out = [x for cam in sorted({c for c, _ in self._tracks}) for x in self.close_tracks(cam)]
+        for cam in self.cameras:
+            self._expire_erasures(cam, None)
+        return out
+
+    #: :meth:`tick` period (s, wall time): the runner calls it between messages, or without any.
+    tick_s = 60.0
+
+    def tick(self, now_ms: int) -> Outputs:
+        """The runner's periodic call: the embeddings of erasures leave memory once their time is up, also when
+        no message comes (a store closed overnight sends no crop)."""
+        self._expire_erasures()
+        return Outputs()
 
     def close_tracks(self, camera_id: str, older_than_ts_ms: int | None = None) -> list[m.CustomerMatch | m.StaffTrack]:
         """End the camera's tracks (all, or idle ones): undecided tracks with a good face are decided now.
 
-        The decision of a track ended for idleness is remembered: if the track comes back, it keeps it. Ending
+        The decision of a track ended for idleness (a customer, a staff member, or none: abstained or erased) is
+        remembered: if the track comes back, it keeps it. Ending
         all of a camera's tracks (end of its stream, camera removed) forgets the camera's remembered decisions.
         """
         out = []
@@ -633,7 +656,8 @@ class ReidStage:
                 decision = self._decide(camera_id, key[1], tr, tr.last_seq, tr.last_ts_ms)
                 if decision is not None:
                     out.append(decision)
-            if older_than_ts_ms is not None and (tr.customer_id is not None or tr.staff_id is not None or tr.erased):
+            if older_than_ts_ms is not None and (tr.customer_id is not None or tr.staff_id is not None or tr.erased
+                                                 or tr.abstained):
                 tr.embeddings = []
                 self._closed[key] = tr
                 self._closed.move_to_end(key)
@@ -668,11 +692,14 @@ class ReidStage:
         """Stage contract: a crop's decisions to ``customer-matches``; an erasure request applied."""
         if topic == topics.SITE_CONFIG:
             closed = self.apply_site(msg)
+            self._expire_erasures()  # on time, as every message does; and the removed cameras send no crop any more
             return Outputs(publish=decision_publishes(closed or []),
                            info={"site_version": msg.version, "applied": closed is not None})
         if topic == topics.PERSON_CROPS and self.site.gone(msg.crop.camera_id):
+            self._expire_erasures()
             return Outputs(duplicate=True)
         if topic == topics.CUSTOMER_ERASURES:
+            self._expire_erasures()
             deleted = self.erase(msg.customer_id, msg.ts_ms)
             log.info("customer erased", extra={"customer": msg.customer_id, "in_gallery": deleted,
                                                "request_id": msg.request_id})
@@ -690,12 +717,19 @@ class ReidStage:
         their faces and are never decided. Crops captured before ``ts_ms`` (the request's time; 0: not
         given) that arrive later and match are not enrolled either: the customer's embeddings stay in
         memory, and nowhere else, until every camera has sent a crop captured since then (at most the
-        ``person-crops`` topic's retention).
+        ``person-crops`` topic's retention). A customer the gallery found erased by another process before the
+        request came (the API deletes the rows, then sends it) is dropped the same way, with the embeddings the
+        gallery kept for the request (:meth:`FaceGallery.take_erased
+        <storelens.backends.face_index.FaceGallery.take_erased>`).
         """
+        from storelens.backends.face_index import ERASED_KEPT_S
+
+        found_erased = False
         try:
             vectors = self.gallery.embeddings_of(customer_id)[0]
-        except KeyError:  # not in this gallery (erased before, or by another process that we have not seen)
-            vectors = None
+        except KeyError:  # not in this gallery: found erased before (its vectors kept), or erased before, or unknown
+            vectors = self.gallery.take_erased(customer_id)
+            found_erased = vectors is not None
         for tr in (*self._tracks.values(), *self._closed.values()):
             if tr.customer_id == customer_id:
                 tr.customer_id, tr.erased = None, True
@@ -703,9 +737,8 @@ class ReidStage:
                   and self._erased_face(np.stack(tr.embeddings), vectors=vectors)):
                 tr.embeddings, tr.erased = [], True
         if vectors is not None and len(vectors) and ts_ms > 0:
-            keep_s = next(t.retention_ms for t in topics.TOPICS if t.name == topics.PERSON_CROPS) / 1000
-            self._erasures.append(_Erasure(int(ts_ms), vectors, set(self.cameras), time.monotonic() + keep_s))
-        return self.gallery.delete(customer_id)
+            self._erasures.append(_Erasure(int(ts_ms), vectors, set(self.cameras), time.monotonic() + ERASED_KEPT_S))
+        return self.gallery.delete(customer_id) or found_erased
 
     def _erased_face(self, faces: np.ndarray, ts_ms: int | None = None, vectors: np.ndarray | None = None) -> bool:
         """Whether one of ``faces`` (rows) matches ``vectors``, or else the embeddings of an erasure requested
@@ -714,12 +747,17 @@ class ReidStage:
         sets = [vectors] if vectors is not None else [e.vectors for e in self._erasures if ts_ms < e.ts_ms]
         return any(float((x @ v.T).max()) >= self.gallery.cfg.match_threshold for v in sets if len(v))
 
-    def _expire_erasures(self, camera_id: str, ts_ms: int | None) -> None:
+    def _expire_erasures(self, camera_id: str | None = None, ts_ms: int | None = None) -> None:
         """A crop of ``camera_id`` captured at ``ts_ms`` (``None``: its stream ended): no earlier crop of that
-        camera comes any more; an erasure's embeddings go once no camera can send one (or its time is up)."""
+        camera comes any more; an erasure's embeddings go once no camera in force can send one, or their time is
+        up (checked at every message and :meth:`tick`; also the gallery's, :meth:`FaceGallery.expire_erased
+        <storelens.backends.face_index.FaceGallery.expire_erased>`)."""
+        self.gallery.expire_erased()
+        if not self._erasures:
+            return
         now = time.monotonic()
         for e in self._erasures:
-            if ts_ms is None or ts_ms >= e.ts_ms:
+            if camera_id is not None and (ts_ms is None or ts_ms >= e.ts_ms):
                 e.cameras.discard(camera_id)
         self._erasures = [e for e in self._erasures if e.cameras & set(self.cameras) and now < e.until_s]
 
@@ -790,6 +828,12 @@ class FacesStage:
         if out.duplicate and matches:  # reid decides on its own redelivery check
             out = AttributesOutput()
         return attributes_outputs(d.crop.camera_id, out, matches)
+
+    tick_s = ReidStage.tick_s
+
+    def tick(self, now_ms: int) -> Outputs:
+        """The runner's periodic call: the reid stage's (:meth:`ReidStage.tick`)."""
+        return self.reid.tick(now_ms) if self.reid is not None else Outputs()
 
     def end_streams(self) -> Outputs:
         """At the stop of the embedded run (:meth:`~storelens.runtime.runner.RunnerCore.end_streams`): every camera

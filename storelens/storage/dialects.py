@@ -204,22 +204,32 @@ def add_index(op: Any, name: str, table: str, columns: Sequence[str]) -> None:
     """In a revision script (``op``: :mod:`alembic.op`): index an existing table that may be large without
     holding up its writes.
 
-    SQLite, or a PostgreSQL table without rows (a new store): ``CREATE INDEX`` in the migration's transaction
-    (SQLite has one writer at a time anyway). A PostgreSQL table with rows: ``CREATE INDEX CONCURRENTLY`` in an
-    Alembic autocommit block (the revisions before are committed first, with their version): writes go on
-    during the build. An index left invalid by a build that did not finish (process killed, or a deadlock with
-    an older release's opener waiting for the migration lock inside its transaction) is dropped and built again;
-    a valid one is kept, so the revision can run again after such a failure.
+    SQLite: ``CREATE INDEX`` in the migration's transaction (one writer at a time anyway). PostgreSQL: decided by
+    what is there first, so the revision can run again after a failure part-way: an index of that name left
+    invalid by a build that did not finish (process killed, or a deadlock with an older release's opener waiting
+    for the migration lock inside its transaction) is dropped and built again; a valid one is kept (``IF NOT
+    EXISTS``), also on a table without rows, where an earlier run's index was committed by the autocommit block
+    of the next :func:`add_index` while the version stayed behind. A table without rows (a new store): built in
+    the migration's transaction. A table with rows: ``CREATE INDEX CONCURRENTLY`` in an Alembic autocommit block
+    (the revisions before are committed first, with their version): writes go on during the build.
     """
     bind = op.get_bind()
-    if bind.dialect.name != "postgresql" or bind.execute(
-            sa.text(f"SELECT NOT EXISTS (SELECT 1 FROM {bind.dialect.identifier_preparer.quote(table)})")).scalar():
+    if bind.dialect.name != "postgresql":
         op.create_index(name, table, list(columns))
         return
+
+    def valid() -> bool | None:  # None: no index of that name
+        return op.get_bind().execute(sa.text("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(:name)"),
+                                     {"name": name}).scalar()
+
+    if bind.execute(sa.text(f"SELECT NOT EXISTS (SELECT 1 FROM {bind.dialect.identifier_preparer.quote(table)})")
+                    ).scalar():
+        if valid() is False:
+            op.drop_index(name, table_name=table)
+        op.create_index(name, table, list(columns), if_not_exists=True)
+        return
     with op.get_context().autocommit_block():
-        valid = op.get_bind().execute(
-            sa.text("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(:name)"), {"name": name}).scalar()
-        if valid is False:
+        if valid() is False:
             op.drop_index(name, table_name=table, postgresql_concurrently=True)
         op.create_index(name, table, list(columns), postgresql_concurrently=True, if_not_exists=True)
 

@@ -277,10 +277,12 @@ class SqlGalleryStore(SqlStore):
 
         return self._run(insert, retry=insert_unless_committed)
 
-    def replace_embedding(self, row_id: int, ts_ms: int, vector: np.ndarray) -> None:
+    def replace_embedding(self, row_id: int, ts_ms: int, vector: np.ndarray) -> bool:
+        """Overwrite the embedding row ``row_id``; ``False`` when there is no such row (deleted meanwhile, e.g. by
+        another process's retention purge): nothing was written."""
         emb = self.t.embeddings
         stmt = sa.update(emb).where(emb.c.id == int(row_id)).values(ts_ms=int(ts_ms), vector=self._blob(vector))
-        self._write(lambda c: c.execute(stmt))
+        return self._write(lambda c: c.execute(stmt).rowcount) > 0
 
     def remove_embeddings(self, row_ids: Sequence[int]) -> None:
         ids = [int(r) for r in row_ids]
@@ -433,12 +435,14 @@ def open_gallery_store(config: SiteConfig) -> SqlGalleryStore:
 def open_gallery_store_to_purge(config: SiteConfig, storage: Any) -> SqlGalleryStore | None:
     """The gallery store an earlier run left, for the retention purge of a process without the faces stage
     (``faces.enabled`` off); ``None`` when there is none, ``faces.reid.retention_days`` keeps it, or it
-    cannot be opened (logged). SQLite: the file :func:`storelens.stages.faces.gallery_sqlite_path` exists;
-    PostgreSQL: the gallery tables exist beside ``storage`` (the history store). Opened without recording
+    cannot be opened (logged), and with ``faces.enabled``: the reid stage (the embedded run's, or the reid
+    service with its own purge) keeps its gallery, whose index in memory another process's deletions would
+    leave holding rows the store no longer has. SQLite: the file
+    :func:`storelens.stages.faces.gallery_sqlite_path` exists; PostgreSQL: the gallery tables exist beside ``storage`` (the history store). Opened without recording
     an embedder, so a later run with faces on still records its own."""
     from storelens.stages.faces import gallery_sqlite_path
 
-    if config.faces.reid.retention_days is None:
+    if config.faces.enabled or config.faces.reid.retention_days is None:
         return None
     if config.storage.backend == "postgres":
         name = dialects.gallery_tables(storage.db).customers.name

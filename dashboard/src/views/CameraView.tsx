@@ -2,8 +2,9 @@
 // and zones drawn over it, an optional heatmap overlay (GET /v1/cameras/{id}/heatmap), and, for admins,
 // lines whose endpoints can be dragged and saved (PUT /v1/site/cameras/{id}/lines/{line_id}) and zones whose
 // polygon vertices can be dragged and saved (PUT /v1/site/cameras/{id}/zones/{zone_id}: the zone as GET /v1/site
-// returns it, only the polygon changed, based on the site version shown: 409 when someone changed it meanwhile;
-// lines likewise).
+// returns it, only the polygon changed, based on the site version shown, or the one this page's last save made if
+// newer (the page re-reads the site after a save: a second save before that is based on the first one's version):
+// 409 when someone changed it meanwhile; lines likewise).
 // Lines, zones and heatmap cells are in the source's pixels; the stored JPEG may be smaller (the camera's
 // resize_width): the overlay is in source pixels (the snapshot's X-Frame-Width/Height, else the heatmap's
 // width/height) and the image is stretched under it. Without either, nothing can be dragged.
@@ -71,6 +72,9 @@ export function CameraView({ me }: ViewProps) {
   const [saving, setSaving] = useState<string | null>(null);
   const [saved, setSaved] = useState<string | null>(null);
   const [saveError, setSaveError] = useState<ApiError | null>(null);
+  // The site version this page's last save made: the base of the next save until the re-read site shows it.
+  const savedVersion = useRef(0);
+  const baseVersion = () => Math.max(site.data?.version ?? 0, savedVersion.current);
   const svg = useRef<SVGSVGElement>(null);
 
   useEffect(() => {
@@ -141,7 +145,8 @@ export function CameraView({ me }: ViewProps) {
       // the zone as the site has it (kind, service edge, product ...), only the polygon moved
       const r2 = await sendJson<{ version: number }>(
         "PUT", `/v1/site/cameras/${encodeURIComponent(cameraId)}/zones/${encodeURIComponent(zone.id)}` +
-        `?base_version=${site.data.version}`, { ...cfg, polygon });
+        `?base_version=${baseVersion()}`, { ...cfg, polygon });
+      savedVersion.current = Math.max(savedVersion.current, r2.version);
       setSaved(`Zone ${zone.id} saved (site version ${r2.version}).`);
       dropZoneEdit(zone.id);
       site.reload();
@@ -162,7 +167,8 @@ export function CameraView({ me }: ViewProps) {
       const body = { ...line, a: edit.a, b: edit.b };
       const r2 = await sendJson<{ version: number }>(
         "PUT", `/v1/site/cameras/${encodeURIComponent(cameraId)}/lines/${encodeURIComponent(line.id)}` +
-        `?base_version=${site.data.version}`, body);
+        `?base_version=${baseVersion()}`, body);
+      savedVersion.current = Math.max(savedVersion.current, r2.version);
       setSaved(`Line ${line.id} saved (site version ${r2.version}).`);
       setEdits((e) => {
         const { [line.id]: _, ...rest } = e;

@@ -1,10 +1,10 @@
 """Live push for the dashboard (``/v1/live``): Server-Sent Events of the store's counts and of alerts.
 
 One :class:`LiveHub` per app reads the live numbers once per ``interval_s`` (the live state in
-the distributed mode, storage in the embedded one: the same :func:`~.occupancy.occupancy_of` and
+the distributed mode, storage in the embedded one: the same :func:`~.occupancy.cameras_occupancy` and
 :func:`~.occupancy.store_totals_of` as ``/v1/occupancy``, so the numbers equal the API's: the store's are the
-``store_occupancy`` alert's, one row when ``store.entrance_lines`` is set) and fans them out to every connected
-dashboard: 50 open dashboards cost one read a second, not fifty. Events:
+``store_occupancy`` alert's, one row when ``store.entrance_lines`` is set; rows older than the daily reset are
+0) and fans them out to every connected dashboard: 50 open dashboards cost one read a second, not fifty. Events:
 
 * ``counts``: ``{"ts_ms", "store": {"occupancy", "in", "out"}, "cameras": [{"camera_id",
   "occupancy", "in", "out", "last_seen_ts_ms"}]}``, on connect and whenever a number changes;
@@ -30,7 +30,7 @@ from storelens.storage import alerts as aq
 
 from ..deps import ApiContext, ContextDep, api_router
 from ..security import credential_of
-from .occupancy import occupancy_of, store_totals_of
+from .occupancy import cameras_occupancy, store_totals_of
 
 log = logging.getLogger(__name__)
 router = api_router("live", role="viewer")
@@ -45,8 +45,8 @@ RECENT_ALERTS = 50
 def counts_snapshot(ctx: ApiContext) -> dict[str, Any]:
     """The ``counts`` event: every camera's occupancy and totals, and the store's (those of ``/v1/occupancy``:
     over ``store.entrance_lines`` when set, else the cameras' sums)."""
-    cams = [occupancy_of(ctx, c.id) for c in ctx.config.cameras]
-    store = store_totals_of(ctx, cams)
+    cams, now = cameras_occupancy(ctx)
+    store = store_totals_of(ctx, cams, now)
     return {
         "ts_ms": max((c.ts_ms for c in cams), default=0),
         "store": {"occupancy": store.occupancy, "in": store.total_in, "out": store.total_out},

@@ -10,11 +10,22 @@ history's size; without entrance lines, or before the stage wrote that row (olde
 
 A camera's ``last_seen_ts_ms`` (its newest frame: the dashboard's camera health) comes from the live state, else
 (the embedded mode, or a camera the live state has not seen) from the newest stored frame, as ``/v1/zones``' time.
+
+**The daily reset** (``store.occupancy_reset``): the stage restarts a camera at its first frame after a reset, so a
+camera without a frame since (down overnight, or simply behind) still has yesterday's row. A row (a camera's or
+the store's) older than the latest reset at the API's "now" (:func:`reset_now_ms`) is shown as 0 in, 0 out,
+occupancy 0 (``ts_ms`` the reset's), as the stage's ``store_occupancy`` alert counts it; the rule is the stage's
+(:func:`~storelens.stages.analytics.occupancy_reset`).
 """
 from __future__ import annotations
 
+import time
+from typing import Iterable
+
+from storelens.backends.video import is_live
 from storelens.contract import messages as m
-from storelens.domain.counting import STORE_OCCUPANCY_ID, StoreTotals, store_totals
+from storelens.domain.counting import STORE_OCCUPANCY_ID, OccupancyReset, StoreTotals, store_totals
+from storelens.stages.analytics import occupancy_reset
 from storelens.storage.privacy import newest_frame_ms
 
 from ..deps import ApiContext, CameraDep, ContextDep, api_router
@@ -41,30 +52,58 @@ def latest_occupancy(ctx: ApiContext, camera_id: str, *, seen: bool = True) -> t
     return st, last_seen
 
 
-def occupancy_of(ctx: ApiContext, camera_id: str) -> CameraOccupancyOut:
-    """The latest occupancy of ``camera_id``: live state first, storage as the fallback."""
-    st, last_seen = latest_occupancy(ctx, camera_id)
+def reset_now_ms(ctx: ApiContext, seen: Iterable[int | None]) -> int | None:
+    """The "now" at which a row is checked against the daily reset: the wall clock when a camera of the site is
+    live (its frames carry wall-clock times; the stage's clock moves with the wall clock too), else (recorded
+    files) the newest of ``seen`` (the cameras' newest frame and row times), the stage's store clock: a recorded
+    clip answers as it did, as ``/v1/queues``' "now"."""
+    if any(is_live(c.source) for c in ctx.config.cameras):
+        return int(time.time() * 1000)
+    return max((t for t in seen if t is not None), default=None)
+
+
+def _shown(camera_id: str, st: m.OccupancyUpdate | None, last_seen: int | None, reset: OccupancyReset,
+           now_ms: int | None) -> CameraOccupancyOut:
     extra = {} if last_seen is None else {"last_seen_ts_ms": last_seen}
     if st is None:
         return CameraOccupancyOut(camera_id=camera_id, occupancy=0, total_in=0, total_out=0, ts_ms=0, **extra)
+    if now_ms is not None and reset.void_at(st.ts_ms, now_ms):  # yesterday's row: no frame since the reset
+        return CameraOccupancyOut(camera_id=camera_id, occupancy=0, total_in=0, total_out=0,
+                                  ts_ms=reset.last_reset_ms(now_ms), **extra)
     return CameraOccupancyOut(camera_id=camera_id, occupancy=st.occupancy, total_in=st.total_in,
                               total_out=st.total_out, ts_ms=st.ts_ms, **extra)
 
 
-def store_totals_of(ctx: ApiContext, cameras: list[CameraOccupancyOut]) -> StoreTotals:
-    """The store's occupancy, ins and outs (see the module docstring); ``cameras``: :func:`occupancy_of` of each."""
+def cameras_occupancy(ctx: ApiContext) -> tuple[list[CameraOccupancyOut], int | None]:
+    """Every camera's latest occupancy (live state first, storage as the fallback), a row older than the latest
+    reset shown as 0; and the "now" of that check (:func:`reset_now_ms`)."""
+    rows = [(c.id, *latest_occupancy(ctx, c.id)) for c in ctx.config.cameras]
+    now = reset_now_ms(ctx, [t for _, st, seen in rows for t in (seen, None if st is None else st.ts_ms)])
+    reset = occupancy_reset(ctx.config)
+    return [_shown(cam, st, seen, reset, now) for cam, st, seen in rows], now
+
+
+def occupancy_of(ctx: ApiContext, camera_id: str) -> CameraOccupancyOut:
+    """The latest occupancy of ``camera_id``, as :func:`cameras_occupancy` shows it."""
+    return next(c for c in cameras_occupancy(ctx)[0] if c.camera_id == camera_id)
+
+
+def store_totals_of(ctx: ApiContext, cameras: list[CameraOccupancyOut], now_ms: int | None) -> StoreTotals:
+    """The store's occupancy, ins and outs (see the module docstring); ``cameras`` and ``now_ms``:
+    :func:`cameras_occupancy`'s."""
     if ctx.config.store.entrance_lines is not None:
         st, _ = latest_occupancy(ctx, STORE_OCCUPANCY_ID, seen=False)
         if st is not None:
-            return StoreTotals(st.occupancy, st.total_in, st.total_out)
+            shown = _shown(STORE_OCCUPANCY_ID, st, None, occupancy_reset(ctx.config), now_ms)
+            return StoreTotals(shown.occupancy, shown.total_in, shown.total_out)
     return store_totals(None, [(c.occupancy, c.total_in, c.total_out) for c in cameras], {})
 
 
 @router.get("/v1/occupancy", response_model=OccupancyOut, response_model_exclude_none=True,
             summary="Live occupancy of the store")
 def store_occupancy(ctx: ContextDep) -> OccupancyOut:
-    per_camera = [occupancy_of(ctx, c.id) for c in ctx.config.cameras]
-    return OccupancyOut(store_id=ctx.config.store.id, occupancy=store_totals_of(ctx, per_camera).occupancy,
+    per_camera, now = cameras_occupancy(ctx)
+    return OccupancyOut(store_id=ctx.config.store.id, occupancy=store_totals_of(ctx, per_camera, now).occupancy,
                         cameras=per_camera)
 
 
