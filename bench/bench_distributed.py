@@ -99,7 +99,7 @@ def latency(site: dict, tmp: pathlib.Path) -> list[float]:
                 poll_api()
                 time.sleep(0.02)
             f.ts_ms = int(time.time() * 1000)
-            p.publish(f"{dep.uid}.frames", cam_cfg.id.encode(), m.encode(f))
+            p.publish(f"{dep.uid}.frames", cam_cfg.id.encode(), m.encode(f), headers=m.type_headers(f))
         p.close(30)
         settle = time.time() + 10
         while time.time() < settle:

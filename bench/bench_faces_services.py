@@ -60,7 +60,7 @@ def main() -> int:
                     c.seq = r * 100_000 + i
                     c.ts_ms = crop.ts_ms + r * 3_600_000
                     c.track_id = crop.track_id + r * 1000
-                    producer.publish(topic, b"door", m.encode(c))
+                    producer.publish(topic, b"door", m.encode(c), headers=m.type_headers(c))
                     n += 1
             producer.close(60)
             done: dict[str, float] = {}

@@ -143,7 +143,7 @@ class PacedBus(InProcessBus):
         """When camera frame ``k`` is due (``time.perf_counter()`` clock)."""
         return (self.t0 or 0.0) + k * self.period_s
 
-    def publish(self, topic: str, key: bytes, value: bytes) -> None:
+    def publish(self, topic: str, key: bytes, value: bytes, headers=()) -> None:
         if topic == topics.FRAMES and key and self.period_s:
             with self._pace:
                 self.t0 = self.t0 if self.t0 is not None else time.perf_counter()
@@ -151,7 +151,7 @@ class PacedBus(InProcessBus):
                 self._sent[key] += 1
             if (wait := self.due(k) - time.perf_counter()) > 0:
                 time.sleep(wait)
-        super().publish(topic, key, value)
+        super().publish(topic, key, value, headers)
 
 
 def embedded_table(ns: list[int], frames: int, ultralytics: bool = True, frame_format: str = "jpeg",

@@ -73,14 +73,14 @@ class CountingBus(InProcessBus):
         self.bytes: dict[str, int] = defaultdict(int)
         self.messages: dict[str, int] = defaultdict(int)
 
-    def publish(self, topic: str, key: bytes, value: bytes) -> None:
+    def publish(self, topic: str, key: bytes, value: bytes, headers=()) -> None:
         # Neither the embedded end-of-topic marker nor a file's end-of-stream message is traffic
         # a live camera makes.
         eos = topic in END_OF_STREAM and (value == END_OF_TOPIC or END_OF_STREAM[topic].FromString(value).end_of_stream)
         if value != END_OF_TOPIC and not eos:
             self.bytes[topic] += len(key) + len(value)
             self.messages[topic] += 1
-        super().publish(topic, key, value)
+        super().publish(topic, key, value, headers)
 
 
 def site(assets: pathlib.Path, clip: str, target_fps: float, resize: bool, jpeg_quality: int,

@@ -39,6 +39,34 @@ def parse_line(text: str, index: int) -> dict:
     return {"id": line_id, "a": [x1, y1], "b": [x2, y2]}
 
 
+#: The options whose value is a list of coordinates, which may start with a negative number.
+COORDINATE_OPTIONS = ("--line", "--zone")
+
+
+def join_negative_values(argv: Sequence[str]) -> list[str]:
+    """``argv`` with ``--line -50,100,300,100`` written as ``--line=-50,100,300,100`` (also ``--zone``): argparse
+    takes a value starting with ``-`` for an option (``expected one argument``) unless it is one number alone.
+
+    Example:
+        >>> join_negative_values(["count", "v.mp4", "--line", "-50,100,300,100", "--line", "0,1,2,3"])
+        ['count', 'v.mp4', '--line=-50,100,300,100', '--line', '0,1,2,3']
+    """
+    out: list[str] = []
+    it = iter(argv)
+    for arg in it:
+        if arg == "--":  # what follows is positional
+            return [*out, arg, *it]
+        if arg in COORDINATE_OPTIONS:
+            value = next(it, None)
+            if value is not None and re.match(r"-\.?\d", value):
+                arg = f"{arg}={value}"
+            elif value is not None:
+                out.append(arg)
+                arg = value
+        out.append(arg)
+    return out
+
+
 def parse_zone(text: str, index: int) -> dict:
     """``[ID=]X1,Y1,X2,Y2,X3,Y3[,...]`` -> zone config dict (an ``area`` polygon in source pixels)."""
     zone_id, spec = f"zone-{index}", text
@@ -261,7 +289,7 @@ def cmd_replay(args) -> int:
     from storelens.storage import open_storage
     from storelens.storage.replay import replay
 
-    config = _history_config(args)
+    config = _history_config(args, open_cameras=False)  # stored track points: no video
     if args.from_ms is not None and args.to_ms is not None and args.to_ms <= args.from_ms:
         raise ConfigError(f"--to ({args.to_ms}) must be greater than --from ({args.from_ms})")
     cams = args.camera or None
@@ -292,7 +320,7 @@ def cmd_pos_import(args) -> int:
     path = pathlib.Path(args.file)
     if not path.is_file():
         raise ConfigError(f"no such file: {path}")
-    config = _history_config(args, create=True)  # sales may come before the first run
+    config = _history_config(args, create=True, open_cameras=False)  # sales may come before the first run
     with path.open(newline="", encoding="utf-8-sig") as f:
         items, errors = read_csv(f, config.store.id, args.currency)
     for e in errors:
@@ -358,7 +386,7 @@ def cmd_kpis_publish(args) -> int:
     from storelens.storage import open_storage
     from storelens.storage.rollup import kpi_publisher
 
-    config = _history_config(args)
+    config = _history_config(args, open_cameras=False)
     rollup = {"enabled": True} | ({"lookback_h": args.lookback_h} if args.lookback_h else {})
     config = config.model_copy(update={"rollup": config.rollup.model_copy(update=rollup)})
     storage = open_storage(config.storage)
@@ -388,26 +416,34 @@ def cmd_kpis_publish(args) -> int:
     else:
         where = "the local roll-up tables" if args.local else topics.topic_name(topics.STORE_KPIS,
                                                                                  config.kafka.topic_prefix)
-        print(f"{len(sent)} hour(s) of store {config.store.id!r} published to {where}")
+        from storelens.contract.messages import window_only
+
+        n = sum(not window_only(h) for _, h in sent)
+        empty = " (its window has no hour: the window alone)" if n < len(sent) else ""
+        print(f"{n} hour(s) of store {config.store.id!r} published to {where}{empty}")
     return 0
 
 
-def load_site(path: str | None):
+def load_site(path: str | None, open_cameras: bool = True):
     """The site file ``path`` (relative paths in it relative to its folder), or the bundled example, whose
-    relative ``storage.path`` (``storelens-demo.db``) is the working directory's."""
+    relative ``storage.path`` (``storelens-demo.db``) is the working directory's. ``open_cameras=False``: for a
+    command that never opens the cameras, whose ``${VAR}``s (e.g. ``${CAM_PASSWORD}``) then need not be set
+    (:func:`~storelens.config.site.parse_config`)."""
     from storelens.config import load_config
 
-    return load_config(path) if path else load_config(EXAMPLE_CONFIG, base=pathlib.Path.cwd())
+    base = None if path else pathlib.Path.cwd()
+    return load_config(path or EXAMPLE_CONFIG, base=base, open_cameras=open_cameras)
 
 
-def _history_config(args, create: bool = False):
-    """The site config of ``--config`` with ``--db`` (a SQLite file) as its history store.
+def _history_config(args, create: bool = False, open_cameras: bool = True):
+    """The site config of ``--config`` with ``--db`` (a SQLite file) as its history store; ``open_cameras``: see
+    :func:`load_site` (``False`` for the commands that only read or write the history).
 
     The commands that read or change an existing history refuse a SQLite file that does not exist (a typo in
     ``--db`` would otherwise be a new, empty database: no rows, or an admin nobody signs in with).
     ``create``: the commands that set a store up (``users create-admin``, ``staff enroll``, ``pos import``,
     ``site import``) create it, and say so on stderr."""
-    config = load_site(args.config)
+    config = load_site(args.config, open_cameras=open_cameras)
     if args.db:
         config = config.model_copy(update={"storage": config.storage.model_copy(
             update={"backend": "sqlite", "path": args.db})})
@@ -576,8 +612,6 @@ def _demo_config(args):
 
 
 def cmd_demo(args) -> int:
-    from storelens.storage import open_storage
-
     config = _demo_config(args)
     if not args.no_serve:
         _check_port_free(config.api.host, config.api.port)  # fail before minutes of processing, not after
@@ -585,10 +619,13 @@ def cmd_demo(args) -> int:
     # inference runtimes (with them loaded, shutting the server down crashed). The API is
     # served from the start, while the pipeline runs (a live camera never ends), and after
     # a finite source ends; SIGTERM / Ctrl-C stop both.
+    import logging
     import multiprocessing
     import threading
 
-    child = multiprocessing.get_context("spawn").Process(target=_demo_pipeline, args=(config,), name="pipeline")
+    level = logging.getLevelName(logging.getLogger().level)  # main()'s: --log-level, else $STORELENS_LOG_LEVEL
+    child = multiprocessing.get_context("spawn").Process(target=_demo_pipeline, args=(config, level),
+                                                         name="pipeline")
     if args.no_serve:
         with _sigterm_as_interrupt():
             child.start()
@@ -600,21 +637,24 @@ def cmd_demo(args) -> int:
                 raise
         return child.exitcode if child.exitcode and child.exitcode > 0 else (0 if child.exitcode == 0 else 1)
 
-    from storelens.api import create_app, serve
+    from storelens.api import serve
+    from storelens.api.server import build_app
+    from storelens.runtime.retention import purge_lease
 
-    storage = open_storage(config.storage)  # creates the schema before the child and the API use it
-    gallery_store = None
-    if config.faces.enabled:
-        from storelens.storage import open_gallery_store
-
-        gallery_store = open_gallery_store(config)
-    app = create_app(config, storage, gallery_store=gallery_store)
+    # creates the schema before the child and the API use it; storage, gallery, erasures to the pipeline and the
+    # retention purge (the pipeline's while it runs, then the API's), closed at the app's shutdown
+    app = build_app(config)
     signin = _demo_admin(app)
+    lease = purge_lease(app.state.context.storage)
+    if lease is not None:  # the child pipeline purges: not the API until it has ended (taken before it starts)
+        lease.hold_for_pipeline()
     child.start()
     failed = threading.Event()
 
     def _watch() -> None:
         child.join()
+        if lease is not None:
+            lease.close()
         if child.exitcode == 0:
             print("pipeline finished; still serving the API (Ctrl-C to stop)", flush=True)
         else:
@@ -631,9 +671,6 @@ def cmd_demo(args) -> int:
         if child.is_alive():
             child.terminate()  # stops the pipeline cleanly (it flushes what it has)
             child.join(timeout=30)
-        storage.close()
-        if gallery_store is not None:
-            gallery_store.close()
     return 1 if failed.is_set() else 0
 
 
@@ -681,8 +718,9 @@ def cmd_site(args) -> int:
     from storelens.storage import auth as audit_store
     from storelens.storage import site as sq
 
-    importing = load_config(args.file) if args.site_command == "import" else None  # checked before a store is made
-    config = _history_config(args, create=importing is not None)  # a store's cameras may come before its first run
+    # checked before a store is made; no camera is opened: a ${CAM_PASSWORD} need not be set (the version keeps it)
+    importing = load_config(args.file, open_cameras=False) if args.site_command == "import" else None
+    config = _history_config(args, create=importing is not None, open_cameras=False)  # cameras before a first run
     storage = open_storage(config.storage)
     try:
         update = sq.site_update(storage, config.store.id)
@@ -705,9 +743,21 @@ def cmd_site(args) -> int:
         if saved is None:
             raise ConfigError("the site changed while importing: run the import again")
         audit_store.audit(storage, int(time.time() * 1000), "cli", "site.import", args.file, {"version": saved})
+        where = ""
+        if config.storage.backend == "postgres":  # distributed: the services read site-config (as after an API edit)
+            from storelens.runtime.workers import SiteConfigPublisher
+
+            publisher = SiteConfigPublisher(config)
+            try:
+                publisher(sq.site_update(storage, config.store.id, saved - 1))
+            except StoreLensError as exc:
+                raise StoreLensError(f"site version {saved} saved, but not published to {publisher.topic} ({exc}): "
+                                     f"the services apply it at their next start; import again to publish it") from None
+            finally:
+                publisher.close()
+            where = f" (published to {publisher.topic})"
         print(f"imported {args.file}: site version {saved} ({len(new.cameras)} cameras, {len(new.alerts.rules)} "
-              f"alert rules); running pipelines "
-              f"apply it without a restart")
+              f"alert rules){where}; running pipelines apply it without a restart")
     finally:
         storage.close()
     return 0
@@ -719,7 +769,8 @@ def cmd_users(args) -> int:
     from storelens.storage import open_storage
     from storelens.storage import auth as store
 
-    config = _history_config(args, create=args.users_command == "create-admin")  # the first admin: a new store
+    config = _history_config(args, create=args.users_command == "create-admin",  # the first admin: a new store
+                             open_cameras=False)
     storage = open_storage(config.storage)
     try:
         auth = Authenticator(config.auth, storage)
@@ -749,12 +800,13 @@ def cmd_users(args) -> int:
     return 0
 
 
-def _demo_pipeline(config) -> None:
-    """Child process of ``demo``: run the pipeline into storage and print the summary."""
+def _demo_pipeline(config, log_level: str = "WARNING") -> None:
+    """Child process of ``demo``: run the pipeline into storage and print the summary; ``log_level`` is the
+    parent's (``--log-level``)."""
     from storelens.logs import setup_logging
     from storelens.storage import open_storage
 
-    setup_logging(os.environ.get("STORELENS_LOG_LEVEL", "WARNING"))
+    setup_logging(log_level)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     try:
         storage = open_storage(config.storage)
@@ -889,7 +941,8 @@ def cmd_staff(args) -> int:
 
     if args.staff_command == "enroll" and not (args.consent_by or "").strip():
         raise ConfigError("staff enroll: --consent-by is required (who recorded the member's consent)")
-    config = _history_config(args, create=args.staff_command == "enroll")  # staff may be enrolled before a run
+    config = _history_config(args, create=args.staff_command == "enroll",  # staff may be enrolled before a run
+                             open_cameras=False)
     storage = open_storage(config.storage)
     try:
         now_ms = int(time.time() * 1000)
@@ -918,6 +971,23 @@ def cmd_staff(args) -> int:
     finally:
         storage.close()
     return 0
+
+
+def cell_px(text: str) -> int:
+    """``heatmap --cell``: a whole number within ``heatmap.cell_px``'s bounds in the config model; the error names
+    the range (``argument --cell: 1 is out of range: use 2 to 512``)."""
+    from storelens.config.behaviour import HeatmapConfig
+
+    meta = HeatmapConfig.model_fields["cell_px"].metadata
+    lo = next(m.ge for m in meta if hasattr(m, "ge"))
+    hi = next(m.le for m in meta if hasattr(m, "le"))
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of pixels ({lo} to {hi})") from None
+    if not lo <= value <= hi:
+        raise argparse.ArgumentTypeError(f"{value} is out of range: use {lo} to {hi}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -970,7 +1040,8 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("source")
     h.add_argument("--out", required=True, metavar="FILE.png")
     h.add_argument("--json", metavar="FILE", help="also write the grid as JSON")
-    h.add_argument("--cell", type=int, choices=range(2, 513), metavar="PX", help="cell size in source pixels")
+    h.add_argument("--cell", type=cell_px, metavar="PX",
+                   help="cell size in source pixels, 2 to 512 (default: the config's heatmap.cell_px)")
     h.add_argument("--kind", choices=("occupancy", "dwell"), default="occupancy")
     h.add_argument("--config", help="take detector/tracker/heatmap settings from this site config")
     h.set_defaults(func=cmd_heatmap)
@@ -1103,7 +1174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The tracker's small matrices gain nothing from BLAS threads, which would
     # spin against the detector's threads on a small CPU (measured: 46 -> 33 ms/frame).
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(join_negative_values(sys.argv[1:] if argv is None else argv))
     from storelens.logs import setup_logging
 
     level = args.log_level or os.environ.get("STORELENS_LOG_LEVEL", "WARNING")

@@ -21,6 +21,11 @@ class DecodeError(StoreLensError):
     """A message on the bus cannot be decoded; it goes to the dead-letter topic."""
 
 
+class WrongMessageType(DecodeError):
+    """A message's type header names another protobuf message than the one its topic carries (a misconfigured
+    producer, a topic-name typo): a dead letter, never decoded (:func:`storelens.contract.messages.check_type`)."""
+
+
 class StorageError(StoreLensError):
     """The database cannot be used: unreachable, closed, or written by a newer StoreLens.
 

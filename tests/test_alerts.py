@@ -357,16 +357,22 @@ def tframe(cam: str, seq: int, ts: int, people=(), digest: bytes = b"", stationa
     return m.TrackedFrame(camera_id=cam, seq=seq, ts_ms=ts, width=640, height=480, tracks=tracks, image_digest=digest)
 
 
-def restarted(cfg, frames: list) -> list:
-    """Like ``derive`` but the stage is rebuilt from every camera's snapshot before each frame."""
+def restarted_records(cfg, frames: list) -> list:
+    """Every record, the stage rebuilt from every camera's snapshot before each frame (the analytics service's
+    table after a restart)."""
     stage, out = AnalyticsStage(cfg), []
     for tf in frames:
         states = {c: stage.camera_state(c) for c in stage.cameras}
         stage = AnalyticsStage(cfg)
         for c, st in states.items():
             stage.load_camera_state(c, st)
-        out += [r for r in stage.handle(topics.TRACKS, tf).records if isinstance(r, m.Alert)]
+        out += stage.handle(topics.TRACKS, tf).records
     return out
+
+
+def restarted(cfg, frames: list) -> list:
+    """Like ``derive`` but the stage is rebuilt from every camera's snapshot before each frame: the alerts."""
+    return [r for r in restarted_records(cfg, frames) if isinstance(r, m.Alert)]
 
 
 def _digests(pattern: str) -> list[m.TrackedFrame]:
@@ -422,17 +428,19 @@ def test_camera_health_rules(name: str, rule: dict, frames: list, expected: list
 
 
 def test_queue_wait_rule() -> None:
-    # Queue q (x 200..300, y 0..100), service edge = its top side. Tracks 1, 2, 3 queue; 1 leaves through the
-    # service edge at seq 2 (served), 2 at seq 5. Window 10 s: after the first exit 2 queue, 1 served ->
+    # Queue q (x 200..300, y 0..100), service edge = its top side. Tracks 1, 2, 3 queue (the stream has shown
+    # them for 10 s, the whole window: the service rate is over the time the stream showed); 1 leaves through
+    # the service edge at seq 22 (served), 2 at seq 25. Window 10 s: after the first exit 2 queue, 1 served ->
     # W = 2 * 10 / 1 = 20 s >= 15 -> fires; after the second: 1 * 10 / 2 = 5 s -> resolves.
     cfg = parse_config(site([{"kind": "queue_wait", "id": "w", "camera": "c", "zone": "q", "min_wait_s": 15,
                               "window_s": 10, "cooldown_s": 0}]))
     q = [(1, 250, 80), (2, 230, 80), (3, 270, 80)]
     steps = [q, q, [(1, 250, -30)] + q[1:], q[1:], q[1:], [(2, 230, -30), q[2]], [q[2]], [q[2]]]
-    frames = [tframe("c", i, 1000 + i * 100, p) for i, p in enumerate(steps)]
+    frames = [tframe("c", i, i * 500, q) for i in range(20)]
+    frames += [tframe("c", 20 + i, 10_000 + i * 100, p) for i, p in enumerate(steps)]
     got = [a for a in derive(cfg, frames) if isinstance(a, m.Alert)]
-    assert [(a.state, a.seq, a.value, a.threshold) for a in got] == [("firing", 2, 20.0, 15.0),
-                                                                      ("resolved", 5, 5.0, 15.0)]
+    assert [(a.state, a.seq, a.value, a.threshold) for a in got] == [("firing", 22, 20.0, 15.0),
+                                                                      ("resolved", 25, 5.0, 15.0)]
     assert got[0].zone_id == "q" and "predicted wait 20 s in queue q" in got[0].message
     assert restarted(cfg, frames) == got
     # nobody served in the window: no prediction, no alert (queue_length covers a stalled queue)

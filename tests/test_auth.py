@@ -123,11 +123,12 @@ def test_the_cookie_is_renewed_but_never_past_session_max_s_after_the_sign_in(ap
     auth = app.state.context.auth
     ttl, cap = auth.cfg.session_ttl_s, auth.cfg.session_max_s
     now = int(time.time())
+    epoch = store.get_user(app.state.context.storage, "mia")["session_epoch"]  # of mia's sessions
 
     def cookie(signed_in_s_ago: int) -> str:  # a token past half its lifetime, of a sign-in that long ago
         claims = {"sub": "mia", "role": "manager", "typ": "session", "iat": now - ttl // 2 - 10,
                   "exp": now + ttl // 2 - 10, "iat_ms": (now - ttl // 2 - 10) * 1000,
-                  "auth_ms": (now - signed_in_s_ago) * 1000}
+                  "auth_ms": (now - signed_in_s_ago) * 1000, "sep": epoch}
         return jwt.encode(claims, auth._secret, algorithm="HS256")
 
     client = TestClient(app)
@@ -153,10 +154,11 @@ def test_a_renewal_on_a_replica_that_missed_the_sign_out_does_not_revive_the_ses
 
     auth = app.state.context.auth
     now, ttl = int(time.time()), auth.cfg.session_ttl_s
+    epoch = store.get_user(app.state.context.storage, "mia")["session_epoch"]  # mia's creation time (ms)
     old = jwt.encode({"sub": "mia", "role": "manager", "typ": "session", "iat": now - ttl // 2 - 10,
                       "exp": now + ttl // 2 - 10, "iat_ms": (now - ttl // 2 - 10) * 1000,
-                      "auth_ms": (now - 3600) * 1000, "sep": 0}, auth._secret, algorithm="HS256")
-    assert auth.authenticate(old) is not None  # cached: epoch 0
+                      "auth_ms": (now - 3600) * 1000, "sep": epoch}, auth._secret, algorithm="HS256")
+    assert auth.authenticate(old) is not None  # cached: the epoch mia was created with
     assert store.end_sessions(app.state.context.storage, "mia")  # the other replica's sign-out
     renewed = auth.renew(old, auth.authenticate(old))  # still within this replica's cache time
     assert renewed is not None

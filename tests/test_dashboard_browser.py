@@ -99,19 +99,33 @@ class Served:
 @contextmanager
 def serve_demo(tmp: pathlib.Path, edit: Callable[[dict], None] | None = None) -> Iterator[Served]:
     """The demo run (:func:`build_demo`) served by the app (API + built dashboard) with uvicorn on a free port."""
-    import uvicorn
-
-    from storelens.api import create_app
-    from storelens.api.dashboard import dashboard_dir
-    from storelens.config import parse_config
     from storelens.storage import SqlStorage
 
-    if not (dashboard_dir() / "index.html").is_file():
-        pytest.fail(f"the dashboard is not built in {dashboard_dir()}: run make dashboard")
+    need_dashboard()
     if not VIDEO.exists():
         pytest.skip(f"asset missing: {VIDEO}")
     raw = build_demo(tmp, edit)
-    storage = SqlStorage(str(tmp / "demo.db"))
+    with serve_site(raw, SqlStorage(str(tmp / "demo.db"))) as s:
+        yield s
+
+
+def need_dashboard() -> None:
+    from storelens.api.dashboard import dashboard_dir
+
+    if not (dashboard_dir() / "index.html").is_file():
+        pytest.fail(f"the dashboard is not built in {dashboard_dir()}: run make dashboard")
+
+
+@contextmanager
+def serve_site(raw: dict, storage) -> Iterator[Served]:
+    """The app of site ``raw`` over ``storage`` (closed at the end) with a user of each role (:data:`USERS`), serving
+    the API and the built dashboard with uvicorn on a free port."""
+    import uvicorn
+
+    from storelens.api import create_app
+    from storelens.config import parse_config
+
+    need_dashboard()
     app = create_app(parse_config(raw), storage)
     for role, password in USERS.items():
         app.state.context.auth.create_user(role, password, role)
@@ -154,11 +168,14 @@ def browser():
         b.close()
 
 
-def sign_in(browser, served: Served, role: str, viewport: dict = DESKTOP, **page_options):
+def sign_in(browser, served: Served, role: str, viewport: dict = DESKTOP, clock_s: float | None = None,
+            **page_options):
     """A new browser page (``page_options``: of ``browser.new_page``, e.g. ``timezone_id``) signed in through the
-    sign-in form as the user of ``role``."""
+    sign-in form as the user of ``role``; ``clock_s``: the page's clock installed at that time (then running)."""
     page = browser.new_page(viewport=viewport, **page_options)
     page.set_default_timeout(15_000)
+    if clock_s is not None:
+        page.clock.install(time=clock_s)
     page.goto(served.url + "/")
     page.get_by_test_id("username").fill(role)
     page.get_by_test_id("password").fill(USERS[role])

@@ -31,7 +31,8 @@ def site(tz: str) -> dict:
     return {"store": {"id": "s1", "timezone": tz},
             "cameras": [{"id": "door", "source": "/tmp/x.mp4",
                          "lines": [{"id": "entry", "a": [0, 300], "b": [640, 300]}],
-                         "zones": [{"id": "till", "polygon": [[0, 0], [100, 0], [100, 100]]}]}]}
+                         "zones": [{"id": "till", "polygon": [[0, 0], [100, 0], [100, 100]]}]}],
+            "privacy": {"k_min": 1}}  # the dwell of single exits (k-anonymity: tests/test_api_security_fixes_2.py)
 
 
 def crossings(times: list[tuple[str, str]]) -> list[CrossingEvent]:
@@ -127,9 +128,10 @@ def test_a_half_hour_zone_keeps_local_hours_and_days(store_client) -> None:
 def test_week_buckets_are_seven_local_days(store_client) -> None:
     client = store_client("Europe/Berlin", BERLIN)
     body = get_counts(client, "2026-03-20T00:00:00+01:00", "2026-04-06T00:00:00+02:00", 7 * 86_400)
-    # 7-day buckets count from the local 1970-01-01 (a Thursday), as epoch-aligned ones did from the UTC one.
+    # 7-day buckets are ISO weeks, Monday to Sunday (as /v1/kpis?period=week), from local midnight.
     assert [(b["start_ms"], b["end_ms"], b["in"], b["out"]) for b in body["buckets"]] == [
-        (ms("2026-03-26T00:00:00+01:00"), ms("2026-04-02T00:00:00+02:00"), 6, 2)]  # 167 hours
+        (ms("2026-03-23T00:00:00+01:00"), ms("2026-03-30T00:00:00+02:00"), 5, 2),  # 167 hours
+        (ms("2026-03-30T00:00:00+02:00"), ms("2026-04-06T00:00:00+02:00"), 1, 0)]
 
 
 def test_buying_units_follow_the_local_days(store_client, history_store) -> None:

@@ -12,66 +12,32 @@
 """
 from __future__ import annotations
 
-import functools
 import json
 from types import SimpleNamespace
 
-import cv2
-import numpy as np
 import pytest
 
 from storelens.backends.face_embedders import DlibFaceEmbedder
-from storelens.backends.face_index import ERASED_KEPT_S, FaceGallery
-from storelens.config import parse_config
+from storelens.backends.face_index import ERASED_KEPT_S
 from storelens.config.faces import FacesConfig
 from storelens.contract import messages as m
 from storelens.contract import topics
 from storelens.paths import asset
 from storelens.runtime.runner import RunnerCore
 from storelens.stages import faces as faces_stages
-from storelens.stages.faces import AttributesStage, DecodedCrop, FacesStage, ReidStage, decode_crop
+from storelens.stages.faces import AttributesStage, FacesStage, ReidStage
 from storelens.storage.gallery import SqliteGalleryStore
 from test_dashboard_browser import browser  # noqa: F401 (the module's fixture)
+from test_faces_privacy_fixes import IDLE_MS, reid_stage, run  # reid: 2 faces a decision, IDLE_MS idle; its decisions
+from test_faces_review_fixes import end_of_stream, published  # a camera's end; what a stage publishes on a topic
 
 FACES = asset("faces")
 needs_faces = pytest.mark.skipif(not (FACES / "identities").is_dir(), reason="shared face assets not found")
 
 T0 = 1_767_225_600_000
-IDLE_MS = 5_000
 OBAMA, OBAMA2, OBAMA_TEST = "identities/obama/obama.jpg", "identities/obama/obama2.jpg", "identities_test/obama1.jpg"
 BIDEN, BIDEN2 = "identities/biden/biden.jpg", "identities/biden/biden2.jpg"
 DOOR = {"id": "door", "source": "rtsp://cam/door"}
-
-
-def config(tmp):
-    return parse_config({"store": {"id": "s"}, "cameras": [DOOR], "storage": {"path": str(tmp / "h.db")},
-                         "faces": {"enabled": True,
-                                   "reid": {"faces_per_decision": 2, "track_idle_s": IDLE_MS / 1000}}})
-
-
-@functools.lru_cache(maxsize=None)
-def image(photo: str) -> np.ndarray:
-    img = cv2.imread(str(FACES / photo))
-    assert img is not None, photo
-    return img
-
-
-def crop(seq: int, track: int, ts: int, photo: str) -> DecodedCrop:
-    img = image(photo)
-    ok, buf = cv2.imencode(".jpg", img)
-    assert ok
-    h, w = img.shape[:2]
-    c = m.PersonCrop(camera_id="door", seq=seq, ts_ms=ts, track_id=track,
-                     bbox_xyxy=m.BoxXYXY(x1=100, y1=50, x2=100 + w, y2=50 + h), jpeg=buf.tobytes())
-    return DecodedCrop(c, decode_crop(c))
-
-
-def end_of_stream(seq: int, ts: int) -> DecodedCrop:
-    return DecodedCrop(m.PersonCrop(camera_id="door", seq=seq, ts_ms=ts, end_of_stream=True), None)
-
-
-def published(outputs, topic: str = topics.CUSTOMER_MATCHES) -> list:
-    return [p.message for p in outputs.publish if p.topic == topic]
 
 
 @pytest.fixture(scope="module")
@@ -81,20 +47,6 @@ def models():
     from storelens.backends.face_detectors import build_face_detector
 
     return SimpleNamespace(detector=build_face_detector(FacesConfig().detector), embedder=DlibFaceEmbedder())
-
-
-def reid_stage(tmp_path, models) -> ReidStage:
-    cfg = config(tmp_path)
-    gallery = FaceGallery(cfg.faces.gallery, store=SqliteGalleryStore(tmp_path / "gallery.db"))
-    return ReidStage(cfg, gallery, embedder=models.embedder, detector=models.detector)
-
-
-def run(reid: ReidStage, plan, seq0: int = 0) -> list:
-    """``plan``: ``(track, ts_ms, photo)`` crops of camera door, seq numbers from ``seq0 + 1``; the decisions."""
-    out = []
-    for i, (track, ts, photo) in enumerate(plan, seq0 + 1):
-        out += published(reid.handle(topics.PERSON_CROPS, crop(i, track, ts, photo)))
-    return out
 
 
 def erase(reid: ReidStage, customer_id: str, ts_ms: int):

@@ -12,14 +12,10 @@
 """
 from __future__ import annotations
 
-import functools
-import os
-import socket
 import time
 import uuid
 from types import SimpleNamespace
 
-import cv2
 import numpy as np
 import pytest
 import sqlalchemy as sa
@@ -30,29 +26,22 @@ from storelens.config import parse_config
 from storelens.contract import messages as m
 from storelens.contract import topics
 from storelens.paths import asset
-from storelens.stages.faces import AttributesStage, DecodedCrop, ReidStage, decode_crop
+from storelens.runtime.localdeploy import KAFKA
+from storelens.stages.faces import AttributesStage, ReidStage
 from storelens.storage import SqlStorage
 from storelens.storage.gallery import SqliteGalleryStore
 from storelens.storage.schema import track_attributes
+from test_faces_review_fixes import crop, end_of_stream, image, published  # labelled photos as crops
+from test_runtime_readiness import _kafka_up
 
 FACES = asset("faces")
 needs_faces = pytest.mark.skipif(not (FACES / "identities").is_dir(), reason="shared face assets not found")
-KAFKA = os.environ.get("STORELENS_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
 
 DAY_MS = 86_400_000
 T0 = 1_767_225_600_000
 IDLE_MS = 5_000
 OBAMA, OBAMA2, OBAMA_TEST = "identities/obama/obama.jpg", "identities/obama/obama2.jpg", "identities_test/obama1.jpg"
 BIDEN, BIDEN2 = "identities/biden/biden.jpg", "identities/biden/biden2.jpg"
-
-
-def _kafka_up() -> bool:
-    host, port = KAFKA.split(",")[0].rsplit(":", 1)
-    try:
-        socket.create_connection((host, int(port)), timeout=2).close()
-        return True
-    except OSError:
-        return False
 
 
 # -- 1. segment.ms of the topics --------------------------------------------------------------------------------
@@ -139,31 +128,6 @@ def config(tmp, **faces):
                          "faces": {"enabled": True, **faces,
                                    "reid": {"faces_per_decision": 2, "track_idle_s": IDLE_MS / 1000,
                                             "retention_days": 30}}})
-
-
-@functools.lru_cache(maxsize=None)
-def image(photo: str) -> np.ndarray:
-    img = cv2.imread(str(FACES / photo))
-    assert img is not None, photo
-    return img
-
-
-def crop(seq: int, track: int, ts: int, photo: str) -> DecodedCrop:
-    img = image(photo)
-    ok, buf = cv2.imencode(".jpg", img)
-    assert ok
-    h, w = img.shape[:2]
-    c = m.PersonCrop(camera_id="door", seq=seq, ts_ms=ts, track_id=track,
-                     bbox_xyxy=m.BoxXYXY(x1=100, y1=50, x2=100 + w, y2=50 + h), jpeg=buf.tobytes())
-    return DecodedCrop(c, decode_crop(c))
-
-
-def end_of_stream(seq: int, ts: int) -> DecodedCrop:
-    return DecodedCrop(m.PersonCrop(camera_id="door", seq=seq, ts_ms=ts, end_of_stream=True), None)
-
-
-def published(outputs, topic: str) -> list:
-    return [p.message for p in outputs.publish if p.topic == topic]
 
 
 @pytest.fixture(scope="module")
@@ -261,16 +225,17 @@ def test_attribute_summary_of_a_track_back_after_an_idle_end_covers_both_parts(t
 # -- 4. erasure and the erased person's faces still in flight ---------------------------------------------------
 
 
-def _reid(tmp_path, models) -> ReidStage:
+def reid_stage(tmp_path, models) -> ReidStage:
     cfg = config(tmp_path)
     gallery = FaceGallery(cfg.faces.gallery, store=SqliteGalleryStore(tmp_path / "gallery.db"))
     return ReidStage(cfg, gallery, embedder=models.embedder, detector=models.detector)
 
 
-def _run(reid: ReidStage, plan, seq0: int = 0) -> list:
+def run(reid: ReidStage, plan, seq0: int = 0) -> list:
+    """``plan``: ``(track, ts_ms, photo)`` crops of camera door, seq numbers from ``seq0 + 1``; the decisions."""
     out = []
     for i, (track, ts, photo) in enumerate(plan, seq0 + 1):
-        out += published(reid.handle(topics.PERSON_CROPS, crop(i, track, ts, photo)), topics.CUSTOMER_MATCHES)
+        out += published(reid.handle(topics.PERSON_CROPS, crop(i, track, ts, photo)))
     return out
 
 
@@ -280,14 +245,14 @@ def _erase(reid: ReidStage, customer_id: str, ts_ms: int) -> None:
 
 @needs_faces
 def test_an_erasure_drops_the_persons_undecided_open_track(tmp_path, models):
-    reid = _reid(tmp_path, models)
-    [first] = _run(reid, [(1, T0, OBAMA), (1, T0 + 100, OBAMA)])
+    reid = reid_stage(tmp_path, models)
+    [first] = run(reid, [(1, T0, OBAMA), (1, T0 + 100, OBAMA)])
     # the same person on another track, one good face so far (fewer than faces_per_decision: undecided)
     # and another shopper, undecided too
-    assert _run(reid, [(2, T0 + 1_000, OBAMA2), (3, T0 + 1_100, BIDEN)], seq0=2) == []
+    assert run(reid, [(2, T0 + 1_000, OBAMA2), (3, T0 + 1_100, BIDEN)], seq0=2) == []
 
     _erase(reid, first.customer_id, T0 + 2_000)
-    later = _run(reid, [(2, T0 + 2_500, OBAMA_TEST)], seq0=4)
+    later = run(reid, [(2, T0 + 2_500, OBAMA_TEST)], seq0=4)
     later += published(reid.handle(topics.PERSON_CROPS, end_of_stream(6, T0 + 3_000)), topics.CUSTOMER_MATCHES)
 
     assert [x.track_id for x in later] == [3]  # the other shopper only: the erased person is not enrolled again
@@ -298,11 +263,11 @@ def test_an_erasure_drops_the_persons_undecided_open_track(tmp_path, models):
 
 @needs_faces
 def test_queued_crops_captured_before_the_erasure_never_enrol_the_person_again(tmp_path, models):
-    reid = _reid(tmp_path, models)
-    [first] = _run(reid, [(1, T0, OBAMA), (1, T0 + 100, OBAMA)])
+    reid = reid_stage(tmp_path, models)
+    [first] = run(reid, [(1, T0, OBAMA), (1, T0 + 100, OBAMA)])
     asked = T0 + 10_000
     _erase(reid, first.customer_id, asked)  # the erasures are served first: these crops were still queued
-    queued = _run(reid, [(3, T0 + 5_000, OBAMA_TEST), (4, T0 + 5_100, BIDEN), (3, T0 + 5_200, OBAMA2),
+    queued = run(reid, [(3, T0 + 5_000, OBAMA_TEST), (4, T0 + 5_100, BIDEN), (3, T0 + 5_200, OBAMA2),
                          (4, T0 + 5_300, BIDEN2)], seq0=2)
 
     assert [x.track_id for x in queued] == [4]  # another person captured then is enrolled as before
@@ -310,7 +275,7 @@ def test_queued_crops_captured_before_the_erasure_never_enrol_the_person_again(t
 
     # seen again after the request: a new customer (erasure is not an opt-out), and the erased embeddings
     # leave memory once the camera has sent a crop captured since the request
-    after = _run(reid, [(5, asked + 1_000, OBAMA2), (5, asked + 1_100, OBAMA)], seq0=6)
+    after = run(reid, [(5, asked + 1_000, OBAMA2), (5, asked + 1_100, OBAMA)], seq0=6)
     assert [(x.track_id, x.is_new) for x in after] == [(5, True)] and after[0].customer_id != first.customer_id
     assert reid._erasures == []
     reid.gallery.store.close()

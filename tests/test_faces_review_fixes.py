@@ -28,8 +28,9 @@ from storelens.contract import messages as m
 from storelens.contract import topics
 from storelens.paths import asset
 from storelens.stages.faces import AttributesStage, CropFaceFinder, DecodedCrop, FacesStage, ReidStage, \
-    decode_crop, match_event_id
+    match_event_id
 from storelens.storage.gallery import SqliteGalleryStore
+from test_staff_faces import photo_crop  # a photo as the crop of a track
 
 FACES = asset("faces")
 pytestmark = pytest.mark.skipif(not (FACES / "identities").is_dir(), reason="shared face assets not found")
@@ -71,20 +72,15 @@ def embedding(models, photo: str) -> np.ndarray:
 
 
 def crop(seq: int, track: int, ts: int, photo: str) -> DecodedCrop:
-    img = image(photo)
-    ok, buf = cv2.imencode(".jpg", img)
-    assert ok
-    h, w = img.shape[:2]
-    c = m.PersonCrop(camera_id="door", seq=seq, ts_ms=ts, track_id=track,
-                     bbox_xyxy=m.BoxXYXY(x1=100, y1=50, x2=100 + w, y2=50 + h), jpeg=buf.tobytes())
-    return DecodedCrop(c, decode_crop(c))
+    return photo_crop(seq, track, ts, image(photo))
 
 
 def end_of_stream(seq: int, ts: int) -> DecodedCrop:
     return DecodedCrop(m.PersonCrop(camera_id="door", seq=seq, ts_ms=ts, end_of_stream=True), None)
 
 
-def published(outputs, topic: str) -> list:
+def published(outputs, topic: str = topics.CUSTOMER_MATCHES) -> list:
+    """What ``outputs`` publishes on ``topic`` (by default the reid stage's decisions)."""
     return [p.message for p in outputs.publish if p.topic == topic]
 
 

@@ -22,12 +22,10 @@ from storelens.contract import topics
 from storelens.domain.calendar import StoreCalendar, to_ms
 from storelens.domain.counting import STORE_OCCUPANCY_ID, CrossingEvent, Occupancy, OccupancyReset
 from storelens.errors import ConfigError
-from storelens.runtime.bus import InProcessBus
-from storelens.runtime.runner import Runner, RunnerCore
 from storelens.runtime.sinks import HistorySink
-from storelens.runtime.transports import InProcessTransport
 from storelens.stages.analytics import AnalyticsStage, derive
-from test_alerts import IN, OUT, tframe, two_cameras, walk
+from test_alerts import IN, OUT, restarted_records, tframe, two_cameras, walk
+from test_store_occupancy import handled  # each frame through the runner (in-process bus) and its sinks
 
 
 def ms(iso: str) -> int:
@@ -64,7 +62,8 @@ RESETS = [
     ("Europe/Berlin", None, "closing", "2026-03-29T12:00:00+02:00", "2026-03-29T00:00:00+01:00"),
     # never
     ("Europe/Berlin", None, None, "2026-05-05T12:00:00+02:00", None),
-    ("Europe/Berlin", {}, "closing", "2026-05-05T12:00:00+02:00", None),  # never open: never closes
+    # never open, so never a closing: local midnight, as without opening hours (tests/test_occupancy_reset_3.py)
+    ("Europe/Berlin", {}, "closing", "2026-05-05T12:00:00+02:00", "2026-05-05T00:00:00+02:00"),
 ]
 
 
@@ -172,14 +171,7 @@ def test_the_stage_restarts_at_the_first_frame_after_the_reset() -> None:
     alerts = [(a.state, a.ts_ms >= MORNING, a.value) for a in records if isinstance(a, m.Alert)]
     assert alerts == [("firing", False, 1.0), ("resolved", True, 0.0), ("firing", True, 1.0)]
     # the same through snapshots (the analytics service: each camera's state from its table before each frame)
-    again, out = AnalyticsStage(cfg), []
-    for tf in FRAMES:
-        states = {c: again.camera_state(c) for c in again.cameras}
-        again = AnalyticsStage(cfg)
-        for c, st in states.items():
-            again.load_camera_state(c, st)
-        out += again.handle(topics.TRACKS, tf).records
-    assert _occupancy(out) == _occupancy(records)
+    assert _occupancy(restarted_records(cfg, FRAMES)) == _occupancy(records)
     assert _occupancy(derive(cfg, FRAMES)) == _occupancy(records)  # replay, embedded: the same rule
 
 
@@ -205,16 +197,11 @@ def test_the_api_shows_the_new_day(tmp_path) -> None:
 
     cfg = parse_config(_site())
     stage = AnalyticsStage(cfg)
-    bus = InProcessBus()
     with SqlStorage(str(tmp_path / "h.db")) as st:
-        runner = Runner(RunnerCore(stage, [HistorySink(st)]),
-                        InProcessTransport(bus, list(stage.inputs), outputs=stage.outputs))
         app = create_app(cfg, st)
         client = signed_in_client(app, role="viewer")
         shown = []
-        for tf in FRAMES:
-            bus.publish(topics.TRACKS, topics.camera_key(tf.camera_id), m.encode(tf))
-            assert runner.handle(runner.transport.poll(1.0))
+        for tf in handled(stage, [HistorySink(st)], FRAMES):
             api = client.get("/v1/occupancy").json()
             assert api["occupancy"] == stage.store_occupancy()  # the alert's number, after every frame
             shown.append((tf.ts_ms >= MORNING, api["occupancy"]))

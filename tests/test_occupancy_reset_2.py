@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-import uuid
-
-import pytest
 
 from storelens.api import create_app
 from storelens.api.routes.live import counts_snapshot
@@ -26,10 +23,9 @@ from storelens.contract import topics
 from storelens.domain.counting import STORE_OCCUPANCY_ID
 from storelens.stages.analytics import AnalyticsStage, derive
 from storelens.storage import SqlStorage
-from storelens.storage.live import RedisLiveState
-from test_alerts import IN, OUT, tframe, two_cameras, walk
-from test_live import REDIS_URL
+from test_alerts import IN, OUT, restarted_records, tframe, two_cameras, walk
 from test_occupancy_reset import ms
+from test_store_occupancy import live as live_state  # noqa: F401 (the module's fixture: no live state, or Redis)
 
 HOURS = {"mon": ["09:00", "20:00"], "tue": ["09:00", "20:00"]}
 MON, TUE = "2026-05-04", "2026-05-05"  # Berlin: closing (the reset) Monday 20:00
@@ -44,19 +40,6 @@ def site(entrance: list[str], rules=()) -> dict:
     raw = two_cameras(list(rules), entrance)
     raw["store"].update(timezone="Europe/Berlin", opening_hours=HOURS, occupancy_reset="closing")
     return raw
-
-
-def restarted(cfg, frames: list) -> list:
-    """Every record, the stage rebuilt from each camera's saved state before each frame (the analytics service's
-    table)."""
-    stage, out = AnalyticsStage(cfg), []
-    for tf in frames:
-        states = {c: stage.camera_state(c) for c in stage.cameras}
-        stage = AnalyticsStage(cfg)
-        for c, st in states.items():
-            stage.load_camera_state(c, st)
-        out += stage.handle(topics.TRACKS, tf).records
-    return out
 
 
 def store_rows(records) -> list[tuple[int, int, int]]:
@@ -87,7 +70,7 @@ def test_staff_leaving_after_closing_do_not_hide_the_next_days_visitors() -> Non
     alerts = [(a.state, a.ts_ms >= ms(f"{TUE}T00:00:00+02:00"), a.value) for a in records if isinstance(a, m.Alert)]
     assert alerts == [("firing", False, 5.0), ("resolved", False, 0.0), ("firing", True, 5.0)]
     # the analytics service (each camera rebuilt from its saved state before each frame) and a replay: the same
-    assert store_rows(restarted(cfg, FRAMES)) == rows == store_rows(derive(cfg, FRAMES))
+    assert store_rows(restarted_records(cfg, FRAMES)) == rows == store_rows(derive(cfg, FRAMES))
 
 
 def test_two_entrances_clamp_in_time_order() -> None:
@@ -102,7 +85,7 @@ def test_two_entrances_clamp_in_time_order() -> None:
     records = [r for tf in frames for r in stage.handle(topics.TRACKS, tf).records]
     assert stage.store_totals() == (2, 3, 3)
     assert [o for o, _, _ in store_rows(records)][-6:] == [0, 0, 1, 0, 1, 2]
-    assert store_rows(restarted(cfg, frames)) == store_rows(records)
+    assert store_rows(restarted_records(cfg, frames)) == store_rows(records)
 
 
 def test_a_state_saved_before_the_clamped_outs() -> None:
@@ -181,19 +164,7 @@ def test_the_store_row_older_than_the_reset_shows_0(tmp_path) -> None:
         assert store == 0 and live == {"occupancy": 0, "in": 0, "out": 0} and cams["d"][:3] == (0, 0, 0)
 
 
-@pytest.fixture(params=["storage", "redis"])
-def live_state(request):
-    """No live state (the API reads storage) or a real Redis one (the distributed mode)."""
-    if request.param == "storage":
-        yield None
-        return
-    state = RedisLiveState(REDIS_URL, prefix=f"storelens-test:{uuid.uuid4().hex[:16]}")
-    yield state
-    state.clear()
-    state.close()
-
-
-def test_live_cameras_are_checked_at_the_wall_clock(tmp_path, live_state) -> None:
+def test_live_cameras_are_checked_at_the_wall_clock(tmp_path, live_state) -> None:  # noqa: F811
     """Live cameras: "now" is the wall clock (no camera's frame needed). The reset is 2 hours ahead of now, so
     the latest one was 22 hours ago: c's row of an hour ago stands, d's of 23 hours ago is yesterday's."""
     now = int(time.time() * 1000)

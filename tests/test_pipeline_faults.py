@@ -87,11 +87,11 @@ def test_frames_cross_the_bus_as_configured(stage, frames):
     kinds: set = set()
 
     class Watched(InProcessBus):
-        def publish(self, topic: str, key: bytes, value: bytes) -> None:
+        def publish(self, topic: str, key: bytes, value: bytes, headers=()) -> None:
             if topic == topics.FRAMES and value != END_OF_TOPIC:
                 f = m.decode(m.Frame, value)
                 kinds.add(f.WhichOneof("image") if not f.end_of_stream else "end")
-            super().publish(topic, key, value)
+            super().publish(topic, key, value, headers)
 
     cfg = _config() if frames == "jpeg" else _config(pipeline={"frames": frames})
     assert cfg.pipeline.frames == frames

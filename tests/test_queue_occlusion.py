@@ -170,7 +170,9 @@ def test_lost_after_ms_shorter_than_exit_after_ms_is_refused(raw: dict, message:
 
 def test_lost_after_ms_defaults() -> None:
     cfg = parse_config(site())
-    assert cfg.zones.lost_after_ms is None and cfg.cameras[0].zones[0].rules(cfg.zones).lost_ms == 2400
+    # unset: the default tracker's re-find window (track_buffer / fps, tests/test_chain_and_zone_defaults.py)
+    assert cfg.zones.lost_after_ms == 2400 and "lost_after_ms" not in cfg.zones.model_fields_set
+    assert cfg.cameras[0].zones[0].rules(cfg.zones).lost_ms == 2400
     # a long exit_after_ms without lost_after_ms still loads: the lost wait follows it
     cfg = parse_config(site({"exit_after_ms": 3000}, exit_after_ms=5000))
     assert cfg.cameras[0].zones[0].rules(cfg.zones).lost_ms == 5000 and cfg.zones.lost_ms == 3000

@@ -13,13 +13,13 @@ over a stall weigh each bucket by the time its stream showed.
 """
 from __future__ import annotations
 
-import contextlib
 import pathlib
-import sqlite3
 import threading
 
+import psycopg
 import pytest
 import sqlalchemy as sa
+from psycopg.conninfo import make_conninfo
 
 from storelens.api import create_app
 from storelens.api.testing import signed_in_client
@@ -31,7 +31,9 @@ from storelens.runtime.embedded import EmbeddedPipeline
 from storelens.stages.analytics import derive
 from storelens.storage import SCHEMA_VERSION, SqlStorage, open_gallery
 from storelens.storage import zones as zq
+from storelens.storage.migrations import revisions
 from test_storage_migrations import PG_DSN, pg, pg_schema  # noqa: F401 (pg_schema: a fixture)
+from test_review_fixes_7 import downgrade_to
 from test_zone_stalls import IN_Q, SITE, frame
 from test_zones_e2e import stored  # sorted rows of a query on the SQLite history
 
@@ -148,13 +150,14 @@ def test_zone_stats_stored_without_covered_ms_count_their_whole_bucket(kind: str
     target = str(tmp_path / "h.db") if kind == "sqlite" else PG_DSN
     schema = None if kind == "sqlite" else pg_schema
     SqlStorage(target, schema=schema).close()
-    back = ("ALTER TABLE zone_stats DROP COLUMN covered_ms",  # the schema before migration 0016, with a row
-            f"UPDATE schema_version SET version = {SCHEMA_VERSION - 1}", old_row(2 * MIN, 0.5))
-    with (contextlib.closing(sqlite3.connect(target)) if kind == "sqlite" else pg(pg_schema)) as c:
-        for stmt in back:
-            c.execute(stmt)  # type: ignore[arg-type]
-        if kind == "sqlite":
-            c.commit()
+    # the schema before migration 0016 (each later revision undone by its own downgrade()), with a row
+    engine = sa.create_engine(f"sqlite:///{target}") if kind == "sqlite" else sa.create_engine(
+        "postgresql+psycopg://", poolclass=sa.pool.NullPool, creator=lambda: psycopg.connect(
+            make_conninfo(PG_DSN, options=f"-c search_path={pg_schema}")))
+    with engine.begin() as conn:
+        downgrade_to(conn, revisions("history").index("0016"))
+        conn.execute(sa.text(old_row(2 * MIN, 0.5)))
+    engine.dispose()
     with SqlStorage(target, schema=schema) as storage:
         assert storage.schema_version() == SCHEMA_VERSION
         storage.write_records([m.ZoneStats(camera_id="c", zone_id="q", bucket_start_ms=3 * MIN,

@@ -70,13 +70,18 @@ def pg(schema: str, **kw: object) -> Iterator[psycopg.Connection]:
         yield c
 
 
-def downgrade_to_0014(conn: sa.Connection) -> None:
-    """A store as revision 0014 left it: each revision from the head back to 0015 undone by its own
-    ``downgrade()`` (later revisions' columns too), the version set to 0014's."""
+def downgrade_to(conn: sa.Connection, version: int) -> None:
+    """A store as the first ``version`` history revisions left it: each later revision, from the head back,
+    undone by its own ``downgrade()``, the version set to ``version``."""
     with Operations.context(MigrationContext.configure(connection=conn)):
-        for rev in reversed(revisions("history")[BEFORE_0015:]):
+        for rev in reversed(revisions("history")[version:]):
             _scripts().get_revision(rev).module.downgrade()
-    conn.execute(sa.text("UPDATE schema_version SET version = :v"), {"v": BEFORE_0015})
+    conn.execute(sa.text("UPDATE schema_version SET version = :v"), {"v": version})
+
+
+def downgrade_to_0014(conn: sa.Connection) -> None:
+    """A store as revision 0014 left it (:func:`downgrade_to`)."""
+    downgrade_to(conn, BEFORE_0015)
 
 
 def pg_at_revision_14(schema: str, n: int = 2000) -> None:

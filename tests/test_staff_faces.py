@@ -13,6 +13,7 @@ import uuid
 from typing import Iterator
 
 import cv2
+import numpy as np
 import psycopg
 import pytest
 import sqlalchemy as sa
@@ -77,14 +78,19 @@ def config(tmp: pathlib.Path):
     })
 
 
-def crop(seq: int, track: int, path: tuple[str, ...], ts: int = T0) -> DecodedCrop:
-    img = cv2.imread(str(asset("faces", *path)))
+def photo_crop(seq: int, track: int, ts: int, img: np.ndarray) -> DecodedCrop:
+    """``img`` as a crop of ``track`` by camera ``door`` (a JPEG, its box at (100, 50)), decoded as the reid stage
+    gets it."""
     ok, buf = cv2.imencode(".jpg", img)
     assert ok
     h, w = img.shape[:2]
     c = m.PersonCrop(camera_id="door", seq=seq, ts_ms=ts, track_id=track,
                      bbox_xyxy=m.BoxXYXY(x1=100, y1=50, x2=100 + w, y2=50 + h), jpeg=buf.tobytes())
     return DecodedCrop(c, decode_crop(c))
+
+
+def crop(seq: int, track: int, path: tuple[str, ...], ts: int = T0) -> DecodedCrop:
+    return photo_crop(seq, track, ts, cv2.imread(str(asset("faces", *path))))
 
 
 def run_track(reid: ReidStage, track: int, path: tuple[str, ...], seq0: int, ts: int) -> list:

@@ -10,6 +10,7 @@ changes.
 from __future__ import annotations
 
 import uuid
+from typing import Iterator
 
 import pytest
 
@@ -40,6 +41,18 @@ STORE_ROW = "@store"
 RULES = [{"kind": "store_occupancy", "id": "full", "max": 1, "cooldown_s": 0}]
 
 
+def handled(stage: AnalyticsStage, sinks: list, frames: list,
+            bus: InProcessBus | None = None) -> Iterator[m.TrackedFrame]:
+    """Each of ``frames`` once the runner (``stage`` and its ``sinks`` on an in-process bus, ``bus`` if given) has
+    handled it."""
+    bus = InProcessBus() if bus is None else bus
+    runner = Runner(RunnerCore(stage, sinks), InProcessTransport(bus, list(stage.inputs), outputs=stage.outputs))
+    for tf in frames:
+        bus.publish(topics.TRACKS, topics.camera_key(tf.camera_id), m.encode(tf))
+        assert runner.handle(runner.transport.poll(1.0))
+        yield tf
+
+
 @pytest.fixture(params=["storage", "redis"])
 def live(request):
     """No live state (embedded mode: the API reads storage) or a real Redis one (distributed mode)."""
@@ -65,13 +78,10 @@ def test_api_shows_the_alerts_store_occupancy(tmp_path, live, entrance, store, s
     published = bus.subscribe(topics.OCCUPANCY)
     with SqlStorage(str(tmp_path / "h.db")) as st:
         sinks = [HistorySink(st)] + ([LiveSink(live)] if live is not None else [])
-        runner = Runner(RunnerCore(stage, sinks), InProcessTransport(bus, list(stage.inputs), outputs=stage.outputs))
         app = create_app(cfg, st, live)
         client = signed_in_client(app, role="viewer")
         shown = []
-        for tf in FRAMES:
-            bus.publish(topics.TRACKS, topics.camera_key(tf.camera_id), m.encode(tf))
-            assert runner.handle(runner.transport.poll(1.0))
+        for _ in handled(stage, sinks, FRAMES, bus):
             api = client.get("/v1/occupancy").json()
             # after every frame: the number of the API is the one the store_occupancy alert reads
             assert api["occupancy"] == stage.store_alerts.store_occupancy() == stage.store_occupancy()

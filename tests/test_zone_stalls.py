@@ -25,7 +25,8 @@ DT = 200  # 5 fps
 MIN = 60_000
 # The queue: x, y in 0..100; leaving through the right side (x = 100, the service edge) is being served.
 SITE = {"store": {"id": "s"}, "cameras": [{"id": "c", "source": "c.mp4", "zones": [
-    {"id": "q", "kind": "queue", "polygon": [[0, 0], [100, 0], [100, 100], [0, 100]], "service_edge": [1, 2]}]}]}
+    {"id": "q", "kind": "queue", "polygon": [[0, 0], [100, 0], [100, 100], [0, 100]], "service_edge": [1, 2]}]}],
+    "privacy": {"k_min": 1}}  # the exact waits of a few people (k-anonymity: tests/test_api_security_fixes_2.py)
 IN_Q, SERVED = 50, 150  # x of the feet (y 50)
 
 

@@ -290,7 +290,7 @@ def test_existing_zone_config_parses_with_defaults(tmp_path):
     cfg = load_config(_site(tmp_path))
     z = cfg.cameras[0].zones[0]
     assert z.kind == "area" and z.service_edge is None and z.product is None
-    assert cfg.zones == ZonesConfig()
+    assert cfg.zones == ZonesConfig(lost_after_ms=2400)  # unset: the tracker's re-find window
     assert z.rules(cfg.zones).anchor == "bottom_center"
 
 

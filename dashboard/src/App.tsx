@@ -119,7 +119,8 @@ export function App() {
               }}
             >
               {v.label}
-              {v.path === "/alerts" && live.alerts > 0 && <span className="badge">{live.alerts}</span>}
+              {v.path === "/alerts" && !!live.firing && (
+                <span className="badge" title="Open (firing) alerts" data-testid="alerts-badge">{live.firing}</span>)}
             </a>
           ))}
           <div className="tz muted" data-testid="timezone" title="Every time is shown in this time zone">

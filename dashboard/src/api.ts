@@ -148,6 +148,17 @@ export function fmtNum(v: number | null | undefined, digits = 2): string {
   return String(Number(v.toFixed(digits)));
 }
 
+/** An amount of the API in minor units of `currency` as Intl shows that currency (¥50,000, KWD 12.345, €10.00).
+ * `decimals`: the API's exponent of the currency (ISO 4217 minor unit, e.g. /v1/chain/kpis currency_decimals);
+ * unknown: Intl's own for the currency. No currency: the plain number. "–" for no amount. */
+export function fmtMoney(minor: number | null | undefined, currency: string | null | undefined,
+                         decimals?: number | null): string {
+  if (minor === null || minor === undefined) return "–";
+  if (!currency) return fmtNum(minor);
+  const f = new Intl.NumberFormat(undefined, { style: "currency", currency });
+  return f.format(minor / 10 ** (decimals ?? f.resolvedOptions().maximumFractionDigits ?? 2));
+}
+
 export function fmtPct(v: number | null | undefined): string {
   return v === null || v === undefined ? "-" : `${fmtNum(v * 100, 1)} %`;
 }
@@ -236,8 +247,10 @@ export interface Dwell {
   median: number | null;
   p90?: number | null;
   mean: number | null;
-  total: number;
-  n: number;
+  /** null (like every figure) when `suppressed`: measured from fewer than privacy.k_min people. */
+  total: number | null;
+  n: number | null;
+  suppressed?: boolean;
 }
 
 export interface ZoneBucket {
@@ -349,6 +362,8 @@ export interface AlertsOut {
   total: number;
   offset: number;
   limit: number;
+  /** Open alerts (state firing) of the time range and camera asked for, whatever the state filter. */
+  firing: number;
   alerts: Alert[];
 }
 

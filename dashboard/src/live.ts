@@ -1,7 +1,8 @@
 // The live feed: one EventSource on GET /v1/live (server-sent events) for the whole app, and the session's
-// renewal while the page is open (the stream alone never renews the sign-in cookie).
+// renewal while the page is open (the stream alone never renews the sign-in cookie), and the number of open alerts
+// (the navigation's badge).
 import { createContext, useContext, useEffect, useRef, useState } from "react";
-import { get, toApiError, type Alert, type LiveCounts } from "./api";
+import { get, toApiError, type Alert, type AlertsOut, type LiveCounts } from "./api";
 
 export interface Live {
   /** Latest `counts` event (null before the first). */
@@ -10,11 +11,14 @@ export interface Live {
   alert: Alert | null;
   /** Alerts pushed since the page was opened. */
   alerts: number;
+  /** Open (firing) alerts: GET /v1/alerts `firing`, read when the feed opens and after alerts are pushed
+   * (null before the first answer). */
+  firing: number | null;
   /** open: the numbers are live; connecting / error: they are the last ones received (stale). */
   status: "connecting" | "open" | "error";
 }
 
-export const LiveContext = createContext<Live>({ counts: null, alert: null, alerts: 0, status: "connecting" });
+export const LiveContext = createContext<Live>({ counts: null, alert: null, alerts: 0, firing: null, status: "connecting" });
 export const useLive = () => useContext(LiveContext);
 
 /** Between two renewals of the session cookie: a third of the shortest auth.session_ttl_s (60 s). The API renews
@@ -22,10 +26,12 @@ export const useLive = () => useContext(LiveContext);
 export const RENEW_MS = 20_000;
 /** Before opening the feed again once the browser gave it up (an answer other than the stream). */
 const REOPEN_MS = 5_000;
+/** After an alert push, before the open alerts are counted again: a burst of pushes costs one read. */
+const FIRING_READ_MS = 300;
 
 /** The feed while `enabled` (signed in); `onSignedOut` when the session turns out to have ended (401). */
 export function useLiveFeed(enabled: boolean, onSignedOut: () => void): Live {
-  const [live, setLive] = useState<Live>({ counts: null, alert: null, alerts: 0, status: "connecting" });
+  const [live, setLive] = useState<Live>({ counts: null, alert: null, alerts: 0, firing: null, status: "connecting" });
   const signedOut = useRef(onSignedOut);
   signedOut.current = onSignedOut;
   useEffect(() => {
@@ -33,6 +39,13 @@ export function useLiveFeed(enabled: boolean, onSignedOut: () => void): Live {
     let stopped = false;
     let es: EventSource | null = null;
     let reopen: number | undefined;
+    let firingRead: number | undefined;
+    // the open alerts' number (limit=1: the count, not the list); a failure keeps the last one
+    const readFiring = () => {
+      window.clearTimeout(firingRead);
+      firingRead = window.setTimeout(() => get<AlertsOut>("/v1/alerts?state=firing&limit=1").then(
+        (r) => !stopped && setLive((l) => ({ ...l, firing: r.firing })), () => {}), FIRING_READ_MS);
+    };
     // Whether the session still holds: a 401 shows the sign-in page; anything else (404: no sign-in on this
     // API, a network error) leaves the page as it is.
     const check = (then?: () => void) =>
@@ -47,7 +60,10 @@ export function useLiveFeed(enabled: boolean, onSignedOut: () => void): Live {
     const open = () => {
       const source = new EventSource("/v1/live", { withCredentials: true });
       es = source;
-      source.onopen = () => setLive((l) => ({ ...l, status: "open" }));
+      source.onopen = () => {
+        setLive((l) => ({ ...l, status: "open" }));
+        readFiring(); // (again) connected: alerts may have changed meanwhile
+      };
       source.onerror = () => {
         if (source.readyState !== EventSource.CLOSED) {
           setLive((l) => ({ ...l, status: "connecting" })); // the browser reconnects by itself
@@ -64,14 +80,17 @@ export function useLiveFeed(enabled: boolean, onSignedOut: () => void): Live {
       source.addEventListener("alert", (ev) => {
         const alert = JSON.parse((ev as MessageEvent).data) as Alert;
         setLive((l) => ({ ...l, alert, alerts: l.alerts + 1 }));
+        readFiring();
       });
     };
     open();
+    readFiring(); // also when the feed cannot be opened
     const renew = window.setInterval(() => check(), RENEW_MS);
     return () => {
       stopped = true;
       es?.close();
       window.clearTimeout(reopen);
+      window.clearTimeout(firingRead);
       window.clearInterval(renew);
     };
   }, [enabled]);

@@ -1,5 +1,5 @@
 // Small shared pieces: cards, error and loading states, the time-range picker.
-import { Component, type ErrorInfo, type ReactNode } from "react";
+import { Component, useEffect, useState, type ErrorInfo, type ReactNode } from "react";
 import { ApiError, fmtNum, fmtPct } from "./api";
 
 export function Card({ title, children, actions, testId }: { title: string; children: ReactNode; actions?: ReactNode; testId?: string }) {
@@ -83,9 +83,34 @@ export const RANGES: { key: RangeKey; label: string; ms: number | null }[] = [
   { key: "30d", label: "Last 30 days", ms: 30 * 86_400_000 },
 ];
 
+/** A relative range's start moves on in steps of this: its data are read again at most once a step. */
+export const RANGE_STEP_MS = 60_000;
+
+/** The start of range `key` now, on a whole RANGE_STEP_MS (a minute): the same all through the minute, so a view
+ * drawn again (a live push) asks the same query; undefined for all the data. */
 export function rangeStart(key: RangeKey): number | undefined {
   const r = RANGES.find((x) => x.key === key);
-  return r && r.ms !== null ? Math.floor((Date.now() - r.ms) / 1000) * 1000 : undefined;
+  return r && r.ms !== null ? Math.floor((Date.now() - r.ms) / RANGE_STEP_MS) * RANGE_STEP_MS : undefined;
+}
+
+/** rangeStart of `key`, moved on at each whole minute while the view is open: a relative range ("last hour") is
+ * read again once a minute, never on a live push (the view drawn again asks the same query). */
+export function useRangeStart(key: RangeKey): number | undefined {
+  const relative = (RANGES.find((x) => x.key === key)?.ms ?? null) !== null;
+  const [, setStep] = useState(0);
+  useEffect(() => {
+    if (!relative) return;
+    let timer = 0;
+    const wait = () => {
+      timer = window.setTimeout(() => {
+        setStep((n) => n + 1);
+        wait();
+      }, RANGE_STEP_MS - (Date.now() % RANGE_STEP_MS));
+    };
+    wait();
+    return () => window.clearTimeout(timer);
+  }, [relative]);
+  return rangeStart(key);
 }
 
 export function RangePicker({ value, onChange }: { value: RangeKey; onChange: (v: RangeKey) => void }) {

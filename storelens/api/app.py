@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
@@ -39,6 +39,7 @@ def create_app(
     on_erasure: Callable[[str], object] | None = None,
     on_transactions: Callable[[list], object] | None = None,
     on_site_change: Callable[[object], object] | None = None,
+    chores: Sequence[Any] = (),
 ) -> FastAPI:
     """The StoreLens API over ``storage`` for the cameras of ``config``.
 
@@ -64,6 +65,10 @@ def create_app(
     mode: publish it to the compacted ``site-config`` topic). The embedded pipeline reads new
     versions from ``storage``.
 
+    ``chores`` (e.g. the retention purge of :func:`storelens.runtime.retention.api_retention`) run in a thread of
+    their own from the app's startup to its shutdown (:class:`~storelens.runtime.retention.ChoreThread`), their
+    deleted rows counted in ``/metrics``.
+
     Every route but ``/healthz``, ``/readyz`` and the sign-in form needs credentials
     (:mod:`storelens.api.security`); the first admin comes from ``$STORELENS_ADMIN_PASSWORD``
     or ``storelens users create-admin``.
@@ -83,9 +88,10 @@ def create_app(
         "demographics of the faces seen and returning customers (pseudonymous ids, no images). "
         "Times are milliseconds since the Unix epoch; ranges are half-open [start_ms, end_ms).",
     )
-    auth = Authenticator(config.auth, storage, redis_url=config.live.redis_url)
+    metrics = Metrics()
+    auth = Authenticator(config.auth, storage, redis_url=config.live.redis_url, metrics=metrics)
     auth.bootstrap_admin()
-    context = ApiContext(config=config, storage=storage, metrics=Metrics(), auth=auth, live=live,
+    context = ApiContext(config=config, storage=storage, metrics=metrics, auth=auth, live=live,
                          gallery_store=gallery_store, on_erasure=on_erasure,
                          on_transactions=on_transactions, on_site_change=on_site_change)
     try:
@@ -108,6 +114,12 @@ def create_app(
                                 if isinstance(r, Route) and r.methods]
     app.add_exception_handler(StarletteHTTPException, _http_error)
     mount_dashboard(app)  # the web dashboard at / (storelens.api.dashboard)
+    if chores:
+        from storelens.runtime.retention import ChoreThread
+
+        thread = ChoreThread(chores, metrics=context.metrics)
+        app.router.on_startup.append(thread.start)
+        app.router.on_shutdown.append(thread.stop)  # before the stores close (closers are appended later)
     return app
 
 

@@ -20,6 +20,15 @@ class Metrics:
             "storelens_http_request_duration_seconds", "HTTP request latency by route template.",
             ["method", "route"], registry=self.registry,
         )
+        self.rate_limit_fallbacks = Counter(
+            "storelens_rate_limit_fallbacks", "Sign-in and audit rate-limit checks made in the process's memory "
+            "because the shared store (Redis, live.redis_url) failed.", registry=self.registry,
+        )
+        #: Rows the API process's retention purge deleted (:func:`storelens.runtime.retention.api_retention`).
+        self.purged = Counter(
+            "storelens_privacy_purged_rows_total", "Rows of personal data deleted by the retention purge "
+            "(privacy.retention), by kind", ["kind"], registry=self.registry,
+        )
 
 
 class StatusRecorder:

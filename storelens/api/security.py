@@ -11,12 +11,16 @@
   from the database (cached :data:`PRINCIPAL_CACHE_S`), so a demoted or deleted user loses access
   within seconds, not at the token's expiry. Signing out (``POST /v1/auth/logout``) and a password
   reset void every session the user had: a token carries the user's session epoch of its sign-in
-  (``users.session_epoch``, renewals keep it), and both move the epoch on; the cookie's renewals end
-  ``auth.session_max_s`` after the sign-in.
+  (``users.session_epoch``, renewals keep it), and both move the epoch on; a user's epoch starts at its
+  creation time, so a deleted user's session never works for a new user of the same name. The cookie's
+  renewals end ``auth.session_max_s`` after the sign-in.
 * **Audit**: :class:`AuditMiddleware` appends every write (``POST``/``PUT``/``PATCH``/``DELETE``
   under ``/v1/``) with who, what path, and the answer's status; the login route adds failed sign-ins.
-* **Login rate limit**: a moving window per client address and per user name (the ``limits``
-  library; in memory, or in Redis when ``live.redis_url`` is set so every API replica shares it).
+* **Login rate limit**: a moving window of attempts per client address (across user names) and of failures
+  per user name and client address (the ``limits`` library; in memory, or in Redis when ``live.redis_url`` is
+  set so every API replica shares it). The failures count per (user, client): someone guessing the admin's
+  password from one address cannot lock the real admin out from another. When Redis fails, the limits fall
+  back to this process's memory (a warning, ``storelens_rate_limit_fallbacks_total``), never a 500.
 
 Example:
     >>> from storelens.config.auth import AuthConfig
@@ -48,7 +52,9 @@ import anyio
 import jwt
 from fastapi import Depends, HTTPException, Request, Response
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
+from limits import RateLimitItem
 from limits import parse as parse_limit
+from limits.errors import StorageError
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 from pwdlib import PasswordHash
@@ -57,7 +63,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from storelens.config.auth import ROLES, AuthConfig, Role, role_rank
 from storelens.storage import auth as store
 
-from .metrics import StatusRecorder
+from .metrics import Metrics, StatusRecorder
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +73,8 @@ API_KEY_PREFIX = "slk_"
 PRINCIPAL_CACHE_S = 5.0
 #: Anonymous writes (answered 401) audited per client address and minute; more are logged, not stored.
 ANONYMOUS_AUDIT_PER_MINUTE = 30
+#: Seconds a shared rate-limit store (Redis) may take to connect or answer before the in-memory fallback answers.
+LIMITER_TIMEOUT_S = 2.0
 #: Most principals (users, API keys, unknown key ids) the cache keeps (the least recently used go first).
 PRINCIPAL_CACHE_MAX = 10_000
 #: The public part of an API key (``secrets.token_hex(6)``); any other key id is refused without a lookup.
@@ -108,8 +116,10 @@ def _sha256(text: str) -> str:
 class Authenticator:
     """Sign-in, tokens and keys of one API app over the history store ``storage``."""
 
-    def __init__(self, cfg: AuthConfig, storage: Any, redis_url: str | None = None) -> None:
+    def __init__(self, cfg: AuthConfig, storage: Any, redis_url: str | None = None,
+                 metrics: Metrics | None = None) -> None:
         self.cfg = cfg
+        self.metrics = metrics
         self.storage = storage
         self.hasher = PasswordHash.recommended()
         self._dummy_hash = self.hasher.hash(secrets.token_hex(16))  # equal time for unknown users
@@ -122,7 +132,12 @@ class Authenticator:
             secret = secrets.token_urlsafe(48)
         self._secret = secret
         self.metrics_token = os.environ.get(cfg.metrics_token_env) or None
-        self._limiter = MovingWindowRateLimiter(storage_from_string(redis_url or "memory://"))
+        # Redis errors raise StorageError (wrap_exceptions): _limit() then asks the per-process fallback
+        shared = storage_from_string(redis_url, wrap_exceptions=True, socket_timeout=LIMITER_TIMEOUT_S,
+                                     socket_connect_timeout=LIMITER_TIMEOUT_S) if redis_url else None
+        self._fallback = MovingWindowRateLimiter(storage_from_string("memory://"))
+        self._limiter = MovingWindowRateLimiter(shared) if shared is not None else self._fallback
+        self._limiter_down = False  # the shared store failed last time (logged once per outage)
         self._attempts = parse_limit(f"{cfg.login_attempts_per_minute}/minute")
         self._failures = parse_limit(f"{cfg.login_failures_per_minute}/minute")
         self._anonymous_writes = parse_limit(f"{ANONYMOUS_AUDIT_PER_MINUTE}/minute")
@@ -172,14 +187,15 @@ class Authenticator:
 
         Raises :class:`RateLimited` when the client or the user name made too many attempts.
         """
-        if not self._limiter.hit(self._attempts, "login-client", client):
+        if not self._limit("hit", self._attempts, "login-client", client):
             raise RateLimited(60)
-        if not self._limiter.test(self._failures, "login-user", username.lower()):
+        # failures count per (user, client): another client with the right password is not locked out
+        if not self._limit("test", self._failures, "login-user", username.lower(), client):
             raise RateLimited(60)
         user = store.get_user(self.storage, username)
         ok = self.hasher.verify(password, user["password_hash"] if user else self._dummy_hash)
         if not ok or user is None or user["disabled"]:
-            self._limiter.hit(self._failures, "login-user", username.lower())
+            self._limit("hit", self._failures, "login-user", username.lower(), client)
             store.audit(self.storage, _now_ms(), username, "auth.login-failed", username, {}, client)
             return None
         store.audit(self.storage, _now_ms(), username, "auth.login", username, {}, client)
@@ -278,7 +294,27 @@ class Authenticator:
     def audit_anonymous(self, client: str) -> bool:
         """Whether an anonymous write of ``client`` is still audited this minute (at most
         :data:`ANONYMOUS_AUDIT_PER_MINUTE`: a flood of unauthenticated requests cannot fill the audit log)."""
-        return self._limiter.hit(self._anonymous_writes, "audit-anonymous", client)
+        return self._limit("hit", self._anonymous_writes, "audit-anonymous", client)
+
+    def _limit(self, op: Literal["hit", "test"], item: RateLimitItem, *identifiers: str) -> bool:
+        """``hit`` or ``test`` a rate limit in the shared store; when it fails (Redis down or slow), in this
+        process's memory instead: a warning once per outage and ``storelens_rate_limit_fallbacks_total``."""
+        if self._limiter is not self._fallback:
+            try:
+                allowed = getattr(self._limiter, op)(item, *identifiers)
+            except StorageError as exc:
+                if not self._limiter_down:
+                    log.warning("rate-limit store unreachable (%s): limiting sign-ins in this process's memory "
+                                "until it answers again", exc)
+                self._limiter_down = True
+                if self.metrics is not None:
+                    self.metrics.rate_limit_fallbacks.inc()
+            else:
+                if self._limiter_down:
+                    log.warning("rate-limit store answers again: limits shared by the API replicas again")
+                self._limiter_down = False
+                return allowed
+        return getattr(self._fallback, op)(item, *identifiers)
 
     def metrics_allowed(self, token: str) -> bool:
         return self.metrics_token is not None and hmac.compare_digest(token.encode(), self.metrics_token.encode())

@@ -37,8 +37,10 @@ def _tune_process() -> None:
 
 
 def build_app(config: SiteConfig) -> "FastAPI":
-    """The app of ``config`` with its storage, live state (``live.redis_url``) and gallery (faces);
-    they are closed when the app shuts down."""
+    """The app of ``config`` with its storage, live state (``live.redis_url``), gallery (faces), publishers
+    (:func:`api_publishers`) and retention purge (:func:`storelens.runtime.retention.api_retention`: a SQLite
+    history no embedded pipeline runs on); they are closed when the app shuts down."""
+    from storelens.runtime.retention import api_retention
     from storelens.storage import open_storage
 
     from .app import create_app
@@ -46,20 +48,52 @@ def build_app(config: SiteConfig) -> "FastAPI":
     storage = open_storage(config.storage)
     closers = [storage.close]
     live = gallery_store = None
-    if config.live.redis_url:
-        from storelens.storage.live import RedisLiveState
+    try:
+        if config.live.redis_url:
+            from storelens.storage.live import RedisLiveState
 
-        live = RedisLiveState(config.live.redis_url)
-        closers.append(live.close)
-    if config.faces.enabled or config.storage.backend == "postgres":
-        from storelens.storage import open_gallery_store
+            live = RedisLiveState(config.live.redis_url)
+            closers.append(live.close)
+        if config.faces.enabled or config.storage.backend == "postgres":
+            from storelens.storage import open_gallery_store
 
-        gallery_store = open_gallery_store(config)
-        closers.append(gallery_store.close)
-    app = create_app(config, storage, live, gallery_store=gallery_store)
-    for close in closers:
+            gallery_store = open_gallery_store(config)
+            closers.append(gallery_store.close)
+        purge_gallery = gallery_store
+        if purge_gallery is None and config.storage.backend == "sqlite":  # a gallery an earlier run left
+            from storelens.storage.gallery import open_gallery_store_to_purge
+
+            purge_gallery = open_gallery_store_to_purge(config, storage)
+            if purge_gallery is not None:
+                closers.append(purge_gallery.close)
+        purge = api_retention(config, storage, purge_gallery)
+        hooks = api_publishers(config, storage)
+    except BaseException:
+        for close in reversed(closers):
+            close()
+        raise
+    app = create_app(config, storage, live, gallery_store=gallery_store, chores=[purge] if purge else [], **hooks)
+    for close in [*(h.close for h in hooks.values()), *closers]:  # the publishers deliver before the stores close
         app.router.on_shutdown.append(close)
     return app
+
+
+def api_publishers(config: SiteConfig, storage) -> dict:
+    """The hooks of :func:`~storelens.api.app.create_app` that publish what the API changes, by mode.
+
+    Distributed (``storage.backend: postgres``): erasures on ``customer-erasures``, site versions on
+    ``site-config``, sales on ``pos-transactions`` (Kafka). Embedded (SQLite): the erasures, through the
+    history's outbox (:class:`~storelens.storage.outbox.HistoryOutbox`), which the embedded pipeline relays
+    onto its in-process ``customer-erasures`` (it reads the site versions from the history itself).
+    """
+    from storelens.runtime.workers import CustomerErasurePublisher, PosTransactionPublisher, SiteConfigPublisher
+
+    if config.storage.backend == "postgres":  # each connects on first use
+        return {"on_erasure": CustomerErasurePublisher(config), "on_site_change": SiteConfigPublisher(config),
+                "on_transactions": PosTransactionPublisher(config)}
+    from storelens.storage.outbox import HistoryOutbox
+
+    return {"on_erasure": CustomerErasurePublisher(config, bus=HistoryOutbox(storage))}
 
 
 def app_from_env() -> "FastAPI":

@@ -16,8 +16,8 @@ rule resolves, the rule does not fire again for that long). The kinds:
   ``store.entrance_lines`` when set, else the sum of the cameras' occupancy, as ``/v1/occupancy``)
   above ``max``;
 * ``queue_wait`` {camera, zone, min_wait_s, window_s, hold_s}: the wait predicted for someone
-  joining the ``queue`` zone now (Little's law over ``window_s``, default ``zones.queue_window_s``;
-  see :class:`~storelens.domain.zones.QueueStats`) at least ``min_wait_s``;
+  joining the ``queue`` zone now (Little's law over ``window_s``, default ``zones.queue_window_s``, or
+  the part of it the stream showed; see :class:`~storelens.domain.zones.QueueStats`) at least ``min_wait_s``;
 * ``camera_down`` {camera, after_s}: no frame from the camera for ``after_s`` (measured on the
   store clock: the other cameras' frames, and the runner's tick for live sources);
 * ``camera_frozen`` {camera, after_s}: frames arrive but the image has not changed for ``after_s``

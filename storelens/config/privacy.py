@@ -4,7 +4,8 @@
   journey flow or path, a person-derived KPI) computed from fewer than ``k_min`` people is
   withheld (``null`` plus ``suppressed: true``); see :mod:`storelens.domain.privacy`.
 * ``retention``: days each kind of personal data is kept (``null``: kept), enforced by the
-  scheduled purge of the runner (embedded pipeline and analytics service alike); see
+  scheduled purge of the runner (embedded pipeline and analytics service alike; the API process
+  alone on a SQLite history no pipeline runs on: :func:`storelens.runtime.retention.api_retention`); see
   :mod:`storelens.storage.privacy`. Face embeddings and visits keep their own setting,
   ``faces.reid.retention_days``: the recognition service applies it to its gallery.
 

@@ -22,9 +22,11 @@ Example:
 from __future__ import annotations
 
 import copy
+import fnmatch
 import math
 import os
 import pathlib
+import re
 from typing import Annotated, Literal
 
 import yaml
@@ -44,7 +46,7 @@ from storelens.config.behaviour import (
 )
 from storelens.config.audit import AuditConfig
 from storelens.config.detectors import DetectorConfig
-from storelens.config.env import expand_env, has_template
+from storelens.config.env import expand_env, has_template, mask_templates, template_names
 from storelens.config.faces import FacesConfig
 from storelens.config.privacy import PrivacyConfig
 from storelens.config.rollup import ChainConfig, RollupConfig
@@ -84,10 +86,10 @@ class StoreConfig(Strict):
     with it (``/v1/occupancy``, ``/v1/live``, the ``store_occupancy`` alert) restart from 0 each day, so a missed
     exit does not stay in the number for ever: a local time ``"HH:MM"`` (default ``"04:00"``: a night hour when
     nearly every store is closed and empty), ``"closing"`` (each day's closing time of ``opening_hours``, a closed
-    day none; without ``opening_hours`` local midnight) or ``null`` (never). People who leave after the reset count
-    as outs of the new day, so pick a time when the store is empty (after the staff left): a store open at 04:00
-    sets its own. Frame times decide (:class:`~storelens.domain.counting.OccupancyReset`); the history (crossings,
-    counts) is never changed.
+    day none; without ``opening_hours``, or with no open day at all, local midnight) or ``null`` (never). People
+    who leave after the reset count as outs of the new day, so pick a time when the store is empty (after the
+    staff left): a store open at 04:00 sets its own. Frame times decide
+    (:class:`~storelens.domain.counting.OccupancyReset`); the history (crossings, counts) is never changed.
     """
 
     id: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")]
@@ -181,7 +183,8 @@ ZoneKind = Literal["area", "entrance", "queue", "shelf", "staff_only", "exclude"
 AnchorName = Literal["bottom_center", "center"]
 NonNegMs = Annotated[int, Field(ge=0)]
 #: Default ``lost_after_ms`` of zones: how long the default tracker (``bytereid``, ``track_buffer`` 60 frames
-#: at 25 fps, the same time at any frame rate) keeps a lost track re-findable under its id.
+#: at 25 fps, the same time at any frame rate) keeps a lost track re-findable under its id. A site file with the
+#: ``bytereid`` tracker gets its own tracker's window instead (:meth:`SiteConfig._zones_lost_after_tracker`).
 LOST_AFTER_MS = 2400
 
 
@@ -197,8 +200,9 @@ class ZoneRules(Strict):
     exit_after_ms: NonNegMs = 1000
     #: A track unseen while inside (hidden behind someone, missed by the detector) keeps its visit this long:
     #: back under the same id within it, the visit goes on (one visit, one dwell, still in the zone and the
-    #: queue meanwhile); unseen for longer, it exits ``lost``, dated at its last seen time. ``None``:
-    #: :data:`LOST_AFTER_MS`, the default tracker's re-find window, or ``exit_after_ms`` if longer.
+    #: queue meanwhile); unseen for longer, it exits ``lost``, dated at its last seen time. Unset: the
+    #: tracker's re-find window (``bytereid``: ``tracker.track_buffer`` / ``tracker.fps``, 2400 ms by default;
+    #: other trackers, or ``None``: :data:`LOST_AFTER_MS`), or ``exit_after_ms`` if longer.
     #: At least ``exit_after_ms``.
     lost_after_ms: NonNegMs | None = None
     anchor: AnchorName = "bottom_center"
@@ -398,9 +402,14 @@ class ZoneConfig(Strict):
         return (tuple(e[0]), tuple(e[1]))
 
     def rules(self, defaults: ZoneRules) -> ZoneRules:
-        """This zone's rule parameters: its own where set, the site's ``zones:`` defaults elsewhere."""
+        """This zone's rule parameters: its own where set, the site's ``zones:`` defaults elsewhere (a
+        ``lost_after_ms`` set nowhere, the tracker's window, is never below the zone's ``exit_after_ms``)."""
         own = {k: getattr(self, k) for k in ZoneRules.model_fields if getattr(self, k) is not None}
-        return ZoneRules(**{**{k: getattr(defaults, k) for k in ZoneRules.model_fields}, **own})
+        rules = {**{k: getattr(defaults, k) for k in ZoneRules.model_fields}, **own}
+        if self.lost_after_ms is None and "lost_after_ms" not in defaults.model_fields_set \
+                and rules["lost_after_ms"] is not None:
+            rules["lost_after_ms"] = max(rules["lost_after_ms"], rules["exit_after_ms"])
+        return ZoneRules(**rules)
 
 
 class CameraConfig(Strict):
@@ -530,6 +539,16 @@ class ApiConfig(Strict):
     #: lets only the controller and Prometheus reach the API); else every client is the proxy, and 20 wrong
     #: sign-ins a minute from anyone lock everyone out.
     forwarded_allow_ips: str = "127.0.0.1"
+    #: Environment variables a site edit through the API may name as ``${NAME}`` in a camera's source
+    #: (shell-style patterns, matched case-sensitively), besides the variables the site in force already names
+    #: in its cameras and alert rules (the site file's, e.g. ``${STORELENS_CAMERA_PASSWORD}``, or an imported
+    #: version's); a new template anywhere else is refused too (:func:`check_edit_env`). Any other name is a 422
+    #: that does not say whether it is set: every process expands a version's templates with its own
+    #: environment, so an admin could otherwise read e.g. ``${DB_PASSWORD}`` off the site. An allowed variable
+    #: may be sent to whatever camera host an admin writes: list only camera credentials. The site file and
+    #: ``storelens site import`` (the operator's) may name any variable anywhere.
+    site_env_allowlist: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_*?\[\]!-]+$")]] = [
+        "CAM_*", "STORELENS_CAMERA_*", "STORELENS_ASSETS"]
 
 
 class IngestConfig(Strict):
@@ -612,6 +631,9 @@ class SiteConfig(Strict):
     #: The folder relative paths were resolved against (the site file's; the working directory for a document
     #: parsed without one): :func:`with_cameras` resolves the cameras it is given against it too.
     _base: pathlib.Path | None = PrivateAttr(default=None)
+    #: ``False``: read for a command that never opens its cameras (``storelens site export``, ``users``, ...): a
+    #: ``${VAR}`` under ``cameras`` whose variable is not set stays as written, here and in :func:`with_cameras`.
+    _open_cameras: bool = PrivateAttr(default=True)
 
     @field_validator("cameras")
     @classmethod
@@ -656,13 +678,33 @@ class SiteConfig(Strict):
         return self
 
     @model_validator(mode="after")
+    def _zones_lost_after_tracker(self) -> "SiteConfig":
+        """An unset ``zones.lost_after_ms`` follows the ``bytereid`` tracker's re-find window,
+        ``track_buffer`` frames at ``fps`` (the time it keeps at any camera frame rate), or ``exit_after_ms``
+        if longer: a visit is not split while the tracker still holds the hidden person.
+
+        Example:
+            >>> site = {"store": {"id": "s"}, "cameras": [{"id": "c", "source": "x.mp4"}]}
+            >>> SiteConfig.model_validate(site).zones.lost_after_ms
+            2400
+            >>> SiteConfig.model_validate({**site, "tracker": {"track_buffer": 60, "fps": 5}}).zones.lost_after_ms
+            12000
+        """
+        if isinstance(self.tracker, ByteReidTrackerConfig):
+            follow_unset(self, "zones", "lost_after_ms", max(self.tracker.refind_ms, self.zones.exit_after_ms))
+        return self
+
+    @model_validator(mode="after")
     def _zones_lost_after_exit(self) -> "SiteConfig":
-        """A zone's ``lost_after_ms`` (its own or the ``zones:`` default) is at least its ``exit_after_ms``."""
+        """A zone's ``lost_after_ms`` set in the file (its own or the ``zones:`` default) is at least its
+        ``exit_after_ms`` (an unset one, the tracker's window, is raised to it: :meth:`ZoneConfig.rules`)."""
+        zones_set = "lost_after_ms" in self.zones.model_fields_set
         for i, cam in enumerate(self.cameras):
             for j, z in enumerate(cam.zones):
                 if z.kind == "exclude":
                     continue
-                lost = z.lost_after_ms if z.lost_after_ms is not None else self.zones.lost_after_ms
+                lost = z.lost_after_ms if z.lost_after_ms is not None else (
+                    self.zones.lost_after_ms if zones_set else None)
                 problem = lost_after_problem(lost, z.exit_after_ms if z.exit_after_ms is not None
                                              else self.zones.exit_after_ms)
                 if problem:
@@ -694,16 +736,84 @@ class SiteConfig(Strict):
         raise KeyError(camera_id)
 
 
-def _expand(obj: object, origin: str, loc: str = "") -> object:
+def _expand(obj: object, origin: str, loc: str = "", open_cameras: bool = True) -> object:
+    """``obj`` with its ``${VAR}`` templates expanded; :class:`ConfigError` naming the field of an unset variable,
+    except under ``cameras`` when not ``open_cameras`` (the template stays as written)."""
     if isinstance(obj, str):
         try:
-            return expand_env(obj)
+            return expand_env(obj, keep_unset=not open_cameras and loc.split(".", 1)[0] == "cameras")
         except ConfigError as exc:
             raise ConfigError(f"config error in {origin}: {loc or '(top level)'}: {exc}") from None
     if isinstance(obj, list):
-        return [_expand(v, origin, f"{loc}.{i}" if loc else str(i)) for i, v in enumerate(obj)]
+        return [_expand(v, origin, f"{loc}.{i}" if loc else str(i), open_cameras) for i, v in enumerate(obj)]
     if isinstance(obj, dict):
-        return {k: _expand(v, origin, f"{loc}.{k}" if loc else str(k)) for k, v in obj.items()}
+        return {k: _expand(v, origin, f"{loc}.{k}" if loc else str(k), open_cameras) for k, v in obj.items()}
+    return obj
+
+
+#: The field of a camera's source, as :func:`_templates` names it.
+_SOURCE = re.compile(r"cameras\.\d+\.source")
+
+
+def _templates(obj: object, loc: str = "") -> list[tuple[str, str]]:
+    """``(field, value)`` of each string of ``obj`` holding a ``${VAR}`` template (fields named as :func:`_expand`
+    names them)."""
+    if isinstance(obj, str):
+        return [(loc, obj)] if has_template(obj) else []
+    if isinstance(obj, list):
+        return [t for i, v in enumerate(obj) for t in _templates(v, f"{loc}.{i}" if loc else str(i))]
+    if isinstance(obj, dict):
+        return [t for k, v in obj.items() for t in _templates(v, f"{loc}.{k}" if loc else str(k))]
+    return []
+
+
+def check_edit_env(config: SiteConfig, cameras: list, alert_rules: list | None = None,
+                   origin: str = "the site") -> None:
+    """Refuse (:class:`ConfigError`) a site edit through the API (``cameras``, ``alert_rules``: dicts as written)
+    with a ``${VAR}`` template the site in force (``config``) does not hold already, unless it is in a camera's
+    ``source`` and names only variables of ``api.site_env_allowlist`` or variables the site's cameras and alert
+    rules already name (:func:`site_version_document`). Checked before :func:`with_cameras` expands anything,
+    so the answer never depends on whether a variable is set; a template elsewhere (a zone's product, a rule)
+    would show its value to every role through other routes.
+
+    Example:
+        >>> cfg = parse_config({"store": {"id": "s"}, "cameras": [{"id": "c", "source": "rtsp://u:${OWN_PW:-x}@h/"}]})
+        >>> check_edit_env(cfg, [{"id": "c", "source": "rtsp://u:${OWN_PW}@h/${CAM_PATH}"}])  # in use, allowlisted
+        >>> check_edit_env(cfg, [{"id": "c", "source": "rtsp://evil/${DB_PASSWORD}"}])  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        storelens.errors.ConfigError: config error in the site: cameras.0.source: ${DB_PASSWORD} may not be ...
+    """
+    base = site_version_document(config)
+    held = _templates(base)
+    in_use = {name for _, value in held for name in template_names(value)}
+    kept = {value for loc, value in held if not _SOURCE.fullmatch(loc)}  # outside camera sources
+    patterns = config.api.site_env_allowlist
+    edited = _templates(cameras, "cameras") + (_templates(alert_rules, "alerts.rules") if alert_rules else [])
+    for loc, value in edited:
+        if value in kept:
+            continue  # as the site holds it (an edit merges into the version in force as written)
+        if not _SOURCE.fullmatch(loc):
+            raise ConfigError(f"config error in {origin}: {loc}: a ${{VAR}} template may only be in a camera's "
+                              f"source in a site edit through the API (the site file may have one anywhere)")
+        for name in template_names(value):
+            if name not in in_use and not any(fnmatch.fnmatchcase(name, p) for p in patterns):
+                raise ConfigError(
+                    f"config error in {origin}: {loc}: ${{{name}}} may not be used in a site edit through the API "
+                    f"(allowed: the variables the site already uses, and api.site_env_allowlist: "
+                    f"{', '.join(patterns) or 'none'}); the site file may name any variable")
+
+
+def masked(obj: object) -> object:
+    """``obj`` (a document as written, e.g. :func:`site_version_document`'s) with each template's default dropped
+    (:func:`~storelens.config.env.mask_templates`): a value written as ``${VAR}`` shows as the template, never
+    as what it expands to."""
+    if isinstance(obj, str):
+        return mask_templates(obj)
+    if isinstance(obj, list):
+        return [masked(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: masked(v) for k, v in obj.items()}
     return obj
 
 
@@ -806,12 +916,18 @@ def yaml_error(path: object, exc: Exception) -> ConfigError:
     return ConfigError(f"config error in {path}: not valid YAML{where}: {problem}")
 
 
-def parse_config(raw: object, origin: str = "<config>", base: pathlib.Path | None = None) -> SiteConfig:
-    """Validate an already-parsed YAML/JSON document into a :class:`SiteConfig`."""
+def parse_config(raw: object, origin: str = "<config>", base: pathlib.Path | None = None,
+                 open_cameras: bool = True) -> SiteConfig:
+    """Validate an already-parsed YAML/JSON document into a :class:`SiteConfig`.
+
+    ``open_cameras=False`` (a command that never opens the cameras: its ``${CAM_PASSWORD}`` need not be set): a
+    ``${VAR}`` under ``cameras`` whose variable is not set stays as written instead of failing; elsewhere (e.g.
+    ``storage.dsn``) it fails as always.
+    """
     if not isinstance(raw, dict):
         raise ConfigError(f"config error in {origin}: expected a mapping at the top level")
     written = copy.deepcopy(raw)
-    raw = _expand(raw, origin)
+    raw = _expand(raw, origin, open_cameras=open_cameras)
     assert isinstance(raw, dict)
     base = base or pathlib.Path.cwd()
     _resolve_paths(raw, base, origin)
@@ -820,6 +936,7 @@ def parse_config(raw: object, origin: str = "<config>", base: pathlib.Path | Non
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, origin)) from None
     config._written, config._written_gave, config._base = written, config.model_dump(mode="json"), base
+    config._open_cameras = open_cameras
     return config
 
 
@@ -865,9 +982,10 @@ def site_version_document(config: SiteConfig) -> dict:
 
 
 def site_document(config: SiteConfig, exclude_defaults: bool = False) -> dict:
-    """``config`` as a site file would say it (JSON types), without the values derived from others: an
-    unset ``detector.confidence`` follows the tracker (``SiteConfig._detector_down_to_tracker``), so that
-    validating the document again derives it again (e.g. after a switch to ``deepsort``).
+    """``config`` as a site file would say it (JSON types), without the values derived from others
+    (:data:`DERIVED_FIELDS`): e.g. an unset ``detector.confidence`` follows the tracker
+    (``SiteConfig._detector_down_to_tracker``), so that validating the document again derives it again (e.g.
+    after a switch to ``deepsort``), and an unset ``zones.lost_after_ms`` is not taken as set.
 
     Example:
         >>> cfg = parse_config({"store": {"id": "s"}, "cameras": [{"id": "c", "source": "x.mp4"}]})
@@ -875,11 +993,18 @@ def site_document(config: SiteConfig, exclude_defaults: bool = False) -> dict:
         (0.1, False)
     """
     doc = config.model_dump(mode="json", exclude_defaults=exclude_defaults)
-    if "confidence" not in config.detector.model_fields_set and isinstance(doc.get("detector"), dict):
-        doc["detector"].pop("confidence", None)
-        if exclude_defaults and not doc["detector"]:
-            del doc["detector"]
+    for section, field in DERIVED_FIELDS:
+        if field not in getattr(config, section).model_fields_set and isinstance(doc.get(section), dict):
+            doc[section].pop(field, None)
+            if exclude_defaults and not doc[section]:
+                del doc[section]
     return doc
+
+
+#: The settings whose unset value follows another setting (:func:`~storelens.config.base.follow_unset`), left out
+#: of :func:`site_document` unless the file set them: ``detector.confidence`` (the tracker's low threshold) and
+#: ``zones.lost_after_ms`` (the tracker's re-find window, or the zones' ``exit_after_ms``).
+DERIVED_FIELDS = (("detector", "confidence"), ("zones", "lost_after_ms"))
 
 
 def with_cameras(config: SiteConfig, cameras: list, origin: str = "site", alert_rules: list | None = None) -> SiteConfig:
@@ -887,7 +1012,8 @@ def with_cameras(config: SiteConfig, cameras: list, origin: str = "site", alert_
     with ``alert_rules`` (dicts or rule objects; ``None``: unchanged), its ``alerts.rules`` too.
 
     ``${VAR}`` templates in them are expanded with this process's environment (a variable not set is a
-    :class:`ConfigError` naming the field and the variable); the result remembers them as given, templates
+    :class:`ConfigError` naming the field and the variable; a camera's stays as written when ``config`` was read
+    with ``open_cameras=False``, :func:`parse_config`); the result remembers them as given, templates
     unexpanded (:func:`site_version_document`). A relative camera source is then resolved against the folder
     ``config`` was read from (its site file's, as :func:`parse_config` does): a version published by another
     process (``site-config``) resolves against the receiving process's own site file's folder. The site's
@@ -905,7 +1031,7 @@ def with_cameras(config: SiteConfig, cameras: list, origin: str = "site", alert_
     gave = copy.deepcopy(config._written_gave) if isinstance(config._written_gave, dict) else {}
     written["cameras"] = copy.deepcopy(cams)
     raw = site_document(config)
-    raw["cameras"] = _expand(cams, origin, "cameras")
+    raw["cameras"] = _expand(cams, origin, "cameras", config._open_cameras)
     _resolve_paths({"cameras": raw["cameras"]}, config._base or pathlib.Path.cwd())
     if alert_rules is not None:
         rules = [r if isinstance(r, dict) else r.model_dump(mode="json") for r in alert_rules]
@@ -920,7 +1046,7 @@ def with_cameras(config: SiteConfig, cameras: list, origin: str = "site", alert_
     gave["cameras"] = dump["cameras"]
     if alert_rules is not None:
         gave["alerts"] = {**(gave.get("alerts") or {}), "rules": dump["alerts"]["rules"]}
-    new._written, new._written_gave, new._base = written, gave, config._base
+    new._written, new._written_gave, new._base, new._open_cameras = written, gave, config._base, config._open_cameras
     return new
 
 
@@ -971,8 +1097,9 @@ def read_yaml(path: str | os.PathLike[str]) -> object:
         raise yaml_error(p, exc) from None
 
 
-def load_config(path: str | os.PathLike[str], base: pathlib.Path | None = None) -> SiteConfig:
+def load_config(path: str | os.PathLike[str], base: pathlib.Path | None = None,
+                open_cameras: bool = True) -> SiteConfig:
     """Read and validate a site configuration file; raise :class:`ConfigError` if it is bad. Relative paths
-    are resolved against ``base``, by default the file's folder."""
+    are resolved against ``base``, by default the file's folder; ``open_cameras``: see :func:`parse_config`."""
     p = pathlib.Path(path)
-    return parse_config(read_yaml(p), origin=str(p), base=base or p.parent.resolve())
+    return parse_config(read_yaml(p), origin=str(p), base=base or p.parent.resolve(), open_cameras=open_cameras)

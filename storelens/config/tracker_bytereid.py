@@ -111,6 +111,12 @@ class ByteReidTrackerConfig(TrackerConfig):
     reid_threads: Annotated[int | None, Field(ge=1)] = 2
 
     @property
+    def refind_ms(self) -> int:
+        """How long a lost track stays re-findable: ``track_buffer`` frames at ``fps`` (2400 ms by default), the
+        same time at any camera frame rate; an unset ``zones.lost_after_ms`` follows it."""
+        return round(self.track_buffer / self.fps * 1000)
+
+    @property
     def appearance(self) -> OmzReidEmbedderConfig:
         """The embedder's own settings: its field ``x`` comes from ``reid_x`` here."""
         return OmzReidEmbedderConfig(weights=self.reid_weights, device=self.reid_device,

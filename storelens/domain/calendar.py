@@ -24,7 +24,8 @@ Example:
 
 The time series of the API (``/v1/counts``, ``/v1/zones/stats``: a width in seconds, not a
 period) lay their buckets out with :meth:`StoreCalendar.grid` (a :class:`BucketGrid`): whole
-days are local calendar days, shorter widths multiples of the width since the epoch.
+days are local calendar days (whole weeks from Monday, as the ``week`` period), shorter widths multiples
+of the width since the epoch.
 """
 from __future__ import annotations
 
@@ -51,6 +52,8 @@ Alignment = Literal["epoch", "store_local_hour", "store_local_day"]
 _UTC = dt.timezone.utc
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=_UTC)
 _EPOCH_DAY = dt.date(1970, 1, 1)
+#: The Monday of the ISO week of 1970-01-01 (a Thursday): where buckets of whole weeks count from.
+_EPOCH_MONDAY = dt.date(1969, 12, 29)
 _HOUR_MS = 3_600_000
 
 
@@ -113,6 +116,15 @@ class Bucket:
     def hours(self) -> float:
         """Time covered by the bucket's intervals, in hours."""
         return sum(e - s for s, e in self.intervals) / 3_600_000
+
+
+def _day_origin(days: int) -> dt.date:
+    """The local date buckets of ``days`` whole days count from: a Monday for whole weeks (ISO weeks).
+
+    >>> _day_origin(7).weekday(), _day_origin(14).isoformat(), _day_origin(3).isoformat()
+    (0, '1969-12-29', '1970-01-01')
+    """
+    return _EPOCH_MONDAY if days % 7 == 0 else _EPOCH_DAY
 
 
 @functools.lru_cache(maxsize=256)
@@ -203,7 +215,9 @@ class StoreCalendar:
 
         * whole days (``bucket_s % 86400 == 0``): runs of local calendar days from local midnight
           (``store_local_day``; a DST day has 23 or 25 hours); ``n``-day buckets count days from the
-          local 1970-01-01, as epoch-aligned ones did (a day the clock skipped has no bucket);
+          local 1970-01-01, as epoch-aligned ones did, and whole weeks (``n`` a multiple of 7) from its
+          ISO week's Monday (1969-12-29), so a week runs Monday to Sunday as the ``week`` period of
+          :meth:`buckets` (a day the clock skipped has no bucket);
         * shorter: multiples of the width since the epoch (``epoch``), moved by the sub-hour part of
           the UTC offset at ``start_ms`` when it has one (``store_local_hour``: India's +05:30 keeps its
           hours at :00 local), so local whole hours are edges as in a whole-hour zone.
@@ -226,7 +240,8 @@ class StoreCalendar:
         if end_ms > CALENDAR_MAX_MS:
             raise ValueError(f"end_ms ({end_ms}) is past the calendar's last day (at most {CALENDAR_MAX_MS})")
         days = bucket_s // 86_400
-        day = _EPOCH_DAY + dt.timedelta(days=(self.local_date(start_ms) - _EPOCH_DAY).days // days * days)
+        origin = _day_origin(days)
+        day = origin + dt.timedelta(days=(self.local_date(start_ms) - origin).days // days * days)
         edges = [self.midnight(day)]
         while edges[-1] < end_ms:
             day += dt.timedelta(days=days)
@@ -262,7 +277,8 @@ class StoreCalendar:
         if bucket_s % 86_400:
             return self.grid(bucket_s, start_ms, end_ms).count(start_ms, end_ms)
         days = bucket_s // 86_400
-        first, last = ((self.local_date(t) - _EPOCH_DAY).days // days for t in (start_ms, end_ms - 1))
+        origin = _day_origin(days)
+        first, last = ((self.local_date(t) - origin).days // days for t in (start_ms, end_ms - 1))
         return last - first + 1
 
     # -- buckets ----------------------------------------------------------------------------

@@ -343,7 +343,11 @@ class OccupancyReset:
       the first of the two, in a spring-forward gap the first instant after it: :func:`first_instant_at`);
     * ``"closing"``: the end of each business day's session (:meth:`StoreCalendar.session`: the closing time of
       ``opening_hours``, after midnight for a closing at or before the opening; none on a closed day; local
-      midnight without opening hours).
+      midnight without opening hours). A calendar with no open day at all (``opening_hours: {}`` or every day
+      closed: a store not opened yet) has no closing: it resets at each local midnight, as without opening
+      hours, rather than never (the counts of people seen there, fitters or staff, would otherwise add up
+      for ever). With any open day there is a closing every week, so a reset is always found (at most 8 days
+      back): only ``None`` never resets.
 
     Counts that began after reset ``since_ms`` (:meth:`last_reset_ms` when they began) are void at ``ts_ms``
     (:meth:`stale`) once a later reset is at or before ``ts_ms``: time is the frames' own, so the first frame
@@ -366,20 +370,23 @@ class OccupancyReset:
 
     def _resets(self, first: dt.date, last: dt.date) -> list[int]:
         out: set[int] = set()
+        at = self.at
+        if at == "closing" and self.calendar.opening_hours == {}:
+            at = 0  # never open, so never a closing: each local midnight (as "closing" without opening hours)
         day = first
         while day <= last:
-            if self.at == "closing":
+            if at == "closing":
                 session = self.calendar.session(day)
                 if session is not None:
                     out.add(session[1])
-            elif self.at is not None:
-                out.add(first_instant_at(dt.datetime.combine(day, dt.time()) + dt.timedelta(minutes=self.at),
+            elif at is not None:
+                out.add(first_instant_at(dt.datetime.combine(day, dt.time()) + dt.timedelta(minutes=at),
                                          self.calendar.tz))
             day += dt.timedelta(days=1)
         return sorted(out)
 
     def last_reset_ms(self, ts_ms: int) -> int | None:
-        """The latest reset at or before ``ts_ms``; ``None``: none (never, or no open day in the week)."""
+        """The latest reset at or before ``ts_ms``; ``None`` only when ``at`` is ``None`` (never)."""
         if self.at is None:
             return None
         known = self._known

@@ -22,8 +22,9 @@ Rules (each is a case in ``tests/test_zones.py``):
   or not at all), as soon as ``exit_after_ms`` has passed.
 * **Occlusions and lost tracks.** A track last seen inside and then unseen
   (hidden behind another person, missed by the detector) keeps its visit for
-  ``lost_after_ms`` (default: the 2.4 s in which the default tracker re-finds
-  a lost track under the same id): back inside within it, the visit goes on
+  ``lost_after_ms`` (default: the time in which the tracker re-finds a lost
+  track under the same id, 2.4 s with the default ``track_buffer`` and ``fps``,
+  :class:`storelens.config.site.SiteConfig`): back inside within it, the visit goes on
   with no exit and no new entry, so the dwell and a queue's wait are whole;
   back outside within it, the exit is pending from that time as above.
   Unseen for longer, it exits with ``how="lost"`` at its last seen time. While
@@ -53,11 +54,16 @@ Rules (each is a case in ``tests/test_zones.py``):
 * **Queues.** The exit of a ``queue`` zone has ``how="service_edge"`` (served)
   when the segment from the last inside anchor to the first outside anchor
   crosses the zone's service edge, else ``"other"`` (abandoned) or ``"lost"``.
+  A pass-through (above) is never served: its exit is ``"other"`` even if the
+  path crosses the service edge (a person walking past the till); it still
+  counts as a visit, as in every other zone kind.
   Every other exit has ``how`` ``"other"`` or ``"lost"``. :meth:`QueueStats.compute`
   gives, over a window: length now, measured waits of the served, served,
   abandoned and lost counts, and the wait predicted for someone joining now
-  by Little's law, W = L / throughput (served in the window / window length);
-  ``None`` when nobody was served in the window.
+  by Little's law, W = L / throughput (served in the window / the time the
+  stream showed in the window, :class:`StreamCoverage`: less than the window
+  after the stream started or stalled); ``None`` when nobody was served in
+  the window or the stream showed less than :data:`MIN_QUEUE_COVERED_MS` of it.
 * **Occupancy.** :meth:`ZoneTracker.occupancy`: open visits per zone (inertia
   applied; an occluded person still counts, up to ``lost_after_ms``); ``raw=True``: anchors
   inside in the last frame.
@@ -106,6 +112,7 @@ from typing import Iterable, Literal, Mapping, Sequence
 import numpy as np
 
 from storelens.config import ZoneConfig, ZoneRules, ZonesConfig
+from storelens.config.site import LOST_AFTER_MS
 from storelens.domain.geometry import points_in_polygon, segments_intersect
 
 Point = tuple[float, float]
@@ -430,11 +437,58 @@ class ZoneTracker:
         if cut is None:
             return []
         t_in, t_out = (int(round(v.out_ts + c * (ts - v.out_ts))) for c in cut)
+        # A visit like any other (every zone kind counts it), but never a served one: whoever crosses a queue
+        # and its service edge between two samples, or faster than enter_after_ms, walked past the till.
         return [self._event(z, tid, "enter", t_in, seq),
-                self._event(z, tid, "exit", t_out, seq, t_out - t_in, self._how(z, v.out_pt, p1))]
+                self._event(z, tid, "exit", t_out, seq, t_out - t_in, "other")]
 
 
 # -- queues ------------------------------------------------------------------------------------
+
+#: The least time the stream must have shown of a queue's window (or the whole window, if shorter) before
+#: :meth:`QueueStats.compute` predicts a wait: a few seconds after a start or a stall, one person served
+#: would give a throughput of one per few seconds.
+MIN_QUEUE_COVERED_MS = 30_000
+
+
+class StreamCoverage:
+    """The time a camera's stream showed, from its frame times (in time order): each frame holds until the
+    next one, at most ``max_gap_ms`` (the rule of :class:`ZoneBuckets`' covered time), so a start or a stall
+    is not covered time. :meth:`for_zones` gives a camera's.
+
+    Example (frames 0-10 s, a stall, frames again from 60 s; a 30 s window ending at 70 s):
+        >>> c = StreamCoverage(max_gap_ms=2_000)
+        >>> for t in [*range(0, 10_001, 1_000), *range(60_000, 70_001, 1_000)]:
+        ...     c.add(t)
+        >>> c.covered_ms(70_000, 30_000), c.covered_ms(70_000, 300_000)
+        (10000, 22000)
+    """
+
+    def __init__(self, max_gap_ms: int, runs: Iterable[Sequence[int]] = ()) -> None:
+        self.max_gap_ms = int(max_gap_ms)
+        #: ``[first, last]`` frame times of each run of frames no more than ``max_gap_ms`` apart
+        self.runs: list[list[int]] = [[int(a), int(b)] for a, b in runs]
+
+    @classmethod
+    def for_zones(cls, zones: Sequence[ZoneConfig], defaults: ZonesConfig) -> "StreamCoverage":
+        """A camera's: frames further apart than its zones' longest ``lost_after_ms`` (a person unseen that long
+        is lost, not served: :attr:`ZoneTracker.max_lost_ms`), and at least the default's 2.4 s, are a stall."""
+        return cls(max(ZoneTracker("", zones, defaults).max_lost_ms, LOST_AFTER_MS))
+
+    def add(self, ts_ms: int) -> None:
+        if self.runs and ts_ms - self.runs[-1][1] <= self.max_gap_ms:
+            self.runs[-1][1] = max(self.runs[-1][1], int(ts_ms))
+        else:
+            self.runs.append([int(ts_ms), int(ts_ms)])
+
+    def covered_ms(self, now_ms: int, window_ms: int) -> int:
+        """Covered time of ``(now_ms - window_ms, now_ms]`` (a run's last frame holds ``max_gap_ms``, up to now)."""
+        lo = now_ms - window_ms
+        return sum(max(0, min(last + self.max_gap_ms, now_ms) - max(first, lo)) for first, last in self.runs)
+
+    def forget(self, before_ms: int) -> None:
+        """Drop the runs that cover nothing from ``before_ms`` on."""
+        self.runs = [r for r in self.runs if r[1] + self.max_gap_ms > before_ms]
 
 
 @dataclass(frozen=True)
@@ -442,11 +496,14 @@ class QueueStats:
     """A queue zone over the window ``(now_ms - window_ms, now_ms]`` (exits by their time).
 
     Example (3 in the queue now; 4 served in the last 5 minutes -> 0.8 per minute
-    -> a newcomer waits about 3 / 0.8 = 3.75 minutes):
+    -> a newcomer waits about 3 / 0.8 = 3.75 minutes; had the stream started 60 s ago,
+    4 per minute -> 45 s):
         >>> ev = [ZoneEvent(f"e{i}", "cam", "q", i, "exit", 60_000 * i, i, 90_000, "service_edge") for i in (1, 2, 3, 4)]
         >>> s = QueueStats.compute(ev, "q", now_ms=300_000, window_ms=300_000, length=3)
         >>> s.served, s.abandoned, s.predicted_wait_ms
         (4, 0, 225000)
+        >>> QueueStats.compute(ev, "q", 300_000, 300_000, length=3, covered_ms=60_000).predicted_wait_ms
+        45000
     """
 
     zone_id: str
@@ -458,19 +515,25 @@ class QueueStats:
     lost: int
     waits_ms: tuple[int, ...]
     predicted_wait_ms: int | None
+    #: The time the service rate is over: the window, or less when the stream showed less of it
+    rate_ms: int = 0
 
     @classmethod
     def compute(cls, events: Iterable[ZoneEvent], zone_id: str, now_ms: int, window_ms: int,
-                length: int) -> "QueueStats":
-        """``length``: people in the queue now (``ZoneTracker.occupancy()[zone_id]``)."""
+                length: int, covered_ms: int | None = None) -> "QueueStats":
+        """``length``: people in the queue now (``ZoneTracker.occupancy()[zone_id]``); ``covered_ms``: the time
+        the stream showed in the window (:meth:`StreamCoverage.covered_ms`; ``None``: all of it)."""
         exits = [e for e in events if e.zone_id == zone_id and e.kind == "exit"
                  and now_ms - window_ms < e.ts_ms <= now_ms]
         waits = tuple(int(e.dwell_ms or 0) for e in exits if e.how == "service_edge")
         served = len(waits)
-        # Little's law: W = L / lambda, lambda = served / window
-        predicted = int(round(length * window_ms / served)) if served else None
+        rate_ms = window_ms if covered_ms is None else max(0, min(window_ms, int(covered_ms)))
+        # Little's law: W = L / lambda, lambda = served / the time the stream showed of the window
+        enough = rate_ms >= min(window_ms, MIN_QUEUE_COVERED_MS)
+        predicted = int(round(length * rate_ms / served)) if served and enough else None
         return cls(zone_id, now_ms, window_ms, length, served,
-                   sum(e.how == "other" for e in exits), sum(e.how == "lost" for e in exits), waits, predicted)
+                   sum(e.how == "other" for e in exits), sum(e.how == "lost" for e in exits), waits, predicted,
+                   rate_ms)
 
 
 # -- buckets -----------------------------------------------------------------------------------

@@ -3,7 +3,10 @@
 ``tracks`` (``storelens.v1.TrackedFrame``, keyed by camera id) goes in;
 line crossings, occupancy and per-window counts come out, to PostgreSQL
 (history), Redis (live state) and the topics ``crossings``, ``occupancy``,
-``counts``; undecodable messages and unknown cameras go to ``dead-letter``.
+``counts``; undecodable messages, unknown cameras and messages whose ``message-type`` header names
+another type than their topic carries go to ``dead-letter`` (every event, a re-read gap's too, goes
+through the runner core with its record headers: :meth:`RunnerCore.check_type`; the outputs are sent
+with their own ``message-type`` header).
 
 The faces services' outputs are sunk here too: ``track-attributes``
 (``TrackAttributes``, upserted by camera and track, an older ``last_seq``
@@ -11,6 +14,11 @@ never replacing a newer one) and ``customer-matches`` (``CustomerMatch``,
 upserted by ``event_id``) go to PostgreSQL through the same sink thread and
 retry path, each message acknowledged only after its write; they keep no
 state, so redeliveries are harmless.
+
+Site versions saved through ``/v1/site`` (``site-config``, compacted) are read without a consumer group, from
+the topic's beginning at every start (:meth:`AnalyticsApp.follow_site`, the reader ingest and the other stages
+use): the newest one is in force before the first frame, in every replica, and later ones are applied as
+they come (a timer, every :data:`SITE_POLL_S`).
 
 State: a faust :class:`~faust.Table` keyed by camera id holds
 :meth:`AnalyticsStage.camera_state` (JSON: per-track line sides, occupancy,
@@ -42,10 +50,13 @@ A crash or restart anywhere therefore either replays the frame against the old s
 (same outputs, upserted again) or finds the new state and skips it.
 
 A faust timer calls :meth:`AnalyticsApp.tick_at` every ``AnalyticsStage.tick_s``: the stage's
-tick (``camera_down`` while no frame comes) through the same ``RunnerCore.tick`` as the embedded
-runner's loop; its alerts go to the sinks and the ``alerts`` topic. The tick changes only the
-store-level alert state, which is saved with the next frame's camera state (a tick-fired alert
-that a restart loses fires again with the same id: sinks upsert).
+tick (``camera_down`` while no frame comes, the daily occupancy reset's 0 rows of cameras without a
+frame since) through the same ``RunnerCore.tick`` as the embedded runner's loop; its alerts and rows go
+to the sinks and the ``alerts`` and ``occupancy`` topics. Before it, the state of every camera the table
+holds and the stage has not loaded yet (no frame of it since this process started) is loaded, so a
+camera down since before a restart gets its 0 row too. The tick changes only the store-level alert
+state, which is saved with the next frame's camera state (a tick-fired alert that a restart loses fires
+again with the same id; a 0 row is written again, the same row: sinks upsert).
 
 The sinks block (psycopg, redis-py); they run in one dedicated worker thread
 (``run_in_executor``) so the event loop keeps heartbeating while a write
@@ -66,9 +77,10 @@ import os
 import ssl
 import threading
 import time
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import faust
+from faust.types import TP
 
 from storelens.contract import messages as m
 from storelens.contract import topics
@@ -104,6 +116,8 @@ STUCK_NOT_READY_S = float(os.environ.get("STORELENS_ANALYTICS_STUCK_S", 300))
 CHORES_CHECK_S = 30.0
 #: After SIGTERM, exit hard if faust has not stopped within this many seconds.
 SHUTDOWN_TIMEOUT_S = float(os.environ.get("STORELENS_SHUTDOWN_TIMEOUT_S", 30))
+#: Seconds between two reads of the site versions published on ``site-config`` (:meth:`AnalyticsApp.follow_site`).
+SITE_POLL_S = 1.0
 #: At shutdown (:meth:`AnalyticsApp.close`), wait this long for the alert webhooks to deliver what is queued.
 WEBHOOK_CLOSE_S = float(os.environ.get("STORELENS_WEBHOOK_CLOSE_S", 5))
 
@@ -140,6 +154,13 @@ def broker_settings(cfg: KafkaConfig) -> dict[str, Any]:
     elif ctx is not None:
         out["broker_credentials"] = ctx
     return out
+
+
+def _record_headers(headers) -> tuple:
+    """A consumed record's headers as ``(name, value)`` pairs (faust passes aiokafka's; a mapping is taken too)."""
+    if not headers:
+        return ()
+    return tuple(headers.items()) if isinstance(headers, Mapping) else tuple(headers)
 
 
 class AnalyticsApp:
@@ -207,11 +228,14 @@ class AnalyticsApp:
             *AnalyticsStage.inputs, *AnalyticsStage.outputs)}
         self.tracks = self.app.topic(self.topic_names[topics.TRACKS], partitions=kcfg.partitions,
                                      allow_empty=True, **raw)
-        #: The other inputs (face history, camera snapshots): records for the sinks, no state.
+        #: The other inputs (face history, camera snapshots): records for the sinks, no state. Not ``site-config``:
+        #: read without a consumer group (:meth:`follow_site`).
         fixed = {t.name: t.partitions for t in topics.TOPICS if t.partitions_fixed}
         self.record_inputs = {base: self.app.topic(self.topic_names[base], partitions=fixed.get(base, kcfg.partitions),
                                                    allow_empty=True, **raw)
-                              for base in AnalyticsStage.inputs if base != topics.TRACKS}
+                              for base in AnalyticsStage.inputs if base not in (topics.TRACKS, topics.SITE_CONFIG)}
+        #: The reader of ``site-config`` (a :class:`~storelens.runtime.kafka.TopicTail`), from :meth:`follow_site`.
+        self._site: Any = None
         self.out = {base: self.app.topic(self.topic_names[base], **raw)
                     for base in (*AnalyticsStage.outputs, topics.DEAD_LETTER)}  # every analyzer's topics too
         # keys raw (camera id, as in tracks), values JSON; the changelog is declared here only to
@@ -229,6 +253,7 @@ class AnalyticsApp:
         self.app.timer(BROKER_PING_S)(self._ping_broker)
         self.app.timer(CHORES_CHECK_S)(self._chores)
         self.app.timer(AnalyticsStage.tick_s)(self._tick)
+        self.app.timer(SITE_POLL_S)(self._site_versions)
         rt.add_check("broker", self.broker_ready)
         rt.add_check("tables", self.tables_ready)
         rt.add_check("storage", lambda: self.core.sink_ok["storage"] and bool(storage.ping()))
@@ -276,13 +301,15 @@ class AnalyticsApp:
         the sinks (sink thread), then its alerts to their topic."""
         if not self._tables_ready:
             return
+        self._sync_idle_cameras()
         h = self.core.tick(now_ms)
         if h is None:
             return
         h = await asyncio.get_running_loop().run_in_executor(self._sink, self.core.write_sinks, h)
         if h.stop is not None:
             return
-        futures = [await self.out[p.topic].send(key=topics.camera_key(p.camera_id), value=m.encode(p.message))
+        futures = [await self.out[p.topic].send(key=topics.camera_key(p.camera_id), value=m.encode(p.message),
+                                                headers=m.type_headers(p.message))
                    for p in h.outputs.publish]
         if futures:
             await asyncio.gather(*futures)
@@ -315,11 +342,13 @@ class AnalyticsApp:
         self._update_lag()
 
     def _update_lag(self) -> None:
+        """Set the lag gauge of the partitions read from; a revoked one's series is removed."""
         try:
             consumer = self.app.consumer
             for tp, next_offset in list(self._last_offset.items()):
                 if tp not in consumer.assignment():
                     del self._last_offset[tp]
+                    self.metrics.drop_lag(tp.topic, tp.partition)
                     continue
                 hw = consumer.highwater(tp)
                 if hw is not None:
@@ -347,7 +376,7 @@ class AnalyticsApp:
     async def _records_agent(self, stream) -> None:
         await self._consume(stream, self.handle)
 
-    async def _consume(self, stream, handle: Callable[[bytes, bytes, str], Any], in_order=None) -> None:
+    async def _consume(self, stream, handle: Callable[..., Any], in_order=None) -> None:
         """Feed every event to ``handle``; ack it only after ``handle`` returned (manual acks)."""
         stream = stream.noack()
         async for event in stream.events():
@@ -358,7 +387,8 @@ class AnalyticsApp:
             self.metrics.messages_in.labels(msg.topic).inc()
             self._input = (msg.tp, msg.offset)
             try:
-                await handle(event.key or b"", event.value if event.value is not None else b"", msg.topic)
+                await handle(event.key or b"", event.value if event.value is not None else b"", msg.topic,
+                             _record_headers(msg.headers))
             finally:
                 self._input = None
             await stream.ack(event)
@@ -371,12 +401,12 @@ class AnalyticsApp:
             except Exception:  # noqa: BLE001
                 pass
 
-    async def _mark_input(self) -> None:
+    async def _mark_input(self, source: tuple[Any, int] | None) -> None:
         """Record progress on the input partition for a message that changes no camera state
-        (a redelivery, a dead letter), so a restart does not re-read it."""
-        if self._input is None or self._input[0].topic != self.topic_names[topics.TRACKS]:
+        (a redelivery, a dead letter), so a restart does not re-read it (``source``: its ``(tp, offset)``)."""
+        if source is None or source[0].topic != self.topic_names[topics.TRACKS]:
             return
-        tp, offset = self._input
+        tp, offset = source
         self.table[f"{INPUT_KEY}/{tp.partition}".encode()] = {
             INPUT_KEY: {"partition": tp.partition, "next_offset": offset + 1}}
         await self.app.producer.flush()
@@ -416,33 +446,75 @@ class AnalyticsApp:
             self.metrics.errors.labels("offset_rewind").inc()
             loop = asyncio.get_running_loop()
             missed = await loop.run_in_executor(None, self._read_range, tp.topic, tp.partition, expected, msg.offset)
-            for key, value, offset in missed:
+            for gap in missed:
                 self.metrics.messages_in.labels(tp.topic).inc()
-                self._input = (tp, offset)
+                self._input = (tp, gap.offset)
                 try:
-                    await self.handle(key or b"", value or b"", tp.topic)
+                    await self.handle(gap.key, gap.value, tp.topic, gap.headers)
                 finally:
                     self._input = None
             log.info("gap re-read", extra={"topic": tp.topic, "partition": tp.partition, "messages": len(missed)})
         self._expected[tp] = max(expected or 0, msg.offset + 1)
 
-    def _read_range(self, topic: str, partition: int, start: int, end: int) -> list[tuple[bytes, bytes, int]]:
+    def follow_site(self) -> m.SiteUpdate | None:
+        """Put the newest site version on ``site-config`` in force now (before the worker starts), in :attr:`stage`
+        and in the source of new cameras' state; the later ones come through :meth:`_site_versions`. Returns it.
+
+        The topic is read from its beginning at every start without a consumer group
+        (:func:`~storelens.runtime.workers.site_tail`, as ingest, detect-track, attributes and reid do), so every
+        replica sees every version. Read by the app's consumer group, a restarted service resumed after the
+        committed offset and never saw the newest version again (an API-added camera's tracks were dead letters,
+        a moved line went back), and of two replicas only the one assigned the topic's one partition had it.
+        """
+        from storelens.runtime.workers import site_tail
+
+        self._site, newest = site_tail(self.config, self.stage)
+        if newest is not None and self.stage.site_version == newest.version:
+            self._fresh.apply_site(newest)
+            log.info("site version applied", extra={"version": newest.version, "actor": newest.actor,
+                                                    "at_start": True})
+        return newest
+
+    async def _site_versions(self) -> None:
+        """(timer) The site versions published since the last call, each handled like an input message."""
+        if self._site is None:
+            return
+        msgs = await asyncio.get_running_loop().run_in_executor(None, self._poll_site)
+        for msg in msgs:
+            self.metrics.messages_in.labels(msg.topic).inc()
+            await self.handle(msg.key, msg.value, msg.topic, msg.headers, source=(TP(msg.topic, msg.partition),
+                                                                                  msg.offset))
+
+    def _poll_site(self) -> list[BusMessage]:
+        out = []
+        while (msg := self._site.poll(0)) is not None:
+            out.append(msg)
+        return out
+
+    def _read_range(self, topic: str, partition: int, start: int, end: int) -> list[BusMessage]:
         """Messages of ``topic``/``partition`` with ``start <= offset < end`` (blocking)."""
         from storelens.runtime.kafka import read_range
 
         return read_range(self.config.kafka, topic, partition, start, end, f"{SERVICE}-gap-reader",
                           REWIND_TIMEOUT_S)
 
-    async def handle(self, key: bytes, value: bytes, topic: str) -> None:
-        """Process one message of any input (the agents call this inside a faust event context).
+    async def handle(self, key: bytes, value: bytes, topic: str, headers: tuple = (),
+                     source: tuple[Any, int] | None = None) -> None:
+        """Process one message of any input (the agents call this inside a faust event context; the site versions
+        come from :meth:`_site_versions`).
 
-        The runner core decodes it and runs the stage (camera state loaded from the
-        table first); the sinks are written in the sink thread (retried while a store
+        The runner core checks its ``message-type`` header (``headers``: the record's; another type than the
+        topic's is a dead letter, none is decoded as before), decodes it and runs the stage (camera state loaded
+        from the table first); the sinks are written in the sink thread (retried while a store
         is down); the outputs are sent and awaited; then the camera's new state goes to
         the table and the changelog is flushed, before the event may be acknowledged.
+
+        ``source``: the message's ``(tp, offset)``; default: the event being handled (:attr:`_input`, read before
+        the first ``await``: another agent's event may set it meanwhile).
         """
-        tp, offset = self._input if self._input is not None else (None, -1)
-        msg = BusMessage(topic, key, value, offset, tp.partition if tp is not None else 0)
+        source = source if source is not None else self._input
+        tp, offset = source if source is not None else (None, -1)
+        msg = BusMessage(topic, key, value, offset, tp.partition if tp is not None else 0, headers)
         base = topics.base_name(topic, self.config.kafka.topic_prefix)
         loaded: list = []
 
@@ -458,7 +530,7 @@ class AnalyticsApp:
             if h.stop is not None:  # stopping while a store was down: not acknowledged, redelivered
                 raise h.stop
         if h.dead_letter is not None:
-            await self._send_dead_letter(key, h.dead_letter)
+            await self._send_dead_letter(key, h.dead_letter, source)
             return
         if base == topics.SITE_CONFIG and h.dead_letter is None:
             # a site edit (/v1/site): new cameras start from the new site's empty state
@@ -469,11 +541,11 @@ class AnalyticsApp:
         cam = h.value.camera_id
         if h.outputs.duplicate:
             self._cache[cam] = loaded[0]
-            await self._mark_input()
+            await self._mark_input(source)
             return
         await self._publish(key, h.outputs)
         state = self.stage.camera_state(cam)
-        if self._input is not None:
+        if tp is not None:
             state[INPUT_KEY] = {"partition": tp.partition, "next_offset": offset + 1}
         self.table[topics.camera_key(cam)] = state
         self._cache[cam] = state
@@ -514,36 +586,48 @@ class AnalyticsApp:
 
     def _sync_entrance_cameras(self, cam: str) -> None:
         """Load the state of every other entrance camera (``store.entrance_lines``) that the stage does not hold
-        yet and the table has: after a restart the store's occupancy row (``@store``, written by the stage only
-        once every entrance camera's state is in it) is then written from the first frame with crossings of any
-        camera, with the other cameras' persisted counts, instead of once every entrance camera has sent a frame
-        (a camera that is down kept the row stale for ever). The row's rule stays the stage's
-        (:meth:`AnalyticsStage.store_totals`). A camera the table has no state of (no frame of it handled yet, or
-        its partition on another worker) is not loaded, and the row waits for its first frame as before."""
+        yet and the table has: after a restart the store's occupancy row (``@store``, written by the stage from the
+        cameras whose state it has) is then right from the first frame with crossings of any camera, with the
+        other cameras' persisted counts (a camera that is down would otherwise count 0 in it). The row's rule
+        stays the stage's (:meth:`AnalyticsStage.store_totals`). A camera the table has no state of (no frame of
+        it handled yet, or its partition on another worker) is not loaded: it counts 0 until its first frame."""
         for other, _line in self.stage.entrance_lines or ():
             if (other != cam and other not in self._cache and other in self.stage.counters
                     and self.table.get(topics.camera_key(other)) is not None):
                 self._sync_state(other)
 
+    def _sync_idle_cameras(self) -> None:
+        """Load the state of every camera the table holds that the stage never loaded (no frame of it handled by
+        this process: a camera down since before a restart), for the tick's reset rows. A camera the stage has
+        loaded is left alone: its state may be ahead of the table (a frame whose sinks are being written)."""
+        for cam in list(self.stage.counters):
+            if (cam not in self.stage.last_seq and cam not in self._cache
+                    and self.table.get(topics.camera_key(cam)) is not None):
+                self._sync_state(cam)
+
     async def _publish(self, key: bytes, outputs) -> None:
         """Send the outputs and wait until the broker has them (before the state may advance)."""
-        futures = [await self.out[p.topic].send(key=key, value=m.encode(p.message)) for p in outputs.publish]
+        futures = [await self.out[p.topic].send(key=key, value=m.encode(p.message), headers=m.type_headers(p.message))
+                   for p in outputs.publish]
         if futures:
             await asyncio.gather(*futures)
         for p in outputs.publish:
             self.metrics.messages_out.labels(self.topic_names[p.topic]).inc()
 
-    async def _send_dead_letter(self, key: bytes, dl: m.DeadLetter) -> None:
-        fut = await self.out[topics.DEAD_LETTER].send(key=key, value=m.encode(dl))
+    async def _send_dead_letter(self, key: bytes, dl: m.DeadLetter, source: tuple[Any, int] | None) -> None:
+        fut = await self.out[topics.DEAD_LETTER].send(key=key, value=m.encode(dl), headers=m.type_headers(dl))
         await fut
         self.metrics.messages_out.labels(self.topic_names[topics.DEAD_LETTER]).inc()
-        await self._mark_input()
+        await self._mark_input(source)
 
     def close(self) -> None:
         """Finish the sink thread's write, then give the alert webhooks up to :data:`WEBHOOK_CLOSE_S` to deliver
         what is queued or waiting to retry (the input of those alerts is already committed); what is left is
         logged and dead-lettered (:meth:`WebhookSender.close`), not silently lost."""
         self._sink.shutdown(wait=True)
+        if self._site is not None:
+            site, self._site = self._site, None
+            site.close()
         deadline = time.monotonic() + WEBHOOK_CLOSE_S
         for sink in (s for s in self.core.sinks if isinstance(s, WebhookSink)):
             sender = sink.sender
@@ -557,12 +641,15 @@ class AnalyticsApp:
 
 
 def build_app(config: SiteConfig, storage, live, rt: ServiceRuntime, **kwargs: Any) -> faust.App:
-    """The analytics faust app over ``storage`` (history) and ``live`` (Redis, optional).
+    """The analytics faust app over ``storage`` (history) and ``live`` (Redis, optional), the newest site version
+    of ``site-config`` in force (:meth:`AnalyticsApp.follow_site`).
 
     The :class:`AnalyticsApp` behind it is ``app.storelens``. Topics are not
     created here: call :func:`ensure_app_topics` first.
     """
-    return AnalyticsApp(config, storage, live, rt, **kwargs).app
+    analytics = AnalyticsApp(config, storage, live, rt, **kwargs)
+    analytics.follow_site()
+    return analytics.app
 
 
 def ensure_app_topics(config: SiteConfig) -> list[str]:

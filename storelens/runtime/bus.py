@@ -2,7 +2,10 @@
 
 The embedded mode uses :class:`InProcessBus`; the distributed mode uses
 Kafka with the same interface. Both carry protobuf-encoded bytes keyed by
-camera id, so every stage runs the same encode/decode path in both modes.
+camera id, so every stage runs the same encode/decode path in both modes,
+and headers: every publisher names its message's type in the ``message-type``
+header (:func:`storelens.contract.messages.type_headers`), which the runner checks
+before decoding (a message without it is decoded as before).
 
 Example:
     >>> bus = InProcessBus()
@@ -17,7 +20,7 @@ from __future__ import annotations
 import collections
 import threading
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, Sequence
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,9 @@ class BusMessage:
     value: bytes
     offset: int
     partition: int = 0
+    #: ``(name, value)`` pairs (Kafka record headers): ``message-type``, the value's protobuf message type
+    #: (:func:`storelens.contract.messages.type_headers`); empty from a producer that sets none.
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 class Subscription(Protocol):
@@ -34,7 +40,7 @@ class Subscription(Protocol):
 
 
 class Bus(Protocol):
-    def publish(self, topic: str, key: bytes, value: bytes) -> None: ...
+    def publish(self, topic: str, key: bytes, value: bytes, headers: Sequence[tuple[str, bytes]] = ()) -> None: ...
 
     def subscribe(self, topic: str) -> Subscription: ...
 
@@ -96,7 +102,7 @@ class InProcessBus:
         self._topic_locks: dict[str, threading.Lock] = collections.defaultdict(threading.Lock)
         self._maxsize = maxsize
 
-    def publish(self, topic: str, key: bytes, value: bytes) -> None:
+    def publish(self, topic: str, key: bytes, value: bytes, headers: Sequence[tuple[str, bytes]] = ()) -> None:
         # One lock per topic, held while enqueuing, so every subscriber sees a
         # topic's messages in offset order even with concurrent publishers. A
         # full queue blocks only that topic's publishers (back-pressure).
@@ -107,7 +113,7 @@ class InProcessBus:
                 offset = self._offsets[topic]
                 self._offsets[topic] = offset + 1
                 queues = list(self._subs[topic])
-            msg = BusMessage(topic, key, value, offset)
+            msg = BusMessage(topic, key, value, offset, 0, tuple(headers))
             for q in queues:
                 q.put(msg)
 

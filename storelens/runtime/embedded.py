@@ -15,6 +15,15 @@ re-id inference; see :meth:`~storelens.stages.core.DetectTrackStage.handle_batch
 runner's batches), with the same results as one frame at a time
 (:attr:`PipelineResult.detect_batches` says how many frames each call had).
 
+Customer erasures made through the API (``DELETE /v1/customers/{id}``, any process, same history store) reach
+the faces stage on ``customer-erasures`` as they reach the reid service: the API's
+:class:`~storelens.runtime.workers.CustomerErasurePublisher` stores the ``CustomerErasure`` in the history's
+outbox (:mod:`storelens.storage.outbox`), and the thread that looks for site versions takes what it finds
+there (the store's ``take_outbox``) and publishes it onto the bus, within :data:`SITE_POLL_S`.
+
+While it runs, the pipeline holds its history's purge lease (:class:`~storelens.runtime.retention.PurgeLease`):
+its own retention purge runs, an API process's does not.
+
 Site versions saved through ``/v1/site`` (any process, same history store) are put in force
 without a restart: the stages that take ``site-config`` (detect-track, faces, analytics) apply
 each new version first, then the ingest :class:`~storelens.runtime.ingest.CameraSupervisor`
@@ -42,7 +51,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from storelens.backends.video import is_live, open_capture
 from storelens.config import CameraConfig, SiteConfig, with_site_update
@@ -51,7 +60,7 @@ from storelens.contract import topics
 from storelens.errors import StoreLensError
 from storelens.runtime.bus import InProcessBus
 from storelens.runtime.ingest import CameraSupervisor
-from storelens.runtime.retention import RetentionPurge
+from storelens.runtime.retention import RetentionPurge, purge_lease
 from storelens.runtime.runner import Handled, Runner, RunnerCore
 from storelens.runtime.sinks import HistorySink
 from storelens.runtime.webhooks import webhook_sinks
@@ -70,6 +79,9 @@ SITE_WATCH_JOIN_S = 15.0  # longer than the history's own connect / lock timeout
 SITE_APPLY_TIMEOUT_S = 30.0
 #: Customer matches a run's :class:`PipelineResult` keeps (the newest).
 CUSTOMER_MATCHES_KEPT = 10_000
+#: Topics other processes publish to the pipeline through the history's outbox (the API's erasures), relayed
+#: onto the bus when a stage consumes them (:meth:`EmbeddedPipeline._watch_site`).
+OUTBOX_TOPICS = (topics.CUSTOMER_ERASURES,)
 
 
 @dataclass
@@ -208,8 +220,18 @@ class EmbeddedPipeline:
 
         A camera whose source fails (a file with no decodable frame) ends alone, logged and counted in
         ``errors["source"]``; its error is raised at the end only if every camera failed. Unreadable frames a
-        file skipped are counted in ``errors["decode"]``.
+        file skipped are counted in ``errors["decode"]``. The history's purge lease is held meanwhile.
         """
+        lease = purge_lease(self.storage) if self.storage is not None else None
+        if lease is not None:
+            lease.hold_for_pipeline()
+        try:
+            return self._run(stage)
+        finally:
+            if lease is not None:
+                lease.close()
+
+    def _run(self, stage: DetectTrackStage | None) -> PipelineResult:
         check_sources(self.config)
         deps = self._deps(stage)
         stages = {e.name: e.build(self.config, **deps.get(e.name, {})) for e in stages_for("embedded", self.config)}
@@ -258,7 +280,9 @@ class EmbeddedPipeline:
             failed[cam.id] = (cam, exc)
             count_error("source")
 
-        self.ingest = CameraSupervisor(lambda k, v: self.bus.publish(topics.FRAMES, k, v), self._stop.is_set,
+        frame_headers = m.type_headers(m.Frame)  # ingest publishes Frame bytes only
+        self.ingest = CameraSupervisor(lambda k, v: self.bus.publish(topics.FRAMES, k, v, headers=frame_headers),
+                                       self._stop.is_set,
                                        source_failed, frame_format=self.config.pipeline.frames,
                                        on_bad_frames=lambda cam, n: count_error("decode", n),
                                        reconnect=self.config.ingest)
@@ -269,8 +293,9 @@ class EmbeddedPipeline:
         site_watch = None
         if self.storage is not None:
             # not one of the stage threads the run waits for to end: it ends with the run (self._stop), joined below
-            site_watch = threading.Thread(target=self._watch_site, args=(first.version if first else 0, site_stages),
-                                          name="site-watch", daemon=True)
+            relayed = [t for t in OUTBOX_TOPICS if any(t in st.inputs for st in stages.values())]
+            site_watch = threading.Thread(target=self._watch_site, args=(first.version if first else 0, site_stages,
+                                                                         relayed), name="site-watch", daemon=True)
             site_watch.start()
         try:
             while not self._stop.is_set() and not self.ingest.close_if_idle():
@@ -321,9 +346,10 @@ class EmbeddedPipeline:
             log.error("site version not applied to ingest", extra={"version": update.version, "error": str(exc)})
             return None
 
-    def _watch_site(self, version: int, site_stages: list | None = None) -> None:
+    def _watch_site(self, version: int, site_stages: list | None = None, relayed: Sequence[str] = ()) -> None:
         """Publish each site version saved through the API (``/v1/site``, any process) to the stages, then
-        hand its cameras to ingest.
+        hand its cameras to ingest; and the messages of the ``relayed`` topics the API stored in the history's
+        outbox (customer erasures), first, as they are.
 
         The stages apply it between two messages of their own threads (``site-config``, as in the
         distributed mode); ingest starts a version's new cameras only once every stage in
@@ -331,7 +357,14 @@ class EmbeddedPipeline:
         added camera meets a stage that does not know it. Polled every :data:`SITE_POLL_S` seconds
         (one indexed query).
         """
+        take = getattr(self.storage, "take_outbox", None) if relayed else None
         while not self._stop.wait(SITE_POLL_S):
+            if take is not None:
+                try:
+                    for topic, key, value, headers in take(relayed):
+                        self.bus.publish(topic, key, value, headers=headers)
+                except Exception:  # the history store is down: look again later
+                    log.warning("could not read the outbox", exc_info=True)
             try:
                 update = self.storage.site_update(self.config.store.id, version)
             except Exception:  # the history store is down: the analytics runner reports it; look again later
@@ -344,7 +377,8 @@ class EmbeddedPipeline:
             # ingest stays open while the stages take the version (its last file may end meanwhile)
             held = cameras is not None and self.ingest is not None and self.ingest.hold()
             try:
-                self.bus.publish(topics.SITE_CONFIG, self.config.store.id.encode(), m.encode(update))
+                self.bus.publish(topics.SITE_CONFIG, self.config.store.id.encode(), m.encode(update),
+                                 headers=m.type_headers(update))
                 if not held:
                     if cameras is not None and self.ingest is not None:
                         log.warning("ingest has ended: the site version's cameras are not started",

@@ -97,7 +97,8 @@ class CameraSupervisor:
     """One ingest thread per camera, each with its own stop event; :meth:`apply` a new cameras list.
 
     Args:
-        publish: ``publish(key, Frame bytes)`` (the ``frames`` topic).
+        publish: ``publish(key, Frame bytes)`` (the ``frames`` topic; the caller publishes them with the
+            ``message-type`` header of a Frame, :func:`storelens.contract.messages.type_headers`).
         should_stop: the process is stopping (every camera stops).
         on_error: a camera whose source fails (the others go on).
         frame_format: how frames carry their image (``bgr`` only on the in-process bus).

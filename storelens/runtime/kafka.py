@@ -1,7 +1,9 @@
 """Kafka transport of the distributed mode (aiokafka, the client faust-streaming runs on too).
 
 Same contract as the in-process bus: protobuf bytes keyed by camera id, on
-the topics declared in :mod:`storelens.contract.topics`. Delivery is at-least-once:
+the topics declared in :mod:`storelens.contract.topics`, with the record header
+``message-type`` naming the message's protobuf type (``headers`` of :meth:`KafkaBus.publish`,
+:attr:`BusMessage.headers` of what is read). Delivery is at-least-once:
 
 * consumers never auto-commit; a service marks a message done only after
   its outputs were produced, and :meth:`KafkaConsumer.commit` flushes the
@@ -41,7 +43,7 @@ aiokafka's murmur2, so a camera's messages stay on the partitions they used befo
 
 Example:
     >>> bus = KafkaBus(KafkaConfig(), client_id="ingest")            # doctest: +SKIP
-    >>> bus.publish("frames", b"cam-1", frame_bytes)                     # doctest: +SKIP
+    >>> bus.publish("frames", b"cam-1", m.encode(frame), headers=m.type_headers(frame))  # doctest: +SKIP
     >>> bus.flush()                                                      # doctest: +SKIP
 """
 from __future__ import annotations
@@ -59,7 +61,7 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any, Awaitable, Callable, Iterable, Sequence
 
 import aiokafka.codec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -220,6 +222,12 @@ async def _close(client) -> None:
         await (client.stop() if hasattr(client, "stop") else client.close())
     except Exception as exc:  # noqa: BLE001 (closing a broken client)
         log.debug("closing a Kafka client failed", extra={"error": repr(exc)})
+
+
+def _bus_message(rec) -> BusMessage:
+    """A consumed aiokafka record as a :class:`BusMessage` (its headers kept)."""
+    return BusMessage(rec.topic, rec.key or b"", rec.value or b"", rec.offset, rec.partition,
+                      tuple(rec.headers) if rec.headers else ())
 
 
 def _reader(cfg: KafkaConfig, group_id: str | None = None, **kw) -> Callable[[], AIOKafkaConsumer]:
@@ -492,38 +500,46 @@ class KafkaBus:
         ), cfg.bootstrap_servers))
         _open.add(self)
 
-    def _failed(self, topic: str, error: str) -> None:
-        """(event loop) One message of ``topic`` was not delivered."""
-        self.errors += 1
+    def _failed(self, topic: str, error: str, counted: bool = True) -> None:
+        """(event loop) One message of ``topic`` was not delivered (``counted``: for the next :meth:`flush`; not a
+        message of :meth:`publish_all`, whose caller gets its failure)."""
+        if counted:
+            self.errors += 1
         log.error("delivery failed", extra={"topic": topic, "error": error})
         if self.on_delivery_error is not None:
             self.on_delivery_error(topic)
 
-    def _on_delivery(self, fut: asyncio.Future, topic: str) -> None:
+    def _on_delivery(self, fut: asyncio.Future, topic: str, counted: bool = True) -> None:
         self._pending.discard(fut)
         if fut.cancelled() or fut.exception() is not None:
-            self._failed(topic, "cancelled" if fut.cancelled() else repr(fut.exception()))
+            self._failed(topic, "cancelled" if fut.cancelled() else repr(fut.exception()), counted)
 
-    async def _send(self, topic: str, key: bytes, value: bytes, partition: int | None = None) -> asyncio.Future:
+    async def _send(self, topic: str, key: bytes | None, value: bytes, partition: int | None = None,
+                    headers: Sequence[tuple[str, bytes]] = (), awaited: bool = False) -> asyncio.Future:
+        """Hand one message to the producer; its delivery future (``awaited``: the caller judges its failure, it is
+        not counted for :meth:`flush`)."""
         try:
             await self._producer.client._wait_on_metadata(topic)  # an unknown topic fails delivery, not publish()
         except kerr.KafkaError as exc:
-            self._failed(topic, repr(exc))
+            self._failed(topic, repr(exc), not awaited)
             fut = asyncio.get_running_loop().create_future()
             fut.set_exception(exc)
             return fut
         while True:  # bounded by publish(): it cancels this coroutine after its timeout
             try:
-                fut = await self._producer.send(topic, value=value, key=key, partition=partition)
+                fut = await self._producer.send(topic, value=value, key=key, partition=partition,
+                                                headers=list(headers) or None)
                 break
             except kerr.KafkaTimeoutError:  # the partition's buffer stayed full (broker away): keep waiting
                 log.warning("producer buffer full; waiting for the broker", extra={"topic": topic})
         self._pending.add(fut)
-        fut.add_done_callback(lambda f: self._on_delivery(f, topic))
+        fut.add_done_callback(lambda f: self._on_delivery(f, topic, not awaited))
         return fut
 
-    def publish(self, topic: str, key: bytes, value: bytes, timeout_s: float | None = None) -> None:
-        """Hand a message to the producer (delivered in the background: :meth:`flush` waits for it).
+    def publish(self, topic: str, key: bytes, value: bytes, timeout_s: float | None = None,
+                headers: Sequence[tuple[str, bytes]] = ()) -> None:
+        """Hand a message to the producer (delivered in the background: :meth:`flush` waits for it), with
+        ``headers`` (record headers: ``message-type``, :func:`storelens.contract.messages.type_headers`).
 
         While the broker is away the producer cannot take it once the partition's batches are full (or the
         topic's metadata is missing): this waits as :meth:`flush` does, up to ``timeout_s`` (default
@@ -531,7 +547,7 @@ class KafkaBus:
         calling ``heartbeat()`` between them (and marks :attr:`waiting_since`), then raises
         :class:`UndeliveredError`; the message is then not sent.
         """
-        fut = _submit(self._send(topic, key, value))
+        fut = _submit(self._send(topic, key, value, headers=headers))
         try:
             self._ride_through(lambda wait: bool(concurrent.futures.wait([fut], wait).done), timeout_s,
                                lambda waited: f"{topic}: the producer did not take the message in {waited:.0f} s "
@@ -542,14 +558,31 @@ class KafkaBus:
         fut.result()
 
     def publish_wait(self, topic: str, key: bytes | None, value: bytes, partition: int | None = None,
-                     timeout_s: float = 30.0) -> tuple[int, int]:
-        """Publish and wait for the broker's ack; return ``(partition, offset)`` (BrokerError on failure)."""
+                     timeout_s: float = 30.0, headers: Sequence[tuple[str, bytes]] = ()) -> tuple[int, int]:
+        """Publish and wait for the broker's ack; return ``(partition, offset)`` (BrokerError on failure:
+        :meth:`publish_all` of one message)."""
+        return self.publish_all(topic, [(key, value, headers)], timeout_s, partition)[0]
+
+    def publish_all(self, topic: str, messages: Sequence[tuple[bytes | None, bytes, Sequence[tuple[str, bytes]]]],
+                    timeout_s: float = 30.0, partition: int | None = None) -> list[tuple[int, int]]:
+        """Publish ``messages`` (``(key, value, headers)`` each) and wait for the broker's ack of each one; their
+        ``(partition, offset)``. :class:`BrokerError` when the broker refused one, :class:`UndeliveredError` when
+        one was not delivered within ``timeout_s``.
+
+        Only these messages are awaited and judged: the producer's other messages (another thread's, e.g. a
+        concurrent API request's) neither fail this call nor wait for it, and a failure here is the caller's
+        answer, not counted for the next :meth:`flush` (which a shared error count made report another request's
+        failure, and then none to the request that had it).
+        """
         async def go():
-            md = await (await self._send(topic, key, value, partition))
-            return md.partition, md.offset
+            futs = [await self._send(topic, key, value, partition, headers, awaited=True)
+                    for key, value, headers in messages]
+            return [(md.partition, md.offset) for md in await asyncio.gather(*futs)]
         try:
             return _run(asyncio.wait_for(go(), timeout_s), timeout_s + 5)
-        except (kerr.KafkaError, asyncio.TimeoutError) as exc:
+        except asyncio.TimeoutError:
+            raise UndeliveredError(f"{topic}: message not delivered within {timeout_s:.0f} s") from None
+        except kerr.KafkaError as exc:
             raise BrokerError(f"{topic}: message not delivered: {exc!r}") from None
 
     async def _drain(self, timeout_s: float) -> tuple[int, int]:
@@ -808,7 +841,7 @@ class KafkaConsumer:
         self.connected = True
         self._last = rec
         self._position[TopicPartition(rec.topic, rec.partition)] = rec.offset + 1
-        return BusMessage(rec.topic, rec.key or b"", rec.value or b"", rec.offset, rec.partition)
+        return _bus_message(rec)
 
     def done(self) -> None:
         """Mark the last polled message as processed (its outputs are published)."""
@@ -901,11 +934,11 @@ class KafkaConsumer:
 # -- readers -------------------------------------------------------------------------------------
 
 async def _read_partition(cfg: KafkaConfig, topic: str, partition: int, start: int | None, end: int | None,
-                          timeout_s: float) -> tuple[list[tuple[bytes, bytes, int]], bool]:
-    """``(key, value, offset)`` with ``start <= offset < end`` (None: the beginning / the end now), complete?"""
+                          timeout_s: float) -> tuple[list[BusMessage], bool]:
+    """The messages with ``start <= offset < end`` (None: the beginning / the end now), complete?"""
     deadline = time.monotonic() + timeout_s
     c = await _started(_reader(cfg), cfg.bootstrap_servers, timeout_s)
-    out: list[tuple[bytes, bytes, int]] = []
+    out: list[BusMessage] = []
     try:
         tp = TopicPartition(topic, partition)
         c.assign([tp])
@@ -921,8 +954,8 @@ async def _read_partition(cfg: KafkaConfig, topic: str, partition: int, start: i
             for rec in batch.get(tp, []):
                 if rec.offset >= end:
                     return out, True
-                out.append((rec.key or b"", rec.value or b"", rec.offset))
-            if (out and out[-1][2] >= end - 1) or await c.position(tp) >= end:
+                out.append(_bus_message(rec))
+            if (out and out[-1].offset >= end - 1) or await c.position(tp) >= end:
                 return out, True  # (the rest were no data records, e.g. compacted away or markers)
         return out, False
     finally:
@@ -938,12 +971,12 @@ def read_to_end(cfg: KafkaConfig, topic: str, partition: int = 0, group: str = "
     out, complete = _run(_read_partition(cfg, topic, partition, None, None, timeout_s), timeout_s + 60)
     if not complete:
         raise BrokerError(f"timed out reading {topic}/{partition} to its end")
-    return out
+    return [(b.key, b.value, b.offset) for b in out]
 
 
 def read_range(cfg: KafkaConfig, topic: str, partition: int, start: int, end: int, group: str,
-               timeout_s: float = 30.0) -> list[tuple[bytes, bytes, int]]:
-    """Messages ``(key, value, offset)`` of ``topic``/``partition`` with ``start <= offset < end`` (blocking).
+               timeout_s: float = 30.0) -> list[BusMessage]:
+    """The messages of ``topic``/``partition`` with ``start <= offset < end`` (blocking; headers kept).
 
     Stops early (logging an error) when the whole range could not be read within ``timeout_s``.
     ``group`` is kept for compatibility (a manual assignment needs no group).
@@ -983,8 +1016,7 @@ def consume_all(cfg: KafkaConfig, topic: str, timeout_s: float = 30.0, expect: i
 
             async def fetch(until: float) -> None:
                 batch = await c.getmany(timeout_ms=int(min(0.5, max(0.0, until - time.monotonic())) * 1000))
-                out.extend(BusMessage(r.topic, r.key or b"", r.value or b"", r.offset, r.partition)
-                           for recs in batch.values() for r in recs)
+                out.extend(_bus_message(r) for recs in batch.values() for r in recs)
 
             while not await caught_up() and time.monotonic() < deadline:
                 await fetch(deadline)
@@ -1044,12 +1076,8 @@ class TopicTail:
                     raise BrokerError(f"could not read {self.topic} to its end in {timeout_s:.0f} s")
                 batch = await self._c.getmany(timeout_ms=500)
                 self._buf.extend(r for recs in batch.values() for r in recs)
-            return [self._message(self._buf.popleft()) for _ in range(len(self._buf))]
+            return [_bus_message(self._buf.popleft()) for _ in range(len(self._buf))]
         return _run(go(), timeout_s + 60)
-
-    @staticmethod
-    def _message(r) -> BusMessage:
-        return BusMessage(r.topic, r.key or b"", r.value or b"", r.offset, r.partition)
 
     def poll(self, timeout_s: float = 1.0) -> BusMessage | None:
         if not self._buf:
@@ -1059,7 +1087,7 @@ class TopicTail:
                 log.warning("consumer error", extra={"topic": self.topic, "error": repr(exc)})
                 return None
             self._buf.extend(r for recs in batch.values() for r in recs)
-        return self._message(self._buf.popleft()) if self._buf else None
+        return _bus_message(self._buf.popleft()) if self._buf else None
 
     def done(self) -> None:  # nothing to commit: the next start reads from the beginning again
         return None

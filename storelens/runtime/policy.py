@@ -5,6 +5,9 @@ what went wrong                                  what the runner does
 ==============================================  =====================================================
 input cannot be decoded, unknown camera          dead letter (reason ``decode`` / ``unknown_camera``), acknowledge, go on
 (:class:`~storelens.errors.DecodeError`)
+the message's ``message-type`` header names      dead letter (reason ``message_type``, naming both types), never decoded
+another type than its topic carries
+(:class:`~storelens.errors.WrongMessageType`)
 the stage raised on one message                  the stage's ``on_error``: ``dead_letter`` (reason ``process``) or ``stop``
 a store *inside* the stage failed                stop; the message is not acknowledged and is redelivered after the restart
 (e.g. the reid gallery: :func:`store_errors`)
@@ -17,6 +20,8 @@ a sink rejects the record itself                 dead letter (reason ``sink``): 
 Example:
     >>> classify_stage_error(UnknownCamera("x"), "stop")
     ('dead_letter', 'unknown_camera')
+    >>> classify_stage_error(WrongMessageType("x"), "stop")
+    ('dead_letter', 'message_type')
     >>> classify_stage_error(RuntimeError("model"), "dead_letter")
     ('dead_letter', 'process')
     >>> classify_stage_error(RuntimeError("model"), "stop")
@@ -31,7 +36,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Literal
 
-from storelens.errors import DecodeError, StorageError
+from storelens.errors import DecodeError, StorageError, WrongMessageType
 from storelens.stages.base import UnknownCamera
 
 Verdict = Literal["dead_letter", "stop"]
@@ -84,6 +89,8 @@ def classify_stage_error(exc: BaseException, on_error: Verdict) -> tuple[Verdict
     """``(verdict, reason)`` for an exception raised while decoding or processing one message."""
     if isinstance(exc, UnknownCamera):
         return "dead_letter", "unknown_camera"
+    if isinstance(exc, WrongMessageType):
+        return "dead_letter", "message_type"
     if isinstance(exc, DecodeError):
         return "dead_letter", "decode"
     if isinstance(exc, store_errors()):

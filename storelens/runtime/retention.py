@@ -16,6 +16,14 @@ than ``faces.reid.retention_days`` (kinds ``gallery_embeddings``, ``gallery_cust
 while crops arrive, but a closed store, cameras down or a run without the faces stage send none.
 The reid service runs a gallery-only purge on its own loop (``storage=None``).
 
+The API process (``services/api``, ``api.workers`` processes, ``storelens demo`` once its pipeline has
+ended) purges a SQLite history it serves when no other process does (:func:`api_retention`, run by a
+:class:`ChoreThread` of the app): an embedded pipeline holds a shared lock on ``<storage.path>.purge.lock``
+while it runs (:meth:`PurgeLease.hold_for_pipeline`), and of the API processes of a history one purges,
+only while no pipeline holds that lock (:meth:`PurgeLease.api_turn`). The locks are the operating system's
+(``flock``): a process that ends or dies releases them. With PostgreSQL (distributed mode) the analytics and
+reid services purge, never the API.
+
 "Now" is ``privacy.retention.clock``: the wall clock, or the newest stored frame (camera
 time), or ``auto`` (wall when any camera is a live stream, else camera time).
 
@@ -26,9 +34,13 @@ Example (see tests/test_privacy.py):
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
+import os
+import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Sequence
 
 from storelens.backends.video import is_live
 from storelens.config import SiteConfig
@@ -67,14 +79,18 @@ class RetentionPurge:
         monotonic: the scheduling clock (seconds).
         gallery: the face gallery (:class:`~storelens.backends.face_index.FaceGallery`, or its store alone:
             ``purge_older_than(ts_ms)``), purged to ``faces.reid.retention_days`` (not when that is ``None``).
+        lease: the API process's :class:`PurgeLease`: a due purge runs only on its turn (else it is skipped,
+            and asked again when next due); ``None``: always (the pipeline, the services).
     """
 
     name = "retention"
 
     def __init__(self, storage: Any, config: SiteConfig, known_customer: Callable[[str], bool] | None = None,
                  wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
-                 monotonic: Callable[[], float] = time.monotonic, gallery: Any = None) -> None:
+                 monotonic: Callable[[], float] = time.monotonic, gallery: Any = None,
+                 lease: PurgeLease | None = None) -> None:
         self.storage = storage
+        self.lease = lease
         self.cfg = config.privacy.retention
         self.clock = purge_clock(config)
         self.known_customer = known_customer
@@ -106,8 +122,18 @@ class RetentionPurge:
 
     def run(self, metrics: Any = None) -> dict[str, int]:
         """Purge now (and schedule the next one): the gallery first (so the history's links to the customers
-        it drops go in the same run), then the history; rows deleted per kind."""
+        it drops go in the same run), then the history; rows deleted per kind. With a :attr:`lease`, only on its
+        turn (nothing deleted otherwise: another process purges this history)."""
         self._next_s = self.monotonic() + self.cfg.every_s
+        if self.lease is None:
+            return self._purge(metrics)
+        with self.lease.api_turn() as mine:
+            if not mine:
+                log.debug("retention purge left to another process", extra={"lock": self.lease.path})
+                return {}
+            return self._purge(metrics)
+
+    def _purge(self, metrics: Any) -> dict[str, int]:
         now = self.now_ms()
         if now is None:
             return {}
@@ -127,3 +153,140 @@ class RetentionPurge:
             log.info("retention purge", extra={"now_ms": now, "clock": self.clock,
                                                 **{k: v for k, v in deleted.items() if v}})
         return deleted
+
+
+class PurgeLease:
+    """Which process purges a SQLite history that several processes use: locks (``flock``) on files beside the
+    database, released by the operating system when the process holding them ends or dies.
+
+    * An embedded pipeline holds ``<db>.purge.lock`` shared while it runs (:meth:`hold_for_pipeline`) and purges
+      on its own schedule (it also keeps its gallery's index in memory, which another process's deletions would
+      leave behind).
+    * An API process purges only on its turn (:meth:`api_turn`): the first API process of the history to ask keeps
+      ``<db>.purge-api.lock`` until it ends (of ``api.workers`` processes one purges), and it purges while it holds
+      ``<db>.purge.lock`` exclusively, i.e. while no pipeline runs; a pipeline that starts meanwhile waits for the
+      end of that purge.
+
+    The lock files stay (empty) beside the database.
+    """
+
+    def __init__(self, db_path: str) -> None:
+        self.path = f"{db_path}.purge.lock"
+        self.api_path = f"{db_path}.purge-api.lock"
+        self._pipeline: int | None = None
+        self._api: int | None = None
+
+    @staticmethod
+    def _lock(path: str, mode: int) -> int | None:
+        """A descriptor of ``path`` holding the lock ``mode`` (``LOCK_NB`` in it: ``None`` when it is held)."""
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, mode)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def hold_for_pipeline(self) -> None:
+        """An embedded pipeline runs on this history: no API process purges it until :meth:`close` (or the end of
+        this process). Waits for an API's purge in progress."""
+        if self._pipeline is not None:
+            return
+        fd = self._lock(self.path, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        if fd is None:
+            log.info("waiting for the API's retention purge to end", extra={"lock": self.path})
+            fd = self._lock(self.path, fcntl.LOCK_SH)
+        self._pipeline = fd
+
+    @contextlib.contextmanager
+    def api_turn(self) -> Iterator[bool]:
+        """Whether this API process purges now (held until the ``with`` block ends): it is the API process that
+        purges this history and no pipeline runs on it."""
+        if self._api is None:
+            self._api = self._lock(self.api_path, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fd = None if self._api is None else self._lock(self.path, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            yield fd is not None
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+    def close(self) -> None:
+        """Release the locks held (a pipeline's end; the API's shutdown; a lease no longer referenced)."""
+        for name in ("_pipeline", "_api"):
+            fd = getattr(self, name, None)
+            if fd is not None:
+                setattr(self, name, None)
+                os.close(fd)
+
+    __del__ = close
+
+
+def purge_lease(storage: Any) -> PurgeLease | None:
+    """The :class:`PurgeLease` of a history store: of its SQLite file; ``None`` for PostgreSQL, an in-memory
+    database or none (no other process can use it)."""
+    db = getattr(storage, "db", None)
+    if db is None or db.postgres or db.memory or db.where.startswith("file:"):
+        return None
+    return PurgeLease(db.where)
+
+
+def api_retention(config: SiteConfig, storage: Any, gallery: Any = None) -> RetentionPurge | None:
+    """The API process's scheduled purge of the SQLite history it serves (``privacy.retention``) and of the face
+    gallery store (``gallery``, ``faces.reid.retention_days``), on its turn (:class:`PurgeLease`: not while an
+    embedded pipeline runs on the history, one API process of several); ``None`` with PostgreSQL (the analytics
+    and reid services purge) or nothing to purge."""
+    if config.storage.backend != "sqlite":
+        return None
+    purge = RetentionPurge(storage, config, gallery=gallery, lease=purge_lease(storage),
+                           known_customer=gallery.customer_exists if gallery is not None else None)
+    if not (purge.history or purge.gallery is not None):
+        if purge.lease is not None:
+            purge.lease.close()
+        return None
+    return purge
+
+
+class ChoreThread:
+    """Runs chores (``name``, ``due()``, ``run(metrics)``, e.g. a :class:`RetentionPurge`) in a thread of their own,
+    looking every ``check_s`` seconds (at most the shortest ``every_s`` of a purge) whether one is due: the API
+    process's, which has no runner loop. A failing chore is logged, never fatal (it runs again when next due)."""
+
+    def __init__(self, chores: Sequence[Any], metrics: Any = None, check_s: float = 1.0) -> None:
+        self.chores = list(chores)
+        self.metrics = metrics
+        periods = [c.cfg.every_s for c in self.chores if hasattr(c, "cfg")]
+        self.check_s = min([check_s, *periods])
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="chores", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            for chore in self.chores:
+                if self._stop.is_set():
+                    return
+                try:
+                    if chore.due():
+                        chore.run(self.metrics)
+                except Exception as exc:  # noqa: BLE001 (the next due run tries again)
+                    log.warning("chore failed", extra={"chore": chore.name, "error": repr(exc)})
+            if self._stop.wait(self.check_s):
+                return
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop after the chore in hand (before the stores it uses are closed); release the chores' leases."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=timeout_s)
+        for chore in self.chores:
+            lease = getattr(chore, "lease", None)
+            if lease is not None:
+                lease.close()

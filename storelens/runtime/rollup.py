@@ -8,9 +8,12 @@ later, a replay: the hour is published again and replaces the older one, the top
 compacted by ``<store_id>/<start_ms>``). Every hour sent names the computed window and the starts
 of every hour the store has in it (``window_*`` fields of ``StoreKpiHour``): the chain deletes the
 store's hours of the window that are not listed (a calendar change, a replay). When an hour sent
-before is no longer computed, the window's hours are sent again even if none changed. The analytics
-service runs it (``rollup.enabled``); an embedded store runs the same computation with
-``storelens kpis publish``.
+before is no longer computed, the window's hours are sent again even if none changed. A window that
+holds no hour at all (the store closed all of it under a new calendar) is announced by a message
+without an hour (``start_ms``/``end_ms`` 0, key ``<store_id>/window``,
+:func:`~storelens.contract.messages.window_only`): on the first run and when the window empties,
+then not again while it stays empty. The analytics service runs it (``rollup.enabled``); an embedded
+store runs the same computation with ``storelens kpis publish``.
 
 The computation and the publication are passed in (the history store is a layer above):
 
@@ -39,8 +42,16 @@ Compute = Callable[[int, int, int], Sequence[m.StoreKpiHour]]
 
 
 def hour_key(h: m.StoreKpiHour) -> bytes:
-    """The ``store-kpis`` message key: ``<store_id>/<start_ms>`` (compaction keeps an hour's newest)."""
-    return f"{h.store_id}/{h.start_ms}".encode()
+    """The ``store-kpis`` message key: ``<store_id>/<start_ms>`` (compaction keeps an hour's newest);
+    ``<store_id>/window`` for a message without an hour (:func:`~storelens.contract.messages.window_only`)."""
+    return f"{h.store_id}/{'window' if m.window_only(h) else h.start_ms}".encode()
+
+
+def empty_window(config: SiteConfig, start_ms: int, end_ms: int, now_ms: int) -> m.StoreKpiHour:
+    """The message announcing that the store has no hour in ``[start_ms, end_ms)`` as of ``now_ms``."""
+    s = config.store
+    return m.StoreKpiHour(store_id=s.id, store_name=s.name or s.id, region=s.region or "", timezone=s.timezone,
+                          computed_ms=now_ms, window_start_ms=start_ms, window_end_ms=end_ms)
 
 
 def _content(h: m.StoreKpiHour) -> bytes:
@@ -69,6 +80,7 @@ class KpiPublisher:
     def __init__(self, config: SiteConfig, compute: Compute, publish: Callable[[list[tuple[bytes, Any]]], None],
                  now_ms: Callable[[], int | None] = lambda: int(time.time() * 1000),
                  monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
         self.cfg = config.rollup
         self.compute = compute
         self.publish = publish
@@ -77,6 +89,8 @@ class KpiPublisher:
         self._next_s: float | None = None
         #: key -> (start_ms, content of the last published version) of each hour
         self._sent: dict[bytes, tuple[int, bytes]] = {}
+        #: the last publication announced an empty window (and nothing was published since)
+        self._told_empty = False
         self.published = 0
 
     def due(self) -> bool:
@@ -99,11 +113,16 @@ class KpiPublisher:
         changed = [(hour_key(h), h) for h in hours if self._sent.get(hour_key(h), (0, None))[1] != _content(h)]
         if gone and not changed:  # an hour disappeared: the window's hours tell the chain which
             changed = [(hour_key(h), h) for h in hours]
+        if not hours and not self._told_empty:  # no hour to carry the window: the window alone says it is empty
+            w = empty_window(self.config, lo, hi, now)
+            changed = [(hour_key(w), w)]
         if not changed:
             return 0
         self.publish(changed)  # raises when the broker does not take them: nothing is marked sent
         for key, h in changed:
-            self._sent[key] = (h.start_ms, _content(h))
+            if not m.window_only(h):
+                self._sent[key] = (h.start_ms, _content(h))
+        self._told_empty = not hours
         for key in gone:
             del self._sent[key]
         self.published += len(changed)

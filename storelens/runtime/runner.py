@@ -1,4 +1,4 @@
-"""One runner for every stage, in both modes: decode -> stage -> sinks -> publish -> acknowledge.
+"""One runner for every stage, in both modes: check type -> decode -> stage -> sinks -> publish -> acknowledge.
 
 :class:`RunnerCore` holds the parts that do not depend on the transport (decoding, the
 stage call, the error policy of :mod:`storelens.runtime.policy`, the sinks with their
@@ -11,6 +11,14 @@ state store.
 A message is acknowledged only after its records were written and its outputs
 published (at-least-once); every stage skips redeliveries by sequence number and
 every sink upserts, so a replay changes nothing (effect-once).
+
+**Message types.** Every message the runner publishes carries the ``message-type`` header, its protobuf
+message's full name (:func:`~storelens.contract.messages.type_headers`). Before decoding a message, the
+runner checks that header against the class the stage's ``inputs`` declares for the topic (the class its
+``decode`` parses): another type (a producer publishing to the wrong topic) is a dead letter with reason
+``message_type`` naming both types, never decoded -- protobuf's lenient parsing would otherwise read, e.g.,
+a ``Frame`` on ``person-crops`` as a crop's end-of-stream marker. A message with no such header (an older
+producer, a message already on a topic before the upgrade) is decoded as before.
 
 **Ticks.** A stage with a ``tick(now_ms) -> Outputs`` method and a ``tick_s`` period (the
 analytics stage: alerts such as ``camera_down`` need time to pass without messages; reid and the
@@ -86,7 +94,7 @@ class Transport(Protocol):
 
     def base_topic(self, topic: str) -> str: ...
 
-    def publish(self, topic: str, key: bytes, value: bytes) -> str: ...
+    def publish(self, topic: str, key: bytes, value: bytes, headers: Sequence[tuple[str, bytes]] = ()) -> str: ...
 
     def ack(self, msg: BusMessage) -> None: ...
 
@@ -114,6 +122,8 @@ class Handled:
 TICK_TOPIC = "_tick"
 #: Pseudo topic of :meth:`RunnerCore.end_streams` outputs (never consumed or published).
 END_STREAMS_TOPIC = "_end_streams"
+#: Longest sleep between two heartbeats while a failing sink is retried (:meth:`RunnerCore.write_sinks`).
+RETRY_BEAT_S = 1.0
 
 
 class RunnerCore:
@@ -127,11 +137,16 @@ class RunnerCore:
         chores: periodic work of the process (``name``, ``due() -> bool``, ``run(metrics)``), run
             between messages by :meth:`run_chores` (e.g. the retention purge,
             :mod:`storelens.runtime.retention`).
+        beat: the service's liveness heartbeat (:meth:`ServiceRuntime.beat`), called at least every
+            :data:`RETRY_BEAT_S` while a failing sink is retried: a store that is down makes the service not
+            ready (``sink_ok``), not dead (the liveness probe would restart it, over and over).
     """
 
     def __init__(self, stage: Stage, sinks: Sequence[Sink] = (), metrics: ServiceMetrics | None = None,
-                 should_stop: Callable[[], bool] = lambda: False, chores: Sequence[Any] = ()) -> None:
+                 should_stop: Callable[[], bool] = lambda: False, chores: Sequence[Any] = (),
+                 beat: Callable[[], None] = lambda: None) -> None:
         self.stage = stage
+        self.beat = beat
         self.sinks = list(sinks)
         self.chores = list(chores)
         if metrics is None:
@@ -149,6 +164,15 @@ class RunnerCore:
         self.metrics.errors.labels(reason).inc()
         self.errors[reason] = self.errors.get(reason, 0) + 1
 
+    def check_type(self, msg: BusMessage, topic: str) -> None:
+        """Raise :class:`~storelens.errors.WrongMessageType` (a dead letter) when ``msg``'s ``message-type`` header
+        names another type than the class the stage's ``inputs`` declares for ``topic`` (a base name); nothing
+        when it has no header (decoded as before) or the stage does not consume ``topic`` (its decode says so)."""
+        if msg.headers:
+            cls = self.stage.inputs.get(topic)
+            if cls is not None:
+                m.check_type(msg.headers, cls)
+
     def process(self, msg: BusMessage, topic: str, before: Callable[[Any], None] | None = None) -> Handled:
         """Decode and process one message (no I/O); classify failures by the error policy.
 
@@ -157,6 +181,7 @@ class RunnerCore:
         """
         h = Handled(msg, topic)
         try:
+            self.check_type(msg, topic)
             h.value = self.stage.decode(topic, msg.value)
             if before is not None:
                 before(h.value)
@@ -172,7 +197,8 @@ class RunnerCore:
         """Decode several messages of ``topic`` (each of another camera) and process them in ONE
         ``stage.handle_batch`` call (no I/O); one :class:`Handled` per message, in order.
 
-        A message that cannot be decoded becomes its own dead letter, the others go on. When
+        A message that cannot be decoded (or is of another type: :meth:`check_type`) becomes its own dead
+        letter, the others go on. When
         ``handle_batch`` raises, the error policy decides for the whole batch: ``stop`` stops at
         every message of the batch (none is acknowledged, not even a malformed one: all are
         redelivered); ``dead_letter`` processes the messages again one by one (:meth:`process`),
@@ -183,6 +209,7 @@ class RunnerCore:
         bad: list[tuple[Handled, Exception]] = []
         for h in hs:
             try:
+                self.check_type(h.msg, topic)
                 h.value = self.stage.decode(topic, h.msg.value)
                 ok.append(h)
             except Exception as exc:  # noqa: BLE001 (classified by the policy)
@@ -291,7 +318,7 @@ class RunnerCore:
         encoded, decoded, processed, written to the sinks -- after the transport has closed (the embedded stop:
         an upstream stage's :meth:`end_streams` outputs). Its own outputs are not published; a sink that fails
         gets one try when stopping (``stop`` set), a record it rejects makes a counted dead letter."""
-        msg = BusMessage(topic, topics.camera_key(camera_id), m.encode(message), -1)
+        msg = BusMessage(topic, topics.camera_key(camera_id), m.encode(message), -1, 0, m.type_headers(message))
         return self.write_sinks(self.process(msg, topic))
 
     def run_chores(self) -> None:
@@ -307,7 +334,8 @@ class RunnerCore:
                 log.warning("chore failed", extra={"chore": chore.name, "error": repr(exc)})
 
     def write_sinks(self, h: Handled) -> Handled:
-        """Write ``h``'s records to every sink, retrying a failing one with backoff (blocking).
+        """Write ``h``'s records to every sink, retrying a failing one with backoff (blocking; the heartbeat ``beat``
+        goes on meanwhile, ``sink_ok`` of the sink is False until a write succeeds).
 
         A record a sink rejects turns ``h`` into a dead letter; a stop requested while
         retrying sets ``h.stop`` (the message must then not be acknowledged). The outputs of
@@ -343,8 +371,18 @@ class RunnerCore:
                     delay = backoff.next_delay()
                     log.warning("sink write failed; retrying", extra={"sink": sink.name, "error": str(exc),
                                                                        "retry_in_s": delay})
-                    time.sleep(delay)
+                    self._pause(delay)
         return h
+
+    def _pause(self, delay_s: float) -> None:
+        """Sleep ``delay_s`` before a sink's next try, beating the heartbeat every :data:`RETRY_BEAT_S`."""
+        end = time.monotonic() + delay_s
+        while True:
+            self.beat()
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, RETRY_BEAT_S))
 
 
 class Runner:
@@ -427,10 +465,12 @@ class Runner:
             return False
         try:
             if h.dead_letter is not None:
-                out = tr.publish(topics.DEAD_LETTER, msg.key, m.encode(h.dead_letter))
+                out = tr.publish(topics.DEAD_LETTER, msg.key, m.encode(h.dead_letter),
+                                 headers=m.type_headers(h.dead_letter))
                 core.metrics.messages_out.labels(out).inc()
             for p in h.outputs.publish:
-                out = tr.publish(p.topic, topics.camera_key(p.camera_id), m.encode(p.message))
+                out = tr.publish(p.topic, topics.camera_key(p.camera_id), m.encode(p.message),
+                                 headers=m.type_headers(p.message))
                 core.metrics.messages_out.labels(out).inc()
         except BaseException as exc:  # e.g. UndeliveredError: the stage's state holds a frame not all published,
             self.failure = exc  # so no snapshot of it may be written (hooks check the failure); redelivered
@@ -454,7 +494,8 @@ class Runner:
             self.failure = h.stop
             return False
         for p in h.outputs.publish:
-            out = self.transport.publish(p.topic, topics.camera_key(p.camera_id), m.encode(p.message))
+            out = self.transport.publish(p.topic, topics.camera_key(p.camera_id), m.encode(p.message),
+                                         headers=m.type_headers(p.message))
             self.core.metrics.messages_out.labels(out).inc()
         for obs in self.observers:
             obs(h)

@@ -65,6 +65,11 @@ class ServiceMetrics:
                                        "lettered) because alerts.webhook_max_queued were waiting for their URL",
                                        registry=registry)
 
+    def drop_lag(self, topic: str, partition: int) -> None:
+        """Remove the lag gauge's series of a partition the consumer no longer owns (revoked): a stale value
+        would stay exported for ever."""
+        self.lag.remove(topic, str(partition))
+
 
 class ServiceRuntime:
     def __init__(self, name: str, port: int | None = None, host: str | None = None, stall_s: float = 120.0) -> None:

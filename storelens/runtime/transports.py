@@ -1,7 +1,8 @@
 """Transports of the runner: the in-process bus (embedded mode) and Kafka (services).
 
 Both present a stage's input topics as one stream of :class:`~storelens.runtime.bus.BusMessage`
-and publish by *base* topic name (``tracks``); Kafka adds ``kafka.topic_prefix``.
+and publish by *base* topic name (``tracks``); Kafka adds ``kafka.topic_prefix``. A publish carries
+the message's headers (``message-type``: :func:`storelens.contract.messages.type_headers`).
 """
 from __future__ import annotations
 
@@ -64,8 +65,8 @@ class InProcessTransport:
     def base_topic(self, topic: str) -> str:
         return topic
 
-    def publish(self, topic: str, key: bytes, value: bytes) -> str:
-        self.bus.publish(topic, key, value)
+    def publish(self, topic: str, key: bytes, value: bytes, headers: Sequence[tuple[str, bytes]] = ()) -> str:
+        self.bus.publish(topic, key, value, headers=headers)
         return topic
 
     def ack(self, msg: BusMessage) -> None:  # nothing to commit in memory
@@ -163,9 +164,9 @@ class KafkaTransport:
                 return msg
         return self.consumers[-1].poll(timeout_s)
 
-    def publish(self, topic: str, key: bytes, value: bytes) -> str:
+    def publish(self, topic: str, key: bytes, value: bytes, headers: Sequence[tuple[str, bytes]] = ()) -> str:
         name = self.topic(topic)
-        self.bus.publish(name, key, value)
+        self.bus.publish(name, key, value, headers=headers)
         return name
 
     def ack(self, msg: BusMessage) -> None:

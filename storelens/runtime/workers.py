@@ -251,10 +251,12 @@ def run_ingest(config: SiteConfig, rt: ServiceRuntime) -> int:
     published = [0]
     probe = BrokerProbe(bus, rt, ok=bus.ping())
 
+    frame_headers = m.type_headers(m.Frame)  # ingest publishes Frame bytes only (pump_camera)
+
     def publish(key: bytes, value: bytes) -> None:
         while True:
             try:
-                bus.publish(frames_topic, key, value)
+                bus.publish(frames_topic, key, value, headers=frame_headers)
                 break
             except UndeliveredError as exc:
                 if rt.stopping.is_set():  # not published; the camera stops with the process
@@ -347,7 +349,7 @@ class StageWorker:
         for tail in tails:  # polled first, like an earlier group (the transport acks it by topic: a no-op)
             self.transport.consumers.insert(0, tail)
             self.transport._by_topic[tail.topic] = tail
-        self.core = RunnerCore(stage, sinks, metrics=rt.metrics, chores=chores)
+        self.core = RunnerCore(stage, sinks, metrics=rt.metrics, chores=chores, beat=rt.beat)  # alive while retrying
         self.runner = Runner(self.core, self.transport, should_stop=rt.stopping.is_set, hooks=hooks,
                              observers=observers, beat=self._periodic, poll_s=0.5)
         self._checks = dict(checks or {})
@@ -380,7 +382,7 @@ class StageWorker:
             self._lag_labels.add((t, p))
         owned = set().union(*(c.assigned for c in self.transport.consumers))
         for t, p in self._lag_labels - owned:
-            self.rt.metrics.lag.remove(t, str(p))
+            self.rt.metrics.drop_lag(t, p)
         self._lag_labels &= owned
 
     def run(self) -> int:
@@ -495,7 +497,8 @@ class SnapshotHooks:
             if cam in self.stage.cameras:  # not the ones a site version removed
                 snap.camera_state[cam] = self.stage.camera_snapshot(cam)
         tr.bus.flush()  # rides through a broker restart (KafkaBus.flush), the heartbeat kept
-        tr.publish(topics.DETECT_TRACK_STATE, f"{self.t_frames}/{partition}".encode(), m.encode(snap))
+        tr.publish(topics.DETECT_TRACK_STATE, f"{self.t_frames}/{partition}".encode(), m.encode(snap),
+                   headers=m.type_headers(snap))
         tr.bus.flush()
         self.snapshots[partition] = snap
         tr.consumers[-1].commit({(self.t_frames, partition)})
@@ -679,19 +682,22 @@ def stage_worker(config: SiteConfig, rt: ServiceRuntime, stage) -> StageWorker:
 
 
 class TopicPublisher:
-    """What the API publishes in the distributed mode: messages to one topic, each waited for until
-    the broker has it (raises :class:`~storelens.runtime.kafka.BrokerError` after ``timeout_s``; the
-    API then answers 503 and a retry re-sends it: every consumer is idempotent).
+    """What the API publishes: messages to one topic, each waited for until the broker has it (raises
+    :class:`~storelens.runtime.kafka.BrokerError` after ``timeout_s``; the API then answers 503 and a retry
+    re-sends it: every consumer is idempotent). Concurrent requests share the producer, and each one waits for
+    and is answered about its own messages only (:meth:`~storelens.runtime.kafka.KafkaBus.publish_all`).
 
-    The producer (and the topic) is created on first use, so the API starts without the broker.
+    The producer (and the topic) is created on first use, so the API starts without the broker. ``bus`` (the
+    embedded mode, no broker: :class:`~storelens.storage.outbox.HistoryOutbox`) takes the same messages instead,
+    on the base topic, for the embedded pipeline's in-process bus.
     """
 
-    def __init__(self, config: SiteConfig, base_topic: str, timeout_s: float = 10.0) -> None:
+    def __init__(self, config: SiteConfig, base_topic: str, timeout_s: float = 10.0, bus: Any = None) -> None:
         self.config = config
         self.base_topic = base_topic
         self.timeout_s = timeout_s
-        self.topic = topics.topic_name(base_topic, config.kafka.topic_prefix)
-        self._bus = None
+        self.topic = base_topic if bus is not None else topics.topic_name(base_topic, config.kafka.topic_prefix)
+        self._bus = bus
         self._lock = threading.Lock()
 
     def _producer(self):
@@ -705,26 +711,54 @@ class TopicPublisher:
             return self._bus
 
     def publish(self, items: Sequence[tuple[bytes, Any]]) -> None:
+        """Publish ``(key, message)`` items and wait until the broker has every one (BrokerError else).
+
+        After a message the broker refused (e.g. too large), the producer is replaced: an idempotent producer's
+        later batches of that partition would be refused as out of sequence (``OutOfOrderSequenceNumber``) for
+        ever. A timeout (the broker away) keeps it."""
+        from storelens.runtime.kafka import BrokerError, UndeliveredError
+
         bus = self._producer()
-        for key, msg in items:
-            bus.publish(self.topic, key, m.encode(msg), timeout_s=self.timeout_s)
-        bus.flush(self.timeout_s)
+        try:
+            bus.publish_all(self.topic, [(key, m.encode(msg), m.type_headers(msg)) for key, msg in items],
+                            self.timeout_s)
+        except UndeliveredError:
+            raise
+        except BrokerError:
+            self._replace(bus)
+            raise
+
+    def _replace(self, bus) -> None:
+        """Stop ``bus`` (once the other requests' messages on it are delivered); the next publish starts a new one."""
+        with self._lock:
+            if self._bus is not bus:
+                return  # another request replaced it already
+            self._bus = None
+        log.warning("a message was refused: the producer is replaced", extra={"topic": self.topic})
+        try:
+            bus.close(self.timeout_s)
+        except StoreLensError as exc:
+            log.warning("messages not delivered at the producer's replacement",
+                        extra={"topic": self.topic, "error": str(exc)})
 
     def close(self) -> None:
+        """Deliver what is still pending (a publish that timed out) and stop the producer."""
         with self._lock:
             if self._bus is not None:
+                bus, self._bus = self._bus, None
                 try:
-                    self._bus.flush(self.timeout_s)
+                    bus.close(self.timeout_s)
                 except StoreLensError as exc:
                     log.warning("messages not delivered at shutdown", extra={"topic": self.topic, "error": str(exc)})
 
 
 class CustomerErasurePublisher(TopicPublisher):
     """``on_erasure`` of the API: a :class:`CustomerErasure` on ``customer-erasures`` (keyed by customer id),
-    so the reid service drops the customer from its in-memory index."""
+    so the reid service (the embedded faces stage: ``bus`` is the history's outbox) drops the customer from its
+    in-memory index."""
 
-    def __init__(self, config: SiteConfig, timeout_s: float = 10.0) -> None:
-        super().__init__(config, topics.CUSTOMER_ERASURES, timeout_s)
+    def __init__(self, config: SiteConfig, timeout_s: float = 10.0, bus: Any = None) -> None:
+        super().__init__(config, topics.CUSTOMER_ERASURES, timeout_s, bus=bus)
 
     def __call__(self, customer_id: str) -> None:
         import uuid

@@ -5,7 +5,9 @@ zone occupancy from :class:`~storelens.contract.messages.ZoneOccupancy` (publish
 changes, so the last one is kept), loiterers from ``loiter`` / ``exit``
 :class:`~storelens.contract.messages.ZoneEvent` s, queue exits (``queue_wait``: the predicted wait
 of :class:`~storelens.domain.zones.QueueStats` over the rule's window, as ``/v1/queues`` computes
-it); people in view from the frame itself (stationary tracks excluded by the stage). Camera
+it: the service rate over the time the stream showed of the window, :class:`~storelens.domain.zones.StreamCoverage`
+of the frames seen, so no prediction and no alert until the stream has shown 30 s of the window, or all of a
+shorter one); people in view from the frame itself (stationary tracks excluded by the stage). Camera
 health per frame: ``camera_frozen`` (consecutive equal ``image_digest`` s, from the ingest) and
 ``no_detections`` (no track at all, stationary ones included), each measured as the seconds the
 run has lasted. Each rule's condition goes through a :class:`~storelens.domain.alerts.HoldAlert`
@@ -23,7 +25,7 @@ from storelens.contract import messages as m
 from storelens.contract import topics
 from storelens.domain.alerts import HoldAlert
 from storelens.domain.calendar import StoreCalendar
-from storelens.domain.zones import QueueStats, ZoneEvent
+from storelens.domain.zones import QueueStats, StreamCoverage, ZoneEvent
 from storelens.stages.analyzers import CameraAnalyzer, FrameView
 
 #: Kinds whose value is a duration in seconds compared with ``after_s``.
@@ -129,6 +131,8 @@ class AlertAnalyzer(CameraAnalyzer):
         self.queue_window_ms = {r.zone: round((r.window_s or config.zones.queue_window_s) * 1000)
                                 for r in self.rules if r.kind == "queue_wait"}
         self.queue_exits: dict[str, list[list]] = {z: [] for z in self.queue_window_ms}
+        #: queue_wait: the time the stream showed (the runs of frames the rate is over)
+        self.coverage = StreamCoverage.for_zones(camera.zones, config.zones)
         #: camera_frozen: hex digest of the last image and the time of the first frame that showed it.
         self.digest: str = ""
         self.digest_since_ms: int | None = None
@@ -174,7 +178,8 @@ class AlertAnalyzer(CameraAnalyzer):
         exits = [e for e in self.queue_exits[zone] if e[0] > now_ms - window]
         self.queue_exits[zone] = exits
         events = [ZoneEvent("", self.camera_id, zone, 0, "exit", ts, 0, dwell, how) for ts, dwell, how in exits]
-        q = QueueStats.compute(events, zone, now_ms, window, self.zone_occupancy.get(zone, 0))
+        q = QueueStats.compute(events, zone, now_ms, window, self.zone_occupancy.get(zone, 0),
+                               self.coverage.covered_ms(now_ms, window))
         return 0.0 if q.predicted_wait_ms is None else q.predicted_wait_ms / 1000  # nobody served: no prediction
 
     def _value(self, rule, view: FrameView) -> float:
@@ -195,6 +200,9 @@ class AlertAnalyzer(CameraAnalyzer):
     def update(self, view: FrameView) -> list:
         self._read_prior(view.prior)
         self._health(view)
+        if self.queue_window_ms:
+            self.coverage.add(view.ts_ms)
+            self.coverage.forget(view.ts_ms - max(self.queue_window_ms.values()))
         out = []
         for rule in self.rules:
             value = self._value(rule, view)
@@ -225,6 +233,7 @@ class AlertAnalyzer(CameraAnalyzer):
                 "zone_occupancy": dict(self.zone_occupancy),
                 "loiterers": {k: list(v) for k, v in self.loiterers.items()},
                 "queue_exits": {k: [list(e) for e in v] for k, v in self.queue_exits.items()},
+                "coverage": [list(r) for r in self.coverage.runs],
                 "digest": [self.digest, self.digest_since_ms], "empty": [self.empty_since_ms, self.empty_open_since_ms]}
 
     def load_state(self, state: dict) -> None:
@@ -238,6 +247,7 @@ class AlertAnalyzer(CameraAnalyzer):
         saved = state.get("queue_exits", {})
         self.queue_exits = {z: [[int(e[0]), int(e[1]), str(e[2])] for e in saved.get(z, [])]
                             for z in self.queue_window_ms}
+        self.coverage = StreamCoverage(self.coverage.max_gap_ms, state.get("coverage", ()))
         self.digest, self.digest_since_ms = state.get("digest", ["", None])
         self.empty_since_ms, self.empty_open_since_ms = state.get("empty", [None, None])
 

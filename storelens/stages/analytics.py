@@ -7,7 +7,7 @@ After each frame the store-level alert step (:mod:`storelens.stages.store_alerts
 ``store_occupancy``, ``camera_down``) sees every camera's latest occupancy and frame time; its
 state rides along in every camera's state (after a restart the newest copy wins).
 :meth:`AnalyticsStage.tick` is called by the runner about once a second (both modes), so a
-silent store still moves the clock of ``camera_down``.
+silent store still moves the clock of ``camera_down`` and gets the daily reset's 0 rows.
 
 **The store's occupancy** (:func:`~storelens.domain.counting.store_totals`: over ``store.entrance_lines`` when
 set, their ins minus outs clamped at 0 at each crossing, else the sum of the cameras') is the ``store_occupancy``
@@ -17,9 +17,10 @@ of the analytics service with the counts it comes from.
 With ``store.entrance_lines`` set, each frame that gives its camera's ``OccupancyUpdate`` (a frame with
 crossings) also gives one of camera id :data:`~storelens.domain.counting.STORE_OCCUPANCY_ID` (``@store``,
 stamped with the store clock), stored and published as the cameras' are: ``/v1/occupancy`` and ``/v1/live``
-read that one row, so they show the alert's number. Without entrance lines there is no such row: the API sums
-the cameras' rows by the same rule. Like the store-wide alerts, the row needs every camera on one analytics
-worker (the default single replica).
+read that one row, so they show the alert's number. The row counts the cameras whose state the stage has: an
+entrance camera that never sent a frame counts 0 and does not hold it back. Without entrance lines there is no
+such row: the API sums the cameras' rows by the same rule. Like the store-wide alerts, the row needs every camera
+on one analytics worker (the default single replica).
 
 **The daily reset** (``store.occupancy_reset``, :class:`~storelens.domain.counting.OccupancyReset`): a camera's
 first frame at or after a reset (its own frame time) restarts its occupancy, ins and outs (and its lines' counts,
@@ -27,8 +28,9 @@ the entrance lines' ins, outs and clamped outs) from 0, before that frame's cros
 ``OccupancyUpdate`` (and the store's row) even without a crossing, so ``/v1/occupancy`` and ``/v1/live`` show the
 new day's 0. The store's number leaves out, at the store clock, every camera not restarted yet
 (:meth:`AnalyticsStage.store_totals`); the API, by the same rule (:func:`occupancy_reset`), shows a row older than
-the latest reset (a camera without a frame since) as 0. The crossings and count windows are history and stay as
-they are.
+the latest reset (a camera without a frame since) as 0. A camera with no frame since writes that 0 row (and the
+store's) on the tick once the reset has passed (:meth:`AnalyticsStage.reset_rows`), so the stored and live rows
+say what the API shows. The crossings and count windows are history and stay as they are.
 """
 from __future__ import annotations
 
@@ -115,12 +117,16 @@ class AnalyticsStage:
         self.site_version = 0
         #: Cameras removed by a site version: their tracked frames still in flight are skipped, not dead-lettered.
         self.removed_cameras: set[str] = set()
+        #: camera id -> the reset whose 0 row :meth:`reset_rows` wrote (in memory: after a restart written again,
+        #: the same row).
+        self._zeroed: dict[str, int] = {}
 
-    def store_totals(self) -> StoreTotals:
+    def store_totals(self, clock_ms: int | None = None) -> StoreTotals:
         """The store's occupancy, ins and outs now (:func:`~storelens.domain.counting.store_totals`): over
         ``store.entrance_lines``, or else the sums of the cameras' (as ``/v1/occupancy``); a camera whose counts
-        a reset at or before the store clock voided (its frames behind, or none since) counts 0."""
-        clock = self.store_alerts.clock_ms
+        a reset at or before the store clock (or ``clock_ms``) voided (its frames behind, or none since) counts 0,
+        and so does a camera without state (no frame of it yet)."""
+        clock = self.store_alerts.clock_ms if clock_ms is None else clock_ms
         today = self._today(clock)
         return store_totals(self.entrance_lines,
                             [(o.value, o.total_in, o.total_out) for cam, o in self.occupancy.items() if cam in today],
@@ -162,9 +168,41 @@ class AnalyticsStage:
         return self.store_totals().occupancy
 
     def tick(self, now_ms: int) -> Outputs:
-        """The runner's periodic call (every :attr:`tick_s`, wall time ``now_ms``): alerts that need time to
-        pass without frames (``camera_down``), as records and on ``alerts``."""
-        return self._store_outputs(self.store_alerts.tick(now_ms))
+        """The runner's periodic call (every :attr:`tick_s`, wall time ``now_ms``): what needs time to pass
+        without frames: alerts (``camera_down``), as records and on ``alerts``, and the daily reset's 0 rows
+        (:meth:`reset_rows`), as records and on ``occupancy``."""
+        alerts = self._store_outputs(self.store_alerts.tick(now_ms))
+        rows = self.reset_rows(now_ms)
+        return Outputs(records=[*rows, *alerts.records],
+                       publish=[Publish(topics.OCCUPANCY, u.camera_id, u) for u in rows] + alerts.publish)
+
+    def reset_rows(self, now_ms: int) -> list[m.OccupancyUpdate]:
+        """The 0 rows of the cameras a reset voided without a frame since (down overnight, or no one in view
+        and the detector sends nothing), so the stored and live rows (history ``occupancy``, Redis) are the
+        0 that ``/v1/occupancy`` shows, not yesterday's numbers: one per camera and reset, stamped with the
+        reset's time (a row of a later frame wins over it), and with ``store.entrance_lines`` the store's row
+        (:meth:`store_totals` at that time). "Now" is the API's: the wall clock ``now_ms`` on a site with a live
+        camera, else the store clock (a file is not behind the wall clock). The counts themselves restart at
+        the camera's next frame (:meth:`~storelens.domain.counting.Occupancy.follow`), as before: a frame still
+        in flight from before the reset counts in the old day."""
+        clock = self.store_alerts.clock_ms
+        if self.store_alerts.live:
+            clock = now_ms if clock is None else max(clock, now_ms)
+        if clock is None:
+            return []
+        last = self.reset.last_reset_ms(clock)
+        if last is None:
+            return []
+        rows = [m.OccupancyUpdate(camera_id=cam, ts_ms=last, occupancy=0, total_in=0, total_out=0)
+                for cam, occ in sorted(self.occupancy.items())
+                if self._zeroed.get(cam) != last and self.reset.stale(occ.since_ms, clock)]
+        for u in rows:
+            self._zeroed[u.camera_id] = last
+        if rows and self.entrance_lines is not None:
+            store = self.store_totals(clock)
+            rows.append(m.OccupancyUpdate(camera_id=STORE_OCCUPANCY_ID, ts_ms=last, occupancy=store.occupancy,
+                                          total_in=store.total_in, total_out=store.total_out))
+        return rows
 
     def end_streams(self) -> Outputs:
         """End, as at the end of its stream (:meth:`process` of an end-of-stream frame), every camera whose stream
@@ -373,11 +411,10 @@ class AnalyticsStage:
             out.occupancy = m.OccupancyUpdate(camera_id=tf.camera_id, ts_ms=tf.ts_ms, occupancy=occ.value,
                                               total_in=occ.total_in, total_out=occ.total_out)
         out.store_alerts = self.store_alerts.on_frame(tf.camera_id, tf.seq, tf.ts_ms)
-        if ((out.crossings or restarted) and self.entrance_lines is not None
-                and all(cam in self.last_seq for cam, _ in self.entrance_lines)):
-            # only once every entrance camera's state is here (after a restart the analytics service loads a
-            # camera's state at its first frame, and the other entrance cameras' persisted states with it):
-            # a camera not loaded yet would count 0, and the row would win
+        if (out.crossings or restarted) and self.entrance_lines is not None:
+            # from the cameras whose state is here: an entrance camera that never sent a frame (offline all day)
+            # counts 0, as /v1/occupancy counts it, and does not hold the row back (the analytics service loads
+            # every entrance camera's persisted state before a frame: AnalyticsApp._sync_entrance_cameras);
             # with every camera's row (in the same batch: no reader sees one without the other), stamped with the
             # store clock (the latest frame time of any camera: a later row never has an earlier time, so the
             # stores' newer-wins upserts take every one)

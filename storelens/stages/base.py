@@ -5,7 +5,9 @@ A stage is an object with
 * ``name``: the service that runs it (``"detect-track"``, ``"analytics"``, ...), used in
   dead letters, metrics and consumer group ids;
 * ``inputs``: the topics it consumes (base names from :mod:`storelens.contract.topics`),
-  each with the protobuf class on that topic;
+  each with the protobuf class on that topic: the class ``decode`` parses, and the type the
+  runner checks a message's ``message-type`` header against before decoding (another type is a
+  dead letter, :meth:`~storelens.runtime.runner.RunnerCore.check_type`);
 * ``on_error``: what an unexpected exception inside :meth:`handle` means
   (``"dead_letter"``: this message is bad, go on; ``"stop"``: the stage is broken,
   stop the process and let the message be redelivered after the restart);

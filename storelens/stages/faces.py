@@ -406,6 +406,15 @@ class _ReidTrack:
     abstained: bool = False
 
 
+def decode_erasure(value: bytes) -> m.CustomerErasure:
+    """A ``customer-erasures`` message (of the reid stage, or of the faces stage with or without reid);
+    :class:`DecodeError` when it names no customer."""
+    req = m.decode(m.CustomerErasure, value)
+    if not req.customer_id:
+        raise DecodeError("customer erasure without a customer_id")
+    return req
+
+
 class ReidStage:
     """PersonCrop -> CustomerMatch (once per track) over a :class:`~storelens.backends.face_index.FaceGallery`.
 
@@ -667,10 +676,7 @@ class ReidStage:
 
     def decode(self, topic: str, value: bytes):
         if topic == topics.CUSTOMER_ERASURES:
-            req = m.decode(m.CustomerErasure, value)
-            if not req.customer_id:
-                raise DecodeError("customer erasure without a customer_id")
-            return req
+            return decode_erasure(value)
         return decode_site_crop_input(self, topic, value, self.site)
 
     @property
@@ -793,11 +799,14 @@ class FacesStage:
     """Attributes and reid in one stage (embedded mode): one face detection per crop serves both.
 
     The services run :class:`AttributesStage` and :class:`ReidStage` separately.
-    A model failure stops the embedded run with its message.
+    A model failure stops the embedded run with its message. Erasure requests (``customer-erasures``, relayed
+    from the API through the history's outbox by the embedded pipeline) go to the reid stage, as in the reid
+    service (:meth:`ReidStage.handle`).
     """
 
     name = "faces"
-    inputs = {topics.PERSON_CROPS: m.PersonCrop, topics.SITE_CONFIG: m.SiteUpdate}
+    inputs = {topics.CUSTOMER_ERASURES: m.CustomerErasure, topics.PERSON_CROPS: m.PersonCrop,
+              topics.SITE_CONFIG: m.SiteUpdate}
     outputs = (topics.FACE_OBSERVATIONS, topics.TRACK_ATTRIBUTES, topics.CUSTOMER_MATCHES, topics.STAFF_TRACKS)
     on_error = "stop"
 
@@ -806,6 +815,8 @@ class FacesStage:
         self.cameras = attributes.cameras
 
     def decode(self, topic: str, value: bytes) -> DecodedCrop:
+        if topic == topics.CUSTOMER_ERASURES:  # decoded with or without reid (handle then ignores it)
+            return decode_erasure(value)
         return decode_site_crop_input(self, topic, value, self.attributes.site)
 
     @property
@@ -813,6 +824,8 @@ class FacesStage:
         return self.attributes.site.version
 
     def handle(self, topic: str, d: DecodedCrop) -> Outputs:
+        if topic == topics.CUSTOMER_ERASURES:  # without reid (no gallery here) there is nothing to forget
+            return self.reid.handle(topic, d) if self.reid is not None else Outputs(info={"erased": False})
         if topic == topics.SITE_CONFIG:  # both stages; the removed cameras' open tracks are closed
             closed = self.attributes.apply_site(d)
             matches = (self.reid.apply_site(d) or []) if self.reid is not None else []

@@ -1,11 +1,14 @@
 """The chain roll-up stage: every store's ``StoreKpiHour`` in, records for the chain's history out.
 
 Runs in the chain's deployment (``services/chain-rollup``, a regex subscription on every store's
-``<prefix>store-kpis`` topic). Each hour becomes two records: the hour (table ``chain_kpi_hours``,
-a newer computation of the same store-hour replaces the older) and its store's name, region and
-time zone (table ``chain_stores``). An hour that announces its computation's window (``window_*``)
-also deletes the store's stored hours of that window it does not list, in the same transaction
-(:mod:`storelens.storage.records`). A malformed hour is a dead letter; nothing is published.
+``<prefix>store-kpis`` topic). Each hour becomes two records: the hour (table ``chain_kpi_hours``, a
+row per currency of its sales; a newer computation of the same store-hour replaces the older, every
+currency's row) and its store's name, region and time zone (table ``chain_stores``). An hour that
+announces its computation's window (``window_*``) also deletes the store's stored hours of that window
+it does not list, in the same transaction (:mod:`storelens.storage.records`); a message without an hour
+(:func:`~storelens.contract.messages.window_only`, a store with no hour in its window) only deletes the
+store's hours of its window. A malformed hour is a
+dead letter; nothing is published.
 
 Example:
     >>> from storelens.config import parse_config
@@ -23,6 +26,7 @@ import re
 from storelens.config import SiteConfig
 from storelens.contract import messages as m
 from storelens.contract import topics
+from storelens.domain.pos import CURRENCY_PATTERN
 from storelens.domain.rollup import N_BINS, ChainStore
 from storelens.errors import DecodeError
 from storelens.stages.base import Outputs
@@ -32,6 +36,8 @@ _ID = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 _MAX_HOUR_MS = 3_600_000
 #: Longest window a store announces: ``rollup.lookback_h``'s ceiling (31 days) plus the 1 ms past "now".
 _MAX_WINDOW_MS = 31 * 86_400_000 + 1
+#: Most other currencies one hour's sales are in (``other_sales``).
+_MAX_OTHER_CURRENCIES = 16
 
 
 def store_record(h: m.StoreKpiHour) -> ChainStore:
@@ -44,6 +50,13 @@ def check_hour(h: m.StoreKpiHour) -> None:
     """Raise :class:`~storelens.errors.DecodeError` naming the first bad field of a received hour."""
     if not _ID.match(h.store_id):
         raise DecodeError(f"store_id: not a store id: {h.store_id[:80]!r}")
+    if h.computed_ms < 0:
+        raise DecodeError("computed_ms: negative")
+    if m.window_only(h):  # no hour: the announcement of a window in which the store has none
+        if h.window_hour_starts_ms:
+            raise DecodeError("window_hour_starts_ms: a message without an hour lists hours")
+        _check_window(h)
+        return
     if not 0 < h.end_ms - h.start_ms <= _MAX_HOUR_MS:
         raise DecodeError(f"start_ms/end_ms: not an hour bucket ({h.start_ms}, {h.end_ms})")
     try:
@@ -54,19 +67,32 @@ def check_hour(h: m.StoreKpiHour) -> None:
         raise DecodeError("label: missing or too long")
     if not 0 <= h.hours <= 1:
         raise DecodeError(f"hours: {h.hours} is not in [0, 1]")
-    for name in ("visitors", "staff_in", "transactions", "sales_minor", "abandonments", "computed_ms"):
+    for name in ("visitors", "staff_in", "transactions", "sales_minor", "abandonments"):
         if getattr(h, name) < 0:
             raise DecodeError(f"{name}: negative")
     if h.buying_units < -1:
         raise DecodeError("buying_units: below -1")
+    if len(h.other_sales) > _MAX_OTHER_CURRENCIES:
+        raise DecodeError(f"other_sales: more than {_MAX_OTHER_CURRENCIES} currencies")
+    seen = {h.currency}
+    for o in h.other_sales:
+        if not re.fullmatch(CURRENCY_PATTERN, o.currency) or o.currency in seen:
+            raise DecodeError(f"other_sales: not another currency: {o.currency[:10]!r}")
+        if o.transactions < 0 or o.sales_minor < 0:
+            raise DecodeError("other_sales: negative")
+        seen.add(o.currency)
     for name in ("dwell_hist", "queue_wait_hist"):
         if len(getattr(h, name)) > N_BINS:
             raise DecodeError(f"{name}: more than {N_BINS} bins")
     if h.window_start_ms or h.window_end_ms or h.window_hour_starts_ms:  # else: no window, upsert only
-        if not 0 < h.window_end_ms - h.window_start_ms <= _MAX_WINDOW_MS:
-            raise DecodeError(f"window_start_ms/window_end_ms: not a window ({h.window_start_ms}, {h.window_end_ms})")
+        _check_window(h)
         if h.window_start_ms <= h.start_ms < h.window_end_ms and h.start_ms not in h.window_hour_starts_ms:
             raise DecodeError("window_hour_starts_ms: does not list the hour itself")
+
+
+def _check_window(h: m.StoreKpiHour) -> None:
+    if not 0 < h.window_end_ms - h.window_start_ms <= _MAX_WINDOW_MS:
+        raise DecodeError(f"window_start_ms/window_end_ms: not a window ({h.window_start_ms}, {h.window_end_ms})")
 
 
 class ChainRollupStage:
@@ -83,9 +109,10 @@ class ChainRollupStage:
     def decode(self, topic: str, value: bytes) -> m.StoreKpiHour:
         if topic != topics.STORE_KPIS:
             raise DecodeError(f"stage {self.name!r} does not consume topic {topic!r}")
-        h = m.decode(m.StoreKpiHour, value)
+        h = m.decode(self.inputs[topic], value)
         check_hour(h)
         return h
 
     def handle(self, topic: str, h: m.StoreKpiHour) -> Outputs:
-        return Outputs(records=[h, store_record(h)], info={"store_id": h.store_id})
+        records = [h] if m.window_only(h) else [h, store_record(h)]  # no hour: the window's sweep only
+        return Outputs(records=records, info={"store_id": h.store_id})

@@ -76,7 +76,7 @@ def decode_site_input(stage: Any, topic: str, value: bytes, cameras: SiteCameras
     """:func:`~storelens.stages.base.decode_input` that also takes ``site-config`` and lets through the
     messages of a camera a site version removed (the stage drops them: ``cameras.gone``)."""
     if topic == topics.SITE_CONFIG:
-        return m.decode(m.SiteUpdate, value)
+        return m.decode(stage.inputs[topic], value)
     try:
         return decode_input(stage, topic, value)
     except UnknownCamera:

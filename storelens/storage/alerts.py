@@ -22,15 +22,9 @@ def _row(r: sa.Row[Any]) -> dict[str, Any]:
     return d
 
 
-def list_alerts(storage: Any, state: AlertFilter = "all", start_ms: int | None = None, end_ms: int | None = None,
-                camera_id: str | None = None, limit: int = 100, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
-    """Alerts that fired in ``[start_ms, end_ms)``, newest first: ``(page, total matching)``.
-
-    ``state``: ``firing`` (open: neither the stage nor a person resolved it), ``resolved``,
-    ``acked`` / ``unacked`` (acknowledged or not, whatever the state), ``all``.
-    """
+def _where(state: AlertFilter, start_ms: int | None, end_ms: int | None, camera_id: str | None) -> list[Any]:
     a = alerts.c
-    where = []
+    where: list[Any] = []
     if state == "firing":
         where.append(a.state == "firing")
     elif state == "resolved":
@@ -45,9 +39,28 @@ def list_alerts(storage: Any, state: AlertFilter = "all", start_ms: int | None =
         where.append(a.fired_ts_ms < end_ms)
     if camera_id is not None:
         where.append(a.camera_id == camera_id)
-    total = storage._rows(sa.select(sa.func.count()).select_from(alerts).where(*where))[0][0]
+    return where
+
+
+def count_alerts(storage: Any, state: AlertFilter = "all", start_ms: int | None = None, end_ms: int | None = None,
+                 camera_id: str | None = None) -> int:
+    """How many alerts :func:`list_alerts` would page through (``state="firing"``: the open ones)."""
+    where = _where(state, start_ms, end_ms, camera_id)
+    return int(storage._rows(sa.select(sa.func.count()).select_from(alerts).where(*where))[0][0])
+
+
+def list_alerts(storage: Any, state: AlertFilter = "all", start_ms: int | None = None, end_ms: int | None = None,
+                camera_id: str | None = None, limit: int = 100, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """Alerts that fired in ``[start_ms, end_ms)``, newest first: ``(page, total matching)``.
+
+    ``state``: ``firing`` (open: neither the stage nor a person resolved it), ``resolved``,
+    ``acked`` / ``unacked`` (acknowledged or not, whatever the state), ``all``.
+    """
+    a = alerts.c
+    where = _where(state, start_ms, end_ms, camera_id)
+    total = count_alerts(storage, state, start_ms, end_ms, camera_id)
     stmt = (sa.select(alerts).where(*where).order_by(a.fired_ts_ms.desc(), a.alert_id).limit(limit).offset(offset))
-    return [_row(r) for r in storage._rows(stmt)], int(total)
+    return [_row(r) for r in storage._rows(stmt)], total
 
 
 def get_alert(storage: Any, alert_id: str) -> dict[str, Any] | None:

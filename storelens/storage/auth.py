@@ -32,18 +32,22 @@ def count_users(storage: Any) -> int:
 def put_user(storage: Any, username: str, password_hash: str, role: str, ts_ms: int, *,
              create_only: bool = False) -> bool:
     """Create the user, or replace its hash and role (``create_only``: leave an existing user as it is); ``True``
-    when it was created."""
+    when it was created.
+
+    A created user's session epoch starts at ``ts_ms``, not 0: a session of a deleted user of the same name
+    (its epoch: that user's creation time plus its sign-outs and resets) is never accepted for the new one."""
     def write(c: sa.Connection) -> bool:
         if create_only:  # one statement: two processes creating the same user at once make one row, once
             return bool(c.execute(dialects.insert(storage.db, users).values(
                 username=username, password_hash=password_hash, role=role, created_ts_ms=ts_ms,
-                disabled=False).on_conflict_do_nothing(index_elements=[users.c.username])).rowcount)
+                disabled=False, session_epoch=ts_ms).on_conflict_do_nothing(index_elements=[users.c.username])
+            ).rowcount)
         done = c.execute(sa.update(users).where(users.c.username == username)  # a reset ends the old sessions
                          .values(password_hash=password_hash, role=role, disabled=False,
                                  session_epoch=users.c.session_epoch + 1)).rowcount
         if not done:
             c.execute(sa.insert(users).values(username=username, password_hash=password_hash, role=role,
-                                              created_ts_ms=ts_ms, disabled=False))
+                                              created_ts_ms=ts_ms, disabled=False, session_epoch=ts_ms))
         return not done
     return storage._write(write)
 

@@ -44,7 +44,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable, Iterable, NamedTuple, Protocol, Sequence, TypeVar, runtime_checkable
+from typing import (Any, Callable, Hashable, Iterable, Iterator, NamedTuple, Protocol, Sequence, TypeVar,
+                    runtime_checkable)
 
 import sqlalchemy as sa
 
@@ -103,6 +104,23 @@ class TrackPath:
     points: list[TrackPoint]
 
 
+class TrackPages(NamedTuple):
+    """The tracks of a range a page at a time (:meth:`SqlStorage.track_pages`)."""
+
+    #: Lists of whole tracks (each page's by track id), read as they are iterated.
+    pages: Iterator[list[TrackPath]]
+    #: Track points in ``pages``.
+    points: int
+    #: Every track that began in ``[start_ms, covered_end_ms)`` is in ``pages``: ``end_ms`` unless ``max_points``
+    #: left tracks out (then the first point of the first one left out).
+    covered_end_ms: int
+    truncated: bool
+
+
+#: Most tracks one page of :meth:`SqlStorage.track_pages` reads (the size of its ``IN`` list).
+_PAGE_TRACKS = 1000
+
+
 @runtime_checkable
 class Storage(Protocol):
     """What the pipeline writes and the API reads; every write is idempotent."""
@@ -129,6 +147,9 @@ class Storage(Protocol):
     def occupancy(self, camera_id: str) -> m.OccupancyUpdate | None: ...
 
     def tracks(self, camera_id: str, start_ms: int, end_ms: int, limit_points: int = 100_000) -> list[TrackPath]: ...
+
+    def track_pages(self, camera_id: str, start_ms: int, end_ms: int, page_points: int = 100_000,
+                    max_points: int | None = None) -> TrackPages: ...
 
     def crossings(self, camera_id: str, start_ms: int, end_ms: int, limit: int = 100_000,
                   offset: int = 0) -> list[CrossingEvent]: ...
@@ -498,7 +519,8 @@ class SqlStorage(SqlStore):
             batch.append((self._record_stmt(type_), rows))
             if kind.after is not None or kind.sweep is not None:
                 batch.append((_After(kind.after, kind.sweep, tuple(items)), rows))
-        return [(stmt, rows) for stmt, rows in batch if rows]
+        # a sweep runs on its records even when they give no row (a StoreKpiHour announcing an empty window)
+        return [(stmt, rows) for stmt, rows in batch if rows or (isinstance(stmt, _After) and stmt.sweep is not None)]
 
     def _apply(self, conn: sa.Connection, batch: list[tuple[Any, list[dict[str, Any]]]]) -> int:
         new = 0
@@ -529,6 +551,13 @@ class SqlStorage(SqlStore):
             kind = RECORDS[type_]
             stmt = self._record_stmts[type_] = self._upsert(kind.table, kind.newer, kind.keep)
         return stmt
+
+    def take_outbox(self, wanted: Sequence[str]) -> list[tuple[str, bytes, bytes, tuple]]:
+        """The messages of the topics ``wanted`` other processes stored for the embedded pipeline, taken
+        (:meth:`storelens.storage.outbox.HistoryOutbox.take`)."""
+        from storelens.storage.outbox import HistoryOutbox
+
+        return HistoryOutbox(self).take(wanted)
 
     def site_update(self, store_id: str, after_version: int = 0) -> m.SiteUpdate | None:
         from storelens.storage.site import site_update
@@ -684,6 +713,51 @@ class SqlStorage(SqlStore):
         stmt = (sa.select(p.c.track_id, p.c.ts_ms, p.c.seq, p.c.x1, p.c.y1, p.c.x2, p.c.y2, p.c.confidence)
                 .order_by(p.c.track_id, p.c.ts_ms, p.c.seq))
         return _track_paths(self._rows(stmt))
+
+    def track_pages(self, camera_id: str, start_ms: int, end_ms: int, page_points: int = 100_000,
+                    max_points: int | None = None) -> TrackPages:
+        """The tracks of ``[start_ms, end_ms)``, whole (their points in the range, in time order as
+        :meth:`tracks` gives them), a page of about ``page_points`` points at a time (a longer track is a
+        page of its own), in the order they began: a whole range is read without holding it. With
+        ``max_points`` the tracks stop before the one that would exceed it (the first is always read), and
+        :attr:`TrackPages.covered_end_ms` says up to when the tracks that began are all there. One query
+        counts the points per track; a page reads its tracks through ``track_points_by_track``.
+
+        Example:
+            >>> with SqlStorage(":memory:") as store:
+            ...     _ = store.write_batch(tracked_frames=[m.TrackedFrame(
+            ...         camera_id="cam-1", seq=t, ts_ms=100 * t, tracks=[m.Track(track_id=t)]) for t in (3, 1, 2)])
+            ...     found = store.track_pages("cam-1", 0, 1000, page_points=2, max_points=2)
+            ...     [[p.track_id for p in page] for page in found.pages], found.covered_end_ms
+            ([[1, 2]], 300)
+        """
+        if page_points < 1 or (max_points is not None and max_points < 1):
+            raise ValueError(f"page_points and max_points must be >= 1, got {page_points} and {max_points}")
+        t = track_points.c
+        in_range = (t.camera_id == camera_id, t.ts_ms >= start_ms, t.ts_ms < end_ms)
+        spans = sorted((int(first), int(tid), int(n)) for tid, n, first in self._rows(
+            sa.select(t.track_id, sa.func.count(), sa.func.min(t.ts_ms)).where(*in_range).group_by(t.track_id)))
+        pages: list[list[int]] = []
+        covered_end, n, total = end_ms, 0, 0
+        for first, tid, k in spans:
+            if max_points is not None and pages and total + k > max_points:
+                covered_end = first
+                break
+            if pages and n + k <= page_points and len(pages[-1]) < _PAGE_TRACKS:
+                pages[-1].append(tid)
+                n += k
+            else:
+                pages.append([tid])
+                n = k
+            total += k
+
+        def read() -> Iterator[list[TrackPath]]:
+            for ids in pages:
+                yield _track_paths(self._rows(
+                    sa.select(t.track_id, t.ts_ms, t.seq, t.x1, t.y1, t.x2, t.y2, t.confidence)
+                    .where(*in_range, t.track_id.in_(ids)).order_by(t.track_id, t.ts_ms, t.seq)))
+
+        return TrackPages(read(), total, covered_end, covered_end < end_ms)
 
     def crossings(self, camera_id: str, start_ms: int, end_ms: int, limit: int = 100_000,
                   offset: int = 0) -> list[CrossingEvent]:

@@ -32,6 +32,9 @@ class StoreKpis:
     units_total: int
     groups_on: bool
     currency: str | None
+    #: Per bucket: the sales in each currency other than :attr:`currency` (``KpiBucket`` with ``transactions``
+    #: and ``sales_minor`` only), by currency; a currency without a sale in the bucket is left out.
+    other_sales: list[dict[str, K.KpiBucket]]
     #: Whether a staff cue is configured (staff_only zones with ``staff.zones``, or ``staff.uniform``).
     staff_excluded: bool
 
@@ -59,12 +62,18 @@ def store_kpis(config: SiteConfig, storage: Any, buckets: list[Bucket], default_
              if not ST._is_staff(staff, e.camera_id, e.track_id, e.ts_ms)]
     per, total = K.compute(buckets, visitors, [(s.ts_ms, s.amount_minor) for s in sales if s.currency == currency],
                            [(e.ts_ms, e.zone_kind, e.dwell_ms, e.how) for e in exits])
+    other_sales: list[dict[str, K.KpiBucket]] = [{} for _ in buckets]
+    for cur in sorted({s.currency for s in sales} - {currency}):  # the same bucketing as the currency's own
+        for i, b in enumerate(K.compute(buckets, (), [(s.ts_ms, s.amount_minor) for s in sales
+                                                      if s.currency == cur], ())[0]):
+            if b.transactions:
+                other_sales[i][cur] = b
     staff_per, staff_total = ST.per_bucket(buckets, staff_times)
     groups_on = config.groups.enabled
     units_per, units_total = ST.per_bucket(
         buckets, ST.unit_entries(gq.unit_entries(storage, lines, lo, hi), staff) if groups_on else [])
     return StoreKpis(buckets, per, total, staff_per, staff_total, units_per, units_total, groups_on, currency,
-                     staff_excluded(config))
+                     other_sales, staff_excluded(config))
 
 
 def calendar(config: SiteConfig) -> StoreCalendar:

@@ -266,13 +266,26 @@ def _bins(kind: str, hist) -> dict[str, int]:
 
 
 def _hour_rows(items: Iterable[m.StoreKpiHour]) -> list[dict[str, Any]]:
-    rows = sorted(({
-        "store_id": h.store_id, "start_ms": h.start_ms, "end_ms": h.end_ms, "day": h.day, "label": h.label,
-        "hours": h.hours, "visitors": h.visitors, "staff_in": h.staff_in, "buying_units": h.buying_units,
-        "transactions": h.transactions, "sales_minor": h.sales_minor, "abandonments": h.abandonments,
-        "currency": h.currency, "computed_ms": h.computed_ms, **_bins("dwell", h.dwell_hist),
-        **_bins("wait", h.queue_wait_hist),
-    } for h in items), key=lambda r: r["computed_ms"])  # within a batch the newest computation wins
+    """A row per hour and currency: the hour in ``currency`` with every figure, and one row per entry of
+    ``other_sales`` with that currency's sales only (nothing else counts twice; buying units 0 or -1 as
+    the hour's, so its transactions count with units when the store counts them)."""
+    rows = []
+    for h in items:
+        if m.window_only(h):  # a window alone (no hour): no row
+            continue
+        row = {
+            "store_id": h.store_id, "start_ms": h.start_ms, "end_ms": h.end_ms, "day": h.day, "label": h.label,
+            "hours": h.hours, "visitors": h.visitors, "staff_in": h.staff_in, "buying_units": h.buying_units,
+            "transactions": h.transactions, "sales_minor": h.sales_minor, "abandonments": h.abandonments,
+            "currency": h.currency, "computed_ms": h.computed_ms, **_bins("dwell", h.dwell_hist),
+            **_bins("wait", h.queue_wait_hist),
+        }
+        rows.append(row)
+        for o in h.other_sales:
+            rows.append({**row, "hours": 0.0, "visitors": 0, "staff_in": 0, "buying_units": min(h.buying_units, 0),
+                         "transactions": o.transactions, "sales_minor": o.sales_minor, "abandonments": 0,
+                         "currency": o.currency, **_bins("dwell", ()), **_bins("wait", ())})
+    rows.sort(key=lambda r: r["computed_ms"])  # within a batch the newest computation wins
     return last_by_key(rows, chain_kpi_hours)
 
 
@@ -282,13 +295,15 @@ def _store_rows(items: Iterable[ChainStore]) -> list[dict[str, Any]]:
 
 
 def _sweep_hours(conn: sa.Connection, items: list[m.StoreKpiHour]) -> list[dict[str, Any]]:
-    """Delete the stored hours that the hours' announced windows no longer have; their ``(store_id, day)``.
+    """Delete the stored hours that the hours' announced windows no longer have, and the rows of the
+    batch's hours from an older computation than the hour's newest; their ``(store_id, day)``.
 
     An hour with a window (``window_start_ms < window_end_ms``) says: the store's hours starting in the
     window are exactly ``window_hour_starts_ms`` as of ``computed_ms``. So the store's stored hours that
     start in the window, are not listed, and were not computed later are deleted -- after this batch's
     upsert, sparing the hours of the batch's later messages (the batch applies in message order). Hours
-    without a window delete nothing."""
+    without a window delete nothing; a message without an hour (:func:`~storelens.contract.messages.window_only`)
+    lists none, so it deletes the store's hours of its window."""
     h = chain_kpi_hours.c
     later: dict[str, set[int]] = {}  # store -> starts of the hours after the one at hand in the batch
     plans: dict[tuple[Any, ...], None] = {}  # the hours of one publication announce the same: one DELETE
@@ -296,12 +311,23 @@ def _sweep_hours(conn: sa.Connection, items: list[m.StoreKpiHour]) -> list[dict[
         if x.window_end_ms > x.window_start_ms:
             keep = frozenset(x.window_hour_starts_ms).union(later.get(x.store_id, ()))
             plans[(x.store_id, x.window_start_ms, x.window_end_ms, x.computed_ms, keep)] = None
-        later.setdefault(x.store_id, set()).add(x.start_ms)
+        if not m.window_only(x):
+            later.setdefault(x.store_id, set()).add(x.start_ms)
     gone: list[dict[str, Any]] = []
     for store, lo, hi, computed_ms, keep in plans:
         stmt = sa.delete(chain_kpi_hours).where(
             h.store_id == store, h.start_ms >= lo, h.start_ms < hi, h.computed_ms <= computed_ms,
             h.start_ms.not_in(sorted(keep))).returning(h.store_id, h.day)
+        gone += [{"store_id": sid, "day": day} for sid, day in conn.execute(stmt)]
+    # A message is the whole hour, in every currency: the rows of an older computation of the batch's hours
+    # (a currency the hour no longer has, or one an older message brought late) go.
+    newer = chain_kpi_hours.alias("newer")
+    newest = (sa.select(sa.func.max(newer.c.computed_ms))
+              .where(newer.c.store_id == h.store_id, newer.c.start_ms == h.start_ms).scalar_subquery())
+    hours = sorted({(x.store_id, x.start_ms) for x in items})
+    for k in range(0, len(hours), 200):
+        stmt = sa.delete(chain_kpi_hours).where(sa.tuple_(h.store_id, h.start_ms).in_(hours[k:k + 200]),
+                                                h.computed_ms < newest).returning(h.store_id, h.day)
         gone += [{"store_id": sid, "day": day} for sid, day in conn.execute(stmt)]
     return gone
 

@@ -31,7 +31,10 @@ from storelens.storage.schema import chain_stores as chain_stores_table
 
 
 def kpi_hours(config: SiteConfig, storage: Any, start_ms: int, end_ms: int, now_ms: int) -> list[m.StoreKpiHour]:
-    """The store's hour buckets overlapping ``[start_ms, end_ms)`` that have begun by ``now_ms``, as messages."""
+    """The store's hour buckets overlapping ``[start_ms, end_ms)`` that have begun by ``now_ms``, as messages.
+
+    An hour's sales are in ``currency`` (the most frequent over the range) and, for a store taking several,
+    in ``other_sales`` (one entry per other currency it sold in that hour): no sale is left out."""
     buckets = [b for b in calendar(config).buckets("hour", start_ms, end_ms) if b.start_ms <= now_ms]
     if not buckets:
         return []
@@ -40,14 +43,16 @@ def kpi_hours(config: SiteConfig, storage: Any, start_ms: int, end_ms: int, now_
     # without a sale in the look-back: the currency it sold in last (a chain never reads "" as "any currency")
     currency = r.currency or bq.last_currency(storage, s.id) or ""
     out = []
-    for b, k, n_staff, n_units in zip(r.buckets, r.per, r.staff_per, r.units_per):
+    for b, k, n_staff, n_units, other in zip(r.buckets, r.per, r.staff_per, r.units_per, r.other_sales):
         out.append(m.StoreKpiHour(
             store_id=s.id, store_name=s.name or s.id, region=s.region or "", timezone=s.timezone,
             start_ms=b.start_ms, end_ms=b.end_ms, day=b.day.isoformat(), label=b.label, hours=b.hours,
             visitors=k.visitors, staff_in=n_staff, buying_units=n_units if r.groups_on else -1,
             transactions=k.transactions, sales_minor=k.sales_minor, currency=currency,
             dwell_hist=histogram(k.dwell_ms), queue_wait_hist=histogram(k.queue_waits_ms),
-            abandonments=k.abandonments, computed_ms=now_ms))
+            abandonments=k.abandonments, computed_ms=now_ms,
+            other_sales=[m.CurrencySales(currency=cur, transactions=o.transactions, sales_minor=o.sales_minor)
+                         for cur, o in sorted(other.items())]))
     return out
 
 

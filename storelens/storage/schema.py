@@ -308,17 +308,19 @@ HISTORY_TABLES = (*HISTORY_TABLES, count_audits)
 #: Bins of the dwell and queue-wait histograms of ``chain_kpi_hours`` (:data:`storelens.domain.rollup.DWELL_EDGES_S`).
 ROLLUP_BINS = N_BINS
 ROLLUP_HIST_COLUMNS = tuple(f"{kind}_h{i:02d}" for kind in ("dwell", "wait") for i in range(ROLLUP_BINS))
-#: One row per store and hour of its calendar (``StoreKpiHour`` messages of the ``store-kpis`` topics, upserted
-#: by (store_id, start_ms) when newer by ``computed_ms``; a message's window deletes the store's hours in it
-#: that the message does not list, by the primary key's (store_id, start_ms) range); the histograms are one
-#: column per bin (``dwell_h00`` .. ``wait_h22``). A store's own database holds its own rows too when it
+#: One row per store, hour of its calendar and currency of its sales (``StoreKpiHour`` messages of the
+#: ``store-kpis`` topics, upserted by (store_id, start_ms, currency) when newer by ``computed_ms``; an hour's
+#: rows of other currencies, from its message's ``other_sales``, hold their sales only, and the rows of an
+#: older computation of the hour are deleted (migration 0017); a message's window deletes the store's hours
+#: in it that the message does not list, by the primary key's (store_id, start_ms) range); the histograms are
+#: one column per bin (``dwell_h00`` .. ``wait_h22``). A store's own database holds its own rows too when it
 #: rolls itself up (``storelens kpis publish``), the chain's database every store's.
 chain_kpi_hours = sa.Table(
     "chain_kpi_hours", metadata,
     _col("store_id", ID, primary_key=True), _col("start_ms", INT, primary_key=True, autoincrement=False),
     _col("end_ms", INT), _col("day", ID), _col("label", ID), _col("hours", REAL),
     *(_col(c, INT) for c in ("visitors", "staff_in", "buying_units", "transactions", "sales_minor", "abandonments")),
-    _col("currency", ID), _col("computed_ms", INT),
+    _col("currency", ID, primary_key=True), _col("computed_ms", INT),
     # one column per histogram bin, so SQL adds histograms up like the other figures
     *(_col(name, INT, server_default="0") for name in ROLLUP_HIST_COLUMNS),
     sa.Index("chain_kpi_hours_by_time", "start_ms"),
@@ -367,6 +369,20 @@ staff_face_embeddings = sa.Table(
 )
 
 HISTORY_TABLES = (*HISTORY_TABLES, staff_members, staff_face_embeddings)
+
+# -- messages to the embedded pipeline (migration 0018_outbox) ----------------------------------
+
+#: Messages another process (the API) publishes to the embedded pipeline, which has no broker: the topic (a base
+#: name, e.g. ``customer-erasures``), key and protobuf bytes as on Kafka; the pipeline relays them onto its
+#: in-process bus and deletes them (:mod:`storelens.storage.outbox`).
+outbox = sa.Table(
+    "outbox", metadata,
+    _col("id", INT, primary_key=True, autoincrement=True), _col("ts_ms", INT), _col("topic", ID),
+    _col("key", sa.LargeBinary), _col("value", sa.LargeBinary),
+    _col("message_type", sa.String(200), nullable=True),  # the message-type header (None: published without)
+)
+
+HISTORY_TABLES = (*HISTORY_TABLES, outbox)
 
 
 # -- face gallery ----------------------------------------------------------------------------

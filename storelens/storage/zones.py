@@ -11,7 +11,7 @@ from typing import Any, Iterable
 import sqlalchemy as sa
 
 from storelens.domain.zones import ZoneEvent
-from storelens.storage.schema import track_attributes, zone_events, zone_occupancy, zone_stats
+from storelens.storage.schema import frames, track_attributes, zone_events, zone_occupancy, zone_stats
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,23 @@ def exit_dwells(storage: Any, camera_id: str, start_ms: int, end_ms: int,
     if zone_ids is not None:
         stmt = stmt.where(e.zone_id.in_(sorted(zone_ids)))
     return [(str(z), int(t), int(d)) for z, t, d in storage._rows(stmt)]
+
+
+def frame_runs(storage: Any, camera_id: str, start_ms: int, end_ms: int, max_gap_ms: int) -> list[tuple[int, int]]:
+    """``(first, last)`` frame times of each run of the camera's stored frames in ``[start_ms, end_ms)`` no more
+    than ``max_gap_ms`` apart, in time order (the runs of :class:`~storelens.domain.zones.StreamCoverage`):
+    found in the database, which sends only the frames that start a run and the time of the last frame."""
+    f = frames.c
+    sub = sa.select(f.ts_ms.label("ts"), sa.func.lag(f.ts_ms).over(order_by=(f.ts_ms, f.seq)).label("prev")).where(
+        f.camera_id == camera_id, f.ts_ms >= start_ms, f.ts_ms < end_ms).subquery()
+    starts = storage._rows(sa.select(sub.c.ts, sub.c.prev).where(
+        sa.or_(sub.c.prev.is_(None), sub.c.ts - sub.c.prev > max_gap_ms)).order_by(sub.c.ts))
+    if not starts:
+        return []
+    last = storage._rows(sa.select(sa.func.max(f.ts_ms)).where(
+        f.camera_id == camera_id, f.ts_ms >= start_ms, f.ts_ms < end_ms))[0][0]
+    ends = [int(prev) for _, prev in starts[1:]] + [int(last)]
+    return [(int(ts), end) for (ts, _), end in zip(starts, ends)]
 
 
 def occupancy_now(storage: Any, camera_id: str) -> tuple[int | None, dict[str, int]]:

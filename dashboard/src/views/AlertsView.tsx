@@ -1,4 +1,5 @@
-// Alerts (GET /v1/alerts), refreshed when the live feed pushes one; acknowledge (POST .../ack, managers and admins).
+// Alerts (GET /v1/alerts), newest first in pages of PAGE (limit/offset: "Older" pages back to the first alert),
+// refreshed when the live feed pushes one; acknowledge (POST .../ack, managers and admins).
 import { useEffect, useState } from "react";
 import { atLeast, fmtNum, fmtTime, qs, request, toApiError, useApi, type AlertsOut, type ApiError } from "../api";
 import { useLive } from "../live";
@@ -7,9 +8,13 @@ import type { ViewProps } from "../App";
 
 type Filter = "all" | "firing" | "unacked" | "acked" | "resolved";
 
+/** Alerts per page. */
+const PAGE = 50;
+
 export function AlertsView({ me }: ViewProps) {
   const [state, setState] = useState<Filter>("all");
-  const list = useApi<AlertsOut>(`/v1/alerts${qs({ state, limit: 100 })}`);
+  const [offset, setOffset] = useState(0);
+  const list = useApi<AlertsOut>(`/v1/alerts${qs({ state, limit: PAGE, offset })}`);
   const live = useLive();
   const [error, setError] = useState<ApiError | null>(null);
   const [busy, setBusy] = useState<string | null>(null);
@@ -33,10 +38,14 @@ export function AlertsView({ me }: ViewProps) {
   };
 
   const d = list.data;
+  // a page emptied meanwhile (alerts resolved under the "firing" filter): the last page there is
+  useEffect(() => {
+    if (d && offset > 0 && offset >= d.total) setOffset(Math.max(0, Math.ceil(d.total / PAGE) - 1) * PAGE);
+  }, [d, offset]);
   return (
     <>
       <div className="toolbar">
-        <Select label="Show" value={state} onChange={setState} testId="alert-filter"
+        <Select label="Show" value={state} onChange={(v) => { setState(v); setOffset(0); }} testId="alert-filter"
           options={[{ value: "all", label: "All" }, { value: "firing", label: "Firing" },
             { value: "unacked", label: "Not acknowledged" }, { value: "acked", label: "Acknowledged" },
             { value: "resolved", label: "Resolved" }]} />
@@ -44,7 +53,7 @@ export function AlertsView({ me }: ViewProps) {
       <Problem error={list.error ?? error} />
       <Loading on={list.loading && !d} />
       {d && (
-        <Card title={`Alerts (${d.total})`} testId="alerts">
+        <Card title={`Alerts (${d.total}; ${d.firing} open)`} testId="alerts">
           <Empty on={d.alerts.length === 0}>No alerts.</Empty>
           <div className="alert-list">
             {d.alerts.map((a) => (
@@ -74,6 +83,15 @@ export function AlertsView({ me }: ViewProps) {
               </article>
             ))}
           </div>
+          {d.total > PAGE && (
+            <div className="pager">
+              <button disabled={offset === 0} onClick={() => setOffset(Math.max(0, offset - PAGE))}
+                data-testid="alerts-newer">Newer</button>
+              <span data-testid="alerts-page">{d.alerts.length ? `${offset + 1}–${offset + d.alerts.length}` : "none"} of {d.total}</span>
+              <button disabled={offset + PAGE >= d.total} onClick={() => setOffset(offset + PAGE)}
+                data-testid="alerts-older">Older</button>
+            </div>
+          )}
         </Card>
       )}
     </>

@@ -2,7 +2,7 @@
 import { useMemo, useState } from "react";
 import { fmtTime, qs, useApi, type CountsOut } from "../api";
 import { Chart, PALETTE } from "../Chart";
-import { Card, Empty, Loading, Problem, RangePicker, rangeStart, Select, type RangeKey } from "../ui";
+import { Card, Empty, Loading, Problem, RangePicker, useRangeStart, Select, type RangeKey } from "../ui";
 import { useCameras } from "./common";
 import type { ViewProps } from "../App";
 
@@ -23,8 +23,9 @@ export function CountsView(_: ViewProps) {
   const [range, setRange] = useState<RangeKey>("all");
   const [bucket, setBucket] = useState("60");
   const [lineId, setLineId] = useState("");
+  const start = useRangeStart(range); // a relative range: read again once a minute, not on every live push
   const path = cameraId
-    ? `/v1/counts${qs({ camera_id: cameraId, start_ms: rangeStart(range), bucket_s: bucket, line_id: lineId || undefined })}`
+    ? `/v1/counts${qs({ camera_id: cameraId, start_ms: start, bucket_s: bucket, line_id: lineId || undefined })}`
     : null;
   const counts = useApi<CountsOut>(path);
 
@@ -106,7 +107,9 @@ export function CountsView(_: ViewProps) {
           </Card>
           <Card title="Crossings per bucket">
             <Empty on={d.buckets.length === 0}>No crossings in this range.</Empty>
-            {d.buckets.length > 0 && <Chart option={option} testId="counts-chart" />}
+            {/* a zoom is kept while the data are read again (a relative range, once a minute), not when the user
+                picks another camera, line, range or bucket */}
+            {d.buckets.length > 0 && <Chart key={`${cameraId}|${lineId}|${range}|${bucket}`} option={option} testId="counts-chart" />}
           </Card>
         </>
       )}

@@ -2,7 +2,7 @@
 import { useMemo, useState } from "react";
 import { qs, useApi, type DemographicsOut } from "../api";
 import { Chart, PALETTE } from "../Chart";
-import { Card, Loading, Problem, RangePicker, rangeStart, Stat, type RangeKey } from "../ui";
+import { Card, Loading, Problem, RangePicker, useRangeStart, Stat, type RangeKey } from "../ui";
 import type { ViewProps } from "../App";
 
 function bars(values: Record<string, number | null>, colour: string) {
@@ -32,7 +32,8 @@ function Breakdown({ title, values, colour }: { title: string; values: Record<st
 
 export function DemographicsView(_: ViewProps) {
   const [range, setRange] = useState<RangeKey>("all");
-  const d = useApi<DemographicsOut>(`/v1/demographics${qs({ start_ms: rangeStart(range) })}`);
+  const start = useRangeStart(range);
+  const d = useApi<DemographicsOut>(`/v1/demographics${qs({ start_ms: start })}`);
   return (
     <>
       <div className="toolbar"><RangePicker value={range} onChange={setRange} /></div>

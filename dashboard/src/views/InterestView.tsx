@@ -3,7 +3,7 @@
 import { useMemo, useState } from "react";
 import { fmtNum, qs, useApi, type Interest } from "../api";
 import { Chart, PALETTE } from "../Chart";
-import { Card, Empty, Loading, Num, Problem, RangePicker, rangeStart, Select, type RangeKey } from "../ui";
+import { Card, Empty, Loading, Num, Problem, RangePicker, useRangeStart, Select, type RangeKey } from "../ui";
 import type { ViewProps } from "../App";
 
 type GroupBy = "zone" | "product" | "category";
@@ -11,7 +11,8 @@ type GroupBy = "zone" | "product" | "category";
 export function InterestView(_: ViewProps) {
   const [range, setRange] = useState<RangeKey>("all");
   const [groupBy, setGroupBy] = useState<GroupBy>("zone");
-  const data = useApi<{ items: Interest[] }>(`/v1/interest${qs({ start_ms: rangeStart(range) ?? 0, group_by: groupBy })}`);
+  const start = useRangeStart(range) ?? 0;
+  const data = useApi<{ items: Interest[] }>(`/v1/interest${qs({ start_ms: start, group_by: groupBy })}`);
   const items = data.data?.items ?? [];
   const option = useMemo(() => ({
     tooltip: { trigger: "axis" },

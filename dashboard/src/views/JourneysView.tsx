@@ -3,7 +3,7 @@
 import { useEffect, useMemo, useState } from "react";
 import { ApiError, fmtPct, qs, useApi, type FlowsOut, type TopPathsOut } from "../api";
 import { Chart } from "../Chart";
-import { Card, Empty, Loading, Problem, RangePicker, rangeStart, type RangeKey } from "../ui";
+import { Card, Empty, Loading, Problem, RangePicker, useRangeStart, type RangeKey } from "../ui";
 import type { ViewProps } from "../App";
 
 /** Whether the links form a cycle (a Sankey needs a DAG). */
@@ -38,7 +38,7 @@ export function JourneysView(_: ViewProps) {
   const [range, setRange] = useState<RangeKey>("all");
   const [picked, setPicked] = useState(false); // the user chose the range (else it is the default)
   const [note, setNote] = useState<string | null>(null);
-  const start = rangeStart(range) ?? 0;
+  const start = useRangeStart(range) ?? 0;
   const flows = useApi<FlowsOut>(`/v1/flows${qs({ start_ms: start })}`);
   const paths = useApi<TopPathsOut>(`/v1/paths/top${qs({ start_ms: start, n: 10 })}`);
   const error = flows.error ?? paths.error;

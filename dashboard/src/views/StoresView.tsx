@@ -1,7 +1,10 @@
 // The chain's stores compared (GET /v1/stores, GET /v1/chain/kpis): by store, region or the whole chain,
 // on each store's own business days; conversion and sales per visitor as an index of the selection (1.0 = equal).
+// Money is never added up across currencies: with stores in several, the comparison is of the stores of one
+// currency (picked) and the totals are per currency. Amounts come in minor units of the currency (its
+// currency_decimals: 0 for JPY, 3 for KWD) and are shown as Intl shows that currency (fmtMoney).
 import { useMemo, useState } from "react";
-import { fmtNum, fmtPct, qs, useApi } from "../api";
+import { fmtMoney, fmtNum, fmtPct, qs, useApi } from "../api";
 import { Chart, PALETTE } from "../Chart";
 import { Card, Empty, Loading, Problem, Select } from "../ui";
 import type { ViewProps } from "../App";
@@ -18,7 +21,9 @@ interface Group {
   comparison: { conversion_index: number | null; sales_per_visitor_index: number | null; visitors_share: number | null;
                 rank_conversion: number | null };
 }
-interface ChainKpis { from_day: string; to_day: string; currency: string | null; chain: Values; groups: Group[] }
+interface ChainKpis {
+  from_day: string; to_day: string; currency: string | null; currency_decimals: number | null; chain: Values; groups: Group[];
+}
 
 type GroupBy = "store" | "region" | "chain";
 type Period = "day" | "week";
@@ -28,19 +33,39 @@ function isoDay(d: Date): string {
   return d.toISOString().slice(0, 10);
 }
 
-const money = (minor: number | null | undefined, cur: string | null) =>
-  minor === null || minor === undefined ? "–" : `${(minor / 100).toLocaleString(undefined, { maximumFractionDigits: 2 })} ${cur ?? ""}`;
+/** The totals of the stores selling in `currency` over [from, to]: a row of the per-currency table. */
+function CurrencyTotals({ currency, from, to }: { currency: string; from: string; to: string }) {
+  const t = useApi<ChainKpis>(`/v1/chain/kpis${qs({ group_by: "chain", currency, from_day: from, to_day: to })}`);
+  const c = t.data?.chain;
+  const money = (minor: number | null | undefined) => fmtMoney(minor, currency, t.data?.currency_decimals);
+  return (
+    <tr data-testid={`stores-currency-${currency}`}>
+      <td>{currency}</td>
+      {t.error ? <td colSpan={5} className="muted">{t.error.detail}</td> : !c ? <td colSpan={5} className="muted">Loading…</td> : (
+        <>
+          <td>{c.stores}</td><td>{c.visitors}</td><td>{c.transactions}</td>
+          <td data-testid="sales">{money(c.sales_minor)}</td><td data-testid="atv">{money(c.atv_minor)}</td>
+        </>
+      )}
+    </tr>
+  );
+}
 
 export function StoresView(_: ViewProps) {
   const [groupBy, setGroupBy] = useState<GroupBy>("store");
   const [period, setPeriod] = useState<Period>("day");
   const [days, setDays] = useState("7");
+  const [picked, setPicked] = useState("");
   const stores = useApi<{ stores: StoreOut[]; regions: string[] }>("/v1/stores");
-  // the range ends on the newest business day any store reported (the API's default end)
-  const first = useApi<ChainKpis>(stores.data && stores.data.stores.length ? "/v1/chain/kpis?group_by=chain" : null);
+  // the currencies the stores sell in: the API adds sales up in one only (several: it needs currency=)
+  const currencies = [...new Set((stores.data?.stores ?? []).flatMap((s) => (s.currency ? [s.currency] : [])))].sort();
+  const currency = currencies.includes(picked) ? picked : (currencies[0] ?? undefined);
+  // the range ends on the newest business day a store (of the currency) reported (the API's default end)
+  const first = useApi<ChainKpis>(stores.data && stores.data.stores.length
+    ? `/v1/chain/kpis${qs({ group_by: "chain", currency })}` : null);
   const to = first.data?.to_day;
   const from = to ? isoDay(new Date(Date.parse(to) - (DAYS[days] - 1) * 86_400_000)) : undefined;
-  const k = useApi<ChainKpis>(to ? `/v1/chain/kpis${qs({ group_by: groupBy, period, from_day: from, to_day: to })}` : null);
+  const k = useApi<ChainKpis>(to ? `/v1/chain/kpis${qs({ group_by: groupBy, period, from_day: from, to_day: to, currency })}` : null);
 
   const option = useMemo(() => {
     const groups = k.data?.groups ?? [];
@@ -58,7 +83,7 @@ export function StoresView(_: ViewProps) {
     };
   }, [k.data]);
 
-  const cur = k.data?.currency ?? null;
+  const money = (minor: number | null | undefined) => fmtMoney(minor, k.data?.currency, k.data?.currency_decimals);
   const rows = [...(k.data?.groups ?? [])].sort((a, b) =>
     (a.comparison.rank_conversion ?? 1e9) - (b.comparison.rank_conversion ?? 1e9));
   return (
@@ -71,6 +96,10 @@ export function StoresView(_: ViewProps) {
         <Select label="Days" value={days} onChange={setDays}
                 options={[{ value: "7", label: "Last 7 days" }, { value: "28", label: "Last 28 days" },
                           { value: "91", label: "Last 91 days" }]} />
+        {currencies.length > 1 && (
+          <Select label="Currency" value={currency ?? ""} onChange={setPicked} testId="stores-currency"
+                  options={currencies.map((c) => ({ value: c, label: `Stores selling in ${c}` }))} />
+        )}
       </div>
       <Problem error={stores.error ?? first.error ?? k.error} />
       <Loading on={stores.loading && !stores.data} />
@@ -104,8 +133,8 @@ export function StoresView(_: ViewProps) {
                       <td>{g.totals.transactions}</td>
                       <td>{fmtPct(g.totals.conversion)}</td>
                       <td>{fmtNum(g.comparison.conversion_index)}</td>
-                      <td>{money(g.totals.atv_minor, cur)}</td>
-                      <td>{money(g.totals.sales_per_visitor_minor, cur)}</td>
+                      <td data-testid="atv">{money(g.totals.atv_minor)}</td>
+                      <td>{money(g.totals.sales_per_visitor_minor)}</td>
                       <td>{g.totals.median_dwell_s === null ? (g.totals.suppressed ? "withheld" : "–") : `${Math.round(g.totals.median_dwell_s)} s`}</td>
                       <td>{g.totals.queue_wait_median_s === null ? "–" : `${Math.round(g.totals.queue_wait_median_s)} s`}</td>
                     </tr>
@@ -115,9 +144,23 @@ export function StoresView(_: ViewProps) {
             </div>
             <div className="muted small">
               {k.data.chain.stores} store(s), {k.data.chain.visitors} visitors, {k.data.chain.transactions} transactions
-              ({fmtPct(k.data.chain.conversion)}) in the selection; each store's own business days and opening hours.
+              ({fmtPct(k.data.chain.conversion)}) in the selection{currencies.length > 1 ? ` (the stores selling in ${currency})` : ""};
+              each store's own business days and opening hours.
             </div>
           </Card>
+          {from && to && currencies.length > 0 && (
+            <Card title={`Sales per currency, ${from} to ${to} (never added up across currencies)`} testId="stores-currencies">
+              <div className="table-wrap">
+                <table className="table">
+                  <thead><tr><th>Currency</th><th>Stores</th><th>Visitors</th><th>Transactions</th><th>Sales</th>
+                    <th>Avg. basket</th></tr></thead>
+                  <tbody>
+                    {currencies.map((c) => <CurrencyTotals key={c} currency={c} from={from} to={to} />)}
+                  </tbody>
+                </table>
+              </div>
+            </Card>
+          )}
         </>
       )}
     </>

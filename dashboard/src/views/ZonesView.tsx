@@ -2,7 +2,7 @@
 // queues (GET /v1/queues: length now, predicted and measured wait).
 import { useState } from "react";
 import { fmtNum, fmtTime, qs, useApi, type Queue, type ZoneBucket, type ZoneState } from "../api";
-import { Card, Empty, Loading, Num, Problem, RangePicker, rangeStart, Select, type RangeKey } from "../ui";
+import { Card, Empty, Loading, Num, Problem, RangePicker, useRangeStart, Select, type RangeKey } from "../ui";
 import { useCameras } from "./common";
 import type { ViewProps } from "../App";
 
@@ -10,10 +10,11 @@ export function ZonesView(_: ViewProps) {
   const { cams, cameraId, setCameraId } = useCameras();
   const [range, setRange] = useState<RangeKey>("all");
   const [bucket, setBucket] = useState("3600");
+  const start = useRangeStart(range) ?? 0;
   const zones = useApi<{ zones: ZoneState[] }>("/v1/zones");
   const queues = useApi<{ queues: Queue[] }>("/v1/queues");
   const stats = useApi<{ buckets: ZoneBucket[]; bucket_s: number }>(
-    cameraId ? `/v1/zones/stats${qs({ camera_id: cameraId, start_ms: rangeStart(range) ?? 0, bucket_s: bucket })}` : null);
+    cameraId ? `/v1/zones/stats${qs({ camera_id: cameraId, start_ms: start, bucket_s: bucket })}` : null);
 
   return (
     <>

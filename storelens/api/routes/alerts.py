@@ -47,15 +47,18 @@ class AlertOut(_Out):
 
 
 class AlertsOut(_Out):
-    total: int = Field(description="Alerts matching the filter.")
+    total: int = Field(description="Alerts matching the filter (page on with offset += limit while offset < total).")
     offset: int
     limit: int
+    firing: int = Field(description="Open alerts (state firing) that fired in [from_ms, to_ms) on camera_id, "
+                                    "whatever `state`: the dashboard's badge (limit=1 reads it alone).")
     alerts: list[AlertOut]
 
 
 @router.get(
     "/v1/alerts", response_model=AlertsOut, summary="Alerts, newest first",
-    description="Alerts that fired in [from_ms, to_ms), newest first, paged. `state`: firing (open), resolved "
+    description="Alerts that fired in [from_ms, to_ms), newest first, paged by limit/offset (`total` matching; "
+                "`firing`: how many of those are open, whatever `state`). `state`: firing (open), resolved "
                 "(by the stage when the condition ended, or by hand), acked / unacked, all.")
 def get_alerts(
     ctx: ContextDep,
@@ -68,7 +71,8 @@ def get_alerts(
 ) -> AlertsOut:
     check_range(from_ms, to_ms)
     rows, total = aq.list_alerts(ctx.storage, state, from_ms, to_ms, camera_id, limit, offset)
-    return AlertsOut(total=total, offset=offset, limit=limit, alerts=[AlertOut(**r) for r in rows])
+    firing = total if state == "firing" else aq.count_alerts(ctx.storage, "firing", from_ms, to_ms, camera_id)
+    return AlertsOut(total=total, offset=offset, limit=limit, firing=firing, alerts=[AlertOut(**r) for r in rows])
 
 
 Manager = Annotated[Principal, Depends(require_role("manager"))]

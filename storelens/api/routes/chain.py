@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from fastapi import HTTPException, Query
 from pydantic import Field
 
+from storelens.domain import pos
 from storelens.domain import rollup as R
 from storelens.storage import rollup as rq
 
@@ -93,6 +94,9 @@ class ChainKpisOut(_Out):
     from_day: str
     to_day: str
     currency: str | None
+    currency_decimals: int | None = Field(description=(
+        "Decimals of `currency` (ISO 4217 minor unit: 2 for EUR, 0 for JPY, 3 for KWD): every *_minor amount is "
+        "amount / 10**currency_decimals in the currency (null: no currency)."))
     chain: ChainValues = Field(description="Every selected store together.")
     groups: list[GroupOut]
 
@@ -142,6 +146,9 @@ def get_chain_kpis(
         first = dt.date.fromisoformat(from_day) if from_day else last - dt.timedelta(days=6)
     except ValueError as exc:
         raise HTTPException(422, f"from_day/to_day: {exc}") from None
+    except OverflowError:  # to_day in the first days of year 1: its default 7-day range starts before it
+        raise HTTPException(422, f"from_day: the default range (the 7 days up to to_day {last.isoformat()}) starts "
+                                 f"before 0001-01-01: pass from_day") from None
     if first > last:
         raise HTTPException(422, "from_day is after to_day")
     if (last - first).days + 1 > MAX_DAYS:
@@ -179,6 +186,7 @@ def get_chain_kpis(
                 rank_conversion=rank_conv.get(g), rank_sales_per_visitor=rank_spv.get(g)),
             buckets=[ChainBucketOut(key=k, label=bucket_label(period, k) if period != "hour" else k,
                                     **_values(v, k_min)) for k, v in per.items()]))
+    cur = currency or (sold[0] if sold else None)
     return ChainKpisOut(period=period, group_by=group_by, from_day=first.isoformat(), to_day=last.isoformat(),
-                        currency=currency or (sold[0] if sold else None),
+                        currency=cur, currency_decimals=None if cur is None else pos.currency_decimals(cur),
                         chain=ChainValues(**_values(everything, k_min)), groups=groups)

@@ -33,8 +33,11 @@ PNG = {200: {"content": {"image/png": {}}, "description": "The heatmap (format=p
 JPEG = {200: {"content": {"image/jpeg": {}}, "description": "The reference frame (heads blurred), JPEG; headers "
               "X-Snapshot-Ts-Ms, X-Frame-Width, X-Frame-Height."},
         404: {"model": ErrorOut, "description": "Unknown camera, or no reference frame stored yet."}}
-#: Most track points read for the walking statistics of one request.
+#: Track points read at a time for the walking statistics (a page of whole tracks).
 WALK_POINTS = 100_000
+#: Most track points the walking statistics of one request read (about 5 s of reading): past them the answer
+#: says ``truncated`` and up to when the tracks that began are counted (a busy camera's 17 minutes hold 100,000).
+MAX_WALK_POINTS = 500_000
 
 
 class HeatmapCellOut(_Out):
@@ -49,6 +52,11 @@ class WalkingOut(_Out):
     distance_m: float
     duration_s: float
     mean_speed_m_s: float | None
+    covered_end_ms: int = Field(description="The statistics are over the tracks that began in [start_ms, "
+                                            "covered_end_ms), whole within the range: end_ms unless truncated.")
+    truncated: bool = Field(description=f"The range holds more track points than one answer reads "
+                                        f"({MAX_WALK_POINTS:,}): the tracks that began from covered_end_ms on "
+                                        f"are left out.")
 
 
 class HeatmapOut(_Out):
@@ -65,8 +73,9 @@ class HeatmapOut(_Out):
     total_ms: int = Field(description="Sum of the kind over every cell (person-milliseconds).")
     cells: list[HeatmapCellOut] = Field(description="Cells with a non-zero value of the kind, row by row.")
     snapshot_ts_ms: int | None = Field(description="Time of the reference frame the PNG is drawn on.")
-    walking: WalkingOut | None = Field(default=None, description="Walking on the floor (cameras with a floor "
-                                                                 "homography).")
+    walking: WalkingOut | None = Field(default=None, description=f"Walking on the floor (cameras with a floor "
+                                                                 f"homography): every track of the range, up to "
+                                                                 f"{MAX_WALK_POINTS:,} points (see truncated).")
 
 
 class PlanCellOut(_Out):
@@ -115,13 +124,14 @@ def camera_heatmap(camera: CameraDep, storage: StorageDep, config: ConfigDep, st
         return _png(heatmap_png(grid, cell_px, width, height, snap.jpeg if snap is not None else None))
     walking = None
     if camera.floor is not None:
-        paths = storage.tracks(camera.id, start, end, limit_points=WALK_POINTS)
+        found = storage.track_pages(camera.id, start, end, page_points=WALK_POINTS, max_points=MAX_WALK_POINTS)
         stats = walking_stats(fit_homography(camera.floor.points),
-                              [([p.ts_ms for p in t.points], np.array([p.bbox_xyxy for p in t.points]))
-                               for t in paths])
+                              (([p.ts_ms for p in t.points], np.array([p.bbox_xyxy for p in t.points]))
+                               for page in found.pages for t in page))
         walking = WalkingOut(tracks=stats.tracks, distance_m=round(stats.distance_m, 3),
                              duration_s=round(stats.duration_s, 3), mean_speed_m_s=None
-                             if stats.mean_speed_m_s is None else round(stats.mean_speed_m_s, 3))
+                             if stats.mean_speed_m_s is None else round(stats.mean_speed_m_s, 3),
+                             covered_end_ms=found.covered_end_ms, truncated=found.truncated)
     keep = {(gx, gy) for gx, gy, _ in values}
     rows, cols = (cells_to_grid([], width, height, cell_px).shape if width and height else (0, 0))
     return HeatmapOut(

@@ -173,19 +173,25 @@ def journey_one(ctx: ContextDep, journey_id: Annotated[str, Path(
             summary="Zone-to-zone transition counts of the journeys (Sankey links)",
             description="Steps between nodes (zones, or a camera outside its zones) over the journeys that "
             "overlap [start_ms, end_ms), at least min_count each. k-anonymity: a link made by 1 to k_min-1 "
-            "journeys (privacy.k_min, default 5) has `count: null` and `suppressed: true`.")
+            "journeys (privacy.k_min, default 5) has `count: null` and `suppressed: true`; min_count filters "
+            "the counts shown, never a withheld one: suppressed links are listed (last) while min_count < k_min "
+            "and none is from min_count = k_min on, so the answer does not depend on a hidden count.")
 def flow_list(ctx: ContextDep, start_ms: FromMs0 = 0, end_ms: EndMs = None, camera_id: CameraQ = None,
               zone_id: ZoneQ = None, min_count: Annotated[int, Query(ge=1)] = 1) -> FlowsOut:
     with jq.gc_paused():
         end, found = _selected(ctx, start_ms, end_ms, camera_id, zone_id)
         total, counts = len(found), dj.flows(found)
         del found
-    links = sorted(((a, b, n) for (a, b), n in counts.items() if n >= min_count), key=lambda x: (-x[2], x[0], x[1]))
-    nodes = sorted({x for a, b, _ in links for x in (a, b)})
     k = ctx.config.privacy.k_min
+    # Suppression first: min_count filters on the counts shown. A withheld count (1..k_min-1) is never compared
+    # with min_count (appearing at one min_count and vanishing at the next would give it away): the link is
+    # listed while min_count < k_min, whatever its hidden count, and none is from k_min on (none could reach it).
+    shown = [(a, b, None if is_suppressed(n, k) else n) for (a, b), n in counts.items()]
+    links = sorted(((a, b, n) for a, b, n in shown if (n >= min_count if n is not None else min_count < k)),
+                   key=lambda x: (x[2] is None, -(x[2] or 0), x[0], x[1]))
+    nodes = sorted({x for a, b, _ in links for x in (a, b)})
     return FlowsOut(start_ms=start_ms, end_ms=end, journeys=total, nodes=nodes,
-                    links=[FlowOut(source=a, target=b, count=None, suppressed=True) if is_suppressed(n, k)
-                           else FlowOut(source=a, target=b, count=n) for a, b, n in links])
+                    links=[FlowOut(source=a, target=b, count=n, suppressed=n is None) for a, b, n in links])
 
 
 @router.get("/v1/paths/top", response_model=TopPathsOut, responses=NOT_FOUND,

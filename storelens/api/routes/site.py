@@ -11,8 +11,12 @@ compacted ``site-config`` topic. Moving a line can re-derive its camera's stored
 A version stores (and publishes) the site as written: a ``${CAM_PASSWORD}`` in a camera source stays
 a template, expanded by each process with its own environment when it puts the version in force
 (:func:`~storelens.config.site.site_version_document`); an edit merges into the version in force as written.
-Reading the site is open to every role (camera sources without credentials); changing it is for
-admins. Changes are in the audit log (who moved which line) with the version they made.
+An edit may name only the variables the site already names and those of ``api.site_env_allowlist``
+(:func:`~storelens.config.site.check_edit_env`: 422 otherwise, whether or not the variable is set), so an
+admin cannot have the processes expand another secret of their environment. Reading the site is open to
+every role: answers show values written as templates as the templates (``${NAME}``, defaults dropped), never
+what they expand to, and camera sources without credentials; changing it is for admins. Changes are in the
+audit log (who moved which line) with the version they made.
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ from pydantic import Field
 from storelens.config import CameraConfig, LineConfig, ZoneConfig, with_cameras
 from storelens.config.alerts import AlertRule
 from storelens.config.cameras import redact_source
-from storelens.config.site import site_version_document
+from storelens.config.site import check_edit_env, masked, site_version_document
 from storelens.errors import ConfigError
 from storelens.storage import site as sq
 
@@ -51,8 +55,10 @@ class SiteOut(_Out):
     timezone: str = Field(description="The store's IANA time zone (`store.timezone`): the dashboard shows every "
                                       "time in it, wherever the browser is.")
     cameras: list[dict[str, Any]] = Field(description="As in the site file (`cameras:`); sources without "
-                                                      "credentials.")
-    alert_rules: list[dict[str, Any]] = Field(description="As in the site file (`alerts.rules:`).")
+                                                      "credentials, values written with `${VAR}` as the template "
+                                                      "(`${VAR}`, without its default), never its value.")
+    alert_rules: list[dict[str, Any]] = Field(description="As in the site file (`alerts.rules:`), templates as "
+                                                          "the cameras'.")
 
 
 class SiteChangeOut(_Out):
@@ -62,17 +68,19 @@ class SiteChangeOut(_Out):
                                                                        "(with `rederive=true`).")
 
 
-def _public(cam: CameraConfig) -> dict[str, Any]:
-    d = cam.model_dump(mode="json")
+def _public(cam: dict[str, Any]) -> dict[str, Any]:
+    """A camera as written (:func:`site_version_document`) fit for any role: templates as ``${VAR}``, never their
+    values, and the source without credentials."""
+    d = masked(cam)
     d["source"] = redact_source(d["source"])  # rtsp://user:secret@host/...?password=... -> rtsp://host/...?password=***
     return d
 
 
 @router.get("/v1/site", response_model=SiteOut, summary="The site in force: cameras, lines and zones")
 def get_site(ctx: ContextDep) -> SiteOut:
+    written = site_version_document(ctx.config)
     return SiteOut(version=ctx.site_version, store_id=ctx.config.store.id, timezone=ctx.config.store.timezone,
-                   cameras=[_public(c) for c in ctx.config.cameras],
-                   alert_rules=[r.model_dump(mode="json") for r in ctx.config.alerts.rules])
+                   cameras=[_public(c) for c in written["cameras"]], alert_rules=masked(written["alert_rules"]))
 
 
 Doc = dict[str, Any]
@@ -91,6 +99,7 @@ def _save(ctx: ApiContext, principal: Principal, base_version: int | None,
     written = site_version_document(ctx.config)
     cams, rules = edit(written["cameras"], written["alert_rules"])
     try:
+        check_edit_env(ctx.config, cams, rules)  # before anything is expanded
         new = with_cameras(ctx.config, cams, origin="the site", alert_rules=rules)
     except ConfigError as e:
         raise HTTPException(422, str(e)) from None
@@ -136,7 +145,9 @@ def _camera_change(ctx: ApiContext, new: Any, version: int, camera_id: str, chan
         for res in replay(new, ctx.storage, camera_ids=[camera_id]):
             for kind, n in res.counts.items():
                 rederived[kind] = rederived.get(kind, 0) + n
-    return SiteChangeOut(version=version, camera=None if changed is None else _public(changed), rederived=rederived)
+    written = next((c for c in site_version_document(new)["cameras"] if c["id"] == camera_id), None)
+    return SiteChangeOut(version=version, camera=None if changed is None or written is None else _public(written),
+                         rederived=rederived)
 
 
 def _camera(cam: Doc | None, camera_id: str) -> Doc:

@@ -2,7 +2,9 @@
 
 Live numbers (people inside now) come from the live state when it has them, else the
 latest stored ``zone_occupancy``; history from the per-bucket ``zone_stats`` and the
-``zone_events`` (exact dwell percentiles, queue waits, interest). "Now" for a queue is
+``zone_events`` (exact dwell percentiles, queue waits, interest; once they are purged, the dwell
+percentiles of the stored buckets), and the stored ``frames`` (the time of a queue's window the stream
+showed, which its service rate is over). "Now" for a queue is
 the camera's latest frame time (``at_ms`` overrides), so a recorded clip answers as it
 did live: the live state's last seen time, else the newest stored frame of the camera
 (a ``zone_occupancy`` row is written only when the occupancy changes), else, without
@@ -18,7 +20,7 @@ from pydantic import Field
 
 from storelens.config import CameraConfig, ZoneConfig
 from storelens.domain.privacy import is_suppressed, keep, suppress_counts
-from storelens.domain.zones import QueueStats
+from storelens.domain.zones import QueueStats, StreamCoverage
 from storelens.storage import zones as zq
 from storelens.storage.privacy import newest_frame_ms
 
@@ -54,8 +56,12 @@ class DwellOut(_Out):
     median: float | None = None
     p90: float | None = None
     mean: float | None = None
-    total: float = 0.0
-    n: int = 0
+    total: float | None = Field(0.0, description="Sum of the durations; null: suppressed, or only the stored "
+                                                 "buckets' median and p90 are left (`dwell_source` `bucket` or "
+                                                 "`buckets`).")
+    n: int | None = Field(0, description="Durations measured; null: suppressed.")
+    suppressed: bool = Field(False, description="Measured from 1 to k_min-1 visits (privacy.k_min): every figure "
+                                                "is withheld (null), so no one person's dwell or wait can be read.")
 
 
 class ZoneBucketOut(_Out):
@@ -71,6 +77,11 @@ class ZoneBucketOut(_Out):
                                               "merged buckets weigh by the time each showed).")
     max_occupancy: int
     dwell_s: DwellOut = Field(description="Dwell of the visits that ended in the bucket.")
+    dwell_source: Literal["events", "bucket", "buckets"] | None = Field(description=(
+        "Where dwell_s comes from: `events` the stored exits (exact); once they are purged (zone_events "
+        "retention, an erasure), the stored bucket's median and p90 (`bucket`: one stored bucket, exact; "
+        "`buckets`: several merged, their medians and p90s weighted by the visits that ended in each, an "
+        "approximation), without mean and total; null without any ended visit."))
     stoppers: int
     served: int
     abandoned: int
@@ -110,7 +121,13 @@ class QueueOut(_Out):
     window_s: float
     length: int = Field(description="People in the queue now.")
     predicted_wait_s: float | None = Field(description="For someone joining now, by Little's law: length / "
-                                                       "service rate over the window; null when nobody was served.")
+                                                       "service rate (served / covered_s); null when nobody was "
+                                                       "served or the stream showed less than 30 s of the window "
+                                                       "(the whole window, if shorter).")
+    covered_s: float | None = Field(None, description="The time of the window the stream showed (its stored frames: "
+                                                      "from the first one, or the end of a stall longer than the "
+                                                      "zones' lost_after_ms), which the service rate is over; the "
+                                                      "whole window when no frame of it is stored.")
     served: int
     abandoned: int
     lost: int
@@ -155,6 +172,14 @@ def _dwell(values_s: list[float]) -> DwellOut:
     med, p90 = np.percentile(values_s, [50, 90])
     return DwellOut(median=float(med), p90=float(p90), mean=float(np.mean(values_s)), total=float(sum(values_s)),
                     n=len(values_s))
+
+
+def _k_anonymous(dwell: DwellOut, k: int) -> DwellOut:
+    """``dwell``, or every figure withheld (null, ``suppressed``) when it was measured from 1 to ``k``-1 visits
+    (:func:`storelens.domain.privacy.is_suppressed`, the rule of ``/v1/kpis`` and ``/v1/interest``)."""
+    if not is_suppressed(dwell.n or 0, k):
+        return dwell
+    return DwellOut(median=None, p90=None, mean=None, total=None, n=None, suppressed=True)
 
 
 def _zones(ctx: ApiContext, camera_id: str | None = None, kinds: tuple[str, ...] | None = None
@@ -204,7 +229,8 @@ def _zone(ctx: ApiContext, camera_id: str, zone_id: str | None) -> None:
                         "bucket counts in the bucket it starts in. When the store's alignment would cut stored "
                         "buckets (hours of a +05:30 zone over stored hours, local days over stored buckets that "
                         "local midnight falls inside), the buckets are aligned on the epoch (`aligned_to`: "
-                        "`epoch`).")
+                        "`epoch`). k-anonymity: a bucket's `dwell_s` measured from 1 to k_min-1 visits "
+                        "(privacy.k_min, default 5) is withheld: every figure null and `suppressed: true`.")
 def zone_stats(ctx: ContextDep, camera_id: Annotated[str, Query(max_length=200)], start_ms: FromMs0,
                end_ms: EndMs = None,
                zone_id: Annotated[str | None, Query(max_length=200, description="Only this zone.")] = None,
@@ -237,16 +263,34 @@ def zone_stats(ctx: ContextDep, camera_id: Annotated[str, Query(max_length=200)]
         merged.setdefault((r.zone_id, grid.start_of(r.start_ms)), []).append(r)
     buckets = []
     for (zid, start), rs in sorted(merged.items()):
+        dwell, source = _bucket_dwell(dwells.get((zid, start), []), rs)
         buckets.append(ZoneBucketOut(
             camera_id=camera_id, zone_id=zid, start_ms=start, end_ms=grid.end_of(start),
             visits=sum(r.visits for r in rs),
             unique_people=sum(r.unique_people for r in rs),
             mean_occupancy=zq.covered_mean(rs),
-            max_occupancy=max(r.max_occupancy for r in rs), dwell_s=_dwell(dwells.get((zid, start), [])),
+            max_occupancy=max(r.max_occupancy for r in rs),
+            dwell_s=_k_anonymous(dwell, ctx.config.privacy.k_min), dwell_source=source,
             stoppers=sum(r.stoppers for r in rs), served=sum(r.served for r in rs),
             abandoned=sum(r.abandoned for r in rs), lost=sum(r.lost for r in rs)))
     return ZoneStatsOut(start_ms=start_ms, end_ms=end, bucket_s=bucket_s, aligned_to=grid.aligned_to,
                         timezone=ctx.config.store.timezone, buckets=buckets)
+
+
+def _bucket_dwell(values_s: list[float], rows: list[zq.ZoneBucketRow]) -> tuple[DwellOut, str | None]:
+    """Dwell of a merged bucket: from its exits when any are stored, else from the stored buckets' median and
+    p90 (exact for one; for several, weighted by the visits that ended in each: an approximation)."""
+    if values_s:
+        return _dwell(values_s), "events"
+    kept = [r for r in rows if r.dwell_median_s is not None and r.visits_ended > 0]
+    n = sum(r.visits_ended for r in kept)
+    if not n:
+        return DwellOut(), None
+    if len(kept) == 1:
+        return DwellOut(median=kept[0].dwell_median_s, p90=kept[0].dwell_p90_s, total=None, n=n), "bucket"
+    med = sum(r.dwell_median_s * r.visits_ended for r in kept) / n
+    p90 = sum((r.dwell_p90_s or 0.0) * r.visits_ended for r in kept) / n
+    return DwellOut(median=med, p90=p90, total=None, n=n), "buckets"
 
 
 @router.get("/v1/zones/events", response_model=ZoneEventsOut, response_model_exclude_none=True,
@@ -269,7 +313,9 @@ def zone_event_list(ctx: ContextDep, camera_id: Annotated[str, Query(max_length=
 
 
 @router.get("/v1/queues", response_model=QueuesOut, responses=NOT_FOUND,
-            summary="Queue zones: length now, predicted and measured waits, served and abandoned")
+            summary="Queue zones: length now, predicted and measured waits, served and abandoned",
+            description="k-anonymity: `wait_s` measured from 1 to k_min-1 served (privacy.k_min, default 5) is "
+                        "withheld: every figure null and `suppressed: true`.")
 def queues(ctx: ContextDep, camera_id: Annotated[str | None, Query(max_length=200)] = None,
            at_ms: Annotated[int | None, Query(ge=1, le=MAX_TS_MS, description=(
                "The 'now' (default: the camera's latest frame).") )] = None,
@@ -279,6 +325,7 @@ def queues(ctx: ContextDep, camera_id: Annotated[str | None, Query(max_length=20
     window_s = window_s or ctx.config.zones.queue_window_s
     window_ms = int(window_s * 1000)
     out = []
+    covered: dict[tuple[str, int], int | None] = {}
     for cam, z in _zones(ctx, camera_id, ("queue",)):
         ts, occ = _occupancy(ctx, cam.id)
         now = at_ms if at_ms is not None else ts
@@ -289,12 +336,26 @@ def queues(ctx: ContextDep, camera_id: Annotated[str | None, Query(max_length=20
             continue
         evs = [e for e, _ in zq.events(ctx.storage, cam.id, max(0, now - window_ms + 1), now + 1, zone_ids=[z.id],
                                        kinds=["exit"])]
-        q = QueueStats.compute(evs, z.id, now, window_ms, length)
+        if (cam.id, now) not in covered:
+            covered[(cam.id, now)] = _covered_ms(ctx, cam, now, window_ms)
+        q = QueueStats.compute(evs, z.id, now, window_ms, length, covered[(cam.id, now)])
         out.append(QueueOut(camera_id=cam.id, zone_id=z.id, at_ms=now, window_s=window_s, length=length,
                             predicted_wait_s=None if q.predicted_wait_ms is None else q.predicted_wait_ms / 1000,
+                            covered_s=q.rate_ms / 1000,
                             served=q.served, abandoned=q.abandoned, lost=q.lost,
-                            wait_s=_dwell([w / 1000 for w in q.waits_ms])))
+                            wait_s=_k_anonymous(_dwell([w / 1000 for w in q.waits_ms]), ctx.config.privacy.k_min)))
     return QueuesOut(queues=out)
+
+
+def _covered_ms(ctx: ApiContext, cam: CameraConfig, now_ms: int, window_ms: int) -> int | None:
+    """The time of ``(now_ms - window_ms, now_ms]`` the camera's stored frames cover
+    (:meth:`StreamCoverage.for_zones`); ``None`` without any stored frame in the window (not stored, or
+    purged: the whole window counts)."""
+    gap = StreamCoverage.for_zones(cam.zones, ctx.config.zones).max_gap_ms
+    runs = zq.frame_runs(ctx.storage, cam.id, max(0, now_ms - window_ms - gap), now_ms + 1, gap)
+    if not runs or runs[-1][1] <= now_ms - window_ms:
+        return None
+    return StreamCoverage(gap, runs).covered_ms(now_ms, window_ms)
 
 
 def _length_at(ctx: ApiContext, camera_id: str, zone_id: str, at_ms: int) -> int:

@@ -670,7 +670,7 @@ class SiteUpdate(_message.Message):
     def __init__(self, version: _Optional[int] = ..., ts_ms: _Optional[int] = ..., actor: _Optional[str] = ..., store_id: _Optional[str] = ..., cameras_json: _Optional[str] = ..., alert_rules_json: _Optional[str] = ...) -> None: ...
 
 class StoreKpiHour(_message.Message):
-    __slots__ = ("store_id", "store_name", "region", "timezone", "start_ms", "end_ms", "day", "label", "hours", "visitors", "staff_in", "buying_units", "transactions", "sales_minor", "currency", "dwell_hist", "queue_wait_hist", "abandonments", "computed_ms", "window_start_ms", "window_end_ms", "window_hour_starts_ms")
+    __slots__ = ("store_id", "store_name", "region", "timezone", "start_ms", "end_ms", "day", "label", "hours", "visitors", "staff_in", "buying_units", "transactions", "sales_minor", "currency", "dwell_hist", "queue_wait_hist", "abandonments", "computed_ms", "window_start_ms", "window_end_ms", "window_hour_starts_ms", "other_sales")
     STORE_ID_FIELD_NUMBER: _ClassVar[int]
     STORE_NAME_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
@@ -693,6 +693,7 @@ class StoreKpiHour(_message.Message):
     WINDOW_START_MS_FIELD_NUMBER: _ClassVar[int]
     WINDOW_END_MS_FIELD_NUMBER: _ClassVar[int]
     WINDOW_HOUR_STARTS_MS_FIELD_NUMBER: _ClassVar[int]
+    OTHER_SALES_FIELD_NUMBER: _ClassVar[int]
     store_id: str
     store_name: str
     region: str
@@ -715,4 +716,15 @@ class StoreKpiHour(_message.Message):
     window_start_ms: int
     window_end_ms: int
     window_hour_starts_ms: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, store_id: _Optional[str] = ..., store_name: _Optional[str] = ..., region: _Optional[str] = ..., timezone: _Optional[str] = ..., start_ms: _Optional[int] = ..., end_ms: _Optional[int] = ..., day: _Optional[str] = ..., label: _Optional[str] = ..., hours: _Optional[float] = ..., visitors: _Optional[int] = ..., staff_in: _Optional[int] = ..., buying_units: _Optional[int] = ..., transactions: _Optional[int] = ..., sales_minor: _Optional[int] = ..., currency: _Optional[str] = ..., dwell_hist: _Optional[_Iterable[int]] = ..., queue_wait_hist: _Optional[_Iterable[int]] = ..., abandonments: _Optional[int] = ..., computed_ms: _Optional[int] = ..., window_start_ms: _Optional[int] = ..., window_end_ms: _Optional[int] = ..., window_hour_starts_ms: _Optional[_Iterable[int]] = ...) -> None: ...
+    other_sales: _containers.RepeatedCompositeFieldContainer[CurrencySales]
+    def __init__(self, store_id: _Optional[str] = ..., store_name: _Optional[str] = ..., region: _Optional[str] = ..., timezone: _Optional[str] = ..., start_ms: _Optional[int] = ..., end_ms: _Optional[int] = ..., day: _Optional[str] = ..., label: _Optional[str] = ..., hours: _Optional[float] = ..., visitors: _Optional[int] = ..., staff_in: _Optional[int] = ..., buying_units: _Optional[int] = ..., transactions: _Optional[int] = ..., sales_minor: _Optional[int] = ..., currency: _Optional[str] = ..., dwell_hist: _Optional[_Iterable[int]] = ..., queue_wait_hist: _Optional[_Iterable[int]] = ..., abandonments: _Optional[int] = ..., computed_ms: _Optional[int] = ..., window_start_ms: _Optional[int] = ..., window_end_ms: _Optional[int] = ..., window_hour_starts_ms: _Optional[_Iterable[int]] = ..., other_sales: _Optional[_Iterable[_Union[CurrencySales, _Mapping]]] = ...) -> None: ...
+
+class CurrencySales(_message.Message):
+    __slots__ = ("currency", "transactions", "sales_minor")
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    TRANSACTIONS_FIELD_NUMBER: _ClassVar[int]
+    SALES_MINOR_FIELD_NUMBER: _ClassVar[int]
+    currency: str
+    transactions: int
+    sales_minor: int
+    def __init__(self, currency: _Optional[str] = ..., transactions: _Optional[int] = ..., sales_minor: _Optional[int] = ...) -> None: ...
