@@ -40,10 +40,10 @@ from storelens.contract import topics
 from storelens.runtime import kafka, workers
 from storelens.runtime.analytics_app import app_id
 from storelens.runtime.service import ServiceRuntime
-from storelens.stages.base import Outputs, decode_input
+from storelens.stages.base import Outputs
 from test_analytics_app import BOOTSTRAP, T0, Kafka, ServiceProc, free_port, http_get, phase1_frames, wait_until
 from test_bus import _kafka_cfg
-from test_runtime_readiness import _delete_topics, _site
+from test_runtime_readiness import Quiet, _delete_topics, _site
 from test_storage_migrations import PG_DSN, pg_schema  # noqa: F401 (a fixture)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -202,19 +202,10 @@ def test_each_api_worker_publishes_a_customer_erasure(tmp_path, pg_schema, monke
 
 # -- 3: a sink that is down: alive, not ready -------------------------------------------------------------------
 
-class Recorder:
+class Recorder(Quiet):
     """Frames in; each frame a record for the sinks."""
 
     name = "h11-recorder"
-    inputs = {topics.FRAMES: m.Frame}
-    outputs = ()
-    on_error = "dead_letter"
-
-    def __init__(self, config) -> None:
-        self.cameras = {c.id for c in config.cameras}
-
-    def decode(self, topic, value):
-        return decode_input(self, topic, value)
 
     def handle(self, topic, frame):
         return Outputs(records=[frame])

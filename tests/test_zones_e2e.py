@@ -310,7 +310,8 @@ def test_queue_length_and_dwell_hold_past_a_hundred_thousand_stored_events(tmp_p
     end = t0 + 10 * served
     rows += [row(served + i, "enter", end + i) for i in range(waiting)]
     last = (end - 1) // 3_600_000 * 3_600_000  # the hour of the last exits (the range spans 500 s)
-    bucket = {"camera_id": "cam", "zone_id": "till", "bucket_start_ms": last, "bucket_end_ms": last + 60_000,
+    minute = (t0 + 5) // 60_000 * 60_000  # a stored bucket with exits of its own (one without them: purged)
+    bucket = {"camera_id": "cam", "zone_id": "till", "bucket_start_ms": minute, "bucket_end_ms": minute + 60_000,
               "visits": 1, "unique_people": 1, "mean_occupancy": 1.0, "max_occupancy": 1, "dwell_median_s": 5.0,
               "dwell_p90_s": 5.0, "visits_ended": 1, "stoppers": 0, "served": 1, "abandoned": 0, "lost": 0}
     with SqlStorage(str(tmp_path / "h.db")) as st:

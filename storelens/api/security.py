@@ -19,8 +19,12 @@
 * **Login rate limit**: a moving window of attempts per client address (across user names) and of failures
   per user name and client address (the ``limits`` library; in memory, or in Redis when ``live.redis_url`` is
   set so every API replica shares it). The failures count per (user, client): someone guessing the admin's
-  password from one address cannot lock the real admin out from another. When Redis fails, the limits fall
-  back to this process's memory (a warning, ``storelens_rate_limit_fallbacks_total``), never a 500.
+  password from one address cannot lock the real admin out from another. A client is an IPv4 address or an
+  IPv6 /64 (:func:`client_key`). A ceiling per user name across clients (``auth.login_account_failures_per_minute``)
+  holds attackers with many addresses; over it, only clients that signed in as that user within
+  :data:`KNOWN_CLIENT_DAYS` may still try. When Redis fails, the limits fall back to this process's memory
+  (a warning, ``storelens_rate_limit_fallbacks_total``), never a 500, and Redis is left alone for
+  :data:`LIMITER_RETRY_S` (a hanging Redis costs one timeout per period, not one per check).
 
 Example:
     >>> from storelens.config.auth import AuthConfig
@@ -38,6 +42,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import logging
 import os
 import secrets
@@ -52,7 +57,7 @@ import anyio
 import jwt
 from fastapi import Depends, HTTPException, Request, Response
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
-from limits import RateLimitItem
+from limits import RateLimitItem, RateLimitItemPerDay
 from limits import parse as parse_limit
 from limits.errors import StorageError
 from limits.storage import storage_from_string
@@ -75,6 +80,10 @@ PRINCIPAL_CACHE_S = 5.0
 ANONYMOUS_AUDIT_PER_MINUTE = 30
 #: Seconds a shared rate-limit store (Redis) may take to connect or answer before the in-memory fallback answers.
 LIMITER_TIMEOUT_S = 2.0
+#: Seconds the shared rate-limit store is skipped after it failed (then one check tries it again).
+LIMITER_RETRY_S = 30.0
+#: Days a client (:func:`client_key`) that signed in as a user stays exempt from that user's ceiling of failures.
+KNOWN_CLIENT_DAYS = 30
 #: Most principals (users, API keys, unknown key ids) the cache keeps (the least recently used go first).
 PRINCIPAL_CACHE_MAX = 10_000
 #: The public part of an API key (``secrets.token_hex(6)``); any other key id is refused without a lookup.
@@ -103,6 +112,25 @@ class RateLimited(Exception):
     def __init__(self, retry_after_s: int) -> None:
         super().__init__(f"too many sign-in attempts; retry in {retry_after_s} s")
         self.retry_after_s = retry_after_s
+
+
+def client_key(client: str) -> str:
+    """The client a rate limit counts ``client`` (an address) as: an IPv6 address by its /64 (one subscriber's
+    network: an attacker there has billions of addresses), an IPv4 address (also IPv4-mapped) as is, anything
+    else unchanged.
+
+    >>> client_key("2001:db8:1:2:a:b:c:d"), client_key("::ffff:203.0.113.5"), client_key("203.0.113.5")
+    ('2001:db8:1:2::/64', '203.0.113.5', '203.0.113.5')
+    """
+    try:
+        ip = ipaddress.ip_address(client)
+    except ValueError:
+        return client
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
+    return str(ip)
 
 
 def _now_ms() -> int:
@@ -138,8 +166,11 @@ class Authenticator:
         self._fallback = MovingWindowRateLimiter(storage_from_string("memory://"))
         self._limiter = MovingWindowRateLimiter(shared) if shared is not None else self._fallback
         self._limiter_down = False  # the shared store failed last time (logged once per outage)
+        self._limiter_retry_at = 0.0  # time.monotonic() before which the failed shared store is not asked
         self._attempts = parse_limit(f"{cfg.login_attempts_per_minute}/minute")
         self._failures = parse_limit(f"{cfg.login_failures_per_minute}/minute")
+        self._account_failures = parse_limit(f"{cfg.login_account_failures_per_minute}/minute")
+        self._signed_in = RateLimitItemPerDay(1, KNOWN_CLIENT_DAYS)  # full: signed in from there lately
         self._anonymous_writes = parse_limit(f"{ANONYMOUS_AUDIT_PER_MINUTE}/minute")
         self._cache: OrderedDict[str, tuple[float, Principal | None]] = OrderedDict()
         self._key_hashes: dict[str, str] = {}  # key_id -> SHA-256 of its secret, filled with the cache
@@ -187,17 +218,29 @@ class Authenticator:
 
         Raises :class:`RateLimited` when the client or the user name made too many attempts.
         """
-        if not self._limit("hit", self._attempts, "login-client", client):
+        name, key = username.lower(), client_key(client)
+        if not self._limit("hit", self._attempts, "login-client", key):
             raise RateLimited(60)
         # failures count per (user, client): another client with the right password is not locked out
-        if not self._limit("test", self._failures, "login-user", username.lower(), client):
+        if not self._limit("test", self._failures, "login-user", name, key):
+            raise RateLimited(60)
+        # and per user across clients (many addresses): over it, only clients the user signed in from lately try.
+        # Not while the shared store is down: this process's memory does not know the known clients (the real
+        # admin would be held with the attackers); the per-(user, client) limit still holds each address.
+        shared_down = self._limiter is not self._fallback and self._limiter_down
+        if not shared_down and not self._limit("test", self._account_failures, "login-account", name) \
+                and self._limit("test", self._signed_in, "login-known", name, key):
             raise RateLimited(60)
         user = store.get_user(self.storage, username)
         ok = self.hasher.verify(password, user["password_hash"] if user else self._dummy_hash)
         if not ok or user is None or user["disabled"]:
-            self._limit("hit", self._failures, "login-user", username.lower(), client)
+            self._limit("hit", self._failures, "login-user", name, key)
+            self._limit("hit", self._account_failures, "login-account", name)
             store.audit(self.storage, _now_ms(), username, "auth.login-failed", username, {}, client)
             return None
+        # a known client for KNOWN_CLIENT_DAYS from this sign-in (cleared first: the window starts again)
+        self._limit("clear", self._signed_in, "login-known", name, key)
+        self._limit("hit", self._signed_in, "login-known", name, key)
         store.audit(self.storage, _now_ms(), username, "auth.login", username, {}, client)
         with self._lock:  # the epoch the session is signed in under (issue() puts it in the token)
             self._epochs[username] = int(user.get("session_epoch") or 0)
@@ -294,27 +337,38 @@ class Authenticator:
     def audit_anonymous(self, client: str) -> bool:
         """Whether an anonymous write of ``client`` is still audited this minute (at most
         :data:`ANONYMOUS_AUDIT_PER_MINUTE`: a flood of unauthenticated requests cannot fill the audit log)."""
-        return self._limit("hit", self._anonymous_writes, "audit-anonymous", client)
+        return self._limit("hit", self._anonymous_writes, "audit-anonymous", client_key(client))
 
-    def _limit(self, op: Literal["hit", "test"], item: RateLimitItem, *identifiers: str) -> bool:
-        """``hit`` or ``test`` a rate limit in the shared store; when it fails (Redis down or slow), in this
-        process's memory instead: a warning once per outage and ``storelens_rate_limit_fallbacks_total``."""
+    def _limit(self, op: Literal["hit", "test", "clear"], item: RateLimitItem, *identifiers: str) -> bool:
+        """``hit``, ``test`` or ``clear`` a rate limit in the shared store; when it fails (Redis down or slow), in
+        this process's memory instead: a warning once per outage and ``storelens_rate_limit_fallbacks_total``.
+        After a failure the shared store is skipped for :data:`LIMITER_RETRY_S` (then one check tries it)."""
         if self._limiter is not self._fallback:
-            try:
-                allowed = getattr(self._limiter, op)(item, *identifiers)
-            except StorageError as exc:
-                if not self._limiter_down:
-                    log.warning("rate-limit store unreachable (%s): limiting sign-ins in this process's memory "
-                                "until it answers again", exc)
-                self._limiter_down = True
-                if self.metrics is not None:
-                    self.metrics.rate_limit_fallbacks.inc()
-            else:
-                if self._limiter_down:
-                    log.warning("rate-limit store answers again: limits shared by the API replicas again")
-                self._limiter_down = False
-                return allowed
-        return getattr(self._fallback, op)(item, *identifiers)
+            now = time.monotonic()
+            with self._lock:
+                ask = now >= self._limiter_retry_at
+                if ask and self._limiter_down:  # this check tries the store again; the others keep to memory
+                    self._limiter_retry_at = now + LIMITER_RETRY_S
+            if ask:
+                try:
+                    allowed = getattr(self._limiter, op)(item, *identifiers)
+                except StorageError as exc:
+                    with self._lock:
+                        self._limiter_retry_at = time.monotonic() + LIMITER_RETRY_S
+                    if not self._limiter_down:
+                        log.warning("rate-limit store unreachable (%s): limiting sign-ins in this process's memory "
+                                    "for %.0f s, then trying it again", exc, LIMITER_RETRY_S)
+                    self._limiter_down = True
+                else:
+                    if self._limiter_down:
+                        log.warning("rate-limit store answers again: limits shared by the API replicas again")
+                    with self._lock:
+                        self._limiter_down, self._limiter_retry_at = False, 0.0
+                    return bool(allowed) if op != "clear" else True
+            if self.metrics is not None:
+                self.metrics.rate_limit_fallbacks.inc()
+        result = getattr(self._fallback, op)(item, *identifiers)
+        return bool(result) if op != "clear" else True
 
     def metrics_allowed(self, token: str) -> bool:
         return self.metrics_token is not None and hmac.compare_digest(token.encode(), self.metrics_token.encode())
@@ -449,7 +503,9 @@ class AuditMiddleware:
     async def _write(self, scope: Scope, principal: Principal | None, actor: str, action: str,
                      detail: dict[str, Any], client: str) -> None:
         ctx = getattr(getattr(scope.get("app"), "state", None), "context", None)
-        if principal is None and ctx is not None and not ctx.auth.audit_anonymous(client):
+        # off the event loop: the limiter may wait for Redis (LIMITER_TIMEOUT_S), every request would wait with it
+        if principal is None and ctx is not None and not await anyio.to_thread.run_sync(ctx.auth.audit_anonymous,
+                                                                                         client):
             log.info("anonymous write not audited (over %d a minute from %s): %s %s",
                      ANONYMOUS_AUDIT_PER_MINUTE, client, action, scope["path"][:200])
             return

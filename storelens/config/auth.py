@@ -45,9 +45,13 @@ class AuthConfig(Strict):
     #: Environment variables of the first admin, created when the API starts with no users.
     admin_username_env: str = "STORELENS_ADMIN_USERNAME"
     admin_password_env: str = "STORELENS_ADMIN_PASSWORD"
-    #: Sign-in attempts per minute per client address, and failed ones per minute per user name.
+    #: Sign-in attempts per minute per client address (an IPv6 address counts by its /64), and failed ones per
+    #: minute per user name and client address.
     login_attempts_per_minute: Annotated[int, Field(ge=1)] = 20
     login_failures_per_minute: Annotated[int, Field(ge=1)] = 5
+    #: Failed sign-ins per minute per user name across all clients (many addresses, a botnet); over it only
+    #: clients that signed in as that user in the last 30 days may try (the others get 429).
+    login_account_failures_per_minute: Annotated[int, Field(ge=1)] = 50
     #: Send the session cookie over HTTPS only (set when the API is behind TLS, e.g. the Ingress).
     cookie_secure: bool = False
     #: Shortest accepted password.

@@ -55,6 +55,9 @@ _EPOCH_DAY = dt.date(1970, 1, 1)
 #: The Monday of the ISO week of 1970-01-01 (a Thursday): where buckets of whole weeks count from.
 _EPOCH_MONDAY = dt.date(1969, 12, 29)
 _HOUR_MS = 3_600_000
+_WEEK_MS = 7 * 86_400_000
+#: 1969-12-29 00:00 UTC (:data:`_EPOCH_MONDAY`): where :meth:`BucketGrid.epoch`'s whole weeks count from.
+_EPOCH_MONDAY_MS = -3 * 86_400_000
 
 
 def to_ms(t: dt.datetime) -> int:
@@ -339,9 +342,19 @@ class BucketGrid:
     runs: tuple[tuple[int, int], ...]
 
     @classmethod
-    def epoch(cls, width_ms: int) -> BucketGrid:
-        """Multiples of ``width_ms`` since the epoch."""
-        return cls("epoch", ((0, width_ms),))
+    def epoch(cls, width_ms: int, unit_ms: int = 1) -> BucketGrid:
+        """Multiples of ``width_ms`` since the epoch; whole weeks since Monday 1969-12-29 00:00 UTC (Monday to
+        Sunday in UTC, as the store's weeks run Monday to Sunday), unless that Monday would cut buckets
+        stored ``unit_ms`` wide since the epoch (then since the epoch).
+
+        Example:
+            >>> from_ms(BucketGrid.epoch(604_800_000).start_of(0), _UTC).strftime("%a %Y-%m-%d %H:%M")
+            'Mon 1969-12-29 00:00'
+            >>> BucketGrid.epoch(604_800_000, unit_ms=25_200_000).runs  # stored 7 h buckets: Monday cuts one
+            ((0, 604800000),)
+        """
+        whole_weeks = width_ms % _WEEK_MS == 0 and _EPOCH_MONDAY_MS % unit_ms == 0
+        return cls("epoch", ((_EPOCH_MONDAY_MS if whole_weeks else 0, width_ms),))
 
     @functools.cached_property
     def _origins(self) -> list[int]:

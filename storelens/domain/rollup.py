@@ -100,12 +100,30 @@ class ChainKpis(SalesRatios):
     #: Visitors of the stores that recognise staff (default: all of them when ``staff_in`` > 0, else none):
     #: the numerator of :attr:`shopper_to_staff_ratio`.
     visitors_with_staff_cue: int | None = None
+    #: Transactions and sales of the store-hours whose visitors are in the set (default: all of them): the
+    #: numerators of :attr:`conversion` and :attr:`sales_per_visitor_minor`. A store's sales in another
+    #: currency than its hour's (:attr:`HourRow.sales_only`) add to ``transactions`` and ``sales_minor`` only.
+    transactions_with_visitors: int | None = None
+    sales_with_visitors_minor: int | None = None
 
     def __post_init__(self) -> None:
         if self.transactions_with_units is None:
             self.transactions_with_units = self.transactions if self.buying_units is not None else 0
         if self.visitors_with_staff_cue is None:
             self.visitors_with_staff_cue = self.visitors if self.staff_in else 0
+        if self.transactions_with_visitors is None:
+            self.transactions_with_visitors = self.transactions
+        if self.sales_with_visitors_minor is None:
+            self.sales_with_visitors_minor = self.sales_minor
+
+    @property
+    def conversion(self) -> float | None:
+        """Transactions per visitor, of the store-hours whose visitors are counted (not the sales-only rows)."""
+        return (self.transactions_with_visitors or 0) / self.visitors if self.visitors else None
+
+    @property
+    def sales_per_visitor_minor(self) -> float | None:
+        return (self.sales_with_visitors_minor or 0) / self.visitors if self.visitors else None
 
     @property
     def conversion_per_buying_unit(self) -> float | None:
@@ -149,11 +167,17 @@ class ChainKpis(SalesRatios):
         self.stores |= o.stores
         self.transactions_with_units = (self.transactions_with_units or 0) + (o.transactions_with_units or 0)
         self.visitors_with_staff_cue = (self.visitors_with_staff_cue or 0) + (o.visitors_with_staff_cue or 0)
+        self.transactions_with_visitors = (self.transactions_with_visitors or 0) + (o.transactions_with_visitors or 0)
+        self.sales_with_visitors_minor = (self.sales_with_visitors_minor or 0) + (o.sales_with_visitors_minor or 0)
 
 
 @dataclass(frozen=True)
 class HourRow:
-    """Stored store-hours added up: one hour, or one store's business day (``label``: its first hour's)."""
+    """Stored store-hours added up: one hour, or one store's business day (``label``: its first hour's).
+
+    ``sales_only``: a store's sales in a currency other than its hour's, selected without the hour they
+    belong to (no visitors, no open hours): their ``kpis`` hold transactions and sales only, count no store
+    and add to no ratio over visitors (:func:`sales_only`), and :func:`roll_up` makes no group of them."""
 
     store_id: str
     region: str
@@ -162,6 +186,29 @@ class HourRow:
     label: str
     kpis: ChainKpis
     end_ms: int = 0
+    sales_only: bool = False
+
+
+def sales_only(transactions: int, sales_minor: int) -> ChainKpis:
+    """The KPIs of a sales-only row: its transactions and sales, no store, none in a ratio over visitors,
+    buying units or staff (only :attr:`ChainKpis.atv_minor` and the totals take them).
+
+    >>> k = ChainKpis(visitors=100, transactions=10, sales_minor=9000, stores={"b"})
+    >>> k.add(sales_only(5, 4000))
+    >>> (len(k.stores), k.transactions, k.conversion, k.sales_per_visitor_minor, round(k.atv_minor))
+    (1, 15, 0.1, 90.0, 867)
+    """
+    return ChainKpis(transactions=transactions, sales_minor=sales_minor, transactions_with_units=0,
+                     visitors_with_staff_cue=0, transactions_with_visitors=0, sales_with_visitors_minor=0)
+
+
+@dataclass(frozen=True)
+class CurrencySales:
+    """A currency's sales in stored store-hours: ``stores`` that sold in it (as their hour's currency or another)."""
+
+    transactions: int
+    sales_minor: int
+    stores: int
 
 
 @dataclass(frozen=True)
@@ -232,6 +279,8 @@ def hour_keys(rows: Sequence[HourRow]) -> list[str]:
 def roll_up(rows: Iterable[HourRow], period: str, group_by: str
             ) -> dict[str, tuple[dict[str, ChainKpis], ChainKpis]]:
     """Group -> (period key -> KPIs, the group's total), every key sorted (``hour``: :func:`hour_keys`).
+    A sales-only row adds to the group of its store, region or chain when other rows make that group, else
+    to none (the caller adds the rows themselves up for the whole selection).
 
     Example:
         >>> r = lambda s, reg, day, v: HourRow(s, reg, 0, day, day + "T10:00+01:00", ChainKpis(visitors=v, stores={s}))
@@ -244,8 +293,12 @@ def roll_up(rows: Iterable[HourRow], period: str, group_by: str
     items = list(rows)
     keys = hour_keys(items) if period == "hour" else [period_key(period, r.day, r.label) for r in items]
     out: dict[str, tuple[dict[str, ChainKpis], ChainKpis]] = {}
-    for row, key in zip(items, keys):
-        per, total = out.setdefault(group_key(group_by, row), ({}, ChainKpis()))
+    # sales-only rows (HourRow.sales_only) last: they add to a group of the other rows, never make one
+    for row, key in sorted(zip(items, keys), key=lambda rk: rk[0].sales_only):
+        g = group_key(group_by, row)
+        if row.sales_only and g not in out:
+            continue
+        per, total = out.setdefault(g, ({}, ChainKpis()))
         per.setdefault(key, ChainKpis()).add(row.kpis)
         total.add(row.kpis)
     return {g: (dict(sorted(per.items())), tot) for g, (per, tot) in sorted(out.items())}

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from storelens.config import SiteConfig
 from storelens.contract import messages as m
-from storelens.domain.rollup import ChainKpis, ChainStore, HourRow, histogram
+from storelens.domain.rollup import ChainKpis, ChainStore, CurrencySales, HourRow, histogram, sales_only
 from storelens.runtime.retention import purge_clock
 from storelens.runtime.rollup import KpiPublisher
 from storelens.storage import business as bq
@@ -101,12 +101,15 @@ def _in_range(q: Any, h: Any, stores: Sequence[str] | None, from_day: str | None
 
 def sales_currencies(storage: Any, *, stores: Sequence[str] | None = None, from_day: str | None = None,
                      to_day: str | None = None, start_ms: int | None = None, end_ms: int | None = None
-                     ) -> dict[str, int]:
-    """Currency -> transactions of the stored hours with sales in the range (what :func:`hour_rows` would add up)."""
+                     ) -> dict[str, CurrencySales]:
+    """Currency -> its sales in the stored hours of the range (what :func:`hour_rows` would add up), sorted:
+    every currency sold, as an hour's currency or another one (a sales-only row)."""
     h = chain_kpi_hours.c
-    q = sa.select(h.currency, sa.func.sum(h.transactions)).where(
-        h.currency != "", sa.or_(h.transactions > 0, h.sales_minor > 0)).group_by(h.currency)
-    return {cur: int(n or 0) for cur, n in storage._rows(_in_range(q, h, stores, from_day, to_day, start_ms, end_ms))}
+    q = sa.select(h.currency, sa.func.sum(h.transactions), sa.func.sum(h.sales_minor),
+                  sa.func.count(sa.distinct(h.store_id))).where(
+        h.currency != "", sa.or_(h.transactions > 0, h.sales_minor > 0)).group_by(h.currency).order_by(h.currency)
+    return {cur: CurrencySales(int(n or 0), int(sales or 0), int(k)) for cur, n, sales, k
+            in storage._rows(_in_range(q, h, stores, from_day, to_day, start_ms, end_ms))}
 
 
 def hour_rows(storage: Any, *, stores: Sequence[str] | None = None, from_day: str | None = None,
@@ -118,6 +121,13 @@ def hour_rows(storage: Any, *, stores: Sequence[str] | None = None, from_day: st
 
     ``currency``: only the hours whose sales are in it, and the hours without sales of the stores that sell
     in it (or whose currency is not known yet): a store in another currency adds nothing, not even visitors.
+    Its sales in ``currency`` as a second currency of its hour (``other_sales``) come without the hour's
+    visitors: they are ``sales_only`` rows (:func:`storelens.domain.rollup.sales_only`: transactions and sales,
+    no store, in no ratio over visitors). The rule: a row with ``hours`` 0 and ``visitors`` 0 (no flag is
+    stored). An hour's own row always has open hours (a bucket of the store's calendar is never empty, also
+    clipped to opening hours), its other currencies' rows never do; and whatever a row is, sales without
+    visitors or open hours cannot go over visitors. Without ``currency`` every row of an hour is there (one
+    currency sold, else the API refuses): the other currencies' rows count with the hour's visitors.
     The KPIs' numerators of conversion per buying unit and shoppers per staff member count the stores that
     count the denominator only (buying units reported; staff recognised in the rows returned)."""
     summed = ("hours", "visitors", "staff_in", "transactions", "sales_minor", "abandonments", *ROLLUP_HIST_COLUMNS)
@@ -125,34 +135,43 @@ def hour_rows(storage: Any, *, stores: Sequence[str] | None = None, from_day: st
     region = {s.store_id: s.region for s in infos}
     if per not in ("hour", "day"):
         raise ValueError(f"per must be 'hour' or 'day', not {per!r}")
+    # constants inline (bound parameters would make PostgreSQL's GROUP BY differ from the column selected)
+    zero, one = sa.literal_column("0"), sa.literal_column("1")
     if per == "day" and currency is None:  # kept in step with the hours when they are written (storage.records)
         h = chain_kpi_days.c
         q = sa.select(h.store_id, h.day, h.start_ms, h.end_ms, h.label, h.buying_units,
-                      sa.case((h.buying_units.is_not(None), h.transactions), else_=0), *(h[c] for c in summed))
+                      sa.case((h.buying_units.is_not(None), h.transactions), else_=0), zero, *(h[c] for c in summed))
         first: Any = h.start_ms
     else:
         h = chain_kpi_hours.c
         counts = h.buying_units >= 0  # -1: the store does not count buying units
         units, tx_units = sa.case((counts, h.buying_units)), sa.case((counts, h.transactions), else_=0)
+        only = zero if currency is None else sa.case((sa.and_(h.hours == zero, h.visitors == zero), one), else_=zero)
         if per == "hour":
-            q = sa.select(h.store_id, h.day, h.start_ms, h.end_ms, h.label, units, tx_units, *(h[c] for c in summed))
+            q = sa.select(h.store_id, h.day, h.start_ms, h.end_ms, h.label, units, tx_units, only,
+                          *(h[c] for c in summed))
             first = h.start_ms
         else:  # the days of one currency: added up here from the hours (chain_kpi_days mixes currencies)
             first = sa.func.min(h.start_ms)
             q = sa.select(h.store_id, h.day, first, sa.func.max(h.end_ms), sa.func.min(h.label), sa.func.sum(units),
-                          sa.func.sum(tx_units), *(sa.func.sum(h[c]) for c in summed)).group_by(h.store_id, h.day)
+                          sa.func.sum(tx_units), only, *(sa.func.sum(h[c]) for c in summed)
+                          ).group_by(h.store_id, h.day, only)
         if currency is not None:
             plain = [s.store_id for s in infos if s.currency in (currency, "")]
             q = q.where(sa.or_(h.currency == currency, sa.and_(
                 h.currency == "", h.transactions == 0, h.sales_minor == 0, h.store_id.in_(plain))))
     raw = storage._rows(_in_range(q, h, stores, from_day, to_day, start_ms, end_ms).order_by(h.store_id, first))
-    with_staff = {r[0] for r in raw if int(r[9] or 0) > 0}  # the stores that recognise staff
+    with_staff = {r[0] for r in raw if int(r[10] or 0) > 0}  # the stores that recognise staff
     out = []
     n = ROLLUP_BINS
     for r in raw:
-        sid, day, start, end, label, bu, tx_units = r[:7]
-        hours, vis, staff, tx, sales, aband = r[7:13]
-        bins = [int(v or 0) for v in r[13:]]
+        sid, day, start, end, label, bu, tx_units, only = r[:8]
+        hours, vis, staff, tx, sales, aband = r[8:14]
+        if only:
+            out.append(HourRow(sid, region.get(sid, ""), int(start), day, label, sales_only(int(tx), int(sales)),
+                               int(end), sales_only=True))
+            continue
+        bins = [int(v or 0) for v in r[14:]]
         out.append(HourRow(sid, region.get(sid, ""), int(start), day, label, ChainKpis(
             visitors=int(vis), staff_in=int(staff), buying_units=None if bu is None else int(bu),
             transactions=int(tx), sales_minor=int(sales), abandonments=int(aband), hours=float(hours),

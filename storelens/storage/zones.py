@@ -120,6 +120,21 @@ def frame_runs(storage: Any, camera_id: str, start_ms: int, end_ms: int, max_gap
     return [(int(ts), end) for (ts, _), end in zip(starts, ends)]
 
 
+def bucket_coverage(storage: Any, camera_id: str, zone_ids: Iterable[str], start_ms: int,
+                    end_ms: int) -> list[tuple[int, int, int]]:
+    """``(bucket_start_ms, bucket_end_ms, covered_ms)`` of the camera's stored buckets (``zone_stats``) that lie
+    whole in ``[start_ms, end_ms]``, in time order: the time each one's stream showed, the most of any of
+    ``zone_ids`` (every zone of a camera has the same; a row stored without it: the whole bucket). One row per
+    bucket, however many frames it had: the covered time of a long window without reading its frames."""
+    z = zone_stats.c
+    covered = sa.func.max(sa.func.coalesce(z.covered_ms, z.bucket_end_ms - z.bucket_start_ms))
+    stmt = (sa.select(z.bucket_start_ms, z.bucket_end_ms, covered)
+            .where(z.camera_id == camera_id, z.zone_id.in_(sorted(set(zone_ids))), z.bucket_start_ms >= start_ms,
+                   z.bucket_start_ms < end_ms, z.bucket_end_ms <= end_ms)
+            .group_by(z.bucket_start_ms, z.bucket_end_ms).order_by(z.bucket_start_ms))
+    return [(int(a), int(b), int(c)) for a, b, c in storage._rows(stmt)]
+
+
 def occupancy_now(storage: Any, camera_id: str) -> tuple[int | None, dict[str, int]]:
     """``(ts_ms of the latest update or None, zone id -> people inside)`` as last stored for the camera."""
     o = zone_occupancy.c

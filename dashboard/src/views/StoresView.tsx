@@ -1,8 +1,10 @@
 // The chain's stores compared (GET /v1/stores, GET /v1/chain/kpis): by store, region or the whole chain,
 // on each store's own business days; conversion and sales per visitor as an index of the selection (1.0 = equal).
-// Money is never added up across currencies: with stores in several, the comparison is of the stores of one
-// currency (picked) and the totals are per currency. Amounts come in minor units of the currency (its
-// currency_decimals: 0 for JPY, 3 for KWD) and are shown as Intl shows that currency (fmtMoney).
+// Money is never added up across currencies: with sales in several, the comparison is of the stores of one
+// currency (picked) and the totals are per currency. The currencies are the ones sold in the range (the API's
+// `currencies`), a store's second currency too: picked, its sales count in transactions and sales, and the
+// stores selling it beside their own are no rows of the comparison. Amounts come in minor units of the currency
+// (its currency_decimals: 0 for JPY, 3 for KWD) and are shown as Intl shows that currency (fmtMoney).
 import { useMemo, useState } from "react";
 import { fmtMoney, fmtNum, fmtPct, qs, useApi } from "../api";
 import { Chart, PALETTE } from "../Chart";
@@ -21,8 +23,10 @@ interface Group {
   comparison: { conversion_index: number | null; sales_per_visitor_index: number | null; visitors_share: number | null;
                 rank_conversion: number | null };
 }
+interface CurrencySales { currency: string; currency_decimals: number; stores: number; transactions: number; sales_minor: number }
 interface ChainKpis {
   from_day: string; to_day: string; currency: string | null; currency_decimals: number | null; chain: Values; groups: Group[];
+  currencies: CurrencySales[];
 }
 
 type GroupBy = "store" | "region" | "chain";
@@ -33,20 +37,14 @@ function isoDay(d: Date): string {
   return d.toISOString().slice(0, 10);
 }
 
-/** The totals of the stores selling in `currency` over [from, to]: a row of the per-currency table. */
-function CurrencyTotals({ currency, from, to }: { currency: string; from: string; to: string }) {
-  const t = useApi<ChainKpis>(`/v1/chain/kpis${qs({ group_by: "chain", currency, from_day: from, to_day: to })}`);
-  const c = t.data?.chain;
-  const money = (minor: number | null | undefined) => fmtMoney(minor, currency, t.data?.currency_decimals);
+/** A currency's sales over the range: a row of the per-currency table. */
+function CurrencyTotals({ c }: { c: CurrencySales }) {
+  const money = (minor: number | null) => fmtMoney(minor, c.currency, c.currency_decimals);
   return (
-    <tr data-testid={`stores-currency-${currency}`}>
-      <td>{currency}</td>
-      {t.error ? <td colSpan={5} className="muted">{t.error.detail}</td> : !c ? <td colSpan={5} className="muted">Loading…</td> : (
-        <>
-          <td>{c.stores}</td><td>{c.visitors}</td><td>{c.transactions}</td>
-          <td data-testid="sales">{money(c.sales_minor)}</td><td data-testid="atv">{money(c.atv_minor)}</td>
-        </>
-      )}
+    <tr data-testid={`stores-currency-${c.currency}`}>
+      <td>{c.currency}</td><td data-testid="stores">{c.stores}</td><td data-testid="transactions">{c.transactions}</td>
+      <td data-testid="sales">{money(c.sales_minor)}</td>
+      <td data-testid="atv">{money(c.transactions ? c.sales_minor / c.transactions : null)}</td>
     </tr>
   );
 }
@@ -57,15 +55,18 @@ export function StoresView(_: ViewProps) {
   const [days, setDays] = useState("7");
   const [picked, setPicked] = useState("");
   const stores = useApi<{ stores: StoreOut[]; regions: string[] }>("/v1/stores");
-  // the currencies the stores sell in: the API adds sales up in one only (several: it needs currency=)
-  const currencies = [...new Set((stores.data?.stores ?? []).flatMap((s) => (s.currency ? [s.currency] : [])))].sort();
-  const currency = currencies.includes(picked) ? picked : (currencies[0] ?? undefined);
+  // the API adds sales up in one currency only (several: it needs currency=): the one picked, else a store's
+  // (any currency= answers with `currencies`, every currency sold in the range, from which the user picks)
+  const own = (stores.data?.stores ?? []).flatMap((s) => (s.currency ? [s.currency] : [])).sort();
+  const currency = picked || own[0] || undefined;
   // the range ends on the newest business day a store (of the currency) reported (the API's default end)
   const first = useApi<ChainKpis>(stores.data && stores.data.stores.length
     ? `/v1/chain/kpis${qs({ group_by: "chain", currency })}` : null);
   const to = first.data?.to_day;
   const from = to ? isoDay(new Date(Date.parse(to) - (DAYS[days] - 1) * 86_400_000)) : undefined;
   const k = useApi<ChainKpis>(to ? `/v1/chain/kpis${qs({ group_by: groupBy, period, from_day: from, to_day: to, currency })}` : null);
+  const sold = k.data?.currencies ?? [];
+  const currencies = [...new Set([...sold.map((c) => c.currency), ...(currency ? [currency] : [])])].sort();
 
   const option = useMemo(() => {
     const groups = k.data?.groups ?? [];
@@ -98,7 +99,7 @@ export function StoresView(_: ViewProps) {
                           { value: "91", label: "Last 91 days" }]} />
         {currencies.length > 1 && (
           <Select label="Currency" value={currency ?? ""} onChange={setPicked} testId="stores-currency"
-                  options={currencies.map((c) => ({ value: c, label: `Stores selling in ${c}` }))} />
+                  options={currencies.map((c) => ({ value: c, label: `Sales in ${c}` }))} />
         )}
       </div>
       <Problem error={stores.error ?? first.error ?? k.error} />
@@ -142,20 +143,22 @@ export function StoresView(_: ViewProps) {
                 </tbody>
               </table>
             </div>
-            <div className="muted small">
+            <div className="muted small" data-testid="stores-selection">
               {k.data.chain.stores} store(s), {k.data.chain.visitors} visitors, {k.data.chain.transactions} transactions
-              ({fmtPct(k.data.chain.conversion)}) in the selection{currencies.length > 1 ? ` (the stores selling in ${currency})` : ""};
-              each store's own business days and opening hours.
+              ({fmtPct(k.data.chain.conversion)}) in the selection{currencies.length > 1 ? ` (sales in ${currency})` : ""};
+              each store's own business days and opening hours. A store's sales in a currency beside its own count
+              in transactions and sales only, not in conversion.
             </div>
           </Card>
-          {from && to && currencies.length > 0 && (
-            <Card title={`Sales per currency, ${from} to ${to} (never added up across currencies)`} testId="stores-currencies">
+          {sold.length > 0 && (
+            <Card title={`Sales per currency, ${k.data.from_day} to ${k.data.to_day} (never added up across currencies)`}
+                  testId="stores-currencies">
               <div className="table-wrap">
                 <table className="table">
-                  <thead><tr><th>Currency</th><th>Stores</th><th>Visitors</th><th>Transactions</th><th>Sales</th>
+                  <thead><tr><th>Currency</th><th>Stores selling in it</th><th>Transactions</th><th>Sales</th>
                     <th>Avg. basket</th></tr></thead>
                   <tbody>
-                    {currencies.map((c) => <CurrencyTotals key={c} currency={c} from={from} to={to} />)}
+                    {sold.map((c) => <CurrencyTotals key={c.currency} c={c} />)}
                   </tbody>
                 </table>
               </div>

@@ -269,7 +269,7 @@ def _rolled_up(ctx, store: str, start_ms: int, end_ms: int, period: str, currenc
     # the currency of the hours in the range (default the most frequent, like the store's own), not of its newest
     sold = rq.sales_currencies(ctx.storage, stores=[store], start_ms=lo, end_ms=hi)
     if currency is None:
-        currency = max(sorted(sold), key=lambda c: sold[c]) if sold else (info.currency or None)
+        currency = max(sorted(sold), key=lambda c: sold[c].transactions) if sold else (info.currency or None)
     elif currency not in sold and (sold or info.currency not in ("", currency)):
         raise HTTPException(422, f"store {store!r} reports sales in {', '.join(sorted(sold)) or info.currency}, "
                                  f"not {currency}")

@@ -88,6 +88,14 @@ class GroupOut(_Out):
     buckets: list[ChainBucketOut]
 
 
+class CurrencyOut(_Out):
+    currency: str
+    currency_decimals: int = Field(description="Its ISO 4217 minor unit (sales_minor / 10**currency_decimals).")
+    stores: int = Field(description="Stores that sold in it (as their hours' currency or another one).")
+    transactions: int
+    sales_minor: int
+
+
 class ChainKpisOut(_Out):
     period: Literal["hour", "day", "week"]
     group_by: Literal["store", "region", "chain"]
@@ -97,7 +105,13 @@ class ChainKpisOut(_Out):
     currency_decimals: int | None = Field(description=(
         "Decimals of `currency` (ISO 4217 minor unit: 2 for EUR, 0 for JPY, 3 for KWD): every *_minor amount is "
         "amount / 10**currency_decimals in the currency (null: no currency)."))
-    chain: ChainValues = Field(description="Every selected store together.")
+    currencies: list[CurrencyOut] = Field(description=(
+        "Every currency the selected stores sold in over the range, whatever `currency`, with its transactions "
+        "and sales (a store's second currency too), by currency."))
+    chain: ChainValues = Field(description=(
+        "Every selected store together; also the sales in `currency` of the stores whose hours are in another "
+        "currency (in transactions, sales and the average basket only: not in conversion, sales per visitor "
+        "or `stores`; in a group only when the group has hours of its own in `currency`)."))
     groups: list[GroupOut]
 
 
@@ -118,10 +132,13 @@ def _ranks(groups: dict[str, R.ChainKpis], attr: str) -> dict[str, int]:
                 "compared to the selection: conversion, average transaction value and sales per visitor as an "
                 "index (1.0 = the selection's), share of visitors and sales, ranks. Default range: the 7 business "
                 "days up to the newest one reported. Sales are only added up in one currency: stores that sold in "
-                "several currencies in the range need `currency=`, which keeps the hours of that currency (and "
-                "the hours without sales of the stores selling in it). Medians from histograms (within one bin), "
-                "withheld below privacy.k_min visits like the store's own KPIs. 422: a bad range, too many "
-                "buckets, or stores in several currencies without `currency=`.",
+                "several currencies in the range need `currency=` (`currencies` lists them with their sales), "
+                "which keeps the hours of that currency (and the hours without sales of the stores selling in "
+                "it). A store's sales in it beside its hours' own currency count in transactions, sales and "
+                "the average basket only: never in conversion or sales per visitor (their visitors are in their "
+                "own currency's hours), never as a store or a group of their own. Medians from histograms "
+                "(within one bin), withheld below privacy.k_min visits like the store's own KPIs. 422: a bad "
+                "range, too many buckets, or stores in several currencies without `currency=`.",
 )
 def get_chain_kpis(
     ctx: ContextDep,
@@ -154,8 +171,9 @@ def get_chain_kpis(
     if (last - first).days + 1 > MAX_DAYS:
         raise HTTPException(422, f"more than {MAX_DAYS} days: narrow the range")
     # the currencies of the hours that would be added up, not of the stores' newest hours
-    sold = sorted(rq.sales_currencies(ctx.storage, stores=ids, from_day=first.isoformat(), to_day=last.isoformat())
-                  if chosen else {})
+    per_currency = rq.sales_currencies(ctx.storage, stores=ids, from_day=first.isoformat(),
+                                       to_day=last.isoformat()) if chosen else {}
+    sold = sorted(per_currency)
     if currency is None and len(sold) > 1:
         raise HTTPException(422, f"the stores sell in {', '.join(sold)}: pass currency= to compare the "
                                  f"stores of one currency")
@@ -165,9 +183,9 @@ def get_chain_kpis(
     if sum(len(per) for per, _ in rolled.values()) > MAX_BUCKETS:
         raise HTTPException(422, f"more than {MAX_BUCKETS} {period} buckets: narrow the range or the stores")
     k_min = ctx.config.privacy.k_min
-    everything = R.ChainKpis()
-    for _, tot in rolled.values():
-        everything.add(tot)
+    everything = R.ChainKpis()  # the rows, not the groups: a sales-only row may have none
+    for row in rows:
+        everything.add(row.kpis)
     totals = {g: tot for g, (_, tot) in rolled.items()}
     rank_conv, rank_spv = _ranks(totals, "conversion"), _ranks(totals, "sales_per_visitor_minor")
     info = {s.store_id: s for s in stores}
@@ -189,4 +207,7 @@ def get_chain_kpis(
     cur = currency or (sold[0] if sold else None)
     return ChainKpisOut(period=period, group_by=group_by, from_day=first.isoformat(), to_day=last.isoformat(),
                         currency=cur, currency_decimals=None if cur is None else pos.currency_decimals(cur),
+                        currencies=[CurrencyOut(currency=c, currency_decimals=pos.currency_decimals(c), stores=x.stores,
+                                                transactions=x.transactions, sales_minor=x.sales_minor)
+                                    for c, x in per_currency.items()],
                         chain=ChainValues(**_values(everything, k_min)), groups=groups)

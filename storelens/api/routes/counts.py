@@ -56,7 +56,7 @@ def bucket_grid(config: SiteConfig, start: int, end: int, bucket_s: int, *, data
     ``stored_s``: the data is stored in buckets of that width since the epoch (zone statistics): a grid
     with an edge inside a stored bucket (hours of a +05:30 zone over stored hours, local midnights over
     stored 2 h buckets in a +01:00 zone) would date a bucket's content wrongly, the epoch's is used instead
-    (``aligned_to``: ``epoch``)."""
+    (``aligned_to``: ``epoch``; whole weeks from Monday 00:00 UTC, :meth:`BucketGrid.epoch`)."""
     days = bucket_s % 86_400 == 0
     n = n_buckets(start, end, bucket_s)  # the store's alignment moves this by at most one
     if (limit or days) and n > MAX_BUCKETS + 1:
@@ -71,7 +71,7 @@ def bucket_grid(config: SiteConfig, start: int, end: int, bucket_s: int, *, data
     grid = cal.grid(bucket_s, lo, hi)
     if stored_s is not None and not (cal.offsets_on_multiples_of(stored_s * 1000)
                                      and grid.on_multiples_of(stored_s * 1000)):  # decided by the zone, not the range
-        grid = BucketGrid.epoch(bucket_s * 1000)
+        grid = BucketGrid.epoch(bucket_s * 1000, unit_ms=stored_s * 1000)
     n = cal.bucket_count(bucket_s, start, end) if grid.aligned_to == "store_local_day" else grid.count(start, end)
     if (limit or days) and n > MAX_BUCKETS:
         raise _too_many(start, end, bucket_s, n)

@@ -4,7 +4,8 @@ Live numbers (people inside now) come from the live state when it has them, else
 latest stored ``zone_occupancy``; history from the per-bucket ``zone_stats`` and the
 ``zone_events`` (exact dwell percentiles, queue waits, interest; once they are purged, the dwell
 percentiles of the stored buckets), and the stored ``frames`` (the time of a queue's window the stream
-showed, which its service rate is over). "Now" for a queue is
+showed, which its service rate is over; over an hour, the stored buckets' covered time and the frames at its
+edges). "Now" for a queue is
 the camera's latest frame time (``at_ms`` overrides), so a recorded clip answers as it
 did live: the live state's last seen time, else the newest stored frame of the camera
 (a ``zone_occupancy`` row is written only when the occupancy changes), else, without
@@ -12,6 +13,7 @@ stored frames, the latest stored occupancy's time.
 """
 from __future__ import annotations
 
+import bisect
 from typing import Annotated, Literal
 
 import numpy as np
@@ -33,6 +35,9 @@ router = api_router("zones", role='viewer')
 ZoneKindName = Literal["area", "entrance", "queue", "shelf", "staff_only"]
 #: Dwell histogram bin edges (seconds) of ``/v1/interest``.
 DWELL_BINS_S = (0, 3, 10, 30, 60, 300)
+#: ``/v1/queues`` windows longer than this take the covered time of their whole stored buckets from ``zone_stats``
+#: and read the frames only at the edges (a day of frames at 15 fps is 1.3 M rows).
+FRAMES_COVERAGE_MAX_MS = 3_600_000
 FromMs0 = Annotated[int, Query(ge=0, le=MAX_TS_MS, description="Range start (inclusive), ms since epoch.")]
 
 
@@ -78,10 +83,12 @@ class ZoneBucketOut(_Out):
     max_occupancy: int
     dwell_s: DwellOut = Field(description="Dwell of the visits that ended in the bucket.")
     dwell_source: Literal["events", "bucket", "buckets"] | None = Field(description=(
-        "Where dwell_s comes from: `events` the stored exits (exact); once they are purged (zone_events "
-        "retention, an erasure), the stored bucket's median and p90 (`bucket`: one stored bucket, exact; "
-        "`buckets`: several merged, their medians and p90s weighted by the visits that ended in each, an "
-        "approximation), without mean and total; null without any ended visit."))
+        "Where dwell_s comes from: `events` the stored exits (exact: every stored bucket merged here still has "
+        "all the exits it counted); once some are purged (zone_events retention, an erasure), the stored "
+        "buckets' median and p90 (`bucket`: one stored bucket, exact; `buckets`: the medians and p90s of the "
+        "stored buckets without their exits and the percentiles of the exits still stored, weighted by the "
+        "visits that ended in each, an approximation; a bucket without a p90 is left out of the p90), without "
+        "mean and total; null without any ended visit."))
     stoppers: int
     served: int
     abandoned: int
@@ -127,7 +134,9 @@ class QueueOut(_Out):
     covered_s: float | None = Field(None, description="The time of the window the stream showed (its stored frames: "
                                                       "from the first one, or the end of a stall longer than the "
                                                       "zones' lost_after_ms), which the service rate is over; the "
-                                                      "whole window when no frame of it is stored.")
+                                                      "whole window when no frame of it is stored. A window over "
+                                                      "an hour: its whole stored buckets' covered time "
+                                                      "(zone_stats), its frames at the edges.")
     served: int
     abandoned: int
     lost: int
@@ -247,17 +256,19 @@ def zone_stats(ctx: ContextDep, camera_id: Annotated[str, Query(max_length=200)]
     if end_ms is not None:  # 422 before reading when the range spans too many buckets
         bucket_grid(ctx.config, start_ms, end, bucket_s, data=None, stored_s=base)
     rows = zq.zone_buckets(ctx.storage, camera_id, zone_id, start_ms, end)
-    exits = zq.exit_dwells(ctx.storage, camera_id, start_ms, end, None if zone_id is None else [zone_id])
-    times = [r.start_ms for r in rows] + [ts_ms for _, ts_ms, _ in exits]
+    # the exits of the stored buckets read whole, as their counts are (a range ending inside one)
+    exits_to = max([end, *(r.end_ms for r in rows)])
+    exits = zq.exit_dwells(ctx.storage, camera_id, start_ms, exits_to, None if zone_id is None else [zone_id])
+    times = [r.start_ms for r in rows] + [ts_ms for _, ts_ms, _ in exits if ts_ms < end]
     data = (min(times), max(times)) if times else None
     # No end: the buckets of the data read (no limit on their number but for whole days). Stored buckets of
     # zones.bucket_s fall whole into the grid's, or it is the epoch's.
     last = data[1] if data is not None else start_ms
     grid = bucket_grid(ctx.config, start_ms, end if end_ms is not None else last + 1, bucket_s, data=data,
                        limit=end_ms is not None, stored_s=base)
-    dwells: dict[tuple[str, int], list[float]] = {}
+    dwells: dict[tuple[str, int], list[tuple[int, float]]] = {}
     for zid, ts_ms, dwell_ms in exits:
-        dwells.setdefault((zid, grid.start_of(ts_ms)), []).append(dwell_ms / 1000)
+        dwells.setdefault((zid, grid.start_of(ts_ms)), []).append((ts_ms, dwell_ms / 1000))
     merged: dict[tuple[str, int], list[zq.ZoneBucketRow]] = {}
     for r in rows:
         merged.setdefault((r.zone_id, grid.start_of(r.start_ms)), []).append(r)
@@ -277,19 +288,37 @@ def zone_stats(ctx: ContextDep, camera_id: Annotated[str, Query(max_length=200)]
                         timezone=ctx.config.store.timezone, buckets=buckets)
 
 
-def _bucket_dwell(values_s: list[float], rows: list[zq.ZoneBucketRow]) -> tuple[DwellOut, str | None]:
-    """Dwell of a merged bucket: from its exits when any are stored, else from the stored buckets' median and
-    p90 (exact for one; for several, weighted by the visits that ended in each: an approximation)."""
-    if values_s:
-        return _dwell(values_s), "events"
-    kept = [r for r in rows if r.dwell_median_s is not None and r.visits_ended > 0]
-    n = sum(r.visits_ended for r in kept)
+def _bucket_dwell(exits: list[tuple[int, float]], rows: list[zq.ZoneBucketRow]) -> tuple[DwellOut, str | None]:
+    """Dwell of a merged bucket from its stored exits ``(ts_ms, dwell_s)`` and stored buckets ``rows`` (in time
+    order): exact (``events``) when every stored bucket still has all the exits it counted (``visits_ended``;
+    exits after the last stored bucket, not closed yet, count too); else the exits of the stored buckets that
+    still have all theirs, with the median and p90 of those that do not (zone_events retention, an erasure)
+    weighted by the visits that ended in each (``buckets``, an approximation; one stored bucket alone:
+    ``bucket``, exact); a stored bucket without a p90 is left out of the p90's weights."""
+    starts = [r.start_ms for r in rows]
+    held: list[list[float]] = [[] for _ in rows]
+    outside: list[float] = []  # exits in no stored bucket (one not closed yet)
+    for ts_ms, dwell_s in exits:
+        i = bisect.bisect_right(starts, ts_ms) - 1
+        (held[i] if i >= 0 and ts_ms < rows[i].end_ms else outside).append(dwell_s)
+    whole = [len(h) >= r.visits_ended for r, h in zip(rows, held)]
+    if all(whole):
+        return (_dwell([d for _, d in exits]), "events") if exits else (DwellOut(), None)
+    values = outside + [d for h, ok in zip(held, whole) if ok for d in h]
+    kept = [r for r, ok in zip(rows, whole) if not ok and r.dwell_median_s is not None and r.visits_ended > 0]
+    n = len(values) + sum(r.visits_ended for r in kept)
     if not n:
         return DwellOut(), None
-    if len(kept) == 1:
+    if not values and len(kept) == 1:
         return DwellOut(median=kept[0].dwell_median_s, p90=kept[0].dwell_p90_s, total=None, n=n), "bucket"
-    med = sum(r.dwell_median_s * r.visits_ended for r in kept) / n
-    p90 = sum((r.dwell_p90_s or 0.0) * r.visits_ended for r in kept) / n
+    # (value, p90, weight) of each part: the exits' own percentiles, then each purged bucket's
+    parts = [(r.dwell_median_s, r.dwell_p90_s, r.visits_ended) for r in kept]
+    if values:
+        ev = _dwell(values)
+        parts.append((ev.median, ev.p90, len(values)))
+    med = sum(m * w for m, _, w in parts) / n
+    with_p90 = [(p, w) for _, p, w in parts if p is not None]
+    p90 = sum(p * w for p, w in with_p90) / sum(w for _, w in with_p90) if with_p90 else None
     return DwellOut(median=med, p90=p90, total=None, n=n), "buckets"
 
 
@@ -348,14 +377,31 @@ def queues(ctx: ContextDep, camera_id: Annotated[str | None, Query(max_length=20
 
 
 def _covered_ms(ctx: ApiContext, cam: CameraConfig, now_ms: int, window_ms: int) -> int | None:
-    """The time of ``(now_ms - window_ms, now_ms]`` the camera's stored frames cover
-    (:meth:`StreamCoverage.for_zones`); ``None`` without any stored frame in the window (not stored, or
-    purged: the whole window counts)."""
-    gap = StreamCoverage.for_zones(cam.zones, ctx.config.zones).max_gap_ms
-    runs = zq.frame_runs(ctx.storage, cam.id, max(0, now_ms - window_ms - gap), now_ms + 1, gap)
-    if not runs or runs[-1][1] <= now_ms - window_ms:
-        return None
-    return StreamCoverage(gap, runs).covered_ms(now_ms, window_ms)
+    """The time of ``(now_ms - window_ms, now_ms]`` the camera's stream showed (:meth:`StreamCoverage.for_zones`);
+    ``None`` without any stored frame in the window (not stored, or purged: the whole window counts).
+
+    A window longer than :data:`FRAMES_COVERAGE_MAX_MS` reads the frames only at its edges: the whole
+    ``zones.bucket_s`` buckets in it that are stored (``zone_stats``, closed) give their covered time (the same
+    rule, kept per bucket), so a day's window costs a row per bucket and a bucket or two of frames, not its
+    1.3 M frames at 15 fps."""
+    cover = StreamCoverage.for_zones(cam.zones, ctx.config.zones)
+    lo = now_ms - window_ms
+    base = ctx.config.zones.bucket_s * 1000
+    first = -(-lo // base) * base  # the first whole bucket's start
+    rows = (zq.bucket_coverage(ctx.storage, cam.id, [z.id for z in cam.zones], first, now_ms)
+            if window_ms > FRAMES_COVERAGE_MAX_MS and first < now_ms else [])
+    # frames for what the stored buckets do not cover: before the first stored bucket, between two that are not
+    # adjacent (a bucket not stored: an analytics restart, a purge), after the last stored one
+    edges = ([(lo, rows[0][0]), *((a[1], b[0]) for a, b in zip(rows, rows[1:])), (rows[-1][1], now_ms)]
+             if rows else [(lo, now_ms)])
+    covered, seen = sum(c for _, _, c in rows), bool(rows)
+    for a, b in edges:
+        if b <= a:
+            continue
+        runs = zq.frame_runs(ctx.storage, cam.id, max(0, a - cover.max_gap_ms), b + 1, cover.max_gap_ms)
+        seen = seen or any(last > lo for _, last in runs)
+        covered += StreamCoverage(cover.max_gap_ms, runs).covered_ms(b, b - a)
+    return covered if seen else None
 
 
 def _length_at(ctx: ApiContext, camera_id: str, zone_id: str, at_ms: int) -> int:
