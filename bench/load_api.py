@@ -38,7 +38,6 @@ import os
 import pathlib
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -165,12 +164,6 @@ def pg_schema(db: pathlib.Path, dsn: str) -> str:
 
 # -- the server -------------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _serve_child(site_path: str, port: int, workers: int) -> int:
     """Child process: serve the site's API (``api.workers`` uvicorn processes) on ``port``."""
     from storelens.api.server import serve_site
@@ -192,7 +185,9 @@ class Server:
     """The API of ``site`` (a dict) served by uvicorn in a child process; ``with Server(...) as base_url``."""
 
     def __init__(self, site: dict, workers: int = 1, env: dict | None = None) -> None:
-        self.site, self.workers, self.port = site, workers, _free_port()
+        from storelens.runtime.localdeploy import free_port
+
+        self.site, self.workers, self.port = site, workers, free_port()
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen | None = None
         self._tmp = tempfile.TemporaryDirectory(prefix="slload-")

@@ -560,27 +560,37 @@ def test_camera_down_from_the_runner_tick_without_a_broker(tmp_path) -> None:
     assert all(not files.tick(t0 + s * 1000).records for s in range(100))
 
 
-def test_camera_down_tick_in_the_kafka_analytics_service(tmp_path) -> None:
-    """The analytics service (faust app) ticks the same stage through the same ``RunnerCore.tick``: the alert goes
-    to its sinks and to the ``alerts`` topic of a real broker (the tick is called with explicit times)."""
-    import asyncio
+def kafka_site(raw: dict, name: str):
+    """``raw`` (a site dict) on the test broker under a fresh topic prefix and group ``name-<run>``, its analytics
+    topics created; fails when no broker answers."""
     import os
     import uuid
 
-    from storelens.runtime.analytics_app import AnalyticsApp, ensure_app_topics
-    from storelens.runtime.kafka import BrokerProbe, read_to_end
-    from storelens.runtime.service import ServiceRuntime
-    from storelens.storage import alerts as aq
+    from storelens.runtime.analytics_app import ensure_app_topics
+    from storelens.runtime.kafka import BrokerProbe
 
-    run = uuid.uuid4().hex[:8]
-    raw = two_cameras([{"kind": "camera_down", "id": "down", "camera": "d", "after_s": 2, "cooldown_s": 0}],
-                      source_d="rtsp://cam-d.local/stream")
+    run = f"{name}-{uuid.uuid4().hex[:8]}"
     raw["kafka"] = {"bootstrap_servers": os.environ.get("STORELENS_KAFKA_BOOTSTRAP", "127.0.0.1:19092"),
-                    "topic_prefix": f"t-alerts-{run}.", "group_prefix": f"t-alerts-{run}", "partitions": 1}
+                    "topic_prefix": f"{run}.", "group_prefix": run, "partitions": 1}
     cfg = parse_config(raw)
     if not BrokerProbe(cfg.kafka)(5.0):
         pytest.fail(f"no Kafka at {cfg.kafka.bootstrap_servers}: `make test` starts it (scripts/stack.sh up)")
     ensure_app_topics(cfg)
+    return cfg
+
+
+def test_camera_down_tick_in_the_kafka_analytics_service(tmp_path) -> None:
+    """The analytics service (faust app) ticks the same stage through the same ``RunnerCore.tick``: the alert goes
+    to its sinks and to the ``alerts`` topic of a real broker (the tick is called with explicit times)."""
+    import asyncio
+
+    from storelens.runtime.analytics_app import AnalyticsApp
+    from storelens.runtime.kafka import read_to_end
+    from storelens.runtime.service import ServiceRuntime
+    from storelens.storage import alerts as aq
+
+    cfg = kafka_site(two_cameras([{"kind": "camera_down", "id": "down", "camera": "d", "after_s": 2,
+                                   "cooldown_s": 0}], source_d="rtsp://cam-d.local/stream"), "t-alerts")
     loop = asyncio.new_event_loop()
     t0 = 1_767_225_600_000
     with SqlStorage(str(tmp_path / "h.db")) as st:

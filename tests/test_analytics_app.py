@@ -25,7 +25,6 @@ import json
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -47,6 +46,7 @@ from storelens.errors import DecodeError
 from storelens.runtime.kafka import KafkaAdmin, KafkaBus, commit_offsets, consume_all, end_offsets
 from storelens.storage.live import RedisLiveState
 from storelens.stages import AnalyticsStage
+from storelens.runtime.localdeploy import free_port
 
 BOOTSTRAP = os.environ.get("STORELENS_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
 PG_DSN = os.environ.get("STORELENS_PG_DSN", "postgresql://storelens:storelens@127.0.0.1:15432/storelens")
@@ -69,12 +69,6 @@ def wait_until(what: str, fn: Callable[[], object], timeout_s: float = 45.0, eve
             pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what}"
                         + (f"\n{proc.log_tail()}" if proc else ""))
         time.sleep(every_s)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http_get(port: int, path: str) -> tuple[int, str]:

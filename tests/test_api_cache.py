@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from storelens.api.testing import api_key_for, signed_in_client
 from storelens.errors import ConfigError
 from storelens.storage import SqliteStorage
 
+from storelens.runtime.localdeploy import free_port
 from test_api import T0, ev, make_config  # the API tests' site and crossings
 
 DAY = f"start_ms={T0}&end_ms={T0 + 86_400_000}"
@@ -151,19 +151,13 @@ def test_zero_ttl_keeps_no_cache(storage: SqliteStorage) -> None:
 
 # -- api.workers ------------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_workers_need_a_shared_signing_key(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("STORELENS_JWT_SECRET", raising=False)
     site = tmp_path / "site.yaml"
     site.write_text(yaml.safe_dump({"store": {"id": "s"}, "cameras": [{"id": "c", "source": "/tmp/x.mp4"}],
                                     "storage": {"path": str(tmp_path / "h.db")}, "api": {"workers": 2}}))
     with pytest.raises(ConfigError, match="STORELENS_JWT_SECRET"):
-        serve_site(str(site), port=_free_port())
+        serve_site(str(site), port=free_port())
 
 
 def test_two_workers_serve_the_same_answers(tmp_path: pathlib.Path) -> None:
@@ -173,7 +167,7 @@ def test_two_workers_serve_the_same_answers(tmp_path: pathlib.Path) -> None:
     site = tmp_path / "site.yaml"
     site.write_text(yaml.safe_dump({**make_config().model_dump(mode="json", include={"store", "cameras"}),
                                     "storage": {"path": str(db)}, "api": {"workers": 2}}))
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "STORELENS_JWT_SECRET": "w" * 40, "STORELENS_ADMIN_PASSWORD": "workers test password"}
     proc = subprocess.Popen([sys.executable, "-c", "import sys; from storelens.api.server import serve_site; "
                              f"sys.exit(serve_site({str(site)!r}, port={port}))"], env=env, start_new_session=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +19,7 @@ import httpx
 import pytest
 
 from storelens.paths import asset
+from storelens.runtime.localdeploy import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # a hung browser fails the test, not make test
 
@@ -76,12 +76,6 @@ def build_demo(tmp: pathlib.Path, edit: Callable[[dict], None] | None = None) ->
 # -- the server and the browser ---------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
 class Served:
     url: str
@@ -129,7 +123,7 @@ def serve_site(raw: dict, storage) -> Iterator[Served]:
     app = create_app(parse_config(raw), storage)
     for role, password in USERS.items():
         app.state.context.auth.create_user(role, password, role)
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                                           timeout_graceful_shutdown=2))
     thread = threading.Thread(target=server.run, daemon=True)

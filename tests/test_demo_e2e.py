@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import yaml
 
 from storelens.config import CountingConfig, LineConfig
 from storelens.paths import asset
+from storelens.runtime.localdeploy import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -28,12 +28,6 @@ VIDEO = asset("mot", "TUD-Stadtmitte", "TUD-Stadtmitte.mp4")
 GT = asset("mot", "TUD-Stadtmitte", "gt", "gt.txt")
 LINES = {"x200": ([200, 0], [200, 480]), "x320": ([320, 0], [320, 480]), "x440": ([440, 0], [440, 480])}
 START_TS_MS = 1_767_225_600_000
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _gt_counts() -> dict[str, dict[str, int]]:
@@ -54,7 +48,7 @@ def demo_server(tmp_path_factory):
     }
     cfg_path = tmp / "site.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "storelens.cli", "demo", "--config", str(cfg_path), "--port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

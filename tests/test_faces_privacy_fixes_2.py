@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 import threading
@@ -35,6 +34,7 @@ from storelens.contract import topics
 from storelens.paths import asset
 from storelens.storage import SqlStorage
 from storelens.storage.schema import frames, track_points
+from storelens.runtime.localdeploy import free_port
 
 WORKTREE = pathlib.Path(__file__).resolve().parents[1]
 DAY_MS = 86_400_000
@@ -42,12 +42,6 @@ FACES = asset("faces")
 OBAMA, OBAMA2, OBAMA_TEST = "identities/obama/obama.jpg", "identities/obama/obama2.jpg", "identities_test/obama1.jpg"
 BIDEN, BIDEN2 = "identities/biden/biden.jpg", "identities/biden/biden2.jpg"
 DOWN = "rtsp://127.0.0.1:9/down"  # a live camera that is down: ingest retries, the pipeline runs until stopped
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait(cond, timeout_s: float, step_s: float = 0.05) -> bool:
@@ -100,7 +94,7 @@ def api_process(tmp_path):
     procs = []
 
     def start() -> None:
-        port = _free_port()
+        port = free_port()
         env = {**os.environ, "STORELENS_CONFIG": str(site), "STORELENS_API_PORT": str(port),
                "STORELENS_API_HOST": "127.0.0.1", "STORELENS_LOG_LEVEL": "WARNING",
                "PYTHONPATH": os.pathsep.join([str(WORKTREE), os.environ.get("PYTHONPATH", "")])}

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 import time
 import uuid
 
@@ -225,18 +224,12 @@ def test_the_tick_of_the_kafka_analytics_service(tmp_path) -> None:
     only the table holds (d: down since before this process started)."""
     import asyncio
 
-    from storelens.runtime.analytics_app import AnalyticsApp, ensure_app_topics
-    from storelens.runtime.kafka import BrokerProbe, read_to_end
+    from storelens.runtime.analytics_app import AnalyticsApp
+    from storelens.runtime.kafka import read_to_end
     from storelens.runtime.service import ServiceRuntime
+    from test_alerts import kafka_site
 
-    run = uuid.uuid4().hex[:8]
-    raw = _site(live_sources=True)
-    raw["kafka"] = {"bootstrap_servers": os.environ.get("STORELENS_KAFKA_BOOTSTRAP", "127.0.0.1:19092"),
-                    "topic_prefix": f"t-reset3-{run}.", "group_prefix": f"t-reset3-{run}", "partitions": 1}
-    cfg = parse_config(raw)
-    if not BrokerProbe(cfg.kafka)(5.0):
-        pytest.fail(f"no Kafka at {cfg.kafka.bootstrap_servers}: `make test` starts it (scripts/stack.sh up)")
-    ensure_app_topics(cfg)
+    cfg = kafka_site(_site(live_sources=True), "t-reset3")
     # d's state as the table holds it: 2 came in Monday evening (a stage of another process)
     before = AnalyticsStage(cfg)
     for tf in walk("d", 2, IN, 0, ms(f"{MON}T20:00:00+02:00")):

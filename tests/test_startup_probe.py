@@ -20,7 +20,7 @@ import httpx
 import pytest
 import yaml
 
-from storelens.runtime.localdeploy import KAFKA, PG_DSN, REPO, _free_port, distributed_config
+from storelens.runtime.localdeploy import KAFKA, PG_DSN, REPO, free_port, distributed_config
 from storelens.runtime.service import ServiceRuntime
 from test_k8s import PORTS, TARGETS, _id, component, deployments, render
 from test_runtime_readiness import _kafka_up
@@ -73,7 +73,7 @@ def test_the_detect_track_service_is_started_only_once_its_stage_runs(tmp_path):
                                                                                    "TUD-Stadtmitte.mp4"))}]}
     config = tmp_path / "site.yaml"
     config.write_text(yaml.safe_dump(distributed_config(site, uid, PG_DSN, redis_db=0)))  # neither is used
-    port, log = _free_port(), tmp_path / "detect-track.log"
+    port, log = free_port(), tmp_path / "detect-track.log"
     env = {**os.environ, "STORELENS_CONFIG": str(config), "STORELENS_HTTP_PORT": str(port),
            "STORELENS_HTTP_HOST": "127.0.0.1", "PYTHONUNBUFFERED": "1",
            # this checkout's storelens, whatever checkout the environment's editable install points to

@@ -27,10 +27,55 @@ REDIS_URL = os.environ.get("STORELENS_REDIS_URL", "redis://127.0.0.1:16379/0")
 SERVICES = ("api", "analytics", "attributes", "reid", "detect-track", "ingest")
 
 
-def _free_port() -> int:
+#: Ports handed out by :func:`free_port`: a block of ``_PORT_BLOCK`` per pytest-xdist worker from ``_PORT_BASE``.
+_PORT_BASE, _PORT_BLOCK = 20000, 1000
+_next_port: list[int] = []
+
+
+def _ephemeral_low() -> int:
+    """The lowest port the kernel gives outgoing connections (net.ipv4.ip_local_port_range)."""
+    try:
+        return int(pathlib.Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind (TIME_WAIT is no obstacle)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 nothing listens on, for a server a test starts later.
+
+    Taken below the kernel's ephemeral range, in a block of its own per pytest-xdist worker: a port from the
+    ephemeral range (bind to port 0) can be taken by any outgoing connection (a Kafka client's) between this call
+    and the server's bind, and two workers' port-0 answers may meet. Falls back to port 0 where the ephemeral range
+    starts too low for the blocks.
+
+    >>> 1024 < free_port() < 65536
+    True
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    index = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
+    low = _PORT_BASE + (index % 8) * _PORT_BLOCK
+    if low + _PORT_BLOCK > _ephemeral_low():
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+    if not _next_port:
+        _next_port.append(os.getpid() % _PORT_BLOCK)  # two runs one after the other start apart
+    for _ in range(_PORT_BLOCK):
+        port = low + _next_port[0] % _PORT_BLOCK
+        _next_port[0] += 1
+        if _bindable(port):
+            return port
+    raise RuntimeError(f"no free port in {low}-{low + _PORT_BLOCK - 1}")
 
 
 def default_redis_db() -> int:
@@ -75,8 +120,8 @@ class LocalDeployment:
         self.tmp = tmp
         self.config_path = self.write_config(site)
         self.procs: dict[str, subprocess.Popen] = {}
-        self.ports = {name: _free_port() for name in (*SERVICES, "chain-rollup")}
-        self.api_port = _free_port()
+        self.ports = {name: free_port() for name in (*SERVICES, "chain-rollup")}
+        self.api_port = free_port()
         #: The first admin of the API service (created from the environment when it starts).
         self.admin = ("admin", "e2e-" + uuid.uuid4().hex)
         self.jwt_secret = uuid.uuid4().hex + uuid.uuid4().hex
