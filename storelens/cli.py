@@ -100,8 +100,8 @@ def single_source_config(source: str, lines: Sequence[str], config_path: str | N
 
     ``source`` is the command line's: a relative path is relative to the working directory (as ``demo --source``),
     not to the ``--config`` file's folder. The site file's cameras are replaced by the one camera ``cam``; what
-    names its cameras goes with them: ``store.entrance_lines`` and the ``alerts`` section (a run on a clip fires
-    no webhook of the store either).
+    names its cameras goes with them: ``store.entrance_lines``, ``journeys.links`` and the ``alerts`` section (a run
+    on a clip fires no webhook of the store either).
     """
     from storelens.config import parse_config
     from storelens.config.site import resolve_source
@@ -111,6 +111,8 @@ def single_source_config(source: str, lines: Sequence[str], config_path: str | N
     store = raw.setdefault("store", {"id": "cli"})
     if isinstance(store, dict):
         raw["store"] = {k: v for k, v in store.items() if k != "entrance_lines"}
+    if isinstance(raw.get("journeys"), dict):
+        raw["journeys"] = {k: v for k, v in raw["journeys"].items() if k != "links"}
     raw["cameras"] = [{"id": "cam", "source": resolve_source(source, pathlib.Path.cwd()),
                        "lines": [parse_line(t, i + 1) for i, t in enumerate(lines)],
                        "zones": [parse_zone(t, i + 1) for i, t in enumerate(zones)]}]
@@ -160,10 +162,10 @@ def _run(config, storage=None, on_tracked=None, show_progress: bool = True):
     import time
 
     from storelens.backends.video import FrameSampler, source_fps, frame_count, is_live
-    from storelens.runtime.embedded import EmbeddedPipeline
+    from storelens.runtime.embedded import EmbeddedPipeline, site_in_force
 
     total: int | None = 0
-    for cam in config.cameras:
+    for cam in site_in_force(config, storage)[1]:  # the newest site version's (a removed camera's file may be gone)
         n = None if is_live(cam.source) else frame_count(cam.source)
         if n is None:
             total = None
@@ -907,7 +909,7 @@ def _print_behaviour(config, storage) -> None:
             print(f"heatmap {cam.id}: {hm.total_ms('occupancy') / 1000:.1f} person-s, "
                   f"{hm.total_ms('dwell') / 1000:.1f} s lingering in {len(hm.cells)} cells of {hm.cell_px} px over "
                   f"{hm.minutes} min{where} (GET /v1/cameras/{cam.id}/heatmap?format=png)")
-    js = jq.journeys(storage, config.journeys, 0, end)
+    js = jq.journeys(storage, config.journeys, 0, end, config.store.entrance_lines)
     if js:
         paths = top_paths(js, 3)
         top = "; ".join(f"{' > '.join(p)} x{n}" for p, n in paths)

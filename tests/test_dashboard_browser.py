@@ -218,6 +218,8 @@ def test_screenshots_of_every_view(served, browser, device):
 
     First in the module: the screenshots show the demo run before the other tests change it.
     """
+    from playwright.sync_api import expect
+
     page = sign_in(browser, served, "admin", DESKTOP if device == "desktop" else PHONE)
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
@@ -228,7 +230,9 @@ def test_screenshots_of_every_view(served, browser, device):
         settle(page)
         if view == "journeys":  # all the demo's data (from 2026-01-01), not an empty last week
             assert page.get_by_test_id("range").input_value() == "all"
-            page.get_by_test_id("sankey").wait_for()
+            # the demo's 10 journeys make no zone-to-zone step k_min (5) times: every link is withheld, and said
+            expect(page.get_by_test_id("flows-withheld")).to_contain_text("withheld")
+            assert page.get_by_test_id("flows").get_by_text("No journeys in this range").count() == 0
         problems = [_text(p) for p in page.get_by_test_id("problem").all()]
         # customers: faces are off in the demo (503); everything else must load
         assert all(view == "customers" and "503" in p for p in problems), (view, problems)
@@ -425,10 +429,7 @@ def test_a_viewer_is_refused_the_admin_actions(served, browser):
     from playwright.sync_api import expect
 
     page = sign_in(browser, served, "viewer")
-    open_view(page, "customers")
-    expect(page.get_by_test_id("problem")).to_have_attribute("data-status", "403")
-    expect(page.get_by_test_id("erase")).to_have_count(0)
-    shot(page, "customers-viewer-refused-desktop")
+    expect(page.get_by_test_id("nav-customers")).to_have_count(0)  # the customer list is for managers and admins
     # the API refuses the erasure to the viewer's session cookie, whatever the page shows
     r = page.request.delete(f"{served.url}/v1/customers/cust-0001")
     assert r.status == 403, r.text()

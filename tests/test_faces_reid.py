@@ -268,7 +268,7 @@ def test_gallery_persists_and_rebuilds_at_start_with_the_same_matches(tmp_path: 
         assert cid == before[k].customer_id and sim == pytest.approx(before[k].similarity, abs=1e-6)
     # only ids, times and float32 vectors are stored: no images
     tables = {r[0] for r in store2._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert tables - {"sqlite_sequence"} == {"meta", "customers", "embeddings", "visits"}
+    assert tables - {"sqlite_sequence"} == {"meta", "customers", "embeddings", "visits", "track_decisions"}
     assert {r[0] for r in store2._db.execute("SELECT length(vector) FROM embeddings")} == {128 * 4}
     with pytest.raises(ConfigError, match="128-d"):
         SqliteGalleryStore(db, dim=512)

@@ -425,9 +425,10 @@ def test_tables_columns_and_storage(pg_schema: str, pg_dsn: str) -> None:
         with admin() as c:
             tables = {r[0] for r in c.execute(
                 "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (pg_schema,))}
-            assert tables == {"gallery_meta", "gallery_customers", "gallery_embeddings", "gallery_visits"}
+            assert tables == {"gallery_meta", "gallery_customers", "gallery_embeddings", "gallery_visits",
+                              "gallery_track_decisions"}
         with psycopg.connect(pg_dsn, autocommit=True) as c:
-            assert dict(c.execute("SELECT key, value FROM gallery_meta").fetchall()) == {"dim": str(DIM), "layout": "1"}
+            assert dict(c.execute("SELECT key, value FROM gallery_meta").fetchall()) == {"dim": str(DIM), "layout": "2"}
             assert c.execute("SELECT octet_length(vector), vector FROM gallery_embeddings WHERE id = %s",
                              (rid,)).fetchone() == (4 * DIM, vec.astype("<f4").tobytes())
             with pytest.raises(psycopg.errors.CheckViolation):  # no vector of another size gets in

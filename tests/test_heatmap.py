@@ -281,7 +281,7 @@ def window(cam: str, start: int, cells: list[tuple[int, int, int, int]], cell_px
 
 
 def api_config(plan_image: str | None = None):
-    raw = {"store": {"id": "s"}, "cameras": [
+    raw = {"store": {"id": "s"}, "privacy": {"k_min": 1}, "cameras": [  # k_min 1: one walker's figures shown
         {"id": "cam-1", "source": "/tmp/x.mp4", "floor": {"points": [list(map(list, p)) for p in SQUARE]}},
         {"id": "cam-2", "source": "/tmp/y.mp4"}]}
     if plan_image:

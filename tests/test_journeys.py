@@ -552,7 +552,9 @@ def test_linking_two_regions_of_a_real_view(seq: str) -> None:
     assert recall >= MIN_RECALL[seq]
 
 
-def test_a_summary_without_appearance_never_replaces_one_with_it(storage) -> None:
+def test_a_summary_without_appearance_keeps_the_stored_appearance(storage) -> None:
+    """A replayed summary (no appearance) replaces the times, zones and crossings, never the appearance
+    (tests/test_journey_review_fixes.py)."""
     import sqlalchemy as sa
 
     from storelens.storage.schema import track_summaries
@@ -562,7 +564,7 @@ def test_a_summary_without_appearance_never_replaces_one_with_it(storage) -> Non
     storage.write_records([live])
     storage.write_records([again])
     row = storage._rows(sa.select(track_summaries.c.last_ts_ms, track_summaries.c.appearance))[0]
-    assert row[0] == 5000 and np.allclose(np.frombuffer(bytes(row[1]), "<f4"), [1, 0])
+    assert row[0] == 6000 and np.allclose(np.frombuffer(bytes(row[1]), "<f4"), [1, 0])
     newer = _summary("cam", 1, 0, 7, [0, 1])  # a redelivery with appearance replaces it
     storage.write_records([newer])
     assert storage._rows(sa.select(track_summaries.c.last_ts_ms))[0][0] == 7000

@@ -69,6 +69,8 @@ PORTS = {svc: ("http-metrics", 9100) for svc in SERVICES + CHAIN_SERVICES} | {"a
 KAFKA = {("storelens-kafka", "username"), ("storelens-kafka", "password")}
 DB = {("storelens-db", "username"), ("storelens-db", "password")}
 CAMERAS = {("storelens-cameras", "username"), ("storelens-cameras", "password")}
+#: The store's Redis ACL user (k8s/README.md, "Redis"): the live state and the api's sign-in limiter.
+REDIS = {("storelens-redis", "username"), ("storelens-redis", "password")}
 #: The api's sign-in secrets (Secret storelens-auth): key -> the env var AuthConfig reads it from.
 AUTH_ENV = {"jwt-secret": AuthConfig().jwt_secret_env, "admin-username": AuthConfig().admin_username_env,
             "admin-password": AuthConfig().admin_password_env, "metrics-token": AuthConfig().metrics_token_env}
@@ -79,8 +81,8 @@ SECRETS = {
     "detect-track": KAFKA,
     "attributes": KAFKA,
     "reid": KAFKA | DB,  # the customer gallery lives in PostgreSQL
-    "analytics": KAFKA | DB,
-    "api": DB | KAFKA | AUTH,  # publishes customer-erasures; signs sessions, creates the first admin
+    "analytics": KAFKA | DB | REDIS,  # live state
+    "api": DB | KAFKA | AUTH | REDIS,  # publishes customer-erasures; signs sessions, creates the first admin
     "chain-rollup": KAFKA | DB,
 }
 #: The chain's api reads the roll-up from its database: no Kafka (it publishes nothing), no Redis.
@@ -635,7 +637,8 @@ def test_site_config_validates_with_each_deployments_env(target, monkeypatch):
         assert f"@{env['STORELENS_DB_HOST']}:{env['STORELENS_DB_PORT']}/{env['STORELENS_DB_NAME']}" in cfg.storage.dsn
         assert cfg.kafka.bootstrap_servers == env["STORELENS_KAFKA_BOOTSTRAP"]
         assert cfg.kafka.security_protocol == env["STORELENS_KAFKA_SECURITY_PROTOCOL"]
-        assert cfg.live.redis_url == env["STORELENS_REDIS_URL"]
+        redis_at = f"@{env['STORELENS_REDIS_HOST']}:{env['STORELENS_REDIS_PORT']}/{env['STORELENS_REDIS_DB']}"
+        assert cfg.live.redis_url.startswith("redis://") and cfg.live.redis_url.endswith(redis_at)
         assert cfg.detector.weights.startswith("/models/")
         assert cfg.api.host == "0.0.0.0" and cfg.api.port == PORTS["api"][1]
         assert cfg.kafka.group_prefix == f"storelens-{cfg.store.id}", "consumer groups must be per store"
@@ -647,6 +650,9 @@ def test_site_config_validates_with_each_deployments_env(target, monkeypatch):
         if KAFKA <= has:
             assert cfg.kafka.sasl_username == dummy_secret("storelens-kafka", "username"), comp
             assert cfg.kafka.sasl_password == dummy_secret("storelens-kafka", "password"), comp
+        if REDIS <= has:
+            assert cfg.live.redis_url == f"redis://{dummy_secret('storelens-redis', 'username')}:" \
+                   f"{dummy_secret('storelens-redis', 'password')}{redis_at}", f"{comp}: no Redis credentials"
         if CAMERAS <= has:
             creds = f"{dummy_secret('storelens-cameras', 'username')}:{dummy_secret('storelens-cameras', 'password')}@"
             for cam in cfg.cameras:
@@ -724,7 +730,8 @@ def test_stores_do_not_share_state(monkeypatch):
         ns, cfg, env = _store(render(overlay), monkeypatch)
         for key, value in (("namespace", ns["metadata"]["name"]), ("store id", cfg.store.id),
                            ("database", f"{env['STORELENS_DB_HOST']}/{env['STORELENS_DB_NAME']}"),
-                           ("redis", env["STORELENS_REDIS_URL"]), ("topic prefix", cfg.kafka.topic_prefix),
+                           ("redis", f"{env['STORELENS_REDIS_HOST']}:{env['STORELENS_REDIS_PORT']}/"
+                                     f"{env['STORELENS_REDIS_DB']}"), ("topic prefix", cfg.kafka.topic_prefix),
                            ("group prefix", cfg.kafka.group_prefix)):
             other = seen[key].get(value)
             assert other in (None, store_of(overlay)), f"{overlay.name} and {other} share the {key} {value}"

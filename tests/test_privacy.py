@@ -64,8 +64,9 @@ def test_is_suppressed(n: int, k: int, suppressed: bool) -> None:
     ({"f": 9, "m": 4, "u": 9}, 5, {"f": None, "m": None, "u": 9}, True),  # tie: the first in order
     # two small cells protect each other
     ({"a": 1, "b": 2, "c": 30, "d": 6}, 5, {"a": None, "b": None, "c": 30, "d": 6}, True),
-    # a lone small cell and nothing else (the caller's total is then small too)
-    ({"a": 3, "b": 0}, 5, {"a": None, "b": 0}, True),
+    # a lone small cell and nothing else: the total is small too, so every cell is withheld, the empty ones as
+    # well (a 0 beside the one withheld cell would tell whose it is)
+    ({"a": 3, "b": 0}, 5, {"a": None, "b": None}, True),
     ({"a": 3, "b": 1}, 1, {"a": 3, "b": 1}, False),  # k = 1: nothing withheld
 ])
 def test_suppress_counts(counts: dict, k: int, expected: dict, any_: bool) -> None:
@@ -386,10 +387,10 @@ def test_demographics_withhold_small_groups(api) -> None:
     assert d["age"] == {"0-17": 0, "18-24": 0, "25-34": None, "35-44": None, "45-54": 0, "55-64": 0, "65+": 0,
                         "unknown": 0}
     assert (d["emotion"]["happy"], d["emotion"]["neutral"]) == (None, None)  # 3 and 3
-    # a narrow range: three people, every band withheld
+    # a narrow range: three people, every band withheld, the empty ones too (a 0 would tell the others apart)
     narrow = client.get("/v1/demographics", params={"end_ms": T0 + 3}).json()
     assert narrow["tracks"] == 3 and narrow["suppressed"]
-    assert all(v in (None, 0) for v in (*narrow["age"].values(), *narrow["gender"].values()))
+    assert all(v is None for key in ("age", "gender", "emotion") for v in narrow[key].values())
     described = client.app.openapi()["paths"]["/v1/demographics"]["get"]["description"]
     assert "k_min" in described and "suppressed" in described
 
@@ -407,9 +408,9 @@ def test_interest_flows_and_paths_withhold_small_groups(api) -> None:
                     "attending_emotions": None, "suppressed": True}
     flows = client.get("/v1/flows").json()
     links = {(x["source"], x["target"]): (x["count"], x["suppressed"]) for x in flows["links"]}
-    assert flows["journeys"] == 7
-    assert links[("floor/fruit", "floor/till")] == (6, False)
-    assert links[("floor/wine", "floor/till")] == (None, True)
+    assert flows["journeys"] == 7 and flows["suppressed"] is True
+    # wine -> till (one journey) is left out: its name would show that person's step
+    assert links == {("floor/fruit", "floor/till"): (6, False)} and "floor/wine" not in flows["nodes"]
     paths = client.get("/v1/paths/top").json()["paths"]
     assert [(p["path"][:1], p["count"], p["suppressed"]) for p in paths][:2] == [
         (["floor/fruit"], 6, False), ([], None, True)]  # a rare path is not shown: it is one person's route

@@ -222,7 +222,9 @@ def test_erase_customer_deletes_only_its_rows(store) -> None:
     assert store.customer_tracks("c1") == []
     assert [t["track_id"] for t in store.customer_tracks("c2")] == [3]
     assert store.demographics()["tracks"] == 1  # the other customer's track stays
-    store.write_customer_matches([match("c1", 1, T0)])  # a later match of the id is stored again
+    store.write_customer_matches([match("c1", 1, T0)])  # the erased track's late match is not stored again
+    assert store.customer_tracks("c1") == []
+    store.write_customer_matches([match("c1", 4, T0)])  # a later match of the id, another track, is stored
     assert len(store.customer_tracks("c1")) == 1
 
 

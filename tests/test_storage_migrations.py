@@ -133,7 +133,7 @@ def test_sqlite_files_of_the_previous_release_open_in_place(tmp_path: pathlib.Pa
     with SqlStorage(history) as h, SqlGalleryStore(gallery, dim=DIM) as g:
         check_rows(h, g)
     with contextlib.closing(sqlite3.connect(gallery)) as c:
-        assert dict(c.execute("SELECT key, value FROM meta")) == {"dim": str(DIM), "layout": "1"}
+        assert dict(c.execute("SELECT key, value FROM meta")) == {"dim": str(DIM), "layout": "2"}
 
 
 def test_postgres_schema_of_the_previous_release_opens_in_place(pg_schema: str) -> None:
@@ -227,7 +227,7 @@ def test_revisions_are_numbered_per_chain() -> None:
     history = revisions("history")
     assert history[:3] == ("0001", "0002", "0004") and len(history) == SCHEMA_VERSION
     assert list(history) == sorted(history)  # numbered in the order they apply
-    assert revisions("gallery") == ("0003",)
+    assert revisions("gallery") == ("0003", "0020")
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])

@@ -33,7 +33,7 @@ const VIEWS: { path: string; label: string; View: (p: ViewProps) => React.JSX.El
   { path: "/journeys", label: "Journeys", View: JourneysView },
   { path: "/interest", label: "Interest", View: InterestView },
   { path: "/demographics", label: "Demographics", View: DemographicsView },
-  { path: "/customers", label: "Customers", View: CustomersView },
+  { path: "/customers", label: "Customers", View: CustomersView, min: "manager" }, // the API's customers need a manager
   { path: "/alerts", label: "Alerts", View: AlertsView },
   { path: "/health", label: "Camera health", View: HealthView },
   { path: "/audit", label: "Counting audit", View: AuditView, min: "manager" },

@@ -80,9 +80,28 @@ export interface Loaded<T> {
   reload: () => void;
 }
 
-/** GET `path` (none when null) and re-GET when it changes or on `reload()`. */
-export function useApi<T>(path: string | null): Loaded<T> {
-  const [state, setState] = useState<{ data: T | null; error: ApiError | null; loading: boolean }>({
+/** What a request asks for: its path, or, for a relative range (`range`: the picker's key), its path but the range's
+ * start and end (they move on by themselves, once a minute). */
+function queryOf(path: string, range?: string): string {
+  if (range === undefined) return path;
+  const [p, q = ""] = path.split("?");
+  const params = new URLSearchParams(q);
+  params.delete("start_ms");
+  params.delete("end_ms");
+  return `${range}|${p}?${params}`;
+}
+
+/** GET `path` (none when null) and re-GET when it changes or on `reload()`.
+ *
+ * An answer is shown for the query it answers only: when the path asks something else (another camera, range,
+ * bucket, page ...) `data` and `error` are null and `loading` true until its own answer comes, so no view shows
+ * the previous answer as this one's. `reload()` and a relative range moved on a minute (`range`: the range
+ * picker's key, given by the views with one) keep the answer on screen while the new one loads (a chart keeps its
+ * zoom). */
+export function useApi<T>(path: string | null, range?: string): Loaded<T> {
+  const query = path === null ? null : queryOf(path, range);
+  const [state, setState] = useState<{ query: string | null; data: T | null; error: ApiError | null; loading: boolean }>({
+    query,
     data: null,
     error: null,
     loading: path !== null,
@@ -93,14 +112,15 @@ export function useApi<T>(path: string | null): Loaded<T> {
     let live = true;
     setState((s) => ({ ...s, loading: true }));
     get<T>(path).then(
-      (data) => live && setState({ data, error: null, loading: false }),
-      (e) => live && setState({ data: null, error: toApiError(e), loading: false }),
+      (data) => live && setState({ query, data, error: null, loading: false }),
+      (e) => live && setState({ query, data: null, error: toApiError(e), loading: false }),
     );
     return () => {
       live = false;
     };
-  }, [path, tick]);
+  }, [path, tick]); // eslint-disable-line react-hooks/exhaustive-deps -- query follows path
   const reload = useCallback(() => setTick((t) => t + 1), []);
+  if (state.query !== query) return { data: null, error: null, loading: path !== null, reload };
   return { ...state, reload };
 }
 
@@ -301,7 +321,9 @@ export interface FlowsOut {
   end_ms: number;
   journeys: number;
   nodes: string[];
-  links: { source: string; target: string; count: number | null; suppressed?: boolean }[];
+  links: { source: string; target: string; count: number }[];
+  /** Links made by fewer than k_min journeys were left out (naming them would show a few people's route). */
+  suppressed: boolean;
 }
 
 export interface TopPathsOut {

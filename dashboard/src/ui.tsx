@@ -93,6 +93,14 @@ export function rangeStart(key: RangeKey): number | undefined {
   return r && r.ms !== null ? Math.floor((Date.now() - r.ms) / RANGE_STEP_MS) * RANGE_STEP_MS : undefined;
 }
 
+/** The end of relative range `key` starting at `start` (useRangeStart): the whole minute after now, so that the
+ * range reaches now (its empty last minutes too) and is the same all through the minute; undefined for all the
+ * data (the API's default end). */
+export function rangeEnd(key: RangeKey, start: number | undefined): number | undefined {
+  const r = RANGES.find((x) => x.key === key);
+  return r && r.ms !== null && start !== undefined ? start + r.ms + RANGE_STEP_MS : undefined;
+}
+
 /** rangeStart of `key`, moved on at each whole minute while the view is open: a relative range ("last hour") is
  * read again once a minute, never on a live push (the view drawn again asks the same query). */
 export function useRangeStart(key: RangeKey): number | undefined {

@@ -14,6 +14,7 @@ from starlette.routing import Route
 
 import storelens
 from storelens.config import SiteConfig
+from storelens.config.site import site_file_override
 from storelens.storage import Storage
 
 from .dashboard import mount_dashboard
@@ -46,7 +47,8 @@ def create_app(
     With ``live`` (e.g. :class:`~storelens.storage.live.RedisLiveState`, distributed
     mode), ``/v1/occupancy*`` read each camera's occupancy from the live state
     (falling back to ``storage`` when it has none) and report its
-    ``last_seen_ts_ms``; ``/readyz`` then also requires ``live.ping()``.
+    ``last_seen_ts_ms``; ``/readyz`` then reports ``live.ping()`` (``live_state``) without requiring it
+    (readiness is the storage's), and ``/metrics`` has it as ``storelens_live_state_up``.
 
     ``gallery_store`` (a :class:`~storelens.storage.gallery.GalleryStore`)
     enables ``/v1/customers*``; without it they answer 503.
@@ -89,15 +91,20 @@ def create_app(
         "Times are milliseconds since the Unix epoch; ranges are half-open [start_ms, end_ms).",
     )
     metrics = Metrics()
+    if live is not None:
+        metrics.watch_live_state(live.ping)  # storelens_live_state_up; /readyz does not depend on it
     auth = Authenticator(config.auth, storage, redis_url=config.live.redis_url, metrics=metrics)
     auth.bootstrap_admin()
     context = ApiContext(config=config, storage=storage, metrics=metrics, auth=auth, live=live,
                          gallery_store=gallery_store, on_erasure=on_erasure,
                          on_transactions=on_transactions, on_site_change=on_site_change)
     try:
-        context.refresh_site()  # versions edited through the API win over the site file
+        update = context.refresh_site()  # versions edited through the API win over the site file
     except Exception:  # storage down at start: the site file; /readyz reports the store
         log.warning("could not read the site versions", exc_info=True)
+    else:
+        if update is not None and (override := site_file_override(config, update)):
+            log.warning(override, extra={"site_version": update.version})
     app.add_middleware(CachedReadsMiddleware, routes=lambda: app.state.cached_reads)
     app.add_middleware(AuditMiddleware, storage=storage)
     app.add_middleware(MetricsMiddleware, metrics=context.metrics)

@@ -174,8 +174,9 @@ class ApiContext:
     def site_is_stale(self) -> bool:
         return time.monotonic() - self._site_checked > SITE_CHECK_S
 
-    def refresh_site(self) -> None:
-        """Put the newest saved site version in force if it is newer than the one in force (blocking I/O)."""
+    def refresh_site(self) -> m.SiteUpdate | None:
+        """Put the newest saved site version in force if it is newer than the one in force (blocking I/O); that
+        version, or ``None`` when there is none newer."""
         from storelens.config import with_site_update
         from storelens.storage.site import site_update
 
@@ -183,6 +184,7 @@ class ApiContext:
         update = site_update(self.storage, self.config.store.id, self.site_version)
         if update is not None:
             self.set_site(update.version, with_site_update(self.config, update))
+        return update
 
     def set_site(self, version: int, config: SiteConfig) -> None:
         if version > self.site_version:

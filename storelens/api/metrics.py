@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import time
+from typing import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
@@ -29,6 +30,21 @@ class Metrics:
             "storelens_privacy_purged_rows_total", "Rows of personal data deleted by the retention purge "
             "(privacy.retention), by kind", ["kind"], registry=self.registry,
         )
+
+    def watch_live_state(self, ping: Callable[[], bool]) -> None:
+        """Export ``storelens_live_state_up``: whether the live state (Redis) answers ``ping`` at each scrape
+        (``/readyz`` does not wait for it: see :mod:`storelens.api.routes.health`)."""
+        Gauge("storelens_live_state_up", "1 when the live state (Redis, live.redis_url: live occupancy, the "
+              "shared sign-in limit) answers a ping at scrape time, else 0; the API stays ready without it.",
+              registry=self.registry).set_function(lambda: 1.0 if answers(ping) else 0.0)
+
+
+def answers(ping: Callable[[], bool]) -> bool:
+    """``ping()``, a broken backend (an exception) counting as not answering (never a 500)."""
+    try:
+        return bool(ping())
+    except Exception:
+        return False
 
 
 class StatusRecorder:

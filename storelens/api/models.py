@@ -20,6 +20,13 @@ class Status(_Out):
     status: str = Field(examples=["ok"])
 
 
+class ReadyOut(Status):
+    """``/readyz``: ``status`` follows the storage; the live state is reported, never required."""
+
+    live_state: Literal["ok", "unavailable"] | None = Field(
+        default=None, description="Whether the live state (Redis) answers; absent without one.")
+
+
 class ErrorOut(_Out):
     detail: str = Field(examples=["unknown camera 'cam-9'"])
 
@@ -259,7 +266,8 @@ class DemographicsOut(_Out):
     emotion: dict[str, int | None] = Field(description=f"Tracks per dominant emotion: {', '.join(EMOTION_KEYS)}; "
                                            "null: suppressed.")
     suppressed: bool = Field(False, description="Some counts were withheld (null): a band of fewer than k_min "
-                                                "people, or the next smallest band of its breakdown.")
+                                                "people, or the next smallest band of its breakdown; every band "
+                                                "when `tracks` is 1 to k_min-1.")
     k_min: int = Field(5, ge=1, description="The smallest group reported (privacy.k_min).")
 
 

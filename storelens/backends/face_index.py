@@ -125,6 +125,17 @@ class PurgeResult(NamedTuple):
     visits: int
 
 
+class TrackDecision(NamedTuple):
+    """The reid stage's decision of one track, as a store keeps it (:meth:`GalleryStore.track_decision`)."""
+
+    #: ``customer``, ``staff``, ``abstained`` (no decision can be taken) or ``erased`` (its person was erased).
+    decision: str
+    customer_id: str | None = None
+    staff_id: str | None = None
+    #: Camera time of the decision (ms).
+    ts_ms: int = 0
+
+
 @dataclass(frozen=True)
 class Visit:
     """One visit of a customer: sightings no more than the tracker's gap apart."""
@@ -231,6 +242,20 @@ class GalleryStore(Protocol):
 
     def counts(self) -> dict[str, int]:
         """Rows per table: ``{"customers": n, "embeddings": n, "visits": n}``."""
+        ...
+
+    # Optional (the reid stage asks with ``getattr``): each track's decision, so a restarted stage decides a track
+    # once. ``delete_customer`` turns the customer's decisions into ``erased`` ones and ``purge_older_than`` drops
+    # those older than ``ts_ms`` (and those of customers it purged).
+
+    def save_track_decision(self, camera_id: str, track_id: int, decision: TrackDecision) -> None:
+        """Insert or replace the decision of ``(camera_id, track_id)``."""
+        ...
+
+    def track_decision(self, camera_id: str, track_id: int) -> TrackDecision | None: ...
+
+    def forget_track_decisions(self, camera_id: str) -> int:
+        """Drop the camera's decisions (its stream ended: its track ids never come back); returns how many."""
         ...
 
     def close(self) -> None: ...

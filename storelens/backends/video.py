@@ -7,7 +7,7 @@
   a file that could not be read), never when ingest was asked to stop. A frame
   that does not decode is skipped (logged, counted): the frames after it keep
   their positions (:func:`read_file_frames`).
-* Live sources (RTSP/HTTP URLs, webcam indices): timestamps come from the
+* Live sources (RTSP/HTTP URLs, webcam indices, ``/dev/video*`` devices): timestamps come from the
   wall clock; a source that is missing, or that drops or gives no frame, is
   reopened with exponential backoff (reset by the first frame read).
 * Sampling keeps the frame whose source time first reaches each tick of
@@ -42,8 +42,13 @@ log = logging.getLogger(__name__)
 
 
 def is_live(source: str) -> bool:
-    """RTSP/HTTP URLs and webcam indices are live; anything else is a file."""
-    return source.isdigit() or source.split("://", 1)[0].lower() in {"rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp"}
+    """RTSP/HTTP URLs, webcam indices and V4L2 devices (``/dev/video0``) are live; anything else is a file.
+
+    >>> [is_live(s) for s in ("0", "/dev/video0", "rtsp://cam/1", "/videos/door.mp4")]
+    [True, True, True, False]
+    """
+    return (source.isdigit() or source.startswith("/dev/video")
+            or source.split("://", 1)[0].lower() in {"rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp"})
 
 
 class FrameSampler:

@@ -18,9 +18,12 @@ class HeatmapConfig(Strict):
 
     #: Per-camera heatmaps in the analytics stage (and reference frames in detect-track).
     enabled: bool = True
-    #: Cell size in source pixels.
+    #: Cell size in source pixels (changed across a restart: the open minutes and hour sum of the old grid are
+    #: dropped, the rows written under it stay).
     cell_px: Annotated[int, Field(ge=2, le=512)] = 16
-    #: Each frame counts for the time to the next frame, at most this (a gap in the video is not presence).
+    #: Each frame counts for the time to the next frame, at most this (a gap in the video is not presence),
+    #: or twice the camera's frame interval (``1000 / target_fps``) when that is longer: no need to raise it for
+    #: a slowly sampled camera.
     max_gap_ms: Annotated[int, Field(ge=1, le=60_000)] = 1_000
     #: Dwell: a person lingers while the anchor moved less than this many of their own box
     #: heights per second over the last ``speed_window_ms`` (0.25 h/s ~ 0.4 m/s, a slow stroll is ~ 0.6 h/s).

@@ -73,7 +73,9 @@ class MtcnnFaceDetectorConfig(FaceDetectorConfig):
 class FaceQualityConfig(Strict):
     """Thresholds of the face-quality gate (proposed ``faces.quality`` config section)."""
 
-    #: Shorter side of the face box, source pixels.
+    #: Shorter side of the face box, in pixels of the decoded frame the person crop is cut from (after the
+    #: camera's ``resize_width``, not the source's: with ``resize_width: 960`` on a 1920-px source, 40 rejects
+    #: faces under 80 source pixels).
     min_size_px: float = Field(40.0, ge=1.0)
     #: Minimum variance of the Laplacian on the ``canonical_px`` grey crop.
     min_sharpness: float = Field(100.0, ge=0.0)
@@ -334,7 +336,9 @@ class ReidConfig(Strict):
     visit_gap_s: Annotated[float, Field(ge=0)] = 30 * 60.0
     #: Embeddings and visits older than this are purged (privacy by default); ``None``: kept.
     retention_days: Annotated[float | None, Field(gt=0)] = 30.0
-    #: A track without crops for this long (camera time) has ended.
+    #: A track without crops for this long (camera time) has ended; at least 3 crop intervals of its camera
+    #: (``crops.every_n_frames`` / the camera's ``target_fps``, when set): a camera sampled at 1 fps crops a track
+    #: every 10 s, so its tracks end after 30 s without a crop (:meth:`storelens.config.SiteConfig.face_track_idle_s`).
     track_idle_s: Annotated[float, Field(gt=0)] = 10.0
     #: SQLite gallery file of the embedded mode (``storage.backend: sqlite``);
     #: ``None``: beside the history database (``<storage.path>.gallery.db``). Relative: to the site file's folder.

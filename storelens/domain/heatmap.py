@@ -2,16 +2,18 @@
 
 Pure rules (numpy only, no I/O); drawing is :mod:`storelens.domain.heatmap_draw`.
 
-Rules (each is a case in ``tests/test_heatmap.py``):
+Rules (each is a case in ``tests/test_heatmap.py`` or ``tests/test_heatmap_review_fixes.py``):
 
 * **Anchor.** A person is at the bottom-centre of their box (the feet), in source
   pixels; the cell is ``(x // cell_px, y // cell_px)``, clipped to the frame's grid
   (``ceil(width / cell_px)`` columns, ``ceil(height / cell_px)`` rows).
 * **Occupancy.** Each frame counts for the time to the *next* frame of the camera,
-  at most ``max_gap_ms`` (a gap in the video is not presence); every person of the
-  frame adds that many milliseconds to their cell. The last frame of a source counts
-  for the interval before it (capped the same way). So a person standing in one cell
-  for 10 s of video gives 10 000 ms there, whatever the frame rate.
+  at most :attr:`HeatmapAccumulator.gap_cap_ms` (a gap in the video is not presence):
+  ``max_gap_ms``, or twice the camera's frame interval (``1000 / target_fps``) when
+  that is longer, so a camera sampled at 0.5 fps is not cut to half its time; every
+  person of the frame adds that many milliseconds to their cell. The last frame of a
+  source counts for the interval before it (capped the same way). So a person standing
+  in one cell for 10 s of video gives 10 000 ms there, whatever the frame rate.
 * **Minutes.** The time a frame counts for, ``[ts, ts + w)``, is split at minute
   boundaries (epoch-aligned): 59.5 s -> 60.5 s is 500 ms in each minute. A minute is
   closed (final) once a frame at or after its end arrived, and at the end of a source.
@@ -20,6 +22,10 @@ Rules (each is a case in ``tests/test_heatmap.py``):
   against the track's anchor ``speed_window_ms`` ago (or the oldest one kept, if at
   least half that long ago). Box heights make the threshold independent of the
   distance to the camera. A track younger than half the window is not lingering yet.
+* **Grid of a saved state.** :meth:`HeatmapAccumulator.state` records ``cell_px``; a state
+  saved under another cell size (the setting changed across a restart) loads without
+  its open minutes and last frame, whose cells are of the other grid (a state without
+  ``cell_px``, saved before it was recorded, is taken as of the current size).
 
 Floor: :func:`fit_homography` maps image points to floor metres from >= 4 point pairs
 (DLT, least squares); :func:`walking_stats` gives distances and speeds of track paths.
@@ -99,6 +105,9 @@ class HeatmapAccumulator:
 
     cell_px: int = 16
     max_gap_ms: int = 1_000
+    #: The camera's frame interval when it is sampled (``1000 / target_fps``; 0: every frame of the source):
+    #: a frame counts for up to twice it, when that is longer than ``max_gap_ms`` (see :attr:`gap_cap_ms`).
+    frame_interval_ms: float = 0.0
     dwell_speed_h_per_s: float = 0.25
     speed_window_ms: int = 1_000
     width: int = 0
@@ -112,13 +121,22 @@ class HeatmapAccumulator:
     #: track id -> recent anchors ``[ts_ms, x, y]`` (oldest first).
     history: dict[int, list[list[float]]] = field(default_factory=dict)
 
+    @property
+    def gap_cap_ms(self) -> int:
+        """The most a frame counts for: ``max_gap_ms``, or twice the frame interval when longer.
+
+        >>> HeatmapAccumulator(max_gap_ms=1_000, frame_interval_ms=2_000).gap_cap_ms
+        4000
+        """
+        return max(self.max_gap_ms, round(2 * self.frame_interval_ms))
+
     def update(self, ts_ms: int, width: int, height: int, track_ids: Sequence[int],
                boxes_xyxy: np.ndarray) -> list[HeatmapMinute]:
         """One frame in (every frame, with or without people); the minutes it closed out."""
         ts_ms = int(ts_ms)
         if self.pending is not None and ts_ms > self.pending[0]:
             dt = ts_ms - self.pending[0]
-            self._credit(min(dt, self.max_gap_ms))
+            self._credit(min(dt, self.gap_cap_ms))
             self.last_dt_ms = dt
         elif self.pending is not None:  # same or older time (a replayed frame): counts for nothing
             pass
@@ -132,7 +150,7 @@ class HeatmapAccumulator:
     def end(self) -> list[HeatmapMinute]:
         """End of the source: the last frame counts for the interval before it; every minute closes."""
         if self.pending is not None:
-            self._credit(min(self.last_dt_ms, self.max_gap_ms))
+            self._credit(min(self.last_dt_ms, self.gap_cap_ms))
             self.pending = None
         self.history.clear()
         return self._close(before_ms=None)
@@ -192,21 +210,26 @@ class HeatmapAccumulator:
 
     def state(self) -> dict:
         return {
-            "width": self.width, "height": self.height, "last_dt_ms": self.last_dt_ms,
+            "cell_px": self.cell_px, "width": self.width, "height": self.height, "last_dt_ms": self.last_dt_ms,
             "pending": None if self.pending is None else [self.pending[0], self.pending[1]],
             "minutes": {str(s): [[gx, gy, v[0], v[1]] for (gx, gy), v in cells.items()]
                         for s, cells in self.minutes.items()},
             "history": {str(t): [list(pt) for pt in h] for t, h in self.history.items()},  # a copy: update grows h
         }
 
-    def load_state(self, state: dict) -> None:
+    def load_state(self, state: dict) -> bool:
+        """Go on from :meth:`state`; ``False`` when it was saved under another ``cell_px``: its open minutes and
+        last frame (cells of the other grid) are then dropped, the rest (frame size, track anchors) kept."""
+        # no cell_px: saved before it was recorded, most likely by the same settings (an upgrade): taken as current
+        same_grid = int(state.get("cell_px", self.cell_px)) == self.cell_px
         self.width, self.height = int(state.get("width", 0)), int(state.get("height", 0))
         self.last_dt_ms = int(state.get("last_dt_ms", 0))
-        p = state.get("pending")
+        p = state.get("pending") if same_grid else None
         self.pending = None if p is None else (int(p[0]), [[int(a), int(b), int(c)] for a, b, c in p[1]])
         self.minutes = {int(s): {(int(gx), int(gy)): [int(o), int(d)] for gx, gy, o, d in cells}
-                        for s, cells in state.get("minutes", {}).items()}
+                        for s, cells in (state.get("minutes", {}) if same_grid else {}).items()}
         self.history = {int(t): [[float(v) for v in pt] for pt in h] for t, h in state.get("history", {}).items()}
+        return same_grid
 
 
 def cells_to_grid(cells: Iterable[tuple[int, int, float]], width: int, height: int, cell_px: int) -> np.ndarray:

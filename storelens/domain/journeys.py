@@ -16,9 +16,11 @@ there is one). Rules:
   assigned by maximum total score (Hungarian, :func:`scipy.optimize.linear_sum_assignment`),
   per connected group of candidates so the matrices stay small.
 * **Journeys.** Links form chains (each track is in exactly one). A chain is cut after a
-  track that left the store (a line crossed ``out``, or its last zone an ``entrance``):
-  a store visit runs from an entrance ``in`` to the matching exit. A journey's id is its
-  first track's ``"<track_id>@<camera_id>"``.
+  track that left the store (an entrance line crossed ``out``, or its last zone an ``entrance``):
+  a store visit runs from an entrance ``in`` to the matching exit. The entrance lines are
+  ``store.entrance_lines`` when the site sets them (:attr:`TrackInfo.entrances`): a department
+  line crossed ``out`` inside the store ends no visit; without them every line is one.
+  A journey's id is its first track's ``"<track_id>@<camera_id>"``.
 
 Deterministic: the same tracks give the same journeys and ids, whatever their order.
 
@@ -75,6 +77,9 @@ class TrackInfo:
     customer_id: str | None = None
     #: Demographics of the track (``age_years``, ``gender``, ...), when known.
     attributes: dict = field(default_factory=dict)
+    #: The ids of the camera's lines that are store entrances (``store.entrance_lines``, :func:`entrances`);
+    #: ``None``: every line is one (the site sets no entrance lines).
+    entrances: frozenset[str] | None = None
 
     @property
     def key(self) -> tuple[str, int]:
@@ -94,18 +99,34 @@ class TrackInfo:
         return tuple(collapse(f"{cam}/{v.zone_id}" if v.zone_id else cam for v in zones))
 
     @property
+    def door_crossings(self) -> tuple[tuple[str, str, int], ...]:
+        """The crossings of entrance lines (:attr:`entrances`): the ones that say whether it came in or left.
+
+            >>> walk = (("door", "in", 1), ("dept", "out", 5))
+            >>> TrackInfo("cam", 1, 0, 9, crossings=walk).exited, TrackInfo("cam", 1, 0, 9, crossings=walk,
+            ...                                                        entrances=frozenset({"door"})).door_crossings
+            (True, (('door', 'in', 1),))
+        """
+        if self.entrances is None:
+            return self.crossings
+        return tuple(c for c in self.crossings if c[0] in self.entrances)
+
+    @property
     def entered(self) -> bool:
-        """The track came into the store: its first crossing is ``in``, or (no crossings) its first zone is an entrance."""
-        if self.crossings:
-            return self.crossings[0][1] == "in"
+        """The track came into the store: its first entrance-line crossing is ``in``, or (none) its first zone is
+        an entrance."""
+        door = self.door_crossings
+        if door:
+            return door[0][1] == "in"
         return bool(self.zones) and self.zones[0].zone_kind == "entrance"
 
     @property
     def exited(self) -> bool:
-        """The track left the store: its last crossing is ``out``, or (no crossings) it ended in an entrance zone
-        after being somewhere else first."""
-        if self.crossings:
-            return self.crossings[-1][1] == "out"
+        """The track left the store: its last entrance-line crossing is ``out``, or (none) it ended in an entrance
+        zone after being somewhere else first."""
+        door = self.door_crossings
+        if door:
+            return door[-1][1] == "out"
         return len(self.zones) > 1 and self.zones[-1].zone_kind == "entrance"
 
 
@@ -357,15 +378,21 @@ def build_journeys(tracks: Iterable[TrackInfo], links: Iterable[Link]) -> list[J
 
 
 def flows(journeys: Iterable[Journey]) -> Counter:
-    """Transitions between consecutive path steps of the journeys: ``(from node, to node) -> count``.
+    """Transitions between consecutive path steps: ``(from node, to node) -> journeys that made it``.
 
     Repeated visits of one node in a row count once (no self-loops), so the graph suits a Sankey diagram.
+    A journey counts once per transition however often it made it (someone pacing between two shelves is
+    one person, not five: the counts are groups of people, which k-anonymity withholds when small).
+
+        >>> t = TrackInfo("c", 1, 0, 9, zones=tuple(Visit(z, "shelf", i, i + 1) for i, z in enumerate("abab")))
+        >>> dict(flows([Journey("1@c", (t,), ())]))
+        {('c/a', 'c/b'): 1, ('c/b', 'c/a'): 1}
     """
     out: Counter = Counter()
     for j in journeys:
         nodes = j.nodes
         if len(nodes) > 1:
-            out.update(zip(nodes, nodes[1:]))
+            out.update(dict.fromkeys(zip(nodes, nodes[1:])).keys())
     return out
 
 
@@ -384,14 +411,33 @@ def top_paths(journeys: Iterable[Journey], n: int = 10) -> list[tuple[tuple[str,
     return sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
 
 
-def track_info(summary, customer_id: str | None = None, attributes: dict | None = None) -> TrackInfo:
-    """A :class:`~storelens.contract.messages.TrackSummary` as the linker's :class:`TrackInfo`."""
+def entrances(entrance_lines: Iterable[str] | None) -> dict[str, frozenset[str]] | None:
+    """``store.entrance_lines`` (``camera_id/line_id``) as camera id -> its entrance line ids (a camera without
+    one has none: ``.get(camera, frozenset())``); ``None`` when unset (every line is an entrance).
+
+        >>> entrances(["door/in", "door/side", "back/gate"])["door"] == {"in", "side"}, entrances(None)
+        (True, None)
+    """
+    if entrance_lines is None:
+        return None
+    out: dict[str, set[str]] = {}
+    for x in entrance_lines:
+        cam, _, line = x.partition("/")
+        out.setdefault(cam, set()).add(line)
+    return {cam: frozenset(lines) for cam, lines in out.items()}
+
+
+def track_info(summary, customer_id: str | None = None, attributes: dict | None = None,
+               entrance_lines: Iterable[str] | None = None) -> TrackInfo:
+    """A :class:`~storelens.contract.messages.TrackSummary` as the linker's :class:`TrackInfo` (``entrance_lines``:
+    the site's ``store.entrance_lines``)."""
     from storelens.contract.messages import direction_name
 
     s = summary
+    doors = entrances(entrance_lines)
     return TrackInfo(
         s.camera_id, int(s.track_id), int(s.first_ts_ms), int(s.last_ts_ms),
         np.asarray(s.appearance, np.float64) if len(s.appearance) else None,
         tuple(Visit(z.zone_id, z.zone_kind, int(z.enter_ts_ms), int(z.exit_ts_ms)) for z in s.zones),
         tuple((c.line_id, direction_name(c.direction), int(c.ts_ms)) for c in s.crossings),
-        customer_id, dict(attributes or {}))
+        customer_id, dict(attributes or {}), None if doors is None else doors.get(s.camera_id, frozenset()))

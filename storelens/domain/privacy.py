@@ -10,7 +10,9 @@ gender, emotion, route or dwell off a narrow query. ``k`` is ``privacy.k_min`` (
 * :func:`suppress_counts` -- a breakdown of one total into cells (e.g. tracks per gender):
   cells of ``1..k-1`` people are withheld, and when exactly one cell was withheld the
   smallest other non-empty cell is withheld too (secondary suppression), so the withheld
-  count cannot be recovered as the total minus the others.
+  count cannot be recovered as the total minus the others. A breakdown of ``1..k-1`` people
+  in all is withheld whole, its empty cells too (the zeros around the one person's cell
+  would name it).
 * :func:`keep` -- a value of a group, or ``None`` when the group is suppressed.
 
 The API applies these in its route layer (``storelens.api.routes``), for every response that
@@ -55,17 +57,23 @@ def keep(value: T, n: int, k: int = DEFAULT_K) -> T | None:
 def suppress_counts(counts: Mapping[str, int], k: int = DEFAULT_K) -> tuple[dict[str, int | None], bool]:
     """``(cells, any_suppressed)``: the cells of a breakdown with the small ones withheld (``None``).
 
-    Primary suppression withholds every cell of ``1..k-1`` people. If that withheld exactly
-    one cell, the smallest other non-empty cell (ties: the first in order) is withheld too,
-    so that the published total minus the other cells does not give it away. Empty cells
-    stay 0. Key order is kept.
+    The cells are a breakdown of one total (their sum: each person in one cell). When that total is
+    ``1..k-1`` people every cell is withheld, the empty ones too: with one person, the cells shown as 0
+    would leave theirs as the only one withheld. Otherwise primary suppression withholds every cell
+    of ``1..k-1`` people. If that withheld exactly one cell, the smallest other non-empty cell (ties:
+    the first in order) is withheld too, so that the published total minus the other cells does not
+    give it away. Empty cells stay 0. Key order is kept.
 
     Example:
         >>> suppress_counts({"0-17": 0, "18-24": 6, "25-34": 9}, k=5)
         ({'0-17': 0, '18-24': 6, '25-34': 9}, False)
         >>> suppress_counts({"a": 1, "b": 2, "c": 30}, k=5)
         ({'a': None, 'b': None, 'c': 30}, True)
+        >>> suppress_counts({"female": 0, "male": 1, "unknown": 0}, k=5)
+        ({'female': None, 'male': None, 'unknown': None}, True)
     """
+    if is_suppressed(sum(int(n) for n in counts.values()), k):
+        return dict.fromkeys(counts), True
     out: dict[str, int | None] = {key: (None if is_suppressed(int(n), k) else int(n)) for key, n in counts.items()}
     withheld = [key for key, v in out.items() if v is None]
     if len(withheld) == 1:

@@ -55,6 +55,7 @@ from typing import Any, Callable, Sequence
 
 from storelens.backends.video import is_live, open_capture
 from storelens.config import CameraConfig, SiteConfig, with_site_update
+from storelens.config.site import site_file_override
 from storelens.contract import messages as m
 from storelens.contract import topics
 from storelens.errors import StoreLensError
@@ -111,11 +112,30 @@ class PipelineResult:
         return self.frames / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
-def check_sources(config: SiteConfig) -> None:
-    """Fail fast, before loading models, if a file source cannot be opened."""
-    for cam in config.cameras:
+def check_sources(cameras: Sequence[CameraConfig]) -> None:
+    """Fail fast, before loading models, if a file source of ``cameras`` (those in force:
+    :func:`site_in_force`) cannot be opened."""
+    for cam in cameras:
         if not is_live(cam.source):
             open_capture(cam.source).release()
+
+
+def version_cameras(config: SiteConfig, update: m.SiteUpdate) -> list[CameraConfig] | None:
+    """The cameras of a site version (``None``, logged, when invalid: the stages dead-letter it)."""
+    try:
+        return with_site_update(config, update).cameras
+    except (StoreLensError, ValueError) as exc:
+        log.error("site version not applied to ingest", extra={"version": update.version, "error": str(exc)})
+        return None
+
+
+def site_in_force(config: SiteConfig, storage: Any = None) -> tuple[m.SiteUpdate | None, list[CameraConfig]]:
+    """The newest site version saved through ``/v1/site`` in ``storage`` (``None``: none, or no storage) and the
+    cameras in force: that version's, else the site file's. A camera removed through the API is not among them
+    (its file may be gone)."""
+    update = storage.site_update(config.store.id) if storage is not None else None
+    cameras = version_cameras(config, update) if update is not None else None
+    return update, cameras or list(config.cameras)
 
 
 class EmbeddedPipeline:
@@ -232,24 +252,24 @@ class EmbeddedPipeline:
                 lease.close()
 
     def _run(self, stage: DetectTrackStage | None) -> PipelineResult:
-        check_sources(self.config)
+        # site versions edited through the API: the newest from the start (its cameras checked and started), later
+        # ones as they are saved
+        first, cameras = site_in_force(self.config, self.storage)
+        check_sources(cameras)
         deps = self._deps(stage)
         stages = {e.name: e.build(self.config, **deps.get(e.name, {})) for e in stages_for("embedded", self.config)}
         self.analytics = stages.get("analytics", self.analytics)
         if "faces" in stages:
             self.faces_stages = (stages["faces"].attributes, stages["faces"].reid)
-        # site versions edited through the API: the newest from the start, later ones as they are saved
         site_stages = [st for st in stages.values() if topics.SITE_CONFIG in st.inputs]
-        cameras = list(self.config.cameras)
-        first = self.storage.site_update(self.config.store.id) if self.storage is not None else None
+        if first is not None and (override := site_file_override(self.config, first)):
+            log.warning(override, extra={"site_version": first.version})
         if first is not None:
             for st in site_stages:  # nothing is open yet: the outputs (closed tracks) are empty
                 st.handle(topics.SITE_CONFIG, first)
-            cameras = self._site_cameras(first) or cameras
         dt = stages.get("detect-track")
         if isinstance(dt, DetectTrackStage):
-            for cam in sorted(dt.cameras):  # build trackers (and their embedders) before timing
-                dt.tracker(cam)
+            dt.warm_up()  # trackers (and their embedders), the snapshots' face detector: before timing
         produced = {topics.FRAMES} | {t for s in stages.values() for t in s.outputs}
         #: Alert webhooks (``alerts.webhooks``): delivered in their own thread, flushed at the end of the run.
         self.webhooks = webhook_sinks(self.config)
@@ -340,11 +360,7 @@ class EmbeddedPipeline:
 
     def _site_cameras(self, update: m.SiteUpdate) -> list[CameraConfig] | None:
         """The cameras of a site version (``None``, logged, when invalid: the stages dead-letter it)."""
-        try:
-            return with_site_update(self.config, update).cameras
-        except (StoreLensError, ValueError) as exc:
-            log.error("site version not applied to ingest", extra={"version": update.version, "error": str(exc)})
-            return None
+        return version_cameras(self.config, update)
 
     def _watch_site(self, version: int, site_stages: list | None = None, relayed: Sequence[str] = ()) -> None:
         """Publish each site version saved through the API (``/v1/site``, any process) to the stages, then

@@ -35,6 +35,7 @@ import time
 from typing import Any, Callable, Sequence
 
 from storelens.config import SiteConfig
+from storelens.config.site import site_file_override
 from storelens.contract import messages as m
 from storelens.contract import topics
 from storelens.errors import ConfigError, StoreLensError
@@ -75,11 +76,14 @@ def site_tail(config: SiteConfig, stage: Any = None) -> tuple[Any, m.SiteUpdate 
     """A :class:`~storelens.runtime.kafka.TopicTail` of ``site-config`` read to its end, and the newest version
     of ``store.id`` in it (``None``: none). That version is applied to ``stage`` now (before any partition is
     assigned, so a restored snapshot finds an API-added camera); the later ones come through the stage's
-    runner (``tails=`` of :class:`StageWorker`)."""
+    runner (``tails=`` of :class:`StageWorker`). A warning says when that version's cameras or alert rules differ
+    from the site file's (:func:`~storelens.config.site.site_file_override`): the file's are not in force."""
     from storelens.runtime.kafka import TopicTail
 
     tail = TopicTail(config.kafka, topics.topic_name(topics.SITE_CONFIG, config.kafka.topic_prefix))
     newest = newest_site_update(tail.read_to_end(), config.store.id)
+    if newest is not None and (override := site_file_override(config, newest)):
+        log.warning(override, extra={"site_version": newest.version})
     if newest is not None and stage is not None:
         try:
             stage.handle(topics.SITE_CONFIG, newest)  # nothing is open yet: no outputs
@@ -452,7 +456,8 @@ class SnapshotHooks:
                 continue
             for cam, data in snap.camera_state.items():
                 if cam in self.stage.cameras:
-                    self.stage.restore_camera(cam, data)
+                    if self.stage.restore_camera(cam, data) is not None and self._worker is not None:
+                        self._worker.rt.metrics.errors.labels("tracker_state").inc()  # a fresh tracker (logged)
                     self.cameras_of.setdefault(p, set()).add(cam)
             self.skip_below[p] = snap.next_offset
             log.info("restored tracker state", extra={"partition": p, "next_offset": snap.next_offset,

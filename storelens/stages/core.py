@@ -21,7 +21,7 @@ from storelens.stages.base import Outputs, Publish, UnknownCamera
 from storelens.contract import topics
 from storelens.backends.video import decode_frame
 from storelens.backends.trackers import Tracker, Tracks
-from storelens.backends.trackers.base import FrameRateAware, shared_embedder
+from storelens.backends.trackers.base import FrameRateAware, shared_embedder, snapshot_format
 from storelens.domain.framerate import FrameRate
 from storelens.domain.stationary import StationaryFilter
 from storelens.stages.site_cameras import SiteCameras, decode_site_input
@@ -109,32 +109,68 @@ class DetectTrackStage:
         tracker = self._trackers.get(camera_id)  # none after the camera's stream ended (built at its next frame)
         return pickle.dumps({"last_seq": self.last_seq.get(camera_id, -1),
                              "tracker": None if tracker is None else tracker.snapshot(),
+                             "tracker_format": None if tracker is None else snapshot_format(tracker),
                              "crop_seq": dict(self._crop_seq.get(camera_id, {})),
                              "id_base": self.id_base.get(camera_id),
                              "stationary": self.stationary(camera_id).state(),
                              "uniform": self.uniform.state(camera_id) if self.uniform is not None else None})
 
-    def restore_camera(self, camera_id: str, data: bytes) -> None:
+    def restore_camera(self, camera_id: str, data: bytes) -> str | None:
+        """Put one camera's state of :meth:`camera_snapshot` back; ``None``, or why its tracker state was not.
+
+        A tracker state saved by another backend or version (``tracker.backend`` switched; its tag,
+        :func:`~storelens.backends.trackers.base.snapshot_format`) or that does not restore (an untagged older
+        snapshot of another backend, an unpickling error) is logged with the camera and the reason, and the camera
+        starts a new tracker session: a fresh tracker, its ids above the old session's (as after an end of stream),
+        its frames up to the saved ``last_seq`` still skipped.
+        """
         import pickle
 
         state = pickle.loads(data)  # noqa: S301 (our own state topic)
         self.last_seq[camera_id] = int(state["last_seq"])
+        dropped = None
         if state["tracker"] is None:
             self._trackers.pop(camera_id, None)
         else:
-            self.tracker(camera_id).restore(state["tracker"])
-        self._crop_seq[camera_id] = {int(t): int(s) for t, s in state.get("crop_seq", {}).items()}
+            dropped = self._restore_tracker(camera_id, state["tracker"], state.get("tracker_format"))
         if state.get("id_base") is not None:
             self.id_base[camera_id] = int(state["id_base"])
-        if state.get("stationary") is not None:
-            self.stationary(camera_id).load_state(state["stationary"])
+        if dropped is not None:
+            log.warning("tracker state not restored: the camera starts a new tracker session",
+                        extra={"camera": camera_id, "reason": dropped})
+            for table in (self._rates, self._stationary, self._crop_seq):  # of the old session's tracks
+                table.pop(camera_id, None)
+            if camera_id in self.id_base:
+                self.id_base[camera_id] += TRACK_ID_SESSION_FACTOR
+        else:
+            self._crop_seq[camera_id] = {int(t): int(s) for t, s in state.get("crop_seq", {}).items()}
+            if state.get("stationary") is not None:
+                self.stationary(camera_id).load_state(state["stationary"])
         if state.get("uniform") is not None and self.uniform is not None:
             self.uniform.load_state(camera_id, state["uniform"])
+        return dropped
+
+    def _restore_tracker(self, camera_id: str, data: bytes, fmt: str | None) -> str | None:
+        """The camera's tracker restored from ``data`` (tagged ``fmt``); else a fresh one and the reason."""
+        tracker = self.tracker(camera_id)
+        want = snapshot_format(tracker)
+        if fmt is not None and fmt != want:
+            reason = f"saved by {fmt!r}, the tracker is {want!r} (tracker.backend changed?)"
+        else:
+            try:
+                tracker.restore(data)
+                return None
+            except Exception as exc:  # noqa: BLE001 (a state that cannot be read must not stop the service)
+                reason = f"{want!r} could not restore it: {type(exc).__name__}: {exc}"
+        self._trackers[camera_id] = self._tracker_factory()  # nothing of a half-restored state
+        return reason
 
     def warm_up(self) -> None:
-        """Build every camera's tracker (and its appearance model) before the first frame."""
+        """Build every camera's tracker (and its appearance model) and the snapshots' face detector (when they
+        blur faces) before the first frame: a missing model file fails the start, not the first frame."""
         for cam in sorted(self.cameras):
             self.tracker(cam)
+        self.snapshots.warm_up()
 
     def stationary(self, camera_id: str) -> StationaryFilter:
         """The camera's stationary-object filter (made on first use)."""
@@ -284,7 +320,7 @@ class DetectTrackStage:
                 t.appearance.extend(emb.tolist())
         if self.uniform is not None:  # judged on the decoded image's pixels
             self.uniform.mark(frame.camera_id, frame.seq, image, tracks.track_id, tracks.bbox_xyxy, out.tracks)
-        self.last_crops = self._crops(frame, image, tracks, boxes)
+        self.last_crops = self._crops(frame, image, tracks, boxes, (sx, sy))
         self.snapshots.offer(frame, image, np.vstack([dets.bbox_xyxy, tracks.bbox_xyxy]))
         return out
 
@@ -301,8 +337,12 @@ class DetectTrackStage:
         if camera_id in self.id_base:  # the ended session's ids are below its base + TRACK_ID_SESSION_FACTOR
             self.id_base[camera_id] += TRACK_ID_SESSION_FACTOR
 
-    def _crops(self, frame: m.Frame, image: np.ndarray, tracks, boxes_src: np.ndarray) -> list[m.PersonCrop]:
-        """At most one crop per track every ``crops.every_n_frames`` of its frames (source-pixel boxes)."""
+    def _crops(self, frame: m.Frame, image: np.ndarray, tracks, boxes_src: np.ndarray,
+               scale: tuple[float, float]) -> list[m.PersonCrop]:
+        """At most one crop per track every ``crops.every_n_frames`` of its frames. A crop's box is the region its
+        image shows, in source pixels (``scale``: source pixels per image pixel): the track's box clipped to the
+        frame, so a face found in the image maps back to where it is (a box past the frame's edge would shift
+        and stretch it)."""
         cfg = self.crops_cfg
         if not cfg.every_n_frames:
             return []
@@ -326,8 +366,9 @@ class DetectTrackStage:
             if not ok:
                 continue
             last[int(tid)] = frame.seq
+            sx, sy = scale
             out.append(m.PersonCrop(camera_id=frame.camera_id, seq=frame.seq, ts_ms=frame.ts_ms, track_id=int(tid),
-                                    bbox_xyxy=m.BoxXYXY(x1=src[0], y1=src[1], x2=src[2], y2=src[3]),
+                                    bbox_xyxy=m.BoxXYXY(x1=x1 * sx, y1=y1 * sy, x2=x2 * sx, y2=y2 * sy),
                                     jpeg=buf.tobytes()))
         return out
 

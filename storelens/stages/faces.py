@@ -21,13 +21,17 @@
 
 Tracks end when their camera's stream ends (``PersonCrop.end_of_stream``; also when the embedded
 run stops while the camera still streams: :meth:`FacesStage.end_streams`) or
-when no crop of them arrived for ``faces.reid.track_idle_s`` of camera time
+when no crop of them arrived for ``faces.reid.track_idle_s`` of camera time, or 3 crop intervals of their camera
+if longer (:meth:`~storelens.config.SiteConfig.face_track_idle_s`: a camera sampled at 1 fps crops a track every
+10 s; a shorter idle time would decide each of its tracks on one face)
 (any crop counts, with or without a face: a shopper who turns away keeps the
 track open and gets one ``final`` summary, at the real end). A track that
 comes back after such an idle end keeps its reid decision (the same customer
 or staff member, or none at all when it was left undecided or its person
 erased: no second decision or enrolment; the last
-:data:`CLOSED_TRACK_DECISIONS` idle-ended tracks are remembered), and its
+:data:`CLOSED_TRACK_DECISIONS` idle-ended tracks are remembered in memory, and every decision in the gallery's
+store, with the gallery's retention: a restarted reid stage looks a track up there before it decides it, so a
+track is decided once and a track of an erased customer never again, until its camera's stream ends), and its
 attribute summary goes on from the evidence of its first part (the last
 :data:`CLOSED_TRACK_ATTRIBUTES` idle-ended tracks are remembered): the stored
 summary covers both parts.
@@ -131,8 +135,15 @@ def select_person_face(faces: Faces, crop_hw: tuple[int, int], head_region: floa
     return faces[int(mine[0])] if len(mine) else Faces.empty()
 
 
+def idle_ms(site: SiteCameras, camera_id: str) -> int:
+    """How long a track of ``camera_id`` may go without a crop (camera time, ms) under the site version in force
+    (:meth:`~storelens.config.SiteConfig.face_track_idle_s`)."""
+    return int(site.config.face_track_idle_s(camera_id) * 1000)
+
+
 def crop_to_frame(crop: m.PersonCrop, img_hw: tuple[int, int]) -> tuple[float, float, float]:
-    """``(scale, dx, dy)`` mapping crop-image pixels to source-frame pixels."""
+    """``(scale, dx, dy)`` mapping crop-image pixels to source-frame pixels (the crop's box is the region its image
+    shows: the track's box clipped to the frame, as detect-track cuts it)."""
     b = crop.bbox_xyxy
     w = max(1e-6, b.x2 - b.x1)
     return w / max(1, img_hw[1]), b.x1, b.y1
@@ -239,13 +250,12 @@ class AttributesStage:
         self.detector_name = self.cfg.detector.backend
         self._agg: dict[str, TrackAggregator] = {}
         self._spans: dict[tuple[str, int], _TrackSpan] = {}
-        #: (camera, track) -> camera time of its last crop, face or not: a track idle past ``idle_ms`` ends.
+        #: (camera, track) -> camera time of its last crop, face or not: a track idle past :func:`idle_ms` ends.
         self._last_crop: dict[tuple[str, int], int] = {}
         #: Idle-ended tracks' (aggregator evidence, span), least recently ended first
         #: (:data:`CLOSED_TRACK_ATTRIBUTES`).
         self._closed: OrderedDict[tuple[str, int], tuple[tuple, _TrackSpan]] = OrderedDict()
         self._dedupe = _Dedupe()
-        self.idle_ms = int(self.cfg.reid.track_idle_s * 1000)
         #: Counters since start: crops, faces found, faces rejected by the gate (by reason).
         self.stats = {"crops": 0, "faces": 0, "accepted": 0, "rejected": 0}
 
@@ -298,7 +308,7 @@ class AttributesStage:
             return out
         img = decode_crop(crop) if image_bgr is None else image_bgr
         self.stats["crops"] += 1
-        out.summaries.extend(self.close_tracks(cam, older_than_ts_ms=crop.ts_ms - self.idle_ms))
+        out.summaries.extend(self.close_tracks(cam, older_than_ts_ms=crop.ts_ms - idle_ms(self.site, cam)))
         key = (cam, crop.track_id)
         self._last_crop[key] = max(self._last_crop.get(key, crop.ts_ms), crop.ts_ms)
         if face is None:
@@ -470,7 +480,6 @@ class ReidStage:
         agreement = self.cfg.reid.min_face_agreement
         #: Cosine similarity every face of a track used for its decision has with the track's medoid face.
         self.min_face_agreement = gallery.cfg.match_threshold if agreement is None else agreement
-        self.idle_ms = int(self.cfg.reid.track_idle_s * 1000)
         self.retention_ms = (None if self.cfg.reid.retention_days is None
                              else int(self.cfg.reid.retention_days * 86_400_000))
         self._tracks: dict[tuple[str, int], _ReidTrack] = {}
@@ -534,13 +543,13 @@ class ReidStage:
         self._expire_erasures(cam, None if crop.end_of_stream else crop.ts_ms)
         if crop.end_of_stream:
             return self.close_tracks(cam)
-        out = self.close_tracks(cam, older_than_ts_ms=crop.ts_ms - self.idle_ms)
+        out = self.close_tracks(cam, older_than_ts_ms=crop.ts_ms - idle_ms(self.site, cam))
         img = decode_crop(crop) if image_bgr is None else image_bgr
         self.stats["crops"] += 1
         key = (cam, crop.track_id)
         tr = self._tracks.get(key)
-        if tr is None:  # a new track, or one back after an idle end: it keeps its decision
-            tr = self._tracks[key] = self._closed.pop(key, None) or _ReidTrack()
+        if tr is None:  # a new track, or one back after an idle end or a restart: it keeps its decision
+            tr = self._tracks[key] = self._closed.pop(key, None) or self._stored_track(key)
         tr.last_ts_ms, tr.last_seq = max(tr.last_ts_ms, crop.ts_ms), max(tr.last_seq, crop.seq)
         if tr.erased or tr.staff_id is not None or tr.abstained:
             return out
@@ -561,6 +570,7 @@ class ReidStage:
         embedding = np.asarray(self.embedder.embed(img, face), np.float32).reshape(-1)
         if self._erasures and self._erased_face(embedding[None], crop.ts_ms):
             tr.embeddings, tr.erased = [], True  # an erased customer's face, captured before the request
+            self._remember(cam, crop.track_id, tr, crop.ts_ms)
             return out
         tr.embeddings.append(embedding)
         if len(tr.embeddings) >= self.per_decision:
@@ -577,8 +587,33 @@ class ReidStage:
         except KeyError:  # erased meanwhile
             return None
 
-    def _abstain(self, cam: str, track_id: int, tr: _ReidTrack, why: str, **extra) -> None:
+    def _stored_track(self, key: tuple[str, int]) -> _ReidTrack:
+        """A track this stage holds nothing of: with the decision the gallery's store keeps for it (taken before a
+        restart, or by a stage whose :attr:`_closed` forgot it), else a new one."""
+        lookup = getattr(self.gallery.store, "track_decision", None)
+        found = lookup(*key) if lookup is not None else None
+        if found is None:
+            return _ReidTrack()
+        kind = found.decision
+        return _ReidTrack(customer_id=found.customer_id if kind == "customer" else None,
+                          staff_id=found.staff_id if kind == "staff" else None, erased=kind == "erased",
+                          abstained=kind not in ("customer", "staff", "erased"))
+
+    def _remember(self, cam: str, track_id: int, tr: _ReidTrack, ts_ms: int) -> None:
+        """Keep the track's decision (customer, staff, abstained or erased) in the gallery's store, with the
+        gallery's retention: a restarted stage finds it (:meth:`_stored_track`) and never decides the track again."""
+        from storelens.backends.face_index import TrackDecision
+
+        save = getattr(self.gallery.store, "save_track_decision", None)
+        if save is None:
+            return
+        kind = ("erased" if tr.erased else "staff" if tr.staff_id is not None
+                else "customer" if tr.customer_id is not None else "abstained")
+        save(cam, track_id, TrackDecision(kind, tr.customer_id, tr.staff_id, int(ts_ms)))
+
+    def _abstain(self, cam: str, track_id: int, tr: _ReidTrack, why: str, ts_ms: int, **extra) -> None:
         tr.abstained, tr.embeddings = True, []
+        self._remember(cam, track_id, tr, ts_ms)
         self.stats["abstained"] += 1
         log.info("track undecided", extra={"camera": cam, "track_id": track_id, "reason": why, **extra})
 
@@ -592,12 +627,13 @@ class ReidStage:
         x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
         keep = consistent_faces(x, self.min_face_agreement)
         if keep is None:  # e.g. an id switch inside the track: averaging would blend two people
-            return self._abstain(cam, track_id, tr, "faces of different people", faces=len(x))
+            return self._abstain(cam, track_id, tr, "faces of different people", ts_ms, faces=len(x))
         consistent = len(keep) == len(x)  # faces were dropped: match the rest, but never learn from them
         mean = x[keep].mean(axis=0)
         staff_id, staff_sim = self.staff_match(mean / max(float(np.linalg.norm(mean)), 1e-12))
         if staff_id is not None:  # staff are not customers: no gallery match, no enrolment, no visit
             tr.staff_id, tr.embeddings = staff_id, []
+            self._remember(cam, track_id, tr, ts_ms)
             self.stats["staff"] += 1
             log.info("track is staff (face)", extra={"camera": cam, "track_id": track_id, "staff": staff_id,
                                                      "similarity": round(staff_sim, 3)})
@@ -606,11 +642,14 @@ class ReidStage:
             cid, sim, is_new = self.gallery.enroll_or_match(mean, ts_ms, learn=consistent)
         except CustomerErased as exc:  # the API erased them; the request, on its way, finds the dropped vectors
             tr.erased, tr.embeddings = True, []
+            self._remember(cam, track_id, tr, ts_ms)
             log.info("track of an erased customer", extra={"camera": cam, "track_id": track_id, "customer": str(exc)})
             return None
         if cid is None:
-            return self._abstain(cam, track_id, tr, "two customers match about equally", similarity=round(sim, 3))
+            return self._abstain(cam, track_id, tr, "two customers match about equally", ts_ms,
+                                 similarity=round(sim, 3))
         tr.customer_id = cid
+        self._remember(cam, track_id, tr, ts_ms)
         visit = self._observe(cid, ts_ms, cam)
         self.stats["matches"] += 1
         self.stats["new"] += int(is_new)
@@ -634,6 +673,7 @@ class ReidStage:
         out = [x for cam in sorted({c for c, _ in self._tracks}) for x in self.close_tracks(cam)]
         for cam in self.cameras:
             self._expire_erasures(cam, None)
+            self._forget_decisions(cam)
         return out
 
     #: :meth:`tick` period (s, wall time): the runner calls it between messages, or without any.
@@ -650,7 +690,8 @@ class ReidStage:
 
         The decision of a track ended for idleness (a customer, a staff member, or none: abstained or erased) is
         remembered: if the track comes back, it keeps it. Ending
-        all of a camera's tracks (end of its stream, camera removed) forgets the camera's remembered decisions.
+        all of a camera's tracks (end of its stream, camera removed) forgets the camera's remembered decisions, here
+        and in the gallery's store (:meth:`_forget_decisions`), after the decisions taken now.
         """
         out = []
         if older_than_ts_ms is None:
@@ -672,7 +713,15 @@ class ReidStage:
                 self._closed.move_to_end(key)
                 while len(self._closed) > CLOSED_TRACK_DECISIONS:
                     self._closed.popitem(last=False)
+        if older_than_ts_ms is None:
+            self._forget_decisions(camera_id)
         return out
+
+    def _forget_decisions(self, camera_id: str) -> None:
+        """The camera's stream ended: its track ids never come back, the store's decisions of them go."""
+        forget = getattr(self.gallery.store, "forget_track_decisions", None)
+        if forget is not None:
+            forget(camera_id)
 
     def decode(self, topic: str, value: bytes):
         if topic == topics.CUSTOMER_ERASURES:
@@ -736,12 +785,13 @@ class ReidStage:
         except KeyError:  # not in this gallery: found erased before (its vectors kept), or erased before, or unknown
             vectors = self.gallery.take_erased(customer_id)
             found_erased = vectors is not None
-        for tr in (*self._tracks.values(), *self._closed.values()):
-            if tr.customer_id == customer_id:
+        for key, tr in (*self._tracks.items(), *self._closed.items()):
+            if tr.customer_id == customer_id:  # the store's decision goes to "erased" with the customer (below)
                 tr.customer_id, tr.erased = None, True
             elif (vectors is not None and tr.embeddings and tr.customer_id is None and tr.staff_id is None
                   and self._erased_face(np.stack(tr.embeddings), vectors=vectors)):
                 tr.embeddings, tr.erased = [], True
+                self._remember(*key, tr, tr.last_ts_ms)
         if vectors is not None and len(vectors) and ts_ms > 0:
             self._erasures.append(_Erasure(int(ts_ms), vectors, set(self.cameras), time.monotonic() + ERASED_KEPT_S))
         return self.gallery.delete(customer_id) or found_erased

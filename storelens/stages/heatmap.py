@@ -1,26 +1,35 @@
 """Heatmap analysis of one camera inside the analytics stage: person-time per grid cell, per minute.
 
 The rules are :class:`storelens.domain.heatmap.HeatmapAccumulator` (occupancy = every
-person of a frame counts for the time to the next frame, capped at ``heatmap.max_gap_ms``;
-dwell = the part of it spent lingering, see that module). A minute is published once,
-final, as a :class:`~storelens.contract.messages.HeatmapWindow` on ``heatmaps`` when a
-frame at or after its end arrives, and at the end of a finite source; the history
-store keeps one row per minute (:mod:`storelens.storage.heatmaps`).
+person of a frame counts for the time to the next frame, capped at ``heatmap.max_gap_ms`` or
+twice the camera's frame interval ``1000 / target_fps`` when longer; dwell = the part of it
+spent lingering, see that module). A minute is published once, final, as a
+:class:`~storelens.contract.messages.HeatmapWindow` on ``heatmaps`` when a frame at or after
+its end arrives, and at the end of a finite source; the history store keeps one row per
+minute (:mod:`storelens.storage.heatmaps`).
 
 For fast ranges the analyzer also keeps the running sum of the current (epoch-aligned)
 hour and publishes it as an hour-long ``HeatmapWindow`` after the minutes it closes, once for
 each hour they belong to (the store upserts it: the last one of an hour is that hour's total,
 the sum of its minute rows, also when a stalled stream closes the minutes of two hours at once).
+
+A state saved under another ``heatmap.cell_px`` (changed across a restart) is loaded without its
+open minutes and hour sum (their cells are of the other grid; the rows already written keep their
+own ``cell_px``), with a warning; the new grid's hour row starts from the next minute.
 """
 from __future__ import annotations
+
+import logging
 
 from storelens.config import CameraConfig, SiteConfig
 from storelens.contract import messages as m
 from storelens.contract import topics
 from storelens.domain.heatmap import MINUTE_MS, HeatmapAccumulator, HeatmapMinute
 
-HOUR_MS = 3_600_000
 from storelens.stages.analyzers import CameraAnalyzer, FrameView
+
+HOUR_MS = 3_600_000
+log = logging.getLogger(__name__)
 
 
 def heatmap_window_message(camera_id: str, cell_px: int, minute: HeatmapMinute,
@@ -43,7 +52,8 @@ class HeatmapAnalyzer(CameraAnalyzer):
         self.camera_id = camera.id
         self.acc = HeatmapAccumulator(cell_px=cfg.cell_px, max_gap_ms=cfg.max_gap_ms,
                                       dwell_speed_h_per_s=cfg.dwell_speed_h_per_s,
-                                      speed_window_ms=cfg.speed_window_ms)
+                                      speed_window_ms=cfg.speed_window_ms,
+                                      frame_interval_ms=1000 / camera.target_fps if camera.target_fps else 0.0)
         #: The running sum of the current hour (published after each closed minute).
         self.hour: HeatmapMinute | None = None
 
@@ -77,7 +87,11 @@ class HeatmapAnalyzer(CameraAnalyzer):
         return {**self.acc.state(), "hour": hour}
 
     def load_state(self, state: dict) -> None:
-        self.acc.load_state(state)
+        if not self.acc.load_state(state):
+            log.warning("heatmap of camera %s: the saved state is of heatmap.cell_px %s, now %s: its open minutes "
+                        "and hour sum are dropped", self.camera_id, state.get("cell_px"), self.acc.cell_px)
+            self.hour = None
+            return
         h = state.get("hour")
         self.hour = None if h is None else HeatmapMinute(int(h[0]), int(h[1]), int(h[2]), {
             (int(gx), int(gy)): [int(o), int(d)] for gx, gy, o, d in h[3]})

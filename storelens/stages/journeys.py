@@ -8,9 +8,13 @@ and line crossings, read from the frame's crossings and the zone analyzer's even
 after ``zones``), so a summary is complete on its own and nothing is computed twice.
 
 A track unseen for ``journeys.track_end_after_s`` has ended: its summary goes to
-``track-summaries`` (and the history table ``track_summaries``), at most once; at the
-end of a finite source every open track ends. Tracks seen in fewer than
-``journeys.min_track_frames`` frames are dropped. The cross-camera linking
+``track-summaries`` (and the history table ``track_summaries``, one row per camera and track);
+at the end of a finite source every open track ends. Tracks seen in fewer than
+``journeys.min_track_frames`` frames are dropped. The ``bytereid`` tracker may re-find a lost
+track later than that (it keeps it ``track_buffer`` frames: 12 s at ``fps: 5`` and the default 60):
+an ended summary is remembered for twice the tracker's re-find window (:func:`reopen_ms`), and a
+track re-found meanwhile goes on with it (first time, zone visits, crossings, appearance), so its
+next summary is the whole track and replaces the first. The cross-camera linking
 (:mod:`storelens.domain.journeys`) runs over these summaries (the API links them at
 query time, :mod:`storelens.storage.journeys`).
 """
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from storelens.config import CameraConfig, SiteConfig
+from storelens.config import ByteReidTrackerConfig, CameraConfig, SiteConfig
 from storelens.contract import messages as m
 from storelens.contract import topics
 from storelens.domain.geometry import anchors_bottom_center
@@ -37,9 +41,12 @@ class JourneyAnalyzer(CameraAnalyzer):
         self.camera_id = camera.id
         self.cfg = config.journeys
         self.end_after_ms = int(self.cfg.track_end_after_s * 1000)
+        self.reopen_ms = reopen_ms(config)
         self.kinds = {z.id: z.kind for z in camera.zones if z.kind != "exclude"}
         #: str(track id) -> running summary (JSON-serialisable but the appearance sum, an array).
         self.open: dict[str, dict] = {}
+        #: The ended ones the tracker may still re-find (last frame within :attr:`reopen_ms`), the same way.
+        self.closed: dict[str, dict] = {}
 
     # -- frames ----------------------------------------------------------------------------
 
@@ -48,9 +55,10 @@ class JourneyAnalyzer(CameraAnalyzer):
         for i, (tid, t) in enumerate(zip(view.track_ids, view.tracks)):
             x, y = float(anchors[i, 0]), float(anchors[i, 1])
             s = self.open.get(str(tid))
-            if s is None:
-                s = self.open[str(tid)] = {"first_ts": view.ts_ms, "first_seq": view.seq, "first": [x, y], "n": 0,
-                                           "app": None, "n_app": 0, "zones": [], "inside": {}, "crossings": []}
+            if s is None:  # a new track, or one re-found after its summary was sent: that summary goes on
+                s = self.open[str(tid)] = self.closed.pop(str(tid), None) or {
+                    "first_ts": view.ts_ms, "first_seq": view.seq, "first": [x, y], "n": 0, "app": None, "n_app": 0,
+                    "zones": [], "inside": {}, "crossings": []}
             s["last_ts"], s["last_seq"], s["last"] = view.ts_ms, view.seq, [x, y]
             s["n"] += 1
             if len(t.appearance):
@@ -63,11 +71,16 @@ class JourneyAnalyzer(CameraAnalyzer):
             if s is not None:
                 s["crossings"].append([ev.line_id, ev.direction, ev.ts_ms])
         ended = [k for k, s in self.open.items() if view.ts_ms - s["last_ts"] > self.end_after_ms]
-        return self._close(ended)
+        out = self._close(ended)
+        if self.closed:
+            self.closed = {k: s for k, s in self.closed.items() if view.ts_ms - s["last_ts"] <= self.reopen_ms}
+        return out
 
     def end(self, seq: int, ts_ms: int, prior: list) -> list:
         self._zone_events(prior)
-        return self._close(list(self.open))
+        out = self._close(list(self.open))
+        self.closed = {}  # the source ended: nothing is re-found
+        return out
 
     def _zone_events(self, messages: list) -> None:
         for ev in messages:
@@ -75,7 +88,7 @@ class JourneyAnalyzer(CameraAnalyzer):
                 self._zone_event(ev.track_id, ev.zone_id, m.ZONE_EVENT_KIND_NAMES[ev.kind], ev.ts_ms)
 
     def _zone_event(self, track_id: int, zone_id: str, kind: str, ts_ms: int) -> None:
-        s = self.open.get(str(track_id))
+        s = self.open.get(str(track_id)) or self.closed.get(str(track_id))
         if s is None:
             return  # the track has ended already (its open visits were closed at its last frame)
         if kind == "enter":
@@ -87,6 +100,8 @@ class JourneyAnalyzer(CameraAnalyzer):
         out = []
         for k in sorted(keys, key=lambda k: (self.open[k]["last_ts"], int(k))):
             s = self.open.pop(k)
+            if self.reopen_ms > self.end_after_ms:
+                self.closed[k] = s
             if s["n"] < self.cfg.min_track_frames:
                 continue
             visits = s["zones"] + [[z, t, max(t, s["last_ts"])] for z, t in s["inside"].items()]
@@ -109,12 +124,14 @@ class JourneyAnalyzer(CameraAnalyzer):
     # -- state -----------------------------------------------------------------------------
 
     def state(self) -> dict:
-        return {"open": {k: _summary_copy(s, None if s["app"] is None else s["app"].tolist())
-                         for k, s in self.open.items()}}
+        return {part: {k: _summary_copy(s, None if s["app"] is None else s["app"].tolist())
+                       for k, s in getattr(self, part).items()} for part in ("open", "closed")}
 
     def load_state(self, state: dict) -> None:
-        self.open = {str(k): _summary_copy(v, None if v.get("app") is None else np.asarray(v["app"], np.float64))
-                     for k, v in state.get("open", {}).items()}
+        for part in ("open", "closed"):
+            setattr(self, part, {str(k): _summary_copy(v, None if v.get("app") is None
+                                                       else np.asarray(v["app"], np.float64))
+                                 for k, v in state.get(part, {}).items()})
 
 
 def _summary_copy(s: dict, app) -> dict:
@@ -124,6 +141,22 @@ def _summary_copy(s: dict, app) -> dict:
     visits and crossings twice."""
     return {**s, "zones": list(s.get("zones", [])), "inside": dict(s.get("inside", {})),
             "crossings": list(s.get("crossings", [])), "app": app}
+
+
+def reopen_ms(config: SiteConfig) -> int:
+    """How long after its last frame an ended track's summary may still go on: twice the ``bytereid`` tracker's
+    re-find window (:attr:`~storelens.config.tracker_bytereid.ByteReidTrackerConfig.refind_ms`, the window
+    ``zones.lost_after_ms`` follows; counted in frames at the rate the tracker measured, so twice for a camera
+    that slows down); 0 with another tracker.
+
+    Example:
+        >>> from storelens.config import parse_config
+        >>> site = {"store": {"id": "s"}, "cameras": [{"id": "c", "source": "x.mp4"}]}
+        >>> reopen_ms(parse_config(site)), reopen_ms(parse_config({**site, "tracker": {"fps": 5}}))
+        (4800, 24000)
+    """
+    tracker = config.tracker
+    return 2 * tracker.refind_ms if isinstance(tracker, ByteReidTrackerConfig) else 0
 
 
 def journey_analyzer(config: SiteConfig, camera: CameraConfig) -> JourneyAnalyzer | None:

@@ -101,10 +101,17 @@ class Snapshotter:
         self.every_ms = config.heatmap.snapshot_every_min * 60_000
         self.quality = config.heatmap.snapshot_jpeg_quality
         self.blur_faces = config.heatmap.snapshot_blur_faces
-        #: Face boxes of an image (built from ``faces.detector`` at the first snapshot unless given).
+        #: Face boxes of an image (built from ``faces.detector`` by :meth:`warm_up` or the first snapshot unless
+        #: given).
         self.find_faces = find_faces
         self.last_ts: dict[str, int] = {}
         self.pending: list[m.CameraSnapshot] = []
+
+    def warm_up(self) -> None:
+        """Build the face detector now if snapshots will need it (raises
+        :class:`~storelens.errors.ModelError` naming a missing weights file)."""
+        if self.enabled and self.blur_faces and self.find_faces is None:
+            self.find_faces = face_finder(self.config)
 
     def _faces(self, image: np.ndarray) -> np.ndarray:
         if not self.blur_faces:

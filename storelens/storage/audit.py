@@ -4,8 +4,9 @@
    and cuts a clip of ``clip_before_s`` + ``clip_after_s`` around each from the camera's video
    file (the history stores no pixels: ``frames.source_frame`` points into ``cameras[].source``),
    heads blurred (:func:`storelens.stages.snapshots.blur_heads` on the stored boxes), the line
-   drawn with its ``in`` side marked. The system's count of a clip is every stored crossing of
-   that line inside the clip's time window (a clip may hold more than the sampled one).
+   drawn with its ``in`` side marked, one clip per drawn ``(camera, line, ts_ms)``. The system's count of a
+   clip is every stored crossing of that line inside the clip's time window (a clip may hold more than the
+   sampled one, e.g. two people crossing in the same frame).
    :func:`clip_frames` renders a clip's frames (BGR arrays): the mp4 writer here and the API's JPEG frames
    (``/v1/audits``, the dashboard's audit view) both use it; :func:`make_clip` names a clip statelessly by
    ``(camera_id, line_id, crossing_ts_ms)`` and recomputes the system's count from storage.
@@ -66,10 +67,12 @@ class Clip:
 def pick_crossings(config: SiteConfig, storage: Any, n: int | None = None, start_ms: int | None = None,
                    end_ms: int | None = None, cameras: Sequence[str] | None = None,
                    seed: int | None = None) -> list[CrossingEvent]:
-    """Draw ``n`` (default ``audit.clips``) stored crossings at random (``seed``), by camera then time.
+    """Draw ``n`` (default ``audit.clips``) stored crossings at random (``seed``), by camera then time: one per
+    clip, i.e. per distinct ``(camera, line, ts_ms)`` (two people crossing a line in one frame make one clip,
+    whose system count holds both: :func:`make_clip`); fewer when the range has fewer.
 
     The draw picks positions among the range's crossings (counted in the database) and reads only those
-    rows, so a long history costs ``n`` small queries, not every crossing in memory.
+    rows, so a long history costs about ``n`` small queries, not every crossing in memory.
     """
     n = config.audit.clips if n is None else n
     if n < 1:
@@ -84,14 +87,34 @@ def pick_crossings(config: SiteConfig, storage: Any, n: int | None = None, start
     total = sum(sizes)
     if not total:
         raise ConfigError("no line crossings stored in the range: nothing to audit")
-    picked = []
-    for k in random.Random(seed).sample(range(total), min(n, total)):  # positions in camera order, then time
+    picked: dict[tuple[str, str, int], CrossingEvent] = {}
+    for k in _positions(random.Random(seed), total, min(n, total)):  # positions in camera order, then time
+        if len(picked) >= n:
+            break
         i = 0
         while k >= sizes[i]:
             k -= sizes[i]
             i += 1
-        picked.extend(storage.crossings(cams[i], lo, hi, limit=1, offset=k))
-    return sorted(picked, key=lambda e: (e.camera_id, e.ts_ms))
+        for ev in storage.crossings(cams[i], lo, hi, limit=1, offset=k):
+            picked.setdefault((ev.camera_id, ev.line_id, ev.ts_ms), ev)  # the clip of another drawn one: draw again
+    return sorted(picked.values(), key=lambda e: (e.camera_id, e.ts_ms))
+
+
+def _positions(rng: random.Random, total: int, first: int) -> Iterator[int]:
+    """``0 .. total - 1`` in random order, lazily: the first ``first`` as ``rng.sample`` draws them, then each
+    further one at random among those not given yet (memory for the ones given, not for ``total``)."""
+    given = set()
+    for k in rng.sample(range(total), first):
+        given.add(k)
+        yield k
+    while 2 * len(given) < total:
+        k = rng.randrange(total)
+        if k not in given:
+            given.add(k)
+            yield k
+    rest = [k for k in range(total) if k not in given]  # fewer than the ones given: drawn without retries
+    rng.shuffle(rest)
+    yield from rest
 
 
 def clip_window(config: SiteConfig, crossing_ts_ms: int) -> tuple[int, int]:

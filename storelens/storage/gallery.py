@@ -20,7 +20,11 @@ store at start; :func:`open_gallery` builds both from a site config.
   insertion order; SQLite has its ``rowid``);
 * ``embeddings(id, customer_id, ts_ms, vector)``, ``vector`` the little-endian
   float32 bytes (PostgreSQL checks there are exactly ``4 * dim`` of them);
-* ``visits(customer_id, visit_no, first_ts_ms, last_ts_ms, cameras)``.
+* ``visits(customer_id, visit_no, first_ts_ms, last_ts_ms, cameras)``;
+* ``track_decisions(camera_id, track_id, ts_ms, decision, customer_id, staff_id)``: the reid stage's decision of
+  each track (``customer``, ``staff``, ``abstained``, ``erased``), so a restarted stage never decides a track
+  again (:meth:`~SqlGalleryStore.track_decision`); erasing a customer turns theirs into ``erased`` decisions
+  without the customer, the retention purge drops them with the embeddings.
 
 Embeddings and visits reference their customer (``ON DELETE CASCADE``).
 
@@ -91,6 +95,7 @@ from storelens.backends.face_index import (  # noqa: F401  (re-exported: the gal
     GalleryStore,
     Match,
     PurgeResult,
+    TrackDecision,
     Visit,
     VisitTracker,
 )
@@ -195,6 +200,10 @@ class SqlGalleryStore(SqlStore):
         self._save_visit = visit.on_conflict_do_update(
             index_elements=list(self.t.visits.primary_key),
             set_={c: visit.excluded[c] for c in ("first_ts_ms", "last_ts_ms", "cameras")})
+        decision = dialects.insert(self.db, self.t.track_decisions)
+        self._save_decision = decision.on_conflict_do_update(
+            index_elements=list(self.t.track_decisions.primary_key),
+            set_={c: decision.excluded[c] for c in ("ts_ms", "decision", "customer_id", "staff_id")})
 
     def _check_embedder(self, embedder: str, schema: str | None) -> None:
         """Record ``embedder`` if the tables have no embedder yet; :class:`ConfigError` if they have another."""
@@ -223,8 +232,8 @@ class SqlGalleryStore(SqlStore):
         """After a deletion: make the deleted bytes go away where the backend can (module docstring)."""
         if explicit and not self.vacuum_after_erase and self.db.postgres:
             return
-        self._run(lambda c: dialects.after_erase(self.db, c, (self.t.embeddings, self.t.visits, self.t.customers),
-                                                 explicit=explicit))
+        tables = (self.t.embeddings, self.t.visits, self.t.customers, self.t.track_decisions)
+        self._run(lambda c: dialects.after_erase(self.db, c, tables, explicit=explicit))
 
     # -- writes ------------------------------------------------------------------------
 
@@ -292,12 +301,16 @@ class SqlGalleryStore(SqlStore):
             self._erased(explicit=False)
 
     def delete_customer(self, customer_id: str) -> bool:
-        """Remove the customer, their embeddings and visits in one transaction; ``False`` if unknown."""
+        """Remove the customer, their embeddings and visits in one transaction; ``False`` if unknown. The tracks
+        decided as the customer keep an ``erased`` decision without them (never decided again)."""
         t = self.t
+        d = t.track_decisions.c
 
         def delete(conn: sa.Connection) -> tuple[int, int]:
             gone = sum(conn.execute(sa.delete(table).where(table.c.customer_id == customer_id)).rowcount
                        for table in (t.embeddings, t.visits))
+            gone += conn.execute(sa.update(t.track_decisions).where(d.customer_id == customer_id).values(
+                decision="erased", customer_id=None)).rowcount
             return gone, conn.execute(sa.delete(t.customers).where(t.customers.c.customer_id == customer_id)).rowcount
 
         with self._lock:
@@ -308,15 +321,19 @@ class SqlGalleryStore(SqlStore):
 
     def purge_older_than(self, ts_ms: int) -> PurgeResult:
         """Drop embeddings and visits (by last sighting) older than ``ts_ms`` and customers left
-        without embeddings (with their visits), in one transaction."""
+        without embeddings (with their visits), in one transaction; also the track decisions taken before
+        ``ts_ms`` and those of the customers dropped (not counted in the result)."""
         t, ts = self.t, int(ts_ms)
-        e, v, c = t.embeddings.c, t.visits.c, t.customers.c
+        e, v, c, d = t.embeddings.c, t.visits.c, t.customers.c, t.track_decisions.c
 
         def purge(conn: sa.Connection) -> PurgeResult:
             ne = conn.execute(sa.delete(t.embeddings).where(e.ts_ms < ts)).rowcount
             nv = conn.execute(sa.delete(t.visits).where(v.last_ts_ms < ts)).rowcount
             nv += conn.execute(sa.delete(t.visits).where(~sa.exists().where(e.customer_id == v.customer_id))).rowcount
             nc = conn.execute(sa.delete(t.customers).where(~sa.exists().where(e.customer_id == c.customer_id))).rowcount
+            conn.execute(sa.delete(t.track_decisions).where(d.ts_ms < ts))
+            conn.execute(sa.delete(t.track_decisions).where(
+                d.customer_id.is_not(None), ~sa.exists().where(c.customer_id == d.customer_id)))
             return PurgeResult(ne, nc, nv)
 
         with self._lock:
@@ -339,7 +356,32 @@ class SqlGalleryStore(SqlStore):
 
         self._run(save)
 
+    def save_track_decision(self, camera_id: str, track_id: int, decision: TrackDecision) -> None:
+        """Insert or replace the reid decision of ``(camera_id, track_id)``."""
+        row = {"camera_id": camera_id, "track_id": int(track_id), "ts_ms": int(decision.ts_ms),
+               "decision": decision.decision, "customer_id": decision.customer_id, "staff_id": decision.staff_id}
+        self._write(lambda c: c.execute(self._save_decision, row))
+
+    def forget_track_decisions(self, camera_id: str) -> int:
+        """Drop the camera's track decisions (its stream ended); returns how many."""
+        d = self.t.track_decisions
+        return self._write(lambda c: c.execute(sa.delete(d).where(d.c.camera_id == camera_id)).rowcount)
+
     # -- reads -------------------------------------------------------------------------
+
+    def track_decision(self, camera_id: str, track_id: int) -> TrackDecision | None:
+        """The stored reid decision of ``(camera_id, track_id)``; ``None``: not decided (or forgotten)."""
+        d = self.t.track_decisions.c
+        rows = self._rows(sa.select(d.decision, d.customer_id, d.staff_id, d.ts_ms).where(
+            d.camera_id == camera_id, d.track_id == int(track_id)))
+        return TrackDecision(rows[0][0], rows[0][1], rows[0][2], int(rows[0][3])) if rows else None
+
+    def decided_tracks(self, customer_id: str) -> set[tuple[str, int]]:
+        """``(camera_id, track_id)`` of the tracks decided as ``customer_id`` (also those whose match the history
+        has not stored yet): what an erasure of the customer erases in the history too."""
+        d = self.t.track_decisions.c
+        return {(str(cam), int(tid)) for cam, tid in self._rows(
+            sa.select(d.camera_id, d.track_id).where(d.customer_id == customer_id))}
 
     def customer_exists(self, customer_id: str) -> bool:
         c = self.t.customers.c

@@ -60,13 +60,21 @@ from storelens.storage.schema import (
     count_windows,
     crossings,
     customer_matches,
+    erased_tracks,
     frames,
     occupancy,
     track_attributes,
     track_points,
+    track_summaries,
+    zone_events,
 )
 
 T = TypeVar("T")
+
+#: Tables keyed by ``(camera_id, track_id)`` whose rows of an erased customer's track are not written after the
+#: erasure (``erased_tracks``, :func:`storelens.storage.privacy.erase_customer`).
+ERASABLE_TABLES = frozenset(t.name for t in (track_points, track_attributes, customer_matches, track_summaries,
+                                             zone_events))
 
 #: Revisions of the history tables, oldest first; a database records how many it has.
 MIGRATIONS: tuple[str, ...] = migrations.revisions("history")
@@ -149,7 +157,7 @@ class Storage(Protocol):
     def tracks(self, camera_id: str, start_ms: int, end_ms: int, limit_points: int = 100_000) -> list[TrackPath]: ...
 
     def track_pages(self, camera_id: str, start_ms: int, end_ms: int, page_points: int = 100_000,
-                    max_points: int | None = None) -> TrackPages: ...
+                    max_points: int | None = None, skip_stationary: bool = False) -> TrackPages: ...
 
     def crossings(self, camera_id: str, start_ms: int, end_ms: int, limit: int = 100_000,
                   offset: int = 0) -> list[CrossingEvent]: ...
@@ -166,7 +174,8 @@ class Storage(Protocol):
         self, camera_id: str | None = None, start_ms: int | None = None, end_ms: int | None = None
     ) -> dict[str, Any]: ...
 
-    def erase_customer(self, customer_id: str, journeys: Any = None) -> int: ...
+    def erase_customer(self, customer_id: str, journeys: Any = None, entrance_lines: Any = None,
+                       tracks: Iterable[tuple[str, int]] = ()) -> int: ...
 
     def write_batch(self, tracked_frames: Iterable[m.TrackedFrame] = (), crossings: Sequence[CrossingEvent] = (),
                     occupancy_updates: Iterable[m.OccupancyUpdate] = (), count_windows: Iterable[m.CountWindow] = (),
@@ -424,14 +433,16 @@ class SqlStorage(SqlStore):
         """Version of the history tables in the database (equals :data:`SCHEMA_VERSION`)."""
         return int(self._read(lambda c: c.execute(sa.text("SELECT version FROM schema_version")).scalar_one()))
 
-    def _upsert(self, table: sa.Table, where: Callable[[Any], Any] | None = None, keep: tuple[str, ...] = ()) -> Any:
+    def _upsert(self, table: sa.Table, where: Callable[[Any], Any] | None = None, keep: tuple[str, ...] = (),
+                coalesce: tuple[str, ...] = ()) -> Any:
         """``INSERT .. ON CONFLICT (primary key) DO UPDATE`` of every other column but ``keep``
-        (if ``where(excluded)``)."""
+        (if ``where(excluded)``); a column of ``coalesce`` only with a value (``COALESCE(excluded.c, c)``)."""
         ins = dialects.insert(self.db, table)
         key = list(table.primary_key)
         return ins.on_conflict_do_update(
             index_elements=key,
-            set_={c.name: ins.excluded[c.name] for c in table.c if c not in key and c.name not in keep},
+            set_={c.name: sa.func.coalesce(ins.excluded[c.name], c) if c.name in coalesce else ins.excluded[c.name]
+                  for c in table.c if c not in key and c.name not in keep},
             where=where(ins.excluded) if where is not None else None)
 
     # -- writes ------------------------------------------------------------
@@ -524,7 +535,7 @@ class SqlStorage(SqlStore):
 
     def _apply(self, conn: sa.Connection, batch: list[tuple[Any, list[dict[str, Any]]]]) -> int:
         new = 0
-        for stmt, rows in batch:
+        for stmt, rows in self._without_erased_tracks(conn, batch):
             if isinstance(stmt, _After):
                 gone = stmt.sweep(conn, list(stmt.items)) if stmt.sweep is not None else []
                 if stmt.fn is not None:
@@ -541,6 +552,30 @@ class SqlStorage(SqlStore):
                 self._forget_erased_customers(conn, {r["customer_id"] for r in rows})
         return new
 
+    @staticmethod
+    def _without_erased_tracks(conn: sa.Connection, batch: list[tuple[Any, list[dict[str, Any]]]]
+                               ) -> list[tuple[Any, list[dict[str, Any]]]]:
+        """``batch`` without the rows of erased customers' tracks (``erased_tracks``): track points, face
+        attributes, matches, summaries and zone events that come after the erasure (the track was still in view,
+        the writer was behind) are not written again. One indexed look-up per batch with such rows."""
+        cams = {r["camera_id"] for stmt, rows in batch if getattr(getattr(stmt, "table", None), "name", None)
+                in ERASABLE_TABLES for r in rows}
+        if not cams:
+            return batch
+        e = erased_tracks.c
+        gone = {(cam, int(tid)) for cam, tid in conn.execute(
+            sa.select(e.camera_id, e.track_id).where(e.camera_id.in_(sorted(cams))))}
+        if not gone:
+            return batch
+        out = []
+        for stmt, rows in batch:
+            if getattr(getattr(stmt, "table", None), "name", None) in ERASABLE_TABLES:
+                rows = [r for r in rows if (r["camera_id"], int(r["track_id"])) not in gone]
+                if not rows:  # (an INSERT of no row is not a statement)
+                    continue
+            out.append((stmt, rows))
+        return out
+
     def _write_records_in(self, conn: sa.Connection, records: Sequence[Any]) -> int:
         """:meth:`write_records` inside the caller's transaction ``conn``."""
         return self._apply(conn, self._batch(**_by_kind(records)))
@@ -549,7 +584,7 @@ class SqlStorage(SqlStore):
         stmt = self._record_stmts.get(type_)
         if stmt is None:
             kind = RECORDS[type_]
-            stmt = self._record_stmts[type_] = self._upsert(kind.table, kind.newer, kind.keep)
+            stmt = self._record_stmts[type_] = self._upsert(kind.table, kind.newer, kind.keep, kind.coalesce)
         return stmt
 
     def take_outbox(self, wanted: Sequence[str]) -> list[tuple[str, bytes, bytes, tuple]]:
@@ -583,18 +618,21 @@ class SqlStorage(SqlStore):
             cm.customer_id.in_(sorted(customer_ids)),
             ~sa.exists().where(gallery.c.customer_id == cm.customer_id)))
 
-    def erase_customer(self, customer_id: str, journeys: Any = None) -> int:
+    def erase_customer(self, customer_id: str, journeys: Any = None, entrance_lines: Any = None,
+                       tracks: Iterable[tuple[str, int]] = ()) -> int:
         """Right to erasure: delete every row derived from the customer; return how many rows went.
 
-        The customer's matches and, per matched track, its face attributes, track summary, track
+        The customer's matches and, per matched track (and per track of ``tracks``: the gallery's decisions
+        of the customer), its face attributes, track summary, track
         points and zone events; with ``journeys`` (a ``JourneysConfig``) also the tracks linked to
-        them in a journey. The deleted rows are then gone from the files too (SQLite's write-ahead
-        log is truncated; PostgreSQL vacuums the tables). Crossings and staff tracks stay (see
-        :func:`storelens.storage.privacy.erase_customer`).
+        them in a journey (cut at the exits of ``entrance_lines``, the site's ``store.entrance_lines``).
+        The deleted rows are then gone from the files too (SQLite's write-ahead log is truncated;
+        PostgreSQL vacuums the tables), and rows of those tracks written later are dropped. Crossings and
+        staff tracks stay (see :func:`storelens.storage.privacy.erase_customer`).
         """
         import storelens.storage.privacy as privacy
 
-        return sum(privacy.erase_customer(self, customer_id, journeys).values())
+        return sum(privacy.erase_customer(self, customer_id, journeys, entrance_lines, tracks).values())
 
     def purge_expired(self, days: Any, now_ms: int, known_customer: Callable[[str], bool] | None = None
                       ) -> dict[str, int]:
@@ -715,13 +753,15 @@ class SqlStorage(SqlStore):
         return _track_paths(self._rows(stmt))
 
     def track_pages(self, camera_id: str, start_ms: int, end_ms: int, page_points: int = 100_000,
-                    max_points: int | None = None) -> TrackPages:
+                    max_points: int | None = None, skip_stationary: bool = False) -> TrackPages:
         """The tracks of ``[start_ms, end_ms)``, whole (their points in the range, in time order as
         :meth:`tracks` gives them), a page of about ``page_points`` points at a time (a longer track is a
         page of its own), in the order they began: a whole range is read without holding it. With
         ``max_points`` the tracks stop before the one that would exceed it (the first is always read), and
         :attr:`TrackPages.covered_end_ms` says up to when the tracks that began are all there. One query
-        counts the points per track; a page reads its tracks through ``track_points_by_track``.
+        counts the points per track; a page reads its tracks through ``track_points_by_track``. With
+        ``skip_stationary`` a track flagged ``stationary`` at any of its points in the range (a mannequin:
+        detect-track flags it once it stood still since it appeared) is left out, its points too.
 
         Example:
             >>> with SqlStorage(":memory:") as store:
@@ -735,8 +775,10 @@ class SqlStorage(SqlStore):
             raise ValueError(f"page_points and max_points must be >= 1, got {page_points} and {max_points}")
         t = track_points.c
         in_range = (t.camera_id == camera_id, t.ts_ms >= start_ms, t.ts_ms < end_ms)
-        spans = sorted((int(first), int(tid), int(n)) for tid, n, first in self._rows(
-            sa.select(t.track_id, sa.func.count(), sa.func.min(t.ts_ms)).where(*in_range).group_by(t.track_id)))
+        per_track = sa.select(t.track_id, sa.func.count(), sa.func.min(t.ts_ms)).where(*in_range).group_by(t.track_id)
+        if skip_stationary:
+            per_track = per_track.having(sa.func.sum(sa.case((t.stationary, 1), else_=0)) == 0)
+        spans = sorted((int(first), int(tid), int(n)) for tid, n, first in self._rows(per_track))
         pages: list[list[int]] = []
         covered_end, n, total = end_ms, 0, 0
         for first, tid, k in spans:

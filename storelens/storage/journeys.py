@@ -23,13 +23,15 @@ import numpy as np
 import sqlalchemy as sa
 
 from storelens.config.behaviour import JourneysConfig
-from storelens.domain.journeys import Journey, TrackInfo, Visit, build_journeys, link_tracks
+from storelens.domain.journeys import Journey, TrackInfo, Visit, build_journeys, entrances, link_tracks
 from storelens.storage.schema import customer_matches, track_attributes, track_summaries
 
 
-def track_infos(storage: Any, start_ms: int, end_ms: int, appearance: bool = True) -> list[TrackInfo]:
+def track_infos(storage: Any, start_ms: int, end_ms: int, appearance: bool = True,
+                entrance_lines: Iterable[str] | None = None) -> list[TrackInfo]:
     """The stored tracks overlapping ``[start_ms, end_ms)``, with their customer id and demographics
-    (and their appearance embedding unless ``appearance`` is false: nothing to link by it)."""
+    (and their appearance embedding unless ``appearance`` is false: nothing to link by it); ``entrance_lines``:
+    the site's ``store.entrance_lines``, the lines whose crossings start and end a visit (``None``: every line)."""
     s = track_summaries.c
     app_col = s.appearance if appearance else sa.null().label("appearance")
     rows = storage._rows(sa.select(s.camera_id, s.track_id, s.first_ts_ms, s.last_ts_ms, app_col, s.zones,
@@ -50,6 +52,8 @@ def track_infos(storage: Any, start_ms: int, end_ms: int, appearance: bool = Tru
     # one JSON document per column for all the rows: a day's 5,000 summaries decode in one call each
     zones_all = _json_rows(r[5] for r in rows)
     crossings_all = _json_rows(r[6] for r in rows)
+    doors = entrances(entrance_lines)
+    none: frozenset[str] = frozenset()
     out = []
     for (cam, tid, first, last, app, _, _), zones, crossings in zip(rows, zones_all, crossings_all):
         attr = attrs.get((cam, tid))
@@ -60,6 +64,7 @@ def track_infos(storage: Any, start_ms: int, end_ms: int, appearance: bool = Tru
             tuple([(ln, d, int(t)) for ln, d, t in crossings]) if crossings else (),
             customers.get((cam, tid)),
             {k: v for k, v in attr.items() if v is not None} if attr else {},
+            None if doors is None else doors.get(cam, none),
         ))
     return out
 
@@ -103,16 +108,20 @@ def count_tracks(storage: Any, config: JourneysConfig, start_ms: int, end_ms: in
         s.first_ts_ms < end_ms + margin, s.last_ts_ms >= max(0, start_ms - margin)))[0][0])
 
 
-def journeys(storage: Any, config: JourneysConfig, start_ms: int, end_ms: int) -> list[Journey]:
-    """The journeys overlapping ``[start_ms, end_ms)``, by start time."""
+def journeys(storage: Any, config: JourneysConfig, start_ms: int, end_ms: int,
+             entrance_lines: Iterable[str] | None = None) -> list[Journey]:
+    """The journeys overlapping ``[start_ms, end_ms)``, by start time (``entrance_lines``: the site's
+    ``store.entrance_lines``, see :func:`track_infos`)."""
     margin = int(config.max_visit_s * 1000)
     with gc_paused():
-        tracks = track_infos(storage, max(0, start_ms - margin), end_ms + margin, appearance=bool(config.links))
+        tracks = track_infos(storage, max(0, start_ms - margin), end_ms + margin, appearance=bool(config.links),
+                             entrance_lines=entrance_lines)
         return [j for j in build_journeys(tracks, link_tracks(tracks, config))
                 if j.first_ms < end_ms and j.last_ms >= start_ms]
 
 
-def journey(storage: Any, config: JourneysConfig, camera_id: str, track_id: int) -> Journey | None:
+def journey(storage: Any, config: JourneysConfig, camera_id: str, track_id: int,
+            entrance_lines: Iterable[str] | None = None) -> Journey | None:
     """The journey whose first track is ``(camera_id, track_id)``, or ``None``."""
     s = track_summaries.c
     row = storage._rows(sa.select(s.first_ts_ms, s.last_ts_ms).where(s.camera_id == camera_id,
@@ -121,4 +130,5 @@ def journey(storage: Any, config: JourneysConfig, camera_id: str, track_id: int)
         return None
     first, last = int(row[0][0]), int(row[0][1])
     jid = f"{track_id}@{camera_id}"
-    return next((j for j in journeys(storage, config, first, last + 1) if j.journey_id == jid), None)
+    return next((j for j in journeys(storage, config, first, last + 1, entrance_lines) if j.journey_id == jid),
+                None)

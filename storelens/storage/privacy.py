@@ -40,14 +40,17 @@ Example:
 """
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, Iterable, Mapping
 
 import sqlalchemy as sa
 
 import storelens.storage.dialects as dialects
+from storelens.contract import topics
 from storelens.storage.schema import (
     crossings,
     customer_matches,
+    erased_tracks,
     frames,
     group_crossings,
     staff_tracks,
@@ -75,6 +78,12 @@ RETENTION_TABLES: dict[str, tuple[sa.Table, str]] = {
 #: Tables keyed by ``(camera_id, track_id)`` whose rows are one person's: what erasure deletes per track.
 #: Not ``staff_tracks`` (a track number and a cue, kept so past days' KPIs stay as they were).
 TRACK_TABLES: tuple[sa.Table, ...] = (track_attributes, track_summaries, track_points, zone_events)
+#: How long an erased customer's tracks are remembered (``erased_tracks``, wall clock) so their rows that come
+#: later are not written (:meth:`SqlStorage.write_batch <storelens.storage.history.SqlStorage.write_batch>`): a
+#: track still in view, or a writer behind, for as long as the topics that carry such rows keep them (7 days).
+ERASED_TRACKS_KEPT_MS = max(t.retention_ms for t in topics.TOPICS if t.name in (
+    topics.PERSON_CROPS, topics.TRACKS, topics.TRACK_ATTRIBUTES, topics.CUSTOMER_MATCHES, topics.TRACK_SUMMARIES,
+    topics.ZONE_EVENTS))
 
 
 def _days(days: Any) -> dict[str, float | None]:
@@ -122,6 +131,9 @@ def purge_expired(storage: Any, days: Mapping[str, float | None] | Any, now_ms: 
                        if table.name in PER_CAMERA else [sa.delete(table).where(expired)])
             out[kind] = sum(max(conn.execute(stmt).rowcount, 0) for stmt in deletes)
         out["customer_matches"] += _orphan_matches(storage, conn, known_customer)
+        # erased tracks whose late rows can no longer come (wall clock: how long the topics keep them)
+        conn.execute(sa.delete(erased_tracks).where(
+            erased_tracks.c.ts_ms < int(time.time() * 1000) - ERASED_TRACKS_KEPT_MS))
 
     storage._write(purge)
     # After the commit, without the store's lock: the pipeline's writes do not wait for the checkpoint (SQLite: the
@@ -187,9 +199,10 @@ def customer_track_keys(storage: Any, customer_id: str) -> set[tuple[str, int]]:
     return {(str(cam), int(tid)) for cam, tid in rows}
 
 
-def journey_track_keys(storage: Any, journeys_config: Any, customer_id: str,
-                       seeds: Iterable[tuple[str, int]]) -> set[tuple[str, int]]:
-    """The tracks of the journeys (linked at query time) that contain one of ``seeds`` or carry the customer."""
+def journey_track_keys(storage: Any, journeys_config: Any, customer_id: str, seeds: Iterable[tuple[str, int]],
+                       entrance_lines: Iterable[str] | None = None) -> set[tuple[str, int]]:
+    """The tracks of the journeys (linked at query time, as the API links them: ``entrance_lines`` is the site's
+    ``store.entrance_lines``) that contain one of ``seeds`` or carry the customer."""
     import storelens.storage.journeys as jq
 
     seeds = set(seeds)
@@ -203,19 +216,24 @@ def journey_track_keys(storage: Any, journeys_config: Any, customer_id: str,
         return set()
     out: set[tuple[str, int]] = set()
     for first, last in sorted(set(spans)):  # one visit each: link around it only, not over months
-        for j in jq.journeys(storage, journeys_config, first, last + 1):
+        for j in jq.journeys(storage, journeys_config, first, last + 1, entrance_lines):
             tracks = {(t.camera_id, t.track_id) for t in j.tracks}
             if tracks & seeds or j.customer_id == customer_id:
                 out |= tracks
     return out
 
 
-def erase_customer(storage: Any, customer_id: str, journeys_config: Any = None) -> dict[str, int]:
+def erase_customer(storage: Any, customer_id: str, journeys_config: Any = None,
+                   entrance_lines: Iterable[str] | None = None,
+                   tracks: Iterable[tuple[str, int]] = ()) -> dict[str, int]:
     """Right to erasure in the history: every row derived from the customer; rows deleted per table.
 
-    Deletes the customer's track-to-customer links and, for each matched track (and, with
-    ``journeys_config``, every track linked to one in a journey), its face attributes,
-    track summary, track points and zone events, in one transaction. Then, when something was
+    Deletes the customer's track-to-customer links and, for each matched track (those of the links, and
+    ``tracks``: the gallery's decisions of the customer, whose links may not be stored yet; with
+    ``journeys_config`` also every track linked to one in a journey, cut at the exits of ``entrance_lines``:
+    :func:`journey_track_keys`), its face attributes, track summary, track points and zone events, in one
+    transaction, and records those tracks in ``erased_tracks``: rows of them written later (the track still in
+    view, the history writer behind) are dropped, for :data:`ERASED_TRACKS_KEPT_MS`. Then, when something was
     deleted, the deleted bytes are made unreadable (SQLite: the write-ahead log, which still held
     the rows, is checkpointed and truncated; PostgreSQL: ``VACUUM`` of the tables that lost rows). The
     track's crossings and its staff recognition (``staff_tracks``) stay.
@@ -230,9 +248,13 @@ def erase_customer(storage: Any, customer_id: str, journeys_config: Any = None) 
         ...     erase_customer(store, "cu-1")
         {'customer_matches': 1, 'track_attributes': 1, 'track_summaries': 0, 'track_points': 0, 'zone_events': 0}
     """
-    tracks = customer_track_keys(storage, customer_id)
+    tracks = customer_track_keys(storage, customer_id) | {(str(c), int(t)) for c, t in tracks}
     if journeys_config is not None:
-        tracks |= journey_track_keys(storage, journeys_config, customer_id, tracks)
+        tracks |= journey_track_keys(storage, journeys_config, customer_id, tracks, entrance_lines)
+    now_ms = int(time.time() * 1000)
+    tombstones = dialects.insert(storage.db, erased_tracks)
+    tombstones = tombstones.on_conflict_do_update(index_elements=list(erased_tracks.primary_key),
+                                                  set_={"ts_ms": tombstones.excluded.ts_ms})
     by_camera: dict[str, list[int]] = {}
     for cam, tid in sorted(tracks):
         by_camera.setdefault(cam, []).append(tid)
@@ -247,6 +269,8 @@ def erase_customer(storage: Any, customer_id: str, journeys_config: Any = None) 
                     n += max(conn.execute(sa.delete(table).where(
                         table.c.camera_id == cam, table.c.track_id.in_(tids[i:i + 500]))).rowcount, 0)
             out[table.name] = n
+        if tracks:
+            conn.execute(tombstones, [{"camera_id": c, "track_id": t, "ts_ms": now_ms} for c, t in sorted(tracks)])
         return out
 
     with storage._lock:  # the clean-up right after the deletion, as the gallery's

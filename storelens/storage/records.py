@@ -11,7 +11,8 @@ is one :func:`register_records` call next to its table, e.g. the zone tables bel
     'zone_events'
 
 Every kind is an idempotent upsert keyed by the table's primary key (a redelivered or
-replayed record replaces itself), optionally only where ``newer(excluded)`` holds; a kind whose
+replayed record replaces itself), optionally only where ``newer(excluded)`` holds (and a column of
+``coalesce`` only with a value); a kind whose
 records say which stored rows no longer exist deletes them in the same transaction (``sweep``).
 """
 from __future__ import annotations
@@ -48,6 +49,8 @@ class RecordKind:
     #: Run in the same transaction after the upsert and before ``after``, with the records (in batch order):
     #: deletes the stored rows the records say no longer exist and returns them (``after`` gets them too).
     sweep: Callable[[sa.Connection, list[Any]], list[dict[str, Any]]] | None = None
+    #: Columns an upsert overwrites only with a value (a NULL keeps the stored one: ``COALESCE(excluded.c, c)``).
+    coalesce: tuple[str, ...] = ()
 
 
 #: record type -> kind, in registration order (= write order within a batch).
@@ -57,9 +60,10 @@ RECORDS: dict[type, RecordKind] = {}
 def register_records(type_: type, table: sa.Table, rows: Rows, newer: Callable[[Any], Any] | None = None,
                      replay_ts: str | None = None, keep: tuple[str, ...] = (),
                      after: Callable[[sa.Connection, list[dict[str, Any]]], None] | None = None,
-                     sweep: Callable[[sa.Connection, list[Any]], list[dict[str, Any]]] | None = None) -> RecordKind:
+                     sweep: Callable[[sa.Connection, list[Any]], list[dict[str, Any]]] | None = None,
+                     coalesce: tuple[str, ...] = ()) -> RecordKind:
     """Register (or replace) the table of a record type."""
-    kind = RecordKind(type_, table, rows, newer, replay_ts, keep, after, sweep)
+    kind = RecordKind(type_, table, rows, newer, replay_ts, keep, after, sweep, coalesce)
     RECORDS[type_] = kind
     return kind
 
@@ -171,10 +175,11 @@ def _track_summary_rows(items: Iterable[m.TrackSummary]) -> list[dict[str, Any]]
     } for s in items], track_summaries)
 
 
-# A summary without appearance (re-derived by a replay from the stored track points, which keep no
-# embeddings) never replaces one with it: the live one is the one the linker can use.
-register_records(m.TrackSummary, track_summaries, _track_summary_rows,
-                 newer=lambda new: sa.or_(new.appearance.is_not(None), track_summaries.c.appearance.is_(None)))
+# A summary re-derived by a replay (from the stored track points, which keep no embeddings: no appearance)
+# replaces the zones, crossings, times and counts of the stored one, and keeps its appearance (what the
+# linker needs): a moved zone then applies to the journeys, flows and paths. A track re-found after its
+# summary was sent is sent again whole (storelens.stages.journeys) and replaces it too.
+register_records(m.TrackSummary, track_summaries, _track_summary_rows, coalesce=("appearance",))
 
 
 # -- business ---------------------------------------------------------------------------------

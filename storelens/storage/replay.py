@@ -4,7 +4,10 @@
   tracks, the stationary flag and the end of a finite source) from ``frames`` and ``track_points``;
 * :func:`delete_derived` removes what the analytics stage derived from them in a range
   (crossings, count windows, and every registered record kind with a ``replay_ts``), so the
-  re-derived rows replace them in one transaction with the writes (:func:`replace_derived`).
+  re-derived rows replace them in one transaction with the writes (:func:`replace_derived`); the
+  track summaries of the range replace the stored ones' zones, crossings and times by their key (the
+  stored appearance stays), but those of tracks already on the camera before the range, which the
+  replay sees only in part (:func:`_without_cut_tracks`).
 
 A range ends at an hour edge (:func:`aligned_range`) and is derived over the frames up to
 :func:`close_delay_ms` after it (and the first frame past that), so what is dated before the end but
@@ -219,6 +222,7 @@ def replay(config: Any, storage: Any, start_ms: int | None = None, end_ms: int |
         tfs = stored_frames(storage, cam.id, start, after if closing is None else int(closing) + 1)
         records = [r for r in derive(config, tfs) if record_ts(r) < end  # the store's row: from every camera, live
                    and not (isinstance(r, m.OccupancyUpdate) and r.camera_id == STORE_OCCUPANCY_ID)]
+        records = _without_cut_tracks(storage, config, cam.id, start, records)
         deleted = replace_derived(storage, cam.id, start, end, records)
         counts: dict[str, int] = {}
         for r in records:
@@ -226,6 +230,26 @@ def replay(config: Any, storage: Any, start_ms: int | None = None, end_ms: int |
         n_frames = sum(tf.ts_ms < end for tf in tfs)
         out.append(ReplayResult(cam.id, start, end, n_frames, deleted, len(records), counts, start_ms, end_ms, note))
     return out
+
+
+def _without_cut_tracks(storage: Any, config: Any, camera_id: str, start_ms: int, records: list) -> list:
+    """``records`` without the track summaries of tracks that were on the camera before ``start_ms`` (a stored
+    point of the track in the time before it that a track may stay unseen and go on): the replay saw only their
+    rest, so the stored summary, of the whole track, stays as it is (a re-derived summary replaces its zones,
+    crossings and times: :mod:`storelens.storage.records`)."""
+    from storelens.stages.journeys import reopen_ms
+
+    ids = sorted({r.track_id for r in records if isinstance(r, m.TrackSummary)})
+    if not ids:
+        return records
+    p = track_points.c
+    horizon = max(int(config.journeys.track_end_after_s * 1000), reopen_ms(config))
+    cut: set[int] = set()
+    for i in range(0, len(ids), 500):
+        cut |= {int(t) for (t,) in storage._rows(sa.select(p.track_id).distinct().where(
+            p.camera_id == camera_id, p.track_id.in_(ids[i:i + 500]), p.ts_ms < start_ms,
+            p.ts_ms >= start_ms - horizon))}
+    return [r for r in records if not (isinstance(r, m.TrackSummary) and r.track_id in cut)]
 
 
 def _narrowed(config: Any, start_ms: int | None, start: int, end: int, span: tuple[int, int]) -> str | None:

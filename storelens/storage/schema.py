@@ -384,6 +384,21 @@ outbox = sa.Table(
 
 HISTORY_TABLES = (*HISTORY_TABLES, outbox)
 
+# -- erased tracks (migration 0019_erased_tracks) ------------------------------------------------
+
+#: The tracks of erased customers (camera, track, wall-clock time of the erasure, ms): rows of them that arrive
+#: after the erasure (a track still in view, a writer behind) are not written
+#: (:func:`storelens.storage.privacy.erase_customer`); kept while such rows can still come
+#: (:data:`storelens.storage.privacy.ERASED_TRACKS_KEPT_MS`).
+erased_tracks = sa.Table(
+    "erased_tracks", metadata,
+    _col("camera_id", ID, primary_key=True), _col("track_id", INT, primary_key=True, autoincrement=False),
+    _col("ts_ms", INT),
+    sa.Index("erased_tracks_by_time", "ts_ms"),
+)
+
+HISTORY_TABLES = (*HISTORY_TABLES, erased_tracks)
+
 
 # -- face gallery ----------------------------------------------------------------------------
 
@@ -393,6 +408,7 @@ class GalleryTables(NamedTuple):
     customers: sa.Table
     embeddings: sa.Table
     visits: sa.Table
+    track_decisions: sa.Table
 
 
 def _gallery(prefix: str, *, with_seq: bool) -> GalleryTables:
@@ -418,6 +434,18 @@ def _gallery(prefix: str, *, with_seq: bool) -> GalleryTables:
             _col("customer_id", ID, owner(), primary_key=True),
             _col("visit_no", sa.Integer, primary_key=True, autoincrement=False),
             _col("first_ts_ms", INT), _col("last_ts_ms", INT), _col("cameras", Cameras()),
+        ),
+        # migration 0020: the reid stage's decision of each track (``decision``: customer, staff, abstained or
+        # erased; ``customer_id`` / ``staff_id`` of the first two), so a restarted stage never decides a track
+        # again; ``ts_ms``: camera time of the decision (retention). No foreign key: an erased customer's
+        # decisions stay, as ``erased`` without the customer.
+        track_decisions=sa.Table(
+            f"{prefix}track_decisions", metadata,
+            _col("camera_id", ID, primary_key=True), _col("track_id", INT, primary_key=True, autoincrement=False),
+            _col("ts_ms", INT), _col("decision", ID), _col("customer_id", ID, nullable=True),
+            _col("staff_id", ID, nullable=True),
+            sa.Index(f"{prefix}track_decisions_ts", "ts_ms"),
+            sa.Index(f"{prefix}track_decisions_customer", "customer_id"),
         ),
     )
 

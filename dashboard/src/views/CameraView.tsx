@@ -8,12 +8,16 @@
 // Lines, zones and heatmap cells are in the source's pixels; the stored JPEG may be smaller (the camera's
 // resize_width): the overlay is in source pixels (the snapshot's X-Frame-Width/Height, else the heatmap's
 // width/height) and the image is stretched under it. Without either, nothing can be dragged.
+// The heatmap is read only while the overlay is on, over its range (the last 24 hours first), or, whatever the
+// overlay, over all the data when the snapshot gives no frame size (the heatmap's is the size then). Its colours
+// scale as the API's PNG does (storelens.domain.heatmap_draw): the square root of value / peak, the peak being the
+// 95th percentile of the non-empty cells (one busy cell, a till, would leave the others blank otherwise).
 import { useEffect, useMemo, useRef, useState, type PointerEvent as RPointerEvent } from "react";
 import {
-  ApiError, atLeast, fmtDuration, fmtTime, getImage, sendJson, toApiError, useApi,
+  ApiError, atLeast, fmtDuration, fmtTime, getImage, qs, sendJson, toApiError, useApi,
   type HeatmapOut, type LineCfg, type Point, type SiteOut, type ZoneCfg, type ZoneState,
 } from "../api";
-import { Card, Problem, Select } from "../ui";
+import { Card, Problem, RangePicker, Select, useRangeStart, type RangeKey } from "../ui";
 import { useCameras } from "./common";
 import type { ViewProps } from "../App";
 
@@ -23,6 +27,18 @@ type Drag = { line: string; end: "a" | "b" } | { zone: string; vertex: number } 
 
 const fmtPoint = (p: Point) => `${p[0]}, ${p[1]}`;
 
+/** The heatmap colour scale tops out at this percentile of the non-empty cells (heatmap_draw.PEAK_PERCENTILE). */
+const PEAK_PERCENTILE = 95;
+
+/** The `p`th percentile of `values` (not empty), interpolated linearly between the closest ranks as numpy's
+ * percentile. */
+function percentile(values: number[], p: number): number {
+  const v = [...values].sort((a, b) => a - b);
+  const at = (p / 100) * (v.length - 1);
+  const lo = Math.floor(at);
+  return lo + 1 < v.length ? v[lo] + (v[lo + 1] - v[lo]) * (at - lo) : v[lo];
+}
+
 /** A refused site save: a 409 says how to go on (someone changed the site since this page loaded it). */
 function saveProblem(e: unknown, what: "line" | "zone"): ApiError {
   const err = toApiError(e);
@@ -31,13 +47,14 @@ function saveProblem(e: unknown, what: "line" | "zone"): ApiError {
     : err;
 }
 
-/** The camera's reference frame (an object URL) and its source size, from the snapshot's headers. */
+/** The camera's reference frame (an object URL) and its source size, from the snapshot's headers; `failed`: it has
+ * none. Both are of `cameraId` only (not the camera shown before, while its frame loads). */
 function useSnapshot(cameraId: string) {
-  const [snap, setSnap] = useState<{ url: string; w: number; h: number } | null>(null);
-  const [failed, setFailed] = useState(false);
+  const [snap, setSnap] = useState<{ cameraId: string; url: string; w: number; h: number } | null>(null);
+  const [failedFor, setFailedFor] = useState<string | null>(null);
   useEffect(() => {
     setSnap(null);
-    setFailed(false);
+    setFailedFor(null);
     if (!cameraId) return;
     let live = true;
     let url: string | null = null;
@@ -45,16 +62,18 @@ function useSnapshot(cameraId: string) {
       (r) => {
         url = r.url;
         if (!live) return URL.revokeObjectURL(r.url);
-        setSnap({ url: r.url, w: Number(r.headers.get("X-Frame-Width")) || 0, h: Number(r.headers.get("X-Frame-Height")) || 0 });
+        setSnap({ cameraId, url: r.url, w: Number(r.headers.get("X-Frame-Width")) || 0,
+                  h: Number(r.headers.get("X-Frame-Height")) || 0 });
       },
-      () => live && setFailed(true),
+      () => live && setFailedFor(cameraId),
     );
     return () => {
       live = false;
       if (url) URL.revokeObjectURL(url);
     };
   }, [cameraId]);
-  return { snap, failed, setFailed };
+  const setFailed = (failed: boolean) => setFailedFor(failed ? cameraId : null);
+  return { snap: snap?.cameraId === cameraId ? snap : null, failed: failedFor === cameraId, setFailed };
 }
 
 export function CameraView({ me }: ViewProps) {
@@ -64,8 +83,14 @@ export function CameraView({ me }: ViewProps) {
   const zones = useApi<{ zones: ZoneState[] }>(cameraId ? `/v1/zones?camera_id=${encodeURIComponent(cameraId)}` : null);
   const [showHeat, setShowHeat] = useState(false);
   const [heatKind, setHeatKind] = useState<"occupancy" | "dwell">("occupancy");
-  const heat = useApi<HeatmapOut>(cameraId ? `/v1/cameras/${encodeURIComponent(cameraId)}/heatmap?kind=${heatKind}` : null);
+  const [heatRange, setHeatRange] = useState<RangeKey>("24h");
+  const heatStart = useRangeStart(heatRange);
   const { snap, failed: imgError, setFailed: setImgError } = useSnapshot(cameraId);
+  const noSize = imgError || (snap !== null && !(snap.w > 0 && snap.h > 0)); // the snapshot gives no frame size
+  const heatUrl = `/v1/cameras/${encodeURIComponent(cameraId)}/heatmap`;
+  const heat = useApi<HeatmapOut>(cameraId && showHeat ? `${heatUrl}${qs({ kind: heatKind, start_ms: heatStart })}` : null,
+    heatRange);
+  const sized = useApi<HeatmapOut>(cameraId && noSize ? heatUrl : null); // the frame size of all the data's heatmap
   const [edits, setEdits] = useState<Record<string, { a: Point; b: Point }>>({});
   const [zoneEdits, setZoneEdits] = useState<Record<string, Point[]>>({});
   const [drag, setDrag] = useState<Drag>(null);
@@ -90,17 +115,21 @@ export function CameraView({ me }: ViewProps) {
     [siteCam, camera],
   );
   const shown = lines.map((l) => ({ ...l, ...(edits[l.id] ?? {}) }));
-  const heatMax = heat.data ? Math.max(1, ...heat.data.cells.map((c) => (heatKind === "dwell" ? c.dwell_ms : c.occupancy_ms))) : 1;
+  const heatValue = (c: HeatmapOut["cells"][number]) => (heatKind === "dwell" ? c.dwell_ms : c.occupancy_ms);
+  const heatPeak = useMemo(() => {
+    const v = (heat.data?.cells ?? []).map(heatValue).filter((x) => x > 0);
+    return v.length ? percentile(v, PEAK_PERCENTILE) : 1;
+  }, [heat.data, heatKind]); // eslint-disable-line react-hooks/exhaustive-deps -- heatValue follows heatKind
   const camZones = (zones.data?.zones ?? []).filter((z) => z.camera_id === cameraId);
   // Zones in force (/v1/site; editable), else as the zone state reports them (/v1/zones).
   const zoneList: ZoneCfg[] = siteCam
     ? siteCam.zones
     : camZones.map((z) => ({ id: z.zone_id, kind: z.kind, polygon: z.polygon }));
   const shownZones = zoneList.map((z) => ({ ...z, polygon: zoneEdits[z.id] ?? z.polygon }));
-  // Frame size in source pixels (lines, zones and cells are in them): the snapshot's, else the heatmap's; unknown
-  // without either (then the drawing spans the lines and zones, and nothing can be dragged).
+  // Frame size in source pixels (lines, zones and cells are in them): the snapshot's, else the heatmap's of all the
+  // data; unknown without either (then the drawing spans the lines and zones, and nothing can be dragged).
   const source = snap && snap.w > 0 && snap.h > 0 ? { w: snap.w, h: snap.h }
-    : heat.data && heat.data.width > 0 && heat.data.height > 0 ? { w: heat.data.width, h: heat.data.height } : null;
+    : sized.data && sized.data.width > 0 && sized.data.height > 0 ? { w: sized.data.width, h: sized.data.height } : null;
   const points = [...lines.flatMap((l) => [l.a, l.b]), ...zoneList.flatMap((z) => z.polygon)];
   const w = source?.w ?? Math.max(1, ...points.map((p) => p[0]));
   const h = source?.h ?? Math.max(1, ...points.map((p) => p[1]));
@@ -192,8 +221,11 @@ export function CameraView({ me }: ViewProps) {
           <span>Heatmap</span>
         </label>
         {showHeat && (
-          <Select label="Heat" value={heatKind} onChange={setHeatKind}
-            options={[{ value: "occupancy", label: "Time present" }, { value: "dwell", label: "Lingering" }]} />
+          <>
+            <Select label="Heat" value={heatKind} onChange={setHeatKind}
+              options={[{ value: "occupancy", label: "Time present" }, { value: "dwell", label: "Lingering" }]} />
+            <RangePicker value={heatRange} onChange={setHeatRange} />
+          </>
         )}
       </div>
       <Problem error={cams.error ?? zones.error ?? saveError} />
@@ -221,11 +253,11 @@ export function CameraView({ me }: ViewProps) {
             data-testid="overlay"
           >
             {showHeat && heat.data && heat.data.cells.map((c) => {
-              const v = heatKind === "dwell" ? c.dwell_ms : c.occupancy_ms;
+              const v = heatValue(c);
               if (!v) return null;
-              const t = v / heatMax;
+              const t = Math.sqrt(Math.min(1, v / heatPeak));
               return (
-                <rect key={`${c.gx},${c.gy}`} x={c.gx * heat.data!.cell_px} y={c.gy * heat.data!.cell_px}
+                <rect key={`${c.gx},${c.gy}`} data-testid={`heat-${c.gx}-${c.gy}`} x={c.gx * heat.data!.cell_px} y={c.gy * heat.data!.cell_px}
                   width={heat.data!.cell_px} height={heat.data!.cell_px}
                   fill={`hsl(${Math.round(60 - 60 * t)}, 100%, 50%)`} fillOpacity={0.15 + 0.55 * t} />
               );

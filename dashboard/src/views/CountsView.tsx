@@ -1,8 +1,11 @@
 // People counts over time: line crossings per bucket (GET /v1/counts) with range and bucket pickers.
-import { useMemo, useState } from "react";
-import { fmtTime, qs, useApi, type CountsOut } from "../api";
+// A relative range ("Last hour") ends now (its last empty minutes are zero bars), all the data at the last crossing.
+// A bucket that makes more buckets over the range than the API answers (its 422 says the least width that fits,
+// e.g. a minute over 70 days of data) is replaced by the smallest offered one that fits, and the view says so.
+import { useEffect, useMemo, useState } from "react";
+import { fmtTime, qs, useApi, type ApiError, type CountsOut } from "../api";
 import { Chart, PALETTE } from "../Chart";
-import { Card, Empty, Loading, Problem, RangePicker, useRangeStart, Select, type RangeKey } from "../ui";
+import { Card, Empty, Loading, Problem, RangePicker, rangeEnd, useRangeStart, Select, type RangeKey } from "../ui";
 import { useCameras } from "./common";
 import type { ViewProps } from "../App";
 
@@ -17,17 +20,39 @@ const BUCKETS = [
   { value: "3600", label: "1 hour" },
   { value: "86400", label: "1 day" },
 ];
+const bucketLabel = (v: string) => BUCKETS.find((b) => b.value === v)?.label ?? `${v} s`;
+
+/** The smallest offered bucket at least as wide as the API asks for in its 422 of too many buckets ("... use
+ * bucket_s >= N"); null for another answer, or when none is that wide. */
+function fittingBucket(e: ApiError | null): string | null {
+  const least = e?.status === 422 ? /bucket_s >= (\d+)/.exec(e.detail)?.[1] : undefined;
+  return least === undefined ? null : BUCKETS.find((b) => Number(b.value) >= Number(least))?.value ?? null;
+}
 
 export function CountsView(_: ViewProps) {
   const { cams, cameraId, setCameraId, camera } = useCameras();
   const [range, setRange] = useState<RangeKey>("all");
-  const [bucket, setBucket] = useState("60");
+  const [bucket, setBucket] = useState("60"); // as picked
   const [lineId, setLineId] = useState("");
+  // the bucket used instead of the picked one for this camera, line, range and pick (too many buckets)
+  const [fitted, setFitted] = useState<{ key: string; bucket: string; note: string } | null>(null);
+  const pick = `${cameraId}|${lineId}|${range}|${bucket}`;
+  const fit = fitted?.key === pick ? fitted : null;
+  const used = fit?.bucket ?? bucket;
   const start = useRangeStart(range); // a relative range: read again once a minute, not on every live push
+  const end = rangeEnd(range, start);
   const path = cameraId
-    ? `/v1/counts${qs({ camera_id: cameraId, start_ms: start, bucket_s: bucket, line_id: lineId || undefined })}`
+    ? `/v1/counts${qs({ camera_id: cameraId, start_ms: start, end_ms: end, bucket_s: used, line_id: lineId || undefined })}`
     : null;
-  const counts = useApi<CountsOut>(path);
+  const counts = useApi<CountsOut>(path, range);
+  const wider = fittingBucket(counts.error);
+  const refit = wider !== null && wider !== used;
+  useEffect(() => {
+    if (!refit || !wider) return;
+    const limit = /limit of (\d+)/.exec(counts.error?.detail ?? "")?.[1];
+    setFitted({ key: pick, bucket: wider, note: `Buckets of ${bucketLabel(wider)}: ${bucketLabel(bucket)} would make ` +
+      `more than ${limit ? Number(limit).toLocaleString("en") : "the most"} buckets over this range.` });
+  }, [refit, wider, pick, bucket, counts.error]);
 
   const option = useMemo(() => {
     const d = counts.data;
@@ -83,10 +108,11 @@ export function CountsView(_: ViewProps) {
           options={[{ value: "", label: "All lines" }, ...(camera?.lines ?? []).map((l) => ({ value: l.id, label: l.id }))]}
           onChange={setLineId} />
         <RangePicker value={range} onChange={setRange} />
-        <Select label="Bucket" value={bucket} options={BUCKETS} onChange={setBucket} testId="bucket" />
+        <Select label="Bucket" value={used} options={BUCKETS} onChange={setBucket} testId="bucket" />
       </div>
-      <Problem error={cams.error ?? counts.error} />
-      <Loading on={counts.loading && !d} />
+      {fit && <div className="muted small" data-testid="bucket-note">{fit.note}</div>}
+      <Problem error={cams.error ?? (refit ? null : counts.error)} />
+      <Loading on={(counts.loading || refit) && !d} />
       {d && (
         <>
           <Card title="Totals" testId="count-totals">
@@ -109,7 +135,7 @@ export function CountsView(_: ViewProps) {
             <Empty on={d.buckets.length === 0}>No crossings in this range.</Empty>
             {/* a zoom is kept while the data are read again (a relative range, once a minute), not when the user
                 picks another camera, line, range or bucket */}
-            {d.buckets.length > 0 && <Chart key={`${cameraId}|${lineId}|${range}|${bucket}`} option={option} testId="counts-chart" />}
+            {d.buckets.length > 0 && <Chart key={`${cameraId}|${lineId}|${range}|${used}`} option={option} testId="counts-chart" />}
           </Card>
         </>
       )}

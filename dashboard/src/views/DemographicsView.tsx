@@ -33,7 +33,7 @@ function Breakdown({ title, values, colour }: { title: string; values: Record<st
 export function DemographicsView(_: ViewProps) {
   const [range, setRange] = useState<RangeKey>("all");
   const start = useRangeStart(range);
-  const d = useApi<DemographicsOut>(`/v1/demographics${qs({ start_ms: start })}`);
+  const d = useApi<DemographicsOut>(`/v1/demographics${qs({ start_ms: start })}`, range);
   return (
     <>
       <div className="toolbar"><RangePicker value={range} onChange={setRange} /></div>

@@ -1,5 +1,6 @@
 // Product interest: passers and stoppers per zone, product or category (GET /v1/interest). A row of fewer than
-// privacy.k_min passers comes withheld (suppressed, every figure null) and is shown as such.
+// privacy.k_min passers comes withheld (suppressed, every figure null) and is shown as such. The attention is the
+// total over the stoppers (seconds of dwell weighted by the face's attention share), not per person.
 import { useMemo, useState } from "react";
 import { fmtNum, qs, useApi, type Interest } from "../api";
 import { Chart, PALETTE } from "../Chart";
@@ -12,7 +13,7 @@ export function InterestView(_: ViewProps) {
   const [range, setRange] = useState<RangeKey>("all");
   const [groupBy, setGroupBy] = useState<GroupBy>("zone");
   const start = useRangeStart(range) ?? 0;
-  const data = useApi<{ items: Interest[] }>(`/v1/interest${qs({ start_ms: start, group_by: groupBy })}`);
+  const data = useApi<{ items: Interest[] }>(`/v1/interest${qs({ start_ms: start, group_by: groupBy })}`, range);
   const items = data.data?.items ?? [];
   const option = useMemo(() => ({
     tooltip: { trigger: "axis" },
@@ -42,7 +43,7 @@ export function InterestView(_: ViewProps) {
             <div className="table-wrap">
               <table className="table">
                 <thead><tr><th>{groupBy}</th><th>Passers</th><th>Stoppers</th><th>Interest rate</th>
-                  <th>Median dwell</th><th>Attention</th></tr></thead>
+                  <th>Median dwell</th><th title="Summed over the stoppers">Total attention (s)</th></tr></thead>
                 <tbody>
                   {items.map((i) => i.suppressed || i.dwell_s === null ? (
                     <tr key={i.key} data-testid={`interest-row-${i.key}`}>
@@ -53,7 +54,7 @@ export function InterestView(_: ViewProps) {
                     <tr key={i.key} data-testid={`interest-row-${i.key}`}>
                       <td>{i.key}</td><td data-testid="passers">{i.passers}</td><td>{i.stoppers}</td><td><Num v={i.interest_rate} pct /></td>
                       <td>{i.dwell_s.median === null ? "-" : `${fmtNum(i.dwell_s.median, 1)} s`}</td>
-                      <td>{i.attention_s === null ? "-" : `${fmtNum(i.attention_s, 1)} s`}</td>
+                      <td data-testid="attention">{fmtNum(i.attention_s, 1)}</td>
                     </tr>
                   ))}
                 </tbody>

@@ -39,8 +39,8 @@ export function JourneysView(_: ViewProps) {
   const [picked, setPicked] = useState(false); // the user chose the range (else it is the default)
   const [note, setNote] = useState<string | null>(null);
   const start = useRangeStart(range) ?? 0;
-  const flows = useApi<FlowsOut>(`/v1/flows${qs({ start_ms: start })}`);
-  const paths = useApi<TopPathsOut>(`/v1/paths/top${qs({ start_ms: start, n: 10 })}`);
+  const flows = useApi<FlowsOut>(`/v1/flows${qs({ start_ms: start })}`, range);
+  const paths = useApi<TopPathsOut>(`/v1/paths/top${qs({ start_ms: start, n: 10 })}`, range);
   const error = flows.error ?? paths.error;
   const loading = flows.loading || paths.loading;
   // The default "All data" holds more tracks than one request links (422, a long history): show the last 7 days
@@ -69,22 +69,15 @@ export function JourneysView(_: ViewProps) {
     return {
       tooltip: {
         trigger: "item",
-        formatter: (p: { dataType: string; data: { source?: string; target?: string; count: number | null }; name: string }) =>
-          p.dataType === "edge"
-            ? `${p.data.source} → ${p.data.target}: ${p.data.count === null ? "fewer than k_min (withheld)" : p.data.count}`
-            : p.name,
+        formatter: (p: { dataType: string; data: { source?: string; target?: string; count: number }; name: string }) =>
+          p.dataType === "edge" ? `${p.data.source} → ${p.data.target}: ${p.data.count}` : p.name,
       },
       series: [{
         type: "sankey", left: 8, right: 120, top: 8, bottom: 8, nodeGap: 12, emphasis: { focus: "adjacency" },
         lineStyle: { color: "gradient", curveness: 0.5 },
         label: { fontSize: 12 },
         data: [...names].map((name) => ({ name })),
-        links: f.links.map((l) => ({
-          source: src(l.source), target: dst(l.target), count: l.count,
-          // withheld links are drawn thin and grey: their size is not known
-          value: l.count ?? 0.5,
-          lineStyle: l.count === null ? { color: "#9ca3af", opacity: 0.35 } : undefined,
-        })),
+        links: f.links.map((l) => ({ source: src(l.source), target: dst(l.target), count: l.count, value: l.count })),
       }],
     };
   }, [flows.data]);
@@ -97,10 +90,14 @@ export function JourneysView(_: ViewProps) {
       <Problem error={fallBack || loading ? null : tooLong(error)} />
       <Card title={flows.data ? `Zone-to-zone flows (${flows.data.journeys} journeys)` : "Zone-to-zone flows"} testId="flows">
         <Loading on={flows.loading && !flows.data} />
-        <Empty on={!!flows.data && !option}>No journeys in this range.</Empty>
+        <Empty on={!!flows.data && !option && !flows.data.suppressed}>No journeys in this range.</Empty>
         {option && <Chart option={option} height={380} testId="sankey" />}
-        {flows.data && flows.data.links.some((l) => l.count === null) && (
-          <div className="muted small">Grey links: fewer journeys than the privacy threshold (count withheld).</div>
+        {flows.data?.suppressed && (
+          <div className="muted small" data-testid="flows-withheld">
+            {option
+              ? "Steps made by fewer journeys than the privacy threshold are left out."
+              : "Every zone-to-zone step in this range was made by fewer journeys than the privacy threshold: withheld."}
+          </div>
         )}
       </Card>
       <Card title="Top paths" testId="top-paths">

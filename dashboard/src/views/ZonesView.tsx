@@ -1,20 +1,37 @@
 // Zones (people inside now, GET /v1/zones), their statistics per bucket (GET /v1/zones/stats) and the
-// queues (GET /v1/queues: length now, predicted and measured wait).
-import { useState } from "react";
-import { fmtNum, fmtTime, qs, useApi, type Queue, type ZoneBucket, type ZoneState } from "../api";
+// queues (GET /v1/queues: length now, predicted and measured wait). The statistics open on the last 24 hours,
+// newest bucket first, ROWS rows at a time ("Show more"). A dwell or wait measured from fewer than
+// privacy.k_min people comes withheld (suppressed) and is shown as such, not as "-" (no one).
+import { useMemo, useState } from "react";
+import { fmtNum, fmtTime, qs, useApi, type Dwell, type Queue, type ZoneBucket, type ZoneState } from "../api";
 import { Card, Empty, Loading, Num, Problem, RangePicker, useRangeStart, Select, type RangeKey } from "../ui";
 import { useCameras } from "./common";
 import type { ViewProps } from "../App";
 
+/** Zone statistics rows shown at first, and added by each "Show more". */
+const ROWS = 100;
+
+/** A median dwell or wait: "withheld" when measured from fewer than privacy.k_min people, "-" for none. */
+function median(d: Dwell) {
+  if (d.suppressed) return <span className="muted" data-testid="withheld" title="fewer than k people: privacy.k_min">withheld</span>;
+  return d.median === null ? "-" : `${fmtNum(d.median, 1)} s`;
+}
+
 export function ZonesView(_: ViewProps) {
   const { cams, cameraId, setCameraId } = useCameras();
-  const [range, setRange] = useState<RangeKey>("all");
+  const [range, setRange] = useState<RangeKey>("24h");
   const [bucket, setBucket] = useState("3600");
   const start = useRangeStart(range) ?? 0;
   const zones = useApi<{ zones: ZoneState[] }>("/v1/zones");
   const queues = useApi<{ queues: Queue[] }>("/v1/queues");
-  const stats = useApi<{ buckets: ZoneBucket[]; bucket_s: number }>(
-    cameraId ? `/v1/zones/stats${qs({ camera_id: cameraId, start_ms: start, bucket_s: bucket })}` : null);
+  const statsPath = cameraId ? `/v1/zones/stats${qs({ camera_id: cameraId, start_ms: start, bucket_s: bucket })}` : null;
+  const stats = useApi<{ buckets: ZoneBucket[]; bucket_s: number }>(statsPath, range);
+  // newest first (then by zone); ROWS more at each "Show more", from ROWS again for another camera, range or bucket
+  const rows = useMemo(() => [...(stats.data?.buckets ?? [])].sort(
+    (a, b) => b.start_ms - a.start_ms || a.zone_id.localeCompare(b.zone_id)), [stats.data]);
+  const [more, setMore] = useState<{ key: string; n: number }>({ key: "", n: ROWS });
+  const statsKey = `${cameraId}|${range}|${bucket}`;
+  const shown = more.key === statsKey ? more.n : ROWS;
 
   return (
     <>
@@ -33,7 +50,7 @@ export function ZonesView(_: ViewProps) {
                     <td>{q.camera_id}/{q.zone_id}</td>
                     <td className="big" data-testid="length">{q.length}</td>
                     <td>{q.predicted_wait_s === null ? "-" : `${fmtNum(q.predicted_wait_s, 1)} s`}</td>
-                    <td>{q.wait_s.median === null ? "-" : `${fmtNum(q.wait_s.median, 1)} s`}</td>
+                    <td data-testid="median-wait">{median(q.wait_s)}</td>
                     <td>{q.served}</td><td>{q.abandoned}</td><td>{fmtNum(q.window_s)} s</td><td>{fmtTime(q.at_ms)}</td>
                   </tr>
                 ))}
@@ -64,29 +81,37 @@ export function ZonesView(_: ViewProps) {
         <Select label="Camera" value={cameraId} testId="camera"
           options={(cams.data?.cameras ?? []).map((c) => ({ value: c.id, label: c.id }))} onChange={setCameraId} />
         <RangePicker value={range} onChange={setRange} />
-        <Select label="Bucket" value={bucket} onChange={setBucket}
+        <Select label="Bucket" value={bucket} onChange={setBucket} testId="bucket"
           options={[{ value: "900", label: "15 min" }, { value: "3600", label: "1 hour" }, { value: "86400", label: "1 day" }]} />
       </div>
       <Card title="Zone statistics" testId="zone-stats">
         <Problem error={stats.error} />
         <Loading on={stats.loading && !stats.data} />
         <Empty on={!!stats.data && stats.data.buckets.length === 0}>No zone statistics in this range.</Empty>
-        {stats.data && stats.data.buckets.length > 0 && (
+        {rows.length > 0 && (
           <div className="table-wrap">
             <table className="table">
               <thead><tr><th>Zone</th><th>From</th><th>Visits</th><th>People</th><th>Mean inside</th><th>Max inside</th>
                 <th>Median dwell</th><th>Stoppers</th><th>Served</th><th>Abandoned</th></tr></thead>
               <tbody>
-                {stats.data.buckets.map((b) => (
-                  <tr key={`${b.zone_id}@${b.start_ms}`}>
+                {rows.slice(0, shown).map((b) => (
+                  <tr key={`${b.zone_id}@${b.start_ms}`} data-testid="zone-stats-row">
                     <td>{b.zone_id}</td><td>{fmtTime(b.start_ms)}</td><td>{b.visits}</td><td>{b.unique_people}</td>
                     <td><Num v={b.mean_occupancy} /></td><td>{b.max_occupancy}</td>
-                    <td>{b.dwell_s.median === null ? "-" : `${fmtNum(b.dwell_s.median, 1)} s`}</td>
+                    <td data-testid="median-dwell">{median(b.dwell_s)}</td>
                     <td>{b.stoppers}</td><td>{b.served}</td><td>{b.abandoned}</td>
                   </tr>
                 ))}
               </tbody>
             </table>
+          </div>
+        )}
+        {rows.length > 0 && (
+          <div className="muted small" data-testid="zone-stats-shown">
+            Newest first: {Math.min(shown, rows.length)} of {rows.length} rows.{" "}
+            {shown < rows.length && (
+              <button className="link" data-testid="zone-stats-more"
+                onClick={() => setMore({ key: statsKey, n: shown + ROWS })}>Show more</button>)}
           </div>
         )}
       </Card>

@@ -158,8 +158,9 @@ def _unreadable_to_409(cam: CameraConfig, fn: Callable[[], T]) -> T:
 @router.post("/v1/audits/sample", response_model=SampleOut, responses={
     404: {"model": ErrorOut, "description": "No line crossings stored in the range."}, **LIVE},
     summary="Sample clips around stored line crossings (manager)",
-    description="The clips to tally, named by (camera_id, line_id, crossing_ts_ms); the system's counts are not "
-                "returned (the person tallies blind).")
+    description="The clips to tally, named by (camera_id, line_id, crossing_ts_ms), one per name (two people "
+                "crossing a line in one frame are one clip); the system's counts are not returned (the person "
+                "tallies blind).")
 def post_sample(ctx: ContextDep, principal: Manager, body: SampleIn) -> SampleOut:
     config = ctx.config
     if body.start_ms is not None and body.end_ms is not None and body.end_ms <= body.start_ms:

@@ -19,7 +19,8 @@ router = api_router("demographics", role='viewer')
             "emotion. A track is in the range when its last sighting is in [start_ms, end_ms). "
             "Estimates are per track (aggregated over its faces), never per image. k-anonymity: a band of "
             "1 to k_min-1 tracks (privacy.k_min, default 5) is withheld as null with `suppressed: true`, and "
-            "when that withholds one band of a breakdown, its next smallest band is withheld too.")
+            "when that withholds one band of a breakdown, its next smallest band is withheld too. A range of 1 "
+            "to k_min-1 tracks in all has every band null, the empty ones too (`tracks` is shown).")
 def demographics(
     ctx: ContextDep,
     camera_id: Annotated[str | None, Query(max_length=200, description="Only this camera.")] = None,

@@ -1,34 +1,50 @@
-"""Operations: liveness (``/healthz``), readiness (``/readyz``) and Prometheus metrics (``/metrics``)."""
+"""Operations: liveness (``/healthz``), readiness (``/readyz``) and Prometheus metrics (``/metrics``).
+
+``/healthz`` runs on the event loop and touches nothing that blocks: a thread pool full of requests waiting for
+a slow database never makes it miss the liveness probe's timeout (the kubelet would restart a healthy API).
+``/readyz`` is the storage's answer only: the live state (Redis) holds only live occupancy, and the history,
+KPIs and sign-in work without it, so a Redis outage must not take every API pod out of its Service. The live
+state is reported in ``/readyz``'s body (``live_state``) and as ``storelens_live_state_up`` in ``/metrics``.
+"""
 from __future__ import annotations
 
+import anyio
 from fastapi import Depends, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..deps import LiveDep, MetricsDep, StorageDep, api_router
-from ..models import Status
+from ..metrics import answers
+from ..models import ReadyOut, Status
 from ..security import require_metrics
 
 router = api_router("ops", role=None)
 
+#: How long ``/readyz`` waits for the live state's ping (its client may wait 5 s for an unreachable Redis,
+#: longer than the readiness probe's timeout); past it the live state is reported unavailable.
+LIVE_PING_WAIT_S = 1.0
+
 
 @router.get("/healthz", response_model=Status, summary="Liveness")
-def healthz() -> Status:
+async def healthz() -> Status:
     return Status(status="ok")
 
 
 @router.get(
-    "/readyz", response_model=Status, summary="Readiness (storage and live state answer)",
-    responses={503: {"model": Status, "description": "Storage (or the live state) does not answer."}},
+    "/readyz", response_model=ReadyOut, summary="Readiness (storage answers)",
+    description="200 when the storage answers, else 503. With a live state (Redis), `live_state` says whether it "
+                "answers (`ok`, `unavailable`); it does not decide readiness (see `storelens_live_state_up`).",
+    responses={503: {"model": ReadyOut, "description": "Storage does not answer."}},
 )
-def readyz(storage: StorageDep, live: LiveDep) -> Response:
-    try:
-        ok = storage.ping() and (live is None or live.ping())
-    except Exception:  # a broken backend means "not ready", never a 500
-        ok = False
-    if ok:
-        return JSONResponse({"status": "ready"})
-    return JSONResponse({"status": "unavailable"}, status_code=503)
+async def readyz(storage: StorageDep, live: LiveDep) -> Response:
+    ok = await anyio.to_thread.run_sync(answers, storage.ping)
+    body = {"status": "ready" if ok else "unavailable"}
+    if live is not None:
+        live_ok = False
+        with anyio.move_on_after(LIVE_PING_WAIT_S):  # the ping's thread goes on alone past it (its own timeout)
+            live_ok = await anyio.to_thread.run_sync(answers, live.ping, abandon_on_cancel=True)
+        body["live_state"] = "ok" if live_ok else "unavailable"
+    return JSONResponse(body, status_code=200 if ok else 503)
 
 
 @router.get("/metrics", summary="Prometheus metrics (the metrics token, or an admin)",

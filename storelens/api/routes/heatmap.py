@@ -19,6 +19,7 @@ from pydantic import Field
 
 from storelens.domain.heatmap import cells_to_grid, fit_homography, plan_grid, walking_stats
 from storelens.domain.heatmap_draw import decode_image, heatmap_png
+from storelens.domain.privacy import is_suppressed
 from storelens.storage import heatmaps as hm
 
 from ..deps import MAX_TS_MS, CameraDep, ConfigDep, EndMs, StartMs, StorageDep, api_router, resolve_range
@@ -48,10 +49,13 @@ class HeatmapCellOut(_Out):
 
 
 class WalkingOut(_Out):
-    tracks: int = Field(description="Tracks seen for at least 1 s.")
-    distance_m: float
-    duration_s: float
-    mean_speed_m_s: float | None
+    tracks: int = Field(description="Tracks seen for at least 1 s (tracks flagged stationary, mannequins, are "
+                                    "left out).")
+    distance_m: float | None = Field(description="Total walked by the tracks; null: suppressed.")
+    duration_s: float | None = Field(description="Total time of the tracks; null: suppressed.")
+    mean_speed_m_s: float | None = Field(description="distance_m / duration_s; null without time, or suppressed.")
+    suppressed: bool = Field(False, description="1 to k_min-1 tracks (privacy.k_min): distance, time and speed "
+                                                "are withheld (they would be those of a few people).")
     covered_end_ms: int = Field(description="The statistics are over the tracks that began in [start_ms, "
                                             "covered_end_ms), whole within the range: end_ms unless truncated.")
     truncated: bool = Field(description=f"The range holds more track points than one answer reads "
@@ -74,8 +78,9 @@ class HeatmapOut(_Out):
     cells: list[HeatmapCellOut] = Field(description="Cells with a non-zero value of the kind, row by row.")
     snapshot_ts_ms: int | None = Field(description="Time of the reference frame the PNG is drawn on.")
     walking: WalkingOut | None = Field(default=None, description=f"Walking on the floor (cameras with a floor "
-                                                                 f"homography): every track of the range, up to "
-                                                                 f"{MAX_WALK_POINTS:,} points (see truncated).")
+                                                                 f"homography): every track of the range but "
+                                                                 f"stationary ones, up to {MAX_WALK_POINTS:,} "
+                                                                 f"points (see truncated); k-anonymous.")
 
 
 class PlanCellOut(_Out):
@@ -124,14 +129,17 @@ def camera_heatmap(camera: CameraDep, storage: StorageDep, config: ConfigDep, st
         return _png(heatmap_png(grid, cell_px, width, height, snap.jpeg if snap is not None else None))
     walking = None
     if camera.floor is not None:
-        found = storage.track_pages(camera.id, start, end, page_points=WALK_POINTS, max_points=MAX_WALK_POINTS)
+        # mannequins count nowhere (README, "Stationary objects"); a few people's figures are theirs (k_min)
+        found = storage.track_pages(camera.id, start, end, page_points=WALK_POINTS, max_points=MAX_WALK_POINTS,
+                                    skip_stationary=True)
         stats = walking_stats(fit_homography(camera.floor.points),
                               (([p.ts_ms for p in t.points], np.array([p.bbox_xyxy for p in t.points]))
                                for page in found.pages for t in page))
-        walking = WalkingOut(tracks=stats.tracks, distance_m=round(stats.distance_m, 3),
-                             duration_s=round(stats.duration_s, 3), mean_speed_m_s=None
-                             if stats.mean_speed_m_s is None else round(stats.mean_speed_m_s, 3),
-                             covered_end_ms=found.covered_end_ms, truncated=found.truncated)
+        hidden = is_suppressed(stats.tracks, config.privacy.k_min)
+        walking = WalkingOut(tracks=stats.tracks, distance_m=None if hidden else round(stats.distance_m, 3),
+                             duration_s=None if hidden else round(stats.duration_s, 3), mean_speed_m_s=None
+                             if hidden or stats.mean_speed_m_s is None else round(stats.mean_speed_m_s, 3),
+                             suppressed=hidden, covered_end_ms=found.covered_end_ms, truncated=found.truncated)
     keep = {(gx, gy) for gx, gy, _ in values}
     rows, cols = (cells_to_grid([], width, height, cell_px).shape if width and height else (0, 0))
     return HeatmapOut(

@@ -59,8 +59,9 @@ class JourneyOut(_Out):
     end_ms: int
     dwell_ms: int = Field(description="Total time from the first to the last sighting.")
     cameras: list[str]
-    entered: bool = Field(description="Began at an entrance 'in' (a store visit).")
-    exited: bool = Field(description="Ended at an exit 'out'.")
+    entered: bool = Field(description="Began at an entrance 'in' (a store visit): a line of store.entrance_lines "
+                                      "when set (else any line), or without one an entrance zone.")
+    exited: bool = Field(description="Ended at an exit 'out' of an entrance line (or in an entrance zone).")
     customer_id: str | None = Field(None, description="When a track of the journey was face-identified.")
     attributes: AttributesOut
     path: list[StepOut]
@@ -79,16 +80,20 @@ class JourneysOut(_Out):
 class FlowOut(_Out):
     source: str = Field(description="Node: 'camera/zone', or the camera outside zones.")
     target: str
-    count: int | None = Field(description="Journeys that made this step; null: suppressed (fewer than k_min).")
-    suppressed: bool = Field(False, description="1 to k_min-1 journeys made this step: the count is withheld.")
+    count: int | None = Field(description="Journeys that made this step (each once, however often it made it). "
+                                          "Never null: a step of fewer than k_min journeys is left out.")
+    suppressed: bool = Field(False, description="Always false: a step of 1 to k_min-1 journeys is left out of "
+                                                "links and nodes (FlowsOut.suppressed says one was).")
 
 
 class FlowsOut(_Out):
     start_ms: int
     end_ms: int
-    journeys: int
-    nodes: list[str]
+    journeys: int = Field(description="Journeys that overlap the range (after the filters).")
+    nodes: list[str] = Field(description="The nodes of the links listed.")
     links: list[FlowOut]
+    suppressed: bool = Field(False, description="Links made by 1 to k_min-1 journeys were left out (withheld: "
+                                                "naming them would show a few people's route).")
 
 
 class PathCountOut(_Out):
@@ -130,7 +135,7 @@ def _selected(ctx: ApiContext, start_ms: int, end_ms: int | None, camera_id: str
     if n > MAX_JOURNEY_TRACKS:  # each is read and linked in memory (with its appearance embedding)
         raise HTTPException(422, f"the range holds {n} stored tracks; at most {MAX_JOURNEY_TRACKS} are linked into "
                                  "journeys at once: narrow it (start_ms, end_ms)")
-    out = jq.journeys(ctx.storage, ctx.config.journeys, start_ms, end)
+    out = jq.journeys(ctx.storage, ctx.config.journeys, start_ms, end, ctx.config.store.entrance_lines)
     if camera_id is not None:
         out = [j for j in out if any(t.camera_id == camera_id for t in j.tracks)]
     if zone_id is not None:  # a zone of the journey's path (its tracks' zone visits), on camera_id when given
@@ -163,7 +168,7 @@ def journey_one(ctx: ContextDep, journey_id: Annotated[str, Path(
     key = dj.parse_journey_id(journey_id)
     if key is None:  # past the pattern: a track id outside 64 bits
         raise HTTPException(422, f"malformed journey id {journey_id!r}")
-    j = jq.journey(ctx.storage, ctx.config.journeys, *key)
+    j = jq.journey(ctx.storage, ctx.config.journeys, *key, entrance_lines=ctx.config.store.entrance_lines)
     if j is None:
         raise HTTPException(404, f"unknown journey {journey_id!r}")
     return journey_out(j)
@@ -172,10 +177,11 @@ def journey_one(ctx: ContextDep, journey_id: Annotated[str, Path(
 @router.get("/v1/flows", response_model=FlowsOut, responses=NOT_FOUND,
             summary="Zone-to-zone transition counts of the journeys (Sankey links)",
             description="Steps between nodes (zones, or a camera outside its zones) over the journeys that "
-            "overlap [start_ms, end_ms), at least min_count each. k-anonymity: a link made by 1 to k_min-1 "
-            "journeys (privacy.k_min, default 5) has `count: null` and `suppressed: true`; min_count filters "
-            "the counts shown, never a withheld one: suppressed links are listed (last) while min_count < k_min "
-            "and none is from min_count = k_min on, so the answer does not depend on a hidden count.")
+            "overlap [start_ms, end_ms), at least min_count journeys each (a journey counts once per step, "
+            "however often it made it). k-anonymity: a link made by 1 to k_min-1 journeys (privacy.k_min, "
+            "default 5) is left out of `links` and `nodes` (its name would show a few people's route; over a "
+            "range of one visit, that person's), and the answer says `suppressed: true`; min_count filters the "
+            "counts shown, so it never brings a withheld link back.")
 def flow_list(ctx: ContextDep, start_ms: FromMs0 = 0, end_ms: EndMs = None, camera_id: CameraQ = None,
               zone_id: ZoneQ = None, min_count: Annotated[int, Query(ge=1)] = 1) -> FlowsOut:
     with jq.gc_paused():
@@ -183,15 +189,14 @@ def flow_list(ctx: ContextDep, start_ms: FromMs0 = 0, end_ms: EndMs = None, came
         total, counts = len(found), dj.flows(found)
         del found
     k = ctx.config.privacy.k_min
-    # Suppression first: min_count filters on the counts shown. A withheld count (1..k_min-1) is never compared
-    # with min_count (appearing at one min_count and vanishing at the next would give it away): the link is
-    # listed while min_count < k_min, whatever its hidden count, and none is from k_min on (none could reach it).
-    shown = [(a, b, None if is_suppressed(n, k) else n) for (a, b), n in counts.items()]
-    links = sorted(((a, b, n) for a, b, n in shown if (n >= min_count if n is not None else min_count < k)),
-                   key=lambda x: (x[2] is None, -(x[2] or 0), x[0], x[1]))
+    # Suppression first: a withheld link (1..k_min-1 journeys) is left out whatever min_count, so min_count only
+    # filters the counts shown, and the names of a few people's steps (a route) are never in the answer.
+    withheld = any(is_suppressed(n, k) for n in counts.values())
+    links = sorted(((a, b, n) for (a, b), n in counts.items() if not is_suppressed(n, k) and n >= min_count),
+                   key=lambda x: (-x[2], x[0], x[1]))
     nodes = sorted({x for a, b, _ in links for x in (a, b)})
-    return FlowsOut(start_ms=start_ms, end_ms=end, journeys=total, nodes=nodes,
-                    links=[FlowOut(source=a, target=b, count=n, suppressed=n is None) for a, b, n in links])
+    return FlowsOut(start_ms=start_ms, end_ms=end, journeys=total, nodes=nodes, suppressed=withheld,
+                    links=[FlowOut(source=a, target=b, count=n) for a, b, n in links])
 
 
 @router.get("/v1/paths/top", response_model=TopPathsOut, responses=NOT_FOUND,

@@ -13,8 +13,10 @@ a template, expanded by each process with its own environment when it puts the v
 (:func:`~storelens.config.site.site_version_document`); an edit merges into the version in force as written.
 An edit may name only the variables the site already names and those of ``api.site_env_allowlist``
 (:func:`~storelens.config.site.check_edit_env`: 422 otherwise, whether or not the variable is set), so an
-admin cannot have the processes expand another secret of their environment. Reading the site is open to
-every role: answers show values written as templates as the templates (``${NAME}``, defaults dropped), never
+admin cannot have the processes expand another secret of their environment. A value sent back as answers
+show it (``${NAME}`` where the site holds ``${NAME:-default}``, e.g. the dashboard's zone with only its polygon
+moved) is the value the site holds there (:func:`~storelens.config.site.restore_masked`). Reading the site
+is open to every role: answers show values written as templates as the templates (``${NAME}``, defaults dropped), never
 what they expand to, and camera sources without credentials; changing it is for admins. Changes are in the
 audit log (who moved which line) with the version they made.
 """
@@ -29,7 +31,7 @@ from pydantic import Field
 from storelens.config import CameraConfig, LineConfig, ZoneConfig, with_cameras
 from storelens.config.alerts import AlertRule
 from storelens.config.cameras import redact_source
-from storelens.config.site import check_edit_env, masked, site_version_document
+from storelens.config.site import check_edit_env, masked, restore_masked, site_version_document
 from storelens.errors import ConfigError
 from storelens.storage import site as sq
 
@@ -98,6 +100,8 @@ def _save(ctx: ApiContext, principal: Principal, base_version: int | None,
         raise HTTPException(409, f"the site is at version {base}, not {base_version}: reload and retry")
     written = site_version_document(ctx.config)
     cams, rules = edit(written["cameras"], written["alert_rules"])
+    # a value sent back as answers show it (${VAR}, its default dropped) where the site holds it: as held
+    cams, rules = restore_masked(ctx.config, cams, rules)
     try:
         check_edit_env(ctx.config, cams, rules)  # before anything is expanded
         new = with_cameras(ctx.config, cams, origin="the site", alert_rules=rules)

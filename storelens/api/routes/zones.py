@@ -23,6 +23,7 @@ from pydantic import Field
 from storelens.config import CameraConfig, ZoneConfig
 from storelens.domain.privacy import is_suppressed, keep, suppress_counts
 from storelens.domain.zones import QueueStats, StreamCoverage
+from storelens.storage import EMOTION_KEYS
 from storelens.storage import zones as zq
 from storelens.storage.privacy import newest_frame_ms
 
@@ -158,11 +159,14 @@ class InterestOut(_Out):
     dwell_histogram: dict[str, int | None] | None = Field(
         description="Visits per dwell band in seconds, e.g. '3-10' (a band of fewer than k_min visits is null); "
                     "null: suppressed.")
-    attention_s: float | None = Field(description="Stoppers' dwell weighted by their face's attention share "
-                                                  "(faces stages); null when no stopper had a usable face, or "
-                                                  "fewer than k_min stoppers.")
+    attention_s: float | None = Field(description="Total over the stoppers (not per person) of their dwell "
+                                                  "weighted by their face's attention share (faces stages); "
+                                                  "null when fewer than k_min stoppers had a usable face (none "
+                                                  "included).")
     attending_emotions: dict[str, int | None] | None = Field(
-        description="Stoppers with attention > 0.5 by expression (fewer than k_min: null); null: suppressed.")
+        description="Stoppers with attention > 0.5 by expression, every expression listed (a cell of fewer than "
+                    "k_min: null); null when fewer than k_min stoppers had a usable face (as attention_s), when "
+                    "1 to k_min-1 of them attended, or when the row is suppressed.")
     suppressed: bool = Field(False, description="The row had 1 to k_min-1 passers (privacy.k_min): every "
                                                 "figure is withheld (null). Cells of fewer than k_min inside a "
                                                 "reported row are null too.")
@@ -414,8 +418,9 @@ def _length_at(ctx: ApiContext, camera_id: str, zone_id: str, at_ms: int) -> int
             description="Per shelf zone, product or category: visits that ended in [start_ms, end_ms), how many "
             "stopped, their dwell and attention. k-anonymity: a row of 1 to k_min-1 passers (privacy.k_min, "
             "default 5) is withheld: every figure null and `suppressed: true`; inside a reported row, "
-            "histogram and emotion cells of fewer than k_min are null, and attention_s is null below k_min "
-            "stoppers.")
+            "histogram and emotion cells of fewer than k_min are null, attention_s (a total over the stoppers) is "
+            "null below k_min stoppers with a usable face, and so is attending_emotions, also when 1 to k_min-1 "
+            "of them attended.")
 def interest(ctx: ContextDep, start_ms: FromMs0, end_ms: EndMs = None,
              group_by: Annotated[Literal["zone", "product", "category"], Query()] = "zone",
              camera_id: Annotated[str | None, Query(max_length=200)] = None,
@@ -435,7 +440,9 @@ def interest(ctx: ContextDep, start_ms: FromMs0, end_ms: EndMs = None,
         groups.setdefault(key, []).append((c, z))
     items = []
     for key, members in sorted(groups.items()):
-        dwells, stop_dwell, attention, emotions, stoppers = [], 0.0, None, {}, 0
+        dwells, stop_dwell, attention, stoppers = [], 0.0, None, 0
+        # every expression listed (a key only where one occurred would name it while its count is withheld)
+        emotions, watchers, attending = dict.fromkeys(EMOTION_KEYS, 0), 0, 0
         for c, z in members:
             limit_ms = z.rules(ctx.config.zones).stopper_after_s * 1000
             for v in by_zone.get((c.id, z.id), []):
@@ -444,9 +451,11 @@ def interest(ctx: ContextDep, start_ms: FromMs0, end_ms: EndMs = None,
                     stoppers += 1
                     stop_dwell += v.dwell_ms / 1000
                     if v.attention_share is not None:
+                        watchers += 1
                         attention = (attention or 0.0) + v.attention_share * v.dwell_ms / 1000
-                        if v.attention_share > 0.5 and v.emotion:
-                            emotions[v.emotion] = emotions.get(v.emotion, 0) + 1
+                        if v.attention_share > 0.5:
+                            attending += 1
+                            emotions[v.emotion if v.emotion in emotions else "unknown"] += 1
         hist = {f"{lo}-{hi}": 0 for lo, hi in zip(DWELL_BINS_S, DWELL_BINS_S[1:])} | {f"{DWELL_BINS_S[-1]}+": 0}
         for d in dwells:
             i = int(np.searchsorted(DWELL_BINS_S, d, side="right")) - 1
@@ -461,6 +470,7 @@ def interest(ctx: ContextDep, start_ms: FromMs0, end_ms: EndMs = None,
         items.append(InterestOut(key=key, zones=zones, passers=len(dwells),
                                  stoppers=stoppers, interest_rate=stoppers / len(dwells) if dwells else None,
                                  dwell_s=_dwell(dwells), dwell_histogram=suppress_counts(hist, k)[0],
-                                 attention_s=keep(attention, stoppers, k),
-                                 attending_emotions=suppress_counts(emotions, k)[0]))
+                                 attention_s=keep(attention, watchers, k),
+                                 attending_emotions=None if watchers < k or is_suppressed(attending, k)
+                                 else suppress_counts(emotions, k)[0]))
     return InterestListOut(start_ms=start_ms, end_ms=end, group_by=group_by, items=items)

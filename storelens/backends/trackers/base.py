@@ -23,6 +23,9 @@ class Tracks:
 
 
 class Tracker(Protocol):
+    """A camera's tracker. A backend's ``SNAPSHOT_FORMAT`` (its name and version, optional) tags its snapshots
+    (:func:`snapshot_format`): a state saved by another backend or version is never handed to :meth:`restore`."""
+
     def update(self, image_bgr: np.ndarray, detections: Detections) -> Tracks: ...
 
     def snapshot(self) -> bytes:
@@ -30,6 +33,16 @@ class Tracker(Protocol):
         ...
 
     def restore(self, data: bytes) -> None: ...
+
+
+def snapshot_format(tracker: object) -> str:
+    """The tag of ``tracker``'s snapshots: its ``SNAPSHOT_FORMAT`` (backend and version), else its class.
+
+    >>> snapshot_format(object())
+    'builtins.object'
+    """
+    fmt = getattr(tracker, "SNAPSHOT_FORMAT", None)
+    return fmt if isinstance(fmt, str) else f"{type(tracker).__module__}.{type(tracker).__qualname__}"
 
 
 @runtime_checkable

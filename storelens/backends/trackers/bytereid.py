@@ -210,14 +210,18 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _make_bot(cfg: ByteReidTrackerConfig):
-    args = SimpleNamespace(
+def _bot_args(cfg: ByteReidTrackerConfig) -> SimpleNamespace:
+    """The settings Ultralytics' tracker reads from ``args`` (copied into the tracker, and pickled with it)."""
+    return SimpleNamespace(
         tracker_type="botsort", track_high_thresh=cfg.track_high_thresh, track_low_thresh=cfg.track_low_thresh,
         new_track_thresh=cfg.new_track_thresh, track_buffer=cfg.track_buffer, match_thresh=cfg.match_thresh,
         fuse_score=True, gmc_method="none", proximity_thresh=cfg.proximity_thresh,
         appearance_thresh=cfg.appearance_thresh, with_reid=True, model="auto",
     )
-    bot = _bot_class()(args)
+
+
+def _make_bot(cfg: ByteReidTrackerConfig):
+    bot = _bot_class()(_bot_args(cfg))
     bot.cfg = cfg
     bot.frame_rate = cfg.fps  # until the frames say otherwise (ByteReidTracker.set_frame_rate)
     bot.encoder = _features_as_given
@@ -263,10 +267,15 @@ class ByteReidTracker:
             raise ValueError(f"unknown tracker snapshot format {fmt!r}")
         # a snapshot written before the tracker followed the frame rate (rolling upgrade): the rate it was tuned at
         bot.__dict__.setdefault("frame_rate", self.cfg.fps)
-        # the settings read through ``cfg`` at each frame (appearance_margin, reactivate_*) are today's, not the
-        # pickled ones: a snapshot may predate some of them (the thresholds copied into ``bot.args`` stay as pickled)
+        # every setting is today's, not the pickled one (a restart may come with a new site file, and a snapshot
+        # may predate some settings): those read through ``cfg`` at each frame (appearance_margin, reactivate_*),
+        # the thresholds Ultralytics copied into ``bot.args`` and its gates, and the frame-counted ones at the
+        # rate the tracker followed (:meth:`set_frame_rate`). With the same settings nothing changes.
         bot.cfg = self.cfg
+        bot.args = _bot_args(self.cfg)
+        bot.proximity_thresh, bot.appearance_thresh = self.cfg.proximity_thresh, self.cfg.appearance_thresh
         self._bot, self._stale = bot, stale
+        self.set_frame_rate(bot.frame_rate)
 
     def set_frame_rate(self, fps: float) -> None:
         """Frames now come at ``fps``: ``track_buffer`` (frames at ``cfg.fps``) keeps the same time in seconds

@@ -80,9 +80,17 @@ class DeepSortTracker:
         return pickle.dumps((self._ds, self._stale), protocol=pickle.HIGHEST_PROTOCOL)
 
     def restore(self, data: bytes) -> None:
+        """The state of ``data`` with today's settings (``max_age``, ``n_init``, the distances, ``nn_budget``), not
+        the pickled ones: a restart may come with a new site file (the tracks alive keep their state)."""
         import pickle
 
-        self._ds, self._stale = pickle.loads(data)  # noqa: S301 (our own snapshot topic)
+        ds, stale = pickle.loads(data)  # noqa: S301 (our own snapshot topic)
+        cfg, tracker = self.cfg, ds.tracker
+        tracker.max_age, tracker.n_init, tracker.max_iou_distance = cfg.max_age, cfg.n_init, cfg.max_iou_distance
+        tracker.metric.matching_threshold, tracker.metric.budget = cfg.max_cosine_distance, cfg.nn_budget
+        for t in tracker.tracks:  # each track copied max_age and n_init when it started
+            t._max_age, t._n_init = cfg.max_age, cfg.n_init
+        self._ds, self._stale = ds, stale
 
     def _reusable_features(self, boxes: np.ndarray) -> list[np.ndarray | None]:
         """For each detection, a track feature it may reuse instead of being embedded, or ``None``."""
