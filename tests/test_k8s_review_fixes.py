@@ -165,7 +165,7 @@ def test_the_readme_acl_user_works_in_its_database_and_nowhere_else(monkeypatch)
         assert live.occupancy("door").occupancy == 2
         auth = Authenticator(AuthConfig(), SqliteStorage(":memory:"), redis_url=url)  # the api's sign-in limiter
         assert auth.login(user, "not the password", client="203.0.113.7") is None
-        assert not auth._limiter_down, "the sign-in limiter could not use Redis as the store's user"
+        assert not auth._limiter_breaker.down, "the sign-in limiter could not use Redis as the store's user"
         keys = {k.decode() for k in admin.scan_iter(match=f"*{user}*")}
         assert f"{user}:camera:door" in keys and any(k.startswith("LIMITS") for k in keys), keys
 

@@ -405,7 +405,7 @@ def test_interest_flows_and_paths_withhold_small_groups(api) -> None:
     assert apples["dwell_histogram"]["0-3"] is None and apples["dwell_histogram"]["10-30"] is None  # 3 and 3
     assert wine == {"key": "wine", "zones": ["floor/wine"], "passers": None, "stoppers": None,
                     "interest_rate": None, "dwell_s": None, "dwell_histogram": None, "attention_s": None,
-                    "attending_emotions": None, "suppressed": True}
+                    "attention_suppressed": False, "attending_emotions": None, "suppressed": True}
     flows = client.get("/v1/flows").json()
     links = {(x["source"], x["target"]): (x["count"], x["suppressed"]) for x in flows["links"]}
     assert flows["journeys"] == 7 and flows["suppressed"] is True

@@ -1,6 +1,6 @@
 // The StoreLens API as the dashboard uses it: JSON over fetch with the session cookie,
 // the response shapes it reads (see the OpenAPI schema at /docs), and small formatters.
-import { useCallback, useEffect, useState } from "react";
+import { useCallback, useEffect, useRef, useState } from "react";
 
 export type Role = "viewer" | "manager" | "admin";
 export const ROLES: Role[] = ["viewer", "manager", "admin"];
@@ -122,6 +122,15 @@ export function useApi<T>(path: string | null, range?: string): Loaded<T> {
   const reload = useCallback(() => setTick((t) => t + 1), []);
   if (state.query !== query) return { data: null, error: null, loading: path !== null, reload };
   return { ...state, reload };
+}
+
+/** `value`, or while it is null or undefined the last value it had: what a view keeps on screen, or asks with,
+ * while a request asks again (a control made from an answer, a day another request starts from), so it does not
+ * vanish until the new answer comes. Not for figures shown as an answer (useApi shows those for their query only). */
+export function useLast<T>(value: T | null | undefined): T | undefined {
+  const last = useRef<T | undefined>(undefined);
+  if (value !== null && value !== undefined) last.current = value;
+  return last.current;
 }
 
 export function toApiError(e: unknown): ApiError {
@@ -311,7 +320,9 @@ export interface Interest {
   interest_rate: number | null;
   dwell_s: Dwell | null;
   dwell_histogram: Record<string, number | null> | null;
+  /** null without a stopper's usable face, or withheld (`attention_suppressed`): 1 to privacy.k_min-1 had one. */
   attention_s: number | null;
+  attention_suppressed?: boolean;
   attending_emotions: Record<string, number | null> | null;
   suppressed?: boolean;
 }

@@ -46,9 +46,10 @@ def create_app(
 
     With ``live`` (e.g. :class:`~storelens.storage.live.RedisLiveState`, distributed
     mode), ``/v1/occupancy*`` read each camera's occupancy from the live state
-    (falling back to ``storage`` when it has none) and report its
-    ``last_seen_ts_ms``; ``/readyz`` then reports ``live.ping()`` (``live_state``) without requiring it
-    (readiness is the storage's), and ``/metrics`` has it as ``storelens_live_state_up``.
+    (falling back to ``storage`` when it has none or does not answer: :func:`~storelens.api.server.build_app`
+    gives it a short timeout and a breaker, ``retry_s``) and report its ``last_seen_ts_ms``; ``/readyz`` then
+    reports ``live.ping()`` (``live_state``) without requiring it (readiness is the storage's), and ``/metrics``
+    has it as ``storelens_live_state_up``.
 
     ``gallery_store`` (a :class:`~storelens.storage.gallery.GalleryStore`)
     enables ``/v1/customers*``; without it they answer 503.

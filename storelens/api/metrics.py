@@ -1,11 +1,17 @@
 """Prometheus metrics of the API: a per-app registry and the middleware that fills it."""
 from __future__ import annotations
 
+import threading
 import time
 from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+#: How long ``/readyz`` and a ``/metrics`` scrape wait for the live state's ping (its client may wait its socket
+#: timeout for a Redis that does not answer, longer than the probe's timeout); past it the live state is reported
+#: unavailable.
+LIVE_PING_WAIT_S = 1.0
 
 
 class Metrics:
@@ -32,11 +38,12 @@ class Metrics:
         )
 
     def watch_live_state(self, ping: Callable[[], bool]) -> None:
-        """Export ``storelens_live_state_up``: whether the live state (Redis) answers ``ping`` at each scrape
-        (``/readyz`` does not wait for it: see :mod:`storelens.api.routes.health`)."""
+        """Export ``storelens_live_state_up``: whether the live state (Redis) answers ``ping`` within
+        :data:`LIVE_PING_WAIT_S` at each scrape (``/readyz`` does not wait for it: see
+        :mod:`storelens.api.routes.health`)."""
         Gauge("storelens_live_state_up", "1 when the live state (Redis, live.redis_url: live occupancy, the "
               "shared sign-in limit) answers a ping at scrape time, else 0; the API stays ready without it.",
-              registry=self.registry).set_function(lambda: 1.0 if answers(ping) else 0.0)
+              registry=self.registry).set_function(lambda: 1.0 if answers_within(ping, LIVE_PING_WAIT_S) else 0.0)
 
 
 def answers(ping: Callable[[], bool]) -> bool:
@@ -45,6 +52,16 @@ def answers(ping: Callable[[], bool]) -> bool:
         return bool(ping())
     except Exception:
         return False
+
+
+def answers_within(ping: Callable[[], bool], wait_s: float) -> bool:
+    """:func:`answers`, ``False`` when ``ping`` takes more than ``wait_s`` (it goes on alone in a daemon thread
+    until its own timeout: a hung backend never holds the caller longer)."""
+    result: list[bool] = []
+    thread = threading.Thread(target=lambda: result.append(answers(ping)), name="ping", daemon=True)
+    thread.start()
+    thread.join(wait_s)
+    return bool(result and result[0])
 
 
 class StatusRecorder:

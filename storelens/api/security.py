@@ -66,6 +66,7 @@ from pwdlib import PasswordHash
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from storelens.config.auth import ROLES, AuthConfig, Role, role_rank
+from storelens.runtime.policy import Breaker
 from storelens.storage import auth as store
 
 from .metrics import Metrics, StatusRecorder
@@ -165,8 +166,7 @@ class Authenticator:
                                      socket_connect_timeout=LIMITER_TIMEOUT_S) if redis_url else None
         self._fallback = MovingWindowRateLimiter(storage_from_string("memory://"))
         self._limiter = MovingWindowRateLimiter(shared) if shared is not None else self._fallback
-        self._limiter_down = False  # the shared store failed last time (logged once per outage)
-        self._limiter_retry_at = 0.0  # time.monotonic() before which the failed shared store is not asked
+        self._limiter_breaker = Breaker(LIMITER_RETRY_S)  # the shared store is skipped a while after a failure
         self._attempts = parse_limit(f"{cfg.login_attempts_per_minute}/minute")
         self._failures = parse_limit(f"{cfg.login_failures_per_minute}/minute")
         self._account_failures = parse_limit(f"{cfg.login_account_failures_per_minute}/minute")
@@ -227,7 +227,7 @@ class Authenticator:
         # and per user across clients (many addresses): over it, only clients the user signed in from lately try.
         # Not while the shared store is down: this process's memory does not know the known clients (the real
         # admin would be held with the attackers); the per-(user, client) limit still holds each address.
-        shared_down = self._limiter is not self._fallback and self._limiter_down
+        shared_down = self._limiter is not self._fallback and self._limiter_breaker.down
         if not shared_down and not self._limit("test", self._account_failures, "login-account", name) \
                 and self._limit("test", self._signed_in, "login-known", name, key):
             raise RateLimited(60)
@@ -344,26 +344,16 @@ class Authenticator:
         this process's memory instead: a warning once per outage and ``storelens_rate_limit_fallbacks_total``.
         After a failure the shared store is skipped for :data:`LIMITER_RETRY_S` (then one check tries it)."""
         if self._limiter is not self._fallback:
-            now = time.monotonic()
-            with self._lock:
-                ask = now >= self._limiter_retry_at
-                if ask and self._limiter_down:  # this check tries the store again; the others keep to memory
-                    self._limiter_retry_at = now + LIMITER_RETRY_S
-            if ask:
+            if self._limiter_breaker.allow():  # after a failure one check tries the store, the others use memory
                 try:
                     allowed = getattr(self._limiter, op)(item, *identifiers)
                 except StorageError as exc:
-                    with self._lock:
-                        self._limiter_retry_at = time.monotonic() + LIMITER_RETRY_S
-                    if not self._limiter_down:
+                    if self._limiter_breaker.failed():
                         log.warning("rate-limit store unreachable (%s): limiting sign-ins in this process's memory "
-                                    "for %.0f s, then trying it again", exc, LIMITER_RETRY_S)
-                    self._limiter_down = True
+                                    "for %.0f s, then trying it again", exc, self._limiter_breaker.retry_s)
                 else:
-                    if self._limiter_down:
+                    if self._limiter_breaker.succeeded():
                         log.warning("rate-limit store answers again: limits shared by the API replicas again")
-                    with self._lock:
-                        self._limiter_down, self._limiter_retry_at = False, 0.0
                     return bool(allowed) if op != "clear" else True
             if self.metrics is not None:
                 self.metrics.rate_limit_fallbacks.inc()

@@ -30,6 +30,13 @@ CONFIG_ENV = "STORELENS_CONFIG"
 SWITCH_INTERVAL_S = float(os.environ.get("STORELENS_API_SWITCH_INTERVAL_S", "0.0005"))
 
 
+#: Seconds the API's reads wait for the live state (Redis) to connect or answer before they answer from storage.
+LIVE_TIMEOUT_S = 0.5
+#: Seconds the live state is left alone after it failed (reads answer from storage at once, ``live_state`` is
+#: ``unavailable``), then one read tries it again: a hung Redis costs one timeout per period, not one per camera.
+LIVE_RETRY_S = 30.0
+
+
 def _tune_process() -> None:
     import sys
 
@@ -52,7 +59,7 @@ def build_app(config: SiteConfig) -> "FastAPI":
         if config.live.redis_url:
             from storelens.storage.live import RedisLiveState
 
-            live = RedisLiveState(config.live.redis_url)
+            live = RedisLiveState(config.live.redis_url, timeout_s=LIVE_TIMEOUT_S, retry_s=LIVE_RETRY_S)
             closers.append(live.close)
         if config.faces.enabled or config.storage.backend == "postgres":
             from storelens.storage import open_gallery_store

@@ -134,6 +134,10 @@ class TrackDecision(NamedTuple):
     staff_id: str | None = None
     #: Camera time of the decision (ms).
     ts_ms: int = 0
+    #: A customer's or staff member's decision: the message the stage published (``CustomerMatch`` /
+    #: ``StaffTrack``, protobuf bytes), which a restarted stage publishes again (the same bytes, the same
+    #: ``event_id``: idempotent downstream) in case the first one never left the process. ``None`` otherwise.
+    output: bytes | None = None
 
 
 @dataclass(frozen=True)

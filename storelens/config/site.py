@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import logging
 import math
 import os
 import pathlib
 import re
+import urllib.parse
 from typing import Annotated, Literal
 
 import yaml
@@ -53,6 +55,8 @@ from storelens.config.rollup import ChainConfig, RollupConfig
 from storelens.config.tracker_bytereid import ByteReidTrackerConfig
 from storelens.config.trackers import TrackerConfig
 from storelens.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 Point = tuple[float, float]
 
@@ -527,7 +531,31 @@ class KafkaConfig(Strict):
 class LiveConfig(Strict):
     """Live state (occupancy, last seen per camera) in Redis, distributed mode."""
 
+    #: ``redis://[user:password@]host[:port][/db]`` (or ``rediss://``, ``unix://``), checked after ``${VAR}``
+    #: expansion: a password with a character a URL reserves (``/``, ``#``, ``?``) must be percent-encoded.
     redis_url: str | None = None
+
+    @field_validator("redis_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        """Refuse a URL that redis-py and ``limits`` would fail on (an uncaught ``ValueError`` whose traceback
+        shows the start of the password) or read as another host or database, e.g. the password ``ab/cd`` in
+        ``redis://u:ab/cd@h:6379/0``; the message never shows the URL."""
+        if v is None:
+            return v
+        bad = ValueError("not a valid URL (redis://[user:password@]host[:port][/db], rediss:// or unix://); "
+                         "a password must be URL-safe (percent-encode it)")
+        try:
+            parts = urllib.parse.urlsplit(v)
+            parts.port  # noqa: B018 (raises ValueError when not a number)
+        except ValueError:
+            raise bad from None
+        # An '@' after the host: the user name or password held a '/', '?' or '#' that ended the host early.
+        if parts.scheme not in ("redis", "rediss", "unix") or "@" in parts.path + parts.query + parts.fragment:
+            raise bad
+        if parts.scheme != "unix" and not re.fullmatch(r"(/\d*)?", parts.path):  # the database number
+            raise bad
+        return v
 
 
 class ApiConfig(Strict):
@@ -640,6 +668,9 @@ class SiteConfig(Strict):
     #: ``False``: read for a command that never opens its cameras (``storelens site export``, ``users``, ...): a
     #: ``${VAR}`` under ``cameras`` whose variable is not set stays as written, here and in :func:`with_cameras`.
     _open_cameras: bool = PrivateAttr(default=True)
+    #: The site file's ``journeys.links``, all of them (``None``: those in force): :func:`with_cameras` puts in
+    #: force those whose cameras the version has, so a camera a version brings back brings its links back.
+    _file_links: list | None = PrivateAttr(default=None)
 
     @field_validator("cameras")
     @classmethod
@@ -685,6 +716,8 @@ class SiteConfig(Strict):
 
     @model_validator(mode="after")
     def _journey_links_exist(self) -> "SiteConfig":
+        """Each ``journeys.links`` entry names cameras of the site (the site file's check: :func:`with_cameras`
+        leaves out the links of cameras a site version removed before it validates)."""
         known = {c.id for c in self.cameras}
         for i, link in enumerate(self.journeys.links):
             for name, cam in (("from", link.source), ("to", link.target)):
@@ -862,7 +895,9 @@ def restore_masked(config: SiteConfig, cameras: list, alert_rules: list | None =
     ``${PRODUCT:-Shampoo}``) at the same place (the same field of the camera, zone, line or rule of the same
     ``id``) put back as the site holds it: the dashboard sends back the zone it was shown with only the polygon
     moved. Called before :func:`check_edit_env`; a value put back is the one the site holds there already, so
-    no template is added (any other is checked as before).
+    no template is added (any other is checked as before). So a template's default cannot be dropped or changed
+    through the API (sending ``${VAR}`` keeps ``${VAR:-default}``; logged at info, naming the field, never the
+    value): ``storelens site import`` (the operator's) saves a file's values as written.
 
     Example:
         >>> cfg = parse_config({"store": {"id": "s"}, "cameras": [{"id": "c", "source": "x.mp4", "zones": [
@@ -872,17 +907,23 @@ def restore_masked(config: SiteConfig, cameras: list, alert_rules: list | None =
         ('${P}', '${P:-Shampoo}')
     """
     held = site_version_document(config)
-    return (_unmasked(cameras, held["cameras"]),
-            None if alert_rules is None else _unmasked(alert_rules, held["alert_rules"]))
+    return (_unmasked(cameras, held["cameras"], "cameras"),
+            None if alert_rules is None else _unmasked(alert_rules, held["alert_rules"], "alerts.rules"))
 
 
-def _unmasked(given: object, held: object) -> object:
-    """``given`` with each string equal to :func:`masked` of the string ``held`` has at the same place replaced
-    by the held one (list items matched by ``id`` where both have one, else by position)."""
+def _unmasked(given: object, held: object, loc: str) -> object:
+    """``given`` (at ``loc``, e.g. ``cameras.0.source``) with each string equal to :func:`masked` of the string
+    ``held`` has at the same place replaced by the held one (list items matched by ``id`` where both have one,
+    else by position)."""
     if isinstance(given, str):
-        return held if isinstance(held, str) and has_template(held) and given == mask_templates(held) else given
+        if not (isinstance(held, str) and has_template(held) and given == mask_templates(held)):
+            return given
+        if held != given:  # a default the answer did not show: kept (the value is not logged: it may be a secret)
+            log.info("site edit: %s sent as shown (${VAR}, no default) where the site holds a template with a "
+                     "default: kept as held (a default changes only through `storelens site import`)", loc)
+        return held
     if isinstance(given, dict) and isinstance(held, dict):
-        return {k: _unmasked(v, held.get(k)) for k, v in given.items()}
+        return {k: _unmasked(v, held.get(k), f"{loc}.{k}") for k, v in given.items()}
     if isinstance(given, list) and isinstance(held, list):
         by_id = {h["id"]: h for h in held if isinstance(h, dict) and isinstance(h.get("id"), str)}
 
@@ -890,7 +931,7 @@ def _unmasked(given: object, held: object) -> object:
             if isinstance(v, dict) and isinstance(v.get("id"), str):
                 return by_id.get(v["id"])
             return held[i] if i < len(held) else None
-        return [_unmasked(v, same(i, v)) for i, v in enumerate(given)]
+        return [_unmasked(v, same(i, v), f"{loc}.{i}") for i, v in enumerate(given)]
     return given
 
 
@@ -1095,7 +1136,9 @@ def with_cameras(config: SiteConfig, cameras: list, origin: str = "site", alert_
     ``config`` was read from (its site file's, as :func:`parse_config` does): a version published by another
     process (``site-config``) resolves against the receiving process's own site file's folder. The site's
     cross references are checked again (entrance lines, alert rules naming cameras and zones);
-    :class:`ConfigError` names the bad field like a bad YAML file would.
+    :class:`ConfigError` names the bad field like a bad YAML file would. ``journeys.links`` (set only in the site
+    file, nothing edits them) are not checked but follow the cameras: a link naming a camera the list no longer
+    has is left out (a warning names it), and comes back with the camera (:func:`_links_of`).
 
     Example:
         >>> cfg = parse_config({"store": {"id": "s"}, "cameras": [{"id": "c", "source": "x.mp4"}]})
@@ -1110,6 +1153,8 @@ def with_cameras(config: SiteConfig, cameras: list, origin: str = "site", alert_
     raw = site_document(config)
     raw["cameras"] = _expand(cams, origin, "cameras", config._open_cameras)
     _resolve_paths({"cameras": raw["cameras"]}, config._base or pathlib.Path.cwd())
+    file_links, links = _links_of(config, raw["cameras"], origin)
+    raw["journeys"]["links"] = [ln.model_dump(mode="json") for ln in links]
     if alert_rules is not None:
         rules = [r if isinstance(r, dict) else r.model_dump(mode="json") for r in alert_rules]
         written["alerts"] = {**(written.get("alerts") or {}), "rules": copy.deepcopy(rules)}
@@ -1124,7 +1169,24 @@ def with_cameras(config: SiteConfig, cameras: list, origin: str = "site", alert_
     if alert_rules is not None:
         gave["alerts"] = {**(gave.get("alerts") or {}), "rules": dump["alerts"]["rules"]}
     new._written, new._written_gave, new._base, new._open_cameras = written, gave, config._base, config._open_cameras
+    new._file_links = file_links
     return new
+
+
+def _links_of(config: SiteConfig, cameras: list, origin: str) -> tuple[list, list]:
+    """``(the site file's journeys.links, those of them naming only cameras in cameras)``: a site version replaces
+    the cameras, never the links, so a link of a camera it removed is left out (a warning names it the first time)
+    instead of making the version invalid (an admin could not remove the camera, and a version saved before
+    links were checked would not apply)."""
+    file_links = list(config.journeys.links) if config._file_links is None else config._file_links
+    ids = {c.get("id") for c in cameras if isinstance(c, dict)}
+    kept = [ln for ln in file_links if ln.source in ids and ln.target in ids]
+    for ln in config.journeys.links:
+        if ln not in kept:
+            gone = sorted({ln.source, ln.target} - ids)
+            log.warning("journeys.links: the link from %r to %r is left out: %s has no camera %s (it comes back "
+                        "with the camera)", ln.source, ln.target, origin, ", ".join(repr(c) for c in gone))
+    return file_links, kept
 
 
 def with_site_update(config: SiteConfig, update) -> SiteConfig:

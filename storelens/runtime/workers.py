@@ -639,11 +639,13 @@ def reid_worker(config: SiteConfig, rt: ServiceRuntime, stage) -> StageWorker:
                 fm.faces.labels(key).inc(n)
         if "erased" in h.outputs.info:
             fm.erasures.labels("deleted" if h.outputs.info["erased"] else "unknown").inc()
-        matches = [p.message for p in h.outputs.publish if p.topic == topics.CUSTOMER_MATCHES]
-        for x in matches:
-            fm.matches.labels("new" if x.is_new else "known").inc()
-            if x.returning:
-                fm.returning.inc()
+        # the stage's decisions, not the published matches: a restarted stage publishes its stored ones again
+        matches, new, returning = delta("matches"), delta("new"), delta("returning")
+        for result, n in (("new", new), ("known", matches - new)):
+            if n > 0:
+                fm.matches.labels(result).inc(n)
+        if returning:
+            fm.returning.inc(returning)
         purged = delta("purged_embeddings")
         if purged:
             fm.purged.inc(purged)

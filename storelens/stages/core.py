@@ -118,11 +118,12 @@ class DetectTrackStage:
     def restore_camera(self, camera_id: str, data: bytes) -> str | None:
         """Put one camera's state of :meth:`camera_snapshot` back; ``None``, or why its tracker state was not.
 
-        A tracker state saved by another backend or version (``tracker.backend`` switched; its tag,
-        :func:`~storelens.backends.trackers.base.snapshot_format`) or that does not restore (an untagged older
-        snapshot of another backend, an unpickling error) is logged with the camera and the reason, and the camera
-        starts a new tracker session: a fresh tracker, its ids above the old session's (as after an end of stream),
-        its frames up to the saved ``last_seq`` still skipped.
+        A tracker state saved by another backend, version or appearance embedder (``tracker.backend`` or
+        ``tracker.embedder`` switched; its tag, :func:`~storelens.backends.trackers.base.snapshot_format`) or that
+        does not restore (an older snapshot, untagged or tagged without its embedder, of another backend or whose
+        features are not of the embedder's length; an unpickling error) is logged with the camera and the reason,
+        and the camera starts a new tracker session: a fresh tracker, its ids above the old session's (as after an
+        end of stream), its frames up to the saved ``last_seq`` still skipped.
         """
         import pickle
 
@@ -154,8 +155,8 @@ class DetectTrackStage:
         """The camera's tracker restored from ``data`` (tagged ``fmt``); else a fresh one and the reason."""
         tracker = self.tracker(camera_id)
         want = snapshot_format(tracker)
-        if fmt is not None and fmt != want:
-            reason = f"saved by {fmt!r}, the tracker is {want!r} (tracker.backend changed?)"
+        if fmt is not None and fmt not in (want, snapshot_format(tracker, embedder=False)):  # without: older
+            reason = f"saved by {fmt!r}, the tracker is {want!r} (tracker.backend or tracker.embedder changed?)"
         else:
             try:
                 tracker.restore(data)

@@ -31,7 +31,10 @@ or staff member, or none at all when it was left undecided or its person
 erased: no second decision or enrolment; the last
 :data:`CLOSED_TRACK_DECISIONS` idle-ended tracks are remembered in memory, and every decision in the gallery's
 store, with the gallery's retention: a restarted reid stage looks a track up there before it decides it, so a
-track is decided once and a track of an erased customer never again, until its camera's stream ends), and its
+track is decided once and a track of an erased customer never again, until its camera's stream ends; the store
+also keeps the ``CustomerMatch`` / ``StaffTrack`` published for the decision, which the restarted stage publishes
+once more, unchanged (the decision is stored before the runner publishes it: a process that stopped in between
+never published it; a second copy, the same ``event_id``, changes nothing downstream)), and its
 attribute summary goes on from the evidence of its first part (the last
 :data:`CLOSED_TRACK_ATTRIBUTES` idle-ended tracks are remembered): the stored
 summary covers both parts.
@@ -549,7 +552,11 @@ class ReidStage:
         key = (cam, crop.track_id)
         tr = self._tracks.get(key)
         if tr is None:  # a new track, or one back after an idle end or a restart: it keeps its decision
-            tr = self._tracks[key] = self._closed.pop(key, None) or self._stored_track(key)
+            tr = self._closed.pop(key, None)
+            if tr is None:
+                tr, again = self._stored_track(key)
+                out += again
+            self._tracks[key] = tr
         tr.last_ts_ms, tr.last_seq = max(tr.last_ts_ms, crop.ts_ms), max(tr.last_seq, crop.seq)
         if tr.erased or tr.staff_id is not None or tr.abstained:
             return out
@@ -587,21 +594,31 @@ class ReidStage:
         except KeyError:  # erased meanwhile
             return None
 
-    def _stored_track(self, key: tuple[str, int]) -> _ReidTrack:
+    def _stored_track(self, key: tuple[str, int]) -> tuple[_ReidTrack, list[m.CustomerMatch | m.StaffTrack]]:
         """A track this stage holds nothing of: with the decision the gallery's store keeps for it (taken before a
-        restart, or by a stage whose :attr:`_closed` forgot it), else a new one."""
+        restart, or by a stage whose :attr:`_closed` forgot it), else a new one; and, for a customer's or staff
+        member's decision, the message published for it, to publish again: the store keeps the decision before
+        the runner publishes it, so a process that stopped in between never published it (the same message,
+        the same ``event_id``: a second copy changes nothing downstream)."""
         lookup = getattr(self.gallery.store, "track_decision", None)
         found = lookup(*key) if lookup is not None else None
         if found is None:
-            return _ReidTrack()
+            return _ReidTrack(), []
         kind = found.decision
+        again: list[m.CustomerMatch | m.StaffTrack] = []
+        if found.output is not None and kind in ("customer", "staff"):
+            again.append(m.decode(m.CustomerMatch if kind == "customer" else m.StaffTrack, found.output))
+            log.info("track decision published again", extra={"camera": key[0], "track_id": key[1],
+                                                              "decision": kind})
         return _ReidTrack(customer_id=found.customer_id if kind == "customer" else None,
                           staff_id=found.staff_id if kind == "staff" else None, erased=kind == "erased",
-                          abstained=kind not in ("customer", "staff", "erased"))
+                          abstained=kind not in ("customer", "staff", "erased")), again
 
-    def _remember(self, cam: str, track_id: int, tr: _ReidTrack, ts_ms: int) -> None:
+    def _remember(self, cam: str, track_id: int, tr: _ReidTrack, ts_ms: int,
+                  output: m.CustomerMatch | m.StaffTrack | None = None) -> None:
         """Keep the track's decision (customer, staff, abstained or erased) in the gallery's store, with the
-        gallery's retention: a restarted stage finds it (:meth:`_stored_track`) and never decides the track again."""
+        gallery's retention, and ``output``, the message published for a customer or staff member: a restarted
+        stage finds them (:meth:`_stored_track`), never decides the track again, and publishes ``output`` again."""
         from storelens.backends.face_index import TrackDecision
 
         save = getattr(self.gallery.store, "save_track_decision", None)
@@ -609,7 +626,8 @@ class ReidStage:
             return
         kind = ("erased" if tr.erased else "staff" if tr.staff_id is not None
                 else "customer" if tr.customer_id is not None else "abstained")
-        save(cam, track_id, TrackDecision(kind, tr.customer_id, tr.staff_id, int(ts_ms)))
+        save(cam, track_id, TrackDecision(kind, tr.customer_id, tr.staff_id, int(ts_ms),
+                                          None if output is None else m.encode(output)))
 
     def _abstain(self, cam: str, track_id: int, tr: _ReidTrack, why: str, ts_ms: int, **extra) -> None:
         tr.abstained, tr.embeddings = True, []
@@ -633,11 +651,12 @@ class ReidStage:
         staff_id, staff_sim = self.staff_match(mean / max(float(np.linalg.norm(mean)), 1e-12))
         if staff_id is not None:  # staff are not customers: no gallery match, no enrolment, no visit
             tr.staff_id, tr.embeddings = staff_id, []
-            self._remember(cam, track_id, tr, ts_ms)
+            staff = m.StaffTrack(camera_id=cam, track_id=track_id, ts_ms=ts_ms, seq=seq, cue="face", detail=staff_id)
+            self._remember(cam, track_id, tr, ts_ms, staff)
             self.stats["staff"] += 1
             log.info("track is staff (face)", extra={"camera": cam, "track_id": track_id, "staff": staff_id,
                                                      "similarity": round(staff_sim, 3)})
-            return m.StaffTrack(camera_id=cam, track_id=track_id, ts_ms=ts_ms, seq=seq, cue="face", detail=staff_id)
+            return staff
         try:
             cid, sim, is_new = self.gallery.enroll_or_match(mean, ts_ms, learn=consistent)
         except CustomerErased as exc:  # the API erased them; the request, on its way, finds the dropped vectors
@@ -649,7 +668,6 @@ class ReidStage:
             return self._abstain(cam, track_id, tr, "two customers match about equally", ts_ms,
                                  similarity=round(sim, 3))
         tr.customer_id = cid
-        self._remember(cam, track_id, tr, ts_ms)
         visit = self._observe(cid, ts_ms, cam)
         self.stats["matches"] += 1
         self.stats["new"] += int(is_new)
@@ -659,11 +677,13 @@ class ReidStage:
         tr.embeddings = []  # not needed any more (privacy: keep nothing longer than necessary)
         log.info("track matched", extra={"camera": cam, "track_id": track_id, "customer": cid,
                                          "similarity": round(float(sim), 3), "new": is_new, "returning": returning})
-        return m.CustomerMatch(
+        match = m.CustomerMatch(
             event_id=match_event_id(cam, track_id), camera_id=cam, track_id=track_id, seq=seq, ts_ms=ts_ms,
             customer_id=cid, similarity=float(sim), is_new=bool(is_new), returning=returning,
             visit_no=0 if visit is None else visit.visit_no,
             visit_first_ts_ms=0 if visit is None else visit.first_ts_ms, n_faces=n, embedder=self.embedder_name)
+        self._remember(cam, track_id, tr, ts_ms, match)
+        return match
 
     def end_streams(self) -> list[m.CustomerMatch | m.StaffTrack]:
         """The decisions of every camera's open tracks, as at the end of its stream (:meth:`close_tracks`: an

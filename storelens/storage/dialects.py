@@ -12,7 +12,9 @@
   schema; an index added to an existing table is built ``CONCURRENTLY``
   (:func:`add_index`: writes go on during an upgrade), SQLite builds it in the
   migration's transaction;
-* erasure: SQLite checkpoints and truncates the write-ahead log after a
+* erasure: on PostgreSQL a customer's erasure and the history's writes of track rows take a
+  transaction-scoped advisory lock (:func:`erasure_lock`; SQLite's write lock already orders them);
+  SQLite checkpoints and truncates the write-ahead log after a
   deletion (after the retention purge on a connection of its own, outside the
   store's lock: :func:`checkpoint_after_purge`); PostgreSQL runs ``VACUUM`` on
   the tables after an explicit erasure;
@@ -232,6 +234,28 @@ def add_index(op: Any, name: str, table: str, columns: Sequence[str]) -> None:
         if valid() is False:
             op.drop_index(name, table_name=table, postgresql_concurrently=True)
         op.create_index(name, table, list(columns), postgresql_concurrently=True, if_not_exists=True)
+
+
+#: Namespace of the advisory lock that orders a customer's erasure and the history's writes of track rows (the key
+#: also hashes the schema name).
+ERASURE_LOCK = "storelens.erase:"
+
+
+def erasure_lock(db: Database, conn: sa.Connection, *, exclusive: bool) -> None:
+    """Order an erasure and the history's writes of track rows (call first in the write transaction).
+
+    PostgreSQL (READ COMMITTED): a writer that read the erased tracks before an erasure committed would commit the
+    erased tracks' new rows after it. The erasure takes the schema's erasure lock ``exclusive``, a writer of
+    track rows ``shared`` (writers do not wait for each other), both ``pg_advisory_xact_lock*`` (released at the
+    commit), before their first statement: the erasure waits for the writes in progress, and a write waits for
+    the erasure, then reads its tombstones. SQLite: nothing (a write transaction holds the database's write
+    lock, ``BEGIN IMMEDIATE``).
+    """
+    if not db.postgres:
+        return
+    fn = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+    key = "hashtext(:key)" if db.schema is not None else "hashtext(:key || coalesce(current_schema(), ''))"
+    conn.execute(sa.text(f"SELECT {fn}({key})"), {"key": ERASURE_LOCK + (db.schema or "")})
 
 
 def after_erase(db: Database, conn: sa.Connection, tables: Sequence[sa.Table], *, explicit: bool) -> None:

@@ -21,10 +21,11 @@ store at start; :func:`open_gallery` builds both from a site config.
 * ``embeddings(id, customer_id, ts_ms, vector)``, ``vector`` the little-endian
   float32 bytes (PostgreSQL checks there are exactly ``4 * dim`` of them);
 * ``visits(customer_id, visit_no, first_ts_ms, last_ts_ms, cameras)``;
-* ``track_decisions(camera_id, track_id, ts_ms, decision, customer_id, staff_id)``: the reid stage's decision of
-  each track (``customer``, ``staff``, ``abstained``, ``erased``), so a restarted stage never decides a track
-  again (:meth:`~SqlGalleryStore.track_decision`); erasing a customer turns theirs into ``erased`` decisions
-  without the customer, the retention purge drops them with the embeddings.
+* ``track_decisions(camera_id, track_id, ts_ms, decision, customer_id, staff_id, output)``: the reid stage's
+  decision of each track (``customer``, ``staff``, ``abstained``, ``erased``), so a restarted stage never decides
+  a track again (:meth:`~SqlGalleryStore.track_decision`) but publishes the ``CustomerMatch`` / ``StaffTrack`` it
+  had published for it again (``output``, protobuf); erasing a customer turns theirs into ``erased`` decisions
+  without the customer or the output, the retention purge drops them with the embeddings.
 
 Embeddings and visits reference their customer (``ON DELETE CASCADE``).
 
@@ -203,7 +204,7 @@ class SqlGalleryStore(SqlStore):
         decision = dialects.insert(self.db, self.t.track_decisions)
         self._save_decision = decision.on_conflict_do_update(
             index_elements=list(self.t.track_decisions.primary_key),
-            set_={c: decision.excluded[c] for c in ("ts_ms", "decision", "customer_id", "staff_id")})
+            set_={c: decision.excluded[c] for c in ("ts_ms", "decision", "customer_id", "staff_id", "output")})
 
     def _check_embedder(self, embedder: str, schema: str | None) -> None:
         """Record ``embedder`` if the tables have no embedder yet; :class:`ConfigError` if they have another."""
@@ -310,7 +311,7 @@ class SqlGalleryStore(SqlStore):
             gone = sum(conn.execute(sa.delete(table).where(table.c.customer_id == customer_id)).rowcount
                        for table in (t.embeddings, t.visits))
             gone += conn.execute(sa.update(t.track_decisions).where(d.customer_id == customer_id).values(
-                decision="erased", customer_id=None)).rowcount
+                decision="erased", customer_id=None, output=None)).rowcount
             return gone, conn.execute(sa.delete(t.customers).where(t.customers.c.customer_id == customer_id)).rowcount
 
         with self._lock:
@@ -359,7 +360,8 @@ class SqlGalleryStore(SqlStore):
     def save_track_decision(self, camera_id: str, track_id: int, decision: TrackDecision) -> None:
         """Insert or replace the reid decision of ``(camera_id, track_id)``."""
         row = {"camera_id": camera_id, "track_id": int(track_id), "ts_ms": int(decision.ts_ms),
-               "decision": decision.decision, "customer_id": decision.customer_id, "staff_id": decision.staff_id}
+               "decision": decision.decision, "customer_id": decision.customer_id, "staff_id": decision.staff_id,
+               "output": None if decision.output is None else bytes(decision.output)}
         self._write(lambda c: c.execute(self._save_decision, row))
 
     def forget_track_decisions(self, camera_id: str) -> int:
@@ -372,9 +374,12 @@ class SqlGalleryStore(SqlStore):
     def track_decision(self, camera_id: str, track_id: int) -> TrackDecision | None:
         """The stored reid decision of ``(camera_id, track_id)``; ``None``: not decided (or forgotten)."""
         d = self.t.track_decisions.c
-        rows = self._rows(sa.select(d.decision, d.customer_id, d.staff_id, d.ts_ms).where(
+        rows = self._rows(sa.select(d.decision, d.customer_id, d.staff_id, d.ts_ms, d.output).where(
             d.camera_id == camera_id, d.track_id == int(track_id)))
-        return TrackDecision(rows[0][0], rows[0][1], rows[0][2], int(rows[0][3])) if rows else None
+        if not rows:
+            return None
+        kind, customer_id, staff_id, ts_ms, output = rows[0]
+        return TrackDecision(kind, customer_id, staff_id, int(ts_ms), None if output is None else bytes(output))
 
     def decided_tracks(self, customer_id: str) -> set[tuple[str, int]]:
         """``(camera_id, track_id)`` of the tracks decided as ``customer_id`` (also those whose match the history

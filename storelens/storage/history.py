@@ -552,19 +552,24 @@ class SqlStorage(SqlStore):
                 self._forget_erased_customers(conn, {r["customer_id"] for r in rows})
         return new
 
-    @staticmethod
-    def _without_erased_tracks(conn: sa.Connection, batch: list[tuple[Any, list[dict[str, Any]]]]
+    def _without_erased_tracks(self, conn: sa.Connection, batch: list[tuple[Any, list[dict[str, Any]]]]
                                ) -> list[tuple[Any, list[dict[str, Any]]]]:
         """``batch`` without the rows of erased customers' tracks (``erased_tracks``): track points, face
         attributes, matches, summaries and zone events that come after the erasure (the track was still in view,
-        the writer was behind) are not written again. One indexed look-up per batch with such rows."""
-        cams = {r["camera_id"] for stmt, rows in batch if getattr(getattr(stmt, "table", None), "name", None)
-                in ERASABLE_TABLES for r in rows}
-        if not cams:
+        the writer was behind) are not written again. One look-up of the primary key per batch with such rows
+        (per 500 track numbers), by the batch's cameras and track numbers, not every tombstone of its cameras;
+        under the erasure lock (:func:`~storelens.storage.dialects.erasure_lock`, shared: no erasure commits
+        between the look-up and the commit)."""
+        keys = {(r["camera_id"], int(r["track_id"])) for stmt, rows in batch
+                if getattr(getattr(stmt, "table", None), "name", None) in ERASABLE_TABLES for r in rows}
+        if not keys:
             return batch
+        dialects.erasure_lock(self.db, conn, exclusive=False)
         e = erased_tracks.c
-        gone = {(cam, int(tid)) for cam, tid in conn.execute(
-            sa.select(e.camera_id, e.track_id).where(e.camera_id.in_(sorted(cams))))}
+        cams, tids = sorted({c for c, _ in keys}), sorted({t for _, t in keys})
+        gone = {(cam, int(tid)) for i in range(0, len(tids), 500) for cam, tid in conn.execute(
+            sa.select(e.camera_id, e.track_id).where(e.camera_id.in_(cams), e.track_id.in_(tids[i:i + 500])))}
+        gone &= keys
         if not gone:
             return batch
         out = []
@@ -760,8 +765,11 @@ class SqlStorage(SqlStore):
         ``max_points`` the tracks stop before the one that would exceed it (the first is always read), and
         :attr:`TrackPages.covered_end_ms` says up to when the tracks that began are all there. One query
         counts the points per track; a page reads its tracks through ``track_points_by_track``. With
-        ``skip_stationary`` a track flagged ``stationary`` at any of its points in the range (a mannequin:
-        detect-track flags it once it stood still since it appeared) is left out, its points too.
+        ``skip_stationary`` each track's points up to its last point flagged ``stationary`` in the range are left
+        out: detect-track flags a track that stood still since it appeared, once it stood ``stationary.after_s``,
+        until it moves (never again after), so they are the standing still, the unflagged start included. A
+        mannequin flagged to its end is left out whole; a shopper standing still when their track appeared
+        (a cold start, a remembered mannequin's place) keeps the walking after.
 
         Example:
             >>> with SqlStorage(":memory:") as store:
@@ -775,9 +783,18 @@ class SqlStorage(SqlStore):
             raise ValueError(f"page_points and max_points must be >= 1, got {page_points} and {max_points}")
         t = track_points.c
         in_range = (t.camera_id == camera_id, t.ts_ms >= start_ms, t.ts_ms < end_ms)
-        per_track = sa.select(t.track_id, sa.func.count(), sa.func.min(t.ts_ms)).where(*in_range).group_by(t.track_id)
-        if skip_stationary:
-            per_track = per_track.having(sa.func.sum(sa.case((t.stationary, 1), else_=0)) == 0)
+
+        def points(columns: tuple[Any, ...], *where: Any) -> sa.Select[Any]:
+            """The range's points (``where``); with ``skip_stationary``, those after their track's last flagged one."""
+            stmt = sa.select(*columns).where(*in_range, *where)
+            if not skip_stationary:
+                return stmt
+            still = (sa.select(t.track_id, sa.func.max(t.ts_ms).label("until_ms"))
+                     .where(*in_range, *where, t.stationary).group_by(t.track_id).subquery("still"))
+            return (stmt.outerjoin_from(track_points, still, still.c.track_id == t.track_id)
+                    .where(sa.or_(still.c.until_ms.is_(None), t.ts_ms > still.c.until_ms)))
+
+        per_track = points((t.track_id, sa.func.count(), sa.func.min(t.ts_ms))).group_by(t.track_id)
         spans = sorted((int(first), int(tid), int(n)) for tid, n, first in self._rows(per_track))
         pages: list[list[int]] = []
         covered_end, n, total = end_ms, 0, 0
@@ -796,8 +813,8 @@ class SqlStorage(SqlStore):
         def read() -> Iterator[list[TrackPath]]:
             for ids in pages:
                 yield _track_paths(self._rows(
-                    sa.select(t.track_id, t.ts_ms, t.seq, t.x1, t.y1, t.x2, t.y2, t.confidence)
-                    .where(*in_range, t.track_id.in_(ids)).order_by(t.track_id, t.ts_ms, t.seq)))
+                    points((t.track_id, t.ts_ms, t.seq, t.x1, t.y1, t.x2, t.y2, t.confidence), t.track_id.in_(ids))
+                    .order_by(t.track_id, t.ts_ms, t.seq)))
 
         return TrackPages(read(), total, covered_end, covered_end < end_ms)
 

@@ -37,13 +37,18 @@ Example (``url`` is a Redis URL such as ``"redis://127.0.0.1:16379/0"``):
 """
 from __future__ import annotations
 
-from typing import Mapping
+import logging
+from typing import Callable, Mapping, TypeVar
 
 import redis
 
 from storelens.contract import messages as m
 from storelens.errors import StoreLensError
+from storelens.runtime.policy import Breaker
 from storelens.storage.base import Closing
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Hash fields written by :meth:`RedisLiveState.set_occupancy`.
 OCCUPANCY_FIELDS = ("occupancy_ts_ms", "occupancy", "total_in", "total_out")
@@ -69,6 +74,10 @@ class LiveStateError(StoreLensError):
     """The live state cannot be used (e.g. it was closed)."""
 
 
+class LiveStateUnavailable(LiveStateError, redis.ConnectionError):
+    """Redis failed a moment ago and is not asked again yet (the ``retry_s`` of :class:`RedisLiveState`)."""
+
+
 class RedisLiveState(Closing):
     """Per-camera live state in Redis; safe to share between threads.
 
@@ -77,6 +86,11 @@ class RedisLiveState(Closing):
         prefix: prefix of every key, so several installations (or tests) can
             share one Redis database.
         timeout_s: socket connect/read timeout.
+        retry_s: with it, a circuit breaker (:class:`~storelens.runtime.policy.Breaker`): after a call fails
+            to reach Redis (refused, or no answer within ``timeout_s``: a hung node), the calls of the next
+            ``retry_s`` raise :class:`LiveStateUnavailable` at once (:meth:`ping`: ``False``) without asking
+            it, then one call tries it again. For readers with a fallback (the API answers from storage);
+            writers (the services) leave it out and retry on their own.
 
     Connection errors of Redis calls propagate as :class:`redis.RedisError`
     (the client retries briefly on its own); :meth:`ping` never raises.
@@ -91,12 +105,14 @@ class RedisLiveState(Closing):
         {'last_seen_ms': 1000, 'frames_seen': 25}
     """
 
-    def __init__(self, url: str, prefix: str = "storelens", *, timeout_s: float = 5.0) -> None:
+    def __init__(self, url: str, prefix: str = "storelens", *, timeout_s: float = 5.0,
+                 retry_s: float | None = None) -> None:
         if not prefix:
             raise ValueError("prefix must not be empty")
         self.url = url
         self.prefix = prefix
         self._closed = False
+        self._breaker = Breaker(retry_s) if retry_s is not None else None
         self._redis = redis.Redis.from_url(
             url, decode_responses=True, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
             health_check_interval=30,
@@ -125,7 +141,7 @@ class RedisLiveState(Closing):
         if self._closed:
             return False
         try:
-            return bool(self._redis.ping())
+            return bool(self._call(lambda r: r.ping()))
         except redis.RedisError:
             return False
 
@@ -133,6 +149,24 @@ class RedisLiveState(Closing):
         if self._closed:
             raise LiveStateError("live state is closed")
         return self._redis
+
+    def _call(self, op: Callable[[redis.Redis], T]) -> T:
+        """``op(client)``, through the breaker when there is one (see ``retry_s``)."""
+        r = self._client()
+        if self._breaker is None:
+            return op(r)
+        if not self._breaker.allow():
+            raise LiveStateUnavailable(f"Redis failed less than {self._breaker.retry_s:.0f} s ago")
+        try:
+            out = op(r)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if self._breaker.failed():
+                log.warning("live state (Redis) unreachable (%s): not asked for %.0f s, then tried again",
+                            exc, self._breaker.retry_s)
+            raise
+        if self._breaker.succeeded():
+            log.warning("live state (Redis) answers again")
+        return out
 
     # -- keys --------------------------------------------------------------
 
@@ -151,8 +185,8 @@ class RedisLiveState(Closing):
         args: list[object] = [camera_id, ts_field, int(ts_ms)]
         for k, v in fields.items():
             args += [k, int(v)]
-        return bool(self._set_if_newer(keys=[self.camera_key(camera_id), self.cameras_key], args=args,
-                                       client=self._client()))
+        return bool(self._call(lambda r: self._set_if_newer(keys=[self.camera_key(camera_id), self.cameras_key],
+                                                            args=args, client=r)))
 
     def set_occupancy(self, update: m.OccupancyUpdate) -> bool:
         """Store ``update`` unless the camera already has a newer one (by ``ts_ms``).
@@ -188,27 +222,31 @@ class RedisLiveState(Closing):
 
     def forget(self, camera_id: str) -> None:
         """Drop everything stored for ``camera_id``."""
-        r = self._client()
-        with r.pipeline() as p:
-            p.delete(self.camera_key(camera_id))
-            p.srem(self.cameras_key, camera_id)
-            p.execute()
+        def op(r: redis.Redis) -> None:
+            with r.pipeline() as p:
+                p.delete(self.camera_key(camera_id))
+                p.srem(self.cameras_key, camera_id)
+                p.execute()
+
+        self._call(op)
 
     def clear(self) -> None:
         """Drop every camera under this prefix."""
-        r = self._client()
-        ids = r.smembers(self.cameras_key)
-        with r.pipeline() as p:
-            for camera_id in ids:
-                p.delete(self.camera_key(camera_id))
-            p.delete(self.cameras_key)
-            p.execute()
+        def op(r: redis.Redis) -> None:
+            ids = r.smembers(self.cameras_key)
+            with r.pipeline() as p:
+                for camera_id in ids:
+                    p.delete(self.camera_key(camera_id))
+                p.delete(self.cameras_key)
+                p.execute()
+
+        self._call(op)
 
     # -- reads -------------------------------------------------------------
 
     def occupancy(self, camera_id: str) -> m.OccupancyUpdate | None:
         """The latest occupancy stored for ``camera_id``, ``None`` if there is none."""
-        vals = self._client().hmget(self.camera_key(camera_id), list(OCCUPANCY_FIELDS))
+        vals = self._call(lambda r: r.hmget(self.camera_key(camera_id), list(OCCUPANCY_FIELDS)))
         if vals[0] is None:
             return None
         ts_ms, occ, total_in, total_out = (int(v) if v is not None else 0 for v in vals)
@@ -217,12 +255,12 @@ class RedisLiveState(Closing):
 
     def last_seen(self, camera_id: str) -> int | None:
         """Timestamp (ms) of the newest frame recorded for ``camera_id``, ``None`` if none."""
-        v = self._client().hget(self.camera_key(camera_id), "last_seen_ms")
+        v = self._call(lambda r: r.hget(self.camera_key(camera_id), "last_seen_ms"))
         return None if v is None else int(v)
 
     def camera(self, camera_id: str) -> dict[str, int]:
         """Every field stored for ``camera_id`` (``{}`` if none), as ints."""
-        return {k: int(v) for k, v in self._client().hgetall(self.camera_key(camera_id)).items()}
+        return {k: int(v) for k, v in self._call(lambda r: r.hgetall(self.camera_key(camera_id))).items()}
 
     def cameras(self) -> dict[str, dict[str, int]]:
         """``{camera_id: {field: int}}`` for every camera with live state, ordered by id.
@@ -231,12 +269,14 @@ class RedisLiveState(Closing):
         ``{"cam-1": {"last_seen_ms": 2040, "frames_seen": 52, "occupancy_ts_ms": 2000,
         "occupancy": 3, "total_in": 4, "total_out": 1}}``.
         """
-        r = self._client()
-        ids = sorted(r.smembers(self.cameras_key))
-        if not ids:
-            return {}
-        with r.pipeline(transaction=False) as p:
-            for camera_id in ids:
-                p.hgetall(self.camera_key(camera_id))
-            hashes = p.execute()
+        def op(r: redis.Redis) -> tuple[list[str], list]:
+            ids = sorted(r.smembers(self.cameras_key))
+            if not ids:
+                return [], []
+            with r.pipeline(transaction=False) as p:
+                for camera_id in ids:
+                    p.hgetall(self.camera_key(camera_id))
+                return ids, p.execute()
+
+        ids, hashes = self._call(op)
         return {cid: {k: int(v) for k, v in h.items()} for cid, h in zip(ids, hashes) if h}

@@ -233,7 +233,8 @@ def erase_customer(storage: Any, customer_id: str, journeys_config: Any = None,
     ``journeys_config`` also every track linked to one in a journey, cut at the exits of ``entrance_lines``:
     :func:`journey_track_keys`), its face attributes, track summary, track points and zone events, in one
     transaction, and records those tracks in ``erased_tracks``: rows of them written later (the track still in
-    view, the history writer behind) are dropped, for :data:`ERASED_TRACKS_KEPT_MS`. Then, when something was
+    view, the history writer behind) are dropped, for :data:`ERASED_TRACKS_KEPT_MS` (on PostgreSQL also those of
+    a write in progress: :func:`~storelens.storage.dialects.erasure_lock`). Then, when something was
     deleted, the deleted bytes are made unreadable (SQLite: the write-ahead log, which still held
     the rows, is checkpointed and truncated; PostgreSQL: ``VACUUM`` of the tables that lost rows). The
     track's crossings and its staff recognition (``staff_tracks``) stay.
@@ -255,13 +256,20 @@ def erase_customer(storage: Any, customer_id: str, journeys_config: Any = None,
     tombstones = dialects.insert(storage.db, erased_tracks)
     tombstones = tombstones.on_conflict_do_update(index_elements=list(erased_tracks.primary_key),
                                                   set_={"ts_ms": tombstones.excluded.ts_ms})
-    by_camera: dict[str, list[int]] = {}
-    for cam, tid in sorted(tracks):
-        by_camera.setdefault(cam, []).append(tid)
 
     def erase(conn: sa.Connection) -> dict[str, int]:
+        # PostgreSQL: a history write in progress, which read no tombstone of these tracks, commits first (its rows
+        # are then deleted here), a later one waits for the tombstones (SQLite: the write lock orders them); a
+        # match such a write stored since the look-up above adds its track
+        dialects.erasure_lock(storage.db, conn, exclusive=True)
+        cm = customer_matches.c
+        keys = tracks | {(str(c), int(t)) for c, t in conn.execute(
+            sa.select(cm.camera_id, cm.track_id).where(cm.customer_id == customer_id))}
+        by_camera: dict[str, list[int]] = {}
+        for cam, tid in sorted(keys):
+            by_camera.setdefault(cam, []).append(tid)
         out = {"customer_matches": max(conn.execute(sa.delete(customer_matches).where(
-            customer_matches.c.customer_id == customer_id)).rowcount, 0)}
+            cm.customer_id == customer_id)).rowcount, 0)}
         for table in TRACK_TABLES:
             n = 0
             for cam, tids in by_camera.items():
@@ -269,8 +277,8 @@ def erase_customer(storage: Any, customer_id: str, journeys_config: Any = None,
                     n += max(conn.execute(sa.delete(table).where(
                         table.c.camera_id == cam, table.c.track_id.in_(tids[i:i + 500]))).rowcount, 0)
             out[table.name] = n
-        if tracks:
-            conn.execute(tombstones, [{"camera_id": c, "track_id": t, "ts_ms": now_ms} for c, t in sorted(tracks)])
+        if keys:
+            conn.execute(tombstones, [{"camera_id": c, "track_id": t, "ts_ms": now_ms} for c, t in sorted(keys)])
         return out
 
     with storage._lock:  # the clean-up right after the deletion, as the gallery's

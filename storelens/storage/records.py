@@ -165,6 +165,8 @@ def _track_summary_rows(items: Iterable[m.TrackSummary]) -> list[dict[str, Any]]
 
     import numpy as np
 
+    # within a batch too, the summary reaching furthest wins (the last of those as far)
+    items = sorted(items, key=lambda s: s.last_seq)
     return last_by_key([{
         "camera_id": s.camera_id, "track_id": s.track_id, "first_ts_ms": s.first_ts_ms, "last_ts_ms": s.last_ts_ms,
         "first_seq": s.first_seq, "last_seq": s.last_seq, "n_frames": s.n_frames, "first_x": s.first_x,
@@ -178,8 +180,11 @@ def _track_summary_rows(items: Iterable[m.TrackSummary]) -> list[dict[str, Any]]
 # A summary re-derived by a replay (from the stored track points, which keep no embeddings: no appearance)
 # replaces the zones, crossings, times and counts of the stored one, and keeps its appearance (what the
 # linker needs): a moved zone then applies to the journeys, flows and paths. A track re-found after its
-# summary was sent is sent again whole (storelens.stages.journeys) and replaces it too.
-register_records(m.TrackSummary, track_summaries, _track_summary_rows, coalesce=("appearance",))
+# summary was sent is sent again whole (storelens.stages.journeys) and replaces it too. A summary ending
+# before the stored one (last_seq) never replaces it: the first part of a track a replay saw only until the
+# end of its range (re-found after it), or a first part redelivered late, would cut the whole track short.
+register_records(m.TrackSummary, track_summaries, _track_summary_rows, coalesce=("appearance",),
+                 newer=lambda new: new.last_seq >= track_summaries.c.last_seq)
 
 
 # -- business ---------------------------------------------------------------------------------

@@ -7,7 +7,8 @@
   re-derived rows replace them in one transaction with the writes (:func:`replace_derived`); the
   track summaries of the range replace the stored ones' zones, crossings and times by their key (the
   stored appearance stays), but those of tracks already on the camera before the range, which the
-  replay sees only in part (:func:`_without_cut_tracks`).
+  replay sees only in part (:func:`_without_cut_tracks`), and those of tracks re-found after its end (a
+  summary ending before the stored one never replaces it: :mod:`storelens.storage.records`).
 
 A range ends at an hour edge (:func:`aligned_range`) and is derived over the frames up to
 :func:`close_delay_ms` after it (and the first frame past that), so what is dated before the end but
@@ -27,6 +28,7 @@ from typing import Any, Callable, Sequence
 
 import sqlalchemy as sa
 
+import storelens.storage.dialects as dialects
 from storelens.contract import messages as m
 from storelens.domain.counting import STORE_OCCUPANCY_ID
 from storelens.storage.records import RECORDS
@@ -72,6 +74,8 @@ def delete_derived(conn: sa.Connection, camera_id: str, start_ms: int, end_ms: i
 def replace_derived(storage: Any, camera_id: str, start_ms: int, end_ms: int, records: Sequence[Any]) -> int:
     """In one transaction: :func:`delete_derived`, then write ``records``; returns the rows deleted."""
     def write(conn: sa.Connection) -> int:
+        # the erasure lock (shared) before the deletes' row locks, as every history write of track rows takes it
+        dialects.erasure_lock(storage.db, conn, exclusive=False)
         n = delete_derived(conn, camera_id, start_ms, end_ms)
         storage._write_records_in(conn, records)
         return n

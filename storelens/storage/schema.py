@@ -437,13 +437,14 @@ def _gallery(prefix: str, *, with_seq: bool) -> GalleryTables:
         ),
         # migration 0020: the reid stage's decision of each track (``decision``: customer, staff, abstained or
         # erased; ``customer_id`` / ``staff_id`` of the first two), so a restarted stage never decides a track
-        # again; ``ts_ms``: camera time of the decision (retention). No foreign key: an erased customer's
-        # decisions stay, as ``erased`` without the customer.
+        # again; ``ts_ms``: camera time of the decision (retention); ``output``: the CustomerMatch / StaffTrack the
+        # stage published for it (protobuf), published again by a restarted stage. No foreign key: an erased
+        # customer's decisions stay, as ``erased`` without the customer (and without the output).
         track_decisions=sa.Table(
             f"{prefix}track_decisions", metadata,
             _col("camera_id", ID, primary_key=True), _col("track_id", INT, primary_key=True, autoincrement=False),
             _col("ts_ms", INT), _col("decision", ID), _col("customer_id", ID, nullable=True),
-            _col("staff_id", ID, nullable=True),
+            _col("staff_id", ID, nullable=True), _col("output", sa.LargeBinary, nullable=True),
             sa.Index(f"{prefix}track_decisions_ts", "ts_ms"),
             sa.Index(f"{prefix}track_decisions_customer", "customer_id"),
         ),

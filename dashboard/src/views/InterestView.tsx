@@ -1,6 +1,7 @@
 // Product interest: passers and stoppers per zone, product or category (GET /v1/interest). A row of fewer than
 // privacy.k_min passers comes withheld (suppressed, every figure null) and is shown as such. The attention is the
-// total over the stoppers (seconds of dwell weighted by the face's attention share), not per person.
+// total over the stoppers (seconds of dwell weighted by the face's attention share), not per person: "-" when no
+// stopper had a usable face, "withheld" when 1 to k_min-1 had one (attention_suppressed).
 import { useMemo, useState } from "react";
 import { fmtNum, qs, useApi, type Interest } from "../api";
 import { Chart, PALETTE } from "../Chart";
@@ -54,7 +55,9 @@ export function InterestView(_: ViewProps) {
                     <tr key={i.key} data-testid={`interest-row-${i.key}`}>
                       <td>{i.key}</td><td data-testid="passers">{i.passers}</td><td>{i.stoppers}</td><td><Num v={i.interest_rate} pct /></td>
                       <td>{i.dwell_s.median === null ? "-" : `${fmtNum(i.dwell_s.median, 1)} s`}</td>
-                      <td data-testid="attention">{fmtNum(i.attention_s, 1)}</td>
+                      <td data-testid="attention">{i.attention_suppressed
+                        ? <span className="muted" data-testid="withheld" title="fewer than k people: privacy.k_min">withheld</span>
+                        : fmtNum(i.attention_s, 1)}</td>
                     </tr>
                   ))}
                 </tbody>

@@ -6,7 +6,7 @@
 // stores selling it beside their own are no rows of the comparison. Amounts come in minor units of the currency
 // (its currency_decimals: 0 for JPY, 3 for KWD) and are shown as Intl shows that currency (fmtMoney).
 import { useMemo, useState } from "react";
-import { fmtMoney, fmtNum, fmtPct, qs, useApi } from "../api";
+import { fmtMoney, fmtNum, fmtPct, qs, useApi, useLast } from "../api";
 import { Chart, PALETTE } from "../Chart";
 import { Card, Empty, Loading, Problem, Select } from "../ui";
 import type { ViewProps } from "../App";
@@ -59,14 +59,18 @@ export function StoresView(_: ViewProps) {
   // (any currency= answers with `currencies`, every currency sold in the range, from which the user picks)
   const own = (stores.data?.stores ?? []).flatMap((s) => (s.currency ? [s.currency] : [])).sort();
   const currency = picked || own[0] || undefined;
-  // the range ends on the newest business day a store (of the currency) reported (the API's default end)
+  // the range ends on the newest business day a store (of the currency) reported (the API's default end); while
+  // that is asked again (another currency picked) the last one known: the figures come in one answer, not two in a
+  // row (and again if the currency's newest day differs)
   const first = useApi<ChainKpis>(stores.data && stores.data.stores.length
     ? `/v1/chain/kpis${qs({ group_by: "chain", currency })}` : null);
-  const to = first.data?.to_day;
+  const to = useLast(first.data?.to_day);
   const from = to ? isoDay(new Date(Date.parse(to) - (DAYS[days] - 1) * 86_400_000)) : undefined;
   const k = useApi<ChainKpis>(to ? `/v1/chain/kpis${qs({ group_by: groupBy, period, from_day: from, to_day: to, currency })}` : null);
   const sold = k.data?.currencies ?? [];
-  const currencies = [...new Set([...sold.map((c) => c.currency), ...(currency ? [currency] : [])])].sort();
+  // the currencies to pick from: the last answer's while the next one loads (the picker stays)
+  const known = useLast(k.data?.currencies) ?? [];
+  const currencies = [...new Set([...known.map((c) => c.currency), ...(currency ? [currency] : [])])].sort();
 
   const option = useMemo(() => {
     const groups = k.data?.groups ?? [];
@@ -103,7 +107,7 @@ export function StoresView(_: ViewProps) {
         )}
       </div>
       <Problem error={stores.error ?? first.error ?? k.error} />
-      <Loading on={stores.loading && !stores.data} />
+      <Loading on={(stores.loading && !stores.data) || (!k.data && (first.loading || k.loading))} />
       <Empty on={!!stores.data && stores.data.stores.length === 0}>
         No store has rolled its KPIs up here yet (the chain's chain-rollup service, or
         <code>storelens kpis publish</code>).

@@ -79,18 +79,20 @@ def get_customer(customer_id: CustomerId, store: GalleryDep, storage: StorageDep
                dependencies=[Depends(require_role("admin"))],
                responses={**UNKNOWN_CUSTOMER, **FACES_OFF, 204: {"description": "The customer was erased."}},
                summary="Erase a customer (right to erasure; admin)",
-               description="Deletes the customer's embeddings and visits from the gallery and from the history "
-               "every row derived from them: the track-to-customer links, and for each matched track (and each "
-               "track linked to one in a journey) its face attributes, track summary, track points and zone "
-               "events, and keeps those tracks' later rows out of the history; then tells the recognition service "
-               "to forget them. The notification is sent even for an unknown id, so retrying a request whose "
-               "notification failed (503) completes the erasure.")
+               description="Deletes from the history every row derived from the customer: the track-to-customer "
+               "links, and for each matched track (and each track linked to one in a journey) its face "
+               "attributes, track summary, track points and zone events, and keeps those tracks' later rows out "
+               "of the history; then the customer's embeddings and visits from the gallery; then tells the "
+               "recognition service to forget them. The notification is sent even for an unknown id, so retrying "
+               "a request that failed (500, 503) completes the erasure.")
 def erase_customer(customer_id: CustomerId, store: GalleryDep, storage: StorageDep, config: ConfigDep,
                    on_erasure: ErasureDep) -> Response:
     decided = getattr(store, "decided_tracks", None)  # tracks whose match the history may not have yet
     tracks = decided(customer_id) if decided is not None else set()
-    in_gallery = store.delete_customer(customer_id)
+    # The history first: the gallery's delete forgets which tracks were the customer's, so a retry after a failure
+    # of the history's erasure (500) still finds them; after a failure of the gallery's delete, both run again.
     rows = storage.erase_customer(customer_id, config.journeys, config.store.entrance_lines, tracks)
+    in_gallery = store.delete_customer(customer_id)
     if on_erasure is not None:
         try:
             on_erasure(customer_id)

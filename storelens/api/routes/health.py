@@ -2,9 +2,11 @@
 
 ``/healthz`` runs on the event loop and touches nothing that blocks: a thread pool full of requests waiting for
 a slow database never makes it miss the liveness probe's timeout (the kubelet would restart a healthy API).
-``/readyz`` is the storage's answer only: the live state (Redis) holds only live occupancy, and the history,
-KPIs and sign-in work without it, so a Redis outage must not take every API pod out of its Service. The live
-state is reported in ``/readyz``'s body (``live_state``) and as ``storelens_live_state_up`` in ``/metrics``.
+``/readyz`` is the storage's answer only: the live state (Redis) holds live occupancy and the replicas' shared
+sign-in limit, and the history, KPIs, occupancy (from storage) and sign-in (limited in memory) work without it, so a
+Redis outage must not take every API pod out of its Service. The live state is reported in ``/readyz``'s body
+(``live_state``) and as ``storelens_live_state_up`` in ``/metrics``, each waiting at most
+:data:`~storelens.api.metrics.LIVE_PING_WAIT_S` for its ping.
 """
 from __future__ import annotations
 
@@ -14,15 +16,11 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..deps import LiveDep, MetricsDep, StorageDep, api_router
-from ..metrics import answers
+from ..metrics import LIVE_PING_WAIT_S, answers
 from ..models import ReadyOut, Status
 from ..security import require_metrics
 
 router = api_router("ops", role=None)
-
-#: How long ``/readyz`` waits for the live state's ping (its client may wait 5 s for an unreachable Redis,
-#: longer than the readiness probe's timeout); past it the live state is reported unavailable.
-LIVE_PING_WAIT_S = 1.0
 
 
 @router.get("/healthz", response_model=Status, summary="Liveness")

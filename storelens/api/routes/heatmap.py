@@ -49,8 +49,9 @@ class HeatmapCellOut(_Out):
 
 
 class WalkingOut(_Out):
-    tracks: int = Field(description="Tracks seen for at least 1 s (tracks flagged stationary, mannequins, are "
-                                    "left out).")
+    tracks: int = Field(description="Tracks seen walking for at least 1 s: a track's points up to its last one "
+                                    "flagged stationary are left out (mannequins count nothing; a shopper flagged "
+                                    "while standing still since their track appeared counts the walking after).")
     distance_m: float | None = Field(description="Total walked by the tracks; null: suppressed.")
     duration_s: float | None = Field(description="Total time of the tracks; null: suppressed.")
     mean_speed_m_s: float | None = Field(description="distance_m / duration_s; null without time, or suppressed.")
@@ -79,7 +80,7 @@ class HeatmapOut(_Out):
     snapshot_ts_ms: int | None = Field(description="Time of the reference frame the PNG is drawn on.")
     walking: WalkingOut | None = Field(default=None, description=f"Walking on the floor (cameras with a floor "
                                                                  f"homography): every track of the range but "
-                                                                 f"stationary ones, up to {MAX_WALK_POINTS:,} "
+                                                                 f"its stationary start, up to {MAX_WALK_POINTS:,} "
                                                                  f"points (see truncated); k-anonymous.")
 
 
@@ -129,7 +130,8 @@ def camera_heatmap(camera: CameraDep, storage: StorageDep, config: ConfigDep, st
         return _png(heatmap_png(grid, cell_px, width, height, snap.jpeg if snap is not None else None))
     walking = None
     if camera.floor is not None:
-        # mannequins count nowhere (README, "Stationary objects"); a few people's figures are theirs (k_min)
+        # mannequins count nowhere (README, "Stationary objects"), nor does a track's standing still before its
+        # walking; a few people's figures are theirs (k_min over the tracks that walked)
         found = storage.track_pages(camera.id, start, end, page_points=WALK_POINTS, max_points=MAX_WALK_POINTS,
                                     skip_stationary=True)
         stats = walking_stats(fit_homography(camera.floor.points),

@@ -161,8 +161,11 @@ class InterestOut(_Out):
                     "null: suppressed.")
     attention_s: float | None = Field(description="Total over the stoppers (not per person) of their dwell "
                                                   "weighted by their face's attention share (faces stages); "
-                                                  "null when fewer than k_min stoppers had a usable face (none "
-                                                  "included).")
+                                                  "null when none had a usable face, or withheld when 1 to "
+                                                  "k_min-1 did (then `attention_suppressed`).")
+    attention_suppressed: bool = Field(False, description="attention_s is withheld (null): 1 to k_min-1 stoppers "
+                                                          "had a usable face (privacy.k_min). False when none had "
+                                                          "one, and in a suppressed row (`suppressed` says it).")
     attending_emotions: dict[str, int | None] | None = Field(
         description="Stoppers with attention > 0.5 by expression, every expression listed (a cell of fewer than "
                     "k_min: null); null when fewer than k_min stoppers had a usable face (as attention_s), when "
@@ -419,8 +422,8 @@ def _length_at(ctx: ApiContext, camera_id: str, zone_id: str, at_ms: int) -> int
             "stopped, their dwell and attention. k-anonymity: a row of 1 to k_min-1 passers (privacy.k_min, "
             "default 5) is withheld: every figure null and `suppressed: true`; inside a reported row, "
             "histogram and emotion cells of fewer than k_min are null, attention_s (a total over the stoppers) is "
-            "null below k_min stoppers with a usable face, and so is attending_emotions, also when 1 to k_min-1 "
-            "of them attended.")
+            "withheld (null, `attention_suppressed: true`) when 1 to k_min-1 stoppers had a usable face (null "
+            "without one), and so is attending_emotions, also when 1 to k_min-1 of them attended.")
 def interest(ctx: ContextDep, start_ms: FromMs0, end_ms: EndMs = None,
              group_by: Annotated[Literal["zone", "product", "category"], Query()] = "zone",
              camera_id: Annotated[str | None, Query(max_length=200)] = None,
@@ -471,6 +474,7 @@ def interest(ctx: ContextDep, start_ms: FromMs0, end_ms: EndMs = None,
                                  stoppers=stoppers, interest_rate=stoppers / len(dwells) if dwells else None,
                                  dwell_s=_dwell(dwells), dwell_histogram=suppress_counts(hist, k)[0],
                                  attention_s=keep(attention, watchers, k),
+                                 attention_suppressed=is_suppressed(watchers, k),
                                  attending_emotions=None if watchers < k or is_suppressed(attending, k)
                                  else suppress_counts(emotions, k)[0]))
     return InterestListOut(start_ms=start_ms, end_ms=end, group_by=group_by, items=items)

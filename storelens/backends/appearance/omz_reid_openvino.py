@@ -103,6 +103,7 @@ class OpenVinoReidEmbedder:
     """OMZ person re-id IR, batched: (image, boxes) -> (N, 256) unit-length float32 rows."""
 
     dim = 256
+    backend = "omz-reid-openvino"  # its tracker.embedder name (trackers tag their snapshots with it)
 
     def __init__(self, model_xml: str, device: str = "cpu", precision: str = "f32",
                  threads: int | None = None) -> None:

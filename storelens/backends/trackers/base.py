@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Iterable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -23,8 +23,9 @@ class Tracks:
 
 
 class Tracker(Protocol):
-    """A camera's tracker. A backend's ``SNAPSHOT_FORMAT`` (its name and version, optional) tags its snapshots
-    (:func:`snapshot_format`): a state saved by another backend or version is never handed to :meth:`restore`."""
+    """A camera's tracker. A backend's ``SNAPSHOT_FORMAT`` (its name and version, optional) and its ``embedder``
+    (if it has one) tag its snapshots (:func:`snapshot_format`): a state saved by another backend, version or
+    embedder is never handed to :meth:`restore`."""
 
     def update(self, image_bgr: np.ndarray, detections: Detections) -> Tracks: ...
 
@@ -35,14 +36,42 @@ class Tracker(Protocol):
     def restore(self, data: bytes) -> None: ...
 
 
-def snapshot_format(tracker: object) -> str:
-    """The tag of ``tracker``'s snapshots: its ``SNAPSHOT_FORMAT`` (backend and version), else its class.
+def snapshot_format(tracker: object, embedder: bool = True) -> str:
+    """The tag of ``tracker``'s snapshots: its ``SNAPSHOT_FORMAT`` (backend and version), else its class; for a
+    tracker with an ``embedder`` (its state holds that model's features), then ``embedder=NAME/DIM``: the
+    embedder's ``backend`` (its ``tracker.embedder`` name) or class, and the length of its features. Features of
+    another model do not compare (of another length, the first frame's distances raised). ``embedder=False``:
+    the tag without it, as snapshots were tagged before it.
 
     >>> snapshot_format(object())
     'builtins.object'
+    >>> from types import SimpleNamespace as NS
+    >>> snapshot_format(NS(SNAPSHOT_FORMAT="pickle:x-1", embedder=NS(backend="omz-reid-openvino", dim=256)))
+    'pickle:x-1 embedder=omz-reid-openvino/256'
     """
     fmt = getattr(tracker, "SNAPSHOT_FORMAT", None)
-    return fmt if isinstance(fmt, str) else f"{type(tracker).__module__}.{type(tracker).__qualname__}"
+    fmt = fmt if isinstance(fmt, str) else f"{type(tracker).__module__}.{type(tracker).__qualname__}"
+    model = getattr(tracker, "embedder", None)
+    if not embedder or model is None:
+        return fmt
+    name = getattr(model, "backend", None) or type(model).__qualname__
+    return f"{fmt} embedder={name}/{getattr(model, 'dim', '?')}"
+
+
+def check_feature_dim(features: Iterable[Any], dim: int | None) -> None:
+    """Raise ``ValueError`` if one of a restored state's appearance ``features`` is not ``dim`` long (its
+    embedder's; ``None``: unchecked): a state of another embedder, saved before :func:`snapshot_format` named it.
+
+    >>> check_feature_dim([np.zeros(1280)], 256)
+    Traceback (most recent call last):
+    ValueError: the state holds appearance features of length 1280, the embedder gives 256
+    """
+    if dim is None:
+        return
+    for f in features:
+        if f is not None and np.shape(f)[-1] != dim:
+            raise ValueError(f"the state holds appearance features of length {np.shape(f)[-1]}, the embedder "
+                             f"gives {dim}")
 
 
 @runtime_checkable

@@ -52,7 +52,7 @@ import numpy as np
 
 from storelens.backends.appearance.base import APPEARANCE, Embedder
 from storelens.backends.detectors.base import Detections
-from storelens.backends.trackers.base import TRACKERS, Tracks, iou_matrix
+from storelens.backends.trackers.base import TRACKERS, Tracks, check_feature_dim, iou_matrix
 from storelens.config.tracker_bytereid import ByteReidTrackerConfig
 
 
@@ -231,6 +231,7 @@ def _make_bot(cfg: ByteReidTrackerConfig):
 class ByteReidTracker:
     """The ``bytereid`` backend: ``update(image, detections) -> AppearanceTracks`` (see module doc)."""
 
+    #: With the embedder (:func:`~storelens.backends.trackers.base.snapshot_format`): its tracks hold its features.
     SNAPSHOT_FORMAT = "pickle:bytereid-1"
 
     def __init__(self, cfg: ByteReidTrackerConfig | None = None, embedder: Embedder | None = None) -> None:
@@ -265,6 +266,9 @@ class ByteReidTracker:
         fmt, bot, stale = pickle.loads(data)  # noqa: S301 (our own snapshot topic)
         if fmt != self.SNAPSHOT_FORMAT:
             raise ValueError(f"unknown tracker snapshot format {fmt!r}")
+        check_feature_dim([f for t in (*bot.tracked_stracks, *bot.lost_stracks, *bot.removed_stracks)
+                           for f in (getattr(t, "smooth_feat", None), getattr(t, "curr_feat", None))],
+                          getattr(self.embedder, "dim", None))
         # a snapshot written before the tracker followed the frame rate (rolling upgrade): the rate it was tuned at
         bot.__dict__.setdefault("frame_rate", self.cfg.fps)
         # every setting is today's, not the pickled one (a restart may come with a new site file, and a snapshot

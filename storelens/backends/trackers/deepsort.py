@@ -21,7 +21,7 @@ import numpy as np
 
 from storelens.backends.appearance import Embedder, build_appearance_embedder
 from storelens.backends.detectors.base import Detections
-from storelens.backends.trackers.base import TRACKERS, Tracks, iou_matrix, l2_normalize
+from storelens.backends.trackers.base import TRACKERS, Tracks, check_feature_dim, iou_matrix, l2_normalize
 from storelens.config.trackers import DeepSortTrackerConfig
 
 
@@ -67,6 +67,7 @@ class DeepSortTracker:
         if metric._metric is nn_matching._nn_cosine_distance:  # same distance on unit vectors, less work
             metric._metric = _nn_cosine_distance_unit
 
+    #: With the embedder (:func:`~storelens.backends.trackers.base.snapshot_format`): its galleries hold its features.
     SNAPSHOT_FORMAT = "pickle:deep-sort-realtime-1.3.2"
 
     def snapshot(self) -> bytes:
@@ -81,11 +82,15 @@ class DeepSortTracker:
 
     def restore(self, data: bytes) -> None:
         """The state of ``data`` with today's settings (``max_age``, ``n_init``, the distances, ``nn_budget``), not
-        the pickled ones: a restart may come with a new site file (the tracks alive keep their state)."""
+        the pickled ones: a restart may come with a new site file (the tracks alive keep their state). A state
+        whose features are not of the embedder's length raises ``ValueError``."""
         import pickle
 
         ds, stale = pickle.loads(data)  # noqa: S301 (our own snapshot topic)
         cfg, tracker = self.cfg, ds.tracker
+        saved = [f for t in tracker.tracks for f in t.features]
+        saved += [f for s in tracker.metric.samples.values() for f in s]
+        check_feature_dim(saved, getattr(self.embedder, "dim", None))
         tracker.max_age, tracker.n_init, tracker.max_iou_distance = cfg.max_age, cfg.n_init, cfg.max_iou_distance
         tracker.metric.matching_threshold, tracker.metric.budget = cfg.max_cosine_distance, cfg.nn_budget
         for t in tracker.tracks:  # each track copied max_age and n_init when it started

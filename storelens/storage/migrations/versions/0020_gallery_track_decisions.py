@@ -1,8 +1,9 @@
 """gallery 2: track_decisions, the reid stage's decision of each track (customer, staff, abstained, erased).
 
 A restarted reid stage looks a track up before it decides it: a track is decided once, and a track of an
-erased customer never again. ``gallery_track_decisions`` on PostgreSQL, ``track_decisions`` in a SQLite
-gallery file.
+erased customer never again; ``output`` keeps the CustomerMatch / StaffTrack published for a customer or staff
+decision, which the restarted stage publishes again (the first may never have left the process).
+``gallery_track_decisions`` on PostgreSQL, ``track_decisions`` in a SQLite gallery file.
 
 Revision ID: 0020
 """
@@ -24,6 +25,7 @@ def upgrade() -> None:
         sa.Column("camera_id", ID, nullable=False), sa.Column("track_id", INT, nullable=False),
         sa.Column("ts_ms", INT, nullable=False), sa.Column("decision", ID, nullable=False),
         sa.Column("customer_id", ID, nullable=True), sa.Column("staff_id", ID, nullable=True),
+        sa.Column("output", sa.LargeBinary, nullable=True),
         sa.PrimaryKeyConstraint("camera_id", "track_id"),
     )
     op.create_index(f"{p}track_decisions_ts", f"{p}track_decisions", ["ts_ms"])
