@@ -19,7 +19,6 @@ import os
 import sqlite3
 import threading
 import time
-import uuid
 
 import psycopg
 import pytest
@@ -40,7 +39,7 @@ from storelens.storage import SqlStorage
 from storelens.storage.gallery import SqlGalleryStore
 from storelens.storage.schema import staff_tracks, track_points
 from storelens.storage.staff_faces import StaffFaceSource, enroll_images
-from test_faces_review_fixes_3 import ERASABLE_TABLES, _later_rows, _rows_of, site
+from test_faces_review_fixes_3 import ERASABLE_TABLES, _later_rows, _rows_of, pg_schema, site
 from test_staff_faces import ENROL, OBAMA_PROBE, OTHER_PERSON, config, crop
 
 pytestmark = pytest.mark.skipif(not (asset("faces") / "identities").is_dir(), reason="shared face assets not found")
@@ -141,20 +140,6 @@ def test_an_erasure_that_failed_in_the_history_is_retried_with_the_customers_tra
 
 
 # -- 3. PostgreSQL: a write in progress and an erasure -----------------------------------------------------------
-
-
-@contextlib.contextmanager
-def pg_schema():
-    try:
-        psycopg.connect(PG_DSN, connect_timeout=3).close()
-    except psycopg.OperationalError:
-        pytest.skip(f"no PostgreSQL at {PG_DSN}")
-    name = f"test_f4_{uuid.uuid4().hex[:12]}"
-    try:
-        yield name
-    finally:
-        with psycopg.connect(PG_DSN, autocommit=True) as c:
-            c.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
 
 
 def _frame(seq: int, *tracks: int) -> m.TrackedFrame:

@@ -127,16 +127,32 @@ def _redis(db: int):
     return client
 
 
+def live_state_and_limiter_work(url: str, user: str, how: str):
+    """Analytics' live state and the api's sign-in limiter both work on Redis ``url`` (keys under ``user``);
+    the live state, to close."""
+    from storelens.api.security import Authenticator
+    from storelens.config.auth import AuthConfig
+    from storelens.contract import messages as m
+    from storelens.storage import SqliteStorage
+    from storelens.storage.live import RedisLiveState
+
+    live = RedisLiveState(url, prefix=user)  # analytics' live state
+    assert live.ping()
+    assert live.set_occupancy(m.OccupancyUpdate(camera_id="door", ts_ms=1_000, occupancy=2, total_in=3,
+                                                total_out=1))
+    assert live.occupancy("door").occupancy == 2
+    auth = Authenticator(AuthConfig(), SqliteStorage(":memory:"), redis_url=url)  # the api's sign-in limiter
+    assert auth.login(user, "not the password", client="203.0.113.7") is None
+    assert not auth._limiter_breaker.down, f"the sign-in limiter could not use Redis {how}"
+    return live
+
+
 def test_the_readme_acl_user_works_in_its_database_and_nowhere_else(monkeypatch):
     """The README's ACL command, run against the local Redis for a throwaway user, lets the store's analytics
     (live state) and api (sign-in limiter) work with the URL the store's site.yaml builds, and keeps that user
     out of every other database (SELECT, MOVE, COPY ... DB, SWAPDB, FLUSHALL)."""
     import redis
 
-    from storelens.api.security import Authenticator
-    from storelens.config.auth import AuthConfig
-    from storelens.storage import SqliteStorage
-    from storelens.storage.live import RedisLiveState
 
     store, args = _readme_acl()
     (overlay,) = [o for o in STORE_OVERLAYS if o.name in (f"store-{store}", f"store-{store}-cloud")]
@@ -158,14 +174,7 @@ def test_the_readme_acl_user_works_in_its_database_and_nowhere_else(monkeypatch)
                                 STORELENS_REDIS_USERNAME=user, STORELENS_REDIS_PASSWORD=password)
         url = cfg.live.redis_url
         assert url == f"redis://{user}:{password}@{kw['host']}:{kw['port']}/{db}"
-        live = RedisLiveState(url, prefix=user)  # analytics' live state
-        assert live.ping()
-        assert live.set_occupancy(m.OccupancyUpdate(camera_id="door", ts_ms=1_000, occupancy=2, total_in=3,
-                                                    total_out=1))
-        assert live.occupancy("door").occupancy == 2
-        auth = Authenticator(AuthConfig(), SqliteStorage(":memory:"), redis_url=url)  # the api's sign-in limiter
-        assert auth.login(user, "not the password", client="203.0.113.7") is None
-        assert not auth._limiter_breaker.down, "the sign-in limiter could not use Redis as the store's user"
+        live = live_state_and_limiter_work(url, user, "as the store's user")
         keys = {k.decode() for k in admin.scan_iter(match=f"*{user}*")}
         assert f"{user}:camera:door" in keys and any(k.startswith("LIMITS") for k in keys), keys
 

@@ -17,7 +17,7 @@ import yaml
 from storelens.config import parse_config
 from storelens.errors import ConfigError
 from test_k8s import K8S_DIR
-from test_k8s_review_fixes import _redis  # the local Redis' default user, skips without one
+from test_k8s_review_fixes import _redis, live_state_and_limiter_work  # the local Redis; the two clients
 
 SITE = {"store": {"id": "live-url"}, "cameras": [{"id": "door", "source": "door.mp4"}]}
 DB = 7  # below the databases 9-15 the local deployments empty (storelens.runtime.localdeploy)
@@ -53,11 +53,6 @@ def test_other_urls_redis_cannot_use_are_config_errors(url) -> None:
 
 
 def test_a_percent_encoded_password_signs_in_to_the_real_redis(monkeypatch) -> None:
-    from storelens.api.security import Authenticator
-    from storelens.config.auth import AuthConfig
-    from storelens.contract import messages as m
-    from storelens.storage import SqliteStorage
-    from storelens.storage.live import RedisLiveState
 
     admin = _redis(DB)
     user, password = f"sltest-f6-{uuid.uuid4().hex[:8]}", f"ab/cd#e?f@{uuid.uuid4().hex}"
@@ -68,14 +63,7 @@ def test_a_percent_encoded_password_signs_in_to_the_real_redis(monkeypatch) -> N
     try:
         cfg = parse_config(_site(monkeypatch, user, urllib.parse.quote(password, safe=""), kw["host"], kw["port"]))
         url = cfg.live.redis_url
-        live = RedisLiveState(url, prefix=user)  # analytics' live state
-        assert live.ping()
-        assert live.set_occupancy(m.OccupancyUpdate(camera_id="door", ts_ms=1_000, occupancy=2, total_in=3,
-                                                    total_out=1))
-        assert live.occupancy("door").occupancy == 2
-        auth = Authenticator(AuthConfig(), SqliteStorage(":memory:"), redis_url=url)  # the api's sign-in limiter
-        assert auth.login(user, "not the password", client="203.0.113.7") is None
-        assert not auth._limiter_breaker.down, "the sign-in limiter could not use Redis with the encoded password"
+        live = live_state_and_limiter_work(url, user, "with the encoded password")
         assert admin.exists(f"{user}:camera:door")
     finally:
         if live is not None:
