@@ -35,6 +35,9 @@ def test_a_port_someone_listens_on_is_skipped(monkeypatch: pytest.MonkeyPatch) -
     held = free_port()
     monkeypatch.setattr(localdeploy, "_next_port", [held - localdeploy._PORT_BASE])  # ``held`` would come next
     with socket.socket() as s:
+        # as the servers bind: ``held`` may still be in TIME_WAIT from an earlier test's server, which a plain bind
+        # refuses (CI failed once this way) while free_port's own check, like the servers, accepts it
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", held))
         s.listen()
         given = free_port()
