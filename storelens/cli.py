@@ -382,6 +382,7 @@ def cmd_track(args) -> int:
 def cmd_kpis_publish(args) -> int:
     """``storelens kpis publish``: the store's KPI hours for the chain roll-up (Kafka ``store-kpis``, or ``--local``)."""
     from google.protobuf.json_format import MessageToDict
+    from pydantic import ValidationError
 
     from storelens.contract import topics
     from storelens.stages.rollup import ChainRollupStage
@@ -389,8 +390,13 @@ def cmd_kpis_publish(args) -> int:
     from storelens.storage.rollup import kpi_publisher
 
     config = _history_config(args, open_cameras=False)
-    rollup = {"enabled": True} | ({"lookback_h": args.lookback_h} if args.lookback_h else {})
-    config = config.model_copy(update={"rollup": config.rollup.model_copy(update=rollup)})
+    rollup = {"enabled": True} | ({"lookback_h": args.lookback_h} if args.lookback_h is not None else {})
+    try:  # validated as rollup.lookback_h in a site file (model_copy would take -5, 0 or nan)
+        rollup_config = type(config.rollup).model_validate({**config.rollup.model_dump(), **rollup})
+    except ValidationError as err:
+        raise ConfigError("; ".join(f"--lookback-h {args.lookback_h}: {e['msg']} (rollup.lookback_h)"
+                                    for e in err.errors())) from None
+    config = config.model_copy(update={"rollup": rollup_config})
     storage = open_storage(config.storage)
     sent: list = []
     try:
@@ -585,9 +591,10 @@ def cmd_heatmap(args) -> int:
 
 
 def _demo_config(args):
-    """The site ``demo`` runs: ``--config`` (or the bundled example) with ``--source``, ``--db``, ``--host``
-    and ``--port`` in place of the file's. The cameras change through ``with_cameras``, so that the site
-    versions saved by edits (``site_version_document``) hold ``--source``, not the file's source."""
+    """The site ``demo`` runs: ``--config`` (or the bundled example) with ``--source``, ``--db`` (and then no
+    ``live.redis_url``), ``--host`` and ``--port`` in place of the file's. The cameras change through
+    ``with_cameras``, so that the site versions saved by edits (``site_version_document``) hold ``--source``, not
+    the file's source."""
     from pydantic import ValidationError
 
     from storelens.config import with_cameras
@@ -599,8 +606,10 @@ def _demo_config(args):
         cams = site_version_document(config)["cameras"]  # as written: other cameras keep their ${VAR}s
         cams[0]["source"] = resolve_source(args.source, pathlib.Path.cwd())
         config = with_cameras(config, cams, origin="--source")
-    if args.db:
-        updates["storage"] = config.storage.model_copy(update={"path": args.db})
+    if args.db:  # a SQLite file, whatever the site's backend (as --db of the other commands)
+        updates["storage"] = config.storage.model_copy(update={"backend": "sqlite", "path": args.db})
+        # and no Redis: the site's would show its live occupancy and share its sign-in limits
+        updates["live"] = config.live.model_copy(update={"redis_url": None})
     if args.port is not None or args.host:
         given = {k: v for k, v in (("port", args.port), ("host", args.host)) if v is not None}
         try:  # validated as in a site file (model_copy would take --port 70000)
@@ -693,19 +702,29 @@ def _demo_admin(app) -> str:
     return f"sign in as 'admin' with password {password!r} (set STORELENS_ADMIN_PASSWORD to choose it)"
 
 
-def _read_password(args) -> str:
-    """The password of ``users`` commands: ``$STORELENS_ADMIN_PASSWORD``, else stdin (a prompt on a terminal)."""
-    password = os.environ.get("STORELENS_ADMIN_PASSWORD")
+def _read_password(env: str | None = None) -> str:
+    """The password of ``users`` commands: ``$env`` if given and set (``create-admin``: the first admin's variable,
+    ``auth.admin_password_env``), else stdin (a prompt on a terminal). ``create`` gives no variable: another user
+    never gets the admin's password from the environment."""
+    password = os.environ.get(env) if env else None
     if password:
         return password
-    if sys.stdin.isatty():
+    stdin = sys.stdin
+    closed = stdin is None or stdin.closed  # None: started with stdin closed (`<&-`)
+    if not closed and stdin.isatty():
         import getpass
 
         password = getpass.getpass("password: ")
         if password != getpass.getpass("again: "):
             raise ConfigError("the passwords differ")
         return password
-    return sys.stdin.readline().rstrip("\n")
+    password = "" if closed else stdin.readline().rstrip("\n")
+    if not password:  # e.g. `kubectl exec` without -i: an empty stdin
+        also = f", or set ${env} (auth.admin_password_env)" if env else ""
+        raise ConfigError(f"password: none on stdin ({'closed' if closed else 'empty'}): pipe it, e.g. "
+                          f"`printf '%s\\n' \"$PASSWORD\" | storelens users ...` (through kubectl: `kubectl exec -i`)"
+                          f"{also}")
+    return password
 
 
 def cmd_site(args) -> int:
@@ -714,7 +733,7 @@ def cmd_site(args) -> int:
     API saves, :func:`~storelens.config.site.site_version_document`)."""
     import yaml
 
-    from storelens.config import load_config, with_cameras, with_site_update
+    from storelens.config import entrance_lines_of, load_config, with_cameras, with_site_update
     from storelens.config.site import site_document, site_version_document, written_document
     from storelens.storage import open_storage
     from storelens.storage import auth as audit_store
@@ -731,6 +750,14 @@ def cmd_site(args) -> int:
             config = with_site_update(config, update)
         if args.site_command == "export":
             doc = written_document(config, site_document(config, exclude_defaults=True))  # ${VAR}s unexpanded
+            # the file must load: entrance lines of cameras (lines) the version removed are not in it
+            left_out = [x for x in entrance_lines_of(config) or () if x not in (config.store.entrance_lines or ())]
+            if left_out:
+                print(f"warning: store.entrance_lines: {', '.join(repr(x) for x in left_out)} left out of the "
+                      f"exported file (site version {version} has no such camera line): a site file replaced by it "
+                      "no longer counts the stored crossings of those lines as store entrances (past visitors, "
+                      "journeys), and adding the camera back later does not bring them back (add them to "
+                      "store.entrance_lines again with it)", file=sys.stderr)
             text = f"# StoreLens site, version {version} (storelens site export)\n" + yaml.safe_dump(doc, sort_keys=False)
             if args.out:
                 pathlib.Path(args.out).write_text(text)
@@ -778,13 +805,17 @@ def cmd_users(args) -> int:
         auth = Authenticator(config.auth, storage)
         if args.users_command in ("create-admin", "create"):
             role = "admin" if args.users_command == "create-admin" else args.role
+            # create-admin's default name: the first admin's, as the API creates it (auth.admin_username_env)
+            username = args.username or os.environ.get(config.auth.admin_username_env) or "admin"
             try:
-                created = auth.create_user(args.username, _read_password(args), role)
+                password = _read_password(config.auth.admin_password_env if args.users_command == "create-admin"
+                                          else None)
+                created = auth.create_user(username, password, role)
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
-            store.audit(storage, int(time.time() * 1000), "cli", f"users.{args.users_command}", args.username,
+            store.audit(storage, int(time.time() * 1000), "cli", f"users.{args.users_command}", username,
                         {"role": role, "created": created})
-            print(f"{'created' if created else 'updated'} {role} {args.username!r}")
+            print(f"{'created' if created else 'updated'} {role} {username!r}")
         elif args.users_command == "delete":
             if not auth.delete_user(args.username):
                 raise ConfigError(f"no such user: {args.username!r}")
@@ -894,6 +925,7 @@ def _print_zones(config, storage) -> None:
 
 def _print_behaviour(config, storage) -> None:
     """Heatmap totals and journeys of the demo run, from the history (what the API serves)."""
+    from storelens.config import entrance_lines_of
     from storelens.domain.journeys import flows, top_paths
     from storelens.storage import heatmaps as hq
     from storelens.storage import journeys as jq
@@ -909,7 +941,7 @@ def _print_behaviour(config, storage) -> None:
             print(f"heatmap {cam.id}: {hm.total_ms('occupancy') / 1000:.1f} person-s, "
                   f"{hm.total_ms('dwell') / 1000:.1f} s lingering in {len(hm.cells)} cells of {hm.cell_px} px over "
                   f"{hm.minutes} min{where} (GET /v1/cameras/{cam.id}/heatmap?format=png)")
-    js = jq.journeys(storage, config.journeys, 0, end, config.store.entrance_lines)
+    js = jq.journeys(storage, config.journeys, 0, end, entrance_lines_of(config))
     if js:
         paths = top_paths(js, 3)
         top = "; ".join(f"{' > '.join(p)} x{n}" for p, n in paths)
@@ -1001,7 +1033,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="run the whole pipeline on a video, print a summary, serve the API")
     d.add_argument("--config", help="site configuration YAML (default: the bundled example)")
     d.add_argument("--source", help="video file or stream URL replacing the first camera's source")
-    d.add_argument("--db", help="SQLite file (default: storage.path of the config)")
+    d.add_argument("--db", help="SQLite file (default: storage.path of the config); with it, no Redis "
+                                "(the config's live.redis_url is left out)")
     d.add_argument("--host")
     d.add_argument("--port", type=int)
     d.add_argument("--no-serve", action="store_true", help="exit after the summary")
@@ -1089,9 +1122,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     us = sub.add_parser("users", help="sign-in accounts and API keys of the API and dashboard")
     us_sub = us.add_subparsers(dest="users_command", required=True)
-    for name, help_ in (("create-admin", "create an admin or reset one (password from $STORELENS_ADMIN_PASSWORD "
-                                         "or stdin)"),
-                        ("create", "create a user or reset one (password as for create-admin)"),
+    for name, help_ in (("create-admin", "create an admin or reset one (password from $STORELENS_ADMIN_PASSWORD, "
+                                         "the variable auth.admin_password_env names, or stdin)"),
+                        ("create", "create a user or reset one (password from stdin or a prompt, never "
+                                   "$STORELENS_ADMIN_PASSWORD)"),
                         ("delete", "delete a user"), ("list", "list users"),
                         ("api-key", "create an API key for a machine client (printed once)")):
         u = us_sub.add_parser(name, help=help_)
@@ -1099,7 +1133,8 @@ def build_parser() -> argparse.ArgumentParser:
             u.add_argument("name", help="what the key is for, e.g. 'till 3'")
         elif name != "list":
             u.add_argument("username", nargs="?" if name == "create-admin" else None,
-                           default="admin" if name == "create-admin" else None)
+                           help="default: $STORELENS_ADMIN_USERNAME (the variable auth.admin_username_env names), "
+                                "else admin" if name == "create-admin" else None)
         if name in ("create", "api-key"):
             u.add_argument("--role", required=True, choices=("viewer", "manager", "admin"))
         u.add_argument("--config", help="site configuration (storage; default: the bundled example)")
@@ -1147,8 +1182,9 @@ def build_parser() -> argparse.ArgumentParser:
                                             "rollup.enabled; for an embedded store, e.g. from cron)")
     kpp.add_argument("--config", help="site configuration (store, storage, kafka; default: the bundled example)")
     kpp.add_argument("--db", help="SQLite history file (default: the config's storage)")
-    kpp.add_argument("--lookback-h", type=float, help="hours back from now (default rollup.lookback_h); now is "
-                                                      "the wall clock, or the newest stored frame for video files")
+    kpp.add_argument("--lookback-h", type=float, help="hours back from now, > 0 and at most 744 (default "
+                                                      "rollup.lookback_h); now is the wall clock, or the newest "
+                                                      "stored frame for video files")
     out = kpp.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print the hours instead of publishing them")
     out.add_argument("--local", action="store_true", help="roll them up into this store's own database "

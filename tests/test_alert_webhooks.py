@@ -79,8 +79,9 @@ def server(request):
 
 
 def hooks(url: str, **kw) -> list:
+    rules = [{"kind": "camera_occupancy", "id": "crowd", "camera": "c", "max": 7}]  # a webhook's rules must exist
     cfg = parse_config({"store": {"id": "s"}, "cameras": [{"id": "c", "source": "x.mp4"}],
-                        "alerts": {"webhooks": [{"url": url, **kw}]}})
+                        "alerts": {"rules": rules, "webhooks": [{"url": url, **kw}]}})
     return list(cfg.alerts.webhooks)
 
 

@@ -3,9 +3,9 @@ Redis, real SQLite storage, the API as :func:`storelens.api.server.build_app` wi
 
 1. a hung Redis costs the API one short wait, then ``/v1/occupancy``, ``/v1/zones`` and ``/v1/live``'s reads answer
    from storage at once (a circuit breaker in :class:`~storelens.storage.live.RedisLiveState`, shared with the
-   sign-in limiter: :class:`~storelens.runtime.policy.Breaker`), and one read tries Redis again after the period;
-   a ``/metrics`` scrape waits at most :data:`~storelens.api.metrics.LIVE_PING_WAIT_S` (1 s, as ``/readyz``) for
-   the live state's ping, whatever its client's timeout;
+   sign-in limiter: :class:`~storelens.runtime.policy.Breaker`), and a ping in the background tries Redis again
+   after the period (``tests/test_live_state_probe.py``); a ``/metrics`` scrape waits at most ``live.timeout_s``
+   (0.5 s, as ``/readyz``) for the live state's ping, whatever its client's timeout;
 2. ``anyio>=4.1`` (``abandon_on_cancel`` of ``/readyz``) is pinned and installed;
 3. a site edit sending ``${VAR}`` where the site holds ``${VAR:-default}`` keeps the default, logged at info with
    the field, never the value.
@@ -35,7 +35,7 @@ from test_live import REDIS_URL
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 T0 = 1_700_000_000_000
 N_CAMERAS = 4
-#: How long a ``/metrics`` scrape (as ``/readyz``) waits for the live state's ping (``LIVE_PING_WAIT_S``).
+#: At most how long a ``/metrics`` scrape (as ``/readyz``) waits for the live state's ping (``live.timeout_s``).
 PING_WAIT_S = 1.0
 ZONE = {"id": "shelf", "polygon": [[0, 0], [100, 0], [100, 100], [0, 100]], "kind": "shelf"}
 
@@ -116,8 +116,8 @@ def test_the_breaker_skips_redis_for_its_period_then_tries_it_again(hung_redis) 
             (first, skipped)
         assert ping[0] is False and ping[1] < 0.05, ping
         time.sleep(1.1)
-        again = timed(lambda: live.cameras())
-        assert again[0] is not live_state.LiveStateUnavailable and again[1] >= 0.25, again  # Redis asked again
+        again = timed(lambda: live.cameras())  # a ping in the background asks Redis again, no read waits for it
+        assert again[0] is live_state.LiveStateUnavailable and again[1] < 0.05, again
     # a Redis that answers is used as before through the breaker
     with RedisLiveState(REDIS_URL, prefix=f"storelens-test:{uuid.uuid4().hex[:16]}", timeout_s=0.5,
                         retry_s=30.0) as live:

@@ -93,7 +93,7 @@ def create_app(
     )
     metrics = Metrics()
     if live is not None:
-        metrics.watch_live_state(live.ping)  # storelens_live_state_up; /readyz does not depend on it
+        metrics.watch_live_state(live.ping, config.live.timeout_s)  # storelens_live_state_up and /readyz's live_state
     auth = Authenticator(config.auth, storage, redis_url=config.live.redis_url, metrics=metrics)
     auth.bootstrap_admin()
     context = ApiContext(config=config, storage=storage, metrics=metrics, auth=auth, live=live,

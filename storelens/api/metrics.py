@@ -8,10 +8,11 @@ from typing import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-#: How long ``/readyz`` and a ``/metrics`` scrape wait for the live state's ping (its client may wait its socket
-#: timeout for a Redis that does not answer, longer than the probe's timeout); past it the live state is reported
-#: unavailable.
-LIVE_PING_WAIT_S = 1.0
+
+#: A ping of the live state (``/readyz``, ``/metrics``) waits this many times ``live.timeout_s``, the socket timeout
+#: of the live state's own client: a ping that must connect again (a dropped pooled connection) takes up to one
+#: timeout to connect and one to answer, and waiting just one would report a Redis that works as unavailable.
+LIVE_PING_TIMEOUTS = 2
 
 
 class Metrics:
@@ -36,14 +37,28 @@ class Metrics:
             "storelens_privacy_purged_rows_total", "Rows of personal data deleted by the retention purge "
             "(privacy.retention), by kind", ["kind"], registry=self.registry,
         )
+        self._live_ping: Callable[[], bool] | None = None  # the live state's (watch_live_state)
+        self._live_wait_s = 0.0
 
-    def watch_live_state(self, ping: Callable[[], bool]) -> None:
+    def watch_live_state(self, ping: Callable[[], bool], timeout_s: float) -> None:
         """Export ``storelens_live_state_up``: whether the live state (Redis) answers ``ping`` within
-        :data:`LIVE_PING_WAIT_S` at each scrape (``/readyz`` does not wait for it: see
-        :mod:`storelens.api.routes.health`)."""
+        :attr:`live_wait_s` (:data:`LIVE_PING_TIMEOUTS` times ``timeout_s``, ``live.timeout_s``: the socket timeout
+        of its client) at each scrape; :meth:`live_state_up` is that check, also ``/readyz``'s ``live_state``
+        (which does not decide readiness: see :mod:`storelens.api.routes.health`)."""
+        self._live_ping, self._live_wait_s = ping, LIVE_PING_TIMEOUTS * timeout_s
         Gauge("storelens_live_state_up", "1 when the live state (Redis, live.redis_url: live occupancy, the "
               "shared sign-in limit) answers a ping at scrape time, else 0; the API stays ready without it.",
-              registry=self.registry).set_function(lambda: 1.0 if answers_within(ping, LIVE_PING_WAIT_S) else 0.0)
+              registry=self.registry).set_function(lambda: 1.0 if self.live_state_up() else 0.0)
+
+    @property
+    def live_wait_s(self) -> float:
+        """The longest a ping of the live state is waited for (see :meth:`watch_live_state`)."""
+        return self._live_wait_s
+
+    def live_state_up(self) -> bool:
+        """Whether the live state of :meth:`watch_live_state` answers its ping within its wait (blocking, at most
+        that long: :func:`answers_within`); ``False`` without a live state."""
+        return self._live_ping is not None and answers_within(self._live_ping, self._live_wait_s)
 
 
 def answers(ping: Callable[[], bool]) -> bool:
@@ -56,7 +71,8 @@ def answers(ping: Callable[[], bool]) -> bool:
 
 def answers_within(ping: Callable[[], bool], wait_s: float) -> bool:
     """:func:`answers`, ``False`` when ``ping`` takes more than ``wait_s`` (it goes on alone in a daemon thread
-    until its own timeout: a hung backend never holds the caller longer)."""
+    until its own timeout: a hung backend never holds the caller longer). The one bound of every ping of the live
+    state (``/readyz``, ``/metrics``: :meth:`Metrics.live_state_up`)."""
     result: list[bool] = []
     thread = threading.Thread(target=lambda: result.append(answers(ping)), name="ping", daemon=True)
     thread.start()

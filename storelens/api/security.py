@@ -23,8 +23,10 @@
   IPv6 /64 (:func:`client_key`). A ceiling per user name across clients (``auth.login_account_failures_per_minute``)
   holds attackers with many addresses; over it, only clients that signed in as that user within
   :data:`KNOWN_CLIENT_DAYS` may still try. When Redis fails, the limits fall back to this process's memory
-  (a warning, ``storelens_rate_limit_fallbacks_total``), never a 500, and Redis is left alone for
-  :data:`LIMITER_RETRY_S` (a hanging Redis costs one timeout per period, not one per check).
+  (a warning, ``storelens_rate_limit_fallbacks_total``), never a 500, and no check asks Redis again until a ping
+  in the background answers (:data:`LIMITER_FIRST_RETRY_S` after the failure, then up to :data:`LIMITER_RETRY_S`
+  apart): a hanging Redis costs one timeout, not one per check, and the limits are shared again within seconds of
+  its recovery.
 
 Example:
     >>> from storelens.config.auth import AuthConfig
@@ -81,8 +83,10 @@ PRINCIPAL_CACHE_S = 5.0
 ANONYMOUS_AUDIT_PER_MINUTE = 30
 #: Seconds a shared rate-limit store (Redis) may take to connect or answer before the in-memory fallback answers.
 LIMITER_TIMEOUT_S = 2.0
-#: Seconds the shared rate-limit store is skipped after it failed (then one check tries it again).
-LIMITER_RETRY_S = 30.0
+#: Seconds after a failure of the shared rate-limit store before a ping in the background asks it again, doubling
+#: after each failed ping up to :data:`LIMITER_RETRY_S`; the checks use memory until one answers.
+LIMITER_FIRST_RETRY_S = 1.0
+LIMITER_RETRY_S = 5.0
 #: Days a client (:func:`client_key`) that signed in as a user stays exempt from that user's ceiling of failures.
 KNOWN_CLIENT_DAYS = 30
 #: Most principals (users, API keys, unknown key ids) the cache keeps (the least recently used go first).
@@ -166,7 +170,10 @@ class Authenticator:
                                      socket_connect_timeout=LIMITER_TIMEOUT_S) if redis_url else None
         self._fallback = MovingWindowRateLimiter(storage_from_string("memory://"))
         self._limiter = MovingWindowRateLimiter(shared) if shared is not None else self._fallback
-        self._limiter_breaker = Breaker(LIMITER_RETRY_S)  # the shared store is skipped a while after a failure
+        # after a failure the shared store is skipped until a ping in the background (its check()) answers
+        self._limiter_breaker = Breaker(LIMITER_RETRY_S, first_retry_s=min(LIMITER_FIRST_RETRY_S, LIMITER_RETRY_S),
+                                        probe=shared.check if shared is not None else None,
+                                        name="rate-limit store (Redis)")
         self._attempts = parse_limit(f"{cfg.login_attempts_per_minute}/minute")
         self._failures = parse_limit(f"{cfg.login_failures_per_minute}/minute")
         self._account_failures = parse_limit(f"{cfg.login_account_failures_per_minute}/minute")
@@ -342,15 +349,16 @@ class Authenticator:
     def _limit(self, op: Literal["hit", "test", "clear"], item: RateLimitItem, *identifiers: str) -> bool:
         """``hit``, ``test`` or ``clear`` a rate limit in the shared store; when it fails (Redis down or slow), in
         this process's memory instead: a warning once per outage and ``storelens_rate_limit_fallbacks_total``.
-        After a failure the shared store is skipped for :data:`LIMITER_RETRY_S` (then one check tries it)."""
+        After a failure the shared store is skipped until a ping in the background answers (see the module)."""
         if self._limiter is not self._fallback:
-            if self._limiter_breaker.allow():  # after a failure one check tries the store, the others use memory
+            if self._limiter_breaker.allow():  # after a failure: memory until a ping in the background answers
                 try:
                     allowed = getattr(self._limiter, op)(item, *identifiers)
                 except StorageError as exc:
                     if self._limiter_breaker.failed():
                         log.warning("rate-limit store unreachable (%s): limiting sign-ins in this process's memory "
-                                    "for %.0f s, then trying it again", exc, self._limiter_breaker.retry_s)
+                                    "until it answers a ping (the first %g s after, then up to %g s apart)", exc,
+                                    self._limiter_breaker.first_retry_s, self._limiter_breaker.retry_s)
                 else:
                     if self._limiter_breaker.succeeded():
                         log.warning("rate-limit store answers again: limits shared by the API replicas again")

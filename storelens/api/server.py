@@ -30,11 +30,14 @@ CONFIG_ENV = "STORELENS_CONFIG"
 SWITCH_INTERVAL_S = float(os.environ.get("STORELENS_API_SWITCH_INTERVAL_S", "0.0005"))
 
 
-#: Seconds the API's reads wait for the live state (Redis) to connect or answer before they answer from storage.
-LIVE_TIMEOUT_S = 0.5
-#: Seconds the live state is left alone after it failed (reads answer from storage at once, ``live_state`` is
-#: ``unavailable``), then one read tries it again: a hung Redis costs one timeout per period, not one per camera.
-LIVE_RETRY_S = 30.0
+#: After the live state (Redis) failed, reads answer from storage at once and ``live_state`` is ``unavailable``
+#: until a ping in the background answers: the first ping this long after the failure, then twice as long after
+#: each failed one, up to :data:`LIVE_RETRY_S` (no read ever waits for a Redis that failed; figures are live again
+#: within seconds of its recovery). Each read waits at most ``live.timeout_s`` (the client's socket timeout), a ping of
+#: ``/readyz`` and ``/metrics`` twice that (:data:`~storelens.api.metrics.LIVE_PING_TIMEOUTS`: a reconnect, then
+#: the answer).
+LIVE_FIRST_RETRY_S = 1.0
+LIVE_RETRY_S = 5.0
 
 
 def _tune_process() -> None:
@@ -59,7 +62,8 @@ def build_app(config: SiteConfig) -> "FastAPI":
         if config.live.redis_url:
             from storelens.storage.live import RedisLiveState
 
-            live = RedisLiveState(config.live.redis_url, timeout_s=LIVE_TIMEOUT_S, retry_s=LIVE_RETRY_S)
+            live = RedisLiveState(config.live.redis_url, timeout_s=config.live.timeout_s, retry_s=LIVE_RETRY_S,
+                                  first_retry_s=LIVE_FIRST_RETRY_S)
             closers.append(live.close)
         if config.faces.enabled or config.storage.backend == "postgres":
             from storelens.storage import open_gallery_store

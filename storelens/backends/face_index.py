@@ -258,8 +258,9 @@ class GalleryStore(Protocol):
 
     def track_decision(self, camera_id: str, track_id: int) -> TrackDecision | None: ...
 
-    def forget_track_decisions(self, camera_id: str) -> int:
-        """Drop the camera's decisions (its stream ended: its track ids never come back); returns how many."""
+    def forget_track_decisions(self, camera_id: str, *, keep_erased: bool = False) -> int:
+        """Drop the camera's decisions (its stream ended: its track ids never come back), but the ``erased`` ones
+        with ``keep_erased``; returns how many."""
         ...
 
     def close(self) -> None: ...

@@ -27,7 +27,7 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -281,6 +281,32 @@ def encode_frame(camera_id: str, seq: int, raw: RawFrame, resize_width: int | No
         width=img.shape[1], height=img.shape[0], source_frame=raw.index + 1,
         source_width=src_w, source_height=src_h, image_digest=image_digest(raw.image_bgr),
     )
+
+
+#: JPEG qualities a frame over its topic's limit is encoded at again, best first (:func:`reencode_jpeg`).
+SHRINK_QUALITIES = (75, 50, 30)
+
+
+def reencode_jpeg(frame: m.Frame, fits: Callable[[m.Frame], bool],
+                  qualities: Sequence[int] = SHRINK_QUALITIES) -> tuple[m.Frame, int] | None:
+    """``frame`` with its JPEG encoded again at the first of ``qualities`` whose result ``fits``, and that quality;
+    its size, digest and the rest unchanged (a tracker sees the same geometry). ``None`` when none fits, or the
+    frame has no decodable JPEG."""
+    if frame.WhichOneof("image") != "jpeg":
+        return None
+    img = cv2.imdecode(np.frombuffer(frame.jpeg, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        return None
+    for q in qualities:
+        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(q)])
+        if not ok:
+            continue
+        out = m.Frame()
+        out.CopyFrom(frame)
+        out.jpeg = buf.tobytes()
+        if fits(out):
+            return out, int(q)
+    return None
 
 
 def decode_frame(frame: m.Frame) -> np.ndarray:

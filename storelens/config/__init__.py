@@ -40,6 +40,7 @@ from storelens.config.site import (
     ZoneKind,
     ZoneRules,
     ZonesConfig,
+    entrance_lines_of,
     format_validation_error,
     load_config,
     parse_config,
@@ -65,6 +66,6 @@ __all__ = [
     "MobileNetTorchEmbedderConfig", "MtcnnFaceDetectorConfig", "Point", "SiteConfig", "StorageConfig",
     "OpenVINODetectorConfig", "StoreConfig", "TrackerConfig", "UltralyticsDetectorConfig", "YoloDetectorConfig",
     "YuNetFaceDetectorConfig", "ZoneConfig",
-    "ZoneKind", "ZoneRules", "ZonesConfig", "expand_env", "format_validation_error", "load_config",
+    "ZoneKind", "ZoneRules", "ZonesConfig", "entrance_lines_of", "expand_env", "format_validation_error", "load_config",
     "parse_config", "polygon_problem", "with_cameras", "with_site_update", "yaml_error",
 ]

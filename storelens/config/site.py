@@ -534,6 +534,10 @@ class LiveConfig(Strict):
     #: ``redis://[user:password@]host[:port][/db]`` (or ``rediss://``, ``unix://``), checked after ``${VAR}``
     #: expansion: a password with a character a URL reserves (``/``, ``#``, ``?``) must be percent-encoded.
     redis_url: str | None = None
+    #: Seconds the API waits for the live state: each read (past it, occupancy and zones answer from the history);
+    #: each ping of ``/readyz`` and ``/metrics`` waits twice it (a reconnect, then the answer; past it,
+    #: ``live_state`` is ``unavailable``).
+    timeout_s: Annotated[float, Field(gt=0, le=10)] = 0.5
 
     @field_validator("redis_url")
     @classmethod
@@ -671,6 +675,13 @@ class SiteConfig(Strict):
     #: The site file's ``journeys.links``, all of them (``None``: those in force): :func:`with_cameras` puts in
     #: force those whose cameras the version has, so a camera a version brings back brings its links back.
     _file_links: list | None = PrivateAttr(default=None)
+    #: The site file's ``store.entrance_lines``, all of them (``None``: those of ``store``): what every reader
+    #: counts with (:func:`entrance_lines_of`); ``store.entrance_lines`` of a site version holds only those whose
+    #: camera line it has, so that it validates (:func:`_entrance_lines_in_version`).
+    _file_entrance_lines: list | None = PrivateAttr(default=None)
+    #: The ``alerts.webhooks[].rules`` ids the alert rules in force lack, ``(webhook index, rule id)``, as the last
+    #: site version found them (``None``: no version yet): a next version warns only of new ones.
+    _webhook_missing: frozenset | None = PrivateAttr(default=None)
 
     @field_validator("cameras")
     @classmethod
@@ -708,6 +719,9 @@ class SiteConfig(Strict):
 
     @model_validator(mode="after")
     def _entrance_lines_exist(self) -> "SiteConfig":
+        """Each ``store.entrance_lines`` entry names a line of a camera of the site (the site file's check:
+        :func:`with_cameras` leaves out of ``store`` the entrance lines a site version removed before it validates;
+        the readers still count with the file's, :func:`entrance_lines_of`)."""
         known = {f"{c.id}/{ln.id}" for c in self.cameras for ln in c.lines}
         missing = [x for x in self.store.entrance_lines or () if x not in known]
         if missing:
@@ -1053,6 +1067,9 @@ def parse_config(raw: object, origin: str = "<config>", base: pathlib.Path | Non
         config = SiteConfig.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, origin)) from None
+    for _key, problem in _webhook_rule_problems(config):  # a site version may add the rule (/v1/site): no error
+        log.warning("%s: %s: that webhook gets no alert of it unless a site version adds the rule (PUT "
+                    "/v1/site/alerts/rules/{id})", origin, problem)
     config._written, config._written_gave, config._base = written, config.model_dump(mode="json"), base
     config._open_cameras = open_cameras
     return config
@@ -1135,10 +1152,15 @@ def with_cameras(config: SiteConfig, cameras: list, origin: str = "site", alert_
     unexpanded (:func:`site_version_document`). A relative camera source is then resolved against the folder
     ``config`` was read from (its site file's, as :func:`parse_config` does): a version published by another
     process (``site-config``) resolves against the receiving process's own site file's folder. The site's
-    cross references are checked again (entrance lines, alert rules naming cameras and zones);
-    :class:`ConfigError` names the bad field like a bad YAML file would. ``journeys.links`` (set only in the site
+    cross references are checked again (alert rules naming cameras and zones); :class:`ConfigError` names the
+    bad field like a bad YAML file would. ``journeys.links`` and ``store.entrance_lines`` (set only in the site
     file, nothing edits them) are not checked but follow the cameras: a link naming a camera the list no longer
-    has is left out (a warning names it), and comes back with the camera (:func:`_links_of`).
+    has, an entrance line whose camera or line it no longer has, is left out (a warning names it), and comes back
+    with the camera (:func:`_links_of`, :func:`_entrance_lines_in_version`; entrance lines all left out are
+    ``[]``, never ``None``, every line). The entrance lines left out are only out of ``store.entrance_lines``
+    (so the version validates, and ``storelens site export`` writes a file that loads): every reader counts with
+    the site file's (:func:`entrance_lines_of`), so the stored crossings of a removed line keep their meaning.
+    A webhook's ``rules`` id that the alert rules in force lack is warned of (once, until a version has it).
 
     Example:
         >>> cfg = parse_config({"store": {"id": "s"}, "cameras": [{"id": "c", "source": "x.mp4"}]})
@@ -1155,6 +1177,7 @@ def with_cameras(config: SiteConfig, cameras: list, origin: str = "site", alert_
     _resolve_paths({"cameras": raw["cameras"]}, config._base or pathlib.Path.cwd())
     file_links, links = _links_of(config, raw["cameras"], origin)
     raw["journeys"]["links"] = [ln.model_dump(mode="json") for ln in links]
+    file_entrances, raw["store"]["entrance_lines"] = _entrance_lines_in_version(config, raw["cameras"], origin)
     if alert_rules is not None:
         rules = [r if isinstance(r, dict) else r.model_dump(mode="json") for r in alert_rules]
         written["alerts"] = {**(written.get("alerts") or {}), "rules": copy.deepcopy(rules)}
@@ -1169,7 +1192,14 @@ def with_cameras(config: SiteConfig, cameras: list, origin: str = "site", alert_
     if alert_rules is not None:
         gave["alerts"] = {**(gave.get("alerts") or {}), "rules": dump["alerts"]["rules"]}
     new._written, new._written_gave, new._base, new._open_cameras = written, gave, config._base, config._open_cameras
-    new._file_links = file_links
+    new._file_links, new._file_entrance_lines = file_links, file_entrances
+    missing = _webhook_rule_problems(new)
+    if alert_rules is not None:  # else the rules are config's: parse_config or an earlier version warned
+        for key, problem in missing:
+            if key not in (config._webhook_missing or ()):
+                log.warning("%s: %s in force: that webhook gets no alert of it until a site version adds the rule",
+                            origin, problem)
+    new._webhook_missing = frozenset(key for key, _ in missing)
     return new
 
 
@@ -1189,6 +1219,49 @@ def _links_of(config: SiteConfig, cameras: list, origin: str) -> tuple[list, lis
     return file_links, kept
 
 
+def entrance_lines_of(config: SiteConfig) -> list[str] | None:
+    """The store's entrance lines (``camera_id/line_id``; ``None``: every line) every reader counts with: the site
+    file's ``store.entrance_lines``, also those of a camera or line a site version removed (the stage's store
+    occupancy, ``/v1/kpis`` visitors and buying units, ``/v1/journeys``' ``entered``, erasure, the chain roll-up).
+    A removed line adds no new crossings, so its stored ones keep the meaning the site file gave them (last week's
+    visitors stay as counted); the version's ``store.entrance_lines`` leaves them out only so that it validates.
+
+    Example:
+        >>> line = {"id": "in", "a": [0, 5], "b": [9, 5]}
+        >>> cfg = parse_config({"store": {"id": "s", "entrance_lines": ["door/in"]},
+        ...                     "cameras": [{"id": "door", "source": "x.mp4", "lines": [line]},
+        ...                                 {"id": "hall", "source": "y.mp4"}]})
+        >>> v = with_cameras(cfg, [{"id": "hall", "source": "y.mp4"}])
+        >>> v.store.entrance_lines, entrance_lines_of(v)
+        ([], ['door/in'])
+    """
+    return config.store.entrance_lines if config._file_entrance_lines is None else list(config._file_entrance_lines)
+
+
+def _entrance_lines_in_version(config: SiteConfig, cameras: list, origin: str) -> tuple[list | None, list | None]:
+    """``(the site file's store.entrance_lines, those of them naming a line of a camera in cameras)``, as
+    :func:`_links_of`: a site version replaces the cameras (and their lines), never the store section, so an
+    entrance line it removed (its camera, or the line alone) is left out of the version's ``store`` (so that it
+    validates) with a warning the first time, and comes back with them. The readers count with the first
+    (:func:`entrance_lines_of`): the removed line's stored crossings keep counting, it adds no new ones. The
+    file's ``None`` (every line is an entrance) stays ``None``; a list stays a list, also when none of its lines
+    is left (``[]``), never ``None`` (that would count every line, a department's too, as the store's door)."""
+    file_lines = entrance_lines_of(config)
+    if file_lines is None:
+        return None, None
+    known = {f"{c.get('id')}/{ln.get('id')}" for c in cameras if isinstance(c, dict)
+             for ln in (c.get("lines") or ()) if isinstance(ln, dict)}
+    kept = [x for x in file_lines if x in known]
+    gone = [x for x in config.store.entrance_lines or () if x not in kept]
+    if gone:
+        none_left = (" No entrance line is left in the version: no new visitor is counted until one comes back "
+                     "(store.entrance_lines still means only its lines, never every line).") if not kept else ""
+        log.warning("store.entrance_lines: %s left out: %s has no such camera line; its stored crossings still "
+                    "count as store entrances, and new ones again when it comes back with the camera and line.%s",
+                    ", ".join(repr(x) for x in gone), origin, none_left)
+    return list(file_lines), kept
+
+
 def with_site_update(config: SiteConfig, update) -> SiteConfig:
     """``config`` with the cameras and alert rules of a ``SiteUpdate`` (a version edited through the API).
 
@@ -1199,6 +1272,16 @@ def with_site_update(config: SiteConfig, update) -> SiteConfig:
     rules = json.loads(update.alert_rules_json) if update.alert_rules_json else None
     return with_cameras(config, json.loads(update.cameras_json or "[]"), origin=f"site version {update.version}",
                         alert_rules=rules)
+
+
+def _webhook_rule_problems(config: SiteConfig) -> list[tuple[tuple[int, str], str]]:
+    """The rule ids of ``alerts.webhooks[].rules`` that ``alerts.rules`` does not have (a webhook that gets no
+    alert of them): ``((webhook index, rule id), line)`` each, the line e.g. ``alerts.webhooks.0.rules: no such
+    alert rule 'crowd' (rule ids: [...])``. Only warned of: the webhooks are the site file's, the rules may come
+    from a site version (``PUT /v1/site/alerts/rules/{id}``), and the filter takes the alert's rule id as it is."""
+    ids = {r.id for r in config.alerts.rules}
+    return [((i, rid), f"alerts.webhooks.{i}.rules: no such alert rule {rid!r} (rule ids: {sorted(ids)})")
+            for i, w in enumerate(config.alerts.webhooks) for rid in (w.rules or ()) if rid not in ids]
 
 
 def site_file_override(config: SiteConfig, update) -> str | None:

@@ -51,6 +51,7 @@ from storelens._gen.storelens.v1.messages_pb2 import (  # noqa: F401  (re-export
     Gender,
     HeatmapCell,
     HeatmapWindow,
+    IngestStream,
     LineCrossing,
     OccupancyUpdate,
     PersonCrop,

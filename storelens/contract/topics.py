@@ -40,6 +40,8 @@ SITE_CONFIG = "site-config"
 STORE_KPIS = "store-kpis"
 #: Private, compacted: detect-track's tracker snapshots (one per frames partition).
 DETECT_TRACK_STATE = "detect-track-state"
+#: Private, compacted, keyed by camera id: where ingest's stream of each camera starts (``IngestStream``).
+INGEST_STATE = "ingest-state"
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,31 @@ TOPICS: tuple[TopicSpec, ...] = (
               keyed_by_camera=False),
     TopicSpec(DETECT_TRACK_STATE, "storelens.v1.StageSnapshot", 1, -1, max_message_bytes=64 * 1024**2,
               compacted=True, partitions_fixed=True, keyed_by_camera=False),  # keyed `<frames topic>/<partition>`
+    TopicSpec(INGEST_STATE, "storelens.v1.IngestStream", 1, -1, compacted=True, partitions_fixed=True,
+              keyed_by_camera=False),
 )
+
+
+def spec(base: str) -> TopicSpec | None:
+    """The declared :class:`TopicSpec` of base topic ``base`` (``None``: not declared)."""
+    return next((s for s in TOPICS if s.name == base), None)
+
+
+def record_bytes(key: bytes, value: bytes, headers=()) -> int:
+    """The bytes one message takes in a record batch as the broker checks it against ``max.message.bytes``: its
+    key, value and headers plus a margin for the batch's and record's headers and the producer's lz4 framing
+    (an incompressible value, e.g. JPEG, grows ~0.1%).
+
+    >>> record_bytes(b"cam-1", bytes(1_000_000)) <= 1_048_588
+    True
+    """
+    n = len(key or b"") + len(value) + sum(len(k) + len(v or b"") for k, v in headers)
+    return n + 1024 + n // 512
+
+
+def fits(max_message_bytes: int, key: bytes, value: bytes, headers=()) -> bool:
+    """Whether a message fits a topic whose ``max.message.bytes`` is ``max_message_bytes`` (:func:`record_bytes`)."""
+    return record_bytes(key, value, headers) <= max_message_bytes
 
 
 def topic_name(base: str, prefix: str = "") -> str:

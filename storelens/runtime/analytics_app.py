@@ -52,9 +52,10 @@ A crash or restart anywhere therefore either replays the frame against the old s
 A faust timer calls :meth:`AnalyticsApp.tick_at` every ``AnalyticsStage.tick_s``: the stage's
 tick (``camera_down`` while no frame comes, the daily occupancy reset's 0 rows of cameras without a
 frame since) through the same ``RunnerCore.tick`` as the embedded runner's loop; its alerts and rows go
-to the sinks and the ``alerts`` and ``occupancy`` topics. Before it, the state of every camera the table
-holds and the stage has not loaded yet (no frame of it since this process started) is loaded, so a
-camera down since before a restart gets its 0 row too. The tick changes only the store-level alert
+to the sinks and the ``alerts`` and ``occupancy`` topics. Before it, and before every frame, the state of
+every camera the table holds and the stage has not loaded yet (no frame of it since this process started)
+is loaded, so a camera down since before a restart gets its 0 row too, and the store-wide alerts of the
+first frame after a restart see every camera, not that frame's alone. The tick changes only the store-level alert
 state, which is saved with the next frame's camera state (a tick-fired alert that a restart loses fires
 again with the same id; a 0 row is written again, the same row: sinks upsert).
 
@@ -308,13 +309,71 @@ class AnalyticsApp:
         h = await asyncio.get_running_loop().run_in_executor(self._sink, self.core.write_sinks, h)
         if h.stop is not None:
             return
+        await self._send(h.outputs)
+
+    async def _send(self, outputs) -> None:
+        """Send outputs that come with no input of a camera (the tick's, a site version's), each keyed by its
+        own camera (a store-wide alert: the store id), and wait until the broker has them."""
         futures = [await self.out[p.topic].send(key=topics.camera_key(p.camera_id), value=m.encode(p.message),
                                                 headers=m.type_headers(p.message))
-                   for p in h.outputs.publish]
+                   for p in outputs.publish]
         if futures:
             await asyncio.gather(*futures)
-        for p in h.outputs.publish:
+        for p in outputs.publish:
             self.metrics.messages_out.labels(self.topic_names[p.topic]).inc()
+
+    def _assigned(self) -> set[int]:
+        """The ``tracks`` partitions assigned to this worker now (their cameras' table entries are its to write)."""
+        tracks = self.topic_names[topics.TRACKS]
+        try:
+            return {tp.partition for tp in self.app.consumer.assignment() if tp.topic == tracks}
+        except Exception:  # noqa: BLE001 (no consumer yet: nothing is assigned)
+            return set()
+
+    def _partition_of(self, key: bytes, value: dict) -> int:
+        """The table partition of a camera's entry: the ``tracks`` partition its state records, else the one the
+        producers' partitioner sends the camera's frames to."""
+        from storelens.runtime.kafka import consistent_random
+
+        rec = value.get(INPUT_KEY) if isinstance(value, dict) else None
+        if rec and rec.get("partition") is not None:
+            return int(rec["partition"])
+        return consistent_random(key, list(range(self.config.kafka.partitions)), [])
+
+    async def _save_site_states(self, removed: set[str]) -> None:
+        """After a site version: the new state of every camera whose state the stage holds as the table has it
+        (open alerts the version resolved, analyzers of changed rules, the store-wide alerts carried in every
+        state) goes to the table, and the entries of the cameras the version removed are deleted; only on the
+        partitions assigned here. Else a restart before the camera's next frame reloaded the old state and
+        resolved its alerts again (a second ``resolved``, the webhook posted again), and a camera removed and
+        added back came back with its old alerts open. A camera with a frame in flight is not in :attr:`_cache`:
+        that frame saves its state, the version's changes with it."""
+        assigned, sent = self._assigned(), False
+        for cam in sorted(self.stage.counters):
+            key = topics.camera_key(cam)
+            value = self.table.get(key)
+            if value is None or cam not in self._cache or not (value is self._cache[cam] or value == self._cache[cam]):
+                continue
+            partition = self._partition_of(key, value)
+            if partition not in assigned:
+                continue
+            state = self.stage.camera_state(cam)
+            if INPUT_KEY in value:
+                state[INPUT_KEY] = value[INPUT_KEY]
+            self.table.data[key] = state  # outside an event: the changelog partition is given (send_changelog)
+            self.table.send_changelog(partition, key, state)
+            self._cache[cam], sent = state, True
+        for cam in sorted(removed):
+            key = topics.camera_key(cam)
+            value = self.table.get(key)
+            if value is None or self._partition_of(key, value) not in assigned:
+                continue
+            del self.table.data[key]
+            self.table.send_changelog(self._partition_of(key, value), key, None, value_serializer="raw")
+            self._cache.pop(cam, None)
+            sent = True
+        if sent:
+            await self.app.producer.flush()
 
     async def _chores(self) -> None:
         """Run the runner core's due chores (the retention purge) in the sink thread."""
@@ -518,9 +577,13 @@ class AnalyticsApp:
         base = topics.base_name(topic, self.config.kafka.topic_prefix)
         loaded: list = []
 
+        cameras_before = set(self.stage.cameras)
+
         def before(decoded) -> None:
             if base == topics.TRACKS:
                 loaded.append(self._before_frame(decoded))
+            elif base == topics.SITE_CONFIG and self._tables_ready:
+                self._sync_idle_cameras()  # the version resolves the alerts of every camera the table holds
 
         h = self.core.process(msg, base, before)
         if h.stop is not None:
@@ -536,6 +599,9 @@ class AnalyticsApp:
             # a site edit (/v1/site): new cameras start from the new site's empty state
             self._fresh.apply_site(h.value)
             log.info("site version applied", extra={"version": h.value.version, "actor": h.value.actor})
+            await self._send(h.outputs)  # the alerts it resolved (written to the sinks above)
+            if h.outputs.info.get("applied"):
+                await self._save_site_states(cameras_before - self.stage.cameras)
         if base != topics.TRACKS:
             return
         cam = h.value.camera_id
@@ -564,6 +630,7 @@ class AnalyticsApp:
         cam = tf.camera_id
         self._sync_state(cam)
         self._sync_entrance_cameras(cam)
+        self._sync_idle_cameras()  # the store-wide alerts see every camera from the first frame after an assignment
         last = self.stage.last_seq.get(cam, -1)
         if last >= 0 and tf.seq > last + 1 and not tf.end_of_stream:
             # detect-track publishes every frame of a camera: a jump means frames were lost upstream or here
@@ -598,8 +665,11 @@ class AnalyticsApp:
 
     def _sync_idle_cameras(self) -> None:
         """Load the state of every camera the table holds that the stage never loaded (no frame of it handled by
-        this process: a camera down since before a restart), for the tick's reset rows. A camera the stage has
-        loaded is left alone: its state may be ahead of the table (a frame whose sinks are being written)."""
+        this process: a camera down since before a restart), before the tick (its reset rows) and before every
+        frame: the store-wide alerts (``store_occupancy``, ``camera_down``) of the first frame after a restart or
+        an assignment then see every camera's persisted counts and frame times, not the frame's camera alone (a
+        firing ``store_occupancy`` alert would resolve falsely and fire again under a new id). A camera the stage
+        has loaded is left alone: its state may be ahead of the table (a frame whose sinks are being written)."""
         for cam in list(self.stage.counters):
             if (cam not in self.stage.last_seq and cam not in self._cache
                     and self.table.get(topics.camera_key(cam)) is not None):

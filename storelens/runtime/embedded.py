@@ -36,7 +36,10 @@ each undecided track with a good face: :meth:`~storelens.stages.faces.FacesStage
 which analytics writes to the history, and the analytics stage ends every camera still streaming as
 at an end of stream (its open zone visits get their exits; the last zone buckets, heatmap minute and
 hour, journeys and buying units are written to the history), since their state lives in this process
-only (:meth:`~storelens.stages.analytics.AnalyticsStage.end_streams`).
+only (:meth:`~storelens.stages.analytics.AnalyticsStage.end_streams`). A run that was killed (SIGKILL, power loss)
+ended nothing: the next run's faces stage forgets, at each camera's first crop, the reid decisions it left in the
+gallery (every run starts the cameras' tracker sessions afresh, a file's track ids the same in every run:
+:meth:`~storelens.stages.faces.ReidStage.start_session`).
 
 Example:
     >>> from storelens.config import load_config                      # doctest: +SKIP
@@ -64,7 +67,7 @@ from storelens.runtime.ingest import CameraSupervisor
 from storelens.runtime.retention import RetentionPurge, purge_lease
 from storelens.runtime.runner import Handled, Runner, RunnerCore
 from storelens.runtime.sinks import HistorySink
-from storelens.runtime.webhooks import webhook_sinks
+from storelens.runtime.webhooks import close_webhooks, webhook_sinks
 from storelens.runtime.transports import END_OF_TOPIC, InProcessTransport
 from storelens.stages.analytics import AnalyticsStage
 from storelens.stages.base import Publish
@@ -78,6 +81,10 @@ SITE_POLL_S = 1.0
 SITE_WATCH_JOIN_S = 15.0  # longer than the history's own connect / lock timeout (10 s by default)
 #: Seconds ingest waits for the stages to apply a site version before it starts the version's new cameras.
 SITE_APPLY_TIMEOUT_S = 30.0
+#: Seconds the end of :meth:`EmbeddedPipeline.run` gives the alert webhooks to deliver what is queued or waiting to
+#: retry (as the analytics service's ``STORELENS_WEBHOOK_CLOSE_S``); what is left then is dead-lettered, logged and
+#: counted in ``PipelineResult.errors["webhook_undelivered"]``.
+WEBHOOK_CLOSE_S = 5.0
 #: Customer matches a run's :class:`PipelineResult` keeps (the newest).
 CUSTOMER_MATCHES_KEPT = 10_000
 #: Topics other processes publish to the pipeline through the history's outbox (the API's erasures), relayed
@@ -274,6 +281,8 @@ class EmbeddedPipeline:
         #: Alert webhooks (``alerts.webhooks``): delivered in their own thread, flushed at the end of the run.
         self.webhooks = webhook_sinks(self.config)
         sinks = {"analytics": ([HistorySink(self.storage)] if self.storage is not None else []) + self.webhooks}
+        if "analytics" in stages:
+            self._carry_over_alerts(sinks["analytics"])
         #: The retention purge (privacy.retention) runs in the thread that writes the history.
         self.retention = self._retention()
         chores = {"analytics": [self.retention]} if self.retention is not None else {}
@@ -339,9 +348,11 @@ class EmbeddedPipeline:
             if site_watch.is_alive():
                 log.warning("the site watcher is still reading the history; run() returns without it",
                             extra={"waited_s": SITE_WATCH_JOIN_S})
-        for w in self.webhooks:  # what fired before the end is delivered (or dead-lettered) before returning
-            w.sender.flush()
-            w.sender.close()  # its delivery threads (one per URL) end with the run
+        # what fired before the end is delivered (or dead-lettered) before returning, within WEBHOOK_CLOSE_S (an
+        # endpoint that is down would otherwise hold the stop for max_attempts tries of every queued message)
+        left = close_webhooks(self.webhooks, WEBHOOK_CLOSE_S)
+        if left:
+            self.result.errors["webhook_undelivered"] = self.result.errors.get("webhook_undelivered", 0) + left
         self._collect(time.perf_counter() - t0)
         if not self._errors and failed and all(failed.get(c.id, (None,))[0] == c for c in self.ingest.cameras):
             self._errors.append(next(iter(failed.values()))[1])  # no camera could be read: the run failed
@@ -351,6 +362,27 @@ class EmbeddedPipeline:
                 raise err
             raise StoreLensError(f"pipeline failed: {type(err).__name__}: {err}") from err
         return self.result
+
+    def _carry_over_alerts(self, sinks: Sequence[Any]) -> None:
+        """The alerts the previous process left open in the history (an embedded stop leaves them open: nobody knows
+        then whether the condition still holds): a live camera's are taken over by the analytics stage, so they
+        resolve when the condition ends and do not fire a second time; the others (their rule or camera removed
+        or changed meanwhile) are resolved now, in the history and to the webhooks
+        (:meth:`~storelens.stages.analytics.AnalyticsStage.adopt_alerts`)."""
+        firing = getattr(self.storage, "firing_alerts", None)
+        if firing is None:
+            return
+        try:
+            closed = self.analytics.adopt_alerts(firing(), int(time.time() * 1000))
+            for sink in sinks:
+                sink.write(closed)
+        except Exception:  # noqa: BLE001 (the history store is down: the run goes on, the analytics runner reports it)
+            log.exception("could not take over the alerts left open by the previous run")
+            self.result.errors["alerts_carry_over"] = self.result.errors.get("alerts_carry_over", 0) + 1
+            return
+        if closed:
+            log.info("alerts left open by the previous run resolved", extra={
+                "resolved": len(closed), "alerts": ",".join(a.alert_id for a in closed)})
 
     def _batch_max(self, stage: str, cameras: list[CameraConfig]) -> int:
         """Most frames per detect-track call: one per camera, at most ``pipeline.batch_cameras`` (others: 1)."""

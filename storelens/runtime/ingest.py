@@ -15,6 +15,15 @@ counted twice) and so do its tracks; one whose file had already ended stays ende
 the process (:meth:`CameraSupervisor.stop`, SIGTERM) a file camera ends without a marker, so the
 next process goes on with its tracks.
 
+Given the streams a former process started (``streams``: the ingest service keeps them on the
+compacted ``ingest-state`` topic, :class:`StreamStart` written through ``on_stream`` before a stream's
+first frame), a restarted process numbers a camera's stream as the former one did when it is the same
+stream (same ``source`` and ``start_ts_ms``: downstream skips the replay by seq), and a new stream (a
+camera re-pointed while running or while ingest was down) from the wall clock's ms, above every number
+of the camera's former streams (a camera publishes far fewer than 1000 frames a second): without them a
+re-pointed file was numbered from 0 again after a restart, below what downstream had seen, and its
+frames were dropped as redeliveries.
+
 Example:
     >>> sup = CameraSupervisor(bus_publish, stop.is_set, on_error)   # doctest: +SKIP
     >>> sup.apply(config.cameras)                                     # doctest: +SKIP
@@ -23,8 +32,11 @@ Example:
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -44,6 +56,29 @@ NEW_STREAM_FIELDS = ("source", "start_ts_ms")
 
 #: Seconds :meth:`CameraSupervisor.apply` waits for a stopped camera's thread to end.
 STOP_JOIN_S = 30.0
+
+
+@dataclass(frozen=True)
+class StreamStart:
+    """Where a camera's stream starts (``IngestStream`` on the ``ingest-state`` topic): the stream
+    (:func:`stream_id`), its first frame's seq, and the file's last source frame (1-based) before it (0: the
+    file's start; a file resumed with new sampling or encoding settings goes on after its last frame)."""
+
+    stream_id: str
+    first_seq: int
+    after_source_frame: int = 0
+
+
+def stream_id(cam: CameraConfig) -> str:
+    """The identity of a camera's stream: a digest of its :data:`NEW_STREAM_FIELDS` (not the source itself,
+    which can hold a password).
+
+    >>> a = CameraConfig(id="c", source="a.mp4")
+    >>> stream_id(a) == stream_id(a.model_copy(update={"target_fps": 2.0})), len(stream_id(a))
+    (True, 16)
+    """
+    fields = json.dumps([getattr(cam, f) for f in NEW_STREAM_FIELDS])
+    return hashlib.blake2b(fields.encode("utf-8"), digest_size=8).hexdigest()
 
 
 def pump_camera(cam: CameraConfig, publish: Callable[[bytes, bytes], None], should_stop: Callable[[], bool],
@@ -107,14 +142,28 @@ class CameraSupervisor:
             :class:`~storelens.config.IngestConfig`).
         on_reopen: ``on_reopen(camera)``: a live camera's source is about to be reopened (after a failed open
             or a dropped stream).
+        streams: camera id -> the :class:`StreamStart` of its stream a former process started last (the ingest
+            service's ``ingest-state``); ``None``: none kept (the embedded pipeline), every process numbers a
+            file from 0.
+        on_stream: ``on_stream(camera, start, stopped)``: called in the camera's thread before the first frame of
+            a stream whose start is not in ``streams`` yet (to keep it); an error fails the camera. ``stopped()``
+            says the camera's stream is stopping (a newer cameras list, or the process): a caller that retries
+            gives up then and returns ``False``, and the stream publishes nothing (its replacement keeps its own
+            start; before, the retries went on until the process stopped and a stale start could land last).
     """
 
     def __init__(self, publish: Callable[[bytes, bytes], None], should_stop: Callable[[], bool],
                  on_error: Callable[[CameraConfig, StoreLensError], None], frame_format: FrameFormat = "jpeg",
                  on_bad_frames: Callable[[CameraConfig, int], None] | None = None,
                  reconnect: IngestConfig | None = None,
-                 on_reopen: Callable[[CameraConfig], None] | None = None) -> None:
+                 on_reopen: Callable[[CameraConfig], None] | None = None,
+                 streams: dict[str, StreamStart] | None = None,
+                 on_stream: Callable[[CameraConfig, StreamStart], None] | None = None) -> None:
         self.publish = publish
+        self._streams = None if streams is None else dict(streams)
+        self.on_stream = on_stream
+        #: Cameras started by this process (a first start resumes the former process's stream).
+        self._started: set[str] = set()
         self.reconnect, self.on_reopen = reconnect, on_reopen
         self.frame_format = frame_format
         self.on_bad_frames = on_bad_frames
@@ -133,6 +182,12 @@ class CameraSupervisor:
         """The cameras in force (running or ended), in the order they were applied."""
         with self._lock:
             return [r.cam for r in self._runs.values()]
+
+    def camera(self, camera_id: str) -> CameraConfig | None:
+        """The camera in force with this id, or ``None``. Without the lock: a camera's thread may ask while
+        :meth:`apply` waits for it."""
+        run = self._runs.get(camera_id)
+        return None if run is None else run.cam
 
     def threads(self) -> dict[str, threading.Thread]:
         with self._lock:
@@ -184,8 +239,15 @@ class CameraSupervisor:
         if resume is not None:
             run.last_ts_ms, run.source_frame = resume.last_ts_ms, resume.source_frame
         first, after = run.next_seq, run.source_frame
+        start = None  # a stream start to keep (on_stream) before the first frame
+        old_end = None  # an end-of-stream marker of the camera's former stream, published before (its seq)
+        if self._streams is not None:
+            first, after, start, old_end = self._numbering(cam, first, after, resume is not None)
+            # where the stream goes on from (a sampling change before its first frame resumes there, not at 0)
+            run.next_seq, run.source_frame = first, after
         bad = None if self.on_bad_frames is None else (lambda n: self.on_bad_frames(cam, n))
         reopen = None if self.on_reopen is None else (lambda: self.on_reopen(cam))
+        stopped = lambda: self.should_stop() or run.stop.is_set()  # noqa: E731
 
         def seen(frame: m.Frame) -> None:
             run.next_seq, run.last_ts_ms, run.ended = frame.seq + 1, frame.ts_ms, frame.end_of_stream
@@ -193,8 +255,14 @@ class CameraSupervisor:
 
         def target() -> None:
             try:
-                pump_camera(cam, self.publish, lambda: self.should_stop() or run.stop.is_set(), first, seen,
-                            self.frame_format, bad, after, self.reconnect, reopen)
+                if old_end is not None:  # the former process's stream of the camera ended while ingest was down
+                    end = m.Frame(camera_id=cam.id, seq=old_end, end_of_stream=True,
+                                  ts_ms=int(time.time() * 1000) if is_live(cam.source) else cam.start_ts_ms)
+                    self.publish(topics.camera_key(cam.id), m.encode(end))
+                if start is not None and self.on_stream is not None and self.on_stream(cam, start, stopped) is False:
+                    return  # stopped before its start was kept: no frame of the stream goes out
+                pump_camera(cam, self.publish, stopped, first, seen, self.frame_format, bad, after, self.reconnect,
+                            reopen)
                 if run.final and not run.ended and not is_live(cam.source) and not self.should_stop():
                     end = m.Frame(camera_id=cam.id, seq=run.next_seq, ts_ms=run.last_ts_ms, end_of_stream=True)
                     self.publish(topics.camera_key(cam.id), m.encode(end))
@@ -209,6 +277,36 @@ class CameraSupervisor:
         run.thread.start()
         log.info("camera started", extra={"camera": cam.id, "first_seq": first, "after_source_frame": after})
         return run
+
+    def _numbering(self, cam: CameraConfig, first: int, after: int, resumed: bool
+                   ) -> tuple[int, int, StreamStart | None, int | None]:
+        """``(first seq, after source frame, the start to keep or None, the seq of the former stream's end marker
+        or None)`` of a stream of ``cam`` started now, when the streams are kept (``streams``); ``first``/``after``:
+        what this process alone would use.
+
+        A camera re-pointed while ingest was down (a kept stream of another source) gets its former stream's
+        end-of-stream marker first, numbered above it, and its new stream numbered after the marker: detect-track
+        starts a new tracker session (the old tracks do not go on into the new source) and analytics closes the old
+        stream's visits, as for a camera re-pointed while ingest runs. A marker downstream saw already (the process
+        stopped before it kept the new start) is ignored there."""
+        sid, saved = stream_id(cam), self._streams.get(cam.id)
+        fresh = cam.id not in self._started  # this process's first start of the camera
+        self._started.add(cam.id)
+        if fresh and saved is not None and saved.stream_id == sid:
+            return saved.first_seq, saved.after_source_frame, None, None  # the former process's stream: its numbers
+        end = None
+        if fresh and saved is None:  # nothing kept (a first start, or streams from before they were kept)
+            start = StreamStart(sid, 0, 0)
+        elif resumed:  # a file resumed with new sampling or encoding settings: its numbers go on
+            start = StreamStart(sid, first, after)
+        else:  # a new stream: above every number of the camera's former streams, this process's or another's
+            floor = 0 if saved is None else saved.first_seq + 1
+            seq = max(first, floor, int(time.time() * 1000))
+            if fresh:  # re-pointed while ingest was down: the former stream's end marker at seq, frames after it
+                end, seq = seq, seq + 1
+            start = StreamStart(sid, seq, 0)
+        self._streams[cam.id] = start
+        return start.first_seq, start.after_source_frame, start, end
 
     def close_if_idle(self) -> bool:
         """Close the supervisor (later :meth:`apply` calls do nothing) when no camera thread runs and nothing

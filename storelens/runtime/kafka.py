@@ -93,8 +93,9 @@ CONNECT_TIMEOUT_S = 30.0
 #: was before ended detect-track mid-restart; kept under the consumers' ``max_poll_interval_ms``
 #: (300 s), so a worker waiting in a flush stays in its group.
 FLUSH_WAIT_S = 240.0
-#: Once the service is stopping (SIGTERM), a flush waits at most this long: the pod's grace period is
-#: short, and what is not delivered stays uncommitted (a restart replays it).
+#: Once the service is stopping (SIGTERM), its flushes and publishes wait at most this long IN ALL (one deadline for
+#: the whole stop, :meth:`KafkaBus.stop_left`; once one gave up the later ones do not wait): the pod's grace period
+#: is short (90 s), and what is not delivered stays uncommitted (a restart replays it).
 SHUTDOWN_FLUSH_S = 60.0
 #: A flush waits in slices this long, calling the bus's ``heartbeat`` between them (/healthz stays alive).
 FLUSH_SLICE_S = 10.0
@@ -220,6 +221,17 @@ async def _started(make: Callable[[], Any], what: str, timeout_s: float = CONNEC
 async def _close(client) -> None:
     try:
         await (client.stop() if hasattr(client, "stop") else client.close())
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and getattr(task, "cancelling", lambda: 0)():
+            raise  # this close itself was cancelled (its caller's timeout)
+        # aiokafka's consumer stop() awaits the fetch tasks it has just cancelled: one waiting to retry a fetch (the
+        # broker away) raises CancelledError into stop(), which then leaves its connections open (and a service's
+        # stop ended in a traceback instead of its exit code)
+        log.debug("a Kafka client's stop was interrupted by its own cancelled task; closing its connections")
+        inner = getattr(client, "_client", None)
+        if inner is not None:
+            await _close(inner)
     except Exception as exc:  # noqa: BLE001 (closing a broken client)
         log.debug("closing a Kafka client failed", extra={"error": repr(exc)})
 
@@ -465,6 +477,8 @@ class KafkaBus:
     #: Seconds a produce request, a partition without leader or an unknown topic is waited for
     #: (librdkafka's ``message.timeout.ms`` was 300 s; an idempotent batch is retried until delivered).
     REQUEST_TIMEOUT_S = 120.0
+    #: Seconds a replacement of the producer (:meth:`_renew`) waits for the old one's deliveries in flight.
+    RENEW_DRAIN_S = 30.0
 
     def __init__(self, cfg: KafkaConfig, client_id: str, heartbeat: Callable[[], None] | None = None,
                  stopping: Callable[[], bool] | None = None, sticky_failures: bool = False,
@@ -480,13 +494,22 @@ class KafkaBus:
         self.sticky_failures = sticky_failures
         #: Called between the slices of a long flush or publish (a service's liveness beat).
         self.heartbeat = heartbeat
-        #: Whether the service is shutting down (a flush then waits at most :data:`SHUTDOWN_FLUSH_S`).
+        #: Whether the service is shutting down (its flushes then share one :data:`SHUTDOWN_FLUSH_S`).
         self.stopping = stopping
         #: ``time.monotonic()`` since which a flush or publish has been waiting for the broker past one slice,
         #: else None.
         self.waiting_since: float | None = None
+        #: Once ``stopping()``: when the stop's :data:`SHUTDOWN_FLUSH_S` ends (set by the first wait that sees the
+        #: stop, shared by every later one), and whether a wait of the stop gave up (the later ones then only look).
+        self._stop_deadline: float | None = None
+        self._stop_gave_up = False
         self._pending: set[asyncio.Future] = set()  # delivery futures (touched on the loop thread only)
-        self._producer: AIOKafkaProducer = _run(_started(lambda: AIOKafkaProducer(
+        #: Producers started after one had a message refused (:meth:`_renew`).
+        self.renewals = 0
+        self._renewing: asyncio.Task | None = None  # (loop thread) the replacement of the producer under way
+        self._retired: set[asyncio.Task] = set()  # (loop thread) replaced producers being stopped
+        self._closed = False
+        self._make = lambda: AIOKafkaProducer(
             **client_config(cfg),
             client_id=f"{cfg.group_prefix}-{client_id}",
             enable_idempotence=True,
@@ -497,8 +520,45 @@ class KafkaBus:
             max_batch_size=1_000_000,  # librdkafka's batch.size
             partitioner=consistent_random,
             request_timeout_ms=int(self.REQUEST_TIMEOUT_S * 1000),
-        ), cfg.bootstrap_servers))
+        )
+        self._producer: AIOKafkaProducer = _run(_started(self._make, cfg.bootstrap_servers))
         _open.add(self)
+
+    def _renew(self, producer: AIOKafkaProducer, error: str) -> None:
+        """(event loop) A message of ``producer`` was refused: replace it by a new producer (once per producer).
+
+        After a refused batch (e.g. too large for its topic) an idempotent producer's later batches of that
+        partition are refused as out of sequence (``OutOfOrderSequenceNumber``) for ever; a new producer has a new
+        producer id and sequence. Messages published meanwhile wait for the new one (:meth:`_send`); those the old
+        one still holds are delivered or fail (counted) as it stops."""
+        if producer is not self._producer or self._renewing is not None or self._closed:
+            return
+        log.warning("a message was refused: the producer is replaced", extra={"error": error})
+        self._renewing = asyncio.ensure_future(self._replace_producer(producer))
+
+    async def _replace_producer(self, old: AIOKafkaProducer) -> None:
+        try:
+            # first the old producer's messages in flight, delivered or failed (at most RENEW_DRAIN_S): the new one
+            # sends nothing of a partition before what the old one still holds of it (the order per key)
+            pending = set(self._pending)  # all the old producer's: publishes wait for the replacement meanwhile
+            if pending:
+                await asyncio.wait(pending, timeout=self.RENEW_DRAIN_S)
+            while True:
+                try:
+                    new = await _started(self._make, self.cfg.bootstrap_servers)
+                    break
+                except BrokerError as exc:  # the broker is away: publishes wait (and time out) meanwhile
+                    log.warning("cannot start a new producer yet", extra={"error": str(exc)})
+            if self._closed:
+                await _close(new)
+                return
+            self._producer = new
+            self.renewals += 1
+        finally:
+            self._renewing = None
+        retire = asyncio.ensure_future(_close(old))
+        self._retired.add(retire)
+        retire.add_done_callback(self._retired.discard)
 
     def _failed(self, topic: str, error: str, counted: bool = True) -> None:
         """(event loop) One message of ``topic`` was not delivered (``counted``: for the next :meth:`flush`; not a
@@ -509,15 +569,23 @@ class KafkaBus:
         if self.on_delivery_error is not None:
             self.on_delivery_error(topic)
 
-    def _on_delivery(self, fut: asyncio.Future, topic: str, counted: bool = True) -> None:
+    def _on_delivery(self, fut: asyncio.Future, topic: str, counted: bool, producer: AIOKafkaProducer) -> None:
         self._pending.discard(fut)
         if fut.cancelled() or fut.exception() is not None:
-            self._failed(topic, "cancelled" if fut.cancelled() else repr(fut.exception()), counted)
+            error = "cancelled" if fut.cancelled() else repr(fut.exception())
+            self._failed(topic, error, counted)
+            exc = None if fut.cancelled() else fut.exception()
+            # refused by the broker (too large, out of sequence, ...): a new producer; a timeout or a broker away
+            # (retriable) keeps the producer, which rides through the outage as before
+            if isinstance(exc, kerr.BrokerResponseError) and not exc.retriable:
+                self._renew(producer, error)
 
     async def _send(self, topic: str, key: bytes | None, value: bytes, partition: int | None = None,
                     headers: Sequence[tuple[str, bytes]] = (), awaited: bool = False) -> asyncio.Future:
         """Hand one message to the producer; its delivery future (``awaited``: the caller judges its failure, it is
         not counted for :meth:`flush`)."""
+        while self._renewing is not None:  # the producer is being replaced: wait for the new one
+            await asyncio.wait({self._renewing})
         try:
             await self._producer.client._wait_on_metadata(topic)  # an unknown topic fails delivery, not publish()
         except kerr.KafkaError as exc:
@@ -526,14 +594,15 @@ class KafkaBus:
             fut.set_exception(exc)
             return fut
         while True:  # bounded by publish(): it cancels this coroutine after its timeout
+            producer = self._producer
             try:
-                fut = await self._producer.send(topic, value=value, key=key, partition=partition,
-                                                headers=list(headers) or None)
+                fut = await producer.send(topic, value=value, key=key, partition=partition,
+                                          headers=list(headers) or None)
                 break
             except kerr.KafkaTimeoutError:  # the partition's buffer stayed full (broker away): keep waiting
                 log.warning("producer buffer full; waiting for the broker", extra={"topic": topic})
         self._pending.add(fut)
-        fut.add_done_callback(lambda f: self._on_delivery(f, topic, not awaited))
+        fut.add_done_callback(lambda f: self._on_delivery(f, topic, not awaited, producer))
         return fut
 
     def publish(self, topic: str, key: bytes, value: bytes, timeout_s: float | None = None,
@@ -543,8 +612,8 @@ class KafkaBus:
 
         While the broker is away the producer cannot take it once the partition's batches are full (or the
         topic's metadata is missing): this waits as :meth:`flush` does, up to ``timeout_s`` (default
-        :data:`FLUSH_WAIT_S`, :data:`SHUTDOWN_FLUSH_S` once ``stopping()``) in slices of :data:`FLUSH_SLICE_S`
-        calling ``heartbeat()`` between them (and marks :attr:`waiting_since`), then raises
+        :data:`FLUSH_WAIT_S`; once ``stopping()`` the stop's time left, :meth:`stop_left`) in slices of
+        :data:`FLUSH_SLICE_S` calling ``heartbeat()`` between them (and marks :attr:`waiting_since`), then raises
         :class:`UndeliveredError`; the message is then not sent.
         """
         fut = _submit(self._send(topic, key, value, headers=headers))
@@ -600,8 +669,8 @@ class KafkaBus:
     def flush(self, timeout_s: float | None = None) -> None:
         """Wait until the broker has every message published so far.
 
-        Waits up to ``timeout_s`` (default :data:`FLUSH_WAIT_S`, or :data:`SHUTDOWN_FLUSH_S` once
-        ``stopping()``) in slices of :data:`FLUSH_SLICE_S`, calling ``heartbeat()`` between them, so a
+        Waits up to ``timeout_s`` (default :data:`FLUSH_WAIT_S`; once ``stopping()`` at most the stop's time left,
+        :meth:`stop_left`) in slices of :data:`FLUSH_SLICE_S`, calling ``heartbeat()`` between them, so a
         broker restart is ridden through. :class:`UndeliveredError` if messages are still pending then;
         :class:`BrokerError` at once if any failed delivery since the last flush.
         """
@@ -617,21 +686,42 @@ class KafkaBus:
         self._ride_through(drained, timeout_s, lambda waited: f"{remaining[0]} messages still undelivered after "
                                                               f"{waited:.0f} s", "flush")
 
+    def stop_left(self) -> float | None:
+        """Seconds left of the stop's one :data:`SHUTDOWN_FLUSH_S` (counted from the first call that sees
+        ``stopping()``); None while not stopping."""
+        if self.stopping is None or not self.stopping():
+            return None
+        if self._stop_deadline is None:
+            self._stop_deadline = time.monotonic() + SHUTDOWN_FLUSH_S
+        return max(0.0, self._stop_deadline - time.monotonic())
+
     def _ride_through(self, step: Callable[[float], bool], timeout_s: float | None, undelivered: Callable[[float], str],
                       what: str) -> None:
         """``step(wait)`` (True: done) until done, in slices of :data:`FLUSH_SLICE_S` with ``heartbeat()`` between
-        them, up to ``timeout_s`` (None: :data:`FLUSH_WAIT_S`, or :data:`SHUTDOWN_FLUSH_S` once ``stopping()``);
-        then :class:`UndeliveredError` (``undelivered(waited_s)``). Past one slice :attr:`waiting_since` is set."""
+        them, up to ``timeout_s`` (None: :data:`FLUSH_WAIT_S`), and once ``stopping()`` at most until the stop's
+        deadline (:meth:`stop_left`; after a wait of the stop gave up: one look without waiting); then
+        :class:`UndeliveredError` (``undelivered(waited_s)``). Past one slice :attr:`waiting_since` is set."""
         start, marked = time.monotonic(), False
         try:
             while True:
-                limit = timeout_s if timeout_s is not None else (
-                    SHUTDOWN_FLUSH_S if self.stopping is not None and self.stopping() else FLUSH_WAIT_S)
+                stop_left = self.stop_left()
+                if stop_left is not None and self._stop_gave_up:
+                    if step(0.0):
+                        return
+                    raise UndeliveredError(undelivered(time.monotonic() - start) + " (not waited for: an earlier "
+                                           "wait of the stop gave up)")
+                limit = timeout_s if timeout_s is not None else FLUSH_WAIT_S
                 left = limit - (time.monotonic() - start)
+                if stop_left is not None:
+                    left = min(left, stop_left)
                 wait = max(0.1, min(FLUSH_SLICE_S, left))
                 if step(wait):
                     return
                 if left <= wait:
+                    if stop_left is not None:
+                        self._stop_gave_up = True
+                        log.error(f"{what} at the stop gave up: messages left undelivered, their inputs uncommitted "
+                                  "(replayed after the restart)", extra={"pending": len(self._pending)})
                     raise UndeliveredError(undelivered(time.monotonic() - start))
                 if self.waiting_since is None:  # (several threads may wait: the first one marks it)
                     self.waiting_since, marked = start, True
@@ -644,15 +734,21 @@ class KafkaBus:
                 log.info("broker wait over", extra={"waited_s": round(time.monotonic() - start, 1)})
                 self.waiting_since = None
 
-    def flush_some(self, timeout_s: float) -> None:
-        """Wait up to ``timeout_s`` for a delivery (no waiting for the queue to empty); failures stay counted."""
-        async def go():
+    def flush_some(self, timeout_s: float) -> int:
+        """Wait up to ``timeout_s`` for a delivery (no waiting for the queue to empty); the deliveries that failed
+        since the last flush or ``flush_some``, reported once: a later :meth:`flush` does not fail for them (each one
+        was logged and passed to ``on_delivery_error`` already), unless ``sticky_failures``."""
+        async def go() -> int:
             pending = set(self._pending)
             if pending:
                 await asyncio.wait(pending, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
             else:
                 await asyncio.sleep(timeout_s)
-        _run(go(), timeout_s + 30)
+            failed = self.errors
+            if not self.sticky_failures:
+                self.errors = 0
+            return failed
+        return _run(go(), timeout_s + 30)
 
     def ping(self, timeout_s: float = 2.0) -> bool:
         """Whether the broker answers a metadata request now."""
@@ -671,7 +767,12 @@ class KafkaBus:
 
     async def _shutdown(self) -> None:
         _open.discard(self)
+        self._closed = True
+        if self._renewing is not None:
+            self._renewing.cancel()
         await _close(self._producer)
+        if self._retired:
+            await asyncio.wait(set(self._retired))
 
     def subscribe(self, topic: str) -> "KafkaConsumer":
         raise NotImplementedError("use KafkaConsumer(cfg, group, [topics], bus) for consumer groups")
@@ -867,8 +968,9 @@ class KafkaConsumer:
         offsets = {tp: off for tp, off in self._done.items() if (tp.topic, tp.partition) in self.assigned
                    and (partitions is None or (tp.topic, tp.partition) in partitions)}
         if offsets:
+            stop_left = getattr(self.bus, "stop_left", lambda: None)()  # a stop: within its one deadline
             try:
-                _run(self._c.commit(offsets), 60)
+                _run(self._c.commit(offsets), 60 if stop_left is None else max(1.0, min(60.0, stop_left)))
             except (kerr.KafkaError, BrokerError) as exc:
                 log.warning("commit failed; will retry", extra={"error": repr(exc)})
                 return

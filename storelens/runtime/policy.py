@@ -30,11 +30,13 @@ Example:
     [0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0]
 
 A shared backend that may hang (Redis: the API's live state, the sign-in limiter) sits behind a :class:`Breaker`:
-after a failure its callers do without it for a while instead of each waiting for its timeout.
+after a failure its callers do without it instead of each waiting for its timeout, while a probe in the background
+finds out when it answers again.
 """
 from __future__ import annotations
 
 import functools
+import logging
 import sqlite3
 import threading
 import time
@@ -44,6 +46,7 @@ from typing import Callable, Literal
 from storelens.errors import DecodeError, StorageError, WrongMessageType
 from storelens.stages.base import UnknownCamera
 
+log = logging.getLogger(__name__)
 Verdict = Literal["dead_letter", "stop"]
 
 #: First and longest wait between two attempts of a failing sink.
@@ -117,8 +120,15 @@ class Backoff:
 
 
 class Breaker:
-    """A circuit breaker of a backend that may hang: after a failure the backend is skipped for ``retry_s``
-    (the callers answer without it at once), then one call tries it again while the others keep skipping it.
+    """A circuit breaker of a backend that may hang: after a failure the backend is skipped (the callers answer
+    without it at once) for a cool-down of ``first_retry_s``, doubling with each failure in a row up to
+    ``retry_s``, then tried again, at most one try at a time.
+
+    With ``probe`` (a cheap call, e.g. a ping) the try is the probe's, in a thread of its own: no caller ever waits
+    for a backend that failed, they keep skipping it until the probe answers (the backend is used again at once).
+    Without it the first caller after the cool-down tries the backend itself. The failures in a row (and so the
+    cool-down) count until a real call :meth:`succeeded`, not a probe: a backend that answers its ping but fails
+    its calls (a slow or partitioned Redis) is tried ever less often, its outage reported once.
 
     Thread-safe. A caller asks :meth:`allow` before using the backend, then reports :meth:`failed` or
     :meth:`succeeded`; both return whether the state changed (to log an outage once, and its end).
@@ -134,42 +144,113 @@ class Breaker:
         (True, False)
         >>> b.succeeded(), b.down, b.allow()
         (True, False, True)
+
+        A short first cool-down growing with the failures in a row (1, 2, 4, 5, 5 s), back to the first after a
+        success:
+
+        >>> b, cooldowns_s = Breaker(5.0, first_retry_s=1.0, clock=lambda: now[0]), []
+        >>> for _ in range(5):
+        ...     now[0] += 10.0; _ = b.allow(), b.failed()
+        ...     cooldowns_s.append(b.cooldown_s)
+        >>> cooldowns_s
+        [1.0, 2.0, 4.0, 5.0, 5.0]
+        >>> b.failed(), b.cooldown_s  # a call begun before the last try failed too: the same failure
+        (False, 5.0)
+        >>> b.succeeded(), b.failed(), b.cooldown_s
+        (True, True, 1.0)
     """
 
-    def __init__(self, retry_s: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, retry_s: float, *, first_retry_s: float | None = None,
+                 probe: Callable[[], object] | None = None, name: str = "backend",
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if retry_s <= 0 or (first_retry_s is not None and not 0 < first_retry_s <= retry_s):
+            raise ValueError(f"Breaker: retry_s ({retry_s}) and first_retry_s ({first_retry_s}) must be > 0, "
+                             "first_retry_s at most retry_s")
         self.retry_s = retry_s
+        self.first_retry_s = retry_s if first_retry_s is None else first_retry_s
+        self.name = name
+        self._probe = probe
         self._clock = clock
         self._down = False  # the backend failed last time
+        self._failures = 0  # failures in a row
         self._retry_at = 0.0  # clock() before which the failed backend is not asked
+        self._probing = False  # the probe is under way
+        self._trying = False  # a caller tries the failed backend (no probe)
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"Breaker(retry_s={self.retry_s}, down={self._down})"
+        return f"Breaker({self.name!r}, retry_s={self.retry_s}, down={self._down})"
 
     @property
     def down(self) -> bool:
         """Whether the backend failed the last time it was asked."""
         return self._down
 
+    @property
+    def cooldown_s(self) -> float:
+        """The cool-down after the current failures in a row: ``first_retry_s`` doubling, at most ``retry_s``."""
+        return min(self.first_retry_s * 2 ** max(self._failures - 1, 0), self.retry_s)
+
     def allow(self) -> bool:
-        """Whether to ask the backend now: it works, or it failed ``retry_s`` ago and this call tries it again."""
+        """Whether to ask the backend now: it works, or (without a ``probe``) its cool-down is over and this call
+        tries it again. With a ``probe``, a failed backend is never the caller's: the cool-down's end starts the
+        probe (one at a time) and the call answers ``False``."""
         now = self._clock()
         with self._lock:
-            if now < self._retry_at:
+            if not self._down:
+                return True
+            if now < self._retry_at or self._probing:
                 return False
-            if self._down:  # this call tries it; the others keep skipping it meanwhile
-                self._retry_at = now + self.retry_s
-            return True
+            if self._probe is None:  # this call tries it; the others keep skipping it meanwhile
+                self._retry_at, self._trying = now + self.cooldown_s, True
+                return True
+            self._probing = True
+        try:
+            threading.Thread(target=self._run_probe, name=f"probe-{self.name}", daemon=True).start()
+        except Exception as exc:  # e.g. no thread left: a failed probe, another one after the next cool-down
+            log.warning("%s: cannot start its probe (%s): tried again after %g s", self.name, exc,
+                        self._probe_failed())
+        return False
+
+    def _run_probe(self) -> None:
+        try:
+            ok = bool(self._probe())  # type: ignore[misc]
+        except Exception as exc:  # the backend still fails
+            log.debug("%s: probe failed: %s", self.name, exc)
+            ok = False
+        if not ok:
+            self._probe_failed()
+            return
+        with self._lock:  # used again; the failures in a row count until a real call succeeds (see the class)
+            self._probing, self._down, self._retry_at, self._trying = False, False, 0.0, False
+        log.info("%s answers its probe: used again", self.name)
+
+    def _probe_failed(self) -> float:
+        """The probe failed or could not start: the next one after a longer cool-down (returned)."""
+        with self._lock:
+            self._probing = False
+            self._failed_locked()
+            return self.cooldown_s
+
+    def _failed_locked(self) -> None:
+        self._failures += 1
+        self._retry_at = self._clock() + self.cooldown_s
+        self._down, self._trying = True, False
 
     def failed(self) -> bool:
-        """The backend failed: skip it for ``retry_s``. ``True`` if it worked until now (an outage begins)."""
+        """The backend failed: skip it for the next cool-down. ``True`` if it worked until now (an outage
+        begins; not after only a probe answered: the same outage); a call that began before the backend was known
+        to fail changes nothing (``False``)."""
         with self._lock:
-            self._retry_at = self._clock() + self.retry_s
-            began, self._down = not self._down, True
+            if self._down and not self._trying:
+                return False
+            began = self._failures == 0
+            self._failed_locked()
         return began
 
     def succeeded(self) -> bool:
-        """The backend answered. ``True`` if it had failed (the outage is over)."""
+        """The backend answered a real call. ``True`` if it had failed (the outage is over)."""
         with self._lock:
-            ended, self._down, self._retry_at = self._down, False, 0.0
+            ended = self._down or self._failures > 0
+            self._down, self._retry_at, self._failures, self._trying = False, 0.0, 0, False
         return ended

@@ -62,7 +62,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from storelens.contract import messages as m
 from storelens.contract import topics
@@ -77,6 +77,32 @@ log = logging.getLogger(__name__)
 def dead_letter(source_topic: str, key: bytes, payload: bytes, reason: str, service: str) -> m.DeadLetter:
     return m.DeadLetter(source_topic=source_topic, key=key, payload=payload, reason=reason,
                         service=service, ts_ms=int(time.time() * 1000))
+
+
+#: Bytes of a payload kept in a dead letter that would not fit the ``dead-letter`` topic whole (an output over its
+#: topic's limit, or an input near the limit): the rest is cut; its size and SHA-256 are in the reason.
+DEAD_LETTER_KEPT_BYTES = 64 * 1024
+
+
+def cut_payload(payload: bytes) -> tuple[bytes, str]:
+    """``payload``'s first :data:`DEAD_LETTER_KEPT_BYTES` and a note saying so, with its size and SHA-256."""
+    import hashlib
+
+    kept = payload[:DEAD_LETTER_KEPT_BYTES]
+    return kept, (f"payload of {len(payload)} bytes cut to its first {len(kept)} bytes, "
+                  f"sha256 {hashlib.sha256(payload).hexdigest()}")
+
+
+def fitting_dead_letter(dl: m.DeadLetter) -> m.DeadLetter:
+    """``dl`` as it fits the ``dead-letter`` topic: unchanged, or its payload cut (:func:`cut_payload`, noted in
+    its reason), so a dead letter is never refused itself."""
+    limit = topics.spec(topics.DEAD_LETTER).max_message_bytes
+    value = m.encode(dl)
+    if topics.fits(limit, dl.key, value, m.type_headers(dl)):
+        return dl
+    payload, note = cut_payload(dl.payload)
+    return m.DeadLetter(source_topic=dl.source_topic, key=dl.key, payload=payload, reason=f"{dl.reason}; {note}",
+                        service=dl.service, ts_ms=dl.ts_ms)
 
 
 class Sink(Protocol):
@@ -398,7 +424,8 @@ class Runner:
 
     def __init__(self, core: RunnerCore, transport: Transport, should_stop: Callable[[], bool] | None = None,
                  hooks: Any = None, observers: Sequence[Callable[[Handled], None]] = (),
-                 beat: Callable[[], None] = lambda: None, poll_s: float = 0.2, batch_max: int = 1) -> None:
+                 beat: Callable[[], None] = lambda: None, poll_s: float = 0.2, batch_max: int = 1,
+                 limits: Mapping[str, int] | None = None) -> None:
         if batch_max < 1:
             raise ValueError(f"batch_max must be at least 1, not {batch_max}")
         self.core = core
@@ -420,6 +447,10 @@ class Runner:
         self.batch_sizes: collections.Counter[int] = collections.Counter()
         #: A polled message that could not join the batch: handled first in the next turn (with its skip verdict).
         self._held: tuple[BusMessage, bool] | None = None
+        #: Base topic -> ``max.message.bytes`` of the deployment's topic (a stage worker's look-up at its start,
+        #: :func:`~storelens.runtime.workers.topic_limits`: lower than declared on a topic made elsewhere); a
+        #: topic not in it: its declared limit.
+        self.limits = dict(limits or {})
 
     def handle(self, msg: BusMessage) -> bool:
         """One message, start to end; False when the runner must stop (the message is not acknowledged)."""
@@ -465,13 +496,9 @@ class Runner:
             return False
         try:
             if h.dead_letter is not None:
-                out = tr.publish(topics.DEAD_LETTER, msg.key, m.encode(h.dead_letter),
-                                 headers=m.type_headers(h.dead_letter))
-                core.metrics.messages_out.labels(out).inc()
+                self._send(topics.DEAD_LETTER, msg.key, fitting_dead_letter(h.dead_letter))
             for p in h.outputs.publish:
-                out = tr.publish(p.topic, topics.camera_key(p.camera_id), m.encode(p.message),
-                                 headers=m.type_headers(p.message))
-                core.metrics.messages_out.labels(out).inc()
+                self._send_output(h, p.topic, topics.camera_key(p.camera_id), p.message)
         except BaseException as exc:  # e.g. UndeliveredError: the stage's state holds a frame not all published,
             self.failure = exc  # so no snapshot of it may be written (hooks check the failure); redelivered
             raise
@@ -494,12 +521,41 @@ class Runner:
             self.failure = h.stop
             return False
         for p in h.outputs.publish:
-            out = self.transport.publish(p.topic, topics.camera_key(p.camera_id), m.encode(p.message),
-                                         headers=m.type_headers(p.message))
-            self.core.metrics.messages_out.labels(out).inc()
+            self._send_output(h, p.topic, topics.camera_key(p.camera_id), p.message)
         for obs in self.observers:
             obs(h)
         return True
+
+    def _send(self, topic: str, key: bytes, message: Any, value: bytes | None = None) -> None:
+        out = self.transport.publish(topic, key, m.encode(message) if value is None else value,
+                                     headers=m.type_headers(message))
+        self.core.metrics.messages_out.labels(out).inc()
+
+    def _send_output(self, h: Handled, topic: str, key: bytes, message: Any) -> None:
+        """Publish one output of ``h`` on ``topic`` (a base name); one over the topic's ``max_message_bytes``
+        (:attr:`limits`, else the declared one; :func:`~storelens.contract.topics.fits`; the broker would refuse
+        it, and a stage's producer then fails every later flush) is a dead letter with reason ``too_large`` instead
+        (its payload cut, :func:`cut_payload`; its source topic the deployment's name, as every dead letter's),
+        counted in ``errors{reason="too_large"}``, and the message's other outputs go on: the same in both modes
+        (the in-process bus has no limit of its own)."""
+        value = m.encode(message)
+        spec = topics.spec(topic)
+        limit = self.limits.get(topic, spec.max_message_bytes if spec is not None else None)
+        if limit is None or topics.fits(limit, key, value, m.type_headers(message)):
+            self._send(topic, key, message, value)
+            return
+        core = self.core
+        name = getattr(self.transport, "topic", lambda base: base)(topic)  # Kafka: with kafka.topic_prefix
+        payload, note = cut_payload(value)
+        reason = (f"too_large: a {type(message).__name__} for {name} of {len(value)} bytes, over the topic's limit "
+                  f"of {limit} bytes ({note})")
+        log.error("output too large for its topic: dead-lettered", extra={
+            "stage": core.stage.name, "topic": name, "bytes": len(value), "limit": limit,
+            "input_topic": h.msg.topic, "offset": h.msg.offset})
+        core._error("too_large")
+        core.metrics.dead_letters.labels(name).inc()
+        core.dead_letters += 1
+        self._send(topics.DEAD_LETTER, key, dead_letter(name, key, payload, reason, core.stage.name))
 
     def _maybe_tick(self) -> bool:
         if self.tick_s is None or time.monotonic() < self._next_tick:

@@ -302,6 +302,24 @@ class WebhookSink:
                                             w.timeout_s))
 
 
+def close_webhooks(sinks: Sequence[WebhookSink], timeout_s: float) -> int:
+    """At a shutdown: give the sinks' senders up to ``timeout_s`` in all to deliver what is queued or waiting to
+    retry, then close them (:meth:`WebhookSender.close`: what is left is dead-lettered, logged); how many messages
+    were left undelivered (logged as an error). A try under way still gets its answer (its ``timeout_s``)."""
+    deadline = time.monotonic() + timeout_s
+    left = 0
+    for sink in sinks:
+        sender = sink.sender
+        if not sender.flush(timeout_s=max(0.0, deadline - time.monotonic())):
+            pending = sender.pending()
+            left += len(pending)
+            log.error("alert webhooks left undelivered at shutdown: dead-lettered",
+                      extra={"undelivered": len(pending), "urls": sorted({d.target for d in pending}),
+                             "wait_s": timeout_s})
+        sender.close(timeout_s=max(1.0, deadline - time.monotonic()))
+    return left
+
+
 def webhook_sinks(config, metrics: Any = None) -> list[WebhookSink]:
     """``[WebhookSink]`` when the site has alert webhooks, else ``[]``: its sender bounds each URL's queue at
     ``alerts.webhook_max_queued`` and counts what it drops in ``metrics`` (a

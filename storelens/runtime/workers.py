@@ -39,7 +39,7 @@ from storelens.config.site import site_file_override
 from storelens.contract import messages as m
 from storelens.contract import topics
 from storelens.errors import ConfigError, StoreLensError
-from storelens.runtime.ingest import CameraSupervisor
+from storelens.runtime.ingest import CameraSupervisor, StreamStart
 from storelens.runtime.runner import Handled, Runner, RunnerCore
 from storelens.runtime.service import ServiceRuntime
 from storelens.runtime.transports import ConsumerGroup, KafkaTransport
@@ -170,12 +170,21 @@ class CameraProbe:
         self._failed: dict[threading.Thread, str] = {}
         #: live camera threads in an outage -> their camera id
         self._down: dict[threading.Thread, str] = {}
+        #: camera threads whose last frame was skipped, too large for the topic -> why
+        self._too_large: dict[threading.Thread, str] = {}
         rt.add_check("cameras", self.ready)
 
     def published(self) -> None:
         """A frame was published (called on the camera's thread)."""
         with self._lock:
             self._last[threading.current_thread()] = time.monotonic()
+            self._too_large.pop(threading.current_thread(), None)
+
+    def too_large(self, why: str) -> None:
+        """A frame was skipped, too large for the topic (called on the camera's thread): the camera is not ready
+        until one is published."""
+        with self._lock:
+            self._too_large[threading.current_thread()] = why
 
     def reopening(self, cam) -> None:
         """The live camera ``cam``'s source is about to be reopened (called on the camera's thread)."""
@@ -196,7 +205,7 @@ class CameraProbe:
         now = time.monotonic()
         with self._lock:
             for stale in set(self._since) - set(threads.values()):  # stopped, removed or restarted cameras
-                for d in (self._since, self._last, self._failed):
+                for d in (self._since, self._last, self._failed, self._too_large):
                     d.pop(stale, None)
                 self._down.pop(stale, None)
             for cam in cameras:
@@ -206,6 +215,8 @@ class CameraProbe:
                 since = self._since.setdefault(t, now)
                 if t in self._failed:
                     out[cam.id] = (t, f"failed: {self._failed[t]}", False)
+                elif t in self._too_large:
+                    out[cam.id] = (t, self._too_large[t], False)
                 elif not is_live(cam.source):
                     continue  # a file: running, or ended
                 elif not t.is_alive():
@@ -238,6 +249,131 @@ def _count_delivery_errors(bus, rt: ServiceRuntime) -> None:
     bus.on_delivery_error = lambda topic: rt.metrics.delivery_errors.labels(topic).inc()
 
 
+def ingest_streams(config: SiteConfig, rt: ServiceRuntime | None = None) -> dict[str, StreamStart]:
+    """Camera id -> the :class:`~storelens.runtime.ingest.StreamStart` of its stream a former ingest process
+    started last (the compacted ``ingest-state`` topic read to its end). An undecodable record is logged and
+    counted (``storelens_errors_total{reason="decode"}``) and left out: that camera's next stream is numbered
+    from 0 (its file) or from the wall clock (a new stream)."""
+    from storelens.runtime.kafka import read_to_end
+
+    out: dict[str, StreamStart] = {}
+    for key, value, offset in read_to_end(config.kafka, topics.topic_name(topics.INGEST_STATE,
+                                                                         config.kafka.topic_prefix)):
+        if not value:
+            continue
+        try:
+            s = m.decode(m.IngestStream, value)
+        except StoreLensError as exc:
+            log.warning("undecodable ingest state skipped", extra={"offset": offset, "error": str(exc)})
+            if rt is not None:
+                rt.metrics.errors.labels("decode").inc()
+            continue
+        out[s.camera_id or key.decode("utf-8", "replace")] = StreamStart(s.stream_id, int(s.first_seq),
+                                                                          int(s.after_source_frame))
+    return out
+
+
+def topic_limit(kafka_cfg, base: str) -> int:
+    """``max.message.bytes`` of the deployment's topic ``base``: the declared one
+    (:attr:`~storelens.contract.topics.TopicSpec.max_message_bytes`), or the broker's setting of the topic when lower
+    (a topic created by hand or with older settings; the declared one when the broker does not say)."""
+    return topic_limits(kafka_cfg, [base])[base]
+
+
+def topic_limits(kafka_cfg, bases: Sequence[str]) -> dict[str, int]:
+    """:func:`topic_limit` of each declared topic of ``bases`` (by base name; one request to the broker)."""
+    from storelens.runtime.kafka import BrokerError, KafkaAdmin
+
+    declared = {b: s.max_message_bytes for b in bases if (s := topics.spec(b)) is not None}
+    names = {topics.topic_name(b, kafka_cfg.topic_prefix): b for b in declared}
+    out = dict(declared)
+    if not names:
+        return out
+    admin = KafkaAdmin(kafka_cfg, 10.0)
+    try:
+        configs = admin.topic_configs(list(names))
+        for name, base in names.items():
+            setting = configs.get(name, {}).get("max.message.bytes")
+            if setting is not None and setting.value:
+                out[base] = min(declared[base], int(setting.value))
+    except (BrokerError, ValueError) as exc:
+        log.warning("cannot read the topics' max.message.bytes; the declared ones are used",
+                    extra={"topics": ",".join(names), "error": str(exc)})
+    finally:
+        admin.close()
+    return out
+
+
+#: Seconds one attempt of ingest to keep a stream's start waits for the broker: a stopped camera's attempts end
+#: well within :data:`~storelens.runtime.ingest.STOP_JOIN_S`, so no stale start lands after its replacement's.
+KEEP_STREAM_TRY_S = 10.0
+
+
+class FrameFitter:
+    """Ingest's frames as they fit the ``frames`` topic (``limit``: its ``max.message.bytes``).
+
+    A frame over it (a camera of many pixels at a high ``jpeg_quality`` without ``resize_width``) would be refused
+    by the broker. It is encoded again at a lower JPEG quality (:func:`~storelens.backends.video.reencode_jpeg`,
+    same size; only qualities below the camera's own ``jpeg_quality``, ``quality_of(key)``), counted in
+    ``storelens_errors_total{reason="too_large_reencoded"}`` and logged when the quality used changes; when no
+    quality fits it is skipped, counted in ``errors{reason="too_large"}`` and logged at the first one of a run.
+
+    The quality that fitted is tried first for the camera's next frame over the limit; the best one again once a
+    frame fits as it is (a busy moment is over) or after :attr:`retry_best_after` frames at a lower one (before, one
+    busy frame left the camera at quality 30 until ingest restarted).
+    """
+
+    #: Frames over the limit encoded at a quality below the best one, after which the next tries the best again.
+    retry_best_after = 25
+
+    def __init__(self, limit: int, errors: Any, headers: Sequence[tuple[str, bytes]],
+                 quality_of: Callable[[bytes], int | None] = lambda key: None) -> None:
+        self.limit, self.errors, self.headers, self.quality_of = limit, errors, headers, quality_of
+        self._quality: dict[bytes, int] = {}  # camera key -> the quality that fitted last (frames over the limit)
+        self._since: dict[bytes, int] = {}  # camera key -> frames encoded at it since it was found
+        self._logged: dict[bytes, int] = {}  # camera key -> the quality logged last
+        self._failing: set[bytes] = set()  # cameras whose last frame was skipped
+
+    def __call__(self, key: bytes, value: bytes) -> tuple[bytes | None, str]:
+        """``(value to publish, "")``, or ``(None, why)`` when the frame is skipped."""
+        from storelens.backends.video import SHRINK_QUALITIES, reencode_jpeg
+
+        if topics.fits(self.limit, key, value, self.headers):
+            self._failing.discard(key)
+            self._quality.pop(key, None)  # the camera's next frame over the limit tries the best quality again
+            return value, ""
+        camera = key.decode(errors="replace")
+        frame = m.decode(m.Frame, value)
+        own = self.quality_of(key)  # the camera's jpeg_quality: encoding again at it or above does not shrink
+        qualities = [q for q in SHRINK_QUALITIES if own is None or q < own]
+        last, since = self._quality.get(key), self._since.get(key, 0)
+        retry = last is None or since >= self.retry_best_after  # from the best quality below the camera's own
+        if not retry:
+            qualities = [q for q in qualities if q <= last]
+        got = reencode_jpeg(frame, lambda f: topics.fits(self.limit, key, m.encode(f), self.headers), qualities)
+        if got is not None:
+            frame, quality = got
+            if self._logged.get(key) != quality:
+                log.warning("frames too large for the frames topic are encoded again at a lower JPEG quality (lower "
+                            "the camera's jpeg_quality or set its resize_width)",
+                            extra={"camera": camera, "bytes": len(value), "limit": self.limit, "quality": quality})
+                self._logged[key] = quality
+            self._since[key] = since + 1 if not retry and quality == last else 0
+            self._quality[key] = quality
+            self._failing.discard(key)
+            self.errors.labels("too_large_reencoded").inc()
+            return m.encode(frame), ""
+        self._quality.pop(key, None)
+        self.errors.labels("too_large").inc()
+        why = (f"frame {frame.seq} of {len(value)} bytes is over the frames topic's limit of {self.limit} bytes, "
+               f"even at JPEG quality {SHRINK_QUALITIES[-1]}: skipped")
+        if key not in self._failing:
+            self._failing.add(key)
+            log.error("frame too large for the frames topic: skipped (set the camera's resize_width)",
+                      extra={"camera": camera, "seq": frame.seq, "bytes": len(value), "limit": self.limit})
+        return None, why
+
+
 def run_ingest(config: SiteConfig, rt: ServiceRuntime) -> int:
     """Publish every camera's frames until SIGTERM (files: until their end, then idle).
 
@@ -245,8 +381,11 @@ def run_ingest(config: SiteConfig, rt: ServiceRuntime) -> int:
     file's; each later version is applied without a restart (:meth:`CameraSupervisor.apply`).
     Readiness: ``broker`` (:class:`BrokerProbe`) and ``cameras`` (:class:`CameraProbe`). A frame the producer
     cannot take while the broker is away is offered again until it is taken or the service stops.
+    Where each camera's stream starts is kept on ``ingest-state`` (:func:`ingest_streams`, acknowledged by the
+    broker before the stream's first frame): a restarted ingest numbers the same stream as before and a
+    re-pointed camera's new stream above its old one.
     """
-    from storelens.runtime.kafka import KafkaBus, UndeliveredError, ensure_topics
+    from storelens.runtime.kafka import BrokerError, KafkaBus, UndeliveredError, ensure_topics
 
     ensure_topics(config.kafka)
     bus = KafkaBus(config.kafka, "ingest", heartbeat=rt.beat, stopping=rt.stopping.is_set)
@@ -256,8 +395,14 @@ def run_ingest(config: SiteConfig, rt: ServiceRuntime) -> int:
     probe = BrokerProbe(bus, rt, ok=bus.ping())
 
     frame_headers = m.type_headers(m.Frame)  # ingest publishes Frame bytes only (pump_camera)
+    fit = FrameFitter(topic_limit(config.kafka, topics.FRAMES), rt.metrics.errors, frame_headers,
+                      quality_of=lambda key: getattr(ingest.camera(key.decode("utf-8")), "jpeg_quality", None))
 
     def publish(key: bytes, value: bytes) -> None:
+        value, too_large = fit(key, value)
+        if value is None:
+            cameras_probe.too_large(too_large)
+            return
         while True:
             try:
                 bus.publish(frames_topic, key, value, headers=frame_headers)
@@ -276,9 +421,25 @@ def run_ingest(config: SiteConfig, rt: ServiceRuntime) -> int:
         cameras_probe.failed(exc)
         log.error("camera failed", extra={"camera": cam.id, "error": str(exc)})
 
+    state_topic = topics.topic_name(topics.INGEST_STATE, config.kafka.topic_prefix)
+    state_headers = m.type_headers(m.IngestStream)
+
+    def keep_stream(cam, start: StreamStart, stopped) -> bool:  # acknowledged before the stream's first frame
+        msg = m.IngestStream(camera_id=cam.id, stream_id=start.stream_id, first_seq=start.first_seq,
+                             after_source_frame=start.after_source_frame, ts_ms=int(time.time() * 1000))
+        while not stopped():  # the camera's stream stopping (a newer cameras list, or the process): no frame goes out
+            try:
+                bus.publish_wait(state_topic, cam.id.encode("utf-8"), m.encode(msg), headers=state_headers,
+                                 timeout_s=KEEP_STREAM_TRY_S)
+                return True
+            except UndeliveredError as exc:
+                log.warning("ingest state not taken yet, offered again", extra={"camera": cam.id, "error": str(exc)})
+        return False
+
     ingest = CameraSupervisor(publish, rt.stopping.is_set, failed,
                               on_bad_frames=lambda cam, n: rt.metrics.errors.labels("decode").inc(n),
-                              reconnect=config.ingest, on_reopen=lambda cam: cameras_probe.reopening(cam))
+                              reconnect=config.ingest, on_reopen=lambda cam: cameras_probe.reopening(cam),
+                              streams=ingest_streams(config, rt), on_stream=keep_stream)
     cameras_probe = CameraProbe(ingest, rt)
     site, newest = site_tail(config)
     cameras, version = config.cameras, 0
@@ -291,7 +452,12 @@ def run_ingest(config: SiteConfig, rt: ServiceRuntime) -> int:
         _ingest_loop(config, rt, bus, site, ingest, version, cameras_probe)
     ingest.stop(timeout_s=10)
     site.close()
-    bus.flush()
+    try:
+        bus.flush()
+    except UndeliveredError:
+        raise
+    except BrokerError as exc:  # deliveries that failed at the stop: each one logged and counted already
+        log.warning("frames not delivered at the stop", extra={"error": str(exc)})
     log.info("ingest stopped", extra={"published": published[0]})
     return 0
 
@@ -301,7 +467,7 @@ def _ingest_loop(config: SiteConfig, rt: ServiceRuntime, bus, site, ingest: Came
     """Until SIGTERM: deliveries, the cameras' outages, and each newer site version applied to the cameras."""
     while not rt.stopping.is_set():
         rt.beat()
-        bus.flush_some(0.5)
+        bus.flush_some(0.5)  # (failed deliveries are logged and counted as they fail, and reported no more)
         cameras.update()
         news = []
         while (msg := site.poll(0)) is not None:
@@ -353,28 +519,42 @@ class StageWorker:
         for tail in tails:  # polled first, like an earlier group (the transport acks it by topic: a no-op)
             self.transport.consumers.insert(0, tail)
             self.transport._by_topic[tail.topic] = tail
-        self.core = RunnerCore(stage, sinks, metrics=rt.metrics, chores=chores, beat=rt.beat)  # alive while retrying
-        self.runner = Runner(self.core, self.transport, should_stop=rt.stopping.is_set, hooks=hooks,
-                             observers=observers, beat=self._periodic, poll_s=0.5)
         self._checks = dict(checks or {})
         self._ok = {name: check() for name, check in self._checks.items()}
         self._last_checks, self._last_lag = time.monotonic(), 0.0
+        # alive while a sink is retried, and the checks still probed (the store's ping)
+        self.core = RunnerCore(stage, sinks, metrics=rt.metrics, chores=chores, beat=self._retry_beat)
+        self.runner = Runner(self.core, self.transport, should_stop=rt.stopping.is_set, hooks=hooks,
+                             observers=observers, beat=self._periodic, poll_s=0.5,
+                             limits=topic_limits(config.kafka, getattr(stage, "outputs", ())))
         #: (topic, partition) of the lag gauge's labels set by this worker
         self._lag_labels: set[tuple[str, int]] = set()
         self._broker = BrokerProbe(self.transport.bus, rt, connected=lambda: self.transport.connected)
         rt.add_check("model", lambda: True)  # the stage's models are loaded before the worker exists
-        for sink in self.core.sinks:  # a sink failing its writes (retried) makes the service not ready
-            rt.add_check(sink.name, lambda name=sink.name: self.core.sink_ok[name])
+        for sink in self.core.sinks:  # a sink failing its writes (retried) makes the service not ready; a check
+            # of the same name (chain-rollup's "storage": the store's ping) must pass too, not replace it
+            rt.add_check(sink.name, lambda name=sink.name: self.core.sink_ok[name] and self._ok.get(name, True))
         for name in self._checks:
-            rt.add_check(name, lambda name=name: self._ok[name])
+            if name not in self.core.sink_ok:
+                rt.add_check(name, lambda name=name: self._ok[name])
 
-    def _periodic(self) -> None:
-        self.rt.beat()
+    def _probe_checks(self) -> None:
+        """Run the extra readiness checks when :data:`PING_EVERY_S` have passed since the last time."""
         now = time.monotonic()
         if now - self._last_checks > PING_EVERY_S:
             self._last_checks = now
             for name, check in self._checks.items():
                 self._ok[name] = check()
+
+    def _retry_beat(self) -> None:
+        """The core's heartbeat while a failing sink is retried (the loop's :meth:`_periodic` does not run then)."""
+        self.rt.beat()
+        self._probe_checks()
+
+    def _periodic(self) -> None:
+        self.rt.beat()
+        self._probe_checks()
+        now = time.monotonic()
         if now - self._last_lag > LAG_EVERY_S:
             self._update_lag()
             self._last_lag = now
@@ -510,8 +690,16 @@ class SnapshotHooks:
         self.since_snapshot[partition] = 0
 
     def close(self) -> None:
+        """The stop's snapshots. One the broker did not take (the stop's time is up: KafkaBus.stop_left) is logged,
+        not raised: the transport still closes, and the partition is replayed from its last snapshot."""
         for p in list(self.next_offset):
-            self.snapshot(p)
+            try:
+                self.snapshot(p)
+            except StoreLensError as exc:
+                log.error("snapshot not written at the stop; the partition is replayed from its last snapshot",
+                          extra={"partition": p, "error": str(exc)})
+                if self._worker is not None:
+                    self._worker.transport.exit_code = 1
 
 
 def detect_track_worker(config: SiteConfig, rt: ServiceRuntime, stage, snapshot_every: int = 50) -> StageWorker:
@@ -720,33 +908,10 @@ class TopicPublisher:
     def publish(self, items: Sequence[tuple[bytes, Any]]) -> None:
         """Publish ``(key, message)`` items and wait until the broker has every one (BrokerError else).
 
-        After a message the broker refused (e.g. too large), the producer is replaced: an idempotent producer's
-        later batches of that partition would be refused as out of sequence (``OutOfOrderSequenceNumber``) for
-        ever. A timeout (the broker away) keeps it."""
-        from storelens.runtime.kafka import BrokerError, UndeliveredError
-
-        bus = self._producer()
-        try:
-            bus.publish_all(self.topic, [(key, m.encode(msg), m.type_headers(msg)) for key, msg in items],
-                            self.timeout_s)
-        except UndeliveredError:
-            raise
-        except BrokerError:
-            self._replace(bus)
-            raise
-
-    def _replace(self, bus) -> None:
-        """Stop ``bus`` (once the other requests' messages on it are delivered); the next publish starts a new one."""
-        with self._lock:
-            if self._bus is not bus:
-                return  # another request replaced it already
-            self._bus = None
-        log.warning("a message was refused: the producer is replaced", extra={"topic": self.topic})
-        try:
-            bus.close(self.timeout_s)
-        except StoreLensError as exc:
-            log.warning("messages not delivered at the producer's replacement",
-                        extra={"topic": self.topic, "error": str(exc)})
+        After a message the broker refused (e.g. too large), the bus replaces its producer
+        (:meth:`~storelens.runtime.kafka.KafkaBus._renew`), so the next publish is delivered."""
+        self._producer().publish_all(self.topic, [(key, m.encode(msg), m.type_headers(msg)) for key, msg in items],
+                                     self.timeout_s)
 
     def close(self) -> None:
         """Deliver what is still pending (a publish that timed out) and stop the producer."""

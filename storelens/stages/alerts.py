@@ -17,15 +17,22 @@ need every camera: :mod:`storelens.stages.store_alerts`.
 
 ``alert_id`` is ``{rule_id}:{camera_id}:{seq of the frame that fired}``: the same frames give the
 same ids live, in a replay and after a restart from a snapshot; the resolving message reuses it.
+
+An open alert ends with one ``resolved`` message also when its rule goes: a site version (``/v1/site``) that
+removes the rule, moves it to another camera or changes its kind or zone, or removes the camera, resolves it
+(:func:`closed_alerts`, message ``... - resolved (rule removed)``). A live camera's alerts left open by the
+previous embedded process are taken over by the next one (:meth:`AlertAnalyzer.adopt`): one alert per incident,
+resolved when the condition has ended, not left ``firing`` in the history forever.
 """
 from __future__ import annotations
 
 from storelens.config import CameraConfig, SiteConfig
+from storelens.config.alerts import STORE_KINDS
 from storelens.contract import messages as m
 from storelens.contract import topics
 from storelens.domain.alerts import HoldAlert
 from storelens.domain.calendar import StoreCalendar
-from storelens.domain.zones import QueueStats, StreamCoverage, ZoneEvent
+from storelens.domain.zones import MIN_QUEUE_COVERED_MS, QueueStats, StreamCoverage, ZoneEvent
 from storelens.stages.analyzers import CameraAnalyzer, FrameView
 
 #: Kinds whose value is a duration in seconds compared with ``after_s``.
@@ -121,16 +128,26 @@ class AlertAnalyzer(CameraAnalyzer):
         self.camera_id = camera.id
         self.rules = config.alerts.for_camera(camera.id)
         self.holds = {r.id: HoldAlert(round(r.hold_s * 1000), round(r.cooldown_s * 1000)) for r in self.rules}
-        #: rule id -> (alert id, seq of the firing frame) of its open alert.
+        #: rule id -> its open alert: [alert id, seq of the firing frame, kind, zone id ("": none), severity,
+        #: threshold] (what its resolving message says when the rule is gone: :func:`closed_alerts`).
         self.open: dict[str, list] = {}
+        #: rule id -> [warm-up ms, until ms (``None``: from the next frame)] of an alert taken over from an earlier
+        #: process (:meth:`adopt`): it does not resolve before its value is measured again.
+        self.adopted: dict[str, list] = {}
+        self._zone_rules = {z.id: z.rules(config.zones) for z in camera.zones}
         #: zone id -> people inside (last ZoneOccupancy seen).
         self.zone_occupancy: dict[str, int] = {}
         #: zone id -> track ids loitering there now.
         self.loiterers: dict[str, list[int]] = {}
-        #: queue_wait: zone id -> window (ms) of the service rate; exits [ts_ms, dwell_ms, how] inside it.
-        self.queue_window_ms = {r.zone: round((r.window_s or config.zones.queue_window_s) * 1000)
+        #: queue_wait: rule id -> window (ms) of its service rate (two rules of a zone may have two windows).
+        self.queue_window_ms = {r.id: round((r.window_s or config.zones.queue_window_s) * 1000)
                                 for r in self.rules if r.kind == "queue_wait"}
-        self.queue_exits: dict[str, list[list]] = {z: [] for z in self.queue_window_ms}
+        #: queue_wait: zone id -> the longest window of its rules; the exits [ts_ms, dwell_ms, how] inside it.
+        self.queue_keep_ms: dict[str, int] = {}
+        for r in self.rules:
+            if r.kind == "queue_wait":
+                self.queue_keep_ms[r.zone] = max(self.queue_keep_ms.get(r.zone, 0), self.queue_window_ms[r.id])
+        self.queue_exits: dict[str, list[list]] = {z: [] for z in self.queue_keep_ms}
         #: queue_wait: the time the stream showed (the runs of frames the rate is over)
         self.coverage = StreamCoverage.for_zones(camera.zones, config.zones)
         #: camera_frozen: hex digest of the last image and the time of the first frame that showed it.
@@ -173,11 +190,12 @@ class AlertAnalyzer(CameraAnalyzer):
                 elif self.empty_open_since_ms is None:
                     self.empty_open_since_ms = view.ts_ms
 
-    def _queue_wait_s(self, zone: str, now_ms: int) -> float:
-        window = self.queue_window_ms[zone]
-        exits = [e for e in self.queue_exits[zone] if e[0] > now_ms - window]
-        self.queue_exits[zone] = exits
-        events = [ZoneEvent("", self.camera_id, zone, 0, "exit", ts, 0, dwell, how) for ts, dwell, how in exits]
+    def _queue_wait_s(self, rule, now_ms: int) -> float:
+        zone, window = rule.zone, self.queue_window_ms[rule.id]
+        kept = [e for e in self.queue_exits[zone] if e[0] > now_ms - self.queue_keep_ms[zone]]
+        self.queue_exits[zone] = kept
+        events = [ZoneEvent("", self.camera_id, zone, 0, "exit", ts, 0, dwell, how)
+                  for ts, dwell, how in kept if ts > now_ms - window]
         q = QueueStats.compute(events, zone, now_ms, window, self.zone_occupancy.get(zone, 0),
                                self.coverage.covered_ms(now_ms, window))
         return 0.0 if q.predicted_wait_ms is None else q.predicted_wait_ms / 1000  # nobody served: no prediction
@@ -189,7 +207,7 @@ class AlertAnalyzer(CameraAnalyzer):
         if kind == "loitering":
             return float(len(self.loiterers.get(rule.zone, ())))
         if kind == "queue_wait":
-            return self._queue_wait_s(rule.zone, view.ts_ms)
+            return self._queue_wait_s(rule, view.ts_ms)
         if kind == "camera_frozen":
             return 0.0 if self.digest_since_ms is None else (view.ts_ms - self.digest_since_ms) / 1000
         if kind == "no_detections":
@@ -207,12 +225,21 @@ class AlertAnalyzer(CameraAnalyzer):
         for rule in self.rules:
             value = self._value(rule, view)
             hold = self.holds[rule.id]
-            change = hold.update(view.ts_ms, _condition(rule, value))
+            condition = _condition(rule, value)
+            warm = self.adopted.get(rule.id)
+            if warm is not None:  # taken over from an earlier process: not resolved before measured again
+                warm[1] = view.ts_ms + warm[0] if warm[1] is None else warm[1]
+                if view.ts_ms >= warm[1] or rule.id not in self.open:
+                    del self.adopted[rule.id]
+                else:
+                    condition = True
+            change = hold.update(view.ts_ms, condition)
             if change is None:
                 continue
             if change == "fire":
-                self.open[rule.id] = [f"{rule.id}:{self.camera_id}:{view.seq}", view.seq]
-            alert_id, fired_seq = self.open.pop(rule.id) if change == "resolve" else self.open[rule.id]
+                self.open[rule.id] = [f"{rule.id}:{self.camera_id}:{view.seq}", view.seq, rule.kind,
+                                      getattr(rule, "zone", None) or "", rule.severity, _threshold(rule)]
+            alert_id, fired_seq = (self.open.pop(rule.id) if change == "resolve" else self.open[rule.id])[:2]
             state = "firing" if change == "fire" else "resolved"
             out.append(m.Alert(alert_id=alert_id, rule_id=rule.id, kind=rule.kind, severity=rule.severity,
                                camera_id=self.camera_id, zone_id=getattr(rule, "zone", None) or "", state=state,
@@ -223,13 +250,50 @@ class AlertAnalyzer(CameraAnalyzer):
         return out
 
     def end(self, seq: int, ts_ms: int, prior: list) -> list:
-        # A finite source ended: keep what is known (zone exits) but leave open alerts open
-        # (nobody knows whether the condition still holds).
+        # A finite source ended (or the embedded run stopped): keep what is known (zone exits) but leave open
+        # alerts open (nobody knows whether the condition still holds); the next embedded run takes a live
+        # camera's over (adopt) and resolves them when the condition has ended.
         self._read_prior(prior)
         return []
 
+    def adopt(self, alert: dict) -> bool:
+        """Take over an alert an earlier process left open (a row of the ``alerts`` table, ``state`` firing) when
+        its rule is still this camera's with the same kind and zone: it resolves (under its id) once the
+        condition has been false for ``hold_s``, counted from when the rule's value is measured again
+        (:meth:`warm_up_ms` after the first frame), and no second alert fires meanwhile. ``False`` when not
+        taken (the rule gone or changed, or another alert of the rule taken already)."""
+        rule = next((r for r in self.rules if r.id == alert["rule_id"]), None)
+        if rule is None or _orphan_reason(rule, self.camera_id, [alert["alert_id"], 0, alert["kind"],
+                                                                  alert["zone_id"] or ""]) or rule.id in self.open:
+            return False
+        self.open[rule.id] = [alert["alert_id"], int(alert["fired_seq"]), rule.kind, getattr(rule, "zone", None) or "",
+                              rule.severity, _threshold(rule)]
+        hold = self.holds[rule.id]
+        self.holds[rule.id] = HoldAlert(hold.hold_ms, hold.cooldown_ms, firing=True,
+                                        fired_ms=int(alert["fired_ts_ms"]))
+        self.adopted[rule.id] = [self.warm_up_ms(rule), None]
+        return True
+
+    def warm_up_ms(self, rule) -> int:
+        """How long a new process takes to measure ``rule``'s value again (its memory starts empty): a zone's
+        people are inside after ``enter_after_ms``, loiterers after ``loiter_after_s`` more, a queue's wait is
+        predicted once the stream showed :data:`~storelens.domain.zones.MIN_QUEUE_COVERED_MS` of its window, a
+        frozen image or an empty view is seen after ``after_s``."""
+        zone = self._zone_rules.get(getattr(rule, "zone", None) or "")
+        enter = zone.enter_after_ms if zone is not None else 0
+        if rule.kind in ("zone_occupancy", "queue_length", "staff_only"):
+            return enter
+        if rule.kind == "loitering":
+            return enter + round((zone.loiter_after_s if zone is not None else 0) * 1000)
+        if rule.kind == "queue_wait":
+            return enter + min(self.queue_window_ms[rule.id], MIN_QUEUE_COVERED_MS)
+        if rule.kind in _AFTER_KINDS:
+            return round(rule.after_s * 1000)
+        return 0
+
     def state(self) -> dict:
         return {"holds": {k: h.state() for k, h in self.holds.items()}, "open": dict(self.open),
+                "adopted": {k: list(v) for k, v in self.adopted.items()},
                 "zone_occupancy": dict(self.zone_occupancy),
                 "loiterers": {k: list(v) for k, v in self.loiterers.items()},
                 "queue_exits": {k: [list(e) for e in v] for k, v in self.queue_exits.items()},
@@ -237,19 +301,71 @@ class AlertAnalyzer(CameraAnalyzer):
                 "digest": [self.digest, self.digest_since_ms], "empty": [self.empty_since_ms, self.empty_open_since_ms]}
 
     def load_state(self, state: dict) -> None:
+        rules = {r.id: r for r in self.rules}
+        open_ = state.get("open", {})
+        # a rule whose kind or zone changed starts afresh (its open alert is resolved: closed_alerts)
+        changed = {k for k, v in open_.items() if k in rules and _orphan_reason(rules[k], self.camera_id, v)}
         for k, h in state.get("holds", {}).items():
-            if k in self.holds:  # the rule's hold and cooldown are the config's, not the snapshot's
+            if k in self.holds and k not in changed:  # the rule's hold and cooldown are the config's
                 cfg = self.holds[k]
                 self.holds[k] = HoldAlert.from_state({**h, "hold_ms": cfg.hold_ms, "cooldown_ms": cfg.cooldown_ms})
-        self.open = {k: [v[0], int(v[1])] for k, v in state.get("open", {}).items() if k in self.holds}
+        self.open = {k: [v[0], int(v[1]), *v[2:]] if len(v) > 2 else
+                     [v[0], int(v[1]), rules[k].kind, getattr(rules[k], "zone", None) or "", rules[k].severity,
+                      _threshold(rules[k])]
+                     for k, v in open_.items() if k in rules and k not in changed}
+        self.adopted = {k: [int(v[0]), None if v[1] is None else int(v[1])]
+                        for k, v in state.get("adopted", {}).items() if k in self.open}
         self.zone_occupancy = {k: int(v) for k, v in state.get("zone_occupancy", {}).items()}
         self.loiterers = {k: [int(t) for t in v] for k, v in state.get("loiterers", {}).items()}
         saved = state.get("queue_exits", {})
         self.queue_exits = {z: [[int(e[0]), int(e[1]), str(e[2])] for e in saved.get(z, [])]
-                            for z in self.queue_window_ms}
+                            for z in self.queue_keep_ms}
         self.coverage = StreamCoverage(self.coverage.max_gap_ms, state.get("coverage", ()))
         self.digest, self.digest_since_ms = state.get("digest", ["", None])
         self.empty_since_ms, self.empty_open_since_ms = state.get("empty", [None, None])
+
+
+def _orphan_reason(rule, camera_id: str, entry: list) -> str | None:
+    """Why an open alert of ``camera_id`` (an :attr:`AlertAnalyzer.open` entry) no longer belongs to ``rule`` (the
+    rule of its id in force; ``None``: none), or ``None`` when it does. An entry saved before the kind and zone
+    were kept (two items) belongs to a rule of the camera."""
+    if rule is None:
+        return "rule removed"
+    if rule.camera != camera_id or rule.kind in STORE_KINDS:
+        return "rule changed"
+    if len(entry) > 3 and (entry[2], entry[3]) != (rule.kind, getattr(rule, "zone", None) or ""):
+        return "rule changed"
+    return None
+
+
+def closed_alerts(config: SiteConfig, camera_id: str, state: dict, ts_ms: int, seq: int,
+                  reason: str | None = None) -> list[m.Alert]:
+    """The ``resolved`` messages of the open alerts in a camera's alert state (:meth:`AlertAnalyzer.state`) whose
+    rule ``config`` no longer has for the camera (removed, moved to another camera, another kind or zone: the
+    reason is in the message), at ``ts_ms`` / ``seq``; with ``reason`` (e.g. ``camera removed``) every open alert
+    of the state, for that reason."""
+    rules = {r.id: r for r in config.alerts.rules}
+    holds = state.get("holds", {})
+    out = []
+    for rule_id, entry in state.get("open", {}).items():
+        why = reason or _orphan_reason(rules.get(rule_id), camera_id, entry)
+        if why is None:
+            continue
+        if len(entry) > 5:
+            kind, zone, severity, threshold = entry[2], entry[3], entry[4], float(entry[5])
+        else:  # saved before the kind was kept: the rule's now, if any
+            rule = rules.get(rule_id)
+            kind, zone, severity, threshold = (rule.kind, getattr(rule, "zone", None) or "", rule.severity,
+                                               _threshold(rule)) if rule is not None else ("", "", "warning", 0.0)
+        fired_ms = (holds.get(rule_id) or {}).get("fired_ms")
+        # never before the firing (a camera without a frame in this process has no time of its own)
+        ts = ts_ms if fired_ms is None else max(ts_ms, int(fired_ms))
+        out.append(m.Alert(alert_id=entry[0], rule_id=rule_id, kind=kind, severity=severity, camera_id=camera_id,
+                           zone_id=zone, state="resolved", ts_ms=ts, seq=max(seq, int(entry[1])),
+                           fired_ts_ms=ts if fired_ms is None else int(fired_ms), fired_seq=int(entry[1]),
+                           value=0.0, threshold=threshold,
+                           message=f"{camera_id}: alert of rule {rule_id} - resolved ({why})"))
+    return out
 
 
 def alert_analyzer(config: SiteConfig, camera: CameraConfig) -> AlertAnalyzer | None:

@@ -39,14 +39,16 @@ from typing import Iterable
 
 import numpy as np
 
-from storelens.config import SiteConfig, with_site_update
+from storelens.backends.video import is_live
+from storelens.config import SiteConfig, entrance_lines_of, with_site_update
+from storelens.config.alerts import STORE_KINDS
 from storelens.contract import messages as m
 from storelens.contract import topics
 from storelens.domain.counting import (STORE_OCCUPANCY_ID, CrossingEvent, LineCounter, Occupancy, OccupancyReset,
                                        StoreTotals, store_clamps, store_totals, window_start_ms)
 from storelens.domain.geometry import anchors_bottom_center
 from storelens.errors import DecodeError
-from storelens.stages.alerts import store_calendar
+from storelens.stages.alerts import closed_alerts, store_calendar
 from storelens.stages.analyzers import CameraAnalyzer, FrameView, build_analyzers
 from storelens.stages.base import Outputs, Publish, UnknownCamera, decode_input
 from storelens.stages.store_alerts import StoreAlerts
@@ -69,6 +71,9 @@ class AnalyticsOutput:
     analyzed: list = field(default_factory=list)
     #: Alerts of the store-level step (store_occupancy, camera_down; see :mod:`storelens.stages.store_alerts`).
     store_alerts: list = field(default_factory=list)
+    #: ``resolved`` alerts whose rule a site version removed or changed (:func:`~storelens.stages.alerts.closed_alerts`)
+    #: found in the camera's state loaded from a snapshot (the analytics service's table).
+    closed_alerts: list = field(default_factory=list)
     duplicate: bool = False
 
 
@@ -107,8 +112,9 @@ class AnalyticsStage:
         #: Last processed seq per camera: redelivered or replayed frames are skipped.
         self.last_seq: dict[str, int] = {}
         self.ended: set[str] = set()
-        entrance = config.store.entrance_lines
-        #: (camera, line) pairs whose ins minus outs are the store's occupancy (``None``: every camera's occupancy).
+        entrance = entrance_lines_of(config)
+        #: (camera, line) pairs whose ins minus outs are the store's occupancy (``None``: every camera's occupancy):
+        #: the site file's ``store.entrance_lines``, also after a site version removed one (it has no counts then).
         self.entrance_lines = None if entrance is None else [tuple(x.split("/", 1)) for x in entrance]
         self._entrance = set(self.entrance_lines or ())
         #: Store-wide alert rules (every camera's latest occupancy and frame time).
@@ -120,6 +126,11 @@ class AnalyticsStage:
         #: camera id -> the reset whose 0 row :meth:`reset_rows` wrote (in memory: after a restart written again,
         #: the same row).
         self._zeroed: dict[str, int] = {}
+        #: camera id -> the alert state of its loaded snapshot, whose alerts of rules no longer in force are
+        #: resolved with its next frame (:meth:`load_camera_state`).
+        self._closing: dict[str, dict] = {}
+        #: The alerts the last site version resolved (:meth:`apply_site`), handed out by :meth:`handle`.
+        self._site_closed: list[m.Alert] = []
 
     def store_totals(self, clock_ms: int | None = None) -> StoreTotals:
         """The store's occupancy, ins and outs now (:func:`~storelens.domain.counting.store_totals`): over
@@ -262,6 +273,63 @@ class AnalyticsStage:
         for name, a in self.analyzers[camera_id].items():
             a.load_state(analyzers.get(name, {}))
         self.store_alerts.load_state(state.get("store", {}))
+        # a snapshot saved before a site version removed or changed one of its rules (or every rule of the camera):
+        # the open alerts of those rules are resolved with the camera's next frame, not dropped in silence
+        self._closing.pop(camera_id, None)
+        if analyzers.get("alerts", {}).get("open"):
+            self._closing[camera_id] = analyzers["alerts"]
+
+    def adopt_alerts(self, firing: Iterable[dict], now_ms: int) -> list[m.Alert]:
+        """At the start of an embedded run: the alerts an earlier process left ``firing`` in the history (rows of
+        the ``alerts`` table) of the per-camera rules. A live camera's alert whose rule is still in force (same
+        camera, kind and zone) is taken over (:meth:`~storelens.stages.alerts.AlertAnalyzer.adopt`): it resolves
+        when its condition has ended, and no second alert fires for the same incident. The others are returned
+        ``resolved`` at ``now_ms`` (the rule or camera removed or changed, or an older alert of a rule whose newest
+        is taken over). A file camera's are left as they are: the run reads the file again and gives the same
+        alerts under the same ids. The store-wide ones (``store_occupancy``, ``camera_down``) likewise
+        (:meth:`~storelens.stages.store_alerts.StoreAlerts.adopt`): an embedded stop leaves a live camera's
+        ``camera_down`` open, and the next run goes on with it (one alert per outage) or resolves it when its rule
+        went."""
+        out: list[m.Alert] = []
+        rows = sorted(firing, key=lambda r: -int(r["fired_ts_ms"]))  # the newest of a rule's is taken over
+        live = {c.id for c in self.config.cameras if is_live(c.source)}
+        for r in rows:
+            if r["kind"] in STORE_KINDS:
+                out += self._adopt_store_alert(r, now_ms, live)
+                continue
+            cam = r["camera_id"]
+            if not cam:
+                continue
+            if cam in self.cameras and cam not in live:
+                continue
+            analyzer = self.analyzers.get(cam, {}).get("alerts")
+            if analyzer is not None and analyzer.adopt(r):
+                continue
+            entry = [r["alert_id"], int(r["fired_seq"]), r["kind"], r["zone_id"] or "", r["severity"],
+                     float(r["threshold"])]
+            state = {"open": {r["rule_id"]: entry}, "holds": {r["rule_id"]: {"fired_ms": int(r["fired_ts_ms"])}}}
+            closed = closed_alerts(self.config, cam, state, now_ms, int(r["fired_seq"]),
+                                   "camera removed" if cam not in self.cameras else None)
+            # else the rule still applies and a newer alert of it was taken over
+            out += closed or closed_alerts(self.config, cam, state, now_ms, int(r["fired_seq"]), "process restarted")
+        return out
+
+    def _adopt_store_alert(self, r: dict, now_ms: int, live: set[str]) -> list[m.Alert]:
+        """:meth:`adopt_alerts` of a store-wide alert's row: taken over (:meth:`StoreAlerts.adopt`) when its rule
+        stands and its measure is not read again from files (``store_occupancy`` of a site with a live camera,
+        ``camera_down`` of a live camera), left as it is when read again from files (the same alerts, the same ids),
+        else resolved at ``now_ms`` (its rule removed or changed, or an older alert of a rule taken over)."""
+        sa = self.store_alerts
+        cam = r["camera_id"] or ""
+        entry = [r["alert_id"], int(r["fired_seq"]), r["kind"], cam, r["severity"], float(r["threshold"])]
+        why = sa.orphan_reason(r["rule_id"], entry)
+        if why is None:
+            if not (sa.live if r["kind"] == "store_occupancy" else cam in live):
+                return []
+            if sa.adopt(r):
+                return []
+            why = "process restarted"
+        return [sa.resolved_message(r["rule_id"], entry, int(r["fired_ts_ms"]), now_ms, int(r["fired_seq"]), why)]
 
     def decode(self, topic: str, value: bytes):
         try:
@@ -287,11 +355,26 @@ class AnalyticsStage:
         without an exit, the journeys unwritten and the hour's heatmap row without the minutes before the
         edit); a stream that had ended (a file's end-of-stream marker) has nothing open any more, and its
         tracker's next ids are new. New cameras start empty, removed ones are forgotten. An invalid edit
-        raises :class:`ConfigError` (dead-lettered).
+        raises :class:`ConfigError` (dead-lettered). An open alert whose rule the version removes, moves to
+        another camera or gives another kind or zone (or whose camera it removes) is resolved, at the camera's
+        last frame (:func:`~storelens.stages.alerts.closed_alerts`); :meth:`handle` returns those messages.
         """
         if update.version <= self.site_version:
             return False
         new = with_site_update(self.config, update)
+        cameras_now = {c.id for c in new.cameras}
+        # the resolutions' time: the camera's last frame, else the store clock, else the version's (never before the
+        # alert fired: closed_alerts); a camera without a frame in this process (a taken-over alert) has no time
+        clock = self.store_alerts.clock_ms if self.store_alerts.clock_ms is not None else update.ts_ms
+        for cam in sorted(set(self.analyzers) | set(self._closing)):
+            alerts = self.analyzers.get(cam, {}).get("alerts")
+            # a snapshot loaded without a frame since holds the alerts of rules already gone too
+            state = self._closing.pop(cam, None) or (alerts.state() if alerts is not None else {})
+            if state.get("open"):
+                self._site_closed += closed_alerts(new, cam, state, self.store_alerts.last_ts.get(cam, clock),
+                                                   max(self.last_seq.get(cam, 0), 0),
+                                                   None if cam in cameras_now else "camera removed")
+        self._site_closed += self.store_alerts.close(new, update.ts_ms or None)
         rules_changed = new.alerts.rules != self.config.alerts.rules
         old = {c.id: c for c in self.config.cameras}
         for cam in new.cameras:
@@ -324,13 +407,19 @@ class AnalyticsStage:
             store_alerts.load_state(self.store_alerts.state())
             self.store_alerts = store_alerts
         self.config, self.cameras, self.site_version = new, {c.id for c in new.cameras}, update.version
+        entrance = entrance_lines_of(new)  # the site file's: a removed line counts nothing, no other line counts
+        self.entrance_lines = None if entrance is None else [tuple(x.split("/", 1)) for x in entrance]
+        self._entrance = set(self.entrance_lines or ())
         self.removed_cameras = (self.removed_cameras | set(old)) - self.cameras
         return True
 
     def handle(self, topic: str, msg) -> Outputs:
         """Stage contract: records for the sinks (the frame, its events) and events to publish."""
         if topic == topics.SITE_CONFIG:
-            return Outputs(info={"site_version": msg.version, "applied": self.apply_site(msg)})
+            applied = self.apply_site(msg)
+            closed, self._site_closed = self._store_outputs(self._site_closed), []
+            return Outputs(records=closed.records, publish=closed.publish,
+                           info={"site_version": msg.version, "applied": applied})
         if topic != topics.TRACKS:
             return Outputs(records=[msg])
         out = self.process(msg)
@@ -340,7 +429,7 @@ class AnalyticsStage:
         occupancy = [u for u in (out.occupancy, out.store_occupancy) if u is not None]
         analyzers = self.analyzers[cam].values()
         by_type = {t: topic for a in analyzers for t, topic in a.topics.items()}
-        store = self._store_outputs(out.store_alerts)
+        store = self._store_outputs([*out.closed_alerts, *out.store_alerts])
         return Outputs(
             records=[msg, *out.crossings, *occupancy, *out.windows, *out.analyzed, *store.records],
             publish=[Publish(topics.CROSSINGS, cam, ev.to_proto()) for ev in out.crossings]
@@ -361,6 +450,7 @@ class AnalyticsStage:
                 out.duplicate = True  # the marker again, or an old one redelivered after later frames
                 return out
             self.ended.add(tf.camera_id)
+            self._close_pending(tf, out)
             last = self.last_seq.get(tf.camera_id, -1)
             for a in self.analyzers[tf.camera_id].values():
                 out.analyzed += a.end(max(last, 0), tf.ts_ms, list(out.analyzed))
@@ -371,6 +461,7 @@ class AnalyticsStage:
             return out
         self.last_seq[tf.camera_id] = tf.seq
         self.ended.discard(tf.camera_id)
+        self._close_pending(tf, out)
         occ = self.occupancy[tf.camera_id]
         restarted = occ.follow(self.reset, tf.ts_ms)  # before this frame's crossings: they are the new day's
         if restarted:
@@ -423,6 +514,12 @@ class AnalyticsStage:
                                                     occupancy=store.occupancy, total_in=store.total_in,
                                                     total_out=store.total_out)
         return out
+
+    def _close_pending(self, tf: m.TrackedFrame, out: AnalyticsOutput) -> None:
+        """The alerts of the camera's loaded snapshot whose rule is no longer in force, resolved at this frame."""
+        pending = self._closing.pop(tf.camera_id, None)
+        if pending is not None:
+            out.closed_alerts = closed_alerts(self.config, tf.camera_id, pending, tf.ts_ms, tf.seq)
 
     def line_counts(self, camera_id: str) -> dict[str, dict[str, int]]:
         return self.counters[camera_id].counts()

@@ -19,7 +19,7 @@ from storelens.backends.detectors import Detector
 from storelens.backends.detectors.base import Detections, detect_many
 from storelens.stages.base import Outputs, Publish, UnknownCamera
 from storelens.contract import topics
-from storelens.backends.video import decode_frame
+from storelens.backends.video import SHRINK_QUALITIES, decode_frame
 from storelens.backends.trackers import Tracker, Tracks
 from storelens.backends.trackers.base import FrameRateAware, shared_embedder, snapshot_format
 from storelens.domain.framerate import FrameRate
@@ -364,6 +364,10 @@ class DetectTrackStage:
             if x2 <= x1 or y2 <= y1:
                 continue
             ok, buf = cv2.imencode(".jpg", image[y1:y2, x1:x2], [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality])
+            for q in (q for q in SHRINK_QUALITIES if q < cfg.jpeg_quality):  # so it fits person-crops' limit
+                if not ok or len(buf) <= CROP_MAX_JPEG_BYTES:
+                    break
+                ok, buf = cv2.imencode(".jpg", image[y1:y2, x1:x2], [cv2.IMWRITE_JPEG_QUALITY, q])
             if not ok:
                 continue
             last[int(tid)] = frame.seq
@@ -372,6 +376,11 @@ class DetectTrackStage:
                                     bbox_xyxy=m.BoxXYXY(x1=x1 * sx, y1=y1 * sy, x2=x2 * sx, y2=y2 * sy),
                                     jpeg=buf.tobytes()))
         return out
+
+
+#: A crop's JPEG larger than this is encoded again at a lower quality (``SHRINK_QUALITIES``): its ``PersonCrop`` must
+#: fit the ``person-crops`` topic (2 MiB; what the runner still finds too large is dead-lettered ``too_large``).
+CROP_MAX_JPEG_BYTES = topics.spec(topics.PERSON_CROPS).max_message_bytes * 15 // 16
 
 
 def build_detect_track(config: SiteConfig, detector: Detector | None = None,

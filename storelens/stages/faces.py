@@ -31,8 +31,10 @@ or staff member, or none at all when it was left undecided or its person
 erased: no second decision or enrolment; the last
 :data:`CLOSED_TRACK_DECISIONS` idle-ended tracks are remembered in memory, and every decision in the gallery's
 store, with the gallery's retention: a restarted reid stage looks a track up there before it decides it, so a
-track is decided once and a track of an erased customer never again, until its camera's stream ends; the store
-also keeps the ``CustomerMatch`` / ``StaffTrack`` published for the decision, which the restarted stage publishes
+track is decided once and a track of an erased customer never again, until its camera's stream ends (or, in
+the embedded mode, whose runs start each camera's tracker session afresh, a run starts the camera: the decisions a
+killed run left are of an earlier session's tracks, but its ``erased`` ones, :meth:`ReidStage.start_session`); the
+store also keeps the ``CustomerMatch`` / ``StaffTrack`` published for the decision, which the restarted stage publishes
 once more, unchanged (the decision is stored before the runner publishes it: a process that stopped in between
 never published it; a second copy, the same ``event_id``, changes nothing downstream)), and its
 attribute summary goes on from the evidence of its first part (the last
@@ -298,8 +300,9 @@ class AttributesStage:
         return self._agg[cam]
 
     def process(self, crop: m.PersonCrop, image_bgr: np.ndarray | None = None,
-                face: Faces | None = None) -> AttributesOutput:
-        """One crop; ``image_bgr``/``face`` may be passed when already decoded/detected."""
+                face: Faces | None = None, analysis=None) -> AttributesOutput:
+        """One crop; ``image_bgr``/``face``/``analysis`` (the analyzer's of ``face``) may be passed when already
+        decoded/detected/analysed."""
         if crop.camera_id not in self.cameras:
             raise UnknownCamera(f"unknown camera {crop.camera_id!r}")
         if self._dedupe.seen(crop):
@@ -318,7 +321,8 @@ class AttributesStage:
             face = self.finder.find(img)
         if len(face) == 0:
             return out
-        analysis = self.analyzer.analyze(img, face)[0]
+        if analysis is None:
+            analysis = self.analyzer.analyze(img, face)[0]
         s, dx, dy = crop_to_frame(crop, img.shape[:2])
         fr = face.scaled(s).translated(dx, dy)
         q = analysis.quality
@@ -737,11 +741,30 @@ class ReidStage:
             self._forget_decisions(camera_id)
         return out
 
-    def _forget_decisions(self, camera_id: str) -> None:
-        """The camera's stream ended: its track ids never come back, the store's decisions of them go."""
+    def _forget_decisions(self, camera_id: str, *, keep_erased: bool = False) -> int:
+        """The camera's stream ended: its track ids never come back, the store's decisions of them go (but the
+        ``erased`` ones with ``keep_erased``: :meth:`start_session`)."""
         forget = getattr(self.gallery.store, "forget_track_decisions", None)
-        if forget is not None:
-            forget(camera_id)
+        if forget is None:
+            return 0
+        return forget(camera_id, keep_erased=True) if keep_erased else forget(camera_id)
+
+    def start_session(self, camera_id: str) -> None:
+        """The camera's tracker starts a fresh session (no tracker state restored: every embedded run), before any
+        crop of it is processed here. Its track ids may be those of an earlier session's tracks (a file camera's
+        timestamps, so its ids, are the same in every run), so the decisions the gallery's store still keeps of
+        the camera's tracks may be of other people: left by a run that stopped without ending its streams (killed,
+        power loss). They go, as at an end of stream, and every track of the session is decided on its own faces,
+        but the ``erased`` ones: a rerun of the same file gives an erased person the same track id, and once the
+        gallery holds no vector of theirs nothing else stops their enrolment again. An erased person's privacy wins
+        over the rare other person with that track id in a run whose tracker settings changed (left undecided).
+        Not for the reid service: there a restarted stage keeps the decisions while detect-track keeps its
+        tracker session (a fresh one moves its ids above the old session's,
+        :meth:`~storelens.stages.core.DetectTrackStage.restore_camera`)."""
+        gone = self._forget_decisions(camera_id, keep_erased=True)
+        if gone:
+            log.warning("track decisions of an earlier tracker session forgotten (a run that did not end its "
+                        "streams)", extra={"camera": camera_id, "decisions": gone})
 
     def decode(self, topic: str, value: bytes):
         if topic == topics.CUSTOMER_ERASURES:
@@ -869,20 +892,28 @@ class FacesStage:
     """Attributes and reid in one stage (embedded mode): one face detection per crop serves both.
 
     The services run :class:`AttributesStage` and :class:`ReidStage` separately.
-    A model failure stops the embedded run with its message. Erasure requests (``customer-erasures``, relayed
-    from the API through the history's outbox by the embedded pipeline) go to the reid stage, as in the reid
-    service (:meth:`ReidStage.handle`).
+    Every run starts each camera's tracker session afresh (its track ids those of the previous run of a file): at the
+    first crop of a camera the reid stage forgets the decisions an earlier run left in the gallery's store
+    (:meth:`ReidStage.start_session`).
+    A crop that makes a model (or the stage) raise is a dead letter, as in those services, and the run goes on;
+    the face is detected and analysed before either stage changes its state, and reid (its embedder) runs before
+    attributes: a failing crop leaves no half of it in the attributes' tracks. Erasure requests
+    (``customer-erasures``, relayed from the API through the history's outbox by the embedded pipeline) go to the
+    reid stage, as in the reid service (:meth:`ReidStage.handle`).
     """
 
     name = "faces"
     inputs = {topics.CUSTOMER_ERASURES: m.CustomerErasure, topics.PERSON_CROPS: m.PersonCrop,
               topics.SITE_CONFIG: m.SiteUpdate}
     outputs = (topics.FACE_OBSERVATIONS, topics.TRACK_ATTRIBUTES, topics.CUSTOMER_MATCHES, topics.STAFF_TRACKS)
-    on_error = "stop"
+    #: One odd crop never ends the run (a failing gallery store still stops it: the policy's ``store``).
+    on_error = "dead_letter"
 
     def __init__(self, attributes: AttributesStage, reid: ReidStage | None) -> None:
         self.attributes, self.reid = attributes, reid
         self.cameras = attributes.cameras
+        #: The cameras whose tracker session the reid stage has started (:meth:`ReidStage.start_session`).
+        self._sessions: set[str] = set()
 
     def decode(self, topic: str, value: bytes) -> DecodedCrop:
         if topic == topics.CUSTOMER_ERASURES:  # decoded with or without reid (handle then ignores it)
@@ -904,10 +935,16 @@ class FacesStage:
                            info={"site_version": d.version, "applied": closed is not None})
         if self.attributes.site.gone(d.crop.camera_id):
             return Outputs(duplicate=True)
+        if self.reid is not None and d.crop.camera_id not in self._sessions and d.crop.camera_id in self.cameras:
+            self.reid.start_session(d.crop.camera_id)  # before any decision of the camera's tracks is looked up
+            self._sessions.add(d.crop.camera_id)
         face = None if d.image is None else self.attributes.finder.find(d.image)
-        out = self.attributes.process(d.crop, d.image, face)
-        accepted = next((o.accepted for o in out.observations), None)
+        # the models first, then reid (may raise in its embedder), then attributes (no model left to raise): a crop
+        # that fails is a dead letter that changed nothing in the attributes' tracks
+        analysis = self.attributes.analyzer.analyze(d.image, face)[0] if face is not None and len(face) else None
+        accepted = None if analysis is None else bool(analysis.quality.ok)
         matches = self.reid.process(d.crop, d.image, face, accepted) if self.reid is not None else []
+        out = self.attributes.process(d.crop, d.image, face, analysis)
         if out.duplicate and matches:  # reid decides on its own redelivery check
             out = AttributesOutput()
         return attributes_outputs(d.crop.camera_id, out, matches)

@@ -16,11 +16,21 @@ the clock has moved ``after_s`` past its last frame (a camera that never sent on
 clock's first value). When no camera sends anything, frames cannot move the clock: the runner's
 :meth:`StoreAlerts.tick` (about once a second, wall time) then advances it by the wall time
 elapsed since the last tick that saw frames, for sites with a live source (a file is not late
-when detection is slow). A camera whose finite source ended is not down.
+when detection is slow). A camera whose finite source ended is not down; a live camera never ends (when
+the embedded run stops, a live camera that is down stays down: its alert is not resolved).
 
 ``alert_id``: ``store_occupancy``: ``{rule}:{store id}:{clock at the firing}``; ``camera_down``:
-``{rule}:{camera}:{seq of its last frame}`` (``start`` before any frame): a restart that fires it
-again gives the same id.
+``{rule}:{camera}:{seq of its last frame}``, or ``{rule}:{camera}:start-{clock's first value}`` for a camera
+with no frame seen (the outage is known from then on): a restart that keeps the state (the analytics
+service) and fires it again gives the same id; a process that starts without it (the embedded mode)
+gives a new outage a new id, so it never falls on an earlier outage's resolved row (nor on the
+webhook delivery key a receiver already took).
+
+An open alert ends with one ``resolved`` message also when its rule goes (as the per-camera ones:
+:func:`~storelens.stages.alerts.closed_alerts`): a site version that removes the rule, gives it another kind or
+moves a ``camera_down`` to another camera resolves it (:meth:`StoreAlerts.close`, message ``... - resolved (rule
+removed)``), and so does the next frame after a snapshot saved before such a version was loaded. The next embedded
+process takes over an alert the previous one left open (:meth:`StoreAlerts.adopt`).
 
 Example (camera ``b`` silent while ``a`` goes on):
     >>> from storelens.config import parse_config
@@ -38,6 +48,7 @@ from typing import Callable
 
 from storelens.backends.video import is_live
 from storelens.config import SiteConfig
+from storelens.config.alerts import STORE_KINDS
 from storelens.contract import messages as m
 from storelens.domain.alerts import HoldAlert
 from storelens.stages.alerts import _condition, _threshold, alert_text
@@ -54,17 +65,28 @@ class StoreAlerts:
     def __init__(self, config: SiteConfig, store_occupancy: Callable[[], int]) -> None:
         self.store_id = config.store.id
         self.rules = config.alerts.store_rules()
+        #: Every rule of the site by id (a rule id of a store-wide alert may now name a per-camera rule).
+        self.all_rules = {r.id: r for r in config.alerts.rules}
         self.store_occupancy = store_occupancy
         self.holds = {r.id: HoldAlert(round(r.hold_s * 1000), round(r.cooldown_s * 1000)) for r in self.rules}
         #: Ticks advance the clock only for sites with a live source.
         self.live = any(is_live(c.source) for c in config.cameras)
+        #: Cameras with a live source: their stream never ends (see :meth:`on_end`).
+        self.live_cameras = {c.id for c in config.cameras if is_live(c.source)}
         self.clock_ms: int | None = None
         self.started_ms: int | None = None
         self.last_ts: dict[str, int] = {}
         self.last_seq: dict[str, int] = {}
         self.ended: set[str] = set()
-        #: rule id -> [alert id, fired seq] of its open alert.
+        #: rule id -> its open alert: [alert id, fired seq, kind, camera ("": store_occupancy), severity, threshold]
+        #: (what its resolving message says when the rule is gone).
         self.open: dict[str, list] = {}
+        #: rule id -> [warm-up ms, until clock ms (``None``: from the next evaluation)] of an alert taken over from an
+        #: earlier process (:meth:`adopt`): not resolved before its value is measured again.
+        self.adopted: dict[str, list] = {}
+        #: The open alerts of a loaded snapshot whose rule is no longer in force: rule id -> [entry, fired ms, why],
+        #: resolved at the next frame (:meth:`on_frame`).
+        self.closing: dict[str, list] = {}
         #: Seq of the last frame seen (any camera): the ``seq`` of store-wide alerts made by a tick.
         self.seq = 0
         # wall-time anchor of the ticks (not persisted: wall time means nothing after a restart)
@@ -84,10 +106,19 @@ class StoreAlerts:
         self.ended.discard(camera_id)
         self.seq = seq
         self._frames_since_tick += 1
-        return self.evaluate(seq) if self.rules else []
+        closing, self.closing = self.closing, {}
+        out = [self.resolved_message(k, entry, fired_ms, self.clock_ms, self._seq_of(entry), why)
+               for k, (entry, fired_ms, why) in closing.items()]
+        return out + (self.evaluate(seq) if self.rules else [])
 
     def on_end(self, camera_id: str, ts_ms: int) -> list[m.Alert]:
-        """The camera's finite source ended: it is not down (an open ``camera_down`` alert resolves)."""
+        """The camera's finite source ended: it is not down (an open ``camera_down`` alert resolves).
+
+        A live camera's stream does not end (ingest sends no end marker for one): its marker is the embedded
+        run stopping (:meth:`~storelens.stages.analytics.AnalyticsStage.end_streams`), which says nothing of
+        the camera: a live camera that is down stays down (its alert is not resolved)."""
+        if camera_id in self.live_cameras:
+            return []
         self.ended.add(camera_id)
         self._advance(ts_ms)
         return self.evaluate(self.seq) if self.rules else []
@@ -121,18 +152,29 @@ class StoreAlerts:
         for rule in self.rules:
             value = self._value(rule)
             hold = self.holds[rule.id]
-            change = hold.update(now, _condition(rule, value))
+            condition = _condition(rule, value)
+            warm = self.adopted.get(rule.id)
+            if warm is not None:  # taken over from an earlier process: not resolved before measured again
+                warm[1] = now + warm[0] if warm[1] is None else warm[1]
+                if now >= warm[1] or rule.id not in self.open:
+                    del self.adopted[rule.id]
+                else:
+                    condition = True
+            change = hold.update(now, condition)
             if change is None:
                 continue
             store = rule.kind == "store_occupancy"
             if change == "fire":
                 if store:
-                    self.open[rule.id] = [f"{rule.id}:{self.store_id}:{now}", seq]
+                    self.open[rule.id] = [f"{rule.id}:{self.store_id}:{now}", seq, *self._what(rule)]
                 else:
                     last = self.last_seq.get(rule.camera)
-                    self.open[rule.id] = [f"{rule.id}:{rule.camera}:{'start' if last is None else last}",
-                                          last or 0]
-            alert_id, fired_seq = self.open.pop(rule.id) if change == "resolve" else self.open[rule.id]
+                    # never seen: the outage is known from the clock's first value (a process that keeps no state
+                    # starts a new one: the id of an earlier outage, maybe resolved, is not taken again)
+                    since = f"start-{self.started_ms if self.started_ms is not None else now}"
+                    self.open[rule.id] = [f"{rule.id}:{rule.camera}:{since if last is None else last}", last or 0,
+                                          *self._what(rule)]
+            alert_id, fired_seq = (self.open.pop(rule.id) if change == "resolve" else self.open[rule.id])[:2]
             state = "firing" if change == "fire" else "resolved"
             out.append(m.Alert(alert_id=alert_id, rule_id=rule.id, kind=rule.kind, severity=rule.severity,
                                camera_id="" if store else rule.camera, zone_id="", state=state, ts_ms=now,
@@ -147,7 +189,8 @@ class StoreAlerts:
             return {}
         return {"clock_ms": self.clock_ms, "started_ms": self.started_ms, "last_ts": dict(self.last_ts),
                 "last_seq": dict(self.last_seq), "ended": sorted(self.ended), "seq": self.seq,
-                "holds": {k: h.state() for k, h in self.holds.items()}, "open": dict(self.open)}
+                "holds": {k: h.state() for k, h in self.holds.items()}, "open": dict(self.open),
+                "adopted": {k: list(v) for k, v in self.adopted.items()}}
 
     def load_state(self, state: dict) -> None:
         """Take a snapshot unless this step already is further along (each camera's state carries one;
@@ -160,9 +203,91 @@ class StoreAlerts:
         self.last_seq = {k: int(v) for k, v in state.get("last_seq", {}).items()}
         self.ended = set(state.get("ended", []))
         self.seq = int(state.get("seq", 0))
-        for k, h in state.get("holds", {}).items():
-            if k in self.holds:
+        holds = state.get("holds", {})
+        # an alert whose rule is gone (or is another kind or camera now) is resolved at the next frame, not dropped
+        # in silence; its rule (same id, another kind or camera) starts afresh
+        gone = {k: why for k, v in state.get("open", {}).items() if (why := self.orphan_reason(k, v))}
+        self.holds = {r.id: HoldAlert(round(r.hold_s * 1000), round(r.cooldown_s * 1000)) for r in self.rules}
+        for k, h in holds.items():
+            if k in self.holds and k not in gone:
                 cfg = self.holds[k]
                 self.holds[k] = HoldAlert.from_state({**h, "hold_ms": cfg.hold_ms, "cooldown_ms": cfg.cooldown_ms})
-        self.open = {k: [v[0], int(v[1])] for k, v in state.get("open", {}).items() if k in self.holds}
+        self.open = {k: [v[0], int(v[1]), *(v[2:] if len(v) > 2 else self._what(self.all_rules[k]))]
+                     for k, v in state.get("open", {}).items() if k not in gone}
+        self.adopted = {k: [int(v[0]), None if v[1] is None else int(v[1])]
+                        for k, v in state.get("adopted", {}).items() if k in self.open}
+        self.closing = {k: [v, (holds.get(k) or {}).get("fired_ms"), why]
+                        for k, v in state.get("open", {}).items() if (why := gone.get(k))}
         self._anchor, self._frames_since_tick = None, 0
+
+    # -- rules that go, alerts taken over --------------------------------------------------------------------
+
+    @staticmethod
+    def _what(rule) -> list:
+        """The open entry's kind, camera ("": store-wide), severity and threshold."""
+        return [rule.kind, rule.camera if rule.kind == "camera_down" else "", rule.severity, _threshold(rule)]
+
+    def orphan_reason(self, rule_id: str, entry: list) -> str | None:
+        """Why an open alert of rule ``rule_id`` (an :attr:`open` entry) no longer belongs to the rule of that id
+        in force, or ``None`` when it does (an entry saved without its kind: when the rule is store-wide)."""
+        rule = self.all_rules.get(rule_id)
+        if rule is None:
+            return "rule removed"
+        if rule.kind not in STORE_KINDS or (len(entry) > 3 and list(entry[2:4]) != self._what(rule)[:2]):
+            return "rule changed"
+        return None
+
+    def _seq_of(self, entry: list) -> int:
+        """The ``seq`` of a resolution now (at least the firing's)."""
+        cam = entry[3] if len(entry) > 3 else ""
+        return max(self.last_seq.get(cam, 0) if cam else self.seq, int(entry[1]))
+
+    def resolved_message(self, rule_id: str, entry: list, fired_ms: int | None, ts_ms: int | None, seq: int,
+                  why: str) -> m.Alert:
+        """The ``resolved`` message of an open entry whose rule went (``why``), at ``ts_ms`` (the store clock; never
+        before the firing)."""
+        kind, cam, severity, threshold = (entry[2], entry[3], entry[4], float(entry[5])) if len(entry) > 5 else \
+            ("", "", "warning", 0.0)
+        fired = int(fired_ms) if fired_ms is not None else None
+        ts = max(x for x in (ts_ms, fired, 0) if x is not None)
+        return m.Alert(alert_id=entry[0], rule_id=rule_id, kind=kind, severity=severity, camera_id=cam, zone_id="",
+                       state="resolved", ts_ms=ts, seq=max(seq, int(entry[1])),
+                       fired_ts_ms=ts if fired is None else fired, fired_seq=int(entry[1]), value=0.0,
+                       threshold=threshold,
+                       message=f"{cam or self.store_id}: alert of rule {rule_id} - resolved ({why})")
+
+    def close(self, config: SiteConfig, ts_ms: int | None = None) -> list[m.Alert]:
+        """A site version ``config`` comes: the ``resolved`` messages of the open alerts whose rule it removes, gives
+        another kind or moves to another camera (and of a loaded snapshot's not resolved yet), at the store clock
+        (``ts_ms`` when no frame came yet). They leave this step (its :meth:`state` goes on to the new config's)."""
+        now = StoreAlerts(config, self.store_occupancy)
+        clock = self.clock_ms if self.clock_ms is not None else ts_ms
+        out = [self.resolved_message(k, entry, fired_ms, clock, self._seq_of(entry), why)
+               for k, (entry, fired_ms, why) in self.closing.items()]
+        self.closing = {}
+        for k, entry in list(self.open.items()):
+            why = now.orphan_reason(k, entry)
+            if why is not None:
+                hold = self.holds[k]
+                out.append(self.resolved_message(k, entry, hold.fired_ms, clock, self._seq_of(entry), why))
+                del self.open[k]  # resolved: the rule of that id (if any) starts afresh
+                self.adopted.pop(k, None)
+                self.holds[k] = HoldAlert(hold.hold_ms, hold.cooldown_ms)
+        return out
+
+    def adopt(self, alert: dict) -> bool:
+        """Take over a store-wide alert an earlier process left open (a row of the ``alerts`` table, ``state``
+        firing) when its rule is still in force with the same kind (and camera): it resolves under its id once the
+        condition has been false for ``hold_s``, counted from when the value is measured again (``camera_down``:
+        ``after_s`` of the clock after the first evaluation), and no second alert of the rule fires meanwhile.
+        ``False`` when not taken (the rule gone or changed, or another alert of the rule taken already)."""
+        rule_id = alert["rule_id"]
+        entry = [alert["alert_id"], int(alert["fired_seq"]), alert["kind"], alert["camera_id"] or ""]
+        if self.orphan_reason(rule_id, entry) or rule_id in self.open:
+            return False
+        rule = self.all_rules[rule_id]
+        self.open[rule_id] = [entry[0], entry[1], *self._what(rule)]
+        hold = self.holds[rule_id]
+        self.holds[rule_id] = HoldAlert(hold.hold_ms, hold.cooldown_ms, firing=True, fired_ms=int(alert["fired_ts_ms"]))
+        self.adopted[rule_id] = [round(rule.after_s * 1000) if rule.kind == "camera_down" else 0, None]
+        return True

@@ -63,6 +63,13 @@ def list_alerts(storage: Any, state: AlertFilter = "all", start_ms: int | None =
     return [_row(r) for r in storage._rows(stmt)], total
 
 
+def firing_alerts(storage: Any) -> list[dict[str, Any]]:
+    """Every alert still open (``state`` firing: neither the stage nor a person resolved it), oldest first: what the
+    embedded pipeline takes over at its start (:meth:`~storelens.stages.analytics.AnalyticsStage.adopt_alerts`)."""
+    stmt = sa.select(alerts).where(alerts.c.state == "firing").order_by(alerts.c.fired_ts_ms, alerts.c.alert_id)
+    return [_row(r) for r in storage._rows(stmt)]
+
+
 def get_alert(storage: Any, alert_id: str) -> dict[str, Any] | None:
     rows = storage._rows(sa.select(alerts).where(alerts.c.alert_id == alert_id))
     return _row(rows[0]) if rows else None

@@ -364,10 +364,12 @@ class SqlGalleryStore(SqlStore):
                "output": None if decision.output is None else bytes(decision.output)}
         self._write(lambda c: c.execute(self._save_decision, row))
 
-    def forget_track_decisions(self, camera_id: str) -> int:
-        """Drop the camera's track decisions (its stream ended); returns how many."""
+    def forget_track_decisions(self, camera_id: str, *, keep_erased: bool = False) -> int:
+        """Drop the camera's track decisions (its stream ended), but the ``erased`` ones with ``keep_erased``;
+        returns how many."""
         d = self.t.track_decisions
-        return self._write(lambda c: c.execute(sa.delete(d).where(d.c.camera_id == camera_id)).rowcount)
+        where = [d.c.camera_id == camera_id, *([d.c.decision != "erased"] if keep_erased else [])]
+        return self._write(lambda c: c.execute(sa.delete(d).where(*where)).rowcount)
 
     # -- reads -------------------------------------------------------------------------
 

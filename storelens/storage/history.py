@@ -599,6 +599,12 @@ class SqlStorage(SqlStore):
 
         return HistoryOutbox(self).take(wanted)
 
+    def firing_alerts(self) -> list[dict[str, Any]]:
+        """The alerts still open (:func:`storelens.storage.alerts.firing_alerts`)."""
+        from storelens.storage.alerts import firing_alerts
+
+        return firing_alerts(self)
+
     def site_update(self, store_id: str, after_version: int = 0) -> m.SiteUpdate | None:
         from storelens.storage.site import site_update
 

@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from storelens.config import SiteConfig
+from storelens.config import SiteConfig, entrance_lines_of
 from storelens.domain import kpis as K
 from storelens.domain import staff as ST
 from storelens.domain.calendar import Bucket, StoreCalendar
@@ -51,7 +51,8 @@ def store_kpis(config: SiteConfig, storage: Any, buckets: list[Bucket], default_
     cfg = config.store
     lo = min((b.start_ms for b in buckets), default=default_lo)
     hi = max((b.end_ms for b in buckets), default=default_hi)
-    lines = None if cfg.entrance_lines is None else [tuple(x.split("/", 1)) for x in cfg.entrance_lines]
+    entrance = entrance_lines_of(config)  # the site file's: a line a site version removed keeps its stored crossings
+    lines = None if entrance is None else [tuple(x.split("/", 1)) for x in entrance]
     staff = gq.staff_track_ids(storage, lo - ST.STAFF_DAY_MS, hi + ST.STAFF_DAY_MS)
     visitors, staff_times = ST.split_entries(gq.in_crossings_by_track(storage, lines, lo, hi), staff)
     sales = bq.sales(storage, cfg.id, lo, hi)

@@ -75,7 +75,7 @@ class LiveStateError(StoreLensError):
 
 
 class LiveStateUnavailable(LiveStateError, redis.ConnectionError):
-    """Redis failed a moment ago and is not asked again yet (the ``retry_s`` of :class:`RedisLiveState`)."""
+    """Redis failed and has not answered a ping since (the ``retry_s`` of :class:`RedisLiveState`)."""
 
 
 class RedisLiveState(Closing):
@@ -87,10 +87,13 @@ class RedisLiveState(Closing):
             share one Redis database.
         timeout_s: socket connect/read timeout.
         retry_s: with it, a circuit breaker (:class:`~storelens.runtime.policy.Breaker`): after a call fails
-            to reach Redis (refused, or no answer within ``timeout_s``: a hung node), the calls of the next
-            ``retry_s`` raise :class:`LiveStateUnavailable` at once (:meth:`ping`: ``False``) without asking
-            it, then one call tries it again. For readers with a fallback (the API answers from storage);
-            writers (the services) leave it out and retry on their own.
+            to reach Redis (refused, or no answer within ``timeout_s``: a hung node), the calls raise
+            :class:`LiveStateUnavailable` at once (:meth:`ping`: ``False``) without asking it, while a ping in a
+            thread of its own asks it again after ``first_retry_s`` (default ``retry_s``), doubling with each
+            failed ping up to ``retry_s``; once it answers, the calls use Redis again. No call ever waits for a
+            Redis that failed. For readers with a fallback (the API answers from storage); writers (the
+            services) leave it out and retry on their own.
+        first_retry_s: the first wait of the breaker (see ``retry_s``).
 
     Connection errors of Redis calls propagate as :class:`redis.RedisError`
     (the client retries briefly on its own); :meth:`ping` never raises.
@@ -106,13 +109,14 @@ class RedisLiveState(Closing):
     """
 
     def __init__(self, url: str, prefix: str = "storelens", *, timeout_s: float = 5.0,
-                 retry_s: float | None = None) -> None:
+                 retry_s: float | None = None, first_retry_s: float | None = None) -> None:
         if not prefix:
             raise ValueError("prefix must not be empty")
         self.url = url
         self.prefix = prefix
         self._closed = False
-        self._breaker = Breaker(retry_s) if retry_s is not None else None
+        self._breaker = Breaker(retry_s, first_retry_s=first_retry_s, probe=self._probe,
+                                name="live state (Redis)") if retry_s is not None else None
         self._redis = redis.Redis.from_url(
             url, decode_responses=True, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
             health_check_interval=30,
@@ -145,6 +149,17 @@ class RedisLiveState(Closing):
         except redis.RedisError:
             return False
 
+    def _probe(self) -> bool:
+        """The breaker's ping (in its own thread): Redis answers, past the breaker. Never once closed: a ping then
+        would open a pooled connection again, left open (one that :meth:`close` raced with is closed again)."""
+        if self._closed:
+            return False
+        try:
+            return bool(self._redis.ping())
+        finally:
+            if self._closed:  # closed meanwhile: release the connection the ping may have opened again
+                self._redis.connection_pool.disconnect()
+
     def _client(self) -> redis.Redis:
         if self._closed:
             raise LiveStateError("live state is closed")
@@ -156,13 +171,14 @@ class RedisLiveState(Closing):
         if self._breaker is None:
             return op(r)
         if not self._breaker.allow():
-            raise LiveStateUnavailable(f"Redis failed less than {self._breaker.retry_s:.0f} s ago")
+            raise LiveStateUnavailable("Redis failed and has not answered a ping since")
         try:
             out = op(r)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             if self._breaker.failed():
-                log.warning("live state (Redis) unreachable (%s): not asked for %.0f s, then tried again",
-                            exc, self._breaker.retry_s)
+                log.warning("live state (Redis) unreachable (%s): not asked until it answers a ping (the first "
+                            "%g s after, then up to %g s apart)", exc, self._breaker.first_retry_s,
+                            self._breaker.retry_s)
             raise
         if self._breaker.succeeded():
             log.warning("live state (Redis) answers again")

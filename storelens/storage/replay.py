@@ -8,31 +8,43 @@
   track summaries of the range replace the stored ones' zones, crossings and times by their key (the
   stored appearance stays), but those of tracks already on the camera before the range, which the
   replay sees only in part (:func:`_without_cut_tracks`), and those of tracks re-found after its end (a
-  summary ending before the stored one never replaces it: :mod:`storelens.storage.records`).
+  summary ending before the stored one never replaces it: :mod:`storelens.storage.records`). What is of
+  the whole store (the ``@store`` occupancy row, the store-wide alerts ``store_occupancy`` and
+  ``camera_down``) is not written: it comes from every camera, live, and a replay sees one.
 
 A range ends at an hour edge (:func:`aligned_range`) and is derived over the frames up to
 :func:`close_delay_ms` after it (and the first frame past that), so what is dated before the end but
 confirmed or closed after it (an exit, the last zone buckets, the hour's last heatmap minute and its
 hour row) is re-derived whole; what is dated at or after the end (:func:`record_ts`) is not written.
 
-Frames and track points are kept for days (``privacy.retention``), crossings and the aggregates
-for longer (by default forever): a replay only re-derives where the frames are still stored
-(:func:`aligned_range`), so what was derived from purged frames stays as it is.
+Frames and track points are kept for days (``privacy.retention``, points possibly less than frames),
+crossings and the aggregates for longer (by default forever): a replay only re-derives where the frames
+and their track points are still stored (:func:`replayable_span`, :func:`aligned_range`), so what was
+derived from purged ones stays as it is. Nor does it delete rows dated after the newest frame it read
+(those of a pipeline running meanwhile), nor delete or write what is still open at that frame (unless it ends
+the stream: :func:`open_from`), which a running pipeline writes once a later frame closes it.
+
+Erasure deletes a track's points but keeps its crossings (anonymous counts): a crossing without a stored point
+of its track at its time cannot be derived again, so it is kept, and with it its share of the count windows
+(counted from the stored crossings) and its buying unit (:func:`replace_derived`).
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import sqlalchemy as sa
 
 import storelens.storage.dialects as dialects
+from storelens.config.alerts import STORE_KINDS
 from storelens.contract import messages as m
-from storelens.domain.counting import STORE_OCCUPANCY_ID
+from storelens.domain.counting import STORE_OCCUPANCY_ID, CrossingEvent
 from storelens.storage.records import RECORDS
-from storelens.storage.schema import count_windows, crossings, frames, heatmap_windows, track_points
+from storelens.storage.schema import (count_windows, crossings, erased_tracks, frames, group_crossings, heatmap_windows,
+                                      track_points)
 
 log = logging.getLogger(__name__)
 
@@ -62,25 +74,99 @@ def _derived() -> list[tuple[sa.Table, str]]:
     return core + [(k.table, k.replay_ts) for k in RECORDS.values() if k.replay_ts is not None]
 
 
-def delete_derived(conn: sa.Connection, camera_id: str, start_ms: int, end_ms: int) -> int:
-    """Delete the derived rows of ``camera_id`` in ``[start_ms, end_ms)``; returns how many went."""
+def _has_point() -> Any:
+    """Whether a crossing's track has a stored point at the crossing's time (a crossing is dated at a frame of its
+    track): one without has lost its points to an erasure, and no replay can derive it again."""
+    p = track_points.c
+    return sa.exists().where(p.camera_id == crossings.c.camera_id, p.track_id == crossings.c.track_id,
+                             p.ts_ms == crossings.c.ts_ms)
+
+
+def delete_derived(conn: sa.Connection, camera_id: str, start_ms: int, end_ms: int | Mapping[str, int],
+                   keep_groups: Sequence[str] = ()) -> int:
+    """Delete the derived rows of ``camera_id`` in ``[start_ms, end_ms)`` (``end_ms`` per table name: the ends of
+    :func:`open_from`); returns how many went. A crossing whose track has no stored point at its time is kept: its
+    points were erased with a customer (:func:`storelens.storage.privacy.erase_customer` keeps the crossings as
+    anonymous counts), so no replay can derive it again; so are the buying units ``keep_groups`` (event ids)."""
     n = 0
     for table, column in _derived():
-        n += conn.execute(sa.delete(table).where(table.c.camera_id == camera_id, table.c[column] >= start_ms,
-                                                 table.c[column] < end_ms)).rowcount or 0
+        end = end_ms if isinstance(end_ms, int) else end_ms.get(table.name, min(end_ms.values()))
+        where = [table.c.camera_id == camera_id, table.c[column] >= start_ms, table.c[column] < end]
+        if table is crossings:
+            where.append(_has_point())
+        if table is group_crossings and keep_groups:
+            where.append(table.c.event_id.not_in(list(keep_groups)))
+        n += conn.execute(sa.delete(table).where(*where)).rowcount or 0
     return n
 
 
-def replace_derived(storage: Any, camera_id: str, start_ms: int, end_ms: int, records: Sequence[Any]) -> int:
-    """In one transaction: :func:`delete_derived`, then write ``records``; returns the rows deleted."""
+def _erased_units(conn: sa.Connection, camera_id: str, start_ms: int, ends: Mapping[str, int]
+                  ) -> list[tuple[str, str, str, int, int, set[int]]]:
+    """The stored buying units (``event_id, line, direction, ts, last_ts, track ids``) of the range holding a
+    crossing :func:`delete_derived` keeps (erased points): kept as they are, as that crossing."""
+    c, g = crossings.c, group_crossings.c
+    kept = conn.execute(sa.select(c.line_id, c.direction, c.track_id, c.ts_ms).where(
+        c.camera_id == camera_id, c.ts_ms >= start_ms, c.ts_ms < ends["crossings"], ~_has_point())).all()
+    if not kept:
+        return []
+    units = conn.execute(sa.select(g.event_id, g.line_id, g.direction, g.ts_ms, g.last_ts_ms, g.track_ids).where(
+        g.camera_id == camera_id, g.ts_ms >= start_ms, g.ts_ms < ends["group_crossings"])).all()
+    out = []
+    for eid, line, d, ts, last, ids in units:
+        members = {int(t) for t in json.loads(ids)}
+        if any(kl == line and kd == d and int(kt) in members and int(ts) <= int(kts) <= int(last)
+               for kl, kd, kt, kts in kept):
+            out.append((eid, line, d, int(ts), int(last), members))
+    return out
+
+
+def replace_derived(storage: Any, camera_id: str, start_ms: int, end_ms: int | Mapping[str, int],
+                    records: Sequence[Any], window_s: int | None = None) -> int:
+    """In one transaction: :func:`delete_derived`, then write ``records``; returns the rows deleted.
+
+    With ``window_s`` (``counting.window_s``; ``end_ms`` the ends of :func:`open_from`) the rows of crossings a
+    replay cannot derive again (erased points) stay whole: the count windows of the range are not those of
+    ``records`` but counted from the stored crossings once the records are written (the kept ones, and a live
+    pipeline's after the newest frame read, count as before), and the buying units holding such a crossing stay
+    (a re-derived unit sharing a member and time with one is not written)."""
     def write(conn: sa.Connection) -> int:
         # the erasure lock (shared) before the deletes' row locks, as every history write of track rows takes it
         dialects.erasure_lock(storage.db, conn, exclusive=False)
-        n = delete_derived(conn, camera_id, start_ms, end_ms)
-        storage._write_records_in(conn, records)
+        if window_s is None or isinstance(end_ms, int):
+            n = delete_derived(conn, camera_id, start_ms, end_ms)
+            storage._write_records_in(conn, records)
+            return n
+        units = _erased_units(conn, camera_id, start_ms, end_ms)
+        n = delete_derived(conn, camera_id, start_ms, end_ms, keep_groups=[u[0] for u in units])
+        storage._write_records_in(conn, [r for r in records if not isinstance(r, m.CountWindow)
+                                         and not (isinstance(r, m.GroupCrossing) and _overlaps(r, units))])
+        storage._write_records_in(conn, _counted_windows(conn, camera_id, start_ms, end_ms["count_windows"],
+                                                         window_s))
         return n
 
     return storage._write(write)
+
+
+def _overlaps(unit: m.GroupCrossing, kept: Sequence[tuple[str, str, str, int, int, set[int]]]) -> bool:
+    """Whether a re-derived buying unit shares a member and time with a kept one (it is that unit without its
+    erased members)."""
+    d = "in" if unit.direction == m.DIRECTION_IN else "out"
+    return any(line == unit.line_id and kd == d and ts <= unit.last_ts_ms and unit.ts_ms <= last
+               and members & set(unit.track_ids) for _, line, kd, ts, last, members in kept)
+
+
+def _counted_windows(conn: sa.Connection, camera_id: str, start_ms: int, end_ms: int,
+                     window_s: int) -> list[m.CountWindow]:
+    """The count windows of ``camera_id`` starting in ``[start_ms, end_ms)`` (both window edges) as the stored
+    crossings make them (the analytics stage counts each crossing in the window holding its time)."""
+    c = crossings.c
+    w = int(window_s) * 1000
+    window = c.ts_ms - c.ts_ms % sa.literal_column(str(w))  # a literal: the same expression in GROUP BY
+    rows = conn.execute(sa.select(c.line_id, window, sa.func.sum(sa.case((c.direction == "in", 1), else_=0)),
+                                  sa.func.sum(sa.case((c.direction == "out", 1), else_=0))).where(
+        c.camera_id == camera_id, c.ts_ms >= start_ms, c.ts_ms < end_ms).group_by(c.line_id, window))
+    return [m.CountWindow(camera_id=camera_id, line_id=line, window_start_ms=int(ws), window_end_ms=int(ws) + w,
+                          count_in=int(n_in), count_out=int(n_out)) for line, ws, n_in, n_out in rows]
 
 
 def _zone_grace_ms(config: Any, camera: Any) -> int:
@@ -109,6 +195,86 @@ def close_delay_ms(config: Any, camera: Any) -> int:
     """The longest of :data:`CLOSE_DELAYS` for ``camera``: a replay ending at ``end`` derives over the
     frames before ``end`` plus this, and the first frame at or after that."""
     return max(delay(config, camera) for _, delay in CLOSE_DELAYS)
+
+
+def _zones_open_from(config: Any, camera: Any, newest: int, derived: Sequence[Any]) -> int:
+    # an event may still come dated up to the zones' grace before the next frame; the buckets from the one
+    # holding newest - grace on close after newest (the zone analyzer's close rule)
+    bucket_ms = int(config.zones.bucket_s) * 1000
+    return (newest - _zone_grace_ms(config, camera)) // bucket_ms * bucket_ms
+
+
+def _groups_open_from(config: Any, camera: Any, newest: int, derived: Sequence[Any]) -> int:
+    # a buying unit closes once no crossing joined it for window_ms, and is dated at its first member: per line and
+    # direction, the first of the crossings chained (at most window_ms apart) up to one within window_ms of newest
+    if not (config.groups.enabled and camera.lines):
+        return newest + 1
+    window = int(config.groups.window_ms)
+    times: dict[tuple[str, str], list[int]] = {}
+    for r in derived:
+        if isinstance(r, CrossingEvent):
+            times.setdefault((r.line_id, r.direction), []).append(int(r.ts_ms))
+    out = newest + 1
+    for ts in times.values():
+        ts.sort()
+        if newest - ts[-1] > window:
+            continue  # its last unit is closed
+        first = ts[-1]
+        for t in reversed(ts[:-1]):
+            if first - t > window:
+                break
+            first = t
+        out = min(out, first)
+    return out
+
+
+#: Per derived table (of :func:`delete_derived`): from when its rows may still be open at ``newest``, the
+#: newest frame a replay read (a live pipeline writes them once a later frame confirms or closes them); see
+#: :func:`open_from`. A table left out (a record kind registered elsewhere) takes the earliest.
+OPEN_FROM: dict[str, Callable[[Any, Any, int, Sequence[Any]], int]] = {
+    # final at the frame that makes them (the count windows are counted from the crossings: replace_derived)
+    "crossings": lambda config, cam, newest, derived: newest + 1,
+    "zone_events": _zones_open_from,
+    "zone_stats": _zones_open_from,
+    "group_crossings": _groups_open_from,
+}
+
+
+def open_from(config: Any, camera: Any, frames_read: Sequence[m.TrackedFrame], derived: Sequence[Any],
+              end_ms: int) -> dict[str, int]:
+    """Per derived table, where a replay's range ends for it (exclusive, at most ``end_ms``): the start of the oldest
+    row still open at the newest frame read (:data:`OPEN_FROM`), which the replay neither deletes nor writes (a
+    live pipeline writes it once a frame after the read closes it: the replay cannot re-derive it). ``derived``:
+    what the frames read gave. The count windows end at the end of the window holding the crossings' end (counted
+    from the crossings, also those written since); ``heatmap_windows`` (upserted, never deleted) is the end of
+    the last closed minute: an hour row running past it is not written. After the end of a finite source
+    (the newest frame read ends the stream) nothing is open: every table ends after the newest frame."""
+    newest = max((tf.ts_ms for tf in frames_read), default=-1)
+    if not frames_read or frames_read[-1].end_of_stream:
+        ends = {t.name: min(end_ms, newest + 1) for t, _ in _derived()} | {"heatmap_windows": end_ms}
+    else:
+        ends = {name: min(end_ms, f(config, camera, newest, derived)) for name, f in OPEN_FROM.items()}
+        earliest = min(ends.values())
+        ends |= {t.name: earliest for t, _ in _derived() if t.name not in ends}
+        ends["heatmap_windows"] = min(end_ms, newest // 60_000 * 60_000)
+    window_ms = int(config.counting.window_s) * 1000
+    ends["count_windows"] = min(end_ms, -(-ends["crossings"] // window_ms) * window_ms)
+    return ends
+
+
+def _written(record: Any, end_ms: int, ends: Mapping[str, int]) -> bool:
+    """Whether a replay ending at ``end_ms`` writes ``record``: dated before the end, and before its table's end
+    of :func:`open_from` (a heatmap row: ending by the last closed minute)."""
+    if record_ts(record) >= end_ms:
+        return False
+    if isinstance(record, m.HeatmapWindow):
+        return record.window_end_ms <= ends["heatmap_windows"]
+    table = ("crossings" if isinstance(record, CrossingEvent) else "count_windows" if isinstance(record, m.CountWindow)
+             else None)
+    kind = RECORDS.get(type(record))
+    if table is None and kind is not None and kind.replay_ts is not None:
+        table = kind.table.name
+    return table is None or record_ts(record) < ends[table]
 
 
 #: The time a derived record is dated by, where it is not its table's replay column (records of a
@@ -149,6 +315,31 @@ def aligned_range(config: Any, start_ms: int | None, end_ms: int | None, span: t
         start = -(-lo // unit) * unit
     end = -(-(hi + 1 if end_ms is None else min(end_ms, hi + 1)) // unit) * unit
     return start, max(start, end)
+
+
+def replayable_span(storage: Any, camera_id: str) -> tuple[int, int, bool] | None:
+    """``(oldest, newest, points_purged)``: the span of the camera's stored frames that still have their track
+    points (``None``: no frames). The retention purge may keep frames longer than their points
+    (``privacy.retention.days``): a frame with people (``n_tracks > 0``) older than the oldest stored point has
+    lost its points, so the span starts after the newest such frame and ``points_purged`` is true (rows
+    derived before it are kept: :func:`aligned_range`)."""
+    f, p = frames.c, track_points.c
+
+    def span(conn: sa.Connection) -> tuple[int, int, bool] | None:
+        lo, hi = conn.execute(sa.select(sa.func.min(f.ts_ms), sa.func.max(f.ts_ms)).where(
+            f.camera_id == camera_id)).one()
+        if lo is None:
+            return None
+        oldest_point = conn.execute(sa.select(sa.func.min(p.ts_ms)).where(p.camera_id == camera_id)).scalar()
+        # the newest frame with people but without its points (a backward walk of frames_by_time)
+        lost = conn.execute(sa.select(f.ts_ms).where(
+            f.camera_id == camera_id, f.n_tracks > 0,
+            *([] if oldest_point is None else [f.ts_ms < oldest_point])).order_by(f.ts_ms.desc()).limit(1)).scalar()
+        if lost is None:
+            return int(lo), int(hi), False
+        return int(lost) + 1, int(hi), True
+
+    return storage._read(span)
 
 
 def derived_before(storage: Any, config: Any, camera_id: str, oldest_ms: int) -> bool:
@@ -196,7 +387,9 @@ def replay(config: Any, storage: Any, start_ms: int | None = None, end_ms: int |
     The range is kept to where the camera's frames are stored (:func:`aligned_range`): rows derived
     from frames the retention purge deleted are kept, not replaced by nothing (a recording that began
     mid-window is replayed from its first frame). Each result gives the range actually replayed and,
-    when it is narrower than the one asked for, a ``note`` (also logged).
+    when it is narrower than the one asked for, a ``note`` (also logged). Rows still open at the newest frame
+    read, or dated after it, are left to the pipeline (:func:`open_from`); an erased track's crossings stay
+    (:func:`replace_derived`).
     """
     from storelens.stages.analytics import derive
 
@@ -205,15 +398,15 @@ def replay(config: Any, storage: Any, start_ms: int | None = None, end_ms: int |
         if camera_ids is not None and cam.id not in camera_ids:
             continue
         f = frames.c
-        lo, hi = storage._read(lambda c: c.execute(sa.select(sa.func.min(f.ts_ms), sa.func.max(f.ts_ms)).where(
-            f.camera_id == cam.id)).one())
-        if lo is None:
+        span = replayable_span(storage, cam.id)
+        if span is None:
             out.append(ReplayResult(cam.id, start_ms or 0, end_ms or 0, 0, 0, 0, {}))
             continue
-        lo, hi = int(lo), int(hi)
+        lo, hi, points_purged = span
         start, end = aligned_range(config, start_ms, end_ms, (lo, hi),
-                                   purged=lambda: derived_before(storage, config, cam.id, lo))
-        note = _narrowed(config, start_ms, start, end, (lo, hi))
+                                   purged=lambda: points_purged or derived_before(storage, config, cam.id, lo))
+        note = _narrowed(config, start_ms, start, end, (lo, hi),
+                         points_gone=points_purged and _points_gone_why(storage, cam.id))
         if note is not None:  # a warning when the range was asked for and could not be replayed whole
             log.log(logging.INFO if start_ms is None else logging.WARNING, "replay of camera %s: [%d, %d) replayed; %s",
                     cam.id, start, end, note)
@@ -224,16 +417,28 @@ def replay(config: Any, storage: Any, start_ms: int | None = None, end_ms: int |
         closing = storage._read(lambda c: c.execute(sa.select(sa.func.min(f.ts_ms)).where(
             f.camera_id == cam.id, f.ts_ms >= after)).scalar())
         tfs = stored_frames(storage, cam.id, start, after if closing is None else int(closing) + 1)
-        records = [r for r in derive(config, tfs) if record_ts(r) < end  # the store's row: from every camera, live
-                   and not (isinstance(r, m.OccupancyUpdate) and r.camera_id == STORE_OCCUPANCY_ID)]
+        derived = derive(config, tfs)
+        # what is still open at the newest frame read (a live pipeline writes it once a later frame closes it) and
+        # what is dated after it (a live pipeline's, written since the read) is neither deleted nor written
+        ends = open_from(config, cam, tfs, derived, end)
+        records = [r for r in derived if _written(r, end, ends) and not _store_wide(r)]
         records = _without_cut_tracks(storage, config, cam.id, start, records)
-        deleted = replace_derived(storage, cam.id, start, end, records)
+        deleted = replace_derived(storage, cam.id, start, ends, records, window_s=config.counting.window_s)
         counts: dict[str, int] = {}
         for r in records:
             counts[type(r).__name__] = counts.get(type(r).__name__, 0) + 1
         n_frames = sum(tf.ts_ms < end for tf in tfs)
         out.append(ReplayResult(cam.id, start, end, n_frames, deleted, len(records), counts, start_ms, end_ms, note))
     return out
+
+
+def _store_wide(record: Any) -> bool:
+    """Whether ``record`` is of the whole store (derived from every camera, live), which a replay of one camera's
+    frames cannot re-derive: the store's occupancy row, and the store-wide alerts (:data:`STORE_KINDS`: the other
+    cameras would look silent, a ``camera_down`` that never resolves; ``store_occupancy`` from this camera alone)."""
+    if isinstance(record, m.OccupancyUpdate):
+        return record.camera_id == STORE_OCCUPANCY_ID
+    return isinstance(record, m.Alert) and record.kind in STORE_KINDS
 
 
 def _without_cut_tracks(storage: Any, config: Any, camera_id: str, start_ms: int, records: list) -> list:
@@ -256,13 +461,24 @@ def _without_cut_tracks(storage: Any, config: Any, camera_id: str, start_ms: int
     return [r for r in records if not (isinstance(r, m.TrackSummary) and r.track_id in cut)]
 
 
-def _narrowed(config: Any, start_ms: int | None, start: int, end: int, span: tuple[int, int]) -> str | None:
-    """Why ``[start, end)`` is less than asked (``None``: it is not): frames purged, or none in the range."""
+def _points_gone_why(storage: Any, camera_id: str) -> str:
+    """Why a camera's oldest frames have no track points (:func:`replayable_span`): the retention purge, or, when
+    the camera has erased tracks (``erased_tracks``), maybe an erasure (it deletes every point of a track)."""
+    e = erased_tracks.c
+    erased = storage._read(lambda c: c.execute(sa.select(e.track_id).where(e.camera_id == camera_id).limit(1)).first())
+    return "purged (retention) or erased with a customer's tracks" if erased is not None else "purged (retention)"
+
+
+def _narrowed(config: Any, start_ms: int | None, start: int, end: int, span: tuple[int, int],
+              points_gone: str | bool = False) -> str | None:
+    """Why ``[start, end)`` is less than asked (``None``: it is not): frames purged, their track points gone
+    (``points_gone``: why), or none in the range."""
     lo, hi = span
     why = None
     if start > max(lo, lo if start_ms is None else start_ms) // replay_unit_ms(config) * replay_unit_ms(config):
-        why = (f"the camera's frames before {lo} were purged (retention): the rows derived before {start} "
-               "are kept as they are")
+        gone = (f"track points before {lo} were {points_gone}" if points_gone
+                else f"frames before {lo} were purged (retention)")
+        why = f"the camera's {gone}: the rows derived before {start} are kept as they are"
     if start >= end:
         return f"nothing re-derived: {why or f'the newest stored frame of the camera is at {hi}'}"
     return None if why is None else f"started at {start}, not {lo if start_ms is None else start_ms}: {why}"

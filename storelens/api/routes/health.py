@@ -5,8 +5,8 @@ a slow database never makes it miss the liveness probe's timeout (the kubelet wo
 ``/readyz`` is the storage's answer only: the live state (Redis) holds live occupancy and the replicas' shared
 sign-in limit, and the history, KPIs, occupancy (from storage) and sign-in (limited in memory) work without it, so a
 Redis outage must not take every API pod out of its Service. The live state is reported in ``/readyz``'s body
-(``live_state``) and as ``storelens_live_state_up`` in ``/metrics``, each waiting at most
-:data:`~storelens.api.metrics.LIVE_PING_WAIT_S` for its ping.
+(``live_state``) and as ``storelens_live_state_up`` in ``/metrics``, one check of both
+(:meth:`~storelens.api.metrics.Metrics.live_state_up`) waiting at most twice ``live.timeout_s`` for its ping.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..deps import LiveDep, MetricsDep, StorageDep, api_router
-from ..metrics import LIVE_PING_WAIT_S, answers
+from ..metrics import answers
 from ..models import ReadyOut, Status
 from ..security import require_metrics
 
@@ -34,13 +34,11 @@ async def healthz() -> Status:
                 "answers (`ok`, `unavailable`); it does not decide readiness (see `storelens_live_state_up`).",
     responses={503: {"model": ReadyOut, "description": "Storage does not answer."}},
 )
-async def readyz(storage: StorageDep, live: LiveDep) -> Response:
+async def readyz(storage: StorageDep, live: LiveDep, metrics: MetricsDep) -> Response:
     ok = await anyio.to_thread.run_sync(answers, storage.ping)
     body = {"status": "ready" if ok else "unavailable"}
     if live is not None:
-        live_ok = False
-        with anyio.move_on_after(LIVE_PING_WAIT_S):  # the ping's thread goes on alone past it (its own timeout)
-            live_ok = await anyio.to_thread.run_sync(answers, live.ping, abandon_on_cancel=True)
+        live_ok = await anyio.to_thread.run_sync(metrics.live_state_up)  # at most 2 x live.timeout_s
         body["live_state"] = "ok" if live_ok else "unavailable"
     return JSONResponse(body, status_code=200 if ok else 503)
 

@@ -23,6 +23,7 @@ import time
 from typing import Iterable
 
 from storelens.backends.video import is_live
+from storelens.config import entrance_lines_of
 from storelens.contract import messages as m
 from storelens.domain.counting import STORE_OCCUPANCY_ID, OccupancyReset, StoreTotals, store_totals
 from storelens.stages.analytics import occupancy_reset
@@ -91,7 +92,7 @@ def occupancy_of(ctx: ApiContext, camera_id: str) -> CameraOccupancyOut:
 def store_totals_of(ctx: ApiContext, cameras: list[CameraOccupancyOut], now_ms: int | None) -> StoreTotals:
     """The store's occupancy, ins and outs (see the module docstring); ``cameras`` and ``now_ms``:
     :func:`cameras_occupancy`'s."""
-    if ctx.config.store.entrance_lines is not None:
+    if entrance_lines_of(ctx.config) is not None:
         st, _ = latest_occupancy(ctx, STORE_OCCUPANCY_ID, seen=False)
         if st is not None:
             shown = _shown(STORE_OCCUPANCY_ID, st, None, occupancy_reset(ctx.config), now_ms)
