@@ -733,7 +733,7 @@ def cmd_site(args) -> int:
     API saves, :func:`~storelens.config.site.site_version_document`)."""
     import yaml
 
-    from storelens.config import entrance_lines_of, load_config, with_cameras, with_site_update
+    from storelens.config import entrance_lines_of, journey_links_of, load_config, with_cameras, with_site_update
     from storelens.config.site import site_document, site_version_document, written_document
     from storelens.storage import open_storage
     from storelens.storage import auth as audit_store
@@ -758,6 +758,12 @@ def cmd_site(args) -> int:
                       "no longer counts the stored crossings of those lines as store entrances (past visitors, "
                       "journeys), and adding the camera back later does not bring them back (add them to "
                       "store.entrance_lines again with it)", file=sys.stderr)
+            links_out = [ln for ln in journey_links_of(config) if ln not in config.journeys.links]
+            if links_out:
+                print(f"warning: journeys.links: {', '.join(f'{ln.source!r} to {ln.target!r}' for ln in links_out)} "
+                      f"left out of the exported file (site version {version} has no such camera): a site file "
+                      "replaced by it no longer links the stored journeys through that camera (add the links again "
+                      "with the camera)", file=sys.stderr)
             text = f"# StoreLens site, version {version} (storelens site export)\n" + yaml.safe_dump(doc, sort_keys=False)
             if args.out:
                 pathlib.Path(args.out).write_text(text)
@@ -925,7 +931,7 @@ def _print_zones(config, storage) -> None:
 
 def _print_behaviour(config, storage) -> None:
     """Heatmap totals and journeys of the demo run, from the history (what the API serves)."""
-    from storelens.config import entrance_lines_of
+    from storelens.config import entrance_lines_of, journeys_of
     from storelens.domain.journeys import flows, top_paths
     from storelens.storage import heatmaps as hq
     from storelens.storage import journeys as jq
@@ -941,7 +947,7 @@ def _print_behaviour(config, storage) -> None:
             print(f"heatmap {cam.id}: {hm.total_ms('occupancy') / 1000:.1f} person-s, "
                   f"{hm.total_ms('dwell') / 1000:.1f} s lingering in {len(hm.cells)} cells of {hm.cell_px} px over "
                   f"{hm.minutes} min{where} (GET /v1/cameras/{cam.id}/heatmap?format=png)")
-    js = jq.journeys(storage, config.journeys, 0, end, entrance_lines_of(config))
+    js = jq.journeys(storage, journeys_of(config), 0, end, entrance_lines_of(config))
     if js:
         paths = top_paths(js, 3)
         top = "; ".join(f"{' > '.join(p)} x{n}" for p, n in paths)

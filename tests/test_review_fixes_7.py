@@ -295,7 +295,8 @@ def test_store_row_is_current_after_an_analytics_restart_while_an_entrance_camer
         send(_walk_in(c, range(11, 21), [5]))  # d is down: no frame of it after the restart
         wait_until("c's second crossing stored", lambda: row(c) == (2, 2, 0), proc=proc)
         assert row(STORE_OCCUPANCY_ID) == (4, 4, 0), proc.log_tail()  # written with c's row, d's 2 ins counted
-        published = kafka.read(topics.OCCUPANCY, {topics.camera_key(c)}, m.OccupancyUpdate)  # keyed by the input
+        published = kafka.read(topics.OCCUPANCY, {topics.camera_key(STORE_OCCUPANCY_ID)},  # keyed by its id
+                                   m.OccupancyUpdate)
         assert [(u.occupancy, u.total_in) for u in published if u.camera_id == STORE_OCCUPANCY_ID][-1] == (4, 4)
         assert proc.stop() == 0, proc.log_tail()
     finally:

@@ -65,7 +65,9 @@ class PrivateBroker:
         self.java = ["java", "-Djava.awt.headless=true", f"-Dkafka.logs.dir={tmp / 'logs'}",
                      f"-Dlog4j2.configurationFile={REPO / 'infra' / 'kafka' / 'log4j2.properties'}",
                      "-cp", f"{KAFKA_LIBS}/*"]
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cluster_id = "-"
+        while cluster_id.startswith("-"):  # (one starting with "-" is taken for an option: Kafka's own never does)
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         subprocess.run(self.java + ["kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id,
                                     "-c", str(tmp / "server.properties")], check=True, capture_output=True, timeout=120)
         self.proc = subprocess.Popen(["java", "-Xmx256m", "-Xms128m", "-XX:+UseSerialGC", *self.java[1:],

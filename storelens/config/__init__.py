@@ -42,6 +42,8 @@ from storelens.config.site import (
     ZonesConfig,
     entrance_lines_of,
     format_validation_error,
+    journey_links_of,
+    journeys_of,
     load_config,
     parse_config,
     with_cameras,
@@ -66,6 +68,7 @@ __all__ = [
     "MobileNetTorchEmbedderConfig", "MtcnnFaceDetectorConfig", "Point", "SiteConfig", "StorageConfig",
     "OpenVINODetectorConfig", "StoreConfig", "TrackerConfig", "UltralyticsDetectorConfig", "YoloDetectorConfig",
     "YuNetFaceDetectorConfig", "ZoneConfig",
-    "ZoneKind", "ZoneRules", "ZonesConfig", "entrance_lines_of", "expand_env", "format_validation_error", "load_config",
+    "ZoneKind", "ZoneRules", "ZonesConfig", "entrance_lines_of", "expand_env", "format_validation_error",
+    "journey_links_of", "journeys_of", "load_config",
     "parse_config", "polygon_problem", "with_cameras", "with_site_update", "yaml_error",
 ]

@@ -43,6 +43,7 @@ from storelens.config.behaviour import (
     CameraFloorConfig,
     FloorPlanConfig,
     HeatmapConfig,
+    JourneyLinkConfig,
     JourneysConfig,
     StationaryConfig,
 )
@@ -1208,15 +1209,40 @@ def _links_of(config: SiteConfig, cameras: list, origin: str) -> tuple[list, lis
     the cameras, never the links, so a link of a camera it removed is left out (a warning names it the first time)
     instead of making the version invalid (an admin could not remove the camera, and a version saved before
     links were checked would not apply)."""
-    file_links = list(config.journeys.links) if config._file_links is None else config._file_links
+    file_links = journey_links_of(config)
     ids = {c.get("id") for c in cameras if isinstance(c, dict)}
     kept = [ln for ln in file_links if ln.source in ids and ln.target in ids]
     for ln in config.journeys.links:
         if ln not in kept:
             gone = sorted({ln.source, ln.target} - ids)
-            log.warning("journeys.links: the link from %r to %r is left out: %s has no camera %s (it comes back "
-                        "with the camera)", ln.source, ln.target, origin, ", ".join(repr(c) for c in gone))
+            log.warning("journeys.links: the link from %r to %r is left out: %s has no camera %s (the stored "
+                        "journeys through it stay linked; it comes back with the camera)", ln.source, ln.target,
+                        origin, ", ".join(repr(c) for c in gone))
     return file_links, kept
+
+
+def journey_links_of(config: SiteConfig) -> list[JourneyLinkConfig]:
+    """The camera links every reader of the history links journeys with (``/v1/journeys``, ``/v1/flows``,
+    ``/v1/paths/top``, erasure's journey tracks): the site file's ``journeys.links``, also those of a camera a site
+    version removed. The removed camera's stored tracks stay, so last week's journeys through it stay linked as
+    they were; it adds no new tracks, so its links link nothing new (the version's ``journeys.links`` leaves them
+    out only so that it validates; the live stages do not link). See :func:`journeys_of`.
+
+    Example:
+        >>> cfg = parse_config({"store": {"id": "s"}, "journeys": {"links": [{"from": "door", "to": "hall"}]},
+        ...                     "cameras": [{"id": "door", "source": "x.mp4"}, {"id": "hall", "source": "y.mp4"}]})
+        >>> v = with_cameras(cfg, [{"id": "hall", "source": "y.mp4"}])
+        >>> v.journeys.links, [(ln.source, ln.target) for ln in journey_links_of(v)]
+        ([], [('door', 'hall')])
+    """
+    return list(config.journeys.links if config._file_links is None else config._file_links)
+
+
+def journeys_of(config: SiteConfig) -> JourneysConfig:
+    """``config.journeys`` with the links of :func:`journey_links_of`: what the readers of the history link with."""
+    links = journey_links_of(config)
+    return config.journeys if links == list(config.journeys.links) else config.journeys.model_copy(
+        update={"links": links})
 
 
 def entrance_lines_of(config: SiteConfig) -> list[str] | None:

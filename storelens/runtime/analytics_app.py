@@ -201,6 +201,9 @@ class AnalyticsApp:
         self._not_ready_since: float | None = None
         self._tables_ready = False
         self._stuck_logged = False
+        #: The cameras' states to save after a site version that came while the tables were not ready (recovery,
+        #: rebalance): ``None``, or the cameras the versions removed (:meth:`_flush_site_states`).
+        self._site_pending: set[str] | None = None
         kcfg = config.kafka
         reset = auto_offset_reset or os.environ.get("STORELENS_ANALYTICS_AUTO_OFFSET_RESET", "earliest")
         self.app = faust.App(
@@ -302,6 +305,7 @@ class AnalyticsApp:
         the sinks (sink thread), then its alerts to their topic."""
         if not self._tables_ready:
             return
+        await self._flush_site_states()
         self._sync_idle_cameras()
         h = self.core.tick(now_ms)
         if h is None:
@@ -312,8 +316,10 @@ class AnalyticsApp:
         await self._send(h.outputs)
 
     async def _send(self, outputs) -> None:
-        """Send outputs that come with no input of a camera (the tick's, a site version's), each keyed by its
-        own camera (a store-wide alert: the store id), and wait until the broker has them."""
+        """Send outputs (a frame's, the tick's, a site version's), each keyed by its own camera (a store-wide
+        alert: the store id, or a ``camera_down``'s camera; the store's occupancy row: ``@store``), and wait until
+        the broker has them: every message of an alert, fired by a frame of any camera or resolved by a tick or a
+        version, goes to the same partition (in order for a consumer)."""
         futures = [await self.out[p.topic].send(key=topics.camera_key(p.camera_id), value=m.encode(p.message),
                                                 headers=m.type_headers(p.message))
                    for p in outputs.publish]
@@ -347,7 +353,9 @@ class AnalyticsApp:
         partitions assigned here. Else a restart before the camera's next frame reloaded the old state and
         resolved its alerts again (a second ``resolved``, the webhook posted again), and a camera removed and
         added back came back with its old alerts open. A camera with a frame in flight is not in :attr:`_cache`:
-        that frame saves its state, the version's changes with it."""
+        that frame saves its state, the version's changes with it. A removed camera's input record (``_input``)
+        goes on in its partition's marker (``_input/<partition>``, :meth:`_mark_input`): a restart resumes after
+        its last frame, not before it (a re-read gap)."""
         assigned, sent = self._assigned(), False
         for cam in sorted(self.stage.counters):
             key = topics.camera_key(cam)
@@ -366,14 +374,33 @@ class AnalyticsApp:
         for cam in sorted(removed):
             key = topics.camera_key(cam)
             value = self.table.get(key)
-            if value is None or self._partition_of(key, value) not in assigned:
+            partition = self._partition_of(key, value) if value is not None else None
+            if partition not in assigned:
                 continue
+            rec = value.get(INPUT_KEY) if isinstance(value, dict) else None
+            if rec and rec.get("next_offset") is not None:
+                mkey = f"{INPUT_KEY}/{partition}".encode()
+                old = (self.table.get(mkey) or {}).get(INPUT_KEY) or {}
+                if int(old.get("next_offset", -1)) < int(rec["next_offset"]):
+                    marker = {INPUT_KEY: {"partition": partition, "next_offset": int(rec["next_offset"])}}
+                    self.table.data[mkey] = marker
+                    self.table.send_changelog(partition, mkey, marker)
             del self.table.data[key]
-            self.table.send_changelog(self._partition_of(key, value), key, None, value_serializer="raw")
+            self.table.send_changelog(partition, key, None, value_serializer="raw")
             self._cache.pop(cam, None)
             sent = True
         if sent:
             await self.app.producer.flush()
+
+    async def _flush_site_states(self) -> None:
+        """Save the cameras' states after the site versions that came while the tables were not ready
+        (:meth:`_save_site_states`; the tick and the heartbeat call this once they are). Written during a recovery,
+        they went to the changelog above the offset the recovery reads to, and the recovery then put the state of
+        before the version back in memory (its alerts resolved a second time at the next frame)."""
+        if self._site_pending is None or not self._tables_ready or self.app.rebalancing:
+            return
+        removed, self._site_pending = self._site_pending - self.stage.cameras, None
+        await self._save_site_states(removed)
 
     async def _chores(self) -> None:
         """Run the runner core's due chores (the retention purge) in the sink thread."""
@@ -399,6 +426,7 @@ class AnalyticsApp:
         if not self._broker_checked:
             await self._ping_broker()
         self._update_lag()
+        await self._flush_site_states()
 
     def _update_lag(self) -> None:
         """Set the lag gauge of the partitions read from; a revoked one's series is removed."""
@@ -600,16 +628,23 @@ class AnalyticsApp:
             self._fresh.apply_site(h.value)
             log.info("site version applied", extra={"version": h.value.version, "actor": h.value.actor})
             await self._send(h.outputs)  # the alerts it resolved (written to the sinks above)
-            if h.outputs.info.get("applied"):
-                await self._save_site_states(cameras_before - self.stage.cameras)
+            if h.outputs.info.get("applied"):  # saved now, or once the tables are ready (not during a recovery)
+                self._site_pending = (self._site_pending or set()) | (cameras_before - self.stage.cameras)
+                await self._flush_site_states()
         if base != topics.TRACKS:
             return
         cam = h.value.camera_id
         if h.outputs.duplicate:
-            self._cache[cam] = loaded[0]
+            if cam in self.stage.counters:  # not a camera a site version removed (it has no state)
+                self._cache[cam] = loaded[0]
             await self._mark_input(source)
             return
-        await self._publish(key, h.outputs)
+        await self._send(h.outputs)
+        if cam not in self.stage.counters:
+            # a site version removed the camera while this frame was written (its table entry is gone): nothing to
+            # save, its offset is recorded
+            await self._mark_input(source)
+            return
         state = self.stage.camera_state(cam)
         if tp is not None:
             state[INPUT_KEY] = {"partition": tp.partition, "next_offset": offset + 1}
@@ -637,10 +672,14 @@ class AnalyticsApp:
             self.metrics.errors.labels("seq_gap").inc()
             log.warning("sequence gap", extra={"camera": cam, "last_seq": last, "seq": tf.seq,
                                                "offset": None if self._input is None else self._input[1]})
-        return self._cache.pop(cam)
+        return self._cache.pop(cam, None)
 
     def _sync_state(self, cam: str) -> None:
-        """Load the camera's state from the table into the stage when it is not what the stage holds."""
+        """Load the camera's state from the table into the stage when it is not what the stage holds (not of a
+        camera a site version removed: its frames still in flight are skipped as duplicates by the stage)."""
+        if cam not in self.stage.counters:
+            self._cache.pop(cam, None)
+            return
         value = self.table.get(topics.camera_key(cam))
         if cam in self._cache and (value is self._cache[cam] or value == self._cache[cam]):
             self._cache[cam] = value
@@ -674,15 +713,6 @@ class AnalyticsApp:
             if (cam not in self.stage.last_seq and cam not in self._cache
                     and self.table.get(topics.camera_key(cam)) is not None):
                 self._sync_state(cam)
-
-    async def _publish(self, key: bytes, outputs) -> None:
-        """Send the outputs and wait until the broker has them (before the state may advance)."""
-        futures = [await self.out[p.topic].send(key=key, value=m.encode(p.message), headers=m.type_headers(p.message))
-                   for p in outputs.publish]
-        if futures:
-            await asyncio.gather(*futures)
-        for p in outputs.publish:
-            self.metrics.messages_out.labels(self.topic_names[p.topic]).inc()
 
     async def _send_dead_letter(self, key: bytes, dl: m.DeadLetter, source: tuple[Any, int] | None) -> None:
         fut = await self.out[topics.DEAD_LETTER].send(key=key, value=m.encode(dl), headers=m.type_headers(dl))

@@ -699,7 +699,8 @@ class KafkaBus:
                       what: str) -> None:
         """``step(wait)`` (True: done) until done, in slices of :data:`FLUSH_SLICE_S` with ``heartbeat()`` between
         them, up to ``timeout_s`` (None: :data:`FLUSH_WAIT_S`), and once ``stopping()`` at most until the stop's
-        deadline (:meth:`stop_left`; after a wait of the stop gave up: one look without waiting); then
+        deadline (:meth:`stop_left`; after a wait of the stop gave up at that deadline: one look without waiting; one
+        that ran out of its own shorter ``timeout_s`` leaves the rest to the later waits); then
         :class:`UndeliveredError` (``undelivered(waited_s)``). Past one slice :attr:`waiting_since` is set."""
         start, marked = time.monotonic(), False
         try:
@@ -711,14 +712,15 @@ class KafkaBus:
                     raise UndeliveredError(undelivered(time.monotonic() - start) + " (not waited for: an earlier "
                                            "wait of the stop gave up)")
                 limit = timeout_s if timeout_s is not None else FLUSH_WAIT_S
-                left = limit - (time.monotonic() - start)
-                if stop_left is not None:
-                    left = min(left, stop_left)
+                own_left = limit - (time.monotonic() - start)
+                left = own_left if stop_left is None else min(own_left, stop_left)
                 wait = max(0.1, min(FLUSH_SLICE_S, left))
                 if step(wait):
                     return
                 if left <= wait:
-                    if stop_left is not None:
+                    # the stop's deadline was the limit: the stop gives up (a caller's own shorter timeout_s that
+                    # ran out leaves the rest of the stop's time to the later waits)
+                    if stop_left is not None and stop_left <= own_left:
                         self._stop_gave_up = True
                         log.error(f"{what} at the stop gave up: messages left undelivered, their inputs uncommitted "
                                   "(replayed after the restart)", extra={"pending": len(self._pending)})

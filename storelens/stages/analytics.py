@@ -77,6 +77,18 @@ class AnalyticsOutput:
     duplicate: bool = False
 
 
+def _alert_key(alert: m.Alert, store_id: str) -> str:
+    """The key of a store-level alert's messages: its camera (``camera_down``) or the store; a resolution from a state
+    saved before alerts kept their kind and camera takes it from its id (``rule:<camera or store>:...``), so every
+    message of one alert is on one partition.
+
+    >>> _alert_key(m.Alert(alert_id="down:d:start-5"), "shop"), _alert_key(m.Alert(alert_id="full:shop:9"), "shop")
+    ('d', 'shop')
+    """
+    parts = alert.alert_id.split(":")
+    return alert.camera_id or (parts[1] if len(parts) >= 3 and parts[1] else store_id)
+
+
 class AnalyticsStage:
     """TrackedFrame -> crossings, occupancy and per-window counts, per camera.
 
@@ -234,7 +246,7 @@ class AnalyticsStage:
 
     def _store_outputs(self, alerts: list) -> Outputs:
         return Outputs(records=list(alerts),
-                       publish=[Publish(topics.ALERTS, a.camera_id or self.config.store.id, a) for a in alerts])
+                       publish=[Publish(topics.ALERTS, _alert_key(a, self.config.store.id), a) for a in alerts])
 
     def camera_state(self, camera_id: str) -> dict:
         """JSON-serialisable state of one camera (for changelog-backed tables)."""

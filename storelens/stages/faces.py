@@ -171,11 +171,14 @@ class _Dedupe:
     def __init__(self) -> None:
         self._last: dict[str, tuple[int, set[int]]] = {}
 
-    def seen(self, crop: m.PersonCrop) -> bool:
+    def seen(self, crop: m.PersonCrop, mark: bool = True) -> bool:
+        """Whether ``crop`` is a redelivery; if not, it is marked seen (unless ``mark`` is False: only a look)."""
         seq, tracks = self._last.get(crop.camera_id, (-1, set()))
         key = -1 if crop.end_of_stream else crop.track_id
         if crop.seq < seq or (crop.seq == seq and key in tracks):
             return True
+        if not mark:
+            return False
         if crop.seq > seq:
             self._last[crop.camera_id] = (crop.seq, {key})
         else:
@@ -540,9 +543,22 @@ class ReidStage:
     def process(self, crop: m.PersonCrop, image_bgr: np.ndarray | None = None, face: Faces | None = None,
                 accepted: bool | None = None) -> list[m.CustomerMatch | m.StaffTrack]:
         """One crop. ``image_bgr``/``face``/``accepted`` may come from the attributes stage (embedded mode).
-        Returns the track decisions taken: ``CustomerMatch``, or ``StaffTrack`` for enrolled staff."""
+        Returns the track decisions taken: ``CustomerMatch``, or ``StaffTrack`` for enrolled staff.
+
+        The models (face detector, quality gate, embedder) run before anything here changes: a crop that makes one
+        raise is a dead letter that changed nothing. Before, the tracks its arrival ended (idle) were decided
+        first (the customer enrolled, the decision stored) and their decisions lost with the crop's output."""
         if crop.camera_id not in self.cameras:
             raise UnknownCamera(f"unknown camera {crop.camera_id!r}")
+        img, embedding = image_bgr, None
+        if not crop.end_of_stream and not self._dedupe.seen(crop, mark=False) and self._may_embed(crop):
+            img = decode_crop(crop) if img is None else img
+            if face is None:
+                face = self.finder.find(img)
+            if len(face) and accepted is None:
+                accepted = bool(self.gate.check(img, face)[0].ok)
+            if len(face) and accepted:
+                embedding = np.asarray(self.embedder.embed(img, face), np.float32).reshape(-1)
         if self._dedupe.seen(crop):
             return []
         cam = crop.camera_id
@@ -551,7 +567,7 @@ class ReidStage:
         if crop.end_of_stream:
             return self.close_tracks(cam)
         out = self.close_tracks(cam, older_than_ts_ms=crop.ts_ms - idle_ms(self.site, cam))
-        img = decode_crop(crop) if image_bgr is None else image_bgr
+        img = decode_crop(crop) if img is None else img
         self.stats["crops"] += 1
         key = (cam, crop.track_id)
         tr = self._tracks.get(key)
@@ -578,7 +594,8 @@ class ReidStage:
             self.stats["rejected"] += 1
             return out
         self.stats["accepted"] += 1
-        embedding = np.asarray(self.embedder.embed(img, face), np.float32).reshape(-1)
+        if embedding is None:  # (run above unless the track looked decided then)
+            embedding = np.asarray(self.embedder.embed(img, face), np.float32).reshape(-1)
         if self._erasures and self._erased_face(embedding[None], crop.ts_ms):
             tr.embeddings, tr.erased = [], True  # an erased customer's face, captured before the request
             self._remember(cam, crop.track_id, tr, crop.ts_ms)
@@ -589,6 +606,19 @@ class ReidStage:
             if decision is not None:
                 out.append(decision)
         return out
+
+    def _may_embed(self, crop: m.PersonCrop) -> bool:
+        """Whether :meth:`process` may need ``crop``'s embedding: its track is not known to be decided already
+        (a decided track's crops need no model, nor does a track this stage holds nothing of whose decision the
+        gallery's store keeps: taken before a restart)."""
+        key = (crop.camera_id, crop.track_id)
+        tr = self._tracks.get(key)
+        if tr is None:
+            tr = self._closed.get(key)
+        if tr is None:  # after a restart: a decision kept in the store (an erased person's face is never embedded)
+            lookup = getattr(self.gallery.store, "track_decision", None)
+            return lookup is None or lookup(*key) is None
+        return not (tr.erased or tr.staff_id is not None or tr.abstained or tr.customer_id is not None)
 
     def _observe(self, customer_id: str, ts_ms: int, cam: str):
         if self.visits is None:
@@ -896,10 +926,11 @@ class FacesStage:
     first crop of a camera the reid stage forgets the decisions an earlier run left in the gallery's store
     (:meth:`ReidStage.start_session`).
     A crop that makes a model (or the stage) raise is a dead letter, as in those services, and the run goes on;
-    the face is detected and analysed before either stage changes its state, and reid (its embedder) runs before
-    attributes: a failing crop leaves no half of it in the attributes' tracks. Erasure requests
-    (``customer-erasures``, relayed from the API through the history's outbox by the embedded pipeline) go to the
-    reid stage, as in the reid service (:meth:`ReidStage.handle`).
+    every model runs before either stage changes its state (the face detected and analysed here, the embedding
+    first thing in :meth:`ReidStage.process`), then reid, then attributes (given the analysis: no model left to
+    raise): a failing crop changes nothing, and the decisions of the tracks it would have ended are not lost.
+    Erasure requests (``customer-erasures``, relayed from the API through the history's outbox by the embedded
+    pipeline) go to the reid stage, as in the reid service (:meth:`ReidStage.handle`).
     """
 
     name = "faces"
@@ -939,8 +970,8 @@ class FacesStage:
             self.reid.start_session(d.crop.camera_id)  # before any decision of the camera's tracks is looked up
             self._sessions.add(d.crop.camera_id)
         face = None if d.image is None else self.attributes.finder.find(d.image)
-        # the models first, then reid (may raise in its embedder), then attributes (no model left to raise): a crop
-        # that fails is a dead letter that changed nothing in the attributes' tracks
+        # the models first (reid's embedder first thing in its process, before its state changes), then attributes
+        # (no model left to raise): a crop that fails is a dead letter that changed nothing in either stage
         analysis = self.attributes.analyzer.analyze(d.image, face)[0] if face is not None and len(face) else None
         accepted = None if analysis is None else bool(analysis.quality.ok)
         matches = self.reid.process(d.crop, d.image, face, accepted) if self.reid is not None else []

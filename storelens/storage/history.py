@@ -434,15 +434,21 @@ class SqlStorage(SqlStore):
         return int(self._read(lambda c: c.execute(sa.text("SELECT version FROM schema_version")).scalar_one()))
 
     def _upsert(self, table: sa.Table, where: Callable[[Any], Any] | None = None, keep: tuple[str, ...] = (),
-                coalesce: tuple[str, ...] = ()) -> Any:
+                coalesce: tuple[str, ...] = (), keep_if: tuple = ()) -> Any:
         """``INSERT .. ON CONFLICT (primary key) DO UPDATE`` of every other column but ``keep``
-        (if ``where(excluded)``); a column of ``coalesce`` only with a value (``COALESCE(excluded.c, c)``)."""
+        (if ``where(excluded)``); a column of ``coalesce`` only with a value (``COALESCE(excluded.c, c)``), one of
+        ``keep_if`` (``(column, condition on excluded)``) kept where its condition holds."""
         ins = dialects.insert(self.db, table)
         key = list(table.primary_key)
+        kept = dict(keep_if)
+
+        def value(c):
+            new = sa.func.coalesce(ins.excluded[c.name], c) if c.name in coalesce else ins.excluded[c.name]
+            return sa.case((kept[c.name](ins.excluded), c), else_=new) if c.name in kept else new
+
         return ins.on_conflict_do_update(
             index_elements=key,
-            set_={c.name: sa.func.coalesce(ins.excluded[c.name], c) if c.name in coalesce else ins.excluded[c.name]
-                  for c in table.c if c not in key and c.name not in keep},
+            set_={c.name: value(c) for c in table.c if c not in key and c.name not in keep},
             where=where(ins.excluded) if where is not None else None)
 
     # -- writes ------------------------------------------------------------
@@ -589,7 +595,8 @@ class SqlStorage(SqlStore):
         stmt = self._record_stmts.get(type_)
         if stmt is None:
             kind = RECORDS[type_]
-            stmt = self._record_stmts[type_] = self._upsert(kind.table, kind.newer, kind.keep, kind.coalesce)
+            stmt = self._record_stmts[type_] = self._upsert(kind.table, kind.newer, kind.keep, kind.coalesce,
+                                                                kind.keep_if)
         return stmt
 
     def take_outbox(self, wanted: Sequence[str]) -> list[tuple[str, bytes, bytes, tuple]]:

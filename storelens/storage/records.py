@@ -51,6 +51,8 @@ class RecordKind:
     sweep: Callable[[sa.Connection, list[Any]], list[dict[str, Any]]] | None = None
     #: Columns an upsert overwrites only with a value (a NULL keeps the stored one: ``COALESCE(excluded.c, c)``).
     coalesce: tuple[str, ...] = ()
+    #: ``(column, condition on excluded)`` pairs: the column keeps its stored value where the condition holds.
+    keep_if: tuple[tuple[str, Callable[[Any], Any]], ...] = ()
 
 
 #: record type -> kind, in registration order (= write order within a batch).
@@ -61,9 +63,10 @@ def register_records(type_: type, table: sa.Table, rows: Rows, newer: Callable[[
                      replay_ts: str | None = None, keep: tuple[str, ...] = (),
                      after: Callable[[sa.Connection, list[dict[str, Any]]], None] | None = None,
                      sweep: Callable[[sa.Connection, list[Any]], list[dict[str, Any]]] | None = None,
-                     coalesce: tuple[str, ...] = ()) -> RecordKind:
+                     coalesce: tuple[str, ...] = (),
+                     keep_if: tuple[tuple[str, Callable[[Any], Any]], ...] = ()) -> RecordKind:
     """Register (or replace) the table of a record type."""
-    kind = RecordKind(type_, table, rows, newer, replay_ts, keep, after, sweep, coalesce)
+    kind = RecordKind(type_, table, rows, newer, replay_ts, keep, after, sweep, coalesce, keep_if)
     RECORDS[type_] = kind
     return kind
 
@@ -228,9 +231,16 @@ def _alert_rows(items: Iterable[m.Alert]) -> list[dict[str, Any]]:
     return list(rows.values())
 
 
+def _unknown_rule(new) -> Any:
+    """A message that does not know its rule's kind (a resolution, from a state saved by an older version, of an
+    alert whose rule is gone): the stored row's kind, camera, severity and threshold stay."""
+    return new.kind == ""
+
+
 # A redelivered firing message never reopens a resolved alert; the API's columns are kept.
 register_records(m.Alert, alerts, _alert_rows, keep=ALERT_API_COLUMNS,
-                 newer=lambda new: sa.or_(new.state == "resolved", alerts.c.state == "firing"))
+                 newer=lambda new: sa.or_(new.state == "resolved", alerts.c.state == "firing"),
+                 keep_if=tuple((c, _unknown_rule) for c in ("kind", "camera_id", "severity", "threshold")))
 
 
 # -- buying units and staff -------------------------------------------------------------------

@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 import sqlalchemy as sa
@@ -75,11 +75,13 @@ def _derived() -> list[tuple[sa.Table, str]]:
 
 
 def _has_point() -> Any:
-    """Whether a crossing's track has a stored point at the crossing's time (a crossing is dated at a frame of its
-    track): one without has lost its points to an erasure, and no replay can derive it again."""
-    p = track_points.c
-    return sa.exists().where(p.camera_id == crossings.c.camera_id, p.track_id == crossings.c.track_id,
-                             p.ts_ms == crossings.c.ts_ms)
+    """Whether a crossing's track has a stored point at the crossing's frame (a crossing is made by a point of its
+    track: its ``seq`` is that frame's): one without has lost its points to an erasure, and no replay can derive it
+    again. Matched on the points' primary key ``(camera_id, seq, track_id)`` (one row, not the track's every point:
+    a staff member's track holds ~10^5), the time checked on that row."""
+    p, c = track_points.c, crossings.c
+    return sa.exists().where(p.camera_id == c.camera_id, p.seq == c.seq, p.track_id == c.track_id,
+                             p.ts_ms == c.ts_ms)
 
 
 def delete_derived(conn: sa.Connection, camera_id: str, start_ms: int, end_ms: int | Mapping[str, int],
@@ -109,13 +111,15 @@ def _erased_units(conn: sa.Connection, camera_id: str, start_ms: int, ends: Mapp
         c.camera_id == camera_id, c.ts_ms >= start_ms, c.ts_ms < ends["crossings"], ~_has_point())).all()
     if not kept:
         return []
+    kept_ts: dict[tuple[str, str, int], list[int]] = {}  # per (line, direction, track): its kept crossings' times
+    for kl, kd, kt, kts in kept:
+        kept_ts.setdefault((kl, kd, int(kt)), []).append(int(kts))
     units = conn.execute(sa.select(g.event_id, g.line_id, g.direction, g.ts_ms, g.last_ts_ms, g.track_ids).where(
         g.camera_id == camera_id, g.ts_ms >= start_ms, g.ts_ms < ends["group_crossings"])).all()
     out = []
     for eid, line, d, ts, last, ids in units:
         members = {int(t) for t in json.loads(ids)}
-        if any(kl == line and kd == d and int(kt) in members and int(ts) <= int(kts) <= int(last)
-               for kl, kd, kt, kts in kept):
+        if any(int(ts) <= kts <= int(last) for t in members for kts in kept_ts.get((line, d, t), ())):
             out.append((eid, line, d, int(ts), int(last), members))
     return out
 
@@ -372,8 +376,13 @@ class ReplayResult:
     counts: dict[str, int]
     requested_start_ms: int | None = None
     requested_end_ms: int | None = None
-    #: Why the range is narrower than asked (``None`` when it is not), e.g. frames purged by retention.
+    #: Why the range is narrower than asked, e.g. frames purged by retention, and what in it stays as it was under a
+    #: line the config no longer has (``kept_off_lines``); ``None``: neither.
     note: str | None = None
+    #: Per line id the camera's lines (the config replayed with) lack: how many crossings of erased tracks (no
+    #: points to re-derive them from) stay under it in the range, with their count windows (a renamed line's
+    #: counts are split between its old and new id).
+    kept_off_lines: dict[str, int] = field(default_factory=dict)
 
 
 def replay(config: Any, storage: Any, start_ms: int | None = None, end_ms: int | None = None,
@@ -389,7 +398,8 @@ def replay(config: Any, storage: Any, start_ms: int | None = None, end_ms: int |
     mid-window is replayed from its first frame). Each result gives the range actually replayed and,
     when it is narrower than the one asked for, a ``note`` (also logged). Rows still open at the newest frame
     read, or dated after it, are left to the pipeline (:func:`open_from`); an erased track's crossings stay
-    (:func:`replace_derived`).
+    (:func:`replace_derived`), under their line id also when ``config`` renamed or removed that line: a warning
+    and the ``note`` say so (``kept_off_lines``).
     """
     from storelens.stages.analytics import derive
 
@@ -428,8 +438,28 @@ def replay(config: Any, storage: Any, start_ms: int | None = None, end_ms: int |
         for r in records:
             counts[type(r).__name__] = counts.get(type(r).__name__, 0) + 1
         n_frames = sum(tf.ts_ms < end for tf in tfs)
-        out.append(ReplayResult(cam.id, start, end, n_frames, deleted, len(records), counts, start_ms, end_ms, note))
+        off = kept_off_lines(storage, cam.id, start, ends["crossings"], [ln.id for ln in cam.lines])
+        if off:
+            kept = (f"crossings of erased tracks kept under a line camera {cam.id} no longer has (renamed or "
+                    f"removed): {', '.join(f'{n} on line {k!r}' for k, n in off.items())}; with no track points they "
+                    "cannot be re-derived on its lines, so they and their count windows stay under the old line id")
+            log.warning("replay of camera %s: [%d, %d): %s", cam.id, start, end, kept)
+            note = kept if note is None else f"{note}; {kept}"
+        out.append(ReplayResult(cam.id, start, end, n_frames, deleted, len(records), counts, start_ms, end_ms, note,
+                                off))
     return out
+
+
+def kept_off_lines(storage: Any, camera_id: str, start_ms: int, end_ms: int, lines: Sequence[str]) -> dict[str, int]:
+    """Per line id not in ``lines``: how many crossings of ``camera_id`` in ``[start_ms, end_ms)`` have no stored
+    point of their track (erased: :func:`delete_derived` keeps them), by line id. After a replay with a config that
+    renamed or removed a line, the kept crossings of the old line stay under its id, and its count windows are
+    counted from them alone (:func:`replace_derived`)."""
+    c = crossings.c
+    rows = storage._rows(sa.select(c.line_id, sa.func.count()).where(
+        c.camera_id == camera_id, c.ts_ms >= start_ms, c.ts_ms < end_ms, c.line_id.not_in(list(lines)),
+        ~_has_point()).group_by(c.line_id).order_by(c.line_id))
+    return {str(line): int(n) for line, n in rows}
 
 
 def _store_wide(record: Any) -> bool:

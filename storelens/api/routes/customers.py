@@ -10,7 +10,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Query, Response
 
-from storelens.config import entrance_lines_of
+from storelens.config import entrance_lines_of, journeys_of
 
 from ..deps import (
     ConfigDep, CustomerId, ErasureDep, FromMs, GalleryDep, StorageDep, ToMs, api_router, check_range, require_role,
@@ -93,7 +93,7 @@ def erase_customer(customer_id: CustomerId, store: GalleryDep, storage: StorageD
     tracks = decided(customer_id) if decided is not None else set()
     # The history first: the gallery's delete forgets which tracks were the customer's, so a retry after a failure
     # of the history's erasure (500) still finds them; after a failure of the gallery's delete, both run again.
-    rows = storage.erase_customer(customer_id, config.journeys, entrance_lines_of(config), tracks)
+    rows = storage.erase_customer(customer_id, journeys_of(config), entrance_lines_of(config), tracks)
     in_gallery = store.delete_customer(customer_id)
     if on_erasure is not None:
         try:

@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Path, Query
 from pydantic import Field
 
-from storelens.config import entrance_lines_of
+from storelens.config import entrance_lines_of, journeys_of
 from storelens.domain import journeys as dj
 from storelens.domain.privacy import is_suppressed
 from storelens.storage import journeys as jq
@@ -132,11 +132,11 @@ def _selected(ctx: ApiContext, start_ms: int, end_ms: int | None, camera_id: str
     if zone_id is not None and not any(z.id == zone_id for c in ctx.config.cameras for z in c.zones
                                        if camera_id is None or c.id == camera_id):
         raise HTTPException(404, f"unknown zone {zone_id!r}")
-    n = jq.count_tracks(ctx.storage, ctx.config.journeys, start_ms, end)
+    n = jq.count_tracks(ctx.storage, journeys_of(ctx.config), start_ms, end)
     if n > MAX_JOURNEY_TRACKS:  # each is read and linked in memory (with its appearance embedding)
         raise HTTPException(422, f"the range holds {n} stored tracks; at most {MAX_JOURNEY_TRACKS} are linked into "
                                  "journeys at once: narrow it (start_ms, end_ms)")
-    out = jq.journeys(ctx.storage, ctx.config.journeys, start_ms, end, entrance_lines_of(ctx.config))
+    out = jq.journeys(ctx.storage, journeys_of(ctx.config), start_ms, end, entrance_lines_of(ctx.config))
     if camera_id is not None:
         out = [j for j in out if any(t.camera_id == camera_id for t in j.tracks)]
     if zone_id is not None:  # a zone of the journey's path (its tracks' zone visits), on camera_id when given
@@ -169,7 +169,7 @@ def journey_one(ctx: ContextDep, journey_id: Annotated[str, Path(
     key = dj.parse_journey_id(journey_id)
     if key is None:  # past the pattern: a track id outside 64 bits
         raise HTTPException(422, f"malformed journey id {journey_id!r}")
-    j = jq.journey(ctx.storage, ctx.config.journeys, *key, entrance_lines=entrance_lines_of(ctx.config))
+    j = jq.journey(ctx.storage, journeys_of(ctx.config), *key, entrance_lines=entrance_lines_of(ctx.config))
     if j is None:
         raise HTTPException(404, f"unknown journey {journey_id!r}")
     return journey_out(j)
