@@ -13,12 +13,18 @@ import pathlib
 import re
 import sys
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 from storelens.errors import ConfigError, StoreLensError
 
 EXAMPLE_CONFIG = pathlib.Path(__file__).with_name("examples") / "demo.yaml"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _isfinite(x: float) -> bool:
+    import math
+
+    return math.isfinite(x)  # --line/--zone: float() takes "nan" and "inf"
 
 
 def parse_line(text: str, index: int) -> dict:
@@ -34,6 +40,8 @@ def parse_line(text: str, index: int) -> dict:
         x1, y1, x2, y2 = (float(p) for p in parts)
     except ValueError:
         raise ConfigError(f"bad --line {text!r}: expected X1,Y1,X2,Y2 (four numbers, source pixels)") from None
+    if not all(map(_isfinite, (x1, y1, x2, y2))):
+        raise ConfigError(f"bad --line {text!r}: the coordinates must be finite numbers (no nan or inf)")
     if (x1, y1) == (x2, y2):
         raise ConfigError(f"bad --line {text!r}: both ends are the same point")
     return {"id": line_id, "a": [x1, y1], "b": [x2, y2]}
@@ -78,6 +86,8 @@ def parse_zone(text: str, index: int) -> dict:
         values = [float(p) for p in spec.split(",")]
     except ValueError:
         raise ConfigError(f"bad --zone {text!r}: expected X1,Y1,X2,Y2,X3,Y3[,...] (numbers, source pixels)") from None
+    if not all(map(_isfinite, values)):
+        raise ConfigError(f"bad --zone {text!r}: the coordinates must be finite numbers (no nan or inf)")
     if len(values) < 6 or len(values) % 2:
         raise ConfigError(f"bad --zone {text!r}: expected an even count of at least 6 numbers (3+ vertices)")
     return {"id": zone_id, "polygon": [values[i:i + 2] for i in range(0, len(values), 2)]}
@@ -158,7 +168,11 @@ def _sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
-def _run(config, storage=None, on_tracked=None, show_progress: bool = True):
+def _run(config, storage=None, on_tracked=None, show_progress: bool = True, scratch: bool = False):
+    """Run the embedded pipeline on ``config``. The site's face gallery (customers) is used only with the site's
+    history (``storage``, not ``scratch``: the demo); a clip's run without it (count, zones, track, heatmap's
+    throw-away store) matches faces in a gallery in memory and leaves the site's gallery as it is. A video file
+    that ends before its announced frame count is told on stderr (``warning: ...``)."""
     import time
 
     from storelens.backends.video import FrameSampler, source_fps, frame_count, is_live
@@ -173,21 +187,26 @@ def _run(config, storage=None, on_tracked=None, show_progress: bool = True):
         sampler = FrameSampler(source_fps(cam.source), cam.target_fps)
         total += sum(1 for i in range(n) if sampler.keep(i))
     gallery = staff_faces = None
-    if config.faces.enabled:
+    history = storage is not None and not scratch
+    if config.faces.enabled and not history:  # not the site's customers: nothing written to (or made at) its gallery
+        from storelens.backends.face_index import FaceGallery
+
+        gallery = FaceGallery(config.faces.gallery)
+    elif config.faces.enabled:
         from storelens.storage import open_gallery
 
         gallery = open_gallery(config)
-        if storage is not None and config.staff.faces is not None and config.staff.faces.enabled:
+        if config.staff.faces is not None and config.staff.faces.enabled:
             from storelens.storage.staff_faces import StaffFaceSource
 
             staff_faces = StaffFaceSource(storage)  # the opt-in staff face gallery (storelens staff enroll)
-    elif storage is not None:  # no faces stage: a gallery left by earlier runs is still purged (retention_days)
+    elif history:  # no faces stage: a gallery left by earlier runs is still purged (retention_days)
         from storelens.storage.gallery import open_gallery_store_to_purge
 
         gallery = open_gallery_store_to_purge(config, storage)
     pipe = EmbeddedPipeline(config, storage=storage, on_tracked=on_tracked, gallery=gallery, staff_faces=staff_faces)
     if not show_progress:
-        with _sigterm_as_interrupt():
+        with _sigterm_as_interrupt(), _short_videos_told():
             return pipe.run()
     prog, task = _progress(total, "processing")
     t0 = [None]
@@ -200,8 +219,37 @@ def _run(config, storage=None, on_tracked=None, show_progress: bool = True):
         prog.update(task, completed=done, fps=(done - 1) / dt if dt > 0 else 0.0)
 
     pipe.on_frame_done = tick
-    with prog, _sigterm_as_interrupt():
+    with prog, _sigterm_as_interrupt(), _short_videos_told():
         return pipe.run()
+
+
+@contextlib.contextmanager
+def _short_videos_told():
+    """Within the block, each video file that ends before its announced frame count (a truncated or damaged file,
+    :func:`~storelens.backends.video.read_file_frames`' warning) is told on stderr after the block: the results
+    cover only the frames read."""
+    import logging
+
+    from storelens.backends import video
+
+    short: list[logging.LogRecord] = []
+
+    class Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.msg == video.SHORT_VIDEO_MESSAGE:
+                short.append(record)
+
+    catch = Catch(logging.WARNING)
+    logger = logging.getLogger(video.__name__)
+    logger.addHandler(catch)
+    try:
+        yield
+    finally:
+        logger.removeHandler(catch)
+        for r in short:
+            print(f"warning: {getattr(r, 'source', '?')}: only {getattr(r, 'frames', '?')} of its "
+                  f"{getattr(r, 'frame_count', '?')} frames were read (the file is truncated or damaged): the "
+                  f"results cover those frames", file=sys.stderr)
 
 
 def cmd_count(args) -> int:
@@ -209,8 +257,10 @@ def cmd_count(args) -> int:
     result = _run(config, show_progress=not args.json and sys.stderr.isatty())
     counts = result.line_counts["cam"]
     if args.json:
-        print(json.dumps({"lines": [{"id": lid, "in": c["in"], "out": c["out"]} for lid, c in counts.items()],
-                          "frames": result.frames}))
+        doc = {"lines": [{"id": lid, "in": c["in"], "out": c["out"]} for lid, c in counts.items()],
+               "frames": result.frames}
+        print(json.dumps(doc | ({"faces": result.faces} if result.faces else {})))  # the faces summary inside
+        return 0
     else:
         from rich.table import Table
 
@@ -291,15 +341,16 @@ def cmd_replay(args) -> int:
     from storelens.storage import open_storage
     from storelens.storage.replay import replay
 
-    config = _history_config(args, open_cameras=False)  # stored track points: no video
+    config = _history_config(args)  # stored track points: no video
     if args.from_ms is not None and args.to_ms is not None and args.to_ms <= args.from_ms:
         raise ConfigError(f"--to ({args.to_ms}) must be greater than --from ({args.from_ms})")
     cams = args.camera or None
-    unknown = sorted(set(cams or []) - {c.id for c in config.cameras})
-    if unknown:
-        raise ConfigError(f"unknown camera(s) {unknown}; the config has {[c.id for c in config.cameras]}")
     storage = open_storage(config.storage)
     try:
+        config, _ = _site_in_force(config, storage)  # the lines and zones in force, as a rederive=true edit's
+        unknown = sorted(set(cams or []) - {c.id for c in config.cameras})
+        if unknown:
+            raise ConfigError(f"unknown camera(s) {unknown}; the config has {[c.id for c in config.cameras]}")
         results = replay(config, storage, args.from_ms, args.to_ms, cams)
     finally:
         storage.close()
@@ -308,8 +359,10 @@ def cmd_replay(args) -> int:
         return 0
     for r in results:
         made = ", ".join(f"{n} {k}" for k, n in sorted(r.counts.items())) or "nothing"
+        stopped = ("" if r.stopped_at_ms is None else
+                   f"; no frame since {r.stopped_at_ms}: camera stopped, its open rows closed at that frame")
         print(f"{r.camera_id}: {r.frames} frames in [{r.start_ms}, {r.end_ms}) re-derived: {made}; "
-              f"{r.deleted} old rows replaced")
+              f"{r.deleted} old rows replaced{stopped}")
     return 0
 
 
@@ -322,9 +375,18 @@ def cmd_pos_import(args) -> int:
     path = pathlib.Path(args.file)
     if not path.is_file():
         raise ConfigError(f"no such file: {path}")
-    config = _history_config(args, create=True, open_cameras=False)  # sales may come before the first run
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        items, errors = read_csv(f, config.store.id, args.currency)
+    config = _history_config(args, create=True)  # sales may come before the first run
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            items, errors = read_csv(f, config.store.id, args.currency)
+    except UnicodeDecodeError:
+        data, line = path.read_bytes(), "?"
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = data[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: not UTF-8 (line {line}): save the CSV as UTF-8, e.g. `iconv -f latin1 -t utf-8`"
+                          ) from None
     for e in errors:
         print(f"{path}: {e}", file=sys.stderr)
     storage = open_storage(config.storage)
@@ -369,6 +431,32 @@ def writable_output(path: str, flag: str) -> pathlib.Path:
     return out
 
 
+def writable_folder(path: str, flag: str) -> pathlib.Path:
+    """``path`` checked before a command that writes files into it (made with its parents when missing): not a
+    file, and a folder can be made and written there; what the check makes is removed again. :class:`ConfigError`
+    names the flag."""
+    import tempfile
+
+    out = pathlib.Path(path)
+    missing, there = [], out
+    while not (there.exists() or there.is_symlink()) and there != there.parent:
+        missing.append(there)
+        there = there.parent
+    if not there.is_dir():
+        raise ConfigError(f"{flag} {path}: not a folder ({there} is a file)")
+    try:
+        for d in reversed(missing):
+            d.mkdir()
+        tempfile.TemporaryFile(dir=out).close()
+    except OSError as exc:
+        raise ConfigError(f"{flag} {path}: cannot write files there: {exc.strerror or exc}") from None
+    finally:
+        for d in missing:  # the deepest first
+            with contextlib.suppress(OSError):
+                d.rmdir()
+    return out
+
+
 def cmd_track(args) -> int:
     out = writable_output(args.mot_out, "--mot-out")
     config = single_source_config(args.source, [], args.config)
@@ -389,7 +477,7 @@ def cmd_kpis_publish(args) -> int:
     from storelens.storage import open_storage
     from storelens.storage.rollup import kpi_publisher
 
-    config = _history_config(args, open_cameras=False)
+    config = _history_config(args)
     rollup = {"enabled": True} | ({"lookback_h": args.lookback_h} if args.lookback_h is not None else {})
     try:  # validated as rollup.lookback_h in a site file (model_copy would take -5, 0 or nan)
         rollup_config = type(config.rollup).model_validate({**config.rollup.model_dump(), **rollup})
@@ -443,15 +531,16 @@ def load_site(path: str | None, open_cameras: bool = True):
     return load_config(path or EXAMPLE_CONFIG, base=base, open_cameras=open_cameras)
 
 
-def _history_config(args, create: bool = False, open_cameras: bool = True):
-    """The site config of ``--config`` with ``--db`` (a SQLite file) as its history store; ``open_cameras``: see
-    :func:`load_site` (``False`` for the commands that only read or write the history).
+def _history_config(args, create: bool = False):
+    """The site config of ``--config`` with ``--db`` (a SQLite file) as its history store; the cameras' ``${VAR}``s
+    expanded only for a command that opens them (``args.opens_cameras``, declared with the command: :func:`command`;
+    see :func:`load_site`).
 
     The commands that read or change an existing history refuse a SQLite file that does not exist (a typo in
     ``--db`` would otherwise be a new, empty database: no rows, or an admin nobody signs in with).
     ``create``: the commands that set a store up (``users create-admin``, ``staff enroll``, ``pos import``,
     ``site import``) create it, and say so on stderr."""
-    config = load_site(args.config, open_cameras=open_cameras)
+    config = load_site(args.config, open_cameras=args.opens_cameras)
     if args.db:
         config = config.model_copy(update={"storage": config.storage.model_copy(
             update={"backend": "sqlite", "path": args.db})})
@@ -466,6 +555,22 @@ def _history_config(args, create: bool = False, open_cameras: bool = True):
     return config
 
 
+def _site_in_force(config, storage, say: bool = True):
+    """``config`` with the newest site version of ``storage`` in force (its cameras, lines, zones and alert rules:
+    the version wins over the site file, as in the API and the pipeline) and that version (0: none); ``say``: a
+    note on stderr names it (``replay``, ``audit``, ``export-dataset --from-db``)."""
+    from storelens.config import with_site_update
+    from storelens.storage import site as sq
+
+    update = sq.site_update(storage, config.store.id)
+    if update is None:
+        return config, 0
+    if say:
+        print(f"note: site version {update.version} in force: its cameras, lines, zones and alert rules, not the "
+              f"site file's", file=sys.stderr)
+    return with_site_update(config, update), update.version
+
+
 def cmd_export_dataset(args) -> int:
     """``storelens export-dataset SOURCE|--from-db``: YOLO images + labels and MOT tracks (issue 11 item 8)."""
     from storelens.storage.dataset import export_history, export_video
@@ -476,6 +581,7 @@ def cmd_export_dataset(args) -> int:
         kw["provenance"] = args.provenance
     if (args.source is None) == (not args.from_db):
         raise ConfigError("give either SOURCE (a video file) or --from-db (stored tracks + the cameras' video files)")
+    writable_folder(args.out, "--out")  # before the pipeline runs on SOURCE
     if args.source is not None:
         config = single_source_config(args.source, [], args.config)
         result = export_video(config, args.out, **kw)
@@ -485,6 +591,7 @@ def cmd_export_dataset(args) -> int:
         config = _history_config(args)
         storage = open_storage(config.storage)
         try:
+            config, _ = _site_in_force(config, storage)
             result = export_history(config, storage, args.out, cameras=args.camera or None, start_ms=args.from_ms,
                                     end_ms=args.to_ms, **kw)
         finally:
@@ -506,6 +613,7 @@ def cmd_audit(args) -> int:
     config = _history_config(args)
     if args.from_ms is not None and args.to_ms is not None and args.to_ms <= args.from_ms:
         raise ConfigError(f"--to ({args.to_ms}) must be greater than --from ({args.from_ms})")
+    writable_folder(args.out, "--out")  # before clips are cut (an existing file, /proc/x)
     answers = None
     if args.answers:
         path = pathlib.Path(args.answers)
@@ -514,6 +622,7 @@ def cmd_audit(args) -> int:
         answers = parse_answers(path.read_text(encoding="utf-8-sig"))
     storage = open_storage(config.storage)
     try:
+        config, _ = _site_in_force(config, storage)
         clips = sample_clips(config, storage, args.out, n=args.clips, start_ms=args.from_ms, end_ms=args.to_ms,
                              cameras=args.camera or None, seed=args.seed)
         if answers is None:
@@ -564,7 +673,7 @@ def cmd_heatmap(args) -> int:
     with tempfile.TemporaryDirectory(prefix="storelens-heatmap-") as tmp:
         store = SqlStorage(str(pathlib.Path(tmp) / "heatmap.db"))
         try:
-            result = _run(config, storage=store, show_progress=sys.stderr.isatty())
+            result = _run(config, storage=store, show_progress=sys.stderr.isatty(), scratch=True)
             cells = hm.heatmap(store, "cam", 0, 2**53 - 1, cell_px=cell_px)
             snap = hm.snapshot(store, "cam")
         finally:
@@ -600,7 +709,7 @@ def _demo_config(args):
     from storelens.config import with_cameras
     from storelens.config.site import resolve_source, site_version_document
 
-    config = load_site(args.config)
+    config = load_site(args.config, open_cameras=args.opens_cameras)
     updates: dict = {}
     if args.source:
         cams = site_version_document(config)["cameras"]  # as written: other cameras keep their ${VAR}s
@@ -733,21 +842,28 @@ def cmd_site(args) -> int:
     API saves, :func:`~storelens.config.site.site_version_document`)."""
     import yaml
 
-    from storelens.config import entrance_lines_of, journey_links_of, load_config, with_cameras, with_site_update
-    from storelens.config.site import site_document, site_version_document, written_document
+    from storelens.config import entrance_lines_of, journey_links_of, load_config, with_cameras
+    from storelens.config.site import site_document, site_version_document, unversioned_differences, written_document
     from storelens.storage import open_storage
     from storelens.storage import auth as audit_store
     from storelens.storage import site as sq
 
+    if getattr(args, "out", None):  # site export --out: checked before the store is read
+        writable_output(args.out, "--out")
     # checked before a store is made; no camera is opened: a ${CAM_PASSWORD} need not be set (the version keeps it)
     importing = load_config(args.file, open_cameras=False) if args.site_command == "import" else None
-    config = _history_config(args, create=importing is not None, open_cameras=False)  # cameras before a first run
+    site_file = args.config or "the bundled example site"
+    if importing is not None and importing.store.id != (store := load_site(args.config, False).store.id):
+        raise ConfigError(f"{args.file} is a site file of store {importing.store.id!r}, not of {store!r} ({site_file}):"
+                          f" give --config the site file of store {importing.store.id!r}")
+    config = _history_config(args, create=importing is not None)  # cameras before a first run
+    if importing is not None and (left := unversioned_differences(config, importing)):
+        print(f"warning: {', '.join(left)} of {args.file} differ from the site file's ({site_file}) and are not "
+              f"imported (a site version holds only the cameras, lines, zones and alert rules): to apply them, edit "
+              f"the site file and restart the services", file=sys.stderr)
     storage = open_storage(config.storage)
     try:
-        update = sq.site_update(storage, config.store.id)
-        version = update.version if update is not None else 0
-        if update is not None:  # as the API and the pipeline put it in force: cameras and alert rules
-            config = with_site_update(config, update)
+        config, version = _site_in_force(config, storage, say=False)  # as the API and the pipeline put it in force
         if args.site_command == "export":
             doc = written_document(config, site_document(config, exclude_defaults=True))  # ${VAR}s unexpanded
             # the file must load: entrance lines of cameras (lines) the version removed are not in it
@@ -800,33 +916,39 @@ def cmd_site(args) -> int:
 
 def cmd_users(args) -> int:
     """``storelens users create-admin|create|list|delete`` and ``api-key``: sign-in accounts in the store's database."""
-    from storelens.api.security import Authenticator
+    from storelens.api.security import USERNAME_PATTERN, Authenticator, check_new_user
     from storelens.storage import open_storage
     from storelens.storage import auth as store
 
-    config = _history_config(args, create=args.users_command == "create-admin",  # the first admin: a new store
-                             open_cameras=False)
+    config = _history_config(args, create=args.users_command == "create-admin")  # the first admin: a new store
+    username = getattr(args, "username", None)
+    if args.users_command == "create-admin" and username is None:
+        # create-admin's default name (no name given): the first admin's, as the API creates it
+        username = os.environ.get(config.auth.admin_username_env) or "admin"
+    if username is not None and not re.fullmatch(USERNAME_PATTERN, username):  # e.g. "" from an unset variable
+        raise ConfigError(f"users {args.users_command}: {username!r} is not a user name (1-64 letters, digits and "
+                          f". _ @ -, not first)")
+    if args.users_command in ("create-admin", "create"):  # checked before a new store is made
+        role = "admin" if args.users_command == "create-admin" else args.role
+        try:
+            password = _read_password(config.auth.admin_password_env if args.users_command == "create-admin"
+                                      else None)
+            check_new_user(config.auth, username, password, role)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     storage = open_storage(config.storage)
     try:
-        auth = Authenticator(config.auth, storage)
+        auth = Authenticator(config.auth, storage, sessions=False)  # signs no session: no JWT key needed
         if args.users_command in ("create-admin", "create"):
-            role = "admin" if args.users_command == "create-admin" else args.role
-            # create-admin's default name: the first admin's, as the API creates it (auth.admin_username_env)
-            username = args.username or os.environ.get(config.auth.admin_username_env) or "admin"
-            try:
-                password = _read_password(config.auth.admin_password_env if args.users_command == "create-admin"
-                                          else None)
-                created = auth.create_user(username, password, role)
-            except ValueError as exc:
-                raise ConfigError(str(exc)) from None
+            created = auth.create_user(username, password, role)
             store.audit(storage, int(time.time() * 1000), "cli", f"users.{args.users_command}", username,
                         {"role": role, "created": created})
             print(f"{'created' if created else 'updated'} {role} {username!r}")
         elif args.users_command == "delete":
-            if not auth.delete_user(args.username):
-                raise ConfigError(f"no such user: {args.username!r}")
-            store.audit(storage, int(time.time() * 1000), "cli", "users.delete", args.username)
-            print(f"deleted {args.username!r}")
+            if not auth.delete_user(username):
+                raise ConfigError(f"no such user: {username!r}")
+            store.audit(storage, int(time.time() * 1000), "cli", "users.delete", username)
+            print(f"deleted {username!r}")
         elif args.users_command == "api-key":
             key_id, key = auth.create_api_key(args.name, args.role, "cli")
             store.audit(storage, int(time.time() * 1000), "cli", "api-keys.create", key_id, {"role": args.role})
@@ -981,9 +1103,10 @@ def cmd_staff(args) -> int:
 
     if args.staff_command == "enroll" and not (args.consent_by or "").strip():
         raise ConfigError("staff enroll: --consent-by is required (who recorded the member's consent)")
-    config = _history_config(args, create=args.staff_command == "enroll",  # staff may be enrolled before a run
-                             open_cameras=False)
+    config = _history_config(args, create=args.staff_command == "enroll")  # staff may be enrolled before a run
+    new_file = _new_sqlite_file(config)
     storage = open_storage(config.storage)
+    done = False
     try:
         now_ms = int(time.time() * 1000)
         if args.staff_command == "enroll":
@@ -1008,9 +1131,20 @@ def cmd_staff(args) -> int:
                 raise ConfigError(f"no such staff member: {args.id!r}")
             audit_log.audit(storage, now_ms, "cli", "staff.remove", args.id)
             print(f"removed {args.id!r} and their face embeddings")
+        done = True
     finally:
         storage.close()
+        if not done and new_file is not None:  # e.g. no face found: no empty store left (a later --db typo)
+            new_file.unlink(missing_ok=True)
     return 0
+
+
+def _new_sqlite_file(config) -> pathlib.Path | None:
+    """The SQLite file of ``config``'s history when it does not exist yet (opening the store creates it)."""
+    path = config.storage.path
+    if config.storage.backend != "sqlite" or path == ":memory:" or path.startswith("file:"):
+        return None
+    return None if pathlib.Path(path).exists() else pathlib.Path(path)
 
 
 def cell_px(text: str) -> int:
@@ -1030,6 +1164,24 @@ def cell_px(text: str) -> int:
     return value
 
 
+def command(parser: argparse.ArgumentParser, func: Callable[[argparse.Namespace], int], *,
+            opens_cameras: bool) -> None:
+    """Make ``parser`` the command that runs ``func(args)``, and declare whether it opens the site's cameras
+    (``args.opens_cameras``): then their ``${VAR}``s (e.g. ``${CAM_PASSWORD}``) must be set; a command that never
+    opens them (it reads or writes the history, or replaces them by its SOURCE) runs without them (:func:`load_site`).
+    Every command is made with it (checked by :func:`build_parser`, :func:`commands`): none can be forgotten."""
+    parser.set_defaults(func=func, opens_cameras=opens_cameras)
+
+
+def commands(parser: argparse.ArgumentParser,
+             path: tuple[str, ...] = ()) -> dict[tuple[str, ...], argparse.ArgumentParser]:
+    """Every command of ``parser`` (its subcommands' leaves, by their words: ``("users", "create")``)."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        return {path: parser}
+    return {k: v for a in subs for name, p in a.choices.items() for k, v in commands(p, (*path, name)).items()}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="storelens", description="Retail analytics on existing CCTV cameras.")
     p.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS,
@@ -1044,7 +1196,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--host")
     d.add_argument("--port", type=int)
     d.add_argument("--no-serve", action="store_true", help="exit after the summary")
-    d.set_defaults(func=cmd_demo)
+    command(d, cmd_demo, opens_cameras=True)
 
     c = sub.add_parser("count", help="count line crossings in a video")
     c.add_argument("source")
@@ -1052,7 +1204,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="counting line in source pixels; repeat for more lines")
     c.add_argument("--json", action="store_true")
     c.add_argument("--config", help="take detector/tracker/counting settings from this site config")
-    c.set_defaults(func=cmd_count)
+    command(c, cmd_count, opens_cameras=False)  # the site's cameras are replaced by SOURCE
 
     z = sub.add_parser("zones", help="zone visits, occupancy and dwell in a video")
     z.add_argument("source")
@@ -1060,7 +1212,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="zone polygon in source pixels; repeat for more zones")
     z.add_argument("--json", action="store_true")
     z.add_argument("--config", help="take detector/tracker/zone-rule settings from this site config")
-    z.set_defaults(func=cmd_zones)
+    command(z, cmd_zones, opens_cameras=False)  # the site's cameras are replaced by SOURCE
 
     r = sub.add_parser("replay", help="re-derive crossings, zones and heatmaps from stored track points")
     r.add_argument("--config", required=True, help="the site configuration to apply (moved lines, new zones)")
@@ -1069,13 +1221,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--to", dest="to_ms", type=int, metavar="MS", help="range end (exclusive), ms since epoch")
     r.add_argument("--camera", action="append", help="only this camera (repeatable)")
     r.add_argument("--json", action="store_true")
-    r.set_defaults(func=cmd_replay)
+    command(r, cmd_replay, opens_cameras=False)  # stored track points: no video
 
     t = sub.add_parser("track", help="write tracks in MOTChallenge format")
     t.add_argument("source")
     t.add_argument("--mot-out", required=True)
     t.add_argument("--config", help="take detector/tracker settings from this site config")
-    t.set_defaults(func=cmd_track)
+    command(t, cmd_track, opens_cameras=False)  # the site's cameras are replaced by SOURCE
 
     h = sub.add_parser("heatmap", help="occupancy/dwell heatmap of a video as a PNG over its first frame")
     h.add_argument("source")
@@ -1085,13 +1237,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cell size in source pixels, 2 to 512 (default: the config's heatmap.cell_px)")
     h.add_argument("--kind", choices=("occupancy", "dwell"), default="occupancy")
     h.add_argument("--config", help="take detector/tracker/heatmap settings from this site config")
-    h.set_defaults(func=cmd_heatmap)
+    command(h, cmd_heatmap, opens_cameras=False)  # the site's cameras are replaced by SOURCE
 
     fc = sub.add_parser("faces", help="faces in still images: age, gender (or unknown), child, emotion, quality")
     fc.add_argument("images", nargs="+", metavar="IMAGE")
     fc.add_argument("--config", help="take the faces settings from this site config")
     fc.add_argument("--json", action="store_true")
-    fc.set_defaults(func=cmd_faces)
+    command(fc, cmd_faces, opens_cameras=False)  # still images, the faces section only
 
     sf = sub.add_parser("staff", help="the opt-in staff face gallery: enrol (consent recorded), list, remove")
     sf_sub = sf.add_subparsers(dest="staff_command", required=True)
@@ -1111,7 +1263,7 @@ def build_parser() -> argparse.ArgumentParser:
             x.add_argument("--json", action="store_true")
         x.add_argument("--config", help="site configuration (storage, faces; default: the bundled example)")
         x.add_argument("--db", help="SQLite history file (default: the config's storage)")
-        x.set_defaults(func=cmd_staff)
+        command(x, cmd_staff, opens_cameras=False)
 
     si = sub.add_parser("site", help="the site's cameras, lines and zones as edited through the API (YAML)")
     si_sub = si.add_subparsers(dest="site_command", required=True)
@@ -1124,7 +1276,7 @@ def build_parser() -> argparse.ArgumentParser:
     for x in (se, sim):
         x.add_argument("--config", help="site configuration (storage; default: the bundled example)")
         x.add_argument("--db", help="SQLite history file (default: the config's storage)")
-        x.set_defaults(func=cmd_site)
+        command(x, cmd_site, opens_cameras=False)
 
     us = sub.add_parser("users", help="sign-in accounts and API keys of the API and dashboard")
     us_sub = us.add_subparsers(dest="users_command", required=True)
@@ -1145,7 +1297,7 @@ def build_parser() -> argparse.ArgumentParser:
             u.add_argument("--role", required=True, choices=("viewer", "manager", "admin"))
         u.add_argument("--config", help="site configuration (storage; default: the bundled example)")
         u.add_argument("--db", help="SQLite history file (default: the config's storage)")
-        u.set_defaults(func=cmd_users)
+        command(u, cmd_users, opens_cameras=False)
 
     ex = sub.add_parser("export-dataset", help="YOLO images/labels and MOT tracks of confident tracks (faces blurred)")
     ex.add_argument("source", nargs="?", help="video file to run the pipeline on (or --from-db)")
@@ -1164,7 +1316,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--licence", default="not stated (pass --licence)", help="licence of the footage (README.txt)")
     ex.add_argument("--provenance", help="where the footage comes from (README.txt)")
     ex.add_argument("--json", action="store_true")
-    ex.set_defaults(func=cmd_export_dataset)
+    command(ex, cmd_export_dataset, opens_cameras=True)  # --from-db: frames from the cameras' videos
 
     au = sub.add_parser("audit", help="counting accuracy: tally clips around sampled crossings (faces blurred)")
     au.add_argument("--config", help="site configuration (cameras with their video files, storage, audit)")
@@ -1179,7 +1331,7 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("--min-accuracy", type=float, help="alert threshold (default audit.min_accuracy)")
     au.add_argument("--auditor", default="cli", help="who tallied (stored with the audit)")
     au.add_argument("--json", action="store_true")
-    au.set_defaults(func=cmd_audit)
+    command(au, cmd_audit, opens_cameras=True)  # clips cut from the cameras' videos
 
     kp = sub.add_parser("kpis", help="the store's KPIs for the chain roll-up")
     kp_sub = kp.add_subparsers(dest="kpis_command", required=True)
@@ -1195,7 +1347,7 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--json", action="store_true", help="print the hours instead of publishing them")
     out.add_argument("--local", action="store_true", help="roll them up into this store's own database "
                                                           "(GET /v1/stores, /v1/chain/kpis) instead of Kafka")
-    kpp.set_defaults(func=cmd_kpis_publish)
+    command(kpp, cmd_kpis_publish, opens_cameras=False)
 
     pos = sub.add_parser("pos", help="point-of-sale transactions")
     pos_sub = pos.add_subparsers(dest="pos_command", required=True)
@@ -1207,7 +1359,10 @@ def build_parser() -> argparse.ArgumentParser:
     pi.add_argument("--db", help="SQLite history file (default: the config's storage)")
     pi.add_argument("--currency", default="EUR", help="currency of rows without one (default EUR)")
     pi.add_argument("--json", action="store_true")
-    pi.set_defaults(func=cmd_pos_import)
+    command(pi, cmd_pos_import, opens_cameras=False)
+    for words, leaf in commands(p).items():  # each made with command(): what it runs, whether it opens the cameras
+        if leaf.get_default("func") is None or not isinstance(leaf.get_default("opens_cameras"), bool):
+            raise RuntimeError(f"storelens {' '.join(words)}: made without command() (opens_cameras undeclared)")
     return p
 
 

@@ -145,7 +145,7 @@ ORPHANS = [("removed", [], None, "rule removed"), ("moved", [MOVED], None, "rule
            ("kind", [REKINDED], None, "rule changed"), ("camera-removed", [], "d only", "camera removed")]
 
 
-# (a camera removed while the analytics service was down: its state is never loaded again, its alert not resolved)
+# (a camera removed while the analytics service was down: resolved at its restart, tests/test_alerts_gaps_30.py)
 @pytest.mark.parametrize("how, rules, cameras, reason", [
     pytest.param(how, *case[1:], id=f"{how}-{case[0]}") for how in ("in-memory", "snapshot") for case in ORPHANS
     if how == "in-memory" or case[2] is None])
@@ -279,8 +279,8 @@ def test_a_webhook_naming_a_rule_the_file_lacks_warns_and_gets_the_alerts_of_a_v
         stage = AnalyticsStage(cfg)
         with caplog.at_level(logging.WARNING, logger="storelens.config.site"):
             assert stage.handle(topics.SITE_CONFIG, version(cfg, 1, [CROWD])).info["applied"]
-        warned = [r.getMessage() for r in caplog.records if "alerts.webhooks" in r.getMessage()]
-        assert len(warned) == 1 and "alerts.webhooks.1.rules: no such alert rule 'other'" in warned[0]
+        # 'other' is still missing: loading the file said so, once in the process (test_alerts_gaps_30)
+        assert not [r.getMessage() for r in caplog.records if "alerts.webhooks" in r.getMessage()]
         alerts = [a for f in (frame("c", 0, [(1, 50)]), frame("c", 1, [(1, 50)]), frame("c", 2, []))
                   for a in stage.handle(topics.TRACKS, f).records if isinstance(a, m.Alert)]
         assert [(a.rule_id, a.state) for a in alerts] == [("crowd", "firing"), ("crowd", "resolved")]

@@ -142,28 +142,33 @@ def test_the_stage_after_a_version_without_the_door_counts_the_back_door_and_nev
     assert store_row(walk("door", 4, IN, 100, T0 + 30_000)) == (2, 2, 0)
 
 
+def export_of_version(tmp_path, capsys, site_doc: dict, update_of, ts_ms: int):
+    """``storelens site export`` of a history whose site version 1 is ``update_of(<the site file's config>)`` saved
+    at ``ts_ms``; returns the exported file's config (it must load) and what the command wrote to stderr."""
+    from storelens.storage import site as sq
+
+    site = tmp_path / "site.yaml"
+    site.write_text(yaml.safe_dump(site_doc))
+    db = tmp_path / "h.db"
+    storage = SqliteStorage(str(db))
+    try:
+        cfg = load_config(site)
+        assert sq.save_site(storage, 0, site_version_document(with_site_update(cfg, update_of(cfg))), "test",
+                            ts_ms) == 1
+    finally:
+        storage.close()
+    out = tmp_path / "export.yaml"
+    assert main(["site", "export", "--config", str(site), "--db", str(db), "--out", str(out)]) == 0
+    return load_config(out), capsys.readouterr().err
+
+
 @pytest.mark.parametrize("edit, left_out", [
     pytest.param(_without_door, ["door/entry"], id="door camera removed"),
     pytest.param(lambda cams: None, [], id="nothing removed"),
 ])
 def test_site_export_of_a_reduced_version_says_which_entrance_lines_the_file_leaves_out(tmp_path, capsys, edit,
                                                                                        left_out) -> None:
-    site = tmp_path / "site.yaml"
-    site.write_text(yaml.safe_dump(SITE))
-    db = tmp_path / "h.db"
-    storage = SqliteStorage(str(db))
-    try:
-        from storelens.storage import site as sq
-
-        cfg = load_config(site)
-        doc = site_version_document(with_site_update(cfg, _update(1, edit)))
-        assert sq.save_site(storage, 0, doc, "test", T0) == 1
-    finally:
-        storage.close()
-    out = tmp_path / "export.yaml"
-    assert main(["site", "export", "--config", str(site), "--db", str(db), "--out", str(out)]) == 0
-    err = capsys.readouterr().err
-    exported = load_config(out)  # the file loads: only lines it has
+    exported, err = export_of_version(tmp_path, capsys, SITE, lambda cfg: _update(1, edit), T0)  # the file loads
     assert exported.store.entrance_lines == [x for x in SITE["store"]["entrance_lines"] if x not in left_out]
     if left_out:
         assert "warning: store.entrance_lines: 'door/entry' left out of the exported file" in err

@@ -16,7 +16,6 @@ from __future__ import annotations
 import io
 import json
 import sys
-import uuid
 
 import pytest
 import sqlalchemy as sa
@@ -35,6 +34,7 @@ from storelens.storage import SqlStorage
 from storelens.storage.privacy import purge_expired
 from storelens.storage.replay import replay
 from storelens.storage.schema import count_windows, crossings, frames, heatmap_windows, track_points, zone_events
+from test_cli_followups_3 import pg_schema  # noqa: F401 (a fixture)
 
 DAY = 86_400_000
 T0 = 10 * DAY  # midnight UTC
@@ -230,23 +230,7 @@ def test_kpis_publish_checks_lookback_h_as_the_config_does(tmp_path, capsys, val
 
 # 5 ---------------------------------------------------------------------------------------------------------------
 
-@pytest.fixture
-def pg_schema():
-    psycopg = pytest.importorskip("psycopg")
-    from psycopg import sql
-
-    schema = f"test_h7_demo_{uuid.uuid4().hex[:12]}"
-    try:
-        with psycopg.connect(PG_DSN, autocommit=True, connect_timeout=5) as c:
-            c.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL at {PG_DSN}: {exc}")
-    yield schema
-    with psycopg.connect(PG_DSN, autocommit=True, connect_timeout=10) as c:
-        c.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
-
-
-def test_demo_db_writes_the_sqlite_file_whatever_the_sites_backend(tmp_path, pg_schema) -> None:
+def test_demo_db_writes_the_sqlite_file_whatever_the_sites_backend(tmp_path, pg_schema) -> None:  # noqa: F811
     import psycopg
     from psycopg.conninfo import make_conninfo
 

@@ -261,28 +261,15 @@ def test_a_version_that_brings_the_camera_back_links_as_the_file() -> None:
 ])
 def test_site_export_of_a_version_without_a_linked_camera_says_which_links_the_file_leaves_out(
         tmp_path, capsys, removed, warned) -> None:
-    import yaml
-
-    from storelens.cli import main
-    from storelens.config import load_config, with_site_update
     from storelens.config.site import site_version_document
-    from storelens.storage import site as sq
+    from test_entrance_lines_history import export_of_version
 
-    site = tmp_path / "site.yaml"
-    site.write_text(yaml.safe_dump(SITE))
-    db = tmp_path / "h.db"
-    storage = SqliteStorage(str(db))
-    try:
-        cfg = load_config(site)
+    def without_camera(cfg) -> m.SiteUpdate:
         cams = [c for c in site_version_document(cfg)["cameras"] if c["id"] != removed]
-        update = m.SiteUpdate(version=1, store_id="s", cameras_json=json.dumps(cams))
-        assert sq.save_site(storage, 0, site_version_document(with_site_update(cfg, update)), "test", WEEK_AGO) == 1
-    finally:
-        storage.close()
-    out = tmp_path / "export.yaml"
-    assert main(["site", "export", "--config", str(site), "--db", str(db), "--out", str(out)]) == 0
-    err = capsys.readouterr().err
-    assert len(load_config(out).journeys.links) == (0 if warned else 1)  # the file loads
+        return m.SiteUpdate(version=1, store_id="s", cameras_json=json.dumps(cams))
+
+    exported, err = export_of_version(tmp_path, capsys, SITE, without_camera, WEEK_AGO)  # the file loads
+    assert len(exported.journeys.links) == (0 if warned else 1)
     if warned:
         assert "warning: journeys.links: 'door' to 'aisle' left out of the exported file (site version 1" in err
     else:

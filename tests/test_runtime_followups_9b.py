@@ -21,8 +21,8 @@ from storelens.config import KafkaConfig
 from storelens.contract import messages as m
 from storelens.contract import topics
 from storelens.runtime import kafka
-from test_runtime_review_9 import (_BrokenOn, PrivateBroker, _drop_producer, _faces_site, _wait, face_models,  # noqa: F401
-                                   needs_java)
+from test_runtime_review_9 import (_BrokenOn, PrivateBroker, _drop_producer, _faces_site, _wait, drained,  # noqa: F401
+                                   face_models, needs_java)
 
 # -- 1. reid's embedding before its state changes ------------------------------------------------------------------
 
@@ -72,16 +72,10 @@ def test_a_crop_whose_embedding_fails_does_not_lose_the_decision_of_the_track_it
     finally:
         gallery.store.close()
 
-    def drained(topic: str, cls) -> list:
-        got = []
-        while (msg := outs[topic].poll(0)) is not None:
-            got.append(m.decode(cls, msg.value))
-        return got
-
-    letters = drained(topics.DEAD_LETTER, m.DeadLetter)
+    letters = drained(outs, topics.DEAD_LETTER, m.DeadLetter)
     assert [m.decode(m.PersonCrop, x.payload).seq for x in letters] == [2]
     assert "failed on this crop" in letters[0].reason
-    matches = drained(topics.CUSTOMER_MATCHES, m.CustomerMatch)
+    matches = drained(outs, topics.CUSTOMER_MATCHES, m.CustomerMatch)
     assert [(x.track_id, x.n_faces, x.is_new) for x in matches] == [(7, 1, True)]  # before: [] (lost)
     assert enrolled == [matches[0].customer_id]
 

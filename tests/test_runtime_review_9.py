@@ -37,17 +37,18 @@ from storelens.runtime import kafka, workers
 from storelens.runtime.localdeploy import KAFKA, free_port
 from storelens.runtime.service import ServiceRuntime
 from storelens.stages.base import Outputs, Publish, decode_input
+from test_runtime_readiness import _wait
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 #: The broker's jars (scripts/stack.sh resolves them; a git worktree can name its main checkout's).
 KAFKA_LIBS = pathlib.Path(os.environ.get("STORELENS_KAFKA_LIBS", REPO / "infra" / "kafka" / "target" / "libs"))
 
 
-def _wait(cond, timeout_s: float, what: str, every_s: float = 0.1):
-    deadline = time.monotonic() + timeout_s
-    while not (got := cond()):
-        assert time.monotonic() < deadline, f"not within {timeout_s} s: {what}"
-        time.sleep(every_s)
+def drained(outs, topic: str, cls) -> list:
+    """Every message waiting on ``outs[topic]`` (a local consumer), decoded as ``cls``."""
+    got = []
+    while (msg := outs[topic].poll(0)) is not None:
+        got.append(m.decode(cls, msg.value))
     return got
 
 
@@ -348,17 +349,11 @@ def test_the_embedded_faces_stage_dead_letters_a_crop_a_model_fails_on_and_keeps
     finally:
         gallery.store.close()
 
-    def drained(topic: str, cls) -> list:
-        got = []
-        while (msg := outs[topic].poll(0)) is not None:
-            got.append(m.decode(cls, msg.value))
-        return got
-
-    letters = drained(topics.DEAD_LETTER, m.DeadLetter)
+    letters = drained(outs, topics.DEAD_LETTER, m.DeadLetter)
     assert core.dead_letters == 1 and len(letters) == 1 and "failed on this crop" in letters[0].reason
     assert m.decode(m.PersonCrop, letters[0].payload).seq == 2
-    final = [x for x in drained(topics.TRACK_ATTRIBUTES, m.TrackAttributes) if x.final]
+    final = [x for x in drained(outs, topics.TRACK_ATTRIBUTES, m.TrackAttributes) if x.final]
     assert [(x.track_id, x.n_faces) for x in final] == [(7, 2)]  # the failed crop's face is not in the summary
     assert stage.attributes.stats["crops"] == 2
-    matches = drained(topics.CUSTOMER_MATCHES, m.CustomerMatch)
+    matches = drained(outs, topics.CUSTOMER_MATCHES, m.CustomerMatch)
     assert [(x.track_id, x.n_faces) for x in matches] == [(7, 2)]

@@ -265,11 +265,15 @@ export interface ZoneState {
   camera_id: string;
   zone_id: string;
   kind: string;
-  product?: string;
-  category?: string;
+  product?: string | null;
+  category?: string | null;
   polygon: Point[];
-  occupancy: number;
-  ts_ms?: number;
+  /** null when stale */
+  occupancy: number | null;
+  ts_ms?: number | null;
+  /** a live camera whose newest frame is older than 60 s: nobody known to be inside now */
+  stale?: boolean;
+  age_s?: number | null;
 }
 
 export interface Dwell {
@@ -303,8 +307,12 @@ export interface Queue {
   zone_id: string;
   at_ms: number | null;
   window_s: number;
-  length: number;
+  /** null when stale */
+  length: number | null;
   predicted_wait_s: number | null;
+  /** a live camera whose newest frame is older than 60 s: no length now */
+  stale?: boolean;
+  age_s?: number | null;
   served: number;
   abandoned: number;
   lost: number;

@@ -1,16 +1,22 @@
 """The app factory: :func:`create_app` wires the dependencies, middleware and routers; :func:`serve` runs it."""
 from __future__ import annotations
 
+import json
 import logging
+import sqlite3
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
-from fastapi.responses import Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import storelens
 from storelens.config import SiteConfig
@@ -94,6 +100,8 @@ def create_app(
     metrics = Metrics()
     if live is not None:
         metrics.watch_live_state(live.ping, config.live.timeout_s)  # storelens_live_state_up and /readyz's live_state
+        if hasattr(live, "count_errors"):  # e.g. RedisLiveState: its breaker's probe that could not start
+            live.count_errors(metrics.count_error)
     auth = Authenticator(config.auth, storage, redis_url=config.live.redis_url, metrics=metrics)
     auth.bootstrap_admin()
     context = ApiContext(config=config, storage=storage, metrics=metrics, auth=auth, live=live,
@@ -108,6 +116,7 @@ def create_app(
             log.warning(override, extra={"site_version": update.version})
     app.add_middleware(CachedReadsMiddleware, routes=lambda: app.state.cached_reads)
     app.add_middleware(AuditMiddleware, storage=storage)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=config.api.max_body_bytes, metrics=context.metrics)
     app.add_middleware(MetricsMiddleware, metrics=context.metrics)
     app.state.context = context  # what storelens.api.deps hands to the routes
     for router in ROUTERS:
@@ -121,6 +130,9 @@ def create_app(
     app.state.route_methods += [(r.path_regex, frozenset(r.methods)) for r in app.router.routes
                                 if isinstance(r, Route) and r.methods]
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    for data_error in _data_errors():
+        app.add_exception_handler(data_error, _data_error)
     mount_dashboard(app)  # the web dashboard at / (storelens.api.dashboard)
     if chores:
         from storelens.runtime.retention import ChoreThread
@@ -129,6 +141,17 @@ def create_app(
         app.router.on_startup.append(thread.start)
         app.router.on_shutdown.append(thread.stop)  # before the stores close (closers are appended later)
     return app
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with each NaN or infinite float as a string (``"nan"``, ``"inf"``, ``"-inf"``)."""
+    if isinstance(value, float) and value - value != 0:
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -146,6 +169,110 @@ async def _http_error(request: Request, exc: Exception) -> Response:
             exc = StarletteHTTPException(405, exc.detail, headers={**(exc.headers or {}),
                                                                    "Allow": ", ".join(sorted(methods))})
     return await http_exception_handler(request, exc)
+
+
+class _EscapedJSONResponse(JSONResponse):
+    """JSON with any lone surrogate written as its ``\\uXXXX`` escape (UTF-8 has none for it)."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=False, allow_nan=False, indent=None,
+                          separators=(",", ":")).encode("utf-8", "backslashreplace")
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    """FastAPI's 422, also when the refused input holds what its own answer, echoing the input, could not write (a
+    500 before): a NaN or infinite number (a JSON body may say ``NaN``, the answer's JSON may not) is written as a
+    string (``{"detail": [{"loc": ["body", "a", 0], "msg": "Input should be a finite number", "input": "nan"}]}``),
+    a lone surrogate (a JSON body's ``"\\ud800"``) as its escape."""
+    assert isinstance(exc, RequestValidationError)
+    return _EscapedJSONResponse({"detail": _json_safe(jsonable_encoder(exc.errors()))}, status_code=422)
+
+
+def _data_errors() -> list[type[Exception]]:
+    """The drivers' ``DataError`` (a value the database refuses): SQLite's, PostgreSQL's where installed."""
+    import sqlalchemy.exc
+
+    errors: list[type[Exception]] = [sqlite3.DataError, sqlalchemy.exc.DataError]
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - SQLite only
+        return errors
+    return [*errors, psycopg.DataError]
+
+
+async def _data_error(request: Request, exc: Exception) -> Response:
+    """422 for a value the database refused (e.g. NUL in text on PostgreSQL) that no request validation caught:
+    the safety net of :data:`~storelens.api.deps.Text`, logged and counted (``storelens_errors_total{reason=
+    "data_error"}``)."""
+    log.warning("the database refused a value of %s %s: %s", request.method, request.url.path[:200],
+                str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
+    request.app.state.context.metrics.count_error("data_error")
+    return JSONResponse({"detail": "a value of the request cannot be stored (e.g. a NUL character in text)"},
+                        status_code=422)
+
+
+class BodyLimitMiddleware:
+    """413 for a request body over ``max_bytes`` (``api.max_body_bytes``), before the app parses it: at once when
+    ``Content-Length`` says so, else when the chunks read so far go over it (a body sent in chunks). FastAPI reads
+    and parses a body before the route's dependencies (the sign-in) run. Counted as
+    ``storelens_errors_total{reason="body_too_large"}``."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, metrics: Any) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = Headers(scope=scope).get("content-length")
+        if length is not None and length.strip().isdigit() and int(length) > self.max_bytes:
+            self._count(scope, int(length))
+            await self._refuse(scope, send)
+            return
+        seen = 0
+        started = False
+
+        async def counted_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    self._count(scope, seen)
+                    raise _BodyTooLarge(self.max_bytes)
+            return message
+
+        async def watched_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, watched_send)
+        except _BodyTooLarge:  # raised where no HTTP error handler answered it
+            if started:
+                raise
+            await self._refuse(scope, send)
+
+    def _count(self, scope: Scope, size: int) -> None:
+        self.metrics.count_error("body_too_large")
+        log.info("request body of %s %s refused: %d bytes or more, over api.max_body_bytes (%d)",
+                 scope.get("method", ""), scope.get("path", "")[:200], size, self.max_bytes)
+
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        await JSONResponse({"detail": _BodyTooLarge(self.max_bytes).detail}, status_code=413,
+                           headers={"Connection": "close"})(scope, _no_body, send)
+
+
+class _BodyTooLarge(StarletteHTTPException):
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, f"request body too large: more than {max_bytes} bytes (api.max_body_bytes)")
+
+
+async def _no_body() -> Message:
+    return {"type": "http.disconnect"}
 
 
 def uvicorn_config(app: "FastAPI", host: str, port: int) -> "uvicorn.Config":

@@ -7,7 +7,9 @@
 * ``GalleryDep``: the customer gallery (503 when faces are disabled);
 * ``CameraDep``: the ``{camera_id}`` path parameter validated into its :class:`CameraConfig` (404 when unknown);
 * ``StartMs``/``OptStartMs``/``EndMs``/``FromMs``/``ToMs``/``CustomerId``: shared request parameters,
-  with :func:`check_range`/:func:`resolve_range` for the ranges they form.
+  with :func:`check_range`/:func:`resolve_range` for the ranges they form;
+* ``Text``: every free-text string of a request (query, path, form, body field): 422 for text the databases
+  cannot store (NUL, lone surrogates), which would otherwise fail in the driver.
 
 Only dependencies without request parameters of their own (and ``CameraDep``, a path
 parameter) are dependency functions: FastAPI lists a dependency's query parameters after
@@ -25,6 +27,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Callable, Protocol
@@ -33,6 +36,7 @@ import anyio
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.dependencies.utils import get_flat_params
 from fastapi.routing import APIRoute
+from pydantic import AfterValidator
 
 from storelens.config import CameraConfig, SiteConfig
 from storelens.config.auth import Role, role_rank
@@ -53,6 +57,22 @@ DAY_MS = 86_400_000
 #: Customer ids: pseudonymous tokens (``cust-`` + hex by default), never free text.
 CUSTOMER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 FACES_DISABLED = "face recognition is disabled: no customer gallery is configured"
+#: What no text column takes: NUL (PostgreSQL refuses it) and lone surrogates (no UTF-8 encoding: SQLite's driver
+#: and PostgreSQL's refuse them; a JSON body can carry one as ``"\\ud800"``).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable_text(value: str) -> str:
+    """``value`` unchanged; ``ValueError`` (422 in a request) when it holds a character no database stores."""
+    if (bad := _UNSTORABLE.search(value)) is not None:
+        what = "NUL" if bad.group() == "\x00" else "a lone surrogate"
+        raise ValueError(f"must not contain {what} (U+{ord(bad.group()):04X}, at {bad.start()}): text the "
+                         f"database cannot store")
+    return value
+
+
+#: A free-text string of a request (add ``Query``/``Path``/``Form``/``Field`` constraints beside it).
+Text = Annotated[str, AfterValidator(storable_text)]
 
 
 class Refused:
@@ -244,7 +264,7 @@ GalleryDep = Annotated["GalleryStore", Depends(get_gallery)]
 
 # -- request parameters ----------------------------------------------------------
 
-CameraId = Annotated[str, Path(description="Camera id from the site configuration.", max_length=200)]
+CameraId = Annotated[Text, Path(description="Camera id from the site configuration.", max_length=200)]
 StartMs = Annotated[int, Query(ge=0, le=MAX_TS_MS, description="Range start (inclusive), ms since epoch.")]
 OptStartMs = Annotated[
     int | None,

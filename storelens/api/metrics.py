@@ -37,6 +37,14 @@ class Metrics:
             "storelens_privacy_purged_rows_total", "Rows of personal data deleted by the retention purge "
             "(privacy.retention), by kind", ["kind"], registry=self.registry,
         )
+        #: Errors of the API process by reason (:meth:`count_error`): ``breaker_probe_not_started`` (a Redis
+        #: breaker's probe thread could not be started); requests refused for a reason worth watching:
+        #: ``body_too_large`` (over ``api.max_body_bytes``, 413), ``data_error`` (a value the database refused, 422: a
+        #: free-text parameter without its validation).
+        self.errors = Counter(
+            "storelens_errors_total", "Errors of the API process by reason (breaker_probe_not_started, "
+            "body_too_large, data_error)", ["reason"], registry=self.registry,
+        )
         self._live_ping: Callable[[], bool] | None = None  # the live state's (watch_live_state)
         self._live_wait_s = 0.0
 
@@ -49,6 +57,10 @@ class Metrics:
         Gauge("storelens_live_state_up", "1 when the live state (Redis, live.redis_url: live occupancy, the "
               "shared sign-in limit) answers a ping at scrape time, else 0; the API stays ready without it.",
               registry=self.registry).set_function(lambda: 1.0 if self.live_state_up() else 0.0)
+
+    def count_error(self, reason: str) -> None:
+        """One more ``storelens_errors_total{reason}``."""
+        self.errors.labels(reason).inc()
 
     @property
     def live_wait_s(self) -> float:

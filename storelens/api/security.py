@@ -146,11 +146,24 @@ def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def check_new_user(cfg: AuthConfig, username: str, password: str, role: str) -> None:
+    """:class:`ValueError` naming what is wrong with a user's name, role or password (:meth:`Authenticator.
+    create_user`; the CLI checks them before it creates a store)."""
+    if not re.fullmatch(USERNAME_PATTERN, username):
+        raise ValueError(f"username {username!r}: 1-64 letters, digits and . _ @ - (not first)")
+    if role not in ROLES:
+        raise ValueError(f"role {role!r}: one of {', '.join(ROLES)}")
+    if len(password) < cfg.min_password_length:
+        raise ValueError(f"password: at least {cfg.min_password_length} characters")
+
+
 class Authenticator:
     """Sign-in, tokens and keys of one API app over the history store ``storage``."""
 
     def __init__(self, cfg: AuthConfig, storage: Any, redis_url: str | None = None,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, *, sessions: bool = True) -> None:
+        """``sessions=False``: for a client that manages users and keys but never signs a session (the CLI's
+        ``storelens users``): no warning about a missing ``auth.jwt_secret_env`` key."""
         self.cfg = cfg
         self.metrics = metrics
         self.storage = storage
@@ -159,10 +172,10 @@ class Authenticator:
         secret = os.environ.get(cfg.jwt_secret_env, "")
         if secret and len(secret.encode()) < 32:
             raise ValueError(f"auth.jwt_secret_env: ${cfg.jwt_secret_env} must hold at least 32 bytes")
-        if not secret:
+        if not secret and sessions:
             log.warning("no JWT signing key in $%s: using a random one (sessions end when the API restarts; "
                         "set it when several API replicas serve the store)", cfg.jwt_secret_env)
-            secret = secrets.token_urlsafe(48)
+        secret = secret or secrets.token_urlsafe(48)
         self._secret = secret
         self.metrics_token = os.environ.get(cfg.metrics_token_env) or None
         # Redis errors raise StorageError (wrap_exceptions): _limit() then asks the per-process fallback
@@ -173,7 +186,8 @@ class Authenticator:
         # after a failure the shared store is skipped until a ping in the background (its check()) answers
         self._limiter_breaker = Breaker(LIMITER_RETRY_S, first_retry_s=min(LIMITER_FIRST_RETRY_S, LIMITER_RETRY_S),
                                         probe=shared.check if shared is not None else None,
-                                        name="rate-limit store (Redis)")
+                                        name="rate-limit store (Redis)",
+                                        count_error=metrics.count_error if metrics is not None else None)
         self._attempts = parse_limit(f"{cfg.login_attempts_per_minute}/minute")
         self._failures = parse_limit(f"{cfg.login_failures_per_minute}/minute")
         self._account_failures = parse_limit(f"{cfg.login_account_failures_per_minute}/minute")
@@ -189,14 +203,7 @@ class Authenticator:
     def create_user(self, username: str, password: str, role: str, *, reset: bool = True) -> bool:
         """Create (``True``) or reset (``False``) ``username`` with ``password`` and ``role`` (a reset ends its
         sessions; ``reset=False``: an existing user is left as it is)."""
-        import re
-
-        if not re.match(USERNAME_PATTERN, username):
-            raise ValueError(f"username {username!r}: 1-64 letters, digits and . _ @ - (not first)")
-        if role not in ROLES:
-            raise ValueError(f"role {role!r}: one of {', '.join(ROLES)}")
-        if len(password) < self.cfg.min_password_length:
-            raise ValueError(f"password: at least {self.cfg.min_password_length} characters")
+        check_new_user(self.cfg, username, password, role)
         created = store.put_user(self.storage, username, self.hasher.hash(password), role, _now_ms(),
                                  create_only=not reset)
         self._forget(f"user:{username}")
@@ -508,7 +515,8 @@ class AuditMiddleware:
                      ANONYMOUS_AUDIT_PER_MINUTE, client, action, scope["path"][:200])
             return
         try:
+            # a NUL of the path (``%00``) as text: PostgreSQL stores none, and the row would be lost
             await anyio.to_thread.run_sync(store.audit, self.storage, _now_ms(), actor, action,
-                                           scope["path"][:500], detail, client)
+                                           scope["path"][:500].replace("\x00", "\\x00"), detail, client)
         except Exception:  # the answer is sent; a lost audit row is logged, never a second error
             log.exception("audit log write failed: %s %s by %s", action, scope["path"], actor)

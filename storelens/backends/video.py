@@ -95,6 +95,10 @@ def open_capture(source: str) -> cv2.VideoCapture:
     return cap
 
 
+#: The warning of :func:`read_file_frames` for a file that ends before its frame count (extras ``source``,
+#: ``frames`` read, ``frame_count`` announced); the one-video CLI commands repeat it as a ``warning:`` line.
+SHORT_VIDEO_MESSAGE = "video ended before its frame count"
+
 #: Unreadable frames in a row after which a file is taken as ended (:func:`read_file_frames`): a damaged stretch
 #: of a recording (4 s at 25 fps) is skipped; a truncated file, or one whose frame count is unknown or too high (a
 #: variable frame rate's count is an estimate), ends.
@@ -119,8 +123,8 @@ def read_file_frames(
     good one is logged once and its length passed to ``on_bad_frames(n)``. Reading ends at the file's frame
     count (``CAP_PROP_FRAME_COUNT``, when it gives one) or after :data:`MAX_BAD_FRAMES_IN_A_ROW` unreadable
     frames in a row; unreadable frames at the end are not counted (the count can be an estimate), a file that
-    ends before its count is logged. Raises :class:`SourceError` if the file cannot be opened or no frame of it
-    decodes.
+    ends before its count is logged (a warning: :data:`SHORT_VIDEO_MESSAGE`). Raises :class:`SourceError` if the
+    file cannot be opened or no frame of it decodes.
     """
     cap = open_capture(source)
     fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
@@ -159,11 +163,11 @@ def read_file_frames(
                     index += 1
                     break
             index += 1
-        if bad and count:  # a truncated file, or an estimated count
-            log.info("video ended before its frame count", extra={
-                "source": redact_source(source), "frames": index - bad, "frame_count": count})
         if decoded == 0:
             raise SourceError(f"no decodable frame in {redact_source(source)!r} (corrupt or empty video)")
+        if bad and count:  # a truncated or damaged file (or an estimated count): the results miss its end
+            log.warning(SHORT_VIDEO_MESSAGE, extra={
+                "source": redact_source(source), "frames": index - bad, "frame_count": count})
     finally:
         cap.release()
 
@@ -333,7 +337,7 @@ def decode_frame(frame: m.Frame) -> np.ndarray:
     img = cv2.imdecode(np.frombuffer(frame.jpeg, dtype=np.uint8), cv2.IMREAD_COLOR)
     if img is None:
         raise DecodeError(f"frame {frame.camera_id}/{frame.seq}: corrupt JPEG ({len(frame.jpeg)} bytes)")
-    if frame.width and (img.shape[1], img.shape[0]) != (frame.width, frame.height):
+    if (frame.width or frame.height) and (img.shape[1], img.shape[0]) != (frame.width, frame.height):
         raise DecodeError(
             f"frame {frame.camera_id}/{frame.seq}: JPEG is {img.shape[1]}x{img.shape[0]}, header says {frame.width}x{frame.height}"
         )

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from storelens.config.env import expand_env
 
@@ -45,6 +45,8 @@ def _expand_optional(v: str | None) -> str | None:
 EnvStr = Annotated[str, AfterValidator(expand_env)]
 #: The same, or ``None``.
 OptionalEnvStr = Annotated[str | None, AfterValidator(_expand_optional)]
+#: A float that is not NaN or infinite (coordinates: a NaN point would count nothing, and be saved as ``null``).
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 #: OpenVINO's inference precision of a model's float layers: "default" is the device's own choice (on CPUs
 #: with AVX512-BF16 or AMX, bf16: results differ slightly from a machine without it, and, for a model compiled
 #: per batch size, with the batch). The detector and the person re-id take ``f32`` by default: the same

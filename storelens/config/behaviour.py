@@ -10,7 +10,7 @@ from typing import Annotated
 
 from pydantic import ConfigDict, Field, model_validator
 
-from storelens.config.base import Strict
+from storelens.config.base import FiniteFloat, Strict
 
 
 class HeatmapConfig(Strict):
@@ -41,7 +41,8 @@ class CameraFloorConfig(Strict):
     """A camera's homography onto the store plan: >= 4 pairs of image point -> floor point (metres)."""
 
     #: ``[[u, v], [x_m, y_m]]`` pairs: image pixel (source size) and the same point on the floor in metres.
-    points: Annotated[list[tuple[tuple[float, float], tuple[float, float]]], Field(min_length=4)]
+    points: Annotated[list[tuple[tuple[FiniteFloat, FiniteFloat], tuple[FiniteFloat, FiniteFloat]]],
+                      Field(min_length=4)]
 
 
 class FloorPlanConfig(Strict):
@@ -51,7 +52,7 @@ class FloorPlanConfig(Strict):
     image: str
     #: Plan pixels per metre, and the plan pixel of the floor origin (0 m, 0 m).
     px_per_m: Annotated[float, Field(gt=0)]
-    origin_px: tuple[float, float] = (0.0, 0.0)
+    origin_px: tuple[FiniteFloat, FiniteFloat] = (0.0, 0.0)
     #: Cell size of the store-wide heatmap on the plan, in metres.
     cell_m: Annotated[float, Field(gt=0, le=10)] = 0.5
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from storelens.config.base import BackendConfig, EnvStr, OptionalEnvStr, Precision
 
@@ -62,10 +62,30 @@ class YoloDetectorConfig(DetectorConfig):
     head_nms: Annotated[float, Field(ge=0.0, le=2.0)] = 0.0
 
 
+#: Weights Ultralytics runs through PyTorch (a ``.yaml`` builds an untrained model), where ``threads`` applies.
+TORCH_WEIGHTS_SUFFIXES = (".pt", ".torchscript", ".yaml", ".yml")
+
+
 class UltralyticsDetectorConfig(YoloDetectorConfig):
-    """Ultralytics YOLO (``backend: ultralytics``): every weights format ``ultralytics.YOLO`` reads."""
+    """Ultralytics YOLO (``backend: ultralytics``): every weights format ``ultralytics.YOLO`` reads.
+
+    ``threads`` is honoured for PyTorch weights only (:data:`TORCH_WEIGHTS_SUFFIXES`; PyTorch's thread count, set
+    after Ultralytics' own setup, which sets it to the CPUs less one): for OpenVINO or ONNX weights Ultralytics
+    compiles the model with its own settings, so ``threads`` is refused there (``backend: openvino`` runs the same
+    weights with it).
+    """
 
     backend: Literal["ultralytics"] = "ultralytics"
+
+    @field_validator("threads")
+    @classmethod
+    def _threads_for_torch_weights(cls, v: int | None, info: ValidationInfo) -> int | None:
+        weights = info.data.get("weights")
+        if v is not None and isinstance(weights, str) and not weights.lower().endswith(TORCH_WEIGHTS_SUFFIXES):
+            raise ValueError(f"threads is not honoured by backend: ultralytics for {weights} (OpenVINO/ONNX "
+                             "weights: Ultralytics compiles them with its own thread settings); use backend: "
+                             "openvino for these weights, or leave threads unset")
+        return v
 
 
 class OpenVINODetectorConfig(YoloDetectorConfig):

@@ -28,6 +28,7 @@ import math
 import os
 import pathlib
 import re
+import threading
 import urllib.parse
 from typing import Annotated, Literal
 
@@ -37,7 +38,7 @@ from pydantic import (Field, PrivateAttr, SerializeAsAny, ValidationError, Valid
 
 from storelens.config.alerts import AlertsConfig
 from storelens.config.auth import AuthConfig
-from storelens.config.base import Strict, follow_unset
+from storelens.config.base import FiniteFloat, Strict, follow_unset
 from storelens.config.groups import GroupsConfig, StaffConfig
 from storelens.config.behaviour import (
     CameraFloorConfig,
@@ -59,7 +60,8 @@ from storelens.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-Point = tuple[float, float]
+#: ``[x, y]`` in source pixels: finite numbers (NaN or inf is an error naming the field).
+Point = tuple[FiniteFloat, FiniteFloat]
 
 
 WEEKDAY_KEYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -588,6 +590,9 @@ class ApiConfig(Strict):
     #: ``storelens site import`` (the operator's) may name any variable anywhere.
     site_env_allowlist: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_*?\[\]!-]+$")]] = [
         "CAM_*", "STORELENS_CAMERA_*", "STORELENS_ASSETS"]
+    #: Largest request body (bytes) the API reads: above it 413, before the body is parsed or the caller signed in
+    #: (``Content-Length``, else counted as it arrives). The largest legitimate body, 1000 transactions, is ~200 kB.
+    max_body_bytes: Annotated[int, Field(ge=1024, le=1 << 30)] = 1 << 20
 
 
 class IngestConfig(Strict):
@@ -680,9 +685,6 @@ class SiteConfig(Strict):
     #: counts with (:func:`entrance_lines_of`); ``store.entrance_lines`` of a site version holds only those whose
     #: camera line it has, so that it validates (:func:`_entrance_lines_in_version`).
     _file_entrance_lines: list | None = PrivateAttr(default=None)
-    #: The ``alerts.webhooks[].rules`` ids the alert rules in force lack, ``(webhook index, rule id)``, as the last
-    #: site version found them (``None``: no version yet): a next version warns only of new ones.
-    _webhook_missing: frozenset | None = PrivateAttr(default=None)
 
     @field_validator("cameras")
     @classmethod
@@ -1068,7 +1070,7 @@ def parse_config(raw: object, origin: str = "<config>", base: pathlib.Path | Non
         config = SiteConfig.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, origin)) from None
-    for _key, problem in _webhook_rule_problems(config):  # a site version may add the rule (/v1/site): no error
+    for _key, problem in _webhook_rules_to_warn(config, always=True):  # a site version may add the rule: no error
         log.warning("%s: %s: that webhook gets no alert of it unless a site version adds the rule (PUT "
                     "/v1/site/alerts/rules/{id})", origin, problem)
     config._written, config._written_gave, config._base = written, config.model_dump(mode="json"), base
@@ -1137,6 +1139,41 @@ def site_document(config: SiteConfig, exclude_defaults: bool = False) -> dict:
     return doc
 
 
+def unversioned_differences(running: SiteConfig, other: SiteConfig) -> list[str]:
+    """The settings of the site file ``other`` (one being saved as a site version, ``storelens site import``) that
+    a version does not hold and that differ from the ``running`` site file's: top-level sections by name
+    (``counting``, ``privacy``), ``store`` and ``alerts`` field by field (``store.timezone``, ``alerts.webhooks``).
+    A version holds only ``cameras`` and ``alerts.rules``; everything else comes from each service's own site file.
+    SQLite paths are compared resolved (``--db h.db`` and a file's ``h.db`` beside it are the same file).
+
+    Example:
+        >>> cfg = parse_config({"store": {"id": "s"}, "cameras": [{"id": "c", "source": "x.mp4"}]})
+        >>> edited = parse_config({"store": {"id": "s", "timezone": "Asia/Tokyo"}, "counting": {"hysteresis_px": 40},
+        ...                        "cameras": [{"id": "d", "source": "y.mp4"}]})
+        >>> unversioned_differences(cfg, edited)
+        ['store.timezone', 'counting']
+    """
+    docs = [site_document(c) for c in (running, other)]
+    for doc in docs:
+        storage = doc.get("storage") or {}
+        path = storage.get("path")
+        if storage.get("backend") == "sqlite" and isinstance(path, str) and path != ":memory:" \
+                and not path.startswith("file:"):
+            storage["path"] = str(pathlib.Path(path).resolve())
+    a, b = docs
+    out: list[str] = []
+    for key in dict.fromkeys([*a, *b]):
+        if key == "cameras":
+            continue
+        if key in ("store", "alerts"):
+            x, y = a.get(key) or {}, b.get(key) or {}
+            out += [f"{key}.{k}" for k in dict.fromkeys([*x, *y]) if (key, k) != ("alerts", "rules")
+                    and x.get(k) != y.get(k)]
+        elif a.get(key) != b.get(key):
+            out.append(key)
+    return out
+
+
 #: The settings whose unset value follows another setting (:func:`~storelens.config.base.follow_unset`), left out
 #: of :func:`site_document` unless the file set them: ``detector.confidence`` (the tracker's low threshold) and
 #: ``zones.lost_after_ms`` (the tracker's re-find window, or the zones' ``exit_after_ms``).
@@ -1161,7 +1198,8 @@ def with_cameras(config: SiteConfig, cameras: list, origin: str = "site", alert_
     ``[]``, never ``None``, every line). The entrance lines left out are only out of ``store.entrance_lines``
     (so the version validates, and ``storelens site export`` writes a file that loads): every reader counts with
     the site file's (:func:`entrance_lines_of`), so the stored crossings of a removed line keep their meaning.
-    A webhook's ``rules`` id that the alert rules in force lack is warned of (once, until a version has it).
+    A webhook's ``rules`` id that the alert rules in force lack is warned of once in a process (whichever site it
+    is built from), again only after a site had the rule again (:func:`_webhook_rules_to_warn`).
 
     Example:
         >>> cfg = parse_config({"store": {"id": "s"}, "cameras": [{"id": "c", "source": "x.mp4"}]})
@@ -1194,13 +1232,10 @@ def with_cameras(config: SiteConfig, cameras: list, origin: str = "site", alert_
         gave["alerts"] = {**(gave.get("alerts") or {}), "rules": dump["alerts"]["rules"]}
     new._written, new._written_gave, new._base, new._open_cameras = written, gave, config._base, config._open_cameras
     new._file_links, new._file_entrance_lines = file_links, file_entrances
-    missing = _webhook_rule_problems(new)
     if alert_rules is not None:  # else the rules are config's: parse_config or an earlier version warned
-        for key, problem in missing:
-            if key not in (config._webhook_missing or ()):
-                log.warning("%s: %s in force: that webhook gets no alert of it until a site version adds the rule",
-                            origin, problem)
-    new._webhook_missing = frozenset(key for key, _ in missing)
+        for _key, problem in _webhook_rules_to_warn(new):
+            log.warning("%s: %s in force: that webhook gets no alert of it until a site version adds the rule",
+                        origin, problem)
     return new
 
 
@@ -1300,14 +1335,35 @@ def with_site_update(config: SiteConfig, update) -> SiteConfig:
                         alert_rules=rules)
 
 
-def _webhook_rule_problems(config: SiteConfig) -> list[tuple[tuple[int, str], str]]:
+def _webhook_rule_problems(config: SiteConfig) -> list[tuple[tuple[int, str, str], str]]:
     """The rule ids of ``alerts.webhooks[].rules`` that ``alerts.rules`` does not have (a webhook that gets no
-    alert of them): ``((webhook index, rule id), line)`` each, the line e.g. ``alerts.webhooks.0.rules: no such
+    alert of them): ``((webhook index, url, rule id), line)`` each, the line e.g. ``alerts.webhooks.0.rules: no such
     alert rule 'crowd' (rule ids: [...])``. Only warned of: the webhooks are the site file's, the rules may come
     from a site version (``PUT /v1/site/alerts/rules/{id}``), and the filter takes the alert's rule id as it is."""
     ids = {r.id for r in config.alerts.rules}
-    return [((i, rid), f"alerts.webhooks.{i}.rules: no such alert rule {rid!r} (rule ids: {sorted(ids)})")
+    return [((i, w.url, rid), f"alerts.webhooks.{i}.rules: no such alert rule {rid!r} (rule ids: {sorted(ids)})")
             for i, w in enumerate(config.alerts.webhooks) for rid in (w.rules or ()) if rid not in ids]
+
+
+#: ``(webhook index, url, rule id)`` of the ``alerts.webhooks[].rules`` ids this process has warned of as missing
+#: and no site built since had (:func:`_webhook_rules_to_warn`).
+_WEBHOOK_RULES_WARNED: set[tuple[int, str, str]] = set()
+_WEBHOOK_RULES_LOCK = threading.Lock()
+
+
+def _webhook_rules_to_warn(config: SiteConfig, always: bool = False) -> list[tuple[tuple[int, str, str], str]]:
+    """The problems of :func:`_webhook_rule_problems` to warn of: once per (webhook, rule) in a process, not at every
+    build of a site version (ingest builds each from the site file, each stage from the one before; every build
+    warned again), and once more after a site had the rule again (a version removing it again). ``always``: every
+    one (loading the site file: its own problems, said once per load)."""
+    problems = _webhook_rule_problems(config)
+    ids = {r.id for r in config.alerts.rules}
+    with _WEBHOOK_RULES_LOCK:
+        _WEBHOOK_RULES_WARNED.difference_update((i, w.url, rid) for i, w in enumerate(config.alerts.webhooks)
+                                                for rid in (w.rules or ()) if rid in ids)
+        new = [(key, problem) for key, problem in problems if always or key not in _WEBHOOK_RULES_WARNED]
+        _WEBHOOK_RULES_WARNED.update(key for key, _ in problems)
+    return new
 
 
 def site_file_override(config: SiteConfig, update) -> str | None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from storelens.config.base import BackendConfig
 
@@ -93,6 +93,18 @@ class DeepSortTrackerConfig(TrackerConfig):
     def _known_embedder(cls, v: str) -> str:
         if v not in AppearanceEmbedderConfig.variants:
             raise ValueError(f"unknown embedder {v!r}; known: {', '.join(sorted(AppearanceEmbedderConfig.variants))}")
+        return v
+
+    @field_validator("embedder_input_wh", "embedder_weights", "embedder_device")
+    @classmethod
+    def _key_of_the_embedder(cls, v: object, info: ValidationInfo) -> object:
+        """A set ``embedder_x`` the chosen embedder has no ``x`` for is an error (it was silently ignored)."""
+        name, field = info.data.get("embedder"), info.field_name.removeprefix("embedder_")
+        variants = AppearanceEmbedderConfig.variants
+        if name in variants and field not in variants[name].model_fields:
+            having = ", ".join(sorted(n for n, c in variants.items() if field in c.model_fields))
+            raise ValueError(f"embedder {name!r} has no {field!r} setting (tracker.{info.field_name} applies to: "
+                             f"{having}); remove it or pick one of those embedders")
         return v
 
     @property

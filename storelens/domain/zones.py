@@ -75,7 +75,8 @@ Rules (each is a case in ``tests/test_zones.py``):
   holds until the next frame, at most the camera's longest ``lost_after_ms``
   (:attr:`ZoneTracker.max_lost_ms`, as long as the tracker counts an unseen
   person inside): the rest of a longer gap (a stalled stream) is not covered, and
-  the mean is over the covered time only.
+  the mean is over the covered time only. At the end of a stream (:meth:`ZoneBuckets.end`) nothing holds on
+  into the next one, and a next stream's frame in the ended stream's last bucket continues that bucket.
 
 ``entrance``, ``shelf`` and ``staff_only`` zones follow the ``area`` rules here
 (their own meaning, store visits, product interest and staff filtering, is
@@ -604,9 +605,16 @@ class ZoneBuckets:
         self.max_hold_ms = max_hold_ms
         self._b: dict[tuple[str, int], _Bucket] = {}
         self._last: tuple[int, dict[str, int]] | None = None
+        #: The buckets of an ended stream's last frame (:meth:`end`), closed but continued by a next stream's
+        #: frame or event in them (:meth:`_bucket`), until the frames close past them (:meth:`close`).
+        self._ended: dict[tuple[str, int], _Bucket] = {}
 
     def _bucket(self, zone_id: str, ts: int) -> _Bucket:
-        return self._b.setdefault((zone_id, ts // self.bucket_ms * self.bucket_ms), _Bucket())
+        key = (zone_id, ts // self.bucket_ms * self.bucket_ms)
+        b = self._b.get(key)
+        if b is None:  # a bucket an ended stream closed goes on with what it had (its row is given again, whole)
+            b = self._b[key] = self._ended.pop(key, None) or _Bucket()
+        return b
 
     def add(self, ts_ms: int, inside: Mapping[str, Iterable[int]], events: Iterable[ZoneEvent] = ()) -> None:
         """One frame: ``inside`` = :meth:`ZoneTracker.inside`, ``events`` = what its update returned."""
@@ -655,21 +663,29 @@ class ZoneBuckets:
                 self._b[(zone_id, start)].area -= end - t0
             t0 = end
 
+    @staticmethod
+    def _rows(buckets: dict[tuple[str, int], _Bucket]) -> list[list]:
+        return [[zid, start, b.area, b.covered_ms, b.frames, b.occ_sum, b.occ_max, b.visits,
+                 sorted(b.people), list(b.dwells), dict(b.hows)] for (zid, start), b in buckets.items()]
+
+    @staticmethod
+    def _load_rows(rows: Iterable[list]) -> dict[tuple[str, int], _Bucket]:
+        return {(zid, int(start)): _Bucket(float(area), int(covered), int(frames), int(occ_sum), int(occ_max),
+                                           int(visits), {int(p) for p in people}, [int(d) for d in dwells],
+                                           {k: int(v) for k, v in hows.items()})
+                for zid, start, area, covered, frames, occ_sum, occ_max, visits, people, dwells, hows in rows}
+
     def state(self) -> dict:
         """JSON-serialisable state; :meth:`load_state` of it continues exactly where this stands."""
         return {
-            "buckets": [[zid, start, b.area, b.covered_ms, b.frames, b.occ_sum, b.occ_max, b.visits,
-                         sorted(b.people), list(b.dwells), dict(b.hows)] for (zid, start), b in self._b.items()],
+            "buckets": self._rows(self._b),
             "last": None if self._last is None else [self._last[0], dict(self._last[1])],
+            "ended": self._rows(self._ended),
         }
 
     def load_state(self, state: dict) -> None:
-        self._b = {}
-        for zid, start, area, covered, frames, occ_sum, occ_max, visits, people, dwells, hows in state.get(
-                "buckets", []):
-            self._b[(zid, int(start))] = _Bucket(float(area), int(covered), int(frames), int(occ_sum), int(occ_max),
-                                                 int(visits), {int(p) for p in people}, [int(d) for d in dwells],
-                                                 {k: int(v) for k, v in hows.items()})
+        self._b = self._load_rows(state.get("buckets", []))
+        self._ended = self._load_rows(state.get("ended", []))  # none in a state saved before it was kept
         last = state.get("last")
         self._last = None if last is None else (int(last[0]), {k: int(v) for k, v in last[1].items()})
 
@@ -683,6 +699,26 @@ class ZoneBuckets:
         out = self.stats(keys)
         for k in keys:
             del self._b[k]
+        if before_ms is not None:  # the frames have moved past an ended stream's last buckets: closed for good
+            self._ended = {k: b for k, b in self._ended.items() if k[1] + self.bucket_ms > before_ms}
+        return out
+
+    def end(self) -> list[ZoneBucketStats]:
+        """The stream ended (after its last frame's :meth:`add`): statistics of every open bucket (:meth:`close`).
+
+        Nothing of the ended stream holds on: a next stream's first frame (a file re-pointed to another, a
+        restarted source) holds no occupancy of its last frame, so no bucket of the ended stream's time is made
+        again (an empty row in place of the real one). The buckets of the last frame's time are kept aside: a
+        next stream's frame or event in one of them continues it (its row, given again when it closes, has both
+        streams' statistics) rather than starting it afresh (a row of the new stream's part only); a later
+        :meth:`close` past them forgets them.
+        """
+        end_ts = None if self._last is None else self._last[0]
+        self._last = None
+        ended = {k: b for k, b in self._b.items()
+                 if end_ts is not None and k[1] == end_ts // self.bucket_ms * self.bucket_ms}
+        out = self.close()
+        self._ended = ended
         return out
 
     def stats(self, keys: Iterable[tuple[str, int]] | None = None) -> list[ZoneBucketStats]:

@@ -22,7 +22,7 @@ they come (a timer, every :data:`SITE_POLL_S`).
 
 State: a faust :class:`~faust.Table` keyed by camera id holds
 :meth:`AnalyticsStage.camera_state` (JSON: per-track line sides, occupancy,
-open count windows, last processed seq). Its store is ``memory://``; the
+open count windows, last processed seq and frame time). Its store is ``memory://``; the
 table's compacted changelog topic ``<topic_prefix><group_prefix>-analytics-camera-state-changelog``
 is the durable copy, replayed into memory when partitions are assigned
 (faust recovery) before any ``tracks`` message is processed. The table and
@@ -55,7 +55,9 @@ frame since) through the same ``RunnerCore.tick`` as the embedded runner's loop;
 to the sinks and the ``alerts`` and ``occupancy`` topics. Before it, and before every frame, the state of
 every camera the table holds and the stage has not loaded yet (no frame of it since this process started)
 is loaded, so a camera down since before a restart gets its 0 row too, and the store-wide alerts of the
-first frame after a restart see every camera, not that frame's alone. The tick changes only the store-level alert
+first frame after a restart see every camera, not that frame's alone. The tick also resolves the open alerts of a
+camera a site version removed while the service was down, and drops its table entry
+(:meth:`AnalyticsApp._close_removed_cameras`). The tick changes only the store-level alert
 state, which is saved with the next frame's camera state (a tick-fired alert that a restart loses fires
 again with the same id; a 0 row is written again, the same row: sinks upsert).
 
@@ -89,9 +91,9 @@ from storelens.config import KafkaConfig, SiteConfig
 from storelens.runtime.service import ServiceRuntime
 from storelens.runtime.bus import BusMessage
 from storelens.runtime.retention import RetentionPurge
-from storelens.runtime.runner import RunnerCore
+from storelens.runtime.runner import TICK_TOPIC, Handled, RunnerCore, fit_output
 from storelens.runtime.sinks import HistorySink, LiveSink
-from storelens.runtime.webhooks import WebhookSink, webhook_sinks
+from storelens.runtime.webhooks import WebhookSink, close_webhooks, webhook_sinks
 from storelens.stages import AnalyticsStage
 from storelens.contract.topics import TopicSpec
 
@@ -169,8 +171,11 @@ class AnalyticsApp:
 
     def __init__(self, config: SiteConfig, storage, live, rt: ServiceRuntime, *,
                  auto_offset_reset: str | None = None, loop: asyncio.AbstractEventLoop | None = None,
-                 chores: Sequence[Any] = (), gallery: Any = None) -> None:
+                 chores: Sequence[Any] = (), gallery: Any = None, limits: Mapping[str, int] | None = None) -> None:
         self.config, self.storage, self.live, self.rt = config, storage, live, rt
+        #: Base topic -> ``max.message.bytes`` of the deployment's output topics (:func:`build_app` reads them from
+        #: the broker: :func:`~storelens.runtime.workers.topic_limits`); a topic not in it: its declared limit.
+        self.limits = dict(limits or {})
         self.metrics = rt.metrics
         self.cameras = {c.id for c in config.cameras}
         self.stage = AnalyticsStage(config)
@@ -306,6 +311,7 @@ class AnalyticsApp:
         if not self._tables_ready:
             return
         await self._flush_site_states()
+        await self._close_removed_cameras()
         self._sync_idle_cameras()
         h = self.core.tick(now_ms)
         if h is None:
@@ -315,18 +321,22 @@ class AnalyticsApp:
             return
         await self._send(h.outputs)
 
-    async def _send(self, outputs) -> None:
+    async def _send(self, outputs, source: BusMessage | None = None) -> None:
         """Send outputs (a frame's, the tick's, a site version's), each keyed by its own camera (a store-wide
         alert: the store id, or a ``camera_down``'s camera; the store's occupancy row: ``@store``), and wait until
         the broker has them: every message of an alert, fired by a frame of any camera or resolved by a tick or a
-        version, goes to the same partition (in order for a consumer)."""
-        futures = [await self.out[p.topic].send(key=topics.camera_key(p.camera_id), value=m.encode(p.message),
-                                                headers=m.type_headers(p.message))
-                   for p in outputs.publish]
+        version, goes to the same partition (in order for a consumer). An output over its topic's limit
+        (:attr:`limits`) is a counted dead letter ``too_large`` instead, as in every runner (:func:`fit_output`);
+        the other outputs go on. ``source``: the input they come from (logged with a dead letter)."""
+        keys = [topics.camera_key(p.camera_id) for p in outputs.publish]
+        sent = [fit_output(self.core, p.topic, self.topic_names[p.topic], key, p.message, self.limits, source)
+                for p, key in zip(outputs.publish, keys)]
+        futures = [await self.out[o.topic].send(key=key, value=o.value, headers=m.type_headers(o.message))
+                   for o, key in zip(sent, keys)]
         if futures:
             await asyncio.gather(*futures)
-        for p in outputs.publish:
-            self.metrics.messages_out.labels(self.topic_names[p.topic]).inc()
+        for o in sent:
+            self.metrics.messages_out.labels(self.topic_names[o.topic]).inc()
 
     def _assigned(self) -> set[int]:
         """The ``tracks`` partitions assigned to this worker now (their cameras' table entries are its to write)."""
@@ -371,7 +381,15 @@ class AnalyticsApp:
             self.table.data[key] = state  # outside an event: the changelog partition is given (send_changelog)
             self.table.send_changelog(partition, key, state)
             self._cache[cam], sent = state, True
-        for cam in sorted(removed):
+        if self._drop_entries(removed, assigned) or sent:
+            await self.app.producer.flush()
+
+    def _drop_entries(self, cameras: set[str], assigned: set[int]) -> bool:
+        """Delete the table entries of ``cameras`` (removed from the site) on the partitions ``assigned`` here, each
+        camera's input record (``_input``) kept in its partition's marker; whether anything was sent (the caller
+        flushes the changelog)."""
+        sent = False
+        for cam in sorted(cameras):
             key = topics.camera_key(cam)
             value = self.table.get(key)
             partition = self._partition_of(key, value) if value is not None else None
@@ -389,8 +407,43 @@ class AnalyticsApp:
             self.table.send_changelog(partition, key, None, value_serializer="raw")
             self._cache.pop(cam, None)
             sent = True
-        if sent:
+        return sent
+
+    async def _close_removed_cameras(self) -> None:
+        """(each tick, the tables ready) The table entries of cameras the site in force no longer has whose state
+        the stage never held: a site version removed the camera while the service was down (the version is in
+        force from the start, before the table is recovered, so :meth:`AnalyticsStage.apply_site` had nothing of
+        it to resolve). Their open alerts are resolved (:meth:`AnalyticsStage.close_removed_camera`: history,
+        webhooks, then ``alerts``), then their entries deleted (:meth:`_drop_entries`), as a removal while running
+        does; only on the partitions assigned here. A stop before the deletion resolves them again at the next
+        start: the same messages (the sinks upsert, the webhooks' delivery key is the same)."""
+        assigned, gone, closed = self._assigned(), set(), []
+        marker = f"{INPUT_KEY}/".encode()
+        for key, value in list(self.table.items()):
+            if not isinstance(key, bytes) or key.startswith(marker) or not isinstance(value, dict):
+                continue
+            cam = key.decode("utf-8", "replace")
+            if cam in self.stage.counters or self._partition_of(key, value) not in assigned:
+                continue
+            out = self.stage.close_removed_camera(cam, value)
+            if out is None:
+                continue
+            gone.add(cam)
+            closed.append(out)
+        if not gone:
+            return
+        h = Handled(BusMessage(TICK_TOPIC, b"", b"", -1), TICK_TOPIC)
+        h.outputs.records = [r for o in closed for r in o.records]
+        h.outputs.publish = [p for o in closed for p in o.publish]
+        if h.outputs.records:
+            h = await asyncio.get_running_loop().run_in_executor(self._sink, self.core.write_sinks, h)
+            if h.stop is not None:  # stopping while a store was down: the entries stay, resolved at the next start
+                return
+            await self._send(h.outputs)
+        if self._drop_entries(gone, assigned):
             await self.app.producer.flush()
+        log.info("state of cameras no longer in the site dropped, their open alerts resolved",
+                 extra={"cameras": ",".join(sorted(gone)), "resolved": len(h.outputs.records)})
 
     async def _flush_site_states(self) -> None:
         """Save the cameras' states after the site versions that came while the tables were not ready
@@ -627,7 +680,7 @@ class AnalyticsApp:
             # a site edit (/v1/site): new cameras start from the new site's empty state
             self._fresh.apply_site(h.value)
             log.info("site version applied", extra={"version": h.value.version, "actor": h.value.actor})
-            await self._send(h.outputs)  # the alerts it resolved (written to the sinks above)
+            await self._send(h.outputs, msg)  # the alerts it resolved (written to the sinks above)
             if h.outputs.info.get("applied"):  # saved now, or once the tables are ready (not during a recovery)
                 self._site_pending = (self._site_pending or set()) | (cameras_before - self.stage.cameras)
                 await self._flush_site_states()
@@ -639,7 +692,7 @@ class AnalyticsApp:
                 self._cache[cam] = loaded[0]
             await self._mark_input(source)
             return
-        await self._send(h.outputs)
+        await self._send(h.outputs, msg)
         if cam not in self.stage.counters:
             # a site version removed the camera while this frame was written (its table entry is gone): nothing to
             # save, its offset is recorded
@@ -728,16 +781,7 @@ class AnalyticsApp:
         if self._site is not None:
             site, self._site = self._site, None
             site.close()
-        deadline = time.monotonic() + WEBHOOK_CLOSE_S
-        for sink in (s for s in self.core.sinks if isinstance(s, WebhookSink)):
-            sender = sink.sender
-            if not sender.flush(timeout_s=max(0.0, deadline - time.monotonic())):
-                left = sender.pending()
-                log.error("alert webhooks left undelivered at shutdown: dead-lettered (a try under way still "
-                          "gets its answer)",
-                          extra={"undelivered": len(left), "urls": sorted({d.target for d in left}),
-                                 "wait_s": WEBHOOK_CLOSE_S})
-            sender.close(timeout_s=max(1.0, deadline - time.monotonic()))
+        close_webhooks([s for s in self.core.sinks if isinstance(s, WebhookSink)], WEBHOOK_CLOSE_S)
 
 
 def build_app(config: SiteConfig, storage, live, rt: ServiceRuntime, **kwargs: Any) -> faust.App:
@@ -747,6 +791,10 @@ def build_app(config: SiteConfig, storage, live, rt: ServiceRuntime, **kwargs: A
     The :class:`AnalyticsApp` behind it is ``app.storelens``. Topics are not
     created here: call :func:`ensure_app_topics` first.
     """
+    if "limits" not in kwargs:  # the output topics' max.message.bytes on the broker (lower than declared on a
+        from storelens.runtime.workers import topic_limits  # topic made elsewhere), read once at the start
+
+        kwargs["limits"] = topic_limits(config.kafka, [*AnalyticsStage.outputs, topics.DEAD_LETTER])
     analytics = AnalyticsApp(config, storage, live, rt, **kwargs)
     analytics.follow_site()
     return analytics.app

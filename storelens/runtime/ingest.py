@@ -258,8 +258,8 @@ class CameraSupervisor:
                 if old_end is not None:  # the former process's stream of the camera ended while ingest was down
                     # the old stream's last frame time is not kept: dated as the new stream's time runs (the wall
                     # clock for a live source, its start_ts_ms for a file; the wall clock for a file moved a file
-                    # site's store clock months ahead). A file's marker may be dated before the old stream's last
-                    # frame: analytics then ends the camera's open zone bucket at that earlier time (a known gap)
+                    # site's store clock months ahead). Analytics dates a marker at the camera's last frame it
+                    # processed (kept in its saved state: AnalyticsStage.dated_end), so the old stream ends there
                     end = m.Frame(camera_id=cam.id, seq=old_end, end_of_stream=True,
                                   ts_ms=int(time.time() * 1000) if is_live(cam.source) else cam.start_ts_ms)
                     self.publish(topics.camera_key(cam.id), m.encode(end))

@@ -119,6 +119,10 @@ class Backoff:
         return self._next
 
 
+#: ``storelens_errors_total`` reason of a :class:`Breaker` probe whose thread could not be started.
+PROBE_NOT_STARTED = "breaker_probe_not_started"
+
+
 class Breaker:
     """A circuit breaker of a backend that may hang: after a failure the backend is skipped (the callers answer
     without it at once) for a cool-down of ``first_retry_s``, doubling with each failure in a row up to
@@ -132,6 +136,12 @@ class Breaker:
 
     Thread-safe. A caller asks :meth:`allow` before using the backend, then reports :meth:`failed` or
     :meth:`succeeded`; both return whether the state changed (to log an outage once, and its end).
+
+    The probe's thread comes from ``thread_factory`` (``threading.Thread``'s arguments). One that cannot be started
+    (``RuntimeError`` from ``start``: the process' thread limit, the interpreter shutting down) is a failed probe:
+    logged, counted with ``count_error(PROBE_NOT_STARTED)`` (the service's ``storelens_errors_total{reason}``;
+    :attr:`count_error` may be set after the breaker is made), and the next one is started after the next
+    cool-down; the callers meanwhile skip the backend as before.
 
     Example:
         >>> now = [0.0]
@@ -162,7 +172,9 @@ class Breaker:
 
     def __init__(self, retry_s: float, *, first_retry_s: float | None = None,
                  probe: Callable[[], object] | None = None, name: str = "backend",
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 thread_factory: Callable[..., threading.Thread] = threading.Thread,
+                 count_error: Callable[[str], object] | None = None) -> None:
         if retry_s <= 0 or (first_retry_s is not None and not 0 < first_retry_s <= retry_s):
             raise ValueError(f"Breaker: retry_s ({retry_s}) and first_retry_s ({first_retry_s}) must be > 0, "
                              "first_retry_s at most retry_s")
@@ -171,6 +183,9 @@ class Breaker:
         self.name = name
         self._probe = probe
         self._clock = clock
+        self._thread_factory = thread_factory
+        #: Called with an error's reason (``storelens_errors_total{reason}``): a probe that could not start.
+        self.count_error = count_error
         self._down = False  # the backend failed last time
         self._failures = 0  # failures in a row
         self._retry_at = 0.0  # clock() before which the failed backend is not asked
@@ -206,10 +221,12 @@ class Breaker:
                 return True
             self._probing = True
         try:
-            threading.Thread(target=self._run_probe, name=f"probe-{self.name}", daemon=True).start()
+            self._thread_factory(target=self._run_probe, name=f"probe-{self.name}", daemon=True).start()
         except Exception as exc:  # e.g. no thread left: a failed probe, another one after the next cool-down
             log.warning("%s: cannot start its probe (%s): tried again after %g s", self.name, exc,
-                        self._probe_failed())
+                        self._probe_failed(), extra={"reason": PROBE_NOT_STARTED})
+            if self.count_error is not None:
+                self.count_error(PROBE_NOT_STARTED)
         return False
 
     def _run_probe(self) -> None:

@@ -105,6 +105,45 @@ def fitting_dead_letter(dl: m.DeadLetter) -> m.DeadLetter:
                         service=dl.service, ts_ms=dl.ts_ms)
 
 
+@dataclass(frozen=True)
+class FittedOutput:
+    """What to publish for one output (:func:`fit_output`): the output itself on its topic, or its dead letter."""
+
+    topic: str  #: base name: the output's, or ``dead-letter``
+    message: Any
+    value: bytes  #: ``message`` encoded
+
+
+def fit_output(core: "RunnerCore", topic: str, name: str, key: bytes, message: Any, limits: Mapping[str, int],
+               source: BusMessage | None = None) -> FittedOutput:
+    """One output of a stage as it may be published on ``topic`` (a base name; ``name``: the deployment's, e.g.
+    with ``kafka.topic_prefix``): itself, or, when it is over the topic's ``max_message_bytes`` (``limits``, by base
+    name: the broker's, :func:`~storelens.runtime.workers.topic_limits`; else the declared one;
+    :func:`~storelens.contract.topics.fits`), a dead letter with reason ``too_large`` instead (its payload cut,
+    :func:`cut_payload`; its source topic ``name``, as every dead letter's), logged and counted in
+    ``errors{reason="too_large"}`` and ``dead_letters{topic=name}`` of ``core``. The broker would refuse such an
+    output, and a producer then fails its later sends (a crash loop replaying the same message). The one check of
+    every runner: :class:`Runner` and the analytics service (:mod:`storelens.runtime.analytics_app`).
+    ``source``: the input the output comes from (logged), if any."""
+    value = m.encode(message)
+    spec = topics.spec(topic)
+    limit = limits.get(topic, spec.max_message_bytes if spec is not None else None)
+    if limit is None or topics.fits(limit, key, value, m.type_headers(message)):
+        return FittedOutput(topic, message, value)
+    payload, note = cut_payload(value)
+    reason = (f"too_large: a {type(message).__name__} for {name} of {len(value)} bytes, over the topic's limit "
+              f"of {limit} bytes ({note})")
+    log.error("output too large for its topic: dead-lettered", extra={
+        "stage": core.stage.name, "topic": name, "bytes": len(value), "limit": limit,
+        "input_topic": source.topic if source is not None else None,
+        "offset": source.offset if source is not None else None})
+    core._error("too_large")
+    core.metrics.dead_letters.labels(name).inc()
+    core.dead_letters += 1
+    dl = dead_letter(name, key, payload, reason, core.stage.name)
+    return FittedOutput(topics.DEAD_LETTER, dl, m.encode(dl))
+
+
 class Sink(Protocol):
     """Persists records (history, live state). Blocking; raises when the store is unreachable."""
 
@@ -532,30 +571,12 @@ class Runner:
         self.core.metrics.messages_out.labels(out).inc()
 
     def _send_output(self, h: Handled, topic: str, key: bytes, message: Any) -> None:
-        """Publish one output of ``h`` on ``topic`` (a base name); one over the topic's ``max_message_bytes``
-        (:attr:`limits`, else the declared one; :func:`~storelens.contract.topics.fits`; the broker would refuse
-        it, and a stage's producer then fails every later flush) is a dead letter with reason ``too_large`` instead
-        (its payload cut, :func:`cut_payload`; its source topic the deployment's name, as every dead letter's),
-        counted in ``errors{reason="too_large"}``, and the message's other outputs go on: the same in both modes
-        (the in-process bus has no limit of its own)."""
-        value = m.encode(message)
-        spec = topics.spec(topic)
-        limit = self.limits.get(topic, spec.max_message_bytes if spec is not None else None)
-        if limit is None or topics.fits(limit, key, value, m.type_headers(message)):
-            self._send(topic, key, message, value)
-            return
-        core = self.core
+        """Publish one output of ``h`` on ``topic`` (a base name), or the dead letter that replaces it when it is
+        over the topic's limit (:func:`fit_output`, with :attr:`limits`): the same in both modes (the in-process
+        bus has no limit of its own)."""
         name = getattr(self.transport, "topic", lambda base: base)(topic)  # Kafka: with kafka.topic_prefix
-        payload, note = cut_payload(value)
-        reason = (f"too_large: a {type(message).__name__} for {name} of {len(value)} bytes, over the topic's limit "
-                  f"of {limit} bytes ({note})")
-        log.error("output too large for its topic: dead-lettered", extra={
-            "stage": core.stage.name, "topic": name, "bytes": len(value), "limit": limit,
-            "input_topic": h.msg.topic, "offset": h.msg.offset})
-        core._error("too_large")
-        core.metrics.dead_letters.labels(name).inc()
-        core.dead_letters += 1
-        self._send(topics.DEAD_LETTER, key, dead_letter(name, key, payload, reason, core.stage.name))
+        out = fit_output(self.core, topic, name, key, message, self.limits, h.msg)
+        self._send(out.topic, key, out.message, out.value)
 
     def _maybe_tick(self) -> bool:
         if self.tick_s is None or time.monotonic() < self._next_tick:

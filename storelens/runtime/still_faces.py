@@ -41,23 +41,24 @@ UNJUDGEABLE = frozenset({"too_small", "blurry", "bad_landmarks"})
 
 
 def load_faces_config(path: str | os.PathLike[str] | None) -> FacesConfig:
-    """The ``faces`` section of a site file (``None``: the defaults); :class:`ConfigError` if invalid."""
+    """The ``faces`` section of the site file ``path`` (``None``, or an empty file: the defaults).
+
+    The whole file is validated as a site file (:func:`~storelens.config.site.parse_config`, no camera opened):
+    an unknown key anywhere is a :class:`ConfigError` naming it, and relative model paths are relative to the
+    file's folder, not the working directory. A file of only a ``faces`` section (no ``store``, no ``cameras``)
+    is one too: this command opens no camera and reads no history."""
     if path is None:
         return FacesConfig()
-    from pydantic import ValidationError
+    from storelens.config.site import parse_config, read_yaml
 
-    from storelens.config.site import format_validation_error, read_yaml
-
-    raw = read_yaml(path)
+    p = pathlib.Path(path)
+    raw = read_yaml(p)
     if raw is None:
-        raw = {}
+        return FacesConfig()
     if not isinstance(raw, dict):
-        raise ConfigError(f"config error in {path}: expected a mapping at the top level")
-    try:
-        return FacesConfig.model_validate(raw.get("faces") or {})
-    except ValidationError as err:
-        msg = format_validation_error(err, str(path))
-        raise ConfigError(msg.replace(f"config error in {path}: ", f"config error in {path}: faces.", 1)) from None
+        raise ConfigError(f"config error in {p}: expected a mapping at the top level")
+    raw = {"store": {"id": "faces"}, "cameras": [{"id": "cam", "source": "unused.mp4"}], **raw}
+    return parse_config(raw, origin=str(p), base=p.parent.resolve(), open_cameras=False).faces
 
 
 def _r(x: float, nd: int = 1) -> float:

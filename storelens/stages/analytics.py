@@ -123,6 +123,9 @@ class AnalyticsStage:
                                                                 for c in config.cameras}
         #: Last processed seq per camera: redelivered or replayed frames are skipped.
         self.last_seq: dict[str, int] = {}
+        #: camera id -> the time of its last frame processed (not the highest it reached: a re-pointed file's frames
+        #: may go back in time): its end-of-stream marker is taken as dated then (:meth:`dated_end`).
+        self.last_frame_ts: dict[str, int] = {}
         self.ended: set[str] = set()
         entrance = entrance_lines_of(config)
         #: (camera, line) pairs whose ins minus outs are the store's occupancy (``None``: every camera's occupancy):
@@ -135,6 +138,9 @@ class AnalyticsStage:
         self.site_version = 0
         #: Cameras removed by a site version: their tracked frames still in flight are skipped, not dead-lettered.
         self.removed_cameras: set[str] = set()
+        #: Cameras no longer in the site whose open alerts this stage resolved: a site version removed them while it
+        #: held their state (:meth:`apply_site`), or their saved state was closed (:meth:`close_removed_camera`).
+        self.removed_closed: set[str] = set()
         #: camera id -> the reset whose 0 row :meth:`reset_rows` wrote (in memory: after a restart written again,
         #: the same row).
         self._zeroed: dict[str, int] = {}
@@ -239,7 +245,7 @@ class AnalyticsStage:
         restart or rebalance.
         """
         outs = [self.handle(topics.TRACKS, m.TrackedFrame(camera_id=cam, seq=seq + 1, end_of_stream=True,
-                                                          ts_ms=self.store_alerts.last_ts.get(cam, 0)))
+                                                          ts_ms=self.last_frame_ts.get(cam, 0)))
                 for cam, seq in sorted(self.last_seq.items()) if cam not in self.ended]
         return Outputs(records=[r for o in outs for r in o.records], publish=[p for o in outs for p in o.publish],
                        info={"ended": len(outs)})
@@ -253,6 +259,7 @@ class AnalyticsStage:
         occ = self.occupancy[camera_id]
         return {
             "last_seq": self.last_seq.get(camera_id, -1),
+            "last_frame_ts_ms": self.last_frame_ts.get(camera_id),
             "ended": camera_id in self.ended,
             "counter": self.counters[camera_id].state(),
             "occupancy": [occ.value, occ.total_in, occ.total_out, occ.since_ms],
@@ -261,12 +268,19 @@ class AnalyticsStage:
                         if cam == camera_id],
             "analyzers": {name: a.state() for name, a in self.analyzers[camera_id].items()},
             "store": self.store_alerts.state(),
+            # what :meth:`close_removed_camera` needs of a state whose camera a later site version removed
+            "site_version": self.site_version,
         }
 
     def load_camera_state(self, camera_id: str, state: dict) -> None:
         if camera_id not in self.counters:
             raise UnknownCamera(f"unknown camera {camera_id!r}")
         self.last_seq[camera_id] = int(state.get("last_seq", -1))
+        last_ts = state.get("last_frame_ts_ms")  # none in a state saved before it: a marker is taken as dated
+        if last_ts is None:
+            self.last_frame_ts.pop(camera_id, None)
+        else:
+            self.last_frame_ts[camera_id] = int(last_ts)
         if state.get("ended"):
             self.ended.add(camera_id)
         self.counters[camera_id].load_state(state.get("counter", {}))
@@ -297,11 +311,11 @@ class AnalyticsStage:
         camera, kind and zone) is taken over (:meth:`~storelens.stages.alerts.AlertAnalyzer.adopt`): it resolves
         when its condition has ended, and no second alert fires for the same incident. The others are returned
         ``resolved`` at ``now_ms`` (the rule or camera removed or changed, or an older alert of a rule whose newest
-        is taken over). A file camera's are left as they are: the run reads the file again and gives the same
-        alerts under the same ids. The store-wide ones (``store_occupancy``, ``camera_down``) likewise
-        (:meth:`~storelens.stages.store_alerts.StoreAlerts.adopt`): an embedded stop leaves a live camera's
-        ``camera_down`` open, and the next run goes on with it (one alert per outage) or resolves it when its rule
-        went."""
+        is taken over). A file camera's are left as they are while their rule stands (the run reads the file again
+        and gives the same alerts under the same ids), and resolved when it was removed or changed. The store-wide
+        ones (``store_occupancy``, ``camera_down``) likewise (:meth:`~storelens.stages.store_alerts.StoreAlerts.adopt`):
+        an embedded stop leaves a live camera's ``camera_down`` open, and the next run goes on with it (one alert per
+        outage) or resolves it when its rule went."""
         out: list[m.Alert] = []
         rows = sorted(firing, key=lambda r: -int(r["fired_ts_ms"]))  # the newest of a rule's is taken over
         live = {c.id for c in self.config.cameras if is_live(c.source)}
@@ -312,14 +326,16 @@ class AnalyticsStage:
             cam = r["camera_id"]
             if not cam:
                 continue
+            entry = [r["alert_id"], int(r["fired_seq"]), r["kind"], r["zone_id"] or "", r["severity"],
+                     float(r["threshold"])]
+            state = {"open": {r["rule_id"]: entry}, "holds": {r["rule_id"]: {"fired_ms": int(r["fired_ts_ms"])}}}
             if cam in self.cameras and cam not in live:
+                # a file read again gives its rule's alert again (same id); none of a rule gone or changed
+                out += closed_alerts(self.config, cam, state, now_ms, int(r["fired_seq"]))
                 continue
             analyzer = self.analyzers.get(cam, {}).get("alerts")
             if analyzer is not None and analyzer.adopt(r):
                 continue
-            entry = [r["alert_id"], int(r["fired_seq"]), r["kind"], r["zone_id"] or "", r["severity"],
-                     float(r["threshold"])]
-            state = {"open": {r["rule_id"]: entry}, "holds": {r["rule_id"]: {"fired_ms": int(r["fired_ts_ms"])}}}
             closed = closed_alerts(self.config, cam, state, now_ms, int(r["fired_seq"]),
                                    "camera removed" if cam not in self.cameras else None)
             # else the rule still applies and a newer alert of it was taken over
@@ -375,15 +391,18 @@ class AnalyticsStage:
             return False
         new = with_site_update(self.config, update)
         cameras_now = {c.id for c in new.cameras}
-        # the resolutions' time: the camera's last frame, else the store clock, else the version's (never before the
-        # alert fired: closed_alerts); a camera without a frame in this process (a taken-over alert) has no time
+        # the resolutions' time: the camera's last frame (the last one processed, :attr:`last_frame_ts`: a re-pointed
+        # file's frames may go back in time; a state saved before it was kept: the highest time the camera reached),
+        # else the store clock, else the version's (never before the alert fired: closed_alerts); a camera without a
+        # frame in this process (a taken-over alert) has no time
         clock = self.store_alerts.clock_ms if self.store_alerts.clock_ms is not None else update.ts_ms
         for cam in sorted(set(self.analyzers) | set(self._closing)):
             alerts = self.analyzers.get(cam, {}).get("alerts")
             # a snapshot loaded without a frame since holds the alerts of rules already gone too
             state = self._closing.pop(cam, None) or (alerts.state() if alerts is not None else {})
             if state.get("open"):
-                self._site_closed += closed_alerts(new, cam, state, self.store_alerts.last_ts.get(cam, clock),
+                last_ts = self.last_frame_ts.get(cam, self.store_alerts.last_ts.get(cam, clock))
+                self._site_closed += closed_alerts(new, cam, state, last_ts,
                                                    max(self.last_seq.get(cam, 0), 0),
                                                    None if cam in cameras_now else "camera removed")
         self._site_closed += self.store_alerts.close(new, update.ts_ms or None)
@@ -410,8 +429,11 @@ class AnalyticsStage:
                 self.analyzers[cam.id] = fresh
             self.occupancy.setdefault(cam.id, Occupancy())
             self.store_clamped.setdefault(cam.id, {})
+        # their open alerts were resolved above (a camera without state here: by close_removed_camera, if saved)
+        self.removed_closed |= {gone for gone in old if gone in self.last_seq}
         for gone in old:
-            for table in (self.counters, self.occupancy, self.analyzers, self.last_seq, self.store_clamped):
+            for table in (self.counters, self.occupancy, self.analyzers, self.last_seq, self.last_frame_ts,
+                          self.store_clamped):
                 table.pop(gone, None)
             self.ended.discard(gone)
         if old or rules_changed:  # cameras removed (camera_down forgets them) or other store-wide rules
@@ -423,7 +445,30 @@ class AnalyticsStage:
         self.entrance_lines = None if entrance is None else [tuple(x.split("/", 1)) for x in entrance]
         self._entrance = set(self.entrance_lines or ())
         self.removed_cameras = (self.removed_cameras | set(old)) - self.cameras
+        self.removed_closed -= self.cameras
         return True
+
+    def close_removed_camera(self, camera_id: str, state: dict) -> Outputs | None:
+        """The saved state (:meth:`camera_state`; the analytics service's table) of a camera the site in force no
+        longer has, which this stage never held: a site version removed it while the service was down (or the site
+        file lost it). Its open alerts, ``resolved`` (camera removed) at its last frame, as records and on
+        ``alerts``, as :meth:`apply_site` resolves those of a camera it holds; the store-wide alert state it carries
+        is loaded as any camera's (the newest wins). ``None`` when it is not to be closed: the camera is in the
+        site, or its alerts were resolved already in this process, or the state was saved under a newer site
+        version than the one in force (this process has not seen the version that added the camera yet)."""
+        if (camera_id in self.counters or camera_id in self.removed_closed
+                or int(state.get("site_version") or 0) > self.site_version):
+            return None
+        self.removed_closed.add(camera_id)
+        self.store_alerts.load_state(state.get("store") or {})
+        alerts = (state.get("analyzers") or {}).get("alerts") or {}
+        last_ts = state.get("last_frame_ts_ms")  # (a state saved before it was kept: the highest time it reached)
+        if last_ts is None:
+            last_ts = (state.get("store") or {}).get("last_ts", {}).get(camera_id)
+        ts = int(last_ts if last_ts is not None else self.store_alerts.clock_ms or 0)  # never before the firing
+        closed = closed_alerts(self.config, camera_id, alerts, ts, max(int(state.get("last_seq", -1)), 0),
+                               "camera removed") if alerts.get("open") else []
+        return self._store_outputs(closed)
 
     def handle(self, topic: str, msg) -> Outputs:
         """Stage contract: records for the sinks (the frame, its events) and events to publish."""
@@ -434,6 +479,7 @@ class AnalyticsStage:
                            info={"site_version": msg.version, "applied": applied})
         if topic != topics.TRACKS:
             return Outputs(records=[msg])
+        msg = self.dated_end(msg)  # the marker's record (history ``frames``) has the time the camera ended at
         out = self.process(msg)
         if out.duplicate:
             return Outputs(duplicate=True)
@@ -461,6 +507,7 @@ class AnalyticsStage:
             if tf.camera_id in self.ended or tf.seq <= self.last_seq.get(tf.camera_id, -1):
                 out.duplicate = True  # the marker again, or an old one redelivered after later frames
                 return out
+            tf = self.dated_end(tf)
             self.ended.add(tf.camera_id)
             self._close_pending(tf, out)
             last = self.last_seq.get(tf.camera_id, -1)
@@ -472,6 +519,7 @@ class AnalyticsStage:
             out.duplicate = True  # redelivery: already counted
             return out
         self.last_seq[tf.camera_id] = tf.seq
+        self.last_frame_ts[tf.camera_id] = tf.ts_ms
         self.ended.discard(tf.camera_id)
         self._close_pending(tf, out)
         occ = self.occupancy[tf.camera_id]
@@ -526,6 +574,31 @@ class AnalyticsStage:
                                                     occupancy=store.occupancy, total_in=store.total_in,
                                                     total_out=store.total_out)
         return out
+
+    def dated_end(self, tf: m.TrackedFrame) -> m.TrackedFrame:
+        """``tf``, or, for an end-of-stream marker not dated at its camera's last frame, a copy dated at that frame.
+
+        A stream ends at its last frame. The marker of a stream that ended while ingest was down (the camera
+        re-pointed meanwhile) is dated at the new stream's time (a file's ``start_ts_ms``, the wall clock for a live
+        source): before the old stream's last frame, the camera's open zone buckets and visits ended before it (an
+        empty zone bucket row of a time the camera never showed); after it, the last frame's occupancy was held past
+        it. The last frame is the last one processed (kept in the camera's saved state), not the highest time the
+        camera reached: a re-pointed file's frames may go back in time. A camera without a frame here (a state saved
+        before it was kept) keeps the marker's time.
+
+        >>> from storelens.config import parse_config
+        >>> stage = AnalyticsStage(parse_config({"store": {"id": "s"}, "cameras": [{"id": "c", "source": "x.mp4"}]}))
+        >>> _ = stage.handle(topics.TRACKS, m.TrackedFrame(camera_id="c", seq=0, ts_ms=9000))
+        >>> stage.dated_end(m.TrackedFrame(camera_id="c", seq=1, ts_ms=2000, end_of_stream=True)).ts_ms
+        9000
+        """
+        last = self.last_frame_ts.get(tf.camera_id)
+        if not tf.end_of_stream or last is None or tf.ts_ms == last:
+            return tf
+        dated = m.TrackedFrame()
+        dated.CopyFrom(tf)
+        dated.ts_ms = last
+        return dated
 
     def _close_pending(self, tf: m.TrackedFrame, out: AnalyticsOutput) -> None:
         """The alerts of the camera's loaded snapshot whose rule is no longer in force, resolved at this frame."""

@@ -21,7 +21,7 @@ from storelens.stages.base import Outputs, Publish, UnknownCamera
 from storelens.contract import topics
 from storelens.backends.video import SHRINK_QUALITIES, decode_frame
 from storelens.backends.trackers import Tracker, Tracks
-from storelens.backends.trackers.base import FrameRateAware, shared_embedder, snapshot_format
+from storelens.backends.trackers.base import FrameRateAware, restorable_formats, shared_embedder, snapshot_format
 from storelens.domain.framerate import FrameRate
 from storelens.domain.stationary import StationaryFilter
 from storelens.stages.site_cameras import SiteCameras, decode_site_input
@@ -118,8 +118,9 @@ class DetectTrackStage:
     def restore_camera(self, camera_id: str, data: bytes) -> str | None:
         """Put one camera's state of :meth:`camera_snapshot` back; ``None``, or why its tracker state was not.
 
-        A tracker state saved by another backend, version or appearance embedder (``tracker.backend`` or
-        ``tracker.embedder`` switched; its tag, :func:`~storelens.backends.trackers.base.snapshot_format`) or that
+        A tracker state saved by another backend, version, appearance embedder or embedder model (``tracker.backend``,
+        ``tracker.embedder`` or its weights switched; its tag, :func:`~storelens.backends.trackers.base.
+        snapshot_format`; a tag older than the model's is taken with the default weights only) or that
         does not restore (an older snapshot, untagged or tagged without its embedder, of another backend or whose
         features are not of the embedder's length; an unpickling error) is logged with the camera and the reason,
         and the camera starts a new tracker session: a fresh tracker, its ids above the old session's (as after an
@@ -155,8 +156,9 @@ class DetectTrackStage:
         """The camera's tracker restored from ``data`` (tagged ``fmt``); else a fresh one and the reason."""
         tracker = self.tracker(camera_id)
         want = snapshot_format(tracker)
-        if fmt is not None and fmt not in (want, snapshot_format(tracker, embedder=False)):  # without: older
-            reason = f"saved by {fmt!r}, the tracker is {want!r} (tracker.backend or tracker.embedder changed?)"
+        if fmt not in restorable_formats(tracker):  # an older tag (or none): of the default weights only
+            reason = (f"saved by {fmt!r}, the tracker is {want!r} (tracker.backend, tracker.embedder or its weights "
+                      f"changed?)")
         else:
             try:
                 tracker.restore(data)
@@ -278,7 +280,11 @@ class DetectTrackStage:
                              source_frame=frame.source_frame, end_of_stream=frame.end_of_stream,
                              image_digest=frame.image_digest,
                              width=frame.source_width or frame.width, height=frame.source_height or frame.height)
-        return _Job(frame, out, None if frame.end_of_stream else decode_frame(frame))
+        image = None if frame.end_of_stream else decode_frame(frame)
+        if image is not None:  # a JPEG frame without a size header: its boxes are in the decoded image's pixels
+            out.width = out.width or image.shape[1]
+            out.height = out.height or image.shape[0]
+        return _Job(frame, out, image)
 
     def _track_many(self, jobs: list[_Job], dets: list[Detections]) -> list[Tracks]:
         """Each job's camera tracker updated with its detections; one re-id inference for all when they share it."""

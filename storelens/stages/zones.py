@@ -67,6 +67,8 @@ class ZoneAnalyzer(CameraAnalyzer):
         return self._after(view.seq, view.ts_ms, events, close_before=view.ts_ms - self.grace_ms)
 
     def end(self, seq: int, ts_ms: int, prior: list) -> list:
+        """Every open visit exits and every open bucket closes; nothing of the stream holds on into the next one
+        (:meth:`ZoneBuckets.end`: a next stream's frame in the last bucket continues it)."""
         return self._after(seq, ts_ms, self.tracker.close(), close_before=None)
 
     def _after(self, seq: int, ts_ms: int, events: list[ZoneEvent], close_before: int | None) -> list:
@@ -76,8 +78,9 @@ class ZoneAnalyzer(CameraAnalyzer):
         if occ != self.published:
             self.published = occ
             out.append(m.ZoneOccupancy(camera_id=self.camera_id, ts_ms=ts_ms, seq=seq, occupancy=occ))
+        closed = self.buckets.end() if close_before is None else self.buckets.close(close_before)
         out += [zone_stats_message(self.camera_id, s, self.buckets.bucket_ms, self.kinds[s.zone_id] == "queue")
-                for s in self.buckets.close(close_before)]
+                for s in closed]
         return out
 
     def state(self) -> dict:
@@ -90,6 +93,7 @@ class ZoneAnalyzer(CameraAnalyzer):
         last = buckets.get("last")
         self.buckets.load_state({
             "buckets": [b for b in buckets.get("buckets", []) if b[0] in self.kinds],
+            "ended": [b for b in buckets.get("ended", []) if b[0] in self.kinds],
             "last": None if last is None else [last[0], {z: n for z, n in last[1].items() if z in self.kinds}]})
         pub = state.get("published")
         self.published = None if pub is None else {k: int(v) for k, v in pub.items()}

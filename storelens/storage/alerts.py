@@ -49,6 +49,12 @@ def count_alerts(storage: Any, state: AlertFilter = "all", start_ms: int | None 
     return int(storage._rows(sa.select(sa.func.count()).select_from(alerts).where(*where))[0][0])
 
 
+def camera_has_alerts(storage: Any, camera_id: str) -> bool:
+    """Whether any stored alert is of ``camera_id`` (a camera a site version removed keeps its alerts)."""
+    a = alerts.c
+    return bool(storage._rows(sa.select(sa.literal(1)).where(a.camera_id == camera_id).limit(1)))
+
+
 def list_alerts(storage: Any, state: AlertFilter = "all", start_ms: int | None = None, end_ms: int | None = None,
                 camera_id: str | None = None, limit: int = 100, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
     """Alerts that fired in ``[start_ms, end_ms)``, newest first: ``(page, total matching)``.

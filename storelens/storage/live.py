@@ -38,6 +38,7 @@ Example (``url`` is a Redis URL such as ``"redis://127.0.0.1:16379/0"``):
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Callable, Mapping, TypeVar
 
 import redis
@@ -94,6 +95,8 @@ class RedisLiveState(Closing):
             Redis that failed. For readers with a fallback (the API answers from storage); writers (the
             services) leave it out and retry on their own.
         first_retry_s: the first wait of the breaker (see ``retry_s``).
+        thread_factory: makes the breaker's ping thread (``threading.Thread``'s arguments); one that cannot start
+            is counted (:meth:`count_errors`) and the ping tried again after the next wait.
 
     Connection errors of Redis calls propagate as :class:`redis.RedisError`
     (the client retries briefly on its own); :meth:`ping` never raises.
@@ -109,14 +112,16 @@ class RedisLiveState(Closing):
     """
 
     def __init__(self, url: str, prefix: str = "storelens", *, timeout_s: float = 5.0,
-                 retry_s: float | None = None, first_retry_s: float | None = None) -> None:
+                 retry_s: float | None = None, first_retry_s: float | None = None,
+                 thread_factory: Callable[..., threading.Thread] = threading.Thread) -> None:
         if not prefix:
             raise ValueError("prefix must not be empty")
         self.url = url
         self.prefix = prefix
         self._closed = False
         self._breaker = Breaker(retry_s, first_retry_s=first_retry_s, probe=self._probe,
-                                name="live state (Redis)") if retry_s is not None else None
+                                name="live state (Redis)", thread_factory=thread_factory) \
+            if retry_s is not None else None
         self._redis = redis.Redis.from_url(
             url, decode_responses=True, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
             health_check_interval=30,
@@ -127,6 +132,13 @@ class RedisLiveState(Closing):
 
     def __repr__(self) -> str:
         return f"RedisLiveState(prefix={self.prefix!r})"
+
+    def count_errors(self, count: Callable[[str], object]) -> None:
+        """Count this live state's errors outside a call with ``count(reason)`` (``storelens_errors_total``: the
+        API's :meth:`~storelens.api.metrics.Metrics.count_error`): its breaker's ping that could not start
+        (``breaker_probe_not_started``)."""
+        if self._breaker is not None:
+            self._breaker.count_error = count
 
     def close(self) -> None:
         """Release the connections; further calls raise :class:`LiveStateError`, :meth:`ping` is ``False``."""

@@ -22,7 +22,8 @@ crossings and the aggregates for longer (by default forever): a replay only re-d
 and their track points are still stored (:func:`replayable_span`, :func:`aligned_range`), so what was
 derived from purged ones stays as it is. Nor does it delete rows dated after the newest frame it read
 (those of a pipeline running meanwhile), nor delete or write what is still open at that frame (unless it ends
-the stream: :func:`open_from`), which a running pipeline writes once a later frame closes it.
+the stream: :func:`open_from`), which a running pipeline writes once a later frame closes it; a live camera silent
+for :func:`stopped_after_ms` has stopped, and is ended at its newest frame as an end of stream ends it (:func:`replay`).
 
 Erasure deletes a track's points but keeps its crossings (anonymous counts): a crossing without a stored point
 of its track at its time cannot be derived again, so it is kept, and with it its share of the count windows
@@ -33,6 +34,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -131,8 +133,9 @@ def replace_derived(storage: Any, camera_id: str, start_ms: int, end_ms: int | M
     With ``window_s`` (``counting.window_s``; ``end_ms`` the ends of :func:`open_from`) the rows of crossings a
     replay cannot derive again (erased points) stay whole: the count windows of the range are not those of
     ``records`` but counted from the stored crossings once the records are written (the kept ones, and a live
-    pipeline's after the newest frame read, count as before), and the buying units holding such a crossing stay
-    (a re-derived unit sharing a member and time with one is not written)."""
+    pipeline's after the newest frame read, count as before; counted again once written, so a live write committed
+    meanwhile is not overwritten: :func:`_recounted`), and the buying units holding such a crossing stay (a
+    re-derived unit sharing a member and time with one is not written)."""
     def write(conn: sa.Connection) -> int:
         # the erasure lock (shared) before the deletes' row locks, as every history write of track rows takes it
         dialects.erasure_lock(storage.db, conn, exclusive=False)
@@ -144,8 +147,10 @@ def replace_derived(storage: Any, camera_id: str, start_ms: int, end_ms: int | M
         n = delete_derived(conn, camera_id, start_ms, end_ms, keep_groups=[u[0] for u in units])
         storage._write_records_in(conn, [r for r in records if not isinstance(r, m.CountWindow)
                                          and not (isinstance(r, m.GroupCrossing) and _overlaps(r, units))])
-        storage._write_records_in(conn, _counted_windows(conn, camera_id, start_ms, end_ms["count_windows"],
-                                                         window_s))
+        windows = _counted_windows(conn, camera_id, start_ms, end_ms["count_windows"], window_s)
+        storage._write_records_in(conn, windows)
+        storage._write_records_in(conn, _recounted(conn, camera_id, start_ms, end_ms["count_windows"], window_s,
+                                                   windows))
         return n
 
     return storage._write(write)
@@ -157,6 +162,22 @@ def _overlaps(unit: m.GroupCrossing, kept: Sequence[tuple[str, str, str, int, in
     d = "in" if unit.direction == m.DIRECTION_IN else "out"
     return any(line == unit.line_id and kd == d and ts <= unit.last_ts_ms and unit.ts_ms <= last
                and members & set(unit.track_ids) for _, line, kd, ts, last, members in kept)
+
+
+def _recounted(conn: sa.Connection, camera_id: str, start_ms: int, end_ms: int, window_s: int,
+               written: Sequence[m.CountWindow]) -> list[m.CountWindow]:
+    """The windows of ``written`` (just upserted by the replay) whose count changed since they were counted: on
+    PostgreSQL (read committed) a live pipeline's write of a window (its crossings in the same transaction) may
+    commit after the count's snapshot and before the replay's upsert, which then overwrote it. The rows are the
+    replay's now (locked until its commit: a later live write waits, then sets its running count), so a count from
+    a new snapshot has every crossing of the writes it overwrote. A window the replay did not write stays the live
+    pipeline's. SQLite writes one transaction at a time: nothing changes, nothing is rewritten."""
+    if not written:
+        return []
+    key = lambda w: (w.line_id, w.window_start_ms)  # noqa: E731
+    was = {key(w): (w.count_in, w.count_out) for w in written}
+    return [w for w in _counted_windows(conn, camera_id, start_ms, end_ms, window_s)
+            if key(w) in was and was[key(w)] != (w.count_in, w.count_out)]
 
 
 def _counted_windows(conn: sa.Connection, camera_id: str, start_ms: int, end_ms: int,
@@ -199,6 +220,23 @@ def close_delay_ms(config: Any, camera: Any) -> int:
     """The longest of :data:`CLOSE_DELAYS` for ``camera``: a replay ending at ``end`` derives over the
     frames before ``end`` plus this, and the first frame at or after that."""
     return max(delay(config, camera) for _, delay in CLOSE_DELAYS)
+
+
+#: The least time without a frame after which a replay takes a live camera for stopped (:func:`stopped_after_ms`):
+#: beyond what its analyses need, a margin for a pipeline writing the frames behind the wall clock (a backlog).
+STOPPED_AFTER_MIN_MS = 10 * 60_000
+
+
+def stopped_after_ms(config: Any, camera: Any) -> int:
+    """How long after a live camera's newest stored frame (wall clock) a replay takes the camera for stopped and closes
+    what is open at that frame there, as at an end of stream (:func:`replay`): longer than any later frame could still
+    go on with it (:func:`close_delay_ms`; a track re-found or going on: ``journeys.track_end_after_s`` and the
+    tracker's re-find window), so a frame coming after that (the camera back) closes the same visits at the same last
+    seen times, and at least :data:`STOPPED_AFTER_MIN_MS`."""
+    from storelens.stages.journeys import reopen_ms
+
+    track_ms = max(int(config.journeys.track_end_after_s * 1000), reopen_ms(config))
+    return max(close_delay_ms(config, camera), track_ms, STOPPED_AFTER_MIN_MS)
 
 
 def _zones_open_from(config: Any, camera: Any, newest: int, derived: Sequence[Any]) -> int:
@@ -383,10 +421,13 @@ class ReplayResult:
     #: points to re-derive them from) stay under it in the range, with their count windows (a renamed line's
     #: counts are split between its old and new id).
     kept_off_lines: dict[str, int] = field(default_factory=dict)
+    #: A live camera taken for stopped (no frame since for :func:`stopped_after_ms`, no end of stream stored): the
+    #: time of its newest frame, where what was open at it was closed as at an end of stream; ``None``: not stopped.
+    stopped_at_ms: int | None = None
 
 
 def replay(config: Any, storage: Any, start_ms: int | None = None, end_ms: int | None = None,
-           camera_ids: Sequence[str] | None = None) -> list[ReplayResult]:
+           camera_ids: Sequence[str] | None = None, *, now_ms: int | None = None) -> list[ReplayResult]:
     """Re-derive the analytics of stored frames with ``config`` (moved lines, new zones) and replace them.
 
     Per camera: read its frames in the (aligned) range, run :func:`storelens.stages.analytics.derive`
@@ -400,8 +441,18 @@ def replay(config: Any, storage: Any, start_ms: int | None = None, end_ms: int |
     read, or dated after it, are left to the pipeline (:func:`open_from`); an erased track's crossings stay
     (:func:`replace_derived`), under their line id also when ``config`` renamed or removed that line: a warning
     and the ``note`` say so (``kept_off_lines``).
+
+    But a live camera (:func:`~storelens.backends.video.is_live`) whose newest stored frame, read by the replay, is
+    older than :func:`stopped_after_ms` before ``now_ms`` (the wall clock by default) and ends no stream has stopped
+    without an end of stream (process killed, camera down): it is ended at that frame, as the pipeline's own stop
+    ends it (an end-of-stream frame there), so its open visits, zone bucket, buying units, tracks and heatmap hour are
+    closed and written (``stopped_at_ms``); a frame coming later closes them the same way. A file camera's frame
+    times are not the wall clock (and its run resumes where it stopped): what is open at its newest frame stays open.
     """
+    from storelens.backends.video import is_live
     from storelens.stages.analytics import derive
+
+    now = int(time.time() * 1000) if now_ms is None else int(now_ms)
 
     out = []
     for cam in config.cameras:
@@ -427,6 +478,15 @@ def replay(config: Any, storage: Any, start_ms: int | None = None, end_ms: int |
         closing = storage._read(lambda c: c.execute(sa.select(sa.func.min(f.ts_ms)).where(
             f.camera_id == cam.id, f.ts_ms >= after)).scalar())
         tfs = stored_frames(storage, cam.id, start, after if closing is None else int(closing) + 1)
+        n_frames = sum(tf.ts_ms < end for tf in tfs)
+        stopped = None
+        if (closing is None and tfs and not tfs[-1].end_of_stream and is_live(cam.source)
+                and now - tfs[-1].ts_ms > stopped_after_ms(config, cam)):
+            # the camera's newest frame (none after the read), long ago: ended there, as end_streams ends a camera
+            stopped = tfs[-1].ts_ms
+            tfs.append(m.TrackedFrame(camera_id=cam.id, seq=tfs[-1].seq + 1, ts_ms=stopped, end_of_stream=True))
+            log.info("replay of camera %s: no frame since %d (%d ms before now): stopped, what is open at that frame "
+                     "is closed there", cam.id, stopped, now - stopped)
         derived = derive(config, tfs)
         # what is still open at the newest frame read (a live pipeline writes it once a later frame closes it) and
         # what is dated after it (a live pipeline's, written since the read) is neither deleted nor written
@@ -437,7 +497,6 @@ def replay(config: Any, storage: Any, start_ms: int | None = None, end_ms: int |
         counts: dict[str, int] = {}
         for r in records:
             counts[type(r).__name__] = counts.get(type(r).__name__, 0) + 1
-        n_frames = sum(tf.ts_ms < end for tf in tfs)
         off = kept_off_lines(storage, cam.id, start, ends["crossings"], [ln.id for ln in cam.lines])
         if off:
             kept = (f"crossings of erased tracks kept under a line camera {cam.id} no longer has (renamed or "
@@ -446,7 +505,7 @@ def replay(config: Any, storage: Any, start_ms: int | None = None, end_ms: int |
             log.warning("replay of camera %s: [%d, %d): %s", cam.id, start, end, kept)
             note = kept if note is None else f"{note}; {kept}"
         out.append(ReplayResult(cam.id, start, end, n_frames, deleted, len(records), counts, start_ms, end_ms, note,
-                                off))
+                                off, stopped))
     return out
 
 

@@ -65,6 +65,28 @@ def zone_buckets(storage: Any, camera_id: str | None, zone_id: str | None, start
     return [ZoneBucketRow(*r) for r in storage._rows(stmt)]
 
 
+def bucket_span(storage: Any, camera_id: str, zone_id: str | None, start_ms: int) -> tuple[int, int] | None:
+    """``(first, last)`` ``bucket_start_ms`` of the camera's stored buckets (of ``zone_id`` if given) starting at or
+    after ``start_ms``, ``None`` without any: one aggregate query (the size of an open-ended range's answer)."""
+    z = zone_stats.c
+    stmt = sa.select(sa.func.min(z.bucket_start_ms), sa.func.max(z.bucket_start_ms)).where(
+        z.camera_id == camera_id, z.bucket_start_ms >= start_ms)
+    if zone_id is not None:
+        stmt = stmt.where(z.zone_id == zone_id)
+    first, last = storage._rows(stmt)[0]
+    return None if first is None else (int(first), int(last))
+
+
+def count_ended_visits(storage: Any, zone_keys: Iterable[tuple[str, str]], start_ms: int, end_ms: int) -> int:
+    """How many rows :func:`ended_visits` would read (counted in the database)."""
+    keys = sorted(set(zone_keys))
+    if not keys:
+        return 0
+    e = zone_events.c
+    return int(storage._rows(sa.select(sa.func.count()).select_from(zone_events).where(
+        e.kind == "exit", e.ts_ms >= start_ms, e.ts_ms < end_ms, sa.tuple_(e.camera_id, e.zone_id).in_(keys)))[0][0])
+
+
 def events(storage: Any, camera_id: str | None, start_ms: int, end_ms: int, *, zone_ids: Iterable[str] | None = None,
            kinds: Iterable[str] | None = None, limit: int = 100_000) -> list[tuple[ZoneEvent, str]]:
     """Zone events in ``[start_ms, end_ms)`` in time order (the earliest ``limit``), with their zone kind."""
@@ -144,7 +166,7 @@ def occupancy_now(storage: Any, camera_id: str) -> tuple[int | None, dict[str, i
     return max(r[1] for r in rows), {r[0]: int(r[2]) for r in rows}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class VisitRow:
     """An ended zone visit with the track's face attributes where they exist."""
 

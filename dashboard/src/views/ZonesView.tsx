@@ -1,7 +1,8 @@
 // Zones (people inside now, GET /v1/zones), their statistics per bucket (GET /v1/zones/stats) and the
 // queues (GET /v1/queues: length now, predicted and measured wait). The statistics open on the last 24 hours,
 // newest bucket first, ROWS rows at a time ("Show more"). A dwell or wait measured from fewer than
-// privacy.k_min people comes withheld (suppressed) and is shown as such, not as "-" (no one).
+// privacy.k_min people comes withheld (suppressed) and is shown as such, not as "-" (no one). A live camera without
+// a frame for over 60 s (stale) shows its people inside and queue length as stale, not its last frame's numbers.
 import { useMemo, useState } from "react";
 import { fmtNum, fmtTime, qs, useApi, type Dwell, type Queue, type ZoneBucket, type ZoneState } from "../api";
 import { Card, Empty, Loading, Num, Problem, RangePicker, useRangeStart, Select, type RangeKey } from "../ui";
@@ -48,7 +49,8 @@ export function ZonesView(_: ViewProps) {
                 {queues.data.queues.map((q) => (
                   <tr key={`${q.camera_id}/${q.zone_id}`} data-testid={`queue-${q.zone_id}`}>
                     <td>{q.camera_id}/{q.zone_id}</td>
-                    <td className="big" data-testid="length">{q.length}</td>
+                    <td className="big" data-testid="length">
+                      {q.stale ? `stale (no frame for ${fmtNum(q.age_s, 0)} s)` : q.length}</td>
                     <td>{q.predicted_wait_s === null ? "-" : `${fmtNum(q.predicted_wait_s, 1)} s`}</td>
                     <td data-testid="median-wait">{median(q.wait_s)}</td>
                     <td>{q.served}</td><td>{q.abandoned}</td><td>{fmtNum(q.window_s)} s</td><td>{fmtTime(q.at_ms)}</td>
@@ -69,7 +71,8 @@ export function ZonesView(_: ViewProps) {
                 {zones.data.zones.map((z) => (
                   <tr key={`${z.camera_id}/${z.zone_id}`} data-testid={`zone-row-${z.zone_id}`}>
                     <td>{z.camera_id}</td><td>{z.zone_id}</td><td>{z.kind}</td><td>{z.product ?? "-"}</td>
-                    <td data-testid="occupancy">{z.occupancy}</td><td>{fmtTime(z.ts_ms)}</td>
+                    <td data-testid="occupancy">
+                      {z.stale ? `stale (no frame for ${fmtNum(z.age_s, 0)} s)` : z.occupancy}</td><td>{fmtTime(z.ts_ms)}</td>
                   </tr>
                 ))}
               </tbody>

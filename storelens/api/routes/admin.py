@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from storelens.config.auth import Role
 from storelens.storage import auth as store
 
-from ..deps import ContextDep, FromMs, ToMs, api_router, check_range, require_role
+from ..deps import ContextDep, FromMs, Text, ToMs, api_router, check_range, require_role
 from ..models import ErrorOut, _Out
 from ..security import USERNAME_PATTERN, Principal
 
@@ -31,7 +31,7 @@ class UserIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     username: Annotated[str, Field(max_length=64, pattern=USERNAME_PATTERN)]
-    password: Annotated[str, Field(min_length=1, max_length=1024)]
+    password: Annotated[Text, Field(min_length=1, max_length=1024)]
     role: Role
 
 
@@ -49,7 +49,7 @@ class UsersOut(_Out):
 class ApiKeyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: Annotated[str, Field(min_length=1, max_length=200, description="What the key is for (e.g. 'till 3').")]
+    name: Annotated[Text, Field(min_length=1, max_length=200, description="What the key is for (e.g. 'till 3').")]
     role: Role
 
 
@@ -142,8 +142,8 @@ def revoke_api_key(ctx: ContextDep, key_id: KeyId) -> Response:
                   description="Failed sign-ins and every write through the API: who, what, when, the answer's "
                               "status and the client's address.")
 def audit(ctx: ContextDep, start_ms: FromMs = None, end_ms: ToMs = None,
-          actor: Annotated[str | None, Query(max_length=200)] = None,
-          action: Annotated[str | None, Query(max_length=200)] = None,
+          actor: Annotated[Text | None, Query(max_length=200)] = None,
+          action: Annotated[Text | None, Query(max_length=200)] = None,
           limit: Annotated[int, Query(ge=1, le=1000)] = 100,
           offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0) -> AuditOut:
     check_range(start_ms, end_ms)

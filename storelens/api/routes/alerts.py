@@ -14,14 +14,14 @@ from pydantic import Field
 
 from storelens.storage import alerts as aq
 
-from ..deps import ContextDep, FromMs, ToMs, api_router, check_range, require_role
+from ..deps import ContextDep, FromMs, Text, ToMs, api_router, check_range, require_role
 from ..security import Principal
 from ..models import ErrorOut, _Out
 
 router = api_router("alerts", role='viewer')
 
 NOT_FOUND = {404: {"model": ErrorOut, "description": "Unknown alert."}}
-AlertId = Annotated[str, Path(min_length=1, max_length=300, description="The alert's id.")]
+AlertId = Annotated[Text, Path(min_length=1, max_length=300, description="The alert's id.")]
 
 
 class AlertOut(_Out):
@@ -57,19 +57,25 @@ class AlertsOut(_Out):
 
 @router.get(
     "/v1/alerts", response_model=AlertsOut, summary="Alerts, newest first",
+    responses={404: {"model": ErrorOut, "description": "camera_id neither configured nor in any stored alert."}},
     description="Alerts that fired in [from_ms, to_ms), newest first, paged by limit/offset (`total` matching; "
                 "`firing`: how many of those are open, whatever `state`). `state`: firing (open), resolved "
-                "(by the stage when the condition ended, or by hand), acked / unacked, all.")
+                "(by the stage when the condition ended, or by hand), acked / unacked, all. `camera_id`: a "
+                "configured camera, or one with stored alerts (a removed camera's stay readable), else 404; empty: "
+                "the store-wide alerts.")
 def get_alerts(
     ctx: ContextDep,
     state: Annotated[aq.AlertFilter, Query(description="Filter.")] = "all",
     from_ms: FromMs = None,
     to_ms: ToMs = None,
-    camera_id: Annotated[str | None, Query(max_length=200, description="Only this camera.")] = None,
+    camera_id: Annotated[Text | None, Query(max_length=200, description="Only this camera.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> AlertsOut:
     check_range(from_ms, to_ms)
+    # a camera neither configured nor in any stored alert (a removed camera's alerts stay readable): 404, not 0
+    if camera_id and camera_id not in ctx.cameras and not aq.camera_has_alerts(ctx.storage, camera_id):
+        raise HTTPException(404, f"unknown camera {camera_id!r}: not configured and in no stored alert")
     rows, total = aq.list_alerts(ctx.storage, state, from_ms, to_ms, camera_id, limit, offset)
     firing = total if state == "firing" else aq.count_alerts(ctx.storage, "firing", from_ms, to_ms, camera_id)
     return AlertsOut(total=total, offset=offset, limit=limit, firing=firing, alerts=[AlertOut(**r) for r in rows])

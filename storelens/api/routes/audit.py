@@ -32,7 +32,7 @@ from storelens.config import CameraConfig, SiteConfig
 from storelens.errors import ConfigError, SourceError
 from storelens.storage import audit as audit_store
 
-from ..deps import MAX_TS_MS, ContextDep, api_router, require_role
+from ..deps import MAX_TS_MS, ContextDep, Text, api_router, require_role
 from ..models import ErrorOut, _Out
 from ..security import Principal
 
@@ -57,7 +57,7 @@ class SampleIn(BaseModel):
                                                                              "`audit.clips`).")
     start_ms: int | None = Field(default=None, ge=0, le=MAX_TS_MS, description="Only crossings at or after.")
     end_ms: int | None = Field(default=None, ge=1, le=MAX_TS_MS, description="Only crossings before.")
-    cameras: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+    cameras: list[Annotated[Text, Field(min_length=1, max_length=200)]] | None = Field(
         default=None, max_length=100, description="Only these cameras (default: all).")
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1, description="Random seed (repeatable samples).")
 
@@ -81,8 +81,8 @@ class SampleOut(_Out):
 
 class TallyIn(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    camera_id: str = Field(min_length=1, max_length=200)
-    line_id: str = Field(min_length=1, max_length=200)
+    camera_id: Text = Field(min_length=1, max_length=200)
+    line_id: Text = Field(min_length=1, max_length=200)
     crossing_ts_ms: int = Field(ge=0, le=MAX_TS_MS)
     person_in: int = Field(alias="in", ge=0, le=10_000, description="People the person saw walk in.")
     person_out: int = Field(alias="out", ge=0, le=10_000, description="People the person saw walk out.")

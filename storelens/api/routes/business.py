@@ -22,7 +22,7 @@ from storelens.storage import business as bq
 from storelens.storage import rollup as rq
 from storelens.storage.kpis import calendar, store_kpis
 
-from ..deps import MAX_TS_MS, ContextDep, EndMs, StartMs, api_router, require_role, resolve_range
+from ..deps import MAX_TS_MS, ContextDep, EndMs, StartMs, Text, api_router, require_role, resolve_range
 from ..models import _Out
 
 router = api_router("business", role='viewer')
@@ -45,7 +45,7 @@ class TransactionIn(BaseModel):
     ts_ms: Annotated[int | None, Field(ge=0, le=MAX_TS_MS, description=(
         "Time of the sale, ms since epoch: from 1973 (a smaller number is seconds) to a day after now "
         "(a larger one is microseconds)."))] = None
-    time: Annotated[str | None, Field(max_length=64, description="Time of the sale, ISO 8601 with offset, "
+    time: Annotated[Text | None, Field(max_length=64, description="Time of the sale, ISO 8601 with offset, "
                                                                  "e.g. 2026-03-29T10:15:00+02:00.")] = None
     amount_minor: Annotated[int, Field(ge=0, le=pos.MAX_AMOUNT_MINOR, description=(
         "Total in minor units of the currency (cents), >= 0."))]
@@ -199,7 +199,7 @@ def get_kpis(
     start_ms: StartMs,
     end_ms: EndMs = None,
     period: Annotated[Literal["hour", "day", "week"], Query(description="Bucket length.")] = "day",
-    store: Annotated[str | None, Query(max_length=200, description="Store id (default the configured one).")] = None,
+    store: Annotated[Text | None, Query(max_length=200, description="Store id (default the configured one).")] = None,
     currency: Annotated[str | None, Query(pattern=pos.CURRENCY_PATTERN, description=(
         "Currency of the sales figures; default the most frequent one in the range."))] = None,
 ) -> KpisOut:
@@ -214,13 +214,14 @@ def get_kpis(
     if end_ms > CALENDAR_MAX_MS:  # dates end with the year 9999 (a week of margin for whole buckets)
         raise HTTPException(422, f"end_ms ({end_ms}) is past the calendar's last day (at most {CALENDAR_MAX_MS})")
     cal = calendar(ctx.config)
-    # Whole buckets: at most a week either side of the range.
-    if (end_ms - start_ms) / 3_600_000 > MAX_BUCKETS * {"hour": 1, "day": 24, "week": 168}[period] + 24:
-        raise HTTPException(422, f"the range has more than {MAX_BUCKETS} {period} buckets: narrow it")
+    _check_span(start_ms, end_ms, period)
     buckets = cal.buckets(period, start_ms, end_ms)
     if len(buckets) > MAX_BUCKETS:
         raise HTTPException(422, f"the range has more than {MAX_BUCKETS} {period} buckets: narrow it")
     r = store_kpis(ctx.config, ctx.storage, buckets, start_ms, end_ms, currency)
+    if currency is not None and not r.total.transactions and (
+            sold := sorted({c for per in r.other_sales for c in per})):  # as the rolled-up store's answer
+        raise HTTPException(422, f"store {cfg.id!r} reports sales in {', '.join(sold)}, not {currency}")
     groups_on = r.groups_on
 
     def values(k: K.KpiBucket, staff_in: int, units: int) -> dict:
@@ -236,6 +237,13 @@ def get_kpis(
                  for b, k, n_staff, n_units in zip(r.buckets, r.per, r.staff_per, r.units_per)],
         totals=KpiValues(**values(r.total, r.staff_total, r.units_total)))
 
+
+
+def _check_span(start_ms: int, end_ms: int, period: str) -> None:
+    """422 before reading when ``[start_ms, end_ms)`` spans more than :data:`MAX_BUCKETS` buckets of ``period``
+    (whole buckets: at most a day more, either side)."""
+    if (end_ms - start_ms) / 3_600_000 > MAX_BUCKETS * {"hour": 1, "day": 24, "week": 168}[period] + 24:
+        raise HTTPException(422, f"the range has more than {MAX_BUCKETS} {period} buckets: narrow it")
 
 
 def chain_values(k: R.ChainKpis, k_min: int) -> dict:
@@ -264,6 +272,7 @@ def _rolled_up(ctx, store: str, start_ms: int, end_ms: int, period: str, currenc
     info = next((s for s in rq.chain_stores(ctx.storage) if s.store_id == store), None)
     if info is None:
         return None
+    _check_span(start_ms, end_ms, period)  # before reading its hours
     pad = 8 * 86_400_000  # whole weeks either side
     lo, hi = max(0, start_ms - pad), end_ms + pad
     # the currency of the hours in the range (default the most frequent, like the store's own), not of its newest

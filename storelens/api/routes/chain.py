@@ -17,8 +17,8 @@ from storelens.domain import pos
 from storelens.domain import rollup as R
 from storelens.storage import rollup as rq
 
-from ..deps import ContextDep, api_router
-from ..models import _Out
+from ..deps import ContextDep, Text, api_router
+from ..models import ErrorOut, _Out
 from .business import MAX_BUCKETS, KpiValues, bucket_label, chain_values
 
 router = api_router("chain", role="viewer")
@@ -138,7 +138,9 @@ def _ranks(groups: dict[str, R.ChainKpis], attr: str) -> dict[str, int]:
                 "the average basket only: never in conversion or sales per visitor (their visitors are in their "
                 "own currency's hours), never as a store or a group of their own. Medians from histograms "
                 "(within one bin), withheld below privacy.k_min visits like the store's own KPIs. 422: a bad "
-                "range, too many buckets, or stores in several currencies without `currency=`.",
+                "range, too many buckets, or stores in several currencies without `currency=`. 404: a `store` or "
+                "`region` that no store of the roll-up has (each unknown store named).",
+    responses={404: {"model": ErrorOut, "description": "Unknown store or region."}},
 )
 def get_chain_kpis(
     ctx: ContextDep,
@@ -146,13 +148,19 @@ def get_chain_kpis(
     group_by: Annotated[Literal["store", "region", "chain"], Query(description="Group.")] = "store",
     from_day: Day = None,
     to_day: Day = None,
-    region: Annotated[str | None, Query(max_length=100, description="Only the stores of this region.")] = None,
-    store: Annotated[list[str] | None, Query(max_length=500, description="Only these stores (repeat the parameter).")
+    region: Annotated[Text | None, Query(max_length=100, description="Only the stores of this region.")] = None,
+    store: Annotated[list[Text] | None, Query(max_length=500, description="Only these stores (repeat the parameter).")
                      ] = None,
     currency: Annotated[str | None, Query(pattern=r"^[A-Z]{3}$", description=(
         "Only the hours with sales in it, and the hours without sales of the stores selling in it."))] = None,
 ) -> ChainKpisOut:
     stores = rq.chain_stores(ctx.storage)
+    # a filter that names nothing is a 404, not the zeros of a store without customers
+    if unknown := sorted({*(store or ())} - {s.store_id for s in stores}):
+        raise HTTPException(404, f"unknown store{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}: "
+                                 f"not in the chain roll-up (GET /v1/stores)")
+    if region is not None and region not in {s.region for s in stores}:
+        raise HTTPException(404, f"unknown region {region!r}: no store of the chain roll-up has it (GET /v1/stores)")
     chosen = [s for s in stores if (region is None or s.region == region) and (store is None or s.store_id in store)]
     ids = [s.store_id for s in chosen]
     try:

@@ -15,7 +15,7 @@ from storelens.config import SiteConfig
 from storelens.domain.calendar import CALENDAR_MAX_MS, BucketGrid, StoreCalendar
 from storelens.storage import groups as gq
 
-from ..deps import MAX_TS_MS, ContextDep, EndMs, OptStartMs, api_router, resolve_range
+from ..deps import MAX_TS_MS, ContextDep, EndMs, OptStartMs, Text, api_router, resolve_range
 from ..models import NOT_FOUND, BucketOut, CountsOut, InOut
 
 #: Largest bucket width: 31 days.
@@ -94,13 +94,13 @@ def bucket_grid(config: SiteConfig, start: int, end: int, bucket_s: int, *, data
                         "member's crossing.")
 def counts(
     ctx: ContextDep,
-    camera_id: Annotated[str, Query(max_length=200)],
+    camera_id: Annotated[Text, Query(max_length=200)],
     start_ms: OptStartMs = None,
     end_ms: EndMs = None,
     bucket_s: Annotated[int, Query(ge=1, le=MAX_BUCKET_S, description="Bucket width in seconds; whole days "
                                    "are the store's local days, shorter widths aligned on the epoch (see "
                                    "`aligned_to`).")] = 60,
-    line_id: Annotated[str | None, Query(max_length=200, description="Only this line.")] = None,
+    line_id: Annotated[Text | None, Query(max_length=200, description="Only this line.")] = None,
     groups: Annotated[bool, Query(description="Add groups_in / groups_out (buying units).")] = False,
 ) -> CountsOut:
     line_ids = [ln.id for ln in ctx.camera(camera_id).lines]

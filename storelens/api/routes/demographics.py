@@ -7,7 +7,7 @@ from fastapi import Query
 
 from storelens.domain.privacy import suppress_counts
 
-from ..deps import ContextDep, FromMs, ToMs, api_router, check_range
+from ..deps import ContextDep, FromMs, Text, ToMs, api_router, check_range
 from ..models import NOT_FOUND, DemographicsOut
 
 router = api_router("demographics", role='viewer')
@@ -23,7 +23,7 @@ router = api_router("demographics", role='viewer')
             "to k_min-1 tracks in all has every band null, the empty ones too (`tracks` is shown).")
 def demographics(
     ctx: ContextDep,
-    camera_id: Annotated[str | None, Query(max_length=200, description="Only this camera.")] = None,
+    camera_id: Annotated[Text | None, Query(max_length=200, description="Only this camera.")] = None,
     start_ms: FromMs = None,
     end_ms: ToMs = None,
 ) -> DemographicsOut:

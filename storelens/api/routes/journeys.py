@@ -18,14 +18,14 @@ from storelens.domain import journeys as dj
 from storelens.domain.privacy import is_suppressed
 from storelens.storage import journeys as jq
 
-from ..deps import MAX_TS_MS, ApiContext, ContextDep, EndMs, api_router, check_range, require_role
+from ..deps import MAX_TS_MS, ApiContext, ContextDep, EndMs, Text, api_router, check_range, require_role
 from ..models import NOT_FOUND, _Out
 
 router = api_router("journeys", role='viewer')
 
 FromMs0 = Annotated[int, Query(ge=0, le=MAX_TS_MS, description="Range start (inclusive), ms since epoch.")]
-CameraQ = Annotated[str | None, Query(max_length=200, description="Only journeys through this camera.")]
-ZoneQ = Annotated[str | None, Query(max_length=200, description="Only journeys that visited this zone id.")]
+CameraQ = Annotated[Text | None, Query(max_length=200, description="Only journeys through this camera.")]
+ZoneQ = Annotated[Text | None, Query(max_length=200, description="Only journeys that visited this zone id.")]
 #: Most stored tracks one journeys answer links (about 20 days of a busy camera; ~1.5 kB each in memory).
 MAX_JOURNEY_TRACKS = 100_000
 
@@ -164,8 +164,9 @@ def journey_list(ctx: ContextDep, start_ms: FromMs0 = 0, end_ms: EndMs = None, c
 @router.get("/v1/journeys/{journey_id}", response_model=JourneyOut, responses=NOT_FOUND,
             dependencies=[Depends(require_role("manager"))],
             summary="One store visit")
+# the pattern refuses NUL itself (Text's validator would drop the pattern from the OpenAPI schema)
 def journey_one(ctx: ContextDep, journey_id: Annotated[str, Path(
-        max_length=260, pattern=r"^-?[0-9]{1,19}@.+$", description="'<track_id>@<camera_id>'")]) -> JourneyOut:
+        max_length=260, pattern=r"^-?[0-9]{1,19}@[^\x00]+$", description="'<track_id>@<camera_id>'")]) -> JourneyOut:
     key = dj.parse_journey_id(journey_id)
     if key is None:  # past the pattern: a track id outside 64 bits
         raise HTTPException(422, f"malformed journey id {journey_id!r}")

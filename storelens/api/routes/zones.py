@@ -9,17 +9,20 @@ edges). "Now" for a queue is
 the camera's latest frame time (``at_ms`` overrides), so a recorded clip answers as it
 did live: the live state's last seen time, else the newest stored frame of the camera
 (a ``zone_occupancy`` row is written only when the occupancy changes), else, without
-stored frames, the latest stored occupancy's time.
+stored frames, the latest stored occupancy's time. A live camera whose "now" is older than
+:data:`STALE_AFTER_MS` at the wall clock is ``stale`` (:func:`_live_age`): no people inside now, no queue length.
 """
 from __future__ import annotations
 
 import bisect
+import time
 from typing import Annotated, Literal
 
 import numpy as np
 from fastapi import Depends, HTTPException, Query
 from pydantic import Field
 
+from storelens.backends.video import is_live
 from storelens.config import CameraConfig, ZoneConfig
 from storelens.domain.privacy import is_suppressed, keep, suppress_counts
 from storelens.domain.zones import QueueStats, StreamCoverage
@@ -27,7 +30,7 @@ from storelens.storage import EMOTION_KEYS
 from storelens.storage import zones as zq
 from storelens.storage.privacy import newest_frame_ms
 
-from ..deps import MAX_TS_MS, ApiContext, ContextDep, EndMs, api_router, check_range, require_role
+from ..deps import MAX_TS_MS, ApiContext, ContextDep, EndMs, Text, api_router, check_range, require_role
 from ..models import NOT_FOUND, AlignedTo, StoreTimezone, _Out
 from .counts import bucket_grid
 
@@ -39,6 +42,12 @@ DWELL_BINS_S = (0, 3, 10, 30, 60, 300)
 #: ``/v1/queues`` windows longer than this take the covered time of their whole stored buckets from ``zone_stats``
 #: and read the frames only at the edges (a day of frames at 15 fps is 1.3 M rows).
 FRAMES_COVERAGE_MAX_MS = 3_600_000
+#: A live camera whose newest frame is older than this (at the wall clock) is stale (:func:`_live_age`): ``/v1/zones``
+#: gives no people inside now, ``/v1/queues`` no length and no predicted wait (the dashboard's camera health calls
+#: such a camera stale too).
+STALE_AFTER_MS = 60_000
+#: Most ended shelf visits one ``/v1/interest`` answer reads (each one is read: exact dwell percentiles).
+MAX_INTEREST_VISITS = 1_000_000
 FromMs0 = Annotated[int, Query(ge=0, le=MAX_TS_MS, description="Range start (inclusive), ms since epoch.")]
 
 
@@ -49,9 +58,13 @@ class ZoneStateOut(_Out):
     product: str | None = None
     category: str | None = None
     polygon: list[tuple[float, float]] = Field(description="Vertices [x, y] in source pixels.")
-    occupancy: int = Field(description="People inside now (inertia applied).")
+    occupancy: int | None = Field(description="People inside now (inertia applied); null when `stale`.")
     ts_ms: int | None = Field(None, description="Time of the occupancy (the camera's latest frame); null before "
                                                 "the first frame.")
+    stale: bool = Field(False, description="A live camera whose newest frame (ts_ms) is older than 60 s at the wall "
+                                           "clock: who is inside now is not known (occupancy null).")
+    age_s: float | None = Field(None, description="A live camera: the age of its newest frame (ts_ms) at the wall "
+                                                  "clock; null for recorded files and before the first frame.")
 
 
 class ZonesOut(_Out):
@@ -127,11 +140,17 @@ class QueueOut(_Out):
     zone_id: str
     at_ms: int | None = Field(description="The 'now' of the numbers (the camera's latest frame by default).")
     window_s: float
-    length: int = Field(description="People in the queue now.")
+    length: int | None = Field(description="People in the queue now; null when `stale`.")
     predicted_wait_s: float | None = Field(description="For someone joining now, by Little's law: length / "
                                                        "service rate (served / covered_s); null when nobody was "
-                                                       "served or the stream showed less than 30 s of the window "
-                                                       "(the whole window, if shorter).")
+                                                       "served, the stream showed less than 30 s of the window "
+                                                       "(the whole window, if shorter), or `stale`.")
+    stale: bool = Field(False, description="A live camera (no at_ms) whose newest frame is older than 60 s at the "
+                                           "wall clock: its queue is not known now (length and predicted wait "
+                                           "null); the other figures are of the window ending at at_ms. The rule "
+                                           "of /v1/zones.")
+    age_s: float | None = Field(None, description="A live camera (no at_ms): the age of its newest frame (at_ms) at "
+                                                  "the wall clock; null for recorded files and with at_ms.")
     covered_s: float | None = Field(None, description="The time of the window the stream showed (its stored frames: "
                                                       "from the first one, or the end of a stall longer than the "
                                                       "zones' lost_after_ms), which the service rate is over; the "
@@ -219,17 +238,31 @@ def _occupancy(ctx: ApiContext, camera_id: str) -> tuple[int | None, dict[str, i
     return max((t for t in (ts, frame_ts) if t is not None), default=None), occ
 
 
-@router.get("/v1/zones", response_model=ZonesOut, response_model_exclude_none=True, responses=NOT_FOUND,
+def _live_age(cam: CameraConfig, ts_ms: int | None, wall_ms: int) -> tuple[int | None, bool]:
+    """``(age_ms, stale)`` of a camera's "now" ``ts_ms`` (its newest frame): a live camera's age at the wall clock
+    ``wall_ms`` and whether it is over :data:`STALE_AFTER_MS` (down, or its writer stopped: what it showed last is
+    not "now"); ``(None, False)`` for a recorded file (its "now" is its last frame, as it was live) or without a frame.
+    The rule of ``/v1/zones`` and of ``/v1/queues`` without ``at_ms``."""
+    if ts_ms is None or not is_live(cam.source):
+        return None, False
+    age_ms = wall_ms - ts_ms
+    return age_ms, age_ms > STALE_AFTER_MS
+
+
+@router.get("/v1/zones", response_model=ZonesOut, responses=NOT_FOUND,
             summary="Zones with the people inside now")
 def zones(ctx: ContextDep,
-          camera_id: Annotated[str | None, Query(max_length=200, description="Only this camera.")] = None,
+          camera_id: Annotated[Text | None, Query(max_length=200, description="Only this camera.")] = None,
           kind: Annotated[ZoneKindName | None, Query(description="Only zones of this kind.")] = None) -> ZonesOut:
     out = []
     occ: dict[str, tuple[int | None, dict[str, int]]] = {}
+    wall_ms = int(time.time() * 1000)
     for cam, z in _zones(ctx, camera_id, (kind,) if kind else None):
         ts, per_zone = occ.setdefault(cam.id, _occupancy(ctx, cam.id))
+        age_ms, stale = _live_age(cam, ts, wall_ms)
         out.append(ZoneStateOut(camera_id=cam.id, zone_id=z.id, kind=z.kind, product=z.product, category=z.category,
-                                polygon=list(z.polygon), occupancy=per_zone.get(z.id, 0), ts_ms=ts))
+                                polygon=list(z.polygon), occupancy=None if stale else per_zone.get(z.id, 0), ts_ms=ts,
+                                stale=stale, age_s=None if age_ms is None else max(0, age_ms) / 1000))
     return ZonesOut(zones=out)
 
 
@@ -246,10 +279,12 @@ def _zone(ctx: ApiContext, camera_id: str, zone_id: str | None) -> None:
                         "buckets (hours of a +05:30 zone over stored hours, local days over stored buckets that "
                         "local midnight falls inside), the buckets are aligned on the epoch (`aligned_to`: "
                         "`epoch`). k-anonymity: a bucket's `dwell_s` measured from 1 to k_min-1 visits "
-                        "(privacy.k_min, default 5) is withheld: every figure null and `suppressed: true`.")
-def zone_stats(ctx: ContextDep, camera_id: Annotated[str, Query(max_length=200)], start_ms: FromMs0,
+                        "(privacy.k_min, default 5) is withheld: every figure null and `suppressed: true`. At most "
+                        "100,000 buckets (422): over [start_ms, end_ms), or without end_ms over the stored buckets "
+                        "from start_ms.")
+def zone_stats(ctx: ContextDep, camera_id: Annotated[Text, Query(max_length=200)], start_ms: FromMs0,
                end_ms: EndMs = None,
-               zone_id: Annotated[str | None, Query(max_length=200, description="Only this zone.")] = None,
+               zone_id: Annotated[Text | None, Query(max_length=200, description="Only this zone.")] = None,
                bucket_s: Annotated[int | None, Query(ge=1, le=86_400 * 31, description=(
                    "Bucket width: a multiple of the site's zones.bucket_s (default that)."))] = None) -> ZoneStatsOut:
     ctx.camera(camera_id)
@@ -262,6 +297,13 @@ def zone_stats(ctx: ContextDep, camera_id: Annotated[str, Query(max_length=200)]
     check_range(start_ms, end)
     if end_ms is not None:  # 422 before reading when the range spans too many buckets
         bucket_grid(ctx.config, start_ms, end, bucket_s, data=None, stored_s=base)
+    elif (span := zq.bucket_span(ctx.storage, camera_id, zone_id, start_ms)) is not None:
+        # no end: the same limit over the stored buckets' time, from the first to the end of the last
+        try:
+            bucket_grid(ctx.config, span[0], span[1] + base * 1000, bucket_s, data=None, stored_s=base)
+        except HTTPException as exc:
+            raise HTTPException(422, f"without end_ms, the stored buckets from start_ms on: {exc.detail} "
+                                     f"(end_ms)") from None
     rows = zq.zone_buckets(ctx.storage, camera_id, zone_id, start_ms, end)
     # the exits of the stored buckets read whole, as their counts are (a range ending inside one)
     exits_to = max([end, *(r.end_ms for r in rows)])
@@ -332,9 +374,9 @@ def _bucket_dwell(exits: list[tuple[int, float]], rows: list[zq.ZoneBucketRow]) 
 @router.get("/v1/zones/events", response_model=ZoneEventsOut, response_model_exclude_none=True,
             dependencies=[Depends(require_role("manager"))],
             responses=NOT_FOUND, summary="Zone entries, exits and loitering in time order")
-def zone_event_list(ctx: ContextDep, camera_id: Annotated[str, Query(max_length=200)], start_ms: FromMs0,
+def zone_event_list(ctx: ContextDep, camera_id: Annotated[Text, Query(max_length=200)], start_ms: FromMs0,
                     end_ms: EndMs = None,
-                    zone_id: Annotated[str | None, Query(max_length=200)] = None,
+                    zone_id: Annotated[Text | None, Query(max_length=200)] = None,
                     kind: Annotated[Literal["enter", "exit", "loiter"] | None, Query()] = None,
                     limit: Annotated[int, Query(ge=1, le=100_000)] = 1000) -> ZoneEventsOut:
     ctx.camera(camera_id)
@@ -352,7 +394,7 @@ def zone_event_list(ctx: ContextDep, camera_id: Annotated[str, Query(max_length=
             summary="Queue zones: length now, predicted and measured waits, served and abandoned",
             description="k-anonymity: `wait_s` measured from 1 to k_min-1 served (privacy.k_min, default 5) is "
                         "withheld: every figure null and `suppressed: true`.")
-def queues(ctx: ContextDep, camera_id: Annotated[str | None, Query(max_length=200)] = None,
+def queues(ctx: ContextDep, camera_id: Annotated[Text | None, Query(max_length=200)] = None,
            at_ms: Annotated[int | None, Query(ge=1, le=MAX_TS_MS, description=(
                "The 'now' (default: the camera's latest frame).") )] = None,
            window_s: Annotated[float | None, Query(gt=0, le=86_400, description=(
@@ -362,9 +404,12 @@ def queues(ctx: ContextDep, camera_id: Annotated[str | None, Query(max_length=20
     window_ms = int(window_s * 1000)
     out = []
     covered: dict[tuple[str, int], int | None] = {}
+    wall_ms = int(time.time() * 1000)
     for cam, z in _zones(ctx, camera_id, ("queue",)):
         ts, occ = _occupancy(ctx, cam.id)
         now = at_ms if at_ms is not None else ts
+        # a live camera's "now" is its newest frame: that far behind the wall clock, the queue is not known now
+        age_ms, stale = _live_age(cam, ts, wall_ms) if at_ms is None else (None, False)
         length = occ.get(z.id, 0) if at_ms is None else _length_at(ctx, cam.id, z.id, at_ms)
         if now is None:
             out.append(QueueOut(camera_id=cam.id, zone_id=z.id, at_ms=None, window_s=window_s, length=0,
@@ -375,8 +420,11 @@ def queues(ctx: ContextDep, camera_id: Annotated[str | None, Query(max_length=20
         if (cam.id, now) not in covered:
             covered[(cam.id, now)] = _covered_ms(ctx, cam, now, window_ms)
         q = QueueStats.compute(evs, z.id, now, window_ms, length, covered[(cam.id, now)])
-        out.append(QueueOut(camera_id=cam.id, zone_id=z.id, at_ms=now, window_s=window_s, length=length,
-                            predicted_wait_s=None if q.predicted_wait_ms is None else q.predicted_wait_ms / 1000,
+        out.append(QueueOut(camera_id=cam.id, zone_id=z.id, at_ms=now, window_s=window_s,
+                            length=None if stale else length,
+                            predicted_wait_s=None if q.predicted_wait_ms is None or stale
+                            else q.predicted_wait_ms / 1000,
+                            stale=stale, age_s=None if age_ms is None else max(0, age_ms) / 1000,
                             covered_s=q.rate_ms / 1000,
                             served=q.served, abandoned=q.abandoned, lost=q.lost,
                             wait_s=_k_anonymous(_dwell([w / 1000 for w in q.waits_ms]), ctx.config.privacy.k_min)))
@@ -385,7 +433,10 @@ def queues(ctx: ContextDep, camera_id: Annotated[str | None, Query(max_length=20
 
 def _covered_ms(ctx: ApiContext, cam: CameraConfig, now_ms: int, window_ms: int) -> int | None:
     """The time of ``(now_ms - window_ms, now_ms]`` the camera's stream showed (:meth:`StreamCoverage.for_zones`);
-    ``None`` without any stored frame in the window (not stored, or purged: the whole window counts).
+    ``None`` without any stored frame in the window while frames after it are stored, or none at all (not stored,
+    or purged: the whole window counts). Without a stored frame in the window or after it (the history written
+    only up to before the window: its writer behind, the camera down), what the stored frames show of it (0, or
+    the last one's hold into it), never the whole window.
 
     A window longer than :data:`FRAMES_COVERAGE_MAX_MS` reads the frames only at its edges: the whole
     ``zones.bucket_s`` buckets in it that are stored (``zone_stats``, closed) give their covered time (the same
@@ -408,7 +459,10 @@ def _covered_ms(ctx: ApiContext, cam: CameraConfig, now_ms: int, window_ms: int)
         runs = zq.frame_runs(ctx.storage, cam.id, max(0, a - cover.max_gap_ms), b + 1, cover.max_gap_ms)
         seen = seen or any(last > lo for _, last in runs)
         covered += StreamCoverage(cover.max_gap_ms, runs).covered_ms(b, b - a)
-    return covered if seen else None
+    if seen:
+        return covered
+    newest = newest_frame_ms(ctx.storage, cam.id)
+    return None if newest is None or newest > now_ms else covered
 
 
 def _length_at(ctx: ApiContext, camera_id: str, zone_id: str, at_ms: int) -> int:
@@ -423,16 +477,22 @@ def _length_at(ctx: ApiContext, camera_id: str, zone_id: str, at_ms: int) -> int
             "default 5) is withheld: every figure null and `suppressed: true`; inside a reported row, "
             "histogram and emotion cells of fewer than k_min are null, attention_s (a total over the stoppers) is "
             "withheld (null, `attention_suppressed: true`) when 1 to k_min-1 stoppers had a usable face (null "
-            "without one), and so is attending_emotions, also when 1 to k_min-1 of them attended.")
+            "without one), and so is attending_emotions, also when 1 to k_min-1 of them attended. 422 when the "
+            "range holds more than 1,000,000 ended shelf visits (each one is read).")
 def interest(ctx: ContextDep, start_ms: FromMs0, end_ms: EndMs = None,
              group_by: Annotated[Literal["zone", "product", "category"], Query()] = "zone",
-             camera_id: Annotated[str | None, Query(max_length=200)] = None,
-             product: Annotated[str | None, Query(max_length=200)] = None,
-             category: Annotated[str | None, Query(max_length=200)] = None) -> InterestListOut:
+             camera_id: Annotated[Text | None, Query(max_length=200)] = None,
+             product: Annotated[Text | None, Query(max_length=200)] = None,
+             category: Annotated[Text | None, Query(max_length=200)] = None) -> InterestListOut:
     end = end_ms if end_ms is not None else MAX_TS_MS
     check_range(start_ms, end)
     shelves = [(c, z) for c, z in _zones(ctx, camera_id, ("shelf",))
                if (product is None or z.product == product) and (category is None or z.category == category)]
+    # every ended visit is read (exact dwell percentiles): 422 before reading more than MAX_INTEREST_VISITS
+    if (n := zq.count_ended_visits(ctx.storage, [(c.id, z.id) for c, z in shelves], start_ms, end)) \
+            > MAX_INTEREST_VISITS:
+        raise HTTPException(422, f"range [{start_ms}, {end}) has {n} ended shelf visits, more than the limit of "
+                                 f"{MAX_INTEREST_VISITS}; narrow the range (end_ms) or the zones")
     visits = zq.ended_visits(ctx.storage, [(c.id, z.id) for c, z in shelves], start_ms, end)
     by_zone: dict[tuple[str, str], list[zq.VisitRow]] = {}
     for v in visits:

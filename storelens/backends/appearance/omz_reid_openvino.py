@@ -35,7 +35,7 @@ from typing import Sequence
 
 import numpy as np
 
-from storelens.backends.appearance.base import APPEARANCE
+from storelens.backends.appearance.base import APPEARANCE, model_identity, same_file
 from storelens.backends.openvino_device import inference_precision, latency_props, openvino_device
 from storelens.config.tracker_bytereid import OmzReidEmbedderConfig
 from storelens.errors import ModelError
@@ -119,6 +119,11 @@ class OpenVinoReidEmbedder:
         self._props = latency_props(threads, precision)
         self._device = openvino_device(device)
         self.model_xml = model_xml
+        weights_bin = os.path.splitext(model_xml)[0] + ".bin"
+        #: The model in tracker snapshot tags (:func:`~storelens.backends.trackers.base.snapshot_format`).
+        self.model_id = model_identity(model_xml, *([weights_bin] if os.path.isfile(weights_bin) else []))
+        #: The default model (``tracker.reid_weights`` unset): states tagged before the tag named it restore.
+        self.default_weights = same_file(model_xml, reid_model_path())
         self._lock = threading.Lock()
         self._requests: dict[int, Future] = {}  # batch size -> its compiled model's infer request
         #: compiles, one at a time, in a thread of its own (an idle thread after the first few)

@@ -65,8 +65,6 @@ class UltralyticsDetector:
 
     def __init__(self, cfg: UltralyticsDetectorConfig) -> None:
         weights = resolve_weights(cfg.weights)
-        if cfg.threads:
-            os.environ.setdefault("OMP_NUM_THREADS", str(cfg.threads))
         # Ultralytics prints progress to stdout; keep stdout for our own output (e.g. --json).
         with contextlib.redirect_stdout(sys.stderr):
             try:
@@ -79,6 +77,13 @@ class UltralyticsDetector:
             self.cfg = cfg
             # Warm up: the first call compiles/allocates and would distort timings.
             self.detect(np.zeros((cfg.imgsz, cfg.imgsz, 3), np.uint8))
+        if cfg.threads:  # PyTorch weights only (the config refuses others)
+            import torch
+
+            # after the warm-up: Ultralytics' predictor setup (at the first predict) sets PyTorch's threads to the
+            # CPUs less one whatever OMP_NUM_THREADS says, so setting OMP_NUM_THREADS before (as done before)
+            # changed nothing
+            torch.set_num_threads(cfg.threads)
 
     def detect(self, image_bgr: np.ndarray) -> Detections:
         return detect_as_configured(image_bgr, self._detect_one, self.cfg)

@@ -36,26 +36,55 @@ class Tracker(Protocol):
     def restore(self, data: bytes) -> None: ...
 
 
-def snapshot_format(tracker: object, embedder: bool = True) -> str:
+def snapshot_format(tracker: object, embedder: bool = True, model: bool = True) -> str:
     """The tag of ``tracker``'s snapshots: its ``SNAPSHOT_FORMAT`` (backend and version), else its class; for a
     tracker with an ``embedder`` (its state holds that model's features), then ``embedder=NAME/DIM``: the
-    embedder's ``backend`` (its ``tracker.embedder`` name) or class, and the length of its features. Features of
-    another model do not compare (of another length, the first frame's distances raised). ``embedder=False``:
-    the tag without it, as snapshots were tagged before it.
+    embedder's ``backend`` (its ``tracker.embedder`` name) or class, and the length of its features; then, for an
+    embedder with a ``model_id`` (its weights: file stem and digest), ``model=ID``. Features of another model do
+    not compare (of another length, the first frame's distances raised; of the same length, OMZ re-id 0288 and
+    0287 agree at cosine ~0.07). ``embedder=False`` / ``model=False``: the tag without them, as snapshots were
+    tagged before (:func:`restorable_formats`).
 
     >>> snapshot_format(object())
     'builtins.object'
     >>> from types import SimpleNamespace as NS
     >>> snapshot_format(NS(SNAPSHOT_FORMAT="pickle:x-1", embedder=NS(backend="omz-reid-openvino", dim=256)))
     'pickle:x-1 embedder=omz-reid-openvino/256'
+    >>> snapshot_format(NS(SNAPSHOT_FORMAT="pickle:x-1", embedder=NS(backend="b", dim=2, model_id="m:ab")))
+    'pickle:x-1 embedder=b/2 model=m:ab'
     """
     fmt = getattr(tracker, "SNAPSHOT_FORMAT", None)
     fmt = fmt if isinstance(fmt, str) else f"{type(tracker).__module__}.{type(tracker).__qualname__}"
-    model = getattr(tracker, "embedder", None)
-    if not embedder or model is None:
+    emb = getattr(tracker, "embedder", None)
+    if not embedder or emb is None:
         return fmt
-    name = getattr(model, "backend", None) or type(model).__qualname__
-    return f"{fmt} embedder={name}/{getattr(model, 'dim', '?')}"
+    name = getattr(emb, "backend", None) or type(emb).__qualname__
+    fmt = f"{fmt} embedder={name}/{getattr(emb, 'dim', '?')}"
+    model_id = getattr(emb, "model_id", None)
+    return f"{fmt} model={model_id}" if model and isinstance(model_id, str) else fmt
+
+
+def restorable_formats(tracker: object) -> tuple[str, ...]:
+    """The snapshot tags ``tracker`` restores: its own (:func:`snapshot_format`); the older tags without the model
+    or without the embedder (and untagged states, ``None``) only when its embedder runs its default weights or
+    names no model, as every state saved before the tag named the model was of the default model unless
+    configured otherwise, and such a state cannot be told from another model's.
+
+    >>> from types import SimpleNamespace as NS
+    >>> t = NS(SNAPSHOT_FORMAT="x", embedder=NS(backend="b", dim=2, model_id="m:ab", default_weights=False))
+    >>> restorable_formats(t)
+    ('x embedder=b/2 model=m:ab',)
+    >>> t.embedder.default_weights = True
+    >>> restorable_formats(t)
+    ('x embedder=b/2 model=m:ab', 'x embedder=b/2', 'x', None)
+    """
+    want = snapshot_format(tracker)
+    emb = getattr(tracker, "embedder", None)
+    if emb is not None and isinstance(getattr(emb, "model_id", None), str) and not getattr(emb, "default_weights",
+                                                                                             False):
+        return (want,)
+    return tuple(dict.fromkeys((want, snapshot_format(tracker, model=False), snapshot_format(tracker, embedder=False),
+                                None)))
 
 
 def check_feature_dim(features: Iterable[Any], dim: int | None) -> None:
