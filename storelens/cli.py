@@ -21,10 +21,21 @@ EXAMPLE_CONFIG = pathlib.Path(__file__).with_name("examples") / "demo.yaml"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
-def _isfinite(x: float) -> bool:
-    import math
+def _checked_points(points: list[list[float]], option: str, text: str) -> list[list[float]]:
+    """``points`` of ``--line``/``--zone`` validated as a site file's (``Point`` of the config: finite numbers;
+    ``float()`` takes "nan" and "inf"), one rule for both; :class:`ConfigError` names the option."""
+    from pydantic import TypeAdapter, ValidationError
 
-    return math.isfinite(x)  # --line/--zone: float() takes "nan" and "inf"
+    from storelens.config.site import Point
+
+    try:
+        TypeAdapter(list[Point]).validate_python(points)
+    except ValidationError as err:
+        why = {e["type"]: e["msg"] for e in err.errors()}
+        said = ("the coordinates must be finite numbers (no nan or inf)" if set(why) == {"finite_number"}
+                else "; ".join(why.values()))
+        raise ConfigError(f"bad {option} {text!r}: {said}") from None
+    return points
 
 
 def parse_line(text: str, index: int) -> dict:
@@ -40,11 +51,10 @@ def parse_line(text: str, index: int) -> dict:
         x1, y1, x2, y2 = (float(p) for p in parts)
     except ValueError:
         raise ConfigError(f"bad --line {text!r}: expected X1,Y1,X2,Y2 (four numbers, source pixels)") from None
-    if not all(map(_isfinite, (x1, y1, x2, y2))):
-        raise ConfigError(f"bad --line {text!r}: the coordinates must be finite numbers (no nan or inf)")
-    if (x1, y1) == (x2, y2):
+    a, b = _checked_points([[x1, y1], [x2, y2]], "--line", text)
+    if a == b:
         raise ConfigError(f"bad --line {text!r}: both ends are the same point")
-    return {"id": line_id, "a": [x1, y1], "b": [x2, y2]}
+    return {"id": line_id, "a": a, "b": b}
 
 
 #: The options whose value is a list of coordinates, which may start with a negative number.
@@ -86,11 +96,10 @@ def parse_zone(text: str, index: int) -> dict:
         values = [float(p) for p in spec.split(",")]
     except ValueError:
         raise ConfigError(f"bad --zone {text!r}: expected X1,Y1,X2,Y2,X3,Y3[,...] (numbers, source pixels)") from None
-    if not all(map(_isfinite, values)):
-        raise ConfigError(f"bad --zone {text!r}: the coordinates must be finite numbers (no nan or inf)")
     if len(values) < 6 or len(values) % 2:
         raise ConfigError(f"bad --zone {text!r}: expected an even count of at least 6 numbers (3+ vertices)")
-    return {"id": zone_id, "polygon": [values[i:i + 2] for i in range(0, len(values), 2)]}
+    return {"id": zone_id, "polygon": _checked_points([values[i:i + 2] for i in range(0, len(values), 2)], "--zone",
+                                                      text)}
 
 
 def _base_config(path: str | None) -> dict:
@@ -175,7 +184,8 @@ def _run(config, storage=None, on_tracked=None, show_progress: bool = True, scra
     that ends before its announced frame count is told on stderr (``warning: ...``)."""
     import time
 
-    from storelens.backends.video import FrameSampler, source_fps, frame_count, is_live
+    from storelens.backends.video import FrameSampler, frame_count, is_live, source_fps
+    from storelens.config.cameras import redact_source
     from storelens.runtime.embedded import EmbeddedPipeline, site_in_force
 
     total: int | None = 0
@@ -204,9 +214,12 @@ def _run(config, storage=None, on_tracked=None, show_progress: bool = True, scra
         from storelens.storage.gallery import open_gallery_store_to_purge
 
         gallery = open_gallery_store_to_purge(config, storage)
-    pipe = EmbeddedPipeline(config, storage=storage, on_tracked=on_tracked, gallery=gallery, staff_faces=staff_faces)
+    short: list[tuple[str, int, int]] = []
+    pipe = EmbeddedPipeline(config, storage=storage, on_tracked=on_tracked, gallery=gallery, staff_faces=staff_faces,
+                            on_short_file=lambda cam, read, count: short.append((redact_source(cam.source), read,
+                                                                                 count)))
     if not show_progress:
-        with _sigterm_as_interrupt(), _short_videos_told():
+        with _sigterm_as_interrupt(), _short_videos_told(short):
             return pipe.run()
     prog, task = _progress(total, "processing")
     t0 = [None]
@@ -219,37 +232,22 @@ def _run(config, storage=None, on_tracked=None, show_progress: bool = True, scra
         prog.update(task, completed=done, fps=(done - 1) / dt if dt > 0 else 0.0)
 
     pipe.on_frame_done = tick
-    with prog, _sigterm_as_interrupt(), _short_videos_told():
+    with prog, _sigterm_as_interrupt(), _short_videos_told(short):
         return pipe.run()
 
 
 @contextlib.contextmanager
-def _short_videos_told():
-    """Within the block, each video file that ends before its announced frame count (a truncated or damaged file,
-    :func:`~storelens.backends.video.read_file_frames`' warning) is told on stderr after the block: the results
-    cover only the frames read."""
-    import logging
-
-    from storelens.backends import video
-
-    short: list[logging.LogRecord] = []
-
-    class Catch(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if record.msg == video.SHORT_VIDEO_MESSAGE:
-                short.append(record)
-
-    catch = Catch(logging.WARNING)
-    logger = logging.getLogger(video.__name__)
-    logger.addHandler(catch)
+def _short_videos_told(short: list[tuple[str, int, int]]):
+    """Within the block, the pipeline appends ``(source, frames_read, frame_count)`` to ``short`` for each video file
+    that ends before its announced frame count (a truncated or damaged file: ``EmbeddedPipeline(on_short_file=)``,
+    which then logs nothing); after it, each is told once on stderr, whatever the log level: the results cover only
+    the frames read."""
     try:
         yield
     finally:
-        logger.removeHandler(catch)
-        for r in short:
-            print(f"warning: {getattr(r, 'source', '?')}: only {getattr(r, 'frames', '?')} of its "
-                  f"{getattr(r, 'frame_count', '?')} frames were read (the file is truncated or damaged): the "
-                  f"results cover those frames", file=sys.stderr)
+        for source, read, count in short:
+            print(f"warning: {source}: only {read} of its {count} frames were read (the file is truncated or "
+                  f"damaged): the results cover those frames", file=sys.stderr)
 
 
 def cmd_count(args) -> int:
@@ -347,7 +345,8 @@ def cmd_replay(args) -> int:
     cams = args.camera or None
     storage = open_storage(config.storage)
     try:
-        config, _ = _site_in_force(config, storage)  # the lines and zones in force, as a rederive=true edit's
+        # the lines and zones in force, as a rederive=true edit's; what of --config differs is warned of
+        config, _ = _site_in_force(config, storage, site_file=args.config)
         unknown = sorted(set(cams or []) - {c.id for c in config.cameras})
         if unknown:
             raise ConfigError(f"unknown camera(s) {unknown}; the config has {[c.id for c in config.cameras]}")
@@ -544,8 +543,7 @@ def _history_config(args, create: bool = False):
     if args.db:
         config = config.model_copy(update={"storage": config.storage.model_copy(
             update={"backend": "sqlite", "path": args.db})})
-    if config.storage.backend == "sqlite" and not config.storage.path.startswith("file:") \
-            and config.storage.path != ":memory:" and not pathlib.Path(config.storage.path).exists():
+    if _new_sqlite_file(config) is not None:
         if not create:
             where = "--db" if args.db else "storage.path"
             raise ConfigError(f"no history database at {config.storage.path} ({where}); give an existing one with "
@@ -555,11 +553,22 @@ def _history_config(args, create: bool = False):
     return config
 
 
-def _site_in_force(config, storage, say: bool = True):
+def _new_sqlite_file(config) -> pathlib.Path | None:
+    """The SQLite file of ``config``'s history when it does not exist yet (opening the store creates it)."""
+    path = config.storage.path
+    if config.storage.backend != "sqlite" or path == ":memory:" or path.startswith("file:"):
+        return None
+    return None if pathlib.Path(path).exists() else pathlib.Path(path)
+
+
+def _site_in_force(config, storage, say: bool = True, site_file: str | None = None):
     """``config`` with the newest site version of ``storage`` in force (its cameras, lines, zones and alert rules:
     the version wins over the site file, as in the API and the pipeline) and that version (0: none); ``say``: a
-    note on stderr names it (``replay``, ``audit``, ``export-dataset --from-db``)."""
+    note on stderr names it (``replay``, ``audit``, ``export-dataset --from-db``), and a warning names what of the
+    site file (``site_file``, ``--config``) differs from it and is not used
+    (:func:`~storelens.config.site.site_file_override`)."""
     from storelens.config import with_site_update
+    from storelens.config.site import site_file_override
     from storelens.storage import site as sq
 
     update = sq.site_update(storage, config.store.id)
@@ -568,6 +577,9 @@ def _site_in_force(config, storage, say: bool = True):
     if say:
         print(f"note: site version {update.version} in force: its cameras, lines, zones and alert rules, not the "
               f"site file's", file=sys.stderr)
+        if override := site_file_override(config, update):
+            print(f"warning: {site_file or 'the bundled example site'}: {override} (this command uses the "
+                  f"version's too: import the file first to use its)", file=sys.stderr)
     return with_site_update(config, update), update.version
 
 
@@ -591,7 +603,7 @@ def cmd_export_dataset(args) -> int:
         config = _history_config(args)
         storage = open_storage(config.storage)
         try:
-            config, _ = _site_in_force(config, storage)
+            config, _ = _site_in_force(config, storage, site_file=args.config)
             result = export_history(config, storage, args.out, cameras=args.camera or None, start_ms=args.from_ms,
                                     end_ms=args.to_ms, **kw)
         finally:
@@ -622,7 +634,7 @@ def cmd_audit(args) -> int:
         answers = parse_answers(path.read_text(encoding="utf-8-sig"))
     storage = open_storage(config.storage)
     try:
-        config, _ = _site_in_force(config, storage)
+        config, _ = _site_in_force(config, storage, site_file=args.config)
         clips = sample_clips(config, storage, args.out, n=args.clips, start_ms=args.from_ms, end_ms=args.to_ms,
                              cameras=args.camera or None, seed=args.seed)
         if answers is None:
@@ -853,11 +865,12 @@ def cmd_site(args) -> int:
     # checked before a store is made; no camera is opened: a ${CAM_PASSWORD} need not be set (the version keeps it)
     importing = load_config(args.file, open_cameras=False) if args.site_command == "import" else None
     site_file = args.config or "the bundled example site"
-    if importing is not None and importing.store.id != (store := load_site(args.config, False).store.id):
+    as_read = load_site(args.config, False) if importing is not None else None  # before --db replaces its storage
+    if importing is not None and importing.store.id != (store := as_read.store.id):
         raise ConfigError(f"{args.file} is a site file of store {importing.store.id!r}, not of {store!r} ({site_file}):"
                           f" give --config the site file of store {importing.store.id!r}")
     config = _history_config(args, create=importing is not None)  # cameras before a first run
-    if importing is not None and (left := unversioned_differences(config, importing)):
+    if importing is not None and (left := unversioned_differences(as_read, importing)):
         print(f"warning: {', '.join(left)} of {args.file} differ from the site file's ({site_file}) and are not "
               f"imported (a site version holds only the cameras, lines, zones and alert rules): to apply them, edit "
               f"the site file and restart the services", file=sys.stderr)
@@ -1139,14 +1152,6 @@ def cmd_staff(args) -> int:
     return 0
 
 
-def _new_sqlite_file(config) -> pathlib.Path | None:
-    """The SQLite file of ``config``'s history when it does not exist yet (opening the store creates it)."""
-    path = config.storage.path
-    if config.storage.backend != "sqlite" or path == ":memory:" or path.startswith("file:"):
-        return None
-    return None if pathlib.Path(path).exists() else pathlib.Path(path)
-
-
 def cell_px(text: str) -> int:
     """``heatmap --cell``: a whole number within ``heatmap.cell_px``'s bounds in the config model; the error names
     the range (``argument --cell: 1 is out of range: use 2 to 512``)."""
@@ -1215,7 +1220,10 @@ def build_parser() -> argparse.ArgumentParser:
     command(z, cmd_zones, opens_cameras=False)  # the site's cameras are replaced by SOURCE
 
     r = sub.add_parser("replay", help="re-derive crossings, zones and heatmaps from stored track points")
-    r.add_argument("--config", required=True, help="the site configuration to apply (moved lines, new zones)")
+    r.add_argument("--config", required=True,
+                   help="site configuration (storage, the analytics settings); the cameras, lines and zones are the "
+                        "newest site version's when there is one: `storelens site import` a file with moved lines "
+                        "or new zones first (a warning names what of the file differs from that version)")
     r.add_argument("--db", help="SQLite history file (default: the config's storage)")
     r.add_argument("--from", dest="from_ms", type=int, metavar="MS", help="range start, ms since epoch")
     r.add_argument("--to", dest="to_ms", type=int, metavar="MS", help="range end (exclusive), ms since epoch")

@@ -158,15 +158,18 @@ def _files_site(rules: list[dict], webhook: str) -> dict:
     return raw
 
 
-@pytest.mark.parametrize("how, rules, reason", [
-    ("site file", [], "rule removed"),
-    ("site version", [], "rule removed"),
-    ("site file", [ZONED], "rule changed"),
-    ("site version", [ZONED], "rule changed"),
-    ("site file", [CROWD], None),  # still in force: left as it is (the file gives it again under the same id)
-    ("site version", [{**CROWD, "max": 3}], None),  # another threshold: the same rule
+@pytest.mark.parametrize("how, rules, reason, after_reread", [
+    ("site file", [], "rule removed", None),
+    ("site version", [], "rule removed", None),
+    ("site file", [ZONED], "rule changed", None),
+    ("site version", [ZONED], "rule changed", None),
+    # still in force: taken over; reading the file again keeps it open under the same id
+    ("site file", [CROWD], None, "firing"),
+    # another threshold: the same rule, taken over; the re-read (1 person, max 3) resolves it under its id
+    ("site version", [{**CROWD, "max": 3}], None, "resolved"),
 ])
-def test_the_next_embedded_run_resolves_a_file_cameras_alert_whose_rule_went(tmp_path, how, rules, reason) -> None:
+def test_the_next_embedded_run_resolves_a_file_cameras_alert_whose_rule_went(tmp_path, how, rules, reason,
+                                                                            after_reread) -> None:
     """The first run leaves c's crowd alert firing (the embedded stop leaves alerts open); before the next run the
     site file, or a site version saved through the API, removes or changes the rule; the next run's start (the
     version in force applied, then EmbeddedPipeline._carry_over_alerts) resolves it in the history and to the
@@ -178,8 +181,9 @@ def test_the_next_embedded_run_resolves_a_file_cameras_alert_whose_rule_went(tmp
         with SqlStorage(str(tmp_path / "h.db")) as st:
             cfg = parse_config(_files_site([CROWD], server.url))
             stage = AnalyticsStage(cfg)
-            for i in range(3):
-                st.write_records(stage.handle(topics.TRACKS, tframe("c", i, 1000 + i * 100, [(1, 320, 300)])).records)
+            frames = [tframe("c", i, 1000 + i * 100, [(1, 320, 300)]) for i in range(3)]
+            for tf in frames:
+                st.write_records(stage.handle(topics.TRACKS, tf).records)
             st.write_records(stage.end_streams().records)
             alert_id = "crowd:c:0"
             assert aq.get_alert(st, alert_id)["state"] == "firing"
@@ -194,8 +198,11 @@ def test_the_next_embedded_run_resolves_a_file_cameras_alert_whose_rule_went(tmp
             pipeline._carry_over_alerts([HistorySink(st), *sinks])
             assert close_webhooks(sinks, 5.0) == 0
             row = aq.get_alert(st, alert_id)
-            if reason is None:
+            if reason is None:  # taken over (AlertAnalyzer.adopt): the re-read of the file says what becomes of it
                 assert row["state"] == "firing" and not server.requests
+                out = [r for tf in frames for r in pipeline.analytics.handle(topics.TRACKS, tf).records]
+                st.write_records(out + pipeline.analytics.end_streams().records)
+                assert [(r["alert_id"], r["state"]) for r in aq.list_alerts(st)[0]] == [(alert_id, after_reread)]
             else:
                 assert row["state"] == "resolved" and row["message"].endswith(f"({reason})")
                 assert row["kind"] == "camera_occupancy" and row["cleared_ts_ms"] >= row["fired_ts_ms"]

@@ -38,12 +38,9 @@ PASSWORD = "correct horse battery"
 CLIP_FRAMES = 16
 
 
-@pytest.fixture(scope="module")
-def clips(tmp_path_factory) -> dict[str, pathlib.Path]:
-    """A 16-frame MJPEG AVI of TUD-Campus (320x240), its first half (the index and the second half cut off),
-    a copy cut just after its header (no frame), and a clip of a face (obama) for the faces runs."""
-    tmp = tmp_path_factory.mktemp("clips")
-    clip = tmp / "clip.avi"
+def mjpeg_clip(clip: pathlib.Path) -> pathlib.Path:
+    """``clip``: the first :data:`CLIP_FRAMES` frames of TUD-Campus as an MJPEG AVI of 320x240 at 25 fps (each
+    frame one ``00dc`` chunk: easy to damage or cut)."""
     cap = cv2.VideoCapture(str(VIDEO))
     writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 25, (320, 240))
     for _ in range(CLIP_FRAMES):
@@ -52,6 +49,15 @@ def clips(tmp_path_factory) -> dict[str, pathlib.Path]:
         writer.write(cv2.resize(img, (320, 240)))
     writer.release()
     cap.release()
+    return clip
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[str, pathlib.Path]:
+    """A 16-frame MJPEG AVI of TUD-Campus (320x240), its first half (the index and the second half cut off),
+    a copy cut just after its header (no frame), and a clip of a face (obama) for the faces runs."""
+    tmp = tmp_path_factory.mktemp("clips")
+    clip = mjpeg_clip(tmp / "clip.avi")
     data = clip.read_bytes()
     (tmp / "half.avi").write_bytes(data[:len(data) // 2])
     (tmp / "no_frame.avi").write_bytes(data[:data.index(b"movi") + 4])

@@ -73,8 +73,10 @@ CAMERAS = {("storelens-cameras", "username"), ("storelens-cameras", "password")}
 REDIS = {("storelens-redis", "username"), ("storelens-redis", "password")}
 #: The api's sign-in secrets (Secret storelens-auth): key -> the env var AuthConfig reads it from.
 AUTH_ENV = {"jwt-secret": AuthConfig().jwt_secret_env, "admin-username": AuthConfig().admin_username_env,
-            "admin-password": AuthConfig().admin_password_env, "metrics-token": AuthConfig().metrics_token_env}
-AUTH = {("storelens-auth", key) for key in AUTH_ENV}
+            "admin-password": AuthConfig().admin_password_env}
+#: The metrics token has a Secret of its own (Prometheus reads it; it must not read storelens-auth).
+METRICS_TOKEN = ("storelens-metrics", "token")
+AUTH = {("storelens-auth", key) for key in AUTH_ENV} | {METRICS_TOKEN}
 #: Least privilege: the exact Secret keys each service may read.
 SECRETS = {
     "ingest": KAFKA | CAMERAS,
@@ -983,12 +985,14 @@ def test_the_api_reads_its_sign_in_secrets_under_the_names_the_code_reads(target
     with monkeypatch.context() as mp:
         cfg = _load_site(mp, docs, site_yaml(docs), container_env(docs, c))
     assert got == {"jwt-secret": cfg.auth.jwt_secret_env, "admin-username": cfg.auth.admin_username_env,
-                   "admin-password": cfg.auth.admin_password_env, "metrics-token": cfg.auth.metrics_token_env}
+                   "admin-password": cfg.auth.admin_password_env}
+    assert {(e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"]) for e in c["env"]
+            if e["name"] == cfg.auth.metrics_token_env} == {METRICS_TOKEN}
     if target != BASE:
         assert cfg.auth.cookie_secure, "behind the TLS Ingress the session cookie must be Secure"
     for sm in of_kind(docs, "ServiceMonitor"):  # Prometheus sends the token the api compares with
         (ep,) = sm["spec"]["endpoints"]
-        assert ep["authorization"] == {"type": "Bearer", "credentials": {"name": "storelens-auth", "key": "metrics-token"}}
+        assert ep["authorization"] == {"type": "Bearer", "credentials": dict(zip(("name", "key"), METRICS_TOKEN))}
         assert ep["path"] == "/metrics" and ep["port"] == "http"
 
 
@@ -1233,7 +1237,9 @@ def test_the_chain_site_config_loads_for_each_chain_deployment(monkeypatch):
     got = {e["valueFrom"]["secretKeyRef"]["key"]: e["name"] for e in c["env"]
            if e.get("valueFrom", {}).get("secretKeyRef", {}).get("name") == "storelens-auth"}
     assert got == {"jwt-secret": cfg.auth.jwt_secret_env, "admin-username": cfg.auth.admin_username_env,
-                   "admin-password": cfg.auth.admin_password_env, "metrics-token": cfg.auth.metrics_token_env}
+                   "admin-password": cfg.auth.admin_password_env}
+    assert {(e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"]) for e in c["env"]
+            if e["name"] == cfg.auth.metrics_token_env} == {METRICS_TOKEN}
     assert cfg.auth.cookie_secure, "behind the TLS Ingress the session cookie must be Secure"
     assert dummy_secret("storelens-db", "password") in cfg.storage.dsn
     assert not cfg.kafka.sasl_username and cfg.live.redis_url is None, "the chain's api needs no Kafka and no Redis"

@@ -111,8 +111,9 @@ def test_replay_checks_camera_against_the_version_in_force(tmp_path, capsys) -> 
     assert main(["replay", "--config", str(site), "--db", str(db), "--camera", "entrance", "--json"]) == 0
 
 
-def test_export_dataset_from_db_reads_the_video_of_the_version_in_force(tmp_path, capsys) -> None:
-    """The site file's camera points at a file that is gone; the version in force re-pointed it to the video."""
+def moved_video_history(tmp_path):
+    """A history of the ground truth whose site file points its camera at a file that is gone, and whose site version
+    1 (imported) points it back at the video: (the database, the site file)."""
     db = tmp_path / "h.db"
     store_ground_truth(db)
     gone = site_doc(FILE_LINE)
@@ -120,6 +121,12 @@ def test_export_dataset_from_db_reads_the_video_of_the_version_in_force(tmp_path
     site = write(tmp_path / "site.yaml", gone)
     assert main(["site", "import", str(write(tmp_path / "v.yaml", site_doc(FILE_LINE))), "--config", str(site),
                  "--db", str(db)]) == 0
+    return db, site
+
+
+def test_export_dataset_from_db_reads_the_video_of_the_version_in_force(tmp_path, capsys) -> None:
+    """The site file's camera points at a file that is gone; the version in force re-pointed it to the video."""
+    db, site = moved_video_history(tmp_path)
     capsys.readouterr()
 
     code = main(["export-dataset", "--from-db", "--out", str(tmp_path / "ds"), "--config", str(site), "--db",
@@ -131,13 +138,7 @@ def test_export_dataset_from_db_reads_the_video_of_the_version_in_force(tmp_path
 
 
 def test_audit_cuts_its_clips_from_the_video_of_the_version_in_force(tmp_path, capsys, monkeypatch) -> None:
-    db = tmp_path / "h.db"
-    store_ground_truth(db)
-    gone = site_doc(FILE_LINE)
-    gone["cameras"][0]["source"] = str(tmp_path / "moved-away.mp4")
-    site = write(tmp_path / "site.yaml", gone)
-    assert main(["site", "import", str(write(tmp_path / "v.yaml", site_doc(FILE_LINE))), "--config", str(site),
-                 "--db", str(db)]) == 0
+    db, site = moved_video_history(tmp_path)
     assert main(["replay", "--config", str(site), "--db", str(db)]) == 0  # the crossings to sample from
     capsys.readouterr()
     monkeypatch.setattr(sys, "stdin", io.StringIO("1 0\n" * 5))

@@ -27,7 +27,6 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import re
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Callable, Protocol
@@ -40,6 +39,7 @@ from pydantic import AfterValidator
 
 from storelens.config import CameraConfig, SiteConfig
 from storelens.config.auth import Role, role_rank
+from storelens.config.base import storable_text
 from storelens.contract import messages as m
 from storelens.storage import Storage
 
@@ -57,20 +57,6 @@ DAY_MS = 86_400_000
 #: Customer ids: pseudonymous tokens (``cust-`` + hex by default), never free text.
 CUSTOMER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 FACES_DISABLED = "face recognition is disabled: no customer gallery is configured"
-#: What no text column takes: NUL (PostgreSQL refuses it) and lone surrogates (no UTF-8 encoding: SQLite's driver
-#: and PostgreSQL's refuse them; a JSON body can carry one as ``"\\ud800"``).
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-
-
-def storable_text(value: str) -> str:
-    """``value`` unchanged; ``ValueError`` (422 in a request) when it holds a character no database stores."""
-    if (bad := _UNSTORABLE.search(value)) is not None:
-        what = "NUL" if bad.group() == "\x00" else "a lone surrogate"
-        raise ValueError(f"must not contain {what} (U+{ord(bad.group()):04X}, at {bad.start()}): text the "
-                         f"database cannot store")
-    return value
-
-
 #: A free-text string of a request (add ``Query``/``Path``/``Form``/``Field`` constraints beside it).
 Text = Annotated[str, AfterValidator(storable_text)]
 

@@ -77,6 +77,8 @@ log = logging.getLogger(__name__)
 
 COOKIE_NAME = "storelens_session"
 API_KEY_PREFIX = "slk_"
+#: The audit log's actor and target of a failed sign-in under a name no user has (what was typed is not kept).
+UNKNOWN_USER = "(unknown user)"
 #: How long a resolved principal (user role and state, API key) is trusted before the database is read again.
 PRINCIPAL_CACHE_S = 5.0
 #: Anonymous writes (answered 401) audited per client address and minute; more are logged, not stored.
@@ -228,7 +230,8 @@ class Authenticator:
         return name
 
     def login(self, username: str, password: str, client: str) -> Principal | None:
-        """The user for ``username``/``password``; ``None`` when wrong (logged to the audit log).
+        """The user for ``username``/``password``; ``None`` when wrong (logged to the audit log; a name no user
+        has as :data:`UNKNOWN_USER`).
 
         Raises :class:`RateLimited` when the client or the user name made too many attempts.
         """
@@ -250,7 +253,9 @@ class Authenticator:
         if not ok or user is None or user["disabled"]:
             self._limit("hit", self._failures, "login-user", name, key)
             self._limit("hit", self._account_failures, "login-account", name)
-            store.audit(self.storage, _now_ms(), username, "auth.login-failed", username, {}, client)
+            # a name no user has is not written down (a password typed in the name field would land in the log)
+            who = username if user is not None else UNKNOWN_USER
+            store.audit(self.storage, _now_ms(), who, "auth.login-failed", who, {}, client)
             return None
         # a known client for KNOWN_CLIENT_DAYS from this sign-in (cleared first: the window starts again)
         self._limit("clear", self._signed_in, "login-known", name, key)

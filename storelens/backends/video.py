@@ -96,7 +96,7 @@ def open_capture(source: str) -> cv2.VideoCapture:
 
 
 #: The warning of :func:`read_file_frames` for a file that ends before its frame count (extras ``source``,
-#: ``frames`` read, ``frame_count`` announced); the one-video CLI commands repeat it as a ``warning:`` line.
+#: ``frames`` read, ``frame_count`` announced), logged unless the caller is told through ``on_short``.
 SHORT_VIDEO_MESSAGE = "video ended before its frame count"
 
 #: Unreadable frames in a row after which a file is taken as ended (:func:`read_file_frames`): a damaged stretch
@@ -107,7 +107,7 @@ MAX_BAD_FRAMES_IN_A_ROW = 100
 
 def read_file_frames(
     source: str, start_ts_ms: int = 0, keep: Callable[[int, float], bool] | None = None,
-    on_bad_frames: Callable[[int], None] | None = None,
+    on_bad_frames: Callable[[int], None] | None = None, on_short: Callable[[int, int], None] | None = None,
 ) -> Iterator[RawFrame]:
     """Frames of a video file in order, stamped by stream position.
 
@@ -122,9 +122,11 @@ def read_file_frames(
     frames keep the index and time of their position in the file. Each run of skipped frames followed by a
     good one is logged once and its length passed to ``on_bad_frames(n)``. Reading ends at the file's frame
     count (``CAP_PROP_FRAME_COUNT``, when it gives one) or after :data:`MAX_BAD_FRAMES_IN_A_ROW` unreadable
-    frames in a row; unreadable frames at the end are not counted (the count can be an estimate), a file that
-    ends before its count is logged (a warning: :data:`SHORT_VIDEO_MESSAGE`). Raises :class:`SourceError` if the
-    file cannot be opened or no frame of it decodes.
+    frames in a row; unreadable frames at the end are not counted (the count can be an estimate). A file that
+    ends before its count (truncated or damaged) is told to ``on_short(frames_read, frame_count)``
+    (``frames_read``: the frames that decoded, skipped ones not counted), or logged as a warning
+    (:data:`SHORT_VIDEO_MESSAGE`) without it. Raises :class:`SourceError` if the file cannot be opened or no
+    frame of it decodes.
     """
     cap = open_capture(source)
     fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
@@ -166,8 +168,11 @@ def read_file_frames(
         if decoded == 0:
             raise SourceError(f"no decodable frame in {redact_source(source)!r} (corrupt or empty video)")
         if bad and count:  # a truncated or damaged file (or an estimated count): the results miss its end
-            log.warning(SHORT_VIDEO_MESSAGE, extra={
-                "source": redact_source(source), "frames": index - bad, "frame_count": count})
+            if on_short is not None:
+                on_short(decoded, count)
+            else:
+                log.warning(SHORT_VIDEO_MESSAGE, extra={
+                    "source": redact_source(source), "frames": decoded, "frame_count": count})
     finally:
         cap.release()
 
@@ -348,7 +353,8 @@ def camera_frames(cam: CameraConfig, should_stop: Callable[[], bool] = lambda: F
                   frame_format: FrameFormat = "jpeg", first_seq: int = 0,
                   on_bad_frames: Callable[[int], None] | None = None,
                   after_source_frame: int = 0, reconnect: IngestConfig | None = None,
-                  on_reopen: Callable[[], None] | None = None) -> Iterator[m.Frame]:
+                  on_reopen: Callable[[], None] | None = None,
+                  on_short: Callable[[int, int], None] | None = None) -> Iterator[m.Frame]:
     """Encoded (``frame_format``: see :func:`encode_frame`), sampled frames of one camera, then (for files)
     an end-of-stream marker.
 
@@ -361,8 +367,8 @@ def camera_frames(cam: CameraConfig, should_stop: Callable[[], bool] = lambda: F
     The end-of-stream marker comes when the file really ended: at its end, or before the error of a file that
     cannot be read (:class:`SourceError` raised after it, so downstream closes the tracks and visits it has).
     Stopped by ``should_stop()`` (SIGTERM, a stopped camera), a stream ends without one: the same file read again
-    later goes on where this one stopped (a replay is skipped by seq), with its tracks. ``on_bad_frames(n)``:
-    see :func:`read_file_frames`.
+    later goes on where this one stopped (a replay is skipped by seq), with its tracks. ``on_bad_frames(n)``,
+    ``on_short(frames_read, frame_count)``: see :func:`read_file_frames`.
 
     ``after_source_frame``: a file's frames up to this one (1-based, a :attr:`Frame.source_frame`) are skipped:
     the same stream resumed with new sampling or encoding settings (:class:`~storelens.runtime.ingest.
@@ -397,7 +403,8 @@ def camera_frames(cam: CameraConfig, should_stop: Callable[[], bool] = lambda: F
                     def bad_frames(n: int) -> None:
                         if index_at >= after_source_frame:
                             on_bad_frames(n)
-            raw_iter = read_file_frames(cam.source, cam.start_ts_ms, keep=keep, on_bad_frames=bad_frames)
+            raw_iter = read_file_frames(cam.source, cam.start_ts_ms, keep=keep, on_bad_frames=bad_frames,
+                                        on_short=on_short)
         for raw in raw_iter:
             if should_stop():
                 break

@@ -24,11 +24,47 @@ Example (``faces.detector``: YuNet by default, or MTCNN):
 """
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from storelens.config.env import expand_env
+from storelens.errors import ConfigError
+
+#: What no text column takes: NUL (PostgreSQL refuses it) and lone surrogates (no UTF-8 encoding: SQLite's driver
+#: and PostgreSQL's refuse them; a JSON body or a YAML escape can carry one as ``"\\ud800"``).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable_text(value: str) -> str:
+    """``value`` unchanged; ``ValueError`` (422 in a request) when it holds a character no database stores."""
+    if (bad := _UNSTORABLE.search(value)) is not None:
+        what = "NUL" if bad.group() == "\x00" else "a lone surrogate"
+        raise ValueError(f"must not contain {what} (U+{ord(bad.group()):04X}, at {bad.start()}): text the "
+                         f"database cannot store")
+    return value
+
+
+def check_storable(path: str, value: Any) -> None:
+    """:class:`ConfigError` naming the field (``cameras[0].zones[1].product``) when a text anywhere in ``value``
+    (JSON types; a key or a value) holds what the database cannot store (:func:`storable_text`): a site version
+    holding one would break every read of the site."""
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else None
+    if items is None:
+        if isinstance(value, str):
+            try:
+                storable_text(value)
+            except ValueError as e:
+                raise ConfigError(f"{path}: {e}") from None
+        return
+    for k, v in items:
+        if isinstance(k, str):
+            try:
+                storable_text(k)
+            except ValueError as e:
+                raise ConfigError(f"{path}: a key {e}") from None
+        check_storable((f"{path}.{k}" if path else k) if isinstance(k, str) else f"{path}[{k}]", v)
 
 
 class Strict(BaseModel):

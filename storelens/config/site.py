@@ -825,18 +825,21 @@ class SiteConfig(Strict):
         return max(idle, IDLE_CROP_INTERVALS * self.crops.every_n_frames / fps)
 
 
-def _expand(obj: object, origin: str, loc: str = "", open_cameras: bool = True) -> object:
+def _expand(obj: object, origin: str, loc: str = "", open_cameras: bool = True, keep_unset: bool = False) -> object:
     """``obj`` with its ``${VAR}`` templates expanded; :class:`ConfigError` naming the field of an unset variable,
-    except under ``cameras`` when not ``open_cameras`` (the template stays as written)."""
+    except under ``cameras`` when not ``open_cameras``, and anywhere with ``keep_unset`` (the template stays as
+    written)."""
     if isinstance(obj, str):
         try:
-            return expand_env(obj, keep_unset=not open_cameras and loc.split(".", 1)[0] == "cameras")
+            return expand_env(obj, keep_unset=keep_unset or not open_cameras and loc.split(".", 1)[0] == "cameras")
         except ConfigError as exc:
             raise ConfigError(f"config error in {origin}: {loc or '(top level)'}: {exc}") from None
     if isinstance(obj, list):
-        return [_expand(v, origin, f"{loc}.{i}" if loc else str(i), open_cameras) for i, v in enumerate(obj)]
+        return [_expand(v, origin, f"{loc}.{i}" if loc else str(i), open_cameras, keep_unset)
+                for i, v in enumerate(obj)]
     if isinstance(obj, dict):
-        return {k: _expand(v, origin, f"{loc}.{k}" if loc else str(k), open_cameras) for k, v in obj.items()}
+        return {k: _expand(v, origin, f"{loc}.{k}" if loc else str(k), open_cameras, keep_unset)
+                for k, v in obj.items()}
     return obj
 
 
@@ -1034,10 +1037,10 @@ def _resolve_paths(raw: dict, base: pathlib.Path, origin: str = "<config>") -> d
     return raw
 
 
-def format_validation_error(err: ValidationError, origin: str) -> str:
-    """One line: ``config error in FILE: loc: msg; loc: msg``."""
+def format_validation_error(err: ValidationError | list, origin: str) -> str:
+    """One line: ``config error in FILE: loc: msg; loc: msg`` (of ``err``, or of a list of its ``errors()``)."""
     parts = []
-    for e in err.errors():
+    for e in (err if isinstance(err, list) else err.errors()):
         loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
         parts.append(f"{loc}: {e['msg'].removeprefix('Value error, ')}")
     return f"config error in {origin}: " + "; ".join(parts)
@@ -1076,6 +1079,40 @@ def parse_config(raw: object, origin: str = "<config>", base: pathlib.Path | Non
     config._written, config._written_gave, config._base = written, config.model_dump(mode="json"), base
     config._open_cameras = open_cameras
     return config
+
+
+def parse_faces_section(raw: object, origin: str = "<config>", base: pathlib.Path | None = None) -> FacesConfig:
+    """The ``faces`` section of the site document ``raw`` for a command that uses only it (``storelens faces``):
+    that section validated as :func:`parse_config` does (its ``${VAR}``s must be set, relative model paths
+    against ``base``); the rest only for unknown keys, its ``${VAR}``s left as written when not set, and its values
+    not checked (``storage.dsn``'s ``${STORELENS_DB_HOST}`` need not be set to look at a still image). A document
+    without ``store`` or ``cameras`` is one too. :class:`ConfigError` names the field.
+
+    Example:
+        >>> doc = {"storage": {"backend": "postgres", "dsn": "postgresql://${DOC_UNSET_DB_HOST}/x"},
+        ...        "faces": {"quality": {"min_size_px": 48}}}
+        >>> parse_faces_section(doc).quality.min_size_px
+        48.0
+    """
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config error in {origin}: expected a mapping at the top level")
+    raw = {"store": {"id": "faces"}, "cameras": [{"id": "cam", "source": "unused.mp4"}], **raw}
+    rest = _expand({k: v for k, v in raw.items() if k != "faces"}, origin, keep_unset=True)
+    faces = _expand(raw.get("faces"), origin, "faces")
+    assert isinstance(rest, dict)
+    storage = rest.get("storage")
+    backend = storage.get("backend") if isinstance(storage, dict) else None
+    _resolve_paths({"faces": faces, "storage": {"backend": backend}}, base or pathlib.Path.cwd(), origin)
+    try:
+        SiteConfig.model_validate({**rest, **({"faces": faces} if "faces" in raw else {})})
+    except ValidationError as err:
+        errors = [e for e in err.errors() if e["type"] == "extra_forbidden" or e["loc"][:1] == ("faces",)]
+        if errors:
+            raise ConfigError(format_validation_error(errors, origin)) from None
+    try:
+        return FacesConfig.model_validate(faces or {})
+    except ValidationError as err:  # not seen above: SiteConfig reported it under faces
+        raise ConfigError(format_validation_error(err, f"{origin}: faces")) from None
 
 
 def _templated(written: object, gave: object, parsed: object) -> object:
@@ -1123,7 +1160,8 @@ def site_document(config: SiteConfig, exclude_defaults: bool = False) -> dict:
     """``config`` as a site file would say it (JSON types), without the values derived from others
     (:data:`DERIVED_FIELDS`): e.g. an unset ``detector.confidence`` follows the tracker
     (``SiteConfig._detector_down_to_tracker``), so that validating the document again derives it again (e.g.
-    after a switch to ``deepsort``), and an unset ``zones.lost_after_ms`` is not taken as set.
+    after a switch to ``deepsort``), and an unset ``zones.lost_after_ms`` is not taken as set; nor the deep-sort
+    tracker's ``embedder_*`` keys its embedder has no setting for (they are at their defaults).
 
     Example:
         >>> cfg = parse_config({"store": {"id": "s"}, "cameras": [{"id": "c", "source": "x.mp4"}]})
@@ -1136,7 +1174,27 @@ def site_document(config: SiteConfig, exclude_defaults: bool = False) -> dict:
             doc[section].pop(field, None)
             if exclude_defaults and not doc[section]:
                 del doc[section]
+    unused = getattr(config.tracker, "keys_without_use", None)
+    if unused is not None and isinstance(doc.get("tracker"), dict):
+        for key in unused():      # e.g. deep-sort's embedder_input_wh with omz-reid-openvino, which has no input_wh
+            doc["tracker"].pop(key, None)
+    if exclude_defaults:
+        _say_backends(config, doc)
     return doc
+
+
+def _say_backends(model: object, doc: dict) -> None:
+    """``doc`` (``model`` dumped with ``exclude_defaults``) saying the ``backend`` of each backend section
+    (:class:`~storelens.config.base.BackendConfig`) that is not its kind's default, in place: ``backend: deepsort``
+    is its class's own default, so it was left out, and the file then loaded as the default ``bytereid`` tracker."""
+    from storelens.config.base import BackendConfig
+
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, BackendConfig) and value.backend != type(value).default_backend:
+            doc.setdefault(name, {})["backend"] = value.backend
+        if isinstance(value, Strict) and isinstance(doc.get(name), dict):
+            _say_backends(value, doc[name])
 
 
 def unversioned_differences(running: SiteConfig, other: SiteConfig) -> list[str]:
@@ -1144,26 +1202,28 @@ def unversioned_differences(running: SiteConfig, other: SiteConfig) -> list[str]
     a version does not hold and that differ from the ``running`` site file's: top-level sections by name
     (``counting``, ``privacy``), ``store`` and ``alerts`` field by field (``store.timezone``, ``alerts.webhooks``).
     A version holds only ``cameras`` and ``alerts.rules``; everything else comes from each service's own site file.
-    SQLite paths are compared resolved (``--db h.db`` and a file's ``h.db`` beside it are the same file).
+    ``storage`` is not compared: it is each deployment's (``--db``, a copy's ``hist.db`` beside it), and the import
+    goes to the store the command names. ``other`` is compared as written, its relative paths taken against
+    ``running``'s folder (as the import takes its cameras' sources): a copy of the file in another folder is the
+    same file.
 
     Example:
         >>> cfg = parse_config({"store": {"id": "s"}, "cameras": [{"id": "c", "source": "x.mp4"}]})
         >>> edited = parse_config({"store": {"id": "s", "timezone": "Asia/Tokyo"}, "counting": {"hysteresis_px": 40},
-        ...                        "cameras": [{"id": "d", "source": "y.mp4"}]})
+        ...                        "cameras": [{"id": "d", "source": "y.mp4"}], "storage": {"path": "other.db"}})
         >>> unversioned_differences(cfg, edited)
         ['store.timezone', 'counting']
     """
-    docs = [site_document(c) for c in (running, other)]
-    for doc in docs:
-        storage = doc.get("storage") or {}
-        path = storage.get("path")
-        if storage.get("backend") == "sqlite" and isinstance(path, str) and path != ":memory:" \
-                and not path.startswith("file:"):
-            storage["path"] = str(pathlib.Path(path).resolve())
-    a, b = docs
+    if isinstance(other._written, dict) and running._base is not None and running._base != other._base:
+        try:  # relative paths as the running file's would resolve them (a copy in another folder); no warning again
+            raw = _expand(other._written, "site", open_cameras=other._open_cameras)
+            other = SiteConfig.model_validate(_resolve_paths(raw, running._base))  # type: ignore[arg-type]
+        except (ConfigError, ValidationError):
+            pass  # compared as read
+    a, b = (site_document(c) for c in (running, other))
     out: list[str] = []
     for key in dict.fromkeys([*a, *b]):
-        if key == "cameras":
+        if key in ("cameras", "storage"):
             continue
         if key in ("store", "alerts"):
             x, y = a.get(key) or {}, b.get(key) or {}
@@ -1366,6 +1426,46 @@ def _webhook_rules_to_warn(config: SiteConfig, always: bool = False) -> list[tup
     return new
 
 
+def _version_differences(file_doc: dict, version_doc: dict) -> list[str]:
+    """What differs between two :func:`site_version_document`\\ s, named: ``camera 'c1': line 'd'``, ``camera
+    'c2': only in the file``, ``camera 'c1': source``, ``alert rule 'crowd'``, ``order of the cameras``, ``order of
+    the alert rules``.
+
+    Example:
+        >>> f = {"cameras": [{"id": "c", "source": "a", "lines": [{"id": "d", "a": [0, 50]}]}], "alert_rules": []}
+        >>> v = {"cameras": [{"id": "c", "source": "a", "lines": [{"id": "d", "a": [0, 10]}]}], "alert_rules": []}
+        >>> _version_differences(f, v)
+        ["camera 'c': line 'd'"]
+    """
+    def by_id(items: object) -> dict:
+        return {x.get("id"): x for x in items if isinstance(x, dict)} if isinstance(items, list) else {}
+
+    def compare(kind: str, mine: object, theirs: object) -> list[str]:
+        a, b = by_id(mine), by_id(theirs)
+        return [f"{kind} {k!r}" + ("" if k in a and k in b else ": only in the file" if k in a else
+                                   ": only in the version") for k in dict.fromkeys([*a, *b]) if a.get(k) != b.get(k)]
+
+    out: list[str] = []
+    files, versions = by_id(file_doc.get("cameras")), by_id(version_doc.get("cameras"))
+    for cid in dict.fromkeys([*files, *versions]):
+        f, v = files.get(cid), versions.get(cid)
+        if f == v:
+            continue
+        if f is None or v is None:
+            out.append(f"camera {cid!r}: only in the {'version' if f is None else 'file'}")
+            continue
+        named = [d for key, kind in (("lines", "line"), ("zones", "zone")) for d in compare(kind, f.get(key),
+                                                                                          v.get(key))]
+        named += [k for k in dict.fromkeys([*f, *v]) if k not in ("id", "lines", "zones") and f.get(k) != v.get(k)]
+        out += [f"camera {cid!r}: {d}" for d in named or ["order of its lines or zones"]]
+    if not out and file_doc.get("cameras") != version_doc.get("cameras"):
+        out.append("order of the cameras")  # the same cameras, in another order
+    rules = compare("alert rule", file_doc.get("alert_rules"), version_doc.get("alert_rules"))
+    if not rules and file_doc.get("alert_rules") != version_doc.get("alert_rules"):
+        rules = ["order of the alert rules"]
+    return out + rules
+
+
 def site_file_override(config: SiteConfig, update) -> str | None:
     """The warning a service logs at start when the site version ``update`` it puts in force (edited through
     ``/v1/site`` or saved by ``storelens site import``) holds other cameras (lines, zones) or alert rules than its
@@ -1380,7 +1480,7 @@ def site_file_override(config: SiteConfig, update) -> str | None:
         >>> site_file_override(cfg, m.SiteUpdate(version=2, cameras_json='[{"id": "c", "source": "rtsp://h/1"}]'))
         >>> print(site_file_override(cfg, m.SiteUpdate(version=3, cameras_json='[{"id": "c", "source": "rtsp://h/2"}]')))
         ... # doctest: +ELLIPSIS
-        the site file's cameras (lines, zones) differ from site version 3, which is in force ...
+        the site file's cameras (lines, zones) differ from site version 3 (camera 'c': source), which is in force ...
     """
     try:
         in_force = with_site_update(config, update)
@@ -1391,7 +1491,9 @@ def site_file_override(config: SiteConfig, update) -> str | None:
              if file_doc[key] != version_doc[key]]
     if not parts:
         return None
-    return (f"the site file's {' and '.join(parts)} differ from site version {update.version}, which is in force "
+    which = "; ".join(_version_differences(file_doc, version_doc))
+    return (f"the site file's {' and '.join(parts)} differ from site version {update.version} ({which}), which is "
+            f"in force "
             f"(saved through /v1/site or `storelens site import`; the newest version wins over the file): editing "
             f"them in the file changes nothing until `storelens site import <site file>` saves it as a new version")
 

@@ -98,14 +98,25 @@ class DeepSortTrackerConfig(TrackerConfig):
     @field_validator("embedder_input_wh", "embedder_weights", "embedder_device")
     @classmethod
     def _key_of_the_embedder(cls, v: object, info: ValidationInfo) -> object:
-        """A set ``embedder_x`` the chosen embedder has no ``x`` for is an error (it was silently ignored)."""
+        """A set ``embedder_x`` the chosen embedder has no ``x`` for is an error (it was silently ignored), unless
+        it is the default: a site written out in full (:func:`~storelens.config.site.site_document`, e.g. an older
+        one, or a hand copy of ``storelens site export``'s) says every key, so its defaults must load again."""
         name, field = info.data.get("embedder"), info.field_name.removeprefix("embedder_")
         variants = AppearanceEmbedderConfig.variants
+        if v == cls.model_fields[info.field_name].default:
+            return v
         if name in variants and field not in variants[name].model_fields:
             having = ", ".join(sorted(n for n, c in variants.items() if field in c.model_fields))
             raise ValueError(f"embedder {name!r} has no {field!r} setting (tracker.{info.field_name} applies to: "
                              f"{having}); remove it or pick one of those embedders")
         return v
+
+    def keys_without_use(self) -> list[str]:
+        """The ``embedder_x`` keys the chosen embedder has no ``x`` for (at their defaults, else validation failed):
+        :func:`~storelens.config.site.site_document` leaves them out of the written site."""
+        fields = AppearanceEmbedderConfig.variant(self.embedder).model_fields
+        return [f for f in type(self).model_fields if f.startswith("embedder_") and f.removeprefix("embedder_")
+                not in fields]
 
     @property
     def appearance(self) -> AppearanceEmbedderConfig:

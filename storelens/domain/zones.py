@@ -608,6 +608,9 @@ class ZoneBuckets:
         #: The buckets of an ended stream's last frame (:meth:`end`), closed but continued by a next stream's
         #: frame or event in them (:meth:`_bucket`), until the frames close past them (:meth:`close`).
         self._ended: dict[tuple[str, int], _Bucket] = {}
+        #: The time of the ended stream's last frame: a next stream whose first frame is before it (a file
+        #: re-pointed to another of the same start time) starts its buckets afresh (:meth:`add`).
+        self._ended_ts: int | None = None
 
     def _bucket(self, zone_id: str, ts: int) -> _Bucket:
         key = (zone_id, ts // self.bucket_ms * self.bucket_ms)
@@ -618,6 +621,10 @@ class ZoneBuckets:
 
     def add(self, ts_ms: int, inside: Mapping[str, Iterable[int]], events: Iterable[ZoneEvent] = ()) -> None:
         """One frame: ``inside`` = :meth:`ZoneTracker.inside`, ``events`` = what its update returned."""
+        if self._ended_ts is not None:  # a next stream's first frame: only one going forward continues the buckets
+            if ts_ms < self._ended_ts:
+                self._ended = {}
+            self._ended_ts = None
         held_to = ts_ms  # the end of what the previous frame's occupancy holds
         if self._last is not None:
             t0, occ = self._last
@@ -681,11 +688,14 @@ class ZoneBuckets:
             "buckets": self._rows(self._b),
             "last": None if self._last is None else [self._last[0], dict(self._last[1])],
             "ended": self._rows(self._ended),
+            "ended_ts": self._ended_ts,
         }
 
     def load_state(self, state: dict) -> None:
         self._b = self._load_rows(state.get("buckets", []))
         self._ended = self._load_rows(state.get("ended", []))  # none in a state saved before it was kept
+        ended_ts = state.get("ended_ts")
+        self._ended_ts = None if ended_ts is None else int(ended_ts)
         last = state.get("last")
         self._last = None if last is None else (int(last[0]), {k: int(v) for k, v in last[1].items()})
 
@@ -709,16 +719,20 @@ class ZoneBuckets:
         Nothing of the ended stream holds on: a next stream's first frame (a file re-pointed to another, a
         restarted source) holds no occupancy of its last frame, so no bucket of the ended stream's time is made
         again (an empty row in place of the real one). The buckets of the last frame's time are kept aside: a
-        next stream's frame or event in one of them continues it (its row, given again when it closes, has both
-        streams' statistics) rather than starting it afresh (a row of the new stream's part only); a later
-        :meth:`close` past them forgets them.
+        next stream going forward from there (its first frame at or after the last one: a restarted source, the
+        same file read on) continues one of them with its frames or events in it (its row, given again when it
+        closes, has both streams' statistics) rather than starting it afresh (a row of the new stream's part
+        only); a later :meth:`close` past them forgets them. A next stream that goes back in time (a file
+        re-pointed to another of the same start time) starts its buckets afresh: its rows replace the ended
+        stream's, as its earlier buckets' do. Kept in this object's state only: the embedded mode's next run (a
+        new process) starts without them, its row of that bucket replacing the ended run's.
         """
         end_ts = None if self._last is None else self._last[0]
         self._last = None
         ended = {k: b for k, b in self._b.items()
                  if end_ts is not None and k[1] == end_ts // self.bucket_ms * self.bucket_ms}
         out = self.close()
-        self._ended = ended
+        self._ended, self._ended_ts = ended, end_ts if ended else None
         return out
 
     def stats(self, keys: Iterable[tuple[str, int]] | None = None) -> list[ZoneBucketStats]:

@@ -56,8 +56,8 @@ to the sinks and the ``alerts`` and ``occupancy`` topics. Before it, and before 
 every camera the table holds and the stage has not loaded yet (no frame of it since this process started)
 is loaded, so a camera down since before a restart gets its 0 row too, and the store-wide alerts of the
 first frame after a restart see every camera, not that frame's alone. The tick also resolves the open alerts of a
-camera a site version removed while the service was down, and drops its table entry
-(:meth:`AnalyticsApp._close_removed_cameras`). The tick changes only the store-level alert
+camera a site version removed while the service was down (or while its tables were recovering), and drops its
+table entry (:meth:`AnalyticsApp._close_removed_cameras`). The tick changes only the store-level alert
 state, which is saved with the next frame's camera state (a tick-fired alert that a restart loses fires
 again with the same id; a 0 row is written again, the same row: sinks upsert).
 
@@ -125,6 +125,18 @@ SITE_POLL_S = 1.0
 WEBHOOK_CLOSE_S = float(os.environ.get("STORELENS_WEBHOOK_CLOSE_S", 5))
 
 
+#: ``max.message.bytes`` of the table's changelog: a camera's state (zones, dwell, heatmap grids) can pass 1 MiB.
+CHANGELOG_MAX_BYTES = 8 * 1024**2
+
+
+def producer_max_bytes() -> int:
+    """The faust producer's ``max_request_size``: the largest limit of the topics the service writes (its outputs,
+    ``dead-letter`` and the changelog), so a message that fits its topic is not refused by the producer itself
+    (faust's default is 1,000,000 bytes, under the 8 MiB of ``heatmaps``)."""
+    bases = (*AnalyticsStage.outputs, topics.DEAD_LETTER)
+    return max(CHANGELOG_MAX_BYTES, *(s.max_message_bytes for b in bases if (s := topics.spec(b)) is not None))
+
+
 def app_id(cfg: KafkaConfig) -> str:
     """faust app id = consumer group id, e.g. ``storelens-analytics``."""
     return f"{cfg.group_prefix}-{SERVICE}"
@@ -141,7 +153,8 @@ def changelog_topic(cfg: KafkaConfig) -> str:
 
 def changelog_spec(cfg: KafkaConfig) -> TopicSpec:
     """Compacted, unbounded, co-partitioned with ``tracks`` (``cfg.partitions``); unprefixed, as in :data:`TOPICS`."""
-    return TopicSpec(_changelog_base(cfg), STATE_FORMAT, cfg.partitions, -1, compacted=True)
+    return TopicSpec(_changelog_base(cfg), STATE_FORMAT, cfg.partitions, -1, compacted=True,
+                     max_message_bytes=CHANGELOG_MAX_BYTES)
 
 
 def broker_settings(cfg: KafkaConfig) -> dict[str, Any]:
@@ -224,6 +237,7 @@ class AnalyticsApp:
             autodiscover=False,
             consumer_auto_offset_reset=reset,
             producer_acks=-1,
+            producer_max_request_size=producer_max_bytes(),
             stream_recovery_delay=1.0,
             table_standby_replicas=0 if kcfg.replication_factor <= 1 else 1,
             worker_redirect_stdouts=False,
@@ -329,7 +343,8 @@ class AnalyticsApp:
         (:attr:`limits`) is a counted dead letter ``too_large`` instead, as in every runner (:func:`fit_output`);
         the other outputs go on. ``source``: the input they come from (logged with a dead letter)."""
         keys = [topics.camera_key(p.camera_id) for p in outputs.publish]
-        sent = [fit_output(self.core, p.topic, self.topic_names[p.topic], key, p.message, self.limits, source)
+        cap = self.app.conf.producer_max_request_size
+        sent = [fit_output(self.core, p.topic, self.topic_names[p.topic], key, p.message, self.limits, source, cap)
                 for p, key in zip(outputs.publish, keys)]
         futures = [await self.out[o.topic].send(key=key, value=o.value, headers=m.type_headers(o.message))
                    for o, key in zip(sent, keys)]
@@ -381,7 +396,9 @@ class AnalyticsApp:
             self.table.data[key] = state  # outside an event: the changelog partition is given (send_changelog)
             self.table.send_changelog(partition, key, state)
             self._cache[cam], sent = state, True
-        if self._drop_entries(removed, assigned) or sent:
+        # only those whose alerts the version resolved (the stage held them); the others are closed from their
+        # entry, then dropped, by _close_removed_cameras
+        if self._drop_entries(removed & self.stage.removed_closed, assigned) or sent:
             await self.app.producer.flush()
 
     def _drop_entries(self, cameras: set[str], assigned: set[int]) -> bool:
@@ -413,10 +430,15 @@ class AnalyticsApp:
         """(each tick, the tables ready) The table entries of cameras the site in force no longer has whose state
         the stage never held: a site version removed the camera while the service was down (the version is in
         force from the start, before the table is recovered, so :meth:`AnalyticsStage.apply_site` had nothing of
-        it to resolve). Their open alerts are resolved (:meth:`AnalyticsStage.close_removed_camera`: history,
-        webhooks, then ``alerts``), then their entries deleted (:meth:`_drop_entries`), as a removal while running
-        does; only on the partitions assigned here. A stop before the deletion resolves them again at the next
-        start: the same messages (the sinks upsert, the webhooks' delivery key is the same)."""
+        it to resolve, or the version came during a recovery or rebalance). Their open alerts are resolved
+        (:meth:`AnalyticsStage.close_removed_camera`: history, webhooks, then ``alerts``), then their entries deleted
+        (:meth:`_drop_entries`), as a removal while running does; only on the partitions assigned here. The entry of
+        a camera whose alerts the version resolved (:attr:`AnalyticsStage.removed_closed`) that
+        :meth:`_save_site_states` did not drop (its partition not assigned then) is dropped here, not resolved again;
+        an entry saved under a newer site version than the one in force (another worker's, the camera added again)
+        is kept, whatever this process resolved.
+        A stop before the deletion resolves them again at the next start: the same messages (the sinks upsert, the
+        webhooks' delivery key is the same)."""
         assigned, gone, closed = self._assigned(), set(), []
         marker = f"{INPUT_KEY}/".encode()
         for key, value in list(self.table.items()):
@@ -425,11 +447,14 @@ class AnalyticsApp:
             cam = key.decode("utf-8", "replace")
             if cam in self.stage.counters or self._partition_of(key, value) not in assigned:
                 continue
+            if int(value.get("site_version") or 0) > self.stage.site_version:
+                continue  # saved under a version this process has not seen yet (the camera added again): kept
             out = self.stage.close_removed_camera(cam, value)
-            if out is None:
+            if out is None and cam not in self.stage.removed_closed:
                 continue
-            gone.add(cam)
-            closed.append(out)
+            gone.add(cam)  # resolved now, or already (a version removed it while the stage held it): dropped
+            if out is not None:
+                closed.append(out)
         if not gone:
             return
         h = Handled(BusMessage(TICK_TOPIC, b"", b"", -1), TICK_TOPIC)
@@ -801,10 +826,37 @@ def build_app(config: SiteConfig, storage, live, rt: ServiceRuntime, **kwargs: A
 
 
 def ensure_app_topics(config: SiteConfig) -> list[str]:
-    """Create the declared topics and the table's changelog (compacted) that do not exist yet (with the prefix)."""
+    """Create the declared topics and the table's changelog (compacted) that do not exist yet (with the prefix).
+
+    An existing topic keeps its settings (only a too long ``segment.ms`` is bounded), except the changelog's
+    ``max.message.bytes``: raised to :data:`CHANGELOG_MAX_BYTES` when lower (a changelog created before with
+    Kafka's 1 MiB); a broker that refuses (no ``AlterConfigs`` permission) is logged: set it by hand then."""
     from storelens.runtime.kafka import ensure_topics
 
-    return ensure_topics(config.kafka, (*topics.TOPICS, changelog_spec(config.kafka)))
+    created = ensure_topics(config.kafka, (*topics.TOPICS, changelog_spec(config.kafka)))
+    if changelog_topic(config.kafka) not in created:
+        _raise_changelog_limit(config.kafka)
+    return created
+
+
+def _raise_changelog_limit(cfg: KafkaConfig) -> None:
+    """Raise the existing changelog's ``max.message.bytes`` to :data:`CHANGELOG_MAX_BYTES` if lower."""
+    from storelens.runtime.kafka import BrokerError, KafkaAdmin
+
+    name = changelog_topic(cfg)
+    admin = KafkaAdmin(cfg, 30.0)
+    try:
+        conf = admin.topic_configs([name]).get(name, {})
+        have = conf.get("max.message.bytes")
+        if have is not None and have.value and int(have.value) < CHANGELOG_MAX_BYTES:
+            admin.alter_topic_configs(name, conf, {"max.message.bytes": str(CHANGELOG_MAX_BYTES)})
+            log.info("changelog max.message.bytes raised", extra={"topic": name, "from": int(have.value),
+                                                                   "max_message_bytes": CHANGELOG_MAX_BYTES})
+    except (BrokerError, ValueError) as exc:
+        log.warning("cannot raise the changelog's max.message.bytes: a camera state over it stops the service "
+                    "(set it on the topic by hand)", extra={"topic": name, "error": str(exc)})
+    finally:
+        admin.close()
 
 
 def run_worker(app: faust.App, rt: ServiceRuntime, loglevel: str = "INFO") -> int:

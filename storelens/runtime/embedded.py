@@ -159,6 +159,9 @@ class EmbeddedPipeline:
             earlier run left (:func:`storelens.storage.gallery.open_gallery_store_to_purge`), purged only.
         staff_faces: the opt-in staff face gallery the reid stage reads with ``staff.faces``
             (:class:`storelens.storage.staff_faces.StaffFaceSource`).
+        on_short_file: ``on_short_file(camera, frames_read, frame_count)``: a file camera's video ended before
+            its frame count (truncated or damaged: the results cover the frames read), called in the camera's
+            thread; without it, logged as a warning (:data:`storelens.backends.video.SHORT_VIDEO_MESSAGE`).
     """
 
     def __init__(
@@ -173,8 +176,10 @@ class EmbeddedPipeline:
         faces_stages: tuple | None = None,
         gallery: Any = None,
         staff_faces: Any = None,
+        on_short_file: Callable[[CameraConfig, int, int], None] | None = None,
     ) -> None:
         self.config = config
+        self.on_short_file = on_short_file
         self.storage = storage
         self.bus = bus or InProcessBus(maxsize=8)
         self.on_tracked = on_tracked
@@ -314,7 +319,7 @@ class EmbeddedPipeline:
                                        self._stop.is_set,
                                        source_failed, frame_format=self.config.pipeline.frames,
                                        on_bad_frames=lambda cam, n: count_error("decode", n),
-                                       reconnect=self.config.ingest)
+                                       reconnect=self.config.ingest, on_short_file=self.on_short_file)
         t0 = time.perf_counter()
         for t in threads:
             t.start()

@@ -85,14 +85,16 @@ def pump_camera(cam: CameraConfig, publish: Callable[[bytes, bytes], None], shou
                 first_seq: int = 0, on_frame: Callable[[m.Frame], None] | None = None,
                 frame_format: FrameFormat = "jpeg", on_bad_frames: Callable[[int], None] | None = None,
                 after_source_frame: int = 0, reconnect: IngestConfig | None = None,
-                on_reopen: Callable[[], None] | None = None) -> int:
+                on_reopen: Callable[[], None] | None = None,
+                on_short: Callable[[int, int], None] | None = None) -> int:
     """Publish ``(key, Frame bytes)`` for every frame of ``cam`` until its source ends or a stop; the count.
 
     Frames are numbered from ``first_seq`` (a restarted camera goes on after its last frame; a live one from
     its first frame's wall-clock ms if that is larger: see :func:`~storelens.backends.video.camera_frames`);
     ``on_frame(frame)`` is called after each publish; ``frame_format`` is the image's encoding
     (:func:`~storelens.backends.video.encode_frame`: raw ``bgr`` only inside one process);
-    ``on_bad_frames(n)`` is told each run of ``n`` unreadable frames a file skipped; a file's frames up to
+    ``on_bad_frames(n)`` is told each run of ``n`` unreadable frames a file skipped, ``on_short(frames_read,
+    frame_count)`` a file that ends before its frame count (else logged); a file's frames up to
     ``after_source_frame`` (1-based) are skipped (a resumed stream); a live source is reopened with the backoff
     of ``reconnect``, ``on_reopen()`` called before each reopen. Raises
     :class:`~storelens.errors.StoreLensError` when the source cannot be read (a file's end-of-stream marker
@@ -102,7 +104,7 @@ def pump_camera(cam: CameraConfig, publish: Callable[[bytes, bytes], None], shou
     n = 0
     for frame in camera_frames(cam, should_stop=should_stop, frame_format=frame_format, first_seq=first_seq,
                                on_bad_frames=on_bad_frames, after_source_frame=after_source_frame,
-                               reconnect=reconnect, on_reopen=on_reopen):
+                               reconnect=reconnect, on_reopen=on_reopen, on_short=on_short):
         publish(key, m.encode(frame))
         if on_frame is not None:
             on_frame(frame)
@@ -138,6 +140,8 @@ class CameraSupervisor:
         on_error: a camera whose source fails (the others go on).
         frame_format: how frames carry their image (``bgr`` only on the in-process bus).
         on_bad_frames: ``on_bad_frames(camera, n)``: a file camera skipped ``n`` unreadable frames in a row.
+        on_short_file: ``on_short_file(camera, frames_read, frame_count)``: a file camera's file ended before its
+            frame count (truncated or damaged); without it, logged as a warning.
         reconnect: the backoff of live sources' reopens (``ingest:`` of the site; default
             :class:`~storelens.config.IngestConfig`).
         on_reopen: ``on_reopen(camera)``: a live camera's source is about to be reopened (after a failed open
@@ -158,8 +162,10 @@ class CameraSupervisor:
                  reconnect: IngestConfig | None = None,
                  on_reopen: Callable[[CameraConfig], None] | None = None,
                  streams: dict[str, StreamStart] | None = None,
-                 on_stream: Callable[[CameraConfig, StreamStart], None] | None = None) -> None:
+                 on_stream: Callable[[CameraConfig, StreamStart], None] | None = None,
+                 on_short_file: Callable[[CameraConfig, int, int], None] | None = None) -> None:
         self.publish = publish
+        self.on_short_file = on_short_file
         self._streams = None if streams is None else dict(streams)
         self.on_stream = on_stream
         #: Cameras started by this process (a first start resumes the former process's stream).
@@ -247,6 +253,7 @@ class CameraSupervisor:
             run.next_seq, run.source_frame = first, after
         bad = None if self.on_bad_frames is None else (lambda n: self.on_bad_frames(cam, n))
         reopen = None if self.on_reopen is None else (lambda: self.on_reopen(cam))
+        short = None if self.on_short_file is None else (lambda read, count: self.on_short_file(cam, read, count))
         stopped = lambda: self.should_stop() or run.stop.is_set()  # noqa: E731
 
         def seen(frame: m.Frame) -> None:
@@ -266,7 +273,7 @@ class CameraSupervisor:
                 if start is not None and self.on_stream is not None and self.on_stream(cam, start, stopped) is False:
                     return  # stopped before its start was kept: no frame of the stream goes out
                 pump_camera(cam, self.publish, stopped, first, seen, self.frame_format, bad, after, self.reconnect,
-                            reopen)
+                            reopen, on_short=short)
                 if run.final and not run.ended and not is_live(cam.source) and not self.should_stop():
                     end = m.Frame(camera_id=cam.id, seq=run.next_seq, ts_ms=run.last_ts_ms, end_of_stream=True)
                     self.publish(topics.camera_key(cam.id), m.encode(end))

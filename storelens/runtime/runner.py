@@ -115,7 +115,7 @@ class FittedOutput:
 
 
 def fit_output(core: "RunnerCore", topic: str, name: str, key: bytes, message: Any, limits: Mapping[str, int],
-               source: BusMessage | None = None) -> FittedOutput:
+               source: BusMessage | None = None, producer_max_bytes: int | None = None) -> FittedOutput:
     """One output of a stage as it may be published on ``topic`` (a base name; ``name``: the deployment's, e.g.
     with ``kafka.topic_prefix``): itself, or, when it is over the topic's ``max_message_bytes`` (``limits``, by base
     name: the broker's, :func:`~storelens.runtime.workers.topic_limits`; else the declared one;
@@ -124,10 +124,14 @@ def fit_output(core: "RunnerCore", topic: str, name: str, key: bytes, message: A
     ``errors{reason="too_large"}`` and ``dead_letters{topic=name}`` of ``core``. The broker would refuse such an
     output, and a producer then fails its later sends (a crash loop replaying the same message). The one check of
     every runner: :class:`Runner` and the analytics service (:mod:`storelens.runtime.analytics_app`).
-    ``source``: the input the output comes from (logged), if any."""
+    ``source``: the input the output comes from (logged), if any. ``producer_max_bytes``: the largest request the
+    producer sends (its ``max_request_size``), when lower than the topic's limit the one checked: the producer
+    refuses a larger message itself (``MessageSizeTooLargeError``), whatever the topic allows."""
     value = m.encode(message)
     spec = topics.spec(topic)
     limit = limits.get(topic, spec.max_message_bytes if spec is not None else None)
+    if producer_max_bytes is not None:
+        limit = producer_max_bytes if limit is None else min(limit, producer_max_bytes)
     if limit is None or topics.fits(limit, key, value, m.type_headers(message)):
         return FittedOutput(topic, message, value)
     payload, note = cut_payload(value)

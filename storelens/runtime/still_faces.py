@@ -34,7 +34,6 @@ from typing import Sequence
 import numpy as np
 
 from storelens.config.faces import FacesConfig
-from storelens.errors import ConfigError
 
 #: Quality reasons under which a face is not judged at all (age and gender abstain).
 UNJUDGEABLE = frozenset({"too_small", "blurry", "bad_landmarks"})
@@ -43,22 +42,19 @@ UNJUDGEABLE = frozenset({"too_small", "blurry", "bad_landmarks"})
 def load_faces_config(path: str | os.PathLike[str] | None) -> FacesConfig:
     """The ``faces`` section of the site file ``path`` (``None``, or an empty file: the defaults).
 
-    The whole file is validated as a site file (:func:`~storelens.config.site.parse_config`, no camera opened):
-    an unknown key anywhere is a :class:`ConfigError` naming it, and relative model paths are relative to the
-    file's folder, not the working directory. A file of only a ``faces`` section (no ``store``, no ``cameras``)
-    is one too: this command opens no camera and reads no history."""
+    That section is validated as in a site file, relative model paths relative to the file's folder, not the
+    working directory; the rest of the file only for unknown keys (a :class:`ConfigError` naming it), its
+    ``${VAR}``s need not be set: this command opens no camera and reads no history
+    (:func:`~storelens.config.site.parse_faces_section`). A file of only a ``faces`` section is one too."""
     if path is None:
         return FacesConfig()
-    from storelens.config.site import parse_config, read_yaml
+    from storelens.config.site import parse_faces_section, read_yaml
 
     p = pathlib.Path(path)
     raw = read_yaml(p)
     if raw is None:
         return FacesConfig()
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config error in {p}: expected a mapping at the top level")
-    raw = {"store": {"id": "faces"}, "cameras": [{"id": "cam", "source": "unused.mp4"}], **raw}
-    return parse_config(raw, origin=str(p), base=p.parent.resolve(), open_cameras=False).faces
+    return parse_faces_section(raw, origin=str(p), base=p.parent.resolve())
 
 
 def _r(x: float, nd: int = 1) -> float:

@@ -20,9 +20,10 @@ same ids live, in a replay and after a restart from a snapshot; the resolving me
 
 An open alert ends with one ``resolved`` message also when its rule goes: a site version (``/v1/site``) that
 removes the rule, moves it to another camera or changes its kind or zone, or removes the camera, resolves it
-(:func:`closed_alerts`, message ``... - resolved (rule removed)``). A live camera's alerts left open by the
-previous embedded process are taken over by the next one (:meth:`AlertAnalyzer.adopt`): one alert per incident,
-resolved when the condition has ended, not left ``firing`` in the history forever.
+(:func:`closed_alerts`, message ``... - resolved (rule removed)``). A camera's alerts left open by the previous
+embedded process are taken over by the next one (:meth:`AlertAnalyzer.adopt`; a file's measured again from the
+frame of the re-read that fired them): one alert per incident, resolved when the condition has ended, not left
+``firing`` in the history forever.
 """
 from __future__ import annotations
 
@@ -132,8 +133,12 @@ class AlertAnalyzer(CameraAnalyzer):
         #: threshold] (what its resolving message says when the rule is gone: :func:`closed_alerts`).
         self.open: dict[str, list] = {}
         #: rule id -> [warm-up ms, until ms (``None``: from the next frame)] of an alert taken over from an earlier
-        #: process (:meth:`adopt`): it does not resolve before its value is measured again.
+        #: process (:meth:`adopt`): it does not resolve before its value is measured again; a file's (read again)
+        #: also [seq, ts_ms] of the frame that fired it.
         self.adopted: dict[str, list] = {}
+        #: Set by the embedded stop (:meth:`~storelens.stages.analytics.AnalyticsStage.end_streams`): its
+        #: end-of-stream is no end of the file (:meth:`end`).
+        self.stopping = False
         self._zone_rules = {z.id: z.rules(config.zones) for z in camera.zones}
         #: zone id -> people inside (last ZoneOccupancy seen).
         self.zone_occupancy: dict[str, int] = {}
@@ -228,8 +233,12 @@ class AlertAnalyzer(CameraAnalyzer):
             condition = _condition(rule, value)
             warm = self.adopted.get(rule.id)
             if warm is not None:  # taken over from an earlier process: not resolved before measured again
-                warm[1] = view.ts_ms + warm[0] if warm[1] is None else warm[1]
-                if view.ts_ms >= warm[1] or rule.id not in self.open:
+                if len(warm) > 2:  # a file read again: until the re-read reaches the time that fired it (not its
+                    measured = view.ts_ms >= warm[3]  # seq: another target_fps reaches a seq at another time)
+                else:
+                    warm[1] = view.ts_ms + warm[0] if warm[1] is None else warm[1]
+                    measured = view.ts_ms >= warm[1]
+                if measured or rule.id not in self.open:
                     del self.adopted[rule.id]
                 else:
                     condition = True
@@ -251,17 +260,43 @@ class AlertAnalyzer(CameraAnalyzer):
 
     def end(self, seq: int, ts_ms: int, prior: list) -> list:
         # A finite source ended (or the embedded run stopped): keep what is known (zone exits) but leave open
-        # alerts open (nobody knows whether the condition still holds); the next embedded run takes a live
-        # camera's over (adopt) and resolves them when the condition has ended.
+        # alerts open (nobody knows whether the condition still holds); the next embedded run takes them over
+        # (adopt) and resolves them when the condition has ended. An alert taken over from a file whose re-read
+        # ended before the frame that fired it (another file now, or a live camera's) is resolved: no frame of
+        # this stream will ever measure it (an embedded stop, :attr:`stopping`, leaves it to the next run).
         self._read_prior(prior)
-        return []
+        out = []
+        for rule in [] if self.stopping else self.rules:
+            warm = self.adopted.get(rule.id)
+            if warm is None or len(warm) <= 2 or rule.id not in self.open:
+                continue
+            del self.adopted[rule.id]
+            alert_id, fired_seq = self.open.pop(rule.id)[:2]
+            hold = self.holds[rule.id]
+            ts = ts_ms if hold.fired_ms is None else max(ts_ms, hold.fired_ms)
+            hold.firing, hold.since_ms, hold.resolved_ms = False, None, ts
+            out.append(m.Alert(alert_id=alert_id, rule_id=rule.id, kind=rule.kind, severity=rule.severity,
+                               camera_id=self.camera_id, zone_id=getattr(rule, "zone", None) or "",
+                               state="resolved", ts_ms=ts, seq=max(seq, fired_seq),
+                               fired_ts_ms=ts if hold.fired_ms is None else hold.fired_ms, fired_seq=fired_seq,
+                               value=0.0, threshold=_threshold(rule),
+                               message=f"{self.camera_id}: alert of rule {rule.id} - resolved (not in the stream "
+                                       "read again)"))
+        return out
 
-    def adopt(self, alert: dict) -> bool:
+    def adopt(self, alert: dict, replay: bool = False) -> bool:
         """Take over an alert an earlier process left open (a row of the ``alerts`` table, ``state`` firing) when
         its rule is still this camera's with the same kind and zone: it resolves (under its id) once the
         condition has been false for ``hold_s``, counted from when the rule's value is measured again
         (:meth:`warm_up_ms` after the first frame), and no second alert fires meanwhile. ``False`` when not
-        taken (the rule gone or changed, or another alert of the rule taken already)."""
+        taken (the rule gone or changed, or another alert of the rule taken already).
+
+        ``replay``: the camera is a file, read again from its start: the value is measured again from the time
+        that fired the alert (its ``fired_ts_ms``; not its seq, which another ``target_fps`` reaches at another
+        time of the file), so the same file with the
+        same rule gives the same alert under the same id (not resolved on the frames before, then fired again
+        under that id), and a changed rule, file or a live camera's alert resolves when the re-read says so (at its
+        end, if it never gets there: :meth:`end`)."""
         rule = next((r for r in self.rules if r.id == alert["rule_id"]), None)
         if rule is None or _orphan_reason(rule, self.camera_id, [alert["alert_id"], 0, alert["kind"],
                                                                   alert["zone_id"] or ""]) or rule.id in self.open:
@@ -271,7 +306,8 @@ class AlertAnalyzer(CameraAnalyzer):
         hold = self.holds[rule.id]
         self.holds[rule.id] = HoldAlert(hold.hold_ms, hold.cooldown_ms, firing=True,
                                         fired_ms=int(alert["fired_ts_ms"]))
-        self.adopted[rule.id] = [self.warm_up_ms(rule), None]
+        self.adopted[rule.id] = ([0, None, int(alert["fired_seq"]), int(alert["fired_ts_ms"])] if replay
+                                 else [self.warm_up_ms(rule), None])
         return True
 
     def warm_up_ms(self, rule) -> int:
@@ -313,7 +349,7 @@ class AlertAnalyzer(CameraAnalyzer):
                      [v[0], int(v[1]), rules[k].kind, getattr(rules[k], "zone", None) or "", rules[k].severity,
                       _threshold(rules[k])]
                      for k, v in open_.items() if k in rules and k not in changed}
-        self.adopted = {k: [int(v[0]), None if v[1] is None else int(v[1])]
+        self.adopted = {k: [int(v[0]), None if v[1] is None else int(v[1]), *(int(x) for x in v[2:4])]
                         for k, v in state.get("adopted", {}).items() if k in self.open}
         self.zone_occupancy = {k: int(v) for k, v in state.get("zone_occupancy", {}).items()}
         self.loiterers = {k: [int(t) for t in v] for k, v in state.get("loiterers", {}).items()}

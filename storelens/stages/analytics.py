@@ -244,9 +244,16 @@ class AnalyticsStage:
         next instance goes on from it, so ending there would give every open visit a false exit at each rolling
         restart or rebalance.
         """
-        outs = [self.handle(topics.TRACKS, m.TrackedFrame(camera_id=cam, seq=seq + 1, end_of_stream=True,
-                                                          ts_ms=self.last_frame_ts.get(cam, 0)))
-                for cam, seq in sorted(self.last_seq.items()) if cam not in self.ended]
+        alerts = [a["alerts"] for a in self.analyzers.values() if "alerts" in a]
+        for a in [*alerts, self.store_alerts]:  # a stop, not the end of a file (AlertAnalyzer.end, StoreAlerts.on_end)
+            a.stopping = True
+        try:
+            outs = [self.handle(topics.TRACKS, m.TrackedFrame(camera_id=cam, seq=seq + 1, end_of_stream=True,
+                                                              ts_ms=self.last_frame_ts.get(cam, 0)))
+                    for cam, seq in sorted(self.last_seq.items()) if cam not in self.ended]
+        finally:
+            for a in [*alerts, self.store_alerts]:
+                a.stopping = False
         return Outputs(records=[r for o in outs for r in o.records], publish=[p for o in outs for p in o.publish],
                        info={"ended": len(outs)})
 
@@ -307,15 +314,16 @@ class AnalyticsStage:
 
     def adopt_alerts(self, firing: Iterable[dict], now_ms: int) -> list[m.Alert]:
         """At the start of an embedded run: the alerts an earlier process left ``firing`` in the history (rows of
-        the ``alerts`` table) of the per-camera rules. A live camera's alert whose rule is still in force (same
-        camera, kind and zone) is taken over (:meth:`~storelens.stages.alerts.AlertAnalyzer.adopt`): it resolves
-        when its condition has ended, and no second alert fires for the same incident. The others are returned
+        the ``alerts`` table) of the per-camera rules. An alert whose rule is still in force (same camera, kind and
+        zone; its threshold or hold may have changed) is taken over (:meth:`~storelens.stages.alerts.AlertAnalyzer.
+        adopt`): it resolves when its condition has ended, and no second alert fires for the same incident. A file
+        camera's is measured again from the re-read's frame that fired it (the same file and rule: the same alert,
+        same id; another threshold, hold or file: resolved when the re-read says so). The others are returned
         ``resolved`` at ``now_ms`` (the rule or camera removed or changed, or an older alert of a rule whose newest
-        is taken over). A file camera's are left as they are while their rule stands (the run reads the file again
-        and gives the same alerts under the same ids), and resolved when it was removed or changed. The store-wide
-        ones (``store_occupancy``, ``camera_down``) likewise (:meth:`~storelens.stages.store_alerts.StoreAlerts.adopt`):
-        an embedded stop leaves a live camera's ``camera_down`` open, and the next run goes on with it (one alert per
-        outage) or resolves it when its rule went."""
+        is taken over). The store-wide ones (``store_occupancy``, ``camera_down``) likewise
+        (:meth:`~storelens.stages.store_alerts.StoreAlerts.adopt`): an embedded stop leaves a live camera's
+        ``camera_down`` open, and the next run goes on with it (one alert per outage) or resolves it when its rule
+        went."""
         out: list[m.Alert] = []
         rows = sorted(firing, key=lambda r: -int(r["fired_ts_ms"]))  # the newest of a rule's is taken over
         live = {c.id for c in self.config.cameras if is_live(c.source)}
@@ -329,12 +337,8 @@ class AnalyticsStage:
             entry = [r["alert_id"], int(r["fired_seq"]), r["kind"], r["zone_id"] or "", r["severity"],
                      float(r["threshold"])]
             state = {"open": {r["rule_id"]: entry}, "holds": {r["rule_id"]: {"fired_ms": int(r["fired_ts_ms"])}}}
-            if cam in self.cameras and cam not in live:
-                # a file read again gives its rule's alert again (same id); none of a rule gone or changed
-                out += closed_alerts(self.config, cam, state, now_ms, int(r["fired_seq"]))
-                continue
             analyzer = self.analyzers.get(cam, {}).get("alerts")
-            if analyzer is not None and analyzer.adopt(r):
+            if analyzer is not None and analyzer.adopt(r, replay=cam not in live):
                 continue
             closed = closed_alerts(self.config, cam, state, now_ms, int(r["fired_seq"]),
                                    "camera removed" if cam not in self.cameras else None)
@@ -344,17 +348,15 @@ class AnalyticsStage:
 
     def _adopt_store_alert(self, r: dict, now_ms: int, live: set[str]) -> list[m.Alert]:
         """:meth:`adopt_alerts` of a store-wide alert's row: taken over (:meth:`StoreAlerts.adopt`) when its rule
-        stands and its measure is not read again from files (``store_occupancy`` of a site with a live camera,
-        ``camera_down`` of a live camera), left as it is when read again from files (the same alerts, the same ids),
-        else resolved at ``now_ms`` (its rule removed or changed, or an older alert of a rule taken over)."""
+        stands; when its measure is read again from files (``store_occupancy`` of a files-only site, a file camera's
+        ``camera_down``) measured again from its firing time, as a file camera's alert is (``replay``); else
+        resolved at ``now_ms`` (its rule removed or changed, or an older alert of a rule taken over)."""
         sa = self.store_alerts
         cam = r["camera_id"] or ""
         entry = [r["alert_id"], int(r["fired_seq"]), r["kind"], cam, r["severity"], float(r["threshold"])]
         why = sa.orphan_reason(r["rule_id"], entry)
         if why is None:
-            if not (sa.live if r["kind"] == "store_occupancy" else cam in live):
-                return []
-            if sa.adopt(r):
+            if sa.adopt(r, replay=not (sa.live if r["kind"] == "store_occupancy" else cam in live)):
                 return []
             why = "process restarted"
         return [sa.resolved_message(r["rule_id"], entry, int(r["fired_ts_ms"]), now_ms, int(r["fired_seq"]), why)]
@@ -438,6 +440,7 @@ class AnalyticsStage:
             self.ended.discard(gone)
         if old or rules_changed:  # cameras removed (camera_down forgets them) or other store-wide rules
             store_alerts = StoreAlerts(new, self.store_occupancy)
+            store_alerts.closed_ids = self.store_alerts.closed_ids
             store_alerts.load_state(self.store_alerts.state())
             self.store_alerts = store_alerts
         self.config, self.cameras, self.site_version = new, {c.id for c in new.cameras}, update.version
@@ -453,11 +456,12 @@ class AnalyticsStage:
         longer has, which this stage never held: a site version removed it while the service was down (or the site
         file lost it). Its open alerts, ``resolved`` (camera removed) at its last frame, as records and on
         ``alerts``, as :meth:`apply_site` resolves those of a camera it holds; the store-wide alert state it carries
-        is loaded as any camera's (the newest wins). ``None`` when it is not to be closed: the camera is in the
+        is loaded as any camera's (the newest wins), and its alerts of rules gone (the camera's ``camera_down``)
+        resolved with them. ``None`` when it is not to be closed: the camera is in the
         site, or its alerts were resolved already in this process, or the state was saved under a newer site
         version than the one in force (this process has not seen the version that added the camera yet)."""
-        if (camera_id in self.counters or camera_id in self.removed_closed
-                or int(state.get("site_version") or 0) > self.site_version):
+        if (int(state.get("site_version") or 0) > self.site_version or camera_id in self.counters
+                or camera_id in self.removed_closed):
             return None
         self.removed_closed.add(camera_id)
         self.store_alerts.load_state(state.get("store") or {})
@@ -468,7 +472,9 @@ class AnalyticsStage:
         ts = int(last_ts if last_ts is not None else self.store_alerts.clock_ms or 0)  # never before the firing
         closed = closed_alerts(self.config, camera_id, alerts, ts, max(int(state.get("last_seq", -1)), 0),
                                "camera removed") if alerts.get("open") else []
-        return self._store_outputs(closed)
+        # the store-wide alerts of the loaded state whose rule is gone (the camera's camera_down): now, as a version
+        # does (apply_site), not at the next frame of another camera
+        return self._store_outputs(closed + self.store_alerts.close(self.config, ts or None))
 
     def handle(self, topic: str, msg) -> Outputs:
         """Stage contract: records for the sinks (the frame, its events) and events to publish."""

@@ -73,6 +73,7 @@ class StoreAlerts:
         self.live = any(is_live(c.source) for c in config.cameras)
         #: Cameras with a live source: their stream never ends (see :meth:`on_end`).
         self.live_cameras = {c.id for c in config.cameras if is_live(c.source)}
+        self.all_cameras = {c.id for c in config.cameras}
         self.clock_ms: int | None = None
         self.started_ms: int | None = None
         self.last_ts: dict[str, int] = {}
@@ -82,11 +83,19 @@ class StoreAlerts:
         #: (what its resolving message says when the rule is gone).
         self.open: dict[str, list] = {}
         #: rule id -> [warm-up ms, until clock ms (``None``: from the next evaluation)] of an alert taken over from an
-        #: earlier process (:meth:`adopt`): not resolved before its value is measured again.
+        #: earlier process (:meth:`adopt`): not resolved before its value is measured again; a third item, its firing
+        #: time, when its files are read again (``replay``): measured again once the clock reaches it.
         self.adopted: dict[str, list] = {}
+        #: The embedded run stops (:meth:`~storelens.stages.analytics.AnalyticsStage.end_streams`): the streams' ends
+        #: are not the files' ends (an alert taken over from files, not measured yet, stays open for the next run).
+        self.stopping = False
         #: The open alerts of a loaded snapshot whose rule is no longer in force: rule id -> [entry, fired ms, why],
         #: resolved at the next frame (:meth:`on_frame`).
         self.closing: dict[str, list] = {}
+        #: Ids of the alerts resolved here because their rule went (:attr:`closing`, :meth:`close`): another
+        #: camera's snapshot that still has one open does not resolve it again (in memory; a state saved since
+        #: has it no more).
+        self.closed_ids: set[str] = set()
         #: Seq of the last frame seen (any camera): the ``seq`` of store-wide alerts made by a tick.
         self.seq = 0
         # wall-time anchor of the ticks (not persisted: wall time means nothing after a restart)
@@ -109,6 +118,7 @@ class StoreAlerts:
         closing, self.closing = self.closing, {}
         out = [self.resolved_message(k, entry, fired_ms, self.clock_ms, self._seq_of(entry), why)
                for k, (entry, fired_ms, why) in closing.items()]
+        self.closed_ids |= {a.alert_id for a in out}
         return out + (self.evaluate(seq) if self.rules else [])
 
     def on_end(self, camera_id: str, ts_ms: int) -> list[m.Alert]:
@@ -121,7 +131,27 @@ class StoreAlerts:
             return []
         self.ended.add(camera_id)
         self._advance(ts_ms)
-        return self.evaluate(self.seq) if self.rules else []
+        return (self.evaluate(self.seq) + self._not_read_again()) if self.rules else []
+
+    def _not_read_again(self) -> list[m.Alert]:
+        """The alerts taken over from files read again (:meth:`adopt` ``replay``) whose re-read ended (its camera's,
+        ``store_occupancy``: every camera's) before the time that fired them: resolved, no frame will measure them
+        (an embedded stop, :attr:`stopping`, leaves them to the next run)."""
+        out = []
+        for rule in [] if self.stopping else self.rules:
+            warm = self.adopted.get(rule.id)
+            if warm is None or len(warm) <= 2 or rule.id not in self.open:
+                continue
+            cams = [rule.camera] if rule.kind == "camera_down" else list(self.all_cameras)
+            if not all(c in self.ended for c in cams):
+                continue
+            del self.adopted[rule.id]
+            entry, hold = self.open.pop(rule.id), self.holds[rule.id]
+            alert = self.resolved_message(rule.id, entry, hold.fired_ms, self.clock_ms, self._seq_of(entry),
+                                          "not in the streams read again")
+            hold.firing, hold.since_ms, hold.resolved_ms = False, None, alert.ts_ms
+            out.append(alert)
+        return out
 
     def tick(self, now_ms: int) -> list[m.Alert]:
         """The runner's periodic tick at wall time ``now_ms``: advance the clock if no frame came since the
@@ -156,7 +186,7 @@ class StoreAlerts:
             warm = self.adopted.get(rule.id)
             if warm is not None:  # taken over from an earlier process: not resolved before measured again
                 warm[1] = now + warm[0] if warm[1] is None else warm[1]
-                if now >= warm[1] or rule.id not in self.open:
+                if (now >= warm[2] if len(warm) > 2 else now >= warm[1]) or rule.id not in self.open:
                     del self.adopted[rule.id]
                 else:
                     condition = True
@@ -214,10 +244,11 @@ class StoreAlerts:
                 self.holds[k] = HoldAlert.from_state({**h, "hold_ms": cfg.hold_ms, "cooldown_ms": cfg.cooldown_ms})
         self.open = {k: [v[0], int(v[1]), *(v[2:] if len(v) > 2 else self._what(self.all_rules[k]))]
                      for k, v in state.get("open", {}).items() if k not in gone}
-        self.adopted = {k: [int(v[0]), None if v[1] is None else int(v[1])]
+        self.adopted = {k: [int(v[0]), None if v[1] is None else int(v[1]), *(int(x) for x in v[2:3])]
                         for k, v in state.get("adopted", {}).items() if k in self.open}
         self.closing = {k: [v, (holds.get(k) or {}).get("fired_ms"), why]
-                        for k, v in state.get("open", {}).items() if (why := gone.get(k))}
+                        for k, v in state.get("open", {}).items()
+                        if (why := gone.get(k)) and v[0] not in self.closed_ids}
         self._anchor, self._frames_since_tick = None, 0
 
     # -- rules that go, alerts taken over --------------------------------------------------------------------
@@ -273,14 +304,20 @@ class StoreAlerts:
                 del self.open[k]  # resolved: the rule of that id (if any) starts afresh
                 self.adopted.pop(k, None)
                 self.holds[k] = HoldAlert(hold.hold_ms, hold.cooldown_ms)
+        self.closed_ids |= {a.alert_id for a in out}
         return out
 
-    def adopt(self, alert: dict) -> bool:
+    def adopt(self, alert: dict, replay: bool = False) -> bool:
         """Take over a store-wide alert an earlier process left open (a row of the ``alerts`` table, ``state``
         firing) when its rule is still in force with the same kind (and camera): it resolves under its id once the
         condition has been false for ``hold_s``, counted from when the value is measured again (``camera_down``:
         ``after_s`` of the clock after the first evaluation), and no second alert of the rule fires meanwhile.
-        ``False`` when not taken (the rule gone or changed, or another alert of the rule taken already)."""
+        ``False`` when not taken (the rule gone or changed, or another alert of the rule taken already).
+
+        ``replay``: its measure is read again from files (``store_occupancy`` of a files-only site, a file camera's
+        ``camera_down``): measured again once the clock reaches its firing time (the same files and rule: the same
+        alert, same id; another threshold or hold: resolved when the re-read says so, at the end of the re-read if
+        it never gets there: :meth:`on_end`)."""
         rule_id = alert["rule_id"]
         entry = [alert["alert_id"], int(alert["fired_seq"]), alert["kind"], alert["camera_id"] or ""]
         if self.orphan_reason(rule_id, entry) or rule_id in self.open:
@@ -290,4 +327,6 @@ class StoreAlerts:
         hold = self.holds[rule_id]
         self.holds[rule_id] = HoldAlert(hold.hold_ms, hold.cooldown_ms, firing=True, fired_ms=int(alert["fired_ts_ms"]))
         self.adopted[rule_id] = [round(rule.after_s * 1000) if rule.kind == "camera_down" else 0, None]
+        if replay:
+            self.adopted[rule_id] = [0, None, int(alert["fired_ts_ms"])]
         return True

@@ -88,6 +88,13 @@ def zone_exits(storage: Any, zone_kinds: Iterable[str], start_ms: int, end_ms: i
             for r in storage._rows(stmt)]
 
 
+def currencies_sold(storage: Any, store_id: str, start_ms: int, end_ms: int) -> set[str]:
+    """The currencies of ``store_id``'s transactions in ``[start_ms, end_ms)`` (one aggregate query)."""
+    t = pos_transactions.c
+    return {r[0] for r in storage._rows(sa.select(t.currency).where(
+        t.store_id == store_id, t.ts_ms >= start_ms, t.ts_ms < end_ms).distinct())}
+
+
 def last_currency(storage: Any, store_id: str) -> str | None:
     """The currency of the store's newest transaction (``None``: it has none)."""
     t = pos_transactions.c

@@ -448,6 +448,9 @@ def replay(config: Any, storage: Any, start_ms: int | None = None, end_ms: int |
     ends it (an end-of-stream frame there), so its open visits, zone bucket, buying units, tracks and heatmap hour are
     closed and written (``stopped_at_ms``); a frame coming later closes them the same way. A file camera's frame
     times are not the wall clock (and its run resumes where it stopped): what is open at its newest frame stays open.
+    So does a camera whose source is a ``${VAR}`` template of a variable not set (the commands over the history
+    do not need the cameras' variables) that hides whether it is live: a warning and the ``note`` say so
+    (:func:`_unknown_liveness`).
     """
     from storelens.backends.video import is_live
     from storelens.stages.analytics import derive
@@ -480,13 +483,17 @@ def replay(config: Any, storage: Any, start_ms: int | None = None, end_ms: int |
         tfs = stored_frames(storage, cam.id, start, after if closing is None else int(closing) + 1)
         n_frames = sum(tf.ts_ms < end for tf in tfs)
         stopped = None
-        if (closing is None and tfs and not tfs[-1].end_of_stream and is_live(cam.source)
+        if (closing is None and tfs and not tfs[-1].end_of_stream
                 and now - tfs[-1].ts_ms > stopped_after_ms(config, cam)):
-            # the camera's newest frame (none after the read), long ago: ended there, as end_streams ends a camera
-            stopped = tfs[-1].ts_ms
-            tfs.append(m.TrackedFrame(camera_id=cam.id, seq=tfs[-1].seq + 1, ts_ms=stopped, end_of_stream=True))
-            log.info("replay of camera %s: no frame since %d (%d ms before now): stopped, what is open at that frame "
-                     "is closed there", cam.id, stopped, now - stopped)
+            if is_live(cam.source):
+                # the camera's newest frame (none after the read), long ago: ended there, as end_streams ends a camera
+                stopped = tfs[-1].ts_ms
+                tfs.append(m.TrackedFrame(camera_id=cam.id, seq=tfs[-1].seq + 1, ts_ms=stopped, end_of_stream=True))
+                log.info("replay of camera %s: no frame since %d (%d ms before now): stopped, what is open at that "
+                         "frame is closed there", cam.id, stopped, now - stopped)
+            elif unknown := _unknown_liveness(cam.source):
+                log.warning("replay of camera %s: %s", cam.id, unknown)
+                note = unknown if note is None else f"{note}; {unknown}"
         derived = derive(config, tfs)
         # what is still open at the newest frame read (a live pipeline writes it once a later frame closes it) and
         # what is dated after it (a live pipeline's, written since the read) is neither deleted nor written
@@ -507,6 +514,21 @@ def replay(config: Any, storage: Any, start_ms: int | None = None, end_ms: int |
         out.append(ReplayResult(cam.id, start, end, n_frames, deleted, len(records), counts, start_ms, end_ms, note,
                                 off, stopped))
     return out
+
+
+def _unknown_liveness(source: str) -> str | None:
+    """Why a replay cannot tell whether a camera whose newest frame is old has stopped: its ``source`` still holds
+    a ``${VAR}`` template (a variable not set; the commands over the history leave it as written) that hides
+    whether it is live (``${CAM1_URL}``; ``rtsp://u:${CAM_PW}@h/`` is live). ``None``: it can tell. Such a camera
+    is taken for a file camera: what is open at its newest frame stays open."""
+    from storelens.config.env import has_template, mask_templates, template_names
+
+    if not has_template(source):
+        return None
+    names = ", ".join(dict.fromkeys(template_names(source)))
+    return (f"its source {mask_templates(source)!r} names a variable that is not set ({names}), so whether it is a "
+            f"live camera that stopped is unknown: what is open at its newest frame stays open (set {names} to "
+            "the camera's source and replay again to close a stopped live camera's visits and buckets there)")
 
 
 def kept_off_lines(storage: Any, camera_id: str, start_ms: int, end_ms: int, lines: Sequence[str]) -> dict[str, int]:

@@ -12,6 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from storelens.config.base import check_storable
 from storelens.contract import messages as m
 from storelens.storage.schema import site_versions
 
@@ -23,7 +24,10 @@ def latest_site(storage: Any) -> tuple[int, dict[str, Any]] | None:
 
 
 def save_site(storage: Any, expected_version: int, site: dict[str, Any], actor: str, ts_ms: int) -> int | None:
-    """Save ``site`` as version ``expected_version + 1``; ``None`` when another edit saved that version first."""
+    """Save ``site`` as version ``expected_version + 1``; ``None`` when another edit saved that version first.
+    :class:`~storelens.errors.ConfigError` naming the field when a text of ``site`` is one the database cannot
+    store (NUL, a lone surrogate: every read of the site would fail), nothing saved."""
+    check_storable("", site)
     def write(c: sa.Connection) -> int | None:
         newest = c.execute(sa.select(sa.func.max(site_versions.c.version))).scalar()
         if (newest or 0) != expected_version:

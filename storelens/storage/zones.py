@@ -77,6 +77,19 @@ def bucket_span(storage: Any, camera_id: str, zone_id: str | None, start_ms: int
     return None if first is None else (int(first), int(last))
 
 
+def count_buckets(storage: Any, camera_id: str, zone_id: str | None, start_ms: int, origin_ms: int,
+                  width_ms: int) -> int:
+    """How many buckets ``[origin_ms + k * width_ms, ...)`` the camera's stored buckets (of ``zone_id`` if given)
+    starting at or after ``start_ms`` start in: one aggregate query (an open-ended range's answer's size)."""
+    z = zone_stats.c
+    shift = width_ms - origin_ms % width_ms  # bucket starts are >= 0: a non-negative quotient on every database
+    stmt = sa.select(sa.func.count(sa.distinct((z.bucket_start_ms + shift) // width_ms))).where(
+        z.camera_id == camera_id, z.bucket_start_ms >= start_ms)
+    if zone_id is not None:
+        stmt = stmt.where(z.zone_id == zone_id)
+    return int(storage._rows(stmt)[0][0] or 0)
+
+
 def count_ended_visits(storage: Any, zone_keys: Iterable[tuple[str, str]], start_ms: int, end_ms: int) -> int:
     """How many rows :func:`ended_visits` would read (counted in the database)."""
     keys = sorted(set(zone_keys))

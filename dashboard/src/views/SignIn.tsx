@@ -22,7 +22,8 @@ export function SignIn({ onSignedIn }: { onSignedIn: (me: Me) => void }) {
     } catch (err) {
       const e2 = toApiError(err);
       setError(
-        e2.status === 401
+        // 422: a field the API refuses (never shown: it may echo what was typed, a password in the name field)
+        e2.status === 401 || e2.status === 422
           ? "Wrong user name or password."
           : e2.status === 429
             ? "Too many attempts: wait a minute and try again."

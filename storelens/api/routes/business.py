@@ -7,7 +7,7 @@ transactions and the zone exits (:mod:`storelens.domain.kpis`).
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Literal
+from typing import Annotated, Collection, Literal
 
 from fastapi import Depends, HTTPException, Query
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -218,10 +218,10 @@ def get_kpis(
     buckets = cal.buckets(period, start_ms, end_ms)
     if len(buckets) > MAX_BUCKETS:
         raise HTTPException(422, f"the range has more than {MAX_BUCKETS} {period} buckets: narrow it")
+    if currency is not None:  # the rolled-up store's rule: a currency the store sells, else 422
+        sold = bq.currencies_sold(ctx.storage, cfg.id, *_currency_window(start_ms, end_ms))
+        _check_currency(cfg.id, currency, sold, None if sold else bq.last_currency(ctx.storage, cfg.id))
     r = store_kpis(ctx.config, ctx.storage, buckets, start_ms, end_ms, currency)
-    if currency is not None and not r.total.transactions and (
-            sold := sorted({c for per in r.other_sales for c in per})):  # as the rolled-up store's answer
-        raise HTTPException(422, f"store {cfg.id!r} reports sales in {', '.join(sold)}, not {currency}")
     groups_on = r.groups_on
 
     def values(k: K.KpiBucket, staff_in: int, units: int) -> dict:
@@ -237,6 +237,26 @@ def get_kpis(
                  for b, k, n_staff, n_units in zip(r.buckets, r.per, r.staff_per, r.units_per)],
         totals=KpiValues(**values(r.total, r.staff_total, r.units_total)))
 
+
+
+#: Either side of a ``/v1/kpis`` range (whole weeks, and a day more): what its buckets may hold, and where the
+#: store must have sold in the ``currency`` asked for (:func:`_check_currency`).
+_PAD_MS = 8 * 86_400_000
+
+
+def _currency_window(start_ms: int, end_ms: int) -> tuple[int, int]:
+    return max(0, start_ms - _PAD_MS), end_ms + _PAD_MS
+
+
+def _check_currency(store: str, currency: str, sold: Collection[str], newest: str | None) -> None:
+    """422 when ``store`` does not sell in ``currency``: ``sold`` (its currencies in the range padded by
+    :func:`_currency_window`) lacks it while holding others, or is empty and its newest sale (``newest``) is in
+    another one. An hour or day without a sale in ``currency`` of a store that sells in it is zeros. The rule of
+    the own store and of the rolled-up ones alike."""
+    if currency in sold or (not sold and newest in (None, "", currency)):
+        return
+    raise HTTPException(422, f"store {store!r} reports sales in {', '.join(sorted(sold)) or newest}, "
+                             f"not {currency}")
 
 
 def _check_span(start_ms: int, end_ms: int, period: str) -> None:
@@ -273,15 +293,13 @@ def _rolled_up(ctx, store: str, start_ms: int, end_ms: int, period: str, currenc
     if info is None:
         return None
     _check_span(start_ms, end_ms, period)  # before reading its hours
-    pad = 8 * 86_400_000  # whole weeks either side
-    lo, hi = max(0, start_ms - pad), end_ms + pad
+    lo, hi = _currency_window(start_ms, end_ms)  # whole weeks either side
     # the currency of the hours in the range (default the most frequent, like the store's own), not of its newest
     sold = rq.sales_currencies(ctx.storage, stores=[store], start_ms=lo, end_ms=hi)
     if currency is None:
         currency = max(sorted(sold), key=lambda c: sold[c].transactions) if sold else (info.currency or None)
-    elif currency not in sold and (sold or info.currency not in ("", currency)):
-        raise HTTPException(422, f"store {store!r} reports sales in {', '.join(sorted(sold)) or info.currency}, "
-                                 f"not {currency}")
+    else:
+        _check_currency(store, currency, sold, info.currency)
     rows = rq.hour_rows(ctx.storage, stores=[store], start_ms=lo, end_ms=hi, per="hour" if period == "hour" else "day",
                         currency=currency)
     keyed = [(str(r.start_ms) if period == "hour" else R.period_key(period, r.day, r.label), r) for r in rows]

@@ -30,6 +30,7 @@ from pydantic import Field
 
 from storelens.config import CameraConfig, LineConfig, ZoneConfig, with_cameras
 from storelens.config.alerts import AlertRule
+from storelens.config.base import check_storable
 from storelens.config.cameras import redact_source
 from storelens.config.site import check_edit_env, masked, restore_masked, site_version_document
 from storelens.errors import ConfigError
@@ -107,7 +108,10 @@ def _save(ctx: ApiContext, principal: Principal, base_version: int | None,
         new = with_cameras(ctx.config, cams, origin="the site", alert_rules=rules)
     except ConfigError as e:
         raise HTTPException(422, str(e)) from None
-    version = sq.save_site(ctx.storage, base, site_version_document(new), principal.name, int(time.time() * 1000))
+    try:
+        version = sq.save_site(ctx.storage, base, site_version_document(new), principal.name, int(time.time() * 1000))
+    except ConfigError as e:  # text the database cannot store
+        raise HTTPException(422, str(e)) from None
     if version is None:
         raise HTTPException(409, "the site changed meanwhile: reload and retry")
     ctx.set_site(version, new)
@@ -165,12 +169,25 @@ def _check_id(kind: str, path_id: str, body_id: str) -> None:
         raise HTTPException(422, f"{kind}.id: {body_id!r} differs from the path's {path_id!r}")
 
 
+def _check_storable(kind: str, body: Any) -> Doc:
+    """``body`` dumped (JSON types); 422 naming the field when a text anywhere in it (a key or a value) holds
+    what the database cannot store (:func:`~storelens.config.base.check_storable`: NUL, a lone surrogate), before
+    anything is saved (:func:`~storelens.storage.site.save_site` refuses such a version too)."""
+    doc = body.model_dump(mode="json")
+    try:
+        check_storable(kind, doc)
+    except ConfigError as e:
+        raise HTTPException(422, str(e)) from None
+    return doc
+
+
 @router.put("/v1/site/cameras/{camera_id}", response_model=SiteChangeOut, responses=ERRORS,
             summary="Add or replace a camera (admin)")
 def put_camera(ctx: ContextDep, principal: Admin, camera_id: ItemId, body: CameraConfig,
                base_version: BaseVersion = None) -> SiteChangeOut:
     _check_id("camera", camera_id, body.id)
-    return _change(ctx, principal, base_version, camera_id, lambda _cam: body.model_dump(mode="json"))
+    doc = _check_storable("camera", body)
+    return _change(ctx, principal, base_version, camera_id, lambda _cam: doc)
 
 
 @router.delete("/v1/site/cameras/{camera_id}", response_model=SiteChangeOut, responses=ERRORS,
@@ -206,6 +223,7 @@ def _delete_item(kind: str, cam: Doc, item_id: str) -> Doc:
 def put_line(ctx: ContextDep, principal: Admin, camera_id: ItemId, line_id: ItemId, body: LineConfig,
              base_version: BaseVersion = None, rederive: Rederive = False) -> SiteChangeOut:
     _check_id("line", line_id, body.id)
+    _check_storable("line", body)
     return _change(ctx, principal, base_version, camera_id,
                    lambda cam: _put_item("lines", _camera(cam, camera_id), body), rederive)
 
@@ -223,6 +241,7 @@ def delete_line(ctx: ContextDep, principal: Admin, camera_id: ItemId, line_id: I
 def put_zone(ctx: ContextDep, principal: Admin, camera_id: ItemId, zone_id: ItemId, body: ZoneConfig,
              base_version: BaseVersion = None, rederive: Rederive = False) -> SiteChangeOut:
     _check_id("zone", zone_id, body.id)
+    _check_storable("zone", body)
     return _change(ctx, principal, base_version, camera_id,
                    lambda cam: _put_item("zones", _camera(cam, camera_id), body), rederive)
 
@@ -255,6 +274,7 @@ RULE_ERRORS = {404: {"model": ErrorOut, "description": "Unknown rule."},
 def put_rule(ctx: ContextDep, principal: Admin, rule_id: ItemId, body: AlertRule,
              base_version: BaseVersion = None) -> RuleChangeOut:
     _check_id("rule", rule_id, body.id)
+    _check_storable("rule", body)
 
     def edit(cams: list, rules: list) -> tuple[list, list]:
         index = next((i for i, r in enumerate(rules) if r["id"] == rule_id), None)

@@ -10,7 +10,8 @@ the camera's latest frame time (``at_ms`` overrides), so a recorded clip answers
 did live: the live state's last seen time, else the newest stored frame of the camera
 (a ``zone_occupancy`` row is written only when the occupancy changes), else, without
 stored frames, the latest stored occupancy's time. A live camera whose "now" is older than
-:data:`STALE_AFTER_MS` at the wall clock is ``stale`` (:func:`_live_age`): no people inside now, no queue length.
+:data:`STALE_AFTER_MS` at the wall clock (or at an ``at_ms`` after it) is ``stale`` (:func:`_live_age`): no people
+inside now, no queue length.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from storelens.storage.privacy import newest_frame_ms
 
 from ..deps import MAX_TS_MS, ApiContext, ContextDep, EndMs, Text, api_router, check_range, require_role
 from ..models import NOT_FOUND, AlignedTo, StoreTimezone, _Out
-from .counts import bucket_grid
+from .counts import MAX_BUCKETS, bucket_grid
 
 router = api_router("zones", role='viewer')
 
@@ -145,12 +146,13 @@ class QueueOut(_Out):
                                                        "service rate (served / covered_s); null when nobody was "
                                                        "served, the stream showed less than 30 s of the window "
                                                        "(the whole window, if shorter), or `stale`.")
-    stale: bool = Field(False, description="A live camera (no at_ms) whose newest frame is older than 60 s at the "
-                                           "wall clock: its queue is not known now (length and predicted wait "
-                                           "null); the other figures are of the window ending at at_ms. The rule "
-                                           "of /v1/zones.")
-    age_s: float | None = Field(None, description="A live camera (no at_ms): the age of its newest frame (at_ms) at "
-                                                  "the wall clock; null for recorded files and with at_ms.")
+    stale: bool = Field(False, description="A live camera whose newest frame is older than 60 s at the wall "
+                                           "clock (with at_ms: at at_ms, when at_ms is after that frame): its "
+                                           "queue is not known now (length and predicted wait null); the other "
+                                           "figures are of the window ending at at_ms. The rule of /v1/zones.")
+    age_s: float | None = Field(None, description="A live camera: the age of its newest frame at the wall clock "
+                                                  "(with at_ms: at at_ms); null for recorded files and for an at_ms "
+                                                  "at or before that frame.")
     covered_s: float | None = Field(None, description="The time of the window the stream showed (its stored frames: "
                                                       "from the first one, or the end of a stall longer than the "
                                                       "zones' lost_after_ms), which the service rate is over; the "
@@ -238,14 +240,19 @@ def _occupancy(ctx: ApiContext, camera_id: str) -> tuple[int | None, dict[str, i
     return max((t for t in (ts, frame_ts) if t is not None), default=None), occ
 
 
-def _live_age(cam: CameraConfig, ts_ms: int | None, wall_ms: int) -> tuple[int | None, bool]:
+def _live_age(cam: CameraConfig, ts_ms: int | None, wall_ms: int, at_ms: int | None = None
+              ) -> tuple[int | None, bool]:
     """``(age_ms, stale)`` of a camera's "now" ``ts_ms`` (its newest frame): a live camera's age at the wall clock
     ``wall_ms`` and whether it is over :data:`STALE_AFTER_MS` (down, or its writer stopped: what it showed last is
     not "now"); ``(None, False)`` for a recorded file (its "now" is its last frame, as it was live) or without a frame.
-    The rule of ``/v1/zones`` and of ``/v1/queues`` without ``at_ms``."""
+    An explicit ``at_ms`` replaces the wall clock: after the newest frame, its age is ``at_ms - ts_ms`` (a live
+    camera down two hours is stale at an ``at_ms`` of now too); at or before it, ``(None, False)`` (a time of the
+    history). The rule of ``/v1/zones`` and of ``/v1/queues``."""
     if ts_ms is None or not is_live(cam.source):
         return None, False
-    age_ms = wall_ms - ts_ms
+    if at_ms is not None and at_ms <= ts_ms:
+        return None, False
+    age_ms = (wall_ms if at_ms is None else at_ms) - ts_ms
     return age_ms, age_ms > STALE_AFTER_MS
 
 
@@ -280,8 +287,8 @@ def _zone(ctx: ApiContext, camera_id: str, zone_id: str | None) -> None:
                         "local midnight falls inside), the buckets are aligned on the epoch (`aligned_to`: "
                         "`epoch`). k-anonymity: a bucket's `dwell_s` measured from 1 to k_min-1 visits "
                         "(privacy.k_min, default 5) is withheld: every figure null and `suppressed: true`. At most "
-                        "100,000 buckets (422): over [start_ms, end_ms), or without end_ms over the stored buckets "
-                        "from start_ms.")
+                        "100,000 buckets (422): over [start_ms, end_ms), or without end_ms those the answer has (the "
+                        "buckets the stored ones from start_ms fall in).")
 def zone_stats(ctx: ContextDep, camera_id: Annotated[Text, Query(max_length=200)], start_ms: FromMs0,
                end_ms: EndMs = None,
                zone_id: Annotated[Text | None, Query(max_length=200, description="Only this zone.")] = None,
@@ -298,12 +305,21 @@ def zone_stats(ctx: ContextDep, camera_id: Annotated[Text, Query(max_length=200)
     if end_ms is not None:  # 422 before reading when the range spans too many buckets
         bucket_grid(ctx.config, start_ms, end, bucket_s, data=None, stored_s=base)
     elif (span := zq.bucket_span(ctx.storage, camera_id, zone_id, start_ms)) is not None:
-        # no end: the same limit over the stored buckets' time, from the first to the end of the last
+        # no end: the same limit over the stored buckets' time, from the first to the end of the last; past it,
+        # over the buckets the answer has (those the stored buckets start in), counted in the database
         try:
             bucket_grid(ctx.config, span[0], span[1] + base * 1000, bucket_s, data=None, stored_s=base)
         except HTTPException as exc:
-            raise HTTPException(422, f"without end_ms, the stored buckets from start_ms on: {exc.detail} "
-                                     f"(end_ms)") from None
+            if bucket_s % 86_400 == 0:  # whole days: the span's limit (100,000 days)
+                raise HTTPException(422, f"without end_ms, the stored buckets from start_ms on: {exc.detail} "
+                                         f"(end_ms)") from None
+            # shorter buckets: one run of equal widths (the answer's grid: its alignment is that of start_ms)
+            [(origin, width)] = bucket_grid(ctx.config, start_ms, span[1] + base * 1000, bucket_s, data=span,
+                                            limit=False, stored_s=base).runs
+            if (n := zq.count_buckets(ctx.storage, camera_id, zone_id, start_ms, origin, width)) > MAX_BUCKETS:
+                raise HTTPException(422, f"without end_ms, the stored buckets from start_ms on fall in {n} buckets "
+                                         f"of bucket_s={bucket_s}, more than the limit of {MAX_BUCKETS}: give "
+                                         f"end_ms or a larger bucket_s") from None
     rows = zq.zone_buckets(ctx.storage, camera_id, zone_id, start_ms, end)
     # the exits of the stored buckets read whole, as their counts are (a range ending inside one)
     exits_to = max([end, *(r.end_ms for r in rows)])
@@ -409,7 +425,7 @@ def queues(ctx: ContextDep, camera_id: Annotated[Text | None, Query(max_length=2
         ts, occ = _occupancy(ctx, cam.id)
         now = at_ms if at_ms is not None else ts
         # a live camera's "now" is its newest frame: that far behind the wall clock, the queue is not known now
-        age_ms, stale = _live_age(cam, ts, wall_ms) if at_ms is None else (None, False)
+        age_ms, stale = _live_age(cam, ts, wall_ms, at_ms)
         length = occ.get(z.id, 0) if at_ms is None else _length_at(ctx, cam.id, z.id, at_ms)
         if now is None:
             out.append(QueueOut(camera_id=cam.id, zone_id=z.id, at_ms=None, window_s=window_s, length=0,
