@@ -19,18 +19,16 @@ real files, a real SQLite history or the test stack's PostgreSQL, the real detec
 """
 from __future__ import annotations
 
-import io
 import logging
 import pathlib
 import shutil
 import struct
-import sys
 
 import pytest
 import yaml
 
 from storelens.backends.video import SHORT_VIDEO_MESSAGE, read_file_frames
-from storelens.cli import main, parse_line, parse_zone
+from storelens.cli import parse_line, parse_zone
 from storelens.config import parse_config, with_cameras
 from storelens.config.faces import FacesConfig
 from storelens.config.site import site_document
@@ -41,20 +39,14 @@ from test_replay_cli_review_9 import site_doc, walk
 from test_replay_gaps_30 import LAST, derived
 from test_replay_cli_review_9 import T0
 from test_cli_walkthrough_30 import CLIP_FRAMES, mjpeg_clip
+from test_cli_walkthrough_30 import run as run_cli
 
 REPO = pathlib.Path(__file__).parents[1]
 
 
 def run(capfd, *argv: str) -> tuple[int, str, str]:
-    """``storelens ARGV`` in this process: (exit code, stdout, stderr, the logs' stream too)."""
-    old = sys.stdin
-    sys.stdin = io.StringIO("")
-    try:
-        code = main(list(argv))
-    finally:
-        sys.stdin = old
-    out, err = capfd.readouterr()
-    return code, out, err
+    """``storelens ARGV`` in this process with an empty stdin: (exit code, stdout, stderr, the logs' stream too)."""
+    return run_cli(capfd, *argv, stdin="")
 
 
 # 1 ---------------------------------------------------------------------------------------------------------------

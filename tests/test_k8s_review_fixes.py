@@ -129,7 +129,7 @@ def _redis(db: int):
 
 def live_state_and_limiter_work(url: str, user: str, how: str):
     """Analytics' live state and the api's sign-in limiter both work on Redis ``url`` (keys under ``user``);
-    the live state, to close."""
+    the live state, to close, and the sign-in limits' key of the name ``user`` (:meth:`Authenticator.limit_name`)."""
     from storelens.api.security import Authenticator
     from storelens.config.auth import AuthConfig
     from storelens.contract import messages as m
@@ -144,7 +144,7 @@ def live_state_and_limiter_work(url: str, user: str, how: str):
     auth = Authenticator(AuthConfig(), SqliteStorage(":memory:"), redis_url=url)  # the api's sign-in limiter
     assert auth.login(user, "not the password", client="203.0.113.7") is None
     assert not auth._limiter_breaker.down, f"the sign-in limiter could not use Redis {how}"
-    return live
+    return live, auth.limit_name(user)
 
 
 def test_the_readme_acl_user_works_in_its_database_and_nowhere_else(monkeypatch):
@@ -174,9 +174,10 @@ def test_the_readme_acl_user_works_in_its_database_and_nowhere_else(monkeypatch)
                                 STORELENS_REDIS_USERNAME=user, STORELENS_REDIS_PASSWORD=password)
         url = cfg.live.redis_url
         assert url == f"redis://{user}:{password}@{kw['host']}:{kw['port']}/{db}"
-        live = live_state_and_limiter_work(url, user, "as the store's user")
+        live, limited = live_state_and_limiter_work(url, user, "as the store's user")
         keys = {k.decode() for k in admin.scan_iter(match=f"*{user}*")}
-        assert f"{user}:camera:door" in keys and any(k.startswith("LIMITS") for k in keys), keys
+        limits = {k.decode() for k in admin.scan_iter(match=f"*{limited}*")}  # the name as the limits key it
+        assert f"{user}:camera:door" in keys and any(k.startswith("LIMITS") for k in limits), (keys, limits)
 
         with pytest.raises(redis.exceptions.NoPermissionError):
             redis.Redis.from_url(url.rsplit("/", 1)[0] + f"/{other}").ping()

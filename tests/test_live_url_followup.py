@@ -63,7 +63,7 @@ def test_a_percent_encoded_password_signs_in_to_the_real_redis(monkeypatch) -> N
     try:
         cfg = parse_config(_site(monkeypatch, user, urllib.parse.quote(password, safe=""), kw["host"], kw["port"]))
         url = cfg.live.redis_url
-        live = live_state_and_limiter_work(url, user, "with the encoded password")
+        live, _ = live_state_and_limiter_work(url, user, "with the encoded password")
         assert admin.exists(f"{user}:camera:door")
     finally:
         if live is not None:

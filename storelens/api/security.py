@@ -235,7 +235,7 @@ class Authenticator:
 
         Raises :class:`RateLimited` when the client or the user name made too many attempts.
         """
-        name, key = username.lower(), client_key(client)
+        name, key = self.limit_name(username), client_key(client)
         if not self._limit("hit", self._attempts, "login-client", key):
             raise RateLimited(60)
         # failures count per (user, client): another client with the right password is not locked out
@@ -264,6 +264,12 @@ class Authenticator:
         with self._lock:  # the epoch the session is signed in under (issue() puts it in the token)
             self._epochs[username] = int(user.get("session_epoch") or 0)
         return Principal(username, user["role"], "user")
+
+    def limit_name(self, username: str) -> str:
+        """``username`` as the sign-in limits key it (:meth:`login`): a keyed hash, so a password typed in the name
+        field is not written to the shared store (Redis) in clear; lower-cased first, so the limits hold across
+        the name's cases."""
+        return hmac.new(self._secret.encode(), username.lower().encode(), hashlib.sha256).hexdigest()[:32]
 
     # -- tokens and keys ------------------------------------------------------------------------
 

@@ -38,7 +38,7 @@ from pydantic import (Field, PrivateAttr, SerializeAsAny, ValidationError, Valid
 
 from storelens.config.alerts import AlertsConfig
 from storelens.config.auth import AuthConfig
-from storelens.config.base import FiniteFloat, Strict, follow_unset
+from storelens.config.base import FiniteFloat, Strict, check_storable, follow_unset
 from storelens.config.groups import GroupsConfig, StaffConfig
 from storelens.config.behaviour import (
     CameraFloorConfig,
@@ -1065,6 +1065,10 @@ def parse_config(raw: object, origin: str = "<config>", base: pathlib.Path | Non
     if not isinstance(raw, dict):
         raise ConfigError(f"config error in {origin}: expected a mapping at the top level")
     written = copy.deepcopy(raw)
+    try:  # text the database cannot store (NUL, a lone surrogate): every read of the site, every edit would fail
+        check_storable("", written)
+    except ConfigError as e:
+        raise ConfigError(f"config error in {origin}: {e}") from None
     raw = _expand(raw, origin, open_cameras=open_cameras)
     assert isinstance(raw, dict)
     base = base or pathlib.Path.cwd()

@@ -404,7 +404,8 @@ class AnalyticsApp:
     def _drop_entries(self, cameras: set[str], assigned: set[int]) -> bool:
         """Delete the table entries of ``cameras`` (removed from the site) on the partitions ``assigned`` here, each
         camera's input record (``_input``) kept in its partition's marker; whether anything was sent (the caller
-        flushes the changelog)."""
+        flushes the changelog). An entry saved under a newer site version than the one in force (another
+        worker's, the camera added again) is kept, whatever this process resolved."""
         sent = False
         for cam in sorted(cameras):
             key = topics.camera_key(cam)
@@ -412,6 +413,8 @@ class AnalyticsApp:
             partition = self._partition_of(key, value) if value is not None else None
             if partition not in assigned:
                 continue
+            if isinstance(value, dict) and int(value.get("site_version") or 0) > self.stage.site_version:
+                continue  # saved under a version this process has not seen yet (the camera added again): kept
             rec = value.get(INPUT_KEY) if isinstance(value, dict) else None
             if rec and rec.get("next_offset") is not None:
                 mkey = f"{INPUT_KEY}/{partition}".encode()

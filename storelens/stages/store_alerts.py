@@ -224,11 +224,15 @@ class StoreAlerts:
 
     def load_state(self, state: dict) -> None:
         """Take a snapshot unless this step already is further along (each camera's state carries one;
-        after a restart the newest wins)."""
+        after a restart the newest wins). A snapshot without a clock (no frame yet) is taken only by a step without
+        one either, and only when it holds open alerts: the alerts taken over (:meth:`adopt`) before the first frame
+        go on across a site version (the step rebuilt), not dropped."""
         clock = state.get("clock_ms")
-        if clock is None or (self.clock_ms is not None and clock < self.clock_ms):
+        if clock is None and (self.clock_ms is not None or not state.get("open")):
             return
-        self.clock_ms, self.started_ms = int(clock), state.get("started_ms")
+        if clock is not None and self.clock_ms is not None and clock < self.clock_ms:
+            return
+        self.clock_ms, self.started_ms = None if clock is None else int(clock), state.get("started_ms")
         self.last_ts = {k: int(v) for k, v in state.get("last_ts", {}).items()}
         self.last_seq = {k: int(v) for k, v in state.get("last_seq", {}).items()}
         self.ended = set(state.get("ended", []))
