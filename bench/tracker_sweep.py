@@ -40,7 +40,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from tracking import WEIGHTS, Seq, count_errors, machine_lines, sequences, source_frames, video_fps  # noqa: E402
+from tracking import (WEIGHTS, Seq, count_errors, detector_iou, machine_lines, sequences,  # noqa: E402
+                      source_frames, video_fps)
 
 from storelens.domain.mot import MotBox, evaluate_mot, write_mot  # noqa: E402
 
@@ -130,7 +131,8 @@ def ultralytics_track(seq: Seq, quality: int, tracker_yaml: str, out: pathlib.Pa
     model = YOLO(str(asset(*WEIGHTS.split("/"))), task="detect")
     boxes = []
     for f, _, img in frames(seq, quality, step, offset, scale):
-        b = model.track(img, tracker=tracker_yaml, imgsz=640, classes=[0], verbose=False, persist=True)[0].boxes
+        b = model.track(img, tracker=tracker_yaml, imgsz=640, iou=detector_iou(), classes=[0], verbose=False,
+                        persist=True)[0].boxes
         if b is not None and b.id is not None:
             boxes += [mot_box(f, tid, *(x / scale for x in box), c)
                       for box, tid, c in zip(b.xyxy.tolist(), b.id.int().tolist(), b.conf.tolist())]
@@ -214,7 +216,8 @@ def main() -> int:
     lines = [f"Command: `{shlex.join(['python', 'bench/tracker_sweep.py', *sys.argv[1:]])}`", "",
              *machine_lines(),
              "- parameter sets: " + "; ".join(f"{n}: {p or 'ByteReidTrackerConfig()'}" for n, p in sets.items()),
-             f"- detections cached at confidence {confidence} in {args.cache}"
+             f"- detections cached at confidence {confidence}, NMS IoU {detector_iou()}"
+             + (" (Ultralytics' model.track too)" if args.ultralytics else "") + f", in {args.cache}"
              + (f", detector.rect: true, imgsz {args.imgsz}" if args.rect else "")
              + (f", frames resized by {args.scale:g}" if args.scale != 1 else ""), "",
              "IDF1 / MOTA / ID switches / counting errors", "",

@@ -9,11 +9,14 @@ every frame:
 
 * ``bytereid`` and ``deepsort``: ``storelens track SOURCE --mot-out FILE --config CFG``;
 * ``ul-bytetrack`` / ``ul-botsort``: ``YOLO(weights).track(SOURCE, tracker=bytetrack.yaml|botsort.yaml)``
-  (Ultralytics' defaults: conf 0.1 into the tracker, no ReID for BoT-SORT);
+  (Ultralytics' defaults: conf 0.1 into the tracker, no ReID for BoT-SORT; NMS at our ``detector.iou``,
+  0.6, not Ultralytics' 0.7, so that both run the same NMS);
 
 and is scored against the ground truth: MOTA, IDF1 and ID switches with
 motmetrics (``storelens.domain.mot.evaluate_mot``, IoU 0.5), HOTA with
-TrackEval's implementation, whole-process frames per second (wall time of the
+TrackEval's implementation (both after MOTChallenge's preprocessing,
+``storelens.domain.mot.scored_frames``: boxes on MOT17's distractors are not
+scored), whole-process frames per second (wall time of the
 process, model loading included, as a user would time it). Then the counting
 errors of ``tests/test_mot_quality.py``'s lines and of the CAVIAR shop door
 against CAVIAR's hand counts (``tests/test_door_counts.py``), with every
@@ -51,16 +54,14 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-import numpy as np
-
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-import benchlib  # noqa: E402
-
-from storelens.domain.mot import evaluate_mot, gt_line_counts, read_mot, write_mot  # noqa: E402
-from storelens.paths import asset  # noqa: E402
+# numpy, benchlib and storelens.domain.mot (which imports storelens.config, hence pydantic) are imported where they
+# are used: the `_ultralytics` child process loads none of them before it dispatches, so Ultralytics' timed process
+# pays for nothing but itself.
+from storelens.paths import asset  # noqa: E402  (storelens.paths alone: no storelens.config)
 
 WEIGHTS = "models/yolo11n_int8_openvino_model"
 TRACKERS = ["bytereid", "deepsort", "ul-bytetrack", "ul-botsort"]
@@ -190,19 +191,29 @@ def resampled_video(seq: Seq, tmp: pathlib.Path, width: int | None, step: int) -
 
 def to_source_frames(hyp: pathlib.Path, out: pathlib.Path, step: int, sx: float, sy: float) -> None:
     """MOT rows of a :func:`resampled_video` run back in the sequence's frame numbers and pixels."""
+    from storelens.domain.mot import read_mot, write_mot
+
     write_mot(out, [dataclasses.replace(b, frame=(f - 1) * step + 1, left=b.left / sx, top=b.top / sy,
                                         width=b.width / sx, height=b.height / sy)
                     for f, bs in read_mot(hyp).items() for b in bs])
 
 
-def ultralytics_track(source: str, tracker_yaml: str, out_path: str) -> None:
-    """Child process: Ultralytics ``model.track()`` as a user would run it, MOT rows to ``out_path``."""
+def detector_iou() -> float:
+    """NMS IoU of our detector (``detector.iou``'s default), which the Ultralytics runs are given too."""
+    from storelens.config import OpenVINODetectorConfig
+
+    return OpenVINODetectorConfig().iou
+
+
+def ultralytics_track(source: str, tracker_yaml: str, out_path: str, iou: str) -> None:
+    """Child process: Ultralytics ``model.track()`` as a user would run it (NMS at ``iou``, our detector's),
+    MOT rows to ``out_path``."""
     from ultralytics import YOLO
 
     model = YOLO(str(asset(*WEIGHTS.split("/"))), task="detect")
     rows = []
-    for f, r in enumerate(model.track(source, tracker=tracker_yaml, imgsz=640, classes=[0], stream=True,
-                                      verbose=False, persist=True), 1):
+    for f, r in enumerate(model.track(source, tracker=tracker_yaml, imgsz=640, iou=float(iou), classes=[0],
+                                      stream=True, verbose=False, persist=True), 1):
         b = r.boxes
         if b is None or b.id is None:
             continue
@@ -224,7 +235,8 @@ def run_tracker(tracker: str, video: pathlib.Path, out: pathlib.Path, tmp: pathl
     """
     cwd = REPO
     if tracker.startswith("ul-"):
-        cmd = [sys.executable, __file__, "_ultralytics", str(video), f"{tracker[3:]}.yaml", str(out)]
+        cmd = [sys.executable, __file__, "_ultralytics", str(video), f"{tracker[3:]}.yaml", str(out),
+               str(detector_iou())]
     else:
         if tracker.endswith("-before"):
             tracker, cwd = tracker[:-len("-before")], before  # `-c` puts the working directory first on sys.path
@@ -241,15 +253,18 @@ def run_tracker(tracker: str, video: pathlib.Path, out: pathlib.Path, tmp: pathl
 
 def hota(gt_path: pathlib.Path, hyp_path: pathlib.Path, frames: range | None = None) -> float:
     """HOTA (TrackEval's implementation, averaged over its IoU thresholds) of MOT files (on ``frames`` only, if
-    given); NaN without trackeval."""
+    given), on the same :func:`storelens.domain.mot.scored_frames` as ``evaluate_mot``; NaN without trackeval."""
+    import numpy as np
+
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # trackeval prints about optional dataset deps on import
             from trackeval.metrics import HOTA
     except ImportError:  # installed with --no-deps (requirements-nodeps.txt): it would pull the GUI opencv
         return float("nan")
     from storelens.backends.trackers.base import iou_matrix
+    from storelens.domain.mot import scored_frames
 
-    gt, hyp = read_mot(gt_path, evaluated_only=True), read_mot(hyp_path)
+    gt, hyp = scored_frames(gt_path, hyp_path)
     frames = frames or range(1, max([*gt, *hyp, 1]) + 1)
     gt, hyp = ({f: v[f] for f in frames if f in v} for v in (gt, hyp))
     gids = {i: k for k, i in enumerate(sorted({b.track_id for bs in gt.values() for b in bs}))}
@@ -288,12 +303,16 @@ def count_cases(seq_name: str) -> list:
 
 def count_errors(hyp: pathlib.Path, seq_name: str) -> dict[str, int]:
     """|in - gt_in| + |out - gt_out| per line of :func:`count_cases`, from replaying ``hyp``."""
+    from storelens.domain.mot import gt_line_counts
+
     cases = count_cases(seq_name)
     got = gt_line_counts(hyp, [line for line, _, _ in cases]) if cases else {}
     return {line.id: abs(got[line.id]["in"] - g_in) + abs(got[line.id]["out"] - g_out) for line, g_in, g_out in cases}
 
 
 def machine_lines() -> list[str]:
+    import benchlib
+
     v = benchlib.version
     return [benchlib.cpu_line(), benchlib.python_line(),
             f"- ultralytics {v('ultralytics')}, openvino {v('openvino')}, opencv {v('opencv-python-headless')}, "
@@ -303,8 +322,11 @@ def machine_lines() -> list[str]:
 
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "_ultralytics":
-        ultralytics_track(*sys.argv[2:5])
+        ultralytics_track(*sys.argv[2:6])
         return 0
+    import numpy as np
+
+    from storelens.domain.mot import evaluate_mot
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trackers", default=",".join(TRACKERS))
     ap.add_argument("--sequences", help="comma-separated names (default: all)")
@@ -326,7 +348,7 @@ def main() -> int:
         trackers = [x for t in trackers for x in ([t, f"{t}-before"] if t in CONFIGS else [t])]
     seqs = [s for s in sequences() if not args.sequences or s.name in args.sequences.split(",")]
     lines = [f"Command: `{shlex.join(['python', 'bench/tracking.py', *sys.argv[1:]])}`", "",
-             f"Detector `{WEIGHTS.split('/')[-1]}`, imgsz 640, "
+             f"Detector `{WEIGHTS.split('/')[-1]}`, imgsz 640, NMS IoU {detector_iou()} (Ultralytics' runs too), "
              + (f"1 frame in {args.step}" if args.step > 1 else "every frame")
              + (f", frames resized to {args.width} px wide (never enlarged)" if args.width else "")
              + f"; {args.repeat} run(s) per tracker and "

@@ -369,7 +369,7 @@ def cmd_pos_import(args) -> int:
     """``storelens pos import FILE.csv``: store the good rows (idempotent), report the bad ones; exit 1 if any."""
     from storelens.domain.pos import read_csv
     from storelens.storage import open_storage
-    from storelens.storage.business import write_transactions
+    from storelens.storage.business import import_transactions
 
     path = pathlib.Path(args.file)
     if not path.is_file():
@@ -388,18 +388,31 @@ def cmd_pos_import(args) -> int:
                           ) from None
     for e in errors:
         print(f"{path}: {e}", file=sys.stderr)
+    from storelens.runtime.rollup import republish_advice
+    from storelens.storage.rollup import kpi_now_ms
+
     storage = open_storage(config.storage)
-    try:
-        new, dup = 0, 0
-        for k in range(0, len(items), 1000):
-            n, d = write_transactions(storage, items[k:k + 1000])
-            new, dup = new + n, dup + d
+    try:  # one write: a transaction id given twice in the file differently is a conflict wherever the copies are
+        r = import_transactions(storage, items, replace=args.replace, actor="cli")  # a replace is audited
+        # replaced sales before the KPI look-back: the chain gets their hours only from a wider `kpis publish`
+        late = republish_advice(config, r.replaced_ts_ms, kpi_now_ms(config, storage)) if r.replaced_ts_ms else None
     finally:
         storage.close()
-    result = {"rows": len(items) + len(errors), "new": new, "duplicates": dup, "bad": len(errors)}
+    if late is not None:
+        print(f"{path}: warning: {late.message}", file=sys.stderr)
+    hint = "" if args.replace else " (--replace stores the file's row in place of the stored one)"
+    for tid in r.conflicts:
+        print(f"{path}: transaction_id {tid}: conflict: its time, amount, currency, register or items differ from "
+              f"the stored transaction's or between its rows in the file; not imported{hint}", file=sys.stderr)
+    clash = set(r.conflicts)
+    bad = len(errors) + sum(1 for x in items if x.transaction_id in clash)
+    result = {"rows": len(items) + len(errors), "new": r.new, "duplicates": r.duplicates, "bad": bad,
+              "conflicts": len(r.conflicts), "replaced": r.replaced}
     print(json.dumps(result) if args.json else
-          f"{path}: {new} new transactions, {dup} duplicates, {len(errors)} bad rows")
-    return 1 if errors else 0
+          f"{path}: {r.new} new transactions, {r.duplicates} duplicates, {bad} bad rows"
+          + (f" ({len(r.conflicts)} transaction ids in conflict)" if r.conflicts else "")
+          + (f", {r.replaced} replaced" if r.replaced else ""))
+    return 1 if bad else 0
 
 
 def mot_rows(tf) -> list[str]:
@@ -974,6 +987,70 @@ def cmd_users(args) -> int:
     return 0
 
 
+def cmd_db(args) -> int:
+    """``storelens db upgrade|current|wait``: migrate the site's SQL tables to this release's schema (what each
+    process does when it opens them with ``storage.migrate: auto``; with ``wait`` the services leave it to this
+    command), print their revision and the head (exit 1 when one is behind), or wait until they are at the head
+    (the services' initContainer). The site file: ``--config``, else ``$STORELENS_CONFIG``, else the bundled
+    example."""
+    from storelens.storage import upgrade
+
+    config = load_site(args.config or os.environ.get("STORELENS_CONFIG") or None, open_cameras=False)
+    if args.db:
+        config = config.model_copy(update={"storage": config.storage.model_copy(
+            update={"backend": "sqlite", "path": args.db})})
+    if args.db_command == "current":
+        behind = False
+        for rev in upgrade.current(config):
+            behind = behind or rev.current < rev.head
+            state = ("up to date" if rev.current == rev.head else "behind: run `storelens db upgrade`"
+                     if rev.current < rev.head else "NEWER than this StoreLens")
+            print(f"{rev.chain} ({rev.where}): revision {rev.describe()}; head {rev.describe(rev.head)}: {state}")
+        return 1 if behind else 0
+    if args.db_command == "wait":
+        return _db_wait(config)
+    if _new_sqlite_file(config) is not None:  # a typo in --db / storage.path would be two new, empty databases
+        if not args.create:
+            where = "--db" if args.db else "storage.path"
+            raise ConfigError(f"no history database at {config.storage.path} ({where}); give an existing one, or "
+                              f"--create to create it")
+        print(f"note: creating a new history database at {config.storage.path}", file=sys.stderr)
+    for before, after in upgrade.upgrade(config):
+        print(f"{after.chain} ({after.where}): revision {before.describe()} -> {after.describe()}"
+              f"{' (head)' if after.current == after.head else ''}")
+    return 0
+
+
+def _db_wait(config) -> int:
+    """``storelens db wait``: until ``db upgrade`` brought every store to this release's head (0); a schema newer
+    than this StoreLens or an unreachable store: the error (2); SIGTERM/SIGINT: 0, quietly (the pod is stopping).
+    The wait of the services' ``storage.migrate: wait`` (:func:`storelens.storage.base.poll_schema`)."""
+    import signal
+
+    from storelens.errors import WaitStopped
+    from storelens.runtime import service
+    from storelens.storage import upgrade
+
+    before = {sig: signal.signal(sig, lambda *_: service.STOP.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def behind(exc, new: bool, _retry_s: float) -> None:
+        if new:  # once per state: the log of an initContainer that waits long stays short
+            rev = upgrade.ChainRevision(exc.chain, exc.where, exc.current, exc.head)
+            print(f"waiting for `storelens db upgrade`: {rev.chain} ({rev.where}) at revision {rev.describe()}, "
+                  f"head {rev.describe(rev.head)}", file=sys.stderr, flush=True)
+
+    try:
+        revs = upgrade.wait(config, service.STOP, behind)
+    except WaitStopped:
+        return 0
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+    for rev in revs:
+        print(f"{rev.chain} ({rev.where}): revision {rev.describe()} (head)")
+    return 0
+
+
 def _demo_pipeline(config, log_level: str = "WARNING") -> None:
     """Child process of ``demo``: run the pipeline into storage and print the summary; ``log_level`` is the
     parent's (``--log-level``)."""
@@ -1357,6 +1434,24 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "(GET /v1/stores, /v1/chain/kpis) instead of Kafka")
     command(kpp, cmd_kpis_publish, opens_cameras=False)
 
+    db = sub.add_parser("db", help="the SQL schema of the site's storage: migrate it (Alembic), show its revision")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    for name, help_ in (("upgrade", "migrate the storage's tables to this release's head revision (under the "
+                                    "migration lock; run it before services with storage.migrate: wait)"),
+                        ("current", "print the storage's schema revision and this release's head (exit 1 when "
+                                    "behind)"),
+                        ("wait", "wait until the storage's tables are at this release's head revision (`db "
+                                 "upgrade` ran; a Kubernetes initContainer of the services with storage.migrate: "
+                                 "wait); exit 0 then or on SIGTERM, 2 when they are newer than this StoreLens")):
+        x = db_sub.add_parser(name, help=help_)
+        x.add_argument("--config", help="site configuration (storage; default: $STORELENS_CONFIG, else the bundled "
+                                        "example)")
+        x.add_argument("--db", help="SQLite history file (default: the config's storage)")
+        if name == "upgrade":
+            x.add_argument("--create", action="store_true", help="create the SQLite file when there is none (else "
+                                                                  "refused: a typo would be a new, empty database)")
+        command(x, cmd_db, opens_cameras=False)  # the storage only
+
     pos = sub.add_parser("pos", help="point-of-sale transactions")
     pos_sub = pos.add_subparsers(dest="pos_command", required=True)
     pi = pos_sub.add_parser("import", help="import a CSV of transactions (idempotent by transaction_id)")
@@ -1366,6 +1461,10 @@ def build_parser() -> argparse.ArgumentParser:
     pi.add_argument("--config", help="site configuration (store id, storage; default: the bundled example)")
     pi.add_argument("--db", help="SQLite history file (default: the config's storage)")
     pi.add_argument("--currency", default="EUR", help="currency of rows without one (default EUR)")
+    pi.add_argument("--replace", action="store_true",
+                    help="a stored transaction id whose row differs (time, amount, currency, register, items) is "
+                         "replaced by the file's (default: a conflict, reported, nothing changed); each replacement "
+                         "is an audit entry (pos.replace, actor cli) with the old and new values")
     pi.add_argument("--json", action="store_true")
     command(pi, cmd_pos_import, opens_cameras=False)
     for words, leaf in commands(p).items():  # each made with command(): what it runs, whether it opens the cameras

@@ -32,3 +32,8 @@ class StorageError(StoreLensError):
     Defined here (not in :mod:`storelens.storage`) so lower layers, e.g. the
     runtime's error policy, can catch it without importing the storage layer.
     """
+
+
+class WaitStopped(StorageError):
+    """A SIGTERM ended a wait for the schema (``storage.migrate: wait``, ``storelens db wait``): no error, the
+    process stops as asked (the services' mains exit 0, as for any SIGTERM while starting)."""

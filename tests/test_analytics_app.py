@@ -429,9 +429,9 @@ def test_api_reads_live_state_from_redis_and_falls_back_to_postgres() -> None:
         client = signed_in_client(create_app(cfg, store, live))
         assert client.get(f"/v1/occupancy/{cam1}").json() == {
             "camera_id": cam1, "occupancy": 3, "total_in": 4, "total_out": 1, "ts_ms": T0 + 5_000,
-            "last_seen_ts_ms": T0 + 5_040}
+            "last_seen_ts_ms": T0 + 5_040, "stale": False}
         assert client.get(f"/v1/occupancy/{cam2}").json() == {  # nothing in Redis: PostgreSQL, no last seen
-            "camera_id": cam2, "occupancy": 4, "total_in": 5, "total_out": 1, "ts_ms": T0}
+            "camera_id": cam2, "occupancy": 4, "total_in": 5, "total_out": 1, "ts_ms": T0, "stale": False}
         live.touch_camera(cam2, T0 + 7_000)  # seen, but no occupancy in Redis yet
         assert client.get(f"/v1/occupancy/{cam2}").json()["last_seen_ts_ms"] == T0 + 7_000
         assert client.get(f"/v1/occupancy/{cam2}").json()["occupancy"] == 4
@@ -445,7 +445,7 @@ def test_api_reads_live_state_from_redis_and_falls_back_to_postgres() -> None:
         ready = client.get("/readyz")
         assert ready.status_code == 200 and ready.json()["live_state"] == "unavailable", ready.text
         assert client.get(f"/v1/occupancy/{cam1}").json() == {
-            "camera_id": cam1, "occupancy": 1, "total_in": 1, "total_out": 0, "ts_ms": T0}
+            "camera_id": cam1, "occupancy": 1, "total_in": 1, "total_out": 0, "ts_ms": T0, "stale": False}
     finally:
         live.clear()
         live.close()

@@ -49,15 +49,17 @@ def _frames(people: list[bool], seq0: int = 0, ts0: int = 1000) -> list[m.Tracke
 
 def _run(st: SqlStorage, stage: AnalyticsStage, frames: list[m.TrackedFrame], stop: bool = True) -> list[m.Alert]:
     """One embedded run of ``frames`` (its start takes over what the history has open), written to ``st``; ``stop``:
-    it ends by the embedded stop (end_streams), else by the file's end-of-stream marker."""
+    it ends by the embedded stop (end_streams), else by each file's end-of-stream marker (at its last frame)."""
     out = stage.adopt_alerts(st.firing_alerts(), 99_000)
     for tf in frames:
         out += stage.handle(topics.TRACKS, tf).records
     if stop:
         out += stage.end_streams().records
     else:
-        end = m.TrackedFrame(camera_id="c", seq=frames[-1].seq + 1, ts_ms=frames[-1].ts_ms, end_of_stream=True)
-        out += stage.handle(topics.TRACKS, end).records
+        for cam in sorted({f.camera_id for f in frames}):
+            last = max((f for f in frames if f.camera_id == cam), key=lambda f: f.seq)
+            end = m.TrackedFrame(camera_id=cam, seq=last.seq + 1, ts_ms=last.ts_ms, end_of_stream=True)
+            out += stage.handle(topics.TRACKS, end).records
     st.write_records(out)
     return [r for r in out if isinstance(r, m.Alert)]
 

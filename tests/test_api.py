@@ -249,9 +249,10 @@ def test_store_occupancy(client: TestClient) -> None:
         "occupancy": 2,
         "cameras": [
             {"camera_id": "cam-1", "occupancy": 2, "total_in": 3, "total_out": 1, "ts_ms": T0 + 62_000,
-             "last_seen_ts_ms": T0 + 80},  # the newest stored frame
-            {"camera_id": "cam-2", "occupancy": 0, "total_in": 0, "total_out": 0, "ts_ms": 0},
+             "last_seen_ts_ms": T0 + 80, "stale": False},  # the newest stored frame; a recorded file: never stale
+            {"camera_id": "cam-2", "occupancy": 0, "total_in": 0, "total_out": 0, "ts_ms": 0, "stale": False},
         ],
+        "stale": False,  # no camera is
     }
 
 
@@ -262,8 +263,9 @@ def test_store_occupancy_sums_cameras(client: TestClient, storage: SqliteStorage
 
 @pytest.mark.parametrize(("camera_id", "status", "body"), [
     ("cam-1", 200, {"camera_id": "cam-1", "occupancy": 2, "total_in": 3, "total_out": 1, "ts_ms": T0 + 62_000,
-                    "last_seen_ts_ms": T0 + 80}),
-    ("cam-2", 200, {"camera_id": "cam-2", "occupancy": 0, "total_in": 0, "total_out": 0, "ts_ms": 0}),
+                    "last_seen_ts_ms": T0 + 80, "stale": False}),
+    ("cam-2", 200, {"camera_id": "cam-2", "occupancy": 0, "total_in": 0, "total_out": 0, "ts_ms": 0,
+                    "stale": False}),
     ("cam-9", 404, {"detail": "unknown camera 'cam-9'"}),
 ])
 def test_camera_occupancy(client: TestClient, camera_id: str, status: int, body: dict[str, object]) -> None:

@@ -111,16 +111,17 @@ def need_dashboard() -> None:
 
 
 @contextmanager
-def serve_site(raw: dict, storage) -> Iterator[Served]:
+def serve_site(raw: dict, storage, **app_kw) -> Iterator[Served]:
     """The app of site ``raw`` over ``storage`` (closed at the end) with a user of each role (:data:`USERS`), serving
-    the API and the built dashboard with uvicorn on a free port."""
+    the API and the built dashboard with uvicorn on a free port; ``app_kw``: more of ``create_app``'s arguments
+    (e.g. ``gallery_store``)."""
     import uvicorn
 
     from storelens.api import create_app
     from storelens.config import parse_config
 
     need_dashboard()
-    app = create_app(parse_config(raw), storage)
+    app = create_app(parse_config(raw), storage, **app_kw)
     for role, password in USERS.items():
         app.state.context.auth.create_user(role, password, role)
     port = free_port()

@@ -84,6 +84,8 @@ def test_a_run_decides_its_tracks_on_their_own_faces_not_on_a_killed_runs_decisi
     store = open_gallery_store(cfg)
     try:
         assert store.counts()["customers"] == len(PEOPLE)  # nobody enrolled twice, nobody lost
-        assert [store.track_decision("door", t) for t in first] == [None] * len(first)  # the clean end forgot them
+        # the clean end forgot them, but for the erased decision (kept until retention purges it: a rerun of the file
+        # never enrols an erased person again, tests/test_faces_review_31.py)
+        assert [getattr(store.track_decision("door", t), "decision", None) for t in (obama, biden)] == ["erased", None]
     finally:
         store.close()

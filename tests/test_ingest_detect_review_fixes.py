@@ -158,11 +158,11 @@ def test_switched_tracker_backend_starts_a_fresh_session(raw_frames, detections,
     new, det2, config = _stage("bytereid")
     hooks = SnapshotHooks(new, config)
     rt = ServiceRuntime("detect-track", port=0)
-    hooks._worker, hooks._read_fresh = SimpleNamespace(rt=rt), True
+    hooks._worker = SimpleNamespace(rt=rt)
     hooks.snapshots = {0: m.StageSnapshot(stage="detect-track", input_partition=0, next_offset=12,
                                           camera_state={"cam": saved})}
     with caplog.at_level(logging.WARNING, logger="storelens.stages.core"):
-        hooks.on_assign([("frames", 0)])  # raised ValueError (not enough values to unpack) before
+        hooks.restore([("frames", 0)])  # (on_assign's restore) raised ValueError (not enough values to unpack) before
     warned = [r for r in caplog.records if "tracker state not restored" in r.getMessage()]
     assert warned and warned[0].camera == "cam" and "deep-sort-realtime" in warned[0].reason
     assert "bytereid" in warned[0].reason

@@ -89,6 +89,8 @@ SECRETS = {
 }
 #: The chain's api reads the roll-up from its database: no Kafka (it publishes nothing), no Redis.
 CHAIN_SECRETS = SECRETS | {"api": DB | AUTH}
+#: Init containers read only what they need, whatever the service: `storelens db upgrade` / `db wait` the database.
+INIT_SECRETS = {"db-upgrade": DB, "db-wait": DB}
 #: Services that run models and therefore mount the weights volume.
 MODEL_SERVICES = {"detect-track", "attributes", "reid"}
 SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIAL|DSN|API_?KEY", re.I)
@@ -446,7 +448,8 @@ def check_secrets(dep: dict) -> Iterator[str]:
                 yield f"{c['name']}: {e['name']} is optional; a missing Secret must stop the pod"
         if any("secretRef" in s for s in c.get("envFrom", [])):
             yield f"{c['name']}: envFrom secretRef (read Secrets key by key)"
-        want = (CHAIN_SECRETS if in_chain(dep) else SECRETS).get(component(dep))
+        want = INIT_SECRETS.get(c["name"]) if c in pod_spec(dep).get("initContainers", []) \
+            else (CHAIN_SECRETS if in_chain(dep) else SECRETS).get(component(dep))
         if want is not None and secret_refs(c) != want:
             yield f"{c['name']}: reads Secrets {sorted(secret_refs(c))}, expected exactly {sorted(want)}"
 

@@ -78,16 +78,21 @@ def client() -> Iterator[TestClient]:
         yield c
 
 
+#: The answer's fields about replaced sales older than the KPI look-back (tests/test_chain_review_31c.py): none here.
+NO_REPLACE_NOTE = {"older_than_lookback": [], "republish_lookback_h": None, "warning": None}
+
+
 def test_post_is_idempotent(client: TestClient) -> None:
     r = client.post("/v1/transactions", json={"transactions": BATCH})
     assert r.status_code == 200, r.text
-    assert r.json() == {"received": 5, "new": 5, "duplicates": 0}
+    assert r.json() == {"received": 5, "new": 5, "duplicates": 0, "conflicts": [], "replaced": 0, **NO_REPLACE_NOTE}
     r = client.post("/v1/transactions", json={"transactions": BATCH})
-    assert r.json() == {"received": 5, "new": 0, "duplicates": 5}
-    # a resent id with another amount changes nothing; a repeat inside one batch is a duplicate
+    assert r.json() == {"received": 5, "new": 0, "duplicates": 5, "conflicts": [], "replaced": 0, **NO_REPLACE_NOTE}
+    # a resent id with another amount changes nothing (a conflict); a repeat inside one batch is a duplicate
     r = client.post("/v1/transactions", json={"transactions": [tx("r-1", "12:00", 1), tx("r-9", "12:00", 1),
                                                                tx("r-9", "12:00", 1)]})
-    assert r.json() == {"received": 3, "new": 1, "duplicates": 2}
+    assert r.json() == {"received": 3, "new": 1, "duplicates": 1, "conflicts": ["r-1"], "replaced": 0,
+                        **NO_REPLACE_NOTE}
     stored = bq.sales(client.storage, "s1", 0, 2**53)  # type: ignore[attr-defined]
     assert len(stored) == 6 and [s.amount_minor for s in stored if s.ts_ms == at("10:20")] == [1250]
     published = [t.transaction_id for t in client.published]  # type: ignore[attr-defined]
@@ -259,7 +264,7 @@ def test_postgres_transactions_and_kpis(pg_storage: SqlStorage) -> None:
     with signed_in_client(create_app(parse_config(SITE), pg_storage)) as c:
         assert c.post("/v1/transactions", json={"transactions": BATCH}).json()["new"] == 5
         assert c.post("/v1/transactions", json={"transactions": BATCH}).json() == \
-            {"received": 5, "new": 0, "duplicates": 5}
+            {"received": 5, "new": 0, "duplicates": 5, "conflicts": [], "replaced": 0, **NO_REPLACE_NOTE}
         day = ms("2026-10-24T00:00:00+02:00")
         t = c.get("/v1/kpis", params={"period": "day", "start_ms": day, "end_ms": day + 86_400_000}).json()["totals"]
     assert (t["visitors"], t["transactions"], t["sales_minor"], t["conversion"], t["median_dwell_s"],

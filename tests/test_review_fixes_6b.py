@@ -98,7 +98,7 @@ def test_a_stop_mid_stream_ends_the_faces_open_tracks(tmp_path: pathlib.Path) ->
 # -- 2. zone statistics merged over a stall -------------------------------------------------------------------
 
 HOLD = 2400  # the default lost_after_ms: the longest a frame's occupancy holds across a stall
-ENTERED = 600  # entries confirmed at 0.6 s (enter_after_ms 500 at 5 fps), counted from then
+ENTERED = 0  # entries confirmed at 0.6 s (enter_after_ms 500 at 5 fps), counted from their time, like the dwell
 
 
 def stalled_queue() -> list[m.TrackedFrame]:

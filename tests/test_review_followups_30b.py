@@ -139,22 +139,10 @@ def _store_run(st, rule: dict, frames: list, stop: bool) -> list:
     """One embedded run over c's and d's files (both walk in: 2 people in the store), written to ``st``; ``stop``:
     ended by the embedded stop, else by the files' end-of-stream markers."""
     from storelens.config import parse_config
-    from storelens.contract import messages as m
     from storelens.stages.analytics import AnalyticsStage
+    from test_analytics_followups_30 import _run
 
-    stage = AnalyticsStage(parse_config(two_cameras([rule])))
-    out = stage.adopt_alerts(st.firing_alerts(), 99_000)
-    for tf in frames:
-        out += stage.handle(topics.TRACKS, tf).records
-    if stop:
-        out += stage.end_streams().records
-    else:
-        for cam in ("c", "d"):
-            last = max((f for f in frames if f.camera_id == cam), key=lambda f: f.seq)
-            out += stage.handle(topics.TRACKS, m.TrackedFrame(camera_id=cam, seq=last.seq + 1, ts_ms=last.ts_ms,
-                                                               end_of_stream=True)).records
-    st.write_records(out)
-    return [r for r in out if isinstance(r, m.Alert)]
+    return _run(st, AnalyticsStage(parse_config(two_cameras([rule]))), frames, stop)
 
 
 FULL = {"kind": "store_occupancy", "id": "full", "max": 1, "cooldown_s": 0}

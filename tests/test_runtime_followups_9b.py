@@ -22,7 +22,7 @@ from storelens.contract import messages as m
 from storelens.contract import topics
 from storelens.runtime import kafka
 from test_runtime_review_9 import (_BrokenOn, PrivateBroker, _drop_producer, _faces_site, _wait, drained,  # noqa: F401
-                                   face_models, needs_java)
+                                   face_models, needs_java, publish_crops)
 
 # -- 1. reid's embedding before its state changes ------------------------------------------------------------------
 
@@ -39,7 +39,7 @@ def test_a_crop_whose_embedding_fails_does_not_lose_the_decision_of_the_track_it
     from storelens.paths import asset
     from storelens.runtime.bus import InProcessBus
     from storelens.runtime.runner import Runner, RunnerCore
-    from storelens.runtime.transports import END_OF_TOPIC, InProcessTransport
+    from storelens.runtime.transports import InProcessTransport
     from storelens.stages.faces import AttributesStage, FacesStage, ReidStage, idle_ms
     from storelens.storage.gallery import SqlGalleryStore
 
@@ -56,15 +56,7 @@ def test_a_crop_whose_embedding_fails_does_not_lose_the_decision_of_the_track_it
     outs = {t: bus.subscribe(t) for t in (topics.CUSTOMER_MATCHES, topics.DEAD_LETTER)}
     t0 = 1_767_225_600_000
     late = t0 + 100 + idle_ms(reid.site, "door") + 1000  # track 7 is idle by then
-    for seq, (track_id, ts_ms, img) in enumerate([(7, t0 + 100, obama), (8, late, odd)], 1):
-        ok, buf = cv2.imencode(".jpg", img)
-        h, w = img.shape[:2]
-        crop = m.PersonCrop(camera_id="door", seq=seq, ts_ms=ts_ms, track_id=track_id, jpeg=buf.tobytes(),
-                            bbox_xyxy=m.BoxXYXY(x1=100, y1=50, x2=100 + w, y2=50 + h))
-        bus.publish(topics.PERSON_CROPS, b"door", m.encode(crop), headers=m.type_headers(crop))
-    end = m.PersonCrop(camera_id="door", seq=3, ts_ms=late + 100, end_of_stream=True)
-    bus.publish(topics.PERSON_CROPS, b"door", m.encode(end), headers=m.type_headers(end))
-    bus.publish(topics.PERSON_CROPS, b"", END_OF_TOPIC)
+    publish_crops(bus, [(1, t0 + 100, 7, obama), (2, late, 8, odd)], late + 100)
     core = RunnerCore(stage)
     try:
         assert Runner(core, transport).run() is None

@@ -253,6 +253,9 @@ COMMANDS: dict[tuple[str, ...], tuple[bool, list[str] | None, int]] = {
     ("audit",): (True, ["audit", "--out", "{tmp}/clips"], 2),
     ("kpis", "publish"): (False, ["kpis", "publish", "--json"], 0),
     ("pos", "import"): (False, ["pos", "import", "{tmp}/sales.csv"], 0),
+    ("db", "upgrade"): (False, ["db", "upgrade"], 0),  # test_db_upgrade_31
+    ("db", "current"): (False, ["db", "current"], 0),
+    ("db", "wait"): (False, ["db", "wait"], 0),  # at head: returns at once (test_merged_review_31a)
 }
 
 

@@ -52,6 +52,24 @@ def drained(outs, topic: str, cls) -> list:
     return got
 
 
+def publish_crops(bus, crops: list, end_ts_ms: int) -> None:
+    """Camera ``door``'s person crops ``(seq, ts_ms, track_id, image)`` (JPEG, box at (100, 50)) on ``bus``'s
+    ``person-crops``, then its end of stream at ``end_ts_ms`` and the topic's end."""
+    import cv2
+
+    from storelens.runtime.transports import END_OF_TOPIC
+
+    for seq, ts_ms, track_id, img in crops:
+        ok, buf = cv2.imencode(".jpg", img)
+        h, w = img.shape[:2]
+        crop = m.PersonCrop(camera_id="door", seq=seq, ts_ms=ts_ms, track_id=track_id, jpeg=buf.tobytes(),
+                            bbox_xyxy=m.BoxXYXY(x1=100, y1=50, x2=100 + w, y2=50 + h))
+        bus.publish(topics.PERSON_CROPS, b"door", m.encode(crop), headers=m.type_headers(crop))
+    end = m.PersonCrop(camera_id="door", seq=len(crops) + 1, ts_ms=end_ts_ms, end_of_stream=True)
+    bus.publish(topics.PERSON_CROPS, b"door", m.encode(end), headers=m.type_headers(end))
+    bus.publish(topics.PERSON_CROPS, b"", END_OF_TOPIC)
+
+
 class PrivateBroker:
     """A single-node Kafka (KRaft) of this test only: the stack's server.properties on free ports, its data under
     ``tmp``; :meth:`kill` is the outage (SIGKILL)."""
@@ -318,7 +336,7 @@ def test_the_embedded_faces_stage_dead_letters_a_crop_a_model_fails_on_and_keeps
     from storelens.paths import asset
     from storelens.runtime.bus import InProcessBus
     from storelens.runtime.runner import Runner, RunnerCore
-    from storelens.runtime.transports import END_OF_TOPIC, InProcessTransport
+    from storelens.runtime.transports import InProcessTransport
     from storelens.stages.faces import AttributesStage, FacesStage, ReidStage
     from storelens.storage.gallery import SqlGalleryStore
 
@@ -334,15 +352,8 @@ def test_the_embedded_faces_stage_dead_letters_a_crop_a_model_fails_on_and_keeps
     transport = InProcessTransport(bus, [topics.PERSON_CROPS], ending=[topics.PERSON_CROPS])
     outs = {t: bus.subscribe(t) for t in (topics.TRACK_ATTRIBUTES, topics.CUSTOMER_MATCHES, topics.DEAD_LETTER)}
     t0 = 1_767_225_600_000
-    for seq, img in enumerate([obama, odd, obama], 1):  # one track; its second crop makes the model raise
-        ok, buf = cv2.imencode(".jpg", img)
-        h, w = img.shape[:2]
-        crop = m.PersonCrop(camera_id="door", seq=seq, ts_ms=t0 + 100 * seq, track_id=7, jpeg=buf.tobytes(),
-                            bbox_xyxy=m.BoxXYXY(x1=100, y1=50, x2=100 + w, y2=50 + h))
-        bus.publish(topics.PERSON_CROPS, b"door", m.encode(crop), headers=m.type_headers(crop))
-    end = m.PersonCrop(camera_id="door", seq=4, ts_ms=t0 + 400, end_of_stream=True)
-    bus.publish(topics.PERSON_CROPS, b"door", m.encode(end), headers=m.type_headers(end))
-    bus.publish(topics.PERSON_CROPS, b"", END_OF_TOPIC)
+    # one track; its second crop makes the model raise
+    publish_crops(bus, [(seq, t0 + 100 * seq, 7, img) for seq, img in enumerate([obama, odd, obama], 1)], t0 + 400)
     core = RunnerCore(stage)
     try:
         assert Runner(core, transport).run() is None  # the run went on (before: stopped at the second crop)

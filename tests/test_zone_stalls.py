@@ -95,12 +95,12 @@ def steady() -> list[m.TrackedFrame]:
 
 
 HOLD = 2400  # the default lost_after_ms: the longest a frame's occupancy holds
-ENTERED = 600  # entries confirmed at 0.6 s (enter_after_ms 500 at 5 fps), dated 0
+ENTERED = 0  # entries confirmed at 0.6 s (enter_after_ms 500 at 5 fps), dated 0 and counted from then (like the dwell)
 
 
 @pytest.mark.parametrize("frames, minutes", [
     # both gone when the stream comes back (lost at their last seen time, 10 s): in minute 0, two people
-    # from 0.6 to 10 s of the 12.4 s covered (10 s of frames + one hold of 2.4 s, then taken back: lost);
+    # from 0 to 10 s of the 12.4 s covered (10 s of frames + one hold of 2.4 s, then taken back: lost);
     # minutes 1-9 were not seen at all: no bucket; minute 10: nobody
     (stall({}), {0: (2 * (10_000 - ENTERED) / (10_000 + HOLD), 2, 0, 2), 10: (0.0, 0, 0, 0)}),
     # both still there when it comes back: one visit each, held 2.4 s after 10 s, then the minute-10 frames

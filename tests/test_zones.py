@@ -239,15 +239,16 @@ def test_bucket_statistics_by_hand():
     b.add(120_000, {"z": []}, [])
     first, second, third = b.stats()
     assert (first.start_ms, second.start_ms, third.start_ms) == (0, 60_000, 120_000)
-    # occupancy held until the next frame: 2 for 10 s, 1 for 30 s, 0 for 10 s, 3 for 10 s (to the bucket end)
-    assert first.mean_occupancy == pytest.approx((2 * 10 + 1 * 30 + 0 * 10 + 3 * 10) / 60)
-    assert first.max_occupancy == 3
+    # occupancy held until the next frame: 2 for 10 s, 1 for 30 s, 0 for 10 s, 3 for 10 s (to the bucket end),
+    # and track 7 from its entry time (59 s; confirmed at 70 s), like its dwell
+    assert first.mean_occupancy == pytest.approx((2 * 10 + 1 * 30 + 0 * 10 + 3 * 10 + 1) / 60)
+    assert first.max_occupancy == 4  # 4, 5, 6 held and track 7 from 59 s, as in the mean
     assert (first.visits, first.unique_people, first.exits) == (4, 7, 6)
     # dwells 1, 1, 2, 3, 4, 10 s: median (2 + 3) / 2; p90 at position 0.9 * 5 = 4.5 -> 4 + 0.5 * (10 - 4)
     assert first.dwell_median_ms == 2500.0 and first.dwell_p90_ms == 7000.0
-    # 3 from 60 to 70 s (held over the bucket end), then 1 for 50 s
-    assert second.mean_occupancy == pytest.approx((3 * 10 + 1 * 50) / 60)
-    assert (second.max_occupancy, second.visits, second.unique_people, second.exits) == (3, 0, 1, 0)
+    # 3 from 60 to 70 s (held over the bucket end), then 1 for 50 s; track 7 from 60 to 70 s (entry confirmed then)
+    assert second.mean_occupancy == pytest.approx((3 * 10 + 1 * 50 + 10) / 60)
+    assert (second.max_occupancy, second.visits, second.unique_people, second.exits) == (4, 0, 1, 0)
     assert second.dwell_median_ms is None and second.dwell_p90_ms is None
     assert third.mean_occupancy == 0 and third.max_occupancy == 0
 
@@ -260,8 +261,8 @@ def test_buckets_from_a_tracker():
     s0, s1 = b.stats()
     # dwells 300 ms (track 2) and 600 ms (track 1)
     assert (s0.visits, s0.unique_people, s0.exits, s0.dwell_median_ms) == (2, 2, 2, 450.0)
-    # open visits: 1 from 200 ms, 2 from 300 ms, 1 from 700 ms (track 2's exit confirmed); holding to 1 s
-    assert s0.max_occupancy == 2 and s0.mean_occupancy == pytest.approx((100 * 1 + 400 * 2 + 300 * 1) / 1000)
+    # each visit from its entry to its exit time, like its dwell: track 2 0-300 ms, track 1 100-700 ms
+    assert s0.max_occupancy == 2 and s0.mean_occupancy == pytest.approx((300 + 600) / 1000)
     # track 1 left at 700 ms; its exit is confirmed 400 ms later, so its visit is open at 1000 ms
     assert (s1.max_occupancy, s1.unique_people, s1.visits, s1.exits) == (1, 1, 0, 0)
 

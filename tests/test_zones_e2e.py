@@ -303,10 +303,13 @@ def test_queue_length_and_dwell_hold_past_a_hundred_thousand_stored_events(tmp_p
 
     def row(track: int, kind: str, ts_ms: int, dwell_ms: int | None = None) -> dict:
         return {"event_id": f"{track}-{kind}", "camera_id": "cam", "zone_id": "till", "zone_kind": "queue",
-                "track_id": track, "kind": kind, "ts_ms": ts_ms, "seq": ts_ms - t0, "dwell_ms": dwell_ms,
+                "track_id": track, "kind": kind, "ts_ms": ts_ms, "seq": ts_ms - t0 + 5000, "dwell_ms": dwell_ms,
                 "how": "served" if kind == "exit" else None}
 
-    rows = [r for i in range(served) for r in (row(i, "enter", t0 + 10 * i), row(i, "exit", t0 + 10 * i + 5, 5000))]
+    # each visit's entry at its exit's time less its dwell, as the zone tracker writes them (a visit is closed by the
+    # exit whose ts_ms - dwell_ms is its entry's)
+    rows = [r for i in range(served)
+            for r in (row(i, "enter", t0 + 10 * i + 5 - 5000), row(i, "exit", t0 + 10 * i + 5, 5000))]
     end = t0 + 10 * served
     rows += [row(served + i, "enter", end + i) for i in range(waiting)]
     last = (end - 1) // 3_600_000 * 3_600_000  # the hour of the last exits (the range spans 500 s)

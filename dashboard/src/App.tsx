@@ -96,9 +96,16 @@ export function App() {
         <header className="topbar">
           <button className="menu-button" aria-label="Menu" onClick={() => setMenu(!menu)}>☰</button>
           <span className="brand">StoreLens</span>
-          <span className={`live-dot ${live.status}`} title={`live feed: ${live.status}`} data-testid="live-status">
-            {live.status === "open" ? "live" : live.status}
-          </span>
+          {/* open but the server cannot read the numbers, or a camera is not receiving: not the green "live" */}
+          {(() => {
+            const notNow = live.status === "open" && (live.serverError !== null || !!live.counts?.stale);
+            return (
+              <span className={`live-dot ${notNow ? "stale" : live.status}`} data-testid="live-status"
+                title={notNow ? (live.serverError ?? "a camera is not receiving") : `live feed: ${live.status}`}>
+                {notNow ? "stale" : live.status === "open" ? "live" : live.status}
+              </span>
+            );
+          })()}
           <span className="spacer" />
           <span className="who" data-testid="who">
             {me.username} <span className={`role role-${me.role}`} data-testid="role">{me.role}</span>

@@ -78,6 +78,8 @@ export interface Loaded<T> {
   error: ApiError | null;
   loading: boolean;
   reload: () => void;
+  /** When the answer shown was read (ms since epoch; null before the first). */
+  readAt: number | null;
 }
 
 /** What a request asks for: its path, or, for a relative range (`range`: the picker's key), its path but the range's
@@ -91,36 +93,40 @@ function queryOf(path: string, range?: string): string {
   return `${range}|${p}?${params}`;
 }
 
-/** GET `path` (none when null) and re-GET when it changes or on `reload()`.
+/** GET `path` (none when null) and re-GET when it changes or on `reload()`: one read at a time (a new one aborts the
+ * one in flight, as leaving the view does).
  *
  * An answer is shown for the query it answers only: when the path asks something else (another camera, range,
  * bucket, page ...) `data` and `error` are null and `loading` true until its own answer comes, so no view shows
  * the previous answer as this one's. `reload()` and a relative range moved on a minute (`range`: the range
  * picker's key, given by the views with one) keep the answer on screen while the new one loads (a chart keeps its
- * zoom). */
+ * zoom), and when the new one fails (`error` beside the last `data`, `readAt` still that answer's: one failed
+ * re-read does not blank the view). */
 export function useApi<T>(path: string | null, range?: string): Loaded<T> {
   const query = path === null ? null : queryOf(path, range);
-  const [state, setState] = useState<{ query: string | null; data: T | null; error: ApiError | null; loading: boolean }>({
+  const [state, setState] = useState<{ query: string | null; data: T | null; error: ApiError | null; loading: boolean;
+    readAt: number | null }>({
     query,
     data: null,
     error: null,
     loading: path !== null,
+    readAt: null,
   });
   const [tick, setTick] = useState(0);
   useEffect(() => {
     if (path === null) return;
-    let live = true;
+    const read = new AbortController();
     setState((s) => ({ ...s, loading: true }));
-    get<T>(path).then(
-      (data) => live && setState({ query, data, error: null, loading: false }),
-      (e) => live && setState({ query, data: null, error: toApiError(e), loading: false }),
+    request<T>(path, { signal: read.signal }).then(
+      (data) => !read.signal.aborted && setState({ query, data, error: null, loading: false, readAt: Date.now() }),
+      (e) => !read.signal.aborted && setState((s) => s.query === query
+        ? { ...s, error: toApiError(e), loading: false } // a re-read failed: the last answer stays, with the error
+        : { query, data: null, error: toApiError(e), loading: false, readAt: null }),
     );
-    return () => {
-      live = false;
-    };
+    return () => read.abort();
   }, [path, tick]); // eslint-disable-line react-hooks/exhaustive-deps -- query follows path
   const reload = useCallback(() => setTick((t) => t + 1), []);
-  if (state.query !== query) return { data: null, error: null, loading: path !== null, reload };
+  if (state.query !== query) return { data: null, error: null, loading: path !== null, reload, readAt: null };
   return { ...state, reload };
 }
 
@@ -169,6 +175,26 @@ export function fmtTime(ms: number | null | undefined): string {
   const part: Record<string, string> = {};
   for (const p of timeFormat.formatToParts(new Date(ms))) part[p.type] = p.value;
   return `${part.year}-${part.month}-${part.day} ${part.hour}:${part.minute}:${part.second}`;
+}
+
+/** The store's wall clock at `ms` (see setStoreTimeZone) as [year, month, day, hour, minute, second]. */
+function storeParts(ms: number): number[] {
+  timeFormat ??= makeFormat();
+  const part: Record<string, string> = {};
+  for (const p of timeFormat.formatToParts(new Date(ms))) part[p.type] = p.value;
+  return [part.year, part.month, part.day, part.hour, part.minute, part.second].map(Number);
+}
+
+/** The store's UTC offset at `ms` (ms; +05:30 is 19,800,000), as setStoreTimeZone's zone has it. */
+export function storeOffsetMs(ms: number): number {
+  const [y, mo, d, h, mi, s] = storeParts(ms);
+  return Date.UTC(y, mo - 1, d, h, mi, s) - Math.floor(ms / 1000) * 1000;
+}
+
+/** The time since the store's local midnight at `ms` (its wall clock's; ms). */
+export function storeTimeOfDayMs(ms: number): number {
+  const [, , , h, mi, s] = storeParts(ms);
+  return ((h * 60 + mi) * 60 + s) * 1000 + (((ms % 1000) + 1000) % 1000);
 }
 
 export function fmtNum(v: number | null | undefined, digits = 2): string {
@@ -235,18 +261,26 @@ export interface CameraOccupancy {
   total_out: number;
   ts_ms: number;
   last_seen_ts_ms?: number;
+  /** a live camera without a frame for over 60 s at the API's clock (never a recorded file) */
+  stale?: boolean;
+  age_s?: number;
 }
 
 export interface OccupancyOut {
   store_id: string;
   occupancy: number;
+  stale?: boolean;
   cameras: CameraOccupancy[];
 }
 
 export interface LiveCounts {
   ts_ms: number;
   store: { occupancy: number; in: number; out: number };
-  cameras: { camera_id: string; occupancy: number; in: number; out: number; last_seen_ts_ms: number | null }[];
+  /** Some camera is stale (the store's numbers hold its last frame's counts). */
+  stale?: boolean;
+  /** stale: a live camera without a frame for over 60 s (age_s: its newest frame's age); never a recorded file. */
+  cameras: { camera_id: string; occupancy: number; in: number; out: number; last_seen_ts_ms: number | null;
+    stale?: boolean; age_s?: number | null }[];
 }
 
 export interface CountsOut {

@@ -2,11 +2,13 @@
 // renewal while the page is open (the stream alone never renews the sign-in cookie), and the number of open alerts
 // (the navigation's badge).
 import { createContext, useContext, useEffect, useRef, useState } from "react";
-import { get, toApiError, type Alert, type AlertsOut, type LiveCounts } from "./api";
+import { get, toApiError, type Alert, type AlertsOut, type Loaded, type LiveCounts } from "./api";
 
 export interface Live {
   /** Latest `counts` event (null before the first). */
   counts: LiveCounts | null;
+  /** When `counts` came (Date.now()): a camera's `age_s` is its age then (the server does not push it as it grows). */
+  countsAt: number;
   /** Latest `alert` event. */
   alert: Alert | null;
   /** Alerts pushed since the page was opened. */
@@ -16,9 +18,13 @@ export interface Live {
   firing: number | null;
   /** open: the numbers are live; connecting / error: they are the last ones received (stale). */
   status: "connecting" | "open" | "error";
+  /** The server's `unavailable` event (it could not read the numbers) until the next `counts`: the numbers shown are
+   * the last ones read, not live, while the stream stays open. */
+  serverError: string | null;
 }
 
-export const LiveContext = createContext<Live>({ counts: null, alert: null, alerts: 0, firing: null, status: "connecting" });
+const INITIAL: Live = { counts: null, countsAt: 0, alert: null, alerts: 0, firing: null, status: "connecting", serverError: null };
+export const LiveContext = createContext<Live>(INITIAL);
 export const useLive = () => useContext(LiveContext);
 
 /** Between two renewals of the session cookie: a third of the shortest auth.session_ttl_s (60 s). The API renews
@@ -31,7 +37,7 @@ const FIRING_READ_MS = 300;
 
 /** The feed while `enabled` (signed in); `onSignedOut` when the session turns out to have ended (401). */
 export function useLiveFeed(enabled: boolean, onSignedOut: () => void): Live {
-  const [live, setLive] = useState<Live>({ counts: null, alert: null, alerts: 0, firing: null, status: "connecting" });
+  const [live, setLive] = useState<Live>(INITIAL);
   const signedOut = useRef(onSignedOut);
   signedOut.current = onSignedOut;
   useEffect(() => {
@@ -64,6 +70,12 @@ export function useLiveFeed(enabled: boolean, onSignedOut: () => void): Live {
         setLive((l) => ({ ...l, status: "open" }));
         readFiring(); // (again) connected: alerts may have changed meanwhile
       };
+      // the server could not read the numbers (not `error`: that name is the connection's own, below)
+      source.addEventListener("unavailable", (ev) => {
+        const message = (JSON.parse((ev as MessageEvent).data) as { message?: string }).message
+          ?? "the server could not read the numbers";
+        setLive((l) => ({ ...l, serverError: message }));
+      });
       source.onerror = () => {
         if (source.readyState !== EventSource.CLOSED) {
           setLive((l) => ({ ...l, status: "connecting" })); // the browser reconnects by itself
@@ -75,7 +87,7 @@ export function useLiveFeed(enabled: boolean, onSignedOut: () => void): Live {
       };
       source.addEventListener("counts", (ev) => {
         const counts = JSON.parse((ev as MessageEvent).data) as LiveCounts;
-        setLive((l) => ({ ...l, counts, status: "open" }));
+        setLive((l) => ({ ...l, counts, countsAt: Date.now(), status: "open", serverError: null }));
       });
       source.addEventListener("alert", (ev) => {
         const alert = JSON.parse((ev as MessageEvent).data) as Alert;
@@ -95,4 +107,33 @@ export function useLiveFeed(enabled: boolean, onSignedOut: () => void): Live {
     };
   }, [enabled]);
   return live;
+}
+
+/** How often a view's "now" figures that the live feed does not carry (zones, queues) are read again while it is
+ * open. */
+export const RELOAD_MS = 10_000;
+
+/** Call each reload every RELOAD_MS while the view is open (a `counts` push reads at once when that much has passed
+ * since the last read: a timer held back in a background tab), never more often: the live pushes come every second
+ * while a camera receives (its newest frame's time changes), and each read of /v1/queues is a window's query per
+ * camera. A `Loaded` (useApi's answer) is not read again while a read of it is in flight. Figures read once would
+ * stay on screen as "now" while the store changes (or its camera stops). */
+export function useLiveReload(...reloads: (Pick<Loaded<unknown>, "reload" | "loading"> | (() => void))[]): void {
+  const { counts } = useLive();
+  const current = useRef(reloads);
+  current.current = reloads;
+  const last = useRef(Date.now()); // the views read on mount
+  const readIfDue = useRef(() => {
+    if (Date.now() - last.current < RELOAD_MS) return;
+    last.current = Date.now();
+    for (const r of current.current) {
+      if (typeof r === "function") r();
+      else if (!r.loading) r.reload();
+    }
+  });
+  useEffect(() => readIfDue.current(), [counts]);
+  useEffect(() => {
+    const t = window.setInterval(() => readIfDue.current(), 1_000);
+    return () => window.clearInterval(t);
+  }, []);
 }

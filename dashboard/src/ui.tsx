@@ -1,6 +1,6 @@
 // Small shared pieces: cards, error and loading states, the time-range picker.
 import { Component, useEffect, useState, type ErrorInfo, type ReactNode } from "react";
-import { ApiError, fmtNum, fmtPct } from "./api";
+import { ApiError, fmtNum, fmtPct, storeOffsetMs, storeTimeOfDayMs } from "./api";
 
 export function Card({ title, children, actions, testId }: { title: string; children: ReactNode; actions?: ReactNode; testId?: string }) {
   return (
@@ -86,24 +86,60 @@ export const RANGES: { key: RangeKey; label: string; ms: number | null }[] = [
 /** A relative range's start moves on in steps of this: its data are read again at most once a step. */
 export const RANGE_STEP_MS = 60_000;
 
-/** The start of range `key` now, on a whole RANGE_STEP_MS (a minute): the same all through the minute, so a view
- * drawn again (a live push) asks the same query; undefined for all the data. */
-export function rangeStart(key: RangeKey): number | undefined {
-  const r = RANGES.find((x) => x.key === key);
-  return r && r.ms !== null ? Math.floor((Date.now() - r.ms) / RANGE_STEP_MS) * RANGE_STEP_MS : undefined;
+const HOUR_MS = 3_600_000;
+const DAY_MS = 86_400_000;
+
+/** The store's local midnight starting the day that holds `t` (setStoreTimeZone; 23 or 25 h days when the clocks
+ * change). */
+function storeMidnight(t: number): number {
+  const m = t - storeTimeOfDayMs(t);
+  const off = storeTimeOfDayMs(m); // the offset changed since midnight (a DST night): the midnight is that much off
+  return off === 0 ? m : m - (off > DAY_MS / 2 ? off - DAY_MS : off);
 }
 
-/** The end of relative range `key` starting at `start` (useRangeStart): the whole minute after now, so that the
- * range reaches now (its empty last minutes too) and is the same all through the minute; undefined for all the
- * data (the API's default end). */
+/** How the API laid a chart's buckets out (its answer's `aligned_to`): the store's calendar, or the epoch's grid
+ * (zone statistics whose stored buckets the store's grid would cut: hours of a +05:30 zone over stored hours). */
+export type AlignedTo = "store_local_day" | "store_local_hour" | "epoch";
+
+/** The edge of the API's bucket of `bucketS` seconds that holds `t`, in the store's calendar as the API lays buckets
+ * out (storelens.domain.calendar.StoreCalendar.grid): a whole day from the store's local midnight; shorter ones on
+ * multiples of the width since the epoch, moved by the sub-hour part of the store's UTC offset (+05:30: local whole
+ * hours are edges). `alignedTo` "epoch" (the API said so): multiples of the width since the epoch, whole days too. */
+function bucketEdge(t: number, bucketS: number, alignedTo?: AlignedTo): number {
+  const w = bucketS * 1000;
+  if (alignedTo === "epoch") return Math.floor(t / w) * w;
+  if (bucketS % 86_400 === 0) return storeMidnight(t);
+  const origin = ((((-storeOffsetMs(t)) % HOUR_MS) + HOUR_MS) % HOUR_MS) % w;
+  return Math.floor((t - origin) / w) * w + origin;
+}
+
+/** The start of range `key` now (undefined for all the data). Without `bucketS`: on a whole RANGE_STEP_MS (a
+ * minute), the same all through the minute, so a view drawn again (a live push) asks the same query. With the
+ * chart's bucket width `bucketS`: the edge of the bucket that holds now - the range, as the API lays buckets out in
+ * the store's time zone (`alignedTo`: the API's answer's, when it said; zone statistics may be on the epoch's grid),
+ * so the range covers at least its length in whole buckets: "Last 24 h" by day at 00:10 is yesterday and today from
+ * local midnight (not 10 minutes), "Last hour" by hour at 10:02 is from 09:00; days of 23 or 25 h when the clocks
+ * change are the store's local days. */
+export function rangeStart(key: RangeKey, bucketS?: number, alignedTo?: AlignedTo): number | undefined {
+  const r = RANGES.find((x) => x.key === key);
+  if (!r || r.ms === null) return undefined;
+  const now = Math.floor(Date.now() / RANGE_STEP_MS) * RANGE_STEP_MS;
+  if (!bucketS || bucketS <= 0) return now - r.ms;
+  return bucketEdge(now - r.ms, bucketS, alignedTo);
+}
+
+/** The end of relative range `key` (`start`: useRangeStart's): the whole minute after now, so that the range
+ * reaches now (its empty last minutes too) and is the same all through the minute; undefined for all the data (the
+ * API's default end). */
 export function rangeEnd(key: RangeKey, start: number | undefined): number | undefined {
   const r = RANGES.find((x) => x.key === key);
-  return r && r.ms !== null && start !== undefined ? start + r.ms + RANGE_STEP_MS : undefined;
+  return r && r.ms !== null && start !== undefined
+    ? Math.floor(Date.now() / RANGE_STEP_MS) * RANGE_STEP_MS + RANGE_STEP_MS : undefined;
 }
 
-/** rangeStart of `key`, moved on at each whole minute while the view is open: a relative range ("last hour") is
- * read again once a minute, never on a live push (the view drawn again asks the same query). */
-export function useRangeStart(key: RangeKey): number | undefined {
+/** rangeStart of `key` (and `bucketS`, `alignedTo`), moved on at each whole minute while the view is open: a relative
+ * range ("last hour") is read again once a minute, never on a live push (the view drawn again asks the same query). */
+export function useRangeStart(key: RangeKey, bucketS?: number, alignedTo?: AlignedTo): number | undefined {
   const relative = (RANGES.find((x) => x.key === key)?.ms ?? null) !== null;
   const [, setStep] = useState(0);
   useEffect(() => {
@@ -118,7 +154,43 @@ export function useRangeStart(key: RangeKey): number | undefined {
     wait();
     return () => window.clearTimeout(timer);
   }, [relative]);
-  return rangeStart(key);
+  return rangeStart(key, bucketS, alignedTo);
+}
+
+/** The range of a view that opens on all the data (useRangeFallBack: the last 7 days when that is too much). */
+export function useDefaultRange() {
+  const [range, setRange] = useState<RangeKey>("all");
+  const [picked, setPicked] = useState(false); // the user chose the range (else it is the default)
+  const [note, setNote] = useState<string | null>(null);
+  const pick = (v: RangeKey) => {
+    setPicked(true);
+    setNote(null);
+    setRange(v);
+  };
+  return { range, picked, note, pick, setRange, setNote };
+}
+
+/** The default "All data" of `def` (useDefaultRange) answered `error`, a 422 for which `noteOf` gives a note (too
+ * much data for one request; null: another 422): show the last 7 days instead and say so (the note). Answers that
+ * error (the view shows no problem for it), else null. A range the user picked stays as picked, its 422 shown. */
+export function useRangeFallBack(def: ReturnType<typeof useDefaultRange>, error: ApiError | null,
+                                 noteOf: (e: ApiError) => string | null): ApiError | null {
+  const note = !def.picked && def.range === "all" && error?.status === 422 ? noteOf(error) : null;
+  const fallBack = note !== null ? error : null;
+  useEffect(() => {
+    if (note === null) return;
+    def.setNote(note);
+    def.setRange("7d");
+  }, [note]); // eslint-disable-line react-hooks/exhaustive-deps -- the setters do not change
+  return fallBack;
+}
+
+/** A page past the last one (its rows erased or resolved meanwhile): go to the last page there is. `index`: the page
+ * shown (from 0), `count`: the pages there are now (undefined while unknown), `setIndex`: the view's page setter. */
+export function useClampedPage(index: number, count: number | undefined, setIndex: (i: number) => void) {
+  useEffect(() => {
+    if (count !== undefined && index > 0 && index >= count) setIndex(Math.max(0, count - 1));
+  }, [index, count]); // eslint-disable-line react-hooks/exhaustive-deps -- a new setter each render
 }
 
 export function RangePicker({ value, onChange }: { value: RangeKey; onChange: (v: RangeKey) => void }) {

@@ -18,7 +18,7 @@ import sys
 
 def main() -> int:
     from storelens.config import load_config
-    from storelens.errors import StoreLensError
+    from storelens.errors import StoreLensError, WaitStopped
     from storelens.logs import setup_logging
     from storelens.runtime.service import ServiceRuntime
     from storelens.storage import open_storage
@@ -30,6 +30,8 @@ def main() -> int:
     rt = ServiceRuntime("analytics")
     try:
         config = load_config(os.environ.get("STORELENS_CONFIG", "/etc/storelens/site.yaml"))
+        rt.add_check("tables", lambda: False)  # replaced by the app's checks once it exists
+        rt.start()  # first: with storage.migrate: wait, /healthz is up (and /readyz names the schema) while it waits
         storage = open_storage(config.storage)
         # the face gallery's tables, when the store has them and faces.enabled is off (on: the reid service
         # purges its own gallery): kept to faces.reid.retention_days by the purge
@@ -38,8 +40,6 @@ def main() -> int:
             from storelens.storage.live import RedisLiveState
 
             live = RedisLiveState(config.live.redis_url)
-        rt.add_check("tables", lambda: False)  # replaced by the app's checks once it exists
-        rt.start()
         from storelens.runtime.analytics_app import build_app, ensure_app_topics, run_worker
 
         ensure_app_topics(config)
@@ -56,6 +56,8 @@ def main() -> int:
             chores.append(kpi_publisher(config, storage, TopicPublisher(config, topics.STORE_KPIS).publish))
         app = build_app(config, storage, live, rt, loop=loop, chores=chores, gallery=gallery)
         return run_worker(app, rt, loglevel=level)
+    except WaitStopped:  # SIGTERM while waiting for the schema (storage.migrate: wait): nothing to stop yet
+        return 0
     except StoreLensError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -14,7 +14,7 @@ import sys
 
 def main() -> int:
     from storelens.config import load_config
-    from storelens.errors import StoreLensError
+    from storelens.errors import StoreLensError, WaitStopped
     from storelens.logs import setup_logging
     from storelens.runtime.service import ServiceRuntime
     from storelens.runtime.workers import chain_rollup_worker
@@ -26,11 +26,13 @@ def main() -> int:
     rt = ServiceRuntime("chain-rollup")
     try:
         config = load_config(os.environ.get("STORELENS_CONFIG", "/etc/storelens/site.yaml"))
+        rt.start()  # first: with storage.migrate: wait, /healthz is up (and /readyz names the schema) while it waits
         storage = open_storage(config.storage)
-        rt.start()
         if rt.stopping.is_set():
             return 0
         return chain_rollup_worker(config, rt, build_stage("chain-rollup", config), storage).run()
+    except WaitStopped:  # SIGTERM while waiting for the schema (storage.migrate: wait): nothing to stop yet
+        return 0
     except StoreLensError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -40,10 +40,10 @@ class Metrics:
         #: Errors of the API process by reason (:meth:`count_error`): ``breaker_probe_not_started`` (a Redis
         #: breaker's probe thread could not be started); requests refused for a reason worth watching:
         #: ``body_too_large`` (over ``api.max_body_bytes``, 413), ``data_error`` (a value the database refused, 422: a
-        #: free-text parameter without its validation).
+        #: free-text parameter without its validation); ``live_read_failed`` (a read of ``/v1/live``'s numbers).
         self.errors = Counter(
             "storelens_errors_total", "Errors of the API process by reason (breaker_probe_not_started, "
-            "body_too_large, data_error)", ["reason"], registry=self.registry,
+            "body_too_large, data_error, live_read_failed)", ["reason"], registry=self.registry,
         )
         self._live_ping: Callable[[], bool] | None = None  # the live state's (watch_live_state)
         self._live_wait_s = 0.0

@@ -123,6 +123,13 @@ class CameraOccupancyOut(_Out):
     last_seen_ts_ms: int | None = Field(
         default=None, description="Time of the newest frame handled for this camera (the live state's, else the "
         "newest stored frame's); absent when unknown.")
+    stale: bool = Field(False, description="A live camera whose newest frame is older than 60 s at the wall clock "
+                                           "(down, or its pipeline stopped): its numbers are its last frame's, not "
+                                           "now's; also a live camera without any frame (age_s absent: never "
+                                           "received, e.g. a wrong URL). The rule of /v1/zones and /v1/queues; "
+                                           "never for recorded files.")
+    age_s: float | None = Field(None, description="A live camera: the age of its newest frame at the wall clock; "
+                                                  "absent for recorded files and before the first frame.")
 
 
 class OccupancyOut(_Out):
@@ -130,6 +137,8 @@ class OccupancyOut(_Out):
     occupancy: int = Field(description="The store's occupancy (the store_occupancy alert's): ins minus outs over "
                                        "store.entrance_lines when set (at least 0), else the sum over the cameras; "
                                        "since the daily store.occupancy_reset.")
+    stale: bool = Field(False, description="Some camera is `stale`: the store's number holds its last frame's "
+                                           "counts.")
     cameras: list[CameraOccupancyOut]
 
 

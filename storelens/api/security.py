@@ -331,8 +331,11 @@ class Authenticator:
         self._forget(f"key:{key_id}")
         return done
 
-    def authenticate(self, credential: str) -> Principal | None:
-        """The principal of a session JWT or an API key; ``None`` when invalid, expired, revoked or disabled."""
+    def authenticate(self, credential: str, *, past_exp: bool = False) -> Principal | None:
+        """The principal of a session JWT or an API key; ``None`` when invalid, expired, revoked or disabled.
+        ``past_exp``: a session token past its ``exp`` is still accepted while a renewal of it would be (its user's
+        session epoch did not move, within ``auth.session_max_s`` of the sign-in): for an open live stream, whose
+        token is not renewed with the cookie."""
         if credential.startswith(API_KEY_PREFIX):
             key_id, _, secret = credential[len(API_KEY_PREFIX):].partition(".")
             if not _KEY_ID.match(key_id):
@@ -343,7 +346,8 @@ class Authenticator:
                 return None
             return principal
         try:
-            claims = jwt.decode(credential, self._secret, algorithms=[_ALGORITHM], options={"require": ["exp", "sub"]})
+            claims = jwt.decode(credential, self._secret, algorithms=[_ALGORITHM],
+                                options={"require": ["exp", "sub"], "verify_exp": not past_exp})
         except jwt.PyJWTError:
             return None
         if claims.get("typ") != "session":

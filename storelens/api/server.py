@@ -46,6 +46,24 @@ def _tune_process() -> None:
     sys.setswitchinterval(SWITCH_INTERVAL_S)
 
 
+def _open_galleries(config: SiteConfig, storage) -> tuple:
+    """``(gallery_store, purge_gallery)`` of the app (either may be ``None``; the same store when the app serves
+    the gallery): the face gallery the API serves (:func:`storelens.storage.upgrade.site_stores`: PostgreSQL, or
+    ``faces.enabled``), else the SQLite gallery an earlier run left, opened only for the retention purge. What
+    :func:`build_app` opens and :func:`wait_for_schema` waits for."""
+    from storelens.storage import open_gallery_store
+    from storelens.storage.gallery import open_gallery_store_to_purge
+    from storelens.storage.upgrade import site_stores
+
+    gallery = next((s for s in site_stores(config) if s.chain == "gallery"), None)
+    if gallery is None:
+        return None, None
+    if gallery.purge_only:
+        return None, open_gallery_store_to_purge(config, storage)
+    store = open_gallery_store(config)
+    return store, store
+
+
 def build_app(config: SiteConfig) -> "FastAPI":
     """The app of ``config`` with its storage, live state (``live.redis_url``), gallery (faces), publishers
     (:func:`api_publishers`) and retention purge (:func:`storelens.runtime.retention.api_retention`: a SQLite
@@ -57,7 +75,7 @@ def build_app(config: SiteConfig) -> "FastAPI":
 
     storage = open_storage(config.storage)
     closers = [storage.close]
-    live = gallery_store = None
+    live = None
     try:
         if config.live.redis_url:
             from storelens.storage.live import RedisLiveState
@@ -65,18 +83,8 @@ def build_app(config: SiteConfig) -> "FastAPI":
             live = RedisLiveState(config.live.redis_url, timeout_s=config.live.timeout_s, retry_s=LIVE_RETRY_S,
                                   first_retry_s=LIVE_FIRST_RETRY_S)
             closers.append(live.close)
-        if config.faces.enabled or config.storage.backend == "postgres":
-            from storelens.storage import open_gallery_store
-
-            gallery_store = open_gallery_store(config)
-            closers.append(gallery_store.close)
-        purge_gallery = gallery_store
-        if purge_gallery is None and config.storage.backend == "sqlite":  # a gallery an earlier run left
-            from storelens.storage.gallery import open_gallery_store_to_purge
-
-            purge_gallery = open_gallery_store_to_purge(config, storage)
-            if purge_gallery is not None:
-                closers.append(purge_gallery.close)
+        gallery_store, purge_gallery = _open_galleries(config, storage)
+        closers.extend(g.close for g in {id(g): g for g in (gallery_store, purge_gallery) if g is not None}.values())
         purge = api_retention(config, storage, purge_gallery)
         hooks = api_publishers(config, storage)
     except BaseException:
@@ -116,6 +124,31 @@ def app_from_env() -> "FastAPI":
     return build_app(load_config(path))
 
 
+def wait_for_schema(config: SiteConfig, host: str, port: int) -> None:
+    """``storage.migrate: wait``: until the stores the app opens have their tables at this release's revision
+    (:func:`storelens.storage.base.open_migrated`), serve ``/healthz`` (up) and ``/readyz`` (503, naming the
+    revision waited for) on the API's port, so that a startup probe does not end the wait."""
+    import signal
+
+    from storelens.runtime.service import ServiceRuntime
+    from storelens.storage import open_storage
+
+    # no /metrics while waiting: the app serves it (with the metrics token) once it runs
+    rt = ServiceRuntime("api", port=port, host=host, serve_metrics=False)
+    rt.start()
+    try:
+        storage = open_storage(config.storage)
+        try:
+            for gallery in {id(g): g for g in _open_galleries(config, storage) if g is not None}.values():
+                gallery.close()  # the stores build_app opens (_open_galleries), each at head once open
+        finally:
+            storage.close()
+    finally:
+        rt.stop()
+        for sig in (signal.SIGTERM, signal.SIGINT):  # the server's own from here
+            signal.signal(sig, signal.SIG_DFL if sig == signal.SIGTERM else signal.default_int_handler)
+
+
 def serve_site(config_path: str, host: str | None = None, port: int | None = None,
                workers: int | None = None) -> int:
     """Serve the API of the site file ``config_path`` until SIGTERM/SIGINT; the exit code.
@@ -128,6 +161,16 @@ def serve_site(config_path: str, host: str | None = None, port: int | None = Non
     host = host or config.api.host
     port = config.api.port if port is None else port
     workers = workers or config.api.workers
+    if config.storage.migrate == "wait":
+        from storelens.runtime import service
+        from storelens.errors import WaitStopped
+
+        try:
+            wait_for_schema(config, host, port)
+        except WaitStopped:  # SIGTERM while waiting: nothing to stop yet
+            return 0
+        if service.STOP.is_set():  # SIGTERM during the last (successful) look
+            return 0
     if workers <= 1:
         from .app import serve
 

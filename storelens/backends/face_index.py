@@ -119,6 +119,11 @@ class CustomerErased(LookupError):
     """The customer is no longer in the gallery's store (erased by another process); it was dropped here too."""
 
 
+class _CustomerPurged(CustomerErased):
+    """The customer is no longer in the store because every embedding of theirs was past the retention (another
+    process's retention purge, e.g. the analytics service's): forgotten here, not erased (:meth:`FaceGallery._gone`)."""
+
+
 class PurgeResult(NamedTuple):
     embeddings: int
     customers: int
@@ -230,8 +235,8 @@ class GalleryStore(Protocol):
     def customer_exists(self, customer_id: str) -> bool: ...
 
     def list_customers(self, *, returning: bool | None = None, from_ts_ms: int | None = None,
-                       to_ts_ms: int | None = None, limit: int = 50,
-                       offset: int = 0) -> tuple[int, list[CustomerSummary]]:
+                       to_ts_ms: int | None = None, limit: int = 50, offset: int = 0,
+                       exclude: Sequence[str] = ()) -> tuple[int, list[CustomerSummary]]:
         """``(total matching, one page)`` of customers, most recently seen first (ties: by id).
 
         ``returning`` keeps only returning (``True``) or only first-time
@@ -292,11 +297,15 @@ class FaceGallery:
             everything in memory only.
         id_factory: makes the id of a new customer in :meth:`enroll_or_match`
             (default ``cust-`` + 20 random hex digits: pseudonymous, not derived from the face).
+        retention_ms: the store's retention (``faces.reid.retention_days``; ``None``: kept): a customer the store
+            lost whose embeddings here are all older than this before the face at hand was purged by another
+            process's retention (forgotten, the face enrolled as anyone's), not erased (:class:`CustomerErased`).
     """
 
     def __init__(self, config: GalleryConfig | None = None, store: GalleryStore | None = None,
-                 id_factory: Callable[[], str] | None = None) -> None:
+                 id_factory: Callable[[], str] | None = None, retention_ms: int | None = None) -> None:
         self.cfg = config or GalleryConfig()
+        self.retention_ms = retention_ms
         store_dim = getattr(store, "dim", self.cfg.dim)
         if store_dim != self.cfg.dim:
             raise ConfigError(f"gallery store holds {store_dim}-d embeddings, "
@@ -483,8 +492,7 @@ class FaceGallery:
                     if self.store is not None:
                         # an UPDATE of an erased customer's row changes nothing and says nothing: ask first
                         if self._erased_elsewhere(customer_id):
-                            self._drop_erased(customer_id)
-                            raise CustomerErased(customer_id)
+                            raise self._gone(customer_id, ts_ms)
                         if not self.store.replace_embedding(int(self._rowid[r]), ts_ms, v):
                             # the row was deleted behind the index (another process's purge): stored anew
                             self._rowid[r] = self._store_embedding(customer_id, ts_ms, v)
@@ -512,8 +520,7 @@ class FaceGallery:
         except Exception as exc:  # the store's foreign key: the customer row is gone
             if not self._erased_elsewhere(customer_id, default=False):
                 raise
-            self._drop_erased(customer_id)
-            raise CustomerErased(customer_id) from exc
+            raise self._gone(customer_id, ts_ms) from exc
 
     def bulk_load(self, customer_ids: Sequence[str], vectors: np.ndarray, ts_ms: Sequence[int] | np.ndarray) -> None:
         """Add many embeddings at once, as they are (no near-duplicate or cap policy).
@@ -566,7 +573,7 @@ class FaceGallery:
         erased: str | None = None
         with self._lock:
             while True:  # each round that finds the customer erased elsewhere drops one: it ends
-                [(cid, sim)], [gone] = self._match_checked(v[None])
+                [(cid, sim)], [gone] = self._match_checked(v[None], ts_ms)
                 erased = erased or gone
                 if cid is None:
                     break
@@ -575,6 +582,8 @@ class FaceGallery:
                 if sim >= learn_at:
                     try:
                         self.add(cid, v, ts_ms)
+                    except _CustomerPurged:  # past retention: forgotten, the face matched again as anyone's
+                        continue
                     except CustomerErased:
                         erased = erased or cid
                         continue
@@ -614,6 +623,21 @@ class FaceGallery:
         self._cid_of[slot] = None
         self._created.pop(customer_id, None)
         return True
+
+    def _gone(self, customer_id: str, now_ms: int | None) -> CustomerErased:
+        """The store lost ``customer_id``: purged (every embedding here older than :attr:`retention_ms` before
+        ``now_ms``: forgotten, :class:`_CustomerPurged`) or erased by another process (:meth:`_drop_erased`,
+        :class:`CustomerErased`); the exception to raise."""
+        slot = self._slot_of.get(customer_id)
+        if slot is not None and self.retention_ms is not None and now_ms is not None:
+            ts = self._ts[self._rows_of[slot]]
+            if len(ts) and int(ts.max()) < int(now_ms) - int(self.retention_ms):
+                log.info("face gallery: customer purged by another process's retention, forgotten",
+                         extra={"customer": customer_id})
+                self._forget(customer_id)
+                return _CustomerPurged(customer_id)
+        self._drop_erased(customer_id)
+        return CustomerErased(customer_id)
 
     def _drop_erased(self, customer_id: str) -> None:
         """Forget a customer the store has lost (erased by another process); its embeddings wait for the erasure
@@ -663,7 +687,8 @@ class FaceGallery:
                 raise
             return default
         if gone:
-            log.warning("face gallery: customer erased by another process, dropped from the index",
+            log.warning("face gallery: customer gone from the store (erased, or purged, by another process), dropped "
+                        "from the index",
                         extra={"customer": customer_id})
         return gone
 
@@ -735,9 +760,10 @@ class FaceGallery:
         with self._lock:
             return self._match_checked(q)[0]
 
-    def _match_checked(self, q: np.ndarray) -> tuple[list[Match], list[str | None]]:
+    def _match_checked(self, q: np.ndarray, now_ms: int | None = None) -> tuple[list[Match], list[str | None]]:
         """:meth:`match_many` of unit rows ``q``, and per row the customer its best match was found erased
-        elsewhere (dropped) before the answer, or ``None``."""
+        elsewhere (dropped) before the answer, or ``None``; one purged by another process's retention as of
+        ``now_ms`` (:meth:`_gone`) is forgotten and not reported."""
         out = self._best(q)
         erased: list[str | None] = [None] * len(out)
         if self.store is None:
@@ -748,11 +774,11 @@ class FaceGallery:
                     if self._erased_elsewhere(c, default=False)}
             if not gone:
                 return out, erased
-            for c in gone:
-                self._drop_erased(c)
+            purged = {c for c in gone if isinstance(self._gone(c, now_ms), _CustomerPurged)}
             again = [i for i, x in enumerate(out) if x.customer_id in gone]
             for i in again:
-                erased[i] = erased[i] or out[i].customer_id
+                if out[i].customer_id not in purged:
+                    erased[i] = erased[i] or out[i].customer_id
             for i, x in zip(again, self._best(q[again])):
                 out[i] = x
 

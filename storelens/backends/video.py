@@ -191,12 +191,18 @@ def read_live_frames(
     clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     backoff_s: float = 0.5,
     on_reopen: Callable[[], None] | None = None,
+    keep: Callable[[int], bool] | None = None,
 ) -> Iterator[RawFrame]:
     """Frames of a live source, reconnecting with exponential backoff until ``should_stop()``.
 
+    Each frame is grabbed and stamped (``clock_ms()``) as soon as OpenCV has it, and converted to BGR only when
+    ``keep(ts_ms)`` says so (default: every frame): a camera sampled at 5 of its 25 fps skips 80% of the
+    conversions (:class:`TimeSampler`).
+
     The backoff (``backoff_s`` doubling to ``max_backoff_s``) is waited before each reopen, whether the source
-    could not be opened or its stream dropped, and starts again at ``backoff_s`` only once a frame was read: a
-    source that opens but gives nothing is not reopened in a tight loop. Waits end early on ``should_stop()``.
+    could not be opened or its stream dropped, and starts again at ``backoff_s`` only once a frame was read (grabbed and
+    decoded): a source that opens but gives nothing, or whose frames never decode, is not reopened in a tight
+    loop. Waits end early on ``should_stop()``.
     ``on_reopen()`` is called before each reopen attempt (every open but the first).
     """
     backoff = backoff_s
@@ -216,12 +222,17 @@ def read_live_frames(
             continue
         try:
             while not should_stop():
-                ok, img = cap.read()
+                if not cap.grab():
+                    break
+                ts_ms = clock_ms()  # at capture: before the conversion, which only kept frames get
+                index += 1
+                if keep is not None and not keep(ts_ms):
+                    continue
+                ok, img = cap.retrieve()
                 if not ok or img is None:
                     break
-                backoff = backoff_s  # frames come: the next drop is retried soon
-                yield RawFrame(index, clock_ms(), img)
-                index += 1
+                backoff = backoff_s  # frames come (grabbed and decoded): the next drop is retried soon
+                yield RawFrame(index - 1, ts_ms, img)
         finally:
             cap.release()
         if should_stop():
@@ -385,9 +396,9 @@ def camera_frames(cam: CameraConfig, should_stop: Callable[[], bool] = lambda: F
     try:
         if live:  # sample by wall-clock time: a live stream's nominal fps is often wrong
             reconnect = reconnect or IngestConfig()
-            raw_iter = _time_sampled(read_live_frames(
+            raw_iter = read_live_frames(
                 cam.source, reconnect.reconnect_backoff_max_s, should_stop, backoff_s=reconnect.reconnect_backoff_s,
-                on_reopen=on_reopen), cam.target_fps)
+                on_reopen=on_reopen, keep=TimeSampler(cam.target_fps).keep)
         else:
             sampler = FrameSampler(source_fps(cam.source), cam.target_fps)
             keep, bad_frames, index_at = sampler.keep, on_bad_frames, 0
@@ -425,19 +436,28 @@ def camera_frames(cam: CameraConfig, should_stop: Callable[[], bool] = lambda: F
         raise error
 
 
+class TimeSampler:
+    """Keeps at most ``target_fps`` frames per second of timestamp (``None``: all): a live source's sampler."""
+
+    def __init__(self, target_fps: float | None) -> None:
+        self.period_ms = 1000.0 / target_fps if target_fps else 0.0
+        self._next_ms: float | None = None
+
+    def keep(self, ts_ms: int) -> bool:
+        if not self.period_ms:
+            return True
+        if self._next_ms is not None and ts_ms < self._next_ms:
+            return False
+        self._next_ms = (ts_ms if self._next_ms is None else self._next_ms) + self.period_ms
+        if self._next_ms <= ts_ms:  # after a stall, restart the ticks from this frame
+            self._next_ms = ts_ms + self.period_ms
+        return True
+
+
 def _time_sampled(frames: Iterator[RawFrame], target_fps: float | None) -> Iterator[RawFrame]:
-    """Keep at most ``target_fps`` frames per second of timestamp."""
-    if not target_fps:
-        yield from frames
-        return
-    period_ms = 1000.0 / target_fps
-    next_ms: float | None = None
-    for raw in frames:
-        if next_ms is None or raw.ts_ms >= next_ms:
-            next_ms = (raw.ts_ms if next_ms is None else next_ms) + period_ms
-            if next_ms <= raw.ts_ms:  # after a stall, restart the ticks from this frame
-                next_ms = raw.ts_ms + period_ms
-            yield raw
+    """Keep at most ``target_fps`` frames per second of timestamp (:class:`TimeSampler`)."""
+    sampler = TimeSampler(target_fps)
+    return (raw for raw in frames if sampler.keep(raw.ts_ms))
 
 
 def source_fps(source: str) -> float:

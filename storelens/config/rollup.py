@@ -28,8 +28,9 @@ class ChainConfig(Strict):
     ``store-kpis`` topic (a regex subscription on the shared Kafka) into this deployment's database, and its
     API answers ``GET /v1/stores`` and the KPIs of every store, region and the chain."""
 
-    #: Topics to read: every store's ``<kafka.topic_prefix>store-kpis``.
-    topic_pattern: str = r"^.+\.store-kpis$"
+    #: Topics to read: every store's ``<kafka.topic_prefix>store-kpis``; the default matches any prefix
+    #: ``kafka.topic_prefix`` allows (``[A-Za-z0-9._-]*``: none, ``store-berlin-01.``, ``berlin_``).
+    topic_pattern: str = r"^[A-Za-z0-9._-]*store-kpis$"
     #: Seconds between the checks for new matching topics (a new store is read within this).
     metadata_refresh_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
 

@@ -504,6 +504,11 @@ class StorageConfig(Strict):
     #: libpq connection string (backend ``postgres``), e.g.
     #: ``postgresql://storelens:${PGPASSWORD}@postgres:5432/storelens``.
     dsn: str | None = None
+    #: ``auto``: each process migrates the tables to its release's schema when it opens them (under a lock; the
+    #: embedded mode). ``wait``: it never migrates; behind, it waits (``/readyz`` names the revision, ``/healthz``
+    #: stays up) for ``storelens db upgrade`` (Kubernetes: the api's ``db-upgrade`` initContainer); newer than the
+    #: release (a rollback): an error.
+    migrate: Literal["auto", "wait"] = "auto"
 
     @model_validator(mode="after")
     def _dsn_for_postgres(self) -> "StorageConfig":

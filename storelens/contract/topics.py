@@ -58,11 +58,17 @@ class TopicSpec:
     #: Keyed by camera id (:func:`camera_key`): at most one partition per camera gets messages, so at most
     #: min(partitions, cameras) consumers of a group get any (the KEDA ceilings of k8s/).
     keyed_by_camera: bool = True
+    #: A compacted topic's ``segment.ms`` (``None``: the broker's, 7 days). Compaction never cleans the open
+    #: segment: a topic written often (``ingest-state``: file positions) needs it short to stay small.
+    compacted_segment_ms: int | None = None
+    #: A compacted topic's ``min.cleanable.dirty.ratio`` (``None``: the broker's, 0.5).
+    min_cleanable_dirty_ratio: float | None = None
 
     @property
     def segment_ms(self) -> int | None:
-        """The topic's ``segment.ms`` (:func:`segment_ms`; ``None``: compacted or kept forever)."""
-        return None if self.compacted else segment_ms(self.retention_ms)
+        """The topic's ``segment.ms`` (:func:`segment_ms`; compacted: :attr:`compacted_segment_ms`; ``None``: the
+        broker's)."""
+        return self.compacted_segment_ms if self.compacted else segment_ms(self.retention_ms)
 
 
 #: The longest time a segment of a time-retained topic stays open (Kafka's default ``segment.ms`` is 7 days).
@@ -118,7 +124,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(DETECT_TRACK_STATE, "storelens.v1.StageSnapshot", 1, -1, max_message_bytes=64 * 1024**2,
               compacted=True, partitions_fixed=True, keyed_by_camera=False),  # keyed `<frames topic>/<partition>`
     TopicSpec(INGEST_STATE, "storelens.v1.IngestStream", 1, -1, compacted=True, partitions_fixed=True,
-              keyed_by_camera=False),
+              keyed_by_camera=False, compacted_segment_ms=_HOUR, min_cleanable_dirty_ratio=0.1),
 )
 
 

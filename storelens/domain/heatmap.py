@@ -22,6 +22,10 @@ Rules (each is a case in ``tests/test_heatmap.py`` or ``tests/test_heatmap_revie
   against the track's anchor ``speed_window_ms`` ago (or the oldest one kept, if at
   least half that long ago). Box heights make the threshold independent of the
   distance to the camera. A track younger than half the window is not lingering yet.
+* **Frame size.** A frame of another size than the last one (a stream switching resolution)
+  closes every open minute first (the last frame counts up to the new one), at the old size:
+  a minute holds cells of one grid only. The minute of the change may then come again at the
+  new size (the history store keeps the later one; it reads a range at its latest frame size).
 * **Grid of a saved state.** :meth:`HeatmapAccumulator.state` records ``cell_px``; a state
   saved under another cell size (the setting changed across a restart) loads without
   its open minutes and last frame, whose cells are of the other grid (a state without
@@ -134,6 +138,15 @@ class HeatmapAccumulator:
                boxes_xyxy: np.ndarray) -> list[HeatmapMinute]:
         """One frame in (every frame, with or without people); the minutes it closed out."""
         ts_ms = int(ts_ms)
+        resized: list[HeatmapMinute] = []
+        if int(width) and int(height) and self.width and self.height and \
+                (int(width), int(height)) != (self.width, self.height):
+            # another frame size: the open minutes and the last frame are cells of the old grid, closed now
+            if self.pending is not None and ts_ms > self.pending[0]:
+                self._credit(min(ts_ms - self.pending[0], self.gap_cap_ms))
+            self.pending = None
+            self.history.clear()
+            resized = self._close(before_ms=None)
         if self.pending is not None and ts_ms > self.pending[0]:
             dt = ts_ms - self.pending[0]
             self._credit(min(dt, self.gap_cap_ms))
@@ -145,7 +158,7 @@ class HeatmapAccumulator:
         cells = anchor_cells(boxes, self.width, self.height, self.cell_px) if len(boxes) else np.zeros((0, 2), int)
         linger = self._lingering(ts_ms, track_ids, boxes)
         self.pending = (ts_ms, [[int(c[0]), int(c[1]), int(d)] for c, d in zip(cells, linger)])
-        return self._close(before_ms=minute_start(ts_ms))
+        return resized + self._close(before_ms=minute_start(ts_ms))
 
     def end(self) -> list[HeatmapMinute]:
         """End of the source: the last frame counts for the interval before it; every minute closes."""

@@ -10,8 +10,12 @@ source pixels. ``storelens track`` writes hypotheses as
 ``frame,id,left,top,width,height,conf,-1,-1,-1``.
 
 Ground-truth rows are *evaluated* (scored, counted) when their ``conf`` is not
-0 and, for MOT16/17 ground truth, their class is 1 (pedestrian). In 2D MOT 2015
-every row has conf 1.
+0 and, for MOT16/17/20 ground truth, their class is 1 (pedestrian). In 2D MOT 2015
+every row has conf 1. Before scoring, a tracker box that matches a MOT16/17/20
+ground-truth box of a distractor class (a person on a vehicle, a static person,
+a distractor, a reflection; in MOT20 also a non-MOT vehicle) is removed, as the
+official MOTChallenge evaluation does (:func:`scored_frames`): such a box is
+neither a hit nor a false positive.
 
 * :func:`evaluate_mot` scores a hypothesis file against ground truth with
   ``motmetrics`` (CLEAR MOT and identity metrics, IoU matching).
@@ -53,6 +57,13 @@ PathLike = Union[str, os.PathLike]
 
 #: MOT16/17 ground-truth class of pedestrians, the only class that is evaluated.
 PEDESTRIAN_CLASS = 1
+#: MOT16/17 ground-truth classes whose matched tracker boxes are removed before scoring: person on vehicle (2),
+#: static person (7), distractor (8), reflection (12), as TrackEval's MotChallenge2DBox preprocessing does.
+DISTRACTOR_CLASSES = frozenset({2, 7, 8, 12})
+#: MOT20 also removes tracker boxes matched to a non-MOT vehicle (6).
+MOT20_DISTRACTOR_CLASSES = DISTRACTOR_CLASSES | {6}
+#: IoU from which a tracker box matches a distractor box (fixed, whatever the scoring threshold).
+DISTRACTOR_MATCH_IOU = 0.5
 
 
 class MotFormatError(StoreLensError):
@@ -219,20 +230,74 @@ def _box_array(boxes: Sequence[MotBox]) -> np.ndarray:
     return np.array([[b.left, b.top, b.width, b.height] for b in boxes], np.float64).reshape(-1, 4)
 
 
+def box_iou(a: Sequence[MotBox], b: Sequence[MotBox]) -> np.ndarray:
+    """IoU of every box of ``a`` (rows) with every box of ``b`` (columns)."""
+    ax, bx = (np.array([bb.xyxy for bb in boxes], np.float64).reshape(-1, 4) for boxes in (a, b))
+    lt = np.maximum(ax[:, None, :2], bx[None, :, :2])
+    rb = np.minimum(ax[:, None, 2:], bx[None, :, 2:])
+    inter = np.clip(rb - lt, 0.0, None).prod(axis=2)
+    area_a = (ax[:, 2] - ax[:, 0]) * (ax[:, 3] - ax[:, 1])
+    area_b = (bx[:, 2] - bx[:, 0]) * (bx[:, 3] - bx[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def _distractor_classes(gt_path: PathLike) -> frozenset[int]:
+    """The distractor classes of a sequence: MOT20's if its name (``seqinfo.ini``, else the folder above ``gt/``)
+    starts with ``MOT20``."""
+    name = sequence_info(gt_path).get("name") or pathlib.Path(gt_path).resolve().parent.parent.name
+    return MOT20_DISTRACTOR_CLASSES if name.upper().startswith("MOT20") else DISTRACTOR_CLASSES
+
+
+def _without_distractor_matches(gt: Sequence[MotBox], hyp: Sequence[MotBox],
+                                distractors: Collection[int]) -> list[MotBox]:
+    """``hyp`` less the boxes that one-to-one matching on IoU (Hungarian, pairs of IoU >= 0.5 only) pairs with a
+    ``gt`` box (any row of the frame: every class, conf 0 too) of a class in ``distractors``."""
+    if not gt or not hyp:
+        return list(hyp)
+    from scipy.optimize import linear_sum_assignment
+
+    iou = box_iou(gt, hyp)
+    iou[iou < DISTRACTOR_MATCH_IOU - np.finfo(float).eps] = 0.0
+    rows, cols = linear_sum_assignment(iou, maximize=True)
+    drop = {int(c) for r, c in zip(rows, cols) if iou[r, c] > np.finfo(float).eps and gt[r].cls in distractors}
+    return [b for k, b in enumerate(hyp) if k not in drop]
+
+
+def scored_frames(gt_path: PathLike, hyp_path: PathLike) -> tuple[MotFrames, MotFrames]:
+    """Ground truth and hypotheses as they are scored (MOTChallenge's preprocessing), ``{frame: [MotBox, ...]}``.
+
+    If the ground truth carries classes (MOT16/17/20, 9 columns), in every frame the
+    hypotheses are first matched one-to-one to *all* ground-truth rows of the frame
+    (Hungarian on IoU, pairs of IoU >= 0.5 only) and those matched to a distractor
+    class (:data:`DISTRACTOR_CLASSES`; :data:`MOT20_DISTRACTOR_CLASSES` for a MOT20
+    sequence) are removed. Then only evaluated ground-truth rows are kept
+    (:attr:`MotBox.evaluated`). Ground truth without classes (2D MOT 2015, TUD,
+    CAVIAR) keeps every hypothesis. Both :func:`evaluate_mot` and the HOTA of
+    ``bench/tracking.py`` score these frames.
+    """
+    gt_all, hyp = read_mot(gt_path), read_mot(hyp_path)
+    if any(b.cls is not None for bs in gt_all.values() for b in bs):
+        distractors = _distractor_classes(gt_path)
+        hyp = {f: _without_distractor_matches(gt_all.get(f, []), bs, distractors) for f, bs in hyp.items()}
+    gt = {f: kept for f, bs in gt_all.items() if (kept := [b for b in bs if b.evaluated])}
+    return gt, hyp
+
+
 def evaluate_mot(gt_path: PathLike, hyp_path: PathLike, iou_threshold: float = 0.5,
                  frames: Collection[int] | None = None) -> MotScores:
     """Score tracker output ``hyp_path`` against ground truth ``gt_path``.
 
     Boxes match when their IoU is at least ``iou_threshold``. Only evaluated
-    ground-truth rows count (conf != 0; for MOT16/17 also class 1). Every frame
+    ground-truth rows count (conf != 0; for MOT16/17/20 also class 1), and tracker
+    boxes on distractors are removed first (:func:`scored_frames`). Every frame
     that has ground truth or hypotheses is scored, so frames the tracker left
     empty count as misses; with ``frames``, only those (a camera sampling the
     sequence, ``target_fps``: a frame never shown to the tracker is no miss).
     """
     if not 0.0 < iou_threshold <= 1.0:
         raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
-    gt = read_mot(gt_path, evaluated_only=True)
-    hyp = read_mot(hyp_path)
+    gt, hyp = scored_frames(gt_path, hyp_path)
     _numpy2_compat()
     import motmetrics as mm
 

@@ -124,19 +124,42 @@ def transaction(transaction_id: str, store_id: str, register_id: str, ts_ms: int
 CSV_COLUMNS = ("transaction_id", "register_id", "time", "amount", "items")
 
 
+def _csv_line(text: str) -> list[str]:
+    """The fields of one physical CSV line; ``ValueError`` naming the fault (an unclosed quote, a huge field)."""
+    import csv
+
+    text = text.rstrip("\r\n")
+    try:
+        next(csv.reader([text], strict=True), [])
+    except csv.Error as exc:
+        if "unexpected end of data" in str(exc):
+            raise ValueError("unclosed quote (no field may span lines)") from None
+        if "field limit" in str(exc):
+            raise ValueError(f"{exc}") from None
+    try:
+        return next(csv.reader([text]), [])  # lenient as before otherwise ('"b"x' is bx)
+    except csv.Error as exc:
+        raise ValueError(str(exc)) from None
+
+
 def read_csv(lines, store_id: str, default_currency: str = "EUR",
              now_ms: int | None = None) -> tuple[list[m.PosTransaction], list[str]]:
     """Transactions of a CSV export (header ``transaction_id,register_id,time,amount,items[,currency]``;
     ``time`` ISO 8601 with offset or ms, from 1973 to a day after ``now_ms``; ``amount`` decimal in major
     units) and one error per bad row, ``line N: ...`` (1-based file line numbers), e.g. ``line 3: time:
-    1767225600 is before 1973-03-03 ...: a time in seconds?``. Good rows are returned whatever the bad ones."""
-    import csv
-
-    reader = csv.reader(lines)
+    1767225600 is before 1973-03-03 ...: a time in seconds?``. Good rows are returned whatever the bad ones.
+    No field holds a line break: each physical line is parsed on its own, and a line with a stray quote is one
+    bad row, ``line N: unclosed quote``, the lines after it are read as usual."""
+    numbered = enumerate(lines, start=1)
     try:
-        header = [h.strip().lower() for h in next(reader)]
+        _, first_line = next(numbered)
+        header = [h.strip().lower() for h in _csv_line(first_line)]
     except StopIteration:
         return [], ["line 1: empty file (expected a header " + ",".join(CSV_COLUMNS) + "[,currency])"]
+    except UnicodeDecodeError:  # the file's, not the header's (a ValueError too): the caller names its line
+        raise
+    except ValueError as exc:
+        return [], [f"line 1: {exc}"]
     missing = [c for c in CSV_COLUMNS if c not in header]
     unknown = [c for c in header if c not in (*CSV_COLUMNS, "currency")]
     if missing or unknown:
@@ -145,8 +168,12 @@ def read_csv(lines, store_id: str, default_currency: str = "EUR",
     col = {c: header.index(c) for c in header}
     out: list[m.PosTransaction] = []
     errors: list[str] = []
-    for row in reader:
-        line = reader.line_num
+    for line, text in numbered:
+        try:
+            row = _csv_line(text)
+        except ValueError as exc:
+            errors.append(f"line {line}: {exc} (the line is not imported)")
+            continue
         if not row or all(not c.strip() for c in row):
             continue
         if len(row) != len(header):

@@ -105,8 +105,20 @@ class ChainKpis(SalesRatios):
     #: currency than its hour's (:attr:`HourRow.sales_only`) add to ``transactions`` and ``sales_minor`` only.
     transactions_with_visitors: int | None = None
     sales_with_visitors_minor: int | None = None
+    #: Stores with visitors in the set (or in the whole request the set is part of: :func:`with_visitors`); a
+    #: store's transactions and sales while it has none there (store -> (transactions, sales_minor)) stay out
+    #: of the numerators above until its visitors come (a store with sales but no counting camera would make
+    #: conversion go over 100 %).
+    stores_with_visitors: set[str] = field(default_factory=set)
+    held: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.visitors:
+            self.stores_with_visitors |= self.stores
+        elif (len(self.stores) == 1 and self.transactions_with_visitors is None
+              and (self.transactions or self.sales_minor)):  # one store's hours without visitors
+            self.held = {next(iter(self.stores)): (self.transactions, self.sales_minor)}
+            self.transactions_with_visitors = self.sales_with_visitors_minor = 0
         if self.transactions_with_units is None:
             self.transactions_with_units = self.transactions if self.buying_units is not None else 0
         if self.visitors_with_staff_cue is None:
@@ -169,6 +181,17 @@ class ChainKpis(SalesRatios):
         self.visitors_with_staff_cue = (self.visitors_with_staff_cue or 0) + (o.visitors_with_staff_cue or 0)
         self.transactions_with_visitors = (self.transactions_with_visitors or 0) + (o.transactions_with_visitors or 0)
         self.sales_with_visitors_minor = (self.sales_with_visitors_minor or 0) + (o.sales_with_visitors_minor or 0)
+        self.stores_with_visitors |= o.stores_with_visitors
+        if self.held or o.held:
+            held = dict(self.held)
+            for sid, (n, sales) in o.held.items():
+                n0, s0 = held.get(sid, (0, 0))
+                held[sid] = (n0 + n, s0 + sales)
+            for sid in [sid for sid in held if sid in self.stores_with_visitors]:  # its visitors came: count them
+                n, sales = held.pop(sid)
+                self.transactions_with_visitors += n
+                self.sales_with_visitors_minor += sales
+            self.held = held
 
 
 @dataclass(frozen=True)
@@ -276,11 +299,38 @@ def hour_keys(rows: Sequence[HourRow]) -> list[str]:
     return out
 
 
-def roll_up(rows: Iterable[HourRow], period: str, group_by: str
+def with_visitors(rows: Iterable[HourRow]) -> frozenset[str]:
+    """The stores that count visitors in ``rows`` (a request's): a visitor in any of their rows. Decided over
+    the whole request, not per bucket, so a counting store's quiet hour (door closed, sales paid) counts its
+    sales in its bucket's conversion as the total does: the buckets add up to the total.
+
+    >>> r = lambda s, v: HourRow(s, "", 0, "2026-01-05", "2026-01-05T10:00+00:00", ChainKpis(visitors=v, stores={s}))
+    >>> sorted(with_visitors([r("a", 0), r("a", 3), r("b", 0)]))
+    ['a']
+    """
+    return frozenset(r.store_id for r in rows if r.kpis.visitors and not r.sales_only)
+
+
+def aggregate(counting: Iterable[str] = ()) -> ChainKpis:
+    """An empty sum whose stores of ``counting`` (:func:`with_visitors` of the request) count their sales in
+    conversion and sales per visitor in each part of the sum, also without visitors there.
+
+    >>> quiet = ChainKpis(visitors=0, transactions=30, stores={"a"})   # a's door closed, 30 paid
+    >>> per_bucket, request = ChainKpis(), aggregate({"a"})
+    >>> per_bucket.add(quiet); request.add(quiet)
+    >>> per_bucket.transactions_with_visitors, request.transactions_with_visitors
+    (0, 30)
+    """
+    return ChainKpis(stores_with_visitors=set(counting))
+
+
+def roll_up(rows: Iterable[HourRow], period: str, group_by: str, counting: Iterable[str] | None = None
             ) -> dict[str, tuple[dict[str, ChainKpis], ChainKpis]]:
     """Group -> (period key -> KPIs, the group's total), every key sorted (``hour``: :func:`hour_keys`).
     A sales-only row adds to the group of its store, region or chain when other rows make that group, else
-    to none (the caller adds the rows themselves up for the whole selection).
+    to none (the caller adds the rows themselves up for the whole selection). ``counting``: the stores that
+    count visitors over the request (default :func:`with_visitors` of ``rows``): their sales count in the
+    conversion of every bucket, so the buckets add up to the total.
 
     Example:
         >>> r = lambda s, reg, day, v: HourRow(s, reg, 0, day, day + "T10:00+01:00", ChainKpis(visitors=v, stores={s}))
@@ -291,6 +341,7 @@ def roll_up(rows: Iterable[HourRow], period: str, group_by: str
         {'north': ({'2026-01-05': 7}, 7, ['a', 'b']), 'south': ({'2026-01-06': 5}, 5, ['c'])}
     """
     items = list(rows)
+    counting = with_visitors(items) if counting is None else frozenset(counting)
     keys = hour_keys(items) if period == "hour" else [period_key(period, r.day, r.label) for r in items]
     out: dict[str, tuple[dict[str, ChainKpis], ChainKpis]] = {}
     # sales-only rows (HourRow.sales_only) last: they add to a group of the other rows, never make one
@@ -298,8 +349,8 @@ def roll_up(rows: Iterable[HourRow], period: str, group_by: str
         g = group_key(group_by, row)
         if row.sales_only and g not in out:
             continue
-        per, total = out.setdefault(g, ({}, ChainKpis()))
-        per.setdefault(key, ChainKpis()).add(row.kpis)
+        per, total = out.setdefault(g, ({}, aggregate(counting)))
+        per.setdefault(key, aggregate(counting)).add(row.kpis)
         total.add(row.kpis)
     return {g: (dict(sorted(per.items())), tot) for g, (per, tot) in sorted(out.items())}
 

@@ -45,7 +45,14 @@ Rules (each is a case in ``tests/test_zones.py``):
   interpolated along that segment where it enters and last leaves the
   polygon, with that dwell. If the segment stays outside (border jitter,
   touching the zone and turning back) nothing counts. Touching only a vertex
-  or an edge is not a pass.
+  or an edge is not a pass, nor is a segment whose part inside the polygon is
+  shorter than :data:`MIN_PASS_CHORD_H` of the person's box height (or, if
+  shorter, than the zone's area / perimeter: half the width of a strip, so a
+  walker across a thin zone still counts; with anchors given as points, that
+  alone): a person standing just outside a convex corner, whose anchor jitters
+  by a few pixels, cuts the corner between two samples (a box's jitter scales
+  with its height, whatever the image size; the inside part is never longer
+  than the step between the samples, so this also bounds that step).
 * **Exclude zones.** An anchor inside an ``exclude`` zone is ignored by every
   other zone, as if the track were not seen in that frame (mannequins,
   screens, mirrors). Exclude zones have no events and no occupancy.
@@ -68,8 +75,9 @@ Rules (each is a case in ``tests/test_zones.py``):
   applied; an occluded person still counts, up to ``lost_after_ms``); ``raw=True``: anchors
   inside in the last frame.
 * **Buckets.** :class:`ZoneBuckets` aggregates per zone and time bucket: visits
-  (entries), unique people, time-weighted mean (a track found lost counts up to
-  its last seen time, like its dwell) and max occupancy, median and
+  (entries), unique people, time-weighted mean (a visit counts from its entry
+  time, the first inside time, to its exit time, the first outside time or a
+  lost track's last seen time: its dwell) and max occupancy, median and
   p90 dwell of the visits that ended in the bucket, and for ``shelf`` zones the
   stoppers (ended visits of at least ``stopper_after_s``). A frame's occupancy
   holds until the next frame, at most the camera's longest ``lost_after_ms``
@@ -117,6 +125,8 @@ from storelens.config.site import LOST_AFTER_MS
 from storelens.domain.geometry import points_in_polygon, segments_intersect
 
 Point = tuple[float, float]
+#: The least part of a pass-through's segment inside the zone, as a fraction of the box height (see the rules).
+MIN_PASS_CHORD_H = 0.1
 EventKind = Literal["enter", "exit", "loiter"]
 How = Literal["service_edge", "other", "lost"]
 
@@ -181,6 +191,14 @@ class _Zone:
     @property
     def id(self) -> str:
         return self.cfg.id
+
+    @functools.cached_property
+    def area_per_perimeter(self) -> float:
+        """Area / perimeter of the polygon: half the width of a long strip, a quarter of a square's side."""
+        x, y = self.poly[:, 0], self.poly[:, 1]
+        area = abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))) / 2.0
+        perimeter = float(np.hypot(*(np.roll(self.poly, -1, axis=0) - self.poly).T).sum())
+        return area / perimeter if perimeter > 0 else 0.0
 
     @functools.cached_property
     def bbox(self) -> tuple[float, float, float, float]:
@@ -343,11 +361,13 @@ class ZoneTracker:
             inside = points_in_polygon(zpts, z.poly) if len(pts) else np.zeros(0, dtype=bool)
             per_zone.append((z, zpts, inside))
             self._raw[z.id] = int(np.count_nonzero(inside & keep))
+        heights = pts[:, 3] - pts[:, 1] if cols == 4 else None
         for tid, i in present.items():
             tr = self._tracks.get(tid) or _Track(ts_ms, seq)
+            h = None if heights is None else float(heights[i])
             for z, zpts, inside in per_zone:
                 p = (float(zpts[i, 0]), float(zpts[i, 1]))
-                events += self._observe(z, tid, tr, p, bool(inside[i]), ts_ms, seq)
+                events += self._observe(z, tid, tr, p, bool(inside[i]), ts_ms, seq, h)
             tr.ts_ms, tr.seq = ts_ms, seq
             self._tracks[tid] = tr
         return events
@@ -399,12 +419,13 @@ class ZoneTracker:
             return "service_edge"
         return "other"
 
-    def _observe(self, z: _Zone, tid: int, tr: _Track, p: Point, is_in: bool, ts: int, seq: int) -> list[ZoneEvent]:
+    def _observe(self, z: _Zone, tid: int, tr: _Track, p: Point, is_in: bool, ts: int, seq: int,
+                 box_h: float | None = None) -> list[ZoneEvent]:
         v = tr.zones.setdefault(z.id, _Visit())
         r = z.rules
         if not v.inside:
             if not is_in:
-                events = self._pass_through(z, tid, v, p, ts, seq)
+                events = self._pass_through(z, tid, v, p, ts, seq, box_h)
                 v.pend_ts, v.out_pt, v.out_ts = None, p, ts
                 return events
             if v.pend_ts is None:
@@ -429,13 +450,18 @@ class ZoneTracker:
         v.out_pt, v.out_ts = p, ts
         return [event]
 
-    def _pass_through(self, z: _Zone, tid: int, v: _Visit, p1: Point, ts: int, seq: int) -> list[ZoneEvent]:
+    def _pass_through(self, z: _Zone, tid: int, v: _Visit, p1: Point, ts: int, seq: int,
+                      box_h: float | None = None) -> list[ZoneEvent]:
         """A visit too short for the entry inertia, or not seen at all: the path from the last outside
-        anchor to this one passes through the interior (see the module docstring)."""
+        anchor to this one passes through the interior, for at least the least chord (see the module
+        docstring)."""
         if v.out_pt is None or not _segment_may_touch(v.out_pt, p1, z.bbox):
             return []
         cut = segment_through_polygon(v.out_pt, p1, z.poly)
         if cut is None:
+            return []
+        least = z.area_per_perimeter if box_h is None else min(MIN_PASS_CHORD_H * box_h, z.area_per_perimeter)
+        if (cut[1] - cut[0]) * float(np.hypot(p1[0] - v.out_pt[0], p1[1] - v.out_pt[1])) < least:
             return []
         t_in, t_out = (int(round(v.out_ts + c * (ts - v.out_ts))) for c in cut)
         # A visit like any other (every zone kind counts it), but never a served one: whoever crosses a queue
@@ -547,8 +573,9 @@ class ZoneBucketStats:
     visits: int  # entries in the bucket
     unique_people: int  # distinct track ids inside during the bucket (or entering in it)
     mean_occupancy: float  # time-weighted over the covered time: each frame's open visits hold until the next
-    # frame, at most max_hold_ms (a track found lost only up to its last seen time: the time it was hidden
-    # before is taken out then); a bucket with no covered time: the mean of its frames' counts, or 0 without any
+    # frame, at most max_hold_ms, each from its entry time to its exit time (its dwell: the inertia's time before
+    # the frames that confirmed them is put in or taken out then); a bucket with no covered time: the mean of its
+    # frames' counts, or 0 without any
     max_occupancy: int  # of the frames in the bucket and the holds into it (0 without any)
     exits: int  # visits that ended in the bucket, whose dwells give:
     dwell_median_ms: float | None
@@ -626,6 +653,7 @@ class ZoneBuckets:
                 self._ended = {}
             self._ended_ts = None
         held_to = ts_ms  # the end of what the previous frame's occupancy holds
+        held_from, held = self._last if self._last is not None else (ts_ms, {})
         if self._last is not None:
             t0, occ = self._last
             if self.max_hold_ms is not None:
@@ -648,9 +676,17 @@ class ZoneBuckets:
             b.people.update(ids)
             occ[zid] = len(ids)
         self._last = (ts_ms, occ)
+        entered: dict[str, int] = {}
         for e in events:
-            if e.kind == "exit" and e.how == "lost" and e.ts_ms < held_to:
-                self._unhold(e.zone_id, e.ts_ms, held_to)
+            # the visit runs from its first inside to its first outside (or last seen) time, like its dwell: an
+            # entry confirmed now adds one person from its time, an exit takes them back from its own
+            if e.kind in ("enter", "exit") and e.ts_ms < held_to:
+                if e.kind == "enter":  # also in the max: the held people and the entries confirmed now
+                    entered[e.zone_id] = entered.get(e.zone_id, 0) + 1
+                    self._unhold(e.zone_id, e.ts_ms, held_to, 1, held_from,
+                                 (held.get(e.zone_id, 0) + entered[e.zone_id], entered[e.zone_id]))
+                else:
+                    self._unhold(e.zone_id, e.ts_ms, held_to, -1)
             b = self._bucket(e.zone_id, e.ts_ms)
             if e.kind == "enter":
                 b.visits += 1
@@ -659,15 +695,20 @@ class ZoneBuckets:
                 b.dwells.append(int(e.dwell_ms or 0))
                 b.hows[e.how or "other"] = b.hows.get(e.how or "other", 0) + 1
 
-    def _unhold(self, zone_id: str, t0: int, t1: int) -> None:
-        """One person fewer in the time-weighted occupancy over ``[t0, t1)`` (a track found lost: its open
-        visit was held from its last seen time until the frame that found it lost, or as long as the
-        previous frame's occupancy held)."""
+    def _unhold(self, zone_id: str, t0: int, t1: int, people: int = -1, held_from: int | None = None,
+                at_least: tuple[int, int] = (0, 0)) -> None:
+        """``people`` more (default one fewer) in the time-weighted occupancy over ``[t0, t1)``: an exit (its
+        open visit was held from its first outside, or last seen, time until the frame that confirmed it, or as
+        long as the previous frame's occupancy held) or an entry (confirmed after the inertia, from its first
+        inside time). ``at_least``: the max occupancy of the buckets touched from ``held_from`` on (the previous
+        frame's hold: its people and the entries), and of those before it (the entries)."""
         while t0 < t1:
             start = t0 // self.bucket_ms * self.bucket_ms
             end = min(t1, start + self.bucket_ms)
-            if (zone_id, start) in self._b:  # (a bucket already closed keeps its statistics)
-                self._b[(zone_id, start)].area -= end - t0
+            b = self._b.get((zone_id, start))
+            if b is not None:  # (a bucket already closed keeps its statistics)
+                b.area += people * (end - t0)
+                b.occ_max = max(b.occ_max, at_least[0] if held_from is not None and end > held_from else at_least[1])
             t0 = end
 
     @staticmethod

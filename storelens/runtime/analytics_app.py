@@ -413,8 +413,8 @@ class AnalyticsApp:
             partition = self._partition_of(key, value) if value is not None else None
             if partition not in assigned:
                 continue
-            if isinstance(value, dict) and int(value.get("site_version") or 0) > self.stage.site_version:
-                continue  # saved under a version this process has not seen yet (the camera added again): kept
+            if self.stage.saved_under_newer_version(value):
+                continue  # the camera added again by a version this process has not seen yet: kept
             rec = value.get(INPUT_KEY) if isinstance(value, dict) else None
             if rec and rec.get("next_offset") is not None:
                 mkey = f"{INPUT_KEY}/{partition}".encode()
@@ -450,8 +450,8 @@ class AnalyticsApp:
             cam = key.decode("utf-8", "replace")
             if cam in self.stage.counters or self._partition_of(key, value) not in assigned:
                 continue
-            if int(value.get("site_version") or 0) > self.stage.site_version:
-                continue  # saved under a version this process has not seen yet (the camera added again): kept
+            if self.stage.saved_under_newer_version(value):
+                continue  # the camera added again by a version this process has not seen yet: kept
             out = self.stage.close_removed_camera(cam, value)
             if out is None and cam not in self.stage.removed_closed:
                 continue

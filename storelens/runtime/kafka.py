@@ -418,6 +418,8 @@ def ensure_topics(cfg: KafkaConfig, specs: Iterable[TopicSpec] = TOPICS, timeout
                 configs["retention.bytes"] = str(spec.retention_bytes)
             if spec.compacted:
                 configs["cleanup.policy"] = "compact"
+            if spec.min_cleanable_dirty_ratio is not None:
+                configs["min.cleanable.dirty.ratio"] = str(spec.min_cleanable_dirty_ratio)
             if spec.segment_ms is not None:
                 configs["segment.ms"] = str(spec.segment_ms)
             partitions = spec.partitions if spec.partitions_fixed else cfg.partitions
@@ -606,9 +608,10 @@ class KafkaBus:
         return fut
 
     def publish(self, topic: str, key: bytes, value: bytes, timeout_s: float | None = None,
-                headers: Sequence[tuple[str, bytes]] = ()) -> None:
+                headers: Sequence[tuple[str, bytes]] = ()) -> asyncio.Future:
         """Hand a message to the producer (delivered in the background: :meth:`flush` waits for it), with
-        ``headers`` (record headers: ``message-type``, :func:`storelens.contract.messages.type_headers`).
+        ``headers`` (record headers: ``message-type``, :func:`storelens.contract.messages.type_headers`); its
+        delivery future (:meth:`delivered` waits for it; once done, its result's ``offset`` is the record's).
 
         While the broker is away the producer cannot take it once the partition's batches are full (or the
         topic's metadata is missing): this waits as :meth:`flush` does, up to ``timeout_s`` (default
@@ -624,7 +627,18 @@ class KafkaBus:
         except BaseException:
             fut.cancel()  # aiokafka: cancelling send() drops the message
             raise
-        fut.result()
+        return fut.result()
+
+    def delivered(self, delivery: asyncio.Future, timeout_s: float) -> bool | None:
+        """Whether the message of ``delivery`` (:meth:`publish`'s future) was delivered, waiting up to ``timeout_s``:
+        ``True``, ``False`` (its delivery failed; logged and counted already), ``None`` (not yet)."""
+        async def go() -> bool | None:
+            if not delivery.done():
+                await asyncio.wait({delivery}, timeout=timeout_s)
+            if not delivery.done():
+                return None
+            return not delivery.cancelled() and delivery.exception() is None
+        return _run(go(), timeout_s + 30)
 
     def publish_wait(self, topic: str, key: bytes | None, value: bytes, partition: int | None = None,
                      timeout_s: float = 30.0, headers: Sequence[tuple[str, bytes]] = ()) -> tuple[int, int]:

@@ -8,7 +8,9 @@
 * ``/readyz``: every readiness check passes (broker connected, model
   loaded, state recovered, ...); each check is a named callable returning a bool, or
   ``(ok, detail)``: the detail of a failing check is answered under ``details`` (e.g. ingest's
-  ``cameras``: which camera and why).
+  ``cameras``: which camera and why). What the process waits for before it can work
+  (:func:`waiting`, e.g. ``schema``: the tables' revision with ``storage.migrate: wait``) is a failing
+  check too, while ``/healthz`` stays up (the wait loop beats it).
 * ``/metrics``: Prometheus text format, from the service's own registry.
 * SIGTERM/SIGINT set :attr:`ServiceRuntime.stopping`; the run loop then
   flushes its producer and commits its consumer before exiting.
@@ -34,6 +36,25 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 log = logging.getLogger(__name__)
+
+
+#: What this process waits for before it can work, by name -> detail (:func:`waiting`): a failing readiness
+#: check of every :class:`ServiceRuntime` of the process.
+WAITS: dict[str, str] = {}
+_wait_beat = [float("-inf")]
+#: Set by SIGTERM/SIGINT of a started :class:`ServiceRuntime`: a wait (:func:`waiting`) ends.
+STOP = threading.Event()
+
+
+def waiting(name: str, detail: str) -> None:
+    """The process waits for ``name`` (``detail``: what for, answered by ``/readyz``); each call is also a
+    heartbeat of ``/healthz`` (call it at least every ``stall_s``): the loop that waits is turning."""
+    WAITS[name] = detail
+    _wait_beat[0] = time.monotonic()
+
+
+def done_waiting(name: str) -> None:
+    WAITS.pop(name, None)
 
 
 class ServiceMetrics:
@@ -72,8 +93,12 @@ class ServiceMetrics:
 
 
 class ServiceRuntime:
-    def __init__(self, name: str, port: int | None = None, host: str | None = None, stall_s: float = 120.0) -> None:
+    def __init__(self, name: str, port: int | None = None, host: str | None = None, stall_s: float = 120.0,
+                 serve_metrics: bool = True) -> None:
         self.name = name
+        #: ``False``: ``/metrics`` answers 404 (the api's port while it waits for the schema: there the app serves
+        #: it, behind the metrics token)
+        self.serve_metrics = serve_metrics
         self.port = int(os.environ.get("STORELENS_HTTP_PORT", 9100) if port is None else port)
         self.host = host or os.environ.get("STORELENS_HTTP_HOST", "0.0.0.0")
         self.registry = CollectorRegistry()
@@ -98,7 +123,7 @@ class ServiceRuntime:
         return self._started, {"status": "started" if self._started else "starting"}
 
     def health(self) -> tuple[bool, dict]:
-        age = time.monotonic() - self._beat
+        age = time.monotonic() - max(self._beat, _wait_beat[0])
         return age < self.stall_s, {"status": "ok" if age < self.stall_s else "stalled", "heartbeat_age_s": round(age, 1)}
 
     def readiness(self) -> tuple[bool, dict]:
@@ -112,6 +137,9 @@ class ServiceRuntime:
             except Exception as exc:  # a failing check means not ready, never a crash
                 results[name] = False
                 log.debug("readiness check failed", extra={"check": name, "error": str(exc)})
+        for name, detail in list(WAITS.items()):
+            results[name] = False
+            details[name] = detail
         ok = all(results.values()) and not self.stopping.is_set()
         doc = {"status": "ready" if ok else "not ready", "checks": results}
         if details:
@@ -125,7 +153,7 @@ class ServiceRuntime:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802
                 path = self.path.split("?", 1)[0]
-                if path == "/metrics":
+                if path == "/metrics" and rt.serve_metrics:
                     body, ctype, code = generate_latest(rt.registry), CONTENT_TYPE_LATEST, 200
                 elif path in ("/healthz", "/readyz", "/startupz"):
                     ok, doc = {"/healthz": rt.health, "/readyz": rt.readiness, "/startupz": rt.startup}[path]()
@@ -151,6 +179,7 @@ class ServiceRuntime:
     def _on_signal(self, signum, _frame) -> None:
         log.info("stopping", extra={"service": self.name, "signal": signal.Signals(signum).name})
         self.stopping.set()
+        STOP.set()
 
     def stop(self) -> None:
         self.stopping.set()

@@ -7,6 +7,7 @@ the message's headers (``message-type``: :func:`storelens.contract.messages.type
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -15,6 +16,9 @@ from storelens.errors import StoreLensError
 from storelens.runtime.bus import BusMessage, InProcessBus
 
 log = logging.getLogger(__name__)
+
+#: What ``kafka.topic_prefix`` allows (a topic of a regex subscription is such a prefix + one of its base names).
+_TOPIC_PREFIX = re.compile(r"[A-Za-z0-9._-]*")
 
 #: Value that ends a topic in the embedded mode: its producers have all finished.
 END_OF_TOPIC = b"__stop__"
@@ -144,11 +148,15 @@ class KafkaTransport:
         return topics.topic_name(base, self.prefix)
 
     def _pattern_match(self, topic: str) -> tuple[str, object] | None:
+        """The base name (and consumer) of a topic of a regex subscription: the longest of its bases the topic
+        ends with after a prefix ``kafka.topic_prefix`` allows (``berlin_store-kpis``, ``s1.store-kpis``)."""
+        best: tuple[str, object] | None = None
         for bases, c in self._patterns:
             for base in bases:
-                if topic == base or topic.endswith("." + base):
-                    return base, c
-        return None
+                if (topic.endswith(base) and _TOPIC_PREFIX.fullmatch(topic[:len(topic) - len(base)])
+                        and (best is None or len(base) > len(best[0]))):
+                    best = base, c
+        return best
 
     def base_topic(self, topic: str) -> str:
         if topic not in self._by_topic:

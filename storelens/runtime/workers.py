@@ -38,7 +38,7 @@ from storelens.config import SiteConfig
 from storelens.config.site import site_file_override
 from storelens.contract import messages as m
 from storelens.contract import topics
-from storelens.errors import ConfigError, StoreLensError
+from storelens.errors import ConfigError, StoreLensError, WaitStopped
 from storelens.runtime.ingest import CameraSupervisor, StreamStart
 from storelens.runtime.runner import Handled, Runner, RunnerCore
 from storelens.runtime.service import ServiceRuntime
@@ -268,8 +268,9 @@ def ingest_streams(config: SiteConfig, rt: ServiceRuntime | None = None) -> dict
             if rt is not None:
                 rt.metrics.errors.labels("decode").inc()
             continue
-        out[s.camera_id or key.decode("utf-8", "replace")] = StreamStart(s.stream_id, int(s.first_seq),
-                                                                          int(s.after_source_frame))
+        position = (int(s.position_seq), int(s.position_source_frame)) if s.position_seq else None
+        out[s.camera_id or key.decode("utf-8", "replace")] = StreamStart(
+            s.stream_id, int(s.first_seq), int(s.after_source_frame), s.ended, s.target_fps, position)
     return out
 
 
@@ -307,6 +308,62 @@ def topic_limits(kafka_cfg, bases: Sequence[str]) -> dict[str, int]:
 #: Seconds one attempt of ingest to keep a stream's start waits for the broker: a stopped camera's attempts end
 #: well within :data:`~storelens.runtime.ingest.STOP_JOIN_S`, so no stale start lands after its replacement's.
 KEEP_STREAM_TRY_S = 10.0
+
+#: Seconds one offer of a frame to the producer waits while the broker is away, before it is offered again: a camera
+#: stopped meanwhile (re-pointed, removed) gives up within it, well within
+#: :data:`~storelens.runtime.ingest.STOP_JOIN_S`, so its last frame cannot land after its new stream's first ones.
+FRAME_TRY_S = 5.0
+
+#: Seconds between the warnings of a frame offered again and again while the broker is away.
+FRAME_WAIT_LOG_S = 240.0
+
+
+def offer_frame(publish_once: Callable[[float], None], stopped: Callable[[], bool], camera: str) -> bool:
+    """``publish_once(timeout_s)`` (:meth:`KafkaBus.publish` of one frame) until the producer takes it; ``False``
+    (not published) once ``stopped()`` (the camera's stream or the process stopping) after an attempt it did not
+    take. Logged when it starts waiting and every :data:`FRAME_WAIT_LOG_S`."""
+    from storelens.runtime.kafka import UndeliveredError
+
+    since = logged = None
+    while True:
+        try:
+            publish_once(FRAME_TRY_S)
+            return True
+        except UndeliveredError as exc:
+            if stopped():  # not published; the camera stops
+                return False
+            now = time.monotonic()
+            since = now if since is None else since
+            if logged is None or now - logged >= FRAME_WAIT_LOG_S:
+                logged = now
+                log.warning("frame not taken yet, offered again", extra={
+                    "camera": camera, "error": str(exc), "waited_s": round(now - since)})
+
+
+class FrameDeliveries:
+    """``delivered`` of :class:`~storelens.runtime.ingest.CameraSupervisor` on a :class:`KafkaBus`: the delivery
+    of the last frame (or marker) each camera handed to the producer (:meth:`sent`), waited for."""
+
+    def __init__(self, bus) -> None:
+        self.bus = bus
+        self._last: dict[bytes, Any] = {}  # camera key -> delivery future of its last message the producer took
+
+    def sent(self, key: bytes, delivery: Any) -> None:
+        self._last[key] = delivery
+
+    def __call__(self, cam, stopped: Callable[[], bool]) -> bool:
+        """Whether the camera's messages handed to the producer so far were delivered (its last one was: a camera's
+        messages go to one partition, in order), waiting while the broker is away until ``stopped()``, and at
+        least :data:`FRAME_TRY_S` (a stop's last position)."""
+        delivery = self._last.get(topics.camera_key(cam.id))
+        start = time.monotonic()
+        while delivery is not None:
+            got = self.bus.delivered(delivery, 1.0)
+            if got is not None:
+                return got
+            if stopped() and time.monotonic() - start >= FRAME_TRY_S:
+                return False
+        return True
 
 
 class FrameFitter:
@@ -398,20 +455,19 @@ def run_ingest(config: SiteConfig, rt: ServiceRuntime) -> int:
     fit = FrameFitter(topic_limit(config.kafka, topics.FRAMES), rt.metrics.errors, frame_headers,
                       quality_of=lambda key: getattr(ingest.camera(key.decode("utf-8")), "jpeg_quality", None))
 
-    def publish(key: bytes, value: bytes) -> None:
+    deliveries = FrameDeliveries(bus)
+
+    def publish(key: bytes, value: bytes, stopped: Callable[[], bool]) -> bool | None:
         value, too_large = fit(key, value)
         if value is None:
             cameras_probe.too_large(too_large)
-            return
-        while True:
-            try:
-                bus.publish(frames_topic, key, value, headers=frame_headers)
-                break
-            except UndeliveredError as exc:
-                if rt.stopping.is_set():  # not published; the camera stops with the process
-                    return
-                log.warning("frame not taken yet, offered again", extra={"camera": key.decode(errors="replace"),
-                                                                         "error": str(exc)})
+            return None
+
+        def once(timeout_s: float) -> None:
+            deliveries.sent(key, bus.publish(frames_topic, key, value, timeout_s=timeout_s, headers=frame_headers))
+
+        if not offer_frame(once, stopped, key.decode(errors="replace")):
+            return False  # the camera (or the process) stopped first
         rt.metrics.messages_out.labels(frames_topic).inc()
         cameras_probe.published()
         published[0] += 1
@@ -424,9 +480,15 @@ def run_ingest(config: SiteConfig, rt: ServiceRuntime) -> int:
     state_topic = topics.topic_name(topics.INGEST_STATE, config.kafka.topic_prefix)
     state_headers = m.type_headers(m.IngestStream)
 
+    def state(cam, start: StreamStart) -> m.IngestStream:
+        seq, frame = start.position or (0, 0)
+        return m.IngestStream(camera_id=cam.id, stream_id=start.stream_id, first_seq=start.first_seq,
+                              after_source_frame=start.after_source_frame, ts_ms=int(time.time() * 1000),
+                              ended=start.ended, target_fps=start.target_fps, position_seq=seq,
+                              position_source_frame=frame)
+
     def keep_stream(cam, start: StreamStart, stopped) -> bool:  # acknowledged before the stream's first frame
-        msg = m.IngestStream(camera_id=cam.id, stream_id=start.stream_id, first_seq=start.first_seq,
-                             after_source_frame=start.after_source_frame, ts_ms=int(time.time() * 1000))
+        msg = state(cam, start)
         while not stopped():  # the camera's stream stopping (a newer cameras list, or the process): no frame goes out
             try:
                 bus.publish_wait(state_topic, cam.id.encode("utf-8"), m.encode(msg), headers=state_headers,
@@ -436,10 +498,21 @@ def run_ingest(config: SiteConfig, rt: ServiceRuntime) -> int:
                 log.warning("ingest state not taken yet, offered again", extra={"camera": cam.id, "error": str(exc)})
         return False
 
+    def keep_position(cam, position: StreamStart) -> None:  # of frames delivered (best effort, not awaited)
+        msg = state(cam, position)
+        try:
+            bus.publish(state_topic, cam.id.encode("utf-8"), m.encode(msg), timeout_s=FRAME_TRY_S,
+                        headers=state_headers)
+        except UndeliveredError as exc:  # the next frame's position supersedes it
+            rt.metrics.errors.labels("ingest_state").inc()
+            log.warning("ingest position not taken", extra={"camera": cam.id, "error": str(exc)})
+
     ingest = CameraSupervisor(publish, rt.stopping.is_set, failed,
                               on_bad_frames=lambda cam, n: rt.metrics.errors.labels("decode").inc(n),
                               reconnect=config.ingest, on_reopen=lambda cam: cameras_probe.reopening(cam),
-                              streams=ingest_streams(config, rt), on_stream=keep_stream)
+                              streams=ingest_streams(config, rt), on_stream=keep_stream,
+                              on_position=keep_position, publish_takes_stop=True, delivered=deliveries,
+                              on_end_retry=lambda cam: rt.metrics.errors.labels("end_marker").inc())
     cameras_probe = CameraProbe(ingest, rt)
     site, newest = site_tail(config)
     cameras, version = config.cameras, 0
@@ -581,17 +654,58 @@ class StageWorker:
 # -- detect-track: exact recovery from state snapshots ---------------------------------------
 
 
-def _latest_snapshots(config: SiteConfig, timeout_s: float = 30.0) -> dict[int, m.StageSnapshot]:
-    """Read the compacted state topic to its end: the newest snapshot per frames partition."""
+#: The ``state_format`` of detect-track's snapshots: each camera's state is a pickle
+#: (:meth:`~storelens.stages.core.DetectTrackStage.camera_snapshot`). Unpickling can run code: the
+#: ``detect-track-state`` topic must be writable by the store's own services only (Kafka ACLs).
+SNAPSHOT_STATE_FORMAT = "pickle:storelens-detect-track-1"
+
+
+def _key_partition(key: bytes | None) -> int | None:
+    """The frames partition of a state record's key ``<frames topic>/<partition>``, if it has one."""
+    tail = (key or b"").rpartition(b"/")[2]
+    return int(tail) if tail.isdigit() else None
+
+
+def _state_topic(config: SiteConfig) -> str:
+    return topics.topic_name(topics.DETECT_TRACK_STATE, config.kafka.topic_prefix)
+
+
+def _latest_snapshots(config: SiteConfig, timeout_s: float = 30.0,
+                      on_error: Callable[[int], bool] | None = None) -> tuple[dict[int, m.StageSnapshot], int]:
+    """Read the compacted state topic to its end: the newest snapshot per frames partition, and the offset after
+    the last record read (0: none; the topic's end offset is that when nothing was written since).
+
+    A record that does not decode, or of another ``state_format`` than :data:`SNAPSHOT_STATE_FORMAT` (written by
+    a newer version, read after a rollback), is told to ``on_error(offset)``, logged unless that returns ``False`` (a
+    record counted at an earlier read), and leaves its partition (from its
+    key) without a snapshot, an older one of the same key included: the partition is read from its committed offset
+    with fresh trackers (downstream skips a replay by seq), where the worker used to fail at every start."""
     from storelens.runtime.kafka import read_to_end
 
-    state_topic = topics.topic_name(topics.DETECT_TRACK_STATE, config.kafka.topic_prefix)
+    state_topic = _state_topic(config)
     out: dict[int, m.StageSnapshot] = {}
-    for _key, value, _offset in read_to_end(config.kafka, state_topic, 0, "detect-track-restore", timeout_s):
-        if value:
+    read_end = 0
+    for key, value, offset in read_to_end(config.kafka, state_topic, 0, "detect-track-restore", timeout_s):
+        read_end = max(read_end, offset + 1)
+        if not value:
+            continue
+        snap = None
+        try:
             snap = m.decode(m.StageSnapshot, value)
-            out[snap.input_partition] = snap
-    return out
+        except StoreLensError as exc:
+            reason = str(exc)
+        else:
+            if snap.state_format == SNAPSHOT_STATE_FORMAT:
+                out[snap.input_partition] = snap
+                continue
+            reason = f"state_format {snap.state_format!r}, this version reads {SNAPSHOT_STATE_FORMAT!r}"
+        partition = _key_partition(key) if snap is None else snap.input_partition
+        if on_error is None or on_error(offset) is not False:
+            log.error("tracker state snapshot skipped: the partition starts with fresh trackers",
+                      extra={"topic": state_topic, "offset": offset, "partition": partition, "reason": reason})
+        if partition is not None:
+            out.pop(partition, None)
+    return out, read_end
 
 
 class SnapshotHooks:
@@ -608,15 +722,27 @@ class SnapshotHooks:
         #: per partition, the offset after the last frame the state reflects (handled, or restored)
         self.next_offset: dict[int, int] = {}
         self._worker: StageWorker | None = None
-        #: the snapshots were read at attach() and no partition was assigned since
-        self._read_fresh = False
+        #: the state topic's offset after the last record :attr:`snapshots` were read from (None: not read)
+        self._read_end: int | None = None
+        #: offsets of the state topic's records counted as not restorable (each one counted once over the reads)
+        self._bad_records: set[int] = set()
 
     def attach(self, worker: StageWorker) -> None:
         """Called once the topics exist, before the consumer joins: read the latest snapshots."""
-        self.snapshots = _latest_snapshots(self.config)
-        self._read_fresh = True
-        worker.rt.add_check("state", lambda: True)  # restored before the consumer can be assigned anything
         self._worker = worker
+        self.snapshots, self._read_end = _latest_snapshots(self.config, on_error=self._state_error)
+        worker.rt.add_check("state", lambda: True)  # restored before the consumer can be assigned anything
+
+    def _state_error(self, offset: int | None = None) -> bool:
+        """Count a snapshot or camera state not restored (``storelens_errors_total{reason="tracker_state"}``); a
+        record of the state topic (its ``offset``) once over the reads (``False``: counted already)."""
+        if offset is not None:
+            if offset in self._bad_records:
+                return False
+            self._bad_records.add(offset)
+        if self._worker is not None:
+            self._worker.rt.metrics.errors.labels("tracker_state").inc()
+        return True
 
     def _failed(self) -> bool:
         """The stage failed (``on_error: stop``): its state may hold half of the failed frame, which is redelivered
@@ -626,27 +752,42 @@ class SnapshotHooks:
         return getattr(runner, "failure", None) is not None
 
     def on_assign(self, parts: list[tuple[str, int]]) -> None:
-        if not self._read_fresh:
-            # a later assignment (scaled out or in): another replica may have snapshotted these partitions since
-            self.snapshots = _latest_snapshots(self.config)
-        self._read_fresh = False
+        """Restore the assigned partitions from the state topic as it is now: read again unless nothing was written
+        to it since the last read (its end offset tells). The previous owner snapshots and commits a partition in
+        its ``on_revoke``, before this assignment, often after this replica's ``attach()`` read (scaling out, a
+        rollout): restoring that older read while the consumer starts at the newer committed offset would lose
+        the frames in between to the trackers."""
+        from storelens.runtime.kafka import end_offsets
+
+        if parts and (self._read_end is None
+                      or end_offsets(self.config.kafka, _state_topic(self.config)).get(0, 0) != self._read_end):
+            self.snapshots, self._read_end = _latest_snapshots(self.config, on_error=self._state_error)
+        self.restore(parts)
+
+    def restore(self, parts: list[tuple[str, int]]) -> None:
+        """Restore the assigned partitions' cameras from :attr:`snapshots` (the frames they reflect are skipped)."""
         for _topic, p in parts:
             snap = self.snapshots.get(p)
             if snap is None:
                 continue
             for cam, data in snap.camera_state.items():
                 if cam in self.stage.cameras:
-                    if self.stage.restore_camera(cam, data) is not None and self._worker is not None:
-                        self._worker.rt.metrics.errors.labels("tracker_state").inc()  # a fresh tracker (logged)
+                    if self.stage.restore_camera(cam, data) is not None:
+                        self._state_error()  # a fresh tracker (logged)
                     self.cameras_of.setdefault(p, set()).add(cam)
             self.skip_below[p] = snap.next_offset
             log.info("restored tracker state", extra={"partition": p, "next_offset": snap.next_offset,
                                                        "cameras": ",".join(sorted(snap.camera_state))})
 
     def on_revoke(self, parts: list[tuple[str, int]]) -> None:
-        """Snapshot (and commit) each revoked partition, then forget it: another replica owns it now."""
+        """Snapshot (and commit) each revoked partition, then forget it, its cameras' trackers included: another
+        replica owns it now. Assigned again later, the partition restores its newest snapshot, or (none, or one
+        not restorable) starts its cameras with fresh trackers and a new id base (before, the old trackers and id
+        counter went on from minutes before, reissuing ids another replica gave meanwhile)."""
         for _topic, p in parts:
             self.snapshot(p)
+            for cam in self.cameras_of.get(p, ()):
+                self.stage.forget_camera(cam)
             for table in (self.next_offset, self.cameras_of, self.since_snapshot, self.skip_below):
                 table.pop(p, None)
 
@@ -676,16 +817,21 @@ class SnapshotHooks:
             return
         tr = self._worker.transport
         snap = m.StageSnapshot(stage="detect-track", input_topic=self.t_frames, input_partition=partition,
-                               next_offset=self.next_offset[partition], state_format="pickle:storelens-detect-track-1",
+                               next_offset=self.next_offset[partition], state_format=SNAPSHOT_STATE_FORMAT,
                                ts_ms=int(time.time() * 1000))
         for cam in sorted(self.cameras_of.get(partition, ())):
             if cam in self.stage.cameras:  # not the ones a site version removed
                 snap.camera_state[cam] = self.stage.camera_snapshot(cam)
         tr.bus.flush()  # rides through a broker restart (KafkaBus.flush), the heartbeat kept
-        tr.publish(topics.DETECT_TRACK_STATE, f"{self.t_frames}/{partition}".encode(), m.encode(snap),
-                   headers=m.type_headers(snap))
+        delivery = tr.bus.publish(tr.topic(topics.DETECT_TRACK_STATE), f"{self.t_frames}/{partition}".encode(),
+                                  m.encode(snap), headers=m.type_headers(snap))
         tr.bus.flush()
         self.snapshots[partition] = snap
+        offset = None
+        if delivery is not None and delivery.done() and not delivery.cancelled() and delivery.exception() is None:
+            offset = getattr(delivery.result(), "offset", None)
+        if offset is not None and offset == self._read_end:  # nothing else written since the read: it stays whole
+            self._read_end = offset + 1
         tr.consumers[-1].commit({(self.t_frames, partition)})
         self.since_snapshot[partition] = 0
 
@@ -993,6 +1139,8 @@ def run_stage_service(name: str, deps: Callable[[SiteConfig], dict[str, Any]] | 
         if rt.stopping.is_set():  # SIGTERM while loading: nothing to stop yet
             return 0
         return stage_worker(config, rt, stage).run()
+    except WaitStopped:  # SIGTERM while deps() waited for the schema (storage.migrate: wait): as while loading
+        return 0
     except StoreLensError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -35,7 +35,7 @@ say what the API shows. The crossings and count windows are history and stay as 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -379,12 +379,13 @@ class AnalyticsStage:
         stayed (a moved line starts afresh: :meth:`LineCounter.forget_lines`); a camera whose zones or
         other settings changed gets new analyzers that go on from the old ones' state (open visits, journeys,
         heatmap minutes and the hour's sum, zone buckets, firing alerts; a removed zone's visits and buckets are
-        dropped). So does a camera whose stream changed (:func:`~storelens.config.cameras.stream_settings`:
-        source, ``jpeg_quality``, ``target_fps``, ...): detect-track keeps its tracker, whose ids go on into the
-        new stream, so its people's visits and journeys go on too (new analyzers would leave the open visits
-        without an exit, the journeys unwritten and the hour's heatmap row without the minutes before the
-        edit); a stream that had ended (a file's end-of-stream marker) has nothing open any more, and its
-        tracker's next ids are new. New cameras start empty, removed ones are forgotten. An invalid edit
+        dropped). So does a camera whose sampling or encoding changed (``jpeg_quality``, ``target_fps``, ...) or
+        only its source's password: detect-track keeps its tracker, whose ids go on, so its people's visits and
+        journeys go on too (new analyzers would leave the open visits without an exit, the journeys unwritten and
+        the hour's heatmap row without the minutes before the edit). A re-pointed camera (another source or
+        ``start_ts_ms``) does not keep them: ingest ends its old stream with an end-of-stream marker, which closes
+        its visits and journeys here and starts a new tracker session in detect-track (new ids), as does a file's
+        end. New cameras start empty, removed ones are forgotten. An invalid edit
         raises :class:`ConfigError` (dead-lettered). An open alert whose rule the version removes, moves to
         another camera or gives another kind or zone (or whose camera it removes) is resolved, at the camera's
         last frame (:func:`~storelens.stages.alerts.closed_alerts`); :meth:`handle` returns those messages.
@@ -451,6 +452,12 @@ class AnalyticsStage:
         self.removed_closed -= self.cameras
         return True
 
+    def saved_under_newer_version(self, state: Any) -> bool:
+        """Whether a saved camera state (:meth:`camera_state`) was saved under a newer site version than the one in
+        force here: another worker's, the camera added again by a version this process has not seen yet; such a
+        state is neither resolved nor dropped."""
+        return isinstance(state, dict) and int(state.get("site_version") or 0) > self.site_version
+
     def close_removed_camera(self, camera_id: str, state: dict) -> Outputs | None:
         """The saved state (:meth:`camera_state`; the analytics service's table) of a camera the site in force no
         longer has, which this stage never held: a site version removed it while the service was down (or the site
@@ -460,8 +467,7 @@ class AnalyticsStage:
         resolved with them. ``None`` when it is not to be closed: the camera is in the
         site, or its alerts were resolved already in this process, or the state was saved under a newer site
         version than the one in force (this process has not seen the version that added the camera yet)."""
-        if (int(state.get("site_version") or 0) > self.site_version or camera_id in self.counters
-                or camera_id in self.removed_closed):
+        if self.saved_under_newer_version(state) or camera_id in self.counters or camera_id in self.removed_closed:
             return None
         self.removed_closed.add(camera_id)
         self.store_alerts.load_state(state.get("store") or {})

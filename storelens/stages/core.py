@@ -128,10 +128,18 @@ class DetectTrackStage:
         """
         import pickle
 
-        state = pickle.loads(data)  # noqa: S301 (our own state topic)
-        self.last_seq[camera_id] = int(state["last_seq"])
+        try:  # the state topic is writable by the store's services only (unpickling can run code)
+            state = pickle.loads(data)  # noqa: S301
+            last_seq = int(state["last_seq"])
+        except Exception as exc:  # noqa: BLE001 (unpickling fails with any exception type)
+            dropped = f"the camera state does not unpickle ({type(exc).__name__}: {exc})"
+            log.warning("tracker state not restored: the camera starts a new tracker session",
+                        extra={"camera": camera_id, "reason": dropped})
+            self._new_session(camera_id)
+            return dropped
+        self.last_seq[camera_id] = last_seq
         dropped = None
-        if state["tracker"] is None:
+        if state.get("tracker") is None:
             self._trackers.pop(camera_id, None)
         else:
             dropped = self._restore_tracker(camera_id, state["tracker"], state.get("tracker_format"))
@@ -140,10 +148,7 @@ class DetectTrackStage:
         if dropped is not None:
             log.warning("tracker state not restored: the camera starts a new tracker session",
                         extra={"camera": camera_id, "reason": dropped})
-            for table in (self._rates, self._stationary, self._crop_seq):  # of the old session's tracks
-                table.pop(camera_id, None)
-            if camera_id in self.id_base:
-                self.id_base[camera_id] += TRACK_ID_SESSION_FACTOR
+            self._new_session(camera_id)
         else:
             self._crop_seq[camera_id] = {int(t): int(s) for t, s in state.get("crop_seq", {}).items()}
             if state.get("stationary") is not None:
@@ -204,16 +209,16 @@ class DetectTrackStage:
 
         Added cameras are accepted from now on (their tracker is made on their first frame);
         removed cameras' trackers and per-camera state are dropped. A camera whose source changed
-        keeps its tracker (its track ids go on), unless its old stream ended with an end-of-stream marker (a file:
-        :meth:`_end_stream`). Raises :class:`~storelens.stages.site_cameras.InvalidSiteVersion`
+        keeps its tracker (its track ids go on), unless its old stream ended with an end-of-stream marker (ingest
+        sends one for a re-pointed camera, live or file: :meth:`_end_stream`). Raises
+        :class:`~storelens.stages.site_cameras.InvalidSiteVersion`
         for an invalid list (a dead letter).
         """
         diff = self.site.apply(update)
         if diff is None:
             return False
         for cam in diff.removed:
-            for table in (self._trackers, self._rates, self.last_seq, self.id_base, self._stationary, self._crop_seq):
-                table.pop(cam, None)
+            self.forget_camera(cam)
         return True
 
     def decode(self, topic: str, value: bytes) -> m.Frame | m.SiteUpdate:
@@ -339,10 +344,22 @@ class DetectTrackStage:
         and visits were already closed). A redelivered marker changes nothing."""
         if camera_id not in self._trackers or seq <= self.last_seq.get(camera_id, -1):
             return
+        self._new_session(camera_id)
+
+    def _new_session(self, camera_id: str) -> None:
+        """The camera's tracker session ends: its tracker (made again at its next frame) and the tables of the
+        session's tracks go, and the next session's ids follow this one's (the ended session's ids are below its
+        base + :data:`TRACK_ID_SESSION_FACTOR`)."""
         for table in (self._trackers, self._rates, self._stationary, self._crop_seq):
             table.pop(camera_id, None)
-        if camera_id in self.id_base:  # the ended session's ids are below its base + TRACK_ID_SESSION_FACTOR
+        if camera_id in self.id_base:
             self.id_base[camera_id] += TRACK_ID_SESSION_FACTOR
+
+    def forget_camera(self, camera_id: str) -> None:
+        """Drop everything of the camera (a site version removed it, or its partition went to another replica):
+        its next frame starts a tracker session whose ids' base is that frame's time (:func:`track_id_base`)."""
+        for table in (self._trackers, self._rates, self.last_seq, self.id_base, self._stationary, self._crop_seq):
+            table.pop(camera_id, None)
 
     def _crops(self, frame: m.Frame, image: np.ndarray, tracks, boxes_src: np.ndarray,
                scale: tuple[float, float]) -> list[m.PersonCrop]:

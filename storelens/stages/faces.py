@@ -492,6 +492,8 @@ class ReidStage:
         self.min_face_agreement = gallery.cfg.match_threshold if agreement is None else agreement
         self.retention_ms = (None if self.cfg.reid.retention_days is None
                              else int(self.cfg.reid.retention_days * 86_400_000))
+        if getattr(gallery, "retention_ms", 0) is None:  # a customer purged elsewhere is told from an erased one
+            gallery.retention_ms = self.retention_ms
         self._tracks: dict[tuple[str, int], _ReidTrack] = {}
         #: Tracks ended for idleness with their decision (or abstention, or erasure), least recently ended first (see
         #: :data:`CLOSED_TRACK_DECISIONS`).
@@ -745,7 +747,7 @@ class ReidStage:
         The decision of a track ended for idleness (a customer, a staff member, or none: abstained or erased) is
         remembered: if the track comes back, it keeps it. Ending
         all of a camera's tracks (end of its stream, camera removed) forgets the camera's remembered decisions, here
-        and in the gallery's store (:meth:`_forget_decisions`), after the decisions taken now.
+        and in the gallery's store but the ``erased`` ones (:meth:`_forget_decisions`), after the decisions taken now.
         """
         out = []
         if older_than_ts_ms is None:
@@ -771,13 +773,14 @@ class ReidStage:
             self._forget_decisions(camera_id)
         return out
 
-    def _forget_decisions(self, camera_id: str, *, keep_erased: bool = False) -> int:
-        """The camera's stream ended: its track ids never come back, the store's decisions of them go (but the
-        ``erased`` ones with ``keep_erased``: :meth:`start_session`)."""
+    def _forget_decisions(self, camera_id: str) -> int:
+        """The camera's stream ended (or a fresh tracker session starts: :meth:`start_session`): the store's
+        decisions of its tracks go, but the ``erased`` ones: a rerun of the same file gives an erased person the same
+        track id, and nothing else stops their enrolment again (they hold no face; the retention purge drops them)."""
         forget = getattr(self.gallery.store, "forget_track_decisions", None)
         if forget is None:
             return 0
-        return forget(camera_id, keep_erased=True) if keep_erased else forget(camera_id)
+        return forget(camera_id, keep_erased=True)
 
     def start_session(self, camera_id: str) -> None:
         """The camera's tracker starts a fresh session (no tracker state restored: every embedded run), before any
@@ -791,7 +794,7 @@ class ReidStage:
         Not for the reid service: there a restarted stage keeps the decisions while detect-track keeps its
         tracker session (a fresh one moves its ids above the old session's,
         :meth:`~storelens.stages.core.DetectTrackStage.restore_camera`)."""
-        gone = self._forget_decisions(camera_id, keep_erased=True)
+        gone = self._forget_decisions(camera_id)
         if gone:
             log.warning("track decisions of an earlier tracker session forgotten (a run that did not end its "
                         "streams)", extra={"camera": camera_id, "decisions": gone})

@@ -13,6 +13,12 @@ hour and publishes it as an hour-long ``HeatmapWindow`` after the minutes it clo
 each hour they belong to (the store upserts it: the last one of an hour is that hour's total,
 the sum of its minute rows, also when a stalled stream closes the minutes of two hours at once).
 
+The hour row the store keeps is rebuilt from its stored minute rows when they are written (of the
+hour's latest frame size, :func:`storelens.storage.heatmaps.rebuild_hours`), so a restart (the sum
+starts afresh) or a re-pointed file (its minutes replace the old file's) cannot make it differ from
+them. A change of the frame size restarts the hour sum and is logged on a camera with zones (they
+are in pixels of the frame).
+
 A state saved under another ``heatmap.cell_px`` (changed across a restart) is loaded without its
 open minutes and hour sum (their cells are of the other grid; the rows already written keep their
 own ``cell_px``), with a warning; the new grid's hour row starts from the next minute.
@@ -50,6 +56,7 @@ class HeatmapAnalyzer(CameraAnalyzer):
     def __init__(self, config: SiteConfig, camera: CameraConfig) -> None:
         cfg = config.heatmap
         self.camera_id = camera.id
+        self.has_zones = bool(camera.zones)
         self.acc = HeatmapAccumulator(cell_px=cfg.cell_px, max_gap_ms=cfg.max_gap_ms,
                                       dwell_speed_h_per_s=cfg.dwell_speed_h_per_s,
                                       speed_window_ms=cfg.speed_window_ms,
@@ -58,6 +65,11 @@ class HeatmapAnalyzer(CameraAnalyzer):
         self.hour: HeatmapMinute | None = None
 
     def update(self, view: FrameView) -> list:
+        old = (self.acc.width, self.acc.height)
+        if self.has_zones and all(old) and view.width and view.height and (view.width, view.height) != old:
+            log.warning("camera %s: the frame size changed from %sx%s to %sx%s; its zones (and lines) are in "
+                        "pixels of the frame: check that they still fit", self.camera_id, *old, view.width,
+                        view.height)
         return self._messages(self.acc.update(view.ts_ms, view.width, view.height, view.track_ids, view.boxes_xyxy))
 
     def end(self, seq: int, ts_ms: int, prior: list) -> list:
@@ -72,7 +84,8 @@ class HeatmapAnalyzer(CameraAnalyzer):
                 if i and self.hour is not None:  # an hour these minutes closed: its final sum before the next one
                     out.append(heatmap_window_message(self.camera_id, self.acc.cell_px, self.hour, HOUR_MS))
                 self.hour = HeatmapMinute(start, mn.width, mn.height, {})
-            self.hour.width, self.hour.height = mn.width, mn.height
+            elif (self.hour.width, self.hour.height) != (mn.width, mn.height):
+                self.hour = HeatmapMinute(start, mn.width, mn.height, {})  # another frame size: the sum restarts
             for key, (occ, dwell) in mn.cells.items():
                 v = self.hour.cells.setdefault(key, [0, 0])
                 v[0] += occ

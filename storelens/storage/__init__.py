@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from storelens.config import StorageConfig
 from storelens.errors import ConfigError, StorageError
+from storelens.storage.base import open_migrated
 from storelens.storage.dialects import redact_dsn
 from storelens.storage.gallery import GalleryStore, SqlGalleryStore, open_gallery, open_gallery_store
 from storelens.storage.history import (
@@ -58,11 +59,12 @@ __all__ = ["AGE_BAND_KEYS", "AGE_BANDS", "EMOTION_KEYS", "GENDER_KEYS", "MIGRATI
 
 def open_storage(cfg: StorageConfig) -> Storage:
     """The history store named by ``cfg``: the SQLite file ``cfg.path`` (``"sqlite"``) or
-    PostgreSQL at ``cfg.dsn`` (``"postgres"``)."""
+    PostgreSQL at ``cfg.dsn`` (``"postgres"``); its tables migrated, or waited for (``cfg.migrate``:
+    :func:`~storelens.storage.base.open_migrated`)."""
     if cfg.backend == "sqlite":
-        return SqlStorage(cfg.path)
+        return open_migrated(lambda upgrade: SqlStorage(cfg.path, upgrade=upgrade), cfg.migrate)
     if cfg.backend == "postgres":
         if not cfg.dsn:  # pragma: no cover (config requires it)
             raise ConfigError("storage.dsn is required when storage.backend is 'postgres'")
-        return SqlStorage(cfg.dsn)
+        return open_migrated(lambda upgrade: SqlStorage(cfg.dsn, upgrade=upgrade), cfg.migrate)
     raise ConfigError(f"unknown storage backend {cfg.backend!r}")  # pragma: no cover (config forbids it)

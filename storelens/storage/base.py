@@ -12,6 +12,7 @@ cannot be used (unreachable at open, newer than this StoreLens, store closed).
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from typing import Any, Callable, Iterator, TypeVar
 
@@ -19,9 +20,62 @@ import sqlalchemy as sa
 
 import storelens.storage.dialects as dialects
 import storelens.storage.migrations as migrations
-from storelens.errors import StorageError
+from storelens.errors import StorageError, WaitStopped
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+#: ``storage.migrate: wait`` and ``storelens db wait``: the first pause between two looks at the tables' revision,
+#: doubled after each look up to the second (also the longest gap between two heartbeats of ``/healthz`` while a
+#: service waits; a look is one small read per chain).
+SCHEMA_POLL_S = (0.5, 5.0)
+
+
+def poll_schema(look: Callable[[], T], stop: threading.Event,
+                on_behind: Callable[[migrations.SchemaBehind, bool, float], None]) -> T:
+    """``look()`` again, with backoff (:data:`SCHEMA_POLL_S`), while it raises
+    :class:`~storelens.storage.migrations.SchemaBehind`: its answer. ``on_behind(exc, new, retry_s)`` after each
+    such look (``new``: a state not said at the previous look, to log once per state). Other errors (tables newer
+    than this StoreLens: :func:`~storelens.storage.migrations.check`'s :class:`StorageError`) end it at once;
+    ``stop`` set (SIGTERM) ends it with :class:`WaitStopped`. The one wait of :func:`open_migrated` and of
+    ``storelens db wait`` (:func:`storelens.storage.upgrade.wait`)."""
+    delay, said = SCHEMA_POLL_S[0], None
+    while True:
+        try:
+            return look()
+        except migrations.SchemaBehind as exc:
+            on_behind(exc, str(exc) != said, delay)
+            said = str(exc)
+            if stop.wait(delay):
+                raise WaitStopped(f"stopped while waiting: {exc}") from None
+            delay = min(delay * 2, SCHEMA_POLL_S[1])
+
+
+def open_migrated(open_: Callable[[bool], T], migrate: str = "auto") -> T:
+    """``open_(upgrade)``: a store opened as ``storage.migrate`` says.
+
+    ``"auto"``: the store migrates its tables (``open_(True)``). ``"wait"``: it never does; while they are behind
+    (:class:`~storelens.storage.migrations.SchemaBehind`, e.g. during ``storelens db upgrade``) this looks again
+    (:func:`poll_schema`), logging what it waits for; meanwhile the ``schema`` wait of
+    :mod:`storelens.runtime.service` makes ``/readyz`` fail naming the revision, and keeps ``/healthz`` up.
+    Tables newer than this StoreLens (a rollback): :class:`StorageError` at once; a SIGTERM ends the wait
+    (:class:`WaitStopped`: the services exit 0, as for any SIGTERM while starting).
+    """
+    if migrate == "auto":
+        return open_(True)
+    from storelens.runtime import service
+
+    def behind(exc: migrations.SchemaBehind, new: bool, retry_s: float) -> None:
+        service.waiting("schema", str(exc))
+        log.log(logging.WARNING if new else logging.INFO, "waiting for the schema migration",
+                extra={"chain": exc.chain, "revision": exc.current, "head": exc.head, "detail": str(exc),
+                       "retry_s": retry_s})
+
+    try:
+        return poll_schema(lambda: open_(False), service.STOP, behind)
+    finally:
+        service.done_waiting("schema")
 
 
 def _driver_error(exc: sa.exc.StatementError) -> BaseException:
@@ -49,13 +103,16 @@ class SqlStore(Closing):
             uses the connection's ``search_path``.
         connect_timeout_s: how long one connection attempt may take (SQLite: lock wait).
         application_name: PostgreSQL ``application_name``.
+        upgrade: ``True``: migrate the tables to the head revision (under the migration lock); ``False``
+            (``storage.migrate: wait``): never migrate, raise :class:`~storelens.storage.migrations.SchemaBehind`
+            when they are behind (:func:`open_migrated` waits).
         migrate: options for the revision scripts (e.g. the gallery's ``dim``).
     """
 
     _what = "storage"
 
     def __init__(self, target: str, *, chain: str, schema: str | None = None, connect_timeout_s: float = 10.0,
-                 application_name: str = "storelens", **migrate: Any) -> None:
+                 application_name: str = "storelens", upgrade: bool = True, **migrate: Any) -> None:
         if schema is not None and not schema:
             raise ValueError("schema must be a non-empty name or None")
         self.db = dialects.open_database(target, schema=schema, connect_timeout_s=connect_timeout_s,
@@ -71,7 +128,10 @@ class SqlStore(Closing):
         except sa.exc.DBAPIError as exc:
             raise StorageError(f"cannot connect to {self.db.name} ({self.db.where}): {exc.orig}".rstrip()) from exc
         try:
-            self._run(lambda conn: migrations.upgrade(self.db, conn, chain, **migrate))
+            if upgrade:
+                self._run(lambda conn: migrations.upgrade(self.db, conn, chain, **migrate))
+            else:
+                self._read(lambda conn: migrations.check(self.db, conn, chain))
         except (sa.exc.DBAPIError, *self._driver_errors()) as exc:
             self.close()
             raise StorageError(f"cannot prepare the StoreLens {chain} tables ({self.db.where}): {exc}".rstrip()) \

@@ -149,6 +149,11 @@ def insert(db: Database, table: sa.Table) -> Any:
     return (postgresql.insert if db.postgres else sqlite.insert)(table)
 
 
+def insert_on(conn: sa.Connection, table: sa.Table) -> Any:
+    """:func:`insert` for the dialect of ``conn`` (code that has the connection, not the :class:`Database`)."""
+    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+
+
 def begin_write(db: Database, conn: sa.Connection) -> None:
     """Called first in a write transaction: SQLite takes the write lock now (waiting up to the timeout)."""
     if not db.postgres:  # straight to the driver: this runs for every write

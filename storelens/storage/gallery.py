@@ -25,7 +25,9 @@ store at start; :func:`open_gallery` builds both from a site config.
   decision of each track (``customer``, ``staff``, ``abstained``, ``erased``), so a restarted stage never decides
   a track again (:meth:`~SqlGalleryStore.track_decision`) but publishes the ``CustomerMatch`` / ``StaffTrack`` it
   had published for it again (``output``, protobuf); erasing a customer turns theirs into ``erased`` decisions
-  without the customer or the output, the retention purge drops them with the embeddings.
+  without the customer or the output (and the API adds one for each track the history matched to them:
+  :meth:`~SqlGalleryStore.erase_track_decisions`); an end of stream keeps the ``erased`` ones (a rerun of the file
+  gives the person the same track id); the retention purge drops them with the embeddings.
 
 Embeddings and visits reference their customer (``ON DELETE CASCADE``).
 
@@ -102,15 +104,16 @@ from storelens.backends.face_index import (  # noqa: F401  (re-exported: the gal
 )
 from storelens.config import SiteConfig
 from storelens.errors import ConfigError
-from storelens.storage.base import SqlStore
+from storelens.storage.base import SqlStore, open_migrated
 
 log = logging.getLogger(__name__)
 
 
 def customers_query(db: dialects.Database, customers: sa.Table, visits: sa.Table, *, returning: bool | None,
                     from_ts_ms: int | None, to_ts_ms: int | None, limit: int,
-                    offset: int) -> tuple[sa.TextClause, Callable[[Any], Sequence[str]]]:
-    """The one-statement query of :meth:`SqlGalleryStore.list_customers`, and the decoder of its cameras.
+                    offset: int, exclude: Sequence[str] = ()) -> tuple[sa.TextClause, Callable[[Any], Sequence[str]]]:
+    """The one-statement query of :meth:`SqlGalleryStore.list_customers`, and the decoder of its cameras
+    (``exclude``: customer ids left out, e.g. staff enrolled as customers).
 
     Rows: ``(total, customer_id, created_ts_ms, visits, first_seen, last_seen, max_visit_no, cameras)``
     (a single row of ``NULL`` columns but the total for an empty page).
@@ -128,6 +131,9 @@ def customers_query(db: dialects.Database, customers: sa.Table, visits: sa.Table
             cond.append("w.first_ts_ms < :to_ts")
             params["to_ts"] = int(to_ts_ms)
         where.append(f"EXISTS (SELECT 1 FROM {visits.name} w WHERE {' AND '.join(cond)})")
+    left_out = sorted(set(exclude))
+    if left_out:
+        where.append("c.customer_id NOT IN :exclude")
     if returning is not None:
         having = "HAVING COALESCE(MAX(v.visit_no), 0) " + ("> 1" if returning else "<= 1")
     cameras_sql, cameras = dialects.distinct_cameras_sql(db, visits.name, "p.customer_id")
@@ -146,7 +152,10 @@ def customers_query(db: dialects.Database, customers: sa.Table, visits: sa.Table
         SELECT t.total, p.customer_id, p.created_ts_ms, p.n, p.first_seen, p.last_seen, p.max_no, {cameras_sql}
         FROM (SELECT COUNT(*) AS total FROM s) t LEFT JOIN page p ON TRUE
         ORDER BY p.last_seen DESC, p.customer_id"""  # noqa: S608 (fixed fragments, bound values)
-    return sa.text(query).bindparams(**params), cameras
+    stmt = sa.text(query).bindparams(**params)
+    if left_out:
+        stmt = stmt.bindparams(sa.bindparam("exclude", left_out, expanding=True))
+    return stmt, cameras
 
 
 class SqlGalleryStore(SqlStore):
@@ -166,6 +175,7 @@ class SqlGalleryStore(SqlStore):
         vacuum_after_erase: PostgreSQL: run ``VACUUM`` on the gallery tables
             after :meth:`delete_customer` and :meth:`purge_older_than` deleted
             something (see the module docstring).
+        upgrade: ``False``: never migrate the tables (``storage.migrate: wait``; see :class:`SqlStore`).
 
     Raises:
         StorageError: the server cannot be reached or the tables cannot be created.
@@ -176,7 +186,7 @@ class SqlGalleryStore(SqlStore):
 
     def __init__(self, target: str | os.PathLike[str], dim: int = 128, *, embedder: str | None = None,
                  schema: str | None = None, connect_timeout_s: float = 10.0, batch_size: int = 10_000,
-                 vacuum_after_erase: bool = True) -> None:
+                 vacuum_after_erase: bool = True, upgrade: bool = True) -> None:
         if int(dim) < 1 or int(batch_size) < 1:
             raise ValueError("dim and batch_size must be >= 1")
         self.path = self.dsn = target = os.fspath(target)
@@ -185,7 +195,7 @@ class SqlGalleryStore(SqlStore):
         self.batch_size = int(batch_size)
         self.vacuum_after_erase = vacuum_after_erase
         super().__init__(target, chain="gallery", schema=schema, connect_timeout_s=connect_timeout_s,
-                         application_name="storelens-gallery", dim=self.dim)
+                         application_name="storelens-gallery", upgrade=upgrade, dim=self.dim)
         self.t = dialects.gallery_tables(self.db)
         meta = self.t.meta
         ins = dialects.insert(self.db, meta).values(key="dim", value=str(self.dim))
@@ -364,6 +374,19 @@ class SqlGalleryStore(SqlStore):
                "output": None if decision.output is None else bytes(decision.output)}
         self._write(lambda c: c.execute(self._save_decision, row))
 
+    def erase_track_decisions(self, tracks: dict[tuple[str, int], int]) -> int:
+        """An ``erased`` decision for each ``(camera_id, track_id) -> ts_ms`` without a decision (a decision already
+        stored stays: :meth:`delete_customer` turns the customer's into ``erased``): the tracks an erased customer
+        was matched in that the store forgot (their stream ended), so a rerun of the same file never decides them
+        again. ``ts_ms`` (the match's) dates the row for the retention purge; returns how many were written."""
+        rows = [{"camera_id": str(cam), "track_id": int(tid), "ts_ms": int(ts), "decision": "erased",
+                 "customer_id": None, "staff_id": None, "output": None} for (cam, tid), ts in sorted(tracks.items())]
+        if not rows:
+            return 0
+        d = self.t.track_decisions
+        ins = dialects.insert(self.db, d).on_conflict_do_nothing(index_elements=list(d.primary_key))
+        return self._write(lambda c: sum(max(c.execute(ins, row).rowcount, 0) for row in rows))
+
     def forget_track_decisions(self, camera_id: str, *, keep_erased: bool = False) -> int:
         """Drop the camera's track decisions (its stream ended), but the ``erased`` ones with ``keep_erased``;
         returns how many."""
@@ -442,11 +465,13 @@ class SqlGalleryStore(SqlStore):
         return self._visits(customer_id)
 
     def list_customers(self, *, returning: bool | None = None, from_ts_ms: int | None = None,
-                       to_ts_ms: int | None = None, limit: int = 50,
-                       offset: int = 0) -> tuple[int, list[CustomerSummary]]:
-        """See :meth:`GalleryStore.list_customers`: one SQL statement (aggregates, page and total)."""
+                       to_ts_ms: int | None = None, limit: int = 50, offset: int = 0,
+                       exclude: Sequence[str] = ()) -> tuple[int, list[CustomerSummary]]:
+        """See :meth:`GalleryStore.list_customers`: one SQL statement (aggregates, page and total); ``exclude``:
+        customer ids left out (staff whose every matched track is a staff track)."""
         query, cameras = customers_query(self.db, self.t.customers, self.t.visits, returning=returning,
-                                         from_ts_ms=from_ts_ms, to_ts_ms=to_ts_ms, limit=limit, offset=offset)
+                                         from_ts_ms=from_ts_ms, to_ts_ms=to_ts_ms, limit=limit, offset=offset,
+                                         exclude=exclude)
         rows = self._rows(query)
         total = int(rows[0][0]) if rows else 0
         return total, [
@@ -476,9 +501,9 @@ def open_gallery_store(config: SiteConfig) -> SqlGalleryStore:
     from storelens.stages.faces import gallery_sqlite_path
 
     dim, embedder = config.faces.gallery.dim, config.faces.embedder.model_name
-    if config.storage.backend == "postgres":
-        return SqlGalleryStore(config.storage.dsn, dim=dim, embedder=embedder)
-    return SqlGalleryStore(gallery_sqlite_path(config), dim=dim, embedder=embedder)
+    target = config.storage.dsn if config.storage.backend == "postgres" else gallery_sqlite_path(config)
+    return open_migrated(lambda upgrade: SqlGalleryStore(target, dim=dim, embedder=embedder, upgrade=upgrade),
+                         config.storage.migrate)
 
 
 def open_gallery_store_to_purge(config: SiteConfig, storage: Any) -> SqlGalleryStore | None:
@@ -503,12 +528,16 @@ def open_gallery_store_to_purge(config: SiteConfig, storage: Any) -> SqlGalleryS
         if target == ":memory:" or not os.path.exists(target):
             return None
     try:
-        return SqlGalleryStore(target, dim=config.faces.gallery.dim)
+        return open_migrated(lambda upgrade: SqlGalleryStore(target, dim=config.faces.gallery.dim, upgrade=upgrade),
+                             config.storage.migrate)
     except ConfigError as exc:  # embeddings of another dimension: faces.gallery.dim was changed since
         log.warning("the face gallery left by an earlier run is not purged", extra={"error": str(exc)})
         return None
 
 
 def open_gallery(config: SiteConfig) -> FaceGallery:
-    """The gallery of ``config``: its store (:func:`open_gallery_store`), the index rebuilt from it."""
-    return FaceGallery(config.faces.gallery, store=open_gallery_store(config))
+    """The gallery of ``config``: its store (:func:`open_gallery_store`), the index rebuilt from it, with the
+    retention ``faces.reid.retention_days`` (a customer another process's purge dropped is no erased one)."""
+    days = config.faces.reid.retention_days
+    return FaceGallery(config.faces.gallery, store=open_gallery_store(config),
+                       retention_ms=None if days is None else int(days * 86_400_000))

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
+import storelens.storage.dialects as dialects
 from storelens.storage.schema import camera_snapshots, heatmap_windows
 
 
@@ -85,6 +86,46 @@ def sum_cells(arr: np.ndarray) -> list[tuple[int, int, int, int]]:
     return [(int(k % cols), int(k // cols), int(round(occ[k])), int(round(dwell[k]))) for k in np.nonzero(seen)[0]]
 
 
+def rebuild_hours(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+    """Make the hour rows of the hours ``rows`` (just written) touched the sum of their stored minute rows
+    of the frame size of the hour's latest minute, in the writer's transaction (one read of at most 60 rows
+    per camera, cell size and hour of a batch): whatever hour sum the analytics stage sent (a restarted
+    embedded run starts its sum afresh; a re-pointed file's minutes replace the old file's), the hour row
+    equals its minutes. An hour with no minute row stored keeps the row it was sent.
+
+    Writers of the same hour (a replay and the live analytics on PostgreSQL) are serialised by the hour row's
+    lock, taken before the minutes are read (an upsert of the row: a placeholder where it is missing): the
+    second one waits for the first one's commit, then reads its minutes too (READ COMMITTED: a fresh snapshot
+    per statement), so neither fails on the key nor writes a sum lacking the other's minute."""
+    h = heatmap_windows.c
+    ins = dialects.insert_on(conn, heatmap_windows)
+    key = [c.name for c in heatmap_windows.primary_key]
+    lock = ins.on_conflict_do_update(index_elements=key, set_={"window_end_ms": ins.excluded.window_end_ms})
+    write = ins.on_conflict_do_update(index_elements=key, set_={
+        c.name: ins.excluded[c.name] for c in heatmap_windows.c if c.name not in key})
+    for cam, px, hour in sorted({(r["camera_id"], int(r["cell_px"]), int(r["window_start_ms"]) // HOUR_MS * HOUR_MS)
+                                 for r in rows}):
+        row = {"camera_id": cam, "cell_px": px, "span_ms": HOUR_MS, "window_start_ms": hour,
+               "window_end_ms": hour + HOUR_MS}
+        # n_cells -1 marks the placeholder (the row is missing only when no minute of the hour was written)
+        conn.execute(lock, [{**row, "width": 0, "height": 0, "n_cells": -1, "occupancy_ms": 0, "dwell_ms": 0,
+                             "cells": b""}])
+        minutes = conn.execute(
+            sa.select(h.width, h.height, h.cells, h.window_start_ms)
+            .where(h.camera_id == cam, h.cell_px == px, h.span_ms == MINUTE_MS, h.window_start_ms >= hour,
+                   h.window_start_ms < hour + HOUR_MS).order_by(h.window_start_ms)).all()
+        if not minutes:
+            conn.execute(sa.delete(heatmap_windows).where(h.camera_id == cam, h.cell_px == px, h.span_ms == HOUR_MS,
+                                                          h.window_start_ms == hour, h.n_cells == -1))
+            continue
+        width, height = int(minutes[-1][0]), int(minutes[-1][1])
+        packed = [unpack_cells(r[2]) for r in minutes if (int(r[0]), int(r[1])) == (width, height)]
+        cells = sum_cells(np.concatenate(packed))
+        conn.execute(write, [{**row, "width": width, "height": height, "n_cells": len(cells),
+                              "occupancy_ms": sum(c[2] for c in cells), "dwell_ms": sum(c[3] for c in cells),
+                              "cells": np.array(cells, "<i4").reshape(-1, 4).tobytes()}])
+
+
 def heatmap(store: Any, camera_id: str, start_ms: int, end_ms: int, cell_px: int | None = None) -> HeatmapCells | None:
     """The camera's cells over the minutes starting in ``[start_ms, end_ms)``; ``None`` when there are none.
 
@@ -97,24 +138,33 @@ def heatmap(store: Any, camera_id: str, start_ms: int, end_ms: int, cell_px: int
     h = heatmap_windows.c
     first = -(-start_ms // MINUTE_MS) * MINUTE_MS  # the first minute starting in the range
     h_start, h_end = -(-first // HOUR_MS) * HOUR_MS, end_ms // HOUR_MS * HOUR_MS
-    base = sa.select(h.width, h.height, h.cells).where(h.camera_id == camera_id, h.cell_px == px)
-    if h_start < h_end:  # whole hours from the hour rows, the edges from the minute rows
-        parts = [base.where(h.span_ms == HOUR_MS, h.window_start_ms >= h_start, h.window_start_ms < h_end),
-                 base.where(h.span_ms == MINUTE_MS, h.window_start_ms >= start_ms, h.window_start_ms < h_start),
-                 base.where(h.span_ms == MINUTE_MS, h.window_start_ms >= h_end, h.window_start_ms < end_ms)]
-        stmt: Any = sa.union_all(*parts)
-    else:
-        stmt = base.where(h.span_ms == MINUTE_MS, h.window_start_ms >= start_ms, h.window_start_ms < end_ms)
-    count = sa.select(sa.func.count()).where(h.camera_id == camera_id, h.cell_px == px, h.span_ms == MINUTE_MS,
-                                             h.window_start_ms >= start_ms, h.window_start_ms < end_ms)
+    grid = (h.camera_id == camera_id, h.cell_px == px)
+    latest = (sa.select(h.width, h.height).where(*grid, h.span_ms == MINUTE_MS, h.window_start_ms == sizes[px]))
 
-    def read(conn: sa.Connection) -> tuple[list[Any], int]:
-        return conn.execute(stmt).all(), int(conn.execute(count).scalar_one())
+    def read(conn: sa.Connection) -> tuple[int, int, list[Any], int]:
+        # one frame size: the latest minute's (a camera whose frame size changed has cells of two grids)
+        width, height = (int(v) for v in conn.execute(latest).one())
+        size = (*grid, h.width == width, h.height == height)
+        base = sa.select(h.cells).where(*size)
+        minute_rows = base.where(h.span_ms == MINUTE_MS)
+        hours: list[int] = []
+        if h_start < h_end:  # whole hours from the hour rows (of this size), the rest from the minute rows
+            hours = [int(t) for (t,) in conn.execute(sa.select(h.window_start_ms).where(
+                *size, h.span_ms == HOUR_MS, h.window_start_ms >= h_start, h.window_start_ms < h_end))]
+        parts: list[Any] = [base.where(h.span_ms == HOUR_MS, h.window_start_ms.in_(hours))] if hours else []
+        lo = start_ms
+        for t in sorted(hours) + [None]:  # the minute rows between the hours read from hour rows
+            hi = end_ms if t is None else t
+            if lo < hi:
+                parts.append(minute_rows.where(h.window_start_ms >= lo, h.window_start_ms < hi))
+            lo = -1 if t is None else t + HOUR_MS
+        rows = conn.execute(sa.union_all(*parts) if len(parts) > 1 else parts[0]).all() if parts else []
+        count = sa.select(sa.func.count()).where(*size, h.span_ms == MINUTE_MS, h.window_start_ms >= start_ms,
+                                                 h.window_start_ms < end_ms)
+        return width, height, rows, int(conn.execute(count).scalar_one())
 
-    rows, minutes = store._read(read)
-    width = max((int(r[0]) for r in rows), default=0)
-    height = max((int(r[1]) for r in rows), default=0)
-    packed = [unpack_cells(r[2]) for r in rows]
+    width, height, rows, minutes = store._read(read)
+    packed = [unpack_cells(r[0]) for r in rows]
     arr = np.concatenate(packed) if packed else np.zeros((0, 4), np.int64)
     return HeatmapCells(camera_id, int(px), width, height, minutes, sum_cells(arr))
 

@@ -63,6 +63,7 @@ from storelens.storage.schema import (
     erased_tracks,
     frames,
     occupancy,
+    staff_tracks,
     track_attributes,
     track_points,
     track_summaries,
@@ -394,6 +395,8 @@ class SqlStorage(SqlStore):
         schema: PostgreSQL schema holding the tables (created if missing);
             ``None`` uses the connection's ``search_path`` (normally ``public``).
         connect_timeout_s: how long one connection attempt (SQLite: a lock) may take.
+        upgrade: ``False``: never migrate the tables; behind the head revision:
+            :class:`~storelens.storage.migrations.SchemaBehind` (``storage.migrate: wait``).
 
     Raises:
         StorageError: the server cannot be reached, the tables cannot be
@@ -409,9 +412,11 @@ class SqlStorage(SqlStore):
         [(7, 1)]
     """
 
-    def __init__(self, target: str, schema: str | None = None, *, connect_timeout_s: float = 10.0) -> None:
+    def __init__(self, target: str, schema: str | None = None, *, connect_timeout_s: float = 10.0,
+                 upgrade: bool = True) -> None:
         self.path = self.dsn = target
-        super().__init__(target, chain="history", schema=schema, connect_timeout_s=connect_timeout_s)
+        super().__init__(target, chain="history", schema=schema, connect_timeout_s=connect_timeout_s,
+                         upgrade=upgrade)
         upsert = self._upsert
         self._points = upsert(track_points)
         self._frames = upsert(frames)
@@ -652,6 +657,26 @@ class SqlStorage(SqlStore):
 
         return sum(privacy.erase_customer(self, customer_id, journeys, entrance_lines, tracks).values())
 
+    def customer_track_times(self, customer_id: str) -> dict[tuple[str, int], int]:
+        """``(camera_id, track_id) -> ts_ms`` of the tracks matched to ``customer_id`` (the erasure marks them
+        erased in the gallery's track decisions: never decided again)."""
+        import storelens.storage.privacy as privacy
+
+        return privacy.customer_track_times(self, customer_id)
+
+    def staff_only_customers(self) -> list[str]:
+        """Customers every matched track of whom is a staff track (``staff_tracks``: uniform, staff-only zone or
+        staff face): staff the reid stage enrolled, left out of the customers the API lists."""
+        cm, st = customer_matches.c, staff_tracks.c
+        # one grouped pass (no correlated subquery per match): a customer whose matches all join a staff track
+        # (staff_tracks' key is the track: at most one row each)
+        stmt = (sa.select(cm.customer_id)
+                .select_from(customer_matches.outerjoin(staff_tracks, sa.and_(st.camera_id == cm.camera_id,
+                                                                              st.track_id == cm.track_id)))
+                .group_by(cm.customer_id)
+                .having(sa.func.count(st.track_id) == sa.func.count()))
+        return sorted(str(c) for (c,) in self._rows(stmt))
+
     def purge_expired(self, days: Any, now_ms: int, known_customer: Callable[[str], bool] | None = None
                       ) -> dict[str, int]:
         """Retention: rows of each kind of personal data older than its period; rows deleted per kind
@@ -686,7 +711,7 @@ class SqlStorage(SqlStore):
     def demographics(
         self, camera_id: str | None = None, start_ms: int | None = None, end_ms: int | None = None
     ) -> dict[str, Any]:
-        """Tracks with at least one face, by age band, gender and emotion.
+        """Tracks with at least one face, by age band, gender and emotion; staff tracks (``staff_tracks``) left out.
 
         A track counts when its ``last_ts_ms`` is in ``[start_ms, end_ms)``
         (unbounded where ``None``), on ``camera_id`` if given. Returns
@@ -694,8 +719,9 @@ class SqlStorage(SqlStore):
         "gender": {name: n}, "emotion": {name: n}}`` with every key of
         :data:`AGE_BAND_KEYS`, :data:`GENDER_KEYS` and :data:`EMOTION_KEYS` present.
         """
-        a = track_attributes.c
-        stmt = (sa.select(_age_band_sql(), a.gender, a.emotion, sa.func.count()).where(a.n_faces > 0)
+        a, st = track_attributes.c, staff_tracks.c
+        stmt = (sa.select(_age_band_sql(), a.gender, a.emotion, sa.func.count()).where(
+                    a.n_faces > 0, ~sa.exists().where(st.camera_id == a.camera_id, st.track_id == a.track_id))
                 .group_by(sa.text("1"), sa.text("2"), sa.text("3")))
         if camera_id is not None:
             stmt = stmt.where(a.camera_id == camera_id)

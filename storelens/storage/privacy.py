@@ -199,6 +199,14 @@ def customer_track_keys(storage: Any, customer_id: str) -> set[tuple[str, int]]:
     return {(str(cam), int(tid)) for cam, tid in rows}
 
 
+def customer_track_times(storage: Any, customer_id: str) -> dict[tuple[str, int], int]:
+    """``(camera_id, track_id) -> ts_ms`` of the matches of ``customer_id`` (:func:`customer_track_keys` with the
+    match's time)."""
+    cm = customer_matches.c
+    rows = storage._rows(sa.select(cm.camera_id, cm.track_id, cm.ts_ms).where(cm.customer_id == customer_id))
+    return {(str(cam), int(tid)): int(ts) for cam, tid, ts in rows}
+
+
 def journey_track_keys(storage: Any, journeys_config: Any, customer_id: str, seeds: Iterable[tuple[str, int]],
                        entrance_lines: Iterable[str] | None = None) -> set[tuple[str, int]]:
     """The tracks of the journeys (linked at query time, as the API links them: ``entrance_lines`` is the site's

@@ -154,7 +154,13 @@ def _snapshot_rows(items: Iterable[m.CameraSnapshot]) -> list[dict[str, Any]]:
     } for s in items if s.jpeg], camera_snapshots)
 
 
-register_records(m.HeatmapWindow, heatmap_windows, _heatmap_rows)
+def _rebuild_heatmap_hours(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+    from storelens.storage.heatmaps import rebuild_hours
+
+    rebuild_hours(conn, rows)
+
+
+register_records(m.HeatmapWindow, heatmap_windows, _heatmap_rows, after=_rebuild_heatmap_hours)
 register_records(m.CameraSnapshot, camera_snapshots, _snapshot_rows)
 
 
@@ -349,6 +355,21 @@ def _sweep_hours(conn: sa.Connection, items: list[m.StoreKpiHour]) -> list[dict[
         stmt = sa.delete(chain_kpi_hours).where(sa.tuple_(h.store_id, h.start_ms).in_(hours[k:k + 200]),
                                                 h.computed_ms < newest).returning(h.store_id, h.day)
         gone += [{"store_id": sid, "day": day} for sid, day in conn.execute(stmt)]
+    # ... and so do the rows of a currency the hour no longer has from the same computation (a store whose clock
+    # is its newest stored frame re-publishes an hour with the same computed_ms: "" before a POS import, EUR after)
+    last: dict[tuple[str, int], m.StoreKpiHour] = {}
+    for x in sorted((x for x in items if not m.window_only(x)), key=lambda x: x.computed_ms):
+        last[(x.store_id, x.start_ms)] = x  # the row the upsert kept: the newest computation, the last of a tie
+    same: dict[tuple[int, tuple[str, ...]], list[tuple[str, int]]] = {}
+    for key, x in last.items():
+        own = tuple(sorted({x.currency, *(o.currency for o in x.other_sales)}))
+        same.setdefault((x.computed_ms, own), []).append(key)
+    for (computed_ms, own), keys in same.items():
+        for k in range(0, len(keys), 200):
+            stmt = sa.delete(chain_kpi_hours).where(
+                sa.tuple_(h.store_id, h.start_ms).in_(sorted(keys[k:k + 200])), h.currency.not_in(own),
+                h.computed_ms <= computed_ms).returning(h.store_id, h.day)
+            gone += [{"store_id": sid, "day": day} for sid, day in conn.execute(stmt)]
     return gone
 
 

@@ -289,7 +289,9 @@ def open_from(config: Any, camera: Any, frames_read: Sequence[m.TrackedFrame], d
     live pipeline writes it once a frame after the read closes it: the replay cannot re-derive it). ``derived``:
     what the frames read gave. The count windows end at the end of the window holding the crossings' end (counted
     from the crossings, also those written since); ``heatmap_windows`` (upserted, never deleted) is the end of
-    the last closed minute: an hour row running past it is not written. After the end of a finite source
+    the last closed minute: an hour row running past it is not written as derived, but rebuilt from its stored
+    minutes (:func:`~storelens.storage.heatmaps.rebuild_hours`, the live ones too) as each of its minutes is.
+    After the end of a finite source
     (the newest frame read ends the stream) nothing is open: every table ends after the newest frame."""
     newest = max((tf.ts_ms for tf in frames_read), default=-1)
     if not frames_read or frames_read[-1].end_of_stream:

@@ -15,6 +15,7 @@ Example (see tests/test_chain_rollup.py):
 """
 from __future__ import annotations
 
+import time
 from typing import Any, Sequence
 
 import sqlalchemy as sa
@@ -54,6 +55,13 @@ def kpi_hours(config: SiteConfig, storage: Any, start_ms: int, end_ms: int, now_
             other_sales=[m.CurrencySales(currency=cur, transactions=o.transactions, sales_minor=o.sales_minor)
                          for cur, o in sorted(other.items())]))
     return out
+
+
+def kpi_now_ms(config: SiteConfig, storage: Any) -> int:
+    """The store's "now" of :func:`kpi_publisher` (the newest stored frame when every camera is a recorded video),
+    the wall clock when that has no frame yet."""
+    newest = storage.newest_frame_ms() if purge_clock(config) != "wall" else None
+    return int(time.time() * 1000) if newest is None else int(newest)
 
 
 def kpi_publisher(config: SiteConfig, storage: Any, publish) -> KpiPublisher:

@@ -11,7 +11,8 @@ from typing import Any, Iterable
 import sqlalchemy as sa
 
 from storelens.domain.zones import ZoneEvent
-from storelens.storage.schema import frames, track_attributes, zone_events, zone_occupancy, zone_stats
+from storelens.storage.schema import (frames, staff_tracks, track_attributes, track_points, zone_events, zone_occupancy,
+                                      zone_stats)
 
 
 @dataclass(frozen=True)
@@ -95,9 +96,11 @@ def count_ended_visits(storage: Any, zone_keys: Iterable[tuple[str, str]], start
     keys = sorted(set(zone_keys))
     if not keys:
         return 0
-    e = zone_events.c
+    e, st = zone_events.c, staff_tracks.c
+    staff = sa.exists().where(st.camera_id == e.camera_id, st.track_id == e.track_id)
     return int(storage._rows(sa.select(sa.func.count()).select_from(zone_events).where(
-        e.kind == "exit", e.ts_ms >= start_ms, e.ts_ms < end_ms, sa.tuple_(e.camera_id, e.zone_id).in_(keys)))[0][0])
+        e.kind == "exit", e.ts_ms >= start_ms, e.ts_ms < end_ms, sa.tuple_(e.camera_id, e.zone_id).in_(keys),
+        ~staff))[0][0])
 
 
 def events(storage: Any, camera_id: str | None, start_ms: int, end_ms: int, *, zone_ids: Iterable[str] | None = None,
@@ -116,14 +119,71 @@ def events(storage: Any, camera_id: str | None, start_ms: int, end_ms: int, *, z
     return [(ZoneEvent(*r[:9]), r[9]) for r in storage._rows(stmt)]
 
 
-def length_at(storage: Any, camera_id: str, zone_id: str, at_ms: int) -> int:
-    """People in the zone at ``at_ms`` from its stored events: entries minus exits up to it (counted in the
-    database, however many there are)."""
-    e = zone_events.c
-    delta = sa.case((e.kind == "enter", 1), (e.kind == "exit", -1), else_=0)
-    rows = storage._rows(sa.select(sa.func.coalesce(sa.func.sum(delta), 0)).where(
-        e.camera_id == camera_id, e.zone_id == zone_id, e.ts_ms <= at_ms, e.kind.in_(["enter", "exit"])))
-    return max(0, int(rows[0][0]))
+#: How far back :func:`length_at` looks for an entry still open when no frame of the camera is stored in that
+#: time (not written, or purged): a queue visit longer than this is not a wait but an entry that was never closed
+#: (the run was killed, the camera or zone removed). With stored frames the frames and track points decide.
+QUEUE_LOOKBACK_MS = 2 * 3_600_000
+
+
+def length_at(storage: Any, camera_id: str, zone_id: str, at_ms: int, stream_gap_ms: int | None = None,
+              lookback_ms: int = QUEUE_LOOKBACK_MS) -> int:
+    """People in the zone at ``at_ms`` from its stored events (:func:`lengths_at` of one zone)."""
+    return lengths_at(storage, camera_id, [zone_id], at_ms, stream_gap_ms, lookback_ms).get(zone_id, 0)
+
+
+def lengths_at(storage: Any, camera_id: str, zone_ids: Iterable[str], at_ms: int, stream_gap_ms: int | None = None,
+               lookback_ms: int = QUEUE_LOOKBACK_MS) -> dict[str, int]:
+    """People in each of the camera's zones ``zone_ids`` at ``at_ms`` from their stored events: the visits open
+    at it (an entry at or before ``at_ms`` of a track with no exit of that visit up to ``at_ms``, an exit's visit
+    starting at ``ts_ms - dwell_ms``). A few queries per camera, whatever the number of zones.
+
+    With ``stream_gap_ms`` (frames further apart are a stall, the :class:`~storelens.domain.zones.StreamCoverage`
+    rule) and stored frames from the oldest open entry on: none when the frames stopped (a stall, a killed run, a
+    removed camera) more than ``stream_gap_ms`` before ``at_ms``; an entry from before the stream's last cut (a gap
+    in the frames, or an end of stream) counts only if its visit went on after it: its track has a stored point
+    from the cut to ``at_ms`` (track ids are not reused, not even by another run), or its exit is dated after
+    ``at_ms``. A camera that lost frames for seconds (an RTSP reconnect, a detector behind) or is sampled slower
+    than ``stream_gap_ms`` keeps the people it still shows, and an entry a killed run or an ended stream never
+    closed does not count. Without stored frames there, only the entries of the last ``lookback_ms``."""
+    zone_ids = sorted(set(zone_ids))
+    out = dict.fromkeys(zone_ids, 0)
+    if not zone_ids:
+        return out
+    e, x = zone_events.c, zone_events.alias("x").c
+    visit = (x.camera_id == e.camera_id, x.zone_id == e.zone_id, x.track_id == e.track_id, x.kind == "exit",
+             x.ts_ms >= e.ts_ms)
+    closed = sa.exists().where(*visit, x.ts_ms <= at_ms, sa.or_(x.dwell_ms.is_(None), x.ts_ms - x.dwell_ms >= e.ts_ms))
+    exits_later = sa.exists().where(*visit, x.ts_ms > at_ms)
+    opened = [(str(z), int(tid), int(t), bool(later)) for z, tid, t, later in storage._rows(
+        sa.select(e.zone_id, e.track_id, e.ts_ms, exits_later).where(
+            e.camera_id == camera_id, e.zone_id.in_(zone_ids), e.kind == "enter", e.ts_ms <= at_ms, ~closed))]
+    if not opened:
+        return out
+    oldest = min(t for _, _, t, _ in opened)
+    f, g = frames.c, frames.alias("g").c
+    last = None if stream_gap_ms is None else storage._rows(sa.select(sa.func.max(f.ts_ms)).where(
+        f.camera_id == camera_id, f.ts_ms >= oldest - stream_gap_ms, f.ts_ms <= at_ms))[0][0]
+    if last is None:  # no frame stored there (not written, or purged): the entries as they are, of the look-back
+        for z, _, t, _ in opened:
+            out[z] += t > at_ms - lookback_ms
+        return out
+    if at_ms - int(last) > stream_gap_ms:
+        return out
+    # the stream's last cut since the oldest open entry: a frame after a gap, or the end of a stream (the next
+    # stream starts after it); scanned back from at_ms, the database stops at the first one
+    after_gap = ~sa.exists().where(g.camera_id == camera_id, g.ts_ms < f.ts_ms, g.ts_ms >= f.ts_ms - stream_gap_ms)
+    cut = storage._rows(sa.select(f.ts_ms, f.end_of_stream).where(
+        f.camera_id == camera_id, f.ts_ms >= oldest, f.ts_ms <= at_ms, sa.or_(f.end_of_stream.is_(True), after_gap))
+        .order_by(f.ts_ms.desc()).limit(1))
+    start = oldest if not cut else int(cut[0][0]) + bool(cut[0][1])
+    before = sorted({tid for _, tid, t, later in opened if t < start and not later})
+    p = track_points.c
+    seen = {int(tid) for i in range(0, len(before), 500) for (tid,) in storage._rows(
+        sa.select(p.track_id).distinct().where(p.camera_id == camera_id, p.track_id.in_(before[i:i + 500]),
+                                               p.ts_ms >= start, p.ts_ms <= at_ms))} if before else set()
+    for z, tid, t, later in opened:
+        out[z] += t >= start or later or tid in seen
+    return out
 
 
 def exit_dwells(storage: Any, camera_id: str, start_ms: int, end_ms: int,
@@ -195,15 +255,17 @@ class VisitRow:
 
 def ended_visits(storage: Any, zone_keys: Iterable[tuple[str, str]], start_ms: int, end_ms: int) -> list[VisitRow]:
     """Exits in ``[start_ms, end_ms)`` of the given ``(camera_id, zone_id)`` zones, joined with the
-    track's attention share and emotion (``track_attributes``) where the faces stages produced them."""
+    track's attention share and emotion (``track_attributes``) where the faces stages produced them; none of staff
+    tracks (``staff_tracks``: staff are no passers, as they are no visitors)."""
     keys = sorted(set(zone_keys))
     if not keys:
         return []
-    e, a = zone_events.c, track_attributes.c
+    e, a, st = zone_events.c, track_attributes.c, staff_tracks.c
+    staff = sa.exists().where(st.camera_id == e.camera_id, st.track_id == e.track_id)
     stmt = (sa.select(e.camera_id, e.zone_id, e.track_id, e.ts_ms, e.dwell_ms, e.how, a.attention_share, a.emotion)
             .select_from(zone_events.outerjoin(track_attributes, sa.and_(a.camera_id == e.camera_id,
                                                                         a.track_id == e.track_id)))
             .where(e.kind == "exit", e.ts_ms >= start_ms, e.ts_ms < end_ms,
-                   sa.tuple_(e.camera_id, e.zone_id).in_(keys))
+                   sa.tuple_(e.camera_id, e.zone_id).in_(keys), ~staff)
             .order_by(e.ts_ms, e.camera_id, e.zone_id, e.track_id))
     return [VisitRow(r[0], r[1], int(r[2]), int(r[3]), int(r[4] or 0), r[5], r[6], r[7]) for r in storage._rows(stmt)]

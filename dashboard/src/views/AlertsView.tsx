@@ -3,7 +3,7 @@
 import { useEffect, useState } from "react";
 import { atLeast, fmtNum, fmtTime, qs, request, toApiError, useApi, type AlertsOut, type ApiError } from "../api";
 import { useLive } from "../live";
-import { Card, Empty, Loading, Problem, Select } from "../ui";
+import { Card, Empty, Loading, Problem, Select, useClampedPage } from "../ui";
 import type { ViewProps } from "../App";
 
 type Filter = "all" | "firing" | "unacked" | "acked" | "resolved";
@@ -39,9 +39,7 @@ export function AlertsView({ me }: ViewProps) {
 
   const d = list.data;
   // a page emptied meanwhile (alerts resolved under the "firing" filter): the last page there is
-  useEffect(() => {
-    if (d && offset > 0 && offset >= d.total) setOffset(Math.max(0, Math.ceil(d.total / PAGE) - 1) * PAGE);
-  }, [d, offset]);
+  useClampedPage(Math.floor(offset / PAGE), d ? Math.ceil(d.total / PAGE) : undefined, (i) => setOffset(i * PAGE));
   return (
     <>
       <div className="toolbar">

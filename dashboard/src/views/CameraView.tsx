@@ -8,16 +8,21 @@
 // Lines, zones and heatmap cells are in the source's pixels; the stored JPEG may be smaller (the camera's
 // resize_width): the overlay is in source pixels (the snapshot's X-Frame-Width/Height, else the heatmap's
 // width/height) and the image is stretched under it. Without either, nothing can be dragged.
-// The heatmap is read only while the overlay is on, over its range (the last 24 hours first), or, whatever the
-// overlay, over all the data when the snapshot gives no frame size (the heatmap's is the size then). Its colours
+// The heatmap is read only while the overlay is on, over its range (all the data first: the route sums stored minutes
+// and hours over any range, it has no 422 of too much data), or, whatever the overlay, over all the data when the
+// snapshot gives no frame size (the heatmap's is the size then). Its colours
 // scale as the API's PNG does (storelens.domain.heatmap_draw): the square root of value / peak, the peak being the
 // 95th percentile of the non-empty cells (one busy cell, a till, would leave the others blank otherwise).
-import { useEffect, useMemo, useRef, useState, type PointerEvent as RPointerEvent } from "react";
+// A failed heatmap or snapshot request shows its problem (not an empty overlay, nor "no frame yet": that is a 404's).
+// Admins move a line's end or a zone's corner with the keyboard too: a focused handle (Tab) moves 1 px per arrow
+// key (10 px with Shift), an edit saved as a drag's is.
+import { useEffect, useMemo, useRef, useState, type KeyboardEvent as RKeyboardEvent, type PointerEvent as RPointerEvent,
+} from "react";
 import {
   ApiError, atLeast, fmtDuration, fmtTime, getImage, qs, sendJson, toApiError, useApi,
   type HeatmapOut, type LineCfg, type Point, type SiteOut, type ZoneCfg, type ZoneState,
 } from "../api";
-import { Card, Problem, RangePicker, Select, useRangeStart, type RangeKey } from "../ui";
+import { Card, Problem, RangePicker, Select, useDefaultRange, useRangeStart } from "../ui";
 import { useCameras } from "./common";
 import type { ViewProps } from "../App";
 
@@ -26,6 +31,13 @@ const ZONE_COLOURS: Record<string, string> = { queue: "#f97316", shelf: "#16a34a
 type Drag = { line: string; end: "a" | "b" } | { zone: string; vertex: number } | null;
 
 const fmtPoint = (p: Point) => `${p[0]}, ${p[1]}`;
+
+/** The move of an arrow key in frame pixels (1, 10 with Shift); null for another key. */
+function arrowStep(ev: RKeyboardEvent): Point | null {
+  const d = ev.shiftKey ? 10 : 1;
+  const steps: Record<string, Point> = { ArrowLeft: [-d, 0], ArrowRight: [d, 0], ArrowUp: [0, -d], ArrowDown: [0, d] };
+  return steps[ev.key] ?? null;
+}
 
 /** The heatmap colour scale tops out at this percentile of the non-empty cells (heatmap_draw.PEAK_PERCENTILE). */
 const PEAK_PERCENTILE = 95;
@@ -48,13 +60,14 @@ function saveProblem(e: unknown, what: "line" | "zone"): ApiError {
 }
 
 /** The camera's reference frame (an object URL) and its source size, from the snapshot's headers; `failed`: it has
- * none. Both are of `cameraId` only (not the camera shown before, while its frame loads). */
+ * none, `error` why (a 404: none is stored yet). Both are of `cameraId` only (not the camera shown before, while its
+ * frame loads). */
 function useSnapshot(cameraId: string) {
   const [snap, setSnap] = useState<{ cameraId: string; url: string; w: number; h: number } | null>(null);
-  const [failedFor, setFailedFor] = useState<string | null>(null);
+  const [failed, setFailedAs] = useState<{ cameraId: string; error: ApiError } | null>(null);
   useEffect(() => {
     setSnap(null);
-    setFailedFor(null);
+    setFailedAs(null);
     if (!cameraId) return;
     let live = true;
     let url: string | null = null;
@@ -65,15 +78,17 @@ function useSnapshot(cameraId: string) {
         setSnap({ cameraId, url: r.url, w: Number(r.headers.get("X-Frame-Width")) || 0,
                   h: Number(r.headers.get("X-Frame-Height")) || 0 });
       },
-      () => live && setFailedFor(cameraId),
+      (e) => live && setFailedAs({ cameraId, error: toApiError(e) }),
     );
     return () => {
       live = false;
       if (url) URL.revokeObjectURL(url);
     };
   }, [cameraId]);
-  const setFailed = (failed: boolean) => setFailedFor(failed ? cameraId : null);
-  return { snap: snap?.cameraId === cameraId ? snap : null, failed: failedFor === cameraId, setFailed };
+  // the image came but the browser cannot show it
+  const setFailed = () => setFailedAs({ cameraId, error: new ApiError(0, "the stored reference frame cannot be shown") });
+  const error = failed?.cameraId === cameraId ? failed.error : null;
+  return { snap: snap?.cameraId === cameraId ? snap : null, failed: error !== null, error, setFailed };
 }
 
 export function CameraView({ me }: ViewProps) {
@@ -83,9 +98,10 @@ export function CameraView({ me }: ViewProps) {
   const zones = useApi<{ zones: ZoneState[] }>(cameraId ? `/v1/zones?camera_id=${encodeURIComponent(cameraId)}` : null);
   const [showHeat, setShowHeat] = useState(false);
   const [heatKind, setHeatKind] = useState<"occupancy" | "dwell">("occupancy");
-  const [heatRange, setHeatRange] = useState<RangeKey>("24h");
+  const heatDef = useDefaultRange(); // all the data first
+  const { range: heatRange, pick: setHeatRange } = heatDef;
   const heatStart = useRangeStart(heatRange);
-  const { snap, failed: imgError, setFailed: setImgError } = useSnapshot(cameraId);
+  const { snap, failed: imgError, error: snapError, setFailed: setImgError } = useSnapshot(cameraId);
   const noSize = imgError || (snap !== null && !(snap.w > 0 && snap.h > 0)); // the snapshot gives no frame size
   const heatUrl = `/v1/cameras/${encodeURIComponent(cameraId)}/heatmap`;
   const heat = useApi<HeatmapOut>(cameraId && showHeat ? `${heatUrl}${qs({ kind: heatKind, start_ms: heatStart })}` : null,
@@ -162,6 +178,27 @@ export function CameraView({ me }: ViewProps) {
     setSaved(null);
   };
 
+  // an arrow key on a focused handle: the point moves (within the frame), an edit as a drag makes
+  const clampPoint = (p: Point): Point => [Math.min(w, Math.max(0, p[0])), Math.min(h, Math.max(0, p[1]))];
+  const onZoneKey = (ev: RKeyboardEvent, zone: ZoneCfg, vertex: number) => {
+    const d = arrowStep(ev);
+    if (!d) return;
+    ev.preventDefault();
+    setZoneEdits((e) => ({ ...e, [zone.id]: (e[zone.id] ?? zone.polygon).map(
+      (q, i) => (i === vertex ? clampPoint([q[0] + d[0], q[1] + d[1]]) : q)) }));
+    setSaved(null);
+  };
+  const onLineKey = (ev: RKeyboardEvent, line: LineCfg, end: "a" | "b") => {
+    const d = arrowStep(ev);
+    if (!d) return;
+    ev.preventDefault();
+    setEdits((e) => {
+      const cur = e[line.id] ?? { a: line.a, b: line.b };
+      return { ...e, [line.id]: { ...cur, [end]: clampPoint([cur[end][0] + d[0], cur[end][1] + d[1]]) } };
+    });
+    setSaved(null);
+  };
+
   const dropZoneEdit = (id: string) => setZoneEdits((e) => { const { [id]: _, ...rest } = e; return rest; });
 
   const saveZone = async (zone: ZoneCfg) => {
@@ -231,6 +268,10 @@ export function CameraView({ me }: ViewProps) {
       <Problem error={cams.error ?? zones.error ?? saveError} />
       {site.error && site.error.status !== 404 && <Problem error={site.error} />}
       <Card title={`Camera ${cameraId}`} testId="camera-card">
+        {/* a failed request is said, not drawn as nobody there (an empty overlay) or as no frame stored (a 404) */}
+        {snapError && snapError.status !== 404 && <Problem error={snapError} />}
+        {showHeat && <Problem error={heat.error} />}
+        <Problem error={sized.error} />
         <div className="frame" style={{ aspectRatio: `${w} / ${h}` }}>
           {snap && !imgError && (
             <img
@@ -238,10 +279,11 @@ export function CameraView({ me }: ViewProps) {
               src={snap.url}
               alt={`Reference frame of ${cameraId} (heads blurred)`}
               data-testid="snapshot"
-              onError={() => setImgError(true)}
+              onError={setImgError}
             />
           )}
-          {imgError && <div className="frame-missing muted">No reference frame stored for this camera yet.</div>}
+          {snapError?.status === 404 && (
+            <div className="frame-missing muted" data-testid="no-frame">No reference frame stored for this camera yet.</div>)}
           <svg
             ref={svg}
             className={`overlay ${drag ? "dragging" : ""}`}
@@ -281,6 +323,8 @@ export function CameraView({ me }: ViewProps) {
             {editable && shownZones.map((z) => z.polygon.map((p, i) => (
               <rect key={`${z.id}-${i}`} x={p[0] - r * 0.8} y={p[1] - r * 0.8} width={r * 1.6} height={r * 1.6}
                 className="handle editable zone-handle" data-testid={`handle-zone-${z.id}-${i}`}
+                tabIndex={0} role="button" aria-label={`Zone ${z.id}, corner ${i + 1} (${fmtPoint(p)}): arrow keys move it`}
+                onKeyDown={(ev) => onZoneKey(ev, zoneList.find((c) => c.id === z.id) ?? z, i)}
                 onPointerDown={(ev) => {
                   ev.preventDefault();
                   (ev.currentTarget.ownerSVGElement as SVGSVGElement).setPointerCapture(ev.pointerId);
@@ -308,6 +352,10 @@ export function CameraView({ me }: ViewProps) {
                   {(["a", "b"] as const).map((end) => (
                     <circle key={end} cx={l[end][0]} cy={l[end][1]} r={editable ? r : r / 2}
                       className={`handle ${editable ? "editable" : ""}`} data-testid={`handle-${l.id}-${end}`}
+                      tabIndex={editable ? 0 : undefined} role={editable ? "button" : undefined}
+                      aria-label={editable ? `Line ${l.id}, end ${end.toUpperCase()} (${fmtPoint(l[end])}): arrow keys move it`
+                        : undefined}
+                      onKeyDown={editable ? (ev) => onLineKey(ev, lines.find((c) => c.id === l.id) ?? l, end) : undefined}
                       onPointerDown={(ev) => {
                         if (!editable) return;
                         ev.preventDefault();
@@ -327,7 +375,8 @@ export function CameraView({ me }: ViewProps) {
         </div>
         <div className="muted small">
           {editable
-            ? "Drag a line's end points or a zone's corners (squares), then save. Crossing toward the arrow counts as in."
+            ? "Drag a line's end points or a zone's corners (squares), or focus one (Tab) and use the arrow keys (Shift: " +
+              "10 px), then save. Crossing toward the arrow counts as in."
             : !isAdmin
               ? "Only admins can move lines."
               : siteCam === null

@@ -39,7 +39,8 @@ export function CountsView(_: ViewProps) {
   const pick = `${cameraId}|${lineId}|${range}|${bucket}`;
   const fit = fitted?.key === pick ? fitted : null;
   const used = fit?.bucket ?? bucket;
-  const start = useRangeStart(range); // a relative range: read again once a minute, not on every live push
+  // a relative range: read again once a minute, not on every live push; from the edge of a bucket (the store's)
+  const start = useRangeStart(range, Number(used));
   const end = rangeEnd(range, start);
   const path = cameraId
     ? `/v1/counts${qs({ camera_id: cameraId, start_ms: start, end_ms: end, bucket_s: used, line_id: lineId || undefined })}`

@@ -1,7 +1,7 @@
 // Returning customers (GET /v1/customers; pseudonymous ids, no images) with erasure (DELETE, admins only).
 import { useState } from "react";
 import { atLeast, fmtTime, qs, request, toApiError, useApi, type ApiError, type CustomersOut } from "../api";
-import { Card, Empty, Loading, Problem, Select } from "../ui";
+import { Card, Empty, Loading, Problem, Select, useClampedPage } from "../ui";
 import type { ViewProps } from "../App";
 
 export function CustomersView({ me }: ViewProps) {
@@ -27,6 +27,8 @@ export function CustomersView({ me }: ViewProps) {
 
   const d = list.data;
   const pages = d ? Math.max(1, Math.ceil(d.total / d.page_size)) : 1;
+  // a page emptied meanwhile (its last customer erased): the last page there is
+  useClampedPage(page - 1, d ? pages : undefined, (i) => setPage(i + 1));
   return (
     <>
       <div className="toolbar">

@@ -1,23 +1,22 @@
 // Camera health: each camera's newest frame (live feed, else GET /v1/occupancy last_seen_ts_ms: the live state's,
-// or in the embedded mode the newest stored frame's) and configuration.
-import { useEffect, useState } from "react";
+// or in the embedded mode the newest stored frame's) and configuration. Stale or receiving is the API's `stale`
+// (the rule of /v1/zones: a live camera without a frame for over 60 s at the API's clock; a recorded file, whose
+// frames carry the file's times, never is), not the browser's clock against frame times. /v1/occupancy (the stale
+// flags, the last count update) is read again at most every 10 s, one read at a time (useLiveReload on useApi's
+// answer: a read slower than 10 s is not aborted and started again, it finishes).
 import { fmtTime, useApi, type OccupancyOut } from "../api";
-import { useLive } from "../live";
+import { useLive, useLiveReload } from "../live";
 import { Card, Loading, Problem } from "../ui";
 import type { ViewProps } from "../App";
 
-/** Seconds without a frame after which a camera is shown as stale. */
+/** Seconds without a frame after which a live camera is stale (the API's STALE_AFTER_MS). */
 const STALE_S = 60;
 
 export function HealthView(_: ViewProps) {
   const cams = useApi<{ cameras: { id: string; lines: unknown[]; zones: unknown[] }[] }>("/v1/cameras");
   const occ = useApi<OccupancyOut>("/v1/occupancy");
   const live = useLive();
-  const [now, setNow] = useState(Date.now());
-  useEffect(() => {
-    const t = window.setInterval(() => setNow(Date.now()), 5000); // the clock only, no request
-    return () => window.clearInterval(t);
-  }, []);
+  useLiveReload(occ);
 
   return (
     <>
@@ -33,7 +32,7 @@ export function HealthView(_: ViewProps) {
                   const o = occ.data?.cameras.find((x) => x.camera_id === c.id);
                   const l = live.counts?.cameras.find((x) => x.camera_id === c.id);
                   const seen = l?.last_seen_ts_ms ?? o?.last_seen_ts_ms ?? null;
-                  const status = seen === null ? "unknown" : now - seen <= STALE_S * 1000 ? "ok" : "stale";
+                  const status = !o || seen === null ? "unknown" : o.stale ? "stale" : "ok";
                   return (
                     <tr key={c.id} data-testid={`health-${c.id}`}>
                       <td>{c.id}</td>
@@ -47,7 +46,9 @@ export function HealthView(_: ViewProps) {
               </tbody>
             </table>
           </div>
-          <div className="muted small">A camera is stale when its newest frame is older than {STALE_S} s.</div>
+          <div className="muted small">A live camera is stale when its newest frame is older than {STALE_S} s
+            (a recorded file never is).
+            {occ.readAt && <span data-testid="health-read-at"> Count updates read {fmtTime(occ.readAt)}.</span>}</div>
         </Card>
       )}
     </>

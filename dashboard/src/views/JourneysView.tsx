@@ -1,9 +1,9 @@
 // Journeys: zone-to-zone flows as a Sankey (GET /v1/flows) and the most common paths (GET /v1/paths/top).
 // Groups of fewer than k_min journeys come withheld (count null) and are drawn as such.
-import { useEffect, useMemo, useState } from "react";
+import { useMemo } from "react";
 import { ApiError, fmtPct, qs, useApi, type FlowsOut, type TopPathsOut } from "../api";
 import { Chart } from "../Chart";
-import { Card, Empty, Loading, Problem, RangePicker, useRangeStart, type RangeKey } from "../ui";
+import { Card, Empty, Loading, Problem, RangePicker, useDefaultRange, useRangeFallBack, useRangeStart } from "../ui";
 import type { ViewProps } from "../App";
 
 /** Whether the links form a cycle (a Sankey needs a DAG). */
@@ -35,9 +35,8 @@ function fallbackNote(e: ApiError): string {
 }
 
 export function JourneysView(_: ViewProps) {
-  const [range, setRange] = useState<RangeKey>("all");
-  const [picked, setPicked] = useState(false); // the user chose the range (else it is the default)
-  const [note, setNote] = useState<string | null>(null);
+  const def = useDefaultRange();
+  const { range, note, pick } = def;
   const start = useRangeStart(range) ?? 0;
   const flows = useApi<FlowsOut>(`/v1/flows${qs({ start_ms: start })}`, range);
   const paths = useApi<TopPathsOut>(`/v1/paths/top${qs({ start_ms: start, n: 10 })}`, range);
@@ -45,17 +44,7 @@ export function JourneysView(_: ViewProps) {
   const loading = flows.loading || paths.loading;
   // The default "All data" holds more tracks than one request links (422, a long history): show the last 7 days
   // instead, and say so. A range the user picked that is too long says "Range too long" (tooLong).
-  const fallBack = !picked && range === "all" && error?.status === 422 ? error : null;
-  useEffect(() => {
-    if (!fallBack) return;
-    setNote(fallbackNote(fallBack));
-    setRange("7d");
-  }, [fallBack]);
-  const pick = (v: RangeKey) => {
-    setPicked(true);
-    setNote(null);
-    setRange(v);
-  };
+  const fallBack = useRangeFallBack(def, error, fallbackNote);
 
   const option = useMemo(() => {
     const f = flows.data;

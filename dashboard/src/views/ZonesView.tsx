@@ -1,11 +1,20 @@
 // Zones (people inside now, GET /v1/zones), their statistics per bucket (GET /v1/zones/stats) and the
-// queues (GET /v1/queues: length now, predicted and measured wait). The statistics open on the last 24 hours,
-// newest bucket first, ROWS rows at a time ("Show more"). A dwell or wait measured from fewer than
-// privacy.k_min people comes withheld (suppressed) and is shown as such, not as "-" (no one). A live camera without
-// a frame for over 60 s (stale) shows its people inside and queue length as stale, not its last frame's numbers.
-import { useMemo, useState } from "react";
+// queues (GET /v1/queues: length now, predicted and measured wait). The statistics open on all the data (the last
+// 7 days when that is more buckets than the API answers), newest bucket first, ROWS rows at a time ("Show more").
+// A dwell or wait measured from fewer than privacy.k_min people comes withheld (suppressed) and is shown as such,
+// not as "-" (no one). A live camera without a frame for over 60 s (stale) shows its people inside and queue length
+// as stale, not its last frame's numbers ("no frame yet" when it never sent one). Zones now and the queues are read
+// again at most every 10 s, one read of each at a time (useLiveReload: a slow read is not started again while in
+// flight; the time of the read is shown): left open at the till, the view does not keep an old length.
+// A relative range starts on a bucket's edge as the API lays them out: its answer's `aligned_to` (the epoch's
+// hours in a +05:30 zone over stored hours), so the first row is a whole bucket.
+import { useEffect, useMemo, useState } from "react";
 import { fmtNum, fmtTime, qs, useApi, type Dwell, type Queue, type ZoneBucket, type ZoneState } from "../api";
-import { Card, Empty, Loading, Num, Problem, RangePicker, useRangeStart, Select, type RangeKey } from "../ui";
+import {
+  Card, Empty, Loading, Num, Problem, RangePicker, useDefaultRange, useRangeFallBack, useRangeStart, Select,
+  type AlignedTo,
+} from "../ui";
+import { useLiveReload } from "../live";
 import { useCameras } from "./common";
 import type { ViewProps } from "../App";
 
@@ -18,15 +27,32 @@ function median(d: Dwell) {
   return d.median === null ? "-" : `${fmtNum(d.median, 1)} s`;
 }
 
+/** A stale live camera's figure: its age, or "no frame yet" when it never sent one (age_s null, as LiveView). */
+function staleText(age_s: number | null | undefined) {
+  return age_s === null || age_s === undefined ? "stale (no frame yet)" : `stale (no frame for ${fmtNum(age_s, 0)} s)`;
+}
+
 export function ZonesView(_: ViewProps) {
   const { cams, cameraId, setCameraId } = useCameras();
-  const [range, setRange] = useState<RangeKey>("24h");
+  const def = useDefaultRange(); // all the data first (the last 7 days past the API's limit of buckets)
+  const { range, pick: setRange } = def;
   const [bucket, setBucket] = useState("3600");
-  const start = useRangeStart(range) ?? 0;
+  // each bucket width's alignment as the API last answered it (it depends on the zone and width, not the range)
+  const [aligned, setAligned] = useState<Record<string, AlignedTo>>({});
+  const start = useRangeStart(range, Number(bucket), aligned[bucket]) ?? 0;
   const zones = useApi<{ zones: ZoneState[] }>("/v1/zones");
   const queues = useApi<{ queues: Queue[] }>("/v1/queues");
+  useLiveReload(zones, queues);
   const statsPath = cameraId ? `/v1/zones/stats${qs({ camera_id: cameraId, start_ms: start, bucket_s: bucket })}` : null;
-  const stats = useApi<{ buckets: ZoneBucket[]; bucket_s: number }>(statsPath, range);
+  const stats = useApi<{ buckets: ZoneBucket[]; bucket_s: number; aligned_to: AlignedTo }>(statsPath, range);
+  const answered = stats.data ? `${stats.data.bucket_s}` : null;
+  const alignedTo = stats.data?.aligned_to;
+  useEffect(() => {
+    if (answered !== null && alignedTo && aligned[answered] !== alignedTo)
+      setAligned((a) => ({ ...a, [answered]: alignedTo }));
+  }, [answered, alignedTo]); // eslint-disable-line react-hooks/exhaustive-deps -- set from the answer only
+  const fallBack = useRangeFallBack(def, stats.error, (e) => /limit/.test(e.detail)
+    ? "All data makes too many buckets: showing the last 7 days; pick another range above." : null);
   // newest first (then by zone); ROWS more at each "Show more", from ROWS again for another camera, range or bucket
   const rows = useMemo(() => [...(stats.data?.buckets ?? [])].sort(
     (a, b) => b.start_ms - a.start_ms || a.zone_id.localeCompare(b.zone_id)), [stats.data]);
@@ -50,7 +76,7 @@ export function ZonesView(_: ViewProps) {
                   <tr key={`${q.camera_id}/${q.zone_id}`} data-testid={`queue-${q.zone_id}`}>
                     <td>{q.camera_id}/{q.zone_id}</td>
                     <td className="big" data-testid="length">
-                      {q.stale ? `stale (no frame for ${fmtNum(q.age_s, 0)} s)` : q.length}</td>
+                      {q.stale ? staleText(q.age_s) : q.length}</td>
                     <td>{q.predicted_wait_s === null ? "-" : `${fmtNum(q.predicted_wait_s, 1)} s`}</td>
                     <td data-testid="median-wait">{median(q.wait_s)}</td>
                     <td>{q.served}</td><td>{q.abandoned}</td><td>{fmtNum(q.window_s)} s</td><td>{fmtTime(q.at_ms)}</td>
@@ -60,6 +86,8 @@ export function ZonesView(_: ViewProps) {
             </table>
           </div>
         )}
+        {queues.readAt && <div className="muted small" data-testid="queues-read-at">
+          Read {fmtTime(queues.readAt)} (again every 10 s)</div>}
       </Card>
       <Card title="Zones now" testId="zones-now">
         <Loading on={zones.loading && !zones.data} />
@@ -72,13 +100,15 @@ export function ZonesView(_: ViewProps) {
                   <tr key={`${z.camera_id}/${z.zone_id}`} data-testid={`zone-row-${z.zone_id}`}>
                     <td>{z.camera_id}</td><td>{z.zone_id}</td><td>{z.kind}</td><td>{z.product ?? "-"}</td>
                     <td data-testid="occupancy">
-                      {z.stale ? `stale (no frame for ${fmtNum(z.age_s, 0)} s)` : z.occupancy}</td><td>{fmtTime(z.ts_ms)}</td>
+                      {z.stale ? staleText(z.age_s) : z.occupancy}</td><td>{fmtTime(z.ts_ms)}</td>
                   </tr>
                 ))}
               </tbody>
             </table>
           </div>
         )}
+        {zones.readAt && <div className="muted small" data-testid="zones-read-at">
+          Read {fmtTime(zones.readAt)} (again every 10 s)</div>}
       </Card>
       <div className="toolbar">
         <Select label="Camera" value={cameraId} testId="camera"
@@ -88,7 +118,8 @@ export function ZonesView(_: ViewProps) {
           options={[{ value: "900", label: "15 min" }, { value: "3600", label: "1 hour" }, { value: "86400", label: "1 day" }]} />
       </div>
       <Card title="Zone statistics" testId="zone-stats">
-        <Problem error={stats.error} />
+        {def.note && <div className="note" role="status" data-testid="range-note">{def.note}</div>}
+        <Problem error={fallBack ? null : stats.error} />
         <Loading on={stats.loading && !stats.data} />
         <Empty on={!!stats.data && stats.data.buckets.length === 0}>No zone statistics in this range.</Empty>
         {rows.length > 0 && (

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Collection, Literal
 
-from fastapi import Depends, HTTPException, Query
+from fastapi import Depends, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from storelens.domain import kpis as K
@@ -18,12 +18,15 @@ from storelens.domain import pos
 from storelens.domain import staff as ST
 from storelens.domain.calendar import CALENDAR_MAX_MS
 from storelens.domain.privacy import DEFAULT_K, is_suppressed, keep
+from storelens.runtime.rollup import republish_advice
 from storelens.storage import business as bq
 from storelens.storage import rollup as rq
 from storelens.storage.kpis import calendar, store_kpis
+from storelens.storage.rollup import kpi_now_ms
 
 from ..deps import MAX_TS_MS, ContextDep, EndMs, StartMs, Text, api_router, require_role, resolve_range
 from ..models import _Out
+from ..security import Principal
 
 router = api_router("business", role='viewer')
 
@@ -40,7 +43,7 @@ class TransactionIn(BaseModel):
 
     transaction_id: Annotated[str, Field(pattern=pos.ID_PATTERN, description=(
         "Idempotency key, unique per store (e.g. the receipt id): a transaction id already stored is a "
-        "duplicate and changes nothing."))]
+        "duplicate and changes nothing (a conflict if its copy differs: see replace)."))]
     register_id: Annotated[str, Field(pattern=pos.ID_PATTERN, description="Till / register id.")]
     ts_ms: Annotated[int | None, Field(ge=0, le=MAX_TS_MS, description=(
         "Time of the sale, ms since epoch: from 1973 (a smaller number is seconds) to a day after now "
@@ -84,24 +87,52 @@ class TransactionsIn(BaseModel):
 class TransactionsOut(_Out):
     received: int
     new: int = Field(description="Transactions stored by this request.")
-    duplicates: int = Field(description="Transaction ids already stored (or repeated in the batch): ignored.")
+    duplicates: int = Field(description="Transaction ids already stored (or repeated in the batch) with the same "
+                                        "time, amount, currency, register and items: ignored.")
+    conflicts: list[str] = Field(default_factory=list, description=(
+        "Transaction ids already stored with another time, amount, currency, register or items (or given twice "
+        "differently in the batch): not stored; `replace=true` stores the batch's copy in place of the stored one."))
+    replaced: int = Field(0, description="Stored transactions replaced by their differing copy (replace=true).")
+    older_than_lookback: list[str] = Field(default_factory=list, description=(
+        "Replaced transactions whose old or new time lies before the store's KPI look-back (`rollup.lookback_h`, "
+        "clipped to the retention): the store does not send their hours to the chain roll-up again by itself."))
+    republish_lookback_h: float | None = Field(None, description=(
+        "N of `storelens kpis publish --lookback-h N` (run at the store) that sends the hours of "
+        "`older_than_lookback` to the chain again; null when none is needed or none can be sent."))
+    warning: str | None = Field(None, description=(
+        "What `older_than_lookback` means, naming the command, and which hours cannot be sent again (older "
+        "than the retention keeps their data)."))
 
 
 @router.post(
-    "/v1/transactions", response_model=TransactionsOut, dependencies=[Depends(require_role("manager"))],
+    "/v1/transactions", response_model=TransactionsOut,
     summary="Ingest point-of-sale transactions (idempotent by transaction_id)",
     description="Stores a batch of sales of the configured store. Resending a batch is safe: each "
-                "`transaction_id` is stored once, the first copy is kept. 422 names the bad field "
+                "`transaction_id` is stored once, the first copy is kept; a copy that differs is listed in "
+                "`conflicts` and changes nothing unless `replace=true`. 422 names the bad field "
                 "(e.g. `transactions.3.amount_minor`). Managers, admins, and API keys with one of these "
-                "roles (the till integration).",
+                "roles (the till integration); `replace=true` needs the admin role (403 otherwise) and leaves an "
+                "audit entry (`pos.replace`) with the old and new values of each replaced transaction.",
 )
-def post_transactions(body: TransactionsIn, ctx: ContextDep) -> TransactionsOut:
+def post_transactions(body: TransactionsIn, ctx: ContextDep, request: Request,
+                      principal: Annotated[Principal, Depends(require_role("manager"))],
+                      replace: Annotated[bool, Query(description=(
+                          "Replace a stored transaction whose copy in the batch differs (a correction; admin "
+                          "role, audited); default: a conflict."))] = False) -> TransactionsOut:
+    if replace and not principal.may("admin"):
+        raise HTTPException(403, "replace=true overwrites stored sales: it needs the admin role")
     items = [pos.transaction(t.transaction_id, ctx.config.store.id, t.register_id, t.when_ms(), t.amount_minor,
                              t.currency, t.items_count) for t in body.transactions]
-    new, dup = bq.write_transactions(ctx.storage, items)
+    r = bq.import_transactions(ctx.storage, items, replace=replace, actor=principal.name,
+                               client=request.client.host if request.client else "")
     if ctx.on_transactions is not None:  # every one, duplicates too: a retry may follow a failed publish
         ctx.on_transactions(items)
-    return TransactionsOut(received=len(items), new=new, duplicates=dup)
+    late = (republish_advice(ctx.config, r.replaced_ts_ms, kpi_now_ms(ctx.config, ctx.storage))
+            if r.replaced_ts_ms else None)
+    return TransactionsOut(received=len(items), new=r.new, duplicates=r.duplicates, conflicts=r.conflicts,
+                           replaced=r.replaced, older_than_lookback=list(late.ids) if late else [],
+                           republish_lookback_h=late.republish_lookback_h if late else None,
+                           warning=late.message if late else None)
 
 
 # -- KPIs --------------------------------------------------------------------------------------
@@ -311,9 +342,11 @@ def _rolled_up(ctx, store: str, start_ms: int, end_ms: int, period: str, currenc
     if len(groups) > MAX_BUCKETS:
         raise HTTPException(422, f"the range has more than {MAX_BUCKETS} {period} buckets: narrow it")
     k_min = ctx.config.privacy.k_min
-    buckets, total = [], R.ChainKpis()
+    # whether the store counts visitors: over the whole request, so its quiet hours' sales count in their buckets
+    counting = R.with_visitors(r for rs in groups.values() for r in rs)
+    buckets, total = [], R.aggregate(counting)
     for k, rs in sorted(groups.items(), key=lambda kv: kv[1][0].start_ms):
-        agg = R.ChainKpis()
+        agg = R.aggregate(counting)
         for r in rs:
             agg.add(r.kpis)
         total.add(agg)

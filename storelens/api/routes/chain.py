@@ -187,11 +187,12 @@ def get_chain_kpis(
                                  f"stores of one currency")
     rows = rq.hour_rows(ctx.storage, stores=ids, from_day=first.isoformat(), to_day=last.isoformat(),
                         per="hour" if period == "hour" else "day", currency=currency) if chosen else []
-    rolled = R.roll_up(rows, period, group_by)
+    counting = R.with_visitors(rows)  # over the whole request: each bucket's conversion adds up to the total's
+    rolled = R.roll_up(rows, period, group_by, counting)
     if sum(len(per) for per, _ in rolled.values()) > MAX_BUCKETS:
         raise HTTPException(422, f"more than {MAX_BUCKETS} {period} buckets: narrow the range or the stores")
     k_min = ctx.config.privacy.k_min
-    everything = R.ChainKpis()  # the rows, not the groups: a sales-only row may have none
+    everything = R.aggregate(counting)  # the rows, not the groups: a sales-only row may have none
     for row in rows:
         everything.add(row.kpis)
     totals = {g: tot for g, (_, tot) in rolled.items()}

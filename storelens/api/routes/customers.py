@@ -34,11 +34,13 @@ def _unknown(customer_id: str) -> HTTPException:
 
 @router.get("/v1/customers", response_model=CustomersOut, responses=FACES_OFF,
             summary="Customers recognised by face, paged",
-            description="Customers of the gallery, most recently seen first. `returning` keeps only returning "
+            description="Customers of the gallery, most recently seen first (not staff: a customer whose every "
+            "matched track is a staff track is left out). `returning` keeps only returning "
             "(or only first-time) customers; `start_ms`/`end_ms` keep customers with a visit overlapping "
             "[start_ms, end_ms).")
 def list_customers(
     store: GalleryDep,
+    storage: StorageDep,
     page: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page number, from 1.")] = 1,
     page_size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Customers per page.")] = 50,
     returning: Annotated[bool | None, Query(description="Only returning (true) or first-time (false).")]
@@ -47,8 +49,12 @@ def list_customers(
     end_ms: ToMs = None,
 ) -> CustomersOut:
     check_range(start_ms, end_ms)
+    # staff enrolled by reid (every matched track a staff track: uniform, staff-only zone) are no customers
+    staff_only = getattr(storage, "staff_only_customers", None)
+    exclude = staff_only() if staff_only is not None else []
     total, items = store.list_customers(returning=returning, from_ts_ms=start_ms, to_ts_ms=end_ms,
-                                        limit=page_size, offset=(page - 1) * page_size)
+                                        limit=page_size, offset=(page - 1) * page_size,
+                                        **({"exclude": exclude} if exclude else {}))
     return CustomersOut(total=total, page=page, page_size=page_size, items=[
         CustomerSummaryOut(customer_id=c.customer_id, created_ts_ms=c.created_ts_ms, visits=c.visits,
                            first_seen_ts_ms=c.first_seen_ts_ms, last_seen_ts_ms=c.last_seen_ts_ms,
@@ -84,13 +90,21 @@ def get_customer(customer_id: CustomerId, store: GalleryDep, storage: StorageDep
                description="Deletes from the history every row derived from the customer: the track-to-customer "
                "links, and for each matched track (and each track linked to one in a journey) its face "
                "attributes, track summary, track points and zone events, and keeps those tracks' later rows out "
-               "of the history; then the customer's embeddings and visits from the gallery; then tells the "
+               "of the history; then the customer's embeddings and visits from the gallery (their tracks stay marked "
+               "erased there: never decided again); then tells the "
                "recognition service to forget them. The notification is sent even for an unknown id, so retrying "
                "a request that failed (500, 503) completes the erasure.")
 def erase_customer(customer_id: CustomerId, store: GalleryDep, storage: StorageDep, config: ConfigDep,
                    on_erasure: ErasureDep) -> Response:
     decided = getattr(store, "decided_tracks", None)  # tracks whose match the history may not have yet
     tracks = decided(customer_id) if decided is not None else set()
+    # The tracks the history matched to them keep an ``erased`` decision in the gallery, also those whose decision
+    # the reid stage forgot at the end of their stream: a rerun of the same file (same track ids) never enrols them
+    # again. First, so a retry after a later failure still finds the history's matches.
+    known = getattr(storage, "customer_track_times", None)
+    mark = getattr(store, "erase_track_decisions", None)
+    if known is not None and mark is not None:
+        mark(known(customer_id))
     # The history first: the gallery's delete forgets which tracks were the customer's, so a retry after a failure
     # of the history's erasure (500) still finds them; after a failure of the gallery's delete, both run again.
     rows = storage.erase_customer(customer_id, journeys_of(config), entrance_lines_of(config), tracks)

@@ -10,6 +10,9 @@ history's size; without entrance lines, or before the stage wrote that row (olde
 
 A camera's ``last_seen_ts_ms`` (its newest frame: the dashboard's camera health) comes from the live state, else
 (the embedded mode, or a camera the live state has not seen) from the newest stored frame, as ``/v1/zones``' time.
+A live camera whose newest frame (``last_seen_ts_ms``, else its row's time) is over 60 s old at the wall clock is
+``stale`` with its ``age_s``, and so is one without any frame (no ``age_s``: never received): the rule of
+``/v1/zones`` and ``/v1/queues`` (:func:`~.zones._live_age`); a recorded file never is.
 
 **The daily reset** (``store.occupancy_reset``): the stage restarts a camera at its first frame after a reset, so a
 camera without a frame since (down overnight, or simply behind) still has yesterday's row. A row (a camera's or
@@ -23,7 +26,7 @@ import time
 from typing import Iterable
 
 from storelens.backends.video import is_live
-from storelens.config import entrance_lines_of
+from storelens.config import CameraConfig, entrance_lines_of
 from storelens.contract import messages as m
 from storelens.domain.counting import STORE_OCCUPANCY_ID, OccupancyReset, StoreTotals, store_totals
 from storelens.stages.analytics import occupancy_reset
@@ -31,6 +34,7 @@ from storelens.storage.privacy import newest_frame_ms
 
 from ..deps import ApiContext, CameraDep, ContextDep, api_router
 from ..models import NOT_FOUND, CameraOccupancyOut, OccupancyOut
+from .zones import _live_age
 
 router = api_router("occupancy", role='viewer')
 
@@ -64,8 +68,12 @@ def reset_now_ms(ctx: ApiContext, seen: Iterable[int | None]) -> int | None:
 
 
 def _shown(camera_id: str, st: m.OccupancyUpdate | None, last_seen: int | None, reset: OccupancyReset,
-           now_ms: int | None) -> CameraOccupancyOut:
-    extra = {} if last_seen is None else {"last_seen_ts_ms": last_seen}
+           now_ms: int | None, cam: CameraConfig | None = None) -> CameraOccupancyOut:
+    extra: dict = {} if last_seen is None else {"last_seen_ts_ms": last_seen}
+    if cam is not None:  # a camera (not the store's row): stale as in /v1/zones
+        newest = max((t for t in (last_seen, None if st is None else st.ts_ms) if t is not None), default=None)
+        age_ms, stale = _live_age(cam, newest, int(time.time() * 1000))
+        extra.update(stale=stale, age_s=None if age_ms is None else max(0, age_ms) / 1000)
     if st is None:
         return CameraOccupancyOut(camera_id=camera_id, occupancy=0, total_in=0, total_out=0, ts_ms=0, **extra)
     if now_ms is not None and reset.void_at(st.ts_ms, now_ms):  # yesterday's row: no frame since the reset
@@ -78,10 +86,10 @@ def _shown(camera_id: str, st: m.OccupancyUpdate | None, last_seen: int | None, 
 def cameras_occupancy(ctx: ApiContext) -> tuple[list[CameraOccupancyOut], int | None]:
     """Every camera's latest occupancy (live state first, storage as the fallback), a row older than the latest
     reset shown as 0; and the "now" of that check (:func:`reset_now_ms`)."""
-    rows = [(c.id, *latest_occupancy(ctx, c.id)) for c in ctx.config.cameras]
+    rows = [(c, *latest_occupancy(ctx, c.id)) for c in ctx.config.cameras]
     now = reset_now_ms(ctx, [t for _, st, seen in rows for t in (seen, None if st is None else st.ts_ms)])
     reset = occupancy_reset(ctx.config)
-    return [_shown(cam, st, seen, reset, now) for cam, st, seen in rows], now
+    return [_shown(cam.id, st, seen, reset, now, cam) for cam, st, seen in rows], now
 
 
 def occupancy_of(ctx: ApiContext, camera_id: str) -> CameraOccupancyOut:
@@ -105,7 +113,7 @@ def store_totals_of(ctx: ApiContext, cameras: list[CameraOccupancyOut], now_ms: 
 def store_occupancy(ctx: ContextDep) -> OccupancyOut:
     per_camera, now = cameras_occupancy(ctx)
     return OccupancyOut(store_id=ctx.config.store.id, occupancy=store_totals_of(ctx, per_camera, now).occupancy,
-                        cameras=per_camera)
+                        stale=any(c.stale for c in per_camera), cameras=per_camera)
 
 
 @router.get("/v1/occupancy/{camera_id}", response_model=CameraOccupancyOut, response_model_exclude_none=True,

@@ -10,8 +10,8 @@ the camera's latest frame time (``at_ms`` overrides), so a recorded clip answers
 did live: the live state's last seen time, else the newest stored frame of the camera
 (a ``zone_occupancy`` row is written only when the occupancy changes), else, without
 stored frames, the latest stored occupancy's time. A live camera whose "now" is older than
-:data:`STALE_AFTER_MS` at the wall clock (or at an ``at_ms`` after it) is ``stale`` (:func:`_live_age`): no people
-inside now, no queue length.
+:data:`STALE_AFTER_MS` at the wall clock (or at an ``at_ms`` after it), or without any frame, is ``stale``
+(:func:`_live_age`): no people inside now, no queue length.
 """
 from __future__ import annotations
 
@@ -63,7 +63,8 @@ class ZoneStateOut(_Out):
     ts_ms: int | None = Field(None, description="Time of the occupancy (the camera's latest frame); null before "
                                                 "the first frame.")
     stale: bool = Field(False, description="A live camera whose newest frame (ts_ms) is older than 60 s at the wall "
-                                           "clock: who is inside now is not known (occupancy null).")
+                                           "clock, or without any frame (age_s null): who is inside now is "
+                                           "not known (occupancy null).")
     age_s: float | None = Field(None, description="A live camera: the age of its newest frame (ts_ms) at the wall "
                                                   "clock; null for recorded files and before the first frame.")
 
@@ -149,7 +150,8 @@ class QueueOut(_Out):
     stale: bool = Field(False, description="A live camera whose newest frame is older than 60 s at the wall "
                                            "clock (with at_ms: at at_ms, when at_ms is after that frame): its "
                                            "queue is not known now (length and predicted wait null); the other "
-                                           "figures are of the window ending at at_ms. The rule of /v1/zones.")
+                                           "figures are of the window ending at at_ms. Also a live camera without any "
+                                           "frame (age_s null). The rule of /v1/zones.")
     age_s: float | None = Field(None, description="A live camera: the age of its newest frame at the wall clock "
                                                   "(with at_ms: at at_ms); null for recorded files and for an at_ms "
                                                   "at or before that frame.")
@@ -172,7 +174,7 @@ class QueuesOut(_Out):
 class InterestOut(_Out):
     key: str = Field(description="Zone '<camera>/<zone>', product or category, per group_by.")
     zones: list[str]
-    passers: int | None = Field(description="Visits that ended in the range; null: suppressed.")
+    passers: int | None = Field(description="Visits that ended in the range (not of staff tracks); null: suppressed.")
     stoppers: int | None = Field(description="Of those, visits of at least the zone's stopper_after_s; null: "
                                              "suppressed.")
     interest_rate: float | None = Field(description="stoppers / passers; null without passers or suppressed.")
@@ -244,12 +246,16 @@ def _live_age(cam: CameraConfig, ts_ms: int | None, wall_ms: int, at_ms: int | N
               ) -> tuple[int | None, bool]:
     """``(age_ms, stale)`` of a camera's "now" ``ts_ms`` (its newest frame): a live camera's age at the wall clock
     ``wall_ms`` and whether it is over :data:`STALE_AFTER_MS` (down, or its writer stopped: what it showed last is
-    not "now"); ``(None, False)`` for a recorded file (its "now" is its last frame, as it was live) or without a frame.
-    An explicit ``at_ms`` replaces the wall clock: after the newest frame, its age is ``at_ms - ts_ms`` (a live
-    camera down two hours is stale at an ``at_ms`` of now too); at or before it, ``(None, False)`` (a time of the
-    history). The rule of ``/v1/zones`` and of ``/v1/queues``."""
-    if ts_ms is None or not is_live(cam.source):
+    not "now"); ``(None, False)`` for a recorded file (its "now" is its last frame, as it was live). A live camera
+    without any frame (``ts_ms`` ``None``: a new camera with a wrong URL, never connected) is ``(None, True)``: stale
+    with no age, not a "live" camera with zeros. An explicit ``at_ms`` replaces the wall clock: after the newest
+    frame, its age is ``at_ms - ts_ms`` (a live camera down two hours is stale at an ``at_ms`` of now too); at or
+    before it, ``(None, False)`` (a time of the history). The rule of ``/v1/zones``, ``/v1/queues``,
+    ``/v1/occupancy`` and ``/v1/live``."""
+    if not is_live(cam.source):
         return None, False
+    if ts_ms is None:
+        return None, True
     if at_ms is not None and at_ms <= ts_ms:
         return None, False
     age_ms = (wall_ms if at_ms is None else at_ms) - ts_ms
@@ -412,7 +418,9 @@ def zone_event_list(ctx: ContextDep, camera_id: Annotated[Text, Query(max_length
                         "withheld: every figure null and `suppressed: true`.")
 def queues(ctx: ContextDep, camera_id: Annotated[Text | None, Query(max_length=200)] = None,
            at_ms: Annotated[int | None, Query(ge=1, le=MAX_TS_MS, description=(
-               "The 'now' (default: the camera's latest frame).") )] = None,
+               "The 'now' (default: the camera's latest frame). The length at it counts the visits open then, "
+               "of the stream showing then: one from before a frame gap or an end of stream only if its track "
+               "was seen after it or its exit is dated later; none when the frames stopped before it."))] = None,
            window_s: Annotated[float | None, Query(gt=0, le=86_400, description=(
                "Window of the service rate and waits (default the site's zones.queue_window_s)."))] = None,
            ) -> QueuesOut:
@@ -420,16 +428,22 @@ def queues(ctx: ContextDep, camera_id: Annotated[Text | None, Query(max_length=2
     window_ms = int(window_s * 1000)
     out = []
     covered: dict[tuple[str, int], int | None] = {}
+    lengths: dict[str, dict[str, int]] = {}
     wall_ms = int(time.time() * 1000)
     for cam, z in _zones(ctx, camera_id, ("queue",)):
         ts, occ = _occupancy(ctx, cam.id)
         now = at_ms if at_ms is not None else ts
         # a live camera's "now" is its newest frame: that far behind the wall clock, the queue is not known now
         age_ms, stale = _live_age(cam, ts, wall_ms, at_ms)
-        length = occ.get(z.id, 0) if at_ms is None else _length_at(ctx, cam.id, z.id, at_ms)
-        if now is None:
-            out.append(QueueOut(camera_id=cam.id, zone_id=z.id, at_ms=None, window_s=window_s, length=0,
-                                predicted_wait_s=None, served=0, abandoned=0, lost=0, wait_s=DwellOut()))
+        if at_ms is not None and cam.id not in lengths:  # every queue zone of the camera at once
+            # past the camera's newest frame: its people then (as without at_ms; a live camera over 60 s behind is
+            # stale), not "the stream stopped: nobody"
+            lengths[cam.id] = _lengths_at(ctx, cam, at_ms if ts is None else min(at_ms, ts))
+        length = occ.get(z.id, 0) if at_ms is None else lengths[cam.id].get(z.id, 0)
+        if now is None:  # no frame ever (a live camera's: stale)
+            out.append(QueueOut(camera_id=cam.id, zone_id=z.id, at_ms=None, window_s=window_s,
+                                length=None if stale else 0, predicted_wait_s=None, stale=stale, served=0,
+                                abandoned=0, lost=0, wait_s=DwellOut()))
             continue
         evs = [e for e, _ in zq.events(ctx.storage, cam.id, max(0, now - window_ms + 1), now + 1, zone_ids=[z.id],
                                        kinds=["exit"])]
@@ -481,9 +495,13 @@ def _covered_ms(ctx: ApiContext, cam: CameraConfig, now_ms: int, window_ms: int)
     return None if newest is None or newest > now_ms else covered
 
 
-def _length_at(ctx: ApiContext, camera_id: str, zone_id: str, at_ms: int) -> int:
-    """People in the zone at ``at_ms``: entries up to it minus exits up to it (from the events)."""
-    return zq.length_at(ctx.storage, camera_id, zone_id, at_ms)
+def _lengths_at(ctx: ApiContext, cam: CameraConfig, at_ms: int) -> dict[str, int]:
+    """People in each queue zone of the camera at ``at_ms``: the visits open at it, of the stream showing then
+    or going on across a frame gap (from the events, frames and track points,
+    :func:`storelens.storage.zones.lengths_at`)."""
+    gap = StreamCoverage.for_zones(cam.zones, ctx.config.zones).max_gap_ms
+    return zq.lengths_at(ctx.storage, cam.id, [z.id for z in cam.zones if z.kind == "queue"], at_ms,
+                         stream_gap_ms=gap)
 
 
 @router.get("/v1/interest", response_model=InterestListOut, responses=NOT_FOUND,

@@ -55,9 +55,13 @@ def revisions(chain: str) -> tuple[str, ...]:
     return tuple(reversed([r.revision for r in _scripts().walk_revisions("base", f"{chain}@head")]))
 
 
-def _history_version(db: dialects.Database, conn: sa.Connection, new: int | None = None) -> tuple[int, bool]:
+def _history_version(db: dialects.Database, conn: sa.Connection, new: int | None = None,
+                     create: bool = True) -> tuple[int, bool]:
     if new is None:
-        conn.execute(sa.text("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"))
+        if not create and not sa.inspect(conn).has_table("schema_version"):
+            return 0, False
+        if create:
+            conn.execute(sa.text("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"))
         row = conn.execute(sa.text("SELECT version FROM schema_version")).first()
         return (int(row[0]), True) if row else (0, False)
     conn.execute(sa.text("DELETE FROM schema_version"))
@@ -65,7 +69,8 @@ def _history_version(db: dialects.Database, conn: sa.Connection, new: int | None
     return new, True
 
 
-def _gallery_version(db: dialects.Database, conn: sa.Connection, new: int | None = None) -> tuple[int, bool]:
+def _gallery_version(db: dialects.Database, conn: sa.Connection, new: int | None = None,
+                     create: bool = True) -> tuple[int, bool]:
     meta = dialects.gallery_tables(db).meta
     if new is None:
         if not sa.inspect(conn).has_table(meta.name):
@@ -96,9 +101,7 @@ def upgrade(db: dialects.Database, conn: sa.Connection, chain: str, **opts: Any)
             dialects.prepare_migration(db, conn)
             current, recorded = version(db, conn)
             if current > len(revs):
-                where = f"schema {db.schema!r} ({db.where})" if db.schema else db.where
-                raise StorageError(f"{where} has {chain} schema version {current}, newer than this StoreLens "
-                                   f"supports ({len(revs)}); upgrade StoreLens")
+                raise _newer(db, chain, current)
             with Operations.context(ctx):
                 for n, rev in enumerate(revs[current:], current + 1):
                     _scripts().get_revision(rev).module.upgrade()
@@ -106,3 +109,49 @@ def upgrade(db: dialects.Database, conn: sa.Connection, chain: str, **opts: Any)
             if not recorded:
                 version(db, conn, len(revs))
     return len(revs)
+
+
+def _where(db: dialects.Database) -> str:
+    return f"schema {db.schema!r} ({db.where})" if db.schema else db.where
+
+
+def _newer(db: dialects.Database, chain: str, current: int) -> StorageError:
+    head = len(revisions(chain))
+    return StorageError(f"{_where(db)} has {chain} schema revision {current}, newer than this StoreLens supports "
+                        f"({head}, {revision_name(chain, head)}): a rollback to an older release? Run the release "
+                        f"that migrated it (schema revisions are never downgraded)")
+
+
+def revision_name(chain: str, version: int) -> str:
+    """The revision id of ``chain`` at ``version`` (revisions applied): ``"base"`` for 0, ``"unknown"`` past head."""
+    revs = revisions(chain)
+    return "base" if version <= 0 else revs[version - 1] if version <= len(revs) else "unknown"
+
+
+def current(db: dialects.Database, conn: sa.Connection, chain: str) -> int:
+    """How many revisions of ``chain`` the database has, read without changing anything (no table is created,
+    no lock taken); call it in a transaction."""
+    return VERSIONS[chain](db, conn, create=False)[0]
+
+
+class SchemaBehind(StorageError):
+    """The tables of a chain are behind this StoreLens's head revision (``storage.migrate: wait``: another process,
+    ``storelens db upgrade``, migrates them)."""
+
+    def __init__(self, db: dialects.Database, chain: str, current: int) -> None:
+        self.chain, self.current, self.head = chain, current, len(revisions(chain))
+        self.where = db.where
+        super().__init__(f"{chain} schema of {_where(db)} at revision {current} ({revision_name(chain, current)}), "
+                         f"waiting for revision {self.head} ({revision_name(chain, self.head)}): run `storelens db "
+                         f"upgrade` (storage.migrate: wait)")
+
+
+def check(db: dialects.Database, conn: sa.Connection, chain: str) -> int:
+    """The head version of ``chain`` if the database has it; :class:`SchemaBehind` if it is behind,
+    :class:`StorageError` if it is newer than this StoreLens (call it in a transaction; changes nothing)."""
+    have, head = current(db, conn, chain), len(revisions(chain))
+    if have > head:
+        raise _newer(db, chain, have)
+    if have < head:
+        raise SchemaBehind(db, chain, have)
+    return head

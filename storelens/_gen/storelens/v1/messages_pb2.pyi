@@ -247,18 +247,26 @@ class StageSnapshot(_message.Message):
     def __init__(self, stage: _Optional[str] = ..., input_topic: _Optional[str] = ..., input_partition: _Optional[int] = ..., next_offset: _Optional[int] = ..., camera_state: _Optional[_Mapping[str, bytes]] = ..., state_format: _Optional[str] = ..., ts_ms: _Optional[int] = ...) -> None: ...
 
 class IngestStream(_message.Message):
-    __slots__ = ("camera_id", "stream_id", "first_seq", "after_source_frame", "ts_ms")
+    __slots__ = ("camera_id", "stream_id", "first_seq", "after_source_frame", "ts_ms", "ended", "target_fps", "position_seq", "position_source_frame")
     CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
     STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     FIRST_SEQ_FIELD_NUMBER: _ClassVar[int]
     AFTER_SOURCE_FRAME_FIELD_NUMBER: _ClassVar[int]
     TS_MS_FIELD_NUMBER: _ClassVar[int]
+    ENDED_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FPS_FIELD_NUMBER: _ClassVar[int]
+    POSITION_SEQ_FIELD_NUMBER: _ClassVar[int]
+    POSITION_SOURCE_FRAME_FIELD_NUMBER: _ClassVar[int]
     camera_id: str
     stream_id: str
     first_seq: int
     after_source_frame: int
     ts_ms: int
-    def __init__(self, camera_id: _Optional[str] = ..., stream_id: _Optional[str] = ..., first_seq: _Optional[int] = ..., after_source_frame: _Optional[int] = ..., ts_ms: _Optional[int] = ...) -> None: ...
+    ended: bool
+    target_fps: float
+    position_seq: int
+    position_source_frame: int
+    def __init__(self, camera_id: _Optional[str] = ..., stream_id: _Optional[str] = ..., first_seq: _Optional[int] = ..., after_source_frame: _Optional[int] = ..., ts_ms: _Optional[int] = ..., ended: bool = ..., target_fps: _Optional[float] = ..., position_seq: _Optional[int] = ..., position_source_frame: _Optional[int] = ...) -> None: ...
 
 class FaceObservation(_message.Message):
     __slots__ = ("camera_id", "seq", "ts_ms", "track_id", "face_bbox_xyxy", "landmarks5_xy", "detection_score", "accepted", "rejected_reasons", "sharpness", "yaw_deg", "pitch_deg", "roll_deg", "attending", "age_years", "p_male", "emotion_probs", "face_detector")
