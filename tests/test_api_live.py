@@ -2,16 +2,13 @@
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 
 import httpx
 import pytest
-import uvicorn
 
 from storelens.api import create_app
-from storelens.api.testing import api_key_for
+from storelens.api.testing import api_key_for, served_app
 from storelens.config import parse_config
 from storelens.contract import messages as m
 from storelens.storage import SqlStorage
@@ -19,25 +16,12 @@ from storelens.storage import SqlStorage
 SITE = {"store": {"id": "s1"}, "cameras": [{"id": "cam-1", "source": "/tmp/x.mp4"}, {"id": "cam-2", "source": "/tmp/y.mp4"}]}
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def served(tmp_path):
     storage = SqlStorage(str(tmp_path / "h.db"))
     app = create_app(parse_config(SITE), storage)
-    port = _port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    yield app, storage, f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with served_app(app) as (base, _server):
+        yield app, storage, base
     storage.close()
 
 

@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import socket
 import sqlite3
 import threading
@@ -19,10 +20,9 @@ import uuid
 
 import httpx
 import pytest
-import uvicorn
 
 from storelens.api import create_app
-from storelens.api.testing import api_key_for, signed_in_client
+from storelens.api.testing import api_key_for, served_app, signed_in_client
 from storelens.config import parse_config
 from storelens.config.site import site_version_document
 from storelens.domain.counting import CrossingEvent
@@ -164,15 +164,8 @@ def test_healthz_answers_while_the_thread_pool_waits_for_the_database(tmp_path) 
     storage = SqliteStorage(path, connect_timeout_s=6)  # a write waits up to 6 s for the lock
     app = create_app(parse_config(CAMS), storage)
     headers = {"Authorization": f"Bearer {api_key_for(app, 'manager')}"}
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    base = f"http://127.0.0.1:{port}"
+    serving = contextlib.ExitStack()
+    base, _server = serving.enter_context(served_app(app, log_level="critical"))
     # another connection holds the database's write lock (a long transaction, a migration ...)
     locker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     locker.execute("BEGIN IMMEDIATE")
@@ -204,6 +197,5 @@ def test_healthz_answers_while_the_thread_pool_waits_for_the_database(tmp_path) 
         locker.close()
         for t in posts:
             t.join(timeout=60)
-        server.should_exit = True
-        thread.join(timeout=10)
+        serving.close()
         storage.close()

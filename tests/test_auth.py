@@ -222,29 +222,16 @@ def test_the_sign_in_limit_is_per_client_behind_a_trusted_proxy_only(tmp_path, t
     """Behind the Ingress every request comes from the proxy: with ``api.forwarded_allow_ips`` naming it, the
     sign-in rate limit counts each client of ``X-Forwarded-For`` apart (one client's wrong passwords do not lock
     out the others); from an untrusted peer the header is ignored. A real uvicorn server (serve()'s settings)."""
-    import socket
-    import threading
-    import time
-
     import httpx
-    import uvicorn
 
-    from storelens.api.app import uvicorn_config
+    from storelens.api.testing import served_app
 
     site = {**SITE, "api": {"forwarded_allow_ips": trusted}}
     app = create_app(parse_config(site), SqliteStorage(str(tmp_path / "h.db")))
     app.state.context.auth.create_user("mia", PASSWORD, "manager")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    try:
+    with served_app(app) as (base, _server):
         def login(client_ip: str) -> int:
-            return httpx.post(f"http://127.0.0.1:{port}/v1/auth/login", headers={"X-Forwarded-For": client_ip},
+            return httpx.post(f"{base}/v1/auth/login", headers={"X-Forwarded-For": client_ip},
                               data={"username": "mia", "password": PASSWORD}).status_code
 
         assert [login("203.0.113.7") for _ in range(10)] == [200] * 10  # login_attempts_per_minute: 10
@@ -252,9 +239,6 @@ def test_the_sign_in_limit_is_per_client_behind_a_trusted_proxy_only(tmp_path, t
         assert login("198.51.100.2") == (429 if shared else 200)
         rows, _ = store.list_audit(app.state.context.storage, action="auth.login")
         assert {e["client"] for e in rows} == ({"127.0.0.1"} if shared else {"203.0.113.7", "198.51.100.2"})
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def test_a_flood_of_anonymous_writes_cannot_fill_the_audit_log(app) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,7 +18,6 @@ import httpx
 import pytest
 
 from storelens.paths import asset
-from storelens.runtime.localdeploy import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # a hung browser fails the test, not make test
 
@@ -115,30 +113,18 @@ def serve_site(raw: dict, storage, **app_kw) -> Iterator[Served]:
     """The app of site ``raw`` over ``storage`` (closed at the end) with a user of each role (:data:`USERS`), serving
     the API and the built dashboard with uvicorn on a free port; ``app_kw``: more of ``create_app``'s arguments
     (e.g. ``gallery_store``)."""
-    import uvicorn
-
     from storelens.api import create_app
+    from storelens.api.testing import served_app
     from storelens.config import parse_config
 
     need_dashboard()
     app = create_app(parse_config(raw), storage, **app_kw)
     for role, password in USERS.items():
         app.state.context.auth.create_user(role, password, role)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                          timeout_graceful_shutdown=2))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
     try:
-        yield Served(url, storage, raw)
+        with served_app(app, timeout_graceful_shutdown=2) as (url, _server):
+            yield Served(url, storage, raw)
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
         storage.close()
 
 

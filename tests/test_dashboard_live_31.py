@@ -11,35 +11,22 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 
 import httpx
 import pytest
 import sqlalchemy as sa
-import uvicorn
 
 from storelens.api import create_app
 from storelens.api.routes.live import counts_snapshot
-from storelens.api.testing import api_key_for, signed_in_client
+from storelens.api.testing import api_key_for, served_app, signed_in_client
 from storelens.config import parse_config
 from storelens.contract import messages as m
-from storelens.runtime.localdeploy import free_port
 from storelens.storage import SqliteStorage
 from storelens.storage.schema import alerts as alerts_table
 
 LIVE = "rtsp://cam.example/stream"
 SITE = {"store": {"id": "s1"}, "cameras": [{"id": "cam-1", "source": "/tmp/x.mp4"}]}
-
-
-def _serve(app):
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    return server, thread, f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture
@@ -52,10 +39,8 @@ def served(tmp_path, monkeypatch):
     monkeypatch.setattr(live, "KEEPALIVE_S", 0.3)
     storage = SqliteStorage(str(tmp_path / "h.db"))
     app = create_app(parse_config(SITE), storage)
-    server, thread, base = _serve(app)
-    yield app, storage, base
-    server.should_exit = True
-    thread.join(timeout=10)
+    with served_app(app) as (base, _server):
+        yield app, storage, base
     storage.close()
 
 

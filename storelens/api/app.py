@@ -275,13 +275,14 @@ async def _no_body() -> Message:
     return {"type": "http.disconnect"}
 
 
-def uvicorn_config(app: "FastAPI", host: str, port: int) -> "uvicorn.Config":
+def uvicorn_config(app: "FastAPI", host: str, port: int, **overrides: Any) -> "uvicorn.Config":
     """How :func:`serve` runs ``app``: the client address from ``X-Forwarded-For`` of the proxies in
-    ``api.forwarded_allow_ips`` only."""
+    ``api.forwarded_allow_ips`` only. ``overrides``: other ``uvicorn.Config`` settings (tests)."""
     import uvicorn
 
-    return uvicorn.Config(app, host=host, port=port, log_level="warning", proxy_headers=True,
-                          forwarded_allow_ips=app.state.context.config.api.forwarded_allow_ips)
+    settings: dict[str, Any] = {"log_level": "warning", "proxy_headers": True,
+                                "forwarded_allow_ips": app.state.context.config.api.forwarded_allow_ips}
+    return uvicorn.Config(app, host=host, port=port, **{**settings, **overrides})
 
 
 def serve(app: "FastAPI", host: str, port: int, stop: "threading.Event | None" = None) -> None:

@@ -11,13 +11,17 @@ Example:
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import contextlib
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Iterator
 
 from storelens.config.auth import Role
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
+    from uvicorn import Server
 
 
 def api_key_for(app: FastAPI, role: Role = "admin") -> str:
@@ -30,3 +34,34 @@ def signed_in_client(app: FastAPI, role: Role = "admin", **kwargs: Any) -> TestC
     from fastapi.testclient import TestClient
 
     return TestClient(app, headers={"Authorization": f"Bearer {api_key_for(app, role)}"}, **kwargs)
+
+
+@contextlib.contextmanager
+def served_app(app: FastAPI, *, start_timeout_s: float = 30.0, **uvicorn_kw: Any) -> Iterator[tuple[str, Server]]:
+    """Serve ``app`` with uvicorn on a free local port in a thread, as :func:`storelens.api.app.serve` runs it
+    (``X-Forwarded-For`` of ``api.forwarded_allow_ips`` only); yields the base URL and the server; stops it at the
+    end. ``uvicorn_kw`` overrides uvicorn settings (e.g. ``timeout_graceful_shutdown=2``).
+
+    Raises ``RuntimeError`` when the server has not started within ``start_timeout_s`` (a port taken, a failing
+    lifespan).
+    """
+    import uvicorn
+
+    from storelens.api.app import uvicorn_config
+    from storelens.runtime.localdeploy import free_port
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, **uvicorn_kw))
+    thread = threading.Thread(target=server.run, daemon=True, name=f"uvicorn-{port}")
+    thread.start()
+    deadline = time.monotonic() + start_timeout_s
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            raise RuntimeError(f"uvicorn did not start on 127.0.0.1:{port}")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}", server
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
