@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Callable, Sequence
 
-from storelens.errors import ConfigError, StoreLensError
+from storelens.errors import ConfigError, Interrupted, StoreLensError
 
 EXAMPLE_CONFIG = pathlib.Path(__file__).with_name("examples") / "demo.yaml"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -177,25 +177,83 @@ def _sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
-def _run(config, storage=None, on_tracked=None, show_progress: bool = True, scratch: bool = False):
-    """Run the embedded pipeline on ``config``. The site's face gallery (customers) is used only with the site's
-    history (``storage``, not ``scratch``: the demo); a clip's run without it (count, zones, track, heatmap's
-    throw-away store) matches faces in a gallery in memory and leaves the site's gallery as it is. A video file
-    that ends before its announced frame count is told on stderr (``warning: ...``)."""
-    import time
-
+def _expected_frames(config, storage=None) -> int | None:
+    """Frames a run of ``config`` processes: those its cameras' sampling keeps of the video files' frame counts
+    (``None``: a live camera, or a count the file does not give)."""
     from storelens.backends.video import FrameSampler, frame_count, is_live, source_fps
-    from storelens.config.cameras import redact_source
-    from storelens.runtime.embedded import EmbeddedPipeline, site_in_force
+    from storelens.runtime.embedded import site_in_force
 
     total: int | None = 0
     for cam in site_in_force(config, storage)[1]:  # the newest site version's (a removed camera's file may be gone)
         n = None if is_live(cam.source) else frame_count(cam.source)
         if n is None:
-            total = None
-            break
+            return None
         sampler = FrameSampler(source_fps(cam.source), cam.target_fps)
         total += sum(1 for i in range(n) if sampler.keep(i))
+    return total
+
+
+def _interrupted_note(config, result) -> str | None:
+    """``results cover N of M frames`` when the run of ``config`` was stopped (Ctrl-C, SIGTERM:
+    ``result.interrupted``), else ``None``. A stop is how a run of live cameras ends: ``None`` then too (its results
+    are written under their names, exit 0), after a short ``stopped: ...`` note on stderr."""
+    from storelens.backends.video import is_live
+
+    if not result.interrupted:
+        return None
+    if config.cameras and all(is_live(cam.source) for cam in config.cameras):
+        print(f"stopped: the live source's results cover the {result.frames} frames until the stop", file=sys.stderr)
+        return None
+    try:
+        total = _expected_frames(config)
+    except StoreLensError:  # the file went away meanwhile
+        total = None
+    return f"results cover {result.frames}" + (f" of {total}" if total else "") + " frames"
+
+
+def _partial_path(path: str | pathlib.Path) -> pathlib.Path:
+    """Where a stopped run's output goes instead of ``path``: ``t.txt`` -> ``t.partial.txt`` (never taken for a
+    complete run's file)."""
+    p = pathlib.Path(path)
+    return p.with_name(f"{p.stem}.partial{p.suffix}")
+
+
+def _write_file(path: str | pathlib.Path, data: str | bytes) -> None:
+    """Write ``data`` to ``path`` whole or not at all: into a temporary file beside it, renamed over it at the end
+    (a Ctrl-C or SIGTERM while writing leaves the old file or none, not half of one). A path that is not a regular
+    file (``/dev/stdout``, a symlink) is written in place."""
+    path = pathlib.Path(path)
+    raw = data.encode() if isinstance(data, str) else data
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        path.write_bytes(raw)
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with _sigterm_as_interrupt():
+            try:
+                tmp.write_bytes(raw)
+            except PermissionError:  # a folder that takes no new file, its file writable (writable_output)
+                path.write_bytes(raw)
+                return
+            os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _run(config, storage=None, on_tracked=None, show_progress: bool = True, scratch: bool = False):
+    """Run the embedded pipeline on ``config``. The site's face gallery (customers) is used only with the site's
+    history (``storage``, not ``scratch``: the demo); a clip's run without it (count, zones, track, heatmap's
+    throw-away store) matches faces in a gallery in memory and leaves the site's gallery as it is. A video file
+    that ends before its announced frame count is told on stderr (``warning: ...``). Ctrl-C or SIGTERM stops the run
+    cleanly: the result covers the frames processed until then and says so (``result.interrupted``: the commands
+    then print ``interrupted: ...`` and exit 130, :func:`_interrupted_note`)."""
+    import time
+
+    from storelens.config.cameras import redact_source
+    from storelens.runtime.embedded import EmbeddedPipeline
+
+    total = _expected_frames(config, storage)
     gallery = staff_faces = None
     history = storage is not None and not scratch
     if config.faces.enabled and not history:  # not the site's customers: nothing written to (or made at) its gallery
@@ -253,12 +311,13 @@ def _short_videos_told(short: list[tuple[str, int, int]]):
 def cmd_count(args) -> int:
     config = single_source_config(args.source, args.line, args.config)
     result = _run(config, show_progress=not args.json and sys.stderr.isatty())
+    note = _interrupted_note(config, result)  # what was counted is printed, then the note; exit 130
     counts = result.line_counts["cam"]
     if args.json:
         doc = {"lines": [{"id": lid, "in": c["in"], "out": c["out"]} for lid, c in counts.items()],
-               "frames": result.frames}
+               "frames": result.frames} | ({"interrupted": True} if note else {})
         print(json.dumps(doc | ({"faces": result.faces} if result.faces else {})))  # the faces summary inside
-        return 0
+        return _stopped(note)
     else:
         from rich.table import Table
 
@@ -271,7 +330,15 @@ def cmd_count(args) -> int:
 
         Console().print(table)
     _print_faces(result)
-    return 0
+    return _stopped(note)
+
+
+def _stopped(note: str | None, what: str = "") -> int:
+    """0 after a complete run (``note`` None); else ``interrupted: <note><what>`` on stderr and 130."""
+    if note is None:
+        return 0
+    print(f"interrupted: {note}{what}", file=sys.stderr)
+    return 130
 
 
 def zone_summary(config, frames: Sequence, n_frames: int) -> list[dict]:
@@ -315,11 +382,13 @@ def cmd_zones(args) -> int:
     config = single_source_config(args.source, [], args.config, zones=args.zone)
     frames: list = []
     result = _run(config, on_tracked=frames.append, show_progress=not args.json and sys.stderr.isatty())
+    note = _interrupted_note(config, result)  # what was counted is printed, then the note; exit 130
     n = max([tf.source_frame or tf.seq + 1 for tf in frames], default=0)
     zones = zone_summary(config, frames, n)
     if args.json:
-        print(json.dumps({"frames": result.frames, "fps": round(result.fps, 2), "zones": zones}))
-        return 0
+        print(json.dumps({"frames": result.frames, "fps": round(result.fps, 2), "zones": zones}
+                         | ({"interrupted": True} if note else {})))
+        return _stopped(note)
     from rich.console import Console
     from rich.table import Table
 
@@ -332,7 +401,7 @@ def cmd_zones(args) -> int:
         table.add_row(z["id"], str(z["visits"]), str(z["max_occupancy"]), f"{z['mean_occupancy']:.2f}",
                       fmt(d["median"]), fmt(d["p90"]), fmt(d["total"]))
     Console().print(table)
-    return 0
+    return _stopped(note)
 
 
 def cmd_replay(args) -> int:
@@ -474,9 +543,29 @@ def cmd_track(args) -> int:
     config = single_source_config(args.source, [], args.config)
     rows: list[str] = []
     result = _run(config, on_tracked=lambda tf: rows.extend(mot_rows(tf)), show_progress=sys.stderr.isatty())
-    out.write_text("\n".join(rows) + ("\n" if rows else ""))
+    text = "\n".join(rows) + ("\n" if rows else "")
+    note = _interrupted_note(config, result)
+    if note is not None:  # not under --mot-out's name: an evaluator would score it as the whole video's
+        return _stopped(note, _keep_partial({out: text}, f"the {len(rows)} boxes so far") if result.frames
+                        else f"; nothing written ({out})")
+    _write_file(out, text)
     print(f"wrote {len(rows)} boxes of {result.frames} frames to {out}")
     return 0
+
+
+def _keep_partial(files: dict, what: str) -> str:
+    """Write a stopped run's outputs (``{path: data}``) under their partial names (:func:`_partial_path`); the end
+    of the ``interrupted: ...`` note saying where (or that they could not be written)."""
+    done = []
+    for path, data in files.items():
+        partial = _partial_path(path)
+        try:
+            _write_file(partial, data)
+        except OSError as exc:
+            return f"; {what} could not be written to {partial}: {exc.strerror or exc} ({path} not written)"
+        done.append((partial, path))
+    return (f"; {what} written to {', '.join(str(p) for p, _ in done)} "
+            f"({', '.join(str(p) for _, p in done)} not written)")
 
 
 def cmd_kpis_publish(args) -> int:
@@ -532,13 +621,22 @@ def cmd_kpis_publish(args) -> int:
     return 0
 
 
+def site_config_path(path: str | None) -> str | None:
+    """The site file of a command's ``--config`` ``path``: it, else ``$STORELENS_CONFIG`` (set in the service
+    images: ``kubectl exec ... storelens users ...`` uses the pod's site), else ``None`` (the bundled example)."""
+    return path or os.environ.get("STORELENS_CONFIG") or None
+
+
 def load_site(path: str | None, open_cameras: bool = True):
-    """The site file ``path`` (relative paths in it relative to its folder), or the bundled example, whose
-    relative ``storage.path`` (``storelens-demo.db``) is the working directory's. ``open_cameras=False``: for a
-    command that never opens the cameras, whose ``${VAR}``s (e.g. ``${CAM_PASSWORD}``) then need not be set
-    (:func:`~storelens.config.site.parse_config`)."""
+    """The site file ``path`` (relative paths in it relative to its folder), else ``$STORELENS_CONFIG``'s
+    (:func:`site_config_path`), else the bundled example, whose relative ``storage.path`` (``storelens-demo.db``) is
+    the working directory's. ``open_cameras=False``: for a command that never opens the cameras, whose ``${VAR}``s
+    (e.g. ``${CAM_PASSWORD}``) then need not be set (:func:`~storelens.config.site.parse_config`)."""
     from storelens.config import load_config
 
+    path = site_config_path(path)
+    if path is not None and path == os.environ.get("STORELENS_CONFIG") and not pathlib.Path(path).is_file():
+        raise ConfigError(f"config file not found: {path} ($STORELENS_CONFIG)")
     base = None if path else pathlib.Path.cwd()
     return load_config(path or EXAMPLE_CONFIG, base=base, open_cameras=open_cameras)
 
@@ -552,10 +650,10 @@ def _history_config(args, create: bool = False):
     ``--db`` would otherwise be a new, empty database: no rows, or an admin nobody signs in with).
     ``create``: the commands that set a store up (``users create-admin``, ``staff enroll``, ``pos import``,
     ``site import``) create it, and say so on stderr."""
+    args.config = site_config_path(args.config)  # what the messages name as the site file
     config = load_site(args.config, open_cameras=args.opens_cameras)
     if args.db:
-        config = config.model_copy(update={"storage": config.storage.model_copy(
-            update={"backend": "sqlite", "path": args.db})})
+        config = _with_db(config, args.db)
     if _new_sqlite_file(config) is not None:
         if not create:
             where = "--db" if args.db else "storage.path"
@@ -564,6 +662,14 @@ def _history_config(args, create: bool = False):
                               f"create-admin`, `site import`, `staff enroll` and `pos import` create a new one")
         print(f"note: creating a new history database at {config.storage.path}", file=sys.stderr)
     return config
+
+
+def _with_db(config, db: str):
+    """``config`` with the SQLite file ``db`` (``--db``) as its history, whatever the site's storage, and the face
+    gallery beside it (``<db>.gallery.db``): not the site's ``faces.reid.sqlite_path`` (its customers)."""
+    return config.model_copy(update={
+        "storage": config.storage.model_copy(update={"backend": "sqlite", "path": db}),
+        "faces": config.faces.model_copy(update={"reid": config.faces.reid.model_copy(update={"sqlite_path": None})})})
 
 
 def _new_sqlite_file(config) -> pathlib.Path | None:
@@ -601,26 +707,33 @@ def cmd_export_dataset(args) -> int:
     from storelens.storage.dataset import export_history, export_video
 
     kw = dict(every_n=args.every, min_confidence=args.min_confidence, min_length=args.min_length,
-              val_fraction=args.val_fraction, face_detector=not args.no_face_detector, licence=args.licence)
+              val_fraction=args.val_fraction, face_detector=not args.no_face_detector, licence=args.licence,
+              overwrite=args.overwrite)
     if args.provenance:
         kw["provenance"] = args.provenance
     if (args.source is None) == (not args.from_db):
         raise ConfigError("give either SOURCE (a video file) or --from-db (stored tracks + the cameras' video files)")
     writable_folder(args.out, "--out")  # before the pipeline runs on SOURCE
-    if args.source is not None:
-        config = single_source_config(args.source, [], args.config)
-        result = export_video(config, args.out, **kw)
-    else:
-        from storelens.storage import open_storage
+    try:  # a stop leaves --out as it was (the set is moved into place only once complete)
+        with _sigterm_as_interrupt():
+            if args.source is not None:
+                config = single_source_config(args.source, [], args.config)
+                result = export_video(config, args.out, **kw)
+            else:
+                from storelens.storage import open_storage
 
-        config = _history_config(args)
-        storage = open_storage(config.storage)
-        try:
-            config, _ = _site_in_force(config, storage, site_file=args.config)
-            result = export_history(config, storage, args.out, cameras=args.camera or None, start_ms=args.from_ms,
-                                    end_ms=args.to_ms, **kw)
-        finally:
-            storage.close()
+                config = _history_config(args)
+                storage = open_storage(config.storage)
+                try:
+                    config, _ = _site_in_force(config, storage, site_file=args.config)
+                    result = export_history(config, storage, args.out, cameras=args.camera or None,
+                                            start_ms=args.from_ms, end_ms=args.to_ms, **kw)
+                finally:
+                    storage.close()
+    except Interrupted:
+        raise
+    except KeyboardInterrupt:
+        raise Interrupted(f"nothing exported ({args.out} as it was)") from None
     summary = {"out": result.out_dir, "images": result.images, "boxes": result.boxes,
                "ignored_boxes": result.ignored_boxes, "mot_rows": result.mot_rows,
                "tracks_kept": result.tracks_kept, "tracks_dropped": result.tracks_dropped}
@@ -644,27 +757,22 @@ def cmd_audit(args) -> int:
         path = pathlib.Path(args.answers)
         if not path.is_file():
             raise ConfigError(f"no such file: {path}")
-        answers = parse_answers(path.read_text(encoding="utf-8-sig"))
+        from storelens.config.site import read_utf8
+
+        answers = parse_answers(read_utf8(path, "--answers {path}: not UTF-8 (line {line}): save the CSV as UTF-8",
+                                          encoding="utf-8-sig"))
     storage = open_storage(config.storage)
     try:
         config, _ = _site_in_force(config, storage, site_file=args.config)
+        seed = args.seed
+        if answers is None and seed is None:  # a seed to name: the same clips again, for --answers
+            import secrets
+
+            seed = secrets.randbelow(1_000_000)
         clips = sample_clips(config, storage, args.out, n=args.clips, start_ms=args.from_ms, end_ms=args.to_ms,
-                             cameras=args.camera or None, seed=args.seed)
+                             cameras=args.camera or None, seed=seed)
         if answers is None:
-            answers = {}
-            for c in clips:
-                while True:
-                    try:
-                        text = input(f"{c.clip_id} {c.path} (camera {c.camera_id}, line {c.line_id}): "
-                                     f"people in and out, e.g. '1 0'> ")
-                    except EOFError:
-                        raise ConfigError(f"no answer for clip {c.clip_id} (end of input); "
-                                          f"give --answers FILE.csv for a non-interactive audit") from None
-                    parts = text.replace(",", " ").split()
-                    if len(parts) == 2 and all(p.isdigit() for p in parts):
-                        answers[c.clip_id] = (int(parts[0]), int(parts[1]))
-                        break
-                    print("  type two whole numbers: people in, people out (e.g. '1 0')", file=sys.stderr)
+            answers = _prompt_tally(clips, pathlib.Path(args.out) / "answers.csv", seed)
         summary, audit_id, alerted = record_audit(config, storage, clips, answers, auditor=args.auditor,
                                                   start_ms=args.from_ms, end_ms=args.to_ms,
                                                   min_accuracy=args.min_accuracy)
@@ -677,6 +785,41 @@ def cmd_audit(args) -> int:
           f"{summary.count_accuracy:.1%}; system {summary.system_in} in / {summary.system_out} out, person "
           f"{summary.person_in} / {summary.person_out}" + ("; ALERT count_accuracy raised" if alerted else ""))
     return 0
+
+
+def _prompt_tally(clips, path: pathlib.Path, seed: int) -> dict[str, tuple[int, int]]:
+    """The person's tally of ``clips`` typed at a prompt, each answer written to ``path`` (CSV ``clip_id,in,out``,
+    what ``--answers`` reads) as soon as it is typed: an error later (a stopped audit, the database) loses none."""
+    import csv
+
+    print(f"note: each answer is written to {path} as it is typed; to record them again: --answers {path} --seed "
+          f"{seed} (with the same --clips, --camera, --from and --to, and no new crossings in that range)",
+          file=sys.stderr)
+    answers: dict[str, tuple[int, int]] = {}
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["clip_id", "in", "out"])
+        f.flush()
+        for c in clips:
+            while True:
+                try:
+                    text = input(f"{c.clip_id} {c.path} (camera {c.camera_id}, line {c.line_id}): "
+                                 f"people in and out, e.g. '1 0'> ")
+                except EOFError:
+                    raise ConfigError(f"no answer for clip {c.clip_id} (end of input; the {len(answers)} answers "
+                                      f"before it are in {path}); give --answers FILE.csv for a non-interactive "
+                                      f"audit") from None
+                except KeyboardInterrupt:
+                    raise Interrupted(f"{len(answers)} of {len(clips)} clips tallied, their answers in {path} "
+                                      f"(nothing stored)") from None
+                parts = text.replace(",", " ").split()
+                if len(parts) == 2 and all(p.isdigit() for p in parts):
+                    answers[c.clip_id] = (int(parts[0]), int(parts[1]))
+                    w.writerow([c.clip_id, *answers[c.clip_id]])
+                    f.flush()
+                    break
+                print("  type two whole numbers: people in, people out (e.g. '1 0')", file=sys.stderr)
+    return answers
 
 
 def cmd_heatmap(args) -> int:
@@ -703,15 +846,18 @@ def cmd_heatmap(args) -> int:
             snap = hm.snapshot(store, "cam")
         finally:
             store.close()
+    note = _interrupted_note(config, result)
     width = cells.width if cells else (snap.width if snap else 0)
     height = cells.height if cells else (snap.height if snap else 0)
     if not width or not height:
+        if note is not None:
+            return _stopped(note, f"; nothing written ({args.out})")
         raise StoreLensError(f"no frames were processed from {args.source}")
     grid = cells_to_grid(cells.values(args.kind) if cells else [], width, height, cell_px)
-    pathlib.Path(args.out).write_bytes(heatmap_png(grid, cell_px, width, height, snap.jpeg if snap else None))
+    files = {args.out: heatmap_png(grid, cell_px, width, height, snap.jpeg if snap else None)}
     total_s = (cells.total_ms(args.kind) if cells else 0) / 1000
     if args.json:
-        pathlib.Path(args.json).write_text(json.dumps({
+        files[args.json] = (json.dumps({
             "source": args.source, "frames": result.frames, "kind": args.kind, "cell_px": cell_px, "width": width,
             "height": height, "rows": grid.shape[0], "cols": grid.shape[1],
             "total_occupancy_ms": cells.total_ms("occupancy") if cells else 0,
@@ -719,6 +865,10 @@ def cmd_heatmap(args) -> int:
             "cells": [{"gx": c[0], "gy": c[1], "occupancy_ms": c[2], "dwell_ms": c[3]}
                       for c in (cells.cells if cells else [])],
         }) + "\n")
+    if note is not None:  # not under --out's / --json's names: it would pass for the whole video's
+        return _stopped(note, _keep_partial(files, f"the heatmap of those frames ({total_s:.1f} person-seconds)"))
+    for path, data in files.items():
+        _write_file(path, data)
     print(f"wrote {args.out}: {result.frames} frames, {total_s:.1f} person-seconds ({args.kind}) "
           f"on a {grid.shape[1]}x{grid.shape[0]} grid of {cell_px} px")
     return 0
@@ -740,8 +890,8 @@ def _demo_config(args):
         cams = site_version_document(config)["cameras"]  # as written: other cameras keep their ${VAR}s
         cams[0]["source"] = resolve_source(args.source, pathlib.Path.cwd())
         config = with_cameras(config, cams, origin="--source")
-    if args.db:  # a SQLite file, whatever the site's backend (as --db of the other commands)
-        updates["storage"] = config.storage.model_copy(update={"backend": "sqlite", "path": args.db})
+    if args.db:  # a SQLite file (and its gallery beside it), whatever the site's backend (as --db of the others)
+        config = _with_db(config, args.db)
         # and no Redis: the site's would show its live occupancy and share its sign-in limits
         updates["live"] = config.live.model_copy(update={"redis_url": None})
     if args.port is not None or args.host:
@@ -877,6 +1027,7 @@ def cmd_site(args) -> int:
         writable_output(args.out, "--out")
     # checked before a store is made; no camera is opened: a ${CAM_PASSWORD} need not be set (the version keeps it)
     importing = load_config(args.file, open_cameras=False) if args.site_command == "import" else None
+    args.config = site_config_path(args.config)
     site_file = args.config or "the bundled example site"
     as_read = load_site(args.config, False) if importing is not None else None  # before --db replaces its storage
     if importing is not None and importing.store.id != (store := as_read.store.id):
@@ -969,15 +1120,18 @@ def cmd_users(args) -> int:
             created = auth.create_user(username, password, role)
             store.audit(storage, int(time.time() * 1000), "cli", f"users.{args.users_command}", username,
                         {"role": role, "created": created})
-            print(f"{'created' if created else 'updated'} {role} {username!r}")
+            revoked = auth.revoke_keys_of(username, role, "cli")  # a demoted user's keys above its new role
+            print(f"{'created' if created else 'updated'} {role} {username!r}"
+                  + (f"; revoked its API keys {', '.join(revoked)}" if revoked else ""))
         elif args.users_command == "delete":
-            if not auth.delete_user(username):
+            if not auth.delete_user(username, "cli"):  # and the API keys it created (audited)
                 raise ConfigError(f"no such user: {username!r}")
             store.audit(storage, int(time.time() * 1000), "cli", "users.delete", username)
             print(f"deleted {username!r}")
         elif args.users_command == "api-key":
             key_id, key = auth.create_api_key(args.name, args.role, "cli")
-            store.audit(storage, int(time.time() * 1000), "cli", "api-keys.create", key_id, {"role": args.role})
+            store.audit(storage, int(time.time() * 1000), "cli", "api-keys.create", key_id,
+                        {"role": args.role, "name": args.name})
             print(key)
         else:
             for u in store.list_users(storage):
@@ -990,23 +1144,22 @@ def cmd_users(args) -> int:
 def cmd_db(args) -> int:
     """``storelens db upgrade|current|wait``: migrate the site's SQL tables to this release's schema (what each
     process does when it opens them with ``storage.migrate: auto``; with ``wait`` the services leave it to this
-    command), print their revision and the head (exit 1 when one is behind), or wait until they are at the head
+    command), print their revision and the head (exit 1 when one is behind or newer), or wait until they are at the head
     (the services' initContainer). The site file: ``--config``, else ``$STORELENS_CONFIG``, else the bundled
     example."""
     from storelens.storage import upgrade
 
-    config = load_site(args.config or os.environ.get("STORELENS_CONFIG") or None, open_cameras=False)
+    config = load_site(args.config, open_cameras=False)
     if args.db:
-        config = config.model_copy(update={"storage": config.storage.model_copy(
-            update={"backend": "sqlite", "path": args.db})})
+        config = _with_db(config, args.db)
     if args.db_command == "current":
-        behind = False
+        off_head = False  # behind, or newer than this release (a rollback): neither is ready for it
         for rev in upgrade.current(config):
-            behind = behind or rev.current < rev.head
+            off_head = off_head or rev.current != rev.head
             state = ("up to date" if rev.current == rev.head else "behind: run `storelens db upgrade`"
                      if rev.current < rev.head else "NEWER than this StoreLens")
             print(f"{rev.chain} ({rev.where}): revision {rev.describe()}; head {rev.describe(rev.head)}: {state}")
-        return 1 if behind else 0
+        return 1 if off_head else 0
     if args.db_command == "wait":
         return _db_wait(config)
     if _new_sqlite_file(config) is not None:  # a typo in --db / storage.path would be two new, empty databases
@@ -1159,7 +1312,7 @@ def _print_behaviour(config, storage) -> None:
             print(f"heatmap {cam.id}: {hm.total_ms('occupancy') / 1000:.1f} person-s, "
                   f"{hm.total_ms('dwell') / 1000:.1f} s lingering in {len(hm.cells)} cells of {hm.cell_px} px over "
                   f"{hm.minutes} min{where} (GET /v1/cameras/{cam.id}/heatmap?format=png)")
-    js = jq.journeys(storage, journeys_of(config), 0, end, entrance_lines_of(config))
+    js = jq.journeys(storage, journeys_of(config), 0, end, entrance_lines_of(config), exclude_staff=True)  # as the API
     if js:
         paths = top_paths(js, 3)
         top = "; ".join(f"{' > '.join(p)} x{n}" for p, n in paths)
@@ -1229,20 +1382,45 @@ def cmd_staff(args) -> int:
     return 0
 
 
+def _field_bounds(model: type, field: str) -> tuple[float, float]:
+    """The ``ge``/``le`` bounds of ``model.field`` in the config model (an argument type checks its value against the
+    same range the site file's field has)."""
+    meta = model.model_fields[field].metadata
+    return next(m.ge for m in meta if hasattr(m, "ge")), next(m.le for m in meta if hasattr(m, "le"))
+
+
 def cell_px(text: str) -> int:
     """``heatmap --cell``: a whole number within ``heatmap.cell_px``'s bounds in the config model; the error names
     the range (``argument --cell: 1 is out of range: use 2 to 512``)."""
     from storelens.config.behaviour import HeatmapConfig
 
-    meta = HeatmapConfig.model_fields["cell_px"].metadata
-    lo = next(m.ge for m in meta if hasattr(m, "ge"))
-    hi = next(m.le for m in meta if hasattr(m, "le"))
+    lo, hi = _field_bounds(HeatmapConfig, "cell_px")
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of pixels ({lo} to {hi})") from None
     if not lo <= value <= hi:
         raise argparse.ArgumentTypeError(f"{value} is out of range: use {lo} to {hi}")
+    return value
+
+
+def min_accuracy(text: str) -> float:
+    """``audit --min-accuracy``: a fraction within ``audit.min_accuracy``'s bounds in the config model (0 to 1),
+    checked when the arguments are read, before any clip is cut or tallied; ``90`` (a percentage) is refused with
+    the fraction it likely means (``argument --min-accuracy: 90.0 is out of range: use 0 to 1, e.g. 0.9 for
+    90%``)."""
+    import math
+
+    from storelens.config.audit import AuditConfig
+
+    lo, hi = _field_bounds(AuditConfig, "min_accuracy")
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number ({lo} to {hi}, e.g. 0.9 for 90%)") from None
+    if not lo <= value <= hi:  # nan too
+        hint = f", e.g. {value / 100:g} for {value:g}%" if math.isfinite(value) and 1 < value <= 100 else ""
+        raise argparse.ArgumentTypeError(f"{value} is out of range: use {lo} to {hi}{hint}")
     return value
 
 
@@ -1271,7 +1449,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="run the whole pipeline on a video, print a summary, serve the API")
-    d.add_argument("--config", help="site configuration YAML (default: the bundled example)")
+    d.add_argument("--config", help="site configuration YAML (default: $STORELENS_CONFIG, else the bundled example)")
     d.add_argument("--source", help="video file or stream URL replacing the first camera's source")
     d.add_argument("--db", help="SQLite file (default: storage.path of the config); with it, no Redis "
                                 "(the config's live.redis_url is left out)")
@@ -1346,7 +1524,8 @@ def build_parser() -> argparse.ArgumentParser:
             x.add_argument("id", help="staff id")
         else:
             x.add_argument("--json", action="store_true")
-        x.add_argument("--config", help="site configuration (storage, faces; default: the bundled example)")
+        x.add_argument("--config", help="site configuration (storage, faces; default: $STORELENS_CONFIG, else the "
+                                        "bundled example)")
         x.add_argument("--db", help="SQLite history file (default: the config's storage)")
         command(x, cmd_staff, opens_cameras=False)
 
@@ -1359,7 +1538,8 @@ def build_parser() -> argparse.ArgumentParser:
                                            "version")
     sim.add_argument("file")
     for x in (se, sim):
-        x.add_argument("--config", help="site configuration (storage; default: the bundled example)")
+        x.add_argument("--config", help="site configuration (storage; default: $STORELENS_CONFIG, else the bundled "
+                                        "example)")
         x.add_argument("--db", help="SQLite history file (default: the config's storage)")
         command(x, cmd_site, opens_cameras=False)
 
@@ -1380,7 +1560,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 "else admin" if name == "create-admin" else None)
         if name in ("create", "api-key"):
             u.add_argument("--role", required=True, choices=("viewer", "manager", "admin"))
-        u.add_argument("--config", help="site configuration (storage; default: the bundled example)")
+        u.add_argument("--config", help="site configuration (storage; default: $STORELENS_CONFIG, else the bundled "
+                                        "example)")
         u.add_argument("--db", help="SQLite history file (default: the config's storage)")
         command(u, cmd_users, opens_cameras=False)
 
@@ -1400,6 +1581,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--no-face-detector", action="store_true", help="blur the head boxes only")
     ex.add_argument("--licence", default="not stated (pass --licence)", help="licence of the footage (README.txt)")
     ex.add_argument("--provenance", help="where the footage comes from (README.txt)")
+    ex.add_argument("--overwrite", action="store_true",
+                    help="replace a previous export in --out (its images/, labels/, mot/, dataset.yaml, README.txt; "
+                         "nothing else there); without it --out must be new or empty")
     ex.add_argument("--json", action="store_true")
     command(ex, cmd_export_dataset, opens_cameras=True)  # --from-db: frames from the cameras' videos
 
@@ -1412,8 +1596,12 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("--from", dest="from_ms", type=int, metavar="MS", help="range start, ms since epoch")
     au.add_argument("--to", dest="to_ms", type=int, metavar="MS", help="range end (exclusive)")
     au.add_argument("--seed", type=int, help="random seed of the sample (same seed, same clips)")
-    au.add_argument("--answers", metavar="FILE.csv", help="the tally as CSV clip_id,in,out (else a prompt per clip)")
-    au.add_argument("--min-accuracy", type=float, help="alert threshold (default audit.min_accuracy)")
+    au.add_argument("--answers", metavar="FILE.csv",
+                    help="the tally as CSV clip_id,in,out (else a prompt per clip, each answer written to "
+                         "DIR/answers.csv as it is typed: give it here, with the --seed the prompt names, to record "
+                         "a tally again)")
+    au.add_argument("--min-accuracy", type=min_accuracy, metavar="X",
+                    help="alert threshold, a fraction 0 to 1, e.g. 0.9 (default audit.min_accuracy)")
     au.add_argument("--auditor", default="cli", help="who tallied (stored with the audit)")
     au.add_argument("--json", action="store_true")
     command(au, cmd_audit, opens_cameras=True)  # clips cut from the cameras' videos
@@ -1423,7 +1611,8 @@ def build_parser() -> argparse.ArgumentParser:
     kpp = kp_sub.add_parser("publish", help="publish the KPI hours of the last rollup.lookback_h hours to the "
                                             "store's store-kpis topic (what the analytics service does with "
                                             "rollup.enabled; for an embedded store, e.g. from cron)")
-    kpp.add_argument("--config", help="site configuration (store, storage, kafka; default: the bundled example)")
+    kpp.add_argument("--config", help="site configuration (store, storage, kafka; default: $STORELENS_CONFIG, "
+                                      "else the bundled example)")
     kpp.add_argument("--db", help="SQLite history file (default: the config's storage)")
     kpp.add_argument("--lookback-h", type=float, help="hours back from now, > 0 and at most 744 (default "
                                                       "rollup.lookback_h); now is the wall clock, or the newest "
@@ -1439,7 +1628,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_ in (("upgrade", "migrate the storage's tables to this release's head revision (under the "
                                     "migration lock; run it before services with storage.migrate: wait)"),
                         ("current", "print the storage's schema revision and this release's head (exit 1 when "
-                                    "behind)"),
+                                    "behind or newer than this StoreLens)"),
                         ("wait", "wait until the storage's tables are at this release's head revision (`db "
                                  "upgrade` ran; a Kubernetes initContainer of the services with storage.migrate: "
                                  "wait); exit 0 then or on SIGTERM, 2 when they are newer than this StoreLens")):
@@ -1458,7 +1647,8 @@ def build_parser() -> argparse.ArgumentParser:
     pi.add_argument("file", metavar="FILE.csv",
                     help="columns transaction_id,register_id,time,amount,items[,currency]; time ISO 8601 with "
                          "offset or ms since epoch; amount in major units (12.50)")
-    pi.add_argument("--config", help="site configuration (store id, storage; default: the bundled example)")
+    pi.add_argument("--config", help="site configuration (store id, storage; default: $STORELENS_CONFIG, else the "
+                                     "bundled example)")
     pi.add_argument("--db", help="SQLite history file (default: the config's storage)")
     pi.add_argument("--currency", default="EUR", help="currency of rows without one (default EUR)")
     pi.add_argument("--replace", action="store_true",
@@ -1494,8 +1684,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StoreLensError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # Interrupted: what the results cover
+        print(f"interrupted: {exc}" if str(exc) else "interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # last resort: still one line, no traceback
         print(f"error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -37,3 +37,9 @@ class StorageError(StoreLensError):
 class WaitStopped(StorageError):
     """A SIGTERM ended a wait for the schema (``storage.migrate: wait``, ``storelens db wait``): no error, the
     process stops as asked (the services' mains exit 0, as for any SIGTERM while starting)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A command stopped by Ctrl-C or SIGTERM before its end, with what its results cover (e.g. ``results cover 2
+    of 302 frames``): the CLI prints ``interrupted: <message>`` and exits 130. A ``KeyboardInterrupt``, so code that
+    cleans up on an interrupt does so for it too."""

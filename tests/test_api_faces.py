@@ -142,7 +142,9 @@ def test_customers_first_page(client: TestClient) -> None:
     pytest.param({"end_ms": T0 + HOUR}, 1, ["cust-a"], id="end-exclusive"),
     pytest.param({"start_ms": T0 + HOUR + 30_000, "end_ms": T0 + DAY}, 1, ["cust-b"], id="start-inclusive"),
     pytest.param({"start_ms": T0 + HOUR + 30_001, "end_ms": T0 + DAY}, 0, [], id="gap"),
-    pytest.param({"returning": "false", "start_ms": T0, "end_ms": T0 + DAY}, 1, ["cust-b"], id="combined"),
+    # with a range, returning of the range: cust-a's visit of the day is its first (it came back two days later)
+    pytest.param({"returning": "false", "start_ms": T0, "end_ms": T0 + DAY}, 2, ["cust-a", "cust-b"], id="combined"),
+    pytest.param({"returning": "true", "start_ms": T0, "end_ms": T0 + DAY}, 0, [], id="combined-returning"),
 ])
 def test_customers_paging_and_filters(client: TestClient, params: dict, total: int, expected: list[str]) -> None:
     r = client.get("/v1/customers", params=params)

@@ -175,7 +175,8 @@ def test_every_write_is_audited_with_its_actor(app) -> None:
     admin.post("/v1/users", json={"username": "vic", "password": PASSWORD, "role": "viewer"})
     admin.delete("/v1/customers/cust-1")  # faces disabled: 503, still audited
     entries = admin.get("/v1/audit").json()["entries"]
-    got = [(e["action"], e["target"], e["detail"]["status"]) for e in entries if e["actor"].startswith("key:")]
+    # (the routes' own entries naming a user or key have no status: tests/test_auth_review_32b.py)
+    got = [(e["action"], e["target"], e["detail"].get("status")) for e in entries if e["actor"].startswith("key:")]
     assert ("POST /v1/users", "/v1/users", 200) in got
     assert ("DELETE /v1/customers/{customer_id}", "/v1/customers/cust-1", 503) in got
     assert signed_in_client(app, role="manager").get("/v1/audit").status_code == 403

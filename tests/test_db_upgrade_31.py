@@ -95,6 +95,17 @@ def store(backend, tmp_path, request) -> dict:
 
 # 1 -- storelens db upgrade / db current ------------------------------------------------------------------------
 
+
+def probe_json(port: int, path: str) -> tuple[int, dict]:
+    """GET ``path`` of a local server: its status and JSON body ((0, {}) when nothing answers)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+    except OSError:
+        return 0, {}
+
 def test_db_upgrade_brings_an_empty_store_to_head_and_prints_the_revisions(store, tmp_path):
     cfg = site(tmp_path, store)
     res = run_cli("db", "current", "--config", str(cfg))
@@ -205,13 +216,7 @@ def test_the_api_serves_healthz_and_a_not_ready_readyz_while_it_waits(schema, tm
     seen: dict = {}
 
     def probe(path: str) -> tuple[int, dict]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
-                return r.status, json.loads(r.read())
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read())
-        except OSError:
-            return 0, {}
+        return probe_json(port, path)
 
     def operator() -> None:  # probes the waiting api, then migrates
         try:
@@ -252,7 +257,7 @@ def test_a_newer_schema_is_a_clear_error_and_no_wait(schema, tmp_path):
     res = run_cli("db", "upgrade", "--config", str(cfg), "--create")
     assert res.returncode == 2 and "newer than this StoreLens" in res.stderr, res.stdout + res.stderr
     res = run_cli("db", "current", "--config", str(cfg))
-    assert res.returncode == 0 and "NEWER than this StoreLens" in res.stdout, res.stdout + res.stderr
+    assert res.returncode == 1 and "NEWER than this StoreLens" in res.stdout, res.stdout + res.stderr
 
 
 # 4 -- Kubernetes: the db-upgrade initContainer and storage.migrate: wait ------------------------------------------

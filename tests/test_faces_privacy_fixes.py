@@ -115,7 +115,11 @@ def test_an_existing_topic_without_segment_ms_gets_it_at_start_and_keeps_its_oth
 
     assert ensure_topics(kafka.cfg, _specs(topics.PERSON_CROPS, topics.FRAMES)) == []  # nothing created
 
-    assert _own(kafka.admin, crops) == {**before, "segment.ms": str(15 * 60_000)}
+    want = {**before, "segment.ms": str(15 * 60_000)}
+    deadline = time.monotonic() + 10  # the altered config reaches the broker's describe a moment later under load
+    while (got := _own(kafka.admin, crops)) != want and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert got == want
     assert _own(kafka.admin, frames)["segment.ms"] == "60000"  # a shorter one set by hand is kept
 
 

@@ -292,14 +292,16 @@ def reference(store: GalleryStore, *, returning: bool | None = None, from_ts_ms:
               to_ts_ms: int | None = None, limit: int = 50, offset: int = 0) -> tuple[int, list[CustomerSummary]]:
     """``list_customers`` by its definition, in Python (from the store's visits)."""
     out = []
+    ranged = from_ts_ms is not None or to_ts_ms is not None
     for cid, created in store.customers():
         vs = store.visits(cid)
-        if (from_ts_ms is not None or to_ts_ms is not None) and not any(
-                (from_ts_ms is None or v.last_ts_ms >= from_ts_ms) and (to_ts_ms is None or v.first_ts_ms < to_ts_ms)
-                for v in vs):
+        in_range = [v for v in vs if (from_ts_ms is None or v.last_ts_ms >= from_ts_ms)
+                    and (to_ts_ms is None or v.first_ts_ms < to_ts_ms)]
+        if ranged and not in_range:
             continue
         ret = bool(vs) and vs[-1].returning
-        if returning is not None and ret != returning:
+        # with a range, returning of the range: one of its visits is a second or later one
+        if returning is not None and (any(v.returning for v in in_range) if ranged else ret) != returning:
             continue
         out.append(CustomerSummary(cid, created, len(vs), min((v.first_ts_ms for v in vs), default=created),
                                    max((v.last_ts_ms for v in vs), default=created), ret,

@@ -23,12 +23,12 @@ import sqlalchemy as sa
 from storelens.api import create_app
 from storelens.api.routes import live as live_routes
 from storelens.api.routes.live import LiveHub, counts_snapshot
-from storelens.api.testing import api_key_for, signed_in_client
+from storelens.api.testing import api_key_for, served_app, signed_in_client
 from storelens.config import parse_config
 from storelens.contract import messages as m
 from storelens.storage import SqliteStorage
 from storelens.storage.schema import alerts as alerts_table
-from test_dashboard_live_31 import _events, _next_event, _serve
+from test_dashboard_live_31 import _events, _next_event
 
 LIVE = "rtsp://cam.example/stream"
 SITE = {"store": {"id": "s1"}, "cameras": [{"id": "cam-1", "source": "/tmp/x.mp4"}]}
@@ -43,10 +43,8 @@ def served(tmp_path, monkeypatch):
     storage = SqliteStorage(str(tmp_path / "h.db"))
     app = create_app(parse_config(SITE), storage)
     app.state.live_hub = LiveHub(app.state.context, interval_s=3600)
-    server, thread, base = _serve(app)
-    yield app, storage, base
-    server.should_exit = True
-    thread.join(timeout=10)
+    with served_app(app) as (base, _server):
+        yield app, storage, base
     storage.close()
 
 

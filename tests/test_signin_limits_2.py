@@ -122,7 +122,8 @@ def test_a_hanging_redis_costs_one_timeout_per_retry_period_not_one_per_check(tm
     # the first waits one timeout (2 s) and then skips Redis; the next ones do not wait for it at all
     assert took[0][1] < security.LIMITER_TIMEOUT_S + 1.0, took
     assert all(t < 1.0 for _, t in took[1:]), took
-    assert _fallbacks(app) >= 10  # every check made in memory is counted (attempts, failures, ceiling, hits)
+    # every check made in memory is counted: per sign-in its attempt and its reserved failure (4 x 2)
+    assert _fallbacks(app) >= 8
 
 
 def test_the_shared_store_is_tried_again_after_the_retry_period(tmp_path, hanging_redis, monkeypatch) -> None:

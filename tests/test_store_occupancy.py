@@ -4,8 +4,8 @@ A real analytics stage, run by the runner (in-process bus) over real ``TrackedFr
 writes through its sinks into a real SQLite store (and a real Redis live state); the real API app answers.
 Camera ``c``'s ``door`` is the store's entrance; camera ``d``'s line is a department's: its shoppers are in the
 store already. With ``store.entrance_lines: [c/door]`` the store's number counts ``c/door`` only (one row the
-stage writes, camera id ``@store``); without, it is the sum of the cameras' (as before). Per camera, nothing
-changes.
+stage writes, camera id ``@store``); without, it counts every line (here 1 + 2), in the same row. Per camera,
+nothing changes.
 """
 from __future__ import annotations
 
@@ -68,8 +68,8 @@ def live(request):
 @pytest.mark.parametrize("entrance, store, seen_rows", [
     # the entrance only: 2 in, 1 out; d's department crossings are not the store's again
     (["c/door"], {"occupancy": 1, "in": 2, "out": 1}, True),
-    # no entrance lines: the sum of the cameras' (1 + 2), as before; no store row
-    (None, {"occupancy": 3, "in": 4, "out": 1}, False),
+    # no entrance lines: every line is an entrance (1 + 2), the store's row as well
+    (None, {"occupancy": 3, "in": 4, "out": 1}, True),
 ])
 def test_api_shows_the_alerts_store_occupancy(tmp_path, live, entrance, store, seen_rows) -> None:
     cfg = parse_config(two_cameras(RULES, entrance))
@@ -103,7 +103,7 @@ def test_api_shows_the_alerts_store_occupancy(tmp_path, live, entrance, store, s
         sent = [m.decode(m.OccupancyUpdate, x.value) for x in iter(lambda: published.poll(0), None)]
         store_sent = [u for u in sent if u.camera_id == STORE_ROW]
         if seen_rows:
-            assert (row.occupancy, row.total_in, row.total_out) == (1, 2, 1)
+            assert (row.occupancy, row.total_in, row.total_out) == (store["occupancy"], store["in"], store["out"])
             assert row.ts_ms == max(f.ts_ms for f in FRAMES if f.camera_id == "c" and f.seq == 10)
             assert store_sent[-1] == row and {u.camera_id for u in sent} == {"c", "d", STORE_ROW}
             if live is not None:
@@ -113,8 +113,8 @@ def test_api_shows_the_alerts_store_occupancy(tmp_path, live, entrance, store, s
 
 
 def test_the_store_row_before_it_exists_and_with_entrance_lines_removed(tmp_path) -> None:
-    """Older data (camera rows, no store row): the sum, as before. A store row left from a run with entrance lines
-    is not read by a site without them."""
+    """Older data (camera rows, no store row): the sum, as before. A store row is the store's number whatever
+    lines it was counted over (a site without entrance lines writes one too)."""
     cfg = parse_config(two_cameras(RULES, ["c/door"]))
     with SqlStorage(str(tmp_path / "h.db")) as st:
         st.write_records([m.OccupancyUpdate(camera_id="c", ts_ms=10, occupancy=1, total_in=2, total_out=1),
@@ -126,7 +126,7 @@ def test_the_store_row_before_it_exists_and_with_entrance_lines_removed(tmp_path
         assert signed_in_client(app, role="viewer").get("/v1/occupancy").json()["occupancy"] == 1
         assert counts_snapshot(app.state.context)["store"] == {"occupancy": 1, "in": 2, "out": 1}
         plain = create_app(parse_config(two_cameras(RULES)), st)
-        assert signed_in_client(plain, role="viewer").get("/v1/occupancy").json()["occupancy"] == 3
+        assert signed_in_client(plain, role="viewer").get("/v1/occupancy").json()["occupancy"] == 1
 
 
 def test_no_camera_can_have_the_store_rows_id() -> None:

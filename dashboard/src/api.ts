@@ -12,7 +12,8 @@ export interface Me {
 }
 
 export class ApiError extends Error {
-  constructor(public status: number, public detail: string) {
+  /** `retryAfterS`: the answer's `Retry-After` in seconds (a 429's), `null` when it has none. */
+  constructor(public status: number, public detail: string, public retryAfterS: number | null = null) {
     super(`${status}: ${detail}`);
   }
 }
@@ -39,7 +40,8 @@ async function send(path: string, init: RequestInit = {}): Promise<Response> {
       /* not JSON */
     }
     if (r.status === 401 && !path.startsWith("/v1/auth/")) onUnauthorized();
-    throw new ApiError(r.status, detail);
+    const retryAfter = Number.parseInt(r.headers.get("Retry-After") ?? "", 10);
+    throw new ApiError(r.status, detail, Number.isFinite(retryAfter) ? retryAfter : null);
   }
   return r;
 }
@@ -424,6 +426,7 @@ export interface Alert {
   fired_ts_ms: number;
   ts_ms: number;
   cleared_ts_ms: number | null;
+  /** The measured value that fired the alert (kept when it resolves). */
   value: number;
   threshold: number;
   message: string;

@@ -27,7 +27,10 @@ def main() -> int:
     level = os.environ.get("STORELENS_LOG_LEVEL", "INFO")
     setup_logging(level)
     storage = live = gallery = None
-    rt = ServiceRuntime("analytics")
+    from storelens.runtime.analytics_app import STUCK_NOT_READY_S
+
+    # after a wait for the schema, /healthz gives faust's first table recovery the startup probe's bound
+    rt = ServiceRuntime("analytics", start_s=STUCK_NOT_READY_S)
     try:
         config = load_config(os.environ.get("STORELENS_CONFIG", "/etc/storelens/site.yaml"))
         rt.add_check("tables", lambda: False)  # replaced by the app's checks once it exists

@@ -1,7 +1,8 @@
 """chain-rollup service: every store's `<prefix>store-kpis` -> the chain's PostgreSQL (`chain_kpi_hours`, `chain_stores`).
 
 Thin wiring: the chain's site config (a `chain:` section, no cameras) -> the history store
-(PostgreSQL, migrated on open) -> the registered stage ``chain-rollup``
+(PostgreSQL; with ``storage.migrate: wait``, as in k8s, it waits for ``storelens db upgrade`` to bring the
+tables to this release's revision) -> the registered stage ``chain-rollup``
 (``storelens.stages.rollup.ChainRollupStage``) under the runner on Kafka, subscribed by regex
 (``chain.topic_pattern``), records written by the runner's history sink, until SIGTERM.
 Env: STORELENS_CONFIG (site YAML), STORELENS_HTTP_PORT (health/metrics, default 9100), STORELENS_LOG_LEVEL.

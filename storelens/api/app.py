@@ -118,6 +118,8 @@ def create_app(
     app.add_middleware(AuditMiddleware, storage=storage)
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.api.max_body_bytes, metrics=context.metrics)
     app.add_middleware(MetricsMiddleware, metrics=context.metrics)
+    app.add_middleware(ForwardedForCheckMiddleware, forwarded_allow_ips=config.api.forwarded_allow_ips,
+                       metrics=context.metrics)
     app.state.context = context  # what storelens.api.deps hands to the routes
     for router in ROUTERS:
         app.include_router(router)
@@ -211,6 +213,45 @@ async def _data_error(request: Request, exc: Exception) -> Response:
                         status_code=422)
 
 
+class ForwardedForCheckMiddleware:
+    """A warning, once per peer address, for a request with ``X-Forwarded-For`` from a peer outside
+    ``api.forwarded_allow_ips`` (uvicorn then ignores the header: the client address is the proxy's, shared by
+    everyone behind it in the sign-in limits and the audit log); each such request counted as
+    ``storelens_errors_total{reason="forwarded_for_not_trusted"}``. Uvicorn has replaced the client by an entry of
+    the header when it trusted the peer, so a client address not among the entries is the untrusted peer's."""
+
+    #: Peers warned about at most (then no more warnings; the count goes on).
+    MAX_PEERS = 1024
+
+    def __init__(self, app: ASGIApp, forwarded_allow_ips: str, metrics: Any) -> None:
+        from uvicorn.middleware.proxy_headers import _TrustedHosts
+
+        self.app = app
+        self.forwarded_allow_ips = forwarded_allow_ips
+        self.trusted = _TrustedHosts(forwarded_allow_ips)
+        self.metrics = metrics
+        self._warned: set[str] = set()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket") and not self.trusted.always_trust:
+            forwarded = [v for k, v in scope.get("headers", ()) if k == b"x-forwarded-for"]
+            if forwarded:
+                self._check(scope, b",".join(forwarded).decode("latin-1"))
+        await self.app(scope, receive, send)
+
+    def _check(self, scope: Scope, forwarded: str) -> None:
+        peer = (scope.get("client") or ("", 0))[0]
+        if not peer or peer in {h.strip() for h in forwarded.split(",")} or peer in self.trusted:
+            return
+        self.metrics.count_error("forwarded_for_not_trusted")
+        if peer not in self._warned and len(self._warned) < self.MAX_PEERS:
+            self._warned.add(peer)
+            log.warning("a request from %s has X-Forwarded-For, but %s is not in api.forwarded_allow_ips (%s): the "
+                        "header is ignored and every client behind that proxy shares its address (sign-in limits, "
+                        "audit log); add the proxy's address or network to api.forwarded_allow_ips",
+                        peer, peer, self.forwarded_allow_ips)
+
+
 class BodyLimitMiddleware:
     """413 for a request body over ``max_bytes`` (``api.max_body_bytes``), before the app parses it: at once when
     ``Content-Length`` says so, else when the chunks read so far go over it (a body sent in chunks). FastAPI reads
@@ -275,11 +316,23 @@ async def _no_body() -> Message:
     return {"type": "http.disconnect"}
 
 
+def warn_forwarded_any(forwarded_allow_ips: str) -> None:
+    """A warning at start when ``api.forwarded_allow_ips`` is ``*``: uvicorn then takes the first
+    ``X-Forwarded-For`` entry, the client's own when the proxy appends to the header."""
+    if "*" in [h.strip() for h in forwarded_allow_ips.split(",")]:
+        log.warning("api.forwarded_allow_ips is \"*\": the client address is the first X-Forwarded-For entry, "
+                    "which a client sets itself behind a proxy that appends to the header (sign-in limits and the "
+                    "audit log then believe it); set the proxies' addresses instead, unless the proxy overwrites "
+                    "the header")
+
+
 def uvicorn_config(app: "FastAPI", host: str, port: int, **overrides: Any) -> "uvicorn.Config":
     """How :func:`serve` runs ``app``: the client address from ``X-Forwarded-For`` of the proxies in
-    ``api.forwarded_allow_ips`` only. ``overrides``: other ``uvicorn.Config`` settings (tests)."""
+    ``api.forwarded_allow_ips`` only (a warning when that is ``*``: :func:`warn_forwarded_any`). ``overrides``: other
+    ``uvicorn.Config`` settings (tests)."""
     import uvicorn
 
+    warn_forwarded_any(app.state.context.config.api.forwarded_allow_ips)
     settings: dict[str, Any] = {"log_level": "warning", "proxy_headers": True,
                                 "forwarded_allow_ips": app.state.context.config.api.forwarded_allow_ips}
     return uvicorn.Config(app, host=host, port=port, **{**settings, **overrides})

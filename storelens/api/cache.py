@@ -9,9 +9,11 @@ order). An entry is also dropped as soon as this process writes to the store (th
 writes (the pipeline's, in the distributed mode) can be seen up to the TTL late.
 
 A hit still needs valid credentials of the route's role (:func:`cached_principal`, the same
-:meth:`~storelens.api.security.Authenticator.authenticate` as the routes' guard); anything else
-(no or bad credentials, a dashboard cookie due for renewal, a malformed query, an error) takes the
-normal path, so 401/403/404/422 answers are unchanged. Routes reading the live state
+:meth:`~storelens.api.security.Authenticator.authenticate` as the routes' guard, from its cache only: it runs on the
+event loop, which must never wait for the database; in the app's route handler a user or key not freshly cached is
+read in the thread pool, and the entry still answers); anything else (no or bad credentials, a dashboard cookie due
+for renewal, a malformed query, an error) takes the normal path (its guard runs in the thread pool), so
+401/403/404/422 answers are unchanged. Routes reading the live state
 (:data:`LIVE_ROUTES`) are not cached when the app has one (Redis: changes there are no store writes).
 
 Example:
@@ -34,6 +36,7 @@ from urllib.parse import parse_qsl
 
 from fastapi import Request
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
 from storelens.config.auth import role_rank
 
@@ -106,12 +109,30 @@ def cached_principal(request: Request, role: str) -> Principal | None:
 
     Mirrors the routes' guard (:func:`storelens.api.security.require_role`): ``Authorization:
     Bearer`` first, else the dashboard's cookie (unless it is due for renewal, which the guard does).
+    Called on the event loop: only a principal the authenticator has cached counts (``None`` when it would
+    read the database: the guard then does, in the thread pool).
     """
     auth = request.app.state.context.auth
     credential = credential_of(request)
     if not credential:
         return None
-    principal = auth.authenticate(credential)
+    return _allowed(request, auth, credential, auth.authenticate(credential, cached_only=True), role)
+
+
+async def principal_of(request: Request, role: str) -> Principal | None:
+    """:func:`cached_principal`, reading the database (in the thread pool, as the routes' guard does) when the
+    user or key is not freshly cached: a cache entry is answered whatever the age of the principal cache."""
+    principal = cached_principal(request, role)
+    credential = credential_of(request)
+    if principal is not None or not credential:
+        return principal
+    auth = request.app.state.context.auth
+    return _allowed(request, auth, credential, await run_in_threadpool(auth.authenticate, credential), role)
+
+
+def _allowed(request: Request, auth: Any, credential: str, principal: Principal | None, role: str
+             ) -> Principal | None:
+    """``principal`` when it may read a route of ``role`` with ``credential`` without a renewal, else ``None``."""
     if principal is None or role_rank(principal.role) < role_rank(role):
         return None
     if credential == request.cookies.get(COOKIE_NAME) and not credential.startswith(API_KEY_PREFIX):
@@ -159,7 +180,8 @@ def cached_handler(path: str, role: str, handler: Callable[[Request], Awaitable[
         if flight is not None and (flight[0] is not loop or flight[2] != generation):
             flight = None  # another event loop's (tests), or computed before a write this request must see
         if entry is not None or flight is not None:
-            principal = cached_principal(request, role)
+            # a principal not freshly cached is read in the thread pool (not on the loop): the entry still answers
+            principal = await principal_of(request, role)
             if principal is not None:
                 request.state.principal = principal
                 if entry is not None and (now - entry[0] < cache.ttl_s * RENEW_AT or flight is not None):

@@ -42,6 +42,7 @@ from storelens.config.auth import Role, role_rank
 from storelens.config.base import storable_text
 from storelens.contract import messages as m
 from storelens.storage import Storage
+from storelens.storage.site import has_rows
 
 from .metrics import Metrics
 from .security import Authenticator, require_role  # noqa: F401  (routes import the guard from here)
@@ -201,6 +202,14 @@ class ApiContext:
         cam = self.cameras.get(camera_id)
         if cam is None:
             raise HTTPException(404, f"unknown camera {camera_id!r}")
+        return cam
+
+    def history_camera(self, camera_id: str, *tables: Any) -> CameraConfig | None:
+        """The configured camera ``camera_id``, or ``None`` for one a site version removed whose history
+        ``tables`` still hold rows of (its stored data answers); 404 when neither."""
+        cam = self.cameras.get(camera_id)
+        if cam is None and not has_rows(self.storage, tables, camera_id=camera_id):
+            raise HTTPException(404, f"unknown camera {camera_id!r}")  # as camera(): neither in config nor data
         return cam
 
 

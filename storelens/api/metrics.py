@@ -32,6 +32,13 @@ class Metrics:
             "storelens_rate_limit_fallbacks", "Sign-in and audit rate-limit checks made in the process's memory "
             "because the shared store (Redis, live.redis_url) failed.", registry=self.registry,
         )
+        #: Writes not audited (:class:`~storelens.api.security.AuditMiddleware`): over the per-minute cap of a client's
+        #: anonymous writes (``anonymous``) or of a signed-in principal's refused ones (``refused``).
+        self.audit_dropped = Counter(
+            "storelens_audit_rows_dropped_total", "Writes not audited: over the per-minute cap of anonymous writes "
+            "per client or of refused writes (4xx) per signed-in principal, by reason", ["reason"],
+            registry=self.registry,
+        )
         #: Rows the API process's retention purge deleted (:func:`storelens.runtime.retention.api_retention`).
         self.purged = Counter(
             "storelens_privacy_purged_rows_total", "Rows of personal data deleted by the retention purge "
@@ -40,10 +47,14 @@ class Metrics:
         #: Errors of the API process by reason (:meth:`count_error`): ``breaker_probe_not_started`` (a Redis
         #: breaker's probe thread could not be started); requests refused for a reason worth watching:
         #: ``body_too_large`` (over ``api.max_body_bytes``, 413), ``data_error`` (a value the database refused, 422: a
-        #: free-text parameter without its validation); ``live_read_failed`` (a read of ``/v1/live``'s numbers).
+        #: free-text parameter without its validation), ``password_checks_busy`` (a sign-in that found no free
+        #: password check, 429: ``auth.max_concurrent_password_checks``); ``live_read_failed`` (a read of
+        #: ``/v1/live``'s numbers); ``forwarded_for_not_trusted`` (``X-Forwarded-For`` from a peer outside
+        #: ``api.forwarded_allow_ips``: ignored).
         self.errors = Counter(
             "storelens_errors_total", "Errors of the API process by reason (breaker_probe_not_started, "
-            "body_too_large, data_error, live_read_failed)", ["reason"], registry=self.registry,
+            "body_too_large, data_error, password_checks_busy, live_read_failed, forwarded_for_not_trusted)",
+            ["reason"], registry=self.registry,
         )
         self._live_ping: Callable[[], bool] | None = None  # the live state's (watch_live_state)
         self._live_wait_s = 0.0

@@ -135,8 +135,8 @@ class CameraOccupancyOut(_Out):
 class OccupancyOut(_Out):
     store_id: str
     occupancy: int = Field(description="The store's occupancy (the store_occupancy alert's): ins minus outs over "
-                                       "store.entrance_lines when set (at least 0), else the sum over the cameras; "
-                                       "since the daily store.occupancy_reset.")
+                                       "store.entrance_lines when set, else over every line (at least 0, clamped "
+                                       "once for the store); since the daily store.occupancy_reset.")
     stale: bool = Field(False, description="Some camera is `stale`: the store's number holds its last frame's "
                                            "counts.")
     cameras: list[CameraOccupancyOut]

@@ -26,7 +26,15 @@
   (a warning, ``storelens_rate_limit_fallbacks_total``), never a 500, and no check asks Redis again until a ping
   in the background answers (:data:`LIMITER_FIRST_RETRY_S` after the failure, then up to :data:`LIMITER_RETRY_S`
   apart): a hanging Redis costs one timeout, not one per check, and the limits are shared again within seconds of
-  its recovery.
+  its recovery. An attempt reserves its failure in both limits before its password is checked (concurrent attempts
+  cannot all pass a look at the counters); a successful sign-in gives its reservation back.
+* **Password checks** (Argon2id, 64 MiB each) run at most ``auth.max_concurrent_password_checks`` at a time per
+  process, plus :data:`KNOWN_CLIENT_CHECK_SLOTS` that only a client known for the user (it signed in as that user
+  within :data:`KNOWN_CLIENT_DAYS`) may take: a botnet keeping the shared checks busy cannot stop the real admin
+  from a usual address. A sign-in that gets none within ``auth.password_check_wait_s`` (or whose client already has
+  :data:`PASSWORD_CHECK_WAITERS_PER_CLIENT` sign-ins waiting) answers 429 (``Retry-After: 1``,
+  ``storelens_errors_total{reason="password_checks_busy"}``): a burst of sign-ins cannot take the process out of
+  memory.
 
 Example:
     >>> from storelens.config.auth import AuthConfig
@@ -62,12 +70,13 @@ from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBea
 from limits import RateLimitItem, RateLimitItemPerDay
 from limits import parse as parse_limit
 from limits.errors import StorageError
-from limits.storage import storage_from_string
+from limits.storage import MemoryStorage, RedisStorage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 from pwdlib import PasswordHash
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from storelens.config.auth import ROLES, AuthConfig, Role, role_rank
+from storelens.errors import ConfigError
 from storelens.runtime.policy import Breaker
 from storelens.storage import auth as store
 
@@ -91,6 +100,11 @@ LIMITER_FIRST_RETRY_S = 1.0
 LIMITER_RETRY_S = 5.0
 #: Days a client (:func:`client_key`) that signed in as a user stays exempt from that user's ceiling of failures.
 KNOWN_CLIENT_DAYS = 30
+#: Password checks of a process, beyond ``auth.max_concurrent_password_checks``, that only a client known for the
+#: user (:data:`KNOWN_CLIENT_DAYS`) takes: guesses from many addresses cannot keep the real user from signing in.
+KNOWN_CLIENT_CHECK_SLOTS = 1
+#: Sign-ins of one client (:func:`client_key`) that may wait for a password check at once; more answer busy (429).
+PASSWORD_CHECK_WAITERS_PER_CLIENT = 2
 #: Most principals (users, API keys, unknown key ids) the cache keeps (the least recently used go first).
 PRINCIPAL_CACHE_MAX = 10_000
 #: The public part of an API key (``secrets.token_hex(6)``); any other key id is refused without a lookup.
@@ -116,9 +130,89 @@ class Principal:
 class RateLimited(Exception):
     """Too many sign-in attempts; retry after ``retry_after_s``."""
 
-    def __init__(self, retry_after_s: int) -> None:
-        super().__init__(f"too many sign-in attempts; retry in {retry_after_s} s")
+    def __init__(self, retry_after_s: int, message: str = "too many sign-in attempts") -> None:
+        super().__init__(f"{message}; retry in {retry_after_s} s")
         self.retry_after_s = retry_after_s
+
+
+class PasswordChecksBusy(RateLimited):
+    """Every password check of this process is taken (``auth.max_concurrent_password_checks``); retry soon."""
+
+    def __init__(self) -> None:
+        super().__init__(1, "the server is busy checking other sign-ins")
+
+
+class PasswordCheckSlots:
+    """The password checks (Argon2id, 64 MiB each) one process runs at once: ``shared`` for every sign-in and
+    ``reserved`` that only a client known for the user takes; at most ``waiters_per_client`` sign-ins of one client
+    wait for one. As a context manager (creating a user's hash): a shared slot, waiting as long as it takes.
+
+    Example:
+        >>> slots = PasswordCheckSlots(1, reserved=1)
+        >>> slots.acquire(0, "a"), slots.acquire(0, "b"), slots.acquire(0, "c", known=lambda: True)
+        ('shared', None, 'reserved')
+        >>> slots.release("shared"); slots.acquire(0, "b")
+        'shared'
+    """
+
+    def __init__(self, shared: int, reserved: int = KNOWN_CLIENT_CHECK_SLOTS,
+                 waiters_per_client: int = PASSWORD_CHECK_WAITERS_PER_CLIENT) -> None:
+        self._cond = threading.Condition()
+        self._free = {"shared": shared, "reserved": reserved}
+        self._size = dict(self._free)
+        self._waiting: dict[str, int] = {}
+        self.waiters_per_client = waiters_per_client
+
+    def _take(self, known: bool) -> str | None:
+        for kind in ("shared", "reserved") if known else ("shared",):
+            if self._free[kind] > 0:
+                self._free[kind] -= 1
+                return kind
+        return None
+
+    def acquire(self, timeout_s: float | None, client: str | None = None, known: Callable[[], bool] | None = None
+                ) -> str | None:
+        """The slot taken (``"shared"`` or ``"reserved"``; give it back with :meth:`release`), ``None`` when none
+        was free within ``timeout_s`` (``None``: no limit) or ``client`` has ``waiters_per_client`` waiting already.
+        ``known()`` (whether the client is known for the user: it may ask the shared rate-limit store) is asked
+        only when no shared slot is free at once."""
+        with self._cond:
+            kind = self._take(False)
+        if kind is not None:
+            return kind
+        is_known = known() if known is not None else False
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        with self._cond:
+            if client is not None and self._waiting.get(client, 0) >= self.waiters_per_client:
+                return self._take(is_known)
+            if client is not None:
+                self._waiting[client] = self._waiting.get(client, 0) + 1
+            try:
+                while (kind := self._take(is_known)) is None:
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        return None
+                    self._cond.wait(left)
+                return kind
+            finally:
+                if client is not None:
+                    self._waiting[client] -= 1
+                    if not self._waiting[client]:
+                        del self._waiting[client]
+
+    def release(self, kind: str) -> None:
+        with self._cond:
+            if self._free[kind] >= self._size[kind]:
+                raise ValueError(f"PasswordCheckSlots: a {kind} slot released more often than taken")
+            self._free[kind] += 1
+            self._cond.notify_all()
+
+    def __enter__(self) -> "PasswordCheckSlots":
+        self.acquire(None)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release("shared")
 
 
 def client_key(client: str) -> str:
@@ -199,6 +293,9 @@ class Authenticator:
         self._key_hashes: dict[str, str] = {}  # key_id -> SHA-256 of its secret, filled with the cache
         self._epochs: dict[str, int] = {}  # username -> users.session_epoch, filled with the cache and at sign-in
         self._lock = threading.Lock()
+        #: the Argon2 checks running at once (64 MiB each): login() waits password_check_wait_s for one
+        self._password_checks = PasswordCheckSlots(cfg.max_concurrent_password_checks)
+        self._busy_logged = float("-inf")  # time.monotonic() of the last warning about busy password checks
 
     # -- users ------------------------------------------------------------------------------------
 
@@ -206,15 +303,44 @@ class Authenticator:
         """Create (``True``) or reset (``False``) ``username`` with ``password`` and ``role`` (a reset ends its
         sessions; ``reset=False``: an existing user is left as it is)."""
         check_new_user(self.cfg, username, password, role)
-        created = store.put_user(self.storage, username, self.hasher.hash(password), role, _now_ms(),
-                                 create_only=not reset)
+        with self._password_checks:  # hashing takes the memory of a check
+            password_hash = self.hasher.hash(password)
+        created = store.put_user(self.storage, username, password_hash, role, _now_ms(), create_only=not reset)
         self._forget(f"user:{username}")
         return created
 
-    def delete_user(self, username: str) -> bool:
+    def delete_user(self, username: str, actor: str = "system", client: str = "") -> bool:
+        """Delete ``username`` (``False``: no such user) and first revoke every API key it created (audited, by
+        ``actor``): a deleted admin keeps no access through its keys."""
+        if store.get_user(self.storage, username) is None:
+            return False
+        self.revoke_keys_of(username, None, actor, client)
         done = store.delete_user(self.storage, username)
         self._forget(f"user:{username}")
         return done
+
+    def revoke_keys_of(self, username: str, role: str | None, actor: str, client: str = "") -> list[str]:
+        """Revoke the API keys ``username`` created whose role is above ``role`` (``None``: all), and so on the keys
+        those keys created (``created_by`` ``key:<id>``, transitively), each audited as ``api-keys.revoke`` by
+        ``actor``; their ids. A deleted or demoted user's keys keep no more than it may."""
+        revoked: list[str] = []
+        seen: set[str] = set()
+        creators = [username]
+        while creators:
+            creator = creators.pop()
+            for key in store.list_api_keys(self.storage, created_by=creator):
+                if key["key_id"] in seen:
+                    continue
+                seen.add(key["key_id"])
+                creators.append(f"key:{key['key_id']}")  # the keys it created, even when it is already revoked
+                if key["revoked_ts_ms"] is None and (role is None or role_rank(key["role"]) > role_rank(role)) \
+                        and self.revoke_api_key(key["key_id"]):
+                    revoked.append(key["key_id"])
+                    store.audit(self.storage, _now_ms(), actor, "api-keys.revoke", key["key_id"],
+                                {"role": key["role"], "name": key["name"], "created_by": creator,
+                                 "reason": "creator deleted" if role is None else f"creator now {role}",
+                                 **({} if creator == username else {"user": username})}, client)
+        return revoked
 
     def bootstrap_admin(self) -> str | None:
         """Create the first admin from the environment when there is no user yet; its name, else ``None``."""
@@ -222,6 +348,11 @@ class Authenticator:
         password = os.environ.get(self.cfg.admin_password_env)
         if not password or store.count_users(self.storage):
             return None
+        try:
+            check_new_user(self.cfg, name, password, "admin")
+        except ValueError as exc:  # not a crash loop with "password: at least 10 characters" and no variable
+            env = self.cfg.admin_password_env if str(exc).startswith("password") else self.cfg.admin_username_env
+            raise ConfigError(f"${env} (the first admin): {exc}") from None
         # several API workers start at once: only one creates the admin, none resets it (and its sessions)
         if not self.create_user(name, password, "admin", reset=False):
             return None
@@ -238,25 +369,52 @@ class Authenticator:
         name, key = self.limit_name(username), client_key(client)
         if not self._limit("hit", self._attempts, "login-client", key):
             raise RateLimited(60)
-        # failures count per (user, client): another client with the right password is not locked out
-        if not self._limit("test", self._failures, "login-user", name, key):
+        # Each attempt reserves its failure before the password check (given back on success, to the store that took
+        # it: Redis may fail or recover meanwhile): concurrent attempts cannot all pass a look at the counters.
+        # Failures count per (user, client): another client with the right password is not locked out
+        reserved_in, held = self._reserve(self._failures, "login-user", name, key)
+        if not reserved_in:
             raise RateLimited(60)
         # and per user across clients (many addresses): over it, only clients the user signed in from lately try.
         # Not while the shared store is down: this process's memory does not know the known clients (the real
         # admin would be held with the attackers); the per-(user, client) limit still holds each address.
         shared_down = self._limiter is not self._fallback and self._limiter_breaker.down
-        if not shared_down and not self._limit("test", self._account_failures, "login-account", name) \
-                and self._limit("test", self._signed_in, "login-known", name, key):
+        in_account, account_held = (False, None) if shared_down else self._reserve(
+            self._account_failures, "login-account", name)
+
+        def known() -> bool:  # signed in as the user from this client lately
+            return not self._limit("test", self._signed_in, "login-known", name, key)
+
+        if not shared_down and not in_account and not known():
+            self._give_back(held, self._failures, "login-user", name, key)  # refused: no password was checked
             raise RateLimited(60)
-        user = store.get_user(self.storage, username)
-        ok = self.hasher.verify(password, user["password_hash"] if user else self._dummy_hash)
+
+        def give_back() -> None:
+            self._give_back(held, self._failures, "login-user", name, key)
+            if in_account:
+                self._give_back(account_held, self._account_failures, "login-account", name)
+
+        try:
+            user = store.get_user(self.storage, username)
+            # at most auth.max_concurrent_password_checks Argon2 checks (64 MiB each) at once, and one more for a
+            # client known for the user (a burst of guesses from many addresses cannot keep the real user out)
+            slot = self._password_checks.acquire(self.cfg.password_check_wait_s, key, known)
+            if slot is None:
+                self._busy()
+                raise PasswordChecksBusy()
+            try:
+                ok = self.hasher.verify(password, user["password_hash"] if user else self._dummy_hash)
+            finally:
+                self._password_checks.release(slot)
+        except Exception:  # no password was checked (busy, the database failed): the attempt is no failure
+            give_back()
+            raise
         if not ok or user is None or user["disabled"]:
-            self._limit("hit", self._failures, "login-user", name, key)
-            self._limit("hit", self._account_failures, "login-account", name)
             # a name no user has is not written down (a password typed in the name field would land in the log)
             who = username if user is not None else UNKNOWN_USER
             store.audit(self.storage, _now_ms(), who, "auth.login-failed", who, {}, client)
             return None
+        give_back()
         # a known client for KNOWN_CLIENT_DAYS from this sign-in (cleared first: the window starts again)
         self._limit("clear", self._signed_in, "login-known", name, key)
         self._limit("hit", self._signed_in, "login-known", name, key)
@@ -264,6 +422,20 @@ class Authenticator:
         with self._lock:  # the epoch the session is signed in under (issue() puts it in the token)
             self._epochs[username] = int(user.get("session_epoch") or 0)
         return Principal(username, user["role"], "user")
+
+    def _busy(self) -> None:
+        """Count (and warn, at most once a minute) a sign-in refused for want of a free password check."""
+        if self.metrics is not None:
+            self.metrics.count_error("password_checks_busy")
+        now = time.monotonic()
+        with self._lock:
+            warn = now - self._busy_logged >= 60.0
+            if warn:
+                self._busy_logged = now
+        if warn:
+            log.warning("sign-ins refused (429): all %d password checks of this process busy for %g s "
+                        "(auth.max_concurrent_password_checks, auth.password_check_wait_s)",
+                        self.cfg.max_concurrent_password_checks, self.cfg.password_check_wait_s)
 
     def limit_name(self, username: str) -> str:
         """``username`` as the sign-in limits key it (:meth:`login`): a keyed hash, so a password typed in the name
@@ -331,16 +503,17 @@ class Authenticator:
         self._forget(f"key:{key_id}")
         return done
 
-    def authenticate(self, credential: str, *, past_exp: bool = False) -> Principal | None:
+    def authenticate(self, credential: str, *, past_exp: bool = False, cached_only: bool = False) -> Principal | None:
         """The principal of a session JWT or an API key; ``None`` when invalid, expired, revoked or disabled.
         ``past_exp``: a session token past its ``exp`` is still accepted while a renewal of it would be (its user's
         session epoch did not move, within ``auth.session_max_s`` of the sign-in): for an open live stream, whose
-        token is not renewed with the cookie."""
+        token is not renewed with the cookie. ``cached_only``: never read the database (on the event loop: a slow
+        or locked database would stall every request); ``None`` too when the user or key is not freshly cached."""
         if credential.startswith(API_KEY_PREFIX):
             key_id, _, secret = credential[len(API_KEY_PREFIX):].partition(".")
             if not _KEY_ID.match(key_id):
                 return None
-            principal = self._cached(f"key:{key_id}", lambda: self._key_principal(key_id))
+            principal = self._cached(f"key:{key_id}", lambda: self._key_principal(key_id), cached_only)
             row_hash = self._key_hashes.get(key_id) if principal else None
             if principal is None or row_hash is None or not hmac.compare_digest(row_hash, _sha256(secret)):
                 return None
@@ -353,7 +526,7 @@ class Authenticator:
         if claims.get("typ") != "session":
             return None
         username = str(claims["sub"])
-        principal = self._cached(f"user:{username}", lambda: self._user_principal(username))
+        principal = self._cached(f"user:{username}", lambda: self._user_principal(username), cached_only)
         issued_ms = int(claims.get("iat_ms", int(claims.get("iat", 0)) * 1000))
         with self._lock:
             current = self._epochs.get(username, 0)
@@ -368,14 +541,49 @@ class Authenticator:
         :data:`ANONYMOUS_AUDIT_PER_MINUTE`: a flood of unauthenticated requests cannot fill the audit log)."""
         return self._limit("hit", self._anonymous_writes, "audit-anonymous", client_key(client))
 
-    def _limit(self, op: Literal["hit", "test", "clear"], item: RateLimitItem, *identifiers: str) -> bool:
-        """``hit``, ``test`` or ``clear`` a rate limit in the shared store; when it fails (Redis down or slow), in
-        this process's memory instead: a warning once per outage and ``storelens_rate_limit_fallbacks_total``.
-        After a failure the shared store is skipped until a ping in the background answers (see the module)."""
+    def audit_refused(self, name: str) -> bool:
+        """Whether a refused write (4xx) of the principal ``name`` is still audited this minute (at most
+        :data:`ANONYMOUS_AUDIT_PER_MINUTE`, as anonymous writes: a viewer's key cannot fill the audit log)."""
+        return self._limit("hit", self._anonymous_writes, "audit-refused", name)
+
+    def _limit(self, op: Literal["hit", "test", "clear", "refund"], item: RateLimitItem, *identifiers: str) -> bool:
+        """``hit``, ``test``, ``clear`` or ``refund`` (:func:`_refund`) a rate limit in the shared store; when it fails
+        (Redis down or slow), in this process's memory instead: a warning once per outage and
+        ``storelens_rate_limit_fallbacks_total``. After a failure the shared store is skipped until a ping in the
+        background answers (see the module)."""
+        return self._limit_in(op, item, *identifiers)[0]
+
+    def _reserve(self, item: RateLimitItem, *identifiers: str) -> tuple[bool, MovingWindowRateLimiter]:
+        """``hit`` ``item`` (:meth:`_limit`): whether it was allowed, and the store that took it (for
+        :meth:`_give_back`)."""
+        return self._limit_in("hit", item, *identifiers)
+
+    def _give_back(self, limiter: MovingWindowRateLimiter, item: RateLimitItem, *identifiers: str) -> None:
+        """Give a :meth:`_reserve`'d hit back to the store that took it, never to the other one: a reservation made
+        in memory while Redis failed is not taken from Redis's window once it answers again (nor the reverse). When
+        the shared store fails (or is skipped) now, the reservation stays there (it leaves the window in a minute)."""
+        if limiter is self._fallback:
+            _refund(limiter, item, *identifiers)
+            return
+        if not self._limiter_breaker.allow():
+            return
+        try:
+            _refund(limiter, item, *identifiers)
+        except StorageError as exc:
+            if self._limiter_breaker.failed():
+                log.warning("rate-limit store unreachable (%s): limiting sign-ins in this process's memory until it "
+                            "answers a ping", exc)
+        else:
+            if self._limiter_breaker.succeeded():
+                log.warning("rate-limit store answers again: limits shared by the API replicas again")
+
+    def _limit_in(self, op: Literal["hit", "test", "clear", "refund"], item: RateLimitItem, *identifiers: str
+                  ) -> tuple[bool, MovingWindowRateLimiter]:
+        """:meth:`_limit`'s answer and the store that gave it."""
         if self._limiter is not self._fallback:
             if self._limiter_breaker.allow():  # after a failure: memory until a ping in the background answers
                 try:
-                    allowed = getattr(self._limiter, op)(item, *identifiers)
+                    allowed = _limiter_op(self._limiter, op)(item, *identifiers)
                 except StorageError as exc:
                     if self._limiter_breaker.failed():
                         log.warning("rate-limit store unreachable (%s): limiting sign-ins in this process's memory "
@@ -384,11 +592,11 @@ class Authenticator:
                 else:
                     if self._limiter_breaker.succeeded():
                         log.warning("rate-limit store answers again: limits shared by the API replicas again")
-                    return bool(allowed) if op != "clear" else True
+                    return (bool(allowed) if op in ("hit", "test") else True), self._limiter
             if self.metrics is not None:
                 self.metrics.rate_limit_fallbacks.inc()
-        result = getattr(self._fallback, op)(item, *identifiers)
-        return bool(result) if op != "clear" else True
+        result = _limiter_op(self._fallback, op)(item, *identifiers)
+        return (bool(result) if op in ("hit", "test") else True), self._fallback
 
     def metrics_allowed(self, token: str) -> bool:
         return self.metrics_token is not None and hmac.compare_digest(token.encode(), self.metrics_token.encode())
@@ -411,12 +619,16 @@ class Authenticator:
             store.touch_api_key(self.storage, key_id, _now_ms())
         return Principal(f"key:{key_id}", key["role"], "api_key")
 
-    def _cached(self, key: str, load: Callable[[], Principal | None]) -> Principal | None:
+    def _cached(self, key: str, load: Callable[[], Principal | None], cached_only: bool = False) -> Principal | None:
+        """The cached principal of ``key`` while fresh, else ``load()``'s (``None`` without loading when
+        ``cached_only``)."""
         now = time.monotonic()
         with self._lock:
             hit = self._cache.get(key)
         if hit is not None and now - hit[0] < PRINCIPAL_CACHE_S:
             return hit[1]
+        if cached_only:
+            return None
         principal = load()
         with self._lock:
             self._cache[key] = (now, principal)
@@ -428,6 +640,31 @@ class Authenticator:
     def _forget(self, key: str) -> None:
         with self._lock:
             self._cache.pop(key, None)
+
+
+def _limiter_op(limiter: MovingWindowRateLimiter, op: str) -> Callable[..., Any]:
+    if op == "refund":
+        return lambda item, *identifiers: _refund(limiter, item, *identifiers)
+    return getattr(limiter, op)
+
+
+def _refund(limiter: MovingWindowRateLimiter, item: RateLimitItem, *identifiers: str) -> None:
+    """Give back one entry of a moving-window ``hit`` (the newest): a reserved failure that was a success or
+    whose password was not checked. The ``limits`` library has no public call for it; its memory and Redis stores
+    (the two :class:`Authenticator` makes; ``limits`` is pinned) keep a window as a list, newest first."""
+    storage, key = limiter.storage, item.key_for(*identifiers)
+    if isinstance(storage, MemoryStorage):
+        with storage.locks[key]:
+            events = storage.events.get(key)
+            if events:
+                events.pop(0)
+    elif isinstance(storage, RedisStorage):
+        try:
+            storage.get_connection().lpop(storage.prefixed_key(key))
+        except Exception as exc:  # like the store's own calls (wrap_exceptions): the in-memory fallback answers
+            raise StorageError(exc) from exc
+    else:  # pragma: no cover - another store: the reservation stays (a success counts as a failure)
+        log.debug("cannot give back a sign-in reservation in %s", type(storage).__name__)
 
 
 # -- the guard of every route ---------------------------------------------------------------------
@@ -523,11 +760,14 @@ class AuditMiddleware:
     async def _write(self, scope: Scope, principal: Principal | None, actor: str, action: str,
                      detail: dict[str, Any], client: str) -> None:
         ctx = getattr(getattr(scope.get("app"), "state", None), "context", None)
-        # off the event loop: the limiter may wait for Redis (LIMITER_TIMEOUT_S), every request would wait with it
-        if principal is None and ctx is not None and not await anyio.to_thread.run_sync(ctx.auth.audit_anonymous,
-                                                                                         client):
-            log.info("anonymous write not audited (over %d a minute from %s): %s %s",
-                     ANONYMOUS_AUDIT_PER_MINUTE, client, action, scope["path"][:200])
+        # anonymous writes per client and a principal's refused ones (4xx) per principal: at most
+        # ANONYMOUS_AUDIT_PER_MINUTE; off the event loop: the limiter may wait for Redis (LIMITER_TIMEOUT_S)
+        capped = "anonymous" if principal is None else "refused" if 400 <= detail["status"] < 500 else None
+        if capped is not None and ctx is not None and not await anyio.to_thread.run_sync(
+                *((ctx.auth.audit_anonymous, client) if principal is None else (ctx.auth.audit_refused, actor))):
+            log.info("%s write not audited (over %d a minute from %s): %s %s", capped, ANONYMOUS_AUDIT_PER_MINUTE,
+                     client if principal is None else actor, action, scope["path"][:200])
+            ctx.metrics.audit_dropped.labels(capped).inc()
             return
         try:
             # a NUL of the path (``%00``) as text: PostgreSQL stores none, and the row would be lost

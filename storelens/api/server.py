@@ -184,6 +184,9 @@ def serve_site(config_path: str, host: str | None = None, port: int | None = Non
                           "(each worker would sign with its own)")
     import uvicorn
 
+    from .app import warn_forwarded_any
+
+    warn_forwarded_any(config.api.forwarded_allow_ips)
     os.environ[CONFIG_ENV] = str(config_path)
     uvicorn.run("storelens.api.server:app_from_env", factory=True, host=host, port=port, workers=workers,
                 log_level="warning", proxy_headers=True, forwarded_allow_ips=config.api.forwarded_allow_ips)

@@ -243,7 +243,9 @@ class GalleryStore(Protocol):
         (``False``, including customers with no visit) customers;
         ``from_ts_ms`` / ``to_ts_ms`` keep customers with a visit overlapping
         ``[from_ts_ms, to_ts_ms)`` (a visit spans ``[first_ts_ms, last_ts_ms]``;
-        a customer without visits never passes a time filter). The summaries
+        a customer without visits never passes a time filter). With a range,
+        ``returning`` is of the range: a visit overlapping it is a second or
+        later one (visit number above 1); ``False``: none is. The summaries
         always cover all the customer's retained visits, not only those in the
         range. ``ValueError`` for a negative ``limit`` or ``offset``.
         """

@@ -11,9 +11,10 @@ rule resolves, the rule does not fire again for that long). The kinds:
   (normally a ``queue`` zone);
 * ``loitering`` {camera, zone, hold_s}: someone loitering in the zone (the zone's
   ``loiter_after_s`` decides who loiters);
-* ``staff_only`` {camera, zone, hold_s}: anybody inside the zone;
+* ``staff_only`` {camera, zone, hold_s, exclude_staff}: anybody inside the zone; ``exclude_staff`` (default on):
+  but the tracks the uniform cue (``staff.uniform``) marked as staff;
 * ``store_occupancy`` {max, hold_s} (no camera): the store's occupancy (ins minus outs over
-  ``store.entrance_lines`` when set, else the sum of the cameras' occupancy, as ``/v1/occupancy``)
+  ``store.entrance_lines`` when set, else over every line, clamped at 0 for the store, as ``/v1/occupancy``)
   above ``max``;
 * ``queue_wait`` {camera, zone, min_wait_s, window_s, hold_s}: the wait predicted for someone
   joining the ``queue`` zone now (Little's law over ``window_s``, default ``zones.queue_window_s``, or
@@ -102,6 +103,9 @@ class LoiteringRule(_ZoneRule):
 
 class StaffOnlyRule(_ZoneRule):
     kind: Literal["staff_only"]
+    #: Not counting the people the uniform cue (``staff.uniform``: ``Track.staff_uniform``) marked as staff. The face
+    #: cue (decided later, by the reid stage) and the zone cue (entering this very zone) do not count here.
+    exclude_staff: Annotated[bool, Field(strict=True)] = True  # JSON true/false only
 
 
 class StoreOccupancyRule(_BaseRule):
@@ -150,6 +154,12 @@ ALERT_KINDS = ("camera_occupancy", "zone_occupancy", "queue_length", "loitering"
 STORE_KINDS = ("store_occupancy", "camera_down")
 
 
+#: Default of ``alerts.webhooks[].max_age_s``: a day.
+WEBHOOK_MAX_AGE_S = 86_400.0
+#: Longest wait a ``Retry-After`` answer sets before the next try of a webhook message.
+WEBHOOK_RETRY_AFTER_MAX_S = 3600.0
+
+
 class WebhookConfig(Strict):
     """Where alerts are POSTed (see :mod:`storelens.runtime.webhooks`)."""
 
@@ -160,12 +170,17 @@ class WebhookConfig(Strict):
     format: Literal["json", "slack"] = "json"
     #: Only these rule ids (``None``: every rule).
     rules: list[str] | None = None
-    #: Tries per alert message before it is dead-lettered.
-    max_attempts: Annotated[int, Field(ge=1, le=100)] = 5
-    #: Wait before the second try; doubled after each failure, at most ``backoff_max_s``.
+    #: Tries per alert message before it is dead-lettered (``None``, the default: tried until ``max_age_s``).
+    max_attempts: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    #: Wait before the second try; doubled after each failure, at most ``backoff_max_s`` (a 429 / 503 answer's
+    #: ``Retry-After: <seconds>`` replaces it, at most :data:`WEBHOOK_RETRY_AFTER_MAX_S`).
     backoff_s: Annotated[float, Field(ge=0, le=3600)] = 1.0
     backoff_max_s: Annotated[float, Field(ge=0, le=3600)] = 60.0
     timeout_s: Annotated[float, Field(gt=0, le=300)] = 5.0
+    #: A message not delivered this long after the alert was sent to the webhook is dropped: dead-lettered,
+    #: logged and counted in ``storelens_webhook_dead_lettered_total{reason="max_age"}``. Until then it waits
+    #: in the history's ``webhook_outbox``, across restarts.
+    max_age_s: Annotated[float, Field(gt=0, le=30 * 86_400), NoBool] = WEBHOOK_MAX_AGE_S
 
 
 #: Default of ``alerts.webhook_max_queued``.

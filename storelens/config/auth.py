@@ -52,6 +52,12 @@ class AuthConfig(Strict):
     #: Failed sign-ins per minute per user name across all clients (many addresses, a botnet); over it only
     #: clients that signed in as that user in the last 30 days may try (the others get 429).
     login_account_failures_per_minute: Annotated[int, Field(ge=1)] = 50
+    #: Password checks (Argon2id, 64 MiB of memory each) one API process runs at once, plus one that only a client
+    #: which signed in as the user lately takes (many addresses' guesses cannot keep the real user out); a sign-in
+    #: waits up to ``password_check_wait_s`` for one, else answers 429 (``Retry-After: 1``): a burst of sign-ins
+    #: cannot take the process out of memory (3 x 64 MiB at most; the pod's limit is 512 MiB).
+    max_concurrent_password_checks: Annotated[int, Field(ge=1, le=64)] = 2
+    password_check_wait_s: Annotated[float, Field(ge=0, le=30)] = 1.0
     #: Send the session cookie over HTTPS only (set when the API is behind TLS, e.g. the Ingress).
     cookie_secure: bool = False
     #: Shortest accepted password.

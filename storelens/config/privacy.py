@@ -7,7 +7,8 @@
   scheduled purge of the runner (embedded pipeline and analytics service alike; the API process
   alone on a SQLite history no pipeline runs on: :func:`storelens.runtime.retention.api_retention`); see
   :mod:`storelens.storage.privacy`. Face embeddings and visits keep their own setting,
-  ``faces.reid.retention_days``: the recognition service applies it to its gallery.
+  ``faces.reid.retention_days``: the recognition service applies it to its gallery. The same purge keeps the
+  audit log to ``retention.audit_log_days`` (365).
 
 Example:
     >>> cfg = PrivacyConfig.model_validate({"retention": {"days": {"track_points": 2, "crossings": None}}})
@@ -68,6 +69,9 @@ class RetentionConfig(Strict):
     clock: Literal["auto", "wall", "camera"] = "auto"
     #: Run the purge at all (``false``: nothing is deleted by age).
     enabled: bool = True
+    #: Days the audit log (``audit_log``: sign-ins, every write through the API, with user names and client
+    #: addresses) is kept, by the wall clock whatever :attr:`clock` says; ``null``: kept for good.
+    audit_log_days: Days = 365.0
 
 
 class PrivacyConfig(Strict):

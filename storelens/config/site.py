@@ -466,6 +466,11 @@ class CountingConfig(Strict):
     #: Distance (px) the anchor must reach beyond a line before a crossing counts;
     #: people standing on the line and jitter never count.
     hysteresis_px: Annotated[float, Field(ge=0)] = 6.0
+    #: ... or this many of the box's heights when that is more (callers that give box sizes: the pipeline), so
+    #: the dead zone grows with the person's size in the image: the feet of someone standing on the line wobble
+    #: with the box (+-8 px for a 400 px box of a 1080p camera), more than ``hysteresis_px``. A track's first
+    #: side needs only ``hysteresis_px``. 0 turns it off; every TUD and CAVIAR count of the tests holds up to 0.06.
+    hysteresis_heights: Annotated[float, Field(ge=0)] = 0.05
     #: A new track starting within this radius and time of where a lost track ended inherits its line state
     #: (lost-and-re-acquired tracks). The radius is in the lost track's box heights, so it means the same at
     #: any image size and distance from the camera; ``reacquire_radius_px`` applies only to callers that give
@@ -489,9 +494,61 @@ class CountingConfig(Strict):
     #: / camera height of the feet's move, 0.25 and more from ~2.3 m up; lower it for cameras at head height.
     #: 0 turns this off.
     min_box_move_share: Annotated[float, Field(ge=0, le=1)] = 0.25
+    #: A lost track's state is handed to a *new* id (an id switch) only within this time of its last sighting.
     reacquire_window_ms: Annotated[int, Field(ge=0)] = 2000
+    #: A lost track's side of each line is kept this long for the tracker to re-find the person under the *same*
+    #: id (at least ``reacquire_window_ms``), so a person hidden at the door and re-found on its far side
+    #: counts. Unset: the ``bytereid`` tracker's re-find window, ``track_buffer`` / ``fps`` (2400 ms with the
+    #: defaults, 12000 with ``track_buffer: 60, fps: 5``; :meth:`SiteConfig._counting_refind_after_tracker`);
+    #: other trackers: 2400.
+    refind_window_ms: NonNegMs = LOST_AFTER_MS
     #: Tumbling window of the per-line counts.
     window_s: Annotated[int, Field(ge=1)] = 60
+
+
+_PG_URL = re.compile(r"^\s*postgres(?:ql)?(?:\+psycopg)?://", re.IGNORECASE)
+
+#: Why :func:`pg_url_unencoded` refused a DSN (without the DSN).
+PG_URL_UNENCODED = ("a postgresql:// URL's user name and password must be percent-encoded: '@' as %40, '/' as %2F, "
+                    "'?' as %3F, '#' as %23, '%' as %25 (or use the key=value form: host=... password=...)")
+
+
+#: The hosts of a ``postgresql://`` URL as libpq reads them: ``host[:port]`` (a name, a percent-encoded socket
+#: folder, or ``[IPv6]``), comma-separated.
+_PG_HOSTS = re.compile(r"(?:\[[^\]]*\]|[^:,\[\]@]*)(?::\d*)?(?:,(?:\[[^\]]*\]|[^:,\[\]@]*)(?::\d*)?)*")
+
+
+def pg_url_unencoded(dsn: str) -> bool:
+    """``True`` for a ``postgresql://`` URL whose user-info part (``user:password@``) is not percent-encoded. As
+    libpq reads it, the user info ends at the first ``@`` before any ``/``; refused: user info holding ``?``, ``#``
+    or a ``%`` that starts no ``%XX`` (other URL readers end it there), an ``@`` in the hosts (a second ``@``), in
+    the database (a ``/`` of the password ended the hosts early) or in a query parameter's name; and hosts that are
+    no ``host[:port]`` list while an ``@`` follows. An ``@`` in a parameter's value is fine
+    (``?user=admin@srv``, ``?sslrootcert=/etc/ssl/a@b.crt``). A libpq ``key=value`` DSN is never refused here.
+
+    Example:
+        >>> pg_url_unencoded("postgresql://u:ab/cd@db/x"), pg_url_unencoded("postgresql://u:ab%2Fcd@db/x")
+        (True, False)
+        >>> pg_url_unencoded("postgresql://db:5432/x?user=admin@srv&sslmode=require")
+        False
+    """
+    m = _PG_URL.match(dsn)
+    if m is None:
+        return False
+    rest = dsn[m.end():]
+    end = re.search(r"[@/]", rest)
+    if end is not None and end.group() == "@":  # libpq: the user info
+        userinfo, rest = rest[:end.start()], rest[end.end():]
+        if re.search(r"[?#]|%(?![0-9A-Fa-f]{2})", userinfo):
+            return True
+    hosts = re.split(r"[/?]", rest, maxsplit=1)[0]
+    after = rest[len(hosts):]
+    path, _, query = after.partition("?")
+    if "@" in hosts or "@" in path:
+        return True
+    if any("@" in param.partition("=")[0] for param in query.split("&")):
+        return True
+    return "@" in after and not _PG_HOSTS.fullmatch(hosts)
 
 
 class StorageConfig(Strict):
@@ -502,13 +559,23 @@ class StorageConfig(Strict):
     #: default in the working directory (the site file's folder may be read-only: /etc, a ConfigMap).
     path: str = "storelens.db"
     #: libpq connection string (backend ``postgres``), e.g.
-    #: ``postgresql://storelens:${PGPASSWORD}@postgres:5432/storelens``.
+    #: ``postgresql://storelens:${PGPASSWORD}@postgres:5432/storelens``; checked after ``${VAR}`` expansion: in
+    #: a URL, a user name or password with ``@ / ? # %`` must be percent-encoded.
     dsn: str | None = None
     #: ``auto``: each process migrates the tables to its release's schema when it opens them (under a lock; the
     #: embedded mode). ``wait``: it never migrates; behind, it waits (``/readyz`` names the revision, ``/healthz``
     #: stays up) for ``storelens db upgrade`` (Kubernetes: the api's ``db-upgrade`` initContainer); newer than the
     #: release (a rollback): an error.
     migrate: Literal["auto", "wait"] = "auto"
+
+    @field_validator("dsn")
+    @classmethod
+    def _dsn(cls, v: str | None) -> str | None:
+        """Refuse a PostgreSQL URL whose user name or password holds a character a URL reserves: libpq reads the
+        rest as another host, port or database (and its errors show them); the message never shows the DSN."""
+        if v is not None and pg_url_unencoded(v):
+            raise ValueError(PG_URL_UNENCODED)
+        return v
 
     @model_validator(mode="after")
     def _dsn_for_postgres(self) -> "StorageConfig":
@@ -580,10 +647,11 @@ class ApiConfig(Strict):
     #: through this process drops them at once (see :mod:`storelens.api.cache`).
     cache_ttl_s: Annotated[float, Field(ge=0, le=1)] = 1.0
     #: Addresses (comma-separated IPs or CIDRs, ``*``: any) of the reverse proxies whose ``X-Forwarded-For``
-    #: and ``X-Forwarded-Proto`` are believed: the client address of the sign-in rate limit and the audit log.
-    #: Behind an Ingress set it to the controller's addresses (``*`` when, as in ``k8s/``, a network policy
-    #: lets only the controller and Prometheus reach the API); else every client is the proxy, and 20 wrong
-    #: sign-ins a minute from anyone lock everyone out.
+    #: and ``X-Forwarded-Proto`` are believed: the client address of the sign-in rate limit and the audit log
+    #: is the header's last entry outside them. Behind an Ingress set it to the controller's addresses (its pod
+    #: network, as in ``k8s/``); else every client is the proxy, and 20 wrong sign-ins a minute from anyone lock
+    #: everyone out. Not ``*`` (a warning at start): uvicorn then takes the header's first entry, the client's
+    #: own when the proxy appends to the header; it is safe only behind a proxy that overwrites it.
     forwarded_allow_ips: str = "127.0.0.1"
     #: Environment variables a site edit through the API may name as ``${NAME}`` in a camera's source
     #: (shell-style patterns, matched case-sensitively), besides the variables the site in force already names
@@ -765,6 +833,22 @@ class SiteConfig(Strict):
         return self
 
     @model_validator(mode="after")
+    def _counting_refind_after_tracker(self) -> "SiteConfig":
+        """An unset ``counting.refind_window_ms`` follows the ``bytereid`` tracker's re-find window (as
+        ``zones.lost_after_ms`` does): a person the tracker re-finds under the same id keeps their side of the lines.
+
+        Example:
+            >>> site = {"store": {"id": "s"}, "cameras": [{"id": "c", "source": "x.mp4"}]}
+            >>> SiteConfig.model_validate(site).counting.refind_window_ms
+            2400
+            >>> SiteConfig.model_validate({**site, "tracker": {"track_buffer": 60, "fps": 5}}).counting.refind_window_ms
+            12000
+        """
+        if isinstance(self.tracker, ByteReidTrackerConfig):
+            follow_unset(self, "counting", "refind_window_ms", self.tracker.refind_ms)
+        return self
+
+    @model_validator(mode="after")
     def _zones_lost_after_exit(self) -> "SiteConfig":
         """A zone's ``lost_after_ms`` set in the file (its own or the ``zones:`` default) is at least its
         ``exit_after_ms`` (an unset one, the tracker's window, is raised to it: :meth:`ZoneConfig.rules`)."""
@@ -783,7 +867,10 @@ class SiteConfig(Strict):
         return self
 
     @model_validator(mode="after")
-    def _alert_targets_exist(self) -> "SiteConfig":
+    def _alert_targets_exist(self, info: ValidationInfo) -> "SiteConfig":
+        # a stored site version (with_site_update) is not refused for a rule that only never fires: such rules were
+        # taken before, and with_cameras leaves them out with a warning
+        stored = bool(info.context and info.context.get(STORED_VERSION))
         zones = {c.id: {z.id: z.kind for z in c.zones if z.kind != "exclude"} for c in self.cameras}
         for i, rule in enumerate(self.alerts.rules):
             if rule.camera is None:  # store-wide rules
@@ -797,7 +884,24 @@ class SiteConfig(Strict):
                 raise ValueError(f"alerts.rules.{i}.zone: zone {rule.zone!r} of camera {rule.camera!r} is a "
                                  f"{zones[rule.camera][rule.zone]!r} zone, queue_wait needs a 'queue' zone "
                                  f"(rule {rule.id!r})")
+            problem = None if stored else self._never_fires(i)
+            if problem:
+                raise ValueError(problem)
         return self
+
+    def _never_fires(self, i: int) -> str | None:
+        """Why alert rule ``i`` (its camera and zone exist) would never fire, or ``None``: a ``loitering`` rule on a
+        zone whose ``loiter_after_s`` is 0 (no loiter event)."""
+        rule = self.alerts.rules[i]
+        if rule.kind != "loitering":
+            return None
+        zone = next(z for z in self.camera(rule.camera).zones if z.id == rule.zone)
+        if zone.rules(self.zones).loiter_after_s != 0:
+            return None
+        where = "its loiter_after_s" if zone.loiter_after_s is not None else "zones.loiter_after_s"
+        return (f"alerts.rules.{i}.zone: zone {rule.zone!r} of camera {rule.camera!r} has loiter_after_s 0 ({where}: "
+                f"loiter events off), so the loitering rule {rule.id!r} would never fire; set loiter_after_s > 0 or "
+                f"remove the rule")
 
     def camera(self, camera_id: str) -> CameraConfig:
         for cam in self.cameras:
@@ -1245,11 +1349,46 @@ def unversioned_differences(running: SiteConfig, other: SiteConfig) -> list[str]
 
 #: The settings whose unset value follows another setting (:func:`~storelens.config.base.follow_unset`), left out
 #: of :func:`site_document` unless the file set them: ``detector.confidence`` (the tracker's low threshold) and
-#: ``zones.lost_after_ms`` (the tracker's re-find window, or the zones' ``exit_after_ms``).
-DERIVED_FIELDS = (("detector", "confidence"), ("zones", "lost_after_ms"))
+#: ``zones.lost_after_ms`` (the tracker's re-find window, or the zones' ``exit_after_ms``) and
+#: ``counting.refind_window_ms`` (the tracker's re-find window).
+DERIVED_FIELDS = (("detector", "confidence"), ("zones", "lost_after_ms"), ("counting", "refind_window_ms"))
 
 
-def with_cameras(config: SiteConfig, cameras: list, origin: str = "site", alert_rules: list | None = None) -> SiteConfig:
+#: Validation context key (``SiteConfig.model_validate(..., context={STORED_VERSION: True})``) of a site version
+#: already stored (:func:`with_site_update`): a rule that would never fire (:meth:`SiteConfig._never_fires`), refused
+#: in new input (the site file, ``PUT /v1/site``, ``storelens site import``), is left out with a warning instead:
+#: a version saved before such rules were refused still applies.
+STORED_VERSION = "stored_version"
+#: ``(origin, rule id)`` of the rules left out of a stored version this process has warned of.
+_NEVER_FIRING_WARNED: set[tuple[str, str]] = set()
+
+
+def _without_never_firing(new: SiteConfig, raw: dict, written: dict, gave: dict, origin: str) -> SiteConfig | None:
+    """A stored version validated with :data:`STORED_VERSION` (``new``, of ``raw``) without its rules that would
+    never fire, each warned of once in a process (``written`` and ``gave`` lose them too: the next version saved
+    does not hold them); ``None`` when it has none."""
+    dead = [(i, problem) for i in range(len(new.alerts.rules)) if (problem := new._never_fires(i))]
+    if not dead:
+        return None
+    ids = {new.alerts.rules[i].id for i, _ in dead}
+    for i, problem in dead:
+        key = (origin, new.alerts.rules[i].id)
+        with _WEBHOOK_RULES_LOCK:
+            first = key not in _NEVER_FIRING_WARNED
+            _NEVER_FIRING_WARNED.add(key)
+        if first:
+            log.warning("%s: %s: the rule is left out (a version saved before such a rule was refused; the next "
+                        "version saved drops it)", origin, problem, extra={"rule": new.alerts.rules[i].id})
+    raw["alerts"]["rules"] = [r for i, r in enumerate(raw["alerts"]["rules"]) if i not in {j for j, _ in dead}]
+    for doc in (written, gave):
+        rules = (doc.get("alerts") or {}).get("rules") if isinstance(doc.get("alerts"), dict) else None
+        if isinstance(rules, list):
+            doc["alerts"]["rules"] = [r for r in rules if not (isinstance(r, dict) and r.get("id") in ids)]
+    return SiteConfig.model_validate(raw)
+
+
+def with_cameras(config: SiteConfig, cameras: list, origin: str = "site", alert_rules: list | None = None,
+                 stored: bool = False) -> SiteConfig:
     """``config`` with its ``cameras`` list replaced (dicts or :class:`CameraConfig`), validated as a whole;
     with ``alert_rules`` (dicts or rule objects; ``None``: unchanged), its ``alerts.rules`` too.
 
@@ -1268,7 +1407,9 @@ def with_cameras(config: SiteConfig, cameras: list, origin: str = "site", alert_
     (so the version validates, and ``storelens site export`` writes a file that loads): every reader counts with
     the site file's (:func:`entrance_lines_of`), so the stored crossings of a removed line keep their meaning.
     A webhook's ``rules`` id that the alert rules in force lack is warned of once in a process (whichever site it
-    is built from), again only after a site had the rule again (:func:`_webhook_rules_to_warn`).
+    is built from), again only after a site had the rule again (:func:`_webhook_rules_to_warn`). ``stored``: a
+    version already saved (:func:`with_site_update`), whose rules that would never fire are left out with a warning
+    (:data:`STORED_VERSION`), not refused.
 
     Example:
         >>> cfg = parse_config({"store": {"id": "s"}, "cameras": [{"id": "c", "source": "x.mp4"}]})
@@ -1291,7 +1432,9 @@ def with_cameras(config: SiteConfig, cameras: list, origin: str = "site", alert_
         written["alerts"] = {**(written.get("alerts") or {}), "rules": copy.deepcopy(rules)}
         raw["alerts"]["rules"] = _expand(rules, origin, "alerts.rules")
     try:
-        new = SiteConfig.model_validate(raw)
+        new = SiteConfig.model_validate(raw, context={STORED_VERSION: True} if stored else None)
+        if stored:
+            new = _without_never_firing(new, raw, written, gave, origin) or new
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, origin)) from None
     # what the given templates gave; the rest of the site keeps what its templates gave when read
@@ -1395,13 +1538,15 @@ def _entrance_lines_in_version(config: SiteConfig, cameras: list, origin: str) -
 def with_site_update(config: SiteConfig, update) -> SiteConfig:
     """``config`` with the cameras and alert rules of a ``SiteUpdate`` (a version edited through the API).
 
-    ``alert_rules_json`` empty: the rules stay (versions saved before rules were editable).
+    ``alert_rules_json`` empty: the rules stay (versions saved before rules were editable). The version is stored
+    already: a rule of it that would never fire (a ``loitering`` rule on a zone with ``loiter_after_s`` 0, taken
+    before such rules were refused) is left out with a warning, not a reason to refuse the whole version.
     """
     import json
 
     rules = json.loads(update.alert_rules_json) if update.alert_rules_json else None
     return with_cameras(config, json.loads(update.cameras_json or "[]"), origin=f"site version {update.version}",
-                        alert_rules=rules)
+                        alert_rules=rules, stored=True)
 
 
 def _webhook_rule_problems(config: SiteConfig) -> list[tuple[tuple[int, str, str], str]]:
@@ -1536,10 +1681,21 @@ def read_yaml(path: str | os.PathLike[str]) -> object:
     p = pathlib.Path(path)
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
+    text = read_utf8(p, "config error in {path}: not UTF-8 (line {line}): save the file as UTF-8")
     try:
-        return yaml.load(p.read_text(), Loader=_UniqueKeyLoader)
+        return yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         raise yaml_error(p, exc) from None
+
+
+def read_utf8(path: pathlib.Path, message: str, encoding: str = "utf-8") -> str:
+    """The text of the file ``path``; :class:`ConfigError` ``message`` (formatted with ``path`` and ``line``, the
+    first line that is not UTF-8) when it is not UTF-8."""
+    data = path.read_bytes()
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(message.format(path=path, line=data[:exc.start].count(b"\n") + 1)) from None
 
 
 def load_config(path: str | os.PathLike[str], base: pathlib.Path | None = None,

@@ -33,7 +33,7 @@ import bisect
 import datetime as dt
 import functools
 from dataclasses import dataclass
-from typing import Iterable, Literal, Mapping
+from typing import Callable, Iterable, Iterator, Literal, Mapping
 from zoneinfo import ZoneInfo
 
 Period = Literal["hour", "day", "week"]
@@ -55,6 +55,11 @@ _EPOCH_DAY = dt.date(1970, 1, 1)
 #: The Monday of the ISO week of 1970-01-01 (a Thursday): where buckets of whole weeks count from.
 _EPOCH_MONDAY = dt.date(1969, 12, 29)
 _HOUR_MS = 3_600_000
+#: Most runs of a :class:`BucketGrid` of a zone whose offset changes its sub-hour part (Lord Howe: 4 a year); past
+#: them the grid is the epoch's (``aligned_to``: ``epoch``), its SQL and its search stay small.
+MAX_GRID_RUNS = 1_000
+#: How often :meth:`StoreCalendar._residue_changes` samples the UTC offset (91 days).
+_SAMPLE_MS = 91 * 86_400_000
 _WEEK_MS = 7 * 86_400_000
 #: 1969-12-29 00:00 UTC (:data:`_EPOCH_MONDAY`): where :meth:`BucketGrid.epoch`'s whole weeks count from.
 _EPOCH_MONDAY_MS = -3 * 86_400_000
@@ -135,6 +140,14 @@ def _offsets_on_multiples_of(timezone: str, unit_ms: int) -> bool:
     tz = ZoneInfo(timezone)
     return all((tz.utcoffset(dt.datetime(y, mo, d)) // dt.timedelta(milliseconds=1)) % unit_ms == 0
                for y in range(1970, 2038) for mo in range(1, 13) for d in (1, 15))
+
+
+@functools.lru_cache(maxsize=256)
+def _sub_hour_offsets(timezone: str) -> int:
+    """How many sub-hour parts the UTC offsets of ``timezone`` have (1970-2037): 1 but for zones like Lord Howe."""
+    tz = ZoneInfo(timezone)
+    return len({(tz.utcoffset(dt.datetime(y, mo, d)) // dt.timedelta(milliseconds=1)) % _HOUR_MS
+                for y in range(1970, 2038) for mo in range(1, 13) for d in (1, 15)})
 
 
 class StoreCalendar:
@@ -222,12 +235,15 @@ class StoreCalendar:
           ISO week's Monday (1969-12-29), so a week runs Monday to Sunday as the ``week`` period of
           :meth:`buckets` (a day the clock skipped has no bucket);
         * shorter: multiples of the width since the epoch (``epoch``), moved by the sub-hour part of
-          the UTC offset at ``start_ms`` when it has one (``store_local_hour``: India's +05:30 keeps its
-          hours at :00 local), so local whole hours are edges as in a whole-hour zone.
+          the UTC offset when it has one (``store_local_hour``: India's +05:30 keeps its hours at :00
+          local), so local whole hours are edges as in a whole-hour zone; a zone whose offset changes its
+          sub-hour part (Lord Howe: +10:30, +11:00 in summer) has a run per change in the range (and within
+          a width of it), the bucket at a change cut at it and at the next local edge (a half-hour bucket);
+          past :data:`MAX_GRID_RUNS` runs (centuries of Lord Howe), the epoch's (``epoch``).
 
-        Whole days cost a calendar day each (a run per clock change): lay them out over the part of a
-        range that holds data (a bucket is the same whichever range holds it), and count the range's
-        buckets with :meth:`bucket_count`.
+        Whole days cost a calendar day each (a run per clock change), a zone's sub-hour changes a run each:
+        lay them out over the part of a range that holds data (a bucket is the same whichever range holds
+        it), and count the range's buckets with :meth:`bucket_count`.
 
         Example:
             >>> StoreCalendar("Asia/Kolkata").grid(3600, 0, 1).runs, StoreCalendar("Europe/Berlin").grid(3600, 0, 1)
@@ -237,9 +253,7 @@ class StoreCalendar:
         if width < 1 or end_ms <= start_ms:
             raise ValueError(f"need bucket_s >= 1 and a non-empty range, got {bucket_s}, [{start_ms}, {end_ms})")
         if bucket_s % 86_400:
-            offset = from_ms(min(start_ms, CALENDAR_MAX_MS), self.tz).utcoffset() or dt.timedelta()
-            origin = -(offset // dt.timedelta(milliseconds=1)) % _HOUR_MS % width
-            return BucketGrid("epoch" if origin == 0 else "store_local_hour", ((origin, width),))
+            return self._hour_grid(width, start_ms, end_ms)
         if end_ms > CALENDAR_MAX_MS:
             raise ValueError(f"end_ms ({end_ms}) is past the calendar's last day (at most {CALENDAR_MAX_MS})")
         days = bucket_s // 86_400
@@ -255,6 +269,68 @@ class StoreCalendar:
                 runs.append((a, b - a))
         return BucketGrid("store_local_day", tuple(runs))
 
+    def _hour_grid(self, width: int, start_ms: int, end_ms: int) -> BucketGrid:
+        """:meth:`grid` of buckets shorter than a day or not whole days (``width`` ms)."""
+        def origin(ms: int) -> int:  # the edges' residue modulo width in force at ms
+            offset = from_ms(min(ms, CALENDAR_MAX_MS), self.tz).utcoffset() or dt.timedelta()
+            return -(offset // dt.timedelta(milliseconds=1)) % _HOUR_MS % width
+
+        if _sub_hour_offsets(self.timezone) == 1:  # one sub-hour part (1970-2037): one run, as it always was
+            first = origin(start_ms)
+            return BucketGrid("epoch" if first == 0 else "store_local_hour", ((first, width),))
+        # the changes from a width before the range (one there cuts the bucket holding start_ms: the same bucket
+        # whichever range holds it) to a width after it (one there cuts the last bucket's end)
+        lo, hi = start_ms - width, min(end_ms + width, CALENDAR_MAX_MS)
+        first = residue = origin(lo)
+        runs = [(lo - (lo - first) % width, width)]
+        for t in self._residue_changes(origin, lo, hi):
+            new = origin(t)
+            # the bucket holding the change ends at it, the next one at the first edge of the new offset
+            before, after = t - (t - residue) % width, t + (new - t) % width
+            for o, w in ((before, t - before), (t, after - t), (after, width)):
+                if w == 0:
+                    continue
+                if o < runs[-1][0]:  # a change within the bucket cut at the one before: never in 1970-2037
+                    return BucketGrid.epoch(width)
+                if o == runs[-1][0]:
+                    runs[-1] = (o, w)
+                else:
+                    runs.append((o, w))
+            if len(runs) > MAX_GRID_RUNS:  # centuries of changes (Lord Howe: 2 a year): the epoch's, said so
+                return BucketGrid.epoch(width)
+            residue = new
+        if len(runs) == 1:
+            return BucketGrid("epoch" if first == 0 else "store_local_hour", ((first, width),))
+        return BucketGrid("store_local_hour", tuple(runs))
+
+    @staticmethod
+    def _residue_changes(residue: Callable[[int], int], start_ms: int, end_ms: int) -> Iterator[int]:
+        """The instants in ``(start_ms, end_ms)`` at which ``residue`` (a function of the UTC offset) changes, in
+        order, lazily: sampled every :data:`_SAMPLE_MS` (91 days: 4 a year, some 36,000 over the calendar's
+        8,000 years), each change found to the millisecond by bisection (a change and its undoing within 91
+        days go unseen: the tz database has none of the sub-hour part)."""
+        def bisect_(lo: int, hi: int, r_lo: int, r_hi: int, out: list[int]) -> None:
+            while hi - lo > 1:  # r(lo) != r(hi): the first instant of the new residue is in (lo, hi]
+                mid = (lo + hi) // 2
+                r_mid = residue(mid)
+                if r_mid != r_lo:
+                    if r_mid != r_hi:  # two changes between lo and hi
+                        bisect_(mid, hi, r_mid, r_hi, out)
+                    hi, r_hi = mid, r_mid
+                else:
+                    lo = mid
+            out.append(hi)
+
+        t, r = start_ms, residue(start_ms)
+        while t < end_ms - 1:
+            nxt = min(t + _SAMPLE_MS, end_ms - 1)
+            r_nxt = residue(nxt)
+            if r_nxt != r:
+                found: list[int] = []
+                bisect_(t, nxt, r, r_nxt, found)
+                yield from sorted(found)
+            t, r = nxt, r_nxt
+
     def offsets_on_multiples_of(self, unit_ms: int) -> bool:
         """Whether every UTC offset of the store's timezone (1970-2037) is a multiple of ``unit_ms``: then
         whether a grid's edges fall on multiples of ``unit_ms`` does not depend on the range it covers.
@@ -269,7 +345,8 @@ class StoreCalendar:
     def bucket_count(self, bucket_s: int, start_ms: int, end_ms: int) -> int:
         """How many buckets of :meth:`grid` ``[start_ms, end_ms)`` touches, whole days counted by their
         local dates without laying them out (a day the clock skipped, as Samoa's 2011-12-30, counts here
-        though it has no bucket).
+        though it has no bucket); shorter ones by the grid over the whole range (at most :data:`MAX_GRID_RUNS`
+        runs, then the epoch's).
 
         Example:
             >>> cal = StoreCalendar("Europe/Berlin")

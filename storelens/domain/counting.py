@@ -12,17 +12,24 @@ Rules (each is a case in ``tests/test_counting.py``):
   that skips past a thin line between frames still counts, and a track that
   walks around the end of the segment does not.
 * **Hysteresis.** The anchor must also reach ``hysteresis_px`` beyond the line
-  on the new side. People standing on the line (jittering boxes) and U-turns
-  that touch the line and go back never count.
+  on the new side, or ``hysteresis_heights`` of its box's height when that is
+  more (with box heights), so the dead zone grows with the person's size in
+  the image. People standing on the line (jittering boxes) and U-turns that
+  touch the line and go back never count. A track's first side (where it
+  starts, or restarts after a step that is not walking) is taken as soon as
+  its anchor is ``hysteresis_px`` off the line: someone first seen just off
+  the line who then walks across it counts.
 * **One committed side per track and line.** Counts happen only on a change
   of committed side, so a track that crosses and comes back counts ``in``
   then ``out`` (net zero), never ``in`` twice.
 * **Lost and re-acquired tracks.** A track that disappears keeps its state for
-  ``reacquire_window_ms``: if it returns under the same id the gap is treated
-  as one step; if a *new* id starts within ``reacquire_radius_heights`` of the
-  lost track's box height (``reacquire_radius_px`` when the caller gives no
-  box sizes) of where it vanished, the new id inherits the state, so an id
-  switch at the door neither double-counts nor loses the crossing. Only a
+  ``refind_window_ms`` (the tracker's own re-find window, at least
+  ``reacquire_window_ms``): if it returns under the same id the gap is treated
+  as one step. Within ``reacquire_window_ms``, if a *new* id starts within
+  ``reacquire_radius_heights`` of the lost track's box height
+  (``reacquire_radius_px`` when the caller gives no box sizes) of where it
+  vanished, the new id inherits the state, so an id switch at the door
+  neither double-counts nor loses the crossing. Only a
   *new* id: one seen as stationary (``still_ids``: a mannequin, someone
   standing since their track began) within ``reacquire_window_ms`` was there
   all along, so when it starts to move it is its own track and takes no lost
@@ -138,6 +145,12 @@ class LineCounter:
         person's side of the lines stays, so a crossing under way still counts once."""
         self._counts = {ln.id: {"in": 0, "out": 0} for ln in self.lines}
 
+    def set_counts(self, counts: Mapping[str, Mapping[str, int]]) -> None:
+        """Each line's ins and outs from ``counts`` (as :meth:`counts`; a line not in it: 0, a line not configured:
+        dropped): the day's counts taken back from the history at the start of a process (the embedded mode)."""
+        self._counts = {ln.id: {"in": int(counts.get(ln.id, {}).get("in", 0)),
+                                "out": int(counts.get(ln.id, {}).get("out", 0))} for ln in self.lines}
+
     def state(self) -> dict:
         """JSON-serialisable state; :meth:`load_state` of it continues exactly where this stands.
 
@@ -220,7 +233,7 @@ class LineCounter:
             if tid not in states:
                 states[tid] = self._tracks.get(tid) or self._lost.pop(tid, None)
         rejoined = self._reacquire([(tid, p, h) for tid, p, h in zip(ids, points, hs)
-                                    if states[tid] is None and tid not in self._still])
+                                    if states[tid] is None and tid not in self._still], ts_ms)
         states.update(rejoined)
         events: list[CrossingEvent] = []
         for tid, p1, h1 in zip(ids, points, hs):
@@ -235,7 +248,7 @@ class LineCounter:
                 for ls in st.lines.values():
                     ls.side, ls.through_segment = 0, False
             for line in self.lines:
-                ev = self._step(line, st.lines.setdefault(line.id, _LineState()), p0, p1, tid, ts_ms, seq)
+                ev = self._step(line, st.lines.setdefault(line.id, _LineState()), p0, p1, h1, tid, ts_ms, seq)
                 if ev is not None:
                     events.append(ev)
             st.anchor, st.ts_ms, st.height = p1, ts_ms, h1
@@ -276,16 +289,20 @@ class LineCounter:
         """Box heights ``h0`` and ``h1`` (px) within ``max_height_ratio`` of each other; an unknown (0) one is."""
         return h0 <= 0 or h1 <= 0 or max(h1 / h0, h0 / h1) <= self.cfg.max_height_ratio
 
-    def _step(self, line: LineConfig, ls: _LineState, p0, p1, tid: int, ts_ms: int, seq: int) -> CrossingEvent | None:
+    def _step(self, line: LineConfig, ls: _LineState, p0, p1, h1: float, tid: int, ts_ms: int,
+              seq: int) -> CrossingEvent | None:
         d = signed_distance(p1, line.a, line.b)
-        h = self.cfg.hysteresis_px
-        s1 = 1 if d >= max(h, 1e-9) else (-1 if d <= -max(h, 1e-9) else 0)
         if p0 is not None and segments_intersect(p0, p1, line.a, line.b):
             ls.through_segment = True
-        if ls.side == 0:
-            if s1 != 0:
-                ls.side, ls.through_segment = s1, False
+        if ls.side == 0:  # the first side: where the anchor is, past the jitter of hysteresis_px
+            h = max(self.cfg.hysteresis_px, 1e-9)
+            s0 = 1 if d >= h else (-1 if d <= -h else 0)
+            if s0 != 0:
+                ls.side, ls.through_segment = s0, False
             return None
+        # a change of side: past the box's own jitter too (h1: its height at p1, 0 when unknown)
+        h = max(self.cfg.hysteresis_px, self.cfg.hysteresis_heights * h1, 1e-9)
+        s1 = 1 if d >= h else (-1 if d <= -h else 0)
         if s1 == ls.side:
             ls.through_segment = False  # back where it was: jitter or U-turn
             return None
@@ -300,16 +317,18 @@ class LineCounter:
         return CrossingEvent(crossing_event_id(self.camera_id, line.id, tid, seq),
                              self.camera_id, line.id, tid, direction, ts_ms, seq)
 
-    def _reacquire(self, new: list[tuple[int, tuple[float, float], float]]) -> dict[int, _TrackState]:
-        """Hand lost tracks' states to new ``(id, anchor, box height)``: closest pairs first, each state to one
-        id at most, only to a box of about the same height (``max_height_ratio``) that moved as a box
+    def _reacquire(self, new: list[tuple[int, tuple[float, float], float]], ts_ms: int) -> dict[int, _TrackState]:
+        """Hand lost tracks' states to new ``(id, anchor, box height)`` at ``ts_ms``: closest pairs first, each
+        state to one id at most, only a state lost within ``reacquire_window_ms`` (older ones wait for their own
+        id only), only to a box of about the same height (``max_height_ratio``) that moved as a box
         (:meth:`_box_moved`) within the radius. A track
         lost while stationary (a mannequin hidden by a passer-by: seen stationary after its last move) hands
         its state to nobody."""
         pairs = []
+        horizon = ts_ms - self.cfg.reacquire_window_ms
         for i, (tid, p, h) in enumerate(new):
             for lost_tid, st in self._lost.items():
-                if self._still.get(lost_tid, -1) >= st.ts_ms:
+                if st.ts_ms < horizon or self._still.get(lost_tid, -1) >= st.ts_ms:
                     continue
                 if not self._same_size(st.height, h) or not self._box_moved(st, p, h):
                     continue
@@ -326,9 +345,13 @@ class LineCounter:
         return taken
 
     def _expire(self, ts_ms: int) -> None:
-        horizon = ts_ms - self.cfg.reacquire_window_ms
-        for tid in [t for t, s in self._lost.items() if s.ts_ms < horizon]:
+        """Lost tracks are forgotten after ``refind_window_ms`` (their own id's return; at least
+        ``reacquire_window_ms``), stationary sightings after ``reacquire_window_ms`` (they only matter to
+        hand-overs to new ids)."""
+        kept = ts_ms - max(self.cfg.refind_window_ms, self.cfg.reacquire_window_ms)
+        for tid in [t for t, s in self._lost.items() if s.ts_ms < kept]:
             del self._lost[tid]
+        horizon = ts_ms - self.cfg.reacquire_window_ms
         for tid in [t for t, seen in self._still.items() if seen < horizon]:
             del self._still[tid]
 
@@ -488,8 +511,10 @@ def store_totals(entrance_lines: Sequence[tuple[str, str]] | None, cameras: Iter
     the store. The occupancy runs over their crossings, clamped at 0 at each one as :class:`Occupancy` is: an
     out when nobody is inside (staff leaving after the reset) changes nothing, so the next ins count in full.
     It is kept as ins minus outs plus, per line, the outs so absorbed (``"clamped"``): it then lives where the
-    counts live (each entrance camera's state), with them, and never below 0. Without (``None``): the sums of the
-    cameras' ``(occupancy, total_in, total_out)``.
+    counts live (each entrance camera's state), with them, and never below 0. The analytics stage passes every
+    line of every camera when ``store.entrance_lines`` is not set (:func:`~storelens.stages.analytics.store_lines`).
+    Without (``None``): the sums of the cameras' ``(occupancy, total_in, total_out)`` (the API's answer for data
+    written before the stage kept the store's row).
 
     Example:
         >>> cams = [(1, 2, 1), (2, 2, 0)]  # camera "c" (its door: 2 in, 1 out) and "d" (a department line)

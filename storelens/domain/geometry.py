@@ -50,6 +50,22 @@ def segments_intersect(p0: Point, p1: Point, a: Point, b: Point) -> bool:
     )
 
 
+def segment_in_frame(a: Point, b: Point, width: float, height: float) -> bool:
+    """Whether some point of segment A-B lies in a frame of ``width`` x ``height`` pixels (``[0, width]`` x
+    ``[0, height]``, its edges included): a counting line entirely outside never counts anybody.
+
+    >>> segment_in_frame((-50, 300), (700, 300), 640, 480), segment_in_frame((700, 0), (900, 400), 640, 480)
+    (True, False)
+    """
+    def inside(p: Point) -> bool:
+        return 0 <= p[0] <= width and 0 <= p[1] <= height
+
+    if inside(a) or inside(b):
+        return True
+    corners = [(0.0, 0.0), (float(width), 0.0), (float(width), float(height)), (0.0, float(height))]
+    return any(segments_intersect(a, b, corners[i], corners[(i + 1) % 4]) for i in range(4))
+
+
 def projection_t(p: Point, a: Point, b: Point) -> float:
     """Position of P's projection along A->B: 0 at A, 1 at B."""
     dx, dy = b[0] - a[0], b[1] - a[1]

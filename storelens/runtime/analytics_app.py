@@ -58,8 +58,10 @@ is loaded, so a camera down since before a restart gets its 0 row too, and the s
 first frame after a restart see every camera, not that frame's alone. The tick also resolves the open alerts of a
 camera a site version removed while the service was down (or while its tables were recovering), and drops its
 table entry (:meth:`AnalyticsApp._close_removed_cameras`). The tick changes only the store-level alert
-state, which is saved with the next frame's camera state (a tick-fired alert that a restart loses fires
-again with the same id; a 0 row is written again, the same row: sinks upsert).
+state: after a tick whose alerts changed it (fired, resolved), once its outputs are written, it is saved in a table
+entry of its own, ``_store/<store id>`` (:meth:`AnalyticsApp._save_store_state`), loaded before the next frame or
+tick after a restart with the cameras' states (the newest copy wins), so an alert the tick fired while no frame came
+resolves when the frames come back, once, under its id (a 0 row is written again, the same row: sinks upsert).
 
 The sinks block (psycopg, redis-py); they run in one dedicated worker thread
 (``run_in_executor``) so the event loop keeps heartbeating while a write
@@ -111,6 +113,9 @@ STATE_FORMAT = "json:storelens-analytics-camera-state-1"
 INPUT_KEY = "_input"
 #: Longest wait for the messages of a gap between the recovered state and the committed offset.
 REWIND_TIMEOUT_S = 30.0
+#: Key prefix, in the table, of the store-level alert state saved after a tick (``_store/<store id>``; a camera
+#: id has no ``/``): :meth:`AnalyticsApp._save_store_state`.
+STORE_KEY_PREFIX = "_store/"
 #: Seconds between broker pings of the readiness check.
 BROKER_PING_S = 10.0
 #: Not ready (rebalancing/recovering) this long while the loop turns: stop the heartbeat (``/healthz`` fails).
@@ -197,7 +202,7 @@ class AnalyticsApp:
         self._cache: dict[str, dict | None] = {}
         self._sink = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="analytics-sink")
         sinks = ([HistorySink(storage)] + ([LiveSink(live)] if live is not None else [])
-                 + webhook_sinks(config, rt.metrics))  # queues bounded by alerts.webhook_max_queued
+                 + webhook_sinks(config, rt.metrics, storage))  # kept in the history's webhook_outbox
         #: The runner core every input goes through (decode, stage, error policy, sinks with retries).
         #: The scheduled retention purge of the history (privacy.retention): a chore of the core, run in
         #: the sink thread (no write of a message interleaves with it). Customer links whose customer
@@ -222,6 +227,12 @@ class AnalyticsApp:
         #: The cameras' states to save after a site version that came while the tables were not ready (recovery,
         #: rebalance): ``None``, or the cameras the versions removed (:meth:`_flush_site_states`).
         self._site_pending: set[str] | None = None
+        #: The table key of the store-level alert state saved by ticks; the value last loaded from it or saved as;
+        #: the step (a site version may rebuild it) and its :attr:`StoreAlerts.changes` then
+        #: (:meth:`_save_store_state`).
+        self._store_key = f"{STORE_KEY_PREFIX}{config.store.id}".encode()
+        self._store_cache: dict | None = None
+        self._store_saved: tuple[Any, int] = (self.stage.store_alerts, 0)
         kcfg = config.kafka
         reset = auto_offset_reset or os.environ.get("STORELENS_ANALYTICS_AUTO_OFFSET_RESET", "earliest")
         self.app = faust.App(
@@ -328,12 +339,52 @@ class AnalyticsApp:
         await self._close_removed_cameras()
         self._sync_idle_cameras()
         h = self.core.tick(now_ms)
-        if h is None:
+        if h is not None:
+            h = await asyncio.get_running_loop().run_in_executor(self._sink, self.core.write_sinks, h)
+            if h.stop is not None:
+                return  # not written: not saved either (fired again, the same id, by the next process)
+            await self._send(h.outputs)
+        await self._save_store_state()
+
+    async def _save_store_state(self) -> None:
+        """After a tick (its outputs written and sent): the store-level alert state, when alerts fired or resolved
+        since it was last saved, goes to the table (entry ``_store/<store id>``, on its partition when assigned here:
+        the store-wide rules need every camera on one worker) and the changelog is flushed. A frame's camera state
+        carries that state too, but a tick changes no camera's: an alert the tick fired (``camera_down`` while no
+        frame comes) was lost with the process, the first camera back never resolved it (its row ``firing`` for
+        good) and the others fired it a second time under the same id."""
+        if self._write_store_state(self._assigned()):
+            await self.app.producer.flush()
+
+    def _write_store_state(self, assigned: set[int]) -> bool:
+        """Write the store-level alert state to its table entry when it changed since last saved (the caller flushes
+        the changelog); whether it was written. Also after a site version (:meth:`_save_site_states`): the entry a
+        tick saved must not keep an alert the version resolved (a state without store-wide rules is empty: no
+        clock to tell it is newer). The entry is loaded first if not yet (:meth:`_sync_store`): never overwritten
+        unread."""
+        self._sync_store()
+        sa = self.stage.store_alerts
+        key = self._store_key
+        partition = self._partition_of(key, {})
+        if self._store_saved == (sa, sa.changes) or partition not in assigned:
+            return False
+        state = {"store": sa.state()}
+        self.table.data[key] = state  # outside an event: the changelog partition is given (send_changelog)
+        self.table.send_changelog(partition, key, state)
+        self._store_cache, self._store_saved = state, (sa, sa.changes)
+        return True
+
+    def _sync_store(self) -> None:
+        """Load the store-level alert state a tick saved (:meth:`_save_store_state`) when the table's value is not
+        the one last loaded or saved here (after a restart or an assignment); the step keeps the newer of it and
+        what it has (:meth:`StoreAlerts.load_state`)."""
+        value = self.table.get(self._store_key)
+        if not isinstance(value, dict) or value is self._store_cache or value == self._store_cache:
             return
-        h = await asyncio.get_running_loop().run_in_executor(self._sink, self.core.write_sinks, h)
-        if h.stop is not None:
-            return
-        await self._send(h.outputs)
+        self._store_cache = value
+        sa = self.stage.store_alerts
+        sa.load_state(value.get("store") or {})
+        self._store_saved = (sa, sa.changes)
 
     async def _send(self, outputs, source: BusMessage | None = None) -> None:
         """Send outputs (a frame's, the tick's, a site version's), each keyed by its own camera (a store-wide
@@ -396,6 +447,7 @@ class AnalyticsApp:
             self.table.data[key] = state  # outside an event: the changelog partition is given (send_changelog)
             self.table.send_changelog(partition, key, state)
             self._cache[cam], sent = state, True
+        sent = self._write_store_state(assigned) or sent
         # only those whose alerts the version resolved (the stage held them); the others are closed from their
         # entry, then dropped, by _close_removed_cameras
         if self._drop_entries(removed & self.stage.removed_closed, assigned) or sent:
@@ -443,9 +495,9 @@ class AnalyticsApp:
         A stop before the deletion resolves them again at the next start: the same messages (the sinks upsert, the
         webhooks' delivery key is the same)."""
         assigned, gone, closed = self._assigned(), set(), []
-        marker = f"{INPUT_KEY}/".encode()
+        markers = (f"{INPUT_KEY}/".encode(), STORE_KEY_PREFIX.encode())
         for key, value in list(self.table.items()):
-            if not isinstance(key, bytes) or key.startswith(marker) or not isinstance(value, dict):
+            if not isinstance(key, bytes) or key.startswith(markers) or not isinstance(value, dict):
                 continue
             cam = key.decode("utf-8", "replace")
             if cam in self.stage.counters or self._partition_of(key, value) not in assigned:
@@ -772,13 +824,14 @@ class AnalyticsApp:
                                                "last_seq": self.stage.last_seq.get(cam, -1)})
 
     def _sync_entrance_cameras(self, cam: str) -> None:
-        """Load the state of every other entrance camera (``store.entrance_lines``) that the stage does not hold
+        """Load the state of every other entrance camera (``store.entrance_lines``, else every camera with a line:
+        :func:`~storelens.stages.analytics.store_lines`) that the stage does not hold
         yet and the table has: after a restart the store's occupancy row (``@store``, written by the stage from the
         cameras whose state it has) is then right from the first frame with crossings of any camera, with the
         other cameras' persisted counts (a camera that is down would otherwise count 0 in it). The row's rule
         stays the stage's (:meth:`AnalyticsStage.store_totals`). A camera the table has no state of (no frame of
         it handled yet, or its partition on another worker) is not loaded: it counts 0 until its first frame."""
-        for other, _line in self.stage.entrance_lines or ():
+        for other, _line in self.stage.entrance_lines:
             if (other != cam and other not in self._cache and other in self.stage.counters
                     and self.table.get(topics.camera_key(other)) is not None):
                 self._sync_state(other)
@@ -789,7 +842,9 @@ class AnalyticsApp:
         frame: the store-wide alerts (``store_occupancy``, ``camera_down``) of the first frame after a restart or
         an assignment then see every camera's persisted counts and frame times, not the frame's camera alone (a
         firing ``store_occupancy`` alert would resolve falsely and fire again under a new id). A camera the stage
-        has loaded is left alone: its state may be ahead of the table (a frame whose sinks are being written)."""
+        has loaded is left alone: its state may be ahead of the table (a frame whose sinks are being written). The
+        store-level alert state a tick saved is loaded too (:meth:`_sync_store`)."""
+        self._sync_store()
         for cam in list(self.stage.counters):
             if (cam not in self.stage.last_seq and cam not in self._cache
                     and self.table.get(topics.camera_key(cam)) is not None):
@@ -803,8 +858,8 @@ class AnalyticsApp:
 
     def close(self) -> None:
         """Finish the sink thread's write, then give the alert webhooks up to :data:`WEBHOOK_CLOSE_S` to deliver
-        what is queued or waiting to retry (the input of those alerts is already committed); what is left is
-        logged and dead-lettered (:meth:`WebhookSender.close`), not silently lost."""
+        what is queued or waiting to retry (the input of those alerts is already committed); what is left stays in
+        the history's ``webhook_outbox`` and is delivered after the next start (by this worker or another)."""
         self._sink.shutdown(wait=True)
         if self._site is not None:
             site, self._site = self._site, None

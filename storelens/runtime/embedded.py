@@ -30,15 +30,19 @@ each new version first, then the ingest :class:`~storelens.runtime.ingest.Camera
 starts the added cameras, stops the removed ones and restarts the re-pointed ones. A file
 camera added mid-run is read to its end before the run ends; a live one runs until :meth:`stop`.
 
-A stop (:meth:`stop`, Ctrl-C, SIGTERM in the CLI) ends each stage after the message in hand; then
+A stop (:meth:`stop`, Ctrl-C, SIGTERM in the CLI) ends each stage after the message in hand (the result says
+so: :attr:`PipelineResult.interrupted`, its figures cover the frames processed until then); then
 the faces stage ends the tracks still open (their final attribute summaries, and the reid decision of
 each undecided track with a good face: :meth:`~storelens.stages.faces.FacesStage.end_streams`),
 which analytics writes to the history, and the analytics stage ends every camera still streaming as
 at an end of stream (its open zone visits get their exits; the last zone buckets, heatmap minute and
 hour, journeys and buying units are written to the history), since their state lives in this process
-only (:meth:`~storelens.stages.analytics.AnalyticsStage.end_streams`). A run that was killed (SIGKILL, power loss)
-ended nothing: the next run's faces stage forgets, at each camera's first crop, the reid decisions it left in the
-gallery (every run starts the cameras' tracker sessions afresh, a file's track ids the same in every run:
+only (:meth:`~storelens.stages.analytics.AnalyticsStage.end_streams`). At its start the analytics stage takes
+the day's occupancy, ins and outs of each live camera, and the store's, from the history
+(:meth:`EmbeddedPipeline._resume_counts`; none with ``store.occupancy_reset`` ``null``), and the count windows
+still open: a restart mid-day goes on from them. A run that was killed (SIGKILL,
+power loss) ended nothing: the next run's faces stage forgets, at each camera's first crop, the reid decisions it
+left in the gallery (every run starts the cameras' tracker sessions afresh, a file's track ids the same in every run:
 :meth:`~storelens.stages.faces.ReidStage.start_session`).
 
 Example:
@@ -61,6 +65,7 @@ from storelens.config import CameraConfig, SiteConfig, with_site_update
 from storelens.config.site import site_file_override
 from storelens.contract import messages as m
 from storelens.contract import topics
+from storelens.domain.counting import STORE_OCCUPANCY_ID, window_start_ms
 from storelens.errors import StoreLensError
 from storelens.runtime.bus import InProcessBus
 from storelens.runtime.ingest import CameraSupervisor
@@ -82,8 +87,9 @@ SITE_WATCH_JOIN_S = 15.0  # longer than the history's own connect / lock timeout
 #: Seconds ingest waits for the stages to apply a site version before it starts the version's new cameras.
 SITE_APPLY_TIMEOUT_S = 30.0
 #: Seconds the end of :meth:`EmbeddedPipeline.run` gives the alert webhooks to deliver what is queued or waiting to
-#: retry (as the analytics service's ``STORELENS_WEBHOOK_CLOSE_S``); what is left then is dead-lettered, logged and
-#: counted in ``PipelineResult.errors["webhook_undelivered"]``.
+#: retry (as the analytics service's ``STORELENS_WEBHOOK_CLOSE_S``); what is left then stays in the history's
+#: ``webhook_outbox`` for the next run (without a history store: dead-lettered, logged and counted in
+#: ``PipelineResult.errors["webhook_undelivered"]``).
 WEBHOOK_CLOSE_S = 5.0
 #: Customer matches a run's :class:`PipelineResult` keeps (the newest).
 CUSTOMER_MATCHES_KEPT = 10_000
@@ -113,6 +119,9 @@ class PipelineResult:
     #: detect-track's calls by frames per call (``{1: 40, 2: 15}``), when it batches cameras
     #: (``pipeline.batch_cameras`` > 1 and more than one camera); empty otherwise.
     detect_batches: dict[int, int] = field(default_factory=dict)
+    #: The run was stopped (:meth:`EmbeddedPipeline.stop`, Ctrl-C, SIGTERM in the CLI) before its sources were all
+    #: read and processed: the results cover the frames processed until then (:attr:`frames`), no more.
+    interrupted: bool = False
 
     @property
     def fps(self) -> float:
@@ -185,6 +194,7 @@ class EmbeddedPipeline:
         self.on_tracked = on_tracked
         self.on_frame_done = on_frame_done
         self._stop = threading.Event()
+        self._stopped = False  # stop() or Ctrl-C: PipelineResult.interrupted
         self._errors: list[BaseException] = []
         self._detector = detector
         self._tracker_factory = tracker_factory
@@ -202,7 +212,9 @@ class EmbeddedPipeline:
 
     def stop(self) -> None:
         """End :meth:`run` (from any thread): each stage stops after the message in hand, and from now on no thread
-        waits on a full queue (the stage that would drain it may have stopped already)."""
+        waits on a full queue (the stage that would drain it may have stopped already); the result says it was
+        stopped (:attr:`PipelineResult.interrupted`)."""
+        self._stopped = True
         self._stop.set()
         self.bus.close()
 
@@ -284,9 +296,10 @@ class EmbeddedPipeline:
             dt.warm_up()  # trackers (and their embedders), the snapshots' face detector: before timing
         produced = {topics.FRAMES} | {t for s in stages.values() for t in s.outputs}
         #: Alert webhooks (``alerts.webhooks``): delivered in their own thread, flushed at the end of the run.
-        self.webhooks = webhook_sinks(self.config)
+        self.webhooks = webhook_sinks(self.config, storage=self.storage)  # kept in the history until delivered
         sinks = {"analytics": ([HistorySink(self.storage)] if self.storage is not None else []) + self.webhooks}
         if "analytics" in stages:
+            self._resume_counts()
             self._carry_over_alerts(sinks["analytics"])
         #: The retention purge (privacy.retention) runs in the thread that writes the history.
         self.retention = self._retention()
@@ -359,6 +372,7 @@ class EmbeddedPipeline:
         if left:
             self.result.errors["webhook_undelivered"] = self.result.errors.get("webhook_undelivered", 0) + left
         self._collect(time.perf_counter() - t0)
+        self.result.interrupted = self._stopped
         if not self._errors and failed and all(failed.get(c.id, (None,))[0] == c for c in self.ingest.cameras):
             self._errors.append(next(iter(failed.values()))[1])  # no camera could be read: the run failed
         if self._errors:
@@ -367,6 +381,40 @@ class EmbeddedPipeline:
                 raise err
             raise StoreLensError(f"pipeline failed: {type(err).__name__}: {err}") from err
         return self.result
+
+    def _resume_counts(self) -> None:
+        """The day's occupancy, ins and outs (each live camera's, its lines', the store's) the previous process left
+        in the history: the analytics stage goes on from them (:meth:`~storelens.stages.analytics.AnalyticsStage.
+        resume_counts`), so a restart mid-day does not set them back to 0; and the count windows still open go on
+        from their stored rows (:meth:`~storelens.stages.analytics.AnalyticsStage.resume_windows`). Nothing without
+        a history; no counts with ``store.occupancy_reset`` ``null`` (never: the crossings stored go back further
+        than the rows' counts), logged; a history that does not answer is logged and counted
+        (``errors["occupancy_resume"]``), and the counts start at 0."""
+        if self.storage is None:
+            return
+        stage, now = self.analytics, int(time.time() * 1000)
+        try:
+            read = getattr(self.storage, "count_window_rows", None)
+            if read is not None:
+                win_s = stage.config.counting.window_s
+                open_from = window_start_ms(now, win_s) - win_s * 1000  # the current window and the one before
+                stage.resume_windows([w for cam in stage.resumable_cameras() if cam != STORE_OCCUPANCY_ID
+                                      for w in read(cam, open_from)], now)
+            since = stage.reset.last_reset_ms(now)
+            if since is None:
+                log.info("store.occupancy_reset is null (never): the occupancy, ins and outs start at 0, not from "
+                         "the history (its crossings go back further than the counts of its occupancy rows)")
+                return
+            rows = {cam: self.storage.occupancy(cam) for cam in stage.resumable_cameras()}
+            lines = {cam: self.storage.line_totals(cam, since, row.ts_ms + 1) for cam, row in rows.items()
+                     if row is not None and cam != STORE_OCCUPANCY_ID and not stage.reset.void_at(row.ts_ms, now)}
+            taken = stage.resume_counts(rows, lines, now)
+        except Exception:  # noqa: BLE001 (the history store is down: the run goes on from 0, as before)
+            log.exception("could not take the day's occupancy from the history")
+            self.result.errors["occupancy_resume"] = self.result.errors.get("occupancy_resume", 0) + 1
+            return
+        if taken:
+            log.info("occupancy taken from the history", extra={"cameras": ",".join(taken)})
 
     def _carry_over_alerts(self, sinks: Sequence[Any]) -> None:
         """The alerts the previous process left open in the history (an embedded stop leaves them open: nobody knows

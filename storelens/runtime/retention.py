@@ -8,7 +8,9 @@ thread that writes the history) and by a timer of the analytics service
 (:mod:`storelens.runtime.analytics_app`, in its sink thread). Either way one purge function
 runs, :meth:`SqlStorage.purge_expired <storelens.storage.history.SqlStorage.purge_expired>`,
 every ``privacy.retention.every_s`` seconds (the first right away), and the rows it deleted
-are counted per kind in ``storelens_privacy_purged_rows_total{kind}``.
+are counted per kind in ``storelens_privacy_purged_rows_total{kind}``. The same run keeps the audit log
+(``audit_log``) to ``privacy.retention.audit_log_days`` by the wall clock (:meth:`SqlStorage.purge_audit_log
+<storelens.storage.history.SqlStorage.purge_audit_log>`).
 
 Given the face gallery (``gallery``), the same schedule first drops its embeddings and visits older
 than ``faces.reid.retention_days`` (kinds ``gallery_embeddings``, ``gallery_customers``,
@@ -22,7 +24,9 @@ ended) purges a SQLite history it serves when no other process does (:func:`api_
 while it runs (:meth:`PurgeLease.hold_for_pipeline`), and of the API processes of a history one purges,
 only while no pipeline holds that lock (:meth:`PurgeLease.api_turn`). The locks are the operating system's
 (``flock``): a process that ends or dies releases them. With PostgreSQL (distributed mode) the analytics and
-reid services purge, never the API.
+reid services purge, never the API. The chain's deployment (an API on PostgreSQL, no analytics) has users and
+their audit log but no personal data: its ``chain-rollup`` service purges the audit log alone
+(``RetentionPurge(audit_log_only=True)``, :func:`storelens.runtime.workers.chain_rollup_worker`).
 
 "Now" is ``privacy.retention.clock``: the wall clock, or the newest stored frame (camera
 time), or ``auto`` (wall when any camera is a live stream, else camera time).
@@ -88,8 +92,10 @@ class RetentionPurge:
     def __init__(self, storage: Any, config: SiteConfig, known_customer: Callable[[str], bool] | None = None,
                  wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
                  monotonic: Callable[[], float] = time.monotonic, gallery: Any = None,
-                 lease: PurgeLease | None = None) -> None:
+                 lease: PurgeLease | None = None, audit_log_only: bool = False) -> None:
         self.storage = storage
+        #: Only the audit log is purged (the chain's roll-up database: users and their audit log, no personal data).
+        self.audit_log_only = audit_log_only
         self.lease = lease
         self.cfg = config.privacy.retention
         self.clock = purge_clock(config)
@@ -98,7 +104,7 @@ class RetentionPurge:
         self.monotonic = monotonic
         days = config.faces.reid.retention_days
         #: The face gallery purged with the history (``None``: none, or its embeddings are kept).
-        self.gallery = gallery if days is not None else None
+        self.gallery = gallery if days is not None and not audit_log_only else None
         self.gallery_ms = None if days is None else int(days * DAY_MS)
         self._next_s: float | None = None
         #: Rows deleted per kind by every purge so far.
@@ -111,6 +117,9 @@ class RetentionPurge:
         return self.storage is not None and self.cfg.enabled
 
     def due(self) -> bool:
+        if self.audit_log_only:
+            return (self.history and self.cfg.audit_log_days is not None
+                    and (self._next_s is None or self.monotonic() >= self._next_s))
         return ((self.history or self.gallery is not None)
                 and (self._next_s is None or self.monotonic() >= self._next_s))
 
@@ -134,17 +143,28 @@ class RetentionPurge:
             return self._purge(metrics)
 
     def _purge(self, metrics: Any) -> dict[str, int]:
-        now = self.now_ms()
-        if now is None:
-            return {}
-        deleted = {}
-        if self.gallery is not None:
-            res = self.gallery.purge_older_than(now - self.gallery_ms)
-            deleted.update(gallery_embeddings=res.embeddings, gallery_customers=res.customers,
-                           gallery_visits=res.visits)
-        if self.history:
-            deleted.update(self.storage.purge_expired(self.cfg.days, now, self.known_customer))
-        self.runs += 1
+        deleted: dict[str, int] = {}
+        now = None if self.audit_log_only else self.now_ms()  # None: nothing stored yet (the audit log only)
+        if now is not None:
+            if self.gallery is not None:
+                res = self.gallery.purge_older_than(now - self.gallery_ms)
+                deleted.update(gallery_embeddings=res.embeddings, gallery_customers=res.customers,
+                               gallery_visits=res.visits)
+            if self.history:
+                deleted.update(self.storage.purge_expired(self.cfg.days, now, self.known_customer))
+        if self.history and self.cfg.audit_log_days is not None:  # after the personal data, which a failure here
+            try:  # must not hold up; by the wall clock: the API writes it, not the cameras
+                deleted["audit_log"] = self.storage.purge_audit_log(
+                    int(self.wall_ms() - self.cfg.audit_log_days * DAY_MS))
+            except Exception as exc:  # noqa: BLE001 (the next run tries again)
+                errors = getattr(metrics, "errors", None)
+                if errors is not None:
+                    errors.labels("purge_audit_log").inc()
+                log.warning("audit log purge failed", extra={"error": repr(exc)})
+        return self._counted(deleted, metrics, now, ran=now is not None)
+
+    def _counted(self, deleted: dict[str, int], metrics: Any, now: int | None, ran: bool = True) -> dict[str, int]:
+        self.runs += ran
         for kind, n in deleted.items():
             self.total[kind] = self.total.get(kind, 0) + n
             if n and metrics is not None:

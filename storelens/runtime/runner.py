@@ -229,6 +229,13 @@ class RunnerCore:
         self.dead_letters = 0
         self.errors: dict[str, int] = {}
 
+    def _count_found(self, outputs: Outputs) -> None:
+        """Count the problems a stage found in a message it handled (``Outputs.info["errors"]``: reason -> how
+        many, e.g. a counting line outside the frame) in ``storelens_errors_total{reason}``."""
+        for reason, n in (outputs.info.get("errors") or {}).items():
+            self.metrics.errors.labels(reason).inc(n)
+            self.errors[reason] = self.errors.get(reason, 0) + n
+
     def _error(self, reason: str) -> None:
         self.metrics.errors.labels(reason).inc()
         self.errors[reason] = self.errors.get(reason, 0) + 1
@@ -258,6 +265,7 @@ class RunnerCore:
         except Exception as exc:  # noqa: BLE001 (classified by the policy)
             self._failed(h, exc)
             return h
+        self._count_found(h.outputs)
         if h.outputs.duplicate:
             self.metrics.duplicates.labels(msg.topic).inc()
         return h
@@ -301,6 +309,7 @@ class RunnerCore:
                 return self._stop(hs, exc, reason)
             for h, out in zip(ok, outputs):
                 h.outputs = out
+                self._count_found(out)
                 if out.duplicate:
                     self.metrics.duplicates.labels(h.msg.topic).inc()
         for h, exc in bad:

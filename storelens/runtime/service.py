@@ -1,10 +1,13 @@
 """What every StoreLens service process shares: settings, health, metrics, shutdown.
 
 * ``/healthz``: the process is alive and its loop is turning (heartbeat
-  younger than ``stall_s``; counted from the process' start until the first beat).
+  younger than ``stall_s``; until the first beat, ``start_s`` counted from the process' start or from the
+  end of a wait (:func:`waiting`), whose loop beats it meanwhile).
 * ``/startupz``: the service has started: its loop has beaten once (:meth:`ServiceRuntime.beat`),
-  which the services do only once their models are loaded and their stage is built. Kubernetes'
-  startup probe, which holds the liveness probe back until then; it stays 200 afterwards.
+  which the services do only once their models are loaded and their stage is built, or it waits
+  (:func:`waiting`, e.g. for the schema: for as long as someone takes to run ``storelens db upgrade``,
+  which no startup probe's budget covers; ``/healthz``, beaten by the wait, is the liveness then).
+  Kubernetes' startup probe, which holds the liveness probe back until then.
 * ``/readyz``: every readiness check passes (broker connected, model
   loaded, state recovered, ...); each check is a named callable returning a bool, or
   ``(ok, detail)``: the detail of a failing check is answered under ``details`` (e.g. ingest's
@@ -54,7 +57,9 @@ def waiting(name: str, detail: str) -> None:
 
 
 def done_waiting(name: str) -> None:
+    """The wait for ``name`` is over: ``/healthz`` gives the rest of the start ``start_s`` from now."""
     WAITS.pop(name, None)
+    _wait_beat[0] = time.monotonic()
 
 
 class ServiceMetrics:
@@ -85,6 +90,12 @@ class ServiceMetrics:
         self.webhook_dropped = Counter("storelens_webhook_dropped_total", "Alert webhook messages dropped (dead-"
                                        "lettered) because alerts.webhook_max_queued were waiting for their URL",
                                        registry=registry)
+        self.webhook_dead_lettered = Counter(
+            "storelens_webhook_dead_lettered_total", "Alert webhook messages given up, by reason: rejected (a 4xx "
+            "answer), max_attempts, max_age (alerts.webhooks[].max_age_s), queue_full, closed (in-memory sender at "
+            "a stop), internal", ["reason"], registry=registry)
+        self.webhook_backlog = Gauge("storelens_webhook_backlog", "Alert webhook messages waiting for delivery (in "
+                                     "the history's webhook_outbox)", registry=registry)
 
     def drop_lag(self, topic: str, partition: int) -> None:
         """Remove the lag gauge's series of a partition the consumer no longer owns (revoked): a stale value
@@ -94,8 +105,11 @@ class ServiceMetrics:
 
 class ServiceRuntime:
     def __init__(self, name: str, port: int | None = None, host: str | None = None, stall_s: float = 120.0,
-                 serve_metrics: bool = True) -> None:
+                 serve_metrics: bool = True, start_s: float | None = None) -> None:
         self.name = name
+        #: how long the start may take before the first :meth:`beat` (default ``stall_s``): after a wait
+        #: (:func:`waiting`), the startup probe passed during it no longer holds the liveness probe back
+        self.start_s = stall_s if start_s is None else start_s
         #: ``False``: ``/metrics`` answers 404 (the api's port while it waits for the schema: there the app serves
         #: it, behind the metrics token)
         self.serve_metrics = serve_metrics
@@ -118,13 +132,19 @@ class ServiceRuntime:
         self._started = True
 
     def startup(self) -> tuple[bool, dict]:
-        """Started: :meth:`beat` was called once (the service's loop runs). Before that ``/healthz`` passes on the
-        heartbeat of the process' start, while the models may still be loading."""
-        return self._started, {"status": "started" if self._started else "starting"}
+        """Started: :meth:`beat` was called once (the service's loop runs), or the process waits (:func:`waiting`,
+        e.g. for ``storelens db upgrade``: open-ended, so the liveness probe, fed by the wait, takes over). Before
+        that ``/healthz`` passes on the heartbeat of the process' start, while the models may still be loading."""
+        if self._started:
+            return True, {"status": "started"}
+        if WAITS:
+            return True, {"status": "waiting", "waiting": sorted(WAITS)}
+        return False, {"status": "starting"}
 
     def health(self) -> tuple[bool, dict]:
         age = time.monotonic() - max(self._beat, _wait_beat[0])
-        return age < self.stall_s, {"status": "ok" if age < self.stall_s else "stalled", "heartbeat_age_s": round(age, 1)}
+        limit = self.stall_s if self._started or WAITS else self.start_s
+        return age < limit, {"status": "ok" if age < limit else "stalled", "heartbeat_age_s": round(age, 1)}
 
     def readiness(self) -> tuple[bool, dict]:
         results, details = {}, {}

@@ -1006,7 +1006,9 @@ WORKERS: dict[str, Callable[..., StageWorker]] = {
 
 
 def chain_rollup_worker(config: SiteConfig, rt: ServiceRuntime, stage, storage) -> StageWorker:
-    """The chain's roll-up: every store's ``store-kpis`` topic (regex ``chain.topic_pattern``) into ``storage``."""
+    """The chain's roll-up: every store's ``store-kpis`` topic (regex ``chain.topic_pattern``) into ``storage``; and
+    the chain database's audit log kept to ``privacy.retention.audit_log_days`` (no analytics service there)."""
+    from storelens.runtime.retention import RetentionPurge
     from storelens.runtime.sinks import HistorySink
 
     chain = config.chain
@@ -1015,7 +1017,8 @@ def chain_rollup_worker(config: SiteConfig, rt: ServiceRuntime, stage, storage) 
     group = ConsumerGroup(stage.name, tuple(stage.inputs), pattern=chain.topic_pattern,
                           metadata_refresh_s=chain.metadata_refresh_s)
     return StageWorker(config, rt, stage, groups=[group], sinks=[HistorySink(storage)],
-                       checks={"storage": storage.ping})
+                       checks={"storage": storage.ping},
+                       chores=[RetentionPurge(storage, config, audit_log_only=True)])
 
 
 def stage_worker(config: SiteConfig, rt: ServiceRuntime, stage) -> StageWorker:
@@ -1108,6 +1111,17 @@ class PosTransactionPublisher(TopicPublisher):
         self.publish([(t.store_id.encode("utf-8"), t) for t in transactions])
 
 
+#: Seconds a stage service's start may take (``ServiceRuntime.start_s``): its startup probe's budget in ``k8s/base``
+#: (detect-track, attributes, reid: 36 x 5 s), which ``/healthz`` gives the rest of the start after a wait (reid's
+#: deps wait for the schema) as the probe would have.
+STAGE_START_S = 180.0
+
+
+def stage_runtime(name: str, port: int | None = None) -> ServiceRuntime:
+    """The health server of the stage service ``name`` (:func:`run_stage_service`), with :data:`STAGE_START_S`."""
+    return ServiceRuntime(name, port=port, start_s=STAGE_START_S)
+
+
 def run_stage_service(name: str, deps: Callable[[SiteConfig], dict[str, Any]] | None = None) -> int:
     """``main()`` of a stage's service: site config, health server, the registered stage
     (models loaded, ``warm_up()`` if it has one), then the Kafka runner until SIGTERM.
@@ -1129,7 +1143,7 @@ def run_stage_service(name: str, deps: Callable[[SiteConfig], dict[str, Any]] | 
     setup_logging(os.environ.get("STORELENS_LOG_LEVEL", "INFO"))
     try:
         config = load_config(os.environ.get("STORELENS_CONFIG", "/etc/storelens/site.yaml"))
-        rt = ServiceRuntime(name)
+        rt = stage_runtime(name)
         rt.add_check("model", lambda: False)  # not ready until the models are loaded
         rt.start()
         stage = build_stage(name, config, **(deps(config) if deps is not None else {}))

@@ -1,8 +1,10 @@
 """Alerts of one camera inside the analytics stage: the site's ``alerts:`` rules, frame by frame.
 
-Runs after the zone analyzer and reads what it returned for the frame (``FrameView.prior``):
-zone occupancy from :class:`~storelens.contract.messages.ZoneOccupancy` (published only when it
-changes, so the last one is kept), loiterers from ``loiter`` / ``exit``
+Runs after the zone analyzer and reads what it returned for the frame (``FrameView.prior``) and who it holds
+inside its zones (:meth:`AlertAnalyzer.attach`: also the people inside before a site version added a rule):
+zone occupancy (as :class:`~storelens.contract.messages.ZoneOccupancy` says; ``staff_only`` with
+``exclude_staff``: less the tracks inside, the zone analyzer's open visits, that the uniform cue marked as staff,
+``Track.staff_uniform``), loiterers from ``loiter`` / ``exit``
 :class:`~storelens.contract.messages.ZoneEvent` s, queue exits (``queue_wait``: the predicted wait
 of :class:`~storelens.domain.zones.QueueStats` over the rule's window, as ``/v1/queues`` computes
 it: the service rate over the time the stream showed of the window, :class:`~storelens.domain.zones.StreamCoverage`
@@ -140,7 +142,7 @@ class AlertAnalyzer(CameraAnalyzer):
         #: end-of-stream is no end of the file (:meth:`end`).
         self.stopping = False
         self._zone_rules = {z.id: z.rules(config.zones) for z in camera.zones}
-        #: zone id -> people inside (last ZoneOccupancy seen).
+        #: zone id -> people inside (the zone analyzer's, :meth:`attach`; without: the last ZoneOccupancy seen).
         self.zone_occupancy: dict[str, int] = {}
         #: zone id -> track ids loitering there now.
         self.loiterers: dict[str, list[int]] = {}
@@ -164,6 +166,20 @@ class AlertAnalyzer(CameraAnalyzer):
         self.empty_open_since_ms: int | None = None
         self.hours = OpenHours(store_calendar(config)) if any(
             getattr(r, "when_open", False) for r in self.rules) else None
+        #: ``staff_only`` with ``exclude_staff``: its zones; the track ids inside one of them (an open visit of the
+        #: zone analyzer, :meth:`attach`) that the uniform cue marked as staff, forgotten at their exit (the mark is
+        #: on every frame of a staff track: a track is remembered only while a visit holds it unseen).
+        self.staff_zones = {r.zone for r in self.rules if r.kind == "staff_only" and r.exclude_staff}
+        self.staff: dict[int, None] = {}
+        #: The camera's zone analyzer (:meth:`attach`): who is inside its zones.
+        self._zones: CameraAnalyzer | None = None
+
+    def attach(self, analyzers: dict[str, CameraAnalyzer]) -> None:
+        """The camera's zone analyzer, whose open visits are who is inside a ``staff_only`` zone: also the people
+        inside before this analyzer existed (a rule or ``exclude_staff`` a site version added) or before its saved
+        state knew them (a state saved before it kept them)."""
+        self._zones = analyzers.get("zones")
+
 
     def _read_prior(self, prior: list) -> None:
         for r in prior:
@@ -205,7 +221,7 @@ class AlertAnalyzer(CameraAnalyzer):
                                self.coverage.covered_ms(now_ms, window))
         return 0.0 if q.predicted_wait_ms is None else q.predicted_wait_ms / 1000  # nobody served: no prediction
 
-    def _value(self, rule, view: FrameView) -> float:
+    def _value(self, rule, view: FrameView, inside: dict[str, list[int]]) -> float:
         kind = rule.kind
         if kind == "camera_occupancy":
             return float(len(view.track_ids))
@@ -218,26 +234,51 @@ class AlertAnalyzer(CameraAnalyzer):
         if kind == "no_detections":
             since = self.empty_open_since_ms if rule.when_open else self.empty_since_ms
             return 0.0 if since is None else (view.ts_ms - since) / 1000
-        return float(self.zone_occupancy.get(rule.zone, 0))
+        people = self.zone_occupancy.get(rule.zone, 0)
+        if kind == "staff_only" and rule.exclude_staff:
+            people -= sum(1 for t in inside.get(rule.zone, ()) if t in self.staff)
+        return float(max(people, 0))
+
+    def _run_broken(self, rule, start_ms: int) -> bool:
+        """Whether the run a ``camera_frozen`` / ``no_detections`` value measures (the same image, nobody in view)
+        began after ``start_ms`` or has ended (a changed image, a detection), so its value is known below
+        ``after_s`` without waiting ``after_s``: an alert taken over (:meth:`adopt`) then resolves after its hold."""
+        if rule.kind == "camera_frozen":
+            since = self.digest_since_ms
+        elif rule.kind == "no_detections":
+            since = self.empty_open_since_ms if rule.when_open else self.empty_since_ms
+        else:
+            return False
+        return since is None or since > start_ms
 
     def update(self, view: FrameView) -> list:
         self._read_prior(view.prior)
+        tracker = getattr(self._zones, "tracker", None)
+        # zone id -> the track ids with an open visit (the zone analyzer's): also the people inside before this
+        # analyzer was built (a rule a version added) or before its saved state knew them
+        inside = tracker.inside() if tracker is not None else {}
+        if tracker is not None:
+            self.zone_occupancy = {z: len(ids) for z, ids in inside.items()}
+        if self.staff_zones:  # the staff inside a staff_only zone; those outside (or gone) are not kept
+            now = {t for z in self.staff_zones for t in inside.get(z, ())}
+            self.staff = {t: None for t in self.staff if t in now}
+            self.staff.update((int(t.track_id), None) for t in view.tracks if t.staff_uniform and t.track_id in now)
         self._health(view)
         if self.queue_window_ms:
             self.coverage.add(view.ts_ms)
             self.coverage.forget(view.ts_ms - max(self.queue_window_ms.values()))
         out = []
         for rule in self.rules:
-            value = self._value(rule, view)
+            value = self._value(rule, view, inside)
             hold = self.holds[rule.id]
             condition = _condition(rule, value)
             warm = self.adopted.get(rule.id)
             if warm is not None:  # taken over from an earlier process: not resolved before measured again
                 if len(warm) > 2:  # a file read again: until the re-read reaches the time that fired it (not its
                     measured = view.ts_ms >= warm[3]  # seq: another target_fps reaches a seq at another time)
-                else:
+                else:  # or, a frozen image or an empty view, once a changed image or a detection broke the run
                     warm[1] = view.ts_ms + warm[0] if warm[1] is None else warm[1]
-                    measured = view.ts_ms >= warm[1]
+                    measured = view.ts_ms >= warm[1] or self._run_broken(rule, warm[1] - warm[0])
                 if measured or rule.id not in self.open:
                     del self.adopted[rule.id]
                 else:
@@ -288,7 +329,9 @@ class AlertAnalyzer(CameraAnalyzer):
         """Take over an alert an earlier process left open (a row of the ``alerts`` table, ``state`` firing) when
         its rule is still this camera's with the same kind and zone: it resolves (under its id) once the
         condition has been false for ``hold_s``, counted from when the rule's value is measured again
-        (:meth:`warm_up_ms` after the first frame), and no second alert fires meanwhile. ``False`` when not
+        (:meth:`warm_up_ms` after the first frame; a frozen image or an empty view as soon as a changed image or a
+        detection says the run is over), and no second alert fires meanwhile. The row may be one a person resolved
+        while the condition went on (its ``cleared_ts_ms`` unset): it stays one incident. ``False`` when not
         taken (the rule gone or changed, or another alert of the rule taken already).
 
         ``replay``: the camera is a file, read again from its start: the value is measured again from the time
@@ -334,7 +377,8 @@ class AlertAnalyzer(CameraAnalyzer):
                 "loiterers": {k: list(v) for k, v in self.loiterers.items()},
                 "queue_exits": {k: [list(e) for e in v] for k, v in self.queue_exits.items()},
                 "coverage": [list(r) for r in self.coverage.runs],
-                "digest": [self.digest, self.digest_since_ms], "empty": [self.empty_since_ms, self.empty_open_since_ms]}
+                "digest": [self.digest, self.digest_since_ms], "empty": [self.empty_since_ms, self.empty_open_since_ms],
+                **({"staff": list(self.staff)} if self.staff_zones else {})}
 
     def load_state(self, state: dict) -> None:
         rules = {r.id: r for r in self.rules}
@@ -359,6 +403,7 @@ class AlertAnalyzer(CameraAnalyzer):
         self.coverage = StreamCoverage(self.coverage.max_gap_ms, state.get("coverage", ()))
         self.digest, self.digest_since_ms = state.get("digest", ["", None])
         self.empty_since_ms, self.empty_open_since_ms = state.get("empty", [None, None])
+        self.staff = dict.fromkeys(int(t) for t in state.get("staff", [])) if self.staff_zones else {}
 
 
 def _orphan_reason(rule, camera_id: str, entry: list) -> str | None:

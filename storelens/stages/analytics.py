@@ -9,18 +9,18 @@ state rides along in every camera's state (after a restart the newest copy wins)
 :meth:`AnalyticsStage.tick` is called by the runner about once a second (both modes), so a
 silent store still moves the clock of ``camera_down`` and gets the daily reset's 0 rows.
 
-**The store's occupancy** (:func:`~storelens.domain.counting.store_totals`: over ``store.entrance_lines`` when
-set, their ins minus outs clamped at 0 at each crossing, else the sum of the cameras') is the ``store_occupancy``
-alert's value. What the clamping absorbed (outs while nobody is inside) is kept per entrance line in its
-camera's state beside the line's counts (:attr:`AnalyticsStage.store_clamped`), so the number survives a restart
-of the analytics service with the counts it comes from.
-With ``store.entrance_lines`` set, each frame that gives its camera's ``OccupancyUpdate`` (a frame with
-crossings) also gives one of camera id :data:`~storelens.domain.counting.STORE_OCCUPANCY_ID` (``@store``,
-stamped with the store clock), stored and published as the cameras' are: ``/v1/occupancy`` and ``/v1/live``
-read that one row, so they show the alert's number. The row counts the cameras whose state the stage has: an
-entrance camera that never sent a frame counts 0 and does not hold it back. Without entrance lines there is no
-such row: the API sums the cameras' rows by the same rule. Like the store-wide alerts, the row needs every camera
-on one analytics worker (the default single replica).
+**The store's occupancy** (:func:`~storelens.domain.counting.store_totals` over :func:`store_lines`:
+``store.entrance_lines`` when set, else every line of every camera; their ins minus outs clamped at 0 at each
+crossing, once for the whole store, not per camera) is the ``store_occupancy`` alert's value. What the clamping
+absorbed (outs while nobody is inside) is kept per entrance line in its camera's state beside the line's counts
+(:attr:`AnalyticsStage.store_clamped`), so the number survives a restart of the analytics service with the counts
+it comes from. Each frame that gives its camera's ``OccupancyUpdate`` (a frame with crossings) also gives one of
+camera id :data:`~storelens.domain.counting.STORE_OCCUPANCY_ID` (``@store``, stamped with the store clock),
+stored and published as the cameras' are: ``/v1/occupancy`` and ``/v1/live`` read that one row, so they show the
+alert's number. The row counts the cameras whose state the stage has: an entrance camera that never sent a frame
+counts 0 and does not hold it back. Like the store-wide alerts, the row needs every camera on one analytics
+worker (the default single replica). The embedded mode keeps its state in memory only: at its start it takes the
+day's counts of its live cameras, and the store's, from the history (:meth:`AnalyticsStage.resume_counts`).
 
 **The daily reset** (``store.occupancy_reset``, :class:`~storelens.domain.counting.OccupancyReset`): a camera's
 first frame at or after a reset (its own frame time) restarts its occupancy, ins and outs (and its lines' counts,
@@ -34,6 +34,7 @@ say what the API shows. The crossings and count windows are history and stay as 
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -41,17 +42,40 @@ import numpy as np
 
 from storelens.backends.video import is_live
 from storelens.config import SiteConfig, entrance_lines_of, with_site_update
-from storelens.config.alerts import STORE_KINDS
+from storelens.config.alerts import ALERT_KINDS, STORE_KINDS
 from storelens.contract import messages as m
 from storelens.contract import topics
 from storelens.domain.counting import (STORE_OCCUPANCY_ID, CrossingEvent, LineCounter, Occupancy, OccupancyReset,
                                        StoreTotals, store_clamps, store_totals, window_start_ms)
-from storelens.domain.geometry import anchors_bottom_center
+from storelens.domain.geometry import anchors_bottom_center, segment_in_frame
 from storelens.errors import DecodeError
 from storelens.stages.alerts import closed_alerts, store_calendar
 from storelens.stages.analyzers import CameraAnalyzer, FrameView, build_analyzers
 from storelens.stages.base import Outputs, Publish, UnknownCamera, decode_input
 from storelens.stages.store_alerts import StoreAlerts
+
+log = logging.getLogger(__name__)
+#: ``storelens_errors_total`` reason of a counting line that lies entirely outside its camera's frame
+#: (:meth:`AnalyticsStage.check_lines`): it never counts anybody.
+LINE_OUTSIDE_FRAME = "line_outside_frame"
+
+
+def store_lines(config: SiteConfig) -> list[tuple[str, str]]:
+    """The ``(camera, line)`` pairs whose crossings are the store's occupancy: ``store.entrance_lines``
+    (:func:`~storelens.config.entrance_lines_of`), else every line of every camera of ``config`` (as the KPIs'
+    visitors: "default every line"). Every door then counts in one number clamped at 0 (people who come in by one
+    door and leave by another are not left inside, as a sum of each camera's own clamped occupancy leaves them).
+
+    >>> from storelens.config import parse_config
+    >>> line = {"id": "in", "a": [0, 5], "b": [9, 5]}
+    >>> store_lines(parse_config({"store": {"id": "s"}, "cameras": [
+    ...     {"id": "a", "source": "a.mp4", "lines": [line]}, {"id": "b", "source": "b.mp4", "lines": [line]}]}))
+    [('a', 'in'), ('b', 'in')]
+    """
+    entrance = entrance_lines_of(config)
+    if entrance is None:
+        return [(cam.id, line.id) for cam in config.cameras for line in cam.lines]
+    return [tuple(x.split("/", 1)) for x in entrance]  # type: ignore[misc]
 
 
 def occupancy_reset(config: SiteConfig) -> OccupancyReset:
@@ -64,7 +88,7 @@ def occupancy_reset(config: SiteConfig) -> OccupancyReset:
 class AnalyticsOutput:
     crossings: list[CrossingEvent] = field(default_factory=list)
     occupancy: m.OccupancyUpdate | None = None
-    #: The store's occupancy (camera id ``STORE_OCCUPANCY_ID``) with ``occupancy``, when entrance lines are set.
+    #: The store's occupancy (camera id ``STORE_OCCUPANCY_ID``) with ``occupancy``.
     store_occupancy: m.OccupancyUpdate | None = None
     windows: list[m.CountWindow] = field(default_factory=list)
     #: What the camera's analyzers returned (zone events, statistics, heatmaps, ...), in order.
@@ -75,6 +99,9 @@ class AnalyticsOutput:
     #: found in the camera's state loaded from a snapshot (the analytics service's table).
     closed_alerts: list = field(default_factory=list)
     duplicate: bool = False
+    #: Problems found with the frame, not errors of it: ``storelens_errors_total`` reason -> how many
+    #: (:data:`LINE_OUTSIDE_FRAME`); the runner counts them (``Outputs.info["errors"]``).
+    errors: dict[str, int] = field(default_factory=dict)
 
 
 def _alert_key(alert: m.Alert, store_id: str) -> str:
@@ -127,11 +154,11 @@ class AnalyticsStage:
         #: may go back in time): its end-of-stream marker is taken as dated then (:meth:`dated_end`).
         self.last_frame_ts: dict[str, int] = {}
         self.ended: set[str] = set()
-        entrance = entrance_lines_of(config)
-        #: (camera, line) pairs whose ins minus outs are the store's occupancy (``None``: every camera's occupancy):
-        #: the site file's ``store.entrance_lines``, also after a site version removed one (it has no counts then).
-        self.entrance_lines = None if entrance is None else [tuple(x.split("/", 1)) for x in entrance]
-        self._entrance = set(self.entrance_lines or ())
+        #: (camera, line) pairs whose ins minus outs are the store's occupancy (:func:`store_lines`): the site
+        #: file's ``store.entrance_lines``, also after a site version removed one (it has no counts then), else
+        #: every line of every camera in force.
+        self.entrance_lines = store_lines(config)
+        self._entrance = set(self.entrance_lines)
         #: Store-wide alert rules (every camera's latest occupancy and frame time).
         self.store_alerts = StoreAlerts(config, self.store_occupancy)
         #: Version of the site edited through the API in force (0: the site file's).
@@ -149,10 +176,31 @@ class AnalyticsStage:
         self._closing: dict[str, dict] = {}
         #: The alerts the last site version resolved (:meth:`apply_site`), handed out by :meth:`handle`.
         self._site_closed: list[m.Alert] = []
+        #: camera id -> the frame size and lines :meth:`check_lines` last checked (each warned of once).
+        self._lines_checked: dict[str, tuple] = {}
+
+    def check_lines(self, camera_id: str, width: int, height: int) -> list[str]:
+        """The ids of the camera's lines that lie entirely outside its frame of ``width`` x ``height`` px (they
+        never count anybody: a line drawn on another camera's picture, or a frame size that changed), each logged
+        as a warning once per camera, frame size and lines; ``[]`` when checked already or the size is unknown."""
+        counter = self.counters.get(camera_id)
+        if counter is None or width <= 0 or height <= 0:
+            return []
+        key = (width, height, tuple((ln.id, ln.a, ln.b) for ln in counter.lines))
+        if self._lines_checked.get(camera_id) == key:
+            return []
+        self._lines_checked[camera_id] = key
+        outside = [ln for ln in counter.lines if not segment_in_frame(ln.a, ln.b, width, height)]
+        for ln in outside:
+            log.warning("camera %s: line %r (a %s, b %s) lies entirely outside its %sx%s frame: it never counts; "
+                        "lines are in pixels of the camera's frame (GET /v1/cameras/%s/snapshot)", camera_id, ln.id,
+                        list(ln.a), list(ln.b), width, height, camera_id,
+                        extra={"camera": camera_id, "line": ln.id, "width": width, "height": height})
+        return [ln.id for ln in outside]
 
     def store_totals(self, clock_ms: int | None = None) -> StoreTotals:
         """The store's occupancy, ins and outs now (:func:`~storelens.domain.counting.store_totals`): over
-        ``store.entrance_lines``, or else the sums of the cameras' (as ``/v1/occupancy``); a camera whose counts
+        :attr:`entrance_lines` (``store.entrance_lines``, else every line); a camera whose counts
         a reset at or before the store clock (or ``clock_ms``) voided (its frames behind, or none since) counts 0,
         and so does a camera without state (no frame of it yet)."""
         clock = self.store_alerts.clock_ms if clock_ms is None else clock_ms
@@ -170,8 +218,8 @@ class AnalyticsStage:
         """The ``line_counts`` of :func:`~storelens.domain.counting.store_totals`: ins, outs and ``"clamped"`` of
         the entrance cameras among ``cameras``."""
         out: dict[str, dict[str, dict[str, int]]] = {}
-        for cam, _ in self.entrance_lines or ():
-            if cam in cameras and cam not in out:
+        for cam, _ in self.entrance_lines:
+            if cam in cameras and cam not in out and cam in self.counters:
                 clamped = self.store_clamped.get(cam, {})
                 out[cam] = {line: {**c, "clamped": clamped.get(line, 0)}
                             for line, c in self.counters[cam].counts().items()}
@@ -192,6 +240,19 @@ class AnalyticsStage:
             if n:
                 clamped[ev.line_id] = clamped.get(ev.line_id, 0) + n
 
+    def _seed_clamp(self, camera_id: str, occupancy: int) -> None:
+        """Keep on one of the camera's store lines what makes its part of the store's number ``occupancy`` (the
+        camera's own clamped occupancy, as the store's number was the sum of them before it was kept over every line
+        without ``store.entrance_lines``): ``occupancy`` minus its store lines' ins minus outs."""
+        counter = self.counters.get(camera_id)
+        lines = [line for cam, line in self.entrance_lines if cam == camera_id] if counter is not None else []
+        counts = counter.counts() if counter is not None else {}
+        lines = [line for line in lines if line in counts]
+        if not lines:
+            return
+        net = sum(counts[line]["in"] - counts[line]["out"] for line in lines)
+        self.store_clamped[camera_id] = {lines[0]: occupancy - net}
+
     def store_occupancy(self) -> int:
         """The store's occupancy now (the ``store_occupancy`` alert's value): :meth:`store_totals`."""
         return self.store_totals().occupancy
@@ -209,7 +270,7 @@ class AnalyticsStage:
         """The 0 rows of the cameras a reset voided without a frame since (down overnight, or no one in view
         and the detector sends nothing), so the stored and live rows (history ``occupancy``, Redis) are the
         0 that ``/v1/occupancy`` shows, not yesterday's numbers: one per camera and reset, stamped with the
-        reset's time (a row of a later frame wins over it), and with ``store.entrance_lines`` the store's row
+        reset's time (a row of a later frame wins over it), and the store's row
         (:meth:`store_totals` at that time). "Now" is the API's: the wall clock ``now_ms`` on a site with a live
         camera, else the store clock (a file is not behind the wall clock). The counts themselves restart at
         the camera's next frame (:meth:`~storelens.domain.counting.Occupancy.follow`), as before: a frame still
@@ -227,7 +288,7 @@ class AnalyticsStage:
                 if self._zeroed.get(cam) != last and self.reset.stale(occ.since_ms, clock)]
         for u in rows:
             self._zeroed[u.camera_id] = last
-        if rows and self.entrance_lines is not None:
+        if rows:
             store = self.store_totals(clock)
             rows.append(m.OccupancyUpdate(camera_id=STORE_OCCUPANCY_ID, ts_ms=last, occupancy=store.occupancy,
                                           total_in=store.total_in, total_out=store.total_out))
@@ -271,6 +332,8 @@ class AnalyticsStage:
             "counter": self.counters[camera_id].state(),
             "occupancy": [occ.value, occ.total_in, occ.total_out, occ.since_ms],
             "store_clamped": dict(self.store_clamped.get(camera_id, {})),
+            # the store's number is kept over every line (store_lines) also without store.entrance_lines
+            "store_ledger": 1,
             "windows": [[line, start, c[0], c[1]] for (cam, line, start), c in self._windows.items()
                         if cam == camera_id],
             "analyzers": {name: a.state() for name, a in self.analyzers[camera_id].items()},
@@ -298,6 +361,10 @@ class AnalyticsStage:
         occ.since_ms = int(saved[3]) if len(saved) > 3 and saved[3] is not None else None
         # none in a state saved before it: the store's number is then ins minus outs until its next crossing
         self.store_clamped[camera_id] = {str(k): int(v) for k, v in state.get("store_clamped", {}).items()}
+        if "store_ledger" not in state and entrance_lines_of(self.config) is None:
+            # saved before every line was the store's without store.entrance_lines: the store's number was then the
+            # sum of the cameras' own clamped occupancies, and it goes on from that sum
+            self._seed_clamp(camera_id, occ.value)
         for key in [k for k in self._windows if k[0] == camera_id]:
             del self._windows[key]
         for line, start, cin, cout in state.get("windows", []):
@@ -313,21 +380,24 @@ class AnalyticsStage:
             self._closing[camera_id] = analyzers["alerts"]
 
     def adopt_alerts(self, firing: Iterable[dict], now_ms: int) -> list[m.Alert]:
-        """At the start of an embedded run: the alerts an earlier process left ``firing`` in the history (rows of
-        the ``alerts`` table) of the per-camera rules. An alert whose rule is still in force (same camera, kind and
-        zone; its threshold or hold may have changed) is taken over (:meth:`~storelens.stages.alerts.AlertAnalyzer.
-        adopt`): it resolves when its condition has ended, and no second alert fires for the same incident. A file
-        camera's is measured again from the re-read's frame that fired it (the same file and rule: the same alert,
-        same id; another threshold, hold or file: resolved when the re-read says so). The others are returned
-        ``resolved`` at ``now_ms`` (the rule or camera removed or changed, or an older alert of a rule whose newest
-        is taken over). The store-wide ones (``store_occupancy``, ``camera_down``) likewise
-        (:meth:`~storelens.stages.store_alerts.StoreAlerts.adopt`): an embedded stop leaves a live camera's
-        ``camera_down`` open, and the next run goes on with it (one alert per outage) or resolves it when its rule
-        went."""
+        """At the start of an embedded run: the alerts an earlier process left open in the history (rows of the
+        ``alerts`` table the stage has not resolved: ``firing``, or resolved by hand while the condition went on) of
+        the per-camera rules; rows of other kinds (an audit's ``count_accuracy``) are left alone. An alert whose rule
+        is still in force (same camera, kind and zone; its threshold or hold may have changed) is taken over
+        (:meth:`~storelens.stages.alerts.AlertAnalyzer.adopt`): it resolves when its condition has ended, and no
+        second alert fires for the same incident. A file camera's is measured again from the re-read's frame that
+        fired it (the same file and rule: the same alert, same id; another threshold, hold or file: resolved when the
+        re-read says so). The others are returned ``resolved`` at ``now_ms`` (the rule or camera removed or changed,
+        or an older alert of a rule whose newest is taken over). The store-wide ones (``store_occupancy``,
+        ``camera_down``) likewise (:meth:`~storelens.stages.store_alerts.StoreAlerts.adopt`): an embedded stop leaves
+        a live camera's ``camera_down`` open, and the next run goes on with it (one alert per outage) or resolves it
+        when its rule went."""
         out: list[m.Alert] = []
         rows = sorted(firing, key=lambda r: -int(r["fired_ts_ms"]))  # the newest of a rule's is taken over
         live = {c.id for c in self.config.cameras if is_live(c.source)}
         for r in rows:
+            if r["kind"] not in ALERT_KINDS:  # not a rule's (an audit's count_accuracy): not this stage's to close
+                continue
             if r["kind"] in STORE_KINDS:
                 out += self._adopt_store_alert(r, now_ms, live)
                 continue
@@ -345,6 +415,85 @@ class AnalyticsStage:
             # else the rule still applies and a newer alert of it was taken over
             out += closed or closed_alerts(self.config, cam, state, now_ms, int(r["fired_seq"]), "process restarted")
         return out
+
+    def resumable_cameras(self) -> list[str]:
+        """The rows :meth:`resume_counts` takes (camera ids, and :data:`STORE_OCCUPANCY_ID` for the store's): the
+        live cameras in force (their frames carry wall-clock times, so a restart goes on with the same day; a file
+        is read again from its start, and its counts re-derived, not added again), and the store's when every
+        camera of its lines (:func:`store_lines`) is live."""
+        live = [c.id for c in self.config.cameras if is_live(c.source)]
+        store = bool(self.entrance_lines) and all(cam in live for cam, _ in self.entrance_lines
+                                                  if cam in self.counters)
+        return live + ([STORE_OCCUPANCY_ID] if store else [])
+
+    def resume_counts(self, rows: dict[str, m.OccupancyUpdate | None],
+                      line_counts: dict[str, dict[str, dict[str, int]]], now_ms: int) -> list[str]:
+        """At the start of an embedded run (its state is in memory only; the analytics service restores its state
+        from its table instead, and never calls this): go on from the day's counts the previous process left in
+        the history, so a restart mid-day does not set the occupancy, ins and outs back to 0 (nor the store's,
+        nor the ``store_occupancy`` alert's). ``rows``: the latest stored occupancy row of each of
+        :meth:`resumable_cameras` (``None``: none); ``line_counts``: camera -> line -> ``{"in", "out"}`` of the
+        stored crossings since the latest reset at ``now_ms`` (the wall clock) up to the row. A row older than that
+        reset (:meth:`OccupancyReset.void_at`: yesterday's) is not taken, and neither is a camera this stage has a
+        frame of already. Each camera taken gets its row's occupancy, ins and outs (since that reset) and its lines'
+        counts; the store's figure its row's occupancy: what its clamp absorbed so far (its occupancy minus the
+        entrance lines' ins minus outs) is kept on one of its lines (:attr:`store_clamped`). Without a store's row to
+        take (none today: a history written before the store's number was kept over every line; or a file camera
+        among those of its lines) and without ``store.entrance_lines``, each camera taken counts its own row's
+        occupancy in the store's number (the store's number of that history). Nothing with ``store.occupancy_reset``
+        ``null`` (never): the stored crossings then go back to the retention's start while a camera's row counts since
+        the start of the process that wrote it, so the lines' counts (and the store's ins and outs, their sums) would
+        not match the cameras' (the counts start at 0, as before). The cameras taken."""
+        since = self.reset.last_reset_ms(now_ms)
+        if since is None:
+            return []
+        resumable = self.resumable_cameras()
+        taken: list[str] = []
+        for cam in resumable:
+            row = rows.get(cam)
+            if (cam == STORE_OCCUPANCY_ID or row is None or cam not in self.counters or cam in self.last_seq
+                    or self.reset.void_at(row.ts_ms, now_ms)):
+                continue
+            occ = self.occupancy[cam]
+            occ.value, occ.total_in, occ.total_out, occ.since_ms = row.occupancy, row.total_in, row.total_out, since
+            self.counters[cam].set_counts(line_counts.get(cam, {}))
+            self.store_clamped[cam] = {}
+            taken.append(cam)
+        row = rows.get(STORE_OCCUPANCY_ID)
+        home = next(((cam, line) for cam, line in self.entrance_lines if cam in taken
+                     and any(ln.id == line for ln in self.counters[cam].lines)), None)
+        if STORE_OCCUPANCY_ID in resumable and row is not None and home is not None \
+                and not self.reset.void_at(row.ts_ms, now_ms):
+            counted = store_totals(self.entrance_lines, [], self._entrance_counts(set(taken)))
+            self.store_clamped[home[0]][home[1]] = row.occupancy - (counted.total_in - counted.total_out)
+            taken.append(STORE_OCCUPANCY_ID)
+        elif entrance_lines_of(self.config) is None:
+            # no store's row to go on from (a history written before the store's number was kept over every line
+            # without store.entrance_lines, or a file among the cameras): each camera taken counts its own row's
+            # occupancy in the store's number, as that number was before
+            for cam in taken:
+                self._seed_clamp(cam, self.occupancy[cam].value)
+        return taken
+
+    def resume_windows(self, windows: Iterable[m.CountWindow], now_ms: int) -> int:
+        """At the start of an embedded run, with :meth:`resume_counts`: the count windows still open at ``now_ms``
+        (the current ``counting.window_s`` window and the one before, which takes late crossings) go on from the
+        stored rows of the live cameras (:meth:`resumable_cameras`), so the next crossing's window (an upsert of the
+        row) adds to the crossings counted before the restart instead of replacing them. Rows of a file camera (read
+        again from its start), of a camera this stage has a frame of already, of closed windows or of another
+        window length are not taken. How many windows were taken."""
+        win_s = self.config.counting.window_s
+        oldest = window_start_ms(now_ms, win_s) - win_s * 1000
+        live = set(self.resumable_cameras()) - {STORE_OCCUPANCY_ID}
+        taken = 0
+        for w in windows:
+            if (w.camera_id not in live or w.camera_id in self.last_seq or w.window_start_ms < oldest
+                    or w.window_end_ms - w.window_start_ms != win_s * 1000
+                    or window_start_ms(w.window_start_ms, win_s) != w.window_start_ms):
+                continue
+            self._windows[(w.camera_id, w.line_id, w.window_start_ms)] = [w.count_in, w.count_out]
+            taken += 1
+        return taken
 
     def _adopt_store_alert(self, r: dict, now_ms: int, live: set[str]) -> list[m.Alert]:
         """:meth:`adopt_alerts` of a store-wide alert's row: taken over (:meth:`StoreAlerts.adopt`) when its rule
@@ -445,9 +594,9 @@ class AnalyticsStage:
             store_alerts.load_state(self.store_alerts.state())
             self.store_alerts = store_alerts
         self.config, self.cameras, self.site_version = new, {c.id for c in new.cameras}, update.version
-        entrance = entrance_lines_of(new)  # the site file's: a removed line counts nothing, no other line counts
-        self.entrance_lines = None if entrance is None else [tuple(x.split("/", 1)) for x in entrance]
-        self._entrance = set(self.entrance_lines or ())
+        # the site file's: a removed line counts nothing, no other line counts (without: every line in force)
+        self.entrance_lines = store_lines(new)
+        self._entrance = set(self.entrance_lines)
         self.removed_cameras = (self.removed_cameras | set(old)) - self.cameras
         self.removed_closed -= self.cameras
         return True
@@ -506,7 +655,8 @@ class AnalyticsStage:
             + [Publish(topics.OCCUPANCY, u.camera_id, u) for u in occupancy]
             + [Publish(topics.COUNTS, cam, w) for w in out.windows]
             + [Publish(by_type[type(r)], cam, r) for r in out.analyzed if type(r) in by_type] + store.publish,
-            info={"crossings": len(out.crossings), "analyzed": len(out.analyzed)})
+            info={"crossings": len(out.crossings), "analyzed": len(out.analyzed),
+                  **({"errors": out.errors} if out.errors else {})})
 
     def process(self, tf: m.TrackedFrame) -> AnalyticsOutput:
         counter = self.counters.get(tf.camera_id)
@@ -534,6 +684,9 @@ class AnalyticsStage:
         self.last_frame_ts[tf.camera_id] = tf.ts_ms
         self.ended.discard(tf.camera_id)
         self._close_pending(tf, out)
+        outside = self.check_lines(tf.camera_id, tf.width, tf.height)
+        if outside:
+            out.errors[LINE_OUTSIDE_FRAME] = len(outside)
         occ = self.occupancy[tf.camera_id]
         restarted = occ.follow(self.reset, tf.ts_ms)  # before this frame's crossings: they are the new day's
         if restarted:
@@ -546,7 +699,7 @@ class AnalyticsStage:
         out.crossings = counter.update(tf.seq, tf.ts_ms, ids, anchors_bottom_center(boxes),
                                        still_ids=[t.track_id for t in tf.tracks if t.stationary],
                                        heights=boxes[:, 3] - boxes[:, 1])
-        if out.crossings and self.entrance_lines is not None:
+        if out.crossings:
             self._clamp_store(tf.camera_id, tf.ts_ms, out.crossings)
         for a in self.analyzers[tf.camera_id].values():
             view = FrameView(tf.camera_id, tf.seq, tf.ts_ms, tf.width, tf.height, ids, boxes, people,
@@ -574,7 +727,7 @@ class AnalyticsStage:
             out.occupancy = m.OccupancyUpdate(camera_id=tf.camera_id, ts_ms=tf.ts_ms, occupancy=occ.value,
                                               total_in=occ.total_in, total_out=occ.total_out)
         out.store_alerts = self.store_alerts.on_frame(tf.camera_id, tf.seq, tf.ts_ms)
-        if (out.crossings or restarted) and self.entrance_lines is not None:
+        if out.crossings or restarted:
             # from the cameras whose state is here: an entrance camera that never sent a frame (offline all day)
             # counts 0, as /v1/occupancy counts it, and does not hold the row back (the analytics service loads
             # every entrance camera's persisted state before a frame: AnalyticsApp._sync_entrance_cameras);

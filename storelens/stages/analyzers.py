@@ -68,6 +68,10 @@ class CameraAnalyzer:
         ``prior``: what the analyzers before this one returned at the end."""
         return []
 
+    def attach(self, analyzers: dict[str, "CameraAnalyzer"]) -> None:
+        """The camera's analyzers, this one among them (:func:`build_analyzers`): one that reads another's state
+        (the alerts read who is inside the zones) keeps it here."""
+
     def state(self) -> dict:
         return {}
 
@@ -96,4 +100,6 @@ def build_analyzers(config: SiteConfig, camera: CameraConfig) -> dict[str, Camer
         analyzer = factory(config, camera)
         if analyzer is not None:
             out[name] = analyzer
+    for analyzer in out.values():
+        analyzer.attach(out)
     return out

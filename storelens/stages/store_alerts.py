@@ -1,7 +1,7 @@
 """The store-level alert step of the analytics stage: rules that need every camera.
 
 * ``store_occupancy``: the store's occupancy (ins minus outs over ``store.entrance_lines`` when
-  set, else the sum of the cameras' occupancy, as ``/v1/occupancy``) above ``max``;
+  set, else over every line, clamped at 0 for the store, as ``/v1/occupancy``) above ``max``;
 * ``camera_down``: no frame from the camera for ``after_s``.
 
 The per-camera analyzers (:mod:`storelens.stages.alerts`) see one camera's frames; this step is
@@ -19,7 +19,9 @@ elapsed since the last tick that saw frames, for sites with a live source (a fil
 when detection is slow). A camera whose finite source ended is not down; a live camera never ends (when
 the embedded run stops, a live camera that is down stays down: its alert is not resolved).
 
-``alert_id``: ``store_occupancy``: ``{rule}:{store id}:{clock at the firing}``; ``camera_down``:
+``alert_id``: ``store_occupancy``: ``{rule}:{store id}:{clock at the firing}``, ``-{n}`` added for the n-th incident
+of the rule fired at the same clock (n >= 2: ``cooldown_s: 0``, the clock held by a camera's frames lagging another's;
+the count is saved with the state, so a replay or a restart gives the same ids); ``camera_down``:
 ``{rule}:{camera}:{seq of its last frame}``, or ``{rule}:{camera}:start-{clock's first value}`` for a camera
 with no frame seen (the outage is known from then on): a restart that keeps the state (the analytics
 service) and fires it again gives the same id; a process that starts without it (the embedded mode)
@@ -98,6 +100,12 @@ class StoreAlerts:
         self.closed_ids: set[str] = set()
         #: Seq of the last frame seen (any camera): the ``seq`` of store-wide alerts made by a tick.
         self.seq = 0
+        #: How many times an alert fired or resolved here (saved: of two snapshots at the same clock,
+        #: the one with more changes is the newer, :meth:`load_state`; the analytics service saves the state after a
+        #: tick that changed it).
+        self.changes = 0
+        #: ``store_occupancy``: rule id -> [clock of its last firing, how many fired at that clock] (its ids).
+        self.fired_at: dict[str, list[int]] = {}
         # wall-time anchor of the ticks (not persisted: wall time means nothing after a restart)
         self._anchor: tuple[int, int] | None = None
         self._frames_since_tick = 0
@@ -115,10 +123,15 @@ class StoreAlerts:
         self.ended.discard(camera_id)
         self.seq = seq
         self._frames_since_tick += 1
+        for rule in self.rules:  # a camera_down taken over from a live camera: its frame says it is up, measured now
+            warm = self.adopted.get(rule.id)
+            if warm is not None and len(warm) <= 2 and rule.kind == "camera_down" and rule.camera == camera_id:
+                del self.adopted[rule.id]
         closing, self.closing = self.closing, {}
         out = [self.resolved_message(k, entry, fired_ms, self.clock_ms, self._seq_of(entry), why)
                for k, (entry, fired_ms, why) in closing.items()]
         self.closed_ids |= {a.alert_id for a in out}
+        self.changes += len(out)
         return out + (self.evaluate(seq) if self.rules else [])
 
     def on_end(self, camera_id: str, ts_ms: int) -> list[m.Alert]:
@@ -151,6 +164,7 @@ class StoreAlerts:
                                           "not in the streams read again")
             hold.firing, hold.since_ms, hold.resolved_ms = False, None, alert.ts_ms
             out.append(alert)
+        self.changes += len(out)
         return out
 
     def tick(self, now_ms: int) -> list[m.Alert]:
@@ -196,7 +210,11 @@ class StoreAlerts:
             store = rule.kind == "store_occupancy"
             if change == "fire":
                 if store:
-                    self.open[rule.id] = [f"{rule.id}:{self.store_id}:{now}", seq, *self._what(rule)]
+                    last_fire = self.fired_at.get(rule.id)
+                    n = last_fire[1] + 1 if last_fire is not None and last_fire[0] == now else 1
+                    self.fired_at[rule.id] = [now, n]  # another incident at the same clock: another id
+                    self.open[rule.id] = [f"{rule.id}:{self.store_id}:{now}" + (f"-{n}" if n > 1 else ""), seq,
+                                          *self._what(rule)]
                 else:
                     last = self.last_seq.get(rule.camera)
                     # never seen: the outage is known from the clock's first value (a process that keeps no state
@@ -212,6 +230,7 @@ class StoreAlerts:
                                fired_ts_ms=now if hold.fired_ms is None else hold.fired_ms, fired_seq=fired_seq,
                                value=value, threshold=_threshold(rule),
                                message=alert_text(rule, value, state, self.store_id if store else None)))
+        self.changes += len(out)
         return out
 
     def state(self) -> dict:
@@ -220,18 +239,22 @@ class StoreAlerts:
         return {"clock_ms": self.clock_ms, "started_ms": self.started_ms, "last_ts": dict(self.last_ts),
                 "last_seq": dict(self.last_seq), "ended": sorted(self.ended), "seq": self.seq,
                 "holds": {k: h.state() for k, h in self.holds.items()}, "open": dict(self.open),
-                "adopted": {k: list(v) for k, v in self.adopted.items()}}
+                "adopted": {k: list(v) for k, v in self.adopted.items()}, "changes": self.changes,
+                "fired_at": {k: list(v) for k, v in self.fired_at.items()}}
 
     def load_state(self, state: dict) -> None:
-        """Take a snapshot unless this step already is further along (each camera's state carries one;
-        after a restart the newest wins). A snapshot without a clock (no frame yet) is taken only by a step without
-        one either, and only when it holds open alerts: the alerts taken over (:meth:`adopt`) before the first frame
-        go on across a site version (the step rebuilt), not dropped."""
+        """Take a snapshot unless this step already is further along (each camera's state carries one, and the
+        analytics service's table the state a tick changed; after a restart the newest wins: the later clock, at the
+        same clock the one with more transitions, :attr:`changes`). A snapshot without a clock (no frame yet) is
+        taken only by a step without one either, and only when it holds open alerts: the alerts taken over
+        (:meth:`adopt`) before the first frame go on across a site version (the step rebuilt), not dropped."""
         clock = state.get("clock_ms")
         if clock is None and (self.clock_ms is not None or not state.get("open")):
             return
-        if clock is not None and self.clock_ms is not None and clock < self.clock_ms:
-            return
+        if clock is not None and self.clock_ms is not None and (clock, int(state.get("changes", 0))) < (
+                self.clock_ms, self.changes):
+            return  # older: an earlier clock, or the same with fewer transitions (a tick's saved state is newer)
+        self.changes = max(self.changes, int(state.get("changes", 0)))
         self.clock_ms, self.started_ms = None if clock is None else int(clock), state.get("started_ms")
         self.last_ts = {k: int(v) for k, v in state.get("last_ts", {}).items()}
         self.last_seq = {k: int(v) for k, v in state.get("last_seq", {}).items()}
@@ -250,6 +273,7 @@ class StoreAlerts:
                      for k, v in state.get("open", {}).items() if k not in gone}
         self.adopted = {k: [int(v[0]), None if v[1] is None else int(v[1]), *(int(x) for x in v[2:3])]
                         for k, v in state.get("adopted", {}).items() if k in self.open}
+        self.fired_at = {k: [int(v[0]), int(v[1])] for k, v in state.get("fired_at", {}).items() if k in self.holds}
         self.closing = {k: [v, (holds.get(k) or {}).get("fired_ms"), why]
                         for k, v in state.get("open", {}).items()
                         if (why := gone.get(k)) and v[0] not in self.closed_ids}
@@ -309,13 +333,15 @@ class StoreAlerts:
                 self.adopted.pop(k, None)
                 self.holds[k] = HoldAlert(hold.hold_ms, hold.cooldown_ms)
         self.closed_ids |= {a.alert_id for a in out}
+        self.changes += len(out)
         return out
 
     def adopt(self, alert: dict, replay: bool = False) -> bool:
         """Take over a store-wide alert an earlier process left open (a row of the ``alerts`` table, ``state``
         firing) when its rule is still in force with the same kind (and camera): it resolves under its id once the
         condition has been false for ``hold_s``, counted from when the value is measured again (``camera_down``:
-        ``after_s`` of the clock after the first evaluation), and no second alert of the rule fires meanwhile.
+        ``after_s`` of the clock after the first evaluation, or the camera's first frame if sooner), and no second
+        alert of the rule fires meanwhile.
         ``False`` when not taken (the rule gone or changed, or another alert of the rule taken already).
 
         ``replay``: its measure is read again from files (``store_occupancy`` of a files-only site, a file camera's

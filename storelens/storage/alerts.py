@@ -11,7 +11,9 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
+from storelens.config.alerts import ALERT_KINDS
 from storelens.storage.schema import alerts
+from storelens.storage.site import has_rows
 
 AlertFilter = Literal["firing", "resolved", "acked", "unacked", "all"]
 
@@ -51,8 +53,7 @@ def count_alerts(storage: Any, state: AlertFilter = "all", start_ms: int | None 
 
 def camera_has_alerts(storage: Any, camera_id: str) -> bool:
     """Whether any stored alert is of ``camera_id`` (a camera a site version removed keeps its alerts)."""
-    a = alerts.c
-    return bool(storage._rows(sa.select(sa.literal(1)).where(a.camera_id == camera_id).limit(1)))
+    return has_rows(storage, [alerts], camera_id=camera_id)
 
 
 def list_alerts(storage: Any, state: AlertFilter = "all", start_ms: int | None = None, end_ms: int | None = None,
@@ -70,9 +71,14 @@ def list_alerts(storage: Any, state: AlertFilter = "all", start_ms: int | None =
 
 
 def firing_alerts(storage: Any) -> list[dict[str, Any]]:
-    """Every alert still open (``state`` firing: neither the stage nor a person resolved it), oldest first: what the
-    embedded pipeline takes over at its start (:meth:`~storelens.stages.analytics.AnalyticsStage.adopt_alerts`)."""
-    stmt = sa.select(alerts).where(alerts.c.state == "firing").order_by(alerts.c.fired_ts_ms, alerts.c.alert_id)
+    """Every alert of the rules (:data:`~storelens.config.alerts.ALERT_KINDS`) whose condition the stage has not
+    seen end (``cleared_ts_ms`` unset: ``state`` firing, or resolved by a person while it went on), oldest first:
+    what the embedded pipeline takes over at its start
+    (:meth:`~storelens.stages.analytics.AnalyticsStage.adopt_alerts`), so an incident closed by hand does not fire
+    a second alert while it lasts. Other kinds (``count_accuracy`` of an audit) are no rule's: never taken over."""
+    a = alerts.c
+    stmt = sa.select(alerts).where(a.cleared_ts_ms.is_(None), a.kind.in_(ALERT_KINDS)).order_by(a.fired_ts_ms,
+                                                                                                 a.alert_id)
     return [_row(r) for r in storage._rows(stmt)]
 
 

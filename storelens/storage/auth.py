@@ -11,7 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from storelens.storage import dialects
+import storelens.storage.dialects as dialects
 from storelens.storage.schema import api_keys, audit_log, users
 
 
@@ -76,9 +76,13 @@ def get_api_key(storage: Any, key_id: str) -> dict[str, Any] | None:
     return dict(rows[0]._mapping) if rows else None
 
 
-def list_api_keys(storage: Any) -> list[dict[str, Any]]:
+def list_api_keys(storage: Any, created_by: str | None = None) -> list[dict[str, Any]]:
+    """Every API key (``created_by``: those that user created), oldest first, without their secrets' hashes."""
     cols = [c for c in api_keys.c if c.name != "secret_sha256"]
-    return [dict(r._mapping) for r in storage._rows(sa.select(*cols).order_by(api_keys.c.created_ts_ms))]
+    stmt = sa.select(*cols).order_by(api_keys.c.created_ts_ms)
+    if created_by is not None:
+        stmt = stmt.where(api_keys.c.created_by == created_by)
+    return [dict(r._mapping) for r in storage._rows(stmt)]
 
 
 def revoke_api_key(storage: Any, key_id: str, ts_ms: int) -> bool:
@@ -100,6 +104,13 @@ def audit(storage: Any, ts_ms: int, actor: str, action: str, target: str, detail
     storage._write(lambda c: c.execute(sa.insert(audit_log).values(
         ts_ms=ts_ms, actor=actor, action=action, target=target, client=client,
         detail=json.dumps(detail or {}, sort_keys=True))))
+
+
+def purge_audit(storage: Any, before_ms: int) -> int:
+    """Delete the audit entries older than ``before_ms`` (``privacy.retention.audit_log_days``, run by the retention
+    purge: :class:`storelens.runtime.retention.RetentionPurge`); how many. A range search of ``audit_log_by_time``."""
+    return max(int(storage._write(lambda c: c.execute(
+        sa.delete(audit_log).where(audit_log.c.ts_ms < before_ms)).rowcount)), 0)
 
 
 def list_audit(storage: Any, start_ms: int | None = None, end_ms: int | None = None, actor: str | None = None,

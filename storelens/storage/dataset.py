@@ -18,6 +18,11 @@ What is written under ``OUT``::
     dataset.yaml                                  ultralytics format, one class: person
     README.txt                                    provenance and licence fields
 
+``OUT`` must be new or empty (a second export into it would mix its images with the first's: the same frame in
+train and val), unless ``overwrite``: then those files of a previous export are replaced, nothing else in ``OUT``
+is touched. The set is written into a hidden folder in ``OUT`` first (:data:`PARTIAL_PREFIX`) and moved into
+place only once complete: an error, Ctrl-C or SIGTERM leaves ``OUT`` as it was.
+
 Only *confident* tracks are labelled (:func:`storelens.domain.dataset.confident_tracks`);
 the boxes of the other tracks are filled grey (114, as YOLO's letterbox) in the images, so
 an unlabelled person does not teach the model that a person is background. Faces: the head
@@ -32,9 +37,12 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import os
 import pathlib
 import re
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -47,12 +55,17 @@ from storelens.config import SiteConfig
 from storelens.config.cameras import redact_source
 from storelens.domain import dataset as ds
 from storelens.domain.mot import MotBox, write_mot
-from storelens.errors import ConfigError
+from storelens.errors import ConfigError, Interrupted
 from storelens.stages.snapshots import blur_faces, blur_heads, face_finder
 from storelens.storage.schema import frames as frames_table
 
 #: Grey that hides the boxes of unlabelled (not confident) tracks.
 IGNORE_GREY = 114
+#: What an export writes in its folder: all that ``overwrite`` replaces there.
+EXPORT_ITEMS = ("images", "labels", "mot", "dataset.yaml", "README.txt")
+#: Name prefix of the hidden folder an export is written into before it is moved into place (one left by a killed
+#: export is removed by the next ``overwrite``).
+PARTIAL_PREFIX = ".storelens-export-partial-"
 
 
 @dataclass
@@ -83,22 +96,93 @@ def _frames(storage: Any, camera_id: str, start_ms: int | None, end_ms: int | No
     return [tuple(r) for r in storage._rows(stmt.order_by(f.seq))]
 
 
+def check_out(out_dir: str | pathlib.Path, overwrite: bool = False) -> pathlib.Path:
+    """``out_dir`` checked before an export: new or empty, or ``overwrite`` (:class:`ConfigError` otherwise, naming
+    what is there)."""
+    out = pathlib.Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"export folder {out} is a file")
+    there = sorted(p.name for p in out.iterdir()) if out.is_dir() and not overwrite else []
+    if there:
+        listed = ", ".join(there[:5]) + (", ..." if len(there) > 5 else "")
+        raise ConfigError(f"export folder {out} is not empty ({listed}): an export into it would mix its images "
+                          f"with what is there; choose a new folder, or --overwrite to replace a previous "
+                          f"export's {', '.join(EXPORT_ITEMS)} (nothing else there is touched)")
+    return out
+
+
+def _move_into_place(work: pathlib.Path, out: pathlib.Path) -> None:
+    """The complete export in ``work`` moved to ``out``, in place of a previous export's files (:data:`EXPORT_ITEMS`,
+    and folders a killed export left): these are first moved aside into ``work/.replaced``, so the swap is a few
+    renames. A failure or stop during them moves everything back (``out`` as it was); once they are done, the
+    replaced files are only in ``work/.replaced`` (deleted with ``work`` by the caller)."""
+    old = work / ".replaced"
+    old.mkdir()
+    aside: list[str] = []
+    moved_in: list[str] = []
+    try:
+        for p in out.iterdir():
+            if p.name in EXPORT_ITEMS or (p.name.startswith(PARTIAL_PREFIX) and p != work):
+                os.replace(p, old / p.name)
+                aside.append(p.name)
+        for name in EXPORT_ITEMS:
+            if (work / name).exists():
+                os.replace(work / name, out / name)
+                moved_in.append(name)
+    except BaseException:  # the previous export back in place, the new files back into work (deleted with it)
+        for name in reversed(moved_in):
+            with contextlib.suppress(OSError):
+                os.replace(out / name, work / name)
+        for name in aside:
+            with contextlib.suppress(OSError):
+                os.replace(old / name, out / name)
+        raise
+
+
 def export_history(config: SiteConfig, storage: Any, out_dir: str | pathlib.Path, *,
                    cameras: Sequence[str] | None = None, start_ms: int | None = None, end_ms: int | None = None,
                    every_n: int = 10, min_confidence: float = 0.5, min_length: int = 10, val_fraction: float = 0.2,
                    face_detector: bool = True, jpeg_quality: int = 95, provenance: str = "history",
-                   licence: str = "not stated (pass --licence)") -> ExportResult:
-    """Export the stored tracks of ``cameras`` (default all) in ``[start_ms, end_ms)`` to ``out_dir``."""
-    import cv2
-
+                   licence: str = "not stated (pass --licence)", overwrite: bool = False) -> ExportResult:
+    """Export the stored tracks of ``cameras`` (default all) in ``[start_ms, end_ms)`` to ``out_dir`` (new or empty,
+    or ``overwrite``: a previous export's files there replaced; see the module's doc)."""
     _check_options(every_n, min_confidence, min_length, val_fraction)
     known = {c.id: c for c in config.cameras}
     cams = list(cameras) if cameras else list(known)
     unknown = sorted(set(cams) - set(known))
     if unknown:
         raise ConfigError(f"unknown camera(s) {unknown}; the config has {sorted(known)}")
-    out = pathlib.Path(out_dir)
+    out = check_out(out_dir, overwrite)
+    made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    work = pathlib.Path(tempfile.mkdtemp(prefix=PARTIAL_PREFIX, dir=out))
+    try:
+        result = _export(config, storage, out, work, cams, start_ms, end_ms, every_n, min_confidence, min_length,
+                         val_fraction, face_detector, jpeg_quality, provenance, licence)
+        _move_into_place(work, out)
+    except BaseException:  # an error, Ctrl-C, SIGTERM (as KeyboardInterrupt in the CLI): OUT as it was
+        shutil.rmtree(work, ignore_errors=True)
+        if made:
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
+    # the new set is in place: deleting the previous one (work/.replaced) may take long on a large export
+    try:
+        shutil.rmtree(work, ignore_errors=True)
+    except KeyboardInterrupt:
+        raise Interrupted(f"the export is complete in {out}; stopped while deleting the previous export's files "
+                          f"(left in {work.name}, removed by the next --overwrite)") from None
+    return result
+
+
+def _export(config: SiteConfig, storage: Any, out: pathlib.Path, work: pathlib.Path, cams: list[str],
+            start_ms: int | None, end_ms: int | None, every_n: int, min_confidence: float, min_length: int,
+            val_fraction: float, face_detector: bool, jpeg_quality: int, provenance: str,
+            licence: str) -> ExportResult:
+    """:func:`export_history`'s files written into ``work`` (``dataset.yaml`` names ``out``, where they go)."""
+    import cv2
+
+    known = {c.id: c for c in config.cameras}
     result = ExportResult(out_dir=str(out.resolve()))
     find_faces: Callable[[np.ndarray], np.ndarray] | None = face_finder(config) if face_detector else None
     has_val = False
@@ -148,11 +232,11 @@ def export_history(config: SiteConfig, storage: Any, out_dir: str | pathlib.Path
                 sp = split[idx]
                 has_val |= sp == "val"
                 stem = f"{name}_{idx:06d}"
-                (out / "images" / sp).mkdir(parents=True, exist_ok=True)
-                (out / "labels" / sp).mkdir(parents=True, exist_ok=True)
-                cv2.imwrite(str(out / "images" / sp / f"{stem}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
+                (work / "images" / sp).mkdir(parents=True, exist_ok=True)
+                (work / "labels" / sp).mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(work / "images" / sp / f"{stem}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
                 rows = [ds.yolo_row(b, width, height) for _, b in kept]
-                (out / "labels" / sp / f"{stem}.txt").write_text("\n".join(rows) + ("\n" if rows else ""))
+                (work / "labels" / sp / f"{stem}.txt").write_text("\n".join(rows) + ("\n" if rows else ""))
                 result.images += 1
                 result.boxes += len(rows)
                 result.ignored_boxes += len(dropped)
@@ -162,15 +246,15 @@ def export_history(config: SiteConfig, storage: Any, out_dir: str | pathlib.Path
         mot = [MotBox(seq_frame[pt.seq], p.track_id, pt.bbox_xyxy[0], pt.bbox_xyxy[1],
                       pt.bbox_xyxy[2] - pt.bbox_xyxy[0], pt.bbox_xyxy[3] - pt.bbox_xyxy[1], 1.0)
                for p in paths if p.track_id in keep for pt in p.points if pt.seq in seq_frame]
-        seq_dir = out / "mot" / name
+        seq_dir = work / "mot" / name
         (seq_dir / "gt").mkdir(parents=True, exist_ok=True)
         result.mot_rows += write_mot(seq_dir / "gt" / "gt.txt", mot)
         fps = source_fps(source)
         (seq_dir / "seqinfo.ini").write_text(
             f"[Sequence]\nname={name}\nframeRate={fps:g}\nseqLength={max(seq_frame.values())}\n"
             f"imWidth={width}\nimHeight={height}\nimExt=.jpg\n")
-    (out / "dataset.yaml").write_text(ds.dataset_yaml(str(out.resolve()), has_val))
-    (out / "README.txt").write_text(_readme(config, cams, result, provenance, licence, every_n, min_confidence,
+    (work / "dataset.yaml").write_text(ds.dataset_yaml(str(out.resolve()), has_val))
+    (work / "README.txt").write_text(_readme(config, cams, result, provenance, licence, every_n, min_confidence,
                                             min_length, val_fraction, face_detector))
     return result
 
@@ -228,15 +312,26 @@ contents: {r.images} images, {r.boxes} boxes, {r.mot_rows} MOT rows (mot/<camera
 
 
 def export_video(config: SiteConfig, out_dir: str | pathlib.Path, **kw: Any) -> ExportResult:
-    """Run the embedded pipeline on ``config`` (one video camera) into a temporary history, then export it."""
+    """Run the embedded pipeline on ``config`` (one video camera) into a temporary history, then export it. The
+    export uses tracks only: the run has no faces stage (``faces.enabled`` of the site is off for it), so no face
+    gallery is needed and the site's is neither read nor written; nor has it alert webhooks (its alerts are not
+    POSTed). A run stopped before the video's end (Ctrl-C,
+    SIGTERM) exports nothing: :class:`~storelens.errors.Interrupted`."""
     from storelens.runtime.embedded import EmbeddedPipeline
     from storelens.storage.history import SqlStorage
 
     _check_options(**kw)
+    if config.faces.enabled:
+        config = config.model_copy(update={"faces": config.faces.model_copy(update={"enabled": False})})
+    if config.alerts.webhooks:  # a re-run's alerts must not reach the production webhooks (nor wait in a temp DB)
+        config = config.model_copy(update={"alerts": config.alerts.model_copy(update={"webhooks": []})})
+    check_out(out_dir, kw.get("overwrite", False))  # before the pipeline runs
     with tempfile.TemporaryDirectory(prefix="storelens-export-") as tmp:
         storage = SqlStorage(str(pathlib.Path(tmp) / "history.sqlite"))
         try:
-            EmbeddedPipeline(config, storage=storage).run()
+            run = EmbeddedPipeline(config, storage=storage).run()
+            if run.interrupted:  # its tracks end early: not a set of the video
+                raise Interrupted(f"the pipeline stopped after {run.frames} frames: nothing exported")
             kw.setdefault("provenance", "video " + ", ".join(c.source for c in config.cameras))
             return export_history(config, storage, out_dir, **kw)
         finally:

@@ -51,22 +51,43 @@ def is_postgres(target: str) -> bool:
 
 
 def redact_dsn(dsn: str) -> str:
-    """``dsn`` with any password replaced by ``***`` (for error messages and logs).
+    """``dsn`` with any password (``password``, ``sslpassword``) replaced by ``***`` (for error messages and logs).
+    A URL whose user name or password is not percent-encoded (:func:`storelens.config.site.pg_url_unencoded`:
+    libpq would read part of the password as the host, port or database) or that does not parse is only its
+    scheme and host.
 
     Example:
         >>> redact_dsn("postgresql://storelens:secret@db:5432/storelens")
         'user=storelens password=*** dbname=storelens host=db port=5432'
+        >>> redact_dsn("postgresql://storelens:se/cret@db:5432/storelens")
+        'postgresql://db'
     """
     import psycopg
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+    from storelens.config.site import pg_url_unencoded
+
+    if pg_url_unencoded(dsn):
+        return _scheme_and_host(dsn)
     try:
         params = conninfo_to_dict(_libpq(dsn))
     except psycopg.ProgrammingError:
-        return "<invalid dsn>"
-    if "password" in params:
-        params["password"] = "***"
+        return _scheme_and_host(dsn) if "://" in dsn else "<invalid dsn>"
+    for key in ("password", "sslpassword"):
+        if key in params:
+            params[key] = "***"
     return make_conninfo(**{k: str(v) for k, v in params.items()})
+
+
+def _scheme_and_host(url: str) -> str:
+    """``scheme://host`` of a URL that does not parse cleanly: the host after its last ``@``, nothing of the
+    user name, password, port, database or parameters."""
+    scheme, _, rest = url.strip().partition("://")
+    host = re.split(r"[/?#]", rest.rpartition("@")[2], maxsplit=1)[0]
+    host = host.partition("]")[0] + "]" if host.startswith("[") else host.partition(":")[0].partition(",")[0]
+    if not re.fullmatch(r"[\w.\-\[\]:%]*", host):
+        host = "?"
+    return f"{scheme}://{host}"
 
 
 def _libpq(dsn: str) -> str:
@@ -96,6 +117,11 @@ def open_database(target: str, *, schema: str | None = None, connect_timeout_s: 
     ``connect()`` (no pool): each store keeps one connection open for its life.
     """
     if is_postgres(target):
+        from storelens.config.site import PG_URL_UNENCODED, pg_url_unencoded
+        from storelens.errors import StorageError
+
+        if pg_url_unencoded(target):  # libpq would read the password's rest as host/port/database, errors show it
+            raise StorageError(f"cannot connect to PostgreSQL ({redact_dsn(target)}): {PG_URL_UNENCODED}")
         return Database(_postgres_engine(target, schema, connect_timeout_s, application_name), True,
                         redact_dsn(target), schema)
     if schema is not None:

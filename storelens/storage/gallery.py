@@ -113,7 +113,9 @@ def customers_query(db: dialects.Database, customers: sa.Table, visits: sa.Table
                     from_ts_ms: int | None, to_ts_ms: int | None, limit: int,
                     offset: int, exclude: Sequence[str] = ()) -> tuple[sa.TextClause, Callable[[Any], Sequence[str]]]:
     """The one-statement query of :meth:`SqlGalleryStore.list_customers`, and the decoder of its cameras
-    (``exclude``: customer ids left out, e.g. staff enrolled as customers).
+    (``exclude``: customer ids left out, e.g. staff enrolled as customers). ``returning``: the customer's latest
+    visit is a second or later one; with a range (``from_ts_ms``/``to_ts_ms``), a visit of the range is (a customer
+    first seen in March and back in April is a first-time customer of March); the summary columns cover all visits.
 
     Rows: ``(total, customer_id, created_ts_ms, visits, first_seen, last_seen, max_visit_no, cameras)``
     (a single row of ``NULL`` columns but the total for an empty page).
@@ -122,7 +124,8 @@ def customers_query(db: dialects.Database, customers: sa.Table, visits: sa.Table
         raise ValueError(f"limit and offset must be >= 0, got limit={limit}, offset={offset}")
     where, having = [], ""
     params: dict[str, object] = {"limit": int(limit), "offset": int(offset)}
-    if from_ts_ms is not None or to_ts_ms is not None:
+    ranged = from_ts_ms is not None or to_ts_ms is not None
+    if ranged:
         cond = ["w.customer_id = c.customer_id"]
         if from_ts_ms is not None:
             cond.append("w.last_ts_ms >= :from_ts")
@@ -130,11 +133,14 @@ def customers_query(db: dialects.Database, customers: sa.Table, visits: sa.Table
         if to_ts_ms is not None:
             cond.append("w.first_ts_ms < :to_ts")
             params["to_ts"] = int(to_ts_ms)
-        where.append(f"EXISTS (SELECT 1 FROM {visits.name} w WHERE {' AND '.join(cond)})")
+        in_range = f"SELECT 1 FROM {visits.name} w WHERE {' AND '.join(cond)}"
+        where.append(f"EXISTS ({in_range})")
+        if returning is not None:  # returning in the range: a visit in it is a second or later one
+            where.append(("" if returning else "NOT ") + f"EXISTS ({in_range} AND w.visit_no > 1)")
     left_out = sorted(set(exclude))
     if left_out:
         where.append("c.customer_id NOT IN :exclude")
-    if returning is not None:
+    if returning is not None and not ranged:
         having = "HAVING COALESCE(MAX(v.visit_no), 0) " + ("> 1" if returning else "<= 1")
     cameras_sql, cameras = dialects.distinct_cameras_sql(db, visits.name, "p.customer_id")
     query = f"""

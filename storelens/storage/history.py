@@ -12,8 +12,8 @@ so a message delivered twice never counts twice:
   frame replaces its points),
 * crossings by their deterministic ``event_id`` (``ON CONFLICT DO NOTHING``;
   :meth:`~SqlStorage.write_crossings` returns how many were new),
-* occupancy by ``camera_id`` (the update with the newest ``ts_ms`` wins; the store's own row, with
-  ``store.entrance_lines``, is camera id ``@store``: :data:`~storelens.domain.counting.STORE_OCCUPANCY_ID`),
+* occupancy by ``camera_id`` (the update with the newest ``ts_ms`` wins; the store's own row is camera id
+  ``@store``: :data:`~storelens.domain.counting.STORE_OCCUPANCY_ID`),
 * count windows by ``(camera_id, line_id, window_start_ms)``,
 * face attributes by ``(camera_id, track_id)`` (the highest ``last_seq`` wins,
   so a redelivered older summary is ignored),
@@ -439,15 +439,18 @@ class SqlStorage(SqlStore):
         return int(self._read(lambda c: c.execute(sa.text("SELECT version FROM schema_version")).scalar_one()))
 
     def _upsert(self, table: sa.Table, where: Callable[[Any], Any] | None = None, keep: tuple[str, ...] = (),
-                coalesce: tuple[str, ...] = (), keep_if: tuple = ()) -> Any:
+                coalesce: tuple[str, ...] = (), keep_if: tuple = (), set_as: tuple = ()) -> Any:
         """``INSERT .. ON CONFLICT (primary key) DO UPDATE`` of every other column but ``keep``
         (if ``where(excluded)``); a column of ``coalesce`` only with a value (``COALESCE(excluded.c, c)``), one of
-        ``keep_if`` (``(column, condition on excluded)``) kept where its condition holds."""
+        ``keep_if`` (``(column, condition on excluded)``) kept where its condition holds, one of ``set_as``
+        (``(column, expression of excluded)``) set to its expression."""
         ins = dialects.insert(self.db, table)
         key = list(table.primary_key)
-        kept = dict(keep_if)
+        kept, exprs = dict(keep_if), dict(set_as)
 
         def value(c):
+            if c.name in exprs:
+                return exprs[c.name](ins.excluded)
             new = sa.func.coalesce(ins.excluded[c.name], c) if c.name in coalesce else ins.excluded[c.name]
             return sa.case((kept[c.name](ins.excluded), c), else_=new) if c.name in kept else new
 
@@ -601,7 +604,7 @@ class SqlStorage(SqlStore):
         if stmt is None:
             kind = RECORDS[type_]
             stmt = self._record_stmts[type_] = self._upsert(kind.table, kind.newer, kind.keep, kind.coalesce,
-                                                                kind.keep_if)
+                                                                kind.keep_if, kind.set_as)
         return stmt
 
     def take_outbox(self, wanted: Sequence[str]) -> list[tuple[str, bytes, bytes, tuple]]:
@@ -610,6 +613,13 @@ class SqlStorage(SqlStore):
         from storelens.storage.outbox import HistoryOutbox
 
         return HistoryOutbox(self).take(wanted)
+
+    def webhook_outbox(self) -> Any:
+        """The alert webhook messages waiting for delivery (:class:`storelens.storage.webhook_outbox.WebhookOutbox`),
+        which the webhook sink of :mod:`storelens.runtime.webhooks` keeps here until delivered."""
+        from storelens.storage.webhook_outbox import WebhookOutbox
+
+        return WebhookOutbox(self)
 
     def firing_alerts(self) -> list[dict[str, Any]]:
         """The alerts still open (:func:`storelens.storage.alerts.firing_alerts`)."""
@@ -684,6 +694,13 @@ class SqlStorage(SqlStore):
         import storelens.storage.privacy as privacy
 
         return privacy.purge_expired(self, days, now_ms, known_customer)
+
+    def purge_audit_log(self, before_ms: int) -> int:
+        """Retention of the audit log: its entries older than ``before_ms``; how many
+        (:func:`storelens.storage.auth.purge_audit`)."""
+        from storelens.storage.auth import purge_audit
+
+        return purge_audit(self, before_ms)
 
     def newest_frame_ms(self) -> int | None:
         """Time of the newest stored frame (``None`` without frames): the camera clock of the retention purge."""
@@ -765,6 +782,16 @@ class SqlStorage(SqlStore):
         stmt = _by_direction().where(c.camera_id == camera_id).group_by(c.line_id).order_by(c.line_id)
         rows = self._rows(_in_range(stmt, c.ts_ms, start_ms, end_ms))
         return {line: {"in": int(n_in), "out": int(n_out)} for line, n_in, n_out in rows}
+
+    def count_window_rows(self, camera_id: str, start_ms: int | None = None) -> list[m.CountWindow]:
+        """The camera's stored count windows (``count_windows``) starting at or after ``start_ms`` (all where
+        ``None``), ordered by start then line: what an embedded start takes of the windows still open."""
+        w = count_windows.c
+        stmt = _in_range(sa.select(w.line_id, w.window_start_ms, w.window_end_ms, w.count_in, w.count_out)
+                         .where(w.camera_id == camera_id), w.window_start_ms, start_ms, None)
+        return [m.CountWindow(camera_id=camera_id, line_id=line, window_start_ms=int(start),
+                              window_end_ms=int(end), count_in=int(cin), count_out=int(cout))
+                for line, start, end, cin, cout in self._rows(stmt.order_by(w.window_start_ms, w.line_id))]
 
     def crossing_span(self, camera_id: str) -> tuple[int, int] | None:
         """``(first_ts_ms, last_ts_ms)`` of the camera's crossings, ``None`` if there are none."""

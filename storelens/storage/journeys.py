@@ -23,7 +23,9 @@ import numpy as np
 import sqlalchemy as sa
 
 from storelens.config.behaviour import JourneysConfig
+from storelens.domain import staff as ST
 from storelens.domain.journeys import Journey, TrackInfo, Visit, build_journeys, entrances, link_tracks
+from storelens.storage.groups import staff_track_ids
 from storelens.storage.schema import customer_matches, track_attributes, track_summaries
 
 
@@ -108,21 +110,39 @@ def count_tracks(storage: Any, config: JourneysConfig, start_ms: int, end_ms: in
         s.first_ts_ms < end_ms + margin, s.last_ts_ms >= max(0, start_ms - margin)))[0][0])
 
 
+def without_staff(storage: Any, found: list[Journey]) -> list[Journey]:
+    """``found`` less the journeys of staff: those with a track recognised as staff (``staff_tracks``: a
+    ``staff_only`` zone, the uniform cue, a staff face) within :data:`~storelens.domain.staff.STAFF_DAY_MS` of
+    the track, the rule the KPIs' visitors use (:func:`storelens.domain.staff.split_entries`)."""
+    if not found:
+        return found
+    lo = min(j.first_ms for j in found)
+    hi = max(j.last_ms for j in found)
+    staff = staff_track_ids(storage, lo - ST.STAFF_DAY_MS, hi + ST.STAFF_DAY_MS)
+    if not staff:
+        return found
+    return [j for j in found if not any(ST._is_staff(staff, t.camera_id, t.track_id, ts)
+                                        for t in j.tracks for ts in (t.first_ms, t.last_ms))]
+
+
 def journeys(storage: Any, config: JourneysConfig, start_ms: int, end_ms: int,
-             entrance_lines: Iterable[str] | None = None) -> list[Journey]:
+             entrance_lines: Iterable[str] | None = None, exclude_staff: bool = False) -> list[Journey]:
     """The journeys overlapping ``[start_ms, end_ms)``, by start time (``entrance_lines``: the site's
-    ``store.entrance_lines``, see :func:`track_infos`)."""
+    ``store.entrance_lines``, see :func:`track_infos`; ``exclude_staff``: less staff's, :func:`without_staff`,
+    as the API's journeys, flows and paths; the erasure links them all)."""
     margin = int(config.max_visit_s * 1000)
     with gc_paused():
         tracks = track_infos(storage, max(0, start_ms - margin), end_ms + margin, appearance=bool(config.links),
                              entrance_lines=entrance_lines)
-        return [j for j in build_journeys(tracks, link_tracks(tracks, config))
-                if j.first_ms < end_ms and j.last_ms >= start_ms]
+        out = [j for j in build_journeys(tracks, link_tracks(tracks, config))
+               if j.first_ms < end_ms and j.last_ms >= start_ms]
+        return without_staff(storage, out) if exclude_staff else out
 
 
 def journey(storage: Any, config: JourneysConfig, camera_id: str, track_id: int,
-            entrance_lines: Iterable[str] | None = None) -> Journey | None:
-    """The journey whose first track is ``(camera_id, track_id)``, or ``None``."""
+            entrance_lines: Iterable[str] | None = None, exclude_staff: bool = False) -> Journey | None:
+    """The journey whose first track is ``(camera_id, track_id)``, or ``None`` (also a staff journey with
+    ``exclude_staff``)."""
     s = track_summaries.c
     row = storage._rows(sa.select(s.first_ts_ms, s.last_ts_ms).where(s.camera_id == camera_id,
                                                                      s.track_id == track_id))
@@ -130,5 +150,5 @@ def journey(storage: Any, config: JourneysConfig, camera_id: str, track_id: int,
         return None
     first, last = int(row[0][0]), int(row[0][1])
     jid = f"{track_id}@{camera_id}"
-    return next((j for j in journeys(storage, config, first, last + 1, entrance_lines) if j.journey_id == jid),
-                None)
+    return next((j for j in journeys(storage, config, first, last + 1, entrance_lines, exclude_staff)
+                 if j.journey_id == jid), None)

@@ -12,8 +12,8 @@ plain decimal integer, never a pickle, so ``redis-cli`` shows it as is:
   ``occupancy``, ``total_in``, ``total_out`` (see :meth:`RedisLiveState.set_occupancy`)
   and ``last_seen_ms``, with ``frames_seen`` when the caller keeps such a count (see
   :meth:`RedisLiveState.touch_camera`; the analytics service writes ``last_seen_ms`` only);
-* ``P:camera:@store``: the store's occupancy (the analytics stage's row when ``store.entrance_lines``
-  is set; :data:`~storelens.domain.counting.STORE_OCCUPANCY_ID`, no camera id), occupancy fields only;
+* ``P:camera:@store``: the store's occupancy (the analytics stage's row, over ``store.entrance_lines``, else
+  every line; :data:`~storelens.domain.counting.STORE_OCCUPANCY_ID`, no camera id), occupancy fields only;
 * ``P:cameras``: the set of camera ids that have a hash (``@store`` too once written).
 
 Both writes are atomic compare-and-set Lua scripts that only move a camera

@@ -12,7 +12,7 @@ is one :func:`register_records` call next to its table, e.g. the zone tables bel
 
 Every kind is an idempotent upsert keyed by the table's primary key (a redelivered or
 replayed record replaces itself), optionally only where ``newer(excluded)`` holds (and a column of
-``coalesce`` only with a value); a kind whose
+``coalesce`` only with a value, one of ``keep_if`` / ``set_as`` kept or set as the kind says); a kind whose
 records say which stored rows no longer exist deletes them in the same transaction (``sweep``).
 """
 from __future__ import annotations
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
 
 from storelens.contract import messages as m
 from storelens.storage.schema import zone_events, zone_occupancy, zone_stats
@@ -53,6 +54,9 @@ class RecordKind:
     coalesce: tuple[str, ...] = ()
     #: ``(column, condition on excluded)`` pairs: the column keeps its stored value where the condition holds.
     keep_if: tuple[tuple[str, Callable[[Any], Any]], ...] = ()
+    #: ``(column, expression of excluded)`` pairs: what the upsert sets the column to (the stored row's columns may
+    #: be in the expression), instead of the incoming value.
+    set_as: tuple[tuple[str, Callable[[Any], Any]], ...] = ()
 
 
 #: record type -> kind, in registration order (= write order within a batch).
@@ -64,9 +68,10 @@ def register_records(type_: type, table: sa.Table, rows: Rows, newer: Callable[[
                      after: Callable[[sa.Connection, list[dict[str, Any]]], None] | None = None,
                      sweep: Callable[[sa.Connection, list[Any]], list[dict[str, Any]]] | None = None,
                      coalesce: tuple[str, ...] = (),
-                     keep_if: tuple[tuple[str, Callable[[Any], Any]], ...] = ()) -> RecordKind:
+                     keep_if: tuple[tuple[str, Callable[[Any], Any]], ...] = (),
+                     set_as: tuple[tuple[str, Callable[[Any], Any]], ...] = ()) -> RecordKind:
     """Register (or replace) the table of a record type."""
-    kind = RecordKind(type_, table, rows, newer, replay_ts, keep, after, sweep, coalesce, keep_if)
+    kind = RecordKind(type_, table, rows, newer, replay_ts, keep, after, sweep, coalesce, keep_if, set_as)
     RECORDS[type_] = kind
     return kind
 
@@ -222,11 +227,26 @@ from storelens.storage.schema import alerts  # noqa: E402
 ALERT_API_COLUMNS = ("acked_by", "acked_ts_ms", "resolved_by", "resolved_ts_ms")
 
 
+#: What a resolving message's text says after the firing's (``... - resolved``, maybe ``(why)``).
+RESOLVED_MARK = " - resolved"
+
+
+def resolved_suffix(message: str) -> str:
+    """The part of a resolving message's text from :data:`RESOLVED_MARK` on (the firing's text goes before it).
+
+    Example:
+        >>> resolved_suffix("c: alert of rule crowd - resolved (rule removed)")
+        ' - resolved (rule removed)'
+    """
+    at = message.find(RESOLVED_MARK)
+    return message[at:] if at >= 0 else RESOLVED_MARK
+
+
 def _alert_rows(items: Iterable[m.Alert]) -> list[dict[str, Any]]:
     rows: dict[str, dict[str, Any]] = {}
-    for a in items:  # within a batch the resolving message wins over the firing one
+    for a in items:  # within a batch the resolving message wins over the firing one (and the first resolution)
         old = rows.get(a.alert_id)
-        if old is not None and old["state"] == "resolved" and a.state == "firing":
+        if old is not None and old["state"] == "resolved":
             continue
         rows[a.alert_id] = {
             "alert_id": a.alert_id, "rule_id": a.rule_id, "kind": a.kind, "severity": a.severity,
@@ -234,7 +254,44 @@ def _alert_rows(items: Iterable[m.Alert]) -> list[dict[str, Any]]:
             "fired_seq": a.fired_seq, "ts_ms": a.ts_ms,
             "cleared_ts_ms": a.ts_ms if a.state == "resolved" else None, "value": a.value,
             "threshold": a.threshold, "message": a.message}
+        if old is not None and old["state"] == "firing" and a.state == "resolved":  # keeps what fired it
+            rows[a.alert_id].update(value=old["value"], message=old["message"] + resolved_suffix(a.message))
     return list(rows.values())
+
+
+class _text_pos(sa.sql.functions.GenericFunction):
+    """1-based position of the second argument in the first (0: not in it): SQLite's ``instr``, PostgreSQL's
+    ``strpos``."""
+
+    type = sa.Integer()
+    name = "text_pos"
+    inherit_cache = True
+
+
+@compiles(_text_pos)
+def _text_pos_sqlite(element, compiler, **kw) -> str:
+    return f"instr({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(_text_pos, "postgresql")
+def _text_pos_postgres(element, compiler, **kw) -> str:
+    return f"strpos({compiler.process(element.clauses, **kw)})"
+
+
+def _alert_resolution(column: str) -> Callable[[Any], Any]:
+    """The stored ``value`` / ``message`` a resolving message (``excluded``) leaves on a row: a resolution keeps the
+    value that fired the alert and its text (the resolution's part after it, e.g. `` - resolved (rule removed)``),
+    once (a redelivered resolution, the row cleared already, changes nothing); otherwise the message's own."""
+    def value(excluded):
+        a = alerts.c
+        if column == "value":
+            kept: Any = a.value
+        else:
+            at = _text_pos(excluded.message, RESOLVED_MARK)
+            suffix = sa.case((at > 0, sa.func.substr(excluded.message, at)), else_=sa.literal(RESOLVED_MARK))
+            kept = sa.case((a.cleared_ts_ms.is_(None), a.message + suffix), else_=a.message)
+        return sa.case((excluded.state == "resolved", kept), else_=excluded[column])
+    return value
 
 
 def _unknown_rule(new) -> Any:
@@ -246,7 +303,8 @@ def _unknown_rule(new) -> Any:
 # A redelivered firing message never reopens a resolved alert; the API's columns are kept.
 register_records(m.Alert, alerts, _alert_rows, keep=ALERT_API_COLUMNS,
                  newer=lambda new: sa.or_(new.state == "resolved", alerts.c.state == "firing"),
-                 keep_if=tuple((c, _unknown_rule) for c in ("kind", "camera_id", "severity", "threshold")))
+                 keep_if=tuple((c, _unknown_rule) for c in ("kind", "camera_id", "severity", "threshold")),
+                 set_as=tuple((c, _alert_resolution(c)) for c in ("value", "message")))
 
 
 # -- buying units and staff -------------------------------------------------------------------

@@ -94,6 +94,7 @@ crossings = sa.Table(
     _col("event_id", ID, primary_key=True), _col("camera_id", ID), _col("line_id", ID), _col("track_id", INT),
     _col("direction", ID), _col("ts_ms", INT), _col("seq", INT),
     sa.CheckConstraint("direction IN ('in', 'out')"),
+    sa.Index("crossings_by_line", "camera_id", "line_id"),  # migration 0022: whether a line has stored crossings
 )
 
 occupancy = sa.Table(
@@ -136,6 +137,7 @@ zone_events = sa.Table(
     sa.CheckConstraint("kind IN ('enter', 'exit', 'loiter')", name="zone_events_kind"),
     sa.Index("zone_events_by_time", "camera_id", "ts_ms"),
     sa.Index("zone_events_by_track", "camera_id", "track_id", "ts_ms"),
+    sa.Index("zone_events_by_zone", "zone_id", "camera_id"),  # migration 0022: whether a zone has stored events
 )
 
 zone_stats = sa.Table(
@@ -398,6 +400,24 @@ erased_tracks = sa.Table(
 )
 
 HISTORY_TABLES = (*HISTORY_TABLES, erased_tracks)
+
+# -- alert webhook messages not delivered yet (migration 0021_webhook_outbox) -------------------------------------
+
+#: Alert webhook messages waiting for delivery (:mod:`storelens.storage.webhook_outbox`), oldest first per webhook:
+#: ``url_key`` is the SHA-256 (hex) of the webhook URL (never the URL, which often holds a credential),
+#: ``message_id`` the ``X-StoreLens-Delivery`` id (``<alert_id>:<state>``), ``next_ms`` the time of the next try,
+#: ``owner`` / ``lease_until_ms`` the sender that is trying it (one at a time per webhook: in order, once).
+webhook_outbox = sa.Table(
+    "webhook_outbox", metadata,
+    _col("id", INT, primary_key=True, autoincrement=True), _col("url_key", ID), _col("message_id", ID),
+    _col("created_ms", INT), _col("next_ms", INT), _col("attempts", sa.Integer),
+    _col("owner", ID, nullable=True), _col("lease_until_ms", INT), _col("headers", sa.Text),
+    _col("body", sa.LargeBinary), _col("last_error", sa.Text, nullable=True),
+    sa.Index("webhook_outbox_by_url", "url_key", "id"),
+    sqlite_autoincrement=True,  # ids never reused: a stale sender's delete cannot hit a newer message
+)
+
+HISTORY_TABLES = (*HISTORY_TABLES, webhook_outbox)
 
 
 # -- face gallery ----------------------------------------------------------------------------

@@ -8,13 +8,25 @@ stages apply (embedded: read from here; distributed: the compacted ``site-config
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Iterable
 
 import sqlalchemy as sa
 
 from storelens.config.base import check_storable
 from storelens.contract import messages as m
 from storelens.storage.schema import site_versions
+
+
+def has_rows(storage: Any, tables: Iterable[sa.Table], **equal: str) -> bool:
+    """Whether a row of one of ``tables`` has the column values ``equal`` (``camera_id="door"``): the history of a
+    camera (or its zone) that a site version removed, which the history routes still answer for."""
+    return any(storage._rows(exists_query(t, **equal)) for t in tables)
+
+
+def exists_query(table: sa.Table, **equal: str) -> sa.Select:
+    """:func:`has_rows`' query of one table: ``SELECT 1 ... LIMIT 1`` (an index of ``equal``'s columns serves it:
+    ``crossings_by_line``, ``zone_events_by_zone``, the primary keys)."""
+    return sa.select(sa.literal(1)).select_from(table).where(*[table.c[k] == v for k, v in equal.items()]).limit(1)
 
 
 def latest_site(storage: Any) -> tuple[int, dict[str, Any]] | None:

@@ -10,7 +10,9 @@ from typing import Any, Iterable
 
 import sqlalchemy as sa
 
+from storelens.domain.calendar import BucketGrid
 from storelens.domain.zones import ZoneEvent
+from storelens.storage.history import _bucket_start as bucket_start_sql
 from storelens.storage.schema import (frames, staff_tracks, track_attributes, track_points, zone_events, zone_occupancy,
                                       zone_stats)
 
@@ -78,14 +80,17 @@ def bucket_span(storage: Any, camera_id: str, zone_id: str | None, start_ms: int
     return None if first is None else (int(first), int(last))
 
 
-def count_buckets(storage: Any, camera_id: str, zone_id: str | None, start_ms: int, origin_ms: int,
-                  width_ms: int) -> int:
-    """How many buckets ``[origin_ms + k * width_ms, ...)`` the camera's stored buckets (of ``zone_id`` if given)
-    starting at or after ``start_ms`` start in: one aggregate query (an open-ended range's answer's size)."""
+def count_buckets(storage: Any, camera_id: str, zone_id: str | None, start_ms: int, grid: BucketGrid) -> int:
+    """How many buckets of ``grid`` the camera's stored buckets (of ``zone_id`` if given) starting at or after
+    ``start_ms`` start in: one aggregate query (an open-ended range's answer's size)."""
     z = zone_stats.c
-    shift = width_ms - origin_ms % width_ms  # bucket starts are >= 0: a non-negative quotient on every database
-    stmt = sa.select(sa.func.count(sa.distinct((z.bucket_start_ms + shift) // width_ms))).where(
-        z.camera_id == camera_id, z.bucket_start_ms >= start_ms)
+    if len(grid.runs) == 1:
+        origin_ms, width_ms = grid.runs[0]
+        shift = width_ms - origin_ms % width_ms  # bucket starts are >= 0: a non-negative quotient on every database
+        bucket = (z.bucket_start_ms + shift) // width_ms
+    else:  # a run per change of the zone's sub-hour offset (StoreCalendar.grid)
+        bucket = bucket_start_sql(grid, z.bucket_start_ms)
+    stmt = sa.select(sa.func.count(sa.distinct(bucket))).where(z.camera_id == camera_id, z.bucket_start_ms >= start_ms)
     if zone_id is not None:
         stmt = stmt.where(z.zone_id == zone_id)
     return int(storage._rows(stmt)[0][0] or 0)

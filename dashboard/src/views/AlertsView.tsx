@@ -66,7 +66,7 @@ export function AlertsView({ me }: ViewProps) {
                 </div>
                 <div className="alert-msg">{a.message}</div>
                 <div className="alert-foot">
-                  <span className="muted small">value {fmtNum(a.value)} · threshold {fmtNum(a.threshold)}
+                  <span className="muted small" data-testid="alert-value">fired at {fmtNum(a.value)} · threshold {fmtNum(a.threshold)}
                     {a.cleared_ts_ms ? ` · cleared ${fmtTime(a.cleared_ts_ms)}` : ""}</span>
                   <span className="spacer" />
                   {a.acked_by ? (

@@ -71,7 +71,15 @@ export function CountsView(_: ViewProps) {
     // others are 0); more: bars at their times on a time axis.
     const dense = n <= MAX_BARS;
     const mid = d.aligned_to === "store_local_day" ? w / 2 : 0;
-    const starts = dense ? Array.from({ length: n }, (_, i) => first + i * w + mid) : [];
+    // A slot is labelled by its bucket's own start (the API's), an empty one by the end of the slot before: after
+    // a change of the store's sub-hour offset (Lord Howe) the buckets are not whole widths from the first.
+    const listed = new Map(d.buckets.map((b) => [slot(b.start_ms), b]));
+    const starts: number[] = [];
+    for (let i = 0, t = first; dense && i < n; i++) {
+      const b = listed.get(i);
+      starts.push((b?.start_ms ?? t) + mid);
+      t = b ? b.end_ms : t + w;
+    }
     const values = (ln: string, key: "in" | "out") => {
       const rows = d.buckets.filter((b) => b.line_id === ln);
       if (!dense) return rows.map((b) => [b.start_ms, b[key]]);

@@ -26,7 +26,10 @@ export function SignIn({ onSignedIn }: { onSignedIn: (me: Me) => void }) {
         e2.status === 401 || e2.status === 422
           ? "Wrong user name or password."
           : e2.status === 429
-            ? "Too many attempts: wait a minute and try again."
+            // a short Retry-After: every password check of the server is busy (not this user's attempts)
+            ? e2.retryAfterS !== null && e2.retryAfterS <= 5
+              ? "The server is busy checking other sign-ins: try again in a moment."
+              : "Too many attempts: wait a minute and try again."
             : `Sign-in failed (${e2.message}).`,
       );
     } finally {

@@ -37,6 +37,14 @@ function isoDay(d: Date): string {
   return d.toISOString().slice(0, 10);
 }
 
+/** The first day of the last `n` days up to `to` (YYYY-MM-DD); by week the Monday of its ISO week: the API
+ *  widens a week's range to whole weeks (Monday to Sunday, as a store's own week) and answers the days covered. */
+function firstDay(to: string, n: number, period: Period): string {
+  const first = new Date(Date.parse(to) - (n - 1) * 86_400_000);
+  if (period === "week") first.setUTCDate(first.getUTCDate() - ((first.getUTCDay() + 6) % 7));
+  return isoDay(first);
+}
+
 /** A currency's sales over the range: a row of the per-currency table. */
 function CurrencyTotals({ c }: { c: CurrencySales }) {
   const money = (minor: number | null) => fmtMoney(minor, c.currency, c.currency_decimals);
@@ -68,7 +76,7 @@ export function StoresView(_: ViewProps) {
   const first = useApi<ChainKpis>(stores.data && stores.data.stores.length
     ? `/v1/chain/kpis${qs({ group_by: "chain", currency })}` : null);
   const to = useLast(first.data?.to_day);
-  const from = to ? isoDay(new Date(Date.parse(to) - (DAYS[days] - 1) * 86_400_000)) : undefined;
+  const from = to ? firstDay(to, DAYS[days], period) : undefined;
   const k = useApi<ChainKpis>(to ? `/v1/chain/kpis${qs({ group_by: groupBy, period, from_day: from, to_day: to, currency })}` : null);
   const sold = k.data?.currencies ?? [];
   // the currencies to pick from: the last answer's while the next one loads (the picker stays)
@@ -117,7 +125,8 @@ export function StoresView(_: ViewProps) {
       </Empty>
       {k.data && (
         <>
-          <Card title={`Conversion per ${period}, ${k.data.from_day} to ${k.data.to_day}`}>
+          <Card title={`Conversion per ${period}, ${k.data.from_day} to ${k.data.to_day}${
+            period === "week" ? " (whole weeks)" : ""}`}>
             <Chart option={option} height={280} testId="stores-chart" />
           </Card>
           <Card title="Compared with the selection (index 1.00 = the selection's)" testId="stores-table">

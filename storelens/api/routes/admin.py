@@ -2,13 +2,17 @@
 
 Users sign in at ``/v1/auth/login``; API keys are for machine clients (a till integration
 posting transactions, an exporter) and carry one role. Every write through the API is in the
-audit log (:class:`~storelens.api.security.AuditMiddleware`), with failed sign-ins.
+audit log (:class:`~storelens.api.security.AuditMiddleware`), with failed sign-ins; the changes of
+users and keys also as entries naming the user or key and its role (``users.create``, ``users.reset``,
+``users.delete``, ``api-keys.create``, ``api-keys.revoke``). Deleting a user revokes the keys it
+created; lowering its role, those of a role above the new one.
 """
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Path, Query, Response
+from fastapi import Depends, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,6 +29,14 @@ Username = Annotated[str, Path(max_length=64, pattern=USERNAME_PATTERN, descript
 KeyId = Annotated[str, Path(max_length=32, pattern=r"^[0-9a-f]{1,32}$", description="The key's public id.")]
 NOT_FOUND = {404: {"model": ErrorOut, "description": "Unknown user or key."}}
 Admin = Annotated[Principal, Depends(require_role("admin"))]
+
+
+def _audit(ctx: ContextDep, request: Request, principal: Principal, action: str, target: str,
+           detail: dict[str, object]) -> None:
+    """An audit entry naming what changed (the middleware's entry of the request has the path and status only);
+    never a password or a key."""
+    store.audit(ctx.storage, int(time.time() * 1000), principal.name, action, target, detail,
+                request.client.host if request.client else "")
 
 
 class UserIn(BaseModel):
@@ -96,11 +108,16 @@ def users(ctx: ContextDep) -> UsersOut:
 
 @router.post("/v1/users", response_model=UserOut, summary="Create a user or reset one (admin)",
                    description="Creates the user, or sets a new password and role for an existing one.")
-def put_user(ctx: ContextDep, body: UserIn) -> UserOut:
+def put_user(ctx: ContextDep, body: UserIn, principal: Admin, request: Request) -> UserOut:
+    before = store.get_user(ctx.storage, body.username)
     try:
-        ctx.auth.create_user(body.username, body.password, body.role)
+        created = ctx.auth.create_user(body.username, body.password, body.role)
     except ValueError as e:
         raise HTTPException(422, str(e)) from None
+    _audit(ctx, request, principal, "users.create" if created else "users.reset", body.username,
+           {"role": body.role, "created": created, **({"old_role": before["role"]} if before and not created else {})})
+    # a demoted user's keys keep no more than its new role (revocations audited)
+    ctx.auth.revoke_keys_of(body.username, body.role, principal.name, request.client.host if request.client else "")
     user = store.get_user(ctx.storage, body.username)
     assert user is not None
     return UserOut(**{k: user[k] for k in UserOut.model_fields})
@@ -108,11 +125,15 @@ def put_user(ctx: ContextDep, body: UserIn) -> UserOut:
 
 @router.delete("/v1/users/{username}", status_code=204, response_class=Response,
                      responses=NOT_FOUND, summary="Delete a user (admin)")
-def delete_user(ctx: ContextDep, username: Username, principal: Admin) -> Response:
+def delete_user(ctx: ContextDep, username: Username, principal: Admin, request: Request) -> Response:
     if username == principal.name:
         raise HTTPException(409, "you cannot delete yourself")
-    if not ctx.auth.delete_user(username):
+    user = store.get_user(ctx.storage, username)
+    # the API keys the user created are revoked with it (each audited)
+    if user is None or not ctx.auth.delete_user(username, principal.name,
+                                                request.client.host if request.client else ""):
         raise HTTPException(404, f"unknown user {username!r}")
+    _audit(ctx, request, principal, "users.delete", username, {"role": user["role"]})
     return Response(status_code=204)
 
 
@@ -123,8 +144,9 @@ def api_keys(ctx: ContextDep) -> ApiKeysOut:
 
 @router.post("/v1/api-keys", response_model=NewApiKeyOut, status_code=201,
                    summary="Create an API key (admin; the key is in this answer only)")
-def create_api_key(ctx: ContextDep, body: ApiKeyIn, principal: Admin) -> JSONResponse:
+def create_api_key(ctx: ContextDep, body: ApiKeyIn, principal: Admin, request: Request) -> JSONResponse:
     key_id, key = ctx.auth.create_api_key(body.name, body.role, principal.name)
+    _audit(ctx, request, principal, "api-keys.create", key_id, {"role": body.role, "name": body.name})
     row = {k: v for k, v in (store.get_api_key(ctx.storage, key_id) or {}).items() if k != "secret_sha256"}
     return JSONResponse(NewApiKeyOut(**row, key=key).model_dump(), status_code=201,
                         headers={"Cache-Control": "no-store"})
@@ -132,9 +154,12 @@ def create_api_key(ctx: ContextDep, body: ApiKeyIn, principal: Admin) -> JSONRes
 
 @router.delete("/v1/api-keys/{key_id}", status_code=204, response_class=Response, responses=NOT_FOUND,
                      summary="Revoke an API key (admin)")
-def revoke_api_key(ctx: ContextDep, key_id: KeyId) -> Response:
+def revoke_api_key(ctx: ContextDep, key_id: KeyId, principal: Admin, request: Request) -> Response:
     if not ctx.auth.revoke_api_key(key_id):
         raise HTTPException(404, f"unknown or already revoked key {key_id!r}")
+    key = store.get_api_key(ctx.storage, key_id) or {}
+    _audit(ctx, request, principal, "api-keys.revoke", key_id,
+           {"role": key.get("role"), "name": key.get("name"), "created_by": key.get("created_by")})
     return Response(status_code=204)
 
 

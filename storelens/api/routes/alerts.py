@@ -37,9 +37,10 @@ class AlertOut(_Out):
     fired_seq: int
     ts_ms: int = Field(description="Time of the latest transition.")
     cleared_ts_ms: int | None = Field(description="When the condition ended (the stage resolved it).")
-    value: float = Field(description="Measured value at the latest transition.")
+    value: float = Field(description="Measured value that fired the alert (kept when it resolves).")
     threshold: float
-    message: str
+    message: str = Field(description="What fired it, e.g. `entrance: 8 people in view (max 5)`; once resolved "
+                                     "followed by ` - resolved` (and why, e.g. `(rule removed)`).")
     acked_by: str | None
     acked_ts_ms: int | None
     resolved_by: str | None = Field(description="Who closed it by hand (null: not closed by hand).")
@@ -100,6 +101,7 @@ def post_ack(ctx: ContextDep, alert_id: AlertId, principal: Manager) -> AlertOut
 @router.post("/v1/alerts/{alert_id}/resolve", response_model=AlertOut, responses=NOT_FOUND,
              summary="Resolve (close) an alert by hand",
              description="Idempotent: the first resolution by hand is kept. The rule fires again only after the "
-                         "condition ended and its cooldown passed.")
+                         "condition ended and its cooldown passed (also across an embedded restart: the next run "
+                         "takes the alert over while the condition goes on).")
 def post_resolve(ctx: ContextDep, alert_id: AlertId, principal: Manager) -> AlertOut:
     return _act(ctx, aq.resolve, alert_id, principal.name)

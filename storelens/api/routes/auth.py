@@ -41,7 +41,8 @@ def _client(request: Request) -> str:
 
 @router.post("/v1/auth/login", response_model=TokenOut,
              responses={401: {"model": ErrorOut, "description": "Wrong user name or password."},
-                        429: {"model": ErrorOut, "description": "Too many attempts; see Retry-After."}},
+                        429: {"model": ErrorOut, "description": "Too many attempts, or every password check of the "
+                                                         "server busy; see Retry-After."}},
              summary="Sign in (OAuth2 password flow)",
              description="Form fields `username` and `password`. Answers a session token and sets the dashboard's "
                          "HttpOnly cookie. Attempts are rate-limited per client and per user name.")

@@ -99,8 +99,8 @@ class CurrencyOut(_Out):
 class ChainKpisOut(_Out):
     period: Literal["hour", "day", "week"]
     group_by: Literal["store", "region", "chain"]
-    from_day: str
-    to_day: str
+    from_day: str = Field(description="First business day covered (period=week: the Monday of from_day's ISO week).")
+    to_day: str = Field(description="Last business day covered (period=week: the Sunday of to_day's ISO week).")
     currency: str | None
     currency_decimals: int | None = Field(description=(
         "Decimals of `currency` (ISO 4217 minor unit: 2 for EUR, 0 for JPY, 3 for KWD): every *_minor amount is "
@@ -113,6 +113,19 @@ class ChainKpisOut(_Out):
         "currency (in transactions, sales and the average basket only: not in conversion, sales per visitor "
         "or `stores`; in a group only when the group has hours of its own in `currency`)."))
     groups: list[GroupOut]
+
+
+def whole_weeks(first: dt.date, last: dt.date) -> tuple[dt.date, dt.date]:
+    """``first`` back to its ISO week's Monday, ``last`` on to its Sunday (the calendar's last day at most).
+
+    >>> [d.isoformat() for d in whole_weeks(dt.date(2026, 3, 4), dt.date(2026, 3, 10))]
+    ['2026-03-02', '2026-03-15']
+    >>> whole_weeks(dt.date(9999, 12, 29), dt.date(9999, 12, 31))[1].isoformat()
+    '9999-12-31'
+    """
+    monday = first - dt.timedelta(days=first.weekday())  # 0001-01-01 is a Monday: never before it
+    sunday = last + dt.timedelta(days=min(6 - last.weekday(), (dt.date.max - last).days))
+    return monday, sunday
 
 
 def _values(k: R.ChainKpis, k_min: int) -> dict:
@@ -128,7 +141,9 @@ def _ranks(groups: dict[str, R.ChainKpis], attr: str) -> dict[str, int]:
     "/v1/chain/kpis", response_model=ChainKpisOut,
     summary="KPIs by store, region or the whole chain, compared",
     description="Adds up the stores' published hours per business day (`day`), ISO week (`week`) or local hour "
-                "(`hour`, stores compared on their own clocks) and per store, region or the chain, with each group "
+                "(`hour`, stores compared on their own clocks; `week`: whole weeks, the range widened to the Monday of "
+                "`from_day`'s week and the Sunday of `to_day`'s, as `/v1/kpis` reports a week, the answer's "
+                "`from_day`/`to_day` the days covered) and per store, region or the chain, with each group "
                 "compared to the selection: conversion, average transaction value and sales per visitor as an "
                 "index (1.0 = the selection's), share of visitors and sales, ranks. Default range: the 7 business "
                 "days up to the newest one reported. Sales are only added up in one currency: stores that sold in "
@@ -178,6 +193,8 @@ def get_chain_kpis(
         raise HTTPException(422, "from_day is after to_day")
     if (last - first).days + 1 > MAX_DAYS:
         raise HTTPException(422, f"more than {MAX_DAYS} days: narrow the range")
+    if period == "week":  # whole ISO weeks, as /v1/kpis reports them: a week's bucket holds its seven days
+        first, last = whole_weeks(first, last)
     # the currencies of the hours that would be added up, not of the stores' newest hours
     per_currency = rq.sales_currencies(ctx.storage, stores=ids, from_day=first.isoformat(),
                                        to_day=last.isoformat()) if chosen else {}

@@ -14,6 +14,8 @@ from fastapi import HTTPException, Query
 from storelens.config import SiteConfig
 from storelens.domain.calendar import CALENDAR_MAX_MS, BucketGrid, StoreCalendar
 from storelens.storage import groups as gq
+from storelens.storage.schema import crossings, group_crossings
+from storelens.storage.site import has_rows
 
 from ..deps import MAX_TS_MS, ContextDep, EndMs, OptStartMs, Text, api_router, resolve_range
 from ..models import NOT_FOUND, BucketOut, CountsOut, InOut
@@ -50,9 +52,11 @@ def bucket_grid(config: SiteConfig, start: int, end: int, bucket_s: int, *, data
     :data:`MAX_BUCKETS` of them (whole days: always, each costs a calendar day; shorter: when ``limit``)
     or, for whole days, ends past the calendar's last day.
 
-    ``data``: the first and last instant of the data to bucket (``None``: there is none). Whole days are
-    laid out over the part of the range holding it only (the grid is exact there, and a bucket is the
-    same whichever range holds it): decades of range over a few days of data cost a few days.
+    ``data``: the first and last instant of the data to bucket (``None``: there is none). The grid is laid
+    out over the part of the range holding it only (it is exact there, and a bucket is the same whichever
+    range holds it): decades of range over a few days of data cost a few days (whole days: a calendar day
+    each; a zone whose offset changes its sub-hour part, as Lord Howe: a run per change); the range's
+    buckets are counted without laying them out (:meth:`~storelens.domain.calendar.StoreCalendar.bucket_count`).
     ``stored_s``: the data is stored in buckets of that width since the epoch (zone statistics): a grid
     with an edge inside a stored bucket (hours of a +05:30 zone over stored hours, local midnights over
     stored 2 h buckets in a +01:00 zone) would date a bucket's content wrongly, the epoch's is used instead
@@ -65,14 +69,15 @@ def bucket_grid(config: SiteConfig, start: int, end: int, bucket_s: int, *, data
         raise HTTPException(422, f"end_ms ({end}) is past the calendar's last day (at most {CALENDAR_MAX_MS}) "
                                  f"for buckets of whole days")
     cal = StoreCalendar(config.store.timezone)
-    lo, hi = (max(start, data[0]), min(end, data[1] + 1)) if days and data is not None else (start, end)
-    if hi <= lo or (days and data is None):  # nothing to bucket: the alignment only
+    lo, hi = (max(start, data[0]), min(end, data[1] + 1)) if data is not None else (start, start)
+    if hi <= lo:  # nothing to bucket: the alignment only
         lo, hi = start, start + 1
     grid = cal.grid(bucket_s, lo, hi)
-    if stored_s is not None and not (cal.offsets_on_multiples_of(stored_s * 1000)
-                                     and grid.on_multiples_of(stored_s * 1000)):  # decided by the zone, not the range
+    epoch = stored_s is not None and not (cal.offsets_on_multiples_of(stored_s * 1000)
+                                          and grid.on_multiples_of(stored_s * 1000))  # decided by the zone
+    if epoch and stored_s is not None:
         grid = BucketGrid.epoch(bucket_s * 1000, unit_ms=stored_s * 1000)
-    n = cal.bucket_count(bucket_s, start, end) if grid.aligned_to == "store_local_day" else grid.count(start, end)
+    n = grid.count(start, end) if epoch else cal.bucket_count(bucket_s, start, end)
     if (limit or days) and n > MAX_BUCKETS:
         raise _too_many(start, end, bucket_s, n)
     return grid
@@ -91,7 +96,10 @@ def bucket_grid(config: SiteConfig, start: int, end: int, bucket_s: int, *, data
                         "`groups=true` each bucket and "
                         "total also has `groups_in` / `groups_out`: buying units (people who crossed together, "
                         "see the `groups:` config, count once; a person alone is a unit), dated at the first "
-                        "member's crossing.")
+                        "member's crossing. A camera (line) removed from the site through `/v1/site` keeps its "
+                        "history: its stored crossings are counted under their line ids (`totals` has the lines "
+                        "with stored crossings in the range); 404 for a camera (line) neither configured nor in "
+                        "the stored crossings.")
 def counts(
     ctx: ContextDep,
     camera_id: Annotated[Text, Query(max_length=200)],
@@ -103,10 +111,12 @@ def counts(
     line_id: Annotated[Text | None, Query(max_length=200, description="Only this line.")] = None,
     groups: Annotated[bool, Query(description="Add groups_in / groups_out (buying units).")] = False,
 ) -> CountsOut:
-    line_ids = [ln.id for ln in ctx.camera(camera_id).lines]
-    if line_id is not None and line_id not in line_ids:
-        raise HTTPException(404, f"unknown line {line_id!r} of camera {camera_id!r}")
+    cam = ctx.history_camera(camera_id, crossings, group_crossings)  # a removed camera: its stored crossings
+    line_ids = [ln.id for ln in cam.lines] if cam is not None else []
     storage = ctx.storage
+    if line_id is not None and line_id not in line_ids and not has_rows(storage, [crossings], camera_id=camera_id,
+                                                                          line_id=line_id):  # crossings_by_line
+        raise HTTPException(404, f"unknown line {line_id!r} of camera {camera_id!r}")
     span = storage.crossing_span(camera_id)
     if start_ms is None:  # default: from the camera's first crossing (or now when there is none)
         start_ms = span[0] if span else min(int(time.time() * 1000), MAX_TS_MS - 1)

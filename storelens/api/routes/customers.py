@@ -37,13 +37,17 @@ def _unknown(customer_id: str) -> HTTPException:
             description="Customers of the gallery, most recently seen first (not staff: a customer whose every "
             "matched track is a staff track is left out). `returning` keeps only returning "
             "(or only first-time) customers; `start_ms`/`end_ms` keep customers with a visit overlapping "
-            "[start_ms, end_ms).")
+            "[start_ms, end_ms). With a range, `returning` is of the range: true keeps customers with a visit "
+            "overlapping it that is their second or later, false those whose only visit in it is their first (a "
+            "customer first seen in March and back in April is first-time in March). Each item's `visits`, "
+            "`first_seen_ts_ms`, `last_seen_ts_ms` and `returning` cover all the customer's retained visits.")
 def list_customers(
     store: GalleryDep,
     storage: StorageDep,
     page: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page number, from 1.")] = 1,
     page_size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Customers per page.")] = 50,
-    returning: Annotated[bool | None, Query(description="Only returning (true) or first-time (false).")]
+    returning: Annotated[bool | None, Query(description="Only returning (true) or first-time (false); with a "
+                                            "range, returning in it (a visit in it is the second or later).")]
     = None,
     start_ms: FromMs = None,
     end_ms: ToMs = None,

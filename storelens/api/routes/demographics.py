@@ -6,6 +6,7 @@ from typing import Annotated
 from fastapi import Query
 
 from storelens.domain.privacy import suppress_counts
+from storelens.storage.schema import track_attributes
 
 from ..deps import ContextDep, FromMs, Text, ToMs, api_router, check_range
 from ..models import NOT_FOUND, DemographicsOut
@@ -23,12 +24,13 @@ router = api_router("demographics", role='viewer')
             "to k_min-1 tracks in all has every band null, the empty ones too (`tracks` is shown).")
 def demographics(
     ctx: ContextDep,
-    camera_id: Annotated[Text | None, Query(max_length=200, description="Only this camera.")] = None,
+    camera_id: Annotated[Text | None, Query(max_length=200, description=(
+        "Only this camera (also one removed from the site through /v1/site: its stored tracks)."))] = None,
     start_ms: FromMs = None,
     end_ms: ToMs = None,
 ) -> DemographicsOut:
     if camera_id is not None:
-        ctx.camera(camera_id)
+        ctx.history_camera(camera_id, track_attributes)  # 404 when neither configured nor stored
     check_range(start_ms, end_ms)
     out = ctx.storage.demographics(camera_id, start_ms, end_ms)
     k = ctx.config.privacy.k_min

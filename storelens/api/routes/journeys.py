@@ -4,7 +4,9 @@ A journey is a chain of one person's tracks (linked across cameras by appearance
 camera adjacency and transit time, and the face identity; :mod:`storelens.domain.journeys`),
 cut at each exit from the store. They are linked at query time from the stored track
 summaries (:mod:`storelens.storage.journeys`), so ids are stable: ``"<track_id>@<camera_id>"``
-of the journey's first track. A journey is in a range when it overlaps it.
+of the journey's first track. A journey is in a range when it overlaps it. Staff journeys (a track
+recognised as staff, ``staff_tracks``, within a day of it) are left out of every route, as staff are
+out of the visitors of ``/v1/kpis``.
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ from storelens.config import entrance_lines_of, journeys_of
 from storelens.domain import journeys as dj
 from storelens.domain.privacy import is_suppressed
 from storelens.storage import journeys as jq
+from storelens.storage.schema import track_summaries, zone_events
+from storelens.storage.site import has_rows
 
 from ..deps import MAX_TS_MS, ApiContext, ContextDep, EndMs, Text, api_router, check_range, require_role
 from ..models import NOT_FOUND, _Out
@@ -24,8 +28,11 @@ from ..models import NOT_FOUND, _Out
 router = api_router("journeys", role='viewer')
 
 FromMs0 = Annotated[int, Query(ge=0, le=MAX_TS_MS, description="Range start (inclusive), ms since epoch.")]
-CameraQ = Annotated[Text | None, Query(max_length=200, description="Only journeys through this camera.")]
-ZoneQ = Annotated[Text | None, Query(max_length=200, description="Only journeys that visited this zone id.")]
+CameraQ = Annotated[Text | None, Query(max_length=200, description=(
+    "Only journeys through this camera (also one removed from the site through /v1/site: its stored tracks; 404 "
+    "when neither configured nor stored)."))]
+ZoneQ = Annotated[Text | None, Query(max_length=200, description=(
+    "Only journeys that visited this zone id (configured, or in the stored zone events)."))]
 #: Most stored tracks one journeys answer links (about 20 days of a busy camera; ~1.5 kB each in memory).
 MAX_JOURNEY_TRACKS = 100_000
 
@@ -127,16 +134,18 @@ def _selected(ctx: ApiContext, start_ms: int, end_ms: int | None, camera_id: str
               zone_id: str | None) -> tuple[int, list[dj.Journey]]:
     end = end_ms if end_ms is not None else MAX_TS_MS
     check_range(start_ms, end)
-    if camera_id is not None:
-        ctx.camera(camera_id)  # 404 unknown camera
+    if camera_id is not None:  # 404 unknown camera; one a site version removed keeps its stored journeys
+        ctx.history_camera(camera_id, track_summaries)
     if zone_id is not None and not any(z.id == zone_id for c in ctx.config.cameras for z in c.zones
-                                       if camera_id is None or c.id == camera_id):
+                                       if camera_id is None or c.id == camera_id) and not has_rows(
+            ctx.storage, [zone_events], zone_id=zone_id, **({} if camera_id is None else {"camera_id": camera_id})):
         raise HTTPException(404, f"unknown zone {zone_id!r}")
     n = jq.count_tracks(ctx.storage, journeys_of(ctx.config), start_ms, end)
     if n > MAX_JOURNEY_TRACKS:  # each is read and linked in memory (with its appearance embedding)
         raise HTTPException(422, f"the range holds {n} stored tracks; at most {MAX_JOURNEY_TRACKS} are linked into "
                                  "journeys at once: narrow it (start_ms, end_ms)")
-    out = jq.journeys(ctx.storage, journeys_of(ctx.config), start_ms, end, entrance_lines_of(ctx.config))
+    out = jq.journeys(ctx.storage, journeys_of(ctx.config), start_ms, end, entrance_lines_of(ctx.config),
+                      exclude_staff=True)  # staff are no customers (as in /v1/kpis, /v1/interest)
     if camera_id is not None:
         out = [j for j in out if any(t.camera_id == camera_id for t in j.tracks)]
     if zone_id is not None:  # a zone of the journey's path (its tracks' zone visits), on camera_id when given
@@ -149,7 +158,8 @@ def _selected(ctx: ApiContext, start_ms: int, end_ms: int | None, camera_id: str
             summary="Store visits across cameras (paged, by start time)",
             description="One row per visit (not an aggregate: each row is one person's path, so k-anonymity "
             "does not apply and the route is for roles that may see individual visits). The aggregates over "
-            "visits are /v1/flows and /v1/paths/top, which withhold groups of fewer than k_min journeys.")
+            "visits are /v1/flows and /v1/paths/top, which withhold groups of fewer than k_min journeys. Staff "
+            "are left out (a journey with a track recognised as staff within a day of it, as in /v1/kpis).")
 def journey_list(ctx: ContextDep, start_ms: FromMs0 = 0, end_ms: EndMs = None, camera_id: CameraQ = None,
                  zone_id: ZoneQ = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                  offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0) -> JourneysOut:
@@ -170,7 +180,8 @@ def journey_one(ctx: ContextDep, journey_id: Annotated[str, Path(
     key = dj.parse_journey_id(journey_id)
     if key is None:  # past the pattern: a track id outside 64 bits
         raise HTTPException(422, f"malformed journey id {journey_id!r}")
-    j = jq.journey(ctx.storage, journeys_of(ctx.config), *key, entrance_lines=entrance_lines_of(ctx.config))
+    j = jq.journey(ctx.storage, journeys_of(ctx.config), *key, entrance_lines=entrance_lines_of(ctx.config),
+                   exclude_staff=True)
     if j is None:
         raise HTTPException(404, f"unknown journey {journey_id!r}")
     return journey_out(j)
@@ -183,7 +194,8 @@ def journey_one(ctx: ContextDep, journey_id: Annotated[str, Path(
             "however often it made it). k-anonymity: a link made by 1 to k_min-1 journeys (privacy.k_min, "
             "default 5) is left out of `links` and `nodes` (its name would show a few people's route; over a "
             "range of one visit, that person's), and the answer says `suppressed: true`; min_count filters the "
-            "counts shown, so it never brings a withheld link back.")
+            "counts shown, so it never brings a withheld link back. Journeys of staff (a track recognised as staff "
+            "within a day of it: staff_only zone, uniform, staff face) are left out, as in /v1/kpis.")
 def flow_list(ctx: ContextDep, start_ms: FromMs0 = 0, end_ms: EndMs = None, camera_id: CameraQ = None,
               zone_id: ZoneQ = None, min_count: Annotated[int, Query(ge=1)] = 1) -> FlowsOut:
     with jq.gc_paused():
@@ -205,7 +217,8 @@ def flow_list(ctx: ContextDep, start_ms: FromMs0 = 0, end_ms: EndMs = None, came
             summary="The most frequent journey paths",
             description="The n most frequent paths (node sequences) of the journeys that overlap "
             "[start_ms, end_ms). k-anonymity: a path taken by 1 to k_min-1 journeys (privacy.k_min, default 5) "
-            "has `count` and `share` null, an empty `path` and `suppressed: true`.")
+            "has `count` and `share` null, an empty `path` and `suppressed: true`. Journeys of staff are left out "
+            "(as in /v1/flows).")
 def top_paths(ctx: ContextDep, start_ms: FromMs0 = 0, end_ms: EndMs = None, camera_id: CameraQ = None,
               zone_id: ZoneQ = None, n: Annotated[int, Query(ge=1, le=100)] = 10) -> TopPathsOut:
     with jq.gc_paused():

@@ -3,7 +3,7 @@
 One :class:`LiveHub` per app reads the live numbers once per ``interval_s`` (the live state in
 the distributed mode, storage in the embedded one: the same :func:`~.occupancy.cameras_occupancy` and
 :func:`~.occupancy.store_totals_of` as ``/v1/occupancy``, so the numbers equal the API's: the store's are the
-``store_occupancy`` alert's, one row when ``store.entrance_lines`` is set; rows older than the daily reset are
+``store_occupancy`` alert's, the stage's ``@store`` row; rows older than the daily reset are
 0) and fans them out to every connected dashboard: 50 open dashboards cost one read a second, not fifty. Events:
 
 * ``counts``: ``{"ts_ms", "store": {"occupancy", "in", "out"}, "stale", "cameras": [{"camera_id",
@@ -21,10 +21,11 @@ the distributed mode, storage in the embedded one: the same :func:`~.occupancy.c
   connection error, on which many clients close and reconnect (a reconnect loop for as long as the reads fail).
 
 A comment line is sent every 15 s so proxies keep the connection open. The caller's credential is
-checked again every :data:`REAUTH_S` seconds: a revoked key, a signed-out, deleted or disabled user, and a
-session past ``auth.session_max_s`` end the stream. The session token's own expiry does not: the dashboard renews
-its cookie, not the open stream's token, so a session is accepted past its token's ``exp`` while its user's session
-epoch did not move (:meth:`~storelens.api.security.Authenticator.authenticate` with ``past_exp``), as a renewal would.
+checked again every :data:`REAUTH_S` seconds: a revoked key (also one whose creator was deleted or demoted), a
+signed-out, deleted or reset user, and a session past ``auth.session_max_s`` end the stream. The session token's
+own expiry does not: the dashboard renews its cookie, not the open stream's token, so a session is accepted past
+its token's ``exp`` while its user's session epoch did not move
+(:meth:`~storelens.api.security.Authenticator.authenticate` with ``past_exp``), as a renewal would.
 """
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ RECENT_ALERTS = 50
 
 def counts_snapshot(ctx: ApiContext) -> dict[str, Any]:
     """The ``counts`` event: every camera's occupancy and totals, and the store's (those of ``/v1/occupancy``:
-    over ``store.entrance_lines`` when set, else the cameras' sums)."""
+    over ``store.entrance_lines`` when set, else every line)."""
     cams, now = cameras_occupancy(ctx)
     store = store_totals_of(ctx, cams, now)
     return {

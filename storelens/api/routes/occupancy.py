@@ -3,10 +3,10 @@
 Read from the live state when the app has one (distributed mode), else, and
 whenever the live state has nothing or does not answer, from storage.
 
-The store's number is the ``store_occupancy`` alert's (:func:`~storelens.domain.counting.store_totals`): with
-``store.entrance_lines``, the row the analytics stage writes for the store (camera id
-:data:`~storelens.domain.counting.STORE_OCCUPANCY_ID`) beside the cameras' rows: one read, whatever the
-history's size; without entrance lines, or before the stage wrote that row (older data), the sum of the cameras'.
+The store's number is the ``store_occupancy`` alert's (:func:`~storelens.domain.counting.store_totals` over
+``store.entrance_lines``, else every line, clamped at 0 once for the store): the row the analytics stage writes for
+the store (camera id :data:`~storelens.domain.counting.STORE_OCCUPANCY_ID`) beside the cameras' rows: one read,
+whatever the history's size; before the stage wrote that row (older data), the sum of the cameras'.
 
 A camera's ``last_seen_ts_ms`` (its newest frame: the dashboard's camera health) comes from the live state, else
 (the embedded mode, or a camera the live state has not seen) from the newest stored frame, as ``/v1/zones``' time.
@@ -26,7 +26,7 @@ import time
 from typing import Iterable
 
 from storelens.backends.video import is_live
-from storelens.config import CameraConfig, entrance_lines_of
+from storelens.config import CameraConfig
 from storelens.contract import messages as m
 from storelens.domain.counting import STORE_OCCUPANCY_ID, OccupancyReset, StoreTotals, store_totals
 from storelens.stages.analytics import occupancy_reset
@@ -100,11 +100,10 @@ def occupancy_of(ctx: ApiContext, camera_id: str) -> CameraOccupancyOut:
 def store_totals_of(ctx: ApiContext, cameras: list[CameraOccupancyOut], now_ms: int | None) -> StoreTotals:
     """The store's occupancy, ins and outs (see the module docstring); ``cameras`` and ``now_ms``:
     :func:`cameras_occupancy`'s."""
-    if entrance_lines_of(ctx.config) is not None:
-        st, _ = latest_occupancy(ctx, STORE_OCCUPANCY_ID, seen=False)
-        if st is not None:
-            shown = _shown(STORE_OCCUPANCY_ID, st, None, occupancy_reset(ctx.config), now_ms)
-            return StoreTotals(shown.occupancy, shown.total_in, shown.total_out)
+    st, _ = latest_occupancy(ctx, STORE_OCCUPANCY_ID, seen=False)
+    if st is not None:
+        shown = _shown(STORE_OCCUPANCY_ID, st, None, occupancy_reset(ctx.config), now_ms)
+        return StoreTotals(shown.occupancy, shown.total_in, shown.total_out)
     return store_totals(None, [(c.occupancy, c.total_in, c.total_out) for c in cameras], {})
 
 

@@ -33,7 +33,9 @@ from storelens.config.alerts import AlertRule
 from storelens.config.base import check_storable
 from storelens.config.cameras import redact_source
 from storelens.config.site import check_edit_env, masked, restore_masked, site_version_document
+from storelens.domain.geometry import segment_in_frame
 from storelens.errors import ConfigError
+from storelens.storage import heatmaps as hm
 from storelens.storage import site as sq
 
 from ..deps import ApiContext, ContextDep, api_router, require_role
@@ -169,6 +171,19 @@ def _check_id(kind: str, path_id: str, body_id: str) -> None:
         raise HTTPException(422, f"{kind}.id: {body_id!r} differs from the path's {path_id!r}")
 
 
+def _check_in_frame(ctx: ApiContext, camera_id: str, line: LineConfig) -> None:
+    """422 naming the field when ``line`` lies entirely outside the camera's frame (it would never count anybody),
+    as far as the API knows that frame: the size of the camera's latest stored reference frame
+    (``GET /v1/cameras/{id}/snapshot``); nothing is checked before one is stored."""
+    snap = hm.snapshot(ctx.storage, camera_id)
+    if snap is None or snap.width <= 0 or snap.height <= 0:
+        return
+    if not segment_in_frame(line.a, line.b, snap.width, snap.height):
+        raise HTTPException(422, f"line.a, line.b: line {line.id!r} from {list(line.a)} to {list(line.b)} lies "
+                                 f"entirely outside camera {camera_id!r}'s frame ({snap.width}x{snap.height} px, "
+                                 "its reference frame): it would never count")
+
+
 def _check_storable(kind: str, body: Any) -> Doc:
     """``body`` dumped (JSON types); 422 naming the field when a text anywhere in it (a key or a value) holds
     what the database cannot store (:func:`~storelens.config.base.check_storable`: NUL, a lone surrogate), before
@@ -224,6 +239,7 @@ def put_line(ctx: ContextDep, principal: Admin, camera_id: ItemId, line_id: Item
              base_version: BaseVersion = None, rederive: Rederive = False) -> SiteChangeOut:
     _check_id("line", line_id, body.id)
     _check_storable("line", body)
+    _check_in_frame(ctx, camera_id, body)
     return _change(ctx, principal, base_version, camera_id,
                    lambda cam: _put_item("lines", _camera(cam, camera_id), body), rederive)
 

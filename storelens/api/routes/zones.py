@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import bisect
 import time
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import Depends, HTTPException, Query
@@ -30,6 +30,8 @@ from storelens.domain.zones import QueueStats, StreamCoverage
 from storelens.storage import EMOTION_KEYS
 from storelens.storage import zones as zq
 from storelens.storage.privacy import newest_frame_ms
+from storelens.storage import schema as tables
+from storelens.storage.site import has_rows
 
 from ..deps import MAX_TS_MS, ApiContext, ContextDep, EndMs, Text, api_router, check_range, require_role
 from ..models import NOT_FOUND, AlignedTo, StoreTimezone, _Out
@@ -279,8 +281,13 @@ def zones(ctx: ContextDep,
     return ZonesOut(zones=out)
 
 
-def _zone(ctx: ApiContext, camera_id: str, zone_id: str | None) -> None:
-    if zone_id is not None and zone_id not in {z.id for _, z in _zones(ctx, camera_id)}:
+def _history_zone(ctx: ApiContext, camera_id: str, zone_id: str | None, *stored: Any) -> None:
+    """404 unless ``camera_id`` is configured or has rows in the ``stored`` tables (a camera a site version removed
+    keeps its history), and ``zone_id`` (when given) is a zone of its config or has rows there."""
+    cam = ctx.history_camera(camera_id, *stored)
+    if zone_id is None or (cam is not None and any(z.id == zone_id and z.kind != "exclude" for z in cam.zones)):
+        return
+    if not has_rows(ctx.storage, stored, camera_id=camera_id, zone_id=zone_id):
         raise HTTPException(404, f"unknown zone {zone_id!r} of camera {camera_id!r}")
 
 
@@ -294,14 +301,15 @@ def _zone(ctx: ApiContext, camera_id: str, zone_id: str | None) -> None:
                         "`epoch`). k-anonymity: a bucket's `dwell_s` measured from 1 to k_min-1 visits "
                         "(privacy.k_min, default 5) is withheld: every figure null and `suppressed: true`. At most "
                         "100,000 buckets (422): over [start_ms, end_ms), or without end_ms those the answer has (the "
-                        "buckets the stored ones from start_ms fall in).")
+                        "buckets the stored ones from start_ms fall in). A camera (zone) removed from the site "
+                        "through `/v1/site` keeps its history: its stored buckets answer under their zone ids; 404 "
+                        "for a camera (zone) neither configured nor in the stored buckets and zone events.")
 def zone_stats(ctx: ContextDep, camera_id: Annotated[Text, Query(max_length=200)], start_ms: FromMs0,
                end_ms: EndMs = None,
                zone_id: Annotated[Text | None, Query(max_length=200, description="Only this zone.")] = None,
                bucket_s: Annotated[int | None, Query(ge=1, le=86_400 * 31, description=(
                    "Bucket width: a multiple of the site's zones.bucket_s (default that)."))] = None) -> ZoneStatsOut:
-    ctx.camera(camera_id)
-    _zone(ctx, camera_id, zone_id)
+    _history_zone(ctx, camera_id, zone_id, tables.zone_stats, tables.zone_events)
     base = ctx.config.zones.bucket_s
     bucket_s = bucket_s or base
     if bucket_s % base:
@@ -319,10 +327,10 @@ def zone_stats(ctx: ContextDep, camera_id: Annotated[Text, Query(max_length=200)
             if bucket_s % 86_400 == 0:  # whole days: the span's limit (100,000 days)
                 raise HTTPException(422, f"without end_ms, the stored buckets from start_ms on: {exc.detail} "
                                          f"(end_ms)") from None
-            # shorter buckets: one run of equal widths (the answer's grid: its alignment is that of start_ms)
-            [(origin, width)] = bucket_grid(ctx.config, start_ms, span[1] + base * 1000, bucket_s, data=span,
-                                            limit=False, stored_s=base).runs
-            if (n := zq.count_buckets(ctx.storage, camera_id, zone_id, start_ms, origin, width)) > MAX_BUCKETS:
+            # shorter buckets: the answer's grid (a run of equal widths; a run per change of a zone's sub-hour offset)
+            grid = bucket_grid(ctx.config, start_ms, span[1] + base * 1000, bucket_s, data=span, limit=False,
+                               stored_s=base)
+            if (n := zq.count_buckets(ctx.storage, camera_id, zone_id, start_ms, grid)) > MAX_BUCKETS:
                 raise HTTPException(422, f"without end_ms, the stored buckets from start_ms on fall in {n} buckets "
                                          f"of bucket_s={bucket_s}, more than the limit of {MAX_BUCKETS}: give "
                                          f"end_ms or a larger bucket_s") from None
@@ -395,14 +403,16 @@ def _bucket_dwell(exits: list[tuple[int, float]], rows: list[zq.ZoneBucketRow]) 
 
 @router.get("/v1/zones/events", response_model=ZoneEventsOut, response_model_exclude_none=True,
             dependencies=[Depends(require_role("manager"))],
-            responses=NOT_FOUND, summary="Zone entries, exits and loitering in time order")
+            responses=NOT_FOUND, summary="Zone entries, exits and loitering in time order",
+            description="A camera (zone) removed from the site through `/v1/site` keeps its history: its stored "
+                        "events answer (with the zone kind stored with each); 404 for a camera (zone) neither "
+                        "configured nor in the stored zone events.")
 def zone_event_list(ctx: ContextDep, camera_id: Annotated[Text, Query(max_length=200)], start_ms: FromMs0,
                     end_ms: EndMs = None,
                     zone_id: Annotated[Text | None, Query(max_length=200)] = None,
                     kind: Annotated[Literal["enter", "exit", "loiter"] | None, Query()] = None,
                     limit: Annotated[int, Query(ge=1, le=100_000)] = 1000) -> ZoneEventsOut:
-    ctx.camera(camera_id)
-    _zone(ctx, camera_id, zone_id)
+    _history_zone(ctx, camera_id, zone_id, tables.zone_events)
     end = end_ms if end_ms is not None else MAX_TS_MS
     check_range(start_ms, end)
     rows = zq.events(ctx.storage, camera_id, start_ms, end, zone_ids=None if zone_id is None else [zone_id],
