@@ -1,19 +1,19 @@
 """``/v1/live``: Server-Sent Events pushed by the server when counts or alerts change (no client polling)."""
 from __future__ import annotations
 
-import json
 import time
 
 import httpx
 import pytest
 
 from storelens.api import create_app
-from storelens.api.testing import api_key_for, served_app
+from storelens.api.testing import api_key_for, served_app, sse_events
 from storelens.config import parse_config
 from storelens.contract import messages as m
 from storelens.storage import SqlStorage
 
-SITE = {"store": {"id": "s1"}, "cameras": [{"id": "cam-1", "source": "/tmp/x.mp4"}, {"id": "cam-2", "source": "/tmp/y.mp4"}]}
+SITE = {"store": {"id": "s1"},
+        "cameras": [{"id": "cam-1", "source": "/tmp/x.mp4"}, {"id": "cam-2", "source": "/tmp/y.mp4"}]}
 
 
 @pytest.fixture
@@ -26,15 +26,7 @@ def served(tmp_path):
 
 
 def _events(response: httpx.Response):
-    event = {}
-    for line in response.iter_lines():
-        if line.startswith("event: "):
-            event["event"] = line[7:]
-        elif line.startswith("data: "):
-            event["data"] = json.loads(line[6:])
-        elif not line and event:
-            yield event
-            event = {}
+    return sse_events(response.iter_lines())
 
 
 def test_live_pushes_counts_and_alerts_as_they_change(served) -> None:

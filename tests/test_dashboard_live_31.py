@@ -10,7 +10,6 @@
 """
 from __future__ import annotations
 
-import json
 import time
 
 import httpx
@@ -19,7 +18,7 @@ import sqlalchemy as sa
 
 from storelens.api import create_app
 from storelens.api.routes.live import counts_snapshot
-from storelens.api.testing import api_key_for, served_app, signed_in_client
+from storelens.api.testing import api_key_for, served_app, signed_in_client, sse_events
 from storelens.config import parse_config
 from storelens.contract import messages as m
 from storelens.storage import SqliteStorage
@@ -46,17 +45,7 @@ def served(tmp_path, monkeypatch):
 
 def _events(response: httpx.Response):
     """The stream's events, and ``{"comment": ...}`` for each keepalive."""
-    event: dict = {}
-    for line in response.iter_lines():
-        if line.startswith(":"):
-            yield {"comment": line[1:].strip()}
-        elif line.startswith("event: "):
-            event["event"] = line[7:]
-        elif line.startswith("data: "):
-            event["data"] = json.loads(line[6:])
-        elif not line and event:
-            yield event
-            event = {}
+    return sse_events(response.iter_lines(), keepalives=True)
 
 
 def _next_event(events, kind: str, keepalives: int = 100) -> dict | None:

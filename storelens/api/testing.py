@@ -12,9 +12,10 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from storelens.config.auth import Role
 
@@ -65,3 +66,25 @@ def served_app(app: FastAPI, *, start_timeout_s: float = 30.0, **uvicorn_kw: Any
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def sse_events(lines: Iterable[str], *, keepalives: bool = False) -> Iterator[dict[str, Any]]:
+    """The Server-Sent Events of a stream's text lines (``httpx.Response.iter_lines()``): ``{"event": name, "data":
+    parsed JSON}`` per event and, with ``keepalives``, ``{"comment": text}`` per keepalive comment line.
+
+    Example:
+        >>> list(sse_events(["event: counts", 'data: {"in": 1}', "", ": keepalive", ""], keepalives=True))
+        [{'event': 'counts', 'data': {'in': 1}}, {'comment': 'keepalive'}]
+    """
+    event: dict[str, Any] = {}
+    for line in lines:
+        if line.startswith(":"):
+            if keepalives:
+                yield {"comment": line[1:].strip()}
+        elif line.startswith("event: "):
+            event["event"] = line[7:]
+        elif line.startswith("data: "):
+            event["data"] = json.loads(line[6:])
+        elif not line and event:
+            yield event
+            event = {}
