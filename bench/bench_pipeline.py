@@ -315,7 +315,7 @@ class Bench:
             nonlocal done
             done += 1
             if self.limit is not None and done >= self.limit and pipe is not None:
-                pipe.stop()  # each stage ends after the message in hand; frames still queued are not processed
+                pipe.stop()  # detect-track ends after the frame in hand; what it passed on is still handled
 
         config = self.config if faces else self.config.model_copy(
             update={"faces": self.config.faces.model_copy(update={"enabled": False})})

@@ -408,6 +408,10 @@ def cmd_replay(args) -> int:
     from storelens.storage import open_storage
     from storelens.storage.replay import replay
 
+    if site_config_path(args.config) is None:  # the bundled example's lines would overwrite the derived rows
+        raise ConfigError("replay needs the site whose analytics settings re-derive the history: give --config FILE "
+                          "or set $STORELENS_CONFIG (neither is set; the bundled example's cameras, lines and zones "
+                          "would replace the stored crossings, zones and heatmaps)")
     config = _history_config(args)  # stored track points: no video
     if args.from_ms is not None and args.to_ms is not None and args.to_ms <= args.from_ms:
         raise ConfigError(f"--to ({args.to_ms}) must be greater than --from ({args.from_ms})")
@@ -1080,7 +1084,8 @@ def cmd_site(args) -> int:
                 publisher(sq.site_update(storage, config.store.id, saved - 1))
             except StoreLensError as exc:
                 raise StoreLensError(f"site version {saved} saved, but not published to {publisher.topic} ({exc}): "
-                                     f"the services apply it at their next start; import again to publish it") from None
+                                     "a running API sends it (at its start and every 30 s), or import again to "
+                                     "publish it") from None
             finally:
                 publisher.close()
             where = f" (published to {publisher.topic})"
@@ -1475,8 +1480,9 @@ def build_parser() -> argparse.ArgumentParser:
     command(z, cmd_zones, opens_cameras=False)  # the site's cameras are replaced by SOURCE
 
     r = sub.add_parser("replay", help="re-derive crossings, zones and heatmaps from stored track points")
-    r.add_argument("--config", required=True,
-                   help="site configuration (storage, the analytics settings); the cameras, lines and zones are the "
+    r.add_argument("--config",
+                   help="site configuration (storage, the analytics settings; default: $STORELENS_CONFIG; one of "
+                        "them is required: never the bundled example's); the cameras, lines and zones are the "
                         "newest site version's when there is one: `storelens site import` a file with moved lines "
                         "or new zones first (a warning names what of the file differs from that version)")
     r.add_argument("--db", help="SQLite history file (default: the config's storage)")

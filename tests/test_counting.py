@@ -580,6 +580,7 @@ DOCTEST_MODULES = [
     "storelens.backends.trackers.bytereid",
     "storelens.backends.appearance.omz_reid_openvino",
     "storelens.config.cameras",
+    "storelens.config.redact",
     "storelens.api.security",
 ]
 

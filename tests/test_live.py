@@ -101,12 +101,10 @@ def test_large_and_negative_timestamps_compare_exactly(live: RedisLiveState) -> 
 def test_touch_camera_last_seen_only_moves_forward(live: RedisLiveState) -> None:
     assert live.last_seen("cam-1") is None
     assert live.touch_camera("cam-1", 1_000) is True
-    assert live.touch_camera("cam-1", 1_040, frames_seen=27) is True
-    assert live.touch_camera("cam-1", 1_000, frames_seen=26) is False  # older frame: nothing changes
+    assert live.touch_camera("cam-1", 1_040) is True
+    assert live.touch_camera("cam-1", 1_000) is False  # older frame: nothing changes
     assert live.last_seen("cam-1") == 1_040
-    assert live.camera("cam-1") == {"last_seen_ms": 1_040, "frames_seen": 27}
-    assert live.touch_camera("cam-1", 1_080) is True  # without a count, the count is kept
-    assert live.camera("cam-1") == {"last_seen_ms": 1_080, "frames_seen": 27}
+    assert live.camera("cam-1") == {"last_seen_ms": 1_040}
     assert live.camera("cam-9") == {}
 
 
@@ -114,12 +112,12 @@ def test_multiple_cameras_are_independent(live: RedisLiveState) -> None:
     assert live.cameras() == {}
     live.set_occupancy(occ("cam-2", 5_000, 4, 4, 0))
     live.set_occupancy(occ("cam-1", 9_000, 1, 1, 0))
-    live.touch_camera("cam-1", 9_040, frames_seen=10)
+    live.touch_camera("cam-1", 9_040)
     live.touch_camera("cam-3", 100)
     assert live.set_occupancy(occ("cam-2", 6_000, 3, 4, 1)) is True  # cam-1's newer ts does not matter
     assert live.cameras() == {
         "cam-1": {"occupancy_ts_ms": 9_000, "occupancy": 1, "total_in": 1, "total_out": 0,
-                  "last_seen_ms": 9_040, "frames_seen": 10},
+                  "last_seen_ms": 9_040},
         "cam-2": {"occupancy_ts_ms": 6_000, "occupancy": 3, "total_in": 4, "total_out": 1},
         "cam-3": {"last_seen_ms": 100},
     }
@@ -140,12 +138,12 @@ def test_prefixes_isolate_installations(live: RedisLiveState, prefix: str) -> No
 def test_values_are_plain_integers_in_a_hash_per_camera(live: RedisLiveState, rclient: redis.Redis,
                                                          prefix: str) -> None:
     live.set_occupancy(occ("cam-1", 1_000, 2, 3, 1))
-    live.touch_camera("cam-1", 1_040, frames_seen=27)
+    live.touch_camera("cam-1", 1_040)
     assert live.camera_key("cam-1") == f"{prefix}:camera:cam-1"
     assert rclient.type(live.camera_key("cam-1")) == "hash"
     assert rclient.hgetall(live.camera_key("cam-1")) == {
         "occupancy_ts_ms": "1000", "occupancy": "2", "total_in": "3", "total_out": "1",
-        "last_seen_ms": "1040", "frames_seen": "27",
+        "last_seen_ms": "1040",
     }
     assert rclient.smembers(live.cameras_key) == {"cam-1"}
     assert sorted(rclient.scan_iter(match=f"{prefix}:*")) == sorted([live.cameras_key, live.camera_key("cam-1")])
@@ -173,7 +171,7 @@ def test_concurrent_out_of_order_writers_keep_the_newest(prefix: str) -> None:
             with RedisLiveState(REDIS_URL, prefix=prefix) as s:  # one client per "service"
                 for u in part:
                     s.set_occupancy(u)
-                    s.touch_camera(u.camera_id, u.ts_ms, frames_seen=u.ts_ms)
+                    s.touch_camera(u.camera_id, u.ts_ms)
         except BaseException as exc:  # pragma: no cover (reported below)
             errors.append(exc)
 
@@ -186,7 +184,7 @@ def test_concurrent_out_of_order_writers_keep_the_newest(prefix: str) -> None:
     with RedisLiveState(REDIS_URL, prefix=prefix) as s:
         for cam in ("cam-1", "cam-2"):
             assert s.occupancy(cam) == occ(cam, 400, 400 % 97, 400, 0)
-            assert s.camera(cam)["last_seen_ms"] == s.camera(cam)["frames_seen"] == 400
+            assert s.camera(cam)["last_seen_ms"] == 400
 
 
 def test_shared_between_threads(live: RedisLiveState) -> None:

@@ -13,7 +13,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import psycopg
 import pytest
@@ -65,8 +65,9 @@ def pg_schema() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def pg(schema: str, **kw: object) -> Iterator[psycopg.Connection]:
-    with psycopg.connect(make_conninfo(PG_DSN, options=f"-c search_path={schema}"), **kw) as c:  # type: ignore
+def pg(schema: str, dsn: str = PG_DSN, **kw: object) -> Iterator[psycopg.Connection]:
+    """A connection to ``dsn`` (default: the stack's database) with ``schema`` as its search path."""
+    with psycopg.connect(make_conninfo(dsn, options=f"-c search_path={schema}"), **kw) as c:  # type: ignore
         yield c
 
 
@@ -96,12 +97,12 @@ def pg_at_revision_14(schema: str, n: int = 2000) -> None:
             c.execute(stmt.format(series=f"generate_series(1, {n}) i", true="true", false="false"))  # type: ignore
 
 
-def pg_indexes(schema: str) -> dict[str, bool]:
-    """0015's indexes in ``schema``: name -> pg_index.indisvalid."""
-    with pg(schema, autocommit=True) as c:
+def pg_indexes(schema: str, names: Iterable[str] = INDEXES_0015, dsn: str = PG_DSN) -> dict[str, bool]:
+    """The indexes of ``names`` (default: 0015's) in ``schema`` of ``dsn`` that exist: name -> pg_index.indisvalid."""
+    with pg(schema, dsn, autocommit=True) as c:
         rows = c.execute("SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
                          "JOIN pg_namespace s ON s.oid = c.relnamespace WHERE s.nspname = %s AND c.relname = ANY(%s)",
-                         (schema, list(INDEXES_0015))).fetchall()
+                         (schema, list(names))).fetchall()
     return dict(rows)
 
 

@@ -2,7 +2,8 @@
 // zone (GET /v1/site: every time is shown in it, wherever the browser is).
 import { useCallback, useEffect, useState } from "react";
 import {
-  ApiError, atLeast, browserTimeZone, get, request, setStoreTimeZone, setUnauthorizedHandler, type Me, type Role,
+  ApiError, atLeast, browserTimeZone, get, request, setStoreTimeZone, setUnauthorizedHandler, toApiError, type Me,
+  type Role,
 } from "./api";
 import { ErrorBoundary } from "./ui";
 import { LiveContext, useLiveFeed } from "./live";
@@ -76,11 +77,16 @@ export function App() {
 
   const live = useLiveFeed(!!me, () => setMe(null));
 
+  // a sign-out that failed (no answer, or 503: the API could not end the sessions) leaves the page signed in and
+  // says so: the sessions are still valid
+  const [signOutError, setSignOutError] = useState<string | null>(null);
   const signOut = async () => {
+    setSignOutError(null);
     try {
       await request("/v1/auth/logout", { method: "POST" });
-    } finally {
       setMe(null);
+    } catch (e) {
+      setSignOutError(toApiError(e).detail);
     }
   };
 
@@ -135,6 +141,11 @@ export function App() {
           </div>
         </nav>
         <main className="content" data-testid={`view-${current.path === "/" ? "live" : current.path.slice(1)}`}>
+          {signOutError !== null && (
+            <div className="problem" role="alert" data-testid="sign-out-error">
+              <strong>Sign-out failed: you are still signed in.</strong> <span>{signOutError}</span>
+            </div>
+          )}
           <h1>{current.label}</h1>
           <ErrorBoundary key={current.path}>
             <View me={me} />

@@ -12,8 +12,10 @@ export interface Me {
 }
 
 export class ApiError extends Error {
-  /** `retryAfterS`: the answer's `Retry-After` in seconds (a 429's), `null` when it has none. */
-  constructor(public status: number, public detail: string, public retryAfterS: number | null = null) {
+  /** `retryAfterS`: the answer's `Retry-After` in seconds (a 429's), `null` when it has none; `body`: the answer's
+   * JSON (fields beside `detail`, e.g. a site edit's 503 `version`), `null` when it is not JSON. */
+  constructor(public status: number, public detail: string, public retryAfterS: number | null = null,
+              public body: Record<string, unknown> | null = null) {
     super(`${status}: ${detail}`);
   }
 }
@@ -33,15 +35,17 @@ async function send(path: string, init: RequestInit = {}): Promise<Response> {
   });
   if (!r.ok) {
     let detail = r.statusText;
+    let json: Record<string, unknown> | null = null;
     try {
       const body = await r.json();
       detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail ?? body);
+      json = body && typeof body === "object" ? body : null;
     } catch {
       /* not JSON */
     }
     if (r.status === 401 && !path.startsWith("/v1/auth/")) onUnauthorized();
     const retryAfter = Number.parseInt(r.headers.get("Retry-After") ?? "", 10);
-    throw new ApiError(r.status, detail, Number.isFinite(retryAfter) ? retryAfter : null);
+    throw new ApiError(r.status, detail, Number.isFinite(retryAfter) ? retryAfter : null, json);
   }
   return r;
 }

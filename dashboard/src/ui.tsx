@@ -20,7 +20,9 @@ export function Problem({ error }: { error: ApiError | null }) {
     error.status === 403
       ? "Refused: your role may not see or do this."
       : error.status === 503
-        ? "Not available on this installation."
+        // a feature this installation has off (the API's "face recognition is disabled: ..."), else a part that
+        // did not answer (a notification, the database, a proxy with the API down): a retry may work
+        ? (/\bis disabled\b/.test(error.detail) ? "Not available on this installation." : "Temporarily unavailable.")
         : error.status === 404
           ? "Not found."
           : "The request failed.";

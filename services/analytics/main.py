@@ -7,7 +7,8 @@ topics -> faust app (``storelens.runtime.analytics_app``) -> faust worker until 
 Env: STORELENS_CONFIG (site YAML), STORELENS_HTTP_PORT (health/metrics, default 9100),
 STORELENS_LOG_LEVEL, STORELENS_ANALYTICS_AUTO_OFFSET_RESET (``earliest``, default, or
 ``latest``: where a new consumer group starts), STORELENS_FAUST_DATADIR (faust's scratch
-directory, default ``/tmp/<app id>-data``; tables are in memory, nothing durable is kept there).
+directory, default ``/tmp/<app id>-data``; tables are in memory, nothing durable is kept there),
+STORELENS_ANALYTICS_SINK_STALL_S (a sink write waiting longer: not ready, default 60).
 """
 from __future__ import annotations
 

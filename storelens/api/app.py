@@ -5,6 +5,7 @@ import json
 import logging
 import sqlite3
 import threading
+import time
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from fastapi import FastAPI, Request
@@ -27,6 +28,7 @@ from .dashboard import mount_dashboard
 from .deps import ApiContext, LiveState
 from .cache import CachedReadsMiddleware, cached_role
 from .metrics import Metrics, MetricsMiddleware
+from .models import HTTPErrorWithFields
 from .security import AuditMiddleware, Authenticator
 from .routes import ROUTERS
 
@@ -72,7 +74,9 @@ def create_app(
     ``/v1/site`` edits cameras, lines and zones (admins); each saved version is stored, put in
     force in this app, and passed to ``on_site_change(update)`` (a ``SiteUpdate``; distributed
     mode: publish it to the compacted ``site-config`` topic). The embedded pipeline reads new
-    versions from ``storage``.
+    versions from ``storage``. With ``on_site_change``, a chore (:class:`SiteRedelivery`) passes it the newest
+    saved version again at the app's start and every :data:`SITE_REDELIVER_S` while it has not taken it (an edit
+    whose publish failed answered 503).
 
     ``chores`` (e.g. the retention purge of :func:`storelens.runtime.retention.api_retention`) run in a thread of
     their own from the app's startup to its shutdown (:class:`~storelens.runtime.retention.ChoreThread`), their
@@ -136,13 +140,46 @@ def create_app(
     for data_error in _data_errors():
         app.add_exception_handler(data_error, _data_error)
     mount_dashboard(app)  # the web dashboard at / (storelens.api.dashboard)
+    if on_site_change is not None:
+        chores = [*chores, SiteRedelivery(context)]
     if chores:
         from storelens.runtime.retention import ChoreThread
 
-        thread = ChoreThread(chores, metrics=context.metrics)
+        thread = app.state.chores = ChoreThread(chores, metrics=context.metrics)
         app.router.on_startup.append(thread.start)
         app.router.on_shutdown.append(thread.stop)  # before the stores close (closers are appended later)
     return app
+
+
+#: Seconds between two looks of :class:`SiteRedelivery` whether the newest saved site version still waits for
+#: ``on_site_change``.
+SITE_REDELIVER_S = 30.0
+
+
+class SiteRedelivery:
+    """A chore of the app (``create_app(on_site_change=...)``): :meth:`ApiContext.deliver_site` at the app's start
+    (a version saved while this process was down, or whose publish failed before a restart) and every
+    :data:`SITE_REDELIVER_S` (an edit whose publish failed answered 503; another replica's version, sent again),
+    until the broker has the newest version."""
+
+    name = "site-redelivery"
+
+    def __init__(self, context: ApiContext, every_s: float = SITE_REDELIVER_S,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.context, self.every_s, self.monotonic = context, every_s, monotonic
+        self._next_s: float | None = None
+
+    def due(self) -> bool:
+        return self._next_s is None or self.monotonic() >= self._next_s
+
+    def run(self, metrics: Any = None) -> object:
+        """Send the newest version if it waits (the one sent, else ``None``); a failure is logged and counted by
+        :meth:`~ApiContext.deliver_site`, and tried again when next due."""
+        self._next_s = self.monotonic() + self.every_s
+        try:
+            return self.context.deliver_site()
+        except Exception:  # noqa: BLE001 (logged and counted there)
+            return None
 
 
 def _json_safe(value: Any) -> Any:
@@ -170,6 +207,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         if methods:
             exc = StarletteHTTPException(405, exc.detail, headers={**(exc.headers or {}),
                                                                    "Allow": ", ".join(sorted(methods))})
+    if isinstance(exc, HTTPErrorWithFields):
+        return _EscapedJSONResponse({"detail": exc.detail, **exc.fields}, status_code=exc.status_code,
+                                    headers=exc.headers)
     return await http_exception_handler(request, exc)
 
 

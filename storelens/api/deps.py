@@ -172,6 +172,8 @@ class ApiContext:
     on_site_change: Callable[[m.SiteUpdate], object] | None = None
     #: The site version in force (0: the site file).
     site_version: int = 0
+    #: The newest site version ``on_site_change`` took (:meth:`deliver_site`; 0 at start: the newest is sent again).
+    site_delivered: int = 0
     _site_checked: float = field(default=0.0, repr=False)
 
     @property
@@ -192,6 +194,34 @@ class ApiContext:
         if update is not None:
             self.set_site(update.version, with_site_update(self.config, update))
         return update
+
+    def deliver_site(self) -> m.SiteUpdate | None:
+        """Pass the newest saved site version to ``on_site_change`` when it is newer than the last one it took
+        (:attr:`site_delivered`), then again while a newer one was saved meanwhile (blocking I/O); the last one
+        passed, ``None`` when none was newer.
+
+        ``on_site_change`` raises when the version did not reach the pipeline (the broker did not acknowledge
+        it): that (or a storage error) is logged, counted (``storelens_errors_total{reason="site_not_delivered"}``)
+        and raised; the chore of
+        :func:`~storelens.api.app.create_app` calls this again (at the app's start, then every
+        :data:`~storelens.api.app.SITE_REDELIVER_S`). Sending again is harmless: consumers keep the highest
+        version. The look after each send also puts the newest version last on the compacted topic when another
+        process's older version reached the broker after it."""
+        from storelens.storage.site import site_update
+
+        if self.on_site_change is None:
+            return None
+        after, sent = self.site_delivered, None
+        try:
+            while (update := site_update(self.storage, self.config.store.id, after)) is not None:
+                self.on_site_change(update)
+                after, sent = update.version, update
+                self.site_delivered = max(self.site_delivered, after)
+        except Exception:
+            log.exception("newest site version not delivered to the pipeline", extra={"after_version": after})
+            self.metrics.count_error("site_not_delivered")
+            raise
+        return sent
 
     def set_site(self, version: int, config: SiteConfig) -> None:
         if version > self.site_version:

@@ -50,10 +50,12 @@ class Metrics:
         #: free-text parameter without its validation), ``password_checks_busy`` (a sign-in that found no free
         #: password check, 429: ``auth.max_concurrent_password_checks``); ``live_read_failed`` (a read of
         #: ``/v1/live``'s numbers); ``forwarded_for_not_trusted`` (``X-Forwarded-For`` from a peer outside
-        #: ``api.forwarded_allow_ips``: ignored).
+        #: ``api.forwarded_allow_ips``: ignored); ``site_refresh_failed`` (``GET /v1/site``'s look for a newer site
+        #: version: the version in force answered); ``sign_out_failed`` (the sessions could not be ended, 503).
         self.errors = Counter(
             "storelens_errors_total", "Errors of the API process by reason (breaker_probe_not_started, "
-            "body_too_large, data_error, password_checks_busy, live_read_failed, forwarded_for_not_trusted)",
+            "body_too_large, data_error, password_checks_busy, live_read_failed, forwarded_for_not_trusted, "
+            "site_refresh_failed, sign_out_failed)",
             ["reason"], registry=self.registry,
         )
         self._live_ping: Callable[[], bool] | None = None  # the live state's (watch_live_state)

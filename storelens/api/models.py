@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+from fastapi import HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
 from storelens.domain.calendar import Alignment
@@ -29,6 +30,14 @@ class ReadyOut(Status):
 
 class ErrorOut(_Out):
     detail: str = Field(examples=["unknown camera 'cam-9'"])
+
+
+class HTTPErrorWithFields(HTTPException):
+    """An HTTP error whose JSON body carries ``fields`` beside ``detail`` (the app's error handler writes them)."""
+
+    def __init__(self, status_code: int, detail: str, **fields: Any) -> None:
+        super().__init__(status_code, detail)
+        self.fields = fields
 
 
 class FieldErrorOut(_Out):

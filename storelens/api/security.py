@@ -319,10 +319,13 @@ class Authenticator:
         self._forget(f"user:{username}")
         return done
 
-    def revoke_keys_of(self, username: str, role: str | None, actor: str, client: str = "") -> list[str]:
+    def revoke_keys_of(self, username: str, role: str | None, actor: str, client: str = "",
+                       reason: str | None = None) -> list[str]:
         """Revoke the API keys ``username`` created whose role is above ``role`` (``None``: all), and so on the keys
         those keys created (``created_by`` ``key:<id>``, transitively), each audited as ``api-keys.revoke`` by
-        ``actor``; their ids. A deleted or demoted user's keys keep no more than it may."""
+        ``actor`` (with ``reason``, by default the creator deleted or demoted); their ids. A deleted or demoted
+        user's keys keep no more than it may; a revoked key's (``username`` ``key:<id>``) none: a leaked key cannot
+        leave keys it made behind it."""
         revoked: list[str] = []
         seen: set[str] = set()
         creators = [username]
@@ -338,7 +341,7 @@ class Authenticator:
                     revoked.append(key["key_id"])
                     store.audit(self.storage, _now_ms(), actor, "api-keys.revoke", key["key_id"],
                                 {"role": key["role"], "name": key["name"], "created_by": creator,
-                                 "reason": "creator deleted" if role is None else f"creator now {role}",
+                                 "reason": reason or ("creator deleted" if role is None else f"creator now {role}"),
                                  **({} if creator == username else {"user": username})}, client)
         return revoked
 

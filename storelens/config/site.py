@@ -1036,8 +1036,37 @@ def restore_masked(config: SiteConfig, cameras: list, alert_rules: list | None =
         ('${P}', '${P:-Shampoo}')
     """
     held = site_version_document(config)
+    cameras = _unredacted_sources(cameras, held["cameras"])
     return (_unmasked(cameras, held["cameras"], "cameras"),
             None if alert_rules is None else _unmasked(alert_rules, held["alert_rules"], "alerts.rules"))
+
+
+def _unredacted_sources(given: list, held: list) -> list:
+    """``given`` cameras with each source that is the held source of the camera of the same ``id`` as answers
+    show it (:func:`~storelens.config.cameras.redact_source` of :func:`masked`: credentials removed or ``***``) put
+    back as held, so a camera sent back as shown with another setting changed keeps its credentials. Any other
+    source holding the mask ``***`` is refused (:class:`ConfigError` naming the field): it would put the mask in
+    force as the password."""
+    from storelens.config.redact import MASK, redact_source
+
+    by_id = {c["id"]: c for c in held if isinstance(c, dict) and isinstance(c.get("id"), str)}
+    out = []
+    for i, cam in enumerate(given):
+        source = cam.get("source") if isinstance(cam, dict) else None
+        held_cam = by_id.get(cam["id"]) if isinstance(source, str) and isinstance(cam.get("id"), str) else None
+        was = held_cam.get("source") if held_cam is not None else None
+        if isinstance(source, str) and source != was:
+            if isinstance(was, str) and source == redact_source(mask_templates(was)):
+                cam = {**cam, "source": was}
+                log.info("site edit: cameras.%d.source sent as shown (credentials hidden): kept as held", i)
+            elif MASK in source and "://" in source:
+                raise ConfigError(
+                    f"config error in the site: cameras.{i}.source: holds {MASK}, the mask answers show for a "
+                    "credential, and is not camera "
+                    f"{cam.get('id')!r}'s source as shown: send the source as shown to keep the credentials the "
+                    "site holds, or the whole source with them (or a ${VAR} template)")
+        out.append(cam)
+    return out
 
 
 def _unmasked(given: object, held: object, loc: str) -> object:

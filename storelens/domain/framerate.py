@@ -7,6 +7,8 @@ enough to matter, so a tracker is told a few times per stream, not every frame.
 """
 from __future__ import annotations
 
+import math
+
 #: An interval more than this many times the current mean is a break in the stream (a reconnect, a stalled
 #: camera), not its rate: it is left out of the mean. A second such interval in a row is a new rate (a camera
 #: re-sampled from 25 to 2 fps): the mean starts again from it.
@@ -40,6 +42,31 @@ class FrameRate:
         self._n = 0
         self._gap = False  # the last interval was a break (BREAK_FACTOR)
         self.reported: float | None = None
+
+    @property
+    def last_ts_ms(self) -> int | None:
+        """The time of the last frame given (``None``: none yet)."""
+        return self._last_ts_ms
+
+    @property
+    def interval_ms(self) -> float | None:
+        """The mean interval between frames (breaks left out); ``None`` until one is known."""
+        return self._interval_ms if self._n else None
+
+    @classmethod
+    def resumed(cls, last_ts_ms: int, interval_ms: float | None) -> "FrameRate":
+        """A rate that goes on from a saved :attr:`last_ts_ms` and :attr:`interval_ms` (a restarted service).
+
+        >>> r = FrameRate.resumed(1000, 200.0)
+        >>> r.interval_ms, r.update(1200), r.update(9000)  # known at once; a break is a break
+        (200.0, None, None)
+        """
+        rate = cls()
+        rate._last_ts_ms = int(last_ts_ms)
+        if interval_ms:
+            rate._interval_ms, rate._n = float(interval_ms), math.ceil(1.0 / rate.smoothing)
+            rate.reported = 1000.0 / rate._interval_ms
+        return rate
 
     def update(self, ts_ms: int) -> float | None:
         last, self._last_ts_ms = self._last_ts_ms, int(ts_ms)

@@ -44,7 +44,11 @@ Effect-once processing from at-least-once delivery:
    (stopping, rebalancing), so every camera state also records the ``tracks``
    partition and next offset it reflects, and an event whose offset jumps
    past the next expected one (after an assignment: the recorded one) is
-   preceded by a re-read of the gap (a private consumer, in order).
+   preceded by a re-read of the gap (a private consumer, in order; the whole gap, retried while the broker
+   does not give it all);
+5. an event whose handling fails (an output, a dead letter or the changelog the broker refused) stops the
+   service with exit code 1 before any later event is handled (:meth:`AnalyticsApp._consume`): the restarted
+   one handles it again from the saved state.
 
 A crash or restart anywhere therefore either replays the frame against the old state
 (same outputs, upserted again) or finds the new state and skips it.
@@ -66,7 +70,10 @@ resolves when the frames come back, once, under its id (a 0 row is written again
 The sinks block (psycopg, redis-py); they run in one dedicated worker thread
 (``run_in_executor``) so the event loop keeps heartbeating while a write
 waits, and a failing sink is retried with backoff (the partition waits;
-nothing is skipped).
+nothing is skipped), except the live state (Redis): behind a circuit breaker, its writes are skipped and counted
+while Redis is down (:class:`~storelens.runtime.sinks.LiveSink`; the next update repairs it). A write under way
+longer than :data:`SINK_STALL_S` (a PostgreSQL lock) makes the service not ready; longer than the runtime's
+``stall_s``, not alive.
 
 Example (see ``services/analytics/main.py``):
     >>> app = build_app(config, storage, live, rt)           # doctest: +SKIP
@@ -79,6 +86,7 @@ import asyncio
 import concurrent.futures
 import logging
 import os
+import signal
 import ssl
 import threading
 import time
@@ -92,6 +100,7 @@ from storelens.contract import topics
 from storelens.config import KafkaConfig, SiteConfig
 from storelens.runtime.service import ServiceRuntime
 from storelens.runtime.bus import BusMessage
+from storelens.runtime.policy import Backoff, Breaker
 from storelens.runtime.retention import RetentionPurge
 from storelens.runtime.runner import TICK_TOPIC, Handled, RunnerCore, fit_output
 from storelens.runtime.sinks import HistorySink, LiveSink
@@ -124,6 +133,47 @@ STUCK_NOT_READY_S = float(os.environ.get("STORELENS_ANALYTICS_STUCK_S", 300))
 CHORES_CHECK_S = 30.0
 #: After SIGTERM, exit hard if faust has not stopped within this many seconds.
 SHUTDOWN_TIMEOUT_S = float(os.environ.get("STORELENS_SHUTDOWN_TIMEOUT_S", 30))
+#: A sink write (PostgreSQL, Redis) under way longer than this: not ready (its check, ``storage`` or ``live``, fails
+#: with a detail); one under way longer than the runtime's ``stall_s`` (120 s) also stops the heartbeat (``/healthz``
+#: fails: a write hung on a lock or a dead connection is restarted). A store that is down is not this: its writes fail
+#: and are retried (not ready, still alive).
+SINK_STALL_S = float(os.environ.get("STORELENS_ANALYTICS_SINK_STALL_S", 60))
+#: First and longest wait before Redis, once it failed, is asked again (a ping in a thread of its own); meanwhile the
+#: live state's writes are skipped (:class:`~storelens.runtime.sinks.LiveSink`), as the api's reads are.
+LIVE_FIRST_RETRY_S, LIVE_RETRY_S = 1.0, 5.0
+#: ``storelens_errors_total`` reason of an input message whose handling failed in a way no error policy takes (an
+#: output or the changelog the broker refused, a failed flush): the service stops, exit code 1
+#: (:meth:`AnalyticsApp._consume`).
+INPUT_FAILED = "input_failed"
+#: ``storelens_errors_total`` reason (and dead letter reason) of an input message that failed for good.
+HANDLE_FAILED = "handle_failed"
+
+
+def retriable_failure(exc: BaseException) -> bool:
+    """Whether an input message that failed may succeed when handled again (:meth:`AnalyticsApp._consume`): the
+    broker or a store unreachable or failing (a Kafka error other than a refused record, ``BrokerError``, a
+    connection error, a timeout, a store's error). ``False`` (a dead letter) for a record the broker refuses for
+    good (too large, corrupt) and for anything else (a serialization error, a bug): handled again it fails again.
+
+    Example:
+        >>> from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
+        >>> retriable_failure(KafkaConnectionError()), retriable_failure(MessageSizeTooLargeError())
+        (True, False)
+        >>> retriable_failure(KeyError("line"))
+        False
+    """
+    from aiokafka import errors as kerr
+
+    from storelens.runtime.kafka import BrokerError
+    from storelens.runtime.policy import store_errors
+
+    if isinstance(exc, (kerr.MessageSizeTooLargeError, kerr.RecordTooLargeError, kerr.RecordListTooLargeError,
+                        kerr.CorruptRecordException)):
+        return False
+    return isinstance(exc, (kerr.KafkaError, BrokerError, OSError, TimeoutError, asyncio.TimeoutError,
+                            *store_errors()))
+
+
 #: Seconds between two reads of the site versions published on ``site-config`` (:meth:`AnalyticsApp.follow_site`).
 SITE_POLL_S = 1.0
 #: At shutdown (:meth:`AnalyticsApp.close`), wait this long for the alert webhooks to deliver what is queued.
@@ -132,6 +182,11 @@ WEBHOOK_CLOSE_S = float(os.environ.get("STORELENS_WEBHOOK_CLOSE_S", 5))
 
 #: ``max.message.bytes`` of the table's changelog: a camera's state (zones, dwell, heatmap grids) can pass 1 MiB.
 CHANGELOG_MAX_BYTES = 8 * 1024**2
+#: The changelog's ``segment.ms`` and ``min.cleanable.dirty.ratio`` (as ``ingest-state``'s): compaction never cleans
+#: the open segment (Kafka's: up to 1 GiB or 7 days), which every start (the memory store recovers from offset 0)
+#: would replay whole; a camera's state is written with every frame.
+CHANGELOG_SEGMENT_MS = 3_600_000
+CHANGELOG_DIRTY_RATIO = 0.1
 
 
 def producer_max_bytes() -> int:
@@ -157,9 +212,11 @@ def changelog_topic(cfg: KafkaConfig) -> str:
 
 
 def changelog_spec(cfg: KafkaConfig) -> TopicSpec:
-    """Compacted, unbounded, co-partitioned with ``tracks`` (``cfg.partitions``); unprefixed, as in :data:`TOPICS`."""
+    """Compacted (its open segment too: :data:`CHANGELOG_SEGMENT_MS`), unbounded, co-partitioned with ``tracks``
+    (``cfg.partitions``); unprefixed, as in :data:`TOPICS`."""
     return TopicSpec(_changelog_base(cfg), STATE_FORMAT, cfg.partitions, -1, compacted=True,
-                     max_message_bytes=CHANGELOG_MAX_BYTES)
+                     max_message_bytes=CHANGELOG_MAX_BYTES, compacted_segment_ms=CHANGELOG_SEGMENT_MS,
+                     min_cleanable_dirty_ratio=CHANGELOG_DIRTY_RATIO)
 
 
 def broker_settings(cfg: KafkaConfig) -> dict[str, Any]:
@@ -189,8 +246,16 @@ class AnalyticsApp:
 
     def __init__(self, config: SiteConfig, storage, live, rt: ServiceRuntime, *,
                  auto_offset_reset: str | None = None, loop: asyncio.AbstractEventLoop | None = None,
-                 chores: Sequence[Any] = (), gallery: Any = None, limits: Mapping[str, int] | None = None) -> None:
+                 chores: Sequence[Any] = (), gallery: Any = None, limits: Mapping[str, int] | None = None,
+                 sink_stall_s: float | None = None) -> None:
         self.config, self.storage, self.live, self.rt = config, storage, live, rt
+        #: A sink write under way longer than this makes the service not ready (:data:`SINK_STALL_S`).
+        self.sink_stall_s = SINK_STALL_S if sink_stall_s is None else sink_stall_s
+        #: The failure that stopped the service (:meth:`_consume`); ``run_worker`` then exits with 1.
+        self.failure: BaseException | None = None
+        #: Stops the worker after such a failure (set by :func:`run_worker`); ``None``: the failure is raised.
+        self.on_failure: Callable[[BaseException], None] | None = None
+        self._sink_stuck_logged = False
         #: Base topic -> ``max.message.bytes`` of the deployment's output topics (:func:`build_app` reads them from
         #: the broker: :func:`~storelens.runtime.workers.topic_limits`); a topic not in it: its declared limit.
         self.limits = dict(limits or {})
@@ -201,7 +266,12 @@ class AnalyticsApp:
         #: The table value the stage's camera state was last loaded from or saved as.
         self._cache: dict[str, dict | None] = {}
         self._sink = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="analytics-sink")
-        sinks = ([HistorySink(storage)] + ([LiveSink(live)] if live is not None else [])
+        # Redis behind a breaker: while it is down its writes are skipped and counted, the history, the outputs and
+        # the alerts go on (one retry loop for every sink held every partition back while Redis was down)
+        self.live_sink = LiveSink(live, Breaker(LIVE_RETRY_S, first_retry_s=LIVE_FIRST_RETRY_S, probe=live.ping,
+                                                name="live state (Redis)", count_error=self._count_error),
+                                  count_error=self._count_error) if live is not None else None
+        sinks = ([HistorySink(storage)] + ([self.live_sink] if self.live_sink is not None else [])
                  + webhook_sinks(config, rt.metrics, storage))  # kept in the history's webhook_outbox
         #: The runner core every input goes through (decode, stage, error policy, sinks with retries).
         #: The scheduled retention purge of the history (privacy.retention): a chore of the core, run in
@@ -290,11 +360,37 @@ class AnalyticsApp:
         self.app.timer(SITE_POLL_S)(self._site_versions)
         rt.add_check("broker", self.broker_ready)
         rt.add_check("tables", self.tables_ready)
-        rt.add_check("storage", lambda: self.core.sink_ok["storage"] and bool(storage.ping()))
+        rt.add_check("storage", lambda: self._sink_ready("storage", storage.ping))
         if live is not None:
-            rt.add_check("live", lambda: self.core.sink_ok["live"] and bool(live.ping()))
+            rt.add_check("live", lambda: self._sink_ready("live", live.ping))
+
+    def _count_error(self, reason: str) -> None:
+        self.core._error(reason)
 
     # -- readiness -----------------------------------------------------------
+
+    def _sink_write_s(self, name: str | None = None) -> float | None:
+        """Seconds the sink write under way (of sink ``name``, or any) has run, ``None`` when none is."""
+        writing = self.core.writing
+        if writing is None or (name is not None and writing[0] != name):
+            return None
+        return time.monotonic() - writing[1]
+
+    def _sink_ready(self, name: str, ping: Callable[[], bool]) -> bool | tuple[bool, str]:
+        """The readiness of sink ``name``: no write of it under way longer than :attr:`sink_stall_s` (the input
+        waits behind it: a PostgreSQL lock, a hung connection), its last write succeeded, and the store answers
+        ``ping`` (not asked while a write is under way: the history's ping waits for the write, and the probe
+        hung with it). Redis while its writes are skipped: not ready, saying so."""
+        age = self._sink_write_s(name)
+        if age is not None and age > self.sink_stall_s:
+            return False, (f"a {name} write has waited {age:.0f} s (over {self.sink_stall_s:g} s): a lock or a hung "
+                           "connection; the input waits behind it")
+        if age is not None:  # no ping while one of its writes is under way: it would wait behind it (the store's lock)
+            return self.core.sink_ok[name]
+        if name == "live" and self.live_sink is not None and self.live_sink.down:
+            self.live_sink.poke()  # its probe when due: back to ready without waiting for a live write
+            return False, "Redis unreachable: the live state's writes are skipped (history, outputs, alerts go on)"
+        return self.core.sink_ok[name] and bool(ping())
 
     def tables_ready(self) -> bool:
         """Partitions assigned and the table recovered from its changelog (no rebalance in progress).
@@ -333,7 +429,7 @@ class AnalyticsApp:
         """The stage's tick at wall time ``now_ms`` (a faust timer, every ``AnalyticsStage.tick_s``; ``camera_down``
         while no frame comes): the same :meth:`RunnerCore.tick` as the embedded runner's loop; its records go to
         the sinks (sink thread), then its alerts to their topic."""
-        if not self._tables_ready:
+        if not self._tables_ready or self._halted():
             return
         await self._flush_site_states()
         await self._close_removed_cameras()
@@ -345,6 +441,13 @@ class AnalyticsApp:
                 return  # not written: not saved either (fired again, the same id, by the next process)
             await self._send(h.outputs)
         await self._save_store_state()
+
+    def _halted(self) -> bool:
+        """An input message failed (:attr:`failure`) or the service stops: the timers (tick, site versions, the
+        pending site states) touch neither the stage nor the table any more. Before, the tick saved the store state
+        with the failed frame's effects (a store alert it fired, whose publishing failed: after the restart it was
+        never published)."""
+        return self.failure is not None or self.rt.stopping.is_set()
 
     async def _save_store_state(self) -> None:
         """After a tick (its outputs written and sent): the store-level alert state, when alerts fired or resolved
@@ -530,7 +633,7 @@ class AnalyticsApp:
         (:meth:`_save_site_states`; the tick and the heartbeat call this once they are). Written during a recovery,
         they went to the changelog above the offset the recovery reads to, and the recovery then put the state of
         before the version back in memory (its alerts resolved a second time at the next frame)."""
-        if self._site_pending is None or not self._tables_ready or self.app.rebalancing:
+        if self._site_pending is None or not self._tables_ready or self.app.rebalancing or self._halted():
             return
         removed, self._site_pending = self._site_pending - self.stage.cameras, None
         await self._save_site_states(removed)
@@ -542,7 +645,8 @@ class AnalyticsApp:
 
     async def _heartbeat(self) -> None:
         """Beat while the worker makes progress: a recovery/rebalance stuck for
-        :data:`STUCK_NOT_READY_S` stops the beats, so ``/healthz`` fails and the
+        :data:`STUCK_NOT_READY_S`, or a sink write under way for longer than the runtime's ``stall_s`` (a lock, a
+        hung connection: the loop turns, the input does not), stops the beats, so ``/healthz`` fails and the
         orchestrator restarts the process."""
         now = time.monotonic()
         self._tables_ready = ready = self._compute_tables_ready()
@@ -550,7 +654,16 @@ class AnalyticsApp:
             self._not_ready_since, self._stuck_logged = None, False
         elif self._not_ready_since is None:
             self._not_ready_since = now
-        if self._not_ready_since is None or now - self._not_ready_since < STUCK_NOT_READY_S:
+        write_s = self._sink_write_s()
+        if write_s is not None and write_s > self.rt.stall_s:
+            if not self._sink_stuck_logged:
+                self._sink_stuck_logged = True
+                self.metrics.errors.labels("sink_stuck").inc()
+                log.error("a sink write has hung for too long; reporting unhealthy",
+                          extra={"sink": (self.core.writing or ("?",))[0], "write_s": round(write_s)})
+        elif self._not_ready_since is None or now - self._not_ready_since < STUCK_NOT_READY_S:
+            if write_s is None:
+                self._sink_stuck_logged = False
             self.rt.beat()
         elif not self._stuck_logged:
             self._stuck_logged = True
@@ -560,6 +673,10 @@ class AnalyticsApp:
             await self._ping_broker()
         self._update_lag()
         await self._flush_site_states()
+        if self.live_sink is not None:
+            self.live_sink.poke()  # Redis probed when due even with no frame coming (an idle site)
+            if self.live_sink.pending and not self.live_sink.down:  # the updates skipped while Redis was down
+                await asyncio.get_running_loop().run_in_executor(self._sink, self.live_sink.write, [])
 
     def _update_lag(self) -> None:
         """Set the lag gauge of the partitions read from; a revoked one's series is removed."""
@@ -597,20 +714,42 @@ class AnalyticsApp:
         await self._consume(stream, self.handle)
 
     async def _consume(self, stream, handle: Callable[..., Any], in_order=None) -> None:
-        """Feed every event to ``handle``; ack it only after ``handle`` returned (manual acks)."""
+        """Feed every event to ``handle``; ack it only after ``handle`` returned (manual acks).
+
+        An event whose handling fails for good (:func:`retriable_failure` false: an output the broker refuses for
+        its size, a bug) is a dead letter and the next one goes on (:meth:`_dead_letter_failed`). One that may
+        succeed later (``handle`` or ``in_order`` raises a Kafka error that may pass, a store's error, a failed
+        flush, a gap not read while stopping; any failure of a gap's message) is not acknowledged and nothing after
+        it is handled by this process: :meth:`_stop_on_failure` stops the service (exit code 1) and the restarted
+        one handles it again from the table's state (the camera's state and its ``_input`` record are those of
+        before it). faust's supervisor would otherwise restart the agent, which went on with the *next* event: the
+        failed frame's new state never saved, the frames after it saved with later ones, so after a restart it was
+        skipped as a duplicate and its crossings and alerts were never published."""
         stream = stream.noack()
         async for event in stream.events():
             msg = event.message
-            if in_order is not None:
-                await in_order(msg)
-            t0 = time.perf_counter()
-            self.metrics.messages_in.labels(msg.topic).inc()
-            self._input = (msg.tp, msg.offset)
+            gap = True  # a failure in ``in_order`` is a gap message's: stop (this one is not the failed one)
             try:
-                await handle(event.key or b"", event.value if event.value is not None else b"", msg.topic,
-                             _record_headers(msg.headers))
-            finally:
-                self._input = None
+                if in_order is not None:
+                    await in_order(msg)
+                gap = False
+                t0 = time.perf_counter()
+                self.metrics.messages_in.labels(msg.topic).inc()
+                self._input = (msg.tp, msg.offset)
+                try:
+                    await handle(event.key or b"", event.value if event.value is not None else b"", msg.topic,
+                                 _record_headers(msg.headers))
+                finally:
+                    self._input = None
+            except Exception as exc:  # noqa: BLE001 (not a cancellation: those end the agent as before)
+                if gap or self.failure is not None or self.rt.stopping.is_set() or retriable_failure(exc):
+                    await self._stop_on_failure(msg, exc)
+                    return
+                try:  # this message can never be handled: a dead letter, and the next one
+                    await self._dead_letter_failed(event.key or b"", event.value or b"", msg, exc)
+                except Exception as exc2:  # noqa: BLE001 (the dead letter refused too: stop)
+                    await self._stop_on_failure(msg, exc2)
+                    return
             await stream.ack(event)
             self.metrics.seconds.labels(msg.topic).observe(time.perf_counter() - t0)
             self._last_offset[msg.tp] = msg.offset + 1
@@ -620,6 +759,62 @@ class AnalyticsApp:
                     self.metrics.lag.labels(msg.topic, str(msg.partition)).set(max(0, hw - msg.offset - 1))
             except Exception:  # noqa: BLE001
                 pass
+
+    async def _dead_letter_failed(self, key: bytes, value: bytes, msg, exc: BaseException) -> None:
+        """An input message whose handling failed for good (:func:`retriable_failure` false: an output the broker
+        refuses for its size, a bug): a counted dead letter (reason ``handle_failed``, payload cut to fit), the
+        input marked handled, and the camera's state loaded again from the table before its next frame (the failed
+        frame's partial effects dropped; its history rows, written before, stay). The error policy's "this record
+        cannot be taken": before, every failure stopped the service, which handled the same message again after
+        each restart (a crash loop of every camera)."""
+        from storelens.runtime.runner import dead_letter
+
+        self.metrics.errors.labels(HANDLE_FAILED).inc()
+        log.error("message failed for good: dead letter, going on", exc_info=exc,
+                  extra={"topic": msg.topic, "partition": msg.partition, "offset": msg.offset, "error": repr(exc)})
+        if topics.base_name(msg.topic, self.config.kafka.topic_prefix) == topics.TRACKS:
+            try:
+                cam = m.decode(m.TrackedFrame, value).camera_id
+            except Exception:  # noqa: BLE001 (not decoded: no camera state changed)
+                cam = None
+            if cam is not None:
+                self._cache.pop(cam, None)  # the next frame reloads it from the table (:meth:`_sync_state`)
+        self._store_cache = None  # the store-level state too (:meth:`_sync_store`)
+        dl = dead_letter(msg.topic, key, value, f"{HANDLE_FAILED}: {exc!r}"[:1000], SERVICE)
+        await self._send_dead_letter(key, dl, (msg.tp, msg.offset))
+
+    async def _stop_on_failure(self, msg, exc: BaseException) -> None:
+        """An input message failed (:meth:`_consume`): log and count it, stop the service (exit code 1, the message
+        not acknowledged) and wait here, handling nothing more, until the stop cancels the agent. While the service
+        is stopping anyway (a store that was down, SIGTERM) it is only logged: redelivered after the restart."""
+        where = {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset, "error": repr(exc)}
+        if self.rt.stopping.is_set() and self.failure is None:
+            log.info("message not finished while stopping: not acknowledged, handled after the restart", extra=where)
+        else:
+            self.metrics.errors.labels(INPUT_FAILED).inc()
+            log.error("message failed: stopping the service, exit code 1 (not acknowledged: the restarted service "
+                      "handles it again from the saved state)", exc_info=exc, extra=where)
+            if self.failure is None:
+                self.failure = exc
+                if self.on_failure is None:  # no worker to stop (the app driven by hand): the caller gets it
+                    raise exc
+                try:
+                    self.on_failure(exc)
+                except Exception as stop_exc:  # noqa: BLE001 (e.g. faust/mode renamed a private attribute)
+                    log.error("cannot stop the worker as on SIGTERM: sending SIGTERM to this process",
+                              exc_info=stop_exc)
+                    os.kill(os.getpid(), signal.SIGTERM)
+        try:  # given up, not acknowledged: faust's stop must not wait for its ack (it waited until the hard exit)
+            unacked = self.app.consumer._unacked_messages
+        except AttributeError:
+            log.warning("faust's consumer has no _unacked_messages (renamed in this faust release?): the stop may "
+                        "wait for this message's ack until the hard exit")
+            unacked = None
+        except Exception:  # noqa: BLE001 (no consumer: nothing waits)
+            unacked = None
+        if unacked is not None:
+            unacked.discard(msg)
+        await asyncio.Event().wait()  # cancelled by the stop; never returns to faust's supervisor (the next event)
 
     async def _mark_input(self, source: tuple[Any, int] | None) -> None:
         """Record progress on the input partition for a message that changes no camera state
@@ -664,8 +859,7 @@ class AnalyticsApp:
                         extra={"topic": tp.topic, "partition": tp.partition, "expected": expected,
                                "offset": msg.offset})
             self.metrics.errors.labels("offset_rewind").inc()
-            loop = asyncio.get_running_loop()
-            missed = await loop.run_in_executor(None, self._read_range, tp.topic, tp.partition, expected, msg.offset)
+            missed = await self._read_gap(tp, expected, msg.offset)
             for gap in missed:
                 self.metrics.messages_in.labels(tp.topic).inc()
                 self._input = (tp, gap.offset)
@@ -675,6 +869,29 @@ class AnalyticsApp:
                     self._input = None
             log.info("gap re-read", extra={"topic": tp.topic, "partition": tp.partition, "messages": len(missed)})
         self._expected[tp] = max(expected or 0, msg.offset + 1)
+
+    async def _read_gap(self, tp, start: int, end: int) -> list[BusMessage]:
+        """The messages of ``tp`` with ``start <= offset < end``, the whole range: a read that fails or does not get
+        it all within :data:`REWIND_TIMEOUT_S` (the broker away) is counted (``errors{reason="gap_reread"}``) and
+        tried again with backoff, the partition waiting, until it succeeds. Stopping meanwhile, the event that
+        found the gap is given up (not acknowledged, its ``_expected`` offset not advanced): counted by messages in
+        ``errors{reason="gap_unread"}`` and raised; the restarted service finds the gap again from the table's
+        ``_input`` records. Before, a failed or partial read was taken as the whole gap and the rest lost."""
+        backoff, loop = Backoff(), asyncio.get_running_loop()
+        while True:
+            try:
+                return await loop.run_in_executor(None, self._read_range, tp.topic, tp.partition, start, end)
+            except Exception as exc:  # noqa: BLE001 (BrokerError, a client error: tried again)
+                self.metrics.errors.labels("gap_reread").inc()
+                where = {"topic": tp.topic, "partition": tp.partition, "start": start, "end": end,
+                         "error": repr(exc)}
+                if self.rt.stopping.is_set():
+                    self.metrics.errors.labels("gap_unread").inc(end - start)
+                    log.error("input gap not read, stopping: read again after the restart", extra=where)
+                    raise
+                delay = backoff.next_delay()
+                log.warning("cannot read the input gap; retrying", extra={**where, "retry_in_s": delay})
+                await asyncio.sleep(delay)
 
     def follow_site(self) -> m.SiteUpdate | None:
         """Put the newest site version on ``site-config`` in force now (before the worker starts), in :attr:`stage`
@@ -697,7 +914,7 @@ class AnalyticsApp:
 
     async def _site_versions(self) -> None:
         """(timer) The site versions published since the last call, each handled like an input message."""
-        if self._site is None:
+        if self._site is None or self._halted():
             return
         msgs = await asyncio.get_running_loop().run_in_executor(None, self._poll_site)
         for msg in msgs:
@@ -851,6 +1068,14 @@ class AnalyticsApp:
                 self._sync_state(cam)
 
     async def _send_dead_letter(self, key: bytes, dl: m.DeadLetter, source: tuple[Any, int] | None) -> None:
+        from storelens.runtime.runner import cut_payload, fitting_dead_letter
+
+        dl = fitting_dead_letter(dl)  # never refused itself: its payload cut to fit the declared limit,
+        limit = self.limits.get(topics.DEAD_LETTER)  # and the broker's when lower (read at the start)
+        if limit is not None and not topics.fits(limit, dl.key, m.encode(dl), m.type_headers(dl)):
+            payload, note = cut_payload(dl.payload)
+            dl = m.DeadLetter(source_topic=dl.source_topic, key=dl.key, payload=payload,
+                              reason=f"{dl.reason}; {note}", service=dl.service, ts_ms=dl.ts_ms)
         fut = await self.out[topics.DEAD_LETTER].send(key=key, value=m.encode(dl), headers=m.type_headers(dl))
         await fut
         self.metrics.messages_out.labels(self.topic_names[topics.DEAD_LETTER]).inc()
@@ -886,35 +1111,15 @@ def build_app(config: SiteConfig, storage, live, rt: ServiceRuntime, **kwargs: A
 def ensure_app_topics(config: SiteConfig) -> list[str]:
     """Create the declared topics and the table's changelog (compacted) that do not exist yet (with the prefix).
 
-    An existing topic keeps its settings (only a too long ``segment.ms`` is bounded), except the changelog's
-    ``max.message.bytes``: raised to :data:`CHANGELOG_MAX_BYTES` when lower (a changelog created before with
-    Kafka's 1 MiB); a broker that refuses (no ``AlterConfigs`` permission) is logged: set it by hand then."""
+    An existing topic keeps its settings but those :func:`~storelens.runtime.kafka.bound_segments` brings to its
+    spec (a too long ``segment.ms``; a compacted topic's ``segment.ms`` and ``min.cleanable.dirty.ratio``, e.g.
+    ``ingest-state``'s and the changelog's, created by an older release: Kafka's 7 days, 0.5), and the changelog's
+    ``max.message.bytes``, raised to :data:`CHANGELOG_MAX_BYTES` when lower (Kafka's 1 MiB); a broker that refuses
+    (no ``AlterConfigs`` permission) is logged: set them by hand then."""
     from storelens.runtime.kafka import ensure_topics
 
-    created = ensure_topics(config.kafka, (*topics.TOPICS, changelog_spec(config.kafka)))
-    if changelog_topic(config.kafka) not in created:
-        _raise_changelog_limit(config.kafka)
-    return created
-
-
-def _raise_changelog_limit(cfg: KafkaConfig) -> None:
-    """Raise the existing changelog's ``max.message.bytes`` to :data:`CHANGELOG_MAX_BYTES` if lower."""
-    from storelens.runtime.kafka import BrokerError, KafkaAdmin
-
-    name = changelog_topic(cfg)
-    admin = KafkaAdmin(cfg, 30.0)
-    try:
-        conf = admin.topic_configs([name]).get(name, {})
-        have = conf.get("max.message.bytes")
-        if have is not None and have.value and int(have.value) < CHANGELOG_MAX_BYTES:
-            admin.alter_topic_configs(name, conf, {"max.message.bytes": str(CHANGELOG_MAX_BYTES)})
-            log.info("changelog max.message.bytes raised", extra={"topic": name, "from": int(have.value),
-                                                                   "max_message_bytes": CHANGELOG_MAX_BYTES})
-    except (BrokerError, ValueError) as exc:
-        log.warning("cannot raise the changelog's max.message.bytes: a camera state over it stops the service "
-                    "(set it on the topic by hand)", extra={"topic": name, "error": str(exc)})
-    finally:
-        admin.close()
+    return ensure_topics(config.kafka, (*topics.TOPICS, changelog_spec(config.kafka)),
+                         raise_max_message_bytes=[_changelog_base(config.kafka)])
 
 
 def run_worker(app: faust.App, rt: ServiceRuntime, loglevel: str = "INFO") -> int:
@@ -923,6 +1128,8 @@ def run_worker(app: faust.App, rt: ServiceRuntime, loglevel: str = "INFO") -> in
     faust installs its own SIGTERM/SIGINT handlers on the event loop (they
     replace those of :meth:`ServiceRuntime.start`); ours also mark the runtime
     as stopping, so ``/readyz`` turns 503 while faust commits and leaves the group.
+    An input message that failed (:meth:`AnalyticsApp._consume`) stops the worker the same way; the exit code is
+    then 1 (the orchestrator restarts the process, which handles that message again).
     """
     def watchdog() -> None:
         """faust can hang in shutdown (e.g. stuck in recovery after the broker restarted)."""
@@ -949,6 +1156,18 @@ def run_worker(app: faust.App, rt: ServiceRuntime, loglevel: str = "INFO") -> in
             self._stopping()
             super()._on_sigint()
 
+        def stop_failed(self, exc: BaseException) -> None:
+            """Stop as after SIGTERM (commit what was acknowledged, leave the group), from the event loop."""
+            self._stopping()
+            if not self._signal_stop_time:
+                self._signal_stop_time = self.loop.time()
+                self._signal_stop_future = asyncio.ensure_future(self._stop_failed(), loop=self.loop)
+
+        async def _stop_failed(self) -> None:
+            await self.stop()
+            if self._starting_fut is not None and not self._starting_fut.done():
+                self._starting_fut.cancel()
+
     logging_config = {
         "version": 1,
         "disable_existing_loggers": False,
@@ -959,6 +1178,9 @@ def run_worker(app: faust.App, rt: ServiceRuntime, loglevel: str = "INFO") -> in
     }
     worker = Worker(app, loglevel=loglevel.upper(), quiet=True, redirect_stdouts=False,
                     logging_config=logging_config, loop=app.loop)
+    analytics = getattr(app, "storelens", None)
+    if analytics is not None:
+        analytics.on_failure = worker.stop_failed
     code: int = 0
     try:
         worker.execute_from_commandline()
@@ -967,8 +1189,9 @@ def run_worker(app: faust.App, rt: ServiceRuntime, loglevel: str = "INFO") -> in
     finally:
         done.set()
         rt.stopping.set()
-        analytics = getattr(app, "storelens", None)
         if analytics is not None:
             analytics.close()
+    if analytics is not None and analytics.failure is not None and code == 0:
+        code = 1
     return code
 

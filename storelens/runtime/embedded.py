@@ -30,9 +30,11 @@ each new version first, then the ingest :class:`~storelens.runtime.ingest.Camera
 starts the added cameras, stops the removed ones and restarts the re-pointed ones. A file
 camera added mid-run is read to its end before the run ends; a live one runs until :meth:`stop`.
 
-A stop (:meth:`stop`, Ctrl-C, SIGTERM in the CLI) ends each stage after the message in hand (the result says
-so: :attr:`PipelineResult.interrupted`, its figures cover the frames processed until then); then
-the faces stage ends the tracks still open (their final attribute summaries, and the reid decision of
+A stop (:meth:`stop`, Ctrl-C, SIGTERM in the CLI) ends each stage's thread after the message in hand (the result
+says so: :attr:`PipelineResult.interrupted`, its figures cover the frames tracked until then); then, in pipeline
+order, the stages after detect-track handle what was already queued for them (the tracked frames, crops, final
+attribute summaries and reid decisions the stages before them had finished: a few per topic, the bus' ``maxsize``;
+no new frame) and the faces stage ends the tracks still open (their final attribute summaries, and the reid decision of
 each undecided track with a good face: :meth:`~storelens.stages.faces.FacesStage.end_streams`),
 which analytics writes to the history, and the analytics stage ends every camera still streaming as
 at an end of stream (its open zone visits get their exits; the last zone buckets, heatmap minute and
@@ -67,7 +69,7 @@ from storelens.contract import messages as m
 from storelens.contract import topics
 from storelens.domain.counting import STORE_OCCUPANCY_ID, window_start_ms
 from storelens.errors import StoreLensError
-from storelens.runtime.bus import InProcessBus
+from storelens.runtime.bus import BusMessage, InProcessBus
 from storelens.runtime.ingest import CameraSupervisor
 from storelens.runtime.retention import RetentionPurge, purge_lease
 from storelens.runtime.runner import Handled, Runner, RunnerCore
@@ -120,7 +122,7 @@ class PipelineResult:
     #: (``pipeline.batch_cameras`` > 1 and more than one camera); empty otherwise.
     detect_batches: dict[int, int] = field(default_factory=dict)
     #: The run was stopped (:meth:`EmbeddedPipeline.stop`, Ctrl-C, SIGTERM in the CLI) before its sources were all
-    #: read and processed: the results cover the frames processed until then (:attr:`frames`), no more.
+    #: read and processed: the results cover the frames tracked until then (:attr:`frames`), no more.
     interrupted: bool = False
 
     @property
@@ -211,9 +213,10 @@ class EmbeddedPipeline:
         self.ingest: CameraSupervisor | None = None
 
     def stop(self) -> None:
-        """End :meth:`run` (from any thread): each stage stops after the message in hand, and from now on no thread
-        waits on a full queue (the stage that would drain it may have stopped already); the result says it was
-        stopped (:attr:`PipelineResult.interrupted`)."""
+        """End :meth:`run` (from any thread): each stage's thread stops after the message in hand, and from now on no
+        thread waits on a full queue (the stage that would drain it may have stopped already; :meth:`run` hands what
+        is queued to the stages after detect-track once their threads have ended); the result says it was stopped
+        (:attr:`PipelineResult.interrupted`)."""
         self._stopped = True
         self._stop.set()
         self.bus.close()
@@ -516,38 +519,59 @@ class EmbeddedPipeline:
             self._fail(failure)
 
     def _end_streams(self, threads: list[threading.Thread]) -> None:
-        """After a stop with cameras still streaming (a live source, a file not read to its end): each stage with
-        an ``end_streams`` method ends them as at an end of stream, in pipeline order, and what it still held open
-        reaches the history before :meth:`run` returns (and the caller closes it). The faces stage's open tracks
-        get their final summaries and the undecided ones with a good face their reid decision; those are handed
-        to analytics as if published (the bus has closed), which writes them. Analytics' sinks (history,
-        webhooks) then get its open zone visits' exits, the last zone buckets, heatmap minute and hour, journeys
-        and buying units. This state is in memory only: without it a stop lost it. Nothing when every source had
-        ended; a stage that failed or has not stopped is left alone (and gets nothing handed)."""
+        """After a stop, in pipeline order: each stage downstream of detect-track handles what was queued for it
+        (what the stages upstream had finished: tracked frames, crops, final attribute summaries, reid decisions;
+        at most the bus' ``maxsize`` + 1 per topic, no new frame), then each stage with an ``end_streams`` method
+        ends the cameras still streaming (a live source, a file not read to its end) as at an end of stream, and
+        what it still held open reaches the history before :meth:`run` returns (and the caller closes it). The
+        faces stage's open tracks get their final summaries and the undecided ones with a good face their reid
+        decision; those, and the outputs of what it handled from its queue, are handed to analytics as if
+        published (the bus has closed), which writes them. Analytics' sinks (history, webhooks) then get its open
+        zone visits' exits, the last zone buckets, heatmap minute and hour, journeys and buying units. This state
+        is in memory only: without it a stop lost it. A stage that failed or has not stopped is left alone (and
+        gets nothing handed); one whose write fails here (one try: the run is stopping) gets no more of what is
+        left for it, nor its own end of streams (whose end-of-stream records, alerts and resolves would follow
+        frames not written), logged and counted once in ``errors["end_streams"]``."""
         alive = {t.name for t in threads if t.is_alive()}
         handed: list[Publish] = []  # what the stages ended so far would have published
         for name, runner in self.runners.items():  # pipeline order: faces before analytics
             core = runner.core
-            if runner.failure is not None or not (hasattr(core.stage, "end_streams")
+            downstream = topics.FRAMES not in core.stage.inputs  # not detect-track: no new frame is analysed
+            if runner.failure is not None or not (downstream or hasattr(core.stage, "end_streams")
                                                   or any(p.topic in core.stage.inputs for p in handed)):
                 continue
             if name in alive:
-                log.warning("a stage has not stopped: the cameras still streaming are not ended in it",
-                            extra={"stage": name})
+                log.warning("a stage has not stopped: what was queued for it and the cameras still streaming are not "
+                            "ended in it", extra={"stage": name})
                 continue
+            end: Handled | None = None  # what its own end_streams wrote
             try:
-                for p in handed:
-                    if p.topic in core.stage.inputs:
-                        core.deliver(p.topic, p.camera_id, p.message)
-                h = core.end_streams()
+                # first what its queues held (published before anything handed now), then what is handed
+                left: list[BusMessage | Publish] = runner.transport.take_queued() if downstream else []
+                left += [p for p in handed if p.topic in core.stage.inputs]
+                for i, item in enumerate(left):
+                    if isinstance(item, BusMessage):
+                        h = core.write_sinks(core.process(item, runner.transport.base_topic(item.topic)))
+                    else:
+                        h = core.deliver(item.topic, item.camera_id, item.message)
+                    if h.stop is not None:  # a sink that failed (or the stage's "stop" verdict): no more tries
+                        log.error("what was left for a stage at the stop was not all handled and written", extra={
+                            "stage": name, "topic": h.topic, "error": repr(h.stop), "left": len(left) - i})
+                        self.result.errors["end_streams"] = self.result.errors.get("end_streams", 0) + 1
+                        break
+                    handed += h.outputs.publish
+                    for obs in runner.observers:  # analytics' frames and callbacks, faces' customer matches
+                        obs(h)
+                else:  # all written: the cameras still streaming are ended (not after a failed write: their
+                    end = core.end_streams()  # end-of-stream rows, alerts and resolves would follow lost frames)
             except Exception:  # noqa: BLE001 (the run has stopped: report it, return what was counted)
                 log.exception("ending the cameras' streams at the stop failed", extra={"stage": name})
                 self.result.errors["end_streams"] = self.result.errors.get("end_streams", 0) + 1
                 continue
-            if h is not None:
-                handed += h.outputs.publish
+            if end is not None:
+                handed += end.outputs.publish
                 for obs in runner.observers:  # e.g. the faces' decisions in PipelineResult.customer_matches
-                    obs(h)
+                    obs(end)
 
     def _collect(self, elapsed_s: float) -> None:
         res = self.result

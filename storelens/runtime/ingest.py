@@ -36,8 +36,10 @@ import dataclasses
 import hashlib
 import json
 import logging
+import re
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -114,6 +116,33 @@ def legacy_stream_id(cam: CameraConfig) -> str:
     """The :func:`stream_id` that releases before it was redacted gave (the full source, its password included):
     a stream kept by such a release is recognised as the same stream once (and kept again under the new id)."""
     return _digest([getattr(cam, f) for f in NEW_STREAM_FIELDS])
+
+
+def previous_stream_id(cam: CameraConfig) -> str:
+    """The :func:`stream_id` of the release before credentials were also masked in a URL's path and in more
+    parameter names (``?usr=``, ``;password=``; :func:`_redact_source_v1`): a stream kept by it is recognised as
+    the same stream once (and kept again under the new id), as :func:`legacy_stream_id`'s."""
+    return _digest([_redact_source_v1(cam.source), *(getattr(cam, f) for f in NEW_STREAM_FIELDS[1:])])
+
+
+#: :func:`_redact_source_v1`'s credential parameter names (frozen: :func:`previous_stream_id` hashes by them).
+_SECRET_PARAM_V1 = re.compile(r"pass|pwd|secret|token|key|auth|sig|cred|user", re.IGNORECASE)
+
+
+def _redact_source_v1(source: str) -> str:
+    """The source as the previous release redacted it (frozen: digests kept on ``ingest-state`` hash it): the URL's
+    user name and password removed, the values of query parameters named by :data:`_SECRET_PARAM_V1` ``***``.
+
+    >>> _redact_source_v1("rtsp://a:b@cam/live;password=x?usr=admin&pwd=y")
+    'rtsp://cam/live;password=x?usr=admin&pwd=***'
+    """
+    if "://" not in source:
+        return source
+    parts = urllib.parse.urlsplit(source)
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    query = "&".join(f"{k}=***" if sep and _SECRET_PARAM_V1.search(urllib.parse.unquote_plus(k)) else k + sep + v
+                     for k, sep, v in (p.partition("=") for p in parts.query.split("&"))) if parts.query else ""
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def _digest(values: list) -> str:
@@ -470,8 +499,9 @@ class CameraSupervisor:
 
         The former process's stream goes on: from its start with the same sampling (downstream skips the replay),
         else after its kept ``position``, above its numbers (:class:`StreamStart`). A stream kept under its
-        :func:`legacy_stream_id` (a release that hashed the source with its password) is the same stream, kept again
-        under its new id.
+        :func:`legacy_stream_id` (a release that hashed the source with its password) or its
+        :func:`previous_stream_id` (a release that masked fewer credentials) is the same stream, kept again under
+        its new id.
 
         A camera re-pointed while ingest was down (a kept stream of another source) gets its former stream's
         end-of-stream marker first, numbered above it, and its new stream numbered after the marker: detect-track
@@ -482,8 +512,8 @@ class CameraSupervisor:
         fresh = cam.id not in self._started  # this process's first start of the camera
         self._started.add(cam.id)
         fps = cam.target_fps or 0.0
-        if fresh and saved is not None and saved.stream_id in (sid, legacy_stream_id(cam)):
-            # the former process's stream: its numbers (kept again under the redacted id if it had the legacy one)
+        if fresh and saved is not None and saved.stream_id in (sid, previous_stream_id(cam), legacy_stream_id(cam)):
+            # the former process's stream: its numbers (kept again under the current id if it had an earlier one)
             again = None if saved.stream_id == sid else dataclasses.replace(saved, stream_id=sid)
             if saved.target_fps != fps and (saved.position is not None or saved.target_fps):
                 # another rate: on after the last frame known delivered (the start's when none was kept yet)

@@ -396,22 +396,26 @@ class KafkaAdmin:
             _run(_close(admin), 30)
 
 
-def ensure_topics(cfg: KafkaConfig, specs: Iterable[TopicSpec] = TOPICS, timeout_s: float = 30.0) -> list[str]:
+def ensure_topics(cfg: KafkaConfig, specs: Iterable[TopicSpec] = TOPICS, timeout_s: float = 30.0,
+                  raise_max_message_bytes: Iterable[str] = ()) -> list[str]:
     """Create the declared topics that do not exist yet; return the names created.
 
     A time-retained topic is created with a ``segment.ms`` well below its ``retention.ms``
-    (:attr:`TopicSpec.segment_ms`); an existing one whose ``segment.ms`` is longer than that of its
-    ``retention.ms`` gets it (:func:`bound_segments`: a topic created before, or by hand)."""
+    (:attr:`TopicSpec.segment_ms`); an existing one is brought to its spec (:func:`bound_segments`: a topic created
+    before, by an older release or by hand): a ``segment.ms`` longer than that of its ``retention.ms``, or than the
+    spec's ``compacted_segment_ms``, and a ``min.cleanable.dirty.ratio`` higher than the spec's are lowered; the
+    ``max.message.bytes`` of the topics of ``raise_max_message_bytes`` (base names, e.g. analytics' changelog) is
+    raised to the spec's when lower."""
     admin = KafkaAdmin(cfg, timeout_s)
     try:
         try:
             existing = set(admin.call(lambda a: a.list_topics()))
         except BrokerError as exc:
             raise BrokerError(f"cannot reach Kafka at {cfg.bootstrap_servers}: {exc}") from None
-        new, present = [], []
+        new, present = [], {}
         for spec in (dataclasses.replace(s, name=topic_name(s.name, cfg.topic_prefix)) for s in specs):
             if spec.name in existing:
-                present.append(spec.name)
+                present[spec.name] = spec
                 continue
             configs = {"retention.ms": str(spec.retention_ms), "max.message.bytes": str(spec.max_message_bytes)}
             if spec.retention_bytes > 0:
@@ -427,36 +431,68 @@ def ensure_topics(cfg: KafkaConfig, specs: Iterable[TopicSpec] = TOPICS, timeout
                                 topic_configs=configs))
         created = admin.create_topics(new)
         if present:
-            bound_segments(admin, present)
+            bound_segments(admin, list(present), present,
+                           {topic_name(n, cfg.topic_prefix) for n in raise_max_message_bytes})
         return created
     finally:
         admin.close()
 
 
-def bound_segments(admin: KafkaAdmin, names: list[str]) -> list[str]:
-    """Give each existing topic of ``names`` kept by time a ``segment.ms`` of at most
-    :func:`~storelens.contract.topics.segment_ms` of its ``retention.ms`` (its other settings kept);
-    returns the names changed. A broker that refuses (no ``AlterConfigs`` permission) is logged, not raised:
-    the topics then keep records up to their ``segment.ms`` longer than their retention."""
+def _lower(have: float, want: float) -> bool:
+    return have > want
+
+
+def _higher(have: float, want: float) -> bool:
+    return have < want
+
+
+def bound_segments(admin: KafkaAdmin, names: list[str], specs: dict[str, TopicSpec] | None = None,
+                   raise_max_message_bytes: Iterable[str] = ()) -> list[str]:
+    """Bring each existing topic of ``names`` to its spec (its other settings kept); returns the names changed.
+
+    * kept by time: a ``segment.ms`` of at most :func:`~storelens.contract.topics.segment_ms` of its ``retention.ms``;
+    * its spec (``specs``, by topic name) with ``compacted_segment_ms`` / ``min_cleanable_dirty_ratio``: a
+      ``segment.ms`` / ``min.cleanable.dirty.ratio`` longer / higher than those is lowered to them (a compacted topic
+      created by an older release: the broker's 7 days, 0.5; compaction never cleans the open segment);
+    * named in ``raise_max_message_bytes``: a ``max.message.bytes`` lower than the spec's is raised to it.
+
+    A broker that refuses (no ``AlterConfigs`` permission) is logged, not raised: the topics then keep records up to
+    their ``segment.ms`` longer than their retention, or uncompacted (set them on the topic by hand)."""
+    specs = specs or {}
+    raise_bytes = set(raise_max_message_bytes)
     try:
         current = admin.topic_configs(names)
         changed = []
         for name, conf in current.items():
+            wants: list[tuple[str, float | None, Callable[[float, float], bool]]] = []
             retention, policy = conf.get("retention.ms"), conf.get("cleanup.policy")
-            if retention is None or "delete" not in (policy.value if policy else "delete"):
+            if retention is not None and "delete" in (policy.value if policy else "delete"):
+                wants.append(("segment.ms", segment_ms(int(retention.value)), _lower))
+            spec = specs.get(name)
+            if spec is not None:
+                wants += [("segment.ms", spec.compacted_segment_ms if spec.compacted else None, _lower),
+                          ("min.cleanable.dirty.ratio", spec.min_cleanable_dirty_ratio, _lower),
+                          ("max.message.bytes", spec.max_message_bytes if name in raise_bytes else None, _higher)]
+            changes: dict[str, str] = {}
+            was: dict[str, str | None] = {}
+            for key, want, worse in wants:
+                have = conf.get(key)
+                if want is None or (have is not None and have.value and not worse(float(have.value), want)):
+                    continue
+                if key in changes and not worse(float(changes[key]), want):
+                    continue  # two bounds of the same setting: the tighter one
+                changes[key], was[key] = str(want), have.value if have is not None else None
+            if not changes:
                 continue
-            want = segment_ms(int(retention.value))
-            have = conf.get("segment.ms")
-            if want is None or (have is not None and int(have.value) <= want):
-                continue
-            admin.alter_topic_configs(name, conf, {"segment.ms": str(want)})
+            admin.alter_topic_configs(name, conf, changes)
             changed.append(name)
-            log.info("topic segment.ms bounded", extra={"topic": name, "segment_ms": want,
-                                                        "retention_ms": int(retention.value)})
+            log.info("topic settings brought to its spec", extra={"topic": name, "from": was, "to": changes})
         return changed
     except (BrokerError, ValueError) as exc:
-        log.warning("cannot bound the topics' segment.ms: records may outlive their retention by up to the "
-                    "broker's segment.ms", extra={"error": str(exc)})
+        log.warning("cannot bring the existing topics' segment.ms, min.cleanable.dirty.ratio and max.message.bytes to "
+                    "their specs: records may outlive their retention by up to the broker's segment.ms, a compacted "
+                    "topic's open segment stays uncompacted, a message over a topic's limit is refused (set them on "
+                    "the topics by hand)", extra={"topics": names, "error": str(exc)})
         return []
 
 
@@ -1096,17 +1132,15 @@ def read_range(cfg: KafkaConfig, topic: str, partition: int, start: int, end: in
                timeout_s: float = 30.0) -> list[BusMessage]:
     """The messages of ``topic``/``partition`` with ``start <= offset < end`` (blocking; headers kept).
 
-    Stops early (logging an error) when the whole range could not be read within ``timeout_s``.
+    Raises :class:`BrokerError` when the whole range could not be read within ``timeout_s`` (the broker
+    unreachable, or not every message came in time): never a part of the range as if it were all of it (the
+    analytics service's gap re-read would step past the rest for good).
     ``group`` is kept for compatibility (a manual assignment needs no group).
     """
-    try:
-        out, complete = _run(_read_partition(cfg, topic, partition, start, end, timeout_s), timeout_s + 60)
-    except BrokerError as exc:
-        out, complete = [], False
-        log.error("cannot read the range", extra={"topic": topic, "error": str(exc)})
+    out, complete = _run(_read_partition(cfg, topic, partition, start, end, timeout_s), timeout_s + 60)
     if not complete:
-        log.error("could not read the whole range in time", extra={"topic": topic, "partition": partition,
-                                                                    "start": start, "end": end, "read": len(out)})
+        raise BrokerError(f"read {len(out)} messages of {topic}/{partition} [{start}, {end}) within {timeout_s:g} s, "
+                          "not the whole range")
     return out
 
 

@@ -29,7 +29,10 @@ their audit log but no personal data: its ``chain-rollup`` service purges the au
 (``RetentionPurge(audit_log_only=True)``, :func:`storelens.runtime.workers.chain_rollup_worker`).
 
 "Now" is ``privacy.retention.clock``: the wall clock, or the newest stored frame (camera
-time), or ``auto`` (wall when any camera is a live stream, else camera time).
+time), or ``auto`` (wall when any camera is a live stream, else camera time; with live and file cameras, the
+history rows of each file camera count back from its own newest frame, the face gallery, whose customers are
+the site's, from the wall clock: a warning at the start names those cameras). The cameras are those in force at
+each purge: the newest site version saved through ``/v1/site`` in the history store, else the site file's.
 
 Example (see tests/test_privacy.py):
     >>> purge = RetentionPurge(storage, config, wall_ms=lambda: 1_767_225_600_000)  # doctest: +SKIP
@@ -47,15 +50,16 @@ import time
 from typing import Any, Callable, Iterator, Sequence
 
 from storelens.backends.video import is_live
-from storelens.config import SiteConfig
+from storelens.config import SiteConfig, with_site_update
 
 log = logging.getLogger(__name__)
 
 DAY_MS = 86_400_000
 
 
-def purge_clock(config: SiteConfig) -> str:
-    """``"wall"`` or ``"camera"``: what ``privacy.retention.clock`` means for the site's cameras.
+def purge_clock(config: SiteConfig, cameras: Sequence[Any] | None = None) -> str:
+    """``"wall"`` or ``"camera"``: what ``privacy.retention.clock`` means for the site's cameras (``cameras``: those
+    in force when a saved site version has others than the site file).
 
     Example:
         >>> from storelens.config import parse_config
@@ -67,7 +71,7 @@ def purge_clock(config: SiteConfig) -> str:
     clock = config.privacy.retention.clock
     if clock != "auto":
         return clock
-    return "wall" if any(is_live(c.source) for c in config.cameras) else "camera"
+    return "wall" if any(is_live(c.source) for c in (config.cameras if cameras is None else cameras)) else "camera"
 
 
 class RetentionPurge:
@@ -98,7 +102,11 @@ class RetentionPurge:
         self.audit_log_only = audit_log_only
         self.lease = lease
         self.cfg = config.privacy.retention
-        self.clock = purge_clock(config)
+        self.config = config
+        #: The site version whose cameras :attr:`clock` and :attr:`own_clock` were taken from (0: the site file's).
+        self.site_version = 0
+        self._set_clock(config.cameras)
+        self._warned: tuple[str, ...] = ()
         self.known_customer = known_customer
         self.wall_ms = wall_ms
         self.monotonic = monotonic
@@ -110,6 +118,37 @@ class RetentionPurge:
         #: Rows deleted per kind by every purge so far.
         self.total: dict[str, int] = {}
         self.runs = 0
+
+    def _set_clock(self, cameras: Sequence[Any]) -> None:
+        self.clock = purge_clock(self.config, cameras)
+        #: Under ``clock: auto`` with live cameras, the file cameras: their history rows count back from their own
+        #: newest frame (their frames are dated from the file's start, maybe months behind the wall clock).
+        self.own_clock = sorted(c.id for c in cameras if not is_live(c.source)) \
+            if self.cfg.clock == "auto" and self.clock == "wall" and not self.audit_log_only else []
+
+    def _follow_site_versions(self, metrics: Any) -> None:
+        """Take :attr:`clock` and :attr:`own_clock` from the cameras in force: those of the newest site version
+        saved through ``/v1/site`` (``storelens site import``) in the history store when there is one, else the
+        site file's. A file camera added by a version beside live ones keeps its own clock; its rows are not
+        dated against the wall clock."""
+        site_update = getattr(self.storage, "site_update", None)
+        if self.cfg.clock != "auto" or site_update is None:
+            return
+        try:
+            update = site_update(self.config.store.id, after_version=self.site_version)
+            if update is None:
+                return
+            cameras = with_site_update(self.config, update).cameras
+        except Exception as exc:  # noqa: BLE001 (the cameras taken before stay; the next purge asks again)
+            errors = getattr(metrics, "errors", None)
+            if errors is not None:
+                errors.labels("purge_site_version").inc()
+            log.warning("retention purge: the cameras of the newest site version not read, the purge clock stays "
+                        "that of %s", f"site version {self.site_version}" if self.site_version else "the site file",
+                        extra={"error": repr(exc)})
+            return
+        self.site_version = update.version
+        self._set_clock(cameras)
 
     @property
     def history(self) -> bool:
@@ -142,7 +181,24 @@ class RetentionPurge:
                 return {}
             return self._purge(metrics)
 
+    def _warn_mixed_clocks(self, metrics: Any) -> None:
+        """Once: file cameras among live ones keep their history by their own clock, not the face gallery."""
+        if not self.own_clock or self.gallery is None or set(self.own_clock) <= set(self._warned):
+            return
+        self._warned = tuple(sorted({*self._warned, *self.own_clock}))
+        errors = getattr(metrics, "errors", None)
+        if errors is not None:
+            errors.labels("purge_clock_mixed").inc()
+        log.warning("privacy.retention.clock auto with live and file cameras: the history of the file cameras %s "
+                    "is purged by their own newest frame, the face gallery (faces.reid.retention_days) by the "
+                    "wall clock: their customers older than that are dropped; set clock: camera or wall, or run "
+                    "the files on a site of their own", ", ".join(self.own_clock),
+                    extra={"cameras": self.own_clock})
+
     def _purge(self, metrics: Any) -> dict[str, int]:
+        if not self.audit_log_only:
+            self._follow_site_versions(metrics)
+        self._warn_mixed_clocks(metrics)
         deleted: dict[str, int] = {}
         now = None if self.audit_log_only else self.now_ms()  # None: nothing stored yet (the audit log only)
         if now is not None:
@@ -150,7 +206,10 @@ class RetentionPurge:
                 res = self.gallery.purge_older_than(now - self.gallery_ms)
                 deleted.update(gallery_embeddings=res.embeddings, gallery_customers=res.customers,
                                gallery_visits=res.visits)
-            if self.history:
+            if self.history and self.own_clock:
+                deleted.update(self.storage.purge_expired(self.cfg.days, now, self.known_customer, camera_now_ms={
+                    cam: self.storage.newest_frame_ms(cam) for cam in self.own_clock}))
+            elif self.history:
                 deleted.update(self.storage.purge_expired(self.cfg.days, now, self.known_customer))
         if self.history and self.cfg.audit_log_days is not None:  # after the personal data, which a failure here
             try:  # must not hold up; by the wall clock: the API writes it, not the cameras

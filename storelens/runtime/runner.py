@@ -28,8 +28,9 @@ same sinks and publishing as a message's (:meth:`RunnerCore.tick`). The runner's
 it in the embedded mode; the analytics service calls the same :meth:`RunnerCore.tick` from a
 faust timer.
 
-**A stop.** The embedded mode's state is in memory only: when its run stops, it calls
-:meth:`RunnerCore.end_streams` once the stage's thread has ended, so a stage with an
+**A stop.** The embedded mode's state is in memory only: when its run stops, once the stage's thread has ended, it
+hands a stage after detect-track what is still queued for it (processed and written here, as
+:meth:`RunnerCore.deliver` does), then calls :meth:`RunnerCore.end_streams`, so a stage with an
 ``end_streams() -> Outputs`` method (faces: the tracks still open; analytics: the cameras still
 streaming) writes what it still holds open to the sinks, and the embedded mode hands what it would
 publish to the stages downstream (faces' final summaries and decisions to analytics). The services do
@@ -226,6 +227,9 @@ class RunnerCore:
         self.should_stop = should_stop
         #: Sink name -> whether its last write succeeded (readiness).
         self.sink_ok = {s.name: True for s in self.sinks}
+        #: ``(sink name, time.monotonic() at its start)`` of the sink write under way, else ``None`` (read by another
+        #: thread: the analytics service's readiness reports a write that hangs, e.g. on a PostgreSQL lock).
+        self.writing: tuple[str, float] | None = None
         self.dead_letters = 0
         self.errors: dict[str, int] = {}
 
@@ -401,15 +405,18 @@ class RunnerCore:
 
     def run_chores(self) -> None:
         """Run the chores that are due; a failing chore is logged and counted, never fatal (it runs again
-        when next due)."""
+        when next due). Each sets :attr:`writing` (``chore:<name>``) while it runs: a hung one is a stall too."""
         for chore in self.chores:
             if not chore.due():
                 continue
+            self.writing = (f"chore:{chore.name}", time.monotonic())  # watched like a sink write (a stall)
             try:
                 chore.run(self.metrics)
             except Exception as exc:  # noqa: BLE001 (e.g. the store is down: the next run catches up)
                 self._error(f"chore_{chore.name}")
                 log.warning("chore failed", extra={"chore": chore.name, "error": repr(exc)})
+            finally:
+                self.writing = None
 
     def write_sinks(self, h: Handled) -> Handled:
         """Write ``h``'s records to every sink, retrying a failing one with backoff (blocking; the heartbeat ``beat``
@@ -428,7 +435,11 @@ class RunnerCore:
             backoff = Backoff()
             while True:
                 try:
-                    sink.write(records)
+                    self.writing = (sink.name, time.monotonic())
+                    try:
+                        sink.write(records)
+                    finally:
+                        self.writing = None
                     self.sink_ok[sink.name] = True
                     break
                 except rejected_errors() as exc:

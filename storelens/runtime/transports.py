@@ -66,6 +66,23 @@ class InProcessTransport:
             return None
         return msg
 
+    def take_queued(self) -> list[BusMessage]:
+        """What waits on the subscriptions now, taken without waiting, topic by topic in the order of ``inputs``,
+        each topic's in its order: at most what each queue held when called (the embedded stop hands it to the
+        stopped stage: :meth:`~storelens.runtime.embedded.EmbeddedPipeline._end_streams`). An end-of-topic marker is
+        not returned: it ends its topic, as when polled."""
+        out = []
+        for _topic, sub in self._subs:
+            for _ in range(len(sub)):
+                msg = sub.poll(0)
+                if msg is None:
+                    break
+                if msg.value == END_OF_TOPIC:
+                    self._open.discard(msg.topic)
+                    continue
+                out.append(msg)
+        return out
+
     def base_topic(self, topic: str) -> str:
         return topic
 

@@ -21,13 +21,23 @@ from storelens.stages.base import Outputs, Publish, UnknownCamera
 from storelens.contract import topics
 from storelens.backends.video import SHRINK_QUALITIES, decode_frame
 from storelens.backends.trackers import Tracker, Tracks
-from storelens.backends.trackers.base import FrameRateAware, restorable_formats, shared_embedder, snapshot_format
+from storelens.backends.trackers.base import (
+    FrameRateAware,
+    RefindWindowAware,
+    restorable_formats,
+    shared_embedder,
+    snapshot_format,
+)
 from storelens.domain.framerate import FrameRate
 from storelens.domain.stationary import StationaryFilter
 from storelens.stages.site_cameras import SiteCameras, decode_site_input
 from storelens.stages.snapshots import Snapshotter
 
 log = logging.getLogger(__name__)
+
+#: ``storelens_errors_total`` reason of detections left out before tracking: a box not finite (NaN, inf) or of no
+#: width or height (:meth:`~storelens.backends.detectors.base.Detections.well_formed`).
+BAD_BOX = "bad_box"
 
 
 @dataclass
@@ -37,6 +47,8 @@ class _Job:
     frame: m.Frame
     out: m.TrackedFrame
     image: np.ndarray | None
+    #: Detections of the frame left out before tracking (:data:`BAD_BOX`).
+    bad_boxes: int = 0
 
 
 #: Track ids are ``session base + tracker id``; the base is the tracker session's first
@@ -91,6 +103,9 @@ class DetectTrackStage:
         #: camera -> track -> seq of its last crop (only tracks cropped within ``crops.every_n_frames``).
         self._crop_seq: dict[str, dict[int, int]] = {}
         self.last_crops: list[m.PersonCrop] = []
+        #: Problems found in the last frame finished: ``storelens_errors_total`` reason -> how many (:data:`BAD_BOX`).
+        self.last_errors: dict[str, int] = {}
+        self._bad_box_logged: set[str] = set()  # cameras whose bad boxes were logged (once per camera)
         #: camera -> base added to its tracker's ids (set by the session's first frame).
         self.id_base: dict[str, int] = {}
         self.stationary_cfg = config.stationary
@@ -107,7 +122,10 @@ class DetectTrackStage:
         import pickle
 
         tracker = self._trackers.get(camera_id)  # none after the camera's stream ended (built at its next frame)
+        rate = self._rates.get(camera_id)
         return pickle.dumps({"last_seq": self.last_seq.get(camera_id, -1),
+                             "last_ts_ms": None if rate is None else rate.last_ts_ms,
+                             "frame_interval_ms": None if rate is None else rate.interval_ms,
                              "tracker": None if tracker is None else tracker.snapshot(),
                              "tracker_format": None if tracker is None else snapshot_format(tracker),
                              "crop_seq": dict(self._crop_seq.get(camera_id, {})),
@@ -151,6 +169,9 @@ class DetectTrackStage:
             self._new_session(camera_id)
         else:
             self._crop_seq[camera_id] = {int(t): int(s) for t, s in state.get("crop_seq", {}).items()}
+            if state.get("tracker") is not None and state.get("last_ts_ms") is not None:
+                # a break since the saved last frame ends the session as without the restart (_timed_tracker)
+                self._rates[camera_id] = FrameRate.resumed(state["last_ts_ms"], state.get("frame_interval_ms"))
             if state.get("stationary") is not None:
                 self.stationary(camera_id).load_state(state["stationary"])
         if state.get("uniform") is not None and self.uniform is not None:
@@ -192,12 +213,57 @@ class DetectTrackStage:
         return self._trackers[camera_id]
 
     def _timed_tracker(self, frame: m.Frame) -> Tracker:
-        """The camera's tracker, told the rate its frames really come at (from their timestamps) when it moved."""
-        tracker = self.tracker(frame.camera_id)
-        fps = self._rates.setdefault(frame.camera_id, FrameRate()).update(frame.ts_ms)
+        """The camera's tracker, told the rate its frames really come at (from their timestamps) when it moved.
+
+        A break in the camera's frames longer than its tracker keeps a lost track (a reconnect, a stalled camera:
+        :meth:`_break_ends_session`) starts a new tracker session first: the tracker counts frames, and took the
+        frame after the break for the next one, so a person after it took an id of before it. The ended session's
+        tracks end as lost tracks do (analytics closes their visits after ``lost_after_ms`` of camera time).
+        The camera's stationary filter and reference frame go on (the same view): the filter bridges the new ids
+        to the old tracks and places (a mannequin stays flagged, a still shopper is not flagged anew)."""
+        cam = frame.camera_id
+        rate = self._rates.setdefault(cam, FrameRate())
+        told = None
+        if self._break_ends_session(cam, rate, frame.ts_ms):
+            self._new_session(cam, same_view=True)
+            self._rates[cam] = rate  # the camera's rate goes on: the new tracker is told it at once
+            told = rate.reported
+        tracker = self.tracker(cam)
+        fps = rate.update(frame.ts_ms)
+        fps = told if fps is None else fps
         if fps is not None and isinstance(tracker, FrameRateAware):
             tracker.set_frame_rate(fps)
         return tracker
+
+    def _break_ends_session(self, camera_id: str, rate: FrameRate, ts_ms: int) -> bool:
+        """Whether the time since the camera's last frame is longer than its tracker's re-find window at the rate
+        its frames came at (``refind_window_ms``: ``track_buffer`` at that rate, and one frame, for ``bytereid``;
+        ``max_age`` + 1 frames for ``deepsort``); never before that rate is known."""
+        tracker = self._trackers.get(camera_id)
+        last, interval = rate.last_ts_ms, rate.interval_ms
+        if tracker is None or last is None or interval is None or not isinstance(tracker, RefindWindowAware):
+            return False
+        window = tracker.refind_window_ms(interval)
+        if ts_ms - last <= window:
+            return False
+        log.info("a break in the camera's frames longer than its tracker keeps a lost track: a new tracker session "
+                 "(new track ids)",
+                 extra={"camera": camera_id, "gap_ms": ts_ms - last, "refind_window_ms": round(window)})
+        return True
+
+    def _well_formed(self, job: _Job, dets: Detections) -> Detections:
+        """``dets`` without the detections no tracker can take (a box not finite or of no width or height):
+        counted (:data:`BAD_BOX`) and logged once per camera."""
+        kept, job.bad_boxes = dets.well_formed_only()
+        if not job.bad_boxes:
+            return dets
+        cam = job.frame.camera_id
+        if cam not in self._bad_box_logged:
+            self._bad_box_logged.add(cam)
+            log.warning("the detector gave boxes that are not finite or have no width or height: left out (counted "
+                        "in storelens_errors_total{reason=\"bad_box\"}, logged once per camera)",
+                        extra={"camera": cam, "seq": job.frame.seq, "bad_boxes": job.bad_boxes})
+        return kept
 
     @property
     def site_version(self) -> int:
@@ -245,7 +311,7 @@ class DetectTrackStage:
             return [self.handle(topic, f) for f in frames]  # a camera twice: its frames one after the other
         jobs = [None if self.site.gone(f.camera_id) else self._prepare(f) for f in frames]
         live = [j for j in jobs if j is not None and j.image is not None]
-        dets = detect_many(self.detector, [j.image for j in live]) if live else []
+        dets = [self._well_formed(j, d) for j, d in zip(live, detect_many(self.detector, [j.image for j in live]))]
         tracks = self._track_many(live, dets)
         tracked = {id(j): (d, t) for j, d, t in zip(live, dets, tracks)}
         return [Outputs(duplicate=True) if j is None
@@ -259,7 +325,8 @@ class DetectTrackStage:
         cam = frame.camera_id
         return Outputs(publish=[Publish(topics.TRACKS, cam, tf)]
                        + [Publish(topics.PERSON_CROPS, cam, c) for c in self.last_crops]
-                       + [Publish(topics.CAMERA_SNAPSHOTS, cam, s) for s in self.snapshots.pop()])
+                       + [Publish(topics.CAMERA_SNAPSHOTS, cam, s) for s in self.snapshots.pop()],
+                       info={"errors": dict(self.last_errors)} if self.last_errors else {})
 
     def process(self, frame: m.Frame) -> m.TrackedFrame | None:
         """Track one frame; ``None`` for a frame already processed (redelivery)."""
@@ -268,7 +335,7 @@ class DetectTrackStage:
             return None
         if job.image is None:  # end of stream
             return self._finish(job)
-        dets = self.detector.detect(job.image)
+        dets = self._well_formed(job, self.detector.detect(job.image))
         return self._finish(job, dets, self._timed_tracker(frame).update(job.image, dets))
 
     def _prepare(self, frame: m.Frame) -> _Job | None:
@@ -309,6 +376,7 @@ class DetectTrackStage:
     def _finish(self, job: _Job, dets: Detections | None = None, tracks: Tracks | None = None) -> m.TrackedFrame:
         """Everything after tracking: ids, source-pixel boxes, stationary flags, appearance, crops, snapshots."""
         frame, out, image = job.frame, job.out, job.image
+        self.last_errors = {BAD_BOX: job.bad_boxes} if job.bad_boxes else {}
         if image is None:
             self._end_stream(frame.camera_id, frame.seq)
             self.last_crops = [m.PersonCrop(camera_id=frame.camera_id, seq=frame.seq, ts_ms=frame.ts_ms,
@@ -346,12 +414,17 @@ class DetectTrackStage:
             return
         self._new_session(camera_id)
 
-    def _new_session(self, camera_id: str) -> None:
+    def _new_session(self, camera_id: str, same_view: bool = False) -> None:
         """The camera's tracker session ends: its tracker (made again at its next frame) and the tables of the
         session's tracks go, and the next session's ids follow this one's (the ended session's ids are below its
-        base + :data:`TRACK_ID_SESSION_FACTOR`)."""
-        for table in (self._trackers, self._rates, self._stationary, self._crop_seq):
+        base + :data:`TRACK_ID_SESSION_FACTOR`). Unless ``same_view`` (a break in the same stream), the camera's
+        stationary filter and reference frame go too (an end of stream: a re-pointed camera's new view; a state
+        that did not restore); on a break the snapshotter still takes a new reference frame if the size changed."""
+        for table in (self._trackers, self._rates, self._crop_seq):
             table.pop(camera_id, None)
+        if not same_view:
+            self._stationary.pop(camera_id, None)
+            self.snapshots.forget(camera_id)  # its next frame is its reference frame (a re-pointed camera's new view)
         if camera_id in self.id_base:
             self.id_base[camera_id] += TRACK_ID_SESSION_FACTOR
 
@@ -360,6 +433,7 @@ class DetectTrackStage:
         its next frame starts a tracker session whose ids' base is that frame's time (:func:`track_id_base`)."""
         for table in (self._trackers, self._rates, self.last_seq, self.id_base, self._stationary, self._crop_seq):
             table.pop(camera_id, None)
+        self.snapshots.forget(camera_id)
 
     def _crops(self, frame: m.Frame, image: np.ndarray, tracks, boxes_src: np.ndarray,
                scale: tuple[float, float]) -> list[m.PersonCrop]:

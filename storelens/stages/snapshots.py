@@ -1,5 +1,7 @@
 """Reference frames of the cameras for detect-track: the first frame of each camera, then every
-``heatmap.snapshot_every_min`` minutes, with the head region of every person blurred (every
+``heatmap.snapshot_every_min`` minutes, and the first frame of a new stream of a camera at once (after its
+end-of-stream marker or a new tracker session, a camera removed and added again, frames of another size or earlier
+than the last reference frame: :meth:`Snapshotter.due`), with the head region of every person blurred (every
 detection of the frame and every track box: a tracker confirms a track only after a few frames).
 
 The head region is the top :data:`HEAD_FRACTION` of each box (the box widened a little),
@@ -105,6 +107,7 @@ class Snapshotter:
         #: given).
         self.find_faces = find_faces
         self.last_ts: dict[str, int] = {}
+        self.last_size: dict[str, tuple[int, int]] = {}  # camera -> (width, height) of its last snapshot
         self.pending: list[m.CameraSnapshot] = []
 
     def warm_up(self) -> None:
@@ -120,13 +123,30 @@ class Snapshotter:
             self.find_faces = face_finder(self.config)
         return self.find_faces(image)
 
-    def due(self, camera_id: str, ts_ms: int) -> bool:
+    def due(self, camera_id: str, ts_ms: int, size: tuple[int, int] | None = None) -> bool:
+        """Whether a frame of ``camera_id`` at ``ts_ms`` (of ``size``, source pixels) is to become its reference
+        frame: the camera's first (also after :meth:`forget`), one ``snapshot_every_min`` after the last, and one
+        of another size or earlier than the last (another stream of the camera: a re-pointed or re-sized camera,
+        a file camera started again at its ``start_ts_ms``), so the reference frame shows the current view."""
+        if not self.enabled:
+            return False
         last = self.last_ts.get(camera_id)
-        return self.enabled and (last is None or (self.every_ms > 0 and ts_ms - last >= self.every_ms))
+        if last is None or ts_ms < last:
+            return True
+        if size is not None and self.last_size.get(camera_id, size) != size:
+            return True
+        return self.every_ms > 0 and ts_ms - last >= self.every_ms
+
+    def forget(self, camera_id: str) -> None:
+        """The camera's stream ended or the camera went: its next frame is its reference frame."""
+        self.last_ts.pop(camera_id, None)
+        self.last_size.pop(camera_id, None)
 
     def offer(self, frame: m.Frame, image: np.ndarray, boxes_xyxy: np.ndarray) -> None:
         """A decoded frame and its person boxes (in ``image`` pixels): keep a snapshot if one is due."""
-        if not self.due(frame.camera_id, frame.ts_ms):
+        size = (frame.source_width or frame.width or image.shape[1], frame.source_height or frame.height
+                or image.shape[0])
+        if not self.due(frame.camera_id, frame.ts_ms, size):
             return
         import cv2
 
@@ -137,10 +157,10 @@ class Snapshotter:
         if not ok:
             return
         self.last_ts[frame.camera_id] = frame.ts_ms
+        self.last_size[frame.camera_id] = size
         self.pending.append(m.CameraSnapshot(
-            camera_id=frame.camera_id, ts_ms=frame.ts_ms, seq=frame.seq,
-            width=frame.source_width or frame.width or image.shape[1],
-            height=frame.source_height or frame.height or image.shape[0], jpeg=buf.tobytes(), blurred=n))
+            camera_id=frame.camera_id, ts_ms=frame.ts_ms, seq=frame.seq, width=size[0], height=size[1],
+            jpeg=buf.tobytes(), blurred=n))
 
     def pop(self) -> list[m.CameraSnapshot]:
         """The snapshots made since the last call."""

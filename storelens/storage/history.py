@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import (Any, Callable, Hashable, Iterable, Iterator, NamedTuple, Protocol, Sequence, TypeVar,
+from typing import (Any, Callable, Hashable, Iterable, Iterator, Mapping, NamedTuple, Protocol, Sequence, TypeVar,
                     runtime_checkable)
 
 import sqlalchemy as sa
@@ -687,13 +687,13 @@ class SqlStorage(SqlStore):
                 .having(sa.func.count(st.track_id) == sa.func.count()))
         return sorted(str(c) for (c,) in self._rows(stmt))
 
-    def purge_expired(self, days: Any, now_ms: int, known_customer: Callable[[str], bool] | None = None
-                      ) -> dict[str, int]:
+    def purge_expired(self, days: Any, now_ms: int, known_customer: Callable[[str], bool] | None = None,
+                      camera_now_ms: Mapping[str, int | None] | None = None) -> dict[str, int]:
         """Retention: rows of each kind of personal data older than its period; rows deleted per kind
-        (:func:`storelens.storage.privacy.purge_expired`)."""
+        (:func:`storelens.storage.privacy.purge_expired`; ``camera_now_ms``: cameras with a "now" of their own)."""
         import storelens.storage.privacy as privacy
 
-        return privacy.purge_expired(self, days, now_ms, known_customer)
+        return privacy.purge_expired(self, days, now_ms, known_customer, camera_now_ms)
 
     def purge_audit_log(self, before_ms: int) -> int:
         """Retention of the audit log: its entries older than ``before_ms``; how many
@@ -702,11 +702,12 @@ class SqlStorage(SqlStore):
 
         return purge_audit(self, before_ms)
 
-    def newest_frame_ms(self) -> int | None:
-        """Time of the newest stored frame (``None`` without frames): the camera clock of the retention purge."""
+    def newest_frame_ms(self, camera_id: str | None = None) -> int | None:
+        """Time of the newest stored frame, of ``camera_id`` if given (``None`` without frames): the camera clock
+        of the retention purge."""
         import storelens.storage.privacy as privacy
 
-        return privacy.newest_frame_ms(self)
+        return privacy.newest_frame_ms(self, camera_id)
 
     # -- reads -------------------------------------------------------------
 

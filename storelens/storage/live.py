@@ -1,22 +1,21 @@
 """Live state of the cameras in Redis (distributed mode): occupancy and last-seen frames.
 
-Several services share it: the analytics sink writes each camera's latest
-:class:`~storelens.contract.messages.OccupancyUpdate`, the ingest/detect services
-touch the camera with the timestamp of every frame they handle, and the API
-reads both without querying the history database.
+The analytics service writes it (its :class:`~storelens.runtime.sinks.LiveSink`): each camera's latest
+:class:`~storelens.contract.messages.OccupancyUpdate` and zone occupancy, and the timestamp of every tracked frame
+it handles (:meth:`RedisLiveState.touch_camera`); the API reads them without querying the history database.
 
 Layout (``P`` is the prefix, ``storelens`` by default); every value is a
 plain decimal integer, never a pickle, so ``redis-cli`` shows it as is:
 
 * ``P:camera:<camera_id>``: a hash with the fields ``occupancy_ts_ms``,
   ``occupancy``, ``total_in``, ``total_out`` (see :meth:`RedisLiveState.set_occupancy`)
-  and ``last_seen_ms``, with ``frames_seen`` when the caller keeps such a count (see
-  :meth:`RedisLiveState.touch_camera`; the analytics service writes ``last_seen_ms`` only);
+  ``last_seen_ms`` (see :meth:`RedisLiveState.touch_camera`), ``zones_ts_ms`` and ``zone:<zone_id>``
+  (see :meth:`RedisLiveState.set_zone_occupancy`);
 * ``P:camera:@store``: the store's occupancy (the analytics stage's row, over ``store.entrance_lines``, else
   every line; :data:`~storelens.domain.counting.STORE_OCCUPANCY_ID`, no camera id), occupancy fields only;
 * ``P:cameras``: the set of camera ids that have a hash (``@store`` too once written).
 
-Both writes are atomic compare-and-set Lua scripts that only move a camera
+The writes are atomic compare-and-set Lua scripts that only move a camera
 forward in time: a redelivered or reordered message carrying an older
 timestamp leaves the state alone, so consumers may replay freely.
 
@@ -29,7 +28,7 @@ Example (``url`` is a Redis URL such as ``"redis://127.0.0.1:16379/0"``):
     False
     >>> live.occupancy("cam-1").occupancy
     3
-    >>> live.touch_camera("cam-1", 2_040, frames_seen=52)
+    >>> live.touch_camera("cam-1", 2_040)
     True
     >>> live.last_seen("cam-1"), live.last_seen("cam-9")
     (2040, None)
@@ -54,7 +53,7 @@ T = TypeVar("T")
 #: Hash fields written by :meth:`RedisLiveState.set_occupancy`.
 OCCUPANCY_FIELDS = ("occupancy_ts_ms", "occupancy", "total_in", "total_out")
 #: Hash fields written by :meth:`RedisLiveState.touch_camera`.
-SEEN_FIELDS = ("last_seen_ms", "frames_seen")
+SEEN_FIELDS = ("last_seen_ms",)
 
 # KEYS[1] camera hash, KEYS[2] camera set; ARGV[1] camera id, ARGV[2] ts field,
 # ARGV[3] new ts, then field/value pairs to set. Writes only when new ts >= stored ts
@@ -103,12 +102,12 @@ class RedisLiveState(Closing):
 
     Example:
         >>> with RedisLiveState(url, prefix=prefix) as live:
-        ...     live.touch_camera("cam-2", 1_000, frames_seen=25)
+        ...     live.touch_camera("cam-2", 1_000)
         ...     live.touch_camera("cam-2", 960)  # an older frame: ignored
         ...     live.cameras()["cam-2"]
         True
         False
-        {'last_seen_ms': 1000, 'frames_seen': 25}
+        {'last_seen_ms': 1000}
     """
 
     def __init__(self, url: str, prefix: str = "storelens", *, timeout_s: float = 5.0,
@@ -238,15 +237,11 @@ class RedisLiveState(Closing):
             return None
         return {k[5:]: int(v) for k, v in h.items() if k.startswith("zone:")}
 
-    def touch_camera(self, camera_id: str, ts_ms: int, frames_seen: int | None = None) -> bool:
-        """Record that a frame of ``camera_id`` stamped ``ts_ms`` was handled.
-
-        ``last_seen_ms`` only moves forward; ``frames_seen`` (an absolute
-        running count kept by the caller, e.g. ``seq + 1``, so a replay does not
-        inflate it) is stored with it when given. Returns ``True`` if stored.
+    def touch_camera(self, camera_id: str, ts_ms: int) -> bool:
+        """Record that a frame of ``camera_id`` stamped ``ts_ms`` was handled: ``last_seen_ms``, which only moves
+        forward. Returns ``True`` if stored.
         """
-        fields = {} if frames_seen is None else {"frames_seen": frames_seen}
-        return self._set(camera_id, "last_seen_ms", ts_ms, fields)
+        return self._set(camera_id, "last_seen_ms", ts_ms, {})
 
     def forget(self, camera_id: str) -> None:
         """Drop everything stored for ``camera_id``."""
@@ -294,7 +289,7 @@ class RedisLiveState(Closing):
         """``{camera_id: {field: int}}`` for every camera with live state, ordered by id.
 
         Fields are those of the module docstring that have been written, e.g.
-        ``{"cam-1": {"last_seen_ms": 2040, "frames_seen": 52, "occupancy_ts_ms": 2000,
+        ``{"cam-1": {"last_seen_ms": 2040, "occupancy_ts_ms": 2000,
         "occupancy": 3, "total_in": 4, "total_out": 1}}``.
         """
         def op(r: redis.Redis) -> tuple[list[str], list]:

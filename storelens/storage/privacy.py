@@ -99,7 +99,8 @@ def _days(days: Any) -> dict[str, float | None]:
 
 
 def purge_expired(storage: Any, days: Mapping[str, float | None] | Any, now_ms: int,
-                  known_customer: Callable[[str], bool] | None = None) -> dict[str, int]:
+                  known_customer: Callable[[str], bool] | None = None,
+                  camera_now_ms: Mapping[str, int | None] | None = None) -> dict[str, int]:
     """Delete the rows older than their kind's retention, counted back from ``now_ms``; rows deleted per kind.
 
     Args:
@@ -110,6 +111,9 @@ def purge_expired(storage: Any, days: Mapping[str, float | None] | Any, now_ms: 
         known_customer: whether a customer id is still in the face gallery; links to customers it
             does not know are deleted whatever their age (``orphan_matches`` in the answer). On
             PostgreSQL a gallery in the same schema is checked in SQL without it.
+        camera_now_ms: cameras whose rows count back from a "now" of their own instead (a file camera among live
+            ones under ``privacy.retention.clock: auto``: its newest frame); ``None`` for one: none of its rows
+            is purged (nothing of it stored yet).
 
     Every kind of :data:`RETENTION_TABLES` is in the answer (0 when kept or nothing expired). After the
     deletion has committed, without the store's lock, SQLite's write-ahead log (which still held the rows)
@@ -119,16 +123,26 @@ def purge_expired(storage: Any, days: Mapping[str, float | None] | Any, now_ms: 
     """
     spans = _days(days)
     out = dict.fromkeys(RETENTION_TABLES, 0)
+    own = dict(camera_now_ms or {})
 
     def purge(conn: sa.Connection) -> None:
         for kind, (table, column) in RETENTION_TABLES.items():
             d = spans.get(kind)
             if d is None:
                 continue
-            cutoff = int(now_ms - d * DAY_MS)
-            expired = table.c[column] < cutoff
-            deletes = ([sa.delete(table).where(table.c.camera_id == cam, expired) for cam in _cameras(conn, table)]
-                       if table.name in PER_CAMERA else [sa.delete(table).where(expired)])
+            cam, ts = table.c.camera_id, table.c[column]
+
+            def cutoff(camera: str | None = None) -> int | None:  # None: nothing of the camera is purged
+                now = own.get(camera, now_ms) if camera is not None else now_ms
+                return None if now is None else int(now - d * DAY_MS)
+
+            if table.name in PER_CAMERA:
+                deletes = [sa.delete(table).where(cam == c, ts < cut) for c in _cameras(conn, table)
+                           if (cut := cutoff(c)) is not None]
+            else:  # an index that leads with the time column: one range for the cameras of the common "now"
+                deletes = [sa.delete(table).where(ts < cutoff(), *([cam.not_in(sorted(own))] if own else []))]
+                deletes += [sa.delete(table).where(cam == c, ts < cut) for c in sorted(own)
+                            if (cut := cutoff(c)) is not None]
             out[kind] = sum(max(conn.execute(stmt).rowcount, 0) for stmt in deletes)
         out["customer_matches"] += _orphan_matches(storage, conn, known_customer)
         # erased tracks whose late rows can no longer come (wall clock: how long the topics keep them)

@@ -36,7 +36,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import sqlalchemy as sa
 
@@ -53,22 +53,48 @@ log = logging.getLogger(__name__)
 HOUR_MS = 3_600_000
 
 
+#: How many frames (with their track points) a replay reads at a time (:func:`iter_stored_frames`): its memory is
+#: that page and the analytics state, not the history (a week at 15 fps is ~9 million frames).
+PAGE_FRAMES = 2_000
+
+
 def stored_frames(storage: Any, camera_id: str, start_ms: int, end_ms: int) -> list[m.TrackedFrame]:
     """The camera's tracked frames with ``start_ms <= ts_ms < end_ms``, in ``seq`` order."""
+    return list(iter_stored_frames(storage, camera_id, start_ms, end_ms))
+
+
+def iter_stored_frames(storage: Any, camera_id: str, start_ms: int, end_ms: int,
+                       page_frames: int | None = None) -> Iterator[m.TrackedFrame]:
+    """:func:`stored_frames` read ``page_frames`` (:data:`PAGE_FRAMES`) frames at a time, each page with its track
+    points (by ``seq``, the frames' and the points' key): the same frames in the same order, held one page at a
+    time. The frames written after the first read (a live pipeline's, of higher ``seq``) are not read."""
     f, p = frames.c, track_points.c
-    rows = storage._rows(sa.select(f.seq, f.ts_ms, f.width, f.height, f.source_frame, f.end_of_stream).where(
-        f.camera_id == camera_id, f.ts_ms >= start_ms, f.ts_ms < end_ms).order_by(f.seq))
-    out = {int(seq): m.TrackedFrame(camera_id=camera_id, seq=seq, ts_ms=ts, width=w, height=h, source_frame=sf,
-                                    end_of_stream=bool(eos))
-           for seq, ts, w, h, sf, eos in rows}
-    points = storage._rows(sa.select(p.seq, p.track_id, p.x1, p.y1, p.x2, p.y2, p.confidence, p.stationary).where(
-        p.camera_id == camera_id, p.ts_ms >= start_ms, p.ts_ms < end_ms).order_by(p.seq, p.track_id))
-    for seq, tid, x1, y1, x2, y2, conf, stationary in points:
-        tf = out.get(int(seq))
-        if tf is not None:
-            tf.tracks.append(m.Track(track_id=tid, bbox_xyxy=m.BoxXYXY(x1=x1, y1=y1, x2=x2, y2=y2), confidence=conf,
-                                     stationary=bool(stationary)))
-    return list(out.values())
+    n = int(page_frames or PAGE_FRAMES)
+    in_range = [f.camera_id == camera_id, f.ts_ms >= start_ms, f.ts_ms < end_ms]
+    first, last = storage._read(lambda c: c.execute(sa.select(sa.func.min(f.seq), sa.func.max(f.seq)).where(
+        *in_range)).one())
+    if first is None:
+        return
+    after = int(first) - 1
+    while after < int(last):
+        rows = storage._rows(sa.select(f.seq, f.ts_ms, f.width, f.height, f.source_frame, f.end_of_stream).where(
+            *in_range, f.seq > after, f.seq <= last).order_by(f.seq).limit(n))
+        if not rows:
+            return
+        page = {int(seq): m.TrackedFrame(camera_id=camera_id, seq=seq, ts_ms=ts, width=w, height=h, source_frame=sf,
+                                         end_of_stream=bool(eos))
+                for seq, ts, w, h, sf, eos in rows}
+        points = storage._rows(sa.select(p.seq, p.track_id, p.x1, p.y1, p.x2, p.y2, p.confidence, p.stationary).where(
+            p.camera_id == camera_id, p.seq > after, p.seq <= int(rows[-1][0]), p.ts_ms >= start_ms,
+            p.ts_ms < end_ms).order_by(p.seq, p.track_id))
+        for seq, tid, x1, y1, x2, y2, conf, stationary in points:
+            tf = page.get(int(seq))
+            if tf is not None:
+                tf.tracks.append(m.Track(track_id=tid, bbox_xyxy=m.BoxXYXY(x1=x1, y1=y1, x2=x2, y2=y2),
+                                         confidence=conf, stationary=bool(stationary)))
+        yield from page.values()
+        del page, points
+        after = int(rows[-1][0])
 
 
 def _derived() -> list[tuple[sa.Table, str]]:
@@ -294,7 +320,14 @@ def open_from(config: Any, camera: Any, frames_read: Sequence[m.TrackedFrame], d
     After the end of a finite source
     (the newest frame read ends the stream) nothing is open: every table ends after the newest frame."""
     newest = max((tf.ts_ms for tf in frames_read), default=-1)
-    if not frames_read or frames_read[-1].end_of_stream:
+    return _open_ends(config, camera, newest, not frames_read or frames_read[-1].end_of_stream, derived, end_ms)
+
+
+def _open_ends(config: Any, camera: Any, newest: int, ended: bool, derived: Sequence[Any],
+               end_ms: int) -> dict[str, int]:
+    """:func:`open_from` of the frames read: ``newest`` their newest time, ``ended`` whether the last one read ends
+    the stream (or none was read)."""
+    if ended:
         ends = {t.name: min(end_ms, newest + 1) for t, _ in _derived()} | {"heatmap_windows": end_ms}
     else:
         ends = {name: min(end_ms, f(config, camera, newest, derived)) for name, f in OPEN_FROM.items()}
@@ -304,6 +337,25 @@ def open_from(config: Any, camera: Any, frames_read: Sequence[m.TrackedFrame], d
     window_ms = int(config.counting.window_s) * 1000
     ends["count_windows"] = min(end_ms, -(-ends["crossings"] // window_ms) * window_ms)
     return ends
+
+
+class _FramesRead:
+    """What a replay needs of the frames it read once they have gone through the analytics (:func:`replay` holds
+    one page of them at a time): how many are dated before the range's ``end_ms``, the newest time, the last one."""
+
+    def __init__(self, end_ms: int) -> None:
+        self.end_ms = end_ms
+        self.before_end = 0
+        self.newest = -1
+        self.last: m.TrackedFrame | None = None
+        self.stopped: int | None = None
+
+    def seen(self, tfs: Iterator[m.TrackedFrame]) -> Iterator[m.TrackedFrame]:
+        for tf in tfs:
+            self.before_end += tf.ts_ms < self.end_ms
+            self.newest = max(self.newest, tf.ts_ms)
+            self.last = tf
+            yield tf
 
 
 def _written(record: Any, end_ms: int, ends: Mapping[str, int]) -> bool:
@@ -482,24 +534,34 @@ def replay(config: Any, storage: Any, start_ms: int | None = None, end_ms: int |
         after = end + close_delay_ms(config, cam)  # the frames after the end that confirm or close its rows
         closing = storage._read(lambda c: c.execute(sa.select(sa.func.min(f.ts_ms)).where(
             f.camera_id == cam.id, f.ts_ms >= after)).scalar())
-        tfs = stored_frames(storage, cam.id, start, after if closing is None else int(closing) + 1)
-        n_frames = sum(tf.ts_ms < end for tf in tfs)
-        stopped = None
-        if (closing is None and tfs and not tfs[-1].end_of_stream
-                and now - tfs[-1].ts_ms > stopped_after_ms(config, cam)):
-            if is_live(cam.source):
-                # the camera's newest frame (none after the read), long ago: ended there, as end_streams ends a camera
-                stopped = tfs[-1].ts_ms
-                tfs.append(m.TrackedFrame(camera_id=cam.id, seq=tfs[-1].seq + 1, ts_ms=stopped, end_of_stream=True))
-                log.info("replay of camera %s: no frame since %d (%d ms before now): stopped, what is open at that "
-                         "frame is closed there", cam.id, stopped, now - stopped)
-            elif unknown := _unknown_liveness(cam.source):
-                log.warning("replay of camera %s: %s", cam.id, unknown)
-                note = unknown if note is None else f"{note}; {unknown}"
-        derived = derive(config, tfs)
+        read = _FramesRead(end)
+
+        def frames_fed() -> Iterator[m.TrackedFrame]:
+            """The stored frames, a page at a time (:func:`iter_stored_frames`), and the end of a stopped camera."""
+            nonlocal note
+            yield from read.seen(iter_stored_frames(storage, cam.id, start,
+                                                    after if closing is None else int(closing) + 1))
+            last = read.last
+            if closing is None and last is not None and not last.end_of_stream and \
+                    now - last.ts_ms > stopped_after_ms(config, cam):
+                if is_live(cam.source):
+                    # the camera's newest frame (none after the read), long ago: ended there, as end_streams ends a
+                    # camera
+                    read.stopped = last.ts_ms
+                    log.info("replay of camera %s: no frame since %d (%d ms before now): stopped, what is open at "
+                             "that frame is closed there", cam.id, read.stopped, now - read.stopped)
+                    read.last = m.TrackedFrame(camera_id=cam.id, seq=last.seq + 1, ts_ms=read.stopped,
+                                               end_of_stream=True)
+                    yield read.last
+                elif unknown := _unknown_liveness(cam.source):
+                    log.warning("replay of camera %s: %s", cam.id, unknown)
+                    note = unknown if note is None else f"{note}; {unknown}"
+
+        derived = derive(config, frames_fed())
+        n_frames, stopped = read.before_end, read.stopped
         # what is still open at the newest frame read (a live pipeline writes it once a later frame closes it) and
         # what is dated after it (a live pipeline's, written since the read) is neither deleted nor written
-        ends = open_from(config, cam, tfs, derived, end)
+        ends = _open_ends(config, cam, read.newest, read.last is None or read.last.end_of_stream, derived, end)
         records = [r for r in derived if _written(r, end, ends) and not _store_wide(r)]
         records = _without_cut_tracks(storage, config, cam.id, start, records)
         deleted = replace_derived(storage, cam.id, start, ends, records, window_s=config.counting.window_s)

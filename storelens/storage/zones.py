@@ -5,6 +5,7 @@ through its connection, so they work on SQLite and PostgreSQL alike.
 """
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -149,7 +150,14 @@ def lengths_at(storage: Any, camera_id: str, zone_ids: Iterable[str], at_ms: int
     from the cut to ``at_ms`` (track ids are not reused, not even by another run), or its exit is dated after
     ``at_ms``. A camera that lost frames for seconds (an RTSP reconnect, a detector behind) or is sampled slower
     than ``stream_gap_ms`` keeps the people it still shows, and an entry a killed run or an ended stream never
-    closed does not count. Without stored frames there, only the entries of the last ``lookback_ms``."""
+    closed does not count. Without stored frames there, only the entries of the last ``lookback_ms``.
+
+    Only the entries of the last ``lookback_ms`` are read (the camera's zone events of that time, not all of its
+    stored ones, a query costs the same with 90 days of history): an older entry counts only (by the rules above)
+    while its track is still seen: a stored point of it in the last two ``stream_gap_ms`` up to ``at_ms`` (the zone
+    tracker ends the visit of a person unseen for its ``lost_after_ms``, at most ``stream_gap_ms``, with an exit
+    dated at the last sighting). An older entry whose track is not seen there is one that was never closed (a
+    killed run, a removed camera), also when the frames went on."""
     zone_ids = sorted(set(zone_ids))
     out = dict.fromkeys(zone_ids, 0)
     if not zone_ids:
@@ -159,13 +167,24 @@ def lengths_at(storage: Any, camera_id: str, zone_ids: Iterable[str], at_ms: int
              x.ts_ms >= e.ts_ms)
     closed = sa.exists().where(*visit, x.ts_ms <= at_ms, sa.or_(x.dwell_ms.is_(None), x.ts_ms - x.dwell_ms >= e.ts_ms))
     exits_later = sa.exists().where(*visit, x.ts_ms > at_ms)
-    opened = [(str(z), int(tid), int(t), bool(later)) for z, tid, t, later in storage._rows(
-        sa.select(e.zone_id, e.track_id, e.ts_ms, exits_later).where(
-            e.camera_id == camera_id, e.zone_id.in_(zone_ids), e.kind == "enter", e.ts_ms <= at_ms, ~closed))]
+
+    def open_entries(*where: Any) -> list[tuple[str, int, int, bool]]:
+        return [(str(z), int(tid), int(t), bool(later)) for z, tid, t, later in storage._rows(
+            sa.select(e.zone_id, e.track_id, e.ts_ms, exits_later).where(
+                e.camera_id == camera_id, e.zone_id.in_(zone_ids), e.kind == "enter", e.ts_ms <= at_ms, ~closed,
+                *where))]
+
+    since = at_ms - lookback_ms
+    opened = open_entries(e.ts_ms > since)  # a range of zone_events_by_time
+    f, g, p = frames.c, frames.alias("g").c, track_points.c
+    if stream_gap_ms is not None:  # older entries: of the tracks seen in the last two stream gaps only
+        seen_lately = sorted({int(tid) for (tid,) in storage._rows(sa.select(p.track_id).where(  # track_points_by_time
+            p.camera_id == camera_id, p.ts_ms >= at_ms - 2 * stream_gap_ms, p.ts_ms <= at_ms))})
+        for i in range(0, len(seen_lately), 500):  # zone_events_by_track
+            opened += open_entries(e.track_id.in_(seen_lately[i:i + 500]), e.ts_ms <= since)
     if not opened:
         return out
     oldest = min(t for _, _, t, _ in opened)
-    f, g = frames.c, frames.alias("g").c
     last = None if stream_gap_ms is None else storage._rows(sa.select(sa.func.max(f.ts_ms)).where(
         f.camera_id == camera_id, f.ts_ms >= oldest - stream_gap_ms, f.ts_ms <= at_ms))[0][0]
     if last is None:  # no frame stored there (not written, or purged): the entries as they are, of the look-back
@@ -182,7 +201,6 @@ def lengths_at(storage: Any, camera_id: str, zone_ids: Iterable[str], at_ms: int
         .order_by(f.ts_ms.desc()).limit(1))
     start = oldest if not cut else int(cut[0][0]) + bool(cut[0][1])
     before = sorted({tid for _, tid, t, later in opened if t < start and not later})
-    p = track_points.c
     seen = {int(tid) for i in range(0, len(before), 500) for (tid,) in storage._rows(
         sa.select(p.track_id).distinct().where(p.camera_id == camera_id, p.track_id.in_(before[i:i + 500]),
                                                p.ts_ms >= start, p.ts_ms <= at_ms))} if before else set()
@@ -274,3 +292,51 @@ def ended_visits(storage: Any, zone_keys: Iterable[tuple[str, str]], start_ms: i
                    sa.tuple_(e.camera_id, e.zone_id).in_(keys), ~staff)
             .order_by(e.ts_ms, e.camera_id, e.zone_id, e.track_id))
     return [VisitRow(r[0], r[1], int(r[2]), int(r[3]), int(r[4] or 0), r[5], r[6], r[7]) for r in storage._rows(stmt)]
+
+
+def people_per_bucket(storage: Any, camera_id: str, zone_id: str | None, start_ms: int, end_ms: int,
+                      grid: BucketGrid, visits_to_ms: int | None = None) -> dict[tuple[str, int], int]:
+    """``(zone_id, bucket start) -> distinct track ids`` of the camera's visits in each bucket of ``grid`` that
+    its stored buckets (``zone_stats``) starting in ``[start_ms, end_ms)`` fall in: the visits entering in the
+    bucket and those open at its start (an exit after it of a visit that entered before it; track ids are not
+    reused). The database gives each visit's first and last bucket (on SQLite and PostgreSQL alike) and the
+    buckets stored; each visit is spread over its buckets here, in time linear in the visits and the buckets they
+    span (a join of visits to buckets on ranges was a nested loop: seconds over weeks of visits). A visit not
+    closed yet counts in the bucket it entered in only, and visits whose events were purged (zone_events
+    retention, an erasure) not at all: the caller bounds this by the stored buckets' own counts. ``visits_to_ms``
+    (default ``end_ms``): the visits entering up to it count (a range ending inside a stored bucket reads that
+    bucket's whole)."""
+    e, z = zone_events.c, zone_stats.c
+    to_ms = end_ms if visits_to_ms is None else visits_to_ms
+
+    def at(ts: Any) -> Any:
+        return bucket_start_sql(grid, ts)
+
+    zone = (lambda col: col == zone_id) if zone_id is not None else (lambda col: sa.true())
+    entered = e.ts_ms - sa.func.coalesce(e.dwell_ms, 0)
+    buckets: dict[str, list[int]] = {}
+    for zid, s in storage._rows(sa.select(z.zone_id, at(z.bucket_start_ms)).distinct().where(
+            z.camera_id == camera_id, zone(z.zone_id), z.bucket_start_ms >= start_ms, z.bucket_start_ms < end_ms)):
+        buckets.setdefault(str(zid), []).append(int(s))
+    if not buckets:
+        return {}
+    for starts in buckets.values():
+        starts.sort()
+    visits = sa.union_all(
+        # every visit ended after start_ms that entered before end_ms: the buckets from its entry to its exit's
+        sa.select(e.zone_id, e.track_id, at(entered), at(e.ts_ms - 1)).where(
+            e.camera_id == camera_id, zone(e.zone_id), e.kind == "exit", e.ts_ms > start_ms, entered < to_ms),
+        # every entry in the range (a visit not closed yet: its bucket)
+        sa.select(e.zone_id, e.track_id, at(e.ts_ms), at(e.ts_ms)).where(
+            e.camera_id == camera_id, zone(e.zone_id), e.kind == "enter", e.ts_ms >= start_ms, e.ts_ms < to_ms),
+    )
+    people: dict[tuple[str, int], set[int]] = {}
+    for zid, tid, first_b, last_b in storage._rows(visits):
+        starts = buckets.get(str(zid))
+        if not starts:
+            continue
+        i, last = bisect.bisect_left(starts, int(first_b)), int(last_b)
+        while i < len(starts) and starts[i] <= last:
+            people.setdefault((str(zid), starts[i]), set()).add(int(tid))
+            i += 1
+    return {k: len(v) for k, v in people.items()}

@@ -3,8 +3,9 @@
 // lines whose endpoints can be dragged and saved (PUT /v1/site/cameras/{id}/lines/{line_id}) and zones whose
 // polygon vertices can be dragged and saved (PUT /v1/site/cameras/{id}/zones/{zone_id}: the zone as GET /v1/site
 // returns it, only the polygon changed, based on the site version shown, or the one this page's last save made if
-// newer (the page re-reads the site after a save: a second save before that is based on the first one's version):
-// 409 when someone changed it meanwhile; lines likewise).
+// newer (the page re-reads the site after a save; until the re-read answers that version, the saved camera is drawn
+// from the save's answer and a second save is based on the first one's version): 409 when someone changed it
+// meanwhile; lines likewise).
 // Lines, zones and heatmap cells are in the source's pixels; the stored JPEG may be smaller (the camera's
 // resize_width): the overlay is in source pixels (the snapshot's X-Frame-Width/Height, else the heatmap's
 // width/height) and the image is stretched under it. Without either, nothing can be dragged.
@@ -25,6 +26,8 @@ import {
 import { Card, Problem, RangePicker, Select, useDefaultRange, useRangeStart } from "../ui";
 import { useCameras } from "./common";
 import type { ViewProps } from "../App";
+
+type SiteCam = SiteOut["cameras"][number];
 
 const ZONE_COLOURS: Record<string, string> = { queue: "#f97316", shelf: "#16a34a", staff_only: "#dc2626" };
 
@@ -52,6 +55,17 @@ function percentile(values: number[], p: number): number {
 }
 
 /** A refused site save: a 409 says how to go on (someone changed the site since this page loaded it). */
+/** The change a 503 "site version N saved, not yet delivered to the pipeline" carries: saved (do not send it again,
+ * its base version is gone), the pipeline gets it within 30 s; `null` for any other error. */
+function savedUndelivered(e: unknown): { version: number; camera: SiteCam | null } | null {
+  const err = toApiError(e);
+  const version = err.body?.version;
+  if (err.status !== 503 || typeof version !== "number") return null;
+  return { version, camera: (err.body?.camera as SiteCam | null | undefined) ?? null };
+}
+
+const UNDELIVERED_NOTE = "not yet delivered to the pipeline: it gets it within 30 s, do not save it again";
+
 function saveProblem(e: unknown, what: "line" | "zone"): ApiError {
   const err = toApiError(e);
   return err.status === 409
@@ -113,9 +127,17 @@ export function CameraView({ me }: ViewProps) {
   const [saving, setSaving] = useState<string | null>(null);
   const [saved, setSaved] = useState<string | null>(null);
   const [saveError, setSaveError] = useState<ApiError | null>(null);
-  // The site version this page's last save made: the base of the next save until the re-read site shows it.
+  // What this page's saves made: the newest version, and each saved camera as its save answered. Until the re-read
+  // site (/v1/site) is at least that version, a saved camera is drawn from its save's answer and the next save is
+  // based on that version (a /v1/site answer older than a save, a replica behind, is not shown for it).
+  const [savedCams, setSavedCams] = useState<Record<string, { version: number; camera: SiteCam }>>({});
   const savedVersion = useRef(0);
   const baseVersion = () => Math.max(site.data?.version ?? 0, savedVersion.current);
+  const keepSaved = (r2: { version: number; camera: SiteCam | null }) => {
+    savedVersion.current = Math.max(savedVersion.current, r2.version);
+    const camera = r2.camera;
+    if (camera) setSavedCams((s) => ({ ...s, [cameraId]: { version: r2.version, camera } }));
+  };
   const svg = useRef<SVGSVGElement>(null);
 
   useEffect(() => {
@@ -124,7 +146,9 @@ export function CameraView({ me }: ViewProps) {
     setSaved(null);
   }, [cameraId]);
 
-  const siteCam = site.data?.cameras.find((c) => c.id === cameraId) ?? null;
+  const savedCam = savedCams[cameraId];
+  const siteCam = savedCam && (site.data?.version ?? 0) < savedCam.version ? savedCam.camera
+    : site.data?.cameras.find((c) => c.id === cameraId) ?? null;
   // Lines in force (/v1/site), else as configured at start (/v1/cameras).
   const lines: LineCfg[] = useMemo(
     () => (siteCam ? siteCam.lines : (camera?.lines ?? []).map((l) => ({ ...l }))),
@@ -199,6 +223,7 @@ export function CameraView({ me }: ViewProps) {
     setSaved(null);
   };
 
+  const dropLineEdit = (id: string) => setEdits((e) => { const { [id]: _, ...rest } = e; return rest; });
   const dropZoneEdit = (id: string) => setZoneEdits((e) => { const { [id]: _, ...rest } = e; return rest; });
 
   const saveZone = async (zone: ZoneCfg) => {
@@ -209,16 +234,23 @@ export function CameraView({ me }: ViewProps) {
     setSaveError(null);
     try {
       // the zone as the site has it (kind, service edge, product ...), only the polygon moved
-      const r2 = await sendJson<{ version: number }>(
+      const r2 = await sendJson<{ version: number; camera: SiteCam | null }>(
         "PUT", `/v1/site/cameras/${encodeURIComponent(cameraId)}/zones/${encodeURIComponent(zone.id)}` +
         `?base_version=${baseVersion()}`, { ...cfg, polygon });
-      savedVersion.current = Math.max(savedVersion.current, r2.version);
+      keepSaved(r2);
       setSaved(`Zone ${zone.id} saved (site version ${r2.version}).`);
       dropZoneEdit(zone.id);
       site.reload();
       zones.reload();
     } catch (e) {
-      setSaveError(saveProblem(e, "zone"));
+      const r2 = savedUndelivered(e);
+      if (r2) {
+        keepSaved(r2);
+        setSaved(`Zone ${zone.id} saved (site version ${r2.version}), ${UNDELIVERED_NOTE}.`);
+        dropZoneEdit(zone.id);
+        site.reload();
+        zones.reload();
+      } else setSaveError(saveProblem(e, "zone"));
     } finally {
       setSaving(null);
     }
@@ -231,18 +263,21 @@ export function CameraView({ me }: ViewProps) {
     setSaveError(null);
     try {
       const body = { ...line, a: edit.a, b: edit.b };
-      const r2 = await sendJson<{ version: number }>(
+      const r2 = await sendJson<{ version: number; camera: SiteCam | null }>(
         "PUT", `/v1/site/cameras/${encodeURIComponent(cameraId)}/lines/${encodeURIComponent(line.id)}` +
         `?base_version=${baseVersion()}`, body);
-      savedVersion.current = Math.max(savedVersion.current, r2.version);
+      keepSaved(r2);
       setSaved(`Line ${line.id} saved (site version ${r2.version}).`);
-      setEdits((e) => {
-        const { [line.id]: _, ...rest } = e;
-        return rest;
-      });
+      dropLineEdit(line.id);
       site.reload();
     } catch (e) {
-      setSaveError(saveProblem(e, "line"));
+      const r2 = savedUndelivered(e);
+      if (r2) {
+        keepSaved(r2);
+        setSaved(`Line ${line.id} saved (site version ${r2.version}), ${UNDELIVERED_NOTE}.`);
+        dropLineEdit(line.id);
+        site.reload();
+      } else setSaveError(saveProblem(e, "line"));
     } finally {
       setSaving(null);
     }

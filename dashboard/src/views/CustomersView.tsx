@@ -13,15 +13,23 @@ export function CustomersView({ me }: ViewProps) {
   const [done, setDone] = useState<string | null>(null);
   const isAdmin = atLeast(me.role, "admin");
 
+  // An erasure answered 503 erased the stores but could not tell the recognition service: the customer leaves the
+  // list (re-read after any failure), and the retry the API asks for is offered (it answers 204 once sent).
+  const [retry, setRetry] = useState<string | null>(null);
   const erase = async (id: string) => {
     setError(null);
+    setRetry(null);
     try {
       await request(`/v1/customers/${encodeURIComponent(id)}`, { method: "DELETE" });
       setDone(`Customer ${id} erased.`);
       setConfirm(null);
       list.reload();
     } catch (e) {
-      setError(toApiError(e));
+      const err = toApiError(e);
+      setError(err);
+      setDone(null);
+      if (err.status === 503) setRetry(id);
+      list.reload();
     }
   };
 
@@ -36,6 +44,11 @@ export function CustomersView({ me }: ViewProps) {
           options={[{ value: "", label: "All" }, { value: "true", label: "Returning" }, { value: "false", label: "First visit" }]} />
       </div>
       <Problem error={list.error ?? error} />
+      {retry && (
+        <button className="danger" onClick={() => erase(retry)} data-testid="erase-retry">
+          Retry the erasure of {retry}
+        </button>
+      )}
       {done && <div className="ok" role="status">{done}</div>}
       <Loading on={list.loading && !d} />
       {d && (

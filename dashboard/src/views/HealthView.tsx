@@ -1,7 +1,8 @@
 // Camera health: each camera's newest frame (live feed, else GET /v1/occupancy last_seen_ts_ms: the live state's,
 // or in the embedded mode the newest stored frame's) and configuration. Stale or receiving is the API's `stale`
 // (the rule of /v1/zones: a live camera without a frame for over 60 s at the API's clock; a recorded file, whose
-// frames carry the file's times, never is), not the browser's clock against frame times. /v1/occupancy (the stale
+// frames carry the file's times, never is; "stale (no frame yet)" when it never sent one), not the browser's clock
+// against frame times. /v1/occupancy (the stale
 // flags, the last count update) is read again at most every 10 s, one read at a time (useLiveReload on useApi's
 // answer: a read slower than 10 s is not aborted and started again, it finishes).
 import { fmtTime, useApi, type OccupancyOut } from "../api";
@@ -32,12 +33,14 @@ export function HealthView(_: ViewProps) {
                   const o = occ.data?.cameras.find((x) => x.camera_id === c.id);
                   const l = live.counts?.cameras.find((x) => x.camera_id === c.id);
                   const seen = l?.last_seen_ts_ms ?? o?.last_seen_ts_ms ?? null;
-                  const status = !o || seen === null ? "unknown" : o.stale ? "stale" : "ok";
+                  // the API's stale first: a live camera that never sent a frame is stale (ts_ms 0, no frame time)
+                  const status = !o ? "unknown" : o.stale ? "stale" : seen === null ? "unknown" : "ok";
                   return (
                     <tr key={c.id} data-testid={`health-${c.id}`}>
                       <td>{c.id}</td>
                       <td><span className={`pill health-${status}`} data-testid="status">
-                        {status === "ok" ? "receiving" : status === "stale" ? `no frame for > ${STALE_S} s` : "unknown"}</span></td>
+                        {status === "ok" ? "receiving" : status === "unknown" ? "unknown"
+                          : seen === null ? "stale (no frame yet)" : `no frame for > ${STALE_S} s`}</span></td>
                       <td>{fmtTime(seen)}</td><td>{fmtTime(o?.ts_ms)}</td>
                       <td>{c.lines.length}</td><td>{c.zones.length}</td>
                     </tr>

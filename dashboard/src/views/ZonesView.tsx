@@ -7,9 +7,10 @@
 // again at most every 10 s, one read of each at a time (useLiveReload: a slow read is not started again while in
 // flight; the time of the read is shown): left open at the till, the view does not keep an old length.
 // A relative range starts on a bucket's edge as the API lays them out: its answer's `aligned_to` (the epoch's
-// hours in a +05:30 zone over stored hours), so the first row is a whole bucket.
+// hours in a +05:30 zone over stored hours), so the first row is a whole bucket. The bucket widths offered are
+// multiples of the stored width (GET /v1/site's zones_bucket_s: the API refuses others).
 import { useEffect, useMemo, useState } from "react";
-import { fmtNum, fmtTime, qs, useApi, type Dwell, type Queue, type ZoneBucket, type ZoneState } from "../api";
+import { fmtDuration, fmtNum, fmtTime, qs, useApi, type Dwell, type Queue, type ZoneBucket, type ZoneState } from "../api";
 import {
   Card, Empty, Loading, Num, Problem, RangePicker, useDefaultRange, useRangeFallBack, useRangeStart, Select,
   type AlignedTo,
@@ -32,18 +33,36 @@ function staleText(age_s: number | null | undefined) {
   return age_s === null || age_s === undefined ? "stale (no frame yet)" : `stale (no frame for ${fmtNum(age_s, 0)} s)`;
 }
 
+/** The bucket widths offered (s): those that are multiples of the stored width (the site's zones.bucket_s, which the
+ * API's buckets must be multiples of), and the stored width itself from 15 min up (or when none is). */
+const WIDTHS: [number, string][] = [[900, "15 min"], [3600, "1 hour"], [86_400, "1 day"]];
+function bucketChoices(stored_s: number): { value: string; label: string }[] {
+  const kept = WIDTHS.filter(([w]) => w % stored_s === 0);
+  const own = (stored_s >= 900 && !kept.some(([w]) => w === stored_s)) || kept.length === 0
+    ? [[stored_s, stored_s % 3600 === 0 ? `${stored_s / 3600} hours` : fmtDuration(stored_s * 1000)] as [number, string]]
+    : [];
+  return [...own, ...kept].sort((a, b) => a[0] - b[0]).map(([w, label]) => ({ value: `${w}`, label }));
+}
+
 export function ZonesView(_: ViewProps) {
   const { cams, cameraId, setCameraId } = useCameras();
   const def = useDefaultRange(); // all the data first (the last 7 days past the API's limit of buckets)
   const { range, pick: setRange } = def;
-  const [bucket, setBucket] = useState("3600");
+  const site = useApi<{ zones_bucket_s?: number }>("/v1/site");
+  const choices = useMemo(() => bucketChoices(site.data?.zones_bucket_s ?? 60), [site.data?.zones_bucket_s]);
+  const [picked, setBucket] = useState("3600");
+  // the width picked if offered, else the nearest one offered at or above 1 hour (the largest below it without one)
+  const bucket = choices.some((c) => c.value === picked) ? picked
+    : (choices.find((c) => Number(c.value) >= 3600) ?? choices[choices.length - 1]).value;
   // each bucket width's alignment as the API last answered it (it depends on the zone and width, not the range)
   const [aligned, setAligned] = useState<Record<string, AlignedTo>>({});
   const start = useRangeStart(range, Number(bucket), aligned[bucket]) ?? 0;
   const zones = useApi<{ zones: ZoneState[] }>("/v1/zones");
   const queues = useApi<{ queues: Queue[] }>("/v1/queues");
   useLiveReload(zones, queues);
-  const statsPath = cameraId ? `/v1/zones/stats${qs({ camera_id: cameraId, start_ms: start, bucket_s: bucket })}` : null;
+  // (after /v1/site answers: the widths offered are known)
+  const statsPath = cameraId && (site.data || site.error)
+    ? `/v1/zones/stats${qs({ camera_id: cameraId, start_ms: start, bucket_s: bucket })}` : null;
   const stats = useApi<{ buckets: ZoneBucket[]; bucket_s: number; aligned_to: AlignedTo }>(statsPath, range);
   const answered = stats.data ? `${stats.data.bucket_s}` : null;
   const alignedTo = stats.data?.aligned_to;
@@ -114,8 +133,7 @@ export function ZonesView(_: ViewProps) {
         <Select label="Camera" value={cameraId} testId="camera"
           options={(cams.data?.cameras ?? []).map((c) => ({ value: c.id, label: c.id }))} onChange={setCameraId} />
         <RangePicker value={range} onChange={setRange} />
-        <Select label="Bucket" value={bucket} onChange={setBucket} testId="bucket"
-          options={[{ value: "900", label: "15 min" }, { value: "3600", label: "1 hour" }, { value: "86400", label: "1 day" }]} />
+        <Select label="Bucket" value={bucket} onChange={setBucket} testId="bucket" options={choices} />
       </div>
       <Card title="Zone statistics" testId="zone-stats">
         {def.note && <div className="note" role="status" data-testid="range-note">{def.note}</div>}

@@ -153,13 +153,18 @@ def create_api_key(ctx: ContextDep, body: ApiKeyIn, principal: Admin, request: R
 
 
 @router.delete("/v1/api-keys/{key_id}", status_code=204, response_class=Response, responses=NOT_FOUND,
-                     summary="Revoke an API key (admin)")
+                     summary="Revoke an API key and the keys it made (admin)")
 def revoke_api_key(ctx: ContextDep, key_id: KeyId, principal: Admin, request: Request) -> Response:
-    if not ctx.auth.revoke_api_key(key_id):
-        raise HTTPException(404, f"unknown or already revoked key {key_id!r}")
-    key = store.get_api_key(ctx.storage, key_id) or {}
-    _audit(ctx, request, principal, "api-keys.revoke", key_id,
-           {"role": key.get("role"), "name": key.get("name"), "created_by": key.get("created_by")})
+    key = store.get_api_key(ctx.storage, key_id)
+    if key is None:
+        raise HTTPException(404, f"unknown key {key_id!r}")
+    if ctx.auth.revoke_api_key(key_id):  # (already revoked: only the keys it made, below)
+        _audit(ctx, request, principal, "api-keys.revoke", key_id,
+               {"role": key.get("role"), "name": key.get("name"), "created_by": key.get("created_by")})
+    # and the keys it made, and theirs (each audited): a leaked key's keys go with it, also when the key itself was
+    # revoked already (before revoking cascaded, or a cascade that failed half-way)
+    ctx.auth.revoke_keys_of(f"key:{key_id}", None, principal.name, request.client.host if request.client else "",
+                            reason=f"creator key {key_id} revoked")
     return Response(status_code=204)
 
 

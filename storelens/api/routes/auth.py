@@ -6,15 +6,19 @@ go to the audit log (users, keys and the log itself: :mod:`.admin`).
 """
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 from fastapi import Form, HTTPException, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from storelens.config.auth import Role
 from ..deps import ContextDep, Text, api_router
 from ..models import ErrorOut, _Out
 from ..security import COOKIE_NAME, PrincipalDep, RateLimited, credential_of, set_session_cookie
+
+log = logging.getLogger(__name__)
 
 #: Open: the login form, and routes that check the session themselves (``me``).
 router = api_router("auth", role=None)
@@ -65,10 +69,20 @@ def login(ctx: ContextDep, request: Request, response: Response,
 @router.post("/v1/auth/logout", status_code=204, response_class=Response, summary="Sign out (clears the cookie)",
              description="Ends every session of the signed-in user (the bearer token or the cookie), on every "
                          "device, and clears the dashboard's cookie. Without a valid session it only clears the "
-                         "cookie.")
+                         "cookie. 503 when the sessions could not be ended (the database): the sessions stay "
+                         "valid and the cookie is kept, so a retry (from this browser too) can end them.",
+             responses={503: {"model": ErrorOut, "description": "The sessions could not be ended."}})
 def logout(ctx: ContextDep, request: Request) -> Response:
     credential = credential_of(request)
-    principal = ctx.auth.sign_out(credential) if credential else None
+    try:
+        principal = ctx.auth.sign_out(credential) if credential else None
+    except Exception:  # the sessions could not be ended (the database): the cookie is kept, for the retry to end
+        # them (cleared, the page's next request was a 401 that hid the failure, and a retry sent no credential)
+        log.warning("sign-out: the sessions could not be ended", exc_info=True)
+        ctx.metrics.count_error("sign_out_failed")
+        return JSONResponse({"detail": "the sessions could not be ended (the database did not take the change): "
+                                       "still signed in, here, on every other device and with any copy of the "
+                                       "token; retry signing out"}, status_code=503)
     if principal is not None:  # the audit log's actor
         request.state.principal = principal
     response = Response(status_code=204)

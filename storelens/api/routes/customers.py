@@ -8,9 +8,10 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Query, Response
+from fastapi import Depends, HTTPException, Query, Request, Response
 
 from storelens.config import entrance_lines_of, journeys_of
+from storelens.storage import auth as audit
 
 from ..deps import (
     ConfigDep, CustomerId, ErasureDep, FromMs, GalleryDep, StorageDep, ToMs, api_router, check_range, require_role,
@@ -97,9 +98,11 @@ def get_customer(customer_id: CustomerId, store: GalleryDep, storage: StorageDep
                "of the history; then the customer's embeddings and visits from the gallery (their tracks stay marked "
                "erased there: never decided again); then tells the "
                "recognition service to forget them. The notification is sent even for an unknown id, so retrying "
-               "a request that failed (500, 503) completes the erasure.")
+               "a request that failed (500, 503) completes the erasure; an id the stores no longer hold answers "
+               "204 when an earlier erasure of it was answered 503 (the audit log: the retry it asked for), "
+               "else 404.")
 def erase_customer(customer_id: CustomerId, store: GalleryDep, storage: StorageDep, config: ConfigDep,
-                   on_erasure: ErasureDep) -> Response:
+                   on_erasure: ErasureDep, request: Request) -> Response:
     decided = getattr(store, "decided_tracks", None)  # tracks whose match the history may not have yet
     tracks = decided(customer_id) if decided is not None else set()
     # The tracks the history matched to them keep an ``erased`` decision in the gallery, also those whose decision
@@ -120,6 +123,22 @@ def erase_customer(customer_id: CustomerId, store: GalleryDep, storage: StorageD
             log.exception("customer erasure not propagated", extra={"customer_id": customer_id})
             raise HTTPException(503, "the customer was deleted from the stores, but the erasure could not be "
                                 "sent to the recognition service; retry the request") from None
-    if not (in_gallery or rows):
+    if not (in_gallery or rows) and not _erased_before(storage, request):
         raise _unknown(customer_id)
     return Response(status_code=204)
+
+
+#: The audit log's action of an erasure (the audit middleware's ``<method> <route path>``).
+ERASE_ACTION = "DELETE /v1/customers/{customer_id}"
+
+
+def _erased_before(storage: object, request: Request) -> bool:
+    """Whether an earlier erasure of this id was answered 503 by the audit log (the stores erased, the notification
+    not sent): its retry, which asked for and has now sent it, answers 204; an id never erased (a typo), or erased
+    with a 204, stays 404. Only this id's audited erasures are read."""
+    target = request.scope["path"][:500].replace("\x00", "\\x00")  # as the audit middleware writes it
+    try:
+        return 503 in audit.audited_statuses(storage, ERASE_ACTION, target)
+    except Exception:  # no audit log (a store without it) or unreadable: the id is unknown
+        log.warning("could not read the audit log for an earlier erasure", exc_info=True)
+        return False

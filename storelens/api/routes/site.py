@@ -19,9 +19,15 @@ moved) is the value the site holds there (:func:`~storelens.config.site.restore_
 is open to every role: answers show values written as templates as the templates (``${NAME}``, defaults dropped), never
 what they expand to, and camera sources without credentials; changing it is for admins. Changes are in the
 audit log (who moved which line) with the version they made.
+
+Distributed, an edit the broker did not acknowledge answers 503: saved and in force in the API, not yet in the
+pipeline; the API sends the newest version again until the broker has it
+(:meth:`~storelens.api.deps.ApiContext.deliver_site`: at its start and every
+:data:`~storelens.api.app.SITE_REDELIVER_S`), so do not repeat the edit.
 """
 from __future__ import annotations
 
+import logging
 import time
 from typing import Annotated, Any, Callable
 
@@ -39,8 +45,10 @@ from storelens.storage import heatmaps as hm
 from storelens.storage import site as sq
 
 from ..deps import ApiContext, ContextDep, api_router, require_role
-from ..models import ErrorOut, _Out
+from ..models import ErrorOut, HTTPErrorWithFields, _Out
 from ..security import Principal
+
+log = logging.getLogger(__name__)
 
 router = api_router("site", role="viewer")
 
@@ -50,8 +58,22 @@ BaseVersion = Annotated[int | None, Query(ge=0, le=2**53 - 1, description=(
     "The version this change is based on; 409 when the site has changed since (default: the version in force)."))]
 Rederive = Annotated[bool, Query(description="Re-derive the camera's stored history with the new line "
                                  "(crossings, counts, zones ... from its stored frames).")]
+
+
+class UndeliveredOut(ErrorOut):
+    """503 of an edit saved but not yet delivered to the pipeline: the edit is done (do not repeat it)."""
+
+    version: int = Field(description="The version this change saved (in force in the API).")
+    camera: dict[str, Any] | None = Field(default=None, description="The camera after the change (a camera's "
+                                          "edit; null: deleted, or an alert rule's edit).")
+
+
+UNDELIVERED = {503: {"model": UndeliveredOut, "description": "Saved and in force in the API, not yet delivered to the "
+                                                           "pipeline; it will be retried (do not repeat the edit). "
+                                                           "`version`: the version saved."}}
 ERRORS = {404: {"model": ErrorOut, "description": "Unknown camera, line or zone."},
-          409: {"model": ErrorOut, "description": "The site changed since `base_version`; reload and retry."}}
+          409: {"model": ErrorOut, "description": "The site changed since `base_version`; reload and retry."},
+          **UNDELIVERED}
 
 
 class SiteOut(_Out):
@@ -64,6 +86,8 @@ class SiteOut(_Out):
                                                       "(`${VAR}`, without its default), never its value.")
     alert_rules: list[dict[str, Any]] = Field(description="As in the site file (`alerts.rules:`), templates as "
                                                           "the cameras'.")
+    zones_bucket_s: int = Field(description="The width of the stored zone statistics (`zones.bucket_s`): "
+                                            "`/v1/zones/stats` takes bucket widths that are multiples of it.")
 
 
 class SiteChangeOut(_Out):
@@ -83,19 +107,29 @@ def _public(cam: dict[str, Any]) -> dict[str, Any]:
 
 @router.get("/v1/site", response_model=SiteOut, summary="The site in force: cameras, lines and zones")
 def get_site(ctx: ContextDep) -> SiteOut:
+    # the newest saved version, whichever replica saved it (one small query): the editor re-reads the site after a
+    # save and edits on from it, so a copy up to SITE_CHECK_S old would show the geometry before the save
+    try:
+        ctx.refresh_site()
+    except Exception:  # storage down: the site in force (a save needs the storage and answers the outage)
+        log.warning("could not look for a newer site version", exc_info=True)
+        ctx.metrics.count_error("site_refresh_failed")
     written = site_version_document(ctx.config)
     return SiteOut(version=ctx.site_version, store_id=ctx.config.store.id, timezone=ctx.config.store.timezone,
-                   cameras=[_public(c) for c in written["cameras"]], alert_rules=masked(written["alert_rules"]))
+                   cameras=[_public(c) for c in written["cameras"]], alert_rules=masked(written["alert_rules"]),
+                   zones_bucket_s=ctx.config.zones.bucket_s)
 
 
 Doc = dict[str, Any]
 
 
 def _save(ctx: ApiContext, principal: Principal, base_version: int | None,
-          edit: Callable[[list[Doc], list[Doc]], tuple[list[Doc], list[Doc]]]) -> tuple[int, Any]:
+          edit: Callable[[list[Doc], list[Doc]], tuple[list[Doc], list[Doc]]]
+          ) -> tuple[int, Any, HTTPException | None]:
     """Apply ``edit`` to the site's (cameras, alert rules) as written (dicts, ``${VAR}`` templates unexpanded),
     validate the whole site (templates expanded with this process's environment), save it as written as the
-    next version and put it in force; ``(version, new config)``."""
+    next version, put it in force and deliver it to the pipeline; ``(version, new config, undelivered)``:
+    the 503 to raise once the rest of the request is done when the delivery failed."""
     if ctx.site_is_stale():
         ctx.refresh_site()
     base = ctx.site_version
@@ -103,9 +137,10 @@ def _save(ctx: ApiContext, principal: Principal, base_version: int | None,
         raise HTTPException(409, f"the site is at version {base}, not {base_version}: reload and retry")
     written = site_version_document(ctx.config)
     cams, rules = edit(written["cameras"], written["alert_rules"])
-    # a value sent back as answers show it (${VAR}, its default dropped) where the site holds it: as held
-    cams, rules = restore_masked(ctx.config, cams, rules)
     try:
+        # a value sent back as answers show it (${VAR}, its default dropped; a source's credentials removed or
+        # ***) where the site holds it: as held; another source with *** is refused
+        cams, rules = restore_masked(ctx.config, cams, rules)
         check_edit_env(ctx.config, cams, rules)  # before anything is expanded
         new = with_cameras(ctx.config, cams, origin="the site", alert_rules=rules)
     except ConfigError as e:
@@ -117,10 +152,12 @@ def _save(ctx: ApiContext, principal: Principal, base_version: int | None,
     if version is None:
         raise HTTPException(409, "the site changed meanwhile: reload and retry")
     ctx.set_site(version, new)
-    update = sq.site_update(ctx.storage, new.store.id, version - 1)
-    if update is not None and ctx.on_site_change is not None:
-        ctx.on_site_change(update)
-    return version, new
+    try:
+        ctx.deliver_site()
+    except Exception:  # logged and counted; the app's chore sends it again
+        return version, new, HTTPErrorWithFields(503, f"site version {version} saved, not yet delivered to the "
+                                                      "pipeline; it will be retried", version=version)
+    return version, new, None
 
 
 def _change(ctx: ApiContext, principal: Principal, base_version: int | None, camera_id: str,
@@ -140,9 +177,13 @@ def _change(ctx: ApiContext, principal: Principal, base_version: int | None, cam
             cams[index] = changed[0]
         return cams, rules
 
-    version, new = _save(ctx, principal, base_version, edit_site)
-    return _camera_change(ctx, new, version, camera_id, None if changed[0] is None else new.camera(camera_id),
-                          rederive)
+    version, new, undelivered = _save(ctx, principal, base_version, edit_site)
+    out = _camera_change(ctx, new, version, camera_id, None if changed[0] is None else new.camera(camera_id),
+                         rederive)
+    if undelivered is not None:
+        undelivered.fields["camera"] = out.camera
+        raise undelivered
+    return out
 
 
 def _camera_change(ctx: ApiContext, new: Any, version: int, camera_id: str, changed: CameraConfig | None,
@@ -279,7 +320,8 @@ class RuleChangeOut(_Out):
 
 
 RULE_ERRORS = {404: {"model": ErrorOut, "description": "Unknown rule."},
-               409: {"model": ErrorOut, "description": "The site changed since `base_version`; reload and retry."}}
+               409: {"model": ErrorOut, "description": "The site changed since `base_version`; reload and retry."},
+               **UNDELIVERED}
 
 
 @router.put("/v1/site/alerts/rules/{rule_id}", response_model=RuleChangeOut, responses=RULE_ERRORS,
@@ -297,7 +339,9 @@ def put_rule(ctx: ContextDep, principal: Admin, rule_id: ItemId, body: AlertRule
         rule = body.model_dump(mode="json")
         return cams, (rules + [rule] if index is None else [*rules[:index], rule, *rules[index + 1:]])
 
-    version, _ = _save(ctx, principal, base_version, edit)
+    version, _, undelivered = _save(ctx, principal, base_version, edit)
+    if undelivered is not None:
+        raise undelivered
     return RuleChangeOut(version=version, rule=body.model_dump(mode="json"))
 
 
@@ -309,5 +353,7 @@ def delete_rule(ctx: ContextDep, principal: Admin, rule_id: ItemId, base_version
             raise HTTPException(404, f"unknown alert rule {rule_id!r}")
         return cams, [r for r in rules if r["id"] != rule_id]
 
-    version, _ = _save(ctx, principal, base_version, edit)
+    version, _, undelivered = _save(ctx, principal, base_version, edit)
+    if undelivered is not None:
+        raise undelivered
     return RuleChangeOut(version=version, rule=None)

@@ -93,8 +93,12 @@ class ZoneBucketOut(_Out):
     start_ms: int
     end_ms: int
     visits: int = Field(description="Entries in the bucket.")
-    unique_people: int = Field(description="Sum over the stored buckets of the distinct tracks inside "
-                                           "(exact when bucket_s equals the site's zones.bucket_s).")
+    unique_people: int = Field(description="Distinct tracks inside or entering during the bucket: the stored "
+                                           "bucket's (bucket_s equal to the site's zones.bucket_s); merged "
+                                           "buckets count each track once from the stored zone events (the "
+                                           "visits entering in the bucket and those open at its start), at "
+                                           "least the largest and at most the sum of the stored buckets' counts "
+                                           "(zone events purged, or a visit not closed yet).")
     mean_occupancy: float = Field(description="Time-weighted mean of the people inside, over the time the "
                                               "stream showed (a stall longer than lost_after_ms is not counted; "
                                               "merged buckets weigh by the time each showed).")
@@ -351,13 +355,19 @@ def zone_stats(ctx: ContextDep, camera_id: Annotated[Text, Query(max_length=200)
     merged: dict[tuple[str, int], list[zq.ZoneBucketRow]] = {}
     for r in rows:
         merged.setdefault((r.zone_id, grid.start_of(r.start_ms)), []).append(r)
+    # stored buckets merged: their people counted once each, from the visits (zone_events), between the stored
+    # buckets' largest count and their sum (the visits purged, or not closed yet)
+    people = (zq.people_per_bucket(ctx.storage, camera_id, zone_id, start_ms, end, grid, exits_to)
+              if bucket_s != base and rows else {})
     buckets = []
     for (zid, start), rs in sorted(merged.items()):
         dwell, source = _bucket_dwell(dwells.get((zid, start), []), rs)
+        stored_people = [r.unique_people for r in rs]
         buckets.append(ZoneBucketOut(
             camera_id=camera_id, zone_id=zid, start_ms=start, end_ms=grid.end_of(start),
             visits=sum(r.visits for r in rs),
-            unique_people=sum(r.unique_people for r in rs),
+            unique_people=stored_people[0] if len(rs) == 1 else min(
+                sum(stored_people), max(people.get((zid, start), 0), *stored_people)),
             mean_occupancy=zq.covered_mean(rs),
             max_occupancy=max(r.max_occupancy for r in rs),
             dwell_s=_k_anonymous(dwell, ctx.config.privacy.k_min), dwell_source=source,

@@ -30,6 +30,39 @@ class Detections:
     def __len__(self) -> int:
         return len(self.confidence)
 
+    def well_formed(self) -> np.ndarray:
+        """Mask of the detections a tracker can take: a finite box of positive width and height and a finite
+        score (a model fed a broken frame may give NaN or inf, which crashed the appearance crops).
+
+        >>> d = Detections(np.array([[0, 0, 5, 9], [0, 0, np.nan, 9], [4, 0, 4, 9]], np.float32),
+        ...                np.array([0.9, 0.9, 0.9], np.float32), np.zeros(3, np.int32))
+        >>> d.well_formed().tolist()
+        [True, False, False]
+        """
+        boxes = np.asarray(self.bbox_xyxy, np.float64).reshape(-1, 4)
+        ok = np.isfinite(boxes).all(axis=1) & np.isfinite(np.asarray(self.confidence, np.float64))
+        with np.errstate(invalid="ignore"):
+            return ok & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+
+    def well_formed_only(self) -> tuple["Detections", int]:
+        """``(the detections a tracker can take, how many were left out)`` (:meth:`well_formed`); ``self`` when
+        every one is.
+
+        >>> d = Detections(np.array([[0, 0, 5, 9], [0, 0, np.inf, 9]], np.float32), np.array([0.9, 0.9], np.float32),
+        ...                np.zeros(2, np.int32))
+        >>> kept, dropped = d.well_formed_only()
+        >>> len(kept.bbox_xyxy), dropped, d.select([0]).well_formed_only()[1]
+        (1, 1, 0)
+        """
+        keep = self.well_formed()
+        if keep.all():
+            return self, 0
+        return self.select(keep), int((~keep).sum())
+
+    def select(self, keep: np.ndarray) -> "Detections":
+        """The detections ``keep`` (a mask or indices) selects."""
+        return Detections(self.bbox_xyxy[keep], self.confidence[keep], self.class_id[keep])
+
     def scaled(self, sx: float, sy: float) -> "Detections":
         """Boxes scaled by (sx, sy), e.g. from a resized frame back to source pixels."""
         if sx == 1.0 and sy == 1.0:

@@ -126,6 +126,17 @@ class FrameRateAware(Protocol):
     def set_frame_rate(self, fps: float) -> None: ...
 
 
+@runtime_checkable
+class RefindWindowAware(Protocol):
+    """A tracker that can say how long after its last sighting a lost track can still be matched: a break in a
+    camera's frames longer than that (a reconnect, a stall) ends the camera's tracker session in detect-track,
+    as the tracker counts frames and would otherwise take the frame after the break for the next one."""
+
+    def refind_window_ms(self, frame_interval_ms: float) -> float:
+        """That time when frames come ``frame_interval_ms`` apart."""
+        ...
+
+
 def shared_embedder(trackers: Sequence[object]) -> Any | None:
     """The embedder that ALL ``trackers`` (two or more) share and that embeds several images in one call
     (``embed_many``); ``None`` when they must each run their own ``update``.

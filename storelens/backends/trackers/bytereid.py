@@ -295,6 +295,20 @@ class ByteReidTracker:
         if self.cfg.proximity_follows_frame_rate:
             self._bot.proximity_thresh = proximity_gate(self.cfg.proximity_thresh, self.cfg.fps, fps)
 
+    def refind_window_ms(self, frame_interval_ms: float) -> float:
+        """How long after its last sighting a lost track can still be matched, frames coming ``frame_interval_ms``
+        apart: it is kept ``max_frames_lost`` frames (``track_buffer`` at the rate the tracker was told, about
+        :attr:`~storelens.config.tracker_bytereid.ByteReidTrackerConfig.refind_ms`) and is matched before it is
+        dropped in the frame after them. A break in the frames longer than that ends the camera's tracker session
+        (detect-track): the tracker counts frames, and took the frame after an hour's break for the next one (a
+        person then took a lost or tracked id).
+
+        >>> t = ByteReidTracker(embedder=object())                                  # doctest: +SKIP
+        >>> t.set_frame_rate(5.0); t.refind_window_ms(200.0)                         # doctest: +SKIP
+        2600.0
+        """
+        return (self._bot.max_frames_lost + 1) * float(frame_interval_ms)
+
     # -- per frame ----------------------------------------------------------
 
     def plan_appearance(self, detections: Detections) -> tuple[np.ndarray, list[int]]:
@@ -338,6 +352,9 @@ class ByteReidTracker:
         return feats, todo
 
     def update(self, image_bgr: np.ndarray, detections: Detections) -> AppearanceTracks:
+        """Track one frame's detections; those without a finite box of positive size are left out
+        (:meth:`~storelens.backends.detectors.base.Detections.well_formed`; detect-track counts them)."""
+        detections, _ = detections.well_formed_only()
         feats, todo = self.plan_appearance(detections)
         if todo:
             feats[todo] = self.embedder.embed(image_bgr, detections.bbox_xyxy[todo])

@@ -121,7 +121,14 @@ class DeepSortTracker:
                 reuse[dets[0]] = t.features[-1]
         return reuse
 
+    def refind_window_ms(self, frame_interval_ms: float) -> float:
+        """How long after its last sighting a lost track can still be matched, frames coming ``frame_interval_ms``
+        apart: it is deleted after ``max_age`` missed frames, so ``max_age + 1`` intervals (see
+        :class:`~storelens.backends.trackers.base.RefindWindowAware`)."""
+        return (self.cfg.max_age + 1) * float(frame_interval_ms)
+
     def update(self, image_bgr: np.ndarray, detections: Detections) -> Tracks:
+        detections, _ = detections.well_formed_only()  # no finite box of positive size: out (detect-track counts them)
         boxes = detections.bbox_xyxy
         reuse = self._reusable_features(boxes)
         todo = [i for i, f in enumerate(reuse) if f is None]
