@@ -120,6 +120,26 @@ def test_a_live_camera_re_pointed_while_running_ends_its_stream_first(live, chan
         assert markers == []
 
 
+def first_frame_of_kept_stream(cam: CameraConfig, kept_stream_id: str, first_seq: int = 1000):
+    """Run `cam` under a supervisor that holds `kept_stream_id` as the camera's saved stream, until its first frame.
+
+    Returns the frames published (decoded) and the stream starts the supervisor asked to keep."""
+    got: list[m.Frame] = []
+    kept: list = []
+    done = threading.Event()
+
+    def publish(key, value):
+        got.append(m.decode(m.Frame, value))
+        done.set()
+
+    sup = CameraSupervisor(publish, done.is_set, lambda c, e: None,
+                           streams={cam.id: ingest.StreamStart(kept_stream_id, first_seq)},
+                           on_stream=lambda c, s, stopped: kept.append(s) is None)
+    sup.apply([cam])
+    sup.threads()[cam.id].join(60)
+    return got, kept
+
+
 def test_sources_differing_only_in_password_are_one_stream_and_the_former_id_is_recognised(live):
     a = CameraConfig(id="door", source=live.replace("://", "://admin:Weak1@"))
     b = a.model_copy(update={"source": live.replace("://", "://admin:Rotated2@")})
@@ -130,19 +150,7 @@ def test_sources_differing_only_in_password_are_one_stream_and_the_former_id_is_
     # a stream kept by a release that hashed the full source: the same stream (no end marker), kept again
     from storelens.runtime.ingest import legacy_stream_id
 
-    got: list[m.Frame] = []
-    kept: list = []
-    done = threading.Event()
-
-    def publish(key, value):
-        got.append(m.decode(m.Frame, value))
-        done.set()
-
-    sup = CameraSupervisor(publish, done.is_set, lambda c, e: None,
-                           streams={"door": ingest.StreamStart(legacy_stream_id(a), 1000)},
-                           on_stream=lambda c, s, stopped: kept.append(s) is None)
-    sup.apply([a])
-    sup.threads()["door"].join(60)
+    got, kept = first_frame_of_kept_stream(a, legacy_stream_id(a))
     assert got and not got[0].end_of_stream
     assert [s.stream_id for s in kept] == [stream_id(a)] and legacy_stream_id(a) != stream_id(a)
 

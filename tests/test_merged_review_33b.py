@@ -16,8 +16,6 @@
 """
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -134,28 +132,16 @@ def test_the_previous_redactions_stream_id_is_recognised(source, redacted_then) 
 
 
 def test_a_stream_kept_under_the_previous_redaction_goes_on(tmp_path) -> None:
-    from storelens.runtime import ingest
-    from storelens.runtime.ingest import CameraSupervisor, stream_id
+    from storelens.runtime.ingest import stream_id
     from test_ingest import _served_live_source
+    from test_ingest_review_31 import first_frame_of_kept_stream
 
     live, server = _served_live_source(tmp_path)
     try:
         cam = CameraConfig(id="door", source=live + "?usr=admin&pwd=x")  # the HTTP server ignores the query
         old = _previous_digest(cam, live + "?usr=admin&pwd=***")
         assert old != stream_id(cam)
-        got: list[m.Frame] = []
-        kept: list = []
-        done = threading.Event()
-
-        def publish(key, value):
-            got.append(m.decode(m.Frame, value))
-            done.set()
-
-        sup = CameraSupervisor(publish, done.is_set, lambda c, e: None,
-                               streams={"door": ingest.StreamStart(old, 1000)},
-                               on_stream=lambda c, s, stopped: kept.append(s) is None)
-        sup.apply([cam])
-        sup.threads()["door"].join(60)
+        got, kept = first_frame_of_kept_stream(cam, old)
     finally:
         server.shutdown()
     assert got and not got[0].end_of_stream  # no end marker: the same stream
