@@ -321,7 +321,7 @@ def cmd_count(args) -> int:
     else:
         from rich.table import Table
 
-        table = Table(title=f"{args.source}: {result.frames} frames, {result.fps:.1f} fps")
+        table = Table(title=f"{_shown(args.source)}: {result.frames} frames, {result.fps:.1f} fps")
         for col in ("line", "in", "out"):
             table.add_column(col)
         for lid, c in counts.items():
@@ -331,6 +331,14 @@ def cmd_count(args) -> int:
         Console().print(table)
     _print_faces(result)
     return _stopped(note)
+
+
+def _shown(source: str) -> str:
+    """A command's SOURCE as its output shows it: a camera URL's user, password and credential-like parameters
+    removed (:func:`~storelens.config.cameras.redact_source`), as in the logs."""
+    from storelens.config.cameras import redact_source
+
+    return redact_source(source)
 
 
 def _stopped(note: str | None, what: str = "") -> int:
@@ -392,7 +400,7 @@ def cmd_zones(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{args.source}: {result.frames} frames, {result.fps:.1f} fps")
+    table = Table(title=f"{_shown(args.source)}: {result.frames} frames, {result.fps:.1f} fps")
     for col in ("zone", "visits", "max", "mean", "dwell median s", "dwell p90 s", "dwell total s"):
         table.add_column(col)
     for z in zones:
@@ -856,14 +864,14 @@ def cmd_heatmap(args) -> int:
     if not width or not height:
         if note is not None:
             return _stopped(note, f"; nothing written ({args.out})")
-        raise StoreLensError(f"no frames were processed from {args.source}")
+        raise StoreLensError(f"no frames were processed from {_shown(args.source)}")
     grid = cells_to_grid(cells.values(args.kind) if cells else [], width, height, cell_px)
     files = {args.out: heatmap_png(grid, cell_px, width, height, snap.jpeg if snap else None)}
     total_s = (cells.total_ms(args.kind) if cells else 0) / 1000
     if args.json:
         files[args.json] = (json.dumps({
-            "source": args.source, "frames": result.frames, "kind": args.kind, "cell_px": cell_px, "width": width,
-            "height": height, "rows": grid.shape[0], "cols": grid.shape[1],
+            "source": _shown(args.source), "frames": result.frames, "kind": args.kind, "cell_px": cell_px,
+            "width": width, "height": height, "rows": grid.shape[0], "cols": grid.shape[1],
             "total_occupancy_ms": cells.total_ms("occupancy") if cells else 0,
             "total_dwell_ms": cells.total_ms("dwell") if cells else 0,
             "cells": [{"gx": c[0], "gy": c[1], "occupancy_ms": c[2], "dwell_ms": c[3]}
@@ -1330,8 +1338,17 @@ def _print_faces(result) -> None:
         f = result.faces
         print(f"faces: {f.get('attributes_crops', 0)} person crops, {f.get('attributes_faces', 0)} faces, "
               f"{f.get('attributes_accepted', 0)} passed the quality gate, {f.get('attributes_rejected', 0)} rejected; "
-              f"customers: {f.get('reid_matches', 0)} tracks matched ({f.get('reid_new', 0)} new, "
-              f"{f.get('reid_returning', 0)} returning)")
+              f"customers: {f.get('reid_matches', 0)} tracks matched ({f.get('reid_new', 0)} new); "
+              f"{_plural(f.get('reid_returning', 0), 'returning visit')}")
+
+
+def _plural(n: int, noun: str) -> str:
+    """``n`` and the noun, in the plural unless one.
+
+    >>> _plural(1, "returning visit"), _plural(2, "returning visit")
+    ('1 returning visit', '2 returning visits')
+    """
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def cmd_faces(args) -> int:
@@ -1679,12 +1696,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(join_negative_values(sys.argv[1:] if argv is None else argv))
     from storelens.logs import setup_logging
 
-    level = args.log_level or os.environ.get("STORELENS_LOG_LEVEL", "WARNING")
-    if level.upper() not in LOG_LEVELS:
-        print(f"error: STORELENS_LOG_LEVEL={level!r} is not a log level; use one of {', '.join(LOG_LEVELS)}",
-              file=sys.stderr)
-        return 2
-    setup_logging(level.upper())
+    # --log-level is one of LOG_LEVELS (argparse); a $STORELENS_LOG_LEVEL that is no level logs at WARNING (the CLI's
+    # default), saying so, as the services do: the same ConfigMap feeds the initContainers' `storelens db upgrade`
+    setup_logging(args.log_level or os.environ.get("STORELENS_LOG_LEVEL", "WARNING"), fallback="WARNING")
     try:
         return args.func(args)
     except StoreLensError as exc:

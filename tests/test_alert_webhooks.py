@@ -279,7 +279,7 @@ def test_kafka_analytics_service_close_delivers_a_retrying_alert(server, tmp_pat
 
 @pytest.mark.parametrize("server", [["hang"]], indirect=True)
 def test_kafka_analytics_service_close_keeps_what_it_cannot_deliver(server, tmp_path, monkeypatch) -> None:
-    """An endpoint that does not answer holds the shutdown only for ``WEBHOOK_CLOSE_S`` (then 1 s for the threads):
+    """An endpoint that does not answer holds the shutdown only for ``webhook_close_s`` (then 1 s for the threads):
     the alerts not delivered stay in the history's ``webhook_outbox`` for the next start (before: dead-lettered,
     lost), the try under way included."""
     import asyncio
@@ -288,12 +288,12 @@ def test_kafka_analytics_service_close_keeps_what_it_cannot_deliver(server, tmp_
     from storelens.runtime.service import ServiceRuntime
     from storelens.storage import SqlStorage
 
-    monkeypatch.setattr(analytics_app, "WEBHOOK_CLOSE_S", 0.5, raising=False)  # the shutdown wait, shortened
     cfg = parse_config({"store": {"id": "s"}, "cameras": [{"id": "c", "source": "x.mp4"}],
                         "alerts": {"webhooks": [{"url": server.url, "timeout_s": 10, "max_attempts": 1}]}})
     loop = asyncio.new_event_loop()
     with SqlStorage(str(tmp_path / "h.db")) as st:
-        app = analytics_app.AnalyticsApp(cfg, st, None, ServiceRuntime("analytics", port=0), loop=loop)
+        app = analytics_app.AnalyticsApp(cfg, st, None, ServiceRuntime("analytics", port=0), loop=loop,
+                                         settings=analytics_app.AnalyticsSettings(webhook_close_s=0.5))  # shortened
         [sink] = [s for s in app.core.sinks if isinstance(s, WebhookSink)]
         sink.write([ALERT, ALERT])
         started_s = time.monotonic()

@@ -201,11 +201,10 @@ def _probe(rt: ServiceRuntime, timeout_s: float = 5.0) -> dict | None:
 
 def test_a_write_hung_on_a_postgres_lock_makes_analytics_not_ready_then_not_alive(pg_schema, monkeypatch):
     cfg = kafka_site(two_cameras([]), "t-rta33-pg")
-    monkeypatch.setattr(analytics_app, "SINK_STALL_S", 0.5, raising=False)  # small bounds for the test
     rt = ServiceRuntime("analytics", port=0, stall_s=2.0)  # (defaults: 60 s and 120 s)
     lt = LoopThread()
     st = PostgresStorage(PG_DSN, schema=pg_schema)
-    app = _started(AnalyticsApp(cfg, st, None, rt, loop=lt.loop, limits={}), lt)
+    app = _started(AnalyticsApp(cfg, st, None, rt, loop=lt.loop, limits={}, sink_stall_s=0.5), lt)  # small bounds
     locker = psycopg.connect(PG_DSN, connect_timeout=10)  # another session (a migration, a long report)
     pending = None
     try:

@@ -13,7 +13,7 @@
 4. Camera health showed "unknown" for a live camera that never sent a frame (the API says stale).
 5. An erasure answered 503 (the notification to the recognition service failed; the stores erased) was shown as
    "Not available on this installation", the list not read again, and the retry it asks for answered 404 (though
-   it sent the notification). The retry (and a repeat) now answers 204 by the audit log's earlier answer.
+   it sent the notification). The retry now answers 204 (by the pending-erasure record, tests/test_mend_review_34.py).
 6. The zone statistics' bucket picker offered 15 min over stored hours (a 422): ``GET /v1/site`` gives
    ``zones_bucket_s``, the page offers its multiples.
 
@@ -159,8 +159,8 @@ def test_sign_out_is_503_and_keeps_the_cookie_when_the_sessions_cannot_be_ended(
 
 def test_erasure_retried_after_a_failed_notification_is_204(tmp_path) -> None:
     """The notification to the recognition service fails once (503: the stores are erased); the retry the answer
-    asks for sends it and answers 204 (it answered 404, the id no longer in the stores), a repeat too; an id never
-    erased stays 404."""
+    asks for sends it and answers 204 (it answered 404, the id no longer in the stores); a repeat after that 204, and
+    an id never erased, are 404."""
     gallery = SqliteGalleryStore(str(tmp_path / "g.db"), dim=4)
     gallery.add_customer("cust-1", T0)
     gallery.save_visit(Visit("cust-1", 1, T0, T0 + 2_000, ("c",)))
@@ -177,7 +177,7 @@ def test_erasure_retried_after_a_failed_notification_is_204(tmp_path) -> None:
     first = c.delete("/v1/customers/cust-1")
     assert first.status_code == 503 and "retry" in first.json()["detail"]
     assert c.get("/v1/customers").json()["total"] == 0
-    assert [c.delete("/v1/customers/cust-1").status_code for _ in range(2)] == [204, 204]
+    assert [c.delete("/v1/customers/cust-1").status_code for _ in range(2)] == [204, 404]  # then erased with a 204
     assert sent == ["cust-1"] * 3
     assert c.delete("/v1/customers/cust-2").status_code == 404  # a typo is not taken for done
 

@@ -196,7 +196,7 @@ def test_what_a_manager_reads_on_counts_zones_camera_and_interest(served, browse
     settle(page)
     page.wait_for_timeout(500)
     # (the door, shown first, has no reference frame: its frame size is its heatmap's, of all the data)
-    assert set(u.split("/v1/")[1] for u in asked if "/heatmap" in u) <= {"cameras/door/heatmap"}
+    assert set(u.split("/v1/")[1] for u in asked if "/heatmap" in u) <= {"cameras/door/heatmap?walking=false"}
     page.get_by_test_id("heatmap-toggle").check()
     expect(page.get_by_test_id(f"heat-{OLD_CELL[0]}-{OLD_CELL[1]}")).to_have_count(1)  # all the data: 10 days ago too
     page.get_by_test_id("range").select_option("24h")

@@ -41,6 +41,9 @@ const VIEWS: { path: string; label: string; View: (p: ViewProps) => React.JSX.El
   { path: "/stores", label: "Stores", View: StoresView },
 ];
 
+/** Before the session is checked again when the API did not answer at the page's start. */
+const BOOT_RETRY_MS = 5_000;
+
 function usePath(): [string, (p: string) => void] {
   const [path, setPath] = useState(window.location.pathname);
   useEffect(() => {
@@ -62,9 +65,26 @@ export function App() {
   const [menu, setMenu] = useState(false);
   const [timeZone, setTimeZone] = useState<string | null | undefined>(undefined); // null: unknown (the browser's)
 
+  // the API not answering (down, a 5xx of a proxy) is said and asked again, not shown as signed out: the sign-in
+  // form would ask for a password the session does not need and could not take
+  const [bootError, setBootError] = useState<ApiError | null>(null);
   useEffect(() => {
     setUnauthorizedHandler(() => setMe(null));
-    get<Me>("/v1/auth/me").then(setMe, (e: ApiError) => setMe(e.status === 404 ? { username: "(no sign-in)", role: "admin" } : null));
+    let retry: number | undefined;
+    const check = () => get<Me>("/v1/auth/me").then(
+      (m) => { setBootError(null); setMe(m); },
+      (e) => {
+        const err = toApiError(e);
+        if (err.status === 401 || err.status === 404) {
+          setBootError(null);
+          setMe(err.status === 404 ? { username: "(no sign-in)", role: "admin" } : null);
+        } else {
+          setBootError(err);
+          retry = window.setTimeout(check, BOOT_RETRY_MS);
+        }
+      });
+    check();
+    return () => window.clearTimeout(retry);
   }, []);
 
   useEffect(() => {
@@ -91,6 +111,17 @@ export function App() {
   };
 
   if (me === null) return <SignIn onSignedIn={setMe} />;
+  if (me === undefined && bootError) {
+    return (
+      <div className="signin">
+        <div className="card signin-card problem" role="alert" data-testid="api-unreachable">
+          <strong>The dashboard cannot reach the StoreLens API</strong>{" "}
+          ({bootError.status ? `${bootError.status} ${bootError.detail}` : bootError.detail}).{" "}
+          It tries again every {BOOT_RETRY_MS / 1000} s.
+        </div>
+      </div>
+    );
+  }
   if (me === undefined || timeZone === undefined) return <div className="boot muted">Loading…</div>;
 
   const views = VIEWS.filter((v) => !v.min || atLeast(me.role, v.min));

@@ -42,6 +42,8 @@ export function useLiveFeed(enabled: boolean, onSignedOut: () => void): Live {
   signedOut.current = onSignedOut;
   useEffect(() => {
     if (!enabled) return;
+    // a new session (signed in again) starts from nothing: the last one's numbers are not shown as live meanwhile
+    setLive(INITIAL);
     let stopped = false;
     let es: EventSource | null = null;
     let reopen: number | undefined;

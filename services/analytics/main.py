@@ -8,7 +8,9 @@ Env: STORELENS_CONFIG (site YAML), STORELENS_HTTP_PORT (health/metrics, default 
 STORELENS_LOG_LEVEL, STORELENS_ANALYTICS_AUTO_OFFSET_RESET (``earliest``, default, or
 ``latest``: where a new consumer group starts), STORELENS_FAUST_DATADIR (faust's scratch
 directory, default ``/tmp/<app id>-data``; tables are in memory, nothing durable is kept there),
-STORELENS_ANALYTICS_SINK_STALL_S (a sink write waiting longer: not ready, default 60).
+STORELENS_ANALYTICS_SINK_STALL_S (a sink write waiting longer: not ready, default 60), STORELENS_ANALYTICS_STUCK_S,
+STORELENS_SHUTDOWN_TIMEOUT_S, STORELENS_WEBHOOK_CLOSE_S: read and checked once at start
+(``storelens.runtime.analytics_app.AnalyticsSettings``; a value that is not valid stops it, exit code 2, naming it).
 """
 from __future__ import annotations
 
@@ -25,14 +27,18 @@ def main() -> int:
     from storelens.storage import open_storage
     from storelens.storage.gallery import open_gallery_store_to_purge
 
-    level = os.environ.get("STORELENS_LOG_LEVEL", "INFO")
-    setup_logging(level)
-    storage = live = gallery = None
-    from storelens.runtime.analytics_app import STUCK_NOT_READY_S
+    level = setup_logging(os.environ.get("STORELENS_LOG_LEVEL", "INFO"))  # (INFO for a name that is no level)
+    storage = live = gallery = rt = None
+    from storelens.runtime.analytics_app import AnalyticsSettings
 
-    # after a wait for the schema, /healthz gives faust's first table recovery the startup probe's bound
-    rt = ServiceRuntime("analytics", start_s=STUCK_NOT_READY_S)
     try:
+        settings = AnalyticsSettings.from_env()  # the STORELENS_ANALYTICS_* variables above, once
+    except StoreLensError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        # after a wait for the schema, /healthz gives faust's first table recovery the startup probe's bound
+        rt = ServiceRuntime("analytics", start_s=settings.stuck_s)
         config = load_config(os.environ.get("STORELENS_CONFIG", "/etc/storelens/site.yaml"))
         rt.add_check("tables", lambda: False)  # replaced by the app's checks once it exists
         rt.start()  # first: with storage.migrate: wait, /healthz is up (and /readyz names the schema) while it waits
@@ -58,7 +64,7 @@ def main() -> int:
             from storelens.storage.rollup import kpi_publisher
 
             chores.append(kpi_publisher(config, storage, TopicPublisher(config, topics.STORE_KPIS).publish))
-        app = build_app(config, storage, live, rt, loop=loop, chores=chores, gallery=gallery)
+        app = build_app(config, storage, live, rt, loop=loop, chores=chores, gallery=gallery, settings=settings)
         return run_worker(app, rt, loglevel=level)
     except WaitStopped:  # SIGTERM while waiting for the schema (storage.migrate: wait): nothing to stop yet
         return 0
@@ -66,7 +72,8 @@ def main() -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:
-        rt.stop()
+        if rt is not None:
+            rt.stop()
         if live is not None:
             live.close()
         if gallery is not None:

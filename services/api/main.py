@@ -36,14 +36,15 @@ def main() -> int:
     from storelens.api.server import serve_site
     from storelens.errors import StoreLensError
     from storelens.logs import setup_logging
+    from storelens.runtime.service import port_from_env
 
     setup_logging(os.environ.get("STORELENS_LOG_LEVEL", "INFO"))
-    port = os.environ.get("STORELENS_API_PORT")
     try:
         # one process, or api.workers uvicorn worker processes: each builds its app (storage, live state,
         # gallery, Kafka publishers) with storelens.api.server.build_app
         return serve_site(os.environ.get("STORELENS_CONFIG", "/etc/storelens/site.yaml"),
-                          os.environ.get("STORELENS_API_HOST"), int(port) if port else None)
+                          os.environ.get("STORELENS_API_HOST"), port_from_env("STORELENS_API_PORT"),
+                          port_from="STORELENS_API_PORT")
     except StoreLensError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -23,9 +23,9 @@ def main() -> int:
     from storelens.storage import open_storage
 
     setup_logging(os.environ.get("STORELENS_LOG_LEVEL", "INFO"))
-    storage = None
-    rt = ServiceRuntime("chain-rollup")
+    storage = rt = None
     try:
+        rt = ServiceRuntime("chain-rollup")
         config = load_config(os.environ.get("STORELENS_CONFIG", "/etc/storelens/site.yaml"))
         rt.start()  # first: with storage.migrate: wait, /healthz is up (and /readyz names the schema) while it waits
         storage = open_storage(config.storage)
@@ -38,7 +38,8 @@ def main() -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:
-        rt.stop()
+        if rt is not None:
+            rt.stop()
         if storage is not None:
             storage.close()
 

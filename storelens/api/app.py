@@ -29,7 +29,7 @@ from .deps import ApiContext, LiveState
 from .cache import CachedReadsMiddleware, cached_role
 from .metrics import Metrics, MetricsMiddleware
 from .models import HTTPErrorWithFields
-from .security import AuditMiddleware, Authenticator
+from .security import AuditMiddleware, Authenticator, SameOriginWritesMiddleware
 from .routes import ROUTERS
 
 log = logging.getLogger(__name__)
@@ -119,6 +119,7 @@ def create_app(
         if update is not None and (override := site_file_override(config, update)):
             log.warning(override, extra={"site_version": update.version})
     app.add_middleware(CachedReadsMiddleware, routes=lambda: app.state.cached_reads)
+    app.add_middleware(SameOriginWritesMiddleware, metrics=context.metrics)  # (refusals audited)
     app.add_middleware(AuditMiddleware, storage=storage)
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.api.max_body_bytes, metrics=context.metrics)
     app.add_middleware(MetricsMiddleware, metrics=context.metrics)
@@ -366,6 +367,12 @@ def warn_forwarded_any(forwarded_allow_ips: str) -> None:
                     "the header")
 
 
+#: Seconds uvicorn waits at shutdown for the responses in flight before it cancels them: below Kubernetes' default
+#: terminationGracePeriodSeconds (30 s), so the app's own shutdown (chores, stores closed) runs before a SIGKILL;
+#: also ends any response still open.
+SHUTDOWN_GRACE_S = 20
+
+
 def uvicorn_config(app: "FastAPI", host: str, port: int, **overrides: Any) -> "uvicorn.Config":
     """How :func:`serve` runs ``app``: the client address from ``X-Forwarded-For`` of the proxies in
     ``api.forwarded_allow_ips`` only (a warning when that is ``*``: :func:`warn_forwarded_any`). ``overrides``: other
@@ -373,15 +380,19 @@ def uvicorn_config(app: "FastAPI", host: str, port: int, **overrides: Any) -> "u
     import uvicorn
 
     warn_forwarded_any(app.state.context.config.api.forwarded_allow_ips)
-    settings: dict[str, Any] = {"log_level": "warning", "proxy_headers": True,
-                                "forwarded_allow_ips": app.state.context.config.api.forwarded_allow_ips}
+    # log_config None: uvicorn's loggers (a 500's traceback, a refused request) go to the process' JSON logs
+    # (storelens.logs), not through uvicorn's own plain-text handlers
+    settings: dict[str, Any] = {"log_level": "warning", "log_config": None, "proxy_headers": True,
+                                "forwarded_allow_ips": app.state.context.config.api.forwarded_allow_ips,
+                                "timeout_graceful_shutdown": SHUTDOWN_GRACE_S}
     return uvicorn.Config(app, host=host, port=port, **{**settings, **overrides})
 
 
 def serve(app: "FastAPI", host: str, port: int, stop: "threading.Event | None" = None) -> None:
     """Run ``app`` with uvicorn until SIGTERM/SIGINT (or ``stop`` is set), then return normally.
 
-    Stops accepting, finishes in-flight requests and returns (exit code 0);
+    Stops accepting, ends the open live streams (:func:`~storelens.api.routes.live.end_streams`), finishes
+    in-flight requests (at most :data:`SHUTDOWN_GRACE_S`) and returns (exit code 0);
     uvicorn's own handlers would re-raise the signal after shutting down.
     """
     import contextlib
@@ -389,7 +400,15 @@ def serve(app: "FastAPI", host: str, port: int, stop: "threading.Event | None" =
 
     import uvicorn
 
-    server = uvicorn.Server(uvicorn_config(app, host, port))
+    from .routes.live import end_streams
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: Any = None) -> None:
+            # uvicorn waits for every response to end: the live streams (open dashboards) never would
+            end_streams(app)
+            await super().shutdown(sockets)
+
+    server = Server(uvicorn_config(app, host, port))
 
     def _stop(_signum, _frame) -> None:
         server.should_exit = True

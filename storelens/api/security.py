@@ -16,6 +16,12 @@
   renewals end ``auth.session_max_s`` after the sign-in.
 * **Audit**: :class:`AuditMiddleware` appends every write (``POST``/``PUT``/``PATCH``/``DELETE``
   under ``/v1/``) with who, what path, and the answer's status; the login route adds failed sign-ins.
+* **Writes from other pages**: the cookie is ``SameSite=Strict``, so a page of another site cannot send it; a page
+  of the same site (another port or subdomain of the host) can. A write under ``/v1/`` that the browser marks
+  ``Sec-Fetch-Site: same-site`` or ``cross-site`` and that carries no ``Authorization: Bearer`` credential is
+  refused (403, ``storelens_errors_total{reason="cross_site_write"}``: :class:`SameOriginWritesMiddleware`): such a
+  page cannot sign the user out, acknowledge or resolve alerts, or sign the browser in as someone else. Browsers
+  send that header only over HTTPS (or to localhost): serve the API over TLS with ``auth.cookie_secure``.
 * **Login rate limit**: a moving window of attempts per client address (across user names) and of failures
   per user name and client address (the ``limits`` library; in memory, or in Redis when ``live.redis_url`` is
   set so every API replica shares it). The failures count per (user, client): someone guessing the admin's
@@ -67,6 +73,7 @@ import anyio
 import jwt
 from fastapi import Depends, HTTPException, Request, Response
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from limits import RateLimitItem, RateLimitItemPerDay
 from limits import parse as parse_limit
 from limits.errors import StorageError
@@ -733,6 +740,47 @@ def require_metrics(request: Request,
 require_metrics.role = "admin"  # type: ignore[attr-defined]
 
 PrincipalDep = Annotated[Principal, Depends(require_role("viewer"))]
+
+
+def _bearer_credential(authorization: bytes | None) -> bool:
+    """Whether an ``Authorization`` header carries what ``_bearer`` (HTTPBearer) takes: ``Bearer <credential>``."""
+    scheme, credential = get_authorization_scheme_param((authorization or b"").decode("latin-1"))
+    return scheme.lower() == "bearer" and bool(credential)
+
+
+class SameOriginWritesMiddleware:
+    """Refuses (403) a write under ``/v1/`` sent by a page of another origin: ``Sec-Fetch-Site`` (set by the
+    browser, no page can change it) ``same-site`` or ``cross-site``, and no ``Authorization: Bearer`` credential (a
+    bearer token or API key is the caller's own, not a cookie the browser adds; another scheme is ignored by the
+    credential check, which then takes the cookie, so it exempts nothing). The dashboard's own requests are
+    ``same-origin``; clients other than browsers send no ``Sec-Fetch-Site``.
+
+    Browsers send ``Sec-Fetch-*`` only to a potentially trustworthy origin (HTTPS, or localhost): over plain HTTP on
+    another host name there is no header and nothing is refused. There the SameSite=Strict cookie alone keeps other
+    sites' pages out, but not pages of another port or subdomain of the same host (same site): serve the API over
+    TLS with ``auth.cookie_secure``. (No Origin-vs-Host check: a reverse proxy rewriting Host, or the dashboard's
+    dev proxy, would be refused.)"""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("method") in _WRITE_METHODS \
+                and scope.get("path", "").startswith("/v1/"):
+            headers = dict(scope.get("headers") or ())
+            site = headers.get(b"sec-fetch-site", b"").decode("latin-1").lower()
+            if site in ("same-site", "cross-site") and not _bearer_credential(headers.get(b"authorization")):
+                log.warning("refused a %s write from another origin: %s %s", site, scope["method"], scope["path"])
+                self.metrics.count_error("cross_site_write")
+                body = b'{"detail":"refused: a write sent by a page of another origin (Sec-Fetch-Site: ' \
+                    + site.encode() + b')"}'
+                await send({"type": "http.response.start", "status": 403,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
 
 
 class AuditMiddleware:

@@ -115,13 +115,66 @@ def api_publishers(config: SiteConfig, storage) -> dict:
     return {"on_erasure": CustomerErasurePublisher(config, bus=HistoryOutbox(storage))}
 
 
+def _check_port_free(host: str, port: int, port_from: str) -> None:
+    """Whether the API can listen on ``host:port``, bound as uvicorn binds (``SO_REUSEADDR``): else a
+    :class:`ConfigError` naming ``port_from`` (uvicorn would log the error and exit 3)."""
+    import errno
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except (OSError, UnicodeError) as exc:
+            hint = (f"set {port_from} to a free port of this host" if getattr(exc, "errno", None) == errno.EADDRINUSE
+                    else "check STORELENS_API_HOST (or api.host)")
+            raise ConfigError(f"api: cannot serve on {host}:{port}: {getattr(exc, 'strerror', None) or exc}; "
+                              f"{hint}") from None
+
+
 def app_from_env() -> "FastAPI":
     """uvicorn's factory (``storelens.api.server:app_from_env``): the app of the site file ``$STORELENS_CONFIG``."""
+    import logging
+
+    if not logging.getLogger().handlers:  # a fresh worker process: JSON logs, as the supervisor's
+        from storelens.logs import setup_logging
+
+        setup_logging(os.environ.get("STORELENS_LOG_LEVEL", "INFO"))
     _tune_process()
     path = os.environ.get(CONFIG_ENV)
     if not path:
         raise ConfigError(f"${CONFIG_ENV} must name the site file")
-    return build_app(load_config(path))
+    app = build_app(load_config(path))
+    _end_streams_on_signal(app)
+    return app
+
+
+def _end_streams_on_signal(app: "FastAPI") -> None:
+    """In a worker process (uvicorn calls the factory on its event loop, its SIGTERM/SIGINT handlers installed): the
+    signal also ends the open ``/v1/live`` streams, as :func:`storelens.api.app.serve` does; else uvicorn waits for
+    them (they never end) for ``SHUTDOWN_GRACE_S`` and then cancels them."""
+    import asyncio
+    import signal
+    import threading
+
+    from .routes.live import end_streams
+
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # not called by uvicorn's worker (a test, a script): no server to stop
+        return
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+        if not callable(previous):
+            continue
+
+        def handler(signum, frame, previous=previous) -> None:
+            previous(signum, frame)  # uvicorn's: the server stops accepting and waits for the responses
+            loop.call_soon_threadsafe(end_streams, app)  # on the app's loop, not inside the interrupted code
+
+        signal.signal(sig, handler)
 
 
 def wait_for_schema(config: SiteConfig, host: str, port: int) -> None:
@@ -150,12 +203,13 @@ def wait_for_schema(config: SiteConfig, host: str, port: int) -> None:
 
 
 def serve_site(config_path: str, host: str | None = None, port: int | None = None,
-               workers: int | None = None) -> int:
+               workers: int | None = None, port_from: str = "api.port") -> int:
     """Serve the API of the site file ``config_path`` until SIGTERM/SIGINT; the exit code.
 
     ``host``, ``port`` and ``workers`` default to the file's ``api`` section. With one worker the
     app runs in this process (:func:`storelens.api.app.serve`); with more, uvicorn's supervisor
-    starts that many worker processes, each building the app with :func:`app_from_env`.
+    starts that many worker processes, each building the app with :func:`app_from_env`. A port that cannot be
+    served (taken) is a :class:`ConfigError` naming ``port_from`` (where ``port`` came from).
     """
     config = load_config(config_path)
     host = host or config.api.host
@@ -171,6 +225,7 @@ def serve_site(config_path: str, host: str | None = None, port: int | None = Non
             return 0
         if service.STOP.is_set():  # SIGTERM during the last (successful) look
             return 0
+    _check_port_free(host, port, port_from)
     if workers <= 1:
         from .app import serve
 
@@ -184,10 +239,12 @@ def serve_site(config_path: str, host: str | None = None, port: int | None = Non
                           "(each worker would sign with its own)")
     import uvicorn
 
-    from .app import warn_forwarded_any
+    from .app import SHUTDOWN_GRACE_S, warn_forwarded_any
 
     warn_forwarded_any(config.api.forwarded_allow_ips)
     os.environ[CONFIG_ENV] = str(config_path)
     uvicorn.run("storelens.api.server:app_from_env", factory=True, host=host, port=port, workers=workers,
-                log_level="warning", proxy_headers=True, forwarded_allow_ips=config.api.forwarded_allow_ips)
+                log_level="warning", log_config=None, proxy_headers=True,
+                forwarded_allow_ips=config.api.forwarded_allow_ips,
+                timeout_graceful_shutdown=SHUTDOWN_GRACE_S)  # (each worker ends its live streams at the signal)
     return 0

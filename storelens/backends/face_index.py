@@ -92,6 +92,7 @@ import numpy as np
 
 from storelens.config.faces import GalleryConfig  # noqa: F401  (defined there, re-exported)
 from storelens.contract import topics
+from storelens.domain.purge_clock import host_clamped_ms
 from storelens.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -629,9 +630,12 @@ class FaceGallery:
     def _gone(self, customer_id: str, now_ms: int | None) -> CustomerErased:
         """The store lost ``customer_id``: purged (every embedding here older than :attr:`retention_ms` before
         ``now_ms``: forgotten, :class:`_CustomerPurged`) or erased by another process (:meth:`_drop_erased`,
-        :class:`CustomerErased`); the exception to raise."""
+        :class:`CustomerErased`); the exception to raise. ``now_ms`` (a crop's time) never goes past the host's
+        clock (:func:`~storelens.domain.purge_clock.host_clamped_ms`): a crop dated ahead makes no erased customer
+        one "purged"."""
         slot = self._slot_of.get(customer_id)
         if slot is not None and self.retention_ms is not None and now_ms is not None:
+            now_ms = host_clamped_ms(now_ms)[0]
             ts = self._ts[self._rows_of[slot]]
             if len(ts) and int(ts.max()) < int(now_ms) - int(self.retention_ms):
                 log.info("face gallery: customer purged by another process's retention, forgotten",
@@ -835,7 +839,8 @@ class VisitTracker:
     and written to the store on every call (nothing cached), so deleting or
     purging through the gallery is immediately reflected. Sightings should
     arrive roughly in time order: a late one within the gap joins the current visit
-    (example: :mod:`storelens.storage.gallery`).
+    (example: :mod:`storelens.storage.gallery`). A sighting may span a time range
+    (:meth:`record`'s ``since_ts_ms``: one track seen from its first crop to its decision).
     """
 
     def __init__(self, store: GalleryStore, gap_ms: int = 30 * 60 * 1000) -> None:
@@ -846,16 +851,31 @@ class VisitTracker:
 
     def observe(self, customer_id: str, ts_ms: int, camera_id: str | None = None) -> Visit:
         """Record a sighting; returns the visit it belongs to (``KeyError`` for an unknown customer)."""
+        return self.record(customer_id, ts_ms, camera_id)[0]
+
+    def record(self, customer_id: str, ts_ms: int, camera_id: str | None = None,
+               since_ts_ms: int | None = None) -> tuple[Visit, bool]:
+        """:meth:`observe`, and whether the sighting started the visit (a new visit number: a second track of a
+        visit in progress, on another camera or after an id switch, is the same visit, not a second return).
+        ``since_ts_ms``: the customer was seen all along from then to ``ts_ms`` (one track's crops): the visit is
+        continued, or started, from then, but never from before the end of the customer's visit before the one it
+        joins: visits never overlap. (A range that bridges the gap between two visits does not merge them: the
+        later one's number, and ``returning``, went out with the decisions that started it, ``CustomerMatch.visit_no``,
+        kept in the history; renumbering would leave those naming a visit that is no more.)"""
         last = self.store.last_visit(customer_id)
         cams = {camera_id} if camera_id else set()
-        if last is None or ts_ms - last.last_ts_ms > self.gap_ms:
-            visit = Visit(customer_id, (last.visit_no + 1) if last else 1, int(ts_ms), int(ts_ms), tuple(sorted(cams)))
+        start = int(ts_ms) if since_ts_ms is None else min(int(since_ts_ms), int(ts_ms))
+        if last is not None and last.visit_no > 1 and start < last.first_ts_ms:
+            earlier = [v.last_ts_ms for v in self.store.visits(customer_id) if v.visit_no < last.visit_no]
+            start = max(start, *earlier) if earlier else start
+        if last is None or start - last.last_ts_ms > self.gap_ms:
+            visit = Visit(customer_id, (last.visit_no + 1) if last else 1, start, int(ts_ms), tuple(sorted(cams)))
         else:
-            visit = Visit(customer_id, last.visit_no, min(last.first_ts_ms, int(ts_ms)),
+            visit = Visit(customer_id, last.visit_no, min(last.first_ts_ms, start),
                           max(last.last_ts_ms, int(ts_ms)), tuple(sorted(set(last.cameras) | cams)))
         if visit != last:
             self.store.save_visit(visit)
-        return visit
+        return visit, last is None or visit.visit_no != last.visit_no
 
     def visits(self, customer_id: str) -> list[Visit]:
         return self.store.visits(customer_id)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
@@ -41,18 +42,42 @@ from storelens.errors import SourceError
 log = logging.getLogger(__name__)
 
 
-def is_live(source: str) -> bool:
-    """RTSP/HTTP URLs, webcam indices and V4L2 devices (``/dev/video0``) are live; anything else is a file.
+#: Paths under ``/dev/`` that are no camera: memory file systems and descriptors (files), and the special files a
+#: site uses as a placeholder source (``/dev/null``: a camera not installed yet, read as an empty file).
+_DEV_NOT_CAMERAS = ("/dev/shm/", "/dev/fd/")
+_DEV_FILES = frozenset({"/dev/null", "/dev/zero", "/dev/stdin", "/dev/random", "/dev/urandom"})
 
-    >>> [is_live(s) for s in ("0", "/dev/video0", "rtsp://cam/1", "/videos/door.mp4")]
-    [True, True, True, False]
+#: ``scheme://`` of a URL (RFC 3986 scheme characters).
+_URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_live(source: str) -> bool:
+    """URLs (``rtsp://``, ``http(s)://``, ``srt://``, ...; not ``file://``), webcam indices and devices are live;
+    anything else is a file. A device is a path under ``/dev/`` but ``/dev/shm/`` (a memory file system), ``/dev/fd/``
+    and special files such as ``/dev/null`` (a placeholder source: an empty file):
+    ``/dev/video0``, udev's stable names (``/dev/v4l/by-id/usb-...-video-index0``) and aliases
+    (``/dev/door-cam``); told by the name alone, so every process (ingest, analytics, the API) agrees without the
+    device. Before, only a few schemes and ``/dev/video*`` were: other cameras were read as files (stamped from
+    ``start_ts_ms``, numbered from 0 again after a restart, ended for good by a drop).
+
+    >>> [is_live(s) for s in ("0", "/dev/video0", "rtsp://cam/1", "srt://cam:9000", "/dev/v4l/by-id/usb-c-video-index0",
+    ...                       "/videos/door.mp4", "file:///videos/door.mp4", "/dev/shm/door.mp4", "/dev/null")]
+    [True, True, True, True, True, False, False, False, False]
     """
-    return (source.isdigit() or source.startswith("/dev/video")
-            or source.split("://", 1)[0].lower() in {"rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp"})
+    if source.isdigit() or (source.startswith("/dev/") and not source.startswith(_DEV_NOT_CAMERAS)
+                            and source not in _DEV_FILES):
+        return True
+    return bool(_URL_SCHEME.match(source)) and not source.lower().startswith("file://")
 
 
 class FrameSampler:
-    """Keeps frames so the output rate is at most ``target_fps`` (``None``: all frames)."""
+    """Keeps frames so the output rate is at most ``target_fps`` (``None``: all frames).
+
+    A ``target_fps`` at or above ``source_fps`` keeps every frame of a constant rate; given the frames' times
+    (``t_s``: a variable-frame-rate file, whose ``source_fps`` is its mean rate) its ticks still apply, up to a
+    quarter of a tick early (times rounded to the file's time base, or jittering): the faster stretches are
+    thinned to ``target_fps`` (before, all of them were kept, at up to twice and more the rate asked for).
+    """
 
     def __init__(self, source_fps: float, target_fps: float | None) -> None:
         self.source_fps = source_fps if source_fps and source_fps > 0 else 25.0
@@ -61,10 +86,11 @@ class FrameSampler:
 
     def keep(self, index: int, t_s: float | None = None) -> bool:
         """Whether to keep frame ``index`` shown at ``t_s`` seconds into the source (default: ``index / fps``)."""
-        if not self.target_fps or self.target_fps >= self.source_fps:
+        if not self.target_fps or (self.target_fps >= self.source_fps and t_s is None):
             return True
         t = index / self.source_fps if t_s is None else t_s
-        if t + 1e-9 >= self._next_t:
+        early = 1e-9 if self.target_fps < self.source_fps else 0.25 / self.target_fps
+        if t + early >= self._next_t:
             self._next_t += 1.0 / self.target_fps
             while self._next_t <= t:
                 self._next_t += 1.0 / self.target_fps

@@ -6,9 +6,10 @@ stationary -> :mod:`storelens.domain.stationary`.)
 """
 from __future__ import annotations
 
-from typing import Annotated
+import math
+from typing import Annotated, Any, Sequence
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, ValidationInfo, model_validator
 
 from storelens.config.base import FiniteFloat, Strict
 
@@ -37,12 +38,70 @@ class HeatmapConfig(Strict):
     snapshot_blur_faces: bool = True
 
 
+#: Relative tolerance of :func:`floor_homography`'s rank checks (singular values below it, of the largest, are 0).
+_RANK_TOL = 1e-9
+
+
+def floor_homography(pairs: Sequence[tuple[tuple[float, float], tuple[float, float]]]) -> Any:
+    """3x3 homography (numpy) image pixel -> floor metres from >= 4 ``((u, v), (x_m, y_m))`` pairs (normalised DLT;
+    :func:`storelens.domain.heatmap.fit_homography`). Raises ``ValueError`` when they do not determine one."""
+    import numpy as np
+
+    src = np.array([p[0] for p in pairs], np.float64)
+    dst = np.array([p[1] for p in pairs], np.float64)
+    if len(src) < 4:
+        raise ValueError(f"a homography needs at least 4 point pairs, got {len(src)}")
+
+    def norm(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        c = p.mean(axis=0)
+        d = np.sqrt(((p - c) ** 2).sum(axis=1)).mean() or 1.0
+        s = math.sqrt(2) / d
+        T = np.array([[s, 0, -s * c[0]], [0, s, -s * c[1]], [0, 0, 1]])
+        return (np.c_[p, np.ones(len(p))] @ T.T)[:, :2], T
+
+    a, Ta = norm(src)
+    b, Tb = norm(dst)
+    rows = []
+    for (u, v), (x, y) in zip(a, b):
+        rows.append([-u, -v, -1, 0, 0, 0, x * u, x * v, x])
+        rows.append([0, 0, 0, -u, -v, -1, y * u, y * v, y])
+    _, sv, vt = np.linalg.svd(np.array(rows))
+    Hn = vt[-1].reshape(3, 3)
+    H = np.linalg.inv(Tb) @ Hn @ Ta
+    # one homography: the 2n x 9 system has rank 8 (its 8th singular value, the last of 4 pairs' 8 x 9, is not 0:
+    # three of four on one line leave more than one), and it maps the plane onto the plane (Hn not singular: three
+    # image points on one line whose floor points are not, or the other way round, or a point given twice)
+    hsv = np.linalg.svd(Hn, compute_uv=False)
+    if abs(H[2, 2]) < 1e-12 or sv[7] <= _RANK_TOL * sv[0] or hsv[-1] <= _RANK_TOL * hsv[0]:
+        raise ValueError("degenerate floor points: three of them on one line (in the image or on the floor), or a "
+                         "point given twice")
+    return H / H[2, 2]
+
+
+#: Validation context key: :class:`CameraFloorConfig` takes points that determine no homography (the caller checks
+#: them with :func:`floor_homography`).
+FLOOR_UNCHECKED = "floor_unchecked"
+
+
 class CameraFloorConfig(Strict):
     """A camera's homography onto the store plan: >= 4 pairs of image point -> floor point (metres)."""
 
     #: ``[[u, v], [x_m, y_m]]`` pairs: image pixel (source size) and the same point on the floor in metres.
     points: Annotated[list[tuple[tuple[FiniteFloat, FiniteFloat], tuple[FiniteFloat, FiniteFloat]]],
                       Field(min_length=4)]
+
+    @model_validator(mode="after")
+    def _determined(self, info: ValidationInfo) -> "CameraFloorConfig":
+        """The pairs determine a homography (the heatmap routes map through it); not checked under
+        :data:`FLOOR_UNCHECKED` (a stored site version's floor, checked apart: ``storelens.config.site``)."""
+        if info.context and info.context.get(FLOOR_UNCHECKED):
+            return self
+        try:
+            floor_homography(self.points)
+        except ValueError as exc:
+            raise ValueError(f"points: they determine no homography ({exc}): give 4 or more pairs, no three of the "
+                             f"image points nor of the floor points on one line, no point twice") from None
+        return self
 
 
 class FloorPlanConfig(Strict):

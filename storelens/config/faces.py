@@ -96,7 +96,8 @@ class AttentionConfig(Strict):
     ``mode: direction``: head turned towards a target seen from the camera at
     ``yaw_range_deg`` (and ``pitch_range_deg``), e.g. a shelf to the camera's
     right -> ``yaw_range_deg: [20, 60]``. Yaw/pitch follow :func:`head_pose`'s
-    signs. Five landmarks resolve roughly +-60 degrees, not more.
+    signs. Five landmarks resolve roughly +-60 degrees, not more. A setting of the
+    other mode (``yaw_range_deg`` without ``mode: direction``) is an error, not ignored.
 
     ``pose`` picks the head-pose estimate attention is computed from:
     ``landmarks`` (the detector's 5 points, :func:`head_pose`; free) or
@@ -129,6 +130,14 @@ class AttentionConfig(Strict):
     def _check(self) -> "AttentionConfig":
         if self.mode == "direction" and self.yaw_range_deg is None:
             raise ValueError("attention mode 'direction' needs yaw_range_deg: [low, high]")
+        # a setting of the other mode would be ignored without a word (e.g. yaw_range_deg without mode: direction)
+        fields = type(self).model_fields
+        other = ({"yaw_range_deg", "pitch_range_deg"} if self.mode == "camera" else {"max_yaw_deg", "max_pitch_deg"})
+        ignored = sorted(n for n in other if getattr(self, n) != fields[n].default)
+        if ignored:
+            need = "direction" if self.mode == "camera" else "camera"
+            raise ValueError(f"{', '.join(ignored)}: a setting of attention mode '{need}', ignored in mode "
+                             f"'{self.mode}' (set mode: {need}, or leave it out)")
         for name in ("yaw_range_deg", "pitch_range_deg"):
             rng = getattr(self, name)
             if rng is not None and not (-90.0 <= rng[0] <= rng[1] <= 90.0):

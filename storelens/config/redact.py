@@ -42,11 +42,30 @@ def redact_source(source: str) -> str:
     """
     if "://" not in source:
         return source
-    parts = urllib.parse.urlsplit(source)
+    try:
+        parts = urllib.parse.urlsplit(source)
+    except ValueError:  # a host Python does not parse (``[fe80::1/x``, ``[cam]``): split by hand, as FFmpeg does
+        return _redact_unparsed(source)
     netloc = parts.netloc.rsplit("@", 1)[-1]
     return urllib.parse.urlunsplit(parts._replace(
         netloc=netloc, path=_masked_pairs(parts.path, _PATH_PAIR), query=_masked_pairs(parts.query, _QUERY_PAIR),
         fragment=_masked_pairs(parts.fragment, _QUERY_PAIR)))
+
+
+def _redact_unparsed(source: str) -> str:
+    """:func:`redact_source` of a URL that :func:`urllib.parse.urlsplit` refuses (an unclosed ``[`` or a bracketed
+    host that is no IP address): the authority ends at the first ``/``, ``?`` or ``#``; the user name and password
+    before its last ``@`` are removed and the credential pairs after it masked (before, the error was raised to the
+    caller: the ingest service stopped every camera, at every start, for one mistyped source).
+
+    >>> _redact_unparsed("rtsp://admin:S3cret@[fe80::1/live?password=x")
+    'rtsp://[fe80::1/live?password=***'
+    """
+    scheme, _, rest = source.partition("://")
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    path, query = (rest[end:].split("?", 1) + [None])[:2]
+    out = f"{scheme}://{rest[:end].rsplit('@', 1)[-1]}{_masked_pairs(path, _PATH_PAIR)}"
+    return out if query is None else f"{out}?{_masked_pairs(query, _QUERY_PAIR)}"
 
 
 def redact_url(url: str) -> str:

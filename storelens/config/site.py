@@ -41,12 +41,14 @@ from storelens.config.auth import AuthConfig
 from storelens.config.base import FiniteFloat, Strict, check_storable, follow_unset
 from storelens.config.groups import GroupsConfig, StaffConfig
 from storelens.config.behaviour import (
+    FLOOR_UNCHECKED,
     CameraFloorConfig,
     FloorPlanConfig,
     HeatmapConfig,
     JourneyLinkConfig,
     JourneysConfig,
     StationaryConfig,
+    floor_homography,
 )
 from storelens.config.audit import AuditConfig
 from storelens.config.detectors import DetectorConfig
@@ -775,6 +777,15 @@ class SiteConfig(Strict):
         return self
 
     @model_validator(mode="after")
+    def _faces_get_crops(self) -> "SiteConfig":
+        """The faces stages work on person crops: ``faces.enabled`` with ``crops.every_n_frames: 0`` (no crop is
+        ever made) would load the face models and produce nothing, without a word."""
+        if self.faces.enabled and not self.crops.every_n_frames:
+            raise ValueError("faces.enabled needs person crops, but crops.every_n_frames is 0 (no crop is made): "
+                             "set crops.every_n_frames (default 10) or faces.enabled: false")
+        return self
+
+    @model_validator(mode="after")
     def _detector_down_to_tracker(self) -> "SiteConfig":
         """The bytereid tracker's low stage needs detections down to ``track_low_thresh``:
         a ``detector.confidence`` the site file does not set follows it (a set one is kept).
@@ -1386,7 +1397,8 @@ DERIVED_FIELDS = (("detector", "confidence"), ("zones", "lost_after_ms"), ("coun
 #: Validation context key (``SiteConfig.model_validate(..., context={STORED_VERSION: True})``) of a site version
 #: already stored (:func:`with_site_update`): a rule that would never fire (:meth:`SiteConfig._never_fires`), refused
 #: in new input (the site file, ``PUT /v1/site``, ``storelens site import``), is left out with a warning instead:
-#: a version saved before such rules were refused still applies.
+#: a version saved before such rules were refused still applies. So is a camera's ``floor`` whose points determine
+#: no homography (:func:`_without_undetermined_floors`).
 STORED_VERSION = "stored_version"
 #: ``(origin, rule id)`` of the rules left out of a stored version this process has warned of.
 _NEVER_FIRING_WARNED: set[tuple[str, str]] = set()
@@ -1416,6 +1428,41 @@ def _without_never_firing(new: SiteConfig, raw: dict, written: dict, gave: dict,
     return SiteConfig.model_validate(raw)
 
 
+#: ``(origin, camera id)`` of the floors left out of a stored version this process has warned of.
+_FLOOR_DROPPED_WARNED: set[tuple[str, str]] = set()
+
+
+def _without_undetermined_floors(cameras: list, written: list, origin: str) -> None:
+    """A stored version's cameras (``cameras``, expanded; ``written``, the same as written) without each ``floor``
+    whose points determine no homography (refused in new input since, :class:`CameraFloorConfig`; a version saved
+    before applies): the camera applies without its floor (no floor heatmap, walking figures or place on the plan,
+    as a camera without one), warned of once in a process; the next version saved does not hold it. A floor
+    malformed otherwise stays (refused as before)."""
+    for i, cam in enumerate(cameras):
+        floor = cam.get("floor") if isinstance(cam, dict) else None
+        if not isinstance(floor, dict):
+            continue
+        try:
+            floor_homography(CameraFloorConfig.model_validate(floor, context={FLOOR_UNCHECKED: True}).points)
+            continue
+        except ValidationError:  # (a ValueError too) malformed otherwise: refused as before
+            continue
+        except ValueError as exc:
+            problem = str(exc)
+        del cam["floor"]
+        if i < len(written) and isinstance(written[i], dict):
+            written[i].pop("floor", None)
+        key = (origin, str(cam.get("id")))
+        with _WEBHOOK_RULES_LOCK:
+            first = key not in _FLOOR_DROPPED_WARNED
+            _FLOOR_DROPPED_WARNED.add(key)
+        if first:
+            log.warning("%s: cameras.%d.floor.points: they determine no homography (%s): the camera's floor is left "
+                        "out (a version saved before such points were refused; the next version saved drops it): no "
+                        "floor heatmap of it until a floor is set again", origin, i, problem,
+                        extra={"camera": cam.get("id")})
+
+
 def with_cameras(config: SiteConfig, cameras: list, origin: str = "site", alert_rules: list | None = None,
                  stored: bool = False) -> SiteConfig:
     """``config`` with its ``cameras`` list replaced (dicts or :class:`CameraConfig`), validated as a whole;
@@ -1437,8 +1484,8 @@ def with_cameras(config: SiteConfig, cameras: list, origin: str = "site", alert_
     the site file's (:func:`entrance_lines_of`), so the stored crossings of a removed line keep their meaning.
     A webhook's ``rules`` id that the alert rules in force lack is warned of once in a process (whichever site it
     is built from), again only after a site had the rule again (:func:`_webhook_rules_to_warn`). ``stored``: a
-    version already saved (:func:`with_site_update`), whose rules that would never fire are left out with a warning
-    (:data:`STORED_VERSION`), not refused.
+    version already saved (:func:`with_site_update`), whose rules that would never fire, and camera floors whose
+    points determine no homography, are left out with a warning (:data:`STORED_VERSION`), not refused.
 
     Example:
         >>> cfg = parse_config({"store": {"id": "s"}, "cameras": [{"id": "c", "source": "x.mp4"}]})
@@ -1453,6 +1500,8 @@ def with_cameras(config: SiteConfig, cameras: list, origin: str = "site", alert_
     raw = site_document(config)
     raw["cameras"] = _expand(cams, origin, "cameras", config._open_cameras)
     _resolve_paths({"cameras": raw["cameras"]}, config._base or pathlib.Path.cwd())
+    if stored:
+        _without_undetermined_floors(raw["cameras"], written["cameras"], origin)
     file_links, links = _links_of(config, raw["cameras"], origin)
     raw["journeys"]["links"] = [ln.model_dump(mode="json") for ln in links]
     file_entrances, raw["store"]["entrance_lines"] = _entrance_lines_in_version(config, raw["cameras"], origin)

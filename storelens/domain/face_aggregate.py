@@ -16,8 +16,9 @@ are noisy, so the track's attributes come from all of its *good* faces:
   ``unknown`` (too wide an interval).
 * emotion: the same over the 7 FER2013 classes (dominant emotion of the visit),
   threshold ``min_emotion_confidence``.
-* attention: share of faces whose pose is usable (big and sharp enough, any
-  pose) that were attending (:func:`storelens.domain.face_quality.is_attending`).
+* attention: share of faces whose pose is usable (big and sharp enough, not cut
+  by the crop's or frame's edge, any pose) that were attending
+  (:func:`storelens.domain.face_quality.is_attending`).
 
 Faces that failed the quality gate are counted (``n_rejected``, per reason in
 ``rejected_reasons``) and never used for age, gender or emotion.

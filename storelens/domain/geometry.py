@@ -9,6 +9,7 @@ Example:
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import numpy as np
 
@@ -64,6 +65,20 @@ def segment_in_frame(a: Point, b: Point, width: float, height: float) -> bool:
         return True
     corners = [(0.0, 0.0), (float(width), 0.0), (float(width), float(height)), (0.0, float(height))]
     return any(segments_intersect(a, b, corners[i], corners[(i + 1) % 4]) for i in range(4))
+
+
+def polygon_in_frame(polygon: Sequence[Point], width: float, height: float) -> bool:
+    """Whether some point of the polygon (its edges or inside) lies in a frame of ``width`` x ``height`` pixels
+    (:func:`segment_in_frame`): a zone entirely outside never has anybody in it.
+
+    >>> polygon_in_frame([(600, 400), (900, 400), (900, 900)], 640, 480), polygon_in_frame(
+    ...     [(700, 0), (900, 0), (900, 400)], 640, 480), polygon_in_frame([(-9, -9), (999, -9), (500, 999)], 640, 480)
+    (True, False, True)
+    """
+    pts = [(float(x), float(y)) for x, y in polygon]
+    if any(segment_in_frame(a, b, width, height) for a, b in zip(pts, pts[1:] + pts[:1])):
+        return True
+    return bool(points_in_polygon(np.array([[width / 2, height / 2]]), np.array(pts))[0])  # the frame inside it
 
 
 def projection_t(p: Point, a: Point, b: Point) -> float:

@@ -42,6 +42,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from storelens.config.behaviour import floor_homography
+
 MINUTE_MS = 60_000
 
 
@@ -265,30 +267,7 @@ def fit_homography(pairs: Sequence[tuple[tuple[float, float], tuple[float, float
     >>> to_floor(H, [[50, 50]]).round(6).tolist()
     [[0.5, 0.5]]
     """
-    src = np.array([p[0] for p in pairs], np.float64)
-    dst = np.array([p[1] for p in pairs], np.float64)
-    if len(src) < 4:
-        raise ValueError(f"a homography needs at least 4 point pairs, got {len(src)}")
-
-    def norm(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        c = p.mean(axis=0)
-        d = np.sqrt(((p - c) ** 2).sum(axis=1)).mean() or 1.0
-        s = math.sqrt(2) / d
-        T = np.array([[s, 0, -s * c[0]], [0, s, -s * c[1]], [0, 0, 1]])
-        return (np.c_[p, np.ones(len(p))] @ T.T)[:, :2], T
-
-    a, Ta = norm(src)
-    b, Tb = norm(dst)
-    rows = []
-    for (u, v), (x, y) in zip(a, b):
-        rows.append([-u, -v, -1, 0, 0, 0, x * u, x * v, x])
-        rows.append([0, 0, 0, -u, -v, -1, y * u, y * v, y])
-    _, sv, vt = np.linalg.svd(np.array(rows))
-    Hn = vt[-1].reshape(3, 3)
-    H = np.linalg.inv(Tb) @ Hn @ Ta
-    if abs(H[2, 2]) < 1e-12 or sv[-2] < 1e-9:
-        raise ValueError("degenerate floor points: three or more are on one line")
-    return H / H[2, 2]
+    return floor_homography(pairs)
 
 
 def to_floor(H: np.ndarray, points: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:

@@ -72,7 +72,8 @@ The sinks block (psycopg, redis-py); they run in one dedicated worker thread
 waits, and a failing sink is retried with backoff (the partition waits;
 nothing is skipped), except the live state (Redis): behind a circuit breaker, its writes are skipped and counted
 while Redis is down (:class:`~storelens.runtime.sinks.LiveSink`; the next update repairs it). A write under way
-longer than :data:`SINK_STALL_S` (a PostgreSQL lock) makes the service not ready; longer than the runtime's
+longer than :attr:`AnalyticsSettings.sink_stall_s` (a PostgreSQL lock) makes the service not ready; longer than the
+runtime's
 ``stall_s``, not alive.
 
 Example (see ``services/analytics/main.py``):
@@ -90,14 +91,17 @@ import signal
 import ssl
 import threading
 import time
-from typing import Any, Callable, Mapping, Sequence, TypeVar
+from typing import Annotated, Any, Callable, Literal, Mapping, Sequence, TypeVar
 
 import faust
 from faust.types import TP
+from pydantic import Field, ValidationError
 
 from storelens.contract import messages as m
 from storelens.contract import topics
 from storelens.config import KafkaConfig, SiteConfig
+from storelens.config.base import Strict
+from storelens.errors import ConfigError
 from storelens.runtime.service import ServiceRuntime
 from storelens.runtime.bus import BusMessage
 from storelens.runtime.policy import Backoff, Breaker
@@ -127,17 +131,8 @@ REWIND_TIMEOUT_S = 30.0
 STORE_KEY_PREFIX = "_store/"
 #: Seconds between broker pings of the readiness check.
 BROKER_PING_S = 10.0
-#: Not ready (rebalancing/recovering) this long while the loop turns: stop the heartbeat (``/healthz`` fails).
-STUCK_NOT_READY_S = float(os.environ.get("STORELENS_ANALYTICS_STUCK_S", 300))
 #: Seconds between checks whether a chore of the runner core is due (the retention purge).
 CHORES_CHECK_S = 30.0
-#: After SIGTERM, exit hard if faust has not stopped within this many seconds.
-SHUTDOWN_TIMEOUT_S = float(os.environ.get("STORELENS_SHUTDOWN_TIMEOUT_S", 30))
-#: A sink write (PostgreSQL, Redis) under way longer than this: not ready (its check, ``storage`` or ``live``, fails
-#: with a detail); one under way longer than the runtime's ``stall_s`` (120 s) also stops the heartbeat (``/healthz``
-#: fails: a write hung on a lock or a dead connection is restarted). A store that is down is not this: its writes fail
-#: and are retried (not ready, still alive).
-SINK_STALL_S = float(os.environ.get("STORELENS_ANALYTICS_SINK_STALL_S", 60))
 #: First and longest wait before Redis, once it failed, is asked again (a ping in a thread of its own); meanwhile the
 #: live state's writes are skipped (:class:`~storelens.runtime.sinks.LiveSink`), as the api's reads are.
 LIVE_FIRST_RETRY_S, LIVE_RETRY_S = 1.0, 5.0
@@ -176,8 +171,56 @@ def retriable_failure(exc: BaseException) -> bool:
 
 #: Seconds between two reads of the site versions published on ``site-config`` (:meth:`AnalyticsApp.follow_site`).
 SITE_POLL_S = 1.0
-#: At shutdown (:meth:`AnalyticsApp.close`), wait this long for the alert webhooks to deliver what is queued.
-WEBHOOK_CLOSE_S = float(os.environ.get("STORELENS_WEBHOOK_CLOSE_S", 5))
+#: The environment variable of each :class:`AnalyticsSettings` field.
+SETTINGS_ENV: dict[str, str] = {
+    "stuck_s": "STORELENS_ANALYTICS_STUCK_S", "shutdown_timeout_s": "STORELENS_SHUTDOWN_TIMEOUT_S",
+    "sink_stall_s": "STORELENS_ANALYTICS_SINK_STALL_S", "webhook_close_s": "STORELENS_WEBHOOK_CLOSE_S",
+    "auto_offset_reset": "STORELENS_ANALYTICS_AUTO_OFFSET_RESET",
+}
+_Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class AnalyticsSettings(Strict):
+    """The analytics service's own settings (not the site's), from its environment (:data:`SETTINGS_ENV`), read
+    once at start (:meth:`from_env`).
+
+    Example:
+        >>> AnalyticsSettings.from_env({"STORELENS_ANALYTICS_SINK_STALL_S": "30"}).sink_stall_s
+        30.0
+        >>> AnalyticsSettings.from_env({"STORELENS_ANALYTICS_SINK_STALL_S": "0"})
+        Traceback (most recent call last):
+        ...
+        storelens.errors.ConfigError: STORELENS_ANALYTICS_SINK_STALL_S (sink_stall_s): Input should be greater than 0
+    """
+
+    #: Not ready (rebalancing/recovering) this long while the loop turns: stop the heartbeat (``/healthz`` fails).
+    stuck_s: _Seconds = 300.0
+    #: After SIGTERM, exit hard if faust has not stopped within this many seconds.
+    shutdown_timeout_s: _Seconds = 30.0
+    #: A sink write (PostgreSQL, Redis) under way longer than this: not ready (its check, ``storage`` or ``live``,
+    #: fails with a detail); one under way longer than the runtime's ``stall_s`` (120 s) also stops the heartbeat
+    #: (``/healthz`` fails: a write hung on a lock or a dead connection is restarted). A store that is down is not
+    #: this: its writes fail and are retried (not ready, still alive).
+    sink_stall_s: _Seconds = 60.0
+    #: At shutdown (:meth:`AnalyticsApp.close`), wait this long for the alert webhooks to deliver what is queued.
+    webhook_close_s: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 5.0
+    #: Where a new consumer group starts.
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "AnalyticsSettings":
+        """The settings of ``environ`` (``os.environ``); an unset or empty variable: the default.
+
+        Raises:
+            ConfigError: a value that is not valid, naming its variable and field.
+        """
+        env = os.environ if environ is None else environ
+        raw = {field: env[name].strip() for field, name in SETTINGS_ENV.items() if env.get(name, "").strip()}
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as e:
+            raise ConfigError("; ".join(f"{SETTINGS_ENV.get(str(err['loc'][0]), '?')} ({err['loc'][0]}): "
+                                        f"{err['msg']}" for err in e.errors())) from None
 
 
 #: ``max.message.bytes`` of the table's changelog: a camera's state (zones, dwell, heatmap grids) can pass 1 MiB.
@@ -247,10 +290,12 @@ class AnalyticsApp:
     def __init__(self, config: SiteConfig, storage, live, rt: ServiceRuntime, *,
                  auto_offset_reset: str | None = None, loop: asyncio.AbstractEventLoop | None = None,
                  chores: Sequence[Any] = (), gallery: Any = None, limits: Mapping[str, int] | None = None,
-                 sink_stall_s: float | None = None) -> None:
+                 sink_stall_s: float | None = None, settings: AnalyticsSettings | None = None) -> None:
         self.config, self.storage, self.live, self.rt = config, storage, live, rt
-        #: A sink write under way longer than this makes the service not ready (:data:`SINK_STALL_S`).
-        self.sink_stall_s = SINK_STALL_S if sink_stall_s is None else sink_stall_s
+        #: The service's own settings (``None``: read from the environment now, once).
+        self.settings = AnalyticsSettings.from_env() if settings is None else settings
+        #: A sink write under way longer than this makes the service not ready (:attr:`AnalyticsSettings.sink_stall_s`).
+        self.sink_stall_s = self.settings.sink_stall_s if sink_stall_s is None else sink_stall_s
         #: The failure that stopped the service (:meth:`_consume`); ``run_worker`` then exits with 1.
         self.failure: BaseException | None = None
         #: Stops the worker after such a failure (set by :func:`run_worker`); ``None``: the failure is raised.
@@ -304,7 +349,7 @@ class AnalyticsApp:
         self._store_cache: dict | None = None
         self._store_saved: tuple[Any, int] = (self.stage.store_alerts, 0)
         kcfg = config.kafka
-        reset = auto_offset_reset or os.environ.get("STORELENS_ANALYTICS_AUTO_OFFSET_RESET", "earliest")
+        reset = auto_offset_reset or self.settings.auto_offset_reset
         self.app = faust.App(
             app_id(kcfg),
             **broker_settings(kcfg),
@@ -645,8 +690,8 @@ class AnalyticsApp:
 
     async def _heartbeat(self) -> None:
         """Beat while the worker makes progress: a recovery/rebalance stuck for
-        :data:`STUCK_NOT_READY_S`, or a sink write under way for longer than the runtime's ``stall_s`` (a lock, a
-        hung connection: the loop turns, the input does not), stops the beats, so ``/healthz`` fails and the
+        :attr:`AnalyticsSettings.stuck_s`, or a sink write under way for longer than the runtime's ``stall_s`` (a
+        lock, a hung connection: the loop turns, the input does not), stops the beats, so ``/healthz`` fails and the
         orchestrator restarts the process."""
         now = time.monotonic()
         self._tables_ready = ready = self._compute_tables_ready()
@@ -661,7 +706,7 @@ class AnalyticsApp:
                 self.metrics.errors.labels("sink_stuck").inc()
                 log.error("a sink write has hung for too long; reporting unhealthy",
                           extra={"sink": (self.core.writing or ("?",))[0], "write_s": round(write_s)})
-        elif self._not_ready_since is None or now - self._not_ready_since < STUCK_NOT_READY_S:
+        elif self._not_ready_since is None or now - self._not_ready_since < self.settings.stuck_s:
             if write_s is None:
                 self._sink_stuck_logged = False
             self.rt.beat()
@@ -1082,14 +1127,15 @@ class AnalyticsApp:
         await self._mark_input(source)
 
     def close(self) -> None:
-        """Finish the sink thread's write, then give the alert webhooks up to :data:`WEBHOOK_CLOSE_S` to deliver
+        """Finish the sink thread's write, then give the alert webhooks up to
+        :attr:`AnalyticsSettings.webhook_close_s` to deliver
         what is queued or waiting to retry (the input of those alerts is already committed); what is left stays in
         the history's ``webhook_outbox`` and is delivered after the next start (by this worker or another)."""
         self._sink.shutdown(wait=True)
         if self._site is not None:
             site, self._site = self._site, None
             site.close()
-        close_webhooks([s for s in self.core.sinks if isinstance(s, WebhookSink)], WEBHOOK_CLOSE_S)
+        close_webhooks([s for s in self.core.sinks if isinstance(s, WebhookSink)], self.settings.webhook_close_s)
 
 
 def build_app(config: SiteConfig, storage, live, rt: ServiceRuntime, **kwargs: Any) -> faust.App:
@@ -1131,12 +1177,14 @@ def run_worker(app: faust.App, rt: ServiceRuntime, loglevel: str = "INFO") -> in
     An input message that failed (:meth:`AnalyticsApp._consume`) stops the worker the same way; the exit code is
     then 1 (the orchestrator restarts the process, which handles that message again).
     """
+    shutdown_timeout_s = app.storelens.settings.shutdown_timeout_s  # type: ignore[attr-defined]
+
     def watchdog() -> None:
         """faust can hang in shutdown (e.g. stuck in recovery after the broker restarted)."""
-        done.wait(SHUTDOWN_TIMEOUT_S)
+        done.wait(shutdown_timeout_s)
         if not done.is_set():
             log.error("faust did not stop in time; exiting hard (uncommitted input is redelivered)",
-                      extra={"timeout_s": SHUTDOWN_TIMEOUT_S})
+                      extra={"timeout_s": shutdown_timeout_s})
             logging.shutdown()
             os._exit(1)
 

@@ -337,17 +337,20 @@ class EmbeddedPipeline:
                                        on_bad_frames=lambda cam, n: count_error("decode", n),
                                        reconnect=self.config.ingest, on_short_file=self.on_short_file)
         t0 = time.perf_counter()
-        for t in threads:
-            t.start()
-        self.ingest.apply(cameras)
         site_watch = None
-        if self.storage is not None:
-            # not one of the stage threads the run waits for to end: it ends with the run (self._stop), joined below
-            relayed = [t for t in OUTBOX_TOPICS if any(t in st.inputs for st in stages.values())]
-            site_watch = threading.Thread(target=self._watch_site, args=(first.version if first else 0, site_stages,
-                                                                         relayed), name="site-watch", daemon=True)
-            site_watch.start()
+        # a Ctrl-C (KeyboardInterrupt) from here on stops what was started, also while starting: the camera threads
+        # may already be trying their sources (before, one right after their first try left them running for good)
         try:
+            for t in threads:
+                t.start()
+            self.ingest.apply(cameras)
+            if self.storage is not None:
+                # not one of the stage threads the run waits for to end: it ends with the run (self._stop), joined below
+                relayed = [t for t in OUTBOX_TOPICS if any(t in st.inputs for st in stages.values())]
+                site_watch = threading.Thread(target=self._watch_site, args=(first.version if first else 0,
+                                                                             site_stages, relayed),
+                                              name="site-watch", daemon=True)
+                site_watch.start()
             while not self._stop.is_set() and not self.ingest.close_if_idle():
                 self._stop.wait(0.1)
             if not self._stop.is_set():  # every source ended: end the frames topic
@@ -362,7 +365,8 @@ class EmbeddedPipeline:
         self.bus.close()  # unblocks any thread still waiting on a full queue
         self.ingest.stop(timeout_s=5)
         for t in threads:
-            t.join(timeout=30)
+            if t.is_alive():
+                t.join(timeout=30)
         self._end_streams(threads)
         if site_watch is not None:  # a look at the site versions in progress ends before the caller closes storage
             site_watch.join(timeout=SITE_WATCH_JOIN_S)

@@ -138,7 +138,10 @@ def _redact_source_v1(source: str) -> str:
     """
     if "://" not in source:
         return source
-    parts = urllib.parse.urlsplit(source)
+    try:
+        parts = urllib.parse.urlsplit(source)
+    except ValueError:  # (that release raised here: no stream of such a source was kept by it)
+        return redact_source(source)
     netloc = parts.netloc.rsplit("@", 1)[-1]
     query = "&".join(f"{k}=***" if sep and _SECRET_PARAM_V1.search(urllib.parse.unquote_plus(k)) else k + sep + v
                      for k, sep, v in (p.partition("=") for p in parts.query.split("&"))) if parts.query else ""
@@ -507,12 +510,19 @@ class CameraSupervisor:
         end-of-stream marker first, numbered above it, and its new stream numbered after the marker: detect-track
         starts a new tracker session (the old tracks do not go on into the new source) and analytics closes the old
         stream's visits, as for a camera re-pointed while ingest runs. A marker downstream saw already (the process
-        stopped before it kept the new start) is ignored there."""
+        stopped before it kept the new start) is ignored there.
+
+        A live camera's kept stream with a file's state (``ended``, ``position``: a device such as
+        ``/dev/v4l/by-id/...`` a release before read as a file, :func:`~storelens.backends.video.is_live`) does not go
+        on: a new live stream starts, numbered above the file's numbers (after the file stream's end marker when it
+        had not ended). Before, with another ``target_fps`` an ended one stayed ended: the camera never streamed."""
         sid, saved = stream_id(cam), self._streams.get(cam.id)
         fresh = cam.id not in self._started  # this process's first start of the camera
         self._started.add(cam.id)
         fps = cam.target_fps or 0.0
-        if fresh and saved is not None and saved.stream_id in (sid, previous_stream_id(cam), legacy_stream_id(cam)):
+        file_state = saved is not None and is_live(cam.source) and (saved.ended or saved.position is not None)
+        if (fresh and saved is not None and not file_state
+                and saved.stream_id in (sid, previous_stream_id(cam), legacy_stream_id(cam))):
             # the former process's stream: its numbers (kept again under the current id if it had an earlier one)
             again = None if saved.stream_id == sid else dataclasses.replace(saved, stream_id=sid)
             if saved.target_fps != fps and (saved.position is not None or saved.target_fps):
@@ -532,7 +542,7 @@ class CameraSupervisor:
         elif resumed:  # a file resumed with new sampling or encoding settings: its numbers go on
             start = StreamStart(sid, first, after, target_fps=fps)
         else:  # a new stream: above every number of the camera's former streams, this process's or another's
-            floor = 0 if saved is None else saved.first_seq + 1
+            floor = 0 if saved is None else max(saved.first_seq, (saved.position or (0, 0))[0]) + 1
             seq = max(first, floor, int(time.time() * 1000))
             if fresh and not (saved is not None and saved.ended):
                 # re-pointed while ingest was down: the former stream's end marker at seq, frames after it

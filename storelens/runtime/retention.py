@@ -51,6 +51,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from storelens.backends.video import is_live
 from storelens.config import SiteConfig, with_site_update
+from storelens.domain.purge_clock import CLOCK_AHEAD, host_clamped_ms
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,9 @@ class RetentionPurge:
         #: Rows deleted per kind by every purge so far.
         self.total: dict[str, int] = {}
         self.runs = 0
+        #: Runs whose camera-clock "now" was over an hour ahead of the host's clock (they went by the host's).
+        self.clock_ahead_runs = 0
+        self._ahead = False
 
     def _set_clock(self, cameras: Sequence[Any]) -> None:
         self.clock = purge_clock(self.config, cameras)
@@ -163,10 +167,22 @@ class RetentionPurge:
                 and (self._next_s is None or self.monotonic() >= self._next_s))
 
     def now_ms(self) -> int | None:
-        """The purge's "now": the wall clock, or the newest stored frame (``None``: nothing stored yet)."""
+        """The purge's "now": the wall clock, or the newest stored frame (``None``: nothing stored yet), never
+        past the host's clock (:meth:`_camera_now_ms`)."""
         if self.clock == "wall":
             return self.wall_ms()
-        return None if self.storage is None else self.storage.newest_frame_ms()
+        return None if self.storage is None else self._camera_now_ms(self.storage.newest_frame_ms())
+
+    def _camera_now_ms(self, ts_ms: int | None) -> int | None:
+        """A camera-clock "now" (a stored frame's time) or the wall clock when it is more than an hour ahead of it
+        (a camera clock or a file camera's ``start_ts_ms`` set wrong would purge every customer and every other
+        camera's history; :func:`~storelens.domain.purge_clock.host_clamped_ms`): noted for :meth:`_purge`, which
+        counts it (``clock_ahead``) once per run."""
+        if ts_ms is None:
+            return None
+        now, ahead = host_clamped_ms(ts_ms, self.wall_ms())
+        self._ahead |= ahead
+        return now
 
     def run(self, metrics: Any = None) -> dict[str, int]:
         """Purge now (and schedule the next one): the gallery first (so the history's links to the customers
@@ -200,15 +216,19 @@ class RetentionPurge:
             self._follow_site_versions(metrics)
         self._warn_mixed_clocks(metrics)
         deleted: dict[str, int] = {}
+        self._ahead = False
         now = None if self.audit_log_only else self.now_ms()  # None: nothing stored yet (the audit log only)
         if now is not None:
+            camera_now = {cam: self._camera_now_ms(self.storage.newest_frame_ms(cam))
+                          for cam in self.own_clock} if self.history else {}
+            self._count_clock_ahead(metrics)
             if self.gallery is not None:
                 res = self.gallery.purge_older_than(now - self.gallery_ms)
                 deleted.update(gallery_embeddings=res.embeddings, gallery_customers=res.customers,
                                gallery_visits=res.visits)
             if self.history and self.own_clock:
-                deleted.update(self.storage.purge_expired(self.cfg.days, now, self.known_customer, camera_now_ms={
-                    cam: self.storage.newest_frame_ms(cam) for cam in self.own_clock}))
+                deleted.update(self.storage.purge_expired(self.cfg.days, now, self.known_customer,
+                                                          camera_now_ms=camera_now))
             elif self.history:
                 deleted.update(self.storage.purge_expired(self.cfg.days, now, self.known_customer))
         if self.history and self.cfg.audit_log_days is not None:  # after the personal data, which a failure here
@@ -221,6 +241,18 @@ class RetentionPurge:
                     errors.labels("purge_audit_log").inc()
                 log.warning("audit log purge failed", extra={"error": repr(exc)})
         return self._counted(deleted, metrics, now, ran=now is not None)
+
+    def _count_clock_ahead(self, metrics: Any) -> None:
+        """Once per run: a stored frame dated ahead of the host's clock; the purge went by the host's clock."""
+        if not self._ahead:
+            return
+        self.clock_ahead_runs += 1
+        errors = getattr(metrics, "errors", None)
+        if errors is not None:
+            errors.labels(CLOCK_AHEAD).inc()
+        log.warning("retention purge: a stored frame is dated over an hour ahead of this host's clock (a camera "
+                    "clock or a file camera's start_ts_ms set wrong): the purge goes by the host's clock instead",
+                    extra={"wall_ms": self.wall_ms()})
 
     def _counted(self, deleted: dict[str, int], metrics: Any, now: int | None, ran: bool = True) -> dict[str, int]:
         self.runs += ran

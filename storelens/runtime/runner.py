@@ -323,7 +323,7 @@ class RunnerCore:
     def _stop(self, hs: list[Handled], exc: BaseException, reason: str) -> list[Handled]:
         """The ``stop`` verdict on ``hs`` (one message, or a whole batch): counted, logged, none acknowledged."""
         self._error(reason)
-        log.error("stage failed; stopping (the message is redelivered after the restart)",
+        log.error("stage failed; stopping (the message is redelivered after the restart)", exc_info=exc,
                   extra={"stage": self.stage.name, "topic": hs[0].msg.topic, "offset": hs[0].msg.offset,
                          "messages": len(hs), "error": repr(exc)})
         for h in hs:
@@ -414,7 +414,7 @@ class RunnerCore:
                 chore.run(self.metrics)
             except Exception as exc:  # noqa: BLE001 (e.g. the store is down: the next run catches up)
                 self._error(f"chore_{chore.name}")
-                log.warning("chore failed", extra={"chore": chore.name, "error": repr(exc)})
+                log.warning("chore failed", exc_info=exc, extra={"chore": chore.name, "error": repr(exc)})
             finally:
                 self.writing = None
 

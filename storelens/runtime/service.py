@@ -38,6 +38,8 @@ from typing import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from storelens.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -47,6 +49,27 @@ WAITS: dict[str, str] = {}
 _wait_beat = [float("-inf")]
 #: Set by SIGTERM/SIGINT of a started :class:`ServiceRuntime`: a wait (:func:`waiting`) ends.
 STOP = threading.Event()
+
+
+def http_port_from_env() -> int:
+    """``$STORELENS_HTTP_PORT`` (default 9100), the port of ``/healthz``, ``/readyz`` and ``/metrics``; a value that
+    is no port number is a :class:`~storelens.errors.ConfigError` naming the variable."""
+    return int(port_from_env("STORELENS_HTTP_PORT", 9100))  # type: ignore[arg-type]
+
+
+def port_from_env(name: str, default: int | None = None) -> int | None:
+    """The port number of ``$name`` (``default`` when unset or empty); a value that is no port number is a
+    :class:`~storelens.errors.ConfigError` naming the variable."""
+    raw = os.environ.get(name, "")
+    if not raw:
+        return default
+    try:
+        port = int(raw)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{name}={raw!r} is not a port number (0 to 65535)")
+    return port
 
 
 def waiting(name: str, detail: str) -> None:
@@ -113,7 +136,9 @@ class ServiceRuntime:
         #: ``False``: ``/metrics`` answers 404 (the api's port while it waits for the schema: there the app serves
         #: it, behind the metrics token)
         self.serve_metrics = serve_metrics
-        self.port = int(os.environ.get("STORELENS_HTTP_PORT", 9100) if port is None else port)
+        #: where the port comes from, named by the error of a port that cannot be served (:meth:`start`)
+        self._port_from = "STORELENS_HTTP_PORT" if port is None else None
+        self.port = http_port_from_env() if port is None else int(port)
         self.host = host or os.environ.get("STORELENS_HTTP_HOST", "0.0.0.0")
         self.registry = CollectorRegistry()
         self.metrics = ServiceMetrics(self.registry)
@@ -189,7 +214,13 @@ class ServiceRuntime:
             def log_message(self, *args) -> None:  # quiet: probes hit this every few seconds
                 return
 
-        self._server = ThreadingHTTPServer((self.host, self.port), Handler)
+        try:
+            self._server = ThreadingHTTPServer((self.host, self.port), Handler)
+        except OSError as exc:  # a port taken (two services on one host), a host that is no address of this one
+            hint = (f"; set {self._port_from} (and STORELENS_HTTP_HOST) to a free port of this host"
+                    if self._port_from else "")
+            raise ConfigError(f"{self.name}: cannot serve /healthz, /readyz and /metrics on {self.host}:{self.port}: "
+                              f"{exc.strerror or exc}{hint}") from None
         self.port = self._server.server_address[1]
         threading.Thread(target=self._server.serve_forever, name="http", daemon=True).start()
         for sig in (signal.SIGTERM, signal.SIGINT):

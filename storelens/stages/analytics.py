@@ -47,7 +47,7 @@ from storelens.contract import messages as m
 from storelens.contract import topics
 from storelens.domain.counting import (STORE_OCCUPANCY_ID, CrossingEvent, LineCounter, Occupancy, OccupancyReset,
                                        StoreTotals, store_clamps, store_totals, window_start_ms)
-from storelens.domain.geometry import anchors_bottom_center, segment_in_frame
+from storelens.domain.geometry import anchors_bottom_center, polygon_in_frame, segment_in_frame
 from storelens.errors import DecodeError
 from storelens.stages.alerts import closed_alerts, store_calendar
 from storelens.stages.analyzers import CameraAnalyzer, FrameView, build_analyzers
@@ -58,6 +58,9 @@ log = logging.getLogger(__name__)
 #: ``storelens_errors_total`` reason of a counting line that lies entirely outside its camera's frame
 #: (:meth:`AnalyticsStage.check_lines`): it never counts anybody.
 LINE_OUTSIDE_FRAME = "line_outside_frame"
+#: ``storelens_errors_total`` reason of a zone that lies entirely outside its camera's frame
+#: (:meth:`AnalyticsStage.check_zones`): nobody is ever in it.
+ZONE_OUTSIDE_FRAME = "zone_outside_frame"
 
 
 def store_lines(config: SiteConfig) -> list[tuple[str, str]]:
@@ -100,7 +103,7 @@ class AnalyticsOutput:
     closed_alerts: list = field(default_factory=list)
     duplicate: bool = False
     #: Problems found with the frame, not errors of it: ``storelens_errors_total`` reason -> how many
-    #: (:data:`LINE_OUTSIDE_FRAME`); the runner counts them (``Outputs.info["errors"]``).
+    #: (:data:`LINE_OUTSIDE_FRAME`, :data:`ZONE_OUTSIDE_FRAME`); the runner counts them (``Outputs.info["errors"]``).
     errors: dict[str, int] = field(default_factory=dict)
 
 
@@ -178,6 +181,8 @@ class AnalyticsStage:
         self._site_closed: list[m.Alert] = []
         #: camera id -> the frame size and lines :meth:`check_lines` last checked (each warned of once).
         self._lines_checked: dict[str, tuple] = {}
+        #: camera id -> the frame size and zones :meth:`check_zones` last checked (each warned of once).
+        self._zones_checked: dict[str, tuple] = {}
 
     def check_lines(self, camera_id: str, width: int, height: int) -> list[str]:
         """The ids of the camera's lines that lie entirely outside its frame of ``width`` x ``height`` px (they
@@ -197,6 +202,26 @@ class AnalyticsStage:
                         list(ln.a), list(ln.b), width, height, camera_id,
                         extra={"camera": camera_id, "line": ln.id, "width": width, "height": height})
         return [ln.id for ln in outside]
+
+    def check_zones(self, camera_id: str, width: int, height: int) -> list[str]:
+        """The ids of the camera's zones that lie entirely outside its frame of ``width`` x ``height`` px (nobody is
+        ever in them: a zone drawn on another camera's picture or at another resolution), each logged as a warning
+        once per camera, frame size and zones (as :meth:`check_lines`); ``[]`` when checked already or the size is
+        unknown."""
+        cam = next((c for c in self.config.cameras if c.id == camera_id), None)
+        if cam is None or not cam.zones or width <= 0 or height <= 0:
+            return []
+        key = (width, height, tuple((z.id, tuple(z.polygon)) for z in cam.zones))
+        if self._zones_checked.get(camera_id) == key:
+            return []
+        self._zones_checked[camera_id] = key
+        outside = [z for z in cam.zones if not polygon_in_frame(z.polygon, width, height)]
+        for z in outside:
+            log.warning("camera %s: zone %r lies entirely outside its %sx%s frame: nobody is ever in it; zones are "
+                        "in pixels of the camera's frame (GET /v1/cameras/%s/snapshot)", camera_id, z.id, width,
+                        height, camera_id, extra={"camera": camera_id, "zone": z.id, "width": width,
+                                                  "height": height})
+        return [z.id for z in outside]
 
     def store_totals(self, clock_ms: int | None = None) -> StoreTotals:
         """The store's occupancy, ins and outs now (:func:`~storelens.domain.counting.store_totals`): over
@@ -687,6 +712,8 @@ class AnalyticsStage:
         outside = self.check_lines(tf.camera_id, tf.width, tf.height)
         if outside:
             out.errors[LINE_OUTSIDE_FRAME] = len(outside)
+        if zones_outside := self.check_zones(tf.camera_id, tf.width, tf.height):
+            out.errors[ZONE_OUTSIDE_FRAME] = len(zones_outside)
         occ = self.occupancy[tf.camera_id]
         restarted = occ.follow(self.reset, tf.ts_ms)  # before this frame's crossings: they are the new day's
         if restarted:
@@ -706,6 +733,11 @@ class AnalyticsStage:
                              crossings=out.crossings, prior=list(out.analyzed), detected=len(tf.tracks),
                              image_digest=tf.image_digest)
             out.analyzed += a.update(view)
+            found = getattr(a, "errors", None)  # problems an analyzer found in the frame (journeys: bad appearance)
+            if found:
+                for reason, n in found.items():
+                    out.errors[reason] = out.errors.get(reason, 0) + n
+                found.clear()
         if out.crossings:
             win_s = self.config.counting.window_s
             touched = set()

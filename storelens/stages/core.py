@@ -253,10 +253,11 @@ class DetectTrackStage:
 
     def _well_formed(self, job: _Job, dets: Detections) -> Detections:
         """``dets`` without the detections no tracker can take (a box not finite or of no width or height):
-        counted (:data:`BAD_BOX`) and logged once per camera."""
+        counted (:data:`BAD_BOX`) and logged once per camera; marked checked, so the tracker does not check them
+        again (:attr:`~storelens.backends.detectors.base.Detections.checked`)."""
         kept, job.bad_boxes = dets.well_formed_only()
         if not job.bad_boxes:
-            return dets
+            return kept
         cam = job.frame.camera_id
         if cam not in self._bad_box_logged:
             self._bad_box_logged.add(cam)

@@ -65,6 +65,8 @@ from storelens.config import SiteConfig
 from storelens.errors import ConfigError, DecodeError
 from storelens.domain.face_aggregate import TrackAggregator, assign_faces_to_tracks, consistent_faces
 from storelens.domain.face_aggregate import TrackAttributes as AggTrackAttributes
+# CLOCK_AHEAD: a crop dated ahead of the host's clock, which the gallery's retention purge does not go by
+from storelens.domain.purge_clock import CLOCK_AHEAD, CLOCK_AHEAD_TOLERANCE_MS, host_clamped_ms  # noqa: F401
 from storelens.backends.face_detectors import Faces
 from storelens.contract import topics
 from storelens.stages.base import Outputs, Publish, UnknownCamera, decode_input
@@ -305,27 +307,33 @@ class AttributesStage:
     def process(self, crop: m.PersonCrop, image_bgr: np.ndarray | None = None,
                 face: Faces | None = None, analysis=None) -> AttributesOutput:
         """One crop; ``image_bgr``/``face``/``analysis`` (the analyzer's of ``face``) may be passed when already
-        decoded/detected/analysed."""
+        decoded/detected/analysed.
+
+        The models (face detector, analyzer) run before anything here changes: a crop that makes one raise is a dead
+        letter that changed nothing (before, the tracks its arrival ended for idleness were ended first, and their
+        final summaries lost with the crop's output)."""
         if crop.camera_id not in self.cameras:
             raise UnknownCamera(f"unknown camera {crop.camera_id!r}")
-        if self._dedupe.seen(crop):
+        if self._dedupe.seen(crop, mark=False):
             return AttributesOutput(duplicate=True)
+        if not crop.end_of_stream:
+            img = decode_crop(crop) if image_bgr is None else image_bgr
+            if face is None:
+                face = self.finder.find(img)
+            if len(face) and analysis is None:
+                analysis = self.analyzer.analyze(img, face)[0]
+        self._dedupe.seen(crop)
         cam = crop.camera_id
         out = AttributesOutput()
         if crop.end_of_stream:
             out.summaries = self.close_tracks(cam)
             return out
-        img = decode_crop(crop) if image_bgr is None else image_bgr
         self.stats["crops"] += 1
         out.summaries.extend(self.close_tracks(cam, older_than_ts_ms=crop.ts_ms - idle_ms(self.site, cam)))
         key = (cam, crop.track_id)
         self._last_crop[key] = max(self._last_crop.get(key, crop.ts_ms), crop.ts_ms)
-        if face is None:
-            face = self.finder.find(img)
         if len(face) == 0:
             return out
-        if analysis is None:
-            analysis = self.analyzer.analyze(img, face)[0]
         s, dx, dy = crop_to_frame(crop, img.shape[:2])
         fr = face.scaled(s).translated(dx, dy)
         q = analysis.quality
@@ -415,6 +423,9 @@ class _Erasure:
 @dataclass
 class _ReidTrack:
     embeddings: list[np.ndarray] = field(default_factory=list)
+    #: Camera time of the track's first crop here (face or not): its customer's visit runs from then on, not from
+    #: the decision, which waits for ``faces_per_decision`` good faces (``None``: no crop yet).
+    first_ts_ms: int | None = None
     last_ts_ms: int = 0
     last_seq: int = 0
     customer_id: str | None = None
@@ -500,6 +511,10 @@ class ReidStage:
         self._closed: OrderedDict[tuple[str, int], _ReidTrack] = OrderedDict()
         self._dedupe = _Dedupe()
         self._last_purge_ts: int | None = None
+        #: Problems found in the messages since :meth:`handle` last took them (``storelens_errors_total`` reason ->
+        #: how many: :data:`CLOCK_AHEAD`).
+        self.errors: dict[str, int] = {}
+        self._warned_ahead: set[str] = set()
         #: Recent erasures whose person's earlier crops may still be queued (:meth:`erase`).
         self._erasures: list[_Erasure] = []
         self.stats = {"crops": 0, "faces": 0, "accepted": 0, "rejected": 0, "matches": 0, "new": 0,
@@ -564,7 +579,7 @@ class ReidStage:
         if self._dedupe.seen(crop):
             return []
         cam = crop.camera_id
-        self._maybe_purge(crop.ts_ms)
+        self._maybe_purge(crop.ts_ms, cam)
         self._expire_erasures(cam, None if crop.end_of_stream else crop.ts_ms)
         if crop.end_of_stream:
             return self.close_tracks(cam)
@@ -579,11 +594,13 @@ class ReidStage:
                 tr, again = self._stored_track(key)
                 out += again
             self._tracks[key] = tr
+        seen_ts = tr.last_ts_ms or None  # the track's crop before this one (none after a restart)
         tr.last_ts_ms, tr.last_seq = max(tr.last_ts_ms, crop.ts_ms), max(tr.last_seq, crop.seq)
+        tr.first_ts_ms = crop.ts_ms if tr.first_ts_ms is None else min(tr.first_ts_ms, crop.ts_ms)
         if tr.erased or tr.staff_id is not None or tr.abstained:
             return out
-        if tr.customer_id is not None:
-            self._observe(tr.customer_id, crop.ts_ms, cam)
+        if tr.customer_id is not None:  # seen all along since the track's last crop: one track, one visit
+            self._observe(tr.customer_id, crop.ts_ms, cam, since_ts_ms=seen_ts)
             return out
         if face is None:
             face = self.finder.find(img)
@@ -622,13 +639,16 @@ class ReidStage:
             return lookup is None or lookup(*key) is None
         return not (tr.erased or tr.staff_id is not None or tr.abstained or tr.customer_id is not None)
 
-    def _observe(self, customer_id: str, ts_ms: int, cam: str):
+    def _observe(self, customer_id: str, ts_ms: int, cam: str, since_ts_ms: int | None = None):
+        """The customer seen at ``ts_ms`` (all along since ``since_ts_ms``, the track's first crop, if given):
+        ``(visit, whether this sighting started it)``; ``(None, False)`` without visits or for a customer erased
+        meanwhile (:meth:`VisitTracker.record <storelens.backends.face_index.VisitTracker.record>`)."""
         if self.visits is None:
-            return None
+            return None, False
         try:
-            return self.visits.observe(customer_id, ts_ms, cam)
+            return self.visits.record(customer_id, ts_ms, cam, since_ts_ms=since_ts_ms)
         except KeyError:  # erased meanwhile
-            return None
+            return None, False
 
     def _stored_track(self, key: tuple[str, int]) -> tuple[_ReidTrack, list[m.CustomerMatch | m.StaffTrack]]:
         """A track this stage holds nothing of: with the decision the gallery's store keeps for it (taken before a
@@ -704,11 +724,13 @@ class ReidStage:
             return self._abstain(cam, track_id, tr, "two customers match about equally", ts_ms,
                                  similarity=round(sim, 3))
         tr.customer_id = cid
-        visit = self._observe(cid, ts_ms, cam)
+        # the track was the customer from its first crop on: a person present all along (a new track after an id
+        # switch, another camera) whose faces came late is still in the same visit
+        visit, started = self._observe(cid, ts_ms, cam, since_ts_ms=tr.first_ts_ms)
         self.stats["matches"] += 1
         self.stats["new"] += int(is_new)
         returning = bool(visit is not None and visit.returning)
-        self.stats["returning"] += int(returning)
+        self.stats["returning"] += int(returning and started)  # returning visits, not their tracks
         n = len(keep)
         tr.embeddings = []  # not needed any more (privacy: keep nothing longer than necessary)
         log.info("track matched", extra={"camera": cam, "track_id": track_id, "customer": cid,
@@ -838,7 +860,12 @@ class ReidStage:
         before = self.stats["crops"]
         matches = self.process(msg.crop, msg.image)
         duplicate = not msg.crop.end_of_stream and self.stats["crops"] == before
-        return Outputs(publish=decision_publishes(matches), duplicate=duplicate)
+        return Outputs(publish=decision_publishes(matches), duplicate=duplicate, info=self.take_errors())
+
+    def take_errors(self) -> dict:
+        """``Outputs.info`` of the problems found since the last call (``{"errors": {reason: n}}``, or empty)."""
+        errors, self.errors = self.errors, {}
+        return {"errors": errors} if errors else {}
 
     def erase(self, customer_id: str, ts_ms: int = 0) -> bool:
         """Right to erasure: drop the customer from the gallery (index, store) and forget their tracks.
@@ -893,10 +920,20 @@ class ReidStage:
                 e.cameras.discard(camera_id)
         self._erasures = [e for e in self._erasures if e.cameras & set(self.cameras) and now < e.until_s]
 
-    def _maybe_purge(self, ts_ms: int) -> None:
-        """Retention, at most once per hour of camera time."""
+    def _maybe_purge(self, ts_ms: int, camera_id: str = "") -> None:
+        """Retention, at most once per hour of camera time; never ahead of this host's clock (a crop dated in the
+        future, a camera clock or a file's ``start_ts_ms`` set wrong, would purge the whole gallery: every customer
+        of every camera; counted, :data:`CLOCK_AHEAD`)."""
         if self.retention_ms is None or ts_ms <= 0:
             return
+        crop_ts_ms = ts_ms
+        ts_ms, ahead = host_clamped_ms(crop_ts_ms)
+        if ahead:
+            self.errors[CLOCK_AHEAD] = self.errors.get(CLOCK_AHEAD, 0) + 1
+            if camera_id not in self._warned_ahead:
+                self._warned_ahead.add(camera_id)
+                log.warning("crop dated ahead of this host's clock: the gallery's retention purge goes by the host's "
+                            "clock instead", extra={"camera": camera_id, "ts_ms": int(crop_ts_ms), "now_ms": ts_ms})
         if self._last_purge_ts is not None and ts_ms - self._last_purge_ts < _HOUR_MS:
             return
         self._last_purge_ts = ts_ms
@@ -981,7 +1018,10 @@ class FacesStage:
         out = self.attributes.process(d.crop, d.image, face, analysis)
         if out.duplicate and matches:  # reid decides on its own redelivery check
             out = AttributesOutput()
-        return attributes_outputs(d.crop.camera_id, out, matches)
+        res = attributes_outputs(d.crop.camera_id, out, matches)
+        if self.reid is not None:
+            res.info.update(self.reid.take_errors())
+        return res
 
     tick_s = ReidStage.tick_s
 

@@ -14,11 +14,16 @@ at the end of a finite source every open track ends. Tracks seen in fewer than
 track later than that (it keeps it ``track_buffer`` frames: 12 s at ``fps: 5`` and the default 60):
 an ended summary is remembered for twice the tracker's re-find window (:func:`reopen_ms`), and a
 track re-found meanwhile goes on with it (first time, zone visits, crossings, appearance), so its
-next summary is the whole track and replaces the first. The cross-camera linking
+next summary is the whole track and replaces the first. An appearance vector that is not finite is left out of the
+mean; those of another length than most of the track's are kept apart, per length (:data:`APPEARANCE_LENGTHS` at
+most), and the length with the most vectors is the mean (both counted: :data:`BAD_APPEARANCE`). The cross-camera
+linking
 (:mod:`storelens.domain.journeys`) runs over these summaries (the API links them at
 query time, :mod:`storelens.storage.journeys`).
 """
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 
@@ -29,6 +34,13 @@ from storelens.domain.geometry import anchors_bottom_center
 from storelens.stages.analyzers import CameraAnalyzer, FrameView
 
 _DIR = {"in": m.DIRECTION_IN, "out": m.DIRECTION_OUT}
+log = logging.getLogger(__name__)
+#: ``storelens_errors_total`` reason of a track's appearance embedding not in its mean as it stands: a value that is
+#: not finite (left out), or another length than most of the track's vectors (kept apart: a malformed
+#: ``TrackedFrame``, or a producer whose re-id model changed while the track was open).
+BAD_APPEARANCE = "bad_appearance"
+#: How many lengths of appearance vectors a track sums (apart); a vector of yet another length is left out.
+APPEARANCE_LENGTHS = 3
 
 
 class JourneyAnalyzer(CameraAnalyzer):
@@ -47,6 +59,10 @@ class JourneyAnalyzer(CameraAnalyzer):
         self.open: dict[str, dict] = {}
         #: The ended ones the tracker may still re-find (last frame within :attr:`reopen_ms`), the same way.
         self.closed: dict[str, dict] = {}
+        #: Problems found in the frames since the stage last took them (``storelens_errors_total`` reason -> how
+        #: many, :data:`BAD_APPEARANCE`); the analytics stage moves them to its output.
+        self.errors: dict[str, int] = {}
+        self._warned: set[int] = set()
 
     # -- frames ----------------------------------------------------------------------------
 
@@ -63,8 +79,13 @@ class JourneyAnalyzer(CameraAnalyzer):
             s["n"] += 1
             if len(t.appearance):
                 a = np.asarray(t.appearance, np.float64)
-                s["app"] = a if s["app"] is None else s["app"] + a
-                s["n_app"] += 1
+                if not np.isfinite(a).all():  # one bad vector neither spoils the mean nor fails the frame
+                    self._bad_appearance(tid, a, s["app"])
+                elif s["app"] is None or len(a) == len(s["app"]):
+                    s["app"] = a if s["app"] is None else s["app"] + a
+                    s["n_app"] += 1
+                else:  # another length (before, every later frame of the track failed)
+                    self._other_length(tid, s, a)
         self._zone_events(view.prior)
         for ev in view.crossings:
             s = self.open.get(str(ev.track_id))
@@ -75,6 +96,37 @@ class JourneyAnalyzer(CameraAnalyzer):
         if self.closed:
             self.closed = {k: s for k, s in self.closed.items() if view.ts_ms - s["last_ts"] <= self.reopen_ms}
         return out
+
+    def _other_length(self, track_id: int, s: dict, a: np.ndarray) -> None:
+        """An appearance vector of another length than the track's mean: summed apart, per length (``alt``:
+        ``{str(length): [sum, n]}``, :data:`APPEARANCE_LENGTHS` lengths in all at most; replaced, never changed in
+        place: a state taken keeps its own); the length with the most vectors is the track's mean."""
+        self._bad_appearance(track_id, a, s["app"])
+        alt = s.get("alt") or {}
+        if isinstance(alt, list):  # a state of before: one other length, [sum, n]
+            alt = {str(len(alt[0])): alt}
+        key = str(len(a))
+        if key in alt:
+            got = [(np.asarray(alt[key][0]) + a).tolist(), alt[key][1] + 1]
+        elif len(alt) + 1 < APPEARANCE_LENGTHS:
+            got = [a.tolist(), 1]
+        else:  # yet another length: left out
+            return
+        alt = {**alt, key: got}
+        if got[1] > s["n_app"]:  # most of the track's vectors have this length (a bad first one, a model changed)
+            del alt[key]
+            alt[str(len(s["app"]))] = [s["app"].tolist(), s["n_app"]]
+            s["app"], s["n_app"] = np.asarray(got[0], np.float64), got[1]
+        s["alt"] = alt
+
+    def _bad_appearance(self, track_id: int, a: np.ndarray, mean_sum: np.ndarray | None) -> None:
+        self.errors[BAD_APPEARANCE] = self.errors.get(BAD_APPEARANCE, 0) + 1
+        if track_id not in self._warned:  # logged once per track, counted every time
+            self._warned.add(track_id)
+            log.warning("track appearance embedding not in its mean (not finite: left out; or another length "
+                        "than most of the track's: kept apart)",
+                        extra={"camera": self.camera_id, "track_id": int(track_id), "length": len(a),
+                               "expected": None if mean_sum is None else len(mean_sum)})
 
     def end(self, seq: int, ts_ms: int, prior: list) -> list:
         self._zone_events(prior)
@@ -100,6 +152,7 @@ class JourneyAnalyzer(CameraAnalyzer):
         out = []
         for k in sorted(keys, key=lambda k: (self.open[k]["last_ts"], int(k))):
             s = self.open.pop(k)
+            self._warned.discard(int(k))
             if self.reopen_ms > self.end_after_ms:
                 self.closed[k] = s
             if s["n"] < self.cfg.min_track_frames:

@@ -94,6 +94,8 @@ class ZoneAnalyzer(CameraAnalyzer):
         self.buckets.load_state({
             "buckets": [b for b in buckets.get("buckets", []) if b[0] in self.kinds],
             "ended": [b for b in buckets.get("ended", []) if b[0] in self.kinds],
+            # when the ended stream's last frame was: a next stream going back in time starts its buckets afresh
+            "ended_ts": buckets.get("ended_ts"),
             "last": None if last is None else [last[0], {z: n for z, n in last[1].items() if z in self.kinds}]})
         pub = state.get("published")
         self.published = None if pub is None else {k: int(v) for k, v in pub.items()}

@@ -113,16 +113,6 @@ def purge_audit(storage: Any, before_ms: int) -> int:
         sa.delete(audit_log).where(audit_log.c.ts_ms < before_ms)).rowcount)), 0)
 
 
-def audited_statuses(storage: Any, action: str, target: str, limit: int = 100) -> list[int]:
-    """The answers' statuses of the newest ``limit`` audited writes ``action`` on ``target`` (the audit
-    middleware's ``{"status": ...}``), newest first."""
-    a = audit_log.c
-    rows = storage._rows(sa.select(a.detail).where(a.action == action, a.target == target)
-                         .order_by(a.ts_ms.desc(), a.id.desc()).limit(limit))
-    return [int(d["status"]) for (detail,) in rows
-            if isinstance(d := json.loads(detail or "{}"), dict) and isinstance(d.get("status"), int)]
-
-
 def list_audit(storage: Any, start_ms: int | None = None, end_ms: int | None = None, actor: str | None = None,
                action: str | None = None, limit: int = 100, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
     """Audit entries in ``[start_ms, end_ms)``, newest first: ``(page, total matching)``."""

@@ -57,6 +57,8 @@ class Snapshot:
 
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
+#: Most minute-row ranges one statement of :func:`heatmap` reads (SQLite allows 500 terms in a compound SELECT).
+UNION_PARTS = 200
 
 
 def heatmap_cell_sizes(store: Any, camera_id: str, start_ms: int, end_ms: int) -> dict[int, int]:
@@ -145,20 +147,23 @@ def heatmap(store: Any, camera_id: str, start_ms: int, end_ms: int, cell_px: int
         # one frame size: the latest minute's (a camera whose frame size changed has cells of two grids)
         width, height = (int(v) for v in conn.execute(latest).one())
         size = (*grid, h.width == width, h.height == height)
-        base = sa.select(h.cells).where(*size)
-        minute_rows = base.where(h.span_ms == MINUTE_MS)
-        hours: list[int] = []
+        minute_rows = sa.select(h.cells).where(*size, h.span_ms == MINUTE_MS)
+        rows: list[Any] = []
         if h_start < h_end:  # whole hours from the hour rows (of this size), the rest from the minute rows
-            hours = [int(t) for (t,) in conn.execute(sa.select(h.window_start_ms).where(
-                *size, h.span_ms == HOUR_MS, h.window_start_ms >= h_start, h.window_start_ms < h_end))]
-        parts: list[Any] = [base.where(h.span_ms == HOUR_MS, h.window_start_ms.in_(hours))] if hours else []
+            rows = conn.execute(sa.select(h.cells, h.window_start_ms).where(
+                *size, h.span_ms == HOUR_MS, h.window_start_ms >= h_start, h.window_start_ms < h_end)).all()
+        parts: list[Any] = []
         lo = start_ms
-        for t in sorted(hours) + [None]:  # the minute rows between the hours read from hour rows
+        for t in sorted(int(r[1]) for r in rows) + [None]:  # the minute rows between the hours read from hour rows
             hi = end_ms if t is None else t
             if lo < hi:
                 parts.append(minute_rows.where(h.window_start_ms >= lo, h.window_start_ms < hi))
             lo = -1 if t is None else t + HOUR_MS
-        rows = conn.execute(sa.union_all(*parts) if len(parts) > 1 else parts[0]).all() if parts else []
+        # a part per run of hours without an hour row (a night without people): over a long history more than
+        # one statement takes (SQLite: at most 500 terms in a compound SELECT)
+        for i in range(0, len(parts), UNION_PARTS):
+            chunk = parts[i:i + UNION_PARTS]
+            rows += conn.execute(sa.union_all(*chunk) if len(chunk) > 1 else chunk[0]).all()
         count = sa.select(sa.func.count()).where(*size, h.span_ms == MINUTE_MS, h.window_start_ms >= start_ms,
                                                  h.window_start_ms < end_ms)
         return width, height, rows, int(conn.execute(count).scalar_one())

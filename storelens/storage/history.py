@@ -176,7 +176,11 @@ class Storage(Protocol):
     ) -> dict[str, Any]: ...
 
     def erase_customer(self, customer_id: str, journeys: Any = None, entrance_lines: Any = None,
-                       tracks: Iterable[tuple[str, int]] = ()) -> int: ...
+                       tracks: Iterable[tuple[str, int]] = (), pending: bool = False) -> int: ...
+
+    def erasure_pending(self, customer_id: str) -> bool: ...
+
+    def erasure_sent(self, customer_id: str) -> None: ...
 
     def write_batch(self, tracked_frames: Iterable[m.TrackedFrame] = (), crossings: Sequence[CrossingEvent] = (),
                     occupancy_updates: Iterable[m.OccupancyUpdate] = (), count_windows: Iterable[m.CountWindow] = (),
@@ -652,7 +656,7 @@ class SqlStorage(SqlStore):
             ~sa.exists().where(gallery.c.customer_id == cm.customer_id)))
 
     def erase_customer(self, customer_id: str, journeys: Any = None, entrance_lines: Any = None,
-                       tracks: Iterable[tuple[str, int]] = ()) -> int:
+                       tracks: Iterable[tuple[str, int]] = (), pending: bool = False) -> int:
         """Right to erasure: delete every row derived from the customer; return how many rows went.
 
         The customer's matches and, per matched track (and per track of ``tracks``: the gallery's decisions
@@ -661,11 +665,26 @@ class SqlStorage(SqlStore):
         them in a journey (cut at the exits of ``entrance_lines``, the site's ``store.entrance_lines``).
         The deleted rows are then gone from the files too (SQLite's write-ahead log is truncated;
         PostgreSQL vacuums the tables), and rows of those tracks written later are dropped. Crossings and
-        staff tracks stay (see :func:`storelens.storage.privacy.erase_customer`).
+        staff tracks stay (see :func:`storelens.storage.privacy.erase_customer`). When rows went, or with
+        ``pending`` (the gallery still holds the customer), the erasure is recorded pending until
+        :meth:`erasure_sent`.
         """
         import storelens.storage.privacy as privacy
 
-        return sum(privacy.erase_customer(self, customer_id, journeys, entrance_lines, tracks).values())
+        return sum(privacy.erase_customer(self, customer_id, journeys, entrance_lines, tracks, pending).values())
+
+    def erasure_pending(self, customer_id: str) -> bool:
+        """Whether an erasure of ``customer_id`` was not told to the recognition service yet
+        (:func:`storelens.storage.privacy.erasure_pending`)."""
+        import storelens.storage.privacy as privacy
+
+        return privacy.erasure_pending(self, customer_id)
+
+    def erasure_sent(self, customer_id: str) -> None:
+        """The recognition service was told of the erasure of ``customer_id``: no longer pending."""
+        import storelens.storage.privacy as privacy
+
+        privacy.erasure_sent(self, customer_id)
 
     def customer_track_times(self, customer_id: str) -> dict[tuple[str, int], int]:
         """``(camera_id, track_id) -> ts_ms`` of the tracks matched to ``customer_id`` (the erasure marks them

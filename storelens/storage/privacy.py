@@ -40,6 +40,7 @@ Example:
 """
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any, Callable, Iterable, Mapping
 
@@ -53,6 +54,7 @@ from storelens.storage.schema import (
     erased_tracks,
     frames,
     group_crossings,
+    pending_erasures,
     staff_tracks,
     track_attributes,
     track_points,
@@ -247,7 +249,7 @@ def journey_track_keys(storage: Any, journeys_config: Any, customer_id: str, see
 
 def erase_customer(storage: Any, customer_id: str, journeys_config: Any = None,
                    entrance_lines: Iterable[str] | None = None,
-                   tracks: Iterable[tuple[str, int]] = ()) -> dict[str, int]:
+                   tracks: Iterable[tuple[str, int]] = (), pending: bool = False) -> dict[str, int]:
     """Right to erasure in the history: every row derived from the customer; rows deleted per table.
 
     Deletes the customer's track-to-customer links and, for each matched track (those of the links, and
@@ -260,6 +262,10 @@ def erase_customer(storage: Any, customer_id: str, journeys_config: Any = None,
     deleted, the deleted bytes are made unreadable (SQLite: the write-ahead log, which still held
     the rows, is checkpointed and truncated; PostgreSQL: ``VACUUM`` of the tables that lost rows). The
     track's crossings and its staff recognition (``staff_tracks``) stay.
+
+    When rows were deleted, or with ``pending`` (the gallery still holds the customer), the same transaction records
+    the erasure in ``pending_erasures`` until the recognition service was told (:func:`erasure_sent`): a retry of
+    the request answers 204 by it (:func:`erasure_pending`), while an id never erased has no row.
 
     Example:
         >>> from storelens.contract import messages as m
@@ -301,6 +307,10 @@ def erase_customer(storage: Any, customer_id: str, journeys_config: Any = None,
             out[table.name] = n
         if keys:
             conn.execute(tombstones, [{"camera_id": c, "track_id": t, "ts_ms": now_ms} for c, t in sorted(keys)])
+        if pending or any(out.values()):  # with the deletion: a retry after any later failure finds it
+            conn.execute(dialects.insert(storage.db, pending_erasures)
+                         .values(customer_digest=erasure_digest(customer_id), ts_ms=now_ms)
+                         .on_conflict_do_nothing(index_elements=["customer_digest"]))
         return out
 
     with storage._lock:  # the clean-up right after the deletion, as the gallery's
@@ -310,3 +320,27 @@ def erase_customer(storage: Any, customer_id: str, journeys_config: Any = None,
             # explicit=False: no VACUUM of the big history tables on PostgreSQL (autovacuum); SQLite truncates its WAL
             storage._run(lambda c: dialects.after_erase(storage.db, c, gone, explicit=False))
     return out
+
+
+def erasure_pending(storage: Any, customer_id: str) -> bool:
+    """Whether an erasure of ``customer_id`` has not been told to the recognition service yet (its row in
+    ``pending_erasures``, written by :func:`erase_customer`)."""
+    p = pending_erasures.c
+    return bool(storage._rows(sa.select(p.customer_digest).where(p.customer_digest == erasure_digest(customer_id))))
+
+
+def erasure_sent(storage: Any, customer_id: str) -> None:
+    """The recognition service was told of the erasure of ``customer_id`` (or none is to be told): its
+    ``pending_erasures`` row goes; a later request for the id answers 404."""
+    storage._write(lambda c: c.execute(sa.delete(pending_erasures).where(
+        pending_erasures.c.customer_digest == erasure_digest(customer_id))))
+
+
+def erasure_digest(customer_id: str) -> str:
+    """The key of ``customer_id``'s row in ``pending_erasures``: a SHA-256 digest, so that the erased id itself is
+    not kept in the history (the id is a random pseudonym: only who holds it can find its row).
+
+    >>> erasure_digest("cu-1") == erasure_digest("cu-1") != erasure_digest("cu-2"), len(erasure_digest("cu-1"))
+    (True, 64)
+    """
+    return hashlib.sha256(f"storelens-erasure:{customer_id}".encode()).hexdigest()

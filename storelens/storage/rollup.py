@@ -164,10 +164,7 @@ def hour_rows(storage: Any, *, stores: Sequence[str] | None = None, from_day: st
             q = sa.select(h.store_id, h.day, first, sa.func.max(h.end_ms), sa.func.min(h.label), sa.func.sum(units),
                           sa.func.sum(tx_units), only, *(sa.func.sum(h[c]) for c in summed)
                           ).group_by(h.store_id, h.day, only)
-        if currency is not None:
-            plain = [s.store_id for s in infos if s.currency in (currency, "")]
-            q = q.where(sa.or_(h.currency == currency, sa.and_(
-                h.currency == "", h.transactions == 0, h.sales_minor == 0, h.store_id.in_(plain))))
+        q = _of_currency(q, h, infos, currency)
     raw = storage._rows(_in_range(q, h, stores, from_day, to_day, start_ms, end_ms).order_by(h.store_id, first))
     with_staff = {r[0] for r in raw if int(r[10] or 0) > 0}  # the stores that recognise staff
     out = []
@@ -186,6 +183,43 @@ def hour_rows(storage: Any, *, stores: Sequence[str] | None = None, from_day: st
             dwell_hist=bins[:n], queue_wait_hist=bins[n:], stores={sid}, transactions_with_units=int(tx_units or 0),
             visitors_with_staff_cue=int(vis) if sid in with_staff else 0), int(end)))
     return out
+
+
+def _of_currency(q: Any, h: Any, infos: Sequence[ChainStore], currency: str | None) -> Any:
+    """``q`` on ``chain_kpi_hours`` kept to the hours in ``currency`` and the hours without sales of the stores
+    selling in it or in none yet (:func:`hour_rows`); ``None``: every hour."""
+    if currency is None:
+        return q
+    plain = [s.store_id for s in infos if s.currency in (currency, "")]
+    return q.where(sa.or_(h.currency == currency, sa.and_(
+        h.currency == "", h.transactions == 0, h.sales_minor == 0, h.store_id.in_(plain))))
+
+
+def buckets_at_least(storage: Any, *, period: str, group_by: str, stores: Sequence[str] | None = None,
+                     from_day: str | None = None, to_day: str | None = None, currency: str | None = None
+                     ) -> tuple[int, int]:
+    """At least how many buckets :func:`storelens.domain.rollup.roll_up` makes of what :func:`hour_rows` returns
+    (the same selection), in all and in the largest group: each group's distinct local hours (``hour``) or
+    business days (``day``; ``week``: a seventh of them, rounded up) of its rows with open hours or visitors,
+    counted in SQL without reading the rows (a chain's year of store-hours is millions of them: a request for
+    too many buckets is refused before they are read, not after)."""
+    h, s = chain_kpi_hours.c, chain_stores_table.c
+    key = sa.func.substr(h.label, 1, 16) if period == "hour" else h.day  # domain.rollup.period_key's
+    n = sa.func.count(sa.distinct(key))
+    if group_by == "store":
+        q = sa.select(n).group_by(h.store_id)
+    elif group_by == "region":  # the store's region now, as hour_rows gives it
+        region = sa.func.coalesce(s.region, "")
+        q = sa.select(n).select_from(chain_kpi_hours.outerjoin(chain_stores_table, s.store_id == h.store_id)
+                                     ).group_by(region)
+    else:
+        q = sa.select(n).select_from(chain_kpi_hours)
+    q = q.where(sa.or_(h.hours > 0, h.visitors > 0))  # a sales-only row makes no group
+    q = _in_range(_of_currency(q, h, chain_stores(storage), currency), h, stores, from_day, to_day, None, None)
+    counts = [int(c) for (c,) in storage._rows(q)]
+    if period == "week":
+        counts = [-(-c // 7) for c in counts]
+    return sum(counts), max(counts, default=0)
 
 
 def newest_day(storage: Any, stores: Sequence[str]) -> str | None:

@@ -419,6 +419,19 @@ webhook_outbox = sa.Table(
 
 HISTORY_TABLES = (*HISTORY_TABLES, webhook_outbox)
 
+# -- customer erasures not told to the recognition service yet (migration 0023_pending_erasures) -------------------
+
+#: A customer's erasure whose notification to the recognition service has not been sent (a digest of the customer
+#: id, :func:`storelens.storage.privacy.erasure_digest`, so the erased id itself is not kept; wall-clock time of the
+#: erasure, ms): written in the history's erasure transaction, deleted once the notification went out; a retry of
+#: the erasure answers 204 by it (:func:`storelens.storage.privacy.erase_customer`).
+pending_erasures = sa.Table(
+    "pending_erasures", metadata,
+    _col("customer_digest", ID, primary_key=True), _col("ts_ms", INT),
+)
+
+HISTORY_TABLES = (*HISTORY_TABLES, pending_erasures)
+
 
 # -- face gallery ----------------------------------------------------------------------------
 

@@ -118,9 +118,11 @@ export function CameraView({ me }: ViewProps) {
   const { snap, failed: imgError, error: snapError, setFailed: setImgError } = useSnapshot(cameraId);
   const noSize = imgError || (snap !== null && !(snap.w > 0 && snap.h > 0)); // the snapshot gives no frame size
   const heatUrl = `/v1/cameras/${encodeURIComponent(cameraId)}/heatmap`;
-  const heat = useApi<HeatmapOut>(cameraId && showHeat ? `${heatUrl}${qs({ kind: heatKind, start_ms: heatStart })}` : null,
-    heatRange);
-  const sized = useApi<HeatmapOut>(cameraId && noSize ? heatUrl : null); // the frame size of all the data's heatmap
+  // walking=false: the grid alone (the walking statistics, not shown here, read the range's track points: seconds)
+  const heat = useApi<HeatmapOut>(cameraId && showHeat
+    ? `${heatUrl}${qs({ kind: heatKind, start_ms: heatStart, walking: false })}` : null, heatRange);
+  // the frame size of all the data's heatmap
+  const sized = useApi<HeatmapOut>(cameraId && noSize ? `${heatUrl}${qs({ walking: false })}` : null);
   const [edits, setEdits] = useState<Record<string, { a: Point; b: Point }>>({});
   const [zoneEdits, setZoneEdits] = useState<Record<string, Point[]>>({});
   const [drag, setDrag] = useState<Drag>(null);

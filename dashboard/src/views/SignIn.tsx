@@ -30,7 +30,9 @@ export function SignIn({ onSignedIn }: { onSignedIn: (me: Me) => void }) {
             ? e2.retryAfterS !== null && e2.retryAfterS <= 5
               ? "The server is busy checking other sign-ins: try again in a moment."
               : "Too many attempts: wait a minute and try again."
-            : `Sign-in failed (${e2.message}).`,
+            : e2.status === 0
+              ? `Cannot reach the server (${e2.detail}): check the connection and try again.`
+              : `Sign-in failed (${e2.message}).`,
       );
     } finally {
       setBusy(false);

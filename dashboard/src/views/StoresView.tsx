@@ -6,7 +6,7 @@
 // stores selling it beside their own are no rows of the comparison. Amounts come in minor units of the currency
 // (its currency_decimals: 0 for JPY, 3 for KWD) and are shown as Intl shows that currency (fmtMoney).
 import { useMemo, useState } from "react";
-import { fmtMoney, fmtNum, fmtPct, qs, useApi, useLast } from "../api";
+import { fmtMoney, fmtNum, fmtPct, fmtTime, qs, useApi, useLast } from "../api";
 import { Chart, PALETTE } from "../Chart";
 import { Card, Empty, Loading, Problem, Select } from "../ui";
 import type { ViewProps } from "../App";
@@ -26,7 +26,7 @@ interface Group {
 interface CurrencySales { currency: string; currency_decimals: number; stores: number; transactions: number; sales_minor: number }
 interface ChainKpis {
   from_day: string; to_day: string; currency: string | null; currency_decimals: number | null; chain: Values; groups: Group[];
-  currencies: CurrencySales[];
+  currencies: CurrencySales[]; stores_without_hours: string[];
 }
 
 type GroupBy = "store" | "region" | "chain";
@@ -102,6 +102,13 @@ export function StoresView(_: ViewProps) {
   const money = (minor: number | null | undefined) => fmtMoney(minor, k.data?.currency, k.data?.currency_decimals);
   const rows = [...(k.data?.groups ?? [])].sort((a, b) =>
     (a.comparison.rank_conversion ?? 1e9) - (b.comparison.rank_conversion ?? 1e9));
+  // the stores selected (of the currency compared) that reported nothing in the range (stores_without_hours): the
+  // API leaves them out of the groups, so without this a store whose roll-up stopped vanished from the comparison
+  const byId = new Map((stores.data?.stores ?? []).map((s) => [s.store_id, s]));
+  const silent = (k.data?.stores_without_hours ?? []).map((id) => {
+    const s = byId.get(id);
+    return s ? `${s.name || id} (last roll-up ${fmtTime(s.updated_ms)})` : id;
+  });
   return (
     <>
       <div className="toolbar">
@@ -120,7 +127,7 @@ export function StoresView(_: ViewProps) {
       <Problem error={stores.error ?? first.error ?? k.error} />
       <Loading on={(stores.loading && !stores.data) || (!k.data && (first.loading || k.loading))} />
       <Empty on={!!stores.data && stores.data.stores.length === 0}>
-        No store has rolled its KPIs up here yet (the chain's chain-rollup service, or
+        No store has rolled its KPIs up here yet (the chain's chain-rollup service, or{" "}
         <code>storelens kpis publish</code>).
       </Empty>
       {k.data && (
@@ -165,6 +172,12 @@ export function StoresView(_: ViewProps) {
               each store's own business days and opening hours. A store's sales in a currency beside its own count
               in transactions and sales only, not in conversion.
             </div>
+            {silent.length > 0 && (
+              <div className="note" role="status" data-testid="stores-without-data">
+                No hours from {k.data.from_day} to {k.data.to_day}, not in the comparison (their roll-up may have
+                stopped):{" "}{silent.join(", ")}.
+              </div>
+            )}
           </Card>
           {sold.length > 0 && (
             <Card title={`Sales per currency, ${k.data.from_day} to ${k.data.to_day} (never added up across currencies)`}

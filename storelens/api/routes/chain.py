@@ -25,6 +25,9 @@ router = api_router("chain", role="viewer")
 
 #: Longest range of business days in one answer.
 MAX_DAYS = 400
+#: Most buckets in one answer, every group's together (each group has at most MAX_BUCKETS, its time axis, as a
+#: store's own /v1/kpis): 91 days of a 200-store chain by store (18,200).
+MAX_ANSWER_BUCKETS = 20_000
 Day = Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}-\d{2}$", description="Local business day, YYYY-MM-DD.")]
 
 
@@ -113,6 +116,9 @@ class ChainKpisOut(_Out):
         "currency (in transactions, sales and the average basket only: not in conversion, sales per visitor "
         "or `stores`; in a group only when the group has hours of its own in `currency`)."))
     groups: list[GroupOut]
+    stores_without_hours: list[str] = Field(default_factory=list, description=(
+        "Stores of the selection (`store`, `region`; with `currency=` those selling in it) without an hour in the "
+        "range: in no group and no figure (e.g. a store whose roll-up stopped: see `last_hour_ms` of /v1/stores)."))
 
 
 def whole_weeks(first: dt.date, last: dt.date) -> tuple[dt.date, dt.date]:
@@ -126,6 +132,15 @@ def whole_weeks(first: dt.date, last: dt.date) -> tuple[dt.date, dt.date]:
     monday = first - dt.timedelta(days=first.weekday())  # 0001-01-01 is a Monday: never before it
     sunday = last + dt.timedelta(days=min(6 - last.weekday(), (dt.date.max - last).days))
     return monday, sunday
+
+
+def _check_buckets(period: str, total: int, largest: int) -> None:
+    """422 for more than :data:`MAX_BUCKETS` buckets in a group or :data:`MAX_ANSWER_BUCKETS` in all."""
+    if largest > MAX_BUCKETS:
+        raise HTTPException(422, f"more than {MAX_BUCKETS} {period} buckets in a group: narrow the range")
+    if total > MAX_ANSWER_BUCKETS:
+        raise HTTPException(422, f"more than {MAX_ANSWER_BUCKETS} {period} buckets in all the groups: narrow the "
+                                 f"range or the stores")
 
 
 def _values(k: R.ChainKpis, k_min: int) -> dict:
@@ -153,8 +168,10 @@ def _ranks(groups: dict[str, R.ChainKpis], attr: str) -> dict[str, int]:
                 "the average basket only: never in conversion or sales per visitor (their visitors are in their "
                 "own currency's hours), never as a store or a group of their own. Medians from histograms "
                 "(within one bin), withheld below privacy.k_min visits like the store's own KPIs. 422: a bad "
-                "range, too many buckets, or stores in several currencies without `currency=`. 404: a `store` or "
-                "`region` that no store of the roll-up has (each unknown store named).",
+                "range, more than 2000 buckets in a group or 20,000 in all, or stores in several currencies "
+                "without `currency=`. 404: a `store` or `region` that no store of the roll-up has (each unknown "
+                "store named). A store of the selection without an hour in the range is in no group: "
+                "`stores_without_hours` names it.",
     responses={404: {"model": ErrorOut, "description": "Unknown store or region."}},
 )
 def get_chain_kpis(
@@ -202,12 +219,16 @@ def get_chain_kpis(
     if currency is None and len(sold) > 1:
         raise HTTPException(422, f"the stores sell in {', '.join(sold)}: pass currency= to compare the "
                                  f"stores of one currency")
+    if chosen:  # before the rows are read: a chain's year of store-hours is millions of them
+        _check_buckets(period, *rq.buckets_at_least(ctx.storage, period=period, group_by=group_by, stores=ids,
+                                                    from_day=first.isoformat(), to_day=last.isoformat(),
+                                                    currency=currency))
     rows = rq.hour_rows(ctx.storage, stores=ids, from_day=first.isoformat(), to_day=last.isoformat(),
                         per="hour" if period == "hour" else "day", currency=currency) if chosen else []
     counting = R.with_visitors(rows)  # over the whole request: each bucket's conversion adds up to the total's
     rolled = R.roll_up(rows, period, group_by, counting)
-    if sum(len(per) for per, _ in rolled.values()) > MAX_BUCKETS:
-        raise HTTPException(422, f"more than {MAX_BUCKETS} {period} buckets: narrow the range or the stores")
+    _check_buckets(period, sum(len(per) for per, _ in rolled.values()),
+                   max((len(per) for per, _ in rolled.values()), default=0))
     k_min = ctx.config.privacy.k_min
     everything = R.aggregate(counting)  # the rows, not the groups: a sales-only row may have none
     for row in rows:
@@ -231,9 +252,12 @@ def get_chain_kpis(
             buckets=[ChainBucketOut(key=k, label=bucket_label(period, k) if period != "hour" else k,
                                     **_values(v, k_min)) for k, v in per.items()]))
     cur = currency or (sold[0] if sold else None)
+    reported = {row.store_id for row in rows if not row.sales_only}
+    absent = sorted(s.store_id for s in chosen if s.store_id not in reported and (currency is None or s.currency in (
+        currency, "")))
     return ChainKpisOut(period=period, group_by=group_by, from_day=first.isoformat(), to_day=last.isoformat(),
                         currency=cur, currency_decimals=None if cur is None else pos.currency_decimals(cur),
                         currencies=[CurrencyOut(currency=c, currency_decimals=pos.currency_decimals(c), stores=x.stores,
                                                 transactions=x.transactions, sales_minor=x.sales_minor)
                                     for c, x in per_currency.items()],
-                        chain=ChainValues(**_values(everything, k_min)), groups=groups)
+                        chain=ChainValues(**_values(everything, k_min)), groups=groups, stores_without_hours=absent)

@@ -11,7 +11,6 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Query, Request, Response
 
 from storelens.config import entrance_lines_of, journeys_of
-from storelens.storage import auth as audit
 
 from ..deps import (
     ConfigDep, CustomerId, ErasureDep, FromMs, GalleryDep, StorageDep, ToMs, api_router, check_range, require_role,
@@ -99,8 +98,9 @@ def get_customer(customer_id: CustomerId, store: GalleryDep, storage: StorageDep
                "erased there: never decided again); then tells the "
                "recognition service to forget them. The notification is sent even for an unknown id, so retrying "
                "a request that failed (500, 503) completes the erasure; an id the stores no longer hold answers "
-               "204 when an earlier erasure of it was answered 503 (the audit log: the retry it asked for), "
-               "else 404.")
+               "204 while an earlier erasure of it has not been told to the recognition service (recorded with "
+               "the history's deletion until the notification went out: the retry a 503 asked for), else 404 "
+               "(an id never erased, or erased with a 204).")
 def erase_customer(customer_id: CustomerId, store: GalleryDep, storage: StorageDep, config: ConfigDep,
                    on_erasure: ErasureDep, request: Request) -> Response:
     decided = getattr(store, "decided_tracks", None)  # tracks whose match the history may not have yet
@@ -114,8 +114,12 @@ def erase_customer(customer_id: CustomerId, store: GalleryDep, storage: StorageD
         mark(known(customer_id))
     # The history first: the gallery's delete forgets which tracks were the customer's, so a retry after a failure
     # of the history's erasure (500) still finds them; after a failure of the gallery's delete, both run again.
-    rows = storage.erase_customer(customer_id, journeys_of(config), entrance_lines_of(config), tracks)
+    # Its transaction records the erasure pending (rows deleted, or the gallery holds the customer) until the
+    # notification went out: a retry of a request that failed after it answers 204; an id never erased has no record.
+    rows = storage.erase_customer(customer_id, journeys_of(config), entrance_lines_of(config), tracks,
+                                  pending=store.customer_exists(customer_id))
     in_gallery = store.delete_customer(customer_id)
+    pending = storage.erasure_pending(customer_id)  # this request's, or an earlier one's not told yet
     if on_erasure is not None:
         try:
             on_erasure(customer_id)
@@ -123,22 +127,13 @@ def erase_customer(customer_id: CustomerId, store: GalleryDep, storage: StorageD
             log.exception("customer erasure not propagated", extra={"customer_id": customer_id})
             raise HTTPException(503, "the customer was deleted from the stores, but the erasure could not be "
                                 "sent to the recognition service; retry the request") from None
-    if not (in_gallery or rows) and not _erased_before(storage, request):
+    if pending:
+        try:
+            storage.erasure_sent(customer_id)
+        except Exception:  # the erasure is done; a later request for the id sends the notification again (204)
+            log.warning("could not clear the pending erasure record", exc_info=True,
+                        extra={"customer_id": customer_id})
+            request.app.state.context.metrics.count_error("pending_erasure_not_cleared")
+    if not (in_gallery or rows or pending):
         raise _unknown(customer_id)
     return Response(status_code=204)
-
-
-#: The audit log's action of an erasure (the audit middleware's ``<method> <route path>``).
-ERASE_ACTION = "DELETE /v1/customers/{customer_id}"
-
-
-def _erased_before(storage: object, request: Request) -> bool:
-    """Whether an earlier erasure of this id was answered 503 by the audit log (the stores erased, the notification
-    not sent): its retry, which asked for and has now sent it, answers 204; an id never erased (a typo), or erased
-    with a 204, stays 404. Only this id's audited erasures are read."""
-    target = request.scope["path"][:500].replace("\x00", "\\x00")  # as the audit middleware writes it
-    try:
-        return 503 in audit.audited_statuses(storage, ERASE_ACTION, target)
-    except Exception:  # no audit log (a store without it) or unreadable: the id is unknown
-        log.warning("could not read the audit log for an earlier erasure", exc_info=True)
-        return False

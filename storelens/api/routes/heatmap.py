@@ -30,6 +30,9 @@ router = api_router("heatmaps", role='viewer')
 Kind = Annotated[Literal["occupancy", "dwell"], Query(description="occupancy: person-time per cell; "
                                                                   "dwell: the part of it spent lingering.")]
 Format = Annotated[Literal["json", "png"], Query(description="json: the grid; png: drawn over the reference frame.")]
+Walking = Annotated[bool, Query(description="json of a camera with a floor homography: compute `walking` (reads the "
+                                            "range's track points, up to seconds); false: `walking` is null "
+                                            "(the grid alone, as the dashboard's overlay asks).")]
 PNG = {200: {"content": {"image/png": {}}, "description": "The heatmap (format=png) or the grid (format=json)."}}
 JPEG = {200: {"content": {"image/jpeg": {}}, "description": "The reference frame (heads blurred), JPEG; headers "
               "X-Snapshot-Ts-Ms, X-Frame-Width, X-Frame-Height."},
@@ -81,7 +84,8 @@ class HeatmapOut(_Out):
     walking: WalkingOut | None = Field(default=None, description=f"Walking on the floor (cameras with a floor "
                                                                  f"homography): every track of the range but "
                                                                  f"its stationary start, up to {MAX_WALK_POINTS:,} "
-                                                                 f"points (see truncated); k-anonymous.")
+                                                                 f"points (see truncated); k-anonymous. Null "
+                                                                 f"without one, or asked with walking=false.")
 
 
 class PlanCellOut(_Out):
@@ -112,7 +116,8 @@ def _png(data: bytes) -> Response:
 @router.get("/v1/cameras/{camera_id}/heatmap", response_model=HeatmapOut,
             responses={**NOT_FOUND, **PNG}, summary="Heatmap of one camera")
 def camera_heatmap(camera: CameraDep, storage: StorageDep, config: ConfigDep, start_ms: StartMs = 0,
-                   end_ms: EndMs = None, kind: Kind = "occupancy", format: Format = "json"):  # noqa: A002
+                   end_ms: EndMs = None, kind: Kind = "occupancy", format: Format = "json",  # noqa: A002
+                   walking: Walking = True):
     start, end = resolve_range(start_ms, end_ms)
     cells = hm.heatmap(storage, camera.id, start, end, cell_px=config.heatmap.cell_px)
     snap = hm.snapshot(storage, camera.id, at_ms=end)
@@ -128,8 +133,8 @@ def camera_heatmap(camera: CameraDep, storage: StorageDep, config: ConfigDep, st
             raise HTTPException(404, f"no heatmap and no reference frame of camera {camera.id!r} in the range")
         grid = cells_to_grid(values, width, height, cell_px)
         return _png(heatmap_png(grid, cell_px, width, height, snap.jpeg if snap is not None else None))
-    walking = None
-    if camera.floor is not None:
+    walked = None
+    if walking and camera.floor is not None:
         # mannequins count nowhere (README, "Stationary objects"), nor does a track's standing still before its
         # walking; a few people's figures are theirs (k_min over the tracks that walked)
         found = storage.track_pages(camera.id, start, end, page_points=WALK_POINTS, max_points=MAX_WALK_POINTS,
@@ -138,10 +143,10 @@ def camera_heatmap(camera: CameraDep, storage: StorageDep, config: ConfigDep, st
                               (([p.ts_ms for p in t.points], np.array([p.bbox_xyxy for p in t.points]))
                                for page in found.pages for t in page))
         hidden = is_suppressed(stats.tracks, config.privacy.k_min)
-        walking = WalkingOut(tracks=stats.tracks, distance_m=None if hidden else round(stats.distance_m, 3),
-                             duration_s=None if hidden else round(stats.duration_s, 3), mean_speed_m_s=None
-                             if hidden or stats.mean_speed_m_s is None else round(stats.mean_speed_m_s, 3),
-                             suppressed=hidden, covered_end_ms=found.covered_end_ms, truncated=found.truncated)
+        walked = WalkingOut(tracks=stats.tracks, distance_m=None if hidden else round(stats.distance_m, 3),
+                            duration_s=None if hidden else round(stats.duration_s, 3), mean_speed_m_s=None
+                            if hidden or stats.mean_speed_m_s is None else round(stats.mean_speed_m_s, 3),
+                            suppressed=hidden, covered_end_ms=found.covered_end_ms, truncated=found.truncated)
     keep = {(gx, gy) for gx, gy, _ in values}
     rows, cols = (cells_to_grid([], width, height, cell_px).shape if width and height else (0, 0))
     return HeatmapOut(
@@ -150,7 +155,7 @@ def camera_heatmap(camera: CameraDep, storage: StorageDep, config: ConfigDep, st
         total_ms=cells.total_ms(kind) if cells is not None else 0,
         cells=[HeatmapCellOut(gx=c[0], gy=c[1], occupancy_ms=c[2], dwell_ms=c[3])
                for c in (cells.cells if cells is not None else []) if (c[0], c[1]) in keep],
-        snapshot_ts_ms=snap.ts_ms if snap is not None else None, walking=walking)
+        snapshot_ts_ms=snap.ts_ms if snap is not None else None, walking=walked)
 
 
 @router.get("/v1/cameras/{camera_id}/snapshot", response_class=Response, responses=JPEG,

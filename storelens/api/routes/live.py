@@ -26,6 +26,10 @@ signed-out, deleted or reset user, and a session past ``auth.session_max_s`` end
 own expiry does not: the dashboard renews its cookie, not the open stream's token, so a session is accepted past
 its token's ``exp`` while its user's session epoch did not move
 (:meth:`~storelens.api.security.Authenticator.authenticate` with ``past_exp``), as a renewal would.
+
+The streams end when the server shuts down (:func:`end_streams`, called by :func:`storelens.api.app.serve` at
+SIGTERM/SIGINT): uvicorn waits for every response to end, so an open dashboard kept the server from stopping; the
+dashboards reconnect.
 """
 from __future__ import annotations
 
@@ -94,12 +98,26 @@ class LiveHub:
         #: The ``unavailable`` event of the failing reads (``None`` while they succeed).
         self.error: dict[str, Any] | None = None
         self._task: asyncio.Task[None] | None = None
+        #: Set by :meth:`close` (the server shuts down): every stream ends, a new one ends at once.
+        self.closed = False
+
+    def close(self) -> None:
+        """End every open stream (and any opened later): the server shuts down."""
+        self.closed = True
+        for queue in list(self.listeners):
+            if queue.full():
+                queue.get_nowait()
+            queue.put_nowait(("end", None))
 
     async def subscribe(self) -> AsyncIterator[tuple[str, Any]]:
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=100)
+        if self.closed:
+            return
         if self.counts is None:
             # (its changes go to the open streams too: a good read after failed ones is their "live again")
             self._fan_out(await self._read_or_error())
+            if self.closed:  # closed during the read: close() did not see this stream's queue
+                return
         if self.counts is not None:
             queue.put_nowait(("counts", self.counts))
         if self.error is not None:
@@ -144,6 +162,8 @@ class LiveHub:
             return [("unavailable", self.error)] if first else []
 
     def _fan_out(self, changes: list[tuple[str, Any]]) -> None:
+        if self.closed:  # (an "end" already waits in each queue)
+            return
         for queue in list(self.listeners):
             for change in changes:
                 if queue.full():  # a stalled client: drop its oldest event, never block the others
@@ -157,6 +177,15 @@ class LiveHub:
         # nobody listens: the next listener starts from the state at its connection, not from what changed
         # meanwhile (old alerts would come as new ones)
         self.counts, self.alerts, self.error = None, {}, None
+
+
+def end_streams(app: Any) -> None:
+    """End the open ``/v1/live`` streams of ``app`` (and refuse new ones): the server shuts down. Call it on the
+    app's event loop."""
+    hub = getattr(app.state, "live_hub", None)
+    if hub is None:
+        hub = app.state.live_hub = LiveHub(app.state.context)
+    hub.close()
 
 
 def hub_of(request: Request) -> LiveHub:
@@ -173,7 +202,7 @@ def hub_of(request: Request) -> LiveHub:
 async def live(request: Request, ctx: ContextDep) -> AsyncIterator[ServerSentEvent]:
     credential, checked = credential_of(request), time.monotonic()
     async for kind, data in hub_of(request).subscribe():
-        if await request.is_disconnected():
+        if kind == "end" or await request.is_disconnected():
             return
         if time.monotonic() - checked >= REAUTH_S:
             checked = time.monotonic()

@@ -39,7 +39,7 @@ from storelens.config.alerts import AlertRule
 from storelens.config.base import check_storable
 from storelens.config.cameras import redact_source
 from storelens.config.site import check_edit_env, masked, restore_masked, site_version_document
-from storelens.domain.geometry import segment_in_frame
+from storelens.domain.geometry import polygon_in_frame, segment_in_frame
 from storelens.errors import ConfigError
 from storelens.storage import heatmaps as hm
 from storelens.storage import site as sq
@@ -225,6 +225,18 @@ def _check_in_frame(ctx: ApiContext, camera_id: str, line: LineConfig) -> None:
                                  "its reference frame): it would never count")
 
 
+def _check_zone_in_frame(ctx: ApiContext, camera_id: str, zone: ZoneConfig) -> None:
+    """422 naming the field when ``zone`` lies entirely outside the camera's frame (nobody would ever be in it), as
+    :func:`_check_in_frame` checks a line."""
+    snap = hm.snapshot(ctx.storage, camera_id)
+    if snap is None or snap.width <= 0 or snap.height <= 0:
+        return
+    if not polygon_in_frame(zone.polygon, snap.width, snap.height):
+        raise HTTPException(422, f"zone.polygon: zone {zone.id!r} lies entirely outside camera {camera_id!r}'s "
+                                 f"frame ({snap.width}x{snap.height} px, its reference frame): nobody would ever "
+                                 "be in it")
+
+
 def _check_storable(kind: str, body: Any) -> Doc:
     """``body`` dumped (JSON types); 422 naming the field when a text anywhere in it (a key or a value) holds
     what the database cannot store (:func:`~storelens.config.base.check_storable`: NUL, a lone surrogate), before
@@ -299,6 +311,7 @@ def put_zone(ctx: ContextDep, principal: Admin, camera_id: ItemId, zone_id: Item
              base_version: BaseVersion = None, rederive: Rederive = False) -> SiteChangeOut:
     _check_id("zone", zone_id, body.id)
     _check_storable("zone", body)
+    _check_zone_in_frame(ctx, camera_id, body)
     return _change(ctx, principal, base_version, camera_id,
                    lambda cam: _put_item("zones", _camera(cam, camera_id), body), rederive)
 

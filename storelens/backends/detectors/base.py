@@ -6,7 +6,7 @@ where it exists and calls ``detect`` image by image otherwise.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Protocol, Sequence
 
 import numpy as np
@@ -22,6 +22,9 @@ class Detections:
     bbox_xyxy: np.ndarray  # (N, 4) float32
     confidence: np.ndarray  # (N,) float32
     class_id: np.ndarray  # (N,) int32
+    #: Every box already checked well formed (:meth:`well_formed_only`'s result): the trackers' own check of it,
+    #: a safety net for other callers, is then skipped (detect-track checks each frame's detections once).
+    checked: bool = field(default=False, compare=False)
 
     @classmethod
     def empty(cls) -> "Detections":
@@ -45,19 +48,24 @@ class Detections:
             return ok & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
 
     def well_formed_only(self) -> tuple["Detections", int]:
-        """``(the detections a tracker can take, how many were left out)`` (:meth:`well_formed`); ``self`` when
-        every one is.
+        """``(the detections a tracker can take, how many were left out)`` (:meth:`well_formed`), marked
+        :attr:`checked`; ``self`` when every one is (then marked checked itself: a later call returns at once).
 
         >>> d = Detections(np.array([[0, 0, 5, 9], [0, 0, np.inf, 9]], np.float32), np.array([0.9, 0.9], np.float32),
         ...                np.zeros(2, np.int32))
         >>> kept, dropped = d.well_formed_only()
-        >>> len(kept.bbox_xyxy), dropped, d.select([0]).well_formed_only()[1]
-        (1, 1, 0)
+        >>> len(kept.bbox_xyxy), dropped, kept.checked, d.select([0]).well_formed_only()[1]
+        (1, 1, True, 0)
+        >>> kept.well_formed_only()[0] is kept
+        True
         """
+        if self.checked:
+            return self, 0
         keep = self.well_formed()
         if keep.all():
+            object.__setattr__(self, "checked", True)  # a cache of what the boxes are (frozen: set once, to True)
             return self, 0
-        return self.select(keep), int((~keep).sum())
+        return replace(self.select(keep), checked=True), int((~keep).sum())
 
     def select(self, keep: np.ndarray) -> "Detections":
         """The detections ``keep`` (a mask or indices) selects."""

@@ -18,7 +18,7 @@ class FaceAnalysis:
     landmarks5: np.ndarray  # (5, 2)
     score: float
     quality: QualityResult
-    attending: bool | None  # None when the pose is not usable (too small / blurry)
+    attending: bool | None  # None when the pose is not usable (too small / blurry / cut off by the edge)
     age_gender: AgeGender | None  # None when not run (face rejected by the gate)
     emotion: np.ndarray | None  # (7,) probabilities, None when not run
 
