@@ -65,8 +65,7 @@ from storelens.config import SiteConfig
 from storelens.errors import ConfigError, DecodeError
 from storelens.domain.face_aggregate import TrackAggregator, assign_faces_to_tracks, consistent_faces
 from storelens.domain.face_aggregate import TrackAttributes as AggTrackAttributes
-# CLOCK_AHEAD: a crop dated ahead of the host's clock, which the gallery's retention purge does not go by
-from storelens.domain.purge_clock import CLOCK_AHEAD, CLOCK_AHEAD_TOLERANCE_MS, host_clamped_ms  # noqa: F401
+from storelens.domain.purge_clock import CLOCK_AHEAD, host_clamped_ms
 from storelens.backends.face_detectors import Faces
 from storelens.contract import topics
 from storelens.stages.base import Outputs, Publish, UnknownCamera, decode_input

@@ -103,8 +103,6 @@ class JourneyAnalyzer(CameraAnalyzer):
         place: a state taken keeps its own); the length with the most vectors is the track's mean."""
         self._bad_appearance(track_id, a, s["app"])
         alt = s.get("alt") or {}
-        if isinstance(alt, list):  # a state of before: one other length, [sum, n]
-            alt = {str(len(alt[0])): alt}
         key = str(len(a))
         if key in alt:
             got = [(np.asarray(alt[key][0]) + a).tolist(), alt[key][1] + 1]
